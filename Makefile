@@ -1,0 +1,119 @@
+# kippu — one non-recursive Makefile. User CFLAGS/LDFLAGS are left to the user;
+# project flags live in KP_CFLAGS. `make SANITIZE=1 ...` builds with ASan+UBSan in build-san/.
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+CC        ?= cc
+SANITIZE  ?= 0
+DEMO_DIR  ?=
+BENCH_JSON ?=
+
+ifeq ($(SANITIZE),1)
+BUILD     ?= build-san
+SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD     ?= build
+SANFLAGS  :=
+endif
+
+# Debian packages the build, tests and demo need (installed by `make deps`, only when missing).
+DEB_PKGS := gcc make libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
+            libcmocka-dev libcbor-dev python3 openssl
+
+# Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
+PKG_CFLAGS = $(shell pkg-config --cflags libnfc sqlite3 cmocka libcbor 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs libnfc sqlite3 libcbor 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+KP_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+             -Ihal -Icrypto -Ibackend-sync -Iterminal -MMD -MP $(SANFLAGS)
+KP_LDFLAGS := $(SANFLAGS)
+
+# Each top folder builds one static library from its .c files, except its programs' mains.
+HAL_SRC    := $(wildcard hal/*.c)
+CRYPTO_SRC := $(wildcard crypto/*.c)
+SYNC_SRC   := $(filter-out backend-sync/main.c,$(wildcard backend-sync/*.c))
+TERM_SRC   := $(filter-out terminal/main.c,$(wildcard terminal/*.c))
+TOOLS_SRC  := $(filter-out tools/kippuctl.c,$(wildcard tools/*.c))
+TEST_SRC   := $(wildcard tests/test_*.c)
+BENCH_SRC  := tests/bench.c
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB_HAL    := $(BUILD)/lib/libkphal.a
+LIB_CRYPTO := $(BUILD)/lib/libkpcrypto.a
+LIB_SYNC   := $(BUILD)/lib/libkpsync.a
+LIB_TERM   := $(BUILD)/lib/libkpterm.a
+LIB_TOOLS  := $(BUILD)/lib/libkptools.a
+# Link order: dependants first.
+LIBS := $(LIB_TOOLS) $(LIB_TERM) $(LIB_SYNC) $(LIB_HAL) $(LIB_CRYPTO)
+
+PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl
+TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH := $(BUILD)/bin/kippu-bench
+
+.PHONY: all deps test check demo bench clean install
+all: $(PROGS)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
+define mklib
+$(1): $(call obj,$(2))
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(eval $(call mklib,$(LIB_HAL),$(HAL_SRC)))
+$(eval $(call mklib,$(LIB_CRYPTO),$(CRYPTO_SRC)))
+$(eval $(call mklib,$(LIB_SYNC),$(SYNC_SRC)))
+$(eval $(call mklib,$(LIB_TERM),$(TERM_SRC)))
+$(eval $(call mklib,$(LIB_TOOLS),$(TOOLS_SRC)))
+
+$(BUILD)/bin/kippu-terminal: $(call obj,terminal/main.c) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
+$(BUILD)/bin/kippuctl: $(call obj,tools/kippuctl.c) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
+$(BENCH): $(call obj,$(BENCH_SRC)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+
+# `test` installs what is missing, then builds and runs every test program.
+test: deps
+	@$(MAKE) --no-print-directory check
+
+check: $(PROGS) $(TESTS)
+	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS)
+
+demo: deps
+	@$(MAKE) --no-print-directory $(PROGS)
+	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" sh tools/demo.sh
+
+bench: $(BENCH)
+	@$(BENCH) $(if $(BENCH_JSON),--json $(BENCH_JSON))
+
+install: $(PROGS)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,89 @@
+/* kippu journal records: canonical CBOR payloads signed as COSE_Sign1 (RFC 9052, ES256).
+ * backend-sync owns this format: terminals write it, the backend verifies it.
+ *
+ * Payload = a CBOR map with unsigned integer keys, encoded deterministically
+ * (RFC 8949 section 4.2.1: shortest argument forms, definite lengths, keys in
+ * ascending order). Optional fields are left out, never sent as null.
+ *    1 v          uint   format version (1)
+ *    2 terminal   tstr   terminal id
+ *    3 seq        uint   gapless per terminal, from 1
+ *    4 time       uint   milliseconds since the Unix epoch (UTC)
+ *    5 kind       tstr   "tap"
+ *    6 token      bstr16 card token (optional: absent when no card was identified)
+ *    7 operator   tstr   this terminal's operator
+ *    8 route      tstr   (optional)
+ *    9 stop       tstr   (optional)
+ *   10 product    tstr   product id used (optional)
+ *   11 ent        uint   entitlement id used (optional)
+ *   12 rides      int    rides deducted (0 when none)
+ *   13 amount     int    money charged in the minor unit (0 when none)
+ *   14 left       int    rides left after this decision (optional)
+ *   15 result     tstr   "accepted" | "refused" | "already"
+ *   16 reason     tstr   "ok", "denylisted", "expired", "exhausted", ...
+ *   17 prev       bstr32 SHA-256 of the previous record's payload (32 zero bytes for seq 1)
+ *
+ * COSE_Sign1 = tag 18 [ protected: bstr(h'A10126' = {1: -7}), unprotected: {4: kid},
+ *                      payload: bstr, signature: bstr(64) ]
+ * signed over Sig_structure = ["Signature1", protected, h'', payload]; kid = terminal id. */
+#ifndef KP_RECORD_H
+#define KP_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kp_crypto.h"
+
+enum kp_record_rc {
+	KP_RECORD_OK          = 0,
+	KP_RECORD_E_INVAL     = -0x301, /* a field is out of range or too long */
+	KP_RECORD_E_NOMEM     = -0x302,
+	KP_RECORD_E_MALFORMED = -0x303, /* not CBOR, or not the shape of a record / COSE_Sign1 */
+	KP_RECORD_E_CANONICAL = -0x304, /* valid CBOR but not the deterministic encoding */
+	KP_RECORD_E_VERSION   = -0x305, /* unknown format version or algorithm */
+	KP_RECORD_E_SIGNATURE = -0x306, /* signature does not verify */
+	KP_RECORD_E_CRYPTO    = -0x307,
+};
+
+const char *kp_record_strerror(int rc);
+
+#define KP_RECORD_VERSION 1
+#define KP_ID_MAX 32                    /* ids and short strings, without the NUL */
+#define KP_TOKEN_LEN 16
+
+struct kp_record {
+	uint64_t seq;
+	int64_t time_ms;
+	char terminal[KP_ID_MAX + 1];
+	char kind[KP_ID_MAX + 1];
+	int has_token;
+	uint8_t token[KP_TOKEN_LEN];
+	char operator_id[KP_ID_MAX + 1];
+	char route[KP_ID_MAX + 1];          /* "" = absent */
+	char stop[KP_ID_MAX + 1];           /* "" = absent */
+	char product[KP_ID_MAX + 1];        /* "" = absent */
+	int64_t entitlement;                /* 0 = absent */
+	int64_t rides;
+	int64_t amount;
+	int has_left;
+	int64_t left;
+	char result[KP_ID_MAX + 1];
+	char reason[KP_ID_MAX + 1];
+	uint8_t prev[KP_SHA256_LEN];
+};
+
+/* Canonical CBOR payload; *out is malloc'd, free() it. */
+int kp_record_encode(const struct kp_record *rec, uint8_t **out, size_t *out_len);
+/* Strict decode: rejects unknown keys, wrong types, missing fields, trailing bytes and
+ * any non-canonical encoding. */
+int kp_record_decode(const uint8_t *buf, size_t len, struct kp_record *rec);
+
+/* COSE_Sign1 (tagged) around payload, signed with key; *out is malloc'd. */
+int kp_cose_sign1(const kp_key *key, const char *kid, const uint8_t *payload, size_t payload_len,
+                  uint8_t **out, size_t *out_len);
+/* Parses a tagged COSE_Sign1, checks alg ES256 and the signature with cert. On success
+ * *payload points into cose (no copy) and kid (if not NULL) gets the kid as a string. */
+int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,
+                    const uint8_t **payload, size_t *payload_len, char *kid, size_t kid_cap);
+/* The Sig_structure bytes that are hashed and signed (exposed for tests). */
+int kp_cose_sig_structure(const uint8_t *payload, size_t payload_len, uint8_t **out, size_t *out_len);
+
+#endif

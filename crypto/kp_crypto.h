@@ -1,0 +1,82 @@
+/* kippu crypto: the only place that calls mbedTLS for primitives.
+ * Contexts follow mbedTLS's life: load/generate returns an error code, free accepts NULL
+ * and wipes secrets. */
+#ifndef KP_CRYPTO_H
+#define KP_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kp_crypto_rc {
+	KP_CRYPTO_OK          = 0,
+	KP_CRYPTO_E_INVAL     = -0x201, /* bad argument */
+	KP_CRYPTO_E_NOMEM     = -0x202,
+	KP_CRYPTO_E_IO        = -0x203, /* file could not be read or written */
+	KP_CRYPTO_E_PARSE     = -0x204, /* key or certificate does not parse */
+	KP_CRYPTO_E_VERIFY    = -0x205, /* signature does not verify */
+	KP_CRYPTO_E_CHAIN     = -0x206, /* certificate not issued by the given CA, or expired */
+	KP_CRYPTO_E_KEYTYPE   = -0x207, /* not an ECDSA P-256 key */
+	KP_CRYPTO_E_RNG       = -0x208,
+	KP_CRYPTO_E_EXISTS    = -0x209, /* refusing to overwrite an existing key file */
+	KP_CRYPTO_E_INTERNAL  = -0x20A, /* mbedTLS failed; detail in kp_crypto_last_error() */
+};
+
+const char *kp_crypto_strerror(int rc);
+
+#define KP_SHA256_LEN 32
+#define KP_ES256_SIG_LEN 64             /* r || s, 32 bytes each (COSE form) */
+
+int kp_sha256(const void *data, size_t len, uint8_t out[KP_SHA256_LEN]);
+int kp_hmac_sha256(const uint8_t *key, size_t key_len, const void *msg, size_t msg_len,
+                   uint8_t out[KP_SHA256_LEN]);
+/* CSPRNG (mbedTLS CTR_DRBG seeded from the OS entropy source). */
+int kp_random(void *buf, size_t len);
+/* Wipes memory in a way the compiler cannot drop. */
+void kp_zeroize(void *p, size_t len);
+/* Constant-time comparison: 0 when equal. */
+int kp_memcmp_ct(const void *a, const void *b, size_t len);
+
+/* ---- ECDSA P-256 keys ---- */
+typedef struct kp_key kp_key;
+int  kp_key_generate(kp_key **out);
+int  kp_key_load(kp_key **out, const char *path);        /* PEM or DER private key */
+/* Writes the private key as PEM with mode 0600; refuses to overwrite (KP_CRYPTO_E_EXISTS). */
+int  kp_key_save(const kp_key *key, const char *path);
+/* Writes the public key as PEM (SubjectPublicKeyInfo). */
+int  kp_key_save_public(const kp_key *key, const char *path);
+/* ES256 over a SHA-256 hash, deterministic (RFC 6979), signature as r || s. */
+int  kp_key_sign(const kp_key *key, const uint8_t hash[KP_SHA256_LEN],
+                 uint8_t sig[KP_ES256_SIG_LEN]);
+/* Verifies with the key's own public half. */
+int  kp_key_verify(const kp_key *key, const uint8_t hash[KP_SHA256_LEN],
+                   const uint8_t sig[KP_ES256_SIG_LEN]);
+void kp_key_free(kp_key *key);
+
+/* ---- X.509 certificates ---- */
+typedef struct kp_cert kp_cert;
+int  kp_cert_load(kp_cert **out, const char *path);      /* PEM or DER file */
+int  kp_cert_parse(kp_cert **out, const uint8_t *buf, size_t len); /* PEM (NUL-terminated) or DER */
+/* Verifies an ES256 r||s signature with the certificate's public key (must be P-256). */
+int  kp_cert_verify(const kp_cert *cert, const uint8_t hash[KP_SHA256_LEN],
+                    const uint8_t sig[KP_ES256_SIG_LEN]);
+/* Checks that cert was signed by ca and that both are valid now; err gets the detail. */
+int  kp_cert_check_issued_by(const kp_cert *cert, const kp_cert *ca, char *err, size_t err_cap);
+/* The subject's commonName. */
+int  kp_cert_subject_cn(const kp_cert *cert, char *out, size_t cap);
+/* 0 when the certificate's public key is the public half of key. */
+int  kp_cert_matches_key(const kp_cert *cert, const kp_key *key);
+/* Writes the certificate as PEM. */
+int  kp_cert_write_pem(const kp_cert *cert, const char *path);
+void kp_cert_free(kp_cert *cert);
+
+/* A self-signed CA certificate (basicConstraints CA:true, keyCertSign|cRLSign). */
+int  kp_cert_create_ca(const kp_key *ca_key, const char *cn, int days, const char *out_pem);
+/* An end-entity certificate for subject_key, CN=cn, signed by the CA
+ * (basicConstraints CA:false, digitalSignature). */
+int  kp_cert_issue(const kp_key *ca_key, const kp_cert *ca_cert, const kp_key *subject_key,
+                   const char *cn, int days, const char *out_pem);
+
+/* The last mbedTLS error text of this thread (for logs), "" when none. */
+const char *kp_crypto_last_error(void);
+
+#endif

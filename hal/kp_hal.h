@@ -1,0 +1,166 @@
+/* kippu hardware abstraction: readers (frames in, frames out), the HMI and the clock.
+ * Nothing above this header knows whether a card is real. Backends are found by the
+ * scheme of a connection string ("mock:scenario.txt", later "libnfc:..."). */
+#ifndef KP_HAL_H
+#define KP_HAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kp_hal_rc {
+	KP_HAL_OK         = 0,
+	KP_HAL_E_IO       = -0x101, /* the reader failed */
+	KP_HAL_E_TIMEOUT  = -0x102, /* no reply in time (a card that stays silent) */
+	KP_HAL_E_NOCARD   = -0x103, /* no card in the field (wait_card timed out, card gone) */
+	KP_HAL_E_NOTSUP   = -0x104, /* this backend cannot do that */
+	KP_HAL_E_INVAL    = -0x105, /* bad argument */
+	KP_HAL_E_NOMEM    = -0x106,
+	KP_HAL_E_CONFIG   = -0x107, /* bad connection string or scenario file */
+	KP_HAL_E_OVERFLOW = -0x108, /* the reply does not fit the caller's buffer */
+	KP_HAL_E_END      = -0x109, /* a mock scenario has no more taps */
+};
+
+const char *kp_hal_strerror(int rc);
+
+enum kp_card_tech {
+	KP_TECH_NONE      = 0,
+	KP_TECH_FELICA    = 1 << 0,
+	KP_TECH_ISO14443A = 1 << 1,
+	KP_TECH_ISO14443B = 1 << 2,
+};
+
+/* Activation data, as a reader chip reports it after anti-collision. */
+struct kp_card_info {
+	enum kp_card_tech tech;
+	unsigned baud_kbps;              /* 212/424 for FeliCa, 106 for ISO 14443 */
+	union {
+		struct {
+			uint8_t idm[8];
+			uint8_t pmm[8];
+			uint8_t sys_code[2];     /* big-endian; valid when has_sys_code */
+			int has_sys_code;
+		} felica;
+		struct {
+			uint8_t uid[10];
+			size_t uid_len;
+			uint8_t atqa[2];
+			uint8_t sak;
+		} a;
+		struct {
+			uint8_t atqb[12];        /* 50 PUPI(4) AppData(4) ProtoInfo(3) */
+			uint8_t pupi[4];
+			uint8_t app_data[4];
+			uint8_t proto_info[3];
+		} b;
+	} u;
+};
+
+/* What to poll for. */
+struct kp_poll {
+	unsigned techs;                  /* bitmask of enum kp_card_tech */
+	uint16_t felica_sys_code;        /* 0x0003 transit IC, 0xFFFF wildcard */
+	uint8_t felica_request_code;     /* 0 none, 1 system code, 2 comm. performance */
+};
+
+struct kp_reader;                    /* what a backend allocates behind its ops */
+
+struct kp_reader_ops {
+	const char *scheme;              /* "mock", "libnfc" */
+	int  (*open)(struct kp_reader **out, const char *conn);
+	/* Waits up to timeout_ms (-1: forever) for a card matching poll. */
+	int  (*wait_card)(struct kp_reader *r, const struct kp_poll *poll,
+	                  struct kp_card_info *info, int timeout_ms);
+	/* One frame out, one frame in: a FeliCa packet (with its LEN byte) or an APDU. */
+	int  (*transceive)(struct kp_reader *r, const uint8_t *tx, size_t tx_len,
+	                   uint8_t *rx, size_t rx_cap, size_t *rx_len, int timeout_ms);
+	/* Ends the session with the card; waits (up to timeout_ms) for it to leave
+	 * when wait_removed is set. */
+	int  (*release)(struct kp_reader *r, int wait_removed, int timeout_ms);
+	/* Milliseconds since the Unix epoch as this reader sees them (a mock scenario's
+	 * virtual time); KP_HAL_E_NOTSUP means "use the system clock". */
+	int  (*now_ms)(struct kp_reader *r, int64_t *ms);
+	/* A one-line human description (backend, device, firmware). */
+	int  (*describe)(struct kp_reader *r, char *buf, size_t cap);
+	void (*close)(struct kp_reader *r);
+};
+
+/* Every reader handle starts with this, so generic code can find its ops. */
+struct kp_reader {
+	const struct kp_reader_ops *ops;
+};
+
+/* Registry: backends are found by scheme; the const op tables stay separate. */
+int kp_reader_register(const struct kp_reader_ops *ops);
+int kp_reader_open(struct kp_reader **out, const char *conn);
+int kp_reader_wait_card(struct kp_reader *r, const struct kp_poll *poll,
+                        struct kp_card_info *info, int timeout_ms);
+int kp_reader_transceive(struct kp_reader *r, const uint8_t *tx, size_t tx_len,
+                         uint8_t *rx, size_t rx_cap, size_t *rx_len, int timeout_ms);
+int kp_reader_release(struct kp_reader *r, int wait_removed, int timeout_ms);
+int kp_reader_describe(struct kp_reader *r, char *buf, size_t cap);
+/* Reader's virtual time if it has one, else CLOCK_REALTIME. Never fails. */
+int64_t kp_reader_now_ms(struct kp_reader *r);
+void kp_reader_close(struct kp_reader *r);
+
+extern const struct kp_reader_ops kp_mock_reader_ops;
+
+/* ---- HMI: what a rider sees and hears ---- */
+
+enum kp_hmi_result { KP_HMI_ACCEPTED = 1, KP_HMI_REFUSED = 2, KP_HMI_ALREADY = 3, KP_HMI_INFO = 4 };
+enum kp_led { KP_LED_OFF = 0, KP_LED_GREEN, KP_LED_RED, KP_LED_AMBER, KP_LED_BLUE };
+enum kp_beep { KP_BEEP_OK = 1, KP_BEEP_ERROR = 2, KP_BEEP_NOTICE = 3 };
+
+struct kp_hmi_msg {
+	enum kp_hmi_result result;
+	const char *reason;              /* machine code: "ok", "denylisted", "expired", ... */
+	const char *text;                /* what the display says, one line */
+	const char *product;             /* product id or NULL */
+	int64_t rides_left;              /* -1 when not applicable */
+	int64_t time_ms;
+};
+
+struct kp_hmi;
+struct kp_hmi_ops {
+	const char *scheme;              /* "mock" */
+	int  (*open)(struct kp_hmi **out, const char *conn);
+	int  (*show)(struct kp_hmi *h, const struct kp_hmi_msg *msg);
+	int  (*beep)(struct kp_hmi *h, enum kp_beep pattern);
+	int  (*led)(struct kp_hmi *h, enum kp_led colour);
+	void (*close)(struct kp_hmi *h);
+};
+struct kp_hmi {
+	const struct kp_hmi_ops *ops;
+};
+
+int kp_hmi_register(const struct kp_hmi_ops *ops);
+int kp_hmi_open(struct kp_hmi **out, const char *conn);
+int kp_hmi_show(struct kp_hmi *h, const struct kp_hmi_msg *msg);
+int kp_hmi_beep(struct kp_hmi *h, enum kp_beep pattern);
+int kp_hmi_led(struct kp_hmi *h, enum kp_led colour);
+void kp_hmi_close(struct kp_hmi *h);
+
+extern const struct kp_hmi_ops kp_mock_hmi_ops;
+
+/* The mock HMI keeps every event in memory (tests read them) and, when opened as
+ * "mock:PATH" or "mock:-", also writes one line per event to PATH or stdout:
+ *   show <time_ms> <accepted|refused|already|info> <reason> <product|-> <rides_left> <text>
+ *   beep <ok|error|notice>
+ *   led <off|green|red|amber|blue>                                                   */
+struct kp_hmi_event {
+	char kind[8];                    /* "show", "beep", "led" */
+	enum kp_hmi_result result;
+	char reason[32];
+	char product[32];
+	int64_t rides_left;
+	int64_t time_ms;
+	char text[128];
+	int value;                       /* beep pattern or LED colour */
+};
+size_t kp_mock_hmi_count(const struct kp_hmi *h);
+const struct kp_hmi_event *kp_mock_hmi_event(const struct kp_hmi *h, size_t i);
+
+const char *kp_hmi_result_name(enum kp_hmi_result r);
+const char *kp_led_name(enum kp_led l);
+const char *kp_beep_name(enum kp_beep b);
+
+#endif
