@@ -91,6 +91,20 @@ $(BENCH): $(call obj,$(BENCH_SRC)) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
+# Unit tests of the lower folders link only what they test (tests/test_hal_*, test_crypto*,
+# test_record*), so each folder's tests build while the folders above it change.
+$(BUILD)/tests/test_hal_%: $(BUILD)/obj/tests/test_hal_%.o $(LIB_HAL)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+$(BUILD)/tests/test_crypto%: $(BUILD)/obj/tests/test_crypto%.o $(LIB_CRYPTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+$(BUILD)/tests/test_record%: $(BUILD)/obj/tests/test_record%.o $(LIB_SYNC) $(LIB_CRYPTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
