@@ -1,0 +1,193 @@
+/* The terminal's configuration file: `key = value` lines, `#` comments. Unknown keys
+ * and bad values are errors naming file and line: a terminal must not start on a
+ * configuration it half understood. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp_terminal.h"
+
+void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->hmi, sizeof(cfg->hmi), "mock:-");
+	snprintf(cfg->database, sizeof(cfg->database), "terminal.db");
+	snprintf(cfg->key_path, sizeof(cfg->key_path), "terminal.key");
+	snprintf(cfg->cert_path, sizeof(cfg->cert_path), "terminal.crt");
+	snprintf(cfg->token_key_path, sizeof(cfg->token_key_path), "token.key");
+	cfg->double_tap_window_ms = 60 * 1000;
+	cfg->poll_timeout_ms = 500;
+	cfg->card_timeout_ms = 100;
+	cfg->checkpoint_idle_ms = 1000;
+}
+
+static char *trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		*--end = '\0';
+	return s;
+}
+
+static int set_str(char *dst, size_t cap, const char *v)
+{
+	if (strlen(v) >= cap)
+		return -1;
+	memcpy(dst, v, strlen(v) + 1);
+	return 0;
+}
+
+static int set_id(char *dst, size_t cap, const char *v)
+{
+	for (const char *p = v; *p != '\0'; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+			return -1;
+	}
+	return set_str(dst, cap, v);
+}
+
+static int set_int(int64_t *dst, const char *v, int64_t min, int64_t max)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
+		return -1;
+	*dst = n;
+	return 0;
+}
+
+static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, const char **why)
+{
+	int64_t n = 0;
+	int bad;
+
+	*why = "bad value";
+	if (strcmp(key, "terminal_id") == 0) {
+		*why = "terminal_id: 1-32 characters of A-Z a-z 0-9 - _ .";
+		return *v == '\0' || set_id(cfg->terminal_id, sizeof(cfg->terminal_id), v);
+	}
+	if (strcmp(key, "operator") == 0) {
+		*why = "operator: 1-32 characters of A-Z a-z 0-9 - _ .";
+		return *v == '\0' || set_id(cfg->operator_id, sizeof(cfg->operator_id), v);
+	}
+	if (strcmp(key, "route") == 0) {
+		*why = "route: up to 32 characters of A-Z a-z 0-9 - _ .";
+		return set_id(cfg->route, sizeof(cfg->route), v);
+	}
+	if (strcmp(key, "stop") == 0) {
+		*why = "stop: up to 32 characters of A-Z a-z 0-9 - _ .";
+		return set_id(cfg->stop, sizeof(cfg->stop), v);
+	}
+	*why = "value too long";
+	if (strcmp(key, "reader") == 0)
+		return set_str(cfg->reader, sizeof(cfg->reader), v);
+	if (strcmp(key, "hmi") == 0)
+		return set_str(cfg->hmi, sizeof(cfg->hmi), v);
+	if (strcmp(key, "database") == 0)
+		return set_str(cfg->database, sizeof(cfg->database), v);
+	if (strcmp(key, "key") == 0)
+		return set_str(cfg->key_path, sizeof(cfg->key_path), v);
+	if (strcmp(key, "cert") == 0)
+		return set_str(cfg->cert_path, sizeof(cfg->cert_path), v);
+	if (strcmp(key, "token_key") == 0)
+		return set_str(cfg->token_key_path, sizeof(cfg->token_key_path), v);
+	if (strcmp(key, "double_tap_window") == 0) {
+		*why = "double_tap_window: seconds, 0 to 86400";
+		bad = set_int(&n, v, 0, 86400);
+		cfg->double_tap_window_ms = n * 1000;
+		return bad;
+	}
+	if (strcmp(key, "poll_timeout_ms") == 0) {
+		*why = "poll_timeout_ms: 10 to 60000";
+		bad = set_int(&n, v, 10, 60000);
+		cfg->poll_timeout_ms = (int)n;
+		return bad;
+	}
+	if (strcmp(key, "card_timeout_ms") == 0) {
+		*why = "card_timeout_ms: 2 to 5000";
+		bad = set_int(&n, v, 2, 5000);
+		cfg->card_timeout_ms = (int)n;
+		return bad;
+	}
+	if (strcmp(key, "checkpoint_idle_ms") == 0) {
+		*why = "checkpoint_idle_ms: 0 to 600000";
+		bad = set_int(&n, v, 0, 600000);
+		cfg->checkpoint_idle_ms = (int)n;
+		return bad;
+	}
+	if (strcmp(key, "log") == 0) {
+		*why = "log: stderr or syslog";
+		if (strcmp(v, "stderr") == 0)
+			cfg->use_syslog = 0;
+		else if (strcmp(v, "syslog") == 0)
+			cfg->use_syslog = 1;
+		else
+			return -1;
+		return 0;
+	}
+	*why = "unknown key";
+	return -1;
+}
+
+int kp_terminal_cfg_set(struct kp_terminal_cfg *cfg, const char *key, const char *value,
+                        char *err, size_t err_cap)
+{
+	const char *why = NULL;
+
+	if (apply(cfg, key, value, &why) != 0) {
+		snprintf(err, err_cap, "%s: %s", key, why);
+		return KP_E_CONFIG;
+	}
+	return KP_OK;
+}
+
+int kp_terminal_cfg_load(struct kp_terminal_cfg *cfg, const char *path, char *err, size_t err_cap)
+{
+	char line[1024];
+	int lineno = 0, rc = KP_OK;
+	FILE *fp = fopen(path, "r");
+
+	if (fp == NULL) {
+		snprintf(err, err_cap, "%s: %s", path, strerror(errno));
+		return KP_E_CONFIG;
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		char *p, *eq, *key, *val;
+		const char *why = NULL;
+
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(fp)) {
+			snprintf(err, err_cap, "%s:%d: line too long", path, lineno);
+			rc = KP_E_CONFIG;
+			break;
+		}
+		p = trim(line);
+		if (*p == '\0' || *p == '#')
+			continue;
+		eq = strchr(p, '=');
+		if (eq == NULL) {
+			snprintf(err, err_cap, "%s:%d: expected key = value", path, lineno);
+			rc = KP_E_CONFIG;
+			break;
+		}
+		*eq = '\0';
+		key = trim(p);
+		val = trim(eq + 1);
+		if (apply(cfg, key, val, &why) != 0) {
+			snprintf(err, err_cap, "%s:%d: %s: %s", path, lineno, key, why);
+			rc = KP_E_CONFIG;
+			break;
+		}
+	}
+	fclose(fp);
+	return rc;
+}

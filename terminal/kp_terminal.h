@@ -1,0 +1,220 @@
+/* kippu terminal: card protocols, card tokens, the SQLite store and journal, the tap
+ * decision. The one public header of terminal/ (tools/ and tests/ include it). */
+#ifndef KP_TERMINAL_H
+#define KP_TERMINAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kp_hal.h"
+#include "kp_crypto.h"
+#include "kp_record.h"
+
+enum kp_term_rc {
+	KP_OK              = 0,
+	KP_E_INVAL         = -0x401, /* bad argument or value */
+	KP_E_NOMEM         = -0x402,
+	KP_E_IO            = -0x403,
+	KP_E_DB            = -0x404, /* SQLite failed; detail in the store's last error */
+	KP_E_SCHEMA        = -0x405, /* database newer than this program, or damaged schema */
+	KP_E_FRAME_SHORT   = -0x410, /* card reply shorter than its form requires */
+	KP_E_FRAME_LONG    = -0x411, /* card reply longer than its form allows */
+	KP_E_FRAME_LEN     = -0x412, /* LEN byte disagrees with the reply's length */
+	KP_E_FRAME_CODE    = -0x413, /* response code is not command + 1 */
+	KP_E_FRAME_IDM     = -0x414, /* reply from another IDm than the polled card's */
+	KP_E_CARD_STATUS   = -0x415, /* card answered with error status flags */
+	KP_E_FRAME_FORMAT  = -0x416, /* counts or fields inside the reply are inconsistent */
+	KP_E_CONFIG        = -0x420, /* configuration file or option is wrong */
+	KP_E_PARSE         = -0x421, /* a load file line is wrong */
+	KP_E_CHAIN         = -0x430, /* journal hash chain broken */
+	KP_E_SEQ           = -0x431, /* journal sequence not gapless */
+	KP_E_JOURNAL       = -0x432, /* stored record differs from its signed payload */
+};
+
+/* Text for any kippu error code (HAL, crypto, record, terminal). */
+const char *kp_strerror(int rc);
+
+/* ---- FeliCa client (JIS X 6319-4 frames over the HAL) ---- */
+
+#define KP_FELICA_MAX_BLOCKS 12
+#define KP_FELICA_HISTORY_BLOCKS 20
+#define KP_SVC_BALANCE 0x008B
+#define KP_SVC_HISTORY 0x090F
+#define KP_SVC_GATE    0x108F
+
+struct kp_felica {
+	struct kp_reader *reader;
+	uint8_t idm[8];
+	uint8_t pmm[8];
+	int timeout_ms;
+	uint8_t sf1, sf2;                /* status flags of the last error reply */
+};
+
+/* Binds the client to the card the reader activated (its IDm/PMm). */
+void kp_felica_init(struct kp_felica *f, struct kp_reader *r, const struct kp_card_info *info,
+                    int timeout_ms);
+/* Polling: fills idm/pmm (and sys_code when request_code is 1). */
+int kp_felica_poll(struct kp_felica *f, uint16_t sys_code, uint8_t request_code,
+                   uint8_t idm[8], uint8_t pmm[8], uint16_t *sys_code_out);
+/* Request Service: key versions (0xFFFF = no such node) for n node codes. */
+int kp_felica_request_service(struct kp_felica *f, const uint16_t *nodes, size_t n,
+                              uint16_t *key_versions);
+/* Read Without Encryption of n blocks (n <= KP_FELICA_MAX_BLOCKS) of one service. */
+int kp_felica_read(struct kp_felica *f, uint16_t service, const uint16_t *blocks, size_t n,
+                   uint8_t *out /* 16*n */);
+
+/* Parsers of single replies, exposed so tests can feed them crafted frames. */
+int kp_felica_parse_poll(const uint8_t *rx, size_t len, uint8_t request_code,
+                         uint8_t idm[8], uint8_t pmm[8], uint16_t *sys_code_out);
+int kp_felica_parse_read(const uint8_t *rx, size_t len, const uint8_t idm[8], size_t n_blocks,
+                         uint8_t *out, uint8_t *sf1, uint8_t *sf2);
+int kp_felica_parse_request_service(const uint8_t *rx, size_t len, const uint8_t idm[8],
+                                    size_t n, uint16_t *key_versions);
+
+/* Transit IC (Suica/ICOCA/...) view of the card. */
+struct kp_transit_balance {
+	unsigned card_type;              /* 008B byte 8 high nibble */
+	unsigned region;                 /* 008B byte 8 low nibble */
+	unsigned balance;                /* yen */
+};
+struct kp_transit_history {
+	int empty;
+	uint8_t terminal_type, process_type;
+	unsigned year, month, day;
+	uint16_t entry, exit_;           /* station / operator-stop codes */
+	unsigned balance;
+	uint32_t seq;
+	uint8_t region;
+};
+int kp_transit_read_balance(struct kp_felica *f, struct kp_transit_balance *out);
+/* Reads all 20 history blocks (in two reads); out[0] is the newest. */
+int kp_transit_read_history(struct kp_felica *f, struct kp_transit_history out[KP_FELICA_HISTORY_BLOCKS]);
+void kp_transit_parse_history_block(const uint8_t blk[16], struct kp_transit_history *h);
+
+/* ---- card tokens ---- */
+
+#define KP_TOKEN_KEY_LEN 32
+/* token = first 16 bytes of HMAC-SHA256(token_key, kind || id); kind is ASCII, e.g. "felica". */
+int kp_token_derive(const uint8_t key[KP_TOKEN_KEY_LEN], const char *kind,
+                    const uint8_t *id, size_t id_len, uint8_t token[KP_TOKEN_LEN]);
+/* Token key files hold 64 hex digits; kp_token_key_create writes a random one with mode 0600. */
+int kp_token_key_load(const char *path, uint8_t key[KP_TOKEN_KEY_LEN]);
+int kp_token_key_create(const char *path);
+void kp_hex(const uint8_t *b, size_t n, char *out /* 2n+1 */);
+int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
+
+/* ---- the store (SQLite) ---- */
+
+typedef struct kp_store kp_store;
+
+#define KP_SCHEMA_VERSION 2
+
+int  kp_store_open(kp_store **out, const char *path);
+/* Opens without migrating past `version` (tests build older databases with it). */
+int  kp_store_open_at(kp_store **out, const char *path, int version);
+void kp_store_close(kp_store *s);
+const char *kp_store_errmsg(const kp_store *s);
+int  kp_store_schema_version(kp_store *s, int *version);
+/* Runs a passive WAL checkpoint: call while the terminal is idle. */
+int  kp_store_idle(kp_store *s);
+
+int kp_store_meta_set(kp_store *s, const char *key, const char *value);
+/* Copies the value into out; KP_E_INVAL if missing. */
+int kp_store_meta_get(kp_store *s, const char *key, char *out, size_t cap);
+
+int kp_store_begin(kp_store *s);
+int kp_store_commit(kp_store *s);
+void kp_store_rollback(kp_store *s);
+
+int kp_store_put_operator(kp_store *s, const char *id, const char *name);
+int kp_store_put_product(kp_store *s, const char *id, const char *name, int rides,
+                         const char *const *operators, size_t n_operators);
+struct kp_entitlement {
+	int64_t id;
+	uint8_t token[KP_TOKEN_LEN];
+	char product[KP_ID_MAX + 1];
+	int64_t rides_left;
+	int64_t valid_from_ms, valid_until_ms;  /* [from, until) */
+};
+int kp_store_put_entitlement(kp_store *s, const struct kp_entitlement *e);
+int kp_store_put_denylist(kp_store *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
+                          int64_t added_ms);
+int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
+                             struct kp_entitlement *e);
+/* Counts rows of a table named by the caller from a fixed list (tests, tools). */
+int kp_store_count(kp_store *s, const char *table, int64_t *n);
+
+/* ---- journal ---- */
+
+struct kp_journal_row {
+	uint64_t seq;
+	int64_t time_ms;
+	uint8_t *payload; size_t payload_len;
+	uint8_t *cose; size_t cose_len;
+	uint8_t hash[KP_SHA256_LEN];
+};
+/* Calls fn for each record in sequence order; fn returns non-zero to stop (returned). */
+int kp_journal_foreach(kp_store *s, int (*fn)(const struct kp_journal_row *row, void *arg), void *arg);
+/* Checks every record: gapless seq from 1, payload decodes canonically and matches the
+ * row's columns, prev hash chain, COSE signature with cert. On failure *bad_seq names the
+ * first bad record and err says why. */
+int kp_journal_verify(kp_store *s, const kp_cert *cert, uint64_t *n_ok, uint64_t *bad_seq,
+                      char *err, size_t err_cap);
+/* Writes DIR/SEQ.cose per record and DIR/terminal.crt (from the store's meta). */
+int kp_journal_export(kp_store *s, const char *dir, uint64_t *n, char *err, size_t err_cap);
+
+/* ---- the tap ---- */
+
+struct kp_terminal_cfg {
+	char terminal_id[KP_ID_MAX + 1];
+	char operator_id[KP_ID_MAX + 1];
+	char route[KP_ID_MAX + 1];
+	char stop[KP_ID_MAX + 1];
+	char reader[512];
+	char hmi[512];
+	char database[512];
+	char key_path[512];
+	char cert_path[512];
+	char token_key_path[512];
+	int64_t double_tap_window_ms;
+	int poll_timeout_ms;             /* wait_card timeout per loop turn */
+	int card_timeout_ms;             /* per frame */
+	int checkpoint_idle_ms;          /* idle time before a WAL checkpoint */
+	int use_syslog;
+};
+void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg);
+/* One setting by its file key (the command line uses this too). */
+int  kp_terminal_cfg_set(struct kp_terminal_cfg *cfg, const char *key, const char *value,
+                         char *err, size_t err_cap);
+/* key = value lines; err gets "FILE:LINE: message". */
+int  kp_terminal_cfg_load(struct kp_terminal_cfg *cfg, const char *path, char *err, size_t err_cap);
+
+enum kp_tap_kind { KP_TAP_ACCEPTED = 1, KP_TAP_REFUSED = 2, KP_TAP_ALREADY = 3 };
+
+struct kp_tap_outcome {
+	enum kp_tap_kind kind;
+	char reason[KP_ID_MAX + 1];      /* "ok", "denylisted", "exhausted", ... */
+	char product[KP_ID_MAX + 1];
+	int64_t entitlement;
+	int64_t rides_left;              /* -1 when not applicable */
+	uint64_t seq;                    /* journal record written */
+};
+
+typedef struct kp_tap_engine kp_tap_engine;
+/* The engine owns the prepared statements of the tap path and the journal head. */
+int  kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
+                        const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN]);
+void kp_tap_engine_close(kp_tap_engine *e);
+/* Decides for a card token at time now_ms, journals and commits (signed) before returning. */
+int  kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                   struct kp_tap_outcome *out);
+/* Journals a refusal that has no entitlement lookup (card unreadable, unsupported card);
+ * token may be NULL. */
+int  kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, int64_t now_ms,
+                   struct kp_tap_outcome *out);
+/* The whole tap for an activated card: identify, derive token, read, decide, journal. */
+int  kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
+                 int64_t now_ms, struct kp_tap_outcome *out);
+/* What the rider reads for an outcome. */
+const char *kp_tap_reason_text(const char *reason);
+
+#endif

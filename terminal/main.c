@@ -1,0 +1,390 @@
+/* kippu-terminal: the reader loop. Waits for a card, decides, commits the signed record,
+ * and only then tells the rider. SIGINT/SIGTERM end the loop between taps. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kp_terminal.h"
+
+static volatile sig_atomic_t stop_requested;
+static int use_syslog;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void logmsg(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (use_syslog) {
+		vsyslog(prio, fmt, ap);
+	} else {
+		fputs("kippu-terminal: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
+static void usage(FILE *fp)
+{
+	fputs("usage: kippu-terminal [--config FILE] [options]\n"
+	      "  --config FILE      configuration file (key = value; see README)\n"
+	      "  --reader CONN      reader connection string, e.g. mock:scenario.txt\n"
+	      "  --hmi CONN         HMI connection string (default mock:-)\n"
+	      "  --db PATH          terminal database\n"
+	      "  --terminal-id ID   --operator ID  --route ID  --stop ID\n"
+	      "  --key PATH --cert PATH --token-key PATH\n"
+	      "  --inspect          read and print each card's balance and history; no decision\n"
+	      "  --describe         print the reader's description and exit\n"
+	      "  --help\n", fp);
+}
+
+static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now)
+{
+	struct kp_hmi_msg msg;
+	char text[128];
+
+	memset(&msg, 0, sizeof(msg));
+	msg.reason = o->reason;
+	msg.product = o->product[0] != '\0' ? o->product : NULL;
+	msg.rides_left = o->rides_left;
+	msg.time_ms = now;
+	if (o->kind == KP_TAP_ACCEPTED) {
+		msg.result = KP_HMI_ACCEPTED;
+		snprintf(text, sizeof(text), "OK: %lld rides left", (long long)o->rides_left);
+	} else {
+		msg.result = o->kind == KP_TAP_ALREADY ? KP_HMI_ALREADY : KP_HMI_REFUSED;
+		snprintf(text, sizeof(text), "%s", kp_tap_reason_text(o->reason));
+	}
+	msg.text = text;
+	kp_hmi_show(hmi, &msg);
+	kp_hmi_led(hmi, o->kind == KP_TAP_ACCEPTED ? KP_LED_GREEN :
+	                o->kind == KP_TAP_ALREADY ? KP_LED_AMBER : KP_LED_RED);
+	kp_hmi_beep(hmi, o->kind == KP_TAP_REFUSED ? KP_BEEP_ERROR :
+	                 o->kind == KP_TAP_ALREADY ? KP_BEEP_NOTICE : KP_BEEP_OK);
+}
+
+static void show_out_of_service(struct kp_hmi *hmi, int64_t now)
+{
+	struct kp_hmi_msg msg = { KP_HMI_REFUSED, "system-error", "Not recorded: tap again",
+	                          NULL, -1, now };
+
+	kp_hmi_show(hmi, &msg);
+	kp_hmi_led(hmi, KP_LED_RED);
+	kp_hmi_beep(hmi, KP_BEEP_ERROR);
+}
+
+static void inspect(struct kp_reader *r, const struct kp_card_info *info,
+                    const uint8_t token_key[KP_TOKEN_KEY_LEN], int timeout_ms)
+{
+	struct kp_felica f;
+	struct kp_transit_balance bal;
+	struct kp_transit_history h[KP_FELICA_HISTORY_BLOCKS];
+	uint8_t token[KP_TOKEN_LEN];
+	char hex[2 * KP_TOKEN_LEN + 1];
+	int rc;
+
+	if (info->tech != KP_TECH_FELICA) {
+		printf("card: not a FeliCa card (technology %d)\n", (int)info->tech);
+		return;
+	}
+	kp_token_derive(token_key, "felica", info->u.felica.idm, 8, token);
+	kp_hex(token, KP_TOKEN_LEN, hex);
+	kp_felica_init(&f, r, info, timeout_ms);
+	rc = kp_transit_read_balance(&f, &bal);
+	if (rc != KP_OK) {
+		printf("card token %s: balance unreadable: %s\n", hex, kp_strerror(rc));
+		return;
+	}
+	printf("card token %s: type %u region %u balance %u yen\n", hex, bal.card_type,
+	       bal.region, bal.balance);
+	rc = kp_transit_read_history(&f, h);
+	if (rc != KP_OK) {
+		printf("  history unreadable: %s\n", kp_strerror(rc));
+		return;
+	}
+	for (int i = 0; i < KP_FELICA_HISTORY_BLOCKS; i++) {
+		if (h[i].empty)
+			continue;
+		printf("  %2d %04u-%02u-%02u terminal %02X process %02X in %04X out %04X "
+		       "balance %u seq %u\n", i, h[i].year, h[i].month, h[i].day, h[i].terminal_type,
+		       h[i].process_type, h[i].entry, h[i].exit_, h[i].balance, (unsigned)h[i].seq);
+	}
+}
+
+/* Binds the database to this terminal's identity: one database, one terminal. */
+static int bind_identity(kp_store *s, const struct kp_terminal_cfg *cfg, const kp_key *key)
+{
+	kp_cert *cert = NULL;
+	char cn[KP_ID_MAX + 1], have[KP_ID_MAX + 1];
+	char *pem = NULL;
+	FILE *fp = NULL;
+	size_t n;
+	int rc;
+
+	rc = kp_cert_load(&cert, cfg->cert_path);
+	if (rc != 0) {
+		logmsg(LOG_ERR, "certificate %s: %s", cfg->cert_path, kp_strerror(rc));
+		goto out;
+	}
+	rc = kp_cert_subject_cn(cert, cn, sizeof(cn));
+	if (rc != 0 || strcmp(cn, cfg->terminal_id) != 0) {
+		logmsg(LOG_ERR, "certificate %s is for terminal '%s', not '%s'", cfg->cert_path,
+		       rc == 0 ? cn : "?", cfg->terminal_id);
+		rc = KP_E_CONFIG;
+		goto out;
+	}
+	if (kp_cert_matches_key(cert, key) != 0) {
+		logmsg(LOG_ERR, "certificate %s does not match key %s", cfg->cert_path, cfg->key_path);
+		rc = KP_E_CONFIG;
+		goto out;
+	}
+	if (kp_store_meta_get(s, "terminal_id", have, sizeof(have)) == KP_OK &&
+	    strcmp(have, cfg->terminal_id) != 0) {
+		logmsg(LOG_ERR, "database %s belongs to terminal '%s', not '%s'", cfg->database,
+		       have, cfg->terminal_id);
+		rc = KP_E_CONFIG;
+		goto out;
+	}
+	pem = calloc(1, 8192);
+	fp = fopen(cfg->cert_path, "r");
+	if (pem == NULL || fp == NULL) {
+		rc = KP_E_IO;
+		goto out;
+	}
+	n = fread(pem, 1, 8191, fp);
+	if (n == 0 || strstr(pem, "-----BEGIN CERTIFICATE-----") == NULL) {
+		logmsg(LOG_ERR, "certificate %s must be PEM", cfg->cert_path);
+		rc = KP_E_CONFIG;
+		goto out;
+	}
+	rc = kp_store_meta_set(s, "terminal_id", cfg->terminal_id);
+	if (rc == KP_OK)
+		rc = kp_store_meta_set(s, "terminal_cert", pem);
+out:
+	if (fp != NULL)
+		fclose(fp);
+	free(pem);
+	kp_cert_free(cert);
+	return rc;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "reader", required_argument, NULL, 'r' },
+		{ "hmi", required_argument, NULL, 'h' },
+		{ "db", required_argument, NULL, 'd' },
+		{ "terminal-id", required_argument, NULL, 't' },
+		{ "operator", required_argument, NULL, 'o' },
+		{ "route", required_argument, NULL, 'R' },
+		{ "stop", required_argument, NULL, 'S' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "cert", required_argument, NULL, 'C' },
+		{ "token-key", required_argument, NULL, 'T' },
+		{ "inspect", no_argument, NULL, 'i' },
+		{ "describe", no_argument, NULL, 'D' },
+		{ "help", no_argument, NULL, 'H' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct kp_terminal_cfg cfg;
+	struct override { int opt; const char *val; } over[32];
+	size_t n_over = 0;
+	const char *config = NULL;
+	int do_inspect = 0, do_describe = 0, c, rc, exit_code = 1;
+	char err[600];
+	kp_store *store = NULL;
+	kp_key *key = NULL;
+	kp_tap_engine *engine = NULL;
+	struct kp_reader *reader = NULL;
+	struct kp_hmi *hmi = NULL;
+	uint8_t token_key[KP_TOKEN_KEY_LEN];
+	struct sigaction sa;
+	unsigned long taps = 0, accepted = 0, refused = 0;
+
+	kp_terminal_cfg_defaults(&cfg);
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config = optarg; break;
+		case 'i': do_inspect = 1; break;
+		case 'D': do_describe = 1; break;
+		case 'H': usage(stdout); return 0;
+		case '?': usage(stderr); return 2;
+		default:
+			if (n_over < sizeof(over) / sizeof(over[0]))
+				over[n_over++] = (struct override){ c, optarg };
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "kippu-terminal: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (config != NULL && kp_terminal_cfg_load(&cfg, config, err, sizeof(err)) != KP_OK) {
+		fprintf(stderr, "kippu-terminal: %s\n", err);
+		return 2;
+	}
+	/* Command-line options win over the file; they go through the same checks. */
+	for (size_t i = 0; i < n_over; i++) {
+		static const char *const names[128] = {
+			['r'] = "reader", ['h'] = "hmi", ['d'] = "database", ['t'] = "terminal_id",
+			['o'] = "operator", ['R'] = "route", ['S'] = "stop", ['k'] = "key",
+			['C'] = "cert", ['T'] = "token_key",
+		};
+		rc = kp_terminal_cfg_set(&cfg, names[over[i].opt], over[i].val, err, sizeof(err));
+		if (rc != KP_OK) {
+			fprintf(stderr, "kippu-terminal: --%s\n", err);
+			return 2;
+		}
+	}
+	use_syslog = cfg.use_syslog;
+	if (use_syslog)
+		openlog("kippu-terminal", LOG_PID, LOG_DAEMON);
+	if (cfg.reader[0] == '\0') {
+		logmsg(LOG_ERR, "no reader: set reader = CONN in the config or pass --reader");
+		return 2;
+	}
+
+	rc = kp_reader_open(&reader, cfg.reader);
+	if (rc != KP_HAL_OK) {
+		logmsg(LOG_ERR, "reader %s: %s", cfg.reader, kp_strerror(rc));
+		goto out;
+	}
+	if (do_describe) {
+		char desc[256];
+
+		if (kp_reader_describe(reader, desc, sizeof(desc)) == KP_HAL_OK)
+			printf("%s\n", desc);
+		exit_code = 0;
+		goto out;
+	}
+	rc = kp_token_key_load(cfg.token_key_path, token_key);
+	if (rc != KP_OK) {
+		logmsg(LOG_ERR, "token key %s: %s", cfg.token_key_path, kp_strerror(rc));
+		goto out;
+	}
+	if (!do_inspect) {
+		if (cfg.terminal_id[0] == '\0' || cfg.operator_id[0] == '\0') {
+			logmsg(LOG_ERR, "terminal_id and operator must be configured");
+			exit_code = 2;
+			goto out;
+		}
+		rc = kp_key_load(&key, cfg.key_path);
+		if (rc != 0) {
+			logmsg(LOG_ERR, "key %s: %s", cfg.key_path, kp_strerror(rc));
+			goto out;
+		}
+		rc = kp_store_open(&store, cfg.database);
+		if (rc != KP_OK)
+			goto out;
+		rc = bind_identity(store, &cfg, key);
+		if (rc != KP_OK)
+			goto out;
+		rc = kp_tap_engine_open(&engine, store, &cfg, key, token_key);
+		if (rc != KP_OK) {
+			logmsg(LOG_ERR, "tap engine: %s", kp_strerror(rc));
+			goto out;
+		}
+	}
+	rc = kp_hmi_open(&hmi, cfg.hmi);
+	if (rc != KP_HAL_OK) {
+		logmsg(LOG_ERR, "hmi %s: %s", cfg.hmi, kp_strerror(rc));
+		goto out;
+	}
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	logmsg(LOG_INFO, "terminal %s operator %s ready on %s", cfg.terminal_id, cfg.operator_id,
+	       cfg.reader);
+
+	{
+		struct kp_poll poll = { KP_TECH_FELICA | KP_TECH_ISO14443B, 0x0003, 1 };
+		int64_t last_activity = mono_ms();
+		int dirty = 0;
+
+		while (!stop_requested) {
+			struct kp_card_info info;
+			struct kp_tap_outcome o;
+			int64_t now;
+
+			memset(&info, 0, sizeof(info));
+			rc = kp_reader_wait_card(reader, &poll, &info, cfg.poll_timeout_ms);
+			if (rc == KP_HAL_E_END)
+				break;
+			if (rc == KP_HAL_E_NOCARD || rc == KP_HAL_E_TIMEOUT) {
+				/* Idle: fold the WAL into the database now, never during a tap. */
+				if (dirty && store != NULL &&
+				    mono_ms() - last_activity >= cfg.checkpoint_idle_ms) {
+					kp_store_idle(store);
+					dirty = 0;
+				}
+				continue;
+			}
+			if (rc != KP_HAL_OK) {
+				logmsg(LOG_WARNING, "reader: %s", kp_strerror(rc));
+				usleep(200 * 1000);
+				continue;
+			}
+			now = kp_reader_now_ms(reader);
+			if (do_inspect) {
+				inspect(reader, &info, token_key, cfg.card_timeout_ms);
+				kp_reader_release(reader, 1, cfg.poll_timeout_ms);
+				continue;
+			}
+			rc = kp_tap_card(engine, reader, &info, now, &o);
+			taps++;
+			if (rc == KP_OK) {
+				show(hmi, &o, now);
+				if (o.kind == KP_TAP_ACCEPTED)
+					accepted++;
+				else if (o.kind == KP_TAP_REFUSED)
+					refused++;
+			} else {
+				logmsg(LOG_ERR, "tap not recorded: %s", kp_strerror(rc));
+				show_out_of_service(hmi, now);
+			}
+			kp_reader_release(reader, 1, cfg.poll_timeout_ms);
+			last_activity = mono_ms();
+			dirty = 1;
+			/* A mock scenario in virtual time never idles: checkpoint every 64 taps. */
+			if (store != NULL && taps % 64 == 0)
+				kp_store_idle(store);
+		}
+	}
+	logmsg(LOG_INFO, "stopping: %lu taps, %lu accepted, %lu refused", taps, accepted, refused);
+	exit_code = 0;
+out:
+	kp_zeroize(token_key, sizeof(token_key));
+	kp_tap_engine_close(engine);
+	kp_hmi_close(hmi);
+	kp_reader_close(reader);
+	kp_store_close(store);
+	kp_key_free(key);
+	if (use_syslog)
+		closelog();
+	return exit_code;
+}

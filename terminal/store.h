@@ -1,0 +1,34 @@
+/* Internal to terminal/: the store's operations on the tap path and the journal's rows.
+ * Only store.c and journal.c include <sqlite3.h>; the rest of terminal/ calls these. */
+#ifndef KP_TERMINAL_STORE_H
+#define KP_TERMINAL_STORE_H
+
+#include "kp_terminal.h"
+
+#define KP_MAX_CARD_ENTITLEMENTS 32
+
+struct kp_ent_view {
+	struct kp_entitlement e;
+	int valid_here;                  /* the product is valid on the asked operator */
+};
+
+int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *listed);
+int kp_store_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t *time_ms,
+                      int *found);
+int kp_store_set_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t time_ms,
+                          uint64_t seq);
+/* Up to cap entitlements of a token (n gets how many), each marked valid on operator_id. */
+int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                               const char *operator_id, struct kp_ent_view *out, size_t cap,
+                               size_t *n);
+/* Takes one ride: fails (KP_E_DB) unless rides_left was still `expect`. */
+int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
+                       int64_t expect);
+
+int kp_store_journal_head(kp_store *s, uint64_t *seq, uint8_t hash[KP_SHA256_LEN]);
+int kp_store_journal_append(kp_store *s, const struct kp_record *rec,
+                            const uint8_t *payload, size_t payload_len,
+                            const uint8_t *cose, size_t cose_len,
+                            const uint8_t hash[KP_SHA256_LEN]);
+
+#endif

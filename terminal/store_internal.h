@@ -1,0 +1,34 @@
+/* Internal to the store modules (store.c, journal.c): the only files that see SQLite. */
+#ifndef KP_TERMINAL_STORE_INTERNAL_H
+#define KP_TERMINAL_STORE_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "kp_terminal.h"
+
+enum kp_stmt {
+	KP_STMT_META_GET,
+	KP_STMT_META_SET,
+	KP_STMT_DENY_GET,
+	KP_STMT_RECENT_GET,
+	KP_STMT_RECENT_SET,
+	KP_STMT_CARD_ENTS,
+	KP_STMT_TAKE_RIDE,
+	KP_STMT_JOURNAL_HEAD,
+	KP_STMT_JOURNAL_APPEND,
+	KP_STMT_ENT_GET,
+	KP_STMT_COUNT
+};
+
+struct kp_store {
+	sqlite3 *db;
+	sqlite3_stmt *stmts[KP_STMT_COUNT];  /* prepared once, on first use */
+	char err[512];
+};
+
+/* A cached statement, reset and unbound; NULL (with s->err set) if it cannot be prepared. */
+sqlite3_stmt *kp_store_stmt(kp_store *s, enum kp_stmt id);
+/* Records SQLite's message for `what` in s->err and returns KP_E_DB. */
+int kp_store_fail(kp_store *s, const char *what);
+
+#endif
