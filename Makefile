@@ -25,7 +25,7 @@ PKG_LIBS   = $(shell pkg-config --libs libnfc sqlite3 libcbor 2>/dev/null) -lmbe
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 
 KP_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-             -Ihal -Icrypto -Ibackend-sync -Iterminal -MMD -MP $(SANFLAGS)
+             -Ihal -Icrypto -Ibackend-sync -Iterminal -Itools -MMD -MP $(SANFLAGS)
 KP_LDFLAGS := $(SANFLAGS)
 
 # Each top folder builds one static library from its .c files, except its programs' mains.

@@ -1,0 +1,415 @@
+/* kippuctl: keys and certificates, loading a terminal's store, and the journal's audit
+ * (verify, export for independent checking, list). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kp_tools.h"
+
+static void usage(FILE *fp)
+{
+	fputs("usage:\n"
+	      "  kippuctl ca create --key CA.key --cert CA.crt [--cn NAME] [--days N]\n"
+	      "  kippuctl terminal create --ca-key CA.key --ca-cert CA.crt --id TERMINAL_ID\n"
+	      "                           --key T.key --cert T.crt [--days N]\n"
+	      "  kippuctl token-key create PATH\n"
+	      "  kippuctl token --token-key PATH CARD          (CARD = felica:<IDm hex>)\n"
+	      "  kippuctl load DB FILE --token-key PATH\n"
+	      "  kippuctl journal verify DB [--cert T.crt] [--ca CA.crt]\n"
+	      "  kippuctl journal export DB DIR\n"
+	      "  kippuctl journal list DB\n", fp);
+}
+
+struct args {
+	const char *key, *cert, *ca_key, *ca_cert, *ca, *id, *cn, *token_key;
+	int days;
+	int npos;
+	const char *pos[4];
+};
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+	static const struct option opts[] = {
+		{ "key", required_argument, NULL, 'k' },
+		{ "cert", required_argument, NULL, 'c' },
+		{ "ca-key", required_argument, NULL, 'K' },
+		{ "ca-cert", required_argument, NULL, 'C' },
+		{ "ca", required_argument, NULL, 'a' },
+		{ "id", required_argument, NULL, 'i' },
+		{ "cn", required_argument, NULL, 'n' },
+		{ "days", required_argument, NULL, 'd' },
+		{ "token-key", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(a, 0, sizeof(*a));
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': a->key = optarg; break;
+		case 'c': a->cert = optarg; break;
+		case 'K': a->ca_key = optarg; break;
+		case 'C': a->ca_cert = optarg; break;
+		case 'a': a->ca = optarg; break;
+		case 'i': a->id = optarg; break;
+		case 'n': a->cn = optarg; break;
+		case 't': a->token_key = optarg; break;
+		case 'd': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end != '\0' || v < 1 || v > 36500) {
+				fprintf(stderr, "kippuctl: --days must be 1 to 36500\n");
+				return -1;
+			}
+			a->days = (int)v;
+			break;
+		}
+		default:
+			return -1;
+		}
+	}
+	for (; optind < argc; optind++) {
+		if (a->npos == 4) {
+			fprintf(stderr, "kippuctl: too many arguments\n");
+			return -1;
+		}
+		a->pos[a->npos++] = argv[optind];
+	}
+	return 0;
+}
+
+static int need(const char *v, const char *name)
+{
+	if (v == NULL) {
+		fprintf(stderr, "kippuctl: %s is required\n", name);
+		return -1;
+	}
+	return 0;
+}
+
+static int valid_terminal_id(const char *id)
+{
+	if (*id == '\0' || strlen(id) > KP_ID_MAX)
+		return 0;
+	for (; *id != '\0'; id++) {
+		if (!(*id >= 'a' && *id <= 'z') && !(*id >= 'A' && *id <= 'Z') &&
+		    !(*id >= '0' && *id <= '9') && *id != '-' && *id != '_' && *id != '.')
+			return 0;
+	}
+	return 1;
+}
+
+static int cmd_ca_create(struct args *a)
+{
+	kp_key *key = NULL;
+	int rc;
+
+	if (need(a->key, "--key") || need(a->cert, "--cert"))
+		return 2;
+	rc = kp_key_generate(&key);
+	if (rc == 0)
+		rc = kp_key_save(key, a->key);
+	if (rc != 0) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->key, kp_strerror(rc));
+		goto out;
+	}
+	rc = kp_cert_create_ca(key, a->cn != NULL ? a->cn : "kippu operator CA",
+	                       a->days ? a->days : 3650, a->cert);
+	if (rc != 0)
+		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
+	else
+		printf("CA key %s (mode 0600), certificate %s\n", a->key, a->cert);
+out:
+	kp_key_free(key);
+	return rc == 0 ? 0 : 1;
+}
+
+static int cmd_terminal_create(struct args *a)
+{
+	kp_key *ca_key = NULL, *key = NULL;
+	kp_cert *ca = NULL;
+	int rc;
+
+	if (need(a->ca_key, "--ca-key") || need(a->ca_cert, "--ca-cert") || need(a->id, "--id") ||
+	    need(a->key, "--key") || need(a->cert, "--cert"))
+		return 2;
+	if (!valid_terminal_id(a->id)) {
+		fprintf(stderr, "kippuctl: --id: 1-32 characters of A-Z a-z 0-9 - _ .\n");
+		return 2;
+	}
+	rc = kp_key_load(&ca_key, a->ca_key);
+	if (rc != 0) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->ca_key, kp_strerror(rc));
+		goto out;
+	}
+	rc = kp_cert_load(&ca, a->ca_cert);
+	if (rc != 0 || kp_cert_matches_key(ca, ca_key) != 0) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->ca_cert,
+		        rc != 0 ? kp_strerror(rc) : "does not match the CA key");
+		rc = rc != 0 ? rc : KP_E_INVAL;
+		goto out;
+	}
+	rc = kp_key_generate(&key);
+	if (rc == 0)
+		rc = kp_key_save(key, a->key);
+	if (rc != 0) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->key, kp_strerror(rc));
+		goto out;
+	}
+	rc = kp_cert_issue(ca_key, ca, key, a->id, a->days ? a->days : 825, a->cert);
+	if (rc != 0)
+		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
+	else
+		printf("terminal %s: key %s (mode 0600), certificate %s\n", a->id, a->key, a->cert);
+out:
+	kp_key_free(ca_key);
+	kp_key_free(key);
+	kp_cert_free(ca);
+	return rc == 0 ? 0 : 1;
+}
+
+static int cmd_token_key_create(struct args *a)
+{
+	int rc;
+
+	if (a->npos != 1) {
+		usage(stderr);
+		return 2;
+	}
+	rc = kp_token_key_create(a->pos[0]);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->pos[0], kp_strerror(rc));
+		return 1;
+	}
+	printf("token key %s (mode 0600)\n", a->pos[0]);
+	return 0;
+}
+
+static int cmd_token(struct args *a)
+{
+	uint8_t key[KP_TOKEN_KEY_LEN], token[KP_TOKEN_LEN];
+	char hex[2 * KP_TOKEN_LEN + 1];
+	int rc;
+
+	if (need(a->token_key, "--token-key") || a->npos != 1) {
+		usage(stderr);
+		return 2;
+	}
+	rc = kp_token_key_load(a->token_key, key);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
+		return 1;
+	}
+	rc = kp_parse_card(a->pos[0], key, token);
+	kp_zeroize(key, sizeof(key));
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: card must be felica:<16 hex digits>\n");
+		return 2;
+	}
+	kp_hex(token, KP_TOKEN_LEN, hex);
+	printf("%s\n", hex);
+	return 0;
+}
+
+static int cmd_load(struct args *a)
+{
+	uint8_t key[KP_TOKEN_KEY_LEN];
+	kp_store *s = NULL;
+	char err[1024];
+	size_t n = 0;
+	int rc;
+
+	if (need(a->token_key, "--token-key") || a->npos != 2) {
+		usage(stderr);
+		return 2;
+	}
+	rc = kp_token_key_load(a->token_key, key);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
+		return 1;
+	}
+	rc = kp_store_open(&s, a->pos[0]);
+	if (rc == KP_OK) {
+		err[0] = '\0';
+		rc = kp_load_file(s, a->pos[1], key, err, sizeof(err), &n);
+		if (rc != KP_OK)
+			fprintf(stderr, "kippuctl: %s (nothing was loaded)\n", err);
+		else
+			printf("loaded %zu lines from %s into %s\n", n, a->pos[1], a->pos[0]);
+	}
+	kp_zeroize(key, sizeof(key));
+	kp_store_close(s);
+	return rc == KP_OK ? 0 : 1;
+}
+
+static int cmd_journal_verify(struct args *a)
+{
+	kp_store *s = NULL;
+	kp_cert *cert = NULL, *ca = NULL;
+	uint64_t n = 0, bad = 0;
+	char err[512];
+	int rc;
+
+	if (a->npos != 1) {
+		usage(stderr);
+		return 2;
+	}
+	if (a->cert != NULL && (rc = kp_cert_load(&cert, a->cert)) != 0) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
+		return 1;
+	}
+	rc = kp_store_open(&s, a->pos[0]);
+	if (rc != KP_OK)
+		goto out;
+	if (a->ca != NULL) {
+		kp_cert *check = cert;
+		char pem[8192];
+
+		rc = kp_cert_load(&ca, a->ca);
+		if (rc == 0 && check == NULL) {
+			rc = kp_store_meta_get(s, "terminal_cert", pem, sizeof(pem));
+			if (rc == KP_OK)
+				rc = kp_cert_parse(&cert, (const uint8_t *)pem, strlen(pem) + 1);
+			check = cert;
+		}
+		if (rc == 0)
+			rc = kp_cert_check_issued_by(check, ca, err, sizeof(err));
+		if (rc != 0) {
+			fprintf(stderr, "kippuctl: terminal certificate not issued by %s: %s\n", a->ca,
+			        kp_strerror(rc));
+			goto out;
+		}
+	}
+	rc = kp_journal_verify(s, cert, &n, &bad, err, sizeof(err));
+	if (rc != 0)
+		fprintf(stderr, "kippuctl: journal %s: FAILED at record %llu: %s (%llu records "
+		        "before it verified)\n", a->pos[0], (unsigned long long)bad, err,
+		        (unsigned long long)n);
+	else
+		printf("journal %s: %llu records verified (signatures, sequence, hash chain)\n",
+		       a->pos[0], (unsigned long long)n);
+out:
+	kp_cert_free(cert);
+	kp_cert_free(ca);
+	kp_store_close(s);
+	return rc == 0 ? 0 : 1;
+}
+
+static int cmd_journal_export(struct args *a)
+{
+	kp_store *s = NULL;
+	uint64_t n = 0;
+	char err[512];
+	int rc;
+
+	if (a->npos != 2) {
+		usage(stderr);
+		return 2;
+	}
+	rc = kp_store_open(&s, a->pos[0]);
+	if (rc == KP_OK) {
+		rc = kp_journal_export(s, a->pos[1], &n, err, sizeof(err));
+		if (rc != KP_OK)
+			fprintf(stderr, "kippuctl: export: %s\n", err[0] ? err : kp_strerror(rc));
+		else
+			printf("exported %llu records and terminal.crt to %s\n", (unsigned long long)n,
+			       a->pos[1]);
+	}
+	kp_store_close(s);
+	return rc == KP_OK ? 0 : 1;
+}
+
+static int list_row(const struct kp_journal_row *row, void *arg)
+{
+	struct kp_record r;
+	char tok[2 * KP_TOKEN_LEN + 1] = "-";
+	char when[32];
+	time_t t;
+	struct tm tm;
+
+	(void)arg;
+	if (kp_record_decode(row->payload, row->payload_len, &r) != 0) {
+		printf("%6llu  (payload does not decode)\n", (unsigned long long)row->seq);
+		return 0;
+	}
+	if (r.has_token) {
+		kp_hex(r.token, 4, tok);     /* a prefix is enough to tell cards apart */
+		strcat(tok, "..");
+	}
+	t = (time_t)(r.time_ms / 1000);
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	printf("%6llu  %s  %-8s %-16s %-10s card %-10s product %-8s left %s%lld\n",
+	       (unsigned long long)r.seq, when, r.result, r.reason, r.operator_id, tok,
+	       r.product[0] ? r.product : "-", r.has_left ? "" : "-",
+	       r.has_left ? (long long)r.left : 0LL);
+	return 0;
+}
+
+static int cmd_journal_list(struct args *a)
+{
+	kp_store *s = NULL;
+	int rc;
+
+	if (a->npos != 1) {
+		usage(stderr);
+		return 2;
+	}
+	rc = kp_store_open(&s, a->pos[0]);
+	if (rc == KP_OK)
+		rc = kp_journal_foreach(s, list_row, NULL);
+	kp_store_close(s);
+	return rc == KP_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct args a;
+	const char *cmd, *sub = "";
+
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "terminal") == 0 ||
+	    strcmp(cmd, "token-key") == 0 || strcmp(cmd, "journal") == 0) {
+		if (argc < 3) {
+			usage(stderr);
+			return 2;
+		}
+		sub = argv[2];
+		argc -= 2;
+		argv += 2;
+	} else {
+		argc -= 1;
+		argv += 1;
+	}
+	if (parse_args(argc, argv, &a) != 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(cmd, "ca") == 0 && strcmp(sub, "create") == 0)
+		return cmd_ca_create(&a);
+	if (strcmp(cmd, "terminal") == 0 && strcmp(sub, "create") == 0)
+		return cmd_terminal_create(&a);
+	if (strcmp(cmd, "token-key") == 0 && strcmp(sub, "create") == 0)
+		return cmd_token_key_create(&a);
+	if (strcmp(cmd, "token") == 0)
+		return cmd_token(&a);
+	if (strcmp(cmd, "load") == 0)
+		return cmd_load(&a);
+	if (strcmp(cmd, "journal") == 0 && strcmp(sub, "verify") == 0)
+		return cmd_journal_verify(&a);
+	if (strcmp(cmd, "journal") == 0 && strcmp(sub, "export") == 0)
+		return cmd_journal_export(&a);
+	if (strcmp(cmd, "journal") == 0 && strcmp(sub, "list") == 0)
+		return cmd_journal_list(&a);
+	fprintf(stderr, "kippuctl: unknown command '%s %s'\n", cmd, sub);
+	usage(stderr);
+	return 2;
+}

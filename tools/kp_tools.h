@@ -1,0 +1,21 @@
+/* kippu tools library: what kippuctl and the bench share. */
+#ifndef KP_TOOLS_H
+#define KP_TOOLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kp_terminal.h"
+
+/* "2026-11-26T08:00:00+09:00", "...Z", or Unix seconds → milliseconds since the epoch. */
+int kp_parse_time(const char *s, int64_t *ms);
+
+/* A card as written in load files: "felica:<16 hex IDm>" or "token:<32 hex>". */
+int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                  uint8_t token[KP_TOKEN_LEN]);
+
+/* Loads a load file (operators, products, entitlements, denylist) into the store in one
+ * transaction: on any error nothing changes, and err names the line. */
+int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                 char *err, size_t err_cap, size_t *n_lines);
+
+#endif

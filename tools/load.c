@@ -1,0 +1,282 @@
+/* Load files: operators, products, entitlements and denylist entries for a terminal's
+ * store, as text an operator can write and review. The whole file is one transaction. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kp_tools.h"
+
+static int is_leap(int y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static int64_t days_from_civil(int y, int m, int d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+	return era * 146097 + doe - 719468;
+}
+
+int kp_parse_time(const char *s, int64_t *ms)
+{
+	static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0, sign = 1;
+	const char *tz;
+
+	if (s == NULL || *s == '\0')
+		return KP_E_INVAL;
+	if (strchr(s, '-') == NULL || s[0] == '-') {
+		char *end;
+		long long v;
+
+		errno = 0;
+		v = strtoll(s, &end, 10);
+		if (errno != 0 || *end != '\0' || v < 0 || v > 253402300799LL)
+			return KP_E_INVAL;
+		*ms = v * 1000;
+		return KP_OK;
+	}
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
+		return KP_E_INVAL;
+	if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 ||
+	    d > mdays[mo - 1] + (mo == 2 && is_leap(y)) || h > 23 || mi > 59 || sec > 59)
+		return KP_E_INVAL;
+	tz = s + n;
+	if (strcmp(tz, "Z") != 0) {
+		int k = 0;
+
+		if ((tz[0] != '+' && tz[0] != '-') ||
+		    sscanf(tz + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || tz[1 + k] != '\0' ||
+		    oh > 14 || om > 59)
+			return KP_E_INVAL;
+		sign = tz[0] == '-' ? -1 : 1;
+	}
+	*ms = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) -
+	       sign * (oh * 3600 + om * 60)) * 1000;
+	return *ms >= 0 ? KP_OK : KP_E_INVAL;
+}
+
+int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                  uint8_t token[KP_TOKEN_LEN])
+{
+	uint8_t idm[8];
+
+	if (strncmp(s, "token:", 6) == 0)
+		return kp_unhex(s + 6, token, KP_TOKEN_LEN);
+	if (strncmp(s, "felica:", 7) == 0) {
+		if (kp_unhex(s + 7, idm, sizeof(idm)) != KP_OK)
+			return KP_E_INVAL;
+		return kp_token_derive(token_key, "felica", idm, sizeof(idm), token) == 0 ?
+		       KP_OK : KP_E_INVAL;
+	}
+	return KP_E_INVAL;
+}
+
+#define MAX_FIELDS 8
+
+/* Splits on blanks into at most max-1 fields; the last field takes the rest of the line. */
+static size_t split(char *line, char **f, size_t max)
+{
+	size_t n = 0;
+	char *p = line;
+
+	while (n < max) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			break;
+		if (n == max - 1) {
+			char *end = p + strlen(p);
+
+			while (end > p && isspace((unsigned char)end[-1]))
+				*--end = '\0';
+			f[n++] = p;
+			break;
+		}
+		f[n++] = p;
+		while (*p != '\0' && *p != ' ' && *p != '\t')
+			p++;
+		if (*p != '\0')
+			*p++ = '\0';
+	}
+	return n;
+}
+
+static int valid_id(const char *s)
+{
+	if (*s == '\0' || strlen(s) > KP_ID_MAX)
+		return 0;
+	for (; *s != '\0'; s++) {
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
+			return 0;
+	}
+	return 1;
+}
+
+static int parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return KP_E_INVAL;
+	*out = v;
+	return KP_OK;
+}
+
+static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                     const char **why)
+{
+	char *f[MAX_FIELDS];
+	size_t n = split(line, f, 2);        /* directive, then the rest by its own rule */
+	int rc;
+
+	if (n == 0)
+		return KP_OK;
+	if (n == 1)
+		f[1] = f[0] + strlen(f[0]);  /* empty rest */
+	if (strcmp(f[0], "operator") == 0) {
+		n = split(f[1], f + 1, 2) + 1;
+		*why = "usage: operator ID NAME";
+		if (n != 3 || !valid_id(f[1]))
+			return KP_E_PARSE;
+		rc = kp_store_put_operator(s, f[1], f[2]);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	if (strcmp(f[0], "product") == 0) {
+		const char *ops[16];
+		size_t n_ops = 0;
+		int64_t rides;
+		char *tok, *save = NULL;
+
+		*why = "usage: product ID nride RIDES OPERATOR[,OPERATOR...] NAME";
+		n = split(f[1], f + 1, 5) + 1;
+		if (n != 6 || !valid_id(f[1]) || strcmp(f[2], "nride") != 0)
+			return KP_E_PARSE;
+		*why = "rides must be 1 to 10000";
+		if (parse_int(f[3], 1, 10000, &rides) != KP_OK)
+			return KP_E_PARSE;
+		*why = "operators: 1 to 16 comma-separated ids";
+		for (tok = strtok_r(f[4], ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+			if (n_ops == 16 || !valid_id(tok))
+				return KP_E_PARSE;
+			ops[n_ops++] = tok;
+		}
+		if (n_ops == 0)
+			return KP_E_PARSE;
+		rc = kp_store_put_product(s, f[1], f[5], (int)rides, ops, n_ops);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	if (strcmp(f[0], "entitlement") == 0) {
+		struct kp_entitlement e;
+
+		memset(&e, 0, sizeof(e));
+		*why = "usage: entitlement ID CARD PRODUCT RIDES_LEFT VALID_FROM VALID_UNTIL";
+		n = split(f[1], f + 1, 7) + 1;
+		if (n != 7 || strpbrk(f[6], " \t") != NULL)
+			return KP_E_PARSE;
+		*why = "entitlement id must be 1 to 2^53";
+		if (parse_int(f[1], 1, 9007199254740992LL, &e.id) != KP_OK)
+			return KP_E_PARSE;
+		*why = "card must be felica:<16 hex digits> or token:<32 hex digits>";
+		if (kp_parse_card(f[2], token_key, e.token) != KP_OK)
+			return KP_E_PARSE;
+		*why = "bad product id";
+		if (!valid_id(f[3]))
+			return KP_E_PARSE;
+		snprintf(e.product, sizeof(e.product), "%s", f[3]);
+		*why = "rides left must be 0 to 10000";
+		if (parse_int(f[4], 0, 10000, &e.rides_left) != KP_OK)
+			return KP_E_PARSE;
+		*why = "times must be ISO 8601 with Z or an offset (2026-11-26T04:00:00+09:00), or Unix seconds";
+		if (kp_parse_time(f[5], &e.valid_from_ms) != KP_OK ||
+		    kp_parse_time(f[6], &e.valid_until_ms) != KP_OK)
+			return KP_E_PARSE;
+		*why = "valid_until must be after valid_from";
+		if (e.valid_until_ms <= e.valid_from_ms)
+			return KP_E_PARSE;
+		rc = kp_store_put_entitlement(s, &e);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	if (strcmp(f[0], "denylist") == 0) {
+		uint8_t token[KP_TOKEN_LEN];
+
+		*why = "usage: denylist CARD REASON";
+		n = split(f[1], f + 1, 2) + 1;
+		if (n != 3)
+			return KP_E_PARSE;
+		*why = "card must be felica:<16 hex digits> or token:<32 hex digits>";
+		if (kp_parse_card(f[1], token_key, token) != KP_OK)
+			return KP_E_PARSE;
+		rc = kp_store_put_denylist(s, token, f[2], (int64_t)time(NULL) * 1000);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	*why = "unknown directive (operator, product, entitlement, denylist)";
+	return KP_E_PARSE;
+}
+
+int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                 char *err, size_t err_cap, size_t *n_lines)
+{
+	char line[2048];
+	int lineno = 0, rc;
+	FILE *fp = fopen(path, "r");
+
+	*n_lines = 0;
+	if (fp == NULL) {
+		snprintf(err, err_cap, "%s: %s", path, strerror(errno));
+		return KP_E_IO;
+	}
+	rc = kp_store_begin(s);
+	if (rc != KP_OK) {
+		snprintf(err, err_cap, "%s: %s", path, kp_store_errmsg(s));
+		fclose(fp);
+		return rc;
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		const char *why = "";
+		char *hash;
+
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(fp)) {
+			snprintf(err, err_cap, "%s:%d: line too long", path, lineno);
+			rc = KP_E_PARSE;
+			break;
+		}
+		hash = strchr(line, '#');
+		if (hash != NULL)
+			*hash = '\0';
+		line[strcspn(line, "\r\n")] = '\0';
+		rc = load_line(s, line, token_key, &why);
+		if (rc != KP_OK) {
+			snprintf(err, err_cap, "%s:%d: %s", path, lineno, why);
+			break;
+		}
+		(*n_lines)++;
+	}
+	fclose(fp);
+	if (rc == KP_OK)
+		rc = kp_store_commit(s);
+	if (rc != KP_OK) {
+		kp_store_rollback(s);
+		*n_lines = 0;
+		if (err[0] == '\0')
+			snprintf(err, err_cap, "%s: %s", path, kp_store_errmsg(s));
+	}
+	return rc;
+}
