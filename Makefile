@@ -17,7 +17,7 @@ endif
 
 # Debian packages the build, tests and demo need (installed by `make deps`, only when missing).
 DEB_PKGS := gcc make libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
-            libcmocka-dev libcbor-dev python3 openssl
+            libcmocka-dev libcbor-dev python3 openssl sqlite3
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 PKG_CFLAGS = $(shell pkg-config --cflags libnfc sqlite3 cmocka libcbor 2>/dev/null)
@@ -120,8 +120,9 @@ demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
 	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" sh tools/demo.sh
 
-bench: $(BENCH)
-	@$(BENCH) $(if $(BENCH_JSON),--json $(BENCH_JSON))
+bench: deps
+	@$(MAKE) --no-print-directory $(BENCH)
+	@$(BENCH) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
 
 install: $(PROGS)
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -114,6 +114,8 @@ int  kp_store_open_at(kp_store **out, const char *path, int version);
 void kp_store_close(kp_store *s);
 const char *kp_store_errmsg(const kp_store *s);
 int  kp_store_schema_version(kp_store *s, int *version);
+/* How long a statement waits for another connection's lock (default 5000 ms). */
+void kp_store_set_busy_timeout(kp_store *s, int ms);
 /* Runs a passive WAL checkpoint: call while the terminal is idle. */
 int  kp_store_idle(kp_store *s);
 

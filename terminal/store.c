@@ -225,6 +225,11 @@ void kp_store_close(kp_store *s)
 	free(s);
 }
 
+void kp_store_set_busy_timeout(kp_store *s, int ms)
+{
+	sqlite3_busy_timeout(s->db, ms);
+}
+
 int kp_store_idle(kp_store *s)
 {
 	int log = 0, done = 0;

@@ -127,6 +127,9 @@ static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_
 	if (rc != KP_OK) {
 		kp_store_rollback(e->s);
 		memcpy(e->prev, prev_before, KP_SHA256_LEN);
+		/* Re-read the head, in case the failure came from a journal that moved. */
+		if (kp_store_journal_head(e->s, &e->seq, e->prev) != KP_OK)
+			memcpy(e->prev, prev_before, KP_SHA256_LEN);
 		fprintf(stderr, "kippu: tap not recorded: %s (%s)\n", kp_strerror(rc),
 		        kp_store_errmsg(e->s));
 		return rc;
