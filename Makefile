@@ -129,6 +129,6 @@ install: $(PROGS)
 	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-*/
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -66,6 +66,8 @@ struct kp_reader;                    /* what a backend allocates behind its ops 
 
 struct kp_reader_ops {
 	const char *scheme;              /* "mock", "libnfc" */
+	/* conn is what follows "scheme:" in the string given to kp_reader_open ("" for a
+	 * bare "scheme"); the backend sets (*out)->ops. */
 	int  (*open)(struct kp_reader **out, const char *conn);
 	/* Waits up to timeout_ms (-1: forever) for a card matching poll. */
 	int  (*wait_card)(struct kp_reader *r, const struct kp_poll *poll,
@@ -89,7 +91,9 @@ struct kp_reader {
 	const struct kp_reader_ops *ops;
 };
 
-/* Registry: backends are found by scheme; the const op tables stay separate. */
+/* Registry: backends are found by scheme; the const op tables stay separate. The mock
+ * backends are built in. Registering a table twice is fine; another table under a taken
+ * scheme is KP_HAL_E_INVAL. kp_reader_open: unknown scheme -> KP_HAL_E_CONFIG. */
 int kp_reader_register(const struct kp_reader_ops *ops);
 int kp_reader_open(struct kp_reader **out, const char *conn);
 int kp_reader_wait_card(struct kp_reader *r, const struct kp_poll *poll,
@@ -122,6 +126,7 @@ struct kp_hmi_msg {
 struct kp_hmi;
 struct kp_hmi_ops {
 	const char *scheme;              /* "mock" */
+	/* conn is what follows "scheme:" ("" for a bare "scheme"), as for readers. */
 	int  (*open)(struct kp_hmi **out, const char *conn);
 	int  (*show)(struct kp_hmi *h, const struct kp_hmi_msg *msg);
 	int  (*beep)(struct kp_hmi *h, enum kp_beep pattern);

@@ -1,0 +1,338 @@
+/* The mock reader ("mock:PATH"): plays the taps of a scenario file (hal/SCENARIO.md)
+ * and passes every frame to the tapped card's model, so the code above the HAL runs
+ * exactly as it would against a reader chip. Activation is done the chip's way: a real
+ * Polling frame goes to a FeliCa card and its reply is parsed into kp_card_info. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "card_model.h"
+#include "kp_hal.h"
+#include "mock_scenario.h"
+
+#define MOCK_FRAME_MAX   512 /* a model's reply (at most 255) plus what a fault adds */
+#define MOCK_GARBAGE_LEN 5
+#define MOCK_RNG_SEED    0x6B697070u /* fixed, so a scenario replays the same garbage */
+
+struct kp_mock_reader {
+	struct kp_reader base;            /* first: kp_reader_* find the ops here */
+	struct kp_scenario *scn;
+	char file[64];                    /* the scenario's base name, for describe */
+	size_t next_tap;
+	const struct kp_scn_tap *tap;     /* the tap whose card is in the field, or NULL */
+	long frames;                      /* transceive frames since activation */
+	int64_t vnow_ms;                  /* virtual pace: the clock */
+	int64_t t0_mono_ms;               /* real pace: CLOCK_MONOTONIC at open */
+	uint32_t rng;
+};
+
+static int64_t mock_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void mock_sleep_ms(int64_t ms)
+{
+	struct timespec ts;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = (time_t)(ms / 1000);
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		continue;
+}
+
+static uint32_t mock_rand(struct kp_mock_reader *m)
+{
+	uint32_t x = m->rng;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	m->rng = x;
+	return x;
+}
+
+static void mock_close(struct kp_reader *r)
+{
+	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
+
+	if (m == NULL)
+		return;
+	kp_scenario_free(m->scn);
+	free(m);
+}
+
+static int mock_open(struct kp_reader **out, const char *conn)
+{
+	char err[KP_SCN_LINE_MAX];
+	struct kp_mock_reader *m = NULL;
+	const char *base;
+	int rc;
+
+	if (out == NULL || conn == NULL)
+		return KP_HAL_E_INVAL;
+	*out = NULL;
+	if (conn[0] == '\0') {
+		fprintf(stderr, "mock reader: no scenario file (use mock:PATH)\n");
+		return KP_HAL_E_CONFIG;
+	}
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		rc = KP_HAL_E_NOMEM;
+		goto out;
+	}
+	m->base.ops = &kp_mock_reader_ops;
+	err[0] = '\0';
+	rc = kp_scenario_load(&m->scn, conn, err, sizeof(err));
+	if (rc != KP_HAL_OK) {
+		if (err[0] != '\0')
+			fprintf(stderr, "%s\n", err);
+		goto out;
+	}
+	base = strrchr(conn, '/');
+	base = base != NULL ? base + 1 : conn;
+	snprintf(m->file, sizeof(m->file), "%s", base);
+	m->vnow_ms = m->scn->start_ms;
+	m->t0_mono_ms = mock_mono_ms();
+	m->rng = MOCK_RNG_SEED;
+	*out = &m->base;
+	m = NULL;
+out:
+	mock_close(m ? &m->base : NULL);
+	return rc;
+}
+
+/* What a reader chip does for FeliCa: send Polling, parse the reply. */
+static int mock_activate_felica(struct kp_card_felica *c, const struct kp_poll *poll,
+                                struct kp_card_info *info)
+{
+	uint8_t tx[6] = { 6, 0x00, (uint8_t)(poll->felica_sys_code >> 8),
+	                  (uint8_t)poll->felica_sys_code, poll->felica_request_code, 0x00 };
+	uint8_t rx[KP_CARD_FELICA_FRAME_MAX];
+	size_t n = 0;
+	int rc = kp_card_felica_answer(c, tx, sizeof(tx), rx, sizeof(rx), &n);
+
+	if (rc == KP_HAL_E_TIMEOUT)
+		return KP_HAL_E_NOCARD;
+	if (rc != KP_HAL_OK)
+		return rc;
+	if (n < 18 || rx[0] != n || rx[1] != 0x01)
+		return KP_HAL_E_IO;
+	info->tech = KP_TECH_FELICA;
+	info->baud_kbps = 212;
+	memcpy(info->u.felica.idm, rx + 2, 8);
+	memcpy(info->u.felica.pmm, rx + 10, 8);
+	if (poll->felica_request_code == 0x01) {
+		if (n != 20)
+			return KP_HAL_E_IO;
+		memcpy(info->u.felica.sys_code, rx + 18, 2);
+		info->u.felica.has_sys_code = 1;
+	}
+	return KP_HAL_OK;
+}
+
+static int mock_activate(struct kp_scn_card *card, const struct kp_poll *poll,
+                         struct kp_card_info *info)
+{
+	if (!(poll->techs & (unsigned)card->tech))
+		return KP_HAL_E_NOCARD;
+	switch (card->tech) {
+	case KP_TECH_FELICA:
+		return mock_activate_felica(&card->u.felica, poll, info);
+	case KP_TECH_ISO14443B:
+		info->tech = KP_TECH_ISO14443B;
+		info->baud_kbps = 106;
+		kp_card_typeb_atqb(&card->u.b, info->u.b.atqb);
+		memcpy(info->u.b.pupi, card->u.b.pupi, sizeof(info->u.b.pupi));
+		memcpy(info->u.b.app_data, card->u.b.app_data, sizeof(info->u.b.app_data));
+		memcpy(info->u.b.proto_info, card->u.b.proto_info, sizeof(info->u.b.proto_info));
+		return KP_HAL_OK;
+	case KP_TECH_ISO14443A:
+		info->tech = KP_TECH_ISO14443A;
+		info->baud_kbps = 106;
+		memcpy(info->u.a.uid, card->u.a.uid, sizeof(info->u.a.uid));
+		info->u.a.uid_len = card->u.a.uid_len;
+		memcpy(info->u.a.atqa, card->u.a.atqa, sizeof(info->u.a.atqa));
+		info->u.a.sak = card->u.a.sak;
+		return KP_HAL_OK;
+	default:
+		return KP_HAL_E_NOCARD;
+	}
+}
+
+static int mock_wait_card(struct kp_reader *r, const struct kp_poll *poll,
+                          struct kp_card_info *info, int timeout_ms)
+{
+	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
+	const struct kp_scn_tap *tap;
+	int64_t wait;
+	int rc;
+
+	if (m == NULL || poll == NULL || info == NULL)
+		return KP_HAL_E_INVAL;
+	memset(info, 0, sizeof(*info));
+	m->tap = NULL; /* polling again ends any session */
+	if (m->next_tap >= m->scn->n_taps)
+		return KP_HAL_E_END;
+	tap = &m->scn->taps[m->next_tap];
+	if (m->scn->pace == KP_SCN_PACE_REAL) {
+		wait = tap->offset_ms - (mock_mono_ms() - m->t0_mono_ms);
+		if (wait > 0 && timeout_ms >= 0 && wait > timeout_ms) {
+			/* Not due yet: the field stays empty for the whole timeout. */
+			mock_sleep_ms(timeout_ms);
+			return KP_HAL_E_NOCARD;
+		}
+		mock_sleep_ms(wait);
+	} else {
+		m->vnow_ms = m->scn->start_ms + tap->offset_ms;
+	}
+	m->next_tap++;
+	rc = mock_activate(&m->scn->cards[tap->card], poll, info);
+	if (rc != KP_HAL_OK) {
+		memset(info, 0, sizeof(*info));
+		return rc;
+	}
+	m->tap = tap;
+	m->frames = 0;
+	return KP_HAL_OK;
+}
+
+/* Alters a reply the way the tap's fault says; returns the new length. buf has room for
+ * MOCK_FRAME_MAX bytes and n is at most KP_CARD_FELICA_FRAME_MAX. */
+static size_t mock_fault(struct kp_mock_reader *m, enum kp_scn_fault f, uint8_t *buf, size_t n)
+{
+	switch (f) {
+	case KP_SCN_FAULT_SHORT:
+		return n > 0 ? n - 1 : 0;
+	case KP_SCN_FAULT_LONG:
+		buf[n++] = 0x00;
+		buf[n++] = 0x00;
+		return n;
+	case KP_SCN_FAULT_LEN:
+		if (n > 0)
+			buf[0] = (uint8_t)(buf[0] + 1);
+		return n;
+	case KP_SCN_FAULT_CODE:
+		if (n > 1)
+			buf[1] ^= 0x80;
+		return n;
+	case KP_SCN_FAULT_IDM:
+		if (n > 9)
+			buf[9] ^= 0xFF;
+		return n;
+	case KP_SCN_FAULT_STATUS:
+		if (n >= 12 && buf[1] == 0x07) {
+			buf[10] = 0xFF;
+			buf[11] = 0xA8;
+		}
+		return n;
+	case KP_SCN_FAULT_GARBAGE:
+		for (size_t i = 0; i < MOCK_GARBAGE_LEN; i++)
+			buf[i] = (uint8_t)(mock_rand(m) >> 24);
+		return MOCK_GARBAGE_LEN;
+	default:
+		return n;
+	}
+}
+
+static int mock_transceive(struct kp_reader *r, const uint8_t *tx, size_t tx_len,
+                           uint8_t *rx, size_t rx_cap, size_t *rx_len, int timeout_ms)
+{
+	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
+	uint8_t buf[MOCK_FRAME_MAX];
+	struct kp_scn_card *card;
+	size_t n = 0;
+	int rc;
+
+	if (m == NULL || rx_len == NULL || (tx == NULL && tx_len > 0) || (rx == NULL && rx_cap > 0))
+		return KP_HAL_E_INVAL;
+	*rx_len = 0;
+	if (m->tap == NULL)
+		return KP_HAL_E_NOCARD;
+	m->frames++;
+	if (m->tap->remove_after >= 0 && m->frames > m->tap->remove_after)
+		return KP_HAL_E_TIMEOUT; /* the card has left the field mid-session */
+	if (m->tap->fault == KP_SCN_FAULT_SILENT)
+		return KP_HAL_E_TIMEOUT;
+	card = &m->scn->cards[m->tap->card];
+	switch (card->tech) {
+	case KP_TECH_FELICA:
+		rc = kp_card_felica_answer(&card->u.felica, tx, tx_len, buf,
+		                           KP_CARD_FELICA_FRAME_MAX, &n);
+		break;
+	case KP_TECH_ISO14443B:
+		rc = kp_card_typeb_answer(&card->u.b, tx, tx_len, buf, KP_CARD_FELICA_FRAME_MAX, &n);
+		break;
+	case KP_TECH_ISO14443A:
+		rc = kp_card_typea_answer(&card->u.a, tx, tx_len, buf, KP_CARD_FELICA_FRAME_MAX, &n);
+		break;
+	default:
+		rc = KP_HAL_E_TIMEOUT;
+		break;
+	}
+	if (rc != KP_HAL_OK)
+		return rc;
+	n = mock_fault(m, m->tap->fault, buf, n);
+	if (n > rx_cap)
+		return KP_HAL_E_OVERFLOW;
+	memcpy(rx, buf, n);
+	*rx_len = n;
+	return KP_HAL_OK;
+}
+
+static int mock_release(struct kp_reader *r, int wait_removed, int timeout_ms)
+{
+	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
+
+	if (m == NULL)
+		return KP_HAL_E_INVAL;
+	/* A mock card leaves the field the moment its session ends. */
+	m->tap = NULL;
+	return KP_HAL_OK;
+}
+
+static int mock_now_ms(struct kp_reader *r, int64_t *ms)
+{
+	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
+
+	if (m == NULL || ms == NULL)
+		return KP_HAL_E_INVAL;
+	if (m->scn->pace == KP_SCN_PACE_REAL)
+		*ms = m->scn->start_ms + (mock_mono_ms() - m->t0_mono_ms);
+	else
+		*ms = m->vnow_ms;
+	return KP_HAL_OK;
+}
+
+static int mock_describe(struct kp_reader *r, char *buf, size_t cap)
+{
+	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
+	int n;
+
+	if (m == NULL || buf == NULL || cap == 0)
+		return KP_HAL_E_INVAL;
+	n = snprintf(buf, cap, "mock reader: scenario %s, %zu card%s, %zu tap%s", m->file,
+	             m->scn->n_cards, m->scn->n_cards == 1 ? "" : "s", m->scn->n_taps,
+	             m->scn->n_taps == 1 ? "" : "s");
+	if (n < 0)
+		return KP_HAL_E_IO;
+	return (size_t)n < cap ? KP_HAL_OK : KP_HAL_E_OVERFLOW;
+}
+
+const struct kp_reader_ops kp_mock_reader_ops = {
+	.scheme = "mock",
+	.open = mock_open,
+	.wait_card = mock_wait_card,
+	.transceive = mock_transceive,
+	.release = mock_release,
+	.now_ms = mock_now_ms,
+	.describe = mock_describe,
+	.close = mock_close,
+};
