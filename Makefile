@@ -93,19 +93,24 @@ $(BENCH): $(call obj,$(BENCH_SRC)) $(LIBS)
 
 # Unit tests of the lower folders link only what they test (tests/test_hal_*, test_crypto*,
 # test_record*), so each folder's tests build while the folders above it change.
-$(BUILD)/tests/test_hal_%: $(BUILD)/obj/tests/test_hal_%.o $(LIB_HAL)
+TESTS_HAL    := $(filter $(BUILD)/tests/test_hal_%,$(TESTS))
+TESTS_CRYPTO := $(filter $(BUILD)/tests/test_crypto $(BUILD)/tests/test_crypto_%,$(TESTS))
+TESTS_RECORD := $(filter $(BUILD)/tests/test_record $(BUILD)/tests/test_record_%,$(TESTS))
+TESTS_UPPER  := $(filter-out $(TESTS_HAL) $(TESTS_CRYPTO) $(TESTS_RECORD),$(TESTS))
+
+$(TESTS_HAL): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_HAL)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
-$(BUILD)/tests/test_crypto%: $(BUILD)/obj/tests/test_crypto%.o $(LIB_CRYPTO)
+$(TESTS_CRYPTO): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CRYPTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
-$(BUILD)/tests/test_record%: $(BUILD)/obj/tests/test_record%.o $(LIB_SYNC) $(LIB_CRYPTO)
+$(TESTS_RECORD): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_SYNC) $(LIB_CRYPTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
+$(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 

@@ -51,6 +51,11 @@ int  kp_key_sign(const kp_key *key, const uint8_t hash[KP_SHA256_LEN],
 int  kp_key_verify(const kp_key *key, const uint8_t hash[KP_SHA256_LEN],
                    const uint8_t sig[KP_ES256_SIG_LEN]);
 void kp_key_free(kp_key *key);
+/* Added: a key from its raw private scalar d (big-endian, 1 <= d < n), e.g. for test
+ * vectors. KP_CRYPTO_E_INVAL if d is out of range. */
+int  kp_key_from_raw(kp_key **out, const uint8_t d[32]);
+/* Threads: kp_key_sign / kp_key_verify may be called from one thread at a time per key;
+ * different keys are independent. */
 
 /* ---- X.509 certificates ---- */
 typedef struct kp_cert kp_cert;
@@ -75,6 +80,19 @@ int  kp_cert_create_ca(const kp_key *ca_key, const char *cn, int days, const cha
  * (basicConstraints CA:false, digitalSignature). */
 int  kp_cert_issue(const kp_key *ca_key, const kp_cert *ca_cert, const kp_key *subject_key,
                    const char *cn, int days, const char *out_pem);
+
+/* Added: the same with an explicit validity window (Unix seconds, UTC, 0 <= not_before <=
+ * not_after <= 9999-12-31), e.g. to make expired or not-yet-valid certificates in tests.
+ * The days variants above take 1 <= days <= 36500 (KP_CRYPTO_E_INVAL otherwise) and give
+ * notBefore = now - 1 day, notAfter = now + days. cn may not contain , = + \ " < > ; # or
+ * control characters and is at most 64 bytes. Output files are replaced atomically. */
+int  kp_cert_create_ca_validity(const kp_key *ca_key, const char *cn, int64_t not_before,
+                                int64_t not_after, const char *out_pem);
+int  kp_cert_issue_validity(const kp_key *ca_key, const kp_cert *ca_cert,
+                            const kp_key *subject_key, const char *cn, int64_t not_before,
+                            int64_t not_after, const char *out_pem);
+/* Threads: a kp_cert is only read after kp_cert_load/kp_cert_parse, so one cert may be
+ * shared by threads that verify with it or check chains against it. */
 
 /* The last mbedTLS error text of this thread (for logs), "" when none. */
 const char *kp_crypto_last_error(void);

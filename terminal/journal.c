@@ -25,10 +25,15 @@ int kp_store_journal_head(kp_store *s, uint64_t *seq, uint8_t hash[KP_SHA256_LEN
 		memset(hash, 0, KP_SHA256_LEN);
 		return KP_OK;
 	}
-	if (rc != SQLITE_ROW)
-		return kp_store_fail(s, "journal head");
-	if (sqlite3_column_bytes(st, 1) != KP_SHA256_LEN)
+	if (rc != SQLITE_ROW) {
+		rc = kp_store_fail(s, "journal head");
+		sqlite3_reset(st);
+		return rc;
+	}
+	if (sqlite3_column_bytes(st, 1) != KP_SHA256_LEN) {
+		sqlite3_reset(st);
 		return KP_E_JOURNAL;
+	}
 	*seq = (uint64_t)sqlite3_column_int64(st, 0);
 	memcpy(hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
 	sqlite3_reset(st);
@@ -53,8 +58,13 @@ int kp_store_journal_append(kp_store *s, const struct kp_record *rec,
 	sqlite3_bind_blob(st, 6, payload, (int)payload_len, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 7, cose, (int)cose_len, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 8, hash, KP_SHA256_LEN, SQLITE_STATIC);
-	if (sqlite3_step(st) != SQLITE_DONE)
-		return kp_store_fail(s, "journal append");
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		int rc = kp_store_fail(s, "journal append");
+
+		sqlite3_reset(st);
+		return rc;
+	}
+	sqlite3_reset(st);
 	return KP_OK;
 }
 

@@ -262,8 +262,11 @@ static int step_done(kp_store *s, sqlite3_stmt *st, const char *what)
 	int rc = sqlite3_step(st);
 
 	if (rc != SQLITE_DONE)
-		return kp_store_fail(s, what);
-	return KP_OK;
+		rc = kp_store_fail(s, what);
+	else
+		rc = KP_OK;
+	sqlite3_reset(st);
+	return rc;
 }
 
 int kp_store_meta_set(kp_store *s, const char *key, const char *value)
@@ -289,14 +292,18 @@ int kp_store_meta_get(kp_store *s, const char *key, char *out, size_t cap)
 	if (rc == SQLITE_ROW) {
 		const char *v = (const char *)sqlite3_column_text(st, 0);
 
-		if (v == NULL || strlen(v) >= cap)
-			return KP_E_INVAL;
-		memcpy(out, v, strlen(v) + 1);
-		return KP_OK;
+		rc = KP_E_INVAL;
+		if (v != NULL && strlen(v) < cap) {
+			memcpy(out, v, strlen(v) + 1);
+			rc = KP_OK;
+		}
+	} else {
+		rc = rc == SQLITE_DONE ? KP_E_INVAL : kp_store_fail(s, "meta get");
 	}
-	if (rc == SQLITE_DONE)
-		return KP_E_INVAL;
-	return kp_store_fail(s, "meta get");
+	/* Reset at once: a statement left on a row holds a read snapshot open, which
+	 * blocks checkpoints and makes our next write fail with a stale snapshot. */
+	sqlite3_reset(st);
+	return rc;
 }
 
 static int run_bound(kp_store *s, const char *sql, const char *what,
@@ -423,10 +430,11 @@ int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int
 	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, id);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE)
-		return KP_E_INVAL;
-	if (rc != SQLITE_ROW)
-		return kp_store_fail(s, "entitlement get");
+	if (rc != SQLITE_ROW) {
+		rc = rc == SQLITE_DONE ? KP_E_INVAL : kp_store_fail(s, "entitlement get");
+		sqlite3_reset(st);
+		return rc;
+	}
 	memset(e, 0, sizeof(*e));
 	e->id = id;
 	memcpy(e->token, token, KP_TOKEN_LEN);
@@ -434,6 +442,7 @@ int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int
 	e->rides_left = sqlite3_column_int64(st, 1);
 	e->valid_from_ms = sqlite3_column_int64(st, 2);
 	e->valid_until_ms = sqlite3_column_int64(st, 3);
+	sqlite3_reset(st);
 	return KP_OK;
 }
 
@@ -472,10 +481,14 @@ int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *
 		return KP_E_DB;
 	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return kp_store_fail(s, "denylist lookup");
-	*listed = rc == SQLITE_ROW;
-	return KP_OK;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		rc = kp_store_fail(s, "denylist lookup");
+	} else {
+		*listed = rc == SQLITE_ROW;
+		rc = KP_OK;
+	}
+	sqlite3_reset(st);
+	return rc;
 }
 
 int kp_store_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t *time_ms,
@@ -488,12 +501,16 @@ int kp_store_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t *t
 		return KP_E_DB;
 	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return kp_store_fail(s, "recent tap lookup");
-	*found = rc == SQLITE_ROW;
-	if (*found)
-		*time_ms = sqlite3_column_int64(st, 0);
-	return KP_OK;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		rc = kp_store_fail(s, "recent tap lookup");
+	} else {
+		*found = rc == SQLITE_ROW;
+		if (*found)
+			*time_ms = sqlite3_column_int64(st, 0);
+		rc = KP_OK;
+	}
+	sqlite3_reset(st);
+	return rc;
 }
 
 int kp_store_set_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t time_ms,
@@ -535,10 +552,9 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		v->valid_here = sqlite3_column_int(st, 5);
 		(*n)++;
 	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return kp_store_fail(s, "entitlements lookup");
+	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");
 	sqlite3_reset(st);
-	return KP_OK;
+	return rc;
 }
 
 int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,

@@ -314,6 +314,23 @@ static void test_failed_commit_changes_nothing(void **state)
 	assert_int_equal(n, 2);
 }
 
+/* kippuctl loads into the store while the terminal runs: the next tap sees the change
+ * (no statement may keep an old read snapshot open between taps). */
+static void test_load_while_running(void **state)
+{
+	struct fx *f = *state;
+	kp_store *other = NULL;
+	uint8_t token[KP_TOKEN_LEN];
+
+	put_ent(f, 1, 100, "P10", 5, T0 - DAY, T0 + DAY);
+	tap(f, 1, T0, KP_TAP_ACCEPTED, "ok", 4);
+	assert_int_equal(kp_store_open(&other, f->db), KP_OK);
+	token_of(f, 1, token);
+	assert_int_equal(kp_store_put_denylist(other, token, "lost", T0), KP_OK);
+	kp_store_close(other);
+	tap(f, 1, T0 + 120000, KP_TAP_REFUSED, "denylisted", -1);
+}
+
 static void test_migrations(void **state)
 {
 	struct fx *f = *state;
@@ -397,6 +414,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_journal_chain_verifies_and_detects_tampering, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_swapped_payload_is_caught, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_while_running, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_pragmas, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_derivation, setup, teardown),
