@@ -63,7 +63,8 @@ static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now
 	msg.time_ms = now;
 	if (o->kind == KP_TAP_ACCEPTED) {
 		msg.result = KP_HMI_ACCEPTED;
-		snprintf(text, sizeof(text), "OK: %lld rides left", (long long)o->rides_left);
+		snprintf(text, sizeof(text), "OK: %lld ride%s left", (long long)o->rides_left,
+		         o->rides_left == 1 ? "" : "s");
 	} else {
 		msg.result = o->kind == KP_TAP_ALREADY ? KP_HMI_ALREADY : KP_HMI_REFUSED;
 		snprintf(text, sizeof(text), "%s", kp_tap_reason_text(o->reason));

@@ -343,10 +343,13 @@ static int list_row(const struct kp_journal_row *row, void *arg)
 	t = (time_t)(r.time_ms / 1000);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	printf("%6llu  %s  %-8s %-16s %-10s card %-10s product %-8s left %s%lld\n",
+	char left[24] = "-";
+
+	if (r.has_left)
+		snprintf(left, sizeof(left), "%lld", (long long)r.left);
+	printf("%6llu  %s  %-8s %-16s %-10s card %-10s product %-8s left %s\n",
 	       (unsigned long long)r.seq, when, r.result, r.reason, r.operator_id, tok,
-	       r.product[0] ? r.product : "-", r.has_left ? "" : "-",
-	       r.has_left ? (long long)r.left : 0LL);
+	       r.product[0] ? r.product : "-", left);
 	return 0;
 }
 
