@@ -20,41 +20,14 @@
 #include <unistd.h>
 
 #include "kp_crypto.h"
+#include "testutil.h"
 
 /* ---- helpers ---- */
-
-static size_t hex2bin(const char *hex, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int hi = -1;
-
-	for (; *hex != '\0'; hex++) {
-		int v;
-
-		if (*hex >= '0' && *hex <= '9')
-			v = *hex - '0';
-		else if (*hex >= 'a' && *hex <= 'f')
-			v = *hex - 'a' + 10;
-		else if (*hex >= 'A' && *hex <= 'F')
-			v = *hex - 'A' + 10;
-		else
-			continue;
-		if (hi < 0) {
-			hi = v;
-			continue;
-		}
-		assert_true(n < cap);
-		out[n++] = (uint8_t)(hi << 4 | v);
-		hi = -1;
-	}
-	assert_int_equal(hi, -1);
-	return n;
-}
 
 static void assert_hex(const uint8_t *got, size_t len, const char *hex)
 {
 	uint8_t want[256];
-	size_t n = hex2bin(hex, want, sizeof(want));
+	size_t n = tu_hex(hex, want, sizeof(want));
 
 	assert_int_equal(n, len);
 	assert_memory_equal(got, want, n);
@@ -120,7 +93,7 @@ static kp_key *rfc_key(void)
 	uint8_t d[32];
 	kp_key *k = NULL;
 
-	hex2bin(RFC6979_X, d, sizeof(d));
+	tu_hex(RFC6979_X, d, sizeof(d));
 	assert_int_equal(kp_key_from_raw(&k, d), KP_CRYPTO_OK);
 	return k;
 }
@@ -340,7 +313,7 @@ static void test_key_from_raw_range(void **state)
 	assert_int_equal(kp_key_from_raw(&k, d), KP_CRYPTO_E_INVAL);
 	assert_null(k);
 	/* n, the group order */
-	hex2bin("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", d, 32);
+	tu_hex("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", d, 32);
 	assert_int_equal(kp_key_from_raw(&k, d), KP_CRYPTO_E_INVAL);
 	memset(d, 0xff, sizeof(d));
 	assert_int_equal(kp_key_from_raw(&k, d), KP_CRYPTO_E_INVAL);
@@ -490,7 +463,7 @@ static void test_key_load_forms_and_errors(void **state)
 
 	(void)state;
 	/* accepted: SEC1 DER, PKCS#8 PEM */
-	n = hex2bin(RFC_SEC1_DER_HEX, der, sizeof(der));
+	n = tu_hex(RFC_SEC1_DER_HEX, der, sizeof(der));
 	write_file(tpath("rfc.der"), der, n);
 	assert_int_equal(kp_key_load(&k, tpath("rfc.der")), KP_CRYPTO_OK);
 	assert_signs_sample(k);

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "card_model.h"
+#include "testutil.h"
 
 #define IDM    "0101020304050607"
 #define IDM2   "0101020304050608"
@@ -26,36 +27,6 @@ struct vec {
 	const char *tx;
 	const char *rx;                   /* NULL: silence */
 };
-
-static size_t hex(const char *s, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int hi = -1;
-
-	for (; *s != '\0'; s++) {
-		int v = 0;
-
-		if (*s == ' ')
-			continue;
-		if (*s >= '0' && *s <= '9')
-			v = *s - '0';
-		else if (*s >= 'a' && *s <= 'f')
-			v = *s - 'a' + 10;
-		else if (*s >= 'A' && *s <= 'F')
-			v = *s - 'A' + 10;
-		else
-			fail_msg("bad hex in test vector: %s", s);
-		if (hi < 0) {
-			hi = v;
-			continue;
-		}
-		assert_true(n < cap);
-		out[n++] = (uint8_t)(hi << 4 | v);
-		hi = -1;
-	}
-	assert_int_equal(hi, -1);
-	return n;
-}
 
 static void dump(const char *what, const uint8_t *b, size_t n)
 {
@@ -82,12 +53,12 @@ static int setup_card(void **state)
 	uint8_t idm[8], blk[16];
 
 	memset(&card, 0, sizeof(card));
-	hex(IDM, idm, sizeof(idm));
+	tu_hex(IDM, idm, sizeof(idm));
 	kp_card_felica_init(&card, idm);
 	kp_card_felica_set_balance(&card, 2, 0, 1500, 2);
-	hex(HIST0, blk, sizeof(blk));
+	tu_hex(HIST0, blk, sizeof(blk));
 	assert_int_equal(kp_card_felica_push_history(&card, blk), KP_HAL_OK);
-	hex(HIST1, blk, sizeof(blk));
+	tu_hex(HIST1, blk, sizeof(blk));
 	assert_int_equal(kp_card_felica_push_history(&card, blk), KP_HAL_OK);
 	*state = &card;
 	return 0;
@@ -107,7 +78,7 @@ static void run_vectors(struct kp_card_felica *c, const struct vec *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t tx[300], want[300], rx[300];
-		size_t tx_len = hex(v[i].tx, tx, sizeof(tx)), rx_len = 99;
+		size_t tx_len = tu_hex(v[i].tx, tx, sizeof(tx)), rx_len = 99;
 		int rc = kp_card_felica_answer(c, tx, tx_len, rx, sizeof(rx), &rx_len);
 
 		if (v[i].rx == NULL) {
@@ -118,7 +89,7 @@ static void run_vectors(struct kp_card_felica *c, const struct vec *v, size_t n)
 		}
 		if (rc != KP_HAL_OK)
 			fail_msg("vector '%s': rc %d", v[i].name, rc);
-		expect_bytes(v[i].name, rx, rx_len, want, hex(v[i].rx, want, sizeof(want)));
+		expect_bytes(v[i].name, rx, rx_len, want, tu_hex(v[i].rx, want, sizeof(want)));
 	}
 }
 
@@ -199,7 +170,7 @@ static void test_request_service_limits(void **state)
 
 		tx[0] = (uint8_t)len;
 		tx[1] = 0x02;
-		hex(IDM, tx + 2, 8);
+		tu_hex(IDM, tx + 2, 8);
 		tx[10] = (uint8_t)n;
 		for (size_t i = 0; i < n; i++) {
 			tx[11 + 2 * i] = 0x8B;    /* 008B little-endian */
@@ -294,7 +265,7 @@ static void test_read_twelve_blocks(void **state)
 
 	tx[len++] = 0;
 	tx[len++] = 0x06;
-	hex(IDM, tx + len, 8);
+	tu_hex(IDM, tx + len, 8);
 	len += 8;
 	tx[len++] = 1;
 	tx[len++] = 0x0F;
@@ -311,8 +282,8 @@ static void test_read_twelve_blocks(void **state)
 	assert_int_equal(rx[10], 0);
 	assert_int_equal(rx[11], 0);
 	assert_int_equal(rx[12], 12);
-	hex(HIST0, h0, sizeof(h0));
-	hex(HIST1, h1, sizeof(h1));
+	tu_hex(HIST0, h0, sizeof(h0));
+	tu_hex(HIST1, h1, sizeof(h1));
 	assert_memory_equal(rx + 13, h0, 16);
 	assert_memory_equal(rx + 29, h1, 16);
 	for (size_t i = 45; i < rx_len; i++)
@@ -374,7 +345,7 @@ static void test_overflow(void **state)
 {
 	struct kp_card_felica *c = *state;
 	uint8_t tx[16], rx[16];
-	size_t tx_len = hex("0A 04" IDM, tx, sizeof(tx)), rx_len = 0;
+	size_t tx_len = tu_hex("0A 04" IDM, tx, sizeof(tx)), rx_len = 0;
 
 	assert_int_equal(kp_card_felica_answer(c, tx, tx_len, rx, 10, &rx_len), KP_HAL_E_OVERFLOW);
 	assert_int_equal(rx_len, 11);
@@ -398,7 +369,7 @@ static void test_model_setters(void **state)
 	uint16_t many[KP_CARD_FELICA_MAX_SYS + 1];
 
 	kp_card_felica_init(&c, idm);
-	hex(PMM, pmm, sizeof(pmm));
+	tu_hex(PMM, pmm, sizeof(pmm));
 	assert_memory_equal(c.pmm, pmm, 8);
 	assert_memory_equal(c.idm, idm, 8);
 	assert_int_equal(c.n_sys, 1);
@@ -452,15 +423,15 @@ static void test_typeb(void **state)
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
 		uint8_t tx[64], w[8];
-		size_t tx_len = hex(v[i].tx, tx, sizeof(tx));
+		size_t tx_len = tu_hex(v[i].tx, tx, sizeof(tx));
 
 		assert_int_equal(kp_card_typeb_answer(&b, tx_len ? tx : NULL, tx_len, rx, sizeof(rx),
 		                                      &rx_len), KP_HAL_OK);
-		expect_bytes(v[i].name, rx, rx_len, w, hex(v[i].rx, w, sizeof(w)));
+		expect_bytes(v[i].name, rx, rx_len, w, tu_hex(v[i].rx, w, sizeof(w)));
 	}
 	assert_int_equal(kp_card_typeb_answer(&b, rx, 4, rx, 1, &rx_len), KP_HAL_E_OVERFLOW);
 	kp_card_typeb_atqb(&b, atqb);
-	hex("50 A1B2C3D4 00000000 008171", want, sizeof(want));
+	tu_hex("50 A1B2C3D4 00000000 008171", want, sizeof(want));
 	assert_memory_equal(atqb, want, 12);
 	(void)state;
 }

@@ -17,6 +17,7 @@
 
 #include "kp_hal.h"
 #include "mock_scenario.h"
+#include "testutil.h"
 
 #define IDM     "0101020304050607"
 #define PMM     "0120220427674EFF"
@@ -35,40 +36,10 @@ struct fx {
 
 /* ---- helpers ---- */
 
-static size_t hex(const char *s, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int hi = -1;
-
-	for (; *s != '\0'; s++) {
-		int v = 0;
-
-		if (*s == ' ')
-			continue;
-		if (*s >= '0' && *s <= '9')
-			v = *s - '0';
-		else if (*s >= 'a' && *s <= 'f')
-			v = *s - 'a' + 10;
-		else if (*s >= 'A' && *s <= 'F')
-			v = *s - 'A' + 10;
-		else
-			fail_msg("bad hex in test vector: %s", s);
-		if (hi < 0) {
-			hi = v;
-			continue;
-		}
-		assert_true(n < cap);
-		out[n++] = (uint8_t)(hi << 4 | v);
-		hi = -1;
-	}
-	assert_int_equal(hi, -1);
-	return n;
-}
-
 static void expect_hex(const char *what, const uint8_t *got, size_t got_len, const char *want_hex)
 {
 	uint8_t want[300];
-	size_t n = hex(want_hex, want, sizeof(want));
+	size_t n = tu_hex(want_hex, want, sizeof(want));
 
 	if (got_len != n || memcmp(got, want, n) != 0) {
 		fprintf(stderr, "want (%zu): %s\ngot  (%zu):", n, want_hex, got_len);
@@ -207,7 +178,7 @@ static void xfer(struct kp_reader *r, const char *what, const char *tx_hex, int 
                  const char *want)
 {
 	uint8_t tx[300], rx[300];
-	size_t tx_len = hex(tx_hex, tx, sizeof(tx)), rx_len = 77;
+	size_t tx_len = tu_hex(tx_hex, tx, sizeof(tx)), rx_len = 77;
 	int rc = kp_reader_transceive(r, tx, tx_len, rx, sizeof(rx), &rx_len, 100);
 
 	if (rc != rc_want)
@@ -266,7 +237,7 @@ static void test_scn_good(void **state)
 	assert_int_equal(a->n_history, 2);
 	expect_hex("history 0", a->history[0], 16, HIST0);
 	expect_hex("history 1", a->history[1], 16, "16010002 2A60 0001 0002 DA07 000000 00");
-	hex("00000000000000000000000000000000", want, sizeof(want));
+	tu_hex("00000000000000000000000000000000", want, sizeof(want));
 	assert_memory_equal(a->history[2], want, 16);
 
 	assert_int_equal(s->cards[1].tech, KP_TECH_ISO14443B);
@@ -733,11 +704,11 @@ static void test_reader_faults(void **state)
 		expect_hex("activation idm", info.u.felica.idm, 8, IDM);
 		expect_hex("activation sys", info.u.felica.sys_code, 2, "0003");
 		if (strcmp(fault_cases[i].fault, "garbage") == 0) {
-			tx_len = hex(RR, tx, sizeof(tx));
+			tx_len = tu_hex(RR, tx, sizeof(tx));
 			assert_int_equal(kp_reader_transceive(r, tx, tx_len, rx, sizeof(rx), &rx_len, 100),
 			                 KP_HAL_OK);
 			assert_int_equal(rx_len, 5);
-			tx_len = hex(RD_BAL, tx, sizeof(tx));
+			tx_len = tu_hex(RD_BAL, tx, sizeof(tx));
 			assert_int_equal(kp_reader_transceive(r, tx, tx_len, rx2, sizeof(rx2), &rx2_len,
 			                                      100), KP_HAL_OK);
 			assert_int_equal(rx2_len, 5);
@@ -780,7 +751,7 @@ static void test_reader_overflow(void **state)
 	size_t tx_len, rx_len = 9;
 
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 100), KP_HAL_OK);
-	tx_len = hex(RD_BAL, tx, sizeof(tx));
+	tx_len = tu_hex(RD_BAL, tx, sizeof(tx));
 	assert_int_equal(kp_reader_transceive(r, tx, tx_len, rx, 28, &rx_len, 100),
 	                 KP_HAL_E_OVERFLOW);
 	assert_int_equal(rx_len, 0);
@@ -788,7 +759,7 @@ static void test_reader_overflow(void **state)
 	assert_int_equal(rx_len, 29);
 	/* fault=long: the model's 11 bytes fit, the 13 that arrive do not. */
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 100), KP_HAL_OK);
-	tx_len = hex(RR, tx, sizeof(tx));
+	tx_len = tu_hex(RR, tx, sizeof(tx));
 	assert_int_equal(kp_reader_transceive(r, tx, tx_len, rx, 11, &rx_len, 100),
 	                 KP_HAL_E_OVERFLOW);
 	assert_int_equal(kp_reader_transceive(r, tx, tx_len, rx, 13, &rx_len, 100), KP_HAL_OK);

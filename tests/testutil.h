@@ -3,6 +3,7 @@
 #define KP_TESTUTIL_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,37 @@ static TU_UNUSED int tu_count(const char *text, const char *needle)
 
 	for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle))
 		n++;
+	return n;
+}
+
+/* Test vectors written as hex: whitespace is skipped, anything else but hex digits fails. */
+static TU_UNUSED size_t tu_hex(const char *s, uint8_t *out, size_t cap)
+{
+	size_t n = 0;
+	int hi = -1;
+
+	for (; *s != '\0'; s++) {
+		int v = 0;
+
+		if (*s == ' ' || *s == '\n' || *s == '\t')
+			continue;
+		if (*s >= '0' && *s <= '9')
+			v = *s - '0';
+		else if (*s >= 'a' && *s <= 'f')
+			v = *s - 'a' + 10;
+		else if (*s >= 'A' && *s <= 'F')
+			v = *s - 'A' + 10;
+		else
+			fail_msg("bad hex in test vector: %s", s);
+		if (hi < 0) {
+			hi = v;
+			continue;
+		}
+		assert_true(n < cap);
+		out[n++] = (uint8_t)(hi << 4 | v);
+		hi = -1;
+	}
+	assert_int_equal(hi, -1);
 	return n;
 }
 
