@@ -47,7 +47,7 @@ LIB_TOOLS  := $(BUILD)/lib/libkptools.a
 # Link order: dependants first.
 LIBS := $(LIB_TOOLS) $(LIB_TERM) $(LIB_SYNC) $(LIB_HAL) $(LIB_CRYPTO)
 
-PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl
+PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH := $(BUILD)/bin/kippu-bench
 
@@ -82,6 +82,10 @@ $(eval $(call mklib,$(LIB_TOOLS),$(TOOLS_SRC)))
 $(BUILD)/bin/kippu-terminal: $(call obj,terminal/main.c) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
+$(BUILD)/bin/kippu-backend: $(call obj,backend-sync/main.c) $(LIB_SYNC) $(LIB_CRYPTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/bin/kippuctl: $(call obj,tools/kippuctl.c) $(LIBS)
 	@mkdir -p $(dir $@)

@@ -21,6 +21,11 @@ void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
 	cfg->poll_timeout_ms = 500;
 	cfg->card_timeout_ms = 100;
 	cfg->checkpoint_idle_ms = 1000;
+	snprintf(cfg->backend_ca, sizeof(cfg->backend_ca), "ca.crt");
+	snprintf(cfg->backend_cert, sizeof(cfg->backend_cert), "backend.crt");
+	snprintf(cfg->backend_name, sizeof(cfg->backend_name), "backend");
+	cfg->sync_interval_s = 60;
+	cfg->sync_timeout_ms = 10000;
 }
 
 static char *trim(char *s)
@@ -122,6 +127,40 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 		*why = "checkpoint_idle_ms: 0 to 600000";
 		bad = set_int(&n, v, 0, 600000);
 		cfg->checkpoint_idle_ms = (int)n;
+		return bad;
+	}
+	if (strcmp(key, "backend") == 0) {
+		const char *colon = strrchr(v, ':');
+
+		*why = "backend: HOST:PORT";
+		if (colon == NULL || colon == v || colon[1] == '\0' ||
+		    (size_t)(colon - v) >= sizeof(cfg->backend_host) ||
+		    strlen(colon + 1) >= sizeof(cfg->backend_port) ||
+		    strspn(colon + 1, "0123456789") != strlen(colon + 1))
+			return -1;
+		memcpy(cfg->backend_host, v, (size_t)(colon - v));
+		cfg->backend_host[colon - v] = '\0';
+		snprintf(cfg->backend_port, sizeof(cfg->backend_port), "%s", colon + 1);
+		return 0;
+	}
+	if (strcmp(key, "backend_ca") == 0)
+		return set_str(cfg->backend_ca, sizeof(cfg->backend_ca), v);
+	if (strcmp(key, "backend_cert") == 0)
+		return set_str(cfg->backend_cert, sizeof(cfg->backend_cert), v);
+	if (strcmp(key, "backend_name") == 0) {
+		*why = "backend_name: 1-32 characters of A-Z a-z 0-9 - _ .";
+		return *v == '\0' || set_id(cfg->backend_name, sizeof(cfg->backend_name), v);
+	}
+	if (strcmp(key, "sync_interval") == 0) {
+		*why = "sync_interval: seconds, 5 to 86400";
+		bad = set_int(&n, v, 5, 86400);
+		cfg->sync_interval_s = (int)n;
+		return bad;
+	}
+	if (strcmp(key, "sync_timeout_ms") == 0) {
+		*why = "sync_timeout_ms: 100 to 600000";
+		bad = set_int(&n, v, 100, 600000);
+		cfg->sync_timeout_ms = (int)n;
 		return bad;
 	}
 	if (strcmp(key, "log") == 0) {

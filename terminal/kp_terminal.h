@@ -8,6 +8,7 @@
 #include "kp_hal.h"
 #include "kp_crypto.h"
 #include "kp_record.h"
+#include "kp_sync.h"
 
 enum kp_term_rc {
 	KP_OK              = 0,
@@ -106,7 +107,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 2
+#define KP_SCHEMA_VERSION 3
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -145,6 +146,13 @@ int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int
 /* Counts rows of a table named by the caller from a fixed list (tests, tools). */
 int kp_store_count(kp_store *s, const char *table, int64_t *n);
 
+/* ---- sync ---- */
+
+/* What the backend acknowledged, the bundle version applied, the last journal seq. */
+int kp_store_sync_state(kp_store *s, uint64_t *acked, uint64_t *config_version, uint64_t *head);
+/* The store as the sync client's source (use a connection of its own). */
+void kp_store_sync_source(kp_store *s, struct kp_sync_source *src);
+
 /* ---- journal ---- */
 
 struct kp_journal_row {
@@ -182,6 +190,13 @@ struct kp_terminal_cfg {
 	int card_timeout_ms;             /* per frame */
 	int checkpoint_idle_ms;          /* idle time before a WAL checkpoint */
 	int use_syslog;
+	char backend_host[128];          /* "" = no backend configured */
+	char backend_port[16];
+	char backend_ca[512];            /* the operator CA both ends pin */
+	char backend_cert[512];          /* the backend's certificate: verifies bundles */
+	char backend_name[KP_ID_MAX + 1];/* CN the backend's TLS certificate must carry */
+	int sync_interval_s;
+	int sync_timeout_ms;
 };
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg);
 /* One setting by its file key (the command line uses this too). */

@@ -2,6 +2,7 @@
  * and only then tells the rider. SIGINT/SIGTERM end the loop between taps. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "kp_terminal.h"
 
 static volatile sig_atomic_t stop_requested;
+static volatile int sync_stop;
 static int use_syslog;
 
 static void on_signal(int sig)
@@ -46,8 +48,11 @@ static void usage(FILE *fp)
 	      "  --db PATH          terminal database\n"
 	      "  --terminal-id ID   --operator ID  --route ID  --stop ID\n"
 	      "  --key PATH --cert PATH --token-key PATH\n"
+	      "  --backend HOST:PORT  sync with this backend (timer thread, or --sync-once)\n"
 	      "  --inspect          read and print each card's balance and history; no decision\n"
 	      "  --describe         print the reader's description and exit\n"
+	      "  --sync-once        sync with the backend once (upload, fetch config) and exit\n"
+	      "  --offline          decide taps without the background sync thread\n"
 	      "  --help\n", fp);
 }
 
@@ -190,6 +195,87 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct syncer {
+	const struct kp_terminal_cfg *cfg;
+	kp_tls_conf *tls;
+	kp_cert *backend_cert;
+	pthread_t thread;
+	int started;
+};
+
+static int syncer_setup(struct syncer *y, const struct kp_terminal_cfg *cfg)
+{
+	char err[512];
+	int rc;
+
+	memset(y, 0, sizeof(*y));
+	y->cfg = cfg;
+	rc = kp_tls_conf_new(&y->tls, KP_TLS_CLIENT, cfg->backend_ca, cfg->cert_path,
+	                     cfg->key_path, err, sizeof(err));
+	if (rc != 0) {
+		logmsg(LOG_ERR, "sync: TLS set-up: %s", err);
+		return rc;
+	}
+	rc = kp_cert_load(&y->backend_cert, cfg->backend_cert);
+	if (rc != 0)
+		logmsg(LOG_ERR, "sync: backend certificate %s: %s", cfg->backend_cert,
+		       kp_strerror(rc));
+	return rc;
+}
+
+static void syncer_free(struct syncer *y)
+{
+	kp_tls_conf_free(y->tls);
+	kp_cert_free(y->backend_cert);
+}
+
+/* One exchange on a database connection of its own; logs the outcome. */
+static int sync_once(struct syncer *y)
+{
+	const struct kp_terminal_cfg *cfg = y->cfg;
+	struct kp_sync_source src;
+	struct kp_sync_stats st;
+	kp_store *s = NULL;
+	char err[512];
+	int rc;
+
+	memset(&st, 0, sizeof(st));
+	rc = kp_store_open(&s, cfg->database);
+	if (rc != KP_OK)
+		return rc;
+	kp_store_sync_source(s, &src);
+	rc = kp_sync_run(y->tls, cfg->backend_host, cfg->backend_port, cfg->backend_name,
+	                 cfg->terminal_id, y->backend_cert, &src, cfg->sync_timeout_ms, &st, err,
+	                 sizeof(err));
+	if (rc == 0)
+		logmsg(LOG_INFO, "sync: sent %llu records, backend holds up to %llu, config %s%llu",
+		       (unsigned long long)st.sent, (unsigned long long)st.acked,
+		       st.bundle_applied ? "applied version " : "unchanged at version ",
+		       (unsigned long long)st.bundle_version);
+	else
+		logmsg(LOG_WARNING, "sync: %s (sent %llu, backend holds up to %llu)", err,
+		       (unsigned long long)st.sent, (unsigned long long)st.acked);
+	kp_store_close(s);
+	return rc;
+}
+
+/* Syncs on a timer, retrying sooner after a failure so a terminal that regains
+ * connectivity catches up quickly; never touches the tap path's connection. */
+static void *sync_main(void *arg)
+{
+	struct syncer *y = arg;
+	int backoff = 5;
+
+	while (!sync_stop && !stop_requested) {
+		int wait_s = sync_once(y) == 0 ? y->cfg->sync_interval_s : backoff;
+
+		backoff = backoff * 2 > y->cfg->sync_interval_s ? y->cfg->sync_interval_s : backoff * 2;
+		for (int i = 0; i < wait_s * 10 && !sync_stop && !stop_requested; i++)
+			usleep(100 * 1000);
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -206,6 +292,9 @@ int main(int argc, char **argv)
 		{ "token-key", required_argument, NULL, 'T' },
 		{ "inspect", no_argument, NULL, 'i' },
 		{ "describe", no_argument, NULL, 'D' },
+		{ "sync-once", no_argument, NULL, 'Y' },
+		{ "backend", required_argument, NULL, 'B' },
+		{ "offline", no_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -213,7 +302,8 @@ int main(int argc, char **argv)
 	struct override { int opt; const char *val; } over[32];
 	size_t n_over = 0;
 	const char *config = NULL;
-	int do_inspect = 0, do_describe = 0, c, rc, exit_code = 1;
+	int do_inspect = 0, do_describe = 0, do_sync_once = 0, offline = 0, c, rc, exit_code = 1;
+	struct syncer syncer;
 	char err[600];
 	kp_store *store = NULL;
 	kp_key *key = NULL;
@@ -230,6 +320,8 @@ int main(int argc, char **argv)
 		case 'c': config = optarg; break;
 		case 'i': do_inspect = 1; break;
 		case 'D': do_describe = 1; break;
+		case 'Y': do_sync_once = 1; break;
+		case 'O': offline = 1; break;
 		case 'H': usage(stdout); return 0;
 		case '?': usage(stderr); return 2;
 		default:
@@ -251,7 +343,7 @@ int main(int argc, char **argv)
 		static const char *const names[128] = {
 			['r'] = "reader", ['h'] = "hmi", ['d'] = "database", ['t'] = "terminal_id",
 			['o'] = "operator", ['R'] = "route", ['S'] = "stop", ['k'] = "key",
-			['C'] = "cert", ['T'] = "token_key",
+			['C'] = "cert", ['T'] = "token_key", ['B'] = "backend",
 		};
 		rc = kp_terminal_cfg_set(&cfg, names[over[i].opt], over[i].val, err, sizeof(err));
 		if (rc != KP_OK) {
@@ -262,6 +354,19 @@ int main(int argc, char **argv)
 	use_syslog = cfg.use_syslog;
 	if (use_syslog)
 		openlog("kippu-terminal", LOG_PID, LOG_DAEMON);
+	memset(&syncer, 0, sizeof(syncer));
+	signal(SIGPIPE, SIG_IGN);
+	if (do_sync_once) {
+		if (cfg.backend_host[0] == '\0' || cfg.terminal_id[0] == '\0') {
+			logmsg(LOG_ERR, "--sync-once needs terminal_id and backend = HOST:PORT");
+			return 2;
+		}
+		rc = syncer_setup(&syncer, &cfg);
+		if (rc == 0)
+			rc = sync_once(&syncer);
+		syncer_free(&syncer);
+		return rc == 0 ? 0 : 1;
+	}
 	if (cfg.reader[0] == '\0') {
 		logmsg(LOG_ERR, "no reader: set reader = CONN in the config or pass --reader");
 		return 2;
@@ -314,6 +419,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (!do_inspect && !offline && cfg.backend_host[0] != '\0') {
+		if (syncer_setup(&syncer, &cfg) != 0)
+			goto out;
+		if (pthread_create(&syncer.thread, NULL, sync_main, &syncer) == 0)
+			syncer.started = 1;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -379,6 +490,11 @@ int main(int argc, char **argv)
 	logmsg(LOG_INFO, "stopping: %lu taps, %lu accepted, %lu refused", taps, accepted, refused);
 	exit_code = 0;
 out:
+	if (syncer.started) {
+		sync_stop = 1;
+		pthread_join(syncer.thread, NULL);
+	}
+	syncer_free(&syncer);
 	kp_zeroize(token_key, sizeof(token_key));
 	kp_tap_engine_close(engine);
 	kp_hmi_close(hmi);

@@ -50,6 +50,12 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  BEGIN SELECT RAISE(ABORT, 'journal records are immutable'); END;"
 	"CREATE TRIGGER journal_append_only BEFORE DELETE ON journal"
 	"  BEGIN SELECT RAISE(ABORT, 'journal records cannot be deleted'); END;",
+
+	/* 2 -> 3: rides taken here that the backend has not acknowledged yet; a bundle's
+	 * snapshot minus these is what a card has left on this terminal */
+	"CREATE TABLE pending_uses(seq INTEGER PRIMARY KEY, ent_id INTEGER NOT NULL,"
+	"  rides INTEGER NOT NULL);"
+	"CREATE INDEX pending_uses_ent ON pending_uses(ent_id);",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -70,6 +76,7 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	[KP_STMT_JOURNAL_HEAD] = "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
 	[KP_STMT_JOURNAL_APPEND] = "INSERT INTO journal(seq, time_ms, token, result, reason,"
 	                           " payload, cose, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[KP_STMT_PENDING_USE] = "INSERT INTO pending_uses(seq, ent_id, rides) VALUES (?1, ?2, ?3)",
 	[KP_STMT_ENT_GET] = "SELECT product_id, rides_left, valid_from, valid_until"
 	                    " FROM entitlements WHERE token = ?1 AND id = ?2",
 };
@@ -449,7 +456,8 @@ int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int
 int kp_store_count(kp_store *s, const char *table, int64_t *n)
 {
 	static const char *const allowed[] = { "operators", "products", "entitlements",
-	                                       "denylist", "journal", "recent_taps" };
+	                                       "denylist", "journal", "recent_taps",
+	                                       "pending_uses" };
 	char sql[64];
 	sqlite3_stmt *st = NULL;
 	int rc = KP_E_INVAL;
@@ -555,6 +563,18 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");
 	sqlite3_reset(st);
 	return rc;
+}
+
+int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_PENDING_USE);
+
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)seq);
+	sqlite3_bind_int64(st, 2, ent_id);
+	sqlite3_bind_int64(st, 3, rides);
+	return step_done(s, st, "pending use");
 }
 
 int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,

@@ -25,6 +25,9 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
                        int64_t expect);
 
+/* Records a ride taken by journal record seq until the backend acknowledges it. */
+int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides);
+
 int kp_store_journal_head(kp_store *s, uint64_t *seq, uint8_t hash[KP_SHA256_LEN]);
 int kp_store_journal_append(kp_store *s, const struct kp_record *rec,
                             const uint8_t *payload, size_t payload_len,

@@ -236,6 +236,8 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		rc = journal(e, &rec);
 	if (rc == KP_OK && kind == KP_TAP_ACCEPTED)
 		rc = kp_store_set_last_tap(e->s, token, now_ms, rec.seq);
+	if (rc == KP_OK && kind == KP_TAP_ACCEPTED)
+		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement, rec.rides);
 	rc = finish(e, rc, prev_before);
 	if (rc == KP_OK)
 		outcome_from(out, &rec, kind);

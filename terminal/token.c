@@ -7,15 +7,14 @@
 #include <unistd.h>
 
 #include "kp_terminal.h"
+#include "kp_sync.h"
 
 const char *kp_strerror(int rc)
 {
 	if (rc <= -0x100 && rc > -0x200)
 		return kp_hal_strerror(rc);
-	if (rc <= -0x200 && rc > -0x300)
-		return kp_crypto_strerror(rc);
-	if (rc <= -0x300 && rc > -0x400)
-		return kp_record_strerror(rc);
+	if (rc <= -0x200 && rc > -0x400)
+		return kp_sync_error_text(rc);
 	switch (rc) {
 	case KP_OK:             return "ok";
 	case KP_E_INVAL:        return "invalid argument or value";

@@ -353,7 +353,7 @@ static void test_migrations(void **state)
 	kp_store_close(s);
 	assert_int_equal(kp_store_open(&s, path), KP_OK);
 	assert_int_equal(kp_store_schema_version(s, &v), KP_OK);
-	assert_int_equal(v, 2);
+	assert_int_equal(v, KP_SCHEMA_VERSION);
 	assert_int_equal(kp_store_count(s, "operators", &n), KP_OK);
 	assert_int_equal(n, 1);
 	assert_int_equal(kp_store_count(s, "recent_taps", &n), KP_OK);

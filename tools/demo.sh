@@ -1,15 +1,18 @@
 #!/bin/sh
-# make demo: provisions an operator CA, a terminal and its keys, loads products and
-# entitlements, runs kippu-terminal over a mock scenario (21 taps by 7 cards, faults
-# included), then audits the signed journal with kippuctl and with an independent
-# COSE/ECDSA checker (Python standard library + openssl). DEMO_DIR keeps everything.
+# make demo: a backend and two terminals end to end, on loopback.
+# Provisions an operator CA, the backend and two terminals (operator A's bus, operator B's
+# rail gate), sells tickets at the backend, starts kippu-backend, lets both terminals fetch
+# their signed config, tap offline on mock readers, sync, and shows: what riders saw, the
+# records the backend stored, the ledger per operator, an overdraft of a 2-ride ticket used
+# on both terminals, and a card denylisted at the backend refused after the next sync.
+# Finally the records the backend stored are checked by an independent COSE verifier.
 set -eu
 BIN=$(cd "${KP_BIN:-build/bin}" && pwd)
 SRC=$(cd "$(dirname "$0")" && pwd)
 if [ -n "${DEMO_DIR:-}" ]; then
 	mkdir -p "$DEMO_DIR"
 	DIR=$(cd "$DEMO_DIR" && pwd)
-	if [ -e "$DIR/terminal.db" ] || [ -e "$DIR/ca.key" ]; then
+	if [ -e "$DIR/backend.db" ] || [ -e "$DIR/ca.key" ]; then
 		echo "demo: $DIR already holds a demo; choose an empty DEMO_DIR" >&2
 		exit 1
 	fi
@@ -18,44 +21,112 @@ else
 	DIR=$(mktemp -d "${TMPDIR:-/tmp}/kippu-demo-XXXXXX")
 	KEEP=0
 fi
-cleanup() { [ "$KEEP" = 1 ] || rm -rf "$DIR"; }
+BACKEND_PID=""
+cleanup() {
+	[ -n "$BACKEND_PID" ] && kill "$BACKEND_PID" 2>/dev/null && wait "$BACKEND_PID" 2>/dev/null
+	[ "$KEEP" = 1 ] || rm -rf "$DIR"
+}
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 cd "$DIR"
-cp "$SRC/demo/scenario.txt" "$SRC/demo/load.txt" "$SRC/demo/terminal.conf" .
+cp "$SRC"/demo/sync/*.txt .
+CTL="$BIN/kippuctl"
+DB=backend.db
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "1. Operator CA, terminal key and certificate, card token key (keys are mode 0600)"
-"$BIN/kippuctl" ca create --key ca.key --cert ca.crt --cn "Kansai Demo Operator CA"
-"$BIN/kippuctl" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-OPA-0042 \
-	--key terminal.key --cert terminal.crt
-"$BIN/kippuctl" token-key create token.key
+# Prints what the rider saw on a terminal, from its mock HMI log.
+rider_view() {
+	grep '^show' "$1" | while read -r _ ms result reason product left text; do
+		printf '  %s  %-8s %-16s %s\n' "$(TZ=Asia/Tokyo date -d "@$((ms / 1000))" +%H:%M)" \
+			"$result" "$reason" "$text"
+	done
+	: > "$1"
+}
 
-step "2. Operators, products, entitlements and the denylist into the terminal's store"
-"$BIN/kippuctl" load terminal.db load.txt --token-key token.key
+terminal_conf() {   # ID OPERATOR ROUTE SCENARIO
+	sed -e "s/@ID@/$1/g" -e "s/@OP@/$2/g" -e "s/@ROUTE@/$3/g" -e "s/@SCENARIO@/$4/g" \
+	    -e "s/@PORT@/$PORT/g" "$SRC/demo/sync/terminal.conf.in" > "$1.conf"
+}
 
-step "3. kippu-terminal on a mock reader: what the rider sees (mock HMI)"
-"$BIN/kippu-terminal" --config terminal.conf --hmi mock:- 2>terminal.log >hmi.log
-# hmi.log lines: show TIME_MS RESULT REASON PRODUCT RIDES_LEFT TEXT...
-grep '^show' hmi.log | while read -r _ ms result reason product left text; do
-	printf '  %s  %-8s %-16s %s\n' "$(TZ=Asia/Tokyo date -d "@$((ms / 1000))" +%H:%M:%S)" \
-		"$result" "$reason" "$text"
+run_terminal() {    # ID SCENARIO
+	"$BIN/kippu-terminal" --config "$1.conf" --offline --reader "mock:$2" 2>>"$1.log"
+	rider_view "$1-hmi.log"
+	echo "  $1: $(grep 'stopping:' "$1.log" | tail -n 1 | sed 's/^kippu-terminal: stopping: //')"
+}
+
+sync_terminal() {   # ID
+	"$BIN/kippu-terminal" --config "$1.conf" --sync-once 2>>"$1.log" || {
+		echo "  sync of $1 failed:"; tail -n 3 "$1.log"; exit 1; }
+	echo "  $1: $(grep 'sync:' "$1.log" | tail -n 1 | sed 's/^kippu-terminal: sync: //')"
+}
+
+step "1. Operator CA; certificates for the backend and two terminals; the card-token key"
+"$CTL" ca create --key ca.key --cert ca.crt --cn "Kansai Demo Operator CA"
+"$CTL" backend create --ca-key ca.key --ca-cert ca.crt --key backend.key --cert backend.crt
+"$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-A-01 --key BUS-A-01.key --cert BUS-A-01.crt
+"$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id RAIL-B-01 --key RAIL-B-01.key --cert RAIL-B-01.crt
+"$CTL" token-key create token.key
+
+step "2. The backend sells: a 10-ride and a 2-ride ticket valid on bus A and rail B, ..."
+. "$SRC/demo/sync/backend-setup.sh" >/dev/null
+"$CTL" backend entitlements $DB
+
+step "3. kippu-backend on loopback (mutual TLS 1.2, ECDHE-ECDSA-AES128-GCM-SHA256)"
+"$BIN/kippu-backend" --listen 127.0.0.1:0 --db $DB --ca ca.crt --cert backend.crt \
+	--key backend.key > backend.out 2> backend.log &
+BACKEND_PID=$!
+for _ in $(seq 1 100); do
+	grep -q 'listening on' backend.out 2>/dev/null && break
+	sleep 0.05
 done
-echo "  (terminal log: $(tail -n 1 terminal.log))"
+PORT=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' backend.out)
+[ -n "$PORT" ] || { echo "backend did not start:"; cat backend.log; exit 1; }
+echo "  listening on 127.0.0.1:$PORT"
+terminal_conf BUS-A-01 OP-A R12 bus-a.txt
+terminal_conf RAIL-B-01 OP-B L1 rail-b.txt
 
-step "4. The journal: one signed record per decision"
-"$BIN/kippuctl" journal list terminal.db
+step "4. Both terminals fetch their signed config bundle"
+sync_terminal BUS-A-01
+sync_terminal RAIL-B-01
 
-step "5. Verify signatures, sequence and hash chain; the terminal certificate against the CA"
-"$BIN/kippuctl" journal verify terminal.db --ca ca.crt
+step "5. Offline: the morning on operator A's bus"
+run_terminal BUS-A-01 bus-a.txt
 
-step "6. Export as COSE_Sign1 files and check them with an independent implementation"
-"$BIN/kippuctl" journal export terminal.db export
-python3 "$SRC/cose_verify.py" export
+step "6. Offline: the same morning at operator B's rail gate (it has not heard of the bus)"
+run_terminal RAIL-B-01 rail-b.txt
 
-step "done"
+step "7. Both sync: signed records up, merged uses, a fresh bundle down"
+sync_terminal BUS-A-01
+sync_terminal RAIL-B-01
+
+step "8. At the backend: records stored (verified signatures and chains)"
+"$CTL" backend records $DB
+step "   ledger per operator"
+"$CTL" backend ledger $DB
+step "   the 2-ride ticket was used 3 times on two offline terminals: an overdraft"
+"$CTL" backend overdrafts $DB
+
+step "9. Staff denylist alice's card at the backend; bus A syncs; alice and bob tap again"
+"$CTL" backend deny $DB felica:0101020304050607 "reported stolen" --token-key token.key
+sync_terminal BUS-A-01
+run_terminal BUS-A-01 after.txt
+sync_terminal BUS-A-01
+
+step "10. The records the backend stored, checked by an independent COSE/ECDSA verifier"
+for t in BUS-A-01 RAIL-B-01; do
+	"$CTL" backend export $DB $t "export-$t"
+	printf '  %s: ' $t
+	python3 "$SRC/cose_verify.py" "export-$t"
+done
+"$CTL" journal verify BUS-A-01.db --ca ca.crt
+
+kill "$BACKEND_PID"
+wait "$BACKEND_PID" 2>/dev/null || true
+BACKEND_PID=""
+step "done: the backend stopped cleanly ($(tail -n 1 backend.log))"
 if [ "$KEEP" = 1 ]; then
-	echo "Everything the demo made is in $DIR (keys, certificates, terminal.db, logs, export/)."
+	echo "Everything the demo made is in $DIR (keys, certificates, databases, logs, exports)."
 else
-	echo "Run 'make demo DEMO_DIR=path' to keep the keys, database, logs and export."
+	echo "Run 'make demo DEMO_DIR=path' to keep the keys, databases, logs and exports."
 fi

@@ -19,7 +19,10 @@ static void usage(FILE *fp)
 	      "  kippuctl load DB FILE --token-key PATH\n"
 	      "  kippuctl journal verify DB [--cert T.crt] [--ca CA.crt]\n"
 	      "  kippuctl journal export DB DIR\n"
-	      "  kippuctl journal list DB\n", fp);
+	      "  kippuctl journal list DB\n"
+	      "  kippuctl backend create --ca-key CA.key --ca-cert CA.crt --key B.key --cert B.crt\n"
+	      "                          [--id NAME (default backend)] [--days N]\n", fp);
+	kp_ctl_backend_usage(fp);
 }
 
 struct args {
@@ -164,7 +167,7 @@ static int cmd_terminal_create(struct args *a)
 	if (rc != 0)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 	else
-		printf("terminal %s: key %s (mode 0600), certificate %s\n", a->id, a->key, a->cert);
+		printf("%s: key %s (mode 0600), certificate %s\n", a->id, a->key, a->cert);
 out:
 	kp_key_free(ca_key);
 	kp_key_free(key);
@@ -379,7 +382,9 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	cmd = argv[1];
-	if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "terminal") == 0 ||
+	if (strcmp(cmd, "backend") == 0 && (argc < 3 || strcmp(argv[2], "create") != 0))
+		return kp_ctl_backend(argc - 1, argv + 1);
+	if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "backend") == 0 || strcmp(cmd, "terminal") == 0 ||
 	    strcmp(cmd, "token-key") == 0 || strcmp(cmd, "journal") == 0) {
 		if (argc < 3) {
 			usage(stderr);
@@ -400,6 +405,11 @@ int main(int argc, char **argv)
 		return cmd_ca_create(&a);
 	if (strcmp(cmd, "terminal") == 0 && strcmp(sub, "create") == 0)
 		return cmd_terminal_create(&a);
+	if (strcmp(cmd, "backend") == 0 && strcmp(sub, "create") == 0) {
+		if (a.id == NULL)
+			a.id = "backend";
+		return cmd_terminal_create(&a);
+	}
 	if (strcmp(cmd, "token-key") == 0 && strcmp(sub, "create") == 0)
 		return cmd_token_key_create(&a);
 	if (strcmp(cmd, "token") == 0)

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "kp_terminal.h"
 
 /* "2026-11-26T08:00:00+09:00", "...Z", or Unix seconds → milliseconds since the epoch. */
@@ -17,5 +18,9 @@ int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
  * transaction: on any error nothing changes, and err names the line. */
 int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN_KEY_LEN],
                  char *err, size_t err_cap, size_t *n_lines);
+
+/* kippuctl backend ...: argv[0] is "backend". */
+int kp_ctl_backend(int argc, char **argv);
+void kp_ctl_backend_usage(FILE *fp);
 
 #endif

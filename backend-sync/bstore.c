@@ -1,0 +1,850 @@
+/* The backend's SQLite store: terminals, every record once (terminal + seq is the key,
+ * the full COSE bytes kept for audit), quarantines, operators, products, cards,
+ * entitlements with their merged uses, the denylist, and a state version that tells
+ * terminals when a new config bundle is due. One connection per server thread; every
+ * change is one transaction. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "kp_backend.h"
+
+struct kp_bstore {
+	sqlite3 *db;
+	char err[512];
+};
+
+static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+	"INSERT INTO meta(key, value) VALUES ('state_version', 1);"
+	"CREATE TABLE terminals(id TEXT PRIMARY KEY, cert BLOB,"
+	"  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+	"  acked INTEGER NOT NULL DEFAULT 0,"
+	"  last_hash BLOB NOT NULL DEFAULT (zeroblob(32)),"
+	"  quarantined INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+	"CREATE TABLE records(terminal TEXT NOT NULL REFERENCES terminals(id),"
+	"  seq INTEGER NOT NULL CHECK (seq > 0), time_ms INTEGER NOT NULL, token BLOB,"
+	"  operator TEXT NOT NULL, route TEXT, stop TEXT, product TEXT, ent_id INTEGER,"
+	"  rides INTEGER NOT NULL, amount INTEGER NOT NULL, left_after INTEGER,"
+	"  result TEXT NOT NULL, reason TEXT NOT NULL,"
+	"  cose BLOB NOT NULL, payload BLOB NOT NULL, hash BLOB NOT NULL,"
+	"  received_ms INTEGER NOT NULL,"
+	"  PRIMARY KEY (terminal, seq)) WITHOUT ROWID;"
+	"CREATE INDEX records_operator ON records(operator);"
+	"CREATE TRIGGER records_immutable BEFORE UPDATE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records are immutable'); END;"
+	"CREATE TRIGGER records_append_only BEFORE DELETE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records cannot be deleted'); END;"
+	"CREATE TABLE quarantine(id INTEGER PRIMARY KEY, terminal TEXT NOT NULL,"
+	"  seq INTEGER NOT NULL, reason TEXT NOT NULL, cose BLOB, at INTEGER NOT NULL,"
+	"  cleared INTEGER);"
+	"CREATE TABLE operators(id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT NOT NULL,"
+	"  kind TEXT NOT NULL DEFAULT 'nride' CHECK (kind IN ('nride')),"
+	"  rides INTEGER NOT NULL CHECK (rides > 0)) WITHOUT ROWID;"
+	"CREATE TABLE product_operators("
+	"  product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,"
+	"  operator_id TEXT NOT NULL REFERENCES operators(id),"
+	"  PRIMARY KEY (product_id, operator_id)) WITHOUT ROWID;"
+	"CREATE TABLE cards(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  label TEXT NOT NULL, registered INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE entitlements(id INTEGER PRIMARY KEY,"
+	"  token BLOB NOT NULL REFERENCES cards(token),"
+	"  product_id TEXT NOT NULL REFERENCES products(id),"
+	"  bought INTEGER NOT NULL CHECK (bought > 0), used INTEGER NOT NULL DEFAULT 0,"
+	"  valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL, sold INTEGER NOT NULL);"
+	"CREATE INDEX entitlements_token ON entitlements(token);"
+	"CREATE TABLE denylist(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  reason TEXT NOT NULL, added INTEGER NOT NULL) WITHOUT ROWID;",
+};
+
+const char *kp_backend_strerror(int rc)
+{
+	switch (rc) {
+	case KP_BE_OK:         return "ok";
+	case KP_BE_E_INVAL:    return "invalid argument or value";
+	case KP_BE_E_NOMEM:    return "out of memory";
+	case KP_BE_E_DB:       return "backend database error";
+	case KP_BE_E_SCHEMA:   return "backend database is newer than this program";
+	case KP_BE_E_NOTFOUND: return "not found";
+	default:               return "unknown backend error";
+	}
+}
+
+const char *kp_bstore_errmsg(const kp_bstore *s)
+{
+	if (s == NULL)
+		return "no store";
+	return s->err[0] != '\0' ? s->err : sqlite3_errmsg(s->db);
+}
+
+static int fail(kp_bstore *s, const char *what)
+{
+	snprintf(s->err, sizeof(s->err), "%s: %s", what, sqlite3_errmsg(s->db));
+	return KP_BE_E_DB;
+}
+
+static int exec(kp_bstore *s, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(s->err, sizeof(s->err), "%s", msg != NULL ? msg : "exec failed");
+		sqlite3_free(msg);
+		return KP_BE_E_DB;
+	}
+	return KP_BE_OK;
+}
+
+static void rollback(kp_bstore *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int prep(kp_bstore *s, sqlite3_stmt **st, const char *sql)
+{
+	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+		return fail(s, "prepare");
+	return KP_BE_OK;
+}
+
+static int step_done(kp_bstore *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st) == SQLITE_DONE ? KP_BE_OK : fail(s, what);
+
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_bstore_open(kp_bstore **out, const char *path)
+{
+	kp_bstore *s = calloc(1, sizeof(*s));
+	sqlite3_stmt *st = NULL;
+	int version = 0, rc;
+
+	*out = NULL;
+	if (s == NULL)
+		return KP_BE_E_NOMEM;
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	                    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		rc = fail(s, path);
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 10000);
+	rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+	             "PRAGMA foreign_keys = ON;");
+	if (rc != KP_BE_OK)
+		goto fail;
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		goto fail;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		rc = fail(s, "user_version");
+		goto fail;
+	}
+	version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	st = NULL;
+	if (version > KP_BSTORE_SCHEMA_VERSION) {
+		snprintf(s->err, sizeof(s->err), "backend database schema %d is newer than %d",
+		         version, KP_BSTORE_SCHEMA_VERSION);
+		rc = KP_BE_E_SCHEMA;
+		goto fail;
+	}
+	while (version < KP_BSTORE_SCHEMA_VERSION) {
+		char sql[64];
+
+		rc = exec(s, migrations[version]);
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
+		if (rc == KP_BE_OK)
+			rc = exec(s, sql);
+		if (rc != KP_BE_OK)
+			goto fail;
+		version++;
+	}
+	rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		goto fail;
+	*out = s;
+	return KP_BE_OK;
+fail:
+	sqlite3_finalize(st);
+	fprintf(stderr, "kippu-backend: store %s: %s\n", path, kp_bstore_errmsg(s));
+	kp_bstore_close(s);
+	return rc;
+}
+
+void kp_bstore_close(kp_bstore *s)
+{
+	if (s == NULL)
+		return;
+	if (s->db != NULL) {
+		rollback(s);
+		sqlite3_close(s->db);
+	}
+	free(s);
+}
+
+static int bump_version(kp_bstore *s)
+{
+	return exec(s, "UPDATE meta SET value = value + 1 WHERE key = 'state_version'");
+}
+
+int kp_bstore_state_version(kp_bstore *s, uint64_t *version)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT value FROM meta WHERE key = 'state_version'");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*version = (uint64_t)sqlite3_column_int64(st, 0);
+	else
+		rc = fail(s, "state version");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
+                            size_t cert_len, int64_t now_ms, uint64_t *acked)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT INTO terminals(id, cert, first_seen, last_seen)"
+	                      " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
+	                      " cert = excluded.cert, last_seen = excluded.last_seen"
+	                      " RETURNING acked");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, cert_der, (int)cert_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*acked = (uint64_t)sqlite3_column_int64(st, 0);
+	else
+		rc = fail(s, "terminal");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int quarantine(kp_bstore *s, const char *terminal, uint64_t seq, const char *reason,
+                      const struct kp_ingest *r, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT INTO quarantine(terminal, seq, reason, cose, at)"
+	                      " VALUES (?1, ?2, ?3, ?4, ?5)");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+	sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
+	if (r != NULL)
+		sqlite3_bind_blob(st, 4, r->cose, (int)r->cose_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, now_ms);
+	rc = step_done(s, st, "quarantine");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = prep(s, &st, "UPDATE terminals SET quarantined = 1 WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	return step_done(s, st, "quarantine flag");
+}
+
+/* 1 if the backend holds exactly these bytes under (terminal, seq), 0 if others. */
+static int same_as_stored(kp_bstore *s, const char *terminal, const struct kp_ingest *r,
+                          int *same)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)r->rec.seq);
+	*same = 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*same = (size_t)sqlite3_column_bytes(st, 0) == r->cose_len &&
+		        memcmp(sqlite3_column_blob(st, 0), r->cose, r->cose_len) == 0;
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+static int store_record(kp_bstore *s, const char *terminal, const struct kp_ingest *r,
+                        int64_t now_ms)
+{
+	const struct kp_record *c = &r->rec;
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT INTO records(terminal, seq, time_ms, token, operator, route,"
+	                      " stop, product, ent_id, rides, amount, left_after, result, reason,"
+	                      " cose, payload, hash, received_ms) VALUES (?1, ?2, ?3, ?4, ?5,"
+	                      " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)c->seq);
+	sqlite3_bind_int64(st, 3, c->time_ms);
+	if (c->has_token)
+		sqlite3_bind_blob(st, 4, c->token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, c->operator_id, -1, SQLITE_STATIC);
+	if (c->route[0] != '\0')
+		sqlite3_bind_text(st, 6, c->route, -1, SQLITE_STATIC);
+	if (c->stop[0] != '\0')
+		sqlite3_bind_text(st, 7, c->stop, -1, SQLITE_STATIC);
+	if (c->product[0] != '\0')
+		sqlite3_bind_text(st, 8, c->product, -1, SQLITE_STATIC);
+	if (c->entitlement != 0)
+		sqlite3_bind_int64(st, 9, c->entitlement);
+	sqlite3_bind_int64(st, 10, c->rides);
+	sqlite3_bind_int64(st, 11, c->amount);
+	if (c->has_left)
+		sqlite3_bind_int64(st, 12, c->left);
+	sqlite3_bind_text(st, 13, c->result, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 14, c->reason, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 15, r->cose, (int)r->cose_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 16, r->payload, (int)r->payload_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 17, r->hash, KP_SHA256_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 18, now_ms);
+	rc = step_done(s, st, "record");
+	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0 ||
+	    c->rides <= 0)
+		return rc;
+	/* Merge the use: the backend's truth is bought minus every terminal's uses. */
+	rc = prep(s, &st, "UPDATE entitlements SET used = used + ?2 WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	sqlite3_bind_int64(st, 2, c->rides);
+	rc = step_done(s, st, "use");
+	if (rc != KP_BE_OK)
+		return rc;
+	/* Overdrawn across terminals: deny the card until an operator looks at it. */
+	rc = prep(s, &st, "INSERT INTO denylist(token, reason, added)"
+	                  " SELECT token, 'overdraft of entitlement ' || id, ?2 FROM entitlements"
+	                  " WHERE id = ?1 AND used > bought ON CONFLICT(token) DO NOTHING");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	sqlite3_bind_int64(st, 2, now_ms);
+	return step_done(s, st, "overdraft");
+}
+
+int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
+                     int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
+                     size_t reason_cap)
+{
+	sqlite3_stmt *st = NULL;
+	uint8_t last_hash[KP_SHA256_LEN];
+	uint64_t held = 0;
+	int quarantined = 0, stored = 0, rc;
+
+	*refused_seq = 0;
+	reason[0] = '\0';
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = prep(s, &st, "SELECT acked, last_hash, quarantined FROM terminals WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 1) != KP_SHA256_LEN) {
+		sqlite3_finalize(st);
+		rc = fail(s, "unknown terminal");
+		goto out;
+	}
+	held = (uint64_t)sqlite3_column_int64(st, 0);
+	memcpy(last_hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
+	quarantined = sqlite3_column_int(st, 2);
+	sqlite3_finalize(st);
+
+	if (quarantined) {
+		*refused_seq = held + 1;
+		snprintf(reason, reason_cap, "terminal is quarantined (kippuctl quarantine list)");
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct kp_ingest *r = &recs[i];
+		const char *why = NULL;
+
+		if (r->sig_ok && r->decode_rc == 0 && r->rec.seq <= held) {
+			int same = 0;
+
+			rc = same_as_stored(s, terminal, r, &same);
+			if (rc != KP_BE_OK)
+				goto out;
+			if (same)
+				continue;            /* sent twice: changes nothing */
+			why = "a different record under a sequence number already held";
+		} else if (!r->sig_ok) {
+			why = "bad signature";
+		} else if (r->decode_rc != 0) {
+			why = "payload is not a valid record";
+		} else if (strcmp(r->rec.terminal, terminal) != 0) {
+			why = "terminal id in the record differs from the certificate's";
+		} else if (r->rec.seq != held + 1) {
+			/* A gap is the sender's mistake, not evidence of tampering: refuse the
+			 * batch from here and let the client resend from what we hold. */
+			*refused_seq = r->rec.seq;
+			snprintf(reason, reason_cap, "sequence gap: expected %llu, got %llu",
+			         (unsigned long long)(held + 1), (unsigned long long)r->rec.seq);
+			break;
+		} else if (memcmp(r->rec.prev, last_hash, KP_SHA256_LEN) != 0) {
+			why = "hash chain broken: prev does not match the last record held";
+		}
+		if (why != NULL) {
+			uint64_t seq = r->decode_rc == 0 ? r->rec.seq : held + 1;
+
+			*refused_seq = seq;
+			snprintf(reason, reason_cap, "record %llu: %s", (unsigned long long)seq, why);
+			fprintf(stderr, "kippu-backend: terminal %s quarantined: %s\n", terminal, reason);
+			rc = quarantine(s, terminal, seq, reason, r, now_ms);
+			if (rc != KP_BE_OK)
+				goto out;
+			break;
+		}
+		rc = store_record(s, terminal, r, now_ms);
+		if (rc != KP_BE_OK)
+			goto out;
+		held = r->rec.seq;
+		memcpy(last_hash, r->hash, KP_SHA256_LEN);
+		stored++;
+	}
+	if (stored > 0) {
+		rc = prep(s, &st, "UPDATE terminals SET acked = ?2, last_hash = ?3 WHERE id = ?1");
+		if (rc != KP_BE_OK)
+			goto out;
+		sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)held);
+		sqlite3_bind_blob(st, 3, last_hash, KP_SHA256_LEN, SQLITE_STATIC);
+		rc = step_done(s, st, "terminal head");
+		if (rc == KP_BE_OK)
+			rc = bump_version(s);
+		if (rc != KP_BE_OK)
+			goto out;
+	}
+done:
+	rc = exec(s, "COMMIT");
+out:
+	if (rc != KP_BE_OK)
+		rollback(s);
+	*acked = held;
+	return rc;
+}
+
+int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "UPDATE terminals SET quarantined = 0 WHERE id = ?1 AND quarantined = 1");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	rc = step_done(s, st, "quarantine clear");
+	if (rc != KP_BE_OK)
+		return rc;
+	if (sqlite3_changes(s->db) == 0) {
+		snprintf(s->err, sizeof(s->err), "terminal %s is not quarantined", terminal);
+		return KP_BE_E_NOTFOUND;
+	}
+	rc = prep(s, &st, "UPDATE quarantine SET cleared = strftime('%s','now') * 1000"
+	                  " WHERE terminal = ?1 AND cleared IS NULL");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	return step_done(s, st, "quarantine clear");
+}
+
+/* Runs one statement (?1 text or token, ?2 text, ?3 and ?4 integers; parameters a
+ * statement lacks are ignored), then bumps the state version; one transaction. */
+static int change(kp_bstore *s, const char *sql, const char *what, const char *t1,
+                  const char *t2, const uint8_t *blob, int64_t i3, int64_t i4)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = exec(s, "BEGIN IMMEDIATE");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = prep(s, &st, sql);
+	if (rc == KP_BE_OK) {
+		if (blob != NULL)
+			sqlite3_bind_blob(st, 1, blob, KP_TOKEN_LEN, SQLITE_STATIC);
+		else
+			sqlite3_bind_text(st, 1, t1, -1, SQLITE_STATIC);
+		if (t2 != NULL)
+			sqlite3_bind_text(st, 2, t2, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, i3);
+		sqlite3_bind_int64(st, 4, i4);
+		rc = step_done(s, st, what);
+	}
+	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
+		snprintf(s->err, sizeof(s->err), "%s: nothing matched", what);
+		rc = KP_BE_E_NOTFOUND;
+	}
+	if (rc == KP_BE_OK)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+int kp_bstore_put_operator(kp_bstore *s, const char *id, const char *name)
+{
+	return change(s, "INSERT INTO operators(id, name) VALUES (?1, ?2) ON CONFLICT(id)"
+	                 " DO UPDATE SET name = excluded.name",
+	              "operator", id, name, NULL, 0, 0);
+}
+
+int kp_bstore_put_product(kp_bstore *s, const char *id, const char *name, int64_t rides,
+                          const char *const *operators, size_t n_operators)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (rides <= 0 || n_operators == 0)
+		return KP_BE_E_INVAL;
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = prep(s, &st, "INSERT INTO products(id, name, rides) VALUES (?1, ?2, ?3)"
+	                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name, rides = excluded.rides");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, rides);
+		rc = step_done(s, st, "product");
+	}
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "DELETE FROM product_operators WHERE product_id = ?1");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		rc = step_done(s, st, "product operators");
+	}
+	for (size_t i = 0; rc == KP_BE_OK && i < n_operators; i++) {
+		rc = prep(s, &st, "INSERT INTO product_operators(product_id, operator_id) VALUES (?1, ?2)");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, operators[i], -1, SQLITE_STATIC);
+			rc = step_done(s, st, "product operator");
+		}
+	}
+	if (rc == KP_BE_OK)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+int kp_bstore_register_card(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *label,
+                            int64_t now_ms)
+{
+	return change(s, "INSERT INTO cards(token, label, registered) VALUES (?1, ?2, ?3)"
+	                 " ON CONFLICT(token) DO UPDATE SET label = excluded.label",
+	              "card", NULL, label, token, now_ms, 0);
+}
+
+int kp_bstore_sell(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
+                   int64_t valid_from_ms, int64_t valid_until_ms, int64_t now_ms, int64_t *ent_id)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (valid_until_ms <= valid_from_ms)
+		return KP_BE_E_INVAL;
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = prep(s, &st, "INSERT INTO entitlements(token, product_id, bought, valid_from,"
+	                  " valid_until, sold) SELECT ?1, id, rides, ?3, ?4, ?5 FROM products"
+	                  " WHERE id = ?2 RETURNING id");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, valid_from_ms);
+		sqlite3_bind_int64(st, 4, valid_until_ms);
+		sqlite3_bind_int64(st, 5, now_ms);
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			*ent_id = sqlite3_column_int64(st, 0);
+		} else if (sqlite3_errcode(s->db) == SQLITE_DONE || sqlite3_errcode(s->db) == SQLITE_OK) {
+			snprintf(s->err, sizeof(s->err), "no product %s", product);
+			rc = KP_BE_E_NOTFOUND;
+		} else {
+			rc = fail(s, "sell (is the card registered?)");
+		}
+		sqlite3_finalize(st);
+	}
+	if (rc == KP_BE_OK)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+int kp_bstore_denylist(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
+                       int64_t now_ms)
+{
+	return change(s, "INSERT INTO denylist(token, reason, added) VALUES (?1, ?2, ?3)"
+	                 " ON CONFLICT(token) DO UPDATE SET reason = excluded.reason",
+	              "denylist", NULL, reason, token, now_ms, 0);
+}
+
+int kp_bstore_undeny(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN])
+{
+	return change(s, "DELETE FROM denylist WHERE token = ?1", "undeny", NULL, NULL,
+	              token, 0, 0);
+}
+
+/* ---- the bundle ---- */
+
+/* Copies text, cutting an over-long value at a UTF-8 character boundary. */
+static void copy_text(char *dst, size_t cap, const unsigned char *src)
+{
+	size_t n;
+
+	snprintf(dst, cap, "%s", src != NULL ? (const char *)src : "");
+	n = strlen(dst);
+	if (src != NULL && n < strlen((const char *)src)) {
+		while (n > 0 && ((unsigned char)dst[n] & 0xC0) == 0x80)
+			n--;
+		dst[n] = '\0';
+	}
+}
+
+static int fill_bundle(kp_bstore *s, const char *terminal, struct kp_bundle *b)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t count;
+	int rc;
+
+#define COUNT_INTO(sql, var)                                                      \
+	do {                                                                      \
+		rc = prep(s, &st, sql);                                           \
+		if (rc != KP_BE_OK)                                               \
+			return rc;                                                \
+		count = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0; \
+		sqlite3_finalize(st);                                             \
+		var = calloc((size_t)count + 1, sizeof(*var));                    \
+		if (var == NULL)                                                  \
+			return KP_BE_E_NOMEM;                                     \
+	} while (0)
+
+	COUNT_INTO("SELECT count(*) FROM operators", b->operators);
+	rc = prep(s, &st, "SELECT id, name FROM operators ORDER BY id");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_operators < (size_t)count) {
+		struct kp_bundle_operator *o = &b->operators[b->n_operators++];
+
+		copy_text(o->id, sizeof(o->id), sqlite3_column_text(st, 0));
+		copy_text(o->name, sizeof(o->name), sqlite3_column_text(st, 1));
+	}
+	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM products", b->products);
+	rc = prep(s, &st, "SELECT p.id, p.name, p.rides, po.operator_id FROM products p"
+	                  " LEFT JOIN product_operators po ON po.product_id = p.id"
+	                  " ORDER BY p.id, po.operator_id");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+		struct kp_bundle_product *p = b->n_products > 0 ? &b->products[b->n_products - 1] : NULL;
+
+		if (p == NULL || strcmp(p->id, id) != 0) {
+			if (b->n_products == (size_t)count)
+				break;
+			p = &b->products[b->n_products++];
+			copy_text(p->id, sizeof(p->id), sqlite3_column_text(st, 0));
+			copy_text(p->name, sizeof(p->name), sqlite3_column_text(st, 1));
+			p->rides = sqlite3_column_int64(st, 2);
+		}
+		if (p->n_operators < 16 && sqlite3_column_type(st, 3) != SQLITE_NULL)
+			copy_text(p->operators[p->n_operators++], KP_ID_MAX + 1, sqlite3_column_text(st, 3));
+	}
+	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM entitlements", b->entitlements);
+	rc = prep(s, &st, "SELECT id, token, product_id, max(bought - used, 0), valid_from,"
+	                  " valid_until FROM entitlements ORDER BY token, id");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_entitlements < (size_t)count) {
+		struct kp_bundle_entitlement *e = &b->entitlements[b->n_entitlements++];
+
+		e->id = sqlite3_column_int64(st, 0);
+		if (sqlite3_column_bytes(st, 1) == KP_TOKEN_LEN)
+			memcpy(e->token, sqlite3_column_blob(st, 1), KP_TOKEN_LEN);
+		copy_text(e->product, sizeof(e->product), sqlite3_column_text(st, 2));
+		e->remaining = sqlite3_column_int64(st, 3);
+		e->valid_from_ms = sqlite3_column_int64(st, 4);
+		e->valid_until_ms = sqlite3_column_int64(st, 5);
+	}
+	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM denylist", b->denylist);
+	rc = prep(s, &st, "SELECT token, reason FROM denylist ORDER BY token");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_denylist < (size_t)count) {
+		struct kp_bundle_deny *d = &b->denylist[b->n_denylist++];
+
+		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN)
+			memcpy(d->token, sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
+		copy_text(d->reason, sizeof(d->reason), sqlite3_column_text(st, 1));
+	}
+	sqlite3_finalize(st);
+#undef COUNT_INTO
+
+	rc = prep(s, &st, "SELECT acked FROM terminals WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	b->acked = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	snprintf(b->terminal, sizeof(b->terminal), "%s", terminal);
+	return KP_BE_OK;
+}
+
+int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
+                     struct kp_bundle *b, int *has)
+{
+	int rc;
+
+	memset(b, 0, sizeof(*b));
+	*has = 0;
+	/* One read transaction: the snapshot and its version agree. */
+	rc = exec(s, "BEGIN");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = kp_bstore_state_version(s, &b->version);
+	if (rc == KP_BE_OK && b->version > have_version) {
+		b->issued_ms = now_ms;
+		rc = fill_bundle(s, terminal, b);
+		*has = rc == KP_BE_OK;
+	}
+	rollback(s);
+	if (rc != KP_BE_OK || !*has)
+		kp_bundle_free(b);
+	return rc;
+}
+
+/* ---- reports ---- */
+
+int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
+                     int (*fn)(void *arg, int ncol, const char *const *cols,
+                               const char *const *names), void *arg)
+{
+	static const char *const sql[] = {
+		[KP_REPORT_RECORDS] =
+			"SELECT terminal, seq, strftime('%Y-%m-%dT%H:%M:%SZ', time_ms / 1000, 'unixepoch')"
+			" AS time, result, reason, operator, coalesce(product, '-') AS product,"
+			" coalesce(ent_id, '-') AS ent, rides, coalesce(left_after, '-') AS left"
+			" FROM records WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal, seq",
+		[KP_REPORT_LEDGER] =
+			"SELECT operator, sum(result = 'accepted') AS accepted,"
+			" sum(result = 'refused') AS refused, sum(result = 'already') AS already,"
+			" sum(rides) AS rides, sum(amount) AS amount FROM records"
+			" WHERE ?1 IS NULL OR terminal = ?1 GROUP BY operator ORDER BY operator",
+		[KP_REPORT_QUARANTINE] =
+			"SELECT terminal, seq, reason, strftime('%Y-%m-%dT%H:%M:%SZ', at / 1000,"
+			" 'unixepoch') AS at, CASE WHEN cleared IS NULL THEN 'open' ELSE 'cleared' END"
+			" AS state FROM quarantine WHERE ?1 IS NULL OR terminal = ?1 ORDER BY id",
+		[KP_REPORT_OVERDRAFTS] =
+			"SELECT id AS ent, hex(token) AS token, product_id AS product, bought, used"
+			" FROM entitlements WHERE used > bought"
+			" ORDER BY id",
+		[KP_REPORT_TERMINALS] =
+			"SELECT id AS terminal, acked, strftime('%Y-%m-%dT%H:%M:%SZ', last_seen / 1000,"
+			" 'unixepoch') AS last_seen, quarantined FROM terminals"
+			" WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
+		[KP_REPORT_ENTITLEMENTS] =
+			"SELECT id AS ent, hex(token) AS token, product_id AS product, bought, used,"
+			" max(bought - used, 0) AS remaining,"
+			" strftime('%Y-%m-%dT%H:%MZ', valid_from / 1000, 'unixepoch') AS valid_from,"
+			" strftime('%Y-%m-%dT%H:%MZ', valid_until / 1000, 'unixepoch') AS valid_until"
+			" FROM entitlements"
+			" ORDER BY id",
+	};
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_ENTITLEMENTS)
+		return KP_BE_E_INVAL;
+	rc = prep(s, &st, sql[which]);
+	if (rc != KP_BE_OK)
+		return rc;
+	if (terminal_filter != NULL)
+		sqlite3_bind_text(st, 1, terminal_filter, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *cols[16], *names[16];
+		int n = sqlite3_column_count(st);
+
+		if (n > 16)
+			n = 16;
+		for (int i = 0; i < n; i++) {
+			cols[i] = (const char *)sqlite3_column_text(st, i);
+			names[i] = sqlite3_column_name(st, i);
+		}
+		if (fn(arg, n, cols, names) != 0)
+			break;
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint8_t **out,
+                          size_t *len)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*len = (size_t)sqlite3_column_bytes(st, 0);
+		*out = malloc(*len + 1);
+		if (*out == NULL)
+			rc = KP_BE_E_NOMEM;
+		else
+			memcpy(*out, sqlite3_column_blob(st, 0), *len);
+	} else {
+		rc = KP_BE_E_NOTFOUND;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_bstore_terminal_cert(kp_bstore *s, const char *terminal, uint8_t **der, size_t *len)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT cert FROM terminals WHERE id = ?1 AND cert IS NOT NULL");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*len = (size_t)sqlite3_column_bytes(st, 0);
+		*der = malloc(*len + 1);
+		if (*der == NULL)
+			rc = KP_BE_E_NOMEM;
+		else
+			memcpy(*der, sqlite3_column_blob(st, 0), *len);
+	} else {
+		rc = KP_BE_E_NOTFOUND;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}

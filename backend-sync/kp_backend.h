@@ -1,0 +1,114 @@
+/* kippu backend: the store (SQLite) and the server that terminals sync with. kippuctl
+ * and the tests use this header; kippu-backend is a thin main around kp_server. */
+#ifndef KP_BACKEND_H
+#define KP_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kp_sync.h"
+
+enum kp_backend_rc {
+	KP_BE_OK       = 0,
+	KP_BE_E_INVAL  = -0x361,
+	KP_BE_E_NOMEM  = -0x362,
+	KP_BE_E_DB     = -0x363,     /* SQLite failed; detail in kp_bstore_errmsg */
+	KP_BE_E_SCHEMA = -0x364,     /* database newer than this program */
+	KP_BE_E_NOTFOUND = -0x365,
+};
+const char *kp_backend_strerror(int rc);
+
+/* ---- the store ---- */
+
+typedef struct kp_bstore kp_bstore;
+
+#define KP_BSTORE_SCHEMA_VERSION 1
+
+int  kp_bstore_open(kp_bstore **out, const char *path);
+void kp_bstore_close(kp_bstore *s);
+const char *kp_bstore_errmsg(const kp_bstore *s);
+
+/* A terminal connected (its certificate, DER): records it, returns what the backend holds. */
+int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
+                            size_t cert_len, int64_t now_ms, uint64_t *acked);
+
+/* One record as the server hands it to the store: signature already checked (sig_ok), the
+ * payload decoded (decode_rc 0) into rec. */
+struct kp_ingest {
+	const uint8_t *cose; size_t cose_len;
+	const uint8_t *payload; size_t payload_len;
+	int sig_ok;
+	int decode_rc;
+	struct kp_record rec;
+	uint8_t hash[KP_SHA256_LEN];     /* SHA-256 of payload */
+};
+
+/* Stores a batch from `terminal` in one transaction: each record exactly once (a record
+ * the backend already holds is skipped if identical), in sequence, chained to the last
+ * one held. The first bad record (bad signature, undecodable, wrong terminal id, broken
+ * chain, a different record under a sequence already held) quarantines the terminal:
+ * nothing more from it is accepted until `kippuctl quarantine clear`. On return *acked is
+ * the highest contiguous sequence held; *refused_seq is 0 or the refused record, with
+ * reason. Uses are merged per entitlement and an overdraft denylists the card. */
+int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
+                     int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
+                     size_t reason_cap);
+
+/* The snapshot for `terminal` if the backend's state version is above have_version
+ * (*has = 1), else *has = 0. Fill b; free with kp_bundle_free. */
+int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
+                     struct kp_bundle *b, int *has);
+
+/* Operations (each bumps the state version so terminals get a new bundle). */
+int kp_bstore_put_operator(kp_bstore *s, const char *id, const char *name);
+int kp_bstore_put_product(kp_bstore *s, const char *id, const char *name, int64_t rides,
+                          const char *const *operators, size_t n_operators);
+int kp_bstore_register_card(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *label,
+                            int64_t now_ms);
+/* Sells product to a registered card; *ent_id gets the new entitlement's id. */
+int kp_bstore_sell(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
+                   int64_t valid_from_ms, int64_t valid_until_ms, int64_t now_ms, int64_t *ent_id);
+int kp_bstore_denylist(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
+                       int64_t now_ms);
+int kp_bstore_undeny(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN]);
+int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal);
+int kp_bstore_state_version(kp_bstore *s, uint64_t *version);
+
+/* Reports: each calls fn once per row with columns as text (NULL for SQL NULL). */
+enum kp_report {
+	KP_REPORT_RECORDS = 1,       /* terminal seq time result reason operator product ent rides left */
+	KP_REPORT_LEDGER,            /* operator accepted refused rides amount */
+	KP_REPORT_QUARANTINE,        /* terminal seq reason at */
+	KP_REPORT_OVERDRAFTS,        /* ent token product bought used */
+	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined */
+	KP_REPORT_ENTITLEMENTS,      /* ent token product bought used remaining from until */
+};
+int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
+                     int (*fn)(void *arg, int ncol, const char *const *cols,
+                               const char *const *names), void *arg);
+/* The stored COSE bytes of one record (for audit); *out malloc'd. */
+int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint8_t **out,
+                          size_t *len);
+
+/* The certificate (DER) a terminal last authenticated with; *der malloc'd. */
+int kp_bstore_terminal_cert(kp_bstore *s, const char *terminal, uint8_t **der, size_t *len);
+
+/* ---- the server ---- */
+
+struct kp_server_cfg {
+	char host[128];                  /* listen address, e.g. 127.0.0.1 */
+	char port[16];                   /* "0": any free port */
+	char db[512];
+	char ca[512], cert[512], key[512];
+	int max_conns;                   /* connections served at once (more are closed) */
+	int timeout_ms;                  /* per handshake and per message */
+};
+void kp_server_cfg_defaults(struct kp_server_cfg *cfg);
+
+typedef struct kp_server kp_server;
+/* Binds, listens and starts serving in background threads. */
+int  kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err, size_t err_cap);
+int  kp_server_port(const kp_server *srv);
+/* Stops accepting, ends every connection at its next deadline, frees. */
+void kp_server_stop(kp_server *srv);
+
+#endif

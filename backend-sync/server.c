@@ -1,0 +1,390 @@
+/* The backend server: one thread per terminal connection, each with its own database
+ * connection and deadlines on every read, so a slow or silent terminal holds only its own
+ * thread. Signatures are verified outside any database lock (they are the expensive part,
+ * and run on every core at once); storing a batch is one short transaction. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kp_backend.h"
+
+#define MAX_TRACKED 4096
+
+struct kp_server {
+	struct kp_server_cfg cfg;
+	kp_tls_conf *tls;
+	kp_key *key;                     /* signs bundles */
+	pthread_mutex_t key_lock;        /* kp_key_sign: one thread at a time per key */
+	int listen_fd;
+	int port;
+	pthread_t acceptor;
+	volatile int stopping;
+	pthread_mutex_t lock;
+	pthread_cond_t idle;
+	int active;
+	int fds[MAX_TRACKED];            /* live connections, shut down on stop */
+};
+
+struct conn {
+	kp_server *srv;
+	int fd;
+	int slot;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
+	snprintf(cfg->port, sizeof(cfg->port), "7800");
+	snprintf(cfg->db, sizeof(cfg->db), "backend.db");
+	snprintf(cfg->ca, sizeof(cfg->ca), "ca.crt");
+	snprintf(cfg->cert, sizeof(cfg->cert), "backend.crt");
+	snprintf(cfg->key, sizeof(cfg->key), "backend.key");
+	cfg->max_conns = 256;
+	cfg->timeout_ms = 10000;
+}
+
+static int send_simple(kp_tls *t, enum kp_msg_type type, uint64_t acked, uint64_t seq,
+                       const char *reason, int timeout_ms)
+{
+	struct kp_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.type = type;
+	m.acked = acked;
+	m.seq = seq;
+	if (reason != NULL)
+		snprintf(m.reason, sizeof(m.reason), "%s", reason);
+	return kp_msg_send(t, &m, timeout_ms);
+}
+
+/* Verifies and decodes one batch, then hands it to the store. */
+static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cert *peer,
+                          const char *terminal, const struct kp_msg *m)
+{
+	struct kp_ingest *in = calloc(m->n_items, sizeof(*in));
+	uint64_t acked = 0, refused = 0;
+	char reason[128];
+	int rc;
+
+	if (in == NULL)
+		return KP_BE_E_NOMEM;
+	for (size_t i = 0; i < m->n_items; i++) {
+		in[i].cose = m->items[i].p;
+		in[i].cose_len = m->items[i].n;
+		rc = kp_cose_verify1(peer, in[i].cose, in[i].cose_len, &in[i].payload,
+		                     &in[i].payload_len, NULL, 0);
+		in[i].sig_ok = rc == 0;
+		in[i].decode_rc = -1;
+		if (in[i].sig_ok) {
+			in[i].decode_rc = kp_record_decode(in[i].payload, in[i].payload_len, &in[i].rec);
+			kp_sha256(in[i].payload, in[i].payload_len, in[i].hash);
+		}
+	}
+	rc = kp_bstore_ingest(db, terminal, in, m->n_items, now_ms(), &acked, &refused, reason,
+	                      sizeof(reason));
+	free(in);
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippu-backend: %s: ingest: %s\n", terminal, kp_bstore_errmsg(db));
+		send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not store the batch; try later",
+		            srv->cfg.timeout_ms);
+		return rc;
+	}
+	if (refused != 0)
+		return send_simple(t, KP_MSG_REFUSED, acked, refused, reason, srv->cfg.timeout_ms);
+	return send_simple(t, KP_MSG_ACK, acked, 0, NULL, srv->cfg.timeout_ms);
+}
+
+static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db, const char *terminal,
+                            uint64_t have)
+{
+	struct kp_bundle b;
+	struct kp_msg m;
+	uint8_t *cose = NULL;
+	size_t cose_len = 0;
+	int has = 0, rc;
+
+	memset(&m, 0, sizeof(m));
+	m.type = KP_MSG_CONFIG;
+	rc = kp_bstore_bundle(db, terminal, have, now_ms(), &b, &has);
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippu-backend: %s: bundle: %s\n", terminal, kp_bstore_errmsg(db));
+		return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not build the bundle",
+		                   srv->cfg.timeout_ms);
+	}
+	if (has) {
+		pthread_mutex_lock(&srv->key_lock);
+		rc = kp_bundle_sign(&b, srv->key, &cose, &cose_len);
+		pthread_mutex_unlock(&srv->key_lock);
+		kp_bundle_free(&b);
+		if (rc != 0) {
+			fprintf(stderr, "kippu-backend: %s: bundle sign: %s\n", terminal,
+			        kp_sync_strerror(rc));
+			return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not sign the bundle",
+			                   srv->cfg.timeout_ms);
+		}
+		m.has_bundle = 1;
+		m.bundle.p = cose;
+		m.bundle.n = cose_len;
+	}
+	rc = kp_msg_send(t, &m, srv->cfg.timeout_ms);
+	free(cose);
+	return rc;
+}
+
+static void serve(kp_server *srv, int fd, const char *peer_addr)
+{
+	kp_tls *t = NULL;
+	kp_bstore *db = NULL;
+	kp_cert *peer = NULL;
+	const uint8_t *der = NULL;
+	size_t der_len = 0;
+	char cn[KP_ID_MAX + 8], err[256];
+	uint64_t acked = 0;
+	uint8_t *buf = NULL;
+	struct kp_msg m;
+	int rc;
+
+	memset(&m, 0, sizeof(m));
+	rc = kp_tls_handshake(&t, srv->tls, fd, NULL, srv->cfg.timeout_ms, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "kippu-backend: %s: TLS handshake refused: %s\n", peer_addr, err);
+		return;                          /* the handshake closed fd */
+	}
+	if (kp_tls_peer_cn(t, cn, sizeof(cn)) != 0 || strlen(cn) > KP_ID_MAX ||
+	    kp_tls_peer_cert_der(t, &der, &der_len) != 0 || kp_cert_parse(&peer, der, der_len) != 0) {
+		fprintf(stderr, "kippu-backend: %s: unusable client certificate\n", peer_addr);
+		goto out;
+	}
+	rc = kp_msg_recv(t, &m, &buf, srv->cfg.timeout_ms);
+	if (rc != 0 || m.type != KP_MSG_HELLO) {
+		fprintf(stderr, "kippu-backend: %s (%s): no hello: %s\n", peer_addr, cn,
+		        rc != 0 ? kp_sync_error_text(rc) : kp_msg_type_name(m.type));
+		send_simple(t, KP_MSG_ERROR, 0, 0, "expected hello", srv->cfg.timeout_ms);
+		goto out;
+	}
+	if (strcmp(m.terminal, cn) != 0) {
+		fprintf(stderr, "kippu-backend: %s: hello says terminal '%s' but the certificate "
+		        "is for '%s': refused\n", peer_addr, m.terminal, cn);
+		send_simple(t, KP_MSG_ERROR, 0, 0, "terminal id differs from the certificate's",
+		            srv->cfg.timeout_ms);
+		goto out;
+	}
+	db = NULL;
+	if (kp_bstore_open(&db, srv->cfg.db) != KP_BE_OK ||
+	    kp_bstore_terminal_seen(db, cn, der, der_len, now_ms(), &acked) != KP_BE_OK) {
+		send_simple(t, KP_MSG_ERROR, 0, 0, "backend store unavailable", srv->cfg.timeout_ms);
+		goto out;
+	}
+	if (send_simple(t, KP_MSG_WELCOME, acked, 0, NULL, srv->cfg.timeout_ms) != 0)
+		goto out;
+	for (;;) {
+		kp_msg_clear(&m);
+		free(buf);
+		buf = NULL;
+		rc = kp_msg_recv(t, &m, &buf, srv->cfg.timeout_ms);
+		if (rc != 0) {
+			fprintf(stderr, "kippu-backend: %s (%s): %s\n", peer_addr, cn, kp_sync_error_text(rc));
+			if (rc == KP_SYNC_E_MALFORMED || rc == KP_SYNC_E_VERSION || rc == KP_SYNC_E_TOOBIG)
+				send_simple(t, KP_MSG_ERROR, 0, 0, kp_sync_error_text(rc), srv->cfg.timeout_ms);
+			break;
+		}
+		if (m.type == KP_MSG_RECORDS)
+			rc = handle_records(srv, t, db, peer, cn, &m);
+		else if (m.type == KP_MSG_GETCONFIG)
+			rc = handle_getconfig(srv, t, db, cn, m.config);
+		else if (m.type == KP_MSG_BYE)
+			break;
+		else
+		{
+			send_simple(t, KP_MSG_ERROR, 0, 0, "unexpected message", srv->cfg.timeout_ms);
+			rc = KP_SYNC_E_PROTOCOL;
+		}
+		if (rc != 0)
+			break;
+	}
+out:
+	kp_msg_clear(&m);
+	free(buf);
+	kp_cert_free(peer);
+	kp_bstore_close(db);
+	kp_tls_close(t);
+}
+
+static void *conn_main(void *arg)
+{
+	struct conn *c = arg;
+	kp_server *srv = c->srv;
+	char addr[64];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	snprintf(addr, sizeof(addr), "fd %d", c->fd);
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+		const unsigned char *a = (const unsigned char *)&((struct sockaddr_in *)&ss)->sin_addr;
+
+		snprintf(addr, sizeof(addr), "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3],
+		         ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	}
+	serve(srv, c->fd, addr);
+	pthread_mutex_lock(&srv->lock);
+	srv->fds[c->slot] = -1;
+	srv->active--;
+	pthread_cond_broadcast(&srv->idle);
+	pthread_mutex_unlock(&srv->lock);
+	free(c);
+	return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+	kp_server *srv = arg;
+
+	while (!srv->stopping) {
+		struct conn *c;
+		pthread_t th;
+		pthread_attr_t attr;
+		int fd = -1, slot = -1;
+
+		if (kp_tcp_accept(srv->listen_fd, 200, &fd) != 0)
+			continue;
+		pthread_mutex_lock(&srv->lock);
+		if (srv->active < srv->cfg.max_conns && !srv->stopping) {
+			for (int i = 0; i < MAX_TRACKED; i++) {
+				if (srv->fds[i] < 0) {
+					slot = i;
+					break;
+				}
+			}
+		}
+		if (slot >= 0) {
+			srv->fds[slot] = fd;
+			srv->active++;
+		}
+		pthread_mutex_unlock(&srv->lock);
+		if (slot < 0) {
+			fprintf(stderr, "kippu-backend: %d connections already: closing a new one\n",
+			        srv->cfg.max_conns);
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, 256 * 1024);
+		if (c == NULL || (c->srv = srv, c->fd = fd, c->slot = slot,
+		                  pthread_create(&th, &attr, conn_main, c) != 0)) {
+			close(fd);
+			free(c);
+			pthread_mutex_lock(&srv->lock);
+			srv->fds[slot] = -1;
+			srv->active--;
+			pthread_mutex_unlock(&srv->lock);
+		}
+		pthread_attr_destroy(&attr);
+	}
+	return NULL;
+}
+
+int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err, size_t err_cap)
+{
+	kp_server *srv = calloc(1, sizeof(*srv));
+	kp_bstore *db = NULL;
+	int rc;
+
+	*out = NULL;
+	err[0] = '\0';
+	if (srv == NULL)
+		return KP_BE_E_NOMEM;
+	srv->cfg = *cfg;
+	srv->listen_fd = -1;
+	if (srv->cfg.max_conns <= 0 || srv->cfg.max_conns > MAX_TRACKED)
+		srv->cfg.max_conns = 256;
+	if (srv->cfg.timeout_ms <= 0)
+		srv->cfg.timeout_ms = 10000;
+	for (int i = 0; i < MAX_TRACKED; i++)
+		srv->fds[i] = -1;
+	pthread_mutex_init(&srv->lock, NULL);
+	pthread_mutex_init(&srv->key_lock, NULL);
+	pthread_cond_init(&srv->idle, NULL);
+	/* Open (and migrate) the store once before serving, so a bad database fails here. */
+	rc = kp_bstore_open(&db, cfg->db);
+	kp_bstore_close(db);
+	if (rc != KP_BE_OK) {
+		snprintf(err, err_cap, "database %s: %s", cfg->db, kp_backend_strerror(rc));
+		goto fail;
+	}
+	rc = kp_tls_conf_new(&srv->tls, KP_TLS_SERVER, cfg->ca, cfg->cert, cfg->key, err, err_cap);
+	if (rc != 0)
+		goto fail;
+	rc = kp_key_load(&srv->key, cfg->key);
+	if (rc != 0) {
+		snprintf(err, err_cap, "key %s: %s", cfg->key, kp_crypto_strerror(rc));
+		goto fail;
+	}
+	rc = kp_tcp_listen(cfg->host, cfg->port, &srv->listen_fd, &srv->port);
+	if (rc != 0) {
+		snprintf(err, err_cap, "listen on %s:%s: %s", cfg->host, cfg->port, strerror(errno));
+		goto fail;
+	}
+	if (pthread_create(&srv->acceptor, NULL, accept_main, srv) != 0) {
+		snprintf(err, err_cap, "cannot start the accept thread");
+		rc = KP_BE_E_NOMEM;
+		goto fail;
+	}
+	*out = srv;
+	return KP_BE_OK;
+fail:
+	if (srv->listen_fd >= 0)
+		close(srv->listen_fd);
+	kp_tls_conf_free(srv->tls);
+	kp_key_free(srv->key);
+	free(srv);
+	return rc;
+}
+
+int kp_server_port(const kp_server *srv)
+{
+	return srv->port;
+}
+
+void kp_server_stop(kp_server *srv)
+{
+	if (srv == NULL)
+		return;
+	srv->stopping = 1;
+	pthread_join(srv->acceptor, NULL);
+	close(srv->listen_fd);
+	pthread_mutex_lock(&srv->lock);
+	/* Wake every connection blocked in poll(); each ends its transaction cleanly. (A
+	 * connection that just closed may leave its number here an instant longer; the
+	 * process is stopping, so a stray shutdown() cannot hurt a live terminal.) */
+	for (int i = 0; i < MAX_TRACKED; i++) {
+		if (srv->fds[i] >= 0)
+			shutdown(srv->fds[i], SHUT_RDWR);
+	}
+	while (srv->active > 0)
+		pthread_cond_wait(&srv->idle, &srv->lock);
+	pthread_mutex_unlock(&srv->lock);
+	kp_tls_conf_free(srv->tls);
+	kp_key_free(srv->key);
+	pthread_mutex_destroy(&srv->lock);
+	pthread_mutex_destroy(&srv->key_lock);
+	pthread_cond_destroy(&srv->idle);
+	free(srv);
+}

@@ -1,0 +1,194 @@
+/* The terminal's side of sync, as a store module: which records to send, what the backend
+ * acknowledged, and applying a verified config bundle in one transaction. The sync runs
+ * on its own database connection, so it never holds the tap path's statements. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp_sync.h"
+#include "store.h"
+#include "store_internal.h"
+
+static int sync_value(kp_store *s, const char *key, uint64_t *v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = KP_OK;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT value FROM sync_state WHERE key = ?1", -1, &st,
+	                       NULL) != SQLITE_OK)
+		return kp_store_fail(s, "sync state");
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	*v = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* One statement with up to two integer parameters (bindings a statement lacks are
+ * ignored by SQLite). */
+static int run(kp_store *s, const char *sql, int64_t a, int64_t b, const char *what)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = KP_OK;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, what);
+	sqlite3_bind_int64(st, 1, a);
+	sqlite3_bind_int64(st, 2, b);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		rc = kp_store_fail(s, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_store_sync_state(kp_store *s, uint64_t *acked, uint64_t *config_version, uint64_t *head)
+{
+	uint8_t hash[KP_SHA256_LEN];
+	int rc = sync_value(s, "acked_seq", acked);
+
+	if (rc == KP_OK)
+		rc = sync_value(s, "config_version", config_version);
+	if (rc == KP_OK && head != NULL)
+		rc = kp_store_journal_head(s, head, hash);
+	return rc;
+}
+
+static int src_records_after(void *ctx, uint64_t after, size_t max, struct kp_bytes *items,
+                             size_t *n)
+{
+	kp_store *s = ctx;
+	sqlite3_stmt *st = NULL;
+	int rc = KP_OK;
+
+	*n = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT cose FROM journal WHERE seq > ?1 ORDER BY seq"
+	                       " LIMIT ?2", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "records to send");
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		size_t len = (size_t)sqlite3_column_bytes(st, 0);
+		uint8_t *copy = malloc(len + 1);
+
+		if (copy == NULL) {
+			rc = KP_E_NOMEM;
+			break;
+		}
+		memcpy(copy, sqlite3_column_blob(st, 0), len);
+		items[*n].p = copy;
+		items[*n].n = len;
+		(*n)++;
+	}
+	sqlite3_finalize(st);
+	if (rc != KP_OK) {
+		for (size_t i = 0; i < *n; i++)
+			free((void *)items[i].p);
+		*n = 0;
+	}
+	return rc;
+}
+
+static int src_set_acked(void *ctx, uint64_t acked)
+{
+	kp_store *s = ctx;
+	int rc = kp_store_begin(s);
+
+	/* Never move backwards: a backend restored from an old backup must not make us
+	 * forget that we already delivered records. */
+	if (rc == KP_OK)
+		rc = run(s, "UPDATE sync_state SET value = max(value, ?1) WHERE key = 'acked_seq'", (int64_t)acked, 0, "acked");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM pending_uses WHERE seq <= ?1", (int64_t)acked, 0,
+		         "pending uses");
+	if (rc == KP_OK)
+		rc = kp_store_commit(s);
+	if (rc != KP_OK)
+		kp_store_rollback(s);
+	return rc;
+}
+
+static int src_config_version(void *ctx, uint64_t *version)
+{
+	return sync_value(ctx, "config_version", version);
+}
+
+static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
+{
+	kp_store *s = ctx;
+	uint64_t have = 0;
+	int rc;
+
+	rc = kp_store_begin(s);
+	if (rc != KP_OK)
+		return rc;
+	/* Checked again inside the transaction: two syncs must not apply out of order. */
+	rc = sync_value(s, "config_version", &have);
+	if (rc == KP_OK && b->version <= have) {
+		snprintf(s->err, sizeof(s->err), "bundle %llu is not newer than %llu",
+		         (unsigned long long)b->version, (unsigned long long)have);
+		rc = KP_E_INVAL;
+	}
+	/* The snapshot replaces what the terminal had: the backend is the truth. */
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM entitlements", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM product_operators", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM products", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM operators", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM denylist", 0, 0, "clear");
+	for (size_t i = 0; rc == KP_OK && i < b->n_operators; i++)
+		rc = kp_store_put_operator(s, b->operators[i].id, b->operators[i].name);
+	for (size_t i = 0; rc == KP_OK && i < b->n_products; i++) {
+		const struct kp_bundle_product *p = &b->products[i];
+		const char *ops[16];
+
+		for (size_t j = 0; j < p->n_operators && j < 16; j++)
+			ops[j] = p->operators[j];
+		rc = kp_store_put_product(s, p->id, p->name, (int)p->rides, ops, p->n_operators);
+	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_entitlements; i++) {
+		const struct kp_bundle_entitlement *be = &b->entitlements[i];
+		struct kp_entitlement e;
+
+		memset(&e, 0, sizeof(e));
+		e.id = be->id;
+		memcpy(e.token, be->token, KP_TOKEN_LEN);
+		snprintf(e.product, sizeof(e.product), "%s", be->product);
+		e.rides_left = be->remaining;
+		e.valid_from_ms = be->valid_from_ms;
+		e.valid_until_ms = be->valid_until_ms;
+		rc = kp_store_put_entitlement(s, &e);
+	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_denylist; i++)
+		rc = kp_store_put_denylist(s, b->denylist[i].token, b->denylist[i].reason, b->issued_ms);
+	/* Merge, not overwrite: take off the rides this terminal took that the snapshot does
+	 * not include yet (records after b->acked). */
+	if (rc == KP_OK)
+		rc = run(s, "UPDATE entitlements SET rides_left = max(0, rides_left -"
+		            " (SELECT coalesce(sum(rides), 0) FROM pending_uses p"
+		            "  WHERE p.ent_id = entitlements.id AND p.seq > ?1)) ",
+		         (int64_t)b->acked, 0, "merge uses");
+	if (rc == KP_OK)
+		rc = run(s, "UPDATE sync_state SET value = ?1 WHERE key = 'config_version'",
+		         (int64_t)b->version, 0, "config version");
+	if (rc == KP_OK)
+		rc = kp_store_commit(s);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippu: bundle %llu not applied: %s\n",
+		        (unsigned long long)b->version, kp_store_errmsg(s));
+		kp_store_rollback(s);
+	}
+	return rc;
+}
+
+void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
+{
+	memset(src, 0, sizeof(*src));
+	src->ctx = s;
+	src->records_after = src_records_after;
+	src->set_acked = src_set_acked;
+	src->config_version = src_config_version;
+	src->apply_bundle = src_apply_bundle;
+}

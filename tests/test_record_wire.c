@@ -1,0 +1,1801 @@
+/* Unit tests of backend-sync's wire protocol (wire.c), config bundle (bundle.c) and the
+ * client exchange (client.c), the latter over an in-memory peer instead of TLS.
+ *
+ * How the byte vectors were computed: by hand from RFC 8949, not with our encoder or
+ * libcbor. A head is major type << 5 | argument when the argument is below 24, else
+ * | 24/25/26/27 followed by 1/2/4/8 big-endian bytes (section 3); text keys are sorted by
+ * their encoded bytes (section 4.2.1), which for keys shorter than 24 bytes means shorter
+ * keys first, then bytewise ("t" 0x6174 < "v" 0x6176 < "seq" 0x63.. < "acked" 0x65..).
+ * Strings were spelled out from an ASCII table. Every message and bundle the tests encode is
+ * also run through det_item() below, a separate ~50-line checker of RFC 8949 deterministic
+ * encoding that knows nothing of our key tables. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp_sync.h"
+#include "testutil.h"
+
+/* ---- helpers ---- */
+
+struct buf {
+	uint8_t b[4096];
+	size_t n;
+};
+
+static struct buf hex(const char *h)
+{
+	struct buf o;
+
+	o.n = tu_hex(h, o.b, sizeof(o.b));
+	return o;
+}
+
+static uint32_t lcg(uint32_t *s)
+{
+	*s = *s * 1664525u + 1013904223u;
+	return *s >> 8;
+}
+
+/* Length of the deterministically encoded (RFC 8949 4.2.1) item at p, 0 if it is not:
+ * shortest heads, definite lengths, map keys in bytewise lexicographic order of their
+ * encodings. Covers what our formats use: integers, strings, arrays, maps, null, tag 18. */
+static size_t det_item(const uint8_t *p, size_t n, int depth)
+{
+	static const uint64_t min_for[] = { 24, 0x100, 0x10000, 0x100000000ull };
+	uint8_t major, ai;
+	uint64_t arg = 0, i;
+	size_t h, len, k;
+
+	if (n < 1 || depth > 16)
+		return 0;
+	major = p[0] >> 5;
+	ai = p[0] & 31;
+	if (major == 7)
+		return p[0] == 0xF6 ? 1 : 0;
+	if (ai < 24) {
+		arg = ai;
+		h = 1;
+	} else if (ai <= 27) {
+		h = 1 + ((size_t)1 << (ai - 24));
+		if (n < h)
+			return 0;
+		for (i = 1; i < h; i++)
+			arg = arg << 8 | p[i];
+		if (arg < min_for[ai - 24])
+			return 0;               /* a longer head than needed */
+	} else {
+		return 0;                       /* indefinite or reserved */
+	}
+	switch (major) {
+	case 0: case 1:
+		return h;
+	case 2: case 3:
+		return arg <= n - h ? h + (size_t)arg : 0;
+	case 4:
+		for (len = h, i = 0; i < arg; i++, len += k) {
+			k = det_item(p + len, n - len, depth + 1);
+			if (k == 0)
+				return 0;
+		}
+		return len;
+	case 5: {
+		const uint8_t *prev = NULL;
+		size_t prev_len = 0;
+
+		for (len = h, i = 0; i < arg; i++) {
+			size_t kl = det_item(p + len, n - len, depth + 1), m, vl;
+			int c;
+
+			if (kl == 0)
+				return 0;
+			if (prev != NULL) {
+				m = prev_len < kl ? prev_len : kl;
+				c = memcmp(prev, p + len, m);
+				if (c > 0 || (c == 0 && prev_len >= kl))
+					return 0;       /* not ascending, or a duplicate */
+			}
+			prev = p + len;
+			prev_len = kl;
+			len += kl;
+			vl = det_item(p + len, n - len, depth + 1);
+			if (vl == 0)
+				return 0;
+			len += vl;
+		}
+		return len;
+	}
+	case 6:
+		if (arg != 18 || h != 1)
+			return 0;
+		k = det_item(p + 1, n - 1, depth + 1);
+		return k != 0 ? 1 + k : 0;
+	}
+	return 0;
+}
+
+static void assert_deterministic(const uint8_t *p, size_t n)
+{
+	assert_int_equal(det_item(p, n, 0), n);
+}
+
+/* ---- messages ---- */
+
+static const uint8_t ITEM1[] = { 0x01 };
+static const uint8_t ITEM2[] = { 0x02, 0x03 };
+static uint8_t ITEM3[24];
+static struct kp_bytes sample_items[3] = {
+	{ ITEM1, sizeof(ITEM1) }, { ITEM2, sizeof(ITEM2) }, { ITEM3, sizeof(ITEM3) },
+};
+static const uint8_t BUNDLE_BYTES[] = { 0xD2, 0x84, 0x40 };   /* opaque to the wire layer */
+
+/* One message of each kind, only its own fields set. */
+static struct kp_msg sample(enum kp_msg_type t, int variant)
+{
+	struct kp_msg m;
+
+	memset(&m, 0, sizeof(m));
+	memset(ITEM3, 0xAA, sizeof(ITEM3));
+	m.type = t;
+	switch (t) {
+	case KP_MSG_HELLO:
+		strcpy(m.terminal, "bus-042");
+		m.config = 300;
+		break;
+	case KP_MSG_WELCOME:
+	case KP_MSG_ACK:
+		m.acked = variant ? UINT64_MAX : 16;
+		break;
+	case KP_MSG_RECORDS:
+		m.items = sample_items;
+		m.n_items = 3;
+		break;
+	case KP_MSG_REFUSED:
+		m.acked = 16;
+		m.seq = 17;
+		strcpy(m.reason, "bad signature");
+		break;
+	case KP_MSG_GETCONFIG:
+		m.config = variant ? 0 : 4294967296ull;
+		break;
+	case KP_MSG_CONFIG:
+		if (variant) {
+			m.has_bundle = 1;
+			m.bundle.p = BUNDLE_BYTES;
+			m.bundle.n = sizeof(BUNDLE_BYTES);
+		}
+		break;
+	case KP_MSG_BYE:
+		break;
+	case KP_MSG_ERROR:
+		strcpy(m.reason, variant ? "" : "関西: backend store unavailable");
+		break;
+	}
+	return m;
+}
+
+static void assert_msg_equal(const struct kp_msg *a, const struct kp_msg *b)
+{
+	size_t i;
+
+	assert_int_equal(a->type, b->type);
+	assert_string_equal(a->terminal, b->terminal);
+	assert_true(a->config == b->config);
+	assert_true(a->acked == b->acked);
+	assert_true(a->seq == b->seq);
+	assert_string_equal(a->reason, b->reason);
+	assert_int_equal(a->n_items, b->n_items);
+	for (i = 0; i < a->n_items; i++) {
+		assert_int_equal(a->items[i].n, b->items[i].n);
+		assert_memory_equal(a->items[i].p, b->items[i].p, a->items[i].n);
+	}
+	assert_int_equal(a->has_bundle, b->has_bundle);
+	if (a->has_bundle) {
+		assert_int_equal(a->bundle.n, b->bundle.n);
+		assert_memory_equal(a->bundle.p, b->bundle.p, a->bundle.n);
+	}
+}
+
+static void test_msg_roundtrip(void **state)
+{
+	int t, variant;
+
+	(void)state;
+	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+		for (variant = 0; variant < 2; variant++) {
+			struct kp_msg m = sample((enum kp_msg_type)t, variant), d;
+			uint8_t *out = NULL, *again = NULL;
+			size_t n = 0, n2 = 0;
+
+			assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+			assert_deterministic(out, n);
+			memset(&d, 0x5A, sizeof(d));
+			assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+			assert_msg_equal(&m, &d);
+			assert_int_equal(kp_msg_encode(&d, &again, &n2), KP_SYNC_OK);
+			assert_int_equal(n2, n);
+			assert_memory_equal(again, out, n);
+			kp_msg_clear(&d);
+			free(out);
+			free(again);
+		}
+	}
+	assert_string_equal(kp_msg_type_name(KP_MSG_HELLO), "hello");
+	assert_string_equal(kp_msg_type_name(KP_MSG_GETCONFIG), "getconfig");
+	assert_string_equal(kp_msg_type_name(KP_MSG_ERROR), "error");
+	assert_string_equal(kp_msg_type_name((enum kp_msg_type)0), "unknown");
+	assert_string_equal(kp_msg_type_name((enum kp_msg_type)99), "unknown");
+	assert_string_equal(kp_sync_strerror(KP_SYNC_E_STALE),
+	                    "bundle is not newer than the one applied");
+	assert_string_equal(kp_sync_strerror(-1), "unknown sync error");
+}
+
+/* Hand-computed (see the top of the file). */
+static const char HELLO_HEX[] =
+	"A4"                                    /* map of 4 */
+	"6174" "6568656C6C6F"                   /* "t": "hello" */
+	"6176" "01"                             /* "v": 1 */
+	"66636F6E666967" "19012C"               /* "config": 300 (0x012C in a 2-byte head) */
+	"687465726D696E616C" "676275732D303432"; /* "terminal": "bus-042" */
+static const char RECORDS_HEX[] =
+	"A3"
+	"6174" "677265636F726473"               /* "t": "records" */
+	"6176" "01"
+	"656974656D73" "83"                     /* "items": array of 3 */
+	"4101" "420203"                         /* h'01', h'0203' */
+	"5818" "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"; /* 24 bytes: 1-byte length */
+static const char REFUSED_HEX[] =
+	"A5" "6174" "67726566757365" "64" "6176" "01"
+	"63736571" "11"                         /* "seq": 17 */
+	"6561636B6564" "10"                     /* "acked": 16 */
+	"66726561736F6E" "6D626164207369676E6174757265"; /* "reason": "bad signature" */
+static const char BYE_HEX[] = "A2" "6174" "63627965" "6176" "01";
+static const char CONFIG_NONE_HEX[] =
+	"A3" "6174" "66636F6E666967" "6176" "01" "6662756E646C65" "F6"; /* "bundle": null */
+
+static void test_msg_vectors(void **state)
+{
+	static const struct { enum kp_msg_type t; const char *hex; } v[] = {
+		{ KP_MSG_HELLO, HELLO_HEX }, { KP_MSG_RECORDS, RECORDS_HEX },
+		{ KP_MSG_REFUSED, REFUSED_HEX }, { KP_MSG_BYE, BYE_HEX },
+		{ KP_MSG_CONFIG, CONFIG_NONE_HEX },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct kp_msg m = sample(v[i].t, 0), d;
+		struct buf want = hex(v[i].hex);
+		uint8_t *out = NULL;
+		size_t n = 0;
+
+		assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+		assert_int_equal(n, want.n);
+		assert_memory_equal(out, want.b, n);
+		assert_int_equal(kp_msg_decode(want.b, want.n, &d), KP_SYNC_OK);
+		assert_msg_equal(&m, &d);
+		kp_msg_clear(&d);
+		free(out);
+	}
+}
+
+static void test_msg_encode_rejects(void **state)
+{
+	struct kp_bytes bad_items[2] = { { ITEM1, 1 }, { NULL, 0 } };
+	struct kp_bytes empty_item[1] = { { ITEM1, 0 } };
+	struct kp_msg m;
+	uint8_t *out = (uint8_t *)1;
+	size_t n = 1;
+	int i;
+
+	(void)state;
+	for (i = 0; i < 14; i++) {
+		switch (i) {
+		case 0:  m = sample(KP_MSG_HELLO, 0); m.terminal[0] = '\0'; break;
+		case 1:  m = sample(KP_MSG_HELLO, 0); memset(m.terminal, 'x', sizeof(m.terminal)); break;
+		case 2:  m = sample(KP_MSG_HELLO, 0); strcpy(m.terminal, "\xC3\x28"); break;
+		case 3:  m = sample(KP_MSG_ERROR, 0); memset(m.reason, 'x', sizeof(m.reason)); break;
+		case 4:  m = sample(KP_MSG_REFUSED, 0); strcpy(m.reason, "\xED\xA0\x80"); break;
+		case 5:  m = sample(KP_MSG_RECORDS, 0); m.n_items = 0; break;
+		case 6:  m = sample(KP_MSG_RECORDS, 0); m.n_items = KP_SYNC_BATCH_MAX + 1; break;
+		case 7:  m = sample(KP_MSG_RECORDS, 0); m.items = NULL; break;
+		case 8:  m = sample(KP_MSG_RECORDS, 0); m.items = bad_items; m.n_items = 2; break;
+		case 9:  m = sample(KP_MSG_RECORDS, 0); m.items = empty_item; m.n_items = 1; break;
+		case 10: m = sample(KP_MSG_CONFIG, 1); m.bundle.p = NULL; break;
+		case 11: m = sample(KP_MSG_CONFIG, 1); m.bundle.n = 0; break;
+		case 12: m = sample(KP_MSG_BYE, 0); m.type = (enum kp_msg_type)0; break;
+		case 13: m = sample(KP_MSG_BYE, 0); m.type = (enum kp_msg_type)(KP_MSG_ERROR + 1); break;
+		}
+		assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+		assert_null(out);
+		assert_int_equal(n, 0);
+	}
+	m = sample(KP_MSG_BYE, 0);
+	assert_int_equal(kp_msg_encode(NULL, &out, &n), KP_SYNC_E_INVAL);
+	assert_int_equal(kp_msg_encode(&m, NULL, &n), KP_SYNC_E_INVAL);
+	assert_int_equal(kp_msg_encode(&m, &out, NULL), KP_SYNC_E_INVAL);
+}
+
+static int decode_hex(const char *h)
+{
+	struct buf b = hex(h);
+	struct kp_msg m;
+	int rc = kp_msg_decode(b.b, b.n, &m);
+
+	kp_msg_clear(&m);
+	return rc;
+}
+
+static void test_msg_decode_rejects(void **state)
+{
+#define T_HELLO "6174" "6568656C6C6F"
+#define T_WELC  "6174" "6777656C636F6D65"
+#define T_REC   "6174" "677265636F726473"
+#define T_CONF  "6174" "66636F6E666967"
+#define T_BYE   "6174" "63627965"
+#define V1      "6176" "01"
+#define CFG     "66636F6E666967" "07"
+#define TERM    "687465726D696E616C" "676275732D303432"
+#define ACKED   "6561636B6564"
+#define ITEMS   "656974656D73"
+#define BUNDLE  "6662756E646C65"
+	static const struct { const char *hex; int rc; const char *what; } t[] = {
+		{ "", KP_SYNC_E_MALFORMED, "empty" },
+		{ "84" T_HELLO V1 CFG TERM, KP_SYNC_E_MALFORMED, "array, not map" },
+		{ "BF" T_HELLO V1 CFG TERM "FF", KP_SYNC_E_MALFORMED, "indefinite map" },
+		{ "A5" T_HELLO V1 CFG TERM "63666F6F00", KP_SYNC_E_MALFORMED, "unknown key" },
+		{ "A5" T_HELLO V1 "6161" "00" CFG TERM, KP_SYNC_E_MALFORMED, "unknown key 'a'" },
+		{ "A3" T_HELLO V1 CFG, KP_SYNC_E_MALFORMED, "terminal missing" },
+		{ "A3" T_HELLO V1 TERM, KP_SYNC_E_MALFORMED, "config missing" },
+		{ "A3" "6176" "01" CFG TERM, KP_SYNC_E_MALFORMED, "type missing" },
+		{ "A3" T_HELLO CFG TERM, KP_SYNC_E_MALFORMED, "version missing" },
+		{ "A5" T_HELLO V1 CFG CFG TERM, KP_SYNC_E_MALFORMED, "duplicate key" },
+		{ "A5" T_HELLO T_HELLO V1 CFG TERM, KP_SYNC_E_MALFORMED, "duplicate type" },
+		{ "A4" T_HELLO V1 TERM CFG, KP_SYNC_E_MALFORMED, "keys out of order" },
+		{ "A4" V1 T_HELLO CFG TERM, KP_SYNC_E_MALFORMED, "v before t" },
+		{ "A4" T_HELLO "6176" "02" CFG TERM, KP_SYNC_E_VERSION, "version 2" },
+		{ "A4" T_HELLO "6176" "00" CFG TERM, KP_SYNC_E_VERSION, "version 0" },
+		{ "A2" "6174" "636E6577" "6176" "02", KP_SYNC_E_VERSION, "version 2, new type" },
+		{ "A4" T_HELLO "6176" "1801" CFG TERM, KP_SYNC_E_MALFORMED, "version in 2 bytes" },
+		{ "A4" T_HELLO "6176" "6131" CFG TERM, KP_SYNC_E_MALFORMED, "version as text" },
+		{ "A4" T_HELLO "6176" "20" CFG TERM, KP_SYNC_E_MALFORMED, "version -1" },
+		{ "A4" T_HELLO V1 "66636F6E666967" "20" TERM, KP_SYNC_E_MALFORMED, "config -1" },
+		{ "A4" T_HELLO V1 "66636F6E666967" "1807" TERM, KP_SYNC_E_MALFORMED, "config long head" },
+		{ "A4" T_HELLO V1 "66636F6E666967" "F93C00" TERM, KP_SYNC_E_MALFORMED, "config float" },
+		{ "A4" T_HELLO V1 "66636F6E666967" "F6" TERM, KP_SYNC_E_MALFORMED, "config null" },
+		{ "A4" T_HELLO V1 CFG "687465726D696E616C" "476275732D303432", KP_SYNC_E_MALFORMED,
+		  "terminal as bytes" },
+		{ "A4" T_HELLO V1 CFG "687465726D696E616C" "60", KP_SYNC_E_MALFORMED, "empty terminal" },
+		{ "A4" T_HELLO V1 CFG "687465726D696E616C" "7821"
+		  "414141414141414141414141414141414141414141414141414141414141414141",
+		  KP_SYNC_E_MALFORMED, "terminal of 33 bytes" },
+		{ "A4" T_HELLO V1 CFG "687465726D696E616C" "62410042", KP_SYNC_E_MALFORMED,
+		  "NUL in terminal" },
+		{ "A4" T_HELLO V1 CFG "687465726D696E616C" "62C328", KP_SYNC_E_MALFORMED,
+		  "invalid UTF-8" },
+		{ "A4" T_HELLO V1 CFG "687465726D696E616C" "7F62627573FF", KP_SYNC_E_MALFORMED,
+		  "indefinite text" },
+		{ "A4" T_HELLO V1 CFG TERM "00", KP_SYNC_E_MALFORMED, "trailing byte" },
+		{ "A4" T_HELLO V1 CFG TERM "A0", KP_SYNC_E_MALFORMED, "trailing map" },
+		{ "A4" "6174" "6568656C6C70" V1 CFG TERM, KP_SYNC_E_MALFORMED, "unknown type" },
+		{ "A4" "6174" "4568656C6C6F" V1 CFG TERM, KP_SYNC_E_MALFORMED, "type as bytes" },
+		{ "A4" "6174" "7805" "68656C6C6F" V1 CFG TERM, KP_SYNC_E_MALFORMED, "type long head" },
+		{ "A3" T_HELLO V1 ACKED "01", KP_SYNC_E_MALFORMED, "hello with welcome's fields" },
+		{ "A3" T_WELC V1 ACKED "01", KP_SYNC_OK, "welcome" },
+		{ "A3" T_WELC V1 ACKED "F93C00", KP_SYNC_E_MALFORMED, "acked float" },
+		{ "A3" T_WELC V1 ACKED "C101", KP_SYNC_E_MALFORMED, "acked tagged" },
+		{ "A3" T_WELC V1 ACKED "1B0000000100000000", KP_SYNC_OK, "acked 2^32" },
+		{ "A3" T_WELC V1 ACKED "1B00000000FFFFFFFF", KP_SYNC_E_MALFORMED, "acked long head" },
+		{ "A3" T_REC V1 ITEMS "80", KP_SYNC_E_MALFORMED, "no items" },
+		{ "A3" T_REC V1 ITEMS "8140", KP_SYNC_E_MALFORMED, "empty item" },
+		{ "A3" T_REC V1 ITEMS "4101", KP_SYNC_E_MALFORMED, "items not an array" },
+		{ "A3" T_REC V1 ITEMS "816101", KP_SYNC_E_MALFORMED, "item as text" },
+		{ "A3" T_REC V1 ITEMS "9F4101FF", KP_SYNC_E_MALFORMED, "indefinite items" },
+		{ "A3" T_REC V1 ITEMS "825F4101FF", KP_SYNC_E_MALFORMED, "indefinite item" },
+		{ "A3" T_REC V1 ITEMS "82410141", KP_SYNC_E_MALFORMED, "truncated item" },
+		{ "A3" T_REC V1 ITEMS "9B7FFFFFFFFFFFFFFF41", KP_SYNC_E_MALFORMED, "huge count" },
+		{ "A3" T_CONF V1 BUNDLE "F6", KP_SYNC_OK, "config, none" },
+		{ "A3" T_CONF V1 BUNDLE "40", KP_SYNC_E_MALFORMED, "empty bundle" },
+		{ "A3" T_CONF V1 BUNDLE "6141", KP_SYNC_E_MALFORMED, "bundle as text" },
+		{ "A3" T_CONF V1 BUNDLE "F7", KP_SYNC_E_MALFORMED, "bundle undefined" },
+		{ "A3" T_CONF V1 BUNDLE "F4", KP_SYNC_E_MALFORMED, "bundle false" },
+		{ "A2" T_CONF V1, KP_SYNC_E_MALFORMED, "bundle missing" },
+		{ "A3" T_BYE V1 ACKED "01", KP_SYNC_E_MALFORMED, "bye with a field" },
+		{ "A1" T_BYE, KP_SYNC_E_MALFORMED, "bye without version" },
+		{ "BB7FFFFFFFFFFFFFFF" T_BYE V1, KP_SYNC_E_MALFORMED, "huge map count" },
+		{ "A2" "7B7FFFFFFFFFFFFFFF74" V1, KP_SYNC_E_MALFORMED, "huge key length" },
+		{ "D818A2" T_BYE V1, KP_SYNC_E_MALFORMED, "tagged message" },
+		{ "A2" T_BYE "6176" "01" "1C", KP_SYNC_E_MALFORMED, "reserved byte after" },
+		{ "A2" T_BYE V1, KP_SYNC_OK, "bye" },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		int rc = decode_hex(t[i].hex);
+
+		if (rc != t[i].rc)
+			fail_msg("%s: got %d (%s), want %d", t[i].what, rc, kp_sync_strerror(rc), t[i].rc);
+	}
+	assert_int_equal(kp_msg_decode(NULL, 0, &(struct kp_msg){ 0 }), KP_SYNC_E_MALFORMED);
+	assert_int_equal(kp_msg_decode(NULL, 3, &(struct kp_msg){ 0 }), KP_SYNC_E_INVAL);
+	assert_int_equal(kp_msg_decode((const uint8_t *)"\xA0", 1, NULL), KP_SYNC_E_INVAL);
+}
+
+/* The limits that need more bytes than a table row: 256 items and a 127-byte reason pass,
+ * one more of either does not. */
+static void test_msg_limits(void **state)
+{
+	struct kp_bytes many[KP_SYNC_BATCH_MAX + 1];
+	struct kp_msg m, d;
+	uint8_t *out = NULL;
+	size_t n = 0, i;
+
+	(void)state;
+	for (i = 0; i <= KP_SYNC_BATCH_MAX; i++) {
+		many[i].p = ITEM2;
+		many[i].n = sizeof(ITEM2);
+	}
+	m = sample(KP_MSG_RECORDS, 0);
+	m.items = many;
+	m.n_items = KP_SYNC_BATCH_MAX;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.n_items, KP_SYNC_BATCH_MAX);
+	kp_msg_clear(&d);
+	/* 257 items: the array head 0x190100 becomes 0x190101 and one more item follows */
+	{
+		uint8_t *big = malloc(n + 3);
+		uint8_t *head;
+
+		assert_non_null(big);
+		memcpy(big, out, n);
+		head = big + n - KP_SYNC_BATCH_MAX * 3 - 3;
+		assert_memory_equal(head, "\x99\x01\x00", 3);
+		head[2] = 0x01;
+		memcpy(big + n, "\x42\x02\x03", 3);
+		assert_int_equal(kp_msg_decode(big, n + 3, &d), KP_SYNC_E_MALFORMED);
+		free(big);
+	}
+	free(out);
+
+	m = sample(KP_MSG_ERROR, 0);
+	memset(m.reason, 'r', sizeof(m.reason) - 1);
+	m.reason[sizeof(m.reason) - 1] = '\0';
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_string_equal(d.reason, m.reason);
+	/* the same with a 128-byte reason: length 0x7F -> 0x80, one more 'r' */
+	{
+		uint8_t *big = malloc(n + 1);
+		size_t at = n - 127 - 2;
+
+		assert_non_null(big);
+		memcpy(big, out, n);
+		assert_memory_equal(big + at, "\x78\x7F", 2);
+		big[at + 1] = 0x80;
+		big[n] = 'r';
+		assert_int_equal(kp_msg_decode(big, n + 1, &d), KP_SYNC_E_MALFORMED);
+		free(big);
+	}
+	free(out);
+}
+
+/* Any input gives an error or a message that encodes back to exactly the input. */
+static void check_msg_any(const uint8_t *p, size_t n)
+{
+	struct kp_msg m;
+	int rc = kp_msg_decode(p, n, &m);
+
+	if (rc == KP_SYNC_OK) {
+		uint8_t *out = NULL;
+		size_t k = 0;
+
+		assert_int_equal(kp_msg_encode(&m, &out, &k), KP_SYNC_OK);
+		assert_int_equal(k, n);
+		assert_memory_equal(out, p, n);
+		free(out);
+		kp_msg_clear(&m);
+	} else {
+		assert_true(rc == KP_SYNC_E_MALFORMED || rc == KP_SYNC_E_VERSION);
+		assert_null(m.items);
+	}
+}
+
+/* Every truncation (in a buffer of exactly that size, so ASan sees over-reads), every bit
+ * flip and a few byte values at every position, random multi-byte damage. */
+static void fuzz_bytes(const uint8_t *b, size_t n, void (*check)(const uint8_t *, size_t),
+                       uint32_t *seed, int rounds)
+{
+	static const uint8_t vals[] = { 0x00, 0x17, 0x18, 0x1B, 0x3B, 0x5B, 0x7B, 0x9B,
+	                                0xBB, 0xBF, 0xD2, 0xF6, 0xFF };
+	uint8_t *heap;
+	size_t i, j;
+	int r;
+
+	for (i = 0; i < n; i++) {
+		heap = malloc(i + 1);
+		assert_non_null(heap);
+		memcpy(heap, b, i);
+		check(i > 0 ? heap : NULL, i);
+		free(heap);
+	}
+	heap = malloc(n);
+	assert_non_null(heap);
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < 8 + sizeof(vals); j++) {
+			memcpy(heap, b, n);
+			heap[i] = j < 8 ? (uint8_t)(heap[i] ^ (1u << j)) : vals[j - 8];
+			check(heap, n);
+		}
+	}
+	for (r = 0; r < rounds; r++) {
+		size_t k, hits = 1 + lcg(seed) % 4;
+
+		memcpy(heap, b, n);
+		for (k = 0; k < hits; k++)
+			heap[lcg(seed) % n] = (uint8_t)lcg(seed);
+		check(heap, 1 + lcg(seed) % n);
+	}
+	free(heap);
+}
+
+static void test_msg_fuzz(void **state)
+{
+	uint32_t seed = 4242;
+	int t, variant;
+	size_t i, j;
+
+	(void)state;
+	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+		for (variant = 0; variant < 2; variant++) {
+			struct kp_msg m = sample((enum kp_msg_type)t, variant);
+			uint8_t *out = NULL;
+			size_t n = 0;
+
+			assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+			fuzz_bytes(out, n, check_msg_any, &seed, 3000);
+			free(out);
+		}
+	}
+	/* random garbage, mostly starting with a small map head */
+	for (i = 0; i < 30000; i++) {
+		uint8_t g[48];
+		size_t n = lcg(&seed) % sizeof(g);
+
+		for (j = 0; j < n; j++)
+			g[j] = (uint8_t)lcg(&seed);
+		if (n > 0 && i % 2 == 0)
+			g[0] = (uint8_t)(0xA0 | (g[0] & 0x07));
+		if (n > 3 && i % 4 == 0)
+			memcpy(g + 1, "\x61\x74", 2);
+		check_msg_any(g, n);
+	}
+}
+
+/* ---- frames over an in-memory stream ---- */
+
+struct pipe {
+	uint8_t *buf;
+	size_t len, cap, rpos;
+	int reads, writes;
+};
+
+static int pipe_read(void *ctx, void *b, size_t n, int timeout_ms)
+{
+	struct pipe *p = ctx;
+
+	(void)timeout_ms;
+	p->reads++;
+	if (p->len - p->rpos < n) {
+		p->rpos = p->len;
+		return KP_TLS_E_CLOSED;
+	}
+	memcpy(b, p->buf + p->rpos, n);
+	p->rpos += n;
+	return 0;
+}
+
+static void pipe_put(struct pipe *p, const void *b, size_t n)
+{
+	if (p->len + n > p->cap) {
+		p->cap = (p->len + n) * 2;
+		p->buf = realloc(p->buf, p->cap);
+		assert_non_null(p->buf);
+	}
+	memcpy(p->buf + p->len, b, n);
+	p->len += n;
+}
+
+static int pipe_write(void *ctx, const void *b, size_t n, int timeout_ms)
+{
+	struct pipe *p = ctx;
+
+	(void)timeout_ms;
+	p->writes++;
+	pipe_put(p, b, n);
+	return 0;
+}
+
+static void pipe_reset(struct pipe *p)
+{
+	free(p->buf);
+	memset(p, 0, sizeof(*p));
+}
+
+static void test_frames(void **state)
+{
+	struct pipe p = { 0 };
+	const struct kp_sync_io io = { .ctx = &p, .read_exact = pipe_read, .write_all = pipe_write };
+	uint8_t *got = (uint8_t *)1;
+	size_t n = 1;
+	int t, variant;
+
+	(void)state;
+	/* one frame out and back */
+	assert_int_equal(kp_frame_write_io(&io, (const uint8_t *)"abc", 3, 100), KP_SYNC_OK);
+	assert_int_equal(p.len, 7);
+	assert_memory_equal(p.buf, "\x00\x00\x00\x03" "abc", 7);
+	assert_int_equal(kp_frame_read_io(&io, &got, &n, 100), KP_SYNC_OK);
+	assert_int_equal(n, 3);
+	assert_memory_equal(got, "abc", 3);
+	free(got);
+	pipe_reset(&p);
+
+	/* lengths 0 and above the limit: refused after the 4-byte read, before any other */
+	{
+		static const char *const bad[] = { "00000000", "01000001", "FFFFFFFF", "80000000" };
+
+		for (size_t i = 0; i < 4; i++) {
+			struct buf h = hex(bad[i]);
+
+			pipe_put(&p, h.b, h.n);
+			pipe_put(&p, "abcdefgh", 8);
+			assert_int_equal(kp_frame_read_io(&io, &got, &n, 100), KP_SYNC_E_TOOBIG);
+			assert_null(got);
+			assert_int_equal(n, 0);
+			assert_int_equal(p.reads, 1);
+			assert_int_equal(p.rpos, 4);
+			pipe_reset(&p);
+		}
+	}
+	/* the largest length is allowed; a body that ends early is the stream's error */
+	pipe_put(&p, "\x01\x00\x00\x00" "abc", 7);
+	assert_int_equal(kp_frame_read_io(&io, &got, &n, 100), KP_TLS_E_CLOSED);
+	assert_null(got);
+	pipe_reset(&p);
+	pipe_put(&p, "\x00\x00", 2);
+	assert_int_equal(kp_frame_read_io(&io, &got, &n, 100), KP_TLS_E_CLOSED);
+	pipe_reset(&p);
+
+	/* writing: nothing, or more than a frame holds, is refused before writing */
+	assert_int_equal(kp_frame_write_io(&io, (const uint8_t *)"a", 0, 100), KP_SYNC_E_INVAL);
+	assert_int_equal(kp_frame_write_io(&io, (const uint8_t *)"a", KP_SYNC_FRAME_MAX + 1, 100),
+	                 KP_SYNC_E_TOOBIG);
+	assert_int_equal(p.writes, 0);
+	assert_int_equal(kp_frame_write_io(NULL, (const uint8_t *)"a", 1, 100), KP_SYNC_E_INVAL);
+	assert_int_equal(kp_frame_read_io(NULL, &got, &n, 100), KP_SYNC_E_INVAL);
+
+	/* messages: one write per message, each read back equal */
+	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+		for (variant = 0; variant < 2; variant++) {
+			struct kp_msg m = sample((enum kp_msg_type)t, variant);
+
+			assert_int_equal(kp_msg_send_io(&io, &m, 100), KP_SYNC_OK);
+		}
+	}
+	assert_int_equal(p.writes, 2 * (KP_MSG_ERROR - KP_MSG_HELLO + 1));
+	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+		for (variant = 0; variant < 2; variant++) {
+			struct kp_msg m = sample((enum kp_msg_type)t, variant), d;
+
+			assert_int_equal(kp_msg_recv_io(&io, &d, &got, 100), KP_SYNC_OK);
+			assert_msg_equal(&m, &d);
+			kp_msg_clear(&d);
+			free(got);
+		}
+	}
+	assert_int_equal(p.rpos, p.len);
+	pipe_reset(&p);
+
+	/* a frame that is not a message: error, nothing to free */
+	pipe_put(&p, "\x00\x00\x00\x02\xA0\x00", 6);
+	{
+		struct kp_msg d;
+
+		assert_int_equal(kp_msg_recv_io(&io, &d, &got, 100), KP_SYNC_E_MALFORMED);
+		assert_null(got);
+		assert_null(d.items);
+	}
+	pipe_reset(&p);
+
+	/* a batch above the frame limit is refused before writing */
+	{
+		struct kp_bytes two[2];
+		uint8_t *big = calloc(1, KP_SYNC_FRAME_MAX / 2 + 1);
+		struct kp_msg m = sample(KP_MSG_RECORDS, 0);
+
+		assert_non_null(big);
+		two[0].p = two[1].p = big;
+		two[0].n = two[1].n = KP_SYNC_FRAME_MAX / 2 + 1;
+		m.items = two;
+		m.n_items = 2;
+		assert_int_equal(kp_msg_send_io(&io, &m, 100), KP_SYNC_E_TOOBIG);
+		assert_int_equal(p.writes, 0);
+		free(big);
+	}
+	pipe_reset(&p);
+}
+
+/* ---- the bundle ---- */
+
+static const char *const TERMINAL = "bus-042";
+
+static void token_of(uint8_t tok[KP_TOKEN_LEN], unsigned seed)
+{
+	for (unsigned i = 0; i < KP_TOKEN_LEN; i++)
+		tok[i] = (uint8_t)(seed * 37u + i * 11u);
+}
+
+/* A bundle with a few of each, already in canonical order (so that a decoded copy compares
+ * equal field by field). Arrays are calloc'd: free with kp_bundle_free. */
+static struct kp_bundle sample_bundle(uint64_t version)
+{
+	struct kp_bundle b;
+	size_t i;
+
+	memset(&b, 0, sizeof(b));
+	b.version = version;
+	b.issued_ms = 1700000000000LL;
+	strcpy(b.terminal, TERMINAL);
+	b.acked = 1234;
+	b.n_operators = 3;
+	b.operators = calloc(3, sizeof(*b.operators));
+	b.n_products = 3;
+	b.products = calloc(3, sizeof(*b.products));
+	b.n_entitlements = 4;
+	b.entitlements = calloc(4, sizeof(*b.entitlements));
+	b.n_denylist = 3;
+	b.denylist = calloc(3, sizeof(*b.denylist));
+	assert_true(b.operators && b.products && b.entitlements && b.denylist);
+
+	strcpy(b.operators[0].id, "gunma-bus");
+	strcpy(b.operators[0].name, "群馬バス");
+	strcpy(b.operators[1].id, "kansai-bus");
+	strcpy(b.operators[1].name, "関西バス");
+	strcpy(b.operators[2].id, "nankai");
+	strcpy(b.operators[2].name, "");
+
+	strcpy(b.products[0].id, "any");
+	strcpy(b.products[0].name, "anything");
+	b.products[0].rides = -1;
+	strcpy(b.products[1].id, "pass-1d");
+	strcpy(b.products[1].name, "1-day pass");
+	b.products[1].rides = 0;
+	strcpy(b.products[1].operators[0], "kansai-bus");
+	strcpy(b.products[1].operators[1], "nankai");
+	b.products[1].n_operators = 2;
+	strcpy(b.products[2].id, "ride-10");
+	strcpy(b.products[2].name, "10 rides");
+	b.products[2].rides = 10;
+	strcpy(b.products[2].operators[0], "gunma-bus");
+	b.products[2].n_operators = 1;
+
+	/* two entitlements on the first card (tokens 0, 0, 1, 2: see token_of) */
+	for (i = 0; i < 4; i++) {
+		struct kp_bundle_entitlement *e = &b.entitlements[i];
+
+		token_of(e->token, i == 0 ? 0 : (unsigned)i - 1);
+		e->id = i == 1 ? 70000 : (int64_t)(i + 1);
+		strcpy(e->product, i == 3 ? "ride-10" : "pass-1d");
+		e->remaining = (int64_t)i * 3;
+		e->valid_from_ms = 1700000000000LL;
+		e->valid_until_ms = i == 2 ? INT64_MAX : 1800000000000LL;
+	}
+	for (i = 0; i < 3; i++) {
+		token_of(b.denylist[i].token, (unsigned)i + 1);
+		strcpy(b.denylist[i].reason, i == 1 ? "overdraft" : "lost");
+	}
+	return b;
+}
+
+static void bundle_bytes(const struct kp_bundle *b, uint8_t **out, size_t *n)
+{
+	assert_int_equal(kp_bundle_encode(b, out, n), KP_SYNC_OK);
+	assert_deterministic(*out, *n);
+}
+
+static void assert_bundle_equal(const struct kp_bundle *a, const struct kp_bundle *b)
+{
+	assert_true(a->version == b->version);
+	assert_true(a->issued_ms == b->issued_ms);
+	assert_string_equal(a->terminal, b->terminal);
+	assert_true(a->acked == b->acked);
+	assert_int_equal(a->n_operators, b->n_operators);
+	assert_int_equal(a->n_products, b->n_products);
+	assert_int_equal(a->n_entitlements, b->n_entitlements);
+	assert_int_equal(a->n_denylist, b->n_denylist);
+	if (a->n_operators > 0)
+		assert_memory_equal(a->operators, b->operators, a->n_operators * sizeof(*a->operators));
+	if (a->n_products > 0)
+		assert_memory_equal(a->products, b->products, a->n_products * sizeof(*a->products));
+	if (a->n_entitlements > 0)
+		assert_memory_equal(a->entitlements, b->entitlements,
+		                    a->n_entitlements * sizeof(*a->entitlements));
+	if (a->n_denylist > 0)
+		assert_memory_equal(a->denylist, b->denylist, a->n_denylist * sizeof(*a->denylist));
+}
+
+static void test_bundle_roundtrip(void **state)
+{
+	struct kp_bundle b = sample_bundle(7), d, empty;
+	uint8_t *out = NULL, *again = NULL;
+	size_t n = 0, n2 = 0;
+
+	(void)state;
+	bundle_bytes(&b, &out, &n);
+	memset(&d, 0x5A, sizeof(d));
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_OK);
+	assert_bundle_equal(&b, &d);
+	bundle_bytes(&d, &again, &n2);
+	assert_int_equal(n2, n);
+	assert_memory_equal(again, out, n);
+	/* the top-level keys, in the documented order */
+	assert_memory_equal(out, "\xA9\x61v\x01\x65" "acked", 10);
+	kp_bundle_free(&d);
+	kp_bundle_free(&b);
+	free(out);
+	free(again);
+
+	/* an empty snapshot is a bundle too */
+	memset(&empty, 0, sizeof(empty));
+	empty.version = 1;
+	strcpy(empty.terminal, "t");
+	bundle_bytes(&empty, &out, &n);
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_OK);
+	assert_bundle_equal(&empty, &d);
+	assert_null(d.operators);
+	kp_bundle_free(&d);
+	kp_bundle_free(NULL);
+	free(out);
+}
+
+/* Any order in, one order out; the decoder takes only that order. */
+static void test_bundle_canonical_order(void **state)
+{
+	struct kp_bundle b = sample_bundle(7), s = sample_bundle(7), d;
+	uint8_t *want = NULL, *got = NULL;
+	size_t n = 0, m = 0, i;
+	uint8_t t0[KP_TOKEN_LEN], t1[KP_TOKEN_LEN];
+	uint8_t *p0, *p1;
+
+	(void)state;
+	bundle_bytes(&b, &want, &n);
+	/* reverse every array and the product's operators */
+#define REVERSE(arr, cnt)                                               \
+	for (i = 0; i < (cnt) / 2; i++) {                                \
+		__typeof__(arr[0]) tmp_ = arr[i];                        \
+		arr[i] = arr[(cnt) - 1 - i];                             \
+		arr[(cnt) - 1 - i] = tmp_;                               \
+	}
+	REVERSE(s.operators, s.n_operators);
+	REVERSE(s.products, s.n_products);
+	REVERSE(s.entitlements, s.n_entitlements);
+	REVERSE(s.denylist, s.n_denylist);
+	strcpy(s.products[1].operators[0], "nankai");
+	strcpy(s.products[1].operators[1], "kansai-bus");
+#undef REVERSE
+	bundle_bytes(&s, &got, &m);
+	assert_int_equal(m, n);
+	assert_memory_equal(got, want, n);
+	free(got);
+	/* the encoder sorted pointers, not the caller's arrays */
+	assert_string_equal(s.operators[0].id, "nankai");
+
+	/* duplicates are refused */
+	strcpy(s.operators[1].id, "nankai");
+	assert_int_equal(kp_bundle_encode(&s, &got, &m), KP_SYNC_E_INVAL);
+	kp_bundle_free(&s);
+	s = sample_bundle(7);
+	s.entitlements[1] = s.entitlements[0];
+	assert_int_equal(kp_bundle_encode(&s, &got, &m), KP_SYNC_E_INVAL);
+	kp_bundle_free(&s);
+	s = sample_bundle(7);
+	memcpy(s.denylist[2].token, s.denylist[0].token, KP_TOKEN_LEN);
+	assert_int_equal(kp_bundle_encode(&s, &got, &m), KP_SYNC_E_INVAL);
+	kp_bundle_free(&s);
+	s = sample_bundle(7);
+	strcpy(s.products[1].operators[1], "kansai-bus");
+	assert_int_equal(kp_bundle_encode(&s, &got, &m), KP_SYNC_E_INVAL);
+	kp_bundle_free(&s);
+
+	/* two denylist tokens swapped in the encoding: out of order */
+	token_of(t0, 1);
+	token_of(t1, 2);
+	p0 = memmem(want, n, t0, KP_TOKEN_LEN);
+	p1 = memmem(want, n, t1, KP_TOKEN_LEN);
+	assert_true(p0 != NULL && p1 != NULL && p0 < p1);
+	memcpy(p0, t1, KP_TOKEN_LEN);
+	memcpy(p1, t0, KP_TOKEN_LEN);
+	assert_int_equal(kp_bundle_decode(want, n, &d), KP_SYNC_E_MALFORMED);
+	/* ... and the same token twice */
+	memcpy(p0, t1, KP_TOKEN_LEN);
+	assert_int_equal(kp_bundle_decode(want, n, &d), KP_SYNC_E_MALFORMED);
+	memcpy(p0, t0, KP_TOKEN_LEN);
+	memcpy(p1, t1, KP_TOKEN_LEN);
+	assert_int_equal(kp_bundle_decode(want, n, &d), KP_SYNC_OK);
+	kp_bundle_free(&d);
+	free(want);
+
+	/* operators of equal id length swapped in the encoding */
+	kp_bundle_free(&b);
+	memset(&b, 0, sizeof(b));
+	b.version = 2;
+	strcpy(b.terminal, TERMINAL);
+	b.n_operators = 2;
+	b.operators = calloc(2, sizeof(*b.operators));
+	assert_non_null(b.operators);
+	strcpy(b.operators[0].id, "op-a");
+	strcpy(b.operators[1].id, "op-b");
+	bundle_bytes(&b, &want, &n);
+	p0 = memmem(want, n, "op-a", 4);
+	p1 = memmem(want, n, "op-b", 4);
+	assert_true(p0 != NULL && p1 != NULL);
+	p0[3] = 'b';
+	p1[3] = 'a';
+	assert_int_equal(kp_bundle_decode(want, n, &d), KP_SYNC_E_MALFORMED);
+	kp_bundle_free(&b);
+	free(want);
+}
+
+static void test_bundle_encode_rejects(void **state)
+{
+	uint8_t *out = (uint8_t *)1;
+	size_t n = 1;
+	int i;
+
+	(void)state;
+	for (i = 0; i < 19; i++) {
+		struct kp_bundle b = sample_bundle(7);
+		struct kp_bundle_operator *keep = NULL;
+		int want = KP_SYNC_E_INVAL;
+
+		switch (i) {
+		case 0:  b.version = 0; break;
+		case 1:  b.issued_ms = -1; break;
+		case 2:  b.terminal[0] = '\0'; break;
+		case 3:  memset(b.terminal, 'x', sizeof(b.terminal)); break;
+		case 4:  b.operators[0].id[0] = '\0'; break;
+		case 5:  memset(b.operators[0].name, 'x', sizeof(b.operators[0].name)); break;
+		case 6:  strcpy(b.products[0].name, "\xC0\xAF"); break;
+		case 7:  b.products[0].n_operators = KP_BUNDLE_PRODUCT_OPS_MAX + 1; break;
+		case 8:  strcpy(b.products[2].operators[0], "no-such-operator"); break;
+		case 9:  strcpy(b.entitlements[0].product, "no-such-product"); break;
+		case 10: b.entitlements[0].id = 0; break;
+		case 11: b.entitlements[0].remaining = -1; break;
+		case 12: b.entitlements[0].valid_from_ms = -1; break;
+		case 13: b.entitlements[0].valid_until_ms = b.entitlements[0].valid_from_ms - 1; break;
+		case 14: b.entitlements[0].product[0] = '\0'; break;
+		case 15: strcpy(b.denylist[0].reason, "\xF4\x90\x80\x80"); break;
+		case 16: keep = b.operators; b.operators = NULL; break;
+		case 17: b.n_operators = KP_BUNDLE_OPERATORS_MAX + 1; want = KP_SYNC_E_TOOBIG; break;
+		case 18: b.n_denylist = KP_BUNDLE_DENYLIST_MAX + 1; want = KP_SYNC_E_TOOBIG; break;
+		}
+		if (kp_bundle_encode(&b, &out, &n) != want)
+			fail_msg("case %d: want %d", i, want);
+		assert_null(out);
+		assert_int_equal(n, 0);
+		if (keep != NULL)
+			b.operators = keep;
+		kp_bundle_free(&b);
+	}
+	assert_int_equal(kp_bundle_encode(NULL, &out, &n), KP_SYNC_E_INVAL);
+}
+
+/* Any input gives an error or a bundle that encodes back to exactly the input. */
+static void check_bundle_any(const uint8_t *p, size_t n)
+{
+	struct kp_bundle b;
+	int rc = kp_bundle_decode(p, n, &b);
+
+	if (rc == KP_SYNC_OK) {
+		uint8_t *out = NULL;
+		size_t k = 0;
+
+		assert_int_equal(kp_bundle_encode(&b, &out, &k), KP_SYNC_OK);
+		assert_int_equal(k, n);
+		assert_memory_equal(out, p, n);
+		free(out);
+		kp_bundle_free(&b);
+	} else {
+		assert_true(rc == KP_SYNC_E_MALFORMED || rc == KP_SYNC_E_VERSION ||
+		            rc == KP_SYNC_E_TOOBIG);
+		assert_null(b.entitlements);
+		assert_int_equal(b.n_entitlements, 0);
+	}
+}
+
+static void test_bundle_decode_rejects(void **state)
+{
+	struct kp_bundle b = sample_bundle(7), d;
+	uint8_t *out = NULL, *big;
+	size_t n = 0;
+	uint32_t seed = 99;
+
+	(void)state;
+	bundle_bytes(&b, &out, &n);
+	/* v: 2 is a version we do not speak, whatever follows */
+	out[3] = 0x02;
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_E_VERSION);
+	out[3] = 0x01;
+	/* one pair more or less */
+	out[0] = 0xAA;
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_E_MALFORMED);
+	out[0] = 0xA8;
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_E_MALFORMED);
+	out[0] = 0xA9;
+	/* a trailing byte */
+	big = malloc(n + 1);
+	assert_non_null(big);
+	memcpy(big, out, n);
+	big[n] = 0;
+	assert_int_equal(kp_bundle_decode(big, n + 1, &d), KP_SYNC_E_MALFORMED);
+	free(big);
+	assert_int_equal(kp_bundle_decode(NULL, 0, &d), KP_SYNC_E_MALFORMED);
+	assert_int_equal(kp_bundle_decode(NULL, 1, &d), KP_SYNC_E_INVAL);
+	assert_int_equal(kp_bundle_decode(out, n, NULL), KP_SYNC_E_INVAL);
+
+	fuzz_bytes(out, n, check_bundle_any, &seed, 20000);
+	free(out);
+	kp_bundle_free(&b);
+}
+
+/* A header may claim anything; only what is really there is allocated. */
+static void test_bundle_limits(void **state)
+{
+	struct kp_bundle b, d;
+	uint8_t *out = NULL, *big;
+	size_t n = 0, i;
+
+	(void)state;
+	memset(&b, 0, sizeof(b));
+	b.version = 3;
+	strcpy(b.terminal, TERMINAL);
+	bundle_bytes(&b, &out, &n);
+	/* ends with "entitlements": [] = 6C 'entitlements' 80 */
+	assert_int_equal(out[n - 1], 0x80);
+	big = malloc(n + 4 + 62);
+	assert_non_null(big);
+	memcpy(big, out, n - 1);
+	/* 2,000,001 claimed: above the limit */
+	memcpy(big + n - 1, "\x9A\x00\x1E\x84\x81", 5);
+	assert_int_equal(kp_bundle_decode(big, n + 4, &d), KP_SYNC_E_TOOBIG);
+	/* 2,000,000 claimed, room for one: refused before allocating */
+	memcpy(big + n - 1, "\x9A\x00\x1E\x84\x80", 5);
+	memset(big + n + 4, 0, 62);
+	assert_int_equal(kp_bundle_decode(big, n + 4 + 62, &d), KP_SYNC_E_MALFORMED);
+	/* 2^64 - 1 claimed */
+	memcpy(big + n - 1, "\x9B\xFF\xFF\xFF\xFF", 5);
+	assert_int_equal(kp_bundle_decode(big, n + 4, &d), KP_SYNC_E_MALFORMED);
+	free(big);
+	free(out);
+
+	/* a large snapshot in any order: 100,000 entitlements and denylist entries */
+	b.n_operators = 1;
+	b.operators = calloc(1, sizeof(*b.operators));
+	b.n_products = 1;
+	b.products = calloc(1, sizeof(*b.products));
+	b.n_entitlements = 100000;
+	b.entitlements = calloc(b.n_entitlements, sizeof(*b.entitlements));
+	b.n_denylist = 100000;
+	b.denylist = calloc(b.n_denylist, sizeof(*b.denylist));
+	assert_true(b.operators && b.products && b.entitlements && b.denylist);
+	strcpy(b.operators[0].id, "op");
+	strcpy(b.products[0].id, "p");
+	strcpy(b.products[0].operators[0], "op");
+	b.products[0].n_operators = 1;
+	for (i = 0; i < b.n_entitlements; i++) {
+		struct kp_bundle_entitlement *e = &b.entitlements[i];
+		uint32_t h = (uint32_t)i * 2654435761u;          /* scrambled order */
+
+		memcpy(e->token, &h, sizeof(h));
+		memcpy(e->token + 4, &i, sizeof(i));
+		e->id = (int64_t)i + 1;
+		strcpy(e->product, "p");
+		e->remaining = 10;
+		e->valid_from_ms = 1700000000000LL;
+		e->valid_until_ms = 1800000000000LL;
+		memcpy(b.denylist[i].token, e->token, KP_TOKEN_LEN);
+		strcpy(b.denylist[i].reason, "lost");
+	}
+	bundle_bytes(&b, &out, &n);
+	assert_true(n < KP_SYNC_FRAME_MAX);
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.n_entitlements, 100000);
+	for (i = 1; i < d.n_entitlements; i++)
+		assert_true(memcmp(d.entitlements[i - 1].token, d.entitlements[i].token,
+		                   KP_TOKEN_LEN) < 0);
+	print_message("100,000 entitlements + 100,000 denylist entries: %zu bytes\n", n);
+	kp_bundle_free(&d);
+	kp_bundle_free(&b);
+	free(out);
+}
+
+/* ---- signing and opening ---- */
+
+static char tmpdir[256];
+static kp_key *ca_key, *backend_key, *other_key, *terminal_key;
+static kp_cert *backend_cert, *other_cert, *terminal_cert;
+
+static const char *tpath(const char *name)
+{
+	static char b[4][300];
+	static int slot;
+	char *p = b[slot++ % 4];
+
+	snprintf(p, sizeof(b[0]), "%s/%s", tmpdir, name);
+	return p;
+}
+
+static int keys_setup(void **state)
+{
+	kp_cert *ca_cert = NULL;
+	int rc;
+
+	(void)state;
+	tu_tmpdir(tmpdir, sizeof(tmpdir));
+	rc = kp_key_generate(&ca_key) || kp_key_generate(&backend_key) ||
+	     kp_key_generate(&other_key) || kp_key_generate(&terminal_key) ||
+	     kp_cert_create_ca(ca_key, "Wire Test CA", 30, tpath("ca.pem")) ||
+	     kp_cert_load(&ca_cert, tpath("ca.pem")) ||
+	     kp_cert_issue(ca_key, ca_cert, backend_key, "backend", 30, tpath("backend.pem")) ||
+	     kp_cert_load(&backend_cert, tpath("backend.pem")) ||
+	     kp_cert_issue(ca_key, ca_cert, other_key, "backend", 30, tpath("other.pem")) ||
+	     kp_cert_load(&other_cert, tpath("other.pem")) ||
+	     kp_cert_issue(ca_key, ca_cert, terminal_key, TERMINAL, 30, tpath("terminal.pem")) ||
+	     kp_cert_load(&terminal_cert, tpath("terminal.pem")) ||
+	     kp_key_save(terminal_key, tpath("terminal.key"));
+	kp_cert_free(ca_cert);
+	return rc ? -1 : 0;
+}
+
+static int keys_teardown(void **state)
+{
+	(void)state;
+	kp_key_free(ca_key);
+	kp_key_free(backend_key);
+	kp_key_free(other_key);
+	kp_key_free(terminal_key);
+	kp_cert_free(backend_cert);
+	kp_cert_free(other_cert);
+	kp_cert_free(terminal_cert);
+	tu_rmdir(tmpdir);
+	return 0;
+}
+
+static void test_bundle_sign_open(void **state)
+{
+	struct kp_bundle b = sample_bundle(7), d;
+	uint8_t *cose = NULL, *other = NULL, *payload = NULL, *copy;
+	size_t n = 0, on = 0, pn = 0;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(kp_bundle_sign(&b, backend_key, &cose, &n), KP_SYNC_OK);
+	assert_deterministic(cose, n);
+
+	/* good: newer than what we have, for us */
+	assert_int_equal(kp_bundle_open_err(backend_cert, cose, n, TERMINAL, 6, &d, err,
+	                                    sizeof(err)), KP_SYNC_OK);
+	assert_string_equal(err, "");
+	assert_bundle_equal(&b, &d);
+	kp_bundle_free(&d);
+	assert_int_equal(kp_bundle_open(backend_cert, cose, n, TERMINAL, 0, &d), KP_SYNC_OK);
+	kp_bundle_free(&d);
+
+	/* stale: the same version or older than ours */
+	assert_int_equal(kp_bundle_open_err(backend_cert, cose, n, TERMINAL, 7, &d, err,
+	                                    sizeof(err)), KP_SYNC_E_STALE);
+	assert_string_equal(err, "bundle version 7 is not newer than version 7 applied");
+	assert_null(d.entitlements);
+	assert_int_equal(kp_bundle_open(backend_cert, cose, n, TERMINAL, 8, &d), KP_SYNC_E_STALE);
+
+	/* made for another terminal */
+	assert_int_equal(kp_bundle_open_err(backend_cert, cose, n, "bus-043", 0, &d, err,
+	                                    sizeof(err)), KP_SYNC_E_MALFORMED);
+	assert_string_equal(err, "bundle is for terminal bus-042, not bus-043");
+	assert_null(d.operators);
+
+	/* a flipped bit in the payload, in the signature */
+	copy = malloc(n);
+	assert_non_null(copy);
+	memcpy(copy, cose, n);
+	copy[n / 2] ^= 0x04;
+	assert_int_equal(kp_bundle_open_err(backend_cert, copy, n, TERMINAL, 0, &d, err,
+	                                    sizeof(err)), KP_SYNC_E_SIGNATURE);
+	assert_non_null(strstr(err, "signature"));
+	memcpy(copy, cose, n);
+	copy[n - 1] ^= 0x80;
+	assert_int_equal(kp_bundle_open(backend_cert, copy, n, TERMINAL, 0, &d),
+	                 KP_SYNC_E_SIGNATURE);
+	free(copy);
+
+	/* signed with another key (whose certificate says "backend" too) */
+	assert_int_equal(kp_bundle_sign(&b, other_key, &other, &on), KP_SYNC_OK);
+	assert_int_equal(kp_bundle_open(backend_cert, other, on, TERMINAL, 0, &d),
+	                 KP_SYNC_E_SIGNATURE);
+	assert_int_equal(kp_bundle_open(other_cert, other, on, TERMINAL, 0, &d), KP_SYNC_OK);
+	kp_bundle_free(&d);
+	free(other);
+
+	/* the backend's key, but another kid */
+	assert_int_equal(kp_bundle_encode(&b, &payload, &pn), KP_SYNC_OK);
+	assert_int_equal(kp_cose_sign1(backend_key, "bus-042", payload, pn, &other, &on),
+	                 KP_RECORD_OK);
+	assert_int_equal(kp_bundle_open_err(backend_cert, other, on, TERMINAL, 0, &d, err,
+	                                    sizeof(err)), KP_SYNC_E_MALFORMED);
+	assert_string_equal(err, "bundle is signed with kid 'bus-042', not 'backend'");
+	free(other);
+	/* signed properly, but not a bundle inside */
+	assert_int_equal(kp_cose_sign1(backend_key, "backend", payload, pn - 1, &other, &on),
+	                 KP_RECORD_OK);
+	assert_int_equal(kp_bundle_open(backend_cert, other, on, TERMINAL, 0, &d),
+	                 KP_SYNC_E_MALFORMED);
+	free(other);
+	free(payload);
+
+	/* not COSE at all */
+	assert_int_equal(kp_bundle_open_err(backend_cert, (const uint8_t *)"\xA0", 1, TERMINAL, 0,
+	                                    &d, err, sizeof(err)), KP_SYNC_E_MALFORMED);
+	assert_int_equal(kp_bundle_open(backend_cert, NULL, 0, TERMINAL, 0, &d),
+	                 KP_SYNC_E_MALFORMED);
+	assert_int_equal(kp_bundle_open(NULL, cose, n, TERMINAL, 0, &d), KP_SYNC_E_INVAL);
+	assert_int_equal(kp_bundle_sign(&b, NULL, &other, &on), KP_SYNC_E_INVAL);
+
+	free(cose);
+	kp_bundle_free(&b);
+}
+
+/* ---- the client, against an in-memory backend ---- */
+
+#define N_RECORDS 600
+
+static uint8_t *journal[N_RECORDS + 1];        /* COSE records, seq 1..N_RECORDS */
+static size_t journal_len[N_RECORDS + 1];
+
+static int journal_setup(void **state)
+{
+	uint8_t prev[KP_SHA256_LEN] = { 0 };
+
+	if (keys_setup(state) != 0)
+		return -1;
+	for (size_t seq = 1; seq <= N_RECORDS; seq++) {
+		struct kp_record r;
+		uint8_t *pl = NULL;
+		size_t pl_len = 0;
+
+		memset(&r, 0, sizeof(r));
+		strcpy(r.terminal, TERMINAL);
+		r.seq = seq;
+		r.time_ms = 1700000000000LL + (int64_t)seq * 1000;
+		strcpy(r.kind, "tap");
+		strcpy(r.operator_id, "kansai-bus");
+		strcpy(r.result, "accepted");
+		strcpy(r.reason, "ok");
+		r.rides = 1;
+		memcpy(r.prev, prev, sizeof(prev));
+		if (kp_record_encode(&r, &pl, &pl_len) != KP_RECORD_OK ||
+		    kp_sha256(pl, pl_len, prev) != KP_CRYPTO_OK ||
+		    kp_cose_sign1(terminal_key, TERMINAL, pl, pl_len, &journal[seq],
+		                  &journal_len[seq]) != KP_RECORD_OK)
+			return -1;
+		free(pl);
+	}
+	return 0;
+}
+
+static int journal_teardown(void **state)
+{
+	for (size_t seq = 1; seq <= N_RECORDS; seq++)
+		free(journal[seq]);
+	return keys_teardown(state);
+}
+
+/* The terminal's side: a journal in memory. */
+struct store {
+	uint64_t acked, version;
+	int applied, fail_apply, fail_records;
+	int set_acked_calls;
+	uint64_t acked_seen[32];
+};
+
+static int st_records_after(void *ctx, uint64_t after, size_t max, struct kp_bytes *items,
+                            size_t *n)
+{
+	struct store *s = ctx;
+
+	*n = 0;
+	if (s->fail_records)
+		return -0x7001;
+	for (uint64_t seq = after + 1; seq <= N_RECORDS && *n < max; seq++) {
+		uint8_t *copy = malloc(journal_len[seq]);
+
+		assert_non_null(copy);
+		memcpy(copy, journal[seq], journal_len[seq]);
+		items[*n].p = copy;
+		items[*n].n = journal_len[seq];
+		(*n)++;
+	}
+	return 0;
+}
+
+static int st_set_acked(void *ctx, uint64_t acked)
+{
+	struct store *s = ctx;
+
+	if (s->set_acked_calls < 32)
+		s->acked_seen[s->set_acked_calls] = acked;
+	s->set_acked_calls++;
+	s->acked = acked;
+	return 0;
+}
+
+static int st_config_version(void *ctx, uint64_t *version)
+{
+	*version = ((struct store *)ctx)->version;
+	return 0;
+}
+
+static int st_apply_bundle(void *ctx, const struct kp_bundle *b)
+{
+	struct store *s = ctx;
+
+	if (s->fail_apply)
+		return -0x7002;
+	assert_string_equal(b->terminal, TERMINAL);
+	assert_int_equal(b->n_entitlements, 4);
+	s->version = b->version;
+	s->applied++;
+	return 0;
+}
+
+/* The backend's side, answering each frame as it arrives. */
+enum ack_mode { ACK_ALL, ACK_SOME, ACK_BEYOND, ACK_BACK, ACK_NONE, ACK_WRONG_TYPE, ACK_ERROR };
+enum bundle_mode { B_NONE, B_GOOD, B_STALE, B_OTHER_TERMINAL, B_BAD_SIG };
+
+struct backend {
+	struct pipe to_server, to_client;
+	uint64_t held;                  /* what the backend holds of this terminal */
+	enum ack_mode ack;
+	enum bundle_mode bundle;
+	uint64_t refuse_seq;            /* 0: none */
+	int error_at_hello, silent_after_hello;
+	enum kp_msg_type seen[64];
+	size_t n_seen;
+	uint64_t config_asked;
+};
+
+static void backend_send(struct backend *be, const struct kp_msg *m)
+{
+	const struct kp_sync_io io = { .ctx = &be->to_client, .read_exact = pipe_read,
+	                               .write_all = pipe_write };
+
+	assert_int_equal(kp_msg_send_io(&io, m, 100), KP_SYNC_OK);
+}
+
+static void backend_answer(struct backend *be, const struct kp_msg *in)
+{
+	struct kp_msg out;
+	struct kp_bundle b;
+	size_t i;
+
+	memset(&out, 0, sizeof(out));
+	switch (in->type) {
+	case KP_MSG_HELLO:
+		assert_string_equal(in->terminal, TERMINAL);
+		if (be->silent_after_hello)
+			return;
+		out.type = be->error_at_hello ? KP_MSG_ERROR : KP_MSG_WELCOME;
+		out.acked = be->held;
+		strcpy(out.reason, "terminal id differs from the certificate's\n\x1b[31m");
+		break;
+	case KP_MSG_RECORDS:
+		/* every record verifies with the terminal's key, in sequence after held */
+		for (i = 0; i < in->n_items; i++) {
+			const uint8_t *pl;
+			size_t pl_len;
+			struct kp_record r;
+
+			assert_int_equal(kp_cose_verify1(terminal_cert, in->items[i].p, in->items[i].n,
+			                                 &pl, &pl_len, NULL, 0), KP_RECORD_OK);
+			assert_int_equal(kp_record_decode(pl, pl_len, &r), KP_RECORD_OK);
+			assert_true(r.seq == be->held + 1 + i);
+		}
+		out.type = KP_MSG_ACK;
+		switch (be->ack) {
+		case ACK_ALL:        out.acked = be->held + in->n_items; break;
+		case ACK_SOME:       out.acked = be->held + (in->n_items + 1) / 2; break;
+		case ACK_BEYOND:     out.acked = be->held + in->n_items + 1; break;
+		case ACK_BACK:       out.acked = be->held > 0 ? be->held - 1 : 0; break;
+		case ACK_NONE:       out.acked = be->held; break;
+		case ACK_WRONG_TYPE: out.type = KP_MSG_WELCOME; break;
+		case ACK_ERROR:
+			out.type = KP_MSG_ERROR;
+			strcpy(out.reason, "backend could not store the batch; try later");
+			break;
+		}
+		if (be->refuse_seq > be->held && be->refuse_seq <= be->held + in->n_items) {
+			out.type = KP_MSG_REFUSED;
+			out.acked = be->refuse_seq - 1;
+			out.seq = be->refuse_seq;
+			strcpy(out.reason, "bad signature");
+		}
+		if (out.type == KP_MSG_ACK || out.type == KP_MSG_REFUSED)
+			be->held = out.acked > be->held ? out.acked : be->held;
+		break;
+	case KP_MSG_GETCONFIG:
+		be->config_asked = in->config;
+		out.type = KP_MSG_CONFIG;
+		if (be->bundle == B_NONE)
+			break;
+		b = sample_bundle(be->bundle == B_STALE ? in->config : in->config + 5);
+		if (be->bundle == B_OTHER_TERMINAL)
+			strcpy(b.terminal, "bus-043");
+		assert_int_equal(kp_bundle_sign(&b, be->bundle == B_BAD_SIG ? other_key : backend_key,
+		                                (uint8_t **)&out.bundle.p, &out.bundle.n), KP_SYNC_OK);
+		out.has_bundle = 1;
+		kp_bundle_free(&b);
+		backend_send(be, &out);
+		free((void *)out.bundle.p);
+		return;
+	case KP_MSG_BYE:
+		return;
+	default:
+		fail_msg("backend got %s", kp_msg_type_name(in->type));
+	}
+	backend_send(be, &out);
+}
+
+/* The client's io: writes go to the backend, which answers each complete frame at once;
+ * reads take the answers, and time out when there are none. */
+static int client_write(void *ctx, const void *b, size_t n, int timeout_ms)
+{
+	struct backend *be = ctx;
+	struct pipe *p = &be->to_server;
+
+	(void)timeout_ms;
+	pipe_write(p, b, n, 0);
+	while (p->len - p->rpos >= 4) {
+		const uint8_t *h = p->buf + p->rpos;
+		size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+		struct kp_msg m;
+
+		if (p->len - p->rpos < 4 + len)
+			break;
+		assert_int_equal(kp_msg_decode(h + 4, len, &m), KP_SYNC_OK);
+		p->rpos += 4 + len;
+		assert_true(be->n_seen < 64);
+		be->seen[be->n_seen++] = m.type;
+		backend_answer(be, &m);
+		kp_msg_clear(&m);
+	}
+	return 0;
+}
+
+static int client_read(void *ctx, void *b, size_t n, int timeout_ms)
+{
+	struct backend *be = ctx;
+	struct pipe *p = &be->to_client;
+
+	(void)timeout_ms;
+	if (p->len - p->rpos < n)
+		return KP_TLS_E_TIMEOUT;
+	memcpy(b, p->buf + p->rpos, n);
+	p->rpos += n;
+	return 0;
+}
+
+static struct kp_sync_source store_source(struct store *s)
+{
+	struct kp_sync_source src = { .ctx = s, .records_after = st_records_after,
+	                              .set_acked = st_set_acked,
+	                              .config_version = st_config_version,
+	                              .apply_bundle = st_apply_bundle };
+
+	return src;
+}
+
+static int run_client(struct backend *be, struct store *s, struct kp_sync_stats *st, char *err,
+                      size_t err_cap)
+{
+	const struct kp_sync_io io = { .ctx = be, .read_exact = client_read,
+	                               .write_all = client_write };
+	const struct kp_sync_source src = store_source(s);
+
+	return kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, st, err, err_cap);
+}
+
+static void backend_free(struct backend *be)
+{
+	pipe_reset(&be->to_server);
+	pipe_reset(&be->to_client);
+}
+
+/* The types the backend saw, as one string: "hello records records getconfig bye". */
+static const char *seen(const struct backend *be)
+{
+	static char out[1024];
+	size_t i;
+
+	out[0] = '\0';
+	for (i = 0; i < be->n_seen; i++) {
+		strcat(out, i > 0 ? " " : "");
+		strcat(out, kp_msg_type_name(be->seen[i]));
+	}
+	return out;
+}
+
+static void test_client_full_sync(void **state)
+{
+	struct backend be = { .ack = ACK_ALL, .bundle = B_GOOD };
+	struct store s = { .version = 2 };
+	struct kp_sync_stats st;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), KP_SYNC_OK);
+	assert_string_equal(err, "");
+	assert_string_equal(seen(&be), "hello records records records getconfig bye");
+	assert_true(st.sent == N_RECORDS && st.acked == N_RECORDS);
+	assert_true(s.acked == N_RECORDS);
+	assert_int_equal(s.set_acked_calls, 4);         /* welcome, then each ack */
+	assert_true(s.acked_seen[0] == 0 && s.acked_seen[1] == 256 && s.acked_seen[2] == 512);
+	assert_true(be.config_asked == 2);
+	assert_int_equal(st.bundle_applied, 1);
+	assert_true(st.bundle_version == 7 && s.version == 7);
+	assert_int_equal(s.applied, 1);
+	assert_int_equal(be.to_client.rpos, be.to_client.len);  /* nothing left unread */
+	backend_free(&be);
+
+	/* again: nothing to send, no newer bundle */
+	memset(&be, 0, sizeof(be));
+	be.held = N_RECORDS;
+	be.bundle = B_NONE;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), KP_SYNC_OK);
+	assert_string_equal(seen(&be), "hello getconfig bye");
+	assert_true(st.sent == 0 && st.acked == N_RECORDS);
+	assert_int_equal(st.bundle_applied, 0);
+	assert_true(st.bundle_version == 7);
+	backend_free(&be);
+}
+
+/* The backend acknowledges only part of each batch: the client goes on from there. */
+static void test_client_partial_acks(void **state)
+{
+	struct backend be = { .ack = ACK_SOME, .held = 550 };
+	struct store s = { 0 };
+	struct kp_sync_stats st;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), KP_SYNC_OK);
+	/* 50 -> 25 acked, 25 -> 13, 12 -> 6, 6 -> 3, 3 -> 2, 1 -> 1 */
+	assert_string_equal(seen(&be), "hello records records records records records records "
+	                    "getconfig bye");
+	assert_true(st.acked == N_RECORDS && s.acked == N_RECORDS);
+	assert_true(st.sent == 50 + 25 + 12 + 6 + 3 + 1);
+	backend_free(&be);
+}
+
+static void test_client_refused(void **state)
+{
+	struct backend be = { .ack = ACK_ALL, .bundle = B_GOOD, .refuse_seq = 300 };
+	struct store s = { 0 };
+	struct kp_sync_stats st;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), KP_SYNC_E_REFUSED);
+	assert_string_equal(err, "backend refused record 300: bad signature");
+	assert_true(st.refused_seq == 300);
+	assert_string_equal(st.refused_reason, "bad signature");
+	assert_true(st.acked == 299 && s.acked == 299);
+	assert_true(st.sent == 512);
+	/* uploading stops, the bundle is still fetched and applied */
+	assert_string_equal(seen(&be), "hello records records getconfig bye");
+	assert_int_equal(st.bundle_applied, 1);
+	assert_int_equal(s.applied, 1);
+	backend_free(&be);
+}
+
+static void test_client_protocol_errors(void **state)
+{
+	static const struct { enum ack_mode ack; const char *err; } t[] = {
+		{ ACK_BEYOND, "backend acknowledged 257 after records 1..256" },
+		{ ACK_BACK, "backend acknowledged 99 after records 101..356" },
+		{ ACK_NONE, "backend acknowledged none of records 101..356" },
+		{ ACK_WRONG_TYPE, "expected ack or refused, got welcome" },
+		{ ACK_ERROR, "backend error: backend could not store the batch; try later" },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct backend be = { .ack = t[i].ack, .bundle = B_GOOD };
+		struct store s = { 0 };
+		struct kp_sync_stats st;
+		char err[256];
+
+		be.held = t[i].ack == ACK_BACK || t[i].ack == ACK_NONE ? 100 : 0;
+		assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), KP_SYNC_E_PROTOCOL);
+		assert_string_equal(err, t[i].err);
+		/* the exchange ends there: no config, no bye */
+		assert_string_equal(seen(&be), "hello records");
+		assert_int_equal(s.applied, 0);
+		backend_free(&be);
+	}
+}
+
+static void test_client_backend_error_and_silence(void **state)
+{
+	struct backend be = { .error_at_hello = 1 };
+	struct store s = { 0 };
+	struct kp_sync_stats st;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), KP_SYNC_E_PROTOCOL);
+	/* control characters from the backend never reach a log line */
+	assert_string_equal(err, "backend error: terminal id differs from the certificate's?"
+	                    "?[31m");
+	assert_int_equal(s.set_acked_calls, 0);
+	backend_free(&be);
+
+	memset(&be, 0, sizeof(be));
+	be.silent_after_hello = 1;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), KP_TLS_E_TIMEOUT);
+	assert_non_null(strstr(err, "waiting for the answer to hello: "));
+	backend_free(&be);
+}
+
+static void test_client_bad_bundles(void **state)
+{
+	static const struct { enum bundle_mode mode; int rc; const char *err; } t[] = {
+		{ B_BAD_SIG, KP_SYNC_E_SIGNATURE,
+		  "config: bundle signature does not verify with the backend certificate" },
+		{ B_OTHER_TERMINAL, KP_SYNC_E_MALFORMED,
+		  "config: bundle is for terminal bus-043, not bus-042" },
+		{ B_STALE, KP_SYNC_E_STALE,
+		  "config: bundle version 3 is not newer than version 3 applied" },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct backend be = { .held = N_RECORDS, .bundle = t[i].mode };
+		struct store s = { .acked = N_RECORDS, .version = 3 };
+		struct kp_sync_stats st;
+		char err[256];
+
+		assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), t[i].rc);
+		assert_string_equal(err, t[i].err);
+		/* refused, not applied; the connection was fine, so bye */
+		assert_string_equal(seen(&be), "hello getconfig bye");
+		assert_int_equal(s.applied, 0);
+		assert_int_equal(st.bundle_applied, 0);
+		assert_true(s.version == 3 && st.bundle_version == 3);
+		backend_free(&be);
+	}
+}
+
+static void test_client_store_failures(void **state)
+{
+	struct backend be = { .bundle = B_GOOD };
+	struct store s = { .fail_apply = 1 };
+	struct kp_sync_stats st;
+	const struct kp_sync_io io = { .ctx = &be, .read_exact = client_read,
+	                               .write_all = client_write };
+	struct kp_sync_source src = store_source(&s);
+	char err[256];
+
+	(void)state;
+	be.held = N_RECORDS;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), -0x7002);
+	assert_string_equal(err, "terminal store: applying bundle version 5 failed (error)");
+	assert_string_equal(seen(&be), "hello getconfig bye");
+	backend_free(&be);
+
+	memset(&be, 0, sizeof(be));
+	s.fail_apply = 0;
+	s.fail_records = 1;
+	be.bundle = B_GOOD;
+	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), -0x7001);
+	assert_string_equal(err, "terminal store: reading records after 0 failed (error)");
+	assert_string_equal(seen(&be), "hello getconfig bye");
+	assert_int_equal(s.applied, 1);
+	backend_free(&be);
+
+	/* arguments */
+	assert_int_equal(kp_sync_exchange(NULL, TERMINAL, backend_cert, &src, 10, &st, err,
+	                                  sizeof(err)), KP_SYNC_E_INVAL);
+	assert_string_equal(err, "invalid argument");
+	assert_int_equal(kp_sync_exchange(&io, "", backend_cert, &src, 10, &st, err, sizeof(err)),
+	                 KP_SYNC_E_INVAL);
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, NULL, &src, 10, NULL, NULL, 0),
+	                 KP_SYNC_E_INVAL);
+	src.apply_bundle = NULL;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 10, &st, err,
+	                                  sizeof(err)), KP_SYNC_E_INVAL);
+	assert_int_equal(be.to_server.len, 0);
+}
+
+/* kp_sync_run's own part: a port nobody listens on. */
+static void test_client_connect_refused(void **state)
+{
+	struct store s = { 0 };
+	struct kp_sync_source src = store_source(&s);
+	struct kp_sync_stats st;
+	kp_tls_conf *conf = NULL;
+	char err[256], port[16], want[64];
+	int fd = -1, bound = 0;
+
+	(void)state;
+	assert_int_equal(kp_tls_conf_new(&conf, KP_TLS_CLIENT, tpath("ca.pem"),
+	                                 tpath("terminal.pem"), tpath("terminal.key"), err,
+	                                 sizeof(err)), KP_TLS_OK);
+	assert_int_equal(kp_tcp_listen("127.0.0.1", "0", &fd, &bound), KP_TLS_OK);
+	close(fd);
+	snprintf(port, sizeof(port), "%d", bound);
+	assert_int_equal(kp_sync_run(conf, "127.0.0.1", port, "backend", TERMINAL, backend_cert,
+	                             &src, 2000, &st, err, sizeof(err)), KP_TLS_E_NET);
+	snprintf(want, sizeof(want), "connect 127.0.0.1:%s: ", port);
+	assert_memory_equal(err, want, strlen(want));
+	print_message("%s\n", err);
+	assert_true(st.sent == 0);
+	assert_int_equal(kp_sync_run(NULL, "127.0.0.1", port, "backend", TERMINAL, backend_cert,
+	                             &src, 2000, &st, err, sizeof(err)), KP_SYNC_E_INVAL);
+	kp_tls_conf_free(conf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest wire_tests[] = {
+		cmocka_unit_test(test_msg_roundtrip),
+		cmocka_unit_test(test_msg_vectors),
+		cmocka_unit_test(test_msg_encode_rejects),
+		cmocka_unit_test(test_msg_decode_rejects),
+		cmocka_unit_test(test_msg_limits),
+		cmocka_unit_test(test_msg_fuzz),
+		cmocka_unit_test(test_frames),
+	};
+	const struct CMUnitTest bundle_tests[] = {
+		cmocka_unit_test(test_bundle_roundtrip),
+		cmocka_unit_test(test_bundle_canonical_order),
+		cmocka_unit_test(test_bundle_encode_rejects),
+		cmocka_unit_test(test_bundle_decode_rejects),
+		cmocka_unit_test(test_bundle_limits),
+		cmocka_unit_test(test_bundle_sign_open),
+	};
+	const struct CMUnitTest client_tests[] = {
+		cmocka_unit_test(test_client_full_sync),
+		cmocka_unit_test(test_client_partial_acks),
+		cmocka_unit_test(test_client_refused),
+		cmocka_unit_test(test_client_protocol_errors),
+		cmocka_unit_test(test_client_backend_error_and_silence),
+		cmocka_unit_test(test_client_bad_bundles),
+		cmocka_unit_test(test_client_store_failures),
+		cmocka_unit_test(test_client_connect_refused),
+	};
+	int failed = cmocka_run_group_tests_name("wire", wire_tests, NULL, NULL);
+
+	failed += cmocka_run_group_tests_name("bundle", bundle_tests, keys_setup, keys_teardown);
+	failed += cmocka_run_group_tests_name("client", client_tests, journal_setup,
+	                                      journal_teardown);
+	return failed != 0;
+}

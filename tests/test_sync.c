@@ -1,0 +1,730 @@
+/* Sync, end to end over loopback: the real kippu-backend, kippu-terminal and kippuctl
+ * against each other, plus a cutting proxy, a raw protocol client and a misbehaving
+ * backend for the fault cases. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "kp_backend.h"
+#include "kp_terminal.h"
+#include "testutil.h"
+
+struct fx {
+	char dir[256];
+	char src[1024];
+	char bin[1024];
+	pid_t backend;
+	int port;
+};
+
+static struct fx *F;
+
+/* Runs a shell command inside the fixture's directory. */
+static int sh(const char *fmt, ...)
+{
+	char cmd[6000], full[9000];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	snprintf(full, sizeof(full), "cd '%s' && CTL='%s/kippuctl' && TERM_BIN='%s/kippu-terminal' "
+	         "&& DB=backend.db && %s", F->dir, F->bin, F->bin, cmd);
+	return tu_sh("%s", full);
+}
+
+static void start_backend(void)
+{
+	char out[512];
+	FILE *fp;
+
+	assert_int_equal(sh("(\"%s/kippu-backend\" --listen 127.0.0.1:0 --db backend.db --ca ca.crt "
+	                    "--cert backend.crt --key backend.key --timeout-ms 3000 > backend.out "
+	                    "2>> backend.log & echo $! > backend.pid) && for i in $(seq 100); do "
+	                    "grep -q listening backend.out && break; sleep 0.05; done", F->bin), 0);
+	snprintf(out, sizeof(out), "%s/backend.pid", F->dir);
+	fp = fopen(out, "r");
+	assert_non_null(fp);
+	assert_int_equal(fscanf(fp, "%d", &F->backend), 1);
+	fclose(fp);
+	snprintf(out, sizeof(out), "%s/backend.out", F->dir);
+	fp = fopen(out, "r");
+	assert_non_null(fp);
+	assert_int_equal(fscanf(fp, "kippu-backend: listening on 127.0.0.1:%d", &F->port), 1);
+	fclose(fp);
+}
+
+static void stop_backend(void)
+{
+	if (F->backend > 0) {
+		kill(F->backend, SIGTERM);
+		waitpid(F->backend, NULL, 0);
+		F->backend = 0;
+	}
+}
+
+/* A terminal's configuration pointing at `port`. */
+static void term_conf(const char *id, const char *op, int port)
+{
+	assert_int_equal(sh("printf 'terminal_id = %s\\noperator = %s\\nreader = mock:none\\n"
+	                    "hmi = mock:%s-hmi.log\\ndatabase = %s.db\\nkey = %s.key\\ncert = %s.crt\\n"
+	                    "token_key = token.key\\nbackend = 127.0.0.1:%d\\nbackend_ca = ca.crt\\n"
+	                    "backend_cert = backend.crt\\nsync_timeout_ms = 3000\\n' > %s.conf",
+	                    id, op, id, id, id, id, port, id), 0);
+}
+
+static int sync_term(const char *id)
+{
+	return sh("\"$TERM_BIN\" --config %s.conf --sync-once 2>> %s.log", id, id);
+}
+
+static int run_term(const char *id, const char *scenario)
+{
+	/* Offline: the background sync would race the test's own syncs. */
+	return sh("\"$TERM_BIN\" --config %s.conf --offline --reader mock:%s 2>> %s.log", id,
+	          scenario, id);
+}
+
+static int count_row(void *arg, int ncol, const char *const *cols, const char *const *names)
+{
+	(void)ncol;
+	(void)cols;
+	(void)names;
+	(*(int64_t *)arg)++;
+	return 0;
+}
+
+static int64_t backend_count(enum kp_report which, const char *terminal)
+{
+	char path[512];
+	kp_bstore *s = NULL;
+	int64_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/backend.db", F->dir);
+	assert_int_equal(kp_bstore_open(&s, path), KP_BE_OK);
+	assert_int_equal(kp_bstore_report(s, which, terminal, count_row, &n), KP_BE_OK);
+	kp_bstore_close(s);
+	return n;
+}
+
+static int64_t journal_count(const char *id)
+{
+	char path[512];
+	kp_store *s = NULL;
+	int64_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s.db", F->dir, id);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_store_count(s, "journal", &n), KP_OK);
+	kp_store_close(s);
+	return n;
+}
+
+static void term_sync_state(const char *id, uint64_t *acked, uint64_t *version)
+{
+	char path[512];
+	kp_store *s = NULL;
+
+	snprintf(path, sizeof(path), "%s/%s.db", F->dir, id);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_store_sync_state(s, acked, version, NULL), KP_OK);
+	kp_store_close(s);
+}
+
+static int setup(void **state)
+{
+	char cwd[700];
+
+	F = calloc(1, sizeof(*F));
+	tu_tmpdir(F->dir, sizeof(F->dir));
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		return -1;
+	snprintf(F->src, sizeof(F->src), "%s/tools", cwd);
+	if (tu_bin()[0] == '/')
+		snprintf(F->bin, sizeof(F->bin), "%s", tu_bin());
+	else
+		snprintf(F->bin, sizeof(F->bin), "%s/%s", cwd, tu_bin());
+	if (sh("\"$CTL\" ca create --key ca.key --cert ca.crt >/dev/null && "
+	       "\"$CTL\" backend create --ca-key ca.key --ca-cert ca.crt --key backend.key "
+	       "--cert backend.crt >/dev/null && "
+	       "\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id T-A --key T-A.key "
+	       "--cert T-A.crt >/dev/null && "
+	       "\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id T-B --key T-B.key "
+	       "--cert T-B.crt >/dev/null && "
+	       "\"$CTL\" token-key create token.key >/dev/null && "
+	       "cp %s/demo/sync/*.txt . && CTL=\"$CTL\" DB=backend.db . %s/demo/sync/backend-setup.sh "
+	       ">/dev/null", F->src, F->src) != 0)
+		return -1;
+	start_backend();
+	term_conf("T-A", "OP-A", F->port);
+	term_conf("T-B", "OP-B", F->port);
+	*state = F;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	stop_backend();
+	tu_rmdir(F->dir);
+	free(F);
+	F = NULL;
+	return 0;
+}
+
+static void test_happy_path_and_independent_verification(void **state)
+{
+	uint64_t acked = 0, version = 0, version2 = 0;
+
+	(void)state;
+	assert_int_equal(sync_term("T-A"), 0);             /* the first bundle */
+	term_sync_state("T-A", &acked, &version);
+	assert_true(version > 0);
+	assert_int_equal(run_term("T-A", "bus-a.txt"), 0);
+	assert_int_equal(journal_count("T-A"), 8);
+	assert_int_equal(sync_term("T-A"), 0);
+	term_sync_state("T-A", &acked, &version2);
+	assert_int_equal(acked, 8);
+	assert_true(version2 > version);                    /* the uses changed the state */
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 8);
+	/* What the bundle said matches what the terminal decided: bob used both rides. */
+	assert_int_equal(sh("\"$CTL\" backend entitlements backend.db | grep -q ' P2 .* 2 .* 2 .* 0 '"), 0);
+	/* The bytes the backend stored verify with an independent implementation. */
+	assert_int_equal(sh("\"$CTL\" backend export backend.db T-A exp >/dev/null && "
+	                    "python3 %s/cose_verify.py exp", F->src), 0);
+	/* A second sync changes nothing. */
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 8);
+	/* No pending uses are left once acknowledged. */
+	{
+		char path[512];
+		kp_store *s = NULL;
+		int64_t n = -1;
+
+		snprintf(path, sizeof(path), "%s/T-A.db", F->dir);
+		assert_int_equal(kp_store_open(&s, path), KP_OK);
+		assert_int_equal(kp_store_count(s, "pending_uses", &n), KP_OK);
+		kp_store_close(s);
+		assert_int_equal(n, 0);
+	}
+}
+
+/* ---- a raw protocol client with a terminal's certificate ---- */
+
+static kp_tls_conf *raw_conf;
+
+static kp_tls *raw_connect(const char *id)
+{
+	char ca[512], cert[512], key[512], err[256], port[16];
+	kp_tls_conf *conf = NULL;
+	kp_tls *t = NULL;
+	int fd = -1;
+
+	snprintf(ca, sizeof(ca), "%s/ca.crt", F->dir);
+	snprintf(cert, sizeof(cert), "%s/%s.crt", F->dir, id);
+	snprintf(key, sizeof(key), "%s/%s.key", F->dir, id);
+	snprintf(port, sizeof(port), "%d", F->port);
+	assert_int_equal(kp_tls_conf_new(&conf, KP_TLS_CLIENT, ca, cert, key, err, sizeof(err)), 0);
+	assert_int_equal(kp_tcp_connect("127.0.0.1", port, 3000, &fd), 0);
+	assert_int_equal(kp_tls_handshake(&t, conf, fd, "backend", 3000, err, sizeof(err)), 0);
+	raw_conf = conf;             /* must outlive the connection */
+	return t;
+}
+
+static void raw_close(kp_tls *t)
+{
+	kp_tls_close(t);
+	kp_tls_conf_free(raw_conf);
+	raw_conf = NULL;
+}
+
+static void expect(kp_tls *t, enum kp_msg_type type, struct kp_msg *m, uint8_t **buf)
+{
+	kp_msg_clear(m);
+	free(*buf);
+	*buf = NULL;
+	assert_int_equal(kp_msg_recv(t, m, buf, 3000), 0);
+	if (m->type != type)
+		fail_msg("expected %s, got %s (%s)", kp_msg_type_name(type), kp_msg_type_name(m->type),
+		         m->reason);
+}
+
+struct batch {
+	struct kp_bytes items[64];
+	size_t n;
+};
+
+static int collect(const struct kp_journal_row *row, void *arg)
+{
+	struct batch *b = arg;
+	uint8_t *copy;
+
+	if (b->n == 64)
+		return 1;
+	copy = malloc(row->cose_len);
+	memcpy(copy, row->cose, row->cose_len);
+	b->items[b->n].p = copy;
+	b->items[b->n].n = row->cose_len;
+	b->n++;
+	return 0;
+}
+
+static void load_batch(const char *id, struct batch *b)
+{
+	char path[512];
+	kp_store *s = NULL;
+
+	memset(b, 0, sizeof(*b));
+	snprintf(path, sizeof(path), "%s/%s.db", F->dir, id);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	kp_journal_foreach(s, collect, b);
+	kp_store_close(s);
+}
+
+static void free_batch(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		free((void *)b->items[i].p);
+}
+
+static void test_duplicate_batch_changes_nothing(void **state)
+{
+	struct kp_msg m, out;
+	struct batch b;
+	uint8_t *buf = NULL;
+	kp_tls *t;
+
+	(void)state;
+	assert_int_equal(run_term("T-A", "bus-a.txt"), 0);
+	load_batch("T-A", &b);
+	assert_int_equal(b.n, 8);
+	t = raw_connect("T-A");
+	memset(&m, 0, sizeof(m));
+	memset(&out, 0, sizeof(out));
+	out.type = KP_MSG_HELLO;
+	snprintf(out.terminal, sizeof(out.terminal), "T-A");
+	assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+	expect(t, KP_MSG_WELCOME, &m, &buf);
+	assert_int_equal(m.acked, 0);
+	out.type = KP_MSG_RECORDS;
+	out.items = b.items;
+	out.n_items = b.n;
+	for (int round = 0; round < 3; round++) {
+		assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+		expect(t, KP_MSG_ACK, &m, &buf);
+		assert_int_equal(m.acked, 8);
+	}
+	out.items = NULL;
+	out.n_items = 0;
+	out.type = KP_MSG_BYE;
+	kp_msg_send(t, &out, 3000);
+	kp_msg_clear(&m);
+	free(buf);
+	raw_close(t);
+	free_batch(&b);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 8);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+}
+
+static void test_terminal_id_mismatch_refused(void **state)
+{
+	struct kp_msg m, out;
+	uint8_t *buf = NULL;
+	kp_tls *t;
+
+	(void)state;
+	t = raw_connect("T-A");
+	memset(&m, 0, sizeof(m));
+	memset(&out, 0, sizeof(out));
+	out.type = KP_MSG_HELLO;
+	snprintf(out.terminal, sizeof(out.terminal), "T-B");   /* not what the certificate says */
+	assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+	expect(t, KP_MSG_ERROR, &m, &buf);
+	assert_non_null(strstr(m.reason, "terminal id"));
+	kp_msg_clear(&m);
+	free(buf);
+	buf = NULL;
+	raw_close(t);
+	/* and records of T-B sent on T-A's connection are refused and quarantined */
+	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);
+	{
+		struct batch b;
+
+		load_batch("T-B", &b);
+		t = raw_connect("T-A");
+		out.type = KP_MSG_HELLO;
+		snprintf(out.terminal, sizeof(out.terminal), "T-A");
+		assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+		expect(t, KP_MSG_WELCOME, &m, &buf);
+		out.type = KP_MSG_RECORDS;
+		out.items = b.items;
+		out.n_items = b.n;
+		assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+		expect(t, KP_MSG_REFUSED, &m, &buf);
+		assert_int_equal(m.acked, 0);
+		kp_msg_clear(&m);
+		free(buf);
+		raw_close(t);
+		free_batch(&b);
+	}
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, NULL), 0);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, "T-A"), 1);
+}
+
+static void test_unauthenticated_clients_refused(void **state)
+{
+	(void)state;
+	/* openssl s_client without a client certificate: the handshake fails */
+	assert_int_not_equal(sh("openssl s_client -connect 127.0.0.1:%d -CAfile ca.crt "
+	                        "</dev/null > sclient.out 2>&1", F->port), 0);
+	assert_int_equal(sh("! grep -q 'Verify return code: 0' sclient.out || "
+	                    "grep -qi 'alert\\|error' sclient.out"), 0);
+	/* a client whose certificate comes from another CA (same terminal id) */
+	assert_int_equal(sh("mkdir other && \"$CTL\" ca create --key other/ca.key --cert other/ca.crt "
+	                    ">/dev/null && \"$CTL\" terminal create --ca-key other/ca.key --ca-cert "
+	                    "other/ca.crt --id T-A --key other/T-A.key --cert other/T-A.crt >/dev/null"), 0);
+	assert_int_not_equal(sh("openssl s_client -connect 127.0.0.1:%d -CAfile ca.crt "
+	                        "-cert other/T-A.crt -key other/T-A.key </dev/null > other.out 2>&1",
+	                        F->port), 0);
+	/* and kippu-terminal itself will not even start with a certificate the CA did not issue */
+	assert_int_not_equal(sh("\"$TERM_BIN\" --config T-A.conf --key other/T-A.key "
+	                        "--cert other/T-A.crt --sync-once 2> other.log"), 0);
+	assert_int_equal(sh("sleep 0.2; grep -c 'TLS handshake refused' backend.log | grep -qx 2"), 0);
+	/* the backend keeps serving the right terminals */
+	assert_int_equal(sync_term("T-A"), 0);
+}
+
+/* ---- a proxy that cuts the connection after N bytes from the terminal ---- */
+
+struct proxy {
+	int listen_fd, port, upstream_port;
+	size_t cut_after;
+	volatile int stop;
+	pthread_t th;
+};
+
+static void *proxy_main(void *arg)
+{
+	struct proxy *p = arg;
+
+	while (!p->stop) {
+		int c = -1, u = -1;
+		size_t up = 0;
+		char port[16];
+
+		if (kp_tcp_accept(p->listen_fd, 100, &c) != 0)
+			continue;
+		snprintf(port, sizeof(port), "%d", p->upstream_port);
+		if (kp_tcp_connect("127.0.0.1", port, 2000, &u) != 0) {
+			close(c);
+			continue;
+		}
+		for (;;) {
+			struct pollfd pf[2] = { { c, POLLIN, 0 }, { u, POLLIN, 0 } };
+			char buf[4096];
+			ssize_t n;
+
+			if (poll(pf, 2, 5000) <= 0)
+				break;
+			if (pf[0].revents) {
+				size_t want = sizeof(buf);
+
+				if (up + want > p->cut_after)
+					want = p->cut_after - up;
+				n = want > 0 ? read(c, buf, want) : 0;
+				if (n <= 0 || write(u, buf, (size_t)n) != n)
+					break;
+				up += (size_t)n;
+				if (up >= p->cut_after)
+					break;               /* the cut */
+			}
+			if (pf[1].revents) {
+				n = read(u, buf, sizeof(buf));
+				if (n <= 0 || write(c, buf, (size_t)n) != n)
+					break;
+			}
+		}
+		close(c);
+		close(u);
+	}
+	return NULL;
+}
+
+static void test_connection_cut_anywhere_loses_and_duplicates_nothing(void **state)
+{
+	static const size_t cuts[] = { 10, 200, 1500, 3000, 6000, 20000, 45000, 90000, 200000 };
+	struct proxy p;
+	uint64_t acked = 0, version = 0;
+	int ok_runs = 0;
+
+	(void)state;
+	/* A long offline day: 300 taps make a backlog of two batches. */
+	{
+		char path[512];
+		FILE *fp;
+
+		snprintf(path, sizeof(path), "%s/long.txt", F->dir);
+		fp = fopen(path, "w");
+		assert_non_null(fp);
+		fprintf(fp, "start 2026-11-26T06:00:00+09:00\n"
+		            "card alice felica idm=0101020304050607\ncard erin felica idm=01010203040506D0\n");
+		for (int i = 0; i < 300; i++)
+			fprintf(fp, "tap +%d %s\n", i * 61, i % 3 ? "erin" : "alice");
+		fclose(fp);
+	}
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(run_term("T-A", "long.txt"), 0);
+	assert_int_equal(journal_count("T-A"), 300);
+
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(kp_tcp_listen("127.0.0.1", "0", &p.listen_fd, &p.port), 0);
+	p.upstream_port = F->port;
+	assert_int_equal(pthread_create(&p.th, NULL, proxy_main, &p), 0);
+	term_conf("T-A", "OP-A", p.port);
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		p.cut_after = cuts[i];
+		if (sync_term("T-A") == 0)
+			ok_runs++;
+		term_sync_state("T-A", &acked, &version);
+		/* never more than the backend holds, never a record twice */
+		assert_int_equal((int64_t)acked <= backend_count(KP_REPORT_RECORDS, "T-A"), 1);
+		print_message("cut after %zu bytes: terminal acked %llu, backend holds %lld\n",
+		              cuts[i], (unsigned long long)acked,
+		              (long long)backend_count(KP_REPORT_RECORDS, "T-A"));
+	}
+	p.stop = 1;
+	pthread_join(p.th, NULL);
+	close(p.listen_fd);
+	assert_true(ok_runs < (int)(sizeof(cuts) / sizeof(cuts[0])));  /* the cuts did bite */
+	term_conf("T-A", "OP-A", F->port);
+	assert_int_equal(sync_term("T-A"), 0);
+	term_sync_state("T-A", &acked, &version);
+	assert_int_equal(acked, 300);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 300);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+	assert_int_equal(sh("\"$CTL\" backend export backend.db T-A exp >/dev/null && "
+	                    "python3 %s/cose_verify.py exp >/dev/null", F->src), 0);
+}
+
+static void test_tampered_record_quarantined(void **state)
+{
+	(void)state;
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);
+	assert_int_equal(journal_count("T-B"), 5);
+	/* One bit flipped in record 3's signature inside the terminal's database. */
+	assert_int_equal(sh("python3 -c \"import sqlite3; c = sqlite3.connect('T-B.db'); "
+	                    "c.execute('DROP TRIGGER journal_immutable'); "
+	                    "b = bytearray(c.execute('SELECT cose FROM journal WHERE seq = 3')"
+	                    ".fetchone()[0]); b[-5] ^= 1; "
+	                    "c.execute('UPDATE journal SET cose = ? WHERE seq = 3', (bytes(b),)); "
+	                    "c.commit()\""), 0);
+	assert_int_not_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 2);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db | grep 'T-B' | "
+	                    "grep -q 'record 3: bad signature'"), 0);
+	assert_int_equal(sh("grep -q 'T-B quarantined: record 3: bad signature' backend.log"), 0);
+	/* Nothing after it is taken, whatever the terminal sends. */
+	assert_int_not_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 2);
+	/* An operator clears it; the same bad record is quarantined again. */
+	assert_int_equal(sh("\"$CTL\" backend quarantine clear backend.db T-B >/dev/null"), 0);
+	assert_int_not_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 2);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, "T-B"), 2);
+	/* The other terminal is not affected. */
+	assert_int_equal(sync_term("T-A"), 0);
+}
+
+static void test_overdraft_across_terminals(void **state)
+{
+	(void)state;
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(run_term("T-A", "bus-a.txt"), 0);   /* bob: 2 rides on the bus */
+	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);  /* bob: 1 more at the rail gate */
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_OVERDRAFTS, NULL), 1);
+	assert_int_equal(sh("\"$CTL\" backend overdrafts backend.db | grep -q ' P2 .* 2 .* 3 '"), 0);
+	/* The answer reaches the terminals: bob is denylisted on the next sync, and so is a
+	 * card the staff denylisted at the backend. */
+	assert_int_equal(sh("\"$CTL\" backend deny backend.db felica:0101020304050607 stolen "
+	                    "--token-key token.key"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("rm -f T-A-hmi.log"), 0);
+	assert_int_equal(run_term("T-A", "after.txt"), 0);
+	assert_int_equal(sh("grep -c '^show .* refused denylisted' T-A-hmi.log | grep -qx 2"), 0);
+}
+
+/* ---- a backend that sends bad bundles ---- */
+
+struct evil {
+	int listen_fd, port;
+	kp_tls_conf *conf;
+	const uint8_t *bundle;
+	size_t bundle_len;
+	pthread_t th;
+};
+
+static void *evil_main(void *arg)
+{
+	struct evil *e = arg;
+	kp_tls *t = NULL;
+	struct kp_msg m, out;
+	uint8_t *buf = NULL;
+	char err[256];
+	int fd = -1;
+
+	if (kp_tcp_accept(e->listen_fd, 5000, &fd) != 0 ||
+	    kp_tls_handshake(&t, e->conf, fd, NULL, 3000, err, sizeof(err)) != 0)
+		return NULL;
+	memset(&out, 0, sizeof(out));
+	memset(&m, 0, sizeof(m));
+	while (kp_msg_recv(t, &m, &buf, 3000) == 0) {
+		memset(&out, 0, sizeof(out));
+		if (m.type == KP_MSG_HELLO) {
+			out.type = KP_MSG_WELCOME;
+			out.acked = 1000;            /* "I hold everything" */
+		} else if (m.type == KP_MSG_GETCONFIG) {
+			out.type = KP_MSG_CONFIG;
+			out.has_bundle = 1;
+			out.bundle.p = e->bundle;
+			out.bundle.n = e->bundle_len;
+		} else {
+			break;
+		}
+		kp_msg_clear(&m);
+		free(buf);
+		buf = NULL;
+		if (kp_msg_send(t, &out, 3000) != 0)
+			break;
+	}
+	kp_msg_clear(&m);
+	free(buf);
+	kp_tls_close(t);
+	return NULL;
+}
+
+static int evil_sync(const uint8_t *bundle, size_t len, char *err, size_t err_cap)
+{
+	struct evil e;
+	char path[512], ca[512], cert[512], key[512], port[16];
+	kp_tls_conf *client = NULL;
+	kp_cert *backend_cert = NULL;
+	kp_store *s = NULL;
+	struct kp_sync_source src;
+	struct kp_sync_stats st;
+	int rc;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(ca, sizeof(ca), "%s/ca.crt", F->dir);
+	snprintf(cert, sizeof(cert), "%s/backend.crt", F->dir);
+	snprintf(key, sizeof(key), "%s/backend.key", F->dir);
+	assert_int_equal(kp_tls_conf_new(&e.conf, KP_TLS_SERVER, ca, cert, key, err, err_cap), 0);
+	assert_int_equal(kp_tcp_listen("127.0.0.1", "0", &e.listen_fd, &e.port), 0);
+	e.bundle = bundle;
+	e.bundle_len = len;
+	assert_int_equal(pthread_create(&e.th, NULL, evil_main, &e), 0);
+	snprintf(cert, sizeof(cert), "%s/T-A.crt", F->dir);
+	snprintf(key, sizeof(key), "%s/T-A.key", F->dir);
+	assert_int_equal(kp_tls_conf_new(&client, KP_TLS_CLIENT, ca, cert, key, err, err_cap), 0);
+	snprintf(path, sizeof(path), "%s/backend.crt", F->dir);
+	assert_int_equal(kp_cert_load(&backend_cert, path), 0);
+	snprintf(path, sizeof(path), "%s/T-A.db", F->dir);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	kp_store_sync_source(s, &src);
+	snprintf(port, sizeof(port), "%d", e.port);
+	memset(&st, 0, sizeof(st));
+	rc = kp_sync_run(client, "127.0.0.1", port, "backend", "T-A", backend_cert, &src, 3000, &st,
+	                 err, err_cap);
+	pthread_join(e.th, NULL);
+	close(e.listen_fd);
+	kp_store_close(s);
+	kp_cert_free(backend_cert);
+	kp_tls_conf_free(client);
+	kp_tls_conf_free(e.conf);
+	return rc;
+}
+
+static void test_stale_or_badly_signed_bundle_refused(void **state)
+{
+	struct kp_bundle b;
+	kp_key *key = NULL, *wrong = NULL;
+	uint8_t *cose = NULL;
+	size_t len = 0;
+	uint64_t acked = 0, version = 0, v2 = 0;
+	char path[512], err[512];
+	kp_bstore *bs = NULL;
+	int has = 0;
+
+	(void)state;
+	assert_int_equal(sync_term("T-A"), 0);
+	term_sync_state("T-A", &acked, &version);
+	/* The backend's own bundle for T-A at its current version: the terminal has it. */
+	snprintf(path, sizeof(path), "%s/backend.db", F->dir);
+	assert_int_equal(kp_bstore_open(&bs, path), KP_BE_OK);
+	assert_int_equal(kp_bstore_bundle(bs, "T-A", 0, 1, &b, &has), KP_BE_OK);
+	kp_bstore_close(bs);
+	assert_int_equal(has, 1);
+	assert_int_equal(b.version, version);
+	snprintf(path, sizeof(path), "%s/backend.key", F->dir);
+	assert_int_equal(kp_key_load(&key, path), 0);
+	/* 1. replayed (not newer): refused */
+	assert_int_equal(kp_bundle_sign(&b, key, &cose, &len), 0);
+	assert_int_not_equal(evil_sync(cose, len, err, sizeof(err)), 0);
+	print_message("stale: %s\n", err);
+	free(cose);
+	/* 2. newer but signed by another key: refused */
+	b.version = version + 10;
+	assert_int_equal(kp_key_generate(&wrong), 0);
+	assert_int_equal(kp_bundle_sign(&b, wrong, &cose, &len), 0);
+	assert_int_not_equal(evil_sync(cose, len, err, sizeof(err)), 0);
+	print_message("badly signed: %s\n", err);
+	free(cose);
+	/* 3. newer, right key, but made for another terminal: refused */
+	snprintf(b.terminal, sizeof(b.terminal), "T-B");
+	assert_int_equal(kp_bundle_sign(&b, key, &cose, &len), 0);
+	assert_int_not_equal(evil_sync(cose, len, err, sizeof(err)), 0);
+	print_message("other terminal: %s\n", err);
+	free(cose);
+	term_sync_state("T-A", &acked, &v2);
+	assert_int_equal(v2, version);                        /* nothing was applied */
+	/* 4. the genuine newer bundle is applied */
+	snprintf(b.terminal, sizeof(b.terminal), "T-A");
+	assert_int_equal(kp_bundle_sign(&b, key, &cose, &len), 0);
+	assert_int_equal(evil_sync(cose, len, err, sizeof(err)), 0);
+	free(cose);
+	term_sync_state("T-A", &acked, &v2);
+	assert_int_equal(v2, version + 10);
+	kp_bundle_free(&b);
+	kp_key_free(key);
+	kp_key_free(wrong);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_happy_path_and_independent_verification, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_batch_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminal_id_mismatch_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unauthenticated_clients_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_cut_anywhere_loses_and_duplicates_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tampered_record_quarantined, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overdraft_across_terminals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_or_badly_signed_bundle_refused, setup, teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests_name("sync", tests, NULL, NULL);
+}
