@@ -138,37 +138,49 @@ int kp_bstore_open(kp_bstore **out, const char *path)
 	             "PRAGMA foreign_keys = ON;");
 	if (rc != KP_BE_OK)
 		goto fail;
-	rc = exec(s, "BEGIN IMMEDIATE");
-	if (rc != KP_BE_OK)
-		goto fail;
-	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_ROW) {
-		rc = fail(s, "user_version");
-		goto fail;
-	}
-	version = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	st = NULL;
-	if (version > KP_BSTORE_SCHEMA_VERSION) {
-		snprintf(s->err, sizeof(s->err), "backend database schema %d is newer than %d",
-		         version, KP_BSTORE_SCHEMA_VERSION);
-		rc = KP_BE_E_SCHEMA;
-		goto fail;
-	}
-	while (version < KP_BSTORE_SCHEMA_VERSION) {
-		char sql[64];
+	/* Every server connection opens the store: check the schema without the write lock
+	 * and take it only when there is something to migrate. */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_ROW) {
+			rc = fail(s, "user_version");
+			goto fail;
+		}
+		version = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+		st = NULL;
+		if (version > KP_BSTORE_SCHEMA_VERSION) {
+			snprintf(s->err, sizeof(s->err), "backend database schema %d is newer than %d",
+			         version, KP_BSTORE_SCHEMA_VERSION);
+			rc = KP_BE_E_SCHEMA;
+			goto fail;
+		}
+		if (version == KP_BSTORE_SCHEMA_VERSION)
+			break;
+		if (attempt == 0) {
+			/* Re-read under the lock: another connection may have migrated. */
+			rc = exec(s, "BEGIN IMMEDIATE");
+			if (rc != KP_BE_OK)
+				goto fail;
+			continue;
+		}
+		while (version < KP_BSTORE_SCHEMA_VERSION) {
+			char sql[64];
 
-		rc = exec(s, migrations[version]);
-		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
-		if (rc == KP_BE_OK)
-			rc = exec(s, sql);
+			rc = exec(s, migrations[version]);
+			snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
+			if (rc == KP_BE_OK)
+				rc = exec(s, sql);
+			if (rc != KP_BE_OK)
+				goto fail;
+			version++;
+		}
+	}
+	if (!sqlite3_get_autocommit(s->db)) {
+		rc = exec(s, "COMMIT");
 		if (rc != KP_BE_OK)
 			goto fail;
-		version++;
 	}
-	rc = exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		goto fail;
 	*out = s;
 	return KP_BE_OK;
 fail:

@@ -43,15 +43,15 @@ static int sh(const char *fmt, ...)
 	return tu_sh("%s", full);
 }
 
-static void start_backend(void)
+static void start_backend_on(int port)
 {
 	char out[512];
 	FILE *fp;
 
-	assert_int_equal(sh("(\"%s/kippu-backend\" --listen 127.0.0.1:0 --db backend.db --ca ca.crt "
+	assert_int_equal(sh("(\"%s/kippu-backend\" --listen 127.0.0.1:%d --db backend.db --ca ca.crt "
 	                    "--cert backend.crt --key backend.key --timeout-ms 3000 > backend.out "
 	                    "2>> backend.log & echo $! > backend.pid) && for i in $(seq 100); do "
-	                    "grep -q listening backend.out && break; sleep 0.05; done", F->bin), 0);
+	                    "grep -q listening backend.out && break; sleep 0.05; done", F->bin, port), 0);
 	snprintf(out, sizeof(out), "%s/backend.pid", F->dir);
 	fp = fopen(out, "r");
 	assert_non_null(fp);
@@ -62,6 +62,11 @@ static void start_backend(void)
 	assert_non_null(fp);
 	assert_int_equal(fscanf(fp, "kippu-backend: listening on 127.0.0.1:%d", &F->port), 1);
 	fclose(fp);
+}
+
+static void start_backend(void)
+{
+	start_backend_on(0);
 }
 
 static void stop_backend(void)
@@ -334,6 +339,19 @@ static void test_duplicate_batch_changes_nothing(void **state)
 	free_batch(&b);
 	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 8);
 	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+	/* The terminal never saw those acks (they went to another connection): its own sync
+	 * learns from the welcome that the backend holds everything, and sends nothing. */
+	{
+		uint64_t acked = 0, version = 0;
+
+		term_sync_state("T-A", &acked, &version);
+		assert_int_equal(acked, 0);
+		assert_int_equal(sync_term("T-A"), 0);
+		term_sync_state("T-A", &acked, &version);
+		assert_int_equal(acked, 8);
+		assert_int_equal(sh("tail -n 1 T-A.log | grep -q 'sent 0 records, backend holds up to 8'"), 0);
+		assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 8);
+	}
 }
 
 static void test_terminal_id_mismatch_refused(void **state)
@@ -462,13 +480,16 @@ static void *proxy_main(void *arg)
 
 static void test_connection_cut_anywhere_loses_and_duplicates_nothing(void **state)
 {
-	static const size_t cuts[] = { 10, 200, 1500, 3000, 6000, 20000, 45000, 90000, 200000 };
+	/* Cuts inside the handshake, inside hello, inside each batch, and between a batch
+	 * being stored and its ack arriving (the byte counts walk past each batch's end). */
+	static const size_t cuts[] = { 10, 200, 1500, 5000, 40000, 72000, 74000, 76000, 78000,
+	                               80000, 100000, 150000, 200000 };
 	struct proxy p;
 	uint64_t acked = 0, version = 0;
 	int ok_runs = 0;
 
 	(void)state;
-	/* A long offline day: 300 taps make a backlog of two batches. */
+	/* A long offline day: 600 taps make a backlog of three batches. */
 	{
 		char path[512];
 		FILE *fp;
@@ -478,13 +499,13 @@ static void test_connection_cut_anywhere_loses_and_duplicates_nothing(void **sta
 		assert_non_null(fp);
 		fprintf(fp, "start 2026-11-26T06:00:00+09:00\n"
 		            "card alice felica idm=0101020304050607\ncard erin felica idm=01010203040506D0\n");
-		for (int i = 0; i < 300; i++)
+		for (int i = 0; i < 600; i++)
 			fprintf(fp, "tap +%d %s\n", i * 61, i % 3 ? "erin" : "alice");
 		fclose(fp);
 	}
 	assert_int_equal(sync_term("T-A"), 0);
 	assert_int_equal(run_term("T-A", "long.txt"), 0);
-	assert_int_equal(journal_count("T-A"), 300);
+	assert_int_equal(journal_count("T-A"), 600);
 
 	memset(&p, 0, sizeof(p));
 	assert_int_equal(kp_tcp_listen("127.0.0.1", "0", &p.listen_fd, &p.port), 0);
@@ -509,8 +530,8 @@ static void test_connection_cut_anywhere_loses_and_duplicates_nothing(void **sta
 	term_conf("T-A", "OP-A", F->port);
 	assert_int_equal(sync_term("T-A"), 0);
 	term_sync_state("T-A", &acked, &version);
-	assert_int_equal(acked, 300);
-	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 300);
+	assert_int_equal(acked, 600);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 600);
 	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
 	assert_int_equal(sh("\"$CTL\" backend export backend.db T-A exp >/dev/null && "
 	                    "python3 %s/cose_verify.py exp >/dev/null", F->src), 0);
@@ -712,6 +733,128 @@ static void test_stale_or_badly_signed_bundle_refused(void **state)
 	kp_key_free(wrong);
 }
 
+/* ---- many terminals at once, and one that says nothing ---- */
+
+struct many {
+	kp_tls_conf *conf;
+	int port;
+	int ok;
+};
+
+static void *many_main(void *arg)
+{
+	struct many *m = arg;
+	struct kp_msg in, out;
+	uint8_t *buf = NULL;
+	kp_tls *t = NULL;
+	char err[256], port[16];
+	int fd = -1;
+
+	memset(&in, 0, sizeof(in));
+	memset(&out, 0, sizeof(out));
+	snprintf(port, sizeof(port), "%d", m->port);
+	if (kp_tcp_connect("127.0.0.1", port, 5000, &fd) != 0 ||
+	    kp_tls_handshake(&t, m->conf, fd, "backend", 10000, err, sizeof(err)) != 0)
+		return NULL;
+	out.type = KP_MSG_HELLO;
+	snprintf(out.terminal, sizeof(out.terminal), "T-A");
+	if (kp_msg_send(t, &out, 10000) == 0 && kp_msg_recv(t, &in, &buf, 10000) == 0 &&
+	    in.type == KP_MSG_WELCOME) {
+		kp_msg_clear(&in);
+		free(buf);
+		buf = NULL;
+		out.type = KP_MSG_GETCONFIG;
+		if (kp_msg_send(t, &out, 10000) == 0 && kp_msg_recv(t, &in, &buf, 10000) == 0 &&
+		    in.type == KP_MSG_CONFIG && in.has_bundle)
+			m->ok = 1;
+		out.type = KP_MSG_BYE;
+		kp_msg_send(t, &out, 10000);
+	}
+	kp_msg_clear(&in);
+	free(buf);
+	kp_tls_close(t);
+	return NULL;
+}
+
+static void test_hundred_terminals_and_a_silent_one(void **state)
+{
+	enum { N = 100 };
+	static struct many m[N];
+	pthread_t th[N];
+	char ca[512], cert[512], key[512], err[256], port[16];
+	kp_tls_conf *conf = NULL;
+	int silent = -1, half = -1, ok = 0;
+	struct timespec t0, t1;
+
+	(void)state;
+	snprintf(ca, sizeof(ca), "%s/ca.crt", F->dir);
+	snprintf(cert, sizeof(cert), "%s/T-A.crt", F->dir);
+	snprintf(key, sizeof(key), "%s/T-A.key", F->dir);
+	snprintf(port, sizeof(port), "%d", F->port);
+	assert_int_equal(kp_tls_conf_new(&conf, KP_TLS_CLIENT, ca, cert, key, err, sizeof(err)), 0);
+	/* A terminal that connects and says nothing, and one that stops mid-frame. */
+	assert_int_equal(kp_tcp_connect("127.0.0.1", port, 2000, &silent), 0);
+	assert_int_equal(kp_tcp_connect("127.0.0.1", port, 2000, &half), 0);
+	assert_int_equal(write(half, "\x16\x03\x01\x00", 4), 4);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < N; i++) {
+		m[i].conf = conf;
+		m[i].port = F->port;
+		m[i].ok = 0;
+		assert_int_equal(pthread_create(&th[i], NULL, many_main, &m[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		ok += m[i].ok;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	print_message("%d of %d concurrent terminals synced in %.2f s beside two stalled ones\n",
+	              ok, N, (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+	assert_int_equal(ok, N);
+	/* The stalled ones are dropped at the backend's deadline (3 s here). */
+	sleep(4);
+	assert_int_equal(sh("grep -c 'TLS handshake refused' backend.log | grep -qx 2"), 0);
+	close(silent);
+	close(half);
+	kp_tls_conf_free(conf);
+}
+
+/* The terminal keeps deciding while the backend is down, and catches up by itself (its
+ * timer retries sooner after a failure) once the backend is back. */
+static void test_terminal_regains_connectivity(void **state)
+{
+	char path[512];
+	FILE *fp;
+	int port;
+
+	(void)state;
+	assert_int_equal(sync_term("T-A"), 0);
+	port = F->port;
+	stop_backend();
+	snprintf(path, sizeof(path), "%s/live.txt", F->dir);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fprintf(fp, "start 2026-11-26T08:00:00+09:00\npace real\n"
+	            "card alice felica idm=0101020304050607\ncard erin felica idm=01010203040506D0\n");
+	for (int i = 0; i < 16; i++)
+		fprintf(fp, "tap +%d.%d %s\n", i / 2, (i % 2) * 5, i % 2 ? "erin" : "alice");
+	fclose(fp);
+	assert_int_equal(sh("printf 'sync_interval = 5\n' >> T-A.conf && rm -f T-A-hmi.log && "
+	                    "(\"$TERM_BIN\" --config T-A.conf --reader mock:live.txt 2> live.log &"
+	                    " echo $! > term.pid)"), 0);
+	sleep(1);
+	start_backend_on(port);                 /* back, on the same address */
+	assert_int_equal(sh("wait $(cat term.pid) 2>/dev/null; while kill -0 $(cat term.pid) "
+	                    "2>/dev/null; do sleep 0.1; done"), 0);
+	/* every tap was decided while the backend was away; alice's ticket worked */
+	assert_int_equal(sh("grep -c '^show' T-A-hmi.log | grep -qx 16"), 0);
+	assert_int_equal(sh("grep -q '^show .* accepted ok' T-A-hmi.log"), 0);
+	/* the first sync failed, a later one on the timer went through while it ran */
+	assert_int_equal(sh("head -n 2 live.log | grep -q 'sync: .*(sent 0, backend holds up to 0)'"), 0);
+	assert_int_equal(sh("grep -q 'sync: sent [1-9]' live.log"), 0);
+	assert_true(backend_count(KP_REPORT_RECORDS, "T-A") > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -723,6 +866,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tampered_record_quarantined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overdraft_across_terminals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_or_badly_signed_bundle_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hundred_terminals_and_a_silent_one, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminal_regains_connectivity, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
