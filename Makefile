@@ -36,6 +36,7 @@ TERM_SRC   := $(filter-out terminal/main.c,$(wildcard terminal/*.c))
 TOOLS_SRC  := $(filter-out tools/kippuctl.c,$(wildcard tools/*.c))
 TEST_SRC   := $(wildcard tests/test_*.c)
 BENCH_SRC  := tests/bench.c
+BENCH_SYNC_SRC := tests/bench_sync.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -50,6 +51,7 @@ LIBS := $(LIB_TOOLS) $(LIB_TERM) $(LIB_SYNC) $(LIB_HAL) $(LIB_CRYPTO)
 PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH := $(BUILD)/bin/kippu-bench
+BENCH_SYNC := $(BUILD)/bin/kippu-bench-sync
 
 .PHONY: all deps test check demo bench clean install
 all: $(PROGS)
@@ -95,6 +97,10 @@ $(BENCH): $(call obj,$(BENCH_SRC)) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
+$(BENCH_SYNC): $(call obj,$(BENCH_SYNC_SRC)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
 # Unit tests of the lower folders link only what they test (tests/test_hal_*, test_crypto*,
 # test_record*), so each folder's tests build while the folders above it change.
 TESTS_HAL    := $(filter $(BUILD)/tests/test_hal_%,$(TESTS))
@@ -129,9 +135,14 @@ demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
 	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" sh tools/demo.sh
 
+# kippu-bench: tap latency; kippu-bench-sync: backend ingest against the machine's ES256
+# verify rate (works in a fresh folder under $(BUILD)/bench, removed after). With
+# BENCH_JSON=path, kippu-bench writes its JSON array there and kippu-bench-sync adds its
+# figures to the same array (--json-append), so one file holds both.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH)
+	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC)
 	@$(BENCH) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
+	@$(BENCH_SYNC) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
 install: $(PROGS)
 	install -d $(DESTDIR)$(PREFIX)/bin
