@@ -33,10 +33,11 @@ HAL_SRC    := $(wildcard hal/*.c)
 CRYPTO_SRC := $(wildcard crypto/*.c)
 SYNC_SRC   := $(filter-out backend-sync/main.c,$(wildcard backend-sync/*.c))
 TERM_SRC   := $(filter-out terminal/main.c,$(wildcard terminal/*.c))
-TOOLS_SRC  := $(filter-out tools/kippuctl.c,$(wildcard tools/*.c))
+TOOLS_SRC  := $(filter-out tools/kippuctl.c tools/pn532_emu.c,$(wildcard tools/*.c))
 TEST_SRC   := $(wildcard tests/test_*.c)
 BENCH_SRC  := tests/bench.c
 BENCH_SYNC_SRC := tests/bench_sync.c
+BENCH_NFC_SRC := tests/bench_libnfc.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -48,10 +49,12 @@ LIB_TOOLS  := $(BUILD)/lib/libkptools.a
 # Link order: dependants first.
 LIBS := $(LIB_TOOLS) $(LIB_TERM) $(LIB_SYNC) $(LIB_HAL) $(LIB_CRYPTO)
 
-PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend
+PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend \
+         $(BUILD)/bin/kippu-pn532-emu
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH := $(BUILD)/bin/kippu-bench
 BENCH_SYNC := $(BUILD)/bin/kippu-bench-sync
+BENCH_NFC := $(BUILD)/bin/kippu-bench-libnfc
 
 .PHONY: all deps test check demo bench clean install
 all: $(PROGS)
@@ -93,11 +96,20 @@ $(BUILD)/bin/kippuctl: $(call obj,tools/kippuctl.c) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
+# The PN532 emulator drives the mock HAL's card models through the public HAL API only.
+$(BUILD)/bin/kippu-pn532-emu: $(call obj,tools/pn532_emu.c) $(LIB_HAL)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_HAL) $(PKG_LIBS)
+
 $(BENCH): $(call obj,$(BENCH_SRC)) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
 $(BENCH_SYNC): $(call obj,$(BENCH_SYNC_SRC)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
+$(BENCH_NFC): $(call obj,$(BENCH_NFC_SRC)) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
@@ -136,13 +148,16 @@ demo: deps
 	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" sh tools/demo.sh
 
 # kippu-bench: tap latency; kippu-bench-sync: backend ingest against the machine's ES256
-# verify rate (works in a fresh folder under $(BUILD)/bench, removed after). With
-# BENCH_JSON=path, kippu-bench writes its JSON array there and kippu-bench-sync adds its
-# figures to the same array (--json-append), so one file holds both.
+# verify rate (works in a fresh folder under $(BUILD)/bench, removed after);
+# kippu-bench-libnfc: card presence -> decision through libnfc and kippu-pn532-emu (a small
+# store of its own in $(BUILD)/bench-libnfc, removed after). With BENCH_JSON=path,
+# kippu-bench writes its JSON array there and the others add their figures to the same
+# array (--json-append), so one file holds them all.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC)
+	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC) $(BENCH_NFC) $(BUILD)/bin/kippu-pn532-emu
 	@$(BENCH) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
 	@$(BENCH_SYNC) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BENCH_NFC) --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
 install: $(PROGS)
 	install -d $(DESTDIR)$(PREFIX)/bin

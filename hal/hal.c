@@ -21,9 +21,9 @@ _Static_assert(offsetof(struct kp_reader_ops, scheme) == 0, "scheme must come fi
 _Static_assert(offsetof(struct kp_hmi_ops, scheme) == 0, "scheme must come first");
 
 static pthread_mutex_t hal_lock = PTHREAD_MUTEX_INITIALIZER;
-/* The mock backends are built in: "mock:..." opens with no registration call, and naming
- * them here also pulls their objects out of libkphal.a. */
-static struct hal_registry hal_readers = { { &kp_mock_reader_ops }, 1 };
+/* The mock and libnfc backends are built in: "mock:..." and "libnfc:..." open with no
+ * registration call, and naming them here also pulls their objects out of libkphal.a. */
+static struct hal_registry hal_readers = { { &kp_mock_reader_ops, &kp_libnfc_reader_ops }, 2 };
 static struct hal_registry hal_hmis = { { &kp_mock_hmi_ops }, 1 };
 
 static const char *hal_scheme_of(const void *ops)
@@ -205,6 +205,16 @@ int kp_reader_describe(struct kp_reader *r, char *buf, size_t cap)
 	if (r->ops->describe == NULL)
 		return KP_HAL_E_NOTSUP;
 	return r->ops->describe(r, buf, cap);
+}
+
+int kp_reader_last_error(struct kp_reader *r, char *buf, size_t cap)
+{
+	if (r == NULL || r->ops == NULL || buf == NULL || cap == 0)
+		return KP_HAL_E_INVAL;
+	buf[0] = '\0';
+	if (r->ops->last_error == NULL)
+		return KP_HAL_E_NOTSUP;
+	return r->ops->last_error(r, buf, cap);
 }
 
 int64_t kp_reader_now_ms(struct kp_reader *r)

@@ -1,6 +1,6 @@
 /* kippu hardware abstraction: readers (frames in, frames out), the HMI and the clock.
  * Nothing above this header knows whether a card is real. Backends are found by the
- * scheme of a connection string ("mock:scenario.txt", later "libnfc:..."). */
+ * scheme of a connection string ("mock:scenario.txt", "libnfc:pn532_uart:/dev/ttyUSB0"). */
 #ifndef KP_HAL_H
 #define KP_HAL_H
 
@@ -83,6 +83,8 @@ struct kp_reader_ops {
 	int  (*now_ms)(struct kp_reader *r, int64_t *ms);
 	/* A one-line human description (backend, device, firmware). */
 	int  (*describe)(struct kp_reader *r, char *buf, size_t cap);
+	/* The backend's own account of its last failure ("" if none), e.g. libnfc's text. */
+	int  (*last_error)(struct kp_reader *r, char *buf, size_t cap);
 	void (*close)(struct kp_reader *r);
 };
 
@@ -102,11 +104,41 @@ int kp_reader_transceive(struct kp_reader *r, const uint8_t *tx, size_t tx_len,
                          uint8_t *rx, size_t rx_cap, size_t *rx_len, int timeout_ms);
 int kp_reader_release(struct kp_reader *r, int wait_removed, int timeout_ms);
 int kp_reader_describe(struct kp_reader *r, char *buf, size_t cap);
+/* What the backend knows about its last failure, for logs (never card IDs); buf gets ""
+ * and KP_HAL_E_NOTSUP from a backend that keeps no such text. */
+int kp_reader_last_error(struct kp_reader *r, char *buf, size_t cap);
 /* Reader's virtual time if it has one, else CLOCK_REALTIME. Never fails. */
 int64_t kp_reader_now_ms(struct kp_reader *r);
 void kp_reader_close(struct kp_reader *r);
 
 extern const struct kp_reader_ops kp_mock_reader_ops;
+
+/* ---- the libnfc backend: real PN53x readers (hal/libnfc.c) ----
+ * "libnfc" opens libnfc's default device (LIBNFC_DEFAULT_DEVICE, LIBNFC_DEVICE or
+ * /etc/nfc/libnfc.conf); "libnfc:CONN" opens CONN, e.g. "libnfc:pn532_uart:/dev/ttyUSB0"
+ * or "libnfc:pn532_uart:/dev/ttyUSB0:115200" (a port path cannot contain ':').
+ * wait_card polls FeliCa at 212 then 424 kbps, then Type B, then Type A, as requested, and
+ * skips a card that was never seen to leave after its last session (one tap, not many);
+ * transceive sends FeliCa frames (with LEN) and APDUs (at most 262 bytes); release waits
+ * (when asked) for the card to leave, then deselects, and says KP_HAL_E_TIMEOUT if it
+ * stayed; no clock (now_ms falls back to the system's). Errors: a card that does not answer
+ * (libnfc's timeout or RF error) is KP_HAL_E_TIMEOUT in transceive; no card is
+ * KP_HAL_E_NOCARD; a reader that fails or does not answer is KP_HAL_E_IO (close and reopen
+ * it); what libnfc cannot do is KP_HAL_E_NOTSUP. libnfc's text for the last failure:
+ * kp_reader_last_error. */
+extern const struct kp_reader_ops kp_libnfc_reader_ops;
+/* Lists the devices libnfc finds (configured or scanned), one "CONNSTRING\tNAME\n" line
+ * each, into buf; *n_found counts them. KP_HAL_E_OVERFLOW if buf is too small. */
+int kp_libnfc_list(char *buf, size_t cap, size_t *n_found);
+/* What follows "libnfc:" -> the libnfc connection string to open ("" = the default
+ * device); out must not overlap conn. KP_HAL_E_CONFIG for an unknown driver, spaces,
+ * control characters, a serial driver without a port, an empty field or a speed that is
+ * not a number. Exposed for tests. */
+int kp_libnfc_parse_conn(const char *conn, char *out, size_t cap);
+/* A libnfc error code (NFC_E*) as a HAL code; card_exchange: during a transceive (a
+ * timeout or RF error means the card did not answer) rather than a reader operation (a
+ * timeout means the reader did not). Exposed for tests. */
+int kp_libnfc_map_error(int nfc_error, int card_exchange);
 
 /* ---- HMI: what a rider sees and hears ---- */
 

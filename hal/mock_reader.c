@@ -13,6 +13,11 @@
 #include "mock_scenario.h"
 
 #define MOCK_FRAME_MAX   512 /* a model's reply (at most 255) plus what a fault adds */
+/* A tapped card stays in the field across polls it does not answer (a reader polling one
+ * technology at a time must still find it): in virtual pace it leaves after this many
+ * such polls in a row, in real pace MOCK_LINGER_MS after it came into the field. */
+#define MOCK_LINGER_POLLS 3
+#define MOCK_LINGER_MS    1000
 #define MOCK_GARBAGE_LEN 5
 #define MOCK_RNG_SEED    0x6B697070u /* fixed, so a scenario replays the same garbage */
 
@@ -21,7 +26,10 @@ struct kp_mock_reader {
 	struct kp_scenario *scn;
 	char file[64];                    /* the scenario's base name, for describe */
 	size_t next_tap;
-	const struct kp_scn_tap *tap;     /* the tap whose card is in the field, or NULL */
+	const struct kp_scn_tap *tap;     /* the tap whose card is activated, or NULL */
+	const struct kp_scn_tap *field;   /* a tapped card no poll has matched yet, or NULL */
+	int ignored;                      /* virtual pace: polls in a row field did not answer */
+	int64_t field_until_ms;           /* real pace: when field leaves (ms since open) */
 	long frames;                      /* transceive frames since activation */
 	int64_t vnow_ms;                  /* virtual pace: the clock */
 	int64_t t0_mono_ms;               /* real pace: CLOCK_MONOTONIC at open */
@@ -167,41 +175,110 @@ static int mock_activate(struct kp_scn_card *card, const struct kp_poll *poll,
 	}
 }
 
+/* Real pace: the card of the next tap comes into the field; it leaves unanswered
+ * MOCK_LINGER_MS later, or when the tap after it is due (one card at a time). */
+static void mock_enter_real(struct kp_mock_reader *m, int64_t now)
+{
+	const struct kp_scn_tap *tap = &m->scn->taps[m->next_tap++];
+	int64_t since = tap->offset_ms > now ? tap->offset_ms : now;
+
+	m->field = tap;
+	m->field_until_ms = since + MOCK_LINGER_MS;
+	if (m->next_tap < m->scn->n_taps && m->scn->taps[m->next_tap].offset_ms < m->field_until_ms)
+		m->field_until_ms = m->scn->taps[m->next_tap].offset_ms;
+}
+
+/* Polls the card in the field: a match activates it; a card that answers nothing stays. */
+static int mock_poll_field(struct kp_mock_reader *m, const struct kp_poll *poll,
+                           struct kp_card_info *info)
+{
+	int rc = mock_activate(&m->scn->cards[m->field->card], poll, info);
+
+	if (rc == KP_HAL_E_NOCARD) {
+		memset(info, 0, sizeof(*info));
+		return rc;
+	}
+	if (rc != KP_HAL_OK) {
+		memset(info, 0, sizeof(*info));
+		m->field = NULL;              /* a model that cannot be parsed is not kept */
+		return rc;
+	}
+	m->tap = m->field;
+	m->field = NULL;
+	m->frames = 0;
+	return KP_HAL_OK;
+}
+
+static int mock_wait_virtual(struct kp_mock_reader *m, const struct kp_poll *poll,
+                             struct kp_card_info *info)
+{
+	int rc;
+
+	if (m->field == NULL) {
+		if (m->next_tap >= m->scn->n_taps)
+			return KP_HAL_E_END;
+		m->field = &m->scn->taps[m->next_tap++];
+		m->ignored = 0;
+		m->vnow_ms = m->scn->start_ms + m->field->offset_ms;
+	}
+	rc = mock_poll_field(m, poll, info);
+	if (rc == KP_HAL_E_NOCARD && ++m->ignored >= MOCK_LINGER_POLLS)
+		m->field = NULL;
+	return rc;
+}
+
+static int mock_wait_real(struct kp_mock_reader *m, const struct kp_poll *poll,
+                          struct kp_card_info *info, int timeout_ms)
+{
+	int64_t deadline = timeout_ms >= 0 ? mock_mono_ms() - m->t0_mono_ms + timeout_ms : -1;
+
+	for (;;) {
+		int64_t now = mock_mono_ms() - m->t0_mono_ms;
+		int rc;
+
+		if (m->field != NULL && now >= m->field_until_ms)
+			m->field = NULL;
+		if (m->field == NULL) {
+			int64_t due;
+
+			if (m->next_tap >= m->scn->n_taps)
+				return KP_HAL_E_END;
+			due = m->scn->taps[m->next_tap].offset_ms;
+			if (due > now && deadline >= 0 && due > deadline) {
+				/* Not due yet: the field stays empty for the whole timeout. */
+				mock_sleep_ms(deadline - now);
+				return KP_HAL_E_NOCARD;
+			}
+			mock_sleep_ms(due - now);
+			now = mock_mono_ms() - m->t0_mono_ms;
+			mock_enter_real(m, now);
+		}
+		rc = mock_poll_field(m, poll, info);
+		if (rc != KP_HAL_E_NOCARD)
+			return rc;
+		/* The card answers nothing: the reader keeps polling until its timeout or until
+		 * the card has left, and then waits for the next tap. */
+		if (deadline >= 0 && deadline < m->field_until_ms) {
+			mock_sleep_ms(deadline - now);
+			return KP_HAL_E_NOCARD;
+		}
+		mock_sleep_ms(m->field_until_ms - now);
+		m->field = NULL;
+	}
+}
+
 static int mock_wait_card(struct kp_reader *r, const struct kp_poll *poll,
                           struct kp_card_info *info, int timeout_ms)
 {
 	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
-	const struct kp_scn_tap *tap;
-	int64_t wait;
-	int rc;
 
 	if (m == NULL || poll == NULL || info == NULL)
 		return KP_HAL_E_INVAL;
 	memset(info, 0, sizeof(*info));
 	m->tap = NULL; /* polling again ends any session */
-	if (m->next_tap >= m->scn->n_taps)
-		return KP_HAL_E_END;
-	tap = &m->scn->taps[m->next_tap];
-	if (m->scn->pace == KP_SCN_PACE_REAL) {
-		wait = tap->offset_ms - (mock_mono_ms() - m->t0_mono_ms);
-		if (wait > 0 && timeout_ms >= 0 && wait > timeout_ms) {
-			/* Not due yet: the field stays empty for the whole timeout. */
-			mock_sleep_ms(timeout_ms);
-			return KP_HAL_E_NOCARD;
-		}
-		mock_sleep_ms(wait);
-	} else {
-		m->vnow_ms = m->scn->start_ms + tap->offset_ms;
-	}
-	m->next_tap++;
-	rc = mock_activate(&m->scn->cards[tap->card], poll, info);
-	if (rc != KP_HAL_OK) {
-		memset(info, 0, sizeof(*info));
-		return rc;
-	}
-	m->tap = tap;
-	m->frames = 0;
-	return KP_HAL_OK;
+	if (m->scn->pace == KP_SCN_PACE_REAL)
+		return mock_wait_real(m, poll, info, timeout_ms);
+	return mock_wait_virtual(m, poll, info);
 }
 
 /* Alters a reply the way the tap's fault says; returns the new length. buf has room for
@@ -293,8 +370,11 @@ static int mock_release(struct kp_reader *r, int wait_removed, int timeout_ms)
 
 	if (m == NULL)
 		return KP_HAL_E_INVAL;
-	/* A mock card leaves the field the moment its session ends. */
+	/* A mock card leaves the field the moment its session ends; waiting for removal also
+	 * takes away a tapped card no poll has matched. */
 	m->tap = NULL;
+	if (wait_removed)
+		m->field = NULL;
 	return KP_HAL_OK;
 }
 

@@ -1,5 +1,6 @@
 /* kippu-terminal: the reader loop. Waits for a card, decides, commits the signed record,
- * and only then tells the rider. SIGINT/SIGTERM end the loop between taps. */
+ * and only then tells the rider. SIGINT/SIGTERM end the loop between taps. A reader that
+ * fails is closed and reopened with backoff while the terminal keeps running. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -51,6 +52,7 @@ static void usage(FILE *fp)
 	      "  --backend HOST:PORT  sync with this backend (timer thread, or --sync-once)\n"
 	      "  --inspect          read and print each card's balance and history; no decision\n"
 	      "  --describe         print the reader's description and exit\n"
+	      "  --list-readers     print the readers libnfc finds (connection string, name)\n"
 	      "  --sync-once        sync with the backend once (upload, fetch config) and exit\n"
 	      "  --offline          decide taps without the background sync thread\n"
 	      "  --help\n", fp);
@@ -195,6 +197,105 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The reader connection. A reader whose operations fail LINK_MAX_FAILURES times in a row
+ * (or that cannot be opened) is closed and reopened after 0.5 s, then 1, 2, 4, 8 and 10 s
+ * between attempts; the rider sees "reader offline" once and "reader online" when it is
+ * back. A tap is decided only after its card has been read whole, so a reader lost
+ * mid-tap gives a refusal, never half a tap. */
+#define LINK_MAX_FAILURES   3
+#define LINK_BACKOFF_MIN_MS 500
+#define LINK_BACKOFF_MAX_MS 10000
+
+struct link {
+	const char *conn;
+	struct kp_reader *r;
+	struct kp_hmi *hmi;
+	int failures;                    /* consecutive reader failures */
+	int backoff_ms;
+	int64_t retry_at;                /* CLOCK_MONOTONIC ms of the next open attempt */
+	int offline;                     /* "reader offline" is on the display */
+};
+
+static void link_show(struct link *l, const char *reason, const char *text)
+{
+	struct kp_hmi_msg msg = { KP_HMI_INFO, reason, text, NULL, -1, kp_reader_now_ms(NULL) };
+
+	if (l->hmi != NULL)
+		kp_hmi_show(l->hmi, &msg);
+}
+
+/* Logs a reader failure with the backend's own account of it, if it has one. */
+static void log_reader(struct link *l, const char *what, int rc)
+{
+	char detail[256] = "";
+
+	if (l->r != NULL)
+		kp_reader_last_error(l->r, detail, sizeof(detail));
+	logmsg(LOG_WARNING, "reader: %s: %s%s%s%s", what, kp_strerror(rc),
+	       detail[0] != '\0' ? " (" : "", detail, detail[0] != '\0' ? ")" : "");
+}
+
+/* Gives the reader up; the next open is attempted after the current backoff. */
+static void link_down(struct link *l, const char *why)
+{
+	kp_reader_close(l->r);
+	l->r = NULL;
+	l->failures = 0;
+	l->retry_at = mono_ms() + l->backoff_ms;
+	if (!l->offline) {
+		logmsg(LOG_ERR, "reader %s offline: %s; reopening in %d ms", l->conn, why,
+		       l->backoff_ms);
+		link_show(l, "reader-offline", "Reader offline");
+		l->offline = 1;
+	}
+}
+
+/* Reopens the reader when its time has come; returns it, or NULL while it is offline. */
+static struct kp_reader *link_up(struct link *l)
+{
+	int rc;
+
+	if (l->r != NULL)
+		return l->r;
+	if (mono_ms() < l->retry_at)
+		return NULL;
+	rc = kp_reader_open(&l->r, l->conn);
+	if (rc != KP_HAL_OK) {
+		l->r = NULL;
+		l->backoff_ms = l->backoff_ms * 2 > LINK_BACKOFF_MAX_MS ? LINK_BACKOFF_MAX_MS :
+		                l->backoff_ms * 2;
+		l->retry_at = mono_ms() + l->backoff_ms;
+		logmsg(LOG_WARNING, "reader %s: %s; next attempt in %d ms", l->conn, kp_strerror(rc),
+		       l->backoff_ms);
+		return NULL;
+	}
+	l->backoff_ms = LINK_BACKOFF_MIN_MS;
+	l->failures = 0;
+	if (l->offline) {
+		char desc[256] = "";
+
+		kp_reader_describe(l->r, desc, sizeof(desc));
+		logmsg(LOG_INFO, "reader online: %s", desc);
+		link_show(l, "reader-online", "Reader online");
+		l->offline = 0;
+	}
+	return l->r;
+}
+
+/* Counts a reader failure; after LINK_MAX_FAILURES in a row the reader is given up. */
+static void link_failed(struct link *l, const char *what, int rc)
+{
+	log_reader(l, what, rc);
+	if (rc == KP_HAL_E_IO && ++l->failures >= LINK_MAX_FAILURES)
+		link_down(l, "it keeps failing");
+}
+
+static void sleep_ms(int ms)
+{
+	for (int i = 0; i < ms / 50 && !stop_requested; i++)
+		usleep(50 * 1000);
+}
+
 struct syncer {
 	const struct kp_terminal_cfg *cfg;
 	kp_tls_conf *tls;
@@ -292,6 +393,7 @@ int main(int argc, char **argv)
 		{ "token-key", required_argument, NULL, 'T' },
 		{ "inspect", no_argument, NULL, 'i' },
 		{ "describe", no_argument, NULL, 'D' },
+		{ "list-readers", no_argument, NULL, 'L' },
 		{ "sync-once", no_argument, NULL, 'Y' },
 		{ "backend", required_argument, NULL, 'B' },
 		{ "offline", no_argument, NULL, 'O' },
@@ -302,7 +404,9 @@ int main(int argc, char **argv)
 	struct override { int opt; const char *val; } over[32];
 	size_t n_over = 0;
 	const char *config = NULL;
-	int do_inspect = 0, do_describe = 0, do_sync_once = 0, offline = 0, c, rc, exit_code = 1;
+	int do_inspect = 0, do_describe = 0, do_sync_once = 0, do_list = 0, offline = 0, c, rc;
+	int exit_code = 1;
+	struct link link;
 	struct syncer syncer;
 	char err[600];
 	kp_store *store = NULL;
@@ -315,11 +419,13 @@ int main(int argc, char **argv)
 	unsigned long taps = 0, accepted = 0, refused = 0;
 
 	kp_terminal_cfg_defaults(&cfg);
+	memset(&link, 0, sizeof(link));
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': config = optarg; break;
 		case 'i': do_inspect = 1; break;
 		case 'D': do_describe = 1; break;
+		case 'L': do_list = 1; break;
 		case 'Y': do_sync_once = 1; break;
 		case 'O': offline = 1; break;
 		case 'H': usage(stdout); return 0;
@@ -333,6 +439,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kippu-terminal: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
+	}
+	if (do_list) {
+		char list[8192];
+		size_t n = 0;
+
+		rc = kp_libnfc_list(list, sizeof(list), &n);
+		if (rc != KP_HAL_OK && rc != KP_HAL_E_OVERFLOW) {
+			fprintf(stderr, "kippu-terminal: listing readers: %s\n", kp_strerror(rc));
+			return 1;
+		}
+		fputs(n > 0 ? list : "no readers found\n", stdout);
+		return 0;
 	}
 	if (config != NULL && kp_terminal_cfg_load(&cfg, config, err, sizeof(err)) != KP_OK) {
 		fprintf(stderr, "kippu-terminal: %s\n", err);
@@ -372,10 +490,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	link.conn = cfg.reader;
+	link.backoff_ms = LINK_BACKOFF_MIN_MS;
 	rc = kp_reader_open(&reader, cfg.reader);
 	if (rc != KP_HAL_OK) {
 		logmsg(LOG_ERR, "reader %s: %s", cfg.reader, kp_strerror(rc));
-		goto out;
+		/* A reader that is missing or silent may come back: wait for it. A wrong
+		 * connection string or scenario will not. */
+		if (rc != KP_HAL_E_IO || do_describe)
+			goto out;
+		reader = NULL;
 	}
 	if (do_describe) {
 		char desc[256];
@@ -418,6 +542,11 @@ int main(int argc, char **argv)
 		logmsg(LOG_ERR, "hmi %s: %s", cfg.hmi, kp_strerror(rc));
 		goto out;
 	}
+	link.hmi = hmi;
+	link.r = reader;
+	reader = NULL;                   /* the link owns it now */
+	if (link.r == NULL)
+		link_down(&link, "it cannot be opened");
 
 	if (!do_inspect && !offline && cfg.backend_host[0] != '\0') {
 		if (syncer_setup(&syncer, &cfg) != 0)
@@ -441,13 +570,19 @@ int main(int argc, char **argv)
 		while (!stop_requested) {
 			struct kp_card_info info;
 			struct kp_tap_outcome o;
+			struct kp_reader *r = link_up(&link);
 			int64_t now;
 
+			if (r == NULL) {
+				sleep_ms(100);
+				continue;
+			}
 			memset(&info, 0, sizeof(info));
-			rc = kp_reader_wait_card(reader, &poll, &info, cfg.poll_timeout_ms);
+			rc = kp_reader_wait_card(r, &poll, &info, cfg.poll_timeout_ms);
 			if (rc == KP_HAL_E_END)
 				break;
 			if (rc == KP_HAL_E_NOCARD || rc == KP_HAL_E_TIMEOUT) {
+				link.failures = 0;
 				/* Idle: fold the WAL into the database now, never during a tap. */
 				if (dirty && store != NULL &&
 				    mono_ms() - last_activity >= cfg.checkpoint_idle_ms) {
@@ -457,17 +592,21 @@ int main(int argc, char **argv)
 				continue;
 			}
 			if (rc != KP_HAL_OK) {
-				logmsg(LOG_WARNING, "reader: %s", kp_strerror(rc));
-				usleep(200 * 1000);
+				link_failed(&link, "waiting for a card", rc);
+				if (link.r != NULL)
+					sleep_ms(200);
 				continue;
 			}
-			now = kp_reader_now_ms(reader);
+			link.failures = 0;
+			now = kp_reader_now_ms(r);
 			if (do_inspect) {
-				inspect(reader, &info, token_key, cfg.card_timeout_ms);
-				kp_reader_release(reader, 1, cfg.poll_timeout_ms);
+				inspect(r, &info, token_key, cfg.card_timeout_ms);
+				kp_reader_release(r, 1, cfg.poll_timeout_ms);
 				continue;
 			}
-			rc = kp_tap_card(engine, reader, &info, now, &o);
+			/* The card is read whole before anything is decided: a reader or card lost
+			 * mid-read is a refusal (card-removed, card-error), never half a tap. */
+			rc = kp_tap_card(engine, r, &info, now, &o);
 			taps++;
 			if (rc == KP_OK) {
 				show(hmi, &o, now);
@@ -479,7 +618,9 @@ int main(int argc, char **argv)
 				logmsg(LOG_ERR, "tap not recorded: %s", kp_strerror(rc));
 				show_out_of_service(hmi, now);
 			}
-			kp_reader_release(reader, 1, cfg.poll_timeout_ms);
+			rc = kp_reader_release(r, 1, cfg.poll_timeout_ms);
+			if (rc == KP_HAL_E_IO)
+				link_failed(&link, "releasing the card", rc);
 			last_activity = mono_ms();
 			dirty = 1;
 			/* A mock scenario in virtual time never idles: checkpoint every 64 taps. */
@@ -498,6 +639,7 @@ out:
 	kp_zeroize(token_key, sizeof(token_key));
 	kp_tap_engine_close(engine);
 	kp_hmi_close(hmi);
+	kp_reader_close(link.r);
 	kp_reader_close(reader);
 	kp_store_close(store);
 	kp_key_free(key);

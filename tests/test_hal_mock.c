@@ -1,6 +1,7 @@
 /* The HAL's generic half and the mock backends: scenario parsing (every error names its
  * line), the reader flow through kp_reader_* (activation, virtual clock, transceive,
- * remove-after, every fault kind, END, NOCARD, OVERFLOW), NOTSUP for missing ops, and the
+ * remove-after, every fault kind, END, NOCARD, OVERFLOW, cards that stay in the field
+ * across polls they do not answer), NOTSUP for missing ops, and the
  * mock HMI's memory and line file. Scenario files live in a mkdtemp folder per test. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -615,26 +616,66 @@ static void test_reader_poll_mismatch(void **state)
 	struct kp_card_info info;
 	struct kp_poll p = { KP_TECH_FELICA, 0x8FC1, 1 };
 
-	/* alice is not in system 8FC1: the tap passes unanswered. */
+	/* alice is not in system 8FC1: no card, but she stays in the field... */
 	memset(&info, 0xAA, sizeof(info));
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
 	assert_int_equal(info.tech, KP_TECH_NONE);
 	xfer(r, "no session", RR, KP_HAL_E_NOCARD, NULL);
-	/* alice again; FeliCa is not polled for. */
 	p.techs = KP_TECH_ISO14443B;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
+	assert_int_equal(kp_reader_now_ms(r), START_MS);
+	/* ...until the third poll in a row she does not answer: then the next tap comes. */
+	p.techs = KP_TECH_ISO14443A;
+	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
+	/* alice's second tap: FeliCa is not polled for (three times), so she leaves too. */
+	p.techs = KP_TECH_ISO14443B;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
 	assert_int_equal(kp_reader_now_ms(r), START_MS + 12500);
-	/* bob is Type B, only FeliCa polled for. */
+	/* bob is Type B: polled for FeliCa first, then for Type B, which finds him. */
 	p.techs = KP_TECH_FELICA;
 	p.felica_sys_code = 0xFFFF;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
-	/* carol is Type A, not polled for. */
-	p.techs = KP_TECH_FELICA | KP_TECH_ISO14443B;
+	assert_int_equal(kp_reader_now_ms(r), START_MS + 20000);
+	p.techs = KP_TECH_ISO14443B;
+	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
+	assert_int_equal(info.tech, KP_TECH_ISO14443B);
+	expect_hex("pupi after a FeliCa poll", info.u.b.pupi, 4, "A1B2C3D4");
+	xfer(r, "bob's session", "00 A4", KP_HAL_OK, "67 00");
+	/* carol is Type A: two misses, then the third technology finds her. */
+	p.techs = KP_TECH_FELICA;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
-	/* multi with the wildcard and RC 01: the first of its system codes. */
+	xfer(r, "polling ended bob's session", "00 A4", KP_HAL_E_NOCARD, NULL);
+	p.techs = KP_TECH_ISO14443B;
+	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
+	p.techs = KP_TECH_ISO14443A;
+	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
+	expect_hex("uid after two misses", info.u.a.uid, 7, "04112233445566");
+	/* multi with the wildcard and RC 01: the first of its system codes. A wait for
+	 * removal takes away a card that no poll has matched. */
+	p.techs = KP_TECH_ISO14443B;
+	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
+	assert_int_equal(kp_reader_release(r, 0, 0), KP_HAL_OK);
+	p.techs = KP_TECH_FELICA | KP_TECH_ISO14443B;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
 	expect_hex("wildcard sys", info.u.felica.sys_code, 2, "FE00");
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_END);
+	kp_reader_close(r);
+}
+
+static void test_reader_release_removes_lingering(void **state)
+{
+	struct fx *f = *state;
+	struct kp_reader *r = open_scn(f, "linger.txt", CARD_A "card bob typeb pupi=A1B2C3D4\n"
+	                               "tap +0 bob\ntap +1 alice\n");
+	struct kp_card_info info;
+	struct kp_poll p = { KP_TECH_FELICA, 0x0003, 1 };
+
+	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
+	assert_int_equal(kp_reader_release(r, 1, 0), KP_HAL_OK); /* bob is taken away */
+	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
+	expect_hex("next tap", info.u.felica.idm, 8, IDM);
+	assert_int_equal(kp_reader_now_ms(r), KP_SCN_START_DEFAULT_MS + 1000);
 	kp_reader_close(r);
 }
 
@@ -796,6 +837,41 @@ static void test_reader_real_pace(void **state)
 	/* Overdue: at once, even with a zero timeout. */
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 0), KP_HAL_OK);
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, -1), KP_HAL_E_END);
+	kp_reader_close(r);
+}
+
+static void test_reader_real_pace_linger(void **state)
+{
+	struct fx *f = *state;
+	struct kp_reader *r = open_scn(f, "linger.txt", "pace real\n" CARD_A
+	                               "card bob typeb pupi=A1B2C3D4\n"
+	                               "card carol typea uid=04112233\n"
+	                               "tap +0 bob\ntap +0.3 carol\ntap +0.5 alice\n"
+	                               "tap +0.6 bob\n");
+	struct kp_card_info info;
+	struct kp_poll fel = { KP_TECH_FELICA, 0xFFFF, 1 }, b = { KP_TECH_ISO14443B, 0, 0 };
+	int64_t t0 = mono_ms(), t;
+
+	/* bob answers no FeliCa poll: a zero timeout returns at once, and he stays... */
+	assert_int_equal(kp_reader_wait_card(r, &fel, &info, 0), KP_HAL_E_NOCARD);
+	assert_true(mono_ms() - t0 < 100);
+	/* ...through a poll that waits 50 ms for a FeliCa card, */
+	assert_int_equal(kp_reader_wait_card(r, &fel, &info, 50), KP_HAL_E_NOCARD);
+	t = mono_ms() - t0;
+	assert_true(t >= 50 && t < 250);
+	/* so the Type B poll finds him. */
+	assert_int_equal(kp_reader_wait_card(r, &b, &info, 0), KP_HAL_OK);
+	expect_hex("lingering pupi", info.u.b.pupi, 4, "A1B2C3D4");
+	/* carol (+0.3) is pushed out by alice (+0.5): a FeliCa poll with a long timeout waits
+	 * through carol and returns alice when she is due. */
+	assert_int_equal(kp_reader_wait_card(r, &fel, &info, 5000), KP_HAL_OK);
+	t = mono_ms() - t0;
+	assert_true(t >= 500 && t < 900);
+	expect_hex("after carol", info.u.felica.idm, 8, IDM);
+	/* bob (+0.6) is the last card: unanswered, he leaves 1 s after he came, then END. */
+	assert_int_equal(kp_reader_wait_card(r, &fel, &info, -1), KP_HAL_E_END);
+	t = mono_ms() - t0;
+	assert_true(t >= 1600 && t < 2200);
 	kp_reader_close(r);
 }
 
@@ -1229,11 +1305,13 @@ int main(void)
 		FX(test_scn_misc),
 		FX(test_reader_flow),
 		FX(test_reader_poll_mismatch),
+		FX(test_reader_release_removes_lingering),
 		FX(test_reader_request_codes),
 		FX(test_reader_faults),
 		FX(test_reader_faults_typeb),
 		FX(test_reader_overflow),
 		FX(test_reader_real_pace),
+		FX(test_reader_real_pace_linger),
 		FX(test_reader_open_errors),
 		FX(test_reader_describe),
 		FX(test_reader_default_start),
