@@ -25,7 +25,7 @@ void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
 	snprintf(cfg->backend_cert, sizeof(cfg->backend_cert), "backend.crt");
 	snprintf(cfg->backend_name, sizeof(cfg->backend_name), "backend");
 	cfg->sync_interval_s = 60;
-	cfg->sync_timeout_ms = 10000;
+	cfg->sync_timeout_ms = 30000;
 }
 
 static char *trim(char *s)

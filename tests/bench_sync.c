@@ -1,0 +1,907 @@
+/* make bench, second program: how fast the backend takes in journal records, against how
+ * fast this machine can check their signatures.
+ *
+ *  1. ES256 verify rate: one thread per online CPU, each looping kp_cose_verify1 over
+ *     pre-signed records for about 2 s (and one thread alone, for reference); measured
+ *     again after the ingest runs, and the better figure is the one compared with.
+ *  2. Ingest rate of the real server (kp_server_start in this process, port 0, a fresh
+ *     backend database each run) with 1 terminal x 10,000 records and with 50 terminals x
+ *     1,024 records at once (4 full batches each; --per-terminal etc. change the sizes, the
+ *     defaults keep the run near 70 s on 2 cores). Every terminal's
+ *     chain of signed records (kp_record + kp_record_encode + kp_cose_sign1, seq 1..K, prev
+ *     = SHA-256 of the previous payload, kid = terminal id = certificate CN) is built in
+ *     memory beforehand; each terminal is one client thread that speaks the protocol by
+ *     hand (hello -> welcome, records of KP_SYNC_BATCH_MAX -> ack ..., bye), all released
+ *     at once. The clock runs from the first connect to the last ack.
+ *  3. A 10,000-record backlog synced with the terminal's own path: a terminal store filled
+ *     by kp_tap_refuse (real signed, chained, committed records), then kp_sync_run with
+ *     kp_store_sync_source against a fresh in-process server.
+ *
+ * Everything lives in a fresh folder under --dir (default $TMPDIR or /tmp), removed at
+ * the end unless --keep. Progress goes to stderr, the table to stdout. --json PATH writes
+ * the figures as a JSON array; --json-append PATH adds them to the array already in PATH
+ * (what `make bench BENCH_JSON=...` uses, so kippu-bench's and these figures end up in one
+ * array), or writes a new one if PATH does not exist. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kp_backend.h"
+#include "kp_terminal.h"
+
+#define MAX_TERMINALS 256
+#define TIMEOUT_MS    60000
+
+static struct {
+	int terminals;          /* terminals in the concurrent run */
+	int per_terminal;       /* records each sends in the concurrent run */
+	int solo;               /* records of the 1-terminal run */
+	int backlog;            /* records of the kp_sync_run backlog */
+	double verify_s;        /* length of the all-cores verify loop */
+	int keep;
+	int ncpu;
+} opt = { 50, 1024, 10000, 10000, 2.0, 0, 1 };
+
+static char dir[400];
+static char ca_crt[512], backend_crt[512], backend_key[512];
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+	       ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU seconds every process on the machine has spent (from /proc/stat; 0 if unreadable):
+ * what is not ours of it tells whether something else was competing for the cores. */
+static double machine_cpu_s(void)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *fp = fopen("/proc/stat", "r");
+	int n;
+
+	if (fp == NULL)
+		return 0;
+	n = fscanf(fp, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+	           &v[4], &v[5], &v[6], &v[7]);
+	fclose(fp);
+	if (n != 8)
+		return 0;
+	/* user nice system [idle iowait] irq softirq steal */
+	return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+struct load { double wall, ours, all; };
+
+static void load_start(struct load *l)
+{
+	l->wall = now_s();
+	l->ours = cpu_s();
+	l->all = machine_cpu_s();
+}
+
+/* Share of the machine's cores that other processes used since load_start. */
+static double load_foreign(const struct load *l, int ncpu)
+{
+	double wall = now_s() - l->wall, ours = cpu_s() - l->ours, all = machine_cpu_s() - l->all;
+	double f = (all - ours) / (wall * ncpu);
+
+	return l->all == 0 || f < 0 ? 0 : f;
+}
+
+static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void progress(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "bench-sync: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void die(const char *what, int rc)
+{
+	fprintf(stderr, "bench-sync: %s: %s (%d)\n", what, kp_sync_error_text(rc), rc);
+	exit(1);
+}
+
+static void path_of(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void path_of(char *out, size_t cap, const char *fmt, ...)
+{
+	char name[100];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof(name), fmt, ap);
+	va_end(ap);
+	snprintf(out, cap, "%s/%s", dir, name);
+}
+
+/* ---- keys and certificates ---- */
+
+static void make_pki(int n_terminals)
+{
+	kp_key *ca_key = NULL, *k = NULL;
+	kp_cert *ca = NULL;
+	char key_path[512], crt_path[512], cn[KP_ID_MAX + 1];
+	int rc;
+
+	path_of(ca_crt, sizeof(ca_crt), "ca.crt");
+	path_of(backend_crt, sizeof(backend_crt), "backend.crt");
+	path_of(backend_key, sizeof(backend_key), "backend.key");
+	if ((rc = kp_key_generate(&ca_key)) != 0 ||
+	    (rc = kp_cert_create_ca(ca_key, "kippu bench CA", 30, ca_crt)) != 0 ||
+	    (rc = kp_cert_load(&ca, ca_crt)) != 0)
+		die("CA", rc);
+	if ((rc = kp_key_generate(&k)) != 0 || (rc = kp_key_save(k, backend_key)) != 0 ||
+	    (rc = kp_cert_issue(ca_key, ca, k, "backend", 30, backend_crt)) != 0)
+		die("backend certificate", rc);
+	kp_key_free(k);
+	for (int i = 0; i < n_terminals; i++) {
+		snprintf(cn, sizeof(cn), "T-%d", i);
+		path_of(key_path, sizeof(key_path), "%s.key", cn);
+		path_of(crt_path, sizeof(crt_path), "%s.crt", cn);
+		k = NULL;
+		if ((rc = kp_key_generate(&k)) != 0 || (rc = kp_key_save(k, key_path)) != 0 ||
+		    (rc = kp_cert_issue(ca_key, ca, k, cn, 30, crt_path)) != 0)
+			die("terminal certificate", rc);
+		kp_key_free(k);
+	}
+	kp_cert_free(ca);
+	kp_key_free(ca_key);
+}
+
+/* ---- pre-signed record chains ---- */
+
+struct chain {
+	char id[KP_ID_MAX + 1];
+	int n;
+	uint8_t **payload; size_t *payload_len;
+	struct kp_bytes *cose;          /* what goes on the wire */
+};
+
+static struct chain *chains;       /* one per terminal; T-0's is the longest */
+
+/* Payloads in sequence (each names the hash of the one before); signing comes later. */
+static void encode_chain(struct chain *c, int terminal, int n)
+{
+	uint8_t prev[KP_SHA256_LEN] = { 0 };
+	int rc;
+
+	snprintf(c->id, sizeof(c->id), "T-%d", terminal);
+	c->n = n;
+	c->payload = calloc((size_t)n, sizeof(*c->payload));
+	c->payload_len = calloc((size_t)n, sizeof(*c->payload_len));
+	c->cose = calloc((size_t)n, sizeof(*c->cose));
+	if (c->payload == NULL || c->payload_len == NULL || c->cose == NULL)
+		die("chain", KP_SYNC_E_NOMEM);
+	for (int i = 0; i < n; i++) {
+		struct kp_record r;
+
+		/* A bus tap as the terminal journals it; one in ten is refused. */
+		memset(&r, 0, sizeof(r));
+		r.seq = (uint64_t)i + 1;
+		r.time_ms = 1795651200000LL + (int64_t)i * 2000;
+		snprintf(r.terminal, sizeof(r.terminal), "%s", c->id);
+		snprintf(r.kind, sizeof(r.kind), "tap");
+		r.has_token = 1;
+		for (int b = 0; b < KP_TOKEN_LEN; b++)
+			r.token[b] = (uint8_t)(i * 31 + b * 7 + terminal);
+		snprintf(r.operator_id, sizeof(r.operator_id), "OP-A");
+		snprintf(r.route, sizeof(r.route), "R%d", terminal % 7);
+		snprintf(r.stop, sizeof(r.stop), "S%d", i % 40);
+		if (i % 10 != 9) {
+			snprintf(r.product, sizeof(r.product), "P10");
+			r.entitlement = 1000 + (i * 7919) % 100000;
+			r.rides = 1;
+			r.has_left = 1;
+			r.left = i % 10;
+			snprintf(r.result, sizeof(r.result), "accepted");
+			snprintf(r.reason, sizeof(r.reason), "ok");
+		} else {
+			snprintf(r.result, sizeof(r.result), "refused");
+			snprintf(r.reason, sizeof(r.reason), "exhausted");
+		}
+		memcpy(r.prev, prev, KP_SHA256_LEN);
+		if ((rc = kp_record_encode(&r, &c->payload[i], &c->payload_len[i])) != 0 ||
+		    (rc = kp_sha256(c->payload[i], c->payload_len[i], prev)) != 0)
+			die("record", rc);
+	}
+}
+
+struct sign_job { int chain, from, to; };
+static struct sign_job *jobs;
+static int n_jobs;
+static atomic_int next_job;
+
+/* Each job loads its own copy of the terminal's key: a kp_key signs in one thread at a
+ * time, so one terminal's long chain can be signed on every core at once. */
+static void *sign_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int j = atomic_fetch_add(&next_job, 1), rc;
+		struct chain *c;
+		char key_path[512];
+		kp_key *key = NULL;
+
+		if (j >= n_jobs)
+			return NULL;
+		c = &chains[jobs[j].chain];
+		path_of(key_path, sizeof(key_path), "%s.key", c->id);
+		if ((rc = kp_key_load(&key, key_path)) != 0)
+			die("key", rc);
+		for (int i = jobs[j].from; i < jobs[j].to; i++) {
+			uint8_t *cose = NULL;
+			size_t len = 0;
+
+			if ((rc = kp_cose_sign1(key, c->id, c->payload[i], c->payload_len[i], &cose,
+			                        &len)) != 0)
+				die("sign", rc);
+			c->cose[i].p = cose;
+			c->cose[i].n = len;
+		}
+		kp_key_free(key);
+	}
+}
+
+static void make_chains(int n_terminals)
+{
+	int longest = opt.solo > opt.per_terminal ? opt.solo : opt.per_terminal;
+	pthread_t th[64];
+	int nth = opt.ncpu < 64 ? opt.ncpu : 64, total = 0;
+	double t0 = now_s();
+
+	chains = calloc((size_t)n_terminals, sizeof(*chains));
+	/* at most ceil(n / 250) jobs per chain */
+	jobs = calloc((size_t)n_terminals * ((size_t)opt.per_terminal / 250 + 1) +
+	              (size_t)longest / 250 + 1, sizeof(*jobs));
+	if (chains == NULL || jobs == NULL)
+		die("chains", KP_SYNC_E_NOMEM);
+	for (int t = 0; t < n_terminals; t++) {
+		int n = t == 0 ? longest : opt.per_terminal;
+
+		encode_chain(&chains[t], t, n);
+		for (int from = 0; from < n; from += 250) {
+			jobs[n_jobs].chain = t;
+			jobs[n_jobs].from = from;
+			jobs[n_jobs].to = from + 250 < n ? from + 250 : n;
+			n_jobs++;
+		}
+		total += n;
+	}
+	progress("signing %d records for %d terminals on %d threads", total, n_terminals, nth);
+	for (int i = 0; i < nth; i++)
+		pthread_create(&th[i], NULL, sign_main, NULL);
+	for (int i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	progress("signed in %.1f s", now_s() - t0);
+}
+
+/* ---- 1. verify rate ---- */
+
+struct vthread {
+	pthread_barrier_t *start;
+	double seconds;
+	unsigned long count;
+	double elapsed;
+};
+
+static void *verify_main(void *arg)
+{
+	struct vthread *v = arg;
+	const struct chain *c = &chains[0];
+	int n = c->n < 1000 ? c->n : 1000, rc;
+	char crt[512];
+	kp_cert *cert = NULL;
+	double t0, t;
+
+	/* A certificate of its own, as each server connection has (it parses its peer's). */
+	path_of(crt, sizeof(crt), "%s.crt", c->id);
+	if ((rc = kp_cert_load(&cert, crt)) != 0)
+		die("cert", rc);
+	pthread_barrier_wait(v->start);
+	t0 = now_s();
+	for (unsigned long i = 0;; i++) {
+		const uint8_t *payload = NULL;
+		size_t len = 0;
+
+		rc = kp_cose_verify1(cert, c->cose[i % n].p, c->cose[i % n].n, &payload, &len,
+		                     NULL, 0);
+		if (rc != 0)
+			die("verify", rc);
+		v->count++;
+		if ((i & 15) == 15 && (t = now_s() - t0) >= v->seconds)
+			break;
+	}
+	v->elapsed = now_s() - t0;
+	kp_cert_free(cert);
+	return NULL;
+}
+
+static double verify_rate(int nth, double seconds, double *foreign)
+{
+	pthread_barrier_t start;
+	struct vthread v[64];
+	pthread_t th[64];
+	struct load l;
+	double rate = 0;
+
+	if (nth > 64)
+		nth = 64;
+	pthread_barrier_init(&start, NULL, (unsigned)nth);
+	for (int i = 0; i < nth; i++) {
+		memset(&v[i], 0, sizeof(v[i]));
+		v[i].start = &start;
+		v[i].seconds = seconds;
+		pthread_create(&th[i], NULL, verify_main, &v[i]);
+	}
+	load_start(&l);
+	for (int i = 0; i < nth; i++) {
+		pthread_join(th[i], NULL);
+		rate += v[i].count / v[i].elapsed;
+	}
+	*foreign = load_foreign(&l, opt.ncpu);
+	pthread_barrier_destroy(&start);
+	return rate;
+}
+
+/* ---- the in-process backend ---- */
+
+static kp_server *server_start(const char *tag)
+{
+	struct kp_server_cfg cfg;
+	kp_server *srv = NULL;
+	char err[256];
+	int rc;
+
+	kp_server_cfg_defaults(&cfg);
+	snprintf(cfg.host, sizeof(cfg.host), "127.0.0.1");
+	snprintf(cfg.port, sizeof(cfg.port), "0");
+	path_of(cfg.db, sizeof(cfg.db), "backend-%s.db", tag);
+	snprintf(cfg.ca, sizeof(cfg.ca), "%s", ca_crt);
+	snprintf(cfg.cert, sizeof(cfg.cert), "%s", backend_crt);
+	snprintf(cfg.key, sizeof(cfg.key), "%s", backend_key);
+	cfg.max_conns = MAX_TERMINALS;
+	cfg.timeout_ms = TIMEOUT_MS;
+	rc = kp_server_start(&srv, &cfg, err, sizeof(err));
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "bench-sync: server: %s\n", err);
+		exit(1);
+	}
+	return srv;
+}
+
+static int sum_acked(void *arg, int ncol, const char *const *cols, const char *const *names)
+{
+	for (int i = 0; i < ncol; i++) {
+		if (strcmp(names[i], "acked") == 0 && cols[i] != NULL)
+			*(uint64_t *)arg += strtoull(cols[i], NULL, 10);
+	}
+	return 0;
+}
+
+/* Every record of the run must be in the backend's database. */
+static void check_stored(const char *tag, uint64_t want)
+{
+	char db[512];
+	kp_bstore *s = NULL;
+	uint64_t held = 0;
+	int rc;
+
+	path_of(db, sizeof(db), "backend-%s.db", tag);
+	if ((rc = kp_bstore_open(&s, db)) != KP_BE_OK ||
+	    (rc = kp_bstore_report(s, KP_REPORT_TERMINALS, NULL, sum_acked, &held)) != KP_BE_OK)
+		die("backend report", rc);
+	kp_bstore_close(s);
+	if (held != want) {
+		fprintf(stderr, "bench-sync: %s: the backend holds %llu records, expected %llu\n",
+		        tag, (unsigned long long)held, (unsigned long long)want);
+		exit(1);
+	}
+}
+
+/* ---- 2. ingest: raw protocol clients ---- */
+
+struct client {
+	const struct chain *c;
+	int n;                          /* records to send */
+	int port;
+	kp_tls_conf *conf;
+	pthread_barrier_t *start;
+	double t_connect, t_handshake, t_welcome, t_last_ack;   /* absolute, now_s() */
+	double rtt_sum;                 /* records -> ack, summed over batches */
+	double rtt_max;
+	int batches;
+};
+
+static void *client_main(void *arg)
+{
+	struct client *cl = arg;
+	struct kp_msg out, in;
+	uint8_t *buf = NULL;
+	kp_tls *t = NULL;
+	char err[256], port[16];
+	int fd = -1, rc, sent = 0;
+
+	memset(&out, 0, sizeof(out));
+	memset(&in, 0, sizeof(in));
+	snprintf(port, sizeof(port), "%d", cl->port);
+	pthread_barrier_wait(cl->start);
+	cl->t_connect = now_s();
+	if ((rc = kp_tcp_connect("127.0.0.1", port, TIMEOUT_MS, &fd)) != 0)
+		die("connect", rc);
+	if ((rc = kp_tls_handshake(&t, cl->conf, fd, "backend", TIMEOUT_MS, err, sizeof(err))) != 0) {
+		fprintf(stderr, "bench-sync: %s: handshake: %s\n", cl->c->id, err);
+		exit(1);
+	}
+	cl->t_handshake = now_s();
+	out.type = KP_MSG_HELLO;
+	snprintf(out.terminal, sizeof(out.terminal), "%s", cl->c->id);
+	if ((rc = kp_msg_send(t, &out, TIMEOUT_MS)) != 0 ||
+	    (rc = kp_msg_recv(t, &in, &buf, TIMEOUT_MS)) != 0)
+		die("hello", rc);
+	if (in.type != KP_MSG_WELCOME || in.acked != 0) {
+		fprintf(stderr, "bench-sync: %s: expected welcome with acked 0, got %s (%s)\n",
+		        cl->c->id, kp_msg_type_name(in.type), in.reason);
+		exit(1);
+	}
+	cl->t_welcome = now_s();
+	while (sent < cl->n) {
+		int k = cl->n - sent < KP_SYNC_BATCH_MAX ? cl->n - sent : KP_SYNC_BATCH_MAX;
+		double t0 = now_s();
+
+		kp_msg_clear(&in);
+		free(buf);
+		buf = NULL;
+		memset(&out, 0, sizeof(out));
+		out.type = KP_MSG_RECORDS;
+		out.items = (struct kp_bytes *)&cl->c->cose[sent];
+		out.n_items = (size_t)k;
+		if ((rc = kp_msg_send(t, &out, TIMEOUT_MS)) != 0 ||
+		    (rc = kp_msg_recv(t, &in, &buf, TIMEOUT_MS)) != 0)
+			die("records", rc);
+		sent += k;
+		if (in.type != KP_MSG_ACK || in.acked != (uint64_t)sent) {
+			fprintf(stderr, "bench-sync: %s: expected ack %d, got %s %llu (%s)\n",
+			        cl->c->id, sent, kp_msg_type_name(in.type),
+			        (unsigned long long)in.acked, in.reason);
+			exit(1);
+		}
+		cl->t_last_ack = now_s();
+		cl->rtt_sum += cl->t_last_ack - t0;
+		if (cl->t_last_ack - t0 > cl->rtt_max)
+			cl->rtt_max = cl->t_last_ack - t0;
+		cl->batches++;
+	}
+	memset(&out, 0, sizeof(out));
+	out.type = KP_MSG_BYE;
+	kp_msg_send(t, &out, TIMEOUT_MS);
+	kp_msg_clear(&in);
+	free(buf);
+	kp_tls_close(t);
+	return NULL;
+}
+
+struct ingest_result {
+	double rate;                    /* records/s */
+	double seconds;
+	double cpu_util;                /* process CPU time / (wall * ncpu) */
+	double handshake_ms;            /* mean connect -> handshake done */
+	double welcome_ms;              /* mean handshake -> welcome */
+	double rtt_ms;                  /* mean records -> ack round trip per batch */
+	double rtt_max_ms, welcome_max_ms;
+	double foreign;                 /* share of the cores other processes used meanwhile */
+	double cpu_us;                  /* process CPU (server and clients) per record */
+};
+
+static struct ingest_result ingest(const char *tag, int n_terminals, int per_terminal)
+{
+	struct client *cl = calloc((size_t)n_terminals, sizeof(*cl));
+	pthread_t *th = calloc((size_t)n_terminals, sizeof(*th));
+	pthread_barrier_t start;
+	struct ingest_result r;
+	kp_server *srv = server_start(tag);
+	double t0, t_end = 0, c0, hs = 0, wl = 0, rtt = 0;
+	struct load l;
+	int batches = 0;
+
+	memset(&r, 0, sizeof(r));
+	progress("ingest: %d terminal%s x %d records", n_terminals, n_terminals == 1 ? "" : "s",
+	         per_terminal);
+	pthread_barrier_init(&start, NULL, (unsigned)n_terminals + 1);
+	for (int i = 0; i < n_terminals; i++) {
+		char crt[512], key[512], err[256];
+		int rc;
+
+		cl[i].c = &chains[i];
+		cl[i].n = per_terminal;
+		cl[i].port = kp_server_port(srv);
+		cl[i].start = &start;
+		path_of(crt, sizeof(crt), "%s.crt", chains[i].id);
+		path_of(key, sizeof(key), "%s.key", chains[i].id);
+		rc = kp_tls_conf_new(&cl[i].conf, KP_TLS_CLIENT, ca_crt, crt, key, err, sizeof(err));
+		if (rc != 0) {
+			fprintf(stderr, "bench-sync: TLS conf: %s\n", err);
+			exit(1);
+		}
+		pthread_create(&th[i], NULL, client_main, &cl[i]);
+	}
+	load_start(&l);
+	c0 = cpu_s();
+	t0 = now_s();
+	pthread_barrier_wait(&start);
+	for (int i = 0; i < n_terminals; i++) {
+		pthread_join(th[i], NULL);
+		if (cl[i].t_last_ack > t_end)
+			t_end = cl[i].t_last_ack;
+		hs += cl[i].t_handshake - cl[i].t_connect;
+		wl += cl[i].t_welcome - cl[i].t_handshake;
+		rtt += cl[i].rtt_sum;
+		if (cl[i].rtt_max * 1e3 > r.rtt_max_ms)
+			r.rtt_max_ms = cl[i].rtt_max * 1e3;
+		if ((cl[i].t_welcome - cl[i].t_handshake) * 1e3 > r.welcome_max_ms)
+			r.welcome_max_ms = (cl[i].t_welcome - cl[i].t_handshake) * 1e3;
+		batches += cl[i].batches;
+	}
+	r.cpu_util = (cpu_s() - c0) / ((now_s() - t0) * opt.ncpu);
+	r.cpu_us = (cpu_s() - c0) / ((double)n_terminals * per_terminal) * 1e6;
+	r.foreign = load_foreign(&l, opt.ncpu);
+	r.seconds = t_end - t0;
+	r.rate = (double)n_terminals * per_terminal / r.seconds;
+	r.handshake_ms = hs / n_terminals * 1e3;
+	r.welcome_ms = wl / n_terminals * 1e3;
+	r.rtt_ms = batches > 0 ? rtt / batches * 1e3 : 0;
+	kp_server_stop(srv);
+	for (int i = 0; i < n_terminals; i++)
+		kp_tls_conf_free(cl[i].conf);
+	pthread_barrier_destroy(&start);
+	free(cl);
+	free(th);
+	check_stored(tag, (uint64_t)n_terminals * (uint64_t)per_terminal);
+	progress("ingest: %d terminal%s: %.0f records/s (%.2f s, CPU %.0f%% of %d cores)",
+	         n_terminals, n_terminals == 1 ? "" : "s", r.rate, r.seconds, r.cpu_util * 100,
+	         opt.ncpu);
+	return r;
+}
+
+/* ---- 3. a backlog through the terminal's own sync path ---- */
+
+struct backlog_result {
+	double fill_s;
+	double sync_s;
+	double cpu_util;
+};
+
+static struct backlog_result backlog(void)
+{
+	struct backlog_result r;
+	struct kp_terminal_cfg cfg;
+	struct kp_sync_source src;
+	struct kp_sync_stats st;
+	kp_store *s = NULL, *ss = NULL;
+	kp_tap_engine *e = NULL;
+	kp_key *key = NULL;
+	kp_cert *bcert = NULL;
+	kp_tls_conf *conf = NULL;
+	kp_server *srv;
+	uint8_t token_key[KP_TOKEN_KEY_LEN] = { 0x42 };
+	char db[512], crt[512], keyp[512], err[512], port[16];
+	double t0, c0;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	path_of(db, sizeof(db), "terminal.db");
+	path_of(crt, sizeof(crt), "T-0.crt");
+	path_of(keyp, sizeof(keyp), "T-0.key");
+	kp_terminal_cfg_defaults(&cfg);
+	snprintf(cfg.terminal_id, sizeof(cfg.terminal_id), "T-0");
+	snprintf(cfg.operator_id, sizeof(cfg.operator_id), "OP-A");
+	snprintf(cfg.route, sizeof(cfg.route), "R1");
+	progress("backlog: journalling %d taps in a terminal store", opt.backlog);
+	t0 = now_s();
+	if ((rc = kp_store_open(&s, db)) != KP_OK || (rc = kp_key_load(&key, keyp)) != 0 ||
+	    (rc = kp_tap_engine_open(&e, s, &cfg, key, token_key)) != KP_OK)
+		die("terminal store", rc);
+	for (int i = 0; i < opt.backlog; i++) {
+		struct kp_tap_outcome o;
+		uint8_t token[KP_TOKEN_LEN];
+
+		memset(token, 0, sizeof(token));
+		token[0] = (uint8_t)i;
+		token[1] = (uint8_t)(i >> 8);
+		rc = kp_tap_refuse(e, token, "card-error", 1795651200000LL + (int64_t)i * 1000, &o);
+		if (rc != KP_OK)
+			die("tap", rc);
+		if (i % 256 == 255)
+			kp_store_idle(s);
+	}
+	kp_store_idle(s);
+	r.fill_s = now_s() - t0;
+	progress("backlog: journalled in %.1f s; syncing with kp_sync_run", r.fill_s);
+
+	srv = server_start("backlog");
+	snprintf(port, sizeof(port), "%d", kp_server_port(srv));
+	if ((rc = kp_tls_conf_new(&conf, KP_TLS_CLIENT, ca_crt, crt, keyp, err, sizeof(err))) != 0) {
+		fprintf(stderr, "bench-sync: TLS conf: %s\n", err);
+		exit(1);
+	}
+	if ((rc = kp_cert_load(&bcert, backend_crt)) != 0)
+		die("backend cert", rc);
+	/* The sync runs on a store connection of its own, as in kippu-terminal. */
+	if ((rc = kp_store_open(&ss, db)) != KP_OK)
+		die("terminal store", rc);
+	kp_store_sync_source(ss, &src);
+	memset(&st, 0, sizeof(st));
+	c0 = cpu_s();
+	t0 = now_s();
+	rc = kp_sync_run(conf, "127.0.0.1", port, "backend", "T-0", bcert, &src, TIMEOUT_MS, &st,
+	                 err, sizeof(err));
+	r.sync_s = now_s() - t0;
+	r.cpu_util = (cpu_s() - c0) / (r.sync_s * opt.ncpu);
+	if (rc != 0) {
+		fprintf(stderr, "bench-sync: kp_sync_run: %s\n", err);
+		exit(1);
+	}
+	if (st.sent != (uint64_t)opt.backlog || st.acked != (uint64_t)opt.backlog) {
+		fprintf(stderr, "bench-sync: kp_sync_run sent %llu, acked %llu of %d\n",
+		        (unsigned long long)st.sent, (unsigned long long)st.acked, opt.backlog);
+		exit(1);
+	}
+	kp_server_stop(srv);
+	check_stored("backlog", (uint64_t)opt.backlog);
+	progress("backlog: %d records synced in %.2f s", opt.backlog, r.sync_s);
+	kp_store_close(ss);
+	kp_tap_engine_close(e);
+	kp_store_close(s);
+	kp_key_free(key);
+	kp_cert_free(bcert);
+	kp_tls_conf_free(conf);
+	return r;
+}
+
+/* ---- output ---- */
+
+struct metric { const char *name, *unit; double value; };
+
+/* Writes the metrics as a JSON array, or adds them to the array already in path. */
+static int write_json(const char *path, int append, const struct metric *m, size_t n)
+{
+	char *old = NULL;
+	size_t old_len = 0;
+	FILE *fp;
+
+	if (append && (fp = fopen(path, "r")) != NULL) {
+		long len;
+
+		fseek(fp, 0, SEEK_END);
+		len = ftell(fp);
+		fseek(fp, 0, SEEK_SET);
+		old = calloc(1, (size_t)len + 1);
+		if (old == NULL || fread(old, 1, (size_t)len, fp) != (size_t)len) {
+			fclose(fp);
+			free(old);
+			return -1;
+		}
+		fclose(fp);
+		old_len = (size_t)len;
+		/* Cut at the closing bracket; an empty array adds no comma. */
+		while (old_len > 0 && old[old_len - 1] != ']')
+			old_len--;
+		if (old_len == 0 || strchr(old, '[') == NULL) {
+			fprintf(stderr, "bench-sync: %s does not hold a JSON array\n", path);
+			free(old);
+			return -1;
+		}
+		old_len--;
+		while (old_len > 0 && (old[old_len - 1] == ' ' || old[old_len - 1] == '\n'))
+			old_len--;
+	}
+	fp = fopen(path, "w");
+	if (fp == NULL) {
+		perror(path);
+		free(old);
+		return -1;
+	}
+	if (old != NULL) {
+		fwrite(old, 1, old_len, fp);
+		if (old[old_len - 1] != '[')
+			fputc(',', fp);
+		fputc('\n', fp);
+	} else {
+		fputs("[\n", fp);
+	}
+	for (size_t i = 0; i < n; i++)
+		fprintf(fp, "  {\"metric\": \"%s\", \"unit\": \"%s\", \"value\": %.4f}%s\n", m[i].name,
+		        m[i].unit, m[i].value, i + 1 < n ? "," : "");
+	fputs("]\n", fp);
+	free(old);
+	return fclose(fp) == 0 ? 0 : -1;
+}
+
+/* Removes the working folder, also when a step fails (exit). */
+static void cleanup(void)
+{
+	char cmd[512];
+
+	if (opt.keep || dir[0] == '\0')
+		return;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench-sync: could not remove %s\n", dir);
+	dir[0] = '\0';
+}
+
+/* One line of the markdown table. */
+static void row(const char *label, const char *fmt, double value, const char *target)
+{
+	char v[32];
+
+	snprintf(v, sizeof(v), fmt, value);
+	printf("| %-53s | %10s | %-17s |\n", label, v, target);
+}
+
+static void usage(void)
+{
+	fputs("usage: kippu-bench-sync [--dir DIR] [--json PATH | --json-append PATH] [--keep]\n"
+	      "       [--terminals N] [--per-terminal K] [--solo K] [--backlog K] [--verify-seconds S]\n",
+	      stderr);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "json", required_argument, NULL, 'j' },
+		{ "json-append", required_argument, NULL, 'a' },
+		{ "keep", no_argument, NULL, 'k' },
+		{ "terminals", required_argument, NULL, 't' },
+		{ "per-terminal", required_argument, NULL, 'p' },
+		{ "solo", required_argument, NULL, 's' },
+		{ "backlog", required_argument, NULL, 'b' },
+		{ "verify-seconds", required_argument, NULL, 'v' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *json = NULL, *base = getenv("TMPDIR");
+	struct ingest_result one, many;
+	struct backlog_result bl;
+	double v1, vall, vall2, fall2, ratio, target_sync, t_start = now_s(), f1, fall, worst;
+	char label[96], target[32];
+	int append = 0, c;
+
+	if (base == NULL || base[0] == '\0')
+		base = "/tmp";
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': base = optarg; break;
+		case 'j': json = optarg; append = 0; break;
+		case 'a': json = optarg; append = 1; break;
+		case 'k': opt.keep = 1; break;
+		case 't': opt.terminals = atoi(optarg); break;
+		case 'p': opt.per_terminal = atoi(optarg); break;
+		case 's': opt.solo = atoi(optarg); break;
+		case 'b': opt.backlog = atoi(optarg); break;
+		case 'v': opt.verify_s = atof(optarg); break;
+		default: usage();
+		}
+	}
+	if (optind != argc || opt.terminals < 1 || opt.terminals > MAX_TERMINALS ||
+	    opt.per_terminal < 1 || opt.solo < 1 || opt.backlog < 1 || opt.verify_s <= 0)
+		usage();
+	opt.ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (opt.ncpu < 1)
+		opt.ncpu = 1;
+	mkdir(base, 0755);
+	snprintf(dir, sizeof(dir), "%s/kippu-bench-sync-XXXXXX", base);
+	if (mkdtemp(dir) == NULL) {
+		perror(dir);
+		return 1;
+	}
+	atexit(cleanup);
+	progress("working in %s (%d online CPUs)", dir, opt.ncpu);
+
+	make_pki(opt.terminals);
+	make_chains(opt.terminals);
+
+	progress("verify: 1 thread for %.1f s", opt.verify_s / 2);
+	v1 = verify_rate(1, opt.verify_s / 2, &f1);
+	progress("verify: %d threads for %.1f s", opt.ncpu, opt.verify_s);
+	vall = verify_rate(opt.ncpu, opt.verify_s, &fall);
+	progress("verify: %.0f/s on 1 thread, %.0f/s on %d", v1, vall, opt.ncpu);
+
+	one = ingest("one", 1, opt.solo);
+	many = ingest("many", opt.terminals, opt.per_terminal);
+	/* Again right after: on a shared host the cores' speed drifts (two processes of
+	 * `openssl speed -multi 2` vary by half here too). The ratio takes the better of the
+	 * two, so it never flatters the backend. */
+	progress("verify: %d threads for %.1f s, again", opt.ncpu, opt.verify_s);
+	vall2 = verify_rate(opt.ncpu, opt.verify_s, &fall2);
+	progress("verify: %.0f/s on %d", vall2, opt.ncpu);
+	if (fall2 > fall)
+		fall = fall2;
+	ratio = many.rate / (vall > vall2 ? vall : vall2);
+	bl = backlog();
+	target_sync = 1.2 * opt.backlog / one.rate;
+
+	printf("\nkippu bench-sync: in-process kippu backend over loopback mutual TLS, %d online CPUs;\n"
+	       "records pre-signed (ES256 COSE_Sign1, hash-chained), batches of %d\n\n",
+	       opt.ncpu, KP_SYNC_BATCH_MAX);
+	printf("| %-53s | %10s | %-17s |\n", "metric", "value", "target");
+	printf("|-------------------------------------------------------|------------|-------------------|\n");
+	row("ES256 verify, kp_cose_verify1, 1 thread (/s)", "%.0f", v1, "");
+	snprintf(label, sizeof(label), "ES256 verify, kp_cose_verify1, %d threads (/s) [1]",
+	         opt.ncpu);
+	row(label, "%.0f", vall > vall2 ? vall : vall2, "");
+	snprintf(label, sizeof(label), "ingest, 1 terminal x %d records (records/s)", opt.solo);
+	row(label, "%.0f", one.rate, "");
+	snprintf(label, sizeof(label), "ingest, %d terminals x %d records (records/s)",
+	         opt.terminals, opt.per_terminal);
+	row(label, "%.0f", many.rate, "");
+	snprintf(label, sizeof(label), "ingest(%d) / verify(all cores)", opt.terminals);
+	row(label, "%.2f", ratio, ">= 0.90");
+	snprintf(label, sizeof(label), "sync %d-record backlog, kp_sync_run (s)", opt.backlog);
+	snprintf(target, sizeof(target), "<= %.2f [2]", target_sync);
+	row(label, "%.2f", bl.sync_s, target);
+	printf("\n[1] the better of %.0f (before the ingest runs) and %.0f (after).\n"
+	       "[2] 1.2 x %d / ingest(1 terminal).\n", vall, vall2, opt.backlog);
+	printf("phases, 1 terminal:  handshake %.1f ms, hello->welcome %.1f ms, records->ack %.1f ms"
+	       " per batch; CPU busy %.0f%% of %d cores, %.0f us CPU per record\n",
+	       one.handshake_ms, one.welcome_ms, one.rtt_ms, one.cpu_util * 100, opt.ncpu,
+	       one.cpu_us);
+	printf("phases, %d terminals: handshake %.1f ms, hello->welcome %.1f ms (max %.1f),"
+	       " records->ack %.1f ms per batch (max %.1f); CPU busy %.0f%% of %d cores, %.0f us CPU"
+	       " per record\n",
+	       opt.terminals, many.handshake_ms, many.welcome_ms, many.welcome_max_ms, many.rtt_ms,
+	       many.rtt_max_ms, many.cpu_util * 100, opt.ncpu, many.cpu_us);
+	printf("one kp_cose_verify1 costs %.0f us of CPU (1 thread)\n", 1e6 / v1);
+	printf("backlog: journalled by kp_tap_refuse in %.1f s; sync CPU %.0f%% of %d cores\n",
+	       bl.fill_s, bl.cpu_util * 100, opt.ncpu);
+	worst = f1 > fall ? f1 : fall;
+	worst = one.foreign > worst ? one.foreign : worst;
+	worst = many.foreign > worst ? many.foreign : worst;
+	printf("other processes used %.0f%% / %.0f%% / %.0f%% / %.0f%% of the cores during verify(1) /"
+	       " verify(all) / ingest(1) / ingest(%d)%s\n", f1 * 100, fall * 100, one.foreign * 100,
+	       many.foreign * 100, opt.terminals,
+	       worst > 0.05 ? ": the machine was not idle, figures are disturbed" : "");
+	printf("total run %.0f s\n", now_s() - t_start);
+
+	if (json != NULL) {
+		const struct metric m[] = {
+			{ "es256_verify_1thread", "1/s", v1 },
+			{ "es256_verify_all_cores", "1/s", vall > vall2 ? vall : vall2 },
+			{ "ingest_1_terminal", "records/s", one.rate },
+			{ "ingest_many_terminals", "records/s", many.rate },
+			{ "ingest_many_over_verify", "ratio", ratio },
+			{ "backlog_sync", "s", bl.sync_s },
+			{ "backlog_sync_target", "s", target_sync },
+		};
+
+		if (write_json(json, append, m, sizeof(m) / sizeof(m[0])) != 0)
+			return 1;
+	}
+	if (opt.keep)
+		progress("kept %s", dir);
+	return 0;
+}
