@@ -739,7 +739,8 @@ static void test_card_removed_mid_read(void **state)
 	assert_int_equal(kp_reader_open(&r, conn), KP_HAL_OK);
 	assert_int_equal(kp_reader_wait_card(r, &poll, &info, 3000), KP_HAL_OK);
 	assert_int_equal(info.tech, KP_TECH_FELICA);
-	assert_int_equal(info.baud_kbps, 212);
+	/* 212 or 424: the card may come into the field between the two polls of a round. */
+	assert_true(info.baud_kbps == 212 || info.baud_kbps == 424);
 	assert_int_equal(info.u.felica.has_sys_code, 1);
 	assert_int_equal(info.u.felica.sys_code[0], 0x00);
 	assert_int_equal(info.u.felica.sys_code[1], 0x03);
