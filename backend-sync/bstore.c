@@ -1,8 +1,8 @@
 /* The backend's SQLite store: terminals, every record once (terminal + seq is the key,
  * the full COSE bytes kept for audit), quarantines, operators, products, cards,
- * entitlements with their merged uses, the denylist, and a state version that tells
- * terminals when a new config bundle is due. One connection per server thread; every
- * change is one transaction. */
+ * entitlements with their merged uses, the denylist, My Number linkages and the cards linked
+ * to them, and a state version that tells terminals when a new config bundle is due. One
+ * connection per server thread; every change is one transaction. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +10,8 @@
 #include <sqlite3.h>
 
 #include "kp_backend.h"
+
+#include "cbor_util.h"
 
 struct kp_bstore {
 	sqlite3 *db;
@@ -58,6 +60,29 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"CREATE INDEX entitlements_token ON entitlements(token);"
 	"CREATE TABLE denylist(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
 	"  reason TEXT NOT NULL, added INTEGER NOT NULL) WITHOUT ROWID;",
+
+	/* 2: My Number linkage (rider categories), product categories, records' new fields.
+	 * Records written before this were all taps, hence the default kind. */
+	"ALTER TABLE products ADD COLUMN category TEXT"
+	"  CHECK (category IS NULL OR length(CAST(category AS BLOB)) BETWEEN 1 AND 32);"
+	"ALTER TABLE records ADD COLUMN via BLOB;"
+	"ALTER TABLE records ADD COLUMN category TEXT;"
+	"ALTER TABLE records ADD COLUMN kind TEXT NOT NULL DEFAULT 'tap';"
+	"CREATE TABLE linkages(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  category TEXT NOT NULL CHECK (length(CAST(category AS BLOB)) BETWEEN 1 AND 32),"
+	"  valid_from INTEGER NOT NULL CHECK (valid_from >= 0),"
+	"  valid_until INTEGER NOT NULL CHECK (valid_until > valid_from),"
+	"  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),"
+	"  created INTEGER NOT NULL, revoked INTEGER) WITHOUT ROWID;"
+	"CREATE TABLE linkage_cards(linkage BLOB NOT NULL REFERENCES linkages(token),"
+	"  card BLOB NOT NULL CHECK (length(card) = 16), linked INTEGER NOT NULL,"
+	"  source TEXT NOT NULL CHECK (source = 'backend' OR source LIKE 'terminal:%'),"
+	"  PRIMARY KEY (linkage, card)) WITHOUT ROWID;"
+	"CREATE INDEX linkage_cards_card ON linkage_cards(card);"
+	"CREATE TABLE link_requests(id INTEGER PRIMARY KEY, terminal TEXT NOT NULL,"
+	"  seq INTEGER NOT NULL, linkage BLOB, card BLOB,"
+	"  result TEXT NOT NULL CHECK (result IN ('accepted', 'refused')),"
+	"  reason TEXT NOT NULL, at INTEGER NOT NULL, UNIQUE (terminal, seq));",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -287,6 +312,113 @@ static int same_as_stored(kp_bstore *s, const char *terminal, const struct kp_in
 	return KP_BE_OK;
 }
 
+/* ---- My Number linkage ---- */
+
+/* Whether a linkage may take a new link at time at_ms: KP_BE_OK, else KP_BE_E_NOTFOUND
+ * ("unknown linkage") or KP_BE_E_INVAL ("revoked", "expired", "not yet valid"), the word in
+ * *why. early: a linkage whose validity has not begun takes links too. */
+static int linkage_usable(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], int64_t at_ms,
+                          int early, const char **why)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT status, valid_from, valid_until FROM linkages WHERE token = ?1");
+	int step;
+
+	*why = "ok";
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	step = sqlite3_step(st);
+	if (step == SQLITE_ROW) {
+		const char *status = (const char *)sqlite3_column_text(st, 0);
+
+		if (status == NULL || strcmp(status, "active") != 0) {
+			*why = "revoked";
+			rc = KP_BE_E_INVAL;
+		} else if (!early && at_ms < sqlite3_column_int64(st, 1)) {
+			*why = "not yet valid";
+			rc = KP_BE_E_INVAL;
+		} else if (at_ms >= sqlite3_column_int64(st, 2)) {
+			*why = "expired";
+			rc = KP_BE_E_INVAL;
+		}
+	} else if (step == SQLITE_DONE) {
+		*why = "unknown linkage";
+		rc = KP_BE_E_NOTFOUND;
+	} else {
+		rc = fail(s, "linkage");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Inserts the link (an existing one is kept as it is); *added says whether it is new. */
+static int link_insert(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN],
+                       const uint8_t card[KP_TOKEN_LEN], int64_t linked_ms, const char *source,
+                       int *added)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT INTO linkage_cards(linkage, card, linked, source)"
+	                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(linkage, card) DO NOTHING");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, card, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, linked_ms);
+	sqlite3_bind_text(st, 4, source, -1, SQLITE_STATIC);
+	rc = step_done(s, st, "link");
+	*added = rc == KP_BE_OK && sqlite3_changes(s->db) > 0;
+	return rc;
+}
+
+/* A link record from a terminal (inside the ingest transaction): link if the linkage allows
+ * it at the record's time, and note the outcome either way. The record itself is already
+ * stored, so a refusal here refuses the link, never the record. */
+static int link_request(kp_bstore *s, const char *terminal, const struct kp_record *c,
+                        int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	char source[KP_ID_MAX + 40], reason[128];
+	const char *why = "linked";
+	int accepted = 0, added = 0, rc = KP_BE_OK;
+
+	if (strcmp(c->result, "requested") != 0) {
+		snprintf(reason, sizeof(reason), "not a request: %s at the terminal (%s)", c->result,
+		         c->reason);
+		why = reason;
+	} else if (!c->has_token || !c->has_via) {
+		why = !c->has_token ? "no card token" : "no linkage token (via)";
+	} else {
+		rc = linkage_usable(s, c->via, c->time_ms, 0, &why);
+		if (rc == KP_BE_OK) {
+			snprintf(source, sizeof(source), "terminal:%s:%llu", terminal,
+			         (unsigned long long)c->seq);
+			rc = link_insert(s, c->via, c->token, c->time_ms, source, &added);
+			if (rc != KP_BE_OK)
+				return rc;
+			accepted = 1;
+			why = added ? "linked" : "already linked";
+		} else if (rc != KP_BE_E_NOTFOUND && rc != KP_BE_E_INVAL) {
+			return rc;
+		}
+	}
+	rc = prep(s, &st, "INSERT INTO link_requests(terminal, seq, linkage, card, result, reason, at)"
+	                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)c->seq);
+	if (c->has_via)
+		sqlite3_bind_blob(st, 3, c->via, KP_TOKEN_LEN, SQLITE_STATIC);
+	if (c->has_token)
+		sqlite3_bind_blob(st, 4, c->token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, accepted ? "accepted" : "refused", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, why, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 7, now_ms);
+	return step_done(s, st, "link request");
+}
+
 static int store_record(kp_bstore *s, const char *terminal, const struct kp_ingest *r,
                         int64_t now_ms)
 {
@@ -294,8 +426,9 @@ static int store_record(kp_bstore *s, const char *terminal, const struct kp_inge
 	sqlite3_stmt *st = NULL;
 	int rc = prep(s, &st, "INSERT INTO records(terminal, seq, time_ms, token, operator, route,"
 	                      " stop, product, ent_id, rides, amount, left_after, result, reason,"
-	                      " cose, payload, hash, received_ms) VALUES (?1, ?2, ?3, ?4, ?5,"
-	                      " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
+	                      " cose, payload, hash, received_ms, kind, via, category) VALUES (?1,"
+	                      " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+	                      " ?17, ?18, ?19, ?20, ?21)");
 
 	if (rc != KP_BE_OK)
 		return rc;
@@ -323,7 +456,14 @@ static int store_record(kp_bstore *s, const char *terminal, const struct kp_inge
 	sqlite3_bind_blob(st, 16, r->payload, (int)r->payload_len, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 17, r->hash, KP_SHA256_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 18, now_ms);
+	sqlite3_bind_text(st, 19, c->kind, -1, SQLITE_STATIC);
+	if (c->has_via)
+		sqlite3_bind_blob(st, 20, c->via, KP_TOKEN_LEN, SQLITE_STATIC);
+	if (c->category[0] != '\0')
+		sqlite3_bind_text(st, 21, c->category, -1, SQLITE_STATIC);
 	rc = step_done(s, st, "record");
+	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
+		return link_request(s, terminal, c, now_ms);
 	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0 ||
 	    c->rides <= 0)
 		return rc;
@@ -517,20 +657,36 @@ int kp_bstore_put_operator(kp_bstore *s, const char *id, const char *name)
 int kp_bstore_put_product(kp_bstore *s, const char *id, const char *name, int64_t rides,
                           const char *const *operators, size_t n_operators)
 {
+	return kp_bstore_put_product_cat(s, id, name, rides, operators, n_operators, NULL);
+}
+
+int kp_bstore_put_product_cat(kp_bstore *s, const char *id, const char *name, int64_t rides,
+                              const char *const *operators, size_t n_operators,
+                              const char *category)
+{
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if (rides <= 0 || n_operators == 0)
+	if (category != NULL && category[0] == '\0')
+		category = NULL;
+	if (rides <= 0 || n_operators == 0 ||
+	    (category != NULL && !kp_cbor_id_valid(category, false))) {
+		snprintf(s->err, sizeof(s->err), "product: rides above 0, an operator, and a category "
+		         "of 1 to %d bytes of UTF-8 if any", KP_ID_MAX);
 		return KP_BE_E_INVAL;
+	}
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = prep(s, &st, "INSERT INTO products(id, name, rides) VALUES (?1, ?2, ?3)"
-	                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name, rides = excluded.rides");
+	rc = prep(s, &st, "INSERT INTO products(id, name, rides, category) VALUES (?1, ?2, ?3, ?4)"
+	                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
+	                  " rides = excluded.rides, category = excluded.category");
 	if (rc == KP_BE_OK) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, rides);
+		if (category != NULL)
+			sqlite3_bind_text(st, 4, category, -1, SQLITE_STATIC);
 		rc = step_done(s, st, "product");
 	}
 	if (rc == KP_BE_OK)
@@ -617,6 +773,94 @@ int kp_bstore_undeny(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN])
 	              token, 0, 0);
 }
 
+int kp_bstore_linkage_add(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *category,
+                          int64_t valid_from_ms, int64_t valid_until_ms, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (token == NULL || category == NULL || !kp_cbor_id_valid(category, false) ||
+	    valid_from_ms < 0 || valid_until_ms <= valid_from_ms) {
+		snprintf(s->err, sizeof(s->err), "linkage: a category of 1 to %d bytes of UTF-8, "
+		         "and UNTIL after FROM", KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	/* An active linkage takes the new category and validity; a revoked one is left alone. */
+	rc = prep(s, &st, "INSERT INTO linkages(token, category, valid_from, valid_until, created)"
+	                  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(token) DO UPDATE SET"
+	                  " category = excluded.category, valid_from = excluded.valid_from,"
+	                  " valid_until = excluded.valid_until WHERE linkages.status = 'active'");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, category, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, valid_from_ms);
+		sqlite3_bind_int64(st, 4, valid_until_ms);
+		sqlite3_bind_int64(st, 5, now_ms);
+		rc = step_done(s, st, "linkage");
+	}
+	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
+		snprintf(s->err, sizeof(s->err), "this linkage was revoked and stays revoked "
+		         "(a renewed My Number card has a new certificate, so a new linkage token)");
+		rc = KP_BE_E_INVAL;
+	}
+	if (rc == KP_BE_OK)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+int kp_bstore_linkage_revoke(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms)
+{
+	int rc;
+
+	if (token == NULL)
+		return KP_BE_E_INVAL;
+	rc = change(s, "UPDATE linkages SET status = 'revoked', revoked = ?3"
+	               " WHERE token = ?1 AND status = 'active'",
+	            "linkage revoke", NULL, NULL, token, now_ms, 0);
+	if (rc == KP_BE_E_NOTFOUND)
+		snprintf(s->err, sizeof(s->err), "no active linkage with this token");
+	return rc;
+}
+
+int kp_bstore_linkage_link(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN],
+                           const uint8_t card_token[KP_TOKEN_LEN], int64_t now_ms,
+                           const char *source)
+{
+	const char *why = NULL;
+	int added = 0, rc;
+
+	if (source == NULL)
+		source = "backend";
+	if (linkage == NULL || card_token == NULL ||
+	    !kp_cbor_text_valid(source, KP_ID_MAX + 40, false) ||
+	    (strcmp(source, "backend") != 0 && strncmp(source, "terminal:", 9) != 0)) {
+		snprintf(s->err, sizeof(s->err), "link: source is backend or terminal:<id>:<seq>");
+		return KP_BE_E_INVAL;
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = linkage_usable(s, linkage, now_ms, 1, &why);
+	if (rc == KP_BE_E_NOTFOUND || rc == KP_BE_E_INVAL)
+		snprintf(s->err, sizeof(s->err), "cannot link to this linkage: %s", why);
+	if (rc == KP_BE_OK)
+		rc = link_insert(s, linkage, card_token, now_ms, source, &added);
+	if (rc == KP_BE_OK && added)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
 /* ---- the bundle ---- */
 
 /* Copies text, cutting an over-long value at a UTF-8 character boundary. */
@@ -633,7 +877,20 @@ static void copy_text(char *dst, size_t cap, const unsigned char *src)
 	}
 }
 
-static int fill_bundle(kp_bstore *s, const char *terminal, struct kp_bundle *b)
+/* Eligibility: every active, unexpired linkage (token = the linkage, no via) and every card
+ * linked to one (token = the card, via = the linkage), with the linkage's category and
+ * validity. A card linked through several linkages of one category gets one row: the
+ * linkage valid the longest. Grouping all rows by (token, category) also keeps the bundle
+ * valid should a card token ever equal a linkage token. */
+#define ELIGIBILITY_SQL                                                                    \
+	" FROM (SELECT token, category, valid_from, valid_until, NULL AS via FROM linkages"  \
+	"   WHERE status = 'active' AND valid_until > ?1"                                     \
+	" UNION ALL SELECT lc.card, l.category, l.valid_from, l.valid_until, lc.linkage"       \
+	"   FROM linkage_cards lc JOIN linkages l ON l.token = lc.linkage"                      \
+	"   WHERE l.status = 'active' AND l.valid_until > ?1)"                                  \
+	" GROUP BY token, category"
+
+static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b)
 {
 	sqlite3_stmt *st = NULL;
 	int64_t count;
@@ -664,7 +921,7 @@ static int fill_bundle(kp_bstore *s, const char *terminal, struct kp_bundle *b)
 	sqlite3_finalize(st);
 
 	COUNT_INTO("SELECT count(*) FROM products", b->products);
-	rc = prep(s, &st, "SELECT p.id, p.name, p.rides, po.operator_id FROM products p"
+	rc = prep(s, &st, "SELECT p.id, p.name, p.rides, po.operator_id, p.category FROM products p"
 	                  " LEFT JOIN product_operators po ON po.product_id = p.id"
 	                  " ORDER BY p.id, po.operator_id");
 	if (rc != KP_BE_OK)
@@ -680,6 +937,7 @@ static int fill_bundle(kp_bstore *s, const char *terminal, struct kp_bundle *b)
 			copy_text(p->id, sizeof(p->id), sqlite3_column_text(st, 0));
 			copy_text(p->name, sizeof(p->name), sqlite3_column_text(st, 1));
 			p->rides = sqlite3_column_int64(st, 2);
+			copy_text(p->category, sizeof(p->category), sqlite3_column_text(st, 4));
 		}
 		if (p->n_operators < 16 && sqlite3_column_type(st, 3) != SQLITE_NULL)
 			copy_text(p->operators[p->n_operators++], KP_ID_MAX + 1, sqlite3_column_text(st, 3));
@@ -716,6 +974,36 @@ static int fill_bundle(kp_bstore *s, const char *terminal, struct kp_bundle *b)
 		copy_text(d->reason, sizeof(d->reason), sqlite3_column_text(st, 1));
 	}
 	sqlite3_finalize(st);
+
+	rc = prep(s, &st, "SELECT count(*) FROM (SELECT 1" ELIGIBILITY_SQL ")");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, now_ms);
+	count = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	b->eligibility = calloc((size_t)count + 1, sizeof(*b->eligibility));
+	if (b->eligibility == NULL)
+		return KP_BE_E_NOMEM;
+	/* max() picks the row whose other columns SQLite returns (its bare-column rule). */
+	rc = prep(s, &st, "SELECT token, category, valid_from, max(valid_until), via"
+	                  ELIGIBILITY_SQL " ORDER BY token, category");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, now_ms);
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_eligibility < (size_t)count) {
+		struct kp_bundle_eligibility *e = &b->eligibility[b->n_eligibility++];
+
+		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN)
+			memcpy(e->token, sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
+		copy_text(e->category, sizeof(e->category), sqlite3_column_text(st, 1));
+		e->valid_from_ms = sqlite3_column_int64(st, 2);
+		e->valid_until_ms = sqlite3_column_int64(st, 3);
+		if (sqlite3_column_bytes(st, 4) == KP_TOKEN_LEN) {
+			e->has_via = 1;
+			memcpy(e->via, sqlite3_column_blob(st, 4), KP_TOKEN_LEN);
+		}
+	}
+	sqlite3_finalize(st);
 #undef COUNT_INTO
 
 	rc = prep(s, &st, "SELECT acked FROM terminals WHERE id = ?1");
@@ -742,7 +1030,7 @@ int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, 
 	rc = kp_bstore_state_version(s, &b->version);
 	if (rc == KP_BE_OK && b->version > have_version) {
 		b->issued_ms = now_ms;
-		rc = fill_bundle(s, terminal, b);
+		rc = fill_bundle(s, terminal, now_ms, b);
 		*has = rc == KP_BE_OK;
 	}
 	rollback(s);
@@ -761,7 +1049,8 @@ int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_fi
 		[KP_REPORT_RECORDS] =
 			"SELECT terminal, seq, strftime('%Y-%m-%dT%H:%M:%SZ', time_ms / 1000, 'unixepoch')"
 			" AS time, result, reason, operator, coalesce(product, '-') AS product,"
-			" coalesce(ent_id, '-') AS ent, rides, coalesce(left_after, '-') AS left"
+			" coalesce(ent_id, '-') AS ent, rides, coalesce(left_after, '-') AS left,"
+			" kind, coalesce(nullif(hex(via), ''), '-') AS via, coalesce(category, '-') AS category"
 			" FROM records WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal, seq",
 		[KP_REPORT_LEDGER] =
 			"SELECT operator, sum(result = 'accepted') AS accepted,"
@@ -787,11 +1076,29 @@ int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_fi
 			" strftime('%Y-%m-%dT%H:%MZ', valid_until / 1000, 'unixepoch') AS valid_until"
 			" FROM entitlements"
 			" ORDER BY id",
+		[KP_REPORT_LINKAGES] =
+			"SELECT hex(token) AS token, category,"
+			" strftime('%Y-%m-%dT%H:%MZ', valid_from / 1000, 'unixepoch') AS valid_from,"
+			" strftime('%Y-%m-%dT%H:%MZ', valid_until / 1000, 'unixepoch') AS valid_until,"
+			" CASE WHEN status = 'revoked' THEN 'revoked'"
+			"  WHEN valid_until <= CAST(strftime('%s', 'now') AS INTEGER) * 1000 THEN 'expired'"
+			"  ELSE 'active' END AS status,"
+			" (SELECT count(*) FROM linkage_cards c WHERE c.linkage = l.token) AS cards"
+			" FROM linkages l ORDER BY token",
+		[KP_REPORT_LINKAGE_CARDS] =
+			"SELECT hex(linkage) AS linkage, hex(card) AS card,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', linked / 1000, 'unixepoch') AS linked, source"
+			" FROM linkage_cards ORDER BY linkage, card",
+		[KP_REPORT_LINK_REQUESTS] =
+			"SELECT terminal, seq, coalesce(nullif(hex(linkage), ''), '-') AS linkage,"
+			" coalesce(nullif(hex(card), ''), '-') AS card, result, reason,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', at / 1000, 'unixepoch') AS at"
+			" FROM link_requests WHERE ?1 IS NULL OR terminal = ?1 ORDER BY id",
 	};
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_ENTITLEMENTS)
+	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_LINK_REQUESTS)
 		return KP_BE_E_INVAL;
 	rc = prep(s, &st, sql[which]);
 	if (rc != KP_BE_OK)

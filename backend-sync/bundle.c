@@ -3,9 +3,12 @@
  * describes the format.
  *
  * Arrays travel in one canonical order (operators and products by id, entitlements by
- * (token, id), denylist by token), so one snapshot has one encoding. The encoder accepts any
- * order and sorts pointers, not copies; the decoder accepts only the canonical order and
- * grows its arrays with what it has read, never with what a header claims. */
+ * (token, id), denylist by token, eligibility by (token, category)), so one snapshot has one
+ * encoding. The encoder accepts any order and sorts pointers, not copies; the decoder accepts
+ * only the canonical order and grows its arrays with what it has read, never with what a
+ * header claims. Optional parts (a product's category, the eligibility array) are left out
+ * when empty, never sent empty, so bundles of the first layout still decode and still have
+ * one encoding. */
 #include "kp_sync.h"
 
 #include <stdarg.h>
@@ -16,7 +19,7 @@
 #include "cbor_util.h"
 
 #define BUNDLE_FORMAT 1
-#define BUNDLE_KEYS   9
+#define BUNDLE_KEYS   9         /* 10 with "eligibility" */
 
 /* Lower bounds of one element's encoding (every key, the shortest values): a claimed count
  * above remaining bytes / this cannot be true and is refused before anything is allocated. */
@@ -24,6 +27,7 @@
 #define MIN_PRODUCT     30
 #define MIN_ENTITLEMENT 62
 #define MIN_DENY        32
+#define MIN_ELIGIBILITY 48      /* {"from": 0, "token": 16 bytes, "until": 0, "category": 1 char} */
 
 /* ---- the canonical order ---- */
 
@@ -39,6 +43,13 @@ static int ent_cmp(const struct kp_bundle_entitlement *a, const struct kp_bundle
 static int deny_cmp(const struct kp_bundle_deny *a, const struct kp_bundle_deny *b)
 {
 	return memcmp(a->token, b->token, KP_TOKEN_LEN);
+}
+
+static int elig_cmp(const struct kp_bundle_eligibility *a, const struct kp_bundle_eligibility *b)
+{
+	int c = memcmp(a->token, b->token, KP_TOKEN_LEN);
+
+	return c != 0 ? c : strcmp(a->category, b->category);
 }
 
 /* Ids compare bytewise (strcmp), as SQLite's ORDER BY does with the BINARY collation. */
@@ -64,6 +75,12 @@ static int qs_ent(const void *a, const void *b)
 static int qs_deny(const void *a, const void *b)
 {
 	return deny_cmp(*(struct kp_bundle_deny *const *)a, *(struct kp_bundle_deny *const *)b);
+}
+
+static int qs_elig(const void *a, const void *b)
+{
+	return elig_cmp(*(struct kp_bundle_eligibility *const *)a,
+	                *(struct kp_bundle_eligibility *const *)b);
 }
 
 static int qs_str(const void *a, const void *b)
@@ -139,7 +156,7 @@ static int elements_check(const struct kp_bundle *b)
 		const struct kp_bundle_product *p = &b->products[i];
 
 		if (!kp_cbor_id_valid(p->id, false) || !kp_cbor_text_valid(p->name, sizeof(p->name), true) ||
-		    p->n_operators > KP_BUNDLE_PRODUCT_OPS_MAX)
+		    !kp_cbor_id_valid(p->category, true) || p->n_operators > KP_BUNDLE_PRODUCT_OPS_MAX)
 			return KP_SYNC_E_INVAL;
 		for (j = 0; j < p->n_operators; j++) {
 			if (!kp_cbor_id_valid(p->operators[j], false))
@@ -159,6 +176,13 @@ static int elements_check(const struct kp_bundle *b)
 		if (!kp_cbor_text_valid(d->reason, sizeof(d->reason), true))
 			return KP_SYNC_E_INVAL;
 	}
+	for (i = 0; i < b->n_eligibility; i++) {
+		const struct kp_bundle_eligibility *e = &b->eligibility[i];
+
+		if (!kp_cbor_id_valid(e->category, false) || e->valid_from_ms < 0 ||
+		    e->valid_until_ms < e->valid_from_ms)
+			return KP_SYNC_E_INVAL;
+	}
 	return KP_SYNC_OK;
 }
 
@@ -167,12 +191,14 @@ static int bundle_check(const struct kp_bundle *b)
 	if (b->version < 1 || b->issued_ms < 0 || !kp_cbor_id_valid(b->terminal, false))
 		return KP_SYNC_E_INVAL;
 	if (b->n_operators > KP_BUNDLE_OPERATORS_MAX || b->n_products > KP_BUNDLE_PRODUCTS_MAX ||
-	    b->n_entitlements > KP_BUNDLE_ENTITLEMENTS_MAX || b->n_denylist > KP_BUNDLE_DENYLIST_MAX)
+	    b->n_entitlements > KP_BUNDLE_ENTITLEMENTS_MAX || b->n_denylist > KP_BUNDLE_DENYLIST_MAX ||
+	    b->n_eligibility > KP_BUNDLE_ELIGIBILITY_MAX)
 		return KP_SYNC_E_TOOBIG;
 	if ((b->n_operators > 0 && b->operators == NULL) ||
 	    (b->n_products > 0 && b->products == NULL) ||
 	    (b->n_entitlements > 0 && b->entitlements == NULL) ||
-	    (b->n_denylist > 0 && b->denylist == NULL))
+	    (b->n_denylist > 0 && b->denylist == NULL) ||
+	    (b->n_eligibility > 0 && b->eligibility == NULL))
 		return KP_SYNC_E_INVAL;
 	return elements_check(b);
 }
@@ -192,13 +218,17 @@ static int product_write(struct kp_cbor_writer *w, const struct kp_bundle_produc
 		    bsearch(ids[j], ops, n_ops, sizeof(*ops), key_op_ptr) == NULL)
 			return KP_SYNC_E_INVAL;
 	}
-	kp_cbor_put_map(w, 4);
+	kp_cbor_put_map(w, p->category[0] != '\0' ? 5 : 4);
 	kp_cbor_put_tstr(w, "id");
 	kp_cbor_put_tstr(w, p->id);
 	kp_cbor_put_tstr(w, "name");
 	kp_cbor_put_tstr(w, p->name);
 	kp_cbor_put_tstr(w, "rides");
 	kp_cbor_put_int(w, p->rides);
+	if (p->category[0] != '\0') {
+		kp_cbor_put_tstr(w, "category");
+		kp_cbor_put_tstr(w, p->category);
+	}
 	kp_cbor_put_tstr(w, "operators");
 	kp_cbor_put_array(w, p->n_operators);
 	for (j = 0; j < p->n_operators; j++)
@@ -213,6 +243,7 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	struct kp_bundle_product **prods = NULL;
 	struct kp_bundle_entitlement **ents = NULL;
 	struct kp_bundle_deny **deny = NULL;
+	struct kp_bundle_eligibility **elig = NULL;
 	size_t i;
 	int rc;
 
@@ -230,20 +261,23 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	ents = (void *)sorted_ptrs(b->entitlements, b->n_entitlements, sizeof(*b->entitlements),
 	                           qs_ent);
 	deny = (void *)sorted_ptrs(b->denylist, b->n_denylist, sizeof(*b->denylist), qs_deny);
-	if (ops == NULL || prods == NULL || ents == NULL || deny == NULL) {
+	elig = (void *)sorted_ptrs(b->eligibility, b->n_eligibility, sizeof(*b->eligibility),
+	                           qs_elig);
+	if (ops == NULL || prods == NULL || ents == NULL || deny == NULL || elig == NULL) {
 		rc = KP_SYNC_E_NOMEM;
 		goto out;
 	}
 	if (!strictly_increasing((const void **)ops, b->n_operators, qs_op) ||
 	    !strictly_increasing((const void **)prods, b->n_products, qs_prod) ||
 	    !strictly_increasing((const void **)ents, b->n_entitlements, qs_ent) ||
-	    !strictly_increasing((const void **)deny, b->n_denylist, qs_deny)) {
-		rc = KP_SYNC_E_INVAL;           /* the same id or token twice */
+	    !strictly_increasing((const void **)deny, b->n_denylist, qs_deny) ||
+	    !strictly_increasing((const void **)elig, b->n_eligibility, qs_elig)) {
+		rc = KP_SYNC_E_INVAL;           /* the same id, token or (token, category) twice */
 		goto out;
 	}
 
 	/* keys in canonical order: by length, then bytewise */
-	kp_cbor_put_map(&w, BUNDLE_KEYS);
+	kp_cbor_put_map(&w, BUNDLE_KEYS + (b->n_eligibility > 0));
 	kp_cbor_put_tstr(&w, "v");
 	kp_cbor_put_uint(&w, BUNDLE_FORMAT);
 	kp_cbor_put_tstr(&w, "acked");
@@ -278,6 +312,27 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 		kp_cbor_put_tstr(&w, "name");
 		kp_cbor_put_tstr(&w, ops[i]->name);
 	}
+	if (b->n_eligibility > 0) {
+		kp_cbor_put_tstr(&w, "eligibility");
+		kp_cbor_put_array(&w, b->n_eligibility);
+	}
+	for (i = 0; i < b->n_eligibility; i++) {
+		const struct kp_bundle_eligibility *e = elig[i];
+
+		kp_cbor_put_map(&w, e->has_via ? 5 : 4);
+		if (e->has_via) {
+			kp_cbor_put_tstr(&w, "via");
+			kp_cbor_put_bstr(&w, e->via, KP_TOKEN_LEN);
+		}
+		kp_cbor_put_tstr(&w, "from");
+		kp_cbor_put_uint(&w, (uint64_t)e->valid_from_ms);
+		kp_cbor_put_tstr(&w, "token");
+		kp_cbor_put_bstr(&w, e->token, KP_TOKEN_LEN);
+		kp_cbor_put_tstr(&w, "until");
+		kp_cbor_put_uint(&w, (uint64_t)e->valid_until_ms);
+		kp_cbor_put_tstr(&w, "category");
+		kp_cbor_put_tstr(&w, e->category);
+	}
 	kp_cbor_put_tstr(&w, "entitlements");
 	kp_cbor_put_array(&w, b->n_entitlements);
 	for (i = 0; i < b->n_entitlements; i++) {
@@ -308,6 +363,7 @@ out:
 	free(prods);
 	free(ents);
 	free(deny);
+	free(elig);
 	return rc;
 }
 
@@ -380,8 +436,11 @@ static int deny_read(struct kp_cbor_reader *r, struct kp_bundle_deny *d)
 
 static int product_read(struct kp_cbor_reader *r, struct kp_bundle_product *p)
 {
-	uint64_t n, j;
-	int rc = map_head(r, 4);
+	uint64_t n, j, keys = 0;
+	int rc = kp_cbor_read_map(r, &keys);
+
+	if (rc == KP_RECORD_OK && keys != 4 && keys != 5)
+		rc = KP_RECORD_E_MALFORMED;
 
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "id");
@@ -395,6 +454,11 @@ static int product_read(struct kp_cbor_reader *r, struct kp_bundle_product *p)
 		rc = kp_cbor_read_key(r, "rides");
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_int(r, &p->rides);
+	if (rc == KP_RECORD_OK && keys == 5) {
+		rc = kp_cbor_read_key(r, "category");
+		if (rc == KP_RECORD_OK)
+			rc = kp_cbor_read_id(r, p->category);     /* never empty: "" is left out */
+	}
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "operators");
 	if (rc == KP_RECORD_OK)
@@ -462,6 +526,40 @@ static int entitlement_read(struct kp_cbor_reader *r, struct kp_bundle_entitleme
 	return rc;
 }
 
+static int eligibility_read(struct kp_cbor_reader *r, struct kp_bundle_eligibility *e)
+{
+	uint64_t keys = 0;
+	int rc = kp_cbor_read_map(r, &keys);
+
+	if (rc == KP_RECORD_OK && keys != 4 && keys != 5)
+		rc = KP_RECORD_E_MALFORMED;
+	if (rc == KP_RECORD_OK && keys == 5) {
+		e->has_via = 1;
+		rc = kp_cbor_read_key(r, "via");
+		if (rc == KP_RECORD_OK)
+			rc = kp_cbor_read_bstr_exact(r, e->via, KP_TOKEN_LEN);
+	}
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "from");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_uint63(r, &e->valid_from_ms);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "token");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_bstr_exact(r, e->token, KP_TOKEN_LEN);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "until");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_uint63(r, &e->valid_until_ms);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "category");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, e->category);
+	if (rc == KP_RECORD_OK && e->valid_until_ms < e->valid_from_ms)
+		rc = KP_RECORD_E_MALFORMED;
+	return rc;
+}
+
 /* Element comparators for the decoder's order checks. */
 static int op_cmp(const void *a, const void *b)
 {
@@ -487,10 +585,16 @@ static int deny_cmp_v(const void *a, const void *b)
 	return deny_cmp(a, b);
 }
 
+static int elig_cmp_v(const void *a, const void *b)
+{
+	return elig_cmp(a, b);
+}
+
 static int deny_read_v(struct kp_cbor_reader *r, void *el)      { return deny_read(r, el); }
 static int product_read_v(struct kp_cbor_reader *r, void *el)   { return product_read(r, el); }
 static int operator_read_v(struct kp_cbor_reader *r, void *el)  { return operator_read(r, el); }
 static int ent_read_v(struct kp_cbor_reader *r, void *el)       { return entitlement_read(r, el); }
+static int elig_read_v(struct kp_cbor_reader *r, void *el)      { return eligibility_read(r, el); }
 
 struct array_spec {
 	const char *key;
@@ -507,6 +611,8 @@ static const struct array_spec OPERATORS = { "operators", KP_BUNDLE_OPERATORS_MA
 	sizeof(struct kp_bundle_operator), operator_read_v, op_cmp };
 static const struct array_spec ENTITLEMENTS = { "entitlements", KP_BUNDLE_ENTITLEMENTS_MAX,
 	MIN_ENTITLEMENT, sizeof(struct kp_bundle_entitlement), ent_read_v, ent_cmp_v };
+static const struct array_spec ELIGIBILITY = { "eligibility", KP_BUNDLE_ELIGIBILITY_MAX,
+	MIN_ELIGIBILITY, sizeof(struct kp_bundle_eligibility), elig_read_v, elig_cmp_v };
 
 /* "key": [elements] into a growing *arr; each element must sort strictly after the one
  * before. Returns a KP_SYNC_* code; *arr is the caller's to free also on failure. */
@@ -574,7 +680,7 @@ int kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b)
 		rc = kp_cbor_read_uint(&r, &v);
 	if (rc == KP_RECORD_OK && v != BUNDLE_FORMAT)
 		rc = KP_RECORD_E_VERSION;
-	if (rc == KP_RECORD_OK && n != BUNDLE_KEYS)
+	if (rc == KP_RECORD_OK && n != BUNDLE_KEYS && n != BUNDLE_KEYS + 1)
 		rc = KP_RECORD_E_MALFORMED;
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(&r, "acked");
@@ -604,6 +710,11 @@ int kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b)
 	}
 	if (rc == KP_SYNC_OK)
 		rc = array_read(&r, &OPERATORS, (void **)&b->operators, &b->n_operators);
+	if (rc == KP_SYNC_OK && n == BUNDLE_KEYS + 1) {
+		rc = array_read(&r, &ELIGIBILITY, (void **)&b->eligibility, &b->n_eligibility);
+		if (rc == KP_SYNC_OK && b->n_eligibility == 0)
+			rc = KP_SYNC_E_MALFORMED;       /* none is written as no key, never [] */
+	}
 	if (rc == KP_SYNC_OK)
 		rc = array_read(&r, &ENTITLEMENTS, (void **)&b->entitlements, &b->n_entitlements);
 	if (rc != KP_SYNC_OK)
@@ -626,6 +737,7 @@ void kp_bundle_free(struct kp_bundle *b)
 	free(b->products);
 	free(b->entitlements);
 	free(b->denylist);
+	free(b->eligibility);
 	memset(b, 0, sizeof(*b));
 }
 

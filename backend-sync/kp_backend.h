@@ -21,7 +21,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 1
+#define KP_BSTORE_SCHEMA_VERSION 2
 
 int  kp_bstore_open(kp_bstore **out, const char *path);
 void kp_bstore_close(kp_bstore *s);
@@ -48,7 +48,10 @@ struct kp_ingest {
  * chain, a different record under a sequence already held) quarantines the terminal:
  * nothing more from it is accepted until `kippuctl quarantine clear`. On return *acked is
  * the highest contiguous sequence held; *refused_seq is 0 or the refused record, with
- * reason. Uses are merged per entitlement and an overdraft denylists the card. */
+ * reason. Uses are merged per entitlement and an overdraft denylists the card. A record of
+ * kind "link" with result "requested" (token = card, via = linkage) links the card if the
+ * linkage is active and valid at the record's time; each link record gets a row in the
+ * link requests (KP_REPORT_LINK_REQUESTS), accepted or refused with the reason. */
 int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
                      int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
                      size_t reason_cap);
@@ -62,6 +65,11 @@ int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, 
 int kp_bstore_put_operator(kp_bstore *s, const char *id, const char *name);
 int kp_bstore_put_product(kp_bstore *s, const char *id, const char *name, int64_t rides,
                           const char *const *operators, size_t n_operators);
+/* The same with a rider category (1..32 bytes of UTF-8): only riders of that category may use
+ * the product. NULL or "" = any rider (kp_bstore_put_product). */
+int kp_bstore_put_product_cat(kp_bstore *s, const char *id, const char *name, int64_t rides,
+                              const char *const *operators, size_t n_operators,
+                              const char *category);
 int kp_bstore_register_card(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *label,
                             int64_t now_ms);
 /* Sells product to a registered card; *ent_id gets the new entitlement's id. */
@@ -71,16 +79,45 @@ int kp_bstore_denylist(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const ch
                        int64_t now_ms);
 int kp_bstore_undeny(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN]);
 int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal);
+
+/* My Number linkage. A linkage is keyed by the linkage token of a My Number card (16 bytes,
+ * never the card's number, serial or name) and gives a rider category (e.g. "resident")
+ * from valid_from_ms (inclusive) to valid_until_ms (exclusive). Transit IC cards linked to an
+ * active linkage hold its category too: every bundle carries one eligibility row for each
+ * active, unexpired linkage and one for each card linked to one.
+ *
+ * Adds a linkage, or changes the category and validity of an active one. A revoked linkage
+ * stays revoked (KP_BE_E_INVAL): a renewed card has a new certificate, hence a new token. */
+int kp_bstore_linkage_add(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *category,
+                          int64_t valid_from_ms, int64_t valid_until_ms, int64_t now_ms);
+/* Revokes an active linkage (KP_BE_E_NOTFOUND if there is none): the next bundle leaves it
+ * and every card linked through it out, so terminals drop them. The links are kept. */
+int kp_bstore_linkage_revoke(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms);
+/* Links a transit IC card (its card token) to a linkage that is active and not expired at
+ * now_ms (one whose validity has not begun yet is fine: the card's eligibility has the
+ * linkage's validity): KP_BE_E_NOTFOUND for an unknown linkage, KP_BE_E_INVAL for a revoked
+ * or expired one (kp_bstore_errmsg says which). Linking twice changes nothing. source says
+ * where the link was made: NULL or "backend" (online), "terminal:<id>:<seq>". Ingest links
+ * the cards of link records itself, and there the linkage must be valid at the record's
+ * time. */
+int kp_bstore_linkage_link(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN],
+                           const uint8_t card_token[KP_TOKEN_LEN], int64_t now_ms,
+                           const char *source);
 int kp_bstore_state_version(kp_bstore *s, uint64_t *version);
 
 /* Reports: each calls fn once per row with columns as text (NULL for SQL NULL). */
 enum kp_report {
-	KP_REPORT_RECORDS = 1,       /* terminal seq time result reason operator product ent rides left */
+	KP_REPORT_RECORDS = 1,       /* terminal seq time result reason operator product ent rides left
+	                                kind via category */
 	KP_REPORT_LEDGER,            /* operator accepted refused rides amount */
 	KP_REPORT_QUARANTINE,        /* terminal seq reason at */
 	KP_REPORT_OVERDRAFTS,        /* ent token product bought used */
 	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined */
 	KP_REPORT_ENTITLEMENTS,      /* ent token product bought used remaining from until */
+	KP_REPORT_LINKAGES,          /* token category valid_from valid_until status cards
+	                                (status: active, revoked, or expired once until has passed) */
+	KP_REPORT_LINKAGE_CARDS,     /* linkage card linked source */
+	KP_REPORT_LINK_REQUESTS,     /* terminal seq linkage card result reason at (link records) */
 };
 int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
                      int (*fn)(void *arg, int ncol, const char *const *cols,

@@ -8,7 +8,7 @@
  *    2 terminal   tstr   terminal id
  *    3 seq        uint   gapless per terminal, from 1
  *    4 time       uint   milliseconds since the Unix epoch (UTC)
- *    5 kind       tstr   "tap"
+ *    5 kind       tstr   "tap" | "link" (another kind is KP_RECORD_E_INVAL)
  *    6 token      bstr16 card token (optional: absent when no card was identified)
  *    7 operator   tstr   this terminal's operator
  *    8 route      tstr   (optional)
@@ -21,6 +21,12 @@
  *   15 result     tstr   "accepted" | "refused" | "already"
  *   16 reason     tstr   "ok", "denylisted", "expired", "exhausted", ...
  *   17 prev       bstr32 SHA-256 of the previous record's payload (32 zero bytes for seq 1)
+ *   18 via        bstr16 linkage token an eligibility or entitlement came through (optional)
+ *   19 category   tstr   rider category applied, e.g. "resident" (optional)
+ *
+ * Kinds: "tap" (a decision) and "link" (a link request made at a terminal in link mode:
+ * token = the transit IC card's token, via = the My Number card's linkage token, result
+ * "requested", reason "link-request"; the backend accepts or refuses it on ingest).
  *
  * COSE_Sign1 = tag 18 [ protected: bstr(h'A10126' = {1: -7}), unprotected: {4: kid},
  *                      payload: bstr, signature: bstr(64) ]
@@ -68,6 +74,9 @@ struct kp_record {
 	char result[KP_ID_MAX + 1];
 	char reason[KP_ID_MAX + 1];
 	uint8_t prev[KP_SHA256_LEN];
+	int has_via;
+	uint8_t via[KP_TOKEN_LEN];
+	char category[KP_ID_MAX + 1];       /* "" = absent */
 };
 
 /* Canonical CBOR payload; *out is malloc'd, free() it. */

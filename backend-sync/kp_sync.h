@@ -106,6 +106,7 @@ struct kp_bundle_product {
 	char id[KP_ID_MAX + 1];
 	char name[65];
 	int64_t rides;
+	char category[KP_ID_MAX + 1];    /* "" = any rider; else only riders of this category */
 	char operators[16][KP_ID_MAX + 1];
 	size_t n_operators;
 };
@@ -115,6 +116,17 @@ struct kp_bundle_entitlement {
 	char product[KP_ID_MAX + 1];
 	int64_t remaining;               /* bought - uses reported by all terminals, >= 0 */
 	int64_t valid_from_ms, valid_until_ms;
+};
+/* A rider category a card or a My Number linkage holds: token is a transit IC card's token
+ * (via = the linkage it is linked through) or a linkage token itself (has_via = 0). Only
+ * active linkages whose until has not passed are sent; revoked ones are left out, so the
+ * next bundle withdraws them. */
+struct kp_bundle_eligibility {
+	uint8_t token[KP_TOKEN_LEN];
+	char category[KP_ID_MAX + 1];
+	int64_t valid_from_ms, valid_until_ms;
+	int has_via;
+	uint8_t via[KP_TOKEN_LEN];
 };
 struct kp_bundle_deny {
 	uint8_t token[KP_TOKEN_LEN];
@@ -129,6 +141,7 @@ struct kp_bundle {
 	struct kp_bundle_product *products;         size_t n_products;
 	struct kp_bundle_entitlement *entitlements; size_t n_entitlements;
 	struct kp_bundle_deny *denylist;            size_t n_denylist;
+	struct kp_bundle_eligibility *eligibility;  size_t n_eligibility;
 };
 
 /* Canonical CBOR payload of a bundle; *out malloc'd. */
@@ -155,6 +168,7 @@ int  kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t
 #define KP_BUNDLE_PRODUCTS_MAX      10000
 #define KP_BUNDLE_ENTITLEMENTS_MAX  2000000
 #define KP_BUNDLE_DENYLIST_MAX      2000000
+#define KP_BUNDLE_ELIGIBILITY_MAX   2000000      /* a row takes about 71 bytes, 92 with via */
 #define KP_BUNDLE_PRODUCT_OPS_MAX   16           /* operators of one product */
 
 /* ---- the client a terminal runs ---- */

@@ -19,14 +19,14 @@
 #define COSE_TAG_SIGN1   18
 #define COSE_HDR_ALG     1
 #define COSE_HDR_KID     4
-#define RECORD_KEY_MAX   17
+#define RECORD_KEY_MAX   19
 
 /* {1: -7}: alg ES256, the only protected header we write or accept. */
 static const uint8_t PROTECTED_ES256[] = { 0xA1, 0x01, 0x26 };
 
 enum rkey {
 	K_V = 1, K_TERMINAL, K_SEQ, K_TIME, K_KIND, K_TOKEN, K_OPERATOR, K_ROUTE, K_STOP,
-	K_PRODUCT, K_ENT, K_RIDES, K_AMOUNT, K_LEFT, K_RESULT, K_REASON, K_PREV,
+	K_PRODUCT, K_ENT, K_RIDES, K_AMOUNT, K_LEFT, K_RESULT, K_REASON, K_PREV, K_VIA, K_CATEGORY,
 };
 
 #define BIT(k) (1u << (k))
@@ -51,6 +51,12 @@ const char *kp_record_strerror(int rc)
 
 /* ---- encoding ---- */
 
+/* The kinds this format version has (kp_record.h); another kind is another format. */
+static bool kind_known(const char *kind)
+{
+	return strcmp(kind, "tap") == 0 || strcmp(kind, "link") == 0;
+}
+
 static int record_check(const struct kp_record *r)
 {
 	if (r->seq < 1 || r->time_ms < 0 || r->entitlement < 0)
@@ -58,7 +64,10 @@ static int record_check(const struct kp_record *r)
 	if (!kp_cbor_id_valid(r->terminal, false) || !kp_cbor_id_valid(r->kind, false) ||
 	    !kp_cbor_id_valid(r->operator_id, false) || !kp_cbor_id_valid(r->result, false) ||
 	    !kp_cbor_id_valid(r->reason, false) || !kp_cbor_id_valid(r->route, true) ||
-	    !kp_cbor_id_valid(r->stop, true) || !kp_cbor_id_valid(r->product, true))
+	    !kp_cbor_id_valid(r->stop, true) || !kp_cbor_id_valid(r->product, true) ||
+	    !kp_cbor_id_valid(r->category, true))
+		return KP_RECORD_E_INVAL;
+	if (!kind_known(r->kind))
 		return KP_RECORD_E_INVAL;
 	return KP_RECORD_OK;
 }
@@ -79,7 +88,8 @@ int kp_record_encode(const struct kp_record *rec, uint8_t **out, size_t *out_len
 	if (rc != KP_RECORD_OK)
 		return rc;
 	n += (rec->has_token != 0) + (rec->route[0] != '\0') + (rec->stop[0] != '\0') +
-	     (rec->product[0] != '\0') + (rec->entitlement != 0) + (rec->has_left != 0);
+	     (rec->product[0] != '\0') + (rec->entitlement != 0) + (rec->has_left != 0) +
+	     (rec->has_via != 0) + (rec->category[0] != '\0');
 	map = cbor_new_definite_map(n);
 	if (map == NULL)
 		return KP_RECORD_E_NOMEM;
@@ -117,6 +127,10 @@ int kp_record_encode(const struct kp_record *rec, uint8_t **out, size_t *out_len
 		rc = kp_cbor_map_put(map, K_REASON, kp_cbor_build_tstr(rec->reason));
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_map_put(map, K_PREV, kp_cbor_build_bstr(rec->prev, KP_SHA256_LEN));
+	if (rc == KP_RECORD_OK && rec->has_via)
+		rc = kp_cbor_map_put(map, K_VIA, kp_cbor_build_bstr(rec->via, KP_TOKEN_LEN));
+	if (rc == KP_RECORD_OK && rec->category[0] != '\0')
+		rc = kp_cbor_map_put(map, K_CATEGORY, kp_cbor_build_tstr(rec->category));
 	if (rc != KP_RECORD_OK)
 		goto out;
 	rc = kp_cbor_serialize(map, out, out_len);
@@ -166,6 +180,10 @@ static int decode_field(struct kp_cbor_reader *r, unsigned key, struct kp_record
 	case K_RESULT:   return kp_cbor_read_id(r, rec->result);
 	case K_REASON:   return kp_cbor_read_id(r, rec->reason);
 	case K_PREV:     return kp_cbor_read_bstr_exact(r, rec->prev, KP_SHA256_LEN);
+	case K_VIA:
+		rec->has_via = 1;
+		return kp_cbor_read_bstr_exact(r, rec->via, KP_TOKEN_LEN);
+	case K_CATEGORY: return kp_cbor_read_id(r, rec->category);
 	default:         return KP_RECORD_E_MALFORMED;
 	}
 }
@@ -187,7 +205,7 @@ int kp_record_decode(const uint8_t *buf, size_t len, struct kp_record *rec)
 	rc = kp_cbor_next(&r, &it);
 	if (rc != KP_RECORD_OK)
 		goto out;
-	if (it.type != KP_CBOR_MAP || it.arg > RECORD_KEY_MAX) {     /* 17 keys at most, each once */
+	if (it.type != KP_CBOR_MAP || it.arg > RECORD_KEY_MAX) {     /* 19 keys at most, each once */
 		rc = KP_RECORD_E_MALFORMED;
 		goto out;
 	}
@@ -197,7 +215,7 @@ int kp_record_decode(const uint8_t *buf, size_t len, struct kp_record *rec)
 		rc = kp_cbor_next(&r, &key);
 		if (rc != KP_RECORD_OK)
 			goto out;
-		if (key.type != KP_CBOR_UINT || key.arg < K_V || key.arg > K_PREV ||
+		if (key.type != KP_CBOR_UINT || key.arg < K_V || key.arg > K_CATEGORY ||
 		    (seen & BIT(key.arg)) != 0) {
 			rc = KP_RECORD_E_MALFORMED;
 			goto out;

@@ -1,14 +1,16 @@
-/* kippu crypto: hashes, the process CSPRNG, ECDSA P-256 keys and X.509 certificates on
- * mbedTLS 2.28. The only file that includes mbedTLS headers for primitives. */
+/* kippu crypto: hashes, the process CSPRNG, ECDSA P-256 keys, RSA keys (JPKI) and X.509
+ * certificates on mbedTLS 2.28. The only file that includes mbedTLS headers for primitives. */
 #include "kp_crypto.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,11 +29,12 @@
 #include <mbedtls/pem.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
+#include <mbedtls/rsa.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
 #define KEY_FILE_MAX   (64 * 1024)      /* no key or certificate file we accept is larger */
-#define PEM_BUF_SIZE   4096             /* a P-256 key or certificate PEM fits with room */
+#define PEM_BUF_SIZE   4096             /* a P-256 key, or any certificate we write, fits */
 #define CN_MAX         64               /* X.509 ub-common-name */
 #define SECONDS_PER_DAY 86400
 #define DAYS_MAX       36500
@@ -59,7 +62,7 @@ const char *kp_crypto_strerror(int rc)
 	case KP_CRYPTO_E_PARSE:    return "key or certificate does not parse";
 	case KP_CRYPTO_E_VERIFY:   return "signature does not verify";
 	case KP_CRYPTO_E_CHAIN:    return "certificate not issued by the CA, or not valid now";
-	case KP_CRYPTO_E_KEYTYPE:  return "not an ECDSA P-256 key";
+	case KP_CRYPTO_E_KEYTYPE:  return "wrong key type (not ECDSA P-256, or not RSA)";
 	case KP_CRYPTO_E_RNG:      return "random generator failed";
 	case KP_CRYPTO_E_EXISTS:   return "refusing to overwrite an existing key file";
 	case KP_CRYPTO_E_INTERNAL: return "mbedTLS failed";
@@ -1041,64 +1044,52 @@ static int copy_issuer(mbedtls_x509write_cert *w, const mbedtls_x509_crt *ca)
 	return 0;
 }
 
-/* Writes a certificate for subject_key (CA when issuer_cert is NULL: self-signed). */
-static int cert_write(const kp_key *issuer_key, const kp_cert *issuer_cert,
-                      const kp_key *subject_key, const char *cn, int64_t not_before,
-                      int64_t not_after, const char *out_pem)
+/* What one certificate is made of; the caller has checked the keys' types and that
+ * issuer_pk belongs to issuer_cert. */
+struct cert_spec {
+	mbedtls_pk_context *issuer_pk;
+	const kp_cert *issuer_cert;           /* NULL: a self-signed CA */
+	mbedtls_pk_context *subject_pk;
+	const char *subject;                  /* "CN=..,O=.." */
+	const unsigned char *serial;          /* big-endian, positive */
+	size_t serial_len;
+	int64_t not_before, not_after;
+	const char *out_path;
+	int der;                              /* DER file, else PEM */
+};
+
+/* Writes the certificate a spec describes; the issuer is the CA's subject, byte for byte. */
+static int cert_write_spec(const struct cert_spec *c)
 {
 	mbedtls_x509write_cert w;
 	mbedtls_mpi serial;
-	unsigned char pem[PEM_BUF_SIZE];
-	unsigned char serial_bytes[16];
-	char subject[CN_MAX + 16];
+	unsigned char buf[PEM_BUF_SIZE];
+	const unsigned char *out = buf;
+	size_t out_len = 0;
 	char nb[16], na[16];
 	kp_cert *back = NULL;
-	int is_ca = issuer_cert == NULL;
+	int is_ca = c->issuer_cert == NULL;
 	int rc = KP_CRYPTO_OK;
 	int ret;
 
 	mbedtls_x509write_crt_init(&w);
 	mbedtls_mpi_init(&serial);
-	if (issuer_key == NULL || subject_key == NULL || out_pem == NULL || !cn_valid(cn) ||
-	    not_before < 0 || not_after > X509_TIME_MAX || not_before > not_after) {
+	if (x509_time(nb, c->not_before) != 0 || x509_time(na, c->not_after) != 0) {
 		rc = KP_CRYPTO_E_INVAL;
 		goto out;
 	}
-	if (pk_p256(&issuer_key->pk) == NULL || pk_p256(&subject_key->pk) == NULL) {
-		rc = KP_CRYPTO_E_KEYTYPE;
-		goto out;
-	}
-	if (!is_ca) {
-		/* A certificate signed with a key other than the CA's would never verify. */
-		if (!issuer_cert->crt.ca_istrue || kp_cert_matches_key(issuer_cert, issuer_key) != 0) {
-			snprintf(last_error, sizeof(last_error), "not a CA certificate, or not the CA key");
-			rc = KP_CRYPTO_E_INVAL;
-			goto out;
-		}
-	}
-	snprintf(subject, sizeof(subject), "CN=%s,O=kippu", cn);
-	if (x509_time(nb, not_before) != 0 || x509_time(na, not_after) != 0) {
-		rc = KP_CRYPTO_E_INVAL;
-		goto out;
-	}
-	/* Positive 127-bit serial with the top bit of 126 set: never zero, fixed DER length. */
-	rc = kp_random(serial_bytes, sizeof(serial_bytes));
-	if (rc != KP_CRYPTO_OK)
-		goto out;
-	serial_bytes[0] = (unsigned char)((serial_bytes[0] & 0x7f) | 0x40);
-
 	mbedtls_x509write_crt_set_version(&w, MBEDTLS_X509_CRT_VERSION_3);
 	mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
-	mbedtls_x509write_crt_set_subject_key(&w, key_pk(subject_key));
-	mbedtls_x509write_crt_set_issuer_key(&w, key_pk(issuer_key));
-	ret = mbedtls_mpi_read_binary(&serial, serial_bytes, sizeof(serial_bytes));
+	mbedtls_x509write_crt_set_subject_key(&w, c->subject_pk);
+	mbedtls_x509write_crt_set_issuer_key(&w, c->issuer_pk);
+	ret = mbedtls_mpi_read_binary(&serial, c->serial, c->serial_len);
 	if (ret == 0)
 		ret = mbedtls_x509write_crt_set_serial(&w, &serial);
 	if (ret == 0)
-		ret = mbedtls_x509write_crt_set_subject_name(&w, subject);
+		ret = mbedtls_x509write_crt_set_subject_name(&w, c->subject);
 	if (ret == 0)
-		ret = is_ca ? mbedtls_x509write_crt_set_issuer_name(&w, subject)
-		            : copy_issuer(&w, &issuer_cert->crt);
+		ret = is_ca ? mbedtls_x509write_crt_set_issuer_name(&w, c->subject)
+		            : copy_issuer(&w, &c->issuer_cert->crt);
 	if (ret == 0)
 		ret = mbedtls_x509write_crt_set_validity(&w, nb, na);
 	if (ret == 0)
@@ -1111,31 +1102,95 @@ static int cert_write(const kp_key *issuer_key, const kp_cert *issuer_cert,
 		ret = mbedtls_x509write_crt_set_subject_key_identifier(&w);
 	if (ret == 0)
 		ret = mbedtls_x509write_crt_set_authority_key_identifier(&w);
-	if (ret == 0)
-		ret = mbedtls_x509write_crt_pem(&w, pem, sizeof(pem), rng_cb, NULL);
+	if (ret == 0 && c->der) {
+		/* mbedtls_x509write_crt_der writes at the end of the buffer. */
+		ret = mbedtls_x509write_crt_der(&w, buf, sizeof(buf), rng_cb, NULL);
+		if (ret > 0) {
+			out_len = (size_t)ret;
+			out = buf + sizeof(buf) - out_len;
+			ret = 0;
+		}
+	} else if (ret == 0) {
+		ret = mbedtls_x509write_crt_pem(&w, buf, sizeof(buf), rng_cb, NULL);
+		out_len = strlen((const char *)buf);
+	}
 	if (ret != 0) {
 		rc = fail_mbed_map(ret);
 		goto out;
 	}
 	if (!is_ca) {
 		/* Name types or multi-valued names mbedTLS cannot reproduce would break chains. */
-		rc = kp_cert_parse(&back, pem, strlen((const char *)pem) + 1);
+		rc = kp_cert_parse(&back, out, c->der ? out_len : out_len + 1);
 		if (rc != KP_CRYPTO_OK)
 			goto out;
-		if (back->crt.issuer_raw.len != issuer_cert->crt.subject_raw.len ||
-		    memcmp(back->crt.issuer_raw.p, issuer_cert->crt.subject_raw.p,
+		if (back->crt.issuer_raw.len != c->issuer_cert->crt.subject_raw.len ||
+		    memcmp(back->crt.issuer_raw.p, c->issuer_cert->crt.subject_raw.p,
 		           back->crt.issuer_raw.len) != 0) {
 			snprintf(last_error, sizeof(last_error), "CA subject cannot be copied exactly");
 			rc = KP_CRYPTO_E_INVAL;
 			goto out;
 		}
 	}
-	rc = file_write_public(out_pem, pem, strlen((const char *)pem));
+	rc = file_write_public(c->out_path, out, out_len);
 out:
 	kp_cert_free(back);
 	mbedtls_mpi_free(&serial);
 	mbedtls_x509write_crt_free(&w);
 	return rc;
+}
+
+static int validity_ok(int64_t not_before, int64_t not_after)
+{
+	return not_before >= 0 && not_after <= X509_TIME_MAX && not_before <= not_after;
+}
+
+/* Positive 127-bit serial with the top bit of 126 set: never zero, fixed DER length. */
+static int random_serial(unsigned char serial[16])
+{
+	int rc = kp_random(serial, 16);
+
+	if (rc == KP_CRYPTO_OK)
+		serial[0] = (unsigned char)((serial[0] & 0x7f) | 0x40);
+	return rc;
+}
+
+/* Writes a P-256 certificate for subject_key (CA when issuer_cert is NULL: self-signed). */
+static int cert_write(const kp_key *issuer_key, const kp_cert *issuer_cert,
+                      const kp_key *subject_key, const char *cn, int64_t not_before,
+                      int64_t not_after, const char *out_pem)
+{
+	unsigned char serial[16];
+	char subject[CN_MAX + 16];
+	struct cert_spec c;
+	int rc;
+
+	if (issuer_key == NULL || subject_key == NULL || out_pem == NULL || !cn_valid(cn) ||
+	    !validity_ok(not_before, not_after))
+		return KP_CRYPTO_E_INVAL;
+	if (pk_p256(&issuer_key->pk) == NULL || pk_p256(&subject_key->pk) == NULL)
+		return KP_CRYPTO_E_KEYTYPE;
+	if (issuer_cert != NULL) {
+		/* A certificate signed with a key other than the CA's would never verify. */
+		if (!issuer_cert->crt.ca_istrue || kp_cert_matches_key(issuer_cert, issuer_key) != 0) {
+			snprintf(last_error, sizeof(last_error), "not a CA certificate, or not the CA key");
+			return KP_CRYPTO_E_INVAL;
+		}
+	}
+	snprintf(subject, sizeof(subject), "CN=%s,O=kippu", cn);
+	rc = random_serial(serial);
+	if (rc != KP_CRYPTO_OK)
+		return rc;
+	memset(&c, 0, sizeof(c));
+	c.issuer_pk = key_pk(issuer_key);
+	c.issuer_cert = issuer_cert;
+	c.subject_pk = key_pk(subject_key);
+	c.subject = subject;
+	c.serial = serial;
+	c.serial_len = sizeof(serial);
+	c.not_before = not_before;
+	c.not_after = not_after;
+	c.out_path = out_pem;
+	return cert_write_spec(&c);
 }
 
 int kp_cert_create_ca_validity(const kp_key *ca_key, const char *cn, int64_t not_before,
@@ -1184,4 +1239,436 @@ int kp_cert_issue(const kp_key *ca_key, const kp_cert *ca_cert, const kp_key *su
 	if (rc != KP_CRYPTO_OK)
 		return rc;
 	return kp_cert_issue_validity(ca_key, ca_cert, subject_key, cn, nb, na, out_pem);
+}
+
+/* ---- RSA keys (JPKI: the test CA's and the mock card's) ---- */
+
+#define RSA_BITS_MIN   2048
+#define RSA_BITS_MAX   4096
+#define RSA_EXPONENT   65537
+#define RSA_DER_MAX    2600             /* an RSA-4096 RSAPrivateKey is about 2350 bytes */
+#define RSA_PEM_MAX    3800
+#define PKCS1_V15_OVERHEAD 11           /* 00 01 FF..FF (8 at least) 00 */
+
+struct kp_rsa {
+	mbedtls_pk_context pk;
+};
+
+static mbedtls_pk_context *rsa_pk(const kp_rsa *key)
+{
+	return (mbedtls_pk_context *)&key->pk;
+}
+
+static kp_rsa *rsa_new(void)
+{
+	kp_rsa *key = calloc(1, sizeof(*key));
+
+	if (key != NULL)
+		mbedtls_pk_init(&key->pk);
+	return key;
+}
+
+void kp_rsa_free(kp_rsa *key)
+{
+	if (key == NULL)
+		return;
+	mbedtls_pk_free(&key->pk);     /* mbedTLS zeroizes the private parts' limbs */
+	kp_zeroize(key, sizeof(*key));
+	free(key);
+}
+
+int kp_rsa_generate(kp_rsa **out, unsigned bits)
+{
+	kp_rsa *key = NULL;
+	int rc = KP_CRYPTO_OK;
+	int ret;
+
+	if (out == NULL)
+		return KP_CRYPTO_E_INVAL;
+	*out = NULL;
+	if (bits != 2048 && bits != 3072 && bits != 4096)
+		return KP_CRYPTO_E_INVAL;
+	key = rsa_new();
+	if (key == NULL) {
+		rc = KP_CRYPTO_E_NOMEM;
+		goto out;
+	}
+	ret = mbedtls_pk_setup(&key->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA));
+	if (ret == 0)
+		ret = mbedtls_rsa_gen_key(mbedtls_pk_rsa(key->pk), rng_cb, NULL, bits, RSA_EXPONENT);
+	if (ret != 0) {
+		rc = fail_mbed_map(ret);
+		goto out;
+	}
+	*out = key;
+	key = NULL;
+out:
+	kp_rsa_free(key);
+	return rc;
+}
+
+/* buf_len includes the NUL for PEM (see pem_or_der_len). */
+static int rsa_parse_buf(kp_rsa **out, const unsigned char *buf, size_t buf_len)
+{
+	kp_rsa *key = NULL;
+	size_t bits;
+	int rc = KP_CRYPTO_OK;
+	int ret;
+
+	key = rsa_new();
+	if (key == NULL) {
+		rc = KP_CRYPTO_E_NOMEM;
+		goto out;
+	}
+	ret = mbedtls_pk_parse_key(&key->pk, buf, buf_len, NULL, 0);
+	if (ret != 0) {
+		rc = ret == MBEDTLS_ERR_PK_ALLOC_FAILED ? fail_mbed(KP_CRYPTO_E_NOMEM, ret)
+		                                        : fail_mbed(KP_CRYPTO_E_PARSE, ret);
+		goto out;
+	}
+	bits = mbedtls_pk_get_bitlen(&key->pk);
+	if (mbedtls_pk_get_type(&key->pk) != MBEDTLS_PK_RSA || bits < RSA_BITS_MIN ||
+	    bits > RSA_BITS_MAX) {
+		snprintf(last_error, sizeof(last_error), "not an RSA key of %d to %d bits",
+		         RSA_BITS_MIN, RSA_BITS_MAX);
+		rc = KP_CRYPTO_E_KEYTYPE;
+		goto out;
+	}
+	/* A file whose private parts do not belong together would sign garbage. */
+	ret = mbedtls_rsa_check_privkey(mbedtls_pk_rsa(key->pk));
+	if (ret != 0) {
+		rc = fail_mbed(KP_CRYPTO_E_PARSE, ret);
+		goto out;
+	}
+	*out = key;
+	key = NULL;
+out:
+	kp_rsa_free(key);
+	return rc;
+}
+
+int kp_rsa_load(kp_rsa **out, const char *path)
+{
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (out == NULL || path == NULL)
+		return KP_CRYPTO_E_INVAL;
+	*out = NULL;
+	rc = file_read(path, &buf, &len);
+	if (rc != KP_CRYPTO_OK)
+		goto out;
+	rc = rsa_parse_buf(out, buf, pem_or_der_len(buf, len));
+out:
+	if (buf != NULL) {
+		kp_zeroize(buf, len + 1);
+		free(buf);
+	}
+	return rc;
+}
+
+int kp_rsa_parse(kp_rsa **out, const uint8_t *buf, size_t len)
+{
+	unsigned char *copy = NULL;
+	int rc;
+
+	if (out == NULL || buf == NULL || len == 0)
+		return KP_CRYPTO_E_INVAL;
+	*out = NULL;
+	if (pem_or_der_len(buf, len) == len || buf[len - 1] == '\0')
+		return rsa_parse_buf(out, buf, len);   /* DER, or PEM with its NUL counted */
+	copy = malloc(len + 1);                    /* PEM without its NUL: add one */
+	if (copy == NULL)
+		return KP_CRYPTO_E_NOMEM;
+	memcpy(copy, buf, len);
+	copy[len] = '\0';
+	rc = rsa_parse_buf(out, copy, len + 1);
+	kp_zeroize(copy, len + 1);
+	free(copy);
+	return rc;
+}
+
+int kp_rsa_save(const kp_rsa *key, const char *path)
+{
+	static const char header[] = "-----BEGIN RSA PRIVATE KEY-----\n";
+	static const char footer[] = "-----END RSA PRIVATE KEY-----\n";
+	unsigned char der[RSA_DER_MAX];
+	unsigned char pem[RSA_PEM_MAX];
+	size_t pem_len = 0;
+	int rc = KP_CRYPTO_OK;
+	int ret;
+
+	if (key == NULL || path == NULL)
+		return KP_CRYPTO_E_INVAL;
+	/* Built here rather than by mbedtls_pk_write_key_pem so both copies are wiped. */
+	ret = mbedtls_pk_write_key_der(rsa_pk(key), der, sizeof(der));
+	if (ret < 0) {
+		rc = fail_mbed_map(ret);
+		goto out;
+	}
+	ret = mbedtls_pem_write_buffer(header, footer, der + sizeof(der) - (size_t)ret, (size_t)ret,
+	                               pem, sizeof(pem), &pem_len);
+	if (ret != 0) {
+		rc = fail_mbed_map(ret);
+		goto out;
+	}
+	rc = file_write_secret(path, pem, pem_len > 0 ? pem_len - 1 : 0);
+out:
+	kp_zeroize(der, sizeof(der));
+	kp_zeroize(pem, sizeof(pem));
+	return rc;
+}
+
+/* RSASSA-PKCS1-v1_5 with the DigestInfo given as is: mbedTLS's MD_NONE mode pads
+ * 00 01 FF.. 00 || data, exactly what a JPKI card's COMPUTE DIGITAL SIGNATURE does. It also
+ * checks the result with the public key before returning it (a CRT fault would leak the key). */
+int kp_rsa_sign_digestinfo(const kp_rsa *key, const uint8_t *digest_info, size_t di_len,
+                           uint8_t *sig, size_t sig_cap, size_t *sig_len)
+{
+	mbedtls_rsa_context *rsa;
+	size_t n;
+	int ret;
+
+	if (sig_len != NULL)
+		*sig_len = 0;
+	if (key == NULL || digest_info == NULL || di_len == 0 || sig == NULL || sig_len == NULL)
+		return KP_CRYPTO_E_INVAL;
+	rsa = mbedtls_pk_rsa(key->pk);
+	n = mbedtls_rsa_get_len(rsa);
+	if (sig_cap < n || di_len > n - PKCS1_V15_OVERHEAD)
+		return KP_CRYPTO_E_INVAL;
+	ret = mbedtls_rsa_rsassa_pkcs1_v15_sign(rsa, rng_cb, NULL, MBEDTLS_RSA_PRIVATE,
+	                                        MBEDTLS_MD_NONE, (unsigned)di_len, digest_info,
+	                                        sig);
+	if (ret != 0) {
+		kp_zeroize(sig, n);
+		return fail_mbed_map(ret);
+	}
+	*sig_len = n;
+	return KP_CRYPTO_OK;
+}
+
+/* ---- RSA certificates, and checks for certificates of any key type ---- */
+
+static int path_is_der(const char *path)
+{
+	size_t n = strlen(path);
+
+	return n >= 4 && strcasecmp(path + n - 4, ".der") == 0;
+}
+
+static int cert_write_rsa(const kp_rsa *issuer_key, const kp_cert *issuer_cert,
+                          const kp_rsa *subject_key, const char *cn,
+                          const unsigned char *serial, size_t serial_len, int64_t not_before,
+                          int64_t not_after, const char *out_path)
+{
+	char subject[CN_MAX + 20];
+	struct cert_spec c;
+
+	if (issuer_key == NULL || subject_key == NULL || out_path == NULL || !cn_valid(cn) ||
+	    !validity_ok(not_before, not_after))
+		return KP_CRYPTO_E_INVAL;
+	if (issuer_cert != NULL && (!issuer_cert->crt.ca_istrue ||
+	                            mbedtls_pk_check_pair(&issuer_cert->crt.pk, &issuer_key->pk) != 0)) {
+		snprintf(last_error, sizeof(last_error), "not a CA certificate, or not the CA key");
+		return KP_CRYPTO_E_INVAL;
+	}
+	snprintf(subject, sizeof(subject), "CN=%s,O=JPKI test", cn);
+	memset(&c, 0, sizeof(c));
+	c.issuer_pk = rsa_pk(issuer_key);
+	c.issuer_cert = issuer_cert;
+	c.subject_pk = rsa_pk(subject_key);
+	c.subject = subject;
+	c.serial = serial;
+	c.serial_len = serial_len;
+	c.not_before = not_before;
+	c.not_after = not_after;
+	c.out_path = out_path;
+	c.der = path_is_der(out_path);
+	return cert_write_spec(&c);
+}
+
+int kp_cert_create_ca_rsa(const kp_rsa *ca_key, const char *cn, int64_t not_before,
+                          int64_t not_after, const char *out_path)
+{
+	unsigned char serial[16];
+	int rc = random_serial(serial);
+
+	if (rc != KP_CRYPTO_OK)
+		return rc;
+	return cert_write_rsa(ca_key, NULL, ca_key, cn, serial, sizeof(serial), not_before,
+	                      not_after, out_path);
+}
+
+int kp_cert_issue_rsa(const kp_rsa *ca_key, const kp_cert *ca_cert, const kp_rsa *subject_key,
+                      const char *cn, int64_t serial, int64_t not_before, int64_t not_after,
+                      const char *out_path)
+{
+	unsigned char be[8];
+
+	if (ca_cert == NULL || serial < 1)  /* RFC 5280: a positive integer */
+		return KP_CRYPTO_E_INVAL;
+	for (int i = 7; i >= 0; i--) {
+		be[i] = (unsigned char)(serial & 0xff);
+		serial >>= 8;
+	}
+	return cert_write_rsa(ca_key, ca_cert, subject_key, cn, be, sizeof(be), not_before,
+	                      not_after, out_path);
+}
+
+/* Days from 1970-01-01 to the given civil date (proleptic Gregorian; H. Hinnant's). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static int64_t x509_time_unix(const mbedtls_x509_time *t)
+{
+	return days_from_civil(t->year, t->mon, t->day) * SECONDS_PER_DAY +
+	       (int64_t)t->hour * 3600 + t->min * 60 + t->sec;
+}
+
+static void x509_time_text(char out[32], const mbedtls_x509_time *t)
+{
+	snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02dZ", t->year % 10000, t->mon % 100,
+	         t->day % 100, t->hour % 100, t->min % 100, t->sec % 100);
+}
+
+/* Puts the reason into err (when there is room) and the thread's last error. */
+__attribute__((format(printf, 3, 4)))
+static int chain_fail(char *err, size_t err_cap, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	if (err != NULL && err_cap > 0)
+		snprintf(err, err_cap, "%s", last_error);
+	return KP_CRYPTO_E_CHAIN;
+}
+
+/* at_s within [notBefore, notAfter] (X.509 times have whole seconds, both ends included). */
+static int time_check(const mbedtls_x509_crt *crt, const char *what, int64_t at_s, char *err,
+                      size_t err_cap)
+{
+	char t[32];
+
+	if (at_s < x509_time_unix(&crt->valid_from)) {
+		x509_time_text(t, &crt->valid_from);
+		return chain_fail(err, err_cap, "%s not yet valid (notBefore %s)", what, t);
+	}
+	if (at_s > x509_time_unix(&crt->valid_to)) {
+		x509_time_text(t, &crt->valid_to);
+		return chain_fail(err, err_cap, "%s expired (notAfter %s)", what, t);
+	}
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_check_at(const kp_cert *cert, const kp_cert *ca, int64_t at_ms, unsigned key_usage,
+                     char *err, size_t err_cap)
+{
+	const uint32_t time_flags = MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE;
+	int64_t at_s = at_ms / 1000 - (at_ms % 1000 < 0);   /* floor, also before 1970 */
+	uint32_t flags = 0;
+	int rc;
+	int ret;
+
+	if (err != NULL && err_cap > 0)
+		err[0] = '\0';
+	if (cert == NULL || ca == NULL || (err == NULL && err_cap > 0))
+		return KP_CRYPTO_E_INVAL;
+	/* ca is the only trust anchor. mbedTLS judges validity by the system clock: those two
+	 * flags are dropped and both certificates' windows compared with at_ms instead. */
+	ret = mbedtls_x509_crt_verify(cert_crt(cert), cert_crt(ca), NULL, NULL, &flags, NULL, NULL);
+	if (ret != 0 && ret != MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+		rc = fail_mbed_map(ret);
+		if (err != NULL && err_cap > 0)
+			snprintf(err, err_cap, "%s", last_error);
+		return rc;
+	}
+	flags &= ~time_flags;
+	if (flags != 0) {
+		char info[160];
+
+		verify_info_text(info, sizeof(info), flags);
+		return chain_fail(err, err_cap, "signature chain: %s", info);
+	}
+	rc = time_check(cert_crt(cert), "certificate", at_s, err, err_cap);
+	if (rc == KP_CRYPTO_OK)
+		rc = time_check(cert_crt(ca), "CA certificate", at_s, err, err_cap);
+	if (rc != KP_CRYPTO_OK)
+		return rc;
+	/* mbedTLS (like RFC 5280) allows every usage when the extension is absent. */
+	if (key_usage != 0 && mbedtls_x509_crt_check_key_usage(cert_crt(cert), key_usage) != 0)
+		return chain_fail(err, err_cap, "key usage 0x%02x not allowed (certificate has 0x%02x)",
+		                  key_usage, cert->crt.key_usage);
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_verify_rsa_sha256(const kp_cert *cert, const uint8_t hash[KP_SHA256_LEN],
+                              const uint8_t *sig, size_t sig_len)
+{
+	mbedtls_rsa_context *rsa;
+	int ret;
+
+	if (cert == NULL || hash == NULL || sig == NULL)
+		return KP_CRYPTO_E_INVAL;
+	if (mbedtls_pk_get_type(&cert->crt.pk) != MBEDTLS_PK_RSA)
+		return fail_mbed(KP_CRYPTO_E_KEYTYPE, 0);
+	rsa = mbedtls_pk_rsa(cert->crt.pk);
+	if (sig_len != mbedtls_rsa_get_len(rsa))
+		return fail_mbed(KP_CRYPTO_E_VERIFY, 0);
+	ret = mbedtls_rsa_rsassa_pkcs1_v15_verify(rsa, NULL, NULL, MBEDTLS_RSA_PUBLIC,
+	                                          MBEDTLS_MD_SHA256, KP_SHA256_LEN, hash, sig);
+	if (ret == 0)
+		return KP_CRYPTO_OK;
+	/* The low-level part of a combined code says whether memory ran out. */
+	if (((-ret) & 0x7F) == -MBEDTLS_ERR_MPI_ALLOC_FAILED)
+		return fail_mbed(KP_CRYPTO_E_NOMEM, ret);
+	return fail_mbed(KP_CRYPTO_E_VERIFY, ret);   /* bad padding, s >= n, wrong hash */
+}
+
+int kp_cert_issuer_raw(const kp_cert *cert, const uint8_t **p, size_t *n)
+{
+	if (cert == NULL || p == NULL || n == NULL)
+		return KP_CRYPTO_E_INVAL;
+	*p = cert->crt.issuer_raw.p;
+	*n = cert->crt.issuer_raw.len;
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_serial_raw(const kp_cert *cert, const uint8_t **p, size_t *n)
+{
+	if (cert == NULL || p == NULL || n == NULL)
+		return KP_CRYPTO_E_INVAL;
+	*p = cert->crt.serial.p;
+	*n = cert->crt.serial.len;
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_der(const kp_cert *cert, const uint8_t **p, size_t *n)
+{
+	if (cert == NULL || p == NULL || n == NULL)
+		return KP_CRYPTO_E_INVAL;
+	*p = cert->crt.raw.p;
+	*n = cert->crt.raw.len;
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_validity(const kp_cert *cert, int64_t *not_before, int64_t *not_after)
+{
+	if (cert == NULL || not_before == NULL || not_after == NULL)
+		return KP_CRYPTO_E_INVAL;
+	*not_before = x509_time_unix(&cert->crt.valid_from);
+	*not_after = x509_time_unix(&cert->crt.valid_to);
+	return KP_CRYPTO_OK;
 }

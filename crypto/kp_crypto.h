@@ -15,7 +15,7 @@ enum kp_crypto_rc {
 	KP_CRYPTO_E_PARSE     = -0x204, /* key or certificate does not parse */
 	KP_CRYPTO_E_VERIFY    = -0x205, /* signature does not verify */
 	KP_CRYPTO_E_CHAIN     = -0x206, /* certificate not issued by the given CA, or expired */
-	KP_CRYPTO_E_KEYTYPE   = -0x207, /* not an ECDSA P-256 key */
+	KP_CRYPTO_E_KEYTYPE   = -0x207, /* not an ECDSA P-256 key (RSA functions: not RSA) */
 	KP_CRYPTO_E_RNG       = -0x208,
 	KP_CRYPTO_E_EXISTS    = -0x209, /* refusing to overwrite an existing key file */
 	KP_CRYPTO_E_INTERNAL  = -0x20A, /* mbedTLS failed; detail in kp_crypto_last_error() */
@@ -93,6 +93,46 @@ int  kp_cert_issue_validity(const kp_key *ca_key, const kp_cert *ca_cert,
                             int64_t not_after, const char *out_pem);
 /* Threads: a kp_cert is only read after kp_cert_load/kp_cert_parse, so one cert may be
  * shared by threads that verify with it or check chains against it. */
+
+/* ---- RSA-2048 and certificates of any key type (My Number card, JPKI) ---- */
+
+/* An RSA private key (the JPKI test CA's, or a mock card's authentication key). */
+typedef struct kp_rsa kp_rsa;
+int  kp_rsa_generate(kp_rsa **out, unsigned bits);             /* 2048 for JPKI */
+int  kp_rsa_load(kp_rsa **out, const char *path);              /* PEM or DER private key */
+/* Added: the same from memory, PEM (NUL-terminated or not) or DER, e.g. a mock card's
+ * auth.key as the HAL hands it to its RSA signer. Keys of 2048-4096 bits only. */
+int  kp_rsa_parse(kp_rsa **out, const uint8_t *buf, size_t len);
+int  kp_rsa_save(const kp_rsa *key, const char *path);         /* PEM, 0600, no overwrite */
+/* RSA PKCS#1 v1.5 signature (RSASSA, block type 1) over the given DigestInfo bytes, as the
+ * card's COMPUTE DIGITAL SIGNATURE (80 2A 00 80) does; sig gets the modulus size (256). */
+int  kp_rsa_sign_digestinfo(const kp_rsa *key, const uint8_t *digest_info, size_t di_len,
+                            uint8_t *sig, size_t sig_cap, size_t *sig_len);
+void kp_rsa_free(kp_rsa *key);
+
+/* A self-signed RSA CA and an RSA end-entity certificate (keyUsage digitalSignature), with
+ * explicit validity (Unix seconds); written as DER when out_path ends in ".der", else PEM. */
+int  kp_cert_create_ca_rsa(const kp_rsa *ca_key, const char *cn, int64_t not_before,
+                           int64_t not_after, const char *out_path);
+int  kp_cert_issue_rsa(const kp_rsa *ca_key, const kp_cert *ca_cert, const kp_rsa *subject_key,
+                       const char *cn, int64_t serial, int64_t not_before, int64_t not_after,
+                       const char *out_path);
+/* Chain check against ca at a given time (ms since the epoch, e.g. the tap's), not "now";
+ * key_usage: required keyUsage bits (MBEDTLS_X509_KU_* values; 0x80 digitalSignature) or 0.
+ * Works for RSA and ECDSA certificates. err says what failed (signature, expired, not yet
+ * valid, key usage). */
+int  kp_cert_check_at(const kp_cert *cert, const kp_cert *ca, int64_t at_ms, unsigned key_usage,
+                      char *err, size_t err_cap);
+/* Verifies an RSA PKCS#1 v1.5 SHA-256 signature with the certificate's (RSA) public key. */
+int  kp_cert_verify_rsa_sha256(const kp_cert *cert, const uint8_t hash[KP_SHA256_LEN],
+                               const uint8_t *sig, size_t sig_len);
+/* The raw DER of the issuer Name and the serial number's bytes (pointers into the cert). */
+int  kp_cert_issuer_raw(const kp_cert *cert, const uint8_t **p, size_t *n);
+int  kp_cert_serial_raw(const kp_cert *cert, const uint8_t **p, size_t *n);
+/* The whole certificate's DER. */
+int  kp_cert_der(const kp_cert *cert, const uint8_t **p, size_t *n);
+/* notBefore / notAfter in Unix seconds. */
+int  kp_cert_validity(const kp_cert *cert, int64_t *not_before, int64_t *not_after);
 
 /* The last mbedTLS error text of this thread (for logs), "" when none. */
 const char *kp_crypto_last_error(void);

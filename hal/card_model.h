@@ -1,5 +1,5 @@
 /* Card models: virtual cards that answer the frames a real card answers, byte for byte
- * (PROTOCOLS.md sections 1-2). Internal to hal/: the mock reader drives them today and a
+ * (PROTOCOLS.md sections 1-3). Internal to hal/: the mock reader drives them today and a
  * PN532 emulator can drive the same models later, so they know nothing about scenarios,
  * clocks or faults. Every answer function returns KP_HAL_E_TIMEOUT where a real card
  * would stay silent, and KP_HAL_E_OVERFLOW (with *rx_len = the reply's size) when the
@@ -56,8 +56,8 @@ int kp_card_felica_push_history(struct kp_card_felica *c, const uint8_t block[16
 int kp_card_felica_answer(struct kp_card_felica *c, const uint8_t *tx, size_t tx_len,
                           uint8_t *rx, size_t rx_cap, size_t *rx_len);
 
-/* An ISO 14443-4 Type B card with no application the terminal knows (a My Number card
- * model will replace it): SELECT by AID of any AID -> 6A 82, any other APDU -> 6D 00, an
+/* An ISO 14443-4 Type B card with no application the terminal knows (kp_card_jpki below is
+ * the My Number card): SELECT by AID of any AID -> 6A 82, any other APDU -> 6D 00, an
  * APDU shorter than 4 bytes -> 67 00. */
 struct kp_card_typeb {
 	uint8_t pupi[4];
@@ -80,5 +80,57 @@ struct kp_card_typea {
 
 int kp_card_typea_answer(struct kp_card_typea *c, const uint8_t *tx, size_t tx_len,
                          uint8_t *rx, size_t rx_cap, size_t *rx_len);
+
+/* ---- My Number card: the JPKI application's user authentication (PROTOCOLS.md 3) ---- */
+
+#define KP_CARD_APDU_REPLY_MAX 258    /* READ BINARY with Le 00: 256 bytes + SW1 SW2 */
+#define KP_CARD_JPKI_EF_MAX    32767  /* READ BINARY offsets are 15 bits (P1 bit 8 = SFI) */
+#define KP_CARD_JPKI_TRIES_MAX 15     /* x of 63 Cx is one hex digit */
+#define KP_CARD_JPKI_TRIES_DEFAULT 3
+
+enum kp_card_jpki_df {
+	KP_CARD_JPKI_DF_NONE = 0,         /* after activation: the MF */
+	KP_CARD_JPKI_DF_JPKI,             /* D3 92 F0 00 26 01 00 00 00 01 */
+	KP_CARD_JPKI_DF_INPUT_SUPPORT,    /* D3 92 10 00 31 00 01 01 04 08: kippu never selects it */
+	KP_CARD_JPKI_DF_CARD_FACE,        /* D3 92 10 00 31 00 01 01 04 02: kippu never selects it */
+};
+
+/* A My Number card: JPKI AP with EF 000A (user-authentication certificate), 000B (the
+ * authentication CA's certificate), 0018 (4-digit PIN), 0017 (RSA key, used through
+ * COMPUTE DIGITAL SIGNATURE and the signer registered with kp_mock_set_rsa_signer) and 0001
+ * (signature certificate, never readable here). The input-support and card-face APs can be
+ * selected, are counted in stats, and give nothing (status words: hal/SCENARIO.md).
+ * The certificate and key buffers belong to the model (kp_card_jpki_free releases them);
+ * key is handed to the signer as is and key[key_len] must be a NUL. */
+struct kp_card_jpki {
+	struct kp_card_typeb b;           /* activation: PUPI, AppData, ProtoInfo */
+	uint8_t *auth_cert;               /* EF 000A */
+	size_t auth_cert_len;             /* 1..KP_CARD_JPKI_EF_MAX */
+	uint8_t *ca_cert;                 /* EF 000B */
+	size_t ca_cert_len;
+	uint8_t *key;                     /* the card's private key file (PEM or DER) */
+	size_t key_len;
+	uint8_t pin[4];                   /* ASCII digits */
+	unsigned tries_max;               /* 1..KP_CARD_JPKI_TRIES_MAX, VERIFY success resets to it */
+	unsigned tries_left;              /* survives sessions; 0: blocked for good */
+	/* the session: reset at activation */
+	enum kp_card_jpki_df df;
+	uint16_t ef;
+	int ef_selected;
+	int pin_ok;                       /* VERIFY of EF 0018 succeeded since the DF was selected */
+	struct kp_mock_jpki_stats stats;  /* since init; stats.tries_left is not kept up to date */
+};
+
+/* Zeroes the card and sets its PUPI, AppData 00000000, ProtoInfo 008171, PIN "1234" and
+ * 3 tries; the caller then sets the certificates and the key. */
+void kp_card_jpki_init(struct kp_card_jpki *c, const uint8_t pupi[4]);
+/* Activation: a new session (no DF, no EF, PIN not verified). The retry counter stays. */
+void kp_card_jpki_reset(struct kp_card_jpki *c);
+/* Answers one APDU. Replies are at most KP_CARD_APDU_REPLY_MAX bytes; a card answers every
+ * APDU (never KP_HAL_E_TIMEOUT). */
+int kp_card_jpki_answer(struct kp_card_jpki *c, const uint8_t *tx, size_t tx_len,
+                        uint8_t *rx, size_t rx_cap, size_t *rx_len);
+/* Frees the certificates and the key (wiped first). Accepts NULL. */
+void kp_card_jpki_free(struct kp_card_jpki *c);
 
 #endif

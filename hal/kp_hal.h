@@ -113,6 +113,38 @@ void kp_reader_close(struct kp_reader *r);
 
 extern const struct kp_reader_ops kp_mock_reader_ops;
 
+/* ---- mock My Number cards ("card NAME mynumber ..." in a scenario, hal/SCENARIO.md) ----
+ * COMPUTE DIGITAL SIGNATURE needs RSA, and hal/ links no crypto: whoever links crypto/
+ * (terminal, tools, tests) registers a signer before opening a mock reader. The card calls
+ * sign(ctx, key, key_len, di, di_len, sig, sig_cap, sig_len) with its auth.key file's bytes
+ * (PEM or DER; key[key_len] is a NUL, not counted) and the DigestInfo of the APDU; sign
+ * returns 0 with the RSA PKCS#1 v1.5 signature in sig (at most sig_cap = 256 bytes), or
+ * non-zero. Without a signer, or when it fails, the card answers 6F 00. NULL unregisters.
+ * Process-wide; not to be changed while a mock reader is in use on another thread.
+ * With crypto/:  kp_rsa_parse(&k, key, key_len) then kp_rsa_sign_digestinfo(k, di, di_len,
+ * sig, sig_cap, sig_len) and kp_rsa_free(k). */
+void kp_mock_set_rsa_signer(int (*sign)(void *ctx, const uint8_t *key, size_t key_len,
+                                        const uint8_t *di, size_t di_len, uint8_t *sig,
+                                        size_t sig_cap, size_t *sig_len),
+                            void *ctx);
+
+/* What a mock My Number card has been asked, since its reader opened. Tests read it to
+ * show that kippu never selects the input-support or card-face AP. */
+struct kp_mock_jpki_stats {
+	unsigned long select_jpki;           /* SELECT DF of the JPKI AP that succeeded */
+	unsigned long select_input_support;  /* SELECT DF of D3 92 10 00 31 00 01 01 04 08 */
+	unsigned long select_card_face;      /* SELECT DF of D3 92 10 00 31 00 01 01 04 02 */
+	unsigned long forbidden_apdus;       /* other APDUs while one of those two was selected */
+	unsigned long read_binary;           /* READ BINARY answered with data */
+	unsigned long verify_ok, verify_wrong; /* VERIFY with a PIN: right, wrong */
+	unsigned long signatures;            /* signatures given */
+	unsigned tries_left;                 /* the PIN retry counter now; 0: blocked */
+};
+/* Copies the counters of the mynumber card called card (its scenario name) of mock reader
+ * r. KP_HAL_E_NOTSUP: r is not a mock reader; KP_HAL_E_INVAL: no mynumber card of that
+ * name. */
+int kp_mock_jpki_stats(struct kp_reader *r, const char *card, struct kp_mock_jpki_stats *out);
+
 /* ---- the libnfc backend: real PN53x readers (hal/libnfc.c) ----
  * "libnfc" opens libnfc's default device (LIBNFC_DEFAULT_DEVICE, LIBNFC_DEVICE or
  * /etc/nfc/libnfc.conf); "libnfc:CONN" opens CONN, e.g. "libnfc:pn532_uart:/dev/ttyUSB0"

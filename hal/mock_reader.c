@@ -12,7 +12,7 @@
 #include "kp_hal.h"
 #include "mock_scenario.h"
 
-#define MOCK_FRAME_MAX   512 /* a model's reply (at most 255) plus what a fault adds */
+#define MOCK_FRAME_MAX   512 /* a model's reply (at most 258) plus what a fault adds */
 /* A tapped card stays in the field across polls it does not answer (a reader polling one
  * technology at a time must still find it): in virtual pace it leaves after this many
  * such polls in a row, in real pace MOCK_LINGER_MS after it came into the field. */
@@ -154,14 +154,19 @@ static int mock_activate(struct kp_scn_card *card, const struct kp_poll *poll,
 	switch (card->tech) {
 	case KP_TECH_FELICA:
 		return mock_activate_felica(&card->u.felica, poll, info);
-	case KP_TECH_ISO14443B:
+	case KP_TECH_ISO14443B: {
+		const struct kp_card_typeb *b = card->mynumber ? &card->u.jpki.b : &card->u.b;
+
+		if (card->mynumber)
+			kp_card_jpki_reset(&card->u.jpki);   /* a new session */
 		info->tech = KP_TECH_ISO14443B;
 		info->baud_kbps = 106;
-		kp_card_typeb_atqb(&card->u.b, info->u.b.atqb);
-		memcpy(info->u.b.pupi, card->u.b.pupi, sizeof(info->u.b.pupi));
-		memcpy(info->u.b.app_data, card->u.b.app_data, sizeof(info->u.b.app_data));
-		memcpy(info->u.b.proto_info, card->u.b.proto_info, sizeof(info->u.b.proto_info));
+		kp_card_typeb_atqb(b, info->u.b.atqb);
+		memcpy(info->u.b.pupi, b->pupi, sizeof(info->u.b.pupi));
+		memcpy(info->u.b.app_data, b->app_data, sizeof(info->u.b.app_data));
+		memcpy(info->u.b.proto_info, b->proto_info, sizeof(info->u.b.proto_info));
 		return KP_HAL_OK;
+	}
 	case KP_TECH_ISO14443A:
 		info->tech = KP_TECH_ISO14443A;
 		info->baud_kbps = 106;
@@ -282,7 +287,7 @@ static int mock_wait_card(struct kp_reader *r, const struct kp_poll *poll,
 }
 
 /* Alters a reply the way the tap's fault says; returns the new length. buf has room for
- * MOCK_FRAME_MAX bytes and n is at most KP_CARD_FELICA_FRAME_MAX. */
+ * MOCK_FRAME_MAX bytes and n is at most KP_CARD_APDU_REPLY_MAX. */
 static size_t mock_fault(struct kp_mock_reader *m, enum kp_scn_fault f, uint8_t *buf, size_t n)
 {
 	switch (f) {
@@ -345,7 +350,11 @@ static int mock_transceive(struct kp_reader *r, const uint8_t *tx, size_t tx_len
 		                           KP_CARD_FELICA_FRAME_MAX, &n);
 		break;
 	case KP_TECH_ISO14443B:
-		rc = kp_card_typeb_answer(&card->u.b, tx, tx_len, buf, KP_CARD_FELICA_FRAME_MAX, &n);
+		if (card->mynumber)
+			rc = kp_card_jpki_answer(&card->u.jpki, tx, tx_len, buf, KP_CARD_APDU_REPLY_MAX,
+			                         &n);
+		else
+			rc = kp_card_typeb_answer(&card->u.b, tx, tx_len, buf, KP_CARD_APDU_REPLY_MAX, &n);
 		break;
 	case KP_TECH_ISO14443A:
 		rc = kp_card_typea_answer(&card->u.a, tx, tx_len, buf, KP_CARD_FELICA_FRAME_MAX, &n);
@@ -404,6 +413,25 @@ static int mock_describe(struct kp_reader *r, char *buf, size_t cap)
 	if (n < 0)
 		return KP_HAL_E_IO;
 	return (size_t)n < cap ? KP_HAL_OK : KP_HAL_E_OVERFLOW;
+}
+
+int kp_mock_jpki_stats(struct kp_reader *r, const char *card, struct kp_mock_jpki_stats *out)
+{
+	struct kp_mock_reader *m = (struct kp_mock_reader *)r;
+	const struct kp_scn_card *c;
+	long idx;
+
+	if (r == NULL || card == NULL || out == NULL)
+		return KP_HAL_E_INVAL;
+	if (r->ops != &kp_mock_reader_ops)
+		return KP_HAL_E_NOTSUP;
+	idx = kp_scenario_find_card(m->scn, card);
+	if (idx < 0 || !m->scn->cards[idx].mynumber)
+		return KP_HAL_E_INVAL;
+	c = &m->scn->cards[idx];
+	*out = c->u.jpki.stats;
+	out->tries_left = c->u.jpki.tries_left;
+	return KP_HAL_OK;
 }
 
 const struct kp_reader_ops kp_mock_reader_ops = {

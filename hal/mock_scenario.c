@@ -3,10 +3,13 @@
  * checks; the first bad line stops the load with "NAME:LINE: message". Messages name
  * cards by their scenario names and never quote an IDm, PUPI or UID. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "mock_scenario.h"
 
@@ -23,6 +26,7 @@ struct scn_parser {
 	char *err;
 	size_t err_cap;
 	unsigned start_line, pace_line;   /* nonzero once seen */
+	char base[PATH_MAX];              /* the folder a relative dir= is in */
 };
 
 static const char *const scn_fault_names[] = {
@@ -481,6 +485,246 @@ static int scn_card_typea(struct scn_parser *p, struct kp_scn_card *card, char *
 	return KP_HAL_OK;
 }
 
+/* ---- mynumber cards: files from dir= ---- */
+
+enum scn_certfault { SCN_CERTFAULT_NONE, SCN_CERTFAULT_TRUNCATE, SCN_CERTFAULT_GARBLE };
+
+/* Reads a whole regular file of 1..max bytes into a fresh buffer with a NUL after the data. */
+static int scn_read_file(struct scn_parser *p, const char *card, const char *path, size_t max,
+                         uint8_t **out, size_t *out_len)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t got = 0;
+	int fd, rc = KP_HAL_OK;
+
+	*out = NULL;
+	*out_len = 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return scn_fail(p, "card '%s': cannot read %s: %s", card, path, strerror(errno));
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		rc = scn_fail(p, "card '%s': %s is not a regular file", card, path);
+		goto out;
+	}
+	if (st.st_size <= 0 || (unsigned long long)st.st_size > max) {
+		rc = scn_fail(p, "card '%s': %s must hold 1 to %zu bytes", card, path, max);
+		goto out;
+	}
+	buf = calloc(1, (size_t)st.st_size + 1);
+	if (buf == NULL) {
+		rc = KP_HAL_E_NOMEM;
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = scn_fail(p, "card '%s': cannot read %s: %s", card, path,
+			              n < 0 ? strerror(errno) : "file shrank");
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	*out = buf;
+	*out_len = got;
+	buf = NULL;
+out:
+	if (buf != NULL) {
+		explicit_bzero(buf, (size_t)st.st_size + 1);
+		free(buf);
+	}
+	close(fd);
+	return rc;
+}
+
+/* The size of the DER element at buf (header and contents) and of its header; 0 when it
+ * does not fit in len or uses a length form no certificate of ours needs (> 65535). */
+static size_t scn_der_elem(const uint8_t *buf, size_t len, size_t *hdr)
+{
+	size_t n, h;
+
+	if (len < 2)
+		return 0;
+	if (buf[1] < 0x80) {
+		n = buf[1];
+		h = 2;
+	} else if (buf[1] == 0x81 && len >= 3) {
+		n = buf[2];
+		h = 3;
+	} else if (buf[1] == 0x82 && len >= 4) {
+		n = (size_t)buf[2] << 8 | buf[3];
+		h = 4;
+	} else {
+		return 0;
+	}
+	if (n > len - h)
+		return 0;
+	*hdr = h;
+	return h + n;
+}
+
+/* One DER SEQUENCE filling the whole file: what a reader reading "header first, then the
+ * length it states" relies on. */
+static int scn_der_cert_ok(const uint8_t *buf, size_t len)
+{
+	size_t h;
+
+	return len >= 2 && buf[0] == 0x30 && scn_der_elem(buf, len, &h) == len;
+}
+
+/* certfault=garble: flips 4 bytes in the middle of the signatureValue BIT STRING
+ * (Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }). */
+static int scn_garble_signature(uint8_t *buf, size_t len)
+{
+	size_t h, e, off, rem;
+
+	if (scn_der_elem(buf, len, &h) != len)
+		return -1;
+	off = h;
+	for (int i = 0; i < 2; i++) {          /* skip tbsCertificate and signatureAlgorithm */
+		rem = len - off;
+		e = scn_der_elem(buf + off, rem, &h);
+		if (e == 0 || buf[off] != 0x30)
+			return -1;
+		off += e;
+	}
+	rem = len - off;
+	e = scn_der_elem(buf + off, rem, &h);
+	if (e == 0 || buf[off] != 0x03 || e < h + 1 + 8)
+		return -1;
+	off += h + 1;                          /* the unused-bits byte */
+	off += (e - h - 1) / 2 - 2;
+	for (size_t i = 0; i < 4; i++)
+		buf[off + i] ^= 0xFF;
+	return 0;
+}
+
+/* dir/name, dir relative to the scenario's folder unless it starts with '/'. */
+static int scn_card_path(struct scn_parser *p, const char *card, const char *dir,
+                         const char *name, char *out, size_t cap)
+{
+	int n;
+
+	if (dir[0] == '/')
+		n = snprintf(out, cap, "%s/%s", dir, name);
+	else
+		n = snprintf(out, cap, "%s/%s/%s", p->base, dir, name);
+	if (n < 0 || (size_t)n >= cap)
+		return scn_fail(p, "card '%s': dir= path too long", card);
+	return KP_HAL_OK;
+}
+
+/* Default PUPI: 4 bytes of FNV-1a over the card's name, so cards differ and runs agree. */
+static void scn_name_pupi(const char *name, uint8_t pupi[4])
+{
+	uint32_t h = 2166136261u;
+
+	for (; *name != '\0'; name++)
+		h = (h ^ (uint8_t)*name) * 16777619u;
+	pupi[0] = (uint8_t)(h >> 24);
+	pupi[1] = (uint8_t)(h >> 16);
+	pupi[2] = (uint8_t)(h >> 8);
+	pupi[3] = (uint8_t)h;
+}
+
+static int scn_card_mynumber_files(struct scn_parser *p, struct kp_card_jpki *c,
+                                   const char *card, const char *dir, enum scn_certfault fault)
+{
+	char path[PATH_MAX];
+	int rc;
+
+	rc = scn_card_path(p, card, dir, "auth.der", path, sizeof(path));
+	if (rc == KP_HAL_OK)
+		rc = scn_read_file(p, card, path, KP_CARD_JPKI_EF_MAX, &c->auth_cert,
+		                   &c->auth_cert_len);
+	if (rc != KP_HAL_OK)
+		return rc;
+	if (!scn_der_cert_ok(c->auth_cert, c->auth_cert_len))
+		return scn_fail(p, "card '%s': %s is not one DER certificate", card, path);
+	rc = scn_card_path(p, card, dir, "ca.der", path, sizeof(path));
+	if (rc == KP_HAL_OK)
+		rc = scn_read_file(p, card, path, KP_CARD_JPKI_EF_MAX, &c->ca_cert, &c->ca_cert_len);
+	if (rc != KP_HAL_OK)
+		return rc;
+	if (!scn_der_cert_ok(c->ca_cert, c->ca_cert_len))
+		return scn_fail(p, "card '%s': %s is not one DER certificate", card, path);
+	rc = scn_card_path(p, card, dir, "auth.key", path, sizeof(path));
+	if (rc == KP_HAL_OK)
+		rc = scn_read_file(p, card, path, KP_SCN_KEY_FILE_MAX, &c->key, &c->key_len);
+	if (rc != KP_HAL_OK)
+		return rc;
+	/* The header still states the whole length: a reader gets 6B 00 past the half. */
+	if (fault == SCN_CERTFAULT_TRUNCATE)
+		c->auth_cert_len /= 2;
+	if (fault == SCN_CERTFAULT_GARBLE && scn_garble_signature(c->auth_cert,
+	                                                           c->auth_cert_len) != 0)
+		return scn_fail(p, "card '%s': certfault=garble: no signature found in auth.der",
+		                card);
+	return KP_HAL_OK;
+}
+
+static int scn_card_mynumber(struct scn_parser *p, struct kp_scn_card *card, char **f, size_t nf)
+{
+	static const char *const keys[] = { "dir", "pin", "tries", "pupi", "certfault" };
+	struct kp_card_jpki *c = &card->u.jpki;
+	enum scn_certfault fault = SCN_CERTFAULT_NONE;
+	const char *dir = NULL;
+	uint8_t pupi[4];
+	unsigned seen = 0;
+	unsigned long long v = 0;
+	int rc = KP_HAL_OK;
+
+	scn_name_pupi(card->name, pupi);
+	kp_card_jpki_init(c, pupi);
+	for (size_t i = 3; i < nf; i++) {
+		const char *val;
+		size_t k;
+
+		rc = scn_option(p, f[i], keys, sizeof(keys) / sizeof(keys[0]), &seen,
+		                "a mynumber card", &k, &val);
+		if (rc != KP_HAL_OK)
+			return rc;
+		switch (k) {
+		case 0:
+			dir = val;
+			break;
+		case 1:
+			if (strlen(val) != 4 || strspn(val, "0123456789") != 4)
+				return scn_fail(p, "pin= must be 4 digits");
+			memcpy(c->pin, val, 4);
+			break;
+		case 2:
+			rc = scn_num_opt(p, "tries", val, KP_CARD_JPKI_TRIES_MAX, &v);
+			/* 0: a card blocked before the scenario starts */
+			c->tries_max = v > 0 ? (unsigned)v : KP_CARD_JPKI_TRIES_DEFAULT;
+			c->tries_left = (unsigned)v;
+			break;
+		case 3:
+			rc = scn_hex_opt(p, "pupi", val, c->b.pupi, sizeof(c->b.pupi));
+			break;
+		default:
+			if (strcmp(val, "truncate") == 0)
+				fault = SCN_CERTFAULT_TRUNCATE;
+			else if (strcmp(val, "garble") == 0)
+				fault = SCN_CERTFAULT_GARBLE;
+			else
+				return scn_fail(p, "unknown certfault '%.40s' (truncate or garble)", val);
+			break;
+		}
+		if (rc != KP_HAL_OK)
+			return rc;
+	}
+	if (dir == NULL)
+		return scn_fail(p, "mynumber card '%s' needs dir=", card->name);
+	rc = scn_card_mynumber_files(p, c, card->name, dir, fault);
+	if (rc != KP_HAL_OK)
+		kp_card_jpki_free(c);
+	return rc;
+}
+
 static int scn_card(struct scn_parser *p, char **f, size_t nf)
 {
 	struct kp_scenario *s = p->s;
@@ -510,14 +754,22 @@ static int scn_card(struct scn_parser *p, char **f, size_t nf)
 	} else if (strcmp(f[2], "typea") == 0) {
 		card.tech = KP_TECH_ISO14443A;
 		rc = scn_card_typea(p, &card, f, nf);
+	} else if (strcmp(f[2], "mynumber") == 0) {
+		card.tech = KP_TECH_ISO14443B;
+		card.mynumber = 1;
+		rc = scn_card_mynumber(p, &card, f, nf);   /* frees what it read when it fails */
 	} else {
-		return scn_fail(p, "card: unknown type '%.40s' (felica, typeb or typea)", f[2]);
+		return scn_fail(p, "card: unknown type '%.40s' (felica, typeb, typea or mynumber)",
+		                f[2]);
 	}
 	if (rc != KP_HAL_OK)
 		return rc;
 	arr = scn_grow(s->cards, &s->cap_cards, s->n_cards, sizeof(*s->cards));
-	if (arr == NULL)
+	if (arr == NULL) {
+		if (card.mynumber)
+			kp_card_jpki_free(&card.u.jpki);
 		return KP_HAL_E_NOMEM;
+	}
 	s->cards = arr;
 	s->cards[s->n_cards++] = card;
 	return KP_HAL_OK;
@@ -709,10 +961,28 @@ static int scn_getline(FILE *f, char *buf, size_t cap)
 	return n > KP_SCN_LINE_MAX ? SCN_LINE_LONG : SCN_LINE_OK;
 }
 
+/* The folder of path ("." when it has none); a folder too long to keep is left as "." and
+ * a relative dir= then fails to open, with its path in the message. */
+static void scn_base_dir(const char *path, char *out, size_t cap)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+
+	if (n == 0 || n >= cap) {
+		snprintf(out, cap, ".");
+		return;
+	}
+	memcpy(out, path, n);
+	out[n] = '\0';
+}
+
 void kp_scenario_free(struct kp_scenario *s)
 {
 	if (s == NULL)
 		return;
+	for (size_t i = 0; i < s->n_cards; i++)
+		if (s->cards[i].mynumber)
+			kp_card_jpki_free(&s->cards[i].u.jpki);
 	free(s->cards);
 	free(s->taps);
 	free(s);
@@ -735,6 +1005,7 @@ int kp_scenario_parse(struct kp_scenario **out, const char *name, FILE *f,
 	p.name = name;
 	p.err = err;
 	p.err_cap = err_cap;
+	scn_base_dir(name, p.base, sizeof(p.base));
 	p.s = calloc(1, sizeof(*p.s));
 	if (p.s == NULL) {
 		rc = KP_HAL_E_NOMEM;

@@ -15,6 +15,7 @@
 #define KP_SCN_TAP_SEC_MAX 1000000000LL
 #define KP_SCN_REMOVE_MAX  1000000L
 #define KP_SCN_START_DEFAULT_MS 1767225600000LL /* 2026-01-01T00:00:00Z */
+#define KP_SCN_KEY_FILE_MAX 16384 /* a mynumber card's auth.key */
 
 enum kp_scn_pace { KP_SCN_PACE_VIRTUAL = 0, KP_SCN_PACE_REAL = 1 };
 
@@ -33,6 +34,7 @@ enum kp_scn_fault {
 struct kp_scn_card {
 	char name[KP_SCN_NAME_MAX + 1];
 	enum kp_card_tech tech;
+	int mynumber;                    /* a Type B card whose model is u.jpki, not u.b */
 	unsigned line;                   /* where it was declared */
 	/* FeliCa 008B block 0 inputs, written into the model once the file is read. */
 	unsigned card_type, region;
@@ -41,6 +43,7 @@ struct kp_scn_card {
 		struct kp_card_felica felica;
 		struct kp_card_typeb b;
 		struct kp_card_typea a;
+		struct kp_card_jpki jpki;    /* owns its files' bytes: kp_scenario_free frees them */
 	} u;
 };
 
@@ -65,7 +68,8 @@ struct kp_scenario {
  * "NAME:LINE: message" (just "NAME: message" when the file cannot be read); parsing stops
  * at the first error. Other codes: KP_HAL_E_NOMEM, KP_HAL_E_INVAL. err may be NULL. */
 int kp_scenario_load(struct kp_scenario **out, const char *path, char *err, size_t err_cap);
-/* The same from an open stream; name is used in messages only. */
+/* The same from an open stream; name is used in messages and, for a mynumber card's
+ * relative dir=, as the path whose folder it is relative to. */
 int kp_scenario_parse(struct kp_scenario **out, const char *name, FILE *f,
                       char *err, size_t err_cap);
 void kp_scenario_free(struct kp_scenario *s);

@@ -26,6 +26,7 @@ void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
 	snprintf(cfg->backend_name, sizeof(cfg->backend_name), "backend");
 	cfg->sync_interval_s = 60;
 	cfg->sync_timeout_ms = 30000;
+	cfg->reenrol_warn_days = 30;
 }
 
 static char *trim(char *s)
@@ -161,6 +162,14 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 		*why = "sync_timeout_ms: 100 to 600000";
 		bad = set_int(&n, v, 100, 600000);
 		cfg->sync_timeout_ms = (int)n;
+		return bad;
+	}
+	if (strcmp(key, "jpki_ca") == 0)
+		return set_str(cfg->jpki_ca, sizeof(cfg->jpki_ca), v);
+	if (strcmp(key, "reenrol_warn_days") == 0) {
+		*why = "reenrol_warn_days: 0 to 365";
+		bad = set_int(&n, v, 0, 365);
+		cfg->reenrol_warn_days = (int)n;
 		return bad;
 	}
 	if (strcmp(key, "log") == 0) {

@@ -29,6 +29,15 @@ enum kp_term_rc {
 	KP_E_CHAIN         = -0x430, /* journal hash chain broken */
 	KP_E_SEQ           = -0x431, /* journal sequence not gapless */
 	KP_E_JOURNAL       = -0x432, /* stored record differs from its signed payload */
+	KP_E_SW_NOTFOUND   = -0x440, /* card: 6A82 file or application not found */
+	KP_E_SW_SECURITY   = -0x441, /* card: 6982 security status not satisfied */
+	KP_E_SW_LENGTH     = -0x442, /* card: 6700 wrong length, or 6Cxx wrong Le */
+	KP_E_SW_BLOCKED    = -0x443, /* card: 6984/6983 PIN blocked */
+	KP_E_SW_PIN        = -0x444, /* card: 63Cx wrong PIN (x tries left) */
+	KP_E_SW_OTHER      = -0x445, /* card: another error status word */
+	KP_E_CERT          = -0x446, /* certificate unreadable, not from the JPKI CA, wrong use */
+	KP_E_CERT_EXPIRED  = -0x447, /* certificate not valid at the tap's time */
+	KP_E_PIN_LAST_TRY  = -0x448, /* one PIN try left: the terminal will not risk it */
 };
 
 /* Text for any kippu error code (HAL, crypto, record, terminal). */
@@ -91,9 +100,46 @@ int kp_transit_read_balance(struct kp_felica *f, struct kp_transit_balance *out)
 int kp_transit_read_history(struct kp_felica *f, struct kp_transit_history out[KP_FELICA_HISTORY_BLOCKS]);
 void kp_transit_parse_history_block(const uint8_t blk[16], struct kp_transit_history *h);
 
-/* ---- card tokens ---- */
-
 #define KP_TOKEN_KEY_LEN 32
+
+/* ---- My Number card (JPKI application only) ---- */
+
+#define KP_JPKI_CERT_MAX 4096
+
+struct kp_jpki {
+	struct kp_reader *reader;
+	int timeout_ms;
+	uint16_t sw;                     /* status word of the last APDU */
+};
+void kp_jpki_init(struct kp_jpki *j, struct kp_reader *r, int timeout_ms);
+int  kp_jpki_select_app(struct kp_jpki *j);
+/* SELECT JPKI, SELECT EF 000A, READ BINARY (DER header, then chunks of at most 255). */
+int  kp_jpki_read_auth_cert(struct kp_jpki *j, uint8_t *der, size_t cap, size_t *len);
+/* Tries left on the authentication PIN (VERIFY without data), 0 when blocked. */
+int  kp_jpki_pin_tries(struct kp_jpki *j, int *tries);
+int  kp_jpki_verify_pin(struct kp_jpki *j, const char *pin, int *tries_left);
+/* COMPUTE DIGITAL SIGNATURE over a SHA-256 DigestInfo with the authentication key. */
+int  kp_jpki_sign(struct kp_jpki *j, const uint8_t hash[KP_SHA256_LEN], uint8_t *sig,
+                  size_t cap, size_t *sig_len);
+/* linkage token = first 16 bytes of HMAC-SHA256(token_key, "jpki" || issuer || serial). */
+int  kp_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const kp_cert *cert,
+                      uint8_t token[KP_TOKEN_LEN]);
+/* Reads the authentication certificate, checks it against any of the JPKI CAs at at_ms
+ * (chain, validity, digitalSignature) and derives the linkage token. *cert_out (if not
+ * NULL) keeps the certificate for kp_jpki_prove. Nothing of the certificate is kept. */
+int  kp_jpki_identify(struct kp_jpki *j, const kp_cert *const *cas, size_t n_cas,
+                      int64_t at_ms, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                      uint8_t token[KP_TOKEN_LEN], kp_cert **cert_out, char *err,
+                      size_t err_cap);
+/* Strong mode: reads the PIN counter and refuses when one try or none is left; VERIFY;
+ * has the card sign a fresh random challenge and verifies it with the certificate. */
+int  kp_jpki_prove(struct kp_jpki *j, const kp_cert *cert, const char *pin, int *tries_left,
+                   char *err, size_t err_cap);
+
+/* Lets mock My Number cards sign with their RSA keys (see hal/SCENARIO.md). */
+void kp_terminal_register_mock_signer(void);
+
+/* ---- card tokens ---- */
 /* token = first 16 bytes of HMAC-SHA256(token_key, kind || id); kind is ASCII, e.g. "felica". */
 int kp_token_derive(const uint8_t key[KP_TOKEN_KEY_LEN], const char *kind,
                     const uint8_t *id, size_t id_len, uint8_t token[KP_TOKEN_LEN]);
@@ -107,7 +153,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 3
+#define KP_SCHEMA_VERSION 4
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -131,6 +177,21 @@ void kp_store_rollback(kp_store *s);
 int kp_store_put_operator(kp_store *s, const char *id, const char *name);
 int kp_store_put_product(kp_store *s, const char *id, const char *name, int rides,
                          const char *const *operators, size_t n_operators);
+/* A product only riders of `category` may use ("" or NULL: anyone). */
+int kp_store_put_product_cat(kp_store *s, const char *id, const char *name, int rides,
+                             const char *category, const char *const *operators,
+                             size_t n_operators);
+/* Restricts an existing product to riders of `category`. */
+int kp_store_run_product_category(kp_store *s, const char *product, const char *category);
+/* A rider category a card or a linkage holds; via: the linkage it came through, or NULL. */
+int kp_store_put_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN], const char *category,
+                             int64_t from_ms, int64_t until_ms, const uint8_t *via);
+struct kp_elig_view {
+	char category[KP_ID_MAX + 1];
+	int64_t valid_from_ms, valid_until_ms;
+	int has_via;
+	uint8_t via[KP_TOKEN_LEN];
+};
 struct kp_entitlement {
 	int64_t id;
 	uint8_t token[KP_TOKEN_LEN];
@@ -197,6 +258,8 @@ struct kp_terminal_cfg {
 	char backend_name[KP_ID_MAX + 1];/* CN the backend's TLS certificate must carry */
 	int sync_interval_s;
 	int sync_timeout_ms;
+	char jpki_ca[1024];              /* JPKI authentication CA certificate(s), comma-separated */
+	int reenrol_warn_days;           /* warn riders this many days before a category ends */
 };
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg);
 /* One setting by its file key (the command line uses this too). */
@@ -214,6 +277,10 @@ struct kp_tap_outcome {
 	int64_t entitlement;
 	int64_t rides_left;              /* -1 when not applicable */
 	uint64_t seq;                    /* journal record written */
+	char category[KP_ID_MAX + 1];    /* rider category applied ("" none) */
+	int linked;                      /* the pass or category came through a linkage */
+	int warn_days;                   /* eligibility ends within the warning window: days
+	                                  * left; -1 otherwise */
 };
 
 typedef struct kp_tap_engine kp_tap_engine;
@@ -221,6 +288,8 @@ typedef struct kp_tap_engine kp_tap_engine;
 int  kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
                         const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN]);
 void kp_tap_engine_close(kp_tap_engine *e);
+/* A copy of the card-token key (wipe it after use). */
+int  kp_tap_engine_token_key(const kp_tap_engine *e, uint8_t key[KP_TOKEN_KEY_LEN]);
 /* Decides for a card token at time now_ms, journals and commits (signed) before returning. */
 int  kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
                    struct kp_tap_outcome *out);
@@ -231,6 +300,17 @@ int  kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, i
 /* The whole tap for an activated card: identify, derive token, read, decide, journal. */
 int  kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
                  int64_t now_ms, struct kp_tap_outcome *out);
+/* Reads a My Number card (JPKI only) and derives its linkage token; on failure *reason
+ * is the refusal to journal ("unsupported-card", "card-invalid", "card-expired",
+ * "card-removed", "card-error"). *cert (if not NULL) gets the certificate for strong mode. */
+int  kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_ms,
+                              uint8_t linkage[KP_TOKEN_LEN], kp_cert **cert,
+                              const char **reason);
+/* Journals a link request (kind "link": this transit IC card to this linkage); the backend
+ * accepts or refuses it on the next sync. */
+int  kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
+                 const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms,
+                 struct kp_tap_outcome *out);
 /* What the rider reads for an outcome. */
 const char *kp_tap_reason_text(const char *reason);
 

@@ -55,6 +55,9 @@ static void usage(FILE *fp)
 	      "  --list-readers     print the readers libnfc finds (connection string, name)\n"
 	      "  --sync-once        sync with the backend once (upload, fetch config) and exit\n"
 	      "  --offline          decide taps without the background sync thread\n"
+	      "  --link-mode        registration counter: My Number card + PIN, then the transit\n"
+	      "                     IC card to link; journals a link request\n"
+	      "  --pin-file PATH    where the PIN pad leaves the 4-digit PIN (link mode)\n"
 	      "  --help\n", fp);
 }
 
@@ -69,9 +72,18 @@ static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now
 	msg.rides_left = o->rides_left;
 	msg.time_ms = now;
 	if (o->kind == KP_TAP_ACCEPTED) {
+		int n;
+
 		msg.result = KP_HMI_ACCEPTED;
-		snprintf(text, sizeof(text), "OK: %lld ride%s left", (long long)o->rides_left,
-		         o->rides_left == 1 ? "" : "s");
+		n = snprintf(text, sizeof(text), "OK: %lld ride%s left", (long long)o->rides_left,
+		             o->rides_left == 1 ? "" : "s");
+		if (o->category[0] != '\0' && n > 0 && (size_t)n < sizeof(text))
+			n += snprintf(text + n, sizeof(text) - (size_t)n, " (%s%s)", o->category,
+			              o->linked ? ", My Number linked" : "");
+		/* The re-enrolment window: tell the rider before the category lapses. */
+		if (o->warn_days >= 0 && n > 0 && (size_t)n < sizeof(text))
+			snprintf(text + n, sizeof(text) - (size_t)n, "; %s status ends in %d day%s: renew",
+			         o->category, o->warn_days, o->warn_days == 1 ? "" : "s");
 	} else {
 		msg.result = o->kind == KP_TAP_ALREADY ? KP_HMI_ALREADY : KP_HMI_REFUSED;
 		snprintf(text, sizeof(text), "%s", kp_tap_reason_text(o->reason));
@@ -82,6 +94,110 @@ static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now
 	                o->kind == KP_TAP_ALREADY ? KP_LED_AMBER : KP_LED_RED);
 	kp_hmi_beep(hmi, o->kind == KP_TAP_REFUSED ? KP_BEEP_ERROR :
 	                 o->kind == KP_TAP_ALREADY ? KP_BEEP_NOTICE : KP_BEEP_OK);
+}
+
+static void show_info(struct kp_hmi *hmi, const char *reason, const char *text, int64_t now,
+                      enum kp_led led, enum kp_beep beep)
+{
+	struct kp_hmi_msg msg = { KP_HMI_INFO, reason, text, NULL, -1, now };
+
+	kp_hmi_show(hmi, &msg);
+	kp_hmi_led(hmi, led);
+	kp_hmi_beep(hmi, beep);
+}
+
+/* Link mode, at a registration counter with a PIN pad: a My Number card proves itself
+ * (PIN + signature over a fresh challenge), then the rider taps the transit IC card to
+ * link; the terminal journals a signed link request the backend decides on. */
+struct link_state {
+	int have_linkage;
+	uint8_t linkage[KP_TOKEN_LEN];
+	int64_t until_ms;                /* the transit IC card must come before this */
+};
+
+static int read_pin(const char *path, char pin[5])
+{
+	FILE *fp = fopen(path, "r");
+	int ok;
+
+	if (fp == NULL)
+		return -1;
+	ok = fscanf(fp, "%4s", pin) == 1 && strlen(pin) == 4 && strspn(pin, "0123456789") == 4;
+	fclose(fp);
+	return ok ? 0 : -1;
+}
+
+static void link_mode_tap(kp_tap_engine *engine, struct kp_reader *r,
+                          const struct kp_card_info *info, struct kp_hmi *hmi,
+                          const char *pin_file, struct link_state *ls, int64_t now)
+{
+	struct kp_tap_outcome o;
+	char text[128];
+
+	if (info->tech == KP_TECH_ISO14443B) {
+		const char *reason = NULL;
+		kp_cert *cert = NULL;
+		struct kp_jpki j;
+		char pin[5] = "", err[256];
+		int tries = -1, rc;
+
+		ls->have_linkage = 0;
+		rc = kp_tap_identify_mynumber(engine, r, now, ls->linkage, &cert, &reason);
+		if (rc != KP_OK) {
+			show_info(hmi, reason, kp_tap_reason_text(reason), now, KP_LED_RED, KP_BEEP_ERROR);
+			return;
+		}
+		if (pin_file == NULL || read_pin(pin_file, pin) != 0) {
+			show_info(hmi, "pin-missing", "Enter your 4-digit PIN on the pad", now,
+			          KP_LED_AMBER, KP_BEEP_NOTICE);
+			kp_cert_free(cert);
+			return;
+		}
+		kp_jpki_init(&j, r, 500);
+		rc = kp_jpki_prove(&j, cert, pin, &tries, err, sizeof(err));
+		kp_zeroize(pin, sizeof(pin));
+		kp_cert_free(cert);
+		if (rc == KP_E_PIN_LAST_TRY || rc == KP_E_SW_BLOCKED) {
+			show_info(hmi, "pin-low", "PIN tries almost used up: please go to the city office",
+			          now, KP_LED_RED, KP_BEEP_ERROR);
+			return;
+		}
+		if (rc == KP_E_SW_PIN) {
+			snprintf(text, sizeof(text), "Wrong PIN: %d tr%s left", tries, tries == 1 ? "y" : "ies");
+			show_info(hmi, "pin-wrong", text, now, KP_LED_RED, KP_BEEP_ERROR);
+			return;
+		}
+		if (rc != KP_OK) {
+			logmsg(LOG_WARNING, "link mode: %s", err);
+			show_info(hmi, "card-error", "Card could not be read: tap again", now, KP_LED_RED,
+			          KP_BEEP_ERROR);
+			return;
+		}
+		ls->have_linkage = 1;
+		ls->until_ms = now + 60000;
+		show_info(hmi, "link-ready", "PIN OK: now tap your transit IC card", now, KP_LED_BLUE,
+		          KP_BEEP_NOTICE);
+		return;
+	}
+	if (info->tech == KP_TECH_FELICA && ls->have_linkage && now < ls->until_ms) {
+		uint8_t token[KP_TOKEN_LEN], key[KP_TOKEN_KEY_LEN];
+
+		ls->have_linkage = 0;
+		if (kp_tap_engine_token_key(engine, key) != KP_OK ||
+		    kp_token_derive(key, "felica", info->u.felica.idm, 8, token) != 0 ||
+		    kp_tap_link(engine, token, ls->linkage, now, &o) != KP_OK) {
+			kp_zeroize(key, sizeof(key));
+			show_info(hmi, "system-error", "Not recorded: try again", now, KP_LED_RED,
+			          KP_BEEP_ERROR);
+			return;
+		}
+		kp_zeroize(key, sizeof(key));
+		show_info(hmi, "link-request", "Link requested: active after the next sync", now,
+		          KP_LED_GREEN, KP_BEEP_OK);
+		return;
+	}
+	show_info(hmi, "link-first", "Link mode: tap your My Number card first", now, KP_LED_AMBER,
+	          KP_BEEP_NOTICE);
 }
 
 static void show_out_of_service(struct kp_hmi *hmi, int64_t now)
@@ -397,6 +513,8 @@ int main(int argc, char **argv)
 		{ "sync-once", no_argument, NULL, 'Y' },
 		{ "backend", required_argument, NULL, 'B' },
 		{ "offline", no_argument, NULL, 'O' },
+		{ "link-mode", no_argument, NULL, 'K' },
+		{ "pin-file", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -405,6 +523,9 @@ int main(int argc, char **argv)
 	size_t n_over = 0;
 	const char *config = NULL;
 	int do_inspect = 0, do_describe = 0, do_sync_once = 0, do_list = 0, offline = 0, c, rc;
+	int link_mode = 0;
+	const char *pin_file = NULL;
+	struct link_state ls = { 0 };
 	int exit_code = 1;
 	struct link link;
 	struct syncer syncer;
@@ -428,6 +549,8 @@ int main(int argc, char **argv)
 		case 'L': do_list = 1; break;
 		case 'Y': do_sync_once = 1; break;
 		case 'O': offline = 1; break;
+		case 'K': link_mode = 1; break;
+		case 'P': pin_file = optarg; break;
 		case 'H': usage(stdout); return 0;
 		case '?': usage(stderr); return 2;
 		default:
@@ -601,6 +724,11 @@ int main(int argc, char **argv)
 			now = kp_reader_now_ms(r);
 			if (do_inspect) {
 				inspect(r, &info, token_key, cfg.card_timeout_ms);
+				kp_reader_release(r, 1, cfg.poll_timeout_ms);
+				continue;
+			}
+			if (link_mode) {
+				link_mode_tap(engine, r, &info, hmi, pin_file, &ls, now);
 				kp_reader_release(r, 1, cfg.poll_timeout_ms);
 				continue;
 			}

@@ -56,6 +56,14 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"CREATE TABLE pending_uses(seq INTEGER PRIMARY KEY, ent_id INTEGER NOT NULL,"
 	"  rides INTEGER NOT NULL);"
 	"CREATE INDEX pending_uses_ent ON pending_uses(ent_id);",
+
+	/* 3 -> 4: rider categories (My Number linkage): products only riders of a category
+	 * may use, and the categories cards and linkages hold */
+	"ALTER TABLE products ADD COLUMN category TEXT;"
+	"CREATE TABLE eligibility(token BLOB NOT NULL CHECK (length(token) = 16),"
+	"  category TEXT NOT NULL, valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL,"
+	"  via BLOB CHECK (via IS NULL OR length(via) = 16),"
+	"  PRIMARY KEY (token, category)) WITHOUT ROWID;",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -69,8 +77,12 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	                       " seq = excluded.seq",
 	[KP_STMT_CARD_ENTS] = "SELECT e.id, e.product_id, e.rides_left, e.valid_from, e.valid_until,"
 	                      " EXISTS (SELECT 1 FROM product_operators po"
-	                      "  WHERE po.product_id = e.product_id AND po.operator_id = ?2)"
-	                      " FROM entitlements e WHERE e.token = ?1 ORDER BY e.id",
+	                      "  WHERE po.product_id = e.product_id AND po.operator_id = ?2),"
+	                      " coalesce(p.category, '')"
+	                      " FROM entitlements e JOIN products p ON p.id = e.product_id"
+	                      " WHERE e.token = ?1 ORDER BY e.id",
+	[KP_STMT_CARD_ELIG] = "SELECT category, valid_from, valid_until, via FROM eligibility"
+	                      " WHERE token = ?1 ORDER BY category",
 	[KP_STMT_TAKE_RIDE] = "UPDATE entitlements SET rides_left = rides_left - 1"
 	                      " WHERE token = ?1 AND id = ?2 AND rides_left = ?3 AND rides_left > 0",
 	[KP_STMT_JOURNAL_HEAD] = "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
@@ -355,11 +367,28 @@ int kp_store_put_operator(kp_store *s, const char *id, const char *name)
 int kp_store_put_product(kp_store *s, const char *id, const char *name, int rides,
                          const char *const *operators, size_t n_operators)
 {
+	return kp_store_put_product_cat(s, id, name, rides, NULL, operators, n_operators);
+}
+
+static int bind_category(sqlite3_stmt *st, const void *arg)
+{
+	const struct text2 *t = arg;
+
+	sqlite3_bind_text(st, 1, t->a, -1, SQLITE_STATIC);
+	if (t->b != NULL && *t->b != '\0')
+		sqlite3_bind_text(st, 2, t->b, -1, SQLITE_STATIC);
+	return KP_OK;
+}
+
+int kp_store_put_product_cat(kp_store *s, const char *id, const char *name, int rides,
+                             const char *category, const char *const *operators,
+                             size_t n_operators)
+{
 	struct text2 t = { id, name, rides };
 	int rc;
 
 	if (id == NULL || *id == '\0' || strlen(id) > KP_ID_MAX || name == NULL || rides <= 0 ||
-	    n_operators == 0)
+	    n_operators == 0 || (category != NULL && strlen(category) > KP_ID_MAX))
 		return KP_E_INVAL;
 	rc = run_bound(s, "INSERT INTO products(id, name, kind, rides) VALUES (?1, ?2, 'nride', ?3)"
 	                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name, rides = excluded.rides",
@@ -375,6 +404,72 @@ int kp_store_put_product(kp_store *s, const char *id, const char *name, int ride
 		rc = run_bound(s, "INSERT INTO product_operators(product_id, operator_id)"
 		                  " VALUES (?1, ?2)", "product operator", bind_text2, &t);
 	}
+	if (rc == KP_OK) {
+		t.b = category;
+		rc = run_bound(s, "UPDATE products SET category = ?2 WHERE id = ?1", "product category",
+		               bind_category, &t);
+	}
+	return rc;
+}
+
+struct elig_arg {
+	const uint8_t *token, *via;
+	const char *category;
+	int64_t from, until;
+};
+
+static int bind_elig(sqlite3_stmt *st, const void *arg)
+{
+	const struct elig_arg *e = arg;
+
+	sqlite3_bind_blob(st, 1, e->token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, e->category, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, e->from);
+	sqlite3_bind_int64(st, 4, e->until);
+	if (e->via != NULL)
+		sqlite3_bind_blob(st, 5, e->via, KP_TOKEN_LEN, SQLITE_STATIC);
+	return KP_OK;
+}
+
+int kp_store_put_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN], const char *category,
+                             int64_t from_ms, int64_t until_ms, const uint8_t *via)
+{
+	struct elig_arg e = { token, via, category, from_ms, until_ms };
+
+	if (category == NULL || *category == '\0' || strlen(category) > KP_ID_MAX ||
+	    until_ms <= from_ms)
+		return KP_E_INVAL;
+	return run_bound(s, "INSERT INTO eligibility(token, category, valid_from, valid_until, via)"
+	                    " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(token, category) DO UPDATE SET"
+	                    " valid_from = excluded.valid_from, valid_until = excluded.valid_until,"
+	                    " via = excluded.via", "eligibility", bind_elig, &e);
+}
+
+int kp_store_card_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                              struct kp_elig_view *out, size_t cap, size_t *n)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CARD_ELIG);
+	int rc;
+
+	*n = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
+		struct kp_elig_view *v = &out[*n];
+
+		memset(v, 0, sizeof(*v));
+		snprintf(v->category, sizeof(v->category), "%s", (const char *)sqlite3_column_text(st, 0));
+		v->valid_from_ms = sqlite3_column_int64(st, 1);
+		v->valid_until_ms = sqlite3_column_int64(st, 2);
+		if (sqlite3_column_bytes(st, 3) == KP_TOKEN_LEN) {
+			v->has_via = 1;
+			memcpy(v->via, sqlite3_column_blob(st, 3), KP_TOKEN_LEN);
+		}
+		(*n)++;
+	}
+	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "eligibility lookup");
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -457,7 +552,7 @@ int kp_store_count(kp_store *s, const char *table, int64_t *n)
 {
 	static const char *const allowed[] = { "operators", "products", "entitlements",
 	                                       "denylist", "journal", "recent_taps",
-	                                       "pending_uses" };
+	                                       "pending_uses", "eligibility" };
 	char sql[64];
 	sqlite3_stmt *st = NULL;
 	int rc = KP_E_INVAL;
@@ -558,6 +653,8 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		v->e.valid_from_ms = sqlite3_column_int64(st, 3);
 		v->e.valid_until_ms = sqlite3_column_int64(st, 4);
 		v->valid_here = sqlite3_column_int(st, 5);
+		snprintf(v->category, sizeof(v->category), "%s",
+		         (const char *)sqlite3_column_text(st, 6));
 		(*n)++;
 	}
 	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");
@@ -592,6 +689,19 @@ int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t i
 	if (rc == KP_OK && sqlite3_changes(s->db) != 1) {
 		snprintf(s->err, sizeof(s->err), "take ride: entitlement changed under the tap");
 		return KP_E_DB;
+	}
+	return rc;
+}
+
+int kp_store_run_product_category(kp_store *s, const char *product, const char *category)
+{
+	struct text2 t = { product, category, 0 };
+	int rc = run_bound(s, "UPDATE products SET category = ?2 WHERE id = ?1", "product category",
+	                   bind_category, &t);
+
+	if (rc == KP_OK && sqlite3_changes(s->db) == 0) {
+		snprintf(s->err, sizeof(s->err), "no product %s", product);
+		return KP_E_INVAL;
 	}
 	return rc;
 }

@@ -7,9 +7,12 @@
 
 #define KP_MAX_CARD_ENTITLEMENTS 32
 
+#define KP_MAX_CARD_ELIGIBILITY 8
+
 struct kp_ent_view {
 	struct kp_entitlement e;
 	int valid_here;                  /* the product is valid on the asked operator */
+	char category[KP_ID_MAX + 1];    /* the product's rider category, "" = anyone */
 };
 
 int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *listed);
@@ -21,6 +24,8 @@ int kp_store_set_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_
 int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                                const char *operator_id, struct kp_ent_view *out, size_t cap,
                                size_t *n);
+int kp_store_card_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                              struct kp_elig_view *out, size_t cap, size_t *n);
 /* Takes one ride: fails (KP_E_DB) unless rides_left was still `expect`. */
 int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
                        int64_t expect);

@@ -138,6 +138,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 		rc = run(s, "DELETE FROM operators", 0, 0, "clear");
 	if (rc == KP_OK)
 		rc = run(s, "DELETE FROM denylist", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM eligibility", 0, 0, "clear");
 	for (size_t i = 0; rc == KP_OK && i < b->n_operators; i++)
 		rc = kp_store_put_operator(s, b->operators[i].id, b->operators[i].name);
 	for (size_t i = 0; rc == KP_OK && i < b->n_products; i++) {
@@ -146,7 +148,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 
 		for (size_t j = 0; j < p->n_operators && j < 16; j++)
 			ops[j] = p->operators[j];
-		rc = kp_store_put_product(s, p->id, p->name, (int)p->rides, ops, p->n_operators);
+		rc = kp_store_put_product_cat(s, p->id, p->name, (int)p->rides, p->category, ops,
+		                              p->n_operators);
 	}
 	for (size_t i = 0; rc == KP_OK && i < b->n_entitlements; i++) {
 		const struct kp_bundle_entitlement *be = &b->entitlements[i];
@@ -160,6 +163,12 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 		e.valid_from_ms = be->valid_from_ms;
 		e.valid_until_ms = be->valid_until_ms;
 		rc = kp_store_put_entitlement(s, &e);
+	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_eligibility; i++) {
+		const struct kp_bundle_eligibility *g = &b->eligibility[i];
+
+		rc = kp_store_put_eligibility(s, g->token, g->category, g->valid_from_ms,
+		                              g->valid_until_ms, g->has_via ? g->via : NULL);
 	}
 	for (size_t i = 0; rc == KP_OK && i < b->n_denylist; i++)
 		rc = kp_store_put_denylist(s, b->denylist[i].token, b->denylist[i].reason, b->issued_ms);

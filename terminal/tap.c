@@ -8,7 +8,11 @@
 
 #include "store.h"
 
+#define KP_MAX_JPKI_CAS 4
+
 struct kp_tap_engine {
+	kp_cert *jpki_cas[KP_MAX_JPKI_CAS];  /* JPKI authentication CAs My Number cards chain to */
+	size_t n_jpki_cas;
 	kp_store *s;
 	struct kp_terminal_cfg cfg;
 	const kp_key *key;
@@ -16,6 +20,28 @@ struct kp_tap_engine {
 	uint64_t seq;                        /* last committed sequence */
 	uint8_t prev[KP_SHA256_LEN];         /* its payload's hash */
 };
+
+/* jpki_ca: comma-separated certificate files (PEM or DER). */
+static int load_jpki_cas(kp_tap_engine *e, const char *list)
+{
+	char buf[sizeof(((struct kp_terminal_cfg *)0)->jpki_ca)], *save = NULL;
+	int rc;
+
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *p = strtok_r(buf, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
+		if (e->n_jpki_cas == KP_MAX_JPKI_CAS) {
+			fprintf(stderr, "kippu: jpki_ca: at most %d certificates\n", KP_MAX_JPKI_CAS);
+			return KP_E_CONFIG;
+		}
+		rc = kp_cert_load(&e->jpki_cas[e->n_jpki_cas], p);
+		if (rc != 0) {
+			fprintf(stderr, "kippu: jpki_ca %s: %s\n", p, kp_strerror(rc));
+			return KP_E_CONFIG;
+		}
+		e->n_jpki_cas++;
+	}
+	return KP_OK;
+}
 
 int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
                        const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN])
@@ -35,6 +61,8 @@ int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_termina
 	e->key = key;
 	memcpy(e->token_key, token_key, KP_TOKEN_KEY_LEN);
 	rc = kp_store_journal_head(s, &e->seq, e->prev);
+	if (rc == KP_OK)
+		rc = load_jpki_cas(e, cfg->jpki_ca);
 	if (rc != KP_OK) {
 		kp_tap_engine_close(e);
 		return rc;
@@ -43,11 +71,19 @@ int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_termina
 	return KP_OK;
 }
 
+int kp_tap_engine_token_key(const kp_tap_engine *e, uint8_t key[KP_TOKEN_KEY_LEN])
+{
+	memcpy(key, e->token_key, KP_TOKEN_KEY_LEN);
+	return KP_OK;
+}
+
 void kp_tap_engine_close(kp_tap_engine *e)
 {
 	if (e == NULL)
 		return;
 	kp_zeroize(e->token_key, sizeof(e->token_key));
+	for (size_t i = 0; i < e->n_jpki_cas; i++)
+		kp_cert_free(e->jpki_cas[i]);
 	free(e);
 }
 
@@ -65,6 +101,10 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "card-removed",     "Card removed too soon: tap again" },
 		{ "card-error",       "Card could not be read: tap again" },
 		{ "unsupported-card", "Card not supported here" },
+		{ "not-eligible",     "Ticket is for another rider category" },
+		{ "eligibility-expired", "Resident status expired: please renew" },
+		{ "card-invalid",     "Card not accepted: see staff" },
+		{ "card-expired",     "Card certificate expired: renew at the city office" },
 	};
 
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
@@ -75,7 +115,7 @@ const char *kp_tap_reason_text(const char *reason)
 }
 
 /* Builds, signs and appends the record inside the open transaction. */
-static int journal(kp_tap_engine *e, struct kp_record *rec)
+static int journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kind)
 {
 	uint8_t *payload = NULL, *cose = NULL;
 	size_t payload_len = 0, cose_len = 0;
@@ -84,7 +124,7 @@ static int journal(kp_tap_engine *e, struct kp_record *rec)
 
 	rec->seq = e->seq + 1;
 	snprintf(rec->terminal, sizeof(rec->terminal), "%s", e->cfg.terminal_id);
-	snprintf(rec->kind, sizeof(rec->kind), "tap");
+	snprintf(rec->kind, sizeof(rec->kind), "%s", kind);
 	snprintf(rec->operator_id, sizeof(rec->operator_id), "%s", e->cfg.operator_id);
 	snprintf(rec->route, sizeof(rec->route), "%s", e->cfg.route);
 	snprintf(rec->stop, sizeof(rec->stop), "%s", e->cfg.stop);
@@ -107,6 +147,11 @@ out:
 	return rc;
 }
 
+static int journal(kp_tap_engine *e, struct kp_record *rec)
+{
+	return journal_kind(e, rec, "tap");
+}
+
 static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec,
                          enum kp_tap_kind kind)
 {
@@ -117,6 +162,9 @@ static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec
 	out->entitlement = rec->entitlement;
 	out->rides_left = rec->has_left ? rec->left : -1;
 	out->seq = rec->seq;
+	snprintf(out->category, sizeof(out->category), "%s", rec->category);
+	out->linked = rec->has_via;
+	out->warn_days = -1;
 }
 
 /* Commits, or rolls back and forgets the provisional journal head. */
@@ -140,19 +188,47 @@ static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_
 
 struct choice {
 	const struct kp_ent_view *best;
+	const struct kp_elig_view *elig;     /* the category that allowed it, if any */
 	const char *reason;
 };
 
+/* The rider's category `cat` valid at now, or NULL; *lapsed says one exists but is not
+ * valid now (the terminal refuses a passed eligibility even before the next sync). */
+static const struct kp_elig_view *find_elig(const struct kp_elig_view *el, size_t n_el,
+                                            const char *cat, int64_t now, int *lapsed)
+{
+	for (size_t i = 0; i < n_el; i++) {
+		if (strcmp(el[i].category, cat) != 0)
+			continue;
+		if (now >= el[i].valid_from_ms && now < el[i].valid_until_ms)
+			return &el[i];
+		*lapsed = 1;
+	}
+	return NULL;
+}
+
 /* The entitlement best for the rider: among usable ones the one that expires first; if
  * none is usable, the most specific reason why. */
-static struct choice choose(const struct kp_ent_view *v, size_t n, int64_t now)
+static struct choice choose(const struct kp_ent_view *v, size_t n, const struct kp_elig_view *el,
+                            size_t n_el, int64_t now)
 {
-	struct choice c = { NULL, "no-entitlement" };
-	int exhausted = 0, expired = 0, early = 0, elsewhere = 0;
+	struct choice c = { NULL, NULL, "no-entitlement" };
+	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct kp_entitlement *en = &v[i].e;
+		const struct kp_elig_view *cat = NULL;
 
+		if (v[i].category[0] != '\0') {
+			int was = 0;
+
+			cat = find_elig(el, n_el, v[i].category, now, &was);
+			if (cat == NULL) {
+				lapsed |= was;
+				not_eligible |= !was;
+				continue;
+			}
+		}
 		if (!v[i].valid_here) {
 			elsewhere = 1;
 		} else if (now >= en->valid_until_ms) {
@@ -163,31 +239,70 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, int64_t now)
 			exhausted = 1;
 		} else if (c.best == NULL || en->valid_until_ms < c.best->e.valid_until_ms) {
 			c.best = &v[i];
+			c.elig = cat;
 		}
 	}
 	if (c.best != NULL)
 		c.reason = "ok";
 	else if (exhausted)
 		c.reason = "exhausted";
+	else if (lapsed)
+		c.reason = "eligibility-expired";
 	else if (expired)
 		c.reason = "expired";
 	else if (early)
 		c.reason = "not-yet-valid";
 	else if (elsewhere)
 		c.reason = "wrong-operator";
+	else if (not_eligible)
+		c.reason = "not-eligible";
 	return c;
+}
+
+/* The card's entitlements, and those of the My Number linkages it is linked through. */
+static int gather(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now,
+                  struct kp_ent_view *ents, size_t *n, struct kp_elig_view *el, size_t *n_el)
+{
+	int rc = kp_store_card_eligibility(e->s, token, el, KP_MAX_CARD_ELIGIBILITY, n_el);
+
+	if (rc == KP_OK)
+		rc = kp_store_card_entitlements(e->s, token, e->cfg.operator_id, ents,
+		                                KP_MAX_CARD_ENTITLEMENTS, n);
+	for (size_t i = 0; rc == KP_OK && i < *n_el; i++) {
+		size_t more = 0;
+
+		if (!el[i].has_via || now < el[i].valid_from_ms || now >= el[i].valid_until_ms)
+			continue;
+		rc = kp_store_card_entitlements(e->s, el[i].via, e->cfg.operator_id, ents + *n,
+		                                KP_MAX_CARD_ENTITLEMENTS - *n, &more);
+		*n += more;
+		/* The linkage's own categories count for the card too. */
+		if (rc == KP_OK && *n_el < KP_MAX_CARD_ELIGIBILITY) {
+			size_t extra = 0;
+
+			rc = kp_store_card_eligibility(e->s, el[i].via, el + *n_el,
+			                               KP_MAX_CARD_ELIGIBILITY - *n_el, &extra);
+			for (size_t k = *n_el; k < *n_el + extra; k++) {
+				el[k].has_via = 1;
+				memcpy(el[k].via, el[i].via, KP_TOKEN_LEN);
+			}
+			*n_el += extra;
+		}
+	}
+	return rc;
 }
 
 int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
                   struct kp_tap_outcome *out)
 {
 	struct kp_ent_view ents[KP_MAX_CARD_ENTITLEMENTS];
+	struct kp_elig_view el[KP_MAX_CARD_ELIGIBILITY];
 	struct kp_record rec;
 	uint8_t prev_before[KP_SHA256_LEN];
 	enum kp_tap_kind kind = KP_TAP_REFUSED;
-	size_t n = 0;
+	size_t n = 0, n_el = 0;
 	int64_t last = 0;
-	int listed = 0, found = 0, rc;
+	int listed = 0, found = 0, warn_days = -1, rc;
 
 	memset(&rec, 0, sizeof(rec));
 	memcpy(prev_before, e->prev, KP_SHA256_LEN);
@@ -214,11 +329,10 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	} else {
 		struct choice c;
 
-		rc = kp_store_card_entitlements(e->s, token, e->cfg.operator_id, ents,
-		                                KP_MAX_CARD_ENTITLEMENTS, &n);
+		rc = gather(e, token, now_ms, ents, &n, el, &n_el);
 		if (rc != KP_OK)
 			return finish(e, rc, prev_before);
-		c = choose(ents, n, now_ms);
+		c = choose(ents, n, el, n_el, now_ms);
 		snprintf(rec.reason, sizeof(rec.reason), "%s", c.reason);
 		if (c.best != NULL) {
 			kind = KP_TAP_ACCEPTED;
@@ -227,7 +341,23 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 			rec.rides = 1;
 			rec.has_left = 1;
 			rec.left = c.best->e.rides_left - 1;
-			rc = kp_store_take_ride(e->s, token, c.best->e.id, c.best->e.rides_left);
+			/* The journal says where a discount or pass came from: the linkage's token,
+			 * never the person. */
+			if (memcmp(c.best->e.token, token, KP_TOKEN_LEN) != 0) {
+				rec.has_via = 1;
+				memcpy(rec.via, c.best->e.token, KP_TOKEN_LEN);
+			} else if (c.elig != NULL && c.elig->has_via) {
+				rec.has_via = 1;
+				memcpy(rec.via, c.elig->via, KP_TOKEN_LEN);
+			}
+			if (c.elig != NULL) {
+				int64_t left_ms = c.elig->valid_until_ms - now_ms;
+
+				snprintf(rec.category, sizeof(rec.category), "%s", c.elig->category);
+				if (left_ms < (int64_t)e->cfg.reenrol_warn_days * 86400000LL)
+					warn_days = (int)(left_ms / 86400000LL);
+			}
+			rc = kp_store_take_ride(e->s, c.best->e.token, c.best->e.id, c.best->e.rides_left);
 		}
 	}
 	snprintf(rec.result, sizeof(rec.result), "%s",
@@ -239,8 +369,10 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	if (rc == KP_OK && kind == KP_TAP_ACCEPTED)
 		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement, rec.rides);
 	rc = finish(e, rc, prev_before);
-	if (rc == KP_OK)
+	if (rc == KP_OK) {
 		outcome_from(out, &rec, kind);
+		out->warn_days = warn_days;
+	}
 	return rc;
 }
 
@@ -269,6 +401,72 @@ int kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, in
 	return rc;
 }
 
+/* What a failed My Number card read means for the rider. */
+static const char *jpki_reason(int rc)
+{
+	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD)
+		return "card-removed";
+	if (rc == KP_E_CERT_EXPIRED)
+		return "card-expired";
+	if (rc == KP_E_CERT)
+		return "card-invalid";
+	return "card-error";
+}
+
+int kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_ms,
+                             uint8_t linkage[KP_TOKEN_LEN], kp_cert **cert, const char **reason)
+{
+	struct kp_jpki j;
+	char err[256];
+	int rc;
+
+	*reason = NULL;
+	kp_jpki_init(&j, r, e->cfg.card_timeout_ms);
+	rc = kp_jpki_select_app(&j);
+	if (rc == KP_E_SW_NOTFOUND || rc == KP_E_SW_OTHER || rc == KP_E_SW_LENGTH ||
+	    e->n_jpki_cas == 0) {
+		/* A Type B card without JPKI (or a terminal not set up for it): one quiet
+		 * refusal, not an error storm. */
+		*reason = "unsupported-card";
+		return rc != KP_OK ? rc : KP_E_CONFIG;
+	}
+	if (rc == KP_OK)
+		rc = kp_jpki_identify(&j, (const kp_cert *const *)e->jpki_cas, e->n_jpki_cas, now_ms,
+		                      e->token_key, linkage, cert, err, sizeof(err));
+	if (rc != KP_OK) {
+		*reason = jpki_reason(rc);
+		fprintf(stderr, "kippu: My Number card refused: %s\n", err[0] ? err : kp_strerror(rc));
+	}
+	return rc;
+}
+
+int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
+                const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms, struct kp_tap_outcome *out)
+{
+	struct kp_record rec;
+	uint8_t prev_before[KP_SHA256_LEN];
+	int rc;
+
+	memset(&rec, 0, sizeof(rec));
+	memcpy(prev_before, e->prev, KP_SHA256_LEN);
+	rec.time_ms = now_ms;
+	rec.has_token = 1;
+	memcpy(rec.token, card, KP_TOKEN_LEN);
+	rec.has_via = 1;
+	memcpy(rec.via, linkage, KP_TOKEN_LEN);
+	snprintf(rec.result, sizeof(rec.result), "requested");
+	snprintf(rec.reason, sizeof(rec.reason), "link-request");
+	rc = kp_store_begin(e->s);
+	if (rc == KP_OK)
+		rc = journal_kind(e, &rec, "link");
+	rc = finish(e, rc, prev_before);
+	if (rc == KP_OK) {
+		outcome_from(out, &rec, KP_TAP_ACCEPTED);
+		out->linked = 1;
+	}
+	return rc;
+}
+
 int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
                 int64_t now_ms, struct kp_tap_outcome *out)
 {
@@ -277,6 +475,15 @@ int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info
 	uint8_t token[KP_TOKEN_LEN];
 	int rc;
 
+	if (info->tech == KP_TECH_ISO14443B) {
+		const char *reason = NULL;
+
+		/* A My Number card tapped directly: its linkage token is the card's token. */
+		rc = kp_tap_identify_mynumber(e, r, now_ms, token, NULL, &reason);
+		if (rc != KP_OK)
+			return kp_tap_refuse(e, NULL, reason, now_ms, out);
+		return kp_tap_decide(e, token, now_ms, out);
+	}
 	if (info->tech != KP_TECH_FELICA)
 		return kp_tap_refuse(e, NULL, "unsupported-card", now_ms, out);
 	rc = kp_token_derive(e->token_key, "felica", info->u.felica.idm, 8, token);

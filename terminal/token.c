@@ -34,6 +34,15 @@ const char *kp_strerror(int rc)
 	case KP_E_CHAIN:        return "journal hash chain broken";
 	case KP_E_SEQ:          return "journal sequence has a gap";
 	case KP_E_JOURNAL:      return "journal record does not match its signed payload";
+	case KP_E_SW_NOTFOUND:  return "card: file or application not found (6A82)";
+	case KP_E_SW_SECURITY:  return "card: security status not satisfied (6982)";
+	case KP_E_SW_LENGTH:    return "card: wrong length (6700/6Cxx)";
+	case KP_E_SW_BLOCKED:   return "card: PIN blocked";
+	case KP_E_SW_PIN:       return "card: wrong PIN";
+	case KP_E_SW_OTHER:     return "card: error status word";
+	case KP_E_CERT:         return "card certificate not valid for JPKI authentication";
+	case KP_E_CERT_EXPIRED: return "card certificate expired or not yet valid";
+	case KP_E_PIN_LAST_TRY: return "only one PIN try left: not attempted";
 	default:                return "unknown error";
 	}
 }
@@ -77,7 +86,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n)
 int kp_token_derive(const uint8_t key[KP_TOKEN_KEY_LEN], const char *kind,
                     const uint8_t *id, size_t id_len, uint8_t token[KP_TOKEN_LEN])
 {
-	uint8_t msg[128], mac[KP_SHA256_LEN];
+	uint8_t msg[640], mac[KP_SHA256_LEN];   /* JPKI: "jpki" + issuer Name (~130 B) + serial */
 	size_t kind_len;
 	int rc;
 

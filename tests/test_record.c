@@ -5,7 +5,13 @@
  * definite lengths, map keys sorted) and a pure-Python RFC 6979 ECDSA P-256/SHA-256 signer
  * (affine point arithmetic, HMAC-DRBG nonce), which reproduces RFC 6979 A.2.5's "sample" and
  * "test" signatures exactly. The COSE signature below was also checked with the Python
- * `cryptography` package's ECDSA verify. */
+ * `cryptography` package's ECDSA verify.
+ *
+ * REC_C and REC_D (keys 18 via and 19 category, kind "link") were computed the same way: a
+ * 15-line Python encoder written from RFC 8949 section 4.2.1 (head = major << 5 | argument
+ * below 24, else 24/25/26/27 and 1/2/4/8 big-endian bytes; map entries sorted by their
+ * encoded keys) over the Python dicts written in the comments above the vectors. Spot check
+ * by hand: key 18 with 16 bytes is 12 50 <16 bytes>, key 19 "resident" is 13 68 7265736964656E74. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -94,6 +100,26 @@ static const char REC_B_POST[] =
 	"0F6772656675736564106A64656E796C69737465641158200000000000000000"
 	"000000000000000000000000000000000000000000000000";
 
+/* {1: 1, 2: "bus-042", 3: 301, 4: 1700000060000, 5: "tap", 6: h'000102..0F',
+ *  7: "gunma-bus", 12: 1, 13: 100, 15: "accepted", 16: "ok", 17: h'BB' x 32,
+ *  18: h'F0F1..FF', 19: "resident"}: a resident fare, eligibility through a linkage */
+static const char REC_C[] =
+	"AE010102676275732D3034320319012D041B0000018BCFE65260056374617006"
+	"50000102030405060708090A0B0C0D0E0F076967756E6D612D6275730C010D18"
+	"640F68616363657074656410626F6B115820BBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+	"BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB1250F0F1F2F3F4F5F6F7F8F9FAFB"
+	"FCFDFEFF13687265736964656E74";
+
+/* {1: 1, 2: "kiosk-1", 3: 2, 4: 1700000000000, 5: "link", 6: h'101112..1F',
+ *  7: "gunma-bus", 12: 0, 13: 0, 15: "requested", 16: "link-request", 17: h'CC' x 32,
+ *  18: h'A0A1..AF'}: a link request made at a terminal */
+static const char REC_D[] =
+	"AD010102676B696F736B2D310302041B0000018BCFE5680005646C696E6B0650"
+	"101112131415161718191A1B1C1D1E1F076967756E6D612D6275730C000D000F"
+	"69726571756573746564106C6C696E6B2D72657175657374115820CCCCCCCCCC"
+	"CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC1250A0A1A2"
+	"A3A4A5A6A7A8A9AAABACADAEAF";
+
 /* ["Signature1", h'A10126', h'', REC_B] */
 static const char SIGSTRUCT_B[] =
 	"846A5369676E61747572653143A10126405858AB0101026254310301041B0000"
@@ -155,6 +181,55 @@ static struct kp_record rec_b(void)
 	strcpy(r.operator_id, "op");
 	strcpy(r.result, "refused");
 	strcpy(r.reason, "denylisted");
+	return r;
+}
+
+static struct kp_record rec_c(void)
+{
+	struct kp_record r;
+	size_t i;
+
+	memset(&r, 0, sizeof(r));
+	strcpy(r.terminal, "bus-042");
+	r.seq = 301;
+	r.time_ms = 1700000060000LL;
+	strcpy(r.kind, "tap");
+	r.has_token = 1;
+	for (i = 0; i < KP_TOKEN_LEN; i++)
+		r.token[i] = (uint8_t)i;
+	strcpy(r.operator_id, "gunma-bus");
+	r.rides = 1;
+	r.amount = 100;
+	strcpy(r.result, "accepted");
+	strcpy(r.reason, "ok");
+	memset(r.prev, 0xBB, sizeof(r.prev));
+	r.has_via = 1;
+	for (i = 0; i < KP_TOKEN_LEN; i++)
+		r.via[i] = (uint8_t)(0xF0 + i);
+	strcpy(r.category, "resident");
+	return r;
+}
+
+static struct kp_record rec_d(void)
+{
+	struct kp_record r;
+	size_t i;
+
+	memset(&r, 0, sizeof(r));
+	strcpy(r.terminal, "kiosk-1");
+	r.seq = 2;
+	r.time_ms = 1700000000000LL;
+	strcpy(r.kind, "link");
+	r.has_token = 1;
+	for (i = 0; i < KP_TOKEN_LEN; i++)
+		r.token[i] = (uint8_t)(0x10 + i);
+	strcpy(r.operator_id, "gunma-bus");
+	strcpy(r.result, "requested");
+	strcpy(r.reason, "link-request");
+	memset(r.prev, 0xCC, sizeof(r.prev));
+	r.has_via = 1;
+	for (i = 0; i < KP_TOKEN_LEN; i++)
+		r.via[i] = (uint8_t)(0xA0 + i);
 	return r;
 }
 
@@ -259,6 +334,59 @@ static void test_decode_vectors(void **state)
 	}
 }
 
+/* Keys 18 (via) and 19 (category), and the "link" kind. */
+static void test_via_category_vectors(void **state)
+{
+	struct kp_record c = rec_c(), dd = rec_d(), d;
+	struct buf wc = from_hex(REC_C), wd = from_hex(REC_D);
+
+	(void)state;
+	assert_encodes_to(&c, &wc);
+	assert_encodes_to(&dd, &wd);
+	memset(&d, 0x5a, sizeof(d));
+	assert_int_equal(kp_record_decode(wc.b, wc.n, &d), KP_RECORD_OK);
+	assert_memory_equal(&d, &c, sizeof(c));
+	assert_int_equal(kp_record_decode(wd.b, wd.n, &d), KP_RECORD_OK);
+	assert_memory_equal(&d, &dd, sizeof(dd));
+	assert_int_equal(d.has_via, 1);
+	assert_string_equal(d.category, "");
+	/* each alone: via without category, category without via */
+	c.has_via = 0;
+	memset(c.via, 0, sizeof(c.via));
+	{
+		struct buf w = { .n = 0 };
+
+		/* REC_C minus the via pair: one pair fewer (AD), the rest as it is */
+		bb_hex(&w, "AD");
+		bb_bytes(&w, wc.b + 1, wc.n - 1 - 18 - 10);
+		bb_hex(&w, "13687265736964656E74");
+		assert_encodes_to(&c, &w);
+		assert_int_equal(kp_record_decode(w.b, w.n, &d), KP_RECORD_OK);
+		assert_memory_equal(&d, &c, sizeof(c));
+	}
+	/* a max-length, non-ASCII category */
+	c = rec_c();
+	strcpy(c.category, "住民住民住民住民住民-1");     /* 32 bytes of UTF-8 */
+	assert_int_equal(strlen(c.category), KP_ID_MAX);
+	{
+		uint8_t *out = NULL;
+		size_t n = 0;
+
+		assert_int_equal(kp_record_encode(&c, &out, &n), KP_RECORD_OK);
+		assert_int_equal(kp_record_decode(out, n, &d), KP_RECORD_OK);
+		assert_memory_equal(&d, &c, sizeof(c));
+		free(out);
+	}
+	/* old records (no key 18 or 19) decode with both absent */
+	{
+		struct buf wa = from_hex(REC_A);
+
+		assert_int_equal(kp_record_decode(wa.b, wa.n, &d), KP_RECORD_OK);
+		assert_int_equal(d.has_via, 0);
+		assert_string_equal(d.category, "");
+	}
+}
+
 static void test_encode_rejects(void **state)
 {
 	struct kp_record r;
@@ -267,7 +395,7 @@ static void test_encode_rejects(void **state)
 	int i;
 
 	(void)state;
-	for (i = 0; i < 14; i++) {
+	for (i = 0; i < 20; i++) {
 		r = rec_a();
 		switch (i) {
 		case 0:  r.seq = 0; break;
@@ -284,6 +412,12 @@ static void test_encode_rejects(void **state)
 		case 11: strcpy(r.kind, "\xED\xA0\x80"); break;            /* a surrogate */
 		case 12: strcpy(r.stop, "\xC0\xAF"); break;                /* overlong '/' */
 		case 13: strcpy(r.product, "\xF4\x90\x80\x80"); break;     /* above U+10FFFF */
+		case 14: memset(r.category, 'x', sizeof(r.category)); break;
+		case 15: strcpy(r.category, "\xC3\x28"); break;
+		case 16: strcpy(r.kind, "ride"); break;                    /* not a kind we have */
+		case 17: strcpy(r.kind, "LINK"); break;
+		case 18: strcpy(r.kind, "tap "); break;
+		case 19: r = rec_c(); strcpy(r.category, "\xED\xA0\x80"); break;
 		}
 		assert_int_equal(kp_record_encode(&r, &out, &n), KP_RECORD_E_INVAL);
 		assert_null(out);
@@ -309,11 +443,42 @@ static void test_decode_rejects(void **state)
 #define B_RE  "106A64656E796C6973746564"
 #define B_P   "115820" "0000000000000000000000000000000000000000000000000000000000000000"
 #define B_TAIL B_O B_R B_A "0F6772656675736564" B_RE B_P
+#define VIA15 "A0A1A2A3A4A5A6A7A8A9AAABACADAE"
+#define VIA16 VIA15 "AF"
 	static const struct { const char *hex; int rc; const char *what; } t[] = {
 		{ "", KP_RECORD_E_MALFORMED, "empty" },
 		{ "8B" B_V B_T B_S B_TM B_K B_TAIL, KP_RECORD_E_MALFORMED, "array, not map" },
 		{ "BF" B_V B_T B_S B_TM B_K B_TAIL "FF", KP_RECORD_E_MALFORMED, "indefinite map" },
-		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1200", KP_RECORD_E_MALFORMED, "unknown key 18" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1200", KP_RECORD_E_MALFORMED, "via as uint" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1400", KP_RECORD_E_MALFORMED, "unknown key 20" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "124F" VIA15, KP_RECORD_E_MALFORMED, "via of 15 bytes" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1251" VIA16 "10", KP_RECORD_E_MALFORMED,
+		  "via of 17 bytes" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1240", KP_RECORD_E_MALFORMED, "empty via" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1270" VIA16, KP_RECORD_E_MALFORMED, "via as text" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "12F6", KP_RECORD_E_MALFORMED, "via null" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "125F50" VIA16 "FF", KP_RECORD_E_MALFORMED,
+		  "via indefinite" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "125810" VIA16, KP_RECORD_E_CANONICAL,
+		  "via length in 2 bytes" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1360", KP_RECORD_E_INVAL, "empty category" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "137821"
+		  "414141414141414141414141414141414141414141414141414141414141414141",
+		  KP_RECORD_E_INVAL, "category of 33 bytes" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1348" "7265736964656E74", KP_RECORD_E_MALFORMED,
+		  "category as bytes" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1301", KP_RECORD_E_MALFORMED, "category as uint" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1362C328", KP_RECORD_E_MALFORMED,
+		  "category not UTF-8" },
+		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "1362" "7200", KP_RECORD_E_MALFORMED,
+		  "NUL in category" },
+		{ "AD" B_V B_T B_S B_TM B_K B_TAIL "1368" "7265736964656E74" "1250" VIA16,
+		  KP_RECORD_E_CANONICAL, "category before via" },
+		{ "AD" B_V B_T B_S B_TM B_K B_TAIL "1250" VIA16 "1250" VIA16, KP_RECORD_E_MALFORMED,
+		  "via twice" },
+		{ "AB" B_V B_T B_S B_TM "056472696465" B_TAIL, KP_RECORD_E_INVAL, "kind ride" },
+		{ "AB" B_V B_T B_S B_TM "05644C494E4B" B_TAIL, KP_RECORD_E_INVAL, "kind LINK" },
+		{ "AB" B_V B_T B_S B_TM "0560" B_TAIL, KP_RECORD_E_INVAL, "empty kind" },
 		{ "AC" B_V B_T B_S B_TM B_K B_TAIL "0000", KP_RECORD_E_MALFORMED, "unknown key 0" },
 		{ "AC" B_V B_T B_S B_S B_TM B_K B_TAIL, KP_RECORD_E_MALFORMED, "duplicate key" },
 		{ "AB" B_V B_S B_T B_TM B_K B_TAIL, KP_RECORD_E_CANONICAL, "keys out of order" },
@@ -363,7 +528,7 @@ static void test_decode_rejects(void **state)
 		{ "AB" B_V B_T B_S B_TM B_K B_TAIL "00", KP_RECORD_E_MALFORMED, "trailing byte" },
 		{ "AB" B_V B_T B_S B_TM B_K B_TAIL "AB", KP_RECORD_E_MALFORMED, "trailing map" },
 		{ "BB7FFFFFFFFFFFFFFF" B_V, KP_RECORD_E_MALFORMED, "huge map count" },
-		{ "B2" B_V, KP_RECORD_E_MALFORMED, "18 pairs" },
+		{ "B4" B_V, KP_RECORD_E_MALFORMED, "20 pairs" },
 		{ "AB" B_V "027B7FFFFFFFFFFFFFFF41", KP_RECORD_E_MALFORMED, "huge text length" },
 		{ "D818AB" B_V B_T B_S B_TM B_K B_TAIL, KP_RECORD_E_MALFORMED, "tagged record" },
 		{ "AB" B_V B_T B_S B_TM "05C06374617" "0" B_TAIL, KP_RECORD_E_MALFORMED, "tagged text" },
@@ -373,8 +538,11 @@ static void test_decode_rejects(void **state)
 	size_t i;
 
 	(void)state;
-	/* the pieces put back together are REC_B */
+	/* the pieces put back together are REC_B; with a via and a category, and as a link */
 	assert_int_equal(decode_hex("AB" B_V B_T B_S B_TM B_K B_TAIL), KP_RECORD_OK);
+	assert_int_equal(decode_hex("AD" B_V B_T B_S B_TM B_K B_TAIL "1250" VIA16
+	                            "1368" "7265736964656E74"), KP_RECORD_OK);
+	assert_int_equal(decode_hex("AB" B_V B_T B_S B_TM "05646C696E6B" B_TAIL), KP_RECORD_OK);
 	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		int rc = decode_hex(t[i].hex);
 
@@ -414,12 +582,12 @@ static uint32_t lcg(uint32_t *s)
 
 static void test_decode_fuzz(void **state)
 {
-	const char *vec[] = { REC_A, REC_B };
+	const char *vec[] = { REC_A, REC_B, REC_C, REC_D };
 	uint32_t seed = 12345;
 	size_t v, i, j;
 
 	(void)state;
-	for (v = 0; v < 2; v++) {
+	for (v = 0; v < sizeof(vec) / sizeof(vec[0]); v++) {
 		struct buf b = from_hex(vec[v]);
 		uint8_t *heap;
 
@@ -783,6 +951,18 @@ static void write_chain(const char *dir, int count, int break_at)
 		r.time_ms += i * 1000;
 		r.has_token = i % 2;
 		r.amount = -i * 100;
+		if (i == 3) {                   /* keys 18 and 19 */
+			r.has_via = 1;
+			memset(r.via, 0x5C, sizeof(r.via));
+			strcpy(r.category, "resident");
+		} else if (i == 4) {            /* a link request */
+			strcpy(r.kind, "link");
+			r.has_token = 1;
+			r.has_via = 1;
+			memset(r.via, 0x3A, sizeof(r.via));
+			strcpy(r.result, "requested");
+			strcpy(r.reason, "link-request");
+		}
 		memcpy(r.prev, prev, sizeof(prev));
 		if (i == break_at)
 			r.prev[0] ^= 1;
@@ -857,6 +1037,7 @@ int main(void)
 		cmocka_unit_test(test_encode_vectors),
 		cmocka_unit_test(test_encode_integer_widths),
 		cmocka_unit_test(test_decode_vectors),
+		cmocka_unit_test(test_via_category_vectors),
 		cmocka_unit_test(test_encode_rejects),
 		cmocka_unit_test(test_decode_rejects),
 		cmocka_unit_test(test_decode_fuzz),

@@ -830,6 +830,10 @@ static void assert_bundle_equal(const struct kp_bundle *a, const struct kp_bundl
 		                    a->n_entitlements * sizeof(*a->entitlements));
 	if (a->n_denylist > 0)
 		assert_memory_equal(a->denylist, b->denylist, a->n_denylist * sizeof(*a->denylist));
+	assert_int_equal(a->n_eligibility, b->n_eligibility);
+	if (a->n_eligibility > 0)
+		assert_memory_equal(a->eligibility, b->eligibility,
+		                    a->n_eligibility * sizeof(*a->eligibility));
 }
 
 static void test_bundle_roundtrip(void **state)
@@ -1122,6 +1126,353 @@ static void test_bundle_limits(void **state)
 		assert_true(memcmp(d.entitlements[i - 1].token, d.entitlements[i].token,
 		                   KP_TOKEN_LEN) < 0);
 	print_message("100,000 entitlements + 100,000 denylist entries: %zu bytes\n", n);
+	kp_bundle_free(&d);
+	kp_bundle_free(&b);
+	free(out);
+}
+
+
+/* ---- eligibility and product categories (My Number linkage) ----
+ *
+ * The pieces below were computed at development time with a 20-line Python encoder written
+ * from RFC 8949 (heads as described at the top of the file; a dict's entries sorted by their
+ * encoded keys, a list of pairs written in the order given, to build wrong orders), from:
+ *   full = {"v": 1, "acked": 0, "issued": F, "version": 5, "denylist": [],
+ *           "products": [{"id": "res", "name": "", "rides": 10, "category": "resident",
+ *                         "operators": ["op"]}],
+ *           "terminal": "t", "operators": [{"id": "op", "name": ""}],
+ *           "eligibility": [{"token": h'01' x 16, "category": "resident", "from": F, "until": U},
+ *                           {"via": h'AA' x 16, "token": h'02' x 16, "category": "resident",
+ *                            "from": F, "until": U}],
+ *           "entitlements": []}        F = 1700000000000, U = 1800000000000
+ * and BV_OLD the same without "eligibility" and without the product's "category" (the
+ * layout every bundle had before these keys existed). Hand check of the new key order:
+ * "eligibility" (6B, 11 bytes) sorts after "operators" (69) and before "entitlements" (6C);
+ * inside an element "via" (63) < "from" (64) < "token" (65) < "until" (65, 't' < 'u') <
+ * "category" (68); in a product "rides" (65) < "category" (68) < "operators" (69). */
+#define BV_FULL \
+	"AA6176016561636B656400666973737565641B0000018BCFE568006776657273696F6E056864656E" \
+	"796C697374806870726F647563747381A562696463726573646E616D65606572696465730A686361" \
+	"7465676F7279687265736964656E74696F70657261746F727381626F70687465726D696E616C6174" \
+	"696F70657261746F727381A2626964626F70646E616D65606B656C69676962696C69747982A46466" \
+	"726F6D1B0000018BCFE5680065746F6B656E500101010101010101010101010101010165756E7469" \
+	"6C1B000001A3185C50006863617465676F7279687265736964656E74A56376696150AAAAAAAAAAAA" \
+	"AAAAAAAAAAAAAAAAAAAA6466726F6D1B0000018BCFE5680065746F6B656E50020202020202020202" \
+	"0202020202020265756E74696C1B000001A3185C50006863617465676F7279687265736964656E74" \
+	"6C656E7469746C656D656E747380"
+#define BV_OLD \
+	"A96176016561636B656400666973737565641B0000018BCFE568006776657273696F6E056864656E" \
+	"796C697374806870726F647563747381A462696463726573646E616D65606572696465730A696F70" \
+	"657261746F727381626F70687465726D696E616C6174696F70657261746F727381A2626964626F70" \
+	"646E616D65606C656E7469746C656D656E747380"
+#define BP_HEAD \
+	"6176016561636B656400666973737565641B0000018BCFE568006776657273696F6E056864656E79" \
+	"6C697374806870726F647563747381"
+#define BP_PROD_CAT \
+	"A562696463726573646E616D65606572696465730A6863617465676F7279687265736964656E7469" \
+	"6F70657261746F727381626F70"
+#define BP_PROD_OLD \
+	"A462696463726573646E616D65606572696465730A696F70657261746F727381626F70"
+#define BP_OPS \
+	"687465726D696E616C6174696F70657261746F727381A2626964626F70646E616D6560"
+#define BP_ELIG_KEY \
+	"6B656C69676962696C697479"
+#define BP_E1 \
+	"A46466726F6D1B0000018BCFE5680065746F6B656E50010101010101010101010101010101016575" \
+	"6E74696C1B000001A3185C50006863617465676F7279687265736964656E74"
+#define BP_E2 \
+	"A56376696150AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA6466726F6D1B0000018BCFE5680065746F6B" \
+	"656E500202020202020202020202020202020265756E74696C1B000001A3185C5000686361746567" \
+	"6F7279687265736964656E74"
+#define BP_TAIL \
+	"6C656E7469746C656D656E747380"
+#define BP_E_VIA15 \
+	"A5637669614FAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA6466726F6D1B0000018BCFE5680065746F6B65" \
+	"6E500202020202020202020202020202020265756E74696C1B000001A3185C50006863617465676F" \
+	"7279687265736964656E74"
+#define BP_E_FROM_FIRST \
+	"A56466726F6D1B0000018BCFE568006376696150AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA65746F6B" \
+	"656E500202020202020202020202020202020265756E74696C1B000001A3185C5000686361746567" \
+	"6F7279687265736964656E74"
+#define BP_E_BACKWARDS \
+	"A46466726F6D1B000001A3185C500065746F6B656E50010101010101010101010101010101016575" \
+	"6E74696C1B0000018BCFE568006863617465676F7279687265736964656E74"
+#define BP_E_EMPTY_CAT \
+	"A46466726F6D1B0000018BCFE5680065746F6B656E50010101010101010101010101010101016575" \
+	"6E74696C1B000001A3185C50006863617465676F727960"
+#define BP_E_EXTRA \
+	"A56178006466726F6D1B0000018BCFE5680065746F6B656E50010101010101010101010101010101" \
+	"0165756E74696C1B000001A3185C50006863617465676F7279687265736964656E74"
+#define BP_E_NO_CAT \
+	"A36466726F6D1B0000018BCFE5680065746F6B656E50010101010101010101010101010101016575" \
+	"6E74696C1B000001A3185C5000"
+#define BP_E_CAT_A \
+	"A46466726F6D1B0000018BCFE5680065746F6B656E50010101010101010101010101010101016575" \
+	"6E74696C1B000001A3185C50006863617465676F72796161"
+#define BP_E_CAT_B \
+	"A46466726F6D1B0000018BCFE5680065746F6B656E50010101010101010101010101010101016575" \
+	"6E74696C1B000001A3185C50006863617465676F72796162"
+#define BP_PROD_EMPTY_CAT \
+	"A562696463726573646E616D65606572696465730A6863617465676F727960696F70657261746F72" \
+	"7381626F70"
+#define BP_PROD_CAT_LAST \
+	"A562696463726573646E616D65606572696465730A696F70657261746F727381626F706863617465" \
+	"676F7279687265736964656E74"
+
+static struct kp_bundle elig_bundle(void)
+{
+	struct kp_bundle b;
+
+	memset(&b, 0, sizeof(b));
+	b.version = 5;
+	b.issued_ms = 1700000000000LL;
+	strcpy(b.terminal, "t");
+	b.n_operators = 1;
+	b.operators = calloc(1, sizeof(*b.operators));
+	b.n_products = 1;
+	b.products = calloc(1, sizeof(*b.products));
+	b.n_eligibility = 2;
+	b.eligibility = calloc(2, sizeof(*b.eligibility));
+	assert_true(b.operators && b.products && b.eligibility);
+	strcpy(b.operators[0].id, "op");
+	strcpy(b.products[0].id, "res");
+	b.products[0].rides = 10;
+	strcpy(b.products[0].category, "resident");
+	strcpy(b.products[0].operators[0], "op");
+	b.products[0].n_operators = 1;
+	for (size_t i = 0; i < 2; i++) {
+		struct kp_bundle_eligibility *e = &b.eligibility[i];
+
+		memset(e->token, (int)i + 1, KP_TOKEN_LEN);
+		strcpy(e->category, "resident");
+		e->valid_from_ms = 1700000000000LL;
+		e->valid_until_ms = 1800000000000LL;
+		e->has_via = i == 1;
+		if (e->has_via)
+			memset(e->via, 0xAA, KP_TOKEN_LEN);
+	}
+	return b;
+}
+
+static void assert_bundle_bytes(const struct kp_bundle *b, const char *want_hex)
+{
+	struct buf want = hex(want_hex);
+	uint8_t *out = NULL;
+	size_t n = 0;
+
+	bundle_bytes(b, &out, &n);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(out, want.b, n);
+	free(out);
+}
+
+static int bundle_decode_hex(const char *h)
+{
+	struct buf in = hex(h);
+	struct kp_bundle d;
+	int rc = kp_bundle_decode(in.b, in.n, &d);
+
+	kp_bundle_free(&d);
+	return rc;
+}
+
+static void test_bundle_eligibility_vectors(void **state)
+{
+	struct kp_bundle b = elig_bundle(), d;
+	struct buf full = hex(BV_FULL), old = hex(BV_OLD);
+
+	(void)state;
+	/* the pieces put together are the whole */
+	assert_string_equal("AA" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY "82" BP_E1 BP_E2 BP_TAIL,
+	                    BV_FULL);
+	assert_string_equal("A9" BP_HEAD BP_PROD_OLD BP_OPS BP_TAIL, BV_OLD);
+	assert_bundle_bytes(&b, BV_FULL);
+	memset(&d, 0x5A, sizeof(d));
+	assert_int_equal(kp_bundle_decode(full.b, full.n, &d), KP_SYNC_OK);
+	assert_bundle_equal(&b, &d);
+	assert_int_equal(d.eligibility[1].has_via, 1);
+	assert_int_equal(d.eligibility[0].has_via, 0);
+	kp_bundle_free(&d);
+
+	/* an old bundle decodes: no eligibility, no product category; and the encoder still
+	 * writes exactly that layout when there is none */
+	memset(&d, 0x5A, sizeof(d));
+	assert_int_equal(kp_bundle_decode(old.b, old.n, &d), KP_SYNC_OK);
+	assert_int_equal(d.n_eligibility, 0);
+	assert_null(d.eligibility);
+	assert_string_equal(d.products[0].category, "");
+	kp_bundle_free(&d);
+	free(b.eligibility);
+	b.eligibility = NULL;
+	b.n_eligibility = 0;
+	b.products[0].category[0] = '\0';
+	assert_bundle_bytes(&b, BV_OLD);
+	/* a category alone, eligibility alone */
+	strcpy(b.products[0].category, "resident");
+	assert_bundle_bytes(&b, "A9" BP_HEAD BP_PROD_CAT BP_OPS BP_TAIL);
+	kp_bundle_free(&b);
+	b = elig_bundle();
+	b.products[0].category[0] = '\0';
+	assert_bundle_bytes(&b, "AA" BP_HEAD BP_PROD_OLD BP_OPS BP_ELIG_KEY "82" BP_E1 BP_E2 BP_TAIL);
+	kp_bundle_free(&b);
+}
+
+static void test_bundle_eligibility_order(void **state)
+{
+	struct kp_bundle b = elig_bundle();
+	struct kp_bundle_eligibility tmp;
+	uint8_t *out = NULL;
+	size_t n = 0;
+
+	(void)state;
+	/* any order in, one order out; the caller's array untouched */
+	tmp = b.eligibility[0];
+	b.eligibility[0] = b.eligibility[1];
+	b.eligibility[1] = tmp;
+	assert_bundle_bytes(&b, BV_FULL);
+	assert_int_equal(b.eligibility[0].token[0], 2);
+	/* the same (token, category) twice is refused, whatever the via */
+	memcpy(b.eligibility[0].token, b.eligibility[1].token, KP_TOKEN_LEN);
+	assert_int_equal(kp_bundle_encode(&b, &out, &n), KP_SYNC_E_INVAL);
+	assert_null(out);
+	/* one token in two categories: sorted by category (bytewise) */
+	strcpy(b.eligibility[0].category, "b");
+	strcpy(b.eligibility[1].category, "a");
+	b.eligibility[0].has_via = 0;
+	memset(b.eligibility[0].via, 0, KP_TOKEN_LEN);
+	assert_bundle_bytes(&b, "AA" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY "82" BP_E_CAT_A
+	                        BP_E_CAT_B BP_TAIL);
+	kp_bundle_free(&b);
+}
+
+static void test_bundle_eligibility_rejects(void **state)
+{
+#define B10(elig) "AA" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY elig BP_TAIL
+	static const struct { const char *hex; int rc; const char *what; } t[] = {
+		{ B10("82" BP_E1 BP_E2), KP_SYNC_OK, "the vector" },
+		{ B10("82" BP_E_CAT_A BP_E_CAT_B), KP_SYNC_OK, "one token, two categories" },
+		{ "A9" BP_HEAD BP_PROD_CAT BP_OPS BP_TAIL, KP_SYNC_OK, "a category, no eligibility" },
+		{ B10("80"), KP_SYNC_E_MALFORMED, "eligibility: [] (none is no key)" },
+		{ B10("82" BP_E2 BP_E1), KP_SYNC_E_MALFORMED, "tokens out of order" },
+		{ B10("82" BP_E1 BP_E1), KP_SYNC_E_MALFORMED, "the same row twice" },
+		{ B10("82" BP_E_CAT_B BP_E_CAT_A), KP_SYNC_E_MALFORMED, "categories out of order" },
+		{ B10("81" BP_E_VIA15), KP_SYNC_E_MALFORMED, "via of 15 bytes" },
+		{ B10("81" BP_E_FROM_FIRST), KP_SYNC_E_MALFORMED, "element keys out of order" },
+		{ B10("81" BP_E_BACKWARDS), KP_SYNC_E_MALFORMED, "until before from" },
+		{ B10("81" BP_E_EMPTY_CAT), KP_SYNC_E_MALFORMED, "empty category" },
+		{ B10("81" BP_E_EXTRA), KP_SYNC_E_MALFORMED, "an unknown key in an element" },
+		{ B10("81" BP_E_NO_CAT), KP_SYNC_E_MALFORMED, "category missing" },
+		{ B10("A0"), KP_SYNC_E_MALFORMED, "eligibility as a map" },
+		{ B10("9F" BP_E1 "FF"), KP_SYNC_E_MALFORMED, "indefinite array" },
+		{ B10("9801" BP_E1), KP_SYNC_E_MALFORMED, "count in a longer head" },
+		{ "AA" BP_HEAD BP_PROD_CAT BP_OPS BP_TAIL, KP_SYNC_E_MALFORMED, "10 keys claimed, 9 there" },
+		{ "A9" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY "81" BP_E1 BP_TAIL, KP_SYNC_E_MALFORMED,
+		  "9 keys claimed, 10 there" },
+		{ "AA" BP_HEAD BP_PROD_CAT BP_OPS BP_TAIL BP_ELIG_KEY "81" BP_E1, KP_SYNC_E_MALFORMED,
+		  "eligibility after entitlements" },
+		{ "AB" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY "81" BP_E1 BP_TAIL, KP_SYNC_E_MALFORMED,
+		  "11 keys" },
+		{ "A9" BP_HEAD BP_PROD_EMPTY_CAT BP_OPS BP_TAIL, KP_SYNC_E_MALFORMED,
+		  "product category \"\" (none is no key)" },
+		{ "A9" BP_HEAD BP_PROD_CAT_LAST BP_OPS BP_TAIL, KP_SYNC_E_MALFORMED,
+		  "product category after operators" },
+	};
+#undef B10
+	struct buf full = hex(BV_FULL);
+	uint32_t seed = 4242;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		int rc = bundle_decode_hex(t[i].hex);
+
+		if (rc != t[i].rc)
+			fail_msg("%s: got %d (%s), want %d", t[i].what, rc, kp_sync_strerror(rc), t[i].rc);
+	}
+	/* what the encoder refuses */
+	for (i = 0; i < 11; i++) {
+		struct kp_bundle b = elig_bundle();
+		struct kp_bundle_eligibility *keep = NULL;
+		uint8_t *out = (uint8_t *)1;
+		size_t n = 1;
+		int want = KP_SYNC_E_INVAL;
+
+		switch (i) {
+		case 0:  b.eligibility[0].category[0] = '\0'; break;
+		case 1:  memset(b.eligibility[0].category, 'x', sizeof(b.eligibility[0].category)); break;
+		case 2:  strcpy(b.eligibility[1].category, "\xC3\x28"); break;
+		case 3:  b.eligibility[0].valid_from_ms = -1; break;
+		case 4:  b.eligibility[0].valid_until_ms = b.eligibility[0].valid_from_ms - 1; break;
+		case 5:  keep = b.eligibility; b.eligibility = NULL; break;
+		case 6:  b.n_eligibility = KP_BUNDLE_ELIGIBILITY_MAX + 1; want = KP_SYNC_E_TOOBIG; break;
+		case 7:  strcpy(b.products[0].category, "\xED\xA0\x80"); break;
+		case 8:  memset(b.products[0].category, 'x', sizeof(b.products[0].category)); break;
+		case 9:  b.eligibility[1] = b.eligibility[0]; break;
+		case 10: memset(b.eligibility[0].category, 'x', KP_ID_MAX);    /* 32: fine */
+		         want = KP_SYNC_OK; break;
+		}
+		if (kp_bundle_encode(&b, &out, &n) != want)
+			fail_msg("encode case %zu: want %d", i, want);
+		if (want != KP_SYNC_OK) {
+			assert_null(out);
+			assert_int_equal(n, 0);
+		}
+		if (out != (uint8_t *)1)
+			free(out);
+		if (keep != NULL)
+			b.eligibility = keep;
+		kp_bundle_free(&b);
+	}
+	fuzz_bytes(full.b, full.n, check_bundle_any, &seed, 20000);
+}
+
+static void test_bundle_eligibility_limits(void **state)
+{
+	struct kp_bundle b, d;
+	uint8_t *out = NULL;
+	size_t n = 0, i;
+	int rc;
+
+	(void)state;
+	/* 2,000,001 claimed: above the limit; 2,000,000 with room for one: refused before
+	 * anything is allocated; 2^64 - 1: above the limit */
+	rc = bundle_decode_hex("AA" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY "9A001E8481" BP_E1 BP_TAIL);
+	assert_int_equal(rc, KP_SYNC_E_TOOBIG);
+	rc = bundle_decode_hex("AA" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY "9A001E8480" BP_E1 BP_TAIL);
+	assert_int_equal(rc, KP_SYNC_E_MALFORMED);
+	rc = bundle_decode_hex("AA" BP_HEAD BP_PROD_CAT BP_OPS BP_ELIG_KEY "9BFFFFFFFFFFFFFFFF" BP_E1
+	                       BP_TAIL);
+	assert_int_equal(rc, KP_SYNC_E_TOOBIG);
+
+	/* a town's worth: 100,000 rows in scrambled order, every other one through a linkage */
+	memset(&b, 0, sizeof(b));
+	b.version = 9;
+	strcpy(b.terminal, TERMINAL);
+	b.n_eligibility = 100000;
+	b.eligibility = calloc(b.n_eligibility, sizeof(*b.eligibility));
+	assert_non_null(b.eligibility);
+	for (i = 0; i < b.n_eligibility; i++) {
+		struct kp_bundle_eligibility *e = &b.eligibility[i];
+		uint32_t h = (uint32_t)i * 2654435761u;
+
+		memcpy(e->token, &h, sizeof(h));
+		memcpy(e->token + 4, &i, sizeof(i));
+		strcpy(e->category, i % 3 ? "resident" : "senior-resident");
+		e->valid_from_ms = 1700000000000LL;
+		e->valid_until_ms = 1800000000000LL;
+		e->has_via = i % 2;
+		if (e->has_via)
+			memset(e->via, (int)(i & 0xFF), KP_TOKEN_LEN);
+	}
+	bundle_bytes(&b, &out, &n);
+	assert_true(n < KP_SYNC_FRAME_MAX);
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.n_eligibility, 100000);
+	for (i = 1; i < d.n_eligibility; i++)
+		assert_true(memcmp(d.eligibility[i - 1].token, d.eligibility[i].token,
+		                   KP_TOKEN_LEN) < 0);
+	print_message("100,000 eligibility rows (half with via): %zu bytes, %zu per row\n", n,
+	              n / 100000);
 	kp_bundle_free(&d);
 	kp_bundle_free(&b);
 	free(out);
@@ -1780,6 +2131,10 @@ int main(void)
 		cmocka_unit_test(test_bundle_encode_rejects),
 		cmocka_unit_test(test_bundle_decode_rejects),
 		cmocka_unit_test(test_bundle_limits),
+		cmocka_unit_test(test_bundle_eligibility_vectors),
+		cmocka_unit_test(test_bundle_eligibility_order),
+		cmocka_unit_test(test_bundle_eligibility_rejects),
+		cmocka_unit_test(test_bundle_eligibility_limits),
 		cmocka_unit_test(test_bundle_sign_open),
 	};
 	const struct CMUnitTest client_tests[] = {

@@ -331,6 +331,84 @@ static void test_load_while_running(void **state)
 	tap(f, 1, T0 + 120000, KP_TAP_REFUSED, "denylisted", -1);
 }
 
+/* Rider categories: a resident product needs a valid resident eligibility; a pass sold to
+ * a My Number linkage works for the transit IC card linked to it, and the journal names
+ * the linkage (its token), never the person. */
+static void test_resident_categories_and_linkage(void **state)
+{
+	struct fx *f = *state;
+	const char *ab[] = { "OP-A" };
+	uint8_t card[KP_TOKEN_LEN], linkage[KP_TOKEN_LEN];
+	struct kp_tap_outcome o;
+	struct kp_record rec;
+	struct kp_entitlement e;
+	struct {
+		const struct kp_journal_row *row;
+	} unused;
+
+	(void)unused;
+	memset(linkage, 0xA7, sizeof(linkage));
+	assert_int_equal(kp_store_put_product_cat(f->s, "RES", "resident 10 rides", 10, "resident",
+	                                          ab, 1), KP_OK);
+	/* card 1: a resident ticket but no category */
+	put_ent(f, 1, 100, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	tap(f, 1, T0, KP_TAP_REFUSED, "not-eligible", -1);
+	/* card 2: resident until yesterday */
+	put_ent(f, 2, 200, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	token_of(f, 2, card);
+	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - 400 * DAY, T0 - DAY,
+	                                          linkage), KP_OK);
+	tap(f, 2, T0, KP_TAP_REFUSED, "eligibility-expired", -1);
+	/* card 3: resident for a year, linked through the linkage */
+	put_ent(f, 3, 300, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	token_of(f, 3, card);
+	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - DAY, T0 + 365 * DAY,
+	                                          linkage), KP_OK);
+	token_of(f, 3, card);
+	assert_int_equal(kp_tap_decide(f->e, card, T0, &o), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.category, "resident");
+	assert_int_equal(o.linked, 1);
+	assert_int_equal(o.warn_days, -1);
+	/* card 4: resident status ends in 12 days: accepted with a warning */
+	put_ent(f, 4, 400, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	token_of(f, 4, card);
+	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - DAY, T0 + 12 * DAY + 5,
+	                                          NULL), KP_OK);
+	assert_int_equal(kp_tap_decide(f->e, card, T0, &o), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.warn_days, 12);
+	assert_int_equal(o.linked, 0);
+	/* card 5 holds nothing itself; a demand-bus pass was sold to its linkage */
+	memset(&e, 0, sizeof(e));
+	memcpy(e.token, linkage, KP_TOKEN_LEN);
+	e.id = 500;
+	snprintf(e.product, sizeof(e.product), "RES");
+	e.rides_left = 4;
+	e.valid_from_ms = T0 - DAY;
+	e.valid_until_ms = T0 + 30 * DAY;
+	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
+	assert_int_equal(kp_store_put_eligibility(f->s, linkage, "resident", T0 - DAY, T0 + 365 * DAY,
+	                                          NULL), KP_OK);
+	token_of(f, 5, card);
+	assert_int_equal(kp_tap_decide(f->e, card, T0, &o), KP_OK);
+	assert_string_equal(o.reason, "no-entitlement");      /* not linked yet */
+	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - DAY, T0 + 365 * DAY,
+	                                          linkage), KP_OK);
+	assert_int_equal(kp_tap_decide(f->e, card, T0 + 120000, &o), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.entitlement, 500);
+	assert_int_equal(o.rides_left, 3);
+	assert_int_equal(o.linked, 1);
+	assert_int_equal(kp_store_get_entitlement(f->s, linkage, 500, &e), KP_OK);
+	assert_int_equal(e.rides_left, 3);
+	/* The linkage itself (a My Number card tapped directly) uses the same pass. */
+	assert_int_equal(kp_tap_decide(f->e, linkage, T0 + 240000, &o), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.rides_left, 2);
+	(void)rec;
+}
+
 static void test_migrations(void **state)
 {
 	struct fx *f = *state;
@@ -415,6 +493,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_swapped_payload_is_caught, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_while_running, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resident_categories_and_linkage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_pragmas, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_derivation, setup, teardown),

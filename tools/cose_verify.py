@@ -33,6 +33,7 @@ RECORD_KEYS = {  # key: (name, type, required)
     10: ("product", "tstr", False), 11: ("ent", "uint", False), 12: ("rides", "int", True),
     13: ("amount", "int", True), 14: ("left", "int", False), 15: ("result", "tstr", True),
     16: ("reason", "tstr", True), 17: ("prev", "bstr32", True),
+    18: ("via", "bstr16", False), 19: ("category", "tstr", False),
 }
 
 

@@ -14,7 +14,7 @@
 
 static const char usage_text[] =
 	"  kippuctl backend operator DB ID NAME\n"
-	"  kippuctl backend product DB ID RIDES OPERATOR[,OPERATOR...] NAME\n"
+	"  kippuctl backend product DB ID RIDES OPERATOR[,OPERATOR...] NAME [--category C]\n"
 	"  kippuctl backend card DB CARD --token-key PATH [--label TEXT]\n"
 	"  kippuctl backend sell DB CARD PRODUCT FROM UNTIL --token-key PATH\n"
 	"  kippuctl backend deny DB CARD REASON --token-key PATH\n"
@@ -34,7 +34,7 @@ static int64_t now_ms(void)
 }
 
 struct bargs {
-	const char *token_key, *label, *terminal;
+	const char *token_key, *label, *terminal, *category;
 	int n;
 	const char *pos[8];
 };
@@ -45,6 +45,7 @@ static int parse(int argc, char **argv, struct bargs *a)
 		{ "token-key", required_argument, NULL, 't' },
 		{ "label", required_argument, NULL, 'l' },
 		{ "terminal", required_argument, NULL, 'T' },
+		{ "category", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -58,6 +59,8 @@ static int parse(int argc, char **argv, struct bargs *a)
 			a->label = optarg;
 		else if (c == 'T')
 			a->terminal = optarg;
+		else if (c == 'c')
+			a->category = optarg;
 		else
 			return -1;
 	}
@@ -112,7 +115,7 @@ struct table {
 
 static int col_width(const char *name)
 {
-	if (strcmp(name, "token") == 0)
+	if (strcmp(name, "token") == 0 || strcmp(name, "via") == 0)
 		return 32;
 	if (strcmp(name, "time") == 0 || strcmp(name, "at") == 0 || strcmp(name, "last_seen") == 0 ||
 	    strcmp(name, "valid_from") == 0 || strcmp(name, "valid_until") == 0)
@@ -253,13 +256,15 @@ int kp_ctl_backend(int argc, char **argv)
 		for (char *t = strtok_r(list, ",", &save); t != NULL && n_ops < 16;
 		     t = strtok_r(NULL, ",", &save))
 			ops[n_ops++] = t;
-		if (rides < 1 || rides > 10000 || n_ops == 0) {
-			fprintf(stderr, "kippuctl: rides 1-10000 and at least one operator\n");
+		if (rides < 1 || rides > 10000 || n_ops == 0 ||
+		    (a.category != NULL && !valid_id(a.category))) {
+			fprintf(stderr, "kippuctl: rides 1-10000, at least one operator, and --category "
+			        "1-32 characters of A-Z a-z 0-9 - _ .\n");
 			free(list);
 			exit_code = 2;
 			goto out;
 		}
-		rc = kp_bstore_put_product(s, a.pos[1], a.pos[4], rides, ops, n_ops);
+		rc = kp_bstore_put_product_cat(s, a.pos[1], a.pos[4], rides, ops, n_ops, a.category);
 		free(list);
 	} else if (strcmp(cmd, "card") == 0 && a.n == 2) {
 		if (card_token(&a, a.pos[1], token) != 0)

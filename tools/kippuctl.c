@@ -23,6 +23,8 @@ static void usage(FILE *fp)
 	      "  kippuctl backend create --ca-key CA.key --ca-cert CA.crt --key B.key --cert B.crt\n"
 	      "                          [--id NAME (default backend)] [--days N]\n", fp);
 	kp_ctl_backend_usage(fp);
+	kp_ctl_linkage_usage(fp);
+	kp_ctl_jpki_usage(fp);
 }
 
 struct args {
@@ -384,6 +386,10 @@ int main(int argc, char **argv)
 	cmd = argv[1];
 	if (strcmp(cmd, "backend") == 0 && (argc < 3 || strcmp(argv[2], "create") != 0))
 		return kp_ctl_backend(argc - 1, argv + 1);
+	if (strcmp(cmd, "linkage") == 0)
+		return kp_ctl_linkage(argc - 1, argv + 1);
+	if (strcmp(cmd, "jpki") == 0)
+		return kp_ctl_jpki(argc - 1, argv + 1);
 	if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "backend") == 0 || strcmp(cmd, "terminal") == 0 ||
 	    strcmp(cmd, "token-key") == 0 || strcmp(cmd, "journal") == 0) {
 		if (argc < 3) {

@@ -23,4 +23,12 @@ int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN
 int kp_ctl_backend(int argc, char **argv);
 void kp_ctl_backend_usage(FILE *fp);
 
+/* kippuctl jpki ...: argv[0] is "jpki" (a TEST JPKI CA and mock My Number card folders). */
+int kp_ctl_jpki(int argc, char **argv);
+void kp_ctl_jpki_usage(FILE *fp);
+
+/* kippuctl linkage ...: argv[0] is "linkage". */
+int kp_ctl_linkage(int argc, char **argv);
+void kp_ctl_linkage_usage(FILE *fp);
+
 #endif

@@ -226,7 +226,41 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		*why = kp_store_errmsg(s);
 		return rc;
 	}
-	*why = "unknown directive (operator, product, entitlement, denylist)";
+	if (strcmp(f[0], "product-category") == 0) {
+		*why = "usage: product-category PRODUCT CATEGORY (the product is for that rider category only)";
+		n = split(f[1], f + 1, 3) + 1;
+		if (n != 3 || !valid_id(f[1]) || !valid_id(f[2]))
+			return KP_E_PARSE;
+		rc = kp_store_run_product_category(s, f[1], f[2]);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	if (strcmp(f[0], "eligibility") == 0) {
+		uint8_t token[KP_TOKEN_LEN], via[KP_TOKEN_LEN];
+		int64_t from, until;
+
+		*why = "usage: eligibility CARD CATEGORY FROM UNTIL [via:CARD]";
+		n = split(f[1], f + 1, 6) + 1;
+		if (n < 5 || n > 6)
+			return KP_E_PARSE;
+		*why = "card must be felica:<16 hex digits> or token:<32 hex digits>";
+		if (kp_parse_card(f[1], token_key, token) != KP_OK ||
+		    (n == 6 && (strncmp(f[5], "via:", 4) != 0 ||
+		                kp_parse_card(f[5] + 4, token_key, via) != KP_OK)))
+			return KP_E_PARSE;
+		*why = "category: 1-32 of A-Z a-z 0-9 - _ .";
+		if (!valid_id(f[2]))
+			return KP_E_PARSE;
+		*why = "times must be ISO 8601 with Z or an offset, UNTIL after FROM";
+		if (kp_parse_time(f[3], &from) != KP_OK || kp_parse_time(f[4], &until) != KP_OK ||
+		    until <= from)
+			return KP_E_PARSE;
+		rc = kp_store_put_eligibility(s, token, f[2], from, until, n == 6 ? via : NULL);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	*why = "unknown directive (operator, product, product-category, entitlement, eligibility, "
+	       "denylist)";
 	return KP_E_PARSE;
 }
 

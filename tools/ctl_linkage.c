@@ -1,0 +1,342 @@
+/* kippuctl linkage ...: My Number linkage at the backend (GunMaaS-style resident categories).
+ * A linkage is known only by its linkage token, HMAC-SHA256(token_key, "jpki" || issuer DER
+ * || serial)[0..16] of the card's user-authentication certificate: this tool reads such a
+ * certificate to compute the token and never prints, stores or logs the serial or a name. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kp_backend.h"
+#include "kp_tools.h"
+
+static const char usage_text[] =
+	"  kippuctl linkage add DB LINKAGE CATEGORY FROM UNTIL [--card CARD]... --token-key PATH\n"
+	"  kippuctl linkage revoke DB LINKAGE [--token-key PATH]\n"
+	"  kippuctl linkage link DB LINKAGE CARD --token-key PATH\n"
+	"  kippuctl linkage list|cards DB | linkage requests DB [--terminal ID]\n"
+	"  kippuctl linkage token --token-key PATH --cert AUTH.der\n"
+	"      (LINKAGE = token:<32 hex> or jpki:<user-authentication certificate, DER or PEM>)\n";
+
+void kp_ctl_linkage_usage(FILE *fp)
+{
+	fputs(usage_text, fp);
+}
+
+#define MAX_CARDS 16
+#define MAX_POS   8
+
+struct largs {
+	const char *token_key, *cert, *terminal;
+	const char *cards[MAX_CARDS];
+	int n_cards;
+	int n;
+	const char *pos[MAX_POS];
+};
+
+static int parse(int argc, char **argv, struct largs *a)
+{
+	static const struct option opts[] = {
+		{ "token-key", required_argument, NULL, 't' },
+		{ "cert", required_argument, NULL, 'c' },
+		{ "card", required_argument, NULL, 'C' },
+		{ "terminal", required_argument, NULL, 'T' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(a, 0, sizeof(*a));
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 't') {
+			a->token_key = optarg;
+		} else if (c == 'c') {
+			a->cert = optarg;
+		} else if (c == 'T') {
+			a->terminal = optarg;
+		} else if (c == 'C') {
+			if (a->n_cards == MAX_CARDS) {
+				fprintf(stderr, "kippuctl: at most %d --card at once\n", MAX_CARDS);
+				return -1;
+			}
+			a->cards[a->n_cards++] = optarg;
+		} else {
+			return -1;
+		}
+	}
+	for (; optind < argc; optind++) {
+		if (a->n == MAX_POS)
+			return -1;
+		a->pos[a->n++] = argv[optind];
+	}
+	return 0;
+}
+
+/* The token key, loaded once; the caller wipes it. */
+static int need_key(const struct largs *a, const char *what, uint8_t key[KP_TOKEN_KEY_LEN],
+                    int *have)
+{
+	int rc;
+
+	if (*have)
+		return 0;
+	if (a->token_key == NULL) {
+		fprintf(stderr, "kippuctl: --token-key is needed to turn %s into a token\n", what);
+		return -1;
+	}
+	rc = kp_token_key_load(a->token_key, key);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
+		return -1;
+	}
+	*have = 1;
+	return 0;
+}
+
+/* HMAC-SHA256(key, "jpki" || issuer DER || serial)[0..16]. The message is built on the heap:
+ * a real JPKI issuer Name alone is some 130 bytes. */
+static int cert_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const char *path,
+                              uint8_t token[KP_TOKEN_LEN])
+{
+	static const char kind[] = "jpki";
+	const uint8_t *issuer = NULL, *serial = NULL;
+	size_t issuer_len = 0, serial_len = 0, len;
+	uint8_t mac[KP_SHA256_LEN], *msg = NULL;
+	kp_cert *cert = NULL;
+	int rc;
+
+	rc = kp_cert_load(&cert, path);
+	if (rc != 0) {
+		fprintf(stderr, "kippuctl: %s: %s\n", path, kp_strerror(rc));
+		return -1;
+	}
+	rc = kp_cert_issuer_raw(cert, &issuer, &issuer_len);
+	if (rc == 0)
+		rc = kp_cert_serial_raw(cert, &serial, &serial_len);
+	if (rc != 0 || issuer_len == 0 || serial_len == 0) {
+		fprintf(stderr, "kippuctl: %s: no issuer or serial number in the certificate\n", path);
+		rc = -1;
+		goto out;
+	}
+	len = sizeof(kind) - 1 + issuer_len + serial_len;
+	msg = malloc(len);
+	if (msg == NULL) {
+		fprintf(stderr, "kippuctl: out of memory\n");
+		rc = -1;
+		goto out;
+	}
+	memcpy(msg, kind, sizeof(kind) - 1);
+	memcpy(msg + sizeof(kind) - 1, issuer, issuer_len);
+	memcpy(msg + sizeof(kind) - 1 + issuer_len, serial, serial_len);
+	rc = kp_hmac_sha256(key, KP_TOKEN_KEY_LEN, msg, len, mac);
+	if (rc != 0) {
+		fprintf(stderr, "kippuctl: HMAC: %s\n", kp_strerror(rc));
+		rc = -1;
+		goto out;
+	}
+	memcpy(token, mac, KP_TOKEN_LEN);
+out:
+	kp_zeroize(mac, sizeof(mac));
+	if (msg != NULL) {
+		kp_zeroize(msg, len);
+		free(msg);
+	}
+	kp_cert_free(cert);
+	return rc;
+}
+
+/* LINKAGE: token:<32 hex> or jpki:<certificate file>. */
+static int linkage_arg(const struct largs *a, const char *s, uint8_t key[KP_TOKEN_KEY_LEN],
+                       int *have_key, uint8_t token[KP_TOKEN_LEN])
+{
+	if (strncmp(s, "token:", 6) == 0) {
+		if (kp_unhex(s + 6, token, KP_TOKEN_LEN) != KP_OK) {
+			fprintf(stderr, "kippuctl: LINKAGE token: must be 32 hex digits\n");
+			return -1;
+		}
+		return 0;
+	}
+	if (strncmp(s, "jpki:", 5) == 0 && s[5] != '\0') {
+		if (need_key(a, "a certificate", key, have_key) != 0)
+			return -1;
+		return cert_linkage_token(key, s + 5, token);
+	}
+	fprintf(stderr, "kippuctl: LINKAGE must be token:<32 hex digits> or jpki:<AUTH.der>\n");
+	return -1;
+}
+
+/* CARD: felica:<IDm> or token:<32 hex>, as everywhere else. */
+static int card_arg(const struct largs *a, const char *s, uint8_t key[KP_TOKEN_KEY_LEN],
+                    int *have_key, uint8_t token[KP_TOKEN_LEN])
+{
+	if (strncmp(s, "token:", 6) != 0 && need_key(a, s, key, have_key) != 0)
+		return -1;
+	if (kp_parse_card(s, key, token) != KP_OK) {
+		fprintf(stderr, "kippuctl: card must be felica:<16 hex digits> or token:<32 hex digits>\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int valid_category(const char *s)
+{
+	if (*s == '\0' || strlen(s) > KP_ID_MAX)
+		return 0;
+	for (; *s != '\0'; s++) {
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
+			return 0;
+	}
+	return 1;
+}
+
+static int64_t now_ms(void)
+{
+	return (int64_t)time(NULL) * 1000;
+}
+
+static int col_width(const char *name)
+{
+	if (strcmp(name, "token") == 0 || strcmp(name, "linkage") == 0 || strcmp(name, "card") == 0)
+		return 32;
+	if (strcmp(name, "valid_from") == 0 || strcmp(name, "valid_until") == 0 ||
+	    strcmp(name, "linked") == 0 || strcmp(name, "at") == 0)
+		return 20;
+	if (strcmp(name, "reason") == 0 || strcmp(name, "source") == 0)
+		return 16;
+	return strlen(name) > 8 ? (int)strlen(name) : 8;
+}
+
+static int print_row(void *arg, int ncol, const char *const *cols, const char *const *names)
+{
+	int *rows = arg;
+
+	if ((*rows)++ == 0) {
+		for (int i = 0; i < ncol; i++)
+			printf("%-*s ", col_width(names[i]), names[i]);
+		printf("\n");
+	}
+	for (int i = 0; i < ncol; i++)
+		printf("%-*s ", col_width(names[i]), cols[i] != NULL ? cols[i] : "-");
+	printf("\n");
+	return 0;
+}
+
+static int cmd_token(const struct largs *a)
+{
+	uint8_t key[KP_TOKEN_KEY_LEN], token[KP_TOKEN_LEN];
+	char hex[2 * KP_TOKEN_LEN + 1];
+	int have = 0, rc;
+
+	if (a->n != 0 || a->cert == NULL || a->token_key == NULL) {
+		kp_ctl_linkage_usage(stderr);
+		return 2;
+	}
+	if (need_key(a, "a certificate", key, &have) != 0)
+		return 1;
+	rc = cert_linkage_token(key, a->cert, token);
+	kp_zeroize(key, sizeof(key));
+	if (rc != 0)
+		return 1;
+	kp_hex(token, KP_TOKEN_LEN, hex);
+	printf("%s\n", hex);
+	return 0;
+}
+
+int kp_ctl_linkage(int argc, char **argv)
+{
+	uint8_t key[KP_TOKEN_KEY_LEN] = { 0 }, linkage[KP_TOKEN_LEN], cards[MAX_CARDS][KP_TOKEN_LEN];
+	char hex[2 * KP_TOKEN_LEN + 1];
+	struct largs a;
+	const char *cmd;
+	kp_bstore *s = NULL;
+	int have_key = 0, rc = KP_BE_OK, exit_code = 1;
+
+	if (argc < 2 || parse(argc - 1, argv + 1, &a) != 0) {
+		kp_ctl_linkage_usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "token") == 0)
+		return cmd_token(&a);
+	/* Everything is checked and turned into tokens before the database is touched. */
+	if (strcmp(cmd, "add") == 0 && a.n == 5) {
+		int64_t from, until;
+
+		if (!valid_category(a.pos[2])) {
+			fprintf(stderr, "kippuctl: CATEGORY: 1-32 characters of A-Z a-z 0-9 - _ .\n");
+			exit_code = 2;
+			goto out;
+		}
+		if (kp_parse_time(a.pos[3], &from) != KP_OK || kp_parse_time(a.pos[4], &until) != KP_OK ||
+		    until <= from) {
+			fprintf(stderr, "kippuctl: FROM and UNTIL: ISO 8601 with Z or an offset, "
+			        "UNTIL after FROM\n");
+			exit_code = 2;
+			goto out;
+		}
+		if (linkage_arg(&a, a.pos[1], key, &have_key, linkage) != 0)
+			goto out;
+		for (int i = 0; i < a.n_cards; i++) {
+			if (card_arg(&a, a.cards[i], key, &have_key, cards[i]) != 0)
+				goto out;
+		}
+		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+			goto out;
+		rc = kp_bstore_linkage_add(s, linkage, a.pos[2], from, until, now_ms());
+		for (int i = 0; rc == KP_BE_OK && i < a.n_cards; i++)
+			rc = kp_bstore_linkage_link(s, linkage, cards[i], now_ms(), "backend");
+		if (rc == KP_BE_OK) {
+			kp_hex(linkage, KP_TOKEN_LEN, hex);
+			printf("linkage %s: %s, %d card%s linked\n", hex, a.pos[2], a.n_cards,
+			       a.n_cards == 1 ? "" : "s");
+		}
+	} else if (strcmp(cmd, "revoke") == 0 && a.n == 2 && a.n_cards == 0) {
+		if (linkage_arg(&a, a.pos[1], key, &have_key, linkage) != 0)
+			goto out;
+		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+			goto out;
+		rc = kp_bstore_linkage_revoke(s, linkage, now_ms());
+		if (rc == KP_BE_OK) {
+			kp_hex(linkage, KP_TOKEN_LEN, hex);
+			printf("linkage %s revoked: terminals drop it and its cards on their next sync\n",
+			       hex);
+		}
+	} else if (strcmp(cmd, "link") == 0 && a.n == 3 && a.n_cards == 0) {
+		if (linkage_arg(&a, a.pos[1], key, &have_key, linkage) != 0 ||
+		    card_arg(&a, a.pos[2], key, &have_key, cards[0]) != 0)
+			goto out;
+		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+			goto out;
+		rc = kp_bstore_linkage_link(s, linkage, cards[0], now_ms(), "backend");
+		if (rc == KP_BE_OK) {
+			kp_hex(cards[0], KP_TOKEN_LEN, hex);
+			printf("card %s linked\n", hex);
+		}
+	} else if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "cards") == 0 ||
+	            strcmp(cmd, "requests") == 0) && a.n == 1 && a.n_cards == 0) {
+		enum kp_report r = strcmp(cmd, "list") == 0 ? KP_REPORT_LINKAGES :
+		                   strcmp(cmd, "cards") == 0 ? KP_REPORT_LINKAGE_CARDS :
+		                   KP_REPORT_LINK_REQUESTS;
+		int rows = 0;
+
+		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+			goto out;
+		rc = kp_bstore_report(s, r, a.terminal, print_row, &rows);
+		if (rc == KP_BE_OK && rows == 0)
+			printf("(none)\n");
+	} else {
+		kp_ctl_linkage_usage(stderr);
+		exit_code = 2;
+		goto out;
+	}
+	if (rc != KP_BE_OK)
+		fprintf(stderr, "kippuctl: linkage %s: %s\n", cmd, kp_bstore_errmsg(s));
+	else
+		exit_code = 0;
+out:
+	kp_zeroize(key, sizeof(key));
+	kp_bstore_close(s);
+	return exit_code;
+}
