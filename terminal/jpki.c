@@ -331,7 +331,7 @@ int kp_jpki_prove(struct kp_jpki *j, const kp_cert *cert, const char *pin, int *
 	if (rc == 0)
 		rc = kp_jpki_sign(j, hash, sig, sizeof(sig), &sig_len);
 	if (rc != 0) {
-		snprintf(err, err_cap, "signature: %s", kp_strerror(rc));
+		snprintf(err, err_cap, "signature: %s (SW %04X)", kp_strerror(rc), j->sw);
 		return rc;
 	}
 	rc = kp_cert_verify_rsa_sha256(cert, hash, sig, sig_len);

@@ -540,6 +540,7 @@ int main(int argc, char **argv)
 	unsigned long taps = 0, accepted = 0, refused = 0;
 
 	kp_terminal_cfg_defaults(&cfg);
+	kp_terminal_register_mock_signer();
 	memset(&link, 0, sizeof(link));
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {

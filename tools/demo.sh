@@ -67,6 +67,8 @@ step "1. Operator CA; certificates for the backend and two terminals; the card-t
 "$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-A-01 --key BUS-A-01.key --cert BUS-A-01.crt
 "$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id RAIL-B-01 --key RAIL-B-01.key --cert RAIL-B-01.crt
 "$CTL" token-key create token.key
+"$CTL" jpki ca create --key jpki-ca.key --cert jpki-ca.crt >/dev/null
+echo "JPKI test authentication CA jpki-ca.crt (a stand-in for J-LIS; its cards are made below)"
 
 step "2. The backend sells: a 10-ride and a 2-ride ticket valid on bus A and rail B, ..."
 . "$SRC/demo/sync/backend-setup.sh" >/dev/null
@@ -113,7 +115,40 @@ sync_terminal BUS-A-01
 run_terminal BUS-A-01 after.txt
 sync_terminal BUS-A-01
 
-step "10. The records the backend stored, checked by an independent COSE/ECDSA verifier"
+step "10. My Number linkage (GunMaaS-style): two residents' test My Number cards"
+"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir hanako-card --serial 1001 >/dev/null
+"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir taro-card --serial 1002 >/dev/null
+HANAKO=token:$("$CTL" linkage token --token-key token.key --cert hanako-card/auth.der)
+echo "  hanako's linkage token: ${HANAKO#token:}"
+echo "  (only this token is ever stored or sent; the 12-digit number is never read)"
+"$CTL" backend product $DB RES 10 OP-A "Resident demand bus, 10 rides" --category resident >/dev/null
+"$CTL" linkage add $DB jpki:hanako-card/auth.der resident 2026-04-01T00:00:00+09:00 \
+	2027-03-31T00:00:00+09:00 --card felica:01010203040506D0 --token-key token.key >/dev/null
+"$CTL" linkage add $DB jpki:taro-card/auth.der senior-resident 2026-04-01T00:00:00+09:00 \
+	2026-12-10T00:00:00+09:00 --token-key token.key >/dev/null
+"$CTL" backend card $DB "$HANAKO" --label "hanako (linkage)"
+"$CTL" backend sell $DB "$HANAKO" RES 2026-11-01T00:00:00+09:00 \
+	2027-03-31T00:00:00+09:00 --token-key token.key
+"$CTL" linkage list $DB
+sync_terminal BUS-A-01
+step "   on the demand bus: the My Number card tapped directly, a linked Suica, others"
+run_terminal BUS-A-01 mynumber.txt
+step "   at the city office counter (link mode: PIN, then the transit IC card)"
+echo 4321 > pin.txt
+"$BIN/kippu-terminal" --config BUS-A-01.conf --offline --reader mock:counter.txt \
+	--link-mode --pin-file pin.txt 2>>BUS-A-01.log
+grep '^show' BUS-A-01-hmi.log | while read -r _ ms result reason product left text; do
+	printf '  %-8s %-16s %s\n' "$result" "$reason" "$text"; done
+: > BUS-A-01-hmi.log
+sync_terminal BUS-A-01
+"$CTL" linkage requests $DB
+step "   hanako's linkage is revoked; the bus syncs and her card is refused the next day"
+"$CTL" linkage revoke $DB jpki:hanako-card/auth.der --token-key token.key >/dev/null
+sync_terminal BUS-A-01
+run_terminal BUS-A-01 revoked.txt
+sync_terminal BUS-A-01
+
+step "11. The records the backend stored, checked by an independent COSE/ECDSA verifier"
 for t in BUS-A-01 RAIL-B-01; do
 	"$CTL" backend export $DB $t "export-$t"
 	printf '  %s: ' $t
