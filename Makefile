@@ -38,6 +38,7 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 BENCH_SRC  := tests/bench.c
 BENCH_SYNC_SRC := tests/bench_sync.c
 BENCH_NFC_SRC := tests/bench_libnfc.c
+BENCH_JPKI_SRC := tests/bench_jpki.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -55,6 +56,7 @@ TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH := $(BUILD)/bin/kippu-bench
 BENCH_SYNC := $(BUILD)/bin/kippu-bench-sync
 BENCH_NFC := $(BUILD)/bin/kippu-bench-libnfc
+BENCH_JPKI := $(BUILD)/bin/kippu-bench-jpki
 
 .PHONY: all deps test check demo bench clean install
 all: $(PROGS)
@@ -113,6 +115,10 @@ $(BENCH_NFC): $(call obj,$(BENCH_NFC_SRC)) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
+$(BENCH_JPKI): $(call obj,$(BENCH_JPKI_SRC)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
 # Unit tests of the lower folders link only what they test (tests/test_hal_*, test_crypto*,
 # test_record*), so each folder's tests build while the folders above it change.
 TESTS_HAL    := $(filter $(BUILD)/tests/test_hal_%,$(TESTS))
@@ -150,14 +156,17 @@ demo: deps
 # kippu-bench: tap latency; kippu-bench-sync: backend ingest against the machine's ES256
 # verify rate (works in a fresh folder under $(BUILD)/bench, removed after);
 # kippu-bench-libnfc: card presence -> decision through libnfc and kippu-pn532-emu (a small
-# store of its own in $(BUILD)/bench-libnfc, removed after). With BENCH_JSON=path,
+# store of its own in $(BUILD)/bench-libnfc, removed after); kippu-bench-jpki: a My Number
+# card's arrival -> decision on the mock HAL (its own CA, cards and store in
+# $(BUILD)/bench-jpki, removed after). With BENCH_JSON=path,
 # kippu-bench writes its JSON array there and the others add their figures to the same
 # array (--json-append), so one file holds them all.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC) $(BENCH_NFC) $(BUILD)/bin/kippu-pn532-emu
+	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC) $(BENCH_NFC) $(BENCH_JPKI) $(BUILD)/bin/kippu-pn532-emu
 	@$(BENCH) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
 	@$(BENCH_SYNC) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BENCH_NFC) --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BENCH_JPKI) --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
 install: $(PROGS)
 	install -d $(DESTDIR)$(PREFIX)/bin

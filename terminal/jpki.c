@@ -281,8 +281,16 @@ int kp_jpki_identify(struct kp_jpki *j, const kp_cert *const *cas, size_t n_cas,
 		int64_t nb = 0, na = 0;
 
 		rc = KP_E_CERT;
-		if (kp_cert_validity(cert, &nb, &na) == 0 && (at_ms / 1000 > na || at_ms / 1000 < nb))
-			rc = KP_E_CERT_EXPIRED;
+		/* Out of its dates: "expired" only if a JPKI CA did issue it (checked at the edge
+		 * of its validity); a certificate from anywhere else is invalid, whatever its dates. */
+		if (kp_cert_validity(cert, &nb, &na) == 0 && (at_ms / 1000 > na || at_ms / 1000 < nb)) {
+			char why[160];
+
+			for (size_t i = 0; i < n_cas && rc == KP_E_CERT; i++)
+				if (kp_cert_check_at(cert, cas[i], (at_ms / 1000 > na ? na : nb) * 1000,
+				                     0x80, why, sizeof(why)) == 0)
+					rc = KP_E_CERT_EXPIRED;
+		}
 		if (n_cas == 0)
 			snprintf(err, err_cap, "no JPKI authentication CA configured (jpki_ca)");
 		goto out;

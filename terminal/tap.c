@@ -417,7 +417,7 @@ int kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_
                              uint8_t linkage[KP_TOKEN_LEN], kp_cert **cert, const char **reason)
 {
 	struct kp_jpki j;
-	char err[256];
+	char err[256] = "";                 /* stays empty when SELECT itself fails */
 	int rc;
 
 	*reason = NULL;

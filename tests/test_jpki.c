@@ -1,0 +1,1579 @@
+/* The terminal's My Number (JPKI) path end to end: cards made by the real `kippuctl jpki`
+ * (a test CA, a valid card, an expired one, one from another CA, a second valid one, a
+ * JPKI-sized 1.5 KB certificate made with OpenSSL), played by the mock reader through the
+ * terminal's JPKI client and tap engine. The linkage token (against kippuctl, kp_linkage_token
+ * and an independent Python computation), a direct tap accepted with nothing of the
+ * certificate stored, every refusal, a revoked linkage, status words through a fake reader,
+ * strong mode (PIN and signature; the terminal never blocks a card), link mode with the real
+ * kippu-terminal, and over all of it: the input-support and card-face APs never selected. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kp_terminal.h"
+#include "testutil.h"
+
+#define DAY_MS        (86400LL * 1000)
+#define HANAKO_SERIAL "99058066526772"      /* 0x5A17C0DE1234 */
+#define HANAKO_CN     "Hanako Test Resident"
+#define TARO_SERIAL   "134257124920927"     /* 0x7A1B2C3D4E5F */
+#define TERMINAL_ID   "JPKI-T1"
+
+static const uint8_t AID_JPKI[10]  = { 0xD3, 0x92, 0xF0, 0x00, 0x26, 0x01, 0x00, 0x00, 0x00, 0x01 };
+static const uint8_t AID_INPUT[10] = { 0xD3, 0x92, 0x10, 0x00, 0x31, 0x00, 0x01, 0x01, 0x04, 0x08 };
+static const uint8_t AID_FACE[10]  = { 0xD3, 0x92, 0x10, 0x00, 0x31, 0x00, 0x01, 0x01, 0x04, 0x02 };
+static const uint8_t ALICE_IDM[8]  = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07 };
+
+static char dir[256];
+static char bin[PATH_MAX];
+static int64_t t_now;                       /* when the cards were made (s) */
+static uint8_t token_key[KP_TOKEN_KEY_LEN];
+static uint8_t lk_hanako[KP_TOKEN_LEN], lk_taro[KP_TOKEN_LEN], lk_big[KP_TOKEN_LEN];
+
+/* Scenarios start an hour after the cards were made (OpenSSL's card starts "now"). */
+#define T_START (t_now + 3600)
+
+static const char *p(const char *name)
+{
+	static char buf[8][600];
+	static int slot;
+	char *out = buf[slot++ % 8];
+
+	snprintf(out, sizeof(buf[0]), "%s/%s", dir, name);
+	return out;
+}
+
+static int ctl(const char *fmt, ...)
+{
+	char args[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	return tu_sh("cd %s && %s/kippuctl %s >>ctl.out 2>>ctl.err", dir, bin, args);
+}
+
+static int has_aid(const uint8_t *tx, size_t n, const uint8_t aid[10])
+{
+	for (size_t i = 0; i + 10 <= n; i++)
+		if (memcmp(tx + i, aid, 10) == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- totals over every flow: what was sent, what the cards saw ---- */
+
+static struct {
+	unsigned long apdus, reads, read_le_max, read_le0, forbidden, other_select;
+	unsigned long select_jpki, select_input, select_face, forbidden_apdus, cards, readers;
+} tally;
+
+/* ---- the spy: our HAL ops table around the mock reader, sees every APDU ---- */
+
+struct spy {
+	struct kp_reader base;
+	struct kp_reader *inner;
+	char cards[16][32];                     /* the scenario's mynumber cards */
+	size_t n_cards;
+	int control;                            /* the positive control: not tallied */
+	unsigned long apdus, reads, read_le_max, read_le0, forbidden, other_select;
+};
+static const struct kp_reader_ops spy_ops;
+
+static int spy_open(struct kp_reader **out, const char *conn)
+{
+	struct spy *s = calloc(1, sizeof(*s));
+	int rc;
+
+	if (s == NULL)
+		return KP_HAL_E_NOMEM;
+	rc = kp_reader_open(&s->inner, conn);
+	if (rc != KP_HAL_OK) {
+		free(s);
+		return rc;
+	}
+	s->base.ops = &spy_ops;
+	*out = &s->base;
+	return KP_HAL_OK;
+}
+
+static int spy_wait(struct kp_reader *r, const struct kp_poll *poll, struct kp_card_info *info,
+                    int timeout_ms)
+{
+	return kp_reader_wait_card(((struct spy *)r)->inner, poll, info, timeout_ms);
+}
+
+static int spy_transceive(struct kp_reader *r, const uint8_t *tx, size_t tx_len, uint8_t *rx,
+                          size_t rx_cap, size_t *rx_len, int timeout_ms)
+{
+	struct spy *s = (struct spy *)r;
+
+	s->apdus++;
+	if (has_aid(tx, tx_len, AID_INPUT) || has_aid(tx, tx_len, AID_FACE))
+		s->forbidden++;
+	/* Every SELECT by DF name names JPKI, and nothing else. */
+	if (tx_len >= 3 && tx[1] == 0xA4 && tx[2] == 0x04 &&
+	    (tx_len != 15 || memcmp(tx + 5, AID_JPKI, 10) != 0))
+		s->other_select++;
+	if (tx_len == 5 && tx[0] == 0x00 && tx[1] == 0xB0) {
+		s->reads++;
+		if (tx[4] == 0)
+			s->read_le0++;                  /* Le 00 would be 256 */
+		if (tx[4] > s->read_le_max)
+			s->read_le_max = tx[4];
+	}
+	return kp_reader_transceive(s->inner, tx, tx_len, rx, rx_cap, rx_len, timeout_ms);
+}
+
+static int spy_release(struct kp_reader *r, int wait_removed, int timeout_ms)
+{
+	return kp_reader_release(((struct spy *)r)->inner, wait_removed, timeout_ms);
+}
+
+static int spy_now(struct kp_reader *r, int64_t *ms)
+{
+	*ms = kp_reader_now_ms(((struct spy *)r)->inner);
+	return KP_HAL_OK;
+}
+
+static int spy_describe(struct kp_reader *r, char *buf, size_t cap)
+{
+	return kp_reader_describe(((struct spy *)r)->inner, buf, cap);
+}
+
+static void spy_close(struct kp_reader *r)
+{
+	struct spy *s = (struct spy *)r;
+
+	kp_reader_close(s->inner);
+	free(s);
+}
+
+static const struct kp_reader_ops spy_ops = {
+	.scheme = "spy", .open = spy_open, .wait_card = spy_wait, .transceive = spy_transceive,
+	.release = spy_release, .now_ms = spy_now, .describe = spy_describe, .close = spy_close,
+};
+
+static struct spy *spy_of(struct kp_reader *r)
+{
+	assert_ptr_equal(r->ops, &spy_ops);
+	return (struct spy *)r;
+}
+
+static struct kp_mock_jpki_stats stats(struct kp_reader *r, const char *card)
+{
+	struct kp_mock_jpki_stats st;
+
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(kp_mock_jpki_stats(spy_of(r)->inner, card, &st), KP_HAL_OK);
+	return st;
+}
+
+/* A scenario (start and pace added) through the spy around the mock reader. */
+static struct kp_reader *open_scn(const char *body)
+{
+	static int n;
+	char path[600], conn[700], *text;
+	struct kp_reader *r = NULL;
+	struct spy *s;
+	const char *line;
+	size_t cap = strlen(body) + 100;
+
+	text = malloc(cap);
+	assert_non_null(text);
+	snprintf(text, cap, "start %lld\npace virtual\n%s", (long long)T_START, body);
+	snprintf(path, sizeof(path), "%s/scn-%d.txt", dir, n++);
+	tu_write(path, text);
+	free(text);
+	snprintf(conn, sizeof(conn), "spy:mock:%s", path);
+	assert_int_equal(kp_reader_open(&r, conn), KP_HAL_OK);
+	s = spy_of(r);
+	for (line = body; line != NULL; line = strchr(line, '\n')) {
+		char name[32], type[16];
+
+		line += *line == '\n';
+		if (sscanf(line, "card %31s %15s", name, type) == 2 && strcmp(type, "mynumber") == 0) {
+			assert_true(s->n_cards < 16);
+			snprintf(s->cards[s->n_cards++], sizeof(s->cards[0]), "%s", name);
+		}
+	}
+	return r;
+}
+
+/* Adds what this reader saw to the totals; nothing forbidden may have been asked. */
+static void close_scn(struct kp_reader *r)
+{
+	struct spy *s = spy_of(r);
+
+	if (!s->control) {
+		assert_int_equal(s->forbidden, 0);
+		assert_int_equal(s->other_select, 0);
+		for (size_t i = 0; i < s->n_cards; i++) {
+			struct kp_mock_jpki_stats st = stats(r, s->cards[i]);
+
+			assert_int_equal(st.select_input_support, 0);
+			assert_int_equal(st.select_card_face, 0);
+			assert_int_equal(st.forbidden_apdus, 0);
+			tally.select_jpki += st.select_jpki;
+			tally.select_input += st.select_input_support;
+			tally.select_face += st.select_card_face;
+			tally.forbidden_apdus += st.forbidden_apdus;
+			tally.cards++;
+		}
+		tally.apdus += s->apdus;
+		tally.reads += s->reads;
+		tally.read_le0 += s->read_le0;
+		if (s->read_le_max > tally.read_le_max)
+			tally.read_le_max = s->read_le_max;
+		tally.forbidden += s->forbidden;
+		tally.other_select += s->other_select;
+		tally.readers++;
+	}
+	kp_reader_close(r);
+}
+
+/* ---- the fake reader: scripted replies, records what the client sent ---- */
+
+static struct fake {
+	struct kp_reader base;
+	const char *const *replies;             /* hex, "!timeout"; NULL ends (then silence) */
+	size_t next;
+	const uint8_t *file;                    /* file mode: SELECTs 90 00, READ BINARY served */
+	size_t file_len, max_chunk;             /* max_chunk: at most this many per reply */
+	uint8_t sent[32][300];
+	size_t sent_len[32], n_sent;
+} fk;
+
+static int fake_open(struct kp_reader **out, const char *conn)
+{
+	(void)conn;
+	*out = &fk.base;
+	return KP_HAL_OK;
+}
+
+static int fake_transceive(struct kp_reader *r, const uint8_t *tx, size_t tx_len, uint8_t *rx,
+                           size_t rx_cap, size_t *rx_len, int timeout_ms)
+{
+	const char *reply;
+	uint8_t buf[600];
+	size_t n;
+
+	(void)r;
+	(void)timeout_ms;
+	*rx_len = 0;
+	if (has_aid(tx, tx_len, AID_INPUT) || has_aid(tx, tx_len, AID_FACE))
+		tally.forbidden++;
+	tally.apdus++;
+	if (fk.n_sent < 32) {
+		memcpy(fk.sent[fk.n_sent], tx, tx_len);
+		fk.sent_len[fk.n_sent++] = tx_len;
+	}
+	if (fk.file != NULL) {
+		if (tx[1] == 0xA4) {
+			n = tu_hex("9000", buf, sizeof(buf));
+		} else if (tx[1] == 0xB0 && tx_len == 5) {
+			size_t off = (size_t)tx[2] << 8 | tx[3], le = tx[4] ? tx[4] : 256;
+
+			if (off >= fk.file_len) {
+				n = tu_hex("6B00", buf, sizeof(buf));
+			} else {
+				n = le < fk.file_len - off ? le : fk.file_len - off;
+				if (fk.max_chunk != 0 && n > fk.max_chunk)
+					n = fk.max_chunk;
+				memcpy(buf, fk.file + off, n);
+				buf[n++] = 0x90;
+				buf[n++] = 0x00;
+			}
+		} else {
+			n = tu_hex("6D00", buf, sizeof(buf));
+		}
+	} else {
+		if (fk.replies == NULL || fk.replies[fk.next] == NULL)
+			return KP_HAL_E_TIMEOUT;
+		reply = fk.replies[fk.next++];
+		if (strcmp(reply, "!timeout") == 0)
+			return KP_HAL_E_TIMEOUT;
+		n = tu_hex(reply, buf, sizeof(buf));
+	}
+	if (n > rx_cap)
+		return KP_HAL_E_OVERFLOW;
+	memcpy(rx, buf, n);
+	*rx_len = n;
+	return KP_HAL_OK;
+}
+
+static void fake_close(struct kp_reader *r)
+{
+	(void)r;
+}
+
+static const struct kp_reader_ops fake_ops = {
+	.scheme = "fakejpki", .open = fake_open, .transceive = fake_transceive, .close = fake_close,
+};
+
+static struct kp_jpki fake_client(const char *const *replies)
+{
+	struct kp_reader *r = NULL;
+	struct kp_jpki j;
+
+	memset(&fk, 0, sizeof(fk));
+	fk.base.ops = &fake_ops;
+	fk.replies = replies;
+	assert_int_equal(kp_reader_open(&r, "fakejpki:"), KP_HAL_OK);
+	kp_jpki_init(&j, r, 50);
+	return j;
+}
+
+static void sent_is(size_t i, const char *hex)
+{
+	uint8_t want[300];
+	size_t n = tu_hex(hex, want, sizeof(want));
+
+	assert_true(i < fk.n_sent);
+	assert_int_equal(fk.sent_len[i], n);
+	assert_memory_equal(fk.sent[i], want, n);
+}
+
+/* ---- the terminal fixture: a store, an engine that trusts the test JPKI CA ---- */
+
+struct fx {
+	char db[600];
+	kp_store *s;
+	kp_key *key;
+	kp_tap_engine *e;
+	struct kp_terminal_cfg cfg;
+};
+
+static int64_t ms_at(int64_t offset_s)
+{
+	return (T_START + offset_s) * 1000;
+}
+
+static int fx_setup(void **state)
+{
+	static int n;
+	struct fx *f = calloc(1, sizeof(*f));
+	const char *ops[] = { "OP-A" };
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->db, sizeof(f->db), "%s/t%d.db", dir, n++);
+	if (kp_store_open(&f->s, f->db) != KP_OK || kp_key_generate(&f->key) != 0)
+		return -1;
+	kp_terminal_cfg_defaults(&f->cfg);
+	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), TERMINAL_ID);
+	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "OP-A");
+	snprintf(f->cfg.jpki_ca, sizeof(f->cfg.jpki_ca), "%s/CA.crt", dir);
+	f->cfg.double_tap_window_ms = 60000;
+	if (kp_store_begin(f->s) != KP_OK || kp_store_put_operator(f->s, "OP-A", "A") != KP_OK ||
+	    kp_store_put_product_cat(f->s, "RES", "resident 10 rides", 10, "resident", ops, 1) != KP_OK ||
+	    kp_store_commit(f->s) != KP_OK)
+		return -1;
+	if (kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, token_key) != KP_OK)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+
+	kp_tap_engine_close(f->e);
+	kp_store_close(f->s);
+	kp_key_free(f->key);
+	free(f);
+	return 0;
+}
+
+static int64_t journal_count(kp_store *s)
+{
+	int64_t n = -1;
+
+	assert_int_equal(kp_store_count(s, "journal", &n), KP_OK);
+	return n;
+}
+
+struct find {
+	uint64_t seq;
+	struct kp_record rec;
+	int found;
+};
+
+static int find_row(const struct kp_journal_row *row, void *arg)
+{
+	struct find *fd = arg;
+
+	if (row->seq != fd->seq)
+		return 0;
+	assert_int_equal(kp_record_decode(row->payload, row->payload_len, &fd->rec), 0);
+	fd->found = 1;
+	return 1;
+}
+
+static struct kp_record record(kp_store *s, uint64_t seq)
+{
+	struct find fd;
+
+	memset(&fd, 0, sizeof(fd));
+	fd.seq = seq;
+	kp_journal_foreach(s, find_row, &fd);
+	assert_true(fd.found);
+	return fd.rec;
+}
+
+/* The next tap of the scenario through kp_tap_card; *apdus: what it sent. */
+static int tap_next(struct fx *f, struct kp_reader *r, struct kp_tap_outcome *o,
+                    unsigned long *apdus)
+{
+	struct kp_poll poll = { KP_TECH_FELICA | KP_TECH_ISO14443B, 0x0003, 1 };
+	struct kp_card_info info;
+	unsigned long before = spy_of(r)->apdus;
+	int rc;
+
+	memset(&info, 0, sizeof(info));
+	assert_int_equal(kp_reader_wait_card(r, &poll, &info, 1000), KP_HAL_OK);
+	rc = kp_tap_card(f->e, r, &info, kp_reader_now_ms(r), o);
+	if (apdus != NULL)
+		*apdus = spy_of(r)->apdus - before;
+	kp_reader_release(r, 0, 0);
+	return rc;
+}
+
+static void wait_typeb(struct kp_reader *r)
+{
+	struct kp_poll poll = { KP_TECH_FELICA | KP_TECH_ISO14443B, 0x0003, 1 };
+	struct kp_card_info info;
+
+	assert_int_equal(kp_reader_wait_card(r, &poll, &info, 1000), KP_HAL_OK);
+	assert_int_equal(info.tech, KP_TECH_ISO14443B);
+}
+
+static size_t file_size(const char *path)
+{
+	FILE *fp = fopen(path, "rb");
+	long n;
+
+	assert_non_null(fp);
+	fseek(fp, 0, SEEK_END);
+	n = ftell(fp);
+	fclose(fp);
+	return (size_t)n;
+}
+
+static uint8_t *read_bin(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	uint8_t *buf;
+
+	assert_non_null(fp);
+	*len = file_size(path);
+	buf = malloc(*len + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, *len, fp), *len);
+	fclose(fp);
+	return buf;
+}
+
+static void hex_of(const uint8_t *b, size_t n, char *out)
+{
+	for (size_t i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+	out[2 * n] = '\0';
+}
+
+/* Nothing of the card's certificate is in the database: not the serial, not the subject's
+ * or issuer's name, not any piece of the DER, in the SQL dump or the raw files. */
+static void assert_no_certificate_in(const char *db, const char *card_dir, const char *cn,
+                                     const uint8_t *must_have)
+{
+	static const char *const files[] = { "", "-wal" };
+	char path[700], hex[2 * 64 + 1], *dump;
+	const uint8_t *serial;
+	size_t der_len, serial_len;
+	uint8_t *der;
+	kp_cert *cert = NULL;
+
+	snprintf(path, sizeof(path), "%s/%s/auth.der", dir, card_dir);
+	der = read_bin(path, &der_len);
+	assert_int_equal(kp_cert_parse(&cert, der, der_len), 0);
+	assert_int_equal(kp_cert_serial_raw(cert, &serial, &serial_len), 0);
+	assert_true(tu_sh("sqlite3 '%s' .dump > '%s/dump.sql'", db, dir) == 0);
+	snprintf(path, sizeof(path), "%s/dump.sql", dir);
+	dump = tu_read(path);
+	assert_non_null(dump);
+	assert_true(strlen(dump) > 1000);
+	assert_true(serial_len >= 6);           /* long enough to be searched for */
+	hex_of(serial, serial_len, hex);
+	assert_null(strcasestr(dump, hex));
+	assert_null(strstr(dump, cn));
+	hex_of((const uint8_t *)cn, strlen(cn), hex);
+	assert_null(strcasestr(dump, hex));
+	assert_null(strstr(dump, "JPKI test authentication CA"));
+	hex_of((const uint8_t *)"JPKI test", 9, hex);
+	assert_null(strcasestr(dump, hex));
+	for (size_t off = 16; off + 24 <= der_len; off += 24) {
+		hex_of(der + off, 24, hex);
+		assert_null(strcasestr(dump, hex));
+	}
+	if (must_have != NULL) {                /* the search does see into blobs */
+		hex_of(must_have, KP_TOKEN_LEN, hex);
+		assert_non_null(strcasestr(dump, hex));
+	}
+	free(dump);
+	for (size_t i = 0; i < 2; i++) {
+		uint8_t *raw;
+		size_t raw_len;
+
+		snprintf(path, sizeof(path), "%s%s", db, files[i]);
+		if (access(path, F_OK) != 0)
+			continue;
+		raw = read_bin(path, &raw_len);
+		assert_null(memmem(raw, raw_len, serial, serial_len));
+		assert_null(memmem(raw, raw_len, cn, strlen(cn)));
+		assert_null(memmem(raw, raw_len, "JPKI test", 9));
+		for (size_t off = 16; off + 24 <= der_len; off += 24)
+			assert_null(memmem(raw, raw_len, der + off, 24));
+		free(raw);
+	}
+	kp_cert_free(cert);
+	free(der);
+}
+
+static void load_linkage(const char *card_dir, uint8_t out[KP_TOKEN_LEN])
+{
+	kp_cert *cert = NULL;
+	char path[600];
+
+	snprintf(path, sizeof(path), "%s/%s/auth.der", dir, card_dir);
+	assert_int_equal(kp_cert_load(&cert, path), 0);
+	assert_int_equal(kp_linkage_token(token_key, cert, out), 0);
+	kp_cert_free(cert);
+}
+
+/* ---- group set-up: the JPKI CAs and cards, made once (RSA key generation) ---- */
+
+/* What real JPKI user-authentication certificates carry besides the key, for size. */
+static const char jpki_ext[] =
+	"[v3]\n"
+	"basicConstraints = critical, CA:FALSE\n"
+	"keyUsage = critical, digitalSignature\n"
+	"subjectKeyIdentifier = hash\n"
+	"authorityKeyIdentifier = keyid, issuer\n"
+	"certificatePolicies = @pol\n"
+	"crlDistributionPoints = cdp1\n"
+	"authorityInfoAccess = OCSP;URI:http://ocsp-auth.jpki-test.example/, "
+	"caIssuers;URI:http://www.jpki-test.example/cert/JPKI_for_user_authentication_test_CA.cer\n"
+	"[pol]\n"
+	"policyIdentifier = 1.2.392.200149.8.5.1.3.30\n"
+	"CPS.1 = \"http://www.jpki-test.example/cps/user_authentication_certification_practice_statement.html\"\n"
+	"[cdp1]\n"
+	"fullname = URI:ldap://cdp.jpki-test.example/cn%3dCRL1%2cou%3dJPKI%20for%20user%20"
+	"authentication%20test%2cou%3dJapan%20Agency%20for%20Local%20Authority%20Information%20"
+	"Systems%2co%3dJPKI%2cc%3dJP?certificateRevocationList, "
+	"URI:http://crl.jpki-test.example/crl/user_authentication/partitioned/0001.crl\n";
+
+static int group_setup(void **state)
+{
+	long long past_nb, past_na;
+
+	(void)state;
+	if (realpath(tu_bin(), bin) == NULL)
+		return -1;
+	tu_tmpdir(dir, sizeof(dir));
+	t_now = (int64_t)time(NULL);
+	past_nb = (long long)t_now - 80000;
+	past_na = (long long)t_now - 3600;
+	if (ctl("token-key create token.key") != 0 ||
+	    ctl("jpki ca create --key CA.key --cert CA.crt") != 0 ||
+	    ctl("jpki ca create --key OTHER.key --cert OTHER.crt --cn 'Another authority'") != 0 ||
+	    ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir hanako --serial "
+	        HANAKO_SERIAL " --cn '" HANAKO_CN "'") != 0 ||
+	    ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir taro --serial " TARO_SERIAL " "
+	        "--cn 'Taro Test'") != 0 ||
+	    ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir expired --serial 43 "
+	        "--not-before %lld --not-after %lld", past_nb, past_na) != 0 ||
+	    ctl("jpki card create --ca-key OTHER.key --ca-cert OTHER.crt --dir foreign --serial 44")
+	        != 0 ||
+	    ctl("jpki card create --ca-key OTHER.key --ca-cert OTHER.crt --dir foreign_expired "
+	        "--serial 46 --not-before %lld --not-after %lld", past_nb, past_na) != 0)
+		return -1;
+	/* The operator's CA and the link-mode terminal's identity. */
+	if (ctl("ca create --key op.key --cert op.crt") != 0 ||
+	    ctl("terminal create --ca-key op.key --ca-cert op.crt --id LINK-01 "
+	        "--key terminal.key --cert terminal.crt") != 0)
+		return -1;
+	/* clone: hanako's certificate with another key (a copied certificate, no card). big: a
+	 * certificate the size of a real one (extensions), issued with OpenSSL by the test CA. */
+	tu_write(p("jpki-ext.cnf"), jpki_ext);
+	if (tu_sh("cd %s && mkdir clone big && cp hanako/auth.der hanako/ca.der clone/ && "
+	          "cp taro/auth.key clone/ && cp taro/auth.key hanako/ca.der big/ && "
+	          "openssl req -new -key big/auth.key -subj '/C=JP/L=Test City/"
+	          "CN=0123456789ABCDEF0123456789ABCDEF' -out big.csr && "
+	          "openssl x509 -req -in big.csr -CA CA.crt -CAkey CA.key -set_serial 77 -days 1825 "
+	          "-extfile jpki-ext.cnf -extensions v3 -outform DER -out big/auth.der "
+	          ">/dev/null 2>>ctl.err", dir) != 0)
+		return -1;
+	{
+		char path[600];
+
+		snprintf(path, sizeof(path), "%s/token.key", dir);
+		if (kp_token_key_load(path, token_key) != KP_OK)
+			return -1;
+	}
+	load_linkage("hanako", lk_hanako);
+	load_linkage("taro", lk_taro);
+	load_linkage("big", lk_big);
+	kp_terminal_register_mock_signer();
+	kp_reader_register(&spy_ops);
+	kp_reader_register(&fake_ops);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	kp_mock_set_rsa_signer(NULL, NULL);
+	kp_zeroize(token_key, sizeof(token_key));
+	tu_rmdir(dir);
+	return 0;
+}
+
+/* ---- identify: the linkage token ---- */
+
+static void test_identify_linkage_token(void **state)
+{
+	struct fx *f = *state;
+	static const char *const names[3] = { "hanako", "taro", "big" };
+	const uint8_t *want[3] = { lk_hanako, lk_taro, lk_big };
+	struct kp_reader *r;
+	char hex[2 * KP_TOKEN_LEN + 1], *out;
+	size_t sizes[3];
+
+	r = open_scn("card hanako mynumber dir=hanako\n"
+	             "card taro mynumber dir=taro\n"
+	             "card big mynumber dir=big\n"
+	             "tap +0 hanako\ntap +1 taro\ntap +2 big\ntap +3 hanako\n");
+	for (int i = 0; i < 4; i++) {
+		const char *name = names[i % 3];
+		uint8_t lk[KP_TOKEN_LEN];
+		const uint8_t *der;
+		uint8_t *file;
+		size_t der_len, file_len, chunks;
+		kp_cert *cert = NULL;
+		const char *reason = "unset";
+		struct kp_mock_jpki_stats before = stats(r, name), after;
+		unsigned long reads = spy_of(r)->reads;
+		char path[600];
+
+		wait_typeb(r);
+		assert_int_equal(kp_tap_identify_mynumber(f->e, r, kp_reader_now_ms(r), lk, &cert,
+		                                          &reason), KP_OK);
+		assert_null(reason);
+		assert_memory_equal(lk, want[i % 3], KP_TOKEN_LEN);
+		/* the certificate kept for strong mode is the card's auth.der, byte for byte */
+		snprintf(path, sizeof(path), "%s/%s/auth.der", dir, name);
+		file = read_bin(path, &file_len);
+		assert_int_equal(kp_cert_der(cert, &der, &der_len), 0);
+		assert_int_equal(der_len, file_len);
+		assert_memory_equal(der, file, der_len);
+		sizes[i % 3] = file_len;
+		/* read as the DER header (7 bytes) then chunks of at most 255 */
+		after = stats(r, name);
+		chunks = 1 + (file_len - 7 + 254) / 255;
+		assert_int_equal(after.read_binary - before.read_binary, chunks);
+		assert_int_equal(spy_of(r)->reads - reads, chunks);
+		free(file);
+		kp_cert_free(cert);
+		kp_reader_release(r, 0, 0);
+	}
+	assert_true(spy_of(r)->read_le_max <= 255);
+	assert_int_equal(spy_of(r)->read_le0, 0);
+	close_scn(r);
+	/* kippuctl's test certificates are 838 bytes or so; the OpenSSL one is JPKI-sized */
+	print_message("auth.der: hanako %zu, taro %zu, big %zu bytes\n", sizes[0], sizes[1], sizes[2]);
+	assert_true(sizes[0] > 3 * 255 && sizes[0] < 1024);
+	assert_true(sizes[2] > 1400 && sizes[2] < 1600);
+	assert_memory_not_equal(lk_hanako, lk_taro, KP_TOKEN_LEN);
+
+	/* kippuctl linkage token prints the same token */
+	assert_int_equal(tu_sh("cd %s && %s/kippuctl linkage token --token-key token.key "
+	                       "--cert hanako/auth.der >lt.txt", dir, bin), 0);
+	out = tu_read(p("lt.txt"));
+	assert_non_null(out);
+	kp_hex(lk_hanako, KP_TOKEN_LEN, hex);
+	assert_int_equal(strlen(out), 33);
+	assert_memory_equal(out, hex, 32);
+	free(out);
+	/* and so does an independent computation: HMAC-SHA256(key, "jpki" || issuer DER ||
+	 * serial) over the file, with the serial cross-checked against OpenSSL's reading */
+	assert_int_equal(tu_sh("cd %s && python3 - hanako/auth.der > py.txt <<'EOF'\n"
+	                       "import hmac, hashlib, subprocess, sys\n"
+	                       "def tlv(b, i):\n"
+	                       "    tag, n = b[i], b[i + 1]; i += 2\n"
+	                       "    if n & 0x80:\n"
+	                       "        k = n & 0x7f; n = int.from_bytes(b[i:i + k], 'big'); i += k\n"
+	                       "    return tag, i, i + n\n"
+	                       "der = open(sys.argv[1], 'rb').read()\n"
+	                       "_, c, _ = tlv(der, 0)\n"
+	                       "_, i, _ = tlv(der, c)\n"
+	                       "tag, s, e = tlv(der, i)\n"
+	                       "if tag == 0xa0: tag, s, e = tlv(der, e)\n"
+	                       "serial = der[s:e]\n"
+	                       "o = subprocess.run(['openssl', 'x509', '-inform', 'DER', '-in', sys.argv[1],"
+	                       " '-noout', '-serial'], capture_output=True, text=True).stdout\n"
+	                       "assert int(o.strip().split('=')[1], 16) == int.from_bytes(serial, 'big')"
+	                       " == " HANAKO_SERIAL "\n"
+	                       "_, _, e = tlv(der, e)\n"
+	                       "start = e; _, _, e = tlv(der, e)\n"
+	                       "key = bytes.fromhex(open('token.key').read().strip())\n"
+	                       "print(hmac.new(key, b'jpki' + der[start:e] + serial, hashlib.sha256)"
+	                       ".hexdigest()[:32])\n"
+	                       "EOF", dir), 0);
+	assert_int_equal(tu_sh("cd %s && cmp -s lt.txt py.txt", dir), 0);
+}
+
+/* ---- a My Number card tapped directly ---- */
+
+static void test_direct_tap_accepted_nothing_stored(void **state)
+{
+	struct fx *f = *state;
+	struct kp_entitlement e;
+	struct kp_tap_outcome o;
+	struct kp_record rec;
+	struct kp_reader *r;
+	unsigned long apdus = 0;
+
+	memset(&e, 0, sizeof(e));
+	memcpy(e.token, lk_hanako, KP_TOKEN_LEN);
+	e.id = 7001;
+	snprintf(e.product, sizeof(e.product), "RES");
+	e.rides_left = 10;
+	e.valid_from_ms = ms_at(0) - DAY_MS;
+	e.valid_until_ms = ms_at(0) + 90 * DAY_MS;
+	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
+	assert_int_equal(kp_store_put_eligibility(f->s, lk_hanako, "resident", ms_at(0) - DAY_MS,
+	                                          ms_at(0) + 365 * DAY_MS, NULL), KP_OK);
+	r = open_scn("card hanako mynumber dir=hanako\n"
+	             "card taro mynumber dir=taro\n"
+	             "tap +0 hanako\ntap +10 hanako\ntap +20 taro\n");
+	assert_int_equal(tap_next(f, r, &o, &apdus), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.reason, "ok");
+	assert_string_equal(o.product, "RES");
+	assert_string_equal(o.category, "resident");
+	assert_int_equal(o.entitlement, 7001);
+	assert_int_equal(o.rides_left, 9);
+	assert_int_equal(o.linked, 0);
+	rec = record(f->s, o.seq);
+	assert_string_equal(rec.kind, "tap");
+	assert_string_equal(rec.result, "accepted");
+	assert_int_equal(rec.has_token, 1);
+	assert_memory_equal(rec.token, lk_hanako, KP_TOKEN_LEN);
+	assert_string_equal(rec.category, "resident");
+	assert_int_equal(rec.has_via, 0);
+	assert_int_equal(rec.time_ms, ms_at(0));
+	/* the same card again inside the double-tap window: not charged */
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ALREADY);
+	/* another card of the same CA holds nothing */
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "no-entitlement");
+	rec = record(f->s, o.seq);
+	assert_memory_equal(rec.token, lk_taro, KP_TOKEN_LEN);
+	assert_int_equal(journal_count(f->s), 3);
+	assert_int_equal(kp_store_get_entitlement(f->s, lk_hanako, 7001, &e), KP_OK);
+	assert_int_equal(e.rides_left, 9);
+	close_scn(r);
+	assert_no_certificate_in(f->db, "hanako", HANAKO_CN, lk_hanako);
+	assert_no_certificate_in(f->db, "taro", "Taro Test", lk_taro);
+}
+
+/* ---- refusals ---- */
+
+static void test_refusals(void **state)
+{
+	static const struct {
+		const char *card, *reason;
+	} want[] = {
+		{ "expired", "card-expired" },
+		{ "foreign", "card-invalid" },
+		{ "foreignexp", "card-invalid" },   /* not "expired": the CA never issued it */
+		{ "torn", "card-error" },           /* certfault=truncate: 6B 00 past the half */
+		{ "garbled", "card-invalid" },      /* certfault=garble: the signature fails */
+		{ "hanako", "card-removed" },       /* remove-after=4: gone after the first read */
+		{ "hanako", "card-removed" },       /* remove-after=0: gone before SELECT */
+		{ "plain", "unsupported-card" },    /* Type B without JPKI: SELECT gets 6A 82 */
+	};
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+	struct kp_reader *r;
+	struct kp_mock_jpki_stats st;
+	char *log;
+	int saved, fd, rc;
+
+	r = open_scn("card expired mynumber dir=expired\n"
+	             "card foreign mynumber dir=foreign\n"
+	             "card foreignexp mynumber dir=foreign_expired\n"
+	             "card torn mynumber dir=hanako certfault=truncate\n"
+	             "card garbled mynumber dir=hanako certfault=garble\n"
+	             "card hanako mynumber dir=hanako\n"
+	             "card plain typeb pupi=A1B2C3D4\n"
+	             "tap +0 expired\ntap +70 foreign\ntap +140 foreignexp\ntap +210 torn\n"
+	             "tap +280 garbled\ntap +350 hanako remove-after=4\n"
+	             "tap +420 hanako remove-after=0\ntap +490 plain\n");
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		unsigned long apdus = 0;
+		struct kp_record rec;
+
+		/* the terminal's log of this tap goes to refusals.log */
+		fflush(stderr);
+		saved = dup(2);
+		fd = open(p("refusals.log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
+		assert_true(saved >= 0 && fd >= 0);
+		dup2(fd, 2);
+		close(fd);
+		rc = tap_next(f, r, &o, &apdus);
+		fflush(stderr);
+		dup2(saved, 2);
+		close(saved);
+		assert_int_equal(rc, KP_OK);
+		if (strcmp(o.reason, want[i].reason) != 0)
+			fail_msg("%s: want %s, got %s", want[i].card, want[i].reason, o.reason);
+		assert_int_equal(o.kind, KP_TAP_REFUSED);
+		/* one record per tap, without a token: nothing of the card is known */
+		assert_int_equal(journal_count(f->s), (int64_t)i + 1);
+		rec = record(f->s, o.seq);
+		assert_string_equal(rec.reason, want[i].reason);
+		assert_string_equal(rec.result, "refused");
+		assert_int_equal(rec.has_token, 0);
+		if (strcmp(want[i].card, "plain") == 0)
+			assert_int_equal(apdus, 1);     /* one SELECT, no retries */
+		if (i == 6)
+			assert_int_equal(apdus, 1);     /* the SELECT that found no card */
+	}
+	/* the torn certificate was read up to its half, the removed card once */
+	st = stats(r, "hanako");
+	assert_int_equal(st.read_binary, 1);
+	st = stats(r, "torn");
+	assert_true(st.read_binary >= 2);
+	close_scn(r);
+	/* each My Number refusal logs one readable line, naming no one; the plain card none */
+	log = tu_read(p("refusals.log"));
+	assert_non_null(log);
+	assert_int_equal(tu_count(log, "kippu: My Number card refused: "), 7);
+	assert_non_null(strstr(log, "certificate expired"));
+	for (const char *c = log; *c != '\0'; c++)
+		assert_true(*c == '\n' || (*c >= 0x20 && *c < 0x7F));
+	for (const char *l = log; (l = strstr(l, "refused: ")) != NULL; l++)
+		assert_true(l[9] != '\n' && l[9] != '\0');
+	assert_null(strstr(log, "Hanako"));
+	assert_null(strcasestr(log, "5a17c0de1234"));
+	free(log);
+	assert_no_certificate_in(f->db, "hanako", HANAKO_CN, NULL);
+}
+
+/* A terminal without jpki_ca cannot judge a My Number card: one quiet refusal. */
+static void test_no_jpki_ca_configured(void **state)
+{
+	struct fx *f = *state;
+	struct kp_terminal_cfg cfg = f->cfg;
+	kp_tap_engine *e = NULL;
+	struct kp_tap_outcome o;
+	struct kp_reader *r;
+
+	cfg.jpki_ca[0] = '\0';
+	kp_tap_engine_close(f->e);
+	assert_int_equal(kp_tap_engine_open(&e, f->s, &cfg, f->key, token_key), KP_OK);
+	f->e = e;
+	r = open_scn("card hanako mynumber dir=hanako\ntap +0 hanako\n");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "unsupported-card");
+	assert_int_equal(stats(r, "hanako").read_binary, 0);
+	close_scn(r);
+	/* a jpki_ca that is not there stops the engine */
+	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/nothing.crt", dir);
+	assert_int_equal(kp_tap_engine_open(&e, f->s, &cfg, f->key, token_key), KP_E_CONFIG);
+	/* two CAs: a card of either is accepted */
+	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/OTHER.crt,%s/CA.crt", dir, dir);
+	assert_int_equal(kp_tap_engine_open(&e, f->s, &cfg, f->key, token_key), KP_OK);
+	kp_tap_engine_close(f->e);
+	f->e = e;
+	r = open_scn("card foreign mynumber dir=foreign\ncard hanako mynumber dir=hanako\n"
+	             "tap +0 foreign\ntap +70 hanako\n");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "no-entitlement");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "no-entitlement");
+	close_scn(r);
+}
+
+/* ---- a linkage revoked at the backend: the next bundle withdraws it ---- */
+
+static void test_revoked_linkage(void **state)
+{
+	struct fx *f = *state;
+	struct kp_sync_source src;
+	struct kp_bundle b;
+	struct kp_bundle_operator op = { "OP-A", "A" };
+	struct kp_bundle_product prod;
+	struct kp_bundle_entitlement ent;
+	struct kp_bundle_eligibility el[2];
+	struct kp_tap_outcome o;
+	struct kp_record rec;
+	struct kp_reader *r;
+	uint8_t alice[KP_TOKEN_LEN];
+	char scn[400], idm[17];
+
+	assert_int_equal(kp_token_derive(token_key, "felica", ALICE_IDM, 8, alice), 0);
+	memset(&b, 0, sizeof(b));
+	memset(&prod, 0, sizeof(prod));
+	memset(&ent, 0, sizeof(ent));
+	memset(el, 0, sizeof(el));
+	snprintf(prod.id, sizeof(prod.id), "RES");
+	snprintf(prod.name, sizeof(prod.name), "resident 10 rides");
+	prod.rides = 10;
+	snprintf(prod.category, sizeof(prod.category), "resident");
+	snprintf(prod.operators[0], sizeof(prod.operators[0]), "OP-A");
+	prod.n_operators = 1;
+	/* a pass sold to hanako's linkage; alice's FeliCa card is linked to it */
+	ent.id = 7100;
+	memcpy(ent.token, lk_hanako, KP_TOKEN_LEN);
+	snprintf(ent.product, sizeof(ent.product), "RES");
+	ent.remaining = 10;
+	ent.valid_from_ms = ms_at(0) - DAY_MS;
+	ent.valid_until_ms = ms_at(0) + 90 * DAY_MS;
+	memcpy(el[0].token, lk_hanako, KP_TOKEN_LEN);
+	memcpy(el[1].token, alice, KP_TOKEN_LEN);
+	for (int i = 0; i < 2; i++) {
+		snprintf(el[i].category, sizeof(el[i].category), "resident");
+		el[i].valid_from_ms = ms_at(0) - DAY_MS;
+		el[i].valid_until_ms = ms_at(0) + 365 * DAY_MS;
+	}
+	el[1].has_via = 1;
+	memcpy(el[1].via, lk_hanako, KP_TOKEN_LEN);
+	b.version = 1;
+	b.issued_ms = ms_at(0) - 1000;
+	snprintf(b.terminal, sizeof(b.terminal), TERMINAL_ID);
+	b.operators = &op;
+	b.n_operators = 1;
+	b.products = &prod;
+	b.n_products = 1;
+	b.entitlements = &ent;
+	b.n_entitlements = 1;
+	b.eligibility = el;
+	b.n_eligibility = 2;
+	kp_store_sync_source(f->s, &src);
+	assert_int_equal(src.apply_bundle(src.ctx, &b), KP_OK);
+
+	kp_hex(ALICE_IDM, 8, idm);
+	snprintf(scn, sizeof(scn), "card hanako mynumber dir=hanako\ncard alice felica idm=%s\n"
+	         "tap +0 hanako\ntap +70 alice\ntap +140 hanako\ntap +210 alice\n", idm);
+	r = open_scn(scn);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.category, "resident");
+	assert_int_equal(o.rides_left, 9);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.rides_left, 8);
+	assert_int_equal(o.linked, 1);
+	rec = record(f->s, o.seq);
+	assert_memory_equal(rec.token, alice, KP_TOKEN_LEN);
+	assert_int_equal(rec.has_via, 1);
+	assert_memory_equal(rec.via, lk_hanako, KP_TOKEN_LEN);
+	/* revoked: the next bundle has no eligibility for the linkage or the card linked to it */
+	b.version = 2;
+	b.n_eligibility = 0;
+	b.eligibility = NULL;
+	assert_int_equal(src.apply_bundle(src.ctx, &b), KP_OK);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "not-eligible");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "no-entitlement");
+	close_scn(r);
+}
+
+/* ---- status words, through the fake reader ---- */
+
+#define SEL_JPKI "00A4040C0A D392F000260100000001"
+
+static void test_sw_select(void **state)
+{
+	static const struct {
+		const char *reply;
+		int rc;
+	} cases[] = {
+		{ "6A82", KP_E_SW_NOTFOUND }, { "6982", KP_E_SW_SECURITY }, { "6700", KP_E_SW_LENGTH },
+		{ "6D00", KP_E_SW_OTHER },    { "6984", KP_E_SW_BLOCKED },  { "6983", KP_E_SW_BLOCKED },
+		{ "63C2", KP_E_SW_PIN },      { "6C05", KP_E_SW_LENGTH },   { "6F00", KP_E_SW_OTHER },
+		{ "016A82", KP_E_FRAME_LONG },       /* an error SW carrying data */
+		{ "AABBCC6982", KP_E_FRAME_LONG },
+		{ "019000", KP_E_FRAME_LONG },       /* SELECT asked for no data */
+		{ "90", KP_E_FRAME_SHORT },          /* short replies */
+		{ "", KP_E_FRAME_SHORT },
+		{ "!timeout", KP_HAL_E_TIMEOUT },
+		{ "9000", KP_OK },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *script[2] = { cases[i].reply, NULL };
+		struct kp_jpki j = fake_client(script);
+
+		assert_int_equal(kp_jpki_select_app(&j), cases[i].rc);
+		assert_int_equal(fk.n_sent, 1);
+		sent_is(0, SEL_JPKI);
+		if (strlen(cases[i].reply) == 4)
+			assert_int_equal(j.sw, strtol(cases[i].reply, NULL, 16));
+	}
+}
+
+static void test_sw_read_certificate(void **state)
+{
+	uint8_t der[KP_JPKI_CERT_MAX], file[1500];
+	size_t len = 0;
+	struct kp_jpki j;
+
+	(void)state;
+	/* 6C xx: asked again once with exactly xx, at every step */
+	{
+		const char *script[] = { "9000", "9000", "6C05", "3082000A01 9000",
+		                         "6C04", "02030405 9000", "0607080910 9000", NULL };
+
+		j = fake_client(script);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_OK);
+		assert_int_equal(len, 14);
+		assert_memory_equal(der, "\x30\x82\x00\x0A\x01\x02\x03\x04\x05\x06\x07\x08\x09\x10", 14);
+		sent_is(0, SEL_JPKI);
+		sent_is(1, "00A4020C02 000A");
+		sent_is(2, "00B0000007");
+		sent_is(3, "00B0000005");
+		sent_is(4, "00B0000509");
+		sent_is(5, "00B0000504");
+		sent_is(6, "00B0000905");
+		assert_int_equal(fk.n_sent, 7);
+	}
+	/* 6C xx twice, 6C with xx not below Le, 6C 00: no third try, no storm */
+	{
+		const char *a[] = { "9000", "9000", "6C05", "6C03", NULL };
+		const char *b[] = { "9000", "9000", "6C09", NULL };
+		const char *c[] = { "9000", "9000", "6C00", NULL };
+
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_SW_LENGTH);
+		assert_int_equal(fk.n_sent, 4);
+		assert_int_equal(len, 0);
+		j = fake_client(b);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_SW_LENGTH);
+		assert_int_equal(fk.n_sent, 3);
+		j = fake_client(c);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_SW_LENGTH);
+		assert_int_equal(fk.n_sent, 3);
+	}
+	/* the EF or the application missing, a security condition, the card gone */
+	{
+		const char *a[] = { "6A82", NULL };
+		const char *b[] = { "9000", "6A82", NULL };
+		const char *c[] = { "9000", "9000", "6982", NULL };
+		const char *d[] = { "9000", "9000", "3082000A010203 9000", "!timeout", NULL };
+		const char *e[] = { "9000", "9000", "3082000A010203 9000", "6B00", NULL };
+		const char *g[] = { "9000", "9000", "3082000A010203 9000", "9000", NULL };
+		const char *h[] = { "9000", "9000", "3082000A010203 9000", "0405060708091011 9000",
+		                    NULL };
+		const char *k[] = { "9000", "9000", "3082000A01020304", NULL };
+
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_SW_NOTFOUND);
+		assert_int_equal(fk.n_sent, 1);
+		j = fake_client(b);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_SW_NOTFOUND);
+		j = fake_client(c);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_SW_SECURITY);
+		assert_int_equal(j.sw, 0x6982);
+		j = fake_client(d);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_HAL_E_TIMEOUT);
+		j = fake_client(e);
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_SW_OTHER);
+		assert_int_equal(j.sw, 0x6B00);
+		j = fake_client(g);                 /* 90 00 and no byte: no endless loop */
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_FRAME_SHORT);
+		assert_int_equal(fk.n_sent, 4);
+		j = fake_client(h);                 /* 8 bytes where 7 were asked */
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_FRAME_LONG);
+		j = fake_client(k);                 /* data without a status word: "03 04" + data */
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_FRAME_LONG);
+	}
+	/* chunks from a 1000-byte file: 7, then 255, 255, 255, 228 */
+	{
+		size_t want_le[] = { 7, 255, 255, 255, 228 };
+
+		memset(file, 0x5C, sizeof(file));
+		memcpy(file, "\x30\x82\x03\xE4", 4);
+		j = fake_client(NULL);
+		fk.file = file;
+		fk.file_len = 1000;
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_OK);
+		assert_int_equal(len, 1000);
+		assert_memory_equal(der, file, 1000);
+		assert_int_equal(fk.n_sent, 2 + 5);
+		for (size_t i = 0, off = 0; i < 5; off += want_le[i], i++) {
+			assert_int_equal(fk.sent[2 + i][1], 0xB0);
+			assert_int_equal((size_t)fk.sent[2 + i][2] << 8 | fk.sent[2 + i][3], off);
+			assert_int_equal(fk.sent[2 + i][4], want_le[i]);
+		}
+		/* a card that gives fewer bytes than asked is read on where it stopped */
+		j = fake_client(NULL);
+		fk.file = file;
+		fk.file_len = 1000;
+		fk.max_chunk = 100;
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_OK);
+		assert_int_equal(len, 1000);
+		assert_memory_equal(der, file, 1000);
+	}
+	/* headers: not a SEQUENCE, a length form it does not take, longer than a certificate */
+	{
+		static const char *const bad[] = { "\x31\x82\x03\xE4", "\x30\x84\x00\x00",
+		                                   "\x30\x80\x00\x00", "\x30\x82\x10\x00" };
+
+		for (size_t i = 0; i < 4; i++) {
+			memcpy(file, bad[i], 4);
+			j = fake_client(NULL);
+			fk.file = file;
+			fk.file_len = sizeof(file);
+			assert_int_equal(kp_jpki_read_auth_cert(&j, der, sizeof(der), &len), KP_E_CERT);
+			assert_int_equal(fk.n_sent, 3);     /* nothing read past the header */
+		}
+		/* a certificate larger than the caller's buffer */
+		memcpy(file, "\x30\x82\x03\xE4", 4);
+		j = fake_client(NULL);
+		fk.file = file;
+		fk.file_len = 1000;
+		assert_int_equal(kp_jpki_read_auth_cert(&j, der, 999, &len), KP_E_CERT);
+	}
+}
+
+static void test_sw_pin(void **state)
+{
+	int tries = 99;
+	struct kp_jpki j;
+
+	(void)state;
+	{
+		const char *a[] = { "9000", "9000", "63C2", NULL };
+		const char *b[] = { "9000", "9000", "63C0", NULL };
+		const char *c[] = { "9000", "9000", "6984", NULL };
+		const char *d[] = { "9000", "9000", "6983", NULL };
+		const char *e[] = { "9000", "9000", "9000", NULL };
+		const char *g[] = { "9000", "6A82", NULL };
+		const char *h[] = { "9000", "9000", "6986", NULL };
+
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
+		assert_int_equal(tries, 2);
+		sent_is(1, "00A4020C02 0018");
+		sent_is(2, "00200080");
+		j = fake_client(b);
+		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
+		assert_int_equal(tries, 0);
+		j = fake_client(c);
+		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
+		assert_int_equal(tries, 0);
+		j = fake_client(d);
+		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
+		assert_int_equal(tries, 0);
+		j = fake_client(e);                 /* verified already in this session */
+		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
+		assert_int_equal(tries, 3);
+		j = fake_client(g);
+		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_E_SW_NOTFOUND);
+		assert_int_equal(tries, -1);
+		j = fake_client(h);
+		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_E_SW_OTHER);
+	}
+	{
+		const char *a[] = { "63C1", NULL };
+		const char *b[] = { "9000", NULL };
+		const char *c[] = { "6984", NULL };
+		const char *d[] = { "6700", NULL };
+		const char *e[] = { "0163C1", NULL };  /* 63xx may carry data */
+		const char *g[] = { "6983", NULL };
+
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_verify_pin(&j, "1234", &tries), KP_E_SW_PIN);
+		assert_int_equal(tries, 1);
+		sent_is(0, "0020008004 31323334");
+		j = fake_client(b);
+		assert_int_equal(kp_jpki_verify_pin(&j, "0000", &tries), KP_OK);
+		j = fake_client(c);
+		assert_int_equal(kp_jpki_verify_pin(&j, "1234", &tries), KP_E_SW_BLOCKED);
+		assert_int_equal(tries, 0);
+		j = fake_client(g);
+		assert_int_equal(kp_jpki_verify_pin(&j, "1234", &tries), KP_E_SW_BLOCKED);
+		assert_int_equal(tries, 0);
+		j = fake_client(d);
+		assert_int_equal(kp_jpki_verify_pin(&j, "1234", &tries), KP_E_SW_LENGTH);
+		assert_int_equal(tries, -1);
+		j = fake_client(e);
+		assert_int_equal(kp_jpki_verify_pin(&j, "1234", &tries), KP_E_SW_PIN);
+		assert_int_equal(tries, 1);
+		/* PINs that are not 4 digits never reach the card */
+		static const char *const bad[] = { "123", "12345", "12a4", "", " 123" };
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			j = fake_client(b);
+			assert_int_equal(kp_jpki_verify_pin(&j, bad[i], &tries), KP_E_INVAL);
+			assert_int_equal(fk.n_sent, 0);
+		}
+		j = fake_client(b);
+		assert_int_equal(kp_jpki_verify_pin(&j, NULL, &tries), KP_E_INVAL);
+		assert_int_equal(fk.n_sent, 0);
+	}
+}
+
+static int sent_verify_with_pin(void)
+{
+	for (size_t i = 0; i < fk.n_sent; i++)
+		if (fk.sent_len[i] == 9 && fk.sent[i][1] == 0x20)
+			return 1;
+	return 0;
+}
+
+static void test_sw_prove(void **state)
+{
+	char sigreply[2 * 256 + 8], err[256];
+	kp_cert *cert = NULL;
+	int tries = 99;
+	struct kp_jpki j;
+
+	(void)state;
+	assert_int_equal(kp_cert_load(&cert, p("hanako/auth.der")), 0);
+	/* one try left, none left: no VERIFY with a PIN is ever sent */
+	{
+		const char *a[] = { "9000", "9000", "63C1", NULL };
+		const char *b[] = { "9000", "9000", "63C0", NULL };
+		const char *c[] = { "9000", "9000", "6984", NULL };
+
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		                 KP_E_PIN_LAST_TRY);
+		assert_int_equal(tries, 1);
+		assert_int_equal(fk.n_sent, 3);
+		assert_false(sent_verify_with_pin());
+		j = fake_client(b);
+		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		                 KP_E_SW_BLOCKED);
+		assert_int_equal(tries, 0);
+		assert_false(sent_verify_with_pin());
+		j = fake_client(c);
+		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		                 KP_E_SW_BLOCKED);
+		assert_int_equal(tries, 0);
+		assert_false(sent_verify_with_pin());
+	}
+	/* wrong PIN: the tries left the card reports */
+	{
+		const char *a[] = { "9000", "9000", "63C3", "63C2", NULL };
+
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_SW_PIN);
+		assert_int_equal(tries, 2);
+		assert_non_null(strstr(err, "2 tries left"));
+		assert_null(strstr(err, "1234"));
+	}
+	/* the signature refused, or one that does not verify with the certificate */
+	{
+		const char *a[] = { "9000", "9000", "63C3", "9000", "9000", "6982", NULL };
+		const char *b[] = { "9000", "9000", "63C3", "9000", "9000", sigreply, NULL };
+		const char *c[] = { "9000", "9000", "63C3", "9000", "9000", "00112233 9000", NULL };
+		uint8_t want[5 + 19];
+
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		                 KP_E_SW_SECURITY);
+		for (int i = 0; i < 256; i++)
+			sprintf(sigreply + 2 * i, "%02X", (i * 37 + 11) & 0xFF);
+		strcpy(sigreply + 512, "9000");
+		j = fake_client(b);
+		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_CERT);
+		assert_non_null(strstr(err, "does not verify"));
+		sent_is(3, "0020008004 31323334");
+		sent_is(4, "00A4020C02 0017");
+		/* 80 2A 00 80 33 <SHA-256 DigestInfo of a fresh challenge> 00 */
+		tu_hex("802A008033 3031300D060960864801650304020105000420", want, sizeof(want));
+		assert_int_equal(fk.sent_len[5], 5 + 19 + 32 + 1);
+		assert_memory_equal(fk.sent[5], want, sizeof(want));
+		assert_int_equal(fk.sent[5][56], 0x00);
+		j = fake_client(c);
+		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_CERT);
+	}
+	kp_cert_free(cert);
+}
+
+/* ---- strong mode with the mock cards: PIN, signature, and never the last try ---- */
+
+static int prove_next(struct fx *f, struct kp_reader *r, const char *pin, int *tries)
+{
+	kp_cert *cert = NULL;
+	const char *reason = NULL;
+	uint8_t lk[KP_TOKEN_LEN];
+	struct kp_jpki j;
+	char err[256];
+	int rc;
+
+	wait_typeb(r);
+	assert_int_equal(kp_tap_identify_mynumber(f->e, r, kp_reader_now_ms(r), lk, &cert, &reason),
+	                 KP_OK);
+	kp_jpki_init(&j, r, 500);
+	rc = kp_jpki_prove(&j, cert, pin, tries, err, sizeof(err));
+	kp_cert_free(cert);
+	kp_reader_release(r, 0, 0);
+	return rc;
+}
+
+static void test_strong_mode(void **state)
+{
+	struct fx *f = *state;
+	struct kp_mock_jpki_stats st;
+	struct kp_reader *r;
+	kp_cert *cert = NULL;
+	uint8_t hash[KP_SHA256_LEN], sig[300];
+	size_t sig_len = 0;
+	int tries = 99;
+	struct kp_jpki j;
+
+	r = open_scn("card hanako mynumber dir=hanako pin=2580\n"
+	             "card last mynumber dir=taro pin=1111 tries=1\n"
+	             "card blocked mynumber dir=taro pin=1111 tries=0\n"
+	             "card fresh mynumber dir=taro pin=1111\n"
+	             "card clone mynumber dir=clone pin=2580\n"
+	             "tap +0 hanako\ntap +10 hanako\ntap +20 hanako\ntap +30 last\ntap +40 blocked\n"
+	             "tap +50 fresh\ntap +60 fresh\ntap +70 fresh\ntap +80 clone\ntap +90 hanako\n");
+	/* right PIN: the card signs a fresh challenge that verifies with its certificate */
+	assert_int_equal(prove_next(f, r, "2580", &tries), KP_OK);
+	assert_int_equal(tries, 3);
+	st = stats(r, "hanako");
+	assert_int_equal(st.verify_ok, 1);
+	assert_int_equal(st.signatures, 1);
+	/* wrong PIN: KP_E_SW_PIN, the tries the card has left */
+	assert_int_equal(prove_next(f, r, "0000", &tries), KP_E_SW_PIN);
+	assert_int_equal(tries, 2);
+	st = stats(r, "hanako");
+	assert_int_equal(st.verify_wrong, 1);
+	assert_int_equal(st.tries_left, 2);
+	assert_int_equal(st.signatures, 1);
+	/* the right one again restores the counter */
+	assert_int_equal(prove_next(f, r, "2580", &tries), KP_OK);
+	assert_int_equal(stats(r, "hanako").tries_left, 3);
+	/* one try left: not attempted; the card's counter stays 1 */
+	assert_int_equal(prove_next(f, r, "1111", &tries), KP_E_PIN_LAST_TRY);
+	assert_int_equal(tries, 1);
+	st = stats(r, "last");
+	assert_int_equal(st.tries_left, 1);
+	assert_int_equal(st.verify_ok + st.verify_wrong, 0);
+	assert_int_equal(st.signatures, 0);
+	/* blocked */
+	assert_int_equal(prove_next(f, r, "1111", &tries), KP_E_SW_BLOCKED);
+	assert_int_equal(tries, 0);
+	assert_int_equal(stats(r, "blocked").verify_ok + stats(r, "blocked").verify_wrong, 0);
+	/* two wrong PINs take a card from 3 to 1; the third attempt is never made */
+	assert_int_equal(prove_next(f, r, "9999", &tries), KP_E_SW_PIN);
+	assert_int_equal(tries, 2);
+	assert_int_equal(prove_next(f, r, "9999", &tries), KP_E_SW_PIN);
+	assert_int_equal(tries, 1);
+	assert_int_equal(prove_next(f, r, "1111", &tries), KP_E_PIN_LAST_TRY);
+	st = stats(r, "fresh");
+	assert_int_equal(st.tries_left, 1);
+	assert_int_equal(st.verify_wrong, 2);
+	assert_int_equal(st.verify_ok, 0);
+	/* a copied certificate without its card's key: the signature gives it away */
+	assert_int_equal(prove_next(f, r, "2580", &tries), KP_E_CERT);
+	assert_int_equal(stats(r, "clone").signatures, 1);
+	/* the signature checked here, with the certificate from the card's folder */
+	wait_typeb(r);
+	kp_jpki_init(&j, r, 500);
+	assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
+	assert_int_equal(tries, 3);
+	assert_int_equal(kp_jpki_verify_pin(&j, "2580", &tries), KP_OK);
+	assert_int_equal(kp_sha256("kippu strong mode", 17, hash), 0);
+	assert_int_equal(kp_jpki_sign(&j, hash, sig, sizeof(sig), &sig_len), KP_OK);
+	assert_int_equal(sig_len, 256);
+	assert_int_equal(kp_cert_load(&cert, p("hanako/auth.der")), 0);
+	assert_int_equal(kp_cert_verify_rsa_sha256(cert, hash, sig, sig_len), 0);
+	hash[0] ^= 1;
+	assert_int_not_equal(kp_cert_verify_rsa_sha256(cert, hash, sig, sig_len), 0);
+	kp_cert_free(cert);
+	kp_reader_release(r, 0, 0);
+	close_scn(r);
+}
+
+/* ---- link mode: the real kippu-terminal at a registration counter ---- */
+
+struct link_fx {
+	struct kp_record rec;
+	int n;
+};
+
+static int link_row(const struct kp_journal_row *row, void *arg)
+{
+	struct link_fx *l = arg;
+
+	assert_int_equal(kp_record_decode(row->payload, row->payload_len, &l->rec), 0);
+	l->n++;
+	return 0;
+}
+
+static void test_link_mode(void **state)
+{
+	struct link_fx l;
+	kp_store *s = NULL;
+	uint8_t alice[KP_TOKEN_LEN];
+	char text[800], idm[17], *hmi, *log, *a, *b;
+	int64_t n = -1;
+
+	(void)state;
+	kp_hex(ALICE_IDM, 8, idm);
+	assert_int_equal(kp_token_derive(token_key, "felica", ALICE_IDM, 8, alice), 0);
+	snprintf(text, sizeof(text),
+	         "terminal_id = LINK-01\noperator = OP-A\nreader = mock:link.txt\n"
+	         "hmi = mock:hmi.log\ndatabase = link.db\nkey = terminal.key\n"
+	         "cert = terminal.crt\ntoken_key = token.key\njpki_ca = %s/CA.crt\n", dir);
+	tu_write(p("link.conf"), text);
+	snprintf(text, sizeof(text), "start %lld\npace virtual\n"
+	         "card hanako mynumber dir=hanako pin=2580\ncard alice felica idm=%s\n"
+	         "card low mynumber dir=taro tries=1\n"
+	         "tap +0 hanako\ntap +5 alice\n", (long long)T_START, idm);
+	tu_write(p("link.txt"), text);
+	tu_write(p("pin.txt"), "2580\n");
+	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config link.conf --link-mode "
+	                       "--pin-file pin.txt --offline >link.out 2>link.err", dir, bin), 0);
+	hmi = tu_read(p("hmi.log"));
+	assert_non_null(hmi);
+	a = strstr(hmi, " info link-ready ");
+	b = strstr(hmi, " info link-request ");
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_true(a < b);
+	assert_int_equal(tu_count(hmi, "show "), 2);
+	free(hmi);
+	assert_int_equal(kp_store_open(&s, p("link.db")), KP_OK);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kp_journal_foreach(s, link_row, &l), 0);
+	assert_int_equal(l.n, 1);
+	assert_string_equal(l.rec.kind, "link");
+	assert_string_equal(l.rec.terminal, "LINK-01");
+	assert_int_equal(l.rec.has_token, 1);
+	assert_memory_equal(l.rec.token, alice, KP_TOKEN_LEN);
+	assert_int_equal(l.rec.has_via, 1);
+	assert_memory_equal(l.rec.via, lk_hanako, KP_TOKEN_LEN);
+	assert_int_equal(l.rec.time_ms, ms_at(5));
+	kp_store_close(s);
+	assert_int_equal(ctl("journal verify %s/link.db --ca op.crt", dir), 0);
+	assert_no_certificate_in(p("link.db"), "hanako", HANAKO_CN, lk_hanako);
+	log = tu_read(p("link.err"));
+	assert_non_null(log);
+	assert_null(strstr(log, "Hanako"));
+	assert_null(strstr(log, "2580"));
+	free(log);
+
+	/* a wrong PIN: pin-wrong, then the FeliCa card links nothing; a card with one try
+	 * left is not tried at all */
+	snprintf(text, sizeof(text), "start %lld\npace virtual\n"
+	         "card hanako mynumber dir=hanako pin=2580\ncard alice felica idm=%s\n"
+	         "card low mynumber dir=taro pin=0000 tries=1\n"
+	         "tap +0 hanako\ntap +5 alice\ntap +10 low\ntap +15 alice\n", (long long)T_START, idm);
+	tu_write(p("link2.txt"), text);
+	tu_write(p("pin0.txt"), "0000\n");
+	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config link.conf --link-mode "
+	                       "--pin-file pin0.txt --offline --reader mock:link2.txt --db link2.db "
+	                       "--hmi mock:hmi2.log >link2.out 2>link2.err", dir, bin), 0);
+	hmi = tu_read(p("hmi2.log"));
+	assert_non_null(hmi);
+	a = strstr(hmi, " info pin-wrong - -1 Wrong PIN: 2 tries left");
+	assert_non_null(a);
+	b = strstr(a, " info link-first ");
+	assert_non_null(b);
+	a = strstr(b, " info pin-low ");
+	assert_non_null(a);
+	assert_non_null(strstr(a, " info link-first "));
+	assert_null(strstr(hmi, "link-ready"));
+	assert_null(strstr(hmi, "link-request"));
+	free(hmi);
+	assert_int_equal(kp_store_open(&s, p("link2.db")), KP_OK);
+	assert_int_equal(kp_store_count(s, "journal", &n), KP_OK);
+	assert_int_equal(n, 0);
+	kp_store_close(s);
+}
+
+/* ---- over every flow above: the forbidden APs were never asked for ---- */
+
+static void test_forbidden_aps_never_selected(void **state)
+{
+	struct kp_reader *r;
+	uint8_t tx[15], rx[64];
+	size_t n = 0;
+
+	(void)state;
+	print_message("%lu readers, %lu mynumber cards, %lu APDUs (%lu READ BINARY, largest Le %lu), "
+	              "%lu SELECT JPKI\n", tally.readers, tally.cards, tally.apdus, tally.reads,
+	              tally.read_le_max, tally.select_jpki);
+	assert_true(tally.readers >= 7);
+	assert_true(tally.apdus > 200);
+	assert_true(tally.select_jpki > 20);
+	assert_true(tally.reads > 30);
+	assert_true(tally.read_le_max <= 255);
+	assert_int_equal(tally.read_le0, 0);
+	assert_int_equal(tally.forbidden, 0);
+	assert_int_equal(tally.other_select, 0);
+	assert_int_equal(tally.select_input, 0);
+	assert_int_equal(tally.select_face, 0);
+	assert_int_equal(tally.forbidden_apdus, 0);
+	/* the positive control: both detectors see such a SELECT when one is sent */
+	r = open_scn("card hanako mynumber dir=hanako\ntap +0 hanako\n");
+	spy_of(r)->control = 1;
+	wait_typeb(r);
+	memcpy(tx, "\x00\xA4\x04\x0C\x0A", 5);
+	memcpy(tx + 5, AID_INPUT, 10);
+	assert_int_equal(kp_reader_transceive(r, tx, sizeof(tx), rx, sizeof(rx), &n, 100), KP_HAL_OK);
+	tx[14] = 0x02;                          /* the card-face AP */
+	assert_int_equal(kp_reader_transceive(r, tx, sizeof(tx), rx, sizeof(rx), &n, 100), KP_HAL_OK);
+	assert_int_equal(spy_of(r)->forbidden, 2);
+	assert_int_equal(stats(r, "hanako").select_input_support, 1);
+	assert_int_equal(stats(r, "hanako").select_card_face, 1);
+	close_scn(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_identify_linkage_token, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_direct_tap_accepted_nothing_stored, fx_setup,
+		                                fx_teardown),
+		cmocka_unit_test_setup_teardown(test_refusals, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_no_jpki_ca_configured, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_revoked_linkage, fx_setup, fx_teardown),
+		cmocka_unit_test(test_sw_select),
+		cmocka_unit_test(test_sw_read_certificate),
+		cmocka_unit_test(test_sw_pin),
+		cmocka_unit_test(test_sw_prove),
+		cmocka_unit_test_setup_teardown(test_strong_mode, fx_setup, fx_teardown),
+		cmocka_unit_test(test_link_mode),
+		cmocka_unit_test(test_forbidden_aps_never_selected),
+	};
+
+	return cmocka_run_group_tests_name("jpki", tests, group_setup, group_teardown);
+}
