@@ -99,9 +99,9 @@ $(BUILD)/bin/kippuctl: $(call obj,tools/kippuctl.c) $(LIBS)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
 # The PN532 emulator drives the mock HAL's card models through the public HAL API only.
-$(BUILD)/bin/kippu-pn532-emu: $(call obj,tools/pn532_emu.c) $(LIB_HAL)
+$(BUILD)/bin/kippu-pn532-emu: $(call obj,tools/pn532_emu.c) $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_HAL) $(PKG_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
 $(BENCH): $(call obj,$(BENCH_SRC)) $(LIBS)
 	@mkdir -p $(dir $@)

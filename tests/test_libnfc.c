@@ -946,6 +946,65 @@ static void test_slow_reader(void **state)
 	journal_check(f, run, 4);
 }
 
+/* The My Number flows through Debian's libnfc and the emulator, as on mock:: a card
+ * tapped directly (certificate read in chunks over InDataExchange, checked, a pass bound
+ * to its linkage used), a foreign Type B card, and link mode at a counter (PIN, then the
+ * card signs a challenge with its RSA key inside the emulator, then a Suica). */
+static void test_mynumber_equal_mock(void **state)
+{
+	static const char want[] =
+		"accepted ok 2\nrefused unsupported-card -1\naccepted ok 1\n";
+	struct fx *f = *state;
+	char mock[1024], nfc[1024], info[256], path[600];
+	char *hmi;
+	int run;
+
+	NEED_EMULATOR(f);
+	assert_int_equal(tu_sh("cd %s && %s/kippuctl jpki ca create --key jca.key --cert jca.crt "
+	                       ">/dev/null && %s/kippuctl jpki card create --ca-key jca.key "
+	                       "--ca-cert jca.crt --dir hanako --serial 7 >/dev/null && "
+	                       "echo 'jpki_ca = jca.crt' >> terminal.conf && "
+	                       "L=$(%s/kippuctl linkage token --token-key token.key --cert "
+	                       "hanako/auth.der) && printf 'entitlement 2001 token:%%s P10 3 "
+	                       "2000-01-01T00:00:00Z 2099-01-01T00:00:00Z\\n' $L > my-load.txt && "
+	                       "%s/kippuctl load base.db my-load.txt --token-key token.key >/dev/null",
+	                       f->dir, f->bin, f->bin, f->bin, f->bin), 0);
+	/* The mock's clock must agree with the certificates, made just now. */
+	{
+		char text[2048];
+
+		snprintf(text, sizeof(text), "start %lld\npace real\n" CARDS
+		         "card hanako mynumber dir=hanako pin=4321\n"
+		         "tap +0.4 hanako\ntap +1.2 frank\ntap +3.6 hanako\n", (long long)time(NULL));
+		scenario(f, "my.txt", text);
+	}
+	mock_start(f, "my.txt");
+	run = nfc_run(f, "my.txt", "", 3);
+	mock_finish(f, mock, sizeof(mock));
+	assert_string_equal(mock, want);
+	hmi_view(f, run, nfc, sizeof(nfc), info, sizeof(info));
+	print_message("libnfc run:\n%s", nfc);
+	assert_string_equal(nfc, mock);
+	journal_check(f, run, 3);
+
+	/* Link mode through the emulator: the card's signature is made by the emulator. */
+	path_of(f, "pin.txt", path, sizeof(path));
+	tu_write(path, "4321\n");
+	scenario(f, "link.txt", "pace real\n" CARDS "card hanako mynumber dir=hanako pin=4321\n"
+	                        "tap +0.4 hanako\ntap +1.6 erin\n");
+	emu_start(f, "link.txt", "");
+	snprintf(path, sizeof(path), "libnfc:pn532_uart:%s", f->link);
+	run = term_start(f, path, "--link-mode --pin-file pin.txt --offline");
+	assert_true(wait_hmi(f, run, "info link-request", 1, 15000));
+	assert_int_equal(term_stop(f), 0);
+	emu_stop(f);
+	hmi = run_file(f, "hmi", run);
+	assert_non_null(hmi);
+	assert_non_null(strstr(hmi, "info link-ready"));
+	free(hmi);
+	journal_check(f, run, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -963,6 +1022,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed_frames, setup_terminal, teardown),
 		cmocka_unit_test_setup_teardown(test_open_fails_backoff, setup_terminal, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_reader, setup_terminal, teardown),
+		cmocka_unit_test_setup_teardown(test_mynumber_equal_mock, setup_terminal, teardown),
 	};
 
 	return cmocka_run_group_tests_name("libnfc", tests, NULL, NULL);

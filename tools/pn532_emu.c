@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "kp_hal.h"
+#include "kp_terminal.h"     /* the mock My Number card signs with our crypto */
 
 #define EMU_DATA_MAX      264  /* TFI + command + parameters: the PN53x frame limit */
 #define EMU_WIRE_MAX      (EMU_DATA_MAX + 10)
@@ -1049,6 +1050,8 @@ int main(int argc, char **argv)
 	sigset_t block, unblocked;
 	int linked = 0, status = 1, c, rc;
 	long v;
+
+	kp_terminal_register_mock_signer();
 
 	e = calloc(1, sizeof(*e));
 	if (e == NULL) {
