@@ -622,21 +622,19 @@ out:
 	return rc;
 }
 
-int kp_key_save(const kp_key *key, const char *path)
+/* Writes a private key as PEM with mode 0600. DER and PEM are built here rather than by
+ * mbedtls_pk_write_key_pem, so that both copies of the key are in buffers we wipe. Sized
+ * for RSA-4096, the largest key we write. */
+static int pk_save_private(mbedtls_pk_context *pk, const char *header, const char *footer,
+                           const char *path)
 {
-	static const char header[] = "-----BEGIN EC PRIVATE KEY-----\n";
-	static const char footer[] = "-----END EC PRIVATE KEY-----\n";
-	unsigned char der[512];
-	unsigned char pem[1024];
+	unsigned char der[2600];
+	unsigned char pem[3800];
 	size_t pem_len = 0;
 	int rc = KP_CRYPTO_OK;
 	int ret;
 
-	if (key == NULL || path == NULL)
-		return KP_CRYPTO_E_INVAL;
-	/* DER and PEM built here rather than by mbedtls_pk_write_key_pem, so that both
-	 * copies of the private key are in buffers we wipe. */
-	ret = mbedtls_pk_write_key_der(key_pk(key), der, sizeof(der));
+	ret = mbedtls_pk_write_key_der(pk, der, sizeof(der));
 	if (ret < 0) {
 		rc = fail_mbed_map(ret);
 		goto out;
@@ -654,6 +652,14 @@ out:
 	kp_zeroize(der, sizeof(der));
 	kp_zeroize(pem, sizeof(pem));
 	return rc;
+}
+
+int kp_key_save(const kp_key *key, const char *path)
+{
+	if (key == NULL || path == NULL)
+		return KP_CRYPTO_E_INVAL;
+	return pk_save_private(key_pk(key), "-----BEGIN EC PRIVATE KEY-----\n",
+	                       "-----END EC PRIVATE KEY-----\n", path);
 }
 
 int kp_key_save_public(const kp_key *key, const char *path)
@@ -1391,33 +1397,10 @@ int kp_rsa_parse(kp_rsa **out, const uint8_t *buf, size_t len)
 
 int kp_rsa_save(const kp_rsa *key, const char *path)
 {
-	static const char header[] = "-----BEGIN RSA PRIVATE KEY-----\n";
-	static const char footer[] = "-----END RSA PRIVATE KEY-----\n";
-	unsigned char der[RSA_DER_MAX];
-	unsigned char pem[RSA_PEM_MAX];
-	size_t pem_len = 0;
-	int rc = KP_CRYPTO_OK;
-	int ret;
-
 	if (key == NULL || path == NULL)
 		return KP_CRYPTO_E_INVAL;
-	/* Built here rather than by mbedtls_pk_write_key_pem so both copies are wiped. */
-	ret = mbedtls_pk_write_key_der(rsa_pk(key), der, sizeof(der));
-	if (ret < 0) {
-		rc = fail_mbed_map(ret);
-		goto out;
-	}
-	ret = mbedtls_pem_write_buffer(header, footer, der + sizeof(der) - (size_t)ret, (size_t)ret,
-	                               pem, sizeof(pem), &pem_len);
-	if (ret != 0) {
-		rc = fail_mbed_map(ret);
-		goto out;
-	}
-	rc = file_write_secret(path, pem, pem_len > 0 ? pem_len - 1 : 0);
-out:
-	kp_zeroize(der, sizeof(der));
-	kp_zeroize(pem, sizeof(pem));
-	return rc;
+	return pk_save_private(rsa_pk(key), "-----BEGIN RSA PRIVATE KEY-----\n",
+	                       "-----END RSA PRIVATE KEY-----\n", path);
 }
 
 /* RSASSA-PKCS1-v1_5 with the DigestInfo given as is: mbedTLS's MD_NONE mode pads

@@ -38,6 +38,8 @@ enum kp_term_rc {
 	KP_E_CERT          = -0x446, /* certificate unreadable, not from the JPKI CA, wrong use */
 	KP_E_CERT_EXPIRED  = -0x447, /* certificate not valid at the tap's time */
 	KP_E_PIN_LAST_TRY  = -0x448, /* one PIN try left: the terminal will not risk it */
+	KP_E_FEED          = -0x450, /* a GTFS feed file violates the spec (detail: file:line: field) */
+	KP_E_NOFARE        = -0x451, /* no fare rule matches the journey */
 };
 
 /* Text for any kippu error code (HAL, crypto, record, terminal). */
@@ -153,7 +155,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 4
+#define KP_SCHEMA_VERSION 5
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -313,5 +315,60 @@ int  kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
                  struct kp_tap_outcome *out);
 /* What the rider reads for an outcome. */
 const char *kp_tap_reason_text(const char *reason);
+
+/* ---- fares from GTFS (fares v1 / GTFS-JP and fares v2) ---- */
+
+#define KP_FARE_ID_MAX 127
+#define KP_FARE_MSG_MAX 512
+
+struct kp_fare_import_opts {
+	const char *feed_id;        /* NULL: the folder's last path component */
+	/* Called once per tolerated deviation (unknown column, BOM, missing optional file...). */
+	void (*warn)(void *arg, const char *msg);
+	void *warn_arg;
+};
+struct kp_fare_import_stats {
+	int64_t fares, fare_rules, rider_prices;             /* fares v1 */
+	int64_t products, leg_rules, transfer_rules;         /* fares v2 */
+	int64_t warnings;
+};
+/* Imports the fare files of the GTFS feed in dir as one feed, replacing that feed's rows,
+ * in one transaction: on any error nothing changes and err says "file:line: field: why". */
+int kp_fares_import(kp_store *s, const char *dir, const struct kp_fare_import_opts *opts,
+                    struct kp_fare_import_stats *stats, char *err, size_t err_cap);
+
+enum kp_fare_model { KP_FARE_AUTO = 0, KP_FARE_V1 = 1, KP_FARE_V2 = 2 };
+
+/* One leg. Stops give zones (v1, stops.txt zone_id) and areas (v2, stop_areas.txt); a zone
+ * or area given directly is used instead. NULL or "" = not known. */
+struct kp_fare_query {
+	const char *feed_id;
+	const char *route_id;
+	const char *from_stop, *to_stop;
+	const char *from_zone, *to_zone;    /* v1 zone_id / v2 area_id */
+	int32_t date;                       /* service date YYYYMMDD (agency local), 0 = unknown */
+	int32_t time_s;                     /* seconds after that date's midnight (may pass 24 h) */
+	const char *rider_category;         /* NULL: the feed's default category */
+	const char *fare_media;             /* v2 fare_media_id, NULL: any */
+	int payment_method;                 /* v1: -1 any, 0 on board, 1 before boarding */
+	enum kp_fare_model model;           /* AUTO: v2 if the feed has fare_leg_rules */
+};
+struct kp_fare_result {
+	int64_t amount;                     /* in the currency's minor unit (JPY 1, USD 0.01) */
+	char currency[4];
+	int minor_digits;
+	enum kp_fare_model model;
+	char fare_id[KP_FARE_ID_MAX + 1];   /* v1 fare_id, v2 fare_product_id */
+	char leg_group_id[KP_FARE_ID_MAX + 1];  /* v2 */
+	char rider_category[KP_FARE_ID_MAX + 1]; /* the category priced ("" = none) */
+	char rule[KP_FARE_MSG_MAX];         /* the rule that matched, e.g. "fare_rules.txt:12" */
+};
+/* Prices one leg: KP_OK, KP_E_NOFARE (nothing matches), KP_E_INVAL (unknown feed), KP_E_DB. */
+int kp_fare_lookup(kp_store *s, const struct kp_fare_query *q, struct kp_fare_result *r);
+/* ISO 4217 minor-unit digits of a currency code, or -1 if unknown. */
+int kp_currency_digits(const char *code);
+/* Parses a decimal amount ("2.50", "3", "0.5") into minor units without floating point;
+ * KP_E_PARSE if malformed, negative (unless allowed) or with more decimals than digits. */
+int kp_money_parse(const char *s, int digits, int allow_negative, int64_t *out);
 
 #endif

@@ -64,6 +64,83 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  category TEXT NOT NULL, valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL,"
 	"  via BLOB CHECK (via IS NULL OR length(via) = 16),"
 	"  PRIMARY KEY (token, category)) WITHOUT ROWID;",
+
+	/* 4 -> 5: fares imported from GTFS feeds (kippuctl fares import). Every row belongs to
+	 * one feed, so re-importing a feed is a cascade delete and fresh inserts. Money is in
+	 * the currency's minor unit; empty optional ids are '' so they compare as wildcards;
+	 * `line` is the row's line in its file, shown as the rule that matched. */
+	"CREATE TABLE fare_feeds(feed_id TEXT PRIMARY KEY, source TEXT NOT NULL,"
+	"  has_leg_rules INTEGER NOT NULL, has_rule_priority INTEGER NOT NULL,"
+	"  default_category TEXT NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE fare_stops(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  stop_id TEXT NOT NULL, zone_id TEXT NOT NULL,"
+	"  PRIMARY KEY (feed_id, stop_id)) WITHOUT ROWID;"
+	"CREATE INDEX fare_stops_zone ON fare_stops(feed_id, zone_id);"
+	"CREATE TABLE fare_routes(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  route_id TEXT NOT NULL, agency_id TEXT NOT NULL, network_id TEXT NOT NULL,"
+	"  PRIMARY KEY (feed_id, route_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_calendar(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  service_id TEXT NOT NULL, days INTEGER NOT NULL,"     /* bit 0 = Monday .. bit 6 = Sunday */
+	"  start_date INTEGER NOT NULL, end_date INTEGER NOT NULL,"
+	"  PRIMARY KEY (feed_id, service_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_calendar_dates(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  service_id TEXT NOT NULL, date INTEGER NOT NULL,"
+	"  exception_type INTEGER NOT NULL CHECK (exception_type IN (1, 2)),"
+	"  PRIMARY KEY (feed_id, service_id, date)) WITHOUT ROWID;"
+	"CREATE TABLE fare_attributes(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  fare_id TEXT NOT NULL, price INTEGER NOT NULL CHECK (price >= 0),"
+	"  currency TEXT NOT NULL, payment_method INTEGER NOT NULL CHECK (payment_method IN (0, 1)),"
+	"  transfers INTEGER,"                                 /* NULL: unlimited */
+	"  transfer_duration INTEGER, agency_id TEXT NOT NULL, line INTEGER NOT NULL,"
+	"  PRIMARY KEY (feed_id, fare_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_rules(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  fare_id TEXT NOT NULL, route_id TEXT NOT NULL, origin_id TEXT NOT NULL,"
+	"  destination_id TEXT NOT NULL, contains_id TEXT NOT NULL, line INTEGER NOT NULL);"
+	"CREATE INDEX fare_rules_od ON fare_rules(feed_id, origin_id, destination_id, route_id);"
+	"CREATE INDEX fare_rules_fare ON fare_rules(feed_id, fare_id);"
+	"CREATE TABLE fare_rider_prices(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  fare_id TEXT NOT NULL, rider_category_id TEXT NOT NULL, price INTEGER NOT NULL,"
+	"  currency TEXT NOT NULL, line INTEGER NOT NULL,"
+	"  PRIMARY KEY (feed_id, fare_id, rider_category_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_media(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  fare_media_id TEXT NOT NULL, name TEXT NOT NULL, type INTEGER NOT NULL,"
+	"  PRIMARY KEY (feed_id, fare_media_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_rider_categories(feed_id TEXT NOT NULL REFERENCES fare_feeds"
+	"  ON DELETE CASCADE, rider_category_id TEXT NOT NULL, name TEXT NOT NULL,"
+	"  is_default INTEGER NOT NULL, PRIMARY KEY (feed_id, rider_category_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_products(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  fare_product_id TEXT NOT NULL, rider_category_id TEXT NOT NULL,"
+	"  fare_media_id TEXT NOT NULL, name TEXT NOT NULL, amount INTEGER NOT NULL,"
+	"  currency TEXT NOT NULL, line INTEGER NOT NULL,"
+	"  PRIMARY KEY (feed_id, fare_product_id, rider_category_id, fare_media_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_areas(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  area_id TEXT NOT NULL, name TEXT NOT NULL,"
+	"  PRIMARY KEY (feed_id, area_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_stop_areas(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  area_id TEXT NOT NULL, stop_id TEXT NOT NULL,"
+	"  PRIMARY KEY (feed_id, stop_id, area_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_networks(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  network_id TEXT NOT NULL, name TEXT NOT NULL,"
+	"  PRIMARY KEY (feed_id, network_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_route_networks(feed_id TEXT NOT NULL REFERENCES fare_feeds"
+	"  ON DELETE CASCADE, network_id TEXT NOT NULL, route_id TEXT NOT NULL,"
+	"  PRIMARY KEY (feed_id, route_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_timeframes(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  timeframe_group_id TEXT NOT NULL, start_s INTEGER NOT NULL, end_s INTEGER NOT NULL,"
+	"  service_id TEXT NOT NULL,"
+	"  PRIMARY KEY (feed_id, timeframe_group_id, start_s, end_s, service_id)) WITHOUT ROWID;"
+	"CREATE TABLE fare_leg_rules(feed_id TEXT NOT NULL REFERENCES fare_feeds ON DELETE CASCADE,"
+	"  leg_group_id TEXT NOT NULL, network_id TEXT NOT NULL, from_area_id TEXT NOT NULL,"
+	"  to_area_id TEXT NOT NULL, from_timeframe_group_id TEXT NOT NULL,"
+	"  to_timeframe_group_id TEXT NOT NULL, fare_product_id TEXT NOT NULL,"
+	"  rule_priority INTEGER NOT NULL, line INTEGER NOT NULL);"
+	"CREATE INDEX fare_leg_rules_feed ON fare_leg_rules(feed_id);"
+	"CREATE TABLE fare_transfer_rules(feed_id TEXT NOT NULL REFERENCES fare_feeds"
+	"  ON DELETE CASCADE, from_leg_group_id TEXT NOT NULL, to_leg_group_id TEXT NOT NULL,"
+	"  transfer_count INTEGER, duration_limit INTEGER, duration_limit_type INTEGER,"
+	"  fare_transfer_type INTEGER NOT NULL, fare_product_id TEXT NOT NULL,"
+	"  line INTEGER NOT NULL);"
+	"CREATE INDEX fare_transfer_rules_feed ON fare_transfer_rules(feed_id);",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -552,7 +629,9 @@ int kp_store_count(kp_store *s, const char *table, int64_t *n)
 {
 	static const char *const allowed[] = { "operators", "products", "entitlements",
 	                                       "denylist", "journal", "recent_taps",
-	                                       "pending_uses", "eligibility" };
+	                                       "pending_uses", "eligibility", "fare_feeds",
+	                                       "fare_attributes", "fare_rules", "fare_products",
+	                                       "fare_leg_rules", "fare_transfer_rules" };
 	char sql[64];
 	sqlite3_stmt *st = NULL;
 	int rc = KP_E_INVAL;

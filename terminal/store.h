@@ -1,5 +1,6 @@
 /* Internal to terminal/: the store's operations on the tap path and the journal's rows.
- * Only store.c and journal.c include <sqlite3.h>; the rest of terminal/ calls these. */
+ * Only the store modules (store.c, journal.c, syncstore.c, fares*.c) include <sqlite3.h>;
+ * the rest of terminal/ calls these. */
 #ifndef KP_TERMINAL_STORE_H
 #define KP_TERMINAL_STORE_H
 

@@ -1,4 +1,5 @@
-/* Internal to the store modules (store.c, journal.c): the only files that see SQLite. */
+/* Internal to the store modules (store.c, journal.c, syncstore.c, fares.c, fares_import.c):
+ * the only files that see SQLite. */
 #ifndef KP_TERMINAL_STORE_INTERNAL_H
 #define KP_TERMINAL_STORE_INTERNAL_H
 
