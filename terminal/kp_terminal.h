@@ -149,6 +149,8 @@ int kp_token_derive(const uint8_t key[KP_TOKEN_KEY_LEN], const char *kind,
 int kp_token_key_load(const char *path, uint8_t key[KP_TOKEN_KEY_LEN]);
 int kp_token_key_create(const char *path);
 void kp_hex(const uint8_t *b, size_t n, char *out /* 2n+1 */);
+/* Ids of terminals, operators, products, categories: 1-32 of A-Z a-z 0-9 - _ . */
+int  kp_valid_id(const char *s);
 int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 /* ---- the store (SQLite) ---- */

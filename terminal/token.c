@@ -49,6 +49,18 @@ const char *kp_strerror(int rc)
 	}
 }
 
+int kp_valid_id(const char *s)
+{
+	if (s == NULL || *s == '\0' || strlen(s) > KP_ID_MAX)
+		return 0;
+	for (; *s != '\0'; s++) {
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
+			return 0;
+	}
+	return 1;
+}
+
 void kp_hex(const uint8_t *b, size_t n, char *out)
 {
 	static const char digits[] = "0123456789abcdef";

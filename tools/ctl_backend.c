@@ -97,18 +97,6 @@ static int card_token(const struct bargs *a, const char *card, uint8_t token[KP_
 	return 0;
 }
 
-static int valid_id(const char *s)
-{
-	if (*s == '\0' || strlen(s) > KP_ID_MAX)
-		return 0;
-	for (; *s != '\0'; s++) {
-		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
-		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
-			return 0;
-	}
-	return 1;
-}
-
 struct table {
 	int rows;
 };
@@ -245,9 +233,9 @@ int kp_ctl_backend(int argc, char **argv)
 	rc = kp_bstore_open(&s, a.pos[0]);
 	if (rc != KP_BE_OK)
 		return 1;
-	if (strcmp(cmd, "operator") == 0 && a.n == 3 && valid_id(a.pos[1])) {
+	if (strcmp(cmd, "operator") == 0 && a.n == 3 && kp_valid_id(a.pos[1])) {
 		rc = kp_bstore_put_operator(s, a.pos[1], a.pos[2]);
-	} else if (strcmp(cmd, "product") == 0 && a.n == 5 && valid_id(a.pos[1])) {
+	} else if (strcmp(cmd, "product") == 0 && a.n == 5 && kp_valid_id(a.pos[1])) {
 		const char *ops[16];
 		size_t n_ops = 0;
 		char *list = strdup(a.pos[3]), *save = NULL;
@@ -257,7 +245,7 @@ int kp_ctl_backend(int argc, char **argv)
 		     t = strtok_r(NULL, ",", &save))
 			ops[n_ops++] = t;
 		if (rides < 1 || rides > 10000 || n_ops == 0 ||
-		    (a.category != NULL && !valid_id(a.category))) {
+		    (a.category != NULL && !kp_valid_id(a.category))) {
 			fprintf(stderr, "kippuctl: rides 1-10000, at least one operator, and --category "
 			        "1-32 characters of A-Z a-z 0-9 - _ .\n");
 			free(list);

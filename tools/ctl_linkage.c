@@ -179,18 +179,6 @@ static int card_arg(const struct largs *a, const char *s, uint8_t key[KP_TOKEN_K
 	return 0;
 }
 
-static int valid_category(const char *s)
-{
-	if (*s == '\0' || strlen(s) > KP_ID_MAX)
-		return 0;
-	for (; *s != '\0'; s++) {
-		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
-		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
-			return 0;
-	}
-	return 1;
-}
-
 static int64_t now_ms(void)
 {
 	return (int64_t)time(NULL) * 1000;
@@ -264,7 +252,7 @@ int kp_ctl_linkage(int argc, char **argv)
 	if (strcmp(cmd, "add") == 0 && a.n == 5) {
 		int64_t from, until;
 
-		if (!valid_category(a.pos[2])) {
+		if (!kp_valid_id(a.pos[2])) {
 			fprintf(stderr, "kippuctl: CATEGORY: 1-32 characters of A-Z a-z 0-9 - _ .\n");
 			exit_code = 2;
 			goto out;

@@ -25,6 +25,7 @@ static void usage(FILE *fp)
 	kp_ctl_backend_usage(fp);
 	kp_ctl_linkage_usage(fp);
 	kp_ctl_jpki_usage(fp);
+	kp_ctl_fares_usage(fp);
 }
 
 struct args {
@@ -96,18 +97,6 @@ static int need(const char *v, const char *name)
 	return 0;
 }
 
-static int valid_terminal_id(const char *id)
-{
-	if (*id == '\0' || strlen(id) > KP_ID_MAX)
-		return 0;
-	for (; *id != '\0'; id++) {
-		if (!(*id >= 'a' && *id <= 'z') && !(*id >= 'A' && *id <= 'Z') &&
-		    !(*id >= '0' && *id <= '9') && *id != '-' && *id != '_' && *id != '.')
-			return 0;
-	}
-	return 1;
-}
-
 static int cmd_ca_create(struct args *a)
 {
 	kp_key *key = NULL;
@@ -142,7 +131,7 @@ static int cmd_terminal_create(struct args *a)
 	if (need(a->ca_key, "--ca-key") || need(a->ca_cert, "--ca-cert") || need(a->id, "--id") ||
 	    need(a->key, "--key") || need(a->cert, "--cert"))
 		return 2;
-	if (!valid_terminal_id(a->id)) {
+	if (!kp_valid_id(a->id)) {
 		fprintf(stderr, "kippuctl: --id: 1-32 characters of A-Z a-z 0-9 - _ .\n");
 		return 2;
 	}
@@ -390,6 +379,8 @@ int main(int argc, char **argv)
 		return kp_ctl_linkage(argc - 1, argv + 1);
 	if (strcmp(cmd, "jpki") == 0)
 		return kp_ctl_jpki(argc - 1, argv + 1);
+	if (strcmp(cmd, "fares") == 0)
+		return kp_ctl_fares(argc - 1, argv + 1);
 	if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "backend") == 0 || strcmp(cmd, "terminal") == 0 ||
 	    strcmp(cmd, "token-key") == 0 || strcmp(cmd, "journal") == 0) {
 		if (argc < 3) {

@@ -111,17 +111,6 @@ static size_t split(char *line, char **f, size_t max)
 	return n;
 }
 
-static int valid_id(const char *s)
-{
-	if (*s == '\0' || strlen(s) > KP_ID_MAX)
-		return 0;
-	for (; *s != '\0'; s++) {
-		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
-			return 0;
-	}
-	return 1;
-}
-
 static int parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
 {
 	char *end;
@@ -149,7 +138,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 	if (strcmp(f[0], "operator") == 0) {
 		n = split(f[1], f + 1, 2) + 1;
 		*why = "usage: operator ID NAME";
-		if (n != 3 || !valid_id(f[1]))
+		if (n != 3 || !kp_valid_id(f[1]))
 			return KP_E_PARSE;
 		rc = kp_store_put_operator(s, f[1], f[2]);
 		*why = kp_store_errmsg(s);
@@ -163,14 +152,14 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 
 		*why = "usage: product ID nride RIDES OPERATOR[,OPERATOR...] NAME";
 		n = split(f[1], f + 1, 5) + 1;
-		if (n != 6 || !valid_id(f[1]) || strcmp(f[2], "nride") != 0)
+		if (n != 6 || !kp_valid_id(f[1]) || strcmp(f[2], "nride") != 0)
 			return KP_E_PARSE;
 		*why = "rides must be 1 to 10000";
 		if (parse_int(f[3], 1, 10000, &rides) != KP_OK)
 			return KP_E_PARSE;
 		*why = "operators: 1 to 16 comma-separated ids";
 		for (tok = strtok_r(f[4], ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-			if (n_ops == 16 || !valid_id(tok))
+			if (n_ops == 16 || !kp_valid_id(tok))
 				return KP_E_PARSE;
 			ops[n_ops++] = tok;
 		}
@@ -195,7 +184,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		if (kp_parse_card(f[2], token_key, e.token) != KP_OK)
 			return KP_E_PARSE;
 		*why = "bad product id";
-		if (!valid_id(f[3]))
+		if (!kp_valid_id(f[3]))
 			return KP_E_PARSE;
 		snprintf(e.product, sizeof(e.product), "%s", f[3]);
 		*why = "rides left must be 0 to 10000";
@@ -229,7 +218,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 	if (strcmp(f[0], "product-category") == 0) {
 		*why = "usage: product-category PRODUCT CATEGORY (the product is for that rider category only)";
 		n = split(f[1], f + 1, 3) + 1;
-		if (n != 3 || !valid_id(f[1]) || !valid_id(f[2]))
+		if (n != 3 || !kp_valid_id(f[1]) || !kp_valid_id(f[2]))
 			return KP_E_PARSE;
 		rc = kp_store_run_product_category(s, f[1], f[2]);
 		*why = kp_store_errmsg(s);
@@ -249,7 +238,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		                kp_parse_card(f[5] + 4, token_key, via) != KP_OK)))
 			return KP_E_PARSE;
 		*why = "category: 1-32 of A-Z a-z 0-9 - _ .";
-		if (!valid_id(f[2]))
+		if (!kp_valid_id(f[2]))
 			return KP_E_PARSE;
 		*why = "times must be ISO 8601 with Z or an offset, UNTIL after FROM";
 		if (kp_parse_time(f[3], &from) != KP_OK || kp_parse_time(f[4], &until) != KP_OK ||
