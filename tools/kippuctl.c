@@ -25,6 +25,7 @@ static void usage(FILE *fp)
 	kp_ctl_backend_usage(fp);
 	kp_ctl_linkage_usage(fp);
 	kp_ctl_jpki_usage(fp);
+	kp_ctl_fares_usage(fp);
 }
 
 struct args {
@@ -378,6 +379,8 @@ int main(int argc, char **argv)
 		return kp_ctl_linkage(argc - 1, argv + 1);
 	if (strcmp(cmd, "jpki") == 0)
 		return kp_ctl_jpki(argc - 1, argv + 1);
+	if (strcmp(cmd, "fares") == 0)
+		return kp_ctl_fares(argc - 1, argv + 1);
 	if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "backend") == 0 || strcmp(cmd, "terminal") == 0 ||
 	    strcmp(cmd, "token-key") == 0 || strcmp(cmd, "journal") == 0) {
 		if (argc < 3) {

@@ -26,6 +26,9 @@ void kp_ctl_backend_usage(FILE *fp);
 /* kippuctl jpki ...: argv[0] is "jpki" (a TEST JPKI CA and mock My Number card folders). */
 int kp_ctl_jpki(int argc, char **argv);
 void kp_ctl_jpki_usage(FILE *fp);
+/* kippuctl fares ...: argv[0] is "fares". */
+int kp_ctl_fares(int argc, char **argv);
+void kp_ctl_fares_usage(FILE *fp);
 
 /* kippuctl linkage ...: argv[0] is "linkage". */
 int kp_ctl_linkage(int argc, char **argv);

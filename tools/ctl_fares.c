@@ -1,0 +1,160 @@
+/* kippuctl fares ...: import a GTFS feed's fares into a terminal's store, and price one leg
+ * with the same lookup the terminal uses. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp_tools.h"
+
+static const char usage_text[] =
+	"  kippuctl fares import GTFS_DIR DB [--feed-id ID (default: the folder's name)]\n"
+	"      fares v1 (fare_attributes, fare_rules) and v2 (fare_products, fare_leg_rules...)\n"
+	"  kippuctl fares lookup DB --feed-id ID [--route R] [--from STOP] [--to STOP]\n"
+	"                 [--from-zone Z] [--to-zone Z] [--date YYYYMMDD] [--time HH:MM:SS]\n"
+	"                 [--category C] [--media M] [--payment 0|1] [--model 1|2]\n";
+
+void kp_ctl_fares_usage(FILE *fp)
+{
+	fputs(usage_text, fp);
+}
+
+struct fargs {
+	struct kp_fare_query q;
+	const char *time;
+	int npos;
+	const char *pos[3];
+};
+
+static int fares_parse(int argc, char **argv, struct fargs *a)
+{
+	static const struct option opts[] = {
+		{ "feed-id", required_argument, NULL, 'f' },
+		{ "route", required_argument, NULL, 'r' },
+		{ "from", required_argument, NULL, 'a' },
+		{ "to", required_argument, NULL, 'b' },
+		{ "from-zone", required_argument, NULL, 'A' },
+		{ "to-zone", required_argument, NULL, 'B' },
+		{ "date", required_argument, NULL, 'd' },
+		{ "time", required_argument, NULL, 't' },
+		{ "category", required_argument, NULL, 'c' },
+		{ "media", required_argument, NULL, 'm' },
+		{ "payment", required_argument, NULL, 'p' },
+		{ "model", required_argument, NULL, 'M' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, h, m, s, n = 0;
+
+	memset(a, 0, sizeof(*a));
+	a->q.payment_method = -1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f': a->q.feed_id = optarg; break;
+		case 'r': a->q.route_id = optarg; break;
+		case 'a': a->q.from_stop = optarg; break;
+		case 'b': a->q.to_stop = optarg; break;
+		case 'A': a->q.from_zone = optarg; break;
+		case 'B': a->q.to_zone = optarg; break;
+		case 'd': a->q.date = (int32_t)strtol(optarg, NULL, 10); break;
+		case 't': a->time = optarg; break;
+		case 'c': a->q.rider_category = optarg; break;
+		case 'm': a->q.fare_media = optarg; break;
+		case 'p': a->q.payment_method = atoi(optarg); break;
+		case 'M': a->q.model = (enum kp_fare_model)atoi(optarg); break;
+		default: return -1;
+		}
+	}
+	if (a->time != NULL) {
+		if (sscanf(a->time, "%d:%d:%d%n", &h, &m, &s, &n) != 3 || a->time[n] != '\0')
+			return -1;
+		a->q.time_s = h * 3600 + m * 60 + s;
+	}
+	while (optind < argc && a->npos < 3)
+		a->pos[a->npos++] = argv[optind++];
+	return optind < argc ? -1 : 0;
+}
+
+static void print_warning(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "kippuctl: warning: %s\n", msg);
+}
+
+static int cmd_import(struct fargs *a)
+{
+	struct kp_fare_import_opts opts = { a->q.feed_id, print_warning, NULL };
+	struct kp_fare_import_stats st;
+	kp_store *s = NULL;
+	char err[KP_FARE_MSG_MAX];
+	int rc;
+
+	rc = kp_store_open(&s, a->pos[1]);
+	if (rc == KP_OK) {
+		rc = kp_fares_import(s, a->pos[0], &opts, &st, err, sizeof(err));
+		if (rc != KP_OK)
+			fprintf(stderr, "kippuctl: fares import: %s\n", err[0] ? err : kp_strerror(rc));
+		else
+			printf("imported %s: %lld fares, %lld fare rules, %lld rider prices (v1); "
+			       "%lld products, %lld leg rules, %lld transfer rules (v2); %lld warnings\n",
+			       a->pos[0], (long long)st.fares, (long long)st.fare_rules,
+			       (long long)st.rider_prices, (long long)st.products,
+			       (long long)st.leg_rules, (long long)st.transfer_rules,
+			       (long long)st.warnings);
+	}
+	kp_store_close(s);
+	return rc == KP_OK ? 0 : 1;
+}
+
+static int cmd_lookup(struct fargs *a)
+{
+	struct kp_fare_result r;
+	kp_store *s = NULL;
+	int rc;
+
+	rc = kp_store_open(&s, a->pos[0]);
+	if (rc == KP_OK) {
+		rc = kp_fare_lookup(s, &a->q, &r);
+		if (rc == KP_OK) {
+			int64_t unit = 1;
+
+			for (int i = 0; i < r.minor_digits; i++)
+				unit *= 10;
+			if (r.minor_digits > 0)
+				printf("%lld.%0*lld %s", (long long)(r.amount / unit), r.minor_digits,
+				       (long long)llabs(r.amount % unit), r.currency);
+			else
+				printf("%lld %s", (long long)r.amount, r.currency);
+			printf("  %s %s%s%s  rule %s%s%s\n", r.model == KP_FARE_V2 ? "product" : "fare",
+			       r.fare_id, r.leg_group_id[0] ? "  leg group " : "", r.leg_group_id,
+			       r.rule, r.rider_category[0] ? "  category " : "", r.rider_category);
+		} else {
+			if (rc == KP_E_NOFARE)
+				fprintf(stderr, "kippuctl: fares lookup: %s\n", kp_strerror(rc));
+			else
+				fprintf(stderr, "kippuctl: fares lookup: %s: %s\n", kp_strerror(rc),
+				        kp_store_errmsg(s));
+		}
+	}
+	kp_store_close(s);
+	return rc == KP_OK ? 0 : 1;
+}
+
+int kp_ctl_fares(int argc, char **argv)
+{
+	struct fargs a;
+
+	/* getopt sees the subcommand as the program name */
+	if (argc < 2 || fares_parse(argc - 1, argv + 1, &a) != 0) {
+		fputs("usage:\n", stderr);
+		kp_ctl_fares_usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "import") == 0 && a.npos == 2)
+		return cmd_import(&a);
+	if (strcmp(argv[1], "lookup") == 0 && a.npos == 1 && a.q.feed_id != NULL)
+		return cmd_lookup(&a);
+	fputs("usage:\n", stderr);
+	kp_ctl_fares_usage(stderr);
+	return 2;
+}
