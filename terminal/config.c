@@ -93,6 +93,10 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 		*why = "stop: up to 32 characters of A-Z a-z 0-9 - _ .";
 		return set_id(cfg->stop, sizeof(cfg->stop), v);
 	}
+	if (strcmp(key, "fare_feed") == 0) {
+		*why = "fare_feed: up to 32 characters of A-Z a-z 0-9 - _ .";
+		return set_id(cfg->fare_feed, sizeof(cfg->fare_feed), v);
+	}
 	*why = "value too long";
 	if (strcmp(key, "reader") == 0)
 		return set_str(cfg->reader, sizeof(cfg->reader), v);

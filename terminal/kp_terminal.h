@@ -157,7 +157,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 5
+#define KP_SCHEMA_VERSION 6
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -185,6 +185,12 @@ int kp_store_put_product(kp_store *s, const char *id, const char *name, int ride
 int kp_store_put_product_cat(kp_store *s, const char *id, const char *name, int rides,
                              const char *category, const char *const *operators,
                              size_t n_operators);
+/* A stored-value product (scheme account in the currency's minor unit): its entitlements'
+ * rides_left is the balance, charged the published fare at a tap. */
+int kp_store_put_product_stored(kp_store *s, const char *id, const char *name,
+                                const char *const *operators, size_t n_operators);
+/* *stored = 1 when product id is stored value; KP_E_INVAL if there is no such product. */
+int kp_store_product_stored(kp_store *s, const char *id, int *stored);
 /* Restricts an existing product to riders of `category`. */
 int kp_store_run_product_category(kp_store *s, const char *product, const char *category);
 /* A rider category a card or a linkage holds; via: the linkage it came through, or NULL. */
@@ -244,6 +250,7 @@ struct kp_terminal_cfg {
 	char operator_id[KP_ID_MAX + 1];
 	char route[KP_ID_MAX + 1];
 	char stop[KP_ID_MAX + 1];
+	char fare_feed[KP_ID_MAX + 1];   /* imported GTFS feed that prices stored value ("" none) */
 	char reader[512];
 	char hmi[512];
 	char database[512];
@@ -279,7 +286,8 @@ struct kp_tap_outcome {
 	char reason[KP_ID_MAX + 1];      /* "ok", "denylisted", "exhausted", ... */
 	char product[KP_ID_MAX + 1];
 	int64_t entitlement;
-	int64_t rides_left;              /* -1 when not applicable */
+	int64_t rides_left;              /* -1 when not applicable; stored value: the balance */
+	int64_t amount;                  /* fare charged to stored value (minor unit), else 0 */
 	uint64_t seq;                    /* journal record written */
 	char category[KP_ID_MAX + 1];    /* rider category applied ("" none) */
 	int linked;                      /* the pass or category came through a linkage */

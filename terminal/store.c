@@ -141,6 +141,13 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  fare_transfer_type INTEGER NOT NULL, fare_product_id TEXT NOT NULL,"
 	"  line INTEGER NOT NULL);"
 	"CREATE INDEX fare_transfer_rules_feed ON fare_transfer_rules(feed_id);",
+
+	/* 5 -> 6: stored value held by the scheme. The base schema's CHECK pins kind to
+	 * 'nride' and changing it means rebuilding products, which two tables reference with
+	 * foreign keys on; so a flag says a product is stored value (its rides is a dummy 1),
+	 * and its entitlements' rides_left is the balance in the minor unit. */
+	"ALTER TABLE products ADD COLUMN stored INTEGER NOT NULL DEFAULT 0"
+	"  CHECK (stored IN (0, 1));",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -155,13 +162,15 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	[KP_STMT_CARD_ENTS] = "SELECT e.id, e.product_id, e.rides_left, e.valid_from, e.valid_until,"
 	                      " EXISTS (SELECT 1 FROM product_operators po"
 	                      "  WHERE po.product_id = e.product_id AND po.operator_id = ?2),"
-	                      " coalesce(p.category, '')"
+	                      " coalesce(p.category, ''), p.stored"
 	                      " FROM entitlements e JOIN products p ON p.id = e.product_id"
 	                      " WHERE e.token = ?1 ORDER BY e.id",
 	[KP_STMT_CARD_ELIG] = "SELECT category, valid_from, valid_until, via FROM eligibility"
 	                      " WHERE token = ?1 ORDER BY category",
 	[KP_STMT_TAKE_RIDE] = "UPDATE entitlements SET rides_left = rides_left - 1"
 	                      " WHERE token = ?1 AND id = ?2 AND rides_left = ?3 AND rides_left > 0",
+	[KP_STMT_CHARGE] = "UPDATE entitlements SET rides_left = rides_left - ?4"
+	                   " WHERE token = ?1 AND id = ?2 AND rides_left = ?3 AND rides_left >= ?4",
 	[KP_STMT_JOURNAL_HEAD] = "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
 	[KP_STMT_JOURNAL_APPEND] = "INSERT INTO journal(seq, time_ms, token, result, reason,"
 	                           " payload, cose, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -734,6 +743,7 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		v->valid_here = sqlite3_column_int(st, 5);
 		snprintf(v->category, sizeof(v->category), "%s",
 		         (const char *)sqlite3_column_text(st, 6));
+		v->stored = sqlite3_column_int(st, 7);
 		(*n)++;
 	}
 	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");
@@ -782,5 +792,63 @@ int kp_store_run_product_category(kp_store *s, const char *product, const char *
 		snprintf(s->err, sizeof(s->err), "no product %s", product);
 		return KP_E_INVAL;
 	}
+	return rc;
+}
+
+int kp_store_charge(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id, int64_t expect,
+                    int64_t amount)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CHARGE);
+	int rc;
+
+	if (amount < 0)
+		return KP_E_INVAL;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, id);
+	sqlite3_bind_int64(st, 3, expect);
+	sqlite3_bind_int64(st, 4, amount);
+	rc = step_done(s, st, "charge");
+	if (rc == KP_OK && sqlite3_changes(s->db) != 1) {
+		snprintf(s->err, sizeof(s->err), "charge: balance changed under the tap");
+		return KP_E_DB;
+	}
+	return rc;
+}
+
+int kp_store_put_product_stored(kp_store *s, const char *id, const char *name,
+                                const char *const *operators, size_t n_operators)
+{
+	struct text2 t = { id, NULL, 0 };
+	int rc = kp_store_put_product_cat(s, id, name, 1, NULL, operators, n_operators);
+
+	if (rc == KP_OK)
+		rc = run_bound(s, "UPDATE products SET stored = 1 WHERE id = ?1 AND ?2 IS NULL",
+		               "stored product", bind_text2, &t);
+	return rc;
+}
+
+int kp_store_product_stored(kp_store *s, const char *id, int *stored)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*stored = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT stored FROM products WHERE id = ?1", -1, &st,
+	                       NULL) != SQLITE_OK)
+		return kp_store_fail(s, "product kind");
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*stored = sqlite3_column_int(st, 0);
+		rc = KP_OK;
+	} else if (rc == SQLITE_DONE) {
+		snprintf(s->err, sizeof(s->err), "no product %s", id);
+		rc = KP_E_INVAL;
+	} else {
+		rc = kp_store_fail(s, "product kind");
+	}
+	sqlite3_finalize(st);
 	return rc;
 }

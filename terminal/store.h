@@ -14,6 +14,7 @@ struct kp_ent_view {
 	struct kp_entitlement e;
 	int valid_here;                  /* the product is valid on the asked operator */
 	char category[KP_ID_MAX + 1];    /* the product's rider category, "" = anyone */
+	int stored;                      /* stored value: e.rides_left is the balance */
 };
 
 int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *listed);
@@ -30,6 +31,10 @@ int kp_store_card_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 /* Takes one ride: fails (KP_E_DB) unless rides_left was still `expect`. */
 int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
                        int64_t expect);
+/* Deducts amount (minor units) from a stored-value balance: fails (KP_E_DB) unless the
+ * balance was still `expect` and covers it. */
+int kp_store_charge(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id, int64_t expect,
+                    int64_t amount);
 
 /* Records a ride taken by journal record seq until the backend acknowledges it. */
 int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides);

@@ -96,6 +96,8 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "expired",          "Ticket expired" },
 		{ "not-yet-valid",    "Ticket not valid yet" },
 		{ "exhausted",        "No rides left" },
+		{ "insufficient-balance", "Balance too low: please top up" },
+		{ "fare-unknown",     "Fare not known here: see staff" },
 		{ "wrong-operator",   "Ticket not valid on this operator" },
 		{ "no-entitlement",   "No ticket on this card" },
 		{ "card-removed",     "Card removed too soon: tap again" },
@@ -161,6 +163,7 @@ static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec
 	snprintf(out->product, sizeof(out->product), "%s", rec->product);
 	out->entitlement = rec->entitlement;
 	out->rides_left = rec->has_left ? rec->left : -1;
+	out->amount = rec->amount;
 	out->seq = rec->seq;
 	snprintf(out->category, sizeof(out->category), "%s", rec->category);
 	out->linked = rec->has_via;
@@ -208,9 +211,10 @@ static const struct kp_elig_view *find_elig(const struct kp_elig_view *el, size_
 }
 
 /* The entitlement best for the rider: among usable ones the one that expires first; if
- * none is usable, the most specific reason why. */
+ * none is usable, the most specific reason why. Stored value is never chosen here: a pass
+ * or ride goes before it, so usable stored-value entitlements are only marked in stored[]. */
 static struct choice choose(const struct kp_ent_view *v, size_t n, const struct kp_elig_view *el,
-                            size_t n_el, int64_t now)
+                            size_t n_el, int64_t now, int *stored)
 {
 	struct choice c = { NULL, NULL, "no-entitlement" };
 	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
@@ -235,6 +239,8 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 			expired = 1;
 		} else if (now < en->valid_from_ms) {
 			early = 1;
+		} else if (v[i].stored) {
+			stored[i] = 1;
 		} else if (en->rides_left <= 0) {
 			exhausted = 1;
 		} else if (c.best == NULL || en->valid_until_ms < c.best->e.valid_until_ms) {
@@ -257,6 +263,89 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 	else if (not_eligible)
 		c.reason = "not-eligible";
 	return c;
+}
+
+/* The fare of a tap-on here from the terminal's fare feed: boarding stop only, no
+ * destination. Each rider category the card holds now is tried as a GTFS rider category
+ * id (the cheapest that the feed prices for it wins); else the feed's default category.
+ * *cat_used gets the eligibility that priced it, or NULL. */
+static int tap_on_fare(kp_tap_engine *e, const struct kp_elig_view *el, size_t n_el,
+                       int64_t now, struct kp_fare_result *fare,
+                       const struct kp_elig_view **cat_used)
+{
+	struct kp_fare_query q;
+	struct kp_fare_result r;
+	int rc, found = 0;
+
+	*cat_used = NULL;
+	if (e->cfg.fare_feed[0] == '\0')
+		return KP_E_NOFARE;
+	memset(&q, 0, sizeof(q));
+	q.feed_id = e->cfg.fare_feed;
+	q.route_id = e->cfg.route;
+	q.from_stop = e->cfg.stop;
+	q.payment_method = -1;
+	for (size_t i = 0; i < n_el; i++) {
+		if (now < el[i].valid_from_ms || now >= el[i].valid_until_ms)
+			continue;
+		q.rider_category = el[i].category;
+		rc = kp_fare_lookup(e->s, &q, &r);
+		if (rc == KP_E_DB)
+			return rc;
+		if (rc != KP_OK || strcmp(r.rider_category, el[i].category) != 0)
+			continue;
+		if (!found || r.amount < fare->amount) {
+			*fare = r;
+			*cat_used = &el[i];
+			found = 1;
+		}
+	}
+	if (found)
+		return KP_OK;
+	q.rider_category = NULL;
+	return kp_fare_lookup(e->s, &q, fare);
+}
+
+/* Charges stored value when no pass or ride was usable: the entitlement that expires first
+ * among those whose balance covers the fare. Sets rec's reason, and on success the
+ * product, amount and balance left; *chosen is NULL when refused. */
+static int charge_stored(kp_tap_engine *e, const struct kp_ent_view *v, size_t n,
+                         const int *stored, const struct kp_elig_view *el, size_t n_el,
+                         int64_t now, struct kp_record *rec, const struct kp_ent_view **chosen,
+                         const struct kp_elig_view **cat_used)
+{
+	struct kp_fare_result fare;
+	int rc = tap_on_fare(e, el, n_el, now, &fare, cat_used);
+
+	*chosen = NULL;
+	if (rc == KP_E_DB)
+		return rc;
+	if (rc != KP_OK || fare.amount < 0) {
+		/* Unknown feed, route or stop, or a fare that needs the alighting stop. */
+		fprintf(stderr, "kippu: no tap-on fare: %s (%s)\n", kp_strerror(rc),
+		        e->cfg.fare_feed[0] == '\0' ? "no fare_feed configured" : kp_store_errmsg(e->s));
+		snprintf(rec->reason, sizeof(rec->reason), "fare-unknown");
+		return KP_OK;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!stored[i] || v[i].e.rides_left < fare.amount)
+			continue;
+		if (*chosen == NULL || v[i].e.valid_until_ms < (*chosen)->e.valid_until_ms)
+			*chosen = &v[i];
+	}
+	if (*chosen == NULL) {
+		snprintf(rec->reason, sizeof(rec->reason), "insufficient-balance");
+		return KP_OK;
+	}
+	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	snprintf(rec->product, sizeof(rec->product), "%s", (*chosen)->e.product);
+	rec->entitlement = (*chosen)->e.id;
+	rec->rides = 0;
+	rec->amount = fare.amount;
+	rec->has_left = 1;
+	rec->left = (*chosen)->e.rides_left - fare.amount;
+	return kp_store_charge(e->s, (*chosen)->e.token, (*chosen)->e.id, (*chosen)->e.rides_left,
+	                       fare.amount);
 }
 
 /* The card's entitlements, and those of the My Number linkages it is linked through. */
@@ -328,13 +417,33 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		snprintf(rec.reason, sizeof(rec.reason), "already");
 	} else {
 		struct choice c;
+		int stored[KP_MAX_CARD_ENTITLEMENTS] = { 0 }, any_stored = 0;
 
 		rc = gather(e, token, now_ms, ents, &n, el, &n_el);
 		if (rc != KP_OK)
 			return finish(e, rc, prev_before);
-		c = choose(ents, n, el, n_el, now_ms);
+		c = choose(ents, n, el, n_el, now_ms, stored);
 		snprintf(rec.reason, sizeof(rec.reason), "%s", c.reason);
-		if (c.best != NULL) {
+		for (size_t i = 0; i < n; i++)
+			any_stored |= stored[i];
+		if (c.best == NULL && any_stored) {
+			const struct kp_ent_view *sv = NULL;
+			const struct kp_elig_view *cat = NULL;
+
+			rc = charge_stored(e, ents, n, stored, el, n_el, now_ms, &rec, &sv, &cat);
+			if (rc == KP_OK && sv != NULL) {
+				kind = KP_TAP_ACCEPTED;
+				if (memcmp(sv->e.token, token, KP_TOKEN_LEN) != 0) {
+					rec.has_via = 1;
+					memcpy(rec.via, sv->e.token, KP_TOKEN_LEN);
+				} else if (cat != NULL && cat->has_via) {
+					rec.has_via = 1;
+					memcpy(rec.via, cat->via, KP_TOKEN_LEN);
+				}
+				if (cat != NULL)
+					snprintf(rec.category, sizeof(rec.category), "%s", cat->category);
+			}
+		} else if (c.best != NULL) {
 			kind = KP_TAP_ACCEPTED;
 			snprintf(rec.product, sizeof(rec.product), "%s", c.best->e.product);
 			rec.entitlement = c.best->e.id;
@@ -367,7 +476,8 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	if (rc == KP_OK && kind == KP_TAP_ACCEPTED)
 		rc = kp_store_set_last_tap(e->s, token, now_ms, rec.seq);
 	if (rc == KP_OK && kind == KP_TAP_ACCEPTED)
-		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement, rec.rides);
+		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement,
+		                          rec.amount > 0 ? rec.amount : rec.rides);
 	rc = finish(e, rc, prev_before);
 	if (rc == KP_OK) {
 		outcome_from(out, &rec, kind);

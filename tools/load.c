@@ -147,16 +147,27 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 	if (strcmp(f[0], "product") == 0) {
 		const char *ops[16];
 		size_t n_ops = 0;
-		int64_t rides;
+		int64_t rides = 0;
 		char *tok, *save = NULL;
+		int stored;
 
-		*why = "usage: product ID nride RIDES OPERATOR[,OPERATOR...] NAME";
-		n = split(f[1], f + 1, 5) + 1;
-		if (n != 6 || !kp_valid_id(f[1]) || strcmp(f[2], "nride") != 0)
+		*why = "usage: product ID nride RIDES OPERATOR[,OPERATOR...] NAME"
+		       " | product ID stored OPERATOR[,OPERATOR...] NAME";
+		/* ID KIND, then the rest by the kind's rule (stored value has no RIDES). */
+		n = split(f[1], f + 1, 3) + 1;
+		if (n != 4 || !kp_valid_id(f[1]))
 			return KP_E_PARSE;
-		*why = "rides must be 1 to 10000";
-		if (parse_int(f[3], 1, 10000, &rides) != KP_OK)
-			return KP_E_PARSE;
+		stored = strcmp(f[2], "stored") == 0;
+		if (stored) {
+			if (split(f[3], f + 4, 2) != 2)
+				return KP_E_PARSE;
+		} else {
+			if (strcmp(f[2], "nride") != 0 || split(f[3], f + 3, 3) != 3)
+				return KP_E_PARSE;
+			*why = "rides must be 1 to 10000";
+			if (parse_int(f[3], 1, 10000, &rides) != KP_OK)
+				return KP_E_PARSE;
+		}
 		*why = "operators: 1 to 16 comma-separated ids";
 		for (tok = strtok_r(f[4], ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 			if (n_ops == 16 || !kp_valid_id(tok))
@@ -165,7 +176,10 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		}
 		if (n_ops == 0)
 			return KP_E_PARSE;
-		rc = kp_store_put_product(s, f[1], f[5], (int)rides, ops, n_ops);
+		if (stored)
+			rc = kp_store_put_product_stored(s, f[1], f[5], ops, n_ops);
+		else
+			rc = kp_store_put_product(s, f[1], f[5], (int)rides, ops, n_ops);
 		*why = kp_store_errmsg(s);
 		return rc;
 	}
@@ -173,7 +187,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		struct kp_entitlement e;
 
 		memset(&e, 0, sizeof(e));
-		*why = "usage: entitlement ID CARD PRODUCT RIDES_LEFT VALID_FROM VALID_UNTIL";
+		*why = "usage: entitlement ID CARD PRODUCT RIDES_LEFT|BALANCE VALID_FROM VALID_UNTIL";
 		n = split(f[1], f + 1, 7) + 1;
 		if (n != 7 || strpbrk(f[6], " \t") != NULL)
 			return KP_E_PARSE;
@@ -187,9 +201,15 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		if (!kp_valid_id(f[3]))
 			return KP_E_PARSE;
 		snprintf(e.product, sizeof(e.product), "%s", f[3]);
-		*why = "rides left must be 0 to 10000";
-		if (parse_int(f[4], 0, 10000, &e.rides_left) != KP_OK)
+		*why = "rides left must be 0 to 10000 (a stored-value balance: 0 to 10^12 minor units)";
+		if (parse_int(f[4], 0, 1000000000000LL, &e.rides_left) != KP_OK)
 			return KP_E_PARSE;
+		if (e.rides_left > 10000) {
+			int stored = 0;
+
+			if (kp_store_product_stored(s, e.product, &stored) != KP_OK || !stored)
+				return KP_E_PARSE;
+		}
 		*why = "times must be ISO 8601 with Z or an offset (2026-11-26T04:00:00+09:00), or Unix seconds";
 		if (kp_parse_time(f[5], &e.valid_from_ms) != KP_OK ||
 		    kp_parse_time(f[6], &e.valid_until_ms) != KP_OK)

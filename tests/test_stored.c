@@ -1,0 +1,419 @@
+/* Stored value at the tap: charged the published tap-on fare of an imported GTFS feed
+ * (Kumagaya ゆうゆうバス, flat 200 yen), after any usable pass or ride, refused when the
+ * balance is short or the fare is unknown, journalled with amount and balance left. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "kp_terminal.h"
+#include "testutil.h"
+
+#define T0 1795000000000LL            /* 2026-11-18, a fixed "now" */
+#define DAY (86400LL * 1000)
+#define MIN (60LL * 1000)
+#define GTFS_DEFAULT "../shared/data/gtfs"
+
+struct fx {
+	char dir[256];
+	char db[300];
+	kp_store *s;
+	kp_key *key;
+	kp_cert *cert;
+	kp_tap_engine *e;
+	struct kp_terminal_cfg cfg;
+	uint8_t token_key[KP_TOKEN_KEY_LEN];
+};
+
+static const char *gtfs_root(void)
+{
+	const char *env = getenv("KP_GTFS_DIR");
+	const char *root = env != NULL ? env : GTFS_DEFAULT;
+	struct stat sb;
+
+	if (stat(root, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		fail_msg("real GTFS feeds not found at %s (set KP_GTFS_DIR)", root);
+	return root;
+}
+
+static void import(struct fx *f, const char *dir, const char *feed)
+{
+	struct kp_fare_import_opts o = { feed, NULL, NULL };
+	char err[KP_FARE_MSG_MAX] = "";
+
+	if (kp_fares_import(f->s, dir, &o, NULL, err, sizeof(err)) != KP_OK)
+		fail_msg("import %s: %s", dir, err);
+}
+
+static void token_of(struct fx *f, uint8_t last, uint8_t token[KP_TOKEN_LEN])
+{
+	uint8_t idm[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, last };
+
+	assert_int_equal(kp_token_derive(f->token_key, "felica", idm, 8, token), 0);
+}
+
+static void put_ent(struct fx *f, uint8_t card, int64_t id, const char *product, int64_t left)
+{
+	struct kp_entitlement e;
+
+	memset(&e, 0, sizeof(e));
+	token_of(f, card, e.token);
+	e.id = id;
+	snprintf(e.product, sizeof(e.product), "%s", product);
+	e.rides_left = left;
+	e.valid_from_ms = T0 - DAY;
+	e.valid_until_ms = T0 + 30 * DAY;
+	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
+}
+
+static int64_t left_of(struct fx *f, uint8_t card, int64_t id)
+{
+	struct kp_entitlement e;
+	uint8_t token[KP_TOKEN_LEN];
+
+	token_of(f, card, token);
+	assert_int_equal(kp_store_get_entitlement(f->s, token, id, &e), KP_OK);
+	return e.rides_left;
+}
+
+static void reopen_engine(struct fx *f)
+{
+	kp_tap_engine_close(f->e);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+}
+
+static kp_cert *make_cert(struct fx *f)
+{
+	char ca_path[300], cert_path[300];
+	kp_cert *ca_cert = NULL, *cert = NULL;
+	kp_key *ca = NULL;
+	char *pem;
+
+	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", f->dir);
+	snprintf(cert_path, sizeof(cert_path), "%s/t.crt", f->dir);
+	assert_int_equal(kp_key_generate(&ca), 0);
+	assert_int_equal(kp_cert_create_ca(ca, "test CA", 10, ca_path), 0);
+	assert_int_equal(kp_cert_load(&ca_cert, ca_path), 0);
+	assert_int_equal(kp_cert_issue(ca, ca_cert, f->key, "T-1", 10, cert_path), 0);
+	assert_int_equal(kp_cert_load(&cert, cert_path), 0);
+	pem = tu_read(cert_path);
+	assert_non_null(pem);
+	assert_int_equal(kp_store_meta_set(f->s, "terminal_cert", pem), KP_OK);
+	free(pem);
+	kp_cert_free(ca_cert);
+	kp_key_free(ca);
+	return cert;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	const char *a[] = { "OP-A" }, *c[] = { "OP-C" };
+	char feed[600];
+
+	tu_tmpdir(f->dir, sizeof(f->dir));
+	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
+	memset(f->token_key, 0x5A, sizeof(f->token_key));
+	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
+	assert_int_equal(kp_key_generate(&f->key), 0);
+	f->cert = make_cert(f);
+	snprintf(feed, sizeof(feed), "%s/kumagaya-yuyubus", gtfs_root());
+	import(f, feed, "kumagaya");
+	kp_terminal_cfg_defaults(&f->cfg);
+	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "T-1");
+	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "OP-A");
+	snprintf(f->cfg.route, sizeof(f->cfg.route), "1");
+	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "000001_001");   /* 籠原駅南口 */
+	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "kumagaya");
+	f->cfg.double_tap_window_ms = 60000;
+	assert_int_equal(kp_store_begin(f->s), KP_OK);
+	assert_int_equal(kp_store_put_operator(f->s, "OP-A", "Operator A"), KP_OK);
+	assert_int_equal(kp_store_put_operator(f->s, "OP-C", "Operator C"), KP_OK);
+	assert_int_equal(kp_store_put_product(f->s, "P10", "10 rides", 10, a, 1), KP_OK);
+	assert_int_equal(kp_store_put_product_stored(f->s, "SV", "Scheme account", a, 1), KP_OK);
+	assert_int_equal(kp_store_put_product_stored(f->s, "SVC", "C account", c, 1), KP_OK);
+	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	kp_tap_engine_close(f->e);
+	kp_store_close(f->s);
+	kp_cert_free(f->cert);
+	kp_key_free(f->key);
+	tu_rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void tap(struct fx *f, uint8_t card, int64_t now, struct kp_tap_outcome *o)
+{
+	uint8_t token[KP_TOKEN_LEN];
+
+	token_of(f, card, token);
+	assert_int_equal(kp_tap_decide(f->e, token, now, o), KP_OK);
+}
+
+struct rec_check { uint64_t seq; struct kp_record rec; int found; };
+
+static int find_rec(const struct kp_journal_row *row, void *arg)
+{
+	struct rec_check *c = arg;
+
+	if (row->seq != c->seq)
+		return 0;
+	assert_int_equal(kp_record_decode(row->payload, row->payload_len, &c->rec), 0);
+	c->found = 1;
+	return 1;
+}
+
+static void journal_ok(struct fx *f, uint64_t expect_n)
+{
+	uint64_t n = 0, bad = 0;
+	char err[256] = "";
+
+	if (kp_journal_verify(f->s, f->cert, &n, &bad, err, sizeof(err)) != 0)
+		fail_msg("journal: record %llu: %s", (unsigned long long)bad, err);
+	assert_int_equal(n, expect_n);
+}
+
+static void test_schema(void **state)
+{
+	struct fx *f = *state;
+	int v = 0, stored = -1;
+
+	assert_int_equal(kp_store_schema_version(f->s, &v), KP_OK);
+	assert_int_equal(v, 6);
+	assert_int_equal(kp_store_product_stored(f->s, "SV", &stored), KP_OK);
+	assert_int_equal(stored, 1);
+	assert_int_equal(kp_store_product_stored(f->s, "P10", &stored), KP_OK);
+	assert_int_equal(stored, 0);
+	assert_int_equal(kp_store_product_stored(f->s, "nope", &stored), KP_E_INVAL);
+}
+
+/* 1000 yen, flat fare 200 (fare_rules.txt: one all-blank rule): 800 left. */
+static void test_charge_flat_fare(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+	struct rec_check c = { 0 };
+
+	put_ent(f, 1, 1, "SV", 1000);
+	tap(f, 1, T0, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.reason, "ok");
+	assert_string_equal(o.product, "SV");
+	assert_int_equal(o.amount, 200);
+	assert_int_equal(o.rides_left, 800);
+	assert_int_equal(left_of(f, 1, 1), 800);
+	c.seq = o.seq;
+	kp_journal_foreach(f->s, find_rec, &c);
+	assert_true(c.found);
+	assert_int_equal(c.rec.amount, 200);
+	assert_int_equal(c.rec.rides, 0);
+	assert_true(c.rec.has_left);
+	assert_int_equal(c.rec.left, 800);
+	assert_string_equal(c.rec.result, "accepted");
+	/* a second tap after the double-tap window: 600 */
+	tap(f, 1, T0 + 2 * MIN, &o);
+	assert_int_equal(o.amount, 200);
+	assert_int_equal(left_of(f, 1, 1), 600);
+	journal_ok(f, 2);
+}
+
+/* 150 yen < 200: refused, nothing charged, journalled. */
+static void test_insufficient_balance(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+	struct rec_check c = { 0 };
+
+	put_ent(f, 2, 1, "SV", 150);
+	tap(f, 2, T0, &o);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "insufficient-balance");
+	assert_int_equal(o.amount, 0);
+	assert_int_equal(left_of(f, 2, 1), 150);
+	c.seq = o.seq;
+	kp_journal_foreach(f->s, find_rec, &c);
+	assert_true(c.found);
+	assert_int_equal(c.rec.amount, 0);
+	assert_string_equal(c.rec.reason, "insufficient-balance");
+	journal_ok(f, 1);
+	/* exactly the fare is enough: 200 -> 0 */
+	put_ent(f, 3, 1, "SV", 200);
+	tap(f, 3, T0, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(left_of(f, 3, 1), 0);
+}
+
+/* A ride from an N-ride ticket goes before stored value; once it is used up, stored value
+ * pays. A stored-value product of another operator is never charged here. */
+static void test_nride_before_stored(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+
+	put_ent(f, 4, 1, "SV", 1000);
+	put_ent(f, 4, 2, "P10", 1);
+	put_ent(f, 4, 3, "SVC", 5000);
+	tap(f, 4, T0, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.product, "P10");
+	assert_int_equal(o.amount, 0);
+	assert_int_equal(o.rides_left, 0);
+	assert_int_equal(left_of(f, 4, 1), 1000);
+	tap(f, 4, T0 + 2 * MIN, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.product, "SV");
+	assert_int_equal(o.amount, 200);
+	assert_int_equal(left_of(f, 4, 1), 800);
+	assert_int_equal(left_of(f, 4, 3), 5000);
+	/* only another operator's account: refused as before */
+	put_ent(f, 5, 1, "SVC", 5000);
+	tap(f, 5, T0, &o);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "wrong-operator");
+	journal_ok(f, 3);
+}
+
+/* A stop the feed does not know, or no fare feed configured: refused, nothing charged. */
+static void test_fare_unknown(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+
+	put_ent(f, 6, 1, "SV", 1000);
+	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "no-such-stop");
+	reopen_engine(f);
+	tap(f, 6, T0, &o);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "fare-unknown");
+	assert_int_equal(left_of(f, 6, 1), 1000);
+	f->cfg.fare_feed[0] = '\0';
+	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "000001_001");
+	reopen_engine(f);
+	tap(f, 6, T0 + 2 * MIN, &o);
+	assert_string_equal(o.reason, "fare-unknown");
+	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "no-such-feed");
+	reopen_engine(f);
+	tap(f, 6, T0 + 4 * MIN, &o);
+	assert_string_equal(o.reason, "fare-unknown");
+	assert_int_equal(left_of(f, 6, 1), 1000);
+	journal_ok(f, 3);
+}
+
+/* A small v1 feed with a child price (fare_rider_categories.txt): a card holding the
+ * category "child" pays 100, any other card the adult 200. */
+static void test_child_category(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+	uint8_t token[KP_TOKEN_LEN];
+	char dir[300], path[400];
+
+	snprintf(dir, sizeof(dir), "%s/flat", f->dir);
+	mkdir(dir, 0700);
+	snprintf(path, sizeof(path), "%s/stops.txt", dir);
+	tu_write(path, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,36.1,139.3,S1\n");
+	snprintf(path, sizeof(path), "%s/fare_attributes.txt", dir);
+	tu_write(path, "fare_id,price,currency_type,payment_method,transfers\n"
+	               "F200,200,JPY,0,0\n");
+	snprintf(path, sizeof(path), "%s/fare_rules.txt", dir);
+	tu_write(path, "fare_id,route_id,origin_id,destination_id\nF200,,,\n");
+	snprintf(path, sizeof(path), "%s/fare_rider_categories.txt", dir);
+	tu_write(path, "fare_id,rider_category_id,currency_type,price\nF200,child,JPY,100\n");
+	import(f, dir, "flat");
+	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "flat");
+	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
+	reopen_engine(f);
+	put_ent(f, 7, 1, "SV", 1000);
+	put_ent(f, 8, 1, "SV", 1000);
+	token_of(f, 7, token);
+	assert_int_equal(kp_store_put_eligibility(f->s, token, "child", T0 - DAY, T0 + DAY, NULL),
+	                 KP_OK);
+	token_of(f, 8, token);
+	assert_int_equal(kp_store_put_eligibility(f->s, token, "resident", T0 - DAY, T0 + DAY,
+	                                          NULL), KP_OK);
+	tap(f, 7, T0, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.amount, 100);
+	assert_string_equal(o.category, "child");
+	assert_int_equal(left_of(f, 7, 1), 900);
+	tap(f, 8, T0, &o);                     /* "resident" is no rider category of the feed */
+	assert_int_equal(o.amount, 200);
+	assert_string_equal(o.category, "");
+	assert_int_equal(left_of(f, 8, 1), 800);
+	/* a lapsed child category prices as adult */
+	tap(f, 7, T0 + 2 * DAY, &o);
+	assert_int_equal(o.amount, 200);
+	assert_int_equal(left_of(f, 7, 1), 700);
+	journal_ok(f, 3);
+}
+
+/* Load files: `product ID stored OPERATORS NAME` next to `nride`; a balance above the
+ * N-ride limit only for a stored-value product. */
+static void test_load_file(void **state)
+{
+	struct fx *f = *state;
+	const char *bin = tu_bin();
+	kp_store *s = NULL;
+	struct kp_entitlement e;
+	uint8_t key[KP_TOKEN_KEY_LEN], token[KP_TOKEN_LEN];
+	uint8_t idm[8] = { 1, 1, 2, 3, 4, 5, 6, 7 };
+	char path[400];
+	int stored = 0;
+
+	assert_int_equal(tu_sh("%s/kippuctl token-key create %s/tk >/dev/null && "
+	                       "printf 'operator OP-A A\nproduct P10 nride 10 OP-A Ten rides\n"
+	                       "product SV stored OP-A Scheme account\n"
+	                       "entitlement 1 felica:0101020304050607 SV 50000 2026-01-01T00:00:00Z "
+	                       "2027-01-01T00:00:00Z\n' > %s/l.txt && "
+	                       "%s/kippuctl load %s/l.db %s/l.txt --token-key %s/tk >/dev/null",
+	                       bin, f->dir, f->dir, bin, f->dir, f->dir, f->dir), 0);
+	/* 50000 rides on an N-ride ticket is refused, and the file loads nothing */
+	assert_int_equal(tu_sh("printf 'entitlement 2 felica:0101020304050607 P10 50000 "
+	                       "2026-01-01T00:00:00Z 2027-01-01T00:00:00Z\n' > %s/l2.txt && "
+	                       "%s/kippuctl load %s/l.db %s/l2.txt --token-key %s/tk 2>/dev/null; "
+	                       "test $? -eq 1", f->dir, bin, f->dir, f->dir, f->dir), 0);
+	assert_int_equal(tu_sh("printf 'product X stored 5 OP-A\n' > %s/l3.txt && "
+	                       "%s/kippuctl load %s/l.db %s/l3.txt --token-key %s/tk 2>/dev/null; "
+	                       "test $? -eq 1", f->dir, bin, f->dir, f->dir, f->dir), 0);
+	snprintf(path, sizeof(path), "%s/l.db", f->dir);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_store_product_stored(s, "SV", &stored), KP_OK);
+	assert_int_equal(stored, 1);
+	assert_int_equal(kp_store_product_stored(s, "P10", &stored), KP_OK);
+	assert_int_equal(stored, 0);
+	snprintf(path, sizeof(path), "%s/tk", f->dir);
+	assert_int_equal(kp_token_key_load(path, key), KP_OK);
+	assert_int_equal(kp_token_derive(key, "felica", idm, 8, token), 0);
+	assert_int_equal(kp_store_get_entitlement(s, token, 1, &e), KP_OK);
+	assert_int_equal(e.rides_left, 50000);
+	assert_int_equal(kp_store_get_entitlement(s, token, 2, &e) == KP_OK, 0);
+	kp_store_close(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_charge_flat_fare, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_insufficient_balance, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nride_before_stored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fare_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_child_category, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_file, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
