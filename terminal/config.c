@@ -27,6 +27,23 @@ void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
 	cfg->sync_interval_s = 60;
 	cfg->sync_timeout_ms = 30000;
 	cfg->reenrol_warn_days = 30;
+	cfg->utc_offset_s = 9 * 3600;
+	cfg->service_day_end_s = 4 * 3600;
+}
+
+/* "HH:MM" (h <= max_h) in seconds, -1 if malformed. */
+static int parse_hhmm(const char *v, int max_h)
+{
+	int h, m;
+
+	if (strlen(v) != 5 || !isdigit((unsigned char)v[0]) || !isdigit((unsigned char)v[1]) ||
+	    v[2] != ':' || !isdigit((unsigned char)v[3]) || !isdigit((unsigned char)v[4]))
+		return -1;
+	h = (v[0] - '0') * 10 + (v[1] - '0');
+	m = (v[3] - '0') * 10 + (v[4] - '0');
+	if (h > max_h || m > 59)
+		return -1;
+	return h * 3600 + m * 60;
 }
 
 static char *trim(char *s)
@@ -175,6 +192,24 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 		bad = set_int(&n, v, 0, 365);
 		cfg->reenrol_warn_days = (int)n;
 		return bad;
+	}
+	if (strcmp(key, "utc_offset") == 0) {
+		int secs = (*v == '+' || *v == '-') ? parse_hhmm(v + 1, 14) : -1;
+
+		*why = "utc_offset: +HH:MM or -HH:MM, at most 14:00 (JST is +09:00)";
+		if (secs < 0 || secs > 14 * 3600)
+			return -1;
+		cfg->utc_offset_s = *v == '-' ? -secs : secs;
+		return 0;
+	}
+	if (strcmp(key, "service_day_end") == 0) {
+		int secs = parse_hhmm(v, 23);
+
+		*why = "service_day_end: HH:MM local time, 00:00 to 23:59";
+		if (secs < 0)
+			return -1;
+		cfg->service_day_end_s = secs;
+		return 0;
 	}
 	if (strcmp(key, "log") == 0) {
 		*why = "log: stderr or syslog";

@@ -157,7 +157,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 6
+#define KP_SCHEMA_VERSION 7
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -189,6 +189,12 @@ int kp_store_put_product_cat(kp_store *s, const char *id, const char *name, int 
  * rides_left is the balance, charged the published fare at a tap. */
 int kp_store_put_product_stored(kp_store *s, const char *id, const char *name,
                                 const char *const *operators, size_t n_operators);
+/* A period pass valid `days` (1..366) service days on the operators; "monthly" is 30. */
+int kp_store_put_product_period(kp_store *s, const char *id, const char *name, int days,
+                                const char *const *operators, size_t n_operators);
+/* *days = the product's period in service days, 0 if it is no period pass; KP_E_INVAL if
+ * there is no such product. */
+int kp_store_product_period(kp_store *s, const char *id, int *days);
 /* *stored = 1 when product id is stored value; KP_E_INVAL if there is no such product. */
 int kp_store_product_stored(kp_store *s, const char *id, int *stored);
 /* Restricts an existing product to riders of `category`. */
@@ -208,6 +214,8 @@ struct kp_entitlement {
 	char product[KP_ID_MAX + 1];
 	int64_t rides_left;
 	int64_t valid_from_ms, valid_until_ms;  /* [from, until) */
+	int first_use;                   /* period pass not yet started: [from, until) is the
+	                                  * window in which its first tap may activate it */
 };
 int kp_store_put_entitlement(kp_store *s, const struct kp_entitlement *e);
 int kp_store_put_denylist(kp_store *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
@@ -271,6 +279,8 @@ struct kp_terminal_cfg {
 	int sync_timeout_ms;
 	char jpki_ca[1024];              /* JPKI authentication CA certificate(s), comma-separated */
 	int reenrol_warn_days;           /* warn riders this many days before a category ends */
+	int utc_offset_s;                /* local time = UTC + this (default +09:00, JST) */
+	int service_day_end_s;           /* local time a service day ends (default 04:00) */
 };
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg);
 /* One setting by its file key (the command line uses this too). */
@@ -293,6 +303,9 @@ struct kp_tap_outcome {
 	int linked;                      /* the pass or category came through a linkage */
 	int warn_days;                   /* eligibility ends within the warning window: days
 	                                  * left; -1 otherwise */
+	int64_t valid_until_ms;          /* period pass used: end of its validity, else 0 */
+	char until_text[24];             /* that end in local time ("04:00" within a day,
+	                                  * else "2026-11-21 04:00"), "" otherwise */
 };
 
 typedef struct kp_tap_engine kp_tap_engine;
@@ -323,6 +336,11 @@ int  kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now
 int  kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
                  const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms,
                  struct kp_tap_outcome *out);
+/* The validity of a period pass of `days` service days activated at now_ms: from the start
+ * of now's service day (which ends at cfg's service_day_end, local time) to the end of the
+ * service day days-1 later. */
+void kp_service_days(const struct kp_terminal_cfg *cfg, int64_t now_ms, int days,
+                     int64_t *from_ms, int64_t *until_ms);
 /* What the rider reads for an outcome. */
 const char *kp_tap_reason_text(const char *reason);
 

@@ -75,8 +75,12 @@ static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now
 		int n;
 
 		msg.result = KP_HMI_ACCEPTED;
-		n = snprintf(text, sizeof(text), "OK: %lld ride%s left", (long long)o->rides_left,
-		             o->rides_left == 1 ? "" : "s");
+		if (o->valid_until_ms != 0)
+			n = snprintf(text, sizeof(text), "OK: %s, valid until %s", o->product,
+			             o->until_text);
+		else
+			n = snprintf(text, sizeof(text), "OK: %lld ride%s left", (long long)o->rides_left,
+			             o->rides_left == 1 ? "" : "s");
 		if (o->category[0] != '\0' && n > 0 && (size_t)n < sizeof(text))
 			n += snprintf(text + n, sizeof(text) - (size_t)n, " (%s%s)", o->category,
 			              o->linked ? ", My Number linked" : "");

@@ -148,6 +148,14 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	 * and its entitlements' rides_left is the balance in the minor unit. */
 	"ALTER TABLE products ADD COLUMN stored INTEGER NOT NULL DEFAULT 0"
 	"  CHECK (stored IN (0, 1));",
+
+	/* 6 -> 7: period passes (1-day, multi-day, monthly = 30 days), like 5 -> 6 a column
+	 * rather than a new kind. A first-use entitlement's valid_from/valid_until is its
+	 * activation window until its first tap sets them to the pass's service days. */
+	"ALTER TABLE products ADD COLUMN period_days INTEGER"
+	"  CHECK (period_days IS NULL OR period_days BETWEEN 1 AND 366);"
+	"ALTER TABLE entitlements ADD COLUMN first_use INTEGER NOT NULL DEFAULT 0"
+	"  CHECK (first_use IN (0, 1));",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -162,20 +170,23 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	[KP_STMT_CARD_ENTS] = "SELECT e.id, e.product_id, e.rides_left, e.valid_from, e.valid_until,"
 	                      " EXISTS (SELECT 1 FROM product_operators po"
 	                      "  WHERE po.product_id = e.product_id AND po.operator_id = ?2),"
-	                      " coalesce(p.category, ''), p.stored"
+	                      " coalesce(p.category, ''), p.stored, coalesce(p.period_days, 0),"
+	                      " e.first_use"
 	                      " FROM entitlements e JOIN products p ON p.id = e.product_id"
 	                      " WHERE e.token = ?1 ORDER BY e.id",
 	[KP_STMT_CARD_ELIG] = "SELECT category, valid_from, valid_until, via FROM eligibility"
 	                      " WHERE token = ?1 ORDER BY category",
 	[KP_STMT_TAKE_RIDE] = "UPDATE entitlements SET rides_left = rides_left - 1"
 	                      " WHERE token = ?1 AND id = ?2 AND rides_left = ?3 AND rides_left > 0",
+	[KP_STMT_ACTIVATE] = "UPDATE entitlements SET valid_from = ?3, valid_until = ?4, first_use = 0"
+	                     " WHERE token = ?1 AND id = ?2 AND first_use = 1",
 	[KP_STMT_CHARGE] = "UPDATE entitlements SET rides_left = rides_left - ?4"
 	                   " WHERE token = ?1 AND id = ?2 AND rides_left = ?3 AND rides_left >= ?4",
 	[KP_STMT_JOURNAL_HEAD] = "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
 	[KP_STMT_JOURNAL_APPEND] = "INSERT INTO journal(seq, time_ms, token, result, reason,"
 	                           " payload, cose, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	[KP_STMT_PENDING_USE] = "INSERT INTO pending_uses(seq, ent_id, rides) VALUES (?1, ?2, ?3)",
-	[KP_STMT_ENT_GET] = "SELECT product_id, rides_left, valid_from, valid_until"
+	[KP_STMT_ENT_GET] = "SELECT product_id, rides_left, valid_from, valid_until, first_use"
 	                    " FROM entitlements WHERE token = ?1 AND id = ?2",
 };
 
@@ -569,6 +580,7 @@ static int bind_ent(sqlite3_stmt *st, const void *arg)
 	sqlite3_bind_int64(st, 4, e->rides_left);
 	sqlite3_bind_int64(st, 5, e->valid_from_ms);
 	sqlite3_bind_int64(st, 6, e->valid_until_ms);
+	sqlite3_bind_int(st, 7, e->first_use != 0);
 	return KP_OK;
 }
 
@@ -578,10 +590,10 @@ int kp_store_put_entitlement(kp_store *s, const struct kp_entitlement *e)
 	    e->product[0] == '\0')
 		return KP_E_INVAL;
 	return run_bound(s, "INSERT INTO entitlements(token, id, product_id, rides_left,"
-	                    " valid_from, valid_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+	                    " valid_from, valid_until, first_use) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
 	                    " ON CONFLICT(token, id) DO UPDATE SET product_id = excluded.product_id,"
 	                    " rides_left = excluded.rides_left, valid_from = excluded.valid_from,"
-	                    " valid_until = excluded.valid_until",
+	                    " valid_until = excluded.valid_until, first_use = excluded.first_use",
 	                 "entitlement", bind_ent, e);
 }
 
@@ -630,6 +642,7 @@ int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int
 	e->rides_left = sqlite3_column_int64(st, 1);
 	e->valid_from_ms = sqlite3_column_int64(st, 2);
 	e->valid_until_ms = sqlite3_column_int64(st, 3);
+	e->first_use = sqlite3_column_int(st, 4);
 	sqlite3_reset(st);
 	return KP_OK;
 }
@@ -744,6 +757,8 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		snprintf(v->category, sizeof(v->category), "%s",
 		         (const char *)sqlite3_column_text(st, 6));
 		v->stored = sqlite3_column_int(st, 7);
+		v->period_days = sqlite3_column_int(st, 8);
+		v->first_use = sqlite3_column_int(st, 9);
 		(*n)++;
 	}
 	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");
@@ -848,6 +863,76 @@ int kp_store_product_stored(kp_store *s, const char *id, int *stored)
 		rc = KP_E_INVAL;
 	} else {
 		rc = kp_store_fail(s, "product kind");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_store_activate(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
+                      int64_t from_ms, int64_t until_ms)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_ACTIVATE);
+	int rc;
+
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, id);
+	sqlite3_bind_int64(st, 3, from_ms);
+	sqlite3_bind_int64(st, 4, until_ms);
+	rc = step_done(s, st, "activate");
+	if (rc == KP_OK && sqlite3_changes(s->db) != 1) {
+		snprintf(s->err, sizeof(s->err), "activate: pass changed under the tap");
+		return KP_E_DB;
+	}
+	return rc;
+}
+
+struct period_arg { const char *id; int days; };
+
+static int bind_period(sqlite3_stmt *st, const void *arg)
+{
+	const struct period_arg *p = arg;
+
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, p->days);
+	return KP_OK;
+}
+
+int kp_store_put_product_period(kp_store *s, const char *id, const char *name, int days,
+                                const char *const *operators, size_t n_operators)
+{
+	struct period_arg p = { id, days };
+	int rc;
+
+	if (days < 1 || days > 366)
+		return KP_E_INVAL;
+	rc = kp_store_put_product_cat(s, id, name, 1, NULL, operators, n_operators);
+	if (rc == KP_OK)
+		rc = run_bound(s, "UPDATE products SET period_days = ?2 WHERE id = ?1",
+		               "period product", bind_period, &p);
+	return rc;
+}
+
+int kp_store_product_period(kp_store *s, const char *id, int *days)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*days = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT coalesce(period_days, 0) FROM products WHERE id = ?1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "product period");
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*days = sqlite3_column_int(st, 0);
+		rc = KP_OK;
+	} else if (rc == SQLITE_DONE) {
+		snprintf(s->err, sizeof(s->err), "no product %s", id);
+		rc = KP_E_INVAL;
+	} else {
+		rc = kp_store_fail(s, "product period");
 	}
 	sqlite3_finalize(st);
 	return rc;

@@ -15,6 +15,8 @@ struct kp_ent_view {
 	int valid_here;                  /* the product is valid on the asked operator */
 	char category[KP_ID_MAX + 1];    /* the product's rider category, "" = anyone */
 	int stored;                      /* stored value: e.rides_left is the balance */
+	int period_days;                 /* period pass of this many service days, else 0 */
+	int first_use;                   /* = e.first_use */
 };
 
 int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *listed);
@@ -35,6 +37,11 @@ int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t i
  * balance was still `expect` and covers it. */
 int kp_store_charge(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id, int64_t expect,
                     int64_t amount);
+
+/* Starts a first-use pass: sets its validity; fails (KP_E_DB) unless it was still
+ * waiting for its first use. */
+int kp_store_activate(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
+                      int64_t from_ms, int64_t until_ms);
 
 /* Records a ride taken by journal record seq until the backend acknowledges it. */
 int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides);

@@ -91,6 +91,7 @@ const char *kp_tap_reason_text(const char *reason)
 {
 	static const struct { const char *code, *text; } texts[] = {
 		{ "ok",               "OK" },
+		{ "activated",        "OK: pass started" },
 		{ "already",          "Already validated" },
 		{ "denylisted",       "Card blocked: please see staff" },
 		{ "expired",          "Ticket expired" },
@@ -190,10 +191,47 @@ static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_
 }
 
 struct choice {
+	const struct kp_ent_view *pass;      /* a period pass: used before any ride */
+	const struct kp_elig_view *pass_elig;
 	const struct kp_ent_view *best;
 	const struct kp_elig_view *elig;     /* the category that allowed it, if any */
 	const char *reason;
 };
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+void kp_service_days(const struct kp_terminal_cfg *cfg, int64_t now_ms, int days,
+                     int64_t *from_ms, int64_t *until_ms)
+{
+	/* Local time shifted back by the day's end hour: a tap at 01:30 belongs to yesterday. */
+	int64_t shifted = floor_div(now_ms, 1000) + cfg->utc_offset_s - cfg->service_day_end_s;
+	int64_t day = floor_div(shifted, 86400);
+
+	*from_ms = (day * 86400 + cfg->service_day_end_s - cfg->utc_offset_s) * 1000;
+	*until_ms = *from_ms + (int64_t)days * 86400000LL;
+}
+
+/* until in local time: "HH:MM" when within a day of now, else "YYYY-MM-DD HH:MM". */
+static void until_text(const struct kp_terminal_cfg *cfg, int64_t now_ms, int64_t until_ms,
+                       char *out, size_t cap)
+{
+	int64_t local = floor_div(until_ms, 1000) + cfg->utc_offset_s;
+	int64_t z = floor_div(local, 86400) + 719468, sod = local - floor_div(local, 86400) * 86400;
+	int64_t era = floor_div(z, 146097), doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+	int64_t y = yoe + era * 400 + (m <= 2);
+
+	if (until_ms - now_ms <= 86400000LL)
+		snprintf(out, cap, "%02d:%02d", (int)(sod / 3600), (int)(sod % 3600 / 60));
+	else
+		snprintf(out, cap, "%04d-%02d-%02d %02d:%02d", (int)y, (int)m, (int)d,
+		         (int)(sod / 3600), (int)(sod % 3600 / 60));
+}
 
 /* The rider's category `cat` valid at now, or NULL; *lapsed says one exists but is not
  * valid now (the terminal refuses a passed eligibility even before the next sync). */
@@ -216,7 +254,7 @@ static const struct kp_elig_view *find_elig(const struct kp_elig_view *el, size_
 static struct choice choose(const struct kp_ent_view *v, size_t n, const struct kp_elig_view *el,
                             size_t n_el, int64_t now, int *stored)
 {
-	struct choice c = { NULL, NULL, "no-entitlement" };
+	struct choice c = { NULL, NULL, NULL, NULL, "no-entitlement" };
 	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -239,6 +277,15 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 			expired = 1;
 		} else if (now < en->valid_from_ms) {
 			early = 1;
+		} else if (v[i].period_days > 0) {
+			/* An active pass before one still to start (its days run from now on), then
+			 * the one that ends first. */
+			if (c.pass == NULL || (c.pass->first_use && !v[i].first_use) ||
+			    (c.pass->first_use == v[i].first_use &&
+			     en->valid_until_ms < c.pass->e.valid_until_ms)) {
+				c.pass = &v[i];
+				c.pass_elig = cat;
+			}
 		} else if (v[i].stored) {
 			stored[i] = 1;
 		} else if (en->rides_left <= 0) {
@@ -247,6 +294,10 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 			c.best = &v[i];
 			c.elig = cat;
 		}
+	}
+	if (c.pass != NULL) {
+		c.best = c.pass;
+		c.elig = c.pass_elig;
 	}
 	if (c.best != NULL)
 		c.reason = "ok";
@@ -390,7 +441,7 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	uint8_t prev_before[KP_SHA256_LEN];
 	enum kp_tap_kind kind = KP_TAP_REFUSED;
 	size_t n = 0, n_el = 0;
-	int64_t last = 0;
+	int64_t last = 0, pass_until = 0;
 	int listed = 0, found = 0, warn_days = -1, rc;
 
 	memset(&rec, 0, sizeof(rec));
@@ -447,9 +498,21 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 			kind = KP_TAP_ACCEPTED;
 			snprintf(rec.product, sizeof(rec.product), "%s", c.best->e.product);
 			rec.entitlement = c.best->e.id;
-			rec.rides = 1;
-			rec.has_left = 1;
-			rec.left = c.best->e.rides_left - 1;
+			if (c.pass != NULL) {
+				/* A pass charges nothing; its first use fixes its days, in this
+				 * transaction, and the journal says so ("activated"). */
+				pass_until = c.pass->e.valid_until_ms;
+				if (c.pass->first_use) {
+					int64_t from = 0;
+
+					kp_service_days(&e->cfg, now_ms, c.pass->period_days, &from, &pass_until);
+					snprintf(rec.reason, sizeof(rec.reason), "activated");
+				}
+			} else {
+				rec.rides = 1;
+				rec.has_left = 1;
+				rec.left = c.best->e.rides_left - 1;
+			}
 			/* The journal says where a discount or pass came from: the linkage's token,
 			 * never the person. */
 			if (memcmp(c.best->e.token, token, KP_TOKEN_LEN) != 0) {
@@ -466,7 +529,13 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 				if (left_ms < (int64_t)e->cfg.reenrol_warn_days * 86400000LL)
 					warn_days = (int)(left_ms / 86400000LL);
 			}
-			rc = kp_store_take_ride(e->s, c.best->e.token, c.best->e.id, c.best->e.rides_left);
+			if (c.pass == NULL)
+				rc = kp_store_take_ride(e->s, c.best->e.token, c.best->e.id,
+				                        c.best->e.rides_left);
+			else if (c.pass->first_use)
+				rc = kp_store_activate(e->s, c.pass->e.token, c.pass->e.id,
+				                       pass_until - (int64_t)c.pass->period_days * 86400000LL,
+				                       pass_until);
 		}
 	}
 	snprintf(rec.result, sizeof(rec.result), "%s",
@@ -482,6 +551,10 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	if (rc == KP_OK) {
 		outcome_from(out, &rec, kind);
 		out->warn_days = warn_days;
+		if (kind == KP_TAP_ACCEPTED && pass_until != 0) {
+			out->valid_until_ms = pass_until;
+			until_text(&e->cfg, now_ms, pass_until, out->until_text, sizeof(out->until_text));
+		}
 	}
 	return rc;
 }

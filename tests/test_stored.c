@@ -192,7 +192,7 @@ static void test_schema(void **state)
 	int v = 0, stored = -1;
 
 	assert_int_equal(kp_store_schema_version(f->s, &v), KP_OK);
-	assert_int_equal(v, 6);
+	assert_int_equal(v, KP_SCHEMA_VERSION);
 	assert_int_equal(kp_store_product_stored(f->s, "SV", &stored), KP_OK);
 	assert_int_equal(stored, 1);
 	assert_int_equal(kp_store_product_stored(f->s, "P10", &stored), KP_OK);

@@ -151,7 +151,10 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		char *tok, *save = NULL;
 		int stored;
 
+		int64_t days = 0;
+
 		*why = "usage: product ID nride RIDES OPERATOR[,OPERATOR...] NAME"
+		       " | product ID period DAYS OPERATOR[,OPERATOR...] NAME"
 		       " | product ID stored OPERATOR[,OPERATOR...] NAME";
 		/* ID KIND, then the rest by the kind's rule (stored value has no RIDES). */
 		n = split(f[1], f + 1, 3) + 1;
@@ -160,6 +163,12 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		stored = strcmp(f[2], "stored") == 0;
 		if (stored) {
 			if (split(f[3], f + 4, 2) != 2)
+				return KP_E_PARSE;
+		} else if (strcmp(f[2], "period") == 0) {
+			if (split(f[3], f + 3, 3) != 3)
+				return KP_E_PARSE;
+			*why = "period days must be 1 to 366 (a monthly pass is 30)";
+			if (parse_int(f[3], 1, 366, &days) != KP_OK)
 				return KP_E_PARSE;
 		} else {
 			if (strcmp(f[2], "nride") != 0 || split(f[3], f + 3, 3) != 3)
@@ -178,6 +187,8 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 			return KP_E_PARSE;
 		if (stored)
 			rc = kp_store_put_product_stored(s, f[1], f[5], ops, n_ops);
+		else if (days > 0)
+			rc = kp_store_put_product_period(s, f[1], f[5], (int)days, ops, n_ops);
 		else
 			rc = kp_store_put_product(s, f[1], f[5], (int)rides, ops, n_ops);
 		*why = kp_store_errmsg(s);
@@ -187,7 +198,8 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		struct kp_entitlement e;
 
 		memset(&e, 0, sizeof(e));
-		*why = "usage: entitlement ID CARD PRODUCT RIDES_LEFT|BALANCE VALID_FROM VALID_UNTIL";
+		*why = "usage: entitlement ID CARD PRODUCT RIDES_LEFT|BALANCE|first-use VALID_FROM"
+		       " VALID_UNTIL";
 		n = split(f[1], f + 1, 7) + 1;
 		if (n != 7 || strpbrk(f[6], " \t") != NULL)
 			return KP_E_PARSE;
@@ -201,9 +213,19 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		if (!kp_valid_id(f[3]))
 			return KP_E_PARSE;
 		snprintf(e.product, sizeof(e.product), "%s", f[3]);
-		*why = "rides left must be 0 to 10000 (a stored-value balance: 0 to 10^12 minor units)";
-		if (parse_int(f[4], 0, 1000000000000LL, &e.rides_left) != KP_OK)
-			return KP_E_PARSE;
+		if (strcmp(f[4], "first-use") == 0) {
+			int days = 0;
+
+			/* A period pass that starts at its first tap between the two times. */
+			*why = "first-use: the product must be a period pass";
+			if (kp_store_product_period(s, e.product, &days) != KP_OK || days == 0)
+				return KP_E_PARSE;
+			e.first_use = 1;
+		} else {
+			*why = "rides left must be 0 to 10000 (a stored-value balance: 0 to 10^12 minor units)";
+			if (parse_int(f[4], 0, 1000000000000LL, &e.rides_left) != KP_OK)
+				return KP_E_PARSE;
+		}
 		if (e.rides_left > 10000) {
 			int stored = 0;
 
