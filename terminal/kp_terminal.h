@@ -157,7 +157,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 7
+#define KP_SCHEMA_VERSION 8
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -202,6 +202,23 @@ int kp_store_run_product_category(kp_store *s, const char *product, const char *
 /* A rider category a card or a linkage holds; via: the linkage it came through, or NULL. */
 int kp_store_put_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN], const char *category,
                              int64_t from_ms, int64_t until_ms, const uint8_t *via);
+/* An operator's discount for a rider category: the rider pays `percent` (0..100) of the
+ * adult fare, rounded to a multiple of `unit` (1..100000) minor units. */
+enum kp_rounding { KP_ROUND_DOWN = 0, KP_ROUND_UP = 1, KP_ROUND_NEAREST = 2 };
+struct kp_discount {
+	int percent;
+	enum kp_rounding rounding;
+	int64_t unit;
+};
+/* Adds or replaces operator's rule for category; KP_E_INVAL if out of range. */
+int kp_store_put_discount(kp_store *s, const char *operator_id, const char *category,
+                          const struct kp_discount *d);
+/* *found = 1 and *d filled when operator has a rule for category. */
+int kp_store_discount(kp_store *s, const char *operator_id, const char *category,
+                      struct kp_discount *d, int *found);
+/* The discounted fare: adult * percent / 100 rounded exactly (integers only) to a
+ * multiple of unit, never more than adult; -1 if an argument is out of range. */
+int64_t kp_discount_apply(int64_t adult, const struct kp_discount *d);
 struct kp_elig_view {
 	char category[KP_ID_MAX + 1];
 	int64_t valid_from_ms, valid_until_ms;

@@ -156,6 +156,15 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  CHECK (period_days IS NULL OR period_days BETWEEN 1 AND 366);"
 	"ALTER TABLE entitlements ADD COLUMN first_use INTEGER NOT NULL DEFAULT 0"
 	"  CHECK (first_use IN (0, 1));",
+
+	/* 7 -> 8: each operator's discount for a rider category the fare feed does not price
+	 * itself: the share of the adult fare paid (percent), rounded down, up or to the
+	 * nearest `unit` minor units. No foreign key: a sync replaces the operators. */
+	"CREATE TABLE discounts(operator_id TEXT NOT NULL, category TEXT NOT NULL,"
+	"  percent INTEGER NOT NULL CHECK (percent BETWEEN 0 AND 100),"
+	"  rounding INTEGER NOT NULL CHECK (rounding IN (0, 1, 2)),"
+	"  unit INTEGER NOT NULL CHECK (unit BETWEEN 1 AND 100000),"
+	"  PRIMARY KEY (operator_id, category)) WITHOUT ROWID;",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -186,6 +195,8 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	[KP_STMT_JOURNAL_APPEND] = "INSERT INTO journal(seq, time_ms, token, result, reason,"
 	                           " payload, cose, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	[KP_STMT_PENDING_USE] = "INSERT INTO pending_uses(seq, ent_id, rides) VALUES (?1, ?2, ?3)",
+	[KP_STMT_DISCOUNT] = "SELECT percent, rounding, unit FROM discounts"
+	                     " WHERE operator_id = ?1 AND category = ?2",
 	[KP_STMT_ENT_GET] = "SELECT product_id, rides_left, valid_from, valid_until, first_use"
 	                    " FROM entitlements WHERE token = ?1 AND id = ?2",
 };
@@ -808,6 +819,85 @@ int kp_store_run_product_category(kp_store *s, const char *product, const char *
 		return KP_E_INVAL;
 	}
 	return rc;
+}
+
+struct discount_arg { const char *op, *cat; const struct kp_discount *d; };
+
+static int bind_discount(sqlite3_stmt *st, const void *arg)
+{
+	const struct discount_arg *a = arg;
+
+	sqlite3_bind_text(st, 1, a->op, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, a->cat, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, a->d->percent);
+	sqlite3_bind_int(st, 4, (int)a->d->rounding);
+	sqlite3_bind_int64(st, 5, a->d->unit);
+	return KP_OK;
+}
+
+int kp_store_put_discount(kp_store *s, const char *operator_id, const char *category,
+                          const struct kp_discount *d)
+{
+	struct discount_arg a = { operator_id, category, d };
+
+	if (!kp_valid_id(operator_id) || !kp_valid_id(category) || d->percent < 0 ||
+	    d->percent > 100 || d->rounding < KP_ROUND_DOWN || d->rounding > KP_ROUND_NEAREST ||
+	    d->unit < 1 || d->unit > 100000)
+		return KP_E_INVAL;
+	return run_bound(s, "INSERT INTO discounts(operator_id, category, percent, rounding, unit)"
+	                    " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(operator_id, category)"
+	                    " DO UPDATE SET percent = excluded.percent,"
+	                    " rounding = excluded.rounding, unit = excluded.unit",
+	                 "discount", bind_discount, &a);
+}
+
+int kp_store_discount(kp_store *s, const char *operator_id, const char *category,
+                      struct kp_discount *d, int *found)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_DISCOUNT);
+	int rc;
+
+	*found = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, category, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		d->percent = sqlite3_column_int(st, 0);
+		d->rounding = (enum kp_rounding)sqlite3_column_int(st, 1);
+		d->unit = sqlite3_column_int64(st, 2);
+		*found = 1;
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "discount");
+}
+
+int64_t kp_discount_apply(int64_t adult, const struct kp_discount *d)
+{
+	/* The exact share is adult*percent/100; in units of `unit` that is num/den. */
+	int64_t num, den, q;
+
+	if (adult < 0 || adult > 1000000000000LL || d->percent < 0 || d->percent > 100 ||
+	    d->unit < 1 || d->unit > 100000)
+		return -1;
+	num = adult * d->percent;
+	den = 100 * d->unit;
+	switch (d->rounding) {
+	case KP_ROUND_DOWN:
+		q = num / den;
+		break;
+	case KP_ROUND_UP:
+		q = (num + den - 1) / den;
+		break;
+	case KP_ROUND_NEAREST:
+		q = (2 * num + den) / (2 * den);        /* a half rounds up */
+		break;
+	default:
+		return -1;
+	}
+	return q * d->unit < adult ? q * d->unit : adult;
 }
 
 int kp_store_charge(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id, int64_t expect,

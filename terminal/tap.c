@@ -317,16 +317,17 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 }
 
 /* The fare of a tap-on here from the terminal's fare feed: boarding stop only, no
- * destination. Each rider category the card holds now is tried as a GTFS rider category
- * id (the cheapest that the feed prices for it wins); else the feed's default category.
- * *cat_used gets the eligibility that priced it, or NULL. */
+ * destination. Each rider category the card holds now is priced by the feed if the feed
+ * has it as a GTFS rider category id, else by this operator's discount rule applied to
+ * the adult (default) fare, if there is one; the cheapest wins. Otherwise the feed's
+ * default category. *cat_used gets the eligibility that priced it, or NULL. */
 static int tap_on_fare(kp_tap_engine *e, const struct kp_elig_view *el, size_t n_el,
                        int64_t now, struct kp_fare_result *fare,
                        const struct kp_elig_view **cat_used)
 {
 	struct kp_fare_query q;
-	struct kp_fare_result r;
-	int rc, found = 0;
+	struct kp_fare_result r, adult;
+	int rc, found = 0, adult_rc = KP_E_NOFARE, have_adult = 0;
 
 	*cat_used = NULL;
 	if (e->cfg.fare_feed[0] == '\0')
@@ -337,14 +338,38 @@ static int tap_on_fare(kp_tap_engine *e, const struct kp_elig_view *el, size_t n
 	q.from_stop = e->cfg.stop;
 	q.payment_method = -1;
 	for (size_t i = 0; i < n_el; i++) {
+		struct kp_discount d;
+		int has_rule = 0;
+
 		if (now < el[i].valid_from_ms || now >= el[i].valid_until_ms)
 			continue;
 		q.rider_category = el[i].category;
 		rc = kp_fare_lookup(e->s, &q, &r);
 		if (rc == KP_E_DB)
 			return rc;
-		if (rc != KP_OK || strcmp(r.rider_category, el[i].category) != 0)
-			continue;
+		if (rc != KP_OK || strcmp(r.rider_category, el[i].category) != 0) {
+			/* The feed has no price of its own for it: the operator's rule, if any. */
+			rc = kp_store_discount(e->s, e->cfg.operator_id, el[i].category, &d, &has_rule);
+			if (rc != KP_OK)
+				return rc;
+			if (!has_rule)
+				continue;
+			if (!have_adult) {
+				q.rider_category = NULL;
+				adult_rc = kp_fare_lookup(e->s, &q, &adult);
+				if (adult_rc == KP_E_DB)
+					return adult_rc;
+				have_adult = 1;
+			}
+			if (adult_rc != KP_OK || adult.amount < 0)
+				continue;
+			r = adult;
+			r.amount = kp_discount_apply(adult.amount, &d);
+			if (r.amount < 0)
+				continue;
+			_Static_assert(sizeof(r.rider_category) >= sizeof(el[i].category), "category");
+			memcpy(r.rider_category, el[i].category, sizeof(el[i].category));
+		}
 		if (!found || r.amount < fare->amount) {
 			*fare = r;
 			*cat_used = &el[i];
@@ -353,6 +378,11 @@ static int tap_on_fare(kp_tap_engine *e, const struct kp_elig_view *el, size_t n
 	}
 	if (found)
 		return KP_OK;
+	if (have_adult) {
+		if (adult_rc == KP_OK)
+			*fare = adult;
+		return adult_rc;
+	}
 	q.rider_category = NULL;
 	return kp_fare_lookup(e->s, &q, fare);
 }

@@ -403,6 +403,187 @@ static void test_load_file(void **state)
 	kp_store_close(s);
 }
 
+/* kp_discount_apply: adult * percent / 100 rounded exactly to a multiple of unit. */
+static void test_discount_apply(void **state)
+{
+	static const struct { int64_t adult; int percent; enum kp_rounding r; int64_t unit, want; }
+	v[] = {
+		{ 210, 50, KP_ROUND_DOWN, 10, 100 },       /* 105 -> 100 */
+		{ 210, 50, KP_ROUND_UP, 10, 110 },         /* 105 -> 110 */
+		{ 210, 50, KP_ROUND_NEAREST, 1, 105 },     /* exact */
+		{ 210, 50, KP_ROUND_NEAREST, 10, 110 },    /* 105: a half rounds up */
+		{ 210, 30, KP_ROUND_NEAREST, 10, 60 },     /* 63 -> 60 */
+		{ 210, 100, KP_ROUND_DOWN, 1, 210 },
+		{ 210, 0, KP_ROUND_UP, 10, 0 },
+		{ 205, 100, KP_ROUND_UP, 10, 205 },        /* never above the adult fare */
+		{ 199, 50, KP_ROUND_DOWN, 1, 99 },         /* 99.5 */
+		{ 199, 50, KP_ROUND_UP, 1, 100 },
+		{ 1000000000000LL, 33, KP_ROUND_NEAREST, 100000, 330000000000LL },
+		{ -1, 50, KP_ROUND_DOWN, 1, -1 },
+		{ 210, 101, KP_ROUND_DOWN, 1, -1 },
+		{ 210, 50, KP_ROUND_DOWN, 0, -1 },
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct kp_discount d = { v[i].percent, v[i].r, v[i].unit };
+
+		if (kp_discount_apply(v[i].adult, &d) != v[i].want)
+			fail_msg("vector %zu: %lld", i, (long long)kp_discount_apply(v[i].adult, &d));
+	}
+}
+
+/* A card holding a category that the feed does not price pays the operator's discount
+ * on the adult fare; one the feed prices itself pays the feed's price. */
+static void elig(struct fx *f, uint8_t card, const char *cat, int64_t until)
+{
+	uint8_t token[KP_TOKEN_LEN];
+
+	token_of(f, card, token);
+	assert_int_equal(kp_store_put_eligibility(f->s, token, cat, T0 - DAY, until, NULL), KP_OK);
+}
+
+static void rule(struct fx *f, const char *op, const char *cat, int percent, enum kp_rounding r,
+                 int64_t unit)
+{
+	struct kp_discount d = { percent, r, unit };
+
+	assert_int_equal(kp_store_put_discount(f->s, op, cat, &d), KP_OK);
+}
+
+static void charged(struct fx *f, uint8_t card, int64_t now, int64_t amount, const char *cat)
+{
+	struct kp_tap_outcome o;
+	struct rec_check c = { 0 };
+
+	tap(f, card, now, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.amount, amount);
+	assert_string_equal(o.category, cat);
+	c.seq = o.seq;
+	kp_journal_foreach(f->s, find_rec, &c);
+	assert_true(c.found);
+	assert_int_equal(c.rec.amount, amount);
+	assert_string_equal(c.rec.category, cat);
+}
+
+static void test_discount_tap(void **state)
+{
+	struct fx *f = *state;
+	char dir[300], path[400];
+
+	/* 210 flat; the feed prices "senior" (150) itself, nothing else */
+	snprintf(dir, sizeof(dir), "%s/f210", f->dir);
+	mkdir(dir, 0700);
+	snprintf(path, sizeof(path), "%s/stops.txt", dir);
+	tu_write(path, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,36.1,139.3,S1\n");
+	snprintf(path, sizeof(path), "%s/fare_attributes.txt", dir);
+	tu_write(path, "fare_id,price,currency_type,payment_method,transfers\nF210,210,JPY,0,0\n");
+	snprintf(path, sizeof(path), "%s/fare_rules.txt", dir);
+	tu_write(path, "fare_id,route_id,origin_id,destination_id\nF210,,,\n");
+	snprintf(path, sizeof(path), "%s/fare_rider_categories.txt", dir);
+	tu_write(path, "fare_id,rider_category_id,currency_type,price\nF210,senior,JPY,150\n");
+	import(f, dir, "f210");
+	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "f210");
+	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
+	reopen_engine(f);
+
+	rule(f, "OP-A", "child", 50, KP_ROUND_DOWN, 10);
+	rule(f, "OP-A", "senior", 0, KP_ROUND_DOWN, 1);     /* the feed's 150 wins */
+	rule(f, "OP-A", "free", 0, KP_ROUND_DOWN, 1);
+	rule(f, "OP-A", "full", 100, KP_ROUND_UP, 10);
+	rule(f, "OP-C", "resident", 10, KP_ROUND_DOWN, 1);  /* another operator's rule */
+	for (uint8_t card = 20; card <= 26; card++)
+		put_ent(f, card, 1, "SV", 1000);
+	elig(f, 20, "child", T0 + DAY);
+	charged(f, 20, T0, 100, "child");                    /* 105 down to 10 */
+	assert_int_equal(left_of(f, 20, 1), 900);
+	rule(f, "OP-A", "child", 50, KP_ROUND_UP, 10);
+	charged(f, 20, T0 + 2 * MIN, 110, "child");          /* 105 up to 10 */
+	rule(f, "OP-A", "child", 50, KP_ROUND_NEAREST, 1);
+	charged(f, 20, T0 + 4 * MIN, 105, "child");
+	assert_int_equal(left_of(f, 20, 1), 1000 - 100 - 110 - 105);
+	elig(f, 21, "senior", T0 + DAY);
+	charged(f, 21, T0, 150, "senior");                   /* the feed's price, not the 0% rule */
+	elig(f, 22, "free", T0 + DAY);
+	charged(f, 22, T0, 0, "free");
+	assert_int_equal(left_of(f, 22, 1), 1000);
+	elig(f, 23, "full", T0 + DAY);
+	charged(f, 23, T0, 210, "full");
+	elig(f, 24, "resident", T0 + DAY);
+	charged(f, 24, T0, 210, "");                          /* OP-C's rule: not here */
+	elig(f, 25, "child", T0 + MIN);
+	charged(f, 25, T0 + 2 * MIN, 210, "");                /* a lapsed child pays adult */
+	/* several categories: the cheapest for the rider (child 105 < senior 150) */
+	elig(f, 26, "child", T0 + DAY);
+	elig(f, 26, "senior", T0 + DAY);
+	charged(f, 26, T0, 105, "child");
+	/* a balance below the adult fare but above the discounted one is enough */
+	put_ent(f, 27, 1, "SV", 150);
+	elig(f, 27, "child", T0 + DAY);
+	charged(f, 27, T0, 105, "child");
+	assert_int_equal(left_of(f, 27, 1), 45);
+	journal_ok(f, 10);
+}
+
+/* `discount OPERATOR CATEGORY PERCENT ROUNDING UNIT` in a load file; bad ones name the
+ * line and load nothing. */
+static void test_discount_load(void **state)
+{
+	struct fx *f = *state;
+	static const char *const bad[] = {
+		"discount OP-A child 101 down 10",
+		"discount OP-A child -1 down 10",
+		"discount OP-A child 50 sideways 10",
+		"discount OP-A child 50 down 0",
+		"discount OP-A child 50 down",
+		"discount OP-A child 50 down 10 extra",
+		"discount OP-A ch/ld 50 down 10",
+		"discount OP-A child 5x down 10",
+	};
+	const char *bin = tu_bin();
+	struct kp_discount d;
+	kp_store *s = NULL;
+	char path[400];
+	int found = 0;
+
+	assert_int_equal(tu_sh("%s/kippuctl token-key create %s/tk >/dev/null && "
+	                       "printf 'operator OP-A A\ndiscount OP-A child 50 up 10\n"
+	                       "discount OP-A senior 70 nearest 1  # comment\n' > %s/d.txt && "
+	                       "%s/kippuctl load %s/d.db %s/d.txt --token-key %s/tk >/dev/null",
+	                       bin, f->dir, f->dir, bin, f->dir, f->dir, f->dir), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *err;
+
+		if (tu_sh("printf 'discount OP-A x 20 down 1\n%s\n' > %s/b.txt && "
+		          "%s/kippuctl load %s/d.db %s/b.txt --token-key %s/tk 2>%s/b.err; "
+		          "test $? -eq 1", bad[i], f->dir, bin, f->dir, f->dir, f->dir, f->dir) != 0)
+			fail_msg("accepted: %s", bad[i]);
+		snprintf(path, sizeof(path), "%s/b.err", f->dir);
+		err = tu_read(path);
+		assert_non_null(err);
+		if (strstr(err, "b.txt:2:") == NULL)
+			fail_msg("%s: no line in \"%s\"", bad[i], err);
+		free(err);
+	}
+	snprintf(path, sizeof(path), "%s/d.db", f->dir);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_store_discount(s, "OP-A", "child", &d, &found), KP_OK);
+	assert_int_equal(found, 1);
+	assert_int_equal(d.percent, 50);
+	assert_int_equal(d.rounding, KP_ROUND_UP);
+	assert_int_equal(d.unit, 10);
+	assert_int_equal(kp_store_discount(s, "OP-A", "senior", &d, &found), KP_OK);
+	assert_int_equal(found, 1);
+	assert_int_equal(d.percent, 70);
+	assert_int_equal(d.rounding, KP_ROUND_NEAREST);
+	assert_int_equal(d.unit, 1);
+	assert_int_equal(kp_store_discount(s, "OP-A", "x", &d, &found), KP_OK);
+	assert_int_equal(found, 0);                           /* the failed files loaded nothing */
+	assert_int_equal(kp_store_discount(s, "OP-C", "child", &d, &found), KP_OK);
+	assert_int_equal(found, 0);
+	kp_store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -413,6 +594,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fare_unknown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_child_category, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_file, setup, teardown),
+		cmocka_unit_test(test_discount_apply),
+		cmocka_unit_test_setup_teardown(test_discount_tap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_discount_load, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

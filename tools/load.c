@@ -290,8 +290,38 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		*why = kp_store_errmsg(s);
 		return rc;
 	}
+	if (strcmp(f[0], "discount") == 0) {
+		static const char *const roundings[] = { "down", "up", "nearest" };
+		struct kp_discount d = { 0, KP_ROUND_DOWN, 1 };
+		int64_t v = 0;
+		size_t r;
+
+		*why = "usage: discount OPERATOR CATEGORY PERCENT down|up|nearest UNIT";
+		n = split(f[1], f + 1, 6) + 1;
+		if (n != 6 || strpbrk(f[5], " \t") != NULL)
+			return KP_E_PARSE;
+		*why = "operator and category: 1-32 of A-Z a-z 0-9 - _ .";
+		if (!kp_valid_id(f[1]) || !kp_valid_id(f[2]))
+			return KP_E_PARSE;
+		*why = "percent (the share of the adult fare paid) must be 0 to 100";
+		if (parse_int(f[3], 0, 100, &v) != KP_OK)
+			return KP_E_PARSE;
+		d.percent = (int)v;
+		*why = "rounding must be down, up or nearest";
+		for (r = 0; r < 3 && strcmp(f[4], roundings[r]) != 0; r++)
+			;
+		if (r == 3)
+			return KP_E_PARSE;
+		d.rounding = (enum kp_rounding)r;
+		*why = "unit (the step in minor units) must be 1 to 100000";
+		if (parse_int(f[5], 1, 100000, &d.unit) != KP_OK)
+			return KP_E_PARSE;
+		rc = kp_store_put_discount(s, f[1], f[2], &d);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
 	*why = "unknown directive (operator, product, product-category, entitlement, eligibility, "
-	       "denylist)";
+	       "discount, denylist)";
 	return KP_E_PARSE;
 }
 
