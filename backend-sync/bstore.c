@@ -231,6 +231,19 @@ static int bump_version(kp_bstore *s)
 	return exec(s, "UPDATE meta SET value = value + 1 WHERE key = 'state_version'");
 }
 
+/* Ends an operator's change: bump the state version (terminals get a new bundle) and
+ * commit, or roll everything back. */
+static int commit_change(kp_bstore *s, int rc)
+{
+	if (rc == KP_BE_OK)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
 int kp_bstore_state_version(kp_bstore *s, uint64_t *version)
 {
 	sqlite3_stmt *st = NULL;
@@ -638,13 +651,7 @@ static int change(kp_bstore *s, const char *sql, const char *what, const char *t
 		snprintf(s->err, sizeof(s->err), "%s: nothing matched", what);
 		rc = KP_BE_E_NOTFOUND;
 	}
-	if (rc == KP_BE_OK)
-		rc = bump_version(s);
-	if (rc == KP_BE_OK)
-		rc = exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		rollback(s);
-	return rc;
+	return commit_change(s, rc);
 }
 
 int kp_bstore_put_operator(kp_bstore *s, const char *id, const char *name)
@@ -703,13 +710,7 @@ int kp_bstore_put_product_cat(kp_bstore *s, const char *id, const char *name, in
 			rc = step_done(s, st, "product operator");
 		}
 	}
-	if (rc == KP_BE_OK)
-		rc = bump_version(s);
-	if (rc == KP_BE_OK)
-		rc = exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		rollback(s);
-	return rc;
+	return commit_change(s, rc);
 }
 
 int kp_bstore_register_card(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *label,
@@ -750,13 +751,7 @@ int kp_bstore_sell(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *
 		}
 		sqlite3_finalize(st);
 	}
-	if (rc == KP_BE_OK)
-		rc = bump_version(s);
-	if (rc == KP_BE_OK)
-		rc = exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		rollback(s);
-	return rc;
+	return commit_change(s, rc);
 }
 
 int kp_bstore_denylist(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
@@ -806,13 +801,7 @@ int kp_bstore_linkage_add(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const
 		         "(a renewed My Number card has a new certificate, so a new linkage token)");
 		rc = KP_BE_E_INVAL;
 	}
-	if (rc == KP_BE_OK)
-		rc = bump_version(s);
-	if (rc == KP_BE_OK)
-		rc = exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		rollback(s);
-	return rc;
+	return commit_change(s, rc);
 }
 
 int kp_bstore_linkage_revoke(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms)
