@@ -165,6 +165,19 @@ static void test_terminal_refuses_bad_setup(void **state)
 	                       "grep -q terminal_id err.txt", f->dir, f->bin), 0);
 	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config nope.conf 2>/dev/null; "
 	                       "test $? -eq 2", f->dir, f->bin), 0);
+	/* sync and My Number settings are checked the same way */
+	{
+		static const char *const bad[] = {
+			"backend = 127.0.0.1", "backend = :7800", "backend = host:78x0",
+			"sync_interval = 1", "sync_timeout_ms = 50", "backend_name = a b",
+			"reenrol_warn_days = 400", "service_day_end = 25:00", "utc_offset = +15:00",
+		};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+			assert_int_equal(tu_sh("cd %s && printf 'terminal_id = X\n%%s\n' '%s' > b2.conf && "
+			                       "%s/kippu-terminal --config b2.conf 2>err.txt; test $? -eq 2 "
+			                       "&& grep -q 'b2.conf:2:' err.txt", f->dir, bad[i], f->bin), 0);
+	}
 	/* a certificate for another terminal id is refused before any tap */
 	assert_int_not_equal(run_terminal(f, "--terminal-id BUS-OTHER"), 0);
 	/* a scenario with an error: the reader does not open, the terminal says where */
@@ -200,6 +213,28 @@ static void test_kippuctl_rejects_bad_input(void **state)
 	                       "%s/kippuctl load terminal.db l3.txt --token-key token.key 2>err.txt;"
 	                       " test $? -eq 1 && grep -q 'l3.txt:1:.*FOREIGN KEY' err.txt",
 	                       f->dir, f->bin), 0);
+	/* the rider-category directives: each bad form names its line, nothing is loaded */
+	{
+		static const char *const bad[] = {
+			"product-category NOPE resident",                       /* no such product */
+			"product-category P10 'bad id'",
+			"eligibility felica:0101 resident 2026-01-01T00:00:00Z 2027-01-01T00:00:00Z",
+			"eligibility felica:0101020304050607 resident 2027-01-01T00:00:00Z 2026-01-01T00:00:00Z",
+			"eligibility felica:0101020304050607 resident 2026-01-01T00:00:00Z",
+			"eligibility felica:0101020304050607 resident 2026-01-01T00:00:00Z "
+			"2027-01-01T00:00:00Z via:felica:01",
+			"eligibility felica:0101020304050607 resident 2026-01-01T00:00:00Z "
+			"2027-01-01T00:00:00Z token:00112233445566778899aabbccddeeff",
+		};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			assert_int_equal(tu_sh("cd %s && printf 'operator OP-Q Q\n%%s\n' \"%s\" > cat.txt && "
+			                       "%s/kippuctl load terminal.db cat.txt --token-key token.key "
+			                       "2>err.txt; test $? -eq 1 && grep -q 'cat.txt:2:' err.txt && "
+			                       "sqlite3 terminal.db \"select count(*) from operators where "
+			                       "id='OP-Q'\" | grep -qx 0", f->dir, bad[i], f->bin), 0);
+		}
+	}
 	/* keys are never overwritten, and are private */
 	assert_int_equal(tu_sh("cd %s && ! %s/kippuctl token-key create token.key 2>/dev/null && "
 	                       "test \"$(stat -c %%a terminal.key)\" = 600 && "
