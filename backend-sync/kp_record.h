@@ -23,8 +23,15 @@
  *   17 prev       bstr32 SHA-256 of the previous record's payload (32 zero bytes for seq 1)
  *   18 via        bstr16 linkage token an eligibility or entitlement came through (optional)
  *   19 category   tstr   rider category applied, e.g. "resident" (optional)
+ *   20 event      tstr   fare event: "tap" (flat fare), "tap_on", "tap_off", "no_tap_off"
+ *                        (a journey closed without tap-off, charged its maximum fare) (optional)
+ *   21 fare       tstr   the fare rules that applied and why the product was chosen,
+ *                        up to 160 bytes of UTF-8, e.g. "fare_rules.txt:12; transfer
+ *                        A>B -100; cap day adult" (optional)
+ *   22 driver     tstr   the driver whose action this record is (console) (optional)
  *
- * Kinds: "tap" (a decision) and "link" (a link request made at a terminal in link mode:
+ * Kinds: "tap" (a decision), "shift" (a driver's shift start or end: result "start" or
+ * "end", reason "shift", driver set) and "link" (a link request made at a terminal in link mode:
  * token = the transit IC card's token, via = the My Number card's linkage token, result
  * "requested", reason "link-request"; the backend accepts or refuses it on ingest).
  *
@@ -54,6 +61,7 @@ const char *kp_record_strerror(int rc);
 #define KP_RECORD_VERSION 1
 #define KP_ID_MAX 32                    /* ids and short strings, without the NUL */
 #define KP_TOKEN_LEN 16
+#define KP_RECORD_FARE_MAX 160          /* bytes of the fare note (key 21) */
 
 struct kp_record {
 	uint64_t seq;
@@ -77,6 +85,9 @@ struct kp_record {
 	int has_via;
 	uint8_t via[KP_TOKEN_LEN];
 	char category[KP_ID_MAX + 1];       /* "" = absent */
+	char event[KP_ID_MAX + 1];          /* "" = absent */
+	char fare[KP_RECORD_FARE_MAX + 1];  /* "" = absent */
+	char driver[KP_ID_MAX + 1];         /* "" = absent */
 };
 
 /* Canonical CBOR payload; *out is malloc'd, free() it. */

@@ -19,7 +19,7 @@
 #define COSE_TAG_SIGN1   18
 #define COSE_HDR_ALG     1
 #define COSE_HDR_KID     4
-#define RECORD_KEY_MAX   19
+#define RECORD_KEY_MAX   22
 
 /* {1: -7}: alg ES256, the only protected header we write or accept. */
 static const uint8_t PROTECTED_ES256[] = { 0xA1, 0x01, 0x26 };
@@ -27,6 +27,7 @@ static const uint8_t PROTECTED_ES256[] = { 0xA1, 0x01, 0x26 };
 enum rkey {
 	K_V = 1, K_TERMINAL, K_SEQ, K_TIME, K_KIND, K_TOKEN, K_OPERATOR, K_ROUTE, K_STOP,
 	K_PRODUCT, K_ENT, K_RIDES, K_AMOUNT, K_LEFT, K_RESULT, K_REASON, K_PREV, K_VIA, K_CATEGORY,
+	K_EVENT, K_FARE, K_DRIVER,
 };
 
 #define BIT(k) (1u << (k))
@@ -54,7 +55,8 @@ const char *kp_record_strerror(int rc)
 /* The kinds this format version has (kp_record.h); another kind is another format. */
 static bool kind_known(const char *kind)
 {
-	return strcmp(kind, "tap") == 0 || strcmp(kind, "link") == 0;
+	return strcmp(kind, "tap") == 0 || strcmp(kind, "link") == 0 ||
+	       strcmp(kind, "shift") == 0;
 }
 
 static int record_check(const struct kp_record *r)
@@ -65,7 +67,9 @@ static int record_check(const struct kp_record *r)
 	    !kp_cbor_id_valid(r->operator_id, false) || !kp_cbor_id_valid(r->result, false) ||
 	    !kp_cbor_id_valid(r->reason, false) || !kp_cbor_id_valid(r->route, true) ||
 	    !kp_cbor_id_valid(r->stop, true) || !kp_cbor_id_valid(r->product, true) ||
-	    !kp_cbor_id_valid(r->category, true))
+	    !kp_cbor_id_valid(r->category, true) || !kp_cbor_id_valid(r->event, true) ||
+	    !kp_cbor_id_valid(r->driver, true) ||
+	    !kp_cbor_text_valid(r->fare, sizeof(r->fare), true))
 		return KP_RECORD_E_INVAL;
 	if (!kind_known(r->kind))
 		return KP_RECORD_E_INVAL;
@@ -89,7 +93,8 @@ int kp_record_encode(const struct kp_record *rec, uint8_t **out, size_t *out_len
 		return rc;
 	n += (rec->has_token != 0) + (rec->route[0] != '\0') + (rec->stop[0] != '\0') +
 	     (rec->product[0] != '\0') + (rec->entitlement != 0) + (rec->has_left != 0) +
-	     (rec->has_via != 0) + (rec->category[0] != '\0');
+	     (rec->has_via != 0) + (rec->category[0] != '\0') + (rec->event[0] != '\0') +
+	     (rec->fare[0] != '\0') + (rec->driver[0] != '\0');
 	map = cbor_new_definite_map(n);
 	if (map == NULL)
 		return KP_RECORD_E_NOMEM;
@@ -131,6 +136,12 @@ int kp_record_encode(const struct kp_record *rec, uint8_t **out, size_t *out_len
 		rc = kp_cbor_map_put(map, K_VIA, kp_cbor_build_bstr(rec->via, KP_TOKEN_LEN));
 	if (rc == KP_RECORD_OK && rec->category[0] != '\0')
 		rc = kp_cbor_map_put(map, K_CATEGORY, kp_cbor_build_tstr(rec->category));
+	if (rc == KP_RECORD_OK && rec->event[0] != '\0')
+		rc = kp_cbor_map_put(map, K_EVENT, kp_cbor_build_tstr(rec->event));
+	if (rc == KP_RECORD_OK && rec->fare[0] != '\0')
+		rc = kp_cbor_map_put(map, K_FARE, kp_cbor_build_tstr(rec->fare));
+	if (rc == KP_RECORD_OK && rec->driver[0] != '\0')
+		rc = kp_cbor_map_put(map, K_DRIVER, kp_cbor_build_tstr(rec->driver));
 	if (rc != KP_RECORD_OK)
 		goto out;
 	rc = kp_cbor_serialize(map, out, out_len);
@@ -184,6 +195,9 @@ static int decode_field(struct kp_cbor_reader *r, unsigned key, struct kp_record
 		rec->has_via = 1;
 		return kp_cbor_read_bstr_exact(r, rec->via, KP_TOKEN_LEN);
 	case K_CATEGORY: return kp_cbor_read_id(r, rec->category);
+	case K_EVENT:    return kp_cbor_read_id(r, rec->event);
+	case K_FARE:     return kp_cbor_read_text(r, rec->fare, sizeof(rec->fare), false);
+	case K_DRIVER:   return kp_cbor_read_id(r, rec->driver);
 	default:         return KP_RECORD_E_MALFORMED;
 	}
 }
@@ -205,7 +219,7 @@ int kp_record_decode(const uint8_t *buf, size_t len, struct kp_record *rec)
 	rc = kp_cbor_next(&r, &it);
 	if (rc != KP_RECORD_OK)
 		goto out;
-	if (it.type != KP_CBOR_MAP || it.arg > RECORD_KEY_MAX) {     /* 19 keys at most, each once */
+	if (it.type != KP_CBOR_MAP || it.arg > RECORD_KEY_MAX) {     /* 22 keys at most, each once */
 		rc = KP_RECORD_E_MALFORMED;
 		goto out;
 	}
@@ -215,7 +229,7 @@ int kp_record_decode(const uint8_t *buf, size_t len, struct kp_record *rec)
 		rc = kp_cbor_next(&r, &key);
 		if (rc != KP_RECORD_OK)
 			goto out;
-		if (key.type != KP_CBOR_UINT || key.arg < K_V || key.arg > K_CATEGORY ||
+		if (key.type != KP_CBOR_UINT || key.arg < K_V || key.arg > K_DRIVER ||
 		    (seen & BIT(key.arg)) != 0) {
 			rc = KP_RECORD_E_MALFORMED;
 			goto out;

@@ -353,6 +353,12 @@ int  kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now
 int  kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
                  const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms,
                  struct kp_tap_outcome *out);
+/* Journals a record the caller filled (result, reason, token, driver, ...; e.g. a driver's
+ * override or shift event from the console) as `kind` ("tap" or "shift"): seq, terminal,
+ * operator, route, stop and prev are set here; signed and committed before it returns. */
+int  kp_tap_journal(kp_tap_engine *e, struct kp_record *rec, const char *kind);
+/* The configuration the engine was opened with. */
+const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e);
 /* The validity of a period pass of `days` service days activated at now_ms: from the start
  * of now's service day (which ends at cfg's service_day_end, local time) to the end of the
  * service day days-1 later. */

@@ -614,6 +614,25 @@ int kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, in
 	return rc;
 }
 
+int kp_tap_journal(kp_tap_engine *e, struct kp_record *rec, const char *kind)
+{
+	uint8_t prev_before[KP_SHA256_LEN];
+	int rc;
+
+	if (e == NULL || rec == NULL || kind == NULL)
+		return KP_E_INVAL;
+	memcpy(prev_before, e->prev, KP_SHA256_LEN);
+	rc = kp_store_begin(e->s);
+	if (rc == KP_OK)
+		rc = journal_kind(e, rec, kind);
+	return finish(e, rc, prev_before);
+}
+
+const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e)
+{
+	return &e->cfg;
+}
+
 /* What a failed My Number card read means for the rider. */
 static const char *jpki_reason(int rc)
 {

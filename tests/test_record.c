@@ -387,6 +387,46 @@ static void test_via_category_vectors(void **state)
 	}
 }
 
+/* keys 20-22: event, fare note, driver; the note may be 160 bytes, not 161 */
+static void test_event_fare_driver(void **state)
+{
+	struct kp_record c = rec_c(), d;
+	uint8_t *out = NULL;
+	size_t n = 0;
+
+	(void)state;
+	strcpy(c.event, "tap_off");
+	memset(c.fare, 'x', KP_RECORD_FARE_MAX);
+	c.fare[KP_RECORD_FARE_MAX] = '\0';
+	strcpy(c.driver, "drv-7");
+	assert_int_equal(kp_record_encode(&c, &out, &n), KP_RECORD_OK);
+	/* the last pairs: 14 "event" 15 "fare" (text of 160: 0x78 0xA0) 16 "driver" */
+	assert_memory_equal(out + n - 7, "\x16\x65" "drv-7", 7);
+	assert_int_equal(kp_record_decode(out, n, &d), KP_RECORD_OK);
+	assert_memory_equal(&d, &c, sizeof(c));
+	free(out);
+	/* a shift record has no token or product */
+	c = rec_c();
+	strcpy(c.kind, "shift");
+	strcpy(c.result, "start");
+	strcpy(c.reason, "shift");
+	strcpy(c.driver, "drv-7");
+	assert_int_equal(kp_record_encode(&c, &out, &n), KP_RECORD_OK);
+	assert_int_equal(kp_record_decode(out, n, &d), KP_RECORD_OK);
+	assert_string_equal(d.kind, "shift");
+	free(out);
+	/* bad: an unknown kind, an event without end, a note that is not UTF-8 */
+	c = rec_c();
+	strcpy(c.kind, "party");
+	assert_int_equal(kp_record_encode(&c, &out, &n), KP_RECORD_E_INVAL);
+	c = rec_c();
+	memset(c.event, 'e', sizeof(c.event));      /* 33 bytes, no NUL */
+	assert_int_equal(kp_record_encode(&c, &out, &n), KP_RECORD_E_INVAL);
+	c = rec_c();
+	memset(c.fare, 0xff, 4);
+	assert_int_equal(kp_record_encode(&c, &out, &n), KP_RECORD_E_INVAL);
+}
+
 static void test_encode_rejects(void **state)
 {
 	struct kp_record r;
@@ -1038,6 +1078,7 @@ int main(void)
 		cmocka_unit_test(test_encode_integer_widths),
 		cmocka_unit_test(test_decode_vectors),
 		cmocka_unit_test(test_via_category_vectors),
+		cmocka_unit_test(test_event_fare_driver),
 		cmocka_unit_test(test_encode_rejects),
 		cmocka_unit_test(test_decode_rejects),
 		cmocka_unit_test(test_decode_fuzz),

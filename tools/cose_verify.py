@@ -34,6 +34,7 @@ RECORD_KEYS = {  # key: (name, type, required)
     13: ("amount", "int", True), 14: ("left", "int", False), 15: ("result", "tstr", True),
     16: ("reason", "tstr", True), 17: ("prev", "bstr32", True),
     18: ("via", "bstr16", False), 19: ("category", "tstr", False),
+    20: ("event", "tstr", False), 21: ("fare", "tstr", False), 22: ("driver", "tstr", False),
 }
 
 
