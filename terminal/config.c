@@ -211,6 +211,28 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 		cfg->service_day_end_s = secs;
 		return 0;
 	}
+	if (strcmp(key, "fare_mode") == 0) {
+		*why = "fare_mode: flat or distance";
+		if (strcmp(v, "flat") == 0)
+			cfg->fare_distance = 0;
+		else if (strcmp(v, "distance") == 0)
+			cfg->fare_distance = 1;
+		else
+			return -1;
+		return 0;
+	}
+	if (strcmp(key, "gate") == 0) {
+		*why = "gate: both, entry or exit";
+		if (strcmp(v, "both") == 0)
+			cfg->gate = KP_GATE_BOTH;
+		else if (strcmp(v, "entry") == 0)
+			cfg->gate = KP_GATE_ENTRY;
+		else if (strcmp(v, "exit") == 0)
+			cfg->gate = KP_GATE_EXIT;
+		else
+			return -1;
+		return 0;
+	}
 	if (strcmp(key, "log") == 0) {
 		*why = "log: stderr or syslog";
 		if (strcmp(v, "stderr") == 0)

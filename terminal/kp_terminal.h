@@ -298,6 +298,11 @@ struct kp_terminal_cfg {
 	int reenrol_warn_days;           /* warn riders this many days before a category ends */
 	int utc_offset_s;                /* local time = UTC + this (default +09:00, JST) */
 	int service_day_end_s;           /* local time a service day ends (default 04:00) */
+	int fare_distance;               /* fare_mode = distance: tap-on/tap-off, charged at
+	                                  * tap-off by boarding and alighting stop; 0 = flat */
+	enum kp_gate { KP_GATE_BOTH = 0, KP_GATE_ENTRY, KP_GATE_EXIT } gate;
+	                                 /* gate = both (a bus reader: a tap with an open
+	                                  * journey on this operator is its tap-off), entry, exit */
 };
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg);
 /* One setting by its file key (the command line uses this too). */
@@ -357,6 +362,10 @@ int  kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
  * override or shift event from the console) as `kind` ("tap" or "shift"): seq, terminal,
  * operator, route, stop and prev are set here; signed and committed before it returns. */
 int  kp_tap_journal(kp_tap_engine *e, struct kp_record *rec, const char *kind);
+/* Calls fn (from the deciding thread, after the commit) with every record the engine
+ * journals, in sequence order; fn must not call back into the engine. NULL: none. */
+void kp_tap_engine_observe(kp_tap_engine *e, void (*fn)(void *arg, const struct kp_record *rec),
+                           void *arg);
 /* The configuration the engine was opened with. */
 const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e);
 /* The validity of a period pass of `days` service days activated at now_ms: from the start

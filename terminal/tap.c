@@ -19,6 +19,10 @@ struct kp_tap_engine {
 	uint8_t token_key[KP_TOKEN_KEY_LEN];
 	uint64_t seq;                        /* last committed sequence */
 	uint8_t prev[KP_SHA256_LEN];         /* its payload's hash */
+	void (*observer)(void *arg, const struct kp_record *rec);
+	void *observer_arg;
+	struct kp_record last;               /* the record of the open transaction */
+	int has_last;
 };
 
 /* jpki_ca: comma-separated certificate files (PEM or DER). */
@@ -142,8 +146,11 @@ static int journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kin
 	if (rc != 0)
 		goto out;
 	rc = kp_store_journal_append(e->s, rec, payload, payload_len, cose, cose_len, hash);
-	if (rc == KP_OK)
+	if (rc == KP_OK) {
 		memcpy(e->prev, hash, KP_SHA256_LEN);  /* provisional until commit, see finish() */
+		e->last = *rec;
+		e->has_last = 1;
+	}
 out:
 	free(payload);
 	free(cose);
@@ -174,6 +181,9 @@ static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec
 /* Commits, or rolls back and forgets the provisional journal head. */
 static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_LEN])
 {
+	int had = e->has_last;
+
+	e->has_last = 0;
 	if (rc == KP_OK)
 		rc = kp_store_commit(e->s);
 	if (rc != KP_OK) {
@@ -187,7 +197,16 @@ static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_
 		return rc;
 	}
 	e->seq++;
+	if (had && e->observer != NULL)
+		e->observer(e->observer_arg, &e->last);
 	return KP_OK;
+}
+
+void kp_tap_engine_observe(kp_tap_engine *e, void (*fn)(void *arg, const struct kp_record *rec),
+                           void *arg)
+{
+	e->observer = fn;
+	e->observer_arg = arg;
 }
 
 struct choice {
