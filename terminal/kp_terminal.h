@@ -157,7 +157,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 8
+#define KP_SCHEMA_VERSION 9
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -219,6 +219,39 @@ int kp_store_discount(kp_store *s, const char *operator_id, const char *category
 /* The discounted fare: adult * percent / 100 rounded exactly (integers only) to a
  * multiple of unit, never more than adult; -1 if an argument is out of range. */
 int64_t kp_discount_apply(int64_t adult, const struct kp_discount *d);
+/* ---- fare engine configuration (terminal/FARES.md) ---- */
+/* The operator's taps are priced by feed_id; distance: tap-on/tap-off, else flat. */
+int kp_store_put_operator_fare(kp_store *s, const char *operator_id, const char *feed_id,
+                               int distance);
+/* *found = 0 when the operator has none (the terminal's config then decides). */
+int kp_store_operator_fare(kp_store *s, const char *operator_id, char *feed, size_t cap,
+                           int *distance, int *found);
+enum kp_cap_period { KP_CAP_DAY = 0, KP_CAP_MONTH = 1 };
+/* A fare cap for riders of category ("" = riders without one, adults). */
+int kp_store_put_fare_cap(kp_store *s, const char *category, enum kp_cap_period period,
+                          int64_t amount);
+int kp_store_fare_cap(kp_store *s, const char *category, enum kp_cap_period period,
+                      int64_t *amount, int *found);
+struct kp_transfer_rule {
+	char from_operator[KP_ID_MAX + 1];  /* "*" = any */
+	char to_operator[KP_ID_MAX + 1];    /* "*" = any */
+	int within_s;                       /* from the end of a leg to the start of the next */
+	int max_transfers;                  /* in a row, 1..100 */
+	int64_t off;                        /* minor units off the next leg; -1 = free */
+};
+int kp_store_put_transfer_rule(kp_store *s, const struct kp_transfer_rule *r);
+/* The most specific rule from -> to (exact before "*"); *found = 0 if none. */
+int kp_store_transfer_rule(kp_store *s, const char *from_operator, const char *to_operator,
+                           struct kp_transfer_rule *r, int *found);
+#define KP_COMMUTER_MAX_STOPS 64
+/* A commuter pass on route ("*" = any) between stops[0] and stops[n-1], listed in order. */
+int kp_store_put_product_commuter(kp_store *s, const char *id, const char *name,
+                                  const char *route, const char *const *stops, size_t n_stops,
+                                  const char *const *operators, size_t n_operators);
+/* A commuter pass's route and stops; *n = 0 when the product is no commuter pass. */
+int kp_store_product_commuter(kp_store *s, const char *id, char route[KP_ID_MAX + 1],
+                              char stops[][KP_ID_MAX + 1], size_t cap, size_t *n);
+
 struct kp_elig_view {
 	char category[KP_ID_MAX + 1];
 	int64_t valid_from_ms, valid_until_ms;

@@ -165,9 +165,61 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  rounding INTEGER NOT NULL CHECK (rounding IN (0, 1, 2)),"
 	"  unit INTEGER NOT NULL CHECK (unit BETWEEN 1 AND 100000),"
 	"  PRIMARY KEY (operator_id, category)) WITHOUT ROWID;",
+
+	/* 8 -> 9: the fare engine (terminal/FARES.md). Configuration: each operator's fare
+	 * feed and mode, commuter passes (a route and its stops in order), caps per rider
+	 * category ('' = adult) and period (0 day, 1 month), scheme transfer rules ('*' =
+	 * any operator; off -1 = free). Rider state, one row per card: the open journey, the
+	 * last stored-value leg and its transfer chain, and the cap spending of the current
+	 * service day and month. */
+	"CREATE TABLE operator_fares(operator_id TEXT PRIMARY KEY, feed_id TEXT NOT NULL,"
+	"  distance INTEGER NOT NULL CHECK (distance IN (0, 1))) WITHOUT ROWID;"
+	"ALTER TABLE products ADD COLUMN commuter_route TEXT;"
+	"CREATE TABLE product_stops(product_id TEXT NOT NULL REFERENCES products(id)"
+	"  ON DELETE CASCADE, pos INTEGER NOT NULL, stop_id TEXT NOT NULL,"
+	"  PRIMARY KEY (product_id, pos)) WITHOUT ROWID;"
+	"CREATE TABLE fare_caps(category TEXT NOT NULL, period INTEGER NOT NULL"
+	"  CHECK (period IN (0, 1)), amount INTEGER NOT NULL CHECK (amount >= 0),"
+	"  PRIMARY KEY (category, period)) WITHOUT ROWID;"
+	"CREATE TABLE transfer_rules(from_operator TEXT NOT NULL, to_operator TEXT NOT NULL,"
+	"  within_s INTEGER NOT NULL CHECK (within_s BETWEEN 60 AND 86400),"
+	"  max_transfers INTEGER NOT NULL CHECK (max_transfers BETWEEN 1 AND 100),"
+	"  off INTEGER NOT NULL CHECK (off >= -1),"
+	"  PRIMARY KEY (from_operator, to_operator)) WITHOUT ROWID;"
+	"CREATE TABLE fare_state(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  open_ms INTEGER, open_seq INTEGER, open_operator TEXT, open_route TEXT,"
+	"  open_stop TEXT, open_ent INTEGER, open_product TEXT, open_paid INTEGER,"
+	"  leg_on_ms INTEGER, leg_off_ms INTEGER, leg_operator TEXT, leg_feed TEXT,"
+	"  leg_group TEXT, leg_paid INTEGER, chain_start_ms INTEGER, chain_fare TEXT,"
+	"  chain_transfers INTEGER NOT NULL DEFAULT 0,"
+	"  day_id INTEGER NOT NULL DEFAULT 0, day_spent INTEGER NOT NULL DEFAULT 0,"
+	"  month_id INTEGER NOT NULL DEFAULT 0, month_spent INTEGER NOT NULL DEFAULT 0"
+	") WITHOUT ROWID;"
+	"CREATE INDEX fare_state_open ON fare_state(open_ms) WHERE open_ms IS NOT NULL;",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
+	[KP_STMT_FARE_STATE_GET] = "SELECT open_ms, open_seq, open_operator, open_route, open_stop,"
+	                           " open_ent, open_product, open_paid, leg_on_ms, leg_off_ms,"
+	                           " leg_operator, leg_feed, leg_group, leg_paid, chain_start_ms,"
+	                           " chain_fare, chain_transfers, day_id, day_spent, month_id,"
+	                           " month_spent FROM fare_state WHERE token = ?1",
+	[KP_STMT_FARE_STATE_PUT] = "INSERT OR REPLACE INTO fare_state(token, open_ms, open_seq,"
+	                           " open_operator, open_route, open_stop, open_ent, open_product,"
+	                           " open_paid, leg_on_ms, leg_off_ms, leg_operator, leg_feed,"
+	                           " leg_group, leg_paid, chain_start_ms, chain_fare,"
+	                           " chain_transfers, day_id, day_spent, month_id, month_spent)"
+	                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+	                           " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+	[KP_STMT_OPERATOR_FARE] = "SELECT feed_id, distance FROM operator_fares WHERE operator_id = ?1",
+	[KP_STMT_FARE_CAP] = "SELECT amount FROM fare_caps WHERE category = ?1 AND period = ?2",
+	[KP_STMT_TRANSFER_RULE] = "SELECT from_operator, to_operator, within_s, max_transfers, off"
+	                          " FROM transfer_rules WHERE from_operator IN (?1, '*')"
+	                          " AND to_operator IN (?2, '*')"
+	                          " ORDER BY from_operator = '*', to_operator = '*' LIMIT 1",
+	[KP_STMT_PRODUCT_STOPS] = "SELECT p.commuter_route, s.stop_id FROM products p"
+	                          " LEFT JOIN product_stops s ON s.product_id = p.id"
+	                          " WHERE p.id = ?1 ORDER BY s.pos",
 	[KP_STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
 	[KP_STMT_META_SET] = "INSERT INTO meta(key, value) VALUES (?1, ?2)"
 	                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",

@@ -46,6 +46,35 @@ int kp_store_activate(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id
 /* Records a ride taken by journal record seq until the backend acknowledges it. */
 int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides);
 
+/* A card's fare state (terminal/FARES.md): its open journey, its last stored-value leg
+ * and transfer chain, and its cap spending. Strings "" when absent. */
+struct kp_fare_state {
+	int open;                        /* a journey tapped on and not yet off */
+	int64_t open_ms;
+	uint64_t open_seq;
+	char open_operator[KP_ID_MAX + 1], open_route[KP_ID_MAX + 1], open_stop[KP_ID_MAX + 1];
+	int64_t open_ent;                /* entitlement that paid it at tap-on (pass, ride) */
+	char open_product[KP_ID_MAX + 1];
+	int open_paid;                   /* 1: paid at tap-on; 0: charged at tap-off */
+	int has_leg;                     /* a stored-value leg was charged */
+	int64_t leg_on_ms, leg_off_ms;
+	char leg_operator[KP_ID_MAX + 1];
+	char leg_feed[KP_ID_MAX + 1];
+	char leg_group[KP_FARE_ID_MAX + 1];  /* v2 leg group or v1 fare id */
+	int64_t leg_paid;                /* what that leg cost the rider (before caps) */
+	int64_t chain_start_ms;          /* start of the chain's first leg */
+	char chain_fare[KP_FARE_ID_MAX + 1]; /* v1 fare id of the chain's first leg */
+	int chain_transfers;
+	int64_t day_id, day_spent, month_id, month_spent;
+};
+int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct kp_fare_state *st,
+                        int *found);
+int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                            const struct kp_fare_state *st);
+/* Up to cap cards whose journey opened before before_ms. */
+int kp_store_open_journeys(kp_store *s, int64_t before_ms, uint8_t (*tokens)[KP_TOKEN_LEN],
+                           size_t cap, size_t *n);
+
 int kp_store_journal_head(kp_store *s, uint64_t *seq, uint8_t hash[KP_SHA256_LEN]);
 int kp_store_journal_append(kp_store *s, const struct kp_record *rec,
                             const uint8_t *payload, size_t payload_len,

@@ -155,12 +155,41 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 
 		*why = "usage: product ID nride RIDES OPERATOR[,OPERATOR...] NAME"
 		       " | product ID period DAYS OPERATOR[,OPERATOR...] NAME"
-		       " | product ID stored OPERATOR[,OPERATOR...] NAME";
+		       " | product ID stored OPERATOR[,OPERATOR...] NAME"
+		       " | product ID commuter OPERATOR[,OPERATOR...] ROUTE|* STOP,STOP[,STOP...] NAME";
 		/* ID KIND, then the rest by the kind's rule (stored value has no RIDES). */
 		n = split(f[1], f + 1, 3) + 1;
 		if (n != 4 || !kp_valid_id(f[1]))
 			return KP_E_PARSE;
 		stored = strcmp(f[2], "stored") == 0;
+		if (strcmp(f[2], "commuter") == 0) {
+			const char *stops[KP_COMMUTER_MAX_STOPS];
+			size_t n_stops = 0;
+
+			*why = "usage: product ID commuter OPERATOR[,OPERATOR...] ROUTE|* STOP,STOP[,STOP...] NAME";
+			if (split(f[3], f + 3, 4) != 4)
+				return KP_E_PARSE;
+			*why = "commuter: 2 to 64 comma-separated stops, in route order";
+			for (tok = strtok_r(f[5], ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+				if (n_stops == KP_COMMUTER_MAX_STOPS || strlen(tok) > KP_ID_MAX)
+					return KP_E_PARSE;
+				stops[n_stops++] = tok;
+			}
+			if (n_stops < 2)
+				return KP_E_PARSE;
+			*why = "operators: 1 to 16 comma-separated ids";
+			save = NULL;
+			for (tok = strtok_r(f[3], ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+				if (n_ops == 16 || !kp_valid_id(tok))
+					return KP_E_PARSE;
+				ops[n_ops++] = tok;
+			}
+			if (n_ops == 0)
+				return KP_E_PARSE;
+			rc = kp_store_put_product_commuter(s, f[1], f[6], f[4], stops, n_stops, ops, n_ops);
+			*why = kp_store_errmsg(s);
+			return rc;
+		}
 		if (stored) {
 			if (split(f[3], f + 4, 2) != 2)
 				return KP_E_PARSE;
@@ -320,8 +349,60 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		*why = kp_store_errmsg(s);
 		return rc;
 	}
+	if (strcmp(f[0], "fares") == 0) {
+		*why = "usage: fares OPERATOR FEED flat|distance";
+		n = split(f[1], f + 1, 4) + 1;
+		if (n != 4 || !kp_valid_id(f[1]) || !kp_valid_id(f[2]) ||
+		    (strcmp(f[3], "flat") != 0 && strcmp(f[3], "distance") != 0))
+			return KP_E_PARSE;
+		rc = kp_store_put_operator_fare(s, f[1], f[2], strcmp(f[3], "distance") == 0);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	if (strcmp(f[0], "cap") == 0) {
+		int64_t amount = 0;
+
+		*why = "usage: cap CATEGORY|- day|month AMOUNT (minor units, 0 to 10^12)";
+		n = split(f[1], f + 1, 4) + 1;
+		if (n != 4 || (strcmp(f[1], "-") != 0 && !kp_valid_id(f[1])) ||
+		    (strcmp(f[2], "day") != 0 && strcmp(f[2], "month") != 0) ||
+		    parse_int(f[3], 0, 1000000000000LL, &amount) != KP_OK)
+			return KP_E_PARSE;
+		rc = kp_store_put_fare_cap(s, strcmp(f[1], "-") == 0 ? "" : f[1],
+		                           strcmp(f[2], "day") == 0 ? KP_CAP_DAY : KP_CAP_MONTH, amount);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
+	if (strcmp(f[0], "transfer") == 0) {
+		struct kp_transfer_rule r;
+		int64_t minutes = 0, max = 0, off = 0;
+
+		memset(&r, 0, sizeof(r));
+		*why = "usage: transfer FROM_OPERATOR|* TO_OPERATOR|* MINUTES MAX free|off AMOUNT";
+		n = split(f[1], f + 1, 7) + 1;
+		if (n < 6 || n > 7 || (strcmp(f[1], "*") != 0 && !kp_valid_id(f[1])) ||
+		    (strcmp(f[2], "*") != 0 && !kp_valid_id(f[2])))
+			return KP_E_PARSE;
+		*why = "transfer: MINUTES 1 to 1440, MAX transfers in a row 1 to 100";
+		if (parse_int(f[3], 1, 1440, &minutes) != KP_OK || parse_int(f[4], 1, 100, &max) != KP_OK)
+			return KP_E_PARSE;
+		*why = "transfer: free, or off AMOUNT (minor units, 0 to 10^12)";
+		if (strcmp(f[5], "free") == 0 && n == 6)
+			off = -1;
+		else if (strcmp(f[5], "off") != 0 || n != 7 ||
+		         parse_int(f[6], 0, 1000000000000LL, &off) != KP_OK)
+			return KP_E_PARSE;
+		snprintf(r.from_operator, sizeof(r.from_operator), "%s", f[1]);
+		snprintf(r.to_operator, sizeof(r.to_operator), "%s", f[2]);
+		r.within_s = (int)minutes * 60;
+		r.max_transfers = (int)max;
+		r.off = off;
+		rc = kp_store_put_transfer_rule(s, &r);
+		*why = kp_store_errmsg(s);
+		return rc;
+	}
 	*why = "unknown directive (operator, product, product-category, entitlement, eligibility, "
-	       "discount, denylist)";
+	       "discount, fares, cap, transfer, denylist)";
 	return KP_E_PARSE;
 }
 

@@ -1,0 +1,352 @@
+/* The fare engine's tables (terminal/FARES.md): each operator's fare feed and mode, commuter
+ * passes, caps, scheme transfer rules, and each card's fare state. */
+#include <stdio.h>
+#include <string.h>
+
+#include "store.h"
+#include "store_internal.h"
+
+static void copy_col(sqlite3_stmt *st, int i, char *out, size_t cap)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s != NULL && s[0] != '\0')
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+/* Runs one statement to completion; KP_E_DB with SQLite's message on failure. */
+static int exec_done(kp_store *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static sqlite3_stmt *prepare(kp_store *s, const char *sql, const char *what)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		kp_store_fail(s, what);
+		return NULL;
+	}
+	return st;
+}
+
+int kp_store_put_operator_fare(kp_store *s, const char *operator_id, const char *feed_id,
+                               int distance)
+{
+	sqlite3_stmt *st;
+
+	if (!kp_valid_id(operator_id) || feed_id == NULL || feed_id[0] == '\0' ||
+	    strlen(feed_id) > KP_ID_MAX || (distance != 0 && distance != 1))
+		return KP_E_INVAL;
+	st = prepare(s, "INSERT INTO operator_fares(operator_id, feed_id, distance)"
+	                " VALUES (?1, ?2, ?3) ON CONFLICT(operator_id) DO UPDATE SET"
+	                " feed_id = excluded.feed_id, distance = excluded.distance", "operator fare");
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, feed_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, distance);
+	return exec_done(s, st, "operator fare");
+}
+
+int kp_store_operator_fare(kp_store *s, const char *operator_id, char *feed, size_t cap,
+                           int *distance, int *found)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_OPERATOR_FARE);
+	int rc;
+
+	*found = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		copy_col(st, 0, feed, cap);
+		*distance = sqlite3_column_int(st, 1);
+		*found = 1;
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "operator fare");
+}
+
+int kp_store_put_fare_cap(kp_store *s, const char *category, enum kp_cap_period period,
+                          int64_t amount)
+{
+	sqlite3_stmt *st;
+
+	if (category == NULL || (category[0] != '\0' && !kp_valid_id(category)) ||
+	    (period != KP_CAP_DAY && period != KP_CAP_MONTH) || amount < 0 ||
+	    amount > 1000000000000LL)
+		return KP_E_INVAL;
+	st = prepare(s, "INSERT INTO fare_caps(category, period, amount) VALUES (?1, ?2, ?3)"
+	                " ON CONFLICT(category, period) DO UPDATE SET amount = excluded.amount",
+	             "fare cap");
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, category, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, (int)period);
+	sqlite3_bind_int64(st, 3, amount);
+	return exec_done(s, st, "fare cap");
+}
+
+int kp_store_fare_cap(kp_store *s, const char *category, enum kp_cap_period period,
+                      int64_t *amount, int *found)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_CAP);
+	int rc;
+
+	*found = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, category != NULL ? category : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, (int)period);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*amount = sqlite3_column_int64(st, 0);
+		*found = 1;
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare cap");
+}
+
+static int op_or_any(const char *s)
+{
+	return strcmp(s, "*") == 0 || kp_valid_id(s);
+}
+
+int kp_store_put_transfer_rule(kp_store *s, const struct kp_transfer_rule *r)
+{
+	sqlite3_stmt *st;
+
+	if (!op_or_any(r->from_operator) || !op_or_any(r->to_operator) || r->within_s < 60 ||
+	    r->within_s > 86400 || r->max_transfers < 1 || r->max_transfers > 100 || r->off < -1 ||
+	    r->off > 1000000000000LL)
+		return KP_E_INVAL;
+	st = prepare(s, "INSERT INTO transfer_rules(from_operator, to_operator, within_s,"
+	                " max_transfers, off) VALUES (?1, ?2, ?3, ?4, ?5)"
+	                " ON CONFLICT(from_operator, to_operator) DO UPDATE SET"
+	                " within_s = excluded.within_s, max_transfers = excluded.max_transfers,"
+	                " off = excluded.off", "transfer rule");
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, r->from_operator, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->to_operator, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, r->within_s);
+	sqlite3_bind_int(st, 4, r->max_transfers);
+	sqlite3_bind_int64(st, 5, r->off);
+	return exec_done(s, st, "transfer rule");
+}
+
+int kp_store_transfer_rule(kp_store *s, const char *from_operator, const char *to_operator,
+                           struct kp_transfer_rule *r, int *found)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_TRANSFER_RULE);
+	int rc;
+
+	*found = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, from_operator, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, to_operator, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		copy_col(st, 0, r->from_operator, sizeof(r->from_operator));
+		copy_col(st, 1, r->to_operator, sizeof(r->to_operator));
+		r->within_s = sqlite3_column_int(st, 2);
+		r->max_transfers = sqlite3_column_int(st, 3);
+		r->off = sqlite3_column_int64(st, 4);
+		*found = 1;
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "transfer rule");
+}
+
+int kp_store_put_product_commuter(kp_store *s, const char *id, const char *name,
+                                  const char *route, const char *const *stops, size_t n_stops,
+                                  const char *const *operators, size_t n_operators)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (route == NULL || (strcmp(route, "*") != 0 && (route[0] == '\0' ||
+	    strlen(route) > KP_ID_MAX)) || n_stops < 2 || n_stops > KP_COMMUTER_MAX_STOPS)
+		return KP_E_INVAL;
+	for (size_t i = 0; i < n_stops; i++) {
+		if (stops[i] == NULL || stops[i][0] == '\0' || strlen(stops[i]) > KP_ID_MAX)
+			return KP_E_INVAL;
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(stops[i], stops[j]) == 0) {
+				snprintf(s->err, sizeof(s->err), "commuter pass %s lists stop %s twice",
+				         id, stops[i]);
+				return KP_E_INVAL;
+			}
+		}
+	}
+	rc = kp_store_put_product_cat(s, id, name, 1, NULL, operators, n_operators);
+	if (rc != KP_OK)
+		return rc;
+	st = prepare(s, "UPDATE products SET commuter_route = ?2 WHERE id = ?1", "commuter pass");
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, route, -1, SQLITE_STATIC);
+	rc = exec_done(s, st, "commuter pass");
+	if (rc != KP_OK)
+		return rc;
+	st = prepare(s, "DELETE FROM product_stops WHERE product_id = ?1", "commuter stops");
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = exec_done(s, st, "commuter stops");
+	for (size_t i = 0; rc == KP_OK && i < n_stops; i++) {
+		st = prepare(s, "INSERT INTO product_stops(product_id, pos, stop_id) VALUES (?1, ?2, ?3)",
+		             "commuter stop");
+		if (st == NULL)
+			return KP_E_DB;
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 2, (int)i);
+		sqlite3_bind_text(st, 3, stops[i], -1, SQLITE_STATIC);
+		rc = exec_done(s, st, "commuter stop");
+	}
+	return rc;
+}
+
+int kp_store_product_commuter(kp_store *s, const char *id, char route[KP_ID_MAX + 1],
+                              char stops[][KP_ID_MAX + 1], size_t cap, size_t *n)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_PRODUCT_STOPS);
+	int rc;
+
+	*n = 0;
+	route[0] = '\0';
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_type(st, 0) == SQLITE_NULL || sqlite3_column_type(st, 1) == SQLITE_NULL)
+			continue;
+		copy_col(st, 0, route, KP_ID_MAX + 1);
+		if (*n < cap)
+			copy_col(st, 1, stops[(*n)++], KP_ID_MAX + 1);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "commuter stops");
+}
+
+int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct kp_fare_state *f,
+                        int *found)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_STATE_GET);
+	int rc;
+
+	memset(f, 0, sizeof(*f));
+	*found = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		f->open = sqlite3_column_type(st, 0) != SQLITE_NULL;
+		f->open_ms = sqlite3_column_int64(st, 0);
+		f->open_seq = (uint64_t)sqlite3_column_int64(st, 1);
+		copy_col(st, 2, f->open_operator, sizeof(f->open_operator));
+		copy_col(st, 3, f->open_route, sizeof(f->open_route));
+		copy_col(st, 4, f->open_stop, sizeof(f->open_stop));
+		f->open_ent = sqlite3_column_int64(st, 5);
+		copy_col(st, 6, f->open_product, sizeof(f->open_product));
+		f->open_paid = sqlite3_column_int(st, 7);
+		f->has_leg = sqlite3_column_type(st, 8) != SQLITE_NULL;
+		f->leg_on_ms = sqlite3_column_int64(st, 8);
+		f->leg_off_ms = sqlite3_column_int64(st, 9);
+		copy_col(st, 10, f->leg_operator, sizeof(f->leg_operator));
+		copy_col(st, 11, f->leg_feed, sizeof(f->leg_feed));
+		copy_col(st, 12, f->leg_group, sizeof(f->leg_group));
+		f->leg_paid = sqlite3_column_int64(st, 13);
+		f->chain_start_ms = sqlite3_column_int64(st, 14);
+		copy_col(st, 15, f->chain_fare, sizeof(f->chain_fare));
+		f->chain_transfers = sqlite3_column_int(st, 16);
+		f->day_id = sqlite3_column_int64(st, 17);
+		f->day_spent = sqlite3_column_int64(st, 18);
+		f->month_id = sqlite3_column_int64(st, 19);
+		f->month_spent = sqlite3_column_int64(st, 20);
+		*found = 1;
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare state");
+}
+
+int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                            const struct kp_fare_state *f)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_STATE_PUT);
+	int rc;
+
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	if (f->open) {
+		sqlite3_bind_int64(st, 2, f->open_ms);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)f->open_seq);
+		sqlite3_bind_text(st, 4, f->open_operator, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 5, f->open_route);
+		bind_text_or_null(st, 6, f->open_stop);
+		sqlite3_bind_int64(st, 7, f->open_ent);
+		bind_text_or_null(st, 8, f->open_product);
+		sqlite3_bind_int(st, 9, f->open_paid);
+	}
+	if (f->has_leg) {
+		sqlite3_bind_int64(st, 10, f->leg_on_ms);
+		sqlite3_bind_int64(st, 11, f->leg_off_ms);
+		sqlite3_bind_text(st, 12, f->leg_operator, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 13, f->leg_feed);
+		bind_text_or_null(st, 14, f->leg_group);
+		sqlite3_bind_int64(st, 15, f->leg_paid);
+		sqlite3_bind_int64(st, 16, f->chain_start_ms);
+		bind_text_or_null(st, 17, f->chain_fare);
+	}
+	sqlite3_bind_int(st, 18, f->chain_transfers);
+	sqlite3_bind_int64(st, 19, f->day_id);
+	sqlite3_bind_int64(st, 20, f->day_spent);
+	sqlite3_bind_int64(st, 21, f->month_id);
+	sqlite3_bind_int64(st, 22, f->month_spent);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare state");
+}
+
+int kp_store_open_journeys(kp_store *s, int64_t before_ms, uint8_t (*tokens)[KP_TOKEN_LEN],
+                           size_t cap, size_t *n)
+{
+	sqlite3_stmt *st = prepare(s, "SELECT token FROM fare_state WHERE open_ms IS NOT NULL"
+	                              " AND open_ms < ?1 ORDER BY open_ms LIMIT ?2", "open journeys");
+	int rc;
+
+	*n = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_int64(st, 1, before_ms);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN && *n < cap)
+			memcpy(tokens[(*n)++], sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
+	}
+	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "open journeys");
+	sqlite3_finalize(st);
+	return rc;
+}
