@@ -17,7 +17,7 @@ endif
 
 # Debian packages the build, tests and demo need (installed by `make deps`, only when missing).
 DEB_PKGS := gcc make libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
-            libcmocka-dev libcbor-dev python3 openssl sqlite3
+            libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 PKG_CFLAGS = $(shell pkg-config --cflags libnfc sqlite3 cmocka libcbor 2>/dev/null)
