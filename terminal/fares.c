@@ -182,6 +182,37 @@ static const char v1_sql[] =
 	"  AND NOT EXISTS (SELECT 1 FROM fare_rules x WHERE x.feed_id = ?1)"
 	" ORDER BY 2, 1 LIMIT 1";
 
+/* v1, the highest fare from an origin (a journey without tap-off): a rule with an empty
+ * destination matches every destination, so when one matches it bounds every destination
+ * and its cheapest fare is the answer; otherwise the dearest of the per-destination
+ * cheapest fares. Rules with contains_id are left out (the zones passed are unknown). */
+#define V1_MAX_FROM                                                                            \
+	" FROM fare_rules r JOIN fare_attributes a ON a.feed_id = r.feed_id AND a.fare_id = r.fare_id" \
+	" LEFT JOIN fare_rider_prices rp ON rp.feed_id = a.feed_id AND rp.fare_id = a.fare_id"        \
+	"  AND rp.rider_category_id = ?5"                                                            \
+	" WHERE r.feed_id = ?1 AND r.origin_id IN ('', ?3) AND r.route_id IN ('', ?2)"                \
+	"  AND r.contains_id = '' AND (?6 < 0 OR a.payment_method = ?6)"
+static const char v1_max_sql[] =
+	"SELECT f, p, cur, rule, cat FROM ("
+	" SELECT 0 AS k, a.fare_id AS f, coalesce(rp.price, a.price) AS p,"
+	"  coalesce(rp.currency, a.currency) AS cur,"
+	"  'fare_rules.txt:' || r.line || ' (any destination)' AS rule,"
+	"  coalesce(rp.rider_category_id, '') AS cat"
+	V1_MAX_FROM " AND r.destination_id = ''"
+	" UNION ALL"
+	" SELECT 1, a.fare_id, min(coalesce(rp.price, a.price)), coalesce(rp.currency, a.currency),"
+	"  'fare_rules.txt:' || r.line || ' (highest, to ' || r.destination_id || ')',"
+	"  coalesce(rp.rider_category_id, '')"
+	V1_MAX_FROM " AND r.destination_id <> '' GROUP BY r.destination_id"
+	" UNION ALL"
+	" SELECT 0, a.fare_id, coalesce(rp.price, a.price), coalesce(rp.currency, a.currency),"
+	"  'fare_attributes.txt:' || a.line || ' (no fare_rules)', coalesce(rp.rider_category_id, '')"
+	" FROM fare_attributes a LEFT JOIN fare_rider_prices rp ON rp.feed_id = a.feed_id"
+	"  AND rp.fare_id = a.fare_id AND rp.rider_category_id = ?5"
+	" WHERE a.feed_id = ?1 AND (?6 < 0 OR a.payment_method = ?6)"
+	"  AND NOT EXISTS (SELECT 1 FROM fare_rules x WHERE x.feed_id = ?1)"
+	") ORDER BY k, CASE k WHEN 0 THEN p ELSE -p END, f LIMIT 1";
+
 static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat,
                      struct kp_fare_result *r)
 {
@@ -190,12 +221,14 @@ static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat
 	int rc, nz;
 
 	rc = stop_zone(s, q->feed_id, q->from_stop, q->from_zone, from, sizeof(from));
-	if (rc == KP_OK)
+	if (rc == KP_OK && !q->max_to)
 		rc = stop_zone(s, q->feed_id, q->to_stop, q->to_zone, to, sizeof(to));
+	else
+		to[0] = '\0';
 	if (rc != KP_OK)
 		return rc;
 	nz = (from[0] != '\0') + (to[0] != '\0' && strcmp(from, to) != 0);
-	if (sqlite3_prepare_v2(s->db, v1_sql, -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(s->db, q->max_to ? v1_max_sql : v1_sql, -1, &st, NULL) != SQLITE_OK)
 		return kp_store_fail(s, "fare lookup v1");
 	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
 	bind_opt(st, 2, q->route_id);
@@ -261,6 +294,40 @@ static const char v2_sql[] =
 	" ORDER BY r.rule_priority DESC, p.amount, r.leg_group_id, r.fare_product_id, r.line"
 	" LIMIT 1";
 
+/* v2, the highest fare from a boarding area (a journey without tap-off): the same match
+ * without the destination area and arrival timeframe, the dearest product of the best
+ * priority. */
+#define V2_HEAD                                                                              \
+	"WITH net(id) AS (SELECT network_id FROM fare_route_networks WHERE feed_id = ?1"          \
+	"  AND route_id = ?2 UNION SELECT network_id FROM fare_routes WHERE feed_id = ?1"           \
+	"  AND route_id = ?2 AND network_id <> ''),"                                                \
+	" fa(id) AS (SELECT area_id FROM fare_stop_areas WHERE feed_id = ?1 AND stop_id = ?3"      \
+	"  AND ?5 IS NULL UNION SELECT ?5 WHERE ?5 IS NOT NULL),"                                   \
+	" svc(id) AS (SELECT service_id FROM fare_calendar WHERE feed_id = ?1 AND start_date <= ?7" \
+	"  AND end_date >= ?7 AND (days >> ?8) & 1"                                                 \
+	"  EXCEPT SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"      \
+	"  AND exception_type = 2"                                                                  \
+	"  UNION SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"       \
+	"  AND exception_type = 1),"                                                                \
+	" tf(id) AS (SELECT timeframe_group_id FROM fare_timeframes WHERE feed_id = ?1"             \
+	"  AND service_id IN svc AND start_s <= ?9 AND ?9 < end_s)"
+static const char v2_max_sql[] =
+	V2_HEAD
+	" SELECT r.leg_group_id, r.fare_product_id, p.amount, p.currency,"
+	"  'fare_leg_rules.txt:' || r.line || ' (highest from boarding)', p.rider_category_id"
+	" FROM fare_leg_rules r JOIN fare_products p ON p.feed_id = r.feed_id"
+	"  AND p.fare_product_id = r.fare_product_id"
+	" WHERE r.feed_id = ?1"
+	V2_FIELD("network_id", "net")
+	V2_FIELD("from_area_id", "fa")
+	V2_FIELD("from_timeframe_group_id", "tf")
+	"  AND p.rider_category_id IN ('', ?11)"
+	"  AND (?12 IS NULL OR p.fare_media_id IN ('', ?12))"
+	"  AND NOT EXISTS (SELECT 1 FROM fare_transfer_rules t WHERE t.feed_id = ?1"
+	"   AND t.fare_product_id = r.fare_product_id)"
+	" ORDER BY r.rule_priority DESC, p.amount DESC, r.leg_group_id, r.fare_product_id, r.line"
+	" LIMIT 1";
+
 /* Monday = 0 .. Sunday = 6 of a YYYYMMDD date (Sakamoto's method). */
 static int weekday(int32_t date)
 {
@@ -280,7 +347,7 @@ static int lookup_v2(kp_store *s, const struct kp_fare_query *q, const char *cat
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db, v2_sql, -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(s->db, q->max_to ? v2_max_sql : v2_sql, -1, &st, NULL) != SQLITE_OK)
 		return kp_store_fail(s, "fare lookup v2");
 	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
 	bind_opt(st, 2, q->route_id);
@@ -329,5 +396,100 @@ int kp_fare_lookup(kp_store *s, const struct kp_fare_query *q, struct kp_fare_re
 	rc = v2 ? lookup_v2(s, q, cat, fi.has_priority, r) : lookup_v1(s, q, cat, r);
 	if (rc == KP_OK)
 		r->minor_digits = kp_currency_digits(r->currency);
+	return rc;
+}
+
+/* A rule's duration_limit_type picks which taps of the two legs the limit spans. */
+static int64_t transfer_span_ms(const struct kp_fare_transfer_query *q, int type)
+{
+	switch (type) {
+	case 0:  return q->off_ms - q->prev_on_ms;     /* departure -> next arrival */
+	case 1:  return q->on_ms - q->prev_on_ms;      /* departure -> next departure */
+	case 2:  return q->on_ms - q->prev_off_ms;     /* arrival -> next departure */
+	default: return q->off_ms - q->prev_off_ms;    /* 3: arrival -> next arrival */
+	}
+}
+
+int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int64_t *cost,
+                        char *rule, size_t rule_cap, int *found)
+{
+	static const char sql[] =
+		"SELECT t.transfer_count, t.duration_limit, t.duration_limit_type,"
+		" t.fare_transfer_type, t.line, t.fare_product_id,"
+		" CASE WHEN t.fare_product_id = '' THEN 0 ELSE (SELECT min(p.amount) FROM fare_products p"
+		"  WHERE p.feed_id = t.feed_id AND p.fare_product_id = t.fare_product_id"
+		"  AND p.rider_category_id IN ('', ?4)) END"
+		" FROM fare_transfer_rules t WHERE t.feed_id = ?1 AND t.from_leg_group_id IN ('', ?2)"
+		" AND t.to_leg_group_id IN ('', ?3) ORDER BY t.line";
+	struct feed_info fi;
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*found = 0;
+	if (q == NULL || !is_set(q->feed_id))
+		return KP_E_INVAL;
+	rc = feed_get(s, q->feed_id, &fi);
+	if (rc != KP_OK)
+		return rc;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "fare transfer v2");
+	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, q->from_group != NULL ? q->from_group : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, q->to_group != NULL ? q->to_group : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, is_set(q->rider_category) ? q->rider_category : fi.default_cat, -1,
+	                  SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t ab, c;
+		int type = sqlite3_column_int(st, 3);
+
+		if (sqlite3_column_type(st, 6) == SQLITE_NULL)
+			continue;                       /* no price for this rider category */
+		if (sqlite3_column_type(st, 0) != SQLITE_NULL && sqlite3_column_int(st, 0) >= 0 &&
+		    q->transfers_so_far >= sqlite3_column_int(st, 0))
+			continue;
+		if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
+			int64_t span = transfer_span_ms(q, sqlite3_column_int(st, 2));
+
+			if (span < 0 || span > sqlite3_column_int64(st, 1) * 1000)
+				continue;
+		}
+		ab = sqlite3_column_int64(st, 6);
+		c = type == 0 ? ab : type == 1 ? ab + q->fare : ab - q->prev_paid;
+		if (c < 0)
+			c = 0;
+		if (!*found || c < *cost) {
+			*cost = c;
+			*found = 1;
+			snprintf(rule, rule_cap, "fare_transfer_rules.txt:%d type %d", sqlite3_column_int(st, 4),
+			         type);
+		}
+	}
+	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare transfer v2");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_fare_v1_transfers(kp_store *s, const char *feed_id, const char *fare_id, int *transfers,
+                         int64_t *duration_s, int *found)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*found = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT transfers, transfer_duration FROM fare_attributes"
+	                       " WHERE feed_id = ?1 AND fare_id = ?2", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "fare transfers v1");
+	sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, fare_id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*transfers = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 0);
+		*duration_s = sqlite3_column_type(st, 1) == SQLITE_NULL ? -1 :
+		              sqlite3_column_int64(st, 1);
+		*found = 1;
+		rc = SQLITE_DONE;
+	}
+	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare transfers v1");
+	sqlite3_finalize(st);
 	return rc;
 }

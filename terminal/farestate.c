@@ -284,6 +284,8 @@ int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct k
 		f->day_spent = sqlite3_column_int64(st, 18);
 		f->month_id = sqlite3_column_int64(st, 19);
 		f->month_spent = sqlite3_column_int64(st, 20);
+		copy_col(st, 21, f->last_operator, sizeof(f->last_operator));
+		copy_col(st, 22, f->last_stop, sizeof(f->last_stop));
 		*found = 1;
 		rc = SQLITE_DONE;
 	}
@@ -325,6 +327,8 @@ int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 	sqlite3_bind_int64(st, 20, f->day_spent);
 	sqlite3_bind_int64(st, 21, f->month_id);
 	sqlite3_bind_int64(st, 22, f->month_spent);
+	bind_text_or_null(st, 23, f->last_operator);
+	bind_text_or_null(st, 24, f->last_stop);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare state");

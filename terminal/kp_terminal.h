@@ -361,6 +361,8 @@ struct kp_tap_outcome {
 	int64_t valid_until_ms;          /* period pass used: end of its validity, else 0 */
 	char until_text[24];             /* that end in local time ("04:00" within a day,
 	                                  * else "2026-11-21 04:00"), "" otherwise */
+	char event[KP_ID_MAX + 1];       /* "tap", "tap_on", "tap_off" ("" for refusals
+	                                  * without a card) */
 };
 
 typedef struct kp_tap_engine kp_tap_engine;
@@ -391,6 +393,14 @@ int  kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now
 int  kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
                  const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms,
                  struct kp_tap_outcome *out);
+/* Closes the journeys opened before the start of now's service day (no tap-off): each
+ * is charged its maximum fare as of the end of its service day, journaled with event
+ * no_tap_off. Call at idle; *closed = how many (at most 64 per call). */
+int  kp_tap_sweep(kp_tap_engine *e, int64_t now_ms, size_t *closed);
+/* Where the next taps happen and, for `kippuctl fares quote`, what they are: event NULL
+ * or "" lets the operator's fare mode decide, else "tap", "tap_on" or "tap_off". */
+int  kp_tap_engine_set_place(kp_tap_engine *e, const char *operator_id, const char *route,
+                             const char *stop, int utc_offset_s, const char *event);
 /* Journals a record the caller filled (result, reason, token, driver, ...; e.g. a driver's
  * override or shift event from the console) as `kind` ("tap" or "shift"): seq, terminal,
  * operator, route, stop and prev are set here; signed and committed before it returns. */
@@ -445,6 +455,8 @@ struct kp_fare_query {
 	const char *fare_media;             /* v2 fare_media_id, NULL: any */
 	int payment_method;                 /* v1: -1 any, 0 on board, 1 before boarding */
 	enum kp_fare_model model;           /* AUTO: v2 if the feed has fare_leg_rules */
+	int max_to;                         /* 1: the highest fare from from_stop to any stop
+	                                     * (what a journey without tap-off is charged) */
 };
 struct kp_fare_result {
 	int64_t amount;                     /* in the currency's minor unit (JPY 1, USD 0.01) */
@@ -458,6 +470,25 @@ struct kp_fare_result {
 };
 /* Prices one leg: KP_OK, KP_E_NOFARE (nothing matches), KP_E_INVAL (unknown feed), KP_E_DB. */
 int kp_fare_lookup(kp_store *s, const struct kp_fare_query *q, struct kp_fare_result *r);
+/* A transfer from the previous leg (prev_*) to this one within one feed. */
+struct kp_fare_transfer_query {
+	const char *feed_id;
+	const char *from_group, *to_group;  /* v2 leg_group_id of each leg */
+	const char *rider_category;         /* NULL: the feed's default */
+	int64_t prev_on_ms, prev_off_ms;    /* the previous leg's departure and arrival taps */
+	int64_t on_ms, off_ms;              /* this leg's */
+	int transfers_so_far;               /* in the current chain */
+	int64_t prev_paid;                  /* what the previous leg cost (A) */
+	int64_t fare;                       /* this leg's own fare (B) */
+};
+/* fares v2 fare_transfer_rules: the cheapest cost of this leg under a rule that applies
+ * (type 0: AB, 1: AB + B, 2: AB - A, never below 0); *found = 0 when none applies. */
+int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int64_t *cost,
+                        char *rule, size_t rule_cap, int *found);
+/* fares v1: fare_attributes transfers (-1 = unlimited) and transfer_duration in seconds
+ * (-1 = none given) of fare_id; *found = 0 if the feed has no such fare. */
+int kp_fare_v1_transfers(kp_store *s, const char *feed_id, const char *fare_id, int *transfers,
+                         int64_t *duration_s, int *found);
 /* ISO 4217 minor-unit digits of a currency code, or -1 if unknown. */
 int kp_currency_digits(const char *code);
 /* Parses a decimal amount ("2.50", "3", "0.5") into minor units without floating point;

@@ -191,6 +191,7 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  open_stop TEXT, open_ent INTEGER, open_product TEXT, open_paid INTEGER,"
 	"  leg_on_ms INTEGER, leg_off_ms INTEGER, leg_operator TEXT, leg_feed TEXT,"
 	"  leg_group TEXT, leg_paid INTEGER, chain_start_ms INTEGER, chain_fare TEXT,"
+	"  last_operator TEXT, last_stop TEXT,"
 	"  chain_transfers INTEGER NOT NULL DEFAULT 0,"
 	"  day_id INTEGER NOT NULL DEFAULT 0, day_spent INTEGER NOT NULL DEFAULT 0,"
 	"  month_id INTEGER NOT NULL DEFAULT 0, month_spent INTEGER NOT NULL DEFAULT 0"
@@ -203,14 +204,16 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	                           " open_ent, open_product, open_paid, leg_on_ms, leg_off_ms,"
 	                           " leg_operator, leg_feed, leg_group, leg_paid, chain_start_ms,"
 	                           " chain_fare, chain_transfers, day_id, day_spent, month_id,"
-	                           " month_spent FROM fare_state WHERE token = ?1",
+	                           " month_spent, last_operator, last_stop"
+	                           " FROM fare_state WHERE token = ?1",
 	[KP_STMT_FARE_STATE_PUT] = "INSERT OR REPLACE INTO fare_state(token, open_ms, open_seq,"
 	                           " open_operator, open_route, open_stop, open_ent, open_product,"
 	                           " open_paid, leg_on_ms, leg_off_ms, leg_operator, leg_feed,"
 	                           " leg_group, leg_paid, chain_start_ms, chain_fare,"
-	                           " chain_transfers, day_id, day_spent, month_id, month_spent)"
+	                           " chain_transfers, day_id, day_spent, month_id, month_spent,"
+	                           " last_operator, last_stop)"
 	                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-	                           " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+	                           " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
 	[KP_STMT_OPERATOR_FARE] = "SELECT feed_id, distance FROM operator_fares WHERE operator_id = ?1",
 	[KP_STMT_FARE_CAP] = "SELECT amount FROM fare_caps WHERE category = ?1 AND period = ?2",
 	[KP_STMT_TRANSFER_RULE] = "SELECT from_operator, to_operator, within_s, max_transfers, off"
@@ -232,7 +235,7 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	                      " EXISTS (SELECT 1 FROM product_operators po"
 	                      "  WHERE po.product_id = e.product_id AND po.operator_id = ?2),"
 	                      " coalesce(p.category, ''), p.stored, coalesce(p.period_days, 0),"
-	                      " e.first_use"
+	                      " e.first_use, p.commuter_route IS NOT NULL"
 	                      " FROM entitlements e JOIN products p ON p.id = e.product_id"
 	                      " WHERE e.token = ?1 ORDER BY e.id",
 	[KP_STMT_CARD_ELIG] = "SELECT category, valid_from, valid_until, via FROM eligibility"
@@ -822,6 +825,7 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		v->stored = sqlite3_column_int(st, 7);
 		v->period_days = sqlite3_column_int(st, 8);
 		v->first_use = sqlite3_column_int(st, 9);
+		v->commuter = sqlite3_column_int(st, 10);
 		(*n)++;
 	}
 	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");

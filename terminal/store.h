@@ -17,6 +17,7 @@ struct kp_ent_view {
 	int stored;                      /* stored value: e.rides_left is the balance */
 	int period_days;                 /* period pass of this many service days, else 0 */
 	int first_use;                   /* = e.first_use */
+	int commuter;                    /* a commuter pass (its stops decide where) */
 };
 
 int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *listed);
@@ -66,6 +67,7 @@ struct kp_fare_state {
 	char chain_fare[KP_FARE_ID_MAX + 1]; /* v1 fare id of the chain's first leg */
 	int chain_transfers;
 	int64_t day_id, day_spent, month_id, month_spent;
+	char last_operator[KP_ID_MAX + 1], last_stop[KP_ID_MAX + 1];  /* last accepted tap */
 };
 int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct kp_fare_state *st,
                         int *found);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fare_engine.h"
 #include "store.h"
 
 #define KP_MAX_JPKI_CAS 4
@@ -21,8 +22,9 @@ struct kp_tap_engine {
 	uint8_t prev[KP_SHA256_LEN];         /* its payload's hash */
 	void (*observer)(void *arg, const struct kp_record *rec);
 	void *observer_arg;
-	struct kp_record last;               /* the record of the open transaction */
-	int has_last;
+	struct kp_record pending[2];         /* the records of the open transaction */
+	int n_pending;
+	char force_event[16];                /* "" or the event the next taps are (quote) */
 };
 
 /* jpki_ca: comma-separated certificate files (PEM or DER). */
@@ -103,6 +105,9 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "exhausted",        "No rides left" },
 		{ "insufficient-balance", "Balance too low: please top up" },
 		{ "fare-unknown",     "Fare not known here: see staff" },
+		{ "no-tap-on",        "No tap-on recorded: see staff" },
+		{ "no-tap-off",       "Last journey had no tap-off: maximum fare charged" },
+		{ "not-covered",      "Pass not valid for this stop" },
 		{ "wrong-operator",   "Ticket not valid on this operator" },
 		{ "no-entitlement",   "No ticket on this card" },
 		{ "card-removed",     "Card removed too soon: tap again" },
@@ -129,12 +134,17 @@ static int journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kin
 	uint8_t hash[KP_SHA256_LEN];
 	int rc;
 
-	rec->seq = e->seq + 1;
+	if (e->n_pending >= 2)
+		return KP_E_INVAL;
+	rec->seq = e->seq + 1 + (uint64_t)e->n_pending;
 	snprintf(rec->terminal, sizeof(rec->terminal), "%s", e->cfg.terminal_id);
 	snprintf(rec->kind, sizeof(rec->kind), "%s", kind);
-	snprintf(rec->operator_id, sizeof(rec->operator_id), "%s", e->cfg.operator_id);
-	snprintf(rec->route, sizeof(rec->route), "%s", e->cfg.route);
-	snprintf(rec->stop, sizeof(rec->stop), "%s", e->cfg.stop);
+	/* A record about an earlier journey (no tap-off) names where it began. */
+	if (rec->operator_id[0] == '\0') {
+		snprintf(rec->operator_id, sizeof(rec->operator_id), "%s", e->cfg.operator_id);
+		snprintf(rec->route, sizeof(rec->route), "%s", e->cfg.route);
+		snprintf(rec->stop, sizeof(rec->stop), "%s", e->cfg.stop);
+	}
 	memcpy(rec->prev, e->prev, KP_SHA256_LEN);
 	rc = kp_record_encode(rec, &payload, &payload_len);
 	if (rc != 0)
@@ -148,8 +158,7 @@ static int journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kin
 	rc = kp_store_journal_append(e->s, rec, payload, payload_len, cose, cose_len, hash);
 	if (rc == KP_OK) {
 		memcpy(e->prev, hash, KP_SHA256_LEN);  /* provisional until commit, see finish() */
-		e->last = *rec;
-		e->has_last = 1;
+		e->pending[e->n_pending++] = *rec;
 	}
 out:
 	free(payload);
@@ -181,9 +190,9 @@ static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec
 /* Commits, or rolls back and forgets the provisional journal head. */
 static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_LEN])
 {
-	int had = e->has_last;
+	int n = e->n_pending;
 
-	e->has_last = 0;
+	e->n_pending = 0;
 	if (rc == KP_OK)
 		rc = kp_store_commit(e->s);
 	if (rc != KP_OK) {
@@ -196,9 +205,9 @@ static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_
 		        kp_store_errmsg(e->s));
 		return rc;
 	}
-	e->seq++;
-	if (had && e->observer != NULL)
-		e->observer(e->observer_arg, &e->last);
+	e->seq += (uint64_t)n;
+	for (int i = 0; i < n && e->observer != NULL; i++)
+		e->observer(e->observer_arg, &e->pending[i]);
 	return KP_OK;
 }
 
@@ -271,7 +280,7 @@ static const struct kp_elig_view *find_elig(const struct kp_elig_view *el, size_
  * none is usable, the most specific reason why. Stored value is never chosen here: a pass
  * or ride goes before it, so usable stored-value entitlements are only marked in stored[]. */
 static struct choice choose(const struct kp_ent_view *v, size_t n, const struct kp_elig_view *el,
-                            size_t n_el, int64_t now, int *stored)
+                            size_t n_el, int64_t now, int *stored, int *commuter)
 {
 	struct choice c = { NULL, NULL, NULL, NULL, "no-entitlement" };
 	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
@@ -307,6 +316,8 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 			}
 		} else if (v[i].stored) {
 			stored[i] = 1;
+		} else if (v[i].commuter) {
+			commuter[i] = 1;
 		} else if (en->rides_left <= 0) {
 			exhausted = 1;
 		} else if (c.best == NULL || en->valid_until_ms < c.best->e.valid_until_ms) {
@@ -335,134 +346,23 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 	return c;
 }
 
-/* The fare of a tap-on here from the terminal's fare feed: boarding stop only, no
- * destination. Each rider category the card holds now is priced by the feed if the feed
- * has it as a GTFS rider category id, else by this operator's discount rule applied to
- * the adult (default) fare, if there is one; the cheapest wins. Otherwise the feed's
- * default category. *cat_used gets the eligibility that priced it, or NULL. */
-static int tap_on_fare(kp_tap_engine *e, const struct kp_elig_view *el, size_t n_el,
-                       int64_t now, struct kp_fare_result *fare,
-                       const struct kp_elig_view **cat_used)
-{
-	struct kp_fare_query q;
-	struct kp_fare_result r, adult;
-	int rc, found = 0, adult_rc = KP_E_NOFARE, have_adult = 0;
-
-	*cat_used = NULL;
-	if (e->cfg.fare_feed[0] == '\0')
-		return KP_E_NOFARE;
-	memset(&q, 0, sizeof(q));
-	q.feed_id = e->cfg.fare_feed;
-	q.route_id = e->cfg.route;
-	q.from_stop = e->cfg.stop;
-	q.payment_method = -1;
-	for (size_t i = 0; i < n_el; i++) {
-		struct kp_discount d;
-		int has_rule = 0;
-
-		if (now < el[i].valid_from_ms || now >= el[i].valid_until_ms)
-			continue;
-		q.rider_category = el[i].category;
-		rc = kp_fare_lookup(e->s, &q, &r);
-		if (rc == KP_E_DB)
-			return rc;
-		if (rc != KP_OK || strcmp(r.rider_category, el[i].category) != 0) {
-			/* The feed has no price of its own for it: the operator's rule, if any. */
-			rc = kp_store_discount(e->s, e->cfg.operator_id, el[i].category, &d, &has_rule);
-			if (rc != KP_OK)
-				return rc;
-			if (!has_rule)
-				continue;
-			if (!have_adult) {
-				q.rider_category = NULL;
-				adult_rc = kp_fare_lookup(e->s, &q, &adult);
-				if (adult_rc == KP_E_DB)
-					return adult_rc;
-				have_adult = 1;
-			}
-			if (adult_rc != KP_OK || adult.amount < 0)
-				continue;
-			r = adult;
-			r.amount = kp_discount_apply(adult.amount, &d);
-			if (r.amount < 0)
-				continue;
-			_Static_assert(sizeof(r.rider_category) >= sizeof(el[i].category), "category");
-			memcpy(r.rider_category, el[i].category, sizeof(el[i].category));
-		}
-		if (!found || r.amount < fare->amount) {
-			*fare = r;
-			*cat_used = &el[i];
-			found = 1;
-		}
-	}
-	if (found)
-		return KP_OK;
-	if (have_adult) {
-		if (adult_rc == KP_OK)
-			*fare = adult;
-		return adult_rc;
-	}
-	q.rider_category = NULL;
-	return kp_fare_lookup(e->s, &q, fare);
-}
-
-/* Charges stored value when no pass or ride was usable: the entitlement that expires first
- * among those whose balance covers the fare. Sets rec's reason, and on success the
- * product, amount and balance left; *chosen is NULL when refused. */
-static int charge_stored(kp_tap_engine *e, const struct kp_ent_view *v, size_t n,
-                         const int *stored, const struct kp_elig_view *el, size_t n_el,
-                         int64_t now, struct kp_record *rec, const struct kp_ent_view **chosen,
-                         const struct kp_elig_view **cat_used)
-{
-	struct kp_fare_result fare;
-	int rc = tap_on_fare(e, el, n_el, now, &fare, cat_used);
-
-	*chosen = NULL;
-	if (rc == KP_E_DB)
-		return rc;
-	if (rc != KP_OK || fare.amount < 0) {
-		/* Unknown feed, route or stop, or a fare that needs the alighting stop. */
-		fprintf(stderr, "kippu: no tap-on fare: %s (%s)\n", kp_strerror(rc),
-		        e->cfg.fare_feed[0] == '\0' ? "no fare_feed configured" : kp_store_errmsg(e->s));
-		snprintf(rec->reason, sizeof(rec->reason), "fare-unknown");
-		return KP_OK;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (!stored[i] || v[i].e.rides_left < fare.amount)
-			continue;
-		if (*chosen == NULL || v[i].e.valid_until_ms < (*chosen)->e.valid_until_ms)
-			*chosen = &v[i];
-	}
-	if (*chosen == NULL) {
-		snprintf(rec->reason, sizeof(rec->reason), "insufficient-balance");
-		return KP_OK;
-	}
-	snprintf(rec->reason, sizeof(rec->reason), "ok");
-	snprintf(rec->product, sizeof(rec->product), "%s", (*chosen)->e.product);
-	rec->entitlement = (*chosen)->e.id;
-	rec->rides = 0;
-	rec->amount = fare.amount;
-	rec->has_left = 1;
-	rec->left = (*chosen)->e.rides_left - fare.amount;
-	return kp_store_charge(e->s, (*chosen)->e.token, (*chosen)->e.id, (*chosen)->e.rides_left,
-	                       fare.amount);
-}
-
-/* The card's entitlements, and those of the My Number linkages it is linked through. */
-static int gather(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now,
-                  struct kp_ent_view *ents, size_t *n, struct kp_elig_view *el, size_t *n_el)
+/* The card's entitlements valid on operator_id, and those of the My Number linkages it is
+ * linked through. */
+static int gather(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], const char *operator_id,
+                  int64_t now, struct kp_ent_view *ents, size_t *n, struct kp_elig_view *el,
+                  size_t *n_el)
 {
 	int rc = kp_store_card_eligibility(e->s, token, el, KP_MAX_CARD_ELIGIBILITY, n_el);
 
 	if (rc == KP_OK)
-		rc = kp_store_card_entitlements(e->s, token, e->cfg.operator_id, ents,
+		rc = kp_store_card_entitlements(e->s, token, operator_id, ents,
 		                                KP_MAX_CARD_ENTITLEMENTS, n);
 	for (size_t i = 0; rc == KP_OK && i < *n_el; i++) {
 		size_t more = 0;
 
 		if (!el[i].has_via || now < el[i].valid_from_ms || now >= el[i].valid_until_ms)
 			continue;
-		rc = kp_store_card_entitlements(e->s, el[i].via, e->cfg.operator_id, ents + *n,
+		rc = kp_store_card_entitlements(e->s, el[i].via, operator_id, ents + *n,
 		                                KP_MAX_CARD_ENTITLEMENTS - *n, &more);
 		*n += more;
 		/* The linkage's own categories count for the card too. */
@@ -481,18 +381,580 @@ static int gather(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	return rc;
 }
 
+enum fare_event { EV_TAP, EV_TAP_ON, EV_TAP_OFF };
+static const char *const event_names[] = { "tap", "tap_on", "tap_off" };
+
+/* One tap being decided: the card's entitlements on an operator and its fare state. */
+struct tap {
+	kp_tap_engine *e;
+	const uint8_t *token;
+	int64_t now;
+	struct kp_ent_view ents[KP_MAX_CARD_ENTITLEMENTS];
+	size_t n;
+	struct kp_elig_view el[KP_MAX_CARD_ELIGIBILITY];
+	size_t n_el;
+	int stored[KP_MAX_CARD_ENTITLEMENTS], commuter[KP_MAX_CARD_ENTITLEMENTS], any_stored;
+	struct choice c;
+	struct kp_fare_state fs;
+	char feed[KP_ID_MAX + 1];
+	int distance, have_fare;
+};
+
+static int load_card(struct tap *t, const char *operator_id)
+{
+	int rc;
+
+	memset(t->stored, 0, sizeof(t->stored));
+	memset(t->commuter, 0, sizeof(t->commuter));
+	t->any_stored = 0;
+	rc = gather(t->e, t->token, operator_id, t->now, t->ents, &t->n, t->el, &t->n_el);
+	if (rc != KP_OK)
+		return rc;
+	t->c = choose(t->ents, t->n, t->el, t->n_el, t->now, t->stored, t->commuter);
+	for (size_t i = 0; i < t->n; i++)
+		t->any_stored |= t->stored[i];
+	return KP_OK;
+}
+
+/* The journal names where a pass or category came from: the linkage's token, never the
+ * person. */
+static void note_origin(const struct tap *t, const struct kp_ent_view *used,
+                        const struct kp_elig_view *cat, struct kp_record *rec)
+{
+	if (used != NULL && memcmp(used->e.token, t->token, KP_TOKEN_LEN) != 0) {
+		rec->has_via = 1;
+		memcpy(rec->via, used->e.token, KP_TOKEN_LEN);
+	} else if (cat != NULL && cat->has_via) {
+		rec->has_via = 1;
+		memcpy(rec->via, cat->via, KP_TOKEN_LEN);
+	}
+	if (cat != NULL)
+		snprintf(rec->category, sizeof(rec->category), "%s", cat->category);
+}
+
+/* The stored-value entitlement that expires first among those covering amount; with
+ * any_balance, the one with the largest balance when none covers it. */
+static const struct kp_ent_view *stored_for(const struct tap *t, int64_t amount, int any_balance)
+{
+	const struct kp_ent_view *best = NULL, *largest = NULL;
+
+	for (size_t i = 0; i < t->n; i++) {
+		if (!t->stored[i])
+			continue;
+		if (largest == NULL || t->ents[i].e.rides_left > largest->e.rides_left)
+			largest = &t->ents[i];
+		if (t->ents[i].e.rides_left < amount)
+			continue;
+		if (best == NULL || t->ents[i].e.valid_until_ms < best->e.valid_until_ms)
+			best = &t->ents[i];
+	}
+	return best != NULL ? best : any_balance ? largest : NULL;
+}
+
+static int charge(struct tap *t, const struct kp_ent_view *sv, int64_t amount,
+                  struct kp_record *rec)
+{
+	snprintf(rec->product, sizeof(rec->product), "%s", sv->e.product);
+	rec->entitlement = sv->e.id;
+	rec->amount = amount;
+	rec->has_left = 1;
+	rec->left = sv->e.rides_left - amount;
+	if (amount == 0)
+		return KP_OK;
+	return kp_store_charge(t->e->s, sv->e.token, sv->e.id, sv->e.rides_left, amount);
+}
+
+enum cover { COVER_NONE = 0, COVER_PART, COVER_FULL };
+
+/* A usable commuter pass on route covering stop from (and to, NULL for a flat tap): the
+ * first covering the whole journey, else one holding either stop (ends = its first and
+ * last stop). */
+static int commuter_cover(struct tap *t, const char *route, const char *from, const char *to,
+                          const struct kp_ent_view **pass, char ends[2][KP_ID_MAX + 1],
+                          int *cover)
+{
+	char stops[KP_COMMUTER_MAX_STOPS][KP_ID_MAX + 1], r[KP_ID_MAX + 1];
+
+	*cover = COVER_NONE;
+	*pass = NULL;
+	for (size_t i = 0; i < t->n; i++) {
+		size_t ns = 0;
+		int in_from = 0, in_to = to == NULL;
+		int rc;
+
+		if (!t->commuter[i])
+			continue;
+		rc = kp_store_product_commuter(t->e->s, t->ents[i].e.product, r, stops,
+		                               KP_COMMUTER_MAX_STOPS, &ns);
+		if (rc != KP_OK)
+			return rc;
+		if (ns < 2 || (strcmp(r, "*") != 0 && strcmp(r, route != NULL ? route : "") != 0))
+			continue;
+		for (size_t k = 0; k < ns; k++) {
+			in_from |= from != NULL && strcmp(stops[k], from) == 0;
+			in_to |= to != NULL && strcmp(stops[k], to) == 0;
+		}
+		if (in_from && in_to) {
+			*cover = COVER_FULL;
+			*pass = &t->ents[i];
+			return KP_OK;
+		}
+		if ((in_from || in_to) && to != NULL && *cover == COVER_NONE) {
+			*cover = COVER_PART;
+			*pass = &t->ents[i];
+			snprintf(ends[0], KP_ID_MAX + 1, "%s", stops[0]);
+			snprintf(ends[1], KP_ID_MAX + 1, "%s", stops[ns - 1]);
+		}
+	}
+	return KP_OK;
+}
+
+/* Fare, transfer and caps of a stored-value leg; with apply, the card's fare state takes
+ * the leg (the caller restores it if the tap is then refused). */
+static int price_leg(struct tap *t, const struct kp_leg *leg, int64_t cap_at, int transfer,
+                     int apply, struct kp_leg_price *p)
+{
+	int rc = kp_leg_fare(t->e->s, &t->e->cfg, leg, t->el, t->n_el, t->now, p);
+
+	if (rc == KP_OK && transfer)
+		rc = kp_leg_transfer(t->e->s, leg, &t->fs, p, apply);
+	if (rc == KP_OK)
+		rc = kp_leg_caps(t->e->s, &t->e->cfg, cap_at, &t->fs, p, apply);
+	return rc;
+}
+
+/* Accepts with a pass (period pass; a first-use one starts now) or a ride. */
+static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_until,
+                            int *warn_days)
+{
+	kp_tap_engine *e = t->e;
+	const struct choice *c = &t->c;
+	int rc = KP_OK;
+
+	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	snprintf(rec->product, sizeof(rec->product), "%s", c->best->e.product);
+	rec->entitlement = c->best->e.id;
+	if (c->pass != NULL) {
+		/* A pass charges nothing; its first use fixes its days, in this transaction, and
+		 * the journal says so ("activated"). */
+		*pass_until = c->pass->e.valid_until_ms;
+		kp_note_add(rec->fare, sizeof(rec->fare), "pass");
+		if (c->pass->first_use) {
+			int64_t from = 0;
+
+			kp_service_days(&e->cfg, t->now, c->pass->period_days, &from, pass_until);
+			snprintf(rec->reason, sizeof(rec->reason), "activated");
+			rc = kp_store_activate(e->s, c->pass->e.token, c->pass->e.id, from, *pass_until);
+		}
+	} else {
+		kp_note_add(rec->fare, sizeof(rec->fare), "ride");
+		rec->rides = 1;
+		rec->has_left = 1;
+		rec->left = c->best->e.rides_left - 1;
+		rc = kp_store_take_ride(e->s, c->best->e.token, c->best->e.id, c->best->e.rides_left);
+	}
+	note_origin(t, c->best, c->elig, rec);
+	if (c->elig != NULL) {
+		int64_t left_ms = c->elig->valid_until_ms - t->now;
+
+		if (left_ms < (int64_t)e->cfg.reenrol_warn_days * 86400000LL)
+			*warn_days = (int)(left_ms / 86400000LL);
+	}
+	return rc;
+}
+
+static int accept_commuter(struct tap *t, const struct kp_ent_view *pass, struct kp_record *rec)
+{
+	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	snprintf(rec->product, sizeof(rec->product), "%s", pass->e.product);
+	rec->entitlement = pass->e.id;
+	kp_note_add(rec->fare, sizeof(rec->fare), "commuter pass");
+	note_origin(t, pass, NULL, rec);
+	return KP_OK;
+}
+
+/* Why nothing on the card was usable: a commuter pass that does not reach this stop says
+ * so rather than "no ticket". */
+static const char *refusal(const struct tap *t)
+{
+	if (strcmp(t->c.reason, "no-entitlement") == 0) {
+		for (size_t i = 0; i < t->n; i++) {
+			if (t->commuter[i])
+				return "not-covered";
+		}
+	}
+	return t->c.reason;
+}
+
+static void refuse_why(struct kp_record *rec, const char *reason, const char *note)
+{
+	snprintf(rec->reason, sizeof(rec->reason), "%s", reason);
+	if (note != NULL && note[0] != '\0')
+		kp_note_add(rec->fare, sizeof(rec->fare), "%s", note);
+}
+
+/* Charges a priced leg to stored value; refuses when no balance covers it. *ok = 1 if
+ * charged. */
+static int charge_leg(struct tap *t, const struct kp_leg_price *p, struct kp_record *rec, int *ok)
+{
+	const struct kp_ent_view *sv = stored_for(t, p->amount, 0);
+
+	*ok = 0;
+	if (sv == NULL) {
+		refuse_why(rec, "insufficient-balance", p->note);
+		return KP_OK;
+	}
+	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	kp_note_add(rec->fare, sizeof(rec->fare), "stored");
+	kp_note_add(rec->fare, sizeof(rec->fare), "%s", p->note);
+	note_origin(t, sv, p->cat, rec);
+	*ok = 1;
+	return charge(t, sv, p->amount, rec);
+}
+
+/* A journey without tap-off: its maximum fare from the boarding stop (category price and
+ * caps of its day, no transfer), journaled as its own record (event no_tap_off) at at_ms. */
+static int close_journey(struct tap *t, int64_t at_ms)
+{
+	kp_tap_engine *e = t->e;
+	struct kp_fare_state *fs = &t->fs;
+	struct kp_record rec;
+	int rc = KP_OK;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.time_ms = at_ms;
+	rec.has_token = 1;
+	memcpy(rec.token, t->token, KP_TOKEN_LEN);
+	snprintf(rec.event, sizeof(rec.event), "no_tap_off");
+	snprintf(rec.result, sizeof(rec.result), "accepted");
+	snprintf(rec.reason, sizeof(rec.reason), "no-tap-off");
+	snprintf(rec.operator_id, sizeof(rec.operator_id), "%s", fs->open_operator);
+	snprintf(rec.route, sizeof(rec.route), "%s", fs->open_route);
+	snprintf(rec.stop, sizeof(rec.stop), "%s", fs->open_stop);
+	if (fs->open_paid) {
+		snprintf(rec.product, sizeof(rec.product), "%s", fs->open_product);
+		rec.entitlement = fs->open_ent;
+		kp_note_add(rec.fare, sizeof(rec.fare), "paid at tap-on");
+	} else {
+		struct kp_leg_price p;
+		struct kp_leg leg;
+		int64_t now = t->now;
+
+		rc = load_card(t, fs->open_operator);
+		if (rc == KP_OK)
+			rc = kp_operator_fare(e->s, &e->cfg, fs->open_operator, t->feed, &t->distance,
+			                      &t->have_fare);
+		if (rc != KP_OK)
+			return rc;
+		memset(&leg, 0, sizeof(leg));
+		leg.feed = t->have_fare ? t->feed : NULL;
+		leg.operator_id = fs->open_operator;
+		leg.route = fs->open_route;
+		leg.from_stop = fs->open_stop;
+		leg.max_to = 1;
+		leg.on_ms = leg.off_ms = fs->open_ms;
+		t->now = fs->open_ms;          /* the categories the card held then */
+		rc = price_leg(t, &leg, fs->open_ms, 0, 1, &p);
+		t->now = now;
+		if (rc == KP_E_DB)
+			return rc;
+		if (rc != KP_OK) {
+			kp_note_add(rec.fare, sizeof(rec.fare), "maximum fare unknown: not charged");
+			rc = KP_OK;
+		} else {
+			const struct kp_ent_view *sv = stored_for(t, p.amount, 1);
+
+			kp_note_add(rec.fare, sizeof(rec.fare), "stored");
+			kp_note_add(rec.fare, sizeof(rec.fare), "maximum fare");
+			kp_note_add(rec.fare, sizeof(rec.fare), "%s", p.note);
+			if (sv == NULL) {
+				kp_note_add(rec.fare, sizeof(rec.fare), "no stored value: %lld not charged",
+				            (long long)p.amount);
+			} else {
+				int64_t amount = p.amount <= sv->e.rides_left ? p.amount : sv->e.rides_left;
+
+				if (amount < p.amount)
+					kp_note_add(rec.fare, sizeof(rec.fare), "balance short by %lld",
+					            (long long)(p.amount - amount));
+				note_origin(t, sv, p.cat, &rec);
+				rc = charge(t, sv, amount, &rec);
+			}
+		}
+	}
+	fs->open = 0;
+	if (rc == KP_OK)
+		rc = journal(e, &rec);
+	if (rc == KP_OK && rec.entitlement != 0)
+		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement,
+		                          rec.amount > 0 ? rec.amount : rec.rides);
+	return rc;
+}
+
+static void open_journey(struct tap *t, const struct kp_record *rec, int paid)
+{
+	struct kp_fare_state *fs = &t->fs;
+
+	fs->open = 1;
+	fs->open_ms = t->now;
+	fs->open_seq = rec->seq;
+	snprintf(fs->open_operator, sizeof(fs->open_operator), "%s", t->e->cfg.operator_id);
+	snprintf(fs->open_route, sizeof(fs->open_route), "%s", t->e->cfg.route);
+	snprintf(fs->open_stop, sizeof(fs->open_stop), "%s", t->e->cfg.stop);
+	fs->open_ent = rec->entitlement;
+	snprintf(fs->open_product, sizeof(fs->open_product), "%s", rec->product);
+	fs->open_paid = paid;
+}
+
+static enum fare_event pick_event(const kp_tap_engine *e, const struct kp_fare_state *fs,
+                                  int distance)
+{
+	if (strcmp(e->force_event, "tap") == 0)
+		return EV_TAP;
+	if (strcmp(e->force_event, "tap_on") == 0)
+		return EV_TAP_ON;
+	if (strcmp(e->force_event, "tap_off") == 0)
+		return EV_TAP_OFF;
+	if (!distance)
+		return EV_TAP;
+	if (e->cfg.gate == KP_GATE_ENTRY)
+		return EV_TAP_ON;
+	if (e->cfg.gate == KP_GATE_EXIT)
+		return EV_TAP_OFF;
+	return fs->open && strcmp(fs->open_operator, e->cfg.operator_id) == 0 ? EV_TAP_OFF : EV_TAP_ON;
+}
+
+static void leg_here(const struct tap *t, struct kp_leg *leg, const char *route, const char *from,
+                     const char *to, int64_t on_ms)
+{
+	memset(leg, 0, sizeof(*leg));
+	leg->feed = t->have_fare ? t->feed : NULL;
+	leg->operator_id = t->e->cfg.operator_id;
+	leg->route = route;
+	leg->from_stop = from;
+	leg->to_stop = to;
+	leg->on_ms = on_ms;
+	leg->off_ms = t->now;
+}
+
+/* What fare_unknown looks like in the log: why a stored-value leg could not be priced. */
+static void log_nofare(const struct tap *t, int rc)
+{
+	fprintf(stderr, "kippu: no fare: %s (%s)\n", kp_strerror(rc),
+	        !t->have_fare ? "no fare feed for this operator" : kp_store_errmsg(t->e->s));
+}
+
+static int decide_flat(struct tap *t, struct kp_record *rec, int64_t *pass_until, int *warn_days,
+                       int *accepted)
+{
+	const struct kp_ent_view *cp = NULL;
+	char ends[2][KP_ID_MAX + 1];
+	int cover = COVER_NONE, rc;
+
+	*accepted = 0;
+	if (t->c.pass != NULL) {
+		*accepted = 1;
+		return use_pass_or_ride(t, rec, pass_until, warn_days);
+	}
+	rc = commuter_cover(t, t->e->cfg.route, t->e->cfg.stop, NULL, &cp, ends, &cover);
+	if (rc != KP_OK)
+		return rc;
+	if (cover == COVER_FULL) {
+		*accepted = 1;
+		return accept_commuter(t, cp, rec);
+	}
+	if (t->c.best != NULL) {
+		*accepted = 1;
+		return use_pass_or_ride(t, rec, pass_until, warn_days);
+	}
+	if (t->any_stored) {
+		struct kp_leg_price p;
+		struct kp_leg leg;
+
+		leg_here(t, &leg, t->e->cfg.route, t->e->cfg.stop, NULL, t->now);
+		rc = price_leg(t, &leg, t->now, 1, 1, &p);
+		if (rc == KP_E_DB)
+			return rc;
+		if (rc != KP_OK) {
+			log_nofare(t, rc);
+			refuse_why(rec, "fare-unknown", NULL);
+			return KP_OK;
+		}
+		return charge_leg(t, &p, rec, accepted);
+	}
+	refuse_why(rec, refusal(t), NULL);
+	return KP_OK;
+}
+
+static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, int *warn_days,
+                     int *accepted)
+{
+	const struct kp_ent_view *cp = NULL;
+	char ends[2][KP_ID_MAX + 1];
+	int cover = COVER_NONE, rc;
+
+	*accepted = 0;
+	if (t->c.pass != NULL) {
+		rc = use_pass_or_ride(t, rec, pass_until, warn_days);
+		*accepted = 1;
+		open_journey(t, rec, 1);
+		return rc;
+	}
+	/* A commuter pass holding the boarding stop: the tap-off decides what it covers. */
+	rc = commuter_cover(t, t->e->cfg.route, t->e->cfg.stop, NULL, &cp, ends, &cover);
+	if (rc != KP_OK)
+		return rc;
+	if (cover == COVER_FULL) {
+		*accepted = 1;
+		rc = accept_commuter(t, cp, rec);
+		open_journey(t, rec, 0);
+		return rc;
+	}
+	if (t->c.best != NULL) {
+		rc = use_pass_or_ride(t, rec, pass_until, warn_days);
+		*accepted = 1;
+		open_journey(t, rec, 1);
+		return rc;
+	}
+	if (t->any_stored) {
+		struct kp_leg_price p;
+		struct kp_leg leg;
+		const struct kp_ent_view *sv;
+
+		/* Nothing is charged now, but the balance must cover the most this journey can
+		 * cost from here. */
+		leg_here(t, &leg, t->e->cfg.route, t->e->cfg.stop, NULL, t->now);
+		leg.max_to = 1;
+		rc = price_leg(t, &leg, t->now, 0, 0, &p);
+		if (rc == KP_E_DB)
+			return rc;
+		if (rc != KP_OK) {
+			log_nofare(t, rc);
+			refuse_why(rec, "fare-unknown", NULL);
+			return KP_OK;
+		}
+		sv = stored_for(t, p.amount, 0);
+		if (sv == NULL) {
+			refuse_why(rec, "insufficient-balance", "maximum fare");
+			kp_note_add(rec->fare, sizeof(rec->fare), "%s", p.note);
+			return KP_OK;
+		}
+		snprintf(rec->reason, sizeof(rec->reason), "ok");
+		kp_note_add(rec->fare, sizeof(rec->fare), "stored; covers maximum %lld",
+		            (long long)p.amount);
+		note_origin(t, sv, p.cat, rec);
+		rc = charge(t, sv, 0, rec);
+		*accepted = 1;
+		open_journey(t, rec, 0);
+		return rc;
+	}
+	refuse_why(rec, refusal(t), NULL);
+	return KP_OK;
+}
+
+static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
+{
+	struct kp_fare_state *fs = &t->fs;
+	const struct kp_ent_view *cp = NULL;
+	char ends[2][KP_ID_MAX + 1];
+	struct kp_leg_price p;
+	struct kp_leg leg;
+	int cover = COVER_NONE, rc;
+
+	*accepted = 0;
+	if (!fs->open || strcmp(fs->open_operator, t->e->cfg.operator_id) != 0) {
+		refuse_why(rec, "no-tap-on", NULL);
+		return KP_OK;
+	}
+	if (fs->open_paid) {
+		*accepted = 1;
+		snprintf(rec->reason, sizeof(rec->reason), "ok");
+		snprintf(rec->product, sizeof(rec->product), "%s", fs->open_product);
+		rec->entitlement = fs->open_ent;
+		kp_note_add(rec->fare, sizeof(rec->fare), "paid at tap-on");
+		fs->open = 0;
+		return KP_OK;
+	}
+	rc = commuter_cover(t, fs->open_route, fs->open_stop, t->e->cfg.stop, &cp, ends, &cover);
+	if (rc != KP_OK)
+		return rc;
+	if (cover == COVER_FULL) {
+		*accepted = 1;
+		fs->open = 0;
+		return accept_commuter(t, cp, rec);
+	}
+	if (cover == COVER_PART) {
+		/* The excess beyond the pass: the cheaper fare from either of its ends. */
+		int inside_from = 0, best = -1;
+		struct kp_leg_price q[2];
+		char stops[KP_COMMUTER_MAX_STOPS][KP_ID_MAX + 1], r[KP_ID_MAX + 1];
+		size_t ns = 0;
+
+		rc = kp_store_product_commuter(t->e->s, cp->e.product, r, stops, KP_COMMUTER_MAX_STOPS,
+		                               &ns);
+		if (rc != KP_OK)
+			return rc;
+		for (size_t k = 0; k < ns; k++)
+			inside_from |= strcmp(stops[k], fs->open_stop) == 0;
+		for (int k = 0; k < 2; k++) {
+			if (inside_from)
+				leg_here(t, &leg, fs->open_route, ends[k], t->e->cfg.stop, fs->open_ms);
+			else
+				leg_here(t, &leg, fs->open_route, fs->open_stop, ends[k], fs->open_ms);
+			rc = price_leg(t, &leg, fs->open_ms, 1, 0, &q[k]);
+			if (rc == KP_E_DB)
+				return rc;
+			if (rc == KP_OK && (best < 0 || q[k].amount < q[best].amount))
+				best = k;
+		}
+		if (best >= 0) {
+			if (inside_from)
+				leg_here(t, &leg, fs->open_route, ends[best], t->e->cfg.stop, fs->open_ms);
+			else
+				leg_here(t, &leg, fs->open_route, fs->open_stop, ends[best], fs->open_ms);
+			rc = price_leg(t, &leg, fs->open_ms, 1, 1, &p);
+			if (rc != KP_OK)
+				return rc;
+			kp_note_add(rec->fare, sizeof(rec->fare), "commuter %s excess from %s",
+			            cp->e.product, ends[best]);
+			rc = charge_leg(t, &p, rec, accepted);
+			if (rc == KP_OK && *accepted)
+				fs->open = 0;
+			return rc;
+		}
+	}
+	leg_here(t, &leg, fs->open_route, fs->open_stop, t->e->cfg.stop, fs->open_ms);
+	rc = price_leg(t, &leg, fs->open_ms, 1, 1, &p);
+	if (rc == KP_E_DB)
+		return rc;
+	if (rc != KP_OK) {
+		log_nofare(t, rc);
+		refuse_why(rec, "fare-unknown", NULL);
+		return KP_OK;
+	}
+	rc = charge_leg(t, &p, rec, accepted);
+	if (rc == KP_OK && *accepted)
+		fs->open = 0;
+	return rc;
+}
+
 int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
                   struct kp_tap_outcome *out)
 {
-	struct kp_ent_view ents[KP_MAX_CARD_ENTITLEMENTS];
-	struct kp_elig_view el[KP_MAX_CARD_ELIGIBILITY];
+	struct tap *t;
 	struct kp_record rec;
+	struct kp_fare_state before;
 	uint8_t prev_before[KP_SHA256_LEN];
 	enum kp_tap_kind kind = KP_TAP_REFUSED;
-	size_t n = 0, n_el = 0;
+	enum fare_event ev = EV_TAP;
 	int64_t last = 0, pass_until = 0;
-	int listed = 0, found = 0, warn_days = -1, rc;
+	int listed = 0, found = 0, fs_found = 0, warn_days = -1, accepted = 0, rc;
 
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return KP_E_NOMEM;
+	t->e = e;
+	t->token = token;
+	t->now = now_ms;
 	memset(&rec, 0, sizeof(rec));
 	memcpy(prev_before, e->prev, KP_SHA256_LEN);
 	rec.time_ms = now_ms;
@@ -500,112 +962,134 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	memcpy(rec.token, token, KP_TOKEN_LEN);
 
 	rc = kp_store_begin(e->s);
-	if (rc != KP_OK)
-		return finish(e, rc, prev_before);
-	rc = kp_store_is_denylisted(e->s, token, &listed);
+	if (rc == KP_OK)
+		rc = kp_store_is_denylisted(e->s, token, &listed);
 	if (rc == KP_OK && !listed)
 		rc = kp_store_last_tap(e->s, token, &last, &found);
+	if (rc == KP_OK && !listed)
+		rc = kp_store_fare_state(e->s, token, &t->fs, &fs_found);
+	if (rc == KP_OK && !listed)
+		rc = kp_operator_fare(e->s, &e->cfg, e->cfg.operator_id, t->feed, &t->distance,
+		                      &t->have_fare);
 	if (rc != KP_OK)
-		return finish(e, rc, prev_before);
-
+		goto done;
+	ev = pick_event(e, &t->fs, t->distance);
+	snprintf(rec.event, sizeof(rec.event), "%s", event_names[ev]);
 	if (listed) {
 		snprintf(rec.reason, sizeof(rec.reason), "denylisted");
 	} else if (found && now_ms - last < e->cfg.double_tap_window_ms &&
-	           last - now_ms < e->cfg.double_tap_window_ms) {
-		/* Within the window (either way, should the clock have stepped back). */
+	           last - now_ms < e->cfg.double_tap_window_ms &&
+	           (ev == EV_TAP || (strcmp(t->fs.last_operator, e->cfg.operator_id) == 0 &&
+	                             strcmp(t->fs.last_stop, e->cfg.stop) == 0))) {
+		/* Within the window (either way, should the clock have stepped back); with
+		 * tap-on/tap-off only at the same place, so a tap-off is never taken for one. */
 		kind = KP_TAP_ALREADY;
 		snprintf(rec.reason, sizeof(rec.reason), "already");
 	} else {
-		struct choice c;
-		int stored[KP_MAX_CARD_ENTITLEMENTS] = { 0 }, any_stored = 0;
-
-		rc = gather(e, token, now_ms, ents, &n, el, &n_el);
-		if (rc != KP_OK)
-			return finish(e, rc, prev_before);
-		c = choose(ents, n, el, n_el, now_ms, stored);
-		snprintf(rec.reason, sizeof(rec.reason), "%s", c.reason);
-		for (size_t i = 0; i < n; i++)
-			any_stored |= stored[i];
-		if (c.best == NULL && any_stored) {
-			const struct kp_ent_view *sv = NULL;
-			const struct kp_elig_view *cat = NULL;
-
-			rc = charge_stored(e, ents, n, stored, el, n_el, now_ms, &rec, &sv, &cat);
-			if (rc == KP_OK && sv != NULL) {
-				kind = KP_TAP_ACCEPTED;
-				if (memcmp(sv->e.token, token, KP_TOKEN_LEN) != 0) {
-					rec.has_via = 1;
-					memcpy(rec.via, sv->e.token, KP_TOKEN_LEN);
-				} else if (cat != NULL && cat->has_via) {
-					rec.has_via = 1;
-					memcpy(rec.via, cat->via, KP_TOKEN_LEN);
-				}
-				if (cat != NULL)
-					snprintf(rec.category, sizeof(rec.category), "%s", cat->category);
-			}
-		} else if (c.best != NULL) {
-			kind = KP_TAP_ACCEPTED;
-			snprintf(rec.product, sizeof(rec.product), "%s", c.best->e.product);
-			rec.entitlement = c.best->e.id;
-			if (c.pass != NULL) {
-				/* A pass charges nothing; its first use fixes its days, in this
-				 * transaction, and the journal says so ("activated"). */
-				pass_until = c.pass->e.valid_until_ms;
-				if (c.pass->first_use) {
-					int64_t from = 0;
-
-					kp_service_days(&e->cfg, now_ms, c.pass->period_days, &from, &pass_until);
-					snprintf(rec.reason, sizeof(rec.reason), "activated");
-				}
-			} else {
-				rec.rides = 1;
-				rec.has_left = 1;
-				rec.left = c.best->e.rides_left - 1;
-			}
-			/* The journal says where a discount or pass came from: the linkage's token,
-			 * never the person. */
-			if (memcmp(c.best->e.token, token, KP_TOKEN_LEN) != 0) {
-				rec.has_via = 1;
-				memcpy(rec.via, c.best->e.token, KP_TOKEN_LEN);
-			} else if (c.elig != NULL && c.elig->has_via) {
-				rec.has_via = 1;
-				memcpy(rec.via, c.elig->via, KP_TOKEN_LEN);
-			}
-			if (c.elig != NULL) {
-				int64_t left_ms = c.elig->valid_until_ms - now_ms;
-
-				snprintf(rec.category, sizeof(rec.category), "%s", c.elig->category);
-				if (left_ms < (int64_t)e->cfg.reenrol_warn_days * 86400000LL)
-					warn_days = (int)(left_ms / 86400000LL);
-			}
-			if (c.pass == NULL)
-				rc = kp_store_take_ride(e->s, c.best->e.token, c.best->e.id,
-				                        c.best->e.rides_left);
-			else if (c.pass->first_use)
-				rc = kp_store_activate(e->s, c.pass->e.token, c.pass->e.id,
-				                       pass_until - (int64_t)c.pass->period_days * 86400000LL,
-				                       pass_until);
-		}
+		/* A journey left open elsewhere is closed first, in this same transaction. */
+		if (t->fs.open && !(ev == EV_TAP_OFF &&
+		                    strcmp(t->fs.open_operator, e->cfg.operator_id) == 0))
+			rc = close_journey(t, now_ms);
+		if (rc == KP_OK)
+			rc = load_card(t, e->cfg.operator_id);
+		before = t->fs;
+		if (rc == KP_OK && ev == EV_TAP)
+			rc = decide_flat(t, &rec, &pass_until, &warn_days, &accepted);
+		else if (rc == KP_OK && ev == EV_TAP_ON)
+			rc = decide_on(t, &rec, &pass_until, &warn_days, &accepted);
+		else if (rc == KP_OK)
+			rc = decide_off(t, &rec, &accepted);
+		if (rc == KP_OK && !accepted)
+			t->fs = before;          /* a refusal changes no journey, chain or cap */
+		kind = accepted ? KP_TAP_ACCEPTED : KP_TAP_REFUSED;
 	}
 	snprintf(rec.result, sizeof(rec.result), "%s",
 	         kind == KP_TAP_ACCEPTED ? "accepted" : kind == KP_TAP_ALREADY ? "already" : "refused");
 	if (rc == KP_OK)
 		rc = journal(e, &rec);
-	if (rc == KP_OK && kind == KP_TAP_ACCEPTED)
+	if (rc == KP_OK && kind == KP_TAP_ACCEPTED) {
 		rc = kp_store_set_last_tap(e->s, token, now_ms, rec.seq);
-	if (rc == KP_OK && kind == KP_TAP_ACCEPTED)
+		snprintf(t->fs.last_operator, sizeof(t->fs.last_operator), "%s", e->cfg.operator_id);
+		snprintf(t->fs.last_stop, sizeof(t->fs.last_stop), "%s", e->cfg.stop);
+		if (t->fs.open && t->fs.open_ms == now_ms)
+			t->fs.open_seq = rec.seq;
+	}
+	if (rc == KP_OK && kind == KP_TAP_ACCEPTED && rec.entitlement != 0)
 		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement,
 		                          rec.amount > 0 ? rec.amount : rec.rides);
+	if (rc == KP_OK && !listed && (fs_found || kind == KP_TAP_ACCEPTED || e->n_pending > 1))
+		rc = kp_store_put_fare_state(e->s, token, &t->fs);
+done:
 	rc = finish(e, rc, prev_before);
 	if (rc == KP_OK) {
 		outcome_from(out, &rec, kind);
+		snprintf(out->event, sizeof(out->event), "%s", rec.event);
 		out->warn_days = warn_days;
 		if (kind == KP_TAP_ACCEPTED && pass_until != 0) {
 			out->valid_until_ms = pass_until;
 			until_text(&e->cfg, now_ms, pass_until, out->until_text, sizeof(out->until_text));
 		}
 	}
+	free(t);
 	return rc;
+}
+
+int kp_tap_sweep(kp_tap_engine *e, int64_t now_ms, size_t *closed)
+{
+	uint8_t tokens[64][KP_TOKEN_LEN];
+	int64_t day_start, day_end;
+	size_t n = 0;
+	int rc;
+
+	*closed = 0;
+	kp_service_days(&e->cfg, now_ms, 1, &day_start, &day_end);
+	rc = kp_store_open_journeys(e->s, day_start, tokens, 64, &n);
+	for (size_t i = 0; rc == KP_OK && i < n; i++) {
+		struct tap *t = calloc(1, sizeof(*t));
+		uint8_t prev_before[KP_SHA256_LEN];
+		int found = 0;
+
+		if (t == NULL)
+			return KP_E_NOMEM;
+		t->e = e;
+		t->token = tokens[i];
+		t->now = now_ms;
+		memcpy(prev_before, e->prev, KP_SHA256_LEN);
+		rc = kp_store_begin(e->s);
+		if (rc == KP_OK)
+			rc = kp_store_fare_state(e->s, tokens[i], &t->fs, &found);
+		if (rc == KP_OK && found && t->fs.open && t->fs.open_ms < day_start) {
+			int64_t from, until;
+
+			/* charged as of the end of the journey's own service day */
+			kp_service_days(&e->cfg, t->fs.open_ms, 1, &from, &until);
+			rc = close_journey(t, until);
+			if (rc == KP_OK)
+				rc = kp_store_put_fare_state(e->s, tokens[i], &t->fs);
+			if (rc == KP_OK)
+				(*closed)++;
+		}
+		rc = finish(e, rc, prev_before);
+		free(t);
+	}
+	return rc;
+}
+
+int kp_tap_engine_set_place(kp_tap_engine *e, const char *operator_id, const char *route,
+                            const char *stop, int utc_offset_s, const char *event)
+{
+	if (!kp_valid_id(operator_id) || (route != NULL && route[0] != '\0' && strlen(route) > KP_ID_MAX) ||
+	    (stop != NULL && stop[0] != '\0' && strlen(stop) > KP_ID_MAX) ||
+	    utc_offset_s < -14 * 3600 || utc_offset_s > 14 * 3600 ||
+	    (event != NULL && event[0] != '\0' && strcmp(event, "tap") != 0 &&
+	     strcmp(event, "tap_on") != 0 && strcmp(event, "tap_off") != 0))
+		return KP_E_INVAL;
+	snprintf(e->cfg.operator_id, sizeof(e->cfg.operator_id), "%s", operator_id);
+	snprintf(e->cfg.route, sizeof(e->cfg.route), "%s", route != NULL ? route : "");
+	snprintf(e->cfg.stop, sizeof(e->cfg.stop), "%s", stop != NULL ? stop : "");
+	e->cfg.utc_offset_s = utc_offset_s;
+	snprintf(e->force_event, sizeof(e->force_event), "%s", event != NULL ? event : "");
+	return KP_OK;
 }
 
 int kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, int64_t now_ms,

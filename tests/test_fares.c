@@ -225,7 +225,7 @@ static void test_real_fares(void **state)
 	for (size_t i = 0; i < sizeof(real) / sizeof(real[0]); i++) {
 		const struct real_case *c = &real[i];
 		struct kp_fare_query q = { c->feed, c->route, c->from, c->to, c->from_zone, c->to_zone,
-		                           c->date, c->time_s, c->cat, NULL, c->pay, c->model };
+		                           c->date, c->time_s, c->cat, NULL, c->pay, c->model, 0 };
 		struct kp_fare_result r;
 		int rc;
 
