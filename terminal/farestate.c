@@ -354,3 +354,33 @@ int kp_store_open_journeys(kp_store *s, int64_t before_ms, uint8_t (*tokens)[KP_
 	sqlite3_finalize(st);
 	return rc;
 }
+
+int kp_store_snapshot(const char *src_path, const char *dst_path, char *err, size_t err_cap)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	/* Read-only: the source is never migrated or written, even by a WAL checkpoint. */
+	rc = sqlite3_open_v2(src_path, &db, SQLITE_OPEN_READONLY, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, dst_path, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+	}
+	if (rc != SQLITE_OK)
+		snprintf(err, err_cap, "%s: %s", src_path, db != NULL ? sqlite3_errmsg(db) :
+		         sqlite3_errstr(rc));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return rc == SQLITE_OK ? KP_OK : KP_E_DB;
+}
+
+int kp_store_scratch(kp_store *s)
+{
+	if (sqlite3_exec(s->db, "PRAGMA synchronous = OFF", NULL, NULL, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "scratch");
+	return KP_OK;
+}

@@ -219,6 +219,11 @@ int kp_store_discount(kp_store *s, const char *operator_id, const char *category
 /* The discounted fare: adult * percent / 100 rounded exactly (integers only) to a
  * multiple of unit, never more than adult; -1 if an argument is out of range. */
 int64_t kp_discount_apply(int64_t adult, const struct kp_discount *d);
+/* Copies the database at src_path (opened read-only, never migrated) to a new file. */
+int kp_store_snapshot(const char *src_path, const char *dst_path, char *err, size_t err_cap);
+/* A throw-away store (quote's copy): commits need not reach the disk. */
+int kp_store_scratch(kp_store *s);
+
 /* ---- fare engine configuration (terminal/FARES.md) ---- */
 /* The operator's taps are priced by feed_id; distance: tap-on/tap-off, else flat. */
 int kp_store_put_operator_fare(kp_store *s, const char *operator_id, const char *feed_id,

@@ -638,24 +638,27 @@ static int close_journey(struct tap *t, int64_t at_ms)
 	} else {
 		struct kp_leg_price p;
 		struct kp_leg leg;
+		char feed[KP_ID_MAX + 1];
 		int64_t now = t->now;
+		int distance = 0, have = 0;
 
+		/* The card as it was at the tap-on, on the journey's operator. */
+		t->now = fs->open_ms;
 		rc = load_card(t, fs->open_operator);
 		if (rc == KP_OK)
-			rc = kp_operator_fare(e->s, &e->cfg, fs->open_operator, t->feed, &t->distance,
-			                      &t->have_fare);
-		if (rc != KP_OK)
+			rc = kp_operator_fare(e->s, &e->cfg, fs->open_operator, feed, &distance, &have);
+		if (rc != KP_OK) {
+			t->now = now;
 			return rc;
+		}
 		memset(&leg, 0, sizeof(leg));
-		leg.feed = t->have_fare ? t->feed : NULL;
+		leg.feed = have ? feed : NULL;
 		leg.operator_id = fs->open_operator;
 		leg.route = fs->open_route;
 		leg.from_stop = fs->open_stop;
 		leg.max_to = 1;
 		leg.on_ms = leg.off_ms = fs->open_ms;
-		t->now = fs->open_ms;          /* the categories the card held then */
 		rc = price_leg(t, &leg, fs->open_ms, 0, 1, &p);
-		t->now = now;
 		if (rc == KP_E_DB)
 			return rc;
 		if (rc != KP_OK) {
@@ -680,6 +683,7 @@ static int close_journey(struct tap *t, int64_t at_ms)
 				rc = charge(t, sv, amount, &rec);
 			}
 		}
+		t->now = now;
 	}
 	fs->open = 0;
 	if (rc == KP_OK)
@@ -871,6 +875,14 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 		snprintf(rec->product, sizeof(rec->product), "%s", fs->open_product);
 		rec->entitlement = fs->open_ent;
 		kp_note_add(rec->fare, sizeof(rec->fare), "paid at tap-on");
+		for (size_t i = 0; i < t->n; i++) {
+			/* what an N-ride ticket has left */
+			if (t->ents[i].e.id == fs->open_ent && t->ents[i].period_days == 0 &&
+			    !t->ents[i].stored && !t->ents[i].commuter) {
+				rec->has_left = 1;
+				rec->left = t->ents[i].e.rides_left;
+			}
+		}
 		fs->open = 0;
 		return KP_OK;
 	}

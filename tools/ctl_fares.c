@@ -12,7 +12,10 @@ static const char usage_text[] =
 	"      fares v1 (fare_attributes, fare_rules) and v2 (fare_products, fare_leg_rules...)\n"
 	"  kippuctl fares lookup DB --feed-id ID [--route R] [--from STOP] [--to STOP]\n"
 	"                 [--from-zone Z] [--to-zone Z] [--date YYYYMMDD] [--time HH:MM:SS]\n"
-	"                 [--category C] [--media M] [--payment 0|1] [--model 1|2]\n";
+	"                 [--category C] [--media M] [--payment 0|1] [--model 1|2]\n"
+	"  kippuctl fares quote DB JOURNEYS.csv [--token-key FILE]\n"
+	"      prices taps (time,card,operator,route,stop,event,rider_category[,entitlements])\n"
+	"      with the terminal's decision code on a copy of DB; CSV out (terminal/FARES.md)\n";
 
 void kp_ctl_fares_usage(FILE *fp)
 {
@@ -22,6 +25,7 @@ void kp_ctl_fares_usage(FILE *fp)
 struct fargs {
 	struct kp_fare_query q;
 	const char *time;
+	const char *token_key;
 	int npos;
 	const char *pos[3];
 };
@@ -41,6 +45,7 @@ static int fares_parse(int argc, char **argv, struct fargs *a)
 		{ "media", required_argument, NULL, 'm' },
 		{ "payment", required_argument, NULL, 'p' },
 		{ "model", required_argument, NULL, 'M' },
+		{ "token-key", required_argument, NULL, 'k' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, h, m, s, n = 0;
@@ -62,6 +67,7 @@ static int fares_parse(int argc, char **argv, struct fargs *a)
 		case 'm': a->q.fare_media = optarg; break;
 		case 'p': a->q.payment_method = atoi(optarg); break;
 		case 'M': a->q.model = (enum kp_fare_model)atoi(optarg); break;
+		case 'k': a->token_key = optarg; break;
 		default: return -1;
 		}
 	}
@@ -140,6 +146,28 @@ static int cmd_lookup(struct fargs *a)
 	return rc == KP_OK ? 0 : 1;
 }
 
+static int cmd_quote(struct fargs *a)
+{
+	uint8_t key[KP_TOKEN_KEY_LEN] = { 0 };
+	char err[KP_FARE_MSG_MAX];
+	int rc;
+
+	/* Without a key, labels and felica: cards get tokens under an all-zero key: fine for
+	 * pricing, and load files for the same database must then use it too. */
+	if (a->token_key != NULL && kp_token_key_load(a->token_key, key) != KP_OK) {
+		fprintf(stderr, "kippuctl: fares quote: cannot read token key %s\n", a->token_key);
+		return 1;
+	}
+	rc = kp_fares_quote(a->pos[0], a->pos[1], key, stdout, err, sizeof(err));
+	kp_zeroize(key, sizeof(key));
+	fflush(stdout);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: fares quote: %s\n", err[0] ? err : kp_strerror(rc));
+		return 1;
+	}
+	return 0;
+}
+
 int kp_ctl_fares(int argc, char **argv)
 {
 	struct fargs a;
@@ -154,6 +182,8 @@ int kp_ctl_fares(int argc, char **argv)
 		return cmd_import(&a);
 	if (strcmp(argv[1], "lookup") == 0 && a.npos == 1 && a.q.feed_id != NULL)
 		return cmd_lookup(&a);
+	if (strcmp(argv[1], "quote") == 0 && a.npos == 2)
+		return cmd_quote(&a);
 	fputs("usage:\n", stderr);
 	kp_ctl_fares_usage(stderr);
 	return 2;

@@ -30,6 +30,12 @@ void kp_ctl_jpki_usage(FILE *fp);
 int kp_ctl_fares(int argc, char **argv);
 void kp_ctl_fares_usage(FILE *fp);
 
+/* Prices the taps of a journeys CSV (terminal/FARES.md) with the terminal's decision code on
+ * a scratch copy of the database at db_path (never changed); one CSV line per journal record
+ * to out. err: "FILE:LINE: field: why". */
+int kp_fares_quote(const char *db_path, const char *journeys,
+                   const uint8_t token_key[KP_TOKEN_KEY_LEN], FILE *out, char *err, size_t cap);
+
 /* kippuctl linkage ...: argv[0] is "linkage". */
 int kp_ctl_linkage(int argc, char **argv);
 void kp_ctl_linkage_usage(FILE *fp);
