@@ -98,9 +98,10 @@ static int feed_get(kp_store *s, const char *feed, struct feed_info *fi)
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db, "SELECT has_leg_rules, has_rule_priority, default_category"
-	                       " FROM fare_feeds WHERE feed_id = ?1", -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, "fare feed");
+	st = kp_store_stmt_sql(s, KP_STMT_FARE_FEED, "SELECT has_leg_rules, has_rule_priority,"
+	                       " default_category FROM fare_feeds WHERE feed_id = ?1");
+	if (st == NULL)
+		return KP_E_DB;
 	sqlite3_bind_text(st, 1, feed, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -114,7 +115,7 @@ static int feed_get(kp_store *s, const char *feed, struct feed_info *fi)
 	} else {
 		rc = kp_store_fail(s, "fare feed");
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -131,9 +132,10 @@ static int stop_zone(kp_store *s, const char *feed, const char *stop, const char
 		snprintf(out, cap, "%s", is_set(zone) ? zone : "");
 		return KP_OK;
 	}
-	if (sqlite3_prepare_v2(s->db, "SELECT zone_id FROM fare_stops WHERE feed_id = ?1"
-	                       " AND stop_id = ?2", -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, "fare stop");
+	st = kp_store_stmt_sql(s, KP_STMT_FARE_STOP, "SELECT zone_id FROM fare_stops"
+	                       " WHERE feed_id = ?1 AND stop_id = ?2");
+	if (st == NULL)
+		return KP_E_DB;
 	sqlite3_bind_text(st, 1, feed, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, stop, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
@@ -146,7 +148,7 @@ static int stop_zone(kp_store *s, const char *feed, const char *stop, const char
 	} else {
 		rc = kp_store_fail(s, "fare stop");
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -228,8 +230,10 @@ static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat
 	if (rc != KP_OK)
 		return rc;
 	nz = (from[0] != '\0') + (to[0] != '\0' && strcmp(from, to) != 0);
-	if (sqlite3_prepare_v2(s->db, q->max_to ? v1_max_sql : v1_sql, -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, "fare lookup v1");
+	st = q->max_to ? kp_store_stmt_sql(s, KP_STMT_FARE_V1_MAX, v1_max_sql) :
+	                 kp_store_stmt_sql(s, KP_STMT_FARE_V1, v1_sql);
+	if (st == NULL)
+		return KP_E_DB;
 	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
 	bind_opt(st, 2, q->route_id);
 	bind_opt(st, 3, from);
@@ -249,7 +253,7 @@ static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat
 	} else {
 		rc = rc == SQLITE_DONE ? KP_E_NOFARE : kp_store_fail(s, "fare lookup v1");
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -347,8 +351,10 @@ static int lookup_v2(kp_store *s, const struct kp_fare_query *q, const char *cat
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db, q->max_to ? v2_max_sql : v2_sql, -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, "fare lookup v2");
+	st = q->max_to ? kp_store_stmt_sql(s, KP_STMT_FARE_V2_MAX, v2_max_sql) :
+	                 kp_store_stmt_sql(s, KP_STMT_FARE_V2, v2_sql);
+	if (st == NULL)
+		return KP_E_DB;
 	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
 	bind_opt(st, 2, q->route_id);
 	bind_opt(st, 3, q->from_stop);
@@ -374,7 +380,7 @@ static int lookup_v2(kp_store *s, const struct kp_fare_query *q, const char *cat
 	} else {
 		rc = rc == SQLITE_DONE ? KP_E_NOFARE : kp_store_fail(s, "fare lookup v2");
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -431,8 +437,9 @@ int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int
 	rc = feed_get(s, q->feed_id, &fi);
 	if (rc != KP_OK)
 		return rc;
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, "fare transfer v2");
+	st = kp_store_stmt_sql(s, KP_STMT_FARE_XFER_V2, sql);
+	if (st == NULL)
+		return KP_E_DB;
 	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, q->from_group != NULL ? q->from_group : "", -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, q->to_group != NULL ? q->to_group : "", -1, SQLITE_STATIC);
@@ -465,7 +472,7 @@ int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int
 		}
 	}
 	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare transfer v2");
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -476,9 +483,10 @@ int kp_fare_v1_transfers(kp_store *s, const char *feed_id, const char *fare_id, 
 	int rc;
 
 	*found = 0;
-	if (sqlite3_prepare_v2(s->db, "SELECT transfers, transfer_duration FROM fare_attributes"
-	                       " WHERE feed_id = ?1 AND fare_id = ?2", -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, "fare transfers v1");
+	st = kp_store_stmt_sql(s, KP_STMT_FARE_XFER_V1, "SELECT transfers, transfer_duration"
+	                       " FROM fare_attributes WHERE feed_id = ?1 AND fare_id = ?2");
+	if (st == NULL)
+		return KP_E_DB;
 	sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, fare_id, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
@@ -490,6 +498,6 @@ int kp_fare_v1_transfers(kp_store *s, const char *feed_id, const char *fare_id, 
 		rc = SQLITE_DONE;
 	}
 	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare transfers v1");
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }

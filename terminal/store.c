@@ -274,8 +274,13 @@ int kp_store_fail(kp_store *s, const char *what)
 
 sqlite3_stmt *kp_store_stmt(kp_store *s, enum kp_stmt id)
 {
+	return kp_store_stmt_sql(s, id, stmt_sql[id]);
+}
+
+sqlite3_stmt *kp_store_stmt_sql(kp_store *s, enum kp_stmt id, const char *sql)
+{
 	if (s->stmts[id] == NULL) {
-		if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+		if (sql == NULL || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
 		                       &s->stmts[id], NULL) != SQLITE_OK) {
 			kp_store_fail(s, "prepare");
 			return NULL;

@@ -29,6 +29,15 @@ enum kp_stmt {
 	KP_STMT_FARE_CAP,
 	KP_STMT_TRANSFER_RULE,
 	KP_STMT_PRODUCT_STOPS,
+	/* fares.c's lookups: prepared from its own SQL by kp_store_stmt_sql */
+	KP_STMT_FARE_FEED,
+	KP_STMT_FARE_STOP,
+	KP_STMT_FARE_V1,
+	KP_STMT_FARE_V1_MAX,
+	KP_STMT_FARE_V2,
+	KP_STMT_FARE_V2_MAX,
+	KP_STMT_FARE_XFER_V2,
+	KP_STMT_FARE_XFER_V1,
 	KP_STMT_COUNT
 };
 
@@ -40,6 +49,8 @@ struct kp_store {
 
 /* A cached statement, reset and unbound; NULL (with s->err set) if it cannot be prepared. */
 sqlite3_stmt *kp_store_stmt(kp_store *s, enum kp_stmt id);
+/* The same for a statement whose SQL the caller owns (always the same text for an id). */
+sqlite3_stmt *kp_store_stmt_sql(kp_store *s, enum kp_stmt id, const char *sql);
 /* Records SQLite's message for `what` in s->err and returns KP_E_DB. */
 int kp_store_fail(kp_store *s, const char *what);
 

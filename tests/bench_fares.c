@@ -1,0 +1,293 @@
+/* kippu-bench-fares: the fare engine on the largest real feed in ../shared/data/gtfs
+ * (jp-donanbus-muroran-zone: 706 stops, 63,745 route + origin/destination fare rules).
+ * Measures the import of the feed, and the tap decision of a distance-fare bus (tap-on:
+ * the maximum fare from the boarding stop is checked against the balance; tap-off: the
+ * stop-to-stop fare, transfer and caps, charged) with the signed journal record and the
+ * durable commit, over riders on random routes and stops of the feed. Prints a table;
+ * --json-append adds its figures to kippu-bench's JSON array. */
+#include <getopt.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kp_terminal.h"
+#include "kp_tools.h"
+
+#define FEED_DIR "../shared/data/gtfs/jp-donanbus-muroran-zone"
+#define N_CARDS 2000
+#define N_JOURNEYS 5000
+
+struct trip { char route[40], from[40], to[40]; };
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double pct(double *v, size_t n, double p)
+{
+	size_t i = (size_t)(p / 100.0 * (double)n);
+
+	qsort(v, n, sizeof(double), cmp_double);
+	return v[i < n ? i : n - 1] / 1e3;
+}
+
+static void die(const char *what, int rc, kp_store *s)
+{
+	fprintf(stderr, "bench-fares: %s: %s (%s)\n", what, kp_strerror(rc),
+	        s != NULL ? kp_store_errmsg(s) : "");
+	exit(1);
+}
+
+/* Journeys the feed prices: a rule's route, and a stop in its origin and in its
+ * destination zone (the feed's zones are stops). */
+static size_t sample_trips(const char *db, struct trip *t, size_t n)
+{
+	sqlite3 *h = NULL;
+	sqlite3_stmt *st = NULL;
+	size_t k = 0;
+
+	if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(h, "SELECT r.route_id, a.stop_id, b.stop_id FROM fare_rules r"
+	                       " JOIN fare_stops a ON a.feed_id = r.feed_id AND a.zone_id = r.origin_id"
+	                       " JOIN fare_stops b ON b.feed_id = r.feed_id"
+	                       "  AND b.zone_id = r.destination_id"
+	                       " WHERE r.feed_id = 'muroran' AND r.route_id <> '' AND a.stop_id <> b.stop_id"
+	                       " AND length(r.route_id) <= 32 AND length(a.stop_id) <= 32"
+	                       " AND length(b.stop_id) <= 32"
+	                       " ORDER BY random() LIMIT ?1", -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)n);
+	while (k < n && sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(t[k].route, sizeof(t[k].route), "%s", (const char *)sqlite3_column_text(st, 0));
+		snprintf(t[k].from, sizeof(t[k].from), "%s", (const char *)sqlite3_column_text(st, 1));
+		snprintf(t[k].to, sizeof(t[k].to), "%s", (const char *)sqlite3_column_text(st, 2));
+		k++;
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+	return k;
+}
+
+static int json_append(const char *json, const double *v, const char *const *names, size_t n)
+{
+	FILE *fp = fopen(json, "r");
+	char *old = NULL;
+	long len = 0;
+
+	if (fp != NULL) {
+		fseek(fp, 0, SEEK_END);
+		len = ftell(fp);
+		fseek(fp, 0, SEEK_SET);
+		old = calloc(1, (size_t)len + 1);
+		if (old == NULL || fread(old, 1, (size_t)len, fp) != (size_t)len)
+			return 1;
+		fclose(fp);
+		while (len > 0 && old[len - 1] != ']')
+			len--;
+		if (len > 0)
+			len--;
+		while (len > 0 && (old[len - 1] == ' ' || old[len - 1] == '\n'))
+			len--;
+	}
+	fp = fopen(json, "w");
+	if (fp == NULL)
+		return 1;
+	if (len > 0)
+		fprintf(fp, "%.*s,\n", (int)len, old);
+	else
+		fputs("[\n", fp);
+	for (size_t i = 0; i < n; i++)
+		fprintf(fp, "  {\"metric\": \"%s\", \"unit\": \"%s\", \"value\": %.4f}%s\n", names[i],
+		        strncmp(names[i], "fares_import", 12) == 0 ? "s" : "ms", v[i],
+		        i + 1 < n ? "," : "");
+	fputs("]\n", fp);
+	fclose(fp);
+	free(old);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "json-append", required_argument, NULL, 'a' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 7 };
+	char dir[900] = "build/bench-fares", db[1000], err[KP_FARE_MSG_MAX];
+	const char *json = NULL;
+	struct kp_fare_import_opts io = { "muroran", NULL, NULL };
+	struct kp_fare_import_stats ist;
+	struct kp_terminal_cfg cfg;
+	struct trip *trips;
+	kp_store *s = NULL;
+	kp_key *key = NULL;
+	kp_tap_engine *e = NULL;
+	double *on, *off, *look, *maxl, imp_s, t0;
+	const char *ops[] = { "DN" };
+	int64_t now = 1796083200000LL;            /* 2026-12-01T00:00:00Z = 09:00 JST */
+	size_t n_trips, n_on = 0, n_off = 0, accepted = 0;
+	int c, rc;
+	struct rusage ru;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'd')
+			snprintf(dir, sizeof(dir), "%s", optarg);
+		else if (c == 'a')
+			json = optarg;
+		else
+			return 2;
+	}
+	if (access(FEED_DIR "/fare_rules.txt", R_OK) != 0) {
+		fprintf(stderr, "bench-fares: %s not found (run from the project root, with "
+		        "../shared beside it)\n", FEED_DIR);
+		return 1;
+	}
+	mkdir(dir, 0755);
+	snprintf(db, sizeof(db), "%s/fares.db", dir);
+	unlink(db);
+	if ((rc = kp_store_open(&s, db)) != KP_OK)
+		die("open", rc, s);
+	t0 = now_us();
+	rc = kp_fares_import(s, FEED_DIR, &io, &ist, err, sizeof(err));
+	imp_s = (now_us() - t0) / 1e6;
+	if (rc != KP_OK) {
+		fprintf(stderr, "bench-fares: import: %s\n", err);
+		return 1;
+	}
+	/* the scheme: operator DN prices by the feed, tap-on/tap-off; riders hold stored value */
+	rc = kp_store_begin(s);
+	if (rc == KP_OK)
+		rc = kp_store_put_operator(s, "DN", "Donan Bus");
+	if (rc == KP_OK)
+		rc = kp_store_put_operator_fare(s, "DN", "muroran", 1);
+	if (rc == KP_OK)
+		rc = kp_store_put_product_stored(s, "SV", "Scheme account", ops, 1);
+	if (rc == KP_OK)
+		rc = kp_store_put_fare_cap(s, "", KP_CAP_DAY, 1500);
+	for (int i = 0; rc == KP_OK && i < N_CARDS; i++) {
+		struct kp_entitlement en;
+		char label[16];
+
+		memset(&en, 0, sizeof(en));
+		snprintf(label, sizeof(label), "%d", i);
+		kp_token_derive(token_key, "bench", (const uint8_t *)label, strlen(label), en.token);
+		en.id = i + 1;
+		snprintf(en.product, sizeof(en.product), "SV");
+		en.rides_left = 10000000;
+		en.valid_from_ms = now - 86400000LL;
+		en.valid_until_ms = now + 400LL * 86400000LL;
+		rc = kp_store_put_entitlement(s, &en);
+	}
+	if (rc == KP_OK)
+		rc = kp_store_commit(s);
+	if (rc != KP_OK)
+		die("set-up", rc, s);
+	trips = calloc(N_JOURNEYS, sizeof(*trips));
+	on = calloc(N_JOURNEYS, sizeof(double));
+	off = calloc(N_JOURNEYS, sizeof(double));
+	look = calloc(N_JOURNEYS, sizeof(double));
+	maxl = calloc(N_JOURNEYS, sizeof(double));
+	n_trips = sample_trips(db, trips, N_JOURNEYS);
+	if (n_trips < 100) {
+		fprintf(stderr, "bench-fares: only %zu journeys sampled\n", n_trips);
+		return 1;
+	}
+	/* the fare lookups alone */
+	for (size_t i = 0; i < n_trips; i++) {
+		struct kp_fare_query q = { "muroran", trips[i].route, trips[i].from, trips[i].to,
+		                           NULL, NULL, 20261201, 9 * 3600, NULL, NULL, -1,
+		                           KP_FARE_AUTO, 0 };
+		struct kp_fare_result r;
+
+		t0 = now_us();
+		kp_fare_lookup(s, &q, &r);
+		look[i] = now_us() - t0;
+		q.max_to = 1;
+		t0 = now_us();
+		kp_fare_lookup(s, &q, &r);
+		maxl[i] = now_us() - t0;
+	}
+	kp_terminal_cfg_defaults(&cfg);
+	snprintf(cfg.terminal_id, sizeof(cfg.terminal_id), "BENCH-F");
+	snprintf(cfg.operator_id, sizeof(cfg.operator_id), "DN");
+	if (kp_key_generate(&key) != 0 || (rc = kp_tap_engine_open(&e, s, &cfg, key, token_key)) != KP_OK)
+		die("engine", rc, s);
+	/* A card taps on at a journey's first stop and off at its last, a minute later. */
+	for (size_t i = 0; i < n_trips; i++) {
+		struct kp_tap_outcome o;
+		uint8_t token[KP_TOKEN_LEN];
+		char label[16];
+
+		snprintf(label, sizeof(label), "%zu", i % N_CARDS);
+		kp_token_derive(token_key, "bench", (const uint8_t *)label, strlen(label), token);
+		now += 2000;
+		kp_tap_engine_set_place(e, "DN", trips[i].route, trips[i].from, 9 * 3600, "tap_on");
+		t0 = now_us();
+		rc = kp_tap_decide(e, token, now, &o);
+		on[n_on++] = now_us() - t0;
+		if (rc != KP_OK)
+			die("tap_on", rc, s);
+		kp_tap_engine_set_place(e, "DN", trips[i].route, trips[i].to, 9 * 3600, "tap_off");
+		t0 = now_us();
+		rc = kp_tap_decide(e, token, now + 90000, &o);
+		off[n_off++] = now_us() - t0;
+		if (rc != KP_OK)
+			die("tap_off", rc, s);
+		accepted += o.kind == KP_TAP_ACCEPTED && o.amount >= 0;
+		if (i % 16 == 0)
+			kp_store_idle(s);
+	}
+	getrusage(RUSAGE_SELF, &ru);
+	{
+		double v[] = { imp_s, pct(on, n_on, 50), pct(on, n_on, 99), pct(on, n_on, 99.9),
+		               pct(off, n_off, 50), pct(off, n_off, 99), pct(off, n_off, 99.9),
+		               pct(look, n_trips, 50), pct(look, n_trips, 99),
+		               pct(maxl, n_trips, 50), pct(maxl, n_trips, 99) };
+		static const char *const names[] = {
+			"fares_import_muroran", "fare_tap_on_p50", "fare_tap_on_p99", "fare_tap_on_p999",
+			"fare_tap_off_p50", "fare_tap_off_p99", "fare_tap_off_p999",
+			"fare_lookup_p50", "fare_lookup_p99", "fare_max_lookup_p50", "fare_max_lookup_p99",
+		};
+
+		printf("\nkippu bench-fares: jp-donanbus-muroran-zone (%lld fare rules), %zu journeys by "
+		       "%d cards\n(tap-on + tap-off on a distance-fare bus, stored value, day cap; "
+		       "signed + durable commit)\n\n", (long long)ist.fare_rules, n_trips, N_CARDS);
+		printf("| metric                                          |     p50 |     p99 |   p99.9 | target   |\n");
+		printf("|-------------------------------------------------|---------|---------|---------|----------|\n");
+		printf("| import of the feed (s)                          | %7.2f |         |         |          |\n", v[0]);
+		printf("| tap-on: max fare + balance, committed (ms)      | %7.3f | %7.3f | %7.3f | p99<=1   |\n", v[1], v[2], v[3]);
+		printf("| tap-off: fare+transfer+caps, committed (ms)     | %7.3f | %7.3f | %7.3f | p99<=1   |\n", v[4], v[5], v[6]);
+		printf("| part: stop-to-stop fare lookup (ms)             | %7.3f | %7.3f |         |          |\n", v[7], v[8]);
+		printf("| part: maximum fare from a stop (ms)             | %7.3f | %7.3f |         |          |\n", v[9], v[10]);
+		printf("| peak RSS (MB)                                   | %7.1f |         |         |          |\n", ru.ru_maxrss / 1024.0);
+		printf("\ntap-offs charged: %zu of %zu\n", accepted, n_off);
+		if (json != NULL && json_append(json, v, names, sizeof(v) / sizeof(v[0])) != 0)
+			return 1;
+	}
+	kp_tap_engine_close(e);
+	kp_key_free(key);
+	kp_store_close(s);
+	free(trips);
+	free(on);
+	free(off);
+	free(look);
+	free(maxl);
+	return 0;
+}
