@@ -1,0 +1,360 @@
+/* The fare engine at the terminal (terminal/FARES.md), beside the golden table (which runs
+ * through `kippuctl fares quote`): journeys left open are charged at the service day's end
+ * by the idle sweep; a journey closed by the next tap is journaled in the same transaction
+ * as that tap, both signed and chained; a refused tap-off changes no balance, journey or
+ * cap; every record says its event and fare rules; the load-file directives refuse bad
+ * forms with the line and leave the store unchanged. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kp_terminal.h"
+#include "kp_tools.h"
+#include "testutil.h"
+
+#define T0 1796086800000LL            /* 2026-12-01T10:00:00+09:00 */
+#define MIN (60LL * 1000)
+#define HOUR (60 * MIN)
+
+struct fx {
+	char dir[256], db[300];
+	kp_store *s;
+	kp_key *key;
+	kp_cert *cert;
+	kp_tap_engine *e;
+	struct kp_terminal_cfg cfg;
+	uint8_t token_key[KP_TOKEN_KEY_LEN];
+	struct kp_record seen[16];
+	int n_seen;
+};
+
+/* A zone bus: stops S1..S3 in zones Z1..Z3; 200 within a zone, 300 one zone on, 400 two. */
+static void write_feed(const char *dir)
+{
+	char p[400];
+
+	snprintf(p, sizeof(p), "%s/feed", dir);
+	tu_sh("mkdir -p %s", p);
+	snprintf(p, sizeof(p), "%s/feed/agency.txt", dir);
+	tu_write(p, "agency_id,agency_name,agency_url,agency_timezone\nB,Bus,http://b.example,Asia/Tokyo\n");
+	snprintf(p, sizeof(p), "%s/feed/routes.txt", dir);
+	tu_write(p, "route_id,agency_id,route_short_name,route_long_name,route_type\nR,B,R,Harbour,3\n");
+	snprintf(p, sizeof(p), "%s/feed/stops.txt", dir);
+	tu_write(p, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,43,141,Z1\n"
+	            "S2,Two,43,141,Z2\nS3,Three,43,141,Z3\n");
+	snprintf(p, sizeof(p), "%s/feed/fare_attributes.txt", dir);
+	tu_write(p, "fare_id,price,currency_type,payment_method,transfers\nF200,200,JPY,0,0\n"
+	            "F300,300,JPY,0,0\nF400,400,JPY,0,0\n");
+	snprintf(p, sizeof(p), "%s/feed/fare_rules.txt", dir);
+	tu_write(p, "fare_id,route_id,origin_id,destination_id\n"
+	            "F200,R,Z1,Z1\nF200,R,Z2,Z2\nF200,R,Z3,Z3\nF300,R,Z1,Z2\nF300,R,Z2,Z1\n"
+	            "F300,R,Z2,Z3\nF300,R,Z3,Z2\nF400,R,Z1,Z3\nF400,R,Z3,Z1\n");
+}
+
+static void observe(void *arg, const struct kp_record *rec)
+{
+	struct fx *f = arg;
+
+	if (f->n_seen < 16)
+		f->seen[f->n_seen++] = *rec;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	const char *ops[] = { "B", "A" };
+	char p[400], ca_path[300], cert_path[300], *pem, err[KP_FARE_MSG_MAX] = "";
+	struct kp_fare_import_opts io = { "zone", NULL, NULL };
+	kp_cert *ca_cert = NULL;
+	kp_key *ca = NULL;
+	struct kp_entitlement en;
+
+	tu_tmpdir(f->dir, sizeof(f->dir));
+	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
+	memset(f->token_key, 0x33, sizeof(f->token_key));
+	write_feed(f->dir);
+	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
+	snprintf(p, sizeof(p), "%s/feed", f->dir);
+	if (kp_fares_import(f->s, p, &io, NULL, err, sizeof(err)) != KP_OK)
+		fail_msg("import: %s", err);
+	assert_int_equal(kp_key_generate(&f->key), 0);
+	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", f->dir);
+	snprintf(cert_path, sizeof(cert_path), "%s/t.crt", f->dir);
+	assert_int_equal(kp_key_generate(&ca), 0);
+	assert_int_equal(kp_cert_create_ca(ca, "test CA", 10, ca_path), 0);
+	assert_int_equal(kp_cert_load(&ca_cert, ca_path), 0);
+	assert_int_equal(kp_cert_issue(ca, ca_cert, f->key, "T-1", 10, cert_path), 0);
+	assert_int_equal(kp_cert_load(&f->cert, cert_path), 0);
+	pem = tu_read(cert_path);
+	assert_int_equal(kp_store_meta_set(f->s, "terminal_cert", pem), KP_OK);
+	free(pem);
+	kp_cert_free(ca_cert);
+	kp_key_free(ca);
+
+	assert_int_equal(kp_store_begin(f->s), KP_OK);
+	assert_int_equal(kp_store_put_operator(f->s, "B", "Zone bus"), KP_OK);
+	assert_int_equal(kp_store_put_operator(f->s, "A", "Flat bus"), KP_OK);
+	/* B by this terminal's config (fare_feed, fare_mode distance); A by a fares row */
+	assert_int_equal(kp_store_put_operator_fare(f->s, "A", "zone", 1), KP_OK);
+	assert_int_equal(kp_store_put_product_stored(f->s, "SV", "Account", ops, 2), KP_OK);
+	memset(&en, 0, sizeof(en));
+	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, en.token), 0);
+	en.id = 1;
+	snprintf(en.product, sizeof(en.product), "SV");
+	en.rides_left = 1000;
+	en.valid_from_ms = T0 - 24 * HOUR;
+	en.valid_until_ms = T0 + 90 * 24 * HOUR;
+	assert_int_equal(kp_store_put_entitlement(f->s, &en), KP_OK);
+	assert_int_equal(kp_store_commit(f->s), KP_OK);
+
+	kp_terminal_cfg_defaults(&f->cfg);
+	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "T-1");
+	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "B");
+	snprintf(f->cfg.route, sizeof(f->cfg.route), "R");
+	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
+	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "zone");
+	f->cfg.fare_distance = 1;
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	kp_tap_engine_observe(f->e, observe, f);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	kp_tap_engine_close(f->e);
+	kp_store_close(f->s);
+	kp_cert_free(f->cert);
+	kp_key_free(f->key);
+	tu_rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void tap_at(struct fx *f, const char *op, const char *stop, int64_t now,
+                   struct kp_tap_outcome *o)
+{
+	uint8_t token[KP_TOKEN_LEN];
+
+	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+	assert_int_equal(kp_tap_engine_set_place(f->e, op, "R", stop, 9 * 3600, NULL), KP_OK);
+	assert_int_equal(kp_tap_decide(f->e, token, now, o), KP_OK);
+}
+
+static int64_t balance(struct fx *f)
+{
+	struct kp_entitlement en;
+	uint8_t token[KP_TOKEN_LEN];
+
+	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+	assert_int_equal(kp_store_get_entitlement(f->s, token, 1, &en), KP_OK);
+	return en.rides_left;
+}
+
+static void journal_ok(struct fx *f, uint64_t expect_n)
+{
+	uint64_t n = 0, bad = 0;
+	char err[256] = "";
+
+	if (kp_journal_verify(f->s, f->cert, &n, &bad, err, sizeof(err)) != 0)
+		fail_msg("journal: record %llu: %s", (unsigned long long)bad, err);
+	assert_int_equal(n, expect_n);
+}
+
+/* tap-on / tap-off by the terminal's own mode, and the records' event and fare note */
+static void test_on_off(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+
+	tap_at(f, "B", "S1", T0, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.event, "tap_on");
+	assert_int_equal(o.amount, 0);
+	assert_int_equal(balance(f), 1000);
+	tap_at(f, "B", "S3", T0 + 20 * MIN, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.event, "tap_off");
+	assert_int_equal(o.amount, 400);
+	assert_int_equal(balance(f), 600);
+	assert_int_equal(f->n_seen, 2);
+	assert_string_equal(f->seen[1].event, "tap_off");
+	assert_non_null(strstr(f->seen[1].fare, "fare_rules.txt:9 (400)"));
+	assert_string_equal(f->seen[1].stop, "S3");
+	/* a tap-off with no journey open */
+	assert_int_equal(kp_tap_engine_set_place(f->e, "B", "R", "S2", 9 * 3600, "tap_off"), KP_OK);
+	{
+		uint8_t token[KP_TOKEN_LEN];
+
+		kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token);
+		assert_int_equal(kp_tap_decide(f->e, token, T0 + 40 * MIN, &o), KP_OK);
+	}
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "no-tap-on");
+	journal_ok(f, 3);
+}
+
+/* The next tap on another operator first closes the open journey: two records, one
+ * transaction, consecutive and chained. */
+static void test_next_tap_closes(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+
+	tap_at(f, "B", "S2", T0, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	tap_at(f, "A", "S1", T0 + HOUR, &o);       /* a tap-on on operator A */
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.event, "tap_on");
+	assert_int_equal(o.amount, 0);
+	assert_int_equal(f->n_seen, 3);
+	assert_string_equal(f->seen[1].event, "no_tap_off");
+	assert_string_equal(f->seen[1].reason, "no-tap-off");
+	assert_string_equal(f->seen[1].operator_id, "B");
+	assert_string_equal(f->seen[1].stop, "S2");
+	assert_int_equal(f->seen[1].amount, 300);     /* the highest fare from Z2 */
+	assert_int_equal(f->seen[1].seq + 1, f->seen[2].seq);
+	assert_int_equal(balance(f), 1000 - 300);
+	journal_ok(f, 3);
+}
+
+/* A journey still open when its service day ends is charged by the idle sweep, as of
+ * 04:00 the next morning. */
+static void test_sweep(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+	size_t closed = 9;
+
+	tap_at(f, "B", "S1", T0, &o);
+	assert_int_equal(kp_tap_sweep(f->e, T0 + 10 * HOUR, &closed), KP_OK);   /* 20:00 */
+	assert_int_equal(closed, 0);
+	assert_int_equal(kp_tap_sweep(f->e, T0 + 19 * HOUR, &closed), KP_OK);   /* 05:00 */
+	assert_int_equal(closed, 1);
+	assert_int_equal(f->n_seen, 2);
+	assert_string_equal(f->seen[1].event, "no_tap_off");
+	assert_int_equal(f->seen[1].time_ms, T0 + 18 * HOUR);                  /* 04:00 */
+	assert_int_equal(f->seen[1].amount, 400);
+	assert_int_equal(balance(f), 600);
+	assert_int_equal(kp_tap_sweep(f->e, T0 + 20 * HOUR, &closed), KP_OK);
+	assert_int_equal(closed, 0);
+	journal_ok(f, 2);
+}
+
+/* A tap-off the balance does not cover is refused and changes nothing: the journey stays
+ * open and is charged later. */
+static void test_refusal_changes_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+	uint8_t token[KP_TOKEN_LEN];
+
+	tap_at(f, "B", "S1", T0, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	/* the balance drops under the fare behind the terminal's back (another sale) */
+	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+	assert_int_equal(kp_store_begin(f->s), KP_OK);
+	{
+		struct kp_entitlement en;
+
+		assert_int_equal(kp_store_get_entitlement(f->s, token, 1, &en), KP_OK);
+		en.rides_left = 350;
+		assert_int_equal(kp_store_put_entitlement(f->s, &en), KP_OK);
+	}
+	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	tap_at(f, "B", "S3", T0 + 20 * MIN, &o);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "insufficient-balance");
+	assert_int_equal(balance(f), 350);
+	/* still open: a tap-off at S2 (300) goes through */
+	tap_at(f, "B", "S2", T0 + 25 * MIN, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.amount, 300);
+	assert_int_equal(balance(f), 50);
+	/* a tap-on is refused now: 50 does not cover the 400 that journey could cost */
+	tap_at(f, "B", "S1", T0 + 2 * HOUR, &o);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "insufficient-balance");
+	journal_ok(f, 4);
+}
+
+static void load_bad(struct fx *f, const char *text, const char *want)
+{
+	char path[400], err[512] = "";
+	int64_t before = 0, after = 0;
+	size_t lines = 0;
+
+	snprintf(path, sizeof(path), "%s/bad.load", f->dir);
+	tu_write(path, text);
+	assert_int_equal(kp_store_count(f->s, "fare_feeds", &before), KP_OK);
+	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &lines), KP_OK);
+	if (strstr(err, want) == NULL)
+		fail_msg("load error \"%s\" does not say \"%s\"", err, want);
+	assert_int_equal(kp_store_count(f->s, "fare_feeds", &after), KP_OK);
+	assert_int_equal(before, after);
+}
+
+static void test_load_directives(void **state)
+{
+	struct fx *f = *state;
+	char path[400], err[512] = "", route[KP_ID_MAX + 1], stops[4][KP_ID_MAX + 1];
+	struct kp_transfer_rule tr;
+	int64_t cap = 0;
+	size_t n = 0;
+	int found = 0, distance = 0;
+	char feed[KP_ID_MAX + 1];
+
+	snprintf(path, sizeof(path), "%s/ok.load", f->dir);
+	tu_write(path, "fares B zone distance\n"
+	               "cap child day 350\ncap - month 2000\n"
+	               "transfer A * 60 2 off 100\ntransfer * B 30 1 free\n"
+	               "product COM commuter B R S1,S2 Commuter S1-S2\n");
+	if (kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n) != KP_OK)
+		fail_msg("load: %s", err);
+	assert_int_equal(kp_store_operator_fare(f->s, "B", feed, sizeof(feed), &distance, &found), KP_OK);
+	assert_true(found && distance == 1 && strcmp(feed, "zone") == 0);
+	assert_int_equal(kp_store_fare_cap(f->s, "child", KP_CAP_DAY, &cap, &found), KP_OK);
+	assert_true(found && cap == 350);
+	assert_int_equal(kp_store_fare_cap(f->s, "", KP_CAP_MONTH, &cap, &found), KP_OK);
+	assert_true(found && cap == 2000);
+	assert_int_equal(kp_store_transfer_rule(f->s, "A", "B", &tr, &found), KP_OK);
+	assert_true(found && strcmp(tr.from_operator, "A") == 0 && tr.off == 100 &&
+	            tr.within_s == 3600 && tr.max_transfers == 2);   /* exact from before "*" */
+	assert_int_equal(kp_store_transfer_rule(f->s, "C", "B", &tr, &found), KP_OK);
+	assert_true(found && tr.off == -1 && tr.within_s == 1800);
+	n = 0;
+	assert_int_equal(kp_store_product_commuter(f->s, "COM", route, stops, 4, &n), KP_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(route, "R");
+	assert_string_equal(stops[1], "S2");
+
+	load_bad(f, "fares B zone sometimes\n", ":1:");
+	load_bad(f, "operator X Ok\nfares B\n", ":2:");
+	load_bad(f, "cap adult week 100\n", "day|month");
+	load_bad(f, "cap - day -5\n", "AMOUNT");
+	load_bad(f, "cap - day 12x\n", ":1:");
+	load_bad(f, "transfer A B 0 1 free\n", "MINUTES");
+	load_bad(f, "transfer A B 60 1 off\n", "free, or off");
+	load_bad(f, "transfer A B 60 1 half 50\n", "free, or off");
+	load_bad(f, "product C2 commuter B R S1 One stop\n", "2 to 64");
+	load_bad(f, "product C3 commuter B R S1,S1 Same stop\n", "twice");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_on_off, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_next_tap_closes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusal_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_directives, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
