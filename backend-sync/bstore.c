@@ -83,6 +83,41 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  seq INTEGER NOT NULL, linkage BLOB, card BLOB,"
 	"  result TEXT NOT NULL CHECK (result IN ('accepted', 'refused')),"
 	"  reason TEXT NOT NULL, at INTEGER NOT NULL, UNIQUE (terminal, seq));",
+
+	/* 3: the fare engine (bundle format 2). The base schema pins products.kind to 'nride'
+	 * and rebuilding products would cascade through its foreign keys, so product_kind says
+	 * what a product is and `kind` stays 'nride'; products other than N-ride keep rides 1.
+	 * A stored-value entitlement's bought/used are minor units; a first-use pass waits for
+	 * its first accepted tap, which fixes its service days (meta: service_day_end_s,
+	 * utc_offset_s, as the terminals' config). Fare feeds are packages (PROTOCOL.md). */
+	"ALTER TABLE products ADD COLUMN product_kind TEXT NOT NULL DEFAULT 'nride'"
+	"  CHECK (product_kind IN ('nride', 'stored', 'period', 'commuter'));"
+	"ALTER TABLE products ADD COLUMN days INTEGER CHECK (days IS NULL OR days BETWEEN 1 AND 366);"
+	"ALTER TABLE products ADD COLUMN route TEXT;"
+	"CREATE TABLE product_stops(product_id TEXT NOT NULL REFERENCES products(id)"
+	"  ON DELETE CASCADE, pos INTEGER NOT NULL, stop_id TEXT NOT NULL,"
+	"  PRIMARY KEY (product_id, pos)) WITHOUT ROWID;"
+	"ALTER TABLE entitlements ADD COLUMN first_use INTEGER NOT NULL DEFAULT 0"
+	"  CHECK (first_use IN (0, 1));"
+	"CREATE TABLE discounts(operator_id TEXT NOT NULL REFERENCES operators(id),"
+	"  category TEXT NOT NULL, percent INTEGER NOT NULL CHECK (percent BETWEEN 0 AND 100),"
+	"  rounding INTEGER NOT NULL CHECK (rounding IN (0, 1, 2)),"
+	"  unit INTEGER NOT NULL CHECK (unit BETWEEN 1 AND 100000),"
+	"  PRIMARY KEY (operator_id, category)) WITHOUT ROWID;"
+	"CREATE TABLE fare_caps(category TEXT NOT NULL, period INTEGER NOT NULL"
+	"  CHECK (period IN (0, 1)), amount INTEGER NOT NULL"
+	"  CHECK (amount BETWEEN 0 AND 1000000000000), PRIMARY KEY (category, period)) WITHOUT ROWID;"
+	"CREATE TABLE transfer_rules(from_operator TEXT NOT NULL, to_operator TEXT NOT NULL,"
+	"  within_s INTEGER NOT NULL CHECK (within_s BETWEEN 60 AND 86400),"
+	"  max_transfers INTEGER NOT NULL CHECK (max_transfers BETWEEN 1 AND 100),"
+	"  off INTEGER NOT NULL CHECK (off BETWEEN -1 AND 1000000000000),"
+	"  PRIMARY KEY (from_operator, to_operator)) WITHOUT ROWID;"
+	"CREATE TABLE operator_fares(operator_id TEXT PRIMARY KEY REFERENCES operators(id),"
+	"  feed_id TEXT NOT NULL, distance INTEGER NOT NULL CHECK (distance IN (0, 1))) WITHOUT ROWID;"
+	"CREATE TABLE fare_packages(feed_id TEXT PRIMARY KEY,"
+	"  digest BLOB NOT NULL CHECK (length(digest) = 32), package BLOB NOT NULL,"
+	"  rows INTEGER NOT NULL, source TEXT NOT NULL, imported INTEGER NOT NULL) WITHOUT ROWID;"
+	"INSERT INTO meta(key, value) VALUES ('service_day_end_s', 14400), ('utc_offset_s', 32400);",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -432,6 +467,102 @@ static int link_request(kp_bstore *s, const char *terminal, const struct kp_reco
 	return step_done(s, st, "link request");
 }
 
+static int meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT value FROM meta WHERE key = ?1");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	*v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : def;
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+/* The service days of a pass first used at at_ms, as a terminal computes them
+ * (kp_service_days): from the start of that service day, days * 24 h. */
+static int service_days(kp_bstore *s, int64_t at_ms, int days, int64_t *from_ms,
+                        int64_t *until_ms)
+{
+	int64_t end_s = 14400, offset_s = 32400, day;
+	int rc = meta_int(s, "service_day_end_s", 14400, &end_s);
+
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "utc_offset_s", 32400, &offset_s);
+	day = floor_div(floor_div(at_ms, 1000) + offset_s - end_s, 86400);
+	*from_ms = (day * 86400 + end_s - offset_s) * 1000;
+	*until_ms = *from_ms + (int64_t)days * 86400000LL;
+	return rc;
+}
+
+/* An accepted use, merged into the backend's truth: an N-ride ticket loses the record's
+ * rides, stored value the record's amount (never its rides), and a first-use pass starts
+ * at the record's time. A use beyond what was bought denylists the card. */
+static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	char kind[16] = "";
+	int64_t use = 0, from = 0, until = 0;
+	int first_use = 0, days = 0, rc;
+
+	rc = prep(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
+	                  " FROM entitlements e JOIN products p ON p.id = e.product_id"
+	                  " WHERE e.id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		first_use = sqlite3_column_int(st, 0);
+		snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 1));
+		days = sqlite3_column_int(st, 2);
+	}
+	sqlite3_finalize(st);
+	if (strcmp(kind, "stored") == 0)
+		use = c->amount;
+	else if (strcmp(kind, "nride") == 0)
+		use = c->rides;
+	if (first_use && strcmp(kind, "period") == 0 && days > 0) {
+		rc = service_days(s, c->time_ms, days, &from, &until);
+		if (rc == KP_BE_OK)
+			rc = prep(s, &st, "UPDATE entitlements SET first_use = 0, valid_from = ?2,"
+			                  " valid_until = ?3 WHERE id = ?1 AND first_use = 1");
+		if (rc != KP_BE_OK)
+			return rc;
+		sqlite3_bind_int64(st, 1, c->entitlement);
+		sqlite3_bind_int64(st, 2, from);
+		sqlite3_bind_int64(st, 3, until);
+		rc = step_done(s, st, "activate");
+		if (rc != KP_BE_OK)
+			return rc;
+	}
+	if (use <= 0)
+		return KP_BE_OK;
+	/* Merge the use: the backend's truth is bought minus every terminal's uses. */
+	rc = prep(s, &st, "UPDATE entitlements SET used = used + ?2 WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	sqlite3_bind_int64(st, 2, use);
+	rc = step_done(s, st, "use");
+	if (rc != KP_BE_OK)
+		return rc;
+	/* Overdrawn across terminals: deny the card until an operator looks at it. */
+	rc = prep(s, &st, "INSERT INTO denylist(token, reason, added)"
+	                  " SELECT token, 'overdraft of entitlement ' || id, ?2 FROM entitlements"
+	                  " WHERE id = ?1 AND used > bought ON CONFLICT(token) DO NOTHING");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	sqlite3_bind_int64(st, 2, now_ms);
+	return step_done(s, st, "overdraft");
+}
+
 static int store_record(kp_bstore *s, const char *terminal, const struct kp_ingest *r,
                         int64_t now_ms)
 {
@@ -477,27 +608,9 @@ static int store_record(kp_bstore *s, const char *terminal, const struct kp_inge
 	rc = step_done(s, st, "record");
 	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
 		return link_request(s, terminal, c, now_ms);
-	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0 ||
-	    c->rides <= 0)
+	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0)
 		return rc;
-	/* Merge the use: the backend's truth is bought minus every terminal's uses. */
-	rc = prep(s, &st, "UPDATE entitlements SET used = used + ?2 WHERE id = ?1");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, c->entitlement);
-	sqlite3_bind_int64(st, 2, c->rides);
-	rc = step_done(s, st, "use");
-	if (rc != KP_BE_OK)
-		return rc;
-	/* Overdrawn across terminals: deny the card until an operator looks at it. */
-	rc = prep(s, &st, "INSERT INTO denylist(token, reason, added)"
-	                  " SELECT token, 'overdraft of entitlement ' || id, ?2 FROM entitlements"
-	                  " WHERE id = ?1 AND used > bought ON CONFLICT(token) DO NOTHING");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, c->entitlement);
-	sqlite3_bind_int64(st, 2, now_ms);
-	return step_done(s, st, "overdraft");
+	return merge_use(s, c, now_ms);
 }
 
 int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
@@ -685,9 +798,23 @@ int kp_bstore_put_product_cat(kp_bstore *s, const char *id, const char *name, in
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = prep(s, &st, "INSERT INTO products(id, name, rides, category) VALUES (?1, ?2, ?3, ?4)"
-	                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
-	                  " rides = excluded.rides, category = excluded.category");
+	/* An N-ride product; one sold as another kind keeps its kind (its units differ). */
+	rc = prep(s, &st, "SELECT 1 FROM products WHERE id = ?1 AND product_kind <> 'nride'"
+	                  " AND EXISTS (SELECT 1 FROM entitlements WHERE product_id = ?1)");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			snprintf(s->err, sizeof(s->err), "product %s has entitlements: its kind cannot "
+			         "change", id);
+			rc = KP_BE_E_INVAL;
+		}
+		sqlite3_finalize(st);
+	}
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "INSERT INTO products(id, name, rides, category) VALUES (?1, ?2, ?3, ?4)"
+		                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
+		                  " rides = excluded.rides, category = excluded.category,"
+		                  " product_kind = 'nride', days = NULL, route = NULL");
 	if (rc == KP_BE_OK) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
@@ -724,34 +851,338 @@ int kp_bstore_register_card(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], con
 int kp_bstore_sell(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
                    int64_t valid_from_ms, int64_t valid_until_ms, int64_t now_ms, int64_t *ent_id)
 {
+	return kp_bstore_sell_ex(s, token, product, valid_from_ms, valid_until_ms, 0, 0, now_ms,
+	                         ent_id);
+}
+
+int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
+                      int64_t valid_from_ms, int64_t valid_until_ms, int64_t balance,
+                      int first_use, int64_t now_ms, int64_t *ent_id)
+{
 	sqlite3_stmt *st = NULL;
+	char kind[16] = "";
+	int64_t rides = 0;
 	int rc;
 
-	if (valid_until_ms <= valid_from_ms)
+	s->err[0] = '\0';
+	if (valid_until_ms <= valid_from_ms || valid_from_ms < 0 || balance < 0 ||
+	    balance > 1000000000000LL || (first_use != 0 && first_use != 1)) {
+		snprintf(s->err, sizeof(s->err), "sell: UNTIL after FROM, a balance of 0 to 10^12");
 		return KP_BE_E_INVAL;
+	}
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = prep(s, &st, "INSERT INTO entitlements(token, product_id, bought, valid_from,"
-	                  " valid_until, sold) SELECT ?1, id, rides, ?3, ?4, ?5 FROM products"
-	                  " WHERE id = ?2 RETURNING id");
+	rc = prep(s, &st, "SELECT product_kind, rides FROM products WHERE id = ?1");
 	if (rc == KP_BE_OK) {
-		sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, valid_from_ms);
-		sqlite3_bind_int64(st, 4, valid_until_ms);
-		sqlite3_bind_int64(st, 5, now_ms);
+		sqlite3_bind_text(st, 1, product, -1, SQLITE_STATIC);
 		if (sqlite3_step(st) == SQLITE_ROW) {
-			*ent_id = sqlite3_column_int64(st, 0);
-		} else if (sqlite3_errcode(s->db) == SQLITE_DONE || sqlite3_errcode(s->db) == SQLITE_OK) {
-			snprintf(s->err, sizeof(s->err), "no product %s", product);
-			rc = KP_BE_E_NOTFOUND;
-		} else {
-			rc = fail(s, "sell (is the card registered?)");
+			snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 0));
+			rides = sqlite3_column_int64(st, 1);
 		}
 		sqlite3_finalize(st);
 	}
+	/* What was bought: rides, minor units of stored value, or one pass. */
+	if (rc == KP_BE_OK && kind[0] == '\0') {
+		snprintf(s->err, sizeof(s->err), "no product %s", product);
+		rc = KP_BE_E_NOTFOUND;
+	} else if (rc == KP_BE_OK && strcmp(kind, "stored") == 0) {
+		if (balance < 1) {
+			snprintf(s->err, sizeof(s->err), "%s is stored value: sell it with a balance "
+			         "(--balance MINOR_UNITS)", product);
+			rc = KP_BE_E_INVAL;
+		}
+		rides = balance;
+	} else if (rc == KP_BE_OK && balance != 0) {
+		snprintf(s->err, sizeof(s->err), "%s is no stored-value product: no balance", product);
+		rc = KP_BE_E_INVAL;
+	} else if (rc == KP_BE_OK && strcmp(kind, "nride") != 0) {
+		rides = 1;
+	}
+	if (rc == KP_BE_OK && first_use && strcmp(kind, "period") != 0) {
+		snprintf(s->err, sizeof(s->err), "first use: %s is no period pass", product);
+		rc = KP_BE_E_INVAL;
+	}
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "INSERT INTO entitlements(token, product_id, bought, valid_from,"
+		                  " valid_until, sold, first_use) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+		                  " RETURNING id");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, rides);
+		sqlite3_bind_int64(st, 4, valid_from_ms);
+		sqlite3_bind_int64(st, 5, valid_until_ms);
+		sqlite3_bind_int64(st, 6, now_ms);
+		sqlite3_bind_int(st, 7, first_use);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			*ent_id = sqlite3_column_int64(st, 0);
+		else
+			rc = fail(s, "sell (is the card registered?)");
+		sqlite3_finalize(st);
+	}
 	return commit_change(s, rc);
+}
+
+static int set_service_day_meta(kp_bstore *s, const char *key, int64_t v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT INTO meta(key, value) VALUES (?1, ?2)"
+	                      " ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, v);
+	return step_done(s, st, key);
+}
+
+int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s)
+{
+	int rc;
+
+	if (end_s < 0 || end_s >= 86400 || utc_offset_s < -14 * 3600 || utc_offset_s > 14 * 3600) {
+		snprintf(s->err, sizeof(s->err), "service day end 00:00-23:59, offset -14:00..+14:00");
+		return KP_BE_E_INVAL;
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = set_service_day_meta(s, "service_day_end_s", end_s);
+	if (rc == KP_BE_OK)
+		rc = set_service_day_meta(s, "utc_offset_s", utc_offset_s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+/* ---- the fare engine's configuration (bundle format 2) ---- */
+
+static const char *const KIND_SQL[] = { "nride", "stored", "period", "commuter" };
+
+static int put_one_product(kp_bstore *s, const struct kp_bundle_product *p)
+{
+	sqlite3_stmt *st = NULL;
+	const char *category = p->category[0] != '\0' ? p->category : NULL;
+	int rc;
+
+	if (!kp_cbor_id_valid(p->id, false) || !kp_cbor_text_valid(p->name, sizeof(p->name), true) ||
+	    (int)p->kind < 0 || p->kind > KP_PRODUCT_COMMUTER || p->n_operators == 0 ||
+	    p->n_operators > KP_BUNDLE_PRODUCT_OPS_MAX ||
+	    (p->kind == KP_PRODUCT_NRIDE && (p->rides < 1 || p->rides > INT32_MAX)) ||
+	    (p->kind == KP_PRODUCT_PERIOD && (p->days < 1 || p->days > 366)) ||
+	    (p->kind == KP_PRODUCT_COMMUTER && (p->stops == NULL || p->n_stops < 2 ||
+	                                        p->n_stops > KP_BUNDLE_PRODUCT_STOPS_MAX ||
+	                                        !kp_cbor_id_valid(p->route, false)))) {
+		snprintf(s->err, sizeof(s->err), "product %.32s: an id, 1 to 16 operators, and rides "
+		         "(N-ride), days 1-366 (period) or a route and 2-64 stops (commuter)", p->id);
+		return KP_BE_E_INVAL;
+	}
+	/* A product's entitlements count in its kind's unit: the kind of a sold product stays. */
+	rc = prep(s, &st, "SELECT 1 FROM products WHERE id = ?1 AND product_kind <> ?2"
+	                  " AND EXISTS (SELECT 1 FROM entitlements WHERE product_id = ?1)");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, KIND_SQL[p->kind], -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(s->err, sizeof(s->err), "product %s has entitlements: its kind cannot change",
+		         p->id);
+		rc = KP_BE_E_INVAL;
+	}
+	sqlite3_finalize(st);
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "INSERT INTO products(id, name, rides, category, product_kind, days,"
+		                  " route) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE"
+		                  " SET name = excluded.name, rides = excluded.rides,"
+		                  " category = excluded.category, product_kind = excluded.product_kind,"
+		                  " days = excluded.days, route = excluded.route");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, p->kind == KP_PRODUCT_NRIDE ? p->rides : 1);
+	if (category != NULL)
+		sqlite3_bind_text(st, 4, category, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, KIND_SQL[p->kind], -1, SQLITE_STATIC);
+	if (p->kind == KP_PRODUCT_PERIOD)
+		sqlite3_bind_int(st, 6, p->days);
+	if (p->kind == KP_PRODUCT_COMMUTER)
+		sqlite3_bind_text(st, 7, p->route, -1, SQLITE_STATIC);
+	rc = step_done(s, st, "product");
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "DELETE FROM product_operators WHERE product_id = ?1");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+		rc = step_done(s, st, "product operators");
+	}
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "DELETE FROM product_stops WHERE product_id = ?1");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+		rc = step_done(s, st, "product stops");
+	}
+	for (size_t i = 0; rc == KP_BE_OK && i < p->n_operators; i++) {
+		rc = prep(s, &st, "INSERT INTO product_operators(product_id, operator_id) VALUES (?1, ?2)");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, p->operators[i], -1, SQLITE_STATIC);
+			rc = step_done(s, st, "product operator (is the operator known?)");
+		}
+	}
+	for (size_t i = 0; rc == KP_BE_OK && p->kind == KP_PRODUCT_COMMUTER && i < p->n_stops; i++) {
+		rc = prep(s, &st, "INSERT INTO product_stops(product_id, pos, stop_id) VALUES (?1, ?2, ?3)");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 2, (int64_t)i);
+			sqlite3_bind_text(st, 3, p->stops[i], -1, SQLITE_STATIC);
+			rc = step_done(s, st, "commuter stop (a stop twice?)");
+		}
+	}
+	return rc;
+}
+
+/* One upsert with up to five bound values: texts where t[i] is set, else integers. */
+static int upsert(kp_bstore *s, const char *sql, const char *what, const char *const t[5],
+                  const int64_t v[5])
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, sql);
+
+	if (rc != KP_BE_OK)
+		return rc;
+	for (int i = 0; i < 5; i++) {
+		if (t[i] != NULL)
+			sqlite3_bind_text(st, i + 1, t[i], -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_int64(st, i + 1, v[i]);
+	}
+	return step_done(s, st, what);
+}
+
+/* Once the fare engine is configured, every bundle is format 2, so that terminals also
+ * learn when the last discount, cap or feed is withdrawn. */
+static int mark_format2(kp_bstore *s)
+{
+	return exec(s, "INSERT INTO meta(key, value) VALUES ('format2', 1)"
+	               " ON CONFLICT(key) DO NOTHING");
+}
+
+int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b)
+{
+	size_t i;
+	int rc;
+
+	s->err[0] = '\0';
+	if (b == NULL || b->n_entitlements > 0 || b->n_denylist > 0 || b->n_eligibility > 0 ||
+	    b->n_feeds > 0) {
+		snprintf(s->err, sizeof(s->err), "configuration: operators, products, discounts, "
+		         "caps, transfer rules and operator fares only");
+		return KP_BE_E_INVAL;
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	for (i = 0; rc == KP_BE_OK && i < b->n_operators; i++) {
+		const char *t[5] = { b->operators[i].id, b->operators[i].name };
+		const int64_t v[5] = { 0 };
+
+		rc = upsert(s, "INSERT INTO operators(id, name) VALUES (?1, ?2) ON CONFLICT(id)"
+		               " DO UPDATE SET name = excluded.name", "operator", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_products; i++)
+		rc = put_one_product(s, &b->products[i]);
+	for (i = 0; rc == KP_BE_OK && i < b->n_discounts; i++) {
+		const struct kp_bundle_discount *d = &b->discounts[i];
+		const char *t[5] = { d->operator_id, d->category };
+		const int64_t v[5] = { 0, 0, d->percent, d->rounding, d->unit };
+
+		rc = upsert(s, "INSERT INTO discounts(operator_id, category, percent, rounding, unit)"
+		               " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(operator_id, category) DO"
+		               " UPDATE SET percent = excluded.percent, rounding = excluded.rounding,"
+		               " unit = excluded.unit", "discount (is the operator known?)", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_caps; i++) {
+		const struct kp_bundle_cap *c = &b->caps[i];
+		const char *t[5] = { c->category };
+		const int64_t v[5] = { 0, c->period, c->amount };
+
+		rc = upsert(s, "INSERT INTO fare_caps(category, period, amount) VALUES (?1, ?2, ?3)"
+		               " ON CONFLICT(category, period) DO UPDATE SET amount = excluded.amount",
+		            "fare cap", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_transfers; i++) {
+		const struct kp_bundle_transfer *x = &b->transfers[i];
+		const char *t[5] = { x->from_operator, x->to_operator };
+		const int64_t v[5] = { 0, 0, x->within_s, x->max_transfers, x->off };
+
+		rc = upsert(s, "INSERT INTO transfer_rules(from_operator, to_operator, within_s,"
+		               " max_transfers, off) VALUES (?1, ?2, ?3, ?4, ?5)"
+		               " ON CONFLICT(from_operator, to_operator) DO UPDATE SET"
+		               " within_s = excluded.within_s, max_transfers = excluded.max_transfers,"
+		               " off = excluded.off", "transfer rule", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_operator_fares; i++) {
+		const struct kp_bundle_operator_fare *f = &b->operator_fares[i];
+		const char *t[5] = { f->operator_id, f->feed_id };
+		const int64_t v[5] = { 0, 0, f->distance };
+
+		rc = upsert(s, "INSERT INTO operator_fares(operator_id, feed_id, distance)"
+		               " VALUES (?1, ?2, ?3) ON CONFLICT(operator_id) DO UPDATE SET"
+		               " feed_id = excluded.feed_id, distance = excluded.distance",
+		            "operator fare (is the operator known?)", t, v);
+	}
+	if (rc == KP_BE_OK)
+		rc = mark_format2(s);
+	return commit_change(s, rc);
+}
+
+int kp_bstore_put_feed(kp_bstore *s, const char *feed_id, const char *source,
+                       const uint8_t *package, size_t len, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	uint8_t digest[KP_SHA256_LEN];
+	char why[256];
+	size_t rows = 0;
+	int rc;
+
+	s->err[0] = '\0';
+	if (feed_id == NULL || !kp_cbor_id_valid(feed_id, false) || source == NULL) {
+		snprintf(s->err, sizeof(s->err), "feed id: 1 to %d bytes of UTF-8", KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	if (kp_fare_pkg_walk(package, len, -1, NULL, NULL, &rows, why, sizeof(why)) != KP_SYNC_OK) {
+		snprintf(s->err, sizeof(s->err), "%s", why);
+		return KP_BE_E_INVAL;
+	}
+	if (kp_sha256(package, len, digest) != 0)
+		return KP_BE_E_INVAL;
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "INSERT INTO fare_packages(feed_id, digest, package, rows, source,"
+		                  " imported) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(feed_id) DO"
+		                  " UPDATE SET digest = excluded.digest, package = excluded.package,"
+		                  " rows = excluded.rows, source = excluded.source,"
+		                  " imported = excluded.imported");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, digest, KP_SHA256_LEN, SQLITE_STATIC);
+		sqlite3_bind_blob64(st, 3, package, len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, (int64_t)rows);
+		sqlite3_bind_text(st, 5, source, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 6, now_ms);
+		rc = step_done(s, st, "fare feed");
+	}
+	if (rc == KP_BE_OK)
+		rc = mark_format2(s);
+	return commit_change(s, rc);
+}
+
+int kp_bstore_delete_feed(kp_bstore *s, const char *feed_id)
+{
+	return change(s, "DELETE FROM fare_packages WHERE feed_id = ?1", "fare feed", feed_id,
+	              NULL, NULL, 0, 0);
 }
 
 int kp_bstore_denylist(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
@@ -879,6 +1310,34 @@ static void copy_text(char *dst, size_t cap, const unsigned char *src)
 	"   WHERE l.status = 'active' AND l.valid_until > ?1)"                                  \
 	" GROUP BY token, category"
 
+static enum kp_product_kind kind_of(const char *k)
+{
+	for (int i = 0; k != NULL && i < 4; i++) {
+		if (strcmp(k, KIND_SQL[i]) == 0)
+			return (enum kp_product_kind)i;
+	}
+	return KP_PRODUCT_NRIDE;
+}
+
+/* A commuter pass's stops, in route order (malloc'd, freed by kp_bundle_free). */
+static int fill_stops(kp_bstore *s, struct kp_bundle_product *p)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	p->stops = calloc(KP_BUNDLE_PRODUCT_STOPS_MAX, sizeof(*p->stops));
+	if (p->stops == NULL)
+		return KP_BE_E_NOMEM;
+	rc = prep(s, &st, "SELECT stop_id FROM product_stops WHERE product_id = ?1 ORDER BY pos");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW && p->n_stops < KP_BUNDLE_PRODUCT_STOPS_MAX)
+		copy_text(p->stops[p->n_stops++], KP_ID_MAX + 1, sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
 static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b)
 {
 	sqlite3_stmt *st = NULL;
@@ -910,7 +1369,8 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 	sqlite3_finalize(st);
 
 	COUNT_INTO("SELECT count(*) FROM products", b->products);
-	rc = prep(s, &st, "SELECT p.id, p.name, p.rides, po.operator_id, p.category FROM products p"
+	rc = prep(s, &st, "SELECT p.id, p.name, p.rides, po.operator_id, p.category,"
+	                  " p.product_kind, coalesce(p.days, 0), coalesce(p.route, '') FROM products p"
 	                  " LEFT JOIN product_operators po ON po.product_id = p.id"
 	                  " ORDER BY p.id, po.operator_id");
 	if (rc != KP_BE_OK)
@@ -927,15 +1387,26 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 			copy_text(p->name, sizeof(p->name), sqlite3_column_text(st, 1));
 			p->rides = sqlite3_column_int64(st, 2);
 			copy_text(p->category, sizeof(p->category), sqlite3_column_text(st, 4));
+			p->kind = kind_of((const char *)sqlite3_column_text(st, 5));
+			p->days = sqlite3_column_int(st, 6);
+			copy_text(p->route, sizeof(p->route), sqlite3_column_text(st, 7));
 		}
 		if (p->n_operators < 16 && sqlite3_column_type(st, 3) != SQLITE_NULL)
 			copy_text(p->operators[p->n_operators++], KP_ID_MAX + 1, sqlite3_column_text(st, 3));
 	}
 	sqlite3_finalize(st);
+	st = NULL;
+	for (size_t i = 0; i < b->n_products; i++) {
+		if (b->products[i].kind == KP_PRODUCT_COMMUTER) {
+			rc = fill_stops(s, &b->products[i]);
+			if (rc != KP_BE_OK)
+				return rc;
+		}
+	}
 
 	COUNT_INTO("SELECT count(*) FROM entitlements", b->entitlements);
 	rc = prep(s, &st, "SELECT id, token, product_id, max(bought - used, 0), valid_from,"
-	                  " valid_until FROM entitlements ORDER BY token, id");
+	                  " valid_until, first_use FROM entitlements ORDER BY token, id");
 	if (rc != KP_BE_OK)
 		return rc;
 	while (sqlite3_step(st) == SQLITE_ROW && b->n_entitlements < (size_t)count) {
@@ -948,6 +1419,7 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 		e->remaining = sqlite3_column_int64(st, 3);
 		e->valid_from_ms = sqlite3_column_int64(st, 4);
 		e->valid_until_ms = sqlite3_column_int64(st, 5);
+		e->first_use = sqlite3_column_int(st, 6);
 	}
 	sqlite3_finalize(st);
 
@@ -993,8 +1465,97 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 		}
 	}
 	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM discounts", b->discounts);
+	rc = prep(s, &st, "SELECT operator_id, category, percent, rounding, unit FROM discounts"
+	                  " ORDER BY operator_id, category");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_discounts < (size_t)count) {
+		struct kp_bundle_discount *d = &b->discounts[b->n_discounts++];
+
+		copy_text(d->operator_id, sizeof(d->operator_id), sqlite3_column_text(st, 0));
+		copy_text(d->category, sizeof(d->category), sqlite3_column_text(st, 1));
+		d->percent = sqlite3_column_int(st, 2);
+		d->rounding = sqlite3_column_int(st, 3);
+		d->unit = sqlite3_column_int64(st, 4);
+	}
+	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM fare_caps", b->caps);
+	rc = prep(s, &st, "SELECT category, period, amount FROM fare_caps ORDER BY category, period");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_caps < (size_t)count) {
+		struct kp_bundle_cap *c = &b->caps[b->n_caps++];
+
+		copy_text(c->category, sizeof(c->category), sqlite3_column_text(st, 0));
+		c->period = sqlite3_column_int(st, 1);
+		c->amount = sqlite3_column_int64(st, 2);
+	}
+	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM transfer_rules", b->transfers);
+	rc = prep(s, &st, "SELECT from_operator, to_operator, within_s, max_transfers, off"
+	                  " FROM transfer_rules ORDER BY from_operator, to_operator");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_transfers < (size_t)count) {
+		struct kp_bundle_transfer *t = &b->transfers[b->n_transfers++];
+
+		copy_text(t->from_operator, sizeof(t->from_operator), sqlite3_column_text(st, 0));
+		copy_text(t->to_operator, sizeof(t->to_operator), sqlite3_column_text(st, 1));
+		t->within_s = sqlite3_column_int(st, 2);
+		t->max_transfers = sqlite3_column_int(st, 3);
+		t->off = sqlite3_column_int64(st, 4);
+	}
+	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM operator_fares", b->operator_fares);
+	rc = prep(s, &st, "SELECT operator_id, feed_id, distance FROM operator_fares"
+	                  " ORDER BY operator_id");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_operator_fares < (size_t)count) {
+		struct kp_bundle_operator_fare *f = &b->operator_fares[b->n_operator_fares++];
+
+		copy_text(f->operator_id, sizeof(f->operator_id), sqlite3_column_text(st, 0));
+		copy_text(f->feed_id, sizeof(f->feed_id), sqlite3_column_text(st, 1));
+		f->distance = sqlite3_column_int(st, 2);
+	}
+	sqlite3_finalize(st);
+
+	COUNT_INTO("SELECT count(*) FROM fare_packages", b->feeds);
+	rc = prep(s, &st, "SELECT feed_id, digest, package FROM fare_packages ORDER BY feed_id");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_feeds < (size_t)count) {
+		struct kp_bundle_feed *f = &b->feeds[b->n_feeds];
+		size_t len = (size_t)sqlite3_column_bytes(st, 2);
+
+		copy_text(f->id, sizeof(f->id), sqlite3_column_text(st, 0));
+		if (sqlite3_column_bytes(st, 1) == KP_SHA256_LEN)
+			memcpy(f->digest, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
+		f->package = malloc(len > 0 ? len : 1);
+		if (f->package == NULL) {
+			sqlite3_finalize(st);
+			return KP_BE_E_NOMEM;
+		}
+		memcpy(f->package, sqlite3_column_blob(st, 2), len);
+		f->package_len = len;
+		b->n_feeds++;
+	}
+	sqlite3_finalize(st);
 #undef COUNT_INTO
 
+	{
+		int64_t fmt2 = 0;
+
+		rc = meta_int(s, "format2", 0, &fmt2);
+		if (rc != KP_BE_OK)
+			return rc;
+		b->format = fmt2 ? 2 : 0;
+	}
 	rc = prep(s, &st, "SELECT acked FROM terminals WHERE id = ?1");
 	if (rc != KP_BE_OK)
 		return rc;
@@ -1083,11 +1644,37 @@ int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_fi
 			" coalesce(nullif(hex(card), ''), '-') AS card, result, reason,"
 			" strftime('%Y-%m-%dT%H:%M:%SZ', at / 1000, 'unixepoch') AS at"
 			" FROM link_requests WHERE ?1 IS NULL OR terminal = ?1 ORDER BY id",
+		[KP_REPORT_FEEDS] =
+			"SELECT feed_id AS feed, rows, length(package) AS bytes,"
+			" substr(hex(digest), 1, 16) AS digest, source,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', imported / 1000, 'unixepoch') AS imported"
+			" FROM fare_packages ORDER BY feed_id",
+		[KP_REPORT_PRODUCTS] =
+			"SELECT id AS product, product_kind AS kind, name,"
+			" CASE WHEN product_kind = 'nride' THEN rides ELSE '-' END AS rides,"
+			" coalesce(days, '-') AS days, coalesce(route, '-') AS route,"
+			" coalesce(category, '-') AS category,"
+			" (SELECT group_concat(operator_id, ',') FROM (SELECT operator_id FROM"
+			"  product_operators po WHERE po.product_id = p.id ORDER BY operator_id)) AS operators"
+			" FROM products p ORDER BY id",
+		[KP_REPORT_FARES] =
+			"SELECT 'discount' AS what, operator_id || ' ' || category || ' ' || percent || '% '"
+			" || CASE rounding WHEN 0 THEN 'down' WHEN 1 THEN 'up' ELSE 'nearest' END"
+			" || ' ' || unit AS rule FROM discounts"
+			" UNION ALL SELECT 'cap', CASE WHEN category = '' THEN '-' ELSE category END"
+			" || ' ' || CASE period WHEN 0 THEN 'day' ELSE 'month' END || ' ' || amount"
+			" FROM fare_caps"
+			" UNION ALL SELECT 'transfer', from_operator || ' ' || to_operator || ' '"
+			" || (within_s / 60) || ' ' || max_transfers || ' '"
+			" || CASE WHEN off < 0 THEN 'free' ELSE 'off ' || off END FROM transfer_rules"
+			" UNION ALL SELECT 'fares', operator_id || ' ' || feed_id || ' '"
+			" || CASE distance WHEN 1 THEN 'distance' ELSE 'flat' END FROM operator_fares",
+		[KP_REPORT_OPERATORS] = "SELECT id AS operator, name FROM operators ORDER BY id",
 	};
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_LINK_REQUESTS)
+	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_OPERATORS)
 		return KP_BE_E_INVAL;
 	rc = prep(s, &st, sql[which]);
 	if (rc != KP_BE_OK)

@@ -8,7 +8,13 @@
  * only the canonical order and grows its arrays with what it has read, never with what a
  * header claims. Optional parts (a product's category, the eligibility array) are left out
  * when empty, never sent empty, so bundles of the first layout still decode and still have
- * one encoding. */
+ * one encoding.
+ *
+ * Format 2 adds product kinds (stored value, period and commuter passes), first-use passes,
+ * the fare engine's configuration (discounts, caps, transfer rules, operator fares) and GTFS
+ * fare feeds as packages (farepkg.c). It is written only when a bundle holds one of these,
+ * so an N-ride-only snapshot is still format 1, byte for byte, and terminals that read only
+ * format 1 refuse a format 2 bundle with KP_SYNC_E_VERSION. */
 #include "kp_sync.h"
 
 #include <stdarg.h>
@@ -18,8 +24,7 @@
 
 #include "cbor_util.h"
 
-#define BUNDLE_FORMAT 1
-#define BUNDLE_KEYS   9         /* 10 with "eligibility" */
+#define BUNDLE_KEYS   9         /* required top-level keys, "v" included */
 
 /* Lower bounds of one element's encoding (every key, the shortest values): a claimed count
  * above remaining bytes / this cannot be true and is refused before anything is allocated. */
@@ -28,6 +33,12 @@
 #define MIN_ENTITLEMENT 62
 #define MIN_DENY        32
 #define MIN_ELIGIBILITY 48      /* {"from": 0, "token": 16 bytes, "until": 0, "category": 1 char} */
+#define MIN_DISCOUNT    44      /* {"unit": 1, "percent": 0, "category": 1 char, "operator": 1 char,
+                                 *  "rounding": "up"} */
+#define MIN_CAP         19      /* {"amount": 0, "period": "day"} */
+#define MIN_TRANSFER    30      /* {"to": "*", "max": 1, "off": -1, "from": "*", "within": 60} */
+#define MIN_OPERATOR_FARE 31    /* {"feed": 1 char, "mode": "flat", "operator": 1 char} */
+#define MIN_FEED        54      /* {"id": 1 char, "digest": 32 bytes, "package": 1 byte} */
 
 /* ---- the canonical order ---- */
 
@@ -140,11 +151,140 @@ static int key_prod(const void *key, const void *el)
 	return strcmp(key, ((const struct kp_bundle_product *)el)->id);
 }
 
+/* ---- format 2 parts: comparators and names ---- */
+
+static const char *const KIND_NAMES[] = { "nride", "stored", "period", "commuter" };
+static const char *const ROUNDING_NAMES[] = { "down", "up", "nearest" };
+static const char *const PERIOD_NAMES[] = { "day", "month" };
+
+static int disc_cmp(const struct kp_bundle_discount *a, const struct kp_bundle_discount *b)
+{
+	int c = strcmp(a->operator_id, b->operator_id);
+
+	return c != 0 ? c : strcmp(a->category, b->category);
+}
+
+static int cap_cmp(const struct kp_bundle_cap *a, const struct kp_bundle_cap *b)
+{
+	int c = strcmp(a->category, b->category);
+
+	return c != 0 ? c : (a->period > b->period) - (a->period < b->period);
+}
+
+static int xfer_cmp(const struct kp_bundle_transfer *a, const struct kp_bundle_transfer *b)
+{
+	int c = strcmp(a->from_operator, b->from_operator);
+
+	return c != 0 ? c : strcmp(a->to_operator, b->to_operator);
+}
+
+static int ofare_cmp(const struct kp_bundle_operator_fare *a,
+                     const struct kp_bundle_operator_fare *b)
+{
+	return strcmp(a->operator_id, b->operator_id);
+}
+
+static int feed_cmp(const struct kp_bundle_feed *a, const struct kp_bundle_feed *b)
+{
+	return strcmp(a->id, b->id);
+}
+
+static int qs_disc(const void *a, const void *b)
+{
+	return disc_cmp(*(const void *const *)a, *(const void *const *)b);
+}
+
+static int qs_cap(const void *a, const void *b)
+{
+	return cap_cmp(*(const void *const *)a, *(const void *const *)b);
+}
+
+static int qs_xfer(const void *a, const void *b)
+{
+	return xfer_cmp(*(const void *const *)a, *(const void *const *)b);
+}
+
+static int qs_ofare(const void *a, const void *b)
+{
+	return ofare_cmp(*(const void *const *)a, *(const void *const *)b);
+}
+
+static int qs_feed(const void *a, const void *b)
+{
+	return feed_cmp(*(const void *const *)a, *(const void *const *)b);
+}
+
+/* Format 2 is written only when a bundle uses something format 1 cannot say, so a backend
+ * that sells N-ride tickets only still serves terminals that know format 1. */
+static bool needs_format2(const struct kp_bundle *b)
+{
+	size_t i;
+
+	if (b->n_discounts > 0 || b->n_caps > 0 || b->n_transfers > 0 ||
+	    b->n_operator_fares > 0 || b->n_feeds > 0)
+		return true;
+	for (i = 0; i < b->n_products; i++) {
+		if (b->products[i].kind != KP_PRODUCT_NRIDE)
+			return true;
+	}
+	for (i = 0; i < b->n_entitlements; i++) {
+		if (b->entitlements[i].first_use)
+			return true;
+	}
+	return false;
+}
+
+static bool op_or_any(const char *s)
+{
+	return strcmp(s, "*") == 0 || kp_cbor_id_valid(s, false);
+}
+
+static bool stops_valid(const char (*stops)[KP_ID_MAX + 1], size_t n)
+{
+	if (stops == NULL || n < 2 || n > KP_BUNDLE_PRODUCT_STOPS_MAX)
+		return false;
+	for (size_t j = 0; j < n; j++) {
+		if (!kp_cbor_id_valid(stops[j], false))
+			return false;
+		for (size_t k = 0; k < j; k++) {
+			if (strcmp(stops[j], stops[k]) == 0)
+				return false;
+		}
+	}
+	return true;
+}
+
 /* ---- encoding ---- */
 
-static int elements_check(const struct kp_bundle *b)
+static int product_check(const struct kp_bundle_product *p, bool fmt2)
 {
-	size_t i, j;
+	if (!kp_cbor_id_valid(p->id, false) || !kp_cbor_text_valid(p->name, sizeof(p->name), true) ||
+	    !kp_cbor_id_valid(p->category, true) || p->n_operators > KP_BUNDLE_PRODUCT_OPS_MAX)
+		return KP_SYNC_E_INVAL;
+	for (size_t j = 0; j < p->n_operators; j++) {
+		if (!kp_cbor_id_valid(p->operators[j], false))
+			return KP_SYNC_E_INVAL;
+	}
+	switch (p->kind) {
+	case KP_PRODUCT_NRIDE:
+		/* format 1 carried any integer; format 2 only a real count */
+		if (fmt2 && (p->rides < 1 || p->rides > INT32_MAX))
+			return KP_SYNC_E_INVAL;
+		return KP_SYNC_OK;
+	case KP_PRODUCT_STORED:
+		return KP_SYNC_OK;
+	case KP_PRODUCT_PERIOD:
+		return p->days >= 1 && p->days <= 366 ? KP_SYNC_OK : KP_SYNC_E_INVAL;
+	case KP_PRODUCT_COMMUTER:
+		return op_or_any(p->route) && stops_valid((const void *)p->stops, p->n_stops) ?
+		       KP_SYNC_OK : KP_SYNC_E_INVAL;
+	}
+	return KP_SYNC_E_INVAL;
+}
+
+static int elements_check(const struct kp_bundle *b, bool fmt2)
+{
+	size_t i;
 
 	for (i = 0; i < b->n_operators; i++) {
 		const struct kp_bundle_operator *o = &b->operators[i];
@@ -153,21 +293,15 @@ static int elements_check(const struct kp_bundle *b)
 			return KP_SYNC_E_INVAL;
 	}
 	for (i = 0; i < b->n_products; i++) {
-		const struct kp_bundle_product *p = &b->products[i];
-
-		if (!kp_cbor_id_valid(p->id, false) || !kp_cbor_text_valid(p->name, sizeof(p->name), true) ||
-		    !kp_cbor_id_valid(p->category, true) || p->n_operators > KP_BUNDLE_PRODUCT_OPS_MAX)
+		if (product_check(&b->products[i], fmt2) != KP_SYNC_OK)
 			return KP_SYNC_E_INVAL;
-		for (j = 0; j < p->n_operators; j++) {
-			if (!kp_cbor_id_valid(p->operators[j], false))
-				return KP_SYNC_E_INVAL;
-		}
 	}
 	for (i = 0; i < b->n_entitlements; i++) {
 		const struct kp_bundle_entitlement *e = &b->entitlements[i];
 
 		if (e->id < 1 || e->remaining < 0 || e->valid_from_ms < 0 ||
-		    e->valid_until_ms < e->valid_from_ms || !kp_cbor_id_valid(e->product, false))
+		    e->valid_until_ms < e->valid_from_ms || !kp_cbor_id_valid(e->product, false) ||
+		    (e->first_use != 0 && e->first_use != 1))
 			return KP_SYNC_E_INVAL;
 	}
 	for (i = 0; i < b->n_denylist; i++) {
@@ -183,31 +317,82 @@ static int elements_check(const struct kp_bundle *b)
 		    e->valid_until_ms < e->valid_from_ms)
 			return KP_SYNC_E_INVAL;
 	}
+	for (i = 0; i < b->n_discounts; i++) {
+		const struct kp_bundle_discount *d = &b->discounts[i];
+
+		if (!kp_cbor_id_valid(d->operator_id, false) || !kp_cbor_id_valid(d->category, false) ||
+		    d->percent < 0 || d->percent > 100 || d->rounding < 0 || d->rounding > 2 ||
+		    d->unit < 1 || d->unit > 100000)
+			return KP_SYNC_E_INVAL;
+	}
+	for (i = 0; i < b->n_caps; i++) {
+		const struct kp_bundle_cap *c = &b->caps[i];
+
+		if (!kp_cbor_id_valid(c->category, true) || c->period < 0 || c->period > 1 ||
+		    c->amount < 0 || c->amount > 1000000000000LL)
+			return KP_SYNC_E_INVAL;
+	}
+	for (i = 0; i < b->n_transfers; i++) {
+		const struct kp_bundle_transfer *t = &b->transfers[i];
+
+		if (!op_or_any(t->from_operator) || !op_or_any(t->to_operator) || t->within_s < 60 ||
+		    t->within_s > 86400 || t->max_transfers < 1 || t->max_transfers > 100 ||
+		    t->off < -1 || t->off > 1000000000000LL)
+			return KP_SYNC_E_INVAL;
+	}
+	for (i = 0; i < b->n_operator_fares; i++) {
+		const struct kp_bundle_operator_fare *f = &b->operator_fares[i];
+
+		if (!kp_cbor_id_valid(f->operator_id, false) || !kp_cbor_id_valid(f->feed_id, false) ||
+		    (f->distance != 0 && f->distance != 1))
+			return KP_SYNC_E_INVAL;
+	}
+	for (i = 0; i < b->n_feeds; i++) {
+		const struct kp_bundle_feed *f = &b->feeds[i];
+		uint8_t digest[KP_SHA256_LEN];
+
+		if (!kp_cbor_id_valid(f->id, false) || f->package == NULL || f->package_len == 0 ||
+		    kp_sha256(f->package, f->package_len, digest) != 0 ||
+		    memcmp(digest, f->digest, KP_SHA256_LEN) != 0 ||
+		    kp_fare_pkg_walk(f->package, f->package_len, -1, NULL, NULL, NULL, NULL, 0) !=
+		    KP_SYNC_OK)
+			return KP_SYNC_E_INVAL;
+	}
 	return KP_SYNC_OK;
 }
 
-static int bundle_check(const struct kp_bundle *b)
+static int bundle_check(const struct kp_bundle *b, bool fmt2)
 {
 	if (b->version < 1 || b->issued_ms < 0 || !kp_cbor_id_valid(b->terminal, false))
 		return KP_SYNC_E_INVAL;
 	if (b->n_operators > KP_BUNDLE_OPERATORS_MAX || b->n_products > KP_BUNDLE_PRODUCTS_MAX ||
 	    b->n_entitlements > KP_BUNDLE_ENTITLEMENTS_MAX || b->n_denylist > KP_BUNDLE_DENYLIST_MAX ||
-	    b->n_eligibility > KP_BUNDLE_ELIGIBILITY_MAX)
+	    b->n_eligibility > KP_BUNDLE_ELIGIBILITY_MAX || b->n_discounts > KP_BUNDLE_DISCOUNTS_MAX ||
+	    b->n_caps > KP_BUNDLE_CAPS_MAX || b->n_transfers > KP_BUNDLE_TRANSFERS_MAX ||
+	    b->n_operator_fares > KP_BUNDLE_OPERATOR_FARES_MAX || b->n_feeds > KP_BUNDLE_FEEDS_MAX)
 		return KP_SYNC_E_TOOBIG;
 	if ((b->n_operators > 0 && b->operators == NULL) ||
 	    (b->n_products > 0 && b->products == NULL) ||
 	    (b->n_entitlements > 0 && b->entitlements == NULL) ||
 	    (b->n_denylist > 0 && b->denylist == NULL) ||
-	    (b->n_eligibility > 0 && b->eligibility == NULL))
+	    (b->n_eligibility > 0 && b->eligibility == NULL) ||
+	    (b->n_discounts > 0 && b->discounts == NULL) ||
+	    (b->n_caps > 0 && b->caps == NULL) ||
+	    (b->n_transfers > 0 && b->transfers == NULL) ||
+	    (b->n_operator_fares > 0 && b->operator_fares == NULL) ||
+	    (b->n_feeds > 0 && b->feeds == NULL))
 		return KP_SYNC_E_INVAL;
-	return elements_check(b);
+	return elements_check(b, fmt2);
 }
 
-/* A product's operators, sorted, unique, each one of the bundle's operators. */
+/* A product's operators, sorted, unique, each one of the bundle's operators. Format 2
+ * keys: id, days, kind, name, rides, route, stops, category, operators (canonical order). */
 static int product_write(struct kp_cbor_writer *w, const struct kp_bundle_product *p,
-                         struct kp_bundle_operator *const *ops, size_t n_ops)
+                         struct kp_bundle_operator *const *ops, size_t n_ops, bool fmt2)
 {
 	const char *ids[KP_BUNDLE_PRODUCT_OPS_MAX];
+	bool nride = p->kind == KP_PRODUCT_NRIDE, period = p->kind == KP_PRODUCT_PERIOD,
+	     commuter = p->kind == KP_PRODUCT_COMMUTER;
 	size_t j;
 
 	for (j = 0; j < p->n_operators; j++)
@@ -218,13 +403,39 @@ static int product_write(struct kp_cbor_writer *w, const struct kp_bundle_produc
 		    bsearch(ids[j], ops, n_ops, sizeof(*ops), key_op_ptr) == NULL)
 			return KP_SYNC_E_INVAL;
 	}
-	kp_cbor_put_map(w, p->category[0] != '\0' ? 5 : 4);
-	kp_cbor_put_tstr(w, "id");
-	kp_cbor_put_tstr(w, p->id);
-	kp_cbor_put_tstr(w, "name");
-	kp_cbor_put_tstr(w, p->name);
-	kp_cbor_put_tstr(w, "rides");
-	kp_cbor_put_int(w, p->rides);
+	if (!fmt2) {
+		kp_cbor_put_map(w, p->category[0] != '\0' ? 5 : 4);
+		kp_cbor_put_tstr(w, "id");
+		kp_cbor_put_tstr(w, p->id);
+		kp_cbor_put_tstr(w, "name");
+		kp_cbor_put_tstr(w, p->name);
+		kp_cbor_put_tstr(w, "rides");
+		kp_cbor_put_int(w, p->rides);
+	} else {
+		kp_cbor_put_map(w, 4 + nride + period + 2 * commuter + (p->category[0] != '\0'));
+		kp_cbor_put_tstr(w, "id");
+		kp_cbor_put_tstr(w, p->id);
+		if (period) {
+			kp_cbor_put_tstr(w, "days");
+			kp_cbor_put_uint(w, (uint64_t)p->days);
+		}
+		kp_cbor_put_tstr(w, "kind");
+		kp_cbor_put_tstr(w, KIND_NAMES[p->kind]);
+		kp_cbor_put_tstr(w, "name");
+		kp_cbor_put_tstr(w, p->name);
+		if (nride) {
+			kp_cbor_put_tstr(w, "rides");
+			kp_cbor_put_uint(w, (uint64_t)p->rides);
+		}
+		if (commuter) {
+			kp_cbor_put_tstr(w, "route");
+			kp_cbor_put_tstr(w, p->route);
+			kp_cbor_put_tstr(w, "stops");
+			kp_cbor_put_array(w, p->n_stops);
+			for (j = 0; j < p->n_stops; j++)
+				kp_cbor_put_tstr(w, p->stops[j]);
+		}
+	}
 	if (p->category[0] != '\0') {
 		kp_cbor_put_tstr(w, "category");
 		kp_cbor_put_tstr(w, p->category);
@@ -236,52 +447,229 @@ static int product_write(struct kp_cbor_writer *w, const struct kp_bundle_produc
 	return KP_SYNC_OK;
 }
 
+/* The pointers of every array in canonical order (the caller's arrays are not touched). */
+struct sorted {
+	struct kp_bundle_operator **ops;
+	struct kp_bundle_product **prods;
+	struct kp_bundle_entitlement **ents;
+	struct kp_bundle_deny **deny;
+	struct kp_bundle_eligibility **elig;
+	struct kp_bundle_discount **disc;
+	struct kp_bundle_cap **caps;
+	struct kp_bundle_transfer **xfer;
+	struct kp_bundle_operator_fare **ofares;
+	struct kp_bundle_feed **feeds;
+};
+
+static void sorted_free(struct sorted *s)
+{
+	free(s->ops);
+	free(s->prods);
+	free(s->ents);
+	free(s->deny);
+	free(s->elig);
+	free(s->disc);
+	free(s->caps);
+	free(s->xfer);
+	free(s->ofares);
+	free(s->feeds);
+}
+
+static int sorted_make(const struct kp_bundle *b, struct sorted *s)
+{
+	memset(s, 0, sizeof(*s));
+#define SORT(dst, arr, n, cmp) dst = (void *)sorted_ptrs(arr, n, sizeof(*(arr)), cmp)
+	SORT(s->ops, b->operators, b->n_operators, qs_op);
+	SORT(s->prods, b->products, b->n_products, qs_prod);
+	SORT(s->ents, b->entitlements, b->n_entitlements, qs_ent);
+	SORT(s->deny, b->denylist, b->n_denylist, qs_deny);
+	SORT(s->elig, b->eligibility, b->n_eligibility, qs_elig);
+	SORT(s->disc, b->discounts, b->n_discounts, qs_disc);
+	SORT(s->caps, b->caps, b->n_caps, qs_cap);
+	SORT(s->xfer, b->transfers, b->n_transfers, qs_xfer);
+	SORT(s->ofares, b->operator_fares, b->n_operator_fares, qs_ofare);
+	SORT(s->feeds, b->feeds, b->n_feeds, qs_feed);
+#undef SORT
+	if (s->ops == NULL || s->prods == NULL || s->ents == NULL || s->deny == NULL ||
+	    s->elig == NULL || s->disc == NULL || s->caps == NULL || s->xfer == NULL ||
+	    s->ofares == NULL || s->feeds == NULL)
+		return KP_SYNC_E_NOMEM;
+	/* the same id, token or key twice */
+	if (!strictly_increasing((const void **)s->ops, b->n_operators, qs_op) ||
+	    !strictly_increasing((const void **)s->prods, b->n_products, qs_prod) ||
+	    !strictly_increasing((const void **)s->ents, b->n_entitlements, qs_ent) ||
+	    !strictly_increasing((const void **)s->deny, b->n_denylist, qs_deny) ||
+	    !strictly_increasing((const void **)s->elig, b->n_eligibility, qs_elig) ||
+	    !strictly_increasing((const void **)s->disc, b->n_discounts, qs_disc) ||
+	    !strictly_increasing((const void **)s->caps, b->n_caps, qs_cap) ||
+	    !strictly_increasing((const void **)s->xfer, b->n_transfers, qs_xfer) ||
+	    !strictly_increasing((const void **)s->ofares, b->n_operator_fares, qs_ofare) ||
+	    !strictly_increasing((const void **)s->feeds, b->n_feeds, qs_feed))
+		return KP_SYNC_E_INVAL;
+	return KP_SYNC_OK;
+}
+
+static void write_caps(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
+{
+	kp_cbor_put_tstr(w, "caps");
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct kp_bundle_cap *c = s->caps[i];
+
+		kp_cbor_put_map(w, c->category[0] != '\0' ? 3 : 2);
+		kp_cbor_put_tstr(w, "amount");
+		kp_cbor_put_uint(w, (uint64_t)c->amount);
+		kp_cbor_put_tstr(w, "period");
+		kp_cbor_put_tstr(w, PERIOD_NAMES[c->period]);
+		if (c->category[0] != '\0') {
+			kp_cbor_put_tstr(w, "category");
+			kp_cbor_put_tstr(w, c->category);
+		}
+	}
+}
+
+static void write_feeds(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
+{
+	kp_cbor_put_tstr(w, "feeds");
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++) {
+		kp_cbor_put_map(w, 3);
+		kp_cbor_put_tstr(w, "id");
+		kp_cbor_put_tstr(w, s->feeds[i]->id);
+		kp_cbor_put_tstr(w, "digest");
+		kp_cbor_put_bstr(w, s->feeds[i]->digest, KP_SHA256_LEN);
+		kp_cbor_put_tstr(w, "package");
+		kp_cbor_put_bstr(w, s->feeds[i]->package, s->feeds[i]->package_len);
+	}
+}
+
+static void write_discounts(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
+{
+	kp_cbor_put_tstr(w, "discounts");
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct kp_bundle_discount *d = s->disc[i];
+
+		kp_cbor_put_map(w, 5);
+		kp_cbor_put_tstr(w, "unit");
+		kp_cbor_put_uint(w, (uint64_t)d->unit);
+		kp_cbor_put_tstr(w, "percent");
+		kp_cbor_put_uint(w, (uint64_t)d->percent);
+		kp_cbor_put_tstr(w, "category");
+		kp_cbor_put_tstr(w, d->category);
+		kp_cbor_put_tstr(w, "operator");
+		kp_cbor_put_tstr(w, d->operator_id);
+		kp_cbor_put_tstr(w, "rounding");
+		kp_cbor_put_tstr(w, ROUNDING_NAMES[d->rounding]);
+	}
+}
+
+static void write_transfers(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
+{
+	kp_cbor_put_tstr(w, "transfers");
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct kp_bundle_transfer *t = s->xfer[i];
+
+		kp_cbor_put_map(w, 5);
+		kp_cbor_put_tstr(w, "to");
+		kp_cbor_put_tstr(w, t->to_operator);
+		kp_cbor_put_tstr(w, "max");
+		kp_cbor_put_uint(w, (uint64_t)t->max_transfers);
+		kp_cbor_put_tstr(w, "off");
+		kp_cbor_put_int(w, t->off);
+		kp_cbor_put_tstr(w, "from");
+		kp_cbor_put_tstr(w, t->from_operator);
+		kp_cbor_put_tstr(w, "within");
+		kp_cbor_put_uint(w, (uint64_t)t->within_s);
+	}
+}
+
+static void write_operator_fares(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
+{
+	kp_cbor_put_tstr(w, "operator_fares");
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct kp_bundle_operator_fare *f = s->ofares[i];
+
+		kp_cbor_put_map(w, 3);
+		kp_cbor_put_tstr(w, "feed");
+		kp_cbor_put_tstr(w, f->feed_id);
+		kp_cbor_put_tstr(w, "mode");
+		kp_cbor_put_tstr(w, f->distance ? "distance" : "flat");
+		kp_cbor_put_tstr(w, "operator");
+		kp_cbor_put_tstr(w, f->operator_id);
+	}
+}
+
+/* Operators named by discounts and operator fares are in the bundle; entitlements' products
+ * too, and a first-use entitlement is of a period pass. */
+static bool refs_valid_sorted(const struct kp_bundle *b, const struct sorted *s)
+{
+	size_t i;
+
+	for (i = 0; i < b->n_discounts; i++) {
+		if (bsearch(s->disc[i]->operator_id, s->ops, b->n_operators, sizeof(*s->ops),
+		            key_op_ptr) == NULL)
+			return false;
+	}
+	for (i = 0; i < b->n_operator_fares; i++) {
+		if (bsearch(s->ofares[i]->operator_id, s->ops, b->n_operators, sizeof(*s->ops),
+		            key_op_ptr) == NULL)
+			return false;
+	}
+	for (i = 0; i < b->n_entitlements; i++) {
+		struct kp_bundle_product *const *p = bsearch(s->ents[i]->product, s->prods,
+		                                             b->n_products, sizeof(*s->prods),
+		                                             key_prod_ptr);
+
+		if (p == NULL || (s->ents[i]->first_use && (*p)->kind != KP_PRODUCT_PERIOD))
+			return false;
+	}
+	return true;
+}
+
 int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 {
 	struct kp_cbor_writer w = { 0 };
-	struct kp_bundle_operator **ops = NULL;
-	struct kp_bundle_product **prods = NULL;
-	struct kp_bundle_entitlement **ents = NULL;
-	struct kp_bundle_deny **deny = NULL;
-	struct kp_bundle_eligibility **elig = NULL;
-	size_t i;
+	struct sorted s;
+	bool fmt2;
+	size_t i, keys;
 	int rc;
 
+	memset(&s, 0, sizeof(s));
 	if (out != NULL)
 		*out = NULL;
 	if (out_len != NULL)
 		*out_len = 0;
 	if (b == NULL || out == NULL || out_len == NULL)
 		return KP_SYNC_E_INVAL;
-	rc = bundle_check(b);
+	fmt2 = (b->products == NULL && b->n_products > 0) ||
+	       (b->entitlements == NULL && b->n_entitlements > 0) ? false :
+	       b->format >= 2 || needs_format2(b);
+	rc = bundle_check(b, fmt2);
 	if (rc != KP_SYNC_OK)
 		return rc;
-	ops = (void *)sorted_ptrs(b->operators, b->n_operators, sizeof(*b->operators), qs_op);
-	prods = (void *)sorted_ptrs(b->products, b->n_products, sizeof(*b->products), qs_prod);
-	ents = (void *)sorted_ptrs(b->entitlements, b->n_entitlements, sizeof(*b->entitlements),
-	                           qs_ent);
-	deny = (void *)sorted_ptrs(b->denylist, b->n_denylist, sizeof(*b->denylist), qs_deny);
-	elig = (void *)sorted_ptrs(b->eligibility, b->n_eligibility, sizeof(*b->eligibility),
-	                           qs_elig);
-	if (ops == NULL || prods == NULL || ents == NULL || deny == NULL || elig == NULL) {
-		rc = KP_SYNC_E_NOMEM;
+	rc = sorted_make(b, &s);
+	if (rc != KP_SYNC_OK)
 		goto out;
-	}
-	if (!strictly_increasing((const void **)ops, b->n_operators, qs_op) ||
-	    !strictly_increasing((const void **)prods, b->n_products, qs_prod) ||
-	    !strictly_increasing((const void **)ents, b->n_entitlements, qs_ent) ||
-	    !strictly_increasing((const void **)deny, b->n_denylist, qs_deny) ||
-	    !strictly_increasing((const void **)elig, b->n_eligibility, qs_elig)) {
-		rc = KP_SYNC_E_INVAL;           /* the same id, token or (token, category) twice */
+	if (!refs_valid_sorted(b, &s)) {
+		rc = KP_SYNC_E_INVAL;
 		goto out;
 	}
 
-	/* keys in canonical order: by length, then bytewise */
-	kp_cbor_put_map(&w, BUNDLE_KEYS + (b->n_eligibility > 0));
+	/* keys in canonical order: by length, then bytewise (PROTOCOL.md section 5) */
+	keys = BUNDLE_KEYS + (b->n_eligibility > 0) + (b->n_caps > 0) + (b->n_feeds > 0) +
+	       (b->n_discounts > 0) + (b->n_transfers > 0) + (b->n_operator_fares > 0);
+	kp_cbor_put_map(&w, keys);
 	kp_cbor_put_tstr(&w, "v");
-	kp_cbor_put_uint(&w, BUNDLE_FORMAT);
+	kp_cbor_put_uint(&w, fmt2 ? KP_BUNDLE_FORMAT : 1);
+	if (b->n_caps > 0)
+		write_caps(&w, &s, b->n_caps);
 	kp_cbor_put_tstr(&w, "acked");
 	kp_cbor_put_uint(&w, b->acked);
+	if (b->n_feeds > 0)
+		write_feeds(&w, &s, b->n_feeds);
 	kp_cbor_put_tstr(&w, "issued");
 	kp_cbor_put_uint(&w, (uint64_t)b->issued_ms);
 	kp_cbor_put_tstr(&w, "version");
@@ -291,33 +679,37 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	for (i = 0; i < b->n_denylist; i++) {
 		kp_cbor_put_map(&w, 2);
 		kp_cbor_put_tstr(&w, "token");
-		kp_cbor_put_bstr(&w, deny[i]->token, KP_TOKEN_LEN);
+		kp_cbor_put_bstr(&w, s.deny[i]->token, KP_TOKEN_LEN);
 		kp_cbor_put_tstr(&w, "reason");
-		kp_cbor_put_tstr(&w, deny[i]->reason);
+		kp_cbor_put_tstr(&w, s.deny[i]->reason);
 	}
 	kp_cbor_put_tstr(&w, "products");
 	kp_cbor_put_array(&w, b->n_products);
 	for (i = 0; i < b->n_products && rc == KP_SYNC_OK; i++)
-		rc = product_write(&w, prods[i], ops, b->n_operators);
+		rc = product_write(&w, s.prods[i], s.ops, b->n_operators, fmt2);
 	if (rc != KP_SYNC_OK)
 		goto out;
 	kp_cbor_put_tstr(&w, "terminal");
 	kp_cbor_put_tstr(&w, b->terminal);
+	if (b->n_discounts > 0)
+		write_discounts(&w, &s, b->n_discounts);
 	kp_cbor_put_tstr(&w, "operators");
 	kp_cbor_put_array(&w, b->n_operators);
 	for (i = 0; i < b->n_operators; i++) {
 		kp_cbor_put_map(&w, 2);
 		kp_cbor_put_tstr(&w, "id");
-		kp_cbor_put_tstr(&w, ops[i]->id);
+		kp_cbor_put_tstr(&w, s.ops[i]->id);
 		kp_cbor_put_tstr(&w, "name");
-		kp_cbor_put_tstr(&w, ops[i]->name);
+		kp_cbor_put_tstr(&w, s.ops[i]->name);
 	}
+	if (b->n_transfers > 0)
+		write_transfers(&w, &s, b->n_transfers);
 	if (b->n_eligibility > 0) {
 		kp_cbor_put_tstr(&w, "eligibility");
 		kp_cbor_put_array(&w, b->n_eligibility);
 	}
 	for (i = 0; i < b->n_eligibility; i++) {
-		const struct kp_bundle_eligibility *e = elig[i];
+		const struct kp_bundle_eligibility *e = s.elig[i];
 
 		kp_cbor_put_map(&w, e->has_via ? 5 : 4);
 		if (e->has_via) {
@@ -336,13 +728,9 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	kp_cbor_put_tstr(&w, "entitlements");
 	kp_cbor_put_array(&w, b->n_entitlements);
 	for (i = 0; i < b->n_entitlements; i++) {
-		const struct kp_bundle_entitlement *e = ents[i];
+		const struct kp_bundle_entitlement *e = s.ents[i];
 
-		if (bsearch(e->product, prods, b->n_products, sizeof(*prods), key_prod_ptr) == NULL) {
-			rc = KP_SYNC_E_INVAL;   /* an entitlement for a product not in the bundle */
-			goto out;
-		}
-		kp_cbor_put_map(&w, 6);
+		kp_cbor_put_map(&w, 6 + (e->first_use != 0));
 		kp_cbor_put_tstr(&w, "id");
 		kp_cbor_put_uint(&w, (uint64_t)e->id);
 		kp_cbor_put_tstr(&w, "from");
@@ -353,21 +741,44 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 		kp_cbor_put_uint(&w, (uint64_t)e->valid_until_ms);
 		kp_cbor_put_tstr(&w, "product");
 		kp_cbor_put_tstr(&w, e->product);
+		if (e->first_use) {
+			kp_cbor_put_tstr(&w, "first_use");
+			kp_cbor_put_uint(&w, 1);
+		}
 		kp_cbor_put_tstr(&w, "remaining");
 		kp_cbor_put_uint(&w, (uint64_t)e->remaining);
 	}
+	if (b->n_operator_fares > 0)
+		write_operator_fares(&w, &s, b->n_operator_fares);
 	rc = kp_cbor_sync_rc(kp_cbor_writer_finish(&w, out, out_len));
 out:
 	kp_cbor_writer_free(&w);
-	free(ops);
-	free(prods);
-	free(ents);
-	free(deny);
-	free(elig);
+	sorted_free(&s);
 	return rc;
 }
 
 /* ---- decoding ---- */
+
+/* Where the decoder says why it refused (kp_bundle_open_err shows it). */
+struct derr {
+	char *buf;
+	size_t cap;
+};
+
+static int dfail(struct derr *e, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int dfail(struct derr *e, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (e != NULL && e->buf != NULL && e->cap > 0 && e->buf[0] == '\0') {
+		va_start(ap, fmt);
+		vsnprintf(e->buf, e->cap, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
 
 /* Room for one more element: doubles, but never beyond what the array head claimed
  * (which is already bounded by the input's size). */
@@ -389,26 +800,6 @@ static int grow(void **arr, size_t *cap, size_t have, size_t claimed, size_t ele
 	return KP_RECORD_OK;
 }
 
-/* An array head whose count is within max (else TOOBIG) and that the rest of the input
- * could hold (else MALFORMED). Returns a KP_SYNC_* code. */
-static int array_head(struct kp_cbor_reader *r, const char *key, size_t max, size_t min_size,
-                      size_t *count)
-{
-	uint64_t n;
-	int rc = kp_cbor_read_key(r, key);
-
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_array(r, &n);
-	if (rc != KP_RECORD_OK)
-		return kp_cbor_sync_rc(rc);
-	if (n > max)
-		return KP_SYNC_E_TOOBIG;
-	if (n > (r->len - r->pos) / min_size)
-		return KP_SYNC_E_MALFORMED;
-	*count = (size_t)n;
-	return KP_SYNC_OK;
-}
-
 static int map_head(struct kp_cbor_reader *r, uint64_t want)
 {
 	uint64_t n;
@@ -419,10 +810,56 @@ static int map_head(struct kp_cbor_reader *r, uint64_t want)
 	return rc;
 }
 
-static int deny_read(struct kp_cbor_reader *r, struct kp_bundle_deny *d)
+/* The next map key, which must be one of names[] (canonical order) after *last: its index
+ * in *idx. Keeps keys known, in order and unique. */
+static int next_key(struct kp_cbor_reader *r, const char *const *names, size_t n, int *last,
+                    int *idx)
+{
+	char key[32];
+	int rc = kp_cbor_read_text(r, key, sizeof(key), false);
+
+	if (rc != KP_RECORD_OK)
+		return KP_RECORD_E_MALFORMED;
+	for (size_t i = (size_t)(*last + 1); i < n; i++) {
+		if (strcmp(key, names[i]) == 0) {
+			*idx = *last = (int)i;
+			return KP_RECORD_OK;
+		}
+	}
+	return KP_RECORD_E_MALFORMED;
+}
+
+/* A text value that must be one of names[]. */
+static int read_enum(struct kp_cbor_reader *r, const char *const *names, size_t n, int *out)
+{
+	char v[16];
+	int rc = kp_cbor_read_text(r, v, sizeof(v), false);
+
+	if (rc != KP_RECORD_OK)
+		return KP_RECORD_E_MALFORMED;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(v, names[i]) == 0) {
+			*out = (int)i;
+			return KP_RECORD_OK;
+		}
+	}
+	return KP_RECORD_E_MALFORMED;
+}
+
+static int read_range(struct kp_cbor_reader *r, int64_t min, int64_t max, int64_t *out)
+{
+	int rc = kp_cbor_read_int(r, out);
+
+	if (rc == KP_RECORD_OK && (*out < min || *out > max))
+		rc = KP_RECORD_E_MALFORMED;
+	return rc;
+}
+
+static int deny_read(struct kp_cbor_reader *r, struct kp_bundle_deny *d, int fmt)
 {
 	int rc = map_head(r, 2);
 
+	(void)fmt;
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "token");
 	if (rc == KP_RECORD_OK)
@@ -434,54 +871,111 @@ static int deny_read(struct kp_cbor_reader *r, struct kp_bundle_deny *d)
 	return rc;
 }
 
-static int product_read(struct kp_cbor_reader *r, struct kp_bundle_product *p)
+enum { PK_ID, PK_DAYS, PK_KIND, PK_NAME, PK_RIDES, PK_ROUTE, PK_STOPS, PK_CATEGORY,
+       PK_OPERATORS, PK_COUNT };
+static const char *const PRODUCT_KEYS[PK_COUNT] = { "id", "days", "kind", "name", "rides",
+	"route", "stops", "category", "operators" };
+
+static int product_read(struct kp_cbor_reader *r, struct kp_bundle_product *p, int fmt)
 {
-	uint64_t n, j, keys = 0;
+	uint64_t keys = 0, n, j;
+	unsigned seen = 0, want;
+	int64_t v;
+	int last = -1, idx = 0, kind = KP_PRODUCT_NRIDE;
 	int rc = kp_cbor_read_map(r, &keys);
 
-	if (rc == KP_RECORD_OK && keys != 4 && keys != 5)
+	if (rc == KP_RECORD_OK && (keys < 4 || keys > PK_COUNT))
 		rc = KP_RECORD_E_MALFORMED;
-
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "id");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, p->id);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "name");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_text(r, p->name, sizeof(p->name), true);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "rides");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_int(r, &p->rides);
-	if (rc == KP_RECORD_OK && keys == 5) {
-		rc = kp_cbor_read_key(r, "category");
-		if (rc == KP_RECORD_OK)
+	for (uint64_t k = 0; rc == KP_RECORD_OK && k < keys; k++) {
+		rc = next_key(r, PRODUCT_KEYS, PK_COUNT, &last, &idx);
+		if (rc != KP_RECORD_OK)
+			break;
+		seen |= 1u << idx;
+		switch (idx) {
+		case PK_ID:
+			rc = kp_cbor_read_id(r, p->id);
+			break;
+		case PK_DAYS:
+			rc = read_range(r, 1, 366, &v);
+			p->days = (int)v;
+			break;
+		case PK_KIND:
+			rc = read_enum(r, KIND_NAMES, 4, &kind);
+			p->kind = (enum kp_product_kind)kind;
+			break;
+		case PK_NAME:
+			rc = kp_cbor_read_text(r, p->name, sizeof(p->name), true);
+			break;
+		case PK_RIDES:
+			/* format 1 carried any integer; format 2 only a real count */
+			if (fmt == 1)
+				rc = kp_cbor_read_int(r, &p->rides);
+			else
+				rc = read_range(r, 1, INT32_MAX, &p->rides);
+			break;
+		case PK_ROUTE:
+			rc = kp_cbor_read_id(r, p->route);
+			if (rc == KP_RECORD_OK && !op_or_any(p->route))
+				rc = KP_RECORD_E_MALFORMED;
+			break;
+		case PK_STOPS:
+			rc = kp_cbor_read_array(r, &n);
+			if (rc == KP_RECORD_OK && (n < 2 || n > KP_BUNDLE_PRODUCT_STOPS_MAX))
+				rc = KP_RECORD_E_MALFORMED;
+			if (rc == KP_RECORD_OK) {
+				p->stops = calloc((size_t)n, sizeof(*p->stops));
+				if (p->stops == NULL)
+					rc = KP_RECORD_E_NOMEM;
+			}
+			for (j = 0; rc == KP_RECORD_OK && j < n; j++) {
+				rc = kp_cbor_read_id(r, p->stops[j]);
+				if (rc == KP_RECORD_OK)
+					p->n_stops++;
+			}
+			if (rc == KP_RECORD_OK && !stops_valid((const void *)p->stops, p->n_stops))
+				rc = KP_RECORD_E_MALFORMED;      /* a stop twice */
+			break;
+		case PK_CATEGORY:
 			rc = kp_cbor_read_id(r, p->category);     /* never empty: "" is left out */
+			break;
+		case PK_OPERATORS:
+			rc = kp_cbor_read_array(r, &n);
+			if (rc == KP_RECORD_OK && n > KP_BUNDLE_PRODUCT_OPS_MAX)
+				rc = KP_RECORD_E_MALFORMED;
+			for (j = 0; rc == KP_RECORD_OK && j < n; j++) {
+				rc = kp_cbor_read_id(r, p->operators[j]);
+				if (rc == KP_RECORD_OK && j > 0 &&
+				    strcmp(p->operators[j - 1], p->operators[j]) >= 0)
+					rc = KP_RECORD_E_MALFORMED;
+				if (rc == KP_RECORD_OK)
+					p->n_operators++;
+			}
+			break;
+		}
 	}
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "operators");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_array(r, &n);
 	if (rc != KP_RECORD_OK)
 		return rc;
-	if (n > KP_BUNDLE_PRODUCT_OPS_MAX)
-		return KP_RECORD_E_MALFORMED;
-	for (j = 0; j < n; j++) {
-		rc = kp_cbor_read_id(r, p->operators[j]);
-		if (rc != KP_RECORD_OK)
-			return rc;
-		if (j > 0 && strcmp(p->operators[j - 1], p->operators[j]) >= 0)
-			return KP_RECORD_E_MALFORMED;
-		p->n_operators++;
-	}
-	return KP_RECORD_OK;
+	/* exactly the keys the kind has */
+	want = 1u << PK_ID | 1u << PK_NAME | 1u << PK_OPERATORS |
+	       (seen & (1u << PK_CATEGORY));
+	if (fmt == 1)
+		want |= 1u << PK_RIDES;
+	else if (p->kind == KP_PRODUCT_NRIDE)
+		want |= 1u << PK_KIND | 1u << PK_RIDES;
+	else if (p->kind == KP_PRODUCT_PERIOD)
+		want |= 1u << PK_KIND | 1u << PK_DAYS;
+	else if (p->kind == KP_PRODUCT_COMMUTER)
+		want |= 1u << PK_KIND | 1u << PK_ROUTE | 1u << PK_STOPS;
+	else
+		want |= 1u << PK_KIND;
+	return seen == want ? KP_RECORD_OK : KP_RECORD_E_MALFORMED;
 }
 
-static int operator_read(struct kp_cbor_reader *r, struct kp_bundle_operator *o)
+static int operator_read(struct kp_cbor_reader *r, struct kp_bundle_operator *o, int fmt)
 {
 	int rc = map_head(r, 2);
 
+	(void)fmt;
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "id");
 	if (rc == KP_RECORD_OK)
@@ -493,10 +987,13 @@ static int operator_read(struct kp_cbor_reader *r, struct kp_bundle_operator *o)
 	return rc;
 }
 
-static int entitlement_read(struct kp_cbor_reader *r, struct kp_bundle_entitlement *e)
+static int entitlement_read(struct kp_cbor_reader *r, struct kp_bundle_entitlement *e, int fmt)
 {
-	int rc = map_head(r, 6);
+	uint64_t keys = 0, one = 0;
+	int rc = kp_cbor_read_map(r, &keys);
 
+	if (rc == KP_RECORD_OK && keys != 6 && (fmt == 1 || keys != 7))
+		rc = KP_RECORD_E_MALFORMED;
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "id");
 	if (rc == KP_RECORD_OK)
@@ -517,6 +1014,15 @@ static int entitlement_read(struct kp_cbor_reader *r, struct kp_bundle_entitleme
 		rc = kp_cbor_read_key(r, "product");
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_id(r, e->product);
+	if (rc == KP_RECORD_OK && keys == 7) {
+		/* present only when set: 1 */
+		rc = kp_cbor_read_key(r, "first_use");
+		if (rc == KP_RECORD_OK)
+			rc = kp_cbor_read_uint(r, &one);
+		if (rc == KP_RECORD_OK && one != 1)
+			rc = KP_RECORD_E_MALFORMED;
+		e->first_use = 1;
+	}
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "remaining");
 	if (rc == KP_RECORD_OK)
@@ -526,11 +1032,12 @@ static int entitlement_read(struct kp_cbor_reader *r, struct kp_bundle_entitleme
 	return rc;
 }
 
-static int eligibility_read(struct kp_cbor_reader *r, struct kp_bundle_eligibility *e)
+static int eligibility_read(struct kp_cbor_reader *r, struct kp_bundle_eligibility *e, int fmt)
 {
 	uint64_t keys = 0;
 	int rc = kp_cbor_read_map(r, &keys);
 
+	(void)fmt;
 	if (rc == KP_RECORD_OK && keys != 4 && keys != 5)
 		rc = KP_RECORD_E_MALFORMED;
 	if (rc == KP_RECORD_OK && keys == 5) {
@@ -560,6 +1067,162 @@ static int eligibility_read(struct kp_cbor_reader *r, struct kp_bundle_eligibili
 	return rc;
 }
 
+static int discount_read(struct kp_cbor_reader *r, struct kp_bundle_discount *d, int fmt)
+{
+	int64_t v = 0;
+	int rc = map_head(r, 5);
+
+	(void)fmt;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "unit");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, 1, 100000, &d->unit);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "percent");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, 0, 100, &v);
+	d->percent = (int)v;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "category");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, d->category);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "operator");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, d->operator_id);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "rounding");
+	if (rc == KP_RECORD_OK)
+		rc = read_enum(r, ROUNDING_NAMES, 3, &d->rounding);
+	return rc;
+}
+
+static int cap_read(struct kp_cbor_reader *r, struct kp_bundle_cap *c, int fmt)
+{
+	uint64_t keys = 0;
+	int rc = kp_cbor_read_map(r, &keys);
+
+	(void)fmt;
+	if (rc == KP_RECORD_OK && keys != 2 && keys != 3)
+		rc = KP_RECORD_E_MALFORMED;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "amount");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, 0, 1000000000000LL, &c->amount);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "period");
+	if (rc == KP_RECORD_OK)
+		rc = read_enum(r, PERIOD_NAMES, 2, &c->period);
+	if (rc == KP_RECORD_OK && keys == 3) {
+		rc = kp_cbor_read_key(r, "category");
+		if (rc == KP_RECORD_OK)
+			rc = kp_cbor_read_id(r, c->category);  /* adults: no key, never "" */
+	}
+	return rc;
+}
+
+static int transfer_read(struct kp_cbor_reader *r, struct kp_bundle_transfer *t, int fmt)
+{
+	int64_t v = 0;
+	int rc = map_head(r, 5);
+
+	(void)fmt;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "to");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, t->to_operator);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "max");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, 1, 100, &v);
+	t->max_transfers = (int)v;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "off");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, -1, 1000000000000LL, &t->off);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "from");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, t->from_operator);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "within");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, 60, 86400, &v);
+	t->within_s = (int)v;
+	if (rc == KP_RECORD_OK && (!op_or_any(t->from_operator) || !op_or_any(t->to_operator)))
+		rc = KP_RECORD_E_MALFORMED;
+	return rc;
+}
+
+static const char *const MODE_NAMES[] = { "flat", "distance" };
+
+static int ofare_read(struct kp_cbor_reader *r, struct kp_bundle_operator_fare *f, int fmt)
+{
+	int rc = map_head(r, 3);
+
+	(void)fmt;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "feed");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, f->feed_id);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "mode");
+	if (rc == KP_RECORD_OK)
+		rc = read_enum(r, MODE_NAMES, 2, &f->distance);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "operator");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, f->operator_id);
+	return rc;
+}
+
+/* A feed: its package is checked table by table and against its digest. The error text
+ * of a bad package goes to the decoder's err through feed_err. */
+static _Thread_local struct derr *feed_err;
+static _Thread_local bool feed_toobig;
+
+static int feed_read(struct kp_cbor_reader *r, struct kp_bundle_feed *f, int fmt)
+{
+	const uint8_t *pkg = NULL;
+	size_t len = 0;
+	uint8_t digest[KP_SHA256_LEN];
+	char why[256];
+	int rc = map_head(r, 3);
+
+	(void)fmt;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "id");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, f->id);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "digest");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_bstr_exact(r, f->digest, KP_SHA256_LEN);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "package");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_bstr(r, &pkg, &len);
+	if (rc != KP_RECORD_OK)
+		return rc;
+	rc = kp_fare_pkg_walk(pkg, len, -1, NULL, NULL, NULL, why, sizeof(why));
+	if (rc != KP_SYNC_OK) {
+		dfail(feed_err, rc, "feed %s: %s", f->id, why);
+		feed_toobig = rc == KP_SYNC_E_TOOBIG;
+		return rc == KP_SYNC_E_TOOBIG ? KP_RECORD_E_INVAL : KP_RECORD_E_MALFORMED;
+	}
+	if (kp_sha256(pkg, len, digest) != 0 || memcmp(digest, f->digest, KP_SHA256_LEN) != 0) {
+		dfail(feed_err, KP_SYNC_E_MALFORMED, "feed %s: digest does not match its package",
+		      f->id);
+		return KP_RECORD_E_MALFORMED;
+	}
+	f->package = malloc(len);
+	if (f->package == NULL)
+		return KP_RECORD_E_NOMEM;
+	memcpy(f->package, pkg, len);
+	f->package_len = len;
+	return KP_RECORD_OK;
+}
+
 /* Element comparators for the decoder's order checks. */
 static int op_cmp(const void *a, const void *b)
 {
@@ -575,74 +1238,74 @@ static int prod_cmp(const void *a, const void *b)
 	return strcmp(x->id, y->id);
 }
 
-static int ent_cmp_v(const void *a, const void *b)
-{
-	return ent_cmp(a, b);
-}
+static int ent_cmp_v(const void *a, const void *b)    { return ent_cmp(a, b); }
+static int deny_cmp_v(const void *a, const void *b)   { return deny_cmp(a, b); }
+static int elig_cmp_v(const void *a, const void *b)   { return elig_cmp(a, b); }
+static int disc_cmp_v(const void *a, const void *b)   { return disc_cmp(a, b); }
+static int cap_cmp_v(const void *a, const void *b)    { return cap_cmp(a, b); }
+static int xfer_cmp_v(const void *a, const void *b)   { return xfer_cmp(a, b); }
+static int ofare_cmp_v(const void *a, const void *b)  { return ofare_cmp(a, b); }
+static int feed_cmp_v(const void *a, const void *b)   { return feed_cmp(a, b); }
 
-static int deny_cmp_v(const void *a, const void *b)
-{
-	return deny_cmp(a, b);
-}
-
-static int elig_cmp_v(const void *a, const void *b)
-{
-	return elig_cmp(a, b);
-}
-
-static int deny_read_v(struct kp_cbor_reader *r, void *el)      { return deny_read(r, el); }
-static int product_read_v(struct kp_cbor_reader *r, void *el)   { return product_read(r, el); }
-static int operator_read_v(struct kp_cbor_reader *r, void *el)  { return operator_read(r, el); }
-static int ent_read_v(struct kp_cbor_reader *r, void *el)       { return entitlement_read(r, el); }
-static int elig_read_v(struct kp_cbor_reader *r, void *el)      { return eligibility_read(r, el); }
+#define READ_V(name, fn, type)                                                   \
+	static int name(struct kp_cbor_reader *r, void *el, int fmt) { return fn(r, (type *)el, fmt); }
+READ_V(deny_read_v, deny_read, struct kp_bundle_deny)
+READ_V(product_read_v, product_read, struct kp_bundle_product)
+READ_V(operator_read_v, operator_read, struct kp_bundle_operator)
+READ_V(ent_read_v, entitlement_read, struct kp_bundle_entitlement)
+READ_V(elig_read_v, eligibility_read, struct kp_bundle_eligibility)
+READ_V(disc_read_v, discount_read, struct kp_bundle_discount)
+READ_V(cap_read_v, cap_read, struct kp_bundle_cap)
+READ_V(xfer_read_v, transfer_read, struct kp_bundle_transfer)
+READ_V(ofare_read_v, ofare_read, struct kp_bundle_operator_fare)
+READ_V(feed_read_v, feed_read, struct kp_bundle_feed)
+#undef READ_V
 
 struct array_spec {
-	const char *key;
 	size_t max, min_size, elem;
-	int (*read)(struct kp_cbor_reader *r, void *el);
+	int (*read)(struct kp_cbor_reader *r, void *el, int fmt);
 	int (*cmp)(const void *a, const void *b);
 };
 
-static const struct array_spec DENYLIST = { "denylist", KP_BUNDLE_DENYLIST_MAX, MIN_DENY,
-	sizeof(struct kp_bundle_deny), deny_read_v, deny_cmp_v };
-static const struct array_spec PRODUCTS = { "products", KP_BUNDLE_PRODUCTS_MAX, MIN_PRODUCT,
-	sizeof(struct kp_bundle_product), product_read_v, prod_cmp };
-static const struct array_spec OPERATORS = { "operators", KP_BUNDLE_OPERATORS_MAX, MIN_OPERATOR,
-	sizeof(struct kp_bundle_operator), operator_read_v, op_cmp };
-static const struct array_spec ENTITLEMENTS = { "entitlements", KP_BUNDLE_ENTITLEMENTS_MAX,
-	MIN_ENTITLEMENT, sizeof(struct kp_bundle_entitlement), ent_read_v, ent_cmp_v };
-static const struct array_spec ELIGIBILITY = { "eligibility", KP_BUNDLE_ELIGIBILITY_MAX,
-	MIN_ELIGIBILITY, sizeof(struct kp_bundle_eligibility), elig_read_v, elig_cmp_v };
-
 /* "key": [elements] into a growing *arr; each element must sort strictly after the one
- * before. Returns a KP_SYNC_* code; *arr is the caller's to free also on failure. */
+ * before. Returns a KP_SYNC_* code; *arr is the caller's to free also on failure (with
+ * *count elements complete, and one more partly read ones' allocations: see free_partial). */
 static int array_read(struct kp_cbor_reader *r, const struct array_spec *s, void **arr,
-                      size_t *count)
+                      size_t *count, int fmt)
 {
 	size_t claimed = 0, cap = 0;
+	uint64_t n;
 	uint8_t *el;
-	int rc;
+	int rc = kp_cbor_sync_rc(kp_cbor_read_array(r, &n));
 
-	rc = array_head(r, s->key, s->max, s->min_size, &claimed);
+	if (rc != KP_SYNC_OK)
+		return rc;
+	if (n > s->max)
+		return KP_SYNC_E_TOOBIG;
+	if (n > (r->len - r->pos) / s->min_size)
+		return KP_SYNC_E_MALFORMED;
+	claimed = (size_t)n;
 	while (rc == KP_SYNC_OK && *count < claimed) {
 		rc = kp_cbor_sync_rc(grow(arr, &cap, *count, claimed, s->elem));
 		if (rc != KP_SYNC_OK)
 			break;
 		el = (uint8_t *)*arr + *count * s->elem;
 		memset(el, 0, s->elem);
-		rc = kp_cbor_sync_rc(s->read(r, el));
+		rc = kp_cbor_sync_rc(s->read(r, el, fmt));
 		if (rc == KP_SYNC_OK && *count > 0 && s->cmp(el - s->elem, el) >= 0)
 			rc = KP_SYNC_E_MALFORMED;
-		if (rc == KP_SYNC_OK)
-			(*count)++;
+		/* counted even when bad, so kp_bundle_free frees what it allocated */
+		(*count)++;
 	}
 	return rc;
 }
 
-/* Every product's operators and every entitlement's product are in the bundle (both
- * arrays are sorted by now). */
+/* Every product's operators, every entitlement's product, and the operators of discounts
+ * and operator fares are in the bundle (all arrays are sorted by now); first-use
+ * entitlements are of period passes. */
 static bool references_valid(const struct kp_bundle *b)
 {
+	const struct kp_bundle_product *p = NULL;
 	size_t i, j;
 
 	for (i = 0; i < b->n_products; i++) {
@@ -654,20 +1317,43 @@ static bool references_valid(const struct kp_bundle *b)
 	}
 	for (i = 0; i < b->n_entitlements; i++) {
 		/* sorted by token, neighbours often share a product */
-		if (i > 0 && strcmp(b->entitlements[i - 1].product, b->entitlements[i].product) == 0)
-			continue;
-		if (bsearch(b->entitlements[i].product, b->products, b->n_products,
-		            sizeof(*b->products), key_prod) == NULL)
+		if (p == NULL || strcmp(p->id, b->entitlements[i].product) != 0)
+			p = bsearch(b->entitlements[i].product, b->products, b->n_products,
+			            sizeof(*b->products), key_prod);
+		if (p == NULL || (b->entitlements[i].first_use && p->kind != KP_PRODUCT_PERIOD))
+			return false;
+	}
+	for (i = 0; i < b->n_discounts; i++) {
+		if (bsearch(b->discounts[i].operator_id, b->operators, b->n_operators,
+		            sizeof(struct kp_bundle_operator), key_op) == NULL)
+			return false;
+	}
+	for (i = 0; i < b->n_operator_fares; i++) {
+		if (bsearch(b->operator_fares[i].operator_id, b->operators, b->n_operators,
+		            sizeof(struct kp_bundle_operator), key_op) == NULL)
 			return false;
 	}
 	return true;
 }
 
-int kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b)
+/* The top-level keys in canonical order; V1: allowed in format 1; REQ: required. */
+enum { TK_V, TK_CAPS, TK_ACKED, TK_FEEDS, TK_ISSUED, TK_VERSION, TK_DENYLIST, TK_PRODUCTS,
+       TK_TERMINAL, TK_DISCOUNTS, TK_OPERATORS, TK_TRANSFERS, TK_ELIGIBILITY,
+       TK_ENTITLEMENTS, TK_OPERATOR_FARES, TK_COUNT };
+static const char *const TOP_KEYS[TK_COUNT] = { "v", "caps", "acked", "feeds", "issued",
+	"version", "denylist", "products", "terminal", "discounts", "operators", "transfers",
+	"eligibility", "entitlements", "operator_fares" };
+#define TK_REQUIRED (1u << TK_ACKED | 1u << TK_ISSUED | 1u << TK_VERSION | 1u << TK_DENYLIST | \
+                     1u << TK_PRODUCTS | 1u << TK_TERMINAL | 1u << TK_OPERATORS |              \
+                     1u << TK_ENTITLEMENTS)
+#define TK_FORMAT1 (TK_REQUIRED | 1u << TK_ELIGIBILITY)
+
+static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, struct derr *e)
 {
 	struct kp_cbor_reader r = { .buf = buf, .len = len };
 	uint64_t n, v;
-	int rc;
+	unsigned seen = 0;
+	int last = 0, idx = 0, rc;
 
 	if (b == NULL || (buf == NULL && len > 0))
 		return KP_SYNC_E_INVAL;
@@ -678,66 +1364,130 @@ int kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b)
 		rc = kp_cbor_read_key(&r, "v");
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_uint(&r, &v);
-	if (rc == KP_RECORD_OK && v != BUNDLE_FORMAT)
-		rc = KP_RECORD_E_VERSION;
-	if (rc == KP_RECORD_OK && n != BUNDLE_KEYS && n != BUNDLE_KEYS + 1)
-		rc = KP_RECORD_E_MALFORMED;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(&r, "acked");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint(&r, &b->acked);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(&r, "issued");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(&r, &b->issued_ms);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(&r, "version");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint(&r, &b->version);
-	if (rc == KP_RECORD_OK && b->version == 0)
+	if (rc == KP_RECORD_OK && v != 1 && v != KP_BUNDLE_FORMAT) {
+		rc = dfail(e, KP_SYNC_E_VERSION, "bundle format %llu (this terminal reads 1 to %d)",
+		           (unsigned long long)v, KP_BUNDLE_FORMAT);
+		goto out;
+	}
+	if (rc == KP_RECORD_OK && (n < BUNDLE_KEYS || n > TK_COUNT))
 		rc = KP_RECORD_E_MALFORMED;
 	rc = kp_cbor_sync_rc(rc);
 	if (rc != KP_SYNC_OK)
 		goto out;
-	rc = array_read(&r, &DENYLIST, (void **)&b->denylist, &b->n_denylist);
-	if (rc == KP_SYNC_OK)
-		rc = array_read(&r, &PRODUCTS, (void **)&b->products, &b->n_products);
-	if (rc == KP_SYNC_OK) {
-		rc = kp_cbor_read_key(&r, "terminal");
-		if (rc == KP_RECORD_OK)
-			rc = kp_cbor_read_id(&r, b->terminal);
-		rc = kp_cbor_sync_rc(rc);
-	}
-	if (rc == KP_SYNC_OK)
-		rc = array_read(&r, &OPERATORS, (void **)&b->operators, &b->n_operators);
-	if (rc == KP_SYNC_OK && n == BUNDLE_KEYS + 1) {
-		rc = array_read(&r, &ELIGIBILITY, (void **)&b->eligibility, &b->n_eligibility);
-		if (rc == KP_SYNC_OK && b->n_eligibility == 0)
+	b->format = (int)v;
+	feed_err = e;
+	feed_toobig = false;
+	for (uint64_t k = 1; rc == KP_SYNC_OK && k < n; k++) {
+		static const struct array_spec specs[TK_COUNT] = {
+			[TK_CAPS] = { KP_BUNDLE_CAPS_MAX, MIN_CAP, sizeof(struct kp_bundle_cap),
+			              cap_read_v, cap_cmp_v },
+			[TK_FEEDS] = { KP_BUNDLE_FEEDS_MAX, MIN_FEED, sizeof(struct kp_bundle_feed),
+			               feed_read_v, feed_cmp_v },
+			[TK_DENYLIST] = { KP_BUNDLE_DENYLIST_MAX, MIN_DENY,
+			                  sizeof(struct kp_bundle_deny), deny_read_v, deny_cmp_v },
+			[TK_PRODUCTS] = { KP_BUNDLE_PRODUCTS_MAX, MIN_PRODUCT,
+			                  sizeof(struct kp_bundle_product), product_read_v, prod_cmp },
+			[TK_DISCOUNTS] = { KP_BUNDLE_DISCOUNTS_MAX, MIN_DISCOUNT,
+			                   sizeof(struct kp_bundle_discount), disc_read_v, disc_cmp_v },
+			[TK_OPERATORS] = { KP_BUNDLE_OPERATORS_MAX, MIN_OPERATOR,
+			                   sizeof(struct kp_bundle_operator), operator_read_v, op_cmp },
+			[TK_TRANSFERS] = { KP_BUNDLE_TRANSFERS_MAX, MIN_TRANSFER,
+			                   sizeof(struct kp_bundle_transfer), xfer_read_v, xfer_cmp_v },
+			[TK_ELIGIBILITY] = { KP_BUNDLE_ELIGIBILITY_MAX, MIN_ELIGIBILITY,
+			                     sizeof(struct kp_bundle_eligibility), elig_read_v,
+			                     elig_cmp_v },
+			[TK_ENTITLEMENTS] = { KP_BUNDLE_ENTITLEMENTS_MAX, MIN_ENTITLEMENT,
+			                      sizeof(struct kp_bundle_entitlement), ent_read_v,
+			                      ent_cmp_v },
+			[TK_OPERATOR_FARES] = { KP_BUNDLE_OPERATOR_FARES_MAX, MIN_OPERATOR_FARE,
+			                        sizeof(struct kp_bundle_operator_fare), ofare_read_v,
+			                        ofare_cmp_v },
+		};
+		void **arr = NULL;
+		size_t *count = NULL;
+
+		rc = kp_cbor_sync_rc(next_key(&r, TOP_KEYS, TK_COUNT, &last, &idx));
+		if (rc != KP_SYNC_OK)
+			break;
+		if (b->format == 1 && !(TK_FORMAT1 & (1u << idx))) {
+			rc = dfail(e, KP_SYNC_E_MALFORMED, "key %s in a format 1 bundle", TOP_KEYS[idx]);
+			break;
+		}
+		seen |= 1u << idx;
+		switch (idx) {
+		case TK_ACKED:
+			rc = kp_cbor_sync_rc(kp_cbor_read_uint(&r, &b->acked));
+			continue;
+		case TK_ISSUED:
+			rc = kp_cbor_sync_rc(kp_cbor_read_uint63(&r, &b->issued_ms));
+			continue;
+		case TK_VERSION:
+			rc = kp_cbor_sync_rc(kp_cbor_read_uint(&r, &b->version));
+			if (rc == KP_SYNC_OK && b->version == 0)
+				rc = KP_SYNC_E_MALFORMED;
+			continue;
+		case TK_TERMINAL:
+			rc = kp_cbor_sync_rc(kp_cbor_read_id(&r, b->terminal));
+			continue;
+		case TK_CAPS:          arr = (void **)&b->caps;           count = &b->n_caps; break;
+		case TK_FEEDS:         arr = (void **)&b->feeds;          count = &b->n_feeds; break;
+		case TK_DENYLIST:      arr = (void **)&b->denylist;       count = &b->n_denylist; break;
+		case TK_PRODUCTS:      arr = (void **)&b->products;       count = &b->n_products; break;
+		case TK_DISCOUNTS:     arr = (void **)&b->discounts;      count = &b->n_discounts; break;
+		case TK_OPERATORS:     arr = (void **)&b->operators;      count = &b->n_operators; break;
+		case TK_TRANSFERS:     arr = (void **)&b->transfers;      count = &b->n_transfers; break;
+		case TK_ELIGIBILITY:   arr = (void **)&b->eligibility;    count = &b->n_eligibility; break;
+		case TK_ENTITLEMENTS:  arr = (void **)&b->entitlements;   count = &b->n_entitlements; break;
+		case TK_OPERATOR_FARES: arr = (void **)&b->operator_fares; count = &b->n_operator_fares; break;
+		default:               rc = KP_SYNC_E_MALFORMED; continue;
+		}
+		rc = array_read(&r, &specs[idx], arr, count, b->format);
+		if (rc != KP_SYNC_OK && feed_toobig)
+			rc = KP_SYNC_E_TOOBIG;
+		if (rc == KP_SYNC_OK && *count == 0 && !(TK_REQUIRED & (1u << idx)))
 			rc = KP_SYNC_E_MALFORMED;       /* none is written as no key, never [] */
+		if (rc != KP_SYNC_OK)
+			dfail(e, rc, "%s: %s", TOP_KEYS[idx], kp_sync_strerror(rc));
 	}
-	if (rc == KP_SYNC_OK)
-		rc = array_read(&r, &ENTITLEMENTS, (void **)&b->entitlements, &b->n_entitlements);
+	feed_err = NULL;
 	if (rc != KP_SYNC_OK)
 		goto out;
-	if (r.pos != r.len || r.noncanonical || !references_valid(b)) {
+	if ((seen & TK_REQUIRED) != TK_REQUIRED || r.pos != r.len || r.noncanonical) {
 		rc = KP_SYNC_E_MALFORMED;
 		goto out;
 	}
+	if (!references_valid(b))
+		rc = dfail(e, KP_SYNC_E_MALFORMED, "a product, operator or entitlement refers to "
+		           "something the bundle does not hold");
 out:
 	if (rc != KP_SYNC_OK)
 		kp_bundle_free(b);
 	return rc;
 }
 
+int kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b)
+{
+	return bundle_decode(buf, len, b, NULL);
+}
+
 void kp_bundle_free(struct kp_bundle *b)
 {
 	if (b == NULL)
 		return;
+	for (size_t i = 0; b->products != NULL && i < b->n_products; i++)
+		free(b->products[i].stops);
+	for (size_t i = 0; b->feeds != NULL && i < b->n_feeds; i++)
+		free(b->feeds[i].package);
 	free(b->operators);
 	free(b->products);
 	free(b->entitlements);
 	free(b->denylist);
 	free(b->eligibility);
+	free(b->discounts);
+	free(b->caps);
+	free(b->transfers);
+	free(b->operator_fares);
+	free(b->feeds);
 	memset(b, 0, sizeof(*b));
 }
 
@@ -826,10 +1576,16 @@ int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t 
 		        KP_BUNDLE_KID);
 		return KP_SYNC_E_MALFORMED;
 	}
-	rc = kp_bundle_decode(payload, payload_len, b);
-	if (rc != KP_SYNC_OK) {
-		set_err(err, err_cap, "bundle payload: %s", kp_sync_strerror(rc));
-		return rc;
+	{
+		char why[384] = "";
+		struct derr e = { why, sizeof(why) };
+
+		rc = bundle_decode(payload, payload_len, b, &e);
+		if (rc != KP_SYNC_OK) {
+			set_err(err, err_cap, "bundle payload: %s%s%s", kp_sync_strerror(rc),
+			        why[0] != '\0' ? ": " : "", why);
+			return rc;
+		}
 	}
 	if (strcmp(b->terminal, terminal) != 0) {
 		kp_cbor_text_printable(shown[0], sizeof(shown[0]), b->terminal, strlen(b->terminal));

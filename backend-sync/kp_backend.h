@@ -21,7 +21,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 2
+#define KP_BSTORE_SCHEMA_VERSION 3
 
 int  kp_bstore_open(kp_bstore **out, const char *path);
 void kp_bstore_close(kp_bstore *s);
@@ -75,6 +75,28 @@ int kp_bstore_register_card(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], con
 /* Sells product to a registered card; *ent_id gets the new entitlement's id. */
 int kp_bstore_sell(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
                    int64_t valid_from_ms, int64_t valid_until_ms, int64_t now_ms, int64_t *ent_id);
+/* The same for every product kind: stored value needs balance (minor units, 1..10^12; it
+ * is what was bought, and accepted charges reported by terminals are its uses), other kinds
+ * balance 0; first_use (period passes only): [from, until) is the window in which the
+ * first tap starts the pass (the backend then fixes its service days from that record's
+ * time, kp_bstore_set_service_day). */
+int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
+                      int64_t valid_from_ms, int64_t valid_until_ms, int64_t balance,
+                      int first_use, int64_t now_ms, int64_t *ent_id);
+/* The terminals' service day (default 04:00 at UTC+09:00), for first-use passes. */
+int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s);
+/* Upserts what b holds of the fare engine's configuration in one transaction (one state
+ * version): operators, products of every kind (with category, operators, stops),
+ * discounts, caps, transfer rules, operator fares. b must hold no entitlements, denylist,
+ * eligibility or feeds (KP_BE_E_INVAL). Everything else the backend holds stays. A sold
+ * product keeps its kind (KP_BE_E_INVAL). */
+int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b);
+/* Stores (or replaces) fare feed feed_id as a fare package (kp_sync.h), checked first;
+ * every bundle carries it. */
+int kp_bstore_put_feed(kp_bstore *s, const char *feed_id, const char *source,
+                       const uint8_t *package, size_t len, int64_t now_ms);
+/* Withdraws a feed: terminals delete it at their next bundle (KP_BE_E_NOTFOUND if none). */
+int kp_bstore_delete_feed(kp_bstore *s, const char *feed_id);
 int kp_bstore_denylist(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
                        int64_t now_ms);
 int kp_bstore_undeny(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN]);
@@ -118,6 +140,10 @@ enum kp_report {
 	                                (status: active, revoked, or expired once until has passed) */
 	KP_REPORT_LINKAGE_CARDS,     /* linkage card linked source */
 	KP_REPORT_LINK_REQUESTS,     /* terminal seq linkage card result reason at (link records) */
+	KP_REPORT_FEEDS,             /* feed rows bytes digest source imported */
+	KP_REPORT_PRODUCTS,          /* product kind name rides days route category operators */
+	KP_REPORT_FARES,             /* what rule: discounts, caps, transfers, operator fares */
+	KP_REPORT_OPERATORS,         /* operator name */
 };
 int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
                      int (*fn)(void *arg, int ncol, const char *const *cols,

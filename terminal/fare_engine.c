@@ -294,9 +294,14 @@ int kp_leg_caps(kp_store *s, const struct kp_terminal_cfg *cfg, int64_t at_ms,
 	int64_t day_id, month_id, day_spent, month_spent, cap;
 	int rc, found;
 
+	int64_t local_day, local_month;
+
 	kp_service_period(cfg, at_ms, &day_id, &month_id);
-	day_spent = fs->day_id == day_id ? fs->day_spent : 0;
-	month_spent = fs->month_id == month_id ? fs->month_spent : 0;
+	local_day = fs->day_id == day_id ? fs->day_spent : 0;
+	local_month = fs->month_id == month_id ? fs->month_spent : 0;
+	/* what the card spent at the other terminals of the scheme counts too */
+	day_spent = local_day + (fs->remote_day_id == day_id ? fs->remote_day_spent : 0);
+	month_spent = local_month + (fs->remote_month_id == month_id ? fs->remote_month_spent : 0);
 	p->cap_hit = 0;
 	rc = kp_store_fare_cap(s, cat, KP_CAP_DAY, &cap, &found);
 	if (rc != KP_OK)
@@ -328,11 +333,11 @@ int kp_leg_caps(kp_store *s, const struct kp_terminal_cfg *cfg, int64_t at_ms,
 	 * today's spending. */
 	if (apply && day_id >= fs->day_id) {
 		fs->day_id = day_id;
-		fs->day_spent = day_spent + p->amount;
+		fs->day_spent = local_day + p->amount;
 	}
 	if (apply && month_id >= fs->month_id) {
 		fs->month_id = month_id;
-		fs->month_spent = month_spent + p->amount;
+		fs->month_spent = local_month + p->amount;
 	}
 	return KP_OK;
 }

@@ -384,3 +384,132 @@ int kp_store_scratch(kp_store *s)
 		return kp_store_fail(s, "scratch");
 	return KP_OK;
 }
+
+int kp_store_clear_fare_remote(kp_store *s)
+{
+	sqlite3_stmt *st = prepare(s, "DELETE FROM fare_remote", "remote fare state");
+
+	return st == NULL ? KP_E_DB : exec_done(s, st, "remote fare state");
+}
+
+int kp_store_put_fare_remote(kp_store *s, const struct kp_fare_remote *r)
+{
+	sqlite3_stmt *st;
+
+	if (r->last_ms < 0 || r->day_spent < 0 || r->month_spent < 0 || r->leg_paid < 0 ||
+	    (r->open && (!kp_valid_id(r->open_operator) || r->open_ms <= 0)) ||
+	    (r->has_leg && !kp_valid_id(r->leg_operator)))
+		return KP_E_INVAL;
+	st = prepare(s, "INSERT OR REPLACE INTO fare_remote(token, last_ms, open_ms, open_operator,"
+	                " open_route, open_stop, open_paid, open_product, open_ent, closed_ms,"
+	                " leg_operator, leg_on_ms, leg_off_ms, leg_paid, day_id, day_spent,"
+	                " month_id, month_spent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+	                " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)", "remote fare state");
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_blob(st, 1, r->token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, r->last_ms);
+	if (r->open) {
+		sqlite3_bind_int64(st, 3, r->open_ms);
+		sqlite3_bind_text(st, 4, r->open_operator, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 5, r->open_route);
+		bind_text_or_null(st, 6, r->open_stop);
+		sqlite3_bind_int(st, 7, r->open_paid != 0);
+		bind_text_or_null(st, 8, r->open_product);
+		sqlite3_bind_int64(st, 9, r->open_ent);
+	}
+	if (r->closed_ms > 0)
+		sqlite3_bind_int64(st, 10, r->closed_ms);
+	if (r->has_leg) {
+		sqlite3_bind_text(st, 11, r->leg_operator, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 12, r->leg_on_ms);
+		sqlite3_bind_int64(st, 13, r->leg_off_ms);
+		sqlite3_bind_int64(st, 14, r->leg_paid);
+	}
+	sqlite3_bind_int64(st, 15, r->day_id);
+	sqlite3_bind_int64(st, 16, r->day_spent);
+	sqlite3_bind_int64(st, 17, r->month_id);
+	sqlite3_bind_int64(st, 18, r->month_spent);
+	return exec_done(s, st, "remote fare state");
+}
+
+int kp_store_fare_remote(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                         struct kp_fare_remote *r, int *found)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_REMOTE);
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	*found = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memcpy(r->token, token, KP_TOKEN_LEN);
+		r->last_ms = sqlite3_column_int64(st, 0);
+		r->open = sqlite3_column_type(st, 1) != SQLITE_NULL;
+		r->open_ms = sqlite3_column_int64(st, 1);
+		copy_col(st, 2, r->open_operator, sizeof(r->open_operator));
+		copy_col(st, 3, r->open_route, sizeof(r->open_route));
+		copy_col(st, 4, r->open_stop, sizeof(r->open_stop));
+		r->open_paid = sqlite3_column_int(st, 5);
+		copy_col(st, 6, r->open_product, sizeof(r->open_product));
+		r->open_ent = sqlite3_column_int64(st, 7);
+		r->closed_ms = sqlite3_column_int64(st, 8);
+		r->has_leg = sqlite3_column_type(st, 9) != SQLITE_NULL;
+		copy_col(st, 9, r->leg_operator, sizeof(r->leg_operator));
+		r->leg_on_ms = sqlite3_column_int64(st, 10);
+		r->leg_off_ms = sqlite3_column_int64(st, 11);
+		r->leg_paid = sqlite3_column_int64(st, 12);
+		r->day_id = sqlite3_column_int64(st, 13);
+		r->day_spent = sqlite3_column_int64(st, 14);
+		r->month_id = sqlite3_column_int64(st, 15);
+		r->month_spent = sqlite3_column_int64(st, 16);
+		*found = 1;
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "remote fare state");
+}
+
+int kp_store_superseded_journeys(kp_store *s, uint8_t (*tokens)[KP_TOKEN_LEN], size_t cap,
+                                 size_t *n)
+{
+	sqlite3_stmt *st = prepare(s, "SELECT f.token FROM fare_state f JOIN fare_remote r"
+	                              " ON r.token = f.token WHERE f.open_ms IS NOT NULL"
+	                              " AND r.last_ms > f.open_ms ORDER BY f.open_ms LIMIT ?1",
+	                           "superseded journeys");
+	int rc;
+
+	*n = 0;
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)cap);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN && *n < cap)
+			memcpy(tokens[(*n)++], sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
+	}
+	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "superseded journeys");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_store_put_product_scope(kp_store *s, const char *product, const char *kind,
+                               const char *scope_id)
+{
+	sqlite3_stmt *st;
+
+	if (!kp_valid_id(product) || kind == NULL ||
+	    (strcmp(kind, "route") != 0 && strcmp(kind, "network") != 0) || scope_id == NULL ||
+	    scope_id[0] == '\0' || strlen(scope_id) > KP_ID_MAX)
+		return KP_E_INVAL;
+	st = prepare(s, "INSERT OR IGNORE INTO product_scope(product_id, kind, scope_id)"
+	                " VALUES (?1, ?2, ?3)", "product scope");
+	if (st == NULL)
+		return KP_E_DB;
+	sqlite3_bind_text(st, 1, product, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, scope_id, -1, SQLITE_STATIC);
+	return exec_done(s, st, "product scope");
+}

@@ -253,9 +253,39 @@ int kp_store_transfer_rule(kp_store *s, const char *from_operator, const char *t
 int kp_store_put_product_commuter(kp_store *s, const char *id, const char *name,
                                   const char *route, const char *const *stops, size_t n_stops,
                                   const char *const *operators, size_t n_operators);
+/* Limits a product to a route or a network (kind "route" or "network"; GTFS ids of the
+ * operators' feeds) beyond its operators; a product with none is valid on every route. */
+int kp_store_put_product_scope(kp_store *s, const char *product, const char *kind,
+                               const char *scope_id);
 /* A commuter pass's route and stops; *n = 0 when the product is no commuter pass. */
 int kp_store_product_commuter(kp_store *s, const char *id, char route[KP_ID_MAX + 1],
                               char stops[][KP_ID_MAX + 1], size_t cap, size_t *n);
+
+/* What the backend knows of a card from the other terminals of the scheme (in the bundle,
+ * computed per receiving terminal from the others' records; terminal/FARES.md, "Across
+ * terminals"). Strings "" and times 0 when absent. */
+struct kp_fare_remote {
+	uint8_t token[KP_TOKEN_LEN];
+	int64_t last_ms;                    /* the card's latest record at another terminal */
+	int open;                           /* its latest record there is an open tap-on */
+	int64_t open_ms;
+	char open_operator[KP_ID_MAX + 1], open_route[KP_ID_MAX + 1], open_stop[KP_ID_MAX + 1];
+	int open_paid;                      /* paid at tap-on (a pass or a ride) */
+	char open_product[KP_ID_MAX + 1];
+	int64_t open_ent;
+	int64_t closed_ms;                  /* a journey the receiving terminal opened at this
+	                                     * time was closed at another terminal (0: none) */
+	int has_leg;                        /* its last stored-value leg there */
+	char leg_operator[KP_ID_MAX + 1];
+	int64_t leg_on_ms, leg_off_ms, leg_paid;
+	int64_t day_id, day_spent;          /* charged there in service day day_id */
+	int64_t month_id, month_spent;      /* and in month month_id (YYYYMM) */
+};
+/* Replaces every card's remote fare state (inside the bundle's transaction). */
+int kp_store_clear_fare_remote(kp_store *s);
+int kp_store_put_fare_remote(kp_store *s, const struct kp_fare_remote *r);
+int kp_store_fare_remote(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                         struct kp_fare_remote *r, int *found);
 
 struct kp_elig_view {
 	char category[KP_ID_MAX + 1];
@@ -499,5 +529,22 @@ int kp_currency_digits(const char *code);
 /* Parses a decimal amount ("2.50", "3", "0.5") into minor units without floating point;
  * KP_E_PARSE if malformed, negative (unless allowed) or with more decimals than digits. */
 int kp_money_parse(const char *s, int digits, int allow_negative, int64_t *out);
+
+/* ---- fare feeds and fare configuration in the config bundle (terminal/syncfares.c,
+ * backend-sync/PROTOCOL.md section 5; added for the bundle's format 2) ---- */
+
+/* Feed feed_id of the store as a fare package (kp_sync.h); *pkg malloc'd. */
+int kp_store_export_feed(kp_store *s, const char *feed_id, uint8_t **pkg, size_t *len,
+                         size_t *n_rows, char *err, size_t err_cap);
+/* Inside the caller's transaction: replaces feed feed_id by the package's rows, unless the
+ * store already holds a feed of this digest from an earlier bundle (*applied = 0). */
+int kp_store_apply_feed(kp_store *s, const char *feed_id, const uint8_t digest[KP_SHA256_LEN],
+                        const uint8_t *pkg, size_t len, int *applied);
+/* Inside the caller's transaction: deletes the feeds an earlier bundle brought that are not
+ * in keep (feeds imported locally are left alone). */
+int kp_store_withdraw_feeds(kp_store *s, const char *const *keep, size_t n_keep);
+/* The store's operators, products (every kind), discounts, caps, transfer rules and
+ * operator fares as a bundle's arrays (free with kp_bundle_free). */
+int kp_store_export_config(kp_store *s, struct kp_bundle *b);
 
 #endif

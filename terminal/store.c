@@ -196,7 +196,21 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  day_id INTEGER NOT NULL DEFAULT 0, day_spent INTEGER NOT NULL DEFAULT 0,"
 	"  month_id INTEGER NOT NULL DEFAULT 0, month_spent INTEGER NOT NULL DEFAULT 0"
 	") WITHOUT ROWID;"
-	"CREATE INDEX fare_state_open ON fare_state(open_ms) WHERE open_ms IS NOT NULL;",
+	"CREATE INDEX fare_state_open ON fare_state(open_ms) WHERE open_ms IS NOT NULL;"
+	/* Routes and networks a product is limited to, beyond its operators (none: all). */
+	"CREATE TABLE product_scope(product_id TEXT NOT NULL REFERENCES products(id)"
+	"  ON DELETE CASCADE, kind TEXT NOT NULL CHECK (kind IN ('route', 'network')),"
+	"  scope_id TEXT NOT NULL, PRIMARY KEY (product_id, kind, scope_id)) WITHOUT ROWID;"
+	/* What the backend knows of a card from the other terminals (bundle): its latest
+	 * record there, a journey open there, a journey of ours it closed (closed_ms = our
+	 * tap-on's time), its last stored-value leg, its spending this day and month. */
+	"CREATE TABLE fare_remote(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  last_ms INTEGER NOT NULL, open_ms INTEGER, open_operator TEXT, open_route TEXT,"
+	"  open_stop TEXT, open_paid INTEGER, open_product TEXT, open_ent INTEGER,"
+	"  closed_ms INTEGER, leg_operator TEXT, leg_on_ms INTEGER, leg_off_ms INTEGER,"
+	"  leg_paid INTEGER, day_id INTEGER NOT NULL DEFAULT 0,"
+	"  day_spent INTEGER NOT NULL DEFAULT 0, month_id INTEGER NOT NULL DEFAULT 0,"
+	"  month_spent INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -214,6 +228,10 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	                           " last_operator, last_stop)"
 	                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
 	                           " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+	[KP_STMT_FARE_REMOTE] = "SELECT last_ms, open_ms, open_operator, open_route, open_stop,"
+	                        " open_paid, open_product, open_ent, closed_ms, leg_operator,"
+	                        " leg_on_ms, leg_off_ms, leg_paid, day_id, day_spent, month_id,"
+	                        " month_spent FROM fare_remote WHERE token = ?1",
 	[KP_STMT_OPERATOR_FARE] = "SELECT feed_id, distance FROM operator_fares WHERE operator_id = ?1",
 	[KP_STMT_FARE_CAP] = "SELECT amount FROM fare_caps WHERE category = ?1 AND period = ?2",
 	[KP_STMT_TRANSFER_RULE] = "SELECT from_operator, to_operator, within_s, max_transfers, off"
@@ -235,7 +253,14 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	                      " EXISTS (SELECT 1 FROM product_operators po"
 	                      "  WHERE po.product_id = e.product_id AND po.operator_id = ?2),"
 	                      " coalesce(p.category, ''), p.stored, coalesce(p.period_days, 0),"
-	                      " e.first_use, p.commuter_route IS NOT NULL"
+	                      " e.first_use, p.commuter_route IS NOT NULL,"
+	                      " ?3 IS NULL OR NOT EXISTS (SELECT 1 FROM product_scope ps"
+	                      "  WHERE ps.product_id = e.product_id) OR EXISTS (SELECT 1"
+	                      "  FROM product_scope ps WHERE ps.product_id = e.product_id AND"
+	                      "  ((ps.kind = 'route' AND ps.scope_id = ?3) OR (ps.kind = 'network'"
+	                      "  AND ps.scope_id IN (SELECT network_id FROM fare_route_networks"
+	                      "  WHERE route_id = ?3 UNION SELECT network_id FROM fare_routes"
+	                      "  WHERE route_id = ?3 AND network_id <> ''))))"
 	                      " FROM entitlements e JOIN products p ON p.id = e.product_id"
 	                      " WHERE e.token = ?1 ORDER BY e.id",
 	[KP_STMT_CARD_ELIG] = "SELECT category, valid_from, valid_until, via FROM eligibility"
@@ -805,6 +830,13 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                                const char *operator_id, struct kp_ent_view *out, size_t cap,
                                size_t *n)
 {
+	return kp_store_card_entitlements_at(s, token, operator_id, NULL, out, cap, n);
+}
+
+int kp_store_card_entitlements_at(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                                  const char *operator_id, const char *route,
+                                  struct kp_ent_view *out, size_t cap, size_t *n)
+{
 	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CARD_ENTS);
 	int rc;
 
@@ -813,6 +845,8 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		return KP_E_DB;
 	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, operator_id, -1, SQLITE_STATIC);
+	if (route != NULL)
+		sqlite3_bind_text(st, 3, route, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
 		struct kp_ent_view *v = &out[*n];
 		const char *product = (const char *)sqlite3_column_text(st, 1);
@@ -831,6 +865,7 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		v->period_days = sqlite3_column_int(st, 8);
 		v->first_use = sqlite3_column_int(st, 9);
 		v->commuter = sqlite3_column_int(st, 10);
+		v->route_ok = sqlite3_column_int(st, 11);
 		(*n)++;
 	}
 	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");

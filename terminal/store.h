@@ -18,6 +18,7 @@ struct kp_ent_view {
 	int period_days;                 /* period pass of this many service days, else 0 */
 	int first_use;                   /* = e.first_use */
 	int commuter;                    /* a commuter pass (its stops decide where) */
+	int route_ok;                    /* the product's routes/networks hold the asked route */
 };
 
 int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *listed);
@@ -29,6 +30,10 @@ int kp_store_set_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_
 int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                                const char *operator_id, struct kp_ent_view *out, size_t cap,
                                size_t *n);
+/* The same, also marking route_ok for route (NULL: not checked, route_ok = 1). */
+int kp_store_card_entitlements_at(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
+                                  const char *operator_id, const char *route,
+                                  struct kp_ent_view *out, size_t cap, size_t *n);
 int kp_store_card_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                               struct kp_elig_view *out, size_t cap, size_t *n);
 /* Takes one ride: fails (KP_E_DB) unless rides_left was still `expect`. */
@@ -68,11 +73,17 @@ struct kp_fare_state {
 	int chain_transfers;
 	int64_t day_id, day_spent, month_id, month_spent;
 	char last_operator[KP_ID_MAX + 1], last_stop[KP_ID_MAX + 1];  /* last accepted tap */
+	/* not stored: the other terminals' spending (kp_fare_remote), added for the caps */
+	int64_t remote_day_id, remote_day_spent, remote_month_id, remote_month_spent;
 };
 int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct kp_fare_state *st,
                         int *found);
 int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                             const struct kp_fare_state *st);
+/* Up to cap cards with a journey open here that the other terminals saw the card after
+ * (kp_fare_remote.last_ms later than its tap-on). */
+int kp_store_superseded_journeys(kp_store *s, uint8_t (*tokens)[KP_TOKEN_LEN], size_t cap,
+                                 size_t *n);
 /* Up to cap cards whose journey opened before before_ms. */
 int kp_store_open_journeys(kp_store *s, int64_t before_ms, uint8_t (*tokens)[KP_TOKEN_LEN],
                            size_t cap, size_t *n);

@@ -29,6 +29,7 @@ enum kp_stmt {
 	KP_STMT_FARE_CAP,
 	KP_STMT_TRANSFER_RULE,
 	KP_STMT_PRODUCT_STOPS,
+	KP_STMT_FARE_REMOTE,
 	/* fares.c's lookups: prepared from its own SQL by kp_store_stmt_sql */
 	KP_STMT_FARE_FEED,
 	KP_STMT_FARE_STOP,

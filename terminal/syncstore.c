@@ -111,15 +111,178 @@ static int src_config_version(void *ctx, uint64_t *version)
 	return sync_value(ctx, "config_version", version);
 }
 
+/* A first-use pass this terminal started whose tap the backend has not acknowledged: the
+ * bundle still says "first use", and must not undo the start. */
+struct started { uint8_t token[KP_TOKEN_LEN]; int64_t id, from, until; };
+
+static int started_passes(kp_store *s, uint64_t acked, struct started **out, size_t *n)
+{
+	sqlite3_stmt *st = NULL;
+	size_t cap = 0;
+	int rc = KP_OK;
+
+	*out = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT token, id, valid_from, valid_until FROM entitlements"
+	                       " WHERE first_use = 0 AND id IN (SELECT ent_id FROM pending_uses"
+	                       " WHERE seq > ?1)", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "started passes");
+	sqlite3_bind_int64(st, 1, (int64_t)acked);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		struct started *p;
+
+		if (sqlite3_column_bytes(st, 0) != KP_TOKEN_LEN)
+			continue;
+		if (*n == cap) {
+			p = realloc(*out, (cap = cap ? cap * 2 : 16) * sizeof(*p));
+			if (p == NULL) {
+				rc = KP_E_NOMEM;
+				break;
+			}
+			*out = p;
+		}
+		p = &(*out)[(*n)++];
+		memcpy(p->token, sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
+		p->id = sqlite3_column_int64(st, 1);
+		p->from = sqlite3_column_int64(st, 2);
+		p->until = sqlite3_column_int64(st, 3);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int keep_started(kp_store *s, const struct started *p, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = KP_OK;
+
+	if (n == 0)
+		return KP_OK;
+	if (sqlite3_prepare_v2(s->db, "UPDATE entitlements SET valid_from = ?3, valid_until = ?4,"
+	                       " first_use = 0 WHERE token = ?1 AND id = ?2 AND first_use = 1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "started passes");
+	for (size_t i = 0; rc == KP_OK && i < n; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_blob(st, 1, p[i].token, KP_TOKEN_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, p[i].id);
+		sqlite3_bind_int64(st, 3, p[i].from);
+		sqlite3_bind_int64(st, 4, p[i].until);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			rc = kp_store_fail(s, "started passes");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int put_product(kp_store *s, const struct kp_bundle_product *p)
+{
+	const char *ops[KP_BUNDLE_PRODUCT_OPS_MAX], *stops[KP_BUNDLE_PRODUCT_STOPS_MAX];
+	size_t n_ops = p->n_operators < KP_BUNDLE_PRODUCT_OPS_MAX ? p->n_operators :
+	               KP_BUNDLE_PRODUCT_OPS_MAX;
+	int rc;
+
+	for (size_t j = 0; j < n_ops; j++)
+		ops[j] = p->operators[j];
+	switch (p->kind) {
+	case KP_PRODUCT_STORED:
+		rc = kp_store_put_product_stored(s, p->id, p->name, ops, n_ops);
+		break;
+	case KP_PRODUCT_PERIOD:
+		rc = kp_store_put_product_period(s, p->id, p->name, p->days, ops, n_ops);
+		break;
+	case KP_PRODUCT_COMMUTER:
+		if (p->stops == NULL || p->n_stops > KP_BUNDLE_PRODUCT_STOPS_MAX)
+			return KP_E_INVAL;
+		for (size_t j = 0; j < p->n_stops; j++)
+			stops[j] = p->stops[j];
+		rc = kp_store_put_product_commuter(s, p->id, p->name, p->route, stops, p->n_stops,
+		                                   ops, n_ops);
+		break;
+	default:
+		return kp_store_put_product_cat(s, p->id, p->name, (int)p->rides, p->category, ops,
+		                                n_ops);
+	}
+	if (rc == KP_OK && p->category[0] != '\0')
+		rc = kp_store_run_product_category(s, p->id, p->category);
+	return rc;
+}
+
+/* Format 2: the fare engine's configuration and the feeds replace what earlier bundles
+ * brought. A format 1 bundle cannot say them and leaves them alone. */
+static int apply_fares(kp_store *s, const struct kp_bundle *b, size_t *feeds_applied)
+{
+	const char **keep = NULL;
+	int rc, applied = 0;
+
+	*feeds_applied = 0;
+	rc = run(s, "DELETE FROM discounts", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM fare_caps", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM transfer_rules", 0, 0, "clear");
+	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM operator_fares", 0, 0, "clear");
+	for (size_t i = 0; rc == KP_OK && i < b->n_discounts; i++) {
+		const struct kp_bundle_discount *d = &b->discounts[i];
+		struct kp_discount k = { d->percent, (enum kp_rounding)d->rounding, d->unit };
+
+		rc = kp_store_put_discount(s, d->operator_id, d->category, &k);
+	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_caps; i++)
+		rc = kp_store_put_fare_cap(s, b->caps[i].category,
+		                           b->caps[i].period ? KP_CAP_MONTH : KP_CAP_DAY,
+		                           b->caps[i].amount);
+	for (size_t i = 0; rc == KP_OK && i < b->n_transfers; i++) {
+		const struct kp_bundle_transfer *t = &b->transfers[i];
+		struct kp_transfer_rule r;
+
+		memset(&r, 0, sizeof(r));
+		snprintf(r.from_operator, sizeof(r.from_operator), "%s", t->from_operator);
+		snprintf(r.to_operator, sizeof(r.to_operator), "%s", t->to_operator);
+		r.within_s = t->within_s;
+		r.max_transfers = t->max_transfers;
+		r.off = t->off;
+		rc = kp_store_put_transfer_rule(s, &r);
+	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_operator_fares; i++)
+		rc = kp_store_put_operator_fare(s, b->operator_fares[i].operator_id,
+		                                b->operator_fares[i].feed_id,
+		                                b->operator_fares[i].distance);
+	if (rc != KP_OK) {
+		if (s->err[0] == '\0')
+			snprintf(s->err, sizeof(s->err), "a discount, cap, transfer rule or operator "
+			         "fare this terminal cannot take");
+		return rc;
+	}
+	keep = calloc(b->n_feeds + 1, sizeof(*keep));
+	if (keep == NULL)
+		return KP_E_NOMEM;
+	for (size_t i = 0; i < b->n_feeds; i++)
+		keep[i] = b->feeds[i].id;
+	rc = kp_store_withdraw_feeds(s, keep, b->n_feeds);
+	free(keep);
+	for (size_t i = 0; rc == KP_OK && i < b->n_feeds; i++) {
+		const struct kp_bundle_feed *f = &b->feeds[i];
+
+		rc = kp_store_apply_feed(s, f->id, f->digest, f->package, f->package_len, &applied);
+		*feeds_applied += applied != 0;
+	}
+	return rc;
+}
+
 static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 {
 	kp_store *s = ctx;
+	struct started *started = NULL;
+	size_t n_started = 0, feeds_applied = 0;
 	uint64_t have = 0;
 	int rc;
 
 	rc = kp_store_begin(s);
 	if (rc != KP_OK)
 		return rc;
+	s->err[0] = '\0';
 	/* Checked again inside the transaction: two syncs must not apply out of order. */
 	rc = sync_value(s, "config_version", &have);
 	if (rc == KP_OK && b->version <= have) {
@@ -127,6 +290,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 		         (unsigned long long)b->version, (unsigned long long)have);
 		rc = KP_E_INVAL;
 	}
+	if (rc == KP_OK)
+		rc = started_passes(s, b->acked, &started, &n_started);
 	/* The snapshot replaces what the terminal had: the backend is the truth. */
 	if (rc == KP_OK)
 		rc = run(s, "DELETE FROM entitlements", 0, 0, "clear");
@@ -143,13 +308,9 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	for (size_t i = 0; rc == KP_OK && i < b->n_operators; i++)
 		rc = kp_store_put_operator(s, b->operators[i].id, b->operators[i].name);
 	for (size_t i = 0; rc == KP_OK && i < b->n_products; i++) {
-		const struct kp_bundle_product *p = &b->products[i];
-		const char *ops[16];
-
-		for (size_t j = 0; j < p->n_operators && j < 16; j++)
-			ops[j] = p->operators[j];
-		rc = kp_store_put_product_cat(s, p->id, p->name, (int)p->rides, p->category, ops,
-		                              p->n_operators);
+		rc = put_product(s, &b->products[i]);
+		if (rc != KP_OK && s->err[0] == '\0')
+			snprintf(s->err, sizeof(s->err), "product %s: not valid here", b->products[i].id);
 	}
 	for (size_t i = 0; rc == KP_OK && i < b->n_entitlements; i++) {
 		const struct kp_bundle_entitlement *be = &b->entitlements[i];
@@ -162,6 +323,7 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 		e.rides_left = be->remaining;
 		e.valid_from_ms = be->valid_from_ms;
 		e.valid_until_ms = be->valid_until_ms;
+		e.first_use = be->first_use;
 		rc = kp_store_put_entitlement(s, &e);
 	}
 	for (size_t i = 0; rc == KP_OK && i < b->n_eligibility; i++) {
@@ -172,18 +334,24 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	}
 	for (size_t i = 0; rc == KP_OK && i < b->n_denylist; i++)
 		rc = kp_store_put_denylist(s, b->denylist[i].token, b->denylist[i].reason, b->issued_ms);
-	/* Merge, not overwrite: take off the rides this terminal took that the snapshot does
-	 * not include yet (records after b->acked). */
+	if (rc == KP_OK && (b->format >= 2 || b->n_discounts > 0 || b->n_caps > 0 ||
+	                    b->n_transfers > 0 || b->n_operator_fares > 0 || b->n_feeds > 0))
+		rc = apply_fares(s, b, &feeds_applied);
+	/* Merge, not overwrite: take off the rides (stored value: the amounts) this terminal
+	 * took that the snapshot does not include yet (records after b->acked). */
 	if (rc == KP_OK)
 		rc = run(s, "UPDATE entitlements SET rides_left = max(0, rides_left -"
 		            " (SELECT coalesce(sum(rides), 0) FROM pending_uses p"
 		            "  WHERE p.ent_id = entitlements.id AND p.seq > ?1)) ",
 		         (int64_t)b->acked, 0, "merge uses");
 	if (rc == KP_OK)
+		rc = keep_started(s, started, n_started);
+	if (rc == KP_OK)
 		rc = run(s, "UPDATE sync_state SET value = ?1 WHERE key = 'config_version'",
 		         (int64_t)b->version, 0, "config version");
 	if (rc == KP_OK)
 		rc = kp_store_commit(s);
+	free(started);
 	if (rc != KP_OK) {
 		fprintf(stderr, "kippu: bundle %llu not applied: %s\n",
 		        (unsigned long long)b->version, kp_store_errmsg(s));

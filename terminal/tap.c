@@ -2,6 +2,7 @@
  * journal record; it commits before the caller may show anything to the rider. The
  * record is signed inside the transaction (deterministic ECDSA, ~0.3 ms), so no unsigned
  * record ever exists on disk and "committed" and "signed" are the same instant. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,7 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "no-tap-off",       "Last journey had no tap-off: maximum fare charged" },
 		{ "not-covered",      "Pass not valid for this stop" },
 		{ "wrong-operator",   "Ticket not valid on this operator" },
+		{ "wrong-route",      "Ticket not valid on this route" },
 		{ "no-entitlement",   "No ticket on this card" },
 		{ "card-removed",     "Card removed too soon: tap again" },
 		{ "card-error",       "Card could not be read: tap again" },
@@ -284,6 +286,7 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 {
 	struct choice c = { NULL, NULL, NULL, NULL, "no-entitlement" };
 	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
+	int other_route = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct kp_entitlement *en = &v[i].e;
@@ -301,6 +304,8 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 		}
 		if (!v[i].valid_here) {
 			elsewhere = 1;
+		} else if (!v[i].route_ok) {
+			other_route = 1;
 		} else if (now >= en->valid_until_ms) {
 			expired = 1;
 		} else if (now < en->valid_from_ms) {
@@ -341,6 +346,8 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 		c.reason = "not-yet-valid";
 	else if (elsewhere)
 		c.reason = "wrong-operator";
+	else if (other_route)
+		c.reason = "wrong-route";
 	else if (not_eligible)
 		c.reason = "not-eligible";
 	return c;
@@ -349,21 +356,21 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 /* The card's entitlements valid on operator_id, and those of the My Number linkages it is
  * linked through. */
 static int gather(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], const char *operator_id,
-                  int64_t now, struct kp_ent_view *ents, size_t *n, struct kp_elig_view *el,
-                  size_t *n_el)
+                  const char *route, int64_t now, struct kp_ent_view *ents, size_t *n,
+                  struct kp_elig_view *el, size_t *n_el)
 {
 	int rc = kp_store_card_eligibility(e->s, token, el, KP_MAX_CARD_ELIGIBILITY, n_el);
 
 	if (rc == KP_OK)
-		rc = kp_store_card_entitlements(e->s, token, operator_id, ents,
-		                                KP_MAX_CARD_ENTITLEMENTS, n);
+		rc = kp_store_card_entitlements_at(e->s, token, operator_id, route, ents,
+		                                   KP_MAX_CARD_ENTITLEMENTS, n);
 	for (size_t i = 0; rc == KP_OK && i < *n_el; i++) {
 		size_t more = 0;
 
 		if (!el[i].has_via || now < el[i].valid_from_ms || now >= el[i].valid_until_ms)
 			continue;
-		rc = kp_store_card_entitlements(e->s, el[i].via, operator_id, ents + *n,
-		                                KP_MAX_CARD_ENTITLEMENTS - *n, &more);
+		rc = kp_store_card_entitlements_at(e->s, el[i].via, operator_id, route, ents + *n,
+		                                   KP_MAX_CARD_ENTITLEMENTS - *n, &more);
 		*n += more;
 		/* The linkage's own categories count for the card too. */
 		if (rc == KP_OK && *n_el < KP_MAX_CARD_ELIGIBILITY) {
@@ -400,14 +407,14 @@ struct tap {
 	int distance, have_fare;
 };
 
-static int load_card(struct tap *t, const char *operator_id)
+static int load_card(struct tap *t, const char *operator_id, const char *route)
 {
 	int rc;
 
 	memset(t->stored, 0, sizeof(t->stored));
 	memset(t->commuter, 0, sizeof(t->commuter));
 	t->any_stored = 0;
-	rc = gather(t->e, t->token, operator_id, t->now, t->ents, &t->n, t->el, &t->n_el);
+	rc = gather(t->e, t->token, operator_id, route, t->now, t->ents, &t->n, t->el, &t->n_el);
 	if (rc != KP_OK)
 		return rc;
 	t->c = choose(t->ents, t->n, t->el, t->n_el, t->now, t->stored, t->commuter);
@@ -644,7 +651,7 @@ static int close_journey(struct tap *t, int64_t at_ms)
 
 		/* The card as it was at the tap-on, on the journey's operator. */
 		t->now = fs->open_ms;
-		rc = load_card(t, fs->open_operator);
+		rc = load_card(t, fs->open_operator, fs->open_route);
 		if (rc == KP_OK)
 			rc = kp_operator_fare(e->s, &e->cfg, fs->open_operator, feed, &distance, &have);
 		if (rc != KP_OK) {
@@ -691,6 +698,60 @@ static int close_journey(struct tap *t, int64_t at_ms)
 	if (rc == KP_OK && rec.entitlement != 0)
 		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement,
 		                          rec.amount > 0 ? rec.amount : rec.rides);
+	return rc;
+}
+
+/* Folds in what the backend knows of the card from the other terminals: a journey of ours
+ * closed there is no longer open here (they charged it); a journey open there, newer than
+ * anything this terminal saw, is the card's open journey; a newer stored-value leg there is
+ * the one a transfer starts from; their spending counts for the caps. */
+static void merge_remote(struct tap *t, const struct kp_fare_remote *r, int64_t last_local)
+{
+	struct kp_fare_state *fs = &t->fs;
+
+	if (fs->open && r->closed_ms != 0 && r->closed_ms == fs->open_ms)
+		fs->open = 0;
+	if (!fs->open && r->open && r->open_ms > last_local) {
+		fs->open = 1;
+		fs->open_ms = r->open_ms;
+		fs->open_seq = 0;
+		snprintf(fs->open_operator, sizeof(fs->open_operator), "%s", r->open_operator);
+		snprintf(fs->open_route, sizeof(fs->open_route), "%s", r->open_route);
+		snprintf(fs->open_stop, sizeof(fs->open_stop), "%s", r->open_stop);
+		fs->open_ent = r->open_ent;
+		snprintf(fs->open_product, sizeof(fs->open_product), "%s", r->open_product);
+		fs->open_paid = r->open_paid;
+	}
+	if (r->has_leg && (!fs->has_leg || r->leg_off_ms > fs->leg_off_ms)) {
+		fs->has_leg = 1;
+		fs->leg_on_ms = r->leg_on_ms;
+		fs->leg_off_ms = r->leg_off_ms;
+		snprintf(fs->leg_operator, sizeof(fs->leg_operator), "%s", r->leg_operator);
+		fs->leg_feed[0] = '\0';          /* only the scheme's transfer rules apply */
+		fs->leg_group[0] = '\0';
+		fs->leg_paid = r->leg_paid;
+		fs->chain_start_ms = r->leg_on_ms;
+		fs->chain_fare[0] = '\0';
+		fs->chain_transfers = 0;
+	}
+	fs->remote_day_id = r->day_id;
+	fs->remote_day_spent = r->day_spent;
+	fs->remote_month_id = r->month_id;
+	fs->remote_month_spent = r->month_spent;
+}
+
+static int load_fare_state(struct tap *t, int64_t last_local, int *found)
+{
+	struct kp_fare_remote r;
+	int rc, have = 0;
+
+	rc = kp_store_fare_state(t->e->s, t->token, &t->fs, found);
+	if (rc == KP_OK)
+		rc = kp_store_fare_remote(t->e->s, t->token, &r, &have);
+	if (rc == KP_OK && have) {
+		merge_remote(t, &r, last_local);
+		*found = 1;
+	}
 	return rc;
 }
 
@@ -979,7 +1040,7 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	if (rc == KP_OK && !listed)
 		rc = kp_store_last_tap(e->s, token, &last, &found);
 	if (rc == KP_OK && !listed)
-		rc = kp_store_fare_state(e->s, token, &t->fs, &fs_found);
+		rc = load_fare_state(t, found ? last : 0, &fs_found);
 	if (rc == KP_OK && !listed)
 		rc = kp_operator_fare(e->s, &e->cfg, e->cfg.operator_id, t->feed, &t->distance,
 		                      &t->have_fare);
@@ -1003,7 +1064,7 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		                    strcmp(t->fs.open_operator, e->cfg.operator_id) == 0))
 			rc = close_journey(t, now_ms);
 		if (rc == KP_OK)
-			rc = load_card(t, e->cfg.operator_id);
+			rc = load_card(t, e->cfg.operator_id, e->cfg.route);
 		before = t->fs;
 		if (rc == KP_OK && ev == EV_TAP)
 			rc = decide_flat(t, &rec, &pass_until, &warn_days, &accepted);
@@ -1050,12 +1111,17 @@ int kp_tap_sweep(kp_tap_engine *e, int64_t now_ms, size_t *closed)
 {
 	uint8_t tokens[64][KP_TOKEN_LEN];
 	int64_t day_start, day_end;
-	size_t n = 0;
+	size_t n = 0, n_old = 0;
 	int rc;
 
 	*closed = 0;
 	kp_service_days(&e->cfg, now_ms, 1, &day_start, &day_end);
-	rc = kp_store_open_journeys(e->s, day_start, tokens, 64, &n);
+	/* journeys the card has tapped away from at another terminal, then those whose
+	 * service day is over */
+	rc = kp_store_superseded_journeys(e->s, tokens, 32, &n);
+	if (rc == KP_OK)
+		rc = kp_store_open_journeys(e->s, day_start, tokens + n, 64 - n, &n_old);
+	n += n_old;
 	for (size_t i = 0; rc == KP_OK && i < n; i++) {
 		struct tap *t = calloc(1, sizeof(*t));
 		uint8_t prev_before[KP_SHA256_LEN];
@@ -1067,15 +1133,30 @@ int kp_tap_sweep(kp_tap_engine *e, int64_t now_ms, size_t *closed)
 		t->token = tokens[i];
 		t->now = now_ms;
 		memcpy(prev_before, e->prev, KP_SHA256_LEN);
+		struct kp_fare_remote r;
+		int have = 0, open_before;
+
 		rc = kp_store_begin(e->s);
 		if (rc == KP_OK)
 			rc = kp_store_fare_state(e->s, tokens[i], &t->fs, &found);
-		if (rc == KP_OK && found && t->fs.open && t->fs.open_ms < day_start) {
+		if (rc == KP_OK)
+			rc = kp_store_fare_remote(e->s, tokens[i], &r, &have);
+		open_before = found && t->fs.open;
+		if (rc == KP_OK && open_before && have)
+			merge_remote(t, &r, INT64_MAX);     /* never adopt a remote journey here */
+		if (rc == KP_OK && open_before && !t->fs.open) {
+			/* closed and charged at another terminal: nothing to charge here */
+			rc = kp_store_put_fare_state(e->s, tokens[i], &t->fs);
+			if (rc == KP_OK)
+				(*closed)++;
+		} else if (rc == KP_OK && open_before &&
+		           (t->fs.open_ms < day_start || (have && r.last_ms > t->fs.open_ms))) {
 			int64_t from, until;
 
-			/* charged as of the end of the journey's own service day */
+			/* charged as of the end of the journey's own service day, or now when the
+			 * card has since tapped at another terminal that did not know of it */
 			kp_service_days(&e->cfg, t->fs.open_ms, 1, &from, &until);
-			rc = close_journey(t, until);
+			rc = close_journey(t, until < now_ms ? until : now_ms);
 			if (rc == KP_OK)
 				rc = kp_store_put_fare_state(e->s, tokens[i], &t->fs);
 			if (rc == KP_OK)

@@ -284,6 +284,96 @@ static void test_refusal_changes_nothing(void **state)
 	journal_ok(f, 4);
 }
 
+static void card_token(struct fx *f, uint8_t token[KP_TOKEN_LEN])
+{
+	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+}
+
+/* What the other terminals saw (kp_fare_remote, from the bundle): their spending counts
+ * for the caps; a journey opened there can be tapped off here; a journey of ours they
+ * closed is not charged again; one they did not know of is charged at once. */
+static void test_remote_state(void **state)
+{
+	struct fx *f = *state;
+	struct kp_fare_remote r;
+	struct kp_tap_outcome o;
+	size_t closed = 0;
+
+	memset(&r, 0, sizeof(r));
+	card_token(f, r.token);
+	r.last_ms = T0 - HOUR;
+	r.day_id = (T0 / 1000 + 9 * 3600 - 4 * 3600) / 86400;     /* this service day */
+	r.day_spent = 600;
+	r.open = 1;                                   /* tapped on at S1 on another bus of B */
+	r.open_ms = T0 - HOUR;
+	snprintf(r.open_operator, sizeof(r.open_operator), "B");
+	snprintf(r.open_route, sizeof(r.open_route), "R");
+	snprintf(r.open_stop, sizeof(r.open_stop), "S1");
+	assert_int_equal(kp_store_begin(f->s), KP_OK);
+	assert_int_equal(kp_store_put_fare_cap(f->s, "", KP_CAP_DAY, 700), KP_OK);
+	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
+	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	tap_at(f, "B", "S3", T0, &o);                 /* its tap-off here: 400, cap leaves 100 */
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.event, "tap_off");
+	assert_int_equal(o.amount, 100);
+	assert_int_equal(balance(f), 900);
+
+	/* our own journey, then the backend says another terminal closed it */
+	tap_at(f, "B", "S2", T0 + HOUR, &o);
+	assert_string_equal(o.event, "tap_on");
+	r.open = 0;
+	r.last_ms = T0 + 2 * HOUR;
+	r.closed_ms = T0 + HOUR;
+	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
+	assert_int_equal(kp_tap_sweep(f->e, T0 + 3 * HOUR, &closed), KP_OK);
+	assert_int_equal(closed, 1);
+	assert_int_equal(f->n_seen, 2);               /* nothing journaled, nothing charged */
+	assert_int_equal(balance(f), 900);
+
+	/* another journey; the card then tapped elsewhere, where it was not known */
+	tap_at(f, "B", "S2", T0 + 4 * HOUR, &o);
+	assert_string_equal(o.event, "tap_on");
+	r.closed_ms = 0;
+	r.last_ms = T0 + 5 * HOUR;
+	r.day_spent = 0;
+	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
+	assert_int_equal(kp_tap_sweep(f->e, T0 + 6 * HOUR, &closed), KP_OK);
+	assert_int_equal(closed, 1);
+	assert_int_equal(f->n_seen, 4);
+	assert_string_equal(f->seen[3].event, "no_tap_off");
+	assert_int_equal(f->seen[3].time_ms, T0 + 6 * HOUR);
+	assert_int_equal(f->seen[3].amount, 300);     /* day: 100 here, 0 there; cap 700 */
+	assert_int_equal(balance(f), 600);
+	journal_ok(f, 4);
+}
+
+/* A product limited to routes is refused elsewhere with the reason. */
+static void test_scope(void **state)
+{
+	struct fx *f = *state;
+	struct kp_tap_outcome o;
+	char path[400], err[512] = "";
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/scope.load", f->dir);
+	tu_write(path, "product-scope SV route X,Y\n");
+	if (kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n) != KP_OK)
+		fail_msg("load: %s", err);
+	tap_at(f, "B", "S1", T0, &o);                 /* route R */
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "wrong-route");
+	tu_write(path, "product-scope SV route R\n");
+	assert_int_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+	tap_at(f, "B", "S1", T0 + 5 * MIN, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	tu_write(path, "product-scope SV line R\n");
+	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+	assert_non_null(strstr(err, "route|network"));
+	tu_write(path, "product-scope NOPE route R\n");
+	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+}
+
 static void load_bad(struct fx *f, const char *text, const char *want)
 {
 	char path[400], err[512] = "";
@@ -354,6 +444,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_directives, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remote_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

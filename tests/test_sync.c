@@ -855,6 +855,101 @@ static void test_terminal_regains_connectivity(void **state)
 	assert_true(backend_count(KP_REPORT_RECORDS, "T-A") > 0);
 }
 
+/* The fare engine over the wire: the backend gets a GTFS feed, a stored-value product, a
+ * discount and a cap; a terminal syncs (a format 2 bundle with the feed package), a mock card
+ * taps and is charged the distributed fare from its balance; the charge goes back up and
+ * the backend's balance follows (the amount, never rides). */
+static void test_fare_feed_and_stored_value_end_to_end(void **state)
+{
+	char path[512], *hmi;
+	uint64_t acked = 0, version = 0;
+
+	(void)state;
+	assert_int_equal(sh("mkdir -p feed && "
+	                    "printf 'stop_id,stop_name,zone_id\\nS1,One,Z1\\nS2,Two,Z2\\n' > feed/stops.txt && "
+	                    "printf 'route_id,agency_id,route_short_name,route_long_name,route_type\\n"
+	                    "R1,A1,1,Line,3\\n' > feed/routes.txt && "
+	                    "printf 'fare_id,price,currency_type,payment_method,transfers\\n"
+	                    "F1,230,JPY,0,0\\n' > feed/fare_attributes.txt && "
+	                    "printf 'fare_id,route_id,origin_id,destination_id,contains_id\\n"
+	                    "F1,R1,Z1,,\\n' > feed/fare_rules.txt"), 0);
+	/* a feed that does not import changes nothing at the backend */
+	assert_int_equal(sh("mkdir -p badfeed && cp feed/*.txt badfeed/ && "
+	                    "printf 'fare_id,price,currency_type,payment_method,transfers\\n"
+	                    "F1,abc,JPY,0,0\\n' > badfeed/fare_attributes.txt && "
+	                    "! \"$CTL\" backend fares import badfeed $DB --feed-id small 2> bad.err && "
+	                    "grep -q 'fare_attributes.txt:2' bad.err && "
+	                    "\"$CTL\" backend fares list $DB | grep -q 'no fare feeds'"), 0);
+	assert_int_equal(sh("printf 'product SV stored OP-A,OP-B Scheme balance\\n"
+	                    "product P1D period 1 OP-A,OP-B 1-day pass\\n"
+	                    "fares OP-A small flat\\ndiscount OP-A child 50 down 10\\n"
+	                    "cap - day 1000\\n' > fares.txt && "
+	                    "\"$CTL\" backend load $DB fares.txt > /dev/null && "
+	                    "\"$CTL\" backend fares import feed $DB --feed-id small > /dev/null && "
+	                    "\"$CTL\" backend card $DB felica:0101020304050699 --label frank "
+	                    "--token-key token.key && "
+	                    "\"$CTL\" backend sell $DB felica:0101020304050699 SV "
+	                    "2026-11-01T00:00:00+09:00 2027-01-01T00:00:00+09:00 --balance 1000 "
+	                    "--token-key token.key > /dev/null && "
+	                    "\"$CTL\" backend card $DB felica:0101020304050698 --label grace "
+	                    "--token-key token.key && "
+	                    "\"$CTL\" backend sell $DB felica:0101020304050698 P1D "
+	                    "2026-11-01T00:00:00+09:00 2027-01-01T00:00:00+09:00 --first-use "
+	                    "--token-key token.key > /dev/null && "
+	                    "printf 'route = R1\\nstop = S1\\n' >> T-A.conf && "
+	                    "printf 'start 2026-11-26T08:00:00+09:00\\n"
+	                    "card frank felica idm=0101020304050699 balance=0\\n"
+	                    "card grace felica idm=0101020304050698 balance=0\\n"
+	                    "tap +0 frank\\ntap +300 grace\\ntap +600 frank\\n' > sv.txt"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	term_sync_state("T-A", &acked, &version);
+	assert_true(version > 0);
+	assert_int_equal(run_term("T-A", "sv.txt"), 0);
+	/* what the rider saw: 230 yen charged twice from the scheme balance */
+	snprintf(path, sizeof(path), "%s/T-A-hmi.log", F->dir);
+	hmi = tu_read(path);
+	if (hmi == NULL)
+		fail_msg("no HMI log");
+	assert_int_equal(tu_count(hmi, "accepted ok SV 770"), 1);
+	assert_int_equal(tu_count(hmi, "accepted ok SV 540"), 1);
+	free(hmi);
+	/* the charges go up; the backend's balance is bought minus the amounts */
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("\"$CTL\" backend entitlements $DB | grep ' SV ' | "
+	                    "grep -q ' 1000 .* 460 .* 540 '"), 0);
+	/* the next bundle agrees with the terminal: 540 left, nothing pending */
+	{
+		kp_store *s = NULL;
+		struct kp_entitlement e;
+		uint8_t key[KP_TOKEN_KEY_LEN], tok[KP_TOKEN_LEN];
+		const uint8_t idm[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x99 };
+		int64_t n = -1;
+
+		snprintf(path, sizeof(path), "%s/token.key", F->dir);
+		assert_int_equal(kp_token_key_load(path, key), KP_OK);
+		assert_int_equal(kp_token_derive(key, "felica", idm, 8, tok), 0);
+		snprintf(path, sizeof(path), "%s/T-A.db", F->dir);
+		assert_int_equal(kp_store_open(&s, path), KP_OK);
+		assert_int_equal(kp_store_count(s, "pending_uses", &n), KP_OK);
+		assert_int_equal(n, 0);
+		assert_int_equal(kp_store_count(s, "fare_rules", &n), KP_OK);
+		assert_int_equal(n, 1);
+		/* entitlement 5: backend-setup.sh sold four before it */
+		assert_int_equal(kp_store_get_entitlement(s, tok, 5, &e), KP_OK);
+		assert_string_equal(e.product, "SV");
+		assert_int_equal(e.rides_left, 540);
+		/* grace's first-use pass, started by her tap at 08:05 JST: the backend fixed the
+		 * same service day (from 04:00 JST, one day) and the bundle says so */
+		assert_int_equal(kp_token_derive(key, "felica", (const uint8_t *)"\x01\x01\x02\x03"
+		                                 "\x04\x05\x06\x98", 8, tok), 0);
+		assert_int_equal(kp_store_get_entitlement(s, tok, 6, &e), KP_OK);
+		assert_int_equal(e.first_use, 0);
+		assert_int_equal(e.valid_from_ms, 1795633200000LL);    /* 2026-11-26T04:00+09:00 */
+		assert_int_equal(e.valid_until_ms, 1795633200000LL + 86400000LL);
+		kp_store_close(s);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -868,6 +963,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale_or_badly_signed_bundle_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hundred_terminals_and_a_silent_one, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_regains_connectivity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fare_feed_and_stored_value_end_to_end, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -1,5 +1,6 @@
 /* kippuctl backend ...: operating the backend's database (operators, products, cards,
- * sales, denylist, records, ledger, quarantines) and exporting stored records for audit. */
+ * sales, denylist, records, ledger, quarantines, the fare engine's configuration and fare
+ * feeds) and exporting stored records for audit. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -17,6 +18,13 @@ static const char usage_text[] =
 	"  kippuctl backend product DB ID RIDES OPERATOR[,OPERATOR...] NAME [--category C]\n"
 	"  kippuctl backend card DB CARD --token-key PATH [--label TEXT]\n"
 	"  kippuctl backend sell DB CARD PRODUCT FROM UNTIL --token-key PATH\n"
+	"                          [--balance MINOR_UNITS (stored value)] [--first-use (period pass)]\n"
+	"  kippuctl backend load DB FILE   (load-file directives: operator, product (nride, stored,\n"
+	"                          period, commuter), product-category, discount, fares, cap, transfer)\n"
+	"  kippuctl backend set DB DIRECTIVE ARGS...   (one load-file line)\n"
+	"  kippuctl backend fares import GTFS_DIR DB [--feed-id ID] | fares list DB\n"
+	"  kippuctl backend fares remove DB FEED | products DB | fare-rules DB\n"
+	"  kippuctl backend service-day DB HH:MM [+HH:MM]   (default 04:00 +09:00)\n"
 	"  kippuctl backend deny DB CARD REASON --token-key PATH\n"
 	"  kippuctl backend undeny DB CARD --token-key PATH\n"
 	"  kippuctl backend records|ledger|terminals|entitlements|overdrafts DB [--terminal ID]\n"
@@ -34,9 +42,10 @@ static int64_t now_ms(void)
 }
 
 struct bargs {
-	const char *token_key, *label, *terminal, *category;
+	const char *token_key, *label, *terminal, *category, *feed_id, *balance;
+	int first_use;
 	int n;
-	const char *pos[8];
+	const char *pos[64];
 };
 
 static int parse(int argc, char **argv, struct bargs *a)
@@ -46,6 +55,9 @@ static int parse(int argc, char **argv, struct bargs *a)
 		{ "label", required_argument, NULL, 'l' },
 		{ "terminal", required_argument, NULL, 'T' },
 		{ "category", required_argument, NULL, 'c' },
+		{ "feed-id", required_argument, NULL, 'f' },
+		{ "balance", required_argument, NULL, 'b' },
+		{ "first-use", no_argument, NULL, 'u' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -61,11 +73,17 @@ static int parse(int argc, char **argv, struct bargs *a)
 			a->terminal = optarg;
 		else if (c == 'c')
 			a->category = optarg;
+		else if (c == 'f')
+			a->feed_id = optarg;
+		else if (c == 'b')
+			a->balance = optarg;
+		else if (c == 'u')
+			a->first_use = 1;
 		else
 			return -1;
 	}
 	for (; optind < argc; optind++) {
-		if (a->n == 8)
+		if (a->n == 64)
 			return -1;
 		a->pos[a->n++] = argv[optind];
 	}
@@ -194,6 +212,191 @@ static int export_records(kp_bstore *s, const char *terminal, const char *dir)
 	return 0;
 }
 
+
+/* ---- the fare engine's configuration and fare feeds ---- */
+
+static int seed_operator(void *arg, int ncol, const char *const *cols, const char *const *names)
+{
+	(void)names;
+	if (ncol < 2 || cols[0] == NULL)
+		return 0;
+	return kp_store_put_operator(arg, cols[0], cols[1] != NULL ? cols[1] : "") != KP_OK;
+}
+
+/* Load-file lines for the backend: the terminal's own parser (kp_load_file) reads them into
+ * a scratch store seeded with the backend's operators, and what it holds then goes to the
+ * backend in one transaction. Card lines (entitlement, eligibility, denylist) are refused:
+ * at the backend, cards are registered and sold to. */
+static int backend_load(kp_bstore *s, const char *path, const char *label)
+{
+	static const char *const card_tables[] = { "entitlements", "eligibility", "denylist" };
+	static const uint8_t no_key[KP_TOKEN_KEY_LEN];
+	kp_store *scratch = NULL;
+	struct kp_bundle b;
+	char err[1024] = "";
+	size_t lines = 0;
+	int rc;
+
+	memset(&b, 0, sizeof(b));
+	rc = kp_store_open(&scratch, ":memory:");
+	if (rc != KP_OK)
+		return 1;
+	if (kp_bstore_report(s, KP_REPORT_OPERATORS, NULL, seed_operator, scratch) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend operators: %s\n", kp_bstore_errmsg(s));
+		goto fail;
+	}
+	rc = kp_load_file(scratch, path, no_key, err, sizeof(err), &lines);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: %s\n", err);
+		goto fail;
+	}
+	for (size_t i = 0; i < sizeof(card_tables) / sizeof(card_tables[0]); i++) {
+		int64_t n = 0;
+
+		if (kp_store_count(scratch, card_tables[i], &n) != KP_OK || n > 0) {
+			fprintf(stderr, "kippuctl: %s: entitlement, eligibility and denylist lines are for "
+			        "terminals; at the backend use backend card/sell, linkage, deny\n", path);
+			goto fail;
+		}
+	}
+	if (kp_store_export_config(scratch, &b) != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: %s\n", path, kp_store_errmsg(scratch));
+		goto fail;
+	}
+	if (kp_bstore_put_config(s, &b) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend load %s: %s\n", path, kp_bstore_errmsg(s));
+		goto fail;
+	}
+	printf("%s: %zu lines: %zu operators, %zu products, %zu discounts, %zu caps, %zu transfer "
+	       "rules, %zu operator fares now at the backend\n", label, lines, b.n_operators,
+	       b.n_products, b.n_discounts, b.n_caps, b.n_transfers, b.n_operator_fares);
+	kp_bundle_free(&b);
+	kp_store_close(scratch);
+	return 0;
+fail:
+	kp_bundle_free(&b);
+	kp_store_close(scratch);
+	return 1;
+}
+
+/* One load-file line from the command line's words. */
+static int backend_set(kp_bstore *s, const char *const *words, int n)
+{
+	char path[] = "/tmp/kippuctl-set-XXXXXX";
+	int fd = mkstemp(path), code = 1;
+	FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+
+	if (fp == NULL) {
+		fprintf(stderr, "kippuctl: temporary file: %s\n", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(path);
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		if (strpbrk(words[i], "\n\r#") != NULL) {
+			fprintf(stderr, "kippuctl: set: no newlines or # in the words\n");
+			fclose(fp);
+			unlink(path);
+			return 2;
+		}
+		fprintf(fp, "%s%s", i > 0 ? " " : "", words[i]);
+	}
+	fputc('\n', fp);
+	if (fclose(fp) == 0)
+		code = backend_load(s, path, "set");
+	unlink(path);
+	return code;
+}
+
+static void import_warn(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "kippuctl: warning: %s\n", msg);
+}
+
+/* The terminal's importer into a scratch store, then the feed as one package: the backend
+ * changes only when the whole feed imported. */
+static int backend_fares_import(const char *dir, const char *db, const char *feed_arg)
+{
+	struct kp_fare_import_opts opts = { feed_arg, import_warn, NULL };
+	struct kp_fare_import_stats st;
+	char err[1024] = "", feed[KP_ID_MAX + 2];
+	kp_store *scratch = NULL;
+	kp_bstore *s = NULL;
+	uint8_t *pkg = NULL;
+	size_t len = 0, rows = 0;
+	struct timespec t0, t1;
+	int code = 1;
+
+	if (feed_arg != NULL) {
+		snprintf(feed, sizeof(feed), "%s", feed_arg);
+	} else {
+		size_t n = strlen(dir);
+		const char *base;
+
+		while (n > 1 && dir[n - 1] == '/')
+			n--;
+		base = dir + n;
+		while (base > dir && base[-1] != '/')
+			base--;
+		snprintf(feed, sizeof(feed), "%.*s", (int)(dir + n - base), base);
+	}
+	if (!kp_valid_id(feed)) {
+		fprintf(stderr, "kippuctl: feed id \"%s\": the bundle takes 1-32 characters of "
+		        "A-Z a-z 0-9 - _ . (use --feed-id)\n", feed);
+		return 2;
+	}
+	opts.feed_id = feed;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (kp_store_open(&scratch, ":memory:") != KP_OK)
+		return 1;
+	if (kp_fares_import(scratch, dir, &opts, &st, err, sizeof(err)) != KP_OK) {
+		fprintf(stderr, "kippuctl: %s\n", err);
+		goto out;
+	}
+	if (kp_store_export_feed(scratch, feed, &pkg, &len, &rows, err, sizeof(err)) != KP_OK) {
+		fprintf(stderr, "kippuctl: feed %s: %s\n", feed, err);
+		goto out;
+	}
+	if (kp_bstore_open(&s, db) != KP_BE_OK)
+		goto out;
+	if (kp_bstore_put_feed(s, feed, dir, pkg, len, now_ms()) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend fares import: %s\n", kp_bstore_errmsg(s));
+		goto out;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("feed %s: %lld fares, %lld fare rules, %lld rider prices, %lld products, %lld leg "
+	       "rules, %lld transfer rules, %lld warnings; package %zu rows, %zu bytes, in %.0f ms; "
+	       "terminals get it with their next bundle\n", feed, (long long)st.fares,
+	       (long long)st.fare_rules, (long long)st.rider_prices, (long long)st.products,
+	       (long long)st.leg_rules, (long long)st.transfer_rules, (long long)st.warnings, rows,
+	       len, (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+	code = 0;
+out:
+	free(pkg);
+	kp_bstore_close(s);
+	kp_store_close(scratch);
+	return code;
+}
+
+static int parse_hhmm(const char *t, int sign_needed, int *secs)
+{
+	int h = 0, m = 0, n = 0, sign = 1;
+
+	if (sign_needed) {
+		if (t[0] != '+' && t[0] != '-')
+			return -1;
+		sign = t[0] == '-' ? -1 : 1;
+		t++;
+	}
+	if (sscanf(t, "%2d:%2d%n", &h, &m, &n) != 2 || t[n] != '\0' || h > (sign_needed ? 14 : 23) ||
+	    h < 0 || m < 0 || m > 59)
+		return -1;
+	*secs = sign * (h * 3600 + m * 60);
+	return 0;
+}
+
 int kp_ctl_backend(int argc, char **argv)
 {
 	struct bargs a;
@@ -207,6 +410,28 @@ int kp_ctl_backend(int argc, char **argv)
 		return 2;
 	}
 	cmd = argv[1];
+	if (strcmp(cmd, "fares") == 0) {
+		if (a.n == 3 && strcmp(a.pos[0], "import") == 0)
+			return backend_fares_import(a.pos[1], a.pos[2], a.feed_id);
+		if ((a.n == 2 && strcmp(a.pos[0], "list") == 0) ||
+		    (a.n == 3 && strcmp(a.pos[0], "remove") == 0)) {
+			rc = kp_bstore_open(&s, a.pos[1]);
+			if (rc != KP_BE_OK)
+				return 1;
+			if (strcmp(a.pos[0], "remove") == 0) {
+				rc = kp_bstore_delete_feed(s, a.pos[2]);
+			} else {
+				struct table t = { 0 };
+
+				rc = kp_bstore_report(s, KP_REPORT_FEEDS, NULL, print_row, &t);
+				if (rc == KP_BE_OK && t.rows == 0)
+					printf("(no fare feeds)\n");
+			}
+			goto done;
+		}
+		kp_ctl_backend_usage(stderr);
+		return 2;
+	}
 	if (strcmp(cmd, "quarantine") == 0) {
 		if (a.n < 2 || (strcmp(a.pos[0], "list") != 0 && strcmp(a.pos[0], "clear") != 0) ||
 		    (strcmp(a.pos[0], "clear") == 0 && a.n != 3)) {
@@ -259,7 +484,8 @@ int kp_ctl_backend(int argc, char **argv)
 			goto out;
 		rc = kp_bstore_register_card(s, token, a.label != NULL ? a.label : "", now_ms());
 	} else if (strcmp(cmd, "sell") == 0 && a.n == 5) {
-		int64_t from, until, ent = 0;
+		int64_t from, until, ent = 0, balance = 0;
+		char *end = NULL;
 
 		if (card_token(&a, a.pos[1], token) != 0)
 			goto out;
@@ -270,7 +496,18 @@ int kp_ctl_backend(int argc, char **argv)
 			exit_code = 2;
 			goto out;
 		}
-		rc = kp_bstore_sell(s, token, a.pos[2], from, until, now_ms(), &ent);
+		if (a.balance != NULL) {
+			errno = 0;
+			balance = strtoll(a.balance, &end, 10);
+			if (errno != 0 || end == a.balance || *end != '\0' || balance < 1 ||
+			    balance > 1000000000000LL) {
+				fprintf(stderr, "kippuctl: --balance: 1 to 10^12 minor units\n");
+				exit_code = 2;
+				goto out;
+			}
+		}
+		rc = kp_bstore_sell_ex(s, token, a.pos[2], from, until, balance, a.first_use, now_ms(),
+		                       &ent);
 		if (rc == KP_BE_OK)
 			printf("entitlement %lld: %s sold\n", (long long)ent, a.pos[2]);
 	} else if (strcmp(cmd, "deny") == 0 && a.n == 3) {
@@ -294,6 +531,29 @@ int kp_ctl_backend(int argc, char **argv)
 		rc = kp_bstore_report(s, r, a.terminal, print_row, &t);
 		if (rc == KP_BE_OK && t.rows == 0)
 			printf("(none)\n");
+	} else if (strcmp(cmd, "load") == 0 && a.n == 2) {
+		exit_code = backend_load(s, a.pos[1], a.pos[1]);
+		goto out;
+	} else if (strcmp(cmd, "set") == 0 && a.n >= 3) {
+		exit_code = backend_set(s, a.pos + 1, a.n - 1);
+		goto out;
+	} else if (a.n == 1 && (strcmp(cmd, "products") == 0 || strcmp(cmd, "fare-rules") == 0)) {
+		struct table t = { 0 };
+
+		rc = kp_bstore_report(s, strcmp(cmd, "products") == 0 ? KP_REPORT_PRODUCTS :
+		                      KP_REPORT_FARES, NULL, print_row, &t);
+		if (rc == KP_BE_OK && t.rows == 0)
+			printf("(none)\n");
+	} else if (strcmp(cmd, "service-day") == 0 && (a.n == 2 || a.n == 3)) {
+		int end_s = 0, offset_s = 9 * 3600;
+
+		if (parse_hhmm(a.pos[1], 0, &end_s) != 0 ||
+		    (a.n == 3 && parse_hhmm(a.pos[2], 1, &offset_s) != 0)) {
+			fprintf(stderr, "kippuctl: service-day DB HH:MM [+HH:MM]\n");
+			exit_code = 2;
+			goto out;
+		}
+		rc = kp_bstore_set_service_day(s, end_s, offset_s);
 	} else if (strcmp(cmd, "export") == 0 && a.n == 3) {
 		exit_code = export_records(s, a.pos[1], a.pos[2]);
 		goto out;

@@ -349,6 +349,22 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		*why = kp_store_errmsg(s);
 		return rc;
 	}
+	if (strcmp(f[0], "product-scope") == 0) {
+		char *tok, *save = NULL;
+
+		*why = "usage: product-scope PRODUCT route|network ID[,ID...] (GTFS route or network ids)";
+		n = split(f[1], f + 1, 4) + 1;
+		if (n != 4 || !kp_valid_id(f[1]) ||
+		    (strcmp(f[2], "route") != 0 && strcmp(f[2], "network") != 0))
+			return KP_E_PARSE;
+		rc = KP_OK;
+		for (tok = strtok_r(f[3], ",", &save); rc == KP_OK && tok != NULL;
+		     tok = strtok_r(NULL, ",", &save)) {
+			rc = kp_store_put_product_scope(s, f[1], f[2], tok);
+			*why = rc == KP_E_INVAL ? "route and network ids: 1-32 bytes" : kp_store_errmsg(s);
+		}
+		return rc;
+	}
 	if (strcmp(f[0], "fares") == 0) {
 		*why = "usage: fares OPERATOR FEED flat|distance";
 		n = split(f[1], f + 1, 4) + 1;
@@ -402,7 +418,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		return rc;
 	}
 	*why = "unknown directive (operator, product, product-category, entitlement, eligibility, "
-	       "discount, fares, cap, transfer, denylist)";
+	       "discount, fares, cap, transfer, product-scope, denylist)";
 	return KP_E_PARSE;
 }
 
