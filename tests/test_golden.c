@@ -518,8 +518,9 @@ static void expect_refused(struct fx *f, const char *text, int line, const char 
 	after = db_sum(f);
 	err = read_in(f, "quote.err");
 	if (err == NULL)
-		fail_msg("quote left no error output -- line %d, %s", line, field);
-	print_message("malformed (line %d, %s): exit %d: %s", line, field, st, err);
+		err = strdup("");
+	print_message("malformed (line %d, %s): exit %d: %s", line, field, st,
+	              err != NULL ? err : "");
 	if (st <= 0)
 		fail_msg("quote accepted a malformed file (exit %d) -- line %d, %s", st, line, field);
 	snprintf(n1, sizeof(n1), ":%d:", line);
