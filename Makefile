@@ -23,6 +23,10 @@ DEB_PKGS := gcc make libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev l
 PKG_CFLAGS = $(shell pkg-config --cflags libnfc sqlite3 cmocka libcbor 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs libnfc sqlite3 libcbor 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+# The driver console (ncursesw) and the event stream (jansson): kippu-terminal and the
+# console's tests only.
+CONSOLE_CFLAGS = $(shell pkg-config --cflags ncursesw jansson 2>/dev/null)
+CONSOLE_LIBS   = $(shell pkg-config --libs ncursesw jansson 2>/dev/null)
 
 KP_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
              -Ihal -Icrypto -Ibackend-sync -Iterminal -Itools -MMD -MP $(SANFLAGS)
@@ -32,13 +36,15 @@ KP_LDFLAGS := $(SANFLAGS)
 HAL_SRC    := $(wildcard hal/*.c)
 CRYPTO_SRC := $(wildcard crypto/*.c)
 SYNC_SRC   := $(filter-out backend-sync/main.c,$(wildcard backend-sync/*.c))
-TERM_SRC   := $(filter-out terminal/main.c,$(wildcard terminal/*.c))
+CONSOLE_SRC := terminal/console.c terminal/events.c terminal/driver.c
+TERM_SRC   := $(filter-out terminal/main.c $(CONSOLE_SRC),$(wildcard terminal/*.c))
 TOOLS_SRC  := $(filter-out tools/kippuctl.c tools/pn532_emu.c,$(wildcard tools/*.c))
 TEST_SRC   := $(wildcard tests/test_*.c)
 BENCH_SRC  := tests/bench.c
 BENCH_SYNC_SRC := tests/bench_sync.c
 BENCH_NFC_SRC := tests/bench_libnfc.c
 BENCH_JPKI_SRC := tests/bench_jpki.c
+BENCH_FARES_SRC := tests/bench_fares.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -47,16 +53,20 @@ LIB_CRYPTO := $(BUILD)/lib/libkpcrypto.a
 LIB_SYNC   := $(BUILD)/lib/libkpsync.a
 LIB_TERM   := $(BUILD)/lib/libkpterm.a
 LIB_TOOLS  := $(BUILD)/lib/libkptools.a
+LIB_CONSOLE := $(BUILD)/lib/libkpconsole.a
 # Link order: dependants first.
 LIBS := $(LIB_TOOLS) $(LIB_TERM) $(LIB_SYNC) $(LIB_HAL) $(LIB_CRYPTO)
 
 PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend \
          $(BUILD)/bin/kippu-pn532-emu
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# Tests that run the real programs from a shell script (tests/run.sh runs them with sh).
+SHELL_TESTS := $(wildcard tests/test_*.sh)
 BENCH := $(BUILD)/bin/kippu-bench
 BENCH_SYNC := $(BUILD)/bin/kippu-bench-sync
 BENCH_NFC := $(BUILD)/bin/kippu-bench-libnfc
 BENCH_JPKI := $(BUILD)/bin/kippu-bench-jpki
+BENCH_FARES := $(BUILD)/bin/kippu-bench-fares
 
 .PHONY: all deps test check demo bench clean install
 all: $(PROGS)
@@ -85,10 +95,12 @@ $(eval $(call mklib,$(LIB_CRYPTO),$(CRYPTO_SRC)))
 $(eval $(call mklib,$(LIB_SYNC),$(SYNC_SRC)))
 $(eval $(call mklib,$(LIB_TERM),$(TERM_SRC)))
 $(eval $(call mklib,$(LIB_TOOLS),$(TOOLS_SRC)))
+$(eval $(call mklib,$(LIB_CONSOLE),$(CONSOLE_SRC)))
+$(call obj,$(CONSOLE_SRC) tests/test_console.c): KP_CFLAGS += $(CONSOLE_CFLAGS)
 
-$(BUILD)/bin/kippu-terminal: $(call obj,terminal/main.c) $(LIBS)
+$(BUILD)/bin/kippu-terminal: $(call obj,terminal/main.c) $(LIB_CONSOLE) $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_CONSOLE) $(LIBS) $(PKG_LIBS) $(CONSOLE_LIBS)
 
 $(BUILD)/bin/kippu-backend: $(call obj,backend-sync/main.c) $(LIB_SYNC) $(LIB_CRYPTO)
 	@mkdir -p $(dir $@)
@@ -119,12 +131,17 @@ $(BENCH_JPKI): $(call obj,$(BENCH_JPKI_SRC)) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
 
+$(BENCH_FARES): $(call obj,$(BENCH_FARES_SRC)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+
 # Unit tests of the lower folders link only what they test (tests/test_hal_*, test_crypto*,
 # test_record*), so each folder's tests build while the folders above it change.
 TESTS_HAL    := $(filter $(BUILD)/tests/test_hal_%,$(TESTS))
 TESTS_CRYPTO := $(filter $(BUILD)/tests/test_crypto $(BUILD)/tests/test_crypto_%,$(TESTS))
 TESTS_RECORD := $(filter $(BUILD)/tests/test_record $(BUILD)/tests/test_record_%,$(TESTS))
-TESTS_UPPER  := $(filter-out $(TESTS_HAL) $(TESTS_CRYPTO) $(TESTS_RECORD),$(TESTS))
+TESTS_CONSOLE := $(filter $(BUILD)/tests/test_console $(BUILD)/tests/test_console_%,$(TESTS))
+TESTS_UPPER  := $(filter-out $(TESTS_HAL) $(TESTS_CRYPTO) $(TESTS_RECORD) $(TESTS_CONSOLE),$(TESTS))
 
 $(TESTS_HAL): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_HAL)
 	@mkdir -p $(dir $@)
@@ -138,6 +155,10 @@ $(TESTS_RECORD): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_SYNC) $(LIB_CRYP
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
+$(TESTS_CONSOLE): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CONSOLE) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_CONSOLE) $(LIBS) $(PKG_LIBS) $(CONSOLE_LIBS) $(CMOCKA_LIBS)
+
 $(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
@@ -147,7 +168,7 @@ test: deps
 	@$(MAKE) --no-print-directory check
 
 check: $(PROGS) $(TESTS)
-	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS)
+	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS) $(SHELL_TESTS)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
@@ -162,11 +183,12 @@ demo: deps
 # kippu-bench writes its JSON array there and the others add their figures to the same
 # array (--json-append), so one file holds them all.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC) $(BENCH_NFC) $(BENCH_JPKI) $(BUILD)/bin/kippu-pn532-emu
+	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC) $(BENCH_NFC) $(BENCH_JPKI) $(BENCH_FARES) $(BUILD)/bin/kippu-pn532-emu
 	@$(BENCH) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
 	@$(BENCH_SYNC) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BENCH_NFC) --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BENCH_JPKI) --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BENCH_FARES) --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
 install: $(PROGS)
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kp_terminal.h"
+#include "console.h"
 
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
 {
@@ -259,7 +260,110 @@ int kp_terminal_cfg_set(struct kp_terminal_cfg *cfg, const char *key, const char
 	return KP_OK;
 }
 
+void kp_console_cfg_defaults(struct kp_console_cfg *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->lang_ja = 1;
+	c->mode = KP_CONSOLE_CHARGE;
+	c->denylist_max_age_s = 24 * 3600;
+	c->beep = 1;
+	c->colour = 1;
+}
+
+int64_t kp_console_parse_age(const char *v)
+{
+	char *end;
+	long long n;
+	int64_t unit = 1;
+
+	errno = 0;
+	if (!isdigit((unsigned char)*v))
+		return -1;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || end == v)
+		return -1;
+	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+		unit = 1;
+	else if (strcmp(end, "m") == 0)
+		unit = 60;
+	else if (strcmp(end, "h") == 0)
+		unit = 3600;
+	else if (strcmp(end, "d") == 0)
+		unit = 86400;
+	else
+		return -1;
+	if (n < 0 || n > 400LL * 86400 / unit)
+		return -1;
+	return (int64_t)n * unit;
+}
+
+/* The console's keys; a scratch struct takes them when the caller keeps none. */
+int kp_console_cfg_set(struct kp_console_cfg *c, const char *key, const char *v, char *err,
+                       size_t err_cap)
+{
+	struct kp_console_cfg scratch;
+	const char *why = NULL;
+
+	if (c == NULL) {
+		kp_console_cfg_defaults(&scratch);
+		c = &scratch;
+	}
+	if (strcmp(key, "console_language") == 0) {
+		why = "console_language: ja or en";
+		if (strcmp(v, "ja") == 0 || strcmp(v, "en") == 0) {
+			c->lang_ja = v[0] == 'j';
+			why = NULL;
+		}
+	} else if (strcmp(key, "console_mode") == 0) {
+		why = "console_mode: charge, confirm or validate";
+		if (strcmp(v, "charge") == 0)
+			c->mode = KP_CONSOLE_CHARGE, why = NULL;
+		else if (strcmp(v, "confirm") == 0)
+			c->mode = KP_CONSOLE_CONFIRM, why = NULL;
+		else if (strcmp(v, "validate") == 0)
+			c->mode = KP_CONSOLE_VALIDATE, why = NULL;
+	} else if (strcmp(key, "denylist_max_age") == 0) {
+		int64_t s = kp_console_parse_age(v);
+
+		why = "denylist_max_age: a number with s, m, h or d (e.g. 24h), at most 400d";
+		if (s > 0) {
+			c->denylist_max_age_s = s;
+			why = NULL;
+		}
+	} else if (strcmp(key, "events") == 0) {
+		why = "events: json (stdout), json:- or json:PATH (file or FIFO)";
+		if ((strcmp(v, "json") == 0 || (strncmp(v, "json:", 5) == 0 && v[5] != '\0')) &&
+		    set_str(c->events, sizeof(c->events), v) == 0)
+			why = NULL;
+	} else if (strcmp(key, "console_log") == 0) {
+		why = "console_log: a path of at most 511 bytes";
+		if (*v != '\0' && set_str(c->log_path, sizeof(c->log_path), v) == 0)
+			why = NULL;
+	} else if (strcmp(key, "console_beep") == 0) {
+		why = "console_beep: on or off";
+		if (strcmp(v, "on") == 0 || strcmp(v, "off") == 0)
+			c->beep = v[1] == 'n', why = NULL;
+	} else if (strcmp(key, "console_colour") == 0 || strcmp(key, "console_color") == 0) {
+		why = "console_colour: auto or off";
+		if (strcmp(v, "auto") == 0 || strcmp(v, "off") == 0)
+			c->colour = v[0] == 'a', why = NULL;
+	} else {
+		return KP_E_INVAL;
+	}
+	if (why != NULL) {
+		snprintf(err, err_cap, "%s", why);
+		return KP_E_CONFIG;
+	}
+	return KP_OK;
+}
+
 int kp_terminal_cfg_load(struct kp_terminal_cfg *cfg, const char *path, char *err, size_t err_cap)
+{
+	return kp_terminal_cfg_load_console(cfg, NULL, path, err, err_cap);
+}
+
+int kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console_cfg *console,
+                                 const char *path, char *err, size_t err_cap)
 {
 	char line[1024];
 	int lineno = 0, rc = KP_OK;
@@ -291,6 +395,19 @@ int kp_terminal_cfg_load(struct kp_terminal_cfg *cfg, const char *path, char *er
 		*eq = '\0';
 		key = trim(p);
 		val = trim(eq + 1);
+		if (strncmp(key, "console_", 8) == 0 || strcmp(key, "events") == 0 ||
+		    strcmp(key, "denylist_max_age") == 0) {
+			char cerr[200];
+			int crc = kp_console_cfg_set(console, key, val, cerr, sizeof(cerr));
+
+			if (crc == KP_OK)
+				continue;
+			if (crc == KP_E_CONFIG) {
+				snprintf(err, err_cap, "%s:%d: %s", path, lineno, cerr);
+				rc = KP_E_CONFIG;
+				break;
+			}
+		}
 		if (apply(cfg, key, val, &why) != 0) {
 			snprintf(err, err_cap, "%s:%d: %s: %s", path, lineno, key, why);
 			rc = KP_E_CONFIG;

@@ -2,6 +2,7 @@
  * and only then tells the rider. SIGINT/SIGTERM end the loop between taps. A reader that
  * fails is closed and reopened with backoff while the terminal keeps running. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,10 +15,17 @@
 #include <unistd.h>
 
 #include "kp_terminal.h"
+#include "console.h"
 
 static volatile sig_atomic_t stop_requested;
 static volatile int sync_stop;
 static int use_syslog;
+/* The driver console, while it owns the screen: warnings also go to its message line. */
+static kp_console *the_console;
+/* The last error logged while the console had the screen, repeated on stderr after it. */
+static char console_error[300];
+/* Guards the two above: the sync and event threads log too. */
+static pthread_mutex_t console_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void on_signal(int sig)
 {
@@ -30,6 +38,19 @@ static void logmsg(int prio, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
+	pthread_mutex_lock(&console_mu);
+	if (the_console != NULL && prio <= LOG_WARNING) {
+		char msg[300];
+		va_list cp;
+
+		va_copy(cp, ap);
+		vsnprintf(msg, sizeof(msg), fmt, cp);
+		va_end(cp);
+		kp_console_log(the_console, msg);
+		if (prio <= LOG_ERR)
+			snprintf(console_error, sizeof(console_error), "%s", msg);
+	}
+	pthread_mutex_unlock(&console_mu);
 	if (use_syslog) {
 		vsyslog(prio, fmt, ap);
 	} else {
@@ -58,6 +79,12 @@ static void usage(FILE *fp)
 	      "  --link-mode        registration counter: My Number card + PIN, then the transit\n"
 	      "                     IC card to link; journals a link request\n"
 	      "  --pin-file PATH    where the PIN pad leaves the 4-digit PIN (link mode)\n"
+	      "  --console          the driver console: full-screen UI on this terminal\n"
+	      "  --console-mode M   charge (default), confirm (B charges) or validate (no charge)\n"
+	      "  --console-language ja|en   primary language of the console (default ja)\n"
+	      "  --denylist-max-age AGE     warn when the denylist is older (e.g. 24h, 2d)\n"
+	      "  --events json[:PATH]       one JSON object per line for every tap, driver\n"
+	      "                     action, reader and sync change: stdout, a file or a FIFO\n"
 	      "  --help\n", fp);
 }
 
@@ -334,6 +361,8 @@ struct link {
 	int backoff_ms;
 	int64_t retry_at;                /* CLOCK_MONOTONIC ms of the next open attempt */
 	int offline;                     /* "reader offline" is on the display */
+	kp_session *ss;                  /* the console's session, or NULL */
+	kp_events *ev;                   /* the event stream, or NULL */
 };
 
 static void link_show(struct link *l, const char *reason, const char *text)
@@ -342,6 +371,10 @@ static void link_show(struct link *l, const char *reason, const char *text)
 
 	if (l->hmi != NULL)
 		kp_hmi_show(l->hmi, &msg);
+	if (l->ss != NULL)
+		kp_session_reader(l->ss, strcmp(reason, "reader-online") == 0, text, msg.time_ms);
+	else
+		kp_events_reader(l->ev, msg.time_ms, strcmp(reason, "reader-online") == 0, text);
 }
 
 /* Logs a reader failure with the backend's own account of it, if it has one. */
@@ -418,6 +451,8 @@ static void sleep_ms(int ms)
 
 struct syncer {
 	const struct kp_terminal_cfg *cfg;
+	kp_session *ss;                  /* told of each attempt, or NULL */
+	kp_events *ev;
 	kp_tls_conf *tls;
 	kp_cert *backend_cert;
 	pthread_t thread;
@@ -468,6 +503,16 @@ static int sync_once(struct syncer *y)
 	rc = kp_sync_run(y->tls, cfg->backend_host, cfg->backend_port, cfg->backend_name,
 	                 cfg->terminal_id, y->backend_cert, &src, cfg->sync_timeout_ms, &st, err,
 	                 sizeof(err));
+	{
+		uint64_t acked = 0, version = 0, head = 0;
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		kp_store_sync_state(s, &acked, &version, &head);
+		kp_session_sync(y->ss, rc == 0, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+		kp_events_sync(y->ev, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, rc == 0,
+		               acked, head, version, rc == 0 ? NULL : err);
+	}
 	if (rc == 0)
 		logmsg(LOG_INFO, "sync: sent %llu records, backend holds up to %llu, config %s%llu",
 		       (unsigned long long)st.sent, (unsigned long long)st.acked,
@@ -497,6 +542,50 @@ static void *sync_main(void *arg)
 	return NULL;
 }
 
+/* Journaled records to the event stream (without the console). */
+static void events_observe(void *arg, const struct kp_record *rec)
+{
+	kp_events_record(arg, rec);
+}
+
+static void events_log(void *arg, const char *msg)
+{
+	(void)arg;
+	logmsg(LOG_WARNING, "%s", msg);
+}
+
+static void session_log(int warn, const char *msg)
+{
+	logmsg(warn ? LOG_WARNING : LOG_INFO, "%s", msg);
+}
+
+/* While the console draws on the terminal, stderr (ours and the library's) goes to
+ * console_log (default: the database's path + ".log"). Returns the old stderr, or -1. */
+static int console_stderr(const struct kp_console_cfg *cc, const struct kp_terminal_cfg *cfg)
+{
+	char path[600];
+	int fd, saved;
+
+	if (use_syslog)
+		snprintf(path, sizeof(path), "/dev/null");
+	else if (cc->log_path[0] != '\0')
+		snprintf(path, sizeof(path), "%s", cc->log_path);
+	else
+		snprintf(path, sizeof(path), "%s.log", cfg->database);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		logmsg(LOG_WARNING, "console_log %s: %s; log messages are dropped", path,
+		       strerror(errno));
+		fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -1;
+	}
+	saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	return saved;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -519,11 +608,24 @@ int main(int argc, char **argv)
 		{ "offline", no_argument, NULL, 'O' },
 		{ "link-mode", no_argument, NULL, 'K' },
 		{ "pin-file", required_argument, NULL, 'P' },
+		{ "console", no_argument, NULL, 'U' },
+		{ "console-mode", required_argument, NULL, 1001 },
+		{ "console-language", required_argument, NULL, 1002 },
+		{ "denylist-max-age", required_argument, NULL, 1003 },
+		{ "events", required_argument, NULL, 1004 },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct kp_terminal_cfg cfg;
 	struct override { int opt; const char *val; } over[32];
+	struct kp_console_cfg ccfg;
+	struct { const char *key, *val; } cover[16];
+	size_t n_cover = 0;
+	int use_console = 0;
+	kp_console *console = NULL;
+	kp_events *events = NULL;
+	kp_session *session = NULL;
+	int saved_stderr = -1;
 	size_t n_over = 0;
 	const char *config = NULL;
 	int do_inspect = 0, do_describe = 0, do_sync_once = 0, do_list = 0, offline = 0, c, rc;
@@ -544,6 +646,7 @@ int main(int argc, char **argv)
 	unsigned long taps = 0, accepted = 0, refused = 0;
 
 	kp_terminal_cfg_defaults(&cfg);
+	kp_console_cfg_defaults(&ccfg);
 	kp_terminal_register_mock_signer();
 	memset(&link, 0, sizeof(link));
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -556,6 +659,16 @@ int main(int argc, char **argv)
 		case 'O': offline = 1; break;
 		case 'K': link_mode = 1; break;
 		case 'P': pin_file = optarg; break;
+		case 'U': use_console = 1; break;
+		case 1001: case 1002: case 1003: case 1004:
+			if (n_cover < sizeof(cover) / sizeof(cover[0])) {
+				static const char *const keys[] = { "console_mode", "console_language",
+				                                    "denylist_max_age", "events" };
+
+				cover[n_cover].key = keys[c - 1001];
+				cover[n_cover++].val = optarg;
+			}
+			break;
 		case 'H': usage(stdout); return 0;
 		case '?': usage(stderr); return 2;
 		default:
@@ -580,7 +693,8 @@ int main(int argc, char **argv)
 		fputs(n > 0 ? list : "no readers found\n", stdout);
 		return 0;
 	}
-	if (config != NULL && kp_terminal_cfg_load(&cfg, config, err, sizeof(err)) != KP_OK) {
+	if (config != NULL &&
+	    kp_terminal_cfg_load_console(&cfg, &ccfg, config, err, sizeof(err)) != KP_OK) {
 		fprintf(stderr, "kippu-terminal: %s\n", err);
 		return 2;
 	}
@@ -597,6 +711,25 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	for (size_t i = 0; i < n_cover; i++) {
+		if (kp_console_cfg_set(&ccfg, cover[i].key, cover[i].val, err, sizeof(err)) != KP_OK) {
+			fprintf(stderr, "kippu-terminal: --%s\n", err);
+			return 2;
+		}
+	}
+	if (use_console && (strcmp(ccfg.events, "json") == 0 || strcmp(ccfg.events, "json:-") == 0)) {
+		fprintf(stderr, "kippu-terminal: --events json writes to stdout, which the console "
+		        "draws on: use --events json:PATH (a file or a FIFO)\n");
+		return 2;
+	}
+	if (use_console && (link_mode || do_inspect)) {
+		fprintf(stderr, "kippu-terminal: --console does not combine with --link-mode or "
+		        "--inspect\n");
+		return 2;
+	}
+	/* The console owns stdout: the rider-facing mock HMI keeps its events in memory. */
+	if (use_console && strcmp(cfg.hmi, "mock:-") == 0)
+		snprintf(cfg.hmi, sizeof(cfg.hmi), "mock:");
 	use_syslog = cfg.use_syslog;
 	if (use_syslog)
 		openlog("kippu-terminal", LOG_PID, LOG_DAEMON);
@@ -673,20 +806,70 @@ int main(int argc, char **argv)
 	link.hmi = hmi;
 	link.r = reader;
 	reader = NULL;                   /* the link owns it now */
-	if (link.r == NULL)
-		link_down(&link, "it cannot be opened");
-
-	if (!do_inspect && !offline && cfg.backend_host[0] != '\0') {
-		if (syncer_setup(&syncer, &cfg) != 0)
-			goto out;
-		if (pthread_create(&syncer.thread, NULL, sync_main, &syncer) == 0)
-			syncer.started = 1;
-	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	if (ccfg.events[0] != '\0' && engine != NULL) {
+		/* A target that cannot be written is logged and retried: taps go on. */
+		rc = kp_events_open(&events, ccfg.events, events_log, NULL);
+		if (rc != KP_OK) {
+			logmsg(LOG_ERR, "events %s: %s", ccfg.events, kp_strerror(rc));
+			exit_code = 2;
+			goto out;
+		}
+		link.ev = events;
+		syncer.ev = events;
+	}
+	if (use_console && engine != NULL) {
+		struct kp_session_io io;
+
+		rc = kp_console_open(&console, &ccfg, &cfg, err, sizeof(err));
+		if (rc != KP_OK) {
+			logmsg(LOG_ERR, "console: %s", err);
+			exit_code = 2;
+			goto out;
+		}
+		/* The screen is the console's now: logs go to console_log (and warnings to the
+		 * console's message line). */
+		saved_stderr = console_stderr(&ccfg, &cfg);
+		pthread_mutex_lock(&console_mu);
+		the_console = console;
+		pthread_mutex_unlock(&console_mu);
+		memset(&io, 0, sizeof(io));
+		io.store = store;
+		io.engine = engine;
+		io.console = console;
+		io.events = events;
+		io.cc = &ccfg;
+		io.have_backend = cfg.backend_host[0] != '\0' && !offline;
+		io.log = session_log;
+		rc = kp_session_open(&session, &io);
+		if (rc != KP_OK) {
+			logmsg(LOG_ERR, "console: reading the journal: %s", kp_strerror(rc));
+			goto out;
+		}
+		link.ss = session;
+		syncer.ss = session;
+		kp_session_tick(session, link.r, link.r != NULL ? kp_reader_now_ms(link.r) : 0, 1);
+	} else if (events != NULL) {
+		kp_tap_engine_observe(engine, events_observe, events);
+	}
+	if (link.r == NULL)
+		link_down(&link, "it cannot be opened");
+
+	if (!do_inspect && !offline && cfg.backend_host[0] != '\0') {
+		kp_session *keep_ss = syncer.ss;
+		kp_events *keep_ev = syncer.ev;
+
+		if (syncer_setup(&syncer, &cfg) != 0)
+			goto out;
+		syncer.ss = keep_ss;
+		syncer.ev = keep_ev;
+		if (pthread_create(&syncer.thread, NULL, sync_main, &syncer) == 0)
+			syncer.started = 1;
+	}
 	logmsg(LOG_INFO, "terminal %s operator %s ready on %s", cfg.terminal_id, cfg.operator_id,
 	       cfg.reader);
 
@@ -695,18 +878,43 @@ int main(int argc, char **argv)
 		int64_t last_activity = mono_ms();
 		int dirty = 0;
 
+		int scenario_done = 0;
+		/* With the console, the driver's keys are answered between polls: poll briefly. */
+		int wait_ms = session != NULL && cfg.poll_timeout_ms > 100 ? 100 : cfg.poll_timeout_ms;
+
 		while (!stop_requested) {
 			struct kp_card_info info;
 			struct kp_tap_outcome o;
-			struct kp_reader *r = link_up(&link);
+			struct kp_reader *r;
 			int64_t now;
+			int decided = 0;
 
+			if (session != NULL) {
+				/* Driver actions run here, on the thread that owns the engine. */
+				int64_t at = link.r != NULL ? kp_reader_now_ms(link.r) : kp_reader_now_ms(NULL);
+
+				if (kp_session_actions(session, at))
+					break;
+				kp_session_tick(session, link.r, at, 0);
+			}
+			if (scenario_done) {
+				/* The console stays up after a mock scenario's last tap until the driver
+				 * quits, so the shift can be ended and its summary read. */
+				sleep_ms(50);
+				continue;
+			}
+			r = link_up(&link);
 			if (r == NULL) {
 				sleep_ms(100);
 				continue;
 			}
 			memset(&info, 0, sizeof(info));
-			rc = kp_reader_wait_card(r, &poll, &info, cfg.poll_timeout_ms);
+			rc = kp_reader_wait_card(r, &poll, &info, wait_ms);
+			if (rc == KP_HAL_E_END && session != NULL) {
+				scenario_done = 1;
+				kp_console_message(console, 0, "Scenario ended: no more taps (Q quits)");
+				continue;
+			}
 			if (rc == KP_HAL_E_END)
 				break;
 			if (rc == KP_HAL_E_NOCARD || rc == KP_HAL_E_TIMEOUT) {
@@ -739,9 +947,16 @@ int main(int argc, char **argv)
 			}
 			/* The card is read whole before anything is decided: a reader or card lost
 			 * mid-read is a refusal (card-removed, card-error), never half a tap. */
-			rc = kp_tap_card(engine, r, &info, now, &o);
+			if (session != NULL) {
+				rc = kp_session_tap(session, r, &info, now, &o, &decided);
+			} else {
+				rc = kp_tap_card(engine, r, &info, now, &o);
+				decided = rc == KP_OK;
+			}
 			taps++;
-			if (rc == KP_OK) {
+			if (rc == KP_OK && !decided) {
+				/* validation only / waiting for the driver: nothing decided */
+			} else if (rc == KP_OK) {
 				show(hmi, &o, now);
 				if (o.kind == KP_TAP_ACCEPTED)
 					accepted++;
@@ -751,6 +966,9 @@ int main(int argc, char **argv)
 				logmsg(LOG_ERR, "tap not recorded: %s", kp_strerror(rc));
 				show_out_of_service(hmi, now);
 			}
+			/* The driver's screen after the rider's display. */
+			if (session != NULL && (decided || rc != KP_OK))
+				kp_session_result(session, r, rc, &o, now);
 			rc = kp_reader_release(r, 1, cfg.poll_timeout_ms);
 			if (rc == KP_HAL_E_IO)
 				link_failed(&link, "releasing the card", rc);
@@ -769,6 +987,23 @@ out:
 		pthread_join(syncer.thread, NULL);
 	}
 	syncer_free(&syncer);
+	pthread_mutex_lock(&console_mu);
+	the_console = NULL;
+	pthread_mutex_unlock(&console_mu);
+	kp_console_close(console);       /* the screen back to the shell */
+	if (saved_stderr >= 0) {
+		dup2(saved_stderr, STDERR_FILENO);
+		close(saved_stderr);
+		if (console_error[0] != '\0')
+			fprintf(stderr, "kippu-terminal: %s\n", console_error);
+	}
+	/* The end of a shift prints its summary where the driver can keep it. */
+	if (session != NULL && kp_session_last_summary(session)[0] != '\0')
+		printf("%s", kp_session_last_summary(session));
+	kp_session_close(session);
+	if (engine != NULL)
+		kp_tap_engine_observe(engine, NULL, NULL);
+	kp_events_close(events);
 	kp_zeroize(token_key, sizeof(token_key));
 	kp_tap_engine_close(engine);
 	kp_hmi_close(hmi);

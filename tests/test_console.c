@@ -1,0 +1,386 @@
+/* The console's parts without a screen: the JA/EN texts, the console settings, driver
+ * actions journaled and signed with the driver's id, the shift summary computed from the
+ * journal (also after a restart), and the event stream against the journal (every record
+ * once, in order, no card id), to a file and to a path that cannot be written. The screen
+ * itself is tested in tmux by tests/test_console_tmux.sh. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "kp_terminal.h"
+#include "console.h"
+#include "testutil.h"
+
+#define T0 1795651200000LL           /* 2026-11-26T09:00:00+09:00 */
+
+struct fx {
+	char dir[256];
+	char db[300];
+	kp_store *s;
+	kp_key *key;
+	kp_tap_engine *e;
+	struct kp_terminal_cfg cfg;
+	uint8_t token_key[KP_TOKEN_KEY_LEN];
+};
+
+static void token_of(struct fx *f, uint8_t idm_last, uint8_t token[KP_TOKEN_LEN])
+{
+	uint8_t idm[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, idm_last };
+
+	assert_int_equal(kp_token_derive(f->token_key, "felica", idm, 8, token), 0);
+}
+
+static void put_ent(struct fx *f, uint8_t card, int64_t id, const char *product, int64_t left)
+{
+	struct kp_entitlement e;
+
+	memset(&e, 0, sizeof(e));
+	token_of(f, card, e.token);
+	e.id = id;
+	snprintf(e.product, sizeof(e.product), "%s", product);
+	e.rides_left = left;
+	e.valid_from_ms = T0 - 86400000LL;
+	e.valid_until_ms = T0 + 86400000LL;
+	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	const char *a[] = { "OP-A" };
+	uint8_t token[KP_TOKEN_LEN];
+
+	tu_tmpdir(f->dir, sizeof(f->dir));
+	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
+	memset(f->token_key, 0x5A, sizeof(f->token_key));
+	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
+	assert_int_equal(kp_key_generate(&f->key), 0);
+	kp_terminal_cfg_defaults(&f->cfg);
+	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "BUS-1");
+	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "OP-A");
+	f->cfg.double_tap_window_ms = 60000;
+	assert_int_equal(kp_store_begin(f->s), KP_OK);
+	assert_int_equal(kp_store_put_operator(f->s, "OP-A", "Operator A"), KP_OK);
+	assert_int_equal(kp_store_put_product(f->s, "P10", "10 rides", 10, a, 1), KP_OK);
+	assert_int_equal(kp_store_put_product_cat(f->s, "KIDS", "child rides", 10, "child", a, 1),
+	                 KP_OK);
+	put_ent(f, 0x07, 1, "P10", 3);
+	put_ent(f, 0xF0, 2, "KIDS", 4);
+	token_of(f, 0xF0, token);
+	assert_int_equal(kp_store_put_eligibility(f->s, token, "child", T0 - 86400000LL,
+	                                          T0 + 86400000LL, NULL), KP_OK);
+	token_of(f, 0xC0, token);
+	assert_int_equal(kp_store_put_denylist(f->s, token, "lost", T0 - 1000), KP_OK);
+	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	kp_tap_engine_close(f->e);
+	kp_store_close(f->s);
+	kp_key_free(f->key);
+	tu_rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void decide(struct fx *f, uint8_t card, int64_t now, const char *reason)
+{
+	uint8_t token[KP_TOKEN_LEN];
+	struct kp_tap_outcome o;
+
+	token_of(f, card, token);
+	assert_int_equal(kp_tap_decide(f->e, token, now, &o), KP_OK);
+	assert_string_equal(o.reason, reason);
+}
+
+/* A driver's shift: start, taps of an adult, a child, a denylisted card and a double tap,
+ * an override of a card without a ticket, a refusal, the end. */
+static void shift(struct fx *f)
+{
+	uint8_t token[KP_TOKEN_LEN];
+
+	assert_int_equal(kp_driver_journal(f->e, "shift", "start", "shift", "D042", NULL, NULL,
+	                                   T0, NULL), KP_OK);
+	decide(f, 0x07, T0 + 1000, "ok");
+	decide(f, 0xF0, T0 + 2000, "ok");
+	decide(f, 0xC0, T0 + 3000, "denylisted");
+	decide(f, 0x07, T0 + 4000, "already");
+	decide(f, 0xD0, T0 + 5000, "no-entitlement");
+	token_of(f, 0xD0, token);
+	assert_int_equal(kp_driver_journal(f->e, "tap", "accepted", "override-paper-pass", "D042",
+	                                   token, NULL, T0 + 6000, NULL), KP_OK);
+	assert_int_equal(kp_driver_journal(f->e, "tap", "refused", "driver-refused", "D042",
+	                                   NULL, NULL, T0 + 7000, NULL), KP_OK);
+}
+
+static long count(const struct kp_summary_table *t, const char *key)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		if (strcmp(t->c[i].key, key) == 0)
+			return t->c[i].n;
+	}
+	return 0;
+}
+
+static void test_texts(void **state)
+{
+	(void)state;
+	assert_string_equal(kp_console_reason_text("denylisted", "refused", 1),
+	                    "このカードは使えません（係員へ）");
+	assert_string_equal(kp_console_reason_text("denylisted", "refused", 0),
+	                    "Card blocked: please see staff");
+	assert_string_equal(kp_console_reason_text("override-paper-pass", "accepted", 1),
+	                    "運転士判断：紙の乗車券");
+	/* A reason the fare engine learns later gets a text for its result. */
+	assert_string_equal(kp_console_reason_text("cap-reached-2099", "accepted", 1), "乗車できます");
+	assert_string_equal(kp_console_reason_text("cap-reached-2099", "accepted", 0), "OK");
+	assert_string_equal(kp_console_reason_text("some-new-reason", "refused", 0),
+	                    "Refused: please see the driver");
+	assert_string_equal(kp_console_category_text("child", 1), "小児");
+	assert_string_equal(kp_console_category_text("", 0), "adult");
+	assert_string_equal(kp_console_category_text("veteran", 1), "veteran");
+	assert_string_equal(kp_driver_override_reason(2), "override-paper-pass");
+	assert_null(kp_driver_override_reason(0));
+	assert_null(kp_driver_override_reason(KP_DRIVER_OVERRIDES + 1));
+}
+
+static void test_settings(void **state)
+{
+	struct fx *f = *state;
+	struct kp_console_cfg c;
+	struct kp_terminal_cfg cfg;
+	char path[320], err[256];
+
+	kp_console_cfg_defaults(&c);
+	assert_int_equal(c.lang_ja, 1);
+	assert_int_equal(kp_console_parse_age("24h"), 86400);
+	assert_int_equal(kp_console_parse_age("90"), 90);
+	assert_int_equal(kp_console_parse_age("2d"), 172800);
+	assert_int_equal(kp_console_parse_age("15m"), 900);
+	assert_int_equal(kp_console_parse_age("-1h"), -1);
+	assert_int_equal(kp_console_parse_age("1y"), -1);
+	assert_int_equal(kp_console_parse_age("401d"), -1);
+	assert_int_equal(kp_console_cfg_set(&c, "console_language", "en", err, sizeof(err)), KP_OK);
+	assert_int_equal(c.lang_ja, 0);
+	assert_int_equal(kp_console_cfg_set(&c, "console_language", "fr", err, sizeof(err)),
+	                 KP_E_CONFIG);
+	assert_string_equal(err, "console_language: ja or en");
+	assert_int_equal(kp_console_cfg_set(&c, "console_mode", "confirm", err, sizeof(err)), KP_OK);
+	assert_int_equal(c.mode, KP_CONSOLE_CONFIRM);
+	assert_int_equal(kp_console_cfg_set(&c, "events", "json:", err, sizeof(err)), KP_E_CONFIG);
+	assert_int_equal(kp_console_cfg_set(&c, "events", "xml:/tmp/x", err, sizeof(err)), KP_E_CONFIG);
+	assert_int_equal(kp_console_cfg_set(&c, "events", "json:/tmp/ev", err, sizeof(err)), KP_OK);
+	assert_int_equal(kp_console_cfg_set(&c, "no_such_key", "1", err, sizeof(err)), KP_E_INVAL);
+
+	/* The file: console keys are taken, or checked and skipped by kp_terminal_cfg_load. */
+	snprintf(path, sizeof(path), "%s/t.conf", f->dir);
+	tu_write(path, "terminal_id = BUS-1\nconsole_language = en\ndenylist_max_age = 2h\n"
+	               "events = json:ev.jsonl\nconsole_mode = validate\n");
+	kp_terminal_cfg_defaults(&cfg);
+	kp_console_cfg_defaults(&c);
+	assert_int_equal(kp_terminal_cfg_load_console(&cfg, &c, path, err, sizeof(err)), KP_OK);
+	assert_int_equal(c.lang_ja, 0);
+	assert_int_equal(c.denylist_max_age_s, 7200);
+	assert_int_equal(c.mode, KP_CONSOLE_VALIDATE);
+	assert_string_equal(c.events, "json:ev.jsonl");
+	assert_int_equal(kp_terminal_cfg_load(&cfg, path, err, sizeof(err)), KP_OK);
+	tu_write(path, "terminal_id = BUS-1\ndenylist_max_age = soon\n");
+	assert_int_equal(kp_terminal_cfg_load(&cfg, path, err, sizeof(err)), KP_E_CONFIG);
+	assert_non_null(strstr(err, "t.conf:2: denylist_max_age"));
+	tu_write(path, "console_nonsense = 1\n");
+	assert_int_equal(kp_terminal_cfg_load(&cfg, path, err, sizeof(err)), KP_E_CONFIG);
+	assert_non_null(strstr(err, "t.conf:1: console_nonsense: unknown key"));
+}
+
+static void test_driver_records_signed_with_driver(void **state)
+{
+	struct fx *f = *state;
+	uint8_t token[KP_TOKEN_LEN];
+	uint64_t seq = 0;
+
+	token_of(f, 0xD0, token);
+	assert_int_equal(kp_driver_journal(f->e, "tap", "accepted", "override-unreadable", "D042",
+	                                   token, NULL, T0, &seq), KP_OK);
+	assert_int_equal(seq, 1);
+	/* A bad driver id or reason is refused before anything is journaled. */
+	assert_int_equal(kp_driver_journal(f->e, "tap", "accepted", "override-unreadable",
+	                                   "bad id", token, NULL, T0, NULL), KP_E_INVAL);
+	assert_int_equal(kp_driver_journal(f->e, "tap", "accepted", "", "D042", token, NULL, T0,
+	                                   NULL), KP_E_INVAL);
+	{
+		struct kp_shift_summary sum;
+		int found = 1;
+
+		assert_int_equal(kp_shift_find_open(f->s, &sum, &found), KP_OK);
+		assert_int_equal(found, 0);
+	}
+}
+
+static void test_summary_from_journal(void **state)
+{
+	struct fx *f = *state;
+	struct kp_shift_summary sum, open;
+	char text[4096];
+	int found = 0;
+
+	shift(f);
+	/* Before the end: the open shift is found again (a restarted terminal continues it). */
+	assert_int_equal(kp_shift_find_open(f->s, &open, &found), KP_OK);
+	assert_int_equal(found, 1);
+	assert_string_equal(open.driver, "D042");
+	assert_int_equal(open.start_seq, 1);
+	assert_int_equal(open.riders, 3);
+	assert_int_equal(kp_driver_journal(f->e, "shift", "end", "shift", "D042", NULL, NULL,
+	                                   T0 + 8000, NULL), KP_OK);
+	assert_int_equal(kp_shift_find_open(f->s, &open, &found), KP_OK);
+	assert_int_equal(found, 0);
+
+	assert_int_equal(kp_shift_summary_compute(f->s, 1, &sum), KP_OK);
+	assert_string_equal(sum.driver, "D042");
+	assert_int_equal(sum.end_seq, 9);
+	assert_int_equal(sum.riders, 3);
+	assert_int_equal(sum.taps, 5);
+	assert_int_equal(sum.already, 1);
+	assert_int_equal(sum.refused, 3);
+	assert_int_equal(count(&sum.by_category, "adult"), 2);
+	assert_int_equal(count(&sum.by_category, "child"), 1);
+	assert_int_equal(count(&sum.by_product, "P10"), 1);
+	assert_int_equal(count(&sum.by_product, "KIDS"), 1);
+	assert_int_equal(count(&sum.by_product, "override"), 1);
+	assert_int_equal(count(&sum.refusals, "denylisted"), 1);
+	assert_int_equal(count(&sum.refusals, "no-entitlement"), 1);
+	assert_int_equal(count(&sum.refusals, "driver-refused"), 1);
+	assert_int_equal(count(&sum.overrides, "override-paper-pass"), 1);
+	assert_int_equal(kp_shift_summary_compute(f->s, 2, &open), KP_E_INVAL);  /* no start */
+
+	kp_shift_summary_format(&sum, 1, 9 * 3600, text, sizeof(text));
+	assert_non_null(strstr(text, "driver D042  09:00-09:00  records 1-9"));
+	assert_non_null(strstr(text, "Riders 乗車: 3"));
+	assert_non_null(strstr(text, "By category 区分別: adult(大人) 2 child(小児) 1"));
+	assert_non_null(strstr(text, "Refusals 乗車拒否: denylisted 1 no-entitlement 1 driver-refused 1"));
+	assert_non_null(strstr(text, "Overrides 運転士判断: 1  override-paper-pass 1"));
+	/* A small buffer is cut, never overrun. */
+	kp_shift_summary_format(&sum, 0, 0, text, 40);
+	assert_true(strlen(text) < 40);
+}
+
+static void observe(void *arg, const struct kp_record *rec)
+{
+	kp_events_record(arg, rec);
+}
+
+static int journal_seq(const struct kp_journal_row *row, void *arg)
+{
+	json_t *seqs = arg;
+
+	json_array_append_new(seqs, json_integer((json_int_t)row->seq));
+	return 0;
+}
+
+static void test_events_match_journal(void **state)
+{
+	struct fx *f = *state;
+	char spec[320], path[310];
+	kp_events *ev = NULL;
+	json_t *journal = json_array();
+	char *text, *line, *save = NULL;
+	size_t i = 0;
+
+	snprintf(path, sizeof(path), "%s/ev.jsonl", f->dir);
+	snprintf(spec, sizeof(spec), "json:%s", path);
+	assert_int_equal(kp_events_open(&ev, "xml", NULL, NULL), KP_E_CONFIG);
+	assert_int_equal(kp_events_open(&ev, spec, NULL, NULL), KP_OK);
+	kp_tap_engine_observe(f->e, observe, ev);
+	shift(f);
+	kp_events_reader(ev, T0 + 9000, 0, "Reader offline");
+	kp_events_sync(ev, T0 + 9500, 0, 0, 8, 0, "connection refused");
+	kp_tap_engine_observe(f->e, NULL, NULL);
+	kp_events_close(ev);
+	assert_int_equal(kp_journal_foreach(f->s, journal_seq, journal), KP_OK);
+	assert_int_equal(json_array_size(journal), 8);
+
+	text = tu_read(path);
+	assert_non_null(text);
+	/* No card id (IDm 0101020304050607 ...) in any form. */
+	assert_null(strstr(text, "0101020304050607"));
+	assert_null(strstr(text, "01010203040506"));
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		json_error_t jerr;
+		json_t *o = json_loads(line, 0, &jerr);
+		json_t *seq;
+
+		assert_non_null(o);
+		assert_non_null(json_object_get(o, "type"));
+		assert_non_null(json_object_get(o, "time"));
+		seq = json_object_get(o, "seq");
+		if (seq != NULL) {
+			assert_true(i < json_array_size(journal));
+			assert_int_equal(json_integer_value(seq),
+			                 json_integer_value(json_array_get(journal, i)));
+			i++;
+			if (json_integer_value(seq) == 7) {
+				assert_string_equal(json_string_value(json_object_get(o, "type")), "driver");
+				assert_string_equal(json_string_value(json_object_get(o, "driver")), "D042");
+				assert_string_equal(json_string_value(json_object_get(o, "reason")),
+				                    "override-paper-pass");
+				assert_int_equal(strlen(json_string_value(json_object_get(o, "card"))), 8);
+			}
+			if (json_integer_value(seq) == 3)
+				assert_string_equal(json_string_value(json_object_get(o, "category")), "child");
+		}
+		json_decref(o);
+	}
+	assert_int_equal(i, json_array_size(journal));   /* every record, once, in order */
+	free(text);
+	json_decref(journal);
+}
+
+static int logged;
+static void count_log(void *arg, const char *msg)
+{
+	(void)arg;
+	if (strstr(msg, "events: cannot open") != NULL)
+		logged++;
+}
+
+static void test_events_unwritable_path(void **state)
+{
+	struct fx *f = *state;
+	kp_events *ev = NULL;
+
+	logged = 0;
+	/* Not an error: the terminal keeps deciding, the writer says why once and retries. */
+	assert_int_equal(kp_events_open(&ev, "json:/nonexistent/dir/ev.jsonl", count_log, NULL),
+	                 KP_OK);
+	kp_tap_engine_observe(f->e, observe, ev);
+	decide(f, 0x07, T0 + 1000, "ok");
+	kp_tap_engine_observe(f->e, NULL, NULL);
+	kp_events_close(ev);
+	assert_int_equal(logged, 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_texts),
+		cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_driver_records_signed_with_driver, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_summary_from_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_events_match_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_events_unwritable_path, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
