@@ -212,6 +212,8 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 		cfg->service_day_end_s = secs;
 		return 0;
 	}
+	if (strcmp(key, "place_file") == 0)
+		return set_str(cfg->place_file, sizeof(cfg->place_file), v);
 	if (strcmp(key, "fare_mode") == 0) {
 		*why = "fare_mode: flat or distance";
 		if (strcmp(v, "flat") == 0)

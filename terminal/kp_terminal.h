@@ -369,6 +369,8 @@ struct kp_terminal_cfg {
 	int fare_distance;               /* fare_mode = distance: tap-on/tap-off, charged at
 	                                  * tap-off by boarding and alighting stop; 0 = flat */
 	enum kp_gate { KP_GATE_BOTH = 0, KP_GATE_ENTRY, KP_GATE_EXIT } gate;
+	char place_file[512];            /* "" or a file holding "ROUTE STOP": where a moving
+	                                  * vehicle is now (written by its onboard system) */
 	                                 /* gate = both (a bus reader: a tap with an open
 	                                  * journey on this operator is its tap-off), entry, exit */
 };
@@ -543,8 +545,8 @@ int kp_store_apply_feed(kp_store *s, const char *feed_id, const uint8_t digest[K
 /* Inside the caller's transaction: deletes the feeds an earlier bundle brought that are not
  * in keep (feeds imported locally are left alone). */
 int kp_store_withdraw_feeds(kp_store *s, const char *const *keep, size_t n_keep);
-/* The store's operators, products (every kind), discounts, caps, transfer rules and
- * operator fares as a bundle's arrays (free with kp_bundle_free). */
+/* The store's operators, products (every kind), product scopes, discounts, caps, transfer
+ * rules and operator fares as a bundle's arrays (free with kp_bundle_free). */
 int kp_store_export_config(kp_store *s, struct kp_bundle *b);
 
 #endif

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,74 @@ static void usage(FILE *fp)
 	      "  --events json[:PATH]       one JSON object per line for every tap, driver\n"
 	      "                     action, reader and sync change: stdout, a file or a FIFO\n"
 	      "  --help\n", fp);
+}
+
+/* Journeys left open (no tap-off) whose service day is over, or whose card has tapped at
+ * another terminal since, are charged now: at start, when idle, and every 64 taps. */
+static void sweep(kp_tap_engine *engine, int64_t now)
+{
+	size_t closed = 0, total = 0;
+	int rc, rounds = 0;
+
+	do {
+		rc = kp_tap_sweep(engine, now, &closed);
+		total += closed;
+	} while (rc == KP_OK && closed > 0 && ++rounds < 16);
+	if (rc != KP_OK)
+		logmsg(LOG_ERR, "closing open journeys: %s", kp_strerror(rc));
+	else if (total > 0)
+		logmsg(LOG_INFO, "closed %zu journeys without tap-off", total);
+}
+
+/* The vehicle's place from place_file ("ROUTE STOP"), read again when the file changes; a
+ * bad or missing file keeps the last good place. */
+struct place {
+	struct timespec mtime;
+	off_t size;
+	int have;
+};
+
+static void place_update(kp_tap_engine *engine, const struct kp_terminal_cfg *cfg,
+                         struct place *pl)
+{
+	char buf[200], route[64], stop[64], extra[8];
+	struct stat st;
+	FILE *fp;
+	int n;
+
+	if (cfg->place_file[0] == '\0' || engine == NULL)
+		return;
+	if (stat(cfg->place_file, &st) != 0) {
+		if (pl->have != -1)
+			logmsg(LOG_ERR, "place_file %s: %s (keeping the last place)", cfg->place_file,
+			       strerror(errno));
+		pl->have = -1;
+		return;
+	}
+	if (pl->have == 1 && st.st_mtim.tv_sec == pl->mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == pl->mtime.tv_nsec && st.st_size == pl->size)
+		return;
+	pl->mtime = st.st_mtim;
+	pl->size = st.st_size;
+	pl->have = 1;
+	fp = fopen(cfg->place_file, "r");
+	if (fp == NULL || fgets(buf, sizeof(buf), fp) == NULL) {
+		if (fp != NULL)
+			fclose(fp);
+		logmsg(LOG_ERR, "place_file %s: cannot read it (keeping the last place)",
+		       cfg->place_file);
+		return;
+	}
+	fclose(fp);
+	n = sscanf(buf, "%63s %63s %7s", route, stop, extra);
+	if (n != 2 || !kp_valid_id(route) || !kp_valid_id(stop) ||
+	    kp_tap_engine_set_place(engine, cfg->operator_id, route, stop, cfg->utc_offset_s,
+	                            NULL) != KP_OK) {
+		logmsg(LOG_ERR, "place_file %s: want \"ROUTE STOP\" (ids of 1-32 of A-Z a-z 0-9 - _ .);"
+		       " keeping the last place", cfg->place_file);
+		return;
+	}
+	logmsg(LOG_INFO, "now at route %s stop %s", route, stop);
 }
 
 static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now)
@@ -879,6 +948,11 @@ int main(int argc, char **argv)
 		int dirty = 0;
 
 		int scenario_done = 0;
+		struct place pl = { { 0, 0 }, 0, 0 };
+		int64_t last_sweep = mono_ms();
+
+		if (engine != NULL && !do_inspect && !link_mode)
+			sweep(engine, link.r != NULL ? kp_reader_now_ms(link.r) : kp_reader_now_ms(NULL));
 		/* With the console, the driver's keys are answered between polls: poll briefly. */
 		int wait_ms = session != NULL && cfg.poll_timeout_ms > 100 ? 100 : cfg.poll_timeout_ms;
 
@@ -908,6 +982,7 @@ int main(int argc, char **argv)
 				sleep_ms(100);
 				continue;
 			}
+			place_update(engine, &cfg, &pl);
 			memset(&info, 0, sizeof(info));
 			rc = kp_reader_wait_card(r, &poll, &info, wait_ms);
 			if (rc == KP_HAL_E_END && session != NULL) {
@@ -924,6 +999,11 @@ int main(int argc, char **argv)
 				    mono_ms() - last_activity >= cfg.checkpoint_idle_ms) {
 					kp_store_idle(store);
 					dirty = 0;
+				}
+				if (engine != NULL && !do_inspect && !link_mode &&
+				    mono_ms() - last_sweep >= 10000) {
+					sweep(engine, kp_reader_now_ms(r));
+					last_sweep = mono_ms();
 				}
 				continue;
 			}
@@ -975,8 +1055,11 @@ int main(int argc, char **argv)
 			last_activity = mono_ms();
 			dirty = 1;
 			/* A mock scenario in virtual time never idles: checkpoint every 64 taps. */
-			if (store != NULL && taps % 64 == 0)
+			if (store != NULL && taps % 64 == 0) {
 				kp_store_idle(store);
+				if (engine != NULL && !do_inspect && !link_mode)
+					sweep(engine, now);
+			}
 		}
 	}
 	logmsg(LOG_INFO, "stopping: %lu taps, %lu accepted, %lu refused", taps, accepted, refused);

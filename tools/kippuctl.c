@@ -341,9 +341,12 @@ static int list_row(const struct kp_journal_row *row, void *arg)
 
 	if (r.has_left)
 		snprintf(left, sizeof(left), "%lld", (long long)r.left);
-	printf("%6llu  %s  %-8s %-16s %-10s card %-10s product %-8s left %s\n",
+	printf("%6llu  %s  %-8s %-16s %-10s card %-10s product %-8s left %s",
 	       (unsigned long long)r.seq, when, r.result, r.reason, r.operator_id, tok,
 	       r.product[0] ? r.product : "-", left);
+	/* the fare engine's fields, after the older columns */
+	printf("  stop %s event %s amount %lld%s%s\n", r.stop[0] ? r.stop : "-",
+	       r.event[0] ? r.event : "-", (long long)r.amount, r.fare[0] ? "  fare " : "", r.fare);
 	return 0;
 }
 
