@@ -400,6 +400,7 @@ struct kp_tap_outcome {
 	                                  * else "2026-11-21 04:00"), "" otherwise */
 	char event[KP_ID_MAX + 1];       /* "tap", "tap_on", "tap_off" ("" for refusals
 	                                  * without a card) */
+	int balance;                     /* rides_left is a stored-value balance */
 };
 
 typedef struct kp_tap_engine kp_tap_engine;

@@ -174,6 +174,14 @@ static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now
 		if (o->valid_until_ms != 0)
 			n = snprintf(text, sizeof(text), "OK: %s, valid until %s", o->product,
 			             o->until_text);
+		else if (o->balance && strcmp(o->event, "tap_on") == 0)
+			n = snprintf(text, sizeof(text), "OK: tapped on, balance %lld",
+			             (long long)o->rides_left);
+		else if (o->balance)
+			n = snprintf(text, sizeof(text), "OK: %lld charged, balance %lld",
+			             (long long)o->amount, (long long)o->rides_left);
+		else if (o->rides_left < 0)
+			n = snprintf(text, sizeof(text), "OK: %s", o->product);
 		else
 			n = snprintf(text, sizeof(text), "OK: %lld ride%s left", (long long)o->rides_left,
 			             o->rides_left == 1 ? "" : "s");

@@ -405,6 +405,7 @@ struct tap {
 	struct kp_fare_state fs;
 	char feed[KP_ID_MAX + 1];
 	int distance, have_fare;
+	int used_stored;                 /* the decision charged (or checked) stored value */
 };
 
 static int load_card(struct tap *t, const char *operator_id, const char *route)
@@ -461,6 +462,7 @@ static const struct kp_ent_view *stored_for(const struct tap *t, int64_t amount,
 static int charge(struct tap *t, const struct kp_ent_view *sv, int64_t amount,
                   struct kp_record *rec)
 {
+	t->used_stored = 1;
 	snprintf(rec->product, sizeof(rec->product), "%s", sv->e.product);
 	rec->entitlement = sv->e.id;
 	rec->amount = amount;
@@ -1097,6 +1099,7 @@ done:
 	if (rc == KP_OK) {
 		outcome_from(out, &rec, kind);
 		snprintf(out->event, sizeof(out->event), "%s", rec.event);
+		out->balance = kind == KP_TAP_ACCEPTED && t->used_stored && rec.has_left;
 		out->warn_days = warn_days;
 		if (kind == KP_TAP_ACCEPTED && pass_until != 0) {
 			out->valid_until_ms = pass_until;
