@@ -118,6 +118,18 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  digest BLOB NOT NULL CHECK (length(digest) = 32), package BLOB NOT NULL,"
 	"  rows INTEGER NOT NULL, source TEXT NOT NULL, imported INTEGER NOT NULL) WITHOUT ROWID;"
 	"INSERT INTO meta(key, value) VALUES ('service_day_end_s', 14400), ('utc_offset_s', 32400);",
+
+	/* 4: fares across terminals (terminal/FARES.md). A record's fare event (key 20) gets a
+	 * column. Stored rows are never written: records from before it carry no event (the
+	 * key did not exist when released backends stored them) and read as "tap". Recent
+	 * card records are indexed by time for the bundle's one pass. Product scopes as the
+	 * terminal's (load-file product-scope). */
+	"ALTER TABLE records ADD COLUMN event TEXT;"
+	"CREATE INDEX records_recent ON records(time_ms) WHERE token IS NOT NULL;"
+	"CREATE TABLE product_scope(product_id TEXT NOT NULL REFERENCES products(id)"
+	"  ON DELETE CASCADE, kind TEXT NOT NULL CHECK (kind IN ('route', 'network')),"
+	"  scope_id TEXT NOT NULL CHECK (length(CAST(scope_id AS BLOB)) BETWEEN 1 AND 32),"
+	"  PRIMARY KEY (product_id, kind, scope_id)) WITHOUT ROWID;",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -570,9 +582,9 @@ static int store_record(kp_bstore *s, const char *terminal, const struct kp_inge
 	sqlite3_stmt *st = NULL;
 	int rc = prep(s, &st, "INSERT INTO records(terminal, seq, time_ms, token, operator, route,"
 	                      " stop, product, ent_id, rides, amount, left_after, result, reason,"
-	                      " cose, payload, hash, received_ms, kind, via, category) VALUES (?1,"
-	                      " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
-	                      " ?17, ?18, ?19, ?20, ?21)");
+	                      " cose, payload, hash, received_ms, kind, via, category, event) VALUES"
+	                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+	                      " ?16, ?17, ?18, ?19, ?20, ?21, ?22)");
 
 	if (rc != KP_BE_OK)
 		return rc;
@@ -605,6 +617,8 @@ static int store_record(kp_bstore *s, const char *terminal, const struct kp_inge
 		sqlite3_bind_blob(st, 20, c->via, KP_TOKEN_LEN, SQLITE_STATIC);
 	if (c->category[0] != '\0')
 		sqlite3_bind_text(st, 21, c->category, -1, SQLITE_STATIC);
+	if (c->event[0] != '\0')
+		sqlite3_bind_text(st, 22, c->event, -1, SQLITE_STATIC);
 	rc = step_done(s, st, "record");
 	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
 		return link_request(s, terminal, c, now_ms);
@@ -1076,10 +1090,23 @@ int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b)
 
 	s->err[0] = '\0';
 	if (b == NULL || b->n_entitlements > 0 || b->n_denylist > 0 || b->n_eligibility > 0 ||
-	    b->n_feeds > 0) {
-		snprintf(s->err, sizeof(s->err), "configuration: operators, products, discounts, "
-		         "caps, transfer rules and operator fares only");
+	    b->n_feeds > 0 || b->n_remote > 0) {
+		snprintf(s->err, sizeof(s->err), "configuration: operators, products, product "
+		         "scopes, discounts, caps, transfer rules and operator fares only");
 		return KP_BE_E_INVAL;
+	}
+	for (i = 0; i < b->n_scopes; i++) {
+		const struct kp_bundle_scope *c = &b->scopes[i];
+		size_t j;
+
+		for (j = 0; j < b->n_products && strcmp(b->products[j].id, c->product) != 0; j++)
+			;
+		if (j == b->n_products || !kp_cbor_id_valid(c->scope_id, false) ||
+		    (c->network != 0 && c->network != 1)) {
+			snprintf(s->err, sizeof(s->err), "product scope of %.32s: a product of the same "
+			         "configuration, route or network, an id of 1-32 bytes", c->product);
+			return KP_BE_E_INVAL;
+		}
 	}
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
@@ -1093,6 +1120,22 @@ int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b)
 	}
 	for (i = 0; rc == KP_BE_OK && i < b->n_products; i++)
 		rc = put_one_product(s, &b->products[i]);
+	/* a product's scopes are replaced with the product */
+	for (i = 0; rc == KP_BE_OK && i < b->n_products; i++) {
+		const char *t[5] = { b->products[i].id };
+		const int64_t v[5] = { 0 };
+
+		rc = upsert(s, "DELETE FROM product_scope WHERE product_id = ?1", "product scopes",
+		            t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_scopes; i++) {
+		const struct kp_bundle_scope *c = &b->scopes[i];
+		const char *t[5] = { c->product, c->network ? "network" : "route", c->scope_id };
+		const int64_t v[5] = { 0 };
+
+		rc = upsert(s, "INSERT INTO product_scope(product_id, kind, scope_id)"
+		               " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", "product scope", t, v);
+	}
 	for (i = 0; rc == KP_BE_OK && i < b->n_discounts; i++) {
 		const struct kp_bundle_discount *d = &b->discounts[i];
 		const char *t[5] = { d->operator_id, d->category };
@@ -1338,6 +1381,295 @@ static int fill_stops(kp_bstore *s, struct kp_bundle_product *p)
 	return KP_BE_OK;
 }
 
+/* ---- fares across terminals (terminal/FARES.md, "Across terminals") ---- */
+
+#define REMOTE_WINDOW_MS (32LL * 86400000LL)
+#define REMOTE_SPENT_MAX 1000000000000000LL     /* the bundle's bound: 10^15 minor units */
+
+/* YYYYMM of a day count from 1970-01-01 (Howard Hinnant's civil_from_days), as the
+ * terminal's kp_service_period computes a service day's month. */
+static int64_t month_of_day(int64_t z)
+{
+	int64_t era, doe, yoe, doy, mp, m;
+
+	z += 719468;
+	era = floor_div(z, 146097);
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	m = mp < 10 ? mp + 3 : mp - 9;
+	return (yoe + era * 400 + (m <= 2)) * 100 + m;
+}
+
+/* The latest accepted tap_on of the card at one other terminal (a tap_off's leg starts
+ * there). */
+struct remote_on {
+	char terminal[KP_ID_MAX + 1];
+	int64_t ms;
+};
+
+/* One card's records in time order, folded into its remote row. */
+struct remote_acc {
+	struct kp_bundle_remote r;
+	int others;                          /* records at other terminals seen */
+	int own_on, own_closed;              /* the receiving terminal's latest accepted tap_on */
+	int64_t own_on_ms;
+	char own_on_op[KP_ID_MAX + 1], own_on_stop[KP_ID_MAX + 1];
+	struct remote_on *ons;
+	size_t n_ons, cap_ons;
+};
+
+static void text_col(sqlite3_stmt *st, int i, char *dst, size_t cap)
+{
+	copy_text(dst, cap, sqlite3_column_text(st, i));
+	if (!kp_cbor_id_valid(dst, true))
+		dst[0] = '\0';
+}
+
+/* An operator id as terminals write them (their config's A-Z a-z 0-9 - _ .): a terminal
+ * refuses a remote row with any other, and with it the whole bundle, so a record that says
+ * otherwise opens no journey and makes no leg here. */
+static bool plain_id(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++) {
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
+			return false;
+	}
+	return true;
+}
+
+static int remote_on_set(struct remote_acc *a, const char *terminal, int64_t ms)
+{
+	size_t i;
+
+	for (i = 0; i < a->n_ons && strcmp(a->ons[i].terminal, terminal) != 0; i++)
+		;
+	if (i == a->n_ons) {
+		if (a->n_ons == a->cap_ons) {
+			size_t cap = a->cap_ons ? a->cap_ons * 2 : 8;
+			void *p = realloc(a->ons, cap * sizeof(*a->ons));
+
+			if (p == NULL)
+				return KP_BE_E_NOMEM;
+			a->ons = p;
+			a->cap_ons = cap;
+		}
+		snprintf(a->ons[a->n_ons++].terminal, KP_ID_MAX + 1, "%s", terminal);
+	}
+	a->ons[i].ms = ms;
+	return KP_BE_OK;
+}
+
+static int64_t remote_on_get(const struct remote_acc *a, const char *terminal, int64_t dflt)
+{
+	for (size_t i = 0; i < a->n_ons; i++) {
+		if (strcmp(a->ons[i].terminal, terminal) == 0)
+			return a->ons[i].ms;
+	}
+	return dflt;
+}
+
+/* Columns of REMOTE_SQL. */
+enum { RC_TOKEN, RC_OWN, RC_TERMINAL, RC_TIME, RC_EVENT, RC_ACCEPTED, RC_OPERATOR, RC_ROUTE,
+       RC_STOP, RC_PRODUCT, RC_ENT, RC_RIDES, RC_AMOUNT, RC_KIND };
+
+/* Every card's fare decisions of the last 32 days, at every terminal, in one pass grouped by
+ * card and in time order (records_recent gives the window; the sort is SQLite's). Refusals
+ * count (a card refused elsewhere has left a journey open here); "already" answers decide
+ * nothing and are left out, so a double tap does not hide the tap-on it repeats. Records
+ * stored before the event column existed and not filled from their payload read as "tap". */
+#define REMOTE_SQL                                                                        \
+	"SELECT r.token, r.terminal = ?1, r.terminal, r.time_ms, coalesce(r.event, 'tap'),"   \
+	" r.result = 'accepted', r.operator, r.route, r.stop, r.product, coalesce(r.ent_id, 0),"\
+	" r.rides, r.amount, p.product_kind"                                                  \
+	" FROM records r LEFT JOIN products p ON p.id = r.product"                            \
+	" WHERE r.token IS NOT NULL AND r.time_ms >= ?2 AND r.kind = 'tap'"                  \
+	" AND r.result <> 'already' ORDER BY r.token, r.time_ms, r.terminal, r.seq"
+
+static void remote_fold(struct remote_acc *a, sqlite3_stmt *st, int64_t day_now,
+                        int64_t month_now, int64_t day_shift_s, int *nomem)
+{
+	const char *event = (const char *)sqlite3_column_text(st, RC_EVENT);
+	const char *kind = (const char *)sqlite3_column_text(st, RC_KIND);
+	const char *terminal = (const char *)sqlite3_column_text(st, RC_TERMINAL);
+	int64_t t = sqlite3_column_int64(st, RC_TIME), amount = sqlite3_column_int64(st, RC_AMOUNT);
+	int accepted = sqlite3_column_int(st, RC_ACCEPTED);
+	int tap_on = strcmp(event, "tap_on") == 0, tap_off = strcmp(event, "tap_off") == 0;
+	char op[KP_ID_MAX + 1], stop[KP_ID_MAX + 1];
+	struct kp_bundle_remote *r = &a->r;
+
+	text_col(st, RC_OPERATOR, op, sizeof(op));
+	text_col(st, RC_STOP, stop, sizeof(stop));
+	if (sqlite3_column_int(st, RC_OWN)) {
+		if (accepted && tap_on) {
+			a->own_on = 1;
+			a->own_closed = 0;
+			a->own_on_ms = t;
+			snprintf(a->own_on_op, sizeof(a->own_on_op), "%s", op);
+			snprintf(a->own_on_stop, sizeof(a->own_on_stop), "%s", stop);
+		}
+		return;
+	}
+	a->others = 1;
+	r->last_ms = t;
+	/* the latest record there decides whether a journey is open there */
+	r->open = accepted && tap_on && t > 0 && plain_id(op);
+	if (r->open) {
+		int64_t rides = sqlite3_column_int64(st, RC_RIDES);
+
+		r->open_ms = t;
+		snprintf(r->open_operator, sizeof(r->open_operator), "%s", op);
+		text_col(st, RC_ROUTE, r->open_route, sizeof(r->open_route));
+		snprintf(r->open_stop, sizeof(r->open_stop), "%s", stop);
+		text_col(st, RC_PRODUCT, r->open_product, sizeof(r->open_product));
+		r->open_ent = sqlite3_column_int64(st, RC_ENT);
+		if (r->open_ent < 0)
+			r->open_ent = 0;
+		r->open_paid = rides > 0 || (kind != NULL && strcmp(kind, "period") == 0);
+		if (remote_on_set(a, terminal, t) != KP_BE_OK)
+			*nomem = 1;
+	}
+	if (!accepted)
+		return;
+	/* a journey of the receiving terminal that this terminal closed and charged */
+	if (a->own_on && t > a->own_on_ms && strcmp(op, a->own_on_op) == 0 &&
+	    (tap_off || (strcmp(event, "no_tap_off") == 0 && strcmp(stop, a->own_on_stop) == 0)))
+		a->own_closed = 1;
+	if (amount <= 0)
+		return;
+	if (amount > REMOTE_SPENT_MAX)
+		amount = REMOTE_SPENT_MAX;
+	if ((tap_off || strcmp(event, "tap") == 0) && kind != NULL && strcmp(kind, "stored") == 0 &&
+	    plain_id(op)) {
+		r->has_leg = 1;
+		snprintf(r->leg_operator, sizeof(r->leg_operator), "%s", op);
+		r->leg_off_ms = t;
+		r->leg_on_ms = tap_off ? remote_on_get(a, terminal, t) : t;
+		r->leg_paid = amount;
+	}
+	{
+		int64_t day = floor_div(floor_div(t, 1000) + day_shift_s, 86400);
+
+		if (day == day_now)
+			r->day_spent = r->day_spent + amount > REMOTE_SPENT_MAX ? REMOTE_SPENT_MAX :
+			               r->day_spent + amount;
+		if (month_of_day(day) == month_now)
+			r->month_spent = r->month_spent + amount > REMOTE_SPENT_MAX ? REMOTE_SPENT_MAX :
+			                 r->month_spent + amount;
+	}
+}
+
+/* The card's row, if it has records at other terminals. */
+static int remote_emit(struct remote_acc *a, struct kp_bundle *b, size_t *cap)
+{
+	if (!a->others)
+		return KP_BE_OK;
+	if (b->n_remote == *cap) {
+		size_t n = *cap ? *cap * 2 : 256;
+		void *p = realloc(b->remote, n * sizeof(*b->remote));
+
+		if (p == NULL)
+			return KP_BE_E_NOMEM;
+		b->remote = p;
+		*cap = n;
+	}
+	if (a->own_on && a->own_closed)
+		a->r.closed_ms = a->own_on_ms;
+	b->remote[b->n_remote++] = a->r;
+	return KP_BE_OK;
+}
+
+/* For a bundle made for `terminal` at now_ms: one row per card with records at other
+ * terminals in the last 32 days, from those records only (closed_ms aside, which names the
+ * receiving terminal's own tap-on), spending by the backend's service-day setting. */
+static int fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b)
+{
+	struct remote_acc a;
+	sqlite3_stmt *st = NULL;
+	uint8_t token[KP_TOKEN_LEN];
+	int64_t end_s = 14400, offset_s = 32400, day_now, month_now;
+	size_t cap = 0;
+	int have = 0, nomem = 0, step = SQLITE_DONE, rc;
+
+	memset(&a, 0, sizeof(a));
+	rc = meta_int(s, "service_day_end_s", 14400, &end_s);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "utc_offset_s", 32400, &offset_s);
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, REMOTE_SQL);
+	if (rc != KP_BE_OK)
+		return rc;
+	day_now = floor_div(floor_div(now_ms, 1000) + offset_s - end_s, 86400);
+	month_now = month_of_day(day_now);
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now_ms - REMOTE_WINDOW_MS);
+	while (rc == KP_BE_OK && !nomem && (step = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(st, RC_TOKEN) != KP_TOKEN_LEN)
+			continue;
+		if (!have || memcmp(token, sqlite3_column_blob(st, RC_TOKEN), KP_TOKEN_LEN) != 0) {
+			if (have)
+				rc = remote_emit(&a, b, &cap);
+			memcpy(token, sqlite3_column_blob(st, RC_TOKEN), KP_TOKEN_LEN);
+			have = 1;
+			{
+				struct remote_on *ons = a.ons;
+				size_t cap_ons = a.cap_ons;
+
+				memset(&a, 0, sizeof(a));
+				a.ons = ons;
+				a.cap_ons = cap_ons;
+			}
+			memcpy(a.r.token, token, KP_TOKEN_LEN);
+			a.r.day_id = day_now;
+			a.r.month_id = month_now;
+		}
+		remote_fold(&a, st, day_now, month_now, offset_s - end_s, &nomem);
+	}
+	if (rc == KP_BE_OK && nomem)
+		rc = KP_BE_E_NOMEM;
+	if (rc == KP_BE_OK && step != SQLITE_DONE)
+		rc = fail(s, "fare state across terminals");
+	if (rc == KP_BE_OK && have)
+		rc = remote_emit(&a, b, &cap);
+	sqlite3_finalize(st);
+	free(a.ons);
+	return rc;
+}
+
+static int fill_scopes(kp_bstore *s, struct kp_bundle *b)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t count = 0;
+	int rc = prep(s, &st, "SELECT count(*) FROM product_scope");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	count = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	b->scopes = calloc((size_t)count + 1, sizeof(*b->scopes));
+	if (b->scopes == NULL)
+		return KP_BE_E_NOMEM;
+	/* BINARY order: "network" before "route", as the bundle's canonical order */
+	rc = prep(s, &st, "SELECT product_id, kind, scope_id FROM product_scope"
+	                  " ORDER BY product_id, kind, scope_id");
+	if (rc != KP_BE_OK)
+		return rc;
+	while (sqlite3_step(st) == SQLITE_ROW && b->n_scopes < (size_t)count) {
+		struct kp_bundle_scope *c = &b->scopes[b->n_scopes++];
+		const char *kind = (const char *)sqlite3_column_text(st, 1);
+
+		copy_text(c->product, sizeof(c->product), sqlite3_column_text(st, 0));
+		c->network = kind != NULL && strcmp(kind, "network") == 0;
+		copy_text(c->scope_id, sizeof(c->scope_id), sqlite3_column_text(st, 2));
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
 static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b)
 {
 	sqlite3_stmt *st = NULL;
@@ -1556,6 +1888,13 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 			return rc;
 		b->format = fmt2 ? 2 : 0;
 	}
+	/* Cards' state across terminals is the fare engine's: a backend that sells N-ride
+	 * tickets only keeps sending format 1, byte for byte. */
+	rc = fill_scopes(s, b);
+	if (rc == KP_BE_OK && b->format == 2)
+		rc = fill_remote(s, terminal, now_ms, b);
+	if (rc != KP_BE_OK)
+		return rc;
 	rc = prep(s, &st, "SELECT acked FROM terminals WHERE id = ?1");
 	if (rc != KP_BE_OK)
 		return rc;

@@ -14,7 +14,11 @@
  * the fare engine's configuration (discounts, caps, transfer rules, operator fares) and GTFS
  * fare feeds as packages (farepkg.c). It is written only when a bundle holds one of these,
  * so an N-ride-only snapshot is still format 1, byte for byte, and terminals that read only
- * format 1 refuse a format 2 bundle with KP_SYNC_E_VERSION. */
+ * format 1 refuse a format 2 bundle with KP_SYNC_E_VERSION.
+ *
+ * Format 3 adds the cards' fare state at the other terminals ("remote", terminal/FARES.md
+ * "Across terminals") and product scopes ("scopes"); it too is written only when a bundle
+ * holds one of them, since a format 2 decoder refuses unknown keys. */
 #include "kp_sync.h"
 
 #include <stdarg.h>
@@ -39,6 +43,9 @@
 #define MIN_TRANSFER    30      /* {"to": "*", "max": 1, "off": -1, "from": "*", "within": 60} */
 #define MIN_OPERATOR_FARE 31    /* {"feed": 1 char, "mode": "flat", "operator": 1 char} */
 #define MIN_FEED        54      /* {"id": 1 char, "digest": 32 bytes, "package": 1 byte} */
+#define MIN_REMOTE      30      /* {"last": 0, "token": 16 bytes} */
+#define MIN_SCOPE       27      /* {"id": 1 char, "kind": "route", "product": 1 char} */
+#define SPENT_MAX       1000000000000000LL      /* 10^15 minor units */
 
 /* ---- the canonical order ---- */
 
@@ -189,6 +196,33 @@ static int feed_cmp(const struct kp_bundle_feed *a, const struct kp_bundle_feed 
 	return strcmp(a->id, b->id);
 }
 
+static int remote_cmp(const struct kp_bundle_remote *a, const struct kp_bundle_remote *b)
+{
+	return memcmp(a->token, b->token, KP_TOKEN_LEN);
+}
+
+static const char *const SCOPE_KINDS[] = { "route", "network" };
+
+/* by product, then kind name ("network" before "route"), then id */
+static int scope_cmp(const struct kp_bundle_scope *a, const struct kp_bundle_scope *b)
+{
+	int c = strcmp(a->product, b->product);
+
+	if (c == 0)
+		c = strcmp(SCOPE_KINDS[a->network != 0], SCOPE_KINDS[b->network != 0]);
+	return c != 0 ? c : strcmp(a->scope_id, b->scope_id);
+}
+
+static int qs_remote(const void *a, const void *b)
+{
+	return remote_cmp(*(const void *const *)a, *(const void *const *)b);
+}
+
+static int qs_scope(const void *a, const void *b)
+{
+	return scope_cmp(*(const void *const *)a, *(const void *const *)b);
+}
+
 static int qs_disc(const void *a, const void *b)
 {
 	return disc_cmp(*(const void *const *)a, *(const void *const *)b);
@@ -232,6 +266,18 @@ static bool needs_format2(const struct kp_bundle *b)
 			return true;
 	}
 	return false;
+}
+
+/* The lowest format that can say what b holds, and at least b->format. */
+static int format_needed(const struct kp_bundle *b)
+{
+	int fmt = b->format > 1 ? b->format : 1;
+
+	if (b->n_remote > 0 || b->n_scopes > 0)
+		return 3;
+	if (fmt < 2 && needs_format2(b))
+		fmt = 2;
+	return fmt;
 }
 
 static bool op_or_any(const char *s)
@@ -280,6 +326,30 @@ static int product_check(const struct kp_bundle_product *p, bool fmt2)
 		       KP_SYNC_OK : KP_SYNC_E_INVAL;
 	}
 	return KP_SYNC_E_INVAL;
+}
+
+/* What a remote row may hold (encoder and decoder alike); the parts that are absent are
+ * not looked at. */
+static bool remote_valid(const struct kp_bundle_remote *r)
+{
+	if (r->last_ms < 0 || r->closed_ms < 0 || (r->open != 0 && r->open != 1) ||
+	    (r->has_leg != 0 && r->has_leg != 1) || r->day_spent < 0 || r->day_spent > SPENT_MAX ||
+	    r->month_spent < 0 || r->month_spent > SPENT_MAX ||
+	    (r->day_spent > 0 && r->day_id < 0) ||
+	    (r->month_spent > 0 && (r->month_id < 197001 || r->month_id > 999912 ||
+	                            r->month_id % 100 < 1 || r->month_id % 100 > 12)))
+		return false;
+	if (r->open && (r->open_ms <= 0 || !kp_cbor_id_valid(r->open_operator, false) ||
+	                !kp_cbor_id_valid(r->open_route, true) ||
+	                !kp_cbor_id_valid(r->open_stop, true) ||
+	                !kp_cbor_id_valid(r->open_product, true) || r->open_ent < 0 ||
+	                (r->open_paid != 0 && r->open_paid != 1)))
+		return false;
+	if (r->has_leg && (!kp_cbor_id_valid(r->leg_operator, false) || r->leg_on_ms < 0 ||
+	                   r->leg_off_ms < r->leg_on_ms || r->leg_paid <= 0 ||
+	                   r->leg_paid > SPENT_MAX))
+		return false;
+	return true;
 }
 
 static int elements_check(const struct kp_bundle *b, bool fmt2)
@@ -347,6 +417,17 @@ static int elements_check(const struct kp_bundle *b, bool fmt2)
 		    (f->distance != 0 && f->distance != 1))
 			return KP_SYNC_E_INVAL;
 	}
+	for (i = 0; i < b->n_remote; i++) {
+		if (!remote_valid(&b->remote[i]))
+			return KP_SYNC_E_INVAL;
+	}
+	for (i = 0; i < b->n_scopes; i++) {
+		const struct kp_bundle_scope *c = &b->scopes[i];
+
+		if (!kp_cbor_id_valid(c->product, false) || !kp_cbor_id_valid(c->scope_id, false) ||
+		    (c->network != 0 && c->network != 1))
+			return KP_SYNC_E_INVAL;
+	}
 	for (i = 0; i < b->n_feeds; i++) {
 		const struct kp_bundle_feed *f = &b->feeds[i];
 		uint8_t digest[KP_SHA256_LEN];
@@ -369,7 +450,8 @@ static int bundle_check(const struct kp_bundle *b, bool fmt2)
 	    b->n_entitlements > KP_BUNDLE_ENTITLEMENTS_MAX || b->n_denylist > KP_BUNDLE_DENYLIST_MAX ||
 	    b->n_eligibility > KP_BUNDLE_ELIGIBILITY_MAX || b->n_discounts > KP_BUNDLE_DISCOUNTS_MAX ||
 	    b->n_caps > KP_BUNDLE_CAPS_MAX || b->n_transfers > KP_BUNDLE_TRANSFERS_MAX ||
-	    b->n_operator_fares > KP_BUNDLE_OPERATOR_FARES_MAX || b->n_feeds > KP_BUNDLE_FEEDS_MAX)
+	    b->n_operator_fares > KP_BUNDLE_OPERATOR_FARES_MAX || b->n_feeds > KP_BUNDLE_FEEDS_MAX ||
+	    b->n_remote > KP_BUNDLE_REMOTE_MAX || b->n_scopes > KP_BUNDLE_SCOPES_MAX)
 		return KP_SYNC_E_TOOBIG;
 	if ((b->n_operators > 0 && b->operators == NULL) ||
 	    (b->n_products > 0 && b->products == NULL) ||
@@ -380,7 +462,10 @@ static int bundle_check(const struct kp_bundle *b, bool fmt2)
 	    (b->n_caps > 0 && b->caps == NULL) ||
 	    (b->n_transfers > 0 && b->transfers == NULL) ||
 	    (b->n_operator_fares > 0 && b->operator_fares == NULL) ||
-	    (b->n_feeds > 0 && b->feeds == NULL))
+	    (b->n_feeds > 0 && b->feeds == NULL) ||
+	    (b->n_remote > 0 && b->remote == NULL) ||
+	    (b->n_scopes > 0 && b->scopes == NULL) || b->format < 0 ||
+	    b->format > KP_BUNDLE_FORMAT)
 		return KP_SYNC_E_INVAL;
 	return elements_check(b, fmt2);
 }
@@ -459,6 +544,8 @@ struct sorted {
 	struct kp_bundle_transfer **xfer;
 	struct kp_bundle_operator_fare **ofares;
 	struct kp_bundle_feed **feeds;
+	struct kp_bundle_remote **remote;
+	struct kp_bundle_scope **scopes;
 };
 
 static void sorted_free(struct sorted *s)
@@ -473,6 +560,8 @@ static void sorted_free(struct sorted *s)
 	free(s->xfer);
 	free(s->ofares);
 	free(s->feeds);
+	free(s->remote);
+	free(s->scopes);
 }
 
 static int sorted_make(const struct kp_bundle *b, struct sorted *s)
@@ -489,10 +578,12 @@ static int sorted_make(const struct kp_bundle *b, struct sorted *s)
 	SORT(s->xfer, b->transfers, b->n_transfers, qs_xfer);
 	SORT(s->ofares, b->operator_fares, b->n_operator_fares, qs_ofare);
 	SORT(s->feeds, b->feeds, b->n_feeds, qs_feed);
+	SORT(s->remote, b->remote, b->n_remote, qs_remote);
+	SORT(s->scopes, b->scopes, b->n_scopes, qs_scope);
 #undef SORT
 	if (s->ops == NULL || s->prods == NULL || s->ents == NULL || s->deny == NULL ||
 	    s->elig == NULL || s->disc == NULL || s->caps == NULL || s->xfer == NULL ||
-	    s->ofares == NULL || s->feeds == NULL)
+	    s->ofares == NULL || s->feeds == NULL || s->remote == NULL || s->scopes == NULL)
 		return KP_SYNC_E_NOMEM;
 	/* the same id, token or key twice */
 	if (!strictly_increasing((const void **)s->ops, b->n_operators, qs_op) ||
@@ -504,7 +595,9 @@ static int sorted_make(const struct kp_bundle *b, struct sorted *s)
 	    !strictly_increasing((const void **)s->caps, b->n_caps, qs_cap) ||
 	    !strictly_increasing((const void **)s->xfer, b->n_transfers, qs_xfer) ||
 	    !strictly_increasing((const void **)s->ofares, b->n_operator_fares, qs_ofare) ||
-	    !strictly_increasing((const void **)s->feeds, b->n_feeds, qs_feed))
+	    !strictly_increasing((const void **)s->feeds, b->n_feeds, qs_feed) ||
+	    !strictly_increasing((const void **)s->remote, b->n_remote, qs_remote) ||
+	    !strictly_increasing((const void **)s->scopes, b->n_scopes, qs_scope))
 		return KP_SYNC_E_INVAL;
 	return KP_SYNC_OK;
 }
@@ -602,6 +695,96 @@ static void write_operator_fares(struct kp_cbor_writer *w, const struct sorted *
 	}
 }
 
+/* Row keys in canonical order: day?, leg?, last, open?, month?, token, closed?. */
+static void write_remote(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
+{
+	kp_cbor_put_tstr(w, "remote");
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct kp_bundle_remote *r = s->remote[i];
+		bool day = r->day_spent > 0, month = r->month_spent > 0, closed = r->closed_ms > 0;
+
+		kp_cbor_put_map(w, 2 + day + (r->has_leg != 0) + (r->open != 0) + month + closed);
+		if (day) {
+			kp_cbor_put_tstr(w, "day");
+			kp_cbor_put_array(w, 2);
+			kp_cbor_put_uint(w, (uint64_t)r->day_id);
+			kp_cbor_put_uint(w, (uint64_t)r->day_spent);
+		}
+		if (r->has_leg) {
+			kp_cbor_put_tstr(w, "leg");
+			kp_cbor_put_map(w, 4);
+			kp_cbor_put_tstr(w, "on");
+			kp_cbor_put_uint(w, (uint64_t)r->leg_on_ms);
+			kp_cbor_put_tstr(w, "off");
+			kp_cbor_put_uint(w, (uint64_t)r->leg_off_ms);
+			kp_cbor_put_tstr(w, "amount");
+			kp_cbor_put_uint(w, (uint64_t)r->leg_paid);
+			kp_cbor_put_tstr(w, "operator");
+			kp_cbor_put_tstr(w, r->leg_operator);
+		}
+		kp_cbor_put_tstr(w, "last");
+		kp_cbor_put_uint(w, (uint64_t)r->last_ms);
+		if (r->open) {
+			kp_cbor_put_tstr(w, "open");
+			kp_cbor_put_map(w, 2 + (r->open_ent > 0) + (r->open_paid != 0) +
+			                (r->open_stop[0] != '\0') + (r->open_route[0] != '\0') +
+			                (r->open_product[0] != '\0'));
+			kp_cbor_put_tstr(w, "at");
+			kp_cbor_put_uint(w, (uint64_t)r->open_ms);
+			if (r->open_ent > 0) {
+				kp_cbor_put_tstr(w, "ent");
+				kp_cbor_put_uint(w, (uint64_t)r->open_ent);
+			}
+			if (r->open_paid) {
+				kp_cbor_put_tstr(w, "paid");
+				kp_cbor_put_uint(w, 1);
+			}
+			if (r->open_stop[0] != '\0') {
+				kp_cbor_put_tstr(w, "stop");
+				kp_cbor_put_tstr(w, r->open_stop);
+			}
+			if (r->open_route[0] != '\0') {
+				kp_cbor_put_tstr(w, "route");
+				kp_cbor_put_tstr(w, r->open_route);
+			}
+			if (r->open_product[0] != '\0') {
+				kp_cbor_put_tstr(w, "product");
+				kp_cbor_put_tstr(w, r->open_product);
+			}
+			kp_cbor_put_tstr(w, "operator");
+			kp_cbor_put_tstr(w, r->open_operator);
+		}
+		if (month) {
+			kp_cbor_put_tstr(w, "month");
+			kp_cbor_put_array(w, 2);
+			kp_cbor_put_uint(w, (uint64_t)r->month_id);
+			kp_cbor_put_uint(w, (uint64_t)r->month_spent);
+		}
+		kp_cbor_put_tstr(w, "token");
+		kp_cbor_put_bstr(w, r->token, KP_TOKEN_LEN);
+		if (closed) {
+			kp_cbor_put_tstr(w, "closed");
+			kp_cbor_put_uint(w, (uint64_t)r->closed_ms);
+		}
+	}
+}
+
+static void write_scopes(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
+{
+	kp_cbor_put_tstr(w, "scopes");
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++) {
+		kp_cbor_put_map(w, 3);
+		kp_cbor_put_tstr(w, "id");
+		kp_cbor_put_tstr(w, s->scopes[i]->scope_id);
+		kp_cbor_put_tstr(w, "kind");
+		kp_cbor_put_tstr(w, SCOPE_KINDS[s->scopes[i]->network != 0]);
+		kp_cbor_put_tstr(w, "product");
+		kp_cbor_put_tstr(w, s->scopes[i]->product);
+	}
+}
+
 /* Operators named by discounts and operator fares are in the bundle; entitlements' products
  * too, and a first-use entitlement is of a period pass. */
 static bool refs_valid_sorted(const struct kp_bundle *b, const struct sorted *s)
@@ -626,6 +809,11 @@ static bool refs_valid_sorted(const struct kp_bundle *b, const struct sorted *s)
 		if (p == NULL || (s->ents[i]->first_use && (*p)->kind != KP_PRODUCT_PERIOD))
 			return false;
 	}
+	for (i = 0; i < b->n_scopes; i++) {
+		if (bsearch(s->scopes[i]->product, s->prods, b->n_products, sizeof(*s->prods),
+		            key_prod_ptr) == NULL)
+			return false;
+	}
 	return true;
 }
 
@@ -635,7 +823,7 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	struct sorted s;
 	bool fmt2;
 	size_t i, keys;
-	int rc;
+	int fmt, rc;
 
 	memset(&s, 0, sizeof(s));
 	if (out != NULL)
@@ -644,9 +832,9 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 		*out_len = 0;
 	if (b == NULL || out == NULL || out_len == NULL)
 		return KP_SYNC_E_INVAL;
-	fmt2 = (b->products == NULL && b->n_products > 0) ||
-	       (b->entitlements == NULL && b->n_entitlements > 0) ? false :
-	       b->format >= 2 || needs_format2(b);
+	fmt = (b->products == NULL && b->n_products > 0) ||
+	      (b->entitlements == NULL && b->n_entitlements > 0) ? 1 : format_needed(b);
+	fmt2 = fmt >= 2;
 	rc = bundle_check(b, fmt2);
 	if (rc != KP_SYNC_OK)
 		return rc;
@@ -660,10 +848,11 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 
 	/* keys in canonical order: by length, then bytewise (PROTOCOL.md section 5) */
 	keys = BUNDLE_KEYS + (b->n_eligibility > 0) + (b->n_caps > 0) + (b->n_feeds > 0) +
-	       (b->n_discounts > 0) + (b->n_transfers > 0) + (b->n_operator_fares > 0);
+	       (b->n_discounts > 0) + (b->n_transfers > 0) + (b->n_operator_fares > 0) +
+	       (b->n_remote > 0) + (b->n_scopes > 0);
 	kp_cbor_put_map(&w, keys);
 	kp_cbor_put_tstr(&w, "v");
-	kp_cbor_put_uint(&w, fmt2 ? KP_BUNDLE_FORMAT : 1);
+	kp_cbor_put_uint(&w, (uint64_t)fmt);
 	if (b->n_caps > 0)
 		write_caps(&w, &s, b->n_caps);
 	kp_cbor_put_tstr(&w, "acked");
@@ -672,6 +861,10 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 		write_feeds(&w, &s, b->n_feeds);
 	kp_cbor_put_tstr(&w, "issued");
 	kp_cbor_put_uint(&w, (uint64_t)b->issued_ms);
+	if (b->n_remote > 0)
+		write_remote(&w, &s, b->n_remote);
+	if (b->n_scopes > 0)
+		write_scopes(&w, &s, b->n_scopes);
 	kp_cbor_put_tstr(&w, "version");
 	kp_cbor_put_uint(&w, b->version);
 	kp_cbor_put_tstr(&w, "denylist");
@@ -1223,6 +1416,145 @@ static int feed_read(struct kp_cbor_reader *r, struct kp_bundle_feed *f, int fmt
 	return KP_RECORD_OK;
 }
 
+/* [id, spent]: spent > 0 (none is written as no key). */
+static int spent_read(struct kp_cbor_reader *r, int64_t *id, int64_t *spent)
+{
+	uint64_t n = 0;
+	int rc = kp_cbor_read_array(r, &n);
+
+	if (rc == KP_RECORD_OK && n != 2)
+		rc = KP_RECORD_E_MALFORMED;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_uint63(r, id);
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, 1, SPENT_MAX, spent);
+	return rc;
+}
+
+enum { OK_AT, OK_ENT, OK_PAID, OK_STOP, OK_ROUTE, OK_PRODUCT, OK_OPERATOR, OK_COUNT };
+static const char *const OPEN_KEYS[OK_COUNT] = { "at", "ent", "paid", "stop", "route",
+	"product", "operator" };
+
+static int open_read(struct kp_cbor_reader *r, struct kp_bundle_remote *x)
+{
+	uint64_t keys = 0, one = 0;
+	unsigned seen = 0;
+	int last = -1, idx = 0;
+	int rc = kp_cbor_read_map(r, &keys);
+
+	if (rc == KP_RECORD_OK && (keys < 2 || keys > OK_COUNT))
+		rc = KP_RECORD_E_MALFORMED;
+	for (uint64_t k = 0; rc == KP_RECORD_OK && k < keys; k++) {
+		rc = next_key(r, OPEN_KEYS, OK_COUNT, &last, &idx);
+		if (rc != KP_RECORD_OK)
+			break;
+		seen |= 1u << idx;
+		switch (idx) {
+		case OK_AT:       rc = read_range(r, 1, INT64_MAX, &x->open_ms); break;
+		case OK_ENT:      rc = read_range(r, 1, INT64_MAX, &x->open_ent); break;
+		case OK_PAID:
+			/* present only when set: 1 */
+			rc = kp_cbor_read_uint(r, &one);
+			if (rc == KP_RECORD_OK && one != 1)
+				rc = KP_RECORD_E_MALFORMED;
+			x->open_paid = 1;
+			break;
+		case OK_STOP:     rc = kp_cbor_read_id(r, x->open_stop); break;
+		case OK_ROUTE:    rc = kp_cbor_read_id(r, x->open_route); break;
+		case OK_PRODUCT:  rc = kp_cbor_read_id(r, x->open_product); break;
+		case OK_OPERATOR: rc = kp_cbor_read_id(r, x->open_operator); break;
+		}
+	}
+	if (rc == KP_RECORD_OK && (seen & (1u << OK_AT | 1u << OK_OPERATOR)) !=
+	                          (1u << OK_AT | 1u << OK_OPERATOR))
+		rc = KP_RECORD_E_MALFORMED;
+	x->open = 1;
+	return rc;
+}
+
+static int leg_read(struct kp_cbor_reader *r, struct kp_bundle_remote *x)
+{
+	int rc = map_head(r, 4);
+
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "on");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_uint63(r, &x->leg_on_ms);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "off");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_uint63(r, &x->leg_off_ms);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "amount");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, 1, SPENT_MAX, &x->leg_paid);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "operator");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, x->leg_operator);
+	if (rc == KP_RECORD_OK && x->leg_off_ms < x->leg_on_ms)
+		rc = KP_RECORD_E_MALFORMED;
+	x->has_leg = 1;
+	return rc;
+}
+
+enum { RK_DAY, RK_LEG, RK_LAST, RK_OPEN, RK_MONTH, RK_TOKEN, RK_CLOSED, RK_COUNT };
+static const char *const REMOTE_KEYS[RK_COUNT] = { "day", "leg", "last", "open", "month",
+	"token", "closed" };
+
+static int remote_read(struct kp_cbor_reader *r, struct kp_bundle_remote *x, int fmt)
+{
+	uint64_t keys = 0;
+	unsigned seen = 0;
+	int last = -1, idx = 0;
+	int rc = kp_cbor_read_map(r, &keys);
+
+	(void)fmt;
+	if (rc == KP_RECORD_OK && (keys < 2 || keys > RK_COUNT))
+		rc = KP_RECORD_E_MALFORMED;
+	for (uint64_t k = 0; rc == KP_RECORD_OK && k < keys; k++) {
+		rc = next_key(r, REMOTE_KEYS, RK_COUNT, &last, &idx);
+		if (rc != KP_RECORD_OK)
+			break;
+		seen |= 1u << idx;
+		switch (idx) {
+		case RK_DAY:    rc = spent_read(r, &x->day_id, &x->day_spent); break;
+		case RK_LEG:    rc = leg_read(r, x); break;
+		case RK_LAST:   rc = kp_cbor_read_uint63(r, &x->last_ms); break;
+		case RK_OPEN:   rc = open_read(r, x); break;
+		case RK_MONTH:  rc = spent_read(r, &x->month_id, &x->month_spent); break;
+		case RK_TOKEN:  rc = kp_cbor_read_bstr_exact(r, x->token, KP_TOKEN_LEN); break;
+		case RK_CLOSED: rc = read_range(r, 1, INT64_MAX, &x->closed_ms); break;
+		}
+	}
+	if (rc == KP_RECORD_OK && (seen & (1u << RK_LAST | 1u << RK_TOKEN)) !=
+	                          (1u << RK_LAST | 1u << RK_TOKEN))
+		rc = KP_RECORD_E_MALFORMED;
+	if (rc == KP_RECORD_OK && !remote_valid(x))
+		rc = KP_RECORD_E_MALFORMED;
+	return rc;
+}
+
+static int scope_read(struct kp_cbor_reader *r, struct kp_bundle_scope *c, int fmt)
+{
+	int rc = map_head(r, 3);
+
+	(void)fmt;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "id");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, c->scope_id);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "kind");
+	if (rc == KP_RECORD_OK)
+		rc = read_enum(r, SCOPE_KINDS, 2, &c->network);
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "product");
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_id(r, c->product);
+	return rc;
+}
+
 /* Element comparators for the decoder's order checks. */
 static int op_cmp(const void *a, const void *b)
 {
@@ -1246,6 +1578,8 @@ static int cap_cmp_v(const void *a, const void *b)    { return cap_cmp(a, b); }
 static int xfer_cmp_v(const void *a, const void *b)   { return xfer_cmp(a, b); }
 static int ofare_cmp_v(const void *a, const void *b)  { return ofare_cmp(a, b); }
 static int feed_cmp_v(const void *a, const void *b)   { return feed_cmp(a, b); }
+static int remote_cmp_v(const void *a, const void *b) { return remote_cmp(a, b); }
+static int scope_cmp_v(const void *a, const void *b)  { return scope_cmp(a, b); }
 
 #define READ_V(name, fn, type)                                                   \
 	static int name(struct kp_cbor_reader *r, void *el, int fmt) { return fn(r, (type *)el, fmt); }
@@ -1259,6 +1593,8 @@ READ_V(cap_read_v, cap_read, struct kp_bundle_cap)
 READ_V(xfer_read_v, transfer_read, struct kp_bundle_transfer)
 READ_V(ofare_read_v, ofare_read, struct kp_bundle_operator_fare)
 READ_V(feed_read_v, feed_read, struct kp_bundle_feed)
+READ_V(remote_read_v, remote_read, struct kp_bundle_remote)
+READ_V(scope_read_v, scope_read, struct kp_bundle_scope)
 #undef READ_V
 
 struct array_spec {
@@ -1333,20 +1669,26 @@ static bool references_valid(const struct kp_bundle *b)
 		            sizeof(struct kp_bundle_operator), key_op) == NULL)
 			return false;
 	}
+	for (i = 0; i < b->n_scopes; i++) {
+		if (bsearch(b->scopes[i].product, b->products, b->n_products, sizeof(*b->products),
+		            key_prod) == NULL)
+			return false;
+	}
 	return true;
 }
 
 /* The top-level keys in canonical order; V1: allowed in format 1; REQ: required. */
-enum { TK_V, TK_CAPS, TK_ACKED, TK_FEEDS, TK_ISSUED, TK_VERSION, TK_DENYLIST, TK_PRODUCTS,
-       TK_TERMINAL, TK_DISCOUNTS, TK_OPERATORS, TK_TRANSFERS, TK_ELIGIBILITY,
-       TK_ENTITLEMENTS, TK_OPERATOR_FARES, TK_COUNT };
+enum { TK_V, TK_CAPS, TK_ACKED, TK_FEEDS, TK_ISSUED, TK_REMOTE, TK_SCOPES, TK_VERSION,
+       TK_DENYLIST, TK_PRODUCTS, TK_TERMINAL, TK_DISCOUNTS, TK_OPERATORS, TK_TRANSFERS,
+       TK_ELIGIBILITY, TK_ENTITLEMENTS, TK_OPERATOR_FARES, TK_COUNT };
 static const char *const TOP_KEYS[TK_COUNT] = { "v", "caps", "acked", "feeds", "issued",
-	"version", "denylist", "products", "terminal", "discounts", "operators", "transfers",
-	"eligibility", "entitlements", "operator_fares" };
+	"remote", "scopes", "version", "denylist", "products", "terminal", "discounts",
+	"operators", "transfers", "eligibility", "entitlements", "operator_fares" };
 #define TK_REQUIRED (1u << TK_ACKED | 1u << TK_ISSUED | 1u << TK_VERSION | 1u << TK_DENYLIST | \
                      1u << TK_PRODUCTS | 1u << TK_TERMINAL | 1u << TK_OPERATORS |              \
                      1u << TK_ENTITLEMENTS)
 #define TK_FORMAT1 (TK_REQUIRED | 1u << TK_ELIGIBILITY)
+#define TK_FORMAT3 (1u << TK_REMOTE | 1u << TK_SCOPES)
 
 static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, struct derr *e)
 {
@@ -1364,7 +1706,7 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 		rc = kp_cbor_read_key(&r, "v");
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_uint(&r, &v);
-	if (rc == KP_RECORD_OK && v != 1 && v != KP_BUNDLE_FORMAT) {
+	if (rc == KP_RECORD_OK && (v < 1 || v > KP_BUNDLE_FORMAT)) {
 		rc = dfail(e, KP_SYNC_E_VERSION, "bundle format %llu (this terminal reads 1 to %d)",
 		           (unsigned long long)v, KP_BUNDLE_FORMAT);
 		goto out;
@@ -1383,6 +1725,10 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 			              cap_read_v, cap_cmp_v },
 			[TK_FEEDS] = { KP_BUNDLE_FEEDS_MAX, MIN_FEED, sizeof(struct kp_bundle_feed),
 			               feed_read_v, feed_cmp_v },
+			[TK_REMOTE] = { KP_BUNDLE_REMOTE_MAX, MIN_REMOTE, sizeof(struct kp_bundle_remote),
+			                remote_read_v, remote_cmp_v },
+			[TK_SCOPES] = { KP_BUNDLE_SCOPES_MAX, MIN_SCOPE, sizeof(struct kp_bundle_scope),
+			                scope_read_v, scope_cmp_v },
 			[TK_DENYLIST] = { KP_BUNDLE_DENYLIST_MAX, MIN_DENY,
 			                  sizeof(struct kp_bundle_deny), deny_read_v, deny_cmp_v },
 			[TK_PRODUCTS] = { KP_BUNDLE_PRODUCTS_MAX, MIN_PRODUCT,
@@ -1409,8 +1755,10 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 		rc = kp_cbor_sync_rc(next_key(&r, TOP_KEYS, TK_COUNT, &last, &idx));
 		if (rc != KP_SYNC_OK)
 			break;
-		if (b->format == 1 && !(TK_FORMAT1 & (1u << idx))) {
-			rc = dfail(e, KP_SYNC_E_MALFORMED, "key %s in a format 1 bundle", TOP_KEYS[idx]);
+		if ((b->format == 1 && !(TK_FORMAT1 & (1u << idx))) ||
+		    (b->format == 2 && (TK_FORMAT3 & (1u << idx)))) {
+			rc = dfail(e, KP_SYNC_E_MALFORMED, "key %s in a format %d bundle", TOP_KEYS[idx],
+			           b->format);
 			break;
 		}
 		seen |= 1u << idx;
@@ -1431,6 +1779,8 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 			continue;
 		case TK_CAPS:          arr = (void **)&b->caps;           count = &b->n_caps; break;
 		case TK_FEEDS:         arr = (void **)&b->feeds;          count = &b->n_feeds; break;
+		case TK_REMOTE:        arr = (void **)&b->remote;         count = &b->n_remote; break;
+		case TK_SCOPES:        arr = (void **)&b->scopes;         count = &b->n_scopes; break;
 		case TK_DENYLIST:      arr = (void **)&b->denylist;       count = &b->n_denylist; break;
 		case TK_PRODUCTS:      arr = (void **)&b->products;       count = &b->n_products; break;
 		case TK_DISCOUNTS:     arr = (void **)&b->discounts;      count = &b->n_discounts; break;
@@ -1457,8 +1807,8 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 		goto out;
 	}
 	if (!references_valid(b))
-		rc = dfail(e, KP_SYNC_E_MALFORMED, "a product, operator or entitlement refers to "
-		           "something the bundle does not hold");
+		rc = dfail(e, KP_SYNC_E_MALFORMED, "a product, operator, entitlement or scope refers "
+		           "to something the bundle does not hold");
 out:
 	if (rc != KP_SYNC_OK)
 		kp_bundle_free(b);
@@ -1488,6 +1838,8 @@ void kp_bundle_free(struct kp_bundle *b)
 	free(b->transfers);
 	free(b->operator_fares);
 	free(b->feeds);
+	free(b->remote);
+	free(b->scopes);
 	memset(b, 0, sizeof(*b));
 }
 

@@ -21,7 +21,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 3
+#define KP_BSTORE_SCHEMA_VERSION 4
 
 int  kp_bstore_open(kp_bstore **out, const char *path);
 void kp_bstore_close(kp_bstore *s);
@@ -57,7 +57,10 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
                      size_t reason_cap);
 
 /* The snapshot for `terminal` if the backend's state version is above have_version
- * (*has = 1), else *has = 0. Fill b; free with kp_bundle_free. */
+ * (*has = 1), else *has = 0. Fill b; free with kp_bundle_free. It includes, for every card
+ * with records at other terminals in the 32 days before now_ms, its remote fare state
+ * computed from those records (terminal/FARES.md "Across terminals"; one indexed pass over
+ * the recent records, spending by the service-day setting at now_ms). */
 int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
                      struct kp_bundle *b, int *has);
 
@@ -86,10 +89,11 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 /* The terminals' service day (default 04:00 at UTC+09:00), for first-use passes. */
 int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s);
 /* Upserts what b holds of the fare engine's configuration in one transaction (one state
- * version): operators, products of every kind (with category, operators, stops),
- * discounts, caps, transfer rules, operator fares. b must hold no entitlements, denylist,
- * eligibility or feeds (KP_BE_E_INVAL). Everything else the backend holds stays. A sold
- * product keeps its kind (KP_BE_E_INVAL). */
+ * version): operators, products of every kind (with category, operators, stops), product
+ * scopes (those of b's products are replaced by b's; a scope of another product is
+ * KP_BE_E_INVAL), discounts, caps, transfer rules, operator fares. b must hold no
+ * entitlements, denylist, eligibility, feeds or remote rows (KP_BE_E_INVAL). Everything
+ * else the backend holds stays. A sold product keeps its kind (KP_BE_E_INVAL). */
 int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b);
 /* Stores (or replaces) fare feed feed_id as a fare package (kp_sync.h), checked first;
  * every bundle carries it. */

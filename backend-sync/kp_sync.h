@@ -187,6 +187,32 @@ struct kp_bundle_deny {
 	uint8_t token[KP_TOKEN_LEN];
 	char reason[65];
 };
+/* Format 3: what the backend knows of a card from the records of the terminals other than
+ * the one the bundle is for (terminal/FARES.md, "Across terminals"); the terminal keeps it
+ * as its kp_fare_remote. Strings "" and times 0 when absent. */
+struct kp_bundle_remote {
+	uint8_t token[KP_TOKEN_LEN];
+	int64_t last_ms;                 /* the card's latest record at another terminal, >= 0 */
+	int open;                        /* that record is an accepted tap_on: */
+	int64_t open_ms;                 /*   its time, > 0 */
+	char open_operator[KP_ID_MAX + 1], open_route[KP_ID_MAX + 1], open_stop[KP_ID_MAX + 1];
+	int open_paid;                   /*   a ride or a period pass paid the journey */
+	char open_product[KP_ID_MAX + 1];
+	int64_t open_ent;                /*   0 = none */
+	int64_t closed_ms;               /* the receiving terminal's tap-on closed elsewhere (0: none) */
+	int has_leg;                     /* the last stored-value leg there: */
+	char leg_operator[KP_ID_MAX + 1];
+	int64_t leg_on_ms, leg_off_ms;   /*   on <= off */
+	int64_t leg_paid;                /*   > 0 */
+	int64_t day_id, day_spent;       /* charged there in service day day_id (spent 0: none) */
+	int64_t month_id, month_spent;   /* and in month month_id, YYYYMM */
+};
+/* Format 3: a product valid only on these GTFS routes or networks (beyond its operators). */
+struct kp_bundle_scope {
+	char product[KP_ID_MAX + 1];
+	int network;                     /* 1: scope_id is a network, 0: a route */
+	char scope_id[KP_ID_MAX + 1];
+};
 struct kp_bundle {
 	uint64_t version;                /* backend state version; terminals refuse <= theirs */
 	int64_t issued_ms;
@@ -204,15 +230,18 @@ struct kp_bundle {
 	struct kp_bundle_transfer *transfers;       size_t n_transfers;
 	struct kp_bundle_operator_fare *operator_fares; size_t n_operator_fares;
 	struct kp_bundle_feed *feeds;               size_t n_feeds;
-	int format;                      /* decoded: the bundle format read (1 or 2). The
-	                                  * encoder writes format 2 when this is 2 or the bundle
-	                                  * holds anything format 1 cannot say, else format 1 */
+	/* format 3: the cards' fare state at the other terminals, and product scopes */
+	struct kp_bundle_remote *remote;            size_t n_remote;
+	struct kp_bundle_scope *scopes;             size_t n_scopes;
+	int format;                      /* decoded: the bundle format read (1, 2 or 3). The
+	                                  * encoder writes the lowest format that can say what
+	                                  * the bundle holds, and at least this one */
 };
-#define KP_BUNDLE_FORMAT 2
+#define KP_BUNDLE_FORMAT 3               /* the highest format read and written */
 
 /* Canonical CBOR payload of a bundle; *out malloc'd. */
 int  kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len);
-/* Strict decode of format 1 or 2 (another format: KP_SYNC_E_VERSION); allocates the arrays,
+/* Strict decode of format 1, 2 or 3 (another format: KP_SYNC_E_VERSION); allocates the arrays,
  * each commuter pass's stops and each feed's package (kp_bundle_free frees them all, also
  * in a bundle the caller filled with malloc'd ones). */
 int  kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b);
@@ -243,6 +272,8 @@ int  kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t
 #define KP_BUNDLE_TRANSFERS_MAX     10000
 #define KP_BUNDLE_OPERATOR_FARES_MAX 10000
 #define KP_BUNDLE_FEEDS_MAX         64
+#define KP_BUNDLE_REMOTE_MAX        2000000      /* a row takes 38 to 377 bytes */
+#define KP_BUNDLE_SCOPES_MAX        100000
 
 /* ---- fare packages: one imported GTFS fare feed, table by table ----
  *

@@ -455,6 +455,24 @@ int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 	if (rc == KP_OK)
 		rc = export_products(s, b);
 	if (rc == KP_OK)
+		rc = count_of(s, "SELECT count(*) FROM product_scope", &n);
+	if (rc != KP_OK)
+		goto out;
+	ALLOC(b->scopes, n);
+	rc = prepare(s, &st, "SELECT product_id, kind, scope_id FROM product_scope"
+	                     " ORDER BY product_id, kind, scope_id", "product scopes");
+	while (rc == KP_OK && b->n_scopes < n && sqlite3_step(st) == SQLITE_ROW) {
+		struct kp_bundle_scope *c = &b->scopes[b->n_scopes++];
+		char kind[16];
+
+		col_text(st, 0, c->product, sizeof(c->product));
+		col_text(st, 1, kind, sizeof(kind));
+		c->network = strcmp(kind, "network") == 0;
+		col_text(st, 2, c->scope_id, sizeof(c->scope_id));
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc == KP_OK)
 		rc = count_of(s, "SELECT count(*) FROM discounts", &n);
 	if (rc != KP_OK)
 		goto out;

@@ -271,6 +271,71 @@ static int apply_fares(kp_store *s, const struct kp_bundle *b, size_t *feeds_app
 	return rc;
 }
 
+/* Format 3: what the backend knows of the cards from the other terminals replaces what an
+ * earlier bundle said. A bundle of an older format says nothing of them, and a backend that
+ * writes those has none: the table is emptied either way, so no stale journey or spending
+ * outlives the bundle that brought it. */
+static int apply_remote(kp_store *s, const struct kp_bundle *b)
+{
+	int rc = kp_store_clear_fare_remote(s);
+
+	for (size_t i = 0; rc == KP_OK && i < b->n_remote; i++) {
+		const struct kp_bundle_remote *x = &b->remote[i];
+		struct kp_fare_remote r;
+
+		memset(&r, 0, sizeof(r));
+		memcpy(r.token, x->token, KP_TOKEN_LEN);
+		r.last_ms = x->last_ms;
+		r.open = x->open;
+		if (x->open) {
+			r.open_ms = x->open_ms;
+			snprintf(r.open_operator, sizeof(r.open_operator), "%s", x->open_operator);
+			snprintf(r.open_route, sizeof(r.open_route), "%s", x->open_route);
+			snprintf(r.open_stop, sizeof(r.open_stop), "%s", x->open_stop);
+			r.open_paid = x->open_paid;
+			snprintf(r.open_product, sizeof(r.open_product), "%s", x->open_product);
+			r.open_ent = x->open_ent;
+		}
+		r.closed_ms = x->closed_ms;
+		r.has_leg = x->has_leg;
+		if (x->has_leg) {
+			snprintf(r.leg_operator, sizeof(r.leg_operator), "%s", x->leg_operator);
+			r.leg_on_ms = x->leg_on_ms;
+			r.leg_off_ms = x->leg_off_ms;
+			r.leg_paid = x->leg_paid;
+		}
+		if (x->day_spent > 0) {
+			r.day_id = x->day_id;
+			r.day_spent = x->day_spent;
+		}
+		if (x->month_spent > 0) {
+			r.month_id = x->month_id;
+			r.month_spent = x->month_spent;
+		}
+		rc = kp_store_put_fare_remote(s, &r);
+	}
+	if (rc != KP_OK && s->err[0] == '\0')
+		snprintf(s->err, sizeof(s->err), "a card's fare state this terminal cannot take");
+	return rc;
+}
+
+/* Every product came with the bundle (the old ones, and their scopes, went with DELETE FROM
+ * products): its scopes are the bundle's. */
+static int apply_scopes(kp_store *s, const struct kp_bundle *b)
+{
+	int rc = KP_OK;
+
+	for (size_t i = 0; rc == KP_OK && i < b->n_scopes; i++) {
+		rc = kp_store_put_product_scope(s, b->scopes[i].product,
+		                                b->scopes[i].network ? "network" : "route",
+		                                b->scopes[i].scope_id);
+		if (rc != KP_OK && s->err[0] == '\0')
+			snprintf(s->err, sizeof(s->err), "product scope of %s: not valid here",
+			         b->scopes[i].product);
+	}
+	return rc;
+}
+
 static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 {
 	kp_store *s = ctx;
@@ -296,6 +361,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	if (rc == KP_OK)
 		rc = run(s, "DELETE FROM entitlements", 0, 0, "clear");
 	if (rc == KP_OK)
+		rc = run(s, "DELETE FROM product_scope", 0, 0, "clear");
+	if (rc == KP_OK)
 		rc = run(s, "DELETE FROM product_operators", 0, 0, "clear");
 	if (rc == KP_OK)
 		rc = run(s, "DELETE FROM products", 0, 0, "clear");
@@ -312,6 +379,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 		if (rc != KP_OK && s->err[0] == '\0')
 			snprintf(s->err, sizeof(s->err), "product %s: not valid here", b->products[i].id);
 	}
+	if (rc == KP_OK)
+		rc = apply_scopes(s, b);
 	for (size_t i = 0; rc == KP_OK && i < b->n_entitlements; i++) {
 		const struct kp_bundle_entitlement *be = &b->entitlements[i];
 		struct kp_entitlement e;
@@ -337,6 +406,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	if (rc == KP_OK && (b->format >= 2 || b->n_discounts > 0 || b->n_caps > 0 ||
 	                    b->n_transfers > 0 || b->n_operator_fares > 0 || b->n_feeds > 0))
 		rc = apply_fares(s, b, &feeds_applied);
+	if (rc == KP_OK)
+		rc = apply_remote(s, b);
 	/* Merge, not overwrite: take off the rides (stored value: the amounts) this terminal
 	 * took that the snapshot does not include yet (records after b->acked). */
 	if (rc == KP_OK)

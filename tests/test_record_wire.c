@@ -1034,8 +1034,8 @@ static void test_bundle_decode_rejects(void **state)
 
 	(void)state;
 	bundle_bytes(&b, &out, &n);
-	/* v: 3 is a version we do not speak, whatever follows (2 is format 2) */
-	out[3] = 0x03;
+	/* v: 4 is a version we do not speak, whatever follows (2 and 3 are formats 2 and 3) */
+	out[3] = 0x04;
 	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_E_VERSION);
 	out[3] = 0x01;
 	/* one pair more or less */

@@ -950,6 +950,141 @@ static void test_fare_feed_and_stored_value_end_to_end(void **state)
 	}
 }
 
+/* Fares across terminals (terminal/FARES.md): two terminals of one distance-fare operator
+ * with a day cap, each knowing the other's taps only through the backend. The card taps on
+ * at T-A and off at T-B (charged the stop-to-stop fare there, not refused no-tap-on); T-A's
+ * idle sweep then knows the journey was closed at T-B and charges nothing; a second journey,
+ * on at T-B and off at T-A, reaches the day cap across both terminals. */
+static void frank_taps(const char *id, int64_t t0, int offset_s)
+{
+	char file[64];
+
+	snprintf(file, sizeof(file), "%s-%d.txt", id, offset_s);
+	assert_int_equal(sh("printf 'start %lld\\ncard frank felica idm=0101020304050699 "
+	                    "balance=0\\ntap +%d frank\\n' > %s", (long long)t0, offset_s, file), 0);
+	assert_int_equal(run_term(id, file), 0);
+}
+
+static void sweep_term(const char *id, int64_t now_ms, size_t *closed)
+{
+	struct kp_terminal_cfg cfg;
+	kp_tap_engine *e = NULL;
+	kp_store *s = NULL;
+	kp_key *key = NULL;
+	uint8_t token_key[KP_TOKEN_KEY_LEN];
+	char path[512], err[256];
+
+	kp_terminal_cfg_defaults(&cfg);
+	snprintf(path, sizeof(path), "%s/%s.conf", F->dir, id);
+	if (kp_terminal_cfg_load(&cfg, path, err, sizeof(err)) != KP_OK)
+		fail_msg("%s: %s", path, err);
+	snprintf(path, sizeof(path), "%s/%s.key", F->dir, id);
+	assert_int_equal(kp_key_load(&key, path), 0);
+	snprintf(path, sizeof(path), "%s/token.key", F->dir);
+	assert_int_equal(kp_token_key_load(path, token_key), KP_OK);
+	snprintf(path, sizeof(path), "%s/%s.db", F->dir, id);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_tap_engine_open(&e, s, &cfg, key, token_key), KP_OK);
+	assert_int_equal(kp_tap_sweep(e, now_ms, closed), KP_OK);
+	kp_tap_engine_close(e);
+	kp_store_close(s);
+	kp_key_free(key);
+}
+
+static void test_fares_across_terminals_end_to_end(void **state)
+{
+	char path[512], *hmi;
+	int64_t now_s = (int64_t)time(NULL), t0;
+	size_t closed = 0;
+
+	(void)state;
+	/* all taps in the service day (04:00 JST) of the backend's clock when it makes the
+	 * bundles, which is what its spending is counted by */
+	t0 = (now_s + 9 * 3600 - 4 * 3600) % 86400 < 2700 ? now_s + 60 : now_s - 2400;
+	assert_int_equal(sh("mkdir -p feed && "
+	                    "printf 'stop_id,stop_name,zone_id\\nS1,One,Z1\\nS2,Two,Z2\\n' > feed/stops.txt && "
+	                    "printf 'route_id,agency_id,route_short_name,route_long_name,route_type\\n"
+	                    "R1,A1,1,Line,3\\n' > feed/routes.txt && "
+	                    "printf 'fare_id,price,currency_type,payment_method,transfers\\n"
+	                    "F11,150,JPY,1,0\\nF12,230,JPY,1,0\\nF21,230,JPY,1,0\\nF22,150,JPY,1,0\\n' "
+	                    "> feed/fare_attributes.txt && "
+	                    "printf 'fare_id,route_id,origin_id,destination_id,contains_id\\n"
+	                    "F11,R1,Z1,Z1,\\nF12,R1,Z1,Z2,\\nF21,R1,Z2,Z1,\\nF22,R1,Z2,Z2,\\n' "
+	                    "> feed/fare_rules.txt && "
+	                    "printf 'product SV stored OP-A Scheme balance\\n"
+	                    "product-scope SV route R1\\n"
+	                    "fares OP-A small distance\\ncap - day 400\\n' > fares.txt && "
+	                    "\"$CTL\" backend load $DB fares.txt > /dev/null && "
+	                    "\"$CTL\" backend fares import feed $DB --feed-id small > /dev/null && "
+	                    "\"$CTL\" backend card $DB felica:0101020304050699 --label frank "
+	                    "--token-key token.key && "
+	                    "\"$CTL\" backend sell $DB felica:0101020304050699 SV "
+	                    "2020-01-01T00:00:00+09:00 2099-01-01T00:00:00+09:00 --balance 2000 "
+	                    "--token-key token.key > /dev/null"), 0);
+	/* two stops of one operator's route */
+	term_conf("T-B", "OP-A", F->port);
+	assert_int_equal(sh("printf 'route = R1\\nstop = S1\\n' >> T-A.conf && "
+	                    "printf 'route = R1\\nstop = S2\\n' >> T-B.conf"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sync_term("T-B"), 0);
+	/* the product scope went from the load file through the backend to the terminal */
+	{
+		struct kp_bundle cfg;
+		kp_store *s = NULL;
+
+		snprintf(path, sizeof(path), "%s/T-B.db", F->dir);
+		assert_int_equal(kp_store_open(&s, path), KP_OK);
+		assert_int_equal(kp_store_export_config(s, &cfg), KP_OK);
+		assert_int_equal(cfg.n_scopes, 1);
+		assert_string_equal(cfg.scopes[0].product, "SV");
+		assert_string_equal(cfg.scopes[0].scope_id, "R1");
+		assert_int_equal(cfg.scopes[0].network, 0);
+		kp_bundle_free(&cfg);
+		kp_store_close(s);
+	}
+
+	/* on at T-A; T-B hears of it through the backend and charges the tap-off there */
+	frank_taps("T-A", t0, 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sync_term("T-B"), 0);
+	frank_taps("T-B", t0, 600);
+	snprintf(path, sizeof(path), "%s/T-B-hmi.log", F->dir);
+	hmi = tu_read(path);
+	if (hmi == NULL)
+		fail_msg("no HMI log");
+	assert_int_equal(tu_count(hmi, "no-tap-on"), 0);
+	assert_int_equal(tu_count(hmi, "accepted ok SV 1770"), 1);      /* S1 -> S2: 230 */
+	free(hmi);
+
+	/* T-A learns that its journey was closed (and charged) at T-B: its idle sweep
+	 * closes it without a no_tap_off */
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	sweep_term("T-A", (t0 + 900) * 1000, &closed);
+	assert_int_equal(closed, 1);
+	assert_int_equal(journal_count("T-A"), 1);
+	sweep_term("T-A", (t0 + 960) * 1000, &closed);
+	assert_int_equal(closed, 0);
+
+	/* on at T-B, off at T-A: 230, but T-B's 230 today leaves 170 of the day cap of 400 */
+	frank_taps("T-B", t0, 1200);
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	frank_taps("T-A", t0, 1800);
+	snprintf(path, sizeof(path), "%s/T-A-hmi.log", F->dir);
+	hmi = tu_read(path);
+	if (hmi == NULL)
+		fail_msg("no HMI log");
+	assert_int_equal(tu_count(hmi, "no-tap-on"), 0);
+	assert_int_equal(tu_count(hmi, "accepted ok SV 1600"), 1);
+	free(hmi);
+	assert_int_equal(journal_count("T-A"), 2);
+	/* the backend agrees: 400 used of the 2000 */
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("\"$CTL\" backend entitlements $DB | grep ' SV ' | "
+	                    "grep -q ' 2000 .* 400 .* 1600 '"), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -964,6 +1099,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hundred_terminals_and_a_silent_one, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_regains_connectivity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fare_feed_and_stored_value_end_to_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fares_across_terminals_end_to_end, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -20,7 +20,8 @@ static const char usage_text[] =
 	"  kippuctl backend sell DB CARD PRODUCT FROM UNTIL --token-key PATH\n"
 	"                          [--balance MINOR_UNITS (stored value)] [--first-use (period pass)]\n"
 	"  kippuctl backend load DB FILE   (load-file directives: operator, product (nride, stored,\n"
-	"                          period, commuter), product-category, discount, fares, cap, transfer)\n"
+	"                          period, commuter), product-category, product-scope, discount, fares,\n"
+	"                          cap, transfer)\n"
 	"  kippuctl backend set DB DIRECTIVE ARGS...   (one load-file line)\n"
 	"  kippuctl backend fares import GTFS_DIR DB [--feed-id ID] | fares list DB\n"
 	"  kippuctl backend fares remove DB FEED | products DB | fare-rules DB\n"
@@ -267,9 +268,10 @@ static int backend_load(kp_bstore *s, const char *path, const char *label)
 		fprintf(stderr, "kippuctl: backend load %s: %s\n", path, kp_bstore_errmsg(s));
 		goto fail;
 	}
-	printf("%s: %zu lines: %zu operators, %zu products, %zu discounts, %zu caps, %zu transfer "
-	       "rules, %zu operator fares now at the backend\n", label, lines, b.n_operators,
-	       b.n_products, b.n_discounts, b.n_caps, b.n_transfers, b.n_operator_fares);
+	printf("%s: %zu lines: %zu operators, %zu products, %zu product scopes, %zu discounts, "
+	       "%zu caps, %zu transfer rules, %zu operator fares now at the backend\n", label,
+	       lines, b.n_operators, b.n_products, b.n_scopes, b.n_discounts, b.n_caps,
+	       b.n_transfers, b.n_operator_fares);
 	kp_bundle_free(&b);
 	kp_store_close(scratch);
 	return 0;
