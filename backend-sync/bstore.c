@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 
 #include "kp_backend.h"
+#include "kp_civil.h"
 
 #include "cbor_util.h"
 
@@ -492,11 +493,6 @@ static int meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v)
 	return KP_BE_OK;
 }
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-	return a / b - (a % b != 0 && (a < 0) != (b < 0));
-}
-
 /* The service days of a pass first used at at_ms, as a terminal computes them
  * (kp_service_days): from the start of that service day, days * 24 h. */
 static int service_days(kp_bstore *s, int64_t at_ms, int days, int64_t *from_ms,
@@ -507,7 +503,7 @@ static int service_days(kp_bstore *s, int64_t at_ms, int days, int64_t *from_ms,
 
 	if (rc == KP_BE_OK)
 		rc = meta_int(s, "utc_offset_s", 32400, &offset_s);
-	day = floor_div(floor_div(at_ms, 1000) + offset_s - end_s, 86400);
+	day = kp_floor_div(kp_floor_div(at_ms, 1000) + offset_s - end_s, 86400);
 	*from_ms = (day * 86400 + end_s - offset_s) * 1000;
 	*until_ms = *from_ms + (int64_t)days * 86400000LL;
 	return rc;
@@ -1386,20 +1382,14 @@ static int fill_stops(kp_bstore *s, struct kp_bundle_product *p)
 #define REMOTE_WINDOW_MS (32LL * 86400000LL)
 #define REMOTE_SPENT_MAX 1000000000000000LL     /* the bundle's bound: 10^15 minor units */
 
-/* YYYYMM of a day count from 1970-01-01 (Howard Hinnant's civil_from_days), as the
- * terminal's kp_service_period computes a service day's month. */
+/* YYYYMM of a day count from 1970-01-01, as the terminal's kp_service_period computes a
+ * service day's month. */
 static int64_t month_of_day(int64_t z)
 {
-	int64_t era, doe, yoe, doy, mp, m;
+	int y, m, d;
 
-	z += 719468;
-	era = floor_div(z, 146097);
-	doe = z - era * 146097;
-	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	mp = (5 * doy + 2) / 153;
-	m = mp < 10 ? mp + 3 : mp - 9;
-	return (yoe + era * 400 + (m <= 2)) * 100 + m;
+	kp_civil_from_days(z, &y, &m, &d);
+	return (int64_t)y * 100 + m;
 }
 
 /* The latest accepted tap_on of the card at one other terminal (a tap_off's leg starts
@@ -1552,7 +1542,7 @@ static void remote_fold(struct remote_acc *a, sqlite3_stmt *st, int64_t day_now,
 		r->leg_paid = amount;
 	}
 	{
-		int64_t day = floor_div(floor_div(t, 1000) + day_shift_s, 86400);
+		int64_t day = kp_floor_div(kp_floor_div(t, 1000) + day_shift_s, 86400);
 
 		if (day == day_now)
 			r->day_spent = r->day_spent + amount > REMOTE_SPENT_MAX ? REMOTE_SPENT_MAX :
@@ -1603,7 +1593,7 @@ static int fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 		rc = prep(s, &st, REMOTE_SQL);
 	if (rc != KP_BE_OK)
 		return rc;
-	day_now = floor_div(floor_div(now_ms, 1000) + offset_s - end_s, 86400);
+	day_now = kp_floor_div(kp_floor_div(now_ms, 1000) + offset_s - end_s, 86400);
 	month_now = month_of_day(day_now);
 	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, now_ms - REMOTE_WINDOW_MS);

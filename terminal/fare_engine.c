@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fare_engine.h"
+#include "kp_civil.h"
 
 void kp_note_add(char *note, size_t cap, const char *fmt, ...)
 {
@@ -35,47 +36,19 @@ void kp_note_add(char *note, size_t cap, const char *fmt, ...)
 	}
 }
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-	return a / b - (a % b != 0 && (a < 0) != (b < 0));
-}
-
-/* Civil date of a day count from 1970-01-01 (Howard Hinnant's algorithm). */
-static void civil(int64_t z, int *y, int *m, int *d)
-{
-	int64_t era, doe, yoe, doy, mp;
-
-	z += 719468;
-	era = floor_div(z, 146097);
-	doe = z - era * 146097;
-	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	mp = (5 * doy + 2) / 153;
-	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
-	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
-	*y = (int)(yoe + era * 400 + (*m <= 2));
-}
-
 void kp_local_date_time(int utc_offset_s, int64_t ms, int32_t *date, int32_t *time_s)
 {
-	int64_t local = floor_div(ms, 1000) + utc_offset_s;
-	int64_t day = floor_div(local, 86400);
-	int y, m, d;
+	struct kp_civil c;
 
-	civil(day, &y, &m, &d);
-	*date = y * 10000 + m * 100 + d;
-	*time_s = (int32_t)(local - day * 86400);
+	kp_civil_local(ms, utc_offset_s, &c);
+	*date = c.y * 10000 + c.m * 100 + c.d;
+	*time_s = c.hh * 3600 + c.mm * 60 + c.ss;
 }
 
 void kp_service_period(const struct kp_terminal_cfg *cfg, int64_t ms, int64_t *day_id,
                        int64_t *month_id)
 {
-	int64_t shifted = floor_div(ms, 1000) + cfg->utc_offset_s - cfg->service_day_end_s;
-	int y, m, d;
-
-	*day_id = floor_div(shifted, 86400);
-	civil(*day_id, &y, &m, &d);
-	*month_id = y * 100 + m;
+	kp_service_day(ms, cfg->utc_offset_s, cfg->service_day_end_s, day_id, month_id);
 }
 
 int kp_operator_fare(kp_store *s, const struct kp_terminal_cfg *cfg, const char *operator_id,

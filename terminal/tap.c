@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fare_engine.h"
+#include "kp_civil.h"
 #include "store.h"
 
 #define KP_MAX_JPKI_CAS 4
@@ -228,17 +229,14 @@ struct choice {
 	const char *reason;
 };
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-	return a / b - (a % b != 0 && (a < 0) != (b < 0));
-}
 
 void kp_service_days(const struct kp_terminal_cfg *cfg, int64_t now_ms, int days,
                      int64_t *from_ms, int64_t *until_ms)
 {
 	/* Local time shifted back by the day's end hour: a tap at 01:30 belongs to yesterday. */
-	int64_t shifted = floor_div(now_ms, 1000) + cfg->utc_offset_s - cfg->service_day_end_s;
-	int64_t day = floor_div(shifted, 86400);
+	int64_t day;
+
+	kp_service_day(now_ms, cfg->utc_offset_s, cfg->service_day_end_s, &day, NULL);
 
 	*from_ms = (day * 86400 + cfg->service_day_end_s - cfg->utc_offset_s) * 1000;
 	*until_ms = *from_ms + (int64_t)days * 86400000LL;
@@ -248,19 +246,13 @@ void kp_service_days(const struct kp_terminal_cfg *cfg, int64_t now_ms, int days
 static void until_text(const struct kp_terminal_cfg *cfg, int64_t now_ms, int64_t until_ms,
                        char *out, size_t cap)
 {
-	int64_t local = floor_div(until_ms, 1000) + cfg->utc_offset_s;
-	int64_t z = floor_div(local, 86400) + 719468, sod = local - floor_div(local, 86400) * 86400;
-	int64_t era = floor_div(z, 146097), doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
-	int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
-	int64_t y = yoe + era * 400 + (m <= 2);
+	struct kp_civil c;
 
+	kp_civil_local(until_ms, cfg->utc_offset_s, &c);
 	if (until_ms - now_ms <= 86400000LL)
-		snprintf(out, cap, "%02d:%02d", (int)(sod / 3600), (int)(sod % 3600 / 60));
+		snprintf(out, cap, "%02d:%02d", c.hh, c.mm);
 	else
-		snprintf(out, cap, "%04d-%02d-%02d %02d:%02d", (int)y, (int)m, (int)d,
-		         (int)(sod / 3600), (int)(sod % 3600 / 60));
+		snprintf(out, cap, "%04d-%02d-%02d %02d:%02d", c.y, c.m, c.d, c.hh, c.mm);
 }
 
 /* The rider's category `cat` valid at now, or NULL; *lapsed says one exists but is not

@@ -7,23 +7,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "kp_civil.h"
 #include "kp_tools.h"
 
 static int is_leap(int y)
 {
 	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
-static int64_t days_from_civil(int y, int m, int d)
-{
-	y -= m <= 2;
-	int64_t era = (y >= 0 ? y : y - 399) / 400;
-	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-	return era * 146097 + doe - 719468;
 }
 
 int kp_parse_time(const char *s, int64_t *ms)
@@ -60,7 +49,7 @@ int kp_parse_time(const char *s, int64_t *ms)
 			return KP_E_INVAL;
 		sign = tz[0] == '-' ? -1 : 1;
 	}
-	*ms = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) -
+	*ms = ((kp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) -
 	       sign * (oh * 3600 + om * 60)) * 1000;
 	return *ms >= 0 ? KP_OK : KP_E_INVAL;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gtfs_csv.h"
+#include "kp_civil.h"
 #include "kp_tools.h"
 
 #define QUOTE_ENT_BASE 1000000000LL     /* ids of entitlements a journeys file gives */
@@ -43,26 +44,15 @@ static void put_field(FILE *out, const char *v, int last)
 	fputc(last ? '\n' : ',', out);
 }
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-	return a / b - (a % b != 0 && (a < 0) != (b < 0));
-}
-
 /* ISO 8601 local time with the given offset, e.g. 2026-12-01T08:00:00+09:00. */
 static void iso_time(int64_t ms, int offset_s, char *out, size_t cap)
 {
-	int64_t local = floor_div(ms, 1000) + offset_s;
-	int64_t z = floor_div(local, 86400) + 719468, sod = local - floor_div(local, 86400) * 86400;
-	int64_t era = floor_div(z, 146097), doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
-	int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
-	int64_t y = yoe + era * 400 + (m <= 2);
+	struct kp_civil c;
 	int off = offset_s < 0 ? -offset_s : offset_s;
 
-	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d%c%02d:%02d", (int)y, (int)m, (int)d,
-	         (int)(sod / 3600), (int)(sod % 3600 / 60), (int)(sod % 60),
-	         offset_s < 0 ? '-' : '+', off / 3600, off % 3600 / 60);
+	kp_civil_local(ms, offset_s, &c);
+	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d%c%02d:%02d", c.y, c.m, c.d, c.hh, c.mm,
+	         c.ss, offset_s < 0 ? '-' : '+', off / 3600, off % 3600 / 60);
 }
 
 static const char *card_label(const struct quote *q, const uint8_t token[KP_TOKEN_LEN])
