@@ -8,7 +8,7 @@
  *    2 terminal   tstr   terminal id
  *    3 seq        uint   gapless per terminal, from 1
  *    4 time       uint   milliseconds since the Unix epoch (UTC)
- *    5 kind       tstr   "tap" | "link" (another kind is KP_RECORD_E_INVAL)
+ *    5 kind       tstr   "tap" | "link" | "shift" (another kind is KP_RECORD_E_INVAL)
  *    6 token      bstr16 card token (optional: absent when no card was identified)
  *    7 operator   tstr   this terminal's operator
  *    8 route      tstr   (optional)
