@@ -398,6 +398,7 @@ struct tap {
 	char feed[KP_ID_MAX + 1];
 	int distance, have_fare;
 	int used_stored;                 /* the decision charged (or checked) stored value */
+	int64_t adopted_ms;              /* the open journey is another terminal's, opened then */
 };
 
 static int load_card(struct tap *t, const char *operator_id, const char *route)
@@ -743,7 +744,11 @@ static int load_fare_state(struct tap *t, int64_t last_local, int *found)
 	if (rc == KP_OK)
 		rc = kp_store_fare_remote(t->e->s, t->token, &r, &have);
 	if (rc == KP_OK && have) {
+		int was_open = t->fs.open;
+
 		merge_remote(t, &r, last_local);
+		if (!was_open && t->fs.open)
+			t->adopted_ms = t->fs.open_ms;
 		*found = 1;
 	}
 	return rc;
@@ -1084,6 +1089,10 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	if (rc == KP_OK && kind == KP_TAP_ACCEPTED && rec.entitlement != 0)
 		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement,
 		                          rec.amount > 0 ? rec.amount : rec.rides);
+	/* Another terminal's journey that this tap did not close stays that terminal's to
+	 * charge: it is not kept here. */
+	if (t->adopted_ms != 0 && t->fs.open && t->fs.open_ms == t->adopted_ms)
+		t->fs.open = 0;
 	if (rc == KP_OK && !listed && (fs_found || kind == KP_TAP_ACCEPTED || e->n_pending > 1))
 		rc = kp_store_put_fare_state(e->s, token, &t->fs);
 done:

@@ -313,6 +313,17 @@ static void test_remote_state(void **state)
 	assert_int_equal(kp_store_put_fare_cap(f->s, "", KP_CAP_DAY, 700), KP_OK);
 	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
 	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	/* a refused tap does not make that journey this terminal's */
+	assert_int_equal(kp_tap_engine_set_place(f->e, "B", "R", "S9", 9 * 3600, NULL), KP_OK);
+	{
+		uint8_t token[KP_TOKEN_LEN];
+
+		card_token(f, token);
+		assert_int_equal(kp_tap_decide(f->e, token, T0 - 30 * MIN, &o), KP_OK);
+	}
+	assert_int_equal(o.kind, KP_TAP_REFUSED);          /* S9: no such stop in the feed */
+	assert_int_equal(kp_tap_sweep(f->e, T0 + 30 * HOUR, &closed), KP_OK);
+	assert_int_equal(closed, 0);                       /* nothing of ours to charge */
 	tap_at(f, "B", "S3", T0, &o);                 /* its tap-off here: 400, cap leaves 100 */
 	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
 	assert_string_equal(o.event, "tap_off");
@@ -328,7 +339,7 @@ static void test_remote_state(void **state)
 	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
 	assert_int_equal(kp_tap_sweep(f->e, T0 + 3 * HOUR, &closed), KP_OK);
 	assert_int_equal(closed, 1);
-	assert_int_equal(f->n_seen, 2);               /* nothing journaled, nothing charged */
+	assert_int_equal(f->n_seen, 3);               /* nothing journaled, nothing charged */
 	assert_int_equal(balance(f), 900);
 
 	/* another journey; the card then tapped elsewhere, where it was not known */
@@ -340,12 +351,12 @@ static void test_remote_state(void **state)
 	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
 	assert_int_equal(kp_tap_sweep(f->e, T0 + 6 * HOUR, &closed), KP_OK);
 	assert_int_equal(closed, 1);
-	assert_int_equal(f->n_seen, 4);
-	assert_string_equal(f->seen[3].event, "no_tap_off");
-	assert_int_equal(f->seen[3].time_ms, T0 + 6 * HOUR);
-	assert_int_equal(f->seen[3].amount, 300);     /* day: 100 here, 0 there; cap 700 */
+	assert_int_equal(f->n_seen, 5);
+	assert_string_equal(f->seen[4].event, "no_tap_off");
+	assert_int_equal(f->seen[4].time_ms, T0 + 6 * HOUR);
+	assert_int_equal(f->seen[4].amount, 300);     /* day: 100 here, 0 there; cap 700 */
 	assert_int_equal(balance(f), 600);
-	journal_ok(f, 4);
+	journal_ok(f, 5);
 }
 
 /* A product limited to routes is refused elsewhere with the reason. */
