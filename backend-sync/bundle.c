@@ -49,8 +49,10 @@
 
 /* ---- the canonical order ---- */
 
-static int ent_cmp(const struct kp_bundle_entitlement *a, const struct kp_bundle_entitlement *b)
+static int ent_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_entitlement *a = pa, *b = pb;
+
 	int c = memcmp(a->token, b->token, KP_TOKEN_LEN);
 
 	if (c != 0)
@@ -58,47 +60,35 @@ static int ent_cmp(const struct kp_bundle_entitlement *a, const struct kp_bundle
 	return (a->id > b->id) - (a->id < b->id);
 }
 
-static int deny_cmp(const struct kp_bundle_deny *a, const struct kp_bundle_deny *b)
+static int deny_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_deny *a = pa, *b = pb;
+
 	return memcmp(a->token, b->token, KP_TOKEN_LEN);
 }
 
-static int elig_cmp(const struct kp_bundle_eligibility *a, const struct kp_bundle_eligibility *b)
+static int elig_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_eligibility *a = pa, *b = pb;
+
 	int c = memcmp(a->token, b->token, KP_TOKEN_LEN);
 
 	return c != 0 ? c : strcmp(a->category, b->category);
 }
 
 /* Ids compare bytewise (strcmp), as SQLite's ORDER BY does with the BINARY collation. */
-static int qs_op(const void *a, const void *b)
+static int op_cmp(const void *a, const void *b)
 {
-	const struct kp_bundle_operator *x = *(const void *const *)a, *y = *(const void *const *)b;
+	const struct kp_bundle_operator *x = a, *y = b;
 
 	return strcmp(x->id, y->id);
 }
 
-static int qs_prod(const void *a, const void *b)
+static int prod_cmp(const void *a, const void *b)
 {
-	const struct kp_bundle_product *x = *(const void *const *)a, *y = *(const void *const *)b;
+	const struct kp_bundle_product *x = a, *y = b;
 
 	return strcmp(x->id, y->id);
-}
-
-static int qs_ent(const void *a, const void *b)
-{
-	return ent_cmp(*(const void *const *)a, *(const void *const *)b);
-}
-
-static int qs_deny(const void *a, const void *b)
-{
-	return deny_cmp(*(struct kp_bundle_deny *const *)a, *(struct kp_bundle_deny *const *)b);
-}
-
-static int qs_elig(const void *a, const void *b)
-{
-	return elig_cmp(*(struct kp_bundle_eligibility *const *)a,
-	                *(struct kp_bundle_eligibility *const *)b);
 }
 
 static int qs_str(const void *a, const void *b)
@@ -108,8 +98,15 @@ static int qs_str(const void *a, const void *b)
 
 /* Pointers to the n elements of arr (of size elem) in canonical order, or NULL when out of
  * memory (n == 0 gives a valid empty allocation). Sorting is skipped for sorted input. */
-static const void **sorted_ptrs(const void *arr, size_t n, size_t elem,
-                                int (*cmp)(const void *, const void *))
+typedef int (*elem_cmp)(const void *a, const void *b);
+
+/* qsort_r adapter: compares the elements two pointers point at. */
+static int ptr_cmp(const void *a, const void *b, void *cmp)
+{
+	return (*(const elem_cmp *)cmp)(*(const void *const *)a, *(const void *const *)b);
+}
+
+static const void **sorted_ptrs(const void *arr, size_t n, size_t elem, elem_cmp cmp)
 {
 	const void **p = malloc((n > 0 ? n : 1) * sizeof(*p));
 	bool sorted = true;
@@ -119,19 +116,19 @@ static const void **sorted_ptrs(const void *arr, size_t n, size_t elem,
 		return NULL;
 	for (i = 0; i < n; i++) {
 		p[i] = (const uint8_t *)arr + i * elem;
-		if (i > 0 && sorted && cmp(&p[i - 1], &p[i]) > 0)
+		if (i > 0 && sorted && cmp(p[i - 1], p[i]) > 0)
 			sorted = false;
 	}
 	if (!sorted)
-		qsort(p, n, sizeof(*p), cmp);
+		qsort_r(p, n, sizeof(*p), ptr_cmp, &cmp);
 	return p;
 }
 
 /* Strictly increasing: sorted and no two equal. */
-static bool strictly_increasing(const void **p, size_t n, int (*cmp)(const void *, const void *))
+static bool strictly_increasing(const void **p, size_t n, elem_cmp cmp)
 {
 	for (size_t i = 1; i < n; i++) {
-		if (cmp(&p[i - 1], &p[i]) >= 0)
+		if (cmp(p[i - 1], p[i]) >= 0)
 			return false;
 	}
 	return true;
@@ -164,88 +161,66 @@ static const char *const KIND_NAMES[] = { "nride", "stored", "period", "commuter
 static const char *const ROUNDING_NAMES[] = { "down", "up", "nearest" };
 static const char *const PERIOD_NAMES[] = { "day", "month" };
 
-static int disc_cmp(const struct kp_bundle_discount *a, const struct kp_bundle_discount *b)
+static int disc_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_discount *a = pa, *b = pb;
+
 	int c = strcmp(a->operator_id, b->operator_id);
 
 	return c != 0 ? c : strcmp(a->category, b->category);
 }
 
-static int cap_cmp(const struct kp_bundle_cap *a, const struct kp_bundle_cap *b)
+static int cap_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_cap *a = pa, *b = pb;
+
 	int c = strcmp(a->category, b->category);
 
 	return c != 0 ? c : (a->period > b->period) - (a->period < b->period);
 }
 
-static int xfer_cmp(const struct kp_bundle_transfer *a, const struct kp_bundle_transfer *b)
+static int xfer_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_transfer *a = pa, *b = pb;
+
 	int c = strcmp(a->from_operator, b->from_operator);
 
 	return c != 0 ? c : strcmp(a->to_operator, b->to_operator);
 }
 
-static int ofare_cmp(const struct kp_bundle_operator_fare *a,
-                     const struct kp_bundle_operator_fare *b)
+static int ofare_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_operator_fare *a = pa, *b = pb;
+
 	return strcmp(a->operator_id, b->operator_id);
 }
 
-static int feed_cmp(const struct kp_bundle_feed *a, const struct kp_bundle_feed *b)
+static int feed_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_feed *a = pa, *b = pb;
+
 	return strcmp(a->id, b->id);
 }
 
-static int remote_cmp(const struct kp_bundle_remote *a, const struct kp_bundle_remote *b)
+static int remote_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_remote *a = pa, *b = pb;
+
 	return memcmp(a->token, b->token, KP_TOKEN_LEN);
 }
 
 static const char *const SCOPE_KINDS[] = { "route", "network" };
 
 /* by product, then kind name ("network" before "route"), then id */
-static int scope_cmp(const struct kp_bundle_scope *a, const struct kp_bundle_scope *b)
+static int scope_cmp(const void *pa, const void *pb)
 {
+	const struct kp_bundle_scope *a = pa, *b = pb;
+
 	int c = strcmp(a->product, b->product);
 
 	if (c == 0)
 		c = strcmp(SCOPE_KINDS[a->network != 0], SCOPE_KINDS[b->network != 0]);
 	return c != 0 ? c : strcmp(a->scope_id, b->scope_id);
-}
-
-static int qs_remote(const void *a, const void *b)
-{
-	return remote_cmp(*(const void *const *)a, *(const void *const *)b);
-}
-
-static int qs_scope(const void *a, const void *b)
-{
-	return scope_cmp(*(const void *const *)a, *(const void *const *)b);
-}
-
-static int qs_disc(const void *a, const void *b)
-{
-	return disc_cmp(*(const void *const *)a, *(const void *const *)b);
-}
-
-static int qs_cap(const void *a, const void *b)
-{
-	return cap_cmp(*(const void *const *)a, *(const void *const *)b);
-}
-
-static int qs_xfer(const void *a, const void *b)
-{
-	return xfer_cmp(*(const void *const *)a, *(const void *const *)b);
-}
-
-static int qs_ofare(const void *a, const void *b)
-{
-	return ofare_cmp(*(const void *const *)a, *(const void *const *)b);
-}
-
-static int qs_feed(const void *a, const void *b)
-{
-	return feed_cmp(*(const void *const *)a, *(const void *const *)b);
 }
 
 /* Format 2 is written only when a bundle uses something format 1 cannot say, so a backend
@@ -568,36 +543,36 @@ static int sorted_make(const struct kp_bundle *b, struct sorted *s)
 {
 	memset(s, 0, sizeof(*s));
 #define SORT(dst, arr, n, cmp) dst = (void *)sorted_ptrs(arr, n, sizeof(*(arr)), cmp)
-	SORT(s->ops, b->operators, b->n_operators, qs_op);
-	SORT(s->prods, b->products, b->n_products, qs_prod);
-	SORT(s->ents, b->entitlements, b->n_entitlements, qs_ent);
-	SORT(s->deny, b->denylist, b->n_denylist, qs_deny);
-	SORT(s->elig, b->eligibility, b->n_eligibility, qs_elig);
-	SORT(s->disc, b->discounts, b->n_discounts, qs_disc);
-	SORT(s->caps, b->caps, b->n_caps, qs_cap);
-	SORT(s->xfer, b->transfers, b->n_transfers, qs_xfer);
-	SORT(s->ofares, b->operator_fares, b->n_operator_fares, qs_ofare);
-	SORT(s->feeds, b->feeds, b->n_feeds, qs_feed);
-	SORT(s->remote, b->remote, b->n_remote, qs_remote);
-	SORT(s->scopes, b->scopes, b->n_scopes, qs_scope);
+	SORT(s->ops, b->operators, b->n_operators, op_cmp);
+	SORT(s->prods, b->products, b->n_products, prod_cmp);
+	SORT(s->ents, b->entitlements, b->n_entitlements, ent_cmp);
+	SORT(s->deny, b->denylist, b->n_denylist, deny_cmp);
+	SORT(s->elig, b->eligibility, b->n_eligibility, elig_cmp);
+	SORT(s->disc, b->discounts, b->n_discounts, disc_cmp);
+	SORT(s->caps, b->caps, b->n_caps, cap_cmp);
+	SORT(s->xfer, b->transfers, b->n_transfers, xfer_cmp);
+	SORT(s->ofares, b->operator_fares, b->n_operator_fares, ofare_cmp);
+	SORT(s->feeds, b->feeds, b->n_feeds, feed_cmp);
+	SORT(s->remote, b->remote, b->n_remote, remote_cmp);
+	SORT(s->scopes, b->scopes, b->n_scopes, scope_cmp);
 #undef SORT
 	if (s->ops == NULL || s->prods == NULL || s->ents == NULL || s->deny == NULL ||
 	    s->elig == NULL || s->disc == NULL || s->caps == NULL || s->xfer == NULL ||
 	    s->ofares == NULL || s->feeds == NULL || s->remote == NULL || s->scopes == NULL)
 		return KP_SYNC_E_NOMEM;
 	/* the same id, token or key twice */
-	if (!strictly_increasing((const void **)s->ops, b->n_operators, qs_op) ||
-	    !strictly_increasing((const void **)s->prods, b->n_products, qs_prod) ||
-	    !strictly_increasing((const void **)s->ents, b->n_entitlements, qs_ent) ||
-	    !strictly_increasing((const void **)s->deny, b->n_denylist, qs_deny) ||
-	    !strictly_increasing((const void **)s->elig, b->n_eligibility, qs_elig) ||
-	    !strictly_increasing((const void **)s->disc, b->n_discounts, qs_disc) ||
-	    !strictly_increasing((const void **)s->caps, b->n_caps, qs_cap) ||
-	    !strictly_increasing((const void **)s->xfer, b->n_transfers, qs_xfer) ||
-	    !strictly_increasing((const void **)s->ofares, b->n_operator_fares, qs_ofare) ||
-	    !strictly_increasing((const void **)s->feeds, b->n_feeds, qs_feed) ||
-	    !strictly_increasing((const void **)s->remote, b->n_remote, qs_remote) ||
-	    !strictly_increasing((const void **)s->scopes, b->n_scopes, qs_scope))
+	if (!strictly_increasing((const void **)s->ops, b->n_operators, op_cmp) ||
+	    !strictly_increasing((const void **)s->prods, b->n_products, prod_cmp) ||
+	    !strictly_increasing((const void **)s->ents, b->n_entitlements, ent_cmp) ||
+	    !strictly_increasing((const void **)s->deny, b->n_denylist, deny_cmp) ||
+	    !strictly_increasing((const void **)s->elig, b->n_eligibility, elig_cmp) ||
+	    !strictly_increasing((const void **)s->disc, b->n_discounts, disc_cmp) ||
+	    !strictly_increasing((const void **)s->caps, b->n_caps, cap_cmp) ||
+	    !strictly_increasing((const void **)s->xfer, b->n_transfers, xfer_cmp) ||
+	    !strictly_increasing((const void **)s->ofares, b->n_operator_fares, ofare_cmp) ||
+	    !strictly_increasing((const void **)s->feeds, b->n_feeds, feed_cmp) ||
+	    !strictly_increasing((const void **)s->remote, b->n_remote, remote_cmp) ||
+	    !strictly_increasing((const void **)s->scopes, b->n_scopes, scope_cmp))
 		return KP_SYNC_E_INVAL;
 	return KP_SYNC_OK;
 }
@@ -1555,32 +1530,6 @@ static int scope_read(struct kp_cbor_reader *r, struct kp_bundle_scope *c, int f
 	return rc;
 }
 
-/* Element comparators for the decoder's order checks. */
-static int op_cmp(const void *a, const void *b)
-{
-	const struct kp_bundle_operator *x = a, *y = b;
-
-	return strcmp(x->id, y->id);
-}
-
-static int prod_cmp(const void *a, const void *b)
-{
-	const struct kp_bundle_product *x = a, *y = b;
-
-	return strcmp(x->id, y->id);
-}
-
-static int ent_cmp_v(const void *a, const void *b)    { return ent_cmp(a, b); }
-static int deny_cmp_v(const void *a, const void *b)   { return deny_cmp(a, b); }
-static int elig_cmp_v(const void *a, const void *b)   { return elig_cmp(a, b); }
-static int disc_cmp_v(const void *a, const void *b)   { return disc_cmp(a, b); }
-static int cap_cmp_v(const void *a, const void *b)    { return cap_cmp(a, b); }
-static int xfer_cmp_v(const void *a, const void *b)   { return xfer_cmp(a, b); }
-static int ofare_cmp_v(const void *a, const void *b)  { return ofare_cmp(a, b); }
-static int feed_cmp_v(const void *a, const void *b)   { return feed_cmp(a, b); }
-static int remote_cmp_v(const void *a, const void *b) { return remote_cmp(a, b); }
-static int scope_cmp_v(const void *a, const void *b)  { return scope_cmp(a, b); }
-
 #define READ_V(name, fn, type)                                                   \
 	static int name(struct kp_cbor_reader *r, void *el, int fmt) { return fn(r, (type *)el, fmt); }
 READ_V(deny_read_v, deny_read, struct kp_bundle_deny)
@@ -1722,32 +1671,32 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 	for (uint64_t k = 1; rc == KP_SYNC_OK && k < n; k++) {
 		static const struct array_spec specs[TK_COUNT] = {
 			[TK_CAPS] = { KP_BUNDLE_CAPS_MAX, MIN_CAP, sizeof(struct kp_bundle_cap),
-			              cap_read_v, cap_cmp_v },
+			              cap_read_v, cap_cmp },
 			[TK_FEEDS] = { KP_BUNDLE_FEEDS_MAX, MIN_FEED, sizeof(struct kp_bundle_feed),
-			               feed_read_v, feed_cmp_v },
+			               feed_read_v, feed_cmp },
 			[TK_REMOTE] = { KP_BUNDLE_REMOTE_MAX, MIN_REMOTE, sizeof(struct kp_bundle_remote),
-			                remote_read_v, remote_cmp_v },
+			                remote_read_v, remote_cmp },
 			[TK_SCOPES] = { KP_BUNDLE_SCOPES_MAX, MIN_SCOPE, sizeof(struct kp_bundle_scope),
-			                scope_read_v, scope_cmp_v },
+			                scope_read_v, scope_cmp },
 			[TK_DENYLIST] = { KP_BUNDLE_DENYLIST_MAX, MIN_DENY,
-			                  sizeof(struct kp_bundle_deny), deny_read_v, deny_cmp_v },
+			                  sizeof(struct kp_bundle_deny), deny_read_v, deny_cmp },
 			[TK_PRODUCTS] = { KP_BUNDLE_PRODUCTS_MAX, MIN_PRODUCT,
 			                  sizeof(struct kp_bundle_product), product_read_v, prod_cmp },
 			[TK_DISCOUNTS] = { KP_BUNDLE_DISCOUNTS_MAX, MIN_DISCOUNT,
-			                   sizeof(struct kp_bundle_discount), disc_read_v, disc_cmp_v },
+			                   sizeof(struct kp_bundle_discount), disc_read_v, disc_cmp },
 			[TK_OPERATORS] = { KP_BUNDLE_OPERATORS_MAX, MIN_OPERATOR,
 			                   sizeof(struct kp_bundle_operator), operator_read_v, op_cmp },
 			[TK_TRANSFERS] = { KP_BUNDLE_TRANSFERS_MAX, MIN_TRANSFER,
-			                   sizeof(struct kp_bundle_transfer), xfer_read_v, xfer_cmp_v },
+			                   sizeof(struct kp_bundle_transfer), xfer_read_v, xfer_cmp },
 			[TK_ELIGIBILITY] = { KP_BUNDLE_ELIGIBILITY_MAX, MIN_ELIGIBILITY,
 			                     sizeof(struct kp_bundle_eligibility), elig_read_v,
-			                     elig_cmp_v },
+			                     elig_cmp },
 			[TK_ENTITLEMENTS] = { KP_BUNDLE_ENTITLEMENTS_MAX, MIN_ENTITLEMENT,
 			                      sizeof(struct kp_bundle_entitlement), ent_read_v,
-			                      ent_cmp_v },
+			                      ent_cmp },
 			[TK_OPERATOR_FARES] = { KP_BUNDLE_OPERATOR_FARES_MAX, MIN_OPERATOR_FARE,
 			                        sizeof(struct kp_bundle_operator_fare), ofare_read_v,
-			                        ofare_cmp_v },
+			                        ofare_cmp },
 		};
 		void **arr = NULL;
 		size_t *count = NULL;
