@@ -73,21 +73,6 @@ static int is_set(const char *s)
 	return s != NULL && s[0] != '\0';
 }
 
-static void bind_opt(sqlite3_stmt *st, int i, const char *s)
-{
-	if (is_set(s))
-		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, i);
-}
-
-static void copy_col(sqlite3_stmt *st, int i, char *out, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
-}
-
 struct feed_info {
 	int has_leg_rules, has_priority;
 	char default_cat[KP_FARE_ID_MAX + 1];
@@ -107,7 +92,7 @@ static int feed_get(kp_store *s, const char *feed, struct feed_info *fi)
 	if (rc == SQLITE_ROW) {
 		fi->has_leg_rules = sqlite3_column_int(st, 0);
 		fi->has_priority = sqlite3_column_int(st, 1);
-		copy_col(st, 2, fi->default_cat, sizeof(fi->default_cat));
+		kp_store_col_text(st, 2, fi->default_cat, sizeof(fi->default_cat));
 		rc = KP_OK;
 	} else if (rc == SQLITE_DONE) {
 		snprintf(s->err, sizeof(s->err), "no fare feed \"%s\"", feed);
@@ -140,7 +125,7 @@ static int stop_zone(kp_store *s, const char *feed, const char *stop, const char
 	sqlite3_bind_text(st, 2, stop, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		copy_col(st, 0, out, cap);
+		kp_store_col_text(st, 0, out, cap);
 		rc = KP_OK;
 	} else if (rc == SQLITE_DONE) {
 		snprintf(s->err, sizeof(s->err), "feed %s has no stop \"%s\"", feed, stop);
@@ -235,20 +220,20 @@ static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat
 	if (st == NULL)
 		return KP_E_DB;
 	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
-	bind_opt(st, 2, q->route_id);
-	bind_opt(st, 3, from);
-	bind_opt(st, 4, to);
+	kp_store_bind_opt(st, 2, q->route_id);
+	kp_store_bind_opt(st, 3, from);
+	kp_store_bind_opt(st, 4, to);
 	sqlite3_bind_text(st, 5, cat, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 6, q->payment_method);
 	sqlite3_bind_int(st, 7, nz);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		r->model = KP_FARE_V1;
-		copy_col(st, 0, r->fare_id, sizeof(r->fare_id));
+		kp_store_col_text(st, 0, r->fare_id, sizeof(r->fare_id));
 		r->amount = sqlite3_column_int64(st, 1);
-		copy_col(st, 2, r->currency, sizeof(r->currency));
-		copy_col(st, 3, r->rule, sizeof(r->rule));
-		copy_col(st, 4, r->rider_category, sizeof(r->rider_category));
+		kp_store_col_text(st, 2, r->currency, sizeof(r->currency));
+		kp_store_col_text(st, 3, r->rule, sizeof(r->rule));
+		kp_store_col_text(st, 4, r->rider_category, sizeof(r->rider_category));
 		rc = KP_OK;
 	} else {
 		rc = rc == SQLITE_DONE ? KP_E_NOFARE : kp_store_fail(s, "fare lookup v1");
@@ -356,26 +341,26 @@ static int lookup_v2(kp_store *s, const struct kp_fare_query *q, const char *cat
 	if (st == NULL)
 		return KP_E_DB;
 	sqlite3_bind_text(st, 1, q->feed_id, -1, SQLITE_STATIC);
-	bind_opt(st, 2, q->route_id);
-	bind_opt(st, 3, q->from_stop);
-	bind_opt(st, 4, q->to_stop);
-	bind_opt(st, 5, q->from_zone);
-	bind_opt(st, 6, q->to_zone);
+	kp_store_bind_opt(st, 2, q->route_id);
+	kp_store_bind_opt(st, 3, q->from_stop);
+	kp_store_bind_opt(st, 4, q->to_stop);
+	kp_store_bind_opt(st, 5, q->from_zone);
+	kp_store_bind_opt(st, 6, q->to_zone);
 	sqlite3_bind_int(st, 7, q->date);
 	sqlite3_bind_int(st, 8, weekday(q->date));
 	sqlite3_bind_int(st, 9, q->time_s);
 	sqlite3_bind_int(st, 10, prio);
 	sqlite3_bind_text(st, 11, cat, -1, SQLITE_STATIC);
-	bind_opt(st, 12, q->fare_media);
+	kp_store_bind_opt(st, 12, q->fare_media);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		r->model = KP_FARE_V2;
-		copy_col(st, 0, r->leg_group_id, sizeof(r->leg_group_id));
-		copy_col(st, 1, r->fare_id, sizeof(r->fare_id));
+		kp_store_col_text(st, 0, r->leg_group_id, sizeof(r->leg_group_id));
+		kp_store_col_text(st, 1, r->fare_id, sizeof(r->fare_id));
 		r->amount = sqlite3_column_int64(st, 2);
-		copy_col(st, 3, r->currency, sizeof(r->currency));
-		copy_col(st, 4, r->rule, sizeof(r->rule));
-		copy_col(st, 5, r->rider_category, sizeof(r->rider_category));
+		kp_store_col_text(st, 3, r->currency, sizeof(r->currency));
+		kp_store_col_text(st, 4, r->rule, sizeof(r->rule));
+		kp_store_col_text(st, 5, r->rider_category, sizeof(r->rider_category));
 		rc = KP_OK;
 	} else {
 		rc = rc == SQLITE_DONE ? KP_E_NOFARE : kp_store_fail(s, "fare lookup v2");

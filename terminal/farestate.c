@@ -6,21 +6,6 @@
 #include "store.h"
 #include "store_internal.h"
 
-static void copy_col(sqlite3_stmt *st, int i, char *out, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
-}
-
-static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
-{
-	if (s != NULL && s[0] != '\0')
-		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, i);
-}
-
 /* Runs one statement to completion; KP_E_DB with SQLite's message on failure. */
 static int exec_done(kp_store *s, sqlite3_stmt *st, const char *what)
 {
@@ -73,7 +58,7 @@ int kp_store_operator_fare(kp_store *s, const char *operator_id, char *feed, siz
 	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		copy_col(st, 0, feed, cap);
+		kp_store_col_text(st, 0, feed, cap);
 		*distance = sqlite3_column_int(st, 1);
 		*found = 1;
 		rc = SQLITE_DONE;
@@ -164,8 +149,8 @@ int kp_store_transfer_rule(kp_store *s, const char *from_operator, const char *t
 	sqlite3_bind_text(st, 2, to_operator, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		copy_col(st, 0, r->from_operator, sizeof(r->from_operator));
-		copy_col(st, 1, r->to_operator, sizeof(r->to_operator));
+		kp_store_col_text(st, 0, r->from_operator, sizeof(r->from_operator));
+		kp_store_col_text(st, 1, r->to_operator, sizeof(r->to_operator));
 		r->within_s = sqlite3_column_int(st, 2);
 		r->max_transfers = sqlite3_column_int(st, 3);
 		r->off = sqlite3_column_int64(st, 4);
@@ -240,9 +225,9 @@ int kp_store_product_commuter(kp_store *s, const char *id, char route[KP_ID_MAX 
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (sqlite3_column_type(st, 0) == SQLITE_NULL || sqlite3_column_type(st, 1) == SQLITE_NULL)
 			continue;
-		copy_col(st, 0, route, KP_ID_MAX + 1);
+		kp_store_col_text(st, 0, route, KP_ID_MAX + 1);
 		if (*n < cap)
-			copy_col(st, 1, stops[(*n)++], KP_ID_MAX + 1);
+			kp_store_col_text(st, 1, stops[(*n)++], KP_ID_MAX + 1);
 	}
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "commuter stops");
@@ -264,28 +249,28 @@ int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct k
 		f->open = sqlite3_column_type(st, 0) != SQLITE_NULL;
 		f->open_ms = sqlite3_column_int64(st, 0);
 		f->open_seq = (uint64_t)sqlite3_column_int64(st, 1);
-		copy_col(st, 2, f->open_operator, sizeof(f->open_operator));
-		copy_col(st, 3, f->open_route, sizeof(f->open_route));
-		copy_col(st, 4, f->open_stop, sizeof(f->open_stop));
+		kp_store_col_text(st, 2, f->open_operator, sizeof(f->open_operator));
+		kp_store_col_text(st, 3, f->open_route, sizeof(f->open_route));
+		kp_store_col_text(st, 4, f->open_stop, sizeof(f->open_stop));
 		f->open_ent = sqlite3_column_int64(st, 5);
-		copy_col(st, 6, f->open_product, sizeof(f->open_product));
+		kp_store_col_text(st, 6, f->open_product, sizeof(f->open_product));
 		f->open_paid = sqlite3_column_int(st, 7);
 		f->has_leg = sqlite3_column_type(st, 8) != SQLITE_NULL;
 		f->leg_on_ms = sqlite3_column_int64(st, 8);
 		f->leg_off_ms = sqlite3_column_int64(st, 9);
-		copy_col(st, 10, f->leg_operator, sizeof(f->leg_operator));
-		copy_col(st, 11, f->leg_feed, sizeof(f->leg_feed));
-		copy_col(st, 12, f->leg_group, sizeof(f->leg_group));
+		kp_store_col_text(st, 10, f->leg_operator, sizeof(f->leg_operator));
+		kp_store_col_text(st, 11, f->leg_feed, sizeof(f->leg_feed));
+		kp_store_col_text(st, 12, f->leg_group, sizeof(f->leg_group));
 		f->leg_paid = sqlite3_column_int64(st, 13);
 		f->chain_start_ms = sqlite3_column_int64(st, 14);
-		copy_col(st, 15, f->chain_fare, sizeof(f->chain_fare));
+		kp_store_col_text(st, 15, f->chain_fare, sizeof(f->chain_fare));
 		f->chain_transfers = sqlite3_column_int(st, 16);
 		f->day_id = sqlite3_column_int64(st, 17);
 		f->day_spent = sqlite3_column_int64(st, 18);
 		f->month_id = sqlite3_column_int64(st, 19);
 		f->month_spent = sqlite3_column_int64(st, 20);
-		copy_col(st, 21, f->last_operator, sizeof(f->last_operator));
-		copy_col(st, 22, f->last_stop, sizeof(f->last_stop));
+		kp_store_col_text(st, 21, f->last_operator, sizeof(f->last_operator));
+		kp_store_col_text(st, 22, f->last_stop, sizeof(f->last_stop));
 		*found = 1;
 		rc = SQLITE_DONE;
 	}
@@ -306,29 +291,29 @@ int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		sqlite3_bind_int64(st, 2, f->open_ms);
 		sqlite3_bind_int64(st, 3, (sqlite3_int64)f->open_seq);
 		sqlite3_bind_text(st, 4, f->open_operator, -1, SQLITE_STATIC);
-		bind_text_or_null(st, 5, f->open_route);
-		bind_text_or_null(st, 6, f->open_stop);
+		kp_store_bind_opt(st, 5, f->open_route);
+		kp_store_bind_opt(st, 6, f->open_stop);
 		sqlite3_bind_int64(st, 7, f->open_ent);
-		bind_text_or_null(st, 8, f->open_product);
+		kp_store_bind_opt(st, 8, f->open_product);
 		sqlite3_bind_int(st, 9, f->open_paid);
 	}
 	if (f->has_leg) {
 		sqlite3_bind_int64(st, 10, f->leg_on_ms);
 		sqlite3_bind_int64(st, 11, f->leg_off_ms);
 		sqlite3_bind_text(st, 12, f->leg_operator, -1, SQLITE_STATIC);
-		bind_text_or_null(st, 13, f->leg_feed);
-		bind_text_or_null(st, 14, f->leg_group);
+		kp_store_bind_opt(st, 13, f->leg_feed);
+		kp_store_bind_opt(st, 14, f->leg_group);
 		sqlite3_bind_int64(st, 15, f->leg_paid);
 		sqlite3_bind_int64(st, 16, f->chain_start_ms);
-		bind_text_or_null(st, 17, f->chain_fare);
+		kp_store_bind_opt(st, 17, f->chain_fare);
 	}
 	sqlite3_bind_int(st, 18, f->chain_transfers);
 	sqlite3_bind_int64(st, 19, f->day_id);
 	sqlite3_bind_int64(st, 20, f->day_spent);
 	sqlite3_bind_int64(st, 21, f->month_id);
 	sqlite3_bind_int64(st, 22, f->month_spent);
-	bind_text_or_null(st, 23, f->last_operator);
-	bind_text_or_null(st, 24, f->last_stop);
+	kp_store_bind_opt(st, 23, f->last_operator);
+	kp_store_bind_opt(st, 24, f->last_stop);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare state");
@@ -412,10 +397,10 @@ int kp_store_put_fare_remote(kp_store *s, const struct kp_fare_remote *r)
 	if (r->open) {
 		sqlite3_bind_int64(st, 3, r->open_ms);
 		sqlite3_bind_text(st, 4, r->open_operator, -1, SQLITE_STATIC);
-		bind_text_or_null(st, 5, r->open_route);
-		bind_text_or_null(st, 6, r->open_stop);
+		kp_store_bind_opt(st, 5, r->open_route);
+		kp_store_bind_opt(st, 6, r->open_stop);
 		sqlite3_bind_int(st, 7, r->open_paid != 0);
-		bind_text_or_null(st, 8, r->open_product);
+		kp_store_bind_opt(st, 8, r->open_product);
 		sqlite3_bind_int64(st, 9, r->open_ent);
 	}
 	if (r->closed_ms > 0)
@@ -450,15 +435,15 @@ int kp_store_fare_remote(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 		r->last_ms = sqlite3_column_int64(st, 0);
 		r->open = sqlite3_column_type(st, 1) != SQLITE_NULL;
 		r->open_ms = sqlite3_column_int64(st, 1);
-		copy_col(st, 2, r->open_operator, sizeof(r->open_operator));
-		copy_col(st, 3, r->open_route, sizeof(r->open_route));
-		copy_col(st, 4, r->open_stop, sizeof(r->open_stop));
+		kp_store_col_text(st, 2, r->open_operator, sizeof(r->open_operator));
+		kp_store_col_text(st, 3, r->open_route, sizeof(r->open_route));
+		kp_store_col_text(st, 4, r->open_stop, sizeof(r->open_stop));
 		r->open_paid = sqlite3_column_int(st, 5);
-		copy_col(st, 6, r->open_product, sizeof(r->open_product));
+		kp_store_col_text(st, 6, r->open_product, sizeof(r->open_product));
 		r->open_ent = sqlite3_column_int64(st, 7);
 		r->closed_ms = sqlite3_column_int64(st, 8);
 		r->has_leg = sqlite3_column_type(st, 9) != SQLITE_NULL;
-		copy_col(st, 9, r->leg_operator, sizeof(r->leg_operator));
+		kp_store_col_text(st, 9, r->leg_operator, sizeof(r->leg_operator));
 		r->leg_on_ms = sqlite3_column_int64(st, 10);
 		r->leg_off_ms = sqlite3_column_int64(st, 11);
 		r->leg_paid = sqlite3_column_int64(st, 12);

@@ -297,6 +297,21 @@ int kp_store_fail(kp_store *s, const char *what)
 	return KP_E_DB;
 }
 
+void kp_store_col_text(sqlite3_stmt *st, int i, char *out, size_t cap)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
+}
+
+void kp_store_bind_opt(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s != NULL && s[0] != '\0')
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
 sqlite3_stmt *kp_store_stmt(kp_store *s, enum kp_stmt id)
 {
 	return kp_store_stmt_sql(s, id, stmt_sql[id]);

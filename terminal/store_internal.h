@@ -52,6 +52,10 @@ struct kp_store {
 sqlite3_stmt *kp_store_stmt(kp_store *s, enum kp_stmt id);
 /* The same for a statement whose SQL the caller owns (always the same text for an id). */
 sqlite3_stmt *kp_store_stmt_sql(kp_store *s, enum kp_stmt id, const char *sql);
+/* Column i as text into out ("" for NULL). */
+void kp_store_col_text(sqlite3_stmt *st, int i, char *out, size_t cap);
+/* Binds s as text, or NULL when s is NULL or empty. */
+void kp_store_bind_opt(sqlite3_stmt *st, int i, const char *s);
 /* Records SQLite's message for `what` in s->err and returns KP_E_DB. */
 int kp_store_fail(kp_store *s, const char *what);
 

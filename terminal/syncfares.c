@@ -361,13 +361,6 @@ static int count_of(kp_store *s, const char *sql, size_t *n)
 	return rc;
 }
 
-static void col_text(sqlite3_stmt *st, int i, char *out, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
-}
-
 /* calloc'd room for n elements (at least one, so an empty table is not an error). */
 #define ALLOC(arr, n)                                            \
 	do {                                                     \
@@ -399,13 +392,13 @@ static int export_products(kp_store *s, struct kp_bundle *b)
 	while (rc == KP_OK && b->n_products < n && sqlite3_step(st) == SQLITE_ROW) {
 		struct kp_bundle_product *p = &b->products[b->n_products++];
 
-		col_text(st, 0, p->id, sizeof(p->id));
-		col_text(st, 1, p->name, sizeof(p->name));
+		kp_store_col_text(st, 0, p->id, sizeof(p->id));
+		kp_store_col_text(st, 1, p->name, sizeof(p->name));
 		p->rides = sqlite3_column_int64(st, 2);
-		col_text(st, 3, p->category, sizeof(p->category));
+		kp_store_col_text(st, 3, p->category, sizeof(p->category));
 		if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
 			p->kind = KP_PRODUCT_COMMUTER;
-			col_text(st, 6, p->route, sizeof(p->route));
+			kp_store_col_text(st, 6, p->route, sizeof(p->route));
 			p->stops = calloc(KP_BUNDLE_PRODUCT_STOPS_MAX, sizeof(*p->stops));
 			if (p->stops == NULL) {
 				rc = KP_E_NOMEM;
@@ -414,7 +407,7 @@ static int export_products(kp_store *s, struct kp_bundle *b)
 			sqlite3_reset(stops);
 			sqlite3_bind_text(stops, 1, p->id, -1, SQLITE_STATIC);
 			while (sqlite3_step(stops) == SQLITE_ROW && p->n_stops < KP_BUNDLE_PRODUCT_STOPS_MAX)
-				col_text(stops, 0, p->stops[p->n_stops++], KP_ID_MAX + 1);
+				kp_store_col_text(stops, 0, p->stops[p->n_stops++], KP_ID_MAX + 1);
 		} else if (sqlite3_column_int(st, 5) > 0) {
 			p->kind = KP_PRODUCT_PERIOD;
 			p->days = sqlite3_column_int(st, 5);
@@ -424,7 +417,7 @@ static int export_products(kp_store *s, struct kp_bundle *b)
 		sqlite3_reset(ops);
 		sqlite3_bind_text(ops, 1, p->id, -1, SQLITE_STATIC);
 		while (sqlite3_step(ops) == SQLITE_ROW && p->n_operators < KP_BUNDLE_PRODUCT_OPS_MAX)
-			col_text(ops, 0, p->operators[p->n_operators++], KP_ID_MAX + 1);
+			kp_store_col_text(ops, 0, p->operators[p->n_operators++], KP_ID_MAX + 1);
 	}
 out:
 	sqlite3_finalize(st);
@@ -446,8 +439,8 @@ int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 	ALLOC(b->operators, n);
 	rc = prepare(s, &st, "SELECT id, name FROM operators ORDER BY id", "operators");
 	while (rc == KP_OK && b->n_operators < n && sqlite3_step(st) == SQLITE_ROW) {
-		col_text(st, 0, b->operators[b->n_operators].id, KP_ID_MAX + 1);
-		col_text(st, 1, b->operators[b->n_operators].name, sizeof(b->operators[0].name));
+		kp_store_col_text(st, 0, b->operators[b->n_operators].id, KP_ID_MAX + 1);
+		kp_store_col_text(st, 1, b->operators[b->n_operators].name, sizeof(b->operators[0].name));
 		b->n_operators++;
 	}
 	sqlite3_finalize(st);
@@ -465,10 +458,10 @@ int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 		struct kp_bundle_scope *c = &b->scopes[b->n_scopes++];
 		char kind[16];
 
-		col_text(st, 0, c->product, sizeof(c->product));
-		col_text(st, 1, kind, sizeof(kind));
+		kp_store_col_text(st, 0, c->product, sizeof(c->product));
+		kp_store_col_text(st, 1, kind, sizeof(kind));
 		c->network = strcmp(kind, "network") == 0;
-		col_text(st, 2, c->scope_id, sizeof(c->scope_id));
+		kp_store_col_text(st, 2, c->scope_id, sizeof(c->scope_id));
 	}
 	sqlite3_finalize(st);
 	st = NULL;
@@ -482,8 +475,8 @@ int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 	while (rc == KP_OK && b->n_discounts < n && sqlite3_step(st) == SQLITE_ROW) {
 		struct kp_bundle_discount *d = &b->discounts[b->n_discounts++];
 
-		col_text(st, 0, d->operator_id, sizeof(d->operator_id));
-		col_text(st, 1, d->category, sizeof(d->category));
+		kp_store_col_text(st, 0, d->operator_id, sizeof(d->operator_id));
+		kp_store_col_text(st, 1, d->category, sizeof(d->category));
 		d->percent = sqlite3_column_int(st, 2);
 		d->rounding = sqlite3_column_int(st, 3);
 		d->unit = sqlite3_column_int64(st, 4);
@@ -499,7 +492,7 @@ int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 	while (rc == KP_OK && b->n_caps < n && sqlite3_step(st) == SQLITE_ROW) {
 		struct kp_bundle_cap *c = &b->caps[b->n_caps++];
 
-		col_text(st, 0, c->category, sizeof(c->category));
+		kp_store_col_text(st, 0, c->category, sizeof(c->category));
 		c->period = sqlite3_column_int(st, 1);
 		c->amount = sqlite3_column_int64(st, 2);
 	}
@@ -515,8 +508,8 @@ int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 	while (rc == KP_OK && b->n_transfers < n && sqlite3_step(st) == SQLITE_ROW) {
 		struct kp_bundle_transfer *t = &b->transfers[b->n_transfers++];
 
-		col_text(st, 0, t->from_operator, sizeof(t->from_operator));
-		col_text(st, 1, t->to_operator, sizeof(t->to_operator));
+		kp_store_col_text(st, 0, t->from_operator, sizeof(t->from_operator));
+		kp_store_col_text(st, 1, t->to_operator, sizeof(t->to_operator));
 		t->within_s = sqlite3_column_int(st, 2);
 		t->max_transfers = sqlite3_column_int(st, 3);
 		t->off = sqlite3_column_int64(st, 4);
@@ -533,8 +526,8 @@ int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 	while (rc == KP_OK && b->n_operator_fares < n && sqlite3_step(st) == SQLITE_ROW) {
 		struct kp_bundle_operator_fare *f = &b->operator_fares[b->n_operator_fares++];
 
-		col_text(st, 0, f->operator_id, sizeof(f->operator_id));
-		col_text(st, 1, f->feed_id, sizeof(f->feed_id));
+		kp_store_col_text(st, 0, f->operator_id, sizeof(f->operator_id));
+		kp_store_col_text(st, 1, f->feed_id, sizeof(f->feed_id));
 		f->distance = sqlite3_column_int(st, 2);
 	}
 	sqlite3_finalize(st);
