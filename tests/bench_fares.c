@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_json.h"
 #include "kp_terminal.h"
 #include "kp_tools.h"
 
@@ -82,44 +83,6 @@ static size_t sample_trips(const char *db, struct trip *t, size_t n)
 	sqlite3_finalize(st);
 	sqlite3_close(h);
 	return k;
-}
-
-static int json_append(const char *json, const double *v, const char *const *names, size_t n)
-{
-	FILE *fp = fopen(json, "r");
-	char *old = NULL;
-	long len = 0;
-
-	if (fp != NULL) {
-		fseek(fp, 0, SEEK_END);
-		len = ftell(fp);
-		fseek(fp, 0, SEEK_SET);
-		old = calloc(1, (size_t)len + 1);
-		if (old == NULL || fread(old, 1, (size_t)len, fp) != (size_t)len)
-			return 1;
-		fclose(fp);
-		while (len > 0 && old[len - 1] != ']')
-			len--;
-		if (len > 0)
-			len--;
-		while (len > 0 && (old[len - 1] == ' ' || old[len - 1] == '\n'))
-			len--;
-	}
-	fp = fopen(json, "w");
-	if (fp == NULL)
-		return 1;
-	if (len > 0)
-		fprintf(fp, "%.*s,\n", (int)len, old);
-	else
-		fputs("[\n", fp);
-	for (size_t i = 0; i < n; i++)
-		fprintf(fp, "  {\"metric\": \"%s\", \"unit\": \"%s\", \"value\": %.4f}%s\n", names[i],
-		        strncmp(names[i], "fares_import", 12) == 0 ? "s" : "ms", v[i],
-		        i + 1 < n ? "," : "");
-	fputs("]\n", fp);
-	fclose(fp);
-	free(old);
-	return 0;
 }
 
 int main(int argc, char **argv)
@@ -260,10 +223,13 @@ int main(int argc, char **argv)
 		               pct(off, n_off, 50), pct(off, n_off, 99), pct(off, n_off, 99.9),
 		               pct(look, n_trips, 50), pct(look, n_trips, 99),
 		               pct(maxl, n_trips, 50), pct(maxl, n_trips, 99) };
-		static const char *const names[] = {
-			"fares_import_muroran", "fare_tap_on_p50", "fare_tap_on_p99", "fare_tap_on_p999",
-			"fare_tap_off_p50", "fare_tap_off_p99", "fare_tap_off_p999",
-			"fare_lookup_p50", "fare_lookup_p99", "fare_max_lookup_p50", "fare_max_lookup_p99",
+		const struct metric m[] = {
+			{ "fares_import_muroran", "s", v[0] },
+			{ "fare_tap_on_p50", "ms", v[1] }, { "fare_tap_on_p99", "ms", v[2] },
+			{ "fare_tap_on_p999", "ms", v[3] }, { "fare_tap_off_p50", "ms", v[4] },
+			{ "fare_tap_off_p99", "ms", v[5] }, { "fare_tap_off_p999", "ms", v[6] },
+			{ "fare_lookup_p50", "ms", v[7] }, { "fare_lookup_p99", "ms", v[8] },
+			{ "fare_max_lookup_p50", "ms", v[9] }, { "fare_max_lookup_p99", "ms", v[10] },
 		};
 
 		printf("\nkippu bench-fares: jp-donanbus-muroran-zone (%lld fare rules), %zu journeys by "
@@ -278,7 +244,7 @@ int main(int argc, char **argv)
 		printf("| part: maximum fare from a stop (ms)             | %7.3f | %7.3f |         |          |\n", v[9], v[10]);
 		printf("| peak RSS (MB)                                   | %7.1f |         |         |          |\n", ru.ru_maxrss / 1024.0);
 		printf("\ntap-offs charged: %zu of %zu\n", accepted, n_off);
-		if (json != NULL && json_append(json, v, names, sizeof(v) / sizeof(v[0])) != 0)
+		if (json != NULL && write_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	kp_tap_engine_close(e);

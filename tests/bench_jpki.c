@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_json.h"
 #include "kp_terminal.h"
 
 #define N_CARDS  20                 /* consecutive taps are different cards */
@@ -365,47 +366,6 @@ static void parts(kp_tap_engine *e, kp_store *s, const kp_cert *ca, const char *
 	kp_reader_close(r);
 }
 
-static int json_append(const char *json, const double big[3], const double small[3],
-                       size_t cert_len)
-{
-	FILE *fp = fopen(json, "r");
-	char *old = NULL;
-	long len = 0;
-
-	if (fp != NULL) {
-		fseek(fp, 0, SEEK_END);
-		len = ftell(fp);
-		fseek(fp, 0, SEEK_SET);
-		old = calloc(1, (size_t)len + 1);
-		if (old == NULL || fread(old, 1, (size_t)len, fp) != (size_t)len)
-			return 1;
-		fclose(fp);
-		while (len > 0 && old[len - 1] != ']')
-			len--;
-		if (len > 0)
-			len--;
-		while (len > 0 && (old[len - 1] == ' ' || old[len - 1] == '\n'))
-			len--;
-	}
-	fp = fopen(json, "w");
-	if (fp == NULL) {
-		perror(json);
-		return 1;
-	}
-	if (old != NULL && len > 0 && strchr(old, '[') != NULL)
-		fprintf(fp, "%.*s%s\n", (int)len, old, old[len - 1] == '[' ? "" : ",");
-	else
-		fputs("[\n", fp);
-	fprintf(fp, "  {\"metric\": \"mynumber_tap_decision_p50\", \"unit\": \"ms\", \"value\": %.4f},\n"
-	        "  {\"metric\": \"mynumber_tap_decision_p99\", \"unit\": \"ms\", \"value\": %.4f},\n"
-	        "  {\"metric\": \"mynumber_tap_decision_max\", \"unit\": \"ms\", \"value\": %.4f},\n"
-	        "  {\"metric\": \"mynumber_tap_decision_small_cert_p99\", \"unit\": \"ms\", \"value\": %.4f},\n"
-	        "  {\"metric\": \"mynumber_cert_bytes\", \"unit\": \"bytes\", \"value\": %zu}\n"
-	        "]\n", big[0], big[1], big[2], small[1], cert_len);
-	free(old);
-	return fclose(fp) != 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -507,8 +467,18 @@ int main(int argc, char **argv)
 	printf("| part: lookup, ES256 record, durable commit                | %7.3f | %7.3f | %7.3f |         |\n",
 	       rp[3][0], rp[3][1], rp[3][2]);
 	printf("\nall %d + %d + %d taps accepted\n", taps, taps, taps);
-	if (json != NULL && json_append(json, rb, rs, big_len) != 0)
-		return 1;
+	if (json != NULL) {
+		const struct metric m[] = {
+			{ "mynumber_tap_decision_p50", "ms", rb[0] },
+			{ "mynumber_tap_decision_p99", "ms", rb[1] },
+			{ "mynumber_tap_decision_max", "ms", rb[2] },
+			{ "mynumber_tap_decision_small_cert_p99", "ms", rs[1] },
+			{ "mynumber_cert_bytes", "bytes", (double)big_len },
+		};
+
+		if (write_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
+			return 1;
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", run);
 	if (system(cmd) != 0)
 		fprintf(stderr, "bench-jpki: could not remove %s\n", run);

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_json.h"
 #include "kp_terminal.h"
 
 #define N_CARDS  20                 /* consecutive taps are different cards */
@@ -281,42 +282,15 @@ int main(int argc, char **argv)
 	       (t_ready - t_spawn) / 1e3, accepted, n);
 	if (json != NULL) {
 		/* Added to the JSON array kippu-bench wrote (or a new one). */
-		FILE *fp = fopen(json, "r");
-		char *old = NULL;
-		long len = 0;
+		const struct metric m[] = {
+			{ "nfc_presence_to_decision_p50", "ms", pct(total, n, 50) / 1e3 },
+			{ "nfc_presence_to_decision_p99", "ms", pct(total, n, 99) / 1e3 },
+			{ "nfc_detected_to_decision_p50", "ms", pct(decided, n, 50) / 1e3 },
+			{ "nfc_detected_to_decision_p99", "ms", pct(decided, n, 99) / 1e3 },
+		};
 
-		if (fp != NULL) {
-			fseek(fp, 0, SEEK_END);
-			len = ftell(fp);
-			fseek(fp, 0, SEEK_SET);
-			old = calloc(1, (size_t)len + 1);
-			if (old == NULL || fread(old, 1, (size_t)len, fp) != (size_t)len)
-				return 1;
-			fclose(fp);
-			while (len > 0 && old[len - 1] != ']')
-				len--;
-			if (len > 0)
-				len--;
-			while (len > 0 && (old[len - 1] == ' ' || old[len - 1] == '\n'))
-				len--;
-		}
-		fp = fopen(json, "w");
-		if (fp == NULL) {
-			perror(json);
+		if (write_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
-		}
-		if (old != NULL && len > 0 && strchr(old, '[') != NULL)
-			fprintf(fp, "%.*s%s\n", (int)len, old, old[len - 1] == '[' ? "" : ",");
-		else
-			fputs("[\n", fp);
-		fprintf(fp, "  {\"metric\": \"nfc_presence_to_decision_p50\", \"unit\": \"ms\", \"value\": %.4f},\n"
-		        "  {\"metric\": \"nfc_presence_to_decision_p99\", \"unit\": \"ms\", \"value\": %.4f},\n"
-		        "  {\"metric\": \"nfc_detected_to_decision_p50\", \"unit\": \"ms\", \"value\": %.4f},\n"
-		        "  {\"metric\": \"nfc_detected_to_decision_p99\", \"unit\": \"ms\", \"value\": %.4f}\n"
-		        "]\n", pct(total, n, 50) / 1e3, pct(total, n, 99) / 1e3,
-		        pct(decided, n, 50) / 1e3, pct(decided, n, 99) / 1e3);
-		free(old);
-		fclose(fp);
 	}
 	unlink(db);
 	unlink(key_path);
