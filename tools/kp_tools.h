@@ -9,6 +9,8 @@
 
 /* "2026-11-26T08:00:00+09:00", "...Z", or Unix seconds → milliseconds since the epoch. */
 int kp_parse_time(const char *s, int64_t *ms);
+/* The same, also giving the time's UTC offset in seconds (0 for Z and Unix seconds). */
+int kp_parse_time_offset(const char *s, int64_t *ms, int *offset_s);
 
 /* A card as written in load files: "felica:<16 hex IDm>" or "token:<32 hex>". */
 int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],

@@ -17,6 +17,13 @@ static int is_leap(int y)
 
 int kp_parse_time(const char *s, int64_t *ms)
 {
+	int offset_s;
+
+	return kp_parse_time_offset(s, ms, &offset_s);
+}
+
+int kp_parse_time_offset(const char *s, int64_t *ms, int *offset_s)
+{
 	static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
 	int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0, sign = 1;
 	const char *tz;
@@ -32,6 +39,7 @@ int kp_parse_time(const char *s, int64_t *ms)
 		if (errno != 0 || *end != '\0' || v < 0 || v > 253402300799LL)
 			return KP_E_INVAL;
 		*ms = v * 1000;
+		*offset_s = 0;
 		return KP_OK;
 	}
 	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
@@ -49,8 +57,8 @@ int kp_parse_time(const char *s, int64_t *ms)
 			return KP_E_INVAL;
 		sign = tz[0] == '-' ? -1 : 1;
 	}
-	*ms = ((kp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) -
-	       sign * (oh * 3600 + om * 60)) * 1000;
+	*offset_s = sign * (oh * 3600 + om * 60);
+	*ms = ((kp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) - *offset_s) * 1000;
 	return *ms >= 0 ? KP_OK : KP_E_INVAL;
 }
 

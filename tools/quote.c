@@ -89,18 +89,6 @@ static void on_record(void *arg, const struct kp_record *rec)
 	put_field(q->out, rec->fare, 1);
 }
 
-/* The offset of an ISO 8601 time ("Z", "+09:00"); Unix seconds count as UTC. */
-static int time_offset(const char *s)
-{
-	size_t n = strlen(s);
-	int h, m;
-
-	if (n >= 6 && (s[n - 6] == '+' || s[n - 6] == '-') &&
-	    sscanf(s + n - 5, "%2d:%2d", &h, &m) == 2)
-		return (s[n - 6] == '-' ? -1 : 1) * (h * 3600 + m * 60);
-	return 0;
-}
-
 /* The card's first row: its rider category and the entitlements it starts from. */
 static int first_use_of_card(struct quote *q, const uint8_t token[KP_TOKEN_LEN], int64_t now,
                              const char *category, const char *ents, char *err, size_t cap)
@@ -244,7 +232,7 @@ static int run_rows(struct quote *q, kp_tap_engine *e, struct kp_csv *c,
 		int64_t now;
 		int is_new, rc;
 
-		if (kp_parse_time(t, &now) != KP_OK) {
+		if (kp_parse_time_offset(t, &now, &q->offset_s) != KP_OK) {
 			snprintf(err, cap, "%s:%d: time: \"%s\" is not ISO 8601 with an offset", name,
 			         c->rec_line, t);
 			return KP_E_PARSE;
@@ -266,7 +254,6 @@ static int run_rows(struct quote *q, kp_tap_engine *e, struct kp_csv *c,
 			         name, c->rec_line);
 			return rc;
 		}
-		q->offset_s = time_offset(t);
 		rc = kp_tap_engine_set_place(e, kp_csv_get(c, col[2]), kp_csv_get(c, col[3]),
 		                             kp_csv_get(c, col[4]), q->offset_s, ev);
 		if (rc != KP_OK) {
