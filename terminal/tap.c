@@ -466,19 +466,24 @@ static int charge(struct tap *t, const struct kp_ent_view *sv, int64_t amount,
 	return kp_store_charge(t->e->s, sv->e.token, sv->e.id, sv->e.rides_left, amount);
 }
 
-enum cover { COVER_NONE = 0, COVER_PART, COVER_FULL };
+enum cover_kind { COVER_NONE = 0, COVER_PART, COVER_FULL };
+
+/* What a commuter pass of the card covers of a journey. */
+struct cover {
+	enum cover_kind kind;
+	const struct kp_ent_view *pass;
+	char ends[2][KP_ID_MAX + 1];     /* PART: the pass's first and last stop */
+	int from_inside;                 /* PART: the boarding stop is on the pass */
+};
 
 /* A usable commuter pass on route covering stop from (and to, NULL for a flat tap): the
- * first covering the whole journey, else one holding either stop (ends = its first and
- * last stop). */
+ * first covering the whole journey, else one holding either stop. */
 static int commuter_cover(struct tap *t, const char *route, const char *from, const char *to,
-                          const struct kp_ent_view **pass, char ends[2][KP_ID_MAX + 1],
-                          int *cover)
+                          struct cover *cv)
 {
 	char stops[KP_COMMUTER_MAX_STOPS][KP_ID_MAX + 1], r[KP_ID_MAX + 1];
 
-	*cover = COVER_NONE;
-	*pass = NULL;
+	memset(cv, 0, sizeof(*cv));
 	for (size_t i = 0; i < t->n; i++) {
 		size_t ns = 0;
 		int in_from = 0, in_to = to == NULL;
@@ -497,15 +502,16 @@ static int commuter_cover(struct tap *t, const char *route, const char *from, co
 			in_to |= to != NULL && strcmp(stops[k], to) == 0;
 		}
 		if (in_from && in_to) {
-			*cover = COVER_FULL;
-			*pass = &t->ents[i];
+			cv->kind = COVER_FULL;
+			cv->pass = &t->ents[i];
 			return KP_OK;
 		}
-		if ((in_from || in_to) && to != NULL && *cover == COVER_NONE) {
-			*cover = COVER_PART;
-			*pass = &t->ents[i];
-			snprintf(ends[0], KP_ID_MAX + 1, "%s", stops[0]);
-			snprintf(ends[1], KP_ID_MAX + 1, "%s", stops[ns - 1]);
+		if ((in_from || in_to) && to != NULL && cv->kind == COVER_NONE) {
+			cv->kind = COVER_PART;
+			cv->pass = &t->ents[i];
+			cv->from_inside = in_from;
+			snprintf(cv->ends[0], KP_ID_MAX + 1, "%s", stops[0]);
+			snprintf(cv->ends[1], KP_ID_MAX + 1, "%s", stops[ns - 1]);
 		}
 	}
 	return KP_OK;
@@ -810,21 +816,20 @@ static void log_nofare(const struct tap *t, int rc)
 static int decide_flat(struct tap *t, struct kp_record *rec, int64_t *pass_until, int *warn_days,
                        int *accepted)
 {
-	const struct kp_ent_view *cp = NULL;
-	char ends[2][KP_ID_MAX + 1];
-	int cover = COVER_NONE, rc;
+	struct cover cv;
+	int rc;
 
 	*accepted = 0;
 	if (t->c.pass != NULL) {
 		*accepted = 1;
 		return use_pass_or_ride(t, rec, pass_until, warn_days);
 	}
-	rc = commuter_cover(t, t->e->cfg.route, t->e->cfg.stop, NULL, &cp, ends, &cover);
+	rc = commuter_cover(t, t->e->cfg.route, t->e->cfg.stop, NULL, &cv);
 	if (rc != KP_OK)
 		return rc;
-	if (cover == COVER_FULL) {
+	if (cv.kind == COVER_FULL) {
 		*accepted = 1;
-		return accept_commuter(t, cp, rec);
+		return accept_commuter(t, cv.pass, rec);
 	}
 	if (t->c.best != NULL) {
 		*accepted = 1;
@@ -852,9 +857,8 @@ static int decide_flat(struct tap *t, struct kp_record *rec, int64_t *pass_until
 static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, int *warn_days,
                      int *accepted)
 {
-	const struct kp_ent_view *cp = NULL;
-	char ends[2][KP_ID_MAX + 1];
-	int cover = COVER_NONE, rc;
+	struct cover cv;
+	int rc;
 
 	*accepted = 0;
 	if (t->c.pass != NULL) {
@@ -864,12 +868,12 @@ static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, 
 		return rc;
 	}
 	/* A commuter pass holding the boarding stop: the tap-off decides what it covers. */
-	rc = commuter_cover(t, t->e->cfg.route, t->e->cfg.stop, NULL, &cp, ends, &cover);
+	rc = commuter_cover(t, t->e->cfg.route, t->e->cfg.stop, NULL, &cv);
 	if (rc != KP_OK)
 		return rc;
-	if (cover == COVER_FULL) {
+	if (cv.kind == COVER_FULL) {
 		*accepted = 1;
-		rc = accept_commuter(t, cp, rec);
+		rc = accept_commuter(t, cv.pass, rec);
 		open_journey(t, rec, 0);
 		return rc;
 	}
@@ -918,11 +922,10 @@ static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, 
 static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 {
 	struct kp_fare_state *fs = &t->fs;
-	const struct kp_ent_view *cp = NULL;
-	char ends[2][KP_ID_MAX + 1];
 	struct kp_leg_price p;
 	struct kp_leg leg;
-	int cover = COVER_NONE, rc;
+	struct cover cv;
+	int excess = -1, rc;
 
 	*accepted = 0;
 	if (!fs->open || strcmp(fs->open_operator, t->e->cfg.operator_id) != 0) {
@@ -946,55 +949,38 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 		fs->open = 0;
 		return KP_OK;
 	}
-	rc = commuter_cover(t, fs->open_route, fs->open_stop, t->e->cfg.stop, &cp, ends, &cover);
+	rc = commuter_cover(t, fs->open_route, fs->open_stop, t->e->cfg.stop, &cv);
 	if (rc != KP_OK)
 		return rc;
-	if (cover == COVER_FULL) {
+	if (cv.kind == COVER_FULL) {
 		*accepted = 1;
 		fs->open = 0;
-		return accept_commuter(t, cp, rec);
-	}
-	if (cover == COVER_PART) {
-		/* The excess beyond the pass: the cheaper fare from either of its ends. */
-		int inside_from = 0, best = -1;
-		struct kp_leg_price q[2];
-		char stops[KP_COMMUTER_MAX_STOPS][KP_ID_MAX + 1], r[KP_ID_MAX + 1];
-		size_t ns = 0;
-
-		rc = kp_store_product_commuter(t->e->s, cp->e.product, r, stops, KP_COMMUTER_MAX_STOPS,
-		                               &ns);
-		if (rc != KP_OK)
-			return rc;
-		for (size_t k = 0; k < ns; k++)
-			inside_from |= strcmp(stops[k], fs->open_stop) == 0;
-		for (int k = 0; k < 2; k++) {
-			if (inside_from)
-				leg_here(t, &leg, fs->open_route, ends[k], t->e->cfg.stop, fs->open_ms);
-			else
-				leg_here(t, &leg, fs->open_route, fs->open_stop, ends[k], fs->open_ms);
-			rc = price_leg(t, &leg, fs->open_ms, 1, 0, &q[k]);
-			if (rc == KP_E_DB)
-				return rc;
-			if (rc == KP_OK && (best < 0 || q[k].amount < q[best].amount))
-				best = k;
-		}
-		if (best >= 0) {
-			if (inside_from)
-				leg_here(t, &leg, fs->open_route, ends[best], t->e->cfg.stop, fs->open_ms);
-			else
-				leg_here(t, &leg, fs->open_route, fs->open_stop, ends[best], fs->open_ms);
-			rc = price_leg(t, &leg, fs->open_ms, 1, 1, &p);
-			if (rc != KP_OK)
-				return rc;
-			kp_note_add(rec->fare, sizeof(rec->fare), "commuter %s excess from %s",
-			            cp->e.product, ends[best]);
-			rc = charge_leg(t, &p, rec, accepted);
-			if (rc == KP_OK && *accepted)
-				fs->open = 0;
-			return rc;
-		}
+		return accept_commuter(t, cv.pass, rec);
 	}
 	leg_here(t, &leg, fs->open_route, fs->open_stop, t->e->cfg.stop, fs->open_ms);
+	if (cv.kind == COVER_PART) {
+		/* Only the excess beyond the pass: the cheaper fare from either of its ends to
+		 * the stop outside it. */
+		int64_t cheapest = -1;
+
+		for (int k = 0; k < 2; k++) {
+			struct kp_leg x = leg;
+
+			*(cv.from_inside ? &x.from_stop : &x.to_stop) = cv.ends[k];
+			rc = price_leg(t, &x, fs->open_ms, 1, 0, &p);
+			if (rc == KP_E_DB)
+				return rc;
+			if (rc == KP_OK && (cheapest < 0 || p.amount < cheapest)) {
+				cheapest = p.amount;
+				excess = k;
+			}
+		}
+		if (excess >= 0) {
+			*(cv.from_inside ? &leg.from_stop : &leg.to_stop) = cv.ends[excess];
+			kp_note_add(rec->fare, sizeof(rec->fare), "commuter %s excess from %s",
+			            cv.pass->e.product, cv.ends[excess]);
+		}
+	}
 	rc = price_leg(t, &leg, fs->open_ms, 1, 1, &p);
 	if (rc == KP_E_DB)
 		return rc;
