@@ -211,6 +211,11 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  leg_paid INTEGER, day_id INTEGER NOT NULL DEFAULT 0,"
 	"  day_spent INTEGER NOT NULL DEFAULT 0, month_id INTEGER NOT NULL DEFAULT 0,"
 	"  month_spent INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;",
+
+	/* 9 -> 10: a product limited to networks looks up the tap's route in every feed's
+	 * route networks at each tap: by route, not by a scan. */
+	"CREATE INDEX fare_route_networks_route ON fare_route_networks(route_id);"
+	"CREATE INDEX fare_routes_route ON fare_routes(route_id);",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {

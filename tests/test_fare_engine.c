@@ -46,6 +46,10 @@ static void write_feed(const char *dir)
 	snprintf(p, sizeof(p), "%s/feed/stops.txt", dir);
 	tu_write(p, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,43,141,Z1\n"
 	            "S2,Two,43,141,Z2\nS3,Three,43,141,Z3\n");
+	snprintf(p, sizeof(p), "%s/feed/networks.txt", dir);
+	tu_write(p, "network_id,network_name\nN1,Harbour network\nN2,Hill network\n");
+	snprintf(p, sizeof(p), "%s/feed/route_networks.txt", dir);
+	tu_write(p, "network_id,route_id\nN1,R\n");
 	snprintf(p, sizeof(p), "%s/feed/fare_attributes.txt", dir);
 	tu_write(p, "fare_id,price,currency_type,payment_method,transfers\nF200,200,JPY,0,0\n"
 	            "F300,300,JPY,0,0\nF400,400,JPY,0,0\n");
@@ -359,7 +363,7 @@ static void test_remote_state(void **state)
 	journal_ok(f, 5);
 }
 
-/* A product limited to routes is refused elsewhere with the reason. */
+/* A product limited to routes or networks is refused elsewhere with the reason. */
 static void test_scope(void **state)
 {
 	struct fx *f = *state;
@@ -374,7 +378,12 @@ static void test_scope(void **state)
 	tap_at(f, "B", "S1", T0, &o);                 /* route R */
 	assert_int_equal(o.kind, KP_TAP_REFUSED);
 	assert_string_equal(o.reason, "wrong-route");
-	tu_write(path, "product-scope SV route R\n");
+	tu_write(path, "product-scope SV network N2\n");        /* route R is in N1 */
+	assert_int_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+	tap_at(f, "B", "S1", T0 + 2 * MIN, &o);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "wrong-route");
+	tu_write(path, "product-scope SV network N1\n");
 	assert_int_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
 	tap_at(f, "B", "S1", T0 + 5 * MIN, &o);
 	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
