@@ -250,6 +250,21 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 	return -1;
 }
 
+int kp_place_parse(const char *line, char route[KP_ID_MAX + 1], char stop[KP_ID_MAX + 1])
+{
+	char r[KP_ID_MAX + 2], st[KP_ID_MAX + 2], extra[2];
+	int n;
+
+	if (line == NULL)
+		return KP_E_CONFIG;
+	/* one more than an id holds, to tell a long one from a fitting one */
+	n = sscanf(line, "%33s %33s %1s", r, st, extra);
+	if (n != 2 || r[0] == '\0' || st[0] == '\0' || set_id(route, KP_ID_MAX + 1, r) != 0 ||
+	    set_id(stop, KP_ID_MAX + 1, st) != 0)
+		return KP_E_CONFIG;
+	return KP_OK;
+}
+
 int kp_terminal_cfg_set(struct kp_terminal_cfg *cfg, const char *key, const char *value,
                         char *err, size_t err_cap)
 {

@@ -117,10 +117,9 @@ struct place {
 static void place_update(kp_tap_engine *engine, const struct kp_terminal_cfg *cfg,
                          struct place *pl)
 {
-	char buf[200], route[64], stop[64], extra[8];
+	char buf[200], route[KP_ID_MAX + 1], stop[KP_ID_MAX + 1];
 	struct stat st;
 	FILE *fp;
-	int n;
 
 	if (cfg->place_file[0] == '\0' || engine == NULL)
 		return;
@@ -146,8 +145,7 @@ static void place_update(kp_tap_engine *engine, const struct kp_terminal_cfg *cf
 		return;
 	}
 	fclose(fp);
-	n = sscanf(buf, "%63s %63s %7s", route, stop, extra);
-	if (n != 2 || !kp_valid_id(route) || !kp_valid_id(stop) ||
+	if (kp_place_parse(buf, route, stop) != KP_OK ||
 	    kp_tap_engine_set_place(engine, cfg->operator_id, route, stop, cfg->utc_offset_s,
 	                            NULL) != KP_OK) {
 		logmsg(LOG_ERR, "place_file %s: want \"ROUTE STOP\" (ids of 1-32 of A-Z a-z 0-9 - _ .);"

@@ -394,6 +394,30 @@ static void test_scope(void **state)
 	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
 }
 
+/* The place file an onboard system writes: "ROUTE STOP", nothing else. */
+static void test_place_parse(void **state)
+{
+	static const char *const bad[] = {
+		"", "\n", "R\n", "R S1 S2\n", "R S:1\n", "R S1;x\n", "R/1 S1\n",
+		"R 123456789012345678901234567890123\n",             /* 33 bytes */
+		"R \xe6\x9d\xb1\n",                                /* not an id character */
+	};
+	char route[KP_ID_MAX + 1], stop[KP_ID_MAX + 1];
+
+	(void)state;
+	assert_int_equal(kp_place_parse("R S1\n", route, stop), KP_OK);
+	assert_string_equal(route, "R");
+	assert_string_equal(stop, "S1");
+	assert_int_equal(kp_place_parse("  72\tS00016AGC6000020104493T000  \r\n", route, stop), KP_OK);
+	assert_string_equal(stop, "S00016AGC6000020104493T000");
+	assert_int_equal(kp_place_parse("R 12345678901234567890123456789012\n", route, stop), KP_OK);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (kp_place_parse(bad[i], route, stop) != KP_E_CONFIG)
+			fail_msg("place line %zu accepted", i);
+	}
+	assert_int_equal(kp_place_parse(NULL, route, stop), KP_E_CONFIG);
+}
+
 static void load_bad(struct fx *f, const char *text, const char *want)
 {
 	char path[400], err[512] = "";
@@ -466,6 +490,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_load_directives, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remote_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
+		cmocka_unit_test(test_place_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
