@@ -550,6 +550,33 @@ static void test_malformed(void **state)
 	               "2026-12-01T09:00:00+09:00,x,A,A1,A01,tap_sideways,,\n", 3, "event");
 	expect_refused(f, "time,card,operator,route,event,rider_category,entitlements\n"
 	               "2026-12-01T08:00:00+09:00,x,A,A1,tap,,SV:1000\n", 1, "stop");
+	/* the rows' other fields */
+#define HDR "time,card,operator,route,stop,event,rider_category,entitlements\n"
+	expect_refused(f, HDR "2026-12-01T09:00:00+09:00,x,A,A1,A01,tap,,SV:1000\n"
+	               "2026-12-01T08:00:00+09:00,x,A,A1,A01,tap,,\n", 3, "time");  /* backwards */
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,A,A1,A01,tap,,NOPE:5\n", 2,
+	               "entitlements");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,A,A1,A01,tap,,R5:5x\n", 2,
+	               "entitlements");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,A,A1,A01,tap,,R5:20000\n", 2,
+	               "entitlements");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,A,A1,A01,tap,,SV\n", 2, "entitlements");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,,A,A1,A01,tap,,SV:100\n", 2, "card");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,felica:01,A,A1,A01,tap,,SV:100\n", 2,
+	               "card");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,,A1,A01,tap,,SV:100\n", 2, "operator");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,A B,A1,A01,tap,,SV:100\n", 2,
+	               "operator");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,A,A1,A01,tap,a child,SV:100\n", 2,
+	               "rider_category");
+	expect_refused(f, HDR "2026-12-01T08:00:00+09:00,x,A,A1,A01,tap,,SV:100\n"
+	               "\"2026-12-01T09:00:00+09:00,x\n", 3, "quote not closed");
+#undef HDR
+	/* no such database, and the wrong number of arguments */
+	assert_int_equal(tu_sh("cd %s && %s/kippuctl fares quote nope.db bad.csv 2>err.txt; "
+	                       "test $? -eq 1 && grep -q nope.db err.txt", f->dir, f->bin), 0);
+	assert_int_equal(tu_sh("cd %s && %s/kippuctl fares quote t.db 2>/dev/null; test $? -eq 2",
+	                       f->dir, f->bin), 0);
 }
 
 static void test_header_only(void **state)

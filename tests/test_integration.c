@@ -165,12 +165,13 @@ static void test_terminal_refuses_bad_setup(void **state)
 	                       "grep -q terminal_id err.txt", f->dir, f->bin), 0);
 	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config nope.conf 2>/dev/null; "
 	                       "test $? -eq 2", f->dir, f->bin), 0);
-	/* sync and My Number settings are checked the same way */
+	/* sync, My Number and fare settings are checked the same way */
 	{
 		static const char *const bad[] = {
 			"backend = 127.0.0.1", "backend = :7800", "backend = host:78x0",
 			"sync_interval = 1", "sync_timeout_ms = 50", "backend_name = a b",
 			"reenrol_warn_days = 400", "service_day_end = 25:00", "utc_offset = +15:00",
+			"fare_mode = zone", "gate = side", "fare_feed = a b",
 		};
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
