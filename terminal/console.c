@@ -96,6 +96,15 @@ int kp_console_next_action(kp_console *c, struct kp_console_action *a)
 	return got;
 }
 
+/* Puts t first in the recent taps; the caller holds c->mu. */
+static void recent_push(kp_console *c, const struct kp_console_tap *t)
+{
+	memmove(&c->recent[1], &c->recent[0], sizeof(c->recent[0]) * (RECENT_MAX - 1));
+	c->recent[0] = *t;
+	if (c->n_recent < RECENT_MAX)
+		c->n_recent++;
+}
+
 void kp_console_show(kp_console *c, const struct kp_console_tap *t)
 {
 	if (c == NULL)
@@ -103,12 +112,8 @@ void kp_console_show(kp_console *c, const struct kp_console_tap *t)
 	pthread_mutex_lock(&c->mu);
 	c->tap = *t;
 	c->tap_gen++;
-	if (!t->pending && t->result != KP_HMI_INFO) {
-		memmove(&c->recent[1], &c->recent[0], sizeof(c->recent[0]) * (RECENT_MAX - 1));
-		c->recent[0] = *t;
-		if (c->n_recent < RECENT_MAX)
-			c->n_recent++;
-	}
+	if (!t->pending && t->result != KP_HMI_INFO)
+		recent_push(c, t);
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -117,10 +122,7 @@ void kp_console_recent(kp_console *c, const struct kp_console_tap *t)
 	if (c == NULL)
 		return;
 	pthread_mutex_lock(&c->mu);
-	memmove(&c->recent[1], &c->recent[0], sizeof(c->recent[0]) * (RECENT_MAX - 1));
-	c->recent[0] = *t;
-	if (c->n_recent < RECENT_MAX)
-		c->n_recent++;
+	recent_push(c, t);
 	pthread_mutex_unlock(&c->mu);
 }
 
