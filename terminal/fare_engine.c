@@ -276,30 +276,19 @@ int kp_leg_caps(kp_store *s, const struct kp_terminal_cfg *cfg, int64_t at_ms,
 	day_spent = local_day + (fs->remote_day_id == day_id ? fs->remote_day_spent : 0);
 	month_spent = local_month + (fs->remote_month_id == month_id ? fs->remote_month_spent : 0);
 	p->cap_hit = 0;
-	rc = kp_store_fare_cap(s, cat, KP_CAP_DAY, &cap, &found);
-	if (rc != KP_OK)
-		return rc;
-	if (found) {
-		int64_t left = cap > day_spent ? cap - day_spent : 0;
+	for (int period = KP_CAP_DAY; period <= KP_CAP_MONTH; period++) {
+		int64_t spent = period == KP_CAP_DAY ? day_spent : month_spent, left;
 
-		if (left < p->amount) {
+		rc = kp_store_fare_cap(s, cat, (enum kp_cap_period)period, &cap, &found);
+		if (rc != KP_OK)
+			return rc;
+		left = cap > spent ? cap - spent : 0;
+		if (found && left < p->amount) {
 			p->amount = left;
 			p->cap_hit = 1;
-			kp_note_add(p->note, sizeof(p->note), "cap day %s%s%lld left %lld", cat,
-			            cat[0] ? " " : "", (long long)cap, (long long)left);
-		}
-	}
-	rc = kp_store_fare_cap(s, cat, KP_CAP_MONTH, &cap, &found);
-	if (rc != KP_OK)
-		return rc;
-	if (found) {
-		int64_t left = cap > month_spent ? cap - month_spent : 0;
-
-		if (left < p->amount) {
-			p->amount = left;
-			p->cap_hit = 1;
-			kp_note_add(p->note, sizeof(p->note), "cap month %s%s%lld left %lld", cat,
-			            cat[0] ? " " : "", (long long)cap, (long long)left);
+			kp_note_add(p->note, sizeof(p->note), "cap %s %s%s%lld left %lld",
+			            period == KP_CAP_DAY ? "day" : "month", cat, cat[0] ? " " : "",
+			            (long long)cap, (long long)left);
 		}
 	}
 	/* A charge for a past period (a journey closed after its day) is not counted into

@@ -601,6 +601,22 @@ static void refuse_why(struct kp_record *rec, const char *reason, const char *no
 		kp_note_add(rec->fare, sizeof(rec->fare), "%s", note);
 }
 
+/* price_leg, and when the leg cannot be priced (no feed, an unknown stop, no fare) the
+ * refusal fare-unknown: *priced says which (KP_E_DB is returned as it is). */
+static int price_or_refuse(struct tap *t, const struct kp_leg *leg, int64_t cap_at, int transfer,
+                           int apply, struct kp_leg_price *p, struct kp_record *rec, int *priced)
+{
+	int rc = price_leg(t, leg, cap_at, transfer, apply, p);
+
+	*priced = rc == KP_OK;
+	if (rc == KP_E_DB || rc == KP_OK)
+		return rc;
+	fprintf(stderr, "kippu: no fare: %s (%s)\n", kp_strerror(rc),
+	        !t->have_fare ? "no fare feed for this operator" : kp_store_errmsg(t->e->s));
+	refuse_why(rec, "fare-unknown", NULL);
+	return KP_OK;
+}
+
 /* Charges a priced leg to stored value; refuses when no balance covers it. *ok = 1 if
  * charged. */
 static int charge_leg(struct tap *t, const struct kp_leg_price *p, struct kp_record *rec, int *ok)
@@ -806,13 +822,6 @@ static void leg_here(const struct tap *t, struct kp_leg *leg, const char *route,
 	leg->off_ms = t->now;
 }
 
-/* What fare_unknown looks like in the log: why a stored-value leg could not be priced. */
-static void log_nofare(const struct tap *t, int rc)
-{
-	fprintf(stderr, "kippu: no fare: %s (%s)\n", kp_strerror(rc),
-	        !t->have_fare ? "no fare feed for this operator" : kp_store_errmsg(t->e->s));
-}
-
 static int decide_flat(struct tap *t, struct kp_record *rec, int64_t *pass_until, int *warn_days,
                        int *accepted)
 {
@@ -839,16 +848,11 @@ static int decide_flat(struct tap *t, struct kp_record *rec, int64_t *pass_until
 		struct kp_leg_price p;
 		struct kp_leg leg;
 
+		int priced;
+
 		leg_here(t, &leg, t->e->cfg.route, t->e->cfg.stop, NULL, t->now);
-		rc = price_leg(t, &leg, t->now, 1, 1, &p);
-		if (rc == KP_E_DB)
-			return rc;
-		if (rc != KP_OK) {
-			log_nofare(t, rc);
-			refuse_why(rec, "fare-unknown", NULL);
-			return KP_OK;
-		}
-		return charge_leg(t, &p, rec, accepted);
+		rc = price_or_refuse(t, &leg, t->now, 1, 1, &p, rec, &priced);
+		return rc != KP_OK || !priced ? rc : charge_leg(t, &p, rec, accepted);
 	}
 	refuse_why(rec, refusal(t), NULL);
 	return KP_OK;
@@ -887,19 +891,15 @@ static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, 
 		struct kp_leg_price p;
 		struct kp_leg leg;
 		const struct kp_ent_view *sv;
+		int priced;
 
 		/* Nothing is charged now, but the balance must cover the most this journey can
 		 * cost from here. */
 		leg_here(t, &leg, t->e->cfg.route, t->e->cfg.stop, NULL, t->now);
 		leg.max_to = 1;
-		rc = price_leg(t, &leg, t->now, 0, 0, &p);
-		if (rc == KP_E_DB)
+		rc = price_or_refuse(t, &leg, t->now, 0, 0, &p, rec, &priced);
+		if (rc != KP_OK || !priced)
 			return rc;
-		if (rc != KP_OK) {
-			log_nofare(t, rc);
-			refuse_why(rec, "fare-unknown", NULL);
-			return KP_OK;
-		}
 		sv = stored_for(t, p.amount, 0);
 		if (sv == NULL) {
 			refuse_why(rec, "insufficient-balance", "maximum fare");
@@ -925,7 +925,7 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 	struct kp_leg_price p;
 	struct kp_leg leg;
 	struct cover cv;
-	int excess = -1, rc;
+	int excess = -1, priced, rc;
 
 	*accepted = 0;
 	if (!fs->open || strcmp(fs->open_operator, t->e->cfg.operator_id) != 0) {
@@ -981,14 +981,9 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 			            cv.pass->e.product, cv.ends[excess]);
 		}
 	}
-	rc = price_leg(t, &leg, fs->open_ms, 1, 1, &p);
-	if (rc == KP_E_DB)
+	rc = price_or_refuse(t, &leg, fs->open_ms, 1, 1, &p, rec, &priced);
+	if (rc != KP_OK || !priced)
 		return rc;
-	if (rc != KP_OK) {
-		log_nofare(t, rc);
-		refuse_why(rec, "fare-unknown", NULL);
-		return KP_OK;
-	}
 	rc = charge_leg(t, &p, rec, accepted);
 	if (rc == KP_OK && *accepted)
 		fs->open = 0;
