@@ -880,6 +880,23 @@ static void test_fare_feed_and_stored_value_end_to_end(void **state)
 	                    "! \"$CTL\" backend fares import badfeed $DB --feed-id small 2> bad.err && "
 	                    "grep -q 'fare_attributes.txt:2' bad.err && "
 	                    "\"$CTL\" backend fares list $DB | grep -q 'no fare feeds'"), 0);
+	/* bad scheme files and lines change nothing at the backend and name the line */
+	assert_int_equal(sh("\"$CTL\" backend fare-rules $DB > rules.before && "
+	                    "printf 'cap - day 500\\ncap - week 100\\n' > bad1.txt && "
+	                    "! \"$CTL\" backend load $DB bad1.txt 2> bad.err && "
+	                    "grep -q 'bad1.txt:2' bad.err && "
+	                    "printf 'product Q stored OP-A Q\\nentitlement 9 token:"
+	                    "00112233445566778899aabbccddeeff Q 5 2026-11-01T00:00:00Z "
+	                    "2027-01-01T00:00:00Z\\n' > bad2.txt && "
+	                    "! \"$CTL\" backend load $DB bad2.txt 2> bad.err && "
+	                    "grep -q 'for terminals' bad.err && "
+	                    "! \"$CTL\" backend set $DB transfer OP-A OP-B 0 1 free 2> bad.err && "
+	                    "grep -q MINUTES bad.err && "
+	                    "! \"$CTL\" backend set $DB fares OP-A small '#' 2> /dev/null && "
+	                    "! \"$CTL\" backend load $DB nope.txt 2> /dev/null && "
+	                    "\"$CTL\" backend fare-rules $DB > rules.after && "
+	                    "cmp -s rules.before rules.after && "
+	                    "! \"$CTL\" backend products $DB | grep -q '^Q '"), 0);
 	assert_int_equal(sh("printf 'product SV stored OP-A,OP-B Scheme balance\\n"
 	                    "product P1D period 1 OP-A,OP-B 1-day pass\\n"
 	                    "fares OP-A small flat\\ndiscount OP-A child 50 down 10\\n"
