@@ -250,22 +250,28 @@ static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat
 #define V2_FIELD(col, set)                                                                    \
 	" AND (r." col " IN " set " OR (r." col " = '' AND (?10 OR NOT EXISTS (SELECT 1 FROM"      \
 	" fare_leg_rules x WHERE x.feed_id = ?1 AND x." col " IN " set "))))"
-static const char v2_sql[] =
-	"WITH net(id) AS (SELECT network_id FROM fare_route_networks WHERE feed_id = ?1"
-	"  AND route_id = ?2 UNION SELECT network_id FROM fare_routes WHERE feed_id = ?1"
-	"  AND route_id = ?2 AND network_id <> ''),"
-	" fa(id) AS (SELECT area_id FROM fare_stop_areas WHERE feed_id = ?1 AND stop_id = ?3"
-	"  AND ?5 IS NULL UNION SELECT ?5 WHERE ?5 IS NOT NULL),"
-	" ta(id) AS (SELECT area_id FROM fare_stop_areas WHERE feed_id = ?1 AND stop_id = ?4"
-	"  AND ?6 IS NULL UNION SELECT ?6 WHERE ?6 IS NOT NULL),"
-	" svc(id) AS (SELECT service_id FROM fare_calendar WHERE feed_id = ?1 AND start_date <= ?7"
-	"  AND end_date >= ?7 AND (days >> ?8) & 1"
-	"  EXCEPT SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"
-	"  AND exception_type = 2"
-	"  UNION SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"
-	"  AND exception_type = 1),"
-	" tf(id) AS (SELECT timeframe_group_id FROM fare_timeframes WHERE feed_id = ?1"
+
+/* The CTEs both v2 lookups share: the leg's networks, boarding areas, and the timeframe
+ * groups its date and time fall in. */
+#define V2_HEAD                                                                              \
+	"WITH net(id) AS (SELECT network_id FROM fare_route_networks WHERE feed_id = ?1"          \
+	"  AND route_id = ?2 UNION SELECT network_id FROM fare_routes WHERE feed_id = ?1"           \
+	"  AND route_id = ?2 AND network_id <> ''),"                                                \
+	" fa(id) AS (SELECT area_id FROM fare_stop_areas WHERE feed_id = ?1 AND stop_id = ?3"      \
+	"  AND ?5 IS NULL UNION SELECT ?5 WHERE ?5 IS NOT NULL),"                                   \
+	" svc(id) AS (SELECT service_id FROM fare_calendar WHERE feed_id = ?1 AND start_date <= ?7" \
+	"  AND end_date >= ?7 AND (days >> ?8) & 1"                                                 \
+	"  EXCEPT SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"      \
+	"  AND exception_type = 2"                                                                  \
+	"  UNION SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"       \
+	"  AND exception_type = 1),"                                                                \
+	" tf(id) AS (SELECT timeframe_group_id FROM fare_timeframes WHERE feed_id = ?1"             \
 	"  AND service_id IN svc AND start_s <= ?9 AND ?9 < end_s)"
+
+static const char v2_sql[] =
+	V2_HEAD
+	", ta(id) AS (SELECT area_id FROM fare_stop_areas WHERE feed_id = ?1 AND stop_id = ?4"
+	"  AND ?6 IS NULL UNION SELECT ?6 WHERE ?6 IS NOT NULL)"
 	" SELECT r.leg_group_id, r.fare_product_id, p.amount, p.currency,"
 	"  'fare_leg_rules.txt:' || r.line, p.rider_category_id"
 	" FROM fare_leg_rules r JOIN fare_products p ON p.feed_id = r.feed_id"
@@ -286,20 +292,6 @@ static const char v2_sql[] =
 /* v2, the highest fare from a boarding area (a journey without tap-off): the same match
  * without the destination area and arrival timeframe, the dearest product of the best
  * priority. */
-#define V2_HEAD                                                                              \
-	"WITH net(id) AS (SELECT network_id FROM fare_route_networks WHERE feed_id = ?1"          \
-	"  AND route_id = ?2 UNION SELECT network_id FROM fare_routes WHERE feed_id = ?1"           \
-	"  AND route_id = ?2 AND network_id <> ''),"                                                \
-	" fa(id) AS (SELECT area_id FROM fare_stop_areas WHERE feed_id = ?1 AND stop_id = ?3"      \
-	"  AND ?5 IS NULL UNION SELECT ?5 WHERE ?5 IS NOT NULL),"                                   \
-	" svc(id) AS (SELECT service_id FROM fare_calendar WHERE feed_id = ?1 AND start_date <= ?7" \
-	"  AND end_date >= ?7 AND (days >> ?8) & 1"                                                 \
-	"  EXCEPT SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"      \
-	"  AND exception_type = 2"                                                                  \
-	"  UNION SELECT service_id FROM fare_calendar_dates WHERE feed_id = ?1 AND date = ?7"       \
-	"  AND exception_type = 1),"                                                                \
-	" tf(id) AS (SELECT timeframe_group_id FROM fare_timeframes WHERE feed_id = ?1"             \
-	"  AND service_id IN svc AND start_s <= ?9 AND ?9 < end_s)"
 static const char v2_max_sql[] =
 	V2_HEAD
 	" SELECT r.leg_group_id, r.fare_product_id, p.amount, p.currency,"

@@ -90,7 +90,7 @@ static void on_record(void *arg, const struct kp_record *rec)
 }
 
 /* The card's first row: its rider category and the entitlements it starts from. */
-static int first_use_of_card(struct quote *q, const uint8_t token[KP_TOKEN_LEN], int64_t now,
+static int card_start(struct quote *q, const uint8_t token[KP_TOKEN_LEN], int64_t now,
                              const char *category, const char *ents, char *err, size_t cap)
 {
 	const int64_t year = 366LL * 86400000LL;
@@ -262,7 +262,7 @@ static int run_rows(struct quote *q, kp_tap_engine *e, struct kp_csv *c,
 			return rc;
 		}
 		if (is_new) {
-			rc = first_use_of_card(q, token, now, kp_csv_get(c, col[6]), kp_csv_get(c, col[7]),
+			rc = card_start(q, token, now, kp_csv_get(c, col[6]), kp_csv_get(c, col[7]),
 			                       why, sizeof(why));
 			if (rc != KP_OK) {
 				snprintf(err, cap, "%s:%d: %s", name, c->rec_line, why);
