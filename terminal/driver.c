@@ -31,6 +31,7 @@ static const struct text reason_texts[] = {
 	{ "eligibility-expired",  "住民資格が切れています（要更新）",   "Resident status expired: please renew" },
 	{ "card-invalid",         "無効なカードです（係員へ）",         "Card not accepted: see staff" },
 	{ "card-expired",         "証明書の期限切れ（市役所で更新）",   "Card certificate expired: renew at the city office" },
+	{ "card-not-yet-valid",   "このカードはまだ使えません",         "This card cannot be used yet" },
 	{ "system-error",         "記録できませんでした：再タッチ",     "Not recorded: tap again" },
 	{ "override-unreadable",  "運転士判断：カード読取不可",         "Driver override: card unreadable" },
 	{ "override-paper-pass",  "運転士判断：紙の乗車券",             "Driver override: paper pass shown" },

@@ -289,7 +289,7 @@ int kp_jpki_identify(struct kp_jpki *j, const kp_cert *const *cas, size_t n_cas,
 			for (size_t i = 0; i < n_cas && rc == KP_E_CERT; i++)
 				if (kp_cert_check_at(cert, cas[i], (at_ms / 1000 > na ? na : nb) * 1000,
 				                     0x80, why, sizeof(why)) == 0)
-					rc = KP_E_CERT_EXPIRED;
+					rc = at_ms / 1000 > na ? KP_E_CERT_EXPIRED : KP_E_CERT_NOT_YET;
 		}
 		if (n_cas == 0)
 			snprintf(err, err_cap, "no JPKI authentication CA configured (jpki_ca)");

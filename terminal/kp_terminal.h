@@ -36,8 +36,9 @@ enum kp_term_rc {
 	KP_E_SW_PIN        = -0x444, /* card: 63Cx wrong PIN (x tries left) */
 	KP_E_SW_OTHER      = -0x445, /* card: another error status word */
 	KP_E_CERT          = -0x446, /* certificate unreadable, not from the JPKI CA, wrong use */
-	KP_E_CERT_EXPIRED  = -0x447, /* certificate not valid at the tap's time */
+	KP_E_CERT_EXPIRED  = -0x447, /* certificate past its notAfter at the tap's time */
 	KP_E_PIN_LAST_TRY  = -0x448, /* one PIN try left: the terminal will not risk it */
+	KP_E_CERT_NOT_YET  = -0x449, /* certificate before its notBefore at the tap's time */
 	KP_E_FEED          = -0x450, /* a GTFS feed file violates the spec (detail: file:line: field) */
 	KP_E_NOFARE        = -0x451, /* no fare rule matches the journey */
 };

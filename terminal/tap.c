@@ -120,6 +120,7 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "eligibility-expired", "Resident status expired: please renew" },
 		{ "card-invalid",     "Card not accepted: see staff" },
 		{ "card-expired",     "Card certificate expired: renew at the city office" },
+		{ "card-not-yet-valid", "This card cannot be used yet" },
 	};
 
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
@@ -1221,6 +1222,8 @@ static const char *jpki_reason(int rc)
 		return "card-removed";
 	if (rc == KP_E_CERT_EXPIRED)
 		return "card-expired";
+	if (rc == KP_E_CERT_NOT_YET)
+		return "card-not-yet-valid";
 	if (rc == KP_E_CERT)
 		return "card-invalid";
 	return "card-error";

@@ -41,7 +41,8 @@ const char *kp_strerror(int rc)
 	case KP_E_SW_PIN:       return "card: wrong PIN";
 	case KP_E_SW_OTHER:     return "card: error status word";
 	case KP_E_CERT:         return "card certificate not valid for JPKI authentication";
-	case KP_E_CERT_EXPIRED: return "card certificate expired or not yet valid";
+	case KP_E_CERT_EXPIRED: return "card certificate expired";
+	case KP_E_CERT_NOT_YET: return "card certificate not yet valid";
 	case KP_E_PIN_LAST_TRY: return "only one PIN try left: not attempted";
 	case KP_E_FEED:         return "GTFS feed violates the spec";
 	case KP_E_NOFARE:       return "no fare matches this journey";

@@ -204,10 +204,12 @@ grep -q '"type":"summary"' "$A/events.jsonl" && grep -q '"type":"console","time"
 B="$T/b"
 setup "$B" || bad setup_b "kippuctl failed"
 # A My Number card (JPKI test CA) whose linkage holds the resident category and a pass.
+# Certificates follow the scenario's clock (2026-11-26), never the wall clock.
 (cd "$B" && mkdir -p cards &&
- "$KP_BIN/kippuctl" jpki ca create --key jpki-ca.key --cert jpki-ca.crt >/dev/null &&
+ "$KP_BIN/kippuctl" jpki ca create --key jpki-ca.key --cert jpki-ca.crt \
+	--not-before 2026-01-01T00:00:00+09:00 >/dev/null &&
  "$KP_BIN/kippuctl" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt \
-	--dir cards/hanako --serial 1001 >/dev/null &&
+	--dir cards/hanako --serial 1001 --not-before 2026-04-01T00:00:00+09:00 >/dev/null &&
  L=$("$KP_BIN/kippuctl" linkage token --token-key token.key --cert cards/hanako/auth.der) &&
  printf '%s\n' "product RES nride 30 OP-A Resident demand-bus pass" "product-category RES resident" \
 	"entitlement 2010 token:$L RES 10 2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00" \

@@ -152,6 +152,63 @@ static void test_files(void **state)
 	kp_cert_free(auth);
 }
 
+/* The window of the certificate at name (PEM or DER). */
+static void assert_window(const char *name, int64_t want_from, int64_t want_to)
+{
+	kp_cert *c = NULL;
+	int64_t from, to;
+
+	assert_int_equal(kp_cert_load(&c, p(name)), 0);
+	assert_int_equal(kp_cert_validity(c, &from, &to), 0);
+	assert_int_equal(from, want_from);
+	assert_int_equal(to, want_to);
+	kp_cert_free(c);
+}
+
+/* Every certificate command takes its window from --not-before and --days, so tests and demos
+ * make certificates for their own clock rather than for today. */
+static void test_validity_window(void **state)
+{
+	const int64_t t2030 = INT64_C(1893456000);          /* 2030-01-01T00:00:00Z */
+	const int64_t t2031 = INT64_C(1935846000);          /* 2031-05-07T00:00:00+09:00 */
+	const int64_t day = 86400;
+	char *err;
+
+	(void)state;
+	assert_int_equal(ctl("jpki ca create --key W.key --cert W.crt "
+	                     "--not-before 2030-01-01T00:00:00Z --days 10"), 0);
+	assert_window("W.crt", t2030, t2030 + 10 * day);
+	assert_int_equal(ctl("jpki card create --ca-key W.key --ca-cert W.crt --dir w1 "
+	                     "--serial 5 --not-before 1893542400 --days 3"), 0);
+	assert_window("w1/auth.der", t2030 + day, t2030 + 4 * day);
+	/* the operator CA, a terminal's and the backend's certificates */
+	assert_int_equal(ctl("ca create --key O.key --cert O.crt "
+	                     "--not-before 2031-05-07T00:00:00+09:00 --days 100"), 0);
+	assert_window("O.crt", t2031, t2031 + 100 * day);
+	assert_int_equal(ctl("terminal create --ca-key O.key --ca-cert O.crt --id T-1 "
+	                     "--key T.key --cert T.crt --not-before 2031-05-07T00:00:00+09:00 "
+	                     "--days 30"), 0);
+	assert_window("T.crt", t2031, t2031 + 30 * day);
+	assert_int_equal(ctl("backend create --ca-key O.key --ca-cert O.crt --key B.key "
+	                     "--cert B.crt --not-before 2031-05-08T00:00:00+09:00"), 0);
+	assert_window("B.crt", t2031 + day, t2031 + day + 825 * day);
+	/* bad windows: refused before any key is written */
+	assert_int_equal(ctl("ca create --key X.key --cert X.crt --not-before tomorrow"), 2);
+	err = tu_read(p("err.txt"));
+	assert_non_null(strstr(err, "--not-before: use 2026-04-01T00:00:00+09:00"));
+	free(err);
+	assert_int_equal(access(p("X.key"), F_OK), -1);
+	assert_int_equal(ctl("jpki ca create --key X.key --cert X.crt "
+	                     "--not-before 9999-12-01T00:00:00Z --days 3650"), 2);
+	assert_int_equal(access(p("X.key"), F_OK), -1);
+	assert_int_equal(ctl("terminal create --ca-key O.key --ca-cert O.crt --id T-2 "
+	                     "--key X.key --cert X.crt --not-before 2031-13-01T00:00:00Z"), 2);
+	assert_int_equal(access(p("X.key"), F_OK), -1);
+	assert_int_equal(ctl("jpki card create --ca-key W.key --ca-cert W.crt --dir w2 "
+	                     "--serial 6 --not-before 2030-01-01T00:00:00+25:00"), 2);
+	assert_int_equal(access(p("w2/auth.key"), F_OK), -1);
+}
+
 /* One APDU through the reader; returns the reply length, SW in *sw. */
 static size_t xfer(struct kp_reader *r, const uint8_t *tx, size_t tx_len, uint8_t *rx,
                    uint16_t *sw)
@@ -288,7 +345,9 @@ static void test_refusals(void **state)
 	assert_int_equal(ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir x "
 	                     "--serial 1 --cn 'a,O=b'"), 1);
 	assert_int_equal(ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir x "
-	                     "--serial 1 --days 3"), 2);
+	                     "--serial 1 --days 3 --not-after 2029-01-01T00:00:00Z"), 2);
+	assert_int_equal(ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir x "
+	                     "--serial 1 --days 0"), 2);
 	assert_int_equal(ctl("jpki ca create --key y.key"), 2);
 	assert_int_equal(ctl("jpki ca create --key y.key --cert y.crt --serial 3"), 2);
 	assert_int_equal(ctl("jpki ca make --key y.key --cert y.crt"), 2);
@@ -305,6 +364,7 @@ int main(void)
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_mock_card),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_validity_window),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

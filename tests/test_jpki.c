@@ -587,7 +587,7 @@ static const char jpki_ext[] =
 
 static int group_setup(void **state)
 {
-	long long past_nb, past_na;
+	long long past_nb, past_na, future_nb;
 
 	(void)state;
 	if (realpath(tu_bin(), bin) == NULL)
@@ -596,6 +596,7 @@ static int group_setup(void **state)
 	t_now = (int64_t)time(NULL);
 	past_nb = (long long)t_now - 80000;
 	past_na = (long long)t_now - 3600;
+	future_nb = (long long)t_now + 30 * 86400;
 	if (ctl("token-key create token.key") != 0 ||
 	    ctl("jpki ca create --key CA.key --cert CA.crt") != 0 ||
 	    ctl("jpki ca create --key OTHER.key --cert OTHER.crt --cn 'Another authority'") != 0 ||
@@ -605,6 +606,8 @@ static int group_setup(void **state)
 	        "--cn 'Taro Test'") != 0 ||
 	    ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir expired --serial 43 "
 	        "--not-before %lld --not-after %lld", past_nb, past_na) != 0 ||
+	    ctl("jpki card create --ca-key CA.key --ca-cert CA.crt --dir future --serial 47 "
+	        "--not-before %lld", future_nb) != 0 ||
 	    ctl("jpki card create --ca-key OTHER.key --ca-cert OTHER.crt --dir foreign --serial 44")
 	        != 0 ||
 	    ctl("jpki card create --ca-key OTHER.key --ca-cert OTHER.crt --dir foreign_expired "
@@ -816,6 +819,7 @@ static void test_refusals(void **state)
 		{ "hanako", "card-removed" },       /* remove-after=4: gone after the first read */
 		{ "hanako", "card-removed" },       /* remove-after=0: gone before SELECT */
 		{ "plain", "unsupported-card" },    /* Type B without JPKI: SELECT gets 6A 82 */
+		{ "future", "card-not-yet-valid" }, /* issued by the CA, valid from next month */
 	};
 	struct fx *f = *state;
 	struct kp_tap_outcome o;
@@ -831,9 +835,10 @@ static void test_refusals(void **state)
 	             "card garbled mynumber dir=hanako certfault=garble\n"
 	             "card hanako mynumber dir=hanako\n"
 	             "card plain typeb pupi=A1B2C3D4\n"
+	             "card future mynumber dir=future\n"
 	             "tap +0 expired\ntap +70 foreign\ntap +140 foreignexp\ntap +210 torn\n"
 	             "tap +280 garbled\ntap +350 hanako remove-after=4\n"
-	             "tap +420 hanako remove-after=0\ntap +490 plain\n");
+	             "tap +420 hanako remove-after=0\ntap +490 plain\ntap +560 future\n");
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		unsigned long apdus = 0;
 		struct kp_record rec;
@@ -873,8 +878,9 @@ static void test_refusals(void **state)
 	/* each My Number refusal logs one readable line, naming no one; the plain card none */
 	log = tu_read(p("refusals.log"));
 	assert_non_null(log);
-	assert_int_equal(tu_count(log, "kippu: My Number card refused: "), 7);
+	assert_int_equal(tu_count(log, "kippu: My Number card refused: "), 8);
 	assert_non_null(strstr(log, "certificate expired"));
+	assert_non_null(strstr(log, "certificate not yet valid"));
 	for (const char *c = log; *c != '\0'; c++)
 		assert_true(*c == '\n' || (*c >= 0x20 && *c < 0x7F));
 	for (const char *l = log; (l = strstr(l, "refused: ")) != NULL; l++)

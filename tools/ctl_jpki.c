@@ -19,14 +19,16 @@
 #define JPKI_CA_CN       "JPKI test authentication CA"
 #define JPKI_CA_DAYS     3650
 #define JPKI_CARD_DAYS   (5 * 365)     /* a user-authentication certificate lasts about 5 years */
-#define JPKI_DAY         86400
 
 static const char usage_text[] =
-	"  kippuctl jpki ca create --key JPKI-CA.key --cert JPKI-CA.crt [--cn NAME] [--days N]\n"
+	"  kippuctl jpki ca create --key JPKI-CA.key --cert JPKI-CA.crt [--cn NAME]\n"
+	"                          [--not-before TIME] [--days N (3650)]\n"
 	"      an RSA-2048 TEST authority standing in for J-LIS (mock My Number cards only)\n"
 	"  kippuctl jpki card create --ca-key JPKI-CA.key --ca-cert JPKI-CA.crt --dir DIR\n"
-	"                            --serial N [--cn NAME] [--not-before TIME] [--not-after TIME]\n"
-	"      a mock card: DIR/auth.key (RSA-2048, 0600), DIR/auth.der, DIR/ca.der\n";
+	"                            --serial N [--cn NAME] [--not-before TIME]\n"
+	"                            [--days N (1825) | --not-after TIME]\n"
+	"      a mock card: DIR/auth.key (RSA-2048, 0600), DIR/auth.der, DIR/ca.der\n"
+	"      --not-before defaults to a day before now; a test or demo passes its own clock's\n";
 
 void kp_ctl_jpki_usage(FILE *fp)
 {
@@ -108,35 +110,6 @@ static int crypto_fail(const char *what, int rc)
 	return 1;
 }
 
-static int cmd_jpki_ca_create(const struct jargs *a)
-{
-	int64_t now = (int64_t)time(NULL);
-	kp_rsa *key = NULL;
-	int rc;
-
-	if (jpki_need(a->key, "--key") || jpki_need(a->cert, "--cert"))
-		return 2;
-	rc = kp_rsa_generate(&key, JPKI_BITS);
-	if (rc == KP_CRYPTO_OK)
-		rc = kp_rsa_save(key, a->key);
-	if (rc != KP_CRYPTO_OK) {
-		rc = crypto_fail(a->key, rc);
-		goto out;
-	}
-	rc = kp_cert_create_ca_rsa(key, a->cn != NULL ? a->cn : JPKI_CA_CN, now - JPKI_DAY,
-	                           now + (int64_t)(a->days ? a->days : JPKI_CA_DAYS) * JPKI_DAY,
-	                           a->cert);
-	if (rc != KP_CRYPTO_OK) {
-		rc = crypto_fail(a->cert, rc);
-		goto out;
-	}
-	printf("JPKI TEST CA (not J-LIS): key %s (RSA-2048, mode 0600), certificate %s\n", a->key,
-	       a->cert);
-out:
-	kp_rsa_free(key);
-	return rc;
-}
-
 /* TIME as kp_parse_time reads it, in whole seconds. */
 static int jpki_time(const char *s, const char *name, int64_t *out)
 {
@@ -149,6 +122,52 @@ static int jpki_time(const char *s, const char *name, int64_t *out)
 	}
 	*out = ms / 1000;
 	return 0;
+}
+
+int kp_ctl_validity(const char *not_before, const char *not_after, int days, int default_days,
+                    int64_t *nb, int64_t *na)
+{
+	if (kp_parse_validity(not_before, days, default_days, nb, na) != KP_OK) {
+		fprintf(stderr, "kippuctl: --not-before: use 2026-04-01T00:00:00+09:00, ...Z or Unix "
+		        "seconds (with --days, ending by 9999-12-31)\n");
+		return 2;
+	}
+	if (not_after != NULL && jpki_time(not_after, "--not-after", na) != 0)
+		return 2;
+	if (*nb > *na) {
+		fprintf(stderr, "kippuctl: --not-before is after --not-after\n");
+		return 2;
+	}
+	return 0;
+}
+
+static int cmd_jpki_ca_create(const struct jargs *a)
+{
+	kp_rsa *key = NULL;
+	int64_t nb, na;
+	int rc;
+
+	if (jpki_need(a->key, "--key") || jpki_need(a->cert, "--cert"))
+		return 2;
+	if (kp_ctl_validity(a->not_before, NULL, a->days, JPKI_CA_DAYS, &nb, &na) != 0)
+		return 2;
+	rc = kp_rsa_generate(&key, JPKI_BITS);
+	if (rc == KP_CRYPTO_OK)
+		rc = kp_rsa_save(key, a->key);
+	if (rc != KP_CRYPTO_OK) {
+		rc = crypto_fail(a->key, rc);
+		goto out;
+	}
+	rc = kp_cert_create_ca_rsa(key, a->cn != NULL ? a->cn : JPKI_CA_CN, nb, na, a->cert);
+	if (rc != KP_CRYPTO_OK) {
+		rc = crypto_fail(a->cert, rc);
+		goto out;
+	}
+	printf("JPKI TEST CA (not J-LIS): key %s (RSA-2048, mode 0600), certificate %s\n", a->key,
+	       a->cert);
+out:
+	kp_rsa_free(key);
+	return rc;
 }
 
 /* DIR is made (0700), or may exist without any of the card's files in it. */
@@ -223,7 +242,7 @@ static int cmd_jpki_card_create(const struct jargs *a)
 	char paths[3][PATH_MAX];      /* auth.key, auth.der, ca.der */
 	char cn_buf[64];
 	const char *cn = a->cn;
-	int64_t now = (int64_t)time(NULL), nb, na;
+	int64_t nb, na;
 	long long serial;
 	kp_rsa *ca_key = NULL, *key = NULL;
 	kp_cert *ca = NULL;
@@ -239,16 +258,12 @@ static int cmd_jpki_card_create(const struct jargs *a)
 		fprintf(stderr, "kippuctl: --serial must be a number from 1 to %lld\n", LLONG_MAX);
 		return 2;
 	}
-	nb = now - JPKI_DAY;
-	if (a->not_before != NULL && jpki_time(a->not_before, "--not-before", &nb) != 0)
-		return 2;
-	na = nb + (int64_t)JPKI_CARD_DAYS * JPKI_DAY;
-	if (a->not_after != NULL && jpki_time(a->not_after, "--not-after", &na) != 0)
-		return 2;
-	if (nb > na) {
-		fprintf(stderr, "kippuctl: --not-before is after --not-after\n");
+	if (a->days != 0 && a->not_after != NULL) {
+		fprintf(stderr, "kippuctl: give --days or --not-after, not both\n");
 		return 2;
 	}
+	if (kp_ctl_validity(a->not_before, a->not_after, a->days, JPKI_CARD_DAYS, &nb, &na) != 0)
+		return 2;
 	if (cn == NULL) {
 		snprintf(cn_buf, sizeof(cn_buf), "JPKI test card %lld", serial);
 		cn = cn_buf;
@@ -313,15 +328,16 @@ int kp_ctl_jpki(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "ca") == 0) {
 		if (a.ca_key != NULL || a.ca_cert != NULL || a.dir != NULL || a.serial != NULL ||
-		    a.not_before != NULL || a.not_after != NULL) {
-			fprintf(stderr, "kippuctl: jpki ca create takes --key --cert [--cn] [--days]\n");
+		    a.not_after != NULL) {
+			fprintf(stderr, "kippuctl: jpki ca create takes --key --cert [--cn] "
+			        "[--not-before] [--days]\n");
 			return 2;
 		}
 		return cmd_jpki_ca_create(&a);
 	}
-	if (a.key != NULL || a.cert != NULL || a.days != 0) {
+	if (a.key != NULL || a.cert != NULL) {
 		fprintf(stderr, "kippuctl: jpki card create takes --ca-key --ca-cert --dir --serial "
-		        "[--cn] [--not-before] [--not-after]\n");
+		        "[--cn] [--not-before] [--days | --not-after]\n");
 		return 2;
 	}
 	return cmd_jpki_card_create(&a);

@@ -67,7 +67,9 @@ step "1. Operator CA; certificates for the backend and two terminals; the card-t
 "$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-A-01 --key BUS-A-01.key --cert BUS-A-01.crt
 "$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id RAIL-B-01 --key RAIL-B-01.key --cert RAIL-B-01.crt
 "$CTL" token-key create token.key
-"$CTL" jpki ca create --key jpki-ca.key --cert jpki-ca.crt >/dev/null
+# The demo's riders tap on 2026-11-26 (the scenarios' clock): certificates checked at a tap
+# are made for that clock, whatever today's date is.
+"$CTL" jpki ca create --key jpki-ca.key --cert jpki-ca.crt --not-before 2026-01-01T00:00:00+09:00 >/dev/null
 echo "JPKI test authentication CA jpki-ca.crt (a stand-in for J-LIS; its cards are made below)"
 
 step "2. The backend sells: a 10-ride and a 2-ride ticket valid on bus A and rail B, ..."
@@ -116,8 +118,10 @@ run_terminal BUS-A-01 after.txt
 sync_terminal BUS-A-01
 
 step "10. My Number linkage (GunMaaS-style): two residents' test My Number cards"
-"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir hanako-card --serial 1001 >/dev/null
-"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir taro-card --serial 1002 >/dev/null
+"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir hanako-card --serial 1001 \
+	--not-before 2026-04-01T00:00:00+09:00 >/dev/null
+"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir taro-card --serial 1002 \
+	--not-before 2026-04-01T00:00:00+09:00 >/dev/null
 HANAKO=token:$("$CTL" linkage token --token-key token.key --cert hanako-card/auth.der)
 echo "  hanako's linkage token: ${HANAKO#token:}"
 echo "  (only this token is ever stored or sent; the 12-digit number is never read)"

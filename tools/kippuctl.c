@@ -11,9 +11,10 @@
 static void usage(FILE *fp)
 {
 	fputs("usage:\n"
-	      "  kippuctl ca create --key CA.key --cert CA.crt [--cn NAME] [--days N]\n"
+	      "  kippuctl ca create --key CA.key --cert CA.crt [--cn NAME] [--not-before TIME]\n"
+	      "                     [--days N]\n"
 	      "  kippuctl terminal create --ca-key CA.key --ca-cert CA.crt --id TERMINAL_ID\n"
-	      "                           --key T.key --cert T.crt [--days N]\n"
+	      "                           --key T.key --cert T.crt [--not-before TIME] [--days N]\n"
 	      "  kippuctl token-key create PATH\n"
 	      "  kippuctl token --token-key PATH CARD          (CARD = felica:<IDm hex>)\n"
 	      "  kippuctl load DB FILE --token-key PATH\n"
@@ -21,7 +22,9 @@ static void usage(FILE *fp)
 	      "  kippuctl journal export DB DIR\n"
 	      "  kippuctl journal list DB\n"
 	      "  kippuctl backend create --ca-key CA.key --ca-cert CA.crt --key B.key --cert B.crt\n"
-	      "                          [--id NAME (default backend)] [--days N]\n", fp);
+	      "                          [--id NAME (default backend)] [--not-before TIME] [--days N]\n"
+	      "      certificates are valid from --not-before (default: a day before now) for\n"
+	      "      --days (CA 3650, terminal and backend 825) days\n", fp);
 	kp_ctl_backend_usage(fp);
 	kp_ctl_linkage_usage(fp);
 	kp_ctl_jpki_usage(fp);
@@ -29,7 +32,7 @@ static void usage(FILE *fp)
 }
 
 struct args {
-	const char *key, *cert, *ca_key, *ca_cert, *ca, *id, *cn, *token_key;
+	const char *key, *cert, *ca_key, *ca_cert, *ca, *id, *cn, *token_key, *not_before;
 	int days;
 	int npos;
 	const char *pos[4];
@@ -46,6 +49,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "id", required_argument, NULL, 'i' },
 		{ "cn", required_argument, NULL, 'n' },
 		{ "days", required_argument, NULL, 'd' },
+		{ "not-before", required_argument, NULL, 'b' },
 		{ "token-key", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -63,6 +67,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 'i': a->id = optarg; break;
 		case 'n': a->cn = optarg; break;
 		case 't': a->token_key = optarg; break;
+		case 'b': a->not_before = optarg; break;
 		case 'd': {
 			char *end;
 			long v = strtol(optarg, &end, 10);
@@ -100,9 +105,12 @@ static int need(const char *v, const char *name)
 static int cmd_ca_create(struct args *a)
 {
 	kp_key *key = NULL;
+	int64_t nb, na;
 	int rc;
 
 	if (need(a->key, "--key") || need(a->cert, "--cert"))
+		return 2;
+	if (kp_ctl_validity(a->not_before, NULL, a->days, 3650, &nb, &na) != 0)
 		return 2;
 	rc = kp_key_generate(&key);
 	if (rc == 0)
@@ -111,8 +119,8 @@ static int cmd_ca_create(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->key, kp_strerror(rc));
 		goto out;
 	}
-	rc = kp_cert_create_ca(key, a->cn != NULL ? a->cn : "kippu operator CA",
-	                       a->days ? a->days : 3650, a->cert);
+	rc = kp_cert_create_ca_validity(key, a->cn != NULL ? a->cn : "kippu operator CA", nb, na,
+	                                a->cert);
 	if (rc != 0)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 	else
@@ -126,10 +134,13 @@ static int cmd_terminal_create(struct args *a)
 {
 	kp_key *ca_key = NULL, *key = NULL;
 	kp_cert *ca = NULL;
+	int64_t nb, na;
 	int rc;
 
 	if (need(a->ca_key, "--ca-key") || need(a->ca_cert, "--ca-cert") || need(a->id, "--id") ||
 	    need(a->key, "--key") || need(a->cert, "--cert"))
+		return 2;
+	if (kp_ctl_validity(a->not_before, NULL, a->days, 825, &nb, &na) != 0)
 		return 2;
 	if (!kp_valid_id(a->id)) {
 		fprintf(stderr, "kippuctl: --id: 1-32 characters of A-Z a-z 0-9 - _ .\n");
@@ -154,7 +165,7 @@ static int cmd_terminal_create(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->key, kp_strerror(rc));
 		goto out;
 	}
-	rc = kp_cert_issue(ca_key, ca, key, a->id, a->days ? a->days : 825, a->cert);
+	rc = kp_cert_issue_validity(ca_key, ca, key, a->id, nb, na, a->cert);
 	if (rc != 0)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 	else

@@ -12,6 +12,18 @@ int kp_parse_time(const char *s, int64_t *ms);
 /* The same, also giving the time's UTC offset in seconds (0 for Z and Unix seconds). */
 int kp_parse_time_offset(const char *s, int64_t *ms, int *offset_s);
 
+/* The validity window of a certificate kippuctl makes, in Unix seconds: from not_before (a
+ * TIME as above; NULL: one day before now, absorbing clock skew between the issuing machine
+ * and its readers) until days (default_days when 0) after not_before (NULL: after now).
+ * Tests and demos pass not_before so that the window follows their own clock. */
+int kp_parse_validity(const char *not_before, int days, int default_days, int64_t *nb_s,
+                      int64_t *na_s);
+
+/* kp_parse_validity for kippuctl's certificate commands, then --not-after (NULL: none) in
+ * place of --days; 0, or 2 after telling stderr what is wrong. */
+int kp_ctl_validity(const char *not_before, const char *not_after, int days, int default_days,
+                    int64_t *nb, int64_t *na);
+
 /* A card as written in load files: "felica:<16 hex IDm>" or "token:<32 hex>". */
 int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
                   uint8_t token[KP_TOKEN_LEN]);

@@ -22,6 +22,21 @@ int kp_parse_time(const char *s, int64_t *ms)
 	return kp_parse_time_offset(s, ms, &offset_s);
 }
 
+int kp_parse_validity(const char *not_before, int days, int default_days, int64_t *nb_s,
+                      int64_t *na_s)
+{
+	int64_t from = (int64_t)time(NULL), ms;
+
+	if (not_before != NULL) {
+		if (kp_parse_time(not_before, &ms) != KP_OK)
+			return KP_E_INVAL;
+		from = ms / 1000;
+	}
+	*nb_s = not_before != NULL ? from : from - 86400;
+	*na_s = from + (int64_t)(days != 0 ? days : default_days) * 86400;
+	return *na_s <= 253402300799LL ? KP_OK : KP_E_INVAL;     /* X.509 ends at 9999-12-31 */
+}
+
 int kp_parse_time_offset(const char *s, int64_t *ms, int *offset_s)
 {
 	static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
