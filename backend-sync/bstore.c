@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -272,6 +273,26 @@ void kp_bstore_close(kp_bstore *s)
 		sqlite3_close(s->db);
 	}
 	free(s);
+}
+
+int kp_bstore_pragmas(kp_bstore *s, char *journal_mode, size_t cap, int *synchronous,
+                      int *foreign_keys)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT * FROM pragma_journal_mode, pragma_synchronous,"
+	                      " pragma_foreign_keys");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(journal_mode, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+		*synchronous = sqlite3_column_int(st, 1);
+		*foreign_keys = sqlite3_column_int(st, 2);
+	} else {
+		rc = fail(s, "pragmas");
+	}
+	sqlite3_finalize(st);
+	return rc;
 }
 
 static int bump_version(kp_bstore *s)
@@ -1924,6 +1945,17 @@ int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_fi
                      int (*fn)(void *arg, int ncol, const char *const *cols,
                                const char *const *names), void *arg)
 {
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return kp_bstore_report_at(s, which, terminal_filter,
+	                           (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, fn, arg);
+}
+
+int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal_filter,
+                        int64_t at_ms, int (*fn)(void *arg, int ncol, const char *const *cols,
+                                                 const char *const *names), void *arg)
+{
 	static const char *const sql[] = {
 		[KP_REPORT_RECORDS] =
 			"SELECT terminal, seq, strftime('%Y-%m-%dT%H:%M:%SZ', time_ms / 1000, 'unixepoch')"
@@ -1960,10 +1992,10 @@ int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_fi
 			" strftime('%Y-%m-%dT%H:%MZ', valid_from / 1000, 'unixepoch') AS valid_from,"
 			" strftime('%Y-%m-%dT%H:%MZ', valid_until / 1000, 'unixepoch') AS valid_until,"
 			" CASE WHEN status = 'revoked' THEN 'revoked'"
-			"  WHEN valid_until <= CAST(strftime('%s', 'now') AS INTEGER) * 1000 THEN 'expired'"
+			"  WHEN valid_until <= ?2 THEN 'expired' WHEN valid_from > ?2 THEN 'not yet'"
 			"  ELSE 'active' END AS status,"
 			" (SELECT count(*) FROM linkage_cards c WHERE c.linkage = l.token) AS cards"
-			" FROM linkages l ORDER BY token",
+			" FROM linkages l ORDER BY category, token",
 		[KP_REPORT_LINKAGE_CARDS] =
 			"SELECT hex(linkage) AS linkage, hex(card) AS card,"
 			" strftime('%Y-%m-%dT%H:%M:%SZ', linked / 1000, 'unixepoch') AS linked, source"
@@ -2010,6 +2042,8 @@ int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_fi
 		return rc;
 	if (terminal_filter != NULL)
 		sqlite3_bind_text(st, 1, terminal_filter, -1, SQLITE_STATIC);
+	if (sqlite3_bind_parameter_count(st) >= 2)
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)at_ms);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		const char *cols[16], *names[16];
 		int n = sqlite3_column_count(st);

@@ -26,6 +26,10 @@ typedef struct kp_bstore kp_bstore;
 int  kp_bstore_open(kp_bstore **out, const char *path);
 void kp_bstore_close(kp_bstore *s);
 const char *kp_bstore_errmsg(const kp_bstore *s);
+/* The settings every acknowledged record's durability rests on, as the store's connection
+ * reads them back: journal_mode ("wal"), synchronous (2 = FULL), foreign_keys (1 = on). */
+int kp_bstore_pragmas(kp_bstore *s, char *journal_mode, size_t cap, int *synchronous,
+                      int *foreign_keys);
 
 /* A terminal connected (its certificate, DER): records it, returns what the backend holds. */
 int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
@@ -152,6 +156,11 @@ enum kp_report {
 int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
                      int (*fn)(void *arg, int ncol, const char *const *cols,
                                const char *const *names), void *arg);
+/* The same as of at_ms (ms since the epoch): what is active or expired is judged at that
+ * time (kp_bstore_report: now), so an audit or a demo sees the state of its own day. */
+int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal_filter,
+                        int64_t at_ms, int (*fn)(void *arg, int ncol, const char *const *cols,
+                                                 const char *const *names), void *arg);
 /* The stored COSE bytes of one record (for audit); *out malloc'd. */
 int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint8_t **out,
                           size_t *len);

@@ -789,6 +789,16 @@ static void test_kippuctl_linkage_end_to_end(void **state)
 	assert_int_equal(sh("\"$CTL\" linkage list backend.db | grep -q '%s .*resident .*active .*1'",
 	                    hex16(0xD1)), 0);
 	assert_int_equal(sh("\"$CTL\" linkage cards backend.db | grep -q 'backend'"), 0);
+	/* the status as of a chosen time (an audit's or a demo's day), not only now */
+	assert_int_equal(sh("\"$CTL\" linkage list backend.db --at 2024-06-01T00:00:00Z >at.txt && "
+	                    "grep -q '%s .*resident .*not yet .*1' at.txt", hex16(0xD1)), 0);
+	assert_int_equal(sh("\"$CTL\" linkage list backend.db --at 2098-12-31T15:00:00Z >at.txt && "
+	                    "grep -q '%s .*resident .*expired .*1' at.txt", hex16(0xD1)), 0);
+	assert_int_equal(sh("\"$CTL\" linkage list backend.db --at 2098-12-31T14:59:59Z >at.txt && "
+	                    "grep -q '%s .*resident .*active .*1' at.txt", hex16(0xD1)), 0);
+	assert_int_equal(sh("\"$CTL\" linkage list backend.db --at tomorrow 2>/dev/null"), 2);
+	assert_int_equal(sh("\"$CTL\" linkage cards backend.db --at 2030-01-01T00:00:00Z "
+	                    "2>/dev/null"), 2);
 	start_backend();
 	fetch_bundle(&b);
 	snprintf(path, sizeof(path), "%s/token.key", F->dir);

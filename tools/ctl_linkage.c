@@ -15,7 +15,8 @@ static const char usage_text[] =
 	"  kippuctl linkage add DB LINKAGE CATEGORY FROM UNTIL [--card CARD]... --token-key PATH\n"
 	"  kippuctl linkage revoke DB LINKAGE [--token-key PATH]\n"
 	"  kippuctl linkage link DB LINKAGE CARD --token-key PATH\n"
-	"  kippuctl linkage list|cards DB | linkage requests DB [--terminal ID]\n"
+	"  kippuctl linkage list DB [--at TIME] | linkage cards DB | linkage requests DB\n"
+	"                   [--terminal ID]     (list: status as of TIME, default now)\n"
 	"  kippuctl linkage token --token-key PATH --cert AUTH.der\n"
 	"      (LINKAGE = token:<32 hex> or jpki:<user-authentication certificate, DER or PEM>)\n";
 
@@ -28,7 +29,7 @@ void kp_ctl_linkage_usage(FILE *fp)
 #define MAX_POS   8
 
 struct largs {
-	const char *token_key, *cert, *terminal;
+	const char *token_key, *cert, *terminal, *at;
 	const char *cards[MAX_CARDS];
 	int n_cards;
 	int n;
@@ -42,6 +43,7 @@ static int parse(int argc, char **argv, struct largs *a)
 		{ "cert", required_argument, NULL, 'c' },
 		{ "card", required_argument, NULL, 'C' },
 		{ "terminal", required_argument, NULL, 'T' },
+		{ "at", required_argument, NULL, 'a' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -55,6 +57,8 @@ static int parse(int argc, char **argv, struct largs *a)
 			a->cert = optarg;
 		} else if (c == 'T') {
 			a->terminal = optarg;
+		} else if (c == 'a') {
+			a->at = optarg;
 		} else if (c == 'C') {
 			if (a->n_cards == MAX_CARDS) {
 				fprintf(stderr, "kippuctl: at most %d --card at once\n", MAX_CARDS);
@@ -307,11 +311,18 @@ int kp_ctl_linkage(int argc, char **argv)
 		enum kp_report r = strcmp(cmd, "list") == 0 ? KP_REPORT_LINKAGES :
 		                   strcmp(cmd, "cards") == 0 ? KP_REPORT_LINKAGE_CARDS :
 		                   KP_REPORT_LINK_REQUESTS;
+		int64_t at = now_ms();
 		int rows = 0;
 
+		if (a.at != NULL && (r != KP_REPORT_LINKAGES || kp_parse_time(a.at, &at) != KP_OK)) {
+			fprintf(stderr, "kippuctl: --at: linkage list only, a TIME such as "
+			        "2026-11-26T15:00:00+09:00\n");
+			exit_code = 2;
+			goto out;
+		}
 		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
 			goto out;
-		rc = kp_bstore_report(s, r, a.terminal, print_row, &rows);
+		rc = kp_bstore_report_at(s, r, a.terminal, at, print_row, &rows);
 		if (rc == KP_BE_OK && rows == 0)
 			printf("(none)\n");
 	} else {

@@ -133,7 +133,7 @@ echo "  (only this token is ever stored or sent; the 12-digit number is never re
 "$CTL" backend card $DB "$HANAKO" --label "hanako (linkage)"
 "$CTL" backend sell $DB "$HANAKO" RES 2026-11-01T00:00:00+09:00 \
 	2027-03-31T00:00:00+09:00 --token-key token.key
-"$CTL" linkage list $DB
+"$CTL" linkage list $DB --at 2026-11-26T14:00:00+09:00      # as of the demand bus's afternoon
 sync_terminal BUS-A-01
 step "   on the demand bus: the My Number card tapped directly, a linked Suica, others"
 run_terminal BUS-A-01 mynumber.txt
