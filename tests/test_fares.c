@@ -14,9 +14,6 @@
 #include "kp_terminal.h"
 #include "testutil.h"
 
-/* CI runs in a fresh clone with shared/ beside it; KP_GTFS_DIR overrides. */
-#define GTFS_DEFAULT "../shared/data/gtfs"
-
 struct fx {
 	char dir[256];
 	char db[300];
@@ -49,18 +46,6 @@ static void count_warning(void *arg, const char *msg)
 {
 	(void)msg;
 	((struct fx *)arg)->warnings++;
-}
-
-static const char *gtfs_root(void)
-{
-	const char *env = getenv("KP_GTFS_DIR");
-	const char *root = env != NULL ? env : GTFS_DEFAULT;
-	struct stat sb;
-
-	if (stat(root, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		fail_msg("real GTFS feeds not found at %s (run from the repository root with "
-		         "shared/ beside it, or set KP_GTFS_DIR)", root);
-	return root;
 }
 
 static int import_as(struct fx *f, const char *dir, const char *feed, char *err, size_t cap)
@@ -108,7 +93,7 @@ static void test_money(void **state)
 static void test_real_feeds_import(void **state)
 {
 	struct fx *f = *state;
-	const char *root = gtfs_root();
+	const char *root = tu_gtfs_dir();
 	char path[1024], err[KP_FARE_MSG_MAX];
 	struct dirent *de;
 	DIR *d = opendir(root);
@@ -219,7 +204,7 @@ static const struct real_case real[] = {
 static void test_real_fares(void **state)
 {
 	struct fx *f = *state;
-	const char *root = gtfs_root();
+	const char *root = tu_gtfs_dir();
 	char path[1024], err[KP_FARE_MSG_MAX];
 
 	for (size_t i = 0; i < sizeof(real) / sizeof(real[0]); i++) {

@@ -17,7 +17,6 @@
 
 #include "testutil.h"
 
-#define GTFS_DEFAULT  "../shared/data/gtfs"
 #define REAL_FEED     "jp-minakami-community-od"
 #define REAL_FEED2    "jp-donanbus-muroran-zone"
 #define DATA_DIR      "tests/data/fares"
@@ -33,7 +32,7 @@ struct fx {
 	char dir[256];
 	char bin[1024];                  /* absolute: the programs run inside dir */
 	char data[1024];                 /* absolute tests/data/fares */
-	char gtfs[1024];
+	const char *gtfs;                /* tu_gtfs_dir() */
 };
 
 /* ---- RFC 4180 CSV, enough for golden.csv and quote's output ---- */
@@ -226,9 +225,8 @@ static int same_time(const char *a, const char *b)
 static int group_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	const char *env = getenv("KP_GTFS_DIR"), *bin = tu_bin();
+	const char *bin = tu_bin();
 	char cwd[768];
-	struct stat sb;
 
 	if (f == NULL || getcwd(cwd, sizeof(cwd)) == NULL)
 		return -1;
@@ -238,16 +236,7 @@ static int group_setup(void **state)
 	else
 		snprintf(f->bin, sizeof(f->bin), "%s/%s", cwd, bin);
 	snprintf(f->data, sizeof(f->data), "%s/" DATA_DIR, cwd);
-	env = env != NULL ? env : GTFS_DEFAULT;
-	if (env[0] == '/')
-		snprintf(f->gtfs, sizeof(f->gtfs), "%s", env);
-	else
-		snprintf(f->gtfs, sizeof(f->gtfs), "%s/%s", cwd, env);
-	if (stat(f->gtfs, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-		fprintf(stderr, "real GTFS feeds not found at %s (run from the repository root with "
-		        "shared/ beside it, or set KP_GTFS_DIR)\n", f->gtfs);
-		return -1;
-	}
+	f->gtfs = tu_gtfs_dir();
 	if (tu_sh("cd %s && %s/kippuctl token-key create token.key >setup.log 2>&1 && "
 	          "%s/kippuctl fares import %s/golden-flat t.db --feed-id golden-flat >>setup.log 2>&1 && "
 	          "%s/kippuctl fares import %s/golden-zone t.db --feed-id golden-zone >>setup.log 2>&1 && "

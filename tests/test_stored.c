@@ -16,7 +16,6 @@
 #define T0 1795000000000LL            /* 2026-11-18, a fixed "now" */
 #define DAY (86400LL * 1000)
 #define MIN (60LL * 1000)
-#define GTFS_DEFAULT "../shared/data/gtfs"
 
 struct fx {
 	char dir[256];
@@ -28,17 +27,6 @@ struct fx {
 	struct kp_terminal_cfg cfg;
 	uint8_t token_key[KP_TOKEN_KEY_LEN];
 };
-
-static const char *gtfs_root(void)
-{
-	const char *env = getenv("KP_GTFS_DIR");
-	const char *root = env != NULL ? env : GTFS_DEFAULT;
-	struct stat sb;
-
-	if (stat(root, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		fail_msg("real GTFS feeds not found at %s (set KP_GTFS_DIR)", root);
-	return root;
-}
 
 static void import(struct fx *f, const char *dir, const char *feed)
 {
@@ -121,7 +109,7 @@ static int setup(void **state)
 	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
 	assert_int_equal(kp_key_generate(&f->key), 0);
 	f->cert = make_cert(f);
-	snprintf(feed, sizeof(feed), "%s/kumagaya-yuyubus", gtfs_root());
+	snprintf(feed, sizeof(feed), "%s/kumagaya-yuyubus", tu_gtfs_dir());
 	import(f, feed, "kumagaya");
 	kp_terminal_cfg_defaults(&f->cfg);
 	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "T-1");

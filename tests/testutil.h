@@ -2,15 +2,24 @@
 #ifndef KP_TESTUTIL_H
 #define KP_TESTUTIL_H
 
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TU_UNUSED __attribute__((unused))
+
+/* How long a test waits for an event (a file, a log line, a process's exit) before it fails:
+ * generous, because a loaded machine is slow, and only a broken program ever waits it out. */
+#define TU_WAIT_S 60
 
 /* A fresh directory under $TMPDIR (or /tmp). */
 static TU_UNUSED void tu_tmpdir(char *out, size_t cap)
@@ -98,6 +107,139 @@ static TU_UNUSED int tu_count(const char *text, const char *needle)
 	for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle))
 		n++;
 	return n;
+}
+
+/* The project's root: the working directory the Makefile runs tests from, or the nearest
+ * folder above it that holds tests/testutil.h (a test run from inside its build folder). */
+static TU_UNUSED const char *tu_root(void)
+{
+	static char root[PATH_MAX];
+	char probe[PATH_MAX + 32];
+	struct stat sb;
+	char *slash;
+
+	if (root[0] != '\0')
+		return root;
+	if (getcwd(root, sizeof(root) - 1) == NULL)
+		fail_msg("getcwd: %s", strerror(errno));
+	for (;;) {
+		snprintf(probe, sizeof(probe), "%s/tests/testutil.h", root);
+		if (stat(probe, &sb) == 0)
+			return root;
+		slash = strrchr(root, '/');
+		if (slash == NULL || slash == root)
+			break;
+		*slash = '\0';
+	}
+	if (getcwd(root, sizeof(root) - 1) == NULL)
+		fail_msg("getcwd: %s", strerror(errno));
+	return root;                      /* not in the tree: relative paths stay as they were */
+}
+
+/* The real GTFS feeds shared beside the project: $KP_GTFS_DIR (relative to the working
+ * directory) or ../shared/data/gtfs from the project's root, as an absolute path. The test
+ * fails, naming the path, when it is not a folder. */
+static TU_UNUSED const char *tu_gtfs_dir(void)
+{
+	static char dir[PATH_MAX + 64];
+	const char *env = getenv("KP_GTFS_DIR");
+	char cwd[PATH_MAX];
+	struct stat sb;
+
+	if (env != NULL && env[0] == '/')
+		snprintf(dir, sizeof(dir), "%s", env);
+	else if (env != NULL && env[0] != '\0' && getcwd(cwd, sizeof(cwd)) != NULL)
+		snprintf(dir, sizeof(dir), "%s/%s", cwd, env);
+	else
+		snprintf(dir, sizeof(dir), "%s/../shared/data/gtfs", tu_root());
+	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		fail_msg("the real GTFS feeds are not at %s (keep shared/ beside the project, or set "
+		         "KP_GTFS_DIR)", dir);
+	return dir;
+}
+
+static TU_UNUSED int64_t tu_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static TU_UNUSED void tu_sleep_ms(int64_t ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+	if (ms > 0)
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			continue;
+}
+
+/* How many times needle is in the file at path (0 if there is no such file yet). */
+static TU_UNUSED int tu_file_count(const char *path, const char *needle)
+{
+	char *text = tu_read(path);
+	int n = text != NULL ? tu_count(text, needle) : 0;
+
+	free(text);
+	return n;
+}
+
+/* Waits until the file at path holds needle at least n times (a log line, an HMI line), up
+ * to timeout_s seconds; fails the test saying what did not appear. */
+static TU_UNUSED void tu_wait_text(const char *path, const char *needle, int n, int timeout_s)
+{
+	int64_t deadline = tu_mono_ms() + (int64_t)timeout_s * 1000;
+	int k;
+
+	while ((k = tu_file_count(path, needle)) < n) {
+		if (tu_mono_ms() > deadline)
+			fail_msg("after %d s, %s holds \"%s\" %d time(s), not %d", timeout_s, path,
+			         needle, k, n);
+		tu_sleep_ms(20);
+	}
+}
+
+/* Starts a shell command beside the test (sh -c "exec COMMAND"); its pid, for tu_wait_pid. */
+static TU_UNUSED pid_t tu_spawn(const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+	pid_t pid;
+
+	memcpy(cmd, "exec ", 5);
+	va_start(ap, fmt);
+	vsnprintf(cmd + 5, sizeof(cmd) - 5, fmt, ap);
+	va_end(ap);
+	pid = fork();
+	if (pid < 0)
+		fail_msg("fork: %s", strerror(errno));
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Waits up to timeout_s seconds for a child to exit; its exit status (-1 if a signal ended
+ * it). One that does not exit is killed, and the test fails naming it (what). */
+static TU_UNUSED int tu_wait_pid(pid_t pid, int timeout_s, const char *what)
+{
+	int64_t deadline = tu_mono_ms() + (int64_t)timeout_s * 1000;
+	int st = 0;
+	pid_t r;
+
+	while ((r = waitpid(pid, &st, WNOHANG)) == 0) {
+		if (tu_mono_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			fail_msg("%s did not exit within %d s (killed)", what, timeout_s);
+		}
+		tu_sleep_ms(20);
+	}
+	if (r != pid)
+		fail_msg("waitpid for %s: %s", what, strerror(errno));
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* Test vectors written as hex: whitespace is skipped, anything else but hex digits fails. */
