@@ -209,7 +209,7 @@ setup "$B" || bad setup_b "kippuctl failed"
  "$KP_BIN/kippuctl" jpki ca create --key jpki-ca.key --cert jpki-ca.crt \
 	--not-before 2026-01-01T00:00:00+09:00 >/dev/null &&
  "$KP_BIN/kippuctl" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt \
-	--dir cards/hanako --serial 1001 --not-before 2026-04-01T00:00:00+09:00 >/dev/null &&
+	--dir cards/hanako --serial 7305100100001001 --not-before 2026-04-01T00:00:00+09:00 >/dev/null &&
  L=$("$KP_BIN/kippuctl" linkage token --token-key token.key --cert cards/hanako/auth.der) &&
  printf '%s\n' "product RES nride 30 OP-A Resident demand-bus pass" "product-category RES resident" \
 	"entitlement 2010 token:$L RES 10 2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00" \
@@ -236,6 +236,13 @@ quit w "$B" || bad whole_shift_quit "bad exit"
 if out=$(events_match "$B" 2>&1); then ok whole_shift_events; else bad whole_shift_events "$out"; fi
 "$KP_BIN/kippuctl" journal verify "$B/terminal.db" --ca "$B/ca.crt" >/dev/null 2>&1 &&
 	ok whole_shift_journal_verifies || bad whole_shift_journal_verifies "journal verify failed"
+# No raw id of the shift's cards (IDm, PUPI, My Number serial and subject) in the database,
+# logs, HMI output, screens or the event stream (tests/no_card_ids.py).
+if python3 "$(dirname "$SRC")/no_card_ids.py" "$B" > "$T/ids.out" 2>&1; then
+	ok whole_shift_no_card_id
+else
+	bad whole_shift_no_card_id "$(cat "$T/ids.out")"
+fi
 
 # 13. Bad input: a bad setting stops at start with a clear message; an unwritable events
 #     path is reported and the terminal keeps serving; --events json cannot share the screen.

@@ -118,9 +118,9 @@ run_terminal BUS-A-01 after.txt
 sync_terminal BUS-A-01
 
 step "10. My Number linkage (GunMaaS-style): two residents' test My Number cards"
-"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir hanako-card --serial 1001 \
+"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir hanako-card --serial 7305100100001001 \
 	--not-before 2026-04-01T00:00:00+09:00 >/dev/null
-"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir taro-card --serial 1002 \
+"$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir taro-card --serial 7305100100001002 \
 	--not-before 2026-04-01T00:00:00+09:00 >/dev/null
 HANAKO=token:$("$CTL" linkage token --token-key token.key --cert hanako-card/auth.der)
 echo "  hanako's linkage token: ${HANAKO#token:}"
