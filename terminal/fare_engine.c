@@ -175,8 +175,9 @@ int kp_leg_transfer(kp_store *s, const struct kp_leg *leg, struct kp_fare_state 
                     struct kp_leg_price *p, int apply)
 {
 	int64_t best = p->fare, cost = 0;
-	char rule[KP_FARE_MSG_MAX] = "", best_rule[KP_FARE_MSG_MAX] = "";
-	int rc, found = 0;
+	char best_rule[KP_FARE_MSG_MAX] = "";
+	struct kp_fare_transfer_result v2;
+	int rc, found = 0, v2_found = 0;
 
 	p->transfer = 0;
 	if (fs->has_leg && !leg->max_to) {
@@ -187,17 +188,18 @@ int kp_leg_transfer(kp_store *s, const struct kp_leg *leg, struct kp_fare_state 
 				p->cat != NULL ? p->cat->category : NULL,
 				fs->leg_on_ms, fs->leg_off_ms, leg->on_ms, leg->off_ms,
 				fs->chain_transfers, fs->leg_paid, p->fare,
+				fs->has_run ? &fs->run : NULL,
 			};
 			int tx = 0;
 			int64_t dur = 0;
 
-			rc = kp_fare_transfer_v2(s, &tq, &cost, rule, sizeof(rule), &found);
+			rc = kp_fare_transfer_v2(s, &tq, &v2, &v2_found);
 			if (rc != KP_OK)
 				return rc;
-			if (found && cost < best) {
-				best = cost;
-				snprintf(best_rule, sizeof(best_rule), "transfer %s (%lld)", rule,
-				         (long long)cost);
+			if (v2_found && v2.cost < best) {
+				best = v2.cost;
+				snprintf(best_rule, sizeof(best_rule), "transfer %s (%lld)", v2.rule,
+				         (long long)v2.cost);
 			}
 			/* fares v1: free within transfer_duration of the chain's first leg, on the
 			 * same fare, while transfers are left */
@@ -250,6 +252,11 @@ int kp_leg_transfer(kp_store *s, const struct kp_leg *leg, struct kp_fare_state 
 		snprintf(fs->chain_fare, sizeof(fs->chain_fare), "%s", p->fare_id);
 		fs->chain_transfers = 0;
 	}
+	/* A v2 rule that matched a transfer the chain took continues or starts its run; a leg
+	 * without one ends any run. */
+	fs->has_run = p->transfer && v2_found;
+	if (fs->has_run)
+		fs->run = v2.run;
 	fs->has_leg = 1;
 	fs->leg_on_ms = leg->on_ms;
 	fs->leg_off_ms = leg->off_ms;

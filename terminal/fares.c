@@ -382,26 +382,29 @@ int kp_fare_lookup(kp_store *s, const struct kp_fare_query *q, struct kp_fare_re
 	return rc;
 }
 
-/* A rule's duration_limit_type picks which taps of the two legs the limit spans. */
-static int64_t transfer_span_ms(const struct kp_fare_transfer_query *q, int type)
+/* A rule's duration_limit_type picks which taps the limit spans: of the first leg (the
+ * previous one, or the first of the rule's run) and of this one. */
+static int64_t transfer_span_ms(const struct kp_fare_transfer_query *q,
+                                const struct kp_fare_run *first, int type)
 {
 	switch (type) {
-	case 0:  return q->off_ms - q->prev_on_ms;     /* departure -> next arrival */
-	case 1:  return q->on_ms - q->prev_on_ms;      /* departure -> next departure */
-	case 2:  return q->on_ms - q->prev_off_ms;     /* arrival -> next departure */
-	default: return q->off_ms - q->prev_off_ms;    /* 3: arrival -> next arrival */
+	case 0:  return q->off_ms - first->on_ms;      /* departure -> arrival */
+	case 1:  return q->on_ms - first->on_ms;       /* departure -> departure */
+	case 2:  return q->on_ms - first->off_ms;      /* arrival -> departure */
+	default: return q->off_ms - first->off_ms;     /* 3: arrival -> arrival */
 	}
 }
 
-int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int64_t *cost,
-                        char *rule, size_t rule_cap, int *found)
+int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q,
+                        struct kp_fare_transfer_result *r, int *found)
 {
 	static const char sql[] =
 		"SELECT t.transfer_count, t.duration_limit, t.duration_limit_type,"
 		" t.fare_transfer_type, t.line, t.fare_product_id,"
 		" CASE WHEN t.fare_product_id = '' THEN 0 ELSE (SELECT min(p.amount) FROM fare_products p"
 		"  WHERE p.feed_id = t.feed_id AND p.fare_product_id = t.fare_product_id"
-		"  AND p.rider_category_id IN ('', ?4)) END"
+		"  AND p.rider_category_id IN ('', ?4)) END,"
+		" t.from_leg_group_id, t.to_leg_group_id"
 		" FROM fare_transfer_rules t WHERE t.feed_id = ?1 AND t.from_leg_group_id IN ('', ?2)"
 		" AND t.to_leg_group_id IN ('', ?3) ORDER BY t.line";
 	struct feed_info fi;
@@ -423,6 +426,7 @@ int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int
 	sqlite3_bind_text(st, 4, is_set(q->rider_category) ? q->rider_category : fi.default_cat, -1,
 	                  SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct kp_fare_run run;
 		int64_t ab, c;
 		int type = sqlite3_column_int(st, 3);
 
@@ -431,8 +435,20 @@ int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int
 		if (sqlite3_column_type(st, 0) != SQLITE_NULL && sqlite3_column_int(st, 0) >= 0 &&
 		    q->transfers_so_far >= sqlite3_column_int(st, 0))
 			continue;
+		/* A rule of the pair that reached the previous leg continues that run: its limit
+		 * counts from the run's first leg. Any other rule starts a run at the previous leg. */
+		kp_store_col_text(st, 7, run.from_group, sizeof(run.from_group));
+		kp_store_col_text(st, 8, run.to_group, sizeof(run.to_group));
+		if (q->run != NULL && strcmp(run.from_group, q->run->from_group) == 0 &&
+		    strcmp(run.to_group, q->run->to_group) == 0) {
+			run.on_ms = q->run->on_ms;
+			run.off_ms = q->run->off_ms;
+		} else {
+			run.on_ms = q->prev_on_ms;
+			run.off_ms = q->prev_off_ms;
+		}
 		if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
-			int64_t span = transfer_span_ms(q, sqlite3_column_int(st, 2));
+			int64_t span = transfer_span_ms(q, &run, sqlite3_column_int(st, 2));
 
 			if (span < 0 || span > sqlite3_column_int64(st, 1) * 1000)
 				continue;
@@ -441,11 +457,12 @@ int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int
 		c = type == 0 ? ab : type == 1 ? ab + q->fare : ab - q->prev_paid;
 		if (c < 0)
 			c = 0;
-		if (!*found || c < *cost) {
-			*cost = c;
+		if (!*found || c < r->cost) {
+			r->cost = c;
+			r->run = run;
 			*found = 1;
-			snprintf(rule, rule_cap, "fare_transfer_rules.txt:%d type %d", sqlite3_column_int(st, 4),
-			         type);
+			snprintf(r->rule, sizeof(r->rule), "fare_transfer_rules.txt:%d type %d",
+			         sqlite3_column_int(st, 4), type);
 		}
 	}
 	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare transfer v2");

@@ -271,6 +271,11 @@ int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct k
 		f->month_spent = sqlite3_column_int64(st, 20);
 		kp_store_col_text(st, 21, f->last_operator, sizeof(f->last_operator));
 		kp_store_col_text(st, 22, f->last_stop, sizeof(f->last_stop));
+		f->has_run = sqlite3_column_type(st, 25) != SQLITE_NULL;
+		kp_store_col_text(st, 23, f->run.from_group, sizeof(f->run.from_group));
+		kp_store_col_text(st, 24, f->run.to_group, sizeof(f->run.to_group));
+		f->run.on_ms = sqlite3_column_int64(st, 25);
+		f->run.off_ms = sqlite3_column_int64(st, 26);
 		*found = 1;
 		rc = SQLITE_DONE;
 	}
@@ -314,6 +319,12 @@ int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 	sqlite3_bind_int64(st, 22, f->month_spent);
 	kp_store_bind_opt(st, 23, f->last_operator);
 	kp_store_bind_opt(st, 24, f->last_stop);
+	if (f->has_leg && f->has_run) {
+		kp_store_bind_opt(st, 25, f->run.from_group);
+		kp_store_bind_opt(st, 26, f->run.to_group);
+		sqlite3_bind_int64(st, 27, f->run.on_ms);
+		sqlite3_bind_int64(st, 28, f->run.off_ms);
+	}
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare state");

@@ -158,7 +158,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 10
+#define KP_SCHEMA_VERSION 11
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -512,6 +512,13 @@ struct kp_fare_result {
 };
 /* Prices one leg: KP_OK, KP_E_NOFARE (nothing matches), KP_E_INVAL (unknown feed), KP_E_DB. */
 int kp_fare_lookup(kp_store *s, const struct kp_fare_query *q, struct kp_fare_result *r);
+/* A run: consecutive transfers matched by rules of one (from_leg_group_id, to_leg_group_id)
+ * pair as the rules write it ("" = any). GTFS measures the duration_limit of such a rule
+ * from the run's first leg, not from the previous one. */
+struct kp_fare_run {
+	char from_group[KP_FARE_ID_MAX + 1], to_group[KP_FARE_ID_MAX + 1];
+	int64_t on_ms, off_ms;              /* the run's first leg's departure and arrival taps */
+};
 /* A transfer from the previous leg (prev_*) to this one within one feed. */
 struct kp_fare_transfer_query {
 	const char *feed_id;
@@ -522,11 +529,18 @@ struct kp_fare_transfer_query {
 	int transfers_so_far;               /* in the current chain */
 	int64_t prev_paid;                  /* what the previous leg cost (A) */
 	int64_t fare;                       /* this leg's own fare (B) */
+	const struct kp_fare_run *run;      /* the run that reached the previous leg, NULL: none */
+};
+struct kp_fare_transfer_result {
+	int64_t cost;                       /* this leg's cost under the rule */
+	char rule[64];                      /* e.g. "fare_transfer_rules.txt:3 type 1" */
+	struct kp_fare_run run;             /* the run this transfer continues, or starts at the
+	                                     * previous leg */
 };
 /* fares v2 fare_transfer_rules: the cheapest cost of this leg under a rule that applies
  * (type 0: AB, 1: AB + B, 2: AB - A, never below 0); *found = 0 when none applies. */
-int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q, int64_t *cost,
-                        char *rule, size_t rule_cap, int *found);
+int kp_fare_transfer_v2(kp_store *s, const struct kp_fare_transfer_query *q,
+                        struct kp_fare_transfer_result *r, int *found);
 /* fares v1: fare_attributes transfers (-1 = unlimited) and transfer_duration in seconds
  * (-1 = none given) of fare_id; *found = 0 if the feed has no such fare. */
 int kp_fare_v1_transfers(kp_store *s, const char *feed_id, const char *fare_id, int *transfers,

@@ -216,6 +216,15 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	 * route networks at each tap: by route, not by a scan. */
 	"CREATE INDEX fare_route_networks_route ON fare_route_networks(route_id);"
 	"CREATE INDEX fare_routes_route ON fare_routes(route_id);",
+
+	/* 10 -> 11: the run of fares v2 transfers under one (from, to) leg group pair that
+	 * reached the card's last leg, whose rules measure duration_limit from the run's first
+	 * leg (terminal/FARES.md); run_on_ms NULL: none. A chain under way when the terminal is
+	 * upgraded has no run yet: its next transfer is measured from the previous leg. */
+	"ALTER TABLE fare_state ADD COLUMN run_from TEXT;"
+	"ALTER TABLE fare_state ADD COLUMN run_to TEXT;"
+	"ALTER TABLE fare_state ADD COLUMN run_on_ms INTEGER;"
+	"ALTER TABLE fare_state ADD COLUMN run_off_ms INTEGER;",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -223,16 +232,18 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	                           " open_ent, open_product, open_paid, leg_on_ms, leg_off_ms,"
 	                           " leg_operator, leg_feed, leg_group, leg_paid, chain_start_ms,"
 	                           " chain_fare, chain_transfers, day_id, day_spent, month_id,"
-	                           " month_spent, last_operator, last_stop"
-	                           " FROM fare_state WHERE token = ?1",
+	                           " month_spent, last_operator, last_stop, run_from, run_to,"
+	                           " run_on_ms, run_off_ms FROM fare_state WHERE token = ?1",
 	[KP_STMT_FARE_STATE_PUT] = "INSERT OR REPLACE INTO fare_state(token, open_ms, open_seq,"
 	                           " open_operator, open_route, open_stop, open_ent, open_product,"
 	                           " open_paid, leg_on_ms, leg_off_ms, leg_operator, leg_feed,"
 	                           " leg_group, leg_paid, chain_start_ms, chain_fare,"
 	                           " chain_transfers, day_id, day_spent, month_id, month_spent,"
-	                           " last_operator, last_stop)"
+	                           " last_operator, last_stop, run_from, run_to, run_on_ms,"
+	                           " run_off_ms)"
 	                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-	                           " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+	                           " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25,"
+	                           " ?26, ?27, ?28)",
 	[KP_STMT_FARE_REMOTE] = "SELECT last_ms, open_ms, open_operator, open_route, open_stop,"
 	                        " open_paid, open_product, open_ent, closed_ms, leg_operator,"
 	                        " leg_on_ms, leg_off_ms, leg_paid, day_id, day_spent, month_id,"

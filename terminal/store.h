@@ -71,6 +71,8 @@ struct kp_fare_state {
 	int64_t chain_start_ms;          /* start of the chain's first leg */
 	char chain_fare[KP_FARE_ID_MAX + 1]; /* v1 fare id of the chain's first leg */
 	int chain_transfers;
+	int has_run;                     /* the last leg was reached by a v2 rule's run */
+	struct kp_fare_run run;
 	int64_t day_id, day_spent, month_id, month_spent;
 	char last_operator[KP_ID_MAX + 1], last_stop[KP_ID_MAX + 1];  /* last accepted tap */
 	/* not stored: the other terminals' spending (kp_fare_remote), added for the caps */

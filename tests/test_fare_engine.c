@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "kp_terminal.h"
 #include "kp_tools.h"
@@ -394,6 +395,85 @@ static void test_scope(void **state)
 	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
 }
 
+/* One journey on operator A from S1 to S2: what its tap-off charged. */
+static int64_t ride(struct fx *f, int64_t on, int64_t off)
+{
+	struct kp_tap_outcome o;
+
+	tap_at(f, "A", "S1", on, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.event, "tap_on");
+	tap_at(f, "A", "S2", off, &o);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.event, "tap_off");
+	return o.amount;
+}
+
+/* A fares v2 rule matched by consecutive transfers measures its duration_limit from the
+ * run's first leg; the run lives in the card's fare state, whose columns schema 11 added.
+ * A card mid-chain in a schema 10 store keeps its chain after the upgrade, with its run
+ * starting at its last leg. */
+static void test_run_upgrade(void **state)
+{
+	struct fx *f = *state;
+	struct kp_fare_import_opts io = { "run", NULL, NULL };
+	char p[400], err[KP_FARE_MSG_MAX] = "";
+	sqlite3 *raw = NULL;
+	int v = 0;
+
+	snprintf(p, sizeof(p), "%s/run", f->dir);
+	tu_sh("mkdir -p %s", p);
+	snprintf(p, sizeof(p), "%s/run/agency.txt", f->dir);
+	tu_write(p, "agency_id,agency_name,agency_url,agency_timezone\n"
+	            "A,Bus,http://a.example,Asia/Tokyo\n");
+	snprintf(p, sizeof(p), "%s/run/routes.txt", f->dir);
+	tu_write(p, "route_id,agency_id,route_short_name,route_long_name,route_type,network_id\n"
+	            "R,A,R,Ring,3,N1\n");
+	snprintf(p, sizeof(p), "%s/run/stops.txt", f->dir);
+	tu_write(p, "stop_id,stop_name,stop_lat,stop_lon\nS1,One,43,141\nS2,Two,43,141\n");
+	snprintf(p, sizeof(p), "%s/run/fare_products.txt", f->dir);
+	tu_write(p, "fare_product_id,amount,currency\nP,100,JPY\n");
+	snprintf(p, sizeof(p), "%s/run/fare_leg_rules.txt", f->dir);
+	tu_write(p, "leg_group_id,network_id,fare_product_id\nL1,N1,P\n");
+	snprintf(p, sizeof(p), "%s/run/fare_transfer_rules.txt", f->dir);
+	tu_write(p, "from_leg_group_id,to_leg_group_id,transfer_count,duration_limit,"
+	            "duration_limit_type,fare_transfer_type\nL1,L1,-1,9000,1,0\n");
+	snprintf(p, sizeof(p), "%s/run", f->dir);
+	if (kp_fares_import(f->s, p, &io, NULL, err, sizeof(err)) != KP_OK)
+		fail_msg("import: %s", err);
+	assert_int_equal(kp_store_put_operator_fare(f->s, "A", "run", 1), KP_OK);
+
+	/* 2.5 h departure to departure, from the run's first leg: 165 min after it, 75 after
+	 * the previous leg, the third ride pays and starts a new chain */
+	assert_int_equal(ride(f, T0, T0 + 30 * MIN), 100);
+	assert_int_equal(ride(f, T0 + 90 * MIN, T0 + 120 * MIN), 0);
+	assert_int_equal(ride(f, T0 + 165 * MIN, T0 + 195 * MIN), 100);
+	assert_int_equal(ride(f, T0 + 240 * MIN, T0 + 260 * MIN), 0);     /* a run from leg 3 */
+
+	/* the store goes back to schema 10 with the card one transfer into that run */
+	kp_tap_engine_close(f->e);
+	kp_store_close(f->s);
+	assert_int_equal(sqlite3_open(f->db, &raw), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(raw, "ALTER TABLE fare_state DROP COLUMN run_from;"
+	                              " ALTER TABLE fare_state DROP COLUMN run_to;"
+	                              " ALTER TABLE fare_state DROP COLUMN run_on_ms;"
+	                              " ALTER TABLE fare_state DROP COLUMN run_off_ms;"
+	                              " PRAGMA user_version = 10;", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(raw);
+	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
+	assert_int_equal(kp_store_schema_version(f->s, &v), KP_OK);
+	assert_int_equal(v, KP_SCHEMA_VERSION);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	kp_tap_engine_observe(f->e, observe, f);
+
+	/* 165 min after leg 3, but the upgrade lost where the run began: measured from the
+	 * previous leg (leg 4, 90 min), as before schema 11; a new run starts at leg 4 */
+	assert_int_equal(ride(f, T0 + 330 * MIN, T0 + 350 * MIN), 0);
+	assert_int_equal(ride(f, T0 + 400 * MIN, T0 + 420 * MIN), 100);   /* 160 min after leg 4 */
+	assert_int_equal(balance(f), 1000 - 300);
+	journal_ok(f, 12);
+}
+
 /* The place file an onboard system writes: "ROUTE STOP", nothing else. */
 static void test_place_parse(void **state)
 {
@@ -490,6 +570,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_load_directives, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remote_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_upgrade, setup, teardown),
 		cmocka_unit_test(test_place_parse),
 	};
 
