@@ -241,11 +241,12 @@ static int group_setup(void **state)
 	          "%s/kippuctl fares import %s/golden-flat t.db --feed-id golden-flat >>setup.log 2>&1 && "
 	          "%s/kippuctl fares import %s/golden-zone t.db --feed-id golden-zone >>setup.log 2>&1 && "
 	          "%s/kippuctl fares import %s/golden-v2 t.db --feed-id golden-v2 >>setup.log 2>&1 && "
+	          "%s/kippuctl fares import %s/golden-chain t.db --feed-id golden-chain >>setup.log 2>&1 && "
 	          "%s/kippuctl fares import %s/" REAL_FEED " t.db >>setup.log 2>&1 && "
 	          "%s/kippuctl fares import %s/" REAL_FEED2 " t.db >>setup.log 2>&1 && "
 	          "%s/kippuctl load t.db %s/load.txt --token-key token.key >>setup.log 2>&1",
-	          f->dir, f->bin, f->bin, f->data, f->bin, f->data, f->bin, f->data, f->bin,
-	          f->gtfs, f->bin, f->gtfs, f->bin, f->data) != 0) {
+	          f->dir, f->bin, f->bin, f->data, f->bin, f->data, f->bin, f->data, f->bin, f->data,
+	          f->bin, f->gtfs, f->bin, f->gtfs, f->bin, f->data) != 0) {
 		fprintf(stderr, "building the golden database failed; see %s/setup.log\n", f->dir);
 		tu_sh("cat %s/setup.log >&2", f->dir);
 		return -1;
