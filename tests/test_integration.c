@@ -149,8 +149,8 @@ static void test_second_run_continues_the_journal(void **state)
 	assert_int_equal(run_terminal(f, ""), 0);
 	assert_int_equal(run_terminal(f, ""), 0);
 	/* 42 records, one chain across both runs */
-	assert_int_equal(tu_sh("cd %s && %s/kippuctl journal verify terminal.db | grep -q '42 records'",
-	                       f->dir, f->bin), 0);
+	assert_int_equal(tu_sh("cd %s && %s/kippuctl journal verify terminal.db > verify.txt && "
+	                       "grep -q '42 records' verify.txt", f->dir, f->bin), 0);
 }
 
 static void test_terminal_refuses_bad_setup(void **state)
@@ -187,9 +187,9 @@ static void test_terminal_refuses_bad_setup(void **state)
 	                       "%s/kippu-terminal --config terminal.conf --reader mock:bad.txt "
 	                       "2>err.txt; test $? -ne 0 && grep -q 'bad.txt:1' err.txt",
 	                       f->dir, f->bin), 0);
-	/* nothing was journaled by any of these */
-	assert_int_equal(tu_sh("cd %s && %s/kippuctl journal list terminal.db | wc -l | "
-	                       "grep -qx 0", f->dir, f->bin), 0);
+	/* nothing was journaled by any of these (and the listing itself worked) */
+	assert_int_equal(tu_sh("cd %s && %s/kippuctl journal list terminal.db > list.txt && "
+	                       "test ! -s list.txt", f->dir, f->bin), 0);
 }
 
 static void test_kippuctl_rejects_bad_input(void **state)
@@ -203,7 +203,7 @@ static void test_kippuctl_rejects_bad_input(void **state)
 	                       "--token-key token.key 2>err.txt; test $? -eq 1 && "
 	                       "grep -q 'bad-load.txt:3: card must be' err.txt && "
 	                       "sqlite3 terminal.db \"select count(*) from operators where id='OP-Z'\" "
-	                       "| grep -qx 0",
+	                       "> n.txt && grep -qx 0 n.txt",
 	                       f->dir, f->bin, f->bin), 0);
 	assert_int_equal(tu_sh("cd %s && printf 'entitlement 9 felica:0101020304050607 P10 3 "
 	                       "2027-01-01T00:00:00Z 2026-01-01T00:00:00Z\\n' > l2.txt && "
@@ -234,7 +234,8 @@ static void test_kippuctl_rejects_bad_input(void **state)
 			                       "%s/kippuctl load terminal.db cat.txt --token-key token.key "
 			                       "2>err.txt; test $? -eq 1 && grep -q 'cat.txt:2:' err.txt && "
 			                       "sqlite3 terminal.db \"select count(*) from operators where "
-			                       "id='OP-Q'\" | grep -qx 0", f->dir, bad[i], f->bin), 0);
+			                       "id='OP-Q'\" > n.txt && grep -qx 0 n.txt", f->dir, bad[i],
+			                       f->bin), 0);
 		}
 	}
 	/* keys are never overwritten, and are private */
@@ -248,8 +249,8 @@ static void test_kippuctl_rejects_bad_input(void **state)
 	                       "--key k --cert c 2>/dev/null; test $? -eq 2", f->bin), 0);
 }
 
-/* SIGTERM while taps arrive in real time: a clean exit, and every decision the rider was
- * shown is in a journal that verifies. */
+/* SIGTERM while taps arrive in real time, once a few were shown: a clean exit, and every
+ * decision the rider was shown is in a journal that verifies. */
 static void test_sigterm_loses_nothing(void **state)
 {
 	struct fx *f = *state;
@@ -257,6 +258,7 @@ static void test_sigterm_loses_nothing(void **state)
 	FILE *fp;
 	kp_store *s = NULL;
 	int64_t n = 0;
+	pid_t pid;
 
 	snprintf(path, sizeof(path), "%s/live.txt", f->dir);
 	fp = fopen(path, "w");
@@ -266,10 +268,13 @@ static void test_sigterm_loses_nothing(void **state)
 	for (int i = 0; i < 100; i++)
 		fprintf(fp, "tap +%d.%03d %s\n", i / 10, (i % 10) * 100, i % 2 ? "alice" : "erin");
 	fclose(fp);
-	assert_int_equal(tu_sh("cd %s && rm -f hmi.log && (%s/kippu-terminal --config terminal.conf "
-	                       "--reader mock:live.txt 2>live.log & pid=$!; sleep 1.2; "
-	                       "kill -TERM $pid; wait $pid)", f->dir, f->bin), 0);
 	snprintf(path, sizeof(path), "%s/hmi.log", f->dir);
+	remove(path);
+	pid = tu_spawn("cd %s && exec %s/kippu-terminal --config terminal.conf --reader mock:live.txt "
+	               "2>live.log", f->dir, f->bin);
+	tu_wait_text(path, "show ", 3, TU_WAIT_S);
+	kill(pid, SIGTERM);
+	assert_int_equal(tu_wait_pid(pid, TU_WAIT_S, "kippu-terminal after SIGTERM"), 0);
 	hmi = tu_read(path);
 	assert_non_null(hmi);
 	snprintf(path, sizeof(path), "%s/terminal.db", f->dir);

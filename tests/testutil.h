@@ -200,16 +200,17 @@ static TU_UNUSED void tu_wait_text(const char *path, const char *needle, int n, 
 	}
 }
 
-/* Starts a shell command beside the test (sh -c "exec COMMAND"); its pid, for tu_wait_pid. */
+/* Starts a shell command beside the test; its pid, for tu_wait_pid. Write `exec` before the
+ * program ("cd DIR && exec PROGRAM ...") so that the pid, and the signals sent to it, are
+ * the program's. */
 static TU_UNUSED pid_t tu_spawn(const char *fmt, ...)
 {
 	char cmd[8192];
 	va_list ap;
 	pid_t pid;
 
-	memcpy(cmd, "exec ", 5);
 	va_start(ap, fmt);
-	vsnprintf(cmd + 5, sizeof(cmd) - 5, fmt, ap);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
 	va_end(ap);
 	pid = fork();
 	if (pid < 0)
