@@ -126,8 +126,9 @@ HANAKO=token:$("$CTL" linkage token --token-key token.key --cert hanako-card/aut
 echo "  hanako's linkage token: ${HANAKO#token:}"
 echo "  (only this token is ever stored or sent; the 12-digit number is never read)"
 "$CTL" backend product $DB RES 10 OP-A "Resident demand bus, 10 rides" --category resident >/dev/null
+# Linked online at the backend today (whatever today is): hanako's residency covers it.
 "$CTL" linkage add $DB jpki:hanako-card/auth.der resident 2026-04-01T00:00:00+09:00 \
-	2027-03-31T00:00:00+09:00 --card felica:01010203040506D0 --token-key token.key >/dev/null
+	2040-04-01T00:00:00+09:00 --card felica:01010203040506D0 --token-key token.key >/dev/null
 "$CTL" linkage add $DB jpki:taro-card/auth.der senior-resident 2026-04-01T00:00:00+09:00 \
 	2026-12-10T00:00:00+09:00 --token-key token.key >/dev/null
 "$CTL" backend card $DB "$HANAKO" --label "hanako (linkage)"
