@@ -17,7 +17,8 @@ endif
 
 # Debian packages the build, tests and demo need (installed by `make deps`, only when missing).
 DEB_PKGS := gcc make libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
-            libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux
+            libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
+            faketime tzdata
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 PKG_CFLAGS = $(shell pkg-config --cflags libnfc sqlite3 cmocka libcbor 2>/dev/null)
@@ -68,7 +69,7 @@ BENCH_NFC := $(BUILD)/bin/kippu-bench-libnfc
 BENCH_JPKI := $(BUILD)/bin/kippu-bench-jpki
 BENCH_FARES := $(BUILD)/bin/kippu-bench-fares
 
-.PHONY: all deps test check demo bench clean install
+.PHONY: all deps test check test-dates demo bench clean install
 all: $(PROGS)
 
 deps:
@@ -161,7 +162,9 @@ $(TESTS_CONSOLE): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CONSOLE) $(LIBS
 
 $(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+# Test helpers with a .c of their own, linked into the tests that use them.
+$(BUILD)/tests/test_powercut: $(call obj,tests/crashvfs.c)
 
 # `test` installs what is missing, then builds and runs every test program.
 test: deps
@@ -169,6 +172,16 @@ test: deps
 
 check: $(PROGS) $(TESTS)
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS) $(SHELL_TESTS)
+
+# The demo and the test programs that read the wall clock or make certificates, under
+# faketime at 2027-03-01 09:00 JST, 2030-12-31 23:59:30 UTC and 2036-02-29 12:00 UTC, each in
+# another time zone (tests/dates.sh): nothing may depend on today's date.
+DATE_TESTS := $(addprefix $(BUILD)/tests/,test_ctl_jpki test_jpki test_hal_jpki test_linkage \
+              test_sync test_integration test_libnfc test_bus_distance test_stored test_pass \
+              test_crypto_rsa test_crypto_tls test_bundle_fares test_tap) tests/test_console_tmux.sh
+test-dates: deps
+	@$(MAKE) --no-print-directory $(PROGS) $(filter $(BUILD)/%,$(DATE_TESTS))
+	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/dates.sh $(DATE_TESTS)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
