@@ -2,6 +2,7 @@
  * and is killed with SIGKILL at a random moment, several times over the same database.
  * After each kill the journal must verify (gapless, chained, signed) and every
  * entitlement must equal what was bought minus the accepted rides the journal holds. */
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -164,6 +165,17 @@ static void check_consistent(uint64_t *records)
 	*records = n;
 }
 
+/* The child's first report: it has committed a tap this round. */
+static uint64_t first_report(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	uint64_t seq = 0;
+
+	if (poll(&pfd, 1, TU_WAIT_S * 1000) != 1 || read(fd, &seq, sizeof(seq)) != sizeof(seq))
+		fail_msg("the tapping child committed no tap within %d s", TU_WAIT_S);
+	return seq;
+}
+
 static void test_kill_during_taps(void **state)
 {
 	uint64_t before = 0, after = 0;
@@ -183,8 +195,9 @@ static void test_kill_during_taps(void **state)
 			tapper(round, fds[1]);
 		}
 		close(fds[1]);
-		/* Let it get going, then kill it wherever it is. */
-		usleep(80000 + (useconds_t)(rand() % 250000));
+		/* Once it has committed a tap, kill it wherever it is a moment later. */
+		shown = first_report(fds[0]);
+		tu_sleep_ms(rand() % 250);
 		kill(pid, SIGKILL);
 		assert_int_equal(waitpid(pid, &st, 0), pid);
 		assert_true(WIFSIGNALED(st));
