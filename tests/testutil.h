@@ -274,4 +274,27 @@ static TU_UNUSED size_t tu_hex(const char *s, uint8_t *out, size_t cap)
 	return n;
 }
 
+/* Starts kippu-backend (programs in bin) in dir on 127.0.0.1:port (0: any free port) with
+ * the fixture's ca.crt, backend.crt and backend.key and a 3 s client deadline, and waits
+ * until it listens; its pid (a child of the test), and the port in *port_out. Its stdout
+ * goes to backend.out, its log to backend.log. */
+static TU_UNUSED pid_t tu_backend_start(const char *dir, const char *bin, int port, int *port_out)
+{
+	char out[1024];
+	FILE *fp;
+	pid_t pid;
+
+	snprintf(out, sizeof(out), "%s/backend.out", dir);
+	remove(out);                      /* a previous run's "listening" line is not this one's */
+	pid = tu_spawn("cd '%s' && exec '%s/kippu-backend' --listen 127.0.0.1:%d --db backend.db "
+	               "--ca ca.crt --cert backend.crt --key backend.key --timeout-ms 3000 "
+	               "> backend.out 2>> backend.log", dir, bin, port);
+	tu_wait_text(out, "listening", 1, TU_WAIT_S);
+	fp = fopen(out, "r");
+	if (fp == NULL || fscanf(fp, "kippu-backend: listening on 127.0.0.1:%d", port_out) != 1)
+		fail_msg("%s: no port in kippu-backend's first line", out);
+	fclose(fp);
+	return pid;
+}
+
 #endif
