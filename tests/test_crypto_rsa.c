@@ -105,9 +105,7 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
 static int group_setup(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kp_test_crypto_rsa.XXXXXX");
-	if (mkdtemp(tmpdir) == NULL)
-		return -1;
+	tu_tmpdir(tmpdir, sizeof(tmpdir));
 	if (kp_rsa_generate(&ca_key, 2048) != KP_CRYPTO_OK ||
 	    kp_rsa_generate(&ee_key, 2048) != KP_CRYPTO_OK)
 		return -1;

@@ -354,8 +354,8 @@ static void test_refusals(void **state)
 	assert_int_equal(ctl("jpki"), 2);
 	assert_int_equal(stat(p("y.key"), &st), -1);
 	/* the help says what this authority is */
-	assert_int_equal(tu_sh("%s/kippuctl --help | grep -q 'TEST authority standing in for "
-	                       "J-LIS'", bin), 0);
+	assert_int_equal(ctl("--help"), 0);
+	assert_int_equal(tu_sh("grep -q 'TEST authority standing in for J-LIS' %s", p("out.txt")), 0);
 }
 
 int main(void)

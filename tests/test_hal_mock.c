@@ -57,11 +57,7 @@ static int fx_setup(void **state)
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/kp_hal_test.XXXXXX");
-	if (mkdtemp(f->dir) == NULL) {
-		free(f);
-		return -1;
-	}
+	tu_tmpdir(f->dir, sizeof(f->dir));
 	*state = f;
 	return 0;
 }

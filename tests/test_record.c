@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "kp_record.h"
+#include "testutil.h"
 
 /* ---- helpers ---- */
 
@@ -705,9 +706,7 @@ static int cose_setup(void **state)
 	struct buf d = from_hex(RFC6979_X);
 
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kp_test_record.XXXXXX");
-	if (mkdtemp(tmpdir) == NULL)
-		return -1;
+	tu_tmpdir(tmpdir, sizeof(tmpdir));
 	if (kp_key_from_raw(&rfc_key, d.b) || kp_key_generate(&ca_key) ||
 	    kp_key_generate(&other_key))
 		return -1;
