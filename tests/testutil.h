@@ -185,19 +185,26 @@ static TU_UNUSED int tu_file_count(const char *path, const char *needle)
 	return n;
 }
 
-/* Waits until the file at path holds needle at least n times (a log line, an HMI line), up
- * to timeout_s seconds; fails the test saying what did not appear. */
-static TU_UNUSED void tu_wait_text(const char *path, const char *needle, int n, int timeout_s)
+/* 1 once the file at path holds needle at least n times (a log line, an HMI line), 0 if it
+ * does not within timeout_s seconds. */
+static TU_UNUSED int tu_poll_text(const char *path, const char *needle, int n, int timeout_s)
 {
 	int64_t deadline = tu_mono_ms() + (int64_t)timeout_s * 1000;
-	int k;
 
-	while ((k = tu_file_count(path, needle)) < n) {
+	while (tu_file_count(path, needle) < n) {
 		if (tu_mono_ms() > deadline)
-			fail_msg("after %d s, %s holds \"%s\" %d time(s), not %d", timeout_s, path,
-			         needle, k, n);
+			return 0;
 		tu_sleep_ms(20);
 	}
+	return 1;
+}
+
+/* tu_poll_text, failing the test with what did not appear. */
+static TU_UNUSED void tu_wait_text(const char *path, const char *needle, int n, int timeout_s)
+{
+	if (!tu_poll_text(path, needle, n, timeout_s))
+		fail_msg("after %d s, %s holds \"%s\" %d time(s), not %d", timeout_s, path, needle,
+		         tu_file_count(path, needle), n);
 }
 
 /* Starts a shell command beside the test; its pid, for tu_wait_pid. Write `exec` before the
