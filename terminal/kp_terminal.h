@@ -170,6 +170,10 @@ int  kp_store_schema_version(kp_store *s, int *version);
 void kp_store_set_busy_timeout(kp_store *s, int ms);
 /* Runs a passive WAL checkpoint: call while the terminal is idle. */
 int  kp_store_idle(kp_store *s);
+/* The settings a committed tap's durability rests on, as the store's connection reads
+ * them back: journal_mode ("wal"), synchronous (2 = FULL), foreign_keys (1 = on). */
+int  kp_store_pragmas(kp_store *s, char *journal_mode, size_t cap, int *synchronous,
+                      int *foreign_keys);
 
 int kp_store_meta_set(kp_store *s, const char *key, const char *value);
 /* Copies the value into out; KP_E_INVAL if missing. */

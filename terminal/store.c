@@ -483,6 +483,26 @@ int kp_store_idle(kp_store *s)
 	return KP_OK;
 }
 
+int kp_store_pragmas(kp_store *s, char *journal_mode, size_t cap, int *synchronous,
+                     int *foreign_keys)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = KP_OK;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT * FROM pragma_journal_mode, pragma_synchronous,"
+	                       " pragma_foreign_keys", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "pragmas");
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		kp_store_col_text(st, 0, journal_mode, cap);
+		*synchronous = sqlite3_column_int(st, 1);
+		*foreign_keys = sqlite3_column_int(st, 2);
+	} else {
+		rc = kp_store_fail(s, "pragmas");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int kp_store_begin(kp_store *s)
 {
 	return exec(s, "BEGIN IMMEDIATE");
