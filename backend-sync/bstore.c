@@ -650,10 +650,11 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
 {
 	sqlite3_stmt *st = NULL;
 	uint8_t last_hash[KP_SHA256_LEN];
-	uint64_t held = 0;
+	uint64_t held = 0, held_before = 0;
 	int quarantined = 0, stored = 0, rc;
 
 	*refused_seq = 0;
+	*acked = 0;
 	reason[0] = '\0';
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
@@ -668,6 +669,7 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
 		goto out;
 	}
 	held = (uint64_t)sqlite3_column_int64(st, 0);
+	held_before = held;
 	memcpy(last_hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
 	quarantined = sqlite3_column_int(st, 2);
 	sqlite3_finalize(st);
@@ -742,7 +744,8 @@ done:
 out:
 	if (rc != KP_BE_OK)
 		rollback(s);
-	*acked = held;
+	/* A batch whose COMMIT failed is not held: it must never be acknowledged. */
+	*acked = rc == KP_BE_OK ? held : held_before;
 	return rc;
 }
 
