@@ -239,6 +239,14 @@ static int count_op(int op, int role)
 	return SQLITE_OK;
 }
 
+/* A write or truncate has been done (torn, if the power fails now). */
+static int after_op(int rc)
+{
+	if (cv.ops == cv.cut_at)
+		power_cut();
+	return rc;
+}
+
 static int cv_close(sqlite3_file *pf)
 {
 	struct cfile *p = (struct cfile *)pf;
@@ -265,9 +273,7 @@ static int cv_write(sqlite3_file *pf, const void *buf, int amt, sqlite3_int64 of
 		rc = save_range(p, off, amt);
 	if (rc == SQLITE_OK)
 		rc = p->real->pMethods->xWrite(p->real, buf, amt, off);
-	if (cv.ops == cv.cut_at)
-		power_cut();
-	return rc;
+	return after_op(rc);
 }
 
 static int cv_truncate(sqlite3_file *pf, sqlite3_int64 size)
@@ -285,9 +291,7 @@ static int cv_truncate(sqlite3_file *pf, sqlite3_int64 size)
 		rc = save_range(p, size, cur - size);
 	if (rc == SQLITE_OK)
 		rc = p->real->pMethods->xTruncate(p->real, size);
-	if (cv.ops == cv.cut_at)
-		power_cut();
-	return rc;
+	return after_op(rc);
 }
 
 /* No fsync: the page cache is the disk here. The sync is what makes the writes stay. */
