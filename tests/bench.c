@@ -175,11 +175,21 @@ static double pct(const double *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
+/* PRAGMA synchronous's values by name (SQLite's own order). */
+static const char *sync_name(int level)
+{
+	static const char *const names[] = { "OFF", "NORMAL", "FULL", "EXTRA" };
+
+	return level >= 0 && level < 4 ? names[level] : "?";
+}
+
 struct result {
 	double tap[4];        /* p50 p99 p99.9 max, microseconds */
 	double sign[2];       /* p50 p99 */
 	double commit[2];     /* p50 p99 of an empty durable commit */
 	unsigned long accepted, refused;
+	char journal_mode[16];  /* as the store's connection reads them back */
+	int synchronous, foreign_keys;
 };
 
 /* Runs in a child so that its peak RSS is the terminal's, not the generator's. */
@@ -207,6 +217,11 @@ static void measure(int out_fd)
 	    (rc = kp_tap_engine_open(&e, s, &cfg, key, token_key)) != KP_OK ||
 	    (rc = kp_reader_open(&reader, conn)) != KP_OK)
 		die("set-up", rc);
+	/* What the durable commits measured here rest on, read back rather than assumed. */
+	rc = kp_store_pragmas(s, r.journal_mode, sizeof(r.journal_mode), &r.synchronous,
+	                      &r.foreign_keys);
+	if (rc != KP_OK)
+		die("pragmas", rc);
 	for (;;) {
 		struct kp_card_info info;
 		struct kp_tap_outcome o;
@@ -325,8 +340,10 @@ int main(int argc, char **argv)
 	rss_mb = ru.ru_maxrss / 1024.0;
 
 	printf("\nkippu bench: %d taps by %d cards through mock HAL + FeliCa client,\n"
-	       "store of %d entitlements and %d denylist entries (WAL, synchronous=FULL)\n\n",
-	       N_TAPS, N_CARDS, N_ENT, N_DENY);
+	       "store of %d entitlements and %d denylist entries\n"
+	       "(read back from the store: journal_mode=%s, synchronous=%d (%s), foreign_keys=%d)\n\n",
+	       N_TAPS, N_CARDS, N_ENT, N_DENY, r.journal_mode, r.synchronous,
+	       sync_name(r.synchronous), r.foreign_keys);
 	printf("| metric                                          |     p50 |     p99 |   p99.9 |     max | target          |\n");
 	printf("|-------------------------------------------------|---------|---------|---------|---------|-----------------|\n");
 	printf("| tap: card detected -> decided+committed (ms)    | %7.3f | %7.3f | %7.3f | %7.3f | p99<=1 p99.9<=3 |\n",
