@@ -42,22 +42,8 @@ struct fx {
 	int64_t t0;                       /* when the emulator said it was ready */
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-
-	if (ms > 0)
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-			continue;
-}
+/* How long a read waits for bytes the emulator must send: a bound, not a speed. */
+#define WAIT_MS (TU_WAIT_S * 1000)
 
 static int fx_setup(void **state)
 {
@@ -116,12 +102,12 @@ static void emu_start(struct fx *f, const char *scenario, const char *extra)
 	}
 	close(p[1]);
 	f->out_fd = p[0];
-	deadline = mono_ms() + 5000;
+	deadline = tu_mono_ms() + WAIT_MS;
 	while (n < sizeof(line) - 1 && (n == 0 || line[n - 1] != '\n')) {
 		struct pollfd pfd = { .fd = f->out_fd, .events = POLLIN };
 		ssize_t r;
 
-		if (poll(&pfd, 1, (int)(deadline - mono_ms())) <= 0)
+		if (poll(&pfd, 1, (int)(deadline - tu_mono_ms())) <= 0)
 			fail_msg("the emulator did not print its pty line");
 		r = read(f->out_fd, line + n, 1);
 		if (r <= 0)
@@ -129,7 +115,7 @@ static void emu_start(struct fx *f, const char *scenario, const char *extra)
 		n++;
 	}
 	line[n - 1] = '\0';
-	f->t0 = mono_ms();
+	f->t0 = tu_mono_ms();
 	assert_memory_equal(line, prefix, strlen(prefix));
 	snprintf(f->pty, sizeof(f->pty), "%s", line + strlen(prefix));
 	assert_memory_equal(f->pty, "/dev/pts/", 9);
@@ -147,21 +133,11 @@ static void emu_start(struct fx *f, const char *scenario, const char *extra)
 static void emu_stop(struct fx *f)
 {
 	struct stat st;
-	int status = 0;
-	int64_t deadline = mono_ms() + 5000;
-	pid_t w;
+	pid_t pid = f->pid;
 
-	assert_int_equal(kill(f->pid, SIGTERM), 0);
-	for (;;) {
-		w = waitpid(f->pid, &status, WNOHANG);
-		if (w == f->pid || mono_ms() > deadline)
-			break;
-		sleep_ms(10);
-	}
-	assert_int_equal(w, f->pid);
+	assert_int_equal(kill(pid, SIGTERM), 0);
 	f->pid = -1;
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(tu_wait_pid(pid, TU_WAIT_S, "kippu-pn532-emu after SIGTERM"), 0);
 	assert_int_equal(lstat(f->link, &st), -1);
 }
 
@@ -192,12 +168,12 @@ static void wr_hex(struct fx *f, const char *hex)
 /* Reads up to n bytes, waiting at most ms in all; returns how many came. */
 static size_t rd(struct fx *f, uint8_t *buf, size_t n, int ms)
 {
-	int64_t deadline = mono_ms() + ms;
+	int64_t deadline = tu_mono_ms() + ms;
 	size_t got = 0;
 
 	while (got < n) {
 		struct pollfd pfd = { .fd = f->fd, .events = POLLIN };
-		int64_t left = deadline - mono_ms();
+		int64_t left = deadline - tu_mono_ms();
 		ssize_t r;
 
 		if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
@@ -207,6 +183,15 @@ static size_t rd(struct fx *f, uint8_t *buf, size_t n, int ms)
 			got += (size_t)r;
 	}
 	return got;
+}
+
+/* Waits until the emulator's log holds what n times (a signal it has acted on). */
+static void emu_logged(struct fx *f, const char *what, int n)
+{
+	char path[300];
+
+	snprintf(path, sizeof(path), "%s/emu.log", f->dir);
+	tu_wait_text(path, what, n, TU_WAIT_S);
 }
 
 static void expect_silence(struct fx *f, const char *what, int ms)
@@ -222,7 +207,7 @@ static void expect_bytes(struct fx *f, const char *what, const char *want_hex)
 {
 	uint8_t want[600], got[600];
 	size_t n = tu_hex(want_hex, want, sizeof(want));
-	size_t g = rd(f, got, n, 1000);
+	size_t g = rd(f, got, n, WAIT_MS);
 
 	if (g != n || memcmp(got, want, n) != 0) {
 		fprintf(stderr, "%s: want %s\ngot (%zu):", what, want_hex, g);
@@ -284,13 +269,13 @@ static size_t read_reply(struct fx *f, const char *what, uint8_t *out, size_t ca
 	size_t len, hdr = 5;
 	uint8_t sum = 0;
 
-	if (rd(f, h, 5, 1000) != 5)
+	if (rd(f, h, 5, WAIT_MS) != 5)
 		fail_msg("%s: no reply frame", what);
 	if (h[0] != 0x00 || h[1] != 0x00 || h[2] != 0xFF)
 		fail_msg("%s: bad start %02X %02X %02X", what, h[0], h[1], h[2]);
 	*extended = h[3] == 0xFF && h[4] == 0xFF;
 	if (*extended) {
-		assert_int_equal(rd(f, h + 5, 3, 1000), 3);
+		assert_int_equal(rd(f, h + 5, 3, WAIT_MS), 3);
 		assert_int_equal((uint8_t)(h[5] + h[6] + h[7]), 0);
 		len = (size_t)h[5] << 8 | h[6];
 		hdr = 8;
@@ -300,7 +285,7 @@ static size_t read_reply(struct fx *f, const char *what, uint8_t *out, size_t ca
 	}
 	(void)hdr;
 	assert_true(len >= 2 && len + 2 <= sizeof(body));
-	if (rd(f, body, len + 2, 1000) != len + 2)
+	if (rd(f, body, len + 2, WAIT_MS) != len + 2)
 		fail_msg("%s: reply cut short", what);
 	for (size_t i = 0; i <= len; i++)
 		sum = (uint8_t)(sum + body[i]);
@@ -370,7 +355,7 @@ static void test_nfc_list(void **state)
 	free(out);
 	/* bob (+1.5 s) is polled for FeliCa first, then for Type B, which finds him: the
 	 * card stays in the field across the poll it did not answer. */
-	sleep_ms(1600 - (mono_ms() - f->t0));
+	tu_sleep_ms(1600 - (tu_mono_ms() - f->t0));
 	out = nfc_list(f, "10", "typeb.txt");
 	assert_non_null(out);
 	if (strstr(out, "1 ISO14443B passive target(s) found") == NULL ||
@@ -493,7 +478,7 @@ static void test_frames(void **state)
 
 	/* SIGUSR1 takes the card away: the RF layer times out. */
 	assert_int_equal(kill(f->pid, SIGUSR1), 0);
-	sleep_ms(100);
+	emu_logged(f, "SIGUSR1: card taken out of the field", 1);
 	xchg(f, "InDataExchange after SIGUSR1", "40 01" RD_BAL, "41 01");
 	xchg(f, "card presence after SIGUSR1", "00 06", "01 01");
 	xchg(f, "InRelease", "52 00", "53 00");
@@ -518,11 +503,11 @@ static void test_frames(void **state)
 
 	/* SIGUSR2: an unplugged reader answers nothing; a second SIGUSR2 brings it back. */
 	assert_int_equal(kill(f->pid, SIGUSR2), 0);
-	sleep_ms(100);
+	emu_logged(f, "SIGUSR2: vanished", 1);
 	send_cmd(f, "02");
 	expect_silence(f, "vanished", 300);
 	assert_int_equal(kill(f->pid, SIGUSR2), 0);
-	sleep_ms(100);
+	emu_logged(f, "SIGUSR2: back", 1);
 	wr_hex(f, "55 55 00 00 00");
 	xchg(f, "back again", "02", "03 32 01 06 07");
 	emu_stop(f);
@@ -565,7 +550,7 @@ static void test_fault_checksum(void **state)
 	/* D5 03 32 01 06 07: DCS would be 100 - (D5+03+32+01+06+07) = E8 */
 	expect_bytes(f, "command 3", ACK "00 00 FF 06 FA D5 03 32 01 06 07 E9 00");
 	send_cmd(f, "02");
-	assert_int_equal(rd(f, buf, 6, 1000), 6);
+	assert_int_equal(rd(f, buf, 6, WAIT_MS), 6);
 	expect_bytes(f, "command 4", "00 00 FF 06 FA D5 03 32 01 06 07 E9 00");
 	emu_stop(f);
 }
@@ -580,7 +565,8 @@ static void test_fault_truncate(void **state)
 	xchg(f, "command 1", "14 01", "15");
 	send_cmd(f, "02");
 	expect_bytes(f, "ACK", ACK);
-	assert_int_equal(rd(f, buf, sizeof(buf), 300), 6); /* 13 bytes cut to 6 */
+	assert_int_equal(rd(f, buf, 6, WAIT_MS), 6);  /* 13 bytes cut to 6: */
+	expect_silence(f, "the rest of the truncated reply", 300);
 	assert_memory_equal(buf, "\x00\x00\xFF\x06\xFA\xD5", 6);
 	emu_stop(f);
 }
@@ -595,11 +581,13 @@ static void test_fault_garbage(void **state)
 	xchg(f, "command 1", "14 01", "15");
 	send_cmd(f, "02");
 	expect_bytes(f, "ACK 2", ACK);
-	assert_int_equal(rd(f, a, sizeof(a), 300), 11);
+	assert_int_equal(rd(f, a, 11, WAIT_MS), 11);
+	expect_silence(f, "after 11 bytes of garbage", 300);
 	assert_true(a[0] != 0x00);
 	send_cmd(f, "02");
 	expect_bytes(f, "ACK 3", ACK);
-	assert_int_equal(rd(f, b, sizeof(b), 300), 11);
+	assert_int_equal(rd(f, b, 11, WAIT_MS), 11);
+	expect_silence(f, "after 11 more bytes of garbage", 300);
 	assert_memory_not_equal(a, b, 11);
 	emu_stop(f);
 }
@@ -633,16 +621,16 @@ static void test_slow(void **state)
 	xchg(f, "activate", "4A 01 01 00 00 03 00 00", "4B 01 01 12 01" IDM PMM);
 	send_cmd(f, "40 01 0A 04" IDM);
 	expect_bytes(f, "ACK comes at once", ACK);
-	t = mono_ms();
+	t = tu_mono_ms();
 	expect_silence(f, "reply is late", 200);
 	assert_int_equal(read_reply(f, "late reply", got, sizeof(got), &ext), 13);
-	t = mono_ms() - t;
+	t = tu_mono_ms() - t;
 	assert_memory_equal(got, want, tu_hex("41 00 0B 05" IDM "00", want, sizeof(want)));
 	assert_true(t >= 280 && t < 1500);
 	/* Only InDataExchange is slow. */
-	t = mono_ms();
+	t = tu_mono_ms();
 	xchg(f, "GetFirmwareVersion", "02", "03 32 01 06 07");
-	assert_true(mono_ms() - t < 200);
+	assert_true(tu_mono_ms() - t < 200);
 	emu_stop(f);
 }
 
