@@ -565,8 +565,10 @@ static void test_silent_peer_times_out(void **state)
 	assert_int_equal(kp_tcp_connect("127.0.0.1", port, 1000, &fd), KP_TLS_OK);
 	assert_int_equal(pthread_join(ts, NULL), 0);
 	close(fd);
+	/* Times are checked as "not before": the deadline is shown by the result (without it
+	 * the thread would wait for ever), never by a ceiling a loaded machine can miss. */
 	assert_int_equal(srv.rc, KP_TLS_E_TIMEOUT);
-	assert_in_range(srv.ms, 290, 800);
+	assert_true(srv.ms >= 290);
 	assert_non_null(strstr(srv.err, "300 ms"));
 
 	/* and one that hangs up at once */
@@ -575,15 +577,15 @@ static void test_silent_peer_times_out(void **state)
 	assert_int_equal(kp_tcp_connect("127.0.0.1", port, 1000, &fd), KP_TLS_OK);
 	close(fd);
 	assert_int_equal(pthread_join(ts, NULL), 0);
-	assert_int_equal(srv.rc, KP_TLS_E_CLOSED);
-	assert_in_range(srv.ms, 0, 500);
+	assert_int_equal(srv.rc, KP_TLS_E_CLOSED);        /* not a timeout: it did not wait */
 }
 
-/* A peer that sends a byte now and then still cannot stretch the deadline. */
+/* A peer that sends a byte now and then still cannot stretch the deadline: the whole
+ * record (512 bytes, 20 s at this pace) would be needed before it, and far fewer came. */
 static void test_dribbling_peer_times_out(void **state)
 {
-	static const uint8_t hello[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc,
-	                                 0x03, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+	static const uint8_t hello[5 + 0x200] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01,
+	                                          0xfc, 0x03, 0x03 };
 	struct side srv;
 	char port[16];
 	pthread_t ts;
@@ -602,9 +604,9 @@ static void test_dribbling_peer_times_out(void **state)
 	}
 	assert_int_equal(pthread_join(ts, NULL), 0);
 	close(fd);
-	assert_true(i >= 4);
+	assert_true(i >= 4 && i < sizeof(hello));
 	assert_int_equal(srv.rc, KP_TLS_E_TIMEOUT);
-	assert_in_range(srv.ms, 290, 800);
+	assert_true(srv.ms >= 290);
 }
 
 struct steps {
@@ -632,9 +634,10 @@ static int act_reads_with_timeouts(kp_tls *t, void *arg)
 	t0 = ms_now();
 	s->rc[2] = kp_tls_read_exact(t, buf, 10, 200);
 	s->ms[2] = ms_now() - t0;
-	/* 4: the stream is out of step now: the error sticks, without waiting */
+	/* 4: the stream is out of step now: the error sticks, without waiting out the
+	 * (long) timeout */
 	t0 = ms_now();
-	s->rc[3] = kp_tls_read_exact(t, buf, 1, 2000);
+	s->rc[3] = kp_tls_read_exact(t, buf, 1, TU_WAIT_S * 1000);
 	s->ms[3] = ms_now() - t0;
 	sem_post(&s->finished);
 	return 0;
@@ -675,12 +678,12 @@ static void test_read_exact_timeout(void **state)
 	assert_int_equal(cli.rc, 0);
 	assert_int_equal(cli.act_rc, 0);
 	assert_int_equal(s.rc[0], KP_TLS_E_TIMEOUT);
-	assert_in_range(s.ms[0], 140, 600);
+	assert_true(s.ms[0] >= 140);
 	assert_int_equal(s.rc[1], KP_TLS_OK);
 	assert_int_equal(s.rc[2], KP_TLS_E_TIMEOUT);
-	assert_in_range(s.ms[2], 190, 700);
+	assert_true(s.ms[2] >= 190);
 	assert_int_equal(s.rc[3], KP_TLS_E_TIMEOUT);
-	assert_in_range(s.ms[3], 0, 50);
+	assert_true(s.ms[3] < TU_WAIT_S * 1000);
 }
 
 /* ---- closing ---- */
@@ -838,7 +841,7 @@ static void test_tcp_helpers(void **state)
 	(void)state;
 	t0 = ms_now();
 	assert_int_equal(kp_tcp_accept(g.lfd, 100, &fd), KP_TLS_E_TIMEOUT);
-	assert_in_range(ms_now() - t0, 95, 600);
+	assert_true(ms_now() - t0 >= 95);
 	assert_int_equal(fd, -1);
 	/* the listener and accepted sockets are close-on-exec */
 	assert_true(fcntl(g.lfd, F_GETFD) & FD_CLOEXEC);
