@@ -617,7 +617,7 @@ static void test_migration_from_version_1(void **state)
 
 static void start_backend(void)
 {
-	F->backend = tu_backend_start(F->dir, F->bin, 0, &F->port);
+	F->backend = tu_backend_start(F->dir, F->bin, 0, 3000, &F->port);
 }
 
 struct conn {

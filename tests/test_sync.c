@@ -45,7 +45,7 @@ static int sh(const char *fmt, ...)
 
 static void start_backend_on(int port)
 {
-	F->backend = tu_backend_start(F->dir, F->bin, port, &F->port);
+	F->backend = tu_backend_start(F->dir, F->bin, port, 3000, &F->port);
 }
 
 /* Waits until the backend's log holds `what` n times, then checks it holds it exactly n. */
@@ -733,6 +733,7 @@ static void test_stale_or_badly_signed_bundle_refused(void **state)
 
 /* A bound on each step of a terminal's exchange, not a speed: the time is only printed. */
 #define WAIT_MS (TU_WAIT_S * 1000)
+#define HUNDRED_DEADLINE_MS 15000
 
 struct many {
 	kp_tls_conf *conf;
@@ -786,6 +787,10 @@ static void test_hundred_terminals_and_a_silent_one(void **state)
 	struct timespec t0, t1;
 
 	(void)state;
+	/* A deadline every honest terminal meets even when a hundred handshakes share a slow
+	 * machine (a sanitizer build beside other work); the stalled ones wait it out. */
+	stop_backend();
+	F->backend = tu_backend_start(F->dir, F->bin, 0, HUNDRED_DEADLINE_MS, &F->port);
 	snprintf(ca, sizeof(ca), "%s/ca.crt", F->dir);
 	snprintf(cert, sizeof(cert), "%s/T-A.crt", F->dir);
 	snprintf(key, sizeof(key), "%s/T-A.key", F->dir);
@@ -810,7 +815,7 @@ static void test_hundred_terminals_and_a_silent_one(void **state)
 	print_message("%d of %d concurrent terminals synced in %.2f s beside two stalled ones\n",
 	              ok, N, (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
 	assert_int_equal(ok, N);
-	/* The stalled ones are dropped at the backend's deadline (3 s here). */
+	/* The stalled ones are dropped at the backend's deadline. */
 	backend_logged("TLS handshake refused", 2);
 	close(silent);
 	close(half);

@@ -282,10 +282,11 @@ static TU_UNUSED size_t tu_hex(const char *s, uint8_t *out, size_t cap)
 }
 
 /* Starts kippu-backend (programs in bin) in dir on 127.0.0.1:port (0: any free port) with
- * the fixture's ca.crt, backend.crt and backend.key and a 3 s client deadline, and waits
- * until it listens; its pid (a child of the test), and the port in *port_out. Its stdout
- * goes to backend.out, its log to backend.log. */
-static TU_UNUSED pid_t tu_backend_start(const char *dir, const char *bin, int port, int *port_out)
+ * the fixture's ca.crt, backend.crt and backend.key and a client deadline of deadline_ms,
+ * and waits until it listens; its pid (a child of the test), and the port in *port_out.
+ * Its stdout goes to backend.out, its log to backend.log. */
+static TU_UNUSED pid_t tu_backend_start(const char *dir, const char *bin, int port,
+                                        int deadline_ms, int *port_out)
 {
 	char out[1024];
 	FILE *fp;
@@ -294,8 +295,8 @@ static TU_UNUSED pid_t tu_backend_start(const char *dir, const char *bin, int po
 	snprintf(out, sizeof(out), "%s/backend.out", dir);
 	remove(out);                      /* a previous run's "listening" line is not this one's */
 	pid = tu_spawn("cd '%s' && exec '%s/kippu-backend' --listen 127.0.0.1:%d --db backend.db "
-	               "--ca ca.crt --cert backend.crt --key backend.key --timeout-ms 3000 "
-	               "> backend.out 2>> backend.log", dir, bin, port);
+	               "--ca ca.crt --cert backend.crt --key backend.key --timeout-ms %d "
+	               "> backend.out 2>> backend.log", dir, bin, port, deadline_ms);
 	tu_wait_text(out, "listening", 1, TU_WAIT_S);
 	fp = fopen(out, "r");
 	if (fp == NULL || fscanf(fp, "kippu-backend: listening on 127.0.0.1:%d", port_out) != 1)
