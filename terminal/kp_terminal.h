@@ -430,7 +430,7 @@ int  kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_inf
                  int64_t now_ms, struct kp_tap_outcome *out);
 /* Reads a My Number card (JPKI only) and derives its linkage token; on failure *reason
  * is the refusal to journal ("unsupported-card", "card-invalid", "card-expired",
- * "card-removed", "card-error"). *cert (if not NULL) gets the certificate for strong mode. */
+ * "card-not-yet-valid", "card-removed", "card-error"). *cert (if not NULL) gets the certificate for strong mode. */
 int  kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_ms,
                               uint8_t linkage[KP_TOKEN_LEN], kp_cert **cert,
                               const char **reason);
