@@ -143,6 +143,14 @@ static void test_texts(void **state)
 	                    "Card blocked: please see staff");
 	assert_string_equal(kp_console_reason_text("override-paper-pass", "accepted", 1),
 	                    "運転士判断：紙の乗車券");
+	/* a My Number card before its certificate's start is not "expired" */
+	assert_string_equal(kp_console_reason_text("card-not-yet-valid", "refused", 1),
+	                    "このカードはまだ使えません");
+	assert_string_equal(kp_console_reason_text("card-not-yet-valid", "refused", 0),
+	                    "This card cannot be used yet");
+	assert_string_equal(kp_tap_reason_text("card-not-yet-valid"), "This card cannot be used yet");
+	assert_string_equal(kp_tap_reason_text("card-expired"),
+	                    "Card certificate expired: renew at the city office");
 	/* A reason the fare engine learns later gets a text for its result. */
 	assert_string_equal(kp_console_reason_text("cap-reached-2099", "accepted", 1), "乗車できます");
 	assert_string_equal(kp_console_reason_text("cap-reached-2099", "accepted", 0), "OK");
