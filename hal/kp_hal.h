@@ -107,6 +107,12 @@ int kp_reader_describe(struct kp_reader *r, char *buf, size_t cap);
 /* What the backend knows about its last failure, for logs (never card IDs); buf gets ""
  * and KP_HAL_E_NOTSUP from a backend that keeps no such text. */
 int kp_reader_last_error(struct kp_reader *r, char *buf, size_t cap);
+/* A time written by a person: "YYYY-MM-DDThh:mm:ss[.fff]" with "Z", "+hh:mm", "-hh:mm",
+ * "+hhmm" or "-hhmm" (at most 14:00), or Unix seconds (digits only), from 1970 to 9999-12-31;
+ * every field exactly as many digits as written here, no sign or space inside. *ms gets
+ * milliseconds since the epoch, *offset_s the offset written (0 for Z and Unix seconds).
+ * 0, or -1 for anything else. The one parser of such times in kippu. */
+int kp_time_parse(const char *s, int64_t *ms, int *offset_s);
 /* Reader's virtual time if it has one, else CLOCK_REALTIME. Never fails. */
 int64_t kp_reader_now_ms(struct kp_reader *r);
 void kp_reader_close(struct kp_reader *r);

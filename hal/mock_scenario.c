@@ -122,88 +122,12 @@ static int scn_uint(const char *s, unsigned long long max, unsigned long long *v
 	return SCN_NUM_OK;
 }
 
-/* Reads exactly n digits. */
-static int scn_digits(const char **pp, int n, int *v)
-{
-	int acc = 0;
-
-	for (int i = 0; i < n; i++) {
-		char ch = (*pp)[i];
-
-		if (ch < '0' || ch > '9')
-			return -1;
-		acc = acc * 10 + (ch - '0');
-	}
-	*pp += n;
-	*v = acc;
-	return 0;
-}
-
-static int scn_leap(int y)
-{
-	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static int scn_mdays(int y, int m)
-{
-	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-
-	return days[m - 1] + (m == 2 && scn_leap(y));
-}
-
-/* ISO 8601 "YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm|-hh:mm|+hhmm|-hhmm)", or Unix seconds. */
+/* ISO 8601 with an offset, or Unix seconds (kp_time_parse). */
 static int scn_parse_time(const char *s, int64_t *ms)
 {
-	const char *p = s;
-	int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0;
-	int64_t days = 0, frac = 0;
-	unsigned long long unix_s;
+	int offset_s;
 
-	if (scn_uint(s, 253402300799ULL, &unix_s) == SCN_NUM_OK && s[0] != '-') {
-		*ms = (int64_t)unix_s * 1000;
-		return 0;
-	}
-	if (scn_digits(&p, 4, &y) || *p++ != '-' || scn_digits(&p, 2, &mo) || *p++ != '-' ||
-	    scn_digits(&p, 2, &d) || *p++ != 'T' || scn_digits(&p, 2, &h) || *p++ != ':' ||
-	    scn_digits(&p, 2, &mi) || *p++ != ':' || scn_digits(&p, 2, &sec))
-		return -1;
-	if (*p == '.') {
-		int nd = 0;
-
-		for (p++; *p >= '0' && *p <= '9'; p++, nd++)
-			if (nd < 3)
-				frac = frac * 10 + (*p - '0');
-		if (nd == 0)
-			return -1;
-		for (; nd < 3; nd++)
-			frac *= 10;
-	}
-	if (*p == 'Z') {
-		p++;
-	} else if (*p == '+' || *p == '-') {
-		sign = *p++ == '-' ? -1 : 1;
-		if (scn_digits(&p, 2, &oh))
-			return -1;
-		if (*p == ':')
-			p++;
-		if (scn_digits(&p, 2, &om))
-			return -1;
-	} else {
-		return -1;
-	}
-	if (*p != '\0')
-		return -1;
-	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > scn_mdays(y, mo) || h > 23 ||
-	    mi > 59 || sec > 59 || oh > 23 || om > 59)
-		return -1;
-	for (int yy = 1970; yy < y; yy++)
-		days += 365 + scn_leap(yy);
-	for (int mm = 1; mm < mo; mm++)
-		days += scn_mdays(y, mm);
-	days += d - 1;
-	*ms = (((days * 24 + h) * 60 + mi) * 60 + sec) * 1000 + frac;
-	*ms -= (int64_t)sign * ((int64_t)oh * 60 + om) * 60 * 1000;
-	return 0;
+	return kp_time_parse(s, ms, &offset_s);
 }
 
 /* "+SECONDS" or "+SECONDS.m" .. "+SECONDS.mmm". */

@@ -290,6 +290,42 @@ static void test_scn_times(void **state)
 	}
 }
 
+/* kp_time_parse, the one parser of written times (scenarios, load files, kippuctl): strict. */
+static void test_time_parse_strict(void **state)
+{
+	static const struct { const char *s; long long ms; int off; } good[] = {
+		{ "2026-11-01T00:00:00+09:00", 1793458800000LL, 32400 },
+		{ "2026-11-01T00:00:00+0900", 1793458800000LL, 32400 },
+		{ "2036-02-29T12:00:00Z", 2087899200000LL, 0 },
+		{ "2030-12-31T23:59:30-14:00", 1924991970000LL + 14LL * 3600000, -50400 },
+		{ "9999-12-31T23:59:59Z", 253402300799000LL, 0 },
+		{ "0", 0, 0 },
+	};
+	static const char *const bad[] = {
+		"2026-11-01T-1:00:00+09:00", "2026-11-01T00:-5:-9Z", "2026-11-01T00:00:00+-1:00",
+		"2026-11-01T00:00:00", "2026-11-01 00:00:00Z", "2026-11-1T00:00:00Z",
+		"+2026-11-01T00:00:00Z", "2026-11-01T00:00:00+15:00", "2026-11-01T00:00:00+14:30",
+		"2026-11-01T00:00:00Z ", " 2026-11-01T00:00:00Z", "2026-02-29T00:00:00Z",
+		"2026-11-01T24:00:00Z", "2026-11-01T00:00:60Z", "1969-12-31T23:59:59Z",
+		"1970-01-01T08:59:59+09:00", "-1", "+5", "253402300800", "99999999999999999999",
+		"2026-11-01T00:00:00.Z", "2026-11-01T00:00:00+9:00", "", "Z",
+	};
+	int64_t ms;
+	int off;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		if (kp_time_parse(good[i].s, &ms, &off) != 0)
+			fail_msg("'%s' refused", good[i].s);
+		assert_int_equal(ms, good[i].ms);
+		assert_int_equal(off, good[i].off);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (kp_time_parse(bad[i], &ms, &off) == 0)
+			fail_msg("'%s' accepted as %lld", bad[i], (long long)ms);
+	}
+}
+
 struct bad_case {
 	const char *name;
 	const char *text;
@@ -1306,6 +1342,7 @@ int main(void)
 		FX(test_hmi_file),
 		FX(test_hmi_stdout),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_time_parse_strict),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

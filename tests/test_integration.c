@@ -227,6 +227,13 @@ static void test_kippuctl_rejects_bad_input(void **state)
 			"2027-01-01T00:00:00Z via:felica:01",
 			"eligibility felica:0101020304050607 resident 2026-01-01T00:00:00Z "
 			"2027-01-01T00:00:00Z token:00112233445566778899aabbccddeeff",
+			/* times are ISO 8601 exactly: no signs inside fields, no doubled signs */
+			"eligibility felica:0101020304050607 resident 2026-11-01T-1:00:00+09:00 "
+			"2027-01-01T00:00:00Z",
+			"eligibility felica:0101020304050607 resident 2026-11-01T00:-5:-9Z "
+			"2027-01-01T00:00:00Z",
+			"eligibility felica:0101020304050607 resident 2026-11-01T00:00:00+-1:00 "
+			"2027-01-01T00:00:00Z",
 		};
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -10,11 +10,6 @@
 #include "kp_civil.h"
 #include "kp_tools.h"
 
-static int is_leap(int y)
-{
-	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
 int kp_parse_time(const char *s, int64_t *ms)
 {
 	int offset_s;
@@ -39,42 +34,7 @@ int kp_parse_validity(const char *not_before, int days, int default_days, int64_
 
 int kp_parse_time_offset(const char *s, int64_t *ms, int *offset_s)
 {
-	static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-	int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0, sign = 1;
-	const char *tz;
-
-	if (s == NULL || *s == '\0')
-		return KP_E_INVAL;
-	if (strchr(s, '-') == NULL || s[0] == '-') {
-		char *end;
-		long long v;
-
-		errno = 0;
-		v = strtoll(s, &end, 10);
-		if (errno != 0 || *end != '\0' || v < 0 || v > 253402300799LL)
-			return KP_E_INVAL;
-		*ms = v * 1000;
-		*offset_s = 0;
-		return KP_OK;
-	}
-	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
-		return KP_E_INVAL;
-	if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 ||
-	    d > mdays[mo - 1] + (mo == 2 && is_leap(y)) || h > 23 || mi > 59 || sec > 59)
-		return KP_E_INVAL;
-	tz = s + n;
-	if (strcmp(tz, "Z") != 0) {
-		int k = 0;
-
-		if ((tz[0] != '+' && tz[0] != '-') ||
-		    sscanf(tz + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || tz[1 + k] != '\0' ||
-		    oh > 14 || om > 59)
-			return KP_E_INVAL;
-		sign = tz[0] == '-' ? -1 : 1;
-	}
-	*offset_s = sign * (oh * 3600 + om * 60);
-	*ms = ((kp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) - *offset_s) * 1000;
-	return *ms >= 0 ? KP_OK : KP_E_INVAL;
+	return kp_time_parse(s, ms, offset_s) == 0 ? KP_OK : KP_E_INVAL;
 }
 
 int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
