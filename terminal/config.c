@@ -155,11 +155,12 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 	if (strcmp(key, "backend") == 0) {
 		const char *colon = strrchr(v, ':');
 
-		*why = "backend: HOST:PORT";
+		*why = "backend: HOST:PORT (port 1 to 65535)";
 		if (colon == NULL || colon == v || colon[1] == '\0' ||
 		    (size_t)(colon - v) >= sizeof(cfg->backend_host) ||
 		    strlen(colon + 1) >= sizeof(cfg->backend_port) ||
-		    strspn(colon + 1, "0123456789") != strlen(colon + 1))
+		    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+		    strtol(colon + 1, NULL, 10) < 1 || strtol(colon + 1, NULL, 10) > 65535)
 			return -1;
 		memcpy(cfg->backend_host, v, (size_t)(colon - v));
 		cfg->backend_host[colon - v] = '\0';
@@ -383,6 +384,9 @@ int kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console_
                                  const char *path, char *err, size_t err_cap)
 {
 	char line[1024];
+	/* Each key once: a second setting of the same key is a mistake, not an override. */
+	struct { char key[40]; int line; } seen[96];
+	size_t n_seen = 0;
 	int lineno = 0, rc = KP_OK;
 	FILE *fp = fopen(path, "r");
 
@@ -412,6 +416,19 @@ int kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console_
 		*eq = '\0';
 		key = trim(p);
 		val = trim(eq + 1);
+		for (size_t i = 0; i < n_seen && rc == KP_OK; i++) {
+			if (strcmp(seen[i].key, key) == 0) {
+				snprintf(err, err_cap, "%s:%d: %s: already set on line %d", path, lineno,
+				         key, seen[i].line);
+				rc = KP_E_CONFIG;
+			}
+		}
+		if (rc != KP_OK)
+			break;
+		if (n_seen < sizeof(seen) / sizeof(seen[0]) && strlen(key) < sizeof(seen[0].key)) {
+			snprintf(seen[n_seen].key, sizeof(seen[n_seen].key), "%s", key);
+			seen[n_seen++].line = lineno;
+		}
 		if (strncmp(key, "console_", 8) == 0 || strcmp(key, "events") == 0 ||
 		    strcmp(key, "denylist_max_age") == 0) {
 			char cerr[200];

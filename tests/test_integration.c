@@ -173,6 +173,8 @@ static void test_terminal_refuses_bad_setup(void **state)
 			"sync_interval = 1", "sync_timeout_ms = 50", "backend_name = a b",
 			"reenrol_warn_days = 400", "service_day_end = 25:00", "utc_offset = +15:00",
 			"fare_mode = zone", "gate = side", "fare_feed = a b",
+			"backend = 127.0.0.1:99999", "backend = 127.0.0.1:0",
+			"terminal_id = Y",                  /* a key given twice names its first line */
 		};
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -180,6 +182,10 @@ static void test_terminal_refuses_bad_setup(void **state)
 			                       "%s/kippu-terminal --config b2.conf 2>err.txt; test $? -eq 2 "
 			                       "&& grep -q 'b2.conf:2:' err.txt", f->dir, bad[i], f->bin), 0);
 	}
+	assert_int_equal(tu_sh("cd %s && printf 'terminal_id = X\nstop = S1\nstop = S2\n' > b3.conf && "
+	                       "%s/kippu-terminal --config b3.conf 2>err.txt; test $? -eq 2 && "
+	                       "grep -q 'b3.conf:3: stop: already set on line 2' err.txt", f->dir,
+	                       f->bin), 0);
 	/* a certificate for another terminal id is refused before any tap */
 	assert_int_not_equal(run_terminal(f, "--terminal-id BUS-OTHER"), 0);
 	/* a scenario with an error: the reader does not open, the terminal says where */
