@@ -56,6 +56,14 @@ static int at_eol(const struct kp_csv *c, size_t *eol_len)
 	return 0;
 }
 
+/* A NUL byte would silently cut the field where C strings end: the file is refused. */
+static int nul_field(const struct kp_csv *c, char *err, size_t err_cap)
+{
+	snprintf(err, err_cap, "%s:%d: field %zu: a NUL byte (0x00) inside the field", c->name,
+	         c->line, c->n_fields);
+	return KP_E_FEED;
+}
+
 /* One record into c->fields (unquoted into c->rec); 0 at the end of the file. */
 static int parse_record(struct kp_csv *c, char *err, size_t err_cap)
 {
@@ -94,6 +102,8 @@ static int parse_record(struct kp_csv *c, char *err, size_t err_cap)
 				}
 				if (c->buf[c->pos] == '\n')
 					c->line++;
+				if (c->buf[c->pos] == '\0')
+					return nul_field(c, err, err_cap);
 				*out++ = c->buf[c->pos++];
 			}
 			if (!at_eol(c, &eol) && c->buf[c->pos] != ',') {
@@ -102,8 +112,11 @@ static int parse_record(struct kp_csv *c, char *err, size_t err_cap)
 				return KP_E_FEED;
 			}
 		} else {
-			while (!at_eol(c, &eol) && c->buf[c->pos] != ',')
+			while (!at_eol(c, &eol) && c->buf[c->pos] != ',') {
+				if (c->buf[c->pos] == '\0')
+					return nul_field(c, err, err_cap);
 				*out++ = c->buf[c->pos++];
+			}
 		}
 		*out++ = '\0';
 		if (at_eol(c, &eol)) {

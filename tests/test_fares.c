@@ -508,6 +508,34 @@ static void test_malformed_feeds(void **state)
 		assert_int_equal(after, products);
 		expect(f, &q, KP_OK, 150, "F2", NULL);
 	}
+	/* a NUL byte inside a field (plain and quoted) would cut the value: refused with its line */
+	{
+		static const char nul_plain[] = "fare_id,route_id\nF1,R1\nF2,R\0X\n";
+		static const char nul_quoted[] = "fare_id,route_id\nF1,R1\n\"F\0\",R1\n";
+		const struct { const char *bytes; size_t len; const char *want; } nul[] = {
+			{ nul_plain, sizeof(nul_plain) - 1,
+			  "fare_rules.txt:3: field 2: a NUL byte (0x00) inside the field" },
+			{ nul_quoted, sizeof(nul_quoted) - 1,
+			  "fare_rules.txt:3: field 1: a NUL byte (0x00) inside the field" },
+		};
+
+		for (size_t i = 0; i < 2; i++) {
+			char path[700];
+			FILE *fp;
+
+			snprintf(dir, sizeof(dir), "%s/nul%zu", f->dir, i);
+			write_feed(dir, NULL, NULL);
+			snprintf(path, sizeof(path), "%s/fare_rules.txt", dir);
+			fp = fopen(path, "wb");
+			assert_non_null(fp);
+			assert_int_equal(fwrite(nul[i].bytes, 1, nul[i].len, fp), nul[i].len);
+			assert_int_equal(fclose(fp), 0);
+			err[0] = '\0';
+			assert_int_equal(import_as(f, dir, "mini", err, sizeof(err)), KP_E_FEED);
+			assert_string_equal(err, nul[i].want);
+			expect(f, &q, KP_OK, 150, "F2", NULL);
+		}
+	}
 	/* a folder without fare files, and one that does not exist */
 	snprintf(dir, sizeof(dir), "%s/empty", f->dir);
 	mkdir(dir, 0700);
