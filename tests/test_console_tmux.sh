@@ -319,8 +319,26 @@ out=$("$KP_BIN/kippu-terminal" --config terminal.conf --reader mock:one-dave.txt
 	echo "$out" | python3 -c 'import json,sys; e=[json.loads(l) for l in sys.stdin]; sys.exit(0 if e and e[-1]["reason"]=="denylisted" else 1)' &&
 	ok events_stdout || bad events_stdout "rc $rc: $out"
 mkfifo ev.fifo
-(timeout $WAIT cat ev.fifo > fifo.out) &
+# The follower holds the FIFO open before the terminal starts (the terminal's non-blocking
+# open finds no reader otherwise, and retries only every 2 s), then reads to the end.
+rm -f fifo.ready
+timeout $WAIT python3 -c '
+import os, select, sys, time
+fd = os.open("ev.fifo", os.O_RDONLY | os.O_NONBLOCK)
+open("fifo.ready", "w").close()
+got = b""
+while True:
+    select.select([fd], [], [])
+    chunk = os.read(fd, 65536)
+    if not chunk and got:
+        break
+    if not chunk:
+        time.sleep(0.05)        # no writer yet: the FIFO reads as its end
+    got += chunk
+open("fifo.out", "wb").write(got)
+' &
 reader=$!
+i=0; while [ ! -e fifo.ready ] && [ $i -lt $((WAIT * 10)) ]; do sleep 0.1; i=$((i + 1)); done
 "$KP_BIN/kippu-terminal" --config terminal.conf --reader mock:one-kenta.txt --hmi mock: \
 	--events json:ev.fifo 2>/dev/null
 rc=$?
