@@ -418,7 +418,9 @@ int kp_sync_run(const kp_tls_conf *conf, const char *host, const char *port,
 		return rc;
 	}
 	why[0] = '\0';
-	rc = kp_tls_handshake(&t, conf, fd, server_cn, timeout_ms, why, sizeof(why));
+	/* Pinned to the backend certificate the bundles are checked with, not only its name. */
+	rc = kp_tls_handshake_pinned(&t, conf, fd, server_cn, backend_cert, timeout_ms, why,
+	                             sizeof(why));
 	if (rc != KP_TLS_OK) {
 		if (err != NULL && err_cap > 0)
 			snprintf(err, err_cap, "TLS with %s:%s: %s", host, port,

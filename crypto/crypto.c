@@ -1,6 +1,7 @@
 /* kippu crypto: hashes, the process CSPRNG, ECDSA P-256 keys, RSA keys (JPKI) and X.509
  * certificates on mbedTLS 2.28. The only file that includes mbedTLS headers for primitives. */
 #include "kp_crypto.h"
+#include "crypto_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1062,7 +1063,27 @@ struct cert_spec {
 	int64_t not_before, not_after;
 	const char *out_path;
 	int der;                              /* DER file, else PEM */
+	enum kp_cert_profile profile;         /* 0 (CA, JPKI) or KP_CERT_NO_EKU: no extendedKeyUsage */
 };
+
+/* extendedKeyUsage values: SEQUENCE { id-kp-clientAuth } and SEQUENCE { id-kp-serverAuth }. */
+static const unsigned char eku_client[] = { 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05,
+                                            0x05, 0x07, 0x03, 0x02 };
+static const unsigned char eku_server[] = { 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05,
+                                            0x05, 0x07, 0x03, 0x01 };
+
+/* The extendedKeyUsage a profile writes (non-critical, as is usual), if any. */
+static int set_profile_eku(mbedtls_x509write_cert *w, enum kp_cert_profile profile)
+{
+	const unsigned char *v = profile == KP_CERT_TERMINAL ? eku_client :
+	                         profile == KP_CERT_BACKEND ? eku_server : NULL;
+
+	if (v == NULL)
+		return 0;
+	return mbedtls_x509write_crt_set_extension(w, MBEDTLS_OID_EXTENDED_KEY_USAGE,
+	                                           MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE),
+	                                           0, v, sizeof(eku_client));
+}
 
 /* Writes the certificate a spec describes; the issuer is the CA's subject, byte for byte. */
 static int cert_write_spec(const struct cert_spec *c)
@@ -1104,6 +1125,8 @@ static int cert_write_spec(const struct cert_spec *c)
 		ret = mbedtls_x509write_crt_set_key_usage(&w, is_ca ?
 		          MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN :
 		          MBEDTLS_X509_KU_DIGITAL_SIGNATURE);
+	if (ret == 0)
+		ret = set_profile_eku(&w, c->profile);
 	if (ret == 0)
 		ret = mbedtls_x509write_crt_set_subject_key_identifier(&w);
 	if (ret == 0)
@@ -1162,8 +1185,9 @@ static int random_serial(unsigned char serial[16])
 
 /* Writes a P-256 certificate for subject_key (CA when issuer_cert is NULL: self-signed). */
 static int cert_write(const kp_key *issuer_key, const kp_cert *issuer_cert,
-                      const kp_key *subject_key, const char *cn, int64_t not_before,
-                      int64_t not_after, const char *out_pem)
+                      const kp_key *subject_key, const char *cn,
+                      enum kp_cert_profile profile, int64_t not_before, int64_t not_after,
+                      const char *out_pem)
 {
 	unsigned char serial[16];
 	char subject[CN_MAX + 16];
@@ -1196,22 +1220,92 @@ static int cert_write(const kp_key *issuer_key, const kp_cert *issuer_cert,
 	c.not_before = not_before;
 	c.not_after = not_after;
 	c.out_path = out_pem;
+	c.profile = profile;
 	return cert_write_spec(&c);
 }
 
 int kp_cert_create_ca_validity(const kp_key *ca_key, const char *cn, int64_t not_before,
                                int64_t not_after, const char *out_pem)
 {
-	return cert_write(ca_key, NULL, ca_key, cn, not_before, not_after, out_pem);
+	return cert_write(ca_key, NULL, ca_key, cn, 0, not_before, not_after, out_pem);
+}
+
+int kp_cert_issue_profile(const kp_key *ca_key, const kp_cert *ca_cert,
+                          const kp_key *subject_key, const char *cn,
+                          enum kp_cert_profile profile, int64_t not_before, int64_t not_after,
+                          const char *out_pem)
+{
+	if (ca_cert == NULL || (profile != KP_CERT_TERMINAL && profile != KP_CERT_BACKEND &&
+	                        profile != KP_CERT_NO_EKU))
+		return KP_CRYPTO_E_INVAL;
+	return cert_write(ca_key, ca_cert, subject_key, cn, profile, not_before, not_after,
+	                  out_pem);
 }
 
 int kp_cert_issue_validity(const kp_key *ca_key, const kp_cert *ca_cert,
                            const kp_key *subject_key, const char *cn, int64_t not_before,
                            int64_t not_after, const char *out_pem)
 {
-	if (ca_cert == NULL)
+	return kp_cert_issue_profile(ca_key, ca_cert, subject_key, cn, KP_CERT_TERMINAL,
+	                             not_before, not_after, out_pem);
+}
+
+const mbedtls_x509_crt *kp_crypto_cert_crt(const kp_cert *cert)
+{
+	return cert == NULL ? NULL : &cert->crt;
+}
+
+static int eku_has(const mbedtls_x509_crt *crt, const char *oid, size_t oid_len)
+{
+	const mbedtls_x509_sequence *cur;
+
+	for (cur = &crt->ext_key_usage; cur != NULL && cur->buf.p != NULL; cur = cur->next)
+		if (cur->buf.len == oid_len && memcmp(cur->buf.p, oid, oid_len) == 0)
+			return 1;
+	return 0;
+}
+
+/* mbedtls_x509_crt_check_extended_key_usage passes a certificate without the extension
+ * (and one with anyExtendedKeyUsage): here the extension and the exact purpose are needed,
+ * and the other side's purpose must be absent, so no certificate can play both roles. */
+int kp_crypto_crt_check_profile(const mbedtls_x509_crt *crt, enum kp_cert_profile profile,
+                                const char *who, char *err, size_t err_cap)
+{
+	static const char client[] = MBEDTLS_OID_CLIENT_AUTH, server[] = MBEDTLS_OID_SERVER_AUTH;
+	int terminal = profile == KP_CERT_TERMINAL;
+	const char *role = terminal ? "terminal" : "backend";
+	const char *want = terminal ? "clientAuth" : "serverAuth";
+
+	if (err != NULL && err_cap > 0)
+		err[0] = '\0';
+	if (crt == NULL || who == NULL || (profile != KP_CERT_TERMINAL && profile != KP_CERT_BACKEND))
 		return KP_CRYPTO_E_INVAL;
-	return cert_write(ca_key, ca_cert, subject_key, cn, not_before, not_after, out_pem);
+	if ((crt->ext_types & MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE) == 0) {
+		if (err != NULL && err_cap > 0)
+			snprintf(err, err_cap, "%s has no extendedKeyUsage: not a %s certificate "
+			         "(%s); reissue it with kippuctl %s create", who, role, want, role);
+		return KP_CRYPTO_E_CHAIN;
+	}
+	if (!eku_has(crt, terminal ? client : server, sizeof(client) - 1)) {
+		if (err != NULL && err_cap > 0)
+			snprintf(err, err_cap, "%s is not a %s certificate (extendedKeyUsage lacks %s)",
+			         who, role, want);
+		return KP_CRYPTO_E_CHAIN;
+	}
+	if (eku_has(crt, terminal ? server : client, sizeof(client) - 1)) {
+		if (err != NULL && err_cap > 0)
+			snprintf(err, err_cap, "%s carries both clientAuth and serverAuth: one "
+			         "certificate may not be both a terminal's and the backend's", who);
+		return KP_CRYPTO_E_CHAIN;
+	}
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_check_profile(const kp_cert *cert, enum kp_cert_profile profile, char *err,
+                          size_t err_cap)
+{
+	return kp_crypto_crt_check_profile(kp_crypto_cert_crt(cert), profile, "certificate", err,
+	                                   err_cap);
 }
 
 /* notBefore one day back absorbs clock skew between the issuing machine and terminals. */
@@ -1244,7 +1338,8 @@ int kp_cert_issue(const kp_key *ca_key, const kp_cert *ca_cert, const kp_key *su
 
 	if (rc != KP_CRYPTO_OK)
 		return rc;
-	return kp_cert_issue_validity(ca_key, ca_cert, subject_key, cn, nb, na, out_pem);
+	return kp_cert_issue_profile(ca_key, ca_cert, subject_key, cn, KP_CERT_TERMINAL, nb, na,
+	                             out_pem);
 }
 
 /* ---- RSA keys (JPKI: the test CA's and the mock card's) ---- */

@@ -94,6 +94,24 @@ int  kp_cert_issue_validity(const kp_key *ca_key, const kp_cert *ca_cert,
 /* Threads: a kp_cert is only read after kp_cert_load/kp_cert_parse, so one cert may be
  * shared by threads that verify with it or check chains against it. */
 
+/* Certificate profiles: what a certificate is for is in its extendedKeyUsage, never in its
+ * name. A terminal's certificate says clientAuth, the backend's serverAuth; the TLS layer
+ * refuses a peer whose certificate lacks its side's purpose or carries both (kp_tls.h).
+ * kp_cert_issue and kp_cert_issue_validity above issue KP_CERT_TERMINAL. */
+enum kp_cert_profile {
+	KP_CERT_TERMINAL = 1,   /* TLS client: extendedKeyUsage clientAuth */
+	KP_CERT_BACKEND  = 2,   /* TLS server: extendedKeyUsage serverAuth */
+	KP_CERT_NO_EKU   = 3,   /* no extendedKeyUsage, as before profiles: only for tests */
+};
+int  kp_cert_issue_profile(const kp_key *ca_key, const kp_cert *ca_cert,
+                           const kp_key *subject_key, const char *cn,
+                           enum kp_cert_profile profile, int64_t not_before, int64_t not_after,
+                           const char *out_pem);
+/* 0 when cert carries extendedKeyUsage with the profile's purpose and not the other side's
+ * (KP_CERT_TERMINAL or KP_CERT_BACKEND); else KP_CRYPTO_E_CHAIN, and err says why. */
+int  kp_cert_check_profile(const kp_cert *cert, enum kp_cert_profile profile, char *err,
+                           size_t err_cap);
+
 /* ---- RSA-2048 and certificates of any key type (My Number card, JPKI) ---- */
 
 /* An RSA private key (the JPKI test CA's, or a mock card's authentication key). */

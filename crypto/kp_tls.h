@@ -39,6 +39,16 @@ void kp_tls_conf_free(kp_tls_conf *conf);
  * server_cn (NULL: any CN from the CA). */
 int  kp_tls_handshake(kp_tls **out, const kp_tls_conf *conf, int fd, const char *server_cn,
                       int timeout_ms, char *err, size_t err_cap);
+/* Added: the same, and a client also requires the server certificate's public key to be
+ * server_cert's (the backend certificate the terminal was configured with), so a
+ * certificate the CA issued to someone else cannot stand in for the backend. server_cert
+ * NULL: no pin; with a server conf: KP_TLS_E_INVAL. Both functions, both roles: the peer's
+ * certificate must carry its side's extendedKeyUsage (a server wants clientAuth, a client
+ * serverAuth; kp_cert_check_profile), else KP_TLS_E_PEER and err says which check failed
+ * ("peer certificate rejected: server certificate has no extendedKeyUsage ..."). */
+int  kp_tls_handshake_pinned(kp_tls **out, const kp_tls_conf *conf, int fd,
+                             const char *server_cn, const kp_cert *server_cert, int timeout_ms,
+                             char *err, size_t err_cap);
 /* The peer certificate's subject CN, and its DER bytes (pointer valid until close). */
 int  kp_tls_peer_cn(const kp_tls *t, char *out, size_t cap);
 int  kp_tls_peer_cert_der(const kp_tls *t, const uint8_t **der, size_t *len);

@@ -3,6 +3,7 @@
  * Sockets are non-blocking under mbedTLS; every call waits in poll() for what is left of
  * its own deadline, so a slow or silent peer cannot hold a thread longer than asked. */
 #include "kp_tls.h"
+#include "crypto_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,8 +54,17 @@ struct kp_tls_conf {
 	enum kp_tls_role role;
 };
 
+/* What the verify callback checks on the peer's leaf certificate, and why it refused it. */
+struct peer_check {
+	enum kp_tls_role role;                  /* ours: the peer has the other one */
+	const char *cn;                         /* client: the server's CN, or NULL */
+	const mbedtls_x509_crt *pin;            /* client: the server's key must be this one's */
+	char why[200];                          /* the first refusal, for err */
+};
+
 struct kp_tls {
 	mbedtls_ssl_context ssl;
+	struct peer_check check;
 	int fd;
 	int failed;             /* sticky error: the record stream is out of step, only close */
 	int established;        /* handshake done: a close_notify makes sense */
@@ -514,7 +524,10 @@ static int handshake_error(struct kp_tls *t, int ret, char *err, size_t cap)
 	}
 	/* Flags are 0 until the peer's certificate was checked, -1 before the handshake. */
 	if (flags != 0 && flags != (uint32_t)-1) {
-		err_verify(err, cap, "peer certificate rejected", flags);
+		if (t->check.why[0] != '\0')
+			err_set(err, cap, "peer certificate rejected: %s", t->check.why);
+		else
+			err_verify(err, cap, "peer certificate rejected", flags);
 		return KP_TLS_E_PEER;
 	}
 	switch (ret) {
@@ -551,20 +564,54 @@ static int crt_cn(const mbedtls_x509_crt *crt, char *out, size_t cap)
 	return KP_TLS_E_PEER;
 }
 
-/* Runs inside the handshake for each certificate of the server's chain, leaf at depth 0:
- * a flag set here fails the handshake with an alert, so the server learns of it too. */
-static int verify_cn(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+static void check_refuse(struct peer_check *c, uint32_t *flags, uint32_t flag)
 {
-	const char *want = p;
+	*flags |= flag;
+	if (c->why[0] == '\0')
+		snprintf(c->why, sizeof(c->why), "certificate refused");
+}
+
+/* Runs inside the handshake for each certificate of the peer's chain, leaf at depth 0:
+ * a flag set here fails the handshake with an alert, so the peer learns of it too. The
+ * leaf must carry the peer's purpose (a server wants clientAuth, a client serverAuth);
+ * a client also wants the configured name (exactly: mbedTLS's match is case-insensitive
+ * and takes wildcards) and, when pinned, the configured backend certificate's key. */
+static int verify_peer(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+	struct peer_check *c = p;
+	int server = c->role == KP_TLS_SERVER;
 	char cn[CN_MAX + 1];
 
-	if (depth == 0 && (crt_cn(crt, cn, sizeof(cn)) != KP_TLS_OK || strcmp(cn, want) != 0))
-		*flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+	if (depth != 0)
+		return 0;
+	if (kp_crypto_crt_check_profile(crt, server ? KP_CERT_TERMINAL : KP_CERT_BACKEND,
+	                                server ? "client certificate" : "server certificate",
+	                                c->why, sizeof(c->why)) != KP_CRYPTO_OK)
+		check_refuse(c, flags, MBEDTLS_X509_BADCERT_EXT_KEY_USAGE);
+	if (c->cn != NULL && (crt_cn(crt, cn, sizeof(cn)) != KP_TLS_OK || strcmp(cn, c->cn) != 0)) {
+		if (c->why[0] == '\0')
+			snprintf(c->why, sizeof(c->why), "server certificate's CN is not \"%s\"", c->cn);
+		check_refuse(c, flags, MBEDTLS_X509_BADCERT_CN_MISMATCH);
+	}
+	if (c->pin != NULL && (crt->pk_raw.len != c->pin->pk_raw.len ||
+	                       memcmp(crt->pk_raw.p, c->pin->pk_raw.p, crt->pk_raw.len) != 0)) {
+		if (c->why[0] == '\0')
+			snprintf(c->why, sizeof(c->why), "server certificate's key is not the one of "
+			         "the configured backend certificate");
+		check_refuse(c, flags, MBEDTLS_X509_BADCERT_NOT_TRUSTED);
+	}
 	return 0;
 }
 
 int kp_tls_handshake(kp_tls **out, const kp_tls_conf *conf, int fd, const char *server_cn,
                      int timeout_ms, char *err, size_t err_cap)
+{
+	return kp_tls_handshake_pinned(out, conf, fd, server_cn, NULL, timeout_ms, err, err_cap);
+}
+
+int kp_tls_handshake_pinned(kp_tls **out, const kp_tls_conf *conf, int fd,
+                            const char *server_cn, const kp_cert *server_cert, int timeout_ms,
+                            char *err, size_t err_cap)
 {
 	struct kp_tls *t = NULL;
 	const mbedtls_x509_crt *peer;
@@ -578,6 +625,7 @@ int kp_tls_handshake(kp_tls **out, const kp_tls_conf *conf, int fd, const char *
 	/* server_cn on a server would read as a check of the client's name that never happens. */
 	if (out == NULL || conf == NULL || fd < 0 || timeout_ms < 0 ||
 	    (err == NULL && err_cap > 0) || (server_cn != NULL && conf->role != KP_TLS_CLIENT) ||
+	    (server_cert != NULL && conf->role != KP_TLS_CLIENT) ||
 	    (server_cn != NULL && (server_cn[0] == '\0' || strlen(server_cn) > CN_MAX))) {
 		rc = KP_TLS_E_INVAL;
 		goto out;
@@ -598,12 +646,13 @@ int kp_tls_handshake(kp_tls **out, const kp_tls_conf *conf, int fd, const char *
 		goto out;
 	}
 	ret = mbedtls_ssl_setup(&t->ssl, &conf->ssl);
-	/* The client checks the server certificate's CN (no SAN in kippu's certificates);
-	 * verify_cn makes mbedTLS's case-insensitive, wildcard match an exact one. */
-	if (ret == 0 && server_cn != NULL) {
+	/* The client checks the server certificate's CN (no SAN in kippu's certificates). */
+	if (ret == 0 && server_cn != NULL)
 		ret = mbedtls_ssl_set_hostname(&t->ssl, server_cn);
-		mbedtls_ssl_set_verify(&t->ssl, verify_cn, (void *)server_cn);
-	}
+	t->check.role = conf->role;
+	t->check.cn = server_cn;
+	t->check.pin = kp_crypto_cert_crt(server_cert);
+	mbedtls_ssl_set_verify(&t->ssl, verify_peer, &t->check);
 	if (ret != 0) {
 		err_mbed(err, err_cap, "TLS set-up", ret);
 		rc = is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_HANDSHAKE;

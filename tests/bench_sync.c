@@ -156,7 +156,9 @@ static void make_pki(int n_terminals)
 	    (rc = kp_cert_load(&ca, ca_crt)) != 0)
 		die("CA", rc);
 	if ((rc = kp_key_generate(&k)) != 0 || (rc = kp_key_save(k, backend_key)) != 0 ||
-	    (rc = kp_cert_issue(ca_key, ca, k, "backend", 30, backend_crt)) != 0)
+	    (rc = kp_cert_issue_profile(ca_key, ca, k, "backend", KP_CERT_BACKEND,
+	                                (int64_t)time(NULL) - 86400, (int64_t)time(NULL) + 30 * 86400,
+	                                backend_crt)) != 0)
 		die("backend certificate", rc);
 	kp_key_free(k);
 	for (int i = 0; i < n_terminals; i++) {

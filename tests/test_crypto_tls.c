@@ -30,8 +30,15 @@ static struct {
 	char dir[200];
 	char ca[256], srv_crt[256], srv_key[256], cli_crt[256], cli_key[256];
 	char wrongcn_crt[256], evil_ca[256], evil_crt[256], evil_key[256];
+	/* Certificates of the wrong profile: CN backend without extendedKeyUsage (what kippuctl
+	 * issued before profiles), a terminal's named backend, a second backend key, and a
+	 * terminal's without extendedKeyUsage. */
+	char noeku_srv_crt[256], termcn_srv_crt[256], other_srv_crt[256], other_srv_key[256];
+	char noeku_cli_crt[256];
 	kp_key *cli_key_obj;
+	kp_cert *srv_cert;
 	kp_tls_conf *srv, *cli, *srv_wrongcn;
+	kp_tls_conf *srv_noeku, *srv_termcn, *srv_other, *cli_noeku, *cli_backend;
 	int lfd, port;
 	int have_openssl;
 } g;
@@ -51,14 +58,16 @@ static void fpath(char *out, const char *name)
 	snprintf(out, 256, "%s/%s", g.dir, name);
 }
 
-static int issue(const kp_key *ca_key, const char *ca_pem, const char *cn, kp_key *subject,
-                 const char *crt, const char *key)
+static int issue(const kp_key *ca_key, const char *ca_pem, const char *cn,
+                 enum kp_cert_profile profile, kp_key *subject, const char *crt, const char *key)
 {
 	kp_cert *ca = NULL;
+	int64_t now = (int64_t)time(NULL);
 	int rc = kp_cert_load(&ca, ca_pem);
 
 	if (rc == 0)
-		rc = kp_cert_issue(ca_key, ca, subject, cn, 30, crt);
+		rc = kp_cert_issue_profile(ca_key, ca, subject, cn, profile, now - 86400,
+		                           now + 30 * 86400, crt);
 	if (rc == 0 && key != NULL)
 		rc = kp_key_save(subject, key);
 	kp_cert_free(ca);
@@ -67,7 +76,7 @@ static int issue(const kp_key *ca_key, const char *ca_pem, const char *cn, kp_ke
 
 static int group_setup(void **state)
 {
-	kp_key *ca = NULL, *srv = NULL, *evil_ca = NULL, *evil = NULL;
+	kp_key *ca = NULL, *srv = NULL, *evil_ca = NULL, *evil = NULL, *other = NULL;
 	char err[256];
 	int rc;
 
@@ -82,7 +91,14 @@ static int group_setup(void **state)
 	fpath(g.evil_ca, "evil-ca.pem");
 	fpath(g.evil_crt, "evil-t1.pem");
 	fpath(g.evil_key, "evil-t1.key");
+	fpath(g.noeku_srv_crt, "noeku-backend.pem");
+	fpath(g.termcn_srv_crt, "terminal-named-backend.pem");
+	fpath(g.other_srv_crt, "other-backend.pem");
+	fpath(g.other_srv_key, "other-backend.key");
+	fpath(g.noeku_cli_crt, "noeku-t1.pem");
 	rc = kp_key_generate(&ca);
+	if (rc == 0)
+		rc = kp_key_generate(&other);
 	if (rc == 0)
 		rc = kp_key_generate(&srv);
 	if (rc == 0)
@@ -96,14 +112,25 @@ static int group_setup(void **state)
 	if (rc == 0)
 		rc = kp_cert_create_ca(evil_ca, "kippu operator CA", 30, g.evil_ca);
 	if (rc == 0)
-		rc = issue(ca, g.ca, "backend", srv, g.srv_crt, g.srv_key);
+		rc = issue(ca, g.ca, "backend", KP_CERT_BACKEND, srv, g.srv_crt, g.srv_key);
 	if (rc == 0)
-		rc = issue(ca, g.ca, "not-backend", srv, g.wrongcn_crt, NULL);
+		rc = issue(ca, g.ca, "not-backend", KP_CERT_BACKEND, srv, g.wrongcn_crt, NULL);
 	if (rc == 0)
-		rc = issue(ca, g.ca, "T-1", g.cli_key_obj, g.cli_crt, g.cli_key);
+		rc = issue(ca, g.ca, "T-1", KP_CERT_TERMINAL, g.cli_key_obj, g.cli_crt, g.cli_key);
 	/* Same CN and same CA name as the real one: only the signature tells them apart. */
 	if (rc == 0)
-		rc = issue(evil_ca, g.evil_ca, "T-1", evil, g.evil_crt, g.evil_key);
+		rc = issue(evil_ca, g.evil_ca, "T-1", KP_CERT_TERMINAL, evil, g.evil_crt, g.evil_key);
+	if (rc == 0)
+		rc = issue(ca, g.ca, "backend", KP_CERT_NO_EKU, srv, g.noeku_srv_crt, NULL);
+	if (rc == 0)
+		rc = issue(ca, g.ca, "backend", KP_CERT_TERMINAL, srv, g.termcn_srv_crt, NULL);
+	if (rc == 0)
+		rc = issue(ca, g.ca, "backend", KP_CERT_BACKEND, other, g.other_srv_crt,
+		           g.other_srv_key);
+	if (rc == 0)
+		rc = issue(ca, g.ca, "T-1", KP_CERT_NO_EKU, g.cli_key_obj, g.noeku_cli_crt, NULL);
+	if (rc == 0)
+		rc = kp_cert_load(&g.srv_cert, g.srv_crt);
 	if (rc == 0)
 		rc = kp_tls_conf_new(&g.srv, KP_TLS_SERVER, g.ca, g.srv_crt, g.srv_key, err, sizeof(err));
 	if (rc == 0)
@@ -111,6 +138,21 @@ static int group_setup(void **state)
 	if (rc == 0)
 		rc = kp_tls_conf_new(&g.srv_wrongcn, KP_TLS_SERVER, g.ca, g.wrongcn_crt, g.srv_key,
 		                     err, sizeof(err));
+	if (rc == 0)
+		rc = kp_tls_conf_new(&g.srv_noeku, KP_TLS_SERVER, g.ca, g.noeku_srv_crt, g.srv_key,
+		                     err, sizeof(err));
+	if (rc == 0)
+		rc = kp_tls_conf_new(&g.srv_termcn, KP_TLS_SERVER, g.ca, g.termcn_srv_crt, g.srv_key,
+		                     err, sizeof(err));
+	if (rc == 0)
+		rc = kp_tls_conf_new(&g.srv_other, KP_TLS_SERVER, g.ca, g.other_srv_crt,
+		                     g.other_srv_key, err, sizeof(err));
+	if (rc == 0)
+		rc = kp_tls_conf_new(&g.cli_noeku, KP_TLS_CLIENT, g.ca, g.noeku_cli_crt, g.cli_key,
+		                     err, sizeof(err));
+	if (rc == 0)
+		rc = kp_tls_conf_new(&g.cli_backend, KP_TLS_CLIENT, g.ca, g.srv_crt, g.srv_key, err,
+		                     sizeof(err));
 	if (rc == 0)
 		rc = kp_tcp_listen("127.0.0.1", "0", &g.lfd, &g.port);
 	if (rc != 0)
@@ -120,6 +162,7 @@ static int group_setup(void **state)
 	kp_key_free(srv);
 	kp_key_free(evil_ca);
 	kp_key_free(evil);
+	kp_key_free(other);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -129,6 +172,12 @@ static int group_teardown(void **state)
 	kp_tls_conf_free(g.srv);
 	kp_tls_conf_free(g.cli);
 	kp_tls_conf_free(g.srv_wrongcn);
+	kp_tls_conf_free(g.srv_noeku);
+	kp_tls_conf_free(g.srv_termcn);
+	kp_tls_conf_free(g.srv_other);
+	kp_tls_conf_free(g.cli_noeku);
+	kp_tls_conf_free(g.cli_backend);
+	kp_cert_free(g.srv_cert);
 	kp_key_free(g.cli_key_obj);
 	if (g.lfd >= 0)
 		close(g.lfd);
@@ -141,6 +190,7 @@ static int group_teardown(void **state)
 struct side {
 	const kp_tls_conf *conf;
 	const char *server_cn;
+	const kp_cert *pin;                 /* client: the backend certificate pinned */
 	int timeout_ms;
 	int (*act)(kp_tls *t, void *arg);   /* after a good handshake, before close */
 	void *arg;
@@ -167,8 +217,8 @@ static void side_handshake(struct side *s, int fd)
 	kp_tls *t = NULL;
 	int64_t t0 = ms_now();
 
-	s->rc = kp_tls_handshake(&t, s->conf, fd, s->server_cn, s->timeout_ms, s->err,
-	                         sizeof(s->err));
+	s->rc = kp_tls_handshake_pinned(&t, s->conf, fd, s->server_cn, s->pin, s->timeout_ms,
+	                                s->err, sizeof(s->err));
 	s->ms = ms_now() - t0;
 	if (s->rc == KP_TLS_OK) {
 		if (kp_tls_peer_cn(t, s->cn, sizeof(s->cn)) != KP_TLS_OK)
@@ -547,6 +597,105 @@ static void test_server_with_wrong_cn_refused(void **state)
 	assert_string_equal(cli.cn, "not-backend");
 }
 
+/* ---- certificate profiles: purposes in extendedKeyUsage, the backend pinned ---- */
+
+/* One handshake of a client (server_cn "backend", pinned when pin) against a server. */
+static void run_profiles(struct side *srv, struct side *cli, const kp_tls_conf *s_conf,
+                         const kp_tls_conf *c_conf, const kp_cert *pin)
+{
+	side_init(srv, s_conf);
+	side_init(cli, c_conf);
+	cli->server_cn = "backend";
+	cli->pin = pin;
+	run_pair(srv, cli);
+	print_message("client: %s | server: %s\n", cli->err, srv->err);
+}
+
+static void test_server_needs_server_auth_and_the_pinned_key(void **state)
+{
+	struct side srv, cli;
+
+	(void)state;
+	/* CN backend, from the CA, no extendedKeyUsage: a name alone makes no backend. */
+	run_profiles(&srv, &cli, g.srv_noeku, g.cli, NULL);
+	assert_int_equal(cli.rc, KP_TLS_E_PEER);
+	assert_non_null(strstr(cli.err, "server certificate has no extendedKeyUsage"));
+	assert_int_not_equal(srv.rc, KP_TLS_OK);
+	/* A terminal's certificate named backend: an mbedTLS server does not even offer it (the
+	 * client's own refusal of it is kp_cert_check_profile's, in test_issued_profiles). */
+	run_profiles(&srv, &cli, g.srv_termcn, g.cli, NULL);
+	assert_int_not_equal(cli.rc, KP_TLS_OK);
+	assert_int_not_equal(srv.rc, KP_TLS_OK);
+	/* A backend certificate with another key: fine by name and purpose, refused when pinned. */
+	run_profiles(&srv, &cli, g.srv_other, g.cli, NULL);
+	assert_int_equal(cli.rc, KP_TLS_OK);
+	run_profiles(&srv, &cli, g.srv_other, g.cli, g.srv_cert);
+	assert_int_equal(cli.rc, KP_TLS_E_PEER);
+	assert_non_null(strstr(cli.err, "not the one of the configured backend certificate"));
+	assert_int_not_equal(srv.rc, KP_TLS_OK);
+	/* the configured backend itself */
+	run_profiles(&srv, &cli, g.srv, g.cli, g.srv_cert);
+	assert_int_equal(cli.rc, KP_TLS_OK);
+	assert_int_equal(srv.rc, KP_TLS_OK);
+}
+
+static void test_client_needs_client_auth(void **state)
+{
+	struct side srv, cli;
+
+	(void)state;
+	/* The backend's own certificate as a client: never registered as a terminal. */
+	run_profiles(&srv, &cli, g.srv, g.cli_backend, NULL);
+	assert_int_equal(srv.rc, KP_TLS_E_PEER);
+	assert_non_null(strstr(srv.err, "client certificate is not a terminal certificate "
+	                                "(extendedKeyUsage lacks clientAuth)"));
+	assert_int_not_equal(cli.rc, KP_TLS_OK);
+	/* a terminal's certificate from before profiles */
+	run_profiles(&srv, &cli, g.srv, g.cli_noeku, NULL);
+	assert_int_equal(srv.rc, KP_TLS_E_PEER);
+	assert_non_null(strstr(srv.err, "client certificate has no extendedKeyUsage"));
+	assert_int_not_equal(cli.rc, KP_TLS_OK);
+}
+
+/* What the API writes, read by an independent parser, and read back by kp_cert_check_profile. */
+static void test_issued_profiles(void **state)
+{
+	const struct {
+		const char *path;
+		const char *openssl, *not;              /* in -ext extendedKeyUsage, and not */
+		int terminal_rc, backend_rc;
+	} rows[] = {
+		{ g.cli_crt, "TLS Web Client Authentication", "Server", 0, KP_CRYPTO_E_CHAIN },
+		{ g.srv_crt, "TLS Web Server Authentication", "Client", KP_CRYPTO_E_CHAIN, 0 },
+		{ g.noeku_srv_crt, NULL, "Extended Key Usage", KP_CRYPTO_E_CHAIN, KP_CRYPTO_E_CHAIN },
+	};
+	char out[256], err[256];
+	kp_cert *c = NULL;
+
+	(void)state;
+	fpath(out, "eku.txt");
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const char *path = rows[i].path;
+
+		assert_int_equal(kp_cert_load(&c, path), 0);
+		assert_int_equal(kp_cert_check_profile(c, KP_CERT_TERMINAL, err, sizeof(err)),
+		                 rows[i].terminal_rc);
+		assert_int_equal(kp_cert_check_profile(c, KP_CERT_BACKEND, err, sizeof(err)),
+		                 rows[i].backend_rc);
+		assert_int_equal(kp_cert_check_profile(c, KP_CERT_NO_EKU, err, sizeof(err)),
+		                 KP_CRYPTO_E_INVAL);
+		kp_cert_free(c);
+		c = NULL;
+		if (!g.have_openssl)
+			continue;
+		assert_int_equal(tu_sh("openssl x509 -in %s -noout -ext extendedKeyUsage >%s 2>&1",
+		                       path, out), 0);
+		if (rows[i].openssl != NULL)
+			assert_int_equal(tu_file_count(out, rows[i].openssl), 1);
+		assert_int_equal(tu_file_count(out, rows[i].not), 0);
+	}
+}
+
 /* ---- deadlines ---- */
 
 /* A slow or silent peer holds a server thread no longer than the deadline. */
@@ -825,6 +974,11 @@ static void test_conf_errors(void **state)
 	assert_int_equal(kp_tls_handshake(&t, g.cli, fds[1], NULL, -1, err, sizeof(err)),
 	                 KP_TLS_E_INVAL);           /* every handshake has a deadline */
 	assert_int_equal(fcntl(fds[1], F_GETFD), -1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	assert_int_equal(kp_tls_handshake_pinned(&t, g.srv, fds[0], NULL, g.srv_cert, 1000, err,
+	                                         sizeof(err)), KP_TLS_E_INVAL); /* clients pin */
+	assert_int_equal(fcntl(fds[0], F_GETFD), -1);
+	close(fds[1]);
 
 	assert_string_equal(kp_tls_strerror(KP_TLS_OK), "ok");
 	assert_string_equal(kp_tls_strerror(12345), "unknown TLS error");
@@ -934,6 +1088,9 @@ int main(void)
 		cmocka_unit_test(test_openssl_other_versions_suites_curves_refused),
 		cmocka_unit_test(test_openssl_renegotiation_refused),
 		cmocka_unit_test(test_server_with_wrong_cn_refused),
+		cmocka_unit_test(test_server_needs_server_auth_and_the_pinned_key),
+		cmocka_unit_test(test_client_needs_client_auth),
+		cmocka_unit_test(test_issued_profiles),
 		cmocka_unit_test(test_silent_peer_times_out),
 		cmocka_unit_test(test_dribbling_peer_times_out),
 		cmocka_unit_test(test_read_exact_timeout),

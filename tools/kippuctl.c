@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "kp_tools.h"
@@ -130,7 +131,13 @@ out:
 	return rc == 0 ? 0 : 1;
 }
 
-static int cmd_terminal_create(struct args *a)
+/* The backend's default certificate name: no terminal may carry it (a terminal told to
+ * trust a backend by this name would otherwise meet certificates it cannot tell apart). */
+#define BACKEND_DEFAULT_ID "backend"
+
+/* A terminal's certificate (clientAuth) or the backend's (serverAuth): the two profiles
+ * differ in extendedKeyUsage, which is what the TLS ends check, not in how they are made. */
+static int cert_create(struct args *a, enum kp_cert_profile profile)
 {
 	kp_key *ca_key = NULL, *key = NULL;
 	kp_cert *ca = NULL;
@@ -144,6 +151,11 @@ static int cmd_terminal_create(struct args *a)
 		return 2;
 	if (!kp_valid_id(a->id)) {
 		fprintf(stderr, "kippuctl: --id: 1-32 characters of A-Z a-z 0-9 - _ .\n");
+		return 2;
+	}
+	if (profile == KP_CERT_TERMINAL && strcasecmp(a->id, BACKEND_DEFAULT_ID) == 0) {
+		fprintf(stderr, "kippuctl: --id %s is reserved for the backend's certificate "
+		        "(kippuctl backend create)\n", a->id);
 		return 2;
 	}
 	rc = kp_key_load(&ca_key, a->ca_key);
@@ -165,7 +177,7 @@ static int cmd_terminal_create(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->key, kp_strerror(rc));
 		goto out;
 	}
-	rc = kp_cert_issue_validity(ca_key, ca, key, a->id, nb, na, a->cert);
+	rc = kp_cert_issue_profile(ca_key, ca, key, a->id, profile, nb, na, a->cert);
 	if (rc != 0)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 	else
@@ -415,11 +427,11 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "ca") == 0 && strcmp(sub, "create") == 0)
 		return cmd_ca_create(&a);
 	if (strcmp(cmd, "terminal") == 0 && strcmp(sub, "create") == 0)
-		return cmd_terminal_create(&a);
+		return cert_create(&a, KP_CERT_TERMINAL);
 	if (strcmp(cmd, "backend") == 0 && strcmp(sub, "create") == 0) {
 		if (a.id == NULL)
-			a.id = "backend";
-		return cmd_terminal_create(&a);
+			a.id = BACKEND_DEFAULT_ID;
+		return cert_create(&a, KP_CERT_BACKEND);
 	}
 	if (strcmp(cmd, "token-key") == 0 && strcmp(sub, "create") == 0)
 		return cmd_token_key_create(&a);
