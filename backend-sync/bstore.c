@@ -18,6 +18,8 @@
 struct kp_bstore {
 	sqlite3 *db;
 	char err[512];
+	size_t n_left_out;               /* rows the last bundle left out, the first one noted */
+	char left_out[384];
 };
 
 static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
@@ -1684,9 +1686,77 @@ static int fill_scopes(kp_bstore *s, struct kp_bundle *b)
 	return KP_BE_OK;
 }
 
+/* A row whose text the bundle cannot carry (put there by hand: every entry point checks
+ * the same rule) is left out, and only that row: one bad name must not keep the denylist
+ * from every terminal. The first is noted for the log. */
+static bool left_out(kp_bstore *s, const char *table, const char *row, const char *field,
+                     const unsigned char *text)
+{
+	char why[200];
+
+	if (kp_bundle_text_check(field, (const char *)text, why, sizeof(why)) == KP_SYNC_OK)
+		return false;
+	if (s->n_left_out++ == 0)
+		snprintf(s->left_out, sizeof(s->left_out), "%s row %s: %s", table, row, why);
+	return true;
+}
+
+static int cmp_operator_id(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct kp_bundle_operator *)elem)->id);
+}
+
+static int cmp_product_id(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct kp_bundle_product *)elem)->id);
+}
+
+/* Operators and products are read in id order (BINARY collation = strcmp order). */
+static bool has_operator(const struct kp_bundle *b, const char *id)
+{
+	return bsearch(id, b->operators, b->n_operators, sizeof(*b->operators),
+	               cmp_operator_id) != NULL;
+}
+
+static bool has_product(const struct kp_bundle *b, const char *id)
+{
+	return bsearch(id, b->products, b->n_products, sizeof(*b->products),
+	               cmp_product_id) != NULL;
+}
+
+/* After rows were left out: what names them goes too, so the rest still encodes. */
+#define DROP_ORPHANS(arr, n, keep)                                              \
+	do {                                                                    \
+		size_t kept_ = 0;                                               \
+		for (size_t i_ = 0; i_ < (n); i_++) {                           \
+			if (keep(&(arr)[i_]))                                   \
+				(arr)[kept_++] = (arr)[i_];                     \
+			else                                                    \
+				s->n_left_out++;                                \
+		}                                                               \
+		(n) = kept_;                                                    \
+	} while (0)
+
+static void drop_orphans(kp_bstore *s, struct kp_bundle *b)
+{
+#define ENT_KEEP(e)   has_product(b, (e)->product)
+#define SCOPE_KEEP(c) has_product(b, (c)->product)
+#define DISC_KEEP(d)  has_operator(b, (d)->operator_id)
+#define OFARE_KEEP(f) has_operator(b, (f)->operator_id)
+	DROP_ORPHANS(b->entitlements, b->n_entitlements, ENT_KEEP);
+	DROP_ORPHANS(b->scopes, b->n_scopes, SCOPE_KEEP);
+	DROP_ORPHANS(b->discounts, b->n_discounts, DISC_KEEP);
+	DROP_ORPHANS(b->operator_fares, b->n_operator_fares, OFARE_KEEP);
+#undef ENT_KEEP
+#undef SCOPE_KEEP
+#undef DISC_KEEP
+#undef OFARE_KEEP
+}
+
 static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b)
 {
 	sqlite3_stmt *st = NULL;
+	char skipped[KP_ID_MAX + 1] = "";
 	int64_t count;
 	int rc;
 
@@ -1707,10 +1777,13 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 	if (rc != KP_BE_OK)
 		return rc;
 	while (sqlite3_step(st) == SQLITE_ROW && b->n_operators < (size_t)count) {
-		struct kp_bundle_operator *o = &b->operators[b->n_operators++];
+		struct kp_bundle_operator *o = &b->operators[b->n_operators];
 
 		copy_text(o->id, sizeof(o->id), sqlite3_column_text(st, 0));
+		if (left_out(s, "operators", o->id, "name", sqlite3_column_text(st, 1)))
+			continue;
 		copy_text(o->name, sizeof(o->name), sqlite3_column_text(st, 1));
+		b->n_operators++;
 	}
 	sqlite3_finalize(st);
 
@@ -1725,9 +1798,15 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 		const char *id = (const char *)sqlite3_column_text(st, 0);
 		struct kp_bundle_product *p = b->n_products > 0 ? &b->products[b->n_products - 1] : NULL;
 
+		if (skipped[0] != '\0' && strcmp(skipped, id) == 0)
+			continue;
 		if (p == NULL || strcmp(p->id, id) != 0) {
 			if (b->n_products == (size_t)count)
 				break;
+			if (left_out(s, "products", id, "name", sqlite3_column_text(st, 1))) {
+				copy_text(skipped, sizeof(skipped), (const unsigned char *)id);
+				continue;
+			}
 			p = &b->products[b->n_products++];
 			copy_text(p->id, sizeof(p->id), sqlite3_column_text(st, 0));
 			copy_text(p->name, sizeof(p->name), sqlite3_column_text(st, 1));
@@ -1737,7 +1816,9 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 			p->days = sqlite3_column_int(st, 6);
 			copy_text(p->route, sizeof(p->route), sqlite3_column_text(st, 7));
 		}
-		if (p->n_operators < 16 && sqlite3_column_type(st, 3) != SQLITE_NULL)
+		/* an operator left out takes its products' rows on it along */
+		if (p->n_operators < 16 && sqlite3_column_type(st, 3) != SQLITE_NULL &&
+		    has_operator(b, (const char *)sqlite3_column_text(st, 3)))
 			copy_text(p->operators[p->n_operators++], KP_ID_MAX + 1, sqlite3_column_text(st, 3));
 	}
 	sqlite3_finalize(st);
@@ -1770,12 +1851,18 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 	sqlite3_finalize(st);
 
 	COUNT_INTO("SELECT count(*) FROM denylist", b->denylist);
-	rc = prep(s, &st, "SELECT token, reason FROM denylist ORDER BY token");
+	rc = prep(s, &st, "SELECT token, reason, added FROM denylist ORDER BY token");
 	if (rc != KP_BE_OK)
 		return rc;
 	while (sqlite3_step(st) == SQLITE_ROW && b->n_denylist < (size_t)count) {
-		struct kp_bundle_deny *d = &b->denylist[b->n_denylist++];
+		struct kp_bundle_deny *d = &b->denylist[b->n_denylist];
+		char row[40];
 
+		/* named by when it was added: a card's token stays out of the log */
+		snprintf(row, sizeof(row), "added %lld", (long long)sqlite3_column_int64(st, 2));
+		if (left_out(s, "denylist", row, "reason", sqlite3_column_text(st, 1)))
+			continue;
+		b->n_denylist++;
 		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN)
 			memcpy(d->token, sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
 		copy_text(d->reason, sizeof(d->reason), sqlite3_column_text(st, 1));
@@ -1909,6 +1996,8 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 		rc = fill_remote(s, terminal, now_ms, b);
 	if (rc != KP_BE_OK)
 		return rc;
+	if (s->n_left_out > 0)
+		drop_orphans(s, b);
 	rc = prep(s, &st, "SELECT acked FROM terminals WHERE id = ?1");
 	if (rc != KP_BE_OK)
 		return rc;
@@ -1926,6 +2015,8 @@ int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, 
 
 	memset(b, 0, sizeof(*b));
 	*has = 0;
+	s->n_left_out = 0;
+	s->left_out[0] = '\0';
 	/* One read transaction: the snapshot and its version agree. */
 	rc = exec(s, "BEGIN");
 	if (rc != KP_BE_OK)
@@ -1940,6 +2031,12 @@ int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, 
 	if (rc != KP_BE_OK || !*has)
 		kp_bundle_free(b);
 	return rc;
+}
+
+const char *kp_bstore_bundle_left_out(const kp_bstore *s, size_t *n)
+{
+	*n = s->n_left_out;
+	return s->left_out;
 }
 
 /* ---- reports ---- */

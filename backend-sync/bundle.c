@@ -275,11 +275,54 @@ static bool stops_valid(const char (*stops)[KP_ID_MAX + 1], size_t n)
 	return true;
 }
 
+/* ---- text ---- */
+
+static void set_err(char *err, size_t err_cap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+int kp_bundle_text_check(const char *field, const char *s, char *err, size_t err_cap)
+{
+	size_t n = s != NULL ? strlen(s) : 0;
+	const char *why = NULL;
+
+	if (s == NULL)
+		why = "missing";
+	else if (!kp_cbor_utf8_valid((const uint8_t *)s, n))
+		why = "not valid UTF-8 (Shift_JIS or another encoding?)";
+	else if (n > KP_BUNDLE_TEXT_MAX)
+		why = "too long";
+	for (size_t i = 0; why == NULL && i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		/* C1 controls are U+0080..U+009F: C2 80..C2 9F in UTF-8 */
+		if (c < 0x20 || c == 0x7F || (c == 0xC2 && (unsigned char)s[i + 1] < 0xA0))
+			why = "control character";
+	}
+	if (why == NULL)
+		return KP_SYNC_OK;
+	set_err(err, err_cap, "%s: %s (%zu bytes; at most %d bytes of UTF-8, no control characters)",
+	        field, why, n, KP_BUNDLE_TEXT_MAX);
+	return KP_SYNC_E_INVAL;
+}
+
+static bool text_ok(const char *s)
+{
+	return kp_bundle_text_check("", s, NULL, 0) == KP_SYNC_OK;
+}
+
+/* The decoder holds a name or a reason to the encoder's rule: what decodes re-encodes. */
+static int read_bundle_text(struct kp_cbor_reader *r, char dst[KP_BUNDLE_TEXT_MAX + 1])
+{
+	int rc = kp_cbor_read_text(r, dst, KP_BUNDLE_TEXT_MAX + 1, true);
+
+	return rc == KP_RECORD_OK && !text_ok(dst) ? KP_RECORD_E_MALFORMED : rc;
+}
+
 /* ---- encoding ---- */
 
 static int product_check(const struct kp_bundle_product *p, bool fmt2)
 {
-	if (!kp_cbor_id_valid(p->id, false) || !kp_cbor_text_valid(p->name, sizeof(p->name), true) ||
+	if (!kp_cbor_id_valid(p->id, false) || !text_ok(p->name) ||
 	    !kp_cbor_id_valid(p->category, true) || p->n_operators > KP_BUNDLE_PRODUCT_OPS_MAX)
 		return KP_SYNC_E_INVAL;
 	for (size_t j = 0; j < p->n_operators; j++) {
@@ -334,7 +377,7 @@ static int elements_check(const struct kp_bundle *b, bool fmt2)
 	for (i = 0; i < b->n_operators; i++) {
 		const struct kp_bundle_operator *o = &b->operators[i];
 
-		if (!kp_cbor_id_valid(o->id, false) || !kp_cbor_text_valid(o->name, sizeof(o->name), true))
+		if (!kp_cbor_id_valid(o->id, false) || !text_ok(o->name))
 			return KP_SYNC_E_INVAL;
 	}
 	for (i = 0; i < b->n_products; i++) {
@@ -352,7 +395,7 @@ static int elements_check(const struct kp_bundle *b, bool fmt2)
 	for (i = 0; i < b->n_denylist; i++) {
 		const struct kp_bundle_deny *d = &b->denylist[i];
 
-		if (!kp_cbor_text_valid(d->reason, sizeof(d->reason), true))
+		if (!text_ok(d->reason))
 			return KP_SYNC_E_INVAL;
 	}
 	for (i = 0; i < b->n_eligibility; i++) {
@@ -1035,7 +1078,7 @@ static int deny_read(struct kp_cbor_reader *r, struct kp_bundle_deny *d, int fmt
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "reason");
 	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_text(r, d->reason, sizeof(d->reason), true);
+		rc = read_bundle_text(r, d->reason);
 	return rc;
 }
 
@@ -1072,7 +1115,7 @@ static int product_read(struct kp_cbor_reader *r, struct kp_bundle_product *p, i
 			p->kind = (enum kp_product_kind)kind;
 			break;
 		case PK_NAME:
-			rc = kp_cbor_read_text(r, p->name, sizeof(p->name), true);
+			rc = read_bundle_text(r, p->name);
 			break;
 		case PK_RIDES:
 			/* format 1 carried any integer; format 2 only a real count */
@@ -1151,7 +1194,7 @@ static int operator_read(struct kp_cbor_reader *r, struct kp_bundle_operator *o,
 	if (rc == KP_RECORD_OK)
 		rc = kp_cbor_read_key(r, "name");
 	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_text(r, o->name, sizeof(o->name), true);
+		rc = read_bundle_text(r, o->name);
 	return rc;
 }
 
@@ -1818,9 +1861,6 @@ int kp_bundle_sign(const struct kp_bundle *b, const kp_key *key, uint8_t **out, 
 	default:                return KP_SYNC_E_SIGNATURE;     /* the key could not sign */
 	}
 }
-
-static void set_err(char *err, size_t err_cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t err_cap, const char *fmt, ...)
 {

@@ -67,6 +67,11 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
  * the recent records, spending by the service-day setting at now_ms). */
 int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
                      struct kp_bundle *b, int *has);
+/* Rows the last kp_bstore_bundle left out because the bundle cannot carry them (a name or
+ * reason that breaks kp_bundle_text_check, put into the database by hand) and what names
+ * them (entitlements of a product left out ...): *n, and the first one's table, row and
+ * reason ("" if none), for one log line per bundle. */
+const char *kp_bstore_bundle_left_out(const kp_bstore *s, size_t *n);
 
 /* Operations (each bumps the state version so terminals get a new bundle). */
 int kp_bstore_put_operator(kp_bstore *s, const char *id, const char *name);

@@ -98,9 +98,18 @@ int  kp_msg_recv_io(const struct kp_sync_io *io, struct kp_msg *m, uint8_t **buf
 
 /* ---- the config bundle (a full snapshot, signed by the backend's key) ---- */
 
+/* A name or a reason in the bundle: at most KP_BUNDLE_TEXT_MAX bytes of UTF-8 (21 kanji),
+ * no control characters. kp_bundle_text_check() is the rule, for the encoder and for every
+ * place that takes such a text in (kippuctl backend, load files). */
+#define KP_BUNDLE_TEXT_MAX 64
+/* KP_SYNC_OK, or KP_SYNC_E_INVAL with "FIELD: why (the limit)" in err: not valid UTF-8
+ * (Shift_JIS, Latin-1 ...), more than KP_BUNDLE_TEXT_MAX bytes, or a control character
+ * (C0 incl. TAB and ESC, DEL, C1). Empty is allowed. */
+int kp_bundle_text_check(const char *field, const char *s, char *err, size_t err_cap);
+
 struct kp_bundle_operator {
 	char id[KP_ID_MAX + 1];
-	char name[65];
+	char name[KP_BUNDLE_TEXT_MAX + 1];
 };
 /* Product kinds (bundle format 2; a format 1 bundle has N-ride products only). */
 enum kp_product_kind {
@@ -114,7 +123,7 @@ enum kp_product_kind {
 #define KP_BUNDLE_PRODUCT_STOPS_MAX 64   /* stops of a commuter pass */
 struct kp_bundle_product {
 	char id[KP_ID_MAX + 1];
-	char name[65];
+	char name[KP_BUNDLE_TEXT_MAX + 1];
 	int64_t rides;                   /* N-ride: 1..10000; other kinds: ignored (sent as none) */
 	char category[KP_ID_MAX + 1];    /* "" = any rider; else only riders of this category */
 	char operators[16][KP_ID_MAX + 1];
@@ -185,7 +194,7 @@ struct kp_bundle_eligibility {
 };
 struct kp_bundle_deny {
 	uint8_t token[KP_TOKEN_LEN];
-	char reason[65];
+	char reason[KP_BUNDLE_TEXT_MAX + 1];
 };
 /* Format 3: what the backend knows of a card from the records of the terminals other than
  * the one the bundle is for (terminal/FARES.md, "Across terminals"); the terminal keeps it

@@ -185,6 +185,15 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db, const char
 		                   srv->cfg.timeout_ms);
 	}
 	if (has) {
+		size_t n_out = 0;
+		const char *first = kp_bstore_bundle_left_out(db, &n_out);
+
+		/* once per bundle, i.e. per terminal and state version */
+		if (n_out > 0)
+			fprintf(stderr, "kippu-backend: %s: bundle: left out %zu row(s) it cannot carry, "
+			        "first %s\n", terminal, n_out, first);
+	}
+	if (has) {
 		pthread_mutex_lock(&srv->key_lock);
 		rc = kp_bundle_sign(&b, srv->key, &cose, &cose_len);
 		pthread_mutex_unlock(&srv->key_lock);

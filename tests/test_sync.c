@@ -417,6 +417,128 @@ static void test_unauthenticated_clients_refused(void **state)
 	assert_int_equal(sync_term("T-A"), 0);
 }
 
+/* ---- certificate profiles: the backend is a purpose and a key, not a name ---- */
+
+/* A server that presents another certificate than the backend's, and notes whether a
+ * terminal finished a TLS handshake with it (after which it could say anything). */
+struct impostor {
+	kp_tls_conf *conf;
+	int listen_fd, port;
+	int handshook;
+	pthread_t th;
+};
+
+static void *impostor_main(void *arg)
+{
+	struct impostor *im = arg;
+	kp_tls *t = NULL;
+	char err[256];
+	int fd = -1;
+
+	if (kp_tcp_accept(im->listen_fd, TU_WAIT_S * 1000, &fd) == 0 &&
+	    kp_tls_handshake(&t, im->conf, fd, NULL, 3000, err, sizeof(err)) == 0)
+		im->handshook = 1;
+	kp_tls_close(t);
+	return NULL;
+}
+
+/* Points T-A at a server with certificate crt (key key), syncs it once (which must fail),
+ * points it back at the backend, and says whether the handshake went through. */
+static int sync_with_impostor(const char *crt, const char *key)
+{
+	struct impostor im;
+	char ca_path[512], crt_path[512], key_path[512], err[256];
+
+	memset(&im, 0, sizeof(im));
+	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", F->dir);
+	snprintf(crt_path, sizeof(crt_path), "%s/%s", F->dir, crt);
+	snprintf(key_path, sizeof(key_path), "%s/%s", F->dir, key);
+	assert_int_equal(kp_tls_conf_new(&im.conf, KP_TLS_SERVER, ca_path, crt_path, key_path, err,
+	                                 sizeof(err)), 0);
+	assert_int_equal(kp_tcp_listen("127.0.0.1", "0", &im.listen_fd, &im.port), 0);
+	assert_int_equal(pthread_create(&im.th, NULL, impostor_main, &im), 0);
+	term_conf("T-A", "OP-A", im.port);
+	assert_int_not_equal(sync_term("T-A"), 0);
+	assert_int_equal(pthread_join(im.th, NULL), 0);
+	close(im.listen_fd);
+	kp_tls_conf_free(im.conf);
+	term_conf("T-A", "OP-A", F->port);
+	return im.handshook;
+}
+
+/* A certificate from the operator CA with no extendedKeyUsage, made by openssl: what
+ * kippuctl issued to everyone before certificate profiles. */
+static void openssl_cert_without_eku(const char *name, const char *cn)
+{
+	assert_int_equal(sh("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+	                    "-keyout %s.key -subj /O=kippu/CN=%s -out %s.csr 2>/dev/null && "
+	                    "openssl x509 -req -in %s.csr -CA ca.crt -CAkey ca.key -set_serial 7 "
+	                    "-days 30 -sha256 -out %s.crt 2>/dev/null && "
+	                    "! openssl x509 -in %s.crt -noout -text | grep -q 'Extended Key Usage'",
+	                    name, cn, name, name, name, name), 0);
+}
+
+static void test_backend_is_a_purpose_and_a_key_not_a_name(void **state)
+{
+	char log[512];
+	uint64_t acked = 1, version = 1;
+
+	(void)state;
+	snprintf(log, sizeof(log), "%s/T-A.log", F->dir);
+	/* CN backend, from the operator CA, no extendedKeyUsage */
+	openssl_cert_without_eku("noeku-backend", "backend");
+	assert_int_equal(sync_with_impostor("noeku-backend.crt", "noeku-backend.key"), 0);
+	tu_wait_text(log, "peer certificate rejected: server certificate has no extendedKeyUsage",
+	             1, TU_WAIT_S);
+	/* a real backend certificate, but not the one T-A was configured with */
+	assert_int_equal(sh("\"$CTL\" backend create --ca-key ca.key --ca-cert ca.crt "
+	                    "--key other-backend.key --cert other-backend.crt >/dev/null"), 0);
+	assert_int_equal(sync_with_impostor("other-backend.crt", "other-backend.key"), 0);
+	tu_wait_text(log, "server certificate's key is not the one of the configured backend "
+	             "certificate", 1, TU_WAIT_S);
+	/* nothing of theirs reached T-A, and the backend it trusts still serves it */
+	term_sync_state("T-A", &acked, &version);
+	assert_int_equal(acked, 0);
+	assert_int_equal(version, 0);
+	assert_int_equal(sync_term("T-A"), 0);
+}
+
+static void test_backend_refuses_clients_without_client_auth(void **state)
+{
+	(void)state;
+	/* the backend's own certificate, presented as a client */
+	(void)sh("openssl s_client -connect 127.0.0.1:%d -CAfile ca.crt -cert backend.crt "
+	         "-key backend.key </dev/null > backend-as-client.out 2>&1", F->port);
+	backend_logged("peer certificate rejected: client certificate is not a terminal "
+	               "certificate (extendedKeyUsage lacks clientAuth)", 1);
+	/* a terminal's certificate without extendedKeyUsage */
+	openssl_cert_without_eku("T-C", "T-C");
+	(void)sh("openssl s_client -connect 127.0.0.1:%d -CAfile ca.crt -cert T-C.crt "
+	         "-key T-C.key </dev/null > noeku-client.out 2>&1", F->port);
+	backend_logged("peer certificate rejected: client certificate has no extendedKeyUsage", 1);
+	/* the terminals' own certificates still do */
+	assert_int_equal(sync_term("T-A"), 0);
+}
+
+static void test_kippuctl_certificate_profiles(void **state)
+{
+	(void)state;
+	/* what a certificate is for is in it, as any X.509 reader sees */
+	assert_int_equal(sh("openssl x509 -in backend.crt -noout -ext extendedKeyUsage > b.eku && "
+	                    "grep -q 'TLS Web Server Authentication' b.eku && "
+	                    "! grep -q 'Client' b.eku"), 0);
+	assert_int_equal(sh("openssl x509 -in T-A.crt -noout -ext extendedKeyUsage > t.eku && "
+	                    "grep -q 'TLS Web Client Authentication' t.eku && "
+	                    "! grep -q 'Server' t.eku"), 0);
+	/* the backend's name is not a terminal's */
+	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id backend "
+	                    "--key x.key --cert x.crt 2> x.err"), 2);
+	assert_int_equal(sh("grep -q 'reserved for the backend' x.err && test ! -e x.key && "
+	                    "test ! -e x.crt"), 0);
+	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id Backend "
+	                    "--key x.key --cert x.crt 2>/dev/null"), 2);
+}
+
 /* ---- a proxy that cuts the connection after N bytes from the terminal ---- */
 
 struct proxy {
@@ -1120,6 +1242,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_duplicate_batch_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_id_mismatch_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unauthenticated_clients_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backend_is_a_purpose_and_a_key_not_a_name, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_backend_refuses_clients_without_client_auth, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_kippuctl_certificate_profiles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_cut_anywhere_loses_and_duplicates_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampered_record_quarantined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overdraft_across_terminals, setup, teardown),

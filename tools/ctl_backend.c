@@ -3,6 +3,7 @@
  * feeds) and exporting stored records for audit. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,7 +250,8 @@ static int backend_load(kp_bstore *s, const char *path, const char *label)
 	rc = kp_load_file(scratch, path, no_key, err, sizeof(err), &lines);
 	if (rc != KP_OK) {
 		fprintf(stderr, "kippuctl: %s\n", err);
-		goto fail;
+		kp_store_close(scratch);
+		return rc == KP_E_PARSE ? 2 : 1;
 	}
 	for (size_t i = 0; i < sizeof(card_tables) / sizeof(card_tables[0]); i++) {
 		int64_t n = 0;
@@ -399,6 +401,26 @@ static int parse_hhmm(const char *t, int sign_needed, int *secs)
 	return 0;
 }
 
+/* Names and reasons the bundle could not carry are refused here, before the database is
+ * opened: a row every terminal's bundle would have to leave out. */
+static bool text_arg_bad(const char *cmd, const struct bargs *a)
+{
+	static const struct { const char *cmd; int n, pos; const char *field; } texts[] = {
+		{ "operator", 3, 2, "NAME" }, { "product", 5, 4, "NAME" }, { "deny", 3, 2, "REASON" },
+	};
+	char err[200];
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		if (strcmp(cmd, texts[i].cmd) == 0 && a->n == texts[i].n &&
+		    kp_bundle_text_check(texts[i].field, a->pos[texts[i].pos], err, sizeof(err)) !=
+		    KP_SYNC_OK) {
+			fprintf(stderr, "kippuctl: backend %s: %s; nothing changed\n", cmd, err);
+			return true;
+		}
+	}
+	return false;
+}
+
 int kp_ctl_backend(int argc, char **argv)
 {
 	struct bargs a;
@@ -457,6 +479,8 @@ int kp_ctl_backend(int argc, char **argv)
 		}
 		goto done;
 	}
+	if (text_arg_bad(cmd, &a))
+		return 2;
 	rc = kp_bstore_open(&s, a.pos[0]);
 	if (rc != KP_BE_OK)
 		return 1;

@@ -2,6 +2,7 @@
  * store, as text an operator can write and review. The whole file is one transaction. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,19 @@ static int parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
 	return KP_OK;
 }
 
-static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+/* A name or reason as the bundle carries it (kp_bundle_text_check: one rule for the
+ * backend, its bundle and load files). */
+static bool text_bad(const char *field, const char *text, char *msg, size_t msg_cap,
                      const char **why)
+{
+	if (kp_bundle_text_check(field, text, msg, msg_cap) == KP_SYNC_OK)
+		return false;
+	*why = msg;
+	return true;
+}
+
+static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                     const char **why, char *msg, size_t msg_cap)
 {
 	char *f[MAX_FIELDS];
 	size_t n = split(line, f, 2);        /* directive, then the rest by its own rule */
@@ -111,6 +123,8 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		n = split(f[1], f + 1, 2) + 1;
 		*why = "usage: operator ID NAME";
 		if (n != 3 || !kp_valid_id(f[1]))
+			return KP_E_PARSE;
+		if (text_bad("NAME", f[2], msg, msg_cap, why))
 			return KP_E_PARSE;
 		rc = kp_store_put_operator(s, f[1], f[2]);
 		*why = kp_store_errmsg(s);
@@ -156,7 +170,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 					return KP_E_PARSE;
 				ops[n_ops++] = tok;
 			}
-			if (n_ops == 0)
+			if (n_ops == 0 || text_bad("NAME", f[6], msg, msg_cap, why))
 				return KP_E_PARSE;
 			rc = kp_store_put_product_commuter(s, f[1], f[6], f[4], stops, n_stops, ops, n_ops);
 			*why = kp_store_errmsg(s);
@@ -184,7 +198,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 				return KP_E_PARSE;
 			ops[n_ops++] = tok;
 		}
-		if (n_ops == 0)
+		if (n_ops == 0 || text_bad("NAME", f[5], msg, msg_cap, why))
 			return KP_E_PARSE;
 		if (stored)
 			rc = kp_store_put_product_stored(s, f[1], f[5], ops, n_ops);
@@ -252,7 +266,8 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		if (n != 3)
 			return KP_E_PARSE;
 		*why = "card must be felica:<16 hex digits> or token:<32 hex digits>";
-		if (kp_parse_card(f[1], token_key, token) != KP_OK)
+		if (kp_parse_card(f[1], token_key, token) != KP_OK ||
+		    text_bad("REASON", f[2], msg, msg_cap, why))
 			return KP_E_PARSE;
 		rc = kp_store_put_denylist(s, token, f[2], (int64_t)time(NULL) * 1000);
 		*why = kp_store_errmsg(s);
@@ -414,7 +429,7 @@ int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN
 	}
 	while (fgets(line, sizeof(line), fp) != NULL) {
 		const char *why = "";
-		char *hash;
+		char msg[200], *hash;
 
 		lineno++;
 		if (strchr(line, '\n') == NULL && !feof(fp)) {
@@ -426,7 +441,7 @@ int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN
 		if (hash != NULL)
 			*hash = '\0';
 		line[strcspn(line, "\r\n")] = '\0';
-		rc = load_line(s, line, token_key, &why);
+		rc = load_line(s, line, token_key, &why, msg, sizeof(msg));
 		if (rc != KP_OK) {
 			snprintf(err, err_cap, "%s:%d: %s", path, lineno, why);
 			break;
