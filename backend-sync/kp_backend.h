@@ -180,7 +180,10 @@ struct kp_server_cfg {
 	char port[16];                   /* "0": any free port */
 	char db[512];
 	char ca[512], cert[512], key[512];
-	int max_conns;                   /* connections served at once (more are closed) */
+	int max_conns;                   /* authenticated terminals served at once */
+	int max_unauth;                  /* connections in the TLS handshake at once */
+	int max_per_addr;                /* handshakes from one address while max_unauth is
+	                                  * more than half taken */
 	int timeout_ms;                  /* per handshake and per message */
 };
 void kp_server_cfg_defaults(struct kp_server_cfg *cfg);

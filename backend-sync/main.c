@@ -1,5 +1,7 @@
 /* kippu-backend: serves terminal syncs over mutual TLS until SIGINT/SIGTERM. */
+#include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,19 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
+/* The numeric options: name, range, where the value goes. */
+static const struct num_opt {
+	const char *name;
+	long min, max;
+	size_t field;
+} num_opts[] = {
+	{ "max-conns", 1, 4096, offsetof(struct kp_server_cfg, max_conns) },
+	{ "max-unauth", 1, 4096, offsetof(struct kp_server_cfg, max_unauth) },
+	{ "max-per-addr", 1, 4096, offsetof(struct kp_server_cfg, max_per_addr) },
+	{ "timeout-ms", 1, 600000, offsetof(struct kp_server_cfg, timeout_ms) },
+};
+#define NUM_OPT_BASE 1000                /* getopt value of num_opts[0] */
+
 static void usage(FILE *fp)
 {
 	fputs("usage: kippu-backend [options]\n"
@@ -24,8 +39,15 @@ static void usage(FILE *fp)
 	      "  --ca PATH           operator CA certificate that terminals' certificates chain to\n"
 	      "  --cert PATH         the backend's certificate (CN backend)\n"
 	      "  --key PATH          the backend's key; also signs config bundles\n"
-	      "  --max-conns N       connections served at once (default 256)\n"
-	      "  --timeout-ms N      deadline per handshake and per message (default 10000)\n", fp);
+	      "  --max-conns N       authenticated terminals served at once (default 256; more\n"
+	      "                      are told to try later)\n"
+	      "  --max-unauth N      connections in the TLS handshake at once (default 256; more\n"
+	      "                      are closed at once)\n"
+	      "  --max-per-addr N    handshakes at once from one source address while more than\n"
+	      "                      half of --max-unauth are taken (default 16); handshakes\n"
+	      "                      begun then get a fifth of --timeout-ms, at least 1 s\n"
+	      "  --timeout-ms N      deadline per handshake and per message (default 10000)\n"
+	      "Refused connections are logged as one count per 10 s.\n", fp);
 }
 
 static int copy_opt(char *dst, size_t cap, const char *v, const char *name)
@@ -46,8 +68,10 @@ int main(int argc, char **argv)
 		{ "ca", required_argument, NULL, 'a' },
 		{ "cert", required_argument, NULL, 'c' },
 		{ "key", required_argument, NULL, 'k' },
-		{ "max-conns", required_argument, NULL, 'm' },
-		{ "timeout-ms", required_argument, NULL, 't' },
+		{ "max-conns", required_argument, NULL, NUM_OPT_BASE + 0 },
+		{ "max-unauth", required_argument, NULL, NUM_OPT_BASE + 1 },
+		{ "max-per-addr", required_argument, NULL, NUM_OPT_BASE + 2 },
+		{ "timeout-ms", required_argument, NULL, NUM_OPT_BASE + 3 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -59,6 +83,7 @@ int main(int argc, char **argv)
 
 	kp_server_cfg_defaults(&cfg);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		const struct num_opt *no;
 		char *colon, *end;
 		long v;
 
@@ -77,21 +102,23 @@ int main(int argc, char **argv)
 		case 'a': bad |= copy_opt(cfg.ca, sizeof(cfg.ca), optarg, "--ca"); break;
 		case 'c': bad |= copy_opt(cfg.cert, sizeof(cfg.cert), optarg, "--cert"); break;
 		case 'k': bad |= copy_opt(cfg.key, sizeof(cfg.key), optarg, "--key"); break;
-		case 'm':
-		case 't':
-			v = strtol(optarg, &end, 10);
-			if (*end != '\0' || v < 1 || v > (c == 'm' ? 4096 : 600000)) {
-				fprintf(stderr, "kippu-backend: --%s out of range\n",
-				        c == 'm' ? "max-conns" : "timeout-ms");
+		case 'h': usage(stdout); return 0;
+		default:
+			if (c < NUM_OPT_BASE ||
+			    c >= NUM_OPT_BASE + (int)(sizeof(num_opts) / sizeof(num_opts[0]))) {
+				usage(stderr);
 				return 2;
 			}
-			if (c == 'm')
-				cfg.max_conns = (int)v;
-			else
-				cfg.timeout_ms = (int)v;
+			no = &num_opts[c - NUM_OPT_BASE];
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < no->min || v > no->max) {
+				fprintf(stderr, "kippu-backend: --%s wants a whole number from %ld to %ld, "
+				        "not '%s'\n", no->name, no->min, no->max, optarg);
+				return 2;
+			}
+			*(int *)((char *)&cfg + no->field) = (int)v;
 			break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
 		}
 	}
 	if (bad || optind != argc) {

@@ -12,7 +12,15 @@
  * "database is locked"), and a batch's ack took up to 14 s, past a terminal's default
  * sync timeout. With them the lock wait stays under 15 ms, and acks come in arrival order.
  * The gates are held only around CPU work and the store call, never across network I/O,
- * and never one inside the other. */
+ * and never one inside the other.
+ *
+ * Connections are admitted in two stages, so that clients without a certificate cannot crowd
+ * out terminals that have one: at most max_unauth at once may be in the TLS handshake, and
+ * at most max_conns authenticated terminals are served. While the handshake slots are more
+ * than half taken, one source address may hold at most max_per_addr of them (a depot's
+ * terminals behind one NAT address are only limited during a flood, and only while they
+ * shake hands), and new handshakes get a shorter deadline. Refusals are counted and logged
+ * once per interval, never one line each: a flood must not fill the disk. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,13 +34,34 @@
 
 #include "kp_backend.h"
 
-#define MAX_TRACKED 4096
+#define MAX_TRACKED 8192                /* max_unauth + max_conns, each at most 4096 */
+#define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
+#define HANDSHAKE_LINES 10              /* failed handshakes logged one by one per interval */
 
 /* Lets `slots` threads through at once, in the order they arrived (ticket order). */
 struct gate {
 	pthread_mutex_t m;
 	pthread_cond_t c;
 	unsigned long next, done, slots;
+};
+
+enum conn_state { CONN_FREE, CONN_HANDSHAKE, CONN_TERMINAL };
+
+struct slot {
+	int fd;
+	enum conn_state state;
+	unsigned char addr[16];          /* source address; IPv4 as ::ffff:a.b.c.d */
+};
+
+/* Why a connection was refused; its text goes into the periodic summary. */
+enum refusal { REFUSE_PER_ADDR, REFUSE_HANDSHAKES, REFUSE_TERMINALS, REFUSE_HANDSHAKE_FAILED,
+               N_REFUSALS };
+
+static const char *const refusal_text[N_REFUSALS] = {
+	[REFUSE_PER_ADDR] = "over the per-address limit",
+	[REFUSE_HANDSHAKES] = "over the handshake limit",
+	[REFUSE_TERMINALS] = "over the terminal limit",
+	[REFUSE_HANDSHAKE_FAILED] = "failed handshakes not logged one by one",
 };
 
 struct kp_server {
@@ -48,14 +77,21 @@ struct kp_server {
 	volatile int stopping;
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
-	int active;
-	int fds[MAX_TRACKED];            /* live connections, shut down on stop */
+	int active;                      /* n_handshake + n_terminal */
+	int n_handshake, n_terminal;
+	int busy_handshake_ms;           /* handshake deadline under pressure */
+	struct slot slots[MAX_TRACKED];  /* live connections, shut down on stop */
+	int64_t window_ms;               /* start of the refusal log interval; 0: none open */
+	unsigned long refused[N_REFUSALS];
+	int handshake_lines;             /* failed handshakes logged in this interval */
 };
 
 struct conn {
 	kp_server *srv;
 	int fd;
 	int slot;
+	int handshake_ms;                /* shorter under pressure */
+	char addr[64];
 };
 
 static void gate_init(struct gate *g, unsigned long slots)
@@ -99,6 +135,54 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* With srv->lock held: the summary of an interval that has ended (or, with force, of the
+ * open one), as one line. */
+static void refusals_flush(kp_server *srv, int force)
+{
+	int64_t now = mono_ms();
+	unsigned long total = 0;
+	char line[512];
+	size_t n;
+
+	if (srv->window_ms == 0 || (!force && now - srv->window_ms < REFUSAL_LOG_MS))
+		return;
+	for (int i = 0; i < N_REFUSALS; i++)
+		total += srv->refused[i];
+	if (total > 0) {
+		n = (size_t)snprintf(line, sizeof(line), "kippu-backend: refused %lu connections in "
+		                     "the last %d s:", total,
+		                     (int)((now - srv->window_ms + 999) / 1000));
+		for (int i = 0; i < N_REFUSALS && n < sizeof(line); i++) {
+			if (srv->refused[i] != 0)
+				n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %lu %s",
+				                      n > 0 && line[n - 1] == ':' ? "" : ",",
+				                      srv->refused[i], refusal_text[i]);
+		}
+		fprintf(stderr, "%s (%d in handshake, %d terminals)\n", line, srv->n_handshake,
+		        srv->n_terminal);
+	}
+	memset(srv->refused, 0, sizeof(srv->refused));
+	srv->handshake_lines = 0;
+	srv->window_ms = 0;
+}
+
+/* With srv->lock held: counts one refusal into the open interval (opening one). */
+static void refusal_note(kp_server *srv, enum refusal why)
+{
+	refusals_flush(srv, 0);
+	if (srv->window_ms == 0)
+		srv->window_ms = mono_ms();
+	srv->refused[why]++;
+}
+
 void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -109,6 +193,8 @@ void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 	snprintf(cfg->cert, sizeof(cfg->cert), "backend.crt");
 	snprintf(cfg->key, sizeof(cfg->key), "backend.key");
 	cfg->max_conns = 256;
+	cfg->max_unauth = 256;
+	cfg->max_per_addr = 16;
 	cfg->timeout_ms = 10000;
 }
 
@@ -213,8 +299,47 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db, const char
 	return rc;
 }
 
-static void serve(kp_server *srv, int fd, const char *peer_addr)
+/* A completed handshake moves its connection from the handshake slots to the terminals';
+ * 0 if those are all taken. */
+static int conn_promote(kp_server *srv, int slot)
 {
+	int ok;
+
+	pthread_mutex_lock(&srv->lock);
+	ok = srv->n_terminal < srv->cfg.max_conns;
+	if (ok) {
+		srv->slots[slot].state = CONN_TERMINAL;
+		srv->n_handshake--;
+		srv->n_terminal++;
+	} else {
+		refusal_note(srv, REFUSE_TERMINALS);
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return ok;
+}
+
+/* 1 if a failed handshake gets a line of its own; the rest of an interval's are counted. */
+static int handshake_failure_logged(kp_server *srv)
+{
+	int own;
+
+	pthread_mutex_lock(&srv->lock);
+	refusals_flush(srv, 0);
+	own = srv->handshake_lines < HANDSHAKE_LINES;
+	if (own) {
+		srv->handshake_lines++;
+		if (srv->window_ms == 0)
+			srv->window_ms = mono_ms();
+	} else {
+		refusal_note(srv, REFUSE_HANDSHAKE_FAILED);
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return own;
+}
+
+static void serve(kp_server *srv, const struct conn *c)
+{
+	const char *peer_addr = c->addr;
 	kp_tls *t = NULL;
 	kp_bstore *db = NULL;
 	kp_cert *peer = NULL;
@@ -227,10 +352,15 @@ static void serve(kp_server *srv, int fd, const char *peer_addr)
 	int rc;
 
 	memset(&m, 0, sizeof(m));
-	rc = kp_tls_handshake(&t, srv->tls, fd, NULL, srv->cfg.timeout_ms, err, sizeof(err));
+	rc = kp_tls_handshake(&t, srv->tls, c->fd, NULL, c->handshake_ms, err, sizeof(err));
 	if (rc != 0) {
-		fprintf(stderr, "kippu-backend: %s: TLS handshake refused: %s\n", peer_addr, err);
+		if (handshake_failure_logged(srv))
+			fprintf(stderr, "kippu-backend: %s: TLS handshake refused: %s\n", peer_addr, err);
 		return;                          /* the handshake closed fd */
+	}
+	if (!conn_promote(srv, c->slot)) {
+		send_simple(t, KP_MSG_ERROR, 0, 0, "backend busy; try later", srv->cfg.timeout_ms);
+		goto out;
 	}
 	if (kp_tls_peer_cn(t, cn, sizeof(cn)) != 0 || strlen(cn) > KP_ID_MAX ||
 	    kp_tls_peer_cert_der(t, &der, &der_len) != 0 || kp_cert_parse(&peer, der, der_len) != 0) {
@@ -301,25 +431,89 @@ static void *conn_main(void *arg)
 {
 	struct conn *c = arg;
 	kp_server *srv = c->srv;
-	char addr[64];
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
+	struct slot *s = &srv->slots[c->slot];
 
-	snprintf(addr, sizeof(addr), "fd %d", c->fd);
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
-		const unsigned char *a = (const unsigned char *)&((struct sockaddr_in *)&ss)->sin_addr;
-
-		snprintf(addr, sizeof(addr), "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3],
-		         ntohs(((struct sockaddr_in *)&ss)->sin_port));
-	}
-	serve(srv, c->fd, addr);
+	serve(srv, c);
 	pthread_mutex_lock(&srv->lock);
-	srv->fds[c->slot] = -1;
+	if (s->state == CONN_TERMINAL)
+		srv->n_terminal--;
+	else
+		srv->n_handshake--;
+	s->fd = -1;
+	s->state = CONN_FREE;
 	srv->active--;
 	pthread_cond_broadcast(&srv->idle);
 	pthread_mutex_unlock(&srv->lock);
 	free(c);
 	return NULL;
+}
+
+/* The peer's address as 16 bytes (IPv4 mapped into IPv6) for the per-address count, and as
+ * text for the log. */
+static void peer_addr(int fd, unsigned char key[16], char *text, size_t cap)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN];
+
+	memset(key, 0, 16);
+	snprintf(text, cap, "fd %d", fd);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &in->sin_addr, 4);
+		if (inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip)) != NULL)
+			snprintf(text, cap, "%s:%u", ip, ntohs(in->sin_port));
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+
+		memcpy(key, &in6->sin6_addr, 16);
+		if (inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip)) != NULL)
+			snprintf(text, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
+	}
+}
+
+/* With srv->lock held: takes a handshake slot for a new connection from addr, or says why
+ * not. Under pressure (handshake slots more than half taken) the per-address limit applies
+ * and the handshake deadline is shorter. */
+static int conn_admit(kp_server *srv, const unsigned char addr[16], int *slot, int *handshake_ms,
+                      enum refusal *why)
+{
+	int scan = srv->cfg.max_unauth + srv->cfg.max_conns, busy, same = 0;
+
+	*slot = -1;
+	if (srv->n_handshake >= srv->cfg.max_unauth) {
+		*why = REFUSE_HANDSHAKES;
+		return -1;
+	}
+	busy = 2 * srv->n_handshake >= srv->cfg.max_unauth;
+	for (int i = 0; i < scan; i++) {
+		const struct slot *s = &srv->slots[i];
+
+		if (s->state == CONN_FREE) {
+			if (*slot < 0)
+				*slot = i;
+		} else if (busy && s->state == CONN_HANDSHAKE && memcmp(s->addr, addr, 16) == 0) {
+			same++;
+		}
+	}
+	if (busy && same >= srv->cfg.max_per_addr) {
+		*why = REFUSE_PER_ADDR;
+		return -1;
+	}
+	if (*slot < 0) {                     /* cannot happen: the counts bound the slots taken */
+		*why = REFUSE_HANDSHAKES;
+		return -1;
+	}
+	*handshake_ms = busy ? srv->busy_handshake_ms : srv->cfg.timeout_ms;
+	srv->slots[*slot].state = CONN_HANDSHAKE;
+	memcpy(srv->slots[*slot].addr, addr, 16);
+	srv->n_handshake++;
+	srv->active++;
+	return 0;
 }
 
 static void *accept_main(void *arg)
@@ -330,27 +524,28 @@ static void *accept_main(void *arg)
 		struct conn *c;
 		pthread_t th;
 		pthread_attr_t attr;
-		int fd = -1, slot = -1;
+		unsigned char addr[16];
+		char text[64];
+		enum refusal why = REFUSE_HANDSHAKES;
+		int fd = -1, slot = -1, handshake_ms = 0, rc = -1;
 
-		if (kp_tcp_accept(srv->listen_fd, 200, &fd) != 0)
+		if (kp_tcp_accept(srv->listen_fd, 200, &fd) != 0) {
+			pthread_mutex_lock(&srv->lock);
+			refusals_flush(srv, 0);      /* a quiet spell still closes the interval */
+			pthread_mutex_unlock(&srv->lock);
 			continue;
-		pthread_mutex_lock(&srv->lock);
-		if (srv->active < srv->cfg.max_conns && !srv->stopping) {
-			for (int i = 0; i < MAX_TRACKED; i++) {
-				if (srv->fds[i] < 0) {
-					slot = i;
-					break;
-				}
-			}
 		}
-		if (slot >= 0) {
-			srv->fds[slot] = fd;
-			srv->active++;
+		peer_addr(fd, addr, text, sizeof(text));
+		pthread_mutex_lock(&srv->lock);
+		if (!srv->stopping) {
+			rc = conn_admit(srv, addr, &slot, &handshake_ms, &why);
+			if (rc != 0)
+				refusal_note(srv, why);
+			else
+				srv->slots[slot].fd = fd;
 		}
 		pthread_mutex_unlock(&srv->lock);
-		if (slot < 0) {
-			fprintf(stderr, "kippu-backend: %d connections already: closing a new one\n",
-			        srv->cfg.max_conns);
+		if (rc != 0) {
 			close(fd);
 			continue;
 		}
@@ -358,12 +553,20 @@ static void *accept_main(void *arg)
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		pthread_attr_setstacksize(&attr, 256 * 1024);
-		if (c == NULL || (c->srv = srv, c->fd = fd, c->slot = slot,
-		                  pthread_create(&th, &attr, conn_main, c) != 0)) {
+		if (c != NULL) {
+			c->srv = srv;
+			c->fd = fd;
+			c->slot = slot;
+			c->handshake_ms = handshake_ms;
+			snprintf(c->addr, sizeof(c->addr), "%s", text);
+		}
+		if (c == NULL || pthread_create(&th, &attr, conn_main, c) != 0) {
 			close(fd);
 			free(c);
 			pthread_mutex_lock(&srv->lock);
-			srv->fds[slot] = -1;
+			srv->slots[slot].fd = -1;
+			srv->slots[slot].state = CONN_FREE;
+			srv->n_handshake--;
 			srv->active--;
 			pthread_mutex_unlock(&srv->lock);
 		}
@@ -385,12 +588,21 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 		return KP_BE_E_NOMEM;
 	srv->cfg = *cfg;
 	srv->listen_fd = -1;
-	if (srv->cfg.max_conns <= 0 || srv->cfg.max_conns > MAX_TRACKED)
+	if (srv->cfg.max_conns <= 0 || srv->cfg.max_conns > MAX_TRACKED / 2)
 		srv->cfg.max_conns = 256;
+	if (srv->cfg.max_unauth <= 0 || srv->cfg.max_unauth > MAX_TRACKED / 2)
+		srv->cfg.max_unauth = 256;
+	if (srv->cfg.max_per_addr <= 0)
+		srv->cfg.max_per_addr = 16;
 	if (srv->cfg.timeout_ms <= 0)
 		srv->cfg.timeout_ms = 10000;
+	/* Under pressure a silent client holds its slot a fifth as long, never under 1 s: an
+	 * honest handshake takes milliseconds. */
+	srv->busy_handshake_ms = srv->cfg.timeout_ms / 5 < 1000 ? 1000 : srv->cfg.timeout_ms / 5;
+	if (srv->busy_handshake_ms > srv->cfg.timeout_ms)
+		srv->busy_handshake_ms = srv->cfg.timeout_ms;
 	for (int i = 0; i < MAX_TRACKED; i++)
-		srv->fds[i] = -1;
+		srv->slots[i].fd = -1;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_mutex_init(&srv->key_lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
@@ -448,12 +660,13 @@ void kp_server_stop(kp_server *srv)
 	pthread_join(srv->acceptor, NULL);
 	close(srv->listen_fd);
 	pthread_mutex_lock(&srv->lock);
+	refusals_flush(srv, 1);
 	/* Wake every connection blocked in poll(); each ends its transaction cleanly. (A
 	 * connection that just closed may leave its number here an instant longer; the
 	 * process is stopping, so a stray shutdown() cannot hurt a live terminal.) */
 	for (int i = 0; i < MAX_TRACKED; i++) {
-		if (srv->fds[i] >= 0)
-			shutdown(srv->fds[i], SHUT_RDWR);
+		if (srv->slots[i].fd >= 0)
+			shutdown(srv->slots[i].fd, SHUT_RDWR);
 	}
 	while (srv->active > 0)
 		pthread_cond_wait(&srv->idle, &srv->lock);
