@@ -1382,6 +1382,128 @@ static void test_fares_across_terminals_end_to_end(void **state)
 	                    "grep ' SV ' ent.txt | grep -q ' 2000 .* 400 .* 1600 '"), 0);
 }
 
+/* ---- names and reasons the bundle cannot carry (issue 12): every entry point refuses
+ * them (kp_bundle_text_check), and the bundle builder leaves out a row that got into the
+ * database anyway instead of failing every terminal's sync ---- */
+
+/* 22 kanji: 66 bytes of UTF-8, two more than the bundle's 64 */
+#define JA_66 "紛失届出済紛失届出済紛失届出済紛失届出済紛失"
+/* "日本" in Shift_JIS: not UTF-8 */
+#define SJIS "\x93\xfa\x96\x7b"
+/* 65 ASCII bytes */
+#define LONG_65 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+/* Each bad text at each entry point: exit 2 (kippuctl load: 1), the field and the limit
+ * named, the backend database (and the terminal's) byte for byte as before. */
+static void test_entry_points_refuse_what_the_bundle_cannot_carry(void **state)
+{
+	static const char *const bad[] = { JA_66, SJIS, "lost\033[2J", "lost\ttab", LONG_65 };
+
+	(void)state;
+	assert_int_equal(sh("sqlite3 $DB .dump > before.sql && "
+	                    "\"$CTL\" load entry.db /dev/null --token-key token.key > /dev/null && "
+	                    "sqlite3 entry.db .dump > t-before.sql"), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(sh("printf '%%s' '%s' > bad.txt", bad[i]), 0);
+		assert_int_equal(sh("\"$CTL\" backend deny $DB felica:01010203040506E0 \"$(cat bad.txt)\" "
+		                    "--token-key token.key 2> err.txt; test $? -eq 2 && "
+		                    "grep -q 'REASON: .*at most 64 bytes of UTF-8' err.txt"), 0);
+		assert_int_equal(sh("\"$CTL\" backend operator $DB OP-X \"$(cat bad.txt)\" 2> err.txt; "
+		                    "test $? -eq 2 && grep -q 'NAME: .*at most 64 bytes' err.txt"), 0);
+		assert_int_equal(sh("\"$CTL\" backend product $DB PX 3 OP-A \"$(cat bad.txt)\" "
+		                    "2> err.txt; test $? -eq 2 && grep -q 'NAME: ' err.txt"), 0);
+		/* load files: the backend's and the terminal's, each directive with a text */
+		assert_int_equal(sh("{ printf 'operator OP-X '; cat bad.txt; echo; } > l1.txt && "
+		                    "{ printf 'product PX nride 3 OP-A '; cat bad.txt; echo; } > l2.txt && "
+		                    "{ printf 'product PY stored OP-A '; cat bad.txt; echo; } > l3.txt && "
+		                    "{ printf 'product PZ commuter OP-A * S1,S2 '; cat bad.txt; echo; } "
+		                    "> l4.txt && "
+		                    "{ printf 'denylist felica:01010203040506E0 '; cat bad.txt; echo; } "
+		                    "> l5.txt"), 0);
+		for (int f = 1; f <= 4; f++)
+			assert_int_equal(sh("\"$CTL\" backend load $DB l%d.txt 2> err.txt; test $? -eq 2 && "
+			                    "grep -q 'l%d.txt:1: NAME: ' err.txt", f, f), 0);
+		/* kippuctl load keeps its exit status 1 for any bad line (test_integration) */
+		for (int f = 1; f <= 5; f++)
+			assert_int_equal(sh("\"$CTL\" load entry.db l%d.txt --token-key token.key 2> err.txt; "
+			                    "test $? -eq 1 && grep -q 'l%d.txt:1: [A-Z]*: ' err.txt", f, f),
+			                 0);
+	}
+	assert_int_equal(sh("sqlite3 $DB .dump > after.sql && cmp before.sql after.sql && "
+	                    "sqlite3 entry.db .dump > t-after.sql && cmp t-before.sql t-after.sql"), 0);
+	/* the limit is bytes: 21 kanji (63 bytes) and 64 ASCII bytes go in */
+	assert_int_equal(sh("\"$CTL\" backend deny $DB felica:01010203040506E0 "
+	                    "'紛失届出済紛失届出済紛失届出済紛失届出済紛' --token-key token.key && "
+	                    "\"$CTL\" backend operator $DB OP-X '%.64s'", LONG_65), 0);
+}
+
+/* Rows put into the database by hand that the bundle cannot carry. */
+static void insert_bad_rows(void)
+{
+	assert_int_equal(sh("sqlite3 $DB \"INSERT INTO denylist(token, reason, added) VALUES "
+	                    "(X'000102030405060708090A0B0C0D0E0F', CAST(X'93FA967B' AS TEXT), 7);"
+	                    "INSERT INTO operators(id, name) VALUES ('OP-BAD', '%s');"
+	                    "UPDATE products SET name = '%s' WHERE id = 'PC';\"", JA_66, LONG_65), 0);
+}
+
+static void test_bundle_leaves_out_bad_rows(void **state)
+{
+	char path[512];
+	kp_bstore *s = NULL;
+	kp_key *key = NULL;
+	struct kp_bundle b;
+	uint8_t *cose = NULL;
+	size_t cose_len = 0, n_out = 0;
+	const char *first;
+	int has = 0;
+
+	(void)state;
+	insert_bad_rows();
+	snprintf(path, sizeof(path), "%s/backend.db", F->dir);
+	assert_int_equal(kp_bstore_open(&s, path), KP_BE_OK);
+	assert_int_equal(kp_bstore_bundle(s, "T-A", 0, 1796000000000LL, &b, &has), KP_BE_OK);
+	assert_int_equal(has, 1);
+	first = kp_bstore_bundle_left_out(s, &n_out);
+	/* the operator, the product, the denylist row, and erin's PC entitlement with it */
+	assert_int_equal(n_out, 4);
+	assert_non_null(strstr(first, "operators row OP-BAD: name: too long (66 bytes; at most 64"));
+	assert_int_equal(b.n_operators, 3);                 /* OP-A, OP-B, OP-C: not OP-BAD */
+	assert_int_equal(b.n_products, 2);                  /* P10, P2: not PC */
+	assert_int_equal(b.n_entitlements, 3);              /* alice, bob, carol: not erin's PC */
+	assert_int_equal(b.n_denylist, 1);                  /* dave's "reported lost" */
+	assert_string_equal(b.denylist[0].reason, "reported lost");
+	snprintf(path, sizeof(path), "%s/backend.key", F->dir);
+	assert_int_equal(kp_key_load(&key, path), 0);
+	assert_int_equal(kp_bundle_sign(&b, key, &cose, &cose_len), 0);
+	assert_true(cose_len > 0);
+	free(cose);
+	kp_key_free(key);
+	kp_bundle_free(&b);
+	kp_bstore_close(s);
+}
+
+/* A real terminal still gets a denylist entry staff add after the bad rows. */
+static void test_sync_after_bad_row_end_to_end(void **state)
+{
+	char path[512];
+	kp_store *s = NULL;
+	int64_t n = -1;
+
+	(void)state;
+	insert_bad_rows();
+	assert_int_equal(sh("\"$CTL\" backend deny $DB felica:01010203040506E0 'stolen' "
+	                    "--token-key token.key"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	snprintf(path, sizeof(path), "%s/T-A.db", F->dir);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_store_count(s, "denylist", &n), KP_OK);
+	kp_store_close(s);
+	assert_int_equal(n, 2);                              /* "reported lost" and "stolen" */
+	backend_logged("T-A: bundle: left out 4 row(s) it cannot carry, first operators row OP-BAD",
+	               1);
+	backend_logged("could not sign", 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1404,6 +1526,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_terminal_regains_connectivity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fare_feed_and_stored_value_end_to_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fares_across_terminals_end_to_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_entry_points_refuse_what_the_bundle_cannot_carry,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bundle_leaves_out_bad_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_after_bad_row_end_to_end, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
