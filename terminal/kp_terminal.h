@@ -312,6 +312,11 @@ int kp_store_put_denylist(kp_store *s, const uint8_t token[KP_TOKEN_LEN], const 
                           int64_t added_ms);
 int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
                              struct kp_entitlement *e);
+/* *taken = 1 if entitlement id is held by a card other than token (load files: an id names
+ * one entitlement; a bundle's ids come from the backend, unique already). Scans the table:
+ * for load lines, not for bundles. */
+int kp_store_entitlement_id_taken(kp_store *s, int64_t id, const uint8_t token[KP_TOKEN_LEN],
+                                  int *taken);
 /* Counts rows of a table named by the caller from a fixed list (tests, tools). */
 int kp_store_count(kp_store *s, const char *table, int64_t *n);
 

@@ -766,6 +766,25 @@ int kp_store_put_denylist(kp_store *s, const uint8_t token[KP_TOKEN_LEN], const 
 	                 "denylist", bind_deny, &d);
 }
 
+int kp_store_entitlement_id_taken(kp_store *s, int64_t id, const uint8_t token[KP_TOKEN_LEN],
+                                  int *taken)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*taken = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM entitlements WHERE id = ?1 AND token <> ?2"
+	                       " LIMIT 1", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "entitlement id");
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_blob(st, 2, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	*taken = rc == SQLITE_ROW;
+	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlement id");
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int kp_store_get_entitlement(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
                              struct kp_entitlement *e)
 {

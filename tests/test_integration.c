@@ -221,6 +221,20 @@ static void test_kippuctl_rejects_bad_input(void **state)
 	                       "%s/kippuctl load terminal.db l3.txt --token-key token.key 2>err.txt;"
 	                       " test $? -eq 1 && grep -q 'l3.txt:1:.*FOREIGN KEY' err.txt",
 	                       f->dir, f->bin), 0);
+	/* an entitlement id names one entitlement: loading it again for the same card updates
+	 * it, for another card is refused (it made a second entitlement with the same id) */
+	assert_int_equal(tu_sh("cd %s && printf 'entitlement 1001 felica:01010203040506A0 P10 3 "
+	                       "2026-11-01T00:00:00Z 2026-12-01T00:00:00Z\\n' > l4.txt && "
+	                       "%s/kippuctl load terminal.db l4.txt --token-key token.key 2>err.txt;"
+	                       " test $? -eq 1 && grep -q \"l4.txt:1: entitlement id is already another "
+	                       "card's\" err.txt && sqlite3 terminal.db \"select count(*) from "
+	                       "entitlements where id = 1001\" > n.txt && grep -qx 1 n.txt && "
+	                       "printf 'entitlement 1001 felica:0101020304050607 P10 7 "
+	                       "2026-11-01T00:00:00Z 2026-12-01T00:00:00Z\\n' > l5.txt && "
+	                       "%s/kippuctl load terminal.db l5.txt --token-key token.key >/dev/null && "
+	                       "sqlite3 terminal.db \"select count(*), max(rides_left) from "
+	                       "entitlements where id = 1001\" > n.txt && grep -qx '1|7' n.txt",
+	                       f->dir, f->bin, f->bin), 0);
 	/* the rider-category directives: each bad form names its line, nothing is loaded */
 	{
 		static const char *const bad[] = {

@@ -211,6 +211,7 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 	}
 	if (strcmp(f[0], "entitlement") == 0) {
 		struct kp_entitlement e;
+		int taken = 0;
 
 		memset(&e, 0, sizeof(e));
 		*why = "usage: entitlement ID CARD PRODUCT RIDES_LEFT|BALANCE|first-use VALID_FROM"
@@ -224,6 +225,11 @@ static int load_line(kp_store *s, char *line, const uint8_t token_key[KP_TOKEN_K
 		*why = "card must be felica:<16 hex digits> or token:<32 hex digits>";
 		if (kp_parse_card(f[2], token_key, e.token) != KP_OK)
 			return KP_E_PARSE;
+		rc = kp_store_entitlement_id_taken(s, e.id, e.token, &taken);
+		*why = rc != KP_OK ? kp_store_errmsg(s) :
+		       "entitlement id is already another card's (an id names one entitlement)";
+		if (rc != KP_OK || taken)
+			return rc != KP_OK ? rc : KP_E_PARSE;
 		*why = "bad product id";
 		if (!kp_valid_id(f[3]))
 			return KP_E_PARSE;
