@@ -352,6 +352,25 @@ int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *c
 	return rc;
 }
 
+int kp_bstore_terminal_head(kp_bstore *s, const char *terminal, uint64_t *acked,
+                            uint8_t hash[KP_SHA256_LEN])
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT acked, last_hash FROM terminals WHERE id = ?1");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == KP_SHA256_LEN) {
+		*acked = (uint64_t)sqlite3_column_int64(st, 0);
+		memcpy(hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
+	} else {
+		rc = fail(s, "terminal head");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int quarantine(kp_bstore *s, const char *terminal, uint64_t seq, const char *reason,
                       const struct kp_ingest *r, int64_t now_ms)
 {

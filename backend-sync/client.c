@@ -122,9 +122,10 @@ static int set_acked(struct session *s, uint64_t acked, struct kp_sync_stats *st
 	return KP_SYNC_OK;
 }
 
-/* The seq inside a record's COSE_Sign1, read without verifying it (the backend does);
- * 0 if it does not parse. */
-static uint64_t record_seq(const struct kp_bytes *item)
+/* The payload inside a record's COSE_Sign1 and its seq, read without verifying it (the
+ * backend does); 0 if it does not parse. */
+static uint64_t record_payload(const struct kp_bytes *item, const uint8_t **payload,
+                               size_t *payload_len)
 {
 	struct kp_cbor_reader r = { .buf = item->p, .len = item->n, .pos = 1 };
 	struct kp_cbor_item it;
@@ -142,7 +143,57 @@ static uint64_t record_seq(const struct kp_bytes *item)
 	    kp_cbor_read_bstr(&r, &p, &n) != KP_RECORD_OK ||          /* payload */
 	    kp_record_decode(p, n, &rec) != KP_RECORD_OK)
 		return 0;
+	if (payload != NULL) {
+		*payload = p;
+		*payload_len = n;
+	}
 	return rec.seq;
+}
+
+static uint64_t record_seq(const struct kp_bytes *item)
+{
+	return record_payload(item, NULL, NULL);
+}
+
+/* The backend's acked counts for us only if it is our journal's: we hold record acked and,
+ * when the backend sends its hash, it is that record. Anything else is another journal
+ * under our terminal id (the database was replaced, or restored from an older backup), and
+ * believing it would mark our records delivered and drop our pending uses. Returns
+ * KP_SYNC_E_JOURNAL for another journal, a store code if we could not look. */
+static int check_journal(struct session *s, const struct kp_msg *welcome)
+{
+	struct kp_bytes item = { 0 };
+	const uint8_t *p = NULL;
+	uint8_t h[KP_SHA256_LEN];
+	size_t n = 0, plen = 0;
+	uint64_t seq = 0;
+	int rc;
+
+	if (welcome->acked == 0)
+		return KP_SYNC_OK;
+	rc = s->src->records_after(s->src->ctx, welcome->acked - 1, 1, &item, &n);
+	if (rc != 0)
+		return fail(s, rc, "terminal store: reading record %llu failed (%s)",
+		            (unsigned long long)welcome->acked, rc_text(rc));
+	if (n == 1)
+		seq = record_payload(&item, &p, &plen);
+	if (seq != welcome->acked)
+		rc = fail(s, KP_SYNC_E_JOURNAL, "the backend holds records 1..%llu of terminal %s "
+		          "but this database's journal has no record %llu: another journal (the "
+		          "database was replaced or restored from an older backup); nothing sent, "
+		          "nothing marked delivered or deleted",
+		          (unsigned long long)welcome->acked, s->terminal,
+		          (unsigned long long)welcome->acked);
+	else if (welcome->has_head &&
+	         (kp_sha256(p, plen, h) != 0 || memcmp(h, welcome->head, sizeof(h)) != 0))
+		rc = fail(s, KP_SYNC_E_JOURNAL, "the backend holds records 1..%llu of terminal %s "
+		          "from another journal (its record %llu is not this database's): the "
+		          "database was replaced or restored; nothing sent, nothing marked "
+		          "delivered or deleted", (unsigned long long)welcome->acked, s->terminal,
+		          (unsigned long long)welcome->acked);
+	if (n > 0)
+		free((void *)item.p);
+	return rc;
 }
 
 static void free_items(struct kp_bytes *items, size_t n)
@@ -335,13 +386,25 @@ int kp_sync_exchange(const struct kp_sync_io *io, const char *terminal_id,
 	out.type = KP_MSG_HELLO;
 	snprintf(out.terminal, sizeof(out.terminal), "%s", terminal_id);
 	out.config = have;
+	out.chain = 1;
 	rc = roundtrip(&s, &out, &in, &buf);
 	if (rc == KP_SYNC_OK && in.type != KP_MSG_WELCOME)
 		rc = unexpected(&s, &in, "welcome");
 	if (rc != KP_SYNC_OK)
 		goto out;
-	rc = set_acked(&s, in.acked, st);
+	rc = check_journal(&s, &in);
+	if (rc == KP_SYNC_OK)
+		rc = set_acked(&s, in.acked, st);
 	done_with(&in, &buf);
+
+	/* Another journal: no records (the backend would quarantine us), no bundle (it counts
+	 * the other journal's uses and would make ours count twice or vanish). */
+	if (s.rc == KP_SYNC_E_JOURNAL) {
+		memset(&out, 0, sizeof(out));
+		out.type = KP_MSG_BYE;
+		(void)kp_msg_send_io(io, &out, timeout_ms);
+		goto out;
+	}
 
 	/* records -> ack | refused, getconfig -> config */
 	if (rc == KP_SYNC_OK)

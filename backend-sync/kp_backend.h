@@ -34,6 +34,11 @@ int kp_bstore_pragmas(kp_bstore *s, char *journal_mode, size_t cap, int *synchro
 /* A terminal connected (its certificate, DER): records it, returns what the backend holds. */
 int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
                             size_t cert_len, int64_t now_ms, uint64_t *acked);
+/* What the backend holds of a terminal's journal: the highest contiguous seq and the SHA-256
+ * of that record's payload (32 zero bytes when none), which lets the terminal check that it
+ * is its own journal (PROTOCOL.md, "Same journal"). */
+int kp_bstore_terminal_head(kp_bstore *s, const char *terminal, uint64_t *acked,
+                            uint8_t hash[KP_SHA256_LEN]);
 
 /* One record as the server hands it to the store: signature already checked (sig_ok), the
  * payload decoded (decode_rc 0) into rec. */

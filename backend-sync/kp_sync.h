@@ -24,6 +24,8 @@ enum kp_sync_rc {
 	KP_SYNC_E_STALE     = -0x347, /* bundle not newer than the one we have */
 	KP_SYNC_E_SIGNATURE = -0x348, /* bundle signature does not verify */
 	KP_SYNC_E_PROTOCOL  = -0x349, /* unexpected message in this state */
+	KP_SYNC_E_JOURNAL   = -0x34A, /* the backend holds another journal under this terminal id
+	                               * (database replaced or restored): nothing sent or deleted */
 };
 const char *kp_sync_strerror(int rc);
 /* Text for any crypto, TLS, record, sync or backend error code (backend-sync/errors.c). */
@@ -59,6 +61,9 @@ struct kp_msg {
 	char terminal[KP_ID_MAX + 1];    /* hello */
 	uint64_t config;                 /* hello, getconfig */
 	uint64_t acked;                  /* welcome, ack, refused */
+	int chain;                       /* hello, optional: 1 = send me the hash at acked */
+	int has_head;                    /* welcome, optional (only to a hello with chain): */
+	uint8_t head[KP_SHA256_LEN];     /*   SHA-256 of the payload of record acked (0s: none) */
 	uint64_t seq;                    /* refused */
 	char reason[128];                /* refused, error */
 	struct kp_bytes *items;          /* records: malloc'd array of n_items (free with kp_msg_clear) */

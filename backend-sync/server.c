@@ -212,6 +212,21 @@ static int send_simple(kp_tls *t, enum kp_msg_type type, uint64_t acked, uint64_
 	return kp_msg_send(t, &m, timeout_ms);
 }
 
+/* welcome, with the hash of record acked when the terminal asked for it (head != NULL). */
+static int send_welcome(kp_tls *t, uint64_t acked, const uint8_t *head, int timeout_ms)
+{
+	struct kp_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.type = KP_MSG_WELCOME;
+	m.acked = acked;
+	if (head != NULL) {
+		m.has_head = 1;
+		memcpy(m.head, head, sizeof(m.head));
+	}
+	return kp_msg_send(t, &m, timeout_ms);
+}
+
 /* Verifies and decodes one batch, then hands it to the store. */
 static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cert *peer,
                           const char *terminal, const struct kp_msg *m)
@@ -347,6 +362,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	size_t der_len = 0;
 	char cn[KP_ID_MAX + 8], err[256];
 	uint64_t acked = 0;
+	uint8_t head[KP_SHA256_LEN] = { 0 };
 	uint8_t *buf = NULL;
 	struct kp_msg m;
 	int rc;
@@ -386,13 +402,16 @@ static void serve(kp_server *srv, const struct conn *c)
 	if (rc == KP_BE_OK) {
 		gate_enter(&srv->store_gate);
 		rc = kp_bstore_terminal_seen(db, cn, der, der_len, now_ms(), &acked);
+		/* a terminal that asks gets the hash of record acked, to check it is its own */
+		if (rc == KP_BE_OK && m.chain)
+			rc = kp_bstore_terminal_head(db, cn, &acked, head);
 		gate_leave(&srv->store_gate);
 	}
 	if (rc != KP_BE_OK) {
 		send_simple(t, KP_MSG_ERROR, 0, 0, "backend store unavailable", srv->cfg.timeout_ms);
 		goto out;
 	}
-	if (send_simple(t, KP_MSG_WELCOME, acked, 0, NULL, srv->cfg.timeout_ms) != 0)
+	if (send_welcome(t, acked, m.chain ? head : NULL, srv->cfg.timeout_ms) != 0)
 		goto out;
 	for (;;) {
 		kp_msg_clear(&m);

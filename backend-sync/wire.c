@@ -25,30 +25,36 @@ const char *kp_sync_strerror(int rc)
 	case KP_SYNC_E_STALE:     return "bundle is not newer than the one applied";
 	case KP_SYNC_E_SIGNATURE: return "bundle signature does not verify";
 	case KP_SYNC_E_PROTOCOL:  return "unexpected message";
+	case KP_SYNC_E_JOURNAL:   return "the backend holds another journal for this terminal";
 	default:                  return "unknown sync error";
 	}
 }
 
 /* ---- message layouts ---- */
 
-enum field { F_TERMINAL, F_CONFIG, F_ACKED, F_SEQ, F_REASON, F_ITEMS, F_BUNDLE };
+enum field { F_TERMINAL, F_CONFIG, F_ACKED, F_SEQ, F_REASON, F_ITEMS, F_BUNDLE, F_CHAIN,
+             F_HEAD };
 
 static const char *const field_key[] = {
 	[F_TERMINAL] = "terminal", [F_CONFIG] = "config", [F_ACKED] = "acked", [F_SEQ] = "seq",
-	[F_REASON] = "reason", [F_ITEMS] = "items", [F_BUNDLE] = "bundle",
+	[F_REASON] = "reason", [F_ITEMS] = "items", [F_BUNDLE] = "bundle", [F_CHAIN] = "chain",
+	[F_HEAD] = "head",
 };
+#define OPT(f) (1u << (f))
 
 #define FIELDS_MAX 3
 
 /* The fields after "t" and "v" (which sort first: one-byte keys, "t" < "v"), in canonical
- * order: shorter keys first, then bytewise. Every field is required. */
+ * order: shorter keys first, then bytewise. Fields in `opt` may be left out (hello's chain,
+ * welcome's head: an older peer neither sends nor expects them); all others are required. */
 static const struct layout {
 	const char *name;
 	size_t n;
 	enum field f[FIELDS_MAX];
+	unsigned opt;
 } layouts[] = {
-	[KP_MSG_HELLO]     = { "hello",     2, { F_CONFIG, F_TERMINAL } },
-	[KP_MSG_WELCOME]   = { "welcome",   1, { F_ACKED } },
+	[KP_MSG_HELLO]     = { "hello",     3, { F_CHAIN, F_CONFIG, F_TERMINAL }, OPT(F_CHAIN) },
+	[KP_MSG_WELCOME]   = { "welcome",   2, { F_HEAD, F_ACKED }, OPT(F_HEAD) },
 	[KP_MSG_RECORDS]   = { "records",   1, { F_ITEMS } },
 	[KP_MSG_ACK]       = { "ack",       1, { F_ACKED } },
 	[KP_MSG_REFUSED]   = { "refused",   3, { F_SEQ, F_ACKED, F_REASON } },
@@ -73,6 +79,17 @@ const char *kp_msg_type_name(enum kp_msg_type t)
 }
 
 /* ---- encoding ---- */
+
+static bool field_present(const struct layout *l, const struct kp_msg *m, enum field f)
+{
+	if ((l->opt & OPT(f)) == 0)
+		return true;
+	if (f == F_CHAIN)
+		return m->chain != 0;
+	if (f == F_HEAD)
+		return m->has_head != 0;
+	return true;
+}
 
 static int field_check(const struct kp_msg *m, enum field f)
 {
@@ -123,6 +140,8 @@ static void field_write(struct kp_cbor_writer *w, const struct kp_msg *m, enum f
 		else
 			kp_cbor_put_null(w);
 		break;
+	case F_CHAIN:    kp_cbor_put_uint(w, 1); break;
+	case F_HEAD:     kp_cbor_put_bstr(w, m->head, sizeof(m->head)); break;
 	}
 }
 
@@ -130,7 +149,7 @@ static void field_write(struct kp_cbor_writer *w, const struct kp_msg *m, enum f
 static int msg_write(struct kp_cbor_writer *w, const struct kp_msg *m)
 {
 	const struct layout *l = layout_of(m->type);
-	size_t i;
+	size_t i, n = 0;
 	int rc;
 
 	if (l == NULL)
@@ -139,14 +158,18 @@ static int msg_write(struct kp_cbor_writer *w, const struct kp_msg *m)
 		rc = field_check(m, l->f[i]);
 		if (rc != KP_SYNC_OK)
 			return rc;
+		if (field_present(l, m, l->f[i]))
+			n++;
 	}
-	kp_cbor_put_map(w, 2 + l->n);
+	kp_cbor_put_map(w, 2 + n);
 	kp_cbor_put_tstr(w, "t");
 	kp_cbor_put_tstr(w, l->name);
 	kp_cbor_put_tstr(w, "v");
 	kp_cbor_put_uint(w, KP_SYNC_VERSION);
-	for (i = 0; i < l->n; i++)
-		field_write(w, m, l->f[i]);
+	for (i = 0; i < l->n; i++) {
+		if (field_present(l, m, l->f[i]))
+			field_write(w, m, l->f[i]);
+	}
 	return kp_cbor_sync_rc(w->rc);
 }
 
@@ -216,6 +239,24 @@ static int field_read(struct kp_cbor_reader *r, struct kp_msg *m, enum field f)
 		m->bundle.p = it.data;
 		m->bundle.n = (size_t)it.arg;
 		return KP_RECORD_OK;
+	case F_CHAIN:
+		rc = kp_cbor_read_uint(r, &n);
+		if (rc == KP_RECORD_OK && n != 1)       /* one encoding: absent, or 1 */
+			rc = KP_RECORD_E_MALFORMED;
+		m->chain = 1;
+		return rc;
+	case F_HEAD: {
+		const uint8_t *p;
+		size_t len;
+
+		rc = kp_cbor_read_bstr(r, &p, &len);
+		if (rc == KP_RECORD_OK && len != sizeof(m->head))
+			rc = KP_RECORD_E_MALFORMED;
+		if (rc == KP_RECORD_OK)
+			memcpy(m->head, p, len);
+		m->has_head = 1;
+		return rc;
+	}
 	}
 	return KP_RECORD_E_MALFORMED;
 }
@@ -226,7 +267,7 @@ int kp_msg_decode(const uint8_t *buf, size_t len, struct kp_msg *m)
 	struct kp_cbor_item name;
 	const struct layout *l = NULL;
 	uint64_t n, v;
-	size_t i;
+	size_t i, read = 0;
 	int rc;
 
 	if (m == NULL || (buf == NULL && len > 0))
@@ -258,12 +299,23 @@ int kp_msg_decode(const uint8_t *buf, size_t len, struct kp_msg *m)
 			m->type = (enum kp_msg_type)i;
 		}
 	}
-	if (l == NULL || n != 2 + l->n) {
+	if (l == NULL || n > 2 + l->n) {
 		rc = KP_RECORD_E_MALFORMED;
 		goto out;
 	}
-	for (i = 0; i < l->n && rc == KP_RECORD_OK; i++)
+	for (i = 0; i < l->n && rc == KP_RECORD_OK; i++) {
+		/* an optional field is there only if its key comes next */
+		if ((l->opt & OPT(l->f[i])) != 0) {
+			struct kp_cbor_reader peek = r;
+
+			if (kp_cbor_read_key(&peek, field_key[l->f[i]]) != KP_RECORD_OK)
+				continue;
+		}
 		rc = field_read(&r, m, l->f[i]);
+		read++;
+	}
+	if (rc == KP_RECORD_OK && n != 2 + read)
+		rc = KP_RECORD_E_MALFORMED;
 	if (rc == KP_RECORD_OK && (r.pos != r.len || r.noncanonical))
 		rc = KP_RECORD_E_MALFORMED;
 out:

@@ -593,6 +593,9 @@ static int sync_once(struct syncer *y)
 		       (unsigned long long)st.sent, (unsigned long long)st.acked,
 		       st.bundle_applied ? "applied version " : "unchanged at version ",
 		       (unsigned long long)st.bundle_version);
+	else if (rc == KP_SYNC_E_JOURNAL)
+		/* not a passing fault: nothing will be sent until an operator resolves it */
+		logmsg(LOG_ERR, "sync REFUSED, database is not this terminal's journal: %s", err);
 	else
 		logmsg(LOG_WARNING, "sync: %s (sent %llu, backend holds up to %llu)", err,
 		       (unsigned long long)st.sent, (unsigned long long)st.acked);

@@ -387,6 +387,23 @@ static void test_msg_decode_rejects(void **state)
 		{ "A4" "6174" "4568656C6C6F" V1 CFG TERM, KP_SYNC_E_MALFORMED, "type as bytes" },
 		{ "A4" "6174" "7805" "68656C6C6F" V1 CFG TERM, KP_SYNC_E_MALFORMED, "type long head" },
 		{ "A3" T_HELLO V1 ACKED "01", KP_SYNC_E_MALFORMED, "hello with welcome's fields" },
+		/* optional keys (PROTOCOL.md 4.1): hello's chain (1 only), welcome's head (32 bytes) */
+		{ "A5" T_HELLO V1 "65636861696E" "01" CFG TERM, KP_SYNC_OK, "hello with chain" },
+		{ "A5" T_HELLO V1 "65636861696E" "02" CFG TERM, KP_SYNC_E_MALFORMED, "chain 2" },
+		{ "A5" T_HELLO V1 "65636861696E" "00" CFG TERM, KP_SYNC_E_MALFORMED, "chain 0" },
+		{ "A5" T_HELLO V1 CFG TERM "65636861696E" "01", KP_SYNC_E_MALFORMED, "chain last" },
+		{ "A4" T_HELLO V1 "65636861696E" "01" CFG TERM, KP_SYNC_E_MALFORMED,
+		  "map count without chain" },
+		{ "A5" T_HELLO V1 CFG TERM, KP_SYNC_E_MALFORMED, "map count with a chain not there" },
+		{ "A4" T_WELC V1 "6468656164" "5820" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" ACKED "01", KP_SYNC_OK, "welcome with head" },
+		{ "A4" T_WELC V1 "6468656164" "581F" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" ACKED "01", KP_SYNC_E_MALFORMED, "head of 31" },
+		{ "A4" T_WELC V1 "6468656164" "F6" ACKED "01", KP_SYNC_E_MALFORMED, "head null" },
+		{ "A4" T_WELC V1 ACKED "01" "6468656164" "5820" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB", KP_SYNC_E_MALFORMED, "head last" },
+		{ "A3" T_WELC V1 "6468656164" "5820" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB", KP_SYNC_E_MALFORMED, "head without acked" },
+		{ "A4" T_WELC V1 "65636861696E" "01" ACKED "01", KP_SYNC_E_MALFORMED,
+		  "chain in a welcome" },
+		{ "A4" T_REC V1 "6468656164" "5820" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" ITEMS "814101", KP_SYNC_E_MALFORMED,
+		  "head in records" },
 		{ "A3" T_WELC V1 ACKED "01", KP_SYNC_OK, "welcome" },
 		{ "A3" T_WELC V1 ACKED "F93C00", KP_SYNC_E_MALFORMED, "acked float" },
 		{ "A3" T_WELC V1 ACKED "C101", KP_SYNC_E_MALFORMED, "acked tagged" },
@@ -426,6 +443,52 @@ static void test_msg_decode_rejects(void **state)
 	assert_int_equal(kp_msg_decode(NULL, 0, &(struct kp_msg){ 0 }), KP_SYNC_E_MALFORMED);
 	assert_int_equal(kp_msg_decode(NULL, 3, &(struct kp_msg){ 0 }), KP_SYNC_E_INVAL);
 	assert_int_equal(kp_msg_decode((const uint8_t *)"\xA0", 1, NULL), KP_SYNC_E_INVAL);
+}
+
+/* hello's chain and welcome's head: written only when set, read back as written, and a
+ * message without them is byte for byte what version 1 was. */
+static void test_msg_optional_keys(void **state)
+{
+	struct kp_msg m, d;
+	uint8_t *out = NULL, *out2 = NULL;
+	size_t n = 0, n2 = 0;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	m.type = KP_MSG_WELCOME;
+	m.acked = 20;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(out[0], 0xA3);                 /* no head: t, v, acked */
+	free(out);
+	m.has_head = 1;
+	memset(m.head, 0xAB, sizeof(m.head));
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(out[0], 0xA4);
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.type, KP_MSG_WELCOME);
+	assert_int_equal(d.acked, 20);
+	assert_int_equal(d.has_head, 1);
+	assert_memory_equal(d.head, m.head, sizeof(m.head));
+	assert_int_equal(kp_msg_encode(&d, &out2, &n2), KP_SYNC_OK);
+	assert_int_equal(n2, n);
+	assert_memory_equal(out2, out, n);
+	free(out);
+	free(out2);
+
+	memset(&m, 0, sizeof(m));
+	m.type = KP_MSG_HELLO;
+	m.config = 300;
+	snprintf(m.terminal, sizeof(m.terminal), "bus-042");
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(n * 2, strlen(HELLO_HEX) );   /* without chain: the version 1 vector */
+	free(out);
+	m.chain = 1;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.chain, 1);
+	assert_int_equal(d.config, 300);
+	assert_string_equal(d.terminal, "bus-042");
+	free(out);
 }
 
 /* The limits that need more bytes than a table row: 256 items and a 127-byte reason pass,
@@ -2121,6 +2184,7 @@ int main(void)
 		cmocka_unit_test(test_msg_vectors),
 		cmocka_unit_test(test_msg_encode_rejects),
 		cmocka_unit_test(test_msg_decode_rejects),
+		cmocka_unit_test(test_msg_optional_keys),
 		cmocka_unit_test(test_msg_limits),
 		cmocka_unit_test(test_msg_fuzz),
 		cmocka_unit_test(test_frames),

@@ -352,6 +352,112 @@ static void test_duplicate_batch_changes_nothing(void **state)
 	}
 }
 
+/* n taps of alice, half an hour apart (each a ride while her tickets last). */
+static void write_rides(const char *name, int n)
+{
+	assert_int_equal(sh("head -n 7 bus-a.txt | grep -v '^tap' > %s && i=0 && "
+	                    "while [ $i -lt %d ]; do echo \"tap +$((i * 1800)) alice\" >> %s; "
+	                    "i=$((i + 1)); done", name, n, name), 0);
+}
+
+static int64_t term_count(const char *id, const char *table)
+{
+	char path[512];
+	kp_store *s = NULL;
+	int64_t n = -1;
+
+	snprintf(path, sizeof(path), "%s/%s.db", F->dir, id);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_store_count(s, table, &n), KP_OK);
+	kp_store_close(s);
+	return n;
+}
+
+/* A sync that finds another journal under the terminal's id: it fails, the terminal's acked
+ * stays where it was, and the backend keeps its records and quarantines nothing. */
+static void refused_as_another_journal(const char *id, uint64_t acked_before,
+                                       int64_t backend_records)
+{
+	uint64_t acked = acked_before + 1, version = 0;
+
+	assert_int_not_equal(sync_term(id), 0);
+	term_sync_state(id, &acked, &version);
+	assert_int_equal(acked, acked_before);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, id), backend_records);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+}
+
+/* Issue 12: a terminal whose database is rebuilt under the same id and certificate. The
+ * backend's acked (20) belongs to the old journal; the new one also reaches 20. Believing
+ * it would mark the new records delivered and drop their pending uses (the next bundle
+ * gives the rides back), and record 21 would get the terminal quarantined. */
+static void test_replaced_database_refused_loudly(void **state)
+{
+	int64_t uses;
+
+	(void)state;
+	/* alice holds 20 rides: two 10-ride tickets */
+	assert_int_equal(sh("\"$CTL\" backend sell backend.db felica:0101020304050607 P10 "
+	                    "2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00 "
+	                    "--token-key token.key >/dev/null"), 0);
+	write_rides("rides.txt", 20);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(run_term("T-A", "rides.txt"), 0);
+	assert_int_equal(journal_count("T-A"), 20);
+	assert_int_equal(term_count("T-A", "pending_uses"), 20);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 20);
+	assert_int_equal(term_count("T-A", "pending_uses"), 0);
+
+	/* The SD card dies: a fresh database, loaded by hand, same id and certificate. */
+	assert_int_equal(sh("rm -f T-A.db T-A.db-wal T-A.db-shm && "
+	                    "printf 'operator OP-A Bus\\nproduct P10 nride 10 OP-A 10 rides\\n"
+	                    "entitlement 1001 felica:0101020304050607 P10 20 "
+	                    "2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00\\n' > new.txt && "
+	                    "\"$CTL\" load T-A.db new.txt --token-key token.key >/dev/null"), 0);
+	assert_int_equal(run_term("T-A", "rides.txt"), 0);
+	assert_int_equal(journal_count("T-A"), 20);
+	uses = term_count("T-A", "pending_uses");
+	assert_int_equal(uses, 20);
+
+	/* Refused, loudly; nothing sent, nothing marked delivered, no use dropped; and so on
+	 * every retry, while the backend keeps the old journal. */
+	refused_as_another_journal("T-A", 0, 20);
+	assert_int_equal(sh("tail -n 1 T-A.log | grep 'sync REFUSED' | grep -q 'another journal'"), 0);
+	assert_int_equal(journal_count("T-A"), 20);
+	assert_int_equal(term_count("T-A", "pending_uses"), uses);
+	refused_as_another_journal("T-A", 0, 20);
+	assert_int_equal(term_count("T-A", "pending_uses"), uses);
+
+	/* More rides than the backend holds: still another journal, still refused. */
+	write_rides("more.txt", 3);
+	assert_int_equal(sh("sed -i 's/^start 2026-11-26/start 2026-11-27/' more.txt"), 0);
+	assert_int_equal(run_term("T-A", "more.txt"), 0);
+	assert_int_equal(journal_count("T-A"), 23);
+	refused_as_another_journal("T-A", 0, 20);
+	assert_int_equal(term_count("T-A", "pending_uses"), uses);   /* her rides are used up */
+}
+
+/* A database restored from an older backup of the same journal: the backend holds records
+ * the terminal no longer has. Believing acked would drop nothing here, but the next record
+ * (a new 5th) would collide with the backend's 5th: refused before that can happen. */
+static void test_restored_backup_refused_loudly(void **state)
+{
+	(void)state;
+	assert_int_equal(sync_term("T-A"), 0);
+	write_rides("rides.txt", 4);
+	assert_int_equal(run_term("T-A", "rides.txt"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("cp T-A.db backup.db"), 0);   /* the terminal is not running */
+	assert_int_equal(run_term("T-A", "bus-a.txt"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 12);
+	assert_int_equal(sh("rm -f T-A.db-wal T-A.db-shm && cp backup.db T-A.db"), 0);
+	assert_int_equal(journal_count("T-A"), 4);
+	refused_as_another_journal("T-A", 4, 12);
+	assert_int_equal(sh("tail -n 1 T-A.log | grep 'sync REFUSED' | grep -q 'no record 12'"), 0);
+}
+
 static void test_terminal_id_mismatch_refused(void **state)
 {
 	struct kp_msg m, out;
@@ -737,7 +843,8 @@ static void *evil_main(void *arg)
 		memset(&out, 0, sizeof(out));
 		if (m.type == KP_MSG_HELLO) {
 			out.type = KP_MSG_WELCOME;
-			out.acked = 1000;            /* "I hold everything" */
+			out.acked = 0;               /* T-A has no records (an acked above
+			                              * them would be another journal's) */
 		} else if (m.type == KP_MSG_GETCONFIG) {
 			out.type = KP_MSG_CONFIG;
 			out.has_bundle = 1;
@@ -1509,6 +1616,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_happy_path_and_independent_verification, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_batch_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replaced_database_refused_loudly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restored_backup_refused_loudly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_id_mismatch_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unauthenticated_clients_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backend_is_a_purpose_and_a_key_not_a_name, setup,
