@@ -646,6 +646,12 @@ static void test_kippuctl_certificate_profiles(void **state)
 	                    "test ! -e x.crt"), 0);
 	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id Backend "
 	                    "--key x.key --cert x.crt 2>/dev/null"), 2);
+	/* kippu-backend will not start with a terminal's certificate (terminals would refuse it) */
+	assert_int_not_equal(sh("timeout 20 '%s/kippu-backend' --listen 127.0.0.1:0 --db backend.db "
+	                        "--ca ca.crt --cert T-A.crt --key T-A.key > wrong.out 2> wrong.err",
+	                        F->bin), 0);
+	assert_int_equal(sh("grep -q 'T-A.crt: certificate is not a backend certificate "
+	                    "(extendedKeyUsage lacks serverAuth)' wrong.err"), 0);
 }
 
 /* ---- a proxy that cuts the connection after N bytes from the terminal ---- */
