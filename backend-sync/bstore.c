@@ -1877,14 +1877,18 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 		struct kp_bundle_deny *d = &b->denylist[b->n_denylist];
 		char row[40];
 
-		/* named by when it was added: a card's token stays out of the log */
-		snprintf(row, sizeof(row), "added %lld", (long long)sqlite3_column_int64(st, 2));
-		if (left_out(s, "denylist", row, "reason", sqlite3_column_text(st, 1)))
-			continue;
+		const unsigned char *reason = sqlite3_column_text(st, 1);
+
+		/* named by when it was added: a card's token stays out of the log. A reason the
+		 * bundle cannot carry never frees a denied card: the card goes with a stand-in. */
+		snprintf(row, sizeof(row), "added %lld (card kept denied)",
+		         (long long)sqlite3_column_int64(st, 2));
+		if (left_out(s, "denylist", row, "reason", reason))
+			reason = (const unsigned char *)"(reason unreadable: see the backend)";
 		b->n_denylist++;
 		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN)
 			memcpy(d->token, sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
-		copy_text(d->reason, sizeof(d->reason), sqlite3_column_text(st, 1));
+		copy_text(d->reason, sizeof(d->reason), reason);
 	}
 	sqlite3_finalize(st);
 

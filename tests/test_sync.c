@@ -605,6 +605,13 @@ static void test_backend_is_a_purpose_and_a_key_not_a_name(void **state)
 	assert_int_equal(sync_with_impostor("other-backend.crt", "other-backend.key"), 0);
 	tu_wait_text(log, "server certificate's key is not the one of the configured backend "
 	             "certificate", 1, TU_WAIT_S);
+	/* a terminal configured with such a certificate as its backend says so, unconnected */
+	assert_int_equal(sh("sed -i 's/^backend_cert = .*/backend_cert = noeku-backend.crt/' "
+	                    "T-A.conf"), 0);
+	assert_int_not_equal(sync_term("T-A"), 0);
+	tu_wait_text(log, "sync: noeku-backend.crt: certificate has no extendedKeyUsage", 1,
+	             TU_WAIT_S);
+	term_conf("T-A", "OP-A", F->port);
 	/* nothing of theirs reached T-A, and the backend it trusts still serves it */
 	term_sync_state("T-A", &acked, &version);
 	assert_int_equal(acked, 0);
@@ -1577,14 +1584,18 @@ static void test_bundle_leaves_out_bad_rows(void **state)
 	assert_int_equal(kp_bstore_bundle(s, "T-A", 0, 1796000000000LL, &b, &has), KP_BE_OK);
 	assert_int_equal(has, 1);
 	first = kp_bstore_bundle_left_out(s, &n_out);
-	/* the operator, the product, the denylist row, and erin's PC entitlement with it */
+	/* the operator, the product, erin's PC entitlement with it, and the denylist row's
+	 * reason (its card stays denied, with a stand-in reason) */
 	assert_int_equal(n_out, 4);
 	assert_non_null(strstr(first, "operators row OP-BAD: name: too long (66 bytes; at most 64"));
 	assert_int_equal(b.n_operators, 3);                 /* OP-A, OP-B, OP-C: not OP-BAD */
 	assert_int_equal(b.n_products, 2);                  /* P10, P2: not PC */
 	assert_int_equal(b.n_entitlements, 3);              /* alice, bob, carol: not erin's PC */
-	assert_int_equal(b.n_denylist, 1);                  /* dave's "reported lost" */
-	assert_string_equal(b.denylist[0].reason, "reported lost");
+	assert_int_equal(b.n_denylist, 2);                  /* by token: the bad row's first */
+	assert_memory_equal(b.denylist[0].token, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0A\x0B"
+	                    "\x0C\x0D\x0E\x0F", KP_TOKEN_LEN);
+	assert_string_equal(b.denylist[0].reason, "(reason unreadable: see the backend)");
+	assert_string_equal(b.denylist[1].reason, "reported lost");  /* dave's */
 	snprintf(path, sizeof(path), "%s/backend.key", F->dir);
 	assert_int_equal(kp_key_load(&key, path), 0);
 	assert_int_equal(kp_bundle_sign(&b, key, &cose, &cose_len), 0);
@@ -1611,7 +1622,8 @@ static void test_sync_after_bad_row_end_to_end(void **state)
 	assert_int_equal(kp_store_open(&s, path), KP_OK);
 	assert_int_equal(kp_store_count(s, "denylist", &n), KP_OK);
 	kp_store_close(s);
-	assert_int_equal(n, 2);                              /* "reported lost" and "stolen" */
+	/* "reported lost", "stolen", and the card whose reason was unreadable, still denied */
+	assert_int_equal(n, 3);
 	backend_logged("T-A: bundle: left out 4 row(s) it cannot carry, first operators row OP-BAD",
 	               1);
 	backend_logged("could not sign", 0);
