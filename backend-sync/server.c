@@ -594,21 +594,6 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
-/* Terminals refuse a server certificate without serverAuth: say so at start, not per sync. */
-static int check_own_cert(const char *path, char *err, size_t err_cap)
-{
-	kp_cert *own = NULL;
-	char why[200] = "";
-	int rc = kp_cert_load(&own, path);
-
-	if (rc == 0)
-		rc = kp_cert_check_profile(own, KP_CERT_BACKEND, why, sizeof(why));
-	kp_cert_free(own);
-	if (rc != 0)
-		snprintf(err, err_cap, "%s: %s", path, why[0] != '\0' ? why : kp_crypto_strerror(rc));
-	return rc;
-}
-
 int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err, size_t err_cap)
 {
 	kp_server *srv = calloc(1, sizeof(*srv));
@@ -653,7 +638,8 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	rc = kp_tls_conf_new(&srv->tls, KP_TLS_SERVER, cfg->ca, cfg->cert, cfg->key, err, err_cap);
 	if (rc != 0)
 		goto fail;
-	rc = check_own_cert(cfg->cert, err, err_cap);
+	/* Terminals refuse a server certificate without serverAuth: say so now, not per sync. */
+	rc = kp_cert_file_check_profile(cfg->cert, KP_CERT_BACKEND, err, err_cap);
 	if (rc != 0)
 		goto fail;
 	rc = kp_key_load(&srv->key, cfg->key);

@@ -1308,6 +1308,22 @@ int kp_cert_check_profile(const kp_cert *cert, enum kp_cert_profile profile, cha
 	                                   err_cap);
 }
 
+int kp_cert_file_check_profile(const char *path, enum kp_cert_profile profile, char *err,
+                               size_t err_cap)
+{
+	kp_cert *cert = NULL;
+	char why[200] = "";
+	int rc = path != NULL ? kp_cert_load(&cert, path) : KP_CRYPTO_E_INVAL;
+
+	if (rc == KP_CRYPTO_OK)
+		rc = kp_cert_check_profile(cert, profile, why, sizeof(why));
+	kp_cert_free(cert);
+	if (rc != KP_CRYPTO_OK && err != NULL && err_cap > 0)
+		snprintf(err, err_cap, "%s: %s", path != NULL ? path : "(null)",
+		         why[0] != '\0' ? why : kp_crypto_strerror(rc));
+	return rc;
+}
+
 /* notBefore one day back absorbs clock skew between the issuing machine and terminals. */
 static int days_window(int days, int64_t *nb, int64_t *na)
 {

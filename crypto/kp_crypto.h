@@ -111,6 +111,9 @@ int  kp_cert_issue_profile(const kp_key *ca_key, const kp_cert *ca_cert,
  * (KP_CERT_TERMINAL or KP_CERT_BACKEND); else KP_CRYPTO_E_CHAIN, and err says why. */
 int  kp_cert_check_profile(const kp_cert *cert, enum kp_cert_profile profile, char *err,
                            size_t err_cap);
+/* The same for the certificate file at path; err: "PATH: why" (also when it does not load). */
+int  kp_cert_file_check_profile(const char *path, enum kp_cert_profile profile, char *err,
+                                size_t err_cap);
 
 /* ---- RSA-2048 and certificates of any key type (My Number card, JPKI) ---- */
 

@@ -548,9 +548,17 @@ static int syncer_setup(struct syncer *y, const struct kp_terminal_cfg *cfg)
 		return rc;
 	}
 	rc = kp_cert_load(&y->backend_cert, cfg->backend_cert);
-	if (rc != 0)
+	if (rc != 0) {
 		logmsg(LOG_ERR, "sync: backend certificate %s: %s", cfg->backend_cert,
 		       kp_strerror(rc));
+		return rc;
+	}
+	/* Certificates from before profiles: the backend would refuse ours, we would refuse its. */
+	rc = kp_cert_file_check_profile(cfg->cert_path, KP_CERT_TERMINAL, err, sizeof(err));
+	if (rc == 0)
+		rc = kp_cert_file_check_profile(cfg->backend_cert, KP_CERT_BACKEND, err, sizeof(err));
+	if (rc != 0)
+		logmsg(LOG_ERR, "sync: %s", err);
 	return rc;
 }
 
