@@ -553,10 +553,9 @@ static int syncer_setup(struct syncer *y, const struct kp_terminal_cfg *cfg)
 		       kp_strerror(rc));
 		return rc;
 	}
-	/* Certificates from before profiles: the backend would refuse ours, we would refuse its. */
+	/* A certificate from before profiles: the backend would refuse it at every sync. (A
+	 * backend_cert of the wrong profile is refused at the handshake: it pins the server.) */
 	rc = kp_cert_file_check_profile(cfg->cert_path, KP_CERT_TERMINAL, err, sizeof(err));
-	if (rc == 0)
-		rc = kp_cert_file_check_profile(cfg->backend_cert, KP_CERT_BACKEND, err, sizeof(err));
 	if (rc != 0)
 		logmsg(LOG_ERR, "sync: %s", err);
 	return rc;
