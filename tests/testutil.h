@@ -75,6 +75,16 @@ static TU_UNUSED char *tu_read(const char *path)
 	return buf;
 }
 
+/* A shell command from fmt into cmd; one that does not fit fails the test rather than
+ * running cut short. */
+static TU_UNUSED void tu_vcmd(char *cmd, size_t cap, const char *fmt, va_list ap)
+{
+	int n = vsnprintf(cmd, cap, fmt, ap);
+
+	if (n < 0 || (size_t)n >= cap)
+		fail_msg("shell command of %d bytes does not fit %zu: %.60s...", n, cap, cmd);
+}
+
 /* Runs a shell command; returns its exit status (or -1 if it did not exit). */
 static TU_UNUSED int tu_sh(const char *fmt, ...)
 {
@@ -83,7 +93,7 @@ static TU_UNUSED int tu_sh(const char *fmt, ...)
 	int st;
 
 	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
 	va_end(ap);
 	st = system(cmd);
 	if (st == -1 || !WIFEXITED(st))
@@ -217,7 +227,7 @@ static TU_UNUSED pid_t tu_spawn(const char *fmt, ...)
 	pid_t pid;
 
 	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
 	va_end(ap);
 	pid = fork();
 	if (pid < 0)
