@@ -134,6 +134,66 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  ON DELETE CASCADE, kind TEXT NOT NULL CHECK (kind IN ('route', 'network')),"
 	"  scope_id TEXT NOT NULL CHECK (length(CAST(scope_id AS BLOB)) BETWEEN 1 AND 32),"
 	"  PRIMARY KEY (product_id, kind, scope_id)) WITHOUT ROWID;",
+
+	/* 5: journals and certificates (PROTOCOL.md section 4.1). A terminal id names a
+	 * certificate holder, not a journal: a rebuilt or restored database sends its records
+	 * under a journal id of its own, an epoch of the terminal, and the backend keeps every
+	 * epoch. Records and link requests are keyed by (terminal, journal, seq); what came
+	 * before is the legacy journal (16 zero bytes), epoch 1. A record an epoch holds that
+	 * is byte for byte one of another epoch's (same seq, same payload hash) is kept once:
+	 * record_aliases says where. Every certificate a terminal has authenticated with is
+	 * kept, and each record names the one of the connection it came in on. The tables are
+	 * rebuilt (DROP TABLE fires no trigger), the triggers made again. */
+	"CREATE TABLE terminal_certs(id INTEGER PRIMARY KEY,"
+	"  terminal TEXT NOT NULL REFERENCES terminals(id), cert BLOB NOT NULL,"
+	"  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, UNIQUE (terminal, cert));"
+	"INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen)"
+	"  SELECT id, cert, first_seen, last_seen FROM terminals WHERE cert IS NOT NULL;"
+	"CREATE TABLE journals(terminal TEXT NOT NULL REFERENCES terminals(id),"
+	"  journal BLOB NOT NULL CHECK (length(journal) = 16),"
+	"  epoch INTEGER NOT NULL CHECK (epoch > 0),"
+	"  acked INTEGER NOT NULL DEFAULT 0,"
+	"  last_hash BLOB NOT NULL DEFAULT (zeroblob(32)) CHECK (length(last_hash) = 32),"
+	"  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+	"  PRIMARY KEY (terminal, journal), UNIQUE (terminal, epoch)) WITHOUT ROWID;"
+	"INSERT INTO journals(terminal, journal, epoch, acked, last_hash, first_seen, last_seen)"
+	"  SELECT id, zeroblob(16), 1, acked, last_hash, first_seen, last_seen FROM terminals;"
+	"CREATE TABLE records_v5(terminal TEXT NOT NULL REFERENCES terminals(id),"
+	"  journal BLOB NOT NULL CHECK (length(journal) = 16),"
+	"  seq INTEGER NOT NULL CHECK (seq > 0), time_ms INTEGER NOT NULL, token BLOB,"
+	"  operator TEXT NOT NULL, route TEXT, stop TEXT, product TEXT, ent_id INTEGER,"
+	"  rides INTEGER NOT NULL, amount INTEGER NOT NULL, left_after INTEGER,"
+	"  result TEXT NOT NULL, reason TEXT NOT NULL,"
+	"  cose BLOB NOT NULL, payload BLOB NOT NULL, hash BLOB NOT NULL,"
+	"  received_ms INTEGER NOT NULL, via BLOB, category TEXT,"
+	"  kind TEXT NOT NULL DEFAULT 'tap', event TEXT,"
+	"  cert_id INTEGER REFERENCES terminal_certs(id),"
+	"  PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;"
+	"INSERT INTO records_v5 SELECT r.terminal, zeroblob(16), r.seq, r.time_ms, r.token,"
+	"  r.operator, r.route, r.stop, r.product, r.ent_id, r.rides, r.amount, r.left_after,"
+	"  r.result, r.reason, r.cose, r.payload, r.hash, r.received_ms, r.via, r.category,"
+	"  r.kind, r.event, (SELECT c.id FROM terminal_certs c WHERE c.terminal = r.terminal)"
+	"  FROM records r;"
+	"DROP TABLE records;"
+	"ALTER TABLE records_v5 RENAME TO records;"
+	"CREATE INDEX records_operator ON records(operator);"
+	"CREATE INDEX records_recent ON records(time_ms) WHERE token IS NOT NULL;"
+	"CREATE INDEX records_seq ON records(terminal, seq);"
+	"CREATE TRIGGER records_immutable BEFORE UPDATE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records are immutable'); END;"
+	"CREATE TRIGGER records_append_only BEFORE DELETE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records cannot be deleted'); END;"
+	"CREATE TABLE record_aliases(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
+	"  seq INTEGER NOT NULL, of_journal BLOB NOT NULL, received_ms INTEGER NOT NULL,"
+	"  PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;"
+	"CREATE TABLE link_requests_v5(id INTEGER PRIMARY KEY, terminal TEXT NOT NULL,"
+	"  journal BLOB NOT NULL DEFAULT (zeroblob(16)), seq INTEGER NOT NULL, linkage BLOB,"
+	"  card BLOB, result TEXT NOT NULL CHECK (result IN ('accepted', 'refused')),"
+	"  reason TEXT NOT NULL, at INTEGER NOT NULL, UNIQUE (terminal, journal, seq));"
+	"INSERT INTO link_requests_v5(id, terminal, seq, linkage, card, result, reason, at)"
+	"  SELECT id, terminal, seq, linkage, card, result, reason, at FROM link_requests;"
+	"DROP TABLE link_requests;"
+	"ALTER TABLE link_requests_v5 RENAME TO link_requests;",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -297,9 +357,29 @@ int kp_bstore_pragmas(kp_bstore *s, char *journal_mode, size_t cap, int *synchro
 	return rc;
 }
 
+/* The state version never goes back, even across a restore from a backup: it is the
+ * wall clock in milliseconds, or one above the last version if that is ahead (several
+ * changes in a millisecond). A backend restored to an older state makes its next version
+ * above every version its lost history gave out (made earlier), so terminals take it;
+ * kp_bstore_state_at_least covers a restored backend that has not changed yet. */
+static uint64_t version_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec < 0 ? 0 : (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static int bump_version(kp_bstore *s)
 {
-	return exec(s, "UPDATE meta SET value = value + 1 WHERE key = 'state_version'");
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "UPDATE meta SET value = max(value + 1, ?1)"
+	                      " WHERE key = 'state_version'");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)version_clock_ms());
+	return step_done(s, st, "state version");
 }
 
 /* Ends an operator's change: bump the state version (terminals get a new bundle) and
@@ -330,24 +410,145 @@ int kp_bstore_state_version(kp_bstore *s, uint64_t *version)
 	return rc;
 }
 
-int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
-                            size_t cert_len, int64_t now_ms, uint64_t *acked)
+static const uint8_t legacy_journal[KP_JOURNAL_ID_LEN];
+
+/* The row of this certificate in the terminal's history, made on first sight. */
+static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, size_t len,
+                    int64_t now_ms)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = prep(s, &st, "INSERT INTO terminals(id, cert, first_seen, last_seen)"
-	                      " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
-	                      " cert = excluded.cert, last_seen = excluded.last_seen"
-	                      " RETURNING acked");
+	int rc = prep(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen)"
+	                      " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(terminal, cert) DO UPDATE SET"
+	                      " last_seen = max(last_seen, excluded.last_seen)"
+	                      " RETURNING id, first_seen = ?3 AND last_seen = ?3");
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, cert_der, (int)cert_len, SQLITE_STATIC);
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, der, (int)len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, now_ms);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		*acked = (uint64_t)sqlite3_column_int64(st, 0);
-	else
-		rc = fail(s, "terminal");
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		ses->cert_id = sqlite3_column_int64(st, 0);
+		ses->new_cert = sqlite3_column_int(st, 1);
+	} else {
+		rc = fail(s, "terminal certificate");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* The session's journal row: found, or made as the terminal's next epoch. */
+static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT INTO journals(terminal, journal, epoch, first_seen, last_seen)"
+	                      " VALUES (?1, ?2, (SELECT coalesce(max(epoch), 0) + 1 FROM journals"
+	                      " WHERE terminal = ?1), ?3, ?3) ON CONFLICT(terminal, journal) DO NOTHING");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	rc = step_done(s, st, "journal");
+	if (rc != KP_BE_OK)
+		return rc;
+	ses->new_journal = sqlite3_changes(s->db) == 1;
+	rc = prep(s, &st, "UPDATE journals SET last_seen = max(last_seen, ?3)"
+	                  " WHERE terminal = ?1 AND journal = ?2"
+	                  " RETURNING epoch, acked, last_hash");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == KP_SHA256_LEN) {
+		ses->epoch = sqlite3_column_int64(st, 0);
+		ses->acked = (uint64_t)sqlite3_column_int64(st, 1);
+		memcpy(ses->head, sqlite3_column_blob(st, 2), KP_SHA256_LEN);
+	} else {
+		rc = fail(s, "journal head");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                    const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
+                    int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	memset(ses, 0, sizeof(*ses));
+	if (terminal == NULL || strlen(terminal) > KP_ID_MAX || cert_der == NULL || cert_len == 0)
+		return KP_BE_E_INVAL;
+	snprintf(ses->terminal, sizeof(ses->terminal), "%s", terminal);
+	memcpy(ses->journal, journal != NULL ? journal : legacy_journal, KP_JOURNAL_ID_LEN);
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	/* terminals.cert: the certificate of the last connection; the history has them all */
+	rc = prep(s, &st, "INSERT INTO terminals(id, cert, first_seen, last_seen)"
+	                  " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
+	                  " cert = excluded.cert, last_seen = excluded.last_seen");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, cert_der, (int)cert_len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, now_ms);
+		rc = step_done(s, st, "terminal");
+	}
+	if (rc == KP_BE_OK)
+		rc = cert_row(s, ses, cert_der, cert_len, now_ms);
+	if (rc == KP_BE_OK)
+		rc = journal_row(s, ses, now_ms);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
+                            size_t cert_len, int64_t now_ms, uint64_t *acked)
+{
+	struct kp_bsession ses;
+	int rc = kp_bstore_hello(s, &ses, terminal, NULL, cert_der, cert_len, now_ms);
+
+	if (rc == KP_BE_OK)
+		*acked = ses.acked;
+	return rc;
+}
+
+/* The session of a terminal's journal as it stands, with its newest certificate (for
+ * callers of the legacy-journal functions, which have no connection). */
+static int session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                      const uint8_t *journal)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	memset(ses, 0, sizeof(*ses));
+	if (terminal == NULL || strlen(terminal) > KP_ID_MAX)
+		return KP_BE_E_INVAL;
+	snprintf(ses->terminal, sizeof(ses->terminal), "%s", terminal);
+	memcpy(ses->journal, journal != NULL ? journal : legacy_journal, KP_JOURNAL_ID_LEN);
+	rc = prep(s, &st, "SELECT j.epoch, j.acked, j.last_hash, (SELECT max(c.id) FROM"
+	                  " terminal_certs c WHERE c.terminal = j.terminal) FROM journals j"
+	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == KP_SHA256_LEN) {
+		ses->epoch = sqlite3_column_int64(st, 0);
+		ses->acked = (uint64_t)sqlite3_column_int64(st, 1);
+		memcpy(ses->head, sqlite3_column_blob(st, 2), KP_SHA256_LEN);
+		ses->cert_id = sqlite3_column_int64(st, 3);
+	} else {
+		snprintf(s->err, sizeof(s->err), "unknown terminal or journal: %s", terminal);
+		rc = KP_BE_E_NOTFOUND;
+	}
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -355,19 +556,50 @@ int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *c
 int kp_bstore_terminal_head(kp_bstore *s, const char *terminal, uint64_t *acked,
                             uint8_t hash[KP_SHA256_LEN])
 {
-	sqlite3_stmt *st = NULL;
-	int rc = prep(s, &st, "SELECT acked, last_hash FROM terminals WHERE id = ?1");
+	struct kp_bsession ses;
+	int rc = session_of(s, &ses, terminal, NULL);
 
+	if (rc == KP_BE_OK) {
+		*acked = ses.acked;
+		memcpy(hash, ses.head, KP_SHA256_LEN);
+	}
+	return rc;
+}
+
+int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t *was)
+{
+	uint64_t v = 0;
+	int rc;
+
+	*raised = 0;
+	*was = 0;
+	if (have > (UINT64_C(1) << 53)) {
+		snprintf(s->err, sizeof(s->err), "config version %llu is beyond any this backend "
+		         "makes", (unsigned long long)have);
+		return KP_BE_E_INVAL;
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == KP_SHA256_LEN) {
-		*acked = (uint64_t)sqlite3_column_int64(st, 0);
-		memcpy(hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
-	} else {
-		rc = fail(s, "terminal head");
+	rc = kp_bstore_state_version(s, &v);
+	if (rc == KP_BE_OK && have > v) {
+		sqlite3_stmt *st = NULL;
+
+		rc = prep(s, &st, "UPDATE meta SET value = max(?1, ?2) WHERE key = 'state_version'");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_int64(st, 1, (sqlite3_int64)(have + 1));
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)version_clock_ms());
+			rc = step_done(s, st, "state version");
+		}
+		*raised = rc == KP_BE_OK;
+		*was = v;
 	}
-	sqlite3_finalize(st);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK) {
+		rollback(s);
+		*raised = 0;
+	}
 	return rc;
 }
 
@@ -396,23 +628,52 @@ static int quarantine(kp_bstore *s, const char *terminal, uint64_t seq, const ch
 	return step_done(s, st, "quarantine flag");
 }
 
-/* 1 if the backend holds exactly these bytes under (terminal, seq), 0 if others. */
-static int same_as_stored(kp_bstore *s, const char *terminal, const struct kp_ingest *r,
+/* 1 if the journal holds this record under its seq (stored, or an alias of another
+ * epoch's), judged by the payload's hash; 0 if another. */
+static int same_as_stored(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
                           int *same)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = prep(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2");
+	int rc = prep(s, &st, "SELECT hash FROM records WHERE terminal = ?1 AND seq = ?3 AND"
+	                      " journal = coalesce((SELECT of_journal FROM record_aliases a WHERE"
+	                      " a.terminal = ?1 AND a.journal = ?2 AND a.seq = ?3), ?2)");
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)r->rec.seq);
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)r->rec.seq);
 	*same = 0;
 	if (sqlite3_step(st) == SQLITE_ROW)
-		*same = (size_t)sqlite3_column_bytes(st, 0) == r->cose_len &&
-		        memcmp(sqlite3_column_blob(st, 0), r->cose, r->cose_len) == 0;
+		*same = sqlite3_column_bytes(st, 0) == KP_SHA256_LEN &&
+		        memcmp(sqlite3_column_blob(st, 0), r->hash, KP_SHA256_LEN) == 0;
 	sqlite3_finalize(st);
 	return KP_BE_OK;
+}
+
+/* The record another epoch of the terminal holds under this seq with this payload hash
+ * (the same history up to it): *found = 1 and the alias made. */
+static int alias_of_held(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
+                         int64_t now_ms, int *found)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT INTO record_aliases(terminal, journal, seq, of_journal,"
+	                      " received_ms) SELECT terminal, ?2, seq, journal, ?5 FROM records"
+	                      " WHERE terminal = ?1 AND seq = ?3 AND hash = ?4 AND journal <> ?2"
+	                      " LIMIT 1");
+
+	*found = 0;
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)r->rec.seq);
+	sqlite3_bind_blob(st, 4, r->hash, KP_SHA256_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, now_ms);
+	rc = step_done(s, st, "record alias");
+	if (rc == KP_BE_OK)
+		*found = sqlite3_changes(s->db) == 1;
+	return rc;
 }
 
 /* ---- My Number linkage ---- */
@@ -478,9 +739,10 @@ static int link_insert(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN],
 /* A link record from a terminal (inside the ingest transaction): link if the linkage allows
  * it at the record's time, and note the outcome either way. The record itself is already
  * stored, so a refusal here refuses the link, never the record. */
-static int link_request(kp_bstore *s, const char *terminal, const struct kp_record *c,
-                        int64_t now_ms)
+static int link_request(kp_bstore *s, const struct kp_bsession *ses,
+                        const struct kp_record *c, int64_t now_ms)
 {
+	const char *terminal = ses->terminal;
 	sqlite3_stmt *st = NULL;
 	char source[KP_ID_MAX + 40], reason[128];
 	const char *why = "linked";
@@ -506,8 +768,8 @@ static int link_request(kp_bstore *s, const char *terminal, const struct kp_reco
 			return rc;
 		}
 	}
-	rc = prep(s, &st, "INSERT INTO link_requests(terminal, seq, linkage, card, result, reason, at)"
-	                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	rc = prep(s, &st, "INSERT INTO link_requests(terminal, seq, linkage, card, result, reason,"
+	                  " at, journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
 	if (rc != KP_BE_OK)
 		return rc;
 	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
@@ -519,6 +781,7 @@ static int link_request(kp_bstore *s, const char *terminal, const struct kp_reco
 	sqlite3_bind_text(st, 5, accepted ? "accepted" : "refused", -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 6, why, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(st, 7, now_ms);
+	sqlite3_bind_blob(st, 8, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
 	return step_done(s, st, "link request");
 }
 
@@ -613,20 +876,21 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 	return step_done(s, st, "overdraft");
 }
 
-static int store_record(kp_bstore *s, const char *terminal, const struct kp_ingest *r,
+static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
                         int64_t now_ms)
 {
 	const struct kp_record *c = &r->rec;
 	sqlite3_stmt *st = NULL;
 	int rc = prep(s, &st, "INSERT INTO records(terminal, seq, time_ms, token, operator, route,"
 	                      " stop, product, ent_id, rides, amount, left_after, result, reason,"
-	                      " cose, payload, hash, received_ms, kind, via, category, event) VALUES"
+	                      " cose, payload, hash, received_ms, kind, via, category, event,"
+	                      " journal, cert_id) VALUES"
 	                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-	                      " ?16, ?17, ?18, ?19, ?20, ?21, ?22)");
+	                      " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)");
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)c->seq);
 	sqlite3_bind_int64(st, 3, c->time_ms);
 	if (c->has_token)
@@ -657,9 +921,12 @@ static int store_record(kp_bstore *s, const char *terminal, const struct kp_inge
 		sqlite3_bind_text(st, 21, c->category, -1, SQLITE_STATIC);
 	if (c->event[0] != '\0')
 		sqlite3_bind_text(st, 22, c->event, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 23, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	if (ses->cert_id > 0)
+		sqlite3_bind_int64(st, 24, ses->cert_id);
 	rc = step_done(s, st, "record");
 	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
-		return link_request(s, terminal, c, now_ms);
+		return link_request(s, ses, c, now_ms);
 	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0)
 		return rc;
 	return merge_use(s, c, now_ms);
@@ -669,10 +936,28 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
                      int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
                      size_t reason_cap)
 {
+	struct kp_bsession ses;
+	int rc = session_of(s, &ses, terminal, NULL);
+
+	*refused_seq = 0;
+	*acked = 0;
+	reason[0] = '\0';
+	if (rc != KP_BE_OK)
+		return rc == KP_BE_E_NOTFOUND ? fail(s, "unknown terminal") : rc;
+	return kp_bstore_ingest_session(s, &ses, recs, n, now_ms, acked, refused_seq, reason,
+	                                reason_cap);
+}
+
+int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
+                             const struct kp_ingest *recs, size_t n, int64_t now_ms,
+                             uint64_t *acked, uint64_t *refused_seq, char *reason,
+                             size_t reason_cap)
+{
+	const char *terminal = ses->terminal;
 	sqlite3_stmt *st = NULL;
 	uint8_t last_hash[KP_SHA256_LEN];
 	uint64_t held = 0, held_before = 0;
-	int quarantined = 0, stored = 0, rc;
+	int quarantined = 0, moved = 0, rc;
 
 	*refused_seq = 0;
 	*acked = 0;
@@ -680,10 +965,13 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = prep(s, &st, "SELECT acked, last_hash, quarantined FROM terminals WHERE id = ?1");
+	rc = prep(s, &st, "SELECT j.acked, j.last_hash, t.quarantined FROM journals j"
+	                  " JOIN terminals t ON t.id = j.terminal"
+	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
 	if (rc != KP_BE_OK)
 		goto out;
 	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 1) != KP_SHA256_LEN) {
 		sqlite3_finalize(st);
 		rc = fail(s, "unknown terminal");
@@ -703,11 +991,12 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
 	for (size_t i = 0; i < n; i++) {
 		const struct kp_ingest *r = &recs[i];
 		const char *why = NULL;
+		int alias = 0;
 
 		if (r->sig_ok && r->decode_rc == 0 && r->rec.seq <= held) {
 			int same = 0;
 
-			rc = same_as_stored(s, terminal, r, &same);
+			rc = same_as_stored(s, ses, r, &same);
 			if (rc != KP_BE_OK)
 				goto out;
 			if (same)
@@ -740,21 +1029,27 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
 				goto out;
 			break;
 		}
-		rc = store_record(s, terminal, r, now_ms);
+		/* Another epoch holds this very record (a database restored from a backup sends
+		 * its records again under a new journal): held once, no second use. */
+		rc = alias_of_held(s, ses, r, now_ms, &alias);
+		if (rc == KP_BE_OK && !alias)
+			rc = store_record(s, ses, r, now_ms);
 		if (rc != KP_BE_OK)
 			goto out;
 		held = r->rec.seq;
 		memcpy(last_hash, r->hash, KP_SHA256_LEN);
-		stored++;
+		moved++;
 	}
-	if (stored > 0) {
-		rc = prep(s, &st, "UPDATE terminals SET acked = ?2, last_hash = ?3 WHERE id = ?1");
+	if (moved > 0) {
+		rc = prep(s, &st, "UPDATE journals SET acked = ?3, last_hash = ?4"
+		                  " WHERE terminal = ?1 AND journal = ?2");
 		if (rc != KP_BE_OK)
 			goto out;
 		sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)held);
-		sqlite3_bind_blob(st, 3, last_hash, KP_SHA256_LEN, SQLITE_STATIC);
-		rc = step_done(s, st, "terminal head");
+		sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)held);
+		sqlite3_bind_blob(st, 4, last_hash, KP_SHA256_LEN, SQLITE_STATIC);
+		rc = step_done(s, st, "journal head");
 		if (rc == KP_BE_OK)
 			rc = bump_version(s);
 		if (rc != KP_BE_OK)
@@ -1772,7 +2067,8 @@ static void drop_orphans(kp_bstore *s, struct kp_bundle *b)
 #undef OFARE_KEEP
 }
 
-static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b)
+static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journal, int64_t now_ms,
+                       struct kp_bundle *b)
 {
 	sqlite3_stmt *st = NULL;
 	char skipped[KP_ID_MAX + 1] = "";
@@ -2021,18 +2317,19 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 		return rc;
 	if (s->n_left_out > 0)
 		drop_orphans(s, b);
-	rc = prep(s, &st, "SELECT acked FROM terminals WHERE id = ?1");
+	rc = prep(s, &st, "SELECT acked FROM journals WHERE terminal = ?1 AND journal = ?2");
 	if (rc != KP_BE_OK)
 		return rc;
 	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
 	b->acked = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
 	sqlite3_finalize(st);
 	snprintf(b->terminal, sizeof(b->terminal), "%s", terminal);
 	return KP_BE_OK;
 }
 
-int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
-                     struct kp_bundle *b, int *has)
+static int bundle_for(kp_bstore *s, const char *terminal, const uint8_t *journal,
+                      uint64_t have_version, int64_t now_ms, struct kp_bundle *b, int *has)
 {
 	int rc;
 
@@ -2047,13 +2344,26 @@ int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, 
 	rc = kp_bstore_state_version(s, &b->version);
 	if (rc == KP_BE_OK && b->version > have_version) {
 		b->issued_ms = now_ms;
-		rc = fill_bundle(s, terminal, now_ms, b);
+		rc = fill_bundle(s, terminal, journal, now_ms, b);
 		*has = rc == KP_BE_OK;
 	}
 	rollback(s);
 	if (rc != KP_BE_OK || !*has)
 		kp_bundle_free(b);
 	return rc;
+}
+
+int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
+                     struct kp_bundle *b, int *has)
+{
+	return bundle_for(s, terminal, legacy_journal, have_version, now_ms, b, has);
+}
+
+int kp_bstore_bundle_session(kp_bstore *s, const struct kp_bsession *ses,
+                             uint64_t have_version, int64_t now_ms, struct kp_bundle *b,
+                             int *has)
+{
+	return bundle_for(s, ses->terminal, ses->journal, have_version, now_ms, b, has);
 }
 
 const char *kp_bstore_bundle_left_out(const kp_bstore *s, size_t *n)
@@ -2085,7 +2395,9 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 			" AS time, result, reason, operator, coalesce(product, '-') AS product,"
 			" coalesce(ent_id, '-') AS ent, rides, coalesce(left_after, '-') AS left,"
 			" kind, coalesce(nullif(hex(via), ''), '-') AS via, coalesce(category, '-') AS category"
-			" FROM records WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal, seq",
+			" FROM records r WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal,"
+			" (SELECT epoch FROM journals j WHERE j.terminal = r.terminal AND"
+			" j.journal = r.journal), seq",
 		[KP_REPORT_LEDGER] =
 			"SELECT operator, sum(result = 'accepted') AS accepted,"
 			" sum(result = 'refused') AS refused, sum(result = 'already') AS already,"
@@ -2100,9 +2412,28 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 			" FROM entitlements WHERE used > bought"
 			" ORDER BY id",
 		[KP_REPORT_TERMINALS] =
-			"SELECT id AS terminal, acked, strftime('%Y-%m-%dT%H:%M:%SZ', last_seen / 1000,"
-			" 'unixepoch') AS last_seen, quarantined FROM terminals"
-			" WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
+			"SELECT t.id AS terminal, coalesce(j.acked, 0) AS acked,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', t.last_seen / 1000, 'unixepoch') AS last_seen,"
+			" t.quarantined, coalesce(j.epoch, '-') AS epoch,"
+			" (SELECT count(*) FROM terminal_certs c WHERE c.terminal = t.id) AS certs"
+			" FROM terminals t LEFT JOIN journals j ON j.terminal = t.id AND j.epoch ="
+			" (SELECT max(epoch) FROM journals k WHERE k.terminal = t.id)"
+			" WHERE ?1 IS NULL OR t.id = ?1 ORDER BY t.id",
+		[KP_REPORT_JOURNALS] =
+			"SELECT terminal, epoch, lower(hex(journal)) AS journal, acked,"
+			" (SELECT count(*) FROM records r WHERE r.terminal = j.terminal AND"
+			" r.journal = j.journal) AS records,"
+			" (SELECT count(*) FROM record_aliases a WHERE a.terminal = j.terminal AND"
+			" a.journal = j.journal) AS held_before,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', first_seen / 1000, 'unixepoch') AS first_seen,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', last_seen / 1000, 'unixepoch') AS last_seen"
+			" FROM journals j WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal, epoch",
+		[KP_REPORT_CERTS] =
+			"SELECT terminal, id AS cert,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', first_seen / 1000, 'unixepoch') AS first_seen,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', last_seen / 1000, 'unixepoch') AS last_seen,"
+			" (SELECT count(*) FROM records r WHERE r.cert_id = c.id) AS records"
+			" FROM terminal_certs c WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal, id",
 		[KP_REPORT_ENTITLEMENTS] =
 			"SELECT id AS ent, hex(token) AS token, product_id AS product, bought, used,"
 			" max(bought - used, 0) AS remaining,"
@@ -2158,7 +2489,7 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_OPERATORS)
+	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_CERTS)
 		return KP_BE_E_INVAL;
 	rc = prep(s, &st, sql[which]);
 	if (rc != KP_BE_OK)
@@ -2184,11 +2515,56 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 	return KP_BE_OK;
 }
 
+int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
+                          int (*fn)(void *arg, const struct kp_export_row *row), void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT j.epoch, lower(hex(j.journal)), x.seq, r.cose,"
+	                      " coalesce(r.cert_id, 0), c.cert, x.alias FROM journals j"
+	                      " JOIN (SELECT terminal, journal, seq, journal AS src, 0 AS alias"
+	                      "  FROM records UNION ALL SELECT terminal, journal, seq, of_journal,"
+	                      "  1 FROM record_aliases) x"
+	                      "  ON x.terminal = j.terminal AND x.journal = j.journal"
+	                      " JOIN records r ON r.terminal = x.terminal AND r.journal = x.src"
+	                      "  AND r.seq = x.seq"
+	                      " LEFT JOIN terminal_certs c ON c.id = r.cert_id"
+	                      " WHERE j.terminal = ?1 ORDER BY j.epoch, x.seq");
+	int step;
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		struct kp_export_row row;
+
+		memset(&row, 0, sizeof(row));
+		row.epoch = sqlite3_column_int64(st, 0);
+		copy_text(row.journal, sizeof(row.journal), sqlite3_column_text(st, 1));
+		row.seq = (uint64_t)sqlite3_column_int64(st, 2);
+		row.cose = sqlite3_column_blob(st, 3);
+		row.cose_len = (size_t)sqlite3_column_bytes(st, 3);
+		row.cert_id = sqlite3_column_int64(st, 4);
+		row.cert = sqlite3_column_blob(st, 5);
+		row.cert_len = (size_t)sqlite3_column_bytes(st, 5);
+		row.alias = sqlite3_column_int(st, 6);
+		if (fn(arg, &row) != 0) {
+			step = SQLITE_DONE;
+			rc = KP_BE_E_INVAL;
+			break;
+		}
+	}
+	if (step != SQLITE_DONE)
+		rc = fail(s, "export");
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint8_t **out,
                           size_t *len)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = prep(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2");
+	int rc = prep(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2"
+	                      " AND journal = zeroblob(16)");
 
 	if (rc != KP_BE_OK)
 		return rc;

@@ -387,6 +387,13 @@ int kp_sync_exchange(const struct kp_sync_io *io, const char *terminal_id,
 	snprintf(out.terminal, sizeof(out.terminal), "%s", terminal_id);
 	out.config = have;
 	out.chain = 1;
+	if (src->journal_id != NULL) {
+		rc = src->journal_id(src->ctx, out.journal);
+		if (rc != 0)
+			return fail(&s, rc, "terminal store: reading the journal id failed (%s)",
+			            rc_text(rc));
+		out.has_journal = !kp_journal_id_is_legacy(out.journal);
+	}
 	rc = roundtrip(&s, &out, &in, &buf);
 	if (rc == KP_SYNC_OK && in.type != KP_MSG_WELCOME)
 		rc = unexpected(&s, &in, "welcome");
@@ -398,11 +405,23 @@ int kp_sync_exchange(const struct kp_sync_io *io, const char *terminal_id,
 	done_with(&in, &buf);
 
 	/* Another journal: no records (the backend would quarantine us), no bundle (it counts
-	 * the other journal's uses and would make ours count twice or vanish). */
+	 * the other journal's uses and would make ours count twice or vanish). A store that
+	 * can start a new journal does: the next exchange sends every record under the new
+	 * id, and the backend keeps once each record it holds already. */
 	if (s.rc == KP_SYNC_E_JOURNAL) {
 		memset(&out, 0, sizeof(out));
 		out.type = KP_MSG_BYE;
 		(void)kp_msg_send_io(io, &out, timeout_ms);
+		if (src->new_journal != NULL) {
+			snprintf(st->journal_note, sizeof(st->journal_note), "%s",
+			         err != NULL ? err : "another journal");
+			rc = src->new_journal(src->ctx, st->journal);
+			if (rc != 0)
+				fail(&s, rc, "; terminal store: starting a new journal failed (%s)",
+				     rc_text(rc));
+			else
+				st->journal_started = 1;
+		}
 		goto out;
 	}
 
@@ -451,10 +470,38 @@ static bool connect_errno(int e)
 	}
 }
 
+static int run_once(const kp_tls_conf *conf, const char *host, const char *port,
+                    const char *server_cn, const char *terminal_id, const kp_cert *backend_cert,
+                    const struct kp_sync_source *src, int timeout_ms, struct kp_sync_stats *st,
+                    char *err, size_t err_cap);
+
 int kp_sync_run(const kp_tls_conf *conf, const char *host, const char *port,
                 const char *server_cn, const char *terminal_id, const kp_cert *backend_cert,
                 const struct kp_sync_source *src, int timeout_ms, struct kp_sync_stats *st,
                 char *err, size_t err_cap)
+{
+	struct kp_sync_stats first, again;
+	int rc = run_once(conf, host, port, server_cn, terminal_id, backend_cert, src, timeout_ms,
+	                  &first, err, err_cap);
+
+	/* The store started a new journal: once more at once, under the new id. */
+	if (rc == KP_SYNC_E_JOURNAL && first.journal_started) {
+		rc = run_once(conf, host, port, server_cn, terminal_id, backend_cert, src,
+		              timeout_ms, &again, err, err_cap);
+		again.journal_started = 1;
+		memcpy(again.journal, first.journal, sizeof(again.journal));
+		memcpy(again.journal_note, first.journal_note, sizeof(again.journal_note));
+		first = again;
+	}
+	if (st != NULL)
+		*st = first;
+	return rc;
+}
+
+static int run_once(const kp_tls_conf *conf, const char *host, const char *port,
+                    const char *server_cn, const char *terminal_id, const kp_cert *backend_cert,
+                    const struct kp_sync_source *src, int timeout_ms, struct kp_sync_stats *st,
+                    char *err, size_t err_cap)
 {
 	struct kp_sync_io io = { .read_exact = tls_read, .write_all = tls_write };
 	char why[256], ebuf[128];

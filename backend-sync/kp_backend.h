@@ -21,7 +21,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 4
+#define KP_BSTORE_SCHEMA_VERSION 5
 
 int  kp_bstore_open(kp_bstore **out, const char *path);
 void kp_bstore_close(kp_bstore *s);
@@ -31,14 +31,39 @@ const char *kp_bstore_errmsg(const kp_bstore *s);
 int kp_bstore_pragmas(kp_bstore *s, char *journal_mode, size_t cap, int *synchronous,
                       int *foreign_keys);
 
-/* A terminal connected (its certificate, DER): records it, returns what the backend holds. */
+/* One connection's terminal, journal and certificate (PROTOCOL.md section 4.1), as
+ * kp_bstore_hello found or made them. */
+struct kp_bsession {
+	char terminal[KP_ID_MAX + 1];
+	uint8_t journal[KP_JOURNAL_ID_LEN];  /* all zeros: the legacy journal */
+	int64_t epoch;                       /* 1, 2, ...: the order the backend met journals in */
+	int64_t cert_id;                     /* the certificate's row in the history (0: none) */
+	int new_journal;                     /* this hello made the epoch */
+	int new_cert;                        /* first connection with this certificate */
+	uint64_t acked;                      /* highest contiguous seq held in this journal */
+	uint8_t head[KP_SHA256_LEN];         /* SHA-256 of record acked's payload (0s: none) */
+};
+
+/* A terminal said hello: records it and its certificate (DER; every certificate a terminal
+ * has used is kept), finds the journal (NULL: the legacy journal) or makes it the
+ * terminal's next epoch, and fills ses with what the backend holds of that journal: the
+ * highest contiguous seq and the SHA-256 of that record's payload, which lets the terminal
+ * check that it is its own journal. */
+int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                    const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
+                    int64_t now_ms);
+/* kp_bstore_hello for the legacy journal (a terminal that sends no journal id). */
 int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
                             size_t cert_len, int64_t now_ms, uint64_t *acked);
-/* What the backend holds of a terminal's journal: the highest contiguous seq and the SHA-256
- * of that record's payload (32 zero bytes when none), which lets the terminal check that it
- * is its own journal (PROTOCOL.md, "Same journal"). */
+/* What the backend holds of a terminal's legacy journal (kp_bsession's acked and head). */
 int kp_bstore_terminal_head(kp_bstore *s, const char *terminal, uint64_t *acked,
                             uint8_t hash[KP_SHA256_LEN]);
+/* A terminal holds bundle version `have`, above the backend's state version: the backend
+ * was restored from a backup. Raises the state version above have (and to the version
+ * clock, see bump_version) so that every terminal takes the restored state's bundle (a
+ * version never goes back as terminals see it); *raised = 1 and *was = the old version when
+ * it did. have above 2^53 is refused (KP_BE_E_INVAL): no backend makes such versions. */
+int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t *was);
 
 /* One record as the server hands it to the store: signature already checked (sig_ok), the
  * payload decoded (decode_rc 0) into rec. */
@@ -64,6 +89,13 @@ struct kp_ingest {
 int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
                      int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
                      size_t reason_cap);
+/* kp_bstore_ingest into the session's journal, each record stored with the session's
+ * certificate. A record another epoch of the terminal holds byte for byte (same seq, same
+ * payload hash: the same history up to it) is held once: an alias, no second use. */
+int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
+                             const struct kp_ingest *recs, size_t n, int64_t now_ms,
+                             uint64_t *acked, uint64_t *refused_seq, char *reason,
+                             size_t reason_cap);
 
 /* The snapshot for `terminal` if the backend's state version is above have_version
  * (*has = 1), else *has = 0. Fill b; free with kp_bundle_free. It includes, for every card
@@ -72,6 +104,10 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
  * the recent records, spending by the service-day setting at now_ms). */
 int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
                      struct kp_bundle *b, int *has);
+/* kp_bstore_bundle for the session's journal: the bundle's acked is that journal's. */
+int kp_bstore_bundle_session(kp_bstore *s, const struct kp_bsession *ses,
+                             uint64_t have_version, int64_t now_ms, struct kp_bundle *b,
+                             int *has);
 /* Rows the last kp_bstore_bundle left out because the bundle cannot carry them (a name or
  * reason that breaks kp_bundle_text_check, put into the database by hand) and what names
  * them (entitlements of a product left out ...): *n, and the first one's table, row and
@@ -152,7 +188,8 @@ enum kp_report {
 	KP_REPORT_LEDGER,            /* operator accepted refused rides amount */
 	KP_REPORT_QUARANTINE,        /* terminal seq reason at */
 	KP_REPORT_OVERDRAFTS,        /* ent token product bought used */
-	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined */
+	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined epoch certs (acked and
+	                                epoch: the terminal's newest journal) */
 	KP_REPORT_ENTITLEMENTS,      /* ent token product bought used remaining from until */
 	KP_REPORT_LINKAGES,          /* token category valid_from valid_until status cards
 	                                (status: active, revoked, or expired once until has passed) */
@@ -162,6 +199,10 @@ enum kp_report {
 	KP_REPORT_PRODUCTS,          /* product kind name rides days route category operators */
 	KP_REPORT_FARES,             /* what rule: discounts, caps, transfers, operator fares */
 	KP_REPORT_OPERATORS,         /* operator name */
+	KP_REPORT_JOURNALS,          /* terminal epoch journal acked records held_before first_seen
+	                                last_seen (PROTOCOL.md 4.1: held_before = records this
+	                                epoch sent that an earlier one holds, kept once) */
+	KP_REPORT_CERTS,             /* terminal cert first_seen last_seen records */
 };
 int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
                      int (*fn)(void *arg, int ncol, const char *const *cols,
@@ -171,9 +212,25 @@ int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_fi
 int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal_filter,
                         int64_t at_ms, int (*fn)(void *arg, int ncol, const char *const *cols,
                                                  const char *const *names), void *arg);
-/* The stored COSE bytes of one record (for audit); *out malloc'd. */
+/* The stored COSE bytes of one record of the legacy journal (for audit); *out malloc'd. */
 int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint8_t **out,
                           size_t *len);
+/* Every record of a terminal, epoch by epoch, each with the certificate it was received
+ * under (the one of the connection that brought it: it signed the record). An epoch's
+ * records held once by an earlier epoch come from there (alias = 1), so each epoch is a
+ * whole chain from seq 1. Pointers are valid during the call; fn returns nonzero to stop
+ * (then KP_BE_E_INVAL). */
+struct kp_export_row {
+	int64_t epoch;
+	char journal[2 * KP_JOURNAL_ID_LEN + 1];
+	uint64_t seq;
+	const uint8_t *cose; size_t cose_len;
+	int64_t cert_id;                      /* 0: none known */
+	const uint8_t *cert; size_t cert_len; /* DER */
+	int alias;
+};
+int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
+                          int (*fn)(void *arg, const struct kp_export_row *row), void *arg);
 
 /* The certificate (DER) a terminal last authenticated with; *der malloc'd. */
 int kp_bstore_terminal_cert(kp_bstore *s, const char *terminal, uint8_t **der, size_t *len);

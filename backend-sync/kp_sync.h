@@ -36,6 +36,19 @@ const char *kp_sync_error_text(int rc);
 #define KP_SYNC_BATCH_MAX   256           /* records per "records" message */
 #define KP_BUNDLE_KID       "backend"
 
+/* A journal's identity: 16 random bytes made with the terminal's database (PROTOCOL.md
+ * section 4.1). All zeros names the journal of a database made before journal ids, which
+ * sends none. */
+#define KP_JOURNAL_ID_LEN   16
+static inline int kp_journal_id_is_legacy(const uint8_t id[KP_JOURNAL_ID_LEN])
+{
+	uint8_t acc = 0;
+
+	for (int i = 0; i < KP_JOURNAL_ID_LEN; i++)
+		acc |= id[i];
+	return acc == 0;
+}
+
 /* ---- messages ---- */
 
 enum kp_msg_type {
@@ -62,6 +75,8 @@ struct kp_msg {
 	uint64_t config;                 /* hello, getconfig */
 	uint64_t acked;                  /* welcome, ack, refused */
 	int chain;                       /* hello, optional: 1 = send me the hash at acked */
+	int has_journal;                 /* hello, optional: the journal's id (absent: the */
+	uint8_t journal[KP_JOURNAL_ID_LEN]; /* legacy journal, all zeros; present: never 0s) */
 	int has_head;                    /* welcome, optional (only to a hello with chain): */
 	uint8_t head[KP_SHA256_LEN];     /*   SHA-256 of the payload of record acked (0s: none) */
 	uint64_t seq;                    /* refused */
@@ -355,6 +370,12 @@ struct kp_sync_source {
 	int (*config_version)(void *ctx, uint64_t *version);
 	/* Applies a verified bundle in one transaction. */
 	int (*apply_bundle)(void *ctx, const struct kp_bundle *b);
+	/* Optional (NULL: the legacy journal, all zeros, and no way out of another journal).
+	 * journal_id: this database's journal id. new_journal: the backend holds another
+	 * journal under our id (a database restored from a backup): store a fresh random id,
+	 * return it; the records stay as they are (PROTOCOL.md section 4.1). */
+	int (*journal_id)(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN]);
+	int (*new_journal)(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN]);
 };
 
 struct kp_sync_stats {
@@ -362,6 +383,11 @@ struct kp_sync_stats {
 	int bundle_applied;
 	char refused_reason[128];
 	uint64_t refused_seq;
+	/* The backend held another journal under this id and the store started a new one
+	 * (kp_sync_run then ran the exchange again under it): what was found, the new id. */
+	int journal_started;
+	char journal_note[320];
+	uint8_t journal[KP_JOURNAL_ID_LEN];
 };
 
 /* One exchange: connect, hello, upload what the backend lacks in batches, fetch and apply a

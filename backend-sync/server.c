@@ -229,8 +229,9 @@ static int send_welcome(kp_tls *t, uint64_t acked, const uint8_t *head, int time
 
 /* Verifies and decodes one batch, then hands it to the store. */
 static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cert *peer,
-                          const char *terminal, const struct kp_msg *m)
+                          const struct kp_bsession *ses, const struct kp_msg *m)
 {
+	const char *terminal = ses->terminal;
 	struct kp_ingest *in = calloc(m->n_items, sizeof(*in));
 	uint64_t acked = 0, refused = 0;
 	char reason[128];
@@ -253,8 +254,8 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	}
 	gate_leave(&srv->verify_gate);
 	gate_enter(&srv->store_gate);
-	rc = kp_bstore_ingest(db, terminal, in, m->n_items, now_ms(), &acked, &refused, reason,
-	                      sizeof(reason));
+	rc = kp_bstore_ingest_session(db, ses, in, m->n_items, now_ms(), &acked, &refused, reason,
+	                              sizeof(reason));
 	gate_leave(&srv->store_gate);
 	free(in);
 	if (rc != KP_BE_OK) {
@@ -268,9 +269,10 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	return send_simple(t, KP_MSG_ACK, acked, 0, NULL, srv->cfg.timeout_ms);
 }
 
-static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db, const char *terminal,
-                            uint64_t have)
+static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
+                            const struct kp_bsession *ses, uint64_t have)
 {
+	const char *terminal = ses->terminal;
 	struct kp_bundle b;
 	struct kp_msg m;
 	uint8_t *cose = NULL;
@@ -279,7 +281,7 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db, const char
 
 	memset(&m, 0, sizeof(m));
 	m.type = KP_MSG_CONFIG;
-	rc = kp_bstore_bundle(db, terminal, have, now_ms(), &b, &has);
+	rc = kp_bstore_bundle_session(db, ses, have, now_ms(), &b, &has);
 	if (rc != KP_BE_OK) {
 		fprintf(stderr, "kippu-backend: %s: bundle: %s\n", terminal, kp_bstore_errmsg(db));
 		return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not build the bundle",
@@ -360,9 +362,10 @@ static void serve(kp_server *srv, const struct conn *c)
 	kp_cert *peer = NULL;
 	const uint8_t *der = NULL;
 	size_t der_len = 0;
-	char cn[KP_ID_MAX + 8], err[256];
-	uint64_t acked = 0;
-	uint8_t head[KP_SHA256_LEN] = { 0 };
+	char cn[KP_ID_MAX + 8], err[256], jid[9];
+	struct kp_bsession ses;
+	uint64_t was = 0;
+	int raised = 0;
 	uint8_t *buf = NULL;
 	struct kp_msg m;
 	int rc;
@@ -401,17 +404,34 @@ static void serve(kp_server *srv, const struct conn *c)
 	rc = kp_bstore_open(&db, srv->cfg.db);
 	if (rc == KP_BE_OK) {
 		gate_enter(&srv->store_gate);
-		rc = kp_bstore_terminal_seen(db, cn, der, der_len, now_ms(), &acked);
-		/* a terminal that asks gets the hash of record acked, to check it is its own */
-		if (rc == KP_BE_OK && m.chain)
-			rc = kp_bstore_terminal_head(db, cn, &acked, head);
+		rc = kp_bstore_hello(db, &ses, cn, m.has_journal ? m.journal : NULL, der, der_len,
+		                     now_ms());
+		/* A terminal holds a newer config than this backend ever made: the backend was
+		 * restored from a backup. Its state goes on from above, so terminals take it. */
+		if (rc == KP_BE_OK && kp_bstore_state_at_least(db, m.config, &raised, &was) ==
+		    KP_BE_OK && raised)
+			fprintf(stderr, "kippu-backend: %s holds config version %llu, above this "
+			        "backend's %llu: the backend's state was restored from an older copy; "
+			        "state version raised above it so that every terminal takes this "
+			        "backend's state\n", cn, (unsigned long long)m.config,
+			        (unsigned long long)was);
 		gate_leave(&srv->store_gate);
 	}
 	if (rc != KP_BE_OK) {
 		send_simple(t, KP_MSG_ERROR, 0, 0, "backend store unavailable", srv->cfg.timeout_ms);
 		goto out;
 	}
-	if (send_welcome(t, acked, m.chain ? head : NULL, srv->cfg.timeout_ms) != 0)
+	snprintf(jid, sizeof(jid), "%02x%02x%02x%02x", ses.journal[0], ses.journal[1],
+	         ses.journal[2], ses.journal[3]);
+	if (ses.new_journal && ses.epoch > 1)
+		fprintf(stderr, "kippu-backend: %s: new journal %s, epoch %lld: a rebuilt or "
+		        "restored database; earlier epochs are kept, records held already are "
+		        "kept once\n", cn, jid, (long long)ses.epoch);
+	if (ses.new_cert && ses.epoch > 0 && !(ses.new_journal && ses.epoch == 1))
+		fprintf(stderr, "kippu-backend: %s: a certificate not seen before for this "
+		        "terminal (kept with the earlier ones)\n", cn);
+	/* a terminal that asks gets the hash of record acked, to check it is its own */
+	if (send_welcome(t, ses.acked, m.chain ? ses.head : NULL, srv->cfg.timeout_ms) != 0)
 		goto out;
 	for (;;) {
 		kp_msg_clear(&m);
@@ -425,9 +445,9 @@ static void serve(kp_server *srv, const struct conn *c)
 			break;
 		}
 		if (m.type == KP_MSG_RECORDS)
-			rc = handle_records(srv, t, db, peer, cn, &m);
+			rc = handle_records(srv, t, db, peer, &ses, &m);
 		else if (m.type == KP_MSG_GETCONFIG)
-			rc = handle_getconfig(srv, t, db, cn, m.config);
+			rc = handle_getconfig(srv, t, db, &ses, m.config);
 		else if (m.type == KP_MSG_BYE)
 			break;
 		else

@@ -33,27 +33,29 @@ const char *kp_sync_strerror(int rc)
 /* ---- message layouts ---- */
 
 enum field { F_TERMINAL, F_CONFIG, F_ACKED, F_SEQ, F_REASON, F_ITEMS, F_BUNDLE, F_CHAIN,
-             F_HEAD };
+             F_HEAD, F_JOURNAL };
 
 static const char *const field_key[] = {
 	[F_TERMINAL] = "terminal", [F_CONFIG] = "config", [F_ACKED] = "acked", [F_SEQ] = "seq",
 	[F_REASON] = "reason", [F_ITEMS] = "items", [F_BUNDLE] = "bundle", [F_CHAIN] = "chain",
-	[F_HEAD] = "head",
+	[F_HEAD] = "head", [F_JOURNAL] = "journal",
 };
 #define OPT(f) (1u << (f))
 
-#define FIELDS_MAX 3
+#define FIELDS_MAX 4
 
 /* The fields after "t" and "v" (which sort first: one-byte keys, "t" < "v"), in canonical
- * order: shorter keys first, then bytewise. Fields in `opt` may be left out (hello's chain,
- * welcome's head: an older peer neither sends nor expects them); all others are required. */
+ * order: shorter keys first, then bytewise. Fields in `opt` may be left out (hello's chain
+ * and journal, welcome's head: an older peer neither sends nor expects them); all others are
+ * required. */
 static const struct layout {
 	const char *name;
 	size_t n;
 	enum field f[FIELDS_MAX];
 	unsigned opt;
 } layouts[] = {
-	[KP_MSG_HELLO]     = { "hello",     3, { F_CHAIN, F_CONFIG, F_TERMINAL }, OPT(F_CHAIN) },
+	[KP_MSG_HELLO]     = { "hello",     4, { F_CHAIN, F_CONFIG, F_JOURNAL, F_TERMINAL },
+	                       OPT(F_CHAIN) | OPT(F_JOURNAL) },
 	[KP_MSG_WELCOME]   = { "welcome",   2, { F_HEAD, F_ACKED }, OPT(F_HEAD) },
 	[KP_MSG_RECORDS]   = { "records",   1, { F_ITEMS } },
 	[KP_MSG_ACK]       = { "ack",       1, { F_ACKED } },
@@ -88,6 +90,8 @@ static bool field_present(const struct layout *l, const struct kp_msg *m, enum f
 		return m->chain != 0;
 	if (f == F_HEAD)
 		return m->has_head != 0;
+	if (f == F_JOURNAL)
+		return m->has_journal != 0;
 	return true;
 }
 
@@ -113,6 +117,10 @@ static int field_check(const struct kp_msg *m, enum field f)
 		if (m->has_bundle && (m->bundle.p == NULL || m->bundle.n == 0))
 			return KP_SYNC_E_INVAL;
 		return KP_SYNC_OK;
+	case F_JOURNAL:
+		/* all zeros is the journal of a terminal that sends none: one encoding, absent */
+		return m->has_journal && kp_journal_id_is_legacy(m->journal) ? KP_SYNC_E_INVAL :
+		       KP_SYNC_OK;
 	default:
 		return KP_SYNC_OK;      /* integers: any uint64 */
 	}
@@ -142,6 +150,7 @@ static void field_write(struct kp_cbor_writer *w, const struct kp_msg *m, enum f
 		break;
 	case F_CHAIN:    kp_cbor_put_uint(w, 1); break;
 	case F_HEAD:     kp_cbor_put_bstr(w, m->head, sizeof(m->head)); break;
+	case F_JOURNAL:  kp_cbor_put_bstr(w, m->journal, sizeof(m->journal)); break;
 	}
 }
 
@@ -255,6 +264,21 @@ static int field_read(struct kp_cbor_reader *r, struct kp_msg *m, enum field f)
 		if (rc == KP_RECORD_OK)
 			memcpy(m->head, p, len);
 		m->has_head = 1;
+		return rc;
+	}
+	case F_JOURNAL: {
+		const uint8_t *p;
+		size_t len;
+
+		rc = kp_cbor_read_bstr(r, &p, &len);
+		if (rc == KP_RECORD_OK && len != sizeof(m->journal))
+			rc = KP_RECORD_E_MALFORMED;
+		if (rc == KP_RECORD_OK) {
+			memcpy(m->journal, p, len);
+			if (kp_journal_id_is_legacy(m->journal))
+				rc = KP_RECORD_E_MALFORMED;
+		}
+		m->has_journal = 1;
 		return rc;
 	}
 	}

@@ -158,7 +158,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 11
+#define KP_SCHEMA_VERSION 12
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -324,6 +324,8 @@ int kp_store_count(kp_store *s, const char *table, int64_t *n);
 
 /* What the backend acknowledged, the bundle version applied, the last journal seq. */
 int kp_store_sync_state(kp_store *s, uint64_t *acked, uint64_t *config_version, uint64_t *head);
+/* The journal's identity (PROTOCOL.md section 4.1; all zeros: the legacy journal). */
+int kp_store_journal_id(kp_store *s, uint8_t id[KP_JOURNAL_ID_LEN]);
 /* The store as the sync client's source (use a connection of its own). */
 void kp_store_sync_source(kp_store *s, struct kp_sync_source *src);
 

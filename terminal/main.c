@@ -595,13 +595,20 @@ static int sync_once(struct syncer *y)
 		kp_events_sync(y->ev, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, rc == 0,
 		               acked, head, version, rc == 0 ? NULL : err);
 	}
+	/* Loud even when the exchange under the new journal went well: a technician should
+	 * know that this database was not the journal the backend held. */
+	if (st.journal_started)
+		logmsg(LOG_WARNING, "sync: NEW JOURNAL %02x%02x%02x%02x: %s; this database now sends "
+		       "all its records under a new journal id (a new epoch of this terminal at the "
+		       "backend, which keeps each record it holds already once)", st.journal[0],
+		       st.journal[1], st.journal[2], st.journal[3], st.journal_note);
 	if (rc == 0)
 		logmsg(LOG_INFO, "sync: sent %llu records, backend holds up to %llu, config %s%llu",
 		       (unsigned long long)st.sent, (unsigned long long)st.acked,
 		       st.bundle_applied ? "applied version " : "unchanged at version ",
 		       (unsigned long long)st.bundle_version);
 	else if (rc == KP_SYNC_E_JOURNAL)
-		/* not a passing fault: nothing will be sent until an operator resolves it */
+		/* not a passing fault: nothing is sent while it lasts */
 		logmsg(LOG_ERR, "sync REFUSED, database is not this terminal's journal: %s", err);
 	else
 		logmsg(LOG_WARNING, "sync: %s (sent %llu, backend holds up to %llu)", err,

@@ -225,6 +225,14 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"ALTER TABLE fare_state ADD COLUMN run_to TEXT;"
 	"ALTER TABLE fare_state ADD COLUMN run_on_ms INTEGER;"
 	"ALTER TABLE fare_state ADD COLUMN run_off_ms INTEGER;",
+
+	/* 11 -> 12: the journal's identity (backend-sync/PROTOCOL.md section 4.1), 32 hex
+	 * digits: random for a database whose journal is empty, so the backend takes a rebuilt
+	 * database as a new journal of the same terminal; all zeros (the legacy journal, which
+	 * the backend holds this terminal's records under already) for one that has records. */
+	"INSERT OR IGNORE INTO meta(key, value) SELECT 'journal_id', CASE WHEN EXISTS"
+	"  (SELECT 1 FROM journal) THEN '00000000000000000000000000000000'"
+	"  ELSE lower(hex(randomblob(16))) END;",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {

@@ -431,6 +431,49 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	return rc;
 }
 
+int kp_store_journal_id(kp_store *s, uint8_t id[KP_JOURNAL_ID_LEN])
+{
+	char hex[2 * KP_JOURNAL_ID_LEN + 1];
+	int rc = kp_store_meta_get(s, "journal_id", hex, sizeof(hex));
+
+	if (rc != KP_OK)
+		return rc;
+	if (kp_unhex(hex, id, KP_JOURNAL_ID_LEN) != 0) {
+		snprintf(s->err, sizeof(s->err), "the journal id in meta is not 32 hex digits");
+		return KP_E_JOURNAL;
+	}
+	return KP_OK;
+}
+
+/* A new journal from the next record on the backend's side: the records stay, numbered as
+ * they are; the backend takes them again under the new id and keeps each ride once
+ * (PROTOCOL.md section 4.1). */
+static int src_new_journal(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN])
+{
+	kp_store *s = ctx;
+	int rc = kp_store_begin(s);
+
+	if (rc == KP_OK)
+		rc = run(s, "UPDATE meta SET value = lower(hex(randomblob(16)))"
+		            " WHERE key = 'journal_id'", 0, 0, "new journal id");
+	if (rc == KP_OK && sqlite3_changes(s->db) != 1) {
+		snprintf(s->err, sizeof(s->err), "the database has no journal id to replace");
+		rc = KP_E_JOURNAL;
+	}
+	if (rc == KP_OK)
+		rc = kp_store_commit(s);
+	if (rc != KP_OK) {
+		kp_store_rollback(s);
+		return rc;
+	}
+	return kp_store_journal_id(s, id);
+}
+
+static int src_journal_id(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN])
+{
+	return kp_store_journal_id(ctx, id);
+}
+
 void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
 {
 	memset(src, 0, sizeof(*src));
@@ -439,4 +482,6 @@ void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
 	src->set_acked = src_set_acked;
 	src->config_version = src_config_version;
 	src->apply_bundle = src_apply_bundle;
+	src->journal_id = src_journal_id;
+	src->new_journal = src_new_journal;
 }

@@ -393,8 +393,39 @@ static void test_remote_spending(void **state)
 	kp_bundle_free(&b);
 }
 
-/* Migrating a store (schema 3 to 4) writes no stored row: records from before the event
- * column read as "tap" and stay byte for byte what they were, and immutable. */
+/* Schema 5 undone: records and link requests as schema 4 keyed them, by (terminal, seq),
+ * without journals and certificates. */
+#define UNDO_SCHEMA_5                                                                         \
+	"UPDATE terminals SET (acked, last_hash) = (SELECT acked, last_hash FROM journals j"   \
+	"  WHERE j.terminal = terminals.id AND j.journal = zeroblob(16)) WHERE EXISTS"        \
+	"  (SELECT 1 FROM journals j WHERE j.terminal = terminals.id);"                        \
+	"DROP TABLE terminal_certs; DROP TABLE journals; DROP TABLE record_aliases;"          \
+	"CREATE TABLE records4(terminal TEXT NOT NULL REFERENCES terminals(id),"              \
+	"  seq INTEGER NOT NULL CHECK (seq > 0), time_ms INTEGER NOT NULL, token BLOB,"        \
+	"  operator TEXT NOT NULL, route TEXT, stop TEXT, product TEXT, ent_id INTEGER,"       \
+	"  rides INTEGER NOT NULL, amount INTEGER NOT NULL, left_after INTEGER,"               \
+	"  result TEXT NOT NULL, reason TEXT NOT NULL,"                                        \
+	"  cose BLOB NOT NULL, payload BLOB NOT NULL, hash BLOB NOT NULL,"                     \
+	"  received_ms INTEGER NOT NULL, via BLOB, category TEXT,"                             \
+	"  kind TEXT NOT NULL DEFAULT 'tap', event TEXT,"                                      \
+	"  PRIMARY KEY (terminal, seq)) WITHOUT ROWID;"                                        \
+	"INSERT INTO records4 SELECT terminal, seq, time_ms, token, operator, route, stop,"    \
+	"  product, ent_id, rides, amount, left_after, result, reason, cose, payload, hash,"   \
+	"  received_ms, via, category, kind, event FROM records;"                              \
+	"DROP TABLE records; ALTER TABLE records4 RENAME TO records;"                          \
+	"CREATE INDEX records_operator ON records(operator);"                                  \
+	"CREATE INDEX records_recent ON records(time_ms) WHERE token IS NOT NULL;"             \
+	"CREATE TABLE link_requests4(id INTEGER PRIMARY KEY, terminal TEXT NOT NULL,"         \
+	"  seq INTEGER NOT NULL, linkage BLOB, card BLOB,"                                     \
+	"  result TEXT NOT NULL CHECK (result IN ('accepted', 'refused')),"                    \
+	"  reason TEXT NOT NULL, at INTEGER NOT NULL, UNIQUE (terminal, seq));"                \
+	"INSERT INTO link_requests4 SELECT id, terminal, seq, linkage, card, result, reason,"  \
+	"  at FROM link_requests;"                                                             \
+	"DROP TABLE link_requests; ALTER TABLE link_requests4 RENAME TO link_requests;"
+
+/* Migrating a store (schema 3 to 4, then 5) writes no stored row: records from before the
+ * event column read as "tap" and stay byte for byte what they were, and immutable; schema
+ * 5 puts them, byte for byte, in the legacy journal, epoch 1. */
 static void test_event_migration(void **state)
 {
 	struct fx *f = *state;
@@ -408,6 +439,7 @@ static void test_event_migration(void **state)
 	f->s = NULL;
 	/* back to what a schema 3 store held */
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, UNDO_SCHEMA_5, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP INDEX records_recent; DROP TABLE product_scope;"
 	                              " ALTER TABLE records DROP COLUMN event;"
 	                              " PRAGMA user_version = 3;", NULL, NULL, NULL), SQLITE_OK);
@@ -434,9 +466,22 @@ static void test_event_migration(void **state)
 	assert_int_equal(sqlite3_column_type(st, 1), SQLITE_NULL);
 	assert_int_equal(sqlite3_column_int(st, 2), 1);
 	sqlite3_finalize(st);
-	/* records stay immutable */
+	/* records stay immutable, and cannot be deleted */
 	assert_int_not_equal(sqlite3_exec(db, "UPDATE records SET event = 'tap'", NULL, NULL,
 	                                  NULL), SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "DELETE FROM records", NULL, NULL, NULL), SQLITE_OK);
+	/* the legacy journal, epoch 1, holds them (T2's one record); each names the terminal's
+	 * certificate */
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM records WHERE"
+	                                    " journal = zeroblob(16) AND cert_id IS NOT NULL),"
+	                                    " (SELECT count(*) FROM records), (SELECT"
+	                                    " group_concat(epoch || ':' || acked) FROM journals"
+	                                    " WHERE terminal = 'T2')", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), sqlite3_column_int(st, 1));
+	assert_true(sqlite3_column_int(st, 1) > 0);
+	assert_string_equal((const char *)sqlite3_column_text(st, 2), "1:1");
+	sqlite3_finalize(st);
 	sqlite3_close(db);
 	free(sum_before);
 }
@@ -850,9 +895,9 @@ static void test_bundle_time_100k(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO records(terminal, seq, time_ms, token,"
 	                                    " operator, route, stop, product, ent_id, rides, amount,"
 	                                    " result, reason, cose, payload, hash, received_ms, kind,"
-	                                    " event) VALUES (?1, ?2, ?3, ?4, 'OP-A', 'R1', ?5, 'SV',"
-	                                    " 7, 0, ?6, 'accepted', 'ok', x'00', ?8, x'00', 0,"
-	                                    " 'tap', ?7)", -1, &st, NULL), SQLITE_OK);
+	                                    " event, journal) VALUES (?1, ?2, ?3, ?4, 'OP-A', 'R1',"
+	                                    " ?5, 'SV', 7, 0, ?6, 'accepted', 'ok', x'00', ?8, x'00',"
+	                                    " 0, 'tap', ?7, zeroblob(16))", -1, &st, NULL), SQLITE_OK);
 	for (int old = 0; old < 2; old++) {
 		for (int c = 0; c < 10000; c++) {
 			uint8_t token[KP_TOKEN_LEN];
@@ -907,6 +952,7 @@ static void test_bundle_time_100k(void **state)
 	kp_bstore_close(f->s);
 	f->s = NULL;
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, UNDO_SCHEMA_5, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP INDEX records_recent; DROP TABLE product_scope;"
 	                              " ALTER TABLE records DROP COLUMN event;"
 	                              " PRAGMA user_version = 3;", NULL, NULL, NULL), SQLITE_OK);
@@ -914,7 +960,8 @@ static void test_bundle_time_100k(void **state)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	assert_int_equal(kp_bstore_open(&f->s, f->path), KP_BE_OK);
 	migrate_ms = ms_since(&t0);
-	printf("migration to schema 4 (200,000 records: event column, time index): %.0f ms\n",
+	printf("migration to schemas 4 and 5 (200,000 records: event column, time index; "
+	       "journals, records rebuilt): %.0f ms\n",
 	       migrate_ms);
 	free(sample_payload);
 }

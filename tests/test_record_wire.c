@@ -488,7 +488,39 @@ static void test_msg_optional_keys(void **state)
 	assert_int_equal(d.chain, 1);
 	assert_int_equal(d.config, 300);
 	assert_string_equal(d.terminal, "bus-042");
+	assert_int_equal(d.has_journal, 0);
 	free(out);
+
+	/* journal: 16 bytes between config and terminal ("journal" is 7 bytes long), read back
+	 * as written; all zeros (the legacy journal) has one encoding, absent */
+	m.has_journal = 1;
+	memset(m.journal, 0x5A, sizeof(m.journal));
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(out[0], 0xA6);
+	assert_non_null(memmem(out, n, "\x67journal\x50\x5A\x5A", 10));
+	assert_true((uint8_t *)memmem(out, n, "\x66" "config", 7) < (uint8_t *)memmem(out, n, "\x67journal", 8));
+	assert_true((uint8_t *)memmem(out, n, "\x67journal", 8) < (uint8_t *)memmem(out, n, "\x68terminal", 9));
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.has_journal, 1);
+	assert_memory_equal(d.journal, m.journal, sizeof(m.journal));
+	assert_int_equal(kp_msg_encode(&d, &out2, &n2), KP_SYNC_OK);
+	assert_int_equal(n2, n);
+	assert_memory_equal(out2, out, n);
+	free(out2);
+	{
+		uint8_t *j = memmem(out, n, "\x67journal\x50", 9);
+
+		/* all zeros on the wire: refused */
+		memset(j + 9, 0, KP_JOURNAL_ID_LEN);
+		assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_E_MALFORMED);
+		/* 15 bytes: refused */
+		j[8] = 0x4F;
+		memset(j + 9, 0x5A, KP_JOURNAL_ID_LEN);
+		assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_E_MALFORMED);
+	}
+	free(out);
+	memset(m.journal, 0, sizeof(m.journal));
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
 }
 
 /* The limits that need more bytes than a table row: 256 items and a 127-byte reason pass,

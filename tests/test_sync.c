@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <arpa/inet.h>
@@ -140,6 +141,18 @@ static void term_sync_state(const char *id, uint64_t *acked, uint64_t *version)
 	snprintf(path, sizeof(path), "%s/%s.db", F->dir, id);
 	assert_int_equal(kp_store_open(&s, path), KP_OK);
 	assert_int_equal(kp_store_sync_state(s, acked, version, NULL), KP_OK);
+	kp_store_close(s);
+}
+
+static void term_journal_id(const char *id, uint8_t journal[KP_JOURNAL_ID_LEN])
+{
+	char path[512];
+	kp_store *s = NULL;
+
+	snprintf(path, sizeof(path), "%s/%s.db", F->dir, id);
+	assert_int_equal(kp_store_open(&s, path), KP_OK);
+	assert_int_equal(kp_store_journal_id(s, journal), KP_OK);
+	assert_false(kp_journal_id_is_legacy(journal));
 	kp_store_close(s);
 }
 
@@ -316,6 +329,8 @@ static void test_duplicate_batch_changes_nothing(void **state)
 	memset(&out, 0, sizeof(out));
 	out.type = KP_MSG_HELLO;
 	snprintf(out.terminal, sizeof(out.terminal), "T-A");
+	term_journal_id("T-A", out.journal);       /* as the terminal's own sync would */
+	out.has_journal = 1;
 	assert_int_equal(kp_msg_send(t, &out, 3000), 0);
 	expect(t, KP_MSG_WELCOME, &m, &buf);
 	assert_int_equal(m.acked, 0);
@@ -373,30 +388,64 @@ static int64_t term_count(const char *id, const char *table)
 	return n;
 }
 
-/* A sync that finds another journal under the terminal's id: it fails, the terminal's acked
- * stays where it was, and the backend keeps its records and quarantines nothing. */
-static void refused_as_another_journal(const char *id, uint64_t acked_before,
-                                       int64_t backend_records)
+static int sum_used(void *arg, int ncol, const char *const *cols, const char *const *names)
 {
-	uint64_t acked = acked_before + 1, version = 0;
+	for (int i = 0; i < ncol; i++) {
+		if (strcmp(names[i], "used") == 0 && cols[i] != NULL)
+			*(int64_t *)arg += strtoll(cols[i], NULL, 10);
+	}
+	return 0;
+}
 
-	assert_int_not_equal(sync_term(id), 0);
-	term_sync_state(id, &acked, &version);
-	assert_int_equal(acked, acked_before);
-	assert_int_equal(backend_count(KP_REPORT_RECORDS, id), backend_records);
-	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+/* Every use the backend counted, over all entitlements. */
+static int64_t backend_uses(void)
+{
+	char path[512];
+	kp_bstore *s = NULL;
+	int64_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/backend.db", F->dir);
+	assert_int_equal(kp_bstore_open(&s, path), KP_BE_OK);
+	assert_int_equal(kp_bstore_report(s, KP_REPORT_ENTITLEMENTS, NULL, sum_used, &n), KP_BE_OK);
+	kp_bstore_close(s);
+	return n;
+}
+
+/* One number a query over a fixture database gives (what the reports do not show). */
+static int64_t db_value(const char *file, const char *sql)
+{
+	char path[512];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t n = -1;
+
+	snprintf(path, sizeof(path), "%s/%s", F->dir, file);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static int64_t backend_rows(const char *sql)
+{
+	return db_value("backend.db", sql);
 }
 
 /* Issue 12: a terminal whose database is rebuilt under the same id and certificate. The
- * backend's acked (20) belongs to the old journal; the new one also reaches 20. Believing
- * it would mark the new records delivered and drop their pending uses (the next bundle
- * gives the rides back), and record 21 would get the terminal quarantined. */
-static void test_replaced_database_refused_loudly(void **state)
+ * fresh database has a journal id of its own: the backend takes it as the terminal's second
+ * epoch, keeps the first, and counts every ride once. Before journal ids, the backend's
+ * acked (20) marked the new records delivered and dropped their pending uses: 40 rides
+ * taken, 20 records and 20 uses at the backend. */
+static void test_replaced_database_is_a_new_epoch(void **state)
 {
-	int64_t uses;
+	uint64_t acked = 0, version = 0;
+	int64_t ent;
 
 	(void)state;
-	/* alice holds 20 rides: two 10-ride tickets */
+	/* alice holds 20 rides */
 	assert_int_equal(sh("\"$CTL\" backend sell backend.db felica:0101020304050607 P10 "
 	                    "2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00 "
 	                    "--token-key token.key >/dev/null"), 0);
@@ -408,42 +457,62 @@ static void test_replaced_database_refused_loudly(void **state)
 	assert_int_equal(sync_term("T-A"), 0);
 	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 20);
 	assert_int_equal(term_count("T-A", "pending_uses"), 0);
+	assert_int_equal(backend_uses(), 20);
 
-	/* The SD card dies: a fresh database, loaded by hand, same id and certificate. */
+	/* The SD card dies: a fresh database, loaded by hand from an old sheet, same id and
+	 * certificate; it believes alice still has her 20 rides. */
+	ent = backend_rows("SELECT id FROM entitlements");
+	assert_true(ent > 0);
 	assert_int_equal(sh("rm -f T-A.db T-A.db-wal T-A.db-shm && "
 	                    "printf 'operator OP-A Bus\\nproduct P10 nride 10 OP-A 10 rides\\n"
-	                    "entitlement 1001 felica:0101020304050607 P10 20 "
+	                    "entitlement %lld felica:0101020304050607 P10 20 "
 	                    "2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00\\n' > new.txt && "
-	                    "\"$CTL\" load T-A.db new.txt --token-key token.key >/dev/null"), 0);
-	assert_int_equal(run_term("T-A", "rides.txt"), 0);
+	                    "\"$CTL\" load T-A.db new.txt --token-key token.key >/dev/null",
+	                    (long long)ent), 0);
+	write_rides("later.txt", 20);
+	assert_int_equal(sh("sed -i 's/^start 2026-11-26/start 2026-11-27/' later.txt"), 0);
+	assert_int_equal(run_term("T-A", "later.txt"), 0);
 	assert_int_equal(journal_count("T-A"), 20);
-	uses = term_count("T-A", "pending_uses");
-	assert_int_equal(uses, 20);
+	assert_int_equal(term_count("T-A", "pending_uses"), 20);
 
-	/* Refused, loudly; nothing sent, nothing marked delivered, no use dropped; and so on
-	 * every retry, while the backend keeps the old journal. */
-	refused_as_another_journal("T-A", 0, 20);
-	assert_int_equal(sh("tail -n 1 T-A.log | grep 'sync REFUSED' | grep -q 'another journal'"), 0);
-	assert_int_equal(journal_count("T-A"), 20);
-	assert_int_equal(term_count("T-A", "pending_uses"), uses);
-	refused_as_another_journal("T-A", 0, 20);
-	assert_int_equal(term_count("T-A", "pending_uses"), uses);
+	/* It just works: all 20 sent as epoch 2, nothing quarantined, 40 records, 40 uses
+	 * (an overdraft of 20 the backend sees and denylists). */
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("grep -q 'sent 20 records, backend holds up to 20' T-A.log"), 0);
+	term_sync_state("T-A", &acked, &version);
+	assert_int_equal(acked, 20);
+	assert_int_equal(term_count("T-A", "pending_uses"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 40);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+	assert_int_equal(backend_uses(), 40);
+	assert_int_equal(backend_rows("SELECT count(*) FROM journals WHERE terminal = 'T-A'"), 2);
+	assert_int_equal(backend_rows("SELECT count(*) FROM record_aliases"), 0);
+	backend_logged("T-A: new journal", 1);
+	/* the overdraft reached the terminal: alice is denylisted now, beside the setup's dave */
+	assert_int_equal(term_count("T-A", "denylist"), 2);
+	assert_int_equal(backend_count(KP_REPORT_OVERDRAFTS, NULL), 1);
 
-	/* More rides than the backend holds: still another journal, still refused. */
-	write_rides("more.txt", 3);
-	assert_int_equal(sh("sed -i 's/^start 2026-11-26/start 2026-11-27/' more.txt"), 0);
-	assert_int_equal(run_term("T-A", "more.txt"), 0);
-	assert_int_equal(journal_count("T-A"), 23);
-	refused_as_another_journal("T-A", 0, 20);
-	assert_int_equal(term_count("T-A", "pending_uses"), uses);   /* her rides are used up */
+	/* Syncing again changes nothing. */
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("tail -n 1 T-A.log | grep -q 'sent 0 records, backend holds up to 20'"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 40);
+	assert_int_equal(backend_uses(), 40);
 }
 
-/* A database restored from an older backup of the same journal: the backend holds records
- * the terminal no longer has. Believing acked would drop nothing here, but the next record
- * (a new 5th) would collide with the backend's 5th: refused before that can happen. */
-static void test_restored_backup_refused_loudly(void **state)
+/* A database restored from an older backup of the same journal (same journal id): the
+ * backend holds records 1..12, the copy 1..4 and then rides of its own under 5..7. The
+ * terminal finds the journal is not its own (no record 12), starts a new journal, and sends
+ * all of its records under it: 1..4 are the backend's already (held once, as aliases),
+ * 5..7 are new. Nothing lost, nothing counted twice, nothing quarantined. */
+static void test_restored_backup_is_a_new_epoch(void **state)
 {
+	uint64_t acked = 0, version = 0;
+	int64_t uses;
+
 	(void)state;
+	assert_int_equal(sh("\"$CTL\" backend sell backend.db felica:0101020304050607 P10 "
+	                    "2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00 "
+	                    "--token-key token.key >/dev/null"), 0);
 	assert_int_equal(sync_term("T-A"), 0);
 	write_rides("rides.txt", 4);
 	assert_int_equal(run_term("T-A", "rides.txt"), 0);
@@ -452,10 +521,131 @@ static void test_restored_backup_refused_loudly(void **state)
 	assert_int_equal(run_term("T-A", "bus-a.txt"), 0);
 	assert_int_equal(sync_term("T-A"), 0);
 	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 12);
+	uses = backend_uses();
+	assert_true(uses >= 4);
+
 	assert_int_equal(sh("rm -f T-A.db-wal T-A.db-shm && cp backup.db T-A.db"), 0);
 	assert_int_equal(journal_count("T-A"), 4);
-	refused_as_another_journal("T-A", 4, 12);
-	assert_int_equal(sh("tail -n 1 T-A.log | grep 'sync REFUSED' | grep -q 'no record 12'"), 0);
+	write_rides("more.txt", 3);
+	assert_int_equal(sh("sed -i 's/^start 2026-11-26/start 2026-11-27/' more.txt"), 0);
+	assert_int_equal(run_term("T-A", "more.txt"), 0);
+	assert_int_equal(journal_count("T-A"), 7);
+
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("grep 'NEW JOURNAL' T-A.log | grep -q 'no record 12'"), 0);
+	term_sync_state("T-A", &acked, &version);
+	assert_int_equal(acked, 7);
+	assert_int_equal(term_count("T-A", "pending_uses"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 15);
+	assert_int_equal(backend_rows("SELECT count(*) FROM record_aliases"), 4);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+	assert_int_equal(backend_uses(), uses + 3);
+
+	/* A stale copy replayed once more (the same backup again, its journal id the old
+	 * one): again a new epoch whose records are all held already; nothing changes. */
+	assert_int_equal(sh("rm -f T-A.db-wal T-A.db-shm && cp backup.db T-A.db"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 15);
+	assert_int_equal(backend_uses(), uses + 3);
+	assert_int_equal(backend_rows("SELECT count(*) FROM journals WHERE terminal = 'T-A'"), 3);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, NULL), 0);
+}
+
+/* Issue 12: the backend keeps every certificate a terminal has used, and exports each
+ * record with the one that signed it. A terminal renews its key and certificate half way
+ * through its journal; a hello with yet another valid certificate (and no records) must not
+ * replace what verifies the earlier records. */
+static void test_certificate_history_and_export(void **state)
+{
+	(void)state;
+	write_rides("rides.txt", 4);
+	assert_int_equal(run_term("T-A", "rides.txt"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	/* renewed: a new key and certificate under the same id */
+	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id T-A "
+	                    "--key T-A2.key --cert T-A2.crt >/dev/null && "
+	                    "sed -e 's/^key = .*/key = T-A2.key/' -e 's/^cert = .*/cert = T-A2.crt/' "
+	                    "T-A.conf > T-A2.conf"), 0);
+	write_rides("more.txt", 3);
+	assert_int_equal(sh("sed -i 's/^start 2026-11-26/start 2026-11-27/' more.txt"), 0);
+	assert_int_equal(sh("\"$TERM_BIN\" --config T-A2.conf --offline --reader mock:more.txt "
+	                    "2>> T-A.log"), 0);
+	assert_int_equal(sh("\"$TERM_BIN\" --config T-A2.conf --sync-once 2>> T-A.log"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-A"), 7);
+	/* a third certificate says hello and sends nothing */
+	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id T-A "
+	                    "--key T-A3.key --cert T-A3.crt >/dev/null && "
+	                    "sed -e 's/^key = .*/key = T-A3.key/' -e 's/^cert = .*/cert = T-A3.crt/' "
+	                    "T-A.conf > T-A3.conf && "
+	                    "\"$TERM_BIN\" --config T-A3.conf --sync-once 2>> T-A.log"), 0);
+	assert_int_equal(backend_count(KP_REPORT_CERTS, "T-A"), 3);
+	backend_logged("T-A: a certificate not seen before", 2);
+
+	/* each record with its certificate: 1..4 the first, 5..7 the second */
+	assert_int_equal(sh("\"$CTL\" backend export backend.db T-A exp > exp.out && "
+	                    "grep -q 'exported 7 records of terminal T-A in 1 epoch' exp.out && "
+	                    "test \"$(cat exp/1/certificates.txt | awk '{print $1, $2}' | tr '\\n' ' ')\" "
+	                    "= '1 4 5 7 ' && test ! -e exp/1/terminal.crt && "
+	                    "python3 %s/cose_verify.py exp > verify.txt && "
+	                    "grep -q 'verified 7 records' verify.txt", F->src), 0);
+	/* the checker does use the listed certificates: swapped, record 1 fails */
+	assert_int_not_equal(sh("sed -i '1s/cert-[0-9]*/XX/; 2s/cert-[0-9]*/cert-1/; "
+	                        "1s/XX/cert-2/' exp/1/certificates.txt && "
+	                        "python3 %s/cose_verify.py exp > bad.txt", F->src), 0);
+	assert_int_equal(sh("grep -q '1.cose: BAD: signature does not verify' bad.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend certificates backend.db --terminal T-A > certs.txt && "
+	                    "test $(grep -c '^T-A ' certs.txt) = 3"), 0);
+}
+
+static int64_t denied_for(const char *reason)
+{
+	char sql[200];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM denylist WHERE reason = '%s'", reason);
+	return db_value("T-A.db", sql);
+}
+
+/* Issue 12: a backend restored from a backup. Its state version was below what terminals
+ * had applied, so every bundle counted as "not newer" and a card denylisted after the
+ * restore was never refused. Versions now never go back (the version clock), and a terminal
+ * holding a version above the backend's tells it that it was restored. */
+static void test_restored_backend_reaches_terminals(void **state)
+{
+	(void)state;
+	assert_int_equal(sync_term("T-A"), 0);
+	stop_backend();
+	assert_int_equal(sh("cp backend.db backup.db && rm -f backup.db-wal"), 0);
+	start_backend_on(F->port);
+	/* after the backup: X denylisted, and the terminal takes it */
+	assert_int_equal(sh("\"$CTL\" backend deny backend.db felica:0A0A0A0A0A0A0A01 "
+	                    "lost-before-restore --token-key token.key"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(denied_for("lost-before-restore"), 1);
+
+	/* restored from the backup: it knows nothing of X; Y is denylisted next */
+	stop_backend();
+	assert_int_equal(sh("rm -f backend.db-wal backend.db-shm && cp backup.db backend.db"), 0);
+	start_backend_on(F->port);
+	assert_int_equal(sh("\"$CTL\" backend deny backend.db felica:0A0A0A0A0A0A0A02 "
+	                    "stolen-after-restore --token-key token.key"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("tail -n 1 T-A.log | grep -q 'config applied version'"), 0);
+	assert_int_equal(denied_for("stolen-after-restore"), 1);
+	assert_int_equal(denied_for("lost-before-restore"), 0);
+
+	/* restored again, and no change made since: the terminal's hello says it holds a
+	 * newer version; the backend says so in its log and sends its own state */
+	stop_backend();
+	assert_int_equal(sh("rm -f backend.db-wal backend.db-shm && cp backup.db backend.db"), 0);
+	start_backend_on(F->port);
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("tail -n 1 T-A.log | grep -q 'config applied version'"), 0);
+	backend_logged("the backend's state was restored from an older copy", 1);
+	assert_int_equal(denied_for("stolen-after-restore"), 0);
+	assert_int_equal(denied_for("lost-before-restore"), 0);
+	/* and then it is up to date: no bundle on the next sync */
+	assert_int_equal(sync_term("T-A"), 0);
+	assert_int_equal(sh("tail -n 1 T-A.log | grep -q 'config unchanged'"), 0);
 }
 
 static void test_terminal_id_mismatch_refused(void **state)
@@ -1634,8 +1824,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_happy_path_and_independent_verification, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_batch_changes_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_replaced_database_refused_loudly, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restored_backup_refused_loudly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replaced_database_is_a_new_epoch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restored_backup_is_a_new_epoch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_certificate_history_and_export, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restored_backend_reaches_terminals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_id_mismatch_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unauthenticated_clients_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backend_is_a_purpose_and_a_key_not_a_name, setup,

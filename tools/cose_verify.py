@@ -2,12 +2,16 @@
 """Independent checker for a kippu journal export (`kippuctl journal export DB DIR`).
 
 DIR holds N.cose (one tagged COSE_Sign1 per record, named by sequence number) and
-terminal.crt (PEM). For every record this checks, without any kippu code or CBOR library:
+terminal.crt (PEM), or certificates.txt ("FIRST LAST cert-ID.crt" lines: which certificate
+signed which records) with those certificates. A backend export (`kippuctl backend export`)
+holds journals.txt and one such folder per epoch of the terminal (1/, 2/, ...), each a whole
+chain from seq 1; each is checked. For every record this checks, without any kippu code or
+CBOR library:
   - the COSE_Sign1 shape: tag 18, [protected, unprotected, payload, signature],
     protected == h'A10126' ({1: -7}, ES256), unprotected {4: kid}, 64-byte signature,
     no trailing bytes;
   - the ES256 signature over Sig_structure ["Signature1", protected, h'', payload], with the
-    `openssl` command line and the public key of terminal.crt;
+    `openssl` command line and the public key of the certificate that covers the record;
   - the payload: a canonical CBOR map (RFC 8949 4.2.1) whose key 3 (seq) equals the file
     name, whose key 2 (terminal) equals the kid, and whose key 17 (prev) is the SHA-256 of
     the previous record's payload (32 zero bytes for seq 1); sequence numbers are gapless.
@@ -233,6 +237,130 @@ def check_payload(payload):
     return rec
 
 
+def read_key(crt, tmp, cache):
+    """(public key PEM path, CN) of a certificate file, read once with openssl."""
+    if crt in cache:
+        return cache[crt]
+    pubkey = os.path.join(tmp, "pub%d.pem" % len(cache))
+    r = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-pubkey"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r.returncode != 0 or b"BEGIN PUBLIC KEY" not in r.stdout:
+        raise Usage("%s: cannot read the public key: %s"
+                    % (crt, r.stderr.decode(errors="replace").strip()))
+    with open(pubkey, "wb") as f:
+        f.write(r.stdout)
+    r = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-subject",
+                        "-nameopt", "multiline,utf8,-esc_msb"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    m = re.search(r"commonName\s*=\s*(.*)", r.stdout.decode("utf-8", errors="replace"))
+    cache[crt] = (pubkey, m.group(1).strip() if m else None)
+    return cache[crt]
+
+
+class Usage(Exception):
+    pass
+
+
+def cert_ranges(d):
+    """[(first, last, path)] from DIR/certificates.txt (a backend export), else the whole
+    folder signed by DIR/terminal.crt."""
+    listing = os.path.join(d, "certificates.txt")
+    if not os.path.isfile(listing):
+        crt = os.path.join(d, "terminal.crt")
+        if not os.path.isfile(crt):
+            raise Usage("%s: missing" % crt)
+        return [(1, None, crt)]
+    ranges = []
+    with open(listing, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or \
+                    not re.fullmatch(r"cert-[0-9]+\.crt", parts[2]):
+                raise Usage("%s line %d: not 'FIRST LAST cert-ID.crt'" % (listing, n))
+            ranges.append((int(parts[0]), int(parts[1]), os.path.join(d, parts[2])))
+    return ranges
+
+
+def cert_for(ranges, seq):
+    for first, last, crt in ranges:
+        if seq >= first and (last is None or seq <= last):
+            return crt
+    raise Bad("no certificate in certificates.txt covers record %d" % seq)
+
+
+def verify_dir(d, partial, tmp, cache):
+    """Checks one chain of records; returns the number verified, raises Usage or prints the
+    first bad file and returns None."""
+    ranges = cert_ranges(d)
+    files = []
+    for name in os.listdir(d):
+        m = re.fullmatch(r"([0-9]+)\.cose", name)
+        if m and not (len(m.group(1)) > 1 and m.group(1)[0] == "0"):
+            files.append((int(m.group(1)), name))
+        elif name.endswith(".cose"):
+            print("cose_verify: %s: not named by a sequence number" % name, file=sys.stderr)
+            return None
+    files.sort()
+    if not files:
+        print("cose_verify: %s: no .cose files" % d, file=sys.stderr)
+        return None
+
+    prev_payload = None
+    terminal = None
+    cns = set()
+    expect_seq = files[0][0]
+    if expect_seq != 1 and not partial:
+        print("%s: BAD: the export starts at seq %d, not 1 (use --partial for a partial "
+              "export)" % (files[0][1], expect_seq))
+        return None
+    for seq, name in files:
+        try:
+            if seq != expect_seq:
+                raise Bad("sequence gap: record %d is missing" % expect_seq)
+            crt = cert_for(ranges, seq)
+            pubkey, cn = read_key(crt, tmp, cache)
+            cns.add(cn)
+            with open(os.path.join(d, name), "rb") as f:
+                raw = f.read()
+            kid, protected, payload, sig = check_cose(raw)
+            tbs = cbor_encode_canonical(["Signature1", protected, b"", payload])
+            if not openssl_verify(pubkey, tbs, sig, tmp):
+                raise Bad("signature does not verify with %s" % os.path.basename(crt))
+            rec = check_payload(payload)
+            if rec[3] != seq:
+                raise Bad("payload seq %d does not match the file name" % rec[3])
+            if kid != rec[2].encode("utf-8"):
+                raise Bad("kid %r is not the payload's terminal %r" % (kid, rec[2]))
+            if terminal is not None and rec[2] != terminal:
+                raise Bad("terminal %r differs from the earlier records' %r"
+                          % (rec[2], terminal))
+            terminal = rec[2]
+            if prev_payload is not None:
+                want = hashlib.sha256(prev_payload).digest()
+            elif seq == 1:
+                want = bytes(32)
+            else:
+                want = None     # --partial: nothing to compare the first record with
+            if want is not None and rec[17] != want:
+                raise Bad("prev hash does not match record %d" % (seq - 1) if seq > 1
+                          else "prev of record 1 is not 32 zero bytes")
+        except Bad as e:
+            print("%s: BAD: %s" % (os.path.join(d, name), e))
+            return None
+        except OSError as e:
+            print("%s: BAD: %s" % (os.path.join(d, name), e))
+            return None
+        prev_payload = payload
+        expect_seq = seq + 1
+    for cn in cns:
+        if cn is not None and cn != terminal:
+            # DESIGN: the certificate names the terminal. Reported, not fatal: the
+            # signatures above are what prove who wrote the records.
+            print("note: certificate CN %r differs from terminal id %r" % (cn, terminal),
+                  file=sys.stderr)
+    return len(files)
+
+
 def main(argv):
     args = argv[1:]
     partial = "--partial" in args
@@ -241,88 +369,34 @@ def main(argv):
         print(USAGE, file=sys.stderr)
         return 2
     d = args[0]
-    crt = os.path.join(d, "terminal.crt")
-    if not os.path.isfile(crt):
-        print("cose_verify: %s: missing" % crt, file=sys.stderr)
+    # A backend export: DIR/journals.txt and one folder per epoch, each a whole chain.
+    if os.path.isfile(os.path.join(d, "journals.txt")):
+        epochs = sorted(int(n) for n in os.listdir(d)
+                        if n.isdigit() and os.path.isdir(os.path.join(d, n)))
+        dirs = [os.path.join(d, str(e)) for e in epochs]
+        if not dirs:
+            print("cose_verify: %s: no epoch folders" % d, file=sys.stderr)
+            return 1
+    else:
+        dirs = [d]
+    counts = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="cose_verify.") as tmp:
+            cache = {}
+            for sub in dirs:
+                n = verify_dir(sub, partial, tmp, cache)
+                if n is None:
+                    return 1
+                counts.append(n)
+    except Usage as e:
+        print("cose_verify: %s" % e, file=sys.stderr)
         return 2
-    files = []
-    for name in os.listdir(d):
-        m = re.fullmatch(r"([0-9]+)\.cose", name)
-        if m and not (len(m.group(1)) > 1 and m.group(1)[0] == "0"):
-            files.append((int(m.group(1)), name))
-        elif name.endswith(".cose"):
-            print("cose_verify: %s: not named by a sequence number" % name, file=sys.stderr)
-            return 1
-    files.sort()
-    if not files:
-        print("cose_verify: %s: no .cose files" % d, file=sys.stderr)
-        return 1
-
-    with tempfile.TemporaryDirectory(prefix="cose_verify.") as tmp:
-        pubkey = os.path.join(tmp, "pub.pem")
-        r = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-pubkey"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if r.returncode != 0 or b"BEGIN PUBLIC KEY" not in r.stdout:
-            print("cose_verify: %s: cannot read the public key: %s"
-                  % (crt, r.stderr.decode(errors="replace").strip()), file=sys.stderr)
-            return 2
-        with open(pubkey, "wb") as f:
-            f.write(r.stdout)
-        r = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-subject",
-                            "-nameopt", "multiline,utf8,-esc_msb"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        m = re.search(r"commonName\s*=\s*(.*)", r.stdout.decode("utf-8", errors="replace"))
-        cert_cn = m.group(1).strip() if m else None
-
-        prev_payload = None
-        terminal = None
-        expect_seq = files[0][0]
-        if expect_seq != 1 and not partial:
-            print("%s: BAD: the export starts at seq %d, not 1 (use --partial for a partial "
-                  "export)" % (files[0][1], expect_seq))
-            return 1
-        for seq, name in files:
-            try:
-                if seq != expect_seq:
-                    raise Bad("sequence gap: record %d is missing" % expect_seq)
-                with open(os.path.join(d, name), "rb") as f:
-                    raw = f.read()
-                kid, protected, payload, sig = check_cose(raw)
-                tbs = cbor_encode_canonical(["Signature1", protected, b"", payload])
-                if not openssl_verify(pubkey, tbs, sig, tmp):
-                    raise Bad("signature does not verify with terminal.crt")
-                rec = check_payload(payload)
-                if rec[3] != seq:
-                    raise Bad("payload seq %d does not match the file name" % rec[3])
-                if kid != rec[2].encode("utf-8"):
-                    raise Bad("kid %r is not the payload's terminal %r" % (kid, rec[2]))
-                if terminal is not None and rec[2] != terminal:
-                    raise Bad("terminal %r differs from the earlier records' %r"
-                              % (rec[2], terminal))
-                terminal = rec[2]
-                if prev_payload is not None:
-                    want = hashlib.sha256(prev_payload).digest()
-                elif seq == 1:
-                    want = bytes(32)
-                else:
-                    want = None     # --partial: nothing to compare the first record with
-                if want is not None and rec[17] != want:
-                    raise Bad("prev hash does not match record %d" % (seq - 1) if seq > 1
-                              else "prev of record 1 is not 32 zero bytes")
-            except Bad as e:
-                print("%s: BAD: %s" % (name, e))
-                return 1
-            except OSError as e:
-                print("%s: BAD: %s" % (name, e))
-                return 1
-            prev_payload = payload
-            expect_seq = seq + 1
-    if cert_cn is not None and cert_cn != terminal:
-        # DESIGN: the certificate names the terminal. Reported, not fatal: the signatures
-        # above are what prove who wrote the records.
-        print("note: terminal.crt CN %r differs from terminal id %r" % (cert_cn, terminal),
-              file=sys.stderr)
-    print("verified %d records" % len(files))
+    if len(counts) == 1:
+        print("verified %d records" % counts[0])
+    else:
+        print("verified %d records in %d epochs (%s)" % (
+            sum(counts), len(counts),
+            ", ".join("epoch %d: %d" % (i + 1, n) for i, n in enumerate(counts))))
     return 0
 
 

@@ -29,9 +29,10 @@ static const char usage_text[] =
 	"  kippuctl backend service-day DB HH:MM [+HH:MM]   (default 04:00 +09:00)\n"
 	"  kippuctl backend deny DB CARD REASON --token-key PATH\n"
 	"  kippuctl backend undeny DB CARD --token-key PATH\n"
-	"  kippuctl backend records|ledger|terminals|entitlements|overdrafts DB [--terminal ID]\n"
+	"  kippuctl backend records|ledger|terminals|journals|certificates|entitlements|overdrafts DB\n"
+	"                  [--terminal ID]\n"
 	"  kippuctl backend quarantine list DB | quarantine clear DB TERMINAL\n"
-	"  kippuctl backend export DB TERMINAL DIR   (DIR/SEQ.cose + DIR/terminal.crt)\n";
+	"  kippuctl backend export DB TERMINAL DIR   (DIR/EPOCH/SEQ.cose + the certificates)\n";
 
 void kp_ctl_backend_usage(FILE *fp)
 {
@@ -151,69 +152,177 @@ static int print_row(void *arg, int ncol, const char *const *cols, const char *c
 	return 0;
 }
 
+/* The export being written: one folder per epoch, each a whole chain with the certificates
+ * that signed it. */
+struct export {
+	const char *dir;
+	char epoch_dir[4096];
+	int64_t epoch, cert_id;            /* current epoch (0: none yet), current range's cert */
+	uint64_t first, last, n_epoch, n_all;
+	int n_certs;                       /* certificates written into this epoch's folder */
+	int64_t certs[64];
+	uint8_t *one_cert;                 /* DER of the epoch's only certificate so far */
+	size_t one_cert_len;
+	FILE *ranges, *journals;
+	int failed;
+};
+
+static int write_pem(const uint8_t *der, size_t len, const char *path)
+{
+	kp_cert *cert = NULL;
+	int rc = kp_cert_parse(&cert, der, len);
+
+	if (rc == 0)
+		rc = kp_cert_write_pem(cert, path);
+	kp_cert_free(cert);
+	if (rc != 0)
+		fprintf(stderr, "kippuctl: %s: %s\n", path, kp_strerror(rc));
+	return rc;
+}
+
+static void range_end(struct export *x)
+{
+	if (x->ranges != NULL && x->n_epoch > 0)
+		fprintf(x->ranges, "%llu %llu cert-%lld.crt\n", (unsigned long long)x->first,
+		        (unsigned long long)x->last, (long long)x->cert_id);
+}
+
+static int epoch_end(struct export *x)
+{
+	char path[4200];
+	int rc = 0;
+
+	range_end(x);
+	if (x->ranges != NULL && fclose(x->ranges) != 0)
+		rc = -1;
+	x->ranges = NULL;
+	/* one certificate signed the whole epoch: also as terminal.crt, what the verifiers of
+	 * a terminal's own export read */
+	if (x->epoch > 0 && x->n_certs == 1 && x->one_cert != NULL) {
+		snprintf(path, sizeof(path), "%s/terminal.crt", x->epoch_dir);
+		rc |= write_pem(x->one_cert, x->one_cert_len, path);
+	}
+	if (x->epoch > 0 && x->journals != NULL)
+		fprintf(x->journals, "%lld %llu\n", (long long)x->epoch,
+		        (unsigned long long)x->n_epoch);
+	free(x->one_cert);
+	x->one_cert = NULL;
+	return rc;
+}
+
+static int export_row(void *arg, const struct kp_export_row *row)
+{
+	struct export *x = arg;
+	char path[4200];
+	FILE *fp;
+	int seen = 0;
+
+	if (row->epoch != x->epoch) {
+		if (epoch_end(x) != 0)
+			return x->failed = 1;
+		x->epoch = row->epoch;
+		x->n_epoch = 0;
+		x->n_certs = 0;
+		x->cert_id = -1;
+		snprintf(x->epoch_dir, sizeof(x->epoch_dir), "%s/%lld", x->dir, (long long)row->epoch);
+		if (mkdir(x->epoch_dir, 0755) != 0 && errno != EEXIST) {
+			fprintf(stderr, "kippuctl: %s: %s\n", x->epoch_dir, strerror(errno));
+			return x->failed = 1;
+		}
+		snprintf(path, sizeof(path), "%s/certificates.txt", x->epoch_dir);
+		x->ranges = fopen(path, "w");
+		if (x->ranges == NULL) {
+			fprintf(stderr, "kippuctl: %s: %s\n", path, strerror(errno));
+			return x->failed = 1;
+		}
+		if (x->journals != NULL)
+			fprintf(x->journals, "# epoch %lld: journal %s\n", (long long)row->epoch,
+			        row->journal);
+	}
+	if (row->cert_id <= 0 || row->cert == NULL) {
+		fprintf(stderr, "kippuctl: record %llu of epoch %lld: no certificate stored\n",
+		        (unsigned long long)row->seq, (long long)row->epoch);
+		return x->failed = 1;
+	}
+	if (row->cert_id != x->cert_id) {
+		range_end(x);
+		x->cert_id = row->cert_id;
+		x->first = row->seq;
+		for (int i = 0; i < x->n_certs; i++)
+			seen |= x->certs[i] == row->cert_id;
+		if (!seen) {
+			snprintf(path, sizeof(path), "%s/cert-%lld.crt", x->epoch_dir,
+			         (long long)row->cert_id);
+			if (write_pem(row->cert, row->cert_len, path) != 0 || x->n_certs == 64)
+				return x->failed = 1;
+			x->certs[x->n_certs++] = row->cert_id;
+			if (x->n_certs == 1) {
+				x->one_cert = malloc(row->cert_len);
+				if (x->one_cert == NULL)
+					return x->failed = 1;
+				memcpy(x->one_cert, row->cert, row->cert_len);
+				x->one_cert_len = row->cert_len;
+			}
+		}
+	}
+	x->last = row->seq;
+	snprintf(path, sizeof(path), "%s/%llu.cose", x->epoch_dir, (unsigned long long)row->seq);
+	fp = fopen(path, "wb");
+	if (fp == NULL || fwrite(row->cose, 1, row->cose_len, fp) != row->cose_len) {
+		fprintf(stderr, "kippuctl: %s: %s\n", path, strerror(errno));
+		if (fp != NULL)
+			fclose(fp);
+		return x->failed = 1;
+	}
+	if (fclose(fp) != 0)
+		return x->failed = 1;
+	x->n_epoch++;
+	x->n_all++;
+	return 0;
+}
+
+/* DIR/journals.txt names each epoch (its journal id, its record count); DIR/EPOCH/ holds
+ * SEQ.cose for every record of that epoch from 1 (records an earlier epoch holds too are
+ * written again there, so each folder is a whole chain), cert-ID.crt for each certificate
+ * that signed some of them, certificates.txt ("FIRST LAST cert-ID.crt" ranges), and
+ * terminal.crt when one certificate signed them all. */
 static int export_records(kp_bstore *s, const char *terminal, const char *dir)
 {
-	uint8_t *cose = NULL;
-	size_t len = 0;
-	uint64_t seq = 1;
-	char path[4096];
-	kp_cert *cert = NULL;
+	struct export x;
+	char path[4200];
 	int rc;
 
+	memset(&x, 0, sizeof(x));
+	x.dir = dir;
 	if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
 		fprintf(stderr, "kippuctl: %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
-	/* The certificate the terminal last authenticated with: it signed the records. */
-	{
-		uint8_t *der = NULL;
-		size_t der_len = 0;
-
-		rc = kp_bstore_terminal_cert(s, terminal, &der, &der_len);
-		if (rc == KP_BE_OK)
-			rc = kp_cert_parse(&cert, der, der_len);
-		free(der);
-		if (rc != 0) {
-			fprintf(stderr, "kippuctl: no certificate stored for terminal %s\n", terminal);
-			return 1;
-		}
-	}
-	snprintf(path, sizeof(path), "%s/terminal.crt", dir);
-	rc = kp_cert_write_pem(cert, path);
-	kp_cert_free(cert);
-	if (rc != 0) {
-		fprintf(stderr, "kippuctl: %s: %s\n", path, kp_strerror(rc));
+	snprintf(path, sizeof(path), "%s/journals.txt", dir);
+	x.journals = fopen(path, "w");
+	if (x.journals == NULL) {
+		fprintf(stderr, "kippuctl: %s: %s\n", path, strerror(errno));
 		return 1;
 	}
-	for (;; seq++) {
-		FILE *fp;
-
-		rc = kp_bstore_record_cose(s, terminal, seq, &cose, &len);
-		if (rc == KP_BE_E_NOTFOUND)
-			break;
-		if (rc != KP_BE_OK) {
-			fprintf(stderr, "kippuctl: record %llu: %s\n", (unsigned long long)seq,
-			        kp_bstore_errmsg(s));
-			return 1;
-		}
-		snprintf(path, sizeof(path), "%s/%llu.cose", dir, (unsigned long long)seq);
-		fp = fopen(path, "wb");
-		if (fp == NULL || fwrite(cose, 1, len, fp) != len) {
-			fprintf(stderr, "kippuctl: %s: %s\n", path, strerror(errno));
-			if (fp != NULL)
-				fclose(fp);
-			free(cose);
-			return 1;
-		}
-		fclose(fp);
-		free(cose);
-		cose = NULL;
+	fprintf(x.journals, "# terminal %s: epoch records\n", terminal);
+	rc = kp_bstore_export_walk(s, terminal, export_row, &x);
+	if (epoch_end(&x) != 0)
+		x.failed = 1;
+	if (fclose(x.journals) != 0)
+		x.failed = 1;
+	if (rc != KP_BE_OK && !x.failed)
+		fprintf(stderr, "kippuctl: export: %s\n", kp_bstore_errmsg(s));
+	if (rc != KP_BE_OK || x.failed)
+		return 1;
+	if (x.n_all == 0) {
+		fprintf(stderr, "kippuctl: the backend holds no records of terminal %s\n", terminal);
+		return 1;
 	}
-	printf("exported %llu records of terminal %s and its certificate to %s\n",
-	       (unsigned long long)(seq - 1), terminal, dir);
+	printf("exported %llu records of terminal %s in %lld epoch(s), with the certificates "
+	       "that signed them, to %s\n", (unsigned long long)x.n_all, terminal,
+	       (long long)x.epoch, dir);
 	return 0;
 }
-
 
 /* ---- the fare engine's configuration and fare feeds ---- */
 
@@ -546,12 +655,15 @@ int kp_ctl_backend(int argc, char **argv)
 		rc = kp_bstore_undeny(s, token);
 	} else if (a.n == 1 && (strcmp(cmd, "records") == 0 || strcmp(cmd, "ledger") == 0 ||
 	                        strcmp(cmd, "terminals") == 0 || strcmp(cmd, "overdrafts") == 0 ||
-	                        strcmp(cmd, "entitlements") == 0)) {
+	                        strcmp(cmd, "entitlements") == 0 || strcmp(cmd, "journals") == 0 ||
+	                        strcmp(cmd, "certificates") == 0)) {
 		struct table t = { 0 };
 		enum kp_report r = strcmp(cmd, "records") == 0 ? KP_REPORT_RECORDS :
 		                   strcmp(cmd, "ledger") == 0 ? KP_REPORT_LEDGER :
 		                   strcmp(cmd, "terminals") == 0 ? KP_REPORT_TERMINALS :
 		                   strcmp(cmd, "overdrafts") == 0 ? KP_REPORT_OVERDRAFTS :
+		                   strcmp(cmd, "journals") == 0 ? KP_REPORT_JOURNALS :
+		                   strcmp(cmd, "certificates") == 0 ? KP_REPORT_CERTS :
 		                   KP_REPORT_ENTITLEMENTS;
 
 		rc = kp_bstore_report(s, r, a.terminal, print_row, &t);
