@@ -2015,6 +2015,29 @@ static bool left_out(kp_bstore *s, const char *table, const char *row, const cha
 	return true;
 }
 
+/* An id the bundle cannot carry (longer than KP_ID_MAX bytes, not UTF-8, a control
+ * character: put into the database by hand) leaves its row out, as left_out does, instead of
+ * being cut short into another id or failing the whole bundle. */
+static bool left_out_id(kp_bstore *s, const char *table, const unsigned char *id,
+                        const char *field, bool may_be_empty)
+{
+	const char *t = id != NULL ? (const char *)id : "";
+	char shown[KP_ID_MAX + 8];
+
+	bool control = false;
+
+	for (const char *c = t; *c != '\0'; c++)
+		control |= (unsigned char)*c < 0x20 || *c == 0x7F;
+	if (!control && strlen(t) <= KP_ID_MAX && kp_cbor_id_valid(t, may_be_empty))
+		return false;
+	kp_cbor_text_printable(shown, sizeof(shown), t, strlen(t));
+	if (s->n_left_out++ == 0)
+		snprintf(s->left_out, sizeof(s->left_out), "%s row %s%s: %s: not an id the bundle "
+		         "can carry (1 to %d bytes of UTF-8, no control characters)", table, shown,
+		         strlen(t) > KP_ID_MAX ? "..." : "", field, KP_ID_MAX);
+	return true;
+}
+
 static int cmp_operator_id(const void *key, const void *elem)
 {
 	return strcmp(key, ((const struct kp_bundle_operator *)elem)->id);
@@ -2094,6 +2117,8 @@ static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journa
 	while (sqlite3_step(st) == SQLITE_ROW && b->n_operators < (size_t)count) {
 		struct kp_bundle_operator *o = &b->operators[b->n_operators];
 
+		if (left_out_id(s, "operators", sqlite3_column_text(st, 0), "id", false))
+			continue;
 		copy_text(o->id, sizeof(o->id), sqlite3_column_text(st, 0));
 		if (left_out(s, "operators", o->id, "name", sqlite3_column_text(st, 1)))
 			continue;
@@ -2118,7 +2143,9 @@ static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journa
 		if (p == NULL || strcmp(p->id, id) != 0) {
 			if (b->n_products == (size_t)count)
 				break;
-			if (left_out(s, "products", id, "name", sqlite3_column_text(st, 1))) {
+			if (left_out_id(s, "products", (const unsigned char *)id, "id", false) ||
+			    left_out_id(s, "products", sqlite3_column_text(st, 4), "category", true) ||
+			    left_out(s, "products", id, "name", sqlite3_column_text(st, 1))) {
 				copy_text(skipped, sizeof(skipped), (const unsigned char *)id);
 				continue;
 			}

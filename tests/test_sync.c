@@ -1796,6 +1796,50 @@ static void test_bundle_leaves_out_bad_rows(void **state)
 	kp_bstore_close(s);
 }
 
+/* Ids the bundle cannot carry, put in by hand: an operator id of 40 bytes (it used to be cut
+ * to 32, another id), an operator id with a newline and a product id with an escape (each
+ * used to fail the whole bundle): each row left out, the rest sent and signed. */
+static void test_bundle_leaves_out_bad_ids(void **state)
+{
+	char path[512];
+	kp_bstore *s = NULL;
+	kp_key *key = NULL;
+	struct kp_bundle b;
+	uint8_t *cose = NULL;
+	size_t cose_len = 0, n_out = 0;
+	const char *first;
+	int has = 0;
+
+	(void)state;
+	assert_int_equal(sh("sqlite3 $DB \"INSERT INTO operators(id, name) VALUES "
+	                    "('OP-0123456789012345678901234567890123456', 'Long');"
+	                    "INSERT INTO operators(id, name) VALUES ('OP-' || char(10), 'Newline');"
+	                    "INSERT INTO products(id, name, rides) VALUES ('P-' || char(27), 'Esc', 1);"
+	                    "INSERT INTO product_operators VALUES ('P-' || char(27), 'OP-A');\""), 0);
+	snprintf(path, sizeof(path), "%s/backend.db", F->dir);
+	assert_int_equal(kp_bstore_open(&s, path), KP_BE_OK);
+	assert_int_equal(kp_bstore_bundle(s, "T-A", 0, 1796000000000LL, &b, &has), KP_BE_OK);
+	assert_int_equal(has, 1);
+	first = kp_bstore_bundle_left_out(s, &n_out);
+	assert_int_equal(n_out, 3);
+	assert_non_null(strstr(first, "operators row OP-"));
+	assert_non_null(strstr(first, ": id: not an id the bundle can carry"));
+	assert_int_equal(b.n_operators, 3);                 /* OP-A, OP-B, OP-C */
+	assert_int_equal(b.n_products, 3);                  /* P10, P2, PC */
+	for (size_t i = 0; i < b.n_operators; i++)
+		assert_true(strlen(b.operators[i].id) <= 4);
+	snprintf(path, sizeof(path), "%s/backend.key", F->dir);
+	assert_int_equal(kp_key_load(&key, path), 0);
+	assert_int_equal(kp_bundle_sign(&b, key, &cose, &cose_len), 0);
+	free(cose);
+	kp_key_free(key);
+	kp_bundle_free(&b);
+	kp_bstore_close(s);
+	/* and a real terminal syncs */
+	assert_int_equal(sync_term("T-A"), 0);
+	backend_logged("T-A: bundle: left out 3 row(s) it cannot carry, first operators row OP-", 1);
+}
+
 /* A real terminal still gets a denylist entry staff add after the bad rows. */
 static void test_sync_after_bad_row_end_to_end(void **state)
 {
@@ -1848,6 +1892,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_entry_points_refuse_what_the_bundle_cannot_carry,
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bundle_leaves_out_bad_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bundle_leaves_out_bad_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_after_bad_row_end_to_end, setup, teardown),
 	};
 
