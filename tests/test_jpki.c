@@ -80,7 +80,8 @@ static struct {
 	unsigned long select_jpki, select_input, select_face, forbidden_apdus, cards, readers;
 } tally;
 
-/* ---- the spy: our HAL ops table around the mock reader, sees every APDU ---- */
+/* ---- the tally: our HAL ops table around the mock reader, counts every APDU (the
+ * built-in spy reader, hal/spy_reader.c, logs and overrides them: see the issue-13 tests) ---- */
 
 struct spy {
 	struct kp_reader base;
@@ -162,7 +163,7 @@ static void spy_close(struct kp_reader *r)
 }
 
 static const struct kp_reader_ops spy_ops = {
-	.scheme = "spy", .open = spy_open, .wait_card = spy_wait, .transceive = spy_transceive,
+	.scheme = "tally", .open = spy_open, .wait_card = spy_wait, .transceive = spy_transceive,
 	.release = spy_release, .now_ms = spy_now, .describe = spy_describe, .close = spy_close,
 };
 
@@ -197,7 +198,7 @@ static struct kp_reader *open_scn(const char *body)
 	snprintf(path, sizeof(path), "%s/scn-%d.txt", dir, n++);
 	tu_write(path, text);
 	free(text);
-	snprintf(conn, sizeof(conn), "spy:mock:%s", path);
+	snprintf(conn, sizeof(conn), "tally:mock:%s", path);
 	assert_int_equal(kp_reader_open(&r, conn), KP_HAL_OK);
 	s = spy_of(r);
 	for (line = body; line != NULL; line = strchr(line, '\n')) {
@@ -552,16 +553,50 @@ static void assert_no_certificate_in(const char *db, const char *card_dir, const
 	free(der);
 }
 
-static void load_linkage(const char *card_dir, uint8_t out[KP_TOKEN_LEN])
+static void load_linkage_ca(const char *card_dir, const char *ca_file, uint8_t out[KP_TOKEN_LEN])
 {
-	kp_cert *cert = NULL;
+	kp_cert *cert = NULL, *ca = NULL;
 	char path[600];
 
 	snprintf(path, sizeof(path), "%s/%s/auth.der", dir, card_dir);
 	assert_int_equal(kp_cert_load(&cert, path), 0);
-	assert_int_equal(kp_linkage_token(token_key, cert, out), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, ca_file);
+	assert_int_equal(kp_cert_load(&ca, path), 0);
+	assert_int_equal(kp_linkage_token(token_key, ca, cert, out), 0);
 	kp_cert_free(cert);
+	kp_cert_free(ca);
 }
+
+static void load_linkage(const char *card_dir, uint8_t out[KP_TOKEN_LEN])
+{
+	load_linkage_ca(card_dir, "CA.crt", out);
+}
+
+/* Python (standard library only) that computes the linkage token of the certificate
+ * sys.argv[1] issued by the CA sys.argv[2] (both DER) with token.key: serial, token. */
+#define PY_TOKEN \
+	"import hmac, hashlib, subprocess, sys\n" \
+	"def tlv(b, i):\n" \
+	"    tag, n = b[i], b[i + 1]; i += 2\n" \
+	"    if n & 0x80:\n" \
+	"        k = n & 0x7f; n = int.from_bytes(b[i:i + k], 'big'); i += k\n" \
+	"    return tag, i, i + n\n" \
+	"def fields(der):\n" \
+	"    _, c, _ = tlv(der, 0)\n" \
+	"    _, i, _ = tlv(der, c)\n" \
+	"    tag, s, e = tlv(der, i)\n" \
+	"    if tag == 0xa0: tag, s, e = tlv(der, e)\n" \
+	"    serial = der[s:e]\n" \
+	"    for _ in range(4): _, _, e = tlv(der, e)\n" \
+	"    start = e; _, _, e = tlv(der, e)\n" \
+	"    return serial, der[start:e]\n" \
+	"serial, _ = fields(open(sys.argv[1], 'rb').read())\n" \
+	"_, spki = fields(open(sys.argv[2], 'rb').read())\n" \
+	"v = int.from_bytes(serial, 'big', signed=True)\n" \
+	"canon = v.to_bytes(((v if v >= 0 else ~v).bit_length() + 8) // 8, 'big', signed=True)\n" \
+	"key = bytes.fromhex(open('token.key').read().strip())\n" \
+	"token = hmac.new(key, b'jpki2' + hashlib.sha256(spki).digest() + canon, " \
+	"hashlib.sha256).hexdigest()[:32]\n"
 
 /* ---- group set-up: the JPKI CAs and cards, made once (RSA key generation) ---- */
 
@@ -628,6 +663,59 @@ static int group_setup(void **state)
 	          "openssl x509 -req -in big.csr -CA CA.crt -CAkey CA.key -set_serial 77 -days 1825 "
 	          "-extfile jpki-ext.cnf -extensions v3 -outform DER -out big/auth.der "
 	          ">/dev/null 2>>ctl.err", dir) != 0)
+		return -1;
+	/* Issue 13's cards. twin: a second CA with the test CA's very name issues hanako's
+	 * serial. padded: hanako's certificate with its serial padded with 00 bytes and the
+	 * issuer's CN re-encoded as a PrintableString, re-signed by the test CA. catrue, noku,
+	 * kuenc: issued by the test CA as CA:TRUE, without keyUsage, for keyEncipherment only.
+	 * cacard: a card whose EF 000A holds the CA's own certificate. */
+	tu_write(p("i13-ext.cnf"), "[catrue]\nbasicConstraints = critical, CA:TRUE\n"
+	         "keyUsage = critical, digitalSignature, keyCertSign\n"
+	         "[noku]\nbasicConstraints = critical, CA:FALSE\n"
+	         "[kuenc]\nkeyUsage = critical, keyEncipherment\n");
+	if (ctl("jpki ca create --key TWIN.key --cert TWIN.crt") != 0 ||
+	    ctl("jpki card create --ca-key TWIN.key --ca-cert TWIN.crt --dir twin --serial "
+	        HANAKO_SERIAL " --cn '" HANAKO_CN "'") != 0 ||
+	    tu_sh("cd %s && for k in catrue noku kuenc; do mkdir $k && cp taro/auth.key hanako/ca.der $k/ "
+	          "&& openssl req -new -key $k/auth.key -subj /CN=JPKI-test-$k -out $k.csr && "
+	          "openssl x509 -req -in $k.csr -CA CA.crt -CAkey CA.key -set_serial 91 -days 1825 "
+	          "-extfile i13-ext.cnf -extensions $k -outform DER -out $k/auth.der || exit 1; done "
+	          ">/dev/null 2>>ctl.err && mkdir cacard && cp hanako/ca.der hanako/ca.der cacard/ && "
+	          "cp hanako/ca.der cacard/auth.der && cp CA.key cacard/auth.key", dir) != 0 ||
+	    tu_sh("cd %s && mkdir padded && cp hanako/ca.der hanako/auth.key padded/ && "
+	          "python3 - >>ctl.err 2>&1 <<'EOF'\n"
+	          "import subprocess\n"
+	          "def tlv(b, i):\n"
+	          "    tag, n = b[i], b[i + 1]; h = 2\n"
+	          "    if n & 0x80:\n"
+	          "        k = n & 0x7f; n = int.from_bytes(b[i + 2:i + 2 + k], 'big'); h += k\n"
+	          "    return b[i:i + h + n], i + h + n\n"
+	          "def enc(tag, body):\n"
+	          "    n = len(body)\n"
+	          "    if n < 128: return bytes([tag, n]) + body\n"
+	          "    l = n.to_bytes((n.bit_length() + 7) // 8, 'big')\n"
+	          "    return bytes([tag, 0x80 | len(l)]) + l + body\n"
+	          "def kids(t):\n"
+	          "    _, i = t[1], 2 + (t[1] & 0x7f if t[1] & 0x80 else 0)\n"
+	          "    out = []\n"
+	          "    while i < len(t): x, i = tlv(t, i); out.append(x)\n"
+	          "    return out\n"
+	          "der = open('hanako/auth.der', 'rb').read()\n"
+	          "cert = kids(der)\n"
+	          "tbs = kids(cert[0])\n"
+	          "k = 1 if tbs[0][0] == 0xa0 else 0\n"
+	          "serial = tbs[k][2:]\n"
+	          "tbs[k] = enc(0x02, b'\\x00\\x00' + serial)\n"
+	          "iss = bytearray(tbs[k + 2]); p = bytes(iss).find(b'\\x06\\x03\\x55\\x04\\x03')\n"
+	          "assert p > 0 and iss[p + 5] == 0x0c\n"
+	          "iss[p + 5] = 0x13\n"
+	          "tbs[k + 2] = bytes(iss)\n"
+	          "t = enc(0x30, b''.join(tbs))\n"
+	          "open('padded.tbs', 'wb').write(t)\n"
+	          "sig = subprocess.run(['openssl', 'dgst', '-sha256', '-sign', 'CA.key', 'padded.tbs'],"
+	          " capture_output=True, check=True).stdout\n"
+	          "open('padded/auth.der', 'wb').write(enc(0x30, t + cert[1] + enc(0x03, b'\\x00' + sig)))\n"
+	          "EOF", dir) != 0)
 		return -1;
 	{
 		char path[600];
@@ -713,37 +801,23 @@ static void test_identify_linkage_token(void **state)
 
 	/* kippuctl linkage token prints the same token */
 	assert_int_equal(tu_sh("cd %s && %s/kippuctl linkage token --token-key token.key "
-	                       "--cert hanako/auth.der >lt.txt", dir, bin), 0);
+	                       "--cert hanako/auth.der --jpki-ca CA.crt >lt.txt", dir, bin), 0);
 	out = tu_read(p("lt.txt"));
 	assert_non_null(out);
 	kp_hex(lk_hanako, KP_TOKEN_LEN, hex);
 	assert_int_equal(strlen(out), 33);
 	assert_memory_equal(out, hex, 32);
 	free(out);
-	/* and so does an independent computation: HMAC-SHA256(key, "jpki" || issuer DER ||
-	 * serial) over the file, with the serial cross-checked against OpenSSL's reading */
-	assert_int_equal(tu_sh("cd %s && python3 - hanako/auth.der > py.txt <<'EOF'\n"
-	                       "import hmac, hashlib, subprocess, sys\n"
-	                       "def tlv(b, i):\n"
-	                       "    tag, n = b[i], b[i + 1]; i += 2\n"
-	                       "    if n & 0x80:\n"
-	                       "        k = n & 0x7f; n = int.from_bytes(b[i:i + k], 'big'); i += k\n"
-	                       "    return tag, i, i + n\n"
-	                       "der = open(sys.argv[1], 'rb').read()\n"
-	                       "_, c, _ = tlv(der, 0)\n"
-	                       "_, i, _ = tlv(der, c)\n"
-	                       "tag, s, e = tlv(der, i)\n"
-	                       "if tag == 0xa0: tag, s, e = tlv(der, e)\n"
-	                       "serial = der[s:e]\n"
+	/* and so does an independent computation: HMAC-SHA256(key, "jpki2" || SHA-256(the CA's
+	 * SubjectPublicKeyInfo) || serial), over the files, with the serial cross-checked against
+	 * OpenSSL's reading */
+	assert_int_equal(tu_sh("cd %s && openssl x509 -in CA.crt -outform DER -out CA.der && "
+	                       "python3 - hanako/auth.der CA.der > py.txt <<'EOF'\n" PY_TOKEN
 	                       "o = subprocess.run(['openssl', 'x509', '-inform', 'DER', '-in', sys.argv[1],"
 	                       " '-noout', '-serial'], capture_output=True, text=True).stdout\n"
 	                       "assert int(o.strip().split('=')[1], 16) == int.from_bytes(serial, 'big')"
 	                       " == " HANAKO_SERIAL "\n"
-	                       "_, _, e = tlv(der, e)\n"
-	                       "start = e; _, _, e = tlv(der, e)\n"
-	                       "key = bytes.fromhex(open('token.key').read().strip())\n"
-	                       "print(hmac.new(key, b'jpki' + der[start:e] + serial, hashlib.sha256)"
-	                       ".hexdigest()[:32])\n"
+	                       "print(token)\n"
 	                       "EOF", dir), 0);
 	assert_int_equal(tu_sh("cd %s && cmp -s lt.txt py.txt", dir), 0);
 }
@@ -791,9 +865,12 @@ static void test_direct_tap_accepted_nothing_stored(void **state)
 	/* the same card again inside the double-tap window: not charged */
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
 	assert_int_equal(o.kind, KP_TAP_ALREADY);
-	/* another card of the same CA holds nothing */
+	/* another card of the same CA holds nothing: a My Number card nothing is known of is
+	 * told to link it (a renewed card has a new certificate, so a new linkage token) */
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
-	assert_string_equal(o.reason, "no-entitlement");
+	assert_string_equal(o.reason, "card-not-linked");
+	assert_string_equal(kp_tap_reason_text(o.reason),
+	                    "New card? Please link it again at the city office");
 	rec = record(f->s, o.seq);
 	assert_memory_equal(rec.token, lk_taro, KP_TOKEN_LEN);
 	assert_int_equal(journal_count(f->s), 3);
@@ -920,9 +997,9 @@ static void test_no_jpki_ca_configured(void **state)
 	r = open_scn("card foreign mynumber dir=foreign\ncard hanako mynumber dir=hanako\n"
 	             "tap +0 foreign\ntap +70 hanako\n");
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
-	assert_string_equal(o.reason, "no-entitlement");
+	assert_string_equal(o.reason, "card-not-linked");
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
-	assert_string_equal(o.reason, "no-entitlement");
+	assert_string_equal(o.reason, "card-not-linked");
 	close_scn(r);
 }
 
@@ -1183,10 +1260,7 @@ static void test_sw_pin(void **state)
 		const char *a[] = { "9000", "9000", "63C2", NULL };
 		const char *b[] = { "9000", "9000", "63C0", NULL };
 		const char *c[] = { "9000", "9000", "6984", NULL };
-		const char *d[] = { "9000", "9000", "6983", NULL };
-		const char *e[] = { "9000", "9000", "9000", NULL };
 		const char *g[] = { "9000", "6A82", NULL };
-		const char *h[] = { "9000", "9000", "6986", NULL };
 
 		j = fake_client(a);
 		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
@@ -1199,17 +1273,27 @@ static void test_sw_pin(void **state)
 		j = fake_client(c);
 		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
 		assert_int_equal(tries, 0);
-		j = fake_client(d);
-		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
-		assert_int_equal(tries, 0);
-		j = fake_client(e);                 /* verified already in this session */
-		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
-		assert_int_equal(tries, 3);
 		j = fake_client(g);
 		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_E_SW_NOTFOUND);
 		assert_int_equal(tries, -1);
-		j = fake_client(h);
-		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_E_SW_OTHER);
+	}
+	/* anything but exactly 63 Cx (x <= 3) or 69 84 fails closed (issue 13): 90 00 is not
+	 * "3 tries", data before 63 C3 is no counter, a card claiming 5 tries is no JPKI card */
+	{
+		static const char *const odd[] = { "9000", "0163C3", "AABB63C3", "63C5", "63C4", "63CF",
+		                                   "6983", "6986", "63", "6300", "63D3", "6A82",
+		                                   "63C3 00", "019000" };
+
+		for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+			const char *script[] = { "9000", "9000", odd[i], NULL };
+
+			j = fake_client(script);
+			tries = 99;
+			if (kp_jpki_pin_tries(&j, &tries) != KP_E_PIN_COUNTER)
+				fail_msg("PIN counter answer %s: not refused", odd[i]);
+			assert_int_equal(tries, -1);
+			assert_int_equal(fk.n_sent, 3);
+		}
 	}
 	{
 		const char *a[] = { "63C1", NULL };
@@ -1251,6 +1335,15 @@ static void test_sw_pin(void **state)
 	}
 }
 
+static struct kp_pin pin_of(const char *digits)
+{
+	struct kp_pin pin;
+	char err[128];
+
+	assert_int_equal(kp_pin_parse(&pin, digits, strlen(digits), err, sizeof(err)), KP_OK);
+	return pin;
+}
+
 static int sent_verify_with_pin(void)
 {
 	for (size_t i = 0; i < fk.n_sent; i++)
@@ -1265,6 +1358,7 @@ static void test_sw_prove(void **state)
 	kp_cert *cert = NULL;
 	int tries = 99;
 	struct kp_jpki j;
+	struct kp_pin pin;
 
 	(void)state;
 	assert_int_equal(kp_cert_load(&cert, p("hanako/auth.der")), 0);
@@ -1274,19 +1368,22 @@ static void test_sw_prove(void **state)
 		const char *b[] = { "9000", "9000", "63C0", NULL };
 		const char *c[] = { "9000", "9000", "6984", NULL };
 
+		pin = pin_of("1234");
 		j = fake_client(a);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_PIN_LAST_TRY);
 		assert_int_equal(tries, 1);
 		assert_int_equal(fk.n_sent, 3);
 		assert_false(sent_verify_with_pin());
+		pin = pin_of("1234");
 		j = fake_client(b);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_SW_BLOCKED);
 		assert_int_equal(tries, 0);
 		assert_false(sent_verify_with_pin());
+		pin = pin_of("1234");
 		j = fake_client(c);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_SW_BLOCKED);
 		assert_int_equal(tries, 0);
 		assert_false(sent_verify_with_pin());
@@ -1295,8 +1392,9 @@ static void test_sw_prove(void **state)
 	{
 		const char *a[] = { "9000", "9000", "63C3", "63C2", NULL };
 
+		pin = pin_of("1234");
 		j = fake_client(a);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_SW_PIN);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)), KP_E_SW_PIN);
 		assert_int_equal(tries, 2);
 		assert_non_null(strstr(err, "2 tries left"));
 		assert_null(strstr(err, "1234"));
@@ -1308,14 +1406,17 @@ static void test_sw_prove(void **state)
 		const char *c[] = { "9000", "9000", "63C3", "9000", "9000", "00112233 9000", NULL };
 		uint8_t want[5 + 19];
 
+		pin = pin_of("1234");
 		j = fake_client(a);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_SW_SECURITY);
 		for (int i = 0; i < 256; i++)
 			sprintf(sigreply + 2 * i, "%02X", (i * 37 + 11) & 0xFF);
 		strcpy(sigreply + 512, "9000");
+		pin = pin_of("1234");
 		j = fake_client(b);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_CERT);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
+		                 KP_E_CARD_SIGNATURE);
 		assert_non_null(strstr(err, "does not verify"));
 		sent_is(3, "0020008004 31323334");
 		sent_is(4, "00A4020C02 0017");
@@ -1324,8 +1425,41 @@ static void test_sw_prove(void **state)
 		assert_int_equal(fk.sent_len[5], 5 + 19 + 32 + 1);
 		assert_memory_equal(fk.sent[5], want, sizeof(want));
 		assert_int_equal(fk.sent[5][56], 0x00);
+		pin = pin_of("1234");
 		j = fake_client(c);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_CERT);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
+		                 KP_E_CARD_SIGNATURE);
+	}
+	/* the PIN is used once and wiped on every path: after any of these it is gone */
+	assert_int_equal(pin.have, 0);
+	assert_int_equal(pin.digits[0], '\0');
+	/* a PIN that is not 4 digits, or none, is refused before any APDU */
+	{
+		const char *a[] = { "9000", "9000", "63C3", "9000", NULL };
+		struct kp_pin bad;
+
+		memset(&bad, 0, sizeof(bad));
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_prove(&j, cert, &bad, &tries, err, sizeof(err)), KP_E_PIN_NONE);
+		assert_int_equal(fk.n_sent, 0);
+		assert_int_equal(kp_jpki_prove(&j, cert, NULL, &tries, err, sizeof(err)), KP_E_PIN_NONE);
+		bad.have = 1;
+		memcpy(bad.digits, "12a4", 5);
+		assert_int_equal(kp_jpki_prove(&j, cert, &bad, &tries, err, sizeof(err)), KP_E_PIN_FORMAT);
+		assert_int_equal(fk.n_sent, 0);
+		assert_int_equal(bad.have, 0);
+	}
+	/* an odd PIN counter answer: no VERIFY, the PIN wiped */
+	{
+		const char *a[] = { "9000", "9000", "9000", "9000", NULL };
+
+		pin = pin_of("1234");
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)), KP_E_PIN_COUNTER);
+		assert_false(sent_verify_with_pin());
+		assert_int_equal(fk.n_sent, 3);
+		assert_non_null(strstr(err, "SW 9000"));
+		assert_int_equal(pin.have, 0);
 	}
 	kp_cert_free(cert);
 }
@@ -1334,6 +1468,7 @@ static void test_sw_prove(void **state)
 
 static int prove_next(struct fx *f, struct kp_reader *r, const char *pin, int *tries)
 {
+	struct kp_pin p_in;
 	kp_cert *cert = NULL;
 	const char *reason = NULL;
 	uint8_t lk[KP_TOKEN_LEN];
@@ -1345,7 +1480,9 @@ static int prove_next(struct fx *f, struct kp_reader *r, const char *pin, int *t
 	assert_int_equal(kp_tap_identify_mynumber(f->e, r, kp_reader_now_ms(r), lk, &cert, &reason),
 	                 KP_OK);
 	kp_jpki_init(&j, r, 500);
-	rc = kp_jpki_prove(&j, cert, pin, tries, err, sizeof(err));
+	p_in = pin_of(pin);
+	rc = kp_jpki_prove(&j, cert, &p_in, tries, err, sizeof(err));
+	assert_int_equal(p_in.have, 0);
 	kp_cert_free(cert);
 	kp_reader_release(r, 0, 0);
 	return rc;
@@ -1407,7 +1544,7 @@ static void test_strong_mode(void **state)
 	assert_int_equal(st.verify_wrong, 2);
 	assert_int_equal(st.verify_ok, 0);
 	/* a copied certificate without its card's key: the signature gives it away */
-	assert_int_equal(prove_next(f, r, "2580", &tries), KP_E_CERT);
+	assert_int_equal(prove_next(f, r, "2580", &tries), KP_E_CARD_SIGNATURE);
 	assert_int_equal(stats(r, "clone").signatures, 1);
 	/* the signature checked here, with the certificate from the card's folder */
 	wait_typeb(r);
@@ -1496,8 +1633,8 @@ static void test_link_mode(void **state)
 	assert_null(strstr(log, "2580"));
 	free(log);
 
-	/* a wrong PIN: pin-wrong, then the FeliCa card links nothing; a card with one try
-	 * left is not tried at all */
+	/* a wrong PIN: pin-wrong, then the FeliCa card links nothing; the next My Number card
+	 * gets no PIN (the one entered was consumed by the first) */
 	snprintf(text, sizeof(text), "start %lld\npace virtual\n"
 	         "card hanako mynumber dir=hanako pin=2580\ncard alice felica idm=%s\n"
 	         "card low mynumber dir=taro pin=0000 tries=1\n"
@@ -1513,16 +1650,29 @@ static void test_link_mode(void **state)
 	assert_non_null(a);
 	b = strstr(a, " info link-first ");
 	assert_non_null(b);
-	a = strstr(b, " info pin-low ");
+	a = strstr(b, " info pin-missing - -1 Enter your 4-digit PIN on the pad");
 	assert_non_null(a);
 	assert_non_null(strstr(a, " info link-first "));
 	assert_null(strstr(hmi, "link-ready"));
 	assert_null(strstr(hmi, "link-request"));
 	free(hmi);
+	assert_int_equal(access(p("pin0.txt"), F_OK), -1);
 	assert_int_equal(kp_store_open(&s, p("link2.db")), KP_OK);
 	assert_int_equal(kp_store_count(s, "journal", &n), KP_OK);
 	assert_int_equal(n, 0);
 	kp_store_close(s);
+	/* a card with one try left, with a PIN of its own: not tried at all */
+	snprintf(text, sizeof(text), "start %lld\npace virtual\n"
+	         "card low mynumber dir=taro pin=0000 tries=1\ntap +0 low\n", (long long)T_START);
+	tu_write(p("link3.txt"), text);
+	tu_write(p("pin0.txt"), "0000\n");
+	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config link.conf --link-mode "
+	                       "--pin-file pin0.txt --offline --reader mock:link3.txt --db link3.db "
+	                       "--hmi mock:hmi3.log >link3.out 2>link3.err", dir, bin), 0);
+	hmi = tu_read(p("hmi3.log"));
+	assert_non_null(hmi);
+	assert_non_null(strstr(hmi, " info pin-low "));
+	free(hmi);
 }
 
 /* ---- over every flow above: the forbidden APs were never asked for ---- */
