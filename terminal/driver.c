@@ -32,7 +32,7 @@ static const struct text reason_texts[] = {
 	{ "card-invalid",         "無効なカードです（係員へ）",         "Card not accepted: see staff" },
 	{ "card-expired",         "証明書の期限切れ（市役所で更新）",   "Card certificate expired: renew at the city office" },
 	{ "card-not-yet-valid",   "このカードはまだ使えません",         "This card cannot be used yet" },
-	{ "card-not-linked",      "新しいカードは市役所で再連携してください", "New card? Please link it again at the city office" },
+	{ "card-not-linked",      "乗車券がありません（新しいカードは市役所で再連携）", "No ticket for this card: new card? Link it again at the city office" },
 	{ "card-not-genuine",     "カードを確認できません（係員へ）",   "Card failed its check: please see staff" },
 	{ "pin-missing",          "暗証番号（4桁）を入力してください", "Enter your 4-digit PIN on the pad" },
 	{ "pin-invalid",          "暗証番号は4桁です：再入力してください", "PIN must be 4 digits: please enter it again" },

@@ -121,7 +121,7 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "card-invalid",     "Card not accepted: see staff" },
 		{ "card-expired",     "Card certificate expired: renew at the city office" },
 		{ "card-not-yet-valid", "This card cannot be used yet" },
-		{ "card-not-linked",  "New card? Please link it again at the city office" },
+		{ "card-not-linked",  "No ticket for this card: new card? Link it again at the city office" },
 		/* link mode (registration counters) */
 		{ "card-not-genuine", "Card failed its check: please see staff" },
 		{ "pin-missing",      "Enter your 4-digit PIN on the pad" },
@@ -604,9 +604,11 @@ static const char *refusal(const struct tap *t)
 			if (t->commuter[i])
 				return "not-covered";
 		}
-		/* A genuine My Number card nothing is known of: most often a renewed card (new
-		 * certificate, new linkage token), which must be linked again. */
-		if (t->mynumber && t->n == 0 && t->n_el == 0)
+		/* A genuine My Number card with no ticket at all: the rider is told that a renewed
+		 * card (new certificate, so a new linkage token) must be linked again. Whether the
+		 * terminal holds an old category for the token does not matter: that depends on
+		 * what the last bundle carried. */
+		if (t->mynumber && t->n == 0)
 			return "card-not-linked";
 	}
 	return t->c.reason;

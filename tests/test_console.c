@@ -173,9 +173,9 @@ static void test_texts(void **state)
 	assert_string_equal(kp_console_reason_text("card-not-genuine", "refused", 1),
 	                    "カードを確認できません（係員へ）");
 	assert_string_equal(kp_tap_reason_text("card-not-linked"),
-	                    "New card? Please link it again at the city office");
+	                    "No ticket for this card: new card? Link it again at the city office");
 	assert_string_equal(kp_console_reason_text("card-not-linked", "refused", 1),
-	                    "新しいカードは市役所で再連携してください");
+	                    "乗車券がありません（新しいカードは市役所で再連携）");
 	assert_null(strstr(kp_tap_reason_text("card-not-yet-valid"), "xpired"));
 	/* every reason the tap engine or link mode gives has its Japanese text here */
 	{

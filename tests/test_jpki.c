@@ -902,7 +902,7 @@ static void test_direct_tap_accepted_nothing_stored(void **state)
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
 	assert_string_equal(o.reason, "card-not-linked");
 	assert_string_equal(kp_tap_reason_text(o.reason),
-	                    "New card? Please link it again at the city office");
+	                    "No ticket for this card: new card? Link it again at the city office");
 	rec = record(f->s, o.seq);
 	assert_memory_equal(rec.token, lk_taro, KP_TOKEN_LEN);
 	assert_int_equal(journal_count(f->s), 3);
