@@ -286,6 +286,8 @@ static void spy_log_rx(struct kp_spy_reader *s, int rc, const uint8_t *rx, size_
 	if (rc != KP_HAL_OK)
 		spy_logf(s, "< %s (%s)%s\n", rc == KP_HAL_E_TIMEOUT ? "silent" : "error",
 		         kp_hal_strerror(rc), faked ? " [spy]" : "");
+	else if (s->tech == KP_TECH_FELICA)         /* no status word, and it repeats the IDm */
+		spy_logf(s, "< %zu bytes%s\n", n, faked ? " [spy]" : "");
 	else if (n < 2)
 		spy_logf(s, "< %zu bytes, no status word%s\n", n, faked ? " [spy]" : "");
 	else if (n == 2)
