@@ -1667,24 +1667,21 @@ static int time_check(const mbedtls_x509_crt *crt, const char *what, int64_t at_
 	return KP_CRYPTO_OK;
 }
 
-int kp_cert_check_at(const kp_cert *cert, const kp_cert *ca, int64_t at_ms, unsigned key_usage,
-                     char *err, size_t err_cap)
+int kp_cert_check_signature(const kp_cert *cert, const kp_cert *ca, char *err, size_t err_cap)
 {
+	/* ca is the only trust anchor. */
 	const uint32_t time_flags = MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE;
-	int64_t at_s = at_ms / 1000 - (at_ms % 1000 < 0);   /* floor, also before 1970 */
 	uint32_t flags = 0;
-	int rc;
 	int ret;
 
 	if (err != NULL && err_cap > 0)
 		err[0] = '\0';
 	if (cert == NULL || ca == NULL || (err == NULL && err_cap > 0))
 		return KP_CRYPTO_E_INVAL;
-	/* ca is the only trust anchor. mbedTLS judges validity by the system clock: those two
-	 * flags are dropped and both certificates' windows compared with at_ms instead. */
 	ret = mbedtls_x509_crt_verify(cert_crt(cert), cert_crt(ca), NULL, NULL, &flags, NULL, NULL);
 	if (ret != 0 && ret != MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
-		rc = fail_mbed_map(ret);
+		int rc = fail_mbed_map(ret);
+
 		if (err != NULL && err_cap > 0)
 			snprintf(err, err_cap, "%s", last_error);
 		return rc;
@@ -1696,6 +1693,20 @@ int kp_cert_check_at(const kp_cert *cert, const kp_cert *ca, int64_t at_ms, unsi
 		verify_info_text(info, sizeof(info), flags);
 		return chain_fail(err, err_cap, "signature chain: %s", info);
 	}
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_check_at(const kp_cert *cert, const kp_cert *ca, int64_t at_ms, unsigned key_usage,
+                     char *err, size_t err_cap)
+{
+	int64_t at_s = at_ms / 1000 - (at_ms % 1000 < 0);   /* floor, also before 1970 */
+	int rc;
+
+	/* mbedTLS judges validity by the system clock: kp_cert_check_signature ignores it, and
+	 * both certificates' windows are compared with at_ms here instead. */
+	rc = kp_cert_check_signature(cert, ca, err, err_cap);
+	if (rc != KP_CRYPTO_OK)
+		return rc;
 	rc = time_check(cert_crt(cert), "certificate", at_s, err, err_cap);
 	if (rc == KP_CRYPTO_OK)
 		rc = time_check(cert_crt(ca), "CA certificate", at_s, err, err_cap);
@@ -1705,6 +1716,23 @@ int kp_cert_check_at(const kp_cert *cert, const kp_cert *ca, int64_t at_ms, unsi
 	if (key_usage != 0 && mbedtls_x509_crt_check_key_usage(cert_crt(cert), key_usage) != 0)
 		return chain_fail(err, err_cap, "key usage 0x%02x not allowed (certificate has 0x%02x)",
 		                  key_usage, cert->crt.key_usage);
+	return KP_CRYPTO_OK;
+}
+
+int kp_cert_spki_sha256(const kp_cert *cert, uint8_t out[KP_SHA256_LEN])
+{
+	if (cert == NULL || out == NULL || cert->crt.pk_raw.p == NULL || cert->crt.pk_raw.len == 0)
+		return KP_CRYPTO_E_INVAL;
+	return kp_sha256(cert->crt.pk_raw.p, cert->crt.pk_raw.len, out);
+}
+
+int kp_cert_constraints(const kp_cert *cert, int *is_ca, int *has_key_usage, unsigned *key_usage)
+{
+	if (cert == NULL || is_ca == NULL || has_key_usage == NULL || key_usage == NULL)
+		return KP_CRYPTO_E_INVAL;
+	*is_ca = cert->crt.ca_istrue != 0;
+	*has_key_usage = (cert->crt.ext_types & MBEDTLS_X509_EXT_KEY_USAGE) != 0;
+	*key_usage = *has_key_usage ? cert->crt.key_usage : 0;
 	return KP_CRYPTO_OK;
 }
 

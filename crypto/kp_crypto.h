@@ -144,6 +144,15 @@ int  kp_cert_issue_rsa(const kp_rsa *ca_key, const kp_cert *ca_cert, const kp_rs
  * valid, key usage). */
 int  kp_cert_check_at(const kp_cert *cert, const kp_cert *ca, int64_t at_ms, unsigned key_usage,
                       char *err, size_t err_cap);
+/* ca's signature on cert verifies (ca the only trust anchor); neither validity window is
+ * looked at: for telling "expired" from "never issued by ca". */
+int  kp_cert_check_signature(const kp_cert *cert, const kp_cert *ca, char *err, size_t err_cap);
+/* SHA-256 of the certificate's SubjectPublicKeyInfo (its DER, tag and length included):
+ * names a key whatever the name or re-encoding of the certificate around it. */
+int  kp_cert_spki_sha256(const kp_cert *cert, uint8_t out[KP_SHA256_LEN]);
+/* What the certificate says of itself: basicConstraints CA:TRUE (*is_ca), whether it has
+ * a keyUsage extension at all (mbedTLS reads "absent" as "any use") and its bits. */
+int  kp_cert_constraints(const kp_cert *cert, int *is_ca, int *has_key_usage, unsigned *key_usage);
 /* Verifies an RSA PKCS#1 v1.5 SHA-256 signature with the certificate's (RSA) public key. */
 int  kp_cert_verify_rsa_sha256(const kp_cert *cert, const uint8_t hash[KP_SHA256_LEN],
                                const uint8_t *sig, size_t sig_len);

@@ -21,9 +21,12 @@ _Static_assert(offsetof(struct kp_reader_ops, scheme) == 0, "scheme must come fi
 _Static_assert(offsetof(struct kp_hmi_ops, scheme) == 0, "scheme must come first");
 
 static pthread_mutex_t hal_lock = PTHREAD_MUTEX_INITIALIZER;
-/* The mock and libnfc backends are built in: "mock:..." and "libnfc:..." open with no
+/* The mock, libnfc and spy (a test facility around mock) backends are built in: "mock:...",
+ * "libnfc:..." and "spy:..." open with no
  * registration call, and naming them here also pulls their objects out of libkphal.a. */
-static struct hal_registry hal_readers = { { &kp_mock_reader_ops, &kp_libnfc_reader_ops }, 2 };
+static struct hal_registry hal_readers = {
+	{ &kp_mock_reader_ops, &kp_libnfc_reader_ops, &kp_spy_reader_ops }, 3
+};
 static struct hal_registry hal_hmis = { { &kp_mock_hmi_ops }, 1 };
 
 static const char *hal_scheme_of(const void *ops)

@@ -147,9 +147,27 @@ struct kp_mock_jpki_stats {
 	unsigned tries_left;                 /* the PIN retry counter now; 0: blocked */
 };
 /* Copies the counters of the mynumber card called card (its scenario name) of mock reader
- * r. KP_HAL_E_NOTSUP: r is not a mock reader; KP_HAL_E_INVAL: no mynumber card of that
+ * r (or of the mock reader a spy reader wraps). KP_HAL_E_NOTSUP: r is not a mock reader; KP_HAL_E_INVAL: no mynumber card of that
  * name. */
 int kp_mock_jpki_stats(struct kp_reader *r, const char *card, struct kp_mock_jpki_stats *out);
+
+/* ---- the spy reader ("spy:CONFIG", hal/SCENARIO.md), a test facility ----
+ * Wraps a mock reader (mock: only, never a real one), logs every frame (cards by session
+ * number, reply data by its length, a VERIFY's PIN masked) and answers chosen APDUs in the
+ * card's place: "reply MATCH REPLY [card=N] [times=K]" lines. Built in, like mock. */
+extern const struct kp_reader_ops kp_spy_reader_ops;
+struct kp_spy_stats {
+	unsigned long sessions;              /* card sessions (wait_card successes) */
+	unsigned long frames;                /* frames the terminal sent */
+	unsigned long overridden;            /* answered by a reply rule instead of the card */
+	unsigned long verify_with_pin;       /* VERIFY APDUs that carried a PIN (Type B) */
+	unsigned long verify_sessions;       /* card sessions that got at least one */
+	unsigned long max_verify_per_session;
+};
+/* KP_HAL_E_NOTSUP if r is not a spy reader. */
+int kp_spy_stats(struct kp_reader *r, struct kp_spy_stats *out);
+/* The reader a spy wraps (r itself if r is no spy). */
+struct kp_reader *kp_spy_inner(struct kp_reader *r);
 
 /* ---- the libnfc backend: real PN53x readers (hal/libnfc.c) ----
  * "libnfc" opens libnfc's default device (LIBNFC_DEFAULT_DEVICE, LIBNFC_DEVICE or

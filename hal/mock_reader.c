@@ -423,6 +423,8 @@ int kp_mock_jpki_stats(struct kp_reader *r, const char *card, struct kp_mock_jpk
 
 	if (r == NULL || card == NULL || out == NULL)
 		return KP_HAL_E_INVAL;
+	r = kp_spy_inner(r);
+	m = (struct kp_mock_reader *)r;
 	if (r->ops != &kp_mock_reader_ops)
 		return KP_HAL_E_NOTSUP;
 	idx = kp_scenario_find_card(m->scn, card);

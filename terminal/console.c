@@ -449,7 +449,11 @@ static void draw_details(kp_console *c, const struct kp_console_tap *t, int y, i
 		                                 : "  My Number linked マイナンバー連携") : "");
 		put(c, y + line++, 2, buf, cols - 4);
 	}
-	if (line < rows && t->warn_days >= 0) {
+	if (line < rows && t->warn_days == 0) {
+		snprintf(buf, sizeof(buf), "%s", c->lang_ja ? "区分の期限は今日まで category ends today: renew"
+		                                           : "category ends today: renew 区分の期限は今日まで");
+		put(c, y + line++, 2, buf, cols - 4);
+	} else if (line < rows && t->warn_days > 0) {
 		snprintf(buf, sizeof(buf), "%s %d %s", c->lang_ja ? "区分の期限まで" : "category ends in",
 		         t->warn_days, c->lang_ja ? "日 days: renew" : "days: renew");
 		put(c, y + line++, 2, buf, cols - 4);

@@ -32,6 +32,17 @@ static const struct text reason_texts[] = {
 	{ "card-invalid",         "無効なカードです（係員へ）",         "Card not accepted: see staff" },
 	{ "card-expired",         "証明書の期限切れ（市役所で更新）",   "Card certificate expired: renew at the city office" },
 	{ "card-not-yet-valid",   "このカードはまだ使えません",         "This card cannot be used yet" },
+	{ "card-not-linked",      "乗車券がありません（新しいカードは市役所で再連携）", "No ticket for this card: new card? Link it again at the city office" },
+	{ "card-not-genuine",     "カードを確認できません（係員へ）",   "Card failed its check: please see staff" },
+	{ "pin-missing",          "暗証番号（4桁）を入力してください", "Enter your 4-digit PIN on the pad" },
+	{ "pin-invalid",          "暗証番号は4桁です：再入力してください", "PIN must be 4 digits: please enter it again" },
+	{ "pin-wrong",            "暗証番号が違います",                 "Wrong PIN" },
+	{ "pin-low",              "暗証番号の残り回数がわずかです（市役所へ）", "PIN tries almost used up: please go to the city office" },
+	{ "pin-blocked",          "暗証番号がロックされています（市役所へ）", "PIN blocked: please go to the city office" },
+	{ "pin-unreadable",       "暗証番号の状態を読み取れません（係員へ）", "PIN counter could not be read: please see staff" },
+	{ "link-ready",           "暗証番号OK：交通系ICカードをタッチ", "PIN OK: now tap your transit IC card" },
+	{ "link-request",         "連携を受け付けました（次回同期後に有効）", "Link requested: active after the next sync" },
+	{ "link-first",           "連携：先にマイナンバーカードをタッチ", "Link mode: tap your My Number card first" },
 	{ "system-error",         "記録できませんでした：再タッチ",     "Not recorded: tap again" },
 	{ "override-unreadable",  "運転士判断：カード読取不可",         "Driver override: card unreadable" },
 	{ "override-paper-pass",  "運転士判断：紙の乗車券",             "Driver override: paper pass shown" },
@@ -69,6 +80,9 @@ const char *kp_console_reason_text(const char *reason, const char *result, int j
 		return ja ? "乗車できます" : (strcmp(en, "Refused") != 0 ? en : "OK");
 	if (result != NULL && strcmp(result, "already") == 0)
 		return ja ? "乗車済みです" : "Already validated";
+	/* Only a refusal reads as one: a request, an inspection or a driver's note does not. */
+	if (result != NULL && strcmp(result, "refused") != 0)
+		return ja ? "記録しました" : strcmp(en, "Refused") != 0 ? en : "Recorded";
 	if (ja)
 		return "ご乗車いただけません（運転士へ）";
 	return strcmp(en, "Refused") != 0 ? en : "Refused: please see the driver";

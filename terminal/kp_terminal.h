@@ -39,6 +39,10 @@ enum kp_term_rc {
 	KP_E_CERT_EXPIRED  = -0x447, /* certificate past its notAfter at the tap's time */
 	KP_E_PIN_LAST_TRY  = -0x448, /* one PIN try left: the terminal will not risk it */
 	KP_E_CERT_NOT_YET  = -0x449, /* certificate before its notBefore at the tap's time */
+	KP_E_PIN_FORMAT    = -0x44A, /* the PIN input is not exactly 4 ASCII digits */
+	KP_E_PIN_NONE      = -0x44B, /* no PIN was entered for this card */
+	KP_E_PIN_COUNTER   = -0x44C, /* the PIN counter's answer is not a well-formed 63 Cx */
+	KP_E_CARD_SIGNATURE = -0x44D, /* the card's signature does not verify: not that card's key */
 	KP_E_FEED          = -0x450, /* a GTFS feed file violates the spec (detail: file:line: field) */
 	KP_E_NOFARE        = -0x451, /* no fare rule matches the journey */
 };
@@ -118,25 +122,64 @@ void kp_jpki_init(struct kp_jpki *j, struct kp_reader *r, int timeout_ms);
 int  kp_jpki_select_app(struct kp_jpki *j);
 /* SELECT JPKI, SELECT EF 000A, READ BINARY (DER header, then chunks of at most 255). */
 int  kp_jpki_read_auth_cert(struct kp_jpki *j, uint8_t *der, size_t cap, size_t *len);
-/* Tries left on the authentication PIN (VERIFY without data), 0 when blocked. */
+#define KP_JPKI_PIN_TRIES 3           /* JPKI's authentication PIN: 4 digits, 3 tries */
+#define KP_JPKI_SERIAL_MAX 32         /* octets of a serial number (RFC 5280 says 20) */
+#define KP_KU_DIGITAL_SIGNATURE 0x80
+/* Tries left on the authentication PIN (VERIFY without data): exactly 63 Cx with x <= 3,
+ * or 69 84 (blocked, 0). Anything else is KP_E_PIN_COUNTER (with j->sw): the card is not
+ * asked for a PIN. */
 int  kp_jpki_pin_tries(struct kp_jpki *j, int *tries);
 int  kp_jpki_verify_pin(struct kp_jpki *j, const char *pin, int *tries_left);
 /* COMPUTE DIGITAL SIGNATURE over a SHA-256 DigestInfo with the authentication key. */
 int  kp_jpki_sign(struct kp_jpki *j, const uint8_t hash[KP_SHA256_LEN], uint8_t *sig,
                   size_t cap, size_t *sig_len);
-/* linkage token = first 16 bytes of HMAC-SHA256(token_key, "jpki" || issuer || serial). */
-int  kp_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const kp_cert *cert,
-                      uint8_t token[KP_TOKEN_LEN]);
-/* Reads the authentication certificate, checks it against any of the JPKI CAs at at_ms
- * (chain, validity, digitalSignature) and derives the linkage token. *cert_out (if not
- * NULL) keeps the certificate for kp_jpki_prove. Nothing of the certificate is kept. */
+/* linkage token = first 16 bytes of HMAC-SHA256(token_key, "jpki2" || SHA-256(the issuing
+ * CA's SubjectPublicKeyInfo) || serial in canonical form). ca must be the CA whose
+ * signature on cert verified (kp_jpki_check_card). The derivation before issue 13,
+ * "jpki" || issuer Name || serial, is gone: README, "Linkage tokens made before issue 13". */
+#define KP_LINKAGE_KIND "jpki2"
+int  kp_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const kp_cert *ca,
+                      const kp_cert *cert, uint8_t token[KP_TOKEN_LEN]);
+/* Is cert a card's user-authentication certificate from one of cas, at at_ms? An
+ * end-entity certificate (no CA:TRUE), keyUsage present with digitalSignature, none of the
+ * cas itself (nor their keys), signed by one of cas (*issuer: its index) and valid with it
+ * at at_ms (INT64_MIN: dates not looked at). KP_E_CERT_EXPIRED / KP_E_CERT_NOT_YET only
+ * for a certificate a configured CA did sign; KP_E_CERT for everything else; err says
+ * why (no serial, no name). */
+int  kp_jpki_check_card(const kp_cert *cert, const kp_cert *const *cas, size_t n_cas,
+                        int64_t at_ms, size_t *issuer, char *err, size_t err_cap);
+/* Reads the authentication certificate, checks it (kp_jpki_check_card) and derives the
+ * linkage token. *cert_out (if not NULL) keeps the certificate for kp_jpki_prove. Nothing
+ * of the certificate is kept. */
 int  kp_jpki_identify(struct kp_jpki *j, const kp_cert *const *cas, size_t n_cas,
                       int64_t at_ms, const uint8_t token_key[KP_TOKEN_KEY_LEN],
                       uint8_t token[KP_TOKEN_LEN], kp_cert **cert_out, char *err,
                       size_t err_cap);
-/* Strong mode: reads the PIN counter and refuses when one try or none is left; VERIFY;
- * has the card sign a fresh random challenge and verifies it with the certificate. */
-int  kp_jpki_prove(struct kp_jpki *j, const kp_cert *cert, const char *pin, int *tries_left,
+
+/* ---- the PIN of one card session (link mode) ----
+ * A PIN belongs to the card in the field: taken once for it, used at most once, wiped at
+ * once, never read again for another card. */
+#define KP_PIN_LEN 4
+#define KP_PIN_FILE_MAX 64            /* a longer PIN input is refused unread */
+struct kp_pin {
+	char digits[KP_PIN_LEN + 1];
+	int have;
+};
+/* KP_OK if digits is exactly 4 ASCII digits, else KP_E_PIN_FORMAT. */
+int  kp_pin_check(const char *digits);
+/* buf (n bytes): exactly 4 ASCII digits, optionally followed by one newline; else
+ * KP_E_PIN_FORMAT and err says what is wrong (never a digit of it). */
+int  kp_pin_parse(struct kp_pin *pin, const char *buf, size_t n, char *err, size_t err_cap);
+/* Takes the PIN the pad left in path and consumes it: the file is renamed away (atomic: a
+ * later card never sees it), read, overwritten and removed, whatever it held. KP_E_PIN_NONE
+ * if there is none, KP_E_PIN_FORMAT if it is not 4 digits (nothing to send), KP_E_IO. */
+int  kp_pin_take_file(struct kp_pin *pin, const char *path, char *err, size_t err_cap);
+void kp_pin_wipe(struct kp_pin *pin);
+/* Strong mode: checks the PIN (KP_E_PIN_NONE, KP_E_PIN_FORMAT before any APDU); reads the
+ * PIN counter (KP_E_PIN_COUNTER when malformed) and refuses when one try or none is left;
+ * VERIFY, and the PIN is wiped (on every path: it is used at most once); has the card sign a
+ * fresh random challenge and verifies it with the certificate (KP_E_CARD_SIGNATURE). */
+int  kp_jpki_prove(struct kp_jpki *j, const kp_cert *cert, struct kp_pin *pin, int *tries_left,
                    char *err, size_t err_cap);
 
 /* Lets mock My Number cards sign with their RSA keys (see hal/SCENARIO.md). */

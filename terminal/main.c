@@ -79,7 +79,8 @@ static void usage(FILE *fp)
 	      "  --offline          decide taps without the background sync thread\n"
 	      "  --link-mode        registration counter: My Number card + PIN, then the transit\n"
 	      "                     IC card to link; journals a link request\n"
-	      "  --pin-file PATH    where the PIN pad leaves the 4-digit PIN (link mode)\n"
+	      "  --pin-file PATH    where the PIN pad leaves the 4-digit PIN (link mode); taken\n"
+	      "                     (removed) for the next My Number card, used once\n"
 	      "  --console          the driver console: full-screen UI on this terminal\n"
 	      "  --console-mode M   charge (default), confirm (B charges) or validate (no charge)\n"
 	      "  --console-language ja|en   primary language of the console (default ja)\n"
@@ -187,7 +188,10 @@ static void show(struct kp_hmi *hmi, const struct kp_tap_outcome *o, int64_t now
 			n += snprintf(text + n, sizeof(text) - (size_t)n, " (%s%s)", o->category,
 			              o->linked ? ", My Number linked" : "");
 		/* The re-enrolment window: tell the rider before the category lapses. */
-		if (o->warn_days >= 0 && n > 0 && (size_t)n < sizeof(text))
+		if (o->warn_days == 0 && n > 0 && (size_t)n < sizeof(text))
+			snprintf(text + n, sizeof(text) - (size_t)n, "; %s status ends today: renew",
+			         o->category);
+		else if (o->warn_days > 0 && n > 0 && (size_t)n < sizeof(text))
 			snprintf(text + n, sizeof(text) - (size_t)n, "; %s status ends in %d day%s: renew",
 			         o->category, o->warn_days, o->warn_days == 1 ? "" : "s");
 	} else {
@@ -221,16 +225,69 @@ struct link_state {
 	int64_t until_ms;                /* the transit IC card must come before this */
 };
 
-static int read_pin(const char *path, char pin[5])
+static void show_reason(struct kp_hmi *hmi, const char *reason, int64_t now, enum kp_led led,
+                        enum kp_beep beep)
 {
-	FILE *fp = fopen(path, "r");
-	int ok;
+	show_info(hmi, reason, kp_tap_reason_text(reason), now, led, beep);
+}
 
-	if (fp == NULL)
-		return -1;
-	ok = fscanf(fp, "%4s", pin) == 1 && strlen(pin) == 4 && strspn(pin, "0123456789") == 4;
-	fclose(fp);
-	return ok ? 0 : -1;
+/* A My Number card at the counter. Its PIN is taken for it before any APDU (and consumed,
+ * so no later card can be sent it), used at most once, and wiped. */
+static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struct kp_hmi *hmi,
+                               const char *pin_file, struct link_state *ls, int64_t now)
+{
+	const char *reason = NULL;
+	kp_cert *cert = NULL;
+	struct kp_pin pin;
+	struct kp_jpki j;
+	char err[256] = "", text[128];
+	int tries = -1, rc;
+
+	ls->have_linkage = 0;
+	memset(&pin, 0, sizeof(pin));
+	rc = pin_file != NULL ? kp_pin_take_file(&pin, pin_file, err, sizeof(err)) : KP_E_PIN_NONE;
+	if (rc == KP_E_PIN_NONE) {
+		show_reason(hmi, "pin-missing", now, KP_LED_AMBER, KP_BEEP_NOTICE);
+		return;
+	}
+	if (rc != KP_OK) {
+		logmsg(LOG_WARNING, "link mode: PIN refused before the card was asked anything: %s", err);
+		show_reason(hmi, rc == KP_E_PIN_FORMAT ? "pin-invalid" : "system-error", now, KP_LED_RED,
+		            KP_BEEP_ERROR);
+		return;
+	}
+	rc = kp_tap_identify_mynumber(engine, r, now, ls->linkage, &cert, &reason);
+	if (rc != KP_OK) {
+		kp_pin_wipe(&pin);
+		show_reason(hmi, reason, now, KP_LED_RED, KP_BEEP_ERROR);
+		return;
+	}
+	kp_jpki_init(&j, r, 500);
+	rc = kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err));
+	kp_pin_wipe(&pin);
+	kp_cert_free(cert);
+	if (rc == KP_OK) {
+		ls->have_linkage = 1;
+		ls->until_ms = now + 60000;
+		show_reason(hmi, "link-ready", now, KP_LED_BLUE, KP_BEEP_NOTICE);
+		return;
+	}
+	if (rc != KP_E_SW_PIN || tries > 0)
+		logmsg(LOG_WARNING, "link mode: %s", err);
+	if (rc == KP_E_PIN_LAST_TRY) {
+		show_reason(hmi, "pin-low", now, KP_LED_RED, KP_BEEP_ERROR);
+	} else if (rc == KP_E_SW_BLOCKED || (rc == KP_E_SW_PIN && tries == 0)) {
+		show_reason(hmi, "pin-blocked", now, KP_LED_RED, KP_BEEP_ERROR);
+	} else if (rc == KP_E_SW_PIN) {
+		snprintf(text, sizeof(text), "Wrong PIN: %d tr%s left", tries, tries == 1 ? "y" : "ies");
+		show_info(hmi, "pin-wrong", text, now, KP_LED_RED, KP_BEEP_ERROR);
+	} else if (rc == KP_E_PIN_COUNTER) {
+		show_reason(hmi, "pin-unreadable", now, KP_LED_RED, KP_BEEP_ERROR);
+	} else if (rc == KP_E_CARD_SIGNATURE) {
+		show_reason(hmi, "card-not-genuine", now, KP_LED_RED, KP_BEEP_ERROR);
+	} else {
+		show_reason(hmi, "card-error", now, KP_LED_RED, KP_BEEP_ERROR);
+	}
 }
 
 static void link_mode_tap(kp_tap_engine *engine, struct kp_reader *r,
@@ -238,51 +295,9 @@ static void link_mode_tap(kp_tap_engine *engine, struct kp_reader *r,
                           const char *pin_file, struct link_state *ls, int64_t now)
 {
 	struct kp_tap_outcome o;
-	char text[128];
 
 	if (info->tech == KP_TECH_ISO14443B) {
-		const char *reason = NULL;
-		kp_cert *cert = NULL;
-		struct kp_jpki j;
-		char pin[5] = "", err[256];
-		int tries = -1, rc;
-
-		ls->have_linkage = 0;
-		rc = kp_tap_identify_mynumber(engine, r, now, ls->linkage, &cert, &reason);
-		if (rc != KP_OK) {
-			show_info(hmi, reason, kp_tap_reason_text(reason), now, KP_LED_RED, KP_BEEP_ERROR);
-			return;
-		}
-		if (pin_file == NULL || read_pin(pin_file, pin) != 0) {
-			show_info(hmi, "pin-missing", "Enter your 4-digit PIN on the pad", now,
-			          KP_LED_AMBER, KP_BEEP_NOTICE);
-			kp_cert_free(cert);
-			return;
-		}
-		kp_jpki_init(&j, r, 500);
-		rc = kp_jpki_prove(&j, cert, pin, &tries, err, sizeof(err));
-		kp_zeroize(pin, sizeof(pin));
-		kp_cert_free(cert);
-		if (rc == KP_E_PIN_LAST_TRY || rc == KP_E_SW_BLOCKED) {
-			show_info(hmi, "pin-low", "PIN tries almost used up: please go to the city office",
-			          now, KP_LED_RED, KP_BEEP_ERROR);
-			return;
-		}
-		if (rc == KP_E_SW_PIN) {
-			snprintf(text, sizeof(text), "Wrong PIN: %d tr%s left", tries, tries == 1 ? "y" : "ies");
-			show_info(hmi, "pin-wrong", text, now, KP_LED_RED, KP_BEEP_ERROR);
-			return;
-		}
-		if (rc != KP_OK) {
-			logmsg(LOG_WARNING, "link mode: %s", err);
-			show_info(hmi, "card-error", "Card could not be read: tap again", now, KP_LED_RED,
-			          KP_BEEP_ERROR);
-			return;
-		}
-		ls->have_linkage = 1;
-		ls->until_ms = now + 60000;
-		show_info(hmi, "link-ready", "PIN OK: now tap your transit IC card", now, KP_LED_BLUE,
-		          KP_BEEP_NOTICE);
+		link_mode_mynumber(engine, r, hmi, pin_file, ls, now);
 		return;
 	}
 	if (info->tech == KP_TECH_FELICA && ls->have_linkage && now < ls->until_ms) {
@@ -298,12 +313,10 @@ static void link_mode_tap(kp_tap_engine *engine, struct kp_reader *r,
 			return;
 		}
 		kp_zeroize(key, sizeof(key));
-		show_info(hmi, "link-request", "Link requested: active after the next sync", now,
-		          KP_LED_GREEN, KP_BEEP_OK);
+		show_reason(hmi, "link-request", now, KP_LED_GREEN, KP_BEEP_OK);
 		return;
 	}
-	show_info(hmi, "link-first", "Link mode: tap your My Number card first", now, KP_LED_AMBER,
-	          KP_BEEP_NOTICE);
+	show_reason(hmi, "link-first", now, KP_LED_AMBER, KP_BEEP_NOTICE);
 }
 
 static void show_out_of_service(struct kp_hmi *hmi, int64_t now)

@@ -121,6 +121,18 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "card-invalid",     "Card not accepted: see staff" },
 		{ "card-expired",     "Card certificate expired: renew at the city office" },
 		{ "card-not-yet-valid", "This card cannot be used yet" },
+		{ "card-not-linked",  "No ticket for this card: new card? Link it again at the city office" },
+		/* link mode (registration counters) */
+		{ "card-not-genuine", "Card failed its check: please see staff" },
+		{ "pin-missing",      "Enter your 4-digit PIN on the pad" },
+		{ "pin-invalid",      "PIN must be 4 digits: please enter it again" },
+		{ "pin-wrong",        "Wrong PIN" },
+		{ "pin-low",          "PIN tries almost used up: please go to the city office" },
+		{ "pin-blocked",      "PIN blocked: please go to the city office" },
+		{ "pin-unreadable",   "PIN counter could not be read: please see staff" },
+		{ "link-ready",       "PIN OK: now tap your transit IC card" },
+		{ "link-request",     "Link requested: active after the next sync" },
+		{ "link-first",       "Link mode: tap your My Number card first" },
 	};
 
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
@@ -400,6 +412,7 @@ struct tap {
 	int distance, have_fare;
 	int used_stored;                 /* the decision charged (or checked) stored value */
 	int64_t adopted_ms;              /* the open journey is another terminal's, opened then */
+	int mynumber;                    /* the token is a My Number card's linkage token */
 };
 
 static int load_card(struct tap *t, const char *operator_id, const char *route)
@@ -591,6 +604,12 @@ static const char *refusal(const struct tap *t)
 			if (t->commuter[i])
 				return "not-covered";
 		}
+		/* A genuine My Number card with no ticket at all: the rider is told that a renewed
+		 * card (new certificate, so a new linkage token) must be linked again. Whether the
+		 * terminal holds an old category for the token does not matter: that depends on
+		 * what the last bundle carried. */
+		if (t->mynumber && t->n == 0)
+			return "card-not-linked";
 	}
 	return t->c.reason;
 }
@@ -991,8 +1010,8 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 	return rc;
 }
 
-int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
-                  struct kp_tap_outcome *out)
+static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                  int mynumber, struct kp_tap_outcome *out)
 {
 	struct tap *t;
 	struct kp_record rec;
@@ -1009,6 +1028,7 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	t->e = e;
 	t->token = token;
 	t->now = now_ms;
+	t->mynumber = mynumber;
 	memset(&rec, 0, sizeof(rec));
 	memcpy(prev_before, e->prev, KP_SHA256_LEN);
 	rec.time_ms = now_ms;
@@ -1091,6 +1111,12 @@ done:
 	}
 	free(t);
 	return rc;
+}
+
+int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                  struct kp_tap_outcome *out)
+{
+	return decide(e, token, now_ms, 0, out);
 }
 
 int kp_tap_sweep(kp_tap_engine *e, int64_t now_ms, size_t *closed)
@@ -1298,7 +1324,7 @@ int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info
 		rc = kp_tap_identify_mynumber(e, r, now_ms, token, NULL, &reason);
 		if (rc != KP_OK)
 			return kp_tap_refuse(e, NULL, reason, now_ms, out);
-		return kp_tap_decide(e, token, now_ms, out);
+		return decide(e, token, now_ms, 1, out);
 	}
 	if (info->tech != KP_TECH_FELICA)
 		return kp_tap_refuse(e, NULL, "unsupported-card", now_ms, out);

@@ -44,6 +44,10 @@ const char *kp_strerror(int rc)
 	case KP_E_CERT_EXPIRED: return "card certificate expired";
 	case KP_E_CERT_NOT_YET: return "card certificate not yet valid";
 	case KP_E_PIN_LAST_TRY: return "only one PIN try left: not attempted";
+	case KP_E_PIN_FORMAT:   return "PIN input is not exactly 4 digits";
+	case KP_E_PIN_NONE:     return "no PIN entered for this card";
+	case KP_E_PIN_COUNTER:  return "card: malformed PIN counter answer";
+	case KP_E_CARD_SIGNATURE: return "card signature does not verify with its certificate";
 	case KP_E_FEED:         return "GTFS feed violates the spec";
 	case KP_E_NOFARE:       return "no fare matches this journey";
 	default:                return "unknown error";

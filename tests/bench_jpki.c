@@ -179,20 +179,20 @@ static kp_cert *make_cards(int64_t t0, size_t *big_len, size_t *small_len)
 	return ca_cert;
 }
 
-static void linkage_of(const char *card_dir, uint8_t token[KP_TOKEN_LEN])
+static void linkage_of(const kp_cert *ca, const char *card_dir, uint8_t token[KP_TOKEN_LEN])
 {
 	kp_cert *cert = NULL;
 	int rc;
 
 	if ((rc = kp_cert_load(&cert, path("%s/auth.der", card_dir))) != 0 ||
-	    (rc = kp_linkage_token(token_key, cert, token)) != 0)
+	    (rc = kp_linkage_token(token_key, ca, cert, token)) != 0)
 		die("linkage token", rc);
 	kp_cert_free(cert);
 }
 
 /* Each card's linkage holds a resident pass and the resident category; the filler is
  * entitlements and denylist entries of other tokens. */
-static void build_store(const char *db, int64_t now_ms)
+static void build_store(const kp_cert *ca, const char *db, int64_t now_ms)
 {
 	const char *ops[] = { "OP-A" };
 	uint64_t x = 0x9E3779B97F4A7C15ULL;
@@ -212,7 +212,7 @@ static void build_store(const char *db, int64_t now_ms)
 
 			memset(&e, 0, sizeof(e));
 			snprintf(name, sizeof(name), "%c%d", k ? 'k' : 'j', i);
-			linkage_of(name, e.token);
+			linkage_of(ca, name, e.token);
 			e.id = 1 + k * N_CARDS + i;
 			snprintf(e.product, sizeof(e.product), "RES");
 			e.rides_left = 1000000;
@@ -348,7 +348,7 @@ static void parts(kp_tap_engine *e, kp_store *s, const kp_cert *ca, const char *
 		    (rc = kp_cert_check_at(cert, ca, now, 0x80, err, sizeof(err))) != 0)
 			die("chain", rc);
 		t2 = now_us();
-		if ((rc = kp_linkage_token(token_key, cert, token)) != 0)
+		if ((rc = kp_linkage_token(token_key, ca, cert, token)) != 0)
 			die("token", rc);
 		t3 = now_us();
 		if ((rc = kp_tap_decide(e, token, now, &o)) != KP_OK || o.kind != KP_TAP_ACCEPTED)
@@ -423,7 +423,7 @@ int main(int argc, char **argv)
 	kp_terminal_register_mock_signer();
 	ca = make_cards(t0, &big_len, &small_len);
 	/* the scenario's clock starts after OpenSSL's certificates do */
-	build_store(path("jpki.db"), (t0 + 60) * 1000);
+	build_store(ca, path("jpki.db"), (t0 + 60) * 1000);
 	write_scenario(path("big.txt"), 'j', t0 + 60, taps);
 	write_scenario(path("small.txt"), 'k', t0 + 60, taps);
 	write_scenario(path("parts.txt"), 'j', t0 + 60 + 2 * taps, taps);

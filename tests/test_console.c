@@ -156,6 +156,43 @@ static void test_texts(void **state)
 	assert_string_equal(kp_console_reason_text("cap-reached-2099", "accepted", 0), "OK");
 	assert_string_equal(kp_console_reason_text("some-new-reason", "refused", 0),
 	                    "Refused: please see the driver");
+	/* issue 13: a link request is no refusal, and the My Number texts have their own */
+	assert_string_equal(kp_console_reason_text("link-request", "requested", 0),
+	                    "Link requested: active after the next sync");
+	assert_string_equal(kp_console_reason_text("link-request", "requested", 1),
+	                    "連携を受け付けました（次回同期後に有効）");
+	assert_null(strstr(kp_console_reason_text("link-other-2099", "requested", 0), "Refused"));
+	assert_null(strstr(kp_console_reason_text("link-other-2099", "requested", 1), "いただけません"));
+	assert_string_equal(kp_console_reason_text("pin-blocked", "refused", 0),
+	                    "PIN blocked: please go to the city office");
+	assert_string_equal(kp_console_reason_text("pin-blocked", "refused", 1),
+	                    "暗証番号がロックされています（市役所へ）");
+	assert_string_equal(kp_tap_reason_text("pin-blocked"), "PIN blocked: please go to the city office");
+	assert_string_equal(kp_tap_reason_text("card-not-genuine"),
+	                    "Card failed its check: please see staff");
+	assert_string_equal(kp_console_reason_text("card-not-genuine", "refused", 1),
+	                    "カードを確認できません（係員へ）");
+	assert_string_equal(kp_tap_reason_text("card-not-linked"),
+	                    "No ticket for this card: new card? Link it again at the city office");
+	assert_string_equal(kp_console_reason_text("card-not-linked", "refused", 1),
+	                    "乗車券がありません（新しいカードは市役所で再連携）");
+	assert_null(strstr(kp_tap_reason_text("card-not-yet-valid"), "xpired"));
+	/* every reason the tap engine or link mode gives has its Japanese text here */
+	{
+		static const char *const reasons[] = {
+			"card-invalid", "card-expired", "card-not-yet-valid", "card-not-linked",
+			"card-not-genuine", "pin-missing", "pin-invalid", "pin-wrong", "pin-low",
+			"pin-blocked", "pin-unreadable", "link-ready", "link-request", "link-first",
+		};
+
+		for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+			assert_string_not_equal(kp_tap_reason_text(reasons[i]), "Refused");
+			assert_string_equal(kp_console_reason_text(reasons[i], "refused", 0),
+			                    kp_tap_reason_text(reasons[i]));
+			assert_string_not_equal(kp_console_reason_text(reasons[i], "refused", 1),
+			                        "ご乗車いただけません（運転士へ）");
+		}
+	}
 	assert_string_equal(kp_console_category_text("child", 1), "小児");
 	assert_string_equal(kp_console_category_text("", 0), "adult");
 	assert_string_equal(kp_console_category_text("veteran", 1), "veteran");

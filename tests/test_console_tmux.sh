@@ -258,7 +258,8 @@ setup "$B" || bad setup_b "kippuctl failed"
 	--not-before 2026-01-01T00:00:00+09:00 >/dev/null &&
  "$KP_BIN/kippuctl" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt \
 	--dir cards/hanako --serial 7305100100001001 --not-before 2026-04-01T00:00:00+09:00 >/dev/null &&
- L=$("$KP_BIN/kippuctl" linkage token --token-key token.key --cert cards/hanako/auth.der) &&
+ L=$("$KP_BIN/kippuctl" linkage token --token-key token.key --cert cards/hanako/auth.der \
+	--jpki-ca jpki-ca.crt) &&
  printf '%s\n' "product RES nride 30 OP-A Resident demand-bus pass" "product-category RES resident" \
 	"entitlement 2010 token:$L RES 10 2026-11-01T00:00:00+09:00 2026-12-01T04:00:00+09:00" \
 	"eligibility token:$L resident 2026-04-01T00:00:00+09:00 2027-04-01T00:00:00+09:00 via:token:$L" \

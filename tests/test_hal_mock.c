@@ -1082,6 +1082,111 @@ static void test_registry_notsup(void **state)
 	(void)state;
 }
 
+/* ---- the spy reader (hal/spy_reader.c): a log and chosen answers around mock: ---- */
+
+static void test_spy_reader(void **state)
+{
+	static const struct {
+		const char *cfg, *msg;
+	} bad[] = {
+		{ "log x.log\n", "no \"inner mock:SCENARIO\" line" },
+		{ "inner libnfc:pn532_uart:/dev/ttyUSB0\n", "wraps mock: readers only" },
+		{ "inner spy:other.spy\n", "wraps mock: readers only" },
+		{ "inner mock:scn.txt\nreply 0020008 9000\n", "want \"reply" },     /* odd hex */
+		{ "inner mock:scn.txt\nreply 00200080 90\n", "want \"reply" },      /* 1-byte reply */
+		{ "inner mock:scn.txt\nreply 00200080\n", "want \"reply" },
+		{ "inner mock:scn.txt\nreply 00200080 9000 card=0\n", "want \"reply" },
+		{ "inner mock:scn.txt\nreply 00200080 9000 times=x\n", "want \"reply" },
+		{ "inner mock:scn.txt\nreply 00ZZ 9000\n", "want \"reply" },
+		{ "inner mock:scn.txt\nforward all\n", "unknown line" },
+		{ "inner mock:scn.txt\nlog a.log\nlog b.log\n", "given twice" },
+	};
+	struct fx *f = *state;
+	struct kp_card_info info;
+	struct kp_spy_stats st;
+	struct kp_reader *r = NULL;
+	char conn[300], *log;
+	int saved;
+
+	fx_write(f, "scn.txt", "start 2026-11-26T08:00:00+09:00\n"
+	                       "card bob typeb pupi=A1B2C3D4\n"
+	                       "card alice felica idm=0101020304050607\n"
+	                       "tap +0 bob\ntap +1 bob\ntap +2 alice\n");
+	fx_path(f, "a.log");
+	fx_path(f, "x.log");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *err;
+
+		snprintf(conn, sizeof(conn), "spy:%s", fx_write(f, "bad.spy", bad[i].cfg));
+		f->n_files--;                          /* the same file each time */
+		saved = capture_begin(2, fx_path(f, "spy.err"));
+		f->n_files--;
+		assert_int_equal(kp_reader_open(&r, conn), KP_HAL_E_CONFIG);
+		capture_end(2, saved);
+		assert_null(r);
+		err = slurp(fx_path(f, "spy.err"));
+		f->n_files--;
+		if (strstr(err, bad[i].msg) == NULL)
+			fail_msg("spy config #%zu: \"%s\" not in: %s", i, bad[i].msg, err);
+		free(err);
+	}
+	fx_path(f, "bad.spy");
+	fx_path(f, "spy.err");
+	assert_int_equal(kp_reader_open(&r, "spy:"), KP_HAL_E_CONFIG);
+	assert_int_equal(kp_reader_open(&r, "spy:/nonexistent/kippu.spy"), KP_HAL_E_CONFIG);
+
+	/* SELECT answered by a rule in the 2nd session only, once; a VERIFY with a PIN masked;
+	 * a prefix rule answering silence */
+	snprintf(conn, sizeof(conn), "spy:%s",
+	         fx_write(f, "ok.spy", "# the mock reader, with two answers of ours\n"
+	                               "inner mock:scn.txt\nlog spy.log\n"
+	                               "reply 00A4040C02AABB 9000 card=2 times=1\n"
+	                               "reply 00B0* silent\n"));
+	fx_path(f, "spy.log");
+	assert_int_equal(kp_reader_open(&r, conn), KP_HAL_OK);
+	assert_int_equal(kp_reader_wait_card(r, &poll_all, &info, 100), KP_HAL_OK);
+	assert_int_equal(info.tech, KP_TECH_ISO14443B);
+	xfer(r, "session 1: the card answers", "00A4040C02AABB", KP_HAL_OK, "6A82");
+	xfer(r, "a PIN", "0020008004 31323334", KP_HAL_OK, "6D00");
+	xfer(r, "prefix rule", "00B0000007", KP_HAL_E_TIMEOUT, NULL);
+	assert_int_equal(kp_reader_release(r, 0, 0), KP_HAL_OK);
+	assert_int_equal(kp_reader_wait_card(r, &poll_all, &info, 100), KP_HAL_OK);
+	xfer(r, "session 2: the rule", "00A4040C02AABB", KP_HAL_OK, "9000");
+	xfer(r, "session 2: used up", "00A4040C02AABB", KP_HAL_OK, "6A82");
+	xfer(r, "longer than the exact match", "00A4040C02AABBCC", KP_HAL_OK, "6A82");
+	assert_int_equal(kp_reader_release(r, 0, 0), KP_HAL_OK);
+	assert_int_equal(kp_reader_wait_card(r, &poll_all, &info, 100), KP_HAL_OK);
+	assert_int_equal(info.tech, KP_TECH_FELICA);
+	xfer(r, "felica", "0A0401010203040506 07", KP_HAL_OK, "0B050101020304050607 00");
+	assert_int_equal(kp_spy_stats(r, &st), KP_HAL_OK);
+	assert_int_equal(st.sessions, 3);
+	assert_int_equal(st.frames, 7);
+	assert_int_equal(st.overridden, 2);
+	assert_int_equal(st.verify_with_pin, 1);
+	assert_int_equal(st.verify_sessions, 1);
+	assert_int_equal(st.max_verify_per_session, 1);
+	assert_ptr_equal(kp_spy_inner(r)->ops, &kp_mock_reader_ops);
+	assert_int_equal(kp_spy_stats(kp_spy_inner(r), &st), KP_HAL_E_NOTSUP);
+	{
+		char d[200];
+
+		assert_int_equal(kp_reader_describe(r, d, sizeof(d)), KP_HAL_OK);
+		assert_non_null(strstr(d, "spy around mock reader"));
+	}
+	kp_reader_close(r);
+	log = slurp(fx_path(f, "spy.log"));
+	f->n_files--;
+	assert_non_null(strstr(log, "card 1 typeb\n> 00A4040C02 AABB\n< 6A82\n"
+	                            "> 0020008004 ********\n< 6D00\n"
+	                            "> 00B0000007\n< silent (no reply from the card in time) [spy]\n"
+	                            "release\ncard 2 typeb\n> 00A4040C02 AABB\n< 9000 [spy]\n"));
+	assert_non_null(strstr(log, "card 3 felica\n> felica 04 (10 bytes)\n< 11 bytes\n"));
+	assert_null(strstr(log, "31323334"));      /* no PIN */
+	assert_null(strstr(log, "A1B2C3D4"));      /* no PUPI */
+	assert_null(strstr(log, "0102030405"));    /* no IDm */
+	free(log);
+}
+
 struct stub_hmi {
 	struct kp_hmi base;
 };
@@ -1335,6 +1440,7 @@ int main(void)
 		FX(test_reader_real_pace_linger),
 		FX(test_reader_open_errors),
 		FX(test_reader_describe),
+		FX(test_spy_reader),
 		FX(test_reader_default_start),
 		cmocka_unit_test(test_registry_notsup),
 		cmocka_unit_test(test_hmi_registry_notsup),

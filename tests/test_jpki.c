@@ -15,6 +15,7 @@
 #include <string.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,7 +81,8 @@ static struct {
 	unsigned long select_jpki, select_input, select_face, forbidden_apdus, cards, readers;
 } tally;
 
-/* ---- the spy: our HAL ops table around the mock reader, sees every APDU ---- */
+/* ---- the tally: our HAL ops table around the mock reader, counts every APDU (the
+ * built-in spy reader, hal/spy_reader.c, logs and overrides them: see the issue-13 tests) ---- */
 
 struct spy {
 	struct kp_reader base;
@@ -162,7 +164,7 @@ static void spy_close(struct kp_reader *r)
 }
 
 static const struct kp_reader_ops spy_ops = {
-	.scheme = "spy", .open = spy_open, .wait_card = spy_wait, .transceive = spy_transceive,
+	.scheme = "tally", .open = spy_open, .wait_card = spy_wait, .transceive = spy_transceive,
 	.release = spy_release, .now_ms = spy_now, .describe = spy_describe, .close = spy_close,
 };
 
@@ -197,7 +199,7 @@ static struct kp_reader *open_scn(const char *body)
 	snprintf(path, sizeof(path), "%s/scn-%d.txt", dir, n++);
 	tu_write(path, text);
 	free(text);
-	snprintf(conn, sizeof(conn), "spy:mock:%s", path);
+	snprintf(conn, sizeof(conn), "tally:mock:%s", path);
 	assert_int_equal(kp_reader_open(&r, conn), KP_HAL_OK);
 	s = spy_of(r);
 	for (line = body; line != NULL; line = strchr(line, '\n')) {
@@ -552,16 +554,90 @@ static void assert_no_certificate_in(const char *db, const char *card_dir, const
 	free(der);
 }
 
-static void load_linkage(const char *card_dir, uint8_t out[KP_TOKEN_LEN])
+static void load_linkage_ca(const char *card_dir, const char *ca_file, uint8_t out[KP_TOKEN_LEN])
 {
-	kp_cert *cert = NULL;
+	kp_cert *cert = NULL, *ca = NULL;
 	char path[600];
 
 	snprintf(path, sizeof(path), "%s/%s/auth.der", dir, card_dir);
 	assert_int_equal(kp_cert_load(&cert, path), 0);
-	assert_int_equal(kp_linkage_token(token_key, cert, out), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, ca_file);
+	assert_int_equal(kp_cert_load(&ca, path), 0);
+	assert_int_equal(kp_linkage_token(token_key, ca, cert, out), 0);
 	kp_cert_free(cert);
+	kp_cert_free(ca);
 }
+
+static void load_linkage(const char *card_dir, uint8_t out[KP_TOKEN_LEN])
+{
+	load_linkage_ca(card_dir, "CA.crt", out);
+}
+
+/* A resident pass (10 rides) sold to hanako's linkage and the resident category until
+ * elig_until_ms, in store s. */
+static void put_hanako_pass(kp_store *s, int64_t id, int64_t elig_until_ms)
+{
+	struct kp_entitlement e;
+
+	memset(&e, 0, sizeof(e));
+	memcpy(e.token, lk_hanako, KP_TOKEN_LEN);
+	e.id = id;
+	snprintf(e.product, sizeof(e.product), "RES");
+	e.rides_left = 10;
+	e.valid_from_ms = ms_at(0) - DAY_MS;
+	e.valid_until_ms = ms_at(0) + 90 * DAY_MS;
+	assert_int_equal(kp_store_put_entitlement(s, &e), KP_OK);
+	assert_int_equal(kp_store_put_eligibility(s, lk_hanako, "resident", ms_at(0) - DAY_MS,
+	                                          elig_until_ms, NULL), KP_OK);
+}
+
+/* Sends this process's stderr (the terminal library's log lines) to path, appending;
+ * returns what end_log_to needs. */
+static int log_to(const char *path)
+{
+	int saved, fd;
+
+	fflush(stderr);
+	saved = dup(2);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, 2);
+	close(fd);
+	return saved;
+}
+
+static void end_log_to(int saved)
+{
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+}
+
+/* Python (standard library only) that computes the linkage token of the certificate
+ * sys.argv[1] issued by the CA sys.argv[2] (both DER) with token.key: serial, token. */
+#define PY_TOKEN \
+	"import hmac, hashlib, subprocess, sys\n" \
+	"def tlv(b, i):\n" \
+	"    tag, n = b[i], b[i + 1]; i += 2\n" \
+	"    if n & 0x80:\n" \
+	"        k = n & 0x7f; n = int.from_bytes(b[i:i + k], 'big'); i += k\n" \
+	"    return tag, i, i + n\n" \
+	"def fields(der):\n" \
+	"    _, c, _ = tlv(der, 0)\n" \
+	"    _, i, _ = tlv(der, c)\n" \
+	"    tag, s, e = tlv(der, i)\n" \
+	"    if tag == 0xa0: tag, s, e = tlv(der, e)\n" \
+	"    serial = der[s:e]\n" \
+	"    for _ in range(4): _, _, e = tlv(der, e)\n" \
+	"    start = e; _, _, e = tlv(der, e)\n" \
+	"    return serial, der[start:e]\n" \
+	"serial, _ = fields(open(sys.argv[1], 'rb').read())\n" \
+	"_, spki = fields(open(sys.argv[2], 'rb').read())\n" \
+	"v = int.from_bytes(serial, 'big', signed=True)\n" \
+	"canon = v.to_bytes(((v if v >= 0 else ~v).bit_length() + 8) // 8, 'big', signed=True)\n" \
+	"key = bytes.fromhex(open('token.key').read().strip())\n" \
+	"token = hmac.new(key, b'jpki2' + hashlib.sha256(spki).digest() + canon, " \
+	"hashlib.sha256).hexdigest()[:32]\n"
 
 /* ---- group set-up: the JPKI CAs and cards, made once (RSA key generation) ---- */
 
@@ -628,6 +704,59 @@ static int group_setup(void **state)
 	          "openssl x509 -req -in big.csr -CA CA.crt -CAkey CA.key -set_serial 77 -days 1825 "
 	          "-extfile jpki-ext.cnf -extensions v3 -outform DER -out big/auth.der "
 	          ">/dev/null 2>>ctl.err", dir) != 0)
+		return -1;
+	/* Issue 13's cards. twin: a second CA with the test CA's very name issues hanako's
+	 * serial. padded: hanako's certificate with its serial padded with 00 bytes and the
+	 * issuer's CN re-encoded as a PrintableString, re-signed by the test CA. catrue, noku,
+	 * kuenc: issued by the test CA as CA:TRUE, without keyUsage, for keyEncipherment only.
+	 * cacard: a card whose EF 000A holds the CA's own certificate. */
+	tu_write(p("i13-ext.cnf"), "[catrue]\nbasicConstraints = critical, CA:TRUE\n"
+	         "keyUsage = critical, digitalSignature, keyCertSign\n"
+	         "[noku]\nbasicConstraints = critical, CA:FALSE\n"
+	         "[kuenc]\nkeyUsage = critical, keyEncipherment\n");
+	if (ctl("jpki ca create --key TWIN.key --cert TWIN.crt") != 0 ||
+	    ctl("jpki card create --ca-key TWIN.key --ca-cert TWIN.crt --dir twin --serial "
+	        HANAKO_SERIAL " --cn '" HANAKO_CN "'") != 0 ||
+	    tu_sh("cd %s && for k in catrue noku kuenc; do mkdir $k && cp taro/auth.key hanako/ca.der $k/ "
+	          "&& openssl req -new -key $k/auth.key -subj /CN=JPKI-test-$k -out $k.csr && "
+	          "openssl x509 -req -in $k.csr -CA CA.crt -CAkey CA.key -set_serial 91 -days 1825 "
+	          "-extfile i13-ext.cnf -extensions $k -outform DER -out $k/auth.der || exit 1; done "
+	          ">/dev/null 2>>ctl.err && mkdir cacard && cp hanako/ca.der hanako/ca.der cacard/ && "
+	          "cp hanako/ca.der cacard/auth.der && cp CA.key cacard/auth.key", dir) != 0 ||
+	    tu_sh("cd %s && mkdir padded && cp hanako/ca.der hanako/auth.key padded/ && "
+	          "python3 - >>ctl.err 2>&1 <<'EOF'\n"
+	          "import subprocess\n"
+	          "def tlv(b, i):\n"
+	          "    tag, n = b[i], b[i + 1]; h = 2\n"
+	          "    if n & 0x80:\n"
+	          "        k = n & 0x7f; n = int.from_bytes(b[i + 2:i + 2 + k], 'big'); h += k\n"
+	          "    return b[i:i + h + n], i + h + n\n"
+	          "def enc(tag, body):\n"
+	          "    n = len(body)\n"
+	          "    if n < 128: return bytes([tag, n]) + body\n"
+	          "    l = n.to_bytes((n.bit_length() + 7) // 8, 'big')\n"
+	          "    return bytes([tag, 0x80 | len(l)]) + l + body\n"
+	          "def kids(t):\n"
+	          "    _, i = t[1], 2 + (t[1] & 0x7f if t[1] & 0x80 else 0)\n"
+	          "    out = []\n"
+	          "    while i < len(t): x, i = tlv(t, i); out.append(x)\n"
+	          "    return out\n"
+	          "der = open('hanako/auth.der', 'rb').read()\n"
+	          "cert = kids(der)\n"
+	          "tbs = kids(cert[0])\n"
+	          "k = 1 if tbs[0][0] == 0xa0 else 0\n"
+	          "serial = tbs[k][2:]\n"
+	          "tbs[k] = enc(0x02, b'\\x00\\x00' + serial)\n"
+	          "iss = bytearray(tbs[k + 2]); p = bytes(iss).find(b'\\x06\\x03\\x55\\x04\\x03')\n"
+	          "assert p > 0 and iss[p + 5] == 0x0c\n"
+	          "iss[p + 5] = 0x13\n"
+	          "tbs[k + 2] = bytes(iss)\n"
+	          "t = enc(0x30, b''.join(tbs))\n"
+	          "open('padded.tbs', 'wb').write(t)\n"
+	          "sig = subprocess.run(['openssl', 'dgst', '-sha256', '-sign', 'CA.key', 'padded.tbs'],"
+	          " capture_output=True, check=True).stdout\n"
+	          "open('padded/auth.der', 'wb').write(enc(0x30, t + cert[1] + enc(0x03, b'\\x00' + sig)))\n"
+	          "EOF", dir) != 0)
 		return -1;
 	{
 		char path[600];
@@ -713,37 +842,23 @@ static void test_identify_linkage_token(void **state)
 
 	/* kippuctl linkage token prints the same token */
 	assert_int_equal(tu_sh("cd %s && %s/kippuctl linkage token --token-key token.key "
-	                       "--cert hanako/auth.der >lt.txt", dir, bin), 0);
+	                       "--cert hanako/auth.der --jpki-ca CA.crt >lt.txt", dir, bin), 0);
 	out = tu_read(p("lt.txt"));
 	assert_non_null(out);
 	kp_hex(lk_hanako, KP_TOKEN_LEN, hex);
 	assert_int_equal(strlen(out), 33);
 	assert_memory_equal(out, hex, 32);
 	free(out);
-	/* and so does an independent computation: HMAC-SHA256(key, "jpki" || issuer DER ||
-	 * serial) over the file, with the serial cross-checked against OpenSSL's reading */
-	assert_int_equal(tu_sh("cd %s && python3 - hanako/auth.der > py.txt <<'EOF'\n"
-	                       "import hmac, hashlib, subprocess, sys\n"
-	                       "def tlv(b, i):\n"
-	                       "    tag, n = b[i], b[i + 1]; i += 2\n"
-	                       "    if n & 0x80:\n"
-	                       "        k = n & 0x7f; n = int.from_bytes(b[i:i + k], 'big'); i += k\n"
-	                       "    return tag, i, i + n\n"
-	                       "der = open(sys.argv[1], 'rb').read()\n"
-	                       "_, c, _ = tlv(der, 0)\n"
-	                       "_, i, _ = tlv(der, c)\n"
-	                       "tag, s, e = tlv(der, i)\n"
-	                       "if tag == 0xa0: tag, s, e = tlv(der, e)\n"
-	                       "serial = der[s:e]\n"
+	/* and so does an independent computation: HMAC-SHA256(key, "jpki2" || SHA-256(the CA's
+	 * SubjectPublicKeyInfo) || serial), over the files, with the serial cross-checked against
+	 * OpenSSL's reading */
+	assert_int_equal(tu_sh("cd %s && openssl x509 -in CA.crt -outform DER -out CA.der && "
+	                       "python3 - hanako/auth.der CA.der > py.txt <<'EOF'\n" PY_TOKEN
 	                       "o = subprocess.run(['openssl', 'x509', '-inform', 'DER', '-in', sys.argv[1],"
 	                       " '-noout', '-serial'], capture_output=True, text=True).stdout\n"
 	                       "assert int(o.strip().split('=')[1], 16) == int.from_bytes(serial, 'big')"
 	                       " == " HANAKO_SERIAL "\n"
-	                       "_, _, e = tlv(der, e)\n"
-	                       "start = e; _, _, e = tlv(der, e)\n"
-	                       "key = bytes.fromhex(open('token.key').read().strip())\n"
-	                       "print(hmac.new(key, b'jpki' + der[start:e] + serial, hashlib.sha256)"
-	                       ".hexdigest()[:32])\n"
+	                       "print(token)\n"
 	                       "EOF", dir), 0);
 	assert_int_equal(tu_sh("cd %s && cmp -s lt.txt py.txt", dir), 0);
 }
@@ -759,16 +874,7 @@ static void test_direct_tap_accepted_nothing_stored(void **state)
 	struct kp_reader *r;
 	unsigned long apdus = 0;
 
-	memset(&e, 0, sizeof(e));
-	memcpy(e.token, lk_hanako, KP_TOKEN_LEN);
-	e.id = 7001;
-	snprintf(e.product, sizeof(e.product), "RES");
-	e.rides_left = 10;
-	e.valid_from_ms = ms_at(0) - DAY_MS;
-	e.valid_until_ms = ms_at(0) + 90 * DAY_MS;
-	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
-	assert_int_equal(kp_store_put_eligibility(f->s, lk_hanako, "resident", ms_at(0) - DAY_MS,
-	                                          ms_at(0) + 365 * DAY_MS, NULL), KP_OK);
+	put_hanako_pass(f->s, 7001, ms_at(0) + 365 * DAY_MS);
 	r = open_scn("card hanako mynumber dir=hanako\n"
 	             "card taro mynumber dir=taro\n"
 	             "tap +0 hanako\ntap +10 hanako\ntap +20 taro\n");
@@ -791,9 +897,12 @@ static void test_direct_tap_accepted_nothing_stored(void **state)
 	/* the same card again inside the double-tap window: not charged */
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
 	assert_int_equal(o.kind, KP_TAP_ALREADY);
-	/* another card of the same CA holds nothing */
+	/* another card of the same CA holds nothing: a My Number card nothing is known of is
+	 * told to link it (a renewed card has a new certificate, so a new linkage token) */
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
-	assert_string_equal(o.reason, "no-entitlement");
+	assert_string_equal(o.reason, "card-not-linked");
+	assert_string_equal(kp_tap_reason_text(o.reason),
+	                    "No ticket for this card: new card? Link it again at the city office");
 	rec = record(f->s, o.seq);
 	assert_memory_equal(rec.token, lk_taro, KP_TOKEN_LEN);
 	assert_int_equal(journal_count(f->s), 3);
@@ -826,7 +935,7 @@ static void test_refusals(void **state)
 	struct kp_reader *r;
 	struct kp_mock_jpki_stats st;
 	char *log;
-	int saved, fd, rc;
+	int saved, rc;
 
 	r = open_scn("card expired mynumber dir=expired\n"
 	             "card foreign mynumber dir=foreign\n"
@@ -844,16 +953,9 @@ static void test_refusals(void **state)
 		struct kp_record rec;
 
 		/* the terminal's log of this tap goes to refusals.log */
-		fflush(stderr);
-		saved = dup(2);
-		fd = open(p("refusals.log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
-		assert_true(saved >= 0 && fd >= 0);
-		dup2(fd, 2);
-		close(fd);
+		saved = log_to(p("refusals.log"));
 		rc = tap_next(f, r, &o, &apdus);
-		fflush(stderr);
-		dup2(saved, 2);
-		close(saved);
+		end_log_to(saved);
 		assert_int_equal(rc, KP_OK);
 		if (strcmp(o.reason, want[i].reason) != 0)
 			fail_msg("%s: want %s, got %s", want[i].card, want[i].reason, o.reason);
@@ -920,9 +1022,9 @@ static void test_no_jpki_ca_configured(void **state)
 	r = open_scn("card foreign mynumber dir=foreign\ncard hanako mynumber dir=hanako\n"
 	             "tap +0 foreign\ntap +70 hanako\n");
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
-	assert_string_equal(o.reason, "no-entitlement");
+	assert_string_equal(o.reason, "card-not-linked");
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
-	assert_string_equal(o.reason, "no-entitlement");
+	assert_string_equal(o.reason, "card-not-linked");
 	close_scn(r);
 }
 
@@ -1183,10 +1285,7 @@ static void test_sw_pin(void **state)
 		const char *a[] = { "9000", "9000", "63C2", NULL };
 		const char *b[] = { "9000", "9000", "63C0", NULL };
 		const char *c[] = { "9000", "9000", "6984", NULL };
-		const char *d[] = { "9000", "9000", "6983", NULL };
-		const char *e[] = { "9000", "9000", "9000", NULL };
 		const char *g[] = { "9000", "6A82", NULL };
-		const char *h[] = { "9000", "9000", "6986", NULL };
 
 		j = fake_client(a);
 		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
@@ -1199,17 +1298,27 @@ static void test_sw_pin(void **state)
 		j = fake_client(c);
 		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
 		assert_int_equal(tries, 0);
-		j = fake_client(d);
-		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
-		assert_int_equal(tries, 0);
-		j = fake_client(e);                 /* verified already in this session */
-		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_OK);
-		assert_int_equal(tries, 3);
 		j = fake_client(g);
 		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_E_SW_NOTFOUND);
 		assert_int_equal(tries, -1);
-		j = fake_client(h);
-		assert_int_equal(kp_jpki_pin_tries(&j, &tries), KP_E_SW_OTHER);
+	}
+	/* anything but exactly 63 Cx (x <= 3) or 69 84 fails closed (issue 13): 90 00 is not
+	 * "3 tries", data before 63 C3 is no counter, a card claiming 5 tries is no JPKI card */
+	{
+		static const char *const odd[] = { "9000", "0163C3", "AABB63C3", "63C5", "63C4", "63CF",
+		                                   "6983", "6986", "63", "6300", "63D3", "6A82",
+		                                   "63C3 00", "019000" };
+
+		for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+			const char *script[] = { "9000", "9000", odd[i], NULL };
+
+			j = fake_client(script);
+			tries = 99;
+			if (kp_jpki_pin_tries(&j, &tries) != KP_E_PIN_COUNTER)
+				fail_msg("PIN counter answer %s: not refused", odd[i]);
+			assert_int_equal(tries, -1);
+			assert_int_equal(fk.n_sent, 3);
+		}
 	}
 	{
 		const char *a[] = { "63C1", NULL };
@@ -1251,6 +1360,15 @@ static void test_sw_pin(void **state)
 	}
 }
 
+static struct kp_pin pin_of(const char *digits)
+{
+	struct kp_pin pin;
+	char err[128];
+
+	assert_int_equal(kp_pin_parse(&pin, digits, strlen(digits), err, sizeof(err)), KP_OK);
+	return pin;
+}
+
 static int sent_verify_with_pin(void)
 {
 	for (size_t i = 0; i < fk.n_sent; i++)
@@ -1265,6 +1383,7 @@ static void test_sw_prove(void **state)
 	kp_cert *cert = NULL;
 	int tries = 99;
 	struct kp_jpki j;
+	struct kp_pin pin;
 
 	(void)state;
 	assert_int_equal(kp_cert_load(&cert, p("hanako/auth.der")), 0);
@@ -1274,19 +1393,22 @@ static void test_sw_prove(void **state)
 		const char *b[] = { "9000", "9000", "63C0", NULL };
 		const char *c[] = { "9000", "9000", "6984", NULL };
 
+		pin = pin_of("1234");
 		j = fake_client(a);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_PIN_LAST_TRY);
 		assert_int_equal(tries, 1);
 		assert_int_equal(fk.n_sent, 3);
 		assert_false(sent_verify_with_pin());
+		pin = pin_of("1234");
 		j = fake_client(b);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_SW_BLOCKED);
 		assert_int_equal(tries, 0);
 		assert_false(sent_verify_with_pin());
+		pin = pin_of("1234");
 		j = fake_client(c);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_SW_BLOCKED);
 		assert_int_equal(tries, 0);
 		assert_false(sent_verify_with_pin());
@@ -1295,8 +1417,9 @@ static void test_sw_prove(void **state)
 	{
 		const char *a[] = { "9000", "9000", "63C3", "63C2", NULL };
 
+		pin = pin_of("1234");
 		j = fake_client(a);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_SW_PIN);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)), KP_E_SW_PIN);
 		assert_int_equal(tries, 2);
 		assert_non_null(strstr(err, "2 tries left"));
 		assert_null(strstr(err, "1234"));
@@ -1308,14 +1431,17 @@ static void test_sw_prove(void **state)
 		const char *c[] = { "9000", "9000", "63C3", "9000", "9000", "00112233 9000", NULL };
 		uint8_t want[5 + 19];
 
+		pin = pin_of("1234");
 		j = fake_client(a);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)),
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
 		                 KP_E_SW_SECURITY);
 		for (int i = 0; i < 256; i++)
 			sprintf(sigreply + 2 * i, "%02X", (i * 37 + 11) & 0xFF);
 		strcpy(sigreply + 512, "9000");
+		pin = pin_of("1234");
 		j = fake_client(b);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_CERT);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
+		                 KP_E_CARD_SIGNATURE);
 		assert_non_null(strstr(err, "does not verify"));
 		sent_is(3, "0020008004 31323334");
 		sent_is(4, "00A4020C02 0017");
@@ -1324,8 +1450,41 @@ static void test_sw_prove(void **state)
 		assert_int_equal(fk.sent_len[5], 5 + 19 + 32 + 1);
 		assert_memory_equal(fk.sent[5], want, sizeof(want));
 		assert_int_equal(fk.sent[5][56], 0x00);
+		pin = pin_of("1234");
 		j = fake_client(c);
-		assert_int_equal(kp_jpki_prove(&j, cert, "1234", &tries, err, sizeof(err)), KP_E_CERT);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)),
+		                 KP_E_CARD_SIGNATURE);
+	}
+	/* the PIN is used once and wiped on every path: after any of these it is gone */
+	assert_int_equal(pin.have, 0);
+	assert_int_equal(pin.digits[0], '\0');
+	/* a PIN that is not 4 digits, or none, is refused before any APDU */
+	{
+		const char *a[] = { "9000", "9000", "63C3", "9000", NULL };
+		struct kp_pin bad;
+
+		memset(&bad, 0, sizeof(bad));
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_prove(&j, cert, &bad, &tries, err, sizeof(err)), KP_E_PIN_NONE);
+		assert_int_equal(fk.n_sent, 0);
+		assert_int_equal(kp_jpki_prove(&j, cert, NULL, &tries, err, sizeof(err)), KP_E_PIN_NONE);
+		bad.have = 1;
+		memcpy(bad.digits, "12a4", 5);
+		assert_int_equal(kp_jpki_prove(&j, cert, &bad, &tries, err, sizeof(err)), KP_E_PIN_FORMAT);
+		assert_int_equal(fk.n_sent, 0);
+		assert_int_equal(bad.have, 0);
+	}
+	/* an odd PIN counter answer: no VERIFY, the PIN wiped */
+	{
+		const char *a[] = { "9000", "9000", "9000", "9000", NULL };
+
+		pin = pin_of("1234");
+		j = fake_client(a);
+		assert_int_equal(kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err)), KP_E_PIN_COUNTER);
+		assert_false(sent_verify_with_pin());
+		assert_int_equal(fk.n_sent, 3);
+		assert_non_null(strstr(err, "SW 9000"));
+		assert_int_equal(pin.have, 0);
 	}
 	kp_cert_free(cert);
 }
@@ -1334,6 +1493,7 @@ static void test_sw_prove(void **state)
 
 static int prove_next(struct fx *f, struct kp_reader *r, const char *pin, int *tries)
 {
+	struct kp_pin p_in;
 	kp_cert *cert = NULL;
 	const char *reason = NULL;
 	uint8_t lk[KP_TOKEN_LEN];
@@ -1345,7 +1505,9 @@ static int prove_next(struct fx *f, struct kp_reader *r, const char *pin, int *t
 	assert_int_equal(kp_tap_identify_mynumber(f->e, r, kp_reader_now_ms(r), lk, &cert, &reason),
 	                 KP_OK);
 	kp_jpki_init(&j, r, 500);
-	rc = kp_jpki_prove(&j, cert, pin, tries, err, sizeof(err));
+	p_in = pin_of(pin);
+	rc = kp_jpki_prove(&j, cert, &p_in, tries, err, sizeof(err));
+	assert_int_equal(p_in.have, 0);
 	kp_cert_free(cert);
 	kp_reader_release(r, 0, 0);
 	return rc;
@@ -1407,7 +1569,7 @@ static void test_strong_mode(void **state)
 	assert_int_equal(st.verify_wrong, 2);
 	assert_int_equal(st.verify_ok, 0);
 	/* a copied certificate without its card's key: the signature gives it away */
-	assert_int_equal(prove_next(f, r, "2580", &tries), KP_E_CERT);
+	assert_int_equal(prove_next(f, r, "2580", &tries), KP_E_CARD_SIGNATURE);
 	assert_int_equal(stats(r, "clone").signatures, 1);
 	/* the signature checked here, with the certificate from the card's folder */
 	wait_typeb(r);
@@ -1496,8 +1658,8 @@ static void test_link_mode(void **state)
 	assert_null(strstr(log, "2580"));
 	free(log);
 
-	/* a wrong PIN: pin-wrong, then the FeliCa card links nothing; a card with one try
-	 * left is not tried at all */
+	/* a wrong PIN: pin-wrong, then the FeliCa card links nothing; the next My Number card
+	 * gets no PIN (the one entered was consumed by the first) */
 	snprintf(text, sizeof(text), "start %lld\npace virtual\n"
 	         "card hanako mynumber dir=hanako pin=2580\ncard alice felica idm=%s\n"
 	         "card low mynumber dir=taro pin=0000 tries=1\n"
@@ -1513,16 +1675,625 @@ static void test_link_mode(void **state)
 	assert_non_null(a);
 	b = strstr(a, " info link-first ");
 	assert_non_null(b);
-	a = strstr(b, " info pin-low ");
+	a = strstr(b, " info pin-missing - -1 Enter your 4-digit PIN on the pad");
 	assert_non_null(a);
 	assert_non_null(strstr(a, " info link-first "));
 	assert_null(strstr(hmi, "link-ready"));
 	assert_null(strstr(hmi, "link-request"));
 	free(hmi);
+	assert_int_equal(access(p("pin0.txt"), F_OK), -1);
 	assert_int_equal(kp_store_open(&s, p("link2.db")), KP_OK);
 	assert_int_equal(kp_store_count(s, "journal", &n), KP_OK);
 	assert_int_equal(n, 0);
 	kp_store_close(s);
+	/* a card with one try left, with a PIN of its own: not tried at all */
+	snprintf(text, sizeof(text), "start %lld\npace virtual\n"
+	         "card low mynumber dir=taro pin=0000 tries=1\ntap +0 low\n", (long long)T_START);
+	tu_write(p("link3.txt"), text);
+	tu_write(p("pin0.txt"), "0000\n");
+	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config link.conf --link-mode "
+	                       "--pin-file pin0.txt --offline --reader mock:link3.txt --db link3.db "
+	                       "--hmi mock:hmi3.log >link3.out 2>link3.err", dir, bin), 0);
+	hmi = tu_read(p("hmi3.log"));
+	assert_non_null(hmi);
+	assert_non_null(strstr(hmi, " info pin-low "));
+	free(hmi);
+}
+
+/* ---- issue 13: the spy reader (hal/spy_reader.c) around mock:, and the real terminal ---- */
+
+/* Lines of a spy log that start with prefix, in card session n (0: in all). */
+static int spy_count(const char *log, int session, const char *prefix)
+{
+	int cur = 0, count = 0;
+
+	for (const char *l = log; l != NULL && *l != '\0';) {
+		const char *nl = strchr(l, '\n');
+		int k;
+
+		if (sscanf(l, "card %d ", &k) == 1)
+			cur = k;
+		else if ((session == 0 || cur == session) && strncmp(l, prefix, strlen(prefix)) == 0)
+			count++;
+		l = nl != NULL ? nl + 1 : NULL;
+	}
+	return count;
+}
+
+#define SPY_APDU   "> "
+#define SPY_VERIFY "> 0020008004 "            /* a VERIFY carrying a PIN (masked) */
+
+struct run {
+	char *hmi, *apdus, *err;
+};
+
+static void run_free(struct run *r)
+{
+	free(r->hmi);
+	free(r->apdus);
+	free(r->err);
+}
+
+/* The real kippu-terminal in link mode, its reader the spy around the scenario body (start
+ * and pace added) with the spy's reply rules, and a PIN file holding pin (NULL: none). */
+static struct run run_link(const char *name, const char *body, const char *rules, const char *pin)
+{
+	char text[4096], path[700];
+	struct run out;
+
+	snprintf(text, sizeof(text), "terminal_id = LINK-01\noperator = OP-A\nreader = mock:link.txt\n"
+	         "hmi = mock:hmi.log\ndatabase = link.db\nkey = terminal.key\n"
+	         "cert = terminal.crt\ntoken_key = token.key\njpki_ca = %s/CA.crt\n", dir);
+	tu_write(p("link.conf"), text);
+	snprintf(text, sizeof(text), "start %lld\npace virtual\n%s", (long long)T_START, body);
+	snprintf(path, sizeof(path), "%s/%s.txt", dir, name);
+	tu_write(path, text);
+	snprintf(text, sizeof(text), "inner mock:%s.txt\nlog %s.apdus\n%s", name, name,
+	         rules != NULL ? rules : "");
+	snprintf(path, sizeof(path), "%s/%s.spy", dir, name);
+	tu_write(path, text);
+	snprintf(path, sizeof(path), "%s/%s.apdus", dir, name);
+	unlink(path);                            /* the spy appends to its log */
+	snprintf(path, sizeof(path), "%s/%s.pin", dir, name);
+	unlink(path);
+	if (pin != NULL)
+		tu_write(path, pin);
+	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config link.conf --link-mode "
+	                       "--pin-file %s.pin --offline --reader spy:%s.spy --db %s.db "
+	                       "--hmi mock:%s.hmi >%s.out 2>%s.err", dir, bin, name, name, name, name,
+	                       name, name), 0);
+	/* whatever it held, the PIN file is gone: no later card can be sent it */
+	assert_int_equal(access(path, F_OK), -1);
+	snprintf(path, sizeof(path), "%s/%s.hmi", dir, name);
+	out.hmi = tu_read(path);
+	snprintf(path, sizeof(path), "%s/%s.apdus", dir, name);
+	out.apdus = tu_read(path);
+	snprintf(path, sizeof(path), "%s/%s.err", dir, name);
+	out.err = tu_read(path);
+	assert_non_null(out.hmi);
+	assert_non_null(out.apdus);
+	assert_non_null(out.err);
+	return out;
+}
+
+/* The PIN input: exactly 4 ASCII digits and at most one newline; the file taken once. */
+static void test_pin_input(void **state)
+{
+	static const struct {
+		const char *in;
+		int rc;
+	} cases[] = {
+		{ "4321", KP_OK }, { "4321\n", KP_OK }, { "0000\n", KP_OK },
+		{ "43219999", KP_E_PIN_FORMAT }, { "43219999\n", KP_E_PIN_FORMAT },
+		{ "432", KP_E_PIN_FORMAT }, { "432\n", KP_E_PIN_FORMAT }, { "", KP_E_PIN_FORMAT },
+		{ "\n", KP_E_PIN_FORMAT }, { "4321\n\n", KP_E_PIN_FORMAT },
+		{ "4321\r\n", KP_E_PIN_FORMAT }, { " 4321", KP_E_PIN_FORMAT },
+		{ "4321 ", KP_E_PIN_FORMAT }, { "43a1", KP_E_PIN_FORMAT },
+		{ "4321\n5678\n", KP_E_PIN_FORMAT },
+		{ "\xef\xbc\x94\xef\xbc\x93\xef\xbc\x92\xef\xbc\x91", KP_E_PIN_FORMAT }, /* ４３２１ */
+	};
+	struct kp_pin pin;
+	char err[160], *text;
+	int fd;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&pin, 0x55, sizeof(pin));
+		assert_int_equal(kp_pin_parse(&pin, cases[i].in, strlen(cases[i].in), err, sizeof(err)),
+		                 cases[i].rc);
+		if (cases[i].rc == KP_OK) {
+			assert_int_equal(pin.have, 1);
+			assert_memory_equal(pin.digits, cases[i].in, 4);
+			assert_int_equal(pin.digits[4], '\0');
+			kp_pin_wipe(&pin);
+			assert_int_equal(pin.have, 0);
+			assert_int_equal(pin.digits[0], '\0');
+		} else {
+			assert_int_equal(pin.have, 0);
+			assert_true(err[0] != '\0');
+			assert_null(strstr(err, "432"));       /* says what is wrong, not what was typed */
+			assert_null(strstr(err, "999"));
+		}
+	}
+	assert_int_equal(kp_pin_parse(&pin, "43219999", 8, err, sizeof(err)), KP_E_PIN_FORMAT);
+	assert_non_null(strstr(err, "8 digits"));
+	/* the file: taken for one card, then gone; a second take finds nothing */
+	tu_write(p("pin-t.txt"), "2580\n");
+	assert_int_equal(kp_pin_take_file(&pin, p("pin-t.txt"), err, sizeof(err)), KP_OK);
+	assert_string_equal(pin.digits, "2580");
+	assert_int_equal(access(p("pin-t.txt"), F_OK), -1);
+	assert_int_equal(access(p("pin-t.txt.taken"), F_OK), -1);
+	kp_pin_wipe(&pin);
+	assert_int_equal(kp_pin_take_file(&pin, p("pin-t.txt"), err, sizeof(err)), KP_E_PIN_NONE);
+	assert_int_equal(pin.have, 0);
+	/* over-long, short, far too long, not a file: refused, and consumed all the same */
+	tu_write(p("pin-t.txt"), "43219999");
+	assert_int_equal(kp_pin_take_file(&pin, p("pin-t.txt"), err, sizeof(err)), KP_E_PIN_FORMAT);
+	assert_int_equal(pin.have, 0);
+	assert_int_equal(access(p("pin-t.txt"), F_OK), -1);
+	tu_write(p("pin-t.txt"), "432\n");
+	assert_int_equal(kp_pin_take_file(&pin, p("pin-t.txt"), err, sizeof(err)), KP_E_PIN_FORMAT);
+	text = calloc(1, 200);
+	assert_non_null(text);
+	memset(text, '7', 199);
+	tu_write(p("pin-t.txt"), text);
+	free(text);
+	assert_int_equal(kp_pin_take_file(&pin, p("pin-t.txt"), err, sizeof(err)), KP_E_PIN_FORMAT);
+	assert_non_null(strstr(err, "199 bytes"));
+	assert_int_equal(access(p("pin-t.txt"), F_OK), -1);
+	assert_int_equal(mkfifo(p("pin-t.txt"), 0600), 0);
+	assert_int_equal(kp_pin_take_file(&pin, p("pin-t.txt"), err, sizeof(err)), KP_E_PIN_FORMAT);
+	assert_non_null(strstr(err, "not a regular file"));
+	assert_int_equal(access(p("pin-t.txt"), F_OK), -1);
+	/* an empty file is a PIN pad that wrote nothing yet: refused, gone */
+	fd = open(p("pin-t.txt"), O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(kp_pin_take_file(&pin, p("pin-t.txt"), err, sizeof(err)), KP_E_PIN_FORMAT);
+	assert_int_equal(access(p("pin-t.txt"), F_OK), -1);
+}
+
+/* Two riders, one PIN written once: the first card takes it, the second gets no VERIFY
+ * (the issue's stale-PIN sequence sent 4321 to the next card twice: 63C3 -> 63C1). */
+static void test_link_stale_pin(void **state)
+{
+	char body[800], idm[17];
+	struct run r;
+	kp_store *s = NULL;
+	int64_t n = -1;
+	const char *a;
+
+	(void)state;
+	kp_hex(ALICE_IDM, 8, idm);
+	/* hanako's PIN is not 4321: a wrong PIN for her card, and taro (whose PIN 4321 is)
+	 * taps next, twice: his card is never sent the PIN entered for hers */
+	snprintf(body, sizeof(body), "card hanako mynumber dir=hanako pin=2580\n"
+	         "card alice felica idm=%s\ncard taro mynumber dir=taro pin=4321\n"
+	         "tap +0 hanako\ntap +5 alice\ntap +10 taro\ntap +15 taro\n", idm);
+	r = run_link("stale", body, NULL, "4321\n");
+	a = strstr(r.hmi, " info pin-wrong - -1 Wrong PIN: 2 tries left");
+	assert_non_null(a);
+	a = strstr(a, " info link-first ");
+	assert_non_null(a);
+	a = strstr(a, " info pin-missing - -1 Enter your 4-digit PIN on the pad");
+	assert_non_null(a);
+	assert_non_null(strstr(a + 1, " info pin-missing "));
+	assert_int_equal(tu_count(r.hmi, "show "), 4);
+	/* the spy: one VERIFY in all, in the first card's session; the later cards were sent
+	 * nothing at all (the PIN is taken before any APDU) */
+	assert_int_equal(spy_count(r.apdus, 0, SPY_VERIFY), 1);
+	assert_int_equal(spy_count(r.apdus, 1, SPY_VERIFY), 1);
+	assert_int_equal(spy_count(r.apdus, 3, SPY_APDU), 0);
+	assert_int_equal(spy_count(r.apdus, 4, SPY_APDU), 0);
+	assert_int_equal(tu_count(r.apdus, "card "), 4);
+	assert_null(strstr(r.apdus, "4321"));       /* the spy masks a PIN */
+	assert_null(strstr(r.err, "4321"));
+	run_free(&r);
+	/* the right PIN: hanako links alice's card; taro after her gets no PIN either */
+	snprintf(body, sizeof(body), "card hanako mynumber dir=hanako pin=4321\n"
+	         "card alice felica idm=%s\ncard taro mynumber dir=taro pin=4321\n"
+	         "tap +0 hanako\ntap +5 alice\ntap +10 taro\n", idm);
+	r = run_link("fresh", body, NULL, "4321\n");
+	a = strstr(r.hmi, " info link-ready ");
+	assert_non_null(a);
+	a = strstr(a, " info link-request - -1 Link requested: active after the next sync");
+	assert_non_null(a);
+	assert_non_null(strstr(a, " info pin-missing "));
+	assert_int_equal(spy_count(r.apdus, 0, SPY_VERIFY), 1);
+	assert_int_equal(spy_count(r.apdus, 1, SPY_VERIFY), 1);
+	assert_int_equal(spy_count(r.apdus, 3, SPY_APDU), 0);
+	run_free(&r);
+	assert_int_equal(kp_store_open(&s, p("fresh.db")), KP_OK);
+	assert_int_equal(kp_store_count(s, "journal", &n), KP_OK);
+	assert_int_equal(n, 1);
+	kp_store_close(s);
+}
+
+/* A PIN that is not exactly 4 digits is refused before the card is asked anything. */
+static void test_link_pin_refused_before_apdu(void **state)
+{
+	static const char *const bad[] = { "43219999", "43219999\n", "432\n", "432", "", "\n",
+	                                   "43a1\n", "4321\n\n", " 4321\n", "4321\r\n" };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct run r = run_link("badpin", "card taro mynumber dir=taro pin=4321\ntap +0 taro\n",
+		                        NULL, bad[i]);
+
+		if (strstr(r.hmi, " info pin-invalid - -1 PIN must be 4 digits: please enter it again")
+		    == NULL)
+			fail_msg("PIN input #%zu: %s", i, r.hmi);
+		assert_int_equal(tu_count(r.apdus, "card 1 typeb\n"), 1);
+		assert_int_equal(spy_count(r.apdus, 0, SPY_APDU), 0);
+		assert_non_null(strstr(r.err, "PIN refused before the card was asked anything"));
+		assert_null(strstr(r.err, "4321"));
+		assert_null(strstr(r.err, "9999"));
+		run_free(&r);
+	}
+}
+
+/* Odd answers to the PIN counter query, from the spy in the card's place: each stops the PIN
+ * step, no VERIFY is sent, the card's counter stays where it was. */
+static void test_pin_counter_fails_closed(void **state)
+{
+	static const struct {
+		const char *reply;
+		int rc;
+	} odd[] = {
+		{ "9000", KP_E_PIN_COUNTER },           /* read as "3 tries left" before issue 13 */
+		{ "0163C3", KP_E_PIN_COUNTER },         /* data before 63 C3 */
+		{ "AABBCC63C1", KP_E_PIN_COUNTER },
+		{ "63C5", KP_E_PIN_COUNTER },           /* more tries than JPKI's 3 */
+		{ "63C4", KP_E_PIN_COUNTER },
+		{ "63CF", KP_E_PIN_COUNTER },
+		{ "6983", KP_E_PIN_COUNTER },           /* not the documented 69 84 */
+		{ "6A82", KP_E_PIN_COUNTER },
+		{ "6F00", KP_E_PIN_COUNTER },
+		{ "6300", KP_E_PIN_COUNTER },
+		{ "silent", KP_HAL_E_TIMEOUT },
+	};
+	struct fx *f = *state;
+	struct kp_spy_stats ss;
+	struct kp_mock_jpki_stats st;
+	struct kp_reader *r = NULL;
+	char scn[4096], cfg[4096], err[256];
+	size_t n = 0, m = 0;
+	const size_t k = sizeof(odd) / sizeof(odd[0]);
+
+	n += (size_t)snprintf(scn, sizeof(scn), "start %lld\npace virtual\n"
+	                      "card fresh mynumber dir=taro pin=1111\n", (long long)T_START);
+	m += (size_t)snprintf(cfg, sizeof(cfg), "inner mock:counter.txt\nlog counter.apdus\n");
+	for (size_t i = 0; i < k; i++) {
+		n += (size_t)snprintf(scn + n, sizeof(scn) - n, "tap +%zu fresh\n", i * 10);
+		m += (size_t)snprintf(cfg + m, sizeof(cfg) - m, "reply 00200080 %s card=%zu\n",
+		                      odd[i].reply, i + 1);
+	}
+	tu_write(p("counter.txt"), scn);
+	tu_write(p("counter.spy"), cfg);
+	snprintf(cfg, sizeof(cfg), "spy:%s", p("counter.spy"));
+	assert_int_equal(kp_reader_open(&r, cfg), KP_HAL_OK);
+	for (size_t i = 0; i < k; i++) {
+		struct kp_poll poll = { KP_TECH_ISO14443B, 0x0003, 1 };
+		struct kp_card_info info;
+		const char *reason = NULL;
+		kp_cert *cert = NULL;
+		uint8_t lk[KP_TOKEN_LEN];
+		struct kp_pin pin = pin_of("1111");
+		struct kp_jpki j;
+		int tries = 99, rc;
+
+		assert_int_equal(kp_reader_wait_card(r, &poll, &info, 1000), KP_HAL_OK);
+		assert_int_equal(kp_tap_identify_mynumber(f->e, r, kp_reader_now_ms(r), lk, &cert,
+		                                          &reason), KP_OK);
+		kp_jpki_init(&j, r, 100);
+		rc = kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err));
+		if (rc != odd[i].rc)
+			fail_msg("counter answer %s: %s", odd[i].reply, kp_strerror(rc));
+		assert_int_equal(pin.have, 0);
+		assert_null(strstr(err, "5 tries"));
+		kp_cert_free(cert);
+		kp_reader_release(r, 0, 0);
+	}
+	assert_int_equal(kp_spy_stats(r, &ss), KP_HAL_OK);
+	assert_int_equal(ss.sessions, k);
+	assert_int_equal(ss.overridden, k);
+	assert_int_equal(ss.verify_with_pin, 0);
+	assert_int_equal(kp_mock_jpki_stats(r, "fresh", &st), KP_HAL_OK);
+	assert_int_equal(st.verify_ok + st.verify_wrong, 0);
+	assert_int_equal(st.tries_left, 3);
+	kp_reader_close(r);
+}
+
+/* What the rider reads at the counter: a card claiming 5 tries, a PIN blocked by the VERIFY
+ * itself (63 C0), a copied certificate. */
+static void test_link_texts(void **state)
+{
+	struct run r;
+
+	(void)state;
+	r = run_link("five", "card taro mynumber dir=taro pin=4321\ntap +0 taro\n",
+	             "reply 00200080 63C5\n", "4321\n");
+	assert_non_null(strstr(r.hmi, " info pin-unreadable - -1 PIN counter could not be read: "
+	                              "please see staff"));
+	assert_null(strstr(r.hmi, "5 tries"));
+	assert_int_equal(spy_count(r.apdus, 0, SPY_VERIFY), 0);
+	assert_int_equal(spy_count(r.apdus, 0, "< 63C5 [spy]"), 1);
+	assert_non_null(strstr(r.err, "SW 63C5"));
+	run_free(&r);
+	r = run_link("zero", "card taro mynumber dir=taro pin=4321\ntap +0 taro\n",
+	             "reply 0020008004* 63C0\n", "9999\n");
+	assert_non_null(strstr(r.hmi, " info pin-blocked - -1 PIN blocked: please go to the city "
+	                              "office"));
+	assert_null(strstr(r.hmi, "0 tries"));
+	assert_int_equal(spy_count(r.apdus, 0, SPY_VERIFY), 1);
+	run_free(&r);
+	r = run_link("clone", "card clone mynumber dir=clone pin=2580\ntap +0 clone\n", NULL, "2580\n");
+	assert_non_null(strstr(r.hmi, " info card-not-genuine - -1 Card failed its check: please "
+	                              "see staff"));
+	assert_null(strstr(r.hmi, "could not be read"));
+	assert_non_null(strstr(r.err, "does not verify"));
+	run_free(&r);
+}
+
+/* A second CA with the test CA's very name issues a card with hanako's serial: another
+ * token (the old derivation, issuer name || serial, gave hanako's). */
+static void test_token_bound_to_ca(void **state)
+{
+	struct fx *f = *state;
+	struct kp_terminal_cfg cfg = f->cfg;
+	struct kp_tap_outcome o;
+	struct kp_reader *r;
+	kp_cert *twin = NULL, *han = NULL, *ca = NULL, *twin_ca = NULL;
+	const uint8_t *a, *b;
+	size_t na, nb;
+	uint8_t lk_twin[KP_TOKEN_LEN];
+	char cn1[80], cn2[80];
+
+	assert_int_equal(kp_cert_load(&twin, p("twin/auth.der")), 0);
+	assert_int_equal(kp_cert_load(&han, p("hanako/auth.der")), 0);
+	assert_int_equal(kp_cert_load(&ca, p("CA.crt")), 0);
+	assert_int_equal(kp_cert_load(&twin_ca, p("TWIN.crt")), 0);
+	/* the same issuer name and serial, byte for byte */
+	assert_int_equal(kp_cert_issuer_raw(twin, &a, &na), 0);
+	assert_int_equal(kp_cert_issuer_raw(han, &b, &nb), 0);
+	assert_int_equal(na, nb);
+	assert_memory_equal(a, b, na);
+	assert_int_equal(kp_cert_serial_raw(twin, &a, &na), 0);
+	assert_int_equal(kp_cert_serial_raw(han, &b, &nb), 0);
+	assert_int_equal(na, nb);
+	assert_memory_equal(a, b, na);
+	assert_int_equal(kp_cert_subject_cn(ca, cn1, sizeof(cn1)), 0);
+	assert_int_equal(kp_cert_subject_cn(twin_ca, cn2, sizeof(cn2)), 0);
+	assert_string_equal(cn1, cn2);
+	load_linkage_ca("twin", "TWIN.crt", lk_twin);
+	assert_memory_not_equal(lk_twin, lk_hanako, KP_TOKEN_LEN);
+	/* and a key it was not issued by gives no token */
+	{
+		const kp_cert *cas[1] = { ca };
+		char err[200];
+
+		assert_int_equal(kp_jpki_check_card(twin, cas, 1, INT64_MIN, NULL, err, sizeof(err)),
+		                 KP_E_CERT);
+		assert_non_null(strstr(err, "not signed"));
+	}
+	kp_cert_free(twin);
+	kp_cert_free(han);
+	kp_cert_free(ca);
+	kp_cert_free(twin_ca);
+	/* both CAs configured (as when J-LIS renews its CA): the twin does not ride hanako's pass */
+	put_hanako_pass(f->s, 7301, ms_at(0) + 365 * DAY_MS);
+	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/CA.crt,%s/TWIN.crt", dir, dir);
+	kp_tap_engine_close(f->e);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &cfg, f->key, token_key), KP_OK);
+	r = open_scn("card twin mynumber dir=twin\ncard hanako mynumber dir=hanako\n"
+	             "tap +0 twin\ntap +70 hanako\n");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "card-not-linked");
+	assert_memory_equal(record(f->s, o.seq).token, lk_twin, KP_TOKEN_LEN);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.rides_left, 9);
+	close_scn(r);
+}
+
+/* hanako's certificate with its serial padded (00 00 ..) and the issuer's name re-encoded
+ * (PrintableString for UTF8String), re-signed by the CA: the same card, the same token. */
+static void test_token_canonical_serial(void **state)
+{
+	struct fx *f = *state;
+	kp_cert *pad = NULL, *han = NULL, *ca = NULL;
+	const uint8_t *a, *b;
+	size_t na, nb;
+	uint8_t lk[KP_TOKEN_LEN];
+	const char *reason = NULL;
+	struct kp_reader *r;
+	char hex[2 * KP_TOKEN_LEN + 1], *out;
+
+	assert_int_equal(kp_cert_load(&pad, p("padded/auth.der")), 0);
+	assert_int_equal(kp_cert_load(&han, p("hanako/auth.der")), 0);
+	assert_int_equal(kp_cert_load(&ca, p("CA.crt")), 0);
+	assert_int_equal(kp_cert_serial_raw(pad, &a, &na), 0);
+	assert_int_equal(kp_cert_serial_raw(han, &b, &nb), 0);
+	assert_int_equal(na, nb + 2);                   /* 00 00 before hanako's serial */
+	assert_int_equal(a[0] | a[1], 0);
+	assert_memory_equal(a + 2, b, nb);
+	assert_int_equal(kp_cert_issuer_raw(pad, &a, &na), 0);
+	assert_int_equal(kp_cert_issuer_raw(han, &b, &nb), 0);
+	assert_true(na == nb && memcmp(a, b, na) != 0);  /* the name's bytes differ */
+	assert_int_equal(kp_linkage_token(token_key, ca, pad, lk), 0);
+	assert_memory_equal(lk, lk_hanako, KP_TOKEN_LEN);
+	kp_cert_free(pad);
+	kp_cert_free(han);
+	kp_cert_free(ca);
+	/* read from a card and checked by the terminal: the same token */
+	r = open_scn("card padded mynumber dir=padded\ntap +0 padded\n");
+	wait_typeb(r);
+	assert_int_equal(kp_tap_identify_mynumber(f->e, r, kp_reader_now_ms(r), lk, NULL, &reason),
+	                 KP_OK);
+	assert_memory_equal(lk, lk_hanako, KP_TOKEN_LEN);
+	kp_reader_release(r, 0, 0);
+	close_scn(r);
+	/* kippuctl and the independent Python agree */
+	assert_int_equal(tu_sh("cd %s && %s/kippuctl linkage token --token-key token.key "
+	                       "--cert padded/auth.der --jpki-ca CA.crt >lt-pad.txt && "
+	                       "openssl x509 -in CA.crt -outform DER -out CA.der && "
+	                       "python3 - padded/auth.der CA.der > py-pad.txt <<'EOF'\n" PY_TOKEN
+	                       "print(token)\nEOF", dir, bin), 0);
+	out = tu_read(p("lt-pad.txt"));
+	assert_non_null(out);
+	kp_hex(lk_hanako, KP_TOKEN_LEN, hex);
+	assert_memory_equal(out, hex, 32);
+	free(out);
+	assert_int_equal(tu_sh("cd %s && cmp -s lt-pad.txt py-pad.txt", dir), 0);
+}
+
+/* The chain check: an end-entity certificate (no CA:TRUE), keyUsage present with
+ * digitalSignature, never a configured CA's own certificate; through the spy reader. */
+static void test_chain_end_entity(void **state)
+{
+	static const struct {
+		const char *card, *log;
+	} want[] = {
+		{ "catrue", "CA:TRUE" },
+		{ "noku", "no keyUsage" },
+		{ "kuenc", "without digitalSignature" },
+		{ "cacard", "configured JPKI CA's certificate" },
+	};
+	struct fx *f = *state;
+	struct kp_spy_stats ss;
+	struct kp_reader *r = NULL;
+	char conn[700], *log;
+	const size_t k = sizeof(want) / sizeof(want[0]);
+	int saved;
+
+	tu_write(p("ee.txt"), "start 0\n");      /* replaced below: the clock of the cards */
+	{
+		char scn[1024];
+		size_t n = (size_t)snprintf(scn, sizeof(scn), "start %lld\npace virtual\n",
+		                            (long long)T_START);
+
+		for (size_t i = 0; i < k; i++)
+			n += (size_t)snprintf(scn + n, sizeof(scn) - n, "card %s mynumber dir=%s\n",
+			                      want[i].card, want[i].card);
+		for (size_t i = 0; i < k; i++)
+			n += (size_t)snprintf(scn + n, sizeof(scn) - n, "tap +%zu %s\n", i * 70,
+			                      want[i].card);
+		tu_write(p("ee.txt"), scn);
+	}
+	tu_write(p("ee.spy"), "inner mock:ee.txt\nlog ee.apdus\n");
+	snprintf(conn, sizeof(conn), "spy:%s", p("ee.spy"));
+	assert_int_equal(kp_reader_open(&r, conn), KP_HAL_OK);
+	saved = log_to(p("ee.log"));
+	for (size_t i = 0; i < k; i++) {
+		struct kp_poll poll = { KP_TECH_FELICA | KP_TECH_ISO14443B, 0x0003, 1 };
+		struct kp_card_info info;
+		struct kp_tap_outcome o;
+
+		assert_int_equal(kp_reader_wait_card(r, &poll, &info, 1000), KP_HAL_OK);
+		assert_int_equal(kp_tap_card(f->e, r, &info, kp_reader_now_ms(r), &o), KP_OK);
+		kp_reader_release(r, 0, 0);
+		if (strcmp(o.reason, "card-invalid") != 0)
+			fail_msg("%s: %s", want[i].card, o.reason);
+		assert_int_equal(record(f->s, o.seq).has_token, 0);
+	}
+	end_log_to(saved);
+	assert_int_equal(kp_spy_stats(r, &ss), KP_HAL_OK);
+	assert_int_equal(ss.sessions, k);
+	assert_int_equal(ss.verify_with_pin, 0);
+	assert_true(ss.frames > 4 * k);          /* each certificate was read whole */
+	kp_reader_close(r);
+	log = tu_read(p("ee.log"));
+	assert_non_null(log);
+	for (size_t i = 0; i < k; i++)
+		if (strstr(log, want[i].log) == NULL)
+			fail_msg("no \"%s\" in the log:\n%s", want[i].log, log);
+	free(log);
+}
+
+/* Texts of a direct tap: a card expired after its CA was renewed, the log's reason with two
+ * CAs, a category that ends today. */
+static void test_mynumber_texts(void **state)
+{
+	struct fx *f = *state;
+	struct kp_terminal_cfg cfg = f->cfg;
+	struct kp_tap_outcome o;
+	struct kp_reader *r;
+	kp_rsa *key = NULL;
+	kp_store *s = NULL;
+	char text[1200], *log, *hmi;
+	int saved;
+
+	/* J-LIS renews its CA: the same key, a certificate valid only after the card expired;
+	 * the old CA certificate is no longer configured */
+	assert_int_equal(kp_rsa_load(&key, p("CA.key")), 0);
+	assert_int_equal(kp_cert_create_ca_rsa(key, "JPKI test authentication CA", t_now - 1800,
+	                                       t_now + 3650 * 86400LL, p("RENEWED.der")), 0);
+	kp_rsa_free(key);
+	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/RENEWED.der", dir);
+	kp_tap_engine_close(f->e);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &cfg, f->key, token_key), KP_OK);
+	r = open_scn("card expired mynumber dir=expired\ncard foreignexp mynumber dir=foreign_expired\n"
+	             "tap +0 expired\ntap +70 foreignexp\n");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "card-expired");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "card-invalid");
+	close_scn(r);
+	/* two CAs, the card's issuer second: the log says why the issuer's check failed */
+	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/OTHER.crt,%s/CA.crt", dir, dir);
+	kp_tap_engine_close(f->e);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &cfg, f->key, token_key), KP_OK);
+	r = open_scn("card expired mynumber dir=expired\ncard future mynumber dir=future\n"
+	             "card foreign2 mynumber dir=foreign_expired\n"
+	             "tap +0 expired\ntap +70 future\ntap +140 foreign2\n");
+	saved = log_to(p("twoca.log"));
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "card-expired");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "card-not-yet-valid");
+	assert_null(strstr(kp_tap_reason_text(o.reason), "xpired"));
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.reason, "card-expired");  /* OTHER did issue it: expired, not invalid */
+	end_log_to(saved);
+	close_scn(r);
+	log = tu_read(p("twoca.log"));
+	assert_non_null(log);
+	assert_int_equal(tu_count(log, "My Number card refused: certificate expired"), 2);
+	assert_int_equal(tu_count(log, "My Number card refused: certificate not yet valid"), 1);
+	assert_null(strstr(log, "signature"));
+	assert_null(strstr(log, "not correctly signed"));
+	free(log);
+
+	/* a category that ends within the day: "ends today", not "ends in 0 days" (the real
+	 * terminal over a store made here) */
+	assert_int_equal(kp_store_open(&s, p("today.db")), KP_OK);
+	{
+		const char *ops[] = { "OP-A" };
+
+		assert_int_equal(kp_store_begin(s), KP_OK);
+		assert_int_equal(kp_store_put_operator(s, "OP-A", "A"), KP_OK);
+		assert_int_equal(kp_store_put_product_cat(s, "RES", "resident 10 rides", 10, "resident",
+		                                          ops, 1), KP_OK);
+		assert_int_equal(kp_store_commit(s), KP_OK);
+	}
+	put_hanako_pass(s, 7401, ms_at(0) + DAY_MS / 2);
+	kp_store_close(s);
+	snprintf(text, sizeof(text), "start %lld\npace virtual\ncard hanako mynumber dir=hanako\n"
+	         "tap +0 hanako\n", (long long)T_START);
+	tu_write(p("today.txt"), text);
+	snprintf(text, sizeof(text), "terminal_id = LINK-01\noperator = OP-A\nreader = mock:today.txt\n"
+	         "hmi = mock:today.hmi\ndatabase = today.db\nkey = terminal.key\n"
+	         "cert = terminal.crt\ntoken_key = token.key\njpki_ca = %s/CA.crt\n", dir);
+	tu_write(p("today.conf"), text);
+	assert_int_equal(tu_sh("cd %s && %s/kippu-terminal --config today.conf --offline "
+	                       ">today.out 2>today.err", dir, bin), 0);
+	hmi = tu_read(p("today.hmi"));
+	assert_non_null(hmi);
+	assert_non_null(strstr(hmi, " accepted ok RES 9 OK: 9 rides left (resident); resident "
+	                            "status ends today: renew"));
+	assert_null(strstr(hmi, "0 days"));
+	free(hmi);
 }
 
 /* ---- over every flow above: the forbidden APs were never asked for ---- */
@@ -1578,6 +2349,15 @@ int main(void)
 		cmocka_unit_test(test_sw_prove),
 		cmocka_unit_test_setup_teardown(test_strong_mode, fx_setup, fx_teardown),
 		cmocka_unit_test(test_link_mode),
+		cmocka_unit_test(test_pin_input),
+		cmocka_unit_test(test_link_stale_pin),
+		cmocka_unit_test(test_link_pin_refused_before_apdu),
+		cmocka_unit_test_setup_teardown(test_pin_counter_fails_closed, fx_setup, fx_teardown),
+		cmocka_unit_test(test_link_texts),
+		cmocka_unit_test_setup_teardown(test_token_bound_to_ca, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_token_canonical_serial, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_chain_end_entity, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_mynumber_texts, fx_setup, fx_teardown),
 		cmocka_unit_test(test_forbidden_aps_never_selected),
 	};
 

@@ -963,7 +963,7 @@ static void test_mynumber_equal_mock(void **state)
 	                       "--ca-cert jca.crt --dir hanako --serial 7 >/dev/null && "
 	                       "echo 'jpki_ca = jca.crt' >> terminal.conf && "
 	                       "L=$(%s/kippuctl linkage token --token-key token.key --cert "
-	                       "hanako/auth.der) && printf 'entitlement 2001 token:%%s P10 3 "
+	                       "hanako/auth.der --jpki-ca jca.crt) && printf 'entitlement 2001 token:%%s P10 3 "
 	                       "2000-01-01T00:00:00Z 2099-01-01T00:00:00Z\\n' $L > my-load.txt && "
 	                       "%s/kippuctl load base.db my-load.txt --token-key token.key >/dev/null",
 	                       f->dir, f->bin, f->bin, f->bin, f->bin), 0);

@@ -892,7 +892,8 @@ static void test_linkage_token_from_certificate(void **state)
 	assert_int_equal(kp_cert_issue_rsa(ca, ca_cert, card, "auth", 0x00A1B2C3D4E5F607LL,
 	                                   1700000000, 2000000000, path), 0);
 
-	assert_int_equal(sh("\"$CTL\" linkage token --token-key token.key --cert auth.der > ctl.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" linkage token --token-key token.key --cert auth.der "
+	                    "--jpki-ca jpki-ca.der > ctl.txt"), 0);
 	assert_int_equal(sh("python3 - > py.txt <<'EOF'\n"
 	                    "import hmac, hashlib\n"
 	                    "def tlv(b, i):\n"
@@ -900,17 +901,22 @@ static void test_linkage_token_from_certificate(void **state)
 	                    "    if n & 0x80:\n"
 	                    "        k = n & 0x7f; n = int.from_bytes(b[i:i + k], 'big'); i += k\n"
 	                    "    return tag, i, i + n      # tag, content start, end\n"
-	                    "der = open('auth.der', 'rb').read()\n"
-	                    "_, c, _ = tlv(der, 0)              # Certificate\n"
-	                    "_, i, _ = tlv(der, c)              # tbsCertificate\n"
-	                    "tag, s, e = tlv(der, i)\n"
-	                    "if tag == 0xa0: tag, s, e = tlv(der, e)   # [0] version\n"
-	                    "serial = der[s:e]\n"
-	                    "_, _, e = tlv(der, e)              # signature algorithm\n"
-	                    "start = e; _, _, e = tlv(der, e)   # issuer, tag and length included\n"
+	                    "def fields(der):\n"
+	                    "    _, c, _ = tlv(der, 0)              # Certificate\n"
+	                    "    _, i, _ = tlv(der, c)              # tbsCertificate\n"
+	                    "    tag, s, e = tlv(der, i)\n"
+	                    "    if tag == 0xa0: tag, s, e = tlv(der, e)   # [0] version\n"
+	                    "    serial = der[s:e]\n"
+	                    "    for _ in range(4): _, _, e = tlv(der, e)  # sig alg, issuer, validity, subject\n"
+	                    "    start = e; _, _, e = tlv(der, e)   # subjectPublicKeyInfo, whole\n"
+	                    "    return serial, der[start:e]\n"
+	                    "serial, _ = fields(open('auth.der', 'rb').read())\n"
+	                    "_, ca_spki = fields(open('jpki-ca.der', 'rb').read())\n"
+	                    "v = int.from_bytes(serial, 'big', signed=True)\n"
+	                    "canon = v.to_bytes(((v if v >= 0 else ~v).bit_length() + 8) // 8, 'big', signed=True)\n"
 	                    "key = bytes.fromhex(open('token.key').read().strip())\n"
-	                    "print(hmac.new(key, b'jpki' + der[start:e] + serial, hashlib.sha256)"
-	                    ".hexdigest()[:32])\n"
+	                    "print(hmac.new(key, b'jpki2' + hashlib.sha256(ca_spki).digest() + canon,"
+	                    " hashlib.sha256).hexdigest()[:32])\n"
 	                    "EOF"), 0);
 	assert_int_equal(sh("cmp -s ctl.txt py.txt"), 0);
 	/* the terminal derives the same token from the same certificate */
@@ -918,7 +924,7 @@ static void test_linkage_token_from_certificate(void **state)
 	assert_int_equal(kp_token_key_load(path, key), 0);
 	snprintf(path, sizeof(path), "%s/auth.der", F->dir);
 	assert_int_equal(kp_cert_load(&auth, path), 0);
-	assert_int_equal(kp_linkage_token(key, auth, t), 0);
+	assert_int_equal(kp_linkage_token(key, ca_cert, auth, t), 0);
 	kp_zeroize(key, sizeof(key));
 	kp_hex(t, KP_TOKEN_LEN, hex);
 	snprintf(path, sizeof(path), "%s/ctl.txt", F->dir);
@@ -933,6 +939,7 @@ static void test_linkage_token_from_certificate(void **state)
 	/* jpki:<certificate> names the same linkage as token:<hex> */
 	assert_int_equal(sh("\"$CTL\" linkage add backend.db jpki:auth.der resident "
 	                    "2025-01-01T00:00:00Z 2099-01-01T00:00:00Z --token-key token.key "
+	                    "--jpki-ca jpki-ca.der "
 	                    ">/dev/null && \"$CTL\" linkage list backend.db > list.txt && "
 	                    "grep -qi \"^$(cat ctl.txt) \" list.txt"),
 	                 0);
@@ -943,7 +950,16 @@ static void test_linkage_token_from_certificate(void **state)
 	assert_int_equal(sh("\"$CTL\" linkage add backend.db jpki:auth.der resident 2025-01-01T00:00:00Z "
 	                    "2099-01-01T00:00:00Z 2>/dev/null"), 1);
 	assert_int_equal(sh("\"$CTL\" linkage token --token-key token.key --cert nothing.der "
-	                    "2>/dev/null"), 1);
+	                    "--jpki-ca jpki-ca.der 2>/dev/null"), 1);
+	/* without the CA that issued it, no token: it is bound to that CA's key */
+	assert_int_equal(sh("\"$CTL\" linkage token --token-key token.key --cert auth.der "
+	                    "2>/dev/null"), 2);
+	assert_int_equal(sh("\"$CTL\" linkage token --token-key token.key --cert auth.der "
+	                    "--jpki-ca auth.der 2>err.txt; test $? -eq 1 && grep -q 'not a My Number' err.txt"),
+	                 0);
+	assert_int_equal(sh("\"$CTL\" linkage add backend.db jpki:auth.der resident "
+	                    "2025-01-01T00:00:00Z 2099-01-01T00:00:00Z --token-key token.key "
+	                    "2>err.txt; test $? -eq 1 && grep -q -- '--jpki-ca' err.txt"), 0);
 	assert_int_equal(sh("\"$CTL\" linkage token --token-key token.key 2>/dev/null"), 2);
 	kp_cert_free(auth);
 	kp_cert_free(ca_cert);

@@ -1,6 +1,6 @@
 /* kippuctl linkage ...: My Number linkage at the backend (GunMaaS-style resident categories).
- * A linkage is known only by its linkage token, HMAC-SHA256(token_key, "jpki" || issuer DER
- * || serial)[0..16] of the card's user-authentication certificate: this tool reads such a
+ * A linkage is known only by its linkage token, kp_linkage_token of the card's
+ * user-authentication certificate and the JPKI CA that issued it: this tool reads such a
  * certificate to compute the token and never prints, stores or logs the serial or a name. */
 #include <getopt.h>
 #include <stdio.h>
@@ -13,12 +13,14 @@
 
 static const char usage_text[] =
 	"  kippuctl linkage add DB LINKAGE CATEGORY FROM UNTIL [--card CARD]... --token-key PATH\n"
-	"  kippuctl linkage revoke DB LINKAGE [--token-key PATH]\n"
-	"  kippuctl linkage link DB LINKAGE CARD --token-key PATH\n"
+	"                   [--jpki-ca CA[,CA...]]\n"
+	"  kippuctl linkage revoke DB LINKAGE [--token-key PATH] [--jpki-ca CA[,CA...]]\n"
+	"  kippuctl linkage link DB LINKAGE CARD --token-key PATH [--jpki-ca CA[,CA...]]\n"
 	"  kippuctl linkage list DB [--at TIME] | linkage cards DB | linkage requests DB\n"
 	"                   [--terminal ID]     (list: status as of TIME, default now)\n"
-	"  kippuctl linkage token --token-key PATH --cert AUTH.der\n"
-	"      (LINKAGE = token:<32 hex> or jpki:<user-authentication certificate, DER or PEM>)\n";
+	"  kippuctl linkage token --token-key PATH --cert AUTH.der --jpki-ca CA[,CA...]\n"
+	"      (LINKAGE = token:<32 hex> or jpki:<user-authentication certificate, DER or PEM>;\n"
+	"       jpki: needs --jpki-ca, the JPKI CA certificate(s) the terminals' jpki_ca names)\n";
 
 void kp_ctl_linkage_usage(FILE *fp)
 {
@@ -29,7 +31,7 @@ void kp_ctl_linkage_usage(FILE *fp)
 #define MAX_POS   8
 
 struct largs {
-	const char *token_key, *cert, *terminal, *at;
+	const char *token_key, *cert, *terminal, *at, *jpki_ca;
 	const char *cards[MAX_CARDS];
 	int n_cards;
 	int n;
@@ -41,6 +43,7 @@ static int parse(int argc, char **argv, struct largs *a)
 	static const struct option opts[] = {
 		{ "token-key", required_argument, NULL, 't' },
 		{ "cert", required_argument, NULL, 'c' },
+		{ "jpki-ca", required_argument, NULL, 'J' },
 		{ "card", required_argument, NULL, 'C' },
 		{ "terminal", required_argument, NULL, 'T' },
 		{ "at", required_argument, NULL, 'a' },
@@ -55,6 +58,8 @@ static int parse(int argc, char **argv, struct largs *a)
 			a->token_key = optarg;
 		} else if (c == 'c') {
 			a->cert = optarg;
+		} else if (c == 'J') {
+			a->jpki_ca = optarg;
 		} else if (c == 'T') {
 			a->terminal = optarg;
 		} else if (c == 'a') {
@@ -98,55 +103,58 @@ static int need_key(const struct largs *a, const char *what, uint8_t key[KP_TOKE
 	return 0;
 }
 
-/* HMAC-SHA256(key, "jpki" || issuer DER || serial)[0..16]. The message is built on the heap:
- * a real JPKI issuer Name alone is some 130 bytes. */
-static int cert_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const char *path,
-                              uint8_t token[KP_TOKEN_LEN])
-{
-	static const char kind[] = "jpki";
-	const uint8_t *issuer = NULL, *serial = NULL;
-	size_t issuer_len = 0, serial_len = 0, len;
-	uint8_t mac[KP_SHA256_LEN], *msg = NULL;
-	kp_cert *cert = NULL;
-	int rc;
+#define MAX_JPKI_CAS 8
 
-	rc = kp_cert_load(&cert, path);
-	if (rc != 0) {
-		fprintf(stderr, "kippuctl: %s: %s\n", path, kp_strerror(rc));
+/* The linkage token of a user-authentication certificate (kp_linkage_token): bound to the
+ * configured CA that signed it, so the certificate must be a card's and chain to one of
+ * --jpki-ca (its dates are not looked at: an expired card still names its linkage). */
+static int cert_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const char *path,
+                              const char *ca_list, uint8_t token[KP_TOKEN_LEN])
+{
+	kp_cert *cert = NULL, *cas[MAX_JPKI_CAS] = { NULL };
+	char list[1024], err[256], *save = NULL;
+	size_t n_cas = 0, issuer = 0;
+	int rc = -1;
+
+	if (ca_list == NULL || ca_list[0] == '\0') {
+		fprintf(stderr, "kippuctl: a certificate's linkage token needs --jpki-ca CA[,CA...]: "
+		        "the token is bound to the JPKI CA that issued the card\n");
 		return -1;
 	}
-	rc = kp_cert_issuer_raw(cert, &issuer, &issuer_len);
-	if (rc == 0)
-		rc = kp_cert_serial_raw(cert, &serial, &serial_len);
-	if (rc != 0 || issuer_len == 0 || serial_len == 0) {
-		fprintf(stderr, "kippuctl: %s: no issuer or serial number in the certificate\n", path);
-		rc = -1;
+	if ((size_t)snprintf(list, sizeof(list), "%s", ca_list) >= sizeof(list)) {
+		fprintf(stderr, "kippuctl: --jpki-ca: list too long\n");
+		return -1;
+	}
+	for (char *p = strtok_r(list, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
+		if (n_cas == MAX_JPKI_CAS) {
+			fprintf(stderr, "kippuctl: --jpki-ca: at most %d certificates\n", MAX_JPKI_CAS);
+			goto out;
+		}
+		if (kp_cert_load(&cas[n_cas], p) != 0) {
+			fprintf(stderr, "kippuctl: --jpki-ca %s: cannot load the certificate\n", p);
+			goto out;
+		}
+		n_cas++;
+	}
+	if (kp_cert_load(&cert, path) != 0) {
+		fprintf(stderr, "kippuctl: %s: not a certificate (DER or PEM)\n", path);
 		goto out;
 	}
-	len = sizeof(kind) - 1 + issuer_len + serial_len;
-	msg = malloc(len);
-	if (msg == NULL) {
-		fprintf(stderr, "kippuctl: out of memory\n");
-		rc = -1;
+	if (kp_jpki_check_card(cert, (const kp_cert *const *)cas, n_cas, INT64_MIN, &issuer, err,
+	                       sizeof(err)) != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: not a My Number card's certificate from --jpki-ca: %s\n",
+		        path, err);
 		goto out;
 	}
-	memcpy(msg, kind, sizeof(kind) - 1);
-	memcpy(msg + sizeof(kind) - 1, issuer, issuer_len);
-	memcpy(msg + sizeof(kind) - 1 + issuer_len, serial, serial_len);
-	rc = kp_hmac_sha256(key, KP_TOKEN_KEY_LEN, msg, len, mac);
-	if (rc != 0) {
-		fprintf(stderr, "kippuctl: HMAC: %s\n", kp_strerror(rc));
-		rc = -1;
+	if (kp_linkage_token(key, cas[issuer], cert, token) != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: no usable serial number\n", path);
 		goto out;
 	}
-	memcpy(token, mac, KP_TOKEN_LEN);
+	rc = 0;
 out:
-	kp_zeroize(mac, sizeof(mac));
-	if (msg != NULL) {
-		kp_zeroize(msg, len);
-		free(msg);
-	}
 	kp_cert_free(cert);
+	for (size_t i = 0; i < n_cas; i++)
+		kp_cert_free(cas[i]);
 	return rc;
 }
 
@@ -164,7 +172,7 @@ static int linkage_arg(const struct largs *a, const char *s, uint8_t key[KP_TOKE
 	if (strncmp(s, "jpki:", 5) == 0 && s[5] != '\0') {
 		if (need_key(a, "a certificate", key, have_key) != 0)
 			return -1;
-		return cert_linkage_token(key, s + 5, token);
+		return cert_linkage_token(key, s + 5, a->jpki_ca, token);
 	}
 	fprintf(stderr, "kippuctl: LINKAGE must be token:<32 hex digits> or jpki:<AUTH.der>\n");
 	return -1;
@@ -221,13 +229,13 @@ static int cmd_token(const struct largs *a)
 	char hex[2 * KP_TOKEN_LEN + 1];
 	int have = 0, rc;
 
-	if (a->n != 0 || a->cert == NULL || a->token_key == NULL) {
+	if (a->n != 0 || a->cert == NULL || a->token_key == NULL || a->jpki_ca == NULL) {
 		kp_ctl_linkage_usage(stderr);
 		return 2;
 	}
 	if (need_key(a, "a certificate", key, &have) != 0)
 		return 1;
-	rc = cert_linkage_token(key, a->cert, token);
+	rc = cert_linkage_token(key, a->cert, a->jpki_ca, token);
 	kp_zeroize(key, sizeof(key));
 	if (rc != 0)
 		return 1;

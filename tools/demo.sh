@@ -122,15 +122,16 @@ step "10. My Number linkage (GunMaaS-style): two residents' test My Number cards
 	--not-before 2026-04-01T00:00:00+09:00 >/dev/null
 "$CTL" jpki card create --ca-key jpki-ca.key --ca-cert jpki-ca.crt --dir taro-card --serial 7305100100001002 \
 	--not-before 2026-04-01T00:00:00+09:00 >/dev/null
-HANAKO=token:$("$CTL" linkage token --token-key token.key --cert hanako-card/auth.der)
+HANAKO=token:$("$CTL" linkage token --token-key token.key --cert hanako-card/auth.der --jpki-ca jpki-ca.crt)
 echo "  hanako's linkage token: ${HANAKO#token:}"
 echo "  (only this token is ever stored or sent; the 12-digit number is never read)"
 "$CTL" backend product $DB RES 10 OP-A "Resident demand bus, 10 rides" --category resident >/dev/null
 # Linked online at the backend today (whatever today is): hanako's residency covers it.
 "$CTL" linkage add $DB jpki:hanako-card/auth.der resident 2026-04-01T00:00:00+09:00 \
-	2040-04-01T00:00:00+09:00 --card felica:01010203040506D0 --token-key token.key >/dev/null
+	2040-04-01T00:00:00+09:00 --card felica:01010203040506D0 --token-key token.key \
+	--jpki-ca jpki-ca.crt >/dev/null
 "$CTL" linkage add $DB jpki:taro-card/auth.der senior-resident 2026-04-01T00:00:00+09:00 \
-	2026-12-10T00:00:00+09:00 --token-key token.key >/dev/null
+	2026-12-10T00:00:00+09:00 --token-key token.key --jpki-ca jpki-ca.crt >/dev/null
 "$CTL" backend card $DB "$HANAKO" --label "hanako (linkage)"
 "$CTL" backend sell $DB "$HANAKO" RES 2026-11-01T00:00:00+09:00 \
 	2027-03-31T00:00:00+09:00 --token-key token.key
@@ -148,7 +149,8 @@ grep '^show' BUS-A-01-hmi.log | while read -r _ ms result reason product left te
 sync_terminal BUS-A-01
 "$CTL" linkage requests $DB
 step "   hanako's linkage is revoked; the bus syncs and her card is refused the next day"
-"$CTL" linkage revoke $DB jpki:hanako-card/auth.der --token-key token.key >/dev/null
+"$CTL" linkage revoke $DB jpki:hanako-card/auth.der --token-key token.key \
+	--jpki-ca jpki-ca.crt >/dev/null
 sync_terminal BUS-A-01
 run_terminal BUS-A-01 revoked.txt
 sync_terminal BUS-A-01
