@@ -134,6 +134,15 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  ON DELETE CASCADE, kind TEXT NOT NULL CHECK (kind IN ('route', 'network')),"
 	"  scope_id TEXT NOT NULL CHECK (length(CAST(scope_id AS BLOB)) BETWEEN 1 AND 32),"
 	"  PRIMARY KEY (product_id, kind, scope_id)) WITHOUT ROWID;",
+
+	/* 5 (issue 13, the scheme's My Number policy, bundle format 4; self-contained so that
+	 * it can be renumbered): which products and product categories a My Number card may
+	 * use when tapped directly (none: direct taps are off). The policy's numbers live in
+	 * meta: direct_taps (0/1), direct_rides, direct_value (per linkage and service day, 0 =
+	 * no limit), elig_max_age_s (default 72 h) and elig_refreshed_ms (see bundle_refresh). */
+	"CREATE TABLE direct_tap_allow(kind TEXT NOT NULL CHECK (kind IN ('product', 'category')),"
+	"  id TEXT NOT NULL CHECK (length(CAST(id AS BLOB)) BETWEEN 1 AND 32),"
+	"  PRIMARY KEY (kind, id)) WITHOUT ROWID;",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -533,6 +542,169 @@ static int meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v)
 	*v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : def;
 	sqlite3_finalize(st);
 	return KP_BE_OK;
+}
+
+/* ---- the scheme's My Number policy (bundle format 4) ---- */
+
+static int allow_list(kp_bstore *s, const char *kind, char (*ids)[KP_ID_MAX + 1], size_t *n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT id FROM direct_tap_allow WHERE kind = ?1 ORDER BY id");
+
+	*n = 0;
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW && *n < KP_POLICY_LIST_MAX) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		/* a row put in by hand that no terminal could hold is left out */
+		if (id != NULL && kp_cbor_id_valid(id, false))
+			snprintf(ids[(*n)++], KP_ID_MAX + 1, "%s", id);
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+int kp_bstore_get_policy(kp_bstore *s, struct kp_bundle_policy *p)
+{
+	int64_t direct = 0;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	rc = meta_int(s, "direct_taps", 0, &direct);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "direct_rides", 0, &p->direct_rides);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "direct_value", 0, &p->direct_value);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "elig_max_age_s", KP_POLICY_MAX_AGE_DEFAULT, &p->max_age_s);
+	if (rc == KP_BE_OK)
+		rc = allow_list(s, "product", p->products, &p->n_products);
+	if (rc == KP_BE_OK)
+		rc = allow_list(s, "category", p->categories, &p->n_categories);
+	if (rc != KP_BE_OK)
+		return rc;
+	p->direct = direct == 1 && p->n_products + p->n_categories > 0;
+	if (p->max_age_s < KP_POLICY_MAX_AGE_MIN || p->max_age_s > KP_POLICY_MAX_AGE_MAX)
+		p->max_age_s = KP_POLICY_MAX_AGE_DEFAULT;       /* a value put in by hand */
+	if (!p->direct || p->direct_rides < 0 || p->direct_rides > KP_POLICY_RIDES_MAX)
+		p->direct_rides = 0;
+	if (!p->direct || p->direct_value < 0 || p->direct_value > KP_POLICY_VALUE_MAX)
+		p->direct_value = 0;
+	if (!p->direct)
+		p->n_products = p->n_categories = 0;
+	return KP_BE_OK;
+}
+
+static int meta_put(kp_bstore *s, const char *key, int64_t v);
+
+static int allow_put(kp_bstore *s, const char *kind, const char (*ids)[KP_ID_MAX + 1], size_t n)
+{
+	int rc = KP_BE_OK;
+
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
+		sqlite3_stmt *st = NULL;
+
+		rc = prep(s, &st, "INSERT OR IGNORE INTO direct_tap_allow(kind, id) VALUES (?1, ?2)");
+		if (rc != KP_BE_OK)
+			break;
+		sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, ids[i], -1, SQLITE_TRANSIENT);
+		rc = step_done(s, st, "direct tap allow");
+	}
+	return rc;
+}
+
+int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p)
+{
+	int rc;
+
+	s->err[0] = '\0';
+	if (p->max_age_s < KP_POLICY_MAX_AGE_MIN || p->max_age_s > KP_POLICY_MAX_AGE_MAX) {
+		snprintf(s->err, sizeof(s->err), "eligibility max age: %d to %d hours",
+		         KP_POLICY_MAX_AGE_MIN / 3600, KP_POLICY_MAX_AGE_MAX / 3600);
+		return KP_BE_E_INVAL;
+	}
+	if (p->direct && (p->n_products + p->n_categories == 0 ||
+	                  p->n_products > KP_POLICY_LIST_MAX ||
+	                  p->n_categories > KP_POLICY_LIST_MAX)) {
+		snprintf(s->err, sizeof(s->err), "direct taps: name 1 to %d products and/or 1 to %d "
+		         "categories", KP_POLICY_LIST_MAX, KP_POLICY_LIST_MAX);
+		return KP_BE_E_INVAL;
+	}
+	if (p->direct_rides < 0 || p->direct_rides > KP_POLICY_RIDES_MAX ||
+	    p->direct_value < 0 || p->direct_value > KP_POLICY_VALUE_MAX) {
+		snprintf(s->err, sizeof(s->err), "rides per day 0 to %d, value per day 0 to 10^12 "
+		         "minor units (0: no limit)", KP_POLICY_RIDES_MAX);
+		return KP_BE_E_INVAL;
+	}
+	for (size_t i = 0; i < p->n_products + p->n_categories; i++) {
+		const char *id = i < p->n_products ? p->products[i] : p->categories[i - p->n_products];
+
+		if (!kp_cbor_id_valid(id, false)) {
+			snprintf(s->err, sizeof(s->err), "'%.40s': ids are 1-32 characters of "
+			         "A-Z a-z 0-9 - _ .", id);
+			return KP_BE_E_INVAL;
+		}
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	for (size_t i = 0; rc == KP_BE_OK && i < p->n_products; i++) {
+		sqlite3_stmt *st = NULL;
+
+		rc = prep(s, &st, "SELECT 1 FROM products WHERE id = ?1");
+		if (rc != KP_BE_OK)
+			break;
+		sqlite3_bind_text(st, 1, p->products[i], -1, SQLITE_TRANSIENT);
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			snprintf(s->err, sizeof(s->err), "no product %s", p->products[i]);
+			rc = KP_BE_E_NOTFOUND;
+		}
+		sqlite3_finalize(st);
+	}
+	if (rc == KP_BE_OK)
+		rc = exec(s, "DELETE FROM direct_tap_allow");
+	if (rc == KP_BE_OK && p->direct)
+		rc = allow_put(s, "product", (const char (*)[KP_ID_MAX + 1])p->products, p->n_products);
+	if (rc == KP_BE_OK && p->direct)
+		rc = allow_put(s, "category", (const char (*)[KP_ID_MAX + 1])p->categories,
+		               p->n_categories);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "direct_taps", p->direct ? 1 : 0);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "direct_rides", p->direct ? p->direct_rides : 0);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "direct_value", p->direct ? p->direct_value : 0);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "elig_max_age_s", p->max_age_s);
+	return commit_change(s, rc);
+}
+
+/* A terminal judges the age of its eligibility data by the bundle's `issued` time, so a
+ * backend whose state does not change still sends a fresh bundle at least every quarter of
+ * the maximum age: the state version moves on when the last refresh is that old. */
+static int bundle_refresh(kp_bstore *s, int64_t now_ms)
+{
+	int64_t max_age = KP_POLICY_MAX_AGE_DEFAULT, last = -1;
+	int rc = meta_int(s, "elig_max_age_s", KP_POLICY_MAX_AGE_DEFAULT, &max_age);
+
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "elig_refreshed_ms", -1, &last);
+	if (rc != KP_BE_OK || (last >= 0 && now_ms - last < max_age * 1000 / 4 && now_ms >= last))
+		return rc;
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "elig_refreshed_ms", now_ms);
+	/* the first call only starts the clock */
+	if (rc == KP_BE_OK && last >= 0 && now_ms > last)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
 }
 
 /* The service days of a pass first used at at_ms, as a terminal computes them
@@ -979,7 +1151,7 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 	return commit_change(s, rc);
 }
 
-static int set_service_day_meta(kp_bstore *s, const char *key, int64_t v)
+static int meta_put(kp_bstore *s, const char *key, int64_t v)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = prep(s, &st, "INSERT INTO meta(key, value) VALUES (?1, ?2)"
@@ -1002,9 +1174,9 @@ int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s)
 	}
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc == KP_BE_OK)
-		rc = set_service_day_meta(s, "service_day_end_s", end_s);
+		rc = meta_put(s, "service_day_end_s", end_s);
 	if (rc == KP_BE_OK)
-		rc = set_service_day_meta(s, "utc_offset_s", utc_offset_s);
+		rc = meta_put(s, "utc_offset_s", utc_offset_s);
 	if (rc == KP_BE_OK)
 		rc = exec(s, "COMMIT");
 	if (rc != KP_BE_OK)
@@ -2015,6 +2187,8 @@ static int fill_bundle(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 	/* Cards' state across terminals is the fare engine's: a backend that sells N-ride
 	 * tickets only keeps sending format 1, byte for byte. */
 	rc = fill_scopes(s, b);
+	if (rc == KP_BE_OK)
+		rc = kp_bstore_get_policy(s, &b->policy);
 	if (rc == KP_BE_OK && b->format == 2)
 		rc = fill_remote(s, terminal, now_ms, b);
 	if (rc != KP_BE_OK)
@@ -2040,6 +2214,9 @@ int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, 
 	*has = 0;
 	s->n_left_out = 0;
 	s->left_out[0] = '\0';
+	rc = bundle_refresh(s, now_ms);
+	if (rc != KP_BE_OK)
+		return rc;
 	/* One read transaction: the snapshot and its version agree. */
 	rc = exec(s, "BEGIN");
 	if (rc != KP_BE_OK)

@@ -21,7 +21,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 4
+#define KP_BSTORE_SCHEMA_VERSION 5
 
 int  kp_bstore_open(kp_bstore **out, const char *path);
 void kp_bstore_close(kp_bstore *s);
@@ -101,6 +101,13 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
                       int64_t valid_from_ms, int64_t valid_until_ms, int64_t balance,
                       int first_use, int64_t now_ms, int64_t *ent_id);
 /* The terminals' service day (default 04:00 at UTC+09:00), for first-use passes. */
+/* The scheme's My Number policy (bundle format 4): direct taps of My Number cards (off,
+ * or for the listed products and product categories, with limits per linkage and service
+ * day) and the maximum age of eligibility data. Set: validated (KP_BE_E_INVAL, a product
+ * not held KP_BE_E_NOTFOUND, the reason in kp_bstore_errmsg), one transaction, the state
+ * version bumped. */
+int kp_bstore_get_policy(kp_bstore *s, struct kp_bundle_policy *p);
+int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p);
 int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s);
 /* Upserts what b holds of the fare engine's configuration in one transaction (one state
  * version): operators, products of every kind (with category, operators, stops), product

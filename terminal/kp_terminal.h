@@ -158,7 +158,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 11
+#define KP_SCHEMA_VERSION 12
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */

@@ -635,7 +635,7 @@ static void test_format3_malformed_refused(void **state)
 {
 	static const struct patch patches[] = {
 		{ "617603", 2, 0x02, "remote and scopes in a format 2 bundle" },
-		{ "617603", 2, 0x04, "format 4" },
+		{ "617603", 2, 0x05, "format 5" },
 		{ "626F6E191388", 4, 0x20, "leg: on after off" },
 		{ "647061696401", 5, 0x02, "paid: 2" },
 		{ "66636C6F73656417", 7, 0x00, "closed: 0" },

@@ -27,6 +27,10 @@ static const char usage_text[] =
 	"  kippuctl backend fares import GTFS_DIR DB [--feed-id ID] | fares list DB\n"
 	"  kippuctl backend fares remove DB FEED | products DB | fare-rules DB\n"
 	"  kippuctl backend service-day DB HH:MM [+HH:MM]   (default 04:00 +09:00)\n"
+	"  kippuctl backend policy DB   (the scheme's My Number policy, as the bundle carries it)\n"
+	"  kippuctl backend policy DB direct off | direct on [products=ID,...] [categories=C,...]\n"
+	"                          [rides-per-day=N] [value-per-day=MINOR_UNITS]   (0: no limit)\n"
+	"  kippuctl backend policy DB eligibility-max-age HOURS   (1-8784, default 72)\n"
 	"  kippuctl backend deny DB CARD REASON --token-key PATH\n"
 	"  kippuctl backend undeny DB CARD --token-key PATH\n"
 	"  kippuctl backend records|ledger|terminals|entitlements|overdrafts DB [--terminal ID]\n"
@@ -41,6 +45,150 @@ void kp_ctl_backend_usage(FILE *fp)
 static int64_t now_ms(void)
 {
 	return (int64_t)time(NULL) * 1000;
+}
+
+/* "A,B,C" into ids (sorted, unique, each 1-32 of A-Z a-z 0-9 - _ .); -1 with the reason. */
+static int id_list(const char *what, const char *list, char (*ids)[KP_ID_MAX + 1], size_t *n)
+{
+	char buf[1024], *save = NULL;
+
+	*n = 0;
+	if (strlen(list) >= sizeof(buf)) {
+		fprintf(stderr, "kippuctl: policy: %s: list too long\n", what);
+		return -1;
+	}
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *t = strtok_r(buf, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+		size_t k = *n;
+
+		if (!kp_valid_id(t)) {
+			fprintf(stderr, "kippuctl: policy: %s: '%.40s' is not 1-32 characters of "
+			        "A-Z a-z 0-9 - _ .\n", what, t);
+			return -1;
+		}
+		if (*n == KP_POLICY_LIST_MAX) {
+			fprintf(stderr, "kippuctl: policy: %s: at most %d\n", what, KP_POLICY_LIST_MAX);
+			return -1;
+		}
+		/* insertion in order; a duplicate is one entry */
+		while (k > 0 && strcmp(ids[k - 1], t) > 0)
+			k--;
+		if (k > 0 && strcmp(ids[k - 1], t) == 0)
+			continue;
+		memmove(ids[k + 1], ids[k], (*n - k) * sizeof(ids[0]));
+		snprintf(ids[k], KP_ID_MAX + 1, "%s", t);
+		(*n)++;
+	}
+	return 0;
+}
+
+static int policy_number(const char *what, const char *v, int64_t max, int64_t *out)
+{
+	char *end = NULL;
+
+	errno = 0;
+	*out = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || *out < 0 || *out > max) {
+		fprintf(stderr, "kippuctl: policy: %s: a whole number from 0 to %lld, not '%.40s'\n",
+		        what, (long long)max, v);
+		return -1;
+	}
+	return 0;
+}
+
+static void policy_show(const struct kp_bundle_policy *p)
+{
+	printf("direct My Number taps: %s\n", p->direct ? "on" : "off");
+	if (p->direct) {
+		printf("  products:");
+		for (size_t i = 0; i < p->n_products; i++)
+			printf("%s%s", i ? "," : " ", p->products[i]);
+		printf("%s\n  categories:", p->n_products ? "" : " (none)");
+		for (size_t i = 0; i < p->n_categories; i++)
+			printf("%s%s", i ? "," : " ", p->categories[i]);
+		printf("%s\n", p->n_categories ? "" : " (none)");
+		printf("  rides per linkage and day: ");
+		p->direct_rides ? printf("%lld\n", (long long)p->direct_rides) : printf("no limit\n");
+		printf("  value per linkage and day: ");
+		p->direct_value ? printf("%lld\n", (long long)p->direct_value) : printf("no limit\n");
+	}
+	printf("eligibility max age: %lld hours\n", (long long)(p->max_age_s / 3600));
+}
+
+/* kippuctl backend policy DB [direct off | direct on KEY=VALUE... | eligibility-max-age H] */
+static int backend_policy(kp_bstore *s, char **args, int n)
+{
+	struct kp_bundle_policy p;
+	int64_t v = 0;
+	int rc = kp_bstore_get_policy(s, &p);
+
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return 1;
+	}
+	if (n == 0) {
+		policy_show(&p);
+		return 0;
+	}
+	if (strcmp(args[0], "eligibility-max-age") == 0 && n == 2) {
+		if (policy_number("eligibility-max-age (hours)", args[1],
+		                  KP_POLICY_MAX_AGE_MAX / 3600, &v) != 0)
+			return 2;
+		if (v < KP_POLICY_MAX_AGE_MIN / 3600) {
+			fprintf(stderr, "kippuctl: policy: eligibility-max-age: at least 1 hour\n");
+			return 2;
+		}
+		p.max_age_s = v * 3600;
+	} else if (strcmp(args[0], "direct") == 0 && n == 2 && strcmp(args[1], "off") == 0) {
+		p.direct = 0;
+		p.direct_rides = p.direct_value = 0;
+		p.n_products = p.n_categories = 0;
+	} else if (strcmp(args[0], "direct") == 0 && n >= 2 && strcmp(args[1], "on") == 0) {
+		memset(p.products, 0, sizeof(p.products));
+		memset(p.categories, 0, sizeof(p.categories));
+		p.direct = 1;
+		p.direct_rides = p.direct_value = 0;
+		p.n_products = p.n_categories = 0;
+		for (int i = 2; i < n; i++) {
+			const char *eq = strchr(args[i], '=');
+			size_t klen = eq != NULL ? (size_t)(eq - args[i]) : 0;
+			int bad;
+
+			if (eq != NULL && klen == 8 && strncmp(args[i], "products", 8) == 0)
+				bad = id_list("products", eq + 1, p.products, &p.n_products);
+			else if (eq != NULL && klen == 10 && strncmp(args[i], "categories", 10) == 0)
+				bad = id_list("categories", eq + 1, p.categories, &p.n_categories);
+			else if (eq != NULL && klen == 13 && strncmp(args[i], "rides-per-day", 13) == 0)
+				bad = policy_number("rides-per-day", eq + 1, KP_POLICY_RIDES_MAX,
+				                    &p.direct_rides);
+			else if (eq != NULL && klen == 13 && strncmp(args[i], "value-per-day", 13) == 0)
+				bad = policy_number("value-per-day", eq + 1, KP_POLICY_VALUE_MAX,
+				                    &p.direct_value);
+			else {
+				fprintf(stderr, "kippuctl: policy: direct on: unknown setting '%.40s' "
+				        "(products=, categories=, rides-per-day=, value-per-day=)\n",
+				        args[i]);
+				return 2;
+			}
+			if (bad)
+				return 2;
+		}
+		if (p.n_products + p.n_categories == 0) {
+			fprintf(stderr, "kippuctl: policy: direct on: name the products= and/or "
+			        "categories= a My Number card may use when tapped directly\n");
+			return 2;
+		}
+	} else {
+		kp_ctl_backend_usage(stderr);
+		return 2;
+	}
+	rc = kp_bstore_set_policy(s, &p);
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return rc == KP_BE_E_INVAL || rc == KP_BE_E_NOTFOUND ? 2 : 1;
+	}
+	policy_show(&p);
+	return 0;
 }
 
 struct bargs {
@@ -559,6 +707,9 @@ int kp_ctl_backend(int argc, char **argv)
 			printf("(none)\n");
 	} else if (strcmp(cmd, "load") == 0 && a.n == 2) {
 		exit_code = backend_load(s, a.pos[1], a.pos[1]);
+		goto out;
+	} else if (strcmp(cmd, "policy") == 0 && a.n >= 1) {
+		exit_code = backend_policy(s, (char **)a.pos + 1, a.n - 1);
 		goto out;
 	} else if (strcmp(cmd, "set") == 0 && a.n >= 3) {
 		exit_code = backend_set(s, a.pos + 1, a.n - 1);
