@@ -488,6 +488,13 @@ struct kp_fare_import_stats {
 };
 /* Imports the fare files of the GTFS feed in dir as one feed, replacing that feed's rows,
  * in one transaction: on any error nothing changes and err says "file:line: field: why". */
+/* The place of every stop of the GTFS feed in dir that has one (stops.txt stop_lat,
+ * stop_lon, in micro-degrees), for the backend's clone detection; fn returning other than
+ * KP_OK stops the walk with its code. Stops without a place, or a place out of range, are
+ * skipped. KP_E_IO when there is no stops.txt. */
+int kp_gtfs_stop_places(const char *dir,
+                        int (*fn)(void *arg, const char *stop_id, int64_t lat_e6, int64_t lon_e6),
+                        void *arg, char *err, size_t err_cap);
 int kp_fares_import(kp_store *s, const char *dir, const struct kp_fare_import_opts *opts,
                     struct kp_fare_import_stats *stats, char *err, size_t err_cap);
 

@@ -31,6 +31,9 @@ static const char usage_text[] =
 	"  kippuctl backend policy DB direct off | direct on [products=ID,...] [categories=C,...]\n"
 	"                          [rides-per-day=N] [value-per-day=MINOR_UNITS]   (0: no limit)\n"
 	"  kippuctl backend policy DB eligibility-max-age HOURS   (1-8784, default 72)\n"
+	"  kippuctl backend policy DB clones off|report|suspend [speed-kmh=N] [gap-s=N]\n"
+	"                          (default report, 120 km/h, 60 s)\n"
+	"  kippuctl backend clones DB [--terminal ID] | clones clear DB token:LINKAGE\n"
 	"  kippuctl backend deny DB CARD REASON --token-key PATH\n"
 	"  kippuctl backend undeny DB CARD --token-key PATH\n"
 	"  kippuctl backend records|ledger|terminals|entitlements|overdrafts DB [--terminal ID]\n"
@@ -115,6 +118,64 @@ static void policy_show(const struct kp_bundle_policy *p)
 	printf("eligibility max age: %lld hours\n", (long long)(p->max_age_s / 3600));
 }
 
+static const char *const CLONE_ACTIONS[] = { "off", "report", "suspend" };
+
+static int clone_policy_show(kp_bstore *s)
+{
+	int64_t speed = 0, gap = 0;
+	int action = 0;
+
+	if (kp_bstore_get_clone_policy(s, &action, &speed, &gap) != KP_BE_OK)
+		return -1;
+	printf("clone detection: %s (faster than %lld km/h between two terminals' stops, or two "
+	       "terminals less than %lld s apart where a stop's place is not known)\n",
+	       CLONE_ACTIONS[action], (long long)speed, (long long)gap);
+	return 0;
+}
+
+/* kippuctl backend policy DB clones off|report|suspend [speed-kmh=N] [gap-s=N] */
+static int clone_policy_set(kp_bstore *s, char **args, int n)
+{
+	int64_t speed = 0, gap = 0;
+	int action = -1, cur = 0;
+
+	if (kp_bstore_get_clone_policy(s, &cur, &speed, &gap) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return 1;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (n >= 2 && strcmp(args[1], CLONE_ACTIONS[i]) == 0)
+			action = i;
+	}
+	if (action < 0) {
+		fprintf(stderr, "kippuctl: policy: clones: off, report or suspend\n");
+		return 2;
+	}
+	for (int i = 2; i < n; i++) {
+		int bad;
+
+		if (strncmp(args[i], "speed-kmh=", 10) == 0)
+			bad = policy_number("speed-kmh", args[i] + 10, 2000, &speed) != 0 || speed < 1;
+		else if (strncmp(args[i], "gap-s=", 6) == 0)
+			bad = policy_number("gap-s", args[i] + 6, 86400, &gap) != 0;
+		else {
+			fprintf(stderr, "kippuctl: policy: clones: unknown setting '%.40s' (speed-kmh=, "
+			        "gap-s=)\n", args[i]);
+			return 2;
+		}
+		if (bad) {
+			fprintf(stderr, "kippuctl: policy: clones: speed-kmh 1 to 2000, gap-s 0 to "
+			        "86400\n");
+			return 2;
+		}
+	}
+	if (kp_bstore_set_clone_policy(s, action, speed, gap) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return 2;
+	}
+	return clone_policy_show(s) == 0 ? 0 : 1;
+}
+
 /* kippuctl backend policy DB [direct off | direct on KEY=VALUE... | eligibility-max-age H] */
 static int backend_policy(kp_bstore *s, char **args, int n)
 {
@@ -128,8 +189,10 @@ static int backend_policy(kp_bstore *s, char **args, int n)
 	}
 	if (n == 0) {
 		policy_show(&p);
-		return 0;
+		return clone_policy_show(s) == 0 ? 0 : 1;
 	}
+	if (strcmp(args[0], "clones") == 0)
+		return clone_policy_set(s, args, n);
 	if (strcmp(args[0], "eligibility-max-age") == 0 && n == 2) {
 		if (policy_number("eligibility-max-age (hours)", args[1],
 		                  KP_POLICY_MAX_AGE_MAX / 3600, &v) != 0)
@@ -467,6 +530,53 @@ static void import_warn(void *arg, const char *msg)
 	fprintf(stderr, "kippuctl: warning: %s\n", msg);
 }
 
+struct places {
+	struct kp_stop_place *p;
+	size_t n, cap;
+};
+
+static int place_add(void *arg, const char *stop_id, int64_t lat_e6, int64_t lon_e6)
+{
+	struct places *pl = arg;
+
+	if (pl->n == pl->cap) {
+		size_t cap = pl->cap ? pl->cap * 2 : 256;
+		struct kp_stop_place *p = realloc(pl->p, cap * sizeof(*p));
+
+		if (p == NULL)
+			return KP_E_NOMEM;
+		pl->p = p;
+		pl->cap = cap;
+	}
+	snprintf(pl->p[pl->n].stop_id, sizeof(pl->p[pl->n].stop_id), "%s", stop_id);
+	pl->p[pl->n].lat_e6 = lat_e6;
+	pl->p[pl->n].lon_e6 = lon_e6;
+	pl->n++;
+	return KP_OK;
+}
+
+/* The feed's stop places, for clone detection ("a time or distance no rider could cover");
+ * a feed without stops.txt places nothing. */
+static int backend_stop_places(kp_bstore *s, const char *dir, const char *feed)
+{
+	struct places pl = { NULL, 0, 0 };
+	char err[512] = "";
+	int rc = kp_gtfs_stop_places(dir, place_add, &pl, err, sizeof(err));
+
+	if (rc == KP_E_IO)
+		rc = KP_OK;
+	else if (rc != KP_OK)
+		fprintf(stderr, "kippuctl: feed %s: %s\n", feed, err[0] ? err : kp_strerror(rc));
+	if (rc == KP_OK && kp_bstore_put_stop_places(s, feed, pl.p, pl.n) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: feed %s: stop places: %s\n", feed, kp_bstore_errmsg(s));
+		rc = KP_E_DB;
+	}
+	if (rc == KP_OK)
+		printf("feed %s: %zu stop places for clone detection\n", feed, pl.n);
+	free(pl.p);
+	return rc;
+}
+
 /* The terminal's importer into a scratch store, then the feed as one package: the backend
  * changes only when the whole feed imported. */
 static int backend_fares_import(const char *dir, const char *db, const char *feed_arg)
@@ -517,6 +627,8 @@ static int backend_fares_import(const char *dir, const char *db, const char *fee
 		fprintf(stderr, "kippuctl: backend fares import: %s\n", kp_bstore_errmsg(s));
 		goto out;
 	}
+	if (backend_stop_places(s, dir, feed) != KP_OK)
+		goto out;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("feed %s: %lld fares, %lld fare rules, %lld rider prices, %lld products, %lld leg "
 	       "rules, %lld transfer rules, %lld warnings; package %zu rows, %zu bytes, in %.0f ms; "
@@ -627,6 +739,23 @@ int kp_ctl_backend(int argc, char **argv)
 		}
 		goto done;
 	}
+	if (strcmp(cmd, "clones") == 0 && a.n >= 1 && strcmp(a.pos[0], "clear") == 0) {
+		static const uint8_t no_key[KP_TOKEN_KEY_LEN];
+
+		if (a.n != 3 || strncmp(a.pos[2], "token:", 6) != 0 ||
+		    kp_parse_card(a.pos[2], no_key, token) != KP_OK) {
+			fprintf(stderr, "kippuctl: backend clones clear DB token:<32 hex digits> (the "
+			        "linkage as the clones report shows it)\n");
+			return 2;
+		}
+		rc = kp_bstore_open(&s, a.pos[1]);
+		if (rc != KP_BE_OK)
+			return 1;
+		rc = kp_bstore_clone_clear(s, token, now_ms());
+		if (rc == KP_BE_OK)
+			printf("linkage cleared: the next bundle carries its eligibility again\n");
+		goto done;
+	}
 	if (text_arg_bad(cmd, &a))
 		return 2;
 	rc = kp_bstore_open(&s, a.pos[0]);
@@ -708,6 +837,12 @@ int kp_ctl_backend(int argc, char **argv)
 	} else if (strcmp(cmd, "load") == 0 && a.n == 2) {
 		exit_code = backend_load(s, a.pos[1], a.pos[1]);
 		goto out;
+	} else if (strcmp(cmd, "clones") == 0 && a.n == 1) {
+		struct table t = { 0 };
+
+		rc = kp_bstore_report(s, KP_REPORT_CLONES, a.terminal, print_row, &t);
+		if (rc == KP_BE_OK && t.rows == 0)
+			printf("(no possible copies flagged)\n");
 	} else if (strcmp(cmd, "policy") == 0 && a.n >= 1) {
 		exit_code = backend_policy(s, (char **)a.pos + 1, a.n - 1);
 		goto out;
