@@ -391,6 +391,7 @@ struct kp_session {
 
 	int pending;                     /* confirm mode: a card waits for B or R */
 	uint8_t pending_token[KP_TOKEN_LEN];
+	int pending_mynumber;            /* ... a My Number card tapped directly */
 	int64_t pending_ms;
 
 	/* what the observer saw of the last record */
@@ -830,6 +831,7 @@ int kp_session_tap(kp_session *ss, struct kp_reader *r, const struct kp_card_inf
 		t.pending = 1;
 		ss->pending = 1;
 		memcpy(ss->pending_token, token, KP_TOKEN_LEN);
+		ss->pending_mynumber = info->tech == KP_TECH_ISO14443B;
 		ss->pending_ms = now_ms;
 	}
 	ss->has_last = 1;
@@ -953,7 +955,10 @@ static int act(kp_session *ss, const struct kp_console_action *a, int64_t now)
 			return 0;
 		ss->pending = 0;
 		ss->obs_valid = 0;
-		rc = kp_tap_decide(ss->io.engine, ss->pending_token, now, &o);
+		/* a My Number card boards under the scheme's policy for direct taps */
+		rc = ss->pending_mynumber ?
+		     kp_tap_decide_mynumber(ss->io.engine, ss->pending_token, now, &o) :
+		     kp_tap_decide(ss->io.engine, ss->pending_token, now, &o);
 		if (rc != KP_OK) {
 			kp_session_tap_failed(ss, now);
 			return 0;

@@ -426,6 +426,10 @@ int  kp_tap_engine_token_key(const kp_tap_engine *e, uint8_t key[KP_TOKEN_KEY_LE
 /* Decides for a card token at time now_ms, journals and commits (signed) before returning. */
 int  kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
                    struct kp_tap_outcome *out);
+/* The same for a My Number card tapped directly (token: its linkage token): the scheme's
+ * policy for direct taps applies (direct-not-allowed, direct-limit; bundle format 4). */
+int  kp_tap_decide_mynumber(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                            struct kp_tap_outcome *out);
 /* Journals a refusal that has no entitlement lookup (card unreadable, unsupported card);
  * token may be NULL. */
 int  kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, int64_t now_ms,

@@ -424,7 +424,7 @@ static int policy_load(kp_tap_engine *e, struct policy *p)
 	memset(p, 0, sizeof(*p));
 	p->max_age_s = KP_POLICY_MAX_AGE_DEFAULT;
 	rc = kp_store_meta_get(e->s, "mynumber_policy", text, sizeof(text));
-	if (rc == KP_OK && sscanf(text, "%d %d %lld %lld %lld %lld %llu %560s %560s", &fmt, &direct,
+	if (rc == KP_OK && sscanf(text, "%d %d %lld %lld %lld %lld %llu %529s %529s", &fmt, &direct,
 	                          &rides, &value, &age, &issued, &seq, prods, cats) == 9 &&
 	    fmt == 4 && age > 0) {
 		p->synced = p->known = 1;
@@ -1158,6 +1158,12 @@ int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	return decide(e, token, now_ms, 0, out);
 }
 
+int kp_tap_decide_mynumber(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                           struct kp_tap_outcome *out)
+{
+	return decide(e, token, now_ms, 1, out);
+}
+
 static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
                   int direct, struct kp_tap_outcome *out)
 {
@@ -1495,7 +1501,7 @@ int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info
 			return kp_tap_refuse(e, NULL, reason, now_ms, out);
 		/* it proves only that somebody presented these certificate bytes: the scheme's
 		 * policy says what, if anything, such a tap may use */
-		return decide(e, token, now_ms, 1, out);
+		return kp_tap_decide_mynumber(e, token, now_ms, out);
 	}
 	if (info->tech != KP_TECH_FELICA)
 		return kp_tap_refuse(e, NULL, "unsupported-card", now_ms, out);
