@@ -22,7 +22,7 @@ DEB_PKGS := gcc make libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev l
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 PKG_CFLAGS = $(shell pkg-config --cflags libnfc sqlite3 cmocka libcbor 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs libnfc sqlite3 libcbor 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread
+PKG_LIBS   = $(shell pkg-config --libs libnfc sqlite3 libcbor 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 # The driver console (ncursesw) and the event stream (jansson): kippu-terminal and the
 # console's tests only.

@@ -3,6 +3,7 @@
  * entitlements with their merged uses, the denylist, My Number linkages and the cards linked
  * to them, and a state version that tells terminals when a new config bundle is due. One
  * connection per server thread; every change is one transaction. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +195,36 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  SELECT id, terminal, seq, linkage, card, result, reason, at FROM link_requests;"
 	"DROP TABLE link_requests;"
 	"ALTER TABLE link_requests_v5 RENAME TO link_requests;",
+
+	/* 6 (issue 13, the scheme's My Number policy, bundle format 4; self-contained so that
+	 * it can be renumbered): which products and product categories a My Number card may
+	 * use when tapped directly (none: direct taps are off). The policy's numbers live in
+	 * meta: direct_taps (0/1), direct_rides, direct_value (per linkage and service day, 0 =
+	 * no limit), elig_max_age_s (default 72 h) and elig_refreshed_ms (see bundle_refresh). */
+	"CREATE TABLE direct_tap_allow(kind TEXT NOT NULL CHECK (kind IN ('product', 'category')),"
+	"  id TEXT NOT NULL CHECK (length(CAST(id AS BLOB)) BETWEEN 1 AND 32),"
+	"  PRIMARY KEY (kind, id)) WITHOUT ROWID;"
+	/* Clone detection: one linkage used at two terminals in a time or distance no rider
+	 * covers, or directly more often than the policy allows (kind 'travel' / 'limit'),
+	 * found on ingest; suspended = the scheme suspends such a linkage (meta clone_action:
+	 * 0 off, 1 report, 2 suspend; clone_speed_kmh, clone_gap_s) until an operator clears
+	 * it. Stop coordinates come from the GTFS feeds imported at the backend. */
+	"CREATE TABLE clone_flags(id INTEGER PRIMARY KEY,"
+	"  linkage BLOB NOT NULL CHECK (length(linkage) = 16),"
+	"  kind TEXT NOT NULL CHECK (kind IN ('travel', 'limit')),"
+	"  terminal_a TEXT NOT NULL, seq_a INTEGER NOT NULL,"
+	"  terminal_b TEXT NOT NULL, seq_b INTEGER NOT NULL, detail TEXT NOT NULL,"
+	"  at INTEGER NOT NULL, suspended INTEGER NOT NULL CHECK (suspended IN (0, 1)),"
+	"  cleared INTEGER, UNIQUE (linkage, kind, terminal_a, seq_a, terminal_b, seq_b));"
+	"CREATE INDEX clone_flags_linkage ON clone_flags(linkage);"
+	"CREATE INDEX records_via ON records(via) WHERE via IS NOT NULL;"
+	"CREATE INDEX records_token ON records(token) WHERE token IS NOT NULL;"
+	"CREATE TABLE stop_places(feed_id TEXT NOT NULL, stop_id TEXT NOT NULL,"
+	"  lat_e6 INTEGER NOT NULL CHECK (lat_e6 BETWEEN -90000000 AND 90000000),"
+	"  lon_e6 INTEGER NOT NULL CHECK (lon_e6 BETWEEN -180000000 AND 180000000),"
+	"  PRIMARY KEY (feed_id, stop_id)) WITHOUT ROWID;"
+	"CREATE TRIGGER fare_packages_places AFTER DELETE ON fare_packages"
+	"  BEGIN DELETE FROM stop_places WHERE feed_id = old.feed_id; END;",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -798,6 +829,274 @@ static int meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v)
 	return KP_BE_OK;
 }
 
+/* The stop places of a feed go with it (inside the caller's transaction). */
+static int change_feed_places(kp_bstore *s, const char *feed_id)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "DELETE FROM stop_places WHERE feed_id = ?1");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
+	return step_done(s, st, "stop places");
+}
+
+/* ---- the scheme's My Number policy (bundle format 4) ---- */
+
+static int allow_list(kp_bstore *s, const char *kind, char (*ids)[KP_ID_MAX + 1], size_t *n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT id FROM direct_tap_allow WHERE kind = ?1 ORDER BY id");
+
+	*n = 0;
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW && *n < KP_POLICY_LIST_MAX) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		/* a row put in by hand that no terminal could hold is left out */
+		if (id != NULL && kp_cbor_id_valid(id, false))
+			snprintf(ids[(*n)++], KP_ID_MAX + 1, "%s", id);
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+int kp_bstore_get_policy(kp_bstore *s, struct kp_bundle_policy *p)
+{
+	int64_t direct = 0;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	rc = meta_int(s, "direct_taps", 0, &direct);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "direct_rides", 0, &p->direct_rides);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "direct_value", 0, &p->direct_value);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "elig_max_age_s", KP_POLICY_MAX_AGE_DEFAULT, &p->max_age_s);
+	if (rc == KP_BE_OK)
+		rc = allow_list(s, "product", p->products, &p->n_products);
+	if (rc == KP_BE_OK)
+		rc = allow_list(s, "category", p->categories, &p->n_categories);
+	if (rc != KP_BE_OK)
+		return rc;
+	p->direct = direct == 1 && p->n_products + p->n_categories > 0;
+	if (p->max_age_s < KP_POLICY_MAX_AGE_MIN || p->max_age_s > KP_POLICY_MAX_AGE_MAX)
+		p->max_age_s = KP_POLICY_MAX_AGE_DEFAULT;       /* a value put in by hand */
+	if (!p->direct || p->direct_rides < 0 || p->direct_rides > KP_POLICY_RIDES_MAX)
+		p->direct_rides = 0;
+	if (!p->direct || p->direct_value < 0 || p->direct_value > KP_POLICY_VALUE_MAX)
+		p->direct_value = 0;
+	if (!p->direct)
+		p->n_products = p->n_categories = 0;
+	return KP_BE_OK;
+}
+
+static int meta_put(kp_bstore *s, const char *key, int64_t v);
+
+static int allow_put(kp_bstore *s, const char *kind, const char (*ids)[KP_ID_MAX + 1], size_t n)
+{
+	int rc = KP_BE_OK;
+
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
+		sqlite3_stmt *st = NULL;
+
+		rc = prep(s, &st, "INSERT OR IGNORE INTO direct_tap_allow(kind, id) VALUES (?1, ?2)");
+		if (rc != KP_BE_OK)
+			break;
+		sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, ids[i], -1, SQLITE_TRANSIENT);
+		rc = step_done(s, st, "direct tap allow");
+	}
+	return rc;
+}
+
+int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p)
+{
+	int rc;
+
+	s->err[0] = '\0';
+	if (p->max_age_s < KP_POLICY_MAX_AGE_MIN || p->max_age_s > KP_POLICY_MAX_AGE_MAX) {
+		snprintf(s->err, sizeof(s->err), "eligibility max age: %d to %d hours",
+		         KP_POLICY_MAX_AGE_MIN / 3600, KP_POLICY_MAX_AGE_MAX / 3600);
+		return KP_BE_E_INVAL;
+	}
+	if (p->direct && (p->n_products + p->n_categories == 0 ||
+	                  p->n_products > KP_POLICY_LIST_MAX ||
+	                  p->n_categories > KP_POLICY_LIST_MAX)) {
+		snprintf(s->err, sizeof(s->err), "direct taps: name 1 to %d products and/or 1 to %d "
+		         "categories", KP_POLICY_LIST_MAX, KP_POLICY_LIST_MAX);
+		return KP_BE_E_INVAL;
+	}
+	if (p->direct_rides < 0 || p->direct_rides > KP_POLICY_RIDES_MAX ||
+	    p->direct_value < 0 || p->direct_value > KP_POLICY_VALUE_MAX) {
+		snprintf(s->err, sizeof(s->err), "rides per day 0 to %d, value per day 0 to 10^12 "
+		         "minor units (0: no limit)", KP_POLICY_RIDES_MAX);
+		return KP_BE_E_INVAL;
+	}
+	for (size_t i = 0; i < p->n_products + p->n_categories; i++) {
+		const char *id = i < p->n_products ? p->products[i] : p->categories[i - p->n_products];
+
+		if (!kp_cbor_id_valid(id, false)) {
+			snprintf(s->err, sizeof(s->err), "'%.40s': ids are 1-32 characters of "
+			         "A-Z a-z 0-9 - _ .", id);
+			return KP_BE_E_INVAL;
+		}
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	for (size_t i = 0; rc == KP_BE_OK && i < p->n_products; i++) {
+		sqlite3_stmt *st = NULL;
+
+		rc = prep(s, &st, "SELECT 1 FROM products WHERE id = ?1");
+		if (rc != KP_BE_OK)
+			break;
+		sqlite3_bind_text(st, 1, p->products[i], -1, SQLITE_TRANSIENT);
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			snprintf(s->err, sizeof(s->err), "no product %s", p->products[i]);
+			rc = KP_BE_E_NOTFOUND;
+		}
+		sqlite3_finalize(st);
+	}
+	if (rc == KP_BE_OK)
+		rc = exec(s, "DELETE FROM direct_tap_allow");
+	if (rc == KP_BE_OK && p->direct)
+		rc = allow_put(s, "product", (const char (*)[KP_ID_MAX + 1])p->products, p->n_products);
+	if (rc == KP_BE_OK && p->direct)
+		rc = allow_put(s, "category", (const char (*)[KP_ID_MAX + 1])p->categories,
+		               p->n_categories);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "direct_taps", p->direct ? 1 : 0);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "direct_rides", p->direct ? p->direct_rides : 0);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "direct_value", p->direct ? p->direct_value : 0);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "elig_max_age_s", p->max_age_s);
+	return commit_change(s, rc);
+}
+
+int kp_bstore_get_clone_policy(kp_bstore *s, int *action, int64_t *speed_kmh, int64_t *gap_s)
+{
+	int64_t a = 1;
+	int rc = meta_int(s, "clone_action", 1, &a);
+
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "clone_speed_kmh", 120, speed_kmh);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "clone_gap_s", 60, gap_s);
+	*action = a >= 0 && a <= 2 ? (int)a : 1;
+	return rc;
+}
+
+int kp_bstore_set_clone_policy(kp_bstore *s, int action, int64_t speed_kmh, int64_t gap_s)
+{
+	int rc;
+
+	s->err[0] = '\0';
+	if (action < 0 || action > 2 || speed_kmh < 1 || speed_kmh > 2000 || gap_s < 0 ||
+	    gap_s > 86400) {
+		snprintf(s->err, sizeof(s->err), "clones: off, report or suspend; speed 1 to 2000 "
+		         "km/h; gap 0 to 86400 s");
+		return KP_BE_E_INVAL;
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "clone_action", action);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "clone_speed_kmh", speed_kmh);
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "clone_gap_s", gap_s);
+	return commit_change(s, rc);
+}
+
+int kp_bstore_clone_clear(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = exec(s, "BEGIN IMMEDIATE");
+
+	s->err[0] = '\0';
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "UPDATE clone_flags SET cleared = ?2 WHERE linkage = ?1"
+		                  " AND cleared IS NULL");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, now_ms);
+		rc = step_done(s, st, "clone clear");
+	}
+	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
+		snprintf(s->err, sizeof(s->err), "no open flag for that linkage");
+		rc = KP_BE_E_NOTFOUND;
+	}
+	return commit_change(s, rc);
+}
+
+int kp_bstore_put_stop_places(kp_bstore *s, const char *feed_id,
+                              const struct kp_stop_place *places, size_t n)
+{
+	int rc;
+
+	s->err[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		if (!kp_cbor_id_valid(feed_id, false) || places[i].stop_id[0] == '\0' ||
+		    places[i].lat_e6 < -90000000 || places[i].lat_e6 > 90000000 ||
+		    places[i].lon_e6 < -180000000 || places[i].lon_e6 > 180000000) {
+			snprintf(s->err, sizeof(s->err), "stop %.40s: latitude -90..90, longitude "
+			         "-180..180", places[i].stop_id);
+			return KP_BE_E_INVAL;
+		}
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = change_feed_places(s, feed_id);
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
+		sqlite3_stmt *st = NULL;
+
+		rc = prep(s, &st, "INSERT OR REPLACE INTO stop_places(feed_id, stop_id, lat_e6, lon_e6)"
+		                  " VALUES (?1, ?2, ?3, ?4)");
+		if (rc != KP_BE_OK)
+			break;
+		sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, places[i].stop_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, places[i].lat_e6);
+		sqlite3_bind_int64(st, 4, places[i].lon_e6);
+		rc = step_done(s, st, "stop place");
+	}
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+/* A terminal judges the age of its eligibility data by the bundle's `issued` time, so a
+ * backend whose state does not change still sends a fresh bundle at least every quarter of
+ * the maximum age: the state version moves on when the last refresh is that old. */
+static int bundle_refresh(kp_bstore *s, int64_t now_ms)
+{
+	int64_t max_age = KP_POLICY_MAX_AGE_DEFAULT, last = -1;
+	int rc = meta_int(s, "elig_max_age_s", KP_POLICY_MAX_AGE_DEFAULT, &max_age);
+
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "elig_refreshed_ms", -1, &last);
+	if (rc != KP_BE_OK || (last >= 0 && now_ms - last < max_age * 1000 / 4 && now_ms >= last))
+		return rc;
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = meta_put(s, "elig_refreshed_ms", now_ms);
+	/* the first call only starts the clock */
+	if (rc == KP_BE_OK && last >= 0 && now_ms > last)
+		rc = bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
 /* The service days of a pass first used at at_ms, as a terminal computes them
  * (kp_service_days): from the start of that service day, days * 24 h. */
 static int service_days(kp_bstore *s, int64_t at_ms, int days, int64_t *from_ms,
@@ -874,6 +1173,217 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 	sqlite3_bind_int64(st, 1, c->entitlement);
 	sqlite3_bind_int64(st, 2, now_ms);
 	return step_done(s, st, "overdraft");
+}
+
+/* ---- clone detection (issue 13) ---- */
+
+#define CLONE_WINDOW_MS (12LL * 3600 * 1000)    /* pairs further apart are never impossible */
+
+/* Where a record was made: its stop's coordinates in the operator's fare feed, else in any
+ * feed that has the stop. 0: not known. */
+static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, int64_t *lat,
+                      int64_t *lon, int *known)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*known = 0;
+	if (stop == NULL || stop[0] == '\0')
+		return KP_BE_OK;
+	rc = prep(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
+	                  " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
+	                  " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, stop, -1, SQLITE_TRANSIENT);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*lat = sqlite3_column_int64(st, 0);
+		*lon = sqlite3_column_int64(st, 1);
+		*known = 1;
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+/* Great-circle distance in metres between two points in micro-degrees. */
+static double distance_m(int64_t lat1, int64_t lon1, int64_t lat2, int64_t lon2)
+{
+	const double rad = 3.14159265358979323846 / 180e6, r = 6371008.8;
+	double p1 = (double)lat1 * rad, p2 = (double)lat2 * rad;
+	double dp = p2 - p1, dl = (double)(lon2 - lon1) * rad;
+	double a = sin(dp / 2) * sin(dp / 2) + cos(p1) * cos(p2) * sin(dl / 2) * sin(dl / 2);
+
+	return 2 * r * asin(sqrt(a < 1 ? a : 1));
+}
+
+static int flag_clone(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], const char *kind,
+                      const char *ta, int64_t sa, const char *tb, int64_t sb, const char *detail,
+                      int suspend, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "INSERT OR IGNORE INTO clone_flags(linkage, kind, terminal_a, seq_a,"
+	                      " terminal_b, seq_b, detail, at, suspended) VALUES"
+	                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, ta, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 4, sa);
+	sqlite3_bind_text(st, 5, tb, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 6, sb);
+	sqlite3_bind_text(st, 7, detail, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 8, now_ms);
+	sqlite3_bind_int(st, 9, suspend);
+	rc = step_done(s, st, "clone flag");
+	if (rc == KP_BE_OK && sqlite3_changes(s->db) > 0)
+		fprintf(stderr, "kippu-backend: possible copied My Number card: %s (%s %lld, %s "
+		        "%lld)%s\n", detail, ta, (long long)sa, tb, (long long)sb,
+		        suspend ? "; linkage suspended" : "");
+	return rc;
+}
+
+/* The linkage a record used: its via, or its token when that is a linkage (a direct tap). */
+static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[KP_TOKEN_LEN],
+                          int *found)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*found = 0;
+	if (c->has_via) {
+		memcpy(out, c->via, KP_TOKEN_LEN);
+		*found = 1;
+		return KP_BE_OK;
+	}
+	if (!c->has_token)
+		return KP_BE_OK;
+	rc = prep(s, &st, "SELECT 1 FROM linkages WHERE token = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, c->token, KP_TOKEN_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		memcpy(out, c->token, KP_TOKEN_LEN);
+		*found = 1;
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+/* Direct taps of the linkage in the record's service day, at every terminal, against the
+ * scheme's rides per day. */
+static int clone_limit(kp_bstore *s, const char *terminal, const struct kp_record *c,
+                       const uint8_t linkage[KP_TOKEN_LEN], int suspend, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t limit = 0, direct = 0, from = 0, until = 0, n = 0;
+	char detail[128];
+	int rc = meta_int(s, "direct_taps", 0, &direct);
+
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "direct_rides", 0, &limit);
+	if (rc != KP_BE_OK || !direct || limit <= 0 || !c->has_token ||
+	    memcmp(c->token, linkage, KP_TOKEN_LEN) != 0 || strcmp(c->result, "accepted") != 0 ||
+	    strcmp(c->event, "tap_off") == 0)
+		return rc;
+	rc = service_days(s, c->time_ms, 1, &from, &until);
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "SELECT count(*) FROM records WHERE token = ?1 AND kind = 'tap'"
+		                  " AND result = 'accepted' AND coalesce(event, 'tap') <> 'tap_off'"
+		                  " AND time_ms >= ?2 AND time_ms < ?3");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, from);
+	sqlite3_bind_int64(st, 3, until);
+	n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	if (n <= limit)
+		return KP_BE_OK;
+	snprintf(detail, sizeof(detail), "%lld direct taps in one service day, the policy allows "
+	         "%lld", (long long)n, (long long)limit);
+	return flag_clone(s, linkage, "limit", terminal, (int64_t)c->seq, terminal,
+	                  (int64_t)c->seq, detail, suspend, now_ms);
+}
+
+/* On ingest, inside its transaction: a record that used a linkage against the linkage's
+ * records at other terminals within CLONE_WINDOW_MS. A pair is impossible when the stops'
+ * distance over the time between them is above clone_speed_kmh, or, where a stop's place is
+ * not known, when they are less than clone_gap_s apart. Repeated answers (already) and
+ * records without a decision are left out. */
+static int clone_check(kp_bstore *s, const char *terminal, const struct kp_record *c,
+                       int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	uint8_t linkage[KP_TOKEN_LEN];
+	int64_t action = 1, speed_kmh = 120, gap_s = 60, lat = 0, lon = 0;
+	int found = 0, here = 0, rc;
+
+	if (strcmp(c->kind, "tap") != 0 ||
+	    (strcmp(c->result, "accepted") != 0 && strcmp(c->result, "refused") != 0))
+		return KP_BE_OK;
+	rc = meta_int(s, "clone_action", 1, &action);
+	if (rc == KP_BE_OK && action > 0)
+		rc = record_linkage(s, c, linkage, &found);
+	if (rc != KP_BE_OK || action <= 0 || !found)
+		return rc;
+	rc = meta_int(s, "clone_speed_kmh", 120, &speed_kmh);
+	if (rc == KP_BE_OK)
+		rc = meta_int(s, "clone_gap_s", 60, &gap_s);
+	if (rc == KP_BE_OK)
+		rc = stop_place(s, c->operator_id, c->stop, &lat, &lon, &here);
+	if (rc == KP_BE_OK)
+		rc = clone_limit(s, terminal, c, linkage, action == 2, now_ms);
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
+		                  " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
+		                  " AND result IN ('accepted', 'refused')"
+		                  " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, c->time_ms - CLONE_WINDOW_MS);
+	sqlite3_bind_int64(st, 4, c->time_ms + CLONE_WINDOW_MS);
+	sqlite3_bind_int64(st, 5, c->time_ms);
+	while (rc == KP_BE_OK && sqlite3_step(st) == SQLITE_ROW) {
+		const char *other = (const char *)sqlite3_column_text(st, 0);
+		int64_t seq = sqlite3_column_int64(st, 1), t = sqlite3_column_int64(st, 2);
+		int64_t dt_ms = t > c->time_ms ? t - c->time_ms : c->time_ms - t, lat2 = 0, lon2 = 0;
+		int there = 0, impossible = 0;
+		char detail[160];
+
+		rc = stop_place(s, (const char *)sqlite3_column_text(st, 3),
+		                (const char *)sqlite3_column_text(st, 4), &lat2, &lon2, &there);
+		if (rc != KP_BE_OK || other == NULL)
+			break;
+		if (here && there) {
+			double d = distance_m(lat, lon, lat2, lon2);
+
+			/* metres per millisecond against km/h: d / dt > v / 3600 */
+			impossible = d > 0 && d * 3600.0 > (double)speed_kmh * (double)dt_ms;
+			snprintf(detail, sizeof(detail), "%.1f km in %lld s (more than %lld km/h)",
+			         d / 1000.0, (long long)(dt_ms / 1000), (long long)speed_kmh);
+		} else {
+			impossible = dt_ms < gap_s * 1000;
+			snprintf(detail, sizeof(detail), "two terminals %lld s apart (less than %lld s; "
+			         "a stop's place is not known)", (long long)(dt_ms / 1000),
+			         (long long)gap_s);
+		}
+		if (!impossible)
+			continue;
+		/* the earlier record first, so a pair is flagged once whichever arrives last */
+		if (t < c->time_ms || (t == c->time_ms && strcmp(other, terminal) < 0))
+			rc = flag_clone(s, linkage, "travel", other, seq, terminal, (int64_t)c->seq,
+			                detail, action == 2, now_ms);
+		else
+			rc = flag_clone(s, linkage, "travel", terminal, (int64_t)c->seq, other, seq,
+			                detail, action == 2, now_ms);
+	}
+	sqlite3_finalize(st);
+	return rc;
 }
 
 static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
@@ -1030,10 +1540,13 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 			break;
 		}
 		/* Another epoch holds this very record (a database restored from a backup sends
-		 * its records again under a new journal): held once, no second use. */
+		 * its records again under a new journal): held once, no second use, no second
+		 * clone check. */
 		rc = alias_of_held(s, ses, r, now_ms, &alias);
 		if (rc == KP_BE_OK && !alias)
 			rc = store_record(s, ses, r, now_ms);
+		if (rc == KP_BE_OK && !alias)
+			rc = clone_check(s, terminal, &r->rec, now_ms);
 		if (rc != KP_BE_OK)
 			goto out;
 		held = r->rec.seq;
@@ -1274,7 +1787,7 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 	return commit_change(s, rc);
 }
 
-static int set_service_day_meta(kp_bstore *s, const char *key, int64_t v)
+static int meta_put(kp_bstore *s, const char *key, int64_t v)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = prep(s, &st, "INSERT INTO meta(key, value) VALUES (?1, ?2)"
@@ -1297,9 +1810,9 @@ int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s)
 	}
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc == KP_BE_OK)
-		rc = set_service_day_meta(s, "service_day_end_s", end_s);
+		rc = meta_put(s, "service_day_end_s", end_s);
 	if (rc == KP_BE_OK)
-		rc = set_service_day_meta(s, "utc_offset_s", utc_offset_s);
+		rc = meta_put(s, "utc_offset_s", utc_offset_s);
 	if (rc == KP_BE_OK)
 		rc = exec(s, "COMMIT");
 	if (rc != KP_BE_OK)
@@ -1681,13 +2194,22 @@ static void copy_text(char *dst, size_t cap, const unsigned char *src)
  * validity. A card linked through several linkages of one category gets one row: the
  * linkage valid the longest. Grouping all rows by (token, category) also keeps the bundle
  * valid should a card token ever equal a linkage token. */
+#define SUSPENDED(col) " AND NOT EXISTS (SELECT 1 FROM clone_flags f WHERE f.linkage = " \
+	col " AND f.suspended = 1 AND f.cleared IS NULL)"
 #define ELIGIBILITY_SQL                                                                    \
 	" FROM (SELECT token, category, valid_from, valid_until, NULL AS via FROM linkages"  \
-	"   WHERE status = 'active' AND valid_until > ?1"                                     \
+	"   WHERE status = 'active' AND valid_until > ?1" SUSPENDED("linkages.token")         \
 	" UNION ALL SELECT lc.card, l.category, l.valid_from, l.valid_until, lc.linkage"       \
 	"   FROM linkage_cards lc JOIN linkages l ON l.token = lc.linkage"                      \
-	"   WHERE l.status = 'active' AND l.valid_until > ?1)"                                  \
+	"   WHERE l.status = 'active' AND l.valid_until > ?1" SUSPENDED("lc.linkage") ")"      \
 	" GROUP BY token, category"
+/* The denylist, and every linkage suspended as a possible copy (its eligibility is
+ * withheld above, and a direct tap of it is refused as denylisted). */
+#define DENYLIST_SQL                                                                       \
+	" FROM (SELECT token, reason, added FROM denylist UNION ALL"                           \
+	"  SELECT linkage, 'suspended: possible copied My Number card', min(at) FROM clone_flags" \
+	"  WHERE suspended = 1 AND cleared IS NULL"                                            \
+	"  AND linkage NOT IN (SELECT token FROM denylist) GROUP BY linkage)"
 
 static enum kp_product_kind kind_of(const char *k)
 {
@@ -2192,8 +2714,8 @@ static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journa
 	}
 	sqlite3_finalize(st);
 
-	COUNT_INTO("SELECT count(*) FROM denylist", b->denylist);
-	rc = prep(s, &st, "SELECT token, reason, added FROM denylist ORDER BY token");
+	COUNT_INTO("SELECT count(*)" DENYLIST_SQL, b->denylist);
+	rc = prep(s, &st, "SELECT token, reason, added" DENYLIST_SQL " ORDER BY token");
 	if (rc != KP_BE_OK)
 		return rc;
 	while (sqlite3_step(st) == SQLITE_ROW && b->n_denylist < (size_t)count) {
@@ -2338,6 +2860,8 @@ static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journa
 	/* Cards' state across terminals is the fare engine's: a backend that sells N-ride
 	 * tickets only keeps sending format 1, byte for byte. */
 	rc = fill_scopes(s, b);
+	if (rc == KP_BE_OK)
+		rc = kp_bstore_get_policy(s, &b->policy);
 	if (rc == KP_BE_OK && b->format == 2)
 		rc = fill_remote(s, terminal, now_ms, b);
 	if (rc != KP_BE_OK)
@@ -2364,6 +2888,9 @@ static int bundle_for(kp_bstore *s, const char *terminal, const uint8_t *journal
 	*has = 0;
 	s->n_left_out = 0;
 	s->left_out[0] = '\0';
+	rc = bundle_refresh(s, now_ms);
+	if (rc != KP_BE_OK)
+		return rc;
 	/* One read transaction: the snapshot and its version agree. */
 	rc = exec(s, "BEGIN");
 	if (rc != KP_BE_OK)
@@ -2512,11 +3039,18 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 			" UNION ALL SELECT 'fares', operator_id || ' ' || feed_id || ' '"
 			" || CASE distance WHEN 1 THEN 'distance' ELSE 'flat' END FROM operator_fares",
 		[KP_REPORT_OPERATORS] = "SELECT id AS operator, name FROM operators ORDER BY id",
+		[KP_REPORT_CLONES] =
+			"SELECT hex(linkage) AS linkage, kind, terminal_a || ':' || seq_a AS first,"
+			" terminal_b || ':' || seq_b AS second, detail,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', at / 1000, 'unixepoch') AS flagged,"
+			" CASE WHEN cleared IS NOT NULL THEN 'cleared' WHEN suspended = 1 THEN 'suspended'"
+			" ELSE 'reported' END AS state FROM clone_flags"
+			" WHERE ?1 IS NULL OR terminal_a = ?1 OR terminal_b = ?1 ORDER BY id",
 	};
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_CERTS)
+	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_CLONES)
 		return KP_BE_E_INVAL;
 	rc = prep(s, &st, sql[which]);
 	if (rc != KP_BE_OK)

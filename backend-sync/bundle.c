@@ -18,7 +18,10 @@
  *
  * Format 3 adds the cards' fare state at the other terminals ("remote", terminal/FARES.md
  * "Across terminals") and product scopes ("scopes"); it too is written only when a bundle
- * holds one of them, since a format 2 decoder refuses unknown keys. */
+ * holds one of them, since a format 2 decoder refuses unknown keys.
+ *
+ * Format 4 adds the scheme's My Number policy ("policy": direct taps and their limits, the
+ * maximum age of eligibility data), written only when it is not the default policy. */
 #include "kp_sync.h"
 
 #include <stdarg.h>
@@ -243,13 +246,52 @@ static bool needs_format2(const struct kp_bundle *b)
 	return false;
 }
 
+/* The default policy (no direct taps, the default maximum age) is said by leaving the key
+ * out, so that it has one encoding. */
+static bool policy_default(const struct kp_bundle_policy *p)
+{
+	return !p->direct && (p->max_age_s == 0 || p->max_age_s == KP_POLICY_MAX_AGE_DEFAULT);
+}
+
+/* Ids sorted, unique, valid; direct taps name at least one product or category; limits
+ * and age in range. What is not direct must be empty. */
+static bool id_list_valid(const char (*ids)[KP_ID_MAX + 1], size_t n)
+{
+	if (n > KP_POLICY_LIST_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!kp_cbor_id_valid(ids[i], false) || (i > 0 && strcmp(ids[i - 1], ids[i]) >= 0))
+			return false;
+	}
+	return true;
+}
+
+static bool policy_valid(const struct kp_bundle_policy *p)
+{
+	if (p->max_age_s != 0 &&
+	    (p->max_age_s < KP_POLICY_MAX_AGE_MIN || p->max_age_s > KP_POLICY_MAX_AGE_MAX))
+		return false;
+	if (p->direct != 0 && p->direct != 1)
+		return false;
+	if (!p->direct)
+		return p->direct_rides == 0 && p->direct_value == 0 && p->n_products == 0 &&
+		       p->n_categories == 0;
+	return p->direct_rides >= 0 && p->direct_rides <= KP_POLICY_RIDES_MAX &&
+	       p->direct_value >= 0 && p->direct_value <= KP_POLICY_VALUE_MAX &&
+	       p->n_products + p->n_categories > 0 &&
+	       id_list_valid((const char (*)[KP_ID_MAX + 1])p->products, p->n_products) &&
+	       id_list_valid((const char (*)[KP_ID_MAX + 1])p->categories, p->n_categories);
+}
+
 /* The lowest format that can say what b holds, and at least b->format. */
 static int format_needed(const struct kp_bundle *b)
 {
 	int fmt = b->format > 1 ? b->format : 1;
 
+	if (!policy_default(&b->policy))
+		return 4;
 	if (b->n_remote > 0 || b->n_scopes > 0)
-		return 3;
+		return fmt > 3 ? fmt : 3;
 	if (fmt < 2 && needs_format2(b))
 		fmt = 2;
 	return fmt;
@@ -483,7 +525,7 @@ static int bundle_check(const struct kp_bundle *b, bool fmt2)
 	    (b->n_feeds > 0 && b->feeds == NULL) ||
 	    (b->n_remote > 0 && b->remote == NULL) ||
 	    (b->n_scopes > 0 && b->scopes == NULL) || b->format < 0 ||
-	    b->format > KP_BUNDLE_FORMAT)
+	    b->format > KP_BUNDLE_FORMAT || !policy_valid(&b->policy))
 		return KP_SYNC_E_INVAL;
 	return elements_check(b, fmt2);
 }
@@ -788,6 +830,43 @@ static void write_remote(struct kp_cbor_writer *w, const struct sorted *s, size_
 	}
 }
 
+static void write_ids(struct kp_cbor_writer *w, const char *key,
+                      const char (*ids)[KP_ID_MAX + 1], size_t n)
+{
+	kp_cbor_put_tstr(w, key);
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++)
+		kp_cbor_put_tstr(w, ids[i]);
+}
+
+/* {"direct"?: {"rides"?, "value"?, "products"?, "categories"?}, "max_age"} */
+static void write_policy(struct kp_cbor_writer *w, const struct kp_bundle_policy *p)
+{
+	kp_cbor_put_tstr(w, "policy");
+	kp_cbor_put_map(w, 1 + (p->direct != 0));
+	if (p->direct) {
+		kp_cbor_put_tstr(w, "direct");
+		kp_cbor_put_map(w, (p->direct_rides > 0) + (p->direct_value > 0) +
+		                (p->n_products > 0) + (p->n_categories > 0));
+		if (p->direct_rides > 0) {
+			kp_cbor_put_tstr(w, "rides");
+			kp_cbor_put_uint(w, (uint64_t)p->direct_rides);
+		}
+		if (p->direct_value > 0) {
+			kp_cbor_put_tstr(w, "value");
+			kp_cbor_put_uint(w, (uint64_t)p->direct_value);
+		}
+		if (p->n_products > 0)
+			write_ids(w, "products", (const char (*)[KP_ID_MAX + 1])p->products,
+			          p->n_products);
+		if (p->n_categories > 0)
+			write_ids(w, "categories", (const char (*)[KP_ID_MAX + 1])p->categories,
+			          p->n_categories);
+	}
+	kp_cbor_put_tstr(w, "max_age");
+	kp_cbor_put_uint(w, (uint64_t)(p->max_age_s != 0 ? p->max_age_s : KP_POLICY_MAX_AGE_DEFAULT));
+}
+
 static void write_scopes(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
 {
 	kp_cbor_put_tstr(w, "scopes");
@@ -867,7 +946,7 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	/* keys in canonical order: by length, then bytewise (PROTOCOL.md section 5) */
 	keys = BUNDLE_KEYS + (b->n_eligibility > 0) + (b->n_caps > 0) + (b->n_feeds > 0) +
 	       (b->n_discounts > 0) + (b->n_transfers > 0) + (b->n_operator_fares > 0) +
-	       (b->n_remote > 0) + (b->n_scopes > 0);
+	       (b->n_remote > 0) + (b->n_scopes > 0) + !policy_default(&b->policy);
 	kp_cbor_put_map(&w, keys);
 	kp_cbor_put_tstr(&w, "v");
 	kp_cbor_put_uint(&w, (uint64_t)fmt);
@@ -879,6 +958,8 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 		write_feeds(&w, &s, b->n_feeds);
 	kp_cbor_put_tstr(&w, "issued");
 	kp_cbor_put_uint(&w, (uint64_t)b->issued_ms);
+	if (!policy_default(&b->policy))
+		write_policy(&w, &b->policy);
 	if (b->n_remote > 0)
 		write_remote(&w, &s, b->n_remote);
 	if (b->n_scopes > 0)
@@ -1573,6 +1654,71 @@ static int scope_read(struct kp_cbor_reader *r, struct kp_bundle_scope *c, int f
 	return rc;
 }
 
+/* An array of 1..KP_POLICY_LIST_MAX ids, sorted, unique. */
+static int ids_read(struct kp_cbor_reader *r, char (*ids)[KP_ID_MAX + 1], size_t *n)
+{
+	uint64_t count = 0;
+	int rc = kp_cbor_read_array(r, &count);
+
+	if (rc == KP_RECORD_OK && (count < 1 || count > KP_POLICY_LIST_MAX))
+		rc = KP_RECORD_E_MALFORMED;
+	for (uint64_t i = 0; rc == KP_RECORD_OK && i < count; i++) {
+		rc = kp_cbor_read_id(r, ids[i]);
+		if (rc == KP_RECORD_OK && i > 0 && strcmp(ids[i - 1], ids[i]) >= 0)
+			rc = KP_RECORD_E_MALFORMED;
+	}
+	if (rc == KP_RECORD_OK)
+		*n = (size_t)count;
+	return rc;
+}
+
+enum { PD_RIDES, PD_VALUE, PD_PRODUCTS, PD_CATEGORIES, PD_COUNT };
+static const char *const DIRECT_KEYS[PD_COUNT] = { "rides", "value", "products", "categories" };
+
+static int policy_read(struct kp_cbor_reader *r, struct kp_bundle_policy *p)
+{
+	uint64_t keys = 0, dkeys = 0;
+	int rc = kp_cbor_read_map(r, &keys), last = -1, idx = 0;
+
+	if (rc == KP_RECORD_OK && keys != 1 && keys != 2)
+		rc = KP_RECORD_E_MALFORMED;
+	if (rc == KP_RECORD_OK && keys == 2) {
+		p->direct = 1;
+		rc = kp_cbor_read_key(r, "direct");
+		if (rc == KP_RECORD_OK)
+			rc = kp_cbor_read_map(r, &dkeys);
+		if (rc == KP_RECORD_OK && (dkeys < 1 || dkeys > PD_COUNT))
+			rc = KP_RECORD_E_MALFORMED;
+		for (uint64_t k = 0; rc == KP_RECORD_OK && k < dkeys; k++) {
+			rc = next_key(r, DIRECT_KEYS, PD_COUNT, &last, &idx);
+			if (rc != KP_RECORD_OK)
+				break;
+			switch (idx) {
+			case PD_RIDES:
+				rc = read_range(r, 1, KP_POLICY_RIDES_MAX, &p->direct_rides);
+				break;
+			case PD_VALUE:
+				rc = read_range(r, 1, KP_POLICY_VALUE_MAX, &p->direct_value);
+				break;
+			case PD_PRODUCTS:
+				rc = ids_read(r, p->products, &p->n_products);
+				break;
+			default:
+				rc = ids_read(r, p->categories, &p->n_categories);
+				break;
+			}
+		}
+	}
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_key(r, "max_age");
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, KP_POLICY_MAX_AGE_MIN, KP_POLICY_MAX_AGE_MAX, &p->max_age_s);
+	/* direct taps name what they may use; the default policy is written as no key */
+	if (rc == KP_RECORD_OK && (!policy_valid(p) || policy_default(p)))
+		rc = KP_RECORD_E_MALFORMED;
+	return rc;
+}
+
 #define READ_V(name, fn, type)                                                   \
 	static int name(struct kp_cbor_reader *r, void *el, int fmt) { return fn(r, (type *)el, fmt); }
 READ_V(deny_read_v, deny_read, struct kp_bundle_deny)
@@ -1670,17 +1816,18 @@ static bool references_valid(const struct kp_bundle *b)
 }
 
 /* The top-level keys in canonical order; V1: allowed in format 1; REQ: required. */
-enum { TK_V, TK_CAPS, TK_ACKED, TK_FEEDS, TK_ISSUED, TK_REMOTE, TK_SCOPES, TK_VERSION,
+enum { TK_V, TK_CAPS, TK_ACKED, TK_FEEDS, TK_ISSUED, TK_POLICY, TK_REMOTE, TK_SCOPES, TK_VERSION,
        TK_DENYLIST, TK_PRODUCTS, TK_TERMINAL, TK_DISCOUNTS, TK_OPERATORS, TK_TRANSFERS,
        TK_ELIGIBILITY, TK_ENTITLEMENTS, TK_OPERATOR_FARES, TK_COUNT };
 static const char *const TOP_KEYS[TK_COUNT] = { "v", "caps", "acked", "feeds", "issued",
-	"remote", "scopes", "version", "denylist", "products", "terminal", "discounts",
+	"policy", "remote", "scopes", "version", "denylist", "products", "terminal", "discounts",
 	"operators", "transfers", "eligibility", "entitlements", "operator_fares" };
 #define TK_REQUIRED (1u << TK_ACKED | 1u << TK_ISSUED | 1u << TK_VERSION | 1u << TK_DENYLIST | \
                      1u << TK_PRODUCTS | 1u << TK_TERMINAL | 1u << TK_OPERATORS |              \
                      1u << TK_ENTITLEMENTS)
 #define TK_FORMAT1 (TK_REQUIRED | 1u << TK_ELIGIBILITY)
 #define TK_FORMAT3 (1u << TK_REMOTE | 1u << TK_SCOPES)
+#define TK_FORMAT4 (1u << TK_POLICY)
 
 static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, struct derr *e)
 {
@@ -1748,7 +1895,8 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 		if (rc != KP_SYNC_OK)
 			break;
 		if ((b->format == 1 && !(TK_FORMAT1 & (1u << idx))) ||
-		    (b->format == 2 && (TK_FORMAT3 & (1u << idx)))) {
+		    (b->format == 2 && ((TK_FORMAT3 | TK_FORMAT4) & (1u << idx))) ||
+		    (b->format == 3 && (TK_FORMAT4 & (1u << idx)))) {
 			rc = dfail(e, KP_SYNC_E_MALFORMED, "key %s in a format %d bundle", TOP_KEYS[idx],
 			           b->format);
 			break;
@@ -1768,6 +1916,11 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 			continue;
 		case TK_TERMINAL:
 			rc = kp_cbor_sync_rc(kp_cbor_read_id(&r, b->terminal));
+			continue;
+		case TK_POLICY:
+			rc = kp_cbor_sync_rc(policy_read(&r, &b->policy));
+			if (rc != KP_SYNC_OK)
+				dfail(e, rc, "policy: %s", kp_sync_strerror(rc));
 			continue;
 		case TK_CAPS:          arr = (void **)&b->caps;           count = &b->n_caps; break;
 		case TK_FEEDS:         arr = (void **)&b->feeds;          count = &b->n_feeds; break;
@@ -1798,6 +1951,8 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 		rc = KP_SYNC_E_MALFORMED;
 		goto out;
 	}
+	if (b->policy.max_age_s == 0)
+		b->policy.max_age_s = KP_POLICY_MAX_AGE_DEFAULT;
 	if (!references_valid(b))
 		rc = dfail(e, KP_SYNC_E_MALFORMED, "a product, operator, entitlement or scope refers "
 		           "to something the bundle does not hold");

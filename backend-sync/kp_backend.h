@@ -21,7 +21,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 5
+#define KP_BSTORE_SCHEMA_VERSION 6
 
 int  kp_bstore_open(kp_bstore **out, const char *path);
 void kp_bstore_close(kp_bstore *s);
@@ -137,6 +137,28 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
                       int64_t valid_from_ms, int64_t valid_until_ms, int64_t balance,
                       int first_use, int64_t now_ms, int64_t *ent_id);
 /* The terminals' service day (default 04:00 at UTC+09:00), for first-use passes. */
+/* The scheme's My Number policy (bundle format 4): direct taps of My Number cards (off,
+ * or for the listed products and product categories, with limits per linkage and service
+ * day) and the maximum age of eligibility data. Set: validated (KP_BE_E_INVAL, a product
+ * not held KP_BE_E_NOTFOUND, the reason in kp_bstore_errmsg), one transaction, the state
+ * version bumped. */
+int kp_bstore_get_policy(kp_bstore *s, struct kp_bundle_policy *p);
+int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p);
+/* Clone detection (on ingest): action 0 off, 1 report, 2 suspend the linkage in the next
+ * bundle; speed_kmh: faster than this between two terminals' stops is impossible; gap_s:
+ * two terminals closer in time than this, where a stop's place is not known. */
+int kp_bstore_get_clone_policy(kp_bstore *s, int *action, int64_t *speed_kmh, int64_t *gap_s);
+int kp_bstore_set_clone_policy(kp_bstore *s, int action, int64_t speed_kmh, int64_t gap_s);
+/* Clears a linkage's open flags (a suspension is lifted by the next bundle);
+ * KP_BE_E_NOTFOUND when it has none. */
+int kp_bstore_clone_clear(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms);
+/* Replaces the stop coordinates of a feed (GTFS stops.txt; micro-degrees). */
+struct kp_stop_place {
+	char stop_id[KP_ID_MAX + 1];
+	int64_t lat_e6, lon_e6;
+};
+int kp_bstore_put_stop_places(kp_bstore *s, const char *feed_id,
+                              const struct kp_stop_place *places, size_t n);
 int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s);
 /* Upserts what b holds of the fare engine's configuration in one transaction (one state
  * version): operators, products of every kind (with category, operators, stops), product
@@ -203,6 +225,7 @@ enum kp_report {
 	                                last_seen (PROTOCOL.md 4.1: held_before = records this
 	                                epoch sent that an earlier one holds, kept once) */
 	KP_REPORT_CERTS,             /* terminal cert first_seen last_seen records */
+	KP_REPORT_CLONES,            /* linkage kind first second detail flagged state */
 };
 int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
                      int (*fn)(void *arg, int ncol, const char *const *cols,

@@ -242,6 +242,26 @@ struct kp_bundle_scope {
 	int network;                     /* 1: scope_id is a network, 0: a route */
 	char scope_id[KP_ID_MAX + 1];
 };
+/* Format 4: the scheme's My Number policy (PROTOCOL.md section 5.3). A bundle without it
+ * carries the default policy: no direct My Number taps, eligibility data usable for
+ * KP_POLICY_MAX_AGE_DEFAULT seconds after the bundle was issued. */
+#define KP_POLICY_MAX_AGE_DEFAULT   259200       /* 72 hours */
+#define KP_POLICY_MAX_AGE_MIN       3600
+#define KP_POLICY_MAX_AGE_MAX       31622400     /* 366 days */
+#define KP_POLICY_LIST_MAX          16           /* products, categories */
+#define KP_POLICY_RIDES_MAX         1000
+#define KP_POLICY_VALUE_MAX         1000000000000LL
+struct kp_bundle_policy {
+	int64_t max_age_s;               /* 0 = the default */
+	int direct;                      /* 1: My Number cards may be tapped directly, for the
+	                                  * products and product categories listed */
+	int64_t direct_rides;            /* direct taps per linkage and service day, 0: no limit */
+	int64_t direct_value;            /* minor units charged per linkage and service day, 0: none */
+	char products[KP_POLICY_LIST_MAX][KP_ID_MAX + 1];
+	size_t n_products;
+	char categories[KP_POLICY_LIST_MAX][KP_ID_MAX + 1];
+	size_t n_categories;
+};
 struct kp_bundle {
 	uint64_t version;                /* backend state version; terminals refuse <= theirs */
 	int64_t issued_ms;
@@ -262,15 +282,17 @@ struct kp_bundle {
 	/* format 3: the cards' fare state at the other terminals, and product scopes */
 	struct kp_bundle_remote *remote;            size_t n_remote;
 	struct kp_bundle_scope *scopes;             size_t n_scopes;
+	/* format 4: written only when it is not the default policy */
+	struct kp_bundle_policy policy;
 	int format;                      /* decoded: the bundle format read (1, 2 or 3). The
 	                                  * encoder writes the lowest format that can say what
 	                                  * the bundle holds, and at least this one */
 };
-#define KP_BUNDLE_FORMAT 3               /* the highest format read and written */
+#define KP_BUNDLE_FORMAT 4               /* the highest format read and written */
 
 /* Canonical CBOR payload of a bundle; *out malloc'd. */
 int  kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len);
-/* Strict decode of format 1, 2 or 3 (another format: KP_SYNC_E_VERSION); allocates the arrays,
+/* Strict decode of format 1 to 4 (another format: KP_SYNC_E_VERSION); allocates the arrays,
  * each commuter pass's stops and each feed's package (kp_bundle_free frees them all, also
  * in a bundle the caller filled with malloc'd ones). */
 int  kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b);

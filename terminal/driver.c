@@ -29,6 +29,9 @@ static const struct text reason_texts[] = {
 	{ "unsupported-card",     "このカードは使えません",             "Card not supported here" },
 	{ "not-eligible",         "対象の利用者区分ではありません",     "Ticket is for another rider category" },
 	{ "eligibility-expired",  "住民資格が切れています（要更新）",   "Resident status expired: please renew" },
+	{ "eligibility-stale",    "資格を確認できません（端末の同期が必要）", "Resident status cannot be checked: terminal must sync" },
+	{ "direct-not-allowed",   "マイナンバーカードは使えません（連携ICカードで）", "My Number card not accepted here: use your linked IC card" },
+	{ "direct-limit",         "マイナンバーカードの本日の利用上限です", "My Number card: today's limit reached" },
 	{ "card-invalid",         "無効なカードです（係員へ）",         "Card not accepted: see staff" },
 	{ "card-expired",         "証明書の期限切れ（市役所で更新）",   "Card certificate expired: renew at the city office" },
 	{ "card-not-yet-valid",   "このカードはまだ使えません",         "This card cannot be used yet" },
@@ -402,6 +405,7 @@ struct kp_session {
 
 	int pending;                     /* confirm mode: a card waits for B or R */
 	uint8_t pending_token[KP_TOKEN_LEN];
+	int pending_mynumber;            /* ... a My Number card tapped directly */
 	int64_t pending_ms;
 
 	/* what the observer saw of the last record */
@@ -841,6 +845,7 @@ int kp_session_tap(kp_session *ss, struct kp_reader *r, const struct kp_card_inf
 		t.pending = 1;
 		ss->pending = 1;
 		memcpy(ss->pending_token, token, KP_TOKEN_LEN);
+		ss->pending_mynumber = info->tech == KP_TECH_ISO14443B;
 		ss->pending_ms = now_ms;
 	}
 	ss->has_last = 1;
@@ -964,7 +969,10 @@ static int act(kp_session *ss, const struct kp_console_action *a, int64_t now)
 			return 0;
 		ss->pending = 0;
 		ss->obs_valid = 0;
-		rc = kp_tap_decide(ss->io.engine, ss->pending_token, now, &o);
+		/* a My Number card boards under the scheme's policy for direct taps */
+		rc = ss->pending_mynumber ?
+		     kp_tap_decide_mynumber(ss->io.engine, ss->pending_token, now, &o) :
+		     kp_tap_decide(ss->io.engine, ss->pending_token, now, &o);
 		if (rc != KP_OK) {
 			kp_session_tap_failed(ss, now);
 			return 0;

@@ -947,3 +947,73 @@ int kp_fares_import(kp_store *s, const char *dir, const struct kp_fare_import_op
 		kp_store_rollback(s);
 	return rc < 0 ? rc : KP_OK;
 }
+
+/* "35.681236" -> 35681236: at most 6 decimals used (a tenth of a metre), range checked by
+ * the caller. */
+static int parse_micro_degrees(const char *v, int64_t *out)
+{
+	int64_t whole = 0, frac = 0;
+	int neg = 0, digits = 0, n = 0;
+
+	if (*v == '-' || *v == '+')
+		neg = *v++ == '-';
+	for (; *v >= '0' && *v <= '9' && n < 4; v++, n++)
+		whole = whole * 10 + (*v - '0');
+	if (n == 0 && *v != '.')
+		return -1;
+	if (*v == '.') {
+		for (v++; *v >= '0' && *v <= '9'; v++) {
+			if (digits < 6) {
+				frac = frac * 10 + (*v - '0');
+				digits++;
+			}
+		}
+	}
+	if (*v != '\0' || (n == 0 && digits == 0))
+		return -1;
+	while (digits++ < 6)
+		frac *= 10;
+	*out = (whole * 1000000 + frac) * (neg ? -1 : 1);
+	return 0;
+}
+
+int kp_gtfs_stop_places(const char *dir,
+                        int (*fn)(void *arg, const char *stop_id, int64_t lat_e6, int64_t lon_e6),
+                        void *arg, char *err, size_t err_cap)
+{
+	struct kp_csv c;
+	int missing = 0, rc, id, lat, lon;
+
+	memset(&c, 0, sizeof(c));
+	rc = kp_csv_open(&c, dir, "stops.txt", &missing, err, err_cap);
+	if (rc != KP_OK) {
+		if (missing)
+			snprintf(err, err_cap, "stops.txt: not found");
+		return missing ? KP_E_IO : rc;
+	}
+	id = kp_csv_col(&c, "stop_id");
+	lat = kp_csv_col(&c, "stop_lat");
+	lon = kp_csv_col(&c, "stop_lon");
+	if (id < 0) {
+		snprintf(err, err_cap, "stops.txt: no stop_id column");
+		kp_csv_close(&c);
+		return KP_E_FEED;
+	}
+	while ((rc = kp_csv_next(&c, err, err_cap)) == 1) {
+		const char *sid = kp_csv_get(&c, id);
+		int64_t la = 0, lo = 0;
+
+		/* stations' entrances and nodes may have no place; stops without one are not
+		 * placed (the gap rule judges them) */
+		if (lat < 0 || lon < 0 || sid[0] == '\0' || strlen(sid) > KP_ID_MAX ||
+		    parse_micro_degrees(kp_csv_get(&c, lat), &la) != 0 ||
+		    parse_micro_degrees(kp_csv_get(&c, lon), &lo) != 0 ||
+		    la < -90000000 || la > 90000000 || lo < -180000000 || lo > 180000000)
+			continue;
+		rc = fn(arg, sid, la, lo);
+		if (rc != KP_OK)
+			break;
+	}
+	kp_csv_close(&c);
+	return rc == 0 ? KP_OK : rc;
+}

@@ -201,7 +201,7 @@ int kp_unhex(const char *s, uint8_t *out, size_t n);   /* exactly n bytes */
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 12
+#define KP_SCHEMA_VERSION 13
 
 int  kp_store_open(kp_store **out, const char *path);
 /* Opens without migrating past `version` (tests build older databases with it). */
@@ -471,6 +471,10 @@ int  kp_tap_engine_token_key(const kp_tap_engine *e, uint8_t key[KP_TOKEN_KEY_LE
 /* Decides for a card token at time now_ms, journals and commits (signed) before returning. */
 int  kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
                    struct kp_tap_outcome *out);
+/* The same for a My Number card tapped directly (token: its linkage token): the scheme's
+ * policy for direct taps applies (direct-not-allowed, direct-limit; bundle format 4). */
+int  kp_tap_decide_mynumber(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                            struct kp_tap_outcome *out);
 /* Journals a refusal that has no entitlement lookup (card unreadable, unsupported card);
  * token may be NULL. */
 int  kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, int64_t now_ms,
@@ -533,6 +537,13 @@ struct kp_fare_import_stats {
 };
 /* Imports the fare files of the GTFS feed in dir as one feed, replacing that feed's rows,
  * in one transaction: on any error nothing changes and err says "file:line: field: why". */
+/* The place of every stop of the GTFS feed in dir that has one (stops.txt stop_lat,
+ * stop_lon, in micro-degrees), for the backend's clone detection; fn returning other than
+ * KP_OK stops the walk with its code. Stops without a place, or a place out of range, are
+ * skipped. KP_E_IO when there is no stops.txt. */
+int kp_gtfs_stop_places(const char *dir,
+                        int (*fn)(void *arg, const char *stop_id, int64_t lat_e6, int64_t lon_e6),
+                        void *arg, char *err, size_t err_cap);
 int kp_fares_import(kp_store *s, const char *dir, const struct kp_fare_import_opts *opts,
                     struct kp_fare_import_stats *stats, char *err, size_t err_cap);
 

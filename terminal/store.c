@@ -233,6 +233,11 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"INSERT OR IGNORE INTO meta(key, value) SELECT 'journal_id', CASE WHEN EXISTS"
 	"  (SELECT 1 FROM journal) THEN '00000000000000000000000000000000'"
 	"  ELSE lower(hex(randomblob(16))) END;",
+
+	/* 12 -> 13: direct My Number taps per linkage in the current service day (the
+	 * scheme's limits, bundle format 4): one row per linkage, reset when the day moves. */
+	"CREATE TABLE direct_use(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  day_id INTEGER NOT NULL, rides INTEGER NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {
@@ -549,6 +554,64 @@ int kp_store_meta_set(kp_store *s, const char *key, const char *value)
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
 	return step_done(s, st, "meta set");
+}
+
+int kp_store_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t day_id,
+                        int64_t *rides, int64_t *value)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = KP_OK;
+
+	*rides = *value = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT rides, value FROM direct_use WHERE token = ?1"
+	                       " AND day_id = ?2", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "direct use");
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, day_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*rides = sqlite3_column_int64(st, 0);
+		*value = sqlite3_column_int64(st, 1);
+	}
+	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "direct use");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_store_add_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t day_id,
+                            int64_t rides, int64_t value)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(s->db, "INSERT INTO direct_use(token, day_id, rides, value)"
+	                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(token) DO UPDATE SET"
+	                       " rides = CASE WHEN day_id = ?2 THEN rides + ?3 ELSE ?3 END,"
+	                       " value = CASE WHEN day_id = ?2 THEN value + ?4 ELSE ?4 END,"
+	                       " day_id = ?2", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "direct use");
+	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, day_id);
+	sqlite3_bind_int64(st, 3, rides);
+	sqlite3_bind_int64(st, 4, value);
+	return step_done(s, st, "direct use");
+}
+
+int kp_store_journal_latest_after(kp_store *s, uint64_t after_seq, int64_t *time_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*time_ms = 0;
+	if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(time_ms), 0) FROM journal"
+	                       " WHERE seq > ?1", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "journal time");
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)after_seq);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*time_ms = sqlite3_column_int64(st, 0);
+	rc = rc == SQLITE_ROW ? KP_OK : kp_store_fail(s, "journal time");
+	sqlite3_finalize(st);
+	return rc;
 }
 
 int kp_store_meta_get(kp_store *s, const char *key, char *out, size_t cap)

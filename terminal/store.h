@@ -90,6 +90,14 @@ int kp_store_superseded_journeys(kp_store *s, uint8_t (*tokens)[KP_TOKEN_LEN], s
 int kp_store_open_journeys(kp_store *s, int64_t before_ms, uint8_t (*tokens)[KP_TOKEN_LEN],
                            size_t cap, size_t *n);
 
+/* Direct My Number taps of a linkage in service day day_id (0, 0 for another day), and
+ * adding to them (a new day starts again from these). */
+int kp_store_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t day_id,
+                        int64_t *rides, int64_t *value);
+int kp_store_add_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t day_id,
+                            int64_t rides, int64_t value);
+/* The latest time of the records journaled after after_seq (0: none). */
+int kp_store_journal_latest_after(kp_store *s, uint64_t after_seq, int64_t *time_ms);
 int kp_store_journal_head(kp_store *s, uint64_t *seq, uint8_t hash[KP_SHA256_LEN]);
 int kp_store_journal_append(kp_store *s, const struct kp_record *rec,
                             const uint8_t *payload, size_t payload_len,

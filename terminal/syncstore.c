@@ -336,6 +336,40 @@ static int apply_scopes(kp_store *s, const struct kp_bundle *b)
 	return rc;
 }
 
+/* The scheme's My Number policy as the tap engine reads it (tap.c, policy_load), with
+ * when the bundle was issued and the journal's head then: "4 DIRECT RIDES VALUE MAX_AGE_S
+ * ISSUED_MS SEQ PRODUCTS CATEGORIES" (lists comma-separated, "-" when empty). */
+static void ids_join(char *out, size_t cap, const char (*ids)[KP_ID_MAX + 1], size_t n)
+{
+	size_t used = 0;
+
+	snprintf(out, cap, "-");
+	for (size_t i = 0; i < n && used < cap; i++)
+		used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "", ids[i]);
+}
+
+static int put_policy(kp_store *s, const struct kp_bundle *b)
+{
+	const struct kp_bundle_policy *p = &b->policy;
+	char prods[KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 2];
+	char cats[KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 2];
+	char text[2 * sizeof(prods) + 160];
+	uint8_t hash[KP_SHA256_LEN];
+	uint64_t head = 0;
+	int rc = kp_store_journal_head(s, &head, hash);
+
+	if (rc != KP_OK)
+		return rc;
+	ids_join(prods, sizeof(prods), (const char (*)[KP_ID_MAX + 1])p->products, p->n_products);
+	ids_join(cats, sizeof(cats), (const char (*)[KP_ID_MAX + 1])p->categories,
+	         p->n_categories);
+	snprintf(text, sizeof(text), "4 %d %lld %lld %lld %lld %llu %s %s", p->direct ? 1 : 0,
+	         (long long)p->direct_rides, (long long)p->direct_value,
+	         (long long)(p->max_age_s > 0 ? p->max_age_s : KP_POLICY_MAX_AGE_DEFAULT),
+	         (long long)b->issued_ms, (unsigned long long)head, prods, cats);
+	return kp_store_meta_set(s, "mynumber_policy", text);
+}
+
 static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 {
 	kp_store *s = ctx;
@@ -417,6 +451,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 		         (int64_t)b->acked, 0, "merge uses");
 	if (rc == KP_OK)
 		rc = keep_started(s, started, n_started);
+	if (rc == KP_OK)
+		rc = put_policy(s, b);
 	if (rc == KP_OK)
 		rc = run(s, "UPDATE sync_state SET value = ?1 WHERE key = 'config_version'",
 		         (int64_t)b->version, 0, "config version");

@@ -118,6 +118,9 @@ const char *kp_tap_reason_text(const char *reason)
 		{ "unsupported-card", "Card not supported here" },
 		{ "not-eligible",     "Ticket is for another rider category" },
 		{ "eligibility-expired", "Resident status expired: please renew" },
+		{ "eligibility-stale", "Resident status cannot be checked: terminal must sync" },
+		{ "direct-not-allowed", "My Number card not accepted here: use your linked IC card" },
+		{ "direct-limit",     "My Number card: today's limit reached" },
 		{ "card-invalid",     "Card not accepted: see staff" },
 		{ "card-expired",     "Card certificate expired: renew at the city office" },
 		{ "card-not-yet-valid", "This card cannot be used yet" },
@@ -393,6 +396,98 @@ static int gather(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], const cha
 	return rc;
 }
 
+/* The scheme's My Number policy, as the last bundle said it (syncstore.c, put_policy). A
+ * terminal that never applied a bundle (run from load files alone) has no scheme policy:
+ * direct taps as before, no age limit. One that applied a bundle before this version
+ * wrote the policy has the default one, and data of unknown age (stale until the next
+ * bundle, which the backend sends at least every quarter of the maximum age). */
+struct policy {
+	int synced, known, direct;
+	int64_t rides, value, max_age_s, issued_ms;
+	uint64_t seq;
+	char products[KP_POLICY_LIST_MAX][KP_ID_MAX + 1];
+	size_t n_products;
+	char categories[KP_POLICY_LIST_MAX][KP_ID_MAX + 1];
+	size_t n_categories;
+};
+
+static void ids_split(char *list, char (*ids)[KP_ID_MAX + 1], size_t *n)
+{
+	char *save = NULL;
+
+	*n = 0;
+	if (strcmp(list, "-") == 0)
+		return;
+	for (char *t = strtok_r(list, ",", &save); t != NULL && *n < KP_POLICY_LIST_MAX;
+	     t = strtok_r(NULL, ",", &save))
+		snprintf(ids[(*n)++], KP_ID_MAX + 1, "%s", t);
+}
+
+static int policy_load(kp_tap_engine *e, struct policy *p)
+{
+	char text[2 * KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 200];
+	char prods[KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 2];
+	char cats[KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 2];
+	long long rides, value, age, issued;
+	unsigned long long seq;
+	uint64_t acked = 0, version = 0;
+	int fmt, direct, rc;
+
+	memset(p, 0, sizeof(*p));
+	p->max_age_s = KP_POLICY_MAX_AGE_DEFAULT;
+	rc = kp_store_meta_get(e->s, "mynumber_policy", text, sizeof(text));
+	if (rc == KP_OK && sscanf(text, "%d %d %lld %lld %lld %lld %llu %529s %529s", &fmt, &direct,
+	                          &rides, &value, &age, &issued, &seq, prods, cats) == 9 &&
+	    fmt == 4 && age > 0) {
+		p->synced = p->known = 1;
+		p->direct = direct == 1;
+		p->rides = rides;
+		p->value = value;
+		p->max_age_s = age;
+		p->issued_ms = issued;
+		p->seq = seq;
+		ids_split(prods, p->products, &p->n_products);
+		ids_split(cats, p->categories, &p->n_categories);
+		return KP_OK;
+	}
+	if (rc != KP_OK && rc != KP_E_INVAL)
+		return rc;
+	rc = kp_store_sync_state(e->s, &acked, &version, NULL);
+	p->synced = version > 0;
+	return rc;
+}
+
+/* Eligibility data older than the scheme allows: judged from the bundle's issued time (the
+ * backend's clock, signed) to the later of now and the newest record journaled since the
+ * bundle was applied, so a clock set back after taps gains nothing. */
+static int policy_stale(kp_tap_engine *e, const struct policy *p, int64_t now, int *stale)
+{
+	int64_t newest = 0;
+	int rc = KP_OK;
+
+	*stale = 0;
+	if (!p->synced)
+		return KP_OK;
+	if (!p->known) {
+		*stale = 1;
+		return KP_OK;
+	}
+	rc = kp_store_journal_latest_after(e->s, p->seq, &newest);
+	if (newest > now)
+		now = newest;
+	*stale = now - p->issued_ms > p->max_age_s * 1000;
+	return rc;
+}
+
+static int policy_lists(const char (*ids)[KP_ID_MAX + 1], size_t n, const char *id)
+{
+	for (size_t i = 0; id[0] != '\0' && i < n; i++) {
+		if (strcmp(ids[i], id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 enum fare_event { EV_TAP, EV_TAP_ON, EV_TAP_OFF };
 static const char *const event_names[] = { "tap", "tap_on", "tap_off" };
 
@@ -413,6 +508,10 @@ struct tap {
 	int used_stored;                 /* the decision charged (or checked) stored value */
 	int64_t adopted_ms;              /* the open journey is another terminal's, opened then */
 	int mynumber;                    /* the token is a My Number card's linkage token */
+	int stale;                       /* eligibility data too old: no category, no linkage */
+	int stale_hit;                   /* ... and the card holds some, valid now */
+	const struct policy *direct;     /* a My Number card tapped directly: the policy */
+	int direct_filtered;             /* entitlements the policy does not allow were left out */
 };
 
 static int load_card(struct tap *t, const char *operator_id, const char *route)
@@ -425,6 +524,38 @@ static int load_card(struct tap *t, const char *operator_id, const char *route)
 	rc = gather(t->e, t->token, operator_id, route, t->now, t->ents, &t->n, t->el, &t->n_el);
 	if (rc != KP_OK)
 		return rc;
+	if (t->stale) {
+		/* neither the card's categories nor what it holds through a linkage: only its own
+		 * tickets, at the price of a rider without a category */
+		size_t k = 0;
+
+		for (size_t i = 0; i < t->n_el; i++)
+			t->stale_hit |= t->now >= t->el[i].valid_from_ms && t->now < t->el[i].valid_until_ms;
+		t->n_el = 0;
+		for (size_t i = 0; i < t->n; i++) {
+			if (memcmp(t->ents[i].e.token, t->token, KP_TOKEN_LEN) == 0 &&
+			    t->ents[i].category[0] == '\0' && t->direct == NULL)
+				t->ents[k++] = t->ents[i];
+			else
+				t->stale_hit = 1;
+		}
+		t->n = k;
+	}
+	if (t->direct != NULL) {
+		/* a My Number card tapped directly uses only what the scheme lists */
+		size_t k = 0;
+
+		for (size_t i = 0; i < t->n; i++) {
+			if (policy_lists((const char (*)[KP_ID_MAX + 1])t->direct->products,
+			                 t->direct->n_products, t->ents[i].e.product) ||
+			    policy_lists((const char (*)[KP_ID_MAX + 1])t->direct->categories,
+			                 t->direct->n_categories, t->ents[i].category))
+				t->ents[k++] = t->ents[i];
+			else
+				t->direct_filtered = 1;
+		}
+		t->n = k;
+	}
 	t->c = choose(t->ents, t->n, t->el, t->n_el, t->now, t->stored, t->commuter);
 	for (size_t i = 0; i < t->n; i++)
 		t->any_stored |= t->stored[i];
@@ -599,6 +730,10 @@ static int accept_commuter(struct tap *t, const struct kp_ent_view *pass, struct
  * so rather than "no ticket". */
 static const char *refusal(const struct tap *t)
 {
+	if (t->stale_hit)
+		return "eligibility-stale";
+	if (t->direct_filtered && strcmp(t->c.reason, "no-entitlement") == 0)
+		return "direct-not-allowed";
 	if (strcmp(t->c.reason, "no-entitlement") == 0) {
 		for (size_t i = 0; i < t->n; i++) {
 			if (t->commuter[i])
@@ -1010,17 +1145,57 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 	return rc;
 }
 
+/* A direct My Number tap the policy refuses before anything else is looked at, or NULL;
+ * *day_id gets the service day its limits count in. */
+static const char *direct_refusal(kp_tap_engine *e, const struct policy *p,
+                                  const uint8_t token[KP_TOKEN_LEN], int64_t now, int stale,
+                                  enum fare_event ev, int64_t *day_id, int64_t *value_today,
+                                  int *rc)
+{
+	int64_t rides_today = 0;
+
+	kp_service_day(now, e->cfg.utc_offset_s, e->cfg.service_day_end_s, day_id, NULL);
+	*value_today = 0;
+	if (!p->direct)
+		return "direct-not-allowed";
+	if (stale)
+		return "eligibility-stale";
+	*rc = kp_store_direct_use(e->s, token, *day_id, &rides_today, value_today);
+	/* a tap-off ends a journey begun within the limits */
+	if (*rc == KP_OK && ev != EV_TAP_OFF &&
+	    ((p->rides > 0 && rides_today >= p->rides) || (p->value > 0 && *value_today >= p->value)))
+		return "direct-limit";
+	return NULL;
+}
+
 static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
-                  int mynumber, struct kp_tap_outcome *out)
+                  int direct, struct kp_tap_outcome *out);
+
+int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                  struct kp_tap_outcome *out)
+{
+	return decide(e, token, now_ms, 0, out);
+}
+
+int kp_tap_decide_mynumber(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                           struct kp_tap_outcome *out)
+{
+	return decide(e, token, now_ms, 1, out);
+}
+
+static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
+                  int direct, struct kp_tap_outcome *out)
 {
 	struct tap *t;
 	struct kp_record rec;
 	struct kp_fare_state before;
+	struct policy pol;
 	uint8_t prev_before[KP_SHA256_LEN];
 	enum kp_tap_kind kind = KP_TAP_REFUSED;
 	enum fare_event ev = EV_TAP;
-	int64_t last = 0, pass_until = 0;
-	int listed = 0, found = 0, fs_found = 0, warn_days = -1, accepted = 0, rc;
+	int64_t last = 0, pass_until = 0, day_id = 0, value_today = 0;
+	int listed = 0, found = 0, fs_found = 0, warn_days = -1, accepted = 0, stale = 0, rc;
+	const char *no_direct = NULL;
 
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -1028,7 +1203,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	t->e = e;
 	t->token = token;
 	t->now = now_ms;
-	t->mynumber = mynumber;
+	t->mynumber = direct;
 	memset(&rec, 0, sizeof(rec));
 	memcpy(prev_before, e->prev, KP_SHA256_LEN);
 	rec.time_ms = now_ms;
@@ -1045,10 +1220,22 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	if (rc == KP_OK && !listed)
 		rc = kp_operator_fare(e->s, &e->cfg, e->cfg.operator_id, t->feed, &t->distance,
 		                      &t->have_fare);
+	if (rc == KP_OK && !listed)
+		rc = policy_load(e, &pol);
+	if (rc == KP_OK && !listed)
+		rc = policy_stale(e, &pol, now_ms, &stale);
 	if (rc != KP_OK)
 		goto done;
+	t->stale = stale;
 	ev = pick_event(e, &t->fs, t->distance);
 	snprintf(rec.event, sizeof(rec.event), "%s", event_names[ev]);
+	if (!listed && direct && pol.synced) {
+		t->direct = &pol;
+		no_direct = direct_refusal(e, &pol, token, now_ms, stale, ev, &day_id, &value_today,
+		                           &rc);
+		if (rc != KP_OK)
+			goto done;
+	}
 	if (listed) {
 		snprintf(rec.reason, sizeof(rec.reason), "denylisted");
 	} else if (found && now_ms - last < e->cfg.double_tap_window_ms &&
@@ -1059,6 +1246,8 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		 * tap-on/tap-off only at the same place, so a tap-off is never taken for one. */
 		kind = KP_TAP_ALREADY;
 		snprintf(rec.reason, sizeof(rec.reason), "already");
+	} else if (no_direct != NULL) {
+		snprintf(rec.reason, sizeof(rec.reason), "%s", no_direct);
 	} else {
 		/* A journey left open elsewhere is closed first, in this same transaction. */
 		if (t->fs.open && !(ev == EV_TAP_OFF &&
@@ -1076,6 +1265,18 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		if (rc == KP_OK && !accepted)
 			t->fs = before;          /* a refusal changes no journey, chain or cap */
 		kind = accepted ? KP_TAP_ACCEPTED : KP_TAP_REFUSED;
+		if (rc == KP_OK && accepted && t->direct != NULL && ev != EV_TAP_OFF &&
+		    t->direct->value > 0 && value_today + rec.amount > t->direct->value) {
+			/* this fare would pass the day's value: nothing of the decision is kept */
+			kp_store_rollback(e->s);
+			e->n_pending = 0;
+			memcpy(e->prev, prev_before, KP_SHA256_LEN);
+			rc = kp_store_journal_head(e->s, &e->seq, e->prev);
+			free(t);
+			return rc != KP_OK ? rc : kp_tap_refuse(e, token, "direct-limit", now_ms, out);
+		}
+		if (rc == KP_OK && accepted && t->direct != NULL)
+			rc = kp_store_add_direct_use(e->s, token, day_id, ev != EV_TAP_OFF, rec.amount);
 	}
 	snprintf(rec.result, sizeof(rec.result), "%s",
 	         kind == KP_TAP_ACCEPTED ? "accepted" : kind == KP_TAP_ALREADY ? "already" : "refused");
@@ -1111,12 +1312,6 @@ done:
 	}
 	free(t);
 	return rc;
-}
-
-int kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
-                  struct kp_tap_outcome *out)
-{
-	return decide(e, token, now_ms, 0, out);
 }
 
 int kp_tap_sweep(kp_tap_engine *e, int64_t now_ms, size_t *closed)
@@ -1324,7 +1519,9 @@ int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info
 		rc = kp_tap_identify_mynumber(e, r, now_ms, token, NULL, &reason);
 		if (rc != KP_OK)
 			return kp_tap_refuse(e, NULL, reason, now_ms, out);
-		return decide(e, token, now_ms, 1, out);
+		/* it proves only that somebody presented these certificate bytes: the scheme's
+		 * policy says what, if anything, such a tap may use */
+		return kp_tap_decide_mynumber(e, token, now_ms, out);
 	}
 	if (info->tech != KP_TECH_FELICA)
 		return kp_tap_refuse(e, NULL, "unsupported-card", now_ms, out);

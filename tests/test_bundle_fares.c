@@ -553,8 +553,8 @@ static void test_bundle_format2_roundtrip(void **state)
 		}
 		free(copy);
 	}
-	/* a format 4 bundle is refused whatever follows */
-	out[3] = 0x04;
+	/* a format 5 bundle is refused whatever follows */
+	out[3] = 0x05;
 	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_E_VERSION);
 	/* a format 1 bundle may not carry format 2 keys */
 	out[3] = 0x01;

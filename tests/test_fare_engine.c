@@ -458,6 +458,7 @@ static void test_run_upgrade(void **state)
 	                              " ALTER TABLE fare_state DROP COLUMN run_to;"
 	                              " ALTER TABLE fare_state DROP COLUMN run_on_ms;"
 	                              " ALTER TABLE fare_state DROP COLUMN run_off_ms;"
+	                              " DROP TABLE direct_use;"          /* schema 13 */
 	                              " PRAGMA user_version = 10;", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
 	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);

@@ -18,6 +18,11 @@
 #include "kp_terminal.h"
 #include "testutil.h"
 
+/* what the backend's migration 6 (the My Number policy, clone detection) made */
+#define SCHEMA_6_DROP " DROP TABLE direct_tap_allow; DROP TRIGGER fare_packages_places;" \
+	" DROP TABLE stop_places; DROP TABLE clone_flags; DROP INDEX records_via;"          \
+	" DROP INDEX records_token;"
+
 #define MIN_MS  60000LL
 #define HOUR    3600000LL
 #define DAY     86400000LL
@@ -439,6 +444,7 @@ static void test_event_migration(void **state)
 	f->s = NULL;
 	/* back to what a schema 3 store held */
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, SCHEMA_6_DROP, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, UNDO_SCHEMA_5, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP INDEX records_recent; DROP TABLE product_scope;"
 	                              " ALTER TABLE records DROP COLUMN event;"
@@ -680,7 +686,7 @@ static void test_format3_malformed_refused(void **state)
 {
 	static const struct patch patches[] = {
 		{ "617603", 2, 0x02, "remote and scopes in a format 2 bundle" },
-		{ "617603", 2, 0x04, "format 4" },
+		{ "617603", 2, 0x05, "format 5" },
 		{ "626F6E191388", 4, 0x20, "leg: on after off" },
 		{ "647061696401", 5, 0x02, "paid: 2" },
 		{ "66636C6F73656417", 7, 0x00, "closed: 0" },
@@ -952,6 +958,7 @@ static void test_bundle_time_100k(void **state)
 	kp_bstore_close(f->s);
 	f->s = NULL;
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, SCHEMA_6_DROP, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, UNDO_SCHEMA_5, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP INDEX records_recent; DROP TABLE product_scope;"
 	                              " ALTER TABLE records DROP COLUMN event;"

@@ -1083,6 +1083,10 @@ static void test_revoked_linkage(void **state)
 	b.n_entitlements = 1;
 	b.eligibility = el;
 	b.n_eligibility = 2;
+	/* the scheme lets her card be tapped directly for its resident passes */
+	b.policy.direct = 1;
+	snprintf(b.policy.categories[0], sizeof(b.policy.categories[0]), "resident");
+	b.policy.n_categories = 1;
 	kp_store_sync_source(f->s, &src);
 	assert_int_equal(src.apply_bundle(src.ctx, &b), KP_OK);
 
@@ -1113,6 +1117,209 @@ static void test_revoked_linkage(void **state)
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
 	assert_int_equal(o.kind, KP_TAP_REFUSED);
 	assert_string_equal(o.reason, "no-entitlement");
+	close_scn(r);
+}
+
+/* ---- the scheme's My Number policy (issue 13) ---- */
+
+/* A bundle for the fixture's terminal: a resident 10-ride pass (7200) sold to hanako's
+ * linkage, her linkage resident and alice's FeliCa card linked to it, and an ordinary
+ * 10-ride ticket (7201) of alice's own. */
+static void policy_bundle(struct kp_bundle *b, uint64_t version, int64_t issued_ms,
+                          const struct kp_bundle_policy *pol)
+{
+	static struct kp_bundle_operator op = { "OP-A", "A" };
+	static struct kp_bundle_product prod[2];
+	static struct kp_bundle_entitlement ent[2];
+	static struct kp_bundle_eligibility el[2];
+	uint8_t alice[KP_TOKEN_LEN];
+
+	assert_int_equal(kp_token_derive(token_key, "felica", ALICE_IDM, 8, alice), 0);
+	memset(b, 0, sizeof(*b));
+	memset(prod, 0, sizeof(prod));
+	memset(ent, 0, sizeof(ent));
+	memset(el, 0, sizeof(el));
+	for (int i = 0; i < 2; i++) {
+		snprintf(prod[i].id, sizeof(prod[i].id), i == 0 ? "RES" : "T10");
+		prod[i].rides = 10;
+		snprintf(prod[i].operators[0], sizeof(prod[i].operators[0]), "OP-A");
+		prod[i].n_operators = 1;
+		ent[i].id = 7200 + i;
+		memcpy(ent[i].token, i == 0 ? lk_hanako : alice, KP_TOKEN_LEN);
+		snprintf(ent[i].product, sizeof(ent[i].product), i == 0 ? "RES" : "T10");
+		ent[i].remaining = 10;
+		ent[i].valid_from_ms = ms_at(0) - DAY_MS;
+		/* the resident pass ends first, so it is the one chosen when usable */
+		ent[i].valid_until_ms = ms_at(0) + (i == 0 ? 60 : 90) * DAY_MS;
+		memcpy(el[i].token, i == 0 ? lk_hanako : alice, KP_TOKEN_LEN);
+		snprintf(el[i].category, sizeof(el[i].category), "resident");
+		el[i].valid_from_ms = ms_at(0) - DAY_MS;
+		el[i].valid_until_ms = ms_at(0) + 365 * DAY_MS;
+	}
+	snprintf(prod[0].category, sizeof(prod[0].category), "resident");
+	el[1].has_via = 1;
+	memcpy(el[1].via, lk_hanako, KP_TOKEN_LEN);
+	b->version = version;
+	b->issued_ms = issued_ms;
+	snprintf(b->terminal, sizeof(b->terminal), TERMINAL_ID);
+	b->operators = &op;
+	b->n_operators = 1;
+	b->products = prod;
+	b->n_products = 2;
+	b->entitlements = ent;
+	b->n_entitlements = 2;
+	b->eligibility = el;
+	b->n_eligibility = 2;
+	if (pol != NULL)
+		b->policy = *pol;
+}
+
+/* Applies a bundle the way a terminal does: encoded, decoded, then applied. */
+static void policy_apply(struct fx *f, struct kp_bundle *b)
+{
+	struct kp_sync_source src;
+	struct kp_bundle d;
+	uint8_t *out = NULL;
+	size_t n = 0;
+
+	assert_int_equal(kp_bundle_encode(b, &out, &n), KP_SYNC_OK);
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_OK);
+	free(out);
+	kp_store_sync_source(f->s, &src);
+	assert_int_equal(src.apply_bundle(src.ctx, &d), KP_OK);
+	kp_bundle_free(&d);
+}
+
+static void expect_tap(struct fx *f, struct kp_reader *r, enum kp_tap_kind kind,
+                       const char *reason)
+{
+	struct kp_tap_outcome o;
+
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	if (o.kind != kind || strcmp(o.reason, reason) != 0)
+		fail_msg("want %d %s, got %d %s", kind, reason, o.kind, o.reason);
+}
+
+/* A copied certificate (hanako's bytes, another key) tapped directly: refused under the
+ * default policy, while her linked card rides; allowed for the listed category within the
+ * rides-per-day limit and refused beyond it; a product not listed is not used. */
+static void test_direct_tap_policy(void **state)
+{
+	struct fx *f = *state;
+	struct kp_bundle_policy pol;
+	struct kp_bundle b;
+	struct kp_entitlement e;
+	struct kp_reader *r;
+	char scn[600], idm[17];
+
+	policy_bundle(&b, 1, ms_at(0) - 1000, NULL);
+	policy_apply(f, &b);
+	kp_hex(ALICE_IDM, 8, idm);
+	snprintf(scn, sizeof(scn), "card clone mynumber dir=clone\ncard alice felica idm=%s\n"
+	         "tap +0 clone\ntap +70 alice\ntap +140 clone\ntap +210 clone\ntap +280 clone\n"
+	         "tap +350 clone\n", idm);
+	r = open_scn(scn);
+	expect_tap(f, r, KP_TAP_REFUSED, "direct-not-allowed");
+	expect_tap(f, r, KP_TAP_ACCEPTED, "ok");            /* the linked Suica: the pass */
+	assert_int_equal(kp_store_get_entitlement(f->s, lk_hanako, 7200, &e), KP_OK);
+	assert_int_equal(e.rides_left, 9);
+	/* the scheme allows direct taps for resident products, two a day per linkage */
+	memset(&pol, 0, sizeof(pol));
+	pol.direct = 1;
+	pol.direct_rides = 2;
+	snprintf(pol.categories[0], sizeof(pol.categories[0]), "resident");
+	pol.n_categories = 1;
+	policy_bundle(&b, 2, ms_at(100), &pol);
+	policy_apply(f, &b);
+	expect_tap(f, r, KP_TAP_ACCEPTED, "ok");
+	expect_tap(f, r, KP_TAP_ACCEPTED, "ok");
+	expect_tap(f, r, KP_TAP_REFUSED, "direct-limit");
+	/* listed by product only, another product: nothing usable */
+	memset(&pol, 0, sizeof(pol));
+	pol.direct = 1;
+	snprintf(pol.products[0], sizeof(pol.products[0]), "T10");
+	pol.n_products = 1;
+	policy_bundle(&b, 3, ms_at(300), &pol);
+	policy_apply(f, &b);
+	expect_tap(f, r, KP_TAP_REFUSED, "direct-not-allowed");
+	close_scn(r);
+	/* the two accepted direct taps and the Suica's: 10 - 3 */
+	assert_int_equal(kp_store_get_entitlement(f->s, lk_hanako, 7200, &e), KP_OK);
+	assert_int_equal(e.rides_left, 7);
+	assert_string_equal(kp_tap_reason_text("direct-not-allowed"),
+	                    "My Number card not accepted here: use your linked IC card");
+	assert_string_equal(kp_tap_reason_text("eligibility-stale"),
+	                    "Resident status cannot be checked: terminal must sync");
+}
+
+/* Eligibility data older than the scheme's maximum age: the linked card's resident pass
+ * and the linkage's category are refused eligibility-stale, alice's own ticket still
+ * rides, and a newer bundle lifts it. A clock set back after a tap gains nothing. */
+static void test_eligibility_stale(void **state)
+{
+	struct fx *f = *state;
+	struct kp_bundle_policy pol;
+	struct kp_bundle b;
+	struct kp_tap_outcome o;
+	struct kp_reader *r;
+	char scn[600], idm[17];
+	int64_t h = 3600;
+
+	memset(&pol, 0, sizeof(pol));
+	pol.max_age_s = 24 * h;
+	/* issued 23 hours before the first tap */
+	policy_bundle(&b, 1, ms_at(-23 * h), &pol);
+	policy_apply(f, &b);
+	kp_hex(ALICE_IDM, 8, idm);
+	snprintf(scn, sizeof(scn), "card alice felica idm=%s\n"
+	         "tap +0 alice\ntap +%lld alice\ntap +%lld alice\ntap +%lld alice\n"
+	         "tap +%lld alice\n", idm, (long long)(2 * h), (long long)(2 * h + 70),
+	         (long long)(2 * h + 140), (long long)(2 * h + 210));
+	r = open_scn(scn);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.product, "RES");              /* the linkage's pass */
+	/* 25 hours after the bundle: the resident pass is refused, her own ticket rides */
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.product, "T10");
+	assert_string_equal(o.category, "");
+	assert_int_equal(o.linked, 0);
+	/* with her own ticket used up there is nothing else: stale, not "no ticket" */
+	{
+		struct kp_entitlement e;
+		uint8_t alice[KP_TOKEN_LEN];
+
+		assert_int_equal(kp_token_derive(token_key, "felica", ALICE_IDM, 8, alice), 0);
+		assert_int_equal(kp_store_get_entitlement(f->s, alice, 7201, &e), KP_OK);
+		e.rides_left = 0;
+		assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
+	}
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "eligibility-stale");
+	/* a newer bundle (the terminal synced) lifts it */
+	policy_bundle(&b, 2, ms_at(2 * h + 100), &pol);
+	policy_apply(f, &b);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.product, "RES");
+	close_scn(r);
+	/* a clock set back to within the age after a tap 25 hours on gains nothing */
+	policy_bundle(&b, 3, ms_at(2 * h + 300), &pol);
+	policy_apply(f, &b);
+	snprintf(scn, sizeof(scn), "card alice felica idm=%s\ntap +%lld alice\n", idm,
+	         (long long)(27 * h + 400));
+	r = open_scn(scn);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_string_equal(o.product, "T10");              /* stale: her own ticket */
+	close_scn(r);
+	snprintf(scn, sizeof(scn), "card alice felica idm=%s\ntap +%lld alice\n", idm,
+	         (long long)(2 * h + 500));
+	r = open_scn(scn);
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_string_equal(o.product, "T10");              /* still stale, not RES */
 	close_scn(r);
 }
 
@@ -2338,6 +2545,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_identify_linkage_token, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_direct_tap_policy, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_eligibility_stale, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_direct_tap_accepted_nothing_stored, fx_setup,
 		                                fx_teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, fx_setup, fx_teardown),

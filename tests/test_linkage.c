@@ -514,6 +514,187 @@ static void test_link_requests_ingested(void **state)
 	chain_free(&c);
 }
 
+/* ---- clone detection (issue 13) ---- */
+
+/* A tap at terminal `term` (its own chain): by a card linked through `via`, or directly by
+ * a linkage (via 0, token = the linkage), at stop (NULL: none). */
+static void clone_tap(struct chain *c, const char *term, uint8_t card, uint8_t via,
+                      const char *stop, int64_t at)
+{
+	struct kp_record r;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.terminal, sizeof(r.terminal), "%s", term);
+	r.seq = ++c->seq;
+	r.time_ms = at;
+	strcpy(r.kind, "tap");
+	strcpy(r.event, "tap");
+	r.has_token = 1;
+	tok(r.token, card);
+	strcpy(r.operator_id, "OP-G");
+	if (stop != NULL)
+		snprintf(r.stop, sizeof(r.stop), "%s", stop);
+	r.rides = 1;
+	strcpy(r.result, "accepted");
+	strcpy(r.reason, "ok");
+	if (via != 0) {
+		r.has_via = 1;
+		tok(r.via, via);
+	}
+	strcpy(r.category, "resident");
+	chain_add(c, &r);
+}
+
+static void ingest(const char *term, struct chain *c, uint64_t want_acked)
+{
+	uint64_t acked = 0, refused = 0;
+	char reason[256] = "";
+
+	assert_int_equal(kp_bstore_ingest(store(), term, c->in, c->n, T_REC, &acked, &refused,
+	                                  reason, sizeof(reason)), KP_BE_OK);
+	assert_int_equal(refused, 0);
+	assert_int_equal(acked, want_acked);
+}
+
+static void chain_reset(struct chain *c)
+{
+	chain_free(c);
+	c->n = 0;
+}
+
+static int deny_has(const struct kp_bundle *b, uint8_t token, const char *reason)
+{
+	for (size_t i = 0; i < b->n_denylist; i++) {
+		if (b->denylist[i].token[0] == token && strcmp(b->denylist[i].reason, reason) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* One linkage used at two terminals: 100 km in 30 minutes is flagged (reported only by
+ * default); with the suspend policy, two terminals 20 s apart (a stop without a place)
+ * suspend the linkage in the next bundle (its eligibility and its card's withheld, the
+ * linkage denylisted) until an operator clears it; direct taps beyond the policy's rides a
+ * day are flagged too. Records go through the store's ingest, batches sent twice add
+ * nothing. */
+static void test_clone_detection(void **state)
+{
+	static const struct kp_stop_place places[] = {
+		{ "S1", 36389500, 139063400 },       /* ~100 km from S2 */
+		{ "S2", 35681200, 139767100 },
+		{ "S3", 36393000, 139066000 },       /* ~450 m from S1 */
+	};
+	struct chain a, b2, a2, b3;
+	struct kp_bundle_policy pol;
+	struct kp_bundle b;
+	uint8_t l[KP_TOKEN_LEN], card[KP_TOKEN_LEN];
+	uint64_t acked = 0, v0;
+	const char *rep;
+	const int64_t min = 60000;
+	char want[128];
+
+	(void)state;
+	memset(&a, 0, sizeof(a));
+	memset(&b2, 0, sizeof(b2));
+	tok(l, 0xC1);
+	tok(card, 0xC2);
+	assert_int_equal(kp_bstore_linkage_add(store(), l, "resident", T_FROM, T_UNTIL, 1), KP_BE_OK);
+	assert_int_equal(kp_bstore_linkage_link(store(), l, card, 1, "backend"), KP_BE_OK);
+	assert_int_equal(kp_bstore_put_stop_places(store(), "F", places, 3), KP_BE_OK);
+	assert_int_equal(kp_bstore_terminal_seen(store(), "T-A", (const uint8_t *)"x", 1, 3, &acked),
+	                 KP_BE_OK);
+	assert_int_equal(kp_bstore_terminal_seen(store(), "T-B", (const uint8_t *)"y", 1, 3, &acked),
+	                 KP_BE_OK);
+
+	/* the linked card at S1, then the linkage itself (a direct tap) at S2 half an hour
+	 * later, and at S3 (near S1) an hour after the first: one impossible pair */
+	clone_tap(&a, "T-A", 0xC2, 0xC1, "S1", T_REC);
+	clone_tap(&b2, "T-B", 0xC1, 0, "S2", T_REC + 30 * min);
+	clone_tap(&b2, "T-B", 0xC1, 0, "S3", T_REC + 3 * 60 * min);
+	ingest("T-A", &a, 1);
+	ingest("T-B", &b2, 2);
+	rep = report(KP_REPORT_CLONES, NULL);
+	assert_int_equal(tu_count(rep, "\n"), 1);
+	snprintf(want, sizeof(want), "%s|travel|T-A:1|T-B:1|", hex16(0xC1));
+	assert_non_null(strstr(rep, want));
+	assert_non_null(strstr(rep, "101.0 km in 1800 s (more than 120 km/h)"));
+	assert_non_null(strstr(rep, "|reported\n"));
+	/* reported only: the bundle still carries the linkage and its card */
+	bundle(&b, T_REC);
+	assert_row(&b, 0xC1, "resident", 0, 0, T_FROM, T_UNTIL);
+	assert_row(&b, 0xC2, "resident", 1, 0xC1, T_FROM, T_UNTIL);
+	assert_int_equal(b.n_denylist, 0);
+	kp_bundle_free(&b);
+	/* sent again: nothing new */
+	ingest("T-A", &a, 1);
+	ingest("T-B", &b2, 2);
+	assert_int_equal(tu_count(report(KP_REPORT_CLONES, NULL), "\n"), 1);
+
+	/* the scheme suspends: two terminals 20 s apart, one stop without a place */
+	assert_int_equal(kp_bstore_set_clone_policy(store(), 2, 120, 60), KP_BE_OK);
+	a2 = a;
+	a2.n = 0;                            /* the same chain, on from where a ended */
+	clone_tap(&a2, "T-A", 0xC2, 0xC1, "S1", T_REC + 600 * min);
+	clone_tap(&a2, "T-A", 0xC2, 0xC1, "S1", T_REC + 601 * min);
+	b3 = b2;
+	b3.n = 0;
+	clone_tap(&b3, "T-B", 0xC1, 0, NULL, T_REC + 600 * min + 20000);
+	v0 = version();
+	ingest("T-A", &a2, 3);
+	ingest("T-B", &b3, 3);
+	assert_true(version() > v0);
+	rep = report(KP_REPORT_CLONES, "T-B");
+	assert_int_equal(tu_count(rep, "\n"), 3);
+	assert_non_null(strstr(rep, "|travel|T-A:2|T-B:3|two terminals 20 s apart"));
+	assert_non_null(strstr(rep, "|travel|T-B:3|T-A:3|two terminals 40 s apart"));
+	assert_int_equal(tu_count(rep, "|suspended\n"), 2);
+	bundle(&b, T_REC);
+	assert_null(elig_find(&b, 0xC1, "resident"));
+	assert_null(elig_find(&b, 0xC2, "resident"));
+	assert_true(deny_has(&b, 0xC1, "suspended: possible copied My Number card"));
+	assert_false(deny_has(&b, 0xC2, "suspended: possible copied My Number card"));
+	kp_bundle_free(&b);
+	/* kippuctl shows the report */
+	assert_int_equal(sh("\"$CTL\" backend clones backend.db > clones.txt && "
+	                    "grep -q 'suspended' clones.txt && grep -q 'reported' clones.txt"), 0);
+
+	/* an operator who has looked into it clears the linkage: the next bundle has it again */
+	assert_int_equal(kp_bstore_clone_clear(store(), l, T_REC), KP_BE_OK);
+	assert_int_equal(kp_bstore_clone_clear(store(), l, T_REC), KP_BE_E_NOTFOUND);
+	bundle(&b, T_REC);
+	assert_row(&b, 0xC1, "resident", 0, 0, T_FROM, T_UNTIL);
+	assert_row(&b, 0xC2, "resident", 1, 0xC1, T_FROM, T_UNTIL);
+	assert_int_equal(b.n_denylist, 0);
+	kp_bundle_free(&b);
+
+	/* more direct taps in a service day than the policy allows, at one terminal */
+	memset(&pol, 0, sizeof(pol));
+	pol.direct = 1;
+	pol.direct_rides = 2;
+	pol.max_age_s = KP_POLICY_MAX_AGE_DEFAULT;
+	snprintf(pol.categories[0], sizeof(pol.categories[0]), "resident");
+	pol.n_categories = 1;
+	assert_int_equal(kp_bstore_set_policy(store(), &pol), KP_BE_OK);
+	chain_reset(&b3);
+	clone_tap(&b3, "T-B", 0xC1, 0, "S2", T_REC + 1440 * min);
+	clone_tap(&b3, "T-B", 0xC1, 0, "S2", T_REC + 1500 * min);
+	ingest("T-B", &b3, 5);
+	assert_int_equal(tu_count(report(KP_REPORT_CLONES, NULL), "|limit|"), 0);
+	chain_reset(&b3);
+	clone_tap(&b3, "T-B", 0xC1, 0, "S2", T_REC + 1560 * min);
+	ingest("T-B", &b3, 6);
+	rep = report(KP_REPORT_CLONES, NULL);
+	assert_int_equal(tu_count(rep, "|limit|T-B:6|T-B:6|3 direct taps in one service day, the "
+	                          "policy allows 2|"), 1);
+	bundle(&b, T_REC);
+	assert_null(elig_find(&b, 0xC1, "resident"));
+	kp_bundle_free(&b);
+	chain_free(&a);
+	chain_free(&b2);
+	chain_free(&a2);
+	chain_free(&b3);
+}
+
 /* ---- a version-1 database (before linkages) is migrated in place ---- */
 
 /* Migration 1 exactly as released (backend-sync/bstore.c), frozen here. */
@@ -972,6 +1153,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_linkage_bundle_and_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_link_requests_ingested, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clone_detection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kippuctl_linkage_end_to_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_linkage_token_from_certificate, setup, teardown),

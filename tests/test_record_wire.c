@@ -1120,6 +1120,108 @@ static void check_bundle_any(const uint8_t *p, size_t n)
 	}
 }
 
+/* Patches the byte `at` after the first occurrence of hex `find` in a copy of buf and
+ * expects the decoder to refuse it with rc. */
+static void policy_patch(const uint8_t *buf, size_t n, const char *find, size_t at, uint8_t to,
+                         int rc, const char *what)
+{
+	uint8_t needle[32], *copy = malloc(n), *p;
+	size_t k = strlen(find) / 2;
+	struct kp_bundle d;
+
+	assert_non_null(copy);
+	for (size_t i = 0; i < k; i++)
+		sscanf(find + 2 * i, "%2hhx", &needle[i]);
+	memcpy(copy, buf, n);
+	p = memmem(copy, n, needle, k);
+	if (p == NULL)
+		fail_msg("%s: %s not found", what, find);
+	p[at] = to;
+	if (kp_bundle_decode(copy, n, &d) != rc)
+		fail_msg("%s: not refused", what);
+	free(copy);
+}
+
+/* Format 4: the scheme's My Number policy. The default policy is written as no key (the
+ * bundle stays in its format, byte for byte); any other round-trips as format 4 with one
+ * encoding; what the policy cannot be is refused both ways. */
+static void test_bundle_policy_format4(void **state)
+{
+	struct kp_bundle b = sample_bundle(7), d;
+	uint8_t *out = NULL, *dflt = NULL, *re = NULL;
+	size_t n = 0, dn = 0, rn = 0;
+
+	(void)state;
+	bundle_bytes(&b, &dflt, &dn);
+	assert_int_equal(kp_bundle_decode(dflt, dn, &d), KP_SYNC_OK);
+	assert_true(d.format < 4);
+	assert_int_equal(d.policy.direct, 0);
+	assert_int_equal(d.policy.max_age_s, KP_POLICY_MAX_AGE_DEFAULT);
+	kp_bundle_free(&d);
+	/* the default said explicitly is the same bytes */
+	b.policy.max_age_s = KP_POLICY_MAX_AGE_DEFAULT;
+	bundle_bytes(&b, &out, &n);
+	assert_int_equal(n, dn);
+	assert_memory_equal(out, dflt, n);
+	free(out);
+
+	/* format 2 and later carry real ride counts only */
+	b.products[0].rides = 1;
+	b.products[1].rides = 1;
+	b.policy.direct = 1;
+	b.policy.direct_rides = 1;
+	b.policy.direct_value = 2000;
+	b.policy.max_age_s = 3600;
+	strcpy(b.policy.products[0], "P10");
+	b.policy.n_products = 1;
+	strcpy(b.policy.categories[0], "a");
+	strcpy(b.policy.categories[1], "b");
+	b.policy.n_categories = 2;
+	bundle_bytes(&b, &out, &n);
+	assert_int_equal(out[3], 4);                        /* "v": 4 */
+	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.format, 4);
+	assert_memory_equal(&d.policy, &b.policy, sizeof(d.policy));
+	assert_int_equal(kp_bundle_encode(&d, &re, &rn), KP_SYNC_OK);
+	assert_int_equal(rn, n);
+	assert_memory_equal(re, out, n);
+	free(re);
+	kp_bundle_free(&d);
+	/* one change at a time, each refused */
+	policy_patch(out, n, "617604", 2, 0x03, KP_SYNC_E_MALFORMED, "policy in format 3");
+	policy_patch(out, n, "617604", 2, 0x05, KP_SYNC_E_VERSION, "format 5");
+	policy_patch(out, n, "657269646573016576616C7565", 6, 0x00, KP_SYNC_E_MALFORMED, "rides 0");
+	policy_patch(out, n, "676D61785F616765190E10", 10, 0x0F, KP_SYNC_E_MALFORMED, "max_age 3599 s");
+	policy_patch(out, n, "8261616162", 2, 0x62, KP_SYNC_E_MALFORMED, "categories b, b");
+	policy_patch(out, n, "8261616162", 2, 0x63, KP_SYNC_E_MALFORMED, "categories c, b");
+	policy_patch(out, n, "66646972656374A4", 7, 0xA5, KP_SYNC_E_MALFORMED, "direct: 5 keys");
+	free(out);
+	/* what the encoder refuses */
+	{
+		struct kp_bundle_policy ok = b.policy;
+
+		b.policy.n_products = b.policy.n_categories = 0;
+		assert_int_equal(kp_bundle_encode(&b, &out, &n), KP_SYNC_E_INVAL);
+		b.policy = ok;
+		strcpy(b.policy.categories[0], "c");           /* c, b: not sorted */
+		assert_int_equal(kp_bundle_encode(&b, &out, &n), KP_SYNC_E_INVAL);
+		b.policy = ok;
+		b.policy.max_age_s = KP_POLICY_MAX_AGE_MAX + 1;
+		assert_int_equal(kp_bundle_encode(&b, &out, &n), KP_SYNC_E_INVAL);
+		b.policy = ok;
+		b.policy.direct_rides = KP_POLICY_RIDES_MAX + 1;
+		assert_int_equal(kp_bundle_encode(&b, &out, &n), KP_SYNC_E_INVAL);
+		b.policy = ok;
+		b.policy.direct = 0;                           /* off, but lists */
+		assert_int_equal(kp_bundle_encode(&b, &out, &n), KP_SYNC_E_INVAL);
+		b.policy = ok;
+		b.policy.products[0][0] = '\0';                 /* an empty id */
+		assert_int_equal(kp_bundle_encode(&b, &out, &n), KP_SYNC_E_INVAL);
+	}
+	free(dflt);
+	kp_bundle_free(&b);
+}
+
 static void test_bundle_decode_rejects(void **state)
 {
 	struct kp_bundle b = sample_bundle(7), d;
@@ -1129,8 +1231,8 @@ static void test_bundle_decode_rejects(void **state)
 
 	(void)state;
 	bundle_bytes(&b, &out, &n);
-	/* v: 4 is a version we do not speak, whatever follows (2 and 3 are formats 2 and 3) */
-	out[3] = 0x04;
+	/* v: 5 is a version we do not speak, whatever follows (2 to 4 are formats 2 to 4) */
+	out[3] = 0x05;
 	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_E_VERSION);
 	out[3] = 0x01;
 	/* one pair more or less */
@@ -2226,6 +2328,7 @@ int main(void)
 		cmocka_unit_test(test_bundle_canonical_order),
 		cmocka_unit_test(test_bundle_encode_rejects),
 		cmocka_unit_test(test_bundle_decode_rejects),
+		cmocka_unit_test(test_bundle_policy_format4),
 		cmocka_unit_test(test_bundle_limits),
 		cmocka_unit_test(test_bundle_eligibility_vectors),
 		cmocka_unit_test(test_bundle_eligibility_order),

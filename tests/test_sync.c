@@ -1692,6 +1692,93 @@ static void test_fares_across_terminals_end_to_end(void **state)
 	                    "grep ' SV ' ent.txt | grep -q ' 2000 .* 400 .* 1600 '"), 0);
 }
 
+/* ---- the maximum age of eligibility data (issue 13) ---- */
+
+#define LINKAGE_HEX "C1C1C1C1C1C1C1C1C1C1C1C1C1C1C1C1"
+
+/* kippu-backend again on the same port, its clock at at_s (an absolute time, so that it
+ * holds under the faked clocks of make test-dates too). */
+static void start_backend_at(int64_t at_s)
+{
+	char out[512], when[64];
+	time_t t = (time_t)at_s;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	snprintf(out, sizeof(out), "%s/backend.out", F->dir);
+	remove(out);
+	F->backend = tu_spawn("cd '%s' && TZ=UTC FAKETIME_DONT_FAKE_MONOTONIC=1 exec faketime "
+	                      "-f '@%s' '%s/kippu-backend' --listen 127.0.0.1:%d --db backend.db "
+	                      "--ca ca.crt --cert backend.crt --key backend.key --timeout-ms 3000 "
+	                      "> backend.out 2>> backend.log", F->dir, when, F->bin, F->port);
+	tu_wait_text(out, "listening", 1, TU_WAIT_S);
+}
+
+static void erin_fumi_taps(int64_t start_s, const char *name)
+{
+	assert_int_equal(sh("printf 'start %lld\\ncard erin felica idm=01010203040506D0 balance=0\\n"
+	                    "card fumi felica idm=01010203040506E0 balance=0\\n"
+	                    "tap +0 erin\\ntap +60 fumi\\n' > %s", (long long)start_s, name), 0);
+	assert_int_equal(run_term("T-A", name), 0);
+}
+
+/* A terminal that stays offline: 25 hours after its bundle (the scheme's maximum age is 24)
+ * the resident pass a linked card holds through its linkage is refused eligibility-stale,
+ * an ordinary ticket still rides; once it syncs, it rides again, although nothing changed
+ * at the backend (the backend sends a fresh bundle at least every quarter of the age).
+ * The real programs over loopback; every time relative to the test's clock. */
+static void test_eligibility_stale_offline_end_to_end(void **state)
+{
+	char path[512], *hmi;
+	int64_t w = (int64_t)time(NULL);
+
+	(void)state;
+	assert_int_equal(sh("\"$CTL\" backend product $DB RES 10 OP-A Resident --category resident "
+	                    ">/dev/null && "
+	                    "\"$CTL\" backend card $DB felica:01010203040506E0 --label fumi "
+	                    "--token-key token.key && "
+	                    "\"$CTL\" backend sell $DB felica:01010203040506E0 P10 "
+	                    "2020-01-01T00:00:00+09:00 2099-01-01T00:00:00+09:00 --token-key token.key "
+	                    ">/dev/null && "
+	                    "\"$CTL\" linkage add $DB token:" LINKAGE_HEX " resident "
+	                    "2020-01-01T00:00:00+09:00 2099-01-01T00:00:00+09:00 "
+	                    "--card felica:01010203040506D0 --token-key token.key >/dev/null && "
+	                    "\"$CTL\" backend card $DB token:" LINKAGE_HEX " --label linkage "
+	                    "--token-key token.key && "
+	                    "\"$CTL\" backend sell $DB token:" LINKAGE_HEX " RES "
+	                    "2020-01-01T00:00:00+09:00 2099-01-01T00:00:00+09:00 --token-key token.key "
+	                    ">/dev/null && "
+	                    "\"$CTL\" backend policy $DB eligibility-max-age 24 > policy.txt && "
+	                    "grep -q 'eligibility max age: 24 hours' policy.txt"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
+	/* an hour later: erin rides on the linkage's resident pass, fumi on her ticket */
+	erin_fumi_taps(w + 3600, "stale-1.txt");
+	/* 25 hours later, still offline */
+	erin_fumi_taps(w + 25 * 3600, "stale-2.txt");
+	snprintf(path, sizeof(path), "%s/T-A-hmi.log", F->dir);
+	hmi = tu_read(path);
+	if (hmi == NULL)
+		fail_msg("no HMI log");
+	assert_int_equal(tu_count(hmi, "accepted ok RES 9"), 1);
+	assert_int_equal(tu_count(hmi, "refused eligibility-stale"), 1);
+	assert_non_null(strstr(hmi, "Resident status cannot be checked: terminal must sync"));
+	assert_int_equal(tu_count(hmi, "accepted ok P10 "), 2);
+	assert_int_equal(tu_count(hmi, "accepted ok RES"), 1);
+	free(hmi);
+	/* the backend's clock has moved on too: it sends a fresh bundle, the pass rides again */
+	stop_backend();
+	start_backend_at(w + 25 * 3600 + 60);
+	assert_int_equal(sync_term("T-A"), 0);
+	erin_fumi_taps(w + 25 * 3600 + 600, "stale-3.txt");
+	hmi = tu_read(path);
+	if (hmi == NULL)
+		fail_msg("no HMI log");
+	assert_int_equal(tu_count(hmi, "refused eligibility-stale"), 1);
+	assert_int_equal(tu_count(hmi, "accepted ok RES"), 2);
+	free(hmi);
+}
+
 /* ---- names and reasons the bundle cannot carry (issue 12): every entry point refuses
  * them (kp_bundle_text_check), and the bundle builder leaves out a row that got into the
  * database anyway instead of failing every terminal's sync ---- */
@@ -1894,6 +1981,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bundle_leaves_out_bad_rows, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bundle_leaves_out_bad_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_after_bad_row_end_to_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eligibility_stale_offline_end_to_end, setup,
+		                                teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -27,6 +27,13 @@ static const char usage_text[] =
 	"  kippuctl backend fares import GTFS_DIR DB [--feed-id ID] | fares list DB\n"
 	"  kippuctl backend fares remove DB FEED | products DB | fare-rules DB\n"
 	"  kippuctl backend service-day DB HH:MM [+HH:MM]   (default 04:00 +09:00)\n"
+	"  kippuctl backend policy DB   (the scheme's My Number policy, as the bundle carries it)\n"
+	"  kippuctl backend policy DB direct off | direct on [products=ID,...] [categories=C,...]\n"
+	"                          [rides-per-day=N] [value-per-day=MINOR_UNITS]   (0: no limit)\n"
+	"  kippuctl backend policy DB eligibility-max-age HOURS   (1-8784, default 72)\n"
+	"  kippuctl backend policy DB clones off|report|suspend [speed-kmh=N] [gap-s=N]\n"
+	"                          (default report, 120 km/h, 60 s)\n"
+	"  kippuctl backend clones DB [--terminal ID] | clones clear DB token:LINKAGE\n"
 	"  kippuctl backend deny DB CARD REASON --token-key PATH\n"
 	"  kippuctl backend undeny DB CARD --token-key PATH\n"
 	"  kippuctl backend records|ledger|terminals|journals|certificates|entitlements|overdrafts DB\n"
@@ -42,6 +49,210 @@ void kp_ctl_backend_usage(FILE *fp)
 static int64_t now_ms(void)
 {
 	return (int64_t)time(NULL) * 1000;
+}
+
+/* "A,B,C" into ids (sorted, unique, each 1-32 of A-Z a-z 0-9 - _ .); -1 with the reason. */
+static int id_list(const char *what, const char *list, char (*ids)[KP_ID_MAX + 1], size_t *n)
+{
+	char buf[1024], *save = NULL;
+
+	*n = 0;
+	if (strlen(list) >= sizeof(buf)) {
+		fprintf(stderr, "kippuctl: policy: %s: list too long\n", what);
+		return -1;
+	}
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *t = strtok_r(buf, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+		size_t k = *n;
+
+		if (!kp_valid_id(t)) {
+			fprintf(stderr, "kippuctl: policy: %s: '%.40s' is not 1-32 characters of "
+			        "A-Z a-z 0-9 - _ .\n", what, t);
+			return -1;
+		}
+		if (*n == KP_POLICY_LIST_MAX) {
+			fprintf(stderr, "kippuctl: policy: %s: at most %d\n", what, KP_POLICY_LIST_MAX);
+			return -1;
+		}
+		/* insertion in order; a duplicate is one entry */
+		while (k > 0 && strcmp(ids[k - 1], t) > 0)
+			k--;
+		if (k > 0 && strcmp(ids[k - 1], t) == 0)
+			continue;
+		memmove(ids[k + 1], ids[k], (*n - k) * sizeof(ids[0]));
+		snprintf(ids[k], KP_ID_MAX + 1, "%s", t);
+		(*n)++;
+	}
+	return 0;
+}
+
+static int policy_number(const char *what, const char *v, int64_t max, int64_t *out)
+{
+	char *end = NULL;
+
+	errno = 0;
+	*out = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || *out < 0 || *out > max) {
+		fprintf(stderr, "kippuctl: policy: %s: a whole number from 0 to %lld, not '%.40s'\n",
+		        what, (long long)max, v);
+		return -1;
+	}
+	return 0;
+}
+
+static void policy_show(const struct kp_bundle_policy *p)
+{
+	printf("direct My Number taps: %s\n", p->direct ? "on" : "off");
+	if (p->direct) {
+		printf("  products:");
+		for (size_t i = 0; i < p->n_products; i++)
+			printf("%s%s", i ? "," : " ", p->products[i]);
+		printf("%s\n  categories:", p->n_products ? "" : " (none)");
+		for (size_t i = 0; i < p->n_categories; i++)
+			printf("%s%s", i ? "," : " ", p->categories[i]);
+		printf("%s\n", p->n_categories ? "" : " (none)");
+		printf("  rides per linkage and day: ");
+		p->direct_rides ? printf("%lld\n", (long long)p->direct_rides) : printf("no limit\n");
+		printf("  value per linkage and day: ");
+		p->direct_value ? printf("%lld\n", (long long)p->direct_value) : printf("no limit\n");
+	}
+	printf("eligibility max age: %lld hours\n", (long long)(p->max_age_s / 3600));
+}
+
+static const char *const CLONE_ACTIONS[] = { "off", "report", "suspend" };
+
+static int clone_policy_show(kp_bstore *s)
+{
+	int64_t speed = 0, gap = 0;
+	int action = 0;
+
+	if (kp_bstore_get_clone_policy(s, &action, &speed, &gap) != KP_BE_OK)
+		return -1;
+	printf("clone detection: %s (faster than %lld km/h between two terminals' stops, or two "
+	       "terminals less than %lld s apart where a stop's place is not known)\n",
+	       CLONE_ACTIONS[action], (long long)speed, (long long)gap);
+	return 0;
+}
+
+/* kippuctl backend policy DB clones off|report|suspend [speed-kmh=N] [gap-s=N] */
+static int clone_policy_set(kp_bstore *s, char **args, int n)
+{
+	int64_t speed = 0, gap = 0;
+	int action = -1, cur = 0;
+
+	if (kp_bstore_get_clone_policy(s, &cur, &speed, &gap) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return 1;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (n >= 2 && strcmp(args[1], CLONE_ACTIONS[i]) == 0)
+			action = i;
+	}
+	if (action < 0) {
+		fprintf(stderr, "kippuctl: policy: clones: off, report or suspend\n");
+		return 2;
+	}
+	for (int i = 2; i < n; i++) {
+		int bad;
+
+		if (strncmp(args[i], "speed-kmh=", 10) == 0)
+			bad = policy_number("speed-kmh", args[i] + 10, 2000, &speed) != 0 || speed < 1;
+		else if (strncmp(args[i], "gap-s=", 6) == 0)
+			bad = policy_number("gap-s", args[i] + 6, 86400, &gap) != 0;
+		else {
+			fprintf(stderr, "kippuctl: policy: clones: unknown setting '%.40s' (speed-kmh=, "
+			        "gap-s=)\n", args[i]);
+			return 2;
+		}
+		if (bad) {
+			fprintf(stderr, "kippuctl: policy: clones: speed-kmh 1 to 2000, gap-s 0 to "
+			        "86400\n");
+			return 2;
+		}
+	}
+	if (kp_bstore_set_clone_policy(s, action, speed, gap) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return 2;
+	}
+	return clone_policy_show(s) == 0 ? 0 : 1;
+}
+
+/* kippuctl backend policy DB [direct off | direct on KEY=VALUE... | eligibility-max-age H] */
+static int backend_policy(kp_bstore *s, char **args, int n)
+{
+	struct kp_bundle_policy p;
+	int64_t v = 0;
+	int rc = kp_bstore_get_policy(s, &p);
+
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return 1;
+	}
+	if (n == 0) {
+		policy_show(&p);
+		return clone_policy_show(s) == 0 ? 0 : 1;
+	}
+	if (strcmp(args[0], "clones") == 0)
+		return clone_policy_set(s, args, n);
+	if (strcmp(args[0], "eligibility-max-age") == 0 && n == 2) {
+		if (policy_number("eligibility-max-age (hours)", args[1],
+		                  KP_POLICY_MAX_AGE_MAX / 3600, &v) != 0)
+			return 2;
+		if (v < KP_POLICY_MAX_AGE_MIN / 3600) {
+			fprintf(stderr, "kippuctl: policy: eligibility-max-age: at least 1 hour\n");
+			return 2;
+		}
+		p.max_age_s = v * 3600;
+	} else if (strcmp(args[0], "direct") == 0 && n == 2 && strcmp(args[1], "off") == 0) {
+		p.direct = 0;
+		p.direct_rides = p.direct_value = 0;
+		p.n_products = p.n_categories = 0;
+	} else if (strcmp(args[0], "direct") == 0 && n >= 2 && strcmp(args[1], "on") == 0) {
+		memset(p.products, 0, sizeof(p.products));
+		memset(p.categories, 0, sizeof(p.categories));
+		p.direct = 1;
+		p.direct_rides = p.direct_value = 0;
+		p.n_products = p.n_categories = 0;
+		for (int i = 2; i < n; i++) {
+			const char *eq = strchr(args[i], '=');
+			size_t klen = eq != NULL ? (size_t)(eq - args[i]) : 0;
+			int bad;
+
+			if (eq != NULL && klen == 8 && strncmp(args[i], "products", 8) == 0)
+				bad = id_list("products", eq + 1, p.products, &p.n_products);
+			else if (eq != NULL && klen == 10 && strncmp(args[i], "categories", 10) == 0)
+				bad = id_list("categories", eq + 1, p.categories, &p.n_categories);
+			else if (eq != NULL && klen == 13 && strncmp(args[i], "rides-per-day", 13) == 0)
+				bad = policy_number("rides-per-day", eq + 1, KP_POLICY_RIDES_MAX,
+				                    &p.direct_rides);
+			else if (eq != NULL && klen == 13 && strncmp(args[i], "value-per-day", 13) == 0)
+				bad = policy_number("value-per-day", eq + 1, KP_POLICY_VALUE_MAX,
+				                    &p.direct_value);
+			else {
+				fprintf(stderr, "kippuctl: policy: direct on: unknown setting '%.40s' "
+				        "(products=, categories=, rides-per-day=, value-per-day=)\n",
+				        args[i]);
+				return 2;
+			}
+			if (bad)
+				return 2;
+		}
+		if (p.n_products + p.n_categories == 0) {
+			fprintf(stderr, "kippuctl: policy: direct on: name the products= and/or "
+			        "categories= a My Number card may use when tapped directly\n");
+			return 2;
+		}
+	} else {
+		kp_ctl_backend_usage(stderr);
+		return 2;
+	}
+	rc = kp_bstore_set_policy(s, &p);
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend policy: %s\n", kp_bstore_errmsg(s));
+		return rc == KP_BE_E_INVAL || rc == KP_BE_E_NOTFOUND ? 2 : 1;
+	}
+	policy_show(&p);
+	return 0;
 }
 
 struct bargs {
@@ -428,6 +639,53 @@ static void import_warn(void *arg, const char *msg)
 	fprintf(stderr, "kippuctl: warning: %s\n", msg);
 }
 
+struct places {
+	struct kp_stop_place *p;
+	size_t n, cap;
+};
+
+static int place_add(void *arg, const char *stop_id, int64_t lat_e6, int64_t lon_e6)
+{
+	struct places *pl = arg;
+
+	if (pl->n == pl->cap) {
+		size_t cap = pl->cap ? pl->cap * 2 : 256;
+		struct kp_stop_place *p = realloc(pl->p, cap * sizeof(*p));
+
+		if (p == NULL)
+			return KP_E_NOMEM;
+		pl->p = p;
+		pl->cap = cap;
+	}
+	snprintf(pl->p[pl->n].stop_id, sizeof(pl->p[pl->n].stop_id), "%s", stop_id);
+	pl->p[pl->n].lat_e6 = lat_e6;
+	pl->p[pl->n].lon_e6 = lon_e6;
+	pl->n++;
+	return KP_OK;
+}
+
+/* The feed's stop places, for clone detection ("a time or distance no rider could cover");
+ * a feed without stops.txt places nothing. */
+static int backend_stop_places(kp_bstore *s, const char *dir, const char *feed)
+{
+	struct places pl = { NULL, 0, 0 };
+	char err[512] = "";
+	int rc = kp_gtfs_stop_places(dir, place_add, &pl, err, sizeof(err));
+
+	if (rc == KP_E_IO)
+		rc = KP_OK;
+	else if (rc != KP_OK)
+		fprintf(stderr, "kippuctl: feed %s: %s\n", feed, err[0] ? err : kp_strerror(rc));
+	if (rc == KP_OK && kp_bstore_put_stop_places(s, feed, pl.p, pl.n) != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: feed %s: stop places: %s\n", feed, kp_bstore_errmsg(s));
+		rc = KP_E_DB;
+	}
+	if (rc == KP_OK)
+		printf("feed %s: %zu stop places for clone detection\n", feed, pl.n);
+	free(pl.p);
+	return rc;
+}
+
 /* The terminal's importer into a scratch store, then the feed as one package: the backend
  * changes only when the whole feed imported. */
 static int backend_fares_import(const char *dir, const char *db, const char *feed_arg)
@@ -478,6 +736,8 @@ static int backend_fares_import(const char *dir, const char *db, const char *fee
 		fprintf(stderr, "kippuctl: backend fares import: %s\n", kp_bstore_errmsg(s));
 		goto out;
 	}
+	if (backend_stop_places(s, dir, feed) != KP_OK)
+		goto out;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("feed %s: %lld fares, %lld fare rules, %lld rider prices, %lld products, %lld leg "
 	       "rules, %lld transfer rules, %lld warnings; package %zu rows, %zu bytes, in %.0f ms; "
@@ -588,6 +848,23 @@ int kp_ctl_backend(int argc, char **argv)
 		}
 		goto done;
 	}
+	if (strcmp(cmd, "clones") == 0 && a.n >= 1 && strcmp(a.pos[0], "clear") == 0) {
+		static const uint8_t no_key[KP_TOKEN_KEY_LEN];
+
+		if (a.n != 3 || strncmp(a.pos[2], "token:", 6) != 0 ||
+		    kp_parse_card(a.pos[2], no_key, token) != KP_OK) {
+			fprintf(stderr, "kippuctl: backend clones clear DB token:<32 hex digits> (the "
+			        "linkage as the clones report shows it)\n");
+			return 2;
+		}
+		rc = kp_bstore_open(&s, a.pos[1]);
+		if (rc != KP_BE_OK)
+			return 1;
+		rc = kp_bstore_clone_clear(s, token, now_ms());
+		if (rc == KP_BE_OK)
+			printf("linkage cleared: the next bundle carries its eligibility again\n");
+		goto done;
+	}
 	if (text_arg_bad(cmd, &a))
 		return 2;
 	rc = kp_bstore_open(&s, a.pos[0]);
@@ -671,6 +948,15 @@ int kp_ctl_backend(int argc, char **argv)
 			printf("(none)\n");
 	} else if (strcmp(cmd, "load") == 0 && a.n == 2) {
 		exit_code = backend_load(s, a.pos[1], a.pos[1]);
+		goto out;
+	} else if (strcmp(cmd, "clones") == 0 && a.n == 1) {
+		struct table t = { 0 };
+
+		rc = kp_bstore_report(s, KP_REPORT_CLONES, a.terminal, print_row, &t);
+		if (rc == KP_BE_OK && t.rows == 0)
+			printf("(no possible copies flagged)\n");
+	} else if (strcmp(cmd, "policy") == 0 && a.n >= 1) {
+		exit_code = backend_policy(s, (char **)a.pos + 1, a.n - 1);
 		goto out;
 	} else if (strcmp(cmd, "set") == 0 && a.n >= 3) {
 		exit_code = backend_set(s, a.pos + 1, a.n - 1);

@@ -136,6 +136,9 @@ echo "  (only this token is ever stored or sent; the 12-digit number is never re
 "$CTL" backend sell $DB "$HANAKO" RES 2026-11-01T00:00:00+09:00 \
 	2027-03-31T00:00:00+09:00 --token-key token.key
 "$CTL" linkage list $DB --at 2026-11-26T14:00:00+09:00      # as of the demand bus's afternoon
+# A direct tap proves only that somebody presented the certificate's bytes (readable without
+# the PIN): this scheme allows it for resident products, at most 4 rides a day per linkage.
+"$CTL" backend policy $DB direct on categories=resident rides-per-day=4 | sed 's/^/  /'
 sync_terminal BUS-A-01
 step "   on the demand bus: the My Number card tapped directly, a linked Suica, others"
 run_terminal BUS-A-01 mynumber.txt
