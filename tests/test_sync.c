@@ -178,7 +178,10 @@ static int setup(void **state)
 	       "--cert T-B.crt >/dev/null && "
 	       "\"$CTL\" token-key create token.key >/dev/null && "
 	       "cp %s/demo/sync/*.txt . && CTL=\"$CTL\" DB=backend.db . %s/demo/sync/backend-setup.sh "
-	       ">/dev/null", F->src, F->src) != 0)
+	       ">/dev/null && "
+	       "\"$CTL\" backend terminal add backend.db T-A --operator OP-A >/dev/null && "
+	       "\"$CTL\" backend terminal add backend.db T-B --operator OP-B >/dev/null",
+	       F->src, F->src) != 0)
 		return -1;
 	start_backend();
 	term_conf("T-A", "OP-A", F->port);
