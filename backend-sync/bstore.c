@@ -194,7 +194,17 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"INSERT INTO link_requests_v5(id, terminal, seq, linkage, card, result, reason, at)"
 	"  SELECT id, terminal, seq, linkage, card, result, reason, at FROM link_requests;"
 	"DROP TABLE link_requests;"
-	"ALTER TABLE link_requests_v5 RENAME TO link_requests;",
+	"ALTER TABLE link_requests_v5 RENAME TO link_requests;"
+	/* The registry (PROTOCOL.md section 4): only a registered terminal gets past its hello.
+	 * A terminal the backend knows already counts as registered, so that upgrading a
+	 * backend does not cut off its fleet. A retired terminal keeps its row (and its
+	 * records), and its id is not registered again. */
+	"CREATE TABLE terminal_registry(id TEXT PRIMARY KEY"
+	"  CHECK (length(CAST(id AS BLOB)) BETWEEN 1 AND 32),"
+	"  operator TEXT REFERENCES operators(id),"
+	"  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'retired')),"
+	"  registered INTEGER NOT NULL, retired INTEGER) WITHOUT ROWID;"
+	"INSERT INTO terminal_registry(id, registered) SELECT id, first_seen FROM terminals;",
 
 	/* 6 (issue 13, the scheme's My Number policy, bundle format 4; self-contained so that
 	 * it can be renumbered): which products and product categories a My Number card may
@@ -236,6 +246,7 @@ const char *kp_backend_strerror(int rc)
 	case KP_BE_E_DB:       return "backend database error";
 	case KP_BE_E_SCHEMA:   return "backend database is newer than this program";
 	case KP_BE_E_NOTFOUND: return "not found";
+	case KP_BE_E_UNREGISTERED: return "terminal not registered at this backend";
 	default:               return "unknown backend error";
 	}
 }
@@ -504,6 +515,34 @@ static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
 	return rc;
 }
 
+/* With the hello's transaction open: KP_BE_OK if terminal is registered and not retired,
+ * else KP_BE_E_UNREGISTERED and why in s->err. */
+static int registered_check(kp_bstore *s, const char *terminal)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(s, &st, "SELECT status FROM terminal_registry WHERE id = ?1");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		if (strcmp((const char *)sqlite3_column_text(st, 0), "active") != 0) {
+			snprintf(s->err, sizeof(s->err), "retired at this backend");
+			rc = KP_BE_E_UNREGISTERED;
+		}
+		break;
+	case SQLITE_DONE:
+		snprintf(s->err, sizeof(s->err), "not registered at this backend");
+		rc = KP_BE_E_UNREGISTERED;
+		break;
+	default:
+		rc = fail(s, "terminal registry");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
                     const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
                     int64_t now_ms)
@@ -519,6 +558,12 @@ int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
+	/* in the same transaction as what it guards: a retire is never half seen */
+	rc = registered_check(s, terminal);
+	if (rc != KP_BE_OK) {
+		rollback(s);
+		return rc;
+	}
 	/* terminals.cert: the certificate of the last connection; the history has them all */
 	rc = prep(s, &st, "INSERT INTO terminals(id, cert, first_seen, last_seen)"
 	                  " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
@@ -1599,6 +1644,152 @@ int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal)
 		return rc;
 	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
 	return step_done(s, st, "quarantine clear");
+}
+
+/* ---- the terminal registry ---- */
+
+static bool plain_id(const char *s);
+static void copy_text(char *dst, size_t cap, const unsigned char *src);
+
+/* A terminal's row in the registry: status "" (none), "active" or "retired". */
+struct registry_row {
+	char status[16];
+	char retired_at[32];             /* ISO 8601, "-" if not retired */
+};
+
+/* Checks id, opens a write transaction and reads id's row in the registry (rolled back on
+ * failure). */
+static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	if (id == NULL || strlen(id) > KP_ID_MAX || !plain_id(id)) {
+		snprintf(s->err, sizeof(s->err), "terminal id: 1 to %d characters of A-Z a-z 0-9 - _ . "
+		         "(its certificate's CN)", KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	rc = exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = prep(s, &st, "SELECT status, coalesce(strftime('%Y-%m-%dT%H:%M:%SZ',"
+		                  " retired / 1000, 'unixepoch'), '-') FROM terminal_registry"
+		                  " WHERE id = ?1");
+	if (rc != KP_BE_OK) {
+		rollback(s);
+		return rc;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		copy_text(r->status, sizeof(r->status), sqlite3_column_text(st, 0));
+		copy_text(r->retired_at, sizeof(r->retired_at), sqlite3_column_text(st, 1));
+		break;
+	case SQLITE_DONE:
+		break;
+	default:
+		rc = fail(s, "terminal registry");
+		rollback(s);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Ends registry_begin's transaction: committed if rc is KP_BE_OK, else rolled back. */
+static int registry_end(kp_bstore *s, int rc)
+{
+	if (rc == KP_BE_OK)
+		rc = exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		rollback(s);
+	return rc;
+}
+
+int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id, int64_t now_ms,
+                           int *was_registered)
+{
+	sqlite3_stmt *st = NULL;
+	struct registry_row r;
+	int rc;
+
+	if (was_registered != NULL)
+		*was_registered = 0;
+	if (operator_id != NULL && (strlen(operator_id) > KP_ID_MAX || !plain_id(operator_id))) {
+		snprintf(s->err, sizeof(s->err), "operator id: 1 to %d characters of A-Z a-z 0-9 - _ .",
+		         KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	rc = registry_begin(s, id, &r);
+	if (rc != KP_BE_OK)
+		return rc;
+	if (operator_id != NULL) {
+		rc = prep(s, &st, "SELECT 1 FROM operators WHERE id = ?1");
+		if (rc != KP_BE_OK)
+			goto out;
+		sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			snprintf(s->err, sizeof(s->err), "no operator %s at this backend (kippuctl backend "
+			         "operator DB %s NAME first)", operator_id, operator_id);
+			rc = KP_BE_E_NOTFOUND;
+		}
+		sqlite3_finalize(st);
+		if (rc != KP_BE_OK)
+			goto out;
+	}
+	/* A retired id stays retired: its certificates may be out of anyone's control. */
+	if (strcmp(r.status, "retired") == 0) {
+		snprintf(s->err, sizeof(s->err), "terminal %s was retired at %s; a retired id is not "
+		         "registered again (give the replacement terminal an id of its own)", id,
+		         r.retired_at);
+		rc = KP_BE_E_INVAL;
+		goto out;
+	}
+	if (was_registered != NULL)
+		*was_registered = r.status[0] != '\0';
+	rc = prep(s, &st, "INSERT INTO terminal_registry(id, operator, registered) VALUES (?1, ?2, ?3)"
+	                  " ON CONFLICT(id) DO UPDATE SET operator = coalesce(excluded.operator,"
+	                  " operator)");
+	if (rc != KP_BE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (operator_id != NULL)
+		sqlite3_bind_text(st, 2, operator_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	rc = step_done(s, st, "terminal registry");
+out:
+	return registry_end(s, rc);
+}
+
+int kp_bstore_terminal_retire(kp_bstore *s, const char *id, int64_t now_ms, int *was_retired)
+{
+	sqlite3_stmt *st = NULL;
+	struct registry_row r;
+	int rc;
+
+	if (was_retired != NULL)
+		*was_retired = 0;
+	rc = registry_begin(s, id, &r);
+	if (rc != KP_BE_OK)
+		return rc;
+	if (r.status[0] == '\0') {
+		snprintf(s->err, sizeof(s->err), "terminal %s is not registered at this backend", id);
+		rc = KP_BE_E_NOTFOUND;
+		goto out;
+	}
+	if (strcmp(r.status, "retired") == 0) {
+		if (was_retired != NULL)
+			*was_retired = 1;
+		goto out;
+	}
+	rc = prep(s, &st, "UPDATE terminal_registry SET status = 'retired', retired = ?2"
+	                  " WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now_ms);
+	rc = step_done(s, st, "terminal retire");
+out:
+	return registry_end(s, rc);
 }
 
 /* Runs one statement (?1 text or token, ?2 text, ?3 and ?4 integers; parameters a
@@ -2966,13 +3157,20 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 			" FROM entitlements WHERE used > bought"
 			" ORDER BY id",
 		[KP_REPORT_TERMINALS] =
-			"SELECT t.id AS terminal, coalesce(j.acked, 0) AS acked,"
-			" strftime('%Y-%m-%dT%H:%M:%SZ', t.last_seen / 1000, 'unixepoch') AS last_seen,"
-			" t.quarantined, coalesce(j.epoch, '-') AS epoch,"
-			" (SELECT count(*) FROM terminal_certs c WHERE c.terminal = t.id) AS certs"
-			" FROM terminals t LEFT JOIN journals j ON j.terminal = t.id AND j.epoch ="
-			" (SELECT max(epoch) FROM journals k WHERE k.terminal = t.id)"
-			" WHERE ?1 IS NULL OR t.id = ?1 ORDER BY t.id",
+			"SELECT ids.id AS terminal, coalesce(j.acked, 0) AS acked,"
+			" coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', t.last_seen / 1000, 'unixepoch'),"
+			" 'never') AS last_seen, coalesce(t.quarantined, 0) AS quarantined,"
+			" coalesce(j.epoch, '-') AS epoch,"
+			" (SELECT count(*) FROM terminal_certs c WHERE c.terminal = ids.id) AS certs,"
+			" coalesce(g.status, 'unregistered') AS status, g.operator AS operator,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', g.registered / 1000, 'unixepoch') AS registered,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', g.retired / 1000, 'unixepoch') AS retired"
+			" FROM (SELECT id FROM terminal_registry UNION SELECT id FROM terminals) ids"
+			" LEFT JOIN terminals t ON t.id = ids.id"
+			" LEFT JOIN terminal_registry g ON g.id = ids.id"
+			" LEFT JOIN journals j ON j.terminal = ids.id AND j.epoch ="
+			" (SELECT max(epoch) FROM journals k WHERE k.terminal = ids.id)"
+			" WHERE ?1 IS NULL OR ids.id = ?1 ORDER BY ids.id",
 		[KP_REPORT_JOURNALS] =
 			"SELECT terminal, epoch, lower(hex(journal)) AS journal, acked,"
 			" (SELECT count(*) FROM records r WHERE r.terminal = j.terminal AND"

@@ -14,6 +14,7 @@ enum kp_backend_rc {
 	KP_BE_E_DB     = -0x363,     /* SQLite failed; detail in kp_bstore_errmsg */
 	KP_BE_E_SCHEMA = -0x364,     /* database newer than this program */
 	KP_BE_E_NOTFOUND = -0x365,
+	KP_BE_E_UNREGISTERED = -0x366, /* the terminal is not registered, or retired */
 };
 const char *kp_backend_strerror(int rc);
 
@@ -48,7 +49,8 @@ struct kp_bsession {
  * has used is kept), finds the journal (NULL: the legacy journal) or makes it the
  * terminal's next epoch, and fills ses with what the backend holds of that journal: the
  * highest contiguous seq and the SHA-256 of that record's payload, which lets the terminal
- * check that it is its own journal. */
+ * check that it is its own journal. A terminal that is not registered, or is retired, is
+ * refused (KP_BE_E_UNREGISTERED, kp_bstore_errmsg says which) and nothing is written. */
 int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
                     const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
                     int64_t now_ms);
@@ -58,6 +60,18 @@ int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *c
 /* What the backend holds of a terminal's legacy journal (kp_bsession's acked and head). */
 int kp_bstore_terminal_head(kp_bstore *s, const char *terminal, uint64_t *acked,
                             uint8_t hash[KP_SHA256_LEN]);
+/* The registry of terminals (PROTOCOL.md section 4). Registers id (1..KP_ID_MAX of
+ * A-Z a-z 0-9 - _ ., its certificate's CN) for operator_id (NULL: none; it must exist,
+ * else KP_BE_E_NOTFOUND); registering it again changes only the operator (when given), and
+ * *was_registered (may be NULL) says so. A retired id is not registered again
+ * (KP_BE_E_INVAL). Terminals the backend knew when its database was migrated to schema 5
+ * are registered. Neither call bumps the state version (bundles do not carry the registry). */
+int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id, int64_t now_ms,
+                           int *was_registered);
+/* Retires a registered terminal: refused at its next hello, its records, journals and
+ * certificates kept as they are. KP_BE_E_NOTFOUND if it is not registered; retiring again
+ * changes nothing (*was_retired = 1). A connection already past its hello finishes. */
+int kp_bstore_terminal_retire(kp_bstore *s, const char *id, int64_t now_ms, int *was_retired);
 /* A terminal holds bundle version `have`, above the backend's state version: the backend
  * was restored from a backup. Raises the state version above have (and to the version
  * clock, see bump_version) so that every terminal takes the restored state's bundle (a
@@ -210,8 +224,10 @@ enum kp_report {
 	KP_REPORT_LEDGER,            /* operator accepted refused rides amount */
 	KP_REPORT_QUARANTINE,        /* terminal seq reason at */
 	KP_REPORT_OVERDRAFTS,        /* ent token product bought used */
-	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined epoch certs (acked and
-	                                epoch: the terminal's newest journal) */
+	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined epoch certs status
+	                                operator registered retired: every terminal registered or
+	                                seen (acked and epoch: its newest journal; last_seen
+	                                "never"; status active, retired, or unregistered) */
 	KP_REPORT_ENTITLEMENTS,      /* ent token product bought used remaining from until */
 	KP_REPORT_LINKAGES,          /* token category valid_from valid_until status cards
 	                                (status: active, revoked, or expired once until has passed) */

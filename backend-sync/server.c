@@ -34,9 +34,12 @@
 
 #include "kp_backend.h"
 
+#include "cbor_util.h"
+
 #define MAX_TRACKED 8192                /* max_unauth + max_conns, each at most 4096 */
 #define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
-#define HANDSHAKE_LINES 10              /* failed handshakes logged one by one per interval */
+#define OWN_LINES 10                    /* failed handshakes, and unregistered terminals,
+                                         * logged one by one per interval */
 
 /* Lets `slots` threads through at once, in the order they arrived (ticket order). */
 struct gate {
@@ -55,13 +58,14 @@ struct slot {
 
 /* Why a connection was refused; its text goes into the periodic summary. */
 enum refusal { REFUSE_PER_ADDR, REFUSE_HANDSHAKES, REFUSE_TERMINALS, REFUSE_HANDSHAKE_FAILED,
-               N_REFUSALS };
+               REFUSE_UNREGISTERED, N_REFUSALS };
 
 static const char *const refusal_text[N_REFUSALS] = {
 	[REFUSE_PER_ADDR] = "over the per-address limit",
 	[REFUSE_HANDSHAKES] = "over the handshake limit",
 	[REFUSE_TERMINALS] = "over the terminal limit",
 	[REFUSE_HANDSHAKE_FAILED] = "failed handshakes not logged one by one",
+	[REFUSE_UNREGISTERED] = "unregistered terminals not logged one by one",
 };
 
 struct kp_server {
@@ -83,7 +87,7 @@ struct kp_server {
 	struct slot slots[MAX_TRACKED];  /* live connections, shut down on stop */
 	int64_t window_ms;               /* start of the refusal log interval; 0: none open */
 	unsigned long refused[N_REFUSALS];
-	int handshake_lines;             /* failed handshakes logged in this interval */
+	int own_lines[N_REFUSALS];       /* refusals logged one by one in this interval */
 };
 
 struct conn {
@@ -170,7 +174,7 @@ static void refusals_flush(kp_server *srv, int force)
 		        srv->n_terminal);
 	}
 	memset(srv->refused, 0, sizeof(srv->refused));
-	srv->handshake_lines = 0;
+	memset(srv->own_lines, 0, sizeof(srv->own_lines));
 	srv->window_ms = 0;
 }
 
@@ -335,20 +339,21 @@ static int conn_promote(kp_server *srv, int slot)
 	return ok;
 }
 
-/* 1 if a failed handshake gets a line of its own; the rest of an interval's are counted. */
-static int handshake_failure_logged(kp_server *srv)
+/* 1 if a failed handshake (or a refused terminal) gets a line of its own; the rest of an
+ * interval's are counted. */
+static int refusal_logged(kp_server *srv, enum refusal why)
 {
 	int own;
 
 	pthread_mutex_lock(&srv->lock);
 	refusals_flush(srv, 0);
-	own = srv->handshake_lines < HANDSHAKE_LINES;
+	own = srv->own_lines[why] < OWN_LINES;
 	if (own) {
-		srv->handshake_lines++;
+		srv->own_lines[why]++;
 		if (srv->window_ms == 0)
 			srv->window_ms = mono_ms();
 	} else {
-		refusal_note(srv, REFUSE_HANDSHAKE_FAILED);
+		refusal_note(srv, why);
 	}
 	pthread_mutex_unlock(&srv->lock);
 	return own;
@@ -373,7 +378,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	memset(&m, 0, sizeof(m));
 	rc = kp_tls_handshake(&t, srv->tls, c->fd, NULL, c->handshake_ms, err, sizeof(err));
 	if (rc != 0) {
-		if (handshake_failure_logged(srv))
+		if (refusal_logged(srv, REFUSE_HANDSHAKE_FAILED))
 			fprintf(stderr, "kippu-backend: %s: TLS handshake refused: %s\n", peer_addr, err);
 		return;                          /* the handshake closed fd */
 	}
@@ -416,6 +421,19 @@ static void serve(kp_server *srv, const struct conn *c)
 			        "backend's state\n", cn, (unsigned long long)m.config,
 			        (unsigned long long)was);
 		gate_leave(&srv->store_gate);
+	}
+	if (rc == KP_BE_E_UNREGISTERED) {
+		char shown[KP_ID_MAX + 1], reason[sizeof(m.reason)];
+
+		/* The CN is whatever the CA signed: printable before it reaches a log line. */
+		kp_cbor_text_printable(shown, sizeof(shown), cn, strlen(cn));
+		if (refusal_logged(srv, REFUSE_UNREGISTERED))
+			fprintf(stderr, "kippu-backend: %s: terminal %s refused: %s (kippuctl backend "
+			        "terminal add registers a terminal)\n", peer_addr, shown,
+			        kp_bstore_errmsg(db));
+		snprintf(reason, sizeof(reason), "terminal %s is not registered at this backend", shown);
+		send_simple(t, KP_MSG_ERROR, 0, 0, reason, srv->cfg.timeout_ms);
+		goto out;
 	}
 	if (rc != KP_BE_OK) {
 		send_simple(t, KP_MSG_ERROR, 0, 0, "backend store unavailable", srv->cfg.timeout_ms);

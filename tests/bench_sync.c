@@ -372,7 +372,26 @@ static double verify_rate(int nth, double seconds, double *foreign)
 
 /* ---- the in-process backend ---- */
 
-static kp_server *server_start(const char *tag)
+/* Only registered terminals sync: the run's T-0 .. T-(n - 1), before the clock starts. */
+static void register_terminals(const char *db, int n)
+{
+	kp_bstore *s = NULL;
+	int rc = kp_bstore_open(&s, db);
+
+	for (int i = 0; rc == KP_BE_OK && i < n; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "T-%d", i);
+		rc = kp_bstore_terminal_add(s, id, NULL, (int64_t)time(NULL) * 1000, NULL);
+	}
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "bench-sync: terminal registry: %s\n", kp_bstore_errmsg(s));
+		exit(1);
+	}
+	kp_bstore_close(s);
+}
+
+static kp_server *server_start(const char *tag, int n_terminals)
 {
 	struct kp_server_cfg cfg;
 	kp_server *srv = NULL;
@@ -383,6 +402,7 @@ static kp_server *server_start(const char *tag)
 	snprintf(cfg.host, sizeof(cfg.host), "127.0.0.1");
 	snprintf(cfg.port, sizeof(cfg.port), "0");
 	path_of(cfg.db, sizeof(cfg.db), "backend-%s.db", tag);
+	register_terminals(cfg.db, n_terminals);
 	snprintf(cfg.ca, sizeof(cfg.ca), "%s", ca_crt);
 	snprintf(cfg.cert, sizeof(cfg.cert), "%s", backend_crt);
 	snprintf(cfg.key, sizeof(cfg.key), "%s", backend_key);
@@ -525,7 +545,7 @@ static struct ingest_result ingest(const char *tag, int n_terminals, int per_ter
 	pthread_t *th = calloc((size_t)n_terminals, sizeof(*th));
 	pthread_barrier_t start;
 	struct ingest_result r;
-	kp_server *srv = server_start(tag);
+	kp_server *srv = server_start(tag, n_terminals);
 	double t0, t_end = 0, c0, hs = 0, wl = 0, rtt = 0;
 	struct load l;
 	int batches = 0;
@@ -644,7 +664,7 @@ static struct backlog_result backlog(void)
 	r.fill_s = now_s() - t0;
 	progress("backlog: journalled in %.1f s; syncing with kp_sync_run", r.fill_s);
 
-	srv = server_start("backlog");
+	srv = server_start("backlog", 1);
 	snprintf(port, sizeof(port), "%d", kp_server_port(srv));
 	if ((rc = kp_tls_conf_new(&conf, KP_TLS_CLIENT, ca_crt, crt, keyp, err, sizeof(err))) != 0) {
 		fprintf(stderr, "bench-sync: TLS conf: %s\n", err);

@@ -948,6 +948,7 @@ static void test_backend_stored_value_and_first_use(void **state)
 
 	/* charges of 330 and 250 minor units from stored value, one ride, a pass's first tap
 	 * at 2026-01-10 02:00 JST (service day 2026-01-09, 04:00 JST = 2026-01-08T19:00Z) */
+	assert_int_equal(kp_bstore_terminal_add(s, "T-A", NULL, T0, NULL), KP_BE_OK);
 	assert_int_equal(kp_bstore_terminal_seen(s, "T-A", (const uint8_t *)"x", 1, T0, &acked),
 	                 KP_BE_OK);
 	day = T0 + 9LL * 86400000 - 7LL * 3600000;       /* 2026-01-09T17:00Z = 01-10 02:00 JST */

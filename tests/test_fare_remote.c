@@ -121,9 +121,12 @@ static int fx_setup(void **state)
 	config(&cfg);
 	assert_int_equal(kp_bstore_put_config(f->s, &cfg), KP_BE_OK);
 	kp_bundle_free(&cfg);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(kp_bstore_terminal_add(f->s, f->t[i].id, NULL, NOW - 40 * DAY, NULL),
+		                 KP_BE_OK);
 		assert_int_equal(kp_bstore_terminal_seen(f->s, f->t[i].id, (const uint8_t *)"x", 1,
 		                                         NOW - 40 * DAY, &acked), KP_BE_OK);
+	}
 	*state = f;
 	return 0;
 }
@@ -405,6 +408,7 @@ static void test_remote_spending(void **state)
 	"  WHERE j.terminal = terminals.id AND j.journal = zeroblob(16)) WHERE EXISTS"        \
 	"  (SELECT 1 FROM journals j WHERE j.terminal = terminals.id);"                        \
 	"DROP TABLE terminal_certs; DROP TABLE journals; DROP TABLE record_aliases;"          \
+	"DROP TABLE terminal_registry;"                                                       \
 	"CREATE TABLE records4(terminal TEXT NOT NULL REFERENCES terminals(id),"              \
 	"  seq INTEGER NOT NULL CHECK (seq > 0), time_ms INTEGER NOT NULL, token BLOB,"        \
 	"  operator TEXT NOT NULL, route TEXT, stop TEXT, product TEXT, ent_id INTEGER,"       \
@@ -533,9 +537,11 @@ static void test_nride_only_stays_format1(void **state)
 	assert_int_equal(kp_bstore_open(&f.s, f.path), KP_BE_OK);
 	assert_int_equal(kp_bstore_put_operator(f.s, "OP-A", "Bus"), KP_BE_OK);
 	assert_int_equal(kp_bstore_put_product(f.s, "R10", "10 rides", 10, ops, 1), KP_BE_OK);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(kp_bstore_terminal_add(f.s, f.t[i].id, NULL, NOW, NULL), KP_BE_OK);
 		assert_int_equal(kp_bstore_terminal_seen(f.s, f.t[i].id, (const uint8_t *)"x", 1,
 		                                         NOW, &acked), KP_BE_OK);
+	}
 	put(&f, 1, &(struct rec){ 0x61, NOW - HOUR, "tap", NULL, "OP-A", "A1", "R10", 8, 1, 0 });
 	assert_int_equal(kp_bstore_bundle(f.s, "T1", 0, NOW, &b, &has), KP_BE_OK);
 	assert_true(has);

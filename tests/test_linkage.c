@@ -416,6 +416,7 @@ static void test_link_requests_ingested(void **state)
 	                 KP_BE_OK);
 	tok(t, 0xB4);
 	assert_int_equal(kp_bstore_linkage_add(store(), t, "resident", T_LATER, T_UNTIL, 1), KP_BE_OK);
+	assert_int_equal(kp_bstore_terminal_add(store(), "T-A", NULL, 3, NULL), KP_BE_OK);
 	assert_int_equal(kp_bstore_terminal_seen(store(), "T-A", (const uint8_t *)"x", 1, 3, &acked),
 	                 KP_BE_OK);
 
@@ -766,6 +767,8 @@ static void test_migration_from_version_1(void **state)
 	assert_int_equal(sh("python3 -c \"import sqlite3; c = sqlite3.connect('backend.db'); "
 	                    "assert c.execute('PRAGMA user_version').fetchone()[0] == %d\"",
 	                    KP_BSTORE_SCHEMA_VERSION), 0);
+	/* a terminal the old backend knew is registered: upgrading does not cut it off */
+	assert_non_null(strstr(report(KP_REPORT_TERMINALS, "T-A"), "|active|NULL|1970-01-01T00:00:00Z|NULL\n"));
 	/* the old record reads as a tap without via or category */
 	assert_non_null(strstr(report(KP_REPORT_RECORDS, NULL), "|refused|no-entitlement|OP-G|-|-|0|-|tap|-|-\n"));
 	bundle(&b, 1);
@@ -931,7 +934,9 @@ static void test_kippuctl_linkage_end_to_end(void **state)
 	                    "\"$CTL\" backend operator backend.db OP-G 'Gunma Demo Bus' && "
 	                    "\"$CTL\" backend product backend.db RES5 5 OP-G '5 resident rides' "
 	                    "--category resident && "
-	                    "\"$CTL\" backend product backend.db ANY5 5 OP-G '5 rides'"), 0);
+	                    "\"$CTL\" backend product backend.db ANY5 5 OP-G '5 rides' && "
+	                    "\"$CTL\" backend terminal add backend.db T-A --operator OP-G >/dev/null"),
+	                 0);
 	/* usage errors change nothing */
 	assert_int_equal(sh("\"$CTL\" backend product backend.db BAD 5 OP-G bad --category 'a b' "
 	                    "2>/dev/null"), 2);

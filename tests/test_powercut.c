@@ -307,6 +307,7 @@ static void make_backend_store(void)
 	assert_int_equal(kp_bstore_open(&b, be_db), KP_BE_OK);
 	assert_int_equal(kp_bstore_put_operator(b, "OP-A", "A"), KP_BE_OK);
 	assert_int_equal(kp_bstore_put_product(b, "P", "many rides", RIDES, ops, 1), KP_BE_OK);
+	assert_int_equal(kp_bstore_terminal_add(b, TID, "OP-A", T0, NULL), KP_BE_OK);
 	for (int i = 0; i < CARDS; i++) {
 		uint8_t token[KP_TOKEN_LEN];
 		int64_t id = 0;

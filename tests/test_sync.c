@@ -178,7 +178,10 @@ static int setup(void **state)
 	       "--cert T-B.crt >/dev/null && "
 	       "\"$CTL\" token-key create token.key >/dev/null && "
 	       "cp %s/demo/sync/*.txt . && CTL=\"$CTL\" DB=backend.db . %s/demo/sync/backend-setup.sh "
-	       ">/dev/null", F->src, F->src) != 0)
+	       ">/dev/null && "
+	       "\"$CTL\" backend terminal add backend.db T-A --operator OP-A >/dev/null && "
+	       "\"$CTL\" backend terminal add backend.db T-B --operator OP-B >/dev/null",
+	       F->src, F->src) != 0)
 		return -1;
 	start_backend();
 	term_conf("T-A", "OP-A", F->port);
@@ -646,6 +649,189 @@ static void test_restored_backend_reaches_terminals(void **state)
 	/* and then it is up to date: no bundle on the next sync */
 	assert_int_equal(sync_term("T-A"), 0);
 	assert_int_equal(sh("tail -n 1 T-A.log | grep -q 'config unchanged'"), 0);
+}
+
+/* ---- the registry of terminals (issue 12) ---- */
+
+/* What the backend holds about terminal id: rows in every table a hello or a batch writes. */
+static int64_t backend_rows_of(const char *id)
+{
+	char sql[600];
+
+	snprintf(sql, sizeof(sql), "SELECT (SELECT count(*) FROM terminals WHERE id = '%s') +"
+	         " (SELECT count(*) FROM journals WHERE terminal = '%s') +"
+	         " (SELECT count(*) FROM terminal_certs WHERE terminal = '%s') +"
+	         " (SELECT count(*) FROM records WHERE terminal = '%s') +"
+	         " (SELECT count(*) FROM quarantine WHERE terminal = '%s')", id, id, id, id, id);
+	return backend_rows(sql);
+}
+
+static int64_t state_version(void)
+{
+	return backend_rows("SELECT value FROM meta WHERE key = 'state_version'");
+}
+
+/* A hello from id on a raw connection claiming config version `config`: the backend's
+ * answer, which must be an error, and its reason. */
+static void raw_hello_refused(const char *id, uint64_t config, const char *reason)
+{
+	struct kp_msg m, out;
+	uint8_t *buf = NULL;
+	kp_tls *t = raw_connect(id);
+
+	memset(&m, 0, sizeof(m));
+	memset(&out, 0, sizeof(out));
+	out.type = KP_MSG_HELLO;
+	out.config = config;
+	snprintf(out.terminal, sizeof(out.terminal), "%s", id);
+	assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+	expect(t, KP_MSG_ERROR, &m, &buf);
+	assert_string_equal(m.reason, reason);
+	kp_msg_clear(&m);
+	free(buf);
+	raw_close(t);
+}
+
+/* A GHOST terminal: a valid certificate from the operator CA, never registered. Before the
+ * registry it got a full bundle and its records were stored. Now: refused right after its
+ * hello, nothing about it stored; registered, it syncs; retired, it is refused again and
+ * what it sent stays. */
+static void test_unregistered_terminal_refused(void **state)
+{
+	char log[512];
+	int64_t version, records;
+
+	(void)state;
+	snprintf(log, sizeof(log), "%s/GHOST.log", F->dir);
+	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id GHOST "
+	                    "--key GHOST.key --cert GHOST.crt >/dev/null"), 0);
+	term_conf("GHOST", "OP-A", F->port);
+	write_rides("rides.txt", 3);
+	assert_int_equal(run_term("GHOST", "rides.txt"), 0);
+	assert_int_equal(journal_count("GHOST"), 3);
+	version = state_version();
+
+	/* refused: the terminal's log says why, it got no bundle, sent nothing */
+	assert_int_not_equal(sync_term("GHOST"), 0);
+	tu_wait_text(log, "backend error: terminal GHOST is not registered at this backend", 1,
+	             TU_WAIT_S);
+	{
+		uint64_t acked = 1, have = 1;
+
+		term_sync_state("GHOST", &acked, &have);
+		assert_int_equal(acked, 0);
+		assert_int_equal(have, 0);
+	}
+	/* a hello claiming a newer config than the backend's does not touch its state either */
+	raw_hello_refused("GHOST", (uint64_t)version + 1000000,
+	                  "terminal GHOST is not registered at this backend");
+	backend_logged(": terminal GHOST refused: not registered at this backend", 2);
+	assert_int_equal(sh("grep -q '^kippu-backend: 127.0.0.1:[0-9]*: terminal GHOST refused' "
+	                    "backend.log"), 0);
+	assert_int_equal(backend_rows_of("GHOST"), 0);
+	assert_int_equal(state_version(), version);
+	assert_int_equal(sh("\"$CTL\" backend terminals backend.db > t.txt && "
+	                    "! grep -q GHOST t.txt"), 0);
+
+	/* registered: listed before it ever synced, then it syncs like any other */
+	assert_int_equal(sh("\"$CTL\" backend terminal add backend.db GHOST --operator OP-A > add.txt "
+	                    "&& grep -q 'terminal GHOST registered (operator OP-A)' add.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend terminals backend.db > t.txt && "
+	                    "grep -Eq '^GHOST +0 +never +0 +- +0 +active +OP-A ' t.txt && "
+	                    "grep -Eq '^T-B +0 +never +0 +- +0 +active +OP-B ' t.txt"), 0);
+	assert_int_equal(sync_term("GHOST"), 0);
+	records = backend_count(KP_REPORT_RECORDS, "GHOST");
+	assert_int_equal(records, 3);
+	{
+		uint64_t acked = 0, have = 0;
+
+		term_sync_state("GHOST", &acked, &have);
+		assert_int_equal(acked, 3);
+		assert_true(have > 0);
+	}
+
+	/* retired: refused from the next hello on; its records, journal and certificate stay */
+	assert_int_equal(sh("\"$CTL\" backend terminal retire backend.db GHOST > ret.txt && "
+	                    "grep -q 'terminal GHOST retired' ret.txt"), 0);
+	assert_int_equal(run_term("GHOST", "rides.txt"), 0);
+	assert_int_not_equal(sync_term("GHOST"), 0);
+	tu_wait_text(log, "backend error: terminal GHOST is not registered at this backend", 2,
+	             TU_WAIT_S);
+	backend_logged(": terminal GHOST refused: retired at this backend", 1);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "GHOST"), records);
+	assert_int_equal(backend_rows("SELECT count(*) FROM journals WHERE terminal = 'GHOST'"), 1);
+	assert_int_equal(backend_count(KP_REPORT_CERTS, "GHOST"), 1);
+	assert_int_equal(sh("\"$CTL\" backend terminals backend.db --terminal GHOST > t.txt && "
+	                    "grep -Eq '^GHOST +3 +[0-9T:-]+Z +0 +1 +1 +retired +OP-A ' t.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend export backend.db GHOST exp > exp.out && "
+	                    "grep -q 'exported 3 records of terminal GHOST' exp.out"), 0);
+	/* a retired id is not registered again */
+	assert_int_equal(sh("\"$CTL\" backend terminal add backend.db GHOST 2> again.err"), 1);
+	assert_int_equal(sh("grep -q 'GHOST was retired at .*is not registered again' again.err"), 0);
+	assert_int_not_equal(sync_term("GHOST"), 0);
+	/* the registered terminals are served as before */
+	assert_int_equal(sync_term("T-A"), 0);
+}
+
+/* Refusals of unregistered terminals are logged one by one up to a limit per interval, the
+ * rest summed up: certificates a CA once issued must not fill the backend's disk. */
+static void test_unregistered_refusals_rate_limited(void **state)
+{
+	char log[512];
+
+	(void)state;
+	snprintf(log, sizeof(log), "%s/backend.log", F->dir);
+	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id GHOST "
+	                    "--key GHOST.key --cert GHOST.crt >/dev/null"), 0);
+	for (int i = 0; i < 14; i++)
+		raw_hello_refused("GHOST", 0, "terminal GHOST is not registered at this backend");
+	stop_backend();                       /* closes the interval: its summary is written */
+	assert_int_equal(tu_file_count(log, "terminal GHOST refused"), 10);
+	assert_int_equal(tu_file_count(log, "4 unregistered terminals not logged one by one"), 1);
+	assert_int_equal(backend_rows_of("GHOST"), 0);
+}
+
+/* Bad input to kippuctl backend terminal: a clear error, exit status not 0, and nothing
+ * changed (no database made where there was none). */
+static void test_terminal_registry_bad_input(void **state)
+{
+	static const struct { const char *args, *err; int code; } bad[] = {
+		{ "add backend.db ''", "this one is empty", 2 },
+		{ "add backend.db T-0123456789012345678901234567890", "this one is 33 bytes long", 2 },
+		{ "add backend.db 'T A'", "this one has another character", 2 },
+		{ "add backend.db backend", "reserved for the backend's certificate", 2 },
+		{ "add backend.db T-C --operator OP-X", "no operator OP-X at this backend", 1 },
+		{ "add backend.db T-C --operator ''", "--operator: 1-32 characters", 2 },
+		{ "add missing.db T-C", "no backend database at missing.db", 1 },
+		{ "add nodir/backend.db T-C", "no backend database at nodir/backend.db", 1 },
+		{ "retire missing.db T-A", "no backend database at missing.db", 1 },
+		{ "retire backend.db T-C", "terminal T-C is not registered at this backend", 1 },
+		{ "retire backend.db ''", "this one is empty", 2 },
+		{ "retire backend.db T-A --operator OP-A", "kippuctl backend terminal add", 2 },
+		{ "add backend.db", "kippuctl backend terminal add", 2 },
+		{ "frobnicate backend.db T-C", "kippuctl backend terminal add", 2 },
+	};
+
+	(void)state;
+	assert_int_equal(sh("\"$CTL\" backend terminals backend.db > before.txt"), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (sh("\"$CTL\" backend terminal %s > out.txt 2> err.txt", bad[i].args) != bad[i].code ||
+		    sh("grep -qF -- \"%s\" err.txt && test ! -s out.txt", bad[i].err) != 0)
+			fail_msg("kippuctl backend terminal %s: want exit %d and \"%s\"", bad[i].args,
+			         bad[i].code, bad[i].err);
+		if (strstr(bad[i].err, "no operator") != NULL || strstr(bad[i].err, "registered") != NULL)
+			assert_int_equal(sh("grep -q 'nothing changed' err.txt"), 0);
+	}
+	assert_int_equal(sh("\"$CTL\" backend terminals backend.db > after.txt && "
+	                    "cmp before.txt after.txt && test ! -e missing.db && test ! -e nodir"), 0);
+	/* registering again keeps the registration, and may change the operator */
+	assert_int_equal(sh("\"$CTL\" backend terminal add backend.db T-A > again.txt && "
+	                    "grep -q 'T-A was registered already; nothing changed' again.txt && "
+	                    "\"$CTL\" backend terminal add backend.db T-A --operator OP-B > again.txt && "
+	                    "grep -q 'T-A was registered already; operator now OP-B' again.txt && "
+	                    "\"$CTL\" backend terminals backend.db --terminal T-A | "
+	                    "grep -Eq '^T-A .* active +OP-B '"), 0);
+	assert_int_equal(sync_term("T-A"), 0);
 }
 
 static void test_terminal_id_mismatch_refused(void **state)
@@ -1959,6 +2145,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restored_backup_is_a_new_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_certificate_history_and_export, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restored_backend_reaches_terminals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unregistered_terminal_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unregistered_refusals_rate_limited, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminal_registry_bad_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminal_id_mismatch_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unauthenticated_clients_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backend_is_a_purpose_and_a_key_not_a_name, setup,

@@ -1,5 +1,5 @@
 /* kippuctl backend ...: operating the backend's database (operators, products, cards,
- * sales, denylist, records, ledger, quarantines, the fare engine's configuration and fare
+ * sales, denylist, the registry of terminals, records, ledger, quarantines, the fare engine's configuration and fare
  * feeds) and exporting stored records for audit. */
 #include <errno.h>
 #include <getopt.h>
@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +37,8 @@ static const char usage_text[] =
 	"  kippuctl backend clones DB [--terminal ID] | clones clear DB token:LINKAGE\n"
 	"  kippuctl backend deny DB CARD REASON --token-key PATH\n"
 	"  kippuctl backend undeny DB CARD --token-key PATH\n"
+	"  kippuctl backend terminal add DB ID [--operator OP] | terminal retire DB ID\n"
+	"                  (only registered terminals sync; a retired one is refused, its records kept)\n"
 	"  kippuctl backend records|ledger|terminals|journals|certificates|entitlements|overdrafts DB\n"
 	"                  [--terminal ID]\n"
 	"  kippuctl backend quarantine list DB | quarantine clear DB TERMINAL\n"
@@ -256,7 +259,7 @@ static int backend_policy(kp_bstore *s, char **args, int n)
 }
 
 struct bargs {
-	const char *token_key, *label, *terminal, *category, *feed_id, *balance;
+	const char *token_key, *label, *terminal, *category, *feed_id, *balance, *operator_id;
 	int first_use;
 	int n;
 	const char *pos[64];
@@ -272,6 +275,7 @@ static int parse(int argc, char **argv, struct bargs *a)
 		{ "feed-id", required_argument, NULL, 'f' },
 		{ "balance", required_argument, NULL, 'b' },
 		{ "first-use", no_argument, NULL, 'u' },
+		{ "operator", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -293,6 +297,8 @@ static int parse(int argc, char **argv, struct bargs *a)
 			a->balance = optarg;
 		else if (c == 'u')
 			a->first_use = 1;
+		else if (c == 'o')
+			a->operator_id = optarg;
 		else
 			return -1;
 	}
@@ -338,8 +344,11 @@ static int col_width(const char *name)
 	if (strcmp(name, "token") == 0 || strcmp(name, "via") == 0)
 		return 32;
 	if (strcmp(name, "time") == 0 || strcmp(name, "at") == 0 || strcmp(name, "last_seen") == 0 ||
-	    strcmp(name, "valid_from") == 0 || strcmp(name, "valid_until") == 0)
+	    strcmp(name, "valid_from") == 0 || strcmp(name, "valid_until") == 0 ||
+	    strcmp(name, "registered") == 0 || strcmp(name, "retired") == 0)
 		return 20;
+	if (strcmp(name, "status") == 0)
+		return 12;
 	if (strcmp(name, "reason") == 0)
 		return 16;
 	if (strcmp(name, "terminal") == 0)
@@ -533,6 +542,87 @@ static int export_records(kp_bstore *s, const char *terminal, const char *dir)
 	       "that signed them, to %s\n", (unsigned long long)x.n_all, terminal,
 	       (long long)x.epoch, dir);
 	return 0;
+}
+
+/* ---- the registry of terminals ---- */
+
+int kp_ctl_terminal_id(const char *id, const char *what)
+{
+	size_t n = strlen(id);
+	char why[64];
+
+	if (!kp_valid_id(id)) {
+		if (n == 0)
+			snprintf(why, sizeof(why), "this one is empty");
+		else if (n > KP_ID_MAX)
+			snprintf(why, sizeof(why), "this one is %zu bytes long", n);
+		else
+			snprintf(why, sizeof(why), "this one has another character");
+		fprintf(stderr, "kippuctl: %s: a terminal id is 1-32 characters of A-Z a-z 0-9 - _ . "
+		        "(its certificate's CN); %s\n", what, why);
+		return 2;
+	}
+	if (strcasecmp(id, KP_BACKEND_DEFAULT_ID) == 0) {
+		fprintf(stderr, "kippuctl: %s %s is reserved for the backend's certificate "
+		        "(kippuctl backend create)\n", what, id);
+		return 2;
+	}
+	return 0;
+}
+
+/* terminal add DB ID [--operator OP] | terminal retire DB ID. The database must exist: a
+ * mistyped path would otherwise make a new backend database holding one terminal. */
+static int backend_terminal(const struct bargs *a)
+{
+	const char *verb = a->n > 0 ? a->pos[0] : "", *db, *id;
+	kp_bstore *s = NULL;
+	struct stat sb = { 0 };
+	int rc, again = 0;
+
+	if (a->n != 3 || (strcmp(verb, "add") != 0 && strcmp(verb, "retire") != 0) ||
+	    (strcmp(verb, "retire") == 0 && a->operator_id != NULL)) {
+		kp_ctl_backend_usage(stderr);
+		return 2;
+	}
+	db = a->pos[1];
+	id = a->pos[2];
+	if (kp_ctl_terminal_id(id, strcmp(verb, "add") == 0 ? "backend terminal add: ID" :
+	                       "backend terminal retire: ID") != 0)
+		return 2;
+	if (a->operator_id != NULL && !kp_valid_id(a->operator_id)) {
+		fprintf(stderr, "kippuctl: backend terminal add: --operator: 1-32 characters of A-Z a-z "
+		        "0-9 - _ .; nothing changed\n");
+		return 2;
+	}
+	if (stat(db, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		fprintf(stderr, "kippuctl: backend terminal %s: no backend database at %s (%s); nothing "
+		        "changed\n", verb, db, S_ISDIR(sb.st_mode) ? "a folder" : strerror(errno));
+		return 1;
+	}
+	if (kp_bstore_open(&s, db) != KP_BE_OK)
+		return 1;
+	if (strcmp(verb, "add") == 0)
+		rc = kp_bstore_terminal_add(s, id, a->operator_id, now_ms(), &again);
+	else
+		rc = kp_bstore_terminal_retire(s, id, now_ms(), &again);
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend terminal %s: %s; nothing changed\n", verb,
+		        kp_bstore_errmsg(s));
+	} else if (strcmp(verb, "retire") == 0) {
+		printf(again ? "terminal %s was retired already; nothing changed\n" :
+		       "terminal %s retired: refused from its next sync on; its records, journals and "
+		       "certificates are kept\n", id);
+	} else if (again) {
+		printf("terminal %s was registered already%s%s\n", id,
+		       a->operator_id != NULL ? "; operator now " : "; nothing changed",
+		       a->operator_id != NULL ? a->operator_id : "");
+	} else {
+		printf("terminal %s registered%s%s%s: it may sync from now on\n", id,
+		       a->operator_id != NULL ? " (operator " : "",
+		       a->operator_id != NULL ? a->operator_id : "", a->operator_id != NULL ? ")" : "");
+	}
+	kp_bstore_close(s);
+	return rc == KP_BE_OK ? 0 : 1;
 }
 
 /* ---- the fare engine's configuration and fare feeds ---- */
@@ -865,6 +955,8 @@ int kp_ctl_backend(int argc, char **argv)
 			printf("linkage cleared: the next bundle carries its eligibility again\n");
 		goto done;
 	}
+	if (strcmp(cmd, "terminal") == 0)
+		return backend_terminal(&a);
 	if (text_arg_bad(cmd, &a))
 		return 2;
 	rc = kp_bstore_open(&s, a.pos[0]);

@@ -74,6 +74,9 @@ echo "JPKI test authentication CA jpki-ca.crt (a stand-in for J-LIS; its cards a
 
 step "2. The backend sells: a 10-ride and a 2-ride ticket valid on bus A and rail B, ..."
 . "$SRC/demo/sync/backend-setup.sh" >/dev/null
+# Only terminals registered at the backend get config and may send records.
+"$CTL" backend terminal add $DB BUS-A-01 --operator OP-A >/dev/null
+"$CTL" backend terminal add $DB RAIL-B-01 --operator OP-B >/dev/null
 "$CTL" backend entitlements $DB
 
 step "3. kippu-backend on loopback (mutual TLS 1.2, ECDHE-ECDSA-AES128-GCM-SHA256)"
@@ -168,6 +171,7 @@ cp fares/z-*.txt .
 	2027-11-01T00:00:00+09:00 --balance 1000 --token-key token.key
 "$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-Z-01 --key BUS-Z-01.key \
 	--cert BUS-Z-01.crt
+"$CTL" backend terminal add $DB BUS-Z-01 --operator OP-Z >/dev/null
 terminal_conf BUS-Z-01 OP-Z Z1 z-on.txt
 echo "place_file = BUS-Z-01-place.txt" >> BUS-Z-01.conf
 sync_terminal BUS-Z-01

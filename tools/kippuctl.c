@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "kp_tools.h"
@@ -131,10 +130,6 @@ out:
 	return rc == 0 ? 0 : 1;
 }
 
-/* The backend's default certificate name: no terminal may carry it (a terminal told to
- * trust a backend by this name would otherwise meet certificates it cannot tell apart). */
-#define BACKEND_DEFAULT_ID "backend"
-
 /* A terminal's certificate (clientAuth) or the backend's (serverAuth): the two profiles
  * differ in extendedKeyUsage, which is what the TLS ends check, not in how they are made. */
 static int cert_create(struct args *a, enum kp_cert_profile profile)
@@ -149,13 +144,10 @@ static int cert_create(struct args *a, enum kp_cert_profile profile)
 		return 2;
 	if (kp_ctl_validity(a->not_before, NULL, a->days, 825, &nb, &na) != 0)
 		return 2;
+	if (profile == KP_CERT_TERMINAL && kp_ctl_terminal_id(a->id, "--id") != 0)
+		return 2;
 	if (!kp_valid_id(a->id)) {
 		fprintf(stderr, "kippuctl: --id: 1-32 characters of A-Z a-z 0-9 - _ .\n");
-		return 2;
-	}
-	if (profile == KP_CERT_TERMINAL && strcasecmp(a->id, BACKEND_DEFAULT_ID) == 0) {
-		fprintf(stderr, "kippuctl: --id %s is reserved for the backend's certificate "
-		        "(kippuctl backend create)\n", a->id);
 		return 2;
 	}
 	rc = kp_key_load(&ca_key, a->ca_key);
@@ -430,7 +422,7 @@ int main(int argc, char **argv)
 		return cert_create(&a, KP_CERT_TERMINAL);
 	if (strcmp(cmd, "backend") == 0 && strcmp(sub, "create") == 0) {
 		if (a.id == NULL)
-			a.id = BACKEND_DEFAULT_ID;
+			a.id = KP_BACKEND_DEFAULT_ID;
 		return cert_create(&a, KP_CERT_BACKEND);
 	}
 	if (strcmp(cmd, "token-key") == 0 && strcmp(sub, "create") == 0)

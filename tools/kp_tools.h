@@ -33,6 +33,14 @@ int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
 int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN_KEY_LEN],
                  char *err, size_t err_cap, size_t *n_lines);
 
+/* The backend's default certificate name: no terminal may carry it (a terminal told to
+ * trust a backend by this name would otherwise meet certificates it cannot tell apart). */
+#define KP_BACKEND_DEFAULT_ID "backend"
+/* A terminal id as kippuctl takes it (terminal create --id, backend terminal add): its
+ * certificate's CN, 1-32 characters of A-Z a-z 0-9 - _ ., never the backend's name. 0, or 2
+ * after telling stderr what is wrong with `what` (the argument's name). */
+int kp_ctl_terminal_id(const char *id, const char *what);
+
 /* kippuctl backend ...: argv[0] is "backend". */
 int kp_ctl_backend(int argc, char **argv);
 void kp_ctl_backend_usage(FILE *fp);
