@@ -602,6 +602,8 @@ static void test_clone_detection(void **state)
 	assert_int_equal(kp_bstore_linkage_add(store(), l, "resident", T_FROM, T_UNTIL, 1), KP_BE_OK);
 	assert_int_equal(kp_bstore_linkage_link(store(), l, card, 1, "backend"), KP_BE_OK);
 	assert_int_equal(kp_bstore_put_stop_places(store(), "F", places, 3), KP_BE_OK);
+	assert_int_equal(kp_bstore_terminal_add(store(), "T-A", NULL, 3, NULL), KP_BE_OK);
+	assert_int_equal(kp_bstore_terminal_add(store(), "T-B", NULL, 3, NULL), KP_BE_OK);
 	assert_int_equal(kp_bstore_terminal_seen(store(), "T-A", (const uint8_t *)"x", 1, 3, &acked),
 	                 KP_BE_OK);
 	assert_int_equal(kp_bstore_terminal_seen(store(), "T-B", (const uint8_t *)"y", 1, 3, &acked),
