@@ -1252,6 +1252,83 @@ static void test_direct_tap_policy(void **state)
 	                    "Resident status cannot be checked: terminal must sync");
 }
 
+/* Value per day: a direct tap whose fare would pass the day's value is refused and
+ * charges nothing (the decision is rolled back); the first, within it, is charged. */
+static void test_direct_tap_value_limit(void **state)
+{
+	struct fx *f = *state;
+	struct kp_fare_import_opts io = { "f210", NULL, NULL };
+	struct kp_bundle_operator op = { "OP-A", "A" };
+	struct kp_bundle_product prod;
+	struct kp_bundle_entitlement ent;
+	struct kp_bundle b;
+	struct kp_entitlement e;
+	struct kp_tap_outcome o;
+	struct kp_reader *r;
+	char path[400], err[KP_FARE_MSG_MAX] = "";
+	int64_t records;
+
+	snprintf(path, sizeof(path), "%s/f210", dir);
+	tu_sh("mkdir -p '%s'", path);
+	snprintf(path, sizeof(path), "%s/f210/stops.txt", dir);
+	tu_write(path, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,36.1,139.3,S1\n");
+	snprintf(path, sizeof(path), "%s/f210/fare_attributes.txt", dir);
+	tu_write(path, "fare_id,price,currency_type,payment_method,transfers\nF210,210,JPY,0,0\n");
+	snprintf(path, sizeof(path), "%s/f210/fare_rules.txt", dir);
+	tu_write(path, "fare_id,route_id,origin_id,destination_id\nF210,,,\n");
+	snprintf(path, sizeof(path), "%s/f210", dir);
+	if (kp_fares_import(f->s, path, &io, NULL, err, sizeof(err)) != KP_OK)
+		fail_msg("import: %s", err);
+	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "f210");
+	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
+	kp_tap_engine_close(f->e);
+	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, token_key), KP_OK);
+
+	/* stored value held by hanako's linkage; direct taps may use it, 300 yen a day */
+	memset(&b, 0, sizeof(b));
+	memset(&prod, 0, sizeof(prod));
+	memset(&ent, 0, sizeof(ent));
+	snprintf(prod.id, sizeof(prod.id), "SVR");
+	prod.kind = KP_PRODUCT_STORED;
+	snprintf(prod.operators[0], sizeof(prod.operators[0]), "OP-A");
+	prod.n_operators = 1;
+	ent.id = 7300;
+	memcpy(ent.token, lk_hanako, KP_TOKEN_LEN);
+	snprintf(ent.product, sizeof(ent.product), "SVR");
+	ent.remaining = 1000;
+	ent.valid_from_ms = ms_at(0) - DAY_MS;
+	ent.valid_until_ms = ms_at(0) + 90 * DAY_MS;
+	b.version = 1;
+	b.issued_ms = ms_at(0) - 1000;
+	snprintf(b.terminal, sizeof(b.terminal), TERMINAL_ID);
+	b.operators = &op;
+	b.n_operators = 1;
+	b.products = &prod;
+	b.n_products = 1;
+	b.entitlements = &ent;
+	b.n_entitlements = 1;
+	b.policy.direct = 1;
+	b.policy.direct_value = 300;
+	snprintf(b.policy.products[0], sizeof(b.policy.products[0]), "SVR");
+	b.policy.n_products = 1;
+	policy_apply(f, &b);
+
+	r = open_scn("card clone mynumber dir=clone\ntap +0 clone\ntap +70 clone\n");
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
+	assert_int_equal(o.amount, 210);
+	records = journal_count(f->s);
+	/* 210 + 210 would pass 300: refused, nothing charged, one refusal journaled */
+	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
+	assert_int_equal(o.kind, KP_TAP_REFUSED);
+	assert_string_equal(o.reason, "direct-limit");
+	assert_int_equal(journal_count(f->s), records + 1);
+	assert_string_equal(record(f->s, o.seq).reason, "direct-limit");
+	close_scn(r);
+	assert_int_equal(kp_store_get_entitlement(f->s, lk_hanako, 7300, &e), KP_OK);
+	assert_int_equal(e.rides_left, 790);
+}
+
 /* Eligibility data older than the scheme's maximum age: the linked card's resident pass
  * and the linkage's category are refused eligibility-stale, alice's own ticket still
  * rides, and a newer bundle lifts it. A clock set back after a tap gains nothing. */
@@ -2546,6 +2623,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_identify_linkage_token, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_direct_tap_policy, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_direct_tap_value_limit, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_eligibility_stale, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_direct_tap_accepted_nothing_stored, fx_setup,
 		                                fx_teardown),

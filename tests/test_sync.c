@@ -1883,7 +1883,9 @@ static void test_fares_across_terminals_end_to_end(void **state)
 #define LINKAGE_HEX "C1C1C1C1C1C1C1C1C1C1C1C1C1C1C1C1"
 
 /* kippu-backend again on the same port, its clock at at_s (an absolute time, so that it
- * holds under the faked clocks of make test-dates too). */
+ * holds under the faked clocks of make test-dates too). libfaketime is preloaded into the
+ * backend itself (the faketime wrapper would stay its parent, and stopping the wrapper
+ * would leave the backend running). */
 static void start_backend_at(int64_t at_s)
 {
 	char out[512], when[64];
@@ -1894,8 +1896,13 @@ static void start_backend_at(int64_t at_s)
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
 	snprintf(out, sizeof(out), "%s/backend.out", F->dir);
 	remove(out);
-	F->backend = tu_spawn("cd '%s' && TZ=UTC FAKETIME_DONT_FAKE_MONOTONIC=1 exec faketime "
-	                      "-f '@%s' '%s/kippu-backend' --listen 127.0.0.1:%d --db backend.db "
+	/* FAKETIME_SHARED: an outer faketime's (make test-dates) start, not this clock's */
+	F->backend = tu_spawn("cd '%s' && unset FAKETIME_SHARED && "
+	                      "lib=$(ls /usr/lib/*/faketime/libfaketime.so.1 | "
+	                      "head -n 1) && [ -n \"$lib\" ] && TZ=UTC FAKETIME='@%s' "
+	                      "FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD=\"$lib\" "
+	                      "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0\" "
+	                      "exec '%s/kippu-backend' --listen 127.0.0.1:%d --db backend.db "
 	                      "--ca ca.crt --cert backend.crt --key backend.key --timeout-ms 3000 "
 	                      "> backend.out 2>> backend.log", F->dir, when, F->bin, F->port);
 	tu_wait_text(out, "listening", 1, TU_WAIT_S);

@@ -826,8 +826,6 @@ static int backend_fares_import(const char *dir, const char *db, const char *fee
 		fprintf(stderr, "kippuctl: backend fares import: %s\n", kp_bstore_errmsg(s));
 		goto out;
 	}
-	if (backend_stop_places(s, dir, feed) != KP_OK)
-		goto out;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("feed %s: %lld fares, %lld fare rules, %lld rider prices, %lld products, %lld leg "
 	       "rules, %lld transfer rules, %lld warnings; package %zu rows, %zu bytes, in %.0f ms; "
@@ -835,6 +833,8 @@ static int backend_fares_import(const char *dir, const char *db, const char *fee
 	       (long long)st.fare_rules, (long long)st.rider_prices, (long long)st.products,
 	       (long long)st.leg_rules, (long long)st.transfer_rules, (long long)st.warnings, rows,
 	       len, (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+	if (backend_stop_places(s, dir, feed) != KP_OK)
+		goto out;
 	code = 0;
 out:
 	free(pkg);
