@@ -654,6 +654,10 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 		         "makes", (unsigned long long)have);
 		return KP_BE_E_INVAL;
 	}
+	/* the common case, a terminal at or below the backend's version, takes no write lock */
+	rc = kp_bstore_state_version(s, &v);
+	if (rc != KP_BE_OK || have <= v)
+		return rc;
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
