@@ -582,6 +582,7 @@ int kp_store_add_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int6
                             int64_t rides, int64_t value)
 {
 	sqlite3_stmt *st = NULL;
+	int rc;
 
 	if (sqlite3_prepare_v2(s->db, "INSERT INTO direct_use(token, day_id, rides, value)"
 	                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(token) DO UPDATE SET"
@@ -593,7 +594,10 @@ int kp_store_add_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int6
 	sqlite3_bind_int64(st, 2, day_id);
 	sqlite3_bind_int64(st, 3, rides);
 	sqlite3_bind_int64(st, 4, value);
-	return step_done(s, st, "direct use");
+	/* step_done resets (for the statement cache); this statement is our own */
+	rc = step_done(s, st, "direct use");
+	sqlite3_finalize(st);
+	return rc;
 }
 
 int kp_store_journal_latest_after(kp_store *s, uint64_t after_seq, int64_t *time_ms)
