@@ -739,6 +739,7 @@ static int alias_of_held(kp_bstore *s, const struct kp_bsession *ses, const stru
 	sqlite3_stmt *st = NULL;
 	int rc = prep(s, &st, "INSERT INTO record_aliases(terminal, journal, seq, of_journal,"
 	                      " received_ms) SELECT terminal, ?2, seq, journal, ?5 FROM records"
+	                      " INDEXED BY records_seq"   /* not the PK's (terminal): a scan */
 	                      " WHERE terminal = ?1 AND seq = ?3 AND hash = ?4 AND journal <> ?2"
 	                      " LIMIT 1");
 
@@ -1516,7 +1517,7 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	sqlite3_stmt *st = NULL;
 	uint8_t last_hash[KP_SHA256_LEN];
 	uint64_t held = 0, held_before = 0;
-	int quarantined = 0, moved = 0, rc;
+	int quarantined = 0, epochs = 0, moved = 0, rc;
 
 	*refused_seq = 0;
 	*acked = 0;
@@ -1524,7 +1525,8 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = prep(s, &st, "SELECT j.acked, j.last_hash, t.quarantined FROM journals j"
+	rc = prep(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, (SELECT count(*) > 1 FROM"
+	                  " journals k WHERE k.terminal = j.terminal) FROM journals j"
 	                  " JOIN terminals t ON t.id = j.terminal"
 	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
 	if (rc != KP_BE_OK)
@@ -1540,6 +1542,7 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	held_before = held;
 	memcpy(last_hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
 	quarantined = sqlite3_column_int(st, 2);
+	epochs = sqlite3_column_int(st, 3);   /* another epoch could hold these records */
 	sqlite3_finalize(st);
 
 	if (quarantined) {
@@ -1591,7 +1594,8 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		/* Another epoch holds this very record (a database restored from a backup sends
 		 * its records again under a new journal): held once, no second use, no second
 		 * clone check. */
-		rc = alias_of_held(s, ses, r, now_ms, &alias);
+		if (epochs)
+			rc = alias_of_held(s, ses, r, now_ms, &alias);
 		if (rc == KP_BE_OK && !alias)
 			rc = store_record(s, ses, r, now_ms);
 		if (rc == KP_BE_OK && !alias)
