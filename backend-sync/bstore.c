@@ -454,6 +454,28 @@ int kp_bstore_state_version(kp_bstore *s, uint64_t *version)
 
 static const uint8_t legacy_journal[KP_JOURNAL_ID_LEN];
 
+/* A session for terminal and journal (NULL: the legacy journal), nothing found yet. */
+static int session_init(struct kp_bsession *ses, const char *terminal, const uint8_t *journal)
+{
+	memset(ses, 0, sizeof(*ses));
+	if (terminal == NULL || strlen(terminal) > KP_ID_MAX)
+		return KP_BE_E_INVAL;
+	snprintf(ses->terminal, sizeof(ses->terminal), "%s", terminal);
+	memcpy(ses->journal, journal != NULL ? journal : legacy_journal, KP_JOURNAL_ID_LEN);
+	return KP_BE_OK;
+}
+
+/* Steps st, whose first columns are a journal's epoch, acked and last_hash, into ses. */
+static bool journal_fields(sqlite3_stmt *st, struct kp_bsession *ses)
+{
+	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 2) != KP_SHA256_LEN)
+		return false;
+	ses->epoch = sqlite3_column_int64(st, 0);
+	ses->acked = (uint64_t)sqlite3_column_int64(st, 1);
+	memcpy(ses->head, sqlite3_column_blob(st, 2), KP_SHA256_LEN);
+	return true;
+}
+
 /* The row of this certificate in the terminal's history, made on first sight. */
 static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, size_t len,
                     int64_t now_ms)
@@ -504,13 +526,8 @@ static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
 	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, now_ms);
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == KP_SHA256_LEN) {
-		ses->epoch = sqlite3_column_int64(st, 0);
-		ses->acked = (uint64_t)sqlite3_column_int64(st, 1);
-		memcpy(ses->head, sqlite3_column_blob(st, 2), KP_SHA256_LEN);
-	} else {
+	if (!journal_fields(st, ses))
 		rc = fail(s, "journal head");
-	}
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -550,11 +567,8 @@ int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	memset(ses, 0, sizeof(*ses));
-	if (terminal == NULL || strlen(terminal) > KP_ID_MAX || cert_der == NULL || cert_len == 0)
+	if (session_init(ses, terminal, journal) != KP_BE_OK || cert_der == NULL || cert_len == 0)
 		return KP_BE_E_INVAL;
-	snprintf(ses->terminal, sizeof(ses->terminal), "%s", terminal);
-	memcpy(ses->journal, journal != NULL ? journal : legacy_journal, KP_JOURNAL_ID_LEN);
 	rc = exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
@@ -604,11 +618,8 @@ static int session_of(kp_bstore *s, struct kp_bsession *ses, const char *termina
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	memset(ses, 0, sizeof(*ses));
-	if (terminal == NULL || strlen(terminal) > KP_ID_MAX)
+	if (session_init(ses, terminal, journal) != KP_BE_OK)
 		return KP_BE_E_INVAL;
-	snprintf(ses->terminal, sizeof(ses->terminal), "%s", terminal);
-	memcpy(ses->journal, journal != NULL ? journal : legacy_journal, KP_JOURNAL_ID_LEN);
 	rc = prep(s, &st, "SELECT j.epoch, j.acked, j.last_hash, (SELECT max(c.id) FROM"
 	                  " terminal_certs c WHERE c.terminal = j.terminal) FROM journals j"
 	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
@@ -616,29 +627,13 @@ static int session_of(kp_bstore *s, struct kp_bsession *ses, const char *termina
 		return rc;
 	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == KP_SHA256_LEN) {
-		ses->epoch = sqlite3_column_int64(st, 0);
-		ses->acked = (uint64_t)sqlite3_column_int64(st, 1);
-		memcpy(ses->head, sqlite3_column_blob(st, 2), KP_SHA256_LEN);
+	if (journal_fields(st, ses)) {
 		ses->cert_id = sqlite3_column_int64(st, 3);
 	} else {
 		snprintf(s->err, sizeof(s->err), "unknown terminal or journal: %s", terminal);
 		rc = KP_BE_E_NOTFOUND;
 	}
 	sqlite3_finalize(st);
-	return rc;
-}
-
-int kp_bstore_terminal_head(kp_bstore *s, const char *terminal, uint64_t *acked,
-                            uint8_t hash[KP_SHA256_LEN])
-{
-	struct kp_bsession ses;
-	int rc = session_of(s, &ses, terminal, NULL);
-
-	if (rc == KP_BE_OK) {
-		*acked = ses.acked;
-		memcpy(hash, ses.head, KP_SHA256_LEN);
-	}
 	return rc;
 }
 
@@ -3344,28 +3339,6 @@ int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint
 			rc = KP_BE_E_NOMEM;
 		else
 			memcpy(*out, sqlite3_column_blob(st, 0), *len);
-	} else {
-		rc = KP_BE_E_NOTFOUND;
-	}
-	sqlite3_finalize(st);
-	return rc;
-}
-
-int kp_bstore_terminal_cert(kp_bstore *s, const char *terminal, uint8_t **der, size_t *len)
-{
-	sqlite3_stmt *st = NULL;
-	int rc = prep(s, &st, "SELECT cert FROM terminals WHERE id = ?1 AND cert IS NOT NULL");
-
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		*len = (size_t)sqlite3_column_bytes(st, 0);
-		*der = malloc(*len + 1);
-		if (*der == NULL)
-			rc = KP_BE_E_NOMEM;
-		else
-			memcpy(*der, sqlite3_column_blob(st, 0), *len);
 	} else {
 		rc = KP_BE_E_NOTFOUND;
 	}

@@ -57,9 +57,6 @@ int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 /* kp_bstore_hello for the legacy journal (a terminal that sends no journal id). */
 int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
                             size_t cert_len, int64_t now_ms, uint64_t *acked);
-/* What the backend holds of a terminal's legacy journal (kp_bsession's acked and head). */
-int kp_bstore_terminal_head(kp_bstore *s, const char *terminal, uint64_t *acked,
-                            uint8_t hash[KP_SHA256_LEN]);
 /* The registry of terminals (PROTOCOL.md section 4). Registers id (1..KP_ID_MAX of
  * A-Z a-z 0-9 - _ ., its certificate's CN) for operator_id (NULL: none; it must exist,
  * else KP_BE_E_NOTFOUND); registering it again changes only the operator (when given), and
@@ -271,8 +268,6 @@ struct kp_export_row {
 int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
                           int (*fn)(void *arg, const struct kp_export_row *row), void *arg);
 
-/* The certificate (DER) a terminal last authenticated with; *der malloc'd. */
-int kp_bstore_terminal_cert(kp_bstore *s, const char *terminal, uint8_t **der, size_t *len);
 
 /* ---- the server ---- */
 
