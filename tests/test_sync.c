@@ -596,6 +596,18 @@ static void test_certificate_history_and_export(void **state)
 	                        "1s/XX/cert-2/' exp/1/certificates.txt && "
 	                        "python3 %s/cose_verify.py exp > bad.txt", F->src), 0);
 	assert_int_equal(sh("grep -q '1.cose: BAD: signature does not verify' bad.txt"), 0);
+	/* a listing that is not one: named by its line, usage status 2; a range left out:
+	 * the record it leaves uncovered is named */
+	assert_int_equal(sh("cp exp/1/certificates.txt good.txt && "
+	                    "printf '1 4 ../../etc/passwd\\n' > exp/1/certificates.txt && "
+	                    "python3 %s/cose_verify.py exp 2> usage.txt; test $? -eq 2 && "
+	                    "grep -q \"certificates.txt line 1: not 'FIRST LAST cert-ID.crt'\" usage.txt",
+	                    F->src), 0);
+	assert_int_equal(sh("head -n 1 good.txt > exp/1/certificates.txt && "
+	                    "sed -i '1s/^1 4 cert-[0-9]*/1 4 cert-1/' exp/1/certificates.txt && "
+	                    "python3 %s/cose_verify.py exp > gap.txt; test $? -eq 1 && "
+	                    "grep -q 'no certificate in certificates.txt covers record 5' gap.txt",
+	                    F->src), 0);
 	assert_int_equal(sh("\"$CTL\" backend certificates backend.db --terminal T-A > certs.txt && "
 	                    "test $(grep -c '^T-A ' certs.txt) = 3"), 0);
 }
