@@ -30,15 +30,15 @@ CONSOLE_CFLAGS = $(shell pkg-config --cflags ncursesw jansson 2>/dev/null)
 CONSOLE_LIBS   = $(shell pkg-config --libs ncursesw jansson 2>/dev/null)
 
 KP_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-             -Ihal -Icrypto -Ibackend-sync -Iterminal -Itools -MMD -MP $(SANFLAGS)
+             -Ihal -Icrypto -Ibackend-sync/proto -Ibackend-sync/client -Ibackend-sync/backend -Iterminal/card -Iterminal/store -Iterminal/fare -Iterminal/tap -Iterminal/console -Iterminal/app -Itools -MMD -MP $(SANFLAGS)
 KP_LDFLAGS := $(SANFLAGS)
 
 # Each top folder builds one static library from its .c files, except its programs' mains.
 HAL_SRC    := $(wildcard hal/*.c)
 CRYPTO_SRC := $(wildcard crypto/*.c)
-SYNC_SRC   := $(filter-out backend-sync/main.c,$(wildcard backend-sync/*.c))
-CONSOLE_SRC := terminal/console.c terminal/events.c terminal/driver.c
-TERM_SRC   := $(filter-out terminal/main.c $(CONSOLE_SRC),$(wildcard terminal/*.c))
+SYNC_SRC   := $(filter-out backend-sync/backend/main.c,$(wildcard backend-sync/*/*.c))
+CONSOLE_SRC := $(wildcard terminal/console/*.c)
+TERM_SRC   := $(filter-out terminal/app/main.c $(CONSOLE_SRC),$(wildcard terminal/*/*.c))
 TOOLS_SRC  := $(filter-out tools/kippuctl.c tools/pn532_emu.c,$(wildcard tools/*.c))
 TEST_SRC   := $(wildcard tests/test_*.c)
 BENCH_SRC  := tests/bench.c
@@ -99,11 +99,11 @@ $(eval $(call mklib,$(LIB_TOOLS),$(TOOLS_SRC)))
 $(eval $(call mklib,$(LIB_CONSOLE),$(CONSOLE_SRC)))
 $(call obj,$(CONSOLE_SRC) tests/test_console.c): KP_CFLAGS += $(CONSOLE_CFLAGS)
 
-$(BUILD)/bin/kippu-terminal: $(call obj,terminal/main.c) $(LIB_CONSOLE) $(LIBS)
+$(BUILD)/bin/kippu-terminal: $(call obj,terminal/app/main.c) $(LIB_CONSOLE) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_CONSOLE) $(LIBS) $(PKG_LIBS) $(CONSOLE_LIBS)
 
-$(BUILD)/bin/kippu-backend: $(call obj,backend-sync/main.c) $(LIB_SYNC) $(LIB_CRYPTO)
+$(BUILD)/bin/kippu-backend: $(call obj,backend-sync/backend/main.c) $(LIB_SYNC) $(LIB_CRYPTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 

@@ -1,4 +1,4 @@
-/* The fare engine at the terminal (terminal/FARES.md), beside the golden table (which runs
+/* The fare engine at the terminal (terminal/fare/FARES.md), beside the golden table (which runs
  * through `kippuctl fares quote`): journeys left open are charged at the service day's end
  * by the idle sweep; a journey closed by the next tap is journaled in the same transaction
  * as that tap, both signed and chained; a refused tap-off changes no balance, journey or

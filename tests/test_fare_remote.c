@@ -1,4 +1,4 @@
-/* Fares across terminals (terminal/FARES.md, "Across terminals"): the backend's remote row
+/* Fares across terminals (terminal/fare/FARES.md, "Across terminals"): the backend's remote row
  * per card, computed for the terminal a bundle is made for from the other terminals'
  * records; bundle format 3 ("remote", "scopes") round trip and strict decoding; the
  * terminal applying it in the bundle's transaction; the records' event column migration;

@@ -1,4 +1,4 @@
-/* The fare engine's golden table (terminal/FARES.md, issue 6): tests/data/fares/golden.csv
+/* The fare engine's golden table (terminal/fare/FARES.md, issue 6): tests/data/fares/golden.csv
  * holds priced journeys with the expected result worked out by hand in its `why` column.
  * The real kippuctl builds a database from the feeds in tests/data/fares and two real
  * GTFS-JP feeds read in place from ../shared/data/gtfs (KP_GTFS_DIR overrides), loads

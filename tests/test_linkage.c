@@ -700,7 +700,7 @@ static void test_clone_detection(void **state)
 
 /* ---- a version-1 database (before linkages) is migrated in place ---- */
 
-/* Migration 1 exactly as released (backend-sync/bstore.c), frozen here. */
+/* Migration 1 exactly as released (backend-sync/backend/bstore.c), frozen here. */
 static const char V1_SCHEMA[] =
 	"CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
 	"INSERT INTO meta(key, value) VALUES ('state_version', 1);"

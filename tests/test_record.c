@@ -1,4 +1,4 @@
-/* Unit tests of backend-sync/record.c: canonical CBOR records and COSE_Sign1.
+/* Unit tests of backend-sync/proto/record.c: canonical CBOR records and COSE_Sign1.
  *
  * How the vectors were computed: at development time, independently of libcbor and mbedTLS,
  * with a ~20-line CBOR encoder written in Python from RFC 8949 section 4.2.1 (shortest heads,

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kp_sync.h"
+#include "kp_proto.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */

@@ -1755,7 +1755,7 @@ static void test_fare_feed_and_stored_value_end_to_end(void **state)
 	}
 }
 
-/* Fares across terminals (terminal/FARES.md): two terminals of one distance-fare operator
+/* Fares across terminals (terminal/fare/FARES.md): two terminals of one distance-fare operator
  * with a day cap, each knowing the other's taps only through the backend. The card taps on
  * at T-A and off at T-B (charged the stop-to-stop fare there, not refused no-tap-on); T-A's
  * idle sweep then knows the journey was closed at T-B and charges nothing; a second journey,

@@ -15,7 +15,7 @@ static const char usage_text[] =
 	"                 [--category C] [--media M] [--payment 0|1] [--model 1|2]\n"
 	"  kippuctl fares quote DB JOURNEYS.csv [--token-key FILE]\n"
 	"      prices taps (time,card,operator,route,stop,event,rider_category[,entitlements])\n"
-	"      with the terminal's decision code on a copy of DB; CSV out (terminal/FARES.md)\n";
+	"      with the terminal's decision code on a copy of DB; CSV out (terminal/fare/FARES.md)\n";
 
 void kp_ctl_fares_usage(FILE *fp)
 {

@@ -52,7 +52,7 @@ void kp_ctl_jpki_usage(FILE *fp);
 int kp_ctl_fares(int argc, char **argv);
 void kp_ctl_fares_usage(FILE *fp);
 
-/* Prices the taps of a journeys CSV (terminal/FARES.md) with the terminal's decision code on
+/* Prices the taps of a journeys CSV (terminal/fare/FARES.md) with the terminal's decision code on
  * a scratch copy of the database at db_path (never changed); one CSV line per journal record
  * to out. err: "FILE:LINE: field: why". */
 int kp_fares_quote(const char *db_path, const char *journeys,

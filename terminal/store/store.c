@@ -166,7 +166,7 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	"  unit INTEGER NOT NULL CHECK (unit BETWEEN 1 AND 100000),"
 	"  PRIMARY KEY (operator_id, category)) WITHOUT ROWID;",
 
-	/* 8 -> 9: the fare engine (terminal/FARES.md). Configuration: each operator's fare
+	/* 8 -> 9: the fare engine (terminal/fare/FARES.md). Configuration: each operator's fare
 	 * feed and mode, commuter passes (a route and its stops in order), caps per rider
 	 * category ('' = adult) and period (0 day, 1 month), scheme transfer rules ('*' =
 	 * any operator; off -1 = free). Rider state, one row per card: the open journey, the
@@ -219,7 +219,7 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 
 	/* 10 -> 11: the run of fares v2 transfers under one (from, to) leg group pair that
 	 * reached the card's last leg, whose rules measure duration_limit from the run's first
-	 * leg (terminal/FARES.md); run_on_ms NULL: none. A chain under way when the terminal is
+	 * leg (terminal/fare/FARES.md); run_on_ms NULL: none. A chain under way when the terminal is
 	 * upgraded has no run yet: its next transfer is measured from the previous leg. */
 	"ALTER TABLE fare_state ADD COLUMN run_from TEXT;"
 	"ALTER TABLE fare_state ADD COLUMN run_to TEXT;"

@@ -6,7 +6,7 @@
  * (the connection cannot be trusted to carry a bye). A refused record, a bundle that does
  * not open and a store callback that fails leave the connection sound: the client stops
  * that part, still says bye, and returns the first failure. */
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 enum kp_backend_rc {
 	KP_BE_OK       = 0,
@@ -111,7 +111,7 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 /* The snapshot for `terminal` if the backend's state version is above have_version
  * (*has = 1), else *has = 0. Fill b; free with kp_bundle_free. It includes, for every card
  * with records at other terminals in the 32 days before now_ms, its remote fare state
- * computed from those records (terminal/FARES.md "Across terminals"; one indexed pass over
+ * computed from those records (terminal/fare/FARES.md "Across terminals"; one indexed pass over
  * the recent records, spending by the service-day setting at now_ms). */
 int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, int64_t now_ms,
                      struct kp_bundle *b, int *has);

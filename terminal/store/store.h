@@ -52,7 +52,7 @@ int kp_store_activate(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id
 /* Records a ride taken by journal record seq until the backend acknowledges it. */
 int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides);
 
-/* A card's fare state (terminal/FARES.md): its open journey, its last stored-value leg
+/* A card's fare state (terminal/fare/FARES.md): its open journey, its last stored-value leg
  * and transfer chain, and its cap spending. Strings "" when absent. */
 struct kp_fare_state {
 	int open;                        /* a journey tapped on and not yet off */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 /* ---- text ---- */
 

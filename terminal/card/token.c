@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "kp_terminal.h"
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 const char *kp_strerror(int rc)
 {

@@ -1,4 +1,4 @@
-/* Pricing one leg charged to stored value (terminal/FARES.md). Integers only: amounts are
+/* Pricing one leg charged to stored value (terminal/fare/FARES.md). Integers only: amounts are
  * in the currency's minor unit. */
 #include <stdarg.h>
 #include <stdio.h>

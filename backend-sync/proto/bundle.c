@@ -16,13 +16,13 @@
  * so an N-ride-only snapshot is still format 1, byte for byte, and terminals that read only
  * format 1 refuse a format 2 bundle with KP_SYNC_E_VERSION.
  *
- * Format 3 adds the cards' fare state at the other terminals ("remote", terminal/FARES.md
+ * Format 3 adds the cards' fare state at the other terminals ("remote", terminal/fare/FARES.md
  * "Across terminals") and product scopes ("scopes"); it too is written only when a bundle
  * holds one of them, since a format 2 decoder refuses unknown keys.
  *
  * Format 4 adds the scheme's My Number policy ("policy": direct taps and their limits, the
  * maximum age of eligibility data), written only when it is not the default policy. */
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -124,7 +124,7 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  rows INTEGER NOT NULL, source TEXT NOT NULL, imported INTEGER NOT NULL) WITHOUT ROWID;"
 	"INSERT INTO meta(key, value) VALUES ('service_day_end_s', 14400), ('utc_offset_s', 32400);",
 
-	/* 4: fares across terminals (terminal/FARES.md). A record's fare event (key 20) gets a
+	/* 4: fares across terminals (terminal/fare/FARES.md). A record's fare event (key 20) gets a
 	 * column. Stored rows are never written: records from before it carry no event (the
 	 * key did not exist when released backends stored them) and read as "tap". Recent
 	 * card records are indexed by time for the bundle's one pass. Product scopes as the
@@ -2433,7 +2433,7 @@ static int fill_stops(kp_bstore *s, struct kp_bundle_product *p)
 	return KP_BE_OK;
 }
 
-/* ---- fares across terminals (terminal/FARES.md, "Across terminals") ---- */
+/* ---- fares across terminals (terminal/fare/FARES.md, "Across terminals") ---- */
 
 #define REMOTE_WINDOW_MS (32LL * 86400000LL)
 #define REMOTE_SPENT_MAX 1000000000000000LL     /* the bundle's bound: 10^15 minor units */

@@ -1,14 +1,14 @@
 /* kippu terminal: card protocols, card tokens, the SQLite store and journal, the tap
  * decision. The one public header of terminal/ (tools/ and tests/ include it). */
-#ifndef KP_TERMINAL_H
-#define KP_TERMINAL_H
+#ifndef KP_CARD_H
+#define KP_CARD_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include "kp_hal.h"
 #include "kp_crypto.h"
 #include "kp_record.h"
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 enum kp_term_rc {
 	KP_OK              = 0,
@@ -272,7 +272,7 @@ int kp_store_snapshot(const char *src_path, const char *dst_path, char *err, siz
 /* A throw-away store (quote's copy): commits need not reach the disk. */
 int kp_store_scratch(kp_store *s);
 
-/* ---- fare engine configuration (terminal/FARES.md) ---- */
+/* ---- fare engine configuration (terminal/fare/FARES.md) ---- */
 /* The operator's taps are priced by feed_id; distance: tap-on/tap-off, else flat. */
 int kp_store_put_operator_fare(kp_store *s, const char *operator_id, const char *feed_id,
                                int distance);
@@ -310,7 +310,7 @@ int kp_store_product_commuter(kp_store *s, const char *id, char route[KP_ID_MAX 
                               char stops[][KP_ID_MAX + 1], size_t cap, size_t *n);
 
 /* What the backend knows of a card from the other terminals of the scheme (in the bundle,
- * computed per receiving terminal from the others' records; terminal/FARES.md, "Across
+ * computed per receiving terminal from the others' records; terminal/fare/FARES.md, "Across
  * terminals"). Strings "" and times 0 when absent. */
 struct kp_fare_remote {
 	uint8_t token[KP_TOKEN_LEN];
@@ -616,7 +616,7 @@ int kp_currency_digits(const char *code);
  * KP_E_PARSE if malformed, negative (unless allowed) or with more decimals than digits. */
 int kp_money_parse(const char *s, int digits, int allow_negative, int64_t *out);
 
-/* ---- fare feeds and fare configuration in the config bundle (terminal/syncfares.c,
+/* ---- fare feeds and fare configuration in the config bundle (terminal/store/syncfares.c,
  * backend-sync/PROTOCOL.md section 5; added for the bundle's format 2) ---- */
 
 /* Feed feed_id of the store as a fare package (kp_sync.h); *pkg malloc'd. */

@@ -1,4 +1,4 @@
-/* The fare engine's tables (terminal/FARES.md): each operator's fare feed and mode, commuter
+/* The fare engine's tables (terminal/fare/FARES.md): each operator's fare feed and mode, commuter
  * passes, caps, scheme transfer rules, and each card's fare state. */
 #include <stdio.h>
 #include <string.h>

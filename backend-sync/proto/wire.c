@@ -5,7 +5,7 @@
  * Decoding is strict and canonical-only: the keys of each type in their one RFC 8949 order,
  * shortest heads, no trailing bytes. So a message that decodes re-encodes to the same bytes,
  * and a peer that sends anything else learns about it at once. */
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Internal to terminal/: pricing one leg charged to stored value (terminal/FARES.md): the
+/* Internal to terminal/: pricing one leg charged to stored value (terminal/fare/FARES.md): the
  * leg's fare for the rider's category, the transfer from the card's previous leg, the caps.
  * The tap decision (tap.c) and through it `kippuctl fares quote` use these. */
 #ifndef KP_TERMINAL_FARE_ENGINE_H

@@ -4,8 +4,8 @@
  *
  * Frames: a 4-byte big-endian length, then that many bytes of one CBOR message (a map with
  * text keys); a length of 0 or above KP_SYNC_FRAME_MAX ends the connection. */
-#ifndef KP_SYNC_H
-#define KP_SYNC_H
+#ifndef KP_PROTO_H
+#define KP_PROTO_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -28,7 +28,7 @@ enum kp_sync_rc {
 	                               * (database replaced or restored): nothing sent or deleted */
 };
 const char *kp_sync_strerror(int rc);
-/* Text for any crypto, TLS, record, sync or backend error code (backend-sync/errors.c). */
+/* Text for any crypto, TLS, record, sync or backend error code (backend-sync/proto/errors.c). */
 const char *kp_sync_error_text(int rc);
 
 #define KP_SYNC_VERSION     1
@@ -217,7 +217,7 @@ struct kp_bundle_deny {
 	char reason[KP_BUNDLE_TEXT_MAX + 1];
 };
 /* Format 3: what the backend knows of a card from the records of the terminals other than
- * the one the bundle is for (terminal/FARES.md, "Across terminals"); the terminal keeps it
+ * the one the bundle is for (terminal/fare/FARES.md, "Across terminals"); the terminal keeps it
  * as its kp_fare_remote. Strings "" and times 0 when absent. */
 struct kp_bundle_remote {
 	uint8_t token[KP_TOKEN_LEN];

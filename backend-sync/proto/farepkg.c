@@ -1,8 +1,8 @@
 /* Fare packages: one imported GTFS fare feed as canonical CBOR, table by table, for the
  * config bundle. The whitelist below is the protocol's view of the terminal's fare_* tables
- * (terminal/store.c, migration 5); a package naming any other table or column is refused,
+ * (terminal/store/store.c, migration 5); a package naming any other table or column is refused,
  * and neither end ever builds SQL from a package's strings. PROTOCOL.md section 5. */
-#include "kp_sync.h"
+#include "kp_proto.h"
 
 #include <stdarg.h>
 #include <stdio.h>
