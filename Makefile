@@ -21,55 +21,103 @@ DEB_PKGS := gcc make libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev l
             faketime tzdata
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
-PKG_CFLAGS = $(shell pkg-config --cflags libnfc sqlite3 cmocka libcbor 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs libnfc sqlite3 libcbor 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
-CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
-# The driver console (ncursesw) and the event stream (jansson): kippu-terminal and the
-# console's tests only.
-CONSOLE_CFLAGS = $(shell pkg-config --cflags ncursesw jansson 2>/dev/null)
-CONSOLE_LIBS   = $(shell pkg-config --libs ncursesw jansson 2>/dev/null)
+pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
+pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
+MBED_LIBS := -lmbedtls -lmbedx509 -lmbedcrypto
 
 KP_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-             -Ihal -Icrypto -Ibackend-sync/proto -Ibackend-sync/client -Ibackend-sync/backend -Iterminal/card -Iterminal/store -Iterminal/fare -Iterminal/tap -Iterminal/console -Iterminal/app -Itools -MMD -MP $(SANFLAGS)
+             -MMD -MP $(SANFLAGS)
 KP_LDFLAGS := $(SANFLAGS)
 
-# Each top folder builds one static library from its .c files, except its programs' mains.
-HAL_SRC    := $(wildcard hal/*.c)
-CRYPTO_SRC := $(wildcard crypto/*.c)
-SYNC_SRC   := $(filter-out backend-sync/backend/main.c,$(wildcard backend-sync/*/*.c))
-CONSOLE_SRC := $(wildcard terminal/console/*.c)
-TERM_SRC   := $(filter-out terminal/app/main.c $(CONSOLE_SRC),$(wildcard terminal/*/*.c))
-TOOLS_SRC  := $(filter-out tools/kippuctl.c tools/pn532_emu.c,$(wildcard tools/*.c))
-TEST_SRC   := $(wildcard tests/test_*.c)
-BENCH_SRC  := tests/bench.c
-BENCH_SYNC_SRC := tests/bench_sync.c
-BENCH_NFC_SRC := tests/bench_libnfc.c
-BENCH_JPKI_SRC := tests/bench_jpki.c
-BENCH_FARES_SRC := tests/bench_fares.c
+# ---- the folders and the dependency rules of ../shared/DESIGN.md ----
+# Each folder builds one static library from its .c files (programs' mains apart) and sees
+# only its own headers and those of the folders it may depend on: an include across a rule
+# fails to compile. `make check-deps` proves the same of the linked programs.
+#   folder             may use                              outside libraries
+#   hal                -                                    libnfc
+#   crypto             -                                    mbedTLS
+#   proto              crypto                               libcbor
+#   client             proto                                -
+#   backend            proto                                SQLite, libcbor
+#   card               hal, proto (constants, error text)   -
+#   store              card                                 SQLite
+#   fare               store                                SQLite (its GTFS tables)
+#   tap                fare                                 -
+#   console            tap                                  ncursesw, jansson
+#   app                console, client                      -
+#   tools              app, backend                         -
+INC_hal     := -Ihal
+INC_crypto  := -Icrypto
+INC_proto   := -Ibackend-sync/proto $(INC_crypto)
+INC_client  := -Ibackend-sync/client $(INC_proto)
+INC_backend := -Ibackend-sync/backend $(INC_proto)
+INC_card    := -Iterminal/card $(INC_hal) $(INC_proto)
+INC_store   := -Iterminal/store $(INC_card)
+INC_fare    := -Iterminal/fare $(INC_store)
+INC_tap     := -Iterminal/tap $(INC_fare)
+INC_console := -Iterminal/console $(INC_tap)
+INC_app     := -Iterminal/app $(INC_console) $(INC_client)
+INC_tools   := -Itools $(INC_app) $(INC_backend)
+INC_tests   := -Itests $(INC_tools)
+
+DIR_hal     := hal
+DIR_crypto  := crypto
+DIR_proto   := backend-sync/proto
+DIR_client  := backend-sync/client
+DIR_backend := backend-sync/backend
+DIR_card    := terminal/card
+DIR_store   := terminal/store
+DIR_fare    := terminal/fare
+DIR_tap     := terminal/tap
+DIR_console := terminal/console
+DIR_app     := terminal/app
+DIR_tools   := tools
+FOLDERS     := hal crypto proto client backend card store fare tap console app tools
+MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c tools/pn532_emu.c
+
+PC_hal      = $(call pc_cflags,libnfc)
+PC_proto    = $(call pc_cflags,libcbor)
+PC_backend  = $(call pc_cflags,sqlite3 libcbor)
+PC_store    = $(call pc_cflags,sqlite3)
+PC_fare     = $(call pc_cflags,sqlite3)
+PC_console  = $(call pc_cflags,ncursesw jansson) -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=600
+PC_tests    = $(call pc_cflags,libnfc sqlite3 cmocka libcbor ncursesw jansson)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+lib = $(BUILD)/lib/libkp$(1).a
+SRC_OF = $(filter-out $(MAINS),$(wildcard $(DIR_$(1))/*.c))
 
-LIB_HAL    := $(BUILD)/lib/libkphal.a
-LIB_CRYPTO := $(BUILD)/lib/libkpcrypto.a
-LIB_SYNC   := $(BUILD)/lib/libkpsync.a
-LIB_TERM   := $(BUILD)/lib/libkpterm.a
-LIB_TOOLS  := $(BUILD)/lib/libkptools.a
-LIB_CONSOLE := $(BUILD)/lib/libkpconsole.a
-# Link order: dependants first.
-LIBS := $(LIB_TOOLS) $(LIB_TERM) $(LIB_SYNC) $(LIB_HAL) $(LIB_CRYPTO)
+# Per-object flags: the folder's includes and outside libraries' cflags.
+$(foreach f,$(FOLDERS),$(eval $(call obj,$(wildcard $(DIR_$(f))/*.c)): FOLDER_CFLAGS = $$(INC_$(f)) $$(PC_$(f))))
+$(BUILD)/obj/tests/%.o: FOLDER_CFLAGS = $(INC_tests) $(PC_tests)
+
+define mklib
+$(call lib,$(1)): $(call obj,$(call SRC_OF,$(1)))
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
+
+# What each program links, dependants first; outside libraries after.
+LINK_backend  := $(foreach f,backend proto crypto,$(call lib,$(f)))
+LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto,$(call lib,$(f)))
+LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend client proto hal crypto,$(call lib,$(f)))
+LIBS_backend   = $(call pc_libs,sqlite3 libcbor) $(MBED_LIBS) -lpthread -lm
+LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson) $(MBED_LIBS) -lpthread -lm
+LIBS_tools     = $(LIBS_terminal)
+CMOCKA_LIBS    = $(call pc_libs,cmocka)
 
 PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend \
          $(BUILD)/bin/kippu-pn532-emu
+TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Tests that run the real programs from a shell script (tests/run.sh runs them with sh).
 SHELL_TESTS := $(wildcard tests/test_*.sh)
-BENCH := $(BUILD)/bin/kippu-bench
-BENCH_SYNC := $(BUILD)/bin/kippu-bench-sync
-BENCH_NFC := $(BUILD)/bin/kippu-bench-libnfc
-BENCH_JPKI := $(BUILD)/bin/kippu-bench-jpki
-BENCH_FARES := $(BUILD)/bin/kippu-bench-fares
+# The benches: tests/bench*.c -> kippu-bench*, each a program of its own.
+BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares
+BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
-.PHONY: all deps test check test-dates demo bench clean install
+.PHONY: all deps test check check-deps test-dates demo bench clean install
 all: $(PROGS)
 
 deps:
@@ -84,85 +132,45 @@ deps:
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(KP_CFLAGS) $(FOLDER_CFLAGS) $(CFLAGS) -c $< -o $@
 
-define mklib
-$(1): $(call obj,$(2))
+define mkprog
+$(BUILD)/bin/$(1): $(call obj,$(2)) $(LINK_$(3))
 	@mkdir -p $$(dir $$@)
-	rm -f $$@ && ar rcs $$@ $$^
+	$$(CC) $$(KP_LDFLAGS) $$(LDFLAGS) -o $$@ $$< $(LINK_$(3)) $$(LIBS_$(3))
 endef
-$(eval $(call mklib,$(LIB_HAL),$(HAL_SRC)))
-$(eval $(call mklib,$(LIB_CRYPTO),$(CRYPTO_SRC)))
-$(eval $(call mklib,$(LIB_SYNC),$(SYNC_SRC)))
-$(eval $(call mklib,$(LIB_TERM),$(TERM_SRC)))
-$(eval $(call mklib,$(LIB_TOOLS),$(TOOLS_SRC)))
-$(eval $(call mklib,$(LIB_CONSOLE),$(CONSOLE_SRC)))
-$(call obj,$(CONSOLE_SRC) tests/test_console.c): KP_CFLAGS += $(CONSOLE_CFLAGS)
-
-$(BUILD)/bin/kippu-terminal: $(call obj,terminal/app/main.c) $(LIB_CONSOLE) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_CONSOLE) $(LIBS) $(PKG_LIBS) $(CONSOLE_LIBS)
-
-$(BUILD)/bin/kippu-backend: $(call obj,backend-sync/backend/main.c) $(LIB_SYNC) $(LIB_CRYPTO)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
-
-$(BUILD)/bin/kippuctl: $(call obj,tools/kippuctl.c) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
-
+$(eval $(call mkprog,kippu-terminal,terminal/app/main.c,terminal))
+$(eval $(call mkprog,kippu-backend,backend-sync/backend/main.c,backend))
+$(eval $(call mkprog,kippuctl,tools/kippuctl.c,tools))
 # The PN532 emulator drives the mock HAL's card models through the public HAL API only.
-$(BUILD)/bin/kippu-pn532-emu: $(call obj,tools/pn532_emu.c) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
-
-$(BENCH): $(call obj,$(BENCH_SRC)) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
-
-$(BENCH_SYNC): $(call obj,$(BENCH_SYNC_SRC)) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
-
-$(BENCH_NFC): $(call obj,$(BENCH_NFC_SRC)) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
-
-$(BENCH_JPKI): $(call obj,$(BENCH_JPKI_SRC)) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
-
-$(BENCH_FARES): $(call obj,$(BENCH_FARES_SRC)) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(PKG_LIBS)
+$(eval $(call mkprog,kippu-pn532-emu,tools/pn532_emu.c,tools))
+$(foreach b,$(BENCH_NAMES),$(eval $(call mkprog,kippu-$(subst _,-,$(b)),tests/$(b).c,tools)))
 
 # Unit tests of the lower folders link only what they test (tests/test_hal_*, test_crypto*,
 # test_record*), so each folder's tests build while the folders above it change.
 TESTS_HAL    := $(filter $(BUILD)/tests/test_hal_%,$(TESTS))
 TESTS_CRYPTO := $(filter $(BUILD)/tests/test_crypto $(BUILD)/tests/test_crypto_%,$(TESTS))
 TESTS_RECORD := $(filter $(BUILD)/tests/test_record $(BUILD)/tests/test_record_%,$(TESTS))
-TESTS_CONSOLE := $(filter $(BUILD)/tests/test_console $(BUILD)/tests/test_console_%,$(TESTS))
-TESTS_UPPER  := $(filter-out $(TESTS_HAL) $(TESTS_CRYPTO) $(TESTS_RECORD) $(TESTS_CONSOLE),$(TESTS))
+TESTS_UPPER  := $(filter-out $(TESTS_HAL) $(TESTS_CRYPTO) $(TESTS_RECORD),$(TESTS))
+LINK_test_hal    := $(call lib,hal)
+LINK_test_crypto := $(call lib,crypto)
+LINK_test_record := $(foreach f,client proto crypto,$(call lib,$(f)))
 
-$(TESTS_HAL): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_HAL)
+$(TESTS_HAL): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_test_hal)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_hal) $(call pc_libs,libnfc) -lpthread $(CMOCKA_LIBS)
 
-$(TESTS_CRYPTO): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CRYPTO)
+$(TESTS_CRYPTO): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_test_crypto)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_crypto) $(MBED_LIBS) -lpthread $(CMOCKA_LIBS)
 
-$(TESTS_RECORD): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_SYNC) $(LIB_CRYPTO)
+$(TESTS_RECORD): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_test_record)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_record) $(call pc_libs,libcbor) $(MBED_LIBS) -lpthread -lm $(CMOCKA_LIBS)
 
-$(TESTS_CONSOLE): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CONSOLE) $(LIBS)
+$(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_tools)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_CONSOLE) $(LIBS) $(PKG_LIBS) $(CONSOLE_LIBS) $(CMOCKA_LIBS)
-
-$(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools) $(CMOCKA_LIBS)
 # Test helpers with a .c of their own, linked into the tests that use them.
 $(BUILD)/tests/test_powercut: $(call obj,tests/crashvfs.c)
 
@@ -170,8 +178,14 @@ $(BUILD)/tests/test_powercut: $(call obj,tests/crashvfs.c)
 test: deps
 	@$(MAKE) --no-print-directory check
 
-check: $(PROGS) $(TESTS)
+check: $(PROGS) $(TESTS) check-deps
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS) $(SHELL_TESTS)
+
+# The dependency rules of the folders (tools/check_deps.sh): includes, private headers,
+# library symbols and what each program links.
+check-deps: $(PROGS) $(foreach f,$(FOLDERS),$(call lib,$(f)))
+	@$(foreach f,$(FOLDERS),INC_$(f)='$(INC_$(f))') PROBE_CFLAGS='$(PC_tests)' CC='$(CC)' \
+	  sh tools/check_deps.sh $(BUILD)
 
 # The demo and the test programs that read the wall clock or make certificates, under
 # faketime at 2027-03-01 09:00 JST, 2030-12-31 23:59:30 UTC and 2036-02-29 12:00 UTC, each in
@@ -196,18 +210,18 @@ demo: deps
 # kippu-bench writes its JSON array there and the others add their figures to the same
 # array (--json-append), so one file holds them all.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH) $(BENCH_SYNC) $(BENCH_NFC) $(BENCH_JPKI) $(BENCH_FARES) $(BUILD)/bin/kippu-pn532-emu
-	@$(BENCH) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
-	@$(BENCH_SYNC) --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
-	@$(BENCH_NFC) --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
-	@$(BENCH_JPKI) --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
-	@$(BENCH_FARES) --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(MAKE) --no-print-directory $(BENCHES) $(BUILD)/bin/kippu-pn532-emu
+	@$(BUILD)/bin/kippu-bench --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
+	@$(BUILD)/bin/kippu-bench-sync --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BUILD)/bin/kippu-bench-libnfc --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BUILD)/bin/kippu-bench-jpki --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BUILD)/bin/kippu-bench-fares --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
 install: $(PROGS)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
 
 clean:
-	rm -rf build build-san build-*/
+	rm -rf $(BUILD) build build-san build-*/
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

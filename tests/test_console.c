@@ -14,7 +14,7 @@
 #include <jansson.h>
 
 #include "kp_terminal.h"
-#include "console.h"
+#include "kp_console.h"
 #include "testutil.h"
 
 #define T0 1795651200000LL           /* 2026-11-26T09:00:00+09:00 */

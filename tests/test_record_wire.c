@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "kp_proto.h"
+#include "kp_bundle.h"
+#include "kp_client.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */

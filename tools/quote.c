@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gtfs_csv.h"
+#include "kp_csv.h"
 #include "kp_civil.h"
 #include "kp_tools.h"
 

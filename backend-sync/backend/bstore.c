@@ -14,7 +14,7 @@
 #include "kp_backend.h"
 #include "kp_civil.h"
 
-#include "cbor_util.h"
+#include "kp_cbor.h"
 
 struct kp_bstore {
 	sqlite3 *db;
@@ -239,6 +239,8 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 
 const char *kp_backend_strerror(int rc)
 {
+	if (rc > -0x360 || rc <= -0x380)
+		return kp_sync_error_text(rc);
 	switch (rc) {
 	case KP_BE_OK:         return "ok";
 	case KP_BE_E_INVAL:    return "invalid argument or value";

@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "kp_proto.h"
+#include "kp_bundle.h"
 
 enum kp_backend_rc {
 	KP_BE_OK       = 0,
@@ -16,6 +16,7 @@ enum kp_backend_rc {
 	KP_BE_E_NOTFOUND = -0x365,
 	KP_BE_E_UNREGISTERED = -0x366, /* the terminal is not registered, or retired */
 };
+/* Text for a backend error code, or for any code kp_sync_error_text knows. */
 const char *kp_backend_strerror(int rc);
 
 /* ---- the store ---- */

@@ -34,7 +34,7 @@
 
 #include "kp_backend.h"
 
-#include "cbor_util.h"
+#include "kp_cbor.h"
 
 #define MAX_TRACKED 8192                /* max_unauth + max_conns, each at most 4096 */
 #define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
@@ -394,7 +394,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	rc = kp_msg_recv(t, &m, &buf, srv->cfg.timeout_ms);
 	if (rc != 0 || m.type != KP_MSG_HELLO) {
 		fprintf(stderr, "kippu-backend: %s (%s): no hello: %s\n", peer_addr, cn,
-		        rc != 0 ? kp_sync_error_text(rc) : kp_msg_type_name(m.type));
+		        rc != 0 ? kp_backend_strerror(rc) : kp_msg_type_name(m.type));
 		send_simple(t, KP_MSG_ERROR, 0, 0, "expected hello", srv->cfg.timeout_ms);
 		goto out;
 	}
@@ -457,9 +457,9 @@ static void serve(kp_server *srv, const struct conn *c)
 		buf = NULL;
 		rc = kp_msg_recv(t, &m, &buf, srv->cfg.timeout_ms);
 		if (rc != 0) {
-			fprintf(stderr, "kippu-backend: %s (%s): %s\n", peer_addr, cn, kp_sync_error_text(rc));
+			fprintf(stderr, "kippu-backend: %s (%s): %s\n", peer_addr, cn, kp_backend_strerror(rc));
 			if (rc == KP_SYNC_E_MALFORMED || rc == KP_SYNC_E_VERSION || rc == KP_SYNC_E_TOOBIG)
-				send_simple(t, KP_MSG_ERROR, 0, 0, kp_sync_error_text(rc), srv->cfg.timeout_ms);
+				send_simple(t, KP_MSG_ERROR, 0, 0, kp_backend_strerror(rc), srv->cfg.timeout_ms);
 			break;
 		}
 		if (m.type == KP_MSG_RECORDS)

@@ -6,7 +6,7 @@
  * (the connection cannot be trusted to carry a bye). A refused record, a bundle that does
  * not open and a store callback that fails leave the connection sound: the client stops
  * that part, still says bye, and returns the first failure. */
-#include "kp_proto.h"
+#include "kp_client.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cbor_util.h"
+#include "kp_cbor.h"
 
 #define COSE_SIGN1_HEAD 0xD2            /* tag 18 in one byte */
 

@@ -22,14 +22,14 @@
  *
  * Format 4 adds the scheme's My Number policy ("policy": direct taps and their limits, the
  * maximum age of eligibility data), written only when it is not the default policy. */
-#include "kp_proto.h"
+#include "kp_bundle.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cbor_util.h"
+#include "kp_cbor.h"
 
 #define BUNDLE_KEYS   9         /* required top-level keys, "v" included */
 

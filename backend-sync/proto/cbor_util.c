@@ -1,11 +1,11 @@
 /* backend-sync internal CBOR: builders, a canonical writer and a strict streaming reader.
- * See cbor_util.h for why the reader never builds a libcbor tree. */
-#include "cbor_util.h"
+ * See kp_cbor.h for why the reader never builds a libcbor tree. */
+#include "kp_cbor.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "kp_proto.h"
+#include "kp_bundle.h"
 
 /* ---- text ---- */
 

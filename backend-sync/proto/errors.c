@@ -1,6 +1,7 @@
-/* One text for any error code of the folders backend-sync sees: crypto, TLS, records,
- * sync and the backend store. Each module keeps its own range. */
-#include "kp_backend.h"
+/* One text for any error code of the protocol and the layers below it: crypto, TLS,
+ * records and sync. Each module keeps its own range; the backend's codes are
+ * kp_backend_strerror's, the terminal's kp_strerror's, and both fall back to this. */
+#include "kp_proto.h"
 
 const char *kp_sync_error_text(int rc)
 {
@@ -10,8 +11,6 @@ const char *kp_sync_error_text(int rc)
 		return kp_crypto_strerror(rc);
 	if (rc <= -0x340 && rc > -0x360)
 		return kp_sync_strerror(rc);
-	if (rc <= -0x360 && rc > -0x380)
-		return kp_backend_strerror(rc);
 	if (rc <= -0x300 && rc > -0x340)
 		return kp_record_strerror(rc);
 	return rc == 0 ? "ok" : "unknown error";

@@ -2,14 +2,14 @@
  * config bundle. The whitelist below is the protocol's view of the terminal's fare_* tables
  * (terminal/store/store.c, migration 5); a package naming any other table or column is refused,
  * and neither end ever builds SQL from a package's strings. PROTOCOL.md section 5. */
-#include "kp_proto.h"
+#include "kp_bundle.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cbor_util.h"
+#include "kp_cbor.h"
 
 #define T KP_FCOL_TEXT
 #define I KP_FCOL_INT

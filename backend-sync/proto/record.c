@@ -14,7 +14,7 @@
 
 #include <cbor.h>
 
-#include "cbor_util.h"
+#include "kp_cbor.h"
 
 #define COSE_TAG_SIGN1   18
 #define COSE_HDR_ALG     1

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cbor_util.h"
+#include "kp_cbor.h"
 
 const char *kp_sync_strerror(int rc)
 {

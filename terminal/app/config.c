@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "kp_terminal.h"
-#include "console.h"
+#include "kp_console.h"
 
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
 {

@@ -5,5 +5,10 @@
 #define KP_TERMINAL_H
 
 #include "kp_card.h"
+#include "kp_store.h"
+#include "kp_fare.h"
+#include "kp_tap.h"
+#include "kp_client.h"
+#include "kp_app.h"
 
 #endif

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "kp_terminal.h"
-#include "console.h"
+#include "kp_console.h"
 
 static volatile sig_atomic_t stop_requested;
 static volatile int sync_stop;

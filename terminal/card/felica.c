@@ -3,7 +3,7 @@
  * agree with what was asked; anything else is refused with a specific error. */
 #include <string.h>
 
-#include "kp_terminal.h"
+#include "kp_card.h"
 
 #define FELICA_FRAME_MAX 255
 

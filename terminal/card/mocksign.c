@@ -1,6 +1,6 @@
 /* The mock My Number card's authentication key signs through our crypto module: hal/
  * depends on no other folder, so whoever links both registers the signer. */
-#include "kp_terminal.h"
+#include "kp_card.h"
 
 static int rsa_sign(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *di,
                     size_t di_len, uint8_t *sig, size_t sig_cap, size_t *sig_len)

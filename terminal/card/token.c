@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kp_terminal.h"
+#include "kp_card.h"
 #include "kp_proto.h"
 
 const char *kp_strerror(int rc)

@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <wchar.h>
 
-#include "console.h"
+#include "kp_console.h"
 
 #define ACT_MAX    32
 #define RECENT_MAX 8

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "console.h"
+#include "kp_console.h"
 
 struct text {
 	const char *code, *ja, *en;
@@ -372,7 +372,7 @@ void kp_shift_summary_format(const struct kp_shift_summary *sum, int ja, int utc
 #include <sys/timex.h>
 #include <time.h>
 
-#include "store.h"
+#include "kp_store.h"
 
 #define RING_MAX        1024         /* recent records kept for "already on this trip" */
 #define LAST_CARD_MS    120000       /* a refusal or override refers to a card this recent */

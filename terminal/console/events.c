@@ -17,7 +17,7 @@
 
 #include <jansson.h>
 
-#include "console.h"
+#include "kp_console.h"
 
 #define EV_QUEUE_MAX   4096          /* lines kept while the target cannot take them */
 #define EV_RETRY_MS    2000

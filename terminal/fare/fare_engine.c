@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fare_engine.h"
+#include "kp_fare.h"
 #include "kp_civil.h"
 
 void kp_note_add(char *note, size_t cap, const char *fmt, ...)

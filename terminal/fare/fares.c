@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "kp_terminal.h"
-#include "store_internal.h"
+#include "kp_fare.h"
+#include "kp_store_sql.h"
 
 static const struct { const char code[4]; int digits; } currencies[] = {
 	{ "AED", 2 }, { "ARS", 2 }, { "AUD", 2 }, { "BGN", 2 }, { "BHD", 3 }, { "BIF", 0 },

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kp_terminal.h"
-#include "gtfs_csv.h"
-#include "store_internal.h"
+#include "kp_fare.h"
+#include "kp_csv.h"
+#include "kp_store_sql.h"
 
 struct imp {
 	kp_store *s;

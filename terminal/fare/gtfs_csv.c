@@ -1,10 +1,10 @@
-/* RFC 4180 records from a GTFS file held in memory (see gtfs_csv.h). */
+/* RFC 4180 records from a GTFS file held in memory (see kp_csv.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kp_terminal.h"
-#include "gtfs_csv.h"
+#include "kp_fare.h"
+#include "kp_csv.h"
 
 /* GTFS files are small (the largest real fare_rules.txt is under 2 MB); refuse absurd ones. */
 #define CSV_MAX_BYTES (256u * 1024 * 1024)

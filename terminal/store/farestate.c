@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store.h"
-#include "store_internal.h"
+#include "kp_store.h"
+#include "kp_store_sql.h"
 
 /* Runs one statement to completion; KP_E_DB with SQLite's message on failure. */
 static int exec_done(kp_store *s, sqlite3_stmt *st, const char *what)

@@ -8,8 +8,8 @@
 
 #include <sqlite3.h>
 
-#include "store.h"
-#include "store_internal.h"
+#include "kp_store.h"
+#include "kp_store_sql.h"
 
 /* Each migration takes the schema from version i to i+1, inside one transaction.
  * Never edit a migration that has shipped: add the next one. */

@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "kp_proto.h"
-#include "store.h"
-#include "store_internal.h"
+#include "kp_store.h"
+#include "kp_store_sql.h"
 
 #define FEED_DIGEST_PREFIX "feed_digest:"
 

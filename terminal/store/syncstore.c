@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "kp_proto.h"
-#include "store.h"
-#include "store_internal.h"
+#include "kp_store.h"
+#include "kp_store_sql.h"
 
 static int sync_value(kp_store *s, const char *key, uint64_t *v)
 {

@@ -7,9 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fare_engine.h"
+#include "kp_tap.h"
+#include "kp_fare.h"
 #include "kp_civil.h"
-#include "store.h"
+#include "kp_store.h"
 
 #define KP_MAX_JPKI_CAS 4
 

@@ -5,7 +5,7 @@
 
 #include <sqlite3.h>
 
-#include "kp_terminal.h"
+#include "kp_store.h"
 
 enum kp_stmt {
 	KP_STMT_META_GET,

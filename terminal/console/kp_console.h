@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "kp_terminal.h"
+#include "kp_tap.h"
 
 /* ---- settings (config file keys, see CONSOLE-README.md) ---- */
 
