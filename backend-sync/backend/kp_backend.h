@@ -179,7 +179,7 @@ int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s);
  * entitlements, denylist, eligibility, feeds or remote rows (KP_BE_E_INVAL). Everything
  * else the backend holds stays. A sold product keeps its kind (KP_BE_E_INVAL). */
 int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b);
-/* Stores (or replaces) fare feed feed_id as a fare package (kp_sync.h), checked first;
+/* Stores (or replaces) fare feed feed_id as a fare package (kp_bundle.h), checked first;
  * every bundle carries it. */
 int kp_bstore_put_feed(kp_bstore *s, const char *feed_id, const char *source,
                        const uint8_t *package, size_t len, int64_t now_ms);

@@ -1,5 +1,5 @@
 /* The driver console of kippu-terminal (--console) and its event stream (--events json).
- * Internal to terminal/ and its tests: main.c and tests/ include it beside kp_terminal.h.
+ * The public header of terminal/console/: terminal/app/ and the tests include it.
  *   console.c  the ncurses face (its own thread; never touches the tap engine)
  *   driver.c   driver actions, shifts and their summaries, the JA/EN texts (no ncurses)
  *   events.c   one JSON object per line for onboard systems (jansson, own writer thread)
@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include "kp_tap.h"
 
-/* ---- settings (config file keys, see CONSOLE-README.md) ---- */
+/* ---- settings (config file keys, see the README's "Settings" of the driver console) ---- */
 
 enum kp_console_mode {
 	KP_CONSOLE_CHARGE = 0,           /* a tap is decided and charged at once */

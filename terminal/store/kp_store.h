@@ -217,7 +217,7 @@ int kp_journal_export(kp_store *s, const char *dir, uint64_t *n, char *err, size
 /* ---- fare feeds and fare configuration in the config bundle (terminal/store/syncfares.c,
  * backend-sync/PROTOCOL.md section 5; added for the bundle's format 2) ---- */
 
-/* Feed feed_id of the store as a fare package (kp_sync.h); *pkg malloc'd. */
+/* Feed feed_id of the store as a fare package (kp_bundle.h); *pkg malloc'd. */
 int kp_store_export_feed(kp_store *s, const char *feed_id, uint8_t **pkg, size_t *len,
                          size_t *n_rows, char *err, size_t err_cap);
 /* Inside the caller's transaction: replaces feed feed_id by the package's rows, unless the

@@ -1,5 +1,5 @@
 /* Fare feeds and the fare engine's configuration between a terminal store and the config
- * bundle (format 2): a feed's rows as a fare package (kp_sync.h) and back, and a store's
+ * bundle (format 2): a feed's rows as a fare package (kp_bundle.h) and back, and a store's
  * operators, products and fare rules as a bundle (kippuctl backend load reads a load file
  * into a scratch store with the terminal's own parser, then sends this to the backend).
  * Every SQL text here is built from the package whitelist's own strings, never from a
