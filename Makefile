@@ -80,7 +80,7 @@ PC_proto    = $(call pc_cflags,libcbor)
 PC_backend  = $(call pc_cflags,sqlite3 libcbor)
 PC_store    = $(call pc_cflags,sqlite3)
 PC_fare     = $(call pc_cflags,sqlite3)
-PC_console  = $(call pc_cflags,ncursesw jansson) -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=600
+PC_console  = $(call pc_cflags,ncursesw jansson)
 PC_tests    = $(call pc_cflags,libnfc sqlite3 cmocka libcbor ncursesw jansson)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))

@@ -2,6 +2,7 @@
  * store, checked against the spec, in one transaction. Each error names file:line: field;
  * tolerable deviations (a BOM, unknown columns, a legacy extension file) are warnings. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,16 +187,11 @@ static void bindv(struct imp *im, sqlite3_stmt *st, const char *types, va_list a
 	}
 }
 
-/* Inserts a row; a primary-key clash is reported against key_field. */
-static int ins(struct imp *im, sqlite3_stmt *st, const char *key_field, const char *types, ...)
+/* Steps a bound insert; a primary-key clash is reported against key_field. */
+static int step_insert(struct imp *im, sqlite3_stmt *st, const char *key_field)
 {
-	va_list ap;
-	int rc;
+	int rc = sqlite3_step(st);
 
-	va_start(ap, types);
-	bindv(im, st, types, ap);
-	va_end(ap);
-	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE)
 		return KP_OK;
 	if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
@@ -203,6 +199,17 @@ static int ins(struct imp *im, sqlite3_stmt *st, const char *key_field, const ch
 	snprintf(im->err, im->err_cap, "%s:%d: %s", im->c.name, im->c.rec_line,
 	         sqlite3_errmsg(im->s->db));
 	return KP_E_DB;
+}
+
+/* Inserts a row bound like bindv. */
+static int ins(struct imp *im, sqlite3_stmt *st, const char *key_field, const char *types, ...)
+{
+	va_list ap;
+
+	va_start(ap, types);
+	bindv(im, st, types, ap);
+	va_end(ap);
+	return step_insert(im, st, key_field);
 }
 
 /* 1 if the query (bound like ins) returns a row, 0 if not, <0 on error. */
@@ -283,43 +290,149 @@ static int next(struct imp *im)
 
 /* ---- the files, in dependency order ---- */
 
+/* The files that are a list of ids with names and references: one table each, read by
+ * one loader. A column is 'r' required text, 'o' optional text or 'n' a required number in
+ * [min, max]; a reference is checked when the file it points into was present. */
+#define ALWAYS ((size_t)-1)
+#define NO_FLAG ((size_t)-2)
+struct gtfs_col { const char *name; char kind; int64_t min, max; };
+struct gtfs_ref { const char *field, *sql, *what; size_t check; };
+struct gtfs_file {
+	const char *name;
+	const char *const *required, *const *known;  /* known NULL: unknown columns unchecked */
+	size_t present;                  /* offsetof the struct imp flag set when present */
+	const char *sql;                 /* the INSERT, ?1 = the feed */
+	const char *key;                 /* the field a duplicate row is reported against */
+	struct gtfs_col cols[3];
+	struct gtfs_ref refs[2];
+};
+#define FLAG(f) offsetof(struct imp, f)
+
+static const struct gtfs_file STOPS = {
+	"stops.txt", COLS("stop_id"), NULL, FLAG(have_stops),
+	"INSERT INTO fare_stops VALUES (?1, ?2, ?3)", "stop_id",
+	{ { "stop_id", 'r', 0, 0 }, { "zone_id", 'o', 0, 0 } }, { { NULL } } };
+static const struct gtfs_file ROUTES = {
+	"routes.txt", COLS("route_id"), NULL, FLAG(have_routes),
+	"INSERT INTO fare_routes VALUES (?1, ?2, ?3, ?4)", "route_id",
+	{ { "route_id", 'r', 0, 0 }, { "agency_id", 'o', 0, 0 }, { "network_id", 'o', 0, 0 } },
+	{ { NULL } } };
+static const struct gtfs_file FARE_MEDIA = {
+	"fare_media.txt", COLS("fare_media_id", "fare_media_type"),
+	COLS("fare_media_id", "fare_media_name", "fare_media_type"), FLAG(have_media),
+	"INSERT INTO fare_media VALUES (?1, ?2, ?3, ?4)", "fare_media_id",
+	{ { "fare_media_id", 'r', 0, 0 }, { "fare_media_name", 'o', 0, 0 },
+	  { "fare_media_type", 'n', 0, 4 } }, { { NULL } } };
+static const struct gtfs_file NETWORKS = {
+	"networks.txt", COLS("network_id"), COLS("network_id", "network_name"), FLAG(have_networks),
+	"INSERT INTO fare_networks VALUES (?1, ?2, ?3)", "network_id",
+	{ { "network_id", 'r', 0, 0 }, { "network_name", 'o', 0, 0 } }, { { NULL } } };
+static const struct gtfs_file ROUTE_NETWORKS = {
+	"route_networks.txt", COLS("network_id", "route_id"), COLS("network_id", "route_id"),
+	NO_FLAG, "INSERT INTO fare_route_networks VALUES (?1, ?2, ?3)", "route_id",
+	{ { "network_id", 'r', 0, 0 }, { "route_id", 'r', 0, 0 } },
+	{ { "network_id", "SELECT 1 FROM fare_networks WHERE feed_id = ?1 AND network_id = ?2",
+	    "network", FLAG(have_networks) },
+	  { "route_id", "SELECT 1 FROM fare_routes WHERE feed_id = ?1 AND route_id = ?2",
+	    "route", FLAG(have_routes) } } };
+static const struct gtfs_file AREAS = {
+	"areas.txt", COLS("area_id"), COLS("area_id", "area_name"), FLAG(have_areas),
+	"INSERT INTO fare_areas VALUES (?1, ?2, ?3)", "area_id",
+	{ { "area_id", 'r', 0, 0 }, { "area_name", 'o', 0, 0 } }, { { NULL } } };
+static const struct gtfs_file STOP_AREAS = {
+	"stop_areas.txt", COLS("area_id", "stop_id"), COLS("area_id", "stop_id"), NO_FLAG,
+	"INSERT INTO fare_stop_areas VALUES (?1, ?2, ?3)", "stop_id",
+	{ { "area_id", 'r', 0, 0 }, { "stop_id", 'r', 0, 0 } },
+	{ { "area_id", "SELECT 1 FROM fare_areas WHERE feed_id = ?1 AND area_id = ?2", "area",
+	    ALWAYS },
+	  { "stop_id", "SELECT 1 FROM fare_stops WHERE feed_id = ?1 AND stop_id = ?2", "stop",
+	    FLAG(have_stops) } } };
+
+static int flag_of(struct imp *im, size_t off)
+{
+	return off == ALWAYS ? 1 : *(int *)((char *)im + off);
+}
+
+/* One row of a gtfs_file: its columns checked in order, then its references, then the
+ * insert. */
+static int load_row(struct imp *im, const struct gtfs_file *f, sqlite3_stmt *st,
+                    sqlite3_stmt *const *q)
+{
+	const char *text[3] = { NULL, NULL, NULL };
+	int64_t n[3] = { 0, 0, 0 };
+	int rc = KP_OK, i = 2;
+	size_t k;
+
+	for (k = 0; rc == KP_OK && k < 3 && f->cols[k].name != NULL; k++) {
+		const struct gtfs_col *c = &f->cols[k];
+
+		if (c->kind == 'r')
+			rc = req(im, c->name, &text[k]);
+		else if (c->kind == 'o')
+			text[k] = fld(im, c->name);
+		else
+			rc = req_num(im, c->name, c->min, c->max, &n[k]);
+	}
+	for (size_t r = 0; rc == KP_OK && r < 2 && f->refs[r].field != NULL; r++)
+		rc = ref(im, q[r], flag_of(im, f->refs[r].check), f->refs[r].field, f->refs[r].what);
+	if (rc != KP_OK)
+		return rc;
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	sqlite3_bind_text(st, 1, im->feed, -1, SQLITE_STATIC);
+	for (size_t j = 0; j < k; j++, i++) {
+		if (f->cols[j].kind == 'n')
+			sqlite3_bind_int64(st, i, n[j]);
+		else
+			sqlite3_bind_text(st, i, text[j], -1, SQLITE_TRANSIENT);
+	}
+	return step_insert(im, st, f->key);
+}
+
+static int load_file(struct imp *im, const struct gtfs_file *f)
+{
+	sqlite3_stmt *st = NULL, *q[2] = { NULL, NULL };
+	int present, rc;
+
+	rc = open_file(im, f->name, f->required, f->known, &present);
+	if (f->present != NO_FLAG)
+		*(int *)((char *)im + f->present) = present;
+	if (rc != KP_OK || !present)
+		return rc;
+	rc = prep(im, &st, f->sql);
+	for (size_t r = 0; rc == KP_OK && r < 2 && f->refs[r].field != NULL; r++)
+		rc = prep(im, &q[r], f->refs[r].sql);
+	while (rc == KP_OK && (rc = next(im)) == 1)
+		rc = load_row(im, f, st, q);
+	sqlite3_finalize(st);
+	sqlite3_finalize(q[0]);
+	sqlite3_finalize(q[1]);
+	return rc;
+}
+
 static int load_stops(struct imp *im)
 {
-	sqlite3_stmt *ins_st = NULL;
-	const char *id;
-	int rc;
-
-	rc = open_file(im, "stops.txt", COLS("stop_id"), NULL, &im->have_stops);
-	if (rc != KP_OK || !im->have_stops)
-		return rc;
-	rc = prep(im, &ins_st, "INSERT INTO fare_stops VALUES (?1, ?2, ?3)");
-	while (rc == KP_OK && (rc = next(im)) == 1) {
-		rc = req(im, "stop_id", &id);
-		if (rc == KP_OK)
-			rc = ins(im, ins_st, "stop_id", "tt", id, fld(im, "zone_id"));
-	}
-	sqlite3_finalize(ins_st);
-	return rc;
+	return load_file(im, &STOPS);
 }
 
 static int load_routes(struct imp *im)
 {
-	sqlite3_stmt *ins_st = NULL;
-	const char *id;
-	int rc;
+	int rc = load_file(im, &ROUTES);
 
-	rc = open_file(im, "routes.txt", COLS("route_id"), NULL, &im->have_routes);
-	if (rc != KP_OK || !im->have_routes)
-		return rc;
-	im->routes_have_network = kp_csv_col(&im->c, "network_id") >= 0;
-	rc = prep(im, &ins_st, "INSERT INTO fare_routes VALUES (?1, ?2, ?3, ?4)");
-	while (rc == KP_OK && (rc = next(im)) == 1) {
-		rc = req(im, "route_id", &id);
-		if (rc == KP_OK)
-			rc = ins(im, ins_st, "route_id", "ttt", id, fld(im, "agency_id"),
-			         fld(im, "network_id"));
-	}
-	sqlite3_finalize(ins_st);
+	if (im->have_routes)
+		im->routes_have_network = kp_csv_col(&im->c, "network_id") >= 0;
+	return rc;
+}
+
+static int load_media_networks_areas(struct imp *im)
+{
+	static const struct gtfs_file *const files[] = {
+		&FARE_MEDIA, &NETWORKS, &ROUTE_NETWORKS, &AREAS, &STOP_AREAS,
+	};
+	int rc = KP_OK;
+
+	for (size_t i = 0; rc >= 0 && i < sizeof(files) / sizeof(files[0]); i++)
+		rc = load_file(im, files[i]);
 	return rc;
 }
 
@@ -524,110 +637,6 @@ static int load_rider_prices(struct imp *im)
 	sqlite3_finalize(st);
 	sqlite3_finalize(q_fare);
 	sqlite3_finalize(q_cat);
-	return rc;
-}
-
-static int load_media_networks_areas(struct imp *im)
-{
-	sqlite3_stmt *st = NULL, *q1 = NULL, *q2 = NULL;
-	const char *id, *id2;
-	int present, rc;
-	int64_t type;
-
-	rc = open_file(im, "fare_media.txt", COLS("fare_media_id", "fare_media_type"),
-	               COLS("fare_media_id", "fare_media_name", "fare_media_type"), &im->have_media);
-	if (rc == KP_OK && im->have_media)
-		rc = prep(im, &st, "INSERT INTO fare_media VALUES (?1, ?2, ?3, ?4)");
-	while (im->have_media && rc == KP_OK && (rc = next(im)) == 1) {
-		rc = req(im, "fare_media_id", &id);
-		if (rc == KP_OK)
-			rc = req_num(im, "fare_media_type", 0, 4, &type);
-		if (rc == KP_OK)
-			rc = ins(im, st, "fare_media_id", "tti", id, fld(im, "fare_media_name"), type);
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc < 0)
-		return rc;
-
-	rc = open_file(im, "networks.txt", COLS("network_id"), COLS("network_id", "network_name"),
-	               &im->have_networks);
-	if (rc == KP_OK && im->have_networks)
-		rc = prep(im, &st, "INSERT INTO fare_networks VALUES (?1, ?2, ?3)");
-	while (im->have_networks && rc == KP_OK && (rc = next(im)) == 1) {
-		rc = req(im, "network_id", &id);
-		if (rc == KP_OK)
-			rc = ins(im, st, "network_id", "tt", id, fld(im, "network_name"));
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc < 0)
-		return rc;
-
-	rc = open_file(im, "route_networks.txt", COLS("network_id", "route_id"),
-	               COLS("network_id", "route_id"), &present);
-	if (rc == KP_OK && present) {
-		rc = prep(im, &st, "INSERT INTO fare_route_networks VALUES (?1, ?2, ?3)");
-		if (rc == KP_OK)
-			rc = prep(im, &q1, "SELECT 1 FROM fare_networks WHERE feed_id = ?1 AND network_id = ?2");
-		if (rc == KP_OK)
-			rc = prep(im, &q2, "SELECT 1 FROM fare_routes WHERE feed_id = ?1 AND route_id = ?2");
-	}
-	while (present && rc == KP_OK && (rc = next(im)) == 1) {
-		rc = req(im, "network_id", &id);
-		if (rc == KP_OK)
-			rc = req(im, "route_id", &id2);
-		if (rc == KP_OK)
-			rc = ref(im, q1, im->have_networks, "network_id", "network");
-		if (rc == KP_OK)
-			rc = ref(im, q2, im->have_routes, "route_id", "route");
-		if (rc == KP_OK)
-			rc = ins(im, st, "route_id", "tt", id, id2);
-	}
-	sqlite3_finalize(st);
-	sqlite3_finalize(q1);
-	sqlite3_finalize(q2);
-	st = q1 = q2 = NULL;
-	if (rc < 0)
-		return rc;
-
-	rc = open_file(im, "areas.txt", COLS("area_id"), COLS("area_id", "area_name"),
-	               &im->have_areas);
-	if (rc == KP_OK && im->have_areas)
-		rc = prep(im, &st, "INSERT INTO fare_areas VALUES (?1, ?2, ?3)");
-	while (im->have_areas && rc == KP_OK && (rc = next(im)) == 1) {
-		rc = req(im, "area_id", &id);
-		if (rc == KP_OK)
-			rc = ins(im, st, "area_id", "tt", id, fld(im, "area_name"));
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc < 0)
-		return rc;
-
-	rc = open_file(im, "stop_areas.txt", COLS("area_id", "stop_id"), COLS("area_id", "stop_id"),
-	               &present);
-	if (rc == KP_OK && present) {
-		rc = prep(im, &st, "INSERT INTO fare_stop_areas VALUES (?1, ?2, ?3)");
-		if (rc == KP_OK)
-			rc = prep(im, &q1, "SELECT 1 FROM fare_areas WHERE feed_id = ?1 AND area_id = ?2");
-		if (rc == KP_OK)
-			rc = prep(im, &q2, "SELECT 1 FROM fare_stops WHERE feed_id = ?1 AND stop_id = ?2");
-	}
-	while (present && rc == KP_OK && (rc = next(im)) == 1) {
-		rc = req(im, "area_id", &id);
-		if (rc == KP_OK)
-			rc = req(im, "stop_id", &id2);
-		if (rc == KP_OK)
-			rc = ref(im, q1, 1, "area_id", "area");
-		if (rc == KP_OK)
-			rc = ref(im, q2, im->have_stops, "stop_id", "stop");
-		if (rc == KP_OK)
-			rc = ins(im, st, "stop_id", "tt", id, id2);
-	}
-	sqlite3_finalize(st);
-	sqlite3_finalize(q1);
-	sqlite3_finalize(q2);
 	return rc;
 }
 
