@@ -46,6 +46,7 @@ KP_LDFLAGS := $(SANFLAGS)
 #   console            tap                                  ncursesw, jansson
 #   app                console, client                      -
 #   tools              app, backend                         -
+uniq = $(if $(1),$(firstword $(1)) $(call uniq,$(filter-out $(firstword $(1)),$(1))))
 INC_hal     := -Ihal
 INC_crypto  := -Icrypto
 INC_proto   := -Ibackend-sync/proto $(INC_crypto)
@@ -56,9 +57,9 @@ INC_store   := -Iterminal/store $(INC_card)
 INC_fare    := -Iterminal/fare $(INC_store)
 INC_tap     := -Iterminal/tap $(INC_fare)
 INC_console := -Iterminal/console $(INC_tap)
-INC_app     := -Iterminal/app $(INC_console) $(INC_client)
-INC_tools   := -Itools $(INC_app) $(INC_backend)
-INC_tests   := -Itests $(INC_tools)
+INC_app     := $(call uniq,-Iterminal/app $(INC_console) $(INC_client))
+INC_tools   := $(call uniq,-Itools $(INC_app) $(INC_backend))
+INC_tests   := $(call uniq,-Itests $(INC_tools))
 
 DIR_hal     := hal
 DIR_crypto  := crypto

@@ -143,30 +143,36 @@ int kp_reader_register(const struct kp_reader_ops *ops)
 	return hal_register(&hal_readers, ops);
 }
 
+/* Opening a reader or an HMI: the ops of conn's scheme (KP_HAL_E_CONFIG if none), its open
+ * called with what follows the scheme, and the object given its ops when it left them
+ * unset. The two differ only in types, hence a macro. */
+#define HAL_OPEN(reg, out, conn)                                              \
+	do {                                                                      \
+		const char *rest_ = NULL;                                             \
+		int rc_;                                                              \
+		if ((out) == NULL)                                                    \
+			return KP_HAL_E_INVAL;                                            \
+		*(out) = NULL;                                                        \
+		ops = (conn) != NULL ? hal_lookup((reg), (conn), &rest_) : NULL;      \
+		if (ops == NULL)                                                      \
+			return (conn) == NULL ? KP_HAL_E_INVAL : KP_HAL_E_CONFIG;         \
+		rc_ = ops->open((out), rest_);                                        \
+		if (rc_ == KP_HAL_OK && *(out) == NULL)                               \
+			return KP_HAL_E_IO;                                               \
+		if (rc_ != KP_HAL_OK) {                                               \
+			*(out) = NULL;                                                    \
+			return rc_;                                                       \
+		}                                                                     \
+		if ((*(out))->ops == NULL)                                            \
+			(*(out))->ops = ops;                                              \
+		return KP_HAL_OK;                                                     \
+	} while (0)
+
 int kp_reader_open(struct kp_reader **out, const char *conn)
 {
 	const struct kp_reader_ops *ops;
-	const char *rest = NULL;
-	int rc;
 
-	if (out == NULL)
-		return KP_HAL_E_INVAL;
-	*out = NULL;
-	if (conn == NULL)
-		return KP_HAL_E_INVAL;
-	ops = hal_lookup(&hal_readers, conn, &rest);
-	if (ops == NULL)
-		return KP_HAL_E_CONFIG;
-	rc = ops->open(out, rest);
-	if (rc != KP_HAL_OK) {
-		*out = NULL;
-		return rc;
-	}
-	if (*out == NULL)
-		return KP_HAL_E_IO;
-	if ((*out)->ops == NULL)
-		(*out)->ops = ops;
-	return KP_HAL_OK;
+	HAL_OPEN(&hal_readers, out, conn);
 }
 
 int kp_reader_wait_card(struct kp_reader *r, const struct kp_poll *poll,
@@ -251,27 +257,8 @@ int kp_hmi_register(const struct kp_hmi_ops *ops)
 int kp_hmi_open(struct kp_hmi **out, const char *conn)
 {
 	const struct kp_hmi_ops *ops;
-	const char *rest = NULL;
-	int rc;
 
-	if (out == NULL)
-		return KP_HAL_E_INVAL;
-	*out = NULL;
-	if (conn == NULL)
-		return KP_HAL_E_INVAL;
-	ops = hal_lookup(&hal_hmis, conn, &rest);
-	if (ops == NULL)
-		return KP_HAL_E_CONFIG;
-	rc = ops->open(out, rest);
-	if (rc != KP_HAL_OK) {
-		*out = NULL;
-		return rc;
-	}
-	if (*out == NULL)
-		return KP_HAL_E_IO;
-	if ((*out)->ops == NULL)
-		(*out)->ops = ops;
-	return KP_HAL_OK;
+	HAL_OPEN(&hal_hmis, out, conn);
 }
 
 int kp_hmi_show(struct kp_hmi *h, const struct kp_hmi_msg *msg)

@@ -1,8 +1,10 @@
 /* The one parser of times written by people for kippu (scenarios, load files, kippuctl):
  * strict ISO 8601 with an offset, or Unix seconds. It lives with the clock, in hal/, so that
  * every folder above may use it. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "kp_hal.h"
 
@@ -109,4 +111,24 @@ int kp_time_parse(const char *s, int64_t *ms, int *offset_s)
 	*ms = t;
 	*offset_s = off;
 	return 0;
+}
+
+int64_t kp_hal_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void kp_hal_sleep_ms(int64_t ms)
+{
+	struct timespec ts;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = (time_t)(ms / 1000);
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		continue;
 }

@@ -256,4 +256,9 @@ const char *kp_hmi_result_name(enum kp_hmi_result r);
 const char *kp_led_name(enum kp_led l);
 const char *kp_beep_name(enum kp_beep b);
 
+/* The monotonic clock in milliseconds (for deadlines, never for the tap's time), and a sleep
+ * of ms milliseconds that resumes after signals (ms <= 0: none). */
+int64_t kp_hal_mono_ms(void);
+void kp_hal_sleep_ms(int64_t ms);
+
 #endif

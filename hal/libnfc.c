@@ -45,26 +45,6 @@ static const char *const ln_drivers[] = {
 	"acr122s", "arygon", "pn71xx", "usb",
 };
 
-static int64_t ln_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void ln_sleep_ms(int64_t ms)
-{
-	struct timespec ts;
-
-	if (ms <= 0)
-		return;
-	ts.tv_sec = (time_t)(ms / 1000);
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		continue;
-}
-
 static int ln_driver_is(const char *conn, size_t drv_len, const char *name)
 {
 	return strlen(name) == drv_len && memcmp(conn, name, drv_len) == 0;
@@ -356,7 +336,7 @@ static int ln_wait_card(struct kp_reader *base, const struct kp_poll *poll,
 	const uint8_t felica_init[5] = { 0x00, (uint8_t)(poll->felica_sys_code >> 8),
 	                                 (uint8_t)poll->felica_sys_code,
 	                                 poll->felica_request_code, 0x00 };
-	int64_t deadline = timeout_ms >= 0 ? ln_mono_ms() + timeout_ms : 0;
+	int64_t deadline = timeout_ms >= 0 ? kp_hal_mono_ms() + timeout_ms : 0;
 	unsigned techs;
 
 	if (r == NULL || poll == NULL || info == NULL)
@@ -415,13 +395,13 @@ static int ln_wait_card(struct kp_reader *base, const struct kp_poll *poll,
 		if (!lingering)
 			r->linger_tech = KP_TECH_NONE;  /* a round without it: it has left */
 		if (timeout_ms >= 0) {
-			int64_t left = deadline - ln_mono_ms();
+			int64_t left = deadline - kp_hal_mono_ms();
 
 			if (left <= 0)
 				return KP_HAL_E_NOCARD;
-			ln_sleep_ms(left < LN_POLL_GAP_MS ? left : LN_POLL_GAP_MS);
+			kp_hal_sleep_ms(left < LN_POLL_GAP_MS ? left : LN_POLL_GAP_MS);
 		} else {
-			ln_sleep_ms(LN_POLL_GAP_MS);
+			kp_hal_sleep_ms(LN_POLL_GAP_MS);
 		}
 	}
 }
@@ -467,7 +447,7 @@ static int ln_release(struct kp_reader *base, int wait_removed, int timeout_ms)
 	 * it is present: wait for the card to leave first, then deselect. A card not seen to
 	 * leave is remembered, so that polling does not take it for a new tap. */
 	r->linger_len = ln_card_id(&r->target, &r->linger_tech, r->linger_id);
-	deadline = ln_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	deadline = kp_hal_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	while (wait_removed) {
 		res = ln_result(r, nfc_initiator_target_is_present(r->dev, &r->target));
 		if (res == NFC_ETGRELEASED || res == NFC_ERFTRANS) {
@@ -479,11 +459,11 @@ static int ln_release(struct kp_reader *base, int wait_removed, int timeout_ms)
 			rc = kp_libnfc_map_error(res, 0);
 			break;
 		}
-		if (ln_mono_ms() >= deadline) {
+		if (kp_hal_mono_ms() >= deadline) {
 			rc = KP_HAL_E_TIMEOUT;                    /* still there */
 			break;
 		}
-		ln_sleep_ms(LN_PRESENT_GAP_MS);
+		kp_hal_sleep_ms(LN_PRESENT_GAP_MS);
 	}
 	rc2 = ln_deselect(r);
 	if (rc == KP_HAL_OK)

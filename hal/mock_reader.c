@@ -36,26 +36,6 @@ struct kp_mock_reader {
 	uint32_t rng;
 };
 
-static int64_t mock_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void mock_sleep_ms(int64_t ms)
-{
-	struct timespec ts;
-
-	if (ms <= 0)
-		return;
-	ts.tv_sec = (time_t)(ms / 1000);
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		continue;
-}
-
 static uint32_t mock_rand(struct kp_mock_reader *m)
 {
 	uint32_t x = m->rng;
@@ -108,7 +88,7 @@ static int mock_open(struct kp_reader **out, const char *conn)
 	base = base != NULL ? base + 1 : conn;
 	snprintf(m->file, sizeof(m->file), "%s", base);
 	m->vnow_ms = m->scn->start_ms;
-	m->t0_mono_ms = mock_mono_ms();
+	m->t0_mono_ms = kp_hal_mono_ms();
 	m->rng = MOCK_RNG_SEED;
 	*out = &m->base;
 	m = NULL;
@@ -235,10 +215,10 @@ static int mock_wait_virtual(struct kp_mock_reader *m, const struct kp_poll *pol
 static int mock_wait_real(struct kp_mock_reader *m, const struct kp_poll *poll,
                           struct kp_card_info *info, int timeout_ms)
 {
-	int64_t deadline = timeout_ms >= 0 ? mock_mono_ms() - m->t0_mono_ms + timeout_ms : -1;
+	int64_t deadline = timeout_ms >= 0 ? kp_hal_mono_ms() - m->t0_mono_ms + timeout_ms : -1;
 
 	for (;;) {
-		int64_t now = mock_mono_ms() - m->t0_mono_ms;
+		int64_t now = kp_hal_mono_ms() - m->t0_mono_ms;
 		int rc;
 
 		if (m->field != NULL && now >= m->field_until_ms)
@@ -251,11 +231,11 @@ static int mock_wait_real(struct kp_mock_reader *m, const struct kp_poll *poll,
 			due = m->scn->taps[m->next_tap].offset_ms;
 			if (due > now && deadline >= 0 && due > deadline) {
 				/* Not due yet: the field stays empty for the whole timeout. */
-				mock_sleep_ms(deadline - now);
+				kp_hal_sleep_ms(deadline - now);
 				return KP_HAL_E_NOCARD;
 			}
-			mock_sleep_ms(due - now);
-			now = mock_mono_ms() - m->t0_mono_ms;
+			kp_hal_sleep_ms(due - now);
+			now = kp_hal_mono_ms() - m->t0_mono_ms;
 			mock_enter_real(m, now);
 		}
 		rc = mock_poll_field(m, poll, info);
@@ -264,10 +244,10 @@ static int mock_wait_real(struct kp_mock_reader *m, const struct kp_poll *poll,
 		/* The card answers nothing: the reader keeps polling until its timeout or until
 		 * the card has left, and then waits for the next tap. */
 		if (deadline >= 0 && deadline < m->field_until_ms) {
-			mock_sleep_ms(deadline - now);
+			kp_hal_sleep_ms(deadline - now);
 			return KP_HAL_E_NOCARD;
 		}
-		mock_sleep_ms(m->field_until_ms - now);
+		kp_hal_sleep_ms(m->field_until_ms - now);
 		m->field = NULL;
 	}
 }
@@ -394,7 +374,7 @@ static int mock_now_ms(struct kp_reader *r, int64_t *ms)
 	if (m == NULL || ms == NULL)
 		return KP_HAL_E_INVAL;
 	if (m->scn->pace == KP_SCN_PACE_REAL)
-		*ms = m->scn->start_ms + (mock_mono_ms() - m->t0_mono_ms);
+		*ms = m->scn->start_ms + (kp_hal_mono_ms() - m->t0_mono_ms);
 	else
 		*ms = m->vnow_ms;
 	return KP_HAL_OK;
