@@ -296,50 +296,37 @@ void kp_hmi_close(struct kp_hmi *h)
 
 /* ---- names ---- */
 
+static const char *name_of(const char *const *names, size_t n, int v)
+{
+	return v >= 0 && (size_t)v < n && names[v] != NULL ? names[v] : "unknown";
+}
+#define NAME_OF(names, v) name_of((names), sizeof(names) / sizeof((names)[0]), (int)(v))
+
 const char *kp_hmi_result_name(enum kp_hmi_result r)
 {
-	switch (r) {
-	case KP_HMI_ACCEPTED:
-		return "accepted";
-	case KP_HMI_REFUSED:
-		return "refused";
-	case KP_HMI_ALREADY:
-		return "already";
-	case KP_HMI_INFO:
-		return "info";
-	default:
-		return "unknown";
-	}
+	static const char *const names[] = {
+		[KP_HMI_ACCEPTED] = "accepted", [KP_HMI_REFUSED] = "refused",
+		[KP_HMI_ALREADY] = "already", [KP_HMI_INFO] = "info",
+	};
+
+	return NAME_OF(names, r);
 }
 
 const char *kp_led_name(enum kp_led l)
 {
-	switch (l) {
-	case KP_LED_OFF:
-		return "off";
-	case KP_LED_GREEN:
-		return "green";
-	case KP_LED_RED:
-		return "red";
-	case KP_LED_AMBER:
-		return "amber";
-	case KP_LED_BLUE:
-		return "blue";
-	default:
-		return "unknown";
-	}
+	static const char *const names[] = {
+		[KP_LED_OFF] = "off", [KP_LED_GREEN] = "green", [KP_LED_RED] = "red",
+		[KP_LED_AMBER] = "amber", [KP_LED_BLUE] = "blue",
+	};
+
+	return NAME_OF(names, l);
 }
 
 const char *kp_beep_name(enum kp_beep b)
 {
-	switch (b) {
-	case KP_BEEP_OK:
-		return "ok";
-	case KP_BEEP_ERROR:
-		return "error";
-	case KP_BEEP_NOTICE:
-		return "notice";
-	default:
-		return "unknown";
-	}
+	static const char *const names[] = {
+		[KP_BEEP_OK] = "ok", [KP_BEEP_ERROR] = "error", [KP_BEEP_NOTICE] = "notice",
+	};
+
+	return NAME_OF(names, b);
 }

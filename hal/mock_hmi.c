@@ -172,30 +172,28 @@ static int hmi_show(struct kp_hmi *hmi, const struct kp_hmi_msg *msg)
 	return hmi_event((struct kp_mock_hmi *)hmi, &ev);
 }
 
-static int hmi_beep(struct kp_hmi *hmi, enum kp_beep pattern)
+/* A beep or an LED: an event of kind with value, which must lie in lo..hi. */
+static int hmi_signal(struct kp_hmi *hmi, const char *kind, int value, int lo, int hi)
 {
 	struct kp_hmi_event ev;
 
-	if (hmi == NULL || (int)pattern < KP_BEEP_OK || (int)pattern > KP_BEEP_NOTICE)
+	if (hmi == NULL || value < lo || value > hi)
 		return KP_HAL_E_INVAL;
 	memset(&ev, 0, sizeof(ev));
-	memcpy(ev.kind, "beep", 5);
+	snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
 	ev.rides_left = -1;
-	ev.value = (int)pattern;
+	ev.value = value;
 	return hmi_event((struct kp_mock_hmi *)hmi, &ev);
+}
+
+static int hmi_beep(struct kp_hmi *hmi, enum kp_beep pattern)
+{
+	return hmi_signal(hmi, "beep", (int)pattern, KP_BEEP_OK, KP_BEEP_NOTICE);
 }
 
 static int hmi_led(struct kp_hmi *hmi, enum kp_led colour)
 {
-	struct kp_hmi_event ev;
-
-	if (hmi == NULL || (int)colour < KP_LED_OFF || (int)colour > KP_LED_BLUE)
-		return KP_HAL_E_INVAL;
-	memset(&ev, 0, sizeof(ev));
-	memcpy(ev.kind, "led", 4);
-	ev.rides_left = -1;
-	ev.value = (int)colour;
-	return hmi_event((struct kp_mock_hmi *)hmi, &ev);
+	return hmi_signal(hmi, "led", (int)colour, KP_LED_OFF, KP_LED_BLUE);
 }
 
 const struct kp_hmi_ops kp_mock_hmi_ops = {

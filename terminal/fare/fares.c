@@ -200,6 +200,31 @@ static const char v1_max_sql[] =
 	"  AND NOT EXISTS (SELECT 1 FROM fare_rules x WHERE x.feed_id = ?1)"
 	") ORDER BY k, CASE k WHEN 0 THEN p ELSE -p END, f LIMIT 1";
 
+/* The matching rule of a v1 or v2 lookup: v2 rows start with the leg group, then both
+ * give fare id, amount, currency, rule and rider category. */
+static int fare_row(kp_store *s, sqlite3_stmt *st, enum kp_fare_model model,
+                    struct kp_fare_result *r)
+{
+	int rc = sqlite3_step(st), c = model == KP_FARE_V2 ? 1 : 0;
+
+	if (rc == SQLITE_ROW) {
+		r->model = model;
+		if (model == KP_FARE_V2)
+			kp_store_col_text(st, 0, r->leg_group_id, sizeof(r->leg_group_id));
+		kp_store_col_text(st, c, r->fare_id, sizeof(r->fare_id));
+		r->amount = sqlite3_column_int64(st, c + 1);
+		kp_store_col_text(st, c + 2, r->currency, sizeof(r->currency));
+		kp_store_col_text(st, c + 3, r->rule, sizeof(r->rule));
+		kp_store_col_text(st, c + 4, r->rider_category, sizeof(r->rider_category));
+		rc = KP_OK;
+	} else {
+		rc = rc == SQLITE_DONE ? KP_E_NOFARE
+		     : kp_store_fail(s, model == KP_FARE_V2 ? "fare lookup v2" : "fare lookup v1");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
 static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat,
                      struct kp_fare_result *r)
 {
@@ -226,20 +251,7 @@ static int lookup_v1(kp_store *s, const struct kp_fare_query *q, const char *cat
 	sqlite3_bind_text(st, 5, cat, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 6, q->payment_method);
 	sqlite3_bind_int(st, 7, nz);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		r->model = KP_FARE_V1;
-		kp_store_col_text(st, 0, r->fare_id, sizeof(r->fare_id));
-		r->amount = sqlite3_column_int64(st, 1);
-		kp_store_col_text(st, 2, r->currency, sizeof(r->currency));
-		kp_store_col_text(st, 3, r->rule, sizeof(r->rule));
-		kp_store_col_text(st, 4, r->rider_category, sizeof(r->rider_category));
-		rc = KP_OK;
-	} else {
-		rc = rc == SQLITE_DONE ? KP_E_NOFARE : kp_store_fail(s, "fare lookup v1");
-	}
-	sqlite3_reset(st);
-	return rc;
+	return fare_row(s, st, KP_FARE_V1, r);
 }
 
 /* v2. Without a rule_priority column, an empty field matches only legs whose value no rule
@@ -326,7 +338,6 @@ static int lookup_v2(kp_store *s, const struct kp_fare_query *q, const char *cat
                      struct kp_fare_result *r)
 {
 	sqlite3_stmt *st = NULL;
-	int rc;
 
 	st = q->max_to ? kp_store_stmt_sql(s, KP_STMT_FARE_V2_MAX, v2_max_sql) :
 	                 kp_store_stmt_sql(s, KP_STMT_FARE_V2, v2_sql);
@@ -344,21 +355,7 @@ static int lookup_v2(kp_store *s, const struct kp_fare_query *q, const char *cat
 	sqlite3_bind_int(st, 10, prio);
 	sqlite3_bind_text(st, 11, cat, -1, SQLITE_STATIC);
 	kp_store_bind_opt(st, 12, q->fare_media);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		r->model = KP_FARE_V2;
-		kp_store_col_text(st, 0, r->leg_group_id, sizeof(r->leg_group_id));
-		kp_store_col_text(st, 1, r->fare_id, sizeof(r->fare_id));
-		r->amount = sqlite3_column_int64(st, 2);
-		kp_store_col_text(st, 3, r->currency, sizeof(r->currency));
-		kp_store_col_text(st, 4, r->rule, sizeof(r->rule));
-		kp_store_col_text(st, 5, r->rider_category, sizeof(r->rider_category));
-		rc = KP_OK;
-	} else {
-		rc = rc == SQLITE_DONE ? KP_E_NOFARE : kp_store_fail(s, "fare lookup v2");
-	}
-	sqlite3_reset(st);
-	return rc;
+	return fare_row(s, st, KP_FARE_V2, r);
 }
 
 int kp_fare_lookup(kp_store *s, const struct kp_fare_query *q, struct kp_fare_result *r)
