@@ -54,40 +54,40 @@ void kp_cert_free(kp_cert *cert)
 	free(cert);
 }
 
+/* A parsed kp_cert is one certificate (a bundle would silently widen the trust anchors),
+ * and a P-256 key's base-point table is filled while the cert is private to its creator. */
+static int cert_check_loaded(kp_cert *cert)
+{
+	mbedtls_ecp_keypair *ec;
+	int ret;
+
+	if (cert->crt.next != NULL && cert->crt.next->raw.len > 0)
+		return kp_crypto_fail_text(KP_CRYPTO_E_PARSE, "more than one certificate");
+	ec = kp_crypto_pk_p256(&cert->crt.pk);
+	if (ec == NULL)
+		return KP_CRYPTO_OK;
+	ret = kp_crypto_ec_warm(ec, kp_crypto_rng, NULL);
+	if (ret != 0)
+		return kp_crypto_fail_map(ret);
+	return KP_CRYPTO_OK;
+}
+
 /* kp_crypto_parse_fn for certificates: out is a kp_cert **. */
 static int cert_parse_buf(void *out, const unsigned char *buf, size_t buf_len)
 {
-	mbedtls_ecp_keypair *ec;
-	kp_cert *cert = NULL;
-	int rc = KP_CRYPTO_OK;
+	kp_cert *cert = cert_new();
+	int rc = KP_CRYPTO_E_NOMEM;
 	int ret;
 
-	cert = cert_new();
-	if (cert == NULL) {
-		rc = KP_CRYPTO_E_NOMEM;
-		goto out;
+	if (cert != NULL) {
+		ret = mbedtls_x509_crt_parse(&cert->crt, buf, buf_len);
+		rc = ret != 0 ? kp_crypto_fail_parse(ret, MBEDTLS_ERR_X509_ALLOC_FAILED)
+		              : cert_check_loaded(cert);
 	}
-	ret = mbedtls_x509_crt_parse(&cert->crt, buf, buf_len);
-	if (ret != 0) {
-		rc = kp_crypto_fail_parse(ret, MBEDTLS_ERR_X509_ALLOC_FAILED);
-		goto out;
+	if (rc == KP_CRYPTO_OK) {
+		*(kp_cert **)out = cert;
+		cert = NULL;
 	}
-	/* A kp_cert is one certificate; a bundle would silently widen the trust anchors. */
-	if (cert->crt.next != NULL && cert->crt.next->raw.len > 0) {
-		rc = kp_crypto_fail_text(KP_CRYPTO_E_PARSE, "more than one certificate");
-		goto out;
-	}
-	ec = kp_crypto_pk_p256(&cert->crt.pk);
-	if (ec != NULL) {
-		ret = kp_crypto_ec_warm(ec, kp_crypto_rng, NULL);
-		if (ret != 0) {
-			rc = kp_crypto_fail_map(ret);
-			goto out;
-		}
-	}
-	*(kp_cert **)out = cert;
-	cert = NULL;
-out:
 	kp_cert_free(cert);
 	return rc;
 }

@@ -78,6 +78,8 @@ int kp_crypto_ec_warm(mbedtls_ecp_keypair *ec, int (*f_rng)(void *, unsigned cha
 /* Verifies an ES256 r||s signature with ec's public point. */
 int kp_crypto_ec_verify(mbedtls_ecp_keypair *ec, const uint8_t hash[KP_SHA256_LEN],
                         const uint8_t sig[KP_ES256_SIG_LEN]);
+/* Parses a private key (PEM with its NUL counted, or DER) into a pk fresh from init. */
+int kp_crypto_pk_parse(mbedtls_pk_context *pk, const unsigned char *buf, size_t buf_len);
 /* Writes pk's private key as PEM (mode 0600, no overwrite) between header and footer. */
 int kp_crypto_pk_save_private(mbedtls_pk_context *pk, const char *header, const char *footer,
                               const char *path);

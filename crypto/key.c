@@ -102,55 +102,60 @@ void kp_key_free(kp_key *key)
 	free(key);
 }
 
+/* A key set up for an EC key pair, to be filled. */
+static int key_new_ec(kp_key **out)
+{
+	kp_key *key = key_new();
+	int ret;
+
+	*out = NULL;
+	if (key == NULL)
+		return KP_CRYPTO_E_NOMEM;
+	ret = mbedtls_pk_setup(&key->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
+	if (ret != 0) {
+		kp_key_free(key);
+		return kp_crypto_fail_map(ret);
+	}
+	*out = key;
+	return KP_CRYPTO_OK;
+}
+
 int kp_key_generate(kp_key **out)
 {
 	kp_key *key = NULL;
-	int rc = KP_CRYPTO_OK;
+	int rc;
 	int ret;
 
 	if (out == NULL)
 		return KP_CRYPTO_E_INVAL;
 	*out = NULL;
-	key = key_new();
-	if (key == NULL) {
-		rc = KP_CRYPTO_E_NOMEM;
-		goto out;
-	}
-	ret = mbedtls_pk_setup(&key->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
-	if (ret == 0)   /* computing Q = d·G fills the base-point table too */
-		ret = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key->pk),
-		                          kp_crypto_rng, NULL);
+	rc = key_new_ec(&key);
+	if (rc != KP_CRYPTO_OK)
+		return rc;
+	/* computing Q = d·G fills the base-point table too */
+	ret = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key->pk), kp_crypto_rng,
+	                          NULL);
 	if (ret != 0) {
-		rc = kp_crypto_fail_map(ret);
-		goto out;
+		kp_key_free(key);
+		return kp_crypto_fail_map(ret);
 	}
 	*out = key;
-	key = NULL;
-out:
-	kp_key_free(key);
-	return rc;
+	return KP_CRYPTO_OK;
 }
 
 int kp_key_from_raw(kp_key **out, const uint8_t d[32])
 {
 	mbedtls_ecp_keypair *ec;
 	kp_key *key = NULL;
-	int rc = KP_CRYPTO_OK;
+	int rc;
 	int ret;
 
 	if (out == NULL || d == NULL)
 		return KP_CRYPTO_E_INVAL;
 	*out = NULL;
-	key = key_new();
-	if (key == NULL) {
-		rc = KP_CRYPTO_E_NOMEM;
+	rc = key_new_ec(&key);
+	if (rc != KP_CRYPTO_OK)
 		goto out;
-	}
-	ret = mbedtls_pk_setup(&key->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
-	if (ret != 0) {
-		rc = kp_crypto_fail_map(ret);
-		goto out;
-	}
 	ec = mbedtls_pk_ec(key->pk);
 	ret = mbedtls_ecp_group_load(&ec->grp, MBEDTLS_ECP_DP_SECP256R1);
 	if (ret == 0)
@@ -176,26 +181,27 @@ out:
 	return rc;
 }
 
+int kp_crypto_pk_parse(mbedtls_pk_context *pk, const unsigned char *buf, size_t buf_len)
+{
+	int ret = mbedtls_pk_parse_key(pk, buf, buf_len, NULL, 0);
+
+	if (ret != 0)
+		return kp_crypto_fail_parse(ret, MBEDTLS_ERR_PK_ALLOC_FAILED);
+	return KP_CRYPTO_OK;
+}
+
 /* kp_crypto_parse_fn for kp_key_load: out is a kp_key **. */
 static int key_parse_buf(void *out, const unsigned char *buf, size_t buf_len)
 {
 	kp_key *key = key_new();
-	int rc;
-	int ret;
+	int rc = key != NULL ? kp_crypto_pk_parse(&key->pk, buf, buf_len) : KP_CRYPTO_E_NOMEM;
 
-	if (key == NULL)
-		return KP_CRYPTO_E_NOMEM;
-	ret = mbedtls_pk_parse_key(&key->pk, buf, buf_len, NULL, 0);
-	if (ret != 0) {
-		rc = kp_crypto_fail_parse(ret, MBEDTLS_ERR_PK_ALLOC_FAILED);
-		goto out;
+	if (rc == KP_CRYPTO_OK)
+		rc = key_check_loaded(key);
+	if (rc == KP_CRYPTO_OK) {
+		*(kp_key **)out = key;
+		key = NULL;
 	}
-	rc = key_check_loaded(key);
-	if (rc != KP_CRYPTO_OK)
-		goto out;
-	*(kp_key **)out = key;
-	key = NULL;
-out:
 	kp_key_free(key);
 	return rc;
 }

@@ -73,40 +73,35 @@ out:
 	return rc;
 }
 
+/* A parsed key must be RSA of a size we accept, with private parts that belong together
+ * (else it would sign garbage). */
+static int rsa_check_loaded(kp_rsa *key)
+{
+	size_t bits = mbedtls_pk_get_bitlen(&key->pk);
+	int ret;
+
+	if (mbedtls_pk_get_type(&key->pk) != MBEDTLS_PK_RSA || bits < RSA_BITS_MIN ||
+	    bits > RSA_BITS_MAX)
+		return kp_crypto_fail_text(KP_CRYPTO_E_KEYTYPE, "not an RSA key of %d to %d bits",
+		                           RSA_BITS_MIN, RSA_BITS_MAX);
+	ret = mbedtls_rsa_check_privkey(mbedtls_pk_rsa(key->pk));
+	if (ret != 0)
+		return kp_crypto_fail_mbed(KP_CRYPTO_E_PARSE, ret);
+	return KP_CRYPTO_OK;
+}
+
 /* kp_crypto_parse_fn for RSA keys: out is a kp_rsa **. */
 static int rsa_parse_buf(void *out, const unsigned char *buf, size_t buf_len)
 {
-	kp_rsa *key = NULL;
-	size_t bits;
-	int rc = KP_CRYPTO_OK;
-	int ret;
+	kp_rsa *key = rsa_new();
+	int rc = key != NULL ? kp_crypto_pk_parse(&key->pk, buf, buf_len) : KP_CRYPTO_E_NOMEM;
 
-	key = rsa_new();
-	if (key == NULL) {
-		rc = KP_CRYPTO_E_NOMEM;
-		goto out;
+	if (rc == KP_CRYPTO_OK)
+		rc = rsa_check_loaded(key);
+	if (rc == KP_CRYPTO_OK) {
+		*(kp_rsa **)out = key;
+		key = NULL;
 	}
-	ret = mbedtls_pk_parse_key(&key->pk, buf, buf_len, NULL, 0);
-	if (ret != 0) {
-		rc = kp_crypto_fail_parse(ret, MBEDTLS_ERR_PK_ALLOC_FAILED);
-		goto out;
-	}
-	bits = mbedtls_pk_get_bitlen(&key->pk);
-	if (mbedtls_pk_get_type(&key->pk) != MBEDTLS_PK_RSA || bits < RSA_BITS_MIN ||
-	    bits > RSA_BITS_MAX) {
-		rc = kp_crypto_fail_text(KP_CRYPTO_E_KEYTYPE, "not an RSA key of %d to %d bits",
-		                         RSA_BITS_MIN, RSA_BITS_MAX);
-		goto out;
-	}
-	/* A file whose private parts do not belong together would sign garbage. */
-	ret = mbedtls_rsa_check_privkey(mbedtls_pk_rsa(key->pk));
-	if (ret != 0) {
-		rc = kp_crypto_fail_mbed(KP_CRYPTO_E_PARSE, ret);
-		goto out;
-	}
-	*(kp_rsa **)out = key;
-	key = NULL;
-out:
 	kp_rsa_free(key);
 	return rc;
 }
