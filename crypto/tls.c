@@ -24,10 +24,8 @@
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/ecp.h>
-#include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
-#include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
@@ -46,10 +44,8 @@ struct kp_tls_conf {
 	mbedtls_x509_crt own;
 	mbedtls_pk_context key;
 	/* One DRBG for all connections of this conf: draws and reseeds under rng_lock. */
-	mbedtls_entropy_context entropy;
-	mbedtls_ctr_drbg_context drbg;
+	struct kp_crypto_drbg rng;
 	pthread_mutex_t rng_lock;
-	pid_t rng_pid;
 	int lock_ready;
 	enum kp_tls_role role;
 };
@@ -83,8 +79,6 @@ static const mbedtls_x509_crt_profile profile = {
 	MBEDTLS_X509_ID_FLAG(MBEDTLS_ECP_DP_SECP256R1),
 	2048,
 };
-
-#define CN_MAX 64               /* X.509 ub-common-name */
 
 /* ---- errors ---- */
 
@@ -128,21 +122,11 @@ static void err_mbed(char *err, size_t cap, const char *what, int ret)
 	err_set(err, cap, "%s: %s (-0x%04x)", what, text, (unsigned)-ret);
 }
 
-/* mbedtls_x509_crt_verify_info writes one line per problem: joined with "; ". */
 static void err_verify(char *err, size_t cap, const char *what, uint32_t flags)
 {
 	char info[512];
-	size_t n;
-	char *p;
 
-	if (mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags) < 0 && info[0] == '\0')
-		snprintf(info, sizeof(info), "verification flags 0x%08x", (unsigned)flags);
-	n = strlen(info);
-	while (n > 0 && info[n - 1] == '\n')
-		info[--n] = '\0';
-	for (p = info; *p != '\0'; p++)
-		if (*p == '\n')
-			*p = ';';
+	kp_crypto_verify_text(info, sizeof(info), flags);
 	err_set(err, cap, "%s: %s", what, info);
 }
 
@@ -151,6 +135,14 @@ static int is_alloc_error(int ret)
 	return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED || ret == MBEDTLS_ERR_X509_ALLOC_FAILED ||
 	       ret == MBEDTLS_ERR_PK_ALLOC_FAILED || ret == MBEDTLS_ERR_MPI_ALLOC_FAILED ||
 	       ret == MBEDTLS_ERR_ECP_ALLOC_FAILED;
+}
+
+/* A failure of mbedTLS while setting up: out of memory, or else the configuration is
+ * unusable; err says what failed. */
+static int fail_config(char *err, size_t cap, const char *what, int ret)
+{
+	err_mbed(err, cap, what, ret);
+	return is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
 }
 
 /* ---- time ---- */
@@ -193,85 +185,44 @@ static int wait_fd(int fd, int want_write, int64_t deadline)
 static int conf_rng(void *p, unsigned char *buf, size_t len)
 {
 	struct kp_tls_conf *conf = p;
-	pid_t pid = getpid();
-	int ret = 0;
+	int ret;
 
 	if (pthread_mutex_lock(&conf->rng_lock) != 0)
 		return MBEDTLS_ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
-	/* A forked child must not repeat its parent's ECDHE keys. */
-	if (pid != conf->rng_pid) {
-		ret = mbedtls_ctr_drbg_reseed(&conf->drbg, (const unsigned char *)&pid, sizeof(pid));
-		if (ret != 0)
-			goto out;
-		conf->rng_pid = pid;
-	}
-	while (len > 0) {
-		size_t chunk = len < MBEDTLS_CTR_DRBG_MAX_REQUEST ? len : MBEDTLS_CTR_DRBG_MAX_REQUEST;
-
-		/* _with_add: the lock is ours, mbedtls_ctr_drbg_random would take a second one. */
-		ret = mbedtls_ctr_drbg_random_with_add(&conf->drbg, buf, chunk, NULL, 0);
-		if (ret != 0)
-			goto out;
-		buf += chunk;
-		len -= chunk;
-	}
-out:
+	ret = kp_crypto_drbg_draw(&conf->rng, buf, len);
 	pthread_mutex_unlock(&conf->rng_lock);
 	return ret;
 }
 
 /* ---- configuration ---- */
 
-/* The key's P-256 group, or NULL if pk is not an EC key on P-256. */
-static mbedtls_ecp_keypair *pk_p256(const mbedtls_pk_context *pk)
+/* The one certificate file at path into crt; what names the file in err ("CA file"). */
+static int load_crt(mbedtls_x509_crt *crt, const char *what, const char *path, char *err,
+                    size_t cap)
 {
-	mbedtls_pk_type_t t = mbedtls_pk_get_type(pk);
-	mbedtls_ecp_keypair *ec;
+	int ret = mbedtls_x509_crt_parse_file(crt, path);
 
-	if (t != MBEDTLS_PK_ECKEY && t != MBEDTLS_PK_ECDSA)
-		return NULL;
-	ec = mbedtls_pk_ec(*pk);
-	if (ec == NULL || ec->grp.id != MBEDTLS_ECP_DP_SECP256R1)
-		return NULL;
-	return ec;
-}
-
-/* mbedTLS stores its table of base-point multiples in the group on first use. Filling it
- * now, while the conf is private to this thread, means concurrent handshakes only read
- * the shared keys' groups (2.28's ECKEY wrappers work on copies, but nothing promises that). */
-static int ec_warm(struct kp_tls_conf *conf, mbedtls_ecp_keypair *ec)
-{
-	mbedtls_ecp_point r;
-	mbedtls_mpi one;
-	int ret;
-
-	mbedtls_ecp_point_init(&r);
-	mbedtls_mpi_init(&one);
-	ret = mbedtls_mpi_lset(&one, 1);
-	if (ret == 0)
-		ret = mbedtls_ecp_mul(&ec->grp, &r, &one, &ec->grp.G, conf_rng, conf);
-	mbedtls_mpi_free(&one);
-	mbedtls_ecp_point_free(&r);
-	return ret;
+	if (ret > 0) {
+		err_set(err, cap, "%s %s: %d certificate(s) do not parse", what, path, ret);
+		return KP_TLS_E_CONFIG;
+	}
+	if (ret != 0)
+		return fail_config(err, cap, path, ret);
+	return KP_TLS_OK;
 }
 
 static int load_ca(struct kp_tls_conf *conf, const char *path, char *err, size_t cap)
 {
-	int ret = mbedtls_x509_crt_parse_file(&conf->ca, path);
+	int rc = load_crt(&conf->ca, "CA file", path, err, cap);
 
-	if (ret != 0) {
-		if (ret > 0)
-			err_set(err, cap, "CA file %s: %d certificate(s) do not parse", path, ret);
-		else
-			err_mbed(err, cap, path, ret);
-		return is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
-	}
+	if (rc != KP_TLS_OK)
+		return rc;
 	/* Pinned: exactly the operator CA. A bundle would silently widen who is trusted. */
 	if (conf->ca.next != NULL && conf->ca.next->raw.len > 0) {
 		err_set(err, cap, "CA file %s: more than one certificate", path);
 		return KP_TLS_E_CONFIG;
 	}
-	if (!conf->ca.ca_istrue || pk_p256(&conf->ca.pk) == NULL) {
+	if (!conf->ca.ca_istrue || kp_crypto_pk_p256(&conf->ca.pk) == NULL) {
 		err_set(err, cap, "CA file %s: not a CA certificate with a P-256 key", path);
 		return KP_TLS_E_CONFIG;
 	}
@@ -284,27 +235,20 @@ static int load_own(struct kp_tls_conf *conf, const char *cert_path, const char 
                     char *err, size_t cap)
 {
 	uint32_t flags = 0;
+	int rc;
 	int ret;
 
-	ret = mbedtls_x509_crt_parse_file(&conf->own, cert_path);
-	if (ret != 0) {
-		if (ret > 0)
-			err_set(err, cap, "certificate file %s: %d certificate(s) do not parse",
-			        cert_path, ret);
-		else
-			err_mbed(err, cap, cert_path, ret);
-		return is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
-	}
-	if (pk_p256(&conf->own.pk) == NULL) {
+	rc = load_crt(&conf->own, "certificate file", cert_path, err, cap);
+	if (rc != KP_TLS_OK)
+		return rc;
+	if (kp_crypto_pk_p256(&conf->own.pk) == NULL) {
 		err_set(err, cap, "certificate file %s: not a P-256 key", cert_path);
 		return KP_TLS_E_CONFIG;
 	}
 	ret = mbedtls_pk_parse_keyfile(&conf->key, key_path, NULL);
-	if (ret != 0) {
-		err_mbed(err, cap, key_path, ret);
-		return is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
-	}
-	if (pk_p256(&conf->key) == NULL) {
+	if (ret != 0)
+		return fail_config(err, cap, key_path, ret);
+	if (kp_crypto_pk_p256(&conf->key) == NULL) {
 		err_set(err, cap, "key file %s: not an ECDSA P-256 key", key_path);
 		return KP_TLS_E_CONFIG;
 	}
@@ -319,10 +263,8 @@ static int load_own(struct kp_tls_conf *conf, const char *cert_path, const char 
 		err_verify(err, cap, cert_path, flags);
 		return KP_TLS_E_CONFIG;
 	}
-	if (ret != 0) {
-		err_mbed(err, cap, cert_path, ret);
-		return is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
-	}
+	if (ret != 0)
+		return fail_config(err, cap, cert_path, ret);
 	return KP_TLS_OK;
 }
 
@@ -334,18 +276,51 @@ void kp_tls_conf_free(kp_tls_conf *conf)
 	mbedtls_x509_crt_free(&conf->ca);
 	mbedtls_x509_crt_free(&conf->own);
 	mbedtls_pk_free(&conf->key);                /* zeroizes the private scalar */
-	mbedtls_ctr_drbg_free(&conf->drbg);         /* zeroizes the DRBG state */
-	mbedtls_entropy_free(&conf->entropy);
+	kp_crypto_drbg_free(&conf->rng);            /* zeroizes the DRBG state */
 	if (conf->lock_ready)
 		pthread_mutex_destroy(&conf->rng_lock);
 	mbedtls_platform_zeroize(conf, sizeof(*conf));
 	free(conf);
 }
 
+/* The fixed TLS profile on conf->ssl, with the loaded CA, certificate and key. */
+static int conf_setup_ssl(struct kp_tls_conf *conf, char *err, size_t cap)
+{
+	int ret;
+
+	ret = mbedtls_ssl_config_defaults(&conf->ssl,
+	                                  conf->role == KP_TLS_SERVER ? MBEDTLS_SSL_IS_SERVER
+	                                                              : MBEDTLS_SSL_IS_CLIENT,
+	                                  MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+	if (ret != 0)
+		return fail_config(err, cap, "TLS defaults", ret);
+	mbedtls_ssl_conf_min_version(&conf->ssl, MBEDTLS_SSL_MAJOR_VERSION_3,
+	                             MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_max_version(&conf->ssl, MBEDTLS_SSL_MAJOR_VERSION_3,
+	                             MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_ciphersuites(&conf->ssl, suites);
+	mbedtls_ssl_conf_curves(&conf->ssl, curves);
+	mbedtls_ssl_conf_sig_hashes(&conf->ssl, sig_hashes);
+	mbedtls_ssl_conf_cert_profile(&conf->ssl, &profile);
+	/* Both ends: a peer without a valid certificate from the CA fails the handshake. */
+	mbedtls_ssl_conf_authmode(&conf->ssl, MBEDTLS_SSL_VERIFY_REQUIRED);
+	mbedtls_ssl_conf_ca_chain(&conf->ssl, &conf->ca, NULL);
+	ret = mbedtls_ssl_conf_own_cert(&conf->ssl, &conf->own, &conf->key);
+	if (ret != 0)
+		return fail_config(err, cap, "own certificate", ret);
+	mbedtls_ssl_conf_rng(&conf->ssl, conf_rng, conf);
+	mbedtls_ssl_conf_renegotiation(&conf->ssl, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+	mbedtls_ssl_conf_legacy_renegotiation(&conf->ssl, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
+	/* Tickets: client side off here; a server only issues them with a ticket callback,
+	 * and none is set (nor a session cache), so no session is ever resumed. Compression:
+	 * MBEDTLS_ZLIB_SUPPORT is not compiled in, so only the null method is offered. */
+	mbedtls_ssl_conf_session_tickets(&conf->ssl, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
+	return KP_TLS_OK;
+}
+
 int kp_tls_conf_new(kp_tls_conf **out, enum kp_tls_role role, const char *ca_path,
                     const char *cert_path, const char *key_path, char *err, size_t err_cap)
 {
-	static const unsigned char pers[] = "kippu kp_tls_conf";
 	struct kp_tls_conf *conf = NULL;
 	int rc = KP_TLS_OK;
 	int ret;
@@ -367,22 +342,19 @@ int kp_tls_conf_new(kp_tls_conf **out, enum kp_tls_role role, const char *ca_pat
 	mbedtls_x509_crt_init(&conf->ca);
 	mbedtls_x509_crt_init(&conf->own);
 	mbedtls_pk_init(&conf->key);
-	mbedtls_entropy_init(&conf->entropy);
-	mbedtls_ctr_drbg_init(&conf->drbg);
+	kp_crypto_drbg_init(&conf->rng);
 	conf->role = role;
 	if (pthread_mutex_init(&conf->rng_lock, NULL) != 0) {
 		rc = KP_TLS_E_NOMEM;
 		goto out;
 	}
 	conf->lock_ready = 1;
-	ret = mbedtls_ctr_drbg_seed(&conf->drbg, mbedtls_entropy_func, &conf->entropy,
-	                            pers, sizeof(pers) - 1);
+	ret = kp_crypto_drbg_seed(&conf->rng, "kippu kp_tls_conf");
 	if (ret != 0) {
 		err_mbed(err, err_cap, "random generator", ret);
 		rc = KP_TLS_E_CONFIG;
 		goto out;
 	}
-	conf->rng_pid = getpid();
 
 	rc = load_ca(conf, ca_path, err, err_cap);
 	if (rc != KP_TLS_OK)
@@ -390,48 +362,20 @@ int kp_tls_conf_new(kp_tls_conf **out, enum kp_tls_role role, const char *ca_pat
 	rc = load_own(conf, cert_path, key_path, err, err_cap);
 	if (rc != KP_TLS_OK)
 		goto out;
-	ret = ec_warm(conf, pk_p256(&conf->key));
+	/* mbedTLS stores its table of base-point multiples in the group on first use. Filling
+	 * it now, while the conf is private to this thread, means concurrent handshakes only
+	 * read the shared keys' groups (2.28's ECKEY wrappers work on copies, but nothing
+	 * promises that). */
+	ret = kp_crypto_ec_warm(kp_crypto_pk_p256(&conf->key), conf_rng, conf);
 	if (ret == 0)
-		ret = ec_warm(conf, pk_p256(&conf->ca.pk));
+		ret = kp_crypto_ec_warm(kp_crypto_pk_p256(&conf->ca.pk), conf_rng, conf);
 	if (ret != 0) {
-		err_mbed(err, err_cap, "key set-up", ret);
-		rc = is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
+		rc = fail_config(err, err_cap, "key set-up", ret);
 		goto out;
 	}
-
-	ret = mbedtls_ssl_config_defaults(&conf->ssl,
-	                                  role == KP_TLS_SERVER ? MBEDTLS_SSL_IS_SERVER
-	                                                        : MBEDTLS_SSL_IS_CLIENT,
-	                                  MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
-	if (ret != 0) {
-		err_mbed(err, err_cap, "TLS defaults", ret);
-		rc = is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
+	rc = conf_setup_ssl(conf, err, err_cap);
+	if (rc != KP_TLS_OK)
 		goto out;
-	}
-	mbedtls_ssl_conf_min_version(&conf->ssl, MBEDTLS_SSL_MAJOR_VERSION_3,
-	                             MBEDTLS_SSL_MINOR_VERSION_3);
-	mbedtls_ssl_conf_max_version(&conf->ssl, MBEDTLS_SSL_MAJOR_VERSION_3,
-	                             MBEDTLS_SSL_MINOR_VERSION_3);
-	mbedtls_ssl_conf_ciphersuites(&conf->ssl, suites);
-	mbedtls_ssl_conf_curves(&conf->ssl, curves);
-	mbedtls_ssl_conf_sig_hashes(&conf->ssl, sig_hashes);
-	mbedtls_ssl_conf_cert_profile(&conf->ssl, &profile);
-	/* Both ends: a peer without a valid certificate from the CA fails the handshake. */
-	mbedtls_ssl_conf_authmode(&conf->ssl, MBEDTLS_SSL_VERIFY_REQUIRED);
-	mbedtls_ssl_conf_ca_chain(&conf->ssl, &conf->ca, NULL);
-	ret = mbedtls_ssl_conf_own_cert(&conf->ssl, &conf->own, &conf->key);
-	if (ret != 0) {
-		err_mbed(err, err_cap, "own certificate", ret);
-		rc = is_alloc_error(ret) ? KP_TLS_E_NOMEM : KP_TLS_E_CONFIG;
-		goto out;
-	}
-	mbedtls_ssl_conf_rng(&conf->ssl, conf_rng, conf);
-	mbedtls_ssl_conf_renegotiation(&conf->ssl, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
-	mbedtls_ssl_conf_legacy_renegotiation(&conf->ssl, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
-	/* Tickets: client side off here; a server only issues them with a ticket callback,
-	 * and none is set (nor a session cache), so no session is ever resumed. Compression:
-	 * MBEDTLS_ZLIB_SUPPORT is not compiled in, so only the null method is offered. */
-	mbedtls_ssl_conf_session_tickets(&conf->ssl, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
 	*out = conf;
 	conf = NULL;
 out:
@@ -548,20 +492,11 @@ static int handshake_error(struct kp_tls *t, int ret, char *err, size_t cap)
 /* The subject CN of crt into out (NUL-terminated). */
 static int crt_cn(const mbedtls_x509_crt *crt, char *out, size_t cap)
 {
-	const mbedtls_x509_name *n;
+	int rc = kp_crypto_crt_cn(crt, out, cap);
 
-	for (n = &crt->subject; n != NULL; n = n->next) {
-		if (n->oid.p == NULL || MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
-			continue;
-		if (n->val.len >= cap)
-			return KP_TLS_E_INVAL;
-		if (memchr(n->val.p, '\0', n->val.len) != NULL)
-			return KP_TLS_E_PEER;           /* would be cut short as a C string */
-		memcpy(out, n->val.p, n->val.len);
-		out[n->val.len] = '\0';
+	if (rc == KP_CRYPTO_OK)
 		return KP_TLS_OK;
-	}
-	return KP_TLS_E_PEER;
+	return rc == KP_CRYPTO_E_INVAL ? KP_TLS_E_INVAL : KP_TLS_E_PEER;
 }
 
 static void check_refuse(struct peer_check *c, uint32_t *flags, uint32_t flag)
@@ -580,7 +515,7 @@ static int verify_peer(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flag
 {
 	struct peer_check *c = p;
 	int server = c->role == KP_TLS_SERVER;
-	char cn[CN_MAX + 1];
+	char cn[KP_CRYPTO_CN_MAX + 1];
 
 	if (depth != 0)
 		return 0;
@@ -626,7 +561,7 @@ int kp_tls_handshake_pinned(kp_tls **out, const kp_tls_conf *conf, int fd,
 	if (out == NULL || conf == NULL || fd < 0 || timeout_ms < 0 ||
 	    (err == NULL && err_cap > 0) || (server_cn != NULL && conf->role != KP_TLS_CLIENT) ||
 	    (server_cert != NULL && conf->role != KP_TLS_CLIENT) ||
-	    (server_cn != NULL && (server_cn[0] == '\0' || strlen(server_cn) > CN_MAX))) {
+	    (server_cn != NULL && (server_cn[0] == '\0' || strlen(server_cn) > KP_CRYPTO_CN_MAX))) {
 		rc = KP_TLS_E_INVAL;
 		goto out;
 	}
@@ -725,22 +660,27 @@ int kp_tls_peer_cert_der(const kp_tls *t, const uint8_t **der, size_t *len)
 	return KP_TLS_OK;
 }
 
-int kp_tls_write_all(kp_tls *t, const void *buf, size_t len, int timeout_ms)
+/* kp_tls_write_all (wbuf to send) and kp_tls_read_exact (rbuf to fill, wbuf NULL): len
+ * bytes through the record layer within the deadline, and which errors stick. */
+static int transfer(struct kp_tls *t, const unsigned char *wbuf, unsigned char *rbuf,
+                    size_t len, int timeout_ms)
 {
-	const unsigned char *p = buf;
 	int64_t deadline;
 	size_t done = 0;
 	int rc = KP_TLS_OK;
 	int ret;
 
-	if (t == NULL || (buf == NULL && len > 0) || timeout_ms < 0)
+	if (t == NULL || (wbuf == NULL && rbuf == NULL && len > 0) || timeout_ms < 0)
 		return KP_TLS_E_INVAL;
 	if (t->failed != 0)
 		return t->failed;
 	deadline = now_ms() + timeout_ms;
 	while (done < len) {
-		/* After WANT_*, mbedTLS wants the same data again: p + done has not moved. */
-		ret = mbedtls_ssl_write(&t->ssl, p + done, len - done);
+		/* After WANT_*, mbedTLS wants the same data again: wbuf + done has not moved. */
+		if (wbuf != NULL)
+			ret = mbedtls_ssl_write(&t->ssl, wbuf + done, len - done);
+		else
+			ret = mbedtls_ssl_read(&t->ssl, rbuf + done, len - done);
 		if (ret > 0) {
 			done += (size_t)ret;
 			continue;
@@ -751,50 +691,27 @@ int kp_tls_write_all(kp_tls *t, const void *buf, size_t len, int timeout_ms)
 				goto out;
 			continue;
 		}
-		rc = ret == 0 ? KP_TLS_E_IO : io_error(ret);
+		/* A write that moves nothing is a socket error, a read of nothing the end. */
+		rc = wbuf != NULL && ret == 0 ? KP_TLS_E_IO : io_error(ret);
 		goto out;
 	}
 out:
-	/* A record may be half sent: nothing can follow it. */
-	if (rc != KP_TLS_OK)
+	/* A write may leave a record half sent: nothing can follow it. A read timeout before
+	 * the first byte leaves the stream in step (an idle wait may be retried); after part
+	 * of the data was consumed the caller's framing is lost. */
+	if (rc != KP_TLS_OK && (wbuf != NULL || !(rc == KP_TLS_E_TIMEOUT && done == 0)))
 		t->failed = rc;
 	return rc;
 }
 
+int kp_tls_write_all(kp_tls *t, const void *buf, size_t len, int timeout_ms)
+{
+	return transfer(t, buf, NULL, len, timeout_ms);
+}
+
 int kp_tls_read_exact(kp_tls *t, void *buf, size_t len, int timeout_ms)
 {
-	unsigned char *p = buf;
-	int64_t deadline;
-	size_t done = 0;
-	int rc = KP_TLS_OK;
-	int ret;
-
-	if (t == NULL || (buf == NULL && len > 0) || timeout_ms < 0)
-		return KP_TLS_E_INVAL;
-	if (t->failed != 0)
-		return t->failed;
-	deadline = now_ms() + timeout_ms;
-	while (done < len) {
-		ret = mbedtls_ssl_read(&t->ssl, p + done, len - done);
-		if (ret > 0) {
-			done += (size_t)ret;
-			continue;
-		}
-		if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
-			rc = wait_fd(t->fd, ret == MBEDTLS_ERR_SSL_WANT_WRITE, deadline);
-			if (rc != KP_TLS_OK)
-				goto out;
-			continue;
-		}
-		rc = io_error(ret);
-		goto out;
-	}
-out:
-	/* A timeout before the first byte leaves the stream in step (an idle wait may be
-	 * retried); after part of the data was consumed the caller's framing is lost. */
-	if (rc != KP_TLS_OK && !(rc == KP_TLS_E_TIMEOUT && done == 0))
-		t->failed = rc;
-	return rc;
+	return transfer(t, NULL, buf, len, timeout_ms);
 }
 
 void kp_tls_close(kp_tls *t)
@@ -825,6 +742,18 @@ static int set_blocking(int fd, int blocking)
 		return -1;
 	fl = blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK;
 	return fcntl(fd, F_SETFL, fl);
+}
+
+/* TCP addresses for host (NULL: every local address with AI_PASSIVE) and a numeric port. */
+static int resolve(const char *host, const char *port, int flags, struct addrinfo **res)
+{
+	struct addrinfo hints;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = flags | AI_NUMERICSERV;
+	return getaddrinfo(host, port, &hints, res);
 }
 
 /* Connects s (non-blocking) to ai within the deadline (< 0: none). */
@@ -865,7 +794,7 @@ static int connect_one(int s, const struct addrinfo *ai, int64_t deadline)
 
 int kp_tcp_connect(const char *host, const char *port, int timeout_ms, int *fd)
 {
-	struct addrinfo hints, *res = NULL, *ai;
+	struct addrinfo *res = NULL, *ai;
 	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	int rc = KP_TLS_E_NET;
 	int s = -1;
@@ -874,12 +803,8 @@ int kp_tcp_connect(const char *host, const char *port, int timeout_ms, int *fd)
 		*fd = -1;
 	if (host == NULL || port == NULL || fd == NULL)
 		return KP_TLS_E_INVAL;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
 	/* Name resolution itself is not bounded by timeout_ms (getaddrinfo cannot be). */
-	if (getaddrinfo(host, port, &hints, &res) != 0) {
+	if (resolve(host, port, 0, &res) != 0) {
 		rc = KP_TLS_E_NET;
 		goto out;
 	}
@@ -919,7 +844,7 @@ out:
 
 int kp_tcp_listen(const char *host, const char *port, int *fd, int *bound_port)
 {
-	struct addrinfo hints, *res = NULL, *ai;
+	struct addrinfo *res = NULL, *ai;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	int rc = KP_TLS_E_NET;
@@ -932,11 +857,7 @@ int kp_tcp_listen(const char *host, const char *port, int *fd, int *bound_port)
 		*bound_port = 0;
 	if (port == NULL || fd == NULL)
 		return KP_TLS_E_INVAL;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;      /* host NULL: every address */
-	if (getaddrinfo(host, port, &hints, &res) != 0)
+	if (resolve(host, port, AI_PASSIVE, &res) != 0)      /* host NULL: every address */
 		goto out;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		/* Non-blocking so that kp_tcp_accept never blocks when a connection it was woken
