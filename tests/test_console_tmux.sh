@@ -1,12 +1,13 @@
 #!/bin/sh
 # The driver console as a driver uses it: kippu-terminal --console runs inside tmux on mock
-# scenarios (tests/console/), keys go in with send-keys, and what the driver sees comes back
+# scenarios (tests/data/console/), keys go in with send-keys, and what the driver sees comes back
 # with capture-pane. Also: the event stream against the journal, validation-only mode
 # without colour, a resize, bad keys, bad settings and an unwritable events path.
 # Prints cmocka-style lines so tests/run.sh counts it. Needs tmux, python3 (make deps).
 KP_BIN=${KP_BIN:-build/bin}
 case "$KP_BIN" in /*) ;; *) KP_BIN=$(pwd)/$KP_BIN ;; esac
-SRC=$(cd "$(dirname "$0")/console" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC="$HERE/data/console"
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-console.XXXXXX")
 # Every wait (for a screen text, an exit) gives up after this many seconds: generous, since
 # a loaded machine is slow and only a broken console waits it out.
@@ -289,7 +290,7 @@ elif out=$(events_match "$B" 2>&1); then ok whole_shift_events; else
 	ok whole_shift_journal_verifies || bad whole_shift_journal_verifies "journal verify failed"
 # No raw id of the shift's cards (IDm, PUPI, My Number serial and subject) in the database,
 # logs, HMI output, screens or the event stream (tests/no_card_ids.py).
-if python3 "$(dirname "$SRC")/no_card_ids.py" "$B" > "$T/ids.out" 2>&1; then
+if python3 "$HERE/no_card_ids.py" "$B" > "$T/ids.out" 2>&1; then
 	ok whole_shift_no_card_id
 else
 	bad whole_shift_no_card_id "$(cat "$T/ids.out")"
