@@ -158,13 +158,15 @@ $(TESTS_RECORD): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_SYNC) $(LIB_CRYP
 
 $(TESTS_CONSOLE): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CONSOLE) $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_CONSOLE) $(LIBS) $(PKG_LIBS) $(CONSOLE_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIB_CONSOLE) $(LIBS) $(PKG_LIBS) $(CONSOLE_LIBS) $(CMOCKA_LIBS)
 
 $(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 # Test helpers with a .c of their own, linked into the tests that use them.
 $(BUILD)/tests/test_powercut: $(call obj,tests/crashvfs.c)
+$(addprefix $(BUILD)/tests/,test_stored test_tap test_pass test_fare_engine test_console): \
+  $(call obj,tests/fixtures.c)
 
 # `test` installs what is missing, then builds and runs every test program.
 test: deps
