@@ -75,15 +75,6 @@ static size_t fake_cert(uint8_t *out, size_t tbs, uint8_t seed)
 	return k;
 }
 
-static void write_bytes(const char *path, const void *data, size_t len)
-{
-	FILE *fp = fopen(path, "wb");
-
-	assert_non_null(fp);
-	assert_int_equal(fwrite(data, 1, len, fp), len);
-	assert_int_equal(fclose(fp), 0);
-}
-
 static uint8_t *dup_bytes(const void *p, size_t n)
 {
 	uint8_t *q = malloc(n + 1);
@@ -102,11 +93,11 @@ static void make_card_dir(struct fx *f, const char *name)
 	snprintf(p, sizeof(p), "%s/%s", f->dir, name);
 	assert_int_equal(mkdir(p, 0700), 0);
 	snprintf(p, sizeof(p), "%s/%s/auth.der", f->dir, name);
-	write_bytes(p, f->auth, sizeof(f->auth));
+	tu_write_bytes(p, f->auth, sizeof(f->auth));
 	snprintf(p, sizeof(p), "%s/%s/ca.der", f->dir, name);
-	write_bytes(p, f->ca, sizeof(f->ca));
+	tu_write_bytes(p, f->ca, sizeof(f->ca));
 	snprintf(p, sizeof(p), "%s/%s/auth.key", f->dir, name);
-	write_bytes(p, KEY_TEXT, strlen(KEY_TEXT));
+	tu_write_bytes(p, KEY_TEXT, strlen(KEY_TEXT));
 }
 
 static int fx_setup(void **state)
@@ -849,21 +840,21 @@ static void test_scn_errors(void **state)
 	make_card_dir(f, "ok");
 	make_card_dir(f, "notder");
 	snprintf(path, sizeof(path), "%s/notder/auth.der", f->dir);
-	write_bytes(path, f->auth, AUTH_LEN - 1);                /* shorter than it says */
+	tu_write_bytes(path, f->auth, AUTH_LEN - 1);                /* shorter than it says */
 	make_card_dir(f, "notderca");
 	snprintf(path, sizeof(path), "%s/notderca/ca.der", f->dir);
-	write_bytes(path, "hello", 5);
+	tu_write_bytes(path, "hello", 5);
 	make_card_dir(f, "nokey");
 	snprintf(path, sizeof(path), "%s/nokey/auth.key", f->dir);
 	assert_int_equal(unlink(path), 0);
 	make_card_dir(f, "emptykey");
 	snprintf(path, sizeof(path), "%s/emptykey/auth.key", f->dir);
-	write_bytes(path, "", 0);
+	tu_write_bytes(path, "", 0);
 	make_card_dir(f, "nosig");
 	memcpy(buf, f->auth, AUTH_LEN);
 	buf[SIG_OFF - 5] = 0x04;                                 /* OCTET STRING, not BIT STRING */
 	snprintf(path, sizeof(path), "%s/nosig/auth.der", f->dir);
-	write_bytes(path, buf, AUTH_LEN);
+	tu_write_bytes(path, buf, AUTH_LEN);
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct kp_scenario *s = NULL;

@@ -47,12 +47,7 @@ static uint8_t lk_hanako[KP_TOKEN_LEN], lk_taro[KP_TOKEN_LEN], lk_big[KP_TOKEN_L
 
 static const char *p(const char *name)
 {
-	static char buf[8][600];
-	static int slot;
-	char *out = buf[slot++ % 8];
-
-	snprintf(out, sizeof(buf[0]), "%s/%s", dir, name);
-	return out;
+	return tu_path(dir, name);
 }
 
 static int ctl(const char *fmt, ...)
