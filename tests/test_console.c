@@ -371,15 +371,18 @@ static void test_events_unwritable_path(void **state)
 	assert_int_equal(logged, 1);
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_texts),
-		cmocka_unit_test_setup_teardown(test_settings, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_driver_records_signed_with_driver, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_summary_from_journal, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_events_match_journal, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_events_unwritable_path, setup, tu_term_teardown),
+		FX_TEST(test_settings),
+		FX_TEST(test_driver_records_signed_with_driver),
+		FX_TEST(test_summary_from_journal),
+		FX_TEST(test_events_match_journal),
+		FX_TEST(test_events_unwritable_path),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -805,6 +805,9 @@ static void test_cert_shared_by_threads(void **state)
 	kp_cert_free(fresh);
 }
 
+/* The tests below run between pki_setup and pki_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, pki_setup, pki_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -821,13 +824,13 @@ int main(void)
 		cmocka_unit_test(test_key_generate_sign_verify),
 		cmocka_unit_test(test_key_save_load),
 		cmocka_unit_test(test_key_load_forms_and_errors),
-		cmocka_unit_test_setup_teardown(test_cert_ca_and_issue, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_validity, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_bad_arguments, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_parse_forms, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_rsa, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_openssl_view, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_shared_by_threads, pki_setup, pki_teardown),
+		FX_TEST(test_cert_ca_and_issue),
+		FX_TEST(test_cert_validity),
+		FX_TEST(test_cert_bad_arguments),
+		FX_TEST(test_cert_parse_forms),
+		FX_TEST(test_cert_rsa),
+		FX_TEST(test_cert_openssl_view),
+		FX_TEST(test_cert_shared_by_threads),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

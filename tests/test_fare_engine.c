@@ -534,17 +534,20 @@ static void test_load_directives(void **state)
 	load_bad(f, "product C3 commuter B R S1,S1 Same stop\n", "twice");
 }
 
+/* The tests below run between setup and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_on_off, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_next_tap_closes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refusal_changes_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_load_directives, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_remote_state, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_run_upgrade, setup, teardown),
+		FX_TEST(test_on_off),
+		FX_TEST(test_next_tap_closes),
+		FX_TEST(test_sweep),
+		FX_TEST(test_refusal_changes_nothing),
+		FX_TEST(test_load_directives),
+		FX_TEST(test_remote_state),
+		FX_TEST(test_scope),
+		FX_TEST(test_run_upgrade),
 		cmocka_unit_test(test_place_parse),
 	};
 

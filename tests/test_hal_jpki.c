@@ -890,26 +890,29 @@ static void test_scn_errors(void **state)
 	}
 }
 
+/* The tests below run between fx_setup and fx_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, fx_setup, fx_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_select_df, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_select_ef, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_read_chunked, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_read_errors, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_verify, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_verify_blocks, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_verify_tries_max, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_sign, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_cla_ins, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_forbidden_aps, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_session, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_stats_not_mock, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_certfault_truncate, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_certfault_garble, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_tap_faults, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_paths, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_errors, fx_setup, fx_teardown),
+		FX_TEST(test_select_df),
+		FX_TEST(test_select_ef),
+		FX_TEST(test_read_chunked),
+		FX_TEST(test_read_errors),
+		FX_TEST(test_verify),
+		FX_TEST(test_verify_blocks),
+		FX_TEST(test_verify_tries_max),
+		FX_TEST(test_sign),
+		FX_TEST(test_cla_ins),
+		FX_TEST(test_forbidden_aps),
+		FX_TEST(test_scn_session),
+		FX_TEST(test_stats_not_mock),
+		FX_TEST(test_scn_certfault_truncate),
+		FX_TEST(test_scn_certfault_garble),
+		FX_TEST(test_scn_tap_faults),
+		FX_TEST(test_scn_paths),
+		FX_TEST(test_scn_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

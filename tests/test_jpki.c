@@ -2613,33 +2613,35 @@ static void test_forbidden_aps_never_selected(void **state)
 	close_scn(r);
 }
 
+/* The tests below run between fx_setup and fx_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, fx_setup, fx_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_identify_linkage_token, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_direct_tap_policy, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_direct_tap_value_limit, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_eligibility_stale, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_direct_tap_accepted_nothing_stored, fx_setup,
-		                                fx_teardown),
-		cmocka_unit_test_setup_teardown(test_refusals, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_no_jpki_ca_configured, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_revoked_linkage, fx_setup, fx_teardown),
+		FX_TEST(test_identify_linkage_token),
+		FX_TEST(test_direct_tap_policy),
+		FX_TEST(test_direct_tap_value_limit),
+		FX_TEST(test_eligibility_stale),
+		FX_TEST(test_direct_tap_accepted_nothing_stored),
+		FX_TEST(test_refusals),
+		FX_TEST(test_no_jpki_ca_configured),
+		FX_TEST(test_revoked_linkage),
 		cmocka_unit_test(test_sw_select),
 		cmocka_unit_test(test_sw_read_certificate),
 		cmocka_unit_test(test_sw_pin),
 		cmocka_unit_test(test_sw_prove),
-		cmocka_unit_test_setup_teardown(test_strong_mode, fx_setup, fx_teardown),
+		FX_TEST(test_strong_mode),
 		cmocka_unit_test(test_link_mode),
 		cmocka_unit_test(test_pin_input),
 		cmocka_unit_test(test_link_stale_pin),
 		cmocka_unit_test(test_link_pin_refused_before_apdu),
-		cmocka_unit_test_setup_teardown(test_pin_counter_fails_closed, fx_setup, fx_teardown),
+		FX_TEST(test_pin_counter_fails_closed),
 		cmocka_unit_test(test_link_texts),
-		cmocka_unit_test_setup_teardown(test_token_bound_to_ca, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_token_canonical_serial, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_chain_end_entity, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_mynumber_texts, fx_setup, fx_teardown),
+		FX_TEST(test_token_bound_to_ca),
+		FX_TEST(test_token_canonical_serial),
+		FX_TEST(test_chain_end_entity),
+		FX_TEST(test_mynumber_texts),
 		cmocka_unit_test(test_forbidden_aps_never_selected),
 	};
 

@@ -1155,15 +1155,18 @@ static void test_linkage_token_from_certificate(void **state)
 	kp_rsa_free(card);
 }
 
+/* The tests below run between setup and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_linkage_bundle_and_revocation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_link_requests_ingested, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clone_detection, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_kippuctl_linkage_end_to_end, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_linkage_token_from_certificate, setup, teardown),
+		FX_TEST(test_linkage_bundle_and_revocation),
+		FX_TEST(test_link_requests_ingested),
+		FX_TEST(test_clone_detection),
+		FX_TEST(test_migration_from_version_1),
+		FX_TEST(test_kippuctl_linkage_end_to_end),
+		FX_TEST(test_linkage_token_from_certificate),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -257,17 +257,19 @@ static void test_config(void **state)
 	assert_non_null(strstr(err, "t.conf:1: service_day_end:"));
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_service_day, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_first_use_one_day, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_fixed_three_day, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_pass_preferred, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_pass_unactivated, setup,
-		                                tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_load_errors, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_config, setup, tu_term_teardown),
+		FX_TEST(test_service_day),
+		FX_TEST(test_first_use_one_day),
+		FX_TEST(test_fixed_three_day),
+		FX_TEST(test_pass_preferred),
+		FX_TEST(test_failed_commit_leaves_pass_unactivated),
+		FX_TEST(test_load_errors),
+		FX_TEST(test_config),
 	};
 
 	return cmocka_run_group_tests_name("pass", tests, NULL, NULL);

@@ -497,19 +497,22 @@ static void test_discount_load(void **state)
 	kp_store_close(s);
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_schema, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_charge_flat_fare, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_insufficient_balance, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_nride_before_stored, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_fare_unknown, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_child_category, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_load_file, setup, tu_term_teardown),
+		FX_TEST(test_schema),
+		FX_TEST(test_charge_flat_fare),
+		FX_TEST(test_insufficient_balance),
+		FX_TEST(test_nride_before_stored),
+		FX_TEST(test_fare_unknown),
+		FX_TEST(test_child_category),
+		FX_TEST(test_load_file),
 		cmocka_unit_test(test_discount_apply),
-		cmocka_unit_test_setup_teardown(test_discount_tap, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_discount_load, setup, tu_term_teardown),
+		FX_TEST(test_discount_tap),
+		FX_TEST(test_discount_load),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -413,23 +413,26 @@ static void test_token_derivation(void **state)
 	}
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_accept_deducts_one_ride, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_each_refusal_reason, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_cross_operator_product_on_b, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_double_tap_window, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_refused_tap_does_not_open_window, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_best_entitlement_expires_first, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_journal_chain_verifies_and_detects_tampering, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_swapped_payload_is_caught, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_failed_commit_changes_nothing, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_load_while_running, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_resident_categories_and_linkage, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_migrations, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_store_pragmas, setup, tu_term_teardown),
-		cmocka_unit_test_setup_teardown(test_token_derivation, setup, tu_term_teardown),
+		FX_TEST(test_accept_deducts_one_ride),
+		FX_TEST(test_each_refusal_reason),
+		FX_TEST(test_cross_operator_product_on_b),
+		FX_TEST(test_double_tap_window),
+		FX_TEST(test_refused_tap_does_not_open_window),
+		FX_TEST(test_best_entitlement_expires_first),
+		FX_TEST(test_journal_chain_verifies_and_detects_tampering),
+		FX_TEST(test_swapped_payload_is_caught),
+		FX_TEST(test_failed_commit_changes_nothing),
+		FX_TEST(test_load_while_running),
+		FX_TEST(test_resident_categories_and_linkage),
+		FX_TEST(test_migrations),
+		FX_TEST(test_store_pragmas),
+		FX_TEST(test_token_derivation),
 	};
 
 	return cmocka_run_group_tests_name("tap", tests, NULL, NULL);
