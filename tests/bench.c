@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "kp_tools.h"
 
 #define N_ENT      1000000
@@ -23,14 +24,6 @@
 
 static char dir[1024], db[1100], key_path[1100], scenario[1100];
 static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 0x42, 0x42, 0x42, 0x42 };
-
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
 static void idm_of(uint32_t i, uint8_t idm[8])
 {
@@ -159,20 +152,6 @@ static void write_scenario(void)
 	for (uint32_t t = 0; t < N_TAPS; t++)
 		fprintf(fp, "tap +%u c%u\n", t * 2, (t * 7919u) % N_CARDS);
 	fclose(fp);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-
-	return v[i < n ? i : n - 1];
 }
 
 /* PRAGMA synchronous's values by name (SQLite's own order). */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bench_json.h"
+#include "bench_util.h"
 #include "kp_terminal.h"
 #include "kp_tools.h"
 
@@ -25,22 +26,8 @@
 
 struct trip { char route[40], from[40], to[40]; };
 
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double pct(double *v, size_t n, double p)
+/* The p-th percentile of n samples, in ms: sorts them, and truncates the rank. */
+static double pct_ms(double *v, size_t n, double p)
 {
 	size_t i = (size_t)(p / 100.0 * (double)n);
 
@@ -219,10 +206,11 @@ int main(int argc, char **argv)
 	}
 	getrusage(RUSAGE_SELF, &ru);
 	{
-		double v[] = { imp_s, pct(on, n_on, 50), pct(on, n_on, 99), pct(on, n_on, 99.9),
-		               pct(off, n_off, 50), pct(off, n_off, 99), pct(off, n_off, 99.9),
-		               pct(look, n_trips, 50), pct(look, n_trips, 99),
-		               pct(maxl, n_trips, 50), pct(maxl, n_trips, 99) };
+		double v[] = { imp_s,
+		               pct_ms(on, n_on, 50), pct_ms(on, n_on, 99), pct_ms(on, n_on, 99.9),
+		               pct_ms(off, n_off, 50), pct_ms(off, n_off, 99), pct_ms(off, n_off, 99.9),
+		               pct_ms(look, n_trips, 50), pct_ms(look, n_trips, 99),
+		               pct_ms(maxl, n_trips, 50), pct_ms(maxl, n_trips, 99) };
 		const struct metric m[] = {
 			{ "fares_import_muroran", "s", v[0] },
 			{ "fare_tap_on_p50", "ms", v[1] }, { "fare_tap_on_p99", "ms", v[2] },

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bench_json.h"
+#include "bench_util.h"
 #include "kp_terminal.h"
 
 #define N_CARDS  20                 /* consecutive taps are different cards */
@@ -48,28 +49,6 @@ static const char jpki_ext[] =
 	"authentication%20test%2cou%3dJapan%20Agency%20for%20Local%20Authority%20Information%20"
 	"Systems%2co%3dJPKI%2cc%3dJP?certificateRevocationList, "
 	"URI:http://crl.jpki-test.example/crl/user_authentication/partitioned/0001.crl\n";
-
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-
-	return v[i < n ? i : n - 1];
-}
 
 static void die(const char *what, int rc)
 {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bench_json.h"
+#include "bench_util.h"
 #include "kp_terminal.h"
 
 #define N_CARDS  20                 /* consecutive taps are different cards */
@@ -28,28 +29,6 @@
 #define FIRST_MS 500
 
 static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 0x6B, 0x69, 0x70, 0x70, 0x75 };
-
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-
-	return v[i < n ? i : n - 1];
-}
 
 static void die(const char *what, int rc)
 {
