@@ -3,7 +3,6 @@
  * card model, the FeliCa client, the decision, the signature and the durable commit.
  * Prints a table; --json PATH also writes the figures for regression tracking. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,24 +271,18 @@ int main(int argc, char **argv)
 	const char *json = NULL;
 	struct result r;
 	struct rusage ru;
-	int fds[2], st = 0, c;
+	int fds[2], st = 0;
 	pid_t pid;
 	double rss_mb;
 
 	snprintf(dir, sizeof(dir), "build/bench");
-	static const struct option opts[] = {
-		{ "json", required_argument, NULL, 'j' },
-		{ "dir", required_argument, NULL, 'd' },
-		{ NULL, 0, NULL, 0 },
+	const struct bench_opt opts[] = {
+		{ "json", BENCH_OPT_STR, &json, 0 },
+		{ "dir", BENCH_OPT_PATH, dir, sizeof(dir) },
 	};
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'j')
-			json = optarg;
-		else if (c == 'd')
-			snprintf(dir, sizeof(dir), "%s", optarg);
-		else
-			return 2;
-	}
+
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		return 2;
 	mkdir(dir, 0755);
 	snprintf(db, sizeof(db), "%s/bench.db", dir);
 	snprintf(key_path, sizeof(key_path), "%s/bench.key", dir);

@@ -10,7 +10,6 @@
  * one `kippuctl jpki card create` makes. A small store of its own (N_FILL entitlements and
  * denylist entries besides the cards'), in a folder removed afterwards. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -347,12 +346,6 @@ static void parts(kp_tap_engine *e, kp_store *s, const kp_cert *ca, const char *
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "taps", required_argument, NULL, 't' },
-		{ "json-append", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
 	char dir[900] = "build/bench-jpki", cmd[1300];
 	const char *json = NULL;
 	struct kp_terminal_cfg cfg;
@@ -364,18 +357,15 @@ int main(int argc, char **argv)
 	double rb[3], rs[3], rp[4][3];
 	size_t big_len = 0, small_len = 0;
 	int64_t t0 = (int64_t)time(NULL);
-	int taps = DEF_TAPS, c, rc;
+	int taps = DEF_TAPS, rc;
+	const struct bench_opt opts[] = {
+		{ "dir", BENCH_OPT_PATH, dir, sizeof(dir) },
+		{ "taps", BENCH_OPT_INT, &taps, 0 },
+		{ "json-append", BENCH_OPT_STR, &json, 0 },
+	};
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'd')
-			snprintf(dir, sizeof(dir), "%s", optarg);
-		else if (c == 't')
-			taps = atoi(optarg);
-		else if (c == 'a')
-			json = optarg;
-		else
-			return 2;
-	}
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		return 2;
 	if (taps < 10 || taps > 100000) {
 		fprintf(stderr, "bench-jpki: --taps 10 to 100000\n");
 		return 2;

@@ -8,7 +8,6 @@
  * was ready; the emulator's clock starts a little before that (the startup gap printed),
  * so presence figures err low by at most that much. */
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -130,12 +129,6 @@ static pid_t emu_start(const char *emu, const char *scn, const char *link, doubl
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "emu", required_argument, NULL, 'e' },
-		{ "json-append", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
 	char dir[900] = "build/bench-libnfc", db[1000], key_path[1000], scn[1000], link[1000];
 	char conn[1100], emu[1000] = "";
 	const char *json = NULL;
@@ -151,18 +144,15 @@ int main(int argc, char **argv)
 	unsigned long accepted = 0;
 	size_t n = 0;
 	pid_t pid;
-	int c, rc;
+	int rc;
+	const struct bench_opt opts[] = {
+		{ "dir", BENCH_OPT_PATH, dir, sizeof(dir) },
+		{ "emu", BENCH_OPT_PATH, emu, sizeof(emu) },
+		{ "json-append", BENCH_OPT_STR, &json, 0 },
+	};
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'd')
-			snprintf(dir, sizeof(dir), "%s", optarg);
-		else if (c == 'e')
-			snprintf(emu, sizeof(emu), "%s", optarg);
-		else if (c == 'a')
-			json = optarg;
-		else
-			return 2;
-	}
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		return 2;
 	if (emu[0] == '\0') {
 		/* The emulator is built next to this program. */
 		const char *slash = strrchr(argv[0], '/');
