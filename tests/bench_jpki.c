@@ -20,6 +20,7 @@
 
 #include "bench_json.h"
 #include "bench_util.h"
+#include "jpki_ext.h"
 #include "kp_terminal.h"
 
 #define N_CARDS  20                 /* consecutive taps are different cards */
@@ -28,26 +29,6 @@
 
 static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 0x6A, 0x70, 0x6B, 0x69 };
 static char run[1100];              /* the run's own folder, removed at the end */
-
-/* Extensions of a JPKI user-authentication certificate, for its size (cf. tests/test_jpki.c). */
-static const char jpki_ext[] =
-	"[v3]\n"
-	"basicConstraints = critical, CA:FALSE\n"
-	"keyUsage = critical, digitalSignature\n"
-	"subjectKeyIdentifier = hash\n"
-	"authorityKeyIdentifier = keyid, issuer\n"
-	"certificatePolicies = @pol\n"
-	"crlDistributionPoints = cdp1\n"
-	"authorityInfoAccess = OCSP;URI:http://ocsp-auth.jpki-test.example/, "
-	"caIssuers;URI:http://www.jpki-test.example/cert/JPKI_for_user_authentication_test_CA.cer\n"
-	"[pol]\n"
-	"policyIdentifier = 1.2.392.200149.8.5.1.3.30\n"
-	"CPS.1 = \"http://www.jpki-test.example/cps/user_authentication_certification_practice_statement.html\"\n"
-	"[cdp1]\n"
-	"fullname = URI:ldap://cdp.jpki-test.example/cn%3dCRL1%2cou%3dJPKI%20for%20user%20"
-	"authentication%20test%2cou%3dJapan%20Agency%20for%20Local%20Authority%20Information%20"
-	"Systems%2co%3dJPKI%2cc%3dJP?certificateRevocationList, "
-	"URI:http://crl.jpki-test.example/crl/user_authentication/partitioned/0001.crl\n";
 
 static void die(const char *what, int rc)
 {

@@ -38,17 +38,8 @@ static void tok(uint8_t t[KP_TOKEN_LEN], uint8_t v)
 	memset(t, v, KP_TOKEN_LEN);
 }
 
-static int sh(const char *fmt, ...)
-{
-	char cmd[6000], full[9000];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	snprintf(full, sizeof(full), "cd '%s' && CTL='%s/kippuctl' && %s", F->dir, F->bin, cmd);
-	return tu_sh("%s", full);
-}
+/* A shell command in the fixture's directory, with $CTL, $TERM_BIN and $DB (tu_sh_in). */
+#define sh(...) tu_sh_in(F->dir, F->bin, __VA_ARGS__)
 
 static int setup(void **state)
 {

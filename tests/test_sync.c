@@ -33,19 +33,8 @@ struct fx {
 
 static struct fx *F;
 
-/* Runs a shell command inside the fixture's directory. */
-static int sh(const char *fmt, ...)
-{
-	char cmd[6000], full[9000];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	snprintf(full, sizeof(full), "cd '%s' && CTL='%s/kippuctl' && TERM_BIN='%s/kippu-terminal' "
-	         "&& DB=backend.db && %s", F->dir, F->bin, F->bin, cmd);
-	return tu_sh("%s", full);
-}
+/* A shell command in the fixture's directory, with $CTL, $TERM_BIN and $DB (tu_sh_in). */
+#define sh(...) tu_sh_in(F->dir, F->bin, __VA_ARGS__)
 
 static void start_backend_on(int port)
 {

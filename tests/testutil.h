@@ -139,6 +139,20 @@ static TU_UNUSED int tu_sh(const char *fmt, ...)
 	return WEXITSTATUS(st);
 }
 
+/* Runs a shell command in dir with the programs in bin at hand: $CTL is kippuctl, $TERM_BIN
+ * kippu-terminal, $DB backend.db; its exit status as tu_sh's. */
+static TU_UNUSED int tu_sh_in(const char *dir, const char *bin, const char *fmt, ...)
+{
+	char cmd[6000];
+	va_list ap;
+
+	va_start(ap, fmt);
+	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return tu_sh("cd '%s' && CTL='%s/kippuctl' && TERM_BIN='%s/kippu-terminal' && DB=backend.db "
+	             "&& %s", dir, bin, bin, cmd);
+}
+
 /* Where the built programs are (the Makefile sets KP_BIN). */
 static TU_UNUSED const char *tu_bin(void)
 {
