@@ -174,6 +174,8 @@ $(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_tools)
 	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools) $(CMOCKA_LIBS)
 # Test helpers with a .c of their own, linked into the tests that use them.
 $(BUILD)/tests/test_powercut: $(call obj,tests/crashvfs.c)
+$(addprefix $(BUILD)/tests/,test_stored test_tap test_pass test_fare_engine test_console): \
+  $(call obj,tests/fixtures.c)
 
 # `test` installs what is missing, then builds and runs every test program.
 test: deps

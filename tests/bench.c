@@ -3,7 +3,6 @@
  * card model, the FeliCa client, the decision, the signature and the durable commit.
  * Prints a table; --json PATH also writes the figures for regression tracking. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "kp_tools.h"
 
 #define N_ENT      1000000
@@ -23,14 +23,6 @@
 
 static char dir[1024], db[1100], key_path[1100], scenario[1100];
 static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 0x42, 0x42, 0x42, 0x42 };
-
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
 static void idm_of(uint32_t i, uint8_t idm[8])
 {
@@ -161,20 +153,6 @@ static void write_scenario(void)
 	fclose(fp);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-
-	return v[i < n ? i : n - 1];
-}
-
 /* PRAGMA synchronous's values by name (SQLite's own order). */
 static const char *sync_name(int level)
 {
@@ -293,24 +271,18 @@ int main(int argc, char **argv)
 	const char *json = NULL;
 	struct result r;
 	struct rusage ru;
-	int fds[2], st = 0, c;
+	int fds[2], st = 0;
 	pid_t pid;
 	double rss_mb;
 
 	snprintf(dir, sizeof(dir), "build/bench");
-	static const struct option opts[] = {
-		{ "json", required_argument, NULL, 'j' },
-		{ "dir", required_argument, NULL, 'd' },
-		{ NULL, 0, NULL, 0 },
+	const struct bench_opt opts[] = {
+		{ "json", BENCH_OPT_STR, &json, 0 },
+		{ "dir", BENCH_OPT_PATH, dir, sizeof(dir) },
 	};
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'j')
-			json = optarg;
-		else if (c == 'd')
-			snprintf(dir, sizeof(dir), "%s", optarg);
-		else
-			return 2;
-	}
+
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		return 2;
 	mkdir(dir, 0755);
 	snprintf(db, sizeof(db), "%s/bench.db", dir);
 	snprintf(key_path, sizeof(key_path), "%s/bench.key", dir);

@@ -5,7 +5,6 @@
  * stop-to-stop fare, transfer and caps, charged) with the signed journal record and the
  * durable commit, over riders on random routes and stops of the feed. Prints a table;
  * --json-append adds its figures to kippu-bench's JSON array. */
-#include <getopt.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "bench_json.h"
+#include "bench_util.h"
 #include "kp_terminal.h"
 #include "kp_tools.h"
 
@@ -25,22 +25,8 @@
 
 struct trip { char route[40], from[40], to[40]; };
 
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double pct(double *v, size_t n, double p)
+/* The p-th percentile of n samples, in ms: sorts them, and truncates the rank. */
+static double pct_ms(double *v, size_t n, double p)
 {
 	size_t i = (size_t)(p / 100.0 * (double)n);
 
@@ -87,11 +73,6 @@ static size_t sample_trips(const char *db, struct trip *t, size_t n)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "json-append", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
 	static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 7 };
 	char dir[900] = "build/bench-fares", db[1000], err[KP_FARE_MSG_MAX];
 	const char *json = NULL;
@@ -106,17 +87,15 @@ int main(int argc, char **argv)
 	const char *ops[] = { "DN" };
 	int64_t now = 1796083200000LL;            /* 2026-12-01T00:00:00Z = 09:00 JST */
 	size_t n_trips, n_on = 0, n_off = 0, accepted = 0;
-	int c, rc;
+	int rc;
 	struct rusage ru;
+	const struct bench_opt opts[] = {
+		{ "dir", BENCH_OPT_PATH, dir, sizeof(dir) },
+		{ "json-append", BENCH_OPT_STR, &json, 0 },
+	};
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'd')
-			snprintf(dir, sizeof(dir), "%s", optarg);
-		else if (c == 'a')
-			json = optarg;
-		else
-			return 2;
-	}
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		return 2;
 	if (access(FEED_DIR "/fare_rules.txt", R_OK) != 0) {
 		fprintf(stderr, "bench-fares: %s not found (run from the project root, with "
 		        "../shared beside it)\n", FEED_DIR);
@@ -219,10 +198,11 @@ int main(int argc, char **argv)
 	}
 	getrusage(RUSAGE_SELF, &ru);
 	{
-		double v[] = { imp_s, pct(on, n_on, 50), pct(on, n_on, 99), pct(on, n_on, 99.9),
-		               pct(off, n_off, 50), pct(off, n_off, 99), pct(off, n_off, 99.9),
-		               pct(look, n_trips, 50), pct(look, n_trips, 99),
-		               pct(maxl, n_trips, 50), pct(maxl, n_trips, 99) };
+		double v[] = { imp_s,
+		               pct_ms(on, n_on, 50), pct_ms(on, n_on, 99), pct_ms(on, n_on, 99.9),
+		               pct_ms(off, n_off, 50), pct_ms(off, n_off, 99), pct_ms(off, n_off, 99.9),
+		               pct_ms(look, n_trips, 50), pct_ms(look, n_trips, 99),
+		               pct_ms(maxl, n_trips, 50), pct_ms(maxl, n_trips, 99) };
 		const struct metric m[] = {
 			{ "fares_import_muroran", "s", v[0] },
 			{ "fare_tap_on_p50", "ms", v[1] }, { "fare_tap_on_p99", "ms", v[2] },

@@ -10,7 +10,6 @@
  * one `kippuctl jpki card create` makes. A small store of its own (N_FILL entitlements and
  * denylist entries besides the cards'), in a folder removed afterwards. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,8 @@
 #include <unistd.h>
 
 #include "bench_json.h"
+#include "bench_util.h"
+#include "jpki_ext.h"
 #include "kp_terminal.h"
 
 #define N_CARDS  20                 /* consecutive taps are different cards */
@@ -28,48 +29,6 @@
 
 static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 0x6A, 0x70, 0x6B, 0x69 };
 static char run[1100];              /* the run's own folder, removed at the end */
-
-/* Extensions of a JPKI user-authentication certificate, for its size (cf. tests/test_jpki.c). */
-static const char jpki_ext[] =
-	"[v3]\n"
-	"basicConstraints = critical, CA:FALSE\n"
-	"keyUsage = critical, digitalSignature\n"
-	"subjectKeyIdentifier = hash\n"
-	"authorityKeyIdentifier = keyid, issuer\n"
-	"certificatePolicies = @pol\n"
-	"crlDistributionPoints = cdp1\n"
-	"authorityInfoAccess = OCSP;URI:http://ocsp-auth.jpki-test.example/, "
-	"caIssuers;URI:http://www.jpki-test.example/cert/JPKI_for_user_authentication_test_CA.cer\n"
-	"[pol]\n"
-	"policyIdentifier = 1.2.392.200149.8.5.1.3.30\n"
-	"CPS.1 = \"http://www.jpki-test.example/cps/user_authentication_certification_practice_statement.html\"\n"
-	"[cdp1]\n"
-	"fullname = URI:ldap://cdp.jpki-test.example/cn%3dCRL1%2cou%3dJPKI%20for%20user%20"
-	"authentication%20test%2cou%3dJapan%20Agency%20for%20Local%20Authority%20Information%20"
-	"Systems%2co%3dJPKI%2cc%3dJP?certificateRevocationList, "
-	"URI:http://crl.jpki-test.example/crl/user_authentication/partitioned/0001.crl\n";
-
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-
-	return v[i < n ? i : n - 1];
-}
 
 static void die(const char *what, int rc)
 {
@@ -368,12 +327,6 @@ static void parts(kp_tap_engine *e, kp_store *s, const kp_cert *ca, const char *
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "taps", required_argument, NULL, 't' },
-		{ "json-append", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
 	char dir[900] = "build/bench-jpki", cmd[1300];
 	const char *json = NULL;
 	struct kp_terminal_cfg cfg;
@@ -385,18 +338,15 @@ int main(int argc, char **argv)
 	double rb[3], rs[3], rp[4][3];
 	size_t big_len = 0, small_len = 0;
 	int64_t t0 = (int64_t)time(NULL);
-	int taps = DEF_TAPS, c, rc;
+	int taps = DEF_TAPS, rc;
+	const struct bench_opt opts[] = {
+		{ "dir", BENCH_OPT_PATH, dir, sizeof(dir) },
+		{ "taps", BENCH_OPT_INT, &taps, 0 },
+		{ "json-append", BENCH_OPT_STR, &json, 0 },
+	};
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'd')
-			snprintf(dir, sizeof(dir), "%s", optarg);
-		else if (c == 't')
-			taps = atoi(optarg);
-		else if (c == 'a')
-			json = optarg;
-		else
-			return 2;
-	}
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		return 2;
 	if (taps < 10 || taps > 100000) {
 		fprintf(stderr, "bench-jpki: --taps 10 to 100000\n");
 		return 2;

@@ -8,7 +8,6 @@
  * was ready; the emulator's clock starts a little before that (the startup gap printed),
  * so presence figures err low by at most that much. */
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "bench_json.h"
+#include "bench_util.h"
 #include "kp_terminal.h"
 
 #define N_CARDS  20                 /* consecutive taps are different cards */
@@ -28,28 +28,6 @@
 #define FIRST_MS 500
 
 static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 0x6B, 0x69, 0x70, 0x70, 0x75 };
-
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-
-	return v[i < n ? i : n - 1];
-}
 
 static void die(const char *what, int rc)
 {
@@ -151,12 +129,6 @@ static pid_t emu_start(const char *emu, const char *scn, const char *link, doubl
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "emu", required_argument, NULL, 'e' },
-		{ "json-append", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
 	char dir[900] = "build/bench-libnfc", db[1000], key_path[1000], scn[1000], link[1000];
 	char conn[1100], emu[1000] = "";
 	const char *json = NULL;
@@ -172,18 +144,15 @@ int main(int argc, char **argv)
 	unsigned long accepted = 0;
 	size_t n = 0;
 	pid_t pid;
-	int c, rc;
+	int rc;
+	const struct bench_opt opts[] = {
+		{ "dir", BENCH_OPT_PATH, dir, sizeof(dir) },
+		{ "emu", BENCH_OPT_PATH, emu, sizeof(emu) },
+		{ "json-append", BENCH_OPT_STR, &json, 0 },
+	};
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'd')
-			snprintf(dir, sizeof(dir), "%s", optarg);
-		else if (c == 'e')
-			snprintf(emu, sizeof(emu), "%s", optarg);
-		else if (c == 'a')
-			json = optarg;
-		else
-			return 2;
-	}
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		return 2;
 	if (emu[0] == '\0') {
 		/* The emulator is built next to this program. */
 		const char *slash = strrchr(argv[0], '/');

@@ -23,7 +23,6 @@
  * (what `make bench BENCH_JSON=...` uses, so kippu-bench's and these figures end up in one
  * array), or writes a new one if PATH does not exist. */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -36,6 +35,7 @@
 #include <unistd.h>
 
 #include "bench_json.h"
+#include "bench_util.h"
 #include "kp_backend.h"
 #include "kp_terminal.h"
 
@@ -738,41 +738,28 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "json", required_argument, NULL, 'j' },
-		{ "json-append", required_argument, NULL, 'a' },
-		{ "keep", no_argument, NULL, 'k' },
-		{ "terminals", required_argument, NULL, 't' },
-		{ "per-terminal", required_argument, NULL, 'p' },
-		{ "solo", required_argument, NULL, 's' },
-		{ "backlog", required_argument, NULL, 'b' },
-		{ "verify-seconds", required_argument, NULL, 'v' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *json = NULL, *base = getenv("TMPDIR");
+	struct bench_json out = { NULL, 0 };
+	const char *base = getenv("TMPDIR");
 	struct ingest_result one, many;
 	struct backlog_result bl;
 	double v1, vall, vall2, fall2, ratio, target_sync, t_start = now_s(), f1, fall, worst;
 	char label[96], target[32];
-	int append = 0, c;
+	const struct bench_opt opts[] = {
+		{ "dir", BENCH_OPT_STR, &base, 0 },
+		{ "json", BENCH_OPT_JSON, &out, 0 },
+		{ "json-append", BENCH_OPT_JSON_APPEND, &out, 0 },
+		{ "keep", BENCH_OPT_FLAG, &opt.keep, 0 },
+		{ "terminals", BENCH_OPT_INT, &opt.terminals, 0 },
+		{ "per-terminal", BENCH_OPT_INT, &opt.per_terminal, 0 },
+		{ "solo", BENCH_OPT_INT, &opt.solo, 0 },
+		{ "backlog", BENCH_OPT_INT, &opt.backlog, 0 },
+		{ "verify-seconds", BENCH_OPT_DOUBLE, &opt.verify_s, 0 },
+	};
 
 	if (base == NULL || base[0] == '\0')
 		base = "/tmp";
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd': base = optarg; break;
-		case 'j': json = optarg; append = 0; break;
-		case 'a': json = optarg; append = 1; break;
-		case 'k': opt.keep = 1; break;
-		case 't': opt.terminals = atoi(optarg); break;
-		case 'p': opt.per_terminal = atoi(optarg); break;
-		case 's': opt.solo = atoi(optarg); break;
-		case 'b': opt.backlog = atoi(optarg); break;
-		case 'v': opt.verify_s = atof(optarg); break;
-		default: usage();
-		}
-	}
+	if (bench_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0])) != 0)
+		usage();
 	if (optind != argc || opt.terminals < 1 || opt.terminals > MAX_TERMINALS ||
 	    opt.per_terminal < 1 || opt.solo < 1 || opt.backlog < 1 || opt.verify_s <= 0)
 		usage();
@@ -853,7 +840,7 @@ int main(int argc, char **argv)
 	       worst > 0.05 ? ": the machine was not idle, figures are disturbed" : "");
 	printf("total run %.0f s\n", now_s() - t_start);
 
-	if (json != NULL) {
+	if (out.path != NULL) {
 		const struct metric m[] = {
 			{ "es256_verify_1thread", "1/s", v1 },
 			{ "es256_verify_all_cores", "1/s", vall > vall2 ? vall : vall2 },
@@ -864,7 +851,7 @@ int main(int argc, char **argv)
 			{ "backlog_sync_target", "s", target_sync },
 		};
 
-		if (write_json(json, append, m, sizeof(m) / sizeof(m[0])) != 0)
+		if (write_json(out.path, out.append, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	if (opt.keep)

@@ -15,55 +15,22 @@
 
 #include "kp_terminal.h"
 #include "kp_console.h"
+#include "fixtures.h"
 #include "testutil.h"
 
 #define T0 1795651200000LL           /* 2026-11-26T09:00:00+09:00 */
 
-struct fx {
-	char dir[256];
-	char db[300];
-	kp_store *s;
-	kp_key *key;
-	kp_tap_engine *e;
-	struct kp_terminal_cfg cfg;
-	uint8_t token_key[KP_TOKEN_KEY_LEN];
-};
-
-static void token_of(struct fx *f, uint8_t idm_last, uint8_t token[KP_TOKEN_LEN])
+static void put_ent(struct tu_term *f, uint8_t card, int64_t id, const char *product, int64_t left)
 {
-	uint8_t idm[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, idm_last };
-
-	assert_int_equal(kp_token_derive(f->token_key, "felica", idm, 8, token), 0);
-}
-
-static void put_ent(struct fx *f, uint8_t card, int64_t id, const char *product, int64_t left)
-{
-	struct kp_entitlement e;
-
-	memset(&e, 0, sizeof(e));
-	token_of(f, card, e.token);
-	e.id = id;
-	snprintf(e.product, sizeof(e.product), "%s", product);
-	e.rides_left = left;
-	e.valid_from_ms = T0 - 86400000LL;
-	e.valid_until_ms = T0 + 86400000LL;
-	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
+	tu_term_put_ent(f, card, id, product, left, T0 - 86400000LL, T0 + 86400000LL);
 }
 
 static int setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
+	struct tu_term *f = tu_term_new("BUS-1", "OP-A", 0x5A);
 	const char *a[] = { "OP-A" };
 	uint8_t token[KP_TOKEN_LEN];
 
-	tu_tmpdir(f->dir, sizeof(f->dir));
-	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
-	memset(f->token_key, 0x5A, sizeof(f->token_key));
-	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
-	assert_int_equal(kp_key_generate(&f->key), 0);
-	kp_terminal_cfg_defaults(&f->cfg);
-	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "BUS-1");
-	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "OP-A");
 	f->cfg.double_tap_window_ms = 60000;
 	assert_int_equal(kp_store_begin(f->s), KP_OK);
 	assert_int_equal(kp_store_put_operator(f->s, "OP-A", "Operator A"), KP_OK);
@@ -72,42 +39,30 @@ static int setup(void **state)
 	                 KP_OK);
 	put_ent(f, 0x07, 1, "P10", 3);
 	put_ent(f, 0xF0, 2, "KIDS", 4);
-	token_of(f, 0xF0, token);
+	tu_term_token(f, 0xF0, token);
 	assert_int_equal(kp_store_put_eligibility(f->s, token, "child", T0 - 86400000LL,
 	                                          T0 + 86400000LL, NULL), KP_OK);
-	token_of(f, 0xC0, token);
+	tu_term_token(f, 0xC0, token);
 	assert_int_equal(kp_store_put_denylist(f->s, token, "lost", T0 - 1000), KP_OK);
 	assert_int_equal(kp_store_commit(f->s), KP_OK);
-	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	tu_term_engine(f);
 	*state = f;
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	kp_tap_engine_close(f->e);
-	kp_store_close(f->s);
-	kp_key_free(f->key);
-	tu_rmdir(f->dir);
-	free(f);
-	return 0;
-}
-
-static void decide(struct fx *f, uint8_t card, int64_t now, const char *reason)
+static void decide(struct tu_term *f, uint8_t card, int64_t now, const char *reason)
 {
 	uint8_t token[KP_TOKEN_LEN];
 	struct kp_tap_outcome o;
 
-	token_of(f, card, token);
+	tu_term_token(f, card, token);
 	assert_int_equal(kp_tap_decide(f->e, token, now, &o), KP_OK);
 	assert_string_equal(o.reason, reason);
 }
 
 /* A driver's shift: start, taps of an adult, a child, a denylisted card and a double tap,
  * an override of a card without a ticket, a refusal, the end. */
-static void shift(struct fx *f)
+static void shift(struct tu_term *f)
 {
 	uint8_t token[KP_TOKEN_LEN];
 
@@ -118,7 +73,7 @@ static void shift(struct fx *f)
 	decide(f, 0xC0, T0 + 3000, "denylisted");
 	decide(f, 0x07, T0 + 4000, "already");
 	decide(f, 0xD0, T0 + 5000, "no-entitlement");
-	token_of(f, 0xD0, token);
+	tu_term_token(f, 0xD0, token);
 	assert_int_equal(kp_driver_journal(f->e, "tap", "accepted", "override-paper-pass", "D042",
 	                                   token, NULL, T0 + 6000, NULL), KP_OK);
 	assert_int_equal(kp_driver_journal(f->e, "tap", "refused", "driver-refused", "D042",
@@ -203,7 +158,7 @@ static void test_texts(void **state)
 
 static void test_settings(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_console_cfg c;
 	struct kp_terminal_cfg cfg;
 	char path[320], err[256];
@@ -251,11 +206,11 @@ static void test_settings(void **state)
 
 static void test_driver_records_signed_with_driver(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	uint8_t token[KP_TOKEN_LEN];
 	uint64_t seq = 0;
 
-	token_of(f, 0xD0, token);
+	tu_term_token(f, 0xD0, token);
 	assert_int_equal(kp_driver_journal(f->e, "tap", "accepted", "override-unreadable", "D042",
 	                                   token, NULL, T0, &seq), KP_OK);
 	assert_int_equal(seq, 1);
@@ -275,7 +230,7 @@ static void test_driver_records_signed_with_driver(void **state)
 
 static void test_summary_from_journal(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_shift_summary sum, open;
 	char text[4096];
 	int found = 0;
@@ -336,7 +291,7 @@ static int journal_seq(const struct kp_journal_row *row, void *arg)
 
 static void test_events_match_journal(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	char spec[320], path[310];
 	kp_events *ev = NULL;
 	json_t *journal = json_array();
@@ -402,7 +357,7 @@ static void count_log(void *arg, const char *msg)
 
 static void test_events_unwritable_path(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	kp_events *ev = NULL;
 
 	logged = 0;
@@ -416,15 +371,18 @@ static void test_events_unwritable_path(void **state)
 	assert_int_equal(logged, 1);
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_texts),
-		cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_driver_records_signed_with_driver, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_summary_from_journal, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_events_match_journal, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_events_unwritable_path, setup, teardown),
+		FX_TEST(test_settings),
+		FX_TEST(test_driver_records_signed_with_driver),
+		FX_TEST(test_summary_from_journal),
+		FX_TEST(test_events_match_journal),
+		FX_TEST(test_events_unwritable_path),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

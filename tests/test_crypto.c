@@ -37,33 +37,7 @@ static char tmpdir[64];
 
 static const char *tpath(const char *name)
 {
-	static char buf[8][160];
-	static int slot;
-	char *p = buf[slot++ % 8];
-
-	snprintf(p, sizeof(buf[0]), "%s/%s", tmpdir, name);
-	return p;
-}
-
-static void write_file(const char *path, const void *data, size_t len)
-{
-	FILE *f = fopen(path, "wb");
-
-	assert_non_null(f);
-	assert_int_equal(fwrite(data, 1, len, f), len);
-	assert_int_equal(fclose(f), 0);
-}
-
-static size_t read_file(const char *path, char *buf, size_t cap)
-{
-	FILE *f = fopen(path, "rb");
-	size_t n;
-
-	assert_non_null(f);
-	n = fread(buf, 1, cap - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-	return n;
+	return tu_path(tmpdir, name);
 }
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -339,7 +313,7 @@ static void test_key_save_public(void **state)
 
 	(void)state;
 	assert_int_equal(kp_key_save_public(k, tpath("rfc.pub")), KP_CRYPTO_OK);
-	read_file(tpath("rfc.pub"), buf, sizeof(buf));
+	tu_read_bytes(tpath("rfc.pub"), buf, sizeof(buf));
 	assert_string_equal(buf, RFC_PUB_PEM);
 	/* public files may be replaced */
 	assert_int_equal(kp_key_save_public(k, tpath("rfc.pub")), KP_CRYPTO_OK);
@@ -379,7 +353,7 @@ static void test_key_save_load(void **state)
 	umask(old);
 	assert_int_equal(stat(tpath("a.key"), &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
-	read_file(tpath("a.key"), before, sizeof(before));
+	tu_read_bytes(tpath("a.key"), before, sizeof(before));
 	assert_non_null(strstr(before, "-----BEGIN EC PRIVATE KEY-----\n"));
 
 	assert_int_equal(kp_key_load(&b, tpath("a.key")), KP_CRYPTO_OK);
@@ -393,7 +367,7 @@ static void test_key_save_load(void **state)
 	kp_key_free(b);
 	assert_int_equal(kp_key_generate(&b), KP_CRYPTO_OK);
 	assert_int_equal(kp_key_save(b, tpath("a.key")), KP_CRYPTO_E_EXISTS);
-	read_file(tpath("a.key"), after, sizeof(after));
+	tu_read_bytes(tpath("a.key"), after, sizeof(after));
 	assert_string_equal(before, after);
 	/* ... also through a symlink */
 	assert_int_equal(symlink(tpath("nowhere.key"), tpath("link.key")), 0);
@@ -464,11 +438,11 @@ static void test_key_load_forms_and_errors(void **state)
 	(void)state;
 	/* accepted: SEC1 DER, PKCS#8 PEM */
 	n = tu_hex(RFC_SEC1_DER_HEX, der, sizeof(der));
-	write_file(tpath("rfc.der"), der, n);
+	tu_write_bytes(tpath("rfc.der"), der, n);
 	assert_int_equal(kp_key_load(&k, tpath("rfc.der")), KP_CRYPTO_OK);
 	assert_signs_sample(k);
 	kp_key_free(k);
-	write_file(tpath("rfc8.pem"), RFC_PKCS8_PEM, strlen(RFC_PKCS8_PEM));
+	tu_write_bytes(tpath("rfc8.pem"), RFC_PKCS8_PEM, strlen(RFC_PKCS8_PEM));
 	assert_int_equal(kp_key_load(&k, tpath("rfc8.pem")), KP_CRYPTO_OK);
 	assert_signs_sample(k);
 	kp_key_free(k);
@@ -478,24 +452,24 @@ static void test_key_load_forms_and_errors(void **state)
 	assert_null(k);
 	assert_string_not_equal(kp_crypto_last_error(), "");
 	assert_int_equal(kp_key_load(&k, tmpdir), KP_CRYPTO_E_IO);          /* a directory */
-	write_file(tpath("empty.key"), "", 0);
+	tu_write_bytes(tpath("empty.key"), "", 0);
 	assert_int_equal(kp_key_load(&k, tpath("empty.key")), KP_CRYPTO_E_PARSE);
 	assert_int_equal(kp_random(garbage, sizeof(garbage)), KP_CRYPTO_OK);
-	write_file(tpath("garbage.key"), garbage, sizeof(garbage));
+	tu_write_bytes(tpath("garbage.key"), garbage, sizeof(garbage));
 	assert_int_equal(kp_key_load(&k, tpath("garbage.key")), KP_CRYPTO_E_PARSE);
-	write_file(tpath("trunc.key"), RFC_PKCS8_PEM, 100);
+	tu_write_bytes(tpath("trunc.key"), RFC_PKCS8_PEM, 100);
 	assert_int_equal(kp_key_load(&k, tpath("trunc.key")), KP_CRYPTO_E_PARSE);
-	write_file(tpath("trunc.der"), der, n - 10);
+	tu_write_bytes(tpath("trunc.der"), der, n - 10);
 	assert_int_equal(kp_key_load(&k, tpath("trunc.der")), KP_CRYPTO_E_PARSE);
-	write_file(tpath("pub.key"), RFC_PUB_PEM, strlen(RFC_PUB_PEM));
+	tu_write_bytes(tpath("pub.key"), RFC_PUB_PEM, strlen(RFC_PUB_PEM));
 	assert_int_equal(kp_key_load(&k, tpath("pub.key")), KP_CRYPTO_E_PARSE);
-	write_file(tpath("rsa.key"), RSA_KEY_PEM, strlen(RSA_KEY_PEM));
+	tu_write_bytes(tpath("rsa.key"), RSA_KEY_PEM, strlen(RSA_KEY_PEM));
 	assert_int_equal(kp_key_load(&k, tpath("rsa.key")), KP_CRYPTO_E_KEYTYPE);
-	write_file(tpath("p384.key"), P384_KEY_PEM, strlen(P384_KEY_PEM));
+	tu_write_bytes(tpath("p384.key"), P384_KEY_PEM, strlen(P384_KEY_PEM));
 	assert_int_equal(kp_key_load(&k, tpath("p384.key")), KP_CRYPTO_E_KEYTYPE);
 	/* a public point that is not d·G */
 	der[n - 1] ^= 1;
-	write_file(tpath("badpub.der"), der, n);
+	tu_write_bytes(tpath("badpub.der"), der, n);
 	assert_int_not_equal(kp_key_load(&k, tpath("badpub.der")), KP_CRYPTO_OK);
 	assert_null(k);
 	assert_int_equal(kp_key_load(NULL, tpath("rfc.der")), KP_CRYPTO_E_INVAL);
@@ -698,14 +672,14 @@ static void test_cert_parse_forms(void **state)
 	char *b, *e;
 
 	(void)state;
-	n = read_file(tpath("term.pem"), pem, sizeof(pem));
+	n = tu_read_bytes(tpath("term.pem"), pem, sizeof(pem));
 	/* PEM with and without the NUL */
 	assert_int_equal(kp_cert_parse(&c, (const uint8_t *)pem, n), KP_CRYPTO_OK);
 	kp_cert_free(c);
 	assert_int_equal(kp_cert_parse(&c, (const uint8_t *)pem, n + 1), KP_CRYPTO_OK);
 	/* write_pem gives the same text back */
 	assert_int_equal(kp_cert_write_pem(c, tpath("term2.pem")), KP_CRYPTO_OK);
-	read_file(tpath("term2.pem"), pem2, sizeof(pem2));
+	tu_read_bytes(tpath("term2.pem"), pem2, sizeof(pem2));
 	assert_string_equal(pem, pem2);
 	kp_cert_free(c);
 	/* DER */
@@ -718,7 +692,7 @@ static void test_cert_parse_forms(void **state)
 	assert_int_equal(kp_cert_subject_cn(c, cn, sizeof(cn)), KP_CRYPTO_OK);
 	assert_string_equal(cn, "term-0001");
 	kp_cert_free(c);
-	write_file(tpath("term.der"), der, dn);
+	tu_write_bytes(tpath("term.der"), der, dn);
 	assert_int_equal(kp_cert_load(&c, tpath("term.der")), KP_CRYPTO_OK);
 	kp_cert_free(c);
 	c = NULL;
@@ -831,6 +805,9 @@ static void test_cert_shared_by_threads(void **state)
 	kp_cert_free(fresh);
 }
 
+/* The tests below run between pki_setup and pki_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, pki_setup, pki_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -847,13 +824,13 @@ int main(void)
 		cmocka_unit_test(test_key_generate_sign_verify),
 		cmocka_unit_test(test_key_save_load),
 		cmocka_unit_test(test_key_load_forms_and_errors),
-		cmocka_unit_test_setup_teardown(test_cert_ca_and_issue, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_validity, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_bad_arguments, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_parse_forms, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_rsa, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_openssl_view, pki_setup, pki_teardown),
-		cmocka_unit_test_setup_teardown(test_cert_shared_by_threads, pki_setup, pki_teardown),
+		FX_TEST(test_cert_ca_and_issue),
+		FX_TEST(test_cert_validity),
+		FX_TEST(test_cert_bad_arguments),
+		FX_TEST(test_cert_parse_forms),
+		FX_TEST(test_cert_rsa),
+		FX_TEST(test_cert_openssl_view),
+		FX_TEST(test_cert_shared_by_threads),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -39,33 +39,7 @@ static kp_cert *ca_cert, *ee_cert;
 
 static const char *tpath(const char *name)
 {
-	static char buf[8][160];
-	static int slot;
-	char *p = buf[slot++ % 8];
-
-	snprintf(p, sizeof(buf[0]), "%s/%s", tmpdir, name);
-	return p;
-}
-
-static void write_file(const char *path, const void *data, size_t len)
-{
-	FILE *f = fopen(path, "wb");
-
-	assert_non_null(f);
-	assert_int_equal(fwrite(data, 1, len, f), len);
-	assert_int_equal(fclose(f), 0);
-}
-
-static size_t read_file(const char *path, uint8_t *buf, size_t cap)
-{
-	FILE *f = fopen(path, "rb");
-	size_t n;
-
-	assert_non_null(f);
-	n = fread(buf, 1, cap, f);
-	assert_true(n < cap);
-	fclose(f);
-	return n;
+	return tu_path(tmpdir, name);
 }
 
 /* The output of a shell command (at most cap - 1 bytes), NUL-terminated. */
@@ -158,7 +132,7 @@ static void test_rsa_save_load(void **state)
 	assert_int_equal(kp_rsa_save(ee_key, path), KP_CRYPTO_OK);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	len = read_file(path, buf, sizeof(buf));
+	len = tu_read_bytes(path, buf, sizeof(buf));
 	assert_true(len > 32 && memcmp(buf, "-----BEGIN RSA PRIVATE KEY-----\n", 32) == 0);
 	/* never overwritten, not even by the same key */
 	assert_int_equal(kp_rsa_save(ee_key, path), KP_CRYPTO_E_EXISTS);
@@ -182,7 +156,7 @@ static void test_rsa_save_load(void **state)
 	kp_rsa_free(k);
 	assert_int_equal(tu_sh("openssl rsa -in %s -outform DER -out %s 2>/dev/null", path,
 	                       tpath("ee.key.der")), 0);
-	len = read_file(tpath("ee.key.der"), buf, sizeof(buf));
+	len = tu_read_bytes(tpath("ee.key.der"), buf, sizeof(buf));
 	assert_int_equal(buf[0], 0x30);
 	assert_int_equal(kp_rsa_parse(&k, buf, len), KP_CRYPTO_OK);
 	assert_int_equal(kp_rsa_sign_digestinfo(k, di, di_len, s2, sizeof(s2), &n2), 0);
@@ -207,7 +181,7 @@ static void test_rsa_load_refuses(void **state)
 	assert_int_equal(kp_rsa_load(&k, tpath("missing.key")), KP_CRYPTO_E_IO);
 	assert_null(k);
 	assert_int_equal(kp_rsa_load(&k, tmpdir), KP_CRYPTO_E_IO);        /* a folder */
-	write_file(tpath("junk.key"), "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n", 37);
+	tu_write_bytes(tpath("junk.key"), "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n", 37);
 	assert_int_equal(kp_rsa_load(&k, tpath("junk.key")), KP_CRYPTO_E_PARSE);
 	/* a P-256 key is not an RSA key, and an RSA key is not a P-256 key */
 	assert_int_equal(kp_key_generate(&ec), KP_CRYPTO_OK);
@@ -287,27 +261,27 @@ static void test_rsa_sign_openssl(void **state)
 	size_t di_len = digest_info(msg, di, hash), n = 0;
 
 	(void)state;
-	write_file(tpath("msg.txt"), msg, strlen(msg));
+	tu_write_bytes(tpath("msg.txt"), msg, strlen(msg));
 	assert_int_equal(kp_rsa_sign_digestinfo(ee_key, di, di_len, sig, sizeof(sig), &n), 0);
-	write_file(tpath("msg.sig"), sig, n);
+	tu_write_bytes(tpath("msg.sig"), sig, n);
 	assert_int_equal(tu_sh("openssl x509 -inform DER -in %s -pubkey -noout > %s",
 	                       tpath("ee.der"), tpath("ee.pub")), 0);
 	assert_int_equal(tu_sh("openssl dgst -sha256 -verify %s -signature %s %s >/dev/null",
 	                       tpath("ee.pub"), tpath("msg.sig"), tpath("msg.txt")), 0);
 	assert_int_equal(tu_sh("openssl pkeyutl -verifyrecover -pubin -inkey %s -in %s -out %s",
 	                       tpath("ee.pub"), tpath("msg.sig"), tpath("msg.rec")), 0);
-	assert_int_equal(read_file(tpath("msg.rec"), other, sizeof(other)), di_len);
+	assert_int_equal(tu_read_bytes(tpath("msg.rec"), other, sizeof(other)), di_len);
 	assert_memory_equal(other, di, di_len);
 	/* OpenSSL's own RSASSA-PKCS1-v1_5 signature of the message: the same 256 bytes */
 	if (access(tpath("ee.key"), F_OK) != 0)
 		assert_int_equal(kp_rsa_save(ee_key, tpath("ee.key")), 0);
 	assert_int_equal(tu_sh("openssl dgst -sha256 -sign %s -out %s %s", tpath("ee.key"),
 	                       tpath("ossl.sig"), tpath("msg.txt")), 0);
-	assert_int_equal(read_file(tpath("ossl.sig"), other, sizeof(other)), 256);
+	assert_int_equal(tu_read_bytes(tpath("ossl.sig"), other, sizeof(other)), 256);
 	assert_memory_equal(other, sig, 256);
 	/* and a tampered signature fails there too */
 	sig[0] ^= 0x40;
-	write_file(tpath("bad.sig"), sig, n);
+	tu_write_bytes(tpath("bad.sig"), sig, n);
 	assert_int_not_equal(tu_sh("openssl dgst -sha256 -verify %s -signature %s %s "
 	                           ">/dev/null 2>&1", tpath("ee.pub"), tpath("bad.sig"),
 	                           tpath("msg.txt")), 0);
@@ -322,9 +296,9 @@ static void test_rsa_certs_openssl(void **state)
 
 	(void)state;
 	/* the CA as PEM, the card's certificate as DER (by the file name) */
-	assert_int_equal(read_file(tpath("ca.pem"), buf, sizeof(buf)) > 27, 1);
+	assert_int_equal(tu_read_bytes(tpath("ca.pem"), buf, sizeof(buf)) > 27, 1);
 	assert_memory_equal(buf, "-----BEGIN CERTIFICATE-----", 27);
-	assert_int_equal(read_file(tpath("ee.der"), buf, sizeof(buf)) > 100, 1);
+	assert_int_equal(tu_read_bytes(tpath("ee.der"), buf, sizeof(buf)) > 100, 1);
 	assert_int_equal(buf[0], 0x30);
 
 	sh_out(out, sizeof(out), "openssl x509 -in %s -noout -text -nameopt oneline", tpath("ca.pem"));
@@ -356,11 +330,11 @@ static void test_rsa_certs_openssl(void **state)
 	/* ".DER" in capitals is DER as well; anything else PEM */
 	assert_int_equal(kp_cert_create_ca_rsa(ca_key, "JPKI test CA", CA_NB, CA_NA,
 	                                       tpath("ca2.DER")), 0);
-	assert_int_equal(read_file(tpath("ca2.DER"), buf, sizeof(buf)) > 100, 1);
+	assert_int_equal(tu_read_bytes(tpath("ca2.DER"), buf, sizeof(buf)) > 100, 1);
 	assert_int_equal(buf[0], 0x30);
 	assert_int_equal(kp_cert_create_ca_rsa(ca_key, "JPKI test CA", CA_NB, CA_NA,
 	                                       tpath("ca2.crt")), 0);
-	assert_int_equal(read_file(tpath("ca2.crt"), buf, sizeof(buf)) > 27, 1);
+	assert_int_equal(tu_read_bytes(tpath("ca2.crt"), buf, sizeof(buf)) > 27, 1);
 	assert_memory_equal(buf, "-----BEGIN CERTIFICATE-----", 27);
 }
 
@@ -556,7 +530,7 @@ static void test_raw_accessors(void **state)
 	}
 	/* DER of the whole certificate: the file as written */
 	assert_int_equal(kp_cert_der(ee_cert, &p, &n), 0);
-	assert_int_equal(read_file(tpath("ee.der"), file, sizeof(file)), n);
+	assert_int_equal(tu_read_bytes(tpath("ee.der"), file, sizeof(file)), n);
 	assert_memory_equal(p, file, n);
 	assert_int_equal(kp_cert_validity(ee_cert, &nb, &na), 0);
 	assert_int_equal(nb, EE_NB);
@@ -581,7 +555,7 @@ static void test_cert_parse_rsa(void **state)
 	size_t len;
 
 	(void)state;
-	n = read_file(tpath("ca.pem"), buf, sizeof(buf));
+	n = tu_read_bytes(tpath("ca.pem"), buf, sizeof(buf));
 	assert_int_equal(kp_cert_parse(&c, buf, n), 0);
 	kp_cert_free(c);
 	c = NULL;

@@ -31,12 +31,7 @@ static char bin[4096];                      /* absolute: the commands run in dir
 
 static const char *p(const char *name)
 {
-	static char buf[8][512];
-	static int slot;
-	char *out = buf[slot++ % 8];
-
-	snprintf(out, sizeof(buf[0]), "%s/%s", dir, name);
-	return out;
+	return tu_path(dir, name);
 }
 
 static int ctl(const char *args)

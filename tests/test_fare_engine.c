@@ -15,6 +15,7 @@
 
 #include "kp_terminal.h"
 #include "kp_tools.h"
+#include "fixtures.h"
 #include "testutil.h"
 
 #define T0 1796086800000LL            /* 2026-12-01T10:00:00+09:00 */
@@ -22,13 +23,7 @@
 #define HOUR (60 * MIN)
 
 struct fx {
-	char dir[256], db[300];
-	kp_store *s;
-	kp_key *key;
-	kp_cert *cert;
-	kp_tap_engine *e;
-	struct kp_terminal_cfg cfg;
-	uint8_t token_key[KP_TOKEN_KEY_LEN];
+	struct tu_term *t;
 	struct kp_record seen[16];
 	int n_seen;
 };
@@ -72,59 +67,41 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	const char *ops[] = { "B", "A" };
-	char p[400], ca_path[300], cert_path[300], *pem, err[KP_FARE_MSG_MAX] = "";
+	char p[400], err[KP_FARE_MSG_MAX] = "";
 	struct kp_fare_import_opts io = { "zone", NULL, NULL };
-	kp_cert *ca_cert = NULL;
-	kp_key *ca = NULL;
 	struct kp_entitlement en;
 
-	tu_tmpdir(f->dir, sizeof(f->dir));
-	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
-	memset(f->token_key, 0x33, sizeof(f->token_key));
-	write_feed(f->dir);
-	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
-	snprintf(p, sizeof(p), "%s/feed", f->dir);
-	if (kp_fares_import(f->s, p, &io, NULL, err, sizeof(err)) != KP_OK)
+	assert_non_null(f);
+	f->t = tu_term_new("T-1", "B", 0x33);
+	write_feed(f->t->dir);
+	snprintf(p, sizeof(p), "%s/feed", f->t->dir);
+	if (kp_fares_import(f->t->s, p, &io, NULL, err, sizeof(err)) != KP_OK)
 		fail_msg("import: %s", err);
-	assert_int_equal(kp_key_generate(&f->key), 0);
-	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", f->dir);
-	snprintf(cert_path, sizeof(cert_path), "%s/t.crt", f->dir);
-	assert_int_equal(kp_key_generate(&ca), 0);
-	assert_int_equal(kp_cert_create_ca(ca, "test CA", 10, ca_path), 0);
-	assert_int_equal(kp_cert_load(&ca_cert, ca_path), 0);
-	assert_int_equal(kp_cert_issue(ca, ca_cert, f->key, "T-1", 10, cert_path), 0);
-	assert_int_equal(kp_cert_load(&f->cert, cert_path), 0);
-	pem = tu_read(cert_path);
-	assert_int_equal(kp_store_meta_set(f->s, "terminal_cert", pem), KP_OK);
-	free(pem);
-	kp_cert_free(ca_cert);
-	kp_key_free(ca);
+	f->t->cert = tu_term_cert(f->t, "T-1");
 
-	assert_int_equal(kp_store_begin(f->s), KP_OK);
-	assert_int_equal(kp_store_put_operator(f->s, "B", "Zone bus"), KP_OK);
-	assert_int_equal(kp_store_put_operator(f->s, "A", "Flat bus"), KP_OK);
+	assert_int_equal(kp_store_begin(f->t->s), KP_OK);
+	assert_int_equal(kp_store_put_operator(f->t->s, "B", "Zone bus"), KP_OK);
+	assert_int_equal(kp_store_put_operator(f->t->s, "A", "Flat bus"), KP_OK);
 	/* B by this terminal's config (fare_feed, fare_mode distance); A by a fares row */
-	assert_int_equal(kp_store_put_operator_fare(f->s, "A", "zone", 1), KP_OK);
-	assert_int_equal(kp_store_put_product_stored(f->s, "SV", "Account", ops, 2), KP_OK);
+	assert_int_equal(kp_store_put_operator_fare(f->t->s, "A", "zone", 1), KP_OK);
+	assert_int_equal(kp_store_put_product_stored(f->t->s, "SV", "Account", ops, 2), KP_OK);
 	memset(&en, 0, sizeof(en));
-	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, en.token), 0);
+	assert_int_equal(kp_token_derive(f->t->token_key, "test", (const uint8_t *)"c1", 2,
+	                                 en.token), 0);
 	en.id = 1;
 	snprintf(en.product, sizeof(en.product), "SV");
 	en.rides_left = 1000;
 	en.valid_from_ms = T0 - 24 * HOUR;
 	en.valid_until_ms = T0 + 90 * 24 * HOUR;
-	assert_int_equal(kp_store_put_entitlement(f->s, &en), KP_OK);
-	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	assert_int_equal(kp_store_put_entitlement(f->t->s, &en), KP_OK);
+	assert_int_equal(kp_store_commit(f->t->s), KP_OK);
 
-	kp_terminal_cfg_defaults(&f->cfg);
-	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "T-1");
-	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "B");
-	snprintf(f->cfg.route, sizeof(f->cfg.route), "R");
-	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
-	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "zone");
-	f->cfg.fare_distance = 1;
-	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
-	kp_tap_engine_observe(f->e, observe, f);
+	snprintf(f->t->cfg.route, sizeof(f->t->cfg.route), "R");
+	snprintf(f->t->cfg.stop, sizeof(f->t->cfg.stop), "S1");
+	snprintf(f->t->cfg.fare_feed, sizeof(f->t->cfg.fare_feed), "zone");
+	f->t->cfg.fare_distance = 1;
+	tu_term_engine(f->t);
+	kp_tap_engine_observe(f->t->e, observe, f);
 	*state = f;
 	return 0;
 }
@@ -133,11 +110,7 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 
-	kp_tap_engine_close(f->e);
-	kp_store_close(f->s);
-	kp_cert_free(f->cert);
-	kp_key_free(f->key);
-	tu_rmdir(f->dir);
+	tu_term_free(f->t);
 	free(f);
 	return 0;
 }
@@ -147,9 +120,9 @@ static void tap_at(struct fx *f, const char *op, const char *stop, int64_t now,
 {
 	uint8_t token[KP_TOKEN_LEN];
 
-	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
-	assert_int_equal(kp_tap_engine_set_place(f->e, op, "R", stop, 9 * 3600, NULL), KP_OK);
-	assert_int_equal(kp_tap_decide(f->e, token, now, o), KP_OK);
+	assert_int_equal(kp_token_derive(f->t->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+	assert_int_equal(kp_tap_engine_set_place(f->t->e, op, "R", stop, 9 * 3600, NULL), KP_OK);
+	assert_int_equal(kp_tap_decide(f->t->e, token, now, o), KP_OK);
 }
 
 static int64_t balance(struct fx *f)
@@ -157,8 +130,8 @@ static int64_t balance(struct fx *f)
 	struct kp_entitlement en;
 	uint8_t token[KP_TOKEN_LEN];
 
-	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
-	assert_int_equal(kp_store_get_entitlement(f->s, token, 1, &en), KP_OK);
+	assert_int_equal(kp_token_derive(f->t->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+	assert_int_equal(kp_store_get_entitlement(f->t->s, token, 1, &en), KP_OK);
 	return en.rides_left;
 }
 
@@ -167,7 +140,7 @@ static void journal_ok(struct fx *f, uint64_t expect_n)
 	uint64_t n = 0, bad = 0;
 	char err[256] = "";
 
-	if (kp_journal_verify(f->s, f->cert, &n, &bad, err, sizeof(err)) != 0)
+	if (kp_journal_verify(f->t->s, f->t->cert, &n, &bad, err, sizeof(err)) != 0)
 		fail_msg("journal: record %llu: %s", (unsigned long long)bad, err);
 	assert_int_equal(n, expect_n);
 }
@@ -193,12 +166,12 @@ static void test_on_off(void **state)
 	assert_non_null(strstr(f->seen[1].fare, "fare_rules.txt:9 (400)"));
 	assert_string_equal(f->seen[1].stop, "S3");
 	/* a tap-off with no journey open */
-	assert_int_equal(kp_tap_engine_set_place(f->e, "B", "R", "S2", 9 * 3600, "tap_off"), KP_OK);
+	assert_int_equal(kp_tap_engine_set_place(f->t->e, "B", "R", "S2", 9 * 3600, "tap_off"), KP_OK);
 	{
 		uint8_t token[KP_TOKEN_LEN];
 
-		kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token);
-		assert_int_equal(kp_tap_decide(f->e, token, T0 + 40 * MIN, &o), KP_OK);
+		kp_token_derive(f->t->token_key, "test", (const uint8_t *)"c1", 2, token);
+		assert_int_equal(kp_tap_decide(f->t->e, token, T0 + 40 * MIN, &o), KP_OK);
 	}
 	assert_int_equal(o.kind, KP_TAP_REFUSED);
 	assert_string_equal(o.reason, "no-tap-on");
@@ -238,16 +211,16 @@ static void test_sweep(void **state)
 	size_t closed = 9;
 
 	tap_at(f, "B", "S1", T0, &o);
-	assert_int_equal(kp_tap_sweep(f->e, T0 + 10 * HOUR, &closed), KP_OK);   /* 20:00 */
+	assert_int_equal(kp_tap_sweep(f->t->e, T0 + 10 * HOUR, &closed), KP_OK);   /* 20:00 */
 	assert_int_equal(closed, 0);
-	assert_int_equal(kp_tap_sweep(f->e, T0 + 19 * HOUR, &closed), KP_OK);   /* 05:00 */
+	assert_int_equal(kp_tap_sweep(f->t->e, T0 + 19 * HOUR, &closed), KP_OK);   /* 05:00 */
 	assert_int_equal(closed, 1);
 	assert_int_equal(f->n_seen, 2);
 	assert_string_equal(f->seen[1].event, "no_tap_off");
 	assert_int_equal(f->seen[1].time_ms, T0 + 18 * HOUR);                  /* 04:00 */
 	assert_int_equal(f->seen[1].amount, 400);
 	assert_int_equal(balance(f), 600);
-	assert_int_equal(kp_tap_sweep(f->e, T0 + 20 * HOUR, &closed), KP_OK);
+	assert_int_equal(kp_tap_sweep(f->t->e, T0 + 20 * HOUR, &closed), KP_OK);
 	assert_int_equal(closed, 0);
 	journal_ok(f, 2);
 }
@@ -263,16 +236,16 @@ static void test_refusal_changes_nothing(void **state)
 	tap_at(f, "B", "S1", T0, &o);
 	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
 	/* the balance drops under the fare behind the terminal's back (another sale) */
-	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
-	assert_int_equal(kp_store_begin(f->s), KP_OK);
+	assert_int_equal(kp_token_derive(f->t->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+	assert_int_equal(kp_store_begin(f->t->s), KP_OK);
 	{
 		struct kp_entitlement en;
 
-		assert_int_equal(kp_store_get_entitlement(f->s, token, 1, &en), KP_OK);
+		assert_int_equal(kp_store_get_entitlement(f->t->s, token, 1, &en), KP_OK);
 		en.rides_left = 350;
-		assert_int_equal(kp_store_put_entitlement(f->s, &en), KP_OK);
+		assert_int_equal(kp_store_put_entitlement(f->t->s, &en), KP_OK);
 	}
-	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	assert_int_equal(kp_store_commit(f->t->s), KP_OK);
 	tap_at(f, "B", "S3", T0 + 20 * MIN, &o);
 	assert_int_equal(o.kind, KP_TAP_REFUSED);
 	assert_string_equal(o.reason, "insufficient-balance");
@@ -291,7 +264,7 @@ static void test_refusal_changes_nothing(void **state)
 
 static void card_token(struct fx *f, uint8_t token[KP_TOKEN_LEN])
 {
-	assert_int_equal(kp_token_derive(f->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
+	assert_int_equal(kp_token_derive(f->t->token_key, "test", (const uint8_t *)"c1", 2, token), 0);
 }
 
 /* What the other terminals saw (kp_fare_remote, from the bundle): their spending counts
@@ -314,20 +287,20 @@ static void test_remote_state(void **state)
 	snprintf(r.open_operator, sizeof(r.open_operator), "B");
 	snprintf(r.open_route, sizeof(r.open_route), "R");
 	snprintf(r.open_stop, sizeof(r.open_stop), "S1");
-	assert_int_equal(kp_store_begin(f->s), KP_OK);
-	assert_int_equal(kp_store_put_fare_cap(f->s, "", KP_CAP_DAY, 700), KP_OK);
-	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
-	assert_int_equal(kp_store_commit(f->s), KP_OK);
+	assert_int_equal(kp_store_begin(f->t->s), KP_OK);
+	assert_int_equal(kp_store_put_fare_cap(f->t->s, "", KP_CAP_DAY, 700), KP_OK);
+	assert_int_equal(kp_store_put_fare_remote(f->t->s, &r), KP_OK);
+	assert_int_equal(kp_store_commit(f->t->s), KP_OK);
 	/* a refused tap does not make that journey this terminal's */
-	assert_int_equal(kp_tap_engine_set_place(f->e, "B", "R", "S9", 9 * 3600, NULL), KP_OK);
+	assert_int_equal(kp_tap_engine_set_place(f->t->e, "B", "R", "S9", 9 * 3600, NULL), KP_OK);
 	{
 		uint8_t token[KP_TOKEN_LEN];
 
 		card_token(f, token);
-		assert_int_equal(kp_tap_decide(f->e, token, T0 - 30 * MIN, &o), KP_OK);
+		assert_int_equal(kp_tap_decide(f->t->e, token, T0 - 30 * MIN, &o), KP_OK);
 	}
 	assert_int_equal(o.kind, KP_TAP_REFUSED);          /* S9: no such stop in the feed */
-	assert_int_equal(kp_tap_sweep(f->e, T0 + 30 * HOUR, &closed), KP_OK);
+	assert_int_equal(kp_tap_sweep(f->t->e, T0 + 30 * HOUR, &closed), KP_OK);
 	assert_int_equal(closed, 0);                       /* nothing of ours to charge */
 	tap_at(f, "B", "S3", T0, &o);                 /* its tap-off here: 400, cap leaves 100 */
 	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
@@ -341,8 +314,8 @@ static void test_remote_state(void **state)
 	r.open = 0;
 	r.last_ms = T0 + 2 * HOUR;
 	r.closed_ms = T0 + HOUR;
-	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
-	assert_int_equal(kp_tap_sweep(f->e, T0 + 3 * HOUR, &closed), KP_OK);
+	assert_int_equal(kp_store_put_fare_remote(f->t->s, &r), KP_OK);
+	assert_int_equal(kp_tap_sweep(f->t->e, T0 + 3 * HOUR, &closed), KP_OK);
 	assert_int_equal(closed, 1);
 	assert_int_equal(f->n_seen, 3);               /* nothing journaled, nothing charged */
 	assert_int_equal(balance(f), 900);
@@ -353,8 +326,8 @@ static void test_remote_state(void **state)
 	r.closed_ms = 0;
 	r.last_ms = T0 + 5 * HOUR;
 	r.day_spent = 0;
-	assert_int_equal(kp_store_put_fare_remote(f->s, &r), KP_OK);
-	assert_int_equal(kp_tap_sweep(f->e, T0 + 6 * HOUR, &closed), KP_OK);
+	assert_int_equal(kp_store_put_fare_remote(f->t->s, &r), KP_OK);
+	assert_int_equal(kp_tap_sweep(f->t->e, T0 + 6 * HOUR, &closed), KP_OK);
 	assert_int_equal(closed, 1);
 	assert_int_equal(f->n_seen, 5);
 	assert_string_equal(f->seen[4].event, "no_tap_off");
@@ -372,27 +345,27 @@ static void test_scope(void **state)
 	char path[400], err[512] = "";
 	size_t n = 0;
 
-	snprintf(path, sizeof(path), "%s/scope.load", f->dir);
+	snprintf(path, sizeof(path), "%s/scope.load", f->t->dir);
 	tu_write(path, "product-scope SV route X,Y\n");
-	if (kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n) != KP_OK)
+	if (kp_load_file(f->t->s, path, f->t->token_key, err, sizeof(err), &n) != KP_OK)
 		fail_msg("load: %s", err);
 	tap_at(f, "B", "S1", T0, &o);                 /* route R */
 	assert_int_equal(o.kind, KP_TAP_REFUSED);
 	assert_string_equal(o.reason, "wrong-route");
 	tu_write(path, "product-scope SV network N2\n");        /* route R is in N1 */
-	assert_int_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+	assert_int_equal(kp_load_file(f->t->s, path, f->t->token_key, err, sizeof(err), &n), KP_OK);
 	tap_at(f, "B", "S1", T0 + 2 * MIN, &o);
 	assert_int_equal(o.kind, KP_TAP_REFUSED);
 	assert_string_equal(o.reason, "wrong-route");
 	tu_write(path, "product-scope SV network N1\n");
-	assert_int_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+	assert_int_equal(kp_load_file(f->t->s, path, f->t->token_key, err, sizeof(err), &n), KP_OK);
 	tap_at(f, "B", "S1", T0 + 5 * MIN, &o);
 	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
 	tu_write(path, "product-scope SV line R\n");
-	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+	assert_int_not_equal(kp_load_file(f->t->s, path, f->t->token_key, err, sizeof(err), &n), KP_OK);
 	assert_non_null(strstr(err, "route|network"));
 	tu_write(path, "product-scope NOPE route R\n");
-	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n), KP_OK);
+	assert_int_not_equal(kp_load_file(f->t->s, path, f->t->token_key, err, sizeof(err), &n), KP_OK);
 }
 
 /* One journey on operator A from S1 to S2: what its tap-off charged. */
@@ -421,27 +394,27 @@ static void test_run_upgrade(void **state)
 	sqlite3 *raw = NULL;
 	int v = 0;
 
-	snprintf(p, sizeof(p), "%s/run", f->dir);
+	snprintf(p, sizeof(p), "%s/run", f->t->dir);
 	tu_sh("mkdir -p %s", p);
-	snprintf(p, sizeof(p), "%s/run/agency.txt", f->dir);
+	snprintf(p, sizeof(p), "%s/run/agency.txt", f->t->dir);
 	tu_write(p, "agency_id,agency_name,agency_url,agency_timezone\n"
 	            "A,Bus,http://a.example,Asia/Tokyo\n");
-	snprintf(p, sizeof(p), "%s/run/routes.txt", f->dir);
+	snprintf(p, sizeof(p), "%s/run/routes.txt", f->t->dir);
 	tu_write(p, "route_id,agency_id,route_short_name,route_long_name,route_type,network_id\n"
 	            "R,A,R,Ring,3,N1\n");
-	snprintf(p, sizeof(p), "%s/run/stops.txt", f->dir);
+	snprintf(p, sizeof(p), "%s/run/stops.txt", f->t->dir);
 	tu_write(p, "stop_id,stop_name,stop_lat,stop_lon\nS1,One,43,141\nS2,Two,43,141\n");
-	snprintf(p, sizeof(p), "%s/run/fare_products.txt", f->dir);
+	snprintf(p, sizeof(p), "%s/run/fare_products.txt", f->t->dir);
 	tu_write(p, "fare_product_id,amount,currency\nP,100,JPY\n");
-	snprintf(p, sizeof(p), "%s/run/fare_leg_rules.txt", f->dir);
+	snprintf(p, sizeof(p), "%s/run/fare_leg_rules.txt", f->t->dir);
 	tu_write(p, "leg_group_id,network_id,fare_product_id\nL1,N1,P\n");
-	snprintf(p, sizeof(p), "%s/run/fare_transfer_rules.txt", f->dir);
+	snprintf(p, sizeof(p), "%s/run/fare_transfer_rules.txt", f->t->dir);
 	tu_write(p, "from_leg_group_id,to_leg_group_id,transfer_count,duration_limit,"
 	            "duration_limit_type,fare_transfer_type\nL1,L1,-1,9000,1,0\n");
-	snprintf(p, sizeof(p), "%s/run", f->dir);
-	if (kp_fares_import(f->s, p, &io, NULL, err, sizeof(err)) != KP_OK)
+	snprintf(p, sizeof(p), "%s/run", f->t->dir);
+	if (kp_fares_import(f->t->s, p, &io, NULL, err, sizeof(err)) != KP_OK)
 		fail_msg("import: %s", err);
-	assert_int_equal(kp_store_put_operator_fare(f->s, "A", "run", 1), KP_OK);
+	assert_int_equal(kp_store_put_operator_fare(f->t->s, "A", "run", 1), KP_OK);
 
 	/* 2.5 h departure to departure, from the run's first leg: 165 min after it, 75 after
 	 * the previous leg, the third ride pays and starts a new chain */
@@ -451,9 +424,9 @@ static void test_run_upgrade(void **state)
 	assert_int_equal(ride(f, T0 + 240 * MIN, T0 + 260 * MIN), 0);     /* a run from leg 3 */
 
 	/* the store goes back to schema 10 with the card one transfer into that run */
-	kp_tap_engine_close(f->e);
-	kp_store_close(f->s);
-	assert_int_equal(sqlite3_open(f->db, &raw), SQLITE_OK);
+	kp_tap_engine_close(f->t->e);
+	kp_store_close(f->t->s);
+	assert_int_equal(sqlite3_open(f->t->db, &raw), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(raw, "ALTER TABLE fare_state DROP COLUMN run_from;"
 	                              " ALTER TABLE fare_state DROP COLUMN run_to;"
 	                              " ALTER TABLE fare_state DROP COLUMN run_on_ms;"
@@ -461,11 +434,11 @@ static void test_run_upgrade(void **state)
 	                              " DROP TABLE direct_use;"          /* schema 13 */
 	                              " PRAGMA user_version = 10;", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
-	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
-	assert_int_equal(kp_store_schema_version(f->s, &v), KP_OK);
+	assert_int_equal(kp_store_open(&f->t->s, f->t->db), KP_OK);
+	assert_int_equal(kp_store_schema_version(f->t->s, &v), KP_OK);
 	assert_int_equal(v, KP_SCHEMA_VERSION);
-	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
-	kp_tap_engine_observe(f->e, observe, f);
+	assert_int_equal(kp_tap_engine_open(&f->t->e, f->t->s, &f->t->cfg, f->t->key, f->t->token_key), KP_OK);
+	kp_tap_engine_observe(f->t->e, observe, f);
 
 	/* 165 min after leg 3, but the upgrade lost where the run began: measured from the
 	 * previous leg (leg 4, 90 min), as before schema 11; a new run starts at leg 4 */
@@ -505,13 +478,13 @@ static void load_bad(struct fx *f, const char *text, const char *want)
 	int64_t before = 0, after = 0;
 	size_t lines = 0;
 
-	snprintf(path, sizeof(path), "%s/bad.load", f->dir);
+	snprintf(path, sizeof(path), "%s/bad.load", f->t->dir);
 	tu_write(path, text);
-	assert_int_equal(kp_store_count(f->s, "fare_feeds", &before), KP_OK);
-	assert_int_not_equal(kp_load_file(f->s, path, f->token_key, err, sizeof(err), &lines), KP_OK);
+	assert_int_equal(kp_store_count(f->t->s, "fare_feeds", &before), KP_OK);
+	assert_int_not_equal(kp_load_file(f->t->s, path, f->t->token_key, err, sizeof(err), &lines), KP_OK);
 	if (strstr(err, want) == NULL)
 		fail_msg("load error \"%s\" does not say \"%s\"", err, want);
-	assert_int_equal(kp_store_count(f->s, "fare_feeds", &after), KP_OK);
+	assert_int_equal(kp_store_count(f->t->s, "fare_feeds", &after), KP_OK);
 	assert_int_equal(before, after);
 }
 
@@ -525,26 +498,26 @@ static void test_load_directives(void **state)
 	int found = 0, distance = 0;
 	char feed[KP_ID_MAX + 1];
 
-	snprintf(path, sizeof(path), "%s/ok.load", f->dir);
+	snprintf(path, sizeof(path), "%s/ok.load", f->t->dir);
 	tu_write(path, "fares B zone distance\n"
 	               "cap child day 350\ncap - month 2000\n"
 	               "transfer A * 60 2 off 100\ntransfer * B 30 1 free\n"
 	               "product COM commuter B R S1,S2 Commuter S1-S2\n");
-	if (kp_load_file(f->s, path, f->token_key, err, sizeof(err), &n) != KP_OK)
+	if (kp_load_file(f->t->s, path, f->t->token_key, err, sizeof(err), &n) != KP_OK)
 		fail_msg("load: %s", err);
-	assert_int_equal(kp_store_operator_fare(f->s, "B", feed, sizeof(feed), &distance, &found), KP_OK);
+	assert_int_equal(kp_store_operator_fare(f->t->s, "B", feed, sizeof(feed), &distance, &found), KP_OK);
 	assert_true(found && distance == 1 && strcmp(feed, "zone") == 0);
-	assert_int_equal(kp_store_fare_cap(f->s, "child", KP_CAP_DAY, &cap, &found), KP_OK);
+	assert_int_equal(kp_store_fare_cap(f->t->s, "child", KP_CAP_DAY, &cap, &found), KP_OK);
 	assert_true(found && cap == 350);
-	assert_int_equal(kp_store_fare_cap(f->s, "", KP_CAP_MONTH, &cap, &found), KP_OK);
+	assert_int_equal(kp_store_fare_cap(f->t->s, "", KP_CAP_MONTH, &cap, &found), KP_OK);
 	assert_true(found && cap == 2000);
-	assert_int_equal(kp_store_transfer_rule(f->s, "A", "B", &tr, &found), KP_OK);
+	assert_int_equal(kp_store_transfer_rule(f->t->s, "A", "B", &tr, &found), KP_OK);
 	assert_true(found && strcmp(tr.from_operator, "A") == 0 && tr.off == 100 &&
 	            tr.within_s == 3600 && tr.max_transfers == 2);   /* exact from before "*" */
-	assert_int_equal(kp_store_transfer_rule(f->s, "C", "B", &tr, &found), KP_OK);
+	assert_int_equal(kp_store_transfer_rule(f->t->s, "C", "B", &tr, &found), KP_OK);
 	assert_true(found && tr.off == -1 && tr.within_s == 1800);
 	n = 0;
-	assert_int_equal(kp_store_product_commuter(f->s, "COM", route, stops, 4, &n), KP_OK);
+	assert_int_equal(kp_store_product_commuter(f->t->s, "COM", route, stops, 4, &n), KP_OK);
 	assert_int_equal(n, 2);
 	assert_string_equal(route, "R");
 	assert_string_equal(stops[1], "S2");
@@ -561,17 +534,20 @@ static void test_load_directives(void **state)
 	load_bad(f, "product C3 commuter B R S1,S1 Same stop\n", "twice");
 }
 
+/* The tests below run between setup and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_on_off, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_next_tap_closes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refusal_changes_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_load_directives, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_remote_state, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_run_upgrade, setup, teardown),
+		FX_TEST(test_on_off),
+		FX_TEST(test_next_tap_closes),
+		FX_TEST(test_sweep),
+		FX_TEST(test_refusal_changes_nothing),
+		FX_TEST(test_load_directives),
+		FX_TEST(test_remote_state),
+		FX_TEST(test_scope),
+		FX_TEST(test_run_upgrade),
 		cmocka_unit_test(test_place_parse),
 	};
 

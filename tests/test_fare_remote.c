@@ -979,19 +979,22 @@ static void test_bundle_time_100k(void **state)
 	free(sample_payload);
 }
 
+/* The tests below run between fx_setup and fx_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, fx_setup, fx_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_remote_fields, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_remote_closed, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_remote_spending, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_event_migration, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_backend_scopes, fx_setup, fx_teardown),
+		FX_TEST(test_remote_fields),
+		FX_TEST(test_remote_closed),
+		FX_TEST(test_remote_spending),
+		FX_TEST(test_event_migration),
+		FX_TEST(test_backend_scopes),
 		cmocka_unit_test(test_nride_only_stays_format1),
 		cmocka_unit_test(test_format3_roundtrip),
 		cmocka_unit_test(test_format3_malformed_refused),
 		cmocka_unit_test(test_terminal_apply),
-		cmocka_unit_test_setup_teardown(test_bundle_time_100k, fx_setup, fx_teardown),
+		FX_TEST(test_bundle_time_100k),
 	};
 
 	return cmocka_run_group_tests_name("fare_remote", tests, group_setup, group_teardown);

@@ -575,16 +575,19 @@ static void test_reimport_replaces(void **state)
 	expect(f, &q, KP_OK, 150, "F2", NULL);
 }
 
+/* The tests below run between setup and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_money),
-		cmocka_unit_test_setup_teardown(test_real_feeds_import, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_real_fares, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mini_feed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_v2_empty_field_exclusion, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_malformed_feeds, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reimport_replaces, setup, teardown),
+		FX_TEST(test_real_feeds_import),
+		FX_TEST(test_real_fares),
+		FX_TEST(test_mini_feed),
+		FX_TEST(test_v2_empty_field_exclusion),
+		FX_TEST(test_malformed_feeds),
+		FX_TEST(test_reimport_replaces),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -75,15 +75,6 @@ static size_t fake_cert(uint8_t *out, size_t tbs, uint8_t seed)
 	return k;
 }
 
-static void write_bytes(const char *path, const void *data, size_t len)
-{
-	FILE *fp = fopen(path, "wb");
-
-	assert_non_null(fp);
-	assert_int_equal(fwrite(data, 1, len, fp), len);
-	assert_int_equal(fclose(fp), 0);
-}
-
 static uint8_t *dup_bytes(const void *p, size_t n)
 {
 	uint8_t *q = malloc(n + 1);
@@ -102,11 +93,11 @@ static void make_card_dir(struct fx *f, const char *name)
 	snprintf(p, sizeof(p), "%s/%s", f->dir, name);
 	assert_int_equal(mkdir(p, 0700), 0);
 	snprintf(p, sizeof(p), "%s/%s/auth.der", f->dir, name);
-	write_bytes(p, f->auth, sizeof(f->auth));
+	tu_write_bytes(p, f->auth, sizeof(f->auth));
 	snprintf(p, sizeof(p), "%s/%s/ca.der", f->dir, name);
-	write_bytes(p, f->ca, sizeof(f->ca));
+	tu_write_bytes(p, f->ca, sizeof(f->ca));
 	snprintf(p, sizeof(p), "%s/%s/auth.key", f->dir, name);
-	write_bytes(p, KEY_TEXT, strlen(KEY_TEXT));
+	tu_write_bytes(p, KEY_TEXT, strlen(KEY_TEXT));
 }
 
 static int fx_setup(void **state)
@@ -849,21 +840,21 @@ static void test_scn_errors(void **state)
 	make_card_dir(f, "ok");
 	make_card_dir(f, "notder");
 	snprintf(path, sizeof(path), "%s/notder/auth.der", f->dir);
-	write_bytes(path, f->auth, AUTH_LEN - 1);                /* shorter than it says */
+	tu_write_bytes(path, f->auth, AUTH_LEN - 1);                /* shorter than it says */
 	make_card_dir(f, "notderca");
 	snprintf(path, sizeof(path), "%s/notderca/ca.der", f->dir);
-	write_bytes(path, "hello", 5);
+	tu_write_bytes(path, "hello", 5);
 	make_card_dir(f, "nokey");
 	snprintf(path, sizeof(path), "%s/nokey/auth.key", f->dir);
 	assert_int_equal(unlink(path), 0);
 	make_card_dir(f, "emptykey");
 	snprintf(path, sizeof(path), "%s/emptykey/auth.key", f->dir);
-	write_bytes(path, "", 0);
+	tu_write_bytes(path, "", 0);
 	make_card_dir(f, "nosig");
 	memcpy(buf, f->auth, AUTH_LEN);
 	buf[SIG_OFF - 5] = 0x04;                                 /* OCTET STRING, not BIT STRING */
 	snprintf(path, sizeof(path), "%s/nosig/auth.der", f->dir);
-	write_bytes(path, buf, AUTH_LEN);
+	tu_write_bytes(path, buf, AUTH_LEN);
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct kp_scenario *s = NULL;
@@ -899,26 +890,29 @@ static void test_scn_errors(void **state)
 	}
 }
 
+/* The tests below run between fx_setup and fx_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, fx_setup, fx_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_select_df, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_select_ef, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_read_chunked, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_read_errors, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_verify, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_verify_blocks, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_verify_tries_max, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_sign, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_cla_ins, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_forbidden_aps, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_session, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_stats_not_mock, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_certfault_truncate, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_certfault_garble, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_tap_faults, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_paths, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_scn_errors, fx_setup, fx_teardown),
+		FX_TEST(test_select_df),
+		FX_TEST(test_select_ef),
+		FX_TEST(test_read_chunked),
+		FX_TEST(test_read_errors),
+		FX_TEST(test_verify),
+		FX_TEST(test_verify_blocks),
+		FX_TEST(test_verify_tries_max),
+		FX_TEST(test_sign),
+		FX_TEST(test_cla_ins),
+		FX_TEST(test_forbidden_aps),
+		FX_TEST(test_scn_session),
+		FX_TEST(test_stats_not_mock),
+		FX_TEST(test_scn_certfault_truncate),
+		FX_TEST(test_scn_certfault_garble),
+		FX_TEST(test_scn_tap_faults),
+		FX_TEST(test_scn_paths),
+		FX_TEST(test_scn_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

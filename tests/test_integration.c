@@ -316,14 +316,17 @@ static void test_sigterm_loses_nothing(void **state)
 	                       "grep -q stopping live.log", f->dir, f->bin), 0);
 }
 
+/* The tests below run between setup and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_demo_scenario_end_to_end, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_second_run_continues_the_journal, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_terminal_refuses_bad_setup, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_kippuctl_rejects_bad_input, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sigterm_loses_nothing, setup, teardown),
+		FX_TEST(test_demo_scenario_end_to_end),
+		FX_TEST(test_second_run_continues_the_journal),
+		FX_TEST(test_terminal_refuses_bad_setup),
+		FX_TEST(test_kippuctl_rejects_bad_input),
+		FX_TEST(test_sigterm_loses_nothing),
 	};
 
 	return cmocka_run_group_tests_name("integration", tests, NULL, NULL);

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "kp_terminal.h"
+#include "jpki_ext.h"
 #include "testutil.h"
 
 #define DAY_MS        (86400LL * 1000)
@@ -47,12 +48,7 @@ static uint8_t lk_hanako[KP_TOKEN_LEN], lk_taro[KP_TOKEN_LEN], lk_big[KP_TOKEN_L
 
 static const char *p(const char *name)
 {
-	static char buf[8][600];
-	static int slot;
-	char *out = buf[slot++ % 8];
-
-	snprintf(out, sizeof(buf[0]), "%s/%s", dir, name);
-	return out;
+	return tu_path(dir, name);
 }
 
 static int ctl(const char *fmt, ...)
@@ -640,26 +636,6 @@ static void end_log_to(int saved)
 	"hashlib.sha256).hexdigest()[:32]\n"
 
 /* ---- group set-up: the JPKI CAs and cards, made once (RSA key generation) ---- */
-
-/* What real JPKI user-authentication certificates carry besides the key, for size. */
-static const char jpki_ext[] =
-	"[v3]\n"
-	"basicConstraints = critical, CA:FALSE\n"
-	"keyUsage = critical, digitalSignature\n"
-	"subjectKeyIdentifier = hash\n"
-	"authorityKeyIdentifier = keyid, issuer\n"
-	"certificatePolicies = @pol\n"
-	"crlDistributionPoints = cdp1\n"
-	"authorityInfoAccess = OCSP;URI:http://ocsp-auth.jpki-test.example/, "
-	"caIssuers;URI:http://www.jpki-test.example/cert/JPKI_for_user_authentication_test_CA.cer\n"
-	"[pol]\n"
-	"policyIdentifier = 1.2.392.200149.8.5.1.3.30\n"
-	"CPS.1 = \"http://www.jpki-test.example/cps/user_authentication_certification_practice_statement.html\"\n"
-	"[cdp1]\n"
-	"fullname = URI:ldap://cdp.jpki-test.example/cn%3dCRL1%2cou%3dJPKI%20for%20user%20"
-	"authentication%20test%2cou%3dJapan%20Agency%20for%20Local%20Authority%20Information%20"
-	"Systems%2co%3dJPKI%2cc%3dJP?certificateRevocationList, "
-	"URI:http://crl.jpki-test.example/crl/user_authentication/partitioned/0001.crl\n";
 
 static int group_setup(void **state)
 {
@@ -2618,33 +2594,35 @@ static void test_forbidden_aps_never_selected(void **state)
 	close_scn(r);
 }
 
+/* The tests below run between fx_setup and fx_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, fx_setup, fx_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_identify_linkage_token, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_direct_tap_policy, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_direct_tap_value_limit, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_eligibility_stale, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_direct_tap_accepted_nothing_stored, fx_setup,
-		                                fx_teardown),
-		cmocka_unit_test_setup_teardown(test_refusals, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_no_jpki_ca_configured, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_revoked_linkage, fx_setup, fx_teardown),
+		FX_TEST(test_identify_linkage_token),
+		FX_TEST(test_direct_tap_policy),
+		FX_TEST(test_direct_tap_value_limit),
+		FX_TEST(test_eligibility_stale),
+		FX_TEST(test_direct_tap_accepted_nothing_stored),
+		FX_TEST(test_refusals),
+		FX_TEST(test_no_jpki_ca_configured),
+		FX_TEST(test_revoked_linkage),
 		cmocka_unit_test(test_sw_select),
 		cmocka_unit_test(test_sw_read_certificate),
 		cmocka_unit_test(test_sw_pin),
 		cmocka_unit_test(test_sw_prove),
-		cmocka_unit_test_setup_teardown(test_strong_mode, fx_setup, fx_teardown),
+		FX_TEST(test_strong_mode),
 		cmocka_unit_test(test_link_mode),
 		cmocka_unit_test(test_pin_input),
 		cmocka_unit_test(test_link_stale_pin),
 		cmocka_unit_test(test_link_pin_refused_before_apdu),
-		cmocka_unit_test_setup_teardown(test_pin_counter_fails_closed, fx_setup, fx_teardown),
+		FX_TEST(test_pin_counter_fails_closed),
 		cmocka_unit_test(test_link_texts),
-		cmocka_unit_test_setup_teardown(test_token_bound_to_ca, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_token_canonical_serial, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_chain_end_entity, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_mynumber_texts, fx_setup, fx_teardown),
+		FX_TEST(test_token_bound_to_ca),
+		FX_TEST(test_token_canonical_serial),
+		FX_TEST(test_chain_end_entity),
+		FX_TEST(test_mynumber_texts),
 		cmocka_unit_test(test_forbidden_aps_never_selected),
 	};
 

@@ -1003,6 +1003,9 @@ static void test_mynumber_equal_mock(void **state)
 	journal_check(f, run, 1);
 }
 
+/* The tests below run between setup_terminal and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup_terminal, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1011,16 +1014,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notsup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_readers, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_taps_equal_mock, setup_terminal, teardown),
-		cmocka_unit_test_setup_teardown(test_inspect_equal_mock, setup_terminal, teardown),
+		FX_TEST(test_taps_equal_mock),
+		FX_TEST(test_inspect_equal_mock),
 		cmocka_unit_test_setup_teardown(test_typeb_apdus, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_card_removed_mid_read, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reader_vanishes_and_returns, setup_terminal,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_malformed_frames, setup_terminal, teardown),
-		cmocka_unit_test_setup_teardown(test_open_fails_backoff, setup_terminal, teardown),
-		cmocka_unit_test_setup_teardown(test_slow_reader, setup_terminal, teardown),
-		cmocka_unit_test_setup_teardown(test_mynumber_equal_mock, setup_terminal, teardown),
+		FX_TEST(test_reader_vanishes_and_returns),
+		FX_TEST(test_malformed_frames),
+		FX_TEST(test_open_fails_backoff),
+		FX_TEST(test_slow_reader),
+		FX_TEST(test_mynumber_equal_mock),
 	};
 
 	return cmocka_run_group_tests_name("libnfc", tests, NULL, NULL);

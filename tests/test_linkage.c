@@ -38,17 +38,8 @@ static void tok(uint8_t t[KP_TOKEN_LEN], uint8_t v)
 	memset(t, v, KP_TOKEN_LEN);
 }
 
-static int sh(const char *fmt, ...)
-{
-	char cmd[6000], full[9000];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	snprintf(full, sizeof(full), "cd '%s' && CTL='%s/kippuctl' && %s", F->dir, F->bin, cmd);
-	return tu_sh("%s", full);
-}
+/* A shell command in the fixture's directory, with $CTL, $TERM_BIN and $DB (tu_sh_in). */
+#define sh(...) tu_sh_in(F->dir, F->bin, __VA_ARGS__)
 
 static int setup(void **state)
 {
@@ -1155,15 +1146,18 @@ static void test_linkage_token_from_certificate(void **state)
 	kp_rsa_free(card);
 }
 
+/* The tests below run between setup and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_linkage_bundle_and_revocation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_link_requests_ingested, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clone_detection, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_kippuctl_linkage_end_to_end, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_linkage_token_from_certificate, setup, teardown),
+		FX_TEST(test_linkage_bundle_and_revocation),
+		FX_TEST(test_link_requests_ingested),
+		FX_TEST(test_clone_detection),
+		FX_TEST(test_migration_from_version_1),
+		FX_TEST(test_kippuctl_linkage_end_to_end),
+		FX_TEST(test_linkage_token_from_certificate),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -12,19 +12,10 @@
 
 #include "kp_terminal.h"
 #include "kp_tools.h"
+#include "fixtures.h"
 #include "testutil.h"
 
 #define MIN (60LL * 1000)
-
-struct fx {
-	char dir[256];
-	char db[300];
-	kp_store *s;
-	kp_key *key;
-	kp_tap_engine *e;
-	struct kp_terminal_cfg cfg;
-	uint8_t token_key[KP_TOKEN_KEY_LEN];
-};
 
 static int64_t at(const char *iso)
 {
@@ -34,14 +25,7 @@ static int64_t at(const char *iso)
 	return ms;
 }
 
-static void token_of(struct fx *f, uint8_t last, uint8_t token[KP_TOKEN_LEN])
-{
-	uint8_t idm[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, last };
-
-	assert_int_equal(kp_token_derive(f->token_key, "felica", idm, 8, token), 0);
-}
-
-static void load(struct fx *f, const char *text)
+static void load(struct tu_term *f, const char *text)
 {
 	char path[300], err[512] = "";
 	size_t n = 0;
@@ -54,16 +38,8 @@ static void load(struct fx *f, const char *text)
 
 static int setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
+	struct tu_term *f = tu_term_new("T-1", "OP-A", 0x5A);
 
-	tu_tmpdir(f->dir, sizeof(f->dir));
-	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
-	memset(f->token_key, 0x5A, sizeof(f->token_key));
-	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
-	assert_int_equal(kp_key_generate(&f->key), 0);
-	kp_terminal_cfg_defaults(&f->cfg);
-	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "T-1");
-	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "OP-A");
 	f->cfg.double_tap_window_ms = 60000;
 	load(f, "operator OP-A Operator A\n"
 	        "operator OP-B Operator B\n"
@@ -71,45 +47,33 @@ static int setup(void **state)
 	        "product DAY3 period 3 OP-A 3-day pass\n"
 	        "product P10 nride 10 OP-A 10 rides\n"
 	        "product SV stored OP-A Scheme account\n");
-	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	tu_term_engine(f);
 	*state = f;
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	kp_tap_engine_close(f->e);
-	kp_store_close(f->s);
-	kp_key_free(f->key);
-	tu_rmdir(f->dir);
-	free(f);
-	return 0;
-}
-
-static void tap(struct fx *f, uint8_t card, const char *iso, enum kp_tap_kind kind,
+static void tap(struct tu_term *f, uint8_t card, const char *iso, enum kp_tap_kind kind,
                 const char *reason, struct kp_tap_outcome *o)
 {
 	uint8_t token[KP_TOKEN_LEN];
 
-	token_of(f, card, token);
+	tu_term_token(f, card, token);
 	assert_int_equal(kp_tap_decide(f->e, token, at(iso), o), KP_OK);
 	assert_string_equal(o->reason, reason);
 	assert_int_equal(o->kind, kind);
 }
 
-static void get(struct fx *f, uint8_t card, int64_t id, struct kp_entitlement *e)
+static void get(struct tu_term *f, uint8_t card, int64_t id, struct kp_entitlement *e)
 {
 	uint8_t token[KP_TOKEN_LEN];
 
-	token_of(f, card, token);
+	tu_term_token(f, card, token);
 	assert_int_equal(kp_store_get_entitlement(f->s, token, id, e), KP_OK);
 }
 
 static void test_service_day(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	int64_t from, until;
 
 	kp_service_days(&f->cfg, at("2026-11-18T10:00:00+09:00"), 1, &from, &until);
@@ -127,7 +91,7 @@ static void test_service_day(void **state)
  * the activation is journalled once and a second tap does not move the start. */
 static void test_first_use_one_day(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	struct kp_entitlement e;
 	int64_t n = 0;
@@ -159,7 +123,7 @@ static void test_first_use_one_day(void **state)
 
 static void test_fixed_three_day(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 
 	load(f, "entitlement 2 felica:0101020304050602 DAY3 0"
@@ -180,7 +144,7 @@ static void test_fixed_three_day(void **state)
 /* A pass goes before an N-ride ticket and before stored value: neither is touched. */
 static void test_pass_preferred(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	struct kp_entitlement e;
 
@@ -209,7 +173,7 @@ static void test_pass_preferred(void **state)
 /* The activation commits with its journal record or not at all. */
 static void test_failed_commit_leaves_pass_unactivated(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	struct kp_entitlement e;
 	uint8_t token[KP_TOKEN_LEN];
@@ -222,7 +186,7 @@ static void test_failed_commit_leaves_pass_unactivated(void **state)
 	sqlite3_busy_timeout(raw, 0);
 	kp_store_set_busy_timeout(f->s, 20);
 	assert_int_equal(sqlite3_exec(raw, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-	token_of(f, 1, token);
+	tu_term_token(f, 1, token);
 	assert_int_not_equal(kp_tap_decide(f->e, token, at("2026-11-18T10:00:00+09:00"), &o), KP_OK);
 	sqlite3_exec(raw, "ROLLBACK", NULL, NULL, NULL);
 	sqlite3_close(raw);
@@ -250,7 +214,7 @@ static void test_failed_commit_leaves_pass_unactivated(void **state)
 
 static void test_load_errors(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	char path[300], err[512] = "";
 	size_t n = 0;
 
@@ -267,7 +231,7 @@ static void test_load_errors(void **state)
 
 static void test_config(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_terminal_cfg cfg;
 	char path[300], err[512] = "";
 
@@ -293,17 +257,19 @@ static void test_config(void **state)
 	assert_non_null(strstr(err, "t.conf:1: service_day_end:"));
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_service_day, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_first_use_one_day, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fixed_three_day, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pass_preferred, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_pass_unactivated, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_config, setup, teardown),
+		FX_TEST(test_service_day),
+		FX_TEST(test_first_use_one_day),
+		FX_TEST(test_fixed_three_day),
+		FX_TEST(test_pass_preferred),
+		FX_TEST(test_failed_commit_leaves_pass_unactivated),
+		FX_TEST(test_load_errors),
+		FX_TEST(test_config),
 	};
 
 	return cmocka_run_group_tests_name("pass", tests, NULL, NULL);

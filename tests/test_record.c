@@ -687,12 +687,7 @@ static kp_cert *rfc_cert, *ca_cert, *other_cert;
 
 static const char *tpath(const char *name)
 {
-	static char b[8][200];
-	static int slot;
-	char *p = b[slot++ % 8];
-
-	snprintf(p, sizeof(b[0]), "%s/%s", tmpdir, name);
-	return p;
+	return tu_path(tmpdir, name);
 }
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -964,15 +959,6 @@ static int run(const char *fmt, const char *arg, char *out, size_t cap)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void write_bytes(const char *path, const uint8_t *p, size_t n)
-{
-	FILE *f = fopen(path, "wb");
-
-	assert_non_null(f);
-	assert_int_equal(fwrite(p, 1, n, f), n);
-	assert_int_equal(fclose(f), 0);
-}
-
 /* Writes DIR/1.cose .. DIR/count.cose, a proper chain, like `kippuctl journal export`. */
 static void write_chain(const char *dir, int count, int break_at)
 {
@@ -1010,7 +996,7 @@ static void write_chain(const char *dir, int count, int break_at)
 		assert_int_equal(kp_cose_sign1(other_key, "bus-043", pl, pl_len, &cose, &cose_len),
 		                 KP_RECORD_OK);
 		snprintf(path, sizeof(path), "%s/%d.cose", dir, i);
-		write_bytes(path, cose, cose_len);
+		tu_write_bytes(path, cose, cose_len);
 		free(pl);
 		free(cose);
 	}

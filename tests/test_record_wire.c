@@ -1685,12 +1685,7 @@ static kp_cert *backend_cert, *other_cert, *terminal_cert;
 
 static const char *tpath(const char *name)
 {
-	static char b[4][300];
-	static int slot;
-	char *p = b[slot++ % 4];
-
-	snprintf(p, sizeof(b[0]), "%s/%s", tmpdir, name);
-	return p;
+	return tu_path(tmpdir, name);
 }
 
 static int keys_setup(void **state)

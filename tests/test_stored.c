@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "fixtures.h"
 #include "kp_terminal.h"
 #include "testutil.h"
 
@@ -17,18 +18,7 @@
 #define DAY (86400LL * 1000)
 #define MIN (60LL * 1000)
 
-struct fx {
-	char dir[256];
-	char db[300];
-	kp_store *s;
-	kp_key *key;
-	kp_cert *cert;
-	kp_tap_engine *e;
-	struct kp_terminal_cfg cfg;
-	uint8_t token_key[KP_TOKEN_KEY_LEN];
-};
-
-static void import(struct fx *f, const char *dir, const char *feed)
+static void import(struct tu_term *f, const char *dir, const char *feed)
 {
 	struct kp_fare_import_opts o = { feed, NULL, NULL };
 	char err[KP_FARE_MSG_MAX] = "";
@@ -37,83 +27,31 @@ static void import(struct fx *f, const char *dir, const char *feed)
 		fail_msg("import %s: %s", dir, err);
 }
 
-static void token_of(struct fx *f, uint8_t last, uint8_t token[KP_TOKEN_LEN])
+static void put_ent(struct tu_term *f, uint8_t card, int64_t id, const char *product,
+                    int64_t left)
 {
-	uint8_t idm[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, last };
-
-	assert_int_equal(kp_token_derive(f->token_key, "felica", idm, 8, token), 0);
+	tu_term_put_ent(f, card, id, product, left, T0 - DAY, T0 + 30 * DAY);
 }
 
-static void put_ent(struct fx *f, uint8_t card, int64_t id, const char *product, int64_t left)
-{
-	struct kp_entitlement e;
-
-	memset(&e, 0, sizeof(e));
-	token_of(f, card, e.token);
-	e.id = id;
-	snprintf(e.product, sizeof(e.product), "%s", product);
-	e.rides_left = left;
-	e.valid_from_ms = T0 - DAY;
-	e.valid_until_ms = T0 + 30 * DAY;
-	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
-}
-
-static int64_t left_of(struct fx *f, uint8_t card, int64_t id)
+static int64_t left_of(struct tu_term *f, uint8_t card, int64_t id)
 {
 	struct kp_entitlement e;
 	uint8_t token[KP_TOKEN_LEN];
 
-	token_of(f, card, token);
+	tu_term_token(f, card, token);
 	assert_int_equal(kp_store_get_entitlement(f->s, token, id, &e), KP_OK);
 	return e.rides_left;
 }
 
-static void reopen_engine(struct fx *f)
-{
-	kp_tap_engine_close(f->e);
-	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
-}
-
-static kp_cert *make_cert(struct fx *f)
-{
-	char ca_path[300], cert_path[300];
-	kp_cert *ca_cert = NULL, *cert = NULL;
-	kp_key *ca = NULL;
-	char *pem;
-
-	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", f->dir);
-	snprintf(cert_path, sizeof(cert_path), "%s/t.crt", f->dir);
-	assert_int_equal(kp_key_generate(&ca), 0);
-	assert_int_equal(kp_cert_create_ca(ca, "test CA", 10, ca_path), 0);
-	assert_int_equal(kp_cert_load(&ca_cert, ca_path), 0);
-	assert_int_equal(kp_cert_issue(ca, ca_cert, f->key, "T-1", 10, cert_path), 0);
-	assert_int_equal(kp_cert_load(&cert, cert_path), 0);
-	pem = tu_read(cert_path);
-	assert_non_null(pem);
-	assert_int_equal(kp_store_meta_set(f->s, "terminal_cert", pem), KP_OK);
-	free(pem);
-	kp_cert_free(ca_cert);
-	kp_key_free(ca);
-	return cert;
-}
-
 static int setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
+	struct tu_term *f = tu_term_new("T-1", "OP-A", 0x5A);
 	const char *a[] = { "OP-A" }, *c[] = { "OP-C" };
-	char feed[600];
+	char feed[PATH_MAX + 100];
 
-	tu_tmpdir(f->dir, sizeof(f->dir));
-	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
-	memset(f->token_key, 0x5A, sizeof(f->token_key));
-	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
-	assert_int_equal(kp_key_generate(&f->key), 0);
-	f->cert = make_cert(f);
+	f->cert = tu_term_cert(f, "T-1");
 	snprintf(feed, sizeof(feed), "%s/kumagaya-yuyubus", tu_gtfs_dir());
 	import(f, feed, "kumagaya");
-	kp_terminal_cfg_defaults(&f->cfg);
-	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "T-1");
-	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "OP-A");
 	snprintf(f->cfg.route, sizeof(f->cfg.route), "1");
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "000001_001");   /* 籠原駅南口 */
 	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "kumagaya");
@@ -125,29 +63,16 @@ static int setup(void **state)
 	assert_int_equal(kp_store_put_product_stored(f->s, "SV", "Scheme account", a, 1), KP_OK);
 	assert_int_equal(kp_store_put_product_stored(f->s, "SVC", "C account", c, 1), KP_OK);
 	assert_int_equal(kp_store_commit(f->s), KP_OK);
-	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	tu_term_engine(f);
 	*state = f;
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	kp_tap_engine_close(f->e);
-	kp_store_close(f->s);
-	kp_cert_free(f->cert);
-	kp_key_free(f->key);
-	tu_rmdir(f->dir);
-	free(f);
-	return 0;
-}
-
-static void tap(struct fx *f, uint8_t card, int64_t now, struct kp_tap_outcome *o)
+static void tap(struct tu_term *f, uint8_t card, int64_t now, struct kp_tap_outcome *o)
 {
 	uint8_t token[KP_TOKEN_LEN];
 
-	token_of(f, card, token);
+	tu_term_token(f, card, token);
 	assert_int_equal(kp_tap_decide(f->e, token, now, o), KP_OK);
 }
 
@@ -164,7 +89,7 @@ static int find_rec(const struct kp_journal_row *row, void *arg)
 	return 1;
 }
 
-static void journal_ok(struct fx *f, uint64_t expect_n)
+static void journal_ok(struct tu_term *f, uint64_t expect_n)
 {
 	uint64_t n = 0, bad = 0;
 	char err[256] = "";
@@ -176,7 +101,7 @@ static void journal_ok(struct fx *f, uint64_t expect_n)
 
 static void test_schema(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	int v = 0, stored = -1;
 
 	assert_int_equal(kp_store_schema_version(f->s, &v), KP_OK);
@@ -191,7 +116,7 @@ static void test_schema(void **state)
 /* 1000 yen, flat fare 200 (fare_rules.txt: one all-blank rule): 800 left. */
 static void test_charge_flat_fare(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	struct rec_check c = { 0 };
 
@@ -221,7 +146,7 @@ static void test_charge_flat_fare(void **state)
 /* 150 yen < 200: refused, nothing charged, journalled. */
 static void test_insufficient_balance(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	struct rec_check c = { 0 };
 
@@ -248,7 +173,7 @@ static void test_insufficient_balance(void **state)
  * pays. A stored-value product of another operator is never charged here. */
 static void test_nride_before_stored(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 
 	put_ent(f, 4, 1, "SV", 1000);
@@ -277,23 +202,23 @@ static void test_nride_before_stored(void **state)
 /* A stop the feed does not know, or no fare feed configured: refused, nothing charged. */
 static void test_fare_unknown(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 
 	put_ent(f, 6, 1, "SV", 1000);
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "no-such-stop");
-	reopen_engine(f);
+	tu_term_engine(f);
 	tap(f, 6, T0, &o);
 	assert_int_equal(o.kind, KP_TAP_REFUSED);
 	assert_string_equal(o.reason, "fare-unknown");
 	assert_int_equal(left_of(f, 6, 1), 1000);
 	f->cfg.fare_feed[0] = '\0';
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "000001_001");
-	reopen_engine(f);
+	tu_term_engine(f);
 	tap(f, 6, T0 + 2 * MIN, &o);
 	assert_string_equal(o.reason, "fare-unknown");
 	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "no-such-feed");
-	reopen_engine(f);
+	tu_term_engine(f);
 	tap(f, 6, T0 + 4 * MIN, &o);
 	assert_string_equal(o.reason, "fare-unknown");
 	assert_int_equal(left_of(f, 6, 1), 1000);
@@ -304,7 +229,7 @@ static void test_fare_unknown(void **state)
  * category "child" pays 100, any other card the adult 200. */
 static void test_child_category(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	uint8_t token[KP_TOKEN_LEN];
 	char dir[300], path[400];
@@ -323,13 +248,13 @@ static void test_child_category(void **state)
 	import(f, dir, "flat");
 	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "flat");
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
-	reopen_engine(f);
+	tu_term_engine(f);
 	put_ent(f, 7, 1, "SV", 1000);
 	put_ent(f, 8, 1, "SV", 1000);
-	token_of(f, 7, token);
+	tu_term_token(f, 7, token);
 	assert_int_equal(kp_store_put_eligibility(f->s, token, "child", T0 - DAY, T0 + DAY, NULL),
 	                 KP_OK);
-	token_of(f, 8, token);
+	tu_term_token(f, 8, token);
 	assert_int_equal(kp_store_put_eligibility(f->s, token, "resident", T0 - DAY, T0 + DAY,
 	                                          NULL), KP_OK);
 	tap(f, 7, T0, &o);
@@ -352,7 +277,7 @@ static void test_child_category(void **state)
  * N-ride limit only for a stored-value product. */
 static void test_load_file(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	const char *bin = tu_bin();
 	kp_store *s = NULL;
 	struct kp_entitlement e;
@@ -422,15 +347,15 @@ static void test_discount_apply(void **state)
 
 /* A card holding a category that the feed does not price pays the operator's discount
  * on the adult fare; one the feed prices itself pays the feed's price. */
-static void elig(struct fx *f, uint8_t card, const char *cat, int64_t until)
+static void elig(struct tu_term *f, uint8_t card, const char *cat, int64_t until)
 {
 	uint8_t token[KP_TOKEN_LEN];
 
-	token_of(f, card, token);
+	tu_term_token(f, card, token);
 	assert_int_equal(kp_store_put_eligibility(f->s, token, cat, T0 - DAY, until, NULL), KP_OK);
 }
 
-static void rule(struct fx *f, const char *op, const char *cat, int percent, enum kp_rounding r,
+static void rule(struct tu_term *f, const char *op, const char *cat, int percent, enum kp_rounding r,
                  int64_t unit)
 {
 	struct kp_discount d = { percent, r, unit };
@@ -438,7 +363,7 @@ static void rule(struct fx *f, const char *op, const char *cat, int percent, enu
 	assert_int_equal(kp_store_put_discount(f->s, op, cat, &d), KP_OK);
 }
 
-static void charged(struct fx *f, uint8_t card, int64_t now, int64_t amount, const char *cat)
+static void charged(struct tu_term *f, uint8_t card, int64_t now, int64_t amount, const char *cat)
 {
 	struct kp_tap_outcome o;
 	struct rec_check c = { 0 };
@@ -456,7 +381,7 @@ static void charged(struct fx *f, uint8_t card, int64_t now, int64_t amount, con
 
 static void test_discount_tap(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	char dir[300], path[400];
 
 	/* 210 flat; the feed prices "senior" (150) itself, nothing else */
@@ -473,7 +398,7 @@ static void test_discount_tap(void **state)
 	import(f, dir, "f210");
 	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "f210");
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
-	reopen_engine(f);
+	tu_term_engine(f);
 
 	rule(f, "OP-A", "child", 50, KP_ROUND_DOWN, 10);
 	rule(f, "OP-A", "senior", 0, KP_ROUND_DOWN, 1);     /* the feed's 150 wins */
@@ -517,7 +442,7 @@ static void test_discount_tap(void **state)
  * line and load nothing. */
 static void test_discount_load(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	static const char *const bad[] = {
 		"discount OP-A child 101 down 10",
 		"discount OP-A child -1 down 10",
@@ -572,19 +497,22 @@ static void test_discount_load(void **state)
 	kp_store_close(s);
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_schema, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_charge_flat_fare, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_insufficient_balance, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_nride_before_stored, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fare_unknown, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_child_category, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_load_file, setup, teardown),
+		FX_TEST(test_schema),
+		FX_TEST(test_charge_flat_fare),
+		FX_TEST(test_insufficient_balance),
+		FX_TEST(test_nride_before_stored),
+		FX_TEST(test_fare_unknown),
+		FX_TEST(test_child_category),
+		FX_TEST(test_load_file),
 		cmocka_unit_test(test_discount_apply),
-		cmocka_unit_test_setup_teardown(test_discount_tap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_discount_load, setup, teardown),
+		FX_TEST(test_discount_tap),
+		FX_TEST(test_discount_load),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -33,19 +33,8 @@ struct fx {
 
 static struct fx *F;
 
-/* Runs a shell command inside the fixture's directory. */
-static int sh(const char *fmt, ...)
-{
-	char cmd[6000], full[9000];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	snprintf(full, sizeof(full), "cd '%s' && CTL='%s/kippuctl' && TERM_BIN='%s/kippu-terminal' "
-	         "&& DB=backend.db && %s", F->dir, F->bin, F->bin, cmd);
-	return tu_sh("%s", full);
-}
+/* A shell command in the fixture's directory, with $CTL, $TERM_BIN and $DB (tu_sh_in). */
+#define sh(...) tu_sh_in(F->dir, F->bin, __VA_ARGS__)
 
 static void start_backend_on(int port)
 {
@@ -2155,42 +2144,41 @@ static void test_sync_after_bad_row_end_to_end(void **state)
 	backend_logged("could not sign", 0);
 }
 
+/* The tests below run between setup and teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_happy_path_and_independent_verification, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_duplicate_batch_changes_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_replaced_database_is_a_new_epoch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restored_backup_is_a_new_epoch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_certificate_history_and_export, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restored_backend_reaches_terminals, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unregistered_terminal_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unregistered_refusals_rate_limited, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_terminal_registry_bad_input, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_terminal_id_mismatch_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unauthenticated_clients_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_backend_is_a_purpose_and_a_key_not_a_name, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_backend_refuses_clients_without_client_auth, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_kippuctl_certificate_profiles, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_connection_cut_anywhere_loses_and_duplicates_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tampered_record_quarantined, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_overdraft_across_terminals, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stale_or_badly_signed_bundle_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hundred_terminals_and_a_silent_one, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_flood_of_silent_connections, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_connection_limit_options, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_terminal_regains_connectivity, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fare_feed_and_stored_value_end_to_end, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fares_across_terminals_end_to_end, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_entry_points_refuse_what_the_bundle_cannot_carry,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_leaves_out_bad_rows, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_leaves_out_bad_ids, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sync_after_bad_row_end_to_end, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_eligibility_stale_offline_end_to_end, setup,
-		                                teardown),
+		FX_TEST(test_happy_path_and_independent_verification),
+		FX_TEST(test_duplicate_batch_changes_nothing),
+		FX_TEST(test_replaced_database_is_a_new_epoch),
+		FX_TEST(test_restored_backup_is_a_new_epoch),
+		FX_TEST(test_certificate_history_and_export),
+		FX_TEST(test_restored_backend_reaches_terminals),
+		FX_TEST(test_unregistered_terminal_refused),
+		FX_TEST(test_unregistered_refusals_rate_limited),
+		FX_TEST(test_terminal_registry_bad_input),
+		FX_TEST(test_terminal_id_mismatch_refused),
+		FX_TEST(test_unauthenticated_clients_refused),
+		FX_TEST(test_backend_is_a_purpose_and_a_key_not_a_name),
+		FX_TEST(test_backend_refuses_clients_without_client_auth),
+		FX_TEST(test_kippuctl_certificate_profiles),
+		FX_TEST(test_connection_cut_anywhere_loses_and_duplicates_nothing),
+		FX_TEST(test_tampered_record_quarantined),
+		FX_TEST(test_overdraft_across_terminals),
+		FX_TEST(test_stale_or_badly_signed_bundle_refused),
+		FX_TEST(test_hundred_terminals_and_a_silent_one),
+		FX_TEST(test_flood_of_silent_connections),
+		FX_TEST(test_connection_limit_options),
+		FX_TEST(test_terminal_regains_connectivity),
+		FX_TEST(test_fare_feed_and_stored_value_end_to_end),
+		FX_TEST(test_fares_across_terminals_end_to_end),
+		FX_TEST(test_entry_points_refuse_what_the_bundle_cannot_carry),
+		FX_TEST(test_bundle_leaves_out_bad_rows),
+		FX_TEST(test_bundle_leaves_out_bad_ids),
+		FX_TEST(test_sync_after_bad_row_end_to_end),
+		FX_TEST(test_eligibility_stale_offline_end_to_end),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

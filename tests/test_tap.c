@@ -9,82 +9,27 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "fixtures.h"
 #include "kp_terminal.h"
 #include "testutil.h"
 
 #define T0 1795000000000LL            /* 2026-11-18, a fixed "now" for the tests */
 #define DAY (86400LL * 1000)
 
-struct fx {
-	char dir[256];
-	char db[300];
-	kp_store *s;
-	kp_key *key;
-	kp_tap_engine *e;
-	struct kp_terminal_cfg cfg;
-	uint8_t token_key[KP_TOKEN_KEY_LEN];
-};
-
-static void token_of(struct fx *f, uint8_t idm_last, uint8_t token[KP_TOKEN_LEN])
+/* The fixture's certificate and terminal id, kept in the store like the terminal does. */
+static kp_cert *make_cert(struct tu_term *f)
 {
-	uint8_t idm[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, idm_last };
+	kp_cert *cert = tu_term_cert(f, "T-1");
 
-	assert_int_equal(kp_token_derive(f->token_key, "felica", idm, 8, token), 0);
-}
-
-static void put_ent(struct fx *f, uint8_t card, int64_t id, const char *product, int64_t left,
-                    int64_t from, int64_t until)
-{
-	struct kp_entitlement e;
-
-	memset(&e, 0, sizeof(e));
-	token_of(f, card, e.token);
-	e.id = id;
-	snprintf(e.product, sizeof(e.product), "%s", product);
-	e.rides_left = left;
-	e.valid_from_ms = from;
-	e.valid_until_ms = until;
-	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
-}
-
-/* A CA and a certificate for the fixture's key, kept in the store like the terminal does. */
-static kp_cert *make_cert(struct fx *f)
-{
-	char ca_path[300], cert_path[300];
-	kp_cert *ca_cert = NULL, *cert = NULL;
-	kp_key *ca = NULL;
-	char *pem;
-
-	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", f->dir);
-	snprintf(cert_path, sizeof(cert_path), "%s/t.crt", f->dir);
-	assert_int_equal(kp_key_generate(&ca), 0);
-	assert_int_equal(kp_cert_create_ca(ca, "test CA", 10, ca_path), 0);
-	assert_int_equal(kp_cert_load(&ca_cert, ca_path), 0);
-	assert_int_equal(kp_cert_issue(ca, ca_cert, f->key, "T-1", 10, cert_path), 0);
-	assert_int_equal(kp_cert_load(&cert, cert_path), 0);
-	pem = tu_read(cert_path);
-	assert_non_null(pem);
-	assert_int_equal(kp_store_meta_set(f->s, "terminal_cert", pem), KP_OK);
 	assert_int_equal(kp_store_meta_set(f->s, "terminal_id", "T-1"), KP_OK);
-	free(pem);
-	kp_cert_free(ca_cert);
-	kp_key_free(ca);
 	return cert;
 }
 
 static int setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
+	struct tu_term *f = tu_term_new("T-1", "OP-A", 0x5A);
 	const char *ab[] = { "OP-A", "OP-B" }, *c[] = { "OP-C" };
 
-	tu_tmpdir(f->dir, sizeof(f->dir));
-	snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
-	memset(f->token_key, 0x5A, sizeof(f->token_key));
-	assert_int_equal(kp_store_open(&f->s, f->db), KP_OK);
-	assert_int_equal(kp_key_generate(&f->key), 0);
-	kp_terminal_cfg_defaults(&f->cfg);
-	snprintf(f->cfg.terminal_id, sizeof(f->cfg.terminal_id), "T-1");
-	snprintf(f->cfg.operator_id, sizeof(f->cfg.operator_id), "OP-A");
 	snprintf(f->cfg.route, sizeof(f->cfg.route), "R1");
 	f->cfg.double_tap_window_ms = 60000;
 	assert_int_equal(kp_store_begin(f->s), KP_OK);
@@ -94,30 +39,18 @@ static int setup(void **state)
 	assert_int_equal(kp_store_put_product(f->s, "P10", "10 rides A+B", 10, ab, 2), KP_OK);
 	assert_int_equal(kp_store_put_product(f->s, "PC", "C only", 5, c, 1), KP_OK);
 	assert_int_equal(kp_store_commit(f->s), KP_OK);
-	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, f->token_key), KP_OK);
+	tu_term_engine(f);
 	*state = f;
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	kp_tap_engine_close(f->e);
-	kp_store_close(f->s);
-	kp_key_free(f->key);
-	tu_rmdir(f->dir);
-	free(f);
-	return 0;
-}
-
-static void tap(struct fx *f, uint8_t card, int64_t now, enum kp_tap_kind kind,
+static void tap(struct tu_term *f, uint8_t card, int64_t now, enum kp_tap_kind kind,
                 const char *reason, int64_t left)
 {
 	uint8_t token[KP_TOKEN_LEN];
 	struct kp_tap_outcome o;
 
-	token_of(f, card, token);
+	tu_term_token(f, card, token);
 	assert_int_equal(kp_tap_decide(f->e, token, now, &o), KP_OK);
 	assert_string_equal(o.reason, reason);
 	assert_int_equal(o.kind, kind);
@@ -126,28 +59,28 @@ static void tap(struct fx *f, uint8_t card, int64_t now, enum kp_tap_kind kind,
 
 static void test_accept_deducts_one_ride(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_entitlement e;
 	uint8_t token[KP_TOKEN_LEN];
 
-	put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
 	tap(f, 1, T0, KP_TAP_ACCEPTED, "ok", 2);
-	token_of(f, 1, token);
+	tu_term_token(f, 1, token);
 	assert_int_equal(kp_store_get_entitlement(f->s, token, 100, &e), KP_OK);
 	assert_int_equal(e.rides_left, 2);
 }
 
 static void test_each_refusal_reason(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	uint8_t token[KP_TOKEN_LEN];
 
-	put_ent(f, 2, 200, "P10", 0, T0 - DAY, T0 + DAY);         /* exhausted */
-	put_ent(f, 3, 300, "P10", 5, T0 - 2 * DAY, T0 - DAY);     /* expired */
-	put_ent(f, 4, 400, "P10", 5, T0 + DAY, T0 + 2 * DAY);     /* not yet valid */
-	put_ent(f, 5, 500, "PC", 5, T0 - DAY, T0 + DAY);          /* other operator only */
-	put_ent(f, 6, 600, "P10", 5, T0 - DAY, T0 + DAY);         /* denylisted below */
-	token_of(f, 6, token);
+	tu_term_put_ent(f, 2, 200, "P10", 0, T0 - DAY, T0 + DAY);         /* exhausted */
+	tu_term_put_ent(f, 3, 300, "P10", 5, T0 - 2 * DAY, T0 - DAY);     /* expired */
+	tu_term_put_ent(f, 4, 400, "P10", 5, T0 + DAY, T0 + 2 * DAY);     /* not yet valid */
+	tu_term_put_ent(f, 5, 500, "PC", 5, T0 - DAY, T0 + DAY);          /* other operator only */
+	tu_term_put_ent(f, 6, 600, "P10", 5, T0 - DAY, T0 + DAY);         /* denylisted below */
+	tu_term_token(f, 6, token);
 	assert_int_equal(kp_store_put_denylist(f->s, token, "stolen", T0), KP_OK);
 
 	tap(f, 2, T0, KP_TAP_REFUSED, "exhausted", -1);
@@ -157,26 +90,26 @@ static void test_each_refusal_reason(void **state)
 	tap(f, 6, T0, KP_TAP_REFUSED, "denylisted", -1);
 	tap(f, 7, T0, KP_TAP_REFUSED, "no-entitlement", -1);
 	/* The validity period is [from, until): the last millisecond is in, until is out. */
-	put_ent(f, 8, 800, "P10", 5, T0 - DAY, T0 + 10);
+	tu_term_put_ent(f, 8, 800, "P10", 5, T0 - DAY, T0 + 10);
 	tap(f, 8, T0 + 9, KP_TAP_ACCEPTED, "ok", 4);
 	tap(f, 8, T0 + 10 + 120000, KP_TAP_REFUSED, "expired", -1);
 }
 
 static void test_cross_operator_product_on_b(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	kp_tap_engine *eb = NULL;
 	struct kp_terminal_cfg cb = f->cfg;
 	uint8_t token[KP_TOKEN_LEN];
 	struct kp_tap_outcome o;
 
-	put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
 	/* The same store, a terminal of operator B: the A+B ticket works there too. */
 	kp_tap_engine_close(f->e);
 	f->e = NULL;
 	snprintf(cb.operator_id, sizeof(cb.operator_id), "OP-B");
 	assert_int_equal(kp_tap_engine_open(&eb, f->s, &cb, f->key, f->token_key), KP_OK);
-	token_of(f, 1, token);
+	tu_term_token(f, 1, token);
 	assert_int_equal(kp_tap_decide(eb, token, T0, &o), KP_OK);
 	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
 	assert_string_equal(o.product, "P10");
@@ -191,9 +124,9 @@ static void test_cross_operator_product_on_b(void **state)
 
 static void test_double_tap_window(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 
-	put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
 	tap(f, 1, T0, KP_TAP_ACCEPTED, "ok", 2);
 	tap(f, 1, T0 + 5000, KP_TAP_ALREADY, "already", -1);
 	tap(f, 1, T0 + 59999, KP_TAP_ALREADY, "already", -1);
@@ -205,24 +138,24 @@ static void test_double_tap_window(void **state)
 
 static void test_refused_tap_does_not_open_window(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 
-	put_ent(f, 1, 100, "P10", 3, T0 + 1000, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 3, T0 + 1000, T0 + DAY);
 	tap(f, 1, T0, KP_TAP_REFUSED, "not-yet-valid", -1);
 	tap(f, 1, T0 + 2000, KP_TAP_ACCEPTED, "ok", 2);
 }
 
 static void test_best_entitlement_expires_first(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	uint8_t token[KP_TOKEN_LEN];
 
-	put_ent(f, 1, 100, "P10", 9, T0 - DAY, T0 + 30 * DAY);
-	put_ent(f, 1, 101, "P10", 2, T0 - DAY, T0 + 2 * DAY);
-	put_ent(f, 1, 102, "P10", 0, T0 - DAY, T0 + DAY);          /* exhausted, skipped */
-	put_ent(f, 1, 103, "PC", 5, T0 - DAY, T0 + DAY);           /* other operator */
-	token_of(f, 1, token);
+	tu_term_put_ent(f, 1, 100, "P10", 9, T0 - DAY, T0 + 30 * DAY);
+	tu_term_put_ent(f, 1, 101, "P10", 2, T0 - DAY, T0 + 2 * DAY);
+	tu_term_put_ent(f, 1, 102, "P10", 0, T0 - DAY, T0 + DAY);          /* exhausted, skipped */
+	tu_term_put_ent(f, 1, 103, "PC", 5, T0 - DAY, T0 + DAY);           /* other operator */
+	tu_term_token(f, 1, token);
 	assert_int_equal(kp_tap_decide(f->e, token, T0, &o), KP_OK);
 	assert_int_equal(o.entitlement, 101);
 	assert_int_equal(o.rides_left, 1);
@@ -230,13 +163,13 @@ static void test_best_entitlement_expires_first(void **state)
 
 static void test_journal_chain_verifies_and_detects_tampering(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	uint64_t n = 0, bad = 0;
 	char err[256];
 	kp_cert *cert = NULL;
 	sqlite3 *raw = NULL;
 
-	put_ent(f, 1, 100, "P10", 10, T0 - DAY, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 10, T0 - DAY, T0 + DAY);
 	for (int i = 0; i < 6; i++)
 		tap(f, (uint8_t)(1 + i % 2), T0 + i * 61000LL, i % 2 ? KP_TAP_REFUSED : KP_TAP_ACCEPTED,
 		    i % 2 ? "no-entitlement" : "ok", i % 2 ? -1 : 9 - i / 2);
@@ -264,12 +197,12 @@ static void test_journal_chain_verifies_and_detects_tampering(void **state)
 
 static void test_swapped_payload_is_caught(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	uint64_t n = 0, bad = 0;
 	char err[256];
 	sqlite3 *raw = NULL;
 
-	put_ent(f, 1, 100, "P10", 10, T0 - DAY, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 10, T0 - DAY, T0 + DAY);
 	tap(f, 1, T0, KP_TAP_ACCEPTED, "ok", 9);
 	tap(f, 1, T0 + 61000, KP_TAP_ACCEPTED, "ok", 8);
 	assert_int_equal(sqlite3_open(f->db, &raw), SQLITE_OK);
@@ -286,21 +219,21 @@ static void test_swapped_payload_is_caught(void **state)
 
 static void test_failed_commit_changes_nothing(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	struct kp_entitlement e;
 	uint8_t token[KP_TOKEN_LEN];
 	sqlite3 *raw = NULL;
 	int64_t n = 0;
 
-	put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 3, T0 - DAY, T0 + DAY);
 	tap(f, 1, T0, KP_TAP_ACCEPTED, "ok", 2);
 	/* Another connection holds the write lock: the tap must fail whole, not half. */
 	assert_int_equal(sqlite3_open(f->db, &raw), SQLITE_OK);
 	sqlite3_busy_timeout(raw, 0);
 	kp_store_set_busy_timeout(f->s, 20);
 	assert_int_equal(sqlite3_exec(raw, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-	token_of(f, 1, token);
+	tu_term_token(f, 1, token);
 	assert_int_not_equal(kp_tap_decide(f->e, token, T0 + 120000, &o), KP_OK);
 	sqlite3_exec(raw, "ROLLBACK", NULL, NULL, NULL);
 	sqlite3_close(raw);
@@ -318,14 +251,14 @@ static void test_failed_commit_changes_nothing(void **state)
  * (no statement may keep an old read snapshot open between taps). */
 static void test_load_while_running(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	kp_store *other = NULL;
 	uint8_t token[KP_TOKEN_LEN];
 
-	put_ent(f, 1, 100, "P10", 5, T0 - DAY, T0 + DAY);
+	tu_term_put_ent(f, 1, 100, "P10", 5, T0 - DAY, T0 + DAY);
 	tap(f, 1, T0, KP_TAP_ACCEPTED, "ok", 4);
 	assert_int_equal(kp_store_open(&other, f->db), KP_OK);
-	token_of(f, 1, token);
+	tu_term_token(f, 1, token);
 	assert_int_equal(kp_store_put_denylist(other, token, "lost", T0), KP_OK);
 	kp_store_close(other);
 	tap(f, 1, T0 + 120000, KP_TAP_REFUSED, "denylisted", -1);
@@ -336,7 +269,7 @@ static void test_load_while_running(void **state)
  * the linkage (its token), never the person. */
 static void test_resident_categories_and_linkage(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	const char *ab[] = { "OP-A" };
 	uint8_t card[KP_TOKEN_LEN], linkage[KP_TOKEN_LEN];
 	struct kp_tap_outcome o;
@@ -351,28 +284,28 @@ static void test_resident_categories_and_linkage(void **state)
 	assert_int_equal(kp_store_put_product_cat(f->s, "RES", "resident 10 rides", 10, "resident",
 	                                          ab, 1), KP_OK);
 	/* card 1: a resident ticket but no category */
-	put_ent(f, 1, 100, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	tu_term_put_ent(f, 1, 100, "RES", 10, T0 - DAY, T0 + 90 * DAY);
 	tap(f, 1, T0, KP_TAP_REFUSED, "not-eligible", -1);
 	/* card 2: resident until yesterday */
-	put_ent(f, 2, 200, "RES", 10, T0 - DAY, T0 + 90 * DAY);
-	token_of(f, 2, card);
+	tu_term_put_ent(f, 2, 200, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	tu_term_token(f, 2, card);
 	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - 400 * DAY, T0 - DAY,
 	                                          linkage), KP_OK);
 	tap(f, 2, T0, KP_TAP_REFUSED, "eligibility-expired", -1);
 	/* card 3: resident for a year, linked through the linkage */
-	put_ent(f, 3, 300, "RES", 10, T0 - DAY, T0 + 90 * DAY);
-	token_of(f, 3, card);
+	tu_term_put_ent(f, 3, 300, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	tu_term_token(f, 3, card);
 	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - DAY, T0 + 365 * DAY,
 	                                          linkage), KP_OK);
-	token_of(f, 3, card);
+	tu_term_token(f, 3, card);
 	assert_int_equal(kp_tap_decide(f->e, card, T0, &o), KP_OK);
 	assert_int_equal(o.kind, KP_TAP_ACCEPTED);
 	assert_string_equal(o.category, "resident");
 	assert_int_equal(o.linked, 1);
 	assert_int_equal(o.warn_days, -1);
 	/* card 4: resident status ends in 12 days: accepted with a warning */
-	put_ent(f, 4, 400, "RES", 10, T0 - DAY, T0 + 90 * DAY);
-	token_of(f, 4, card);
+	tu_term_put_ent(f, 4, 400, "RES", 10, T0 - DAY, T0 + 90 * DAY);
+	tu_term_token(f, 4, card);
 	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - DAY, T0 + 12 * DAY + 5,
 	                                          NULL), KP_OK);
 	assert_int_equal(kp_tap_decide(f->e, card, T0, &o), KP_OK);
@@ -390,7 +323,7 @@ static void test_resident_categories_and_linkage(void **state)
 	assert_int_equal(kp_store_put_entitlement(f->s, &e), KP_OK);
 	assert_int_equal(kp_store_put_eligibility(f->s, linkage, "resident", T0 - DAY, T0 + 365 * DAY,
 	                                          NULL), KP_OK);
-	token_of(f, 5, card);
+	tu_term_token(f, 5, card);
 	assert_int_equal(kp_tap_decide(f->e, card, T0, &o), KP_OK);
 	assert_string_equal(o.reason, "no-entitlement");      /* not linked yet */
 	assert_int_equal(kp_store_put_eligibility(f->s, card, "resident", T0 - DAY, T0 + 365 * DAY,
@@ -411,7 +344,7 @@ static void test_resident_categories_and_linkage(void **state)
 
 static void test_migrations(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	char path[300];
 	kp_store *s = NULL;
 	int v = -1;
@@ -446,7 +379,7 @@ static void test_migrations(void **state)
 
 static void test_store_pragmas(void **state)
 {
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	sqlite3 *raw = NULL;
 	sqlite3_stmt *st = NULL;
 
@@ -464,11 +397,11 @@ static void test_token_derivation(void **state)
 	/* HMAC-SHA256(key = 32 x 0x5A, "felica" || 0101020304050607), first 16 bytes;
 	 * computed independently with Python's hmac module. */
 	static const char *want = "e7f879997b2e10f724ebab53f0e9aeef";
-	struct fx *f = *state;
+	struct tu_term *f = *state;
 	uint8_t token[KP_TOKEN_LEN];
 	char hex[33];
 
-	token_of(f, 0x07, token);
+	tu_term_token(f, 0x07, token);
 	kp_hex(token, KP_TOKEN_LEN, hex);
 	assert_string_equal(hex, want);
 	/* the kind is part of the token: the same id under another kind differs */
@@ -480,23 +413,26 @@ static void test_token_derivation(void **state)
 	}
 }
 
+/* The tests below run between setup and tu_term_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_term_teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_accept_deducts_one_ride, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_each_refusal_reason, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cross_operator_product_on_b, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_double_tap_window, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refused_tap_does_not_open_window, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_best_entitlement_expires_first, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_journal_chain_verifies_and_detects_tampering, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_swapped_payload_is_caught, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_failed_commit_changes_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_load_while_running, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resident_categories_and_linkage, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_pragmas, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_token_derivation, setup, teardown),
+		FX_TEST(test_accept_deducts_one_ride),
+		FX_TEST(test_each_refusal_reason),
+		FX_TEST(test_cross_operator_product_on_b),
+		FX_TEST(test_double_tap_window),
+		FX_TEST(test_refused_tap_does_not_open_window),
+		FX_TEST(test_best_entitlement_expires_first),
+		FX_TEST(test_journal_chain_verifies_and_detects_tampering),
+		FX_TEST(test_swapped_payload_is_caught),
+		FX_TEST(test_failed_commit_changes_nothing),
+		FX_TEST(test_load_while_running),
+		FX_TEST(test_resident_categories_and_linkage),
+		FX_TEST(test_migrations),
+		FX_TEST(test_store_pragmas),
+		FX_TEST(test_token_derivation),
 	};
 
 	return cmocka_run_group_tests_name("tap", tests, NULL, NULL);

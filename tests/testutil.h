@@ -54,6 +54,44 @@ static TU_UNUSED void tu_write(const char *path, const char *text)
 	}
 }
 
+/* dir/name, in one of eight buffers used in turn so that one call can take several paths;
+ * one that does not fit fails the test. */
+static TU_UNUSED const char *tu_path(const char *dir, const char *name)
+{
+	static char buf[8][PATH_MAX];
+	static int slot;
+	char *p = buf[slot++ % 8];
+	int n = snprintf(p, PATH_MAX, "%s/%s", dir, name);
+
+	if (n < 0 || n >= PATH_MAX)
+		fail_msg("path %s/%s does not fit", dir, name);
+	return p;
+}
+
+static TU_UNUSED void tu_write_bytes(const char *path, const void *data, size_t len)
+{
+	FILE *fp = fopen(path, "wb");
+
+	assert_non_null(fp);
+	assert_int_equal(fwrite(data, 1, len, fp), len);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* Reads the file at path into buf, NUL-terminated; the file must exist and fit in cap - 1
+ * bytes. Its length. */
+static TU_UNUSED size_t tu_read_bytes(const char *path, void *buf, size_t cap)
+{
+	FILE *fp = fopen(path, "rb");
+	size_t n;
+
+	assert_non_null(fp);
+	n = fread(buf, 1, cap, fp);
+	fclose(fp);
+	assert_true(n < cap);
+	((char *)buf)[n] = '\0';
+	return n;
+}
+
 /* Reads a whole file into a malloc'd NUL-terminated buffer (NULL if missing). */
 static TU_UNUSED char *tu_read(const char *path)
 {
@@ -99,6 +137,20 @@ static TU_UNUSED int tu_sh(const char *fmt, ...)
 	if (st == -1 || !WIFEXITED(st))
 		return -1;
 	return WEXITSTATUS(st);
+}
+
+/* Runs a shell command in dir with the programs in bin at hand: $CTL is kippuctl, $TERM_BIN
+ * kippu-terminal, $DB backend.db; its exit status as tu_sh's. */
+static TU_UNUSED int tu_sh_in(const char *dir, const char *bin, const char *fmt, ...)
+{
+	char cmd[6000];
+	va_list ap;
+
+	va_start(ap, fmt);
+	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return tu_sh("cd '%s' && CTL='%s/kippuctl' && TERM_BIN='%s/kippu-terminal' && DB=backend.db "
+	             "&& %s", dir, bin, bin, cmd);
 }
 
 /* Where the built programs are (the Makefile sets KP_BIN). */
