@@ -269,7 +269,8 @@ static int line_entitlement(const struct load_ctx *c, char **f)
 		if (kp_store_product_stored(c->s, e.product, &is_stored) != KP_OK || !is_stored)
 			return KP_E_PARSE;
 	}
-	*c->why = "times must be ISO 8601 with Z or an offset (2026-11-26T04:00:00+09:00), or Unix seconds";
+	*c->why = "times must be ISO 8601 with Z or an offset (2026-11-26T04:00:00+09:00), "
+	          "or Unix seconds";
 	if (kp_parse_time(f[5], &e.valid_from_ms) != KP_OK ||
 	    kp_parse_time(f[6], &e.valid_until_ms) != KP_OK)
 		return KP_E_PARSE;
