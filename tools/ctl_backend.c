@@ -2,8 +2,8 @@
  * sales, denylist, the registry of terminals, records, ledger, quarantines, the fare engine's configuration and fare
  * feeds) and exporting stored records for audit. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,48 +265,29 @@ struct bargs {
 	const char *pos[64];
 };
 
+#define OPT(name, field, help) { name, KP_CTL_STR, offsetof(struct bargs, field), 0, 0, 0, help }
+static const struct kp_ctl_opt backend_opts[] = {
+	OPT("token-key", token_key, "the card token key"),
+	OPT("label", label, "a card's label (card)"),
+	OPT("terminal", terminal, "one terminal's rows only (reports)"),
+	OPT("category", category, "the rider category a product is for (product)"),
+	OPT("feed-id", feed_id, "the feed's id (fares import)"),
+	OPT("balance", balance, "stored value in minor units (sell)"),
+	{ "first-use", KP_CTL_FLAG, offsetof(struct bargs, first_use), 0, 0, 0,
+	  "a period pass that starts at its first tap (sell)" },
+	OPT("operator", operator_id, "the terminal's operator (terminal add)"),
+	{ NULL, 0, 0, 0, 0, 0, NULL },
+};
+#undef OPT
+
 static int parse(int argc, char **argv, struct bargs *a)
 {
-	static const struct option opts[] = {
-		{ "token-key", required_argument, NULL, 't' },
-		{ "label", required_argument, NULL, 'l' },
-		{ "terminal", required_argument, NULL, 'T' },
-		{ "category", required_argument, NULL, 'c' },
-		{ "feed-id", required_argument, NULL, 'f' },
-		{ "balance", required_argument, NULL, 'b' },
-		{ "first-use", no_argument, NULL, 'u' },
-		{ "operator", required_argument, NULL, 'o' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
+	struct kp_ctl_pos pos = { a->pos, 64, 0, NULL };
 
 	memset(a, 0, sizeof(*a));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 't')
-			a->token_key = optarg;
-		else if (c == 'l')
-			a->label = optarg;
-		else if (c == 'T')
-			a->terminal = optarg;
-		else if (c == 'c')
-			a->category = optarg;
-		else if (c == 'f')
-			a->feed_id = optarg;
-		else if (c == 'b')
-			a->balance = optarg;
-		else if (c == 'u')
-			a->first_use = 1;
-		else if (c == 'o')
-			a->operator_id = optarg;
-		else
-			return -1;
-	}
-	for (; optind < argc; optind++) {
-		if (a->n == 64)
-			return -1;
-		a->pos[a->n++] = argv[optind];
-	}
+	if (kp_ctl_parse(argc, argv, backend_opts, a, &pos) != 0)
+		return -1;
+	a->n = pos.n;
 	return 0;
 }
 
@@ -880,210 +861,326 @@ static bool text_arg_bad(const char *cmd, const struct bargs *a)
 	return false;
 }
 
+/* A store call's outcome: 0, or 1 after telling stderr the store's account of it. */
+static int be_result(kp_bstore *s, const char *cmd, int rc)
+{
+	if (rc == KP_BE_OK)
+		return 0;
+	fprintf(stderr, "kippuctl: backend %s: %s\n", cmd, kp_bstore_errmsg(s));
+	return 1;
+}
+
+static int be_usage(void)
+{
+	kp_ctl_backend_usage(stderr);
+	return 2;
+}
+
+/* ---- the subcommands: those that open the database themselves ---- */
+
+static int be_fares(kp_bstore *unused, const struct bargs *a, const char *cmd)
+{
+	kp_bstore *s = NULL;
+	int rc;
+
+	if (a->n == 3 && strcmp(a->pos[0], "import") == 0)
+		return backend_fares_import(a->pos[1], a->pos[2], a->feed_id);
+	if ((a->n != 2 || strcmp(a->pos[0], "list") != 0) &&
+	    (a->n != 3 || strcmp(a->pos[0], "remove") != 0))
+		return be_usage();
+	if (kp_bstore_open(&s, a->pos[1]) != KP_BE_OK)
+		return 1;
+	if (strcmp(a->pos[0], "remove") == 0) {
+		rc = kp_bstore_delete_feed(s, a->pos[2]);
+	} else {
+		struct table t = { 0 };
+
+		rc = kp_bstore_report(s, KP_REPORT_FEEDS, NULL, print_row, &t);
+		if (rc == KP_BE_OK && t.rows == 0)
+			printf("(no fare feeds)\n");
+	}
+	rc = be_result(s, cmd, rc);
+	kp_bstore_close(s);
+	return rc;
+}
+
+static int be_quarantine(kp_bstore *unused, const struct bargs *a, const char *cmd)
+{
+	kp_bstore *s = NULL;
+	int rc;
+
+	if (a->n < 2 || (strcmp(a->pos[0], "list") != 0 && strcmp(a->pos[0], "clear") != 0) ||
+	    (strcmp(a->pos[0], "clear") == 0 && a->n != 3))
+		return be_usage();
+	if (kp_bstore_open(&s, a->pos[1]) != KP_BE_OK)
+		return 1;
+	if (strcmp(a->pos[0], "list") == 0) {
+		struct table t = { 0 };
+
+		rc = kp_bstore_report(s, KP_REPORT_QUARANTINE, a->terminal, print_row, &t);
+		if (t.rows == 0)
+			printf("no quarantines\n");
+	} else {
+		rc = kp_bstore_quarantine_clear(s, a->pos[2]);
+		if (rc == KP_BE_OK)
+			printf("terminal %s released from quarantine: its next sync resends from "
+			       "the last record held\n", a->pos[2]);
+	}
+	rc = be_result(s, cmd, rc);
+	kp_bstore_close(s);
+	return rc;
+}
+
+static int be_clones_clear(kp_bstore *unused, const struct bargs *a, const char *cmd)
+{
+	static const uint8_t no_key[KP_TOKEN_KEY_LEN];
+	uint8_t token[KP_TOKEN_LEN];
+	kp_bstore *s = NULL;
+	int rc;
+
+	if (a->n != 3 || strncmp(a->pos[2], "token:", 6) != 0 ||
+	    kp_parse_card(a->pos[2], no_key, token) != KP_OK) {
+		fprintf(stderr, "kippuctl: backend clones clear DB token:<32 hex digits> (the "
+		        "linkage as the clones report shows it)\n");
+		return 2;
+	}
+	if (kp_bstore_open(&s, a->pos[1]) != KP_BE_OK)
+		return 1;
+	rc = kp_bstore_clone_clear(s, token, now_ms());
+	if (rc == KP_BE_OK)
+		printf("linkage cleared: the next bundle carries its eligibility again\n");
+	rc = be_result(s, cmd, rc);
+	kp_bstore_close(s);
+	return rc;
+}
+
+static int be_terminal(kp_bstore *unused, const struct bargs *a, const char *cmd)
+{
+	return backend_terminal(a);
+}
+
+/* ---- the subcommands on an open database (a->pos[0] is DB) ---- */
+
+static int be_operator(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	if (!kp_valid_id(a->pos[1]))
+		return be_usage();
+	return be_result(s, cmd, kp_bstore_put_operator(s, a->pos[1], a->pos[2]));
+}
+
+static int be_product(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	const char *ops[16];
+	size_t n_ops = 0;
+	char *list, *save = NULL;
+	long rides;
+	int rc;
+
+	if (!kp_valid_id(a->pos[1]))
+		return be_usage();
+	list = strdup(a->pos[3]);
+	rides = strtol(a->pos[2], NULL, 10);
+	for (char *t = strtok_r(list, ",", &save); t != NULL && n_ops < 16;
+	     t = strtok_r(NULL, ",", &save))
+		ops[n_ops++] = t;
+	if (rides < 1 || rides > 10000 || n_ops == 0 ||
+	    (a->category != NULL && !kp_valid_id(a->category))) {
+		fprintf(stderr, "kippuctl: rides 1-10000, at least one operator, and --category "
+		        "1-32 characters of A-Z a-z 0-9 - _ .\n");
+		free(list);
+		return 2;
+	}
+	rc = kp_bstore_put_product_cat(s, a->pos[1], a->pos[4], rides, ops, n_ops, a->category);
+	free(list);
+	return be_result(s, cmd, rc);
+}
+
+static int be_card(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	uint8_t token[KP_TOKEN_LEN];
+
+	if (card_token(a, a->pos[1], token) != 0)
+		return 1;
+	return be_result(s, cmd, kp_bstore_register_card(s, token, a->label != NULL ? a->label : "",
+	                                                 now_ms()));
+}
+
+static int be_sell(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	uint8_t token[KP_TOKEN_LEN];
+	int64_t from, until, ent = 0, balance = 0;
+	char *end = NULL;
+	int rc;
+
+	if (card_token(a, a->pos[1], token) != 0)
+		return 1;
+	if (kp_parse_time(a->pos[3], &from) != KP_OK || kp_parse_time(a->pos[4], &until) != KP_OK ||
+	    until <= from) {
+		fprintf(stderr, "kippuctl: FROM and UNTIL: ISO 8601 with Z or an offset, "
+		        "UNTIL after FROM\n");
+		return 2;
+	}
+	if (a->balance != NULL) {
+		errno = 0;
+		balance = strtoll(a->balance, &end, 10);
+		if (errno != 0 || end == a->balance || *end != '\0' || balance < 1 ||
+		    balance > 1000000000000LL) {
+			fprintf(stderr, "kippuctl: --balance: 1 to 10^12 minor units\n");
+			return 2;
+		}
+	}
+	rc = kp_bstore_sell_ex(s, token, a->pos[2], from, until, balance, a->first_use, now_ms(),
+	                       &ent);
+	if (rc == KP_BE_OK)
+		printf("entitlement %lld: %s sold\n", (long long)ent, a->pos[2]);
+	return be_result(s, cmd, rc);
+}
+
+static int be_deny(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	uint8_t token[KP_TOKEN_LEN];
+
+	if (card_token(a, a->pos[1], token) != 0)
+		return 1;
+	if (strcmp(cmd, "undeny") == 0)
+		return be_result(s, cmd, kp_bstore_undeny(s, token));
+	return be_result(s, cmd, kp_bstore_denylist(s, token, a->pos[2], now_ms()));
+}
+
+static int be_load(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	return backend_load(s, a->pos[1], a->pos[1]);
+}
+
+static int be_policy(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	return backend_policy(s, (char **)a->pos + 1, a->n - 1);
+}
+
+static int be_set(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	return backend_set(s, a->pos + 1, a->n - 1);
+}
+
+static int be_service_day(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	int end_s = 0, offset_s = 9 * 3600;
+
+	if (parse_hhmm(a->pos[1], 0, &end_s) != 0 ||
+	    (a->n == 3 && parse_hhmm(a->pos[2], 1, &offset_s) != 0)) {
+		fprintf(stderr, "kippuctl: service-day DB HH:MM [+HH:MM]\n");
+		return 2;
+	}
+	return be_result(s, cmd, kp_bstore_set_service_day(s, end_s, offset_s));
+}
+
+static int be_export(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	return export_records(s, a->pos[1], a->pos[2]);
+}
+
+/* The reports: kippuctl backend NAME DB [--terminal ID] prints a table. */
+static const struct report {
+	const char *name;
+	enum kp_report report;
+	int by_terminal;                     /* --terminal narrows it */
+	const char *none;                    /* what an empty one prints */
+} reports[] = {
+	{ "records", KP_REPORT_RECORDS, 1, "(none)" },
+	{ "ledger", KP_REPORT_LEDGER, 1, "(none)" },
+	{ "terminals", KP_REPORT_TERMINALS, 1, "(none)" },
+	{ "overdrafts", KP_REPORT_OVERDRAFTS, 1, "(none)" },
+	{ "entitlements", KP_REPORT_ENTITLEMENTS, 1, "(none)" },
+	{ "journals", KP_REPORT_JOURNALS, 1, "(none)" },
+	{ "certificates", KP_REPORT_CERTS, 1, "(none)" },
+	{ "clones", KP_REPORT_CLONES, 1, "(no possible copies flagged)" },
+	{ "products", KP_REPORT_PRODUCTS, 0, "(none)" },
+	{ "fare-rules", KP_REPORT_FARES, 0, "(none)" },
+};
+
+static int be_report(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	for (size_t i = 0; i < sizeof(reports) / sizeof(reports[0]); i++) {
+		struct table t = { 0 };
+		int rc;
+
+		if (strcmp(cmd, reports[i].name) != 0)
+			continue;
+		rc = kp_bstore_report(s, reports[i].report, reports[i].by_terminal ? a->terminal : NULL,
+		                      print_row, &t);
+		if (rc == KP_BE_OK && t.rows == 0)
+			printf("%s\n", reports[i].none);
+		return be_result(s, cmd, rc);
+	}
+	return be_usage();      /* not reached: backend_cmd_find found cmd in reports[] */
+}
+
+/* The subcommands: NAME [SUB], how many arguments follow NAME (DB included), and whether the
+ * handler opens the database itself (then it also checks its own arguments). Others get
+ * the database a->pos[0], opened after the names and reasons they carry were checked. */
+static const struct backend_cmd {
+	const char *name, *sub;
+	int min, max;
+	int own_db;
+	int (*run)(kp_bstore *s, const struct bargs *a, const char *cmd);
+} backend_cmds[] = {
+	{ "fares", NULL, 1, 64, 1, be_fares },
+	{ "quarantine", NULL, 1, 64, 1, be_quarantine },
+	{ "clones", "clear", 1, 64, 1, be_clones_clear },
+	{ "terminal", NULL, 1, 64, 1, be_terminal },
+	{ "operator", NULL, 3, 3, 0, be_operator },
+	{ "product", NULL, 5, 5, 0, be_product },
+	{ "card", NULL, 2, 2, 0, be_card },
+	{ "sell", NULL, 5, 5, 0, be_sell },
+	{ "deny", NULL, 3, 3, 0, be_deny },
+	{ "undeny", NULL, 2, 2, 0, be_deny },
+	{ "load", NULL, 2, 2, 0, be_load },
+	{ "policy", NULL, 1, 64, 0, be_policy },
+	{ "set", NULL, 3, 64, 0, be_set },
+	{ "service-day", NULL, 2, 3, 0, be_service_day },
+	{ "export", NULL, 3, 3, 0, be_export },
+};
+
+/* The row of a report (reports[]): every report takes DB alone. */
+static const struct backend_cmd report_cmd = { "", NULL, 1, 1, 0, be_report };
+
+static const struct backend_cmd *backend_cmd_find(const char *name, const struct bargs *a)
+{
+	for (size_t i = 0; i < sizeof(backend_cmds) / sizeof(backend_cmds[0]); i++) {
+		const struct backend_cmd *c = &backend_cmds[i];
+
+		if (strcmp(name, c->name) == 0 && (c->sub == NULL || strcmp(a->pos[0], c->sub) == 0))
+			return c;
+	}
+	for (size_t i = 0; i < sizeof(reports) / sizeof(reports[0]); i++) {
+		if (strcmp(name, reports[i].name) == 0)
+			return &report_cmd;
+	}
+	return NULL;
+}
+
 int kp_ctl_backend(int argc, char **argv)
 {
+	const struct backend_cmd *c;
 	struct bargs a;
-	const char *cmd;
 	kp_bstore *s = NULL;
-	uint8_t token[KP_TOKEN_LEN];
-	int rc = KP_BE_OK, exit_code = 1;
+	int exit_code;
 
-	if (argc < 2 || parse(argc - 1, argv + 1, &a) != 0 || a.n < 1) {
-		kp_ctl_backend_usage(stderr);
+	if (argc < 2 || parse(argc - 1, argv + 1, &a) != 0 || a.n < 1)
+		return be_usage();
+	c = backend_cmd_find(argv[1], &a);
+	if (c != NULL && c->own_db)
+		return c->run(NULL, &a, argv[1]);
+	if (text_arg_bad(argv[1], &a))
 		return 2;
-	}
-	cmd = argv[1];
-	if (strcmp(cmd, "fares") == 0) {
-		if (a.n == 3 && strcmp(a.pos[0], "import") == 0)
-			return backend_fares_import(a.pos[1], a.pos[2], a.feed_id);
-		if ((a.n == 2 && strcmp(a.pos[0], "list") == 0) ||
-		    (a.n == 3 && strcmp(a.pos[0], "remove") == 0)) {
-			rc = kp_bstore_open(&s, a.pos[1]);
-			if (rc != KP_BE_OK)
-				return 1;
-			if (strcmp(a.pos[0], "remove") == 0) {
-				rc = kp_bstore_delete_feed(s, a.pos[2]);
-			} else {
-				struct table t = { 0 };
-
-				rc = kp_bstore_report(s, KP_REPORT_FEEDS, NULL, print_row, &t);
-				if (rc == KP_BE_OK && t.rows == 0)
-					printf("(no fare feeds)\n");
-			}
-			goto done;
-		}
-		kp_ctl_backend_usage(stderr);
-		return 2;
-	}
-	if (strcmp(cmd, "quarantine") == 0) {
-		if (a.n < 2 || (strcmp(a.pos[0], "list") != 0 && strcmp(a.pos[0], "clear") != 0) ||
-		    (strcmp(a.pos[0], "clear") == 0 && a.n != 3)) {
-			kp_ctl_backend_usage(stderr);
-			return 2;
-		}
-		rc = kp_bstore_open(&s, a.pos[1]);
-		if (rc != KP_BE_OK)
-			return 1;
-		if (strcmp(a.pos[0], "list") == 0) {
-			struct table t = { 0 };
-
-			rc = kp_bstore_report(s, KP_REPORT_QUARANTINE, a.terminal, print_row, &t);
-			if (t.rows == 0)
-				printf("no quarantines\n");
-		} else {
-			rc = kp_bstore_quarantine_clear(s, a.pos[2]);
-			if (rc == KP_BE_OK)
-				printf("terminal %s released from quarantine: its next sync resends from "
-				       "the last record held\n", a.pos[2]);
-		}
-		goto done;
-	}
-	if (strcmp(cmd, "clones") == 0 && a.n >= 1 && strcmp(a.pos[0], "clear") == 0) {
-		static const uint8_t no_key[KP_TOKEN_KEY_LEN];
-
-		if (a.n != 3 || strncmp(a.pos[2], "token:", 6) != 0 ||
-		    kp_parse_card(a.pos[2], no_key, token) != KP_OK) {
-			fprintf(stderr, "kippuctl: backend clones clear DB token:<32 hex digits> (the "
-			        "linkage as the clones report shows it)\n");
-			return 2;
-		}
-		rc = kp_bstore_open(&s, a.pos[1]);
-		if (rc != KP_BE_OK)
-			return 1;
-		rc = kp_bstore_clone_clear(s, token, now_ms());
-		if (rc == KP_BE_OK)
-			printf("linkage cleared: the next bundle carries its eligibility again\n");
-		goto done;
-	}
-	if (strcmp(cmd, "terminal") == 0)
-		return backend_terminal(&a);
-	if (text_arg_bad(cmd, &a))
-		return 2;
-	rc = kp_bstore_open(&s, a.pos[0]);
-	if (rc != KP_BE_OK)
+	/* An unknown subcommand, or one with the wrong number of arguments, is told so only
+	 * once DB opened (as it always was). */
+	if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
 		return 1;
-	if (strcmp(cmd, "operator") == 0 && a.n == 3 && kp_valid_id(a.pos[1])) {
-		rc = kp_bstore_put_operator(s, a.pos[1], a.pos[2]);
-	} else if (strcmp(cmd, "product") == 0 && a.n == 5 && kp_valid_id(a.pos[1])) {
-		const char *ops[16];
-		size_t n_ops = 0;
-		char *list = strdup(a.pos[3]), *save = NULL;
-		long rides = strtol(a.pos[2], NULL, 10);
-
-		for (char *t = strtok_r(list, ",", &save); t != NULL && n_ops < 16;
-		     t = strtok_r(NULL, ",", &save))
-			ops[n_ops++] = t;
-		if (rides < 1 || rides > 10000 || n_ops == 0 ||
-		    (a.category != NULL && !kp_valid_id(a.category))) {
-			fprintf(stderr, "kippuctl: rides 1-10000, at least one operator, and --category "
-			        "1-32 characters of A-Z a-z 0-9 - _ .\n");
-			free(list);
-			exit_code = 2;
-			goto out;
-		}
-		rc = kp_bstore_put_product_cat(s, a.pos[1], a.pos[4], rides, ops, n_ops, a.category);
-		free(list);
-	} else if (strcmp(cmd, "card") == 0 && a.n == 2) {
-		if (card_token(&a, a.pos[1], token) != 0)
-			goto out;
-		rc = kp_bstore_register_card(s, token, a.label != NULL ? a.label : "", now_ms());
-	} else if (strcmp(cmd, "sell") == 0 && a.n == 5) {
-		int64_t from, until, ent = 0, balance = 0;
-		char *end = NULL;
-
-		if (card_token(&a, a.pos[1], token) != 0)
-			goto out;
-		if (kp_parse_time(a.pos[3], &from) != KP_OK || kp_parse_time(a.pos[4], &until) != KP_OK ||
-		    until <= from) {
-			fprintf(stderr, "kippuctl: FROM and UNTIL: ISO 8601 with Z or an offset, "
-			        "UNTIL after FROM\n");
-			exit_code = 2;
-			goto out;
-		}
-		if (a.balance != NULL) {
-			errno = 0;
-			balance = strtoll(a.balance, &end, 10);
-			if (errno != 0 || end == a.balance || *end != '\0' || balance < 1 ||
-			    balance > 1000000000000LL) {
-				fprintf(stderr, "kippuctl: --balance: 1 to 10^12 minor units\n");
-				exit_code = 2;
-				goto out;
-			}
-		}
-		rc = kp_bstore_sell_ex(s, token, a.pos[2], from, until, balance, a.first_use, now_ms(),
-		                       &ent);
-		if (rc == KP_BE_OK)
-			printf("entitlement %lld: %s sold\n", (long long)ent, a.pos[2]);
-	} else if (strcmp(cmd, "deny") == 0 && a.n == 3) {
-		if (card_token(&a, a.pos[1], token) != 0)
-			goto out;
-		rc = kp_bstore_denylist(s, token, a.pos[2], now_ms());
-	} else if (strcmp(cmd, "undeny") == 0 && a.n == 2) {
-		if (card_token(&a, a.pos[1], token) != 0)
-			goto out;
-		rc = kp_bstore_undeny(s, token);
-	} else if (a.n == 1 && (strcmp(cmd, "records") == 0 || strcmp(cmd, "ledger") == 0 ||
-	                        strcmp(cmd, "terminals") == 0 || strcmp(cmd, "overdrafts") == 0 ||
-	                        strcmp(cmd, "entitlements") == 0 || strcmp(cmd, "journals") == 0 ||
-	                        strcmp(cmd, "certificates") == 0)) {
-		struct table t = { 0 };
-		enum kp_report r = strcmp(cmd, "records") == 0 ? KP_REPORT_RECORDS :
-		                   strcmp(cmd, "ledger") == 0 ? KP_REPORT_LEDGER :
-		                   strcmp(cmd, "terminals") == 0 ? KP_REPORT_TERMINALS :
-		                   strcmp(cmd, "overdrafts") == 0 ? KP_REPORT_OVERDRAFTS :
-		                   strcmp(cmd, "journals") == 0 ? KP_REPORT_JOURNALS :
-		                   strcmp(cmd, "certificates") == 0 ? KP_REPORT_CERTS :
-		                   KP_REPORT_ENTITLEMENTS;
-
-		rc = kp_bstore_report(s, r, a.terminal, print_row, &t);
-		if (rc == KP_BE_OK && t.rows == 0)
-			printf("(none)\n");
-	} else if (strcmp(cmd, "load") == 0 && a.n == 2) {
-		exit_code = backend_load(s, a.pos[1], a.pos[1]);
-		goto out;
-	} else if (strcmp(cmd, "clones") == 0 && a.n == 1) {
-		struct table t = { 0 };
-
-		rc = kp_bstore_report(s, KP_REPORT_CLONES, a.terminal, print_row, &t);
-		if (rc == KP_BE_OK && t.rows == 0)
-			printf("(no possible copies flagged)\n");
-	} else if (strcmp(cmd, "policy") == 0 && a.n >= 1) {
-		exit_code = backend_policy(s, (char **)a.pos + 1, a.n - 1);
-		goto out;
-	} else if (strcmp(cmd, "set") == 0 && a.n >= 3) {
-		exit_code = backend_set(s, a.pos + 1, a.n - 1);
-		goto out;
-	} else if (a.n == 1 && (strcmp(cmd, "products") == 0 || strcmp(cmd, "fare-rules") == 0)) {
-		struct table t = { 0 };
-
-		rc = kp_bstore_report(s, strcmp(cmd, "products") == 0 ? KP_REPORT_PRODUCTS :
-		                      KP_REPORT_FARES, NULL, print_row, &t);
-		if (rc == KP_BE_OK && t.rows == 0)
-			printf("(none)\n");
-	} else if (strcmp(cmd, "service-day") == 0 && (a.n == 2 || a.n == 3)) {
-		int end_s = 0, offset_s = 9 * 3600;
-
-		if (parse_hhmm(a.pos[1], 0, &end_s) != 0 ||
-		    (a.n == 3 && parse_hhmm(a.pos[2], 1, &offset_s) != 0)) {
-			fprintf(stderr, "kippuctl: service-day DB HH:MM [+HH:MM]\n");
-			exit_code = 2;
-			goto out;
-		}
-		rc = kp_bstore_set_service_day(s, end_s, offset_s);
-	} else if (strcmp(cmd, "export") == 0 && a.n == 3) {
-		exit_code = export_records(s, a.pos[1], a.pos[2]);
-		goto out;
-	} else {
-		kp_ctl_backend_usage(stderr);
-		exit_code = 2;
-		goto out;
-	}
-done:
-	if (rc != KP_BE_OK)
-		fprintf(stderr, "kippuctl: backend %s: %s\n", cmd, kp_bstore_errmsg(s));
+	if (c == NULL || a.n < c->min || a.n > c->max)
+		exit_code = be_usage();
 	else
-		exit_code = 0;
-out:
+		exit_code = c->run(s, &a, argv[1]);
 	kp_bstore_close(s);
 	return exit_code;
 }

@@ -1,6 +1,6 @@
 /* kippuctl fares ...: import a GTFS feed's fares into a terminal's store, and price one leg
  * with the same lookup the terminal uses. */
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,61 +24,51 @@ void kp_ctl_fares_usage(FILE *fp)
 
 struct fargs {
 	struct kp_fare_query q;
-	const char *time;
+	const char *time, *date, *payment, *model;
 	const char *token_key;
 	int npos;
 	const char *pos[3];
 };
 
+#define OPT(name, field, help) { name, KP_CTL_STR, offsetof(struct fargs, field), 0, 0, 0, help }
+static const struct kp_ctl_opt fares_opts[] = {
+	OPT("feed-id", q.feed_id, "the feed's id"),
+	OPT("route", q.route_id, "the leg's route"),
+	OPT("from", q.from_stop, "the stop tapped on at"),
+	OPT("to", q.to_stop, "the stop tapped off at"),
+	OPT("from-zone", q.from_zone, "the zone tapped on in"),
+	OPT("to-zone", q.to_zone, "the zone tapped off in"),
+	OPT("date", date, "the service date, YYYYMMDD"),
+	OPT("time", time, "the time of day, HH:MM:SS"),
+	OPT("category", q.rider_category, "the rider category"),
+	OPT("media", q.fare_media, "the fare media"),
+	OPT("payment", payment, "the payment method, 0 or 1"),
+	OPT("model", model, "the fares model, 1 or 2"),
+	OPT("token-key", token_key, "the card token key (quote)"),
+	{ NULL, 0, 0, 0, 0, 0, NULL },
+};
+#undef OPT
+
 static int fares_parse(int argc, char **argv, struct fargs *a)
 {
-	static const struct option opts[] = {
-		{ "feed-id", required_argument, NULL, 'f' },
-		{ "route", required_argument, NULL, 'r' },
-		{ "from", required_argument, NULL, 'a' },
-		{ "to", required_argument, NULL, 'b' },
-		{ "from-zone", required_argument, NULL, 'A' },
-		{ "to-zone", required_argument, NULL, 'B' },
-		{ "date", required_argument, NULL, 'd' },
-		{ "time", required_argument, NULL, 't' },
-		{ "category", required_argument, NULL, 'c' },
-		{ "media", required_argument, NULL, 'm' },
-		{ "payment", required_argument, NULL, 'p' },
-		{ "model", required_argument, NULL, 'M' },
-		{ "token-key", required_argument, NULL, 'k' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, h, m, s, n = 0;
+	struct kp_ctl_pos pos = { a->pos, 3, 0, NULL };
+	int h, m, s, n = 0;
 
 	memset(a, 0, sizeof(*a));
-	a->q.payment_method = -1;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'f': a->q.feed_id = optarg; break;
-		case 'r': a->q.route_id = optarg; break;
-		case 'a': a->q.from_stop = optarg; break;
-		case 'b': a->q.to_stop = optarg; break;
-		case 'A': a->q.from_zone = optarg; break;
-		case 'B': a->q.to_zone = optarg; break;
-		case 'd': a->q.date = (int32_t)strtol(optarg, NULL, 10); break;
-		case 't': a->time = optarg; break;
-		case 'c': a->q.rider_category = optarg; break;
-		case 'm': a->q.fare_media = optarg; break;
-		case 'p': a->q.payment_method = atoi(optarg); break;
-		case 'M': a->q.model = (enum kp_fare_model)atoi(optarg); break;
-		case 'k': a->token_key = optarg; break;
-		default: return -1;
-		}
-	}
+	if (kp_ctl_parse(argc, argv, fares_opts, a, &pos) != 0)
+		return -1;
+	a->npos = pos.n;
+	a->q.payment_method = a->payment != NULL ? atoi(a->payment) : -1;
+	if (a->date != NULL)
+		a->q.date = (int32_t)strtol(a->date, NULL, 10);
+	if (a->model != NULL)
+		a->q.model = (enum kp_fare_model)atoi(a->model);
 	if (a->time != NULL) {
 		if (sscanf(a->time, "%d:%d:%d%n", &h, &m, &s, &n) != 3 || a->time[n] != '\0')
 			return -1;
 		a->q.time_s = h * 3600 + m * 60 + s;
 	}
-	while (optind < argc && a->npos < 3)
-		a->pos[a->npos++] = argv[optind++];
-	return optind < argc ? -1 : 0;
+	return 0;
 }
 
 static void print_warning(void *arg, const char *msg)

@@ -4,8 +4,8 @@
  * outside tests, and no real name or number goes into its certificates. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,62 +40,30 @@ struct jargs {
 	int days;
 };
 
+#define OPT(name, field, help) { name, KP_CTL_STR, offsetof(struct jargs, field), 0, 0, 0, help }
+static const struct kp_ctl_opt jpki_opts[] = {
+	OPT("key", key, "the CA key to make"),
+	OPT("cert", cert, "the CA certificate to make"),
+	OPT("ca-key", ca_key, "the CA key that signs a card"),
+	OPT("ca-cert", ca_cert, "the CA certificate"),
+	OPT("dir", dir, "the mock card's folder"),
+	OPT("cn", cn, "the certificate's common name"),
+	{ "days", KP_CTL_INT, offsetof(struct jargs, days), 1, 36500, 0, "validity in days" },
+	OPT("serial", serial, "the card certificate's serial number"),
+	OPT("not-before", not_before, "validity start (TIME)"),
+	OPT("not-after", not_after, "validity end (TIME), in place of --days"),
+	{ NULL, 0, 0, 0, 0, 0, NULL },
+};
+#undef OPT
+
 static int jpki_parse(int argc, char **argv, struct jargs *a)
 {
-	static const struct option opts[] = {
-		{ "key", required_argument, NULL, 'k' },
-		{ "cert", required_argument, NULL, 'c' },
-		{ "ca-key", required_argument, NULL, 'K' },
-		{ "ca-cert", required_argument, NULL, 'C' },
-		{ "dir", required_argument, NULL, 'D' },
-		{ "cn", required_argument, NULL, 'n' },
-		{ "days", required_argument, NULL, 'd' },
-		{ "serial", required_argument, NULL, 's' },
-		{ "not-before", required_argument, NULL, 'b' },
-		{ "not-after", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
+	struct kp_ctl_pos pos = { NULL, 0, 0, NULL };
 
 	memset(a, 0, sizeof(*a));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'k': a->key = optarg; break;
-		case 'c': a->cert = optarg; break;
-		case 'K': a->ca_key = optarg; break;
-		case 'C': a->ca_cert = optarg; break;
-		case 'D': a->dir = optarg; break;
-		case 'n': a->cn = optarg; break;
-		case 's': a->serial = optarg; break;
-		case 'b': a->not_before = optarg; break;
-		case 'a': a->not_after = optarg; break;
-		case 'd': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-
-			if (*end != '\0' || v < 1 || v > 36500) {
-				fprintf(stderr, "kippuctl: --days must be 1 to 36500\n");
-				return -1;
-			}
-			a->days = (int)v;
-			break;
-		}
-		default:
-			return -1;
-		}
-	}
-	if (optind != argc) {
-		fprintf(stderr, "kippuctl: unexpected argument '%s'\n", argv[optind]);
-		return -1;
-	}
-	return 0;
-}
-
-static int jpki_need(const char *v, const char *name)
-{
-	if (v == NULL) {
-		fprintf(stderr, "kippuctl: %s is required\n", name);
+	if (kp_ctl_parse(argc, argv, jpki_opts, a, &pos) != 0) {
+		if (pos.extra != NULL)
+			fprintf(stderr, "kippuctl: unexpected argument '%s'\n", pos.extra);
 		return -1;
 	}
 	return 0;
@@ -147,7 +115,7 @@ static int cmd_jpki_ca_create(const struct jargs *a)
 	int64_t nb, na;
 	int rc;
 
-	if (jpki_need(a->key, "--key") || jpki_need(a->cert, "--cert"))
+	if (kp_ctl_need(a->key, "--key") || kp_ctl_need(a->cert, "--cert"))
 		return 2;
 	if (kp_ctl_validity(a->not_before, NULL, a->days, JPKI_CA_DAYS, &nb, &na) != 0)
 		return 2;
@@ -249,8 +217,8 @@ static int cmd_jpki_card_create(const struct jargs *a)
 	char *end;
 	int rc;
 
-	if (jpki_need(a->ca_key, "--ca-key") || jpki_need(a->ca_cert, "--ca-cert") ||
-	    jpki_need(a->dir, "--dir") || jpki_need(a->serial, "--serial"))
+	if (kp_ctl_need(a->ca_key, "--ca-key") || kp_ctl_need(a->ca_cert, "--ca-cert") ||
+	    kp_ctl_need(a->dir, "--dir") || kp_ctl_need(a->serial, "--serial"))
 		return 2;
 	errno = 0;
 	serial = strtoll(a->serial, &end, 10);

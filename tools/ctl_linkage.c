@@ -2,7 +2,7 @@
  * A linkage is known only by its linkage token, kp_linkage_token of the card's
  * user-authentication certificate and the JPKI CA that issued it: this tool reads such a
  * certificate to compute the token and never prints, stores or logs the serial or a name. */
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,47 +38,27 @@ struct largs {
 	const char *pos[MAX_POS];
 };
 
+#define OPT(name, field, help) { name, KP_CTL_STR, offsetof(struct largs, field), 0, 0, 0, help }
+static const struct kp_ctl_opt linkage_opts[] = {
+	OPT("token-key", token_key, "the card token key"),
+	OPT("cert", cert, "a card's user-authentication certificate (token)"),
+	OPT("jpki-ca", jpki_ca, "the JPKI CA certificate(s), comma-separated"),
+	{ "card", KP_CTL_LIST, offsetof(struct largs, cards), 0, MAX_CARDS,
+	  offsetof(struct largs, n_cards), "a card to link (add), repeated" },
+	OPT("terminal", terminal, "one terminal's requests only"),
+	OPT("at", at, "status as of TIME (list)"),
+	{ NULL, 0, 0, 0, 0, 0, NULL },
+};
+#undef OPT
+
 static int parse(int argc, char **argv, struct largs *a)
 {
-	static const struct option opts[] = {
-		{ "token-key", required_argument, NULL, 't' },
-		{ "cert", required_argument, NULL, 'c' },
-		{ "jpki-ca", required_argument, NULL, 'J' },
-		{ "card", required_argument, NULL, 'C' },
-		{ "terminal", required_argument, NULL, 'T' },
-		{ "at", required_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
+	struct kp_ctl_pos pos = { a->pos, MAX_POS, 0, NULL };
 
 	memset(a, 0, sizeof(*a));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 't') {
-			a->token_key = optarg;
-		} else if (c == 'c') {
-			a->cert = optarg;
-		} else if (c == 'J') {
-			a->jpki_ca = optarg;
-		} else if (c == 'T') {
-			a->terminal = optarg;
-		} else if (c == 'a') {
-			a->at = optarg;
-		} else if (c == 'C') {
-			if (a->n_cards == MAX_CARDS) {
-				fprintf(stderr, "kippuctl: at most %d --card at once\n", MAX_CARDS);
-				return -1;
-			}
-			a->cards[a->n_cards++] = optarg;
-		} else {
-			return -1;
-		}
-	}
-	for (; optind < argc; optind++) {
-		if (a->n == MAX_POS)
-			return -1;
-		a->pos[a->n++] = argv[optind];
-	}
+	if (kp_ctl_parse(argc, argv, linkage_opts, a, &pos) != 0)
+		return -1;
+	a->n = pos.n;
 	return 0;
 }
 

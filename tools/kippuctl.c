@@ -1,6 +1,6 @@
 /* kippuctl: keys and certificates, loading a terminal's store, and the journal's audit
  * (verify, export for independent checking, list). */
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,67 +38,33 @@ struct args {
 	const char *pos[4];
 };
 
+#define OPT(name, field, help) { name, KP_CTL_STR, offsetof(struct args, field), 0, 0, 0, help }
+static const struct kp_ctl_opt opts[] = {
+	OPT("key", key, "the key to make"),
+	OPT("cert", cert, "the certificate to make, or to check a journal with"),
+	OPT("ca-key", ca_key, "the CA's key that signs"),
+	OPT("ca-cert", ca_cert, "the CA's certificate"),
+	OPT("ca", ca, "the CA a journal's terminal certificate must chain to"),
+	OPT("id", id, "the terminal's (or backend's) name, its certificate's CN"),
+	OPT("cn", cn, "the CA's common name"),
+	{ "days", KP_CTL_INT, offsetof(struct args, days), 1, 36500, 0, "validity in days" },
+	OPT("not-before", not_before, "validity start (TIME)"),
+	OPT("token-key", token_key, "the card token key"),
+	{ NULL, 0, 0, 0, 0, 0, NULL },
+};
+#undef OPT
+
 static int parse_args(int argc, char **argv, struct args *a)
 {
-	static const struct option opts[] = {
-		{ "key", required_argument, NULL, 'k' },
-		{ "cert", required_argument, NULL, 'c' },
-		{ "ca-key", required_argument, NULL, 'K' },
-		{ "ca-cert", required_argument, NULL, 'C' },
-		{ "ca", required_argument, NULL, 'a' },
-		{ "id", required_argument, NULL, 'i' },
-		{ "cn", required_argument, NULL, 'n' },
-		{ "days", required_argument, NULL, 'd' },
-		{ "not-before", required_argument, NULL, 'b' },
-		{ "token-key", required_argument, NULL, 't' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
+	struct kp_ctl_pos pos = { a->pos, 4, 0, NULL };
 
 	memset(a, 0, sizeof(*a));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'k': a->key = optarg; break;
-		case 'c': a->cert = optarg; break;
-		case 'K': a->ca_key = optarg; break;
-		case 'C': a->ca_cert = optarg; break;
-		case 'a': a->ca = optarg; break;
-		case 'i': a->id = optarg; break;
-		case 'n': a->cn = optarg; break;
-		case 't': a->token_key = optarg; break;
-		case 'b': a->not_before = optarg; break;
-		case 'd': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-
-			if (*end != '\0' || v < 1 || v > 36500) {
-				fprintf(stderr, "kippuctl: --days must be 1 to 36500\n");
-				return -1;
-			}
-			a->days = (int)v;
-			break;
-		}
-		default:
-			return -1;
-		}
-	}
-	for (; optind < argc; optind++) {
-		if (a->npos == 4) {
+	if (kp_ctl_parse(argc, argv, opts, a, &pos) != 0) {
+		if (pos.extra != NULL)
 			fprintf(stderr, "kippuctl: too many arguments\n");
-			return -1;
-		}
-		a->pos[a->npos++] = argv[optind];
-	}
-	return 0;
-}
-
-static int need(const char *v, const char *name)
-{
-	if (v == NULL) {
-		fprintf(stderr, "kippuctl: %s is required\n", name);
 		return -1;
 	}
+	a->npos = pos.n;
 	return 0;
 }
 
@@ -108,7 +74,7 @@ static int cmd_ca_create(struct args *a)
 	int64_t nb, na;
 	int rc;
 
-	if (need(a->key, "--key") || need(a->cert, "--cert"))
+	if (kp_ctl_need(a->key, "--key") || kp_ctl_need(a->cert, "--cert"))
 		return 2;
 	if (kp_ctl_validity(a->not_before, NULL, a->days, 3650, &nb, &na) != 0)
 		return 2;
@@ -139,8 +105,9 @@ static int cert_create(struct args *a, enum kp_cert_profile profile)
 	int64_t nb, na;
 	int rc;
 
-	if (need(a->ca_key, "--ca-key") || need(a->ca_cert, "--ca-cert") || need(a->id, "--id") ||
-	    need(a->key, "--key") || need(a->cert, "--cert"))
+	if (kp_ctl_need(a->ca_key, "--ca-key") || kp_ctl_need(a->ca_cert, "--ca-cert") ||
+	    kp_ctl_need(a->id, "--id") || kp_ctl_need(a->key, "--key") ||
+	    kp_ctl_need(a->cert, "--cert"))
 		return 2;
 	if (kp_ctl_validity(a->not_before, NULL, a->days, 825, &nb, &na) != 0)
 		return 2;
@@ -198,13 +165,12 @@ static int cmd_token_key_create(struct args *a)
 	return 0;
 }
 
-static int cmd_token(struct args *a)
+/* --token-key and npos arguments: 0 with the key loaded, 2 (usage) or 1. */
+static int token_key_arg(const struct args *a, int npos, uint8_t key[KP_TOKEN_KEY_LEN])
 {
-	uint8_t key[KP_TOKEN_KEY_LEN], token[KP_TOKEN_LEN];
-	char hex[2 * KP_TOKEN_LEN + 1];
 	int rc;
 
-	if (need(a->token_key, "--token-key") || a->npos != 1) {
+	if (kp_ctl_need(a->token_key, "--token-key") || a->npos != npos) {
 		usage(stderr);
 		return 2;
 	}
@@ -213,6 +179,18 @@ static int cmd_token(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
 		return 1;
 	}
+	return 0;
+}
+
+static int cmd_token(struct args *a)
+{
+	uint8_t key[KP_TOKEN_KEY_LEN], token[KP_TOKEN_LEN];
+	char hex[2 * KP_TOKEN_LEN + 1];
+	int rc;
+
+	rc = token_key_arg(a, 1, key);
+	if (rc != 0)
+		return rc;
 	rc = kp_parse_card(a->pos[0], key, token);
 	kp_zeroize(key, sizeof(key));
 	if (rc != KP_OK) {
@@ -232,15 +210,9 @@ static int cmd_load(struct args *a)
 	size_t n = 0;
 	int rc;
 
-	if (need(a->token_key, "--token-key") || a->npos != 2) {
-		usage(stderr);
-		return 2;
-	}
-	rc = kp_token_key_load(a->token_key, key);
-	if (rc != KP_OK) {
-		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
-		return 1;
-	}
+	rc = token_key_arg(a, 2, key);
+	if (rc != 0)
+		return rc;
 	rc = kp_store_open(&s, a->pos[0]);
 	if (rc == KP_OK) {
 		err[0] = '\0';
@@ -381,8 +353,68 @@ static int cmd_journal_list(struct args *a)
 	return rc == KP_OK ? 0 : 1;
 }
 
+static int cmd_terminal_create(struct args *a)
+{
+	return cert_create(a, KP_CERT_TERMINAL);
+}
+
+static int cmd_backend_create(struct args *a)
+{
+	if (a->id == NULL)
+		a->id = KP_BACKEND_DEFAULT_ID;
+	return cert_create(a, KP_CERT_BACKEND);
+}
+
+/* The commands that take the options above; sub NULL: a command without a subcommand. */
+static const struct command {
+	const char *cmd, *sub;
+	int (*run)(struct args *a);
+} commands[] = {
+	{ "ca", "create", cmd_ca_create },
+	{ "terminal", "create", cmd_terminal_create },
+	{ "backend", "create", cmd_backend_create },
+	{ "token-key", "create", cmd_token_key_create },
+	{ "token", NULL, cmd_token },
+	{ "load", NULL, cmd_load },
+	{ "journal", "verify", cmd_journal_verify },
+	{ "journal", "export", cmd_journal_export },
+	{ "journal", "list", cmd_journal_list },
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* The command groups with parsers of their own: argv[0] is the group's name. */
+static const struct group {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} groups[] = {
+	{ "linkage", kp_ctl_linkage },
+	{ "jpki", kp_ctl_jpki },
+	{ "fares", kp_ctl_fares },
+	{ "backend", kp_ctl_backend },      /* after backend create, which is a command above */
+};
+
+static int has_subcommands(const char *cmd)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		if (strcmp(commands[i].cmd, cmd) == 0 && commands[i].sub != NULL)
+			return 1;
+	}
+	return 0;
+}
+
+static const struct command *find_command(const char *cmd, const char *sub)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		if (strcmp(commands[i].cmd, cmd) == 0 &&
+		    strcmp(commands[i].sub != NULL ? commands[i].sub : "", sub) == 0)
+			return &commands[i];
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
+	const struct command *c;
 	struct args a;
 	const char *cmd, *sub = "";
 
@@ -391,16 +423,12 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	cmd = argv[1];
-	if (strcmp(cmd, "backend") == 0 && (argc < 3 || strcmp(argv[2], "create") != 0))
-		return kp_ctl_backend(argc - 1, argv + 1);
-	if (strcmp(cmd, "linkage") == 0)
-		return kp_ctl_linkage(argc - 1, argv + 1);
-	if (strcmp(cmd, "jpki") == 0)
-		return kp_ctl_jpki(argc - 1, argv + 1);
-	if (strcmp(cmd, "fares") == 0)
-		return kp_ctl_fares(argc - 1, argv + 1);
-	if (strcmp(cmd, "ca") == 0 || strcmp(cmd, "backend") == 0 || strcmp(cmd, "terminal") == 0 ||
-	    strcmp(cmd, "token-key") == 0 || strcmp(cmd, "journal") == 0) {
+	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {
+		if (strcmp(cmd, groups[i].name) == 0 &&
+		    (strcmp(cmd, "backend") != 0 || argc < 3 || strcmp(argv[2], "create") != 0))
+			return groups[i].run(argc - 1, argv + 1);
+	}
+	if (has_subcommands(cmd)) {
 		if (argc < 3) {
 			usage(stderr);
 			return 2;
@@ -416,27 +444,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (strcmp(cmd, "ca") == 0 && strcmp(sub, "create") == 0)
-		return cmd_ca_create(&a);
-	if (strcmp(cmd, "terminal") == 0 && strcmp(sub, "create") == 0)
-		return cert_create(&a, KP_CERT_TERMINAL);
-	if (strcmp(cmd, "backend") == 0 && strcmp(sub, "create") == 0) {
-		if (a.id == NULL)
-			a.id = KP_BACKEND_DEFAULT_ID;
-		return cert_create(&a, KP_CERT_BACKEND);
-	}
-	if (strcmp(cmd, "token-key") == 0 && strcmp(sub, "create") == 0)
-		return cmd_token_key_create(&a);
-	if (strcmp(cmd, "token") == 0)
-		return cmd_token(&a);
-	if (strcmp(cmd, "load") == 0)
-		return cmd_load(&a);
-	if (strcmp(cmd, "journal") == 0 && strcmp(sub, "verify") == 0)
-		return cmd_journal_verify(&a);
-	if (strcmp(cmd, "journal") == 0 && strcmp(sub, "export") == 0)
-		return cmd_journal_export(&a);
-	if (strcmp(cmd, "journal") == 0 && strcmp(sub, "list") == 0)
-		return cmd_journal_list(&a);
+	c = find_command(cmd, sub);
+	if (c != NULL)
+		return c->run(&a);
 	fprintf(stderr, "kippuctl: unknown command '%s %s'\n", cmd, sub);
 	usage(stderr);
 	return 2;

@@ -41,6 +41,37 @@ int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN
  * after telling stderr what is wrong with `what` (the argument's name). */
 int kp_ctl_terminal_id(const char *id, const char *what);
 
+/* One option of a kippuctl subcommand, a row of its table (ended by a row with name NULL):
+ * --name, what it takes, where the value goes (offsetof in the subcommand's struct), and
+ * what it is for. */
+enum kp_ctl_kind {
+	KP_CTL_STR,      /* --name VALUE: a const char * */
+	KP_CTL_FLAG,     /* --name: an int set to 1 */
+	KP_CTL_INT,      /* --name N: an int from min to max */
+	KP_CTL_LIST,     /* --name VALUE, repeated: a const char *[max], its count at count_field */
+};
+struct kp_ctl_opt {
+	const char *name;
+	enum kp_ctl_kind kind;
+	size_t field;
+	long min, max;
+	size_t count_field;
+	const char *help;
+};
+/* The arguments that are not options, into v[0..max-1]; extra: the first one past max. */
+struct kp_ctl_pos {
+	const char **v;
+	int max, n;
+	const char *extra;
+};
+/* getopt_long over argv (argv[0] stands for the program's name) by the table: 0, or -1 after
+ * getopt or the option's row told stderr what is wrong (or with pos->extra set, which the
+ * caller reports as it sees fit). */
+int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *args,
+                 struct kp_ctl_pos *pos);
+/* -1 after "kippuctl: NAME is required" when v is NULL. */
+int kp_ctl_need(const char *v, const char *name);
+
 /* kippuctl backend ...: argv[0] is "backend". */
 int kp_ctl_backend(int argc, char **argv);
 void kp_ctl_backend_usage(FILE *fp);

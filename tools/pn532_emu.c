@@ -1031,7 +1031,58 @@ static void emu_usage(void)
 	        "  SIGUSR1 takes the card away, SIGUSR2 toggles 'vanished', SIGTERM ends\n");
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct emu_opts {
+	const char *scenario, *link, *log_path;
+	enum emu_fault fault;
+	unsigned long fault_after;
+	int slow_ms;
+};
+
+static const struct {
+	const char *name;
+	enum emu_fault fault;
+} emu_faults[] = {
+	{ "truncate", EMU_FAULT_TRUNCATE },
+	{ "checksum", EMU_FAULT_CHECKSUM },
+	{ "garbage", EMU_FAULT_GARBAGE },
+	{ "noack", EMU_FAULT_NOACK },
+	{ "none", EMU_FAULT_NONE },
+};
+
+/* One option into o: 0, or -1 for a bad value. */
+static int emu_take_opt(struct emu_opts *o, int c, const char *v)
+{
+	long n;
+
+	switch (c) {
+	case 's': o->scenario = v; return 0;
+	case 'l': o->link = v; return 0;
+	case 'g': o->log_path = v; return 0;
+	case 'f':
+		for (size_t i = 0; i < sizeof(emu_faults) / sizeof(emu_faults[0]); i++) {
+			if (strcmp(v, emu_faults[i].name) == 0) {
+				o->fault = emu_faults[i].fault;
+				return 0;
+			}
+		}
+		return -1;
+	case 'a':
+		if (emu_parse_long(v, 1, LONG_MAX, &n) != 0)
+			return -1;
+		o->fault_after = (unsigned long)n;
+		return 0;
+	case 'w':
+		if (emu_parse_long(v, 0, 600000, &n) != 0)
+			return -1;
+		o->slow_ms = (int)n;
+		return 0;
+	}
+	return -1;
+}
+
+/* The command line into o: -1 to go on, or the exit status after the usage (--help: 0). */
+static int emu_parse_args(int argc, char **argv, struct emu_opts *o)
 {
 	static const struct option opts[] = {
 		{ "scenario", required_argument, NULL, 's' },
@@ -1043,125 +1094,75 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct emu *e = NULL;
-	const char *scenario = NULL, *link = NULL, *log_path = NULL;
-	char conn[PATH_MAX + 8];
-	struct sigaction sa;
-	sigset_t block, unblocked;
-	int linked = 0, status = 1, c, rc;
-	long v;
+	int c;
 
-	kp_terminal_register_mock_signer();
-
-	e = calloc(1, sizeof(*e));
-	if (e == NULL) {
-		fprintf(stderr, "kippu-pn532-emu: out of memory\n");
-		return 1;
-	}
-	e->master = e->slave = -1;
-	e->fault_after = 1;
-	e->mx_rty_passive = 0xFF;         /* the chip's power-on default */
-	e->rng = EMU_RNG_SEED;
-	e->t0_ms = emu_mono_ms();
+	memset(o, 0, sizeof(*o));
+	o->fault_after = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			scenario = optarg;
-			break;
-		case 'l':
-			link = optarg;
-			break;
-		case 'g':
-			log_path = optarg;
-			break;
-		case 'f':
-			if (strcmp(optarg, "truncate") == 0)
-				e->fault = EMU_FAULT_TRUNCATE;
-			else if (strcmp(optarg, "checksum") == 0)
-				e->fault = EMU_FAULT_CHECKSUM;
-			else if (strcmp(optarg, "garbage") == 0)
-				e->fault = EMU_FAULT_GARBAGE;
-			else if (strcmp(optarg, "noack") == 0)
-				e->fault = EMU_FAULT_NOACK;
-			else if (strcmp(optarg, "none") == 0)
-				e->fault = EMU_FAULT_NONE;
-			else
-				goto usage;
-			break;
-		case 'a':
-			if (emu_parse_long(optarg, 1, LONG_MAX, &v) != 0)
-				goto usage;
-			e->fault_after = (unsigned long)v;
-			break;
-		case 'w':
-			if (emu_parse_long(optarg, 0, 600000, &v) != 0)
-				goto usage;
-			e->slow_ms = (int)v;
-			break;
-		case 'h':
+		if (c == 'h') {
 			emu_usage();
-			status = 0;
-			goto out;
-		default:
-			goto usage;
+			return 0;
+		}
+		if (emu_take_opt(o, c, optarg) != 0) {
+			emu_usage();
+			return 2;
 		}
 	}
-	if (scenario == NULL || optind != argc)
-		goto usage;
-	if (strchr(scenario, '\n') != NULL || strlen(scenario) > PATH_MAX)
-		goto usage;
-
-	if (log_path != NULL) {
-		e->log = strcmp(log_path, "-") == 0 ? stderr : fopen(log_path, "a");
-		if (e->log == NULL) {
-			fprintf(stderr, "kippu-pn532-emu: %s: %s\n", log_path, strerror(errno));
-			goto out;
-		}
+	if (o->scenario == NULL || optind != argc || strchr(o->scenario, '\n') != NULL ||
+	    strlen(o->scenario) > PATH_MAX) {
+		emu_usage();
+		return 2;
 	}
-	snprintf(conn, sizeof(conn), "mock:%s", scenario);
-	rc = kp_reader_open(&e->reader, conn);
-	if (rc != KP_HAL_OK) {
-		fprintf(stderr, "kippu-pn532-emu: %s: %s\n", scenario, kp_hal_strerror(rc));
-		goto out;
-	}
-	if (emu_open_pty(e) != 0)
-		goto out;
+	return -1;
+}
 
-	/* Signals are only let in while waiting in ppoll, so none is lost between a check
-	 * and the wait. */
+/* Signals are only let in while waiting in ppoll, so none is lost between a check and the
+ * wait: blocked here, unblocked holds the mask to wait with. */
+static void emu_setup_signals(sigset_t *unblocked)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
+	struct sigaction sa;
+	sigset_t block;
+
 	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	sigaddset(&block, SIGUSR1);
-	sigaddset(&block, SIGUSR2);
-	sigprocmask(SIG_BLOCK, &block, &unblocked);
-	sigdelset(&unblocked, SIGTERM);
-	sigdelset(&unblocked, SIGINT);
-	sigdelset(&unblocked, SIGHUP);
-	sigdelset(&unblocked, SIGUSR1);
-	sigdelset(&unblocked, SIGUSR2);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaddset(&block, sigs[i]);
+	sigprocmask(SIG_BLOCK, &block, unblocked);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigdelset(unblocked, sigs[i]);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = emu_on_signal;
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGUSR1, &sa, NULL);
-	sigaction(SIGUSR2, &sa, NULL);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
 
-	if (link != NULL) {
-		if (emu_make_link(link, e->pty) != 0)
-			goto out;
-		linked = 1;
+/* The log, the scenario's reader and the pty: 0, or -1 after saying why. */
+static int emu_open(struct emu *e, const struct emu_opts *o)
+{
+	char conn[PATH_MAX + 8];
+	int rc;
+
+	if (o->log_path != NULL) {
+		e->log = strcmp(o->log_path, "-") == 0 ? stderr : fopen(o->log_path, "a");
+		if (e->log == NULL) {
+			fprintf(stderr, "kippu-pn532-emu: %s: %s\n", o->log_path, strerror(errno));
+			return -1;
+		}
 	}
-	for (size_t i = 0; i < sizeof(emu_reg_defaults) / sizeof(emu_reg_defaults[0]); i++)
-		emu_reg_write(e, emu_reg_defaults[i].addr, emu_reg_defaults[i].val);
-	printf("kippu-pn532-emu: pty %s\n", e->pty);
-	fflush(stdout);
-	emu_log(e, "pty %s, scenario %s", e->pty, scenario);
+	snprintf(conn, sizeof(conn), "mock:%s", o->scenario);
+	rc = kp_reader_open(&e->reader, conn);
+	if (rc != KP_HAL_OK) {
+		fprintf(stderr, "kippu-pn532-emu: %s: %s\n", o->scenario, kp_hal_strerror(rc));
+		return -1;
+	}
+	return emu_open_pty(e);
+}
 
+/* Answers the host's frames until a signal ends it. */
+static void emu_serve(struct emu *e, const sigset_t *unblocked)
+{
 	while (!emu_stop) {
 		struct emu_frame fr;
 		enum emu_frame_kind k;
@@ -1170,12 +1171,12 @@ int main(int argc, char **argv)
 		if (e->pending.kind == EMU_FR_CMD) {
 			fr = e->pending;
 			e->pending.kind = EMU_FR_NONE;
-			emu_handle(e, &fr, &unblocked);
+			emu_handle(e, &fr, unblocked);
 			continue;
 		}
 		k = e->vanished ? EMU_FR_NONE : emu_parse(e, &fr);
 		if (k == EMU_FR_CMD) {
-			emu_handle(e, &fr, &unblocked);
+			emu_handle(e, &fr, unblocked);
 			continue;
 		}
 		if (k == EMU_FR_NACK) {
@@ -1196,18 +1197,55 @@ int main(int argc, char **argv)
 			}
 			wait_ms = (int)(EMU_PARTIAL_MS - idle);
 		}
-		emu_wait_input(e, wait_ms, &unblocked);
+		emu_wait_input(e, wait_ms, unblocked);
 		emu_signals(e);
 	}
+}
+
+int main(int argc, char **argv)
+{
+	struct emu_opts o;
+	struct emu *e = NULL;
+	sigset_t unblocked;
+	int linked = 0, status = 1;
+
+	kp_terminal_register_mock_signer();
+
+	e = calloc(1, sizeof(*e));
+	if (e == NULL) {
+		fprintf(stderr, "kippu-pn532-emu: out of memory\n");
+		return 1;
+	}
+	e->master = e->slave = -1;
+	e->mx_rty_passive = 0xFF;         /* the chip's power-on default */
+	e->rng = EMU_RNG_SEED;
+	e->t0_ms = emu_mono_ms();
+	status = emu_parse_args(argc, argv, &o);
+	if (status >= 0)
+		goto out;
+	status = 1;
+	e->fault = o.fault;
+	e->fault_after = o.fault_after;
+	e->slow_ms = o.slow_ms;
+	if (emu_open(e, &o) != 0)
+		goto out;
+	emu_setup_signals(&unblocked);
+	if (o.link != NULL) {
+		if (emu_make_link(o.link, e->pty) != 0)
+			goto out;
+		linked = 1;
+	}
+	for (size_t i = 0; i < sizeof(emu_reg_defaults) / sizeof(emu_reg_defaults[0]); i++)
+		emu_reg_write(e, emu_reg_defaults[i].addr, emu_reg_defaults[i].val);
+	printf("kippu-pn532-emu: pty %s\n", e->pty);
+	fflush(stdout);
+	emu_log(e, "pty %s, scenario %s", e->pty, o.scenario);
+	emu_serve(e, &unblocked);
 	emu_log(e, "exit");
 	status = 0;
-	goto out;
-usage:
-	emu_usage();
-	status = 2;
 out:
 	if (linked)
-		emu_remove_link(link, e->pty);
+		emu_remove_link(o.link, e->pty);
 	if (e->slave >= 0)
 		close(e->slave);
 	if (e->master >= 0)

@@ -60,7 +60,41 @@ static int copy_opt(char *dst, size_t cap, const char *v, const char *name)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* --listen HOST:PORT into cfg: 0, 1 (too long, said) or 2 (malformed, said). */
+static int listen_opt(struct kp_server_cfg *cfg, char *v)
+{
+	char *colon = strrchr(v, ':');
+	int bad = 0;
+
+	if (colon == NULL || colon == v || colon[1] == '\0') {
+		fprintf(stderr, "kippu-backend: --listen wants HOST:PORT\n");
+		return 2;
+	}
+	*colon = '\0';
+	bad |= copy_opt(cfg->host, sizeof(cfg->host), v, "--listen");
+	bad |= copy_opt(cfg->port, sizeof(cfg->port), colon + 1, "--listen");
+	return bad ? 1 : 0;
+}
+
+/* A numeric option (num_opts) into cfg: 0, or 2 after saying what it wants. */
+static int num_opt_take(struct kp_server_cfg *cfg, const struct num_opt *no, const char *v)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < no->min || n > no->max) {
+		fprintf(stderr, "kippu-backend: --%s wants a whole number from %ld to %ld, "
+		        "not '%s'\n", no->name, no->min, no->max, v);
+		return 2;
+	}
+	*(int *)((char *)cfg + no->field) = (int)n;
+	return 0;
+}
+
+/* The command line into cfg: -1 to go on, or the exit status (--help, a bad option). */
+static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 {
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -75,33 +109,20 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct kp_server_cfg cfg;
-	struct sigaction sa;
-	kp_server *srv = NULL;
-	char err[512];
-	int c, bad = 0;
+	int c, rc, bad = 0;
 
-	kp_server_cfg_defaults(&cfg);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		const struct num_opt *no;
-		char *colon, *end;
-		long v;
-
 		switch (c) {
 		case 'l':
-			colon = strrchr(optarg, ':');
-			if (colon == NULL || colon == optarg || colon[1] == '\0') {
-				fprintf(stderr, "kippu-backend: --listen wants HOST:PORT\n");
+			rc = listen_opt(cfg, optarg);
+			if (rc == 2)
 				return 2;
-			}
-			*colon = '\0';
-			bad |= copy_opt(cfg.host, sizeof(cfg.host), optarg, "--listen");
-			bad |= copy_opt(cfg.port, sizeof(cfg.port), colon + 1, "--listen");
+			bad |= rc;
 			break;
-		case 'd': bad |= copy_opt(cfg.db, sizeof(cfg.db), optarg, "--db"); break;
-		case 'a': bad |= copy_opt(cfg.ca, sizeof(cfg.ca), optarg, "--ca"); break;
-		case 'c': bad |= copy_opt(cfg.cert, sizeof(cfg.cert), optarg, "--cert"); break;
-		case 'k': bad |= copy_opt(cfg.key, sizeof(cfg.key), optarg, "--key"); break;
+		case 'd': bad |= copy_opt(cfg->db, sizeof(cfg->db), optarg, "--db"); break;
+		case 'a': bad |= copy_opt(cfg->ca, sizeof(cfg->ca), optarg, "--ca"); break;
+		case 'c': bad |= copy_opt(cfg->cert, sizeof(cfg->cert), optarg, "--cert"); break;
+		case 'k': bad |= copy_opt(cfg->key, sizeof(cfg->key), optarg, "--key"); break;
 		case 'h': usage(stdout); return 0;
 		default:
 			if (c < NUM_OPT_BASE ||
@@ -109,15 +130,8 @@ int main(int argc, char **argv)
 				usage(stderr);
 				return 2;
 			}
-			no = &num_opts[c - NUM_OPT_BASE];
-			errno = 0;
-			v = strtol(optarg, &end, 10);
-			if (errno != 0 || end == optarg || *end != '\0' || v < no->min || v > no->max) {
-				fprintf(stderr, "kippu-backend: --%s wants a whole number from %ld to %ld, "
-				        "not '%s'\n", no->name, no->min, no->max, optarg);
+			if (num_opt_take(cfg, &num_opts[c - NUM_OPT_BASE], optarg) != 0)
 				return 2;
-			}
-			*(int *)((char *)&cfg + no->field) = (int)v;
 			break;
 		}
 	}
@@ -125,22 +139,44 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	return -1;
+}
+
+/* Serves until SIGINT or SIGTERM. */
+static int serve(const struct kp_server_cfg *cfg)
+{
+	struct sigaction sa;
+	kp_server *srv = NULL;
+	char err[512];
+
 	signal(SIGPIPE, SIG_IGN);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	if (kp_server_start(&srv, &cfg, err, sizeof(err)) != KP_BE_OK) {
+	if (kp_server_start(&srv, cfg, err, sizeof(err)) != KP_BE_OK) {
 		fprintf(stderr, "kippu-backend: %s\n", err);
 		return 1;
 	}
 	/* Tests and scripts wait for this line to learn the port. */
-	printf("kippu-backend: listening on %s:%d\n", cfg.host, kp_server_port(srv));
+	printf("kippu-backend: listening on %s:%d\n", cfg->host, kp_server_port(srv));
 	fflush(stdout);
 	while (!stop)
 		pause();
 	fprintf(stderr, "kippu-backend: stopping\n");
 	kp_server_stop(srv);
 	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct kp_server_cfg cfg;
+	int rc;
+
+	kp_server_cfg_defaults(&cfg);
+	rc = parse_args(argc, argv, &cfg);
+	if (rc >= 0)
+		return rc;
+	return serve(&cfg);
 }

@@ -3,34 +3,14 @@
  * configuration it half understood. */
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kp_terminal.h"
 #include "kp_console.h"
-
-void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	snprintf(cfg->hmi, sizeof(cfg->hmi), "mock:-");
-	snprintf(cfg->database, sizeof(cfg->database), "terminal.db");
-	snprintf(cfg->key_path, sizeof(cfg->key_path), "terminal.key");
-	snprintf(cfg->cert_path, sizeof(cfg->cert_path), "terminal.crt");
-	snprintf(cfg->token_key_path, sizeof(cfg->token_key_path), "token.key");
-	cfg->double_tap_window_ms = 60 * 1000;
-	cfg->poll_timeout_ms = 500;
-	cfg->card_timeout_ms = 100;
-	cfg->checkpoint_idle_ms = 1000;
-	snprintf(cfg->backend_ca, sizeof(cfg->backend_ca), "ca.crt");
-	snprintf(cfg->backend_cert, sizeof(cfg->backend_cert), "backend.crt");
-	snprintf(cfg->backend_name, sizeof(cfg->backend_name), "backend");
-	cfg->sync_interval_s = 60;
-	cfg->sync_timeout_ms = 30000;
-	cfg->reenrol_warn_days = 30;
-	cfg->utc_offset_s = 9 * 3600;
-	cfg->service_day_end_s = 4 * 3600;
-}
 
 /* "HH:MM" (h <= max_h) in seconds, -1 if malformed. */
 static int parse_hhmm(const char *v, int max_h)
@@ -89,166 +69,253 @@ static int set_int(int64_t *dst, const char *v, int64_t min, int64_t max)
 	return 0;
 }
 
+/* How a key's value is read. */
+enum cfg_type {
+	CFG_ID,          /* up to 32 of A-Z a-z 0-9 - _ . */
+	CFG_ID_SET,      /* the same, not empty */
+	CFG_STR,         /* any text that fits */
+	CFG_PATH_SET,    /* any text that fits, not empty */
+	CFG_INT,         /* min to max, times scale */
+	CFG_CHOICE,      /* one of choices: its index */
+	CFG_HOSTPORT,    /* HOST:PORT into backend_host and backend_port */
+	CFG_UTC_OFFSET,  /* +HH:MM or -HH:MM in seconds */
+	CFG_HHMM,        /* HH:MM in seconds */
+	CFG_AGE,         /* a number with s, m, h or d, in seconds */
+	CFG_EVENTS,      /* json, json:- or json:PATH */
+};
+
+/* One configuration key: a row of cfg_keys. console: a struct kp_console_cfg key (else a
+ * struct kp_terminal_cfg one); why: what a bad value is told (NULL: "value too long");
+ * def: the default as the file would write it (NULL: none). */
+struct cfg_key {
+	const char *name;
+	enum cfg_type type;
+	int console;
+	size_t field, size;
+	int64_t min, max, scale;
+	const char *const *choices;
+	const char *why, *def, *doc;
+};
+
+static const char *const fare_modes[] = { "flat", "distance", NULL };
+static const char *const gates[] = { "both", "entry", "exit", NULL };
+static const char *const logs[] = { "stderr", "syslog", NULL };
+static const char *const languages[] = { "en", "ja", NULL };
+static const char *const modes[] = { "charge", "confirm", "validate", NULL };
+static const char *const on_off[] = { "off", "on", NULL };
+static const char *const auto_off[] = { "off", "auto", NULL };
+
+#define T(f) offsetof(struct kp_terminal_cfg, f), sizeof(((struct kp_terminal_cfg *)0)->f)
+#define C(f) offsetof(struct kp_console_cfg, f), sizeof(((struct kp_console_cfg *)0)->f)
+#define ID_WHY(k) k ": 1-32 characters of A-Z a-z 0-9 - _ ."
+#define ID_OPT_WHY(k) k ": up to 32 characters of A-Z a-z 0-9 - _ ."
+static const struct cfg_key cfg_keys[] = {
+	{ "terminal_id", CFG_ID_SET, 0, T(terminal_id), 0, 0, 0, NULL, ID_WHY("terminal_id"), NULL,
+	  "this terminal's id; must equal the CN of its certificate (required)" },
+	{ "operator", CFG_ID_SET, 0, T(operator_id), 0, 0, 0, NULL, ID_WHY("operator"), NULL,
+	  "the operator whose vehicle or gate this is (required)" },
+	{ "route", CFG_ID, 0, T(route), 0, 0, 0, NULL, ID_OPT_WHY("route"), NULL,
+	  "where the terminal is; recorded in every journal record" },
+	{ "stop", CFG_ID, 0, T(stop), 0, 0, 0, NULL, ID_OPT_WHY("stop"), NULL,
+	  "where the terminal is; recorded in every journal record" },
+	{ "fare_feed", CFG_ID, 0, T(fare_feed), 0, 0, 0, NULL, ID_OPT_WHY("fare_feed"), NULL,
+	  "imported GTFS feed id that prices stored value" },
+	{ "reader", CFG_STR, 0, T(reader), 0, 0, 0, NULL, NULL, NULL,
+	  "reader connection string: mock:SCENARIO, libnfc or libnfc:CONNSTRING (required)" },
+	{ "hmi", CFG_STR, 0, T(hmi), 0, 0, 0, NULL, NULL, "mock:-",
+	  "HMI: mock:- (events on stdout), mock:PATH (appended to PATH), mock (memory only)" },
+	{ "database", CFG_STR, 0, T(database), 0, 0, 0, NULL, NULL, "terminal.db",
+	  "the SQLite store; created and migrated on start" },
+	{ "key", CFG_STR, 0, T(key_path), 0, 0, 0, NULL, NULL, "terminal.key",
+	  "the terminal's ECDSA P-256 key (PEM)" },
+	{ "cert", CFG_STR, 0, T(cert_path), 0, 0, 0, NULL, NULL, "terminal.crt",
+	  "the terminal's certificate (PEM)" },
+	{ "token_key", CFG_STR, 0, T(token_key_path), 0, 0, 0, NULL, NULL, "token.key",
+	  "the card-token HMAC key (64 hex digits), shared with the backend" },
+	{ "double_tap_window", CFG_INT, 0, T(double_tap_window_ms), 0, 86400, 1000, NULL,
+	  "double_tap_window: seconds, 0 to 86400", "60",
+	  "seconds after an accepted tap during which the same card is not charged again" },
+	{ "poll_timeout_ms", CFG_INT, 0, T(poll_timeout_ms), 10, 60000, 1, NULL,
+	  "poll_timeout_ms: 10 to 60000", "500", "how long one wait for a card lasts" },
+	{ "card_timeout_ms", CFG_INT, 0, T(card_timeout_ms), 2, 5000, 1, NULL,
+	  "card_timeout_ms: 2 to 5000", "100", "per-frame card timeout" },
+	{ "checkpoint_idle_ms", CFG_INT, 0, T(checkpoint_idle_ms), 0, 600000, 1, NULL,
+	  "checkpoint_idle_ms: 0 to 600000", "1000",
+	  "idle time after a tap before the WAL is checkpointed" },
+	{ "backend", CFG_HOSTPORT, 0, T(backend_host), 0, 0, 0, NULL,
+	  "backend: HOST:PORT (port 1 to 65535)", NULL,
+	  "HOST:PORT of kippu-backend; without it the terminal never syncs" },
+	{ "backend_ca", CFG_STR, 0, T(backend_ca), 0, 0, 0, NULL, NULL, "ca.crt",
+	  "the operator CA the backend's certificate must chain to" },
+	{ "backend_cert", CFG_STR, 0, T(backend_cert), 0, 0, 0, NULL, NULL, "backend.crt",
+	  "the backend's certificate: config bundles must verify with it" },
+	{ "backend_name", CFG_ID_SET, 0, T(backend_name), 0, 0, 0, NULL, ID_WHY("backend_name"),
+	  "backend", "the CN the backend's TLS certificate must carry" },
+	{ "sync_interval", CFG_INT, 0, T(sync_interval_s), 5, 86400, 1, NULL,
+	  "sync_interval: seconds, 5 to 86400", "60", "seconds between syncs" },
+	{ "sync_timeout_ms", CFG_INT, 0, T(sync_timeout_ms), 100, 600000, 1, NULL,
+	  "sync_timeout_ms: 100 to 600000", "30000",
+	  "deadline for connect, handshake and each message" },
+	{ "jpki_ca", CFG_STR, 0, T(jpki_ca), 0, 0, 0, NULL, NULL, NULL,
+	  "JPKI authentication CA certificate(s), comma-separated" },
+	{ "reenrol_warn_days", CFG_INT, 0, T(reenrol_warn_days), 0, 365, 1, NULL,
+	  "reenrol_warn_days: 0 to 365", "30",
+	  "warn a rider this many days before a rider category ends" },
+	{ "utc_offset", CFG_UTC_OFFSET, 0, T(utc_offset_s), 0, 0, 0, NULL,
+	  "utc_offset: +HH:MM or -HH:MM, at most 14:00 (JST is +09:00)", "+09:00",
+	  "local time = UTC + this; used for service days" },
+	{ "service_day_end", CFG_HHMM, 0, T(service_day_end_s), 0, 0, 0, NULL,
+	  "service_day_end: HH:MM local time, 00:00 to 23:59", "04:00",
+	  "local time a service day ends: a tap at 01:30 belongs to the day before" },
+	{ "place_file", CFG_STR, 0, T(place_file), 0, 0, 0, NULL, NULL, NULL,
+	  "a file holding ROUTE STOP, written by the vehicle's onboard system" },
+	{ "fare_mode", CFG_CHOICE, 0, T(fare_distance), 0, 0, 0, fare_modes,
+	  "fare_mode: flat or distance", "flat",
+	  "with fare_feed: one tap per ride, or tap-on and tap-off priced by stop" },
+	{ "gate", CFG_CHOICE, 0, T(gate), 0, 0, 0, gates, "gate: both, entry or exit", "both",
+	  "both: a tap with a journey open is its tap-off; entry: tap-on; exit: tap-off" },
+	{ "log", CFG_CHOICE, 0, T(use_syslog), 0, 0, 0, logs, "log: stderr or syslog", "stderr",
+	  "where the terminal logs" },
+	{ "console_language", CFG_CHOICE, 1, C(lang_ja), 0, 0, 0, languages,
+	  "console_language: ja or en", "ja", "primary language of the driver console" },
+	{ "console_mode", CFG_CHOICE, 1, C(mode), 0, 0, 0, modes,
+	  "console_mode: charge, confirm or validate", "charge",
+	  "charge at once, confirm (the driver's B charges) or validate (no charge)" },
+	{ "denylist_max_age", CFG_AGE, 1, C(denylist_max_age_s), 0, 0, 0, NULL,
+	  "denylist_max_age: a number with s, m, h or d (e.g. 24h), at most 400d", "24h",
+	  "the console warns when the denylist is older" },
+	{ "events", CFG_EVENTS, 1, C(events), 0, 0, 0, NULL,
+	  "events: json (stdout), json:- or json:PATH (file or FIFO)", NULL,
+	  "one JSON object per line for every tap, driver action, reader and sync change" },
+	{ "console_log", CFG_PATH_SET, 1, C(log_path), 0, 0, 0, NULL,
+	  "console_log: a path of at most 511 bytes", NULL,
+	  "where logs go while the console has the screen (default: the database's path + .log)" },
+	{ "console_beep", CFG_CHOICE, 1, C(beep), 0, 0, 0, on_off, "console_beep: on or off", "on",
+	  "the console beeps on a refusal" },
+	{ "console_colour", CFG_CHOICE, 1, C(colour), 0, 0, 0, auto_off,
+	  "console_colour: auto or off", "auto", "colours on the console" },
+	{ "console_color", CFG_CHOICE, 1, C(colour), 0, 0, 0, auto_off,
+	  "console_colour: auto or off", NULL, "the same as console_colour" },
+};
+#undef T
+#undef C
+#undef ID_WHY
+#undef ID_OPT_WHY
+#define N_CFG_KEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
+
+static const struct cfg_key *cfg_key_find(const char *name)
+{
+	for (size_t i = 0; i < N_CFG_KEYS; i++) {
+		if (strcmp(cfg_keys[i].name, name) == 0)
+			return &cfg_keys[i];
+	}
+	return NULL;
+}
+
+static int set_number(void *dst, size_t size, int64_t v)
+{
+	if (size == sizeof(int64_t))
+		*(int64_t *)dst = v;
+	else
+		*(int *)dst = (int)v;
+	return 0;
+}
+
+static int set_hostport(struct kp_terminal_cfg *cfg, const char *v)
+{
+	const char *colon = strrchr(v, ':');
+
+	if (colon == NULL || colon == v || colon[1] == '\0' ||
+	    (size_t)(colon - v) >= sizeof(cfg->backend_host) ||
+	    strlen(colon + 1) >= sizeof(cfg->backend_port) ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+	    strtol(colon + 1, NULL, 10) < 1 || strtol(colon + 1, NULL, 10) > 65535)
+		return -1;
+	memcpy(cfg->backend_host, v, (size_t)(colon - v));
+	cfg->backend_host[colon - v] = '\0';
+	snprintf(cfg->backend_port, sizeof(cfg->backend_port), "%s", colon + 1);
+	return 0;
+}
+
+/* The value v of key k into base (the struct k belongs to); nonzero when it is bad. */
+static int cfg_key_set(const struct cfg_key *k, void *base, const char *v)
+{
+	char *dst = (char *)base + k->field;
+	int64_t n = 0;
+	int secs;
+
+	switch (k->type) {
+	case CFG_ID_SET:
+		return *v == '\0' || set_id(dst, k->size, v);
+	case CFG_ID:
+		return set_id(dst, k->size, v);
+	case CFG_PATH_SET:
+		return *v == '\0' || set_str(dst, k->size, v);
+	case CFG_STR:
+		return set_str(dst, k->size, v);
+	case CFG_INT:
+		return set_int(&n, v, k->min, k->max) || set_number(dst, k->size, n * k->scale);
+	case CFG_CHOICE:
+		for (n = 0; k->choices[n] != NULL && strcmp(k->choices[n], v) != 0; n++)
+			;
+		return k->choices[n] == NULL || set_number(dst, k->size, n);
+	case CFG_HOSTPORT:
+		return set_hostport(base, v);
+	case CFG_UTC_OFFSET:
+		secs = (*v == '+' || *v == '-') ? parse_hhmm(v + 1, 14) : -1;
+		return secs < 0 || secs > 14 * 3600 || set_number(dst, k->size, *v == '-' ? -secs : secs);
+	case CFG_HHMM:
+		secs = parse_hhmm(v, 23);
+		return secs < 0 || set_number(dst, k->size, secs);
+	case CFG_AGE:
+		n = kp_console_parse_age(v);
+		return n <= 0 || set_number(dst, k->size, n);
+	case CFG_EVENTS:
+		return (strcmp(v, "json") != 0 && (strncmp(v, "json:", 5) != 0 || v[5] == '\0')) ||
+		       set_str(dst, k->size, v);
+	}
+	return -1;
+}
+
 static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, const char **why)
 {
-	int64_t n = 0;
-	int bad;
+	const struct cfg_key *k = cfg_key_find(key);
 
-	*why = "bad value";
-	if (strcmp(key, "terminal_id") == 0) {
-		*why = "terminal_id: 1-32 characters of A-Z a-z 0-9 - _ .";
-		return *v == '\0' || set_id(cfg->terminal_id, sizeof(cfg->terminal_id), v);
+	if (k == NULL || k->console) {
+		*why = "unknown key";
+		return -1;
 	}
-	if (strcmp(key, "operator") == 0) {
-		*why = "operator: 1-32 characters of A-Z a-z 0-9 - _ .";
-		return *v == '\0' || set_id(cfg->operator_id, sizeof(cfg->operator_id), v);
-	}
-	if (strcmp(key, "route") == 0) {
-		*why = "route: up to 32 characters of A-Z a-z 0-9 - _ .";
-		return set_id(cfg->route, sizeof(cfg->route), v);
-	}
-	if (strcmp(key, "stop") == 0) {
-		*why = "stop: up to 32 characters of A-Z a-z 0-9 - _ .";
-		return set_id(cfg->stop, sizeof(cfg->stop), v);
-	}
-	if (strcmp(key, "fare_feed") == 0) {
-		*why = "fare_feed: up to 32 characters of A-Z a-z 0-9 - _ .";
-		return set_id(cfg->fare_feed, sizeof(cfg->fare_feed), v);
-	}
-	*why = "value too long";
-	if (strcmp(key, "reader") == 0)
-		return set_str(cfg->reader, sizeof(cfg->reader), v);
-	if (strcmp(key, "hmi") == 0)
-		return set_str(cfg->hmi, sizeof(cfg->hmi), v);
-	if (strcmp(key, "database") == 0)
-		return set_str(cfg->database, sizeof(cfg->database), v);
-	if (strcmp(key, "key") == 0)
-		return set_str(cfg->key_path, sizeof(cfg->key_path), v);
-	if (strcmp(key, "cert") == 0)
-		return set_str(cfg->cert_path, sizeof(cfg->cert_path), v);
-	if (strcmp(key, "token_key") == 0)
-		return set_str(cfg->token_key_path, sizeof(cfg->token_key_path), v);
-	if (strcmp(key, "double_tap_window") == 0) {
-		*why = "double_tap_window: seconds, 0 to 86400";
-		bad = set_int(&n, v, 0, 86400);
-		cfg->double_tap_window_ms = n * 1000;
-		return bad;
-	}
-	if (strcmp(key, "poll_timeout_ms") == 0) {
-		*why = "poll_timeout_ms: 10 to 60000";
-		bad = set_int(&n, v, 10, 60000);
-		cfg->poll_timeout_ms = (int)n;
-		return bad;
-	}
-	if (strcmp(key, "card_timeout_ms") == 0) {
-		*why = "card_timeout_ms: 2 to 5000";
-		bad = set_int(&n, v, 2, 5000);
-		cfg->card_timeout_ms = (int)n;
-		return bad;
-	}
-	if (strcmp(key, "checkpoint_idle_ms") == 0) {
-		*why = "checkpoint_idle_ms: 0 to 600000";
-		bad = set_int(&n, v, 0, 600000);
-		cfg->checkpoint_idle_ms = (int)n;
-		return bad;
-	}
-	if (strcmp(key, "backend") == 0) {
-		const char *colon = strrchr(v, ':');
+	*why = k->why != NULL ? k->why : "value too long";
+	return cfg_key_set(k, cfg, v);
+}
 
-		*why = "backend: HOST:PORT (port 1 to 65535)";
-		if (colon == NULL || colon == v || colon[1] == '\0' ||
-		    (size_t)(colon - v) >= sizeof(cfg->backend_host) ||
-		    strlen(colon + 1) >= sizeof(cfg->backend_port) ||
-		    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
-		    strtol(colon + 1, NULL, 10) < 1 || strtol(colon + 1, NULL, 10) > 65535)
-			return -1;
-		memcpy(cfg->backend_host, v, (size_t)(colon - v));
-		cfg->backend_host[colon - v] = '\0';
-		snprintf(cfg->backend_port, sizeof(cfg->backend_port), "%s", colon + 1);
-		return 0;
+/* Every key of one struct (console or not) to its default. */
+static void cfg_defaults(void *base, size_t size, int console)
+{
+	memset(base, 0, size);
+	for (size_t i = 0; i < N_CFG_KEYS; i++) {
+		if (cfg_keys[i].console == console && cfg_keys[i].def != NULL)
+			cfg_key_set(&cfg_keys[i], base, cfg_keys[i].def);
 	}
-	if (strcmp(key, "backend_ca") == 0)
-		return set_str(cfg->backend_ca, sizeof(cfg->backend_ca), v);
-	if (strcmp(key, "backend_cert") == 0)
-		return set_str(cfg->backend_cert, sizeof(cfg->backend_cert), v);
-	if (strcmp(key, "backend_name") == 0) {
-		*why = "backend_name: 1-32 characters of A-Z a-z 0-9 - _ .";
-		return *v == '\0' || set_id(cfg->backend_name, sizeof(cfg->backend_name), v);
-	}
-	if (strcmp(key, "sync_interval") == 0) {
-		*why = "sync_interval: seconds, 5 to 86400";
-		bad = set_int(&n, v, 5, 86400);
-		cfg->sync_interval_s = (int)n;
-		return bad;
-	}
-	if (strcmp(key, "sync_timeout_ms") == 0) {
-		*why = "sync_timeout_ms: 100 to 600000";
-		bad = set_int(&n, v, 100, 600000);
-		cfg->sync_timeout_ms = (int)n;
-		return bad;
-	}
-	if (strcmp(key, "jpki_ca") == 0)
-		return set_str(cfg->jpki_ca, sizeof(cfg->jpki_ca), v);
-	if (strcmp(key, "reenrol_warn_days") == 0) {
-		*why = "reenrol_warn_days: 0 to 365";
-		bad = set_int(&n, v, 0, 365);
-		cfg->reenrol_warn_days = (int)n;
-		return bad;
-	}
-	if (strcmp(key, "utc_offset") == 0) {
-		int secs = (*v == '+' || *v == '-') ? parse_hhmm(v + 1, 14) : -1;
+}
 
-		*why = "utc_offset: +HH:MM or -HH:MM, at most 14:00 (JST is +09:00)";
-		if (secs < 0 || secs > 14 * 3600)
-			return -1;
-		cfg->utc_offset_s = *v == '-' ? -secs : secs;
-		return 0;
-	}
-	if (strcmp(key, "service_day_end") == 0) {
-		int secs = parse_hhmm(v, 23);
+int kp_terminal_cfg_key_info(size_t i, struct kp_cfg_key_info *out)
+{
+	if (i >= N_CFG_KEYS)
+		return -1;
+	out->name = cfg_keys[i].name;
+	out->def = cfg_keys[i].def;
+	out->doc = cfg_keys[i].doc;
+	out->has_range = cfg_keys[i].type == CFG_INT;
+	out->min = cfg_keys[i].min;
+	out->max = cfg_keys[i].max;
+	out->choices = cfg_keys[i].choices;
+	return 0;
+}
 
-		*why = "service_day_end: HH:MM local time, 00:00 to 23:59";
-		if (secs < 0)
-			return -1;
-		cfg->service_day_end_s = secs;
-		return 0;
-	}
-	if (strcmp(key, "place_file") == 0)
-		return set_str(cfg->place_file, sizeof(cfg->place_file), v);
-	if (strcmp(key, "fare_mode") == 0) {
-		*why = "fare_mode: flat or distance";
-		if (strcmp(v, "flat") == 0)
-			cfg->fare_distance = 0;
-		else if (strcmp(v, "distance") == 0)
-			cfg->fare_distance = 1;
-		else
-			return -1;
-		return 0;
-	}
-	if (strcmp(key, "gate") == 0) {
-		*why = "gate: both, entry or exit";
-		if (strcmp(v, "both") == 0)
-			cfg->gate = KP_GATE_BOTH;
-		else if (strcmp(v, "entry") == 0)
-			cfg->gate = KP_GATE_ENTRY;
-		else if (strcmp(v, "exit") == 0)
-			cfg->gate = KP_GATE_EXIT;
-		else
-			return -1;
-		return 0;
-	}
-	if (strcmp(key, "log") == 0) {
-		*why = "log: stderr or syslog";
-		if (strcmp(v, "stderr") == 0)
-			cfg->use_syslog = 0;
-		else if (strcmp(v, "syslog") == 0)
-			cfg->use_syslog = 1;
-		else
-			return -1;
-		return 0;
-	}
-	*why = "unknown key";
-	return -1;
+void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
+{
+	cfg_defaults(cfg, sizeof(*cfg), 0);
 }
 
 int kp_place_parse(const char *line, char route[KP_ID_MAX + 1], char stop[KP_ID_MAX + 1])
@@ -280,12 +347,7 @@ int kp_terminal_cfg_set(struct kp_terminal_cfg *cfg, const char *key, const char
 
 void kp_console_cfg_defaults(struct kp_console_cfg *c)
 {
-	memset(c, 0, sizeof(*c));
-	c->lang_ja = 1;
-	c->mode = KP_CONSOLE_CHARGE;
-	c->denylist_max_age_s = 24 * 3600;
-	c->beep = 1;
-	c->colour = 1;
+	cfg_defaults(c, sizeof(*c), 1);
 }
 
 int64_t kp_console_parse_age(const char *v)
@@ -319,57 +381,17 @@ int64_t kp_console_parse_age(const char *v)
 int kp_console_cfg_set(struct kp_console_cfg *c, const char *key, const char *v, char *err,
                        size_t err_cap)
 {
+	const struct cfg_key *k = cfg_key_find(key);
 	struct kp_console_cfg scratch;
-	const char *why = NULL;
 
+	if (k == NULL || !k->console)
+		return KP_E_INVAL;
 	if (c == NULL) {
 		kp_console_cfg_defaults(&scratch);
 		c = &scratch;
 	}
-	if (strcmp(key, "console_language") == 0) {
-		why = "console_language: ja or en";
-		if (strcmp(v, "ja") == 0 || strcmp(v, "en") == 0) {
-			c->lang_ja = v[0] == 'j';
-			why = NULL;
-		}
-	} else if (strcmp(key, "console_mode") == 0) {
-		why = "console_mode: charge, confirm or validate";
-		if (strcmp(v, "charge") == 0)
-			c->mode = KP_CONSOLE_CHARGE, why = NULL;
-		else if (strcmp(v, "confirm") == 0)
-			c->mode = KP_CONSOLE_CONFIRM, why = NULL;
-		else if (strcmp(v, "validate") == 0)
-			c->mode = KP_CONSOLE_VALIDATE, why = NULL;
-	} else if (strcmp(key, "denylist_max_age") == 0) {
-		int64_t s = kp_console_parse_age(v);
-
-		why = "denylist_max_age: a number with s, m, h or d (e.g. 24h), at most 400d";
-		if (s > 0) {
-			c->denylist_max_age_s = s;
-			why = NULL;
-		}
-	} else if (strcmp(key, "events") == 0) {
-		why = "events: json (stdout), json:- or json:PATH (file or FIFO)";
-		if ((strcmp(v, "json") == 0 || (strncmp(v, "json:", 5) == 0 && v[5] != '\0')) &&
-		    set_str(c->events, sizeof(c->events), v) == 0)
-			why = NULL;
-	} else if (strcmp(key, "console_log") == 0) {
-		why = "console_log: a path of at most 511 bytes";
-		if (*v != '\0' && set_str(c->log_path, sizeof(c->log_path), v) == 0)
-			why = NULL;
-	} else if (strcmp(key, "console_beep") == 0) {
-		why = "console_beep: on or off";
-		if (strcmp(v, "on") == 0 || strcmp(v, "off") == 0)
-			c->beep = v[1] == 'n', why = NULL;
-	} else if (strcmp(key, "console_colour") == 0 || strcmp(key, "console_color") == 0) {
-		why = "console_colour: auto or off";
-		if (strcmp(v, "auto") == 0 || strcmp(v, "off") == 0)
-			c->colour = v[0] == 'a', why = NULL;
-	} else {
-		return KP_E_INVAL;
-	}
-	if (why != NULL) {
-		snprintf(err, err_cap, "%s", why);
+	if (cfg_key_set(k, c, v) != 0) {
+		snprintf(err, err_cap, "%s", k->why);
 		return KP_E_CONFIG;
 	}
 	return KP_OK;
@@ -395,8 +417,9 @@ int kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console_
 		return KP_E_CONFIG;
 	}
 	while (fgets(line, sizeof(line), fp) != NULL) {
-		char *p, *eq, *key, *val;
+		char *p, *eq, *key, *val, cerr[200];
 		const char *why = NULL;
+		int crc;
 
 		lineno++;
 		if (strchr(line, '\n') == NULL && !feof(fp)) {
@@ -429,18 +452,14 @@ int kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console_
 			snprintf(seen[n_seen].key, sizeof(seen[n_seen].key), "%s", key);
 			seen[n_seen++].line = lineno;
 		}
-		if (strncmp(key, "console_", 8) == 0 || strcmp(key, "events") == 0 ||
-		    strcmp(key, "denylist_max_age") == 0) {
-			char cerr[200];
-			int crc = kp_console_cfg_set(console, key, val, cerr, sizeof(cerr));
-
-			if (crc == KP_OK)
-				continue;
-			if (crc == KP_E_CONFIG) {
-				snprintf(err, err_cap, "%s:%d: %s", path, lineno, cerr);
-				rc = KP_E_CONFIG;
-				break;
-			}
+		/* A console key goes to the console's settings; any other to apply(). */
+		crc = kp_console_cfg_set(console, key, val, cerr, sizeof(cerr));
+		if (crc == KP_OK)
+			continue;
+		if (crc == KP_E_CONFIG) {
+			snprintf(err, err_cap, "%s:%d: %s", path, lineno, cerr);
+			rc = KP_E_CONFIG;
+			break;
 		}
 		if (apply(cfg, key, val, &why) != 0) {
 			snprintf(err, err_cap, "%s:%d: %s: %s", path, lineno, key, why);

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,7 @@ static void usage(FILE *fp)
 	      "  --denylist-max-age AGE     warn when the denylist is older (e.g. 24h, 2d)\n"
 	      "  --events json[:PATH]       one JSON object per line for every tap, driver\n"
 	      "                     action, reader and sync change: stdout, a file or a FIFO\n"
+	      "  --config-keys      print the configuration file's keys (a markdown table) and exit\n"
 	      "  --help\n", fp);
 }
 
@@ -691,446 +693,619 @@ static int console_stderr(const struct kp_console_cfg *cc, const struct kp_termi
 	return saved;
 }
 
-int main(int argc, char **argv)
+/* ---- the command line ---- */
+
+/* What the command line asks for: actions, and settings that win over the file. */
+struct cli {
+	const char *config, *pin_file;
+	int inspect, describe, list_readers, sync_once, offline, link_mode, console, config_keys;
+	struct { const char *key, *val; } set[32], console_set[16];
+	size_t n_set, n_console_set;
+};
+
+enum cli_kind {
+	CLI_FLAG,        /* an int in struct cli set to 1 */
+	CLI_VALUE,       /* a const char * in struct cli */
+	CLI_KEY,         /* a setting of the terminal's configuration (key) */
+	CLI_CONSOLE_KEY, /* a setting of the console's configuration (key) */
+	CLI_HELP,
+};
+
+/* The options: --name, what it is, and where it goes (field in struct cli, or the file's key). */
+static const struct cli_opt {
+	const char *name;
+	enum cli_kind kind;
+	size_t field;
+	const char *key;
+} cli_opts[] = {
+	{ "config", CLI_VALUE, offsetof(struct cli, config), NULL },
+	{ "reader", CLI_KEY, 0, "reader" },
+	{ "hmi", CLI_KEY, 0, "hmi" },
+	{ "db", CLI_KEY, 0, "database" },
+	{ "terminal-id", CLI_KEY, 0, "terminal_id" },
+	{ "operator", CLI_KEY, 0, "operator" },
+	{ "route", CLI_KEY, 0, "route" },
+	{ "stop", CLI_KEY, 0, "stop" },
+	{ "key", CLI_KEY, 0, "key" },
+	{ "cert", CLI_KEY, 0, "cert" },
+	{ "token-key", CLI_KEY, 0, "token_key" },
+	{ "inspect", CLI_FLAG, offsetof(struct cli, inspect), NULL },
+	{ "describe", CLI_FLAG, offsetof(struct cli, describe), NULL },
+	{ "list-readers", CLI_FLAG, offsetof(struct cli, list_readers), NULL },
+	{ "sync-once", CLI_FLAG, offsetof(struct cli, sync_once), NULL },
+	{ "backend", CLI_KEY, 0, "backend" },
+	{ "offline", CLI_FLAG, offsetof(struct cli, offline), NULL },
+	{ "link-mode", CLI_FLAG, offsetof(struct cli, link_mode), NULL },
+	{ "pin-file", CLI_VALUE, offsetof(struct cli, pin_file), NULL },
+	{ "console", CLI_FLAG, offsetof(struct cli, console), NULL },
+	{ "console-mode", CLI_CONSOLE_KEY, 0, "console_mode" },
+	{ "console-language", CLI_CONSOLE_KEY, 0, "console_language" },
+	{ "denylist-max-age", CLI_CONSOLE_KEY, 0, "denylist_max_age" },
+	{ "events", CLI_CONSOLE_KEY, 0, "events" },
+	{ "config-keys", CLI_FLAG, offsetof(struct cli, config_keys), NULL },
+	{ "help", CLI_HELP, 0, NULL },
+};
+#define N_CLI_OPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
+
+/* One option into cli; a setting beyond what cli holds is dropped, as it always was. */
+static void cli_take(struct cli *cli, const struct cli_opt *o, const char *v)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "reader", required_argument, NULL, 'r' },
-		{ "hmi", required_argument, NULL, 'h' },
-		{ "db", required_argument, NULL, 'd' },
-		{ "terminal-id", required_argument, NULL, 't' },
-		{ "operator", required_argument, NULL, 'o' },
-		{ "route", required_argument, NULL, 'R' },
-		{ "stop", required_argument, NULL, 'S' },
-		{ "key", required_argument, NULL, 'k' },
-		{ "cert", required_argument, NULL, 'C' },
-		{ "token-key", required_argument, NULL, 'T' },
-		{ "inspect", no_argument, NULL, 'i' },
-		{ "describe", no_argument, NULL, 'D' },
-		{ "list-readers", no_argument, NULL, 'L' },
-		{ "sync-once", no_argument, NULL, 'Y' },
-		{ "backend", required_argument, NULL, 'B' },
-		{ "offline", no_argument, NULL, 'O' },
-		{ "link-mode", no_argument, NULL, 'K' },
-		{ "pin-file", required_argument, NULL, 'P' },
-		{ "console", no_argument, NULL, 'U' },
-		{ "console-mode", required_argument, NULL, 1001 },
-		{ "console-language", required_argument, NULL, 1002 },
-		{ "denylist-max-age", required_argument, NULL, 1003 },
-		{ "events", required_argument, NULL, 1004 },
-		{ "help", no_argument, NULL, 'H' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct kp_terminal_cfg cfg;
-	struct override { int opt; const char *val; } over[32];
-	struct kp_console_cfg ccfg;
-	struct { const char *key, *val; } cover[16];
-	size_t n_cover = 0;
-	int use_console = 0;
-	kp_console *console = NULL;
-	kp_events *events = NULL;
-	kp_session *session = NULL;
-	int saved_stderr = -1;
-	size_t n_over = 0;
-	const char *config = NULL;
-	int do_inspect = 0, do_describe = 0, do_sync_once = 0, do_list = 0, offline = 0, c, rc;
-	int link_mode = 0;
-	const char *pin_file = NULL;
-	struct link_state ls = { 0 };
-	int exit_code = 1;
-	struct link link;
-	struct syncer syncer;
-	char err[600];
-	kp_store *store = NULL;
-	kp_key *key = NULL;
-	kp_tap_engine *engine = NULL;
-	struct kp_reader *reader = NULL;
-	struct kp_hmi *hmi = NULL;
-	uint8_t token_key[KP_TOKEN_KEY_LEN];
-	struct sigaction sa;
-	unsigned long taps = 0, accepted = 0, refused = 0;
+	char *field = (char *)cli + o->field;
 
-	kp_terminal_cfg_defaults(&cfg);
-	kp_console_cfg_defaults(&ccfg);
-	kp_terminal_register_mock_signer();
-	memset(&link, 0, sizeof(link));
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c': config = optarg; break;
-		case 'i': do_inspect = 1; break;
-		case 'D': do_describe = 1; break;
-		case 'L': do_list = 1; break;
-		case 'Y': do_sync_once = 1; break;
-		case 'O': offline = 1; break;
-		case 'K': link_mode = 1; break;
-		case 'P': pin_file = optarg; break;
-		case 'U': use_console = 1; break;
-		case 1001: case 1002: case 1003: case 1004:
-			if (n_cover < sizeof(cover) / sizeof(cover[0])) {
-				static const char *const keys[] = { "console_mode", "console_language",
-				                                    "denylist_max_age", "events" };
-
-				cover[n_cover].key = keys[c - 1001];
-				cover[n_cover++].val = optarg;
-			}
-			break;
-		case 'H': usage(stdout); return 0;
-		case '?': usage(stderr); return 2;
-		default:
-			if (n_over < sizeof(over) / sizeof(over[0]))
-				over[n_over++] = (struct override){ c, optarg };
+	switch (o->kind) {
+	case CLI_FLAG:
+		*(int *)(void *)field = 1;
+		break;
+	case CLI_VALUE:
+		*(const char **)(void *)field = v;
+		break;
+	case CLI_KEY:
+		if (cli->n_set < sizeof(cli->set) / sizeof(cli->set[0])) {
+			cli->set[cli->n_set].key = o->key;
+			cli->set[cli->n_set++].val = v;
 		}
+		break;
+	case CLI_CONSOLE_KEY:
+		if (cli->n_console_set < sizeof(cli->console_set) / sizeof(cli->console_set[0])) {
+			cli->console_set[cli->n_console_set].key = o->key;
+			cli->console_set[cli->n_console_set++].val = v;
+		}
+		break;
+	case CLI_HELP:
+		break;
+	}
+}
+
+/* The command line into cli: -1 to go on, or the exit status (--help, a bad option). */
+static int cli_parse(int argc, char **argv, struct cli *cli)
+{
+	struct option lo[N_CLI_OPTS + 1];
+	int c;
+
+	memset(cli, 0, sizeof(*cli));
+	memset(lo, 0, sizeof(lo));
+	for (size_t i = 0; i < N_CLI_OPTS; i++) {
+		lo[i].name = cli_opts[i].name;
+		lo[i].has_arg = cli_opts[i].kind == CLI_FLAG || cli_opts[i].kind == CLI_HELP ?
+		                no_argument : required_argument;
+		lo[i].val = 256 + (int)i;
+	}
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (c < 256 || c >= 256 + (int)N_CLI_OPTS) {
+			usage(stderr);
+			return 2;
+		}
+		if (cli_opts[c - 256].kind == CLI_HELP) {
+			usage(stdout);
+			return 0;
+		}
+		cli_take(cli, &cli_opts[c - 256], optarg);
 	}
 	if (optind != argc) {
 		fprintf(stderr, "kippu-terminal: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
 	}
-	if (do_list) {
-		char list[8192];
-		size_t n = 0;
+	return -1;
+}
 
-		rc = kp_libnfc_list(list, sizeof(list), &n);
-		if (rc != KP_HAL_OK && rc != KP_HAL_E_OVERFLOW) {
-			fprintf(stderr, "kippu-terminal: listing readers: %s\n", kp_strerror(rc));
-			return 1;
-		}
-		fputs(n > 0 ? list : "no readers found\n", stdout);
-		return 0;
+/* --config-keys: the configuration file's keys as a markdown table. */
+static int print_config_keys(void)
+{
+	struct kp_cfg_key_info k;
+
+	printf("| key | default | meaning |\n| --- | --- | --- |\n");
+	for (size_t i = 0; kp_terminal_cfg_key_info(i, &k) == 0; i++) {
+		printf("| `%s` | %s%s%s | %s", k.name, k.def != NULL ? "`" : "",
+		       k.def != NULL ? k.def : "none", k.def != NULL ? "`" : "", k.doc);
+		if (k.has_range)
+			printf(" (%lld to %lld)", (long long)k.min, (long long)k.max);
+		for (size_t j = 0; k.choices != NULL && k.choices[j] != NULL; j++)
+			printf("%s`%s`%s", j == 0 ? " (" : ", ", k.choices[j],
+			       k.choices[j + 1] == NULL ? ")" : "");
+		printf(" |\n");
 	}
-	if (config != NULL &&
-	    kp_terminal_cfg_load_console(&cfg, &ccfg, config, err, sizeof(err)) != KP_OK) {
+	return 0;
+}
+
+static int list_readers(void)
+{
+	char list[8192];
+	size_t n = 0;
+	int rc = kp_libnfc_list(list, sizeof(list), &n);
+
+	if (rc != KP_HAL_OK && rc != KP_HAL_E_OVERFLOW) {
+		fprintf(stderr, "kippu-terminal: listing readers: %s\n", kp_strerror(rc));
+		return 1;
+	}
+	fputs(n > 0 ? list : "no readers found\n", stdout);
+	return 0;
+}
+
+/* The file, then the command line's settings (which win, through the same checks), then
+ * what does not combine: 0, or the exit status after saying why. */
+static int cli_settings(const struct cli *cli, struct kp_terminal_cfg *cfg,
+                        struct kp_console_cfg *ccfg)
+{
+	char err[600];
+
+	if (cli->config != NULL &&
+	    kp_terminal_cfg_load_console(cfg, ccfg, cli->config, err, sizeof(err)) != KP_OK) {
 		fprintf(stderr, "kippu-terminal: %s\n", err);
 		return 2;
 	}
-	/* Command-line options win over the file; they go through the same checks. */
-	for (size_t i = 0; i < n_over; i++) {
-		static const char *const names[128] = {
-			['r'] = "reader", ['h'] = "hmi", ['d'] = "database", ['t'] = "terminal_id",
-			['o'] = "operator", ['R'] = "route", ['S'] = "stop", ['k'] = "key",
-			['C'] = "cert", ['T'] = "token_key", ['B'] = "backend",
-		};
-		rc = kp_terminal_cfg_set(&cfg, names[over[i].opt], over[i].val, err, sizeof(err));
-		if (rc != KP_OK) {
+	for (size_t i = 0; i < cli->n_set; i++) {
+		if (kp_terminal_cfg_set(cfg, cli->set[i].key, cli->set[i].val, err, sizeof(err)) !=
+		    KP_OK) {
 			fprintf(stderr, "kippu-terminal: --%s\n", err);
 			return 2;
 		}
 	}
-	for (size_t i = 0; i < n_cover; i++) {
-		if (kp_console_cfg_set(&ccfg, cover[i].key, cover[i].val, err, sizeof(err)) != KP_OK) {
+	for (size_t i = 0; i < cli->n_console_set; i++) {
+		if (kp_console_cfg_set(ccfg, cli->console_set[i].key, cli->console_set[i].val, err,
+		                       sizeof(err)) != KP_OK) {
 			fprintf(stderr, "kippu-terminal: --%s\n", err);
 			return 2;
 		}
 	}
-	if (use_console && (strcmp(ccfg.events, "json") == 0 || strcmp(ccfg.events, "json:-") == 0)) {
+	if (cli->console && (strcmp(ccfg->events, "json") == 0 ||
+	                     strcmp(ccfg->events, "json:-") == 0)) {
 		fprintf(stderr, "kippu-terminal: --events json writes to stdout, which the console "
 		        "draws on: use --events json:PATH (a file or a FIFO)\n");
 		return 2;
 	}
-	if (use_console && (link_mode || do_inspect)) {
+	if (cli->console && (cli->link_mode || cli->inspect)) {
 		fprintf(stderr, "kippu-terminal: --console does not combine with --link-mode or "
 		        "--inspect\n");
 		return 2;
 	}
 	/* The console owns stdout: the rider-facing mock HMI keeps its events in memory. */
-	if (use_console && strcmp(cfg.hmi, "mock:-") == 0)
-		snprintf(cfg.hmi, sizeof(cfg.hmi), "mock:");
-	use_syslog = cfg.use_syslog;
-	if (use_syslog)
-		openlog("kippu-terminal", LOG_PID, LOG_DAEMON);
+	if (cli->console && strcmp(cfg->hmi, "mock:-") == 0)
+		snprintf(cfg->hmi, sizeof(cfg->hmi), "mock:");
+	return 0;
+}
+
+/* --sync-once: one exchange with the backend. */
+static int run_sync_once(const struct kp_terminal_cfg *cfg)
+{
+	struct syncer syncer;
+	int rc;
+
 	memset(&syncer, 0, sizeof(syncer));
-	signal(SIGPIPE, SIG_IGN);
-	if (do_sync_once) {
-		if (cfg.backend_host[0] == '\0' || cfg.terminal_id[0] == '\0') {
-			logmsg(LOG_ERR, "--sync-once needs terminal_id and backend = HOST:PORT");
-			return 2;
-		}
-		rc = syncer_setup(&syncer, &cfg);
-		if (rc == 0)
-			rc = sync_once(&syncer);
-		syncer_free(&syncer);
-		return rc == 0 ? 0 : 1;
-	}
-	if (cfg.reader[0] == '\0') {
-		logmsg(LOG_ERR, "no reader: set reader = CONN in the config or pass --reader");
+	if (cfg->backend_host[0] == '\0' || cfg->terminal_id[0] == '\0') {
+		logmsg(LOG_ERR, "--sync-once needs terminal_id and backend = HOST:PORT");
 		return 2;
 	}
+	rc = syncer_setup(&syncer, cfg);
+	if (rc == 0)
+		rc = sync_once(&syncer);
+	syncer_free(&syncer);
+	return rc == 0 ? 0 : 1;
+}
 
-	link.conn = cfg.reader;
-	link.backoff_ms = LINK_BACKOFF_MIN_MS;
-	rc = kp_reader_open(&reader, cfg.reader);
+/* ---- the terminal: what it opens, its loop, and its end ---- */
+
+struct app {
+	const struct cli *cli;
+	struct kp_terminal_cfg cfg;
+	struct kp_console_cfg ccfg;
+	struct link link;
+	struct syncer syncer;
+	struct link_state ls;
+	kp_store *store;
+	kp_key *key;
+	kp_tap_engine *engine;
+	struct kp_reader *reader;        /* until the link owns it */
+	struct kp_hmi *hmi;
+	kp_console *console;
+	kp_events *events;
+	kp_session *session;
+	int saved_stderr;
+	uint8_t token_key[KP_TOKEN_KEY_LEN];
+	unsigned long taps, accepted, refused;
+};
+
+/* The reader (a missing or silent one is waited for), --describe, and the token key:
+ * -1 to go on, or the exit status. */
+static int app_open_reader(struct app *a)
+{
+	int rc;
+
+	a->link.conn = a->cfg.reader;
+	a->link.backoff_ms = LINK_BACKOFF_MIN_MS;
+	rc = kp_reader_open(&a->reader, a->cfg.reader);
 	if (rc != KP_HAL_OK) {
-		logmsg(LOG_ERR, "reader %s: %s", cfg.reader, kp_strerror(rc));
+		logmsg(LOG_ERR, "reader %s: %s", a->cfg.reader, kp_strerror(rc));
 		/* A reader that is missing or silent may come back: wait for it. A wrong
 		 * connection string or scenario will not. */
-		if (rc != KP_HAL_E_IO || do_describe)
-			goto out;
-		reader = NULL;
+		if (rc != KP_HAL_E_IO || a->cli->describe)
+			return 1;
+		a->reader = NULL;
 	}
-	if (do_describe) {
+	if (a->cli->describe) {
 		char desc[256];
 
-		if (kp_reader_describe(reader, desc, sizeof(desc)) == KP_HAL_OK)
+		if (kp_reader_describe(a->reader, desc, sizeof(desc)) == KP_HAL_OK)
 			printf("%s\n", desc);
-		exit_code = 0;
-		goto out;
+		return 0;
 	}
-	rc = kp_token_key_load(cfg.token_key_path, token_key);
+	rc = kp_token_key_load(a->cfg.token_key_path, a->token_key);
 	if (rc != KP_OK) {
-		logmsg(LOG_ERR, "token key %s: %s", cfg.token_key_path, kp_strerror(rc));
-		goto out;
+		logmsg(LOG_ERR, "token key %s: %s", a->cfg.token_key_path, kp_strerror(rc));
+		return 1;
 	}
-	if (!do_inspect) {
-		if (cfg.terminal_id[0] == '\0' || cfg.operator_id[0] == '\0') {
-			logmsg(LOG_ERR, "terminal_id and operator must be configured");
-			exit_code = 2;
-			goto out;
-		}
-		rc = kp_key_load(&key, cfg.key_path);
-		if (rc != 0) {
-			logmsg(LOG_ERR, "key %s: %s", cfg.key_path, kp_strerror(rc));
-			goto out;
-		}
-		rc = kp_store_open(&store, cfg.database);
-		if (rc != KP_OK)
-			goto out;
-		rc = bind_identity(store, &cfg, key);
-		if (rc != KP_OK)
-			goto out;
-		rc = kp_tap_engine_open(&engine, store, &cfg, key, token_key);
+	return -1;
+}
+
+/* The key, the store bound to this terminal, and the tap engine (not for --inspect). */
+static int app_open_engine(struct app *a)
+{
+	const struct kp_terminal_cfg *cfg = &a->cfg;
+	int rc;
+
+	if (cfg->terminal_id[0] == '\0' || cfg->operator_id[0] == '\0') {
+		logmsg(LOG_ERR, "terminal_id and operator must be configured");
+		return 2;
+	}
+	rc = kp_key_load(&a->key, cfg->key_path);
+	if (rc != 0) {
+		logmsg(LOG_ERR, "key %s: %s", cfg->key_path, kp_strerror(rc));
+		return 1;
+	}
+	rc = kp_store_open(&a->store, cfg->database);
+	if (rc != KP_OK)
+		return 1;
+	rc = bind_identity(a->store, cfg, a->key);
+	if (rc != KP_OK)
+		return 1;
+	rc = kp_tap_engine_open(&a->engine, a->store, cfg, a->key, a->token_key);
+	if (rc != KP_OK) {
+		logmsg(LOG_ERR, "tap engine: %s", kp_strerror(rc));
+		return 1;
+	}
+	return -1;
+}
+
+/* The event stream and the driver console, with a tap engine only. */
+static int app_open_console(struct app *a)
+{
+	struct kp_session_io io;
+	char err[600];
+	int rc;
+
+	if (a->ccfg.events[0] != '\0' && a->engine != NULL) {
+		/* A target that cannot be written is logged and retried: taps go on. */
+		rc = kp_events_open(&a->events, a->ccfg.events, events_log, NULL);
 		if (rc != KP_OK) {
-			logmsg(LOG_ERR, "tap engine: %s", kp_strerror(rc));
-			goto out;
+			logmsg(LOG_ERR, "events %s: %s", a->ccfg.events, kp_strerror(rc));
+			return 2;
 		}
+		a->link.ev = a->events;
+		a->syncer.ev = a->events;
 	}
-	rc = kp_hmi_open(&hmi, cfg.hmi);
+	if (!a->cli->console || a->engine == NULL) {
+		if (a->events != NULL)
+			kp_tap_engine_observe(a->engine, events_observe, a->events);
+		return -1;
+	}
+	rc = kp_console_open(&a->console, &a->ccfg, &a->cfg, err, sizeof(err));
+	if (rc != KP_OK) {
+		logmsg(LOG_ERR, "console: %s", err);
+		return 2;
+	}
+	/* The screen is the console's now: logs go to console_log (and warnings to the
+	 * console's message line). */
+	a->saved_stderr = console_stderr(&a->ccfg, &a->cfg);
+	pthread_mutex_lock(&console_mu);
+	the_console = a->console;
+	pthread_mutex_unlock(&console_mu);
+	memset(&io, 0, sizeof(io));
+	io.store = a->store;
+	io.engine = a->engine;
+	io.console = a->console;
+	io.events = a->events;
+	io.cc = &a->ccfg;
+	io.have_backend = a->cfg.backend_host[0] != '\0' && !a->cli->offline;
+	io.log = session_log;
+	rc = kp_session_open(&a->session, &io);
+	if (rc != KP_OK) {
+		logmsg(LOG_ERR, "console: reading the journal: %s", kp_strerror(rc));
+		return 1;
+	}
+	a->link.ss = a->session;
+	a->syncer.ss = a->session;
+	kp_session_tick(a->session, a->link.r,
+	                a->link.r != NULL ? kp_reader_now_ms(a->link.r) : 0, 1);
+	return -1;
+}
+
+/* Everything the loop needs, in order: -1 to run the loop, or the exit status. */
+static int app_open(struct app *a)
+{
+	struct sigaction sa;
+	int rc;
+
+	rc = app_open_reader(a);
+	if (rc < 0 && !a->cli->inspect)
+		rc = app_open_engine(a);
+	if (rc >= 0)
+		return rc;
+	rc = kp_hmi_open(&a->hmi, a->cfg.hmi);
 	if (rc != KP_HAL_OK) {
-		logmsg(LOG_ERR, "hmi %s: %s", cfg.hmi, kp_strerror(rc));
-		goto out;
+		logmsg(LOG_ERR, "hmi %s: %s", a->cfg.hmi, kp_strerror(rc));
+		return 1;
 	}
-	link.hmi = hmi;
-	link.r = reader;
-	reader = NULL;                   /* the link owns it now */
+	a->link.hmi = a->hmi;
+	a->link.r = a->reader;
+	a->reader = NULL;                /* the link owns it now */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	if (ccfg.events[0] != '\0' && engine != NULL) {
-		/* A target that cannot be written is logged and retried: taps go on. */
-		rc = kp_events_open(&events, ccfg.events, events_log, NULL);
-		if (rc != KP_OK) {
-			logmsg(LOG_ERR, "events %s: %s", ccfg.events, kp_strerror(rc));
-			exit_code = 2;
-			goto out;
-		}
-		link.ev = events;
-		syncer.ev = events;
+	rc = app_open_console(a);
+	if (rc >= 0)
+		return rc;
+	if (a->link.r == NULL)
+		link_down(&a->link, "it cannot be opened");
+	if (!a->cli->inspect && !a->cli->offline && a->cfg.backend_host[0] != '\0') {
+		kp_session *keep_ss = a->syncer.ss;
+		kp_events *keep_ev = a->syncer.ev;
+
+		if (syncer_setup(&a->syncer, &a->cfg) != 0)
+			return 1;
+		a->syncer.ss = keep_ss;
+		a->syncer.ev = keep_ev;
+		if (pthread_create(&a->syncer.thread, NULL, sync_main, &a->syncer) == 0)
+			a->syncer.started = 1;
 	}
-	if (use_console && engine != NULL) {
-		struct kp_session_io io;
+	return -1;
+}
 
-		rc = kp_console_open(&console, &ccfg, &cfg, err, sizeof(err));
-		if (rc != KP_OK) {
-			logmsg(LOG_ERR, "console: %s", err);
-			exit_code = 2;
-			goto out;
-		}
-		/* The screen is the console's now: logs go to console_log (and warnings to the
-		 * console's message line). */
-		saved_stderr = console_stderr(&ccfg, &cfg);
-		pthread_mutex_lock(&console_mu);
-		the_console = console;
-		pthread_mutex_unlock(&console_mu);
-		memset(&io, 0, sizeof(io));
-		io.store = store;
-		io.engine = engine;
-		io.console = console;
-		io.events = events;
-		io.cc = &ccfg;
-		io.have_backend = cfg.backend_host[0] != '\0' && !offline;
-		io.log = session_log;
-		rc = kp_session_open(&session, &io);
-		if (rc != KP_OK) {
-			logmsg(LOG_ERR, "console: reading the journal: %s", kp_strerror(rc));
-			goto out;
-		}
-		link.ss = session;
-		syncer.ss = session;
-		kp_session_tick(session, link.r, link.r != NULL ? kp_reader_now_ms(link.r) : 0, 1);
-	} else if (events != NULL) {
-		kp_tap_engine_observe(engine, events_observe, events);
+/* The loop's own state between polls. */
+struct loop {
+	struct kp_poll poll;
+	int64_t last_activity, last_sweep;
+	int dirty, scenario_done, wait_ms;
+	struct place pl;
+};
+
+/* No card this poll: fold the WAL into the database when idle (never during a tap), and
+ * close journeys left open now and then. */
+static void loop_idle(struct app *a, struct loop *lp, struct kp_reader *r)
+{
+	a->link.failures = 0;
+	if (lp->dirty && a->store != NULL &&
+	    mono_ms() - lp->last_activity >= a->cfg.checkpoint_idle_ms) {
+		kp_store_idle(a->store);
+		lp->dirty = 0;
 	}
-	if (link.r == NULL)
-		link_down(&link, "it cannot be opened");
-
-	if (!do_inspect && !offline && cfg.backend_host[0] != '\0') {
-		kp_session *keep_ss = syncer.ss;
-		kp_events *keep_ev = syncer.ev;
-
-		if (syncer_setup(&syncer, &cfg) != 0)
-			goto out;
-		syncer.ss = keep_ss;
-		syncer.ev = keep_ev;
-		if (pthread_create(&syncer.thread, NULL, sync_main, &syncer) == 0)
-			syncer.started = 1;
+	if (a->engine != NULL && !a->cli->inspect && !a->cli->link_mode &&
+	    mono_ms() - lp->last_sweep >= 10000) {
+		sweep(a->engine, kp_reader_now_ms(r));
+		lp->last_sweep = mono_ms();
 	}
-	logmsg(LOG_INFO, "terminal %s operator %s ready on %s", cfg.terminal_id, cfg.operator_id,
-	       cfg.reader);
+}
 
-	{
-		struct kp_poll poll = { KP_TECH_FELICA | KP_TECH_ISO14443B, 0x0003, 1 };
-		int64_t last_activity = mono_ms();
-		int dirty = 0;
+/* A card was found: inspect it, link it, or decide its tap and tell the rider. */
+static void loop_card(struct app *a, struct loop *lp, struct kp_reader *r,
+                      const struct kp_card_info *info)
+{
+	struct kp_tap_outcome o;
+	int64_t now;
+	int decided = 0, rc;
 
-		int scenario_done = 0;
-		struct place pl = { { 0, 0 }, 0, 0 };
-		int64_t last_sweep = mono_ms();
-
-		if (engine != NULL && !do_inspect && !link_mode)
-			sweep(engine, link.r != NULL ? kp_reader_now_ms(link.r) : kp_reader_now_ms(NULL));
-		/* With the console, the driver's keys are answered between polls: poll briefly. */
-		int wait_ms = session != NULL && cfg.poll_timeout_ms > 100 ? 100 : cfg.poll_timeout_ms;
-
-		while (!stop_requested) {
-			struct kp_card_info info;
-			struct kp_tap_outcome o;
-			struct kp_reader *r;
-			int64_t now;
-			int decided = 0;
-
-			if (session != NULL) {
-				/* Driver actions run here, on the thread that owns the engine. */
-				int64_t at = link.r != NULL ? kp_reader_now_ms(link.r) : kp_reader_now_ms(NULL);
-
-				if (kp_session_actions(session, at))
-					break;
-				kp_session_tick(session, link.r, at, 0);
-			}
-			if (scenario_done) {
-				/* The console stays up after a mock scenario's last tap until the driver
-				 * quits, so the shift can be ended and its summary read. */
-				sleep_ms(50);
-				continue;
-			}
-			r = link_up(&link);
-			if (r == NULL) {
-				sleep_ms(100);
-				continue;
-			}
-			place_update(engine, &cfg, &pl);
-			memset(&info, 0, sizeof(info));
-			rc = kp_reader_wait_card(r, &poll, &info, wait_ms);
-			if (rc == KP_HAL_E_END && session != NULL) {
-				scenario_done = 1;
-				kp_console_message(console, 0, "Scenario ended: no more taps (Q quits)");
-				continue;
-			}
-			if (rc == KP_HAL_E_END)
-				break;
-			if (rc == KP_HAL_E_NOCARD || rc == KP_HAL_E_TIMEOUT) {
-				link.failures = 0;
-				/* Idle: fold the WAL into the database now, never during a tap. */
-				if (dirty && store != NULL &&
-				    mono_ms() - last_activity >= cfg.checkpoint_idle_ms) {
-					kp_store_idle(store);
-					dirty = 0;
-				}
-				if (engine != NULL && !do_inspect && !link_mode &&
-				    mono_ms() - last_sweep >= 10000) {
-					sweep(engine, kp_reader_now_ms(r));
-					last_sweep = mono_ms();
-				}
-				continue;
-			}
-			if (rc != KP_HAL_OK) {
-				link_failed(&link, "waiting for a card", rc);
-				if (link.r != NULL)
-					sleep_ms(200);
-				continue;
-			}
-			link.failures = 0;
-			now = kp_reader_now_ms(r);
-			if (do_inspect) {
-				inspect(r, &info, token_key, cfg.card_timeout_ms);
-				kp_reader_release(r, 1, cfg.poll_timeout_ms);
-				continue;
-			}
-			if (link_mode) {
-				link_mode_tap(engine, r, &info, hmi, pin_file, &ls, now);
-				kp_reader_release(r, 1, cfg.poll_timeout_ms);
-				continue;
-			}
-			/* The card is read whole before anything is decided: a reader or card lost
-			 * mid-read is a refusal (card-removed, card-error), never half a tap. */
-			if (session != NULL) {
-				rc = kp_session_tap(session, r, &info, now, &o, &decided);
-			} else {
-				rc = kp_tap_card(engine, r, &info, now, &o);
-				decided = rc == KP_OK;
-			}
-			taps++;
-			if (rc == KP_OK && !decided) {
-				/* validation only / waiting for the driver: nothing decided */
-			} else if (rc == KP_OK) {
-				show(hmi, &o, now);
-				if (o.kind == KP_TAP_ACCEPTED)
-					accepted++;
-				else if (o.kind == KP_TAP_REFUSED)
-					refused++;
-			} else {
-				logmsg(LOG_ERR, "tap not recorded: %s", kp_strerror(rc));
-				show_out_of_service(hmi, now);
-			}
-			/* The driver's screen after the rider's display. */
-			if (session != NULL && (decided || rc != KP_OK))
-				kp_session_result(session, r, rc, &o, now);
-			rc = kp_reader_release(r, 1, cfg.poll_timeout_ms);
-			if (rc == KP_HAL_E_IO)
-				link_failed(&link, "releasing the card", rc);
-			last_activity = mono_ms();
-			dirty = 1;
-			/* A mock scenario in virtual time never idles: checkpoint every 64 taps. */
-			if (store != NULL && taps % 64 == 0) {
-				kp_store_idle(store);
-				if (engine != NULL && !do_inspect && !link_mode)
-					sweep(engine, now);
-			}
-		}
+	a->link.failures = 0;
+	now = kp_reader_now_ms(r);
+	if (a->cli->inspect) {
+		inspect(r, info, a->token_key, a->cfg.card_timeout_ms);
+		kp_reader_release(r, 1, a->cfg.poll_timeout_ms);
+		return;
 	}
-	logmsg(LOG_INFO, "stopping: %lu taps, %lu accepted, %lu refused", taps, accepted, refused);
-	exit_code = 0;
-out:
-	if (syncer.started) {
+	if (a->cli->link_mode) {
+		link_mode_tap(a->engine, r, info, a->hmi, a->cli->pin_file, &a->ls, now);
+		kp_reader_release(r, 1, a->cfg.poll_timeout_ms);
+		return;
+	}
+	/* The card is read whole before anything is decided: a reader or card lost
+	 * mid-read is a refusal (card-removed, card-error), never half a tap. */
+	if (a->session != NULL) {
+		rc = kp_session_tap(a->session, r, info, now, &o, &decided);
+	} else {
+		rc = kp_tap_card(a->engine, r, info, now, &o);
+		decided = rc == KP_OK;
+	}
+	a->taps++;
+	if (rc == KP_OK && !decided) {
+		/* validation only / waiting for the driver: nothing decided */
+	} else if (rc == KP_OK) {
+		show(a->hmi, &o, now);
+		if (o.kind == KP_TAP_ACCEPTED)
+			a->accepted++;
+		else if (o.kind == KP_TAP_REFUSED)
+			a->refused++;
+	} else {
+		logmsg(LOG_ERR, "tap not recorded: %s", kp_strerror(rc));
+		show_out_of_service(a->hmi, now);
+	}
+	/* The driver's screen after the rider's display. */
+	if (a->session != NULL && (decided || rc != KP_OK))
+		kp_session_result(a->session, r, rc, &o, now);
+	rc = kp_reader_release(r, 1, a->cfg.poll_timeout_ms);
+	if (rc == KP_HAL_E_IO)
+		link_failed(&a->link, "releasing the card", rc);
+	lp->last_activity = mono_ms();
+	lp->dirty = 1;
+	/* A mock scenario in virtual time never idles: checkpoint every 64 taps. */
+	if (a->store != NULL && a->taps % 64 == 0) {
+		kp_store_idle(a->store);
+		if (a->engine != NULL && !a->cli->inspect && !a->cli->link_mode)
+			sweep(a->engine, now);
+	}
+}
+
+/* One turn of the loop: 0 to go on, 1 to stop. */
+static int loop_turn(struct app *a, struct loop *lp)
+{
+	struct kp_card_info info;
+	struct kp_reader *r;
+	int rc;
+
+	if (a->session != NULL) {
+		/* Driver actions run here, on the thread that owns the engine. */
+		int64_t at = a->link.r != NULL ? kp_reader_now_ms(a->link.r) : kp_reader_now_ms(NULL);
+
+		if (kp_session_actions(a->session, at))
+			return 1;
+		kp_session_tick(a->session, a->link.r, at, 0);
+	}
+	if (lp->scenario_done) {
+		/* The console stays up after a mock scenario's last tap until the driver
+		 * quits, so the shift can be ended and its summary read. */
+		sleep_ms(50);
+		return 0;
+	}
+	r = link_up(&a->link);
+	if (r == NULL) {
+		sleep_ms(100);
+		return 0;
+	}
+	place_update(a->engine, &a->cfg, &lp->pl);
+	memset(&info, 0, sizeof(info));
+	rc = kp_reader_wait_card(r, &lp->poll, &info, lp->wait_ms);
+	if (rc == KP_HAL_E_END && a->session != NULL) {
+		lp->scenario_done = 1;
+		kp_console_message(a->console, 0, "Scenario ended: no more taps (Q quits)");
+		return 0;
+	}
+	if (rc == KP_HAL_E_END)
+		return 1;
+	if (rc == KP_HAL_E_NOCARD || rc == KP_HAL_E_TIMEOUT) {
+		loop_idle(a, lp, r);
+		return 0;
+	}
+	if (rc != KP_HAL_OK) {
+		link_failed(&a->link, "waiting for a card", rc);
+		if (a->link.r != NULL)
+			sleep_ms(200);
+		return 0;
+	}
+	loop_card(a, lp, r, &info);
+	return 0;
+}
+
+static void app_run(struct app *a)
+{
+	struct loop lp = { { KP_TECH_FELICA | KP_TECH_ISO14443B, 0x0003, 1 }, 0, 0, 0, 0, 0,
+	                   { { 0, 0 }, 0, 0 } };
+
+	lp.last_activity = mono_ms();
+	lp.last_sweep = mono_ms();
+	if (a->engine != NULL && !a->cli->inspect && !a->cli->link_mode)
+		sweep(a->engine,
+		      a->link.r != NULL ? kp_reader_now_ms(a->link.r) : kp_reader_now_ms(NULL));
+	/* With the console, the driver's keys are answered between polls: poll briefly. */
+	lp.wait_ms = a->session != NULL && a->cfg.poll_timeout_ms > 100 ? 100 :
+	             a->cfg.poll_timeout_ms;
+	while (!stop_requested && loop_turn(a, &lp) == 0)
+		;
+}
+
+static void app_close(struct app *a)
+{
+	if (a->syncer.started) {
 		sync_stop = 1;
-		pthread_join(syncer.thread, NULL);
+		pthread_join(a->syncer.thread, NULL);
 	}
-	syncer_free(&syncer);
+	syncer_free(&a->syncer);
 	pthread_mutex_lock(&console_mu);
 	the_console = NULL;
 	pthread_mutex_unlock(&console_mu);
-	kp_console_close(console);       /* the screen back to the shell */
-	if (saved_stderr >= 0) {
-		dup2(saved_stderr, STDERR_FILENO);
-		close(saved_stderr);
+	kp_console_close(a->console);    /* the screen back to the shell */
+	if (a->saved_stderr >= 0) {
+		dup2(a->saved_stderr, STDERR_FILENO);
+		close(a->saved_stderr);
 		if (console_error[0] != '\0')
 			fprintf(stderr, "kippu-terminal: %s\n", console_error);
 	}
 	/* The end of a shift prints its summary where the driver can keep it. */
-	if (session != NULL && kp_session_last_summary(session)[0] != '\0')
-		printf("%s", kp_session_last_summary(session));
-	kp_session_close(session);
-	if (engine != NULL)
-		kp_tap_engine_observe(engine, NULL, NULL);
-	kp_events_close(events);
-	kp_zeroize(token_key, sizeof(token_key));
-	kp_tap_engine_close(engine);
-	kp_hmi_close(hmi);
-	kp_reader_close(link.r);
-	kp_reader_close(reader);
-	kp_store_close(store);
-	kp_key_free(key);
+	if (a->session != NULL && kp_session_last_summary(a->session)[0] != '\0')
+		printf("%s", kp_session_last_summary(a->session));
+	kp_session_close(a->session);
+	if (a->engine != NULL)
+		kp_tap_engine_observe(a->engine, NULL, NULL);
+	kp_events_close(a->events);
+	kp_zeroize(a->token_key, sizeof(a->token_key));
+	kp_tap_engine_close(a->engine);
+	kp_hmi_close(a->hmi);
+	kp_reader_close(a->link.r);
+	kp_reader_close(a->reader);
+	kp_store_close(a->store);
+	kp_key_free(a->key);
 	if (use_syslog)
 		closelog();
-	return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+	static struct app a;             /* large; and the signal handler outlives no frame */
+	struct cli cli;
+	int rc;
+
+	kp_terminal_cfg_defaults(&a.cfg);
+	kp_console_cfg_defaults(&a.ccfg);
+	kp_terminal_register_mock_signer();
+	rc = cli_parse(argc, argv, &cli);
+	if (rc >= 0)
+		return rc;
+	if (cli.list_readers)
+		return list_readers();
+	if (cli.config_keys)
+		return print_config_keys();
+	rc = cli_settings(&cli, &a.cfg, &a.ccfg);
+	if (rc != 0)
+		return rc;
+	a.cli = &cli;
+	a.saved_stderr = -1;
+	use_syslog = a.cfg.use_syslog;
+	if (use_syslog)
+		openlog("kippu-terminal", LOG_PID, LOG_DAEMON);
+	signal(SIGPIPE, SIG_IGN);
+	if (cli.sync_once)
+		return run_sync_once(&a.cfg);
+	if (a.cfg.reader[0] == '\0') {
+		logmsg(LOG_ERR, "no reader: set reader = CONN in the config or pass --reader");
+		return 2;
+	}
+	rc = app_open(&a);
+	if (rc < 0) {
+		logmsg(LOG_INFO, "terminal %s operator %s ready on %s", a.cfg.terminal_id,
+		       a.cfg.operator_id, a.cfg.reader);
+		app_run(&a);
+		logmsg(LOG_INFO, "stopping: %lu taps, %lu accepted, %lu refused", a.taps, a.accepted,
+		       a.refused);
+		rc = 0;
+	}
+	app_close(&a);
+	return rc;
 }

@@ -1,0 +1,87 @@
+/* kippuctl's option parser: each subcommand describes its options in a table (struct
+ * kp_ctl_opt) and this one loop reads them, so no subcommand carries a getopt loop of its own. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp_tools.h"
+
+#define MAX_OPTS 32
+
+/* Where a row's value goes in the caller's struct. */
+#define FIELD(args, off, type) ((type *)(void *)((char *)(args) + (off)))
+
+static int store_opt(const struct kp_ctl_opt *o, void *args, const char *v)
+{
+	char *end;
+	long n;
+
+	switch (o->kind) {
+	case KP_CTL_STR:
+		*FIELD(args, o->field, const char *) = v;
+		return 0;
+	case KP_CTL_FLAG:
+		*FIELD(args, o->field, int) = 1;
+		return 0;
+	case KP_CTL_INT:
+		n = strtol(v, &end, 10);
+		if (*end != '\0' || n < o->min || n > o->max) {
+			fprintf(stderr, "kippuctl: --%s must be %ld to %ld\n", o->name, o->min, o->max);
+			return -1;
+		}
+		*FIELD(args, o->field, int) = (int)n;
+		return 0;
+	case KP_CTL_LIST: {
+		int *count = FIELD(args, o->count_field, int);
+
+		if (*count == o->max) {
+			fprintf(stderr, "kippuctl: at most %ld --%s at once\n", o->max, o->name);
+			return -1;
+		}
+		FIELD(args, o->field, const char *)[(*count)++] = v;
+		return 0;
+	}
+	}
+	return -1;
+}
+
+int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *args,
+                 struct kp_ctl_pos *pos)
+{
+	struct option lo[MAX_OPTS + 1];
+	size_t n = 0;
+	int c;
+
+	memset(lo, 0, sizeof(lo));
+	for (; opts[n].name != NULL && n < MAX_OPTS; n++) {
+		lo[n].name = opts[n].name;
+		lo[n].has_arg = opts[n].kind == KP_CTL_FLAG ? no_argument : required_argument;
+		lo[n].val = 256 + (int)n;      /* past every short option getopt could return */
+	}
+	pos->n = 0;
+	pos->extra = NULL;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (c < 256 || c >= 256 + (int)n ||
+		    store_opt(&opts[c - 256], args, optarg) != 0)
+			return -1;
+	}
+	for (; optind < argc; optind++) {
+		if (pos->n == pos->max) {
+			pos->extra = argv[optind];
+			return -1;
+		}
+		pos->v[pos->n++] = argv[optind];
+	}
+	return 0;
+}
+
+int kp_ctl_need(const char *v, const char *name)
+{
+	if (v == NULL) {
+		fprintf(stderr, "kippuctl: %s is required\n", name);
+		return -1;
+	}
+	return 0;
+}
