@@ -6,6 +6,7 @@
 #include "bundle_fields.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -426,4 +427,30 @@ int kp_bundle_row_set(enum kp_bundle_array_id id, void *el, const struct kp_fare
 
 	walk_row(kp_bundle_array(id), &r, value_set);
 	return r.rc;
+}
+
+int kp_bundle_row_sql(enum kp_bundle_array_id id, int insert, char *sql, size_t cap)
+{
+	const struct kp_bundle_array *a = kp_bundle_array(id);
+	const char *cols[KP_BUNDLE_ROW_MAX];
+	size_t n = a != NULL ? kp_bundle_row_columns(id, cols, NULL) : 0, used;
+	int w;
+
+	if (a == NULL || a->table == NULL || n > KP_BUNDLE_ROW_MAX)
+		return KP_SYNC_E_INVAL;
+	w = snprintf(sql, cap, insert ? "INSERT OR REPLACE INTO %s(" : "SELECT ", a->table);
+	for (size_t i = 0; w >= 0 && (size_t)w < cap && i < n; i++)
+		w += snprintf(sql + w, cap - (size_t)w, "%s%s", i > 0 ? ", " : "", cols[i]);
+	used = w >= 0 ? (size_t)w : cap;
+	if (used < cap && insert) {
+		used += (size_t)snprintf(sql + used, cap - used, ") VALUES (?1");
+		for (size_t i = 1; used < cap && i < n; i++)
+			used += (size_t)snprintf(sql + used, cap - used, ", ?%zu", i + 1);
+		if (used < cap)
+			used += (size_t)snprintf(sql + used, cap - used, ")");
+	} else if (used < cap) {
+		used += (size_t)snprintf(sql + used, cap - used, " FROM %s ORDER BY %s", a->table,
+		                         a->order);
+	}
+	return used < cap ? KP_SYNC_OK : KP_SYNC_E_INVAL;
 }

@@ -285,6 +285,9 @@ struct kp_fare_value;
 size_t kp_bundle_row_columns(enum kp_bundle_array_id id, const char **cols, int *blob);
 int  kp_bundle_row_set(enum kp_bundle_array_id id, void *el, const struct kp_fare_value *vals);
 void kp_bundle_row_get(enum kp_bundle_array_id id, const void *el, struct kp_fare_value *vals);
+/* The SQL of the array's table: "INSERT OR REPLACE INTO t(columns) VALUES (?1, ...)" or
+ * "SELECT columns FROM t ORDER BY its order"; KP_SYNC_E_INVAL when it does not fit. */
+int  kp_bundle_row_sql(enum kp_bundle_array_id id, int insert, char *sql, size_t cap);
 
 /* ---- fare packages: one imported GTFS fare feed, table by table ----
  *

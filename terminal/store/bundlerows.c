@@ -8,32 +8,6 @@
 #include "kp_store.h"
 #include "kp_store_sql.h"
 
-int kp_store_rows_sql(enum kp_bundle_array_id id, int insert, char *sql, size_t cap)
-{
-	const struct kp_bundle_array *a = kp_bundle_array(id);
-	const char *cols[KP_BUNDLE_ROW_MAX];
-	size_t n = kp_bundle_row_columns(id, cols, NULL), used;
-	int w;
-
-	if (a == NULL || a->table == NULL || n > KP_BUNDLE_ROW_MAX)
-		return KP_E_INVAL;
-	w = snprintf(sql, cap, insert ? "INSERT OR REPLACE INTO %s(" : "SELECT ", a->table);
-	for (size_t i = 0; w >= 0 && (size_t)w < cap && i < n; i++)
-		w += snprintf(sql + w, cap - (size_t)w, "%s%s", i > 0 ? ", " : "", cols[i]);
-	used = w >= 0 ? (size_t)w : cap;
-	if (used < cap && insert) {
-		used += (size_t)snprintf(sql + used, cap - used, ") VALUES (?1");
-		for (size_t i = 1; used < cap && i < n; i++)
-			used += (size_t)snprintf(sql + used, cap - used, ", ?%zu", i + 1);
-		if (used < cap)
-			used += (size_t)snprintf(sql + used, cap - used, ")");
-	} else if (used < cap) {
-		used += (size_t)snprintf(sql + used, cap - used, " FROM %s ORDER BY %s", a->table,
-		                         a->order);
-	}
-	return used < cap ? KP_OK : KP_E_INVAL;
-}
-
 void kp_store_bind_row(sqlite3_stmt *st, enum kp_bundle_array_id id, const void *el)
 {
 	struct kp_fare_value vals[KP_BUNDLE_ROW_MAX];
@@ -83,7 +57,7 @@ int kp_store_put_rows(kp_store *s, enum kp_bundle_array_id id, const void *arr, 
 	const struct kp_bundle_array *a = kp_bundle_array(id);
 	sqlite3_stmt *st = NULL;
 	char sql[1024];
-	int rc = kp_store_rows_sql(id, 1, sql, sizeof(sql));
+	int rc = kp_bundle_row_sql(id, 1, sql, sizeof(sql)) == KP_SYNC_OK ? KP_OK : KP_E_INVAL;
 
 	if (rc != KP_OK || n == 0)
 		return rc;
@@ -117,7 +91,7 @@ int kp_store_get_rows(kp_store *s, enum kp_bundle_array_id id, struct kp_bundle 
 	sqlite3_finalize(st);
 	st = NULL;
 	if (rc == KP_OK)
-		rc = kp_store_rows_sql(id, 0, sql, sizeof(sql));
+		rc = kp_bundle_row_sql(id, 0, sql, sizeof(sql)) == KP_SYNC_OK ? KP_OK : KP_E_INVAL;
 	if (rc != KP_OK)
 		return rc;
 	/* room for n elements, at least one, so an empty table is not an error */

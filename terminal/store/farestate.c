@@ -397,7 +397,7 @@ int kp_store_put_fare_remote(kp_store *s, const struct kp_fare_remote *r)
 	    (r->open && (!kp_valid_id(r->open_operator) || r->open_ms <= 0)) ||
 	    (r->has_leg && !kp_valid_id(r->leg_operator)))
 		return KP_E_INVAL;
-	if (kp_store_rows_sql(KP_BA_REMOTE, 1, sql, sizeof(sql)) != KP_OK)
+	if (kp_bundle_row_sql(KP_BA_REMOTE, 1, sql, sizeof(sql)) != KP_SYNC_OK)
 		return KP_E_INVAL;
 	st = prepare(s, sql, "remote fare state");
 	if (st == NULL)
@@ -412,7 +412,7 @@ int kp_store_fare_remote(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 {
 	char sql[1024];
 	sqlite3_stmt *st = NULL;
-	int rc = kp_store_rows_sql(KP_BA_REMOTE, 0, sql, sizeof(sql));
+	int rc = kp_bundle_row_sql(KP_BA_REMOTE, 0, sql, sizeof(sql)) == KP_SYNC_OK ? KP_OK : KP_E_INVAL;
 
 	memset(r, 0, sizeof(*r));
 	*found = 0;

@@ -1,0 +1,441 @@
+/* The backend's SQLite store: its schema and migrations, opening, errors and the state
+ * version that tells terminals when a new config bundle is due. The store is split by
+ * subject over the bstore*.c files; bstore_int.h is what they share. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bstore_int.h"
+
+static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+	"INSERT INTO meta(key, value) VALUES ('state_version', 1);"
+	"CREATE TABLE terminals(id TEXT PRIMARY KEY, cert BLOB,"
+	"  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+	"  acked INTEGER NOT NULL DEFAULT 0,"
+	"  last_hash BLOB NOT NULL DEFAULT (zeroblob(32)),"
+	"  quarantined INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+	"CREATE TABLE records(terminal TEXT NOT NULL REFERENCES terminals(id),"
+	"  seq INTEGER NOT NULL CHECK (seq > 0), time_ms INTEGER NOT NULL, token BLOB,"
+	"  operator TEXT NOT NULL, route TEXT, stop TEXT, product TEXT, ent_id INTEGER,"
+	"  rides INTEGER NOT NULL, amount INTEGER NOT NULL, left_after INTEGER,"
+	"  result TEXT NOT NULL, reason TEXT NOT NULL,"
+	"  cose BLOB NOT NULL, payload BLOB NOT NULL, hash BLOB NOT NULL,"
+	"  received_ms INTEGER NOT NULL,"
+	"  PRIMARY KEY (terminal, seq)) WITHOUT ROWID;"
+	"CREATE INDEX records_operator ON records(operator);"
+	"CREATE TRIGGER records_immutable BEFORE UPDATE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records are immutable'); END;"
+	"CREATE TRIGGER records_append_only BEFORE DELETE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records cannot be deleted'); END;"
+	"CREATE TABLE quarantine(id INTEGER PRIMARY KEY, terminal TEXT NOT NULL,"
+	"  seq INTEGER NOT NULL, reason TEXT NOT NULL, cose BLOB, at INTEGER NOT NULL,"
+	"  cleared INTEGER);"
+	"CREATE TABLE operators(id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT NOT NULL,"
+	"  kind TEXT NOT NULL DEFAULT 'nride' CHECK (kind IN ('nride')),"
+	"  rides INTEGER NOT NULL CHECK (rides > 0)) WITHOUT ROWID;"
+	"CREATE TABLE product_operators("
+	"  product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,"
+	"  operator_id TEXT NOT NULL REFERENCES operators(id),"
+	"  PRIMARY KEY (product_id, operator_id)) WITHOUT ROWID;"
+	"CREATE TABLE cards(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  label TEXT NOT NULL, registered INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE entitlements(id INTEGER PRIMARY KEY,"
+	"  token BLOB NOT NULL REFERENCES cards(token),"
+	"  product_id TEXT NOT NULL REFERENCES products(id),"
+	"  bought INTEGER NOT NULL CHECK (bought > 0), used INTEGER NOT NULL DEFAULT 0,"
+	"  valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL, sold INTEGER NOT NULL);"
+	"CREATE INDEX entitlements_token ON entitlements(token);"
+	"CREATE TABLE denylist(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  reason TEXT NOT NULL, added INTEGER NOT NULL) WITHOUT ROWID;",
+
+	/* 2: My Number linkage (rider categories), product categories, records' new fields.
+	 * Records written before this were all taps, hence the default kind. */
+	"ALTER TABLE products ADD COLUMN category TEXT"
+	"  CHECK (category IS NULL OR length(CAST(category AS BLOB)) BETWEEN 1 AND 32);"
+	"ALTER TABLE records ADD COLUMN via BLOB;"
+	"ALTER TABLE records ADD COLUMN category TEXT;"
+	"ALTER TABLE records ADD COLUMN kind TEXT NOT NULL DEFAULT 'tap';"
+	"CREATE TABLE linkages(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
+	"  category TEXT NOT NULL CHECK (length(CAST(category AS BLOB)) BETWEEN 1 AND 32),"
+	"  valid_from INTEGER NOT NULL CHECK (valid_from >= 0),"
+	"  valid_until INTEGER NOT NULL CHECK (valid_until > valid_from),"
+	"  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),"
+	"  created INTEGER NOT NULL, revoked INTEGER) WITHOUT ROWID;"
+	"CREATE TABLE linkage_cards(linkage BLOB NOT NULL REFERENCES linkages(token),"
+	"  card BLOB NOT NULL CHECK (length(card) = 16), linked INTEGER NOT NULL,"
+	"  source TEXT NOT NULL CHECK (source = 'backend' OR source LIKE 'terminal:%'),"
+	"  PRIMARY KEY (linkage, card)) WITHOUT ROWID;"
+	"CREATE INDEX linkage_cards_card ON linkage_cards(card);"
+	"CREATE TABLE link_requests(id INTEGER PRIMARY KEY, terminal TEXT NOT NULL,"
+	"  seq INTEGER NOT NULL, linkage BLOB, card BLOB,"
+	"  result TEXT NOT NULL CHECK (result IN ('accepted', 'refused')),"
+	"  reason TEXT NOT NULL, at INTEGER NOT NULL, UNIQUE (terminal, seq));",
+
+	/* 3: the fare engine (bundle format 2). The base schema pins products.kind to 'nride'
+	 * and rebuilding products would cascade through its foreign keys, so product_kind says
+	 * what a product is and `kind` stays 'nride'; products other than N-ride keep rides 1.
+	 * A stored-value entitlement's bought/used are minor units; a first-use pass waits for
+	 * its first accepted tap, which fixes its service days (meta: service_day_end_s,
+	 * utc_offset_s, as the terminals' config). Fare feeds are packages (PROTOCOL.md). */
+	"ALTER TABLE products ADD COLUMN product_kind TEXT NOT NULL DEFAULT 'nride'"
+	"  CHECK (product_kind IN ('nride', 'stored', 'period', 'commuter'));"
+	"ALTER TABLE products ADD COLUMN days INTEGER CHECK (days IS NULL OR days BETWEEN 1 AND 366);"
+	"ALTER TABLE products ADD COLUMN route TEXT;"
+	"CREATE TABLE product_stops(product_id TEXT NOT NULL REFERENCES products(id)"
+	"  ON DELETE CASCADE, pos INTEGER NOT NULL, stop_id TEXT NOT NULL,"
+	"  PRIMARY KEY (product_id, pos)) WITHOUT ROWID;"
+	"ALTER TABLE entitlements ADD COLUMN first_use INTEGER NOT NULL DEFAULT 0"
+	"  CHECK (first_use IN (0, 1));"
+	"CREATE TABLE discounts(operator_id TEXT NOT NULL REFERENCES operators(id),"
+	"  category TEXT NOT NULL, percent INTEGER NOT NULL CHECK (percent BETWEEN 0 AND 100),"
+	"  rounding INTEGER NOT NULL CHECK (rounding IN (0, 1, 2)),"
+	"  unit INTEGER NOT NULL CHECK (unit BETWEEN 1 AND 100000),"
+	"  PRIMARY KEY (operator_id, category)) WITHOUT ROWID;"
+	"CREATE TABLE fare_caps(category TEXT NOT NULL, period INTEGER NOT NULL"
+	"  CHECK (period IN (0, 1)), amount INTEGER NOT NULL"
+	"  CHECK (amount BETWEEN 0 AND 1000000000000), PRIMARY KEY (category, period)) WITHOUT ROWID;"
+	"CREATE TABLE transfer_rules(from_operator TEXT NOT NULL, to_operator TEXT NOT NULL,"
+	"  within_s INTEGER NOT NULL CHECK (within_s BETWEEN 60 AND 86400),"
+	"  max_transfers INTEGER NOT NULL CHECK (max_transfers BETWEEN 1 AND 100),"
+	"  off INTEGER NOT NULL CHECK (off BETWEEN -1 AND 1000000000000),"
+	"  PRIMARY KEY (from_operator, to_operator)) WITHOUT ROWID;"
+	"CREATE TABLE operator_fares(operator_id TEXT PRIMARY KEY REFERENCES operators(id),"
+	"  feed_id TEXT NOT NULL, distance INTEGER NOT NULL CHECK (distance IN (0, 1))) WITHOUT ROWID;"
+	"CREATE TABLE fare_packages(feed_id TEXT PRIMARY KEY,"
+	"  digest BLOB NOT NULL CHECK (length(digest) = 32), package BLOB NOT NULL,"
+	"  rows INTEGER NOT NULL, source TEXT NOT NULL, imported INTEGER NOT NULL) WITHOUT ROWID;"
+	"INSERT INTO meta(key, value) VALUES ('service_day_end_s', 14400), ('utc_offset_s', 32400);",
+
+	/* 4: fares across terminals (terminal/fare/FARES.md). A record's fare event (key 20) gets a
+	 * column. Stored rows are never written: records from before it carry no event (the
+	 * key did not exist when released backends stored them) and read as "tap". Recent
+	 * card records are indexed by time for the bundle's one pass. Product scopes as the
+	 * terminal's (load-file product-scope). */
+	"ALTER TABLE records ADD COLUMN event TEXT;"
+	"CREATE INDEX records_recent ON records(time_ms) WHERE token IS NOT NULL;"
+	"CREATE TABLE product_scope(product_id TEXT NOT NULL REFERENCES products(id)"
+	"  ON DELETE CASCADE, kind TEXT NOT NULL CHECK (kind IN ('route', 'network')),"
+	"  scope_id TEXT NOT NULL CHECK (length(CAST(scope_id AS BLOB)) BETWEEN 1 AND 32),"
+	"  PRIMARY KEY (product_id, kind, scope_id)) WITHOUT ROWID;",
+
+	/* 5: journals and certificates (PROTOCOL.md section 4.1). A terminal id names a
+	 * certificate holder, not a journal: a rebuilt or restored database sends its records
+	 * under a journal id of its own, an epoch of the terminal, and the backend keeps every
+	 * epoch. Records and link requests are keyed by (terminal, journal, seq); what came
+	 * before is the legacy journal (16 zero bytes), epoch 1. A record an epoch holds that
+	 * is byte for byte one of another epoch's (same seq, same payload hash) is kept once:
+	 * record_aliases says where. Every certificate a terminal has authenticated with is
+	 * kept, and each record names the one of the connection it came in on. The tables are
+	 * rebuilt (DROP TABLE fires no trigger), the triggers made again. */
+	"CREATE TABLE terminal_certs(id INTEGER PRIMARY KEY,"
+	"  terminal TEXT NOT NULL REFERENCES terminals(id), cert BLOB NOT NULL,"
+	"  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, UNIQUE (terminal, cert));"
+	"INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen)"
+	"  SELECT id, cert, first_seen, last_seen FROM terminals WHERE cert IS NOT NULL;"
+	"CREATE TABLE journals(terminal TEXT NOT NULL REFERENCES terminals(id),"
+	"  journal BLOB NOT NULL CHECK (length(journal) = 16),"
+	"  epoch INTEGER NOT NULL CHECK (epoch > 0),"
+	"  acked INTEGER NOT NULL DEFAULT 0,"
+	"  last_hash BLOB NOT NULL DEFAULT (zeroblob(32)) CHECK (length(last_hash) = 32),"
+	"  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+	"  PRIMARY KEY (terminal, journal), UNIQUE (terminal, epoch)) WITHOUT ROWID;"
+	"INSERT INTO journals(terminal, journal, epoch, acked, last_hash, first_seen, last_seen)"
+	"  SELECT id, zeroblob(16), 1, acked, last_hash, first_seen, last_seen FROM terminals;"
+	"CREATE TABLE records_v5(terminal TEXT NOT NULL REFERENCES terminals(id),"
+	"  journal BLOB NOT NULL CHECK (length(journal) = 16),"
+	"  seq INTEGER NOT NULL CHECK (seq > 0), time_ms INTEGER NOT NULL, token BLOB,"
+	"  operator TEXT NOT NULL, route TEXT, stop TEXT, product TEXT, ent_id INTEGER,"
+	"  rides INTEGER NOT NULL, amount INTEGER NOT NULL, left_after INTEGER,"
+	"  result TEXT NOT NULL, reason TEXT NOT NULL,"
+	"  cose BLOB NOT NULL, payload BLOB NOT NULL, hash BLOB NOT NULL,"
+	"  received_ms INTEGER NOT NULL, via BLOB, category TEXT,"
+	"  kind TEXT NOT NULL DEFAULT 'tap', event TEXT,"
+	"  cert_id INTEGER REFERENCES terminal_certs(id),"
+	"  PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;"
+	"INSERT INTO records_v5 SELECT r.terminal, zeroblob(16), r.seq, r.time_ms, r.token,"
+	"  r.operator, r.route, r.stop, r.product, r.ent_id, r.rides, r.amount, r.left_after,"
+	"  r.result, r.reason, r.cose, r.payload, r.hash, r.received_ms, r.via, r.category,"
+	"  r.kind, r.event, (SELECT c.id FROM terminal_certs c WHERE c.terminal = r.terminal)"
+	"  FROM records r;"
+	"DROP TABLE records;"
+	"ALTER TABLE records_v5 RENAME TO records;"
+	"CREATE INDEX records_operator ON records(operator);"
+	"CREATE INDEX records_recent ON records(time_ms) WHERE token IS NOT NULL;"
+	"CREATE INDEX records_seq ON records(terminal, seq);"
+	"CREATE TRIGGER records_immutable BEFORE UPDATE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records are immutable'); END;"
+	"CREATE TRIGGER records_append_only BEFORE DELETE ON records"
+	"  BEGIN SELECT RAISE(ABORT, 'records cannot be deleted'); END;"
+	"CREATE TABLE record_aliases(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
+	"  seq INTEGER NOT NULL, of_journal BLOB NOT NULL, received_ms INTEGER NOT NULL,"
+	"  PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;"
+	"CREATE TABLE link_requests_v5(id INTEGER PRIMARY KEY, terminal TEXT NOT NULL,"
+	"  journal BLOB NOT NULL DEFAULT (zeroblob(16)), seq INTEGER NOT NULL, linkage BLOB,"
+	"  card BLOB, result TEXT NOT NULL CHECK (result IN ('accepted', 'refused')),"
+	"  reason TEXT NOT NULL, at INTEGER NOT NULL, UNIQUE (terminal, journal, seq));"
+	"INSERT INTO link_requests_v5(id, terminal, seq, linkage, card, result, reason, at)"
+	"  SELECT id, terminal, seq, linkage, card, result, reason, at FROM link_requests;"
+	"DROP TABLE link_requests;"
+	"ALTER TABLE link_requests_v5 RENAME TO link_requests;"
+	/* The registry (PROTOCOL.md section 4): only a registered terminal gets past its hello.
+	 * A terminal the backend knows already counts as registered, so that upgrading a
+	 * backend does not cut off its fleet. A retired terminal keeps its row (and its
+	 * records), and its id is not registered again. */
+	"CREATE TABLE terminal_registry(id TEXT PRIMARY KEY"
+	"  CHECK (length(CAST(id AS BLOB)) BETWEEN 1 AND 32),"
+	"  operator TEXT REFERENCES operators(id),"
+	"  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'retired')),"
+	"  registered INTEGER NOT NULL, retired INTEGER) WITHOUT ROWID;"
+	"INSERT INTO terminal_registry(id, registered) SELECT id, first_seen FROM terminals;",
+
+	/* 6 (issue 13, the scheme's My Number policy, bundle format 4; self-contained so that
+	 * it can be renumbered): which products and product categories a My Number card may
+	 * use when tapped directly (none: direct taps are off). The policy's numbers live in
+	 * meta: direct_taps (0/1), direct_rides, direct_value (per linkage and service day, 0 =
+	 * no limit), elig_max_age_s (default 72 h) and elig_refreshed_ms (see bundle_refresh). */
+	"CREATE TABLE direct_tap_allow(kind TEXT NOT NULL CHECK (kind IN ('product', 'category')),"
+	"  id TEXT NOT NULL CHECK (length(CAST(id AS BLOB)) BETWEEN 1 AND 32),"
+	"  PRIMARY KEY (kind, id)) WITHOUT ROWID;"
+	/* Clone detection: one linkage used at two terminals in a time or distance no rider
+	 * covers, or directly more often than the policy allows (kind 'travel' / 'limit'),
+	 * found on ingest; suspended = the scheme suspends such a linkage (meta clone_action:
+	 * 0 off, 1 report, 2 suspend; clone_speed_kmh, clone_gap_s) until an operator clears
+	 * it. Stop coordinates come from the GTFS feeds imported at the backend. */
+	"CREATE TABLE clone_flags(id INTEGER PRIMARY KEY,"
+	"  linkage BLOB NOT NULL CHECK (length(linkage) = 16),"
+	"  kind TEXT NOT NULL CHECK (kind IN ('travel', 'limit')),"
+	"  terminal_a TEXT NOT NULL, seq_a INTEGER NOT NULL,"
+	"  terminal_b TEXT NOT NULL, seq_b INTEGER NOT NULL, detail TEXT NOT NULL,"
+	"  at INTEGER NOT NULL, suspended INTEGER NOT NULL CHECK (suspended IN (0, 1)),"
+	"  cleared INTEGER, UNIQUE (linkage, kind, terminal_a, seq_a, terminal_b, seq_b));"
+	"CREATE INDEX clone_flags_linkage ON clone_flags(linkage);"
+	"CREATE INDEX records_via ON records(via) WHERE via IS NOT NULL;"
+	"CREATE INDEX records_token ON records(token) WHERE token IS NOT NULL;"
+	"CREATE TABLE stop_places(feed_id TEXT NOT NULL, stop_id TEXT NOT NULL,"
+	"  lat_e6 INTEGER NOT NULL CHECK (lat_e6 BETWEEN -90000000 AND 90000000),"
+	"  lon_e6 INTEGER NOT NULL CHECK (lon_e6 BETWEEN -180000000 AND 180000000),"
+	"  PRIMARY KEY (feed_id, stop_id)) WITHOUT ROWID;"
+	"CREATE TRIGGER fare_packages_places AFTER DELETE ON fare_packages"
+	"  BEGIN DELETE FROM stop_places WHERE feed_id = old.feed_id; END;",
+};
+
+const char *kp_backend_strerror(int rc)
+{
+	if (rc > -0x360 || rc <= -0x380)
+		return kp_sync_error_text(rc);
+	switch (rc) {
+	case KP_BE_OK:         return "ok";
+	case KP_BE_E_INVAL:    return "invalid argument or value";
+	case KP_BE_E_NOMEM:    return "out of memory";
+	case KP_BE_E_DB:       return "backend database error";
+	case KP_BE_E_SCHEMA:   return "backend database is newer than this program";
+	case KP_BE_E_NOTFOUND: return "not found";
+	case KP_BE_E_UNREGISTERED: return "terminal not registered at this backend";
+	default:               return "unknown backend error";
+	}
+}
+
+const char *kp_bstore_errmsg(const kp_bstore *s)
+{
+	if (s == NULL)
+		return "no store";
+	return s->err[0] != '\0' ? s->err : sqlite3_errmsg(s->db);
+}
+
+int bs_fail(kp_bstore *s, const char *what)
+{
+	snprintf(s->err, sizeof(s->err), "%s: %s", what, sqlite3_errmsg(s->db));
+	return KP_BE_E_DB;
+}
+
+int bs_exec(kp_bstore *s, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(s->err, sizeof(s->err), "%s", msg != NULL ? msg : "exec failed");
+		sqlite3_free(msg);
+		return KP_BE_E_DB;
+	}
+	return KP_BE_OK;
+}
+
+void bs_rollback(kp_bstore *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql)
+{
+	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+		return bs_fail(s, "prepare");
+	return KP_BE_OK;
+}
+
+int bs_step_done(kp_bstore *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st) == SQLITE_DONE ? KP_BE_OK : bs_fail(s, what);
+
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_bstore_open(kp_bstore **out, const char *path)
+{
+	kp_bstore *s = calloc(1, sizeof(*s));
+	sqlite3_stmt *st = NULL;
+	int version = 0, rc;
+
+	*out = NULL;
+	if (s == NULL)
+		return KP_BE_E_NOMEM;
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	                    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		rc = bs_fail(s, path);
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 10000);
+	rc = bs_exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+	             "PRAGMA foreign_keys = ON;");
+	if (rc != KP_BE_OK)
+		goto fail;
+	/* Every server connection opens the store: check the schema without the write lock
+	 * and take it only when there is something to migrate. */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_ROW) {
+			rc = bs_fail(s, "user_version");
+			goto fail;
+		}
+		version = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+		st = NULL;
+		if (version > KP_BSTORE_SCHEMA_VERSION) {
+			snprintf(s->err, sizeof(s->err), "backend database schema %d is newer than %d",
+			         version, KP_BSTORE_SCHEMA_VERSION);
+			rc = KP_BE_E_SCHEMA;
+			goto fail;
+		}
+		if (version == KP_BSTORE_SCHEMA_VERSION)
+			break;
+		if (attempt == 0) {
+			/* Re-read under the lock: another connection may have migrated. */
+			rc = bs_exec(s, "BEGIN IMMEDIATE");
+			if (rc != KP_BE_OK)
+				goto fail;
+			continue;
+		}
+		while (version < KP_BSTORE_SCHEMA_VERSION) {
+			char sql[64];
+
+			rc = bs_exec(s, migrations[version]);
+			snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
+			if (rc == KP_BE_OK)
+				rc = bs_exec(s, sql);
+			if (rc != KP_BE_OK)
+				goto fail;
+			version++;
+		}
+	}
+	if (!sqlite3_get_autocommit(s->db)) {
+		rc = bs_exec(s, "COMMIT");
+		if (rc != KP_BE_OK)
+			goto fail;
+	}
+	*out = s;
+	return KP_BE_OK;
+fail:
+	sqlite3_finalize(st);
+	fprintf(stderr, "kippu-backend: store %s: %s\n", path, kp_bstore_errmsg(s));
+	kp_bstore_close(s);
+	return rc;
+}
+
+void kp_bstore_close(kp_bstore *s)
+{
+	if (s == NULL)
+		return;
+	if (s->db != NULL) {
+		bs_rollback(s);
+		sqlite3_close(s->db);
+	}
+	free(s);
+}
+
+int kp_bstore_pragmas(kp_bstore *s, char *journal_mode, size_t cap, int *synchronous,
+                      int *foreign_keys)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "SELECT * FROM pragma_journal_mode, pragma_synchronous,"
+	                      " pragma_foreign_keys");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(journal_mode, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+		*synchronous = sqlite3_column_int(st, 1);
+		*foreign_keys = sqlite3_column_int(st, 2);
+	} else {
+		rc = bs_fail(s, "pragmas");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* The state version never goes back, even across a restore from a backup: it is the
+ * wall clock in milliseconds, or one above the last version if that is ahead (several
+ * changes in a millisecond). A backend restored to an older state makes its next version
+ * above every version its lost history gave out (made earlier), so terminals take it;
+ * kp_bstore_state_at_least covers a restored backend that has not changed yet. */
+uint64_t bs_version_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec < 0 ? 0 : (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int bs_bump_version(kp_bstore *s)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "UPDATE meta SET value = max(value + 1, ?1)"
+	                      " WHERE key = 'state_version'");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)bs_version_clock_ms());
+	return bs_step_done(s, st, "state version");
+}
+
+/* Ends an operator's change: bump the state version (terminals get a new bundle) and
+ * commit, or roll everything back. */
+int bs_commit_change(kp_bstore *s, int rc)
+{
+	if (rc == KP_BE_OK)
+		rc = bs_bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		bs_rollback(s);
+	return rc;
+}
+
+int kp_bstore_state_version(kp_bstore *s, uint64_t *version)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "SELECT value FROM meta WHERE key = 'state_version'");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*version = (uint64_t)sqlite3_column_int64(st, 0);
+	else
+		rc = bs_fail(s, "state version");
+	sqlite3_finalize(st);
+	return rc;
+}
