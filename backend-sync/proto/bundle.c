@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "kp_cbor.h"
+#include "bundle_fields.h"
 
 #define BUNDLE_KEYS   9         /* required top-level keys, "v" included */
 
@@ -161,8 +162,6 @@ static int key_prod(const void *key, const void *el)
 /* ---- format 2 parts: comparators and names ---- */
 
 static const char *const KIND_NAMES[] = { "nride", "stored", "period", "commuter" };
-static const char *const ROUNDING_NAMES[] = { "down", "up", "nearest" };
-static const char *const PERIOD_NAMES[] = { "day", "month" };
 
 static int disc_cmp(const void *pa, const void *pb)
 {
@@ -412,124 +411,184 @@ static bool remote_valid(const struct kp_bundle_remote *r)
 	return true;
 }
 
+/* Where the decoder says why it refused (kp_bundle_open_err shows it). */
+struct derr {
+	char *buf;
+	size_t cap;
+};
+
+static int dfail(struct derr *e, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int dfail(struct derr *e, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (e != NULL && e->buf != NULL && e->cap > 0 && e->buf[0] == '\0') {
+		va_start(ap, fmt);
+		vsnprintf(e->buf, e->cap, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+static bool entitlement_valid(const void *el)
+{
+	const struct kp_bundle_entitlement *e = el;
+
+	return e->valid_until_ms >= e->valid_from_ms;
+}
+
+static bool eligibility_valid(const void *el)
+{
+	const struct kp_bundle_eligibility *e = el;
+
+	return e->valid_until_ms >= e->valid_from_ms;
+}
+
+static bool remote_valid_v(const void *el)
+{
+	return remote_valid(el);
+}
+
+/* A feed: its package is checked table by table and against its digest. The decoder's
+ * err gets why through feed_err. */
+static _Thread_local struct derr *feed_err;
+static _Thread_local bool feed_toobig;
+
+static bool feed_valid(const void *el)
+{
+	const struct kp_bundle_feed *f = el;
+	uint8_t digest[KP_SHA256_LEN];
+	char why[256];
+	int rc;
+
+	if (f->package == NULL || f->package_len == 0)
+		return false;
+	rc = kp_fare_pkg_walk(f->package, f->package_len, -1, NULL, NULL, NULL, why, sizeof(why));
+	if (rc != KP_SYNC_OK) {
+		dfail(feed_err, rc, "feed %s: %s", f->id, why);
+		feed_toobig = rc == KP_SYNC_E_TOOBIG;
+		return false;
+	}
+	if (kp_sha256(f->package, f->package_len, digest) != 0 ||
+	    memcmp(digest, f->digest, KP_SHA256_LEN) != 0) {
+		dfail(feed_err, KP_SYNC_E_MALFORMED, "feed %s: digest does not match its package",
+		      f->id);
+		return false;
+	}
+	return true;
+}
+
+/* What the field tables do not say, per array: its canonical order, the least one element
+ * takes encoded (a claimed count above what the input can hold is refused before anything
+ * is allocated), and a rule across fields, for the encoder and the decoder alike. */
+struct array_ops {
+	int (*cmp)(const void *a, const void *b);
+	size_t min_size;
+	bool (*valid)(const void *el);
+};
+static const struct array_ops OPS[KP_BA_COUNT] = {
+	[KP_BA_CAPS] = { cap_cmp, MIN_CAP, NULL },
+	[KP_BA_FEEDS] = { feed_cmp, MIN_FEED, feed_valid },
+	[KP_BA_REMOTE] = { remote_cmp, MIN_REMOTE, remote_valid_v },
+	[KP_BA_SCOPES] = { scope_cmp, MIN_SCOPE, NULL },
+	[KP_BA_DENYLIST] = { deny_cmp, MIN_DENY, NULL },
+	[KP_BA_PRODUCTS] = { prod_cmp, MIN_PRODUCT, NULL },
+	[KP_BA_DISCOUNTS] = { disc_cmp, MIN_DISCOUNT, NULL },
+	[KP_BA_OPERATORS] = { op_cmp, MIN_OPERATOR, NULL },
+	[KP_BA_TRANSFERS] = { xfer_cmp, MIN_TRANSFER, NULL },
+	[KP_BA_ELIGIBILITY] = { elig_cmp, MIN_ELIGIBILITY, eligibility_valid },
+	[KP_BA_ENTITLEMENTS] = { ent_cmp, MIN_ENTITLEMENT, entitlement_valid },
+	[KP_BA_OPERATOR_FARES] = { ofare_cmp, MIN_OPERATOR_FARE, NULL },
+};
+
+/* The array id's elements and their count in b. */
+static void *array_of(const struct kp_bundle *b, enum kp_bundle_array_id id, size_t *n)
+{
+	const struct kp_bundle_array *a = kp_bundle_array(id);
+
+	*n = *(const size_t *)((const uint8_t *)b + a->count_offset);
+	return *(void *const *)((const uint8_t *)b + a->arr_offset);
+}
+
+static bool fields_valid(const struct kp_bundle_field *f, size_t n, const void *el);
+
+/* A field the encoder is given: its limits (one that is not written is not looked at). */
+static bool field_valid(const struct kp_bundle_field *f, const void *el)
+{
+	const char *s = (const char *)el + f->offset;
+	int64_t v = f->type == KP_BF_PAIR ? kp_bundle_field_int(el, f->aux, sizeof(int64_t)) :
+	            f->size == sizeof(int) || f->size == sizeof(int64_t) ?
+	            kp_bundle_field_int(el, f->offset, f->size) : 0;
+
+	switch (f->type) {
+	case KP_BF_ID:    return kp_cbor_id_valid(s, false);
+	case KP_BF_ID_ANY: return op_or_any(s);
+	case KP_BF_TEXT:  return text_ok(s);
+	case KP_BF_BYTES: return true;
+	case KP_BF_BLOB:  return true;      /* the array's own rule looks at it */
+	case KP_BF_ENUM:  return v >= 0 && (uint64_t)v < f->n_names;
+	case KP_BF_FLAG:  return v == 1;
+	case KP_BF_MAP:   return fields_valid(f->sub, f->n_sub, el);
+	case KP_BF_PAIR:
+		if (kp_bundle_field_int(el, f->offset, sizeof(int64_t)) < 0)
+			return false;
+		break;
+	default:
+		break;
+	}
+	return v >= f->min && v <= f->max;
+}
+
+static bool fields_valid(const struct kp_bundle_field *f, size_t n, const void *el)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (kp_bundle_field_on(&f[i], el) && !field_valid(&f[i], el))
+			return false;
+	}
+	return true;
+}
+
 static int elements_check(const struct kp_bundle *b, bool fmt2)
 {
-	size_t i;
+	for (int id = 0; id < KP_BA_COUNT; id++) {
+		const struct kp_bundle_array *a = kp_bundle_array(id);
+		size_t n;
+		const uint8_t *arr = array_of(b, id, &n);
 
-	for (i = 0; i < b->n_operators; i++) {
-		const struct kp_bundle_operator *o = &b->operators[i];
+		for (size_t i = 0; i < n; i++) {
+			const void *el = arr + i * a->elem_size;
 
-		if (!kp_cbor_id_valid(o->id, false) || !text_ok(o->name))
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_products; i++) {
-		if (product_check(&b->products[i], fmt2) != KP_SYNC_OK)
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_entitlements; i++) {
-		const struct kp_bundle_entitlement *e = &b->entitlements[i];
-
-		if (e->id < 1 || e->remaining < 0 || e->valid_from_ms < 0 ||
-		    e->valid_until_ms < e->valid_from_ms || !kp_cbor_id_valid(e->product, false) ||
-		    (e->first_use != 0 && e->first_use != 1))
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_denylist; i++) {
-		const struct kp_bundle_deny *d = &b->denylist[i];
-
-		if (!text_ok(d->reason))
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_eligibility; i++) {
-		const struct kp_bundle_eligibility *e = &b->eligibility[i];
-
-		if (!kp_cbor_id_valid(e->category, false) || e->valid_from_ms < 0 ||
-		    e->valid_until_ms < e->valid_from_ms)
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_discounts; i++) {
-		const struct kp_bundle_discount *d = &b->discounts[i];
-
-		if (!kp_cbor_id_valid(d->operator_id, false) || !kp_cbor_id_valid(d->category, false) ||
-		    d->percent < 0 || d->percent > 100 || d->rounding < 0 || d->rounding > 2 ||
-		    d->unit < 1 || d->unit > 100000)
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_caps; i++) {
-		const struct kp_bundle_cap *c = &b->caps[i];
-
-		if (!kp_cbor_id_valid(c->category, true) || c->period < 0 || c->period > 1 ||
-		    c->amount < 0 || c->amount > 1000000000000LL)
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_transfers; i++) {
-		const struct kp_bundle_transfer *t = &b->transfers[i];
-
-		if (!op_or_any(t->from_operator) || !op_or_any(t->to_operator) || t->within_s < 60 ||
-		    t->within_s > 86400 || t->max_transfers < 1 || t->max_transfers > 100 ||
-		    t->off < -1 || t->off > 1000000000000LL)
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_operator_fares; i++) {
-		const struct kp_bundle_operator_fare *f = &b->operator_fares[i];
-
-		if (!kp_cbor_id_valid(f->operator_id, false) || !kp_cbor_id_valid(f->feed_id, false) ||
-		    (f->distance != 0 && f->distance != 1))
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_remote; i++) {
-		if (!remote_valid(&b->remote[i]))
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_scopes; i++) {
-		const struct kp_bundle_scope *c = &b->scopes[i];
-
-		if (!kp_cbor_id_valid(c->product, false) || !kp_cbor_id_valid(c->scope_id, false) ||
-		    (c->network != 0 && c->network != 1))
-			return KP_SYNC_E_INVAL;
-	}
-	for (i = 0; i < b->n_feeds; i++) {
-		const struct kp_bundle_feed *f = &b->feeds[i];
-		uint8_t digest[KP_SHA256_LEN];
-
-		if (!kp_cbor_id_valid(f->id, false) || f->package == NULL || f->package_len == 0 ||
-		    kp_sha256(f->package, f->package_len, digest) != 0 ||
-		    memcmp(digest, f->digest, KP_SHA256_LEN) != 0 ||
-		    kp_fare_pkg_walk(f->package, f->package_len, -1, NULL, NULL, NULL, NULL, 0) !=
-		    KP_SYNC_OK)
-			return KP_SYNC_E_INVAL;
+			if (id == KP_BA_PRODUCTS ? product_check(el, fmt2) != KP_SYNC_OK :
+			    !fields_valid(a->fields, a->n_fields, el) ||
+			    (OPS[id].valid != NULL && !OPS[id].valid(el)))
+				return KP_SYNC_E_INVAL;
+		}
 	}
 	return KP_SYNC_OK;
 }
 
 static int bundle_check(const struct kp_bundle *b, bool fmt2)
 {
+	size_t n;
+	int id;
+
 	if (b->version < 1 || b->issued_ms < 0 || !kp_cbor_id_valid(b->terminal, false))
 		return KP_SYNC_E_INVAL;
-	if (b->n_operators > KP_BUNDLE_OPERATORS_MAX || b->n_products > KP_BUNDLE_PRODUCTS_MAX ||
-	    b->n_entitlements > KP_BUNDLE_ENTITLEMENTS_MAX || b->n_denylist > KP_BUNDLE_DENYLIST_MAX ||
-	    b->n_eligibility > KP_BUNDLE_ELIGIBILITY_MAX || b->n_discounts > KP_BUNDLE_DISCOUNTS_MAX ||
-	    b->n_caps > KP_BUNDLE_CAPS_MAX || b->n_transfers > KP_BUNDLE_TRANSFERS_MAX ||
-	    b->n_operator_fares > KP_BUNDLE_OPERATOR_FARES_MAX || b->n_feeds > KP_BUNDLE_FEEDS_MAX ||
-	    b->n_remote > KP_BUNDLE_REMOTE_MAX || b->n_scopes > KP_BUNDLE_SCOPES_MAX)
-		return KP_SYNC_E_TOOBIG;
-	if ((b->n_operators > 0 && b->operators == NULL) ||
-	    (b->n_products > 0 && b->products == NULL) ||
-	    (b->n_entitlements > 0 && b->entitlements == NULL) ||
-	    (b->n_denylist > 0 && b->denylist == NULL) ||
-	    (b->n_eligibility > 0 && b->eligibility == NULL) ||
-	    (b->n_discounts > 0 && b->discounts == NULL) ||
-	    (b->n_caps > 0 && b->caps == NULL) ||
-	    (b->n_transfers > 0 && b->transfers == NULL) ||
-	    (b->n_operator_fares > 0 && b->operator_fares == NULL) ||
-	    (b->n_feeds > 0 && b->feeds == NULL) ||
-	    (b->n_remote > 0 && b->remote == NULL) ||
-	    (b->n_scopes > 0 && b->scopes == NULL) || b->format < 0 ||
-	    b->format > KP_BUNDLE_FORMAT || !policy_valid(&b->policy))
+	for (id = 0; id < KP_BA_COUNT; id++) {
+		array_of(b, id, &n);
+		if (n > kp_bundle_array(id)->max)
+			return KP_SYNC_E_TOOBIG;
+	}
+	for (id = 0; id < KP_BA_COUNT; id++) {
+		if (array_of(b, id, &n) == NULL && n > 0)
+			return KP_SYNC_E_INVAL;
+	}
+	if (b->format < 0 || b->format > KP_BUNDLE_FORMAT || !policy_valid(&b->policy))
 		return KP_SYNC_E_INVAL;
 	return elements_check(b, fmt2);
 }
-
 /* A product's operators, sorted, unique, each one of the bundle's operators. Format 2
  * keys: id, days, kind, name, rides, route, stops, category, operators (canonical order). */
 static int product_write(struct kp_cbor_writer *w, const struct kp_bundle_product *p,
@@ -592,244 +651,97 @@ static int product_write(struct kp_cbor_writer *w, const struct kp_bundle_produc
 	return KP_SYNC_OK;
 }
 
+static void fields_write(struct kp_cbor_writer *w, const struct kp_bundle_field *f, size_t n,
+                         const void *el);
+
+static void field_write(struct kp_cbor_writer *w, const struct kp_bundle_field *f,
+                        const void *el)
+{
+	const uint8_t *p = (const uint8_t *)el + f->offset;
+
+	switch (f->type) {
+	case KP_BF_ID: case KP_BF_ID_ANY: case KP_BF_TEXT:
+		kp_cbor_put_tstr(w, (const char *)p);
+		break;
+	case KP_BF_BYTES:
+		kp_cbor_put_bstr(w, p, f->size);
+		break;
+	case KP_BF_BLOB:
+		kp_cbor_put_bstr(w, *(uint8_t *const *)p,
+		                 *(const size_t *)((const uint8_t *)el + f->aux));
+		break;
+	case KP_BF_ENUM:
+		kp_cbor_put_tstr(w, f->names[kp_bundle_field_int(el, f->offset, f->size)]);
+		break;
+	case KP_BF_FLAG:
+		kp_cbor_put_uint(w, 1);
+		break;
+	case KP_BF_PAIR:
+		kp_cbor_put_array(w, 2);
+		kp_cbor_put_uint(w, (uint64_t)kp_bundle_field_int(el, f->offset, sizeof(int64_t)));
+		kp_cbor_put_uint(w, (uint64_t)kp_bundle_field_int(el, f->aux, sizeof(int64_t)));
+		break;
+	case KP_BF_MAP:
+		fields_write(w, f->sub, f->n_sub, el);
+		break;
+	case KP_BF_INT:
+		kp_cbor_put_int(w, kp_bundle_field_int(el, f->offset, f->size));
+		break;
+	case KP_BF_UINT:
+		kp_cbor_put_uint(w, (uint64_t)kp_bundle_field_int(el, f->offset, f->size));
+		break;
+	}
+}
+
+/* One element as a map of the fields it has, in the table's (wire) order. */
+static void fields_write(struct kp_cbor_writer *w, const struct kp_bundle_field *f, size_t n,
+                         const void *el)
+{
+	size_t i, keys = 0;
+
+	for (i = 0; i < n; i++)
+		keys += kp_bundle_field_on(&f[i], el) != 0;
+	kp_cbor_put_map(w, keys);
+	for (i = 0; i < n; i++) {
+		if (kp_bundle_field_on(&f[i], el)) {
+			kp_cbor_put_tstr(w, f[i].key);
+			field_write(w, &f[i], el);
+		}
+	}
+}
+
 /* The pointers of every array in canonical order (the caller's arrays are not touched). */
 struct sorted {
-	struct kp_bundle_operator **ops;
-	struct kp_bundle_product **prods;
-	struct kp_bundle_entitlement **ents;
-	struct kp_bundle_deny **deny;
-	struct kp_bundle_eligibility **elig;
-	struct kp_bundle_discount **disc;
-	struct kp_bundle_cap **caps;
-	struct kp_bundle_transfer **xfer;
-	struct kp_bundle_operator_fare **ofares;
-	struct kp_bundle_feed **feeds;
-	struct kp_bundle_remote **remote;
-	struct kp_bundle_scope **scopes;
+	const void **p[KP_BA_COUNT];
 };
 
 static void sorted_free(struct sorted *s)
 {
-	free(s->ops);
-	free(s->prods);
-	free(s->ents);
-	free(s->deny);
-	free(s->elig);
-	free(s->disc);
-	free(s->caps);
-	free(s->xfer);
-	free(s->ofares);
-	free(s->feeds);
-	free(s->remote);
-	free(s->scopes);
+	for (int id = 0; id < KP_BA_COUNT; id++)
+		free(s->p[id]);
 }
 
 static int sorted_make(const struct kp_bundle *b, struct sorted *s)
 {
+	size_t n;
+	int id;
+
 	memset(s, 0, sizeof(*s));
-#define SORT(dst, arr, n, cmp) dst = (void *)sorted_ptrs(arr, n, sizeof(*(arr)), cmp)
-	SORT(s->ops, b->operators, b->n_operators, op_cmp);
-	SORT(s->prods, b->products, b->n_products, prod_cmp);
-	SORT(s->ents, b->entitlements, b->n_entitlements, ent_cmp);
-	SORT(s->deny, b->denylist, b->n_denylist, deny_cmp);
-	SORT(s->elig, b->eligibility, b->n_eligibility, elig_cmp);
-	SORT(s->disc, b->discounts, b->n_discounts, disc_cmp);
-	SORT(s->caps, b->caps, b->n_caps, cap_cmp);
-	SORT(s->xfer, b->transfers, b->n_transfers, xfer_cmp);
-	SORT(s->ofares, b->operator_fares, b->n_operator_fares, ofare_cmp);
-	SORT(s->feeds, b->feeds, b->n_feeds, feed_cmp);
-	SORT(s->remote, b->remote, b->n_remote, remote_cmp);
-	SORT(s->scopes, b->scopes, b->n_scopes, scope_cmp);
-#undef SORT
-	if (s->ops == NULL || s->prods == NULL || s->ents == NULL || s->deny == NULL ||
-	    s->elig == NULL || s->disc == NULL || s->caps == NULL || s->xfer == NULL ||
-	    s->ofares == NULL || s->feeds == NULL || s->remote == NULL || s->scopes == NULL)
-		return KP_SYNC_E_NOMEM;
+	for (id = 0; id < KP_BA_COUNT; id++) {
+		const void *arr = array_of(b, id, &n);
+
+		s->p[id] = sorted_ptrs(arr, n, kp_bundle_array(id)->elem_size, OPS[id].cmp);
+		if (s->p[id] == NULL)
+			return KP_SYNC_E_NOMEM;
+	}
 	/* the same id, token or key twice */
-	if (!strictly_increasing((const void **)s->ops, b->n_operators, op_cmp) ||
-	    !strictly_increasing((const void **)s->prods, b->n_products, prod_cmp) ||
-	    !strictly_increasing((const void **)s->ents, b->n_entitlements, ent_cmp) ||
-	    !strictly_increasing((const void **)s->deny, b->n_denylist, deny_cmp) ||
-	    !strictly_increasing((const void **)s->elig, b->n_eligibility, elig_cmp) ||
-	    !strictly_increasing((const void **)s->disc, b->n_discounts, disc_cmp) ||
-	    !strictly_increasing((const void **)s->caps, b->n_caps, cap_cmp) ||
-	    !strictly_increasing((const void **)s->xfer, b->n_transfers, xfer_cmp) ||
-	    !strictly_increasing((const void **)s->ofares, b->n_operator_fares, ofare_cmp) ||
-	    !strictly_increasing((const void **)s->feeds, b->n_feeds, feed_cmp) ||
-	    !strictly_increasing((const void **)s->remote, b->n_remote, remote_cmp) ||
-	    !strictly_increasing((const void **)s->scopes, b->n_scopes, scope_cmp))
-		return KP_SYNC_E_INVAL;
+	for (id = 0; id < KP_BA_COUNT; id++) {
+		array_of(b, id, &n);
+		if (!strictly_increasing(s->p[id], n, OPS[id].cmp))
+			return KP_SYNC_E_INVAL;
+	}
 	return KP_SYNC_OK;
 }
-
-static void write_caps(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
-{
-	kp_cbor_put_tstr(w, "caps");
-	kp_cbor_put_array(w, n);
-	for (size_t i = 0; i < n; i++) {
-		const struct kp_bundle_cap *c = s->caps[i];
-
-		kp_cbor_put_map(w, c->category[0] != '\0' ? 3 : 2);
-		kp_cbor_put_tstr(w, "amount");
-		kp_cbor_put_uint(w, (uint64_t)c->amount);
-		kp_cbor_put_tstr(w, "period");
-		kp_cbor_put_tstr(w, PERIOD_NAMES[c->period]);
-		if (c->category[0] != '\0') {
-			kp_cbor_put_tstr(w, "category");
-			kp_cbor_put_tstr(w, c->category);
-		}
-	}
-}
-
-static void write_feeds(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
-{
-	kp_cbor_put_tstr(w, "feeds");
-	kp_cbor_put_array(w, n);
-	for (size_t i = 0; i < n; i++) {
-		kp_cbor_put_map(w, 3);
-		kp_cbor_put_tstr(w, "id");
-		kp_cbor_put_tstr(w, s->feeds[i]->id);
-		kp_cbor_put_tstr(w, "digest");
-		kp_cbor_put_bstr(w, s->feeds[i]->digest, KP_SHA256_LEN);
-		kp_cbor_put_tstr(w, "package");
-		kp_cbor_put_bstr(w, s->feeds[i]->package, s->feeds[i]->package_len);
-	}
-}
-
-static void write_discounts(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
-{
-	kp_cbor_put_tstr(w, "discounts");
-	kp_cbor_put_array(w, n);
-	for (size_t i = 0; i < n; i++) {
-		const struct kp_bundle_discount *d = s->disc[i];
-
-		kp_cbor_put_map(w, 5);
-		kp_cbor_put_tstr(w, "unit");
-		kp_cbor_put_uint(w, (uint64_t)d->unit);
-		kp_cbor_put_tstr(w, "percent");
-		kp_cbor_put_uint(w, (uint64_t)d->percent);
-		kp_cbor_put_tstr(w, "category");
-		kp_cbor_put_tstr(w, d->category);
-		kp_cbor_put_tstr(w, "operator");
-		kp_cbor_put_tstr(w, d->operator_id);
-		kp_cbor_put_tstr(w, "rounding");
-		kp_cbor_put_tstr(w, ROUNDING_NAMES[d->rounding]);
-	}
-}
-
-static void write_transfers(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
-{
-	kp_cbor_put_tstr(w, "transfers");
-	kp_cbor_put_array(w, n);
-	for (size_t i = 0; i < n; i++) {
-		const struct kp_bundle_transfer *t = s->xfer[i];
-
-		kp_cbor_put_map(w, 5);
-		kp_cbor_put_tstr(w, "to");
-		kp_cbor_put_tstr(w, t->to_operator);
-		kp_cbor_put_tstr(w, "max");
-		kp_cbor_put_uint(w, (uint64_t)t->max_transfers);
-		kp_cbor_put_tstr(w, "off");
-		kp_cbor_put_int(w, t->off);
-		kp_cbor_put_tstr(w, "from");
-		kp_cbor_put_tstr(w, t->from_operator);
-		kp_cbor_put_tstr(w, "within");
-		kp_cbor_put_uint(w, (uint64_t)t->within_s);
-	}
-}
-
-static void write_operator_fares(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
-{
-	kp_cbor_put_tstr(w, "operator_fares");
-	kp_cbor_put_array(w, n);
-	for (size_t i = 0; i < n; i++) {
-		const struct kp_bundle_operator_fare *f = s->ofares[i];
-
-		kp_cbor_put_map(w, 3);
-		kp_cbor_put_tstr(w, "feed");
-		kp_cbor_put_tstr(w, f->feed_id);
-		kp_cbor_put_tstr(w, "mode");
-		kp_cbor_put_tstr(w, f->distance ? "distance" : "flat");
-		kp_cbor_put_tstr(w, "operator");
-		kp_cbor_put_tstr(w, f->operator_id);
-	}
-}
-
-/* Row keys in canonical order: day?, leg?, last, open?, month?, token, closed?. */
-static void write_remote(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
-{
-	kp_cbor_put_tstr(w, "remote");
-	kp_cbor_put_array(w, n);
-	for (size_t i = 0; i < n; i++) {
-		const struct kp_bundle_remote *r = s->remote[i];
-		bool day = r->day_spent > 0, month = r->month_spent > 0, closed = r->closed_ms > 0;
-
-		kp_cbor_put_map(w, 2 + day + (r->has_leg != 0) + (r->open != 0) + month + closed);
-		if (day) {
-			kp_cbor_put_tstr(w, "day");
-			kp_cbor_put_array(w, 2);
-			kp_cbor_put_uint(w, (uint64_t)r->day_id);
-			kp_cbor_put_uint(w, (uint64_t)r->day_spent);
-		}
-		if (r->has_leg) {
-			kp_cbor_put_tstr(w, "leg");
-			kp_cbor_put_map(w, 4);
-			kp_cbor_put_tstr(w, "on");
-			kp_cbor_put_uint(w, (uint64_t)r->leg_on_ms);
-			kp_cbor_put_tstr(w, "off");
-			kp_cbor_put_uint(w, (uint64_t)r->leg_off_ms);
-			kp_cbor_put_tstr(w, "amount");
-			kp_cbor_put_uint(w, (uint64_t)r->leg_paid);
-			kp_cbor_put_tstr(w, "operator");
-			kp_cbor_put_tstr(w, r->leg_operator);
-		}
-		kp_cbor_put_tstr(w, "last");
-		kp_cbor_put_uint(w, (uint64_t)r->last_ms);
-		if (r->open) {
-			kp_cbor_put_tstr(w, "open");
-			kp_cbor_put_map(w, 2 + (r->open_ent > 0) + (r->open_paid != 0) +
-			                (r->open_stop[0] != '\0') + (r->open_route[0] != '\0') +
-			                (r->open_product[0] != '\0'));
-			kp_cbor_put_tstr(w, "at");
-			kp_cbor_put_uint(w, (uint64_t)r->open_ms);
-			if (r->open_ent > 0) {
-				kp_cbor_put_tstr(w, "ent");
-				kp_cbor_put_uint(w, (uint64_t)r->open_ent);
-			}
-			if (r->open_paid) {
-				kp_cbor_put_tstr(w, "paid");
-				kp_cbor_put_uint(w, 1);
-			}
-			if (r->open_stop[0] != '\0') {
-				kp_cbor_put_tstr(w, "stop");
-				kp_cbor_put_tstr(w, r->open_stop);
-			}
-			if (r->open_route[0] != '\0') {
-				kp_cbor_put_tstr(w, "route");
-				kp_cbor_put_tstr(w, r->open_route);
-			}
-			if (r->open_product[0] != '\0') {
-				kp_cbor_put_tstr(w, "product");
-				kp_cbor_put_tstr(w, r->open_product);
-			}
-			kp_cbor_put_tstr(w, "operator");
-			kp_cbor_put_tstr(w, r->open_operator);
-		}
-		if (month) {
-			kp_cbor_put_tstr(w, "month");
-			kp_cbor_put_array(w, 2);
-			kp_cbor_put_uint(w, (uint64_t)r->month_id);
-			kp_cbor_put_uint(w, (uint64_t)r->month_spent);
-		}
-		kp_cbor_put_tstr(w, "token");
-		kp_cbor_put_bstr(w, r->token, KP_TOKEN_LEN);
-		if (closed) {
-			kp_cbor_put_tstr(w, "closed");
-			kp_cbor_put_uint(w, (uint64_t)r->closed_ms);
-		}
-	}
-}
-
 static void write_ids(struct kp_cbor_writer *w, const char *key,
                       const char (*ids)[KP_ID_MAX + 1], size_t n)
 {
@@ -867,51 +779,99 @@ static void write_policy(struct kp_cbor_writer *w, const struct kp_bundle_policy
 	kp_cbor_put_uint(w, (uint64_t)(p->max_age_s != 0 ? p->max_age_s : KP_POLICY_MAX_AGE_DEFAULT));
 }
 
-static void write_scopes(struct kp_cbor_writer *w, const struct sorted *s, size_t n)
-{
-	kp_cbor_put_tstr(w, "scopes");
-	kp_cbor_put_array(w, n);
-	for (size_t i = 0; i < n; i++) {
-		kp_cbor_put_map(w, 3);
-		kp_cbor_put_tstr(w, "id");
-		kp_cbor_put_tstr(w, s->scopes[i]->scope_id);
-		kp_cbor_put_tstr(w, "kind");
-		kp_cbor_put_tstr(w, SCOPE_KINDS[s->scopes[i]->network != 0]);
-		kp_cbor_put_tstr(w, "product");
-		kp_cbor_put_tstr(w, s->scopes[i]->product);
-	}
-}
-
 /* Operators named by discounts and operator fares are in the bundle; entitlements' products
  * too, and a first-use entitlement is of a period pass. */
 static bool refs_valid_sorted(const struct kp_bundle *b, const struct sorted *s)
 {
+	struct kp_bundle_operator *const *ops = (void *)s->p[KP_BA_OPERATORS];
+	struct kp_bundle_product *const *prods = (void *)s->p[KP_BA_PRODUCTS];
+	struct kp_bundle_discount *const *disc = (void *)s->p[KP_BA_DISCOUNTS];
+	struct kp_bundle_operator_fare *const *ofares = (void *)s->p[KP_BA_OPERATOR_FARES];
+	struct kp_bundle_entitlement *const *ents = (void *)s->p[KP_BA_ENTITLEMENTS];
+	struct kp_bundle_scope *const *scopes = (void *)s->p[KP_BA_SCOPES];
 	size_t i;
 
 	for (i = 0; i < b->n_discounts; i++) {
-		if (bsearch(s->disc[i]->operator_id, s->ops, b->n_operators, sizeof(*s->ops),
+		if (bsearch(disc[i]->operator_id, ops, b->n_operators, sizeof(*ops),
 		            key_op_ptr) == NULL)
 			return false;
 	}
 	for (i = 0; i < b->n_operator_fares; i++) {
-		if (bsearch(s->ofares[i]->operator_id, s->ops, b->n_operators, sizeof(*s->ops),
+		if (bsearch(ofares[i]->operator_id, ops, b->n_operators, sizeof(*ops),
 		            key_op_ptr) == NULL)
 			return false;
 	}
 	for (i = 0; i < b->n_entitlements; i++) {
-		struct kp_bundle_product *const *p = bsearch(s->ents[i]->product, s->prods,
-		                                             b->n_products, sizeof(*s->prods),
-		                                             key_prod_ptr);
+		struct kp_bundle_product *const *p = bsearch(ents[i]->product, prods, b->n_products,
+		                                             sizeof(*prods), key_prod_ptr);
 
-		if (p == NULL || (s->ents[i]->first_use && (*p)->kind != KP_PRODUCT_PERIOD))
+		if (p == NULL || (ents[i]->first_use && (*p)->kind != KP_PRODUCT_PERIOD))
 			return false;
 	}
 	for (i = 0; i < b->n_scopes; i++) {
-		if (bsearch(s->scopes[i]->product, s->prods, b->n_products, sizeof(*s->prods),
+		if (bsearch(scopes[i]->product, prods, b->n_products, sizeof(*prods),
 		            key_prod_ptr) == NULL)
 			return false;
 	}
 	return true;
+}
+
+/* The top-level keys in canonical order; V1: allowed in format 1; REQ: required. */
+enum { TK_V, TK_CAPS, TK_ACKED, TK_FEEDS, TK_ISSUED, TK_POLICY, TK_REMOTE, TK_SCOPES, TK_VERSION,
+       TK_DENYLIST, TK_PRODUCTS, TK_TERMINAL, TK_DISCOUNTS, TK_OPERATORS, TK_TRANSFERS,
+       TK_ELIGIBILITY, TK_ENTITLEMENTS, TK_OPERATOR_FARES, TK_COUNT };
+static const char *const TOP_KEYS[TK_COUNT] = { "v", "caps", "acked", "feeds", "issued",
+	"policy", "remote", "scopes", "version", "denylist", "products", "terminal", "discounts",
+	"operators", "transfers", "eligibility", "entitlements", "operator_fares" };
+/* The array under each key (-1: not an array) */
+static const int TK_ARRAY[TK_COUNT] = {
+	[TK_V] = -1, [TK_CAPS] = KP_BA_CAPS, [TK_ACKED] = -1, [TK_FEEDS] = KP_BA_FEEDS,
+	[TK_ISSUED] = -1, [TK_POLICY] = -1, [TK_REMOTE] = KP_BA_REMOTE, [TK_SCOPES] = KP_BA_SCOPES,
+	[TK_VERSION] = -1, [TK_DENYLIST] = KP_BA_DENYLIST, [TK_PRODUCTS] = KP_BA_PRODUCTS,
+	[TK_TERMINAL] = -1, [TK_DISCOUNTS] = KP_BA_DISCOUNTS, [TK_OPERATORS] = KP_BA_OPERATORS,
+	[TK_TRANSFERS] = KP_BA_TRANSFERS, [TK_ELIGIBILITY] = KP_BA_ELIGIBILITY,
+	[TK_ENTITLEMENTS] = KP_BA_ENTITLEMENTS, [TK_OPERATOR_FARES] = KP_BA_OPERATOR_FARES,
+};
+#define TK_REQUIRED (1u << TK_ACKED | 1u << TK_ISSUED | 1u << TK_VERSION | 1u << TK_DENYLIST | \
+                     1u << TK_PRODUCTS | 1u << TK_TERMINAL | 1u << TK_OPERATORS |              \
+                     1u << TK_ENTITLEMENTS)
+#define TK_FORMAT1 (TK_REQUIRED | 1u << TK_ELIGIBILITY)
+#define TK_FORMAT3 (1u << TK_REMOTE | 1u << TK_SCOPES)
+#define TK_FORMAT4 (1u << TK_POLICY)
+
+/* A key the encoder writes: the required ones, the arrays that are not empty, a policy
+ * that is not the default. */
+static bool top_written(const struct kp_bundle *b, int k)
+{
+	size_t n = 0;
+
+	if (k == TK_V || (TK_REQUIRED & (1u << k)))
+		return true;
+	if (k == TK_POLICY)
+		return !policy_default(&b->policy);
+	array_of(b, TK_ARRAY[k], &n);
+	return n > 0;
+}
+
+/* "key": [elements] in canonical order. */
+static int array_write(struct kp_cbor_writer *w, const struct kp_bundle *b,
+                       const struct sorted *s, int id, bool fmt2)
+{
+	const struct kp_bundle_array *a = kp_bundle_array(id);
+	size_t n;
+	int rc = KP_SYNC_OK;
+
+	array_of(b, id, &n);
+	kp_cbor_put_tstr(w, a->key);
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n && rc == KP_SYNC_OK; i++) {
+		if (id == KP_BA_PRODUCTS)
+			rc = product_write(w, s->p[id][i], (void *)s->p[KP_BA_OPERATORS],
+			                   b->n_operators, fmt2);
+		else
+			fields_write(w, a->fields, a->n_fields, s->p[id][i]);
+	}
+	return rc;
 }
 
 int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
@@ -919,7 +879,7 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	struct kp_cbor_writer w = { 0 };
 	struct sorted s;
 	bool fmt2;
-	size_t i, keys;
+	size_t keys = 0;
 	int fmt, rc;
 
 	memset(&s, 0, sizeof(s));
@@ -944,105 +904,34 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	}
 
 	/* keys in canonical order: by length, then bytewise (PROTOCOL.md section 5) */
-	keys = BUNDLE_KEYS + (b->n_eligibility > 0) + (b->n_caps > 0) + (b->n_feeds > 0) +
-	       (b->n_discounts > 0) + (b->n_transfers > 0) + (b->n_operator_fares > 0) +
-	       (b->n_remote > 0) + (b->n_scopes > 0) + !policy_default(&b->policy);
+	for (int k = 0; k < TK_COUNT; k++)
+		keys += top_written(b, k);
 	kp_cbor_put_map(&w, keys);
-	kp_cbor_put_tstr(&w, "v");
-	kp_cbor_put_uint(&w, (uint64_t)fmt);
-	if (b->n_caps > 0)
-		write_caps(&w, &s, b->n_caps);
-	kp_cbor_put_tstr(&w, "acked");
-	kp_cbor_put_uint(&w, b->acked);
-	if (b->n_feeds > 0)
-		write_feeds(&w, &s, b->n_feeds);
-	kp_cbor_put_tstr(&w, "issued");
-	kp_cbor_put_uint(&w, (uint64_t)b->issued_ms);
-	if (!policy_default(&b->policy))
-		write_policy(&w, &b->policy);
-	if (b->n_remote > 0)
-		write_remote(&w, &s, b->n_remote);
-	if (b->n_scopes > 0)
-		write_scopes(&w, &s, b->n_scopes);
-	kp_cbor_put_tstr(&w, "version");
-	kp_cbor_put_uint(&w, b->version);
-	kp_cbor_put_tstr(&w, "denylist");
-	kp_cbor_put_array(&w, b->n_denylist);
-	for (i = 0; i < b->n_denylist; i++) {
-		kp_cbor_put_map(&w, 2);
-		kp_cbor_put_tstr(&w, "token");
-		kp_cbor_put_bstr(&w, s.deny[i]->token, KP_TOKEN_LEN);
-		kp_cbor_put_tstr(&w, "reason");
-		kp_cbor_put_tstr(&w, s.deny[i]->reason);
-	}
-	kp_cbor_put_tstr(&w, "products");
-	kp_cbor_put_array(&w, b->n_products);
-	for (i = 0; i < b->n_products && rc == KP_SYNC_OK; i++)
-		rc = product_write(&w, s.prods[i], s.ops, b->n_operators, fmt2);
-	if (rc != KP_SYNC_OK)
-		goto out;
-	kp_cbor_put_tstr(&w, "terminal");
-	kp_cbor_put_tstr(&w, b->terminal);
-	if (b->n_discounts > 0)
-		write_discounts(&w, &s, b->n_discounts);
-	kp_cbor_put_tstr(&w, "operators");
-	kp_cbor_put_array(&w, b->n_operators);
-	for (i = 0; i < b->n_operators; i++) {
-		kp_cbor_put_map(&w, 2);
-		kp_cbor_put_tstr(&w, "id");
-		kp_cbor_put_tstr(&w, s.ops[i]->id);
-		kp_cbor_put_tstr(&w, "name");
-		kp_cbor_put_tstr(&w, s.ops[i]->name);
-	}
-	if (b->n_transfers > 0)
-		write_transfers(&w, &s, b->n_transfers);
-	if (b->n_eligibility > 0) {
-		kp_cbor_put_tstr(&w, "eligibility");
-		kp_cbor_put_array(&w, b->n_eligibility);
-	}
-	for (i = 0; i < b->n_eligibility; i++) {
-		const struct kp_bundle_eligibility *e = s.elig[i];
-
-		kp_cbor_put_map(&w, e->has_via ? 5 : 4);
-		if (e->has_via) {
-			kp_cbor_put_tstr(&w, "via");
-			kp_cbor_put_bstr(&w, e->via, KP_TOKEN_LEN);
+	for (int k = 0; k < TK_COUNT && rc == KP_SYNC_OK; k++) {
+		if (!top_written(b, k))
+			continue;
+		if (TK_ARRAY[k] >= 0) {
+			rc = array_write(&w, b, &s, TK_ARRAY[k], fmt2);
+			continue;
 		}
-		kp_cbor_put_tstr(&w, "from");
-		kp_cbor_put_uint(&w, (uint64_t)e->valid_from_ms);
-		kp_cbor_put_tstr(&w, "token");
-		kp_cbor_put_bstr(&w, e->token, KP_TOKEN_LEN);
-		kp_cbor_put_tstr(&w, "until");
-		kp_cbor_put_uint(&w, (uint64_t)e->valid_until_ms);
-		kp_cbor_put_tstr(&w, "category");
-		kp_cbor_put_tstr(&w, e->category);
-	}
-	kp_cbor_put_tstr(&w, "entitlements");
-	kp_cbor_put_array(&w, b->n_entitlements);
-	for (i = 0; i < b->n_entitlements; i++) {
-		const struct kp_bundle_entitlement *e = s.ents[i];
-
-		kp_cbor_put_map(&w, 6 + (e->first_use != 0));
-		kp_cbor_put_tstr(&w, "id");
-		kp_cbor_put_uint(&w, (uint64_t)e->id);
-		kp_cbor_put_tstr(&w, "from");
-		kp_cbor_put_uint(&w, (uint64_t)e->valid_from_ms);
-		kp_cbor_put_tstr(&w, "token");
-		kp_cbor_put_bstr(&w, e->token, KP_TOKEN_LEN);
-		kp_cbor_put_tstr(&w, "until");
-		kp_cbor_put_uint(&w, (uint64_t)e->valid_until_ms);
-		kp_cbor_put_tstr(&w, "product");
-		kp_cbor_put_tstr(&w, e->product);
-		if (e->first_use) {
-			kp_cbor_put_tstr(&w, "first_use");
-			kp_cbor_put_uint(&w, 1);
+		if (k == TK_POLICY) {
+			write_policy(&w, &b->policy);
+			continue;
 		}
-		kp_cbor_put_tstr(&w, "remaining");
-		kp_cbor_put_uint(&w, (uint64_t)e->remaining);
+		kp_cbor_put_tstr(&w, TOP_KEYS[k]);
+		if (k == TK_V)
+			kp_cbor_put_uint(&w, (uint64_t)fmt);
+		else if (k == TK_ACKED)
+			kp_cbor_put_uint(&w, b->acked);
+		else if (k == TK_ISSUED)
+			kp_cbor_put_uint(&w, (uint64_t)b->issued_ms);
+		else if (k == TK_VERSION)
+			kp_cbor_put_uint(&w, b->version);
+		else
+			kp_cbor_put_tstr(&w, b->terminal);
 	}
-	if (b->n_operator_fares > 0)
-		write_operator_fares(&w, &s, b->n_operator_fares);
-	rc = kp_cbor_sync_rc(kp_cbor_writer_finish(&w, out, out_len));
+	if (rc == KP_SYNC_OK)
+		rc = kp_cbor_sync_rc(kp_cbor_writer_finish(&w, out, out_len));
 out:
 	kp_cbor_writer_free(&w);
 	sorted_free(&s);
@@ -1050,28 +939,6 @@ out:
 }
 
 /* ---- decoding ---- */
-
-/* Where the decoder says why it refused (kp_bundle_open_err shows it). */
-struct derr {
-	char *buf;
-	size_t cap;
-};
-
-static int dfail(struct derr *e, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int dfail(struct derr *e, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (e != NULL && e->buf != NULL && e->cap > 0 && e->buf[0] == '\0') {
-		va_start(ap, fmt);
-		vsnprintf(e->buf, e->cap, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
-
 /* Room for one more element: doubles, but never beyond what the array head claimed
  * (which is already bounded by the input's size). */
 static int grow(void **arr, size_t *cap, size_t have, size_t claimed, size_t elem)
@@ -1092,20 +959,11 @@ static int grow(void **arr, size_t *cap, size_t have, size_t claimed, size_t ele
 	return KP_RECORD_OK;
 }
 
-static int map_head(struct kp_cbor_reader *r, uint64_t want)
-{
-	uint64_t n;
-	int rc = kp_cbor_read_map(r, &n);
-
-	if (rc == KP_RECORD_OK && n != want)
-		rc = KP_RECORD_E_MALFORMED;
-	return rc;
-}
-
-/* The next map key, which must be one of names[] (canonical order) after *last: its index
- * in *idx. Keeps keys known, in order and unique. */
-static int next_key(struct kp_cbor_reader *r, const char *const *names, size_t n, int *last,
-                    int *idx)
+/* The next map key, which must be one of the n names (one every stride bytes from names:
+ * a list, or the keys of a field table) in canonical order after *last: its index in *idx.
+ * Keeps keys known, in order and unique. */
+static int next_key(struct kp_cbor_reader *r, const char *const *names, size_t stride, size_t n,
+                    int *last, int *idx)
 {
 	char key[32];
 	int rc = kp_cbor_read_text(r, key, sizeof(key), false);
@@ -1113,7 +971,7 @@ static int next_key(struct kp_cbor_reader *r, const char *const *names, size_t n
 	if (rc != KP_RECORD_OK)
 		return KP_RECORD_E_MALFORMED;
 	for (size_t i = (size_t)(*last + 1); i < n; i++) {
-		if (strcmp(key, names[i]) == 0) {
+		if (strcmp(key, *(const char *const *)((const char *)names + i * stride)) == 0) {
 			*idx = *last = (int)i;
 			return KP_RECORD_OK;
 		}
@@ -1147,22 +1005,6 @@ static int read_range(struct kp_cbor_reader *r, int64_t min, int64_t max, int64_
 	return rc;
 }
 
-static int deny_read(struct kp_cbor_reader *r, struct kp_bundle_deny *d, int fmt)
-{
-	int rc = map_head(r, 2);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "token");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_bstr_exact(r, d->token, KP_TOKEN_LEN);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "reason");
-	if (rc == KP_RECORD_OK)
-		rc = read_bundle_text(r, d->reason);
-	return rc;
-}
-
 enum { PK_ID, PK_DAYS, PK_KIND, PK_NAME, PK_RIDES, PK_ROUTE, PK_STOPS, PK_CATEGORY,
        PK_OPERATORS, PK_COUNT };
 static const char *const PRODUCT_KEYS[PK_COUNT] = { "id", "days", "kind", "name", "rides",
@@ -1179,7 +1021,7 @@ static int product_read(struct kp_cbor_reader *r, struct kp_bundle_product *p, i
 	if (rc == KP_RECORD_OK && (keys < 4 || keys > PK_COUNT))
 		rc = KP_RECORD_E_MALFORMED;
 	for (uint64_t k = 0; rc == KP_RECORD_OK && k < keys; k++) {
-		rc = next_key(r, PRODUCT_KEYS, PK_COUNT, &last, &idx);
+		rc = next_key(r, PRODUCT_KEYS, sizeof(char *), PK_COUNT, &last, &idx);
 		if (rc != KP_RECORD_OK)
 			break;
 		seen |= 1u << idx;
@@ -1263,397 +1105,6 @@ static int product_read(struct kp_cbor_reader *r, struct kp_bundle_product *p, i
 	return seen == want ? KP_RECORD_OK : KP_RECORD_E_MALFORMED;
 }
 
-static int operator_read(struct kp_cbor_reader *r, struct kp_bundle_operator *o, int fmt)
-{
-	int rc = map_head(r, 2);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "id");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, o->id);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "name");
-	if (rc == KP_RECORD_OK)
-		rc = read_bundle_text(r, o->name);
-	return rc;
-}
-
-static int entitlement_read(struct kp_cbor_reader *r, struct kp_bundle_entitlement *e, int fmt)
-{
-	uint64_t keys = 0, one = 0;
-	int rc = kp_cbor_read_map(r, &keys);
-
-	if (rc == KP_RECORD_OK && keys != 6 && (fmt == 1 || keys != 7))
-		rc = KP_RECORD_E_MALFORMED;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "id");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &e->id);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "from");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &e->valid_from_ms);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "token");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_bstr_exact(r, e->token, KP_TOKEN_LEN);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "until");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &e->valid_until_ms);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "product");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, e->product);
-	if (rc == KP_RECORD_OK && keys == 7) {
-		/* present only when set: 1 */
-		rc = kp_cbor_read_key(r, "first_use");
-		if (rc == KP_RECORD_OK)
-			rc = kp_cbor_read_uint(r, &one);
-		if (rc == KP_RECORD_OK && one != 1)
-			rc = KP_RECORD_E_MALFORMED;
-		e->first_use = 1;
-	}
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "remaining");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &e->remaining);
-	if (rc == KP_RECORD_OK && (e->id < 1 || e->valid_until_ms < e->valid_from_ms))
-		rc = KP_RECORD_E_MALFORMED;
-	return rc;
-}
-
-static int eligibility_read(struct kp_cbor_reader *r, struct kp_bundle_eligibility *e, int fmt)
-{
-	uint64_t keys = 0;
-	int rc = kp_cbor_read_map(r, &keys);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK && keys != 4 && keys != 5)
-		rc = KP_RECORD_E_MALFORMED;
-	if (rc == KP_RECORD_OK && keys == 5) {
-		e->has_via = 1;
-		rc = kp_cbor_read_key(r, "via");
-		if (rc == KP_RECORD_OK)
-			rc = kp_cbor_read_bstr_exact(r, e->via, KP_TOKEN_LEN);
-	}
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "from");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &e->valid_from_ms);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "token");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_bstr_exact(r, e->token, KP_TOKEN_LEN);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "until");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &e->valid_until_ms);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "category");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, e->category);
-	if (rc == KP_RECORD_OK && e->valid_until_ms < e->valid_from_ms)
-		rc = KP_RECORD_E_MALFORMED;
-	return rc;
-}
-
-static int discount_read(struct kp_cbor_reader *r, struct kp_bundle_discount *d, int fmt)
-{
-	int64_t v = 0;
-	int rc = map_head(r, 5);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "unit");
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, 1, 100000, &d->unit);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "percent");
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, 0, 100, &v);
-	d->percent = (int)v;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "category");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, d->category);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "operator");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, d->operator_id);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "rounding");
-	if (rc == KP_RECORD_OK)
-		rc = read_enum(r, ROUNDING_NAMES, 3, &d->rounding);
-	return rc;
-}
-
-static int cap_read(struct kp_cbor_reader *r, struct kp_bundle_cap *c, int fmt)
-{
-	uint64_t keys = 0;
-	int rc = kp_cbor_read_map(r, &keys);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK && keys != 2 && keys != 3)
-		rc = KP_RECORD_E_MALFORMED;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "amount");
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, 0, 1000000000000LL, &c->amount);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "period");
-	if (rc == KP_RECORD_OK)
-		rc = read_enum(r, PERIOD_NAMES, 2, &c->period);
-	if (rc == KP_RECORD_OK && keys == 3) {
-		rc = kp_cbor_read_key(r, "category");
-		if (rc == KP_RECORD_OK)
-			rc = kp_cbor_read_id(r, c->category);  /* adults: no key, never "" */
-	}
-	return rc;
-}
-
-static int transfer_read(struct kp_cbor_reader *r, struct kp_bundle_transfer *t, int fmt)
-{
-	int64_t v = 0;
-	int rc = map_head(r, 5);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "to");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, t->to_operator);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "max");
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, 1, 100, &v);
-	t->max_transfers = (int)v;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "off");
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, -1, 1000000000000LL, &t->off);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "from");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, t->from_operator);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "within");
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, 60, 86400, &v);
-	t->within_s = (int)v;
-	if (rc == KP_RECORD_OK && (!op_or_any(t->from_operator) || !op_or_any(t->to_operator)))
-		rc = KP_RECORD_E_MALFORMED;
-	return rc;
-}
-
-static const char *const MODE_NAMES[] = { "flat", "distance" };
-
-static int ofare_read(struct kp_cbor_reader *r, struct kp_bundle_operator_fare *f, int fmt)
-{
-	int rc = map_head(r, 3);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "feed");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, f->feed_id);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "mode");
-	if (rc == KP_RECORD_OK)
-		rc = read_enum(r, MODE_NAMES, 2, &f->distance);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "operator");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, f->operator_id);
-	return rc;
-}
-
-/* A feed: its package is checked table by table and against its digest. The error text
- * of a bad package goes to the decoder's err through feed_err. */
-static _Thread_local struct derr *feed_err;
-static _Thread_local bool feed_toobig;
-
-static int feed_read(struct kp_cbor_reader *r, struct kp_bundle_feed *f, int fmt)
-{
-	const uint8_t *pkg = NULL;
-	size_t len = 0;
-	uint8_t digest[KP_SHA256_LEN];
-	char why[256];
-	int rc = map_head(r, 3);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "id");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, f->id);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "digest");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_bstr_exact(r, f->digest, KP_SHA256_LEN);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "package");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_bstr(r, &pkg, &len);
-	if (rc != KP_RECORD_OK)
-		return rc;
-	rc = kp_fare_pkg_walk(pkg, len, -1, NULL, NULL, NULL, why, sizeof(why));
-	if (rc != KP_SYNC_OK) {
-		dfail(feed_err, rc, "feed %s: %s", f->id, why);
-		feed_toobig = rc == KP_SYNC_E_TOOBIG;
-		return rc == KP_SYNC_E_TOOBIG ? KP_RECORD_E_INVAL : KP_RECORD_E_MALFORMED;
-	}
-	if (kp_sha256(pkg, len, digest) != 0 || memcmp(digest, f->digest, KP_SHA256_LEN) != 0) {
-		dfail(feed_err, KP_SYNC_E_MALFORMED, "feed %s: digest does not match its package",
-		      f->id);
-		return KP_RECORD_E_MALFORMED;
-	}
-	f->package = malloc(len);
-	if (f->package == NULL)
-		return KP_RECORD_E_NOMEM;
-	memcpy(f->package, pkg, len);
-	f->package_len = len;
-	return KP_RECORD_OK;
-}
-
-/* [id, spent]: spent > 0 (none is written as no key). */
-static int spent_read(struct kp_cbor_reader *r, int64_t *id, int64_t *spent)
-{
-	uint64_t n = 0;
-	int rc = kp_cbor_read_array(r, &n);
-
-	if (rc == KP_RECORD_OK && n != 2)
-		rc = KP_RECORD_E_MALFORMED;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, id);
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, 1, SPENT_MAX, spent);
-	return rc;
-}
-
-enum { OK_AT, OK_ENT, OK_PAID, OK_STOP, OK_ROUTE, OK_PRODUCT, OK_OPERATOR, OK_COUNT };
-static const char *const OPEN_KEYS[OK_COUNT] = { "at", "ent", "paid", "stop", "route",
-	"product", "operator" };
-
-static int open_read(struct kp_cbor_reader *r, struct kp_bundle_remote *x)
-{
-	uint64_t keys = 0, one = 0;
-	unsigned seen = 0;
-	int last = -1, idx = 0;
-	int rc = kp_cbor_read_map(r, &keys);
-
-	if (rc == KP_RECORD_OK && (keys < 2 || keys > OK_COUNT))
-		rc = KP_RECORD_E_MALFORMED;
-	for (uint64_t k = 0; rc == KP_RECORD_OK && k < keys; k++) {
-		rc = next_key(r, OPEN_KEYS, OK_COUNT, &last, &idx);
-		if (rc != KP_RECORD_OK)
-			break;
-		seen |= 1u << idx;
-		switch (idx) {
-		case OK_AT:       rc = read_range(r, 1, INT64_MAX, &x->open_ms); break;
-		case OK_ENT:      rc = read_range(r, 1, INT64_MAX, &x->open_ent); break;
-		case OK_PAID:
-			/* present only when set: 1 */
-			rc = kp_cbor_read_uint(r, &one);
-			if (rc == KP_RECORD_OK && one != 1)
-				rc = KP_RECORD_E_MALFORMED;
-			x->open_paid = 1;
-			break;
-		case OK_STOP:     rc = kp_cbor_read_id(r, x->open_stop); break;
-		case OK_ROUTE:    rc = kp_cbor_read_id(r, x->open_route); break;
-		case OK_PRODUCT:  rc = kp_cbor_read_id(r, x->open_product); break;
-		case OK_OPERATOR: rc = kp_cbor_read_id(r, x->open_operator); break;
-		}
-	}
-	if (rc == KP_RECORD_OK && (seen & (1u << OK_AT | 1u << OK_OPERATOR)) !=
-	                          (1u << OK_AT | 1u << OK_OPERATOR))
-		rc = KP_RECORD_E_MALFORMED;
-	x->open = 1;
-	return rc;
-}
-
-static int leg_read(struct kp_cbor_reader *r, struct kp_bundle_remote *x)
-{
-	int rc = map_head(r, 4);
-
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "on");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &x->leg_on_ms);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "off");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_uint63(r, &x->leg_off_ms);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "amount");
-	if (rc == KP_RECORD_OK)
-		rc = read_range(r, 1, SPENT_MAX, &x->leg_paid);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "operator");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, x->leg_operator);
-	if (rc == KP_RECORD_OK && x->leg_off_ms < x->leg_on_ms)
-		rc = KP_RECORD_E_MALFORMED;
-	x->has_leg = 1;
-	return rc;
-}
-
-enum { RK_DAY, RK_LEG, RK_LAST, RK_OPEN, RK_MONTH, RK_TOKEN, RK_CLOSED, RK_COUNT };
-static const char *const REMOTE_KEYS[RK_COUNT] = { "day", "leg", "last", "open", "month",
-	"token", "closed" };
-
-static int remote_read(struct kp_cbor_reader *r, struct kp_bundle_remote *x, int fmt)
-{
-	uint64_t keys = 0;
-	unsigned seen = 0;
-	int last = -1, idx = 0;
-	int rc = kp_cbor_read_map(r, &keys);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK && (keys < 2 || keys > RK_COUNT))
-		rc = KP_RECORD_E_MALFORMED;
-	for (uint64_t k = 0; rc == KP_RECORD_OK && k < keys; k++) {
-		rc = next_key(r, REMOTE_KEYS, RK_COUNT, &last, &idx);
-		if (rc != KP_RECORD_OK)
-			break;
-		seen |= 1u << idx;
-		switch (idx) {
-		case RK_DAY:    rc = spent_read(r, &x->day_id, &x->day_spent); break;
-		case RK_LEG:    rc = leg_read(r, x); break;
-		case RK_LAST:   rc = kp_cbor_read_uint63(r, &x->last_ms); break;
-		case RK_OPEN:   rc = open_read(r, x); break;
-		case RK_MONTH:  rc = spent_read(r, &x->month_id, &x->month_spent); break;
-		case RK_TOKEN:  rc = kp_cbor_read_bstr_exact(r, x->token, KP_TOKEN_LEN); break;
-		case RK_CLOSED: rc = read_range(r, 1, INT64_MAX, &x->closed_ms); break;
-		}
-	}
-	if (rc == KP_RECORD_OK && (seen & (1u << RK_LAST | 1u << RK_TOKEN)) !=
-	                          (1u << RK_LAST | 1u << RK_TOKEN))
-		rc = KP_RECORD_E_MALFORMED;
-	if (rc == KP_RECORD_OK && !remote_valid(x))
-		rc = KP_RECORD_E_MALFORMED;
-	return rc;
-}
-
-static int scope_read(struct kp_cbor_reader *r, struct kp_bundle_scope *c, int fmt)
-{
-	int rc = map_head(r, 3);
-
-	(void)fmt;
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "id");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, c->scope_id);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "kind");
-	if (rc == KP_RECORD_OK)
-		rc = read_enum(r, SCOPE_KINDS, 2, &c->network);
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_key(r, "product");
-	if (rc == KP_RECORD_OK)
-		rc = kp_cbor_read_id(r, c->product);
-	return rc;
-}
-
 /* An array of 1..KP_POLICY_LIST_MAX ids, sorted, unique. */
 static int ids_read(struct kp_cbor_reader *r, char (*ids)[KP_ID_MAX + 1], size_t *n)
 {
@@ -1690,7 +1141,7 @@ static int policy_read(struct kp_cbor_reader *r, struct kp_bundle_policy *p)
 		if (rc == KP_RECORD_OK && (dkeys < 1 || dkeys > PD_COUNT))
 			rc = KP_RECORD_E_MALFORMED;
 		for (uint64_t k = 0; rc == KP_RECORD_OK && k < dkeys; k++) {
-			rc = next_key(r, DIRECT_KEYS, PD_COUNT, &last, &idx);
+			rc = next_key(r, DIRECT_KEYS, sizeof(char *), PD_COUNT, &last, &idx);
 			if (rc != KP_RECORD_OK)
 				break;
 			switch (idx) {
@@ -1719,34 +1170,134 @@ static int policy_read(struct kp_cbor_reader *r, struct kp_bundle_policy *p)
 	return rc;
 }
 
-#define READ_V(name, fn, type)                                                   \
-	static int name(struct kp_cbor_reader *r, void *el, int fmt) { return fn(r, (type *)el, fmt); }
-READ_V(deny_read_v, deny_read, struct kp_bundle_deny)
-READ_V(product_read_v, product_read, struct kp_bundle_product)
-READ_V(operator_read_v, operator_read, struct kp_bundle_operator)
-READ_V(ent_read_v, entitlement_read, struct kp_bundle_entitlement)
-READ_V(elig_read_v, eligibility_read, struct kp_bundle_eligibility)
-READ_V(disc_read_v, discount_read, struct kp_bundle_discount)
-READ_V(cap_read_v, cap_read, struct kp_bundle_cap)
-READ_V(xfer_read_v, transfer_read, struct kp_bundle_transfer)
-READ_V(ofare_read_v, ofare_read, struct kp_bundle_operator_fare)
-READ_V(feed_read_v, feed_read, struct kp_bundle_feed)
-READ_V(remote_read_v, remote_read, struct kp_bundle_remote)
-READ_V(scope_read_v, scope_read, struct kp_bundle_scope)
-#undef READ_V
+static int fields_read(struct kp_cbor_reader *r, const struct kp_bundle_field *f, size_t n,
+                       void *el, int fmt);
 
-struct array_spec {
-	size_t max, min_size, elem;
-	int (*read)(struct kp_cbor_reader *r, void *el, int fmt);
-	int (*cmp)(const void *a, const void *b);
-};
+/* [id, spent]: spent in [min, max] (none is written as no key). */
+static int pair_read(struct kp_cbor_reader *r, const struct kp_bundle_field *f, void *el)
+{
+	uint64_t n = 0;
+	int rc = kp_cbor_read_array(r, &n);
+
+	if (rc == KP_RECORD_OK && n != 2)
+		rc = KP_RECORD_E_MALFORMED;
+	if (rc == KP_RECORD_OK)
+		rc = kp_cbor_read_uint63(r, (int64_t *)((uint8_t *)el + f->offset));
+	if (rc == KP_RECORD_OK)
+		rc = read_range(r, f->min, f->max, (int64_t *)((uint8_t *)el + f->aux));
+	return rc;
+}
+
+static int blob_read(struct kp_cbor_reader *r, const struct kp_bundle_field *f, void *el)
+{
+	const uint8_t *p = NULL;
+	size_t len = 0;
+	uint8_t **dst = (uint8_t **)((uint8_t *)el + f->offset);
+	int rc = kp_cbor_read_bstr(r, &p, &len);
+
+	if (rc != KP_RECORD_OK)
+		return rc;
+	*dst = malloc(len > 0 ? len : 1);
+	if (*dst == NULL)
+		return KP_RECORD_E_NOMEM;
+	memcpy(*dst, p, len);
+	*(size_t *)((uint8_t *)el + f->aux) = len;
+	return KP_RECORD_OK;
+}
+
+static int field_read(struct kp_cbor_reader *r, const struct kp_bundle_field *f, void *el,
+                      int fmt)
+{
+	uint8_t *p = (uint8_t *)el + f->offset;
+	uint64_t one = 0;
+	int64_t v = 0;
+	int k = 0, rc;
+
+	switch (f->type) {
+	case KP_BF_ID:
+		return kp_cbor_read_id(r, (char *)p);
+	case KP_BF_ID_ANY:
+		rc = kp_cbor_read_id(r, (char *)p);
+		return rc == KP_RECORD_OK && !op_or_any((char *)p) ? KP_RECORD_E_MALFORMED : rc;
+	case KP_BF_TEXT:
+		return read_bundle_text(r, (char *)p);
+	case KP_BF_BYTES:
+		return kp_cbor_read_bstr_exact(r, p, f->size);
+	case KP_BF_BLOB:
+		return blob_read(r, f, el);
+	case KP_BF_ENUM:
+		rc = read_enum(r, f->names, f->n_names, &k);
+		kp_bundle_field_put_int(el, f->offset, f->size, k);
+		return rc;
+	case KP_BF_FLAG:
+		/* present only when set: 1 */
+		rc = kp_cbor_read_uint(r, &one);
+		kp_bundle_field_put_int(el, f->offset, f->size, 1);
+		return rc == KP_RECORD_OK && one != 1 ? KP_RECORD_E_MALFORMED : rc;
+	case KP_BF_PAIR:
+		return pair_read(r, f, el);
+	case KP_BF_MAP:
+		return fields_read(r, f->sub, f->n_sub, el, fmt);
+	default:
+		rc = read_range(r, f->min, f->max, &v);
+		kp_bundle_field_put_int(el, f->offset, f->size, v);
+		return rc;
+	}
+}
+
+/* One element: a map of the table's keys this format has, known, in order, unique, the
+ * ones always written all there. */
+static int fields_read(struct kp_cbor_reader *r, const struct kp_bundle_field *f, size_t n,
+                       void *el, int fmt)
+{
+	uint64_t keys = 0;
+	unsigned seen = 0, need = 0;
+	size_t allowed = 0;
+	int last = -1, idx = 0;
+	int rc = kp_cbor_read_map(r, &keys);
+
+	for (size_t i = 0; i < n; i++) {
+		allowed += f[i].format <= fmt;
+		if (f[i].format <= fmt && f[i].when == KP_BW_ALWAYS)
+			need |= 1u << i;
+	}
+	if (rc == KP_RECORD_OK && (keys < (uint64_t)__builtin_popcount(need) || keys > allowed))
+		rc = KP_RECORD_E_MALFORMED;
+	for (uint64_t k = 0; rc == KP_RECORD_OK && k < keys; k++) {
+		rc = next_key(r, &f[0].key, sizeof(*f), n, &last, &idx);
+		if (rc == KP_RECORD_OK && f[idx].format > fmt)
+			rc = KP_RECORD_E_MALFORMED;
+		if (rc != KP_RECORD_OK)
+			break;
+		seen |= 1u << idx;
+		if (f[idx].when == KP_BW_FLAG)
+			kp_bundle_field_put_int(el, f[idx].flag, sizeof(int), 1);
+		rc = field_read(r, &f[idx], el, fmt);
+	}
+	if (rc == KP_RECORD_OK && (seen & need) != need)
+		rc = KP_RECORD_E_MALFORMED;
+	return rc;
+}
+
+static int element_read(struct kp_cbor_reader *r, int id, void *el, int fmt)
+{
+	const struct kp_bundle_array *a = kp_bundle_array(id);
+	int rc;
+
+	if (id == KP_BA_PRODUCTS)
+		return product_read(r, el, fmt);
+	rc = fields_read(r, a->fields, a->n_fields, el, fmt);
+	if (rc == KP_RECORD_OK && OPS[id].valid != NULL && !OPS[id].valid(el))
+		rc = KP_RECORD_E_MALFORMED;
+	return rc;
+}
 
 /* "key": [elements] into a growing *arr; each element must sort strictly after the one
  * before. Returns a KP_SYNC_* code; *arr is the caller's to free also on failure (with
  * *count elements complete, and one more partly read ones' allocations: see free_partial). */
-static int array_read(struct kp_cbor_reader *r, const struct array_spec *s, void **arr,
-                      size_t *count, int fmt)
+static int array_read(struct kp_cbor_reader *r, int id, void **arr, size_t *count, int fmt)
 {
+	const struct kp_bundle_array *a = kp_bundle_array(id);
 	size_t claimed = 0, cap = 0;
 	uint64_t n;
 	uint8_t *el;
@@ -1754,26 +1305,25 @@ static int array_read(struct kp_cbor_reader *r, const struct array_spec *s, void
 
 	if (rc != KP_SYNC_OK)
 		return rc;
-	if (n > s->max)
+	if (n > a->max)
 		return KP_SYNC_E_TOOBIG;
-	if (n > (r->len - r->pos) / s->min_size)
+	if (n > (r->len - r->pos) / OPS[id].min_size)
 		return KP_SYNC_E_MALFORMED;
 	claimed = (size_t)n;
 	while (rc == KP_SYNC_OK && *count < claimed) {
-		rc = kp_cbor_sync_rc(grow(arr, &cap, *count, claimed, s->elem));
+		rc = kp_cbor_sync_rc(grow(arr, &cap, *count, claimed, a->elem_size));
 		if (rc != KP_SYNC_OK)
 			break;
-		el = (uint8_t *)*arr + *count * s->elem;
-		memset(el, 0, s->elem);
-		rc = kp_cbor_sync_rc(s->read(r, el, fmt));
-		if (rc == KP_SYNC_OK && *count > 0 && s->cmp(el - s->elem, el) >= 0)
+		el = (uint8_t *)*arr + *count * a->elem_size;
+		memset(el, 0, a->elem_size);
+		rc = kp_cbor_sync_rc(element_read(r, id, el, fmt));
+		if (rc == KP_SYNC_OK && *count > 0 && OPS[id].cmp(el - a->elem_size, el) >= 0)
 			rc = KP_SYNC_E_MALFORMED;
 		/* counted even when bad, so kp_bundle_free frees what it allocated */
 		(*count)++;
 	}
 	return rc;
 }
-
 /* Every product's operators, every entitlement's product, and the operators of discounts
  * and operator fares are in the bundle (all arrays are sorted by now); first-use
  * entitlements are of period passes. */
@@ -1815,20 +1365,6 @@ static bool references_valid(const struct kp_bundle *b)
 	return true;
 }
 
-/* The top-level keys in canonical order; V1: allowed in format 1; REQ: required. */
-enum { TK_V, TK_CAPS, TK_ACKED, TK_FEEDS, TK_ISSUED, TK_POLICY, TK_REMOTE, TK_SCOPES, TK_VERSION,
-       TK_DENYLIST, TK_PRODUCTS, TK_TERMINAL, TK_DISCOUNTS, TK_OPERATORS, TK_TRANSFERS,
-       TK_ELIGIBILITY, TK_ENTITLEMENTS, TK_OPERATOR_FARES, TK_COUNT };
-static const char *const TOP_KEYS[TK_COUNT] = { "v", "caps", "acked", "feeds", "issued",
-	"policy", "remote", "scopes", "version", "denylist", "products", "terminal", "discounts",
-	"operators", "transfers", "eligibility", "entitlements", "operator_fares" };
-#define TK_REQUIRED (1u << TK_ACKED | 1u << TK_ISSUED | 1u << TK_VERSION | 1u << TK_DENYLIST | \
-                     1u << TK_PRODUCTS | 1u << TK_TERMINAL | 1u << TK_OPERATORS |              \
-                     1u << TK_ENTITLEMENTS)
-#define TK_FORMAT1 (TK_REQUIRED | 1u << TK_ELIGIBILITY)
-#define TK_FORMAT3 (1u << TK_REMOTE | 1u << TK_SCOPES)
-#define TK_FORMAT4 (1u << TK_POLICY)
-
 static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, struct derr *e)
 {
 	struct kp_cbor_reader r = { .buf = buf, .len = len };
@@ -1859,39 +1395,10 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 	feed_err = e;
 	feed_toobig = false;
 	for (uint64_t k = 1; rc == KP_SYNC_OK && k < n; k++) {
-		static const struct array_spec specs[TK_COUNT] = {
-			[TK_CAPS] = { KP_BUNDLE_CAPS_MAX, MIN_CAP, sizeof(struct kp_bundle_cap),
-			              cap_read_v, cap_cmp },
-			[TK_FEEDS] = { KP_BUNDLE_FEEDS_MAX, MIN_FEED, sizeof(struct kp_bundle_feed),
-			               feed_read_v, feed_cmp },
-			[TK_REMOTE] = { KP_BUNDLE_REMOTE_MAX, MIN_REMOTE, sizeof(struct kp_bundle_remote),
-			                remote_read_v, remote_cmp },
-			[TK_SCOPES] = { KP_BUNDLE_SCOPES_MAX, MIN_SCOPE, sizeof(struct kp_bundle_scope),
-			                scope_read_v, scope_cmp },
-			[TK_DENYLIST] = { KP_BUNDLE_DENYLIST_MAX, MIN_DENY,
-			                  sizeof(struct kp_bundle_deny), deny_read_v, deny_cmp },
-			[TK_PRODUCTS] = { KP_BUNDLE_PRODUCTS_MAX, MIN_PRODUCT,
-			                  sizeof(struct kp_bundle_product), product_read_v, prod_cmp },
-			[TK_DISCOUNTS] = { KP_BUNDLE_DISCOUNTS_MAX, MIN_DISCOUNT,
-			                   sizeof(struct kp_bundle_discount), disc_read_v, disc_cmp },
-			[TK_OPERATORS] = { KP_BUNDLE_OPERATORS_MAX, MIN_OPERATOR,
-			                   sizeof(struct kp_bundle_operator), operator_read_v, op_cmp },
-			[TK_TRANSFERS] = { KP_BUNDLE_TRANSFERS_MAX, MIN_TRANSFER,
-			                   sizeof(struct kp_bundle_transfer), xfer_read_v, xfer_cmp },
-			[TK_ELIGIBILITY] = { KP_BUNDLE_ELIGIBILITY_MAX, MIN_ELIGIBILITY,
-			                     sizeof(struct kp_bundle_eligibility), elig_read_v,
-			                     elig_cmp },
-			[TK_ENTITLEMENTS] = { KP_BUNDLE_ENTITLEMENTS_MAX, MIN_ENTITLEMENT,
-			                      sizeof(struct kp_bundle_entitlement), ent_read_v,
-			                      ent_cmp },
-			[TK_OPERATOR_FARES] = { KP_BUNDLE_OPERATOR_FARES_MAX, MIN_OPERATOR_FARE,
-			                        sizeof(struct kp_bundle_operator_fare), ofare_read_v,
-			                        ofare_cmp },
-		};
 		void **arr = NULL;
 		size_t *count = NULL;
 
-		rc = kp_cbor_sync_rc(next_key(&r, TOP_KEYS, TK_COUNT, &last, &idx));
+		rc = kp_cbor_sync_rc(next_key(&r, TOP_KEYS, sizeof(char *), TK_COUNT, &last, &idx));
 		if (rc != KP_SYNC_OK)
 			break;
 		if ((b->format == 1 && !(TK_FORMAT1 & (1u << idx))) ||
@@ -1922,21 +1429,16 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 			if (rc != KP_SYNC_OK)
 				dfail(e, rc, "policy: %s", kp_sync_strerror(rc));
 			continue;
-		case TK_CAPS:          arr = (void **)&b->caps;           count = &b->n_caps; break;
-		case TK_FEEDS:         arr = (void **)&b->feeds;          count = &b->n_feeds; break;
-		case TK_REMOTE:        arr = (void **)&b->remote;         count = &b->n_remote; break;
-		case TK_SCOPES:        arr = (void **)&b->scopes;         count = &b->n_scopes; break;
-		case TK_DENYLIST:      arr = (void **)&b->denylist;       count = &b->n_denylist; break;
-		case TK_PRODUCTS:      arr = (void **)&b->products;       count = &b->n_products; break;
-		case TK_DISCOUNTS:     arr = (void **)&b->discounts;      count = &b->n_discounts; break;
-		case TK_OPERATORS:     arr = (void **)&b->operators;      count = &b->n_operators; break;
-		case TK_TRANSFERS:     arr = (void **)&b->transfers;      count = &b->n_transfers; break;
-		case TK_ELIGIBILITY:   arr = (void **)&b->eligibility;    count = &b->n_eligibility; break;
-		case TK_ENTITLEMENTS:  arr = (void **)&b->entitlements;   count = &b->n_entitlements; break;
-		case TK_OPERATOR_FARES: arr = (void **)&b->operator_fares; count = &b->n_operator_fares; break;
-		default:               rc = KP_SYNC_E_MALFORMED; continue;
+		default:
+			break;
 		}
-		rc = array_read(&r, &specs[idx], arr, count, b->format);
+		if (TK_ARRAY[idx] < 0) {
+			rc = KP_SYNC_E_MALFORMED;
+			continue;
+		}
+		arr = (void **)((uint8_t *)b + kp_bundle_array(TK_ARRAY[idx])->arr_offset);
+		count = (size_t *)((uint8_t *)b + kp_bundle_array(TK_ARRAY[idx])->count_offset);
+		rc = array_read(&r, TK_ARRAY[idx], arr, count, b->format);
 		if (rc != KP_SYNC_OK && feed_toobig)
 			rc = KP_SYNC_E_TOOBIG;
 		if (rc == KP_SYNC_OK && *count == 0 && !(TK_REQUIRED & (1u << idx)))
@@ -1975,18 +1477,8 @@ void kp_bundle_free(struct kp_bundle *b)
 		free(b->products[i].stops);
 	for (size_t i = 0; b->feeds != NULL && i < b->n_feeds; i++)
 		free(b->feeds[i].package);
-	free(b->operators);
-	free(b->products);
-	free(b->entitlements);
-	free(b->denylist);
-	free(b->eligibility);
-	free(b->discounts);
-	free(b->caps);
-	free(b->transfers);
-	free(b->operator_fares);
-	free(b->feeds);
-	free(b->remote);
-	free(b->scopes);
+	for (int id = 0; id < KP_BA_COUNT; id++)
+		free(*(void **)((uint8_t *)b + kp_bundle_array(id)->arr_offset));
 	memset(b, 0, sizeof(*b));
 }
 

@@ -216,6 +216,79 @@ int  kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t
 #define KP_BUNDLE_REMOTE_MAX        2000000      /* a row takes 38 to 377 bytes */
 #define KP_BUNDLE_SCOPES_MAX        100000
 
+/* ---- the bundle's arrays as tables ----
+ *
+ * One table per array says, field by field in wire order, its CBOR key, where it lives in
+ * the element's struct, its limits and its SQL column. The encoder, the decoder, the
+ * backend's bundle builder and the terminal's apply all read these tables, so a new field
+ * is one row here (and a column in each database). Products keep hooks of their own in
+ * bundle.c (their keys depend on the kind and the format). */
+enum kp_bundle_ftype {
+	KP_BF_ID = 1,                    /* char[KP_ID_MAX + 1]: tstr 1..32 */
+	KP_BF_ID_ANY,                    /* the same, or "*" */
+	KP_BF_TEXT,                      /* char[KP_BUNDLE_TEXT_MAX + 1]: kp_bundle_text_check */
+	KP_BF_BYTES,                     /* uint8_t[size]: bstr of exactly size bytes */
+	KP_BF_BLOB,                      /* uint8_t * (malloc'd), its size_t length at aux */
+	KP_BF_UINT,                      /* int or int64_t (size) in [min, max]: uint */
+	KP_BF_INT,                       /* the same, written as a signed int */
+	KP_BF_ENUM,                      /* int, an index into names: tstr */
+	KP_BF_FLAG,                      /* int: uint 1, written only when set */
+	KP_BF_PAIR,                      /* int64_t at offset and at aux: [uint, uint in
+	                                  * [min, max]], written only when the second is set */
+	KP_BF_MAP,                       /* the fields sub (of the same struct) as a map */
+};
+enum kp_bundle_fwhen {
+	KP_BW_ALWAYS = 0,
+	KP_BW_SET,                       /* written only when not zero or empty */
+	KP_BW_FLAG,                      /* written only when the int at flag is not zero (the
+	                                  * decoder sets it to 1) */
+};
+#define KP_BF_SQL_NULL 1u                /* SQL NULL when not written (else 0 or '') */
+#define KP_BF_SQL_NAME 2u                /* an enum stored by its name (else its index) */
+struct kp_bundle_field {
+	const char *key;                 /* CBOR key */
+	enum kp_bundle_ftype type;
+	size_t offset, size;             /* the member */
+	size_t aux;                      /* BLOB: the length member; PAIR: the second member */
+	enum kp_bundle_fwhen when;
+	size_t flag;                     /* KP_BW_FLAG: the int member that says it is there */
+	int64_t min, max;                /* UINT, INT, PAIR (its second) */
+	const char *const *names;        /* ENUM */
+	size_t n_names;
+	const struct kp_bundle_field *sub;   /* MAP */
+	size_t n_sub;
+	int format;                      /* the lowest bundle format with this field (0: 1) */
+	unsigned sql;                    /* KP_BF_SQL_* */
+	const char *column, *column2;    /* SQL column (PAIR: and the second's); MAP: none */
+};
+enum kp_bundle_array_id {            /* in wire order */
+	KP_BA_CAPS, KP_BA_FEEDS, KP_BA_REMOTE, KP_BA_SCOPES, KP_BA_DENYLIST, KP_BA_PRODUCTS,
+	KP_BA_DISCOUNTS, KP_BA_OPERATORS, KP_BA_TRANSFERS, KP_BA_ELIGIBILITY,
+	KP_BA_ENTITLEMENTS, KP_BA_OPERATOR_FARES, KP_BA_COUNT
+};
+struct kp_bundle_array {
+	const char *key;                 /* the top-level key */
+	size_t elem_size, max;           /* KP_BUNDLE_*_MAX */
+	size_t arr_offset, count_offset; /* the array and its count in struct kp_bundle */
+	const struct kp_bundle_field *fields;
+	size_t n_fields;
+	const char *table;               /* its SQL table (the terminal's; feeds: the backend's) */
+	const char *order;               /* its canonical order as SQL ORDER BY columns */
+};
+const struct kp_bundle_array *kp_bundle_array(enum kp_bundle_array_id id);
+/* SQL rows of an array: its columns, flattened in field order (a map's fields in turn, a
+ * pair's two), at most KP_BUNDLE_ROW_MAX, and which of them are BLOBs. Values are kp_fare_values (below): ints, texts,
+ * blobs in s/n, NULL. row_set copies a row into a zeroed element (texts cut on a character
+ * boundary, blobs malloc'd: KP_SYNC_E_NOMEM); row_get points into the element. */
+#define KP_BUNDLE_ROW_MAX 20
+struct kp_fare_value;
+size_t kp_bundle_row_columns(enum kp_bundle_array_id id, const char **cols, int *blob);
+int  kp_bundle_row_set(enum kp_bundle_array_id id, void *el, const struct kp_fare_value *vals);
+void kp_bundle_row_get(enum kp_bundle_array_id id, const void *el, struct kp_fare_value *vals);
+/* The SQL of the array's table: "INSERT OR REPLACE INTO t(columns) VALUES (?1, ...)" or
+ * "SELECT columns FROM t ORDER BY its order"; KP_SYNC_E_INVAL when it does not fit. */
+int  kp_bundle_row_sql(enum kp_bundle_array_id id, int insert, char *sql, size_t cap);
+
 /* ---- fare packages: one imported GTFS fare feed, table by table ----
  *
  * A package is one canonical CBOR map: each non-empty table of a fixed whitelist (the

@@ -391,79 +391,42 @@ int kp_store_clear_fare_remote(kp_store *s)
 int kp_store_put_fare_remote(kp_store *s, const struct kp_fare_remote *r)
 {
 	sqlite3_stmt *st;
+	char sql[1024];
 
 	if (r->last_ms < 0 || r->day_spent < 0 || r->month_spent < 0 || r->leg_paid < 0 ||
 	    (r->open && (!kp_valid_id(r->open_operator) || r->open_ms <= 0)) ||
 	    (r->has_leg && !kp_valid_id(r->leg_operator)))
 		return KP_E_INVAL;
-	st = prepare(s, "INSERT OR REPLACE INTO fare_remote(token, last_ms, open_ms, open_operator,"
-	                " open_route, open_stop, open_paid, open_product, open_ent, closed_ms,"
-	                " leg_operator, leg_on_ms, leg_off_ms, leg_paid, day_id, day_spent,"
-	                " month_id, month_spent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-	                " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)", "remote fare state");
+	if (kp_bundle_row_sql(KP_BA_REMOTE, 1, sql, sizeof(sql)) != KP_SYNC_OK)
+		return KP_E_INVAL;
+	st = prepare(s, sql, "remote fare state");
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, r->token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, r->last_ms);
-	if (r->open) {
-		sqlite3_bind_int64(st, 3, r->open_ms);
-		sqlite3_bind_text(st, 4, r->open_operator, -1, SQLITE_STATIC);
-		kp_store_bind_opt(st, 5, r->open_route);
-		kp_store_bind_opt(st, 6, r->open_stop);
-		sqlite3_bind_int(st, 7, r->open_paid != 0);
-		kp_store_bind_opt(st, 8, r->open_product);
-		sqlite3_bind_int64(st, 9, r->open_ent);
-	}
-	if (r->closed_ms > 0)
-		sqlite3_bind_int64(st, 10, r->closed_ms);
-	if (r->has_leg) {
-		sqlite3_bind_text(st, 11, r->leg_operator, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 12, r->leg_on_ms);
-		sqlite3_bind_int64(st, 13, r->leg_off_ms);
-		sqlite3_bind_int64(st, 14, r->leg_paid);
-	}
-	sqlite3_bind_int64(st, 15, r->day_id);
-	sqlite3_bind_int64(st, 16, r->day_spent);
-	sqlite3_bind_int64(st, 17, r->month_id);
-	sqlite3_bind_int64(st, 18, r->month_spent);
+	/* the parts the row does not have are NULL, as the bundle leaves them out */
+	kp_store_bind_row(st, KP_BA_REMOTE, r);
 	return exec_done(s, st, "remote fare state");
 }
 
 int kp_store_fare_remote(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                          struct kp_fare_remote *r, int *found)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_REMOTE);
-	int rc;
+	char sql[1024];
+	sqlite3_stmt *st = NULL;
+	int rc = kp_bundle_row_sql(KP_BA_REMOTE, 0, sql, sizeof(sql)) == KP_SYNC_OK ? KP_OK : KP_E_INVAL;
 
 	memset(r, 0, sizeof(*r));
 	*found = 0;
+	/* "SELECT columns FROM fare_remote ORDER BY token" -> one card's row */
+	if (rc == KP_OK && strlen(sql) + 20 < sizeof(sql))
+		snprintf(strstr(sql, " ORDER BY"), 20, " WHERE token = ?1");
+	st = rc == KP_OK ? kp_store_stmt_sql(s, KP_STMT_FARE_REMOTE, sql) : NULL;
 	if (st == NULL)
 		return KP_E_DB;
 	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		memcpy(r->token, token, KP_TOKEN_LEN);
-		r->last_ms = sqlite3_column_int64(st, 0);
-		r->open = sqlite3_column_type(st, 1) != SQLITE_NULL;
-		r->open_ms = sqlite3_column_int64(st, 1);
-		kp_store_col_text(st, 2, r->open_operator, sizeof(r->open_operator));
-		kp_store_col_text(st, 3, r->open_route, sizeof(r->open_route));
-		kp_store_col_text(st, 4, r->open_stop, sizeof(r->open_stop));
-		r->open_paid = sqlite3_column_int(st, 5);
-		kp_store_col_text(st, 6, r->open_product, sizeof(r->open_product));
-		r->open_ent = sqlite3_column_int64(st, 7);
-		r->closed_ms = sqlite3_column_int64(st, 8);
-		r->has_leg = sqlite3_column_type(st, 9) != SQLITE_NULL;
-		kp_store_col_text(st, 9, r->leg_operator, sizeof(r->leg_operator));
-		r->leg_on_ms = sqlite3_column_int64(st, 10);
-		r->leg_off_ms = sqlite3_column_int64(st, 11);
-		r->leg_paid = sqlite3_column_int64(st, 12);
-		r->day_id = sqlite3_column_int64(st, 13);
-		r->day_spent = sqlite3_column_int64(st, 14);
-		r->month_id = sqlite3_column_int64(st, 15);
-		r->month_spent = sqlite3_column_int64(st, 16);
-		*found = 1;
-		rc = SQLITE_DONE;
+		rc = kp_store_read_row(st, KP_BA_REMOTE, r) == KP_OK ? SQLITE_DONE : SQLITE_NOMEM;
+		*found = rc == SQLITE_DONE;
 	}
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "remote fare state");

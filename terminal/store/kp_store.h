@@ -135,23 +135,10 @@ int kp_store_product_commuter(kp_store *s, const char *id, char route[KP_ID_MAX 
 /* What the backend knows of a card from the other terminals of the scheme (in the bundle,
  * computed per receiving terminal from the others' records; terminal/fare/FARES.md, "Across
  * terminals"). Strings "" and times 0 when absent. */
-struct kp_fare_remote {
-	uint8_t token[KP_TOKEN_LEN];
-	int64_t last_ms;                    /* the card's latest record at another terminal */
-	int open;                           /* its latest record there is an open tap-on */
-	int64_t open_ms;
-	char open_operator[KP_ID_MAX + 1], open_route[KP_ID_MAX + 1], open_stop[KP_ID_MAX + 1];
-	int open_paid;                      /* paid at tap-on (a pass or a ride) */
-	char open_product[KP_ID_MAX + 1];
-	int64_t open_ent;
-	int64_t closed_ms;                  /* a journey the receiving terminal opened at this
-	                                     * time was closed at another terminal (0: none) */
-	int has_leg;                        /* its last stored-value leg there */
-	char leg_operator[KP_ID_MAX + 1];
-	int64_t leg_on_ms, leg_off_ms, leg_paid;
-	int64_t day_id, day_spent;          /* charged there in service day day_id */
-	int64_t month_id, month_spent;      /* and in month month_id (YYYYMM) */
-};
+/* What the backend knows of a card from the other terminals: the bundle's own row
+ * (struct kp_bundle_remote, kp_bundle.h), kept as it came in fare_remote, whose columns are
+ * its field table's. The old name stays for the store's callers. */
+#define kp_fare_remote kp_bundle_remote
 /* Replaces every card's remote fare state (inside the bundle's transaction). */
 int kp_store_clear_fare_remote(kp_store *s);
 int kp_store_put_fare_remote(kp_store *s, const struct kp_fare_remote *r);

@@ -257,10 +257,6 @@ static const char *const stmt_sql[KP_STMT_COUNT] = {
 	                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
 	                           " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25,"
 	                           " ?26, ?27, ?28)",
-	[KP_STMT_FARE_REMOTE] = "SELECT last_ms, open_ms, open_operator, open_route, open_stop,"
-	                        " open_paid, open_product, open_ent, closed_ms, leg_operator,"
-	                        " leg_on_ms, leg_off_ms, leg_paid, day_id, day_spent, month_id,"
-	                        " month_spent FROM fare_remote WHERE token = ?1",
 	[KP_STMT_OPERATOR_FARE] = "SELECT feed_id, distance FROM operator_fares WHERE operator_id = ?1",
 	[KP_STMT_FARE_CAP] = "SELECT amount FROM fare_caps WHERE category = ?1 AND period = ?2",
 	[KP_STMT_TRANSFER_RULE] = "SELECT from_operator, to_operator, within_s, max_transfers, off"

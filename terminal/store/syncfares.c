@@ -428,112 +428,16 @@ out:
 
 int kp_store_export_config(kp_store *s, struct kp_bundle *b)
 {
-	sqlite3_stmt *st = NULL;
-	size_t n = 0;
-	int rc;
+	static const enum kp_bundle_array_id arrays[] = {
+		KP_BA_OPERATORS, KP_BA_PRODUCTS, KP_BA_SCOPES, KP_BA_DISCOUNTS, KP_BA_CAPS,
+		KP_BA_TRANSFERS, KP_BA_OPERATOR_FARES,
+	};
+	int rc = KP_OK;
 
 	memset(b, 0, sizeof(*b));
-	rc = count_of(s, "SELECT count(*) FROM operators", &n);
-	if (rc != KP_OK)
-		goto out;
-	ALLOC(b->operators, n);
-	rc = prepare(s, &st, "SELECT id, name FROM operators ORDER BY id", "operators");
-	while (rc == KP_OK && b->n_operators < n && sqlite3_step(st) == SQLITE_ROW) {
-		kp_store_col_text(st, 0, b->operators[b->n_operators].id, KP_ID_MAX + 1);
-		kp_store_col_text(st, 1, b->operators[b->n_operators].name, sizeof(b->operators[0].name));
-		b->n_operators++;
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc == KP_OK)
-		rc = export_products(s, b);
-	if (rc == KP_OK)
-		rc = count_of(s, "SELECT count(*) FROM product_scope", &n);
-	if (rc != KP_OK)
-		goto out;
-	ALLOC(b->scopes, n);
-	rc = prepare(s, &st, "SELECT product_id, kind, scope_id FROM product_scope"
-	                     " ORDER BY product_id, kind, scope_id", "product scopes");
-	while (rc == KP_OK && b->n_scopes < n && sqlite3_step(st) == SQLITE_ROW) {
-		struct kp_bundle_scope *c = &b->scopes[b->n_scopes++];
-		char kind[16];
-
-		kp_store_col_text(st, 0, c->product, sizeof(c->product));
-		kp_store_col_text(st, 1, kind, sizeof(kind));
-		c->network = strcmp(kind, "network") == 0;
-		kp_store_col_text(st, 2, c->scope_id, sizeof(c->scope_id));
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc == KP_OK)
-		rc = count_of(s, "SELECT count(*) FROM discounts", &n);
-	if (rc != KP_OK)
-		goto out;
-	ALLOC(b->discounts, n);
-	rc = prepare(s, &st, "SELECT operator_id, category, percent, rounding, unit FROM discounts",
-	             "discounts");
-	while (rc == KP_OK && b->n_discounts < n && sqlite3_step(st) == SQLITE_ROW) {
-		struct kp_bundle_discount *d = &b->discounts[b->n_discounts++];
-
-		kp_store_col_text(st, 0, d->operator_id, sizeof(d->operator_id));
-		kp_store_col_text(st, 1, d->category, sizeof(d->category));
-		d->percent = sqlite3_column_int(st, 2);
-		d->rounding = sqlite3_column_int(st, 3);
-		d->unit = sqlite3_column_int64(st, 4);
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc == KP_OK)
-		rc = count_of(s, "SELECT count(*) FROM fare_caps", &n);
-	if (rc != KP_OK)
-		goto out;
-	ALLOC(b->caps, n);
-	rc = prepare(s, &st, "SELECT category, period, amount FROM fare_caps", "caps");
-	while (rc == KP_OK && b->n_caps < n && sqlite3_step(st) == SQLITE_ROW) {
-		struct kp_bundle_cap *c = &b->caps[b->n_caps++];
-
-		kp_store_col_text(st, 0, c->category, sizeof(c->category));
-		c->period = sqlite3_column_int(st, 1);
-		c->amount = sqlite3_column_int64(st, 2);
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc == KP_OK)
-		rc = count_of(s, "SELECT count(*) FROM transfer_rules", &n);
-	if (rc != KP_OK)
-		goto out;
-	ALLOC(b->transfers, n);
-	rc = prepare(s, &st, "SELECT from_operator, to_operator, within_s, max_transfers, off"
-	                     " FROM transfer_rules", "transfer rules");
-	while (rc == KP_OK && b->n_transfers < n && sqlite3_step(st) == SQLITE_ROW) {
-		struct kp_bundle_transfer *t = &b->transfers[b->n_transfers++];
-
-		kp_store_col_text(st, 0, t->from_operator, sizeof(t->from_operator));
-		kp_store_col_text(st, 1, t->to_operator, sizeof(t->to_operator));
-		t->within_s = sqlite3_column_int(st, 2);
-		t->max_transfers = sqlite3_column_int(st, 3);
-		t->off = sqlite3_column_int64(st, 4);
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc == KP_OK)
-		rc = count_of(s, "SELECT count(*) FROM operator_fares", &n);
-	if (rc != KP_OK)
-		goto out;
-	ALLOC(b->operator_fares, n);
-	rc = prepare(s, &st, "SELECT operator_id, feed_id, distance FROM operator_fares",
-	             "operator fares");
-	while (rc == KP_OK && b->n_operator_fares < n && sqlite3_step(st) == SQLITE_ROW) {
-		struct kp_bundle_operator_fare *f = &b->operator_fares[b->n_operator_fares++];
-
-		kp_store_col_text(st, 0, f->operator_id, sizeof(f->operator_id));
-		kp_store_col_text(st, 1, f->feed_id, sizeof(f->feed_id));
-		f->distance = sqlite3_column_int(st, 2);
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-out:
-	sqlite3_finalize(st);
+	for (size_t i = 0; rc == KP_OK && i < sizeof(arrays) / sizeof(arrays[0]); i++)
+		rc = arrays[i] == KP_BA_PRODUCTS ? export_products(s, b) :
+		     kp_store_get_rows(s, arrays[i], b);
 	if (rc != KP_OK)
 		kp_bundle_free(b);
 	return rc;

@@ -279,41 +279,8 @@ static int apply_remote(kp_store *s, const struct kp_bundle *b)
 {
 	int rc = kp_store_clear_fare_remote(s);
 
-	for (size_t i = 0; rc == KP_OK && i < b->n_remote; i++) {
-		const struct kp_bundle_remote *x = &b->remote[i];
-		struct kp_fare_remote r;
-
-		memset(&r, 0, sizeof(r));
-		memcpy(r.token, x->token, KP_TOKEN_LEN);
-		r.last_ms = x->last_ms;
-		r.open = x->open;
-		if (x->open) {
-			r.open_ms = x->open_ms;
-			snprintf(r.open_operator, sizeof(r.open_operator), "%s", x->open_operator);
-			snprintf(r.open_route, sizeof(r.open_route), "%s", x->open_route);
-			snprintf(r.open_stop, sizeof(r.open_stop), "%s", x->open_stop);
-			r.open_paid = x->open_paid;
-			snprintf(r.open_product, sizeof(r.open_product), "%s", x->open_product);
-			r.open_ent = x->open_ent;
-		}
-		r.closed_ms = x->closed_ms;
-		r.has_leg = x->has_leg;
-		if (x->has_leg) {
-			snprintf(r.leg_operator, sizeof(r.leg_operator), "%s", x->leg_operator);
-			r.leg_on_ms = x->leg_on_ms;
-			r.leg_off_ms = x->leg_off_ms;
-			r.leg_paid = x->leg_paid;
-		}
-		if (x->day_spent > 0) {
-			r.day_id = x->day_id;
-			r.day_spent = x->day_spent;
-		}
-		if (x->month_spent > 0) {
-			r.month_id = x->month_id;
-			r.month_spent = x->month_spent;
-		}
-		rc = kp_store_put_fare_remote(s, &r);
-	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_remote; i++)
+		rc = kp_store_put_fare_remote(s, &b->remote[i]);
 	if (rc != KP_OK && s->err[0] == '\0')
 		snprintf(s->err, sizeof(s->err), "a card's fare state this terminal cannot take");
 	return rc;

@@ -1,0 +1,643 @@
+/* The backend store: the terminal registry, operators, products, cards and sales, the fare
+ * engine's configuration, fare feeds, the denylist. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bstore_int.h"
+
+/* ---- the terminal registry ---- */
+
+
+/* A terminal's row in the registry: status "" (none), "active" or "retired". */
+struct registry_row {
+	char status[16];
+	char retired_at[32];             /* ISO 8601, "-" if not retired */
+};
+
+/* Checks id, opens a write transaction and reads id's row in the registry (rolled back on
+ * failure). */
+static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	if (id == NULL || strlen(id) > KP_ID_MAX || !bs_plain_id(id)) {
+		snprintf(s->err, sizeof(s->err), "terminal id: 1 to %d characters of A-Z a-z 0-9 - _ . "
+		         "(its certificate's CN)", KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "SELECT status, coalesce(strftime('%Y-%m-%dT%H:%M:%SZ',"
+		                  " retired / 1000, 'unixepoch'), '-') FROM terminal_registry"
+		                  " WHERE id = ?1");
+	if (rc != KP_BE_OK) {
+		bs_rollback(s);
+		return rc;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		bs_copy_text(r->status, sizeof(r->status), sqlite3_column_text(st, 0));
+		bs_copy_text(r->retired_at, sizeof(r->retired_at), sqlite3_column_text(st, 1));
+		break;
+	case SQLITE_DONE:
+		break;
+	default:
+		rc = bs_fail(s, "terminal registry");
+		bs_rollback(s);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Ends registry_begin's transaction: committed if rc is KP_BE_OK, else rolled back. */
+static int registry_end(kp_bstore *s, int rc)
+{
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		bs_rollback(s);
+	return rc;
+}
+
+int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id, int64_t now_ms,
+                           int *was_registered)
+{
+	sqlite3_stmt *st = NULL;
+	struct registry_row r;
+	int rc;
+
+	if (was_registered != NULL)
+		*was_registered = 0;
+	if (operator_id != NULL && (strlen(operator_id) > KP_ID_MAX || !bs_plain_id(operator_id))) {
+		snprintf(s->err, sizeof(s->err), "operator id: 1 to %d characters of A-Z a-z 0-9 - _ .",
+		         KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	rc = registry_begin(s, id, &r);
+	if (rc != KP_BE_OK)
+		return rc;
+	if (operator_id != NULL) {
+		rc = bs_prep(s, &st, "SELECT 1 FROM operators WHERE id = ?1");
+		if (rc != KP_BE_OK)
+			goto out;
+		sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			snprintf(s->err, sizeof(s->err), "no operator %s at this backend (kippuctl backend "
+			         "operator DB %s NAME first)", operator_id, operator_id);
+			rc = KP_BE_E_NOTFOUND;
+		}
+		sqlite3_finalize(st);
+		if (rc != KP_BE_OK)
+			goto out;
+	}
+	/* A retired id stays retired: its certificates may be out of anyone's control. */
+	if (strcmp(r.status, "retired") == 0) {
+		snprintf(s->err, sizeof(s->err), "terminal %s was retired at %s; a retired id is not "
+		         "registered again (give the replacement terminal an id of its own)", id,
+		         r.retired_at);
+		rc = KP_BE_E_INVAL;
+		goto out;
+	}
+	if (was_registered != NULL)
+		*was_registered = r.status[0] != '\0';
+	rc = bs_prep(s, &st, "INSERT INTO terminal_registry(id, operator, registered) VALUES (?1, ?2, ?3)"
+	                  " ON CONFLICT(id) DO UPDATE SET operator = coalesce(excluded.operator,"
+	                  " operator)");
+	if (rc != KP_BE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (operator_id != NULL)
+		sqlite3_bind_text(st, 2, operator_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	rc = bs_step_done(s, st, "terminal registry");
+out:
+	return registry_end(s, rc);
+}
+
+int kp_bstore_terminal_retire(kp_bstore *s, const char *id, int64_t now_ms, int *was_retired)
+{
+	sqlite3_stmt *st = NULL;
+	struct registry_row r;
+	int rc;
+
+	if (was_retired != NULL)
+		*was_retired = 0;
+	rc = registry_begin(s, id, &r);
+	if (rc != KP_BE_OK)
+		return rc;
+	if (r.status[0] == '\0') {
+		snprintf(s->err, sizeof(s->err), "terminal %s is not registered at this backend", id);
+		rc = KP_BE_E_NOTFOUND;
+		goto out;
+	}
+	if (strcmp(r.status, "retired") == 0) {
+		if (was_retired != NULL)
+			*was_retired = 1;
+		goto out;
+	}
+	rc = bs_prep(s, &st, "UPDATE terminal_registry SET status = 'retired', retired = ?2"
+	                  " WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now_ms);
+	rc = bs_step_done(s, st, "terminal retire");
+out:
+	return registry_end(s, rc);
+}
+
+/* Runs one statement (?1 text or token, ?2 text, ?3 and ?4 integers; parameters a
+ * statement lacks are ignored), then bumps the state version; one transaction. */
+int bs_change(kp_bstore *s, const char *sql, const char *what, const char *t1,
+              const char *t2, const uint8_t *blob, int64_t i3, int64_t i4)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_exec(s, "BEGIN IMMEDIATE");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = bs_prep(s, &st, sql);
+	if (rc == KP_BE_OK) {
+		if (blob != NULL)
+			sqlite3_bind_blob(st, 1, blob, KP_TOKEN_LEN, SQLITE_STATIC);
+		else
+			sqlite3_bind_text(st, 1, t1, -1, SQLITE_STATIC);
+		if (t2 != NULL)
+			sqlite3_bind_text(st, 2, t2, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, i3);
+		sqlite3_bind_int64(st, 4, i4);
+		rc = bs_step_done(s, st, what);
+	}
+	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
+		snprintf(s->err, sizeof(s->err), "%s: nothing matched", what);
+		rc = KP_BE_E_NOTFOUND;
+	}
+	return bs_commit_change(s, rc);
+}
+
+int kp_bstore_put_operator(kp_bstore *s, const char *id, const char *name)
+{
+	return bs_change(s, "INSERT INTO operators(id, name) VALUES (?1, ?2) ON CONFLICT(id)"
+	                 " DO UPDATE SET name = excluded.name",
+	              "operator", id, name, NULL, 0, 0);
+}
+
+int kp_bstore_put_product(kp_bstore *s, const char *id, const char *name, int64_t rides,
+                          const char *const *operators, size_t n_operators)
+{
+	return kp_bstore_put_product_cat(s, id, name, rides, operators, n_operators, NULL);
+}
+
+int kp_bstore_put_product_cat(kp_bstore *s, const char *id, const char *name, int64_t rides,
+                              const char *const *operators, size_t n_operators,
+                              const char *category)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (category != NULL && category[0] == '\0')
+		category = NULL;
+	if (rides <= 0 || n_operators == 0 ||
+	    (category != NULL && !kp_cbor_id_valid(category, false))) {
+		snprintf(s->err, sizeof(s->err), "product: rides above 0, an operator, and a category "
+		         "of 1 to %d bytes of UTF-8 if any", KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	/* An N-ride product; one sold as another kind keeps its kind (its units differ). */
+	rc = bs_prep(s, &st, "SELECT 1 FROM products WHERE id = ?1 AND product_kind <> 'nride'"
+	                  " AND EXISTS (SELECT 1 FROM entitlements WHERE product_id = ?1)");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			snprintf(s->err, sizeof(s->err), "product %s has entitlements: its kind cannot "
+			         "change", id);
+			rc = KP_BE_E_INVAL;
+		}
+		sqlite3_finalize(st);
+	}
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "INSERT INTO products(id, name, rides, category) VALUES (?1, ?2, ?3, ?4)"
+		                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
+		                  " rides = excluded.rides, category = excluded.category,"
+		                  " product_kind = 'nride', days = NULL, route = NULL");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, rides);
+		if (category != NULL)
+			sqlite3_bind_text(st, 4, category, -1, SQLITE_STATIC);
+		rc = bs_step_done(s, st, "product");
+	}
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "DELETE FROM product_operators WHERE product_id = ?1");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		rc = bs_step_done(s, st, "product operators");
+	}
+	for (size_t i = 0; rc == KP_BE_OK && i < n_operators; i++) {
+		rc = bs_prep(s, &st, "INSERT INTO product_operators(product_id, operator_id) VALUES (?1, ?2)");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, operators[i], -1, SQLITE_STATIC);
+			rc = bs_step_done(s, st, "product operator");
+		}
+	}
+	return bs_commit_change(s, rc);
+}
+
+int kp_bstore_register_card(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *label,
+                            int64_t now_ms)
+{
+	return bs_change(s, "INSERT INTO cards(token, label, registered) VALUES (?1, ?2, ?3)"
+	                 " ON CONFLICT(token) DO UPDATE SET label = excluded.label",
+	              "card", NULL, label, token, now_ms, 0);
+}
+
+int kp_bstore_sell(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
+                   int64_t valid_from_ms, int64_t valid_until_ms, int64_t now_ms, int64_t *ent_id)
+{
+	return kp_bstore_sell_ex(s, token, product, valid_from_ms, valid_until_ms, 0, 0, now_ms,
+	                         ent_id);
+}
+
+int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *product,
+                      int64_t valid_from_ms, int64_t valid_until_ms, int64_t balance,
+                      int first_use, int64_t now_ms, int64_t *ent_id)
+{
+	sqlite3_stmt *st = NULL;
+	char kind[16] = "";
+	int64_t rides = 0;
+	int rc;
+
+	s->err[0] = '\0';
+	if (valid_until_ms <= valid_from_ms || valid_from_ms < 0 || balance < 0 ||
+	    balance > 1000000000000LL || (first_use != 0 && first_use != 1)) {
+		snprintf(s->err, sizeof(s->err), "sell: UNTIL after FROM, a balance of 0 to 10^12");
+		return KP_BE_E_INVAL;
+	}
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = bs_prep(s, &st, "SELECT product_kind, rides FROM products WHERE id = ?1");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, product, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 0));
+			rides = sqlite3_column_int64(st, 1);
+		}
+		sqlite3_finalize(st);
+	}
+	/* What was bought: rides, minor units of stored value, or one pass. */
+	if (rc == KP_BE_OK && kind[0] == '\0') {
+		snprintf(s->err, sizeof(s->err), "no product %s", product);
+		rc = KP_BE_E_NOTFOUND;
+	} else if (rc == KP_BE_OK && strcmp(kind, "stored") == 0) {
+		if (balance < 1) {
+			snprintf(s->err, sizeof(s->err), "%s is stored value: sell it with a balance "
+			         "(--balance MINOR_UNITS)", product);
+			rc = KP_BE_E_INVAL;
+		}
+		rides = balance;
+	} else if (rc == KP_BE_OK && balance != 0) {
+		snprintf(s->err, sizeof(s->err), "%s is no stored-value product: no balance", product);
+		rc = KP_BE_E_INVAL;
+	} else if (rc == KP_BE_OK && strcmp(kind, "nride") != 0) {
+		rides = 1;
+	}
+	if (rc == KP_BE_OK && first_use && strcmp(kind, "period") != 0) {
+		snprintf(s->err, sizeof(s->err), "first use: %s is no period pass", product);
+		rc = KP_BE_E_INVAL;
+	}
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "INSERT INTO entitlements(token, product_id, bought, valid_from,"
+		                  " valid_until, sold, first_use) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+		                  " RETURNING id");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, rides);
+		sqlite3_bind_int64(st, 4, valid_from_ms);
+		sqlite3_bind_int64(st, 5, valid_until_ms);
+		sqlite3_bind_int64(st, 6, now_ms);
+		sqlite3_bind_int(st, 7, first_use);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			*ent_id = sqlite3_column_int64(st, 0);
+		else
+			rc = bs_fail(s, "sell (is the card registered?)");
+		sqlite3_finalize(st);
+	}
+	return bs_commit_change(s, rc);
+}
+
+int bs_meta_put(kp_bstore *s, const char *key, int64_t v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "INSERT INTO meta(key, value) VALUES (?1, ?2)"
+	                      " ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, v);
+	return bs_step_done(s, st, key);
+}
+
+int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s)
+{
+	int rc;
+
+	if (end_s < 0 || end_s >= 86400 || utc_offset_s < -14 * 3600 || utc_offset_s > 14 * 3600) {
+		snprintf(s->err, sizeof(s->err), "service day end 00:00-23:59, offset -14:00..+14:00");
+		return KP_BE_E_INVAL;
+	}
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = bs_meta_put(s, "service_day_end_s", end_s);
+	if (rc == KP_BE_OK)
+		rc = bs_meta_put(s, "utc_offset_s", utc_offset_s);
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		bs_rollback(s);
+	return rc;
+}
+
+/* ---- the fare engine's configuration (bundle format 2) ---- */
+
+const char *const bs_kind_sql[4] = { "nride", "stored", "period", "commuter" };
+
+static int put_one_product(kp_bstore *s, const struct kp_bundle_product *p)
+{
+	sqlite3_stmt *st = NULL;
+	const char *category = p->category[0] != '\0' ? p->category : NULL;
+	int rc;
+
+	if (!kp_cbor_id_valid(p->id, false) || !kp_cbor_text_valid(p->name, sizeof(p->name), true) ||
+	    (int)p->kind < 0 || p->kind > KP_PRODUCT_COMMUTER || p->n_operators == 0 ||
+	    p->n_operators > KP_BUNDLE_PRODUCT_OPS_MAX ||
+	    (p->kind == KP_PRODUCT_NRIDE && (p->rides < 1 || p->rides > INT32_MAX)) ||
+	    (p->kind == KP_PRODUCT_PERIOD && (p->days < 1 || p->days > 366)) ||
+	    (p->kind == KP_PRODUCT_COMMUTER && (p->stops == NULL || p->n_stops < 2 ||
+	                                        p->n_stops > KP_BUNDLE_PRODUCT_STOPS_MAX ||
+	                                        !kp_cbor_id_valid(p->route, false)))) {
+		snprintf(s->err, sizeof(s->err), "product %.32s: an id, 1 to 16 operators, and rides "
+		         "(N-ride), days 1-366 (period) or a route and 2-64 stops (commuter)", p->id);
+		return KP_BE_E_INVAL;
+	}
+	/* A product's entitlements count in its kind's unit: the kind of a sold product stays. */
+	rc = bs_prep(s, &st, "SELECT 1 FROM products WHERE id = ?1 AND product_kind <> ?2"
+	                  " AND EXISTS (SELECT 1 FROM entitlements WHERE product_id = ?1)");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, bs_kind_sql[p->kind], -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(s->err, sizeof(s->err), "product %s has entitlements: its kind cannot change",
+		         p->id);
+		rc = KP_BE_E_INVAL;
+	}
+	sqlite3_finalize(st);
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "INSERT INTO products(id, name, rides, category, product_kind, days,"
+		                  " route) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE"
+		                  " SET name = excluded.name, rides = excluded.rides,"
+		                  " category = excluded.category, product_kind = excluded.product_kind,"
+		                  " days = excluded.days, route = excluded.route");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, p->kind == KP_PRODUCT_NRIDE ? p->rides : 1);
+	if (category != NULL)
+		sqlite3_bind_text(st, 4, category, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, bs_kind_sql[p->kind], -1, SQLITE_STATIC);
+	if (p->kind == KP_PRODUCT_PERIOD)
+		sqlite3_bind_int(st, 6, p->days);
+	if (p->kind == KP_PRODUCT_COMMUTER)
+		sqlite3_bind_text(st, 7, p->route, -1, SQLITE_STATIC);
+	rc = bs_step_done(s, st, "product");
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "DELETE FROM product_operators WHERE product_id = ?1");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+		rc = bs_step_done(s, st, "product operators");
+	}
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "DELETE FROM product_stops WHERE product_id = ?1");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+		rc = bs_step_done(s, st, "product stops");
+	}
+	for (size_t i = 0; rc == KP_BE_OK && i < p->n_operators; i++) {
+		rc = bs_prep(s, &st, "INSERT INTO product_operators(product_id, operator_id) VALUES (?1, ?2)");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, p->operators[i], -1, SQLITE_STATIC);
+			rc = bs_step_done(s, st, "product operator (is the operator known?)");
+		}
+	}
+	for (size_t i = 0; rc == KP_BE_OK && p->kind == KP_PRODUCT_COMMUTER && i < p->n_stops; i++) {
+		rc = bs_prep(s, &st, "INSERT INTO product_stops(product_id, pos, stop_id) VALUES (?1, ?2, ?3)");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 2, (int64_t)i);
+			sqlite3_bind_text(st, 3, p->stops[i], -1, SQLITE_STATIC);
+			rc = bs_step_done(s, st, "commuter stop (a stop twice?)");
+		}
+	}
+	return rc;
+}
+
+/* One upsert with up to five bound values: texts where t[i] is set, else integers. */
+static int upsert(kp_bstore *s, const char *sql, const char *what, const char *const t[5],
+                  const int64_t v[5])
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, sql);
+
+	if (rc != KP_BE_OK)
+		return rc;
+	for (int i = 0; i < 5; i++) {
+		if (t[i] != NULL)
+			sqlite3_bind_text(st, i + 1, t[i], -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_int64(st, i + 1, v[i]);
+	}
+	return bs_step_done(s, st, what);
+}
+
+/* Once the fare engine is configured, every bundle is format 2, so that terminals also
+ * learn when the last discount, cap or feed is withdrawn. */
+static int mark_format2(kp_bstore *s)
+{
+	return bs_exec(s, "INSERT INTO meta(key, value) VALUES ('format2', 1)"
+	               " ON CONFLICT(key) DO NOTHING");
+}
+
+int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b)
+{
+	size_t i;
+	int rc;
+
+	s->err[0] = '\0';
+	if (b == NULL || b->n_entitlements > 0 || b->n_denylist > 0 || b->n_eligibility > 0 ||
+	    b->n_feeds > 0 || b->n_remote > 0) {
+		snprintf(s->err, sizeof(s->err), "configuration: operators, products, product "
+		         "scopes, discounts, caps, transfer rules and operator fares only");
+		return KP_BE_E_INVAL;
+	}
+	for (i = 0; i < b->n_scopes; i++) {
+		const struct kp_bundle_scope *c = &b->scopes[i];
+		size_t j;
+
+		for (j = 0; j < b->n_products && strcmp(b->products[j].id, c->product) != 0; j++)
+			;
+		if (j == b->n_products || !kp_cbor_id_valid(c->scope_id, false) ||
+		    (c->network != 0 && c->network != 1)) {
+			snprintf(s->err, sizeof(s->err), "product scope of %.32s: a product of the same "
+			         "configuration, route or network, an id of 1-32 bytes", c->product);
+			return KP_BE_E_INVAL;
+		}
+	}
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	for (i = 0; rc == KP_BE_OK && i < b->n_operators; i++) {
+		const char *t[5] = { b->operators[i].id, b->operators[i].name };
+		const int64_t v[5] = { 0 };
+
+		rc = upsert(s, "INSERT INTO operators(id, name) VALUES (?1, ?2) ON CONFLICT(id)"
+		               " DO UPDATE SET name = excluded.name", "operator", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_products; i++)
+		rc = put_one_product(s, &b->products[i]);
+	/* a product's scopes are replaced with the product */
+	for (i = 0; rc == KP_BE_OK && i < b->n_products; i++) {
+		const char *t[5] = { b->products[i].id };
+		const int64_t v[5] = { 0 };
+
+		rc = upsert(s, "DELETE FROM product_scope WHERE product_id = ?1", "product scopes",
+		            t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_scopes; i++) {
+		const struct kp_bundle_scope *c = &b->scopes[i];
+		const char *t[5] = { c->product, c->network ? "network" : "route", c->scope_id };
+		const int64_t v[5] = { 0 };
+
+		rc = upsert(s, "INSERT INTO product_scope(product_id, kind, scope_id)"
+		               " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", "product scope", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_discounts; i++) {
+		const struct kp_bundle_discount *d = &b->discounts[i];
+		const char *t[5] = { d->operator_id, d->category };
+		const int64_t v[5] = { 0, 0, d->percent, d->rounding, d->unit };
+
+		rc = upsert(s, "INSERT INTO discounts(operator_id, category, percent, rounding, unit)"
+		               " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(operator_id, category) DO"
+		               " UPDATE SET percent = excluded.percent, rounding = excluded.rounding,"
+		               " unit = excluded.unit", "discount (is the operator known?)", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_caps; i++) {
+		const struct kp_bundle_cap *c = &b->caps[i];
+		const char *t[5] = { c->category };
+		const int64_t v[5] = { 0, c->period, c->amount };
+
+		rc = upsert(s, "INSERT INTO fare_caps(category, period, amount) VALUES (?1, ?2, ?3)"
+		               " ON CONFLICT(category, period) DO UPDATE SET amount = excluded.amount",
+		            "fare cap", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_transfers; i++) {
+		const struct kp_bundle_transfer *x = &b->transfers[i];
+		const char *t[5] = { x->from_operator, x->to_operator };
+		const int64_t v[5] = { 0, 0, x->within_s, x->max_transfers, x->off };
+
+		rc = upsert(s, "INSERT INTO transfer_rules(from_operator, to_operator, within_s,"
+		               " max_transfers, off) VALUES (?1, ?2, ?3, ?4, ?5)"
+		               " ON CONFLICT(from_operator, to_operator) DO UPDATE SET"
+		               " within_s = excluded.within_s, max_transfers = excluded.max_transfers,"
+		               " off = excluded.off", "transfer rule", t, v);
+	}
+	for (i = 0; rc == KP_BE_OK && i < b->n_operator_fares; i++) {
+		const struct kp_bundle_operator_fare *f = &b->operator_fares[i];
+		const char *t[5] = { f->operator_id, f->feed_id };
+		const int64_t v[5] = { 0, 0, f->distance };
+
+		rc = upsert(s, "INSERT INTO operator_fares(operator_id, feed_id, distance)"
+		               " VALUES (?1, ?2, ?3) ON CONFLICT(operator_id) DO UPDATE SET"
+		               " feed_id = excluded.feed_id, distance = excluded.distance",
+		            "operator fare (is the operator known?)", t, v);
+	}
+	if (rc == KP_BE_OK)
+		rc = mark_format2(s);
+	return bs_commit_change(s, rc);
+}
+
+int kp_bstore_put_feed(kp_bstore *s, const char *feed_id, const char *source,
+                       const uint8_t *package, size_t len, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	uint8_t digest[KP_SHA256_LEN];
+	char why[256];
+	size_t rows = 0;
+	int rc;
+
+	s->err[0] = '\0';
+	if (feed_id == NULL || !kp_cbor_id_valid(feed_id, false) || source == NULL) {
+		snprintf(s->err, sizeof(s->err), "feed id: 1 to %d bytes of UTF-8", KP_ID_MAX);
+		return KP_BE_E_INVAL;
+	}
+	if (kp_fare_pkg_walk(package, len, -1, NULL, NULL, &rows, why, sizeof(why)) != KP_SYNC_OK) {
+		snprintf(s->err, sizeof(s->err), "%s", why);
+		return KP_BE_E_INVAL;
+	}
+	if (kp_sha256(package, len, digest) != 0)
+		return KP_BE_E_INVAL;
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "INSERT INTO fare_packages(feed_id, digest, package, rows, source,"
+		                  " imported) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(feed_id) DO"
+		                  " UPDATE SET digest = excluded.digest, package = excluded.package,"
+		                  " rows = excluded.rows, source = excluded.source,"
+		                  " imported = excluded.imported");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, digest, KP_SHA256_LEN, SQLITE_STATIC);
+		sqlite3_bind_blob64(st, 3, package, len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, (int64_t)rows);
+		sqlite3_bind_text(st, 5, source, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 6, now_ms);
+		rc = bs_step_done(s, st, "fare feed");
+	}
+	if (rc == KP_BE_OK)
+		rc = mark_format2(s);
+	return bs_commit_change(s, rc);
+}
+
+int kp_bstore_delete_feed(kp_bstore *s, const char *feed_id)
+{
+	return bs_change(s, "DELETE FROM fare_packages WHERE feed_id = ?1", "fare feed", feed_id,
+	              NULL, NULL, 0, 0);
+}
+
+int kp_bstore_denylist(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const char *reason,
+                       int64_t now_ms)
+{
+	return bs_change(s, "INSERT INTO denylist(token, reason, added) VALUES (?1, ?2, ?3)"
+	                 " ON CONFLICT(token) DO UPDATE SET reason = excluded.reason",
+	              "denylist", NULL, reason, token, now_ms, 0);
+}
+
+int kp_bstore_undeny(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN])
+{
+	return bs_change(s, "DELETE FROM denylist WHERE token = ?1", "undeny", NULL, NULL,
+	              token, 0, 0);
+}

@@ -1,0 +1,538 @@
+/* The backend store: records in (every record once, terminal + seq the key, the full COSE
+ * bytes kept for audit), merged uses, clone detection. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bstore_int.h"
+
+int bs_bundle_refresh(kp_bstore *s, int64_t now_ms)
+{
+	int64_t max_age = KP_POLICY_MAX_AGE_DEFAULT, last = -1;
+	int rc = bs_meta_int(s, "elig_max_age_s", KP_POLICY_MAX_AGE_DEFAULT, &max_age);
+
+	if (rc == KP_BE_OK)
+		rc = bs_meta_int(s, "elig_refreshed_ms", -1, &last);
+	if (rc != KP_BE_OK || (last >= 0 && now_ms - last < max_age * 1000 / 4 && now_ms >= last))
+		return rc;
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc == KP_BE_OK)
+		rc = bs_meta_put(s, "elig_refreshed_ms", now_ms);
+	/* the first call only starts the clock */
+	if (rc == KP_BE_OK && last >= 0 && now_ms > last)
+		rc = bs_bump_version(s);
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		bs_rollback(s);
+	return rc;
+}
+
+/* The service days of a pass first used at at_ms, as a terminal computes them
+ * (kp_service_days): from the start of that service day, days * 24 h. */
+static int service_days(kp_bstore *s, int64_t at_ms, int days, int64_t *from_ms,
+                        int64_t *until_ms)
+{
+	int64_t end_s = 14400, offset_s = 32400, day;
+	int rc = bs_meta_int(s, "service_day_end_s", 14400, &end_s);
+
+	if (rc == KP_BE_OK)
+		rc = bs_meta_int(s, "utc_offset_s", 32400, &offset_s);
+	day = kp_floor_div(kp_floor_div(at_ms, 1000) + offset_s - end_s, 86400);
+	*from_ms = (day * 86400 + end_s - offset_s) * 1000;
+	*until_ms = *from_ms + (int64_t)days * 86400000LL;
+	return rc;
+}
+
+/* An accepted use, merged into the backend's truth: an N-ride ticket loses the record's
+ * rides, stored value the record's amount (never its rides), and a first-use pass starts
+ * at the record's time. A use beyond what was bought denylists the card. */
+static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	char kind[16] = "";
+	int64_t use = 0, from = 0, until = 0;
+	int first_use = 0, days = 0, rc;
+
+	rc = bs_prep(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
+	                  " FROM entitlements e JOIN products p ON p.id = e.product_id"
+	                  " WHERE e.id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		first_use = sqlite3_column_int(st, 0);
+		snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 1));
+		days = sqlite3_column_int(st, 2);
+	}
+	sqlite3_finalize(st);
+	if (strcmp(kind, "stored") == 0)
+		use = c->amount;
+	else if (strcmp(kind, "nride") == 0)
+		use = c->rides;
+	if (first_use && strcmp(kind, "period") == 0 && days > 0) {
+		rc = service_days(s, c->time_ms, days, &from, &until);
+		if (rc == KP_BE_OK)
+			rc = bs_prep(s, &st, "UPDATE entitlements SET first_use = 0, valid_from = ?2,"
+			                  " valid_until = ?3 WHERE id = ?1 AND first_use = 1");
+		if (rc != KP_BE_OK)
+			return rc;
+		sqlite3_bind_int64(st, 1, c->entitlement);
+		sqlite3_bind_int64(st, 2, from);
+		sqlite3_bind_int64(st, 3, until);
+		rc = bs_step_done(s, st, "activate");
+		if (rc != KP_BE_OK)
+			return rc;
+	}
+	if (use <= 0)
+		return KP_BE_OK;
+	/* Merge the use: the backend's truth is bought minus every terminal's uses. */
+	rc = bs_prep(s, &st, "UPDATE entitlements SET used = used + ?2 WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	sqlite3_bind_int64(st, 2, use);
+	rc = bs_step_done(s, st, "use");
+	if (rc != KP_BE_OK)
+		return rc;
+	/* Overdrawn across terminals: deny the card until an operator looks at it. */
+	rc = bs_prep(s, &st, "INSERT INTO denylist(token, reason, added)"
+	                  " SELECT token, 'overdraft of entitlement ' || id, ?2 FROM entitlements"
+	                  " WHERE id = ?1 AND used > bought ON CONFLICT(token) DO NOTHING");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, c->entitlement);
+	sqlite3_bind_int64(st, 2, now_ms);
+	return bs_step_done(s, st, "overdraft");
+}
+
+/* ---- clone detection (issue 13) ---- */
+
+#define CLONE_WINDOW_MS (12LL * 3600 * 1000)    /* pairs further apart are never impossible */
+
+/* Where a record was made: its stop's coordinates in the operator's fare feed, else in any
+ * feed that has the stop. 0: not known. */
+static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, int64_t *lat,
+                      int64_t *lon, int *known)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*known = 0;
+	if (stop == NULL || stop[0] == '\0')
+		return KP_BE_OK;
+	rc = bs_prep(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
+	                  " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
+	                  " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, stop, -1, SQLITE_TRANSIENT);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*lat = sqlite3_column_int64(st, 0);
+		*lon = sqlite3_column_int64(st, 1);
+		*known = 1;
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+/* Great-circle distance in metres between two points in micro-degrees. */
+static double distance_m(int64_t lat1, int64_t lon1, int64_t lat2, int64_t lon2)
+{
+	const double rad = 3.14159265358979323846 / 180e6, r = 6371008.8;
+	double p1 = (double)lat1 * rad, p2 = (double)lat2 * rad;
+	double dp = p2 - p1, dl = (double)(lon2 - lon1) * rad;
+	double a = sin(dp / 2) * sin(dp / 2) + cos(p1) * cos(p2) * sin(dl / 2) * sin(dl / 2);
+
+	return 2 * r * asin(sqrt(a < 1 ? a : 1));
+}
+
+static int flag_clone(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], const char *kind,
+                      const char *ta, int64_t sa, const char *tb, int64_t sb, const char *detail,
+                      int suspend, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "INSERT OR IGNORE INTO clone_flags(linkage, kind, terminal_a, seq_a,"
+	                      " terminal_b, seq_b, detail, at, suspended) VALUES"
+	                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, ta, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 4, sa);
+	sqlite3_bind_text(st, 5, tb, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 6, sb);
+	sqlite3_bind_text(st, 7, detail, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 8, now_ms);
+	sqlite3_bind_int(st, 9, suspend);
+	rc = bs_step_done(s, st, "clone flag");
+	if (rc == KP_BE_OK && sqlite3_changes(s->db) > 0)
+		fprintf(stderr, "kippu-backend: possible copied My Number card: %s (%s %lld, %s "
+		        "%lld)%s\n", detail, ta, (long long)sa, tb, (long long)sb,
+		        suspend ? "; linkage suspended" : "");
+	return rc;
+}
+
+/* The linkage a record used: its via, or its token when that is a linkage (a direct tap). */
+static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[KP_TOKEN_LEN],
+                          int *found)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*found = 0;
+	if (c->has_via) {
+		memcpy(out, c->via, KP_TOKEN_LEN);
+		*found = 1;
+		return KP_BE_OK;
+	}
+	if (!c->has_token)
+		return KP_BE_OK;
+	rc = bs_prep(s, &st, "SELECT 1 FROM linkages WHERE token = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, c->token, KP_TOKEN_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		memcpy(out, c->token, KP_TOKEN_LEN);
+		*found = 1;
+	}
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+/* Direct taps of the linkage in the record's service day, at every terminal, against the
+ * scheme's rides per day. */
+static int clone_limit(kp_bstore *s, const char *terminal, const struct kp_record *c,
+                       const uint8_t linkage[KP_TOKEN_LEN], int suspend, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t limit = 0, direct = 0, from = 0, until = 0, n = 0;
+	char detail[128];
+	int rc = bs_meta_int(s, "direct_taps", 0, &direct);
+
+	if (rc == KP_BE_OK)
+		rc = bs_meta_int(s, "direct_rides", 0, &limit);
+	if (rc != KP_BE_OK || !direct || limit <= 0 || !c->has_token ||
+	    memcmp(c->token, linkage, KP_TOKEN_LEN) != 0 || strcmp(c->result, "accepted") != 0 ||
+	    strcmp(c->event, "tap_off") == 0)
+		return rc;
+	rc = service_days(s, c->time_ms, 1, &from, &until);
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "SELECT count(*) FROM records WHERE token = ?1 AND kind = 'tap'"
+		                  " AND result = 'accepted' AND coalesce(event, 'tap') <> 'tap_off'"
+		                  " AND time_ms >= ?2 AND time_ms < ?3");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, from);
+	sqlite3_bind_int64(st, 3, until);
+	n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	if (n <= limit)
+		return KP_BE_OK;
+	snprintf(detail, sizeof(detail), "%lld direct taps in one service day, the policy allows "
+	         "%lld", (long long)n, (long long)limit);
+	return flag_clone(s, linkage, "limit", terminal, (int64_t)c->seq, terminal,
+	                  (int64_t)c->seq, detail, suspend, now_ms);
+}
+
+/* On ingest, inside its transaction: a record that used a linkage against the linkage's
+ * records at other terminals within CLONE_WINDOW_MS. A pair is impossible when the stops'
+ * distance over the time between them is above clone_speed_kmh, or, where a stop's place is
+ * not known, when they are less than clone_gap_s apart. Repeated answers (already) and
+ * records without a decision are left out. */
+static int clone_check(kp_bstore *s, const char *terminal, const struct kp_record *c,
+                       int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	uint8_t linkage[KP_TOKEN_LEN];
+	int64_t action = 1, speed_kmh = 120, gap_s = 60, lat = 0, lon = 0;
+	int found = 0, here = 0, rc;
+
+	if (strcmp(c->kind, "tap") != 0 ||
+	    (strcmp(c->result, "accepted") != 0 && strcmp(c->result, "refused") != 0))
+		return KP_BE_OK;
+	rc = bs_meta_int(s, "clone_action", 1, &action);
+	if (rc == KP_BE_OK && action > 0)
+		rc = record_linkage(s, c, linkage, &found);
+	if (rc != KP_BE_OK || action <= 0 || !found)
+		return rc;
+	rc = bs_meta_int(s, "clone_speed_kmh", 120, &speed_kmh);
+	if (rc == KP_BE_OK)
+		rc = bs_meta_int(s, "clone_gap_s", 60, &gap_s);
+	if (rc == KP_BE_OK)
+		rc = stop_place(s, c->operator_id, c->stop, &lat, &lon, &here);
+	if (rc == KP_BE_OK)
+		rc = clone_limit(s, terminal, c, linkage, action == 2, now_ms);
+	if (rc == KP_BE_OK)
+		rc = bs_prep(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
+		                  " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
+		                  " AND result IN ('accepted', 'refused')"
+		                  " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, c->time_ms - CLONE_WINDOW_MS);
+	sqlite3_bind_int64(st, 4, c->time_ms + CLONE_WINDOW_MS);
+	sqlite3_bind_int64(st, 5, c->time_ms);
+	while (rc == KP_BE_OK && sqlite3_step(st) == SQLITE_ROW) {
+		const char *other = (const char *)sqlite3_column_text(st, 0);
+		int64_t seq = sqlite3_column_int64(st, 1), t = sqlite3_column_int64(st, 2);
+		int64_t dt_ms = t > c->time_ms ? t - c->time_ms : c->time_ms - t, lat2 = 0, lon2 = 0;
+		int there = 0, impossible = 0;
+		char detail[160];
+
+		rc = stop_place(s, (const char *)sqlite3_column_text(st, 3),
+		                (const char *)sqlite3_column_text(st, 4), &lat2, &lon2, &there);
+		if (rc != KP_BE_OK || other == NULL)
+			break;
+		if (here && there) {
+			double d = distance_m(lat, lon, lat2, lon2);
+
+			/* metres per millisecond against km/h: d / dt > v / 3600 */
+			impossible = d > 0 && d * 3600.0 > (double)speed_kmh * (double)dt_ms;
+			snprintf(detail, sizeof(detail), "%.1f km in %lld s (more than %lld km/h)",
+			         d / 1000.0, (long long)(dt_ms / 1000), (long long)speed_kmh);
+		} else {
+			impossible = dt_ms < gap_s * 1000;
+			snprintf(detail, sizeof(detail), "two terminals %lld s apart (less than %lld s; "
+			         "a stop's place is not known)", (long long)(dt_ms / 1000),
+			         (long long)gap_s);
+		}
+		if (!impossible)
+			continue;
+		/* the earlier record first, so a pair is flagged once whichever arrives last */
+		if (t < c->time_ms || (t == c->time_ms && strcmp(other, terminal) < 0))
+			rc = flag_clone(s, linkage, "travel", other, seq, terminal, (int64_t)c->seq,
+			                detail, action == 2, now_ms);
+		else
+			rc = flag_clone(s, linkage, "travel", terminal, (int64_t)c->seq, other, seq,
+			                detail, action == 2, now_ms);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
+                        int64_t now_ms)
+{
+	const struct kp_record *c = &r->rec;
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "INSERT INTO records(terminal, seq, time_ms, token, operator, route,"
+	                      " stop, product, ent_id, rides, amount, left_after, result, reason,"
+	                      " cose, payload, hash, received_ms, kind, via, category, event,"
+	                      " journal, cert_id) VALUES"
+	                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+	                      " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)c->seq);
+	sqlite3_bind_int64(st, 3, c->time_ms);
+	if (c->has_token)
+		sqlite3_bind_blob(st, 4, c->token, KP_TOKEN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, c->operator_id, -1, SQLITE_STATIC);
+	if (c->route[0] != '\0')
+		sqlite3_bind_text(st, 6, c->route, -1, SQLITE_STATIC);
+	if (c->stop[0] != '\0')
+		sqlite3_bind_text(st, 7, c->stop, -1, SQLITE_STATIC);
+	if (c->product[0] != '\0')
+		sqlite3_bind_text(st, 8, c->product, -1, SQLITE_STATIC);
+	if (c->entitlement != 0)
+		sqlite3_bind_int64(st, 9, c->entitlement);
+	sqlite3_bind_int64(st, 10, c->rides);
+	sqlite3_bind_int64(st, 11, c->amount);
+	if (c->has_left)
+		sqlite3_bind_int64(st, 12, c->left);
+	sqlite3_bind_text(st, 13, c->result, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 14, c->reason, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 15, r->cose, (int)r->cose_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 16, r->payload, (int)r->payload_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 17, r->hash, KP_SHA256_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 18, now_ms);
+	sqlite3_bind_text(st, 19, c->kind, -1, SQLITE_STATIC);
+	if (c->has_via)
+		sqlite3_bind_blob(st, 20, c->via, KP_TOKEN_LEN, SQLITE_STATIC);
+	if (c->category[0] != '\0')
+		sqlite3_bind_text(st, 21, c->category, -1, SQLITE_STATIC);
+	if (c->event[0] != '\0')
+		sqlite3_bind_text(st, 22, c->event, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 23, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	if (ses->cert_id > 0)
+		sqlite3_bind_int64(st, 24, ses->cert_id);
+	rc = bs_step_done(s, st, "record");
+	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
+		return bs_link_request(s, ses, c, now_ms);
+	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0)
+		return rc;
+	return merge_use(s, c, now_ms);
+}
+
+int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
+                     int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
+                     size_t reason_cap)
+{
+	struct kp_bsession ses;
+	int rc = bs_session_of(s, &ses, terminal, NULL);
+
+	*refused_seq = 0;
+	*acked = 0;
+	reason[0] = '\0';
+	if (rc != KP_BE_OK)
+		return rc == KP_BE_E_NOTFOUND ? bs_fail(s, "unknown terminal") : rc;
+	return kp_bstore_ingest_session(s, &ses, recs, n, now_ms, acked, refused_seq, reason,
+	                                reason_cap);
+}
+
+int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
+                             const struct kp_ingest *recs, size_t n, int64_t now_ms,
+                             uint64_t *acked, uint64_t *refused_seq, char *reason,
+                             size_t reason_cap)
+{
+	const char *terminal = ses->terminal;
+	sqlite3_stmt *st = NULL;
+	uint8_t last_hash[KP_SHA256_LEN];
+	uint64_t held = 0, held_before = 0;
+	int quarantined = 0, epochs = 0, moved = 0, rc;
+
+	*refused_seq = 0;
+	*acked = 0;
+	reason[0] = '\0';
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = bs_prep(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, (SELECT count(*) > 1 FROM"
+	                  " journals k WHERE k.terminal = j.terminal) FROM journals j"
+	                  " JOIN terminals t ON t.id = j.terminal"
+	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
+	if (rc != KP_BE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 1) != KP_SHA256_LEN) {
+		sqlite3_finalize(st);
+		rc = bs_fail(s, "unknown terminal");
+		goto out;
+	}
+	held = (uint64_t)sqlite3_column_int64(st, 0);
+	held_before = held;
+	memcpy(last_hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
+	quarantined = sqlite3_column_int(st, 2);
+	epochs = sqlite3_column_int(st, 3);   /* another epoch could hold these records */
+	sqlite3_finalize(st);
+
+	if (quarantined) {
+		*refused_seq = held + 1;
+		snprintf(reason, reason_cap, "terminal is quarantined (kippuctl quarantine list)");
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct kp_ingest *r = &recs[i];
+		const char *why = NULL;
+		int alias = 0;
+
+		if (r->sig_ok && r->decode_rc == 0 && r->rec.seq <= held) {
+			int same = 0;
+
+			rc = bs_same_as_stored(s, ses, r, &same);
+			if (rc != KP_BE_OK)
+				goto out;
+			if (same)
+				continue;            /* sent twice: changes nothing */
+			why = "a different record under a sequence number already held";
+		} else if (!r->sig_ok) {
+			why = "bad signature";
+		} else if (r->decode_rc != 0) {
+			why = "payload is not a valid record";
+		} else if (strcmp(r->rec.terminal, terminal) != 0) {
+			why = "terminal id in the record differs from the certificate's";
+		} else if (r->rec.seq != held + 1) {
+			/* A gap is the sender's mistake, not evidence of tampering: refuse the
+			 * batch from here and let the client resend from what we hold. */
+			*refused_seq = r->rec.seq;
+			snprintf(reason, reason_cap, "sequence gap: expected %llu, got %llu",
+			         (unsigned long long)(held + 1), (unsigned long long)r->rec.seq);
+			break;
+		} else if (memcmp(r->rec.prev, last_hash, KP_SHA256_LEN) != 0) {
+			why = "hash chain broken: prev does not match the last record held";
+		}
+		if (why != NULL) {
+			uint64_t seq = r->decode_rc == 0 ? r->rec.seq : held + 1;
+
+			*refused_seq = seq;
+			snprintf(reason, reason_cap, "record %llu: %s", (unsigned long long)seq, why);
+			fprintf(stderr, "kippu-backend: terminal %s quarantined: %s\n", terminal, reason);
+			rc = bs_quarantine(s, terminal, seq, reason, r, now_ms);
+			if (rc != KP_BE_OK)
+				goto out;
+			break;
+		}
+		/* Another epoch holds this very record (a database restored from a backup sends
+		 * its records again under a new journal): held once, no second use, no second
+		 * clone check. */
+		if (epochs)
+			rc = bs_alias_of_held(s, ses, r, now_ms, &alias);
+		if (rc == KP_BE_OK && !alias)
+			rc = store_record(s, ses, r, now_ms);
+		if (rc == KP_BE_OK && !alias)
+			rc = clone_check(s, terminal, &r->rec, now_ms);
+		if (rc != KP_BE_OK)
+			goto out;
+		held = r->rec.seq;
+		memcpy(last_hash, r->hash, KP_SHA256_LEN);
+		moved++;
+	}
+	if (moved > 0) {
+		rc = bs_prep(s, &st, "UPDATE journals SET acked = ?3, last_hash = ?4"
+		                  " WHERE terminal = ?1 AND journal = ?2");
+		if (rc != KP_BE_OK)
+			goto out;
+		sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)held);
+		sqlite3_bind_blob(st, 4, last_hash, KP_SHA256_LEN, SQLITE_STATIC);
+		rc = bs_step_done(s, st, "journal head");
+		if (rc == KP_BE_OK)
+			rc = bs_bump_version(s);
+		if (rc != KP_BE_OK)
+			goto out;
+	}
+done:
+	rc = bs_exec(s, "COMMIT");
+out:
+	if (rc != KP_BE_OK)
+		bs_rollback(s);
+	/* A batch whose COMMIT failed is not held: it must never be acknowledged. */
+	*acked = rc == KP_BE_OK ? held : held_before;
+	return rc;
+}
+
+int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "UPDATE terminals SET quarantined = 0 WHERE id = ?1 AND quarantined = 1");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	rc = bs_step_done(s, st, "quarantine clear");
+	if (rc != KP_BE_OK)
+		return rc;
+	if (sqlite3_changes(s->db) == 0) {
+		snprintf(s->err, sizeof(s->err), "terminal %s is not quarantined", terminal);
+		return KP_BE_E_NOTFOUND;
+	}
+	rc = bs_prep(s, &st, "UPDATE quarantine SET cleared = strftime('%s','now') * 1000"
+	                  " WHERE terminal = ?1 AND cleared IS NULL");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	return bs_step_done(s, st, "quarantine clear");
+}

@@ -1,0 +1,60 @@
+/* backend/ internal: what the bstore*.c files (the backend's SQLite store, split by
+ * subject) share. Not a public header: kp_backend.h is the store's interface. */
+#ifndef KP_BSTORE_INT_H
+#define KP_BSTORE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "kp_backend.h"
+#include "kp_cbor.h"
+#include "kp_civil.h"
+
+struct kp_bstore {
+	sqlite3 *db;
+	char err[512];
+	size_t n_left_out;               /* rows the last bundle left out, the first one noted */
+	char left_out[384];
+};
+
+/* The legacy journal (all zeros): records of terminals from before journal ids. */
+extern const uint8_t bs_legacy_journal[KP_JOURNAL_ID_LEN];
+/* products.product_kind of each enum kp_product_kind */
+extern const char *const bs_kind_sql[4];
+
+/* bstore.c */
+int bs_bump_version(kp_bstore *s);
+int bs_commit_change(kp_bstore *s, int rc);
+int bs_exec(kp_bstore *s, const char *sql);
+int bs_fail(kp_bstore *s, const char *what);
+int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql);
+void bs_rollback(kp_bstore *s);
+int bs_step_done(kp_bstore *s, sqlite3_stmt *st, const char *what);
+uint64_t bs_version_clock_ms(void);
+/* bstore_bundle.c */
+void bs_copy_text(char *dst, size_t cap, const unsigned char *src);
+bool bs_plain_id(const char *s);
+/* bstore_config.c */
+int bs_change(kp_bstore *s, const char *sql, const char *what, const char *t1,
+              const char *t2, const uint8_t *blob, int64_t i3, int64_t i4);
+int bs_meta_put(kp_bstore *s, const char *key, int64_t v);
+/* bstore_ingest.c */
+int bs_bundle_refresh(kp_bstore *s, int64_t now_ms);
+/* bstore_journal.c */
+int bs_alias_of_held(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
+                     int64_t now_ms, int *found);
+int bs_quarantine(kp_bstore *s, const char *terminal, uint64_t seq, const char *reason,
+                  const struct kp_ingest *r, int64_t now_ms);
+int bs_same_as_stored(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
+                      int *same);
+int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                  const uint8_t *journal);
+/* bstore_linkage.c */
+int bs_change_feed_places(kp_bstore *s, const char *feed_id);
+int bs_link_request(kp_bstore *s, const struct kp_bsession *ses,
+                    const struct kp_record *c, int64_t now_ms);
+int bs_meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v);
+
+#endif

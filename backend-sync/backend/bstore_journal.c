@@ -1,0 +1,308 @@
+/* The backend store: terminals' sessions, journals and certificates, quarantined records. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bstore_int.h"
+
+const uint8_t bs_legacy_journal[KP_JOURNAL_ID_LEN];
+
+/* A session for terminal and journal (NULL: the legacy journal), nothing found yet. */
+static int session_init(struct kp_bsession *ses, const char *terminal, const uint8_t *journal)
+{
+	memset(ses, 0, sizeof(*ses));
+	if (terminal == NULL || strlen(terminal) > KP_ID_MAX)
+		return KP_BE_E_INVAL;
+	snprintf(ses->terminal, sizeof(ses->terminal), "%s", terminal);
+	memcpy(ses->journal, journal != NULL ? journal : bs_legacy_journal, KP_JOURNAL_ID_LEN);
+	return KP_BE_OK;
+}
+
+/* Steps st, whose first columns are a journal's epoch, acked and last_hash, into ses. */
+static bool journal_fields(sqlite3_stmt *st, struct kp_bsession *ses)
+{
+	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 2) != KP_SHA256_LEN)
+		return false;
+	ses->epoch = sqlite3_column_int64(st, 0);
+	ses->acked = (uint64_t)sqlite3_column_int64(st, 1);
+	memcpy(ses->head, sqlite3_column_blob(st, 2), KP_SHA256_LEN);
+	return true;
+}
+
+/* The row of this certificate in the terminal's history, made on first sight. */
+static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, size_t len,
+                    int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen)"
+	                      " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(terminal, cert) DO UPDATE SET"
+	                      " last_seen = max(last_seen, excluded.last_seen)"
+	                      " RETURNING id, first_seen = ?3 AND last_seen = ?3");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, der, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		ses->cert_id = sqlite3_column_int64(st, 0);
+		ses->new_cert = sqlite3_column_int(st, 1);
+	} else {
+		rc = bs_fail(s, "terminal certificate");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* The session's journal row: found, or made as the terminal's next epoch. */
+static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "INSERT INTO journals(terminal, journal, epoch, first_seen, last_seen)"
+	                      " VALUES (?1, ?2, (SELECT coalesce(max(epoch), 0) + 1 FROM journals"
+	                      " WHERE terminal = ?1), ?3, ?3) ON CONFLICT(terminal, journal) DO NOTHING");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	rc = bs_step_done(s, st, "journal");
+	if (rc != KP_BE_OK)
+		return rc;
+	ses->new_journal = sqlite3_changes(s->db) == 1;
+	rc = bs_prep(s, &st, "UPDATE journals SET last_seen = max(last_seen, ?3)"
+	                  " WHERE terminal = ?1 AND journal = ?2"
+	                  " RETURNING epoch, acked, last_hash");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	if (!journal_fields(st, ses))
+		rc = bs_fail(s, "journal head");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* With the hello's transaction open: KP_BE_OK if terminal is registered and not retired,
+ * else KP_BE_E_UNREGISTERED and why in s->err. */
+static int registered_check(kp_bstore *s, const char *terminal)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "SELECT status FROM terminal_registry WHERE id = ?1");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		if (strcmp((const char *)sqlite3_column_text(st, 0), "active") != 0) {
+			snprintf(s->err, sizeof(s->err), "retired at this backend");
+			rc = KP_BE_E_UNREGISTERED;
+		}
+		break;
+	case SQLITE_DONE:
+		snprintf(s->err, sizeof(s->err), "not registered at this backend");
+		rc = KP_BE_E_UNREGISTERED;
+		break;
+	default:
+		rc = bs_fail(s, "terminal registry");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                    const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
+                    int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (session_init(ses, terminal, journal) != KP_BE_OK || cert_der == NULL || cert_len == 0)
+		return KP_BE_E_INVAL;
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	/* in the same transaction as what it guards: a retire is never half seen */
+	rc = registered_check(s, terminal);
+	if (rc != KP_BE_OK) {
+		bs_rollback(s);
+		return rc;
+	}
+	/* terminals.cert: the certificate of the last connection; the history has them all */
+	rc = bs_prep(s, &st, "INSERT INTO terminals(id, cert, first_seen, last_seen)"
+	                  " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
+	                  " cert = excluded.cert, last_seen = excluded.last_seen");
+	if (rc == KP_BE_OK) {
+		sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, cert_der, (int)cert_len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, now_ms);
+		rc = bs_step_done(s, st, "terminal");
+	}
+	if (rc == KP_BE_OK)
+		rc = cert_row(s, ses, cert_der, cert_len, now_ms);
+	if (rc == KP_BE_OK)
+		rc = journal_row(s, ses, now_ms);
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "COMMIT");
+	if (rc != KP_BE_OK)
+		bs_rollback(s);
+	return rc;
+}
+
+int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
+                            size_t cert_len, int64_t now_ms, uint64_t *acked)
+{
+	struct kp_bsession ses;
+	int rc = kp_bstore_hello(s, &ses, terminal, NULL, cert_der, cert_len, now_ms);
+
+	if (rc == KP_BE_OK)
+		*acked = ses.acked;
+	return rc;
+}
+
+/* The session of a terminal's journal as it stands, with its newest certificate (for
+ * callers of the legacy-journal functions, which have no connection). */
+int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                  const uint8_t *journal)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (session_init(ses, terminal, journal) != KP_BE_OK)
+		return KP_BE_E_INVAL;
+	rc = bs_prep(s, &st, "SELECT j.epoch, j.acked, j.last_hash, (SELECT max(c.id) FROM"
+	                  " terminal_certs c WHERE c.terminal = j.terminal) FROM journals j"
+	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	if (journal_fields(st, ses)) {
+		ses->cert_id = sqlite3_column_int64(st, 3);
+	} else {
+		snprintf(s->err, sizeof(s->err), "unknown terminal or journal: %s", terminal);
+		rc = KP_BE_E_NOTFOUND;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t *was)
+{
+	uint64_t v = 0;
+	int rc;
+
+	*raised = 0;
+	*was = 0;
+	if (have > (UINT64_C(1) << 53)) {
+		snprintf(s->err, sizeof(s->err), "config version %llu is beyond any this backend "
+		         "makes", (unsigned long long)have);
+		return KP_BE_E_INVAL;
+	}
+	/* the common case, a terminal at or below the backend's version, takes no write lock */
+	rc = kp_bstore_state_version(s, &v);
+	if (rc != KP_BE_OK || have <= v)
+		return rc;
+	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = kp_bstore_state_version(s, &v);
+	if (rc == KP_BE_OK && have > v) {
+		sqlite3_stmt *st = NULL;
+
+		rc = bs_prep(s, &st, "UPDATE meta SET value = max(?1, ?2) WHERE key = 'state_version'");
+		if (rc == KP_BE_OK) {
+			sqlite3_bind_int64(st, 1, (sqlite3_int64)(have + 1));
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)bs_version_clock_ms());
+			rc = bs_step_done(s, st, "state version");
+		}
+		*raised = rc == KP_BE_OK;
+		*was = v;
+	}
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "COMMIT");
+	if (rc != KP_BE_OK) {
+		bs_rollback(s);
+		*raised = 0;
+	}
+	return rc;
+}
+
+int bs_quarantine(kp_bstore *s, const char *terminal, uint64_t seq, const char *reason,
+                  const struct kp_ingest *r, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "INSERT INTO quarantine(terminal, seq, reason, cose, at)"
+	                      " VALUES (?1, ?2, ?3, ?4, ?5)");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+	sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
+	if (r != NULL)
+		sqlite3_bind_blob(st, 4, r->cose, (int)r->cose_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, now_ms);
+	rc = bs_step_done(s, st, "quarantine");
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = bs_prep(s, &st, "UPDATE terminals SET quarantined = 1 WHERE id = ?1");
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
+	return bs_step_done(s, st, "quarantine flag");
+}
+
+/* 1 if the journal holds this record under its seq (stored, or an alias of another
+ * epoch's), judged by the payload's hash; 0 if another. */
+int bs_same_as_stored(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
+                      int *same)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "SELECT hash FROM records WHERE terminal = ?1 AND seq = ?3 AND"
+	                      " journal = coalesce((SELECT of_journal FROM record_aliases a WHERE"
+	                      " a.terminal = ?1 AND a.journal = ?2 AND a.seq = ?3), ?2)");
+
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)r->rec.seq);
+	*same = 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*same = sqlite3_column_bytes(st, 0) == KP_SHA256_LEN &&
+		        memcmp(sqlite3_column_blob(st, 0), r->hash, KP_SHA256_LEN) == 0;
+	sqlite3_finalize(st);
+	return KP_BE_OK;
+}
+
+/* The record another epoch of the terminal holds under this seq with this payload hash
+ * (the same history up to it): *found = 1 and the alias made. */
+int bs_alias_of_held(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
+                     int64_t now_ms, int *found)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep(s, &st, "INSERT INTO record_aliases(terminal, journal, seq, of_journal,"
+	                      " received_ms) SELECT terminal, ?2, seq, journal, ?5 FROM records"
+	                      " INDEXED BY records_seq"   /* not the PK's (terminal): a scan */
+	                      " WHERE terminal = ?1 AND seq = ?3 AND hash = ?4 AND journal <> ?2"
+	                      " LIMIT 1");
+
+	*found = 0;
+	if (rc != KP_BE_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)r->rec.seq);
+	sqlite3_bind_blob(st, 4, r->hash, KP_SHA256_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, now_ms);
+	rc = bs_step_done(s, st, "record alias");
+	if (rc == KP_BE_OK)
+		*found = sqlite3_changes(s->db) == 1;
+	return rc;
+}
