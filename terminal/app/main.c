@@ -252,8 +252,11 @@ static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struc
 	}
 	if (rc != KP_OK) {
 		logmsg(LOG_WARNING, "link mode: PIN refused before the card was asked anything: %s", err);
-		show_reason(hmi, rc == KP_E_PIN_FORMAT ? "pin-invalid" : "system-error", now, KP_LED_RED,
-		            KP_BEEP_ERROR);
+		if (rc == KP_E_PIN_FORMAT)
+			show_reason(hmi, "pin-invalid", now, KP_LED_RED, KP_BEEP_ERROR);
+		else
+			show_info(hmi, "system-error", "Not recorded: try again", now, KP_LED_RED,
+			          KP_BEEP_ERROR);
 		return;
 	}
 	rc = kp_tap_identify_mynumber(engine, r, now, ls->linkage, &cert, &reason);
