@@ -225,10 +225,18 @@ struct link_state {
 	int64_t until_ms;                /* the transit IC card must come before this */
 };
 
-static void show_reason(struct kp_hmi *hmi, const char *reason, int64_t now, enum kp_led led,
+static void show_reason(struct kp_hmi *hmi, enum kp_reason reason, int64_t now, enum kp_led led,
                         enum kp_beep beep)
 {
-	show_info(hmi, reason, kp_tap_reason_text(reason), now, led, beep);
+	show_info(hmi, kp_reason_code(reason), kp_reason_text(kp_reason_code(reason), 0), now, led,
+	          beep);
+}
+
+/* Link mode's system-error: the rider tries again at the counter. */
+static void show_link_not_recorded(struct kp_hmi *hmi, int64_t now)
+{
+	show_info(hmi, kp_reason_code(KP_R_SYSTEM_ERROR), "Not recorded: try again", now, KP_LED_RED,
+	          KP_BEEP_ERROR);
 }
 
 /* A My Number card at the counter. Its PIN is taken for it before any APDU (and consumed,
@@ -247,22 +255,21 @@ static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struc
 	memset(&pin, 0, sizeof(pin));
 	rc = pin_file != NULL ? kp_pin_take_file(&pin, pin_file, err, sizeof(err)) : KP_E_PIN_NONE;
 	if (rc == KP_E_PIN_NONE) {
-		show_reason(hmi, "pin-missing", now, KP_LED_AMBER, KP_BEEP_NOTICE);
+		show_reason(hmi, KP_R_PIN_MISSING, now, KP_LED_AMBER, KP_BEEP_NOTICE);
 		return;
 	}
 	if (rc != KP_OK) {
 		logmsg(LOG_WARNING, "link mode: PIN refused before the card was asked anything: %s", err);
 		if (rc == KP_E_PIN_FORMAT)
-			show_reason(hmi, "pin-invalid", now, KP_LED_RED, KP_BEEP_ERROR);
+			show_reason(hmi, KP_R_PIN_INVALID, now, KP_LED_RED, KP_BEEP_ERROR);
 		else
-			show_info(hmi, "system-error", "Not recorded: try again", now, KP_LED_RED,
-			          KP_BEEP_ERROR);
+			show_link_not_recorded(hmi, now);
 		return;
 	}
 	rc = kp_tap_identify_mynumber(engine, r, now, ls->linkage, &cert, &reason);
 	if (rc != KP_OK) {
 		kp_pin_wipe(&pin);
-		show_reason(hmi, reason, now, KP_LED_RED, KP_BEEP_ERROR);
+		show_info(hmi, reason, kp_tap_reason_text(reason), now, KP_LED_RED, KP_BEEP_ERROR);
 		return;
 	}
 	kp_jpki_init(&j, r, 500);
@@ -272,24 +279,24 @@ static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struc
 	if (rc == KP_OK) {
 		ls->have_linkage = 1;
 		ls->until_ms = now + 60000;
-		show_reason(hmi, "link-ready", now, KP_LED_BLUE, KP_BEEP_NOTICE);
+		show_reason(hmi, KP_R_LINK_READY, now, KP_LED_BLUE, KP_BEEP_NOTICE);
 		return;
 	}
 	if (rc != KP_E_SW_PIN || tries > 0)
 		logmsg(LOG_WARNING, "link mode: %s", err);
 	if (rc == KP_E_PIN_LAST_TRY) {
-		show_reason(hmi, "pin-low", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_PIN_LOW, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_SW_BLOCKED || (rc == KP_E_SW_PIN && tries == 0)) {
-		show_reason(hmi, "pin-blocked", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_PIN_BLOCKED, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_SW_PIN) {
 		snprintf(text, sizeof(text), "Wrong PIN: %d tr%s left", tries, tries == 1 ? "y" : "ies");
-		show_info(hmi, "pin-wrong", text, now, KP_LED_RED, KP_BEEP_ERROR);
+		show_info(hmi, kp_reason_code(KP_R_PIN_WRONG), text, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_PIN_COUNTER) {
-		show_reason(hmi, "pin-unreadable", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_PIN_UNREADABLE, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_CARD_SIGNATURE) {
-		show_reason(hmi, "card-not-genuine", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_CARD_NOT_GENUINE, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else {
-		show_reason(hmi, "card-error", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_CARD_ERROR, now, KP_LED_RED, KP_BEEP_ERROR);
 	}
 }
 
@@ -311,21 +318,20 @@ static void link_mode_tap(kp_tap_engine *engine, struct kp_reader *r,
 		    kp_token_derive(key, "felica", info->u.felica.idm, 8, token) != 0 ||
 		    kp_tap_link(engine, token, ls->linkage, now, &o) != KP_OK) {
 			kp_zeroize(key, sizeof(key));
-			show_info(hmi, "system-error", "Not recorded: try again", now, KP_LED_RED,
-			          KP_BEEP_ERROR);
+			show_link_not_recorded(hmi, now);
 			return;
 		}
 		kp_zeroize(key, sizeof(key));
-		show_reason(hmi, "link-request", now, KP_LED_GREEN, KP_BEEP_OK);
+		show_reason(hmi, KP_R_LINK_REQUEST, now, KP_LED_GREEN, KP_BEEP_OK);
 		return;
 	}
-	show_reason(hmi, "link-first", now, KP_LED_AMBER, KP_BEEP_NOTICE);
+	show_reason(hmi, KP_R_LINK_FIRST, now, KP_LED_AMBER, KP_BEEP_NOTICE);
 }
 
 static void show_out_of_service(struct kp_hmi *hmi, int64_t now)
 {
-	struct kp_hmi_msg msg = { KP_HMI_REFUSED, "system-error", "Not recorded: tap again",
-	                          NULL, -1, now };
+	struct kp_hmi_msg msg = { KP_HMI_REFUSED, kp_reason_code(KP_R_SYSTEM_ERROR),
+	                          kp_reason_text(kp_reason_code(KP_R_SYSTEM_ERROR), 0), NULL, -1, now };
 
 	kp_hmi_show(hmi, &msg);
 	kp_hmi_led(hmi, KP_LED_RED);

@@ -50,6 +50,21 @@ enum kp_term_rc {
 /* Text for any kippu error code (HAL, crypto, record, terminal). */
 const char *kp_strerror(int rc);
 
+/* ---- reasons of results and refusals (reasons.def: one row each) ---- */
+
+enum kp_reason {
+#define KP_REASON(id, code, en, ja) KP_R_##id,
+#include "reasons.def"
+#undef KP_REASON
+	KP_R_COUNT
+};
+/* The wire string of a reason ("ok", "denylisted", ...): what records, the HMI and the
+ * event stream carry. */
+const char *kp_reason_code(enum kp_reason r);
+/* What the rider reads for a reason's wire string, in Japanese (ja != 0) or English; NULL
+ * for a reason the table does not know or that has no text in that language. */
+const char *kp_reason_text(const char *code, int ja);
+
 /* ---- FeliCa client (JIS X 6319-4 frames over the HAL) ---- */
 
 #define KP_FELICA_MAX_BLOCKS 12

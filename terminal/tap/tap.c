@@ -98,52 +98,9 @@ void kp_tap_engine_close(kp_tap_engine *e)
 
 const char *kp_tap_reason_text(const char *reason)
 {
-	static const struct { const char *code, *text; } texts[] = {
-		{ "ok",               "OK" },
-		{ "activated",        "OK: pass started" },
-		{ "already",          "Already validated" },
-		{ "denylisted",       "Card blocked: please see staff" },
-		{ "expired",          "Ticket expired" },
-		{ "not-yet-valid",    "Ticket not valid yet" },
-		{ "exhausted",        "No rides left" },
-		{ "insufficient-balance", "Balance too low: please top up" },
-		{ "fare-unknown",     "Fare not known here: see staff" },
-		{ "no-tap-on",        "No tap-on recorded: see staff" },
-		{ "no-tap-off",       "Last journey had no tap-off: maximum fare charged" },
-		{ "not-covered",      "Pass not valid for this stop" },
-		{ "wrong-operator",   "Ticket not valid on this operator" },
-		{ "wrong-route",      "Ticket not valid on this route" },
-		{ "no-entitlement",   "No ticket on this card" },
-		{ "card-removed",     "Card removed too soon: tap again" },
-		{ "card-error",       "Card could not be read: tap again" },
-		{ "unsupported-card", "Card not supported here" },
-		{ "not-eligible",     "Ticket is for another rider category" },
-		{ "eligibility-expired", "Resident status expired: please renew" },
-		{ "eligibility-stale", "Resident status cannot be checked: terminal must sync" },
-		{ "direct-not-allowed", "My Number card not accepted here: use your linked IC card" },
-		{ "direct-limit",     "My Number card: today's limit reached" },
-		{ "card-invalid",     "Card not accepted: see staff" },
-		{ "card-expired",     "Card certificate expired: renew at the city office" },
-		{ "card-not-yet-valid", "This card cannot be used yet" },
-		{ "card-not-linked",  "No ticket for this card: new card? Link it again at the city office" },
-		/* link mode (registration counters) */
-		{ "card-not-genuine", "Card failed its check: please see staff" },
-		{ "pin-missing",      "Enter your 4-digit PIN on the pad" },
-		{ "pin-invalid",      "PIN must be 4 digits: please enter it again" },
-		{ "pin-wrong",        "Wrong PIN" },
-		{ "pin-low",          "PIN tries almost used up: please go to the city office" },
-		{ "pin-blocked",      "PIN blocked: please go to the city office" },
-		{ "pin-unreadable",   "PIN counter could not be read: please see staff" },
-		{ "link-ready",       "PIN OK: now tap your transit IC card" },
-		{ "link-request",     "Link requested: active after the next sync" },
-		{ "link-first",       "Link mode: tap your My Number card first" },
-	};
+	const char *text = kp_reason_text(reason, 0);
 
-	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-		if (strcmp(texts[i].code, reason) == 0)
-			return texts[i].text;
-	}
-	return "Refused";
+	return text != NULL ? text : "Refused";
 }
 
 /* Builds, signs and appends the record inside the open transaction. */
@@ -189,6 +146,11 @@ out:
 static int journal(kp_tap_engine *e, struct kp_record *rec)
 {
 	return journal_kind(e, rec, "tap");
+}
+
+static void set_reason(struct kp_record *rec, enum kp_reason reason)
+{
+	snprintf(rec->reason, sizeof(rec->reason), "%s", kp_reason_code(reason));
 }
 
 static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec,
@@ -243,7 +205,7 @@ struct choice {
 	const struct kp_elig_view *pass_elig;
 	const struct kp_ent_view *best;
 	const struct kp_elig_view *elig;     /* the category that allowed it, if any */
-	const char *reason;
+	enum kp_reason reason;
 };
 
 
@@ -293,7 +255,7 @@ static const struct kp_elig_view *find_elig(const struct kp_elig_view *el, size_
 static struct choice choose(const struct kp_ent_view *v, size_t n, const struct kp_elig_view *el,
                             size_t n_el, int64_t now, int *stored, int *commuter)
 {
-	struct choice c = { NULL, NULL, NULL, NULL, "no-entitlement" };
+	struct choice c = { NULL, NULL, NULL, NULL, KP_R_NO_ENTITLEMENT };
 	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
 	int other_route = 0;
 
@@ -344,21 +306,21 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 		c.elig = c.pass_elig;
 	}
 	if (c.best != NULL)
-		c.reason = "ok";
+		c.reason = KP_R_OK;
 	else if (exhausted)
-		c.reason = "exhausted";
+		c.reason = KP_R_EXHAUSTED;
 	else if (lapsed)
-		c.reason = "eligibility-expired";
+		c.reason = KP_R_ELIGIBILITY_EXPIRED;
 	else if (expired)
-		c.reason = "expired";
+		c.reason = KP_R_EXPIRED;
 	else if (early)
-		c.reason = "not-yet-valid";
+		c.reason = KP_R_NOT_YET_VALID;
 	else if (elsewhere)
-		c.reason = "wrong-operator";
+		c.reason = KP_R_WRONG_OPERATOR;
 	else if (other_route)
-		c.reason = "wrong-route";
+		c.reason = KP_R_WRONG_ROUTE;
 	else if (not_eligible)
-		c.reason = "not-eligible";
+		c.reason = KP_R_NOT_ELIGIBLE;
 	return c;
 }
 
@@ -685,7 +647,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 	const struct choice *c = &t->c;
 	int rc = KP_OK;
 
-	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	set_reason(rec, KP_R_OK);
 	snprintf(rec->product, sizeof(rec->product), "%s", c->best->e.product);
 	rec->entitlement = c->best->e.id;
 	if (c->pass != NULL) {
@@ -697,7 +659,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 			int64_t from = 0;
 
 			kp_service_days(&e->cfg, t->now, c->pass->period_days, &from, pass_until);
-			snprintf(rec->reason, sizeof(rec->reason), "activated");
+			set_reason(rec, KP_R_ACTIVATED);
 			rc = kp_store_activate(e->s, c->pass->e.token, c->pass->e.id, from, *pass_until);
 		}
 	} else {
@@ -719,7 +681,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 
 static int accept_commuter(struct tap *t, const struct kp_ent_view *pass, struct kp_record *rec)
 {
-	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	set_reason(rec, KP_R_OK);
 	snprintf(rec->product, sizeof(rec->product), "%s", pass->e.product);
 	rec->entitlement = pass->e.id;
 	kp_note_add(rec->fare, sizeof(rec->fare), "commuter pass");
@@ -729,30 +691,30 @@ static int accept_commuter(struct tap *t, const struct kp_ent_view *pass, struct
 
 /* Why nothing on the card was usable: a commuter pass that does not reach this stop says
  * so rather than "no ticket". */
-static const char *refusal(const struct tap *t)
+static enum kp_reason refusal(const struct tap *t)
 {
 	if (t->stale_hit)
-		return "eligibility-stale";
-	if (t->direct_filtered && strcmp(t->c.reason, "no-entitlement") == 0)
-		return "direct-not-allowed";
-	if (strcmp(t->c.reason, "no-entitlement") == 0) {
+		return KP_R_ELIGIBILITY_STALE;
+	if (t->direct_filtered && t->c.reason == KP_R_NO_ENTITLEMENT)
+		return KP_R_DIRECT_NOT_ALLOWED;
+	if (t->c.reason == KP_R_NO_ENTITLEMENT) {
 		for (size_t i = 0; i < t->n; i++) {
 			if (t->commuter[i])
-				return "not-covered";
+				return KP_R_NOT_COVERED;
 		}
 		/* A genuine My Number card with no ticket at all: the rider is told that a renewed
 		 * card (new certificate, so a new linkage token) must be linked again. Whether the
 		 * terminal holds an old category for the token does not matter: that depends on
 		 * what the last bundle carried. */
 		if (t->mynumber && t->n == 0)
-			return "card-not-linked";
+			return KP_R_CARD_NOT_LINKED;
 	}
 	return t->c.reason;
 }
 
-static void refuse_why(struct kp_record *rec, const char *reason, const char *note)
+static void refuse_why(struct kp_record *rec, enum kp_reason reason, const char *note)
 {
-	snprintf(rec->reason, sizeof(rec->reason), "%s", reason);
+	set_reason(rec, reason);
 	if (note != NULL && note[0] != '\0')
 		kp_note_add(rec->fare, sizeof(rec->fare), "%s", note);
 }
@@ -769,7 +731,7 @@ static int price_or_refuse(struct tap *t, const struct kp_leg *leg, int64_t cap_
 		return rc;
 	fprintf(stderr, "kippu: no fare: %s (%s)\n", kp_strerror(rc),
 	        !t->have_fare ? "no fare feed for this operator" : kp_store_errmsg(t->e->s));
-	refuse_why(rec, "fare-unknown", NULL);
+	refuse_why(rec, KP_R_FARE_UNKNOWN, NULL);
 	return KP_OK;
 }
 
@@ -781,10 +743,10 @@ static int charge_leg(struct tap *t, const struct kp_leg_price *p, struct kp_rec
 
 	*ok = 0;
 	if (sv == NULL) {
-		refuse_why(rec, "insufficient-balance", p->note);
+		refuse_why(rec, KP_R_INSUFFICIENT_BALANCE, p->note);
 		return KP_OK;
 	}
-	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	set_reason(rec, KP_R_OK);
 	kp_note_add(rec->fare, sizeof(rec->fare), "stored");
 	kp_note_add(rec->fare, sizeof(rec->fare), "%s", p->note);
 	note_origin(t, sv, p->cat, rec);
@@ -807,7 +769,7 @@ static int close_journey(struct tap *t, int64_t at_ms)
 	memcpy(rec.token, t->token, KP_TOKEN_LEN);
 	snprintf(rec.event, sizeof(rec.event), "no_tap_off");
 	snprintf(rec.result, sizeof(rec.result), "accepted");
-	snprintf(rec.reason, sizeof(rec.reason), "no-tap-off");
+	set_reason(&rec, KP_R_NO_TAP_OFF);
 	snprintf(rec.operator_id, sizeof(rec.operator_id), "%s", fs->open_operator);
 	snprintf(rec.route, sizeof(rec.route), "%s", fs->open_route);
 	snprintf(rec.stop, sizeof(rec.stop), "%s", fs->open_stop);
@@ -1058,11 +1020,11 @@ static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, 
 			return rc;
 		sv = stored_for(t, p.amount, 0);
 		if (sv == NULL) {
-			refuse_why(rec, "insufficient-balance", "maximum fare");
+			refuse_why(rec, KP_R_INSUFFICIENT_BALANCE, "maximum fare");
 			kp_note_add(rec->fare, sizeof(rec->fare), "%s", p.note);
 			return KP_OK;
 		}
-		snprintf(rec->reason, sizeof(rec->reason), "ok");
+		set_reason(rec, KP_R_OK);
 		kp_note_add(rec->fare, sizeof(rec->fare), "stored; covers maximum %lld",
 		            (long long)p.amount);
 		note_origin(t, sv, p.cat, rec);
@@ -1085,12 +1047,12 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 
 	*accepted = 0;
 	if (!fs->open || strcmp(fs->open_operator, t->e->cfg.operator_id) != 0) {
-		refuse_why(rec, "no-tap-on", NULL);
+		refuse_why(rec, KP_R_NO_TAP_ON, NULL);
 		return KP_OK;
 	}
 	if (fs->open_paid) {
 		*accepted = 1;
-		snprintf(rec->reason, sizeof(rec->reason), "ok");
+		set_reason(rec, KP_R_OK);
 		snprintf(rec->product, sizeof(rec->product), "%s", fs->open_product);
 		rec->entitlement = fs->open_ent;
 		kp_note_add(rec->fare, sizeof(rec->fare), "paid at tap-on");
@@ -1146,27 +1108,27 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 	return rc;
 }
 
-/* A direct My Number tap the policy refuses before anything else is looked at, or NULL;
- * *day_id gets the service day its limits count in. */
-static const char *direct_refusal(kp_tap_engine *e, const struct policy *p,
-                                  const uint8_t token[KP_TOKEN_LEN], int64_t now, int stale,
-                                  enum fare_event ev, int64_t *day_id, int64_t *value_today,
-                                  int *rc)
+/* Why the policy refuses a direct My Number tap before anything else is looked at, or
+ * KP_R_OK; *day_id gets the service day its limits count in. */
+static enum kp_reason direct_refusal(kp_tap_engine *e, const struct policy *p,
+                                     const uint8_t token[KP_TOKEN_LEN], int64_t now, int stale,
+                                     enum fare_event ev, int64_t *day_id, int64_t *value_today,
+                                     int *rc)
 {
 	int64_t rides_today = 0;
 
 	kp_service_day(now, e->cfg.utc_offset_s, e->cfg.service_day_end_s, day_id, NULL);
 	*value_today = 0;
 	if (!p->direct)
-		return "direct-not-allowed";
+		return KP_R_DIRECT_NOT_ALLOWED;
 	if (stale)
-		return "eligibility-stale";
+		return KP_R_ELIGIBILITY_STALE;
 	*rc = kp_store_direct_use(e->s, token, *day_id, &rides_today, value_today);
 	/* a tap-off ends a journey begun within the limits */
 	if (*rc == KP_OK && ev != EV_TAP_OFF &&
 	    ((p->rides > 0 && rides_today >= p->rides) || (p->value > 0 && *value_today >= p->value)))
-		return "direct-limit";
-	return NULL;
+		return KP_R_DIRECT_LIMIT;
+	return KP_R_OK;
 }
 
 static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
@@ -1196,7 +1158,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	enum fare_event ev = EV_TAP;
 	int64_t last = 0, pass_until = 0, day_id = 0, value_today = 0;
 	int listed = 0, found = 0, fs_found = 0, warn_days = -1, accepted = 0, stale = 0, rc;
-	const char *no_direct = NULL;
+	enum kp_reason no_direct = KP_R_OK;
 
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -1238,7 +1200,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 			goto done;
 	}
 	if (listed) {
-		snprintf(rec.reason, sizeof(rec.reason), "denylisted");
+		set_reason(&rec, KP_R_DENYLISTED);
 	} else if (found && now_ms - last < e->cfg.double_tap_window_ms &&
 	           last - now_ms < e->cfg.double_tap_window_ms &&
 	           (ev == EV_TAP || (strcmp(t->fs.last_operator, e->cfg.operator_id) == 0 &&
@@ -1246,9 +1208,9 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		/* Within the window (either way, should the clock have stepped back); with
 		 * tap-on/tap-off only at the same place, so a tap-off is never taken for one. */
 		kind = KP_TAP_ALREADY;
-		snprintf(rec.reason, sizeof(rec.reason), "already");
-	} else if (no_direct != NULL) {
-		snprintf(rec.reason, sizeof(rec.reason), "%s", no_direct);
+		set_reason(&rec, KP_R_ALREADY);
+	} else if (no_direct != KP_R_OK) {
+		set_reason(&rec, no_direct);
 	} else {
 		/* A journey left open elsewhere is closed first, in this same transaction. */
 		if (t->fs.open && !(ev == EV_TAP_OFF &&
@@ -1274,7 +1236,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 			memcpy(e->prev, prev_before, KP_SHA256_LEN);
 			rc = kp_store_journal_head(e->s, &e->seq, e->prev);
 			free(t);
-			return rc != KP_OK ? rc : kp_tap_refuse(e, token, "direct-limit", now_ms, out);
+			return rc != KP_OK ? rc : kp_tap_refuse(e, token, kp_reason_code(KP_R_DIRECT_LIMIT), now_ms, out);
 		}
 		if (rc == KP_OK && accepted && t->direct != NULL)
 			rc = kp_store_add_direct_use(e->s, token, day_id, ev != EV_TAP_OFF, rec.amount);
@@ -1438,17 +1400,17 @@ const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e)
 }
 
 /* What a failed My Number card read means for the rider. */
-static const char *jpki_reason(int rc)
+static enum kp_reason jpki_reason(int rc)
 {
 	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD)
-		return "card-removed";
+		return KP_R_CARD_REMOVED;
 	if (rc == KP_E_CERT_EXPIRED)
-		return "card-expired";
+		return KP_R_CARD_EXPIRED;
 	if (rc == KP_E_CERT_NOT_YET)
-		return "card-not-yet-valid";
+		return KP_R_CARD_NOT_YET_VALID;
 	if (rc == KP_E_CERT)
-		return "card-invalid";
-	return "card-error";
+		return KP_R_CARD_INVALID;
+	return KP_R_CARD_ERROR;
 }
 
 int kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_ms,
@@ -1465,14 +1427,14 @@ int kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_
 	    e->n_jpki_cas == 0) {
 		/* A Type B card without JPKI (or a terminal not set up for it): one quiet
 		 * refusal, not an error storm. */
-		*reason = "unsupported-card";
+		*reason = kp_reason_code(KP_R_UNSUPPORTED_CARD);
 		return rc != KP_OK ? rc : KP_E_CONFIG;
 	}
 	if (rc == KP_OK)
 		rc = kp_jpki_identify(&j, (const kp_cert *const *)e->jpki_cas, e->n_jpki_cas, now_ms,
 		                      e->token_key, linkage, cert, err, sizeof(err));
 	if (rc != KP_OK) {
-		*reason = jpki_reason(rc);
+		*reason = kp_reason_code(jpki_reason(rc));
 		fprintf(stderr, "kippu: My Number card refused: %s\n", err[0] ? err : kp_strerror(rc));
 	}
 	return rc;
@@ -1493,7 +1455,7 @@ int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
 	rec.has_via = 1;
 	memcpy(rec.via, linkage, KP_TOKEN_LEN);
 	snprintf(rec.result, sizeof(rec.result), "requested");
-	snprintf(rec.reason, sizeof(rec.reason), "link-request");
+	set_reason(&rec, KP_R_LINK_REQUEST);
 	rc = kp_store_begin(e->s);
 	if (rc == KP_OK)
 		rc = journal_kind(e, &rec, "link");
@@ -1525,7 +1487,7 @@ int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info
 		return kp_tap_decide_mynumber(e, token, now_ms, out);
 	}
 	if (info->tech != KP_TECH_FELICA)
-		return kp_tap_refuse(e, NULL, "unsupported-card", now_ms, out);
+		return kp_tap_refuse(e, NULL, kp_reason_code(KP_R_UNSUPPORTED_CARD), now_ms, out);
 	rc = kp_token_derive(e->token_key, "felica", info->u.felica.idm, 8, token);
 	if (rc != 0)
 		return rc;
@@ -1535,11 +1497,11 @@ int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info
 	rc = kp_transit_read_balance(&f, &bal);
 	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD) {
 		fprintf(stderr, "kippu: card read: %s\n", kp_strerror(rc));
-		return kp_tap_refuse(e, token, "card-removed", now_ms, out);
+		return kp_tap_refuse(e, token, kp_reason_code(KP_R_CARD_REMOVED), now_ms, out);
 	}
 	if (rc != KP_OK) {
 		fprintf(stderr, "kippu: card read refused: %s\n", kp_strerror(rc));
-		return kp_tap_refuse(e, token, "card-error", now_ms, out);
+		return kp_tap_refuse(e, token, kp_reason_code(KP_R_CARD_ERROR), now_ms, out);
 	}
 	return kp_tap_decide(e, token, now_ms, out);
 }
