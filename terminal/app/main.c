@@ -241,11 +241,11 @@ static void show_link_not_recorded(struct kp_hmi *hmi, int64_t now)
 
 /* A My Number card at the counter. Its PIN is taken for it before any APDU (and consumed,
  * so no later card can be sent it), used at most once, and wiped. */
-static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struct kp_hmi *hmi,
+static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r,
+                               const struct kp_card_info *info, struct kp_hmi *hmi,
                                const char *pin_file, struct link_state *ls, int64_t now)
 {
-	const char *reason = NULL;
-	kp_cert *cert = NULL;
+	struct kp_card_id id;
 	struct kp_pin pin;
 	struct kp_jpki j;
 	char err[256] = "", text[128];
@@ -266,16 +266,17 @@ static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struc
 			show_link_not_recorded(hmi, now);
 		return;
 	}
-	rc = kp_tap_identify_mynumber(engine, r, now, ls->linkage, &cert, &reason);
+	rc = kp_tap_engine_identify(engine, r, info, now, KP_CARD_ID_CERT, &id);
 	if (rc != KP_OK) {
 		kp_pin_wipe(&pin);
-		show_info(hmi, reason, kp_tap_reason_text(reason), now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, id.reason, now, KP_LED_RED, KP_BEEP_ERROR);
 		return;
 	}
+	memcpy(ls->linkage, id.token, KP_TOKEN_LEN);
 	kp_jpki_init(&j, r, 500);
-	rc = kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err));
+	rc = kp_jpki_prove(&j, id.cert, &pin, &tries, err, sizeof(err));
 	kp_pin_wipe(&pin);
-	kp_cert_free(cert);
+	kp_card_id_wipe(&id);
 	if (rc == KP_OK) {
 		ls->have_linkage = 1;
 		ls->until_ms = now + 60000;
@@ -307,21 +308,23 @@ static void link_mode_tap(kp_tap_engine *engine, struct kp_reader *r,
 	struct kp_tap_outcome o;
 
 	if (info->tech == KP_TECH_ISO14443B) {
-		link_mode_mynumber(engine, r, hmi, pin_file, ls, now);
+		link_mode_mynumber(engine, r, info, hmi, pin_file, ls, now);
 		return;
 	}
 	if (info->tech == KP_TECH_FELICA && ls->have_linkage && now < ls->until_ms) {
-		uint8_t token[KP_TOKEN_LEN], key[KP_TOKEN_KEY_LEN];
+		struct kp_card_id id;
+		int rc;
 
 		ls->have_linkage = 0;
-		if (kp_tap_engine_token_key(engine, key) != KP_OK ||
-		    kp_token_derive(key, "felica", info->u.felica.idm, 8, token) != 0 ||
-		    kp_tap_link(engine, token, ls->linkage, now, &o) != KP_OK) {
-			kp_zeroize(key, sizeof(key));
+		/* the token only: a link request reads nothing of the card */
+		rc = kp_tap_engine_identify(engine, r, info, now, 0, &id);
+		if (rc == KP_OK)
+			rc = kp_tap_link(engine, id.token, ls->linkage, now, &o);
+		kp_card_id_wipe(&id);
+		if (rc != KP_OK) {
 			show_link_not_recorded(hmi, now);
 			return;
 		}
-		kp_zeroize(key, sizeof(key));
 		show_reason(hmi, KP_R_LINK_REQUEST, now, KP_LED_GREEN, KP_BEEP_OK);
 		return;
 	}
@@ -341,10 +344,10 @@ static void show_out_of_service(struct kp_hmi *hmi, int64_t now)
 static void inspect(struct kp_reader *r, const struct kp_card_info *info,
                     const uint8_t token_key[KP_TOKEN_KEY_LEN], int timeout_ms)
 {
+	const struct kp_card_id_cfg cfg = { token_key, NULL, 0, timeout_ms, 0, KP_CARD_ID_BALANCE };
+	struct kp_card_id id;
 	struct kp_felica f;
-	struct kp_transit_balance bal;
 	struct kp_transit_history h[KP_FELICA_HISTORY_BLOCKS];
-	uint8_t token[KP_TOKEN_LEN];
 	char hex[2 * KP_TOKEN_LEN + 1];
 	int rc;
 
@@ -352,16 +355,16 @@ static void inspect(struct kp_reader *r, const struct kp_card_info *info,
 		printf("card: not a FeliCa card (technology %d)\n", (int)info->tech);
 		return;
 	}
-	kp_token_derive(token_key, "felica", info->u.felica.idm, 8, token);
-	kp_hex(token, KP_TOKEN_LEN, hex);
-	kp_felica_init(&f, r, info, timeout_ms);
-	rc = kp_transit_read_balance(&f, &bal);
+	rc = kp_card_identify(r, info, &cfg, &id);
+	kp_hex(id.token, KP_TOKEN_LEN, hex);
+	kp_card_id_wipe(&id);
 	if (rc != KP_OK) {
 		printf("card token %s: balance unreadable: %s\n", hex, kp_strerror(rc));
 		return;
 	}
-	printf("card token %s: type %u region %u balance %u yen\n", hex, bal.card_type,
-	       bal.region, bal.balance);
+	printf("card token %s: type %u region %u balance %u yen\n", hex, id.balance.card_type,
+	       id.balance.region, id.balance.balance);
+	kp_felica_init(&f, r, info, timeout_ms);
 	rc = kp_transit_read_history(&f, h);
 	if (rc != KP_OK) {
 		printf("  history unreadable: %s\n", kp_strerror(rc));

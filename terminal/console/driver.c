@@ -570,44 +570,6 @@ void kp_session_tap_failed(kp_session *ss, int64_t now_ms)
 	kp_console_message(ss->io.console, 1, "Tap NOT recorded: the store failed (see the log)");
 }
 
-/* Reads a card's token without deciding anything; *reason says why not. */
-static int card_token(kp_session *ss, struct kp_reader *r, const struct kp_card_info *info,
-                      int64_t now, uint8_t token[KP_TOKEN_LEN], long *ic_balance,
-                      const char **reason)
-{
-	uint8_t key[KP_TOKEN_KEY_LEN];
-	struct kp_felica f;
-	struct kp_transit_balance bal;
-	int rc;
-
-	*ic_balance = -1;
-	if (info->tech == KP_TECH_ISO14443B)
-		return kp_tap_identify_mynumber(ss->io.engine, r, now, token, NULL, reason);
-	if (info->tech != KP_TECH_FELICA) {
-		*reason = "unsupported-card";
-		return KP_E_INVAL;
-	}
-	kp_tap_engine_token_key(ss->io.engine, key);
-	rc = kp_token_derive(key, "felica", info->u.felica.idm, 8, token);
-	kp_zeroize(key, sizeof(key));
-	if (rc != 0) {
-		*reason = "card-error";
-		return KP_E_INVAL;
-	}
-	kp_felica_init(&f, r, info, kp_tap_engine_cfg(ss->io.engine)->card_timeout_ms);
-	rc = kp_transit_read_balance(&f, &bal);
-	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD) {
-		*reason = "card-removed";
-		return rc;
-	}
-	if (rc != KP_OK) {
-		*reason = "card-error";
-		return rc;
-	}
-	*ic_balance = (long)bal.balance;
-	return KP_OK;
-}
-
 /* What the card holds, as up to six lines for the screen. */
 static void card_view(kp_session *ss, const uint8_t token[KP_TOKEN_LEN], long ic_balance,
                       int64_t now, struct kp_console_tap *t, int *listed_out, size_t *n_ent,
@@ -699,9 +661,7 @@ int kp_session_tap(kp_session *ss, struct kp_reader *r, const struct kp_card_inf
                    int64_t now_ms, struct kp_tap_outcome *o, int *decided)
 {
 	struct kp_console_tap t;
-	uint8_t token[KP_TOKEN_LEN];
-	const char *reason = "card-error";
-	long ic = -1;
+	struct kp_card_id id;
 	int listed = 0, rc;
 	size_t n_ent = 0, n_cat = 0;
 
@@ -719,19 +679,22 @@ int kp_session_tap(kp_session *ss, struct kp_reader *r, const struct kp_card_inf
 	t.time_ms = now_ms;
 	t.rides_left = -1;
 	t.warn_days = -1;
-	rc = card_token(ss, r, info, now_ms, token, &ic, &reason);
+	/* The card's token without deciding anything. */
+	rc = kp_tap_engine_identify(ss->io.engine, r, info, now_ms, KP_CARD_ID_BALANCE, &id);
 	if (rc != KP_OK) {
 		t.result = KP_HMI_REFUSED;
-		snprintf(t.reason, sizeof(t.reason), "%s", reason);
+		snprintf(t.reason, sizeof(t.reason), "%s", kp_reason_code(id.reason));
 		snprintf(t.rec_result, sizeof(t.rec_result), "refused");
 		snprintf(t.detail[t.n_detail++], sizeof(t.detail[0]), "%s",
 		         ss->mode == KP_CONSOLE_VALIDATE ? "Validation only: nothing recorded"
 		                                         : "Nothing charged: tap again");
 		kp_console_show(ss->io.console, &t);
+		kp_card_id_wipe(&id);
 		return KP_OK;
 	}
-	card_view(ss, token, ic, now_ms, &t, &listed, &n_ent, &n_cat);
-	kp_events_card_ref(token, t.card);
+	card_view(ss, id.token, id.has_balance ? (long)id.balance.balance : -1, now_ms, &t, &listed,
+	          &n_ent, &n_cat);
+	kp_events_card_ref(id.token, t.card);
 	t.result = KP_HMI_INFO;
 	snprintf(t.reason, sizeof(t.reason), "%s",
 	         kp_reason_code(ss->mode == KP_CONSOLE_VALIDATE ? KP_R_INSPECT : KP_R_CONFIRM));
@@ -739,18 +702,18 @@ int kp_session_tap(kp_session *ss, struct kp_reader *r, const struct kp_card_inf
 	if (ss->mode == KP_CONSOLE_CONFIRM) {
 		t.pending = 1;
 		ss->pending = 1;
-		memcpy(ss->pending_token, token, KP_TOKEN_LEN);
+		memcpy(ss->pending_token, id.token, KP_TOKEN_LEN);
 		ss->pending_mynumber = info->tech == KP_TECH_ISO14443B;
 		ss->pending_ms = now_ms;
 	}
 	ss->has_last = 1;
-	memcpy(ss->last_token, token, KP_TOKEN_LEN);
+	memcpy(ss->last_token, id.token, KP_TOKEN_LEN);
 	ss->last_ms = now_ms;
 	ss->last_refused = listed;       /* a denylisted card shown may be overridden */
-	kp_events_inspect(ss->io.events, now_ms, token, ss->mode == KP_CONSOLE_VALIDATE ?
+	kp_events_inspect(ss->io.events, now_ms, id.token, ss->mode == KP_CONSOLE_VALIDATE ?
 	                  "validate" : "confirm", listed, n_ent, n_cat);
 	kp_console_show(ss->io.console, &t);
-	kp_zeroize(token, sizeof(token));
+	kp_card_id_wipe(&id);
 	return KP_OK;
 }
 

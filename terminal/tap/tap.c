@@ -80,12 +80,6 @@ int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_termina
 	return KP_OK;
 }
 
-int kp_tap_engine_token_key(const kp_tap_engine *e, uint8_t key[KP_TOKEN_KEY_LEN])
-{
-	memcpy(key, e->token_key, KP_TOKEN_KEY_LEN);
-	return KP_OK;
-}
-
 void kp_tap_engine_close(kp_tap_engine *e)
 {
 	if (e == NULL)
@@ -1399,45 +1393,40 @@ const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e)
 	return &e->cfg;
 }
 
-/* What a failed My Number card read means for the rider. */
-static enum kp_reason jpki_reason(int rc)
+int kp_tap_engine_identify(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
+                           int64_t now_ms, unsigned flags, struct kp_card_id *out)
 {
-	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD)
-		return KP_R_CARD_REMOVED;
-	if (rc == KP_E_CERT_EXPIRED)
-		return KP_R_CARD_EXPIRED;
-	if (rc == KP_E_CERT_NOT_YET)
-		return KP_R_CARD_NOT_YET_VALID;
-	if (rc == KP_E_CERT)
-		return KP_R_CARD_INVALID;
-	return KP_R_CARD_ERROR;
+	struct kp_card_id_cfg cfg = {
+		e->token_key, (const kp_cert *const *)e->jpki_cas, e->n_jpki_cas,
+		e->cfg.card_timeout_ms, now_ms, flags,
+	};
+	int rc = kp_card_identify(r, info, &cfg, out);
+
+	if (rc != KP_OK && out->detail[0] != '\0')
+		fprintf(stderr, "kippu: My Number card refused: %s\n", out->detail);
+	return rc;
 }
 
 int kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_ms,
                              uint8_t linkage[KP_TOKEN_LEN], kp_cert **cert, const char **reason)
 {
-	struct kp_jpki j;
-	char err[256] = "";                 /* stays empty when SELECT itself fails */
+	struct kp_card_info info;
+	struct kp_card_id id;
 	int rc;
 
+	memset(&info, 0, sizeof(info));
+	info.tech = KP_TECH_ISO14443B;
 	*reason = NULL;
-	kp_jpki_init(&j, r, e->cfg.card_timeout_ms);
-	rc = kp_jpki_select_app(&j);
-	if (rc == KP_E_SW_NOTFOUND || rc == KP_E_SW_OTHER || rc == KP_E_SW_LENGTH ||
-	    e->n_jpki_cas == 0) {
-		/* A Type B card without JPKI (or a terminal not set up for it): one quiet
-		 * refusal, not an error storm. */
-		*reason = kp_reason_code(KP_R_UNSUPPORTED_CARD);
-		return rc != KP_OK ? rc : KP_E_CONFIG;
-	}
-	if (rc == KP_OK)
-		rc = kp_jpki_identify(&j, (const kp_cert *const *)e->jpki_cas, e->n_jpki_cas, now_ms,
-		                      e->token_key, linkage, cert, err, sizeof(err));
+	rc = kp_tap_engine_identify(e, r, &info, now_ms, cert != NULL ? KP_CARD_ID_CERT : 0, &id);
 	if (rc != KP_OK) {
-		*reason = kp_reason_code(jpki_reason(rc));
-		fprintf(stderr, "kippu: My Number card refused: %s\n", err[0] ? err : kp_strerror(rc));
+		*reason = kp_reason_code(id.reason);
+		return rc;
 	}
-	return rc;
+	memcpy(linkage, id.token, KP_TOKEN_LEN);
+	if (cert != NULL)
+		*cert = id.cert;
+	kp_zeroize(id.token, sizeof(id.token));
+	return KP_OK;
 }
 
 int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
@@ -1470,38 +1459,24 @@ int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
 int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
                 int64_t now_ms, struct kp_tap_outcome *out)
 {
-	struct kp_felica f;
-	struct kp_transit_balance bal;
-	uint8_t token[KP_TOKEN_LEN];
+	struct kp_card_id id;
 	int rc;
 
-	if (info->tech == KP_TECH_ISO14443B) {
-		const char *reason = NULL;
-
-		/* A My Number card tapped directly: its linkage token is the card's token. */
-		rc = kp_tap_identify_mynumber(e, r, now_ms, token, NULL, &reason);
-		if (rc != KP_OK)
-			return kp_tap_refuse(e, NULL, reason, now_ms, out);
-		/* it proves only that somebody presented these certificate bytes: the scheme's
-		 * policy says what, if anything, such a tap may use */
-		return kp_tap_decide_mynumber(e, token, now_ms, out);
-	}
-	if (info->tech != KP_TECH_FELICA)
-		return kp_tap_refuse(e, NULL, kp_reason_code(KP_R_UNSUPPORTED_CARD), now_ms, out);
-	rc = kp_token_derive(e->token_key, "felica", info->u.felica.idm, 8, token);
-	if (rc != 0)
+	/* Reading the balance block proves a transit IC card is still in the field; a card
+	 * pulled away before the decision is refused, never charged. */
+	rc = kp_tap_engine_identify(e, r, info, now_ms, KP_CARD_ID_BALANCE, &id);
+	if (rc == KP_OK && id.kind == KP_CARD_MYNUMBER)
+		/* A My Number card tapped directly: its linkage token is the card's token. It
+		 * proves only that somebody presented these certificate bytes: the scheme's
+		 * policy says what, if anything, such a tap may use. */
+		return kp_tap_decide_mynumber(e, id.token, now_ms, out);
+	if (rc == KP_OK)
+		return kp_tap_decide(e, id.token, now_ms, out);
+	if (id.kind == KP_CARD_TRANSIT_IC && !id.has_token)
 		return rc;
-	/* Reading the balance block proves the card is a transit IC card that is still in
-	 * the field; a card pulled away before the decision is refused, never charged. */
-	kp_felica_init(&f, r, info, e->cfg.card_timeout_ms);
-	rc = kp_transit_read_balance(&f, &bal);
-	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD) {
-		fprintf(stderr, "kippu: card read: %s\n", kp_strerror(rc));
-		return kp_tap_refuse(e, token, kp_reason_code(KP_R_CARD_REMOVED), now_ms, out);
-	}
-	if (rc != KP_OK) {
-		fprintf(stderr, "kippu: card read refused: %s\n", kp_strerror(rc));
-		return kp_tap_refuse(e, token, kp_reason_code(KP_R_CARD_ERROR), now_ms, out);
-	}
-	return kp_tap_decide(e, token, now_ms, out);
+	if (id.kind == KP_CARD_TRANSIT_IC)
+		fprintf(stderr, "kippu: card read%s: %s\n",
+		        id.reason == KP_R_CARD_REMOVED ? "" : " refused", kp_strerror(rc));
+	return kp_tap_refuse(e, id.has_token ? id.token : NULL, kp_reason_code(id.reason), now_ms,
+	                     out);
 }
