@@ -145,10 +145,17 @@ int kp_reader_register(const struct kp_reader_ops *ops)
 
 int kp_reader_open(struct kp_reader **out, const char *conn)
 {
+	return kp_reader_open_err(out, conn, NULL, 0);
+}
+
+int kp_reader_open_err(struct kp_reader **out, const char *conn, char *err, size_t err_cap)
+{
 	const struct kp_reader_ops *ops;
 	const char *rest = NULL;
 	int rc;
 
+	if (err_cap > 0)
+		err[0] = '\0';
 	if (out == NULL)
 		return KP_HAL_E_INVAL;
 	*out = NULL;
@@ -157,7 +164,10 @@ int kp_reader_open(struct kp_reader **out, const char *conn)
 	ops = hal_lookup(&hal_readers, conn, &rest);
 	if (ops == NULL)
 		return KP_HAL_E_CONFIG;
-	rc = ops->open(out, rest);
+	if (ops->open_err != NULL && err_cap > 0)
+		rc = ops->open_err(out, rest, err, err_cap);
+	else
+		rc = ops->open(out, rest);
 	if (rc != KP_HAL_OK) {
 		*out = NULL;
 		return rc;

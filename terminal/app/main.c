@@ -506,19 +506,21 @@ static void link_down(struct link *l, const char *why)
 /* Reopens the reader when its time has come; returns it, or NULL while it is offline. */
 static struct kp_reader *link_up(struct link *l)
 {
+	char err[256];
 	int rc;
 
 	if (l->r != NULL)
 		return l->r;
 	if (mono_ms() < l->retry_at)
 		return NULL;
-	rc = kp_reader_open(&l->r, l->conn);
+	rc = kp_reader_open_err(&l->r, l->conn, err, sizeof(err));
 	if (rc != KP_HAL_OK) {
 		l->r = NULL;
 		l->backoff_ms = l->backoff_ms * 2 > LINK_BACKOFF_MAX_MS ? LINK_BACKOFF_MAX_MS :
 		                l->backoff_ms * 2;
 		l->retry_at = mono_ms() + l->backoff_ms;
-		logmsg(LOG_WARNING, "reader %s: %s; next attempt in %d ms", l->conn, kp_strerror(rc),
+		logmsg(LOG_WARNING, "reader %s: %s%s%s%s; next attempt in %d ms", l->conn,
+		       kp_strerror(rc), err[0] != '\0' ? " (" : "", err, err[0] != '\0' ? ")" : "",
 		       l->backoff_ms);
 		return NULL;
 	}
@@ -603,9 +605,11 @@ static int sync_once(struct syncer *y)
 	int rc;
 
 	memset(&st, 0, sizeof(st));
-	rc = kp_store_open(&s, cfg->database);
-	if (rc != KP_OK)
+	rc = kp_store_open_err(&s, cfg->database, err, sizeof(err));
+	if (rc != KP_OK) {
+		logmsg(LOG_WARNING, "sync: %s", err);
 		return rc;
+	}
 	kp_store_sync_source(s, &src);
 	rc = kp_sync_run(y->tls, cfg->backend_host, cfg->backend_port, cfg->backend_name,
 	                 cfg->terminal_id, y->backend_cert, &src, cfg->sync_timeout_ms, &st, err,
@@ -674,6 +678,14 @@ static void events_log(void *arg, const char *msg)
 static void session_log(int warn, const char *msg)
 {
 	logmsg(warn ? LOG_WARNING : LOG_INFO, "%s", msg);
+}
+
+/* The tap engine's log: why a card, a fare or a commit failed (never on the console's
+ * message line, which says it in the driver's words). */
+static void engine_log(void *arg, const char *msg)
+{
+	(void)arg;
+	logmsg(LOG_NOTICE, "%s", msg);
 }
 
 /* While the console draws on the terminal, stderr (ours and the library's) goes to
@@ -870,9 +882,10 @@ int main(int argc, char **argv)
 
 	link.conn = cfg.reader;
 	link.backoff_ms = LINK_BACKOFF_MIN_MS;
-	rc = kp_reader_open(&reader, cfg.reader);
+	rc = kp_reader_open_err(&reader, cfg.reader, err, sizeof(err));
 	if (rc != KP_HAL_OK) {
-		logmsg(LOG_ERR, "reader %s: %s", cfg.reader, kp_strerror(rc));
+		logmsg(LOG_ERR, "reader %s: %s%s%s%s", cfg.reader, kp_strerror(rc),
+		       err[0] != '\0' ? " (" : "", err, err[0] != '\0' ? ")" : "");
 		/* A reader that is missing or silent may come back: wait for it. A wrong
 		 * connection string or scenario will not. */
 		if (rc != KP_HAL_E_IO || do_describe)
@@ -903,17 +916,21 @@ int main(int argc, char **argv)
 			logmsg(LOG_ERR, "key %s: %s", cfg.key_path, kp_strerror(rc));
 			goto out;
 		}
-		rc = kp_store_open(&store, cfg.database);
-		if (rc != KP_OK)
+		rc = kp_store_open_err(&store, cfg.database, err, sizeof(err));
+		if (rc != KP_OK) {
+			logmsg(LOG_ERR, "%s", err);
 			goto out;
+		}
 		rc = bind_identity(store, &cfg, key);
 		if (rc != KP_OK)
 			goto out;
-		rc = kp_tap_engine_open(&engine, store, &cfg, key, token_key);
+		rc = kp_tap_engine_open_err(&engine, store, &cfg, key, token_key, err, sizeof(err));
 		if (rc != KP_OK) {
-			logmsg(LOG_ERR, "tap engine: %s", kp_strerror(rc));
+			logmsg(LOG_ERR, "tap engine: %s%s%s", kp_strerror(rc), err[0] != '\0' ? ": " : "",
+			       err);
 			goto out;
 		}
+		kp_tap_engine_log(engine, engine_log, NULL);
 	}
 	rc = kp_hmi_open(&hmi, cfg.hmi);
 	if (rc != KP_HAL_OK) {

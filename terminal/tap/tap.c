@@ -2,6 +2,7 @@
  * journal record; it commits before the caller may show anything to the rider. The
  * record is signed inside the transaction (deterministic ECDSA, ~0.3 ms), so no unsigned
  * record ever exists on disk and "committed" and "signed" are the same instant. */
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +29,27 @@ struct kp_tap_engine {
 	struct kp_record pending[2];         /* the records of the open transaction */
 	int n_pending;
 	char force_event[16];                /* "" or the event the next taps are (quote) */
+	void (*log)(void *arg, const char *msg);
+	void *log_arg;
 };
 
+static void tap_log(const kp_tap_engine *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void tap_log(const kp_tap_engine *e, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (e->log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	e->log(e->log_arg, msg);
+}
+
 /* jpki_ca: comma-separated certificate files (PEM or DER). */
-static int load_jpki_cas(kp_tap_engine *e, const char *list)
+static int load_jpki_cas(kp_tap_engine *e, const char *list, char *err, size_t err_cap)
 {
 	char buf[sizeof(((struct kp_terminal_cfg *)0)->jpki_ca)], *save = NULL;
 	int rc;
@@ -39,12 +57,12 @@ static int load_jpki_cas(kp_tap_engine *e, const char *list)
 	snprintf(buf, sizeof(buf), "%s", list);
 	for (char *p = strtok_r(buf, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
 		if (e->n_jpki_cas == KP_MAX_JPKI_CAS) {
-			fprintf(stderr, "kippu: jpki_ca: at most %d certificates\n", KP_MAX_JPKI_CAS);
+			snprintf(err, err_cap, "jpki_ca: at most %d certificates", KP_MAX_JPKI_CAS);
 			return KP_E_CONFIG;
 		}
 		rc = kp_cert_load(&e->jpki_cas[e->n_jpki_cas], p);
 		if (rc != 0) {
-			fprintf(stderr, "kippu: jpki_ca %s: %s\n", p, kp_strerror(rc));
+			snprintf(err, err_cap, "jpki_ca %s: %s", p, kp_strerror(rc));
 			return KP_E_CONFIG;
 		}
 		e->n_jpki_cas++;
@@ -55,10 +73,22 @@ static int load_jpki_cas(kp_tap_engine *e, const char *list)
 int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
                        const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN])
 {
+	char err[256];
+
+	return kp_tap_engine_open_err(out, s, cfg, key, token_key, err, sizeof(err));
+}
+
+int kp_tap_engine_open_err(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
+                           const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                           char *err, size_t err_cap)
+{
 	kp_tap_engine *e;
 	int rc;
 
 	*out = NULL;
+	if (err == NULL || err_cap == 0)
+		return KP_E_INVAL;
+	err[0] = '\0';
 	if (s == NULL || cfg == NULL || key == NULL || token_key == NULL ||
 	    cfg->terminal_id[0] == '\0' || cfg->operator_id[0] == '\0')
 		return KP_E_INVAL;
@@ -71,7 +101,7 @@ int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_termina
 	memcpy(e->token_key, token_key, KP_TOKEN_KEY_LEN);
 	rc = kp_store_journal_head(s, &e->seq, e->prev);
 	if (rc == KP_OK)
-		rc = load_jpki_cas(e, cfg->jpki_ca);
+		rc = load_jpki_cas(e, cfg->jpki_ca, err, err_cap);
 	if (rc != KP_OK) {
 		kp_tap_engine_close(e);
 		return rc;
@@ -177,14 +207,19 @@ static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_
 		/* Re-read the head, in case the failure came from a journal that moved. */
 		if (kp_store_journal_head(e->s, &e->seq, e->prev) != KP_OK)
 			memcpy(e->prev, prev_before, KP_SHA256_LEN);
-		fprintf(stderr, "kippu: tap not recorded: %s (%s)\n", kp_strerror(rc),
-		        kp_store_errmsg(e->s));
+		tap_log(e, "tap not recorded: %s (%s)", kp_strerror(rc), kp_store_errmsg(e->s));
 		return rc;
 	}
 	e->seq += (uint64_t)n;
 	for (int i = 0; i < n && e->observer != NULL; i++)
 		e->observer(e->observer_arg, &e->pending[i]);
 	return KP_OK;
+}
+
+void kp_tap_engine_log(kp_tap_engine *e, void (*fn)(void *arg, const char *msg), void *arg)
+{
+	e->log = fn;
+	e->log_arg = arg;
 }
 
 void kp_tap_engine_observe(kp_tap_engine *e, void (*fn)(void *arg, const struct kp_record *rec),
@@ -723,7 +758,7 @@ static int price_or_refuse(struct tap *t, const struct kp_leg *leg, int64_t cap_
 	*priced = rc == KP_OK;
 	if (rc == KP_E_DB || rc == KP_OK)
 		return rc;
-	fprintf(stderr, "kippu: no fare: %s (%s)\n", kp_strerror(rc),
+	tap_log(t->e, "no fare: %s (%s)", kp_strerror(rc),
 	        !t->have_fare ? "no fare feed for this operator" : kp_store_errmsg(t->e->s));
 	refuse_why(rec, KP_R_FARE_UNKNOWN, NULL);
 	return KP_OK;
@@ -1403,7 +1438,7 @@ int kp_tap_engine_identify(kp_tap_engine *e, struct kp_reader *r, const struct k
 	int rc = kp_card_identify(r, info, &cfg, out);
 
 	if (rc != KP_OK && out->detail[0] != '\0')
-		fprintf(stderr, "kippu: My Number card refused: %s\n", out->detail);
+		tap_log(e, "My Number card refused: %s", out->detail);
 	return rc;
 }
 
@@ -1475,8 +1510,8 @@ int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info
 	if (id.kind == KP_CARD_TRANSIT_IC && !id.has_token)
 		return rc;
 	if (id.kind == KP_CARD_TRANSIT_IC)
-		fprintf(stderr, "kippu: card read%s: %s\n",
-		        id.reason == KP_R_CARD_REMOVED ? "" : " refused", kp_strerror(rc));
+		tap_log(e, "card read%s: %s", id.reason == KP_R_CARD_REMOVED ? "" : " refused",
+		        kp_strerror(rc));
 	return kp_tap_refuse(e, id.has_token ? id.token : NULL, kp_reason_code(id.reason), now_ms,
 	                     out);
 }
