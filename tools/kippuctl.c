@@ -241,7 +241,7 @@ static int cmd_load(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
 		return 1;
 	}
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc == KP_OK) {
 		err[0] = '\0';
 		rc = kp_load_file(s, a->pos[1], key, err, sizeof(err), &n);
@@ -271,7 +271,7 @@ static int cmd_journal_verify(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 		return 1;
 	}
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc != KP_OK)
 		goto out;
 	if (a->ca != NULL) {
@@ -319,7 +319,7 @@ static int cmd_journal_export(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc == KP_OK) {
 		rc = kp_journal_export(s, a->pos[1], &n, err, sizeof(err));
 		if (rc != KP_OK)
@@ -374,7 +374,7 @@ static int cmd_journal_list(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc == KP_OK)
 		rc = kp_journal_foreach(s, list_row, NULL);
 	kp_store_close(s);
