@@ -519,9 +519,9 @@ static struct kp_reader *link_up(struct link *l)
 		l->backoff_ms = l->backoff_ms * 2 > LINK_BACKOFF_MAX_MS ? LINK_BACKOFF_MAX_MS :
 		                l->backoff_ms * 2;
 		l->retry_at = mono_ms() + l->backoff_ms;
-		logmsg(LOG_WARNING, "reader %s: %s%s%s%s; next attempt in %d ms", l->conn,
-		       kp_strerror(rc), err[0] != '\0' ? " (" : "", err, err[0] != '\0' ? ")" : "",
-		       l->backoff_ms);
+		logmsg(LOG_WARNING, "reader %s: %s; next attempt in %d ms%s%s%s", l->conn,
+		       kp_strerror(rc), l->backoff_ms, err[0] != '\0' ? " (" : "", err,
+		       err[0] != '\0' ? ")" : "");
 		return NULL;
 	}
 	l->backoff_ms = LINK_BACKOFF_MIN_MS;
