@@ -144,9 +144,9 @@ int kp_reader_register(const struct kp_reader_ops *ops)
 }
 
 /* Opening a reader or an HMI: the ops of conn's scheme (KP_HAL_E_CONFIG if none), its open
- * called with what follows the scheme, and the object given its ops when it left them
- * unset. The two differ only in types, hence a macro. */
-#define HAL_OPEN(reg, out, conn)                                              \
+ * (`call`, which sees rest_: what follows the scheme), and the object given its ops when it
+ * left them unset. The two differ only in types, hence a macro. */
+#define HAL_OPEN(reg, out, conn, call)                                        \
 	do {                                                                      \
 		const char *rest_ = NULL;                                             \
 		int rc_;                                                              \
@@ -156,7 +156,7 @@ int kp_reader_register(const struct kp_reader_ops *ops)
 		ops = (conn) != NULL ? hal_lookup((reg), (conn), &rest_) : NULL;      \
 		if (ops == NULL)                                                      \
 			return (conn) == NULL ? KP_HAL_E_INVAL : KP_HAL_E_CONFIG;         \
-		rc_ = ops->open((out), rest_);                                        \
+		rc_ = (call);                                                         \
 		if (rc_ == KP_HAL_OK && *(out) == NULL)                               \
 			return KP_HAL_E_IO;                                               \
 		if (rc_ != KP_HAL_OK) {                                               \
@@ -170,9 +170,18 @@ int kp_reader_register(const struct kp_reader_ops *ops)
 
 int kp_reader_open(struct kp_reader **out, const char *conn)
 {
+	return kp_reader_open_err(out, conn, NULL, 0);
+}
+
+int kp_reader_open_err(struct kp_reader **out, const char *conn, char *err, size_t err_cap)
+{
 	const struct kp_reader_ops *ops;
 
-	HAL_OPEN(&hal_readers, out, conn);
+	if (err_cap > 0)
+		err[0] = '\0';
+	HAL_OPEN(&hal_readers, out, conn,
+	         ops->open_err != NULL && err_cap > 0 ? ops->open_err(out, rest_, err, err_cap)
+	                                              : ops->open(out, rest_));
 }
 
 int kp_reader_wait_card(struct kp_reader *r, const struct kp_poll *poll,
@@ -258,7 +267,7 @@ int kp_hmi_open(struct kp_hmi **out, const char *conn)
 {
 	const struct kp_hmi_ops *ops;
 
-	HAL_OPEN(&hal_hmis, out, conn);
+	HAL_OPEN(&hal_hmis, out, conn, ops->open(out, rest_));
 }
 
 int kp_hmi_show(struct kp_hmi *h, const struct kp_hmi_msg *msg)

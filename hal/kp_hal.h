@@ -86,6 +86,9 @@ struct kp_reader_ops {
 	/* The backend's own account of its last failure ("" if none), e.g. libnfc's text. */
 	int  (*last_error)(struct kp_reader *r, char *buf, size_t cap);
 	void (*close)(struct kp_reader *r);
+	/* Optional: open, with why it failed in err (err_cap > 0). A backend without it is
+	 * opened with open, and err stays "". */
+	int  (*open_err)(struct kp_reader **out, const char *conn, char *err, size_t err_cap);
 };
 
 /* Every reader handle starts with this, so generic code can find its ops. */
@@ -98,6 +101,8 @@ struct kp_reader {
  * scheme is KP_HAL_E_INVAL. kp_reader_open: unknown scheme -> KP_HAL_E_CONFIG. */
 int kp_reader_register(const struct kp_reader_ops *ops);
 int kp_reader_open(struct kp_reader **out, const char *conn);
+/* The same; err gets the backend's account of a failure ("" when it has none). */
+int kp_reader_open_err(struct kp_reader **out, const char *conn, char *err, size_t err_cap);
 int kp_reader_wait_card(struct kp_reader *r, const struct kp_poll *poll,
                         struct kp_card_info *info, int timeout_ms);
 int kp_reader_transceive(struct kp_reader *r, const uint8_t *tx, size_t tx_len,

@@ -176,19 +176,20 @@ static unsigned ln_device_techs(nfc_device *dev)
 	return techs;
 }
 
-static int ln_open(struct kp_reader **out, const char *conn)
+static int ln_open_err(struct kp_reader **out, const char *conn, char *err, size_t err_cap)
 {
 	char cs[NFC_BUFSIZE_CONNSTRING];
 	struct ln_reader *r = NULL;
 	int rc, res;
 
-	if (out == NULL || conn == NULL)
+	if (out == NULL || conn == NULL || err == NULL || err_cap == 0)
 		return KP_HAL_E_INVAL;
 	*out = NULL;
+	err[0] = '\0';
 	rc = kp_libnfc_parse_conn(conn, cs, sizeof(cs));
 	if (rc != KP_HAL_OK) {
-		fprintf(stderr, "libnfc reader: bad connection string '%s' (use libnfc or "
-		        "libnfc:DRIVER:PORT, e.g. libnfc:pn532_uart:/dev/ttyUSB0)\n", conn);
+		snprintf(err, err_cap, "libnfc reader: bad connection string '%s' (use libnfc or "
+		         "libnfc:DRIVER:PORT, e.g. libnfc:pn532_uart:/dev/ttyUSB0)", conn);
 		return rc;
 	}
 	r = calloc(1, sizeof(*r));
@@ -203,8 +204,8 @@ static int ln_open(struct kp_reader **out, const char *conn)
 	r->dev = nfc_open(r->ctx, cs[0] != '\0' ? cs : NULL);
 	if (r->dev == NULL) {
 		/* libnfc says no more than "could not": missing, busy or silent. */
-		fprintf(stderr, "libnfc reader: cannot open %s\n",
-		        cs[0] != '\0' ? cs : "libnfc's default device");
+		snprintf(err, err_cap, "libnfc reader: cannot open %s",
+		         cs[0] != '\0' ? cs : "libnfc's default device");
 		rc = KP_HAL_E_IO;
 		goto out;
 	}
@@ -215,7 +216,7 @@ static int ln_open(struct kp_reader **out, const char *conn)
 		res = nfc_device_set_property_bool(r->dev, NP_AUTO_ISO14443_4, true);
 	if (res < 0) {
 		ln_set_err(r, "initiator set-up", res);
-		fprintf(stderr, "libnfc reader: %s\n", r->err);
+		snprintf(err, err_cap, "libnfc reader: %s", r->err);
 		rc = KP_HAL_E_IO;
 		goto out;
 	}
@@ -227,6 +228,13 @@ static int ln_open(struct kp_reader **out, const char *conn)
 out:
 	ln_close(r != NULL ? &r->base : NULL);
 	return rc;
+}
+
+static int ln_open(struct kp_reader **out, const char *conn)
+{
+	char err[LN_ERR_MAX + 64];
+
+	return ln_open_err(out, conn, err, sizeof(err));
 }
 
 static void ln_fill_info(const nfc_target *nt, unsigned baud, const struct kp_poll *poll,
@@ -544,6 +552,7 @@ out:
 const struct kp_reader_ops kp_libnfc_reader_ops = {
 	.scheme = "libnfc",
 	.open = ln_open,
+	.open_err = ln_open_err,
 	.wait_card = ln_wait_card,
 	.transceive = ln_transceive,
 	.release = ln_release,

@@ -359,6 +359,13 @@ static int64_t ms_at(int64_t offset_s)
 	return (T_START + offset_s) * 1000;
 }
 
+/* The tap engine's log lines on this process's stderr, as the terminal logs them. */
+static void log_stderr(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "kippu: %s\n", msg);
+}
+
 static int fx_setup(void **state)
 {
 	static int n;
@@ -381,6 +388,7 @@ static int fx_setup(void **state)
 		return -1;
 	if (kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, token_key) != KP_OK)
 		return -1;
+	kp_tap_engine_log(f->e, log_stderr, NULL);
 	*state = f;
 	return 0;
 }
@@ -1259,6 +1267,7 @@ static void test_direct_tap_value_limit(void **state)
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
 	kp_tap_engine_close(f->e);
 	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &f->cfg, f->key, token_key), KP_OK);
+	kp_tap_engine_log(f->e, log_stderr, NULL);
 
 	/* stored value held by hanako's linkage; direct taps may use it, 300 yen a day */
 	memset(&b, 0, sizeof(b));
@@ -2345,6 +2354,7 @@ static void test_token_bound_to_ca(void **state)
 	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/CA.crt,%s/TWIN.crt", dir, dir);
 	kp_tap_engine_close(f->e);
 	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &cfg, f->key, token_key), KP_OK);
+	kp_tap_engine_log(f->e, log_stderr, NULL);
 	r = open_scn("card twin mynumber dir=twin\ncard hanako mynumber dir=hanako\n"
 	             "tap +0 twin\ntap +70 hanako\n");
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
@@ -2493,6 +2503,7 @@ static void test_mynumber_texts(void **state)
 	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/RENEWED.der", dir);
 	kp_tap_engine_close(f->e);
 	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &cfg, f->key, token_key), KP_OK);
+	kp_tap_engine_log(f->e, log_stderr, NULL);
 	r = open_scn("card expired mynumber dir=expired\ncard foreignexp mynumber dir=foreign_expired\n"
 	             "tap +0 expired\ntap +70 foreignexp\n");
 	assert_int_equal(tap_next(f, r, &o, NULL), KP_OK);
@@ -2504,6 +2515,7 @@ static void test_mynumber_texts(void **state)
 	snprintf(cfg.jpki_ca, sizeof(cfg.jpki_ca), "%s/OTHER.crt,%s/CA.crt", dir, dir);
 	kp_tap_engine_close(f->e);
 	assert_int_equal(kp_tap_engine_open(&f->e, f->s, &cfg, f->key, token_key), KP_OK);
+	kp_tap_engine_log(f->e, log_stderr, NULL);
 	r = open_scn("card expired mynumber dir=expired\ncard future mynumber dir=future\n"
 	             "card foreign2 mynumber dir=foreign_expired\n"
 	             "tap +0 expired\ntap +70 future\ntap +140 foreign2\n");

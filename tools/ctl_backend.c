@@ -631,7 +631,7 @@ static int backend_load(kp_bstore *s, const char *path, const char *label)
 	int rc;
 
 	memset(&b, 0, sizeof(b));
-	rc = kp_store_open(&scratch, ":memory:");
+	rc = kp_ctl_store_open(&scratch, ":memory:");
 	if (rc != KP_OK)
 		return 1;
 	if (kp_bstore_report(s, KP_REPORT_OPERATORS, NULL, seed_operator, scratch) != KP_BE_OK) {
@@ -791,7 +791,7 @@ static int backend_fares_import(const char *dir, const char *db, const char *fee
 	}
 	opts.feed_id = feed;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (kp_store_open(&scratch, ":memory:") != KP_OK)
+	if (kp_ctl_store_open(&scratch, ":memory:") != KP_OK)
 		return 1;
 	if (kp_fares_import(scratch, dir, &opts, &st, err, sizeof(err)) != KP_OK) {
 		fprintf(stderr, "kippuctl: %s\n", err);

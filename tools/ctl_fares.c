@@ -85,7 +85,7 @@ static int cmd_import(struct fargs *a)
 	char err[KP_FARE_MSG_MAX];
 	int rc;
 
-	rc = kp_store_open(&s, a->pos[1]);
+	rc = kp_ctl_store_open(&s, a->pos[1]);
 	if (rc == KP_OK) {
 		rc = kp_fares_import(s, a->pos[0], &opts, &st, err, sizeof(err));
 		if (rc != KP_OK)
@@ -108,7 +108,7 @@ static int cmd_lookup(struct fargs *a)
 	kp_store *s = NULL;
 	int rc;
 
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc == KP_OK) {
 		rc = kp_fare_lookup(s, &a->q, &r);
 		if (rc == KP_OK) {

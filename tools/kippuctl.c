@@ -213,7 +213,7 @@ static int cmd_load(struct args *a)
 	rc = token_key_arg(a, 2, key);
 	if (rc != 0)
 		return rc;
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc == KP_OK) {
 		err[0] = '\0';
 		rc = kp_load_file(s, a->pos[1], key, err, sizeof(err), &n);
@@ -243,7 +243,7 @@ static int cmd_journal_verify(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 		return 1;
 	}
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc != KP_OK)
 		goto out;
 	if (a->ca != NULL) {
@@ -291,7 +291,7 @@ static int cmd_journal_export(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc == KP_OK) {
 		rc = kp_journal_export(s, a->pos[1], &n, err, sizeof(err));
 		if (rc != KP_OK)
@@ -346,7 +346,7 @@ static int cmd_journal_list(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open(&s, a->pos[0]);
 	if (rc == KP_OK)
 		rc = kp_journal_foreach(s, list_row, NULL);
 	kp_store_close(s);

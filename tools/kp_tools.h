@@ -28,6 +28,9 @@ int kp_ctl_validity(const char *not_before, const char *not_after, int days, int
 int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
                   uint8_t token[KP_TOKEN_LEN]);
 
+/* kp_store_open that tells stderr why the store did not open ("kippuctl: store PATH: ..."). */
+int kp_ctl_store_open(kp_store **s, const char *path);
+
 /* Loads a load file (operators, products, entitlements, denylist) into the store in one
  * transaction: on any error nothing changes, and err names the line. */
 int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN_KEY_LEN],

@@ -529,3 +529,13 @@ int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN
 	}
 	return rc;
 }
+
+int kp_ctl_store_open(kp_store **s, const char *path)
+{
+	char err[600];
+	int rc = kp_store_open_err(s, path, err, sizeof(err));
+
+	if (rc != KP_OK)
+		fprintf(stderr, "kippuctl: %s\n", err);
+	return rc;
+}

@@ -227,19 +227,27 @@ struct link_state {
 	int64_t until_ms;                /* the transit IC card must come before this */
 };
 
-static void show_reason(struct kp_hmi *hmi, const char *reason, int64_t now, enum kp_led led,
+static void show_reason(struct kp_hmi *hmi, enum kp_reason reason, int64_t now, enum kp_led led,
                         enum kp_beep beep)
 {
-	show_info(hmi, reason, kp_tap_reason_text(reason), now, led, beep);
+	show_info(hmi, kp_reason_code(reason), kp_reason_text(kp_reason_code(reason), 0), now, led,
+	          beep);
+}
+
+/* Link mode's system-error: the rider tries again at the counter. */
+static void show_link_not_recorded(struct kp_hmi *hmi, int64_t now)
+{
+	show_info(hmi, kp_reason_code(KP_R_SYSTEM_ERROR), "Not recorded: try again", now, KP_LED_RED,
+	          KP_BEEP_ERROR);
 }
 
 /* A My Number card at the counter. Its PIN is taken for it before any APDU (and consumed,
  * so no later card can be sent it), used at most once, and wiped. */
-static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struct kp_hmi *hmi,
+static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r,
+                               const struct kp_card_info *info, struct kp_hmi *hmi,
                                const char *pin_file, struct link_state *ls, int64_t now)
 {
-	const char *reason = NULL;
-	kp_cert *cert = NULL;
+	struct kp_card_id id;
 	struct kp_pin pin;
 	struct kp_jpki j;
 	char err[256] = "", text[128];
@@ -249,46 +257,49 @@ static void link_mode_mynumber(kp_tap_engine *engine, struct kp_reader *r, struc
 	memset(&pin, 0, sizeof(pin));
 	rc = pin_file != NULL ? kp_pin_take_file(&pin, pin_file, err, sizeof(err)) : KP_E_PIN_NONE;
 	if (rc == KP_E_PIN_NONE) {
-		show_reason(hmi, "pin-missing", now, KP_LED_AMBER, KP_BEEP_NOTICE);
+		show_reason(hmi, KP_R_PIN_MISSING, now, KP_LED_AMBER, KP_BEEP_NOTICE);
 		return;
 	}
 	if (rc != KP_OK) {
 		logmsg(LOG_WARNING, "link mode: PIN refused before the card was asked anything: %s", err);
-		show_reason(hmi, rc == KP_E_PIN_FORMAT ? "pin-invalid" : "system-error", now, KP_LED_RED,
-		            KP_BEEP_ERROR);
+		if (rc == KP_E_PIN_FORMAT)
+			show_reason(hmi, KP_R_PIN_INVALID, now, KP_LED_RED, KP_BEEP_ERROR);
+		else
+			show_link_not_recorded(hmi, now);
 		return;
 	}
-	rc = kp_tap_identify_mynumber(engine, r, now, ls->linkage, &cert, &reason);
+	rc = kp_tap_engine_identify(engine, r, info, now, KP_CARD_ID_CERT, &id);
 	if (rc != KP_OK) {
 		kp_pin_wipe(&pin);
-		show_reason(hmi, reason, now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, id.reason, now, KP_LED_RED, KP_BEEP_ERROR);
 		return;
 	}
+	memcpy(ls->linkage, id.token, KP_TOKEN_LEN);
 	kp_jpki_init(&j, r, 500);
-	rc = kp_jpki_prove(&j, cert, &pin, &tries, err, sizeof(err));
+	rc = kp_jpki_prove(&j, id.cert, &pin, &tries, err, sizeof(err));
 	kp_pin_wipe(&pin);
-	kp_cert_free(cert);
+	kp_card_id_wipe(&id);
 	if (rc == KP_OK) {
 		ls->have_linkage = 1;
 		ls->until_ms = now + 60000;
-		show_reason(hmi, "link-ready", now, KP_LED_BLUE, KP_BEEP_NOTICE);
+		show_reason(hmi, KP_R_LINK_READY, now, KP_LED_BLUE, KP_BEEP_NOTICE);
 		return;
 	}
 	if (rc != KP_E_SW_PIN || tries > 0)
 		logmsg(LOG_WARNING, "link mode: %s", err);
 	if (rc == KP_E_PIN_LAST_TRY) {
-		show_reason(hmi, "pin-low", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_PIN_LOW, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_SW_BLOCKED || (rc == KP_E_SW_PIN && tries == 0)) {
-		show_reason(hmi, "pin-blocked", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_PIN_BLOCKED, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_SW_PIN) {
 		snprintf(text, sizeof(text), "Wrong PIN: %d tr%s left", tries, tries == 1 ? "y" : "ies");
-		show_info(hmi, "pin-wrong", text, now, KP_LED_RED, KP_BEEP_ERROR);
+		show_info(hmi, kp_reason_code(KP_R_PIN_WRONG), text, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_PIN_COUNTER) {
-		show_reason(hmi, "pin-unreadable", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_PIN_UNREADABLE, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else if (rc == KP_E_CARD_SIGNATURE) {
-		show_reason(hmi, "card-not-genuine", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_CARD_NOT_GENUINE, now, KP_LED_RED, KP_BEEP_ERROR);
 	} else {
-		show_reason(hmi, "card-error", now, KP_LED_RED, KP_BEEP_ERROR);
+		show_reason(hmi, KP_R_CARD_ERROR, now, KP_LED_RED, KP_BEEP_ERROR);
 	}
 }
 
@@ -299,32 +310,33 @@ static void link_mode_tap(kp_tap_engine *engine, struct kp_reader *r,
 	struct kp_tap_outcome o;
 
 	if (info->tech == KP_TECH_ISO14443B) {
-		link_mode_mynumber(engine, r, hmi, pin_file, ls, now);
+		link_mode_mynumber(engine, r, info, hmi, pin_file, ls, now);
 		return;
 	}
 	if (info->tech == KP_TECH_FELICA && ls->have_linkage && now < ls->until_ms) {
-		uint8_t token[KP_TOKEN_LEN], key[KP_TOKEN_KEY_LEN];
+		struct kp_card_id id;
+		int rc;
 
 		ls->have_linkage = 0;
-		if (kp_tap_engine_token_key(engine, key) != KP_OK ||
-		    kp_token_derive(key, "felica", info->u.felica.idm, 8, token) != 0 ||
-		    kp_tap_link(engine, token, ls->linkage, now, &o) != KP_OK) {
-			kp_zeroize(key, sizeof(key));
-			show_info(hmi, "system-error", "Not recorded: try again", now, KP_LED_RED,
-			          KP_BEEP_ERROR);
+		/* the token only: a link request reads nothing of the card */
+		rc = kp_tap_engine_identify(engine, r, info, now, 0, &id);
+		if (rc == KP_OK)
+			rc = kp_tap_link(engine, id.token, ls->linkage, now, &o);
+		kp_card_id_wipe(&id);
+		if (rc != KP_OK) {
+			show_link_not_recorded(hmi, now);
 			return;
 		}
-		kp_zeroize(key, sizeof(key));
-		show_reason(hmi, "link-request", now, KP_LED_GREEN, KP_BEEP_OK);
+		show_reason(hmi, KP_R_LINK_REQUEST, now, KP_LED_GREEN, KP_BEEP_OK);
 		return;
 	}
-	show_reason(hmi, "link-first", now, KP_LED_AMBER, KP_BEEP_NOTICE);
+	show_reason(hmi, KP_R_LINK_FIRST, now, KP_LED_AMBER, KP_BEEP_NOTICE);
 }
 
 static void show_out_of_service(struct kp_hmi *hmi, int64_t now)
 {
-	struct kp_hmi_msg msg = { KP_HMI_REFUSED, "system-error", "Not recorded: tap again",
-	                          NULL, -1, now };
+	struct kp_hmi_msg msg = { KP_HMI_REFUSED, kp_reason_code(KP_R_SYSTEM_ERROR),
+	                          kp_reason_text(kp_reason_code(KP_R_SYSTEM_ERROR), 0), NULL, -1, now };
 
 	kp_hmi_show(hmi, &msg);
 	kp_hmi_led(hmi, KP_LED_RED);
@@ -334,10 +346,10 @@ static void show_out_of_service(struct kp_hmi *hmi, int64_t now)
 static void inspect(struct kp_reader *r, const struct kp_card_info *info,
                     const uint8_t token_key[KP_TOKEN_KEY_LEN], int timeout_ms)
 {
+	const struct kp_card_id_cfg cfg = { token_key, NULL, 0, timeout_ms, 0, KP_CARD_ID_BALANCE };
+	struct kp_card_id id;
 	struct kp_felica f;
-	struct kp_transit_balance bal;
 	struct kp_transit_history h[KP_FELICA_HISTORY_BLOCKS];
-	uint8_t token[KP_TOKEN_LEN];
 	char hex[2 * KP_TOKEN_LEN + 1];
 	int rc;
 
@@ -345,16 +357,16 @@ static void inspect(struct kp_reader *r, const struct kp_card_info *info,
 		printf("card: not a FeliCa card (technology %d)\n", (int)info->tech);
 		return;
 	}
-	kp_token_derive(token_key, "felica", info->u.felica.idm, 8, token);
-	kp_hex(token, KP_TOKEN_LEN, hex);
-	kp_felica_init(&f, r, info, timeout_ms);
-	rc = kp_transit_read_balance(&f, &bal);
+	rc = kp_card_identify(r, info, &cfg, &id);
+	kp_hex(id.token, KP_TOKEN_LEN, hex);
+	kp_card_id_wipe(&id);
 	if (rc != KP_OK) {
 		printf("card token %s: balance unreadable: %s\n", hex, kp_strerror(rc));
 		return;
 	}
-	printf("card token %s: type %u region %u balance %u yen\n", hex, bal.card_type,
-	       bal.region, bal.balance);
+	printf("card token %s: type %u region %u balance %u yen\n", hex, id.balance.card_type,
+	       id.balance.region, id.balance.balance);
+	kp_felica_init(&f, r, info, timeout_ms);
 	rc = kp_transit_read_history(&f, h);
 	if (rc != KP_OK) {
 		printf("  history unreadable: %s\n", kp_strerror(rc));
@@ -496,20 +508,22 @@ static void link_down(struct link *l, const char *why)
 /* Reopens the reader when its time has come; returns it, or NULL while it is offline. */
 static struct kp_reader *link_up(struct link *l)
 {
+	char err[256];
 	int rc;
 
 	if (l->r != NULL)
 		return l->r;
 	if (mono_ms() < l->retry_at)
 		return NULL;
-	rc = kp_reader_open(&l->r, l->conn);
+	rc = kp_reader_open_err(&l->r, l->conn, err, sizeof(err));
 	if (rc != KP_HAL_OK) {
 		l->r = NULL;
 		l->backoff_ms = l->backoff_ms * 2 > LINK_BACKOFF_MAX_MS ? LINK_BACKOFF_MAX_MS :
 		                l->backoff_ms * 2;
 		l->retry_at = mono_ms() + l->backoff_ms;
-		logmsg(LOG_WARNING, "reader %s: %s; next attempt in %d ms", l->conn, kp_strerror(rc),
-		       l->backoff_ms);
+		logmsg(LOG_WARNING, "reader %s: %s; next attempt in %d ms%s%s%s", l->conn,
+		       kp_strerror(rc), l->backoff_ms, err[0] != '\0' ? " (" : "", err,
+		       err[0] != '\0' ? ")" : "");
 		return NULL;
 	}
 	l->backoff_ms = LINK_BACKOFF_MIN_MS;
@@ -593,9 +607,11 @@ static int sync_once(struct syncer *y)
 	int rc;
 
 	memset(&st, 0, sizeof(st));
-	rc = kp_store_open(&s, cfg->database);
-	if (rc != KP_OK)
+	rc = kp_store_open_err(&s, cfg->database, err, sizeof(err));
+	if (rc != KP_OK) {
+		logmsg(LOG_WARNING, "sync: %s", err);
 		return rc;
+	}
 	kp_store_sync_source(s, &src);
 	rc = kp_sync_run(y->tls, cfg->backend_host, cfg->backend_port, cfg->backend_name,
 	                 cfg->terminal_id, y->backend_cert, &src, cfg->sync_timeout_ms, &st, err,
@@ -664,6 +680,14 @@ static void events_log(void *arg, const char *msg)
 static void session_log(int warn, const char *msg)
 {
 	logmsg(warn ? LOG_WARNING : LOG_INFO, "%s", msg);
+}
+
+/* The tap engine's log: why a card, a fare or a commit failed (never on the console's
+ * message line, which says it in the driver's words). */
+static void engine_log(void *arg, const char *msg)
+{
+	(void)arg;
+	logmsg(LOG_NOTICE, "%s", msg);
 }
 
 /* While the console draws on the terminal, stderr (ours and the library's) goes to
@@ -929,13 +953,15 @@ struct app {
  * -1 to go on, or the exit status. */
 static int app_open_reader(struct app *a)
 {
+	char err[256];
 	int rc;
 
 	a->link.conn = a->cfg.reader;
 	a->link.backoff_ms = LINK_BACKOFF_MIN_MS;
-	rc = kp_reader_open(&a->reader, a->cfg.reader);
+	rc = kp_reader_open_err(&a->reader, a->cfg.reader, err, sizeof(err));
 	if (rc != KP_HAL_OK) {
-		logmsg(LOG_ERR, "reader %s: %s", a->cfg.reader, kp_strerror(rc));
+		logmsg(LOG_ERR, "reader %s: %s%s%s%s", a->cfg.reader, kp_strerror(rc),
+		       err[0] != '\0' ? " (" : "", err, err[0] != '\0' ? ")" : "");
 		/* A reader that is missing or silent may come back: wait for it. A wrong
 		 * connection string or scenario will not. */
 		if (rc != KP_HAL_E_IO || a->cli->describe)
@@ -961,6 +987,7 @@ static int app_open_reader(struct app *a)
 static int app_open_engine(struct app *a)
 {
 	const struct kp_terminal_cfg *cfg = &a->cfg;
+	char err[600];
 	int rc;
 
 	if (cfg->terminal_id[0] == '\0' || cfg->operator_id[0] == '\0') {
@@ -972,17 +999,22 @@ static int app_open_engine(struct app *a)
 		logmsg(LOG_ERR, "key %s: %s", cfg->key_path, kp_strerror(rc));
 		return 1;
 	}
-	rc = kp_store_open(&a->store, cfg->database);
-	if (rc != KP_OK)
+	rc = kp_store_open_err(&a->store, cfg->database, err, sizeof(err));
+	if (rc != KP_OK) {
+		logmsg(LOG_ERR, "%s", err);
 		return 1;
+	}
 	rc = bind_identity(a->store, cfg, a->key);
 	if (rc != KP_OK)
 		return 1;
-	rc = kp_tap_engine_open(&a->engine, a->store, cfg, a->key, a->token_key);
+	rc = kp_tap_engine_open_err(&a->engine, a->store, cfg, a->key, a->token_key, err,
+	                            sizeof(err));
 	if (rc != KP_OK) {
-		logmsg(LOG_ERR, "tap engine: %s", kp_strerror(rc));
+		logmsg(LOG_ERR, "tap engine: %s%s%s", kp_strerror(rc), err[0] != '\0' ? ": " : "",
+		       err);
 		return 1;
 	}
+	kp_tap_engine_log(a->engine, engine_log, NULL);
 	return -1;
 }
 

@@ -50,6 +50,21 @@ enum kp_term_rc {
 /* Text for any kippu error code (HAL, crypto, record, terminal). */
 const char *kp_strerror(int rc);
 
+/* ---- reasons of results and refusals (reasons.def: one row each) ---- */
+
+enum kp_reason {
+#define KP_REASON(id, code, en, ja) KP_R_##id,
+#include "reasons.def"
+#undef KP_REASON
+	KP_R_COUNT
+};
+/* The wire string of a reason ("ok", "denylisted", ...): what records, the HMI and the
+ * event stream carry. */
+const char *kp_reason_code(enum kp_reason r);
+/* What the rider reads for a reason's wire string, in Japanese (ja != 0) or English; NULL
+ * for a reason the table does not know or that has no text in that language. */
+const char *kp_reason_text(const char *code, int ja);
+
 /* ---- FeliCa client (JIS X 6319-4 frames over the HAL) ---- */
 
 #define KP_FELICA_MAX_BLOCKS 12
@@ -181,6 +196,49 @@ void kp_pin_wipe(struct kp_pin *pin);
  * fresh random challenge and verifies it with the certificate (KP_E_CARD_SIGNATURE). */
 int  kp_jpki_prove(struct kp_jpki *j, const kp_cert *cert, struct kp_pin *pin, int *tries_left,
                    char *err, size_t err_cap);
+
+/* ---- card identification: which card, its token, its balance ---- */
+
+enum kp_card_kind {
+	KP_CARD_NONE = 0,                /* not a card kippu takes (or not identified) */
+	KP_CARD_TRANSIT_IC,              /* FeliCa transit IC card: token of its IDm */
+	KP_CARD_MYNUMBER,                /* My Number card (JPKI): its linkage token */
+};
+
+#define KP_CARD_ID_BALANCE 0x1       /* read a transit IC card's balance block */
+#define KP_CARD_ID_CERT    0x2       /* keep a My Number card's certificate (strong mode) */
+
+/* What identification needs: the token key never leaves card/ and the tap engine. */
+struct kp_card_id_cfg {
+	const uint8_t *token_key;        /* KP_TOKEN_KEY_LEN bytes */
+	const kp_cert *const *jpki_cas;  /* the JPKI CAs My Number cards chain to */
+	size_t n_jpki_cas;
+	int timeout_ms;                  /* per frame */
+	int64_t now_ms;                  /* certificates are judged at this time */
+	unsigned flags;                  /* KP_CARD_ID_BALANCE, KP_CARD_ID_CERT */
+};
+
+struct kp_card_id {                  /* the token is wiped by kp_card_id_wipe */
+	enum kp_card_kind kind;
+	int has_token;                   /* token is the card's (also when a read failed after) */
+	uint8_t token[KP_TOKEN_LEN];
+	int has_balance;                 /* balance read (KP_CARD_ID_BALANCE) */
+	struct kp_transit_balance balance;
+	kp_cert *cert;                   /* KP_CARD_ID_CERT: the certificate; kp_cert_free it */
+	enum kp_reason reason;           /* KP_R_OK, or why the card cannot be used */
+	char detail[256];                /* a My Number card refused: why, naming no one */
+};
+
+/* Identifies the card the reader activated (info): a transit IC card by its IDm (then,
+ * with KP_CARD_ID_BALANCE, reads its balance block: it proves the card is still in the
+ * field), a My Number card by its authentication certificate (SELECT JPKI first; a Type B
+ * card without JPKI or a terminal without JPKI CAs: unsupported-card, one APDU). KP_OK,
+ * or the error and out->reason (card-removed, card-error, unsupported-card, card-invalid,
+ * card-expired, card-not-yet-valid). */
+int kp_card_identify(struct kp_reader *r, const struct kp_card_info *info,
+                     const struct kp_card_id_cfg *cfg, struct kp_card_id *out);
+/* Wipes the token and frees the certificate. */
+void kp_card_id_wipe(struct kp_card_id *id);
 
 /* Lets mock My Number cards sign with their RSA keys (see hal/SCENARIO.md). */
 void kp_terminal_register_mock_signer(void);

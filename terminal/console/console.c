@@ -388,8 +388,8 @@ static void draw_banner(kp_console *c, const struct kp_console_tap *t, int have,
 		char s1[160], s2[160];
 
 		if (t->pending) {
-			r1 = kp_console_reason_text("confirm", NULL, c->lang_ja);
-			r2 = kp_console_reason_text("confirm", NULL, !c->lang_ja);
+			r1 = kp_reason_text(kp_reason_code(KP_R_CONFIRM), c->lang_ja);
+			r2 = kp_reason_text(kp_reason_code(KP_R_CONFIRM), !c->lang_ja);
 		} else if (strcmp(t->rec_result, "start") == 0 || strcmp(t->rec_result, "end") == 0) {
 			int start = t->rec_result[0] == 's';
 
@@ -808,7 +808,9 @@ static void on_key(kp_console *c, wint_t ch, int is_key)
 			return;
 		case 'e': case 'E': push_action(c, KP_ACT_SHIFT_END, NULL, 0); return;
 		case 'b': case 'B': push_action(c, KP_ACT_BOARD, NULL, 0); return;
-		case 'r': case 'R': push_action(c, KP_ACT_REFUSE, "driver-refused", 0); return;
+		case 'r': case 'R':
+			push_action(c, KP_ACT_REFUSE, kp_reason_code(KP_R_DRIVER_REFUSED), 0);
+			return;
 		case 'o': case 'O': c->input = IN_OVERRIDE; return;
 		case 'm': case 'M': push_action(c, KP_ACT_MODE, NULL, -1); return;
 		case 'v': case 'V': push_action(c, KP_ACT_MODE, NULL, KP_CONSOLE_VALIDATE); return;

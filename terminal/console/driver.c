@@ -1,118 +1,12 @@
-/* Driver actions, shifts and shift summaries, and the texts the console shows in Japanese
- * and English. Everything a driver does is a journal record signed like a tap, so the
- * summary of a shift is computed from the journal alone and survives a restart. */
+/* Driver actions, shifts and shift summaries. Everything a driver does is a journal record
+ * signed like a tap, so the summary of a shift is computed from the journal alone and
+ * survives a restart. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kp_console.h"
-
-struct text {
-	const char *code, *ja, *en;
-};
-
-static const struct text reason_texts[] = {
-	{ "ok",                   "乗車できます",                       "OK" },
-	{ "activated",            "定期券の利用を開始しました",         "OK: pass started" },
-	{ "already",              "乗車済みです",                       "Already validated" },
-	{ "denylisted",           "このカードは使えません（係員へ）",   "Card blocked: please see staff" },
-	{ "expired",              "有効期限が切れています",             "Ticket expired" },
-	{ "not-yet-valid",        "まだ有効期間前です",                 "Ticket not valid yet" },
-	{ "exhausted",            "残り回数がありません",               "No rides left" },
-	{ "insufficient-balance", "残高不足です（チャージしてください）", "Balance too low: please top up" },
-	{ "fare-unknown",         "運賃が不明です（係員へ）",           "Fare not known here: see staff" },
-	{ "wrong-operator",       "この事業者では使えません",           "Ticket not valid on this operator" },
-	{ "no-entitlement",       "乗車券がありません",                 "No ticket on this card" },
-	{ "card-removed",         "カードが離れました：再タッチ",       "Card removed too soon: tap again" },
-	{ "card-error",           "読み取れません：再タッチ",           "Card could not be read: tap again" },
-	{ "unsupported-card",     "このカードは使えません",             "Card not supported here" },
-	{ "not-eligible",         "対象の利用者区分ではありません",     "Ticket is for another rider category" },
-	{ "eligibility-expired",  "住民資格が切れています（要更新）",   "Resident status expired: please renew" },
-	{ "eligibility-stale",    "資格を確認できません（端末の同期が必要）", "Resident status cannot be checked: terminal must sync" },
-	{ "direct-not-allowed",   "マイナンバーカードは使えません（連携ICカードで）", "My Number card not accepted here: use your linked IC card" },
-	{ "direct-limit",         "マイナンバーカードの本日の利用上限です", "My Number card: today's limit reached" },
-	{ "card-invalid",         "無効なカードです（係員へ）",         "Card not accepted: see staff" },
-	{ "card-expired",         "証明書の期限切れ（市役所で更新）",   "Card certificate expired: renew at the city office" },
-	{ "card-not-yet-valid",   "このカードはまだ使えません",         "This card cannot be used yet" },
-	{ "card-not-linked",      "乗車券がありません（新しいカードは市役所で再連携）", "No ticket for this card: new card? Link it again at the city office" },
-	{ "card-not-genuine",     "カードを確認できません（係員へ）",   "Card failed its check: please see staff" },
-	{ "pin-missing",          "暗証番号（4桁）を入力してください", "Enter your 4-digit PIN on the pad" },
-	{ "pin-invalid",          "暗証番号は4桁です：再入力してください", "PIN must be 4 digits: please enter it again" },
-	{ "pin-wrong",            "暗証番号が違います",                 "Wrong PIN" },
-	{ "pin-low",              "暗証番号の残り回数がわずかです（市役所へ）", "PIN tries almost used up: please go to the city office" },
-	{ "pin-blocked",          "暗証番号がロックされています（市役所へ）", "PIN blocked: please go to the city office" },
-	{ "pin-unreadable",       "暗証番号の状態を読み取れません（係員へ）", "PIN counter could not be read: please see staff" },
-	{ "link-ready",           "暗証番号OK：交通系ICカードをタッチ", "PIN OK: now tap your transit IC card" },
-	{ "link-request",         "連携を受け付けました（次回同期後に有効）", "Link requested: active after the next sync" },
-	{ "link-first",           "連携：先にマイナンバーカードをタッチ", "Link mode: tap your My Number card first" },
-	{ "system-error",         "記録できませんでした：再タッチ",     "Not recorded: tap again" },
-	{ "override-unreadable",  "運転士判断：カード読取不可",         "Driver override: card unreadable" },
-	{ "override-paper-pass",  "運転士判断：紙の乗車券",             "Driver override: paper pass shown" },
-	{ "override-reader-down", "運転士判断：リーダー故障",           "Driver override: reader out of order" },
-	{ "override-discretion",  "運転士判断",                         "Driver override: driver's discretion" },
-	{ "driver-refused",       "運転士が乗車をお断りしました",       "Refused by the driver" },
-	{ "driver-board",         "運転士が乗車を確認しました",         "Boarding confirmed by the driver" },
-	{ "shift",                "乗務",                               "Shift" },
-	{ "inspect",              "確認のみ（引き去りなし）",           "Validation only: nothing charged" },
-	{ "confirm",              "運転士の確認待ち：B 乗車 / R 拒否",  "Waiting for the driver: B board / R refuse" },
-};
-
-static const struct text category_texts[] = {
-	{ "",         "大人",     "adult" },
-	{ "adult",    "大人",     "adult" },
-	{ "child",    "小児",     "child" },
-	{ "senior",   "高齢者",   "senior" },
-	{ "resident", "住民",     "resident" },
-	{ "student",  "学生",     "student" },
-	{ "disabled", "障がい者", "disabled" },
-};
-
-const char *kp_console_reason_text(const char *reason, const char *result, int ja)
-{
-	const char *en;
-
-	for (size_t i = 0; i < sizeof(reason_texts) / sizeof(reason_texts[0]); i++) {
-		if (reason != NULL && strcmp(reason_texts[i].code, reason) == 0)
-			return ja ? reason_texts[i].ja : reason_texts[i].en;
-	}
-	/* A reason the fare engine learnt after this table: the engine's own English text
-	 * if it has one, else a text for the result alone. */
-	en = reason != NULL ? kp_tap_reason_text(reason) : "Refused";
-	if (result != NULL && strcmp(result, "accepted") == 0)
-		return ja ? "乗車できます" : (strcmp(en, "Refused") != 0 ? en : "OK");
-	if (result != NULL && strcmp(result, "already") == 0)
-		return ja ? "乗車済みです" : "Already validated";
-	/* Only a refusal reads as one: a request, an inspection or a driver's note does not. */
-	if (result != NULL && strcmp(result, "refused") != 0)
-		return ja ? "記録しました" : strcmp(en, "Refused") != 0 ? en : "Recorded";
-	if (ja)
-		return "ご乗車いただけません（運転士へ）";
-	return strcmp(en, "Refused") != 0 ? en : "Refused: please see the driver";
-}
-
-const char *kp_console_category_text(const char *category, int ja)
-{
-	if (category == NULL)
-		category = "";
-	for (size_t i = 0; i < sizeof(category_texts) / sizeof(category_texts[0]); i++) {
-		if (strcmp(category_texts[i].code, category) == 0)
-			return ja ? category_texts[i].ja : category_texts[i].en;
-	}
-	return category;                 /* an operator's own category id */
-}
-
-const char *kp_driver_override_reason(int digit)
-{
-	static const char *const reasons[KP_DRIVER_OVERRIDES] = {
-		"override-unreadable", "override-paper-pass", "override-reader-down",
-		"override-discretion",
-	};
-
-	if (digit < 1 || digit > KP_DRIVER_OVERRIDES)
-		return NULL;
-	return reasons[digit - 1];
-}
 
 int kp_driver_journal(kp_tap_engine *e, const char *kind, const char *result,
                       const char *reason, const char *driver, const uint8_t *token,
@@ -667,51 +561,13 @@ void kp_session_tap_failed(kp_session *ss, int64_t now_ms)
 
 	memset(&t, 0, sizeof(t));
 	t.result = KP_HMI_REFUSED;
-	snprintf(t.reason, sizeof(t.reason), "system-error");
+	snprintf(t.reason, sizeof(t.reason), "%s", kp_reason_code(KP_R_SYSTEM_ERROR));
 	snprintf(t.rec_result, sizeof(t.rec_result), "refused");
 	t.rides_left = -1;
 	t.warn_days = -1;
 	t.time_ms = now_ms;
 	kp_console_show(ss->io.console, &t);
 	kp_console_message(ss->io.console, 1, "Tap NOT recorded: the store failed (see the log)");
-}
-
-/* Reads a card's token without deciding anything; *reason says why not. */
-static int card_token(kp_session *ss, struct kp_reader *r, const struct kp_card_info *info,
-                      int64_t now, uint8_t token[KP_TOKEN_LEN], long *ic_balance,
-                      const char **reason)
-{
-	uint8_t key[KP_TOKEN_KEY_LEN];
-	struct kp_felica f;
-	struct kp_transit_balance bal;
-	int rc;
-
-	*ic_balance = -1;
-	if (info->tech == KP_TECH_ISO14443B)
-		return kp_tap_identify_mynumber(ss->io.engine, r, now, token, NULL, reason);
-	if (info->tech != KP_TECH_FELICA) {
-		*reason = "unsupported-card";
-		return KP_E_INVAL;
-	}
-	kp_tap_engine_token_key(ss->io.engine, key);
-	rc = kp_token_derive(key, "felica", info->u.felica.idm, 8, token);
-	kp_zeroize(key, sizeof(key));
-	if (rc != 0) {
-		*reason = "card-error";
-		return KP_E_INVAL;
-	}
-	kp_felica_init(&f, r, info, kp_tap_engine_cfg(ss->io.engine)->card_timeout_ms);
-	rc = kp_transit_read_balance(&f, &bal);
-	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD) {
-		*reason = "card-removed";
-		return rc;
-	}
-	if (rc != KP_OK) {
-		*reason = "card-error";
-		return rc;
-	}
-	*ic_balance = (long)bal.balance;
-	return KP_OK;
 }
 
 /* What the card holds, as up to six lines for the screen. */
@@ -805,9 +661,7 @@ int kp_session_tap(kp_session *ss, struct kp_reader *r, const struct kp_card_inf
                    int64_t now_ms, struct kp_tap_outcome *o, int *decided)
 {
 	struct kp_console_tap t;
-	uint8_t token[KP_TOKEN_LEN];
-	const char *reason = "card-error";
-	long ic = -1;
+	struct kp_card_id id;
 	int listed = 0, rc;
 	size_t n_ent = 0, n_cat = 0;
 
@@ -825,37 +679,41 @@ int kp_session_tap(kp_session *ss, struct kp_reader *r, const struct kp_card_inf
 	t.time_ms = now_ms;
 	t.rides_left = -1;
 	t.warn_days = -1;
-	rc = card_token(ss, r, info, now_ms, token, &ic, &reason);
+	/* The card's token without deciding anything. */
+	rc = kp_tap_engine_identify(ss->io.engine, r, info, now_ms, KP_CARD_ID_BALANCE, &id);
 	if (rc != KP_OK) {
 		t.result = KP_HMI_REFUSED;
-		snprintf(t.reason, sizeof(t.reason), "%s", reason);
+		snprintf(t.reason, sizeof(t.reason), "%s", kp_reason_code(id.reason));
 		snprintf(t.rec_result, sizeof(t.rec_result), "refused");
 		snprintf(t.detail[t.n_detail++], sizeof(t.detail[0]), "%s",
 		         ss->mode == KP_CONSOLE_VALIDATE ? "Validation only: nothing recorded"
 		                                         : "Nothing charged: tap again");
 		kp_console_show(ss->io.console, &t);
+		kp_card_id_wipe(&id);
 		return KP_OK;
 	}
-	card_view(ss, token, ic, now_ms, &t, &listed, &n_ent, &n_cat);
-	kp_events_card_ref(token, t.card);
+	card_view(ss, id.token, id.has_balance ? (long)id.balance.balance : -1, now_ms, &t, &listed,
+	          &n_ent, &n_cat);
+	kp_events_card_ref(id.token, t.card);
 	t.result = KP_HMI_INFO;
-	snprintf(t.reason, sizeof(t.reason), "%s", ss->mode == KP_CONSOLE_VALIDATE ? "inspect" : "confirm");
+	snprintf(t.reason, sizeof(t.reason), "%s",
+	         kp_reason_code(ss->mode == KP_CONSOLE_VALIDATE ? KP_R_INSPECT : KP_R_CONFIRM));
 	snprintf(t.rec_result, sizeof(t.rec_result), "inspect");
 	if (ss->mode == KP_CONSOLE_CONFIRM) {
 		t.pending = 1;
 		ss->pending = 1;
-		memcpy(ss->pending_token, token, KP_TOKEN_LEN);
+		memcpy(ss->pending_token, id.token, KP_TOKEN_LEN);
 		ss->pending_mynumber = info->tech == KP_TECH_ISO14443B;
 		ss->pending_ms = now_ms;
 	}
 	ss->has_last = 1;
-	memcpy(ss->last_token, token, KP_TOKEN_LEN);
+	memcpy(ss->last_token, id.token, KP_TOKEN_LEN);
 	ss->last_ms = now_ms;
 	ss->last_refused = listed;       /* a denylisted card shown may be overridden */
-	kp_events_inspect(ss->io.events, now_ms, token, ss->mode == KP_CONSOLE_VALIDATE ?
+	kp_events_inspect(ss->io.events, now_ms, id.token, ss->mode == KP_CONSOLE_VALIDATE ?
 	                  "validate" : "confirm", listed, n_ent, n_cat);
 	kp_console_show(ss->io.console, &t);
-	kp_zeroize(token, sizeof(token));
+	kp_card_id_wipe(&id);
 	return KP_OK;
 }
 
@@ -905,8 +763,8 @@ static void act_shift_end(kp_session *ss, int64_t now)
 	uint64_t start = ss->shift.start_seq, seq = 0;
 	int rc;
 
-	rc = kp_driver_journal(ss->io.engine, "shift", "end", "shift", ss->shift.driver, NULL, NULL,
-	                       now, &seq);
+	rc = kp_driver_journal(ss->io.engine, "shift", "end", kp_reason_code(KP_R_SHIFT),
+	                       ss->shift.driver, NULL, NULL, now, &seq);
 	if (rc != KP_OK) {
 		kp_console_message(ss->io.console, 1, "Shift end NOT recorded: %s", kp_strerror(rc));
 		return;
@@ -942,8 +800,8 @@ static int act(kp_session *ss, const struct kp_console_action *a, int64_t now)
 			                   ss->shift.driver);
 			return 0;
 		}
-		rc = kp_driver_journal(ss->io.engine, "shift", "start", "shift", a->arg, NULL, NULL,
-		                       now, NULL);
+		rc = kp_driver_journal(ss->io.engine, "shift", "start", kp_reason_code(KP_R_SHIFT),
+		                       a->arg, NULL, NULL, now, NULL);
 		if (rc != KP_OK) {
 			kp_console_message(ss->io.console, 1, "Shift start NOT recorded: %s",
 			                   kp_strerror(rc));
@@ -982,8 +840,9 @@ static int act(kp_session *ss, const struct kp_console_action *a, int64_t now)
 			char note[64];
 
 			snprintf(note, sizeof(note), "boarding of record %llu", (unsigned long long)o.seq);
-			rc = kp_driver_journal(ss->io.engine, "tap", "confirmed", "driver-board",
-			                       ss->shift.driver, ss->pending_token, note, now, NULL);
+			rc = kp_driver_journal(ss->io.engine, "tap", "confirmed",
+			                       kp_reason_code(KP_R_DRIVER_BOARD), ss->shift.driver,
+			                       ss->pending_token, note, now, NULL);
 			if (rc != KP_OK)
 				kp_console_message(ss->io.console, 1, "Confirmation NOT recorded: %s",
 				                   kp_strerror(rc));

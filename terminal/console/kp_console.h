@@ -1,8 +1,11 @@
 /* The driver console of kippu-terminal (--console) and its event stream (--events json).
  * The public header of terminal/console/: terminal/app/ and the tests include it.
  *   console.c  the ncurses face (its own thread; never touches the tap engine)
- *   driver.c   driver actions, shifts and their summaries, the JA/EN texts (no ncurses)
+ *   driver.c   driver actions, shifts and their summaries (no ncurses); feeds console.c
+ *              and events.c through this header
  *   events.c   one JSON object per line for onboard systems (jansson, own writer thread)
+ *   texts.c    the JA/EN texts: reasons from card/reasons.def, rider categories, the
+ *              driver's override reasons
  * Only console.c includes <curses.h>, only events.c <jansson.h>. */
 #ifndef KP_CONSOLE_H
 #define KP_CONSOLE_H
@@ -41,20 +44,19 @@ int  kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console
 /* "90", "90s", "15m", "24h", "7d" -> seconds; -1 if malformed or over 400 days. */
 int64_t kp_console_parse_age(const char *v);
 
-/* ---- texts (driver.c) ---- */
+/* ---- texts (texts.c) ---- */
 
 /* What the driver and rider read for a reason, in Japanese (ja != 0) or English. An
  * unknown reason gets a generic text for its result ("accepted", "refused", ...). */
 const char *kp_console_reason_text(const char *reason, const char *result, int ja);
 /* A rider category in Japanese or English ("" = adult). */
 const char *kp_console_category_text(const char *category, int ja);
-
-/* ---- driver actions and shifts (driver.c) ---- */
-
 #define KP_DRIVER_OVERRIDES 4
 /* Override reason codes by the digit the driver presses (1..KP_DRIVER_OVERRIDES), NULL
  * for another digit: "override-unreadable", "override-paper-pass", ... */
 const char *kp_driver_override_reason(int digit);
+
+/* ---- driver actions and shifts (driver.c) ---- */
 
 /* Journals a driver's action, signed like any decision: kind "tap" or "shift", result
  * ("accepted", "refused", "confirmed", "start", "end"), reason, the driver's id, the

@@ -15,6 +15,8 @@ typedef struct kp_store kp_store;
 #define KP_SCHEMA_VERSION 13
 
 int  kp_store_open(kp_store **out, const char *path);
+/* The same; err says why it failed ("store PATH: SQLite's message"). */
+int  kp_store_open_err(kp_store **out, const char *path, char *err, size_t err_cap);
 /* Opens without migrating past `version` (tests build older databases with it). */
 int  kp_store_open_at(kp_store **out, const char *path, int version);
 void kp_store_close(kp_store *s);

@@ -421,12 +421,14 @@ static int migrate(kp_store *s, int target)
 	return KP_OK;
 }
 
-int kp_store_open_at(kp_store **out, const char *path, int version)
+static int open_at(kp_store **out, const char *path, int version, char *err, size_t err_cap)
 {
 	kp_store *s;
 	int rc;
 
 	*out = NULL;
+	if (err_cap > 0)
+		err[0] = '\0';
 	if (path == NULL || version < 0 || version > KP_SCHEMA_VERSION)
 		return KP_E_INVAL;
 	s = calloc(1, sizeof(*s));
@@ -453,14 +455,25 @@ int kp_store_open_at(kp_store **out, const char *path, int version)
 	*out = s;
 	return KP_OK;
 fail:
-	fprintf(stderr, "kippu: store %s: %s\n", path, kp_store_errmsg(s));
+	if (err_cap > 0)
+		snprintf(err, err_cap, "store %s: %s", path, kp_store_errmsg(s));
 	kp_store_close(s);
 	return rc;
 }
 
+int kp_store_open_at(kp_store **out, const char *path, int version)
+{
+	return open_at(out, path, version, NULL, 0);
+}
+
 int kp_store_open(kp_store **out, const char *path)
 {
-	return kp_store_open_at(out, path, KP_SCHEMA_VERSION);
+	return open_at(out, path, KP_SCHEMA_VERSION, NULL, 0);
+}
+
+int kp_store_open_err(kp_store **out, const char *path, char *err, size_t err_cap)
+{
+	return open_at(out, path, KP_SCHEMA_VERSION, err, err_cap);
 }
 
 void kp_store_close(kp_store *s)

@@ -36,9 +36,15 @@ typedef struct kp_tap_engine kp_tap_engine;
 /* The engine owns the prepared statements of the tap path and the journal head. */
 int  kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
                         const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN]);
+/* The same; err says why it failed (a jpki_ca that cannot be loaded). */
+int  kp_tap_engine_open_err(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
+                            const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                            char *err, size_t err_cap);
 void kp_tap_engine_close(kp_tap_engine *e);
-/* A copy of the card-token key (wipe it after use). */
-int  kp_tap_engine_token_key(const kp_tap_engine *e, uint8_t key[KP_TOKEN_KEY_LEN]);
+/* Where the engine's log lines go (a tap not recorded, a fare not found, a card read or a
+ * My Number card refused; never a card id): fn gets one line without a newline, on the
+ * deciding thread. NULL (the default): nowhere. */
+void kp_tap_engine_log(kp_tap_engine *e, void (*fn)(void *arg, const char *msg), void *arg);
 /* Decides for a card token at time now_ms, journals and commits (signed) before returning. */
 int  kp_tap_decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
                    struct kp_tap_outcome *out);
@@ -50,6 +56,11 @@ int  kp_tap_decide_mynumber(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN],
  * token may be NULL. */
 int  kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, int64_t now_ms,
                    struct kp_tap_outcome *out);
+/* Identifies the card the reader activated (kp_card_identify) with the engine's token key,
+ * JPKI CAs and card timeout; flags: KP_CARD_ID_BALANCE, KP_CARD_ID_CERT. Nothing is
+ * journaled; why a My Number card is refused is logged. */
+int  kp_tap_engine_identify(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
+                            int64_t now_ms, unsigned flags, struct kp_card_id *out);
 /* The whole tap for an activated card: identify, derive token, read, decide, journal. */
 int  kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
                  int64_t now_ms, struct kp_tap_outcome *out);

@@ -2,6 +2,7 @@
  * journal record; it commits before the caller may show anything to the rider. The
  * record is signed inside the transaction (deterministic ECDSA, ~0.3 ms), so no unsigned
  * record ever exists on disk and "committed" and "signed" are the same instant. */
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +29,27 @@ struct kp_tap_engine {
 	struct kp_record pending[2];         /* the records of the open transaction */
 	int n_pending;
 	char force_event[16];                /* "" or the event the next taps are (quote) */
+	void (*log)(void *arg, const char *msg);
+	void *log_arg;
 };
 
+static void tap_log(const kp_tap_engine *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void tap_log(const kp_tap_engine *e, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (e->log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	e->log(e->log_arg, msg);
+}
+
 /* jpki_ca: comma-separated certificate files (PEM or DER). */
-static int load_jpki_cas(kp_tap_engine *e, const char *list)
+static int load_jpki_cas(kp_tap_engine *e, const char *list, char *err, size_t err_cap)
 {
 	char buf[sizeof(((struct kp_terminal_cfg *)0)->jpki_ca)], *save = NULL;
 	int rc;
@@ -39,12 +57,12 @@ static int load_jpki_cas(kp_tap_engine *e, const char *list)
 	snprintf(buf, sizeof(buf), "%s", list);
 	for (char *p = strtok_r(buf, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
 		if (e->n_jpki_cas == KP_MAX_JPKI_CAS) {
-			fprintf(stderr, "kippu: jpki_ca: at most %d certificates\n", KP_MAX_JPKI_CAS);
+			snprintf(err, err_cap, "jpki_ca: at most %d certificates", KP_MAX_JPKI_CAS);
 			return KP_E_CONFIG;
 		}
 		rc = kp_cert_load(&e->jpki_cas[e->n_jpki_cas], p);
 		if (rc != 0) {
-			fprintf(stderr, "kippu: jpki_ca %s: %s\n", p, kp_strerror(rc));
+			snprintf(err, err_cap, "jpki_ca %s: %s", p, kp_strerror(rc));
 			return KP_E_CONFIG;
 		}
 		e->n_jpki_cas++;
@@ -55,10 +73,22 @@ static int load_jpki_cas(kp_tap_engine *e, const char *list)
 int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
                        const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN])
 {
+	char err[256];
+
+	return kp_tap_engine_open_err(out, s, cfg, key, token_key, err, sizeof(err));
+}
+
+int kp_tap_engine_open_err(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
+                           const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN],
+                           char *err, size_t err_cap)
+{
 	kp_tap_engine *e;
 	int rc;
 
 	*out = NULL;
+	if (err == NULL || err_cap == 0)
+		return KP_E_INVAL;
+	err[0] = '\0';
 	if (s == NULL || cfg == NULL || key == NULL || token_key == NULL ||
 	    cfg->terminal_id[0] == '\0' || cfg->operator_id[0] == '\0')
 		return KP_E_INVAL;
@@ -71,18 +101,12 @@ int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_termina
 	memcpy(e->token_key, token_key, KP_TOKEN_KEY_LEN);
 	rc = kp_store_journal_head(s, &e->seq, e->prev);
 	if (rc == KP_OK)
-		rc = load_jpki_cas(e, cfg->jpki_ca);
+		rc = load_jpki_cas(e, cfg->jpki_ca, err, err_cap);
 	if (rc != KP_OK) {
 		kp_tap_engine_close(e);
 		return rc;
 	}
 	*out = e;
-	return KP_OK;
-}
-
-int kp_tap_engine_token_key(const kp_tap_engine *e, uint8_t key[KP_TOKEN_KEY_LEN])
-{
-	memcpy(key, e->token_key, KP_TOKEN_KEY_LEN);
 	return KP_OK;
 }
 
@@ -98,52 +122,9 @@ void kp_tap_engine_close(kp_tap_engine *e)
 
 const char *kp_tap_reason_text(const char *reason)
 {
-	static const struct { const char *code, *text; } texts[] = {
-		{ "ok",               "OK" },
-		{ "activated",        "OK: pass started" },
-		{ "already",          "Already validated" },
-		{ "denylisted",       "Card blocked: please see staff" },
-		{ "expired",          "Ticket expired" },
-		{ "not-yet-valid",    "Ticket not valid yet" },
-		{ "exhausted",        "No rides left" },
-		{ "insufficient-balance", "Balance too low: please top up" },
-		{ "fare-unknown",     "Fare not known here: see staff" },
-		{ "no-tap-on",        "No tap-on recorded: see staff" },
-		{ "no-tap-off",       "Last journey had no tap-off: maximum fare charged" },
-		{ "not-covered",      "Pass not valid for this stop" },
-		{ "wrong-operator",   "Ticket not valid on this operator" },
-		{ "wrong-route",      "Ticket not valid on this route" },
-		{ "no-entitlement",   "No ticket on this card" },
-		{ "card-removed",     "Card removed too soon: tap again" },
-		{ "card-error",       "Card could not be read: tap again" },
-		{ "unsupported-card", "Card not supported here" },
-		{ "not-eligible",     "Ticket is for another rider category" },
-		{ "eligibility-expired", "Resident status expired: please renew" },
-		{ "eligibility-stale", "Resident status cannot be checked: terminal must sync" },
-		{ "direct-not-allowed", "My Number card not accepted here: use your linked IC card" },
-		{ "direct-limit",     "My Number card: today's limit reached" },
-		{ "card-invalid",     "Card not accepted: see staff" },
-		{ "card-expired",     "Card certificate expired: renew at the city office" },
-		{ "card-not-yet-valid", "This card cannot be used yet" },
-		{ "card-not-linked",  "No ticket for this card: new card? Link it again at the city office" },
-		/* link mode (registration counters) */
-		{ "card-not-genuine", "Card failed its check: please see staff" },
-		{ "pin-missing",      "Enter your 4-digit PIN on the pad" },
-		{ "pin-invalid",      "PIN must be 4 digits: please enter it again" },
-		{ "pin-wrong",        "Wrong PIN" },
-		{ "pin-low",          "PIN tries almost used up: please go to the city office" },
-		{ "pin-blocked",      "PIN blocked: please go to the city office" },
-		{ "pin-unreadable",   "PIN counter could not be read: please see staff" },
-		{ "link-ready",       "PIN OK: now tap your transit IC card" },
-		{ "link-request",     "Link requested: active after the next sync" },
-		{ "link-first",       "Link mode: tap your My Number card first" },
-	};
+	const char *text = kp_reason_text(reason, 0);
 
-	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-		if (strcmp(texts[i].code, reason) == 0)
-			return texts[i].text;
-	}
-	return "Refused";
+	return text != NULL ? text : "Refused";
 }
 
 /* Builds, signs and appends the record inside the open transaction. */
@@ -191,6 +172,11 @@ static int journal(kp_tap_engine *e, struct kp_record *rec)
 	return journal_kind(e, rec, "tap");
 }
 
+static void set_reason(struct kp_record *rec, enum kp_reason reason)
+{
+	snprintf(rec->reason, sizeof(rec->reason), "%s", kp_reason_code(reason));
+}
+
 static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec,
                          enum kp_tap_kind kind)
 {
@@ -221,14 +207,19 @@ static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_
 		/* Re-read the head, in case the failure came from a journal that moved. */
 		if (kp_store_journal_head(e->s, &e->seq, e->prev) != KP_OK)
 			memcpy(e->prev, prev_before, KP_SHA256_LEN);
-		fprintf(stderr, "kippu: tap not recorded: %s (%s)\n", kp_strerror(rc),
-		        kp_store_errmsg(e->s));
+		tap_log(e, "tap not recorded: %s (%s)", kp_strerror(rc), kp_store_errmsg(e->s));
 		return rc;
 	}
 	e->seq += (uint64_t)n;
 	for (int i = 0; i < n && e->observer != NULL; i++)
 		e->observer(e->observer_arg, &e->pending[i]);
 	return KP_OK;
+}
+
+void kp_tap_engine_log(kp_tap_engine *e, void (*fn)(void *arg, const char *msg), void *arg)
+{
+	e->log = fn;
+	e->log_arg = arg;
 }
 
 void kp_tap_engine_observe(kp_tap_engine *e, void (*fn)(void *arg, const struct kp_record *rec),
@@ -243,7 +234,7 @@ struct choice {
 	const struct kp_elig_view *pass_elig;
 	const struct kp_ent_view *best;
 	const struct kp_elig_view *elig;     /* the category that allowed it, if any */
-	const char *reason;
+	enum kp_reason reason;
 };
 
 
@@ -293,7 +284,7 @@ static const struct kp_elig_view *find_elig(const struct kp_elig_view *el, size_
 static struct choice choose(const struct kp_ent_view *v, size_t n, const struct kp_elig_view *el,
                             size_t n_el, int64_t now, int *stored, int *commuter)
 {
-	struct choice c = { NULL, NULL, NULL, NULL, "no-entitlement" };
+	struct choice c = { NULL, NULL, NULL, NULL, KP_R_NO_ENTITLEMENT };
 	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
 	int other_route = 0;
 
@@ -344,21 +335,21 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 		c.elig = c.pass_elig;
 	}
 	if (c.best != NULL)
-		c.reason = "ok";
+		c.reason = KP_R_OK;
 	else if (exhausted)
-		c.reason = "exhausted";
+		c.reason = KP_R_EXHAUSTED;
 	else if (lapsed)
-		c.reason = "eligibility-expired";
+		c.reason = KP_R_ELIGIBILITY_EXPIRED;
 	else if (expired)
-		c.reason = "expired";
+		c.reason = KP_R_EXPIRED;
 	else if (early)
-		c.reason = "not-yet-valid";
+		c.reason = KP_R_NOT_YET_VALID;
 	else if (elsewhere)
-		c.reason = "wrong-operator";
+		c.reason = KP_R_WRONG_OPERATOR;
 	else if (other_route)
-		c.reason = "wrong-route";
+		c.reason = KP_R_WRONG_ROUTE;
 	else if (not_eligible)
-		c.reason = "not-eligible";
+		c.reason = KP_R_NOT_ELIGIBLE;
 	return c;
 }
 
@@ -685,7 +676,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 	const struct choice *c = &t->c;
 	int rc = KP_OK;
 
-	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	set_reason(rec, KP_R_OK);
 	snprintf(rec->product, sizeof(rec->product), "%s", c->best->e.product);
 	rec->entitlement = c->best->e.id;
 	if (c->pass != NULL) {
@@ -697,7 +688,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 			int64_t from = 0;
 
 			kp_service_days(&e->cfg, t->now, c->pass->period_days, &from, pass_until);
-			snprintf(rec->reason, sizeof(rec->reason), "activated");
+			set_reason(rec, KP_R_ACTIVATED);
 			rc = kp_store_activate(e->s, c->pass->e.token, c->pass->e.id, from, *pass_until);
 		}
 	} else {
@@ -719,7 +710,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 
 static int accept_commuter(struct tap *t, const struct kp_ent_view *pass, struct kp_record *rec)
 {
-	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	set_reason(rec, KP_R_OK);
 	snprintf(rec->product, sizeof(rec->product), "%s", pass->e.product);
 	rec->entitlement = pass->e.id;
 	kp_note_add(rec->fare, sizeof(rec->fare), "commuter pass");
@@ -729,30 +720,30 @@ static int accept_commuter(struct tap *t, const struct kp_ent_view *pass, struct
 
 /* Why nothing on the card was usable: a commuter pass that does not reach this stop says
  * so rather than "no ticket". */
-static const char *refusal(const struct tap *t)
+static enum kp_reason refusal(const struct tap *t)
 {
 	if (t->stale_hit)
-		return "eligibility-stale";
-	if (t->direct_filtered && strcmp(t->c.reason, "no-entitlement") == 0)
-		return "direct-not-allowed";
-	if (strcmp(t->c.reason, "no-entitlement") == 0) {
+		return KP_R_ELIGIBILITY_STALE;
+	if (t->direct_filtered && t->c.reason == KP_R_NO_ENTITLEMENT)
+		return KP_R_DIRECT_NOT_ALLOWED;
+	if (t->c.reason == KP_R_NO_ENTITLEMENT) {
 		for (size_t i = 0; i < t->n; i++) {
 			if (t->commuter[i])
-				return "not-covered";
+				return KP_R_NOT_COVERED;
 		}
 		/* A genuine My Number card with no ticket at all: the rider is told that a renewed
 		 * card (new certificate, so a new linkage token) must be linked again. Whether the
 		 * terminal holds an old category for the token does not matter: that depends on
 		 * what the last bundle carried. */
 		if (t->mynumber && t->n == 0)
-			return "card-not-linked";
+			return KP_R_CARD_NOT_LINKED;
 	}
 	return t->c.reason;
 }
 
-static void refuse_why(struct kp_record *rec, const char *reason, const char *note)
+static void refuse_why(struct kp_record *rec, enum kp_reason reason, const char *note)
 {
-	snprintf(rec->reason, sizeof(rec->reason), "%s", reason);
+	set_reason(rec, reason);
 	if (note != NULL && note[0] != '\0')
 		kp_note_add(rec->fare, sizeof(rec->fare), "%s", note);
 }
@@ -767,9 +758,9 @@ static int price_or_refuse(struct tap *t, const struct kp_leg *leg, int64_t cap_
 	*priced = rc == KP_OK;
 	if (rc == KP_E_DB || rc == KP_OK)
 		return rc;
-	fprintf(stderr, "kippu: no fare: %s (%s)\n", kp_strerror(rc),
+	tap_log(t->e, "no fare: %s (%s)", kp_strerror(rc),
 	        !t->have_fare ? "no fare feed for this operator" : kp_store_errmsg(t->e->s));
-	refuse_why(rec, "fare-unknown", NULL);
+	refuse_why(rec, KP_R_FARE_UNKNOWN, NULL);
 	return KP_OK;
 }
 
@@ -781,10 +772,10 @@ static int charge_leg(struct tap *t, const struct kp_leg_price *p, struct kp_rec
 
 	*ok = 0;
 	if (sv == NULL) {
-		refuse_why(rec, "insufficient-balance", p->note);
+		refuse_why(rec, KP_R_INSUFFICIENT_BALANCE, p->note);
 		return KP_OK;
 	}
-	snprintf(rec->reason, sizeof(rec->reason), "ok");
+	set_reason(rec, KP_R_OK);
 	kp_note_add(rec->fare, sizeof(rec->fare), "stored");
 	kp_note_add(rec->fare, sizeof(rec->fare), "%s", p->note);
 	note_origin(t, sv, p->cat, rec);
@@ -807,7 +798,7 @@ static int close_journey(struct tap *t, int64_t at_ms)
 	memcpy(rec.token, t->token, KP_TOKEN_LEN);
 	snprintf(rec.event, sizeof(rec.event), "no_tap_off");
 	snprintf(rec.result, sizeof(rec.result), "accepted");
-	snprintf(rec.reason, sizeof(rec.reason), "no-tap-off");
+	set_reason(&rec, KP_R_NO_TAP_OFF);
 	snprintf(rec.operator_id, sizeof(rec.operator_id), "%s", fs->open_operator);
 	snprintf(rec.route, sizeof(rec.route), "%s", fs->open_route);
 	snprintf(rec.stop, sizeof(rec.stop), "%s", fs->open_stop);
@@ -1058,11 +1049,11 @@ static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, 
 			return rc;
 		sv = stored_for(t, p.amount, 0);
 		if (sv == NULL) {
-			refuse_why(rec, "insufficient-balance", "maximum fare");
+			refuse_why(rec, KP_R_INSUFFICIENT_BALANCE, "maximum fare");
 			kp_note_add(rec->fare, sizeof(rec->fare), "%s", p.note);
 			return KP_OK;
 		}
-		snprintf(rec->reason, sizeof(rec->reason), "ok");
+		set_reason(rec, KP_R_OK);
 		kp_note_add(rec->fare, sizeof(rec->fare), "stored; covers maximum %lld",
 		            (long long)p.amount);
 		note_origin(t, sv, p.cat, rec);
@@ -1085,12 +1076,12 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 
 	*accepted = 0;
 	if (!fs->open || strcmp(fs->open_operator, t->e->cfg.operator_id) != 0) {
-		refuse_why(rec, "no-tap-on", NULL);
+		refuse_why(rec, KP_R_NO_TAP_ON, NULL);
 		return KP_OK;
 	}
 	if (fs->open_paid) {
 		*accepted = 1;
-		snprintf(rec->reason, sizeof(rec->reason), "ok");
+		set_reason(rec, KP_R_OK);
 		snprintf(rec->product, sizeof(rec->product), "%s", fs->open_product);
 		rec->entitlement = fs->open_ent;
 		kp_note_add(rec->fare, sizeof(rec->fare), "paid at tap-on");
@@ -1146,27 +1137,27 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 	return rc;
 }
 
-/* A direct My Number tap the policy refuses before anything else is looked at, or NULL;
- * *day_id gets the service day its limits count in. */
-static const char *direct_refusal(kp_tap_engine *e, const struct policy *p,
-                                  const uint8_t token[KP_TOKEN_LEN], int64_t now, int stale,
-                                  enum fare_event ev, int64_t *day_id, int64_t *value_today,
-                                  int *rc)
+/* Why the policy refuses a direct My Number tap before anything else is looked at, or
+ * KP_R_OK; *day_id gets the service day its limits count in. */
+static enum kp_reason direct_refusal(kp_tap_engine *e, const struct policy *p,
+                                     const uint8_t token[KP_TOKEN_LEN], int64_t now, int stale,
+                                     enum fare_event ev, int64_t *day_id, int64_t *value_today,
+                                     int *rc)
 {
 	int64_t rides_today = 0;
 
 	kp_service_day(now, e->cfg.utc_offset_s, e->cfg.service_day_end_s, day_id, NULL);
 	*value_today = 0;
 	if (!p->direct)
-		return "direct-not-allowed";
+		return KP_R_DIRECT_NOT_ALLOWED;
 	if (stale)
-		return "eligibility-stale";
+		return KP_R_ELIGIBILITY_STALE;
 	*rc = kp_store_direct_use(e->s, token, *day_id, &rides_today, value_today);
 	/* a tap-off ends a journey begun within the limits */
 	if (*rc == KP_OK && ev != EV_TAP_OFF &&
 	    ((p->rides > 0 && rides_today >= p->rides) || (p->value > 0 && *value_today >= p->value)))
-		return "direct-limit";
-	return NULL;
+		return KP_R_DIRECT_LIMIT;
+	return KP_R_OK;
 }
 
 static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t now_ms,
@@ -1196,7 +1187,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	enum fare_event ev = EV_TAP;
 	int64_t last = 0, pass_until = 0, day_id = 0, value_today = 0;
 	int listed = 0, found = 0, fs_found = 0, warn_days = -1, accepted = 0, stale = 0, rc;
-	const char *no_direct = NULL;
+	enum kp_reason no_direct = KP_R_OK;
 
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -1238,7 +1229,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 			goto done;
 	}
 	if (listed) {
-		snprintf(rec.reason, sizeof(rec.reason), "denylisted");
+		set_reason(&rec, KP_R_DENYLISTED);
 	} else if (found && now_ms - last < e->cfg.double_tap_window_ms &&
 	           last - now_ms < e->cfg.double_tap_window_ms &&
 	           (ev == EV_TAP || (strcmp(t->fs.last_operator, e->cfg.operator_id) == 0 &&
@@ -1246,9 +1237,9 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		/* Within the window (either way, should the clock have stepped back); with
 		 * tap-on/tap-off only at the same place, so a tap-off is never taken for one. */
 		kind = KP_TAP_ALREADY;
-		snprintf(rec.reason, sizeof(rec.reason), "already");
-	} else if (no_direct != NULL) {
-		snprintf(rec.reason, sizeof(rec.reason), "%s", no_direct);
+		set_reason(&rec, KP_R_ALREADY);
+	} else if (no_direct != KP_R_OK) {
+		set_reason(&rec, no_direct);
 	} else {
 		/* A journey left open elsewhere is closed first, in this same transaction. */
 		if (t->fs.open && !(ev == EV_TAP_OFF &&
@@ -1274,7 +1265,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 			memcpy(e->prev, prev_before, KP_SHA256_LEN);
 			rc = kp_store_journal_head(e->s, &e->seq, e->prev);
 			free(t);
-			return rc != KP_OK ? rc : kp_tap_refuse(e, token, "direct-limit", now_ms, out);
+			return rc != KP_OK ? rc : kp_tap_refuse(e, token, kp_reason_code(KP_R_DIRECT_LIMIT), now_ms, out);
 		}
 		if (rc == KP_OK && accepted && t->direct != NULL)
 			rc = kp_store_add_direct_use(e->s, token, day_id, ev != EV_TAP_OFF, rec.amount);
@@ -1437,45 +1428,40 @@ const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e)
 	return &e->cfg;
 }
 
-/* What a failed My Number card read means for the rider. */
-static const char *jpki_reason(int rc)
+int kp_tap_engine_identify(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
+                           int64_t now_ms, unsigned flags, struct kp_card_id *out)
 {
-	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD)
-		return "card-removed";
-	if (rc == KP_E_CERT_EXPIRED)
-		return "card-expired";
-	if (rc == KP_E_CERT_NOT_YET)
-		return "card-not-yet-valid";
-	if (rc == KP_E_CERT)
-		return "card-invalid";
-	return "card-error";
+	struct kp_card_id_cfg cfg = {
+		e->token_key, (const kp_cert *const *)e->jpki_cas, e->n_jpki_cas,
+		e->cfg.card_timeout_ms, now_ms, flags,
+	};
+	int rc = kp_card_identify(r, info, &cfg, out);
+
+	if (rc != KP_OK && out->detail[0] != '\0')
+		tap_log(e, "My Number card refused: %s", out->detail);
+	return rc;
 }
 
 int kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_ms,
                              uint8_t linkage[KP_TOKEN_LEN], kp_cert **cert, const char **reason)
 {
-	struct kp_jpki j;
-	char err[256] = "";                 /* stays empty when SELECT itself fails */
+	struct kp_card_info info;
+	struct kp_card_id id;
 	int rc;
 
+	memset(&info, 0, sizeof(info));
+	info.tech = KP_TECH_ISO14443B;
 	*reason = NULL;
-	kp_jpki_init(&j, r, e->cfg.card_timeout_ms);
-	rc = kp_jpki_select_app(&j);
-	if (rc == KP_E_SW_NOTFOUND || rc == KP_E_SW_OTHER || rc == KP_E_SW_LENGTH ||
-	    e->n_jpki_cas == 0) {
-		/* A Type B card without JPKI (or a terminal not set up for it): one quiet
-		 * refusal, not an error storm. */
-		*reason = "unsupported-card";
-		return rc != KP_OK ? rc : KP_E_CONFIG;
-	}
-	if (rc == KP_OK)
-		rc = kp_jpki_identify(&j, (const kp_cert *const *)e->jpki_cas, e->n_jpki_cas, now_ms,
-		                      e->token_key, linkage, cert, err, sizeof(err));
+	rc = kp_tap_engine_identify(e, r, &info, now_ms, cert != NULL ? KP_CARD_ID_CERT : 0, &id);
 	if (rc != KP_OK) {
-		*reason = jpki_reason(rc);
-		fprintf(stderr, "kippu: My Number card refused: %s\n", err[0] ? err : kp_strerror(rc));
+		*reason = kp_reason_code(id.reason);
+		return rc;
 	}
-	return rc;
+	memcpy(linkage, id.token, KP_TOKEN_LEN);
+	if (cert != NULL)
+		*cert = id.cert;
+	kp_zeroize(id.token, sizeof(id.token));
+	return KP_OK;
 }
 
 int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
@@ -1493,7 +1479,7 @@ int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
 	rec.has_via = 1;
 	memcpy(rec.via, linkage, KP_TOKEN_LEN);
 	snprintf(rec.result, sizeof(rec.result), "requested");
-	snprintf(rec.reason, sizeof(rec.reason), "link-request");
+	set_reason(&rec, KP_R_LINK_REQUEST);
 	rc = kp_store_begin(e->s);
 	if (rc == KP_OK)
 		rc = journal_kind(e, &rec, "link");
@@ -1508,38 +1494,24 @@ int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
 int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
                 int64_t now_ms, struct kp_tap_outcome *out)
 {
-	struct kp_felica f;
-	struct kp_transit_balance bal;
-	uint8_t token[KP_TOKEN_LEN];
+	struct kp_card_id id;
 	int rc;
 
-	if (info->tech == KP_TECH_ISO14443B) {
-		const char *reason = NULL;
-
-		/* A My Number card tapped directly: its linkage token is the card's token. */
-		rc = kp_tap_identify_mynumber(e, r, now_ms, token, NULL, &reason);
-		if (rc != KP_OK)
-			return kp_tap_refuse(e, NULL, reason, now_ms, out);
-		/* it proves only that somebody presented these certificate bytes: the scheme's
-		 * policy says what, if anything, such a tap may use */
-		return kp_tap_decide_mynumber(e, token, now_ms, out);
-	}
-	if (info->tech != KP_TECH_FELICA)
-		return kp_tap_refuse(e, NULL, "unsupported-card", now_ms, out);
-	rc = kp_token_derive(e->token_key, "felica", info->u.felica.idm, 8, token);
-	if (rc != 0)
+	/* Reading the balance block proves a transit IC card is still in the field; a card
+	 * pulled away before the decision is refused, never charged. */
+	rc = kp_tap_engine_identify(e, r, info, now_ms, KP_CARD_ID_BALANCE, &id);
+	if (rc == KP_OK && id.kind == KP_CARD_MYNUMBER)
+		/* A My Number card tapped directly: its linkage token is the card's token. It
+		 * proves only that somebody presented these certificate bytes: the scheme's
+		 * policy says what, if anything, such a tap may use. */
+		return kp_tap_decide_mynumber(e, id.token, now_ms, out);
+	if (rc == KP_OK)
+		return kp_tap_decide(e, id.token, now_ms, out);
+	if (id.kind == KP_CARD_TRANSIT_IC && !id.has_token)
 		return rc;
-	/* Reading the balance block proves the card is a transit IC card that is still in
-	 * the field; a card pulled away before the decision is refused, never charged. */
-	kp_felica_init(&f, r, info, e->cfg.card_timeout_ms);
-	rc = kp_transit_read_balance(&f, &bal);
-	if (rc == KP_HAL_E_TIMEOUT || rc == KP_HAL_E_NOCARD) {
-		fprintf(stderr, "kippu: card read: %s\n", kp_strerror(rc));
-		return kp_tap_refuse(e, token, "card-removed", now_ms, out);
-	}
-	if (rc != KP_OK) {
-		fprintf(stderr, "kippu: card read refused: %s\n", kp_strerror(rc));
-		return kp_tap_refuse(e, token, "card-error", now_ms, out);
-	}
-	return kp_tap_decide(e, token, now_ms, out);
+	if (id.kind == KP_CARD_TRANSIT_IC)
+		tap_log(e, "card read%s: %s", id.reason == KP_R_CARD_REMOVED ? "" : " refused",
+		        kp_strerror(rc));
+	return kp_tap_refuse(e, id.has_token ? id.token : NULL, kp_reason_code(id.reason), now_ms,
+	                     out);
 }
