@@ -298,15 +298,8 @@ static int card_token(const struct bargs *a, const char *card, uint8_t token[KP_
 
 	if (strncmp(card, "token:", 6) == 0)
 		return kp_parse_card(card, key, token);
-	if (a->token_key == NULL) {
-		fprintf(stderr, "kippuctl: --token-key is needed to turn %s into a token\n", card);
+	if (kp_ctl_token_key(a->token_key, card, key) != 0)
 		return -1;
-	}
-	rc = kp_token_key_load(a->token_key, key);
-	if (rc != KP_OK) {
-		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
-		return -1;
-	}
 	rc = kp_parse_card(card, key, token);
 	kp_zeroize(key, sizeof(key));
 	if (rc != KP_OK) {

@@ -66,19 +66,10 @@ static int parse(int argc, char **argv, struct largs *a)
 static int need_key(const struct largs *a, const char *what, uint8_t key[KP_TOKEN_KEY_LEN],
                     int *have)
 {
-	int rc;
-
 	if (*have)
 		return 0;
-	if (a->token_key == NULL) {
-		fprintf(stderr, "kippuctl: --token-key is needed to turn %s into a token\n", what);
+	if (kp_ctl_token_key(a->token_key, what, key) != 0)
 		return -1;
-	}
-	rc = kp_token_key_load(a->token_key, key);
-	if (rc != KP_OK) {
-		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
-		return -1;
-	}
 	*have = 1;
 	return 0;
 }

@@ -85,3 +85,19 @@ int kp_ctl_need(const char *v, const char *name)
 	}
 	return 0;
 }
+
+int kp_ctl_token_key(const char *path, const char *what, uint8_t key[KP_TOKEN_KEY_LEN])
+{
+	int rc;
+
+	if (path == NULL) {
+		fprintf(stderr, "kippuctl: --token-key is needed to turn %s into a token\n", what);
+		return -1;
+	}
+	rc = kp_token_key_load(path, key);
+	if (rc != KP_OK) {
+		fprintf(stderr, "kippuctl: %s: %s\n", path, kp_strerror(rc));
+		return -1;
+	}
+	return 0;
+}

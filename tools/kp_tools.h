@@ -74,6 +74,9 @@ int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *arg
                  struct kp_ctl_pos *pos);
 /* -1 after "kippuctl: NAME is required" when v is NULL. */
 int kp_ctl_need(const char *v, const char *name);
+/* Loads the token key at path (--token-key) to turn `what` into a token: 0, or -1 with the
+ * reason on stderr (no --token-key given, or a key file that does not load). */
+int kp_ctl_token_key(const char *path, const char *what, uint8_t key[KP_TOKEN_KEY_LEN]);
 
 /* kippuctl backend ...: argv[0] is "backend". */
 int kp_ctl_backend(int argc, char **argv);

@@ -334,22 +334,22 @@ static struct choice choose(const struct kp_ent_view *v, size_t n, const struct 
 		c.best = c.pass;
 		c.elig = c.pass_elig;
 	}
-	if (c.best != NULL)
-		c.reason = KP_R_OK;
-	else if (exhausted)
-		c.reason = KP_R_EXHAUSTED;
-	else if (lapsed)
-		c.reason = KP_R_ELIGIBILITY_EXPIRED;
-	else if (expired)
-		c.reason = KP_R_EXPIRED;
-	else if (early)
-		c.reason = KP_R_NOT_YET_VALID;
-	else if (elsewhere)
-		c.reason = KP_R_WRONG_OPERATOR;
-	else if (other_route)
-		c.reason = KP_R_WRONG_ROUTE;
-	else if (not_eligible)
-		c.reason = KP_R_NOT_ELIGIBLE;
+	{
+		/* Without a usable entitlement, the first of these that holds is the reason. */
+		const struct { int holds; enum kp_reason reason; } why[] = {
+			{ c.best != NULL, KP_R_OK }, { exhausted, KP_R_EXHAUSTED },
+			{ lapsed, KP_R_ELIGIBILITY_EXPIRED }, { expired, KP_R_EXPIRED },
+			{ early, KP_R_NOT_YET_VALID }, { elsewhere, KP_R_WRONG_OPERATOR },
+			{ other_route, KP_R_WRONG_ROUTE }, { not_eligible, KP_R_NOT_ELIGIBLE },
+		};
+
+		for (size_t i = 0; i < sizeof(why) / sizeof(why[0]); i++) {
+			if (why[i].holds) {
+				c.reason = why[i].reason;
+				break;
+			}
+		}
+	}
 	return c;
 }
 
