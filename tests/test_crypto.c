@@ -706,32 +706,24 @@ static void test_cert_rsa(void **state)
  * extensions the design asks for. Skipped when the openssl command is missing. */
 static void test_cert_openssl_view(void **state)
 {
-	char cmd[1024];
-
 	(void)state;
 	if (system("command -v openssl >/dev/null 2>&1") != 0)
 		skip();
-	snprintf(cmd, sizeof(cmd), "openssl verify -CAfile %s %s >/dev/null",
-	         tu_tmp("ca.pem"), tu_tmp("term.pem"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "openssl x509 -in %s -noout -text > %s", tu_tmp("ca.pem"),
-	         tu_tmp("ca.txt"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "grep -q 'CA:TRUE, pathlen:0' %s && "
-	         "grep -q 'Certificate Sign, CRL Sign' %s && "
-	         "grep -q 'Subject: CN = Kippu Test CA, O = kippu' %s && "
-	         "grep -q 'ecdsa-with-SHA256' %s", tu_tmp("ca.txt"), tu_tmp("ca.txt"),
-	         tu_tmp("ca.txt"), tu_tmp("ca.txt"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "openssl x509 -in %s -noout -text > %s", tu_tmp("term.pem"),
-	         tu_tmp("term.txt"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "grep -q 'CA:FALSE' %s && grep -q 'Digital Signature' %s && "
-	         "grep -q 'Subject: CN = term-0001, O = kippu' %s && "
-	         "grep -q 'Issuer: CN = Kippu Test CA, O = kippu' %s && "
-	         "{ grep -q 'Certificate Sign' %s; test $? -eq 1; }", tu_tmp("term.txt"),
-	         tu_tmp("term.txt"), tu_tmp("term.txt"), tu_tmp("term.txt"), tu_tmp("term.txt"));
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_sh("openssl verify -CAfile %s %s >/dev/null", tu_tmp("ca.pem"),
+	                       tu_tmp("term.pem")), 0);
+	/* each certificate's text, then what it must (and must not) say, in the scratch folder */
+	assert_int_equal(tu_sh("cd %s && openssl x509 -in ca.pem -noout -text > ca.txt && "
+	                       "openssl x509 -in term.pem -noout -text > term.txt", tu_scratch), 0);
+	assert_int_equal(tu_sh("cd %s && grep -q 'CA:TRUE, pathlen:0' ca.txt && "
+	                       "grep -q 'Certificate Sign, CRL Sign' ca.txt && "
+	                       "grep -q 'Subject: CN = Kippu Test CA, O = kippu' ca.txt && "
+	                       "grep -q 'ecdsa-with-SHA256' ca.txt", tu_scratch), 0);
+	assert_int_equal(tu_sh("cd %s && grep -q 'CA:FALSE' term.txt && "
+	                       "grep -q 'Digital Signature' term.txt && "
+	                       "grep -q 'Subject: CN = term-0001, O = kippu' term.txt && "
+	                       "grep -q 'Issuer: CN = Kippu Test CA, O = kippu' term.txt && "
+	                       "{ grep -q 'Certificate Sign' term.txt; test $? -eq 1; }",
+	                       tu_scratch), 0);
 }
 
 struct verify_job {

@@ -151,16 +151,22 @@ static TU_UNUSED void tu_vcmd(char *cmd, size_t cap, const char *fmt, va_list ap
 		fail_msg("shell command of %d bytes does not fit %zu: %.60s...", n, cap, cmd);
 }
 
+/* Formats the arguments of a variadic function after its last named one, fmt, into the
+ * array cmd (as tu_vcmd). */
+#define TU_FMT(cmd, fmt) do { \
+		va_list ap_; \
+		va_start(ap_, fmt); \
+		tu_vcmd(cmd, sizeof(cmd), fmt, ap_); \
+		va_end(ap_); \
+	} while (0)
+
 /* Runs a shell command; returns its exit status (or -1 if it did not exit). */
 static TU_UNUSED int tu_sh(const char *fmt, ...)
 {
 	char cmd[8192];
-	va_list ap;
 	int st;
 
-	va_start(ap, fmt);
-	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
+	TU_FMT(cmd, fmt);
 	st = system(cmd);
 	if (st == -1 || !WIFEXITED(st))
 		return -1;
@@ -172,11 +178,8 @@ static TU_UNUSED int tu_sh(const char *fmt, ...)
 static TU_UNUSED int tu_sh_in(const char *dir, const char *bin, const char *fmt, ...)
 {
 	char cmd[6000];
-	va_list ap;
 
-	va_start(ap, fmt);
-	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
+	TU_FMT(cmd, fmt);
 	return tu_sh("cd '%s' && CTL='%s/kippuctl' && TERM_BIN='%s/kippu-terminal' && DB=backend.db "
 	             "&& %s", dir, bin, bin, cmd);
 }
@@ -324,53 +327,39 @@ static TU_UNUSED void tu_wait_text(const char *path, const char *needle, int n, 
 		         tu_file_count(path, needle), n);
 }
 
-/* Starts a shell command beside the test; its pid, for tu_wait_pid. Write `exec` before the
+/* Starts a shell command beside the test; its pid, for tu_wait_pid. With out_fd, the
+ * command's stdout goes to a pipe whose read end is left in *out_fd. Write `exec` before the
  * program ("cd DIR && exec PROGRAM ...") so that the pid, and the signals sent to it, are
  * the program's. */
-static TU_UNUSED pid_t tu_spawn(const char *fmt, ...)
+static TU_UNUSED pid_t tu_spawn_piped(int *out_fd, const char *fmt, ...)
 {
 	char cmd[8192];
-	va_list ap;
+	int p[2] = { -1, -1 };
 	pid_t pid;
 
-	va_start(ap, fmt);
-	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
+	TU_FMT(cmd, fmt);
+	if (out_fd != NULL && pipe(p) != 0)
+		fail_msg("pipe: %s", strerror(errno));
 	pid = fork();
 	if (pid < 0)
 		fail_msg("fork: %s", strerror(errno));
 	if (pid == 0) {
+		if (out_fd != NULL) {
+			dup2(p[1], 1);
+			close(p[0]);
+			close(p[1]);
+		}
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
-	return pid;
-}
-
-/* tu_spawn with the command's stdout on a pipe: the pid, and the pipe's read end in *out_fd. */
-static TU_UNUSED pid_t tu_spawn_piped(int *out_fd, const char *fmt, ...)
-{
-	char cmd[8192];
-	va_list ap;
-	int p[2];
-	pid_t pid;
-
-	va_start(ap, fmt);
-	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	assert_int_equal(pipe(p), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		dup2(p[1], 1);
-		close(p[0]);
+	if (out_fd != NULL) {
 		close(p[1]);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
+		*out_fd = p[0];
 	}
-	close(p[1]);
-	*out_fd = p[0];
 	return pid;
 }
+
+#define tu_spawn(...) tu_spawn_piped(NULL, __VA_ARGS__)
 
 /* Reads one line from fd into line (without its newline), waiting for it until deadline_ms
  * (tu_mono_ms); the test fails, naming what, if the line does not come or fd closes first. */
