@@ -17,6 +17,7 @@
 #include "kp_backend.h"
 #include "kp_terminal.h"
 #include "testutil.h"
+#include "testutil_bundle.h"
 
 #define MURORAN_FEED "jp-donanbus-muroran-zone"
 #define T0 1767225600000LL               /* 2026-01-01T00:00:00Z */
@@ -529,30 +530,7 @@ static void test_bundle_format2_roundtrip(void **state)
 	for (size_t k = 0; k < n; k += (k < 600 ? 1 : 97))
 		assert_int_not_equal(kp_bundle_decode(out, k, &d), KP_SYNC_OK);
 	/* random damage: refused, or a bundle that encodes back to exactly the damaged bytes */
-	{
-		uint32_t seed = 7;
-		uint8_t *copy = malloc(n);
-
-		assert_non_null(copy);
-		for (int it = 0; it < 20000; it++) {
-			uint8_t *re = NULL;
-			size_t rn = 0;
-
-			memcpy(copy, out, n);
-			for (int k = 0; k < 1 + it % 3; k++) {
-				seed = seed * 1103515245u + 12345u;
-				copy[(seed >> 8) % n] ^= (uint8_t)(1u << (seed >> 28 & 7));
-			}
-			if (kp_bundle_decode(copy, n, &d) != KP_SYNC_OK)
-				continue;
-			assert_int_equal(kp_bundle_encode(&d, &re, &rn), KP_SYNC_OK);
-			assert_int_equal(rn, n);
-			assert_memory_equal(re, copy, n);
-			free(re);
-			kp_bundle_free(&d);
-		}
-		free(copy);
-	}
+	tu_bundle_fuzz(out, n, 7, 20000, 3);
 	/* a format 5 bundle is refused whatever follows */
 	out[3] = 0x05;
 	assert_int_equal(kp_bundle_decode(out, n, &d), KP_SYNC_E_VERSION);

@@ -23,15 +23,9 @@ struct fx {
 static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	static char abs_bin[1024];
-	char cwd[512];
 
 	tu_tmpdir(f->dir, sizeof(f->dir));
-	f->bin = tu_bin();
-	if (f->bin[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL) {
-		snprintf(abs_bin, sizeof(abs_bin), "%s/%s", cwd, f->bin);
-		f->bin = abs_bin;
-	}
+	f->bin = tu_bin_abs();
 	assert_int_equal(tu_sh(
 		"cd %s && mkdir feed && cd feed && "
 		"printf 'agency_id,agency_name,agency_url,agency_timezone\\nB,Bus,http://b.example,Asia/Tokyo\\n' > agency.txt && "
@@ -52,15 +46,6 @@ static int setup(void **state)
 		"hmi = mock:hmi.log\\nplace_file = place.txt\\npoll_timeout_ms = 100\\n' > terminal.conf",
 		f->dir, f->bin, f->bin, f->bin, f->bin, f->bin), 0);
 	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	tu_rmdir(f->dir);
-	free(f);
 	return 0;
 }
 
@@ -128,7 +113,7 @@ static void test_bus_moves(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_bus_moves, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bus_moves, setup, tu_dir_fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -249,11 +249,9 @@ static void test_summary_from_journal(void **state)
 
 	assert_int_equal(kp_shift_summary_compute(f->s, 1, &sum), KP_OK);
 	assert_string_equal(sum.driver, "D042");
-	assert_int_equal(sum.end_seq, 9);
-	assert_int_equal(sum.riders, 3);
-	assert_int_equal(sum.taps, 5);
-	assert_int_equal(sum.already, 1);
-	assert_int_equal(sum.refused, 3);
+	tu_expect_row("end_seq riders taps already refused",
+	              TU_INTS(sum.end_seq, sum.riders, sum.taps, sum.already, sum.refused),
+	              TU_INTS(9, 3, 5, 1, 3));
 	assert_int_equal(count(&sum.by_category, "adult"), 2);
 	assert_int_equal(count(&sum.by_category, "child"), 1);
 	assert_int_equal(count(&sum.by_product, "P10"), 1);

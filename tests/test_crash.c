@@ -20,7 +20,7 @@
 #define RIDES 100000
 #define T0 1795000000000LL
 
-static char dir[256], db[300], key_path[300];
+static char db[300], key_path[300];
 static uint8_t token_key[KP_TOKEN_KEY_LEN];
 
 static void card_token(int i, uint8_t token[KP_TOKEN_LEN])
@@ -46,12 +46,11 @@ static int setup(void **state)
 	const char *ops[] = { "OP-A" };
 	char ca_path[300], cert_path[300], *pem;
 
-	(void)state;
-	tu_tmpdir(dir, sizeof(dir));
-	snprintf(db, sizeof(db), "%s/crash.db", dir);
-	snprintf(key_path, sizeof(key_path), "%s/t.key", dir);
-	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", dir);
-	snprintf(cert_path, sizeof(cert_path), "%s/t.crt", dir);
+	tu_scratch_setup(state);
+	snprintf(db, sizeof(db), "%s/crash.db", tu_scratch);
+	snprintf(key_path, sizeof(key_path), "%s/t.key", tu_scratch);
+	snprintf(ca_path, sizeof(ca_path), "%s/ca.crt", tu_scratch);
+	snprintf(cert_path, sizeof(cert_path), "%s/t.crt", tu_scratch);
 	memset(token_key, 0x33, sizeof(token_key));
 	if (kp_key_generate(&key) || kp_key_save(key, key_path) || kp_key_generate(&ca) ||
 	    kp_cert_create_ca(ca, "crash CA", 5, ca_path) || kp_cert_load(&ca_cert, ca_path) ||
@@ -80,13 +79,6 @@ static int setup(void **state)
 	kp_key_free(key);
 	kp_key_free(ca);
 	kp_cert_free(ca_cert);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tu_rmdir(dir);
 	return 0;
 }
 
@@ -219,5 +211,5 @@ int main(void)
 		cmocka_unit_test(test_kill_during_taps),
 	};
 
-	return cmocka_run_group_tests_name("crash", tests, setup, teardown);
+	return cmocka_run_group_tests_name("crash", tests, setup, tu_scratch_teardown);
 }

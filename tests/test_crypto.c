@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,32 +30,6 @@ static void assert_hex(const uint8_t *got, size_t len, const char *hex)
 
 	assert_int_equal(n, len);
 	assert_memory_equal(got, want, n);
-}
-
-static char tmpdir[64];
-
-static const char *tpath(const char *name)
-{
-	return tu_path(tmpdir, name);
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
-static int group_setup(void **state)
-{
-	(void)state;
-	tu_tmpdir(tmpdir, sizeof(tmpdir));
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	return nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* RFC 6979 appendix A.2.5 private key. */
@@ -312,11 +285,11 @@ static void test_key_save_public(void **state)
 	char buf[1024];
 
 	(void)state;
-	assert_int_equal(kp_key_save_public(k, tpath("rfc.pub")), KP_CRYPTO_OK);
-	tu_read_bytes(tpath("rfc.pub"), buf, sizeof(buf));
+	assert_int_equal(kp_key_save_public(k, tu_tmp("rfc.pub")), KP_CRYPTO_OK);
+	tu_read_bytes(tu_tmp("rfc.pub"), buf, sizeof(buf));
 	assert_string_equal(buf, RFC_PUB_PEM);
 	/* public files may be replaced */
-	assert_int_equal(kp_key_save_public(k, tpath("rfc.pub")), KP_CRYPTO_OK);
+	assert_int_equal(kp_key_save_public(k, tu_tmp("rfc.pub")), KP_CRYPTO_OK);
 	kp_key_free(k);
 }
 
@@ -349,14 +322,14 @@ static void test_key_save_load(void **state)
 	(void)state;
 	assert_int_equal(kp_key_generate(&a), KP_CRYPTO_OK);
 	old = umask(0);     /* a permissive umask must not widen the mode */
-	assert_int_equal(kp_key_save(a, tpath("a.key")), KP_CRYPTO_OK);
+	assert_int_equal(kp_key_save(a, tu_tmp("a.key")), KP_CRYPTO_OK);
 	umask(old);
-	assert_int_equal(stat(tpath("a.key"), &st), 0);
+	assert_int_equal(stat(tu_tmp("a.key"), &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
-	tu_read_bytes(tpath("a.key"), before, sizeof(before));
+	tu_read_bytes(tu_tmp("a.key"), before, sizeof(before));
 	assert_non_null(strstr(before, "-----BEGIN EC PRIVATE KEY-----\n"));
 
-	assert_int_equal(kp_key_load(&b, tpath("a.key")), KP_CRYPTO_OK);
+	assert_int_equal(kp_key_load(&b, tu_tmp("a.key")), KP_CRYPTO_OK);
 	/* deterministic signatures: same key, same signature */
 	sha("round trip", h);
 	assert_int_equal(kp_key_sign(a, h, s1), KP_CRYPTO_OK);
@@ -366,17 +339,17 @@ static void test_key_save_load(void **state)
 	/* refuses to overwrite, and leaves the file alone */
 	kp_key_free(b);
 	assert_int_equal(kp_key_generate(&b), KP_CRYPTO_OK);
-	assert_int_equal(kp_key_save(b, tpath("a.key")), KP_CRYPTO_E_EXISTS);
-	tu_read_bytes(tpath("a.key"), after, sizeof(after));
+	assert_int_equal(kp_key_save(b, tu_tmp("a.key")), KP_CRYPTO_E_EXISTS);
+	tu_read_bytes(tu_tmp("a.key"), after, sizeof(after));
 	assert_string_equal(before, after);
 	/* ... also through a symlink */
-	assert_int_equal(symlink(tpath("nowhere.key"), tpath("link.key")), 0);
-	assert_int_equal(kp_key_save(b, tpath("link.key")), KP_CRYPTO_E_EXISTS);
-	assert_int_equal(access(tpath("nowhere.key"), F_OK), -1);
+	assert_int_equal(symlink(tu_tmp("nowhere.key"), tu_tmp("link.key")), 0);
+	assert_int_equal(kp_key_save(b, tu_tmp("link.key")), KP_CRYPTO_E_EXISTS);
+	assert_int_equal(access(tu_tmp("nowhere.key"), F_OK), -1);
 
-	assert_int_equal(kp_key_save(b, tpath("no/such/dir.key")), KP_CRYPTO_E_IO);
+	assert_int_equal(kp_key_save(b, tu_tmp("no/such/dir.key")), KP_CRYPTO_E_IO);
 	assert_string_not_equal(kp_crypto_last_error(), "");
-	assert_int_equal(kp_key_save(NULL, tpath("x.key")), KP_CRYPTO_E_INVAL);
+	assert_int_equal(kp_key_save(NULL, tu_tmp("x.key")), KP_CRYPTO_E_INVAL);
 	kp_key_free(a);
 	kp_key_free(b);
 }
@@ -438,41 +411,41 @@ static void test_key_load_forms_and_errors(void **state)
 	(void)state;
 	/* accepted: SEC1 DER, PKCS#8 PEM */
 	n = tu_hex(RFC_SEC1_DER_HEX, der, sizeof(der));
-	tu_write_bytes(tpath("rfc.der"), der, n);
-	assert_int_equal(kp_key_load(&k, tpath("rfc.der")), KP_CRYPTO_OK);
+	tu_write_bytes(tu_tmp("rfc.der"), der, n);
+	assert_int_equal(kp_key_load(&k, tu_tmp("rfc.der")), KP_CRYPTO_OK);
 	assert_signs_sample(k);
 	kp_key_free(k);
-	tu_write_bytes(tpath("rfc8.pem"), RFC_PKCS8_PEM, strlen(RFC_PKCS8_PEM));
-	assert_int_equal(kp_key_load(&k, tpath("rfc8.pem")), KP_CRYPTO_OK);
+	tu_write_bytes(tu_tmp("rfc8.pem"), RFC_PKCS8_PEM, strlen(RFC_PKCS8_PEM));
+	assert_int_equal(kp_key_load(&k, tu_tmp("rfc8.pem")), KP_CRYPTO_OK);
 	assert_signs_sample(k);
 	kp_key_free(k);
 
 	/* errors */
-	assert_int_equal(kp_key_load(&k, tpath("missing.key")), KP_CRYPTO_E_IO);
+	assert_int_equal(kp_key_load(&k, tu_tmp("missing.key")), KP_CRYPTO_E_IO);
 	assert_null(k);
 	assert_string_not_equal(kp_crypto_last_error(), "");
-	assert_int_equal(kp_key_load(&k, tmpdir), KP_CRYPTO_E_IO);          /* a directory */
-	tu_write_bytes(tpath("empty.key"), "", 0);
-	assert_int_equal(kp_key_load(&k, tpath("empty.key")), KP_CRYPTO_E_PARSE);
+	assert_int_equal(kp_key_load(&k, tu_scratch), KP_CRYPTO_E_IO);          /* a directory */
+	tu_write_bytes(tu_tmp("empty.key"), "", 0);
+	assert_int_equal(kp_key_load(&k, tu_tmp("empty.key")), KP_CRYPTO_E_PARSE);
 	assert_int_equal(kp_random(garbage, sizeof(garbage)), KP_CRYPTO_OK);
-	tu_write_bytes(tpath("garbage.key"), garbage, sizeof(garbage));
-	assert_int_equal(kp_key_load(&k, tpath("garbage.key")), KP_CRYPTO_E_PARSE);
-	tu_write_bytes(tpath("trunc.key"), RFC_PKCS8_PEM, 100);
-	assert_int_equal(kp_key_load(&k, tpath("trunc.key")), KP_CRYPTO_E_PARSE);
-	tu_write_bytes(tpath("trunc.der"), der, n - 10);
-	assert_int_equal(kp_key_load(&k, tpath("trunc.der")), KP_CRYPTO_E_PARSE);
-	tu_write_bytes(tpath("pub.key"), RFC_PUB_PEM, strlen(RFC_PUB_PEM));
-	assert_int_equal(kp_key_load(&k, tpath("pub.key")), KP_CRYPTO_E_PARSE);
-	tu_write_bytes(tpath("rsa.key"), RSA_KEY_PEM, strlen(RSA_KEY_PEM));
-	assert_int_equal(kp_key_load(&k, tpath("rsa.key")), KP_CRYPTO_E_KEYTYPE);
-	tu_write_bytes(tpath("p384.key"), P384_KEY_PEM, strlen(P384_KEY_PEM));
-	assert_int_equal(kp_key_load(&k, tpath("p384.key")), KP_CRYPTO_E_KEYTYPE);
+	tu_write_bytes(tu_tmp("garbage.key"), garbage, sizeof(garbage));
+	assert_int_equal(kp_key_load(&k, tu_tmp("garbage.key")), KP_CRYPTO_E_PARSE);
+	tu_write_bytes(tu_tmp("trunc.key"), RFC_PKCS8_PEM, 100);
+	assert_int_equal(kp_key_load(&k, tu_tmp("trunc.key")), KP_CRYPTO_E_PARSE);
+	tu_write_bytes(tu_tmp("trunc.der"), der, n - 10);
+	assert_int_equal(kp_key_load(&k, tu_tmp("trunc.der")), KP_CRYPTO_E_PARSE);
+	tu_write_bytes(tu_tmp("pub.key"), RFC_PUB_PEM, strlen(RFC_PUB_PEM));
+	assert_int_equal(kp_key_load(&k, tu_tmp("pub.key")), KP_CRYPTO_E_PARSE);
+	tu_write_bytes(tu_tmp("rsa.key"), RSA_KEY_PEM, strlen(RSA_KEY_PEM));
+	assert_int_equal(kp_key_load(&k, tu_tmp("rsa.key")), KP_CRYPTO_E_KEYTYPE);
+	tu_write_bytes(tu_tmp("p384.key"), P384_KEY_PEM, strlen(P384_KEY_PEM));
+	assert_int_equal(kp_key_load(&k, tu_tmp("p384.key")), KP_CRYPTO_E_KEYTYPE);
 	/* a public point that is not d·G */
 	der[n - 1] ^= 1;
-	tu_write_bytes(tpath("badpub.der"), der, n);
-	assert_int_not_equal(kp_key_load(&k, tpath("badpub.der")), KP_CRYPTO_OK);
+	tu_write_bytes(tu_tmp("badpub.der"), der, n);
+	assert_int_not_equal(kp_key_load(&k, tu_tmp("badpub.der")), KP_CRYPTO_OK);
 	assert_null(k);
-	assert_int_equal(kp_key_load(NULL, tpath("rfc.der")), KP_CRYPTO_E_INVAL);
+	assert_int_equal(kp_key_load(NULL, tu_tmp("rfc.der")), KP_CRYPTO_E_INVAL);
 }
 
 /* ---- certificates ---- */
@@ -504,14 +477,14 @@ static int pki_setup(void **state)
 	if (kp_key_generate(&pki.ca_key) || kp_key_generate(&pki.term_key) ||
 	    kp_key_generate(&pki.other_key))
 		return -1;
-	if (kp_cert_create_ca(pki.ca_key, "Kippu Test CA", 3650, tpath("ca.pem")) ||
-	    kp_cert_load(&pki.ca, tpath("ca.pem")))
+	if (kp_cert_create_ca(pki.ca_key, "Kippu Test CA", 3650, tu_tmp("ca.pem")) ||
+	    kp_cert_load(&pki.ca, tu_tmp("ca.pem")))
 		return -1;
-	if (kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, "term-0001", 365, tpath("term.pem")) ||
-	    kp_cert_load(&pki.term, tpath("term.pem")))
+	if (kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, "term-0001", 365, tu_tmp("term.pem")) ||
+	    kp_cert_load(&pki.term, tu_tmp("term.pem")))
 		return -1;
-	if (kp_cert_create_ca(pki.other_key, "Kippu Test CA", 3650, tpath("other.pem")) ||
-	    kp_cert_load(&pki.other_ca, tpath("other.pem")))
+	if (kp_cert_create_ca(pki.other_key, "Kippu Test CA", 3650, tu_tmp("other.pem")) ||
+	    kp_cert_load(&pki.other_ca, tu_tmp("other.pem")))
 		return -1;
 	return 0;
 }
@@ -578,38 +551,39 @@ static void test_cert_validity(void **state)
 	(void)state;
 	/* expired an hour ago */
 	assert_int_equal(kp_cert_issue_validity(pki.ca_key, pki.ca, pki.term_key, "term-old",
-	                                        now - 2 * 86400, now - 3600, tpath("old.pem")),
+	                                        now - 2 * 86400, now - 3600, tu_tmp("old.pem")),
 	                 KP_CRYPTO_OK);
-	assert_int_equal(kp_cert_load(&c, tpath("old.pem")), KP_CRYPTO_OK);
+	assert_int_equal(kp_cert_load(&c, tu_tmp("old.pem")), KP_CRYPTO_OK);
 	assert_int_equal(kp_cert_check_issued_by(c, pki.ca, err, sizeof(err)), KP_CRYPTO_E_CHAIN);
 	assert_non_null(strstr(err, "expired"));
 	kp_cert_free(c);
 	/* valid from tomorrow */
 	assert_int_equal(kp_cert_issue_validity(pki.ca_key, pki.ca, pki.term_key, "term-new",
-	                                        now + 86400, now + 2 * 86400, tpath("new.pem")),
+	                                        now + 86400, now + 2 * 86400, tu_tmp("new.pem")),
 	                 KP_CRYPTO_OK);
-	assert_int_equal(kp_cert_load(&c, tpath("new.pem")), KP_CRYPTO_OK);
+	assert_int_equal(kp_cert_load(&c, tu_tmp("new.pem")), KP_CRYPTO_OK);
 	assert_int_equal(kp_cert_check_issued_by(c, pki.ca, err, sizeof(err)), KP_CRYPTO_E_CHAIN);
 	assert_non_null(strstr(err, "future"));
 	kp_cert_free(c);
 	/* a valid certificate under an expired CA */
 	assert_int_equal(kp_cert_create_ca_validity(pki.ca_key, "Kippu Test CA", now - 2 * 86400,
-	                                            now - 60, tpath("oldca.pem")), KP_CRYPTO_OK);
-	assert_int_equal(kp_cert_load(&expired_ca, tpath("oldca.pem")), KP_CRYPTO_OK);
+	                                            now - 60, tu_tmp("oldca.pem")), KP_CRYPTO_OK);
+	assert_int_equal(kp_cert_load(&expired_ca, tu_tmp("oldca.pem")), KP_CRYPTO_OK);
 	assert_int_equal(kp_cert_check_issued_by(pki.term, expired_ca, err, sizeof(err)),
 	                 KP_CRYPTO_E_CHAIN);
 	assert_non_null(strstr(err, "expired"));
 	kp_cert_free(expired_ca);
 
 	/* the days variants take 1..36500 */
-	assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, "t", 0, tpath("x.pem")),
+	assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, "t", 0, tu_tmp("x.pem")),
 	                 KP_CRYPTO_E_INVAL);
-	assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, "t", -1, tpath("x.pem")),
+	assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, "t", -1, tu_tmp("x.pem")),
 	                 KP_CRYPTO_E_INVAL);
-	assert_int_equal(kp_cert_create_ca(pki.ca_key, "t", 36501, tpath("x.pem")), KP_CRYPTO_E_INVAL);
+	assert_int_equal(kp_cert_create_ca(pki.ca_key, "t", 36501, tu_tmp("x.pem")),
+	                 KP_CRYPTO_E_INVAL);
 	assert_int_equal(kp_cert_issue_validity(pki.ca_key, pki.ca, pki.term_key, "t", now, now - 1,
-	                                        tpath("x.pem")), KP_CRYPTO_E_INVAL);
-	assert_int_equal(access(tpath("x.pem"), F_OK), -1);
+	                                        tu_tmp("x.pem")), KP_CRYPTO_E_INVAL);
+	assert_int_equal(access(tu_tmp("x.pem"), F_OK), -1);
 }
 
 static void test_cert_bad_arguments(void **state)
@@ -623,20 +597,20 @@ static void test_cert_bad_arguments(void **state)
 	(void)state;
 	for (i = 0; i < sizeof(bad_cn) / sizeof(bad_cn[0]); i++)
 		assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, bad_cn[i], 10,
-		                               tpath("x.pem")), KP_CRYPTO_E_INVAL);
-	assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, NULL, 10, tpath("x.pem")),
+		                               tu_tmp("x.pem")), KP_CRYPTO_E_INVAL);
+	assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, NULL, 10, tu_tmp("x.pem")),
 	                 KP_CRYPTO_E_INVAL);
 	/* an end-entity certificate cannot issue, and the CA key must match the CA */
 	assert_int_equal(kp_cert_issue(pki.term_key, pki.term, pki.other_key, "t", 10,
-	                               tpath("x.pem")), KP_CRYPTO_E_INVAL);
+	                               tu_tmp("x.pem")), KP_CRYPTO_E_INVAL);
 	assert_int_equal(kp_cert_issue(pki.other_key, pki.ca, pki.term_key, "t", 10,
-	                               tpath("x.pem")), KP_CRYPTO_E_INVAL);
-	assert_int_equal(kp_cert_issue(pki.ca_key, NULL, pki.term_key, "t", 10, tpath("x.pem")),
+	                               tu_tmp("x.pem")), KP_CRYPTO_E_INVAL);
+	assert_int_equal(kp_cert_issue(pki.ca_key, NULL, pki.term_key, "t", 10, tu_tmp("x.pem")),
 	                 KP_CRYPTO_E_INVAL);
-	assert_int_equal(access(tpath("x.pem"), F_OK), -1);
+	assert_int_equal(access(tu_tmp("x.pem"), F_OK), -1);
 	/* a UTF-8 CN is fine */
 	assert_int_equal(kp_cert_issue(pki.ca_key, pki.ca, pki.term_key, "関西バス 42", 10,
-	                               tpath("utf8.pem")), KP_CRYPTO_OK);
+	                               tu_tmp("utf8.pem")), KP_CRYPTO_OK);
 }
 
 static size_t b64_decode(const char *in, uint8_t *out, size_t cap)
@@ -672,14 +646,14 @@ static void test_cert_parse_forms(void **state)
 	char *b, *e;
 
 	(void)state;
-	n = tu_read_bytes(tpath("term.pem"), pem, sizeof(pem));
+	n = tu_read_bytes(tu_tmp("term.pem"), pem, sizeof(pem));
 	/* PEM with and without the NUL */
 	assert_int_equal(kp_cert_parse(&c, (const uint8_t *)pem, n), KP_CRYPTO_OK);
 	kp_cert_free(c);
 	assert_int_equal(kp_cert_parse(&c, (const uint8_t *)pem, n + 1), KP_CRYPTO_OK);
 	/* write_pem gives the same text back */
-	assert_int_equal(kp_cert_write_pem(c, tpath("term2.pem")), KP_CRYPTO_OK);
-	tu_read_bytes(tpath("term2.pem"), pem2, sizeof(pem2));
+	assert_int_equal(kp_cert_write_pem(c, tu_tmp("term2.pem")), KP_CRYPTO_OK);
+	tu_read_bytes(tu_tmp("term2.pem"), pem2, sizeof(pem2));
 	assert_string_equal(pem, pem2);
 	kp_cert_free(c);
 	/* DER */
@@ -692,8 +666,8 @@ static void test_cert_parse_forms(void **state)
 	assert_int_equal(kp_cert_subject_cn(c, cn, sizeof(cn)), KP_CRYPTO_OK);
 	assert_string_equal(cn, "term-0001");
 	kp_cert_free(c);
-	tu_write_bytes(tpath("term.der"), der, dn);
-	assert_int_equal(kp_cert_load(&c, tpath("term.der")), KP_CRYPTO_OK);
+	tu_write_bytes(tu_tmp("term.der"), der, dn);
+	assert_int_equal(kp_cert_load(&c, tu_tmp("term.der")), KP_CRYPTO_OK);
 	kp_cert_free(c);
 	c = NULL;
 	/* errors */
@@ -702,7 +676,7 @@ static void test_cert_parse_forms(void **state)
 	assert_int_equal(kp_cert_parse(&c, (const uint8_t *)pem, n / 2), KP_CRYPTO_E_PARSE);
 	assert_int_equal(kp_cert_parse(&c, (const uint8_t *)"x", 1), KP_CRYPTO_E_PARSE);
 	assert_int_equal(kp_cert_parse(&c, NULL, 5), KP_CRYPTO_E_INVAL);
-	assert_int_equal(kp_cert_load(&c, tpath("missing.pem")), KP_CRYPTO_E_IO);
+	assert_int_equal(kp_cert_load(&c, tu_tmp("missing.pem")), KP_CRYPTO_E_IO);
 	/* two certificates in one file are not one certificate */
 	memcpy(pem2, pem, n);
 	memcpy(pem2 + n, pem, n + 1);
@@ -723,7 +697,7 @@ static void test_cert_rsa(void **state)
 	assert_string_equal(cn, "rsa-test");
 	assert_int_equal(kp_cert_verify(c, h, sig), KP_CRYPTO_E_KEYTYPE);
 	assert_int_equal(kp_cert_matches_key(c, pki.term_key), KP_CRYPTO_E_KEYTYPE);
-	assert_int_equal(kp_cert_issue(pki.ca_key, c, pki.term_key, "t", 10, tpath("x.pem")),
+	assert_int_equal(kp_cert_issue(pki.ca_key, c, pki.term_key, "t", 10, tu_tmp("x.pem")),
 	                 KP_CRYPTO_E_INVAL);
 	kp_cert_free(c);
 }
@@ -732,32 +706,24 @@ static void test_cert_rsa(void **state)
  * extensions the design asks for. Skipped when the openssl command is missing. */
 static void test_cert_openssl_view(void **state)
 {
-	char cmd[1024];
-
 	(void)state;
 	if (system("command -v openssl >/dev/null 2>&1") != 0)
 		skip();
-	snprintf(cmd, sizeof(cmd), "openssl verify -CAfile %s %s >/dev/null",
-	         tpath("ca.pem"), tpath("term.pem"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "openssl x509 -in %s -noout -text > %s", tpath("ca.pem"),
-	         tpath("ca.txt"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "grep -q 'CA:TRUE, pathlen:0' %s && "
-	         "grep -q 'Certificate Sign, CRL Sign' %s && "
-	         "grep -q 'Subject: CN = Kippu Test CA, O = kippu' %s && "
-	         "grep -q 'ecdsa-with-SHA256' %s", tpath("ca.txt"), tpath("ca.txt"),
-	         tpath("ca.txt"), tpath("ca.txt"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "openssl x509 -in %s -noout -text > %s", tpath("term.pem"),
-	         tpath("term.txt"));
-	assert_int_equal(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "grep -q 'CA:FALSE' %s && grep -q 'Digital Signature' %s && "
-	         "grep -q 'Subject: CN = term-0001, O = kippu' %s && "
-	         "grep -q 'Issuer: CN = Kippu Test CA, O = kippu' %s && "
-	         "{ grep -q 'Certificate Sign' %s; test $? -eq 1; }", tpath("term.txt"),
-	         tpath("term.txt"), tpath("term.txt"), tpath("term.txt"), tpath("term.txt"));
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_sh("openssl verify -CAfile %s %s >/dev/null", tu_tmp("ca.pem"),
+	                       tu_tmp("term.pem")), 0);
+	/* each certificate's text, then what it must (and must not) say, in the scratch folder */
+	assert_int_equal(tu_sh("cd %s && openssl x509 -in ca.pem -noout -text > ca.txt && "
+	                       "openssl x509 -in term.pem -noout -text > term.txt", tu_scratch), 0);
+	assert_int_equal(tu_sh("cd %s && grep -q 'CA:TRUE, pathlen:0' ca.txt && "
+	                       "grep -q 'Certificate Sign, CRL Sign' ca.txt && "
+	                       "grep -q 'Subject: CN = Kippu Test CA, O = kippu' ca.txt && "
+	                       "grep -q 'ecdsa-with-SHA256' ca.txt", tu_scratch), 0);
+	assert_int_equal(tu_sh("cd %s && grep -q 'CA:FALSE' term.txt && "
+	                       "grep -q 'Digital Signature' term.txt && "
+	                       "grep -q 'Subject: CN = term-0001, O = kippu' term.txt && "
+	                       "grep -q 'Issuer: CN = Kippu Test CA, O = kippu' term.txt && "
+	                       "{ grep -q 'Certificate Sign' term.txt; test $? -eq 1; }",
+	                       tu_scratch), 0);
 }
 
 struct verify_job {
@@ -788,7 +754,7 @@ static void test_cert_shared_by_threads(void **state)
 
 	(void)state;
 	/* a freshly loaded cert, never used before the threads start */
-	assert_int_equal(kp_cert_load(&fresh, tpath("term.pem")), KP_CRYPTO_OK);
+	assert_int_equal(kp_cert_load(&fresh, tu_tmp("term.pem")), KP_CRYPTO_OK);
 	pki.term = fresh;
 	for (i = 0; i < 4; i++) {
 		jobs[i].bad = 0;
@@ -833,5 +799,5 @@ int main(void)
 		FX_TEST(test_cert_shared_by_threads),
 	};
 
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, tu_scratch_setup, tu_scratch_teardown);
 }

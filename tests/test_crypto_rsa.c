@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +30,10 @@
 #define KU_KEY_CERT_SIGN     0x04
 #define SHA256_DI_PREFIX "3031300D060960864801650304020105000420"
 
-static char tmpdir[64];
 static kp_rsa *ca_key, *ee_key;
 static kp_cert *ca_cert, *ee_cert;
 
 /* ---- helpers ---- */
-
-static const char *tpath(const char *name)
-{
-	return tu_path(tmpdir, name);
-}
 
 /* The output of a shell command (at most cap - 1 bytes), NUL-terminated. */
 static void sh_out(char *out, size_t cap, const char *fmt, ...)
@@ -70,39 +63,29 @@ static size_t digest_info(const char *msg, uint8_t di[51], uint8_t hash[KP_SHA25
 	return n + KP_SHA256_LEN;
 }
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
 static int group_setup(void **state)
 {
-	(void)state;
-	tu_tmpdir(tmpdir, sizeof(tmpdir));
+	tu_scratch_setup(state);
 	if (kp_rsa_generate(&ca_key, 2048) != KP_CRYPTO_OK ||
 	    kp_rsa_generate(&ee_key, 2048) != KP_CRYPTO_OK)
 		return -1;
-	if (kp_cert_create_ca_rsa(ca_key, "JPKI test CA", CA_NB, CA_NA, tpath("ca.pem")) != 0 ||
-	    kp_cert_load(&ca_cert, tpath("ca.pem")) != 0)
+	if (kp_cert_create_ca_rsa(ca_key, "JPKI test CA", CA_NB, CA_NA, tu_tmp("ca.pem")) != 0 ||
+	    kp_cert_load(&ca_cert, tu_tmp("ca.pem")) != 0)
 		return -1;
 	if (kp_cert_issue_rsa(ca_key, ca_cert, ee_key, "test card 1", EE_SERIAL, EE_NB, EE_NA,
-	                      tpath("ee.der")) != 0 ||
-	    kp_cert_load(&ee_cert, tpath("ee.der")) != 0)
+	                      tu_tmp("ee.der")) != 0 ||
+	    kp_cert_load(&ee_cert, tu_tmp("ee.der")) != 0)
 		return -1;
 	return 0;
 }
 
 static int group_teardown(void **state)
 {
-	(void)state;
 	kp_cert_free(ee_cert);
 	kp_cert_free(ca_cert);
 	kp_rsa_free(ee_key);
 	kp_rsa_free(ca_key);
-	if (getenv("KP_KEEP_TMP") == NULL)
-		nftw(tmpdir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
-	return 0;
+	return tu_scratch_teardown(state);
 }
 
 /* ---- keys ---- */
@@ -124,7 +107,7 @@ static void test_rsa_save_load(void **state)
 {
 	uint8_t di[51], hash[KP_SHA256_LEN], s1[256], s2[256], buf[4096];
 	size_t di_len = digest_info("save and load", di, hash), n1 = 0, n2 = 0, len;
-	const char *path = tpath("ee.key");
+	const char *path = tu_tmp("ee.key");
 	kp_rsa *k = NULL;
 	struct stat st;
 
@@ -136,7 +119,7 @@ static void test_rsa_save_load(void **state)
 	assert_true(len > 32 && memcmp(buf, "-----BEGIN RSA PRIVATE KEY-----\n", 32) == 0);
 	/* never overwritten, not even by the same key */
 	assert_int_equal(kp_rsa_save(ee_key, path), KP_CRYPTO_E_EXISTS);
-	assert_int_equal(kp_rsa_save(NULL, tpath("x.key")), KP_CRYPTO_E_INVAL);
+	assert_int_equal(kp_rsa_save(NULL, tu_tmp("x.key")), KP_CRYPTO_E_INVAL);
 
 	/* PKCS#1 v1.5 is deterministic: the loaded key signs the same bytes */
 	assert_int_equal(kp_rsa_sign_digestinfo(ee_key, di, di_len, s1, sizeof(s1), &n1), 0);
@@ -155,15 +138,15 @@ static void test_rsa_save_load(void **state)
 	assert_int_equal(kp_rsa_parse(&k, buf, len + 1), KP_CRYPTO_OK);
 	kp_rsa_free(k);
 	assert_int_equal(tu_sh("openssl rsa -in %s -outform DER -out %s 2>/dev/null", path,
-	                       tpath("ee.key.der")), 0);
-	len = tu_read_bytes(tpath("ee.key.der"), buf, sizeof(buf));
+	                       tu_tmp("ee.key.der")), 0);
+	len = tu_read_bytes(tu_tmp("ee.key.der"), buf, sizeof(buf));
 	assert_int_equal(buf[0], 0x30);
 	assert_int_equal(kp_rsa_parse(&k, buf, len), KP_CRYPTO_OK);
 	assert_int_equal(kp_rsa_sign_digestinfo(k, di, di_len, s2, sizeof(s2), &n2), 0);
 	assert_memory_equal(s1, s2, 256);
 	kp_rsa_free(k);
 	k = NULL;
-	assert_int_equal(kp_rsa_load(&k, tpath("ee.key.der")), KP_CRYPTO_OK);
+	assert_int_equal(kp_rsa_load(&k, tu_tmp("ee.key.der")), KP_CRYPTO_OK);
 	kp_rsa_free(k);
 	k = NULL;
 	assert_int_equal(kp_rsa_parse(&k, buf, len / 2), KP_CRYPTO_E_PARSE);
@@ -178,23 +161,23 @@ static void test_rsa_load_refuses(void **state)
 	kp_rsa *k = (kp_rsa *)1;
 
 	(void)state;
-	assert_int_equal(kp_rsa_load(&k, tpath("missing.key")), KP_CRYPTO_E_IO);
+	assert_int_equal(kp_rsa_load(&k, tu_tmp("missing.key")), KP_CRYPTO_E_IO);
 	assert_null(k);
-	assert_int_equal(kp_rsa_load(&k, tmpdir), KP_CRYPTO_E_IO);        /* a folder */
-	tu_write_bytes(tpath("junk.key"), "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n", 37);
-	assert_int_equal(kp_rsa_load(&k, tpath("junk.key")), KP_CRYPTO_E_PARSE);
+	assert_int_equal(kp_rsa_load(&k, tu_scratch), KP_CRYPTO_E_IO);        /* a folder */
+	tu_write_bytes(tu_tmp("junk.key"), "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n", 37);
+	assert_int_equal(kp_rsa_load(&k, tu_tmp("junk.key")), KP_CRYPTO_E_PARSE);
 	/* a P-256 key is not an RSA key, and an RSA key is not a P-256 key */
 	assert_int_equal(kp_key_generate(&ec), KP_CRYPTO_OK);
-	assert_int_equal(kp_key_save(ec, tpath("ec.key")), KP_CRYPTO_OK);
+	assert_int_equal(kp_key_save(ec, tu_tmp("ec.key")), KP_CRYPTO_OK);
 	kp_key_free(ec);
 	ec = NULL;
-	assert_int_equal(kp_rsa_load(&k, tpath("ec.key")), KP_CRYPTO_E_KEYTYPE);
-	assert_int_equal(kp_rsa_save(ca_key, tpath("ca.key")), KP_CRYPTO_OK);
-	assert_int_equal(kp_key_load(&ec, tpath("ca.key")), KP_CRYPTO_E_KEYTYPE);
+	assert_int_equal(kp_rsa_load(&k, tu_tmp("ec.key")), KP_CRYPTO_E_KEYTYPE);
+	assert_int_equal(kp_rsa_save(ca_key, tu_tmp("ca.key")), KP_CRYPTO_OK);
+	assert_int_equal(kp_key_load(&ec, tu_tmp("ca.key")), KP_CRYPTO_E_KEYTYPE);
 	/* too short for JPKI */
 	assert_int_equal(tu_sh("openssl genrsa -traditional -out %s 1024 2>/dev/null",
-	                       tpath("small.key")), 0);
-	assert_int_equal(kp_rsa_load(&k, tpath("small.key")), KP_CRYPTO_E_KEYTYPE);
+	                       tu_tmp("small.key")), 0);
+	assert_int_equal(kp_rsa_load(&k, tu_tmp("small.key")), KP_CRYPTO_E_KEYTYPE);
 	assert_null(k);
 }
 
@@ -245,8 +228,9 @@ static void test_rsa_sign_verify(void **state)
 		kp_cert *ecc = NULL;
 
 		assert_int_equal(kp_key_generate(&ec), 0);
-		assert_int_equal(kp_cert_create_ca_validity(ec, "p256", T0, CA_NA, tpath("ec.pem")), 0);
-		assert_int_equal(kp_cert_load(&ecc, tpath("ec.pem")), 0);
+		assert_int_equal(kp_cert_create_ca_validity(ec, "p256", T0, CA_NA, tu_tmp("ec.pem")),
+		                 0);
+		assert_int_equal(kp_cert_load(&ecc, tu_tmp("ec.pem")), 0);
 		assert_int_equal(kp_cert_verify_rsa_sha256(ecc, hash, sig, 256), KP_CRYPTO_E_KEYTYPE);
 		kp_cert_free(ecc);
 		kp_key_free(ec);
@@ -261,30 +245,30 @@ static void test_rsa_sign_openssl(void **state)
 	size_t di_len = digest_info(msg, di, hash), n = 0;
 
 	(void)state;
-	tu_write_bytes(tpath("msg.txt"), msg, strlen(msg));
+	tu_write_bytes(tu_tmp("msg.txt"), msg, strlen(msg));
 	assert_int_equal(kp_rsa_sign_digestinfo(ee_key, di, di_len, sig, sizeof(sig), &n), 0);
-	tu_write_bytes(tpath("msg.sig"), sig, n);
+	tu_write_bytes(tu_tmp("msg.sig"), sig, n);
 	assert_int_equal(tu_sh("openssl x509 -inform DER -in %s -pubkey -noout > %s",
-	                       tpath("ee.der"), tpath("ee.pub")), 0);
+	                       tu_tmp("ee.der"), tu_tmp("ee.pub")), 0);
 	assert_int_equal(tu_sh("openssl dgst -sha256 -verify %s -signature %s %s >/dev/null",
-	                       tpath("ee.pub"), tpath("msg.sig"), tpath("msg.txt")), 0);
+	                       tu_tmp("ee.pub"), tu_tmp("msg.sig"), tu_tmp("msg.txt")), 0);
 	assert_int_equal(tu_sh("openssl pkeyutl -verifyrecover -pubin -inkey %s -in %s -out %s",
-	                       tpath("ee.pub"), tpath("msg.sig"), tpath("msg.rec")), 0);
-	assert_int_equal(tu_read_bytes(tpath("msg.rec"), other, sizeof(other)), di_len);
+	                       tu_tmp("ee.pub"), tu_tmp("msg.sig"), tu_tmp("msg.rec")), 0);
+	assert_int_equal(tu_read_bytes(tu_tmp("msg.rec"), other, sizeof(other)), di_len);
 	assert_memory_equal(other, di, di_len);
 	/* OpenSSL's own RSASSA-PKCS1-v1_5 signature of the message: the same 256 bytes */
-	if (access(tpath("ee.key"), F_OK) != 0)
-		assert_int_equal(kp_rsa_save(ee_key, tpath("ee.key")), 0);
-	assert_int_equal(tu_sh("openssl dgst -sha256 -sign %s -out %s %s", tpath("ee.key"),
-	                       tpath("ossl.sig"), tpath("msg.txt")), 0);
-	assert_int_equal(tu_read_bytes(tpath("ossl.sig"), other, sizeof(other)), 256);
+	if (access(tu_tmp("ee.key"), F_OK) != 0)
+		assert_int_equal(kp_rsa_save(ee_key, tu_tmp("ee.key")), 0);
+	assert_int_equal(tu_sh("openssl dgst -sha256 -sign %s -out %s %s", tu_tmp("ee.key"),
+	                       tu_tmp("ossl.sig"), tu_tmp("msg.txt")), 0);
+	assert_int_equal(tu_read_bytes(tu_tmp("ossl.sig"), other, sizeof(other)), 256);
 	assert_memory_equal(other, sig, 256);
 	/* and a tampered signature fails there too */
 	sig[0] ^= 0x40;
-	tu_write_bytes(tpath("bad.sig"), sig, n);
+	tu_write_bytes(tu_tmp("bad.sig"), sig, n);
 	assert_int_not_equal(tu_sh("openssl dgst -sha256 -verify %s -signature %s %s "
-	                           ">/dev/null 2>&1", tpath("ee.pub"), tpath("bad.sig"),
-	                           tpath("msg.txt")), 0);
+	                           ">/dev/null 2>&1", tu_tmp("ee.pub"), tu_tmp("bad.sig"),
+	                           tu_tmp("msg.txt")), 0);
 }
 
 /* ---- certificates ---- */
@@ -296,12 +280,13 @@ static void test_rsa_certs_openssl(void **state)
 
 	(void)state;
 	/* the CA as PEM, the card's certificate as DER (by the file name) */
-	assert_int_equal(tu_read_bytes(tpath("ca.pem"), buf, sizeof(buf)) > 27, 1);
+	assert_int_equal(tu_read_bytes(tu_tmp("ca.pem"), buf, sizeof(buf)) > 27, 1);
 	assert_memory_equal(buf, "-----BEGIN CERTIFICATE-----", 27);
-	assert_int_equal(tu_read_bytes(tpath("ee.der"), buf, sizeof(buf)) > 100, 1);
+	assert_int_equal(tu_read_bytes(tu_tmp("ee.der"), buf, sizeof(buf)) > 100, 1);
 	assert_int_equal(buf[0], 0x30);
 
-	sh_out(out, sizeof(out), "openssl x509 -in %s -noout -text -nameopt oneline", tpath("ca.pem"));
+	sh_out(out, sizeof(out), "openssl x509 -in %s -noout -text -nameopt oneline",
+	       tu_tmp("ca.pem"));
 	assert_non_null(strstr(out, "sha256WithRSAEncryption"));
 	assert_non_null(strstr(out, "Public-Key: (2048 bit)"));
 	assert_non_null(strstr(out, "CA:TRUE"));
@@ -310,7 +295,7 @@ static void test_rsa_certs_openssl(void **state)
 	assert_non_null(strstr(out, "Not Before: Jan  1 00:00:00 2026 GMT"));
 
 	sh_out(out, sizeof(out), "openssl x509 -inform DER -in %s -noout -text -serial "
-	       "-nameopt oneline", tpath("ee.der"));
+	       "-nameopt oneline", tu_tmp("ee.der"));
 	assert_non_null(strstr(out, "sha256WithRSAEncryption"));
 	assert_non_null(strstr(out, "Issuer: CN = JPKI test CA, O = JPKI test"));
 	assert_non_null(strstr(out, "Subject: CN = test card 1, O = JPKI test"));
@@ -321,26 +306,26 @@ static void test_rsa_certs_openssl(void **state)
 	assert_non_null(strstr(out, "Not Before: Jan  2 00:00:00 2026 GMT"));
 
 	/* OpenSSL builds the chain too, inside the window and not before it */
-	assert_int_equal(tu_sh("openssl x509 -inform DER -in %s -out %s", tpath("ee.der"),
-	                       tpath("ee.pem")), 0);
+	assert_int_equal(tu_sh("openssl x509 -inform DER -in %s -out %s", tu_tmp("ee.der"),
+	                       tu_tmp("ee.pem")), 0);
 	assert_int_equal(tu_sh("openssl verify -attime %lld -CAfile %s %s >/dev/null",
-	                       (long long)(EE_NB + 100), tpath("ca.pem"), tpath("ee.pem")), 0);
+	                       (long long)(EE_NB + 100), tu_tmp("ca.pem"), tu_tmp("ee.pem")), 0);
 	assert_int_not_equal(tu_sh("openssl verify -attime %lld -CAfile %s %s >/dev/null 2>&1",
-	                           (long long)(EE_NB - 100), tpath("ca.pem"), tpath("ee.pem")), 0);
+	                           (long long)(EE_NB - 100), tu_tmp("ca.pem"), tu_tmp("ee.pem")), 0);
 	/* ".DER" in capitals is DER as well; anything else PEM */
 	assert_int_equal(kp_cert_create_ca_rsa(ca_key, "JPKI test CA", CA_NB, CA_NA,
-	                                       tpath("ca2.DER")), 0);
-	assert_int_equal(tu_read_bytes(tpath("ca2.DER"), buf, sizeof(buf)) > 100, 1);
+	                                       tu_tmp("ca2.DER")), 0);
+	assert_int_equal(tu_read_bytes(tu_tmp("ca2.DER"), buf, sizeof(buf)) > 100, 1);
 	assert_int_equal(buf[0], 0x30);
 	assert_int_equal(kp_cert_create_ca_rsa(ca_key, "JPKI test CA", CA_NB, CA_NA,
-	                                       tpath("ca2.crt")), 0);
-	assert_int_equal(tu_read_bytes(tpath("ca2.crt"), buf, sizeof(buf)) > 27, 1);
+	                                       tu_tmp("ca2.crt")), 0);
+	assert_int_equal(tu_read_bytes(tu_tmp("ca2.crt"), buf, sizeof(buf)) > 27, 1);
 	assert_memory_equal(buf, "-----BEGIN CERTIFICATE-----", 27);
 }
 
 static void test_rsa_cert_args(void **state)
 {
-	const char *p = tpath("bad.der");
+	const char *p = tu_tmp("bad.der");
 
 	(void)state;
 	assert_int_equal(kp_cert_issue_rsa(ca_key, ca_cert, ee_key, "x", 0, EE_NB, EE_NA, p),
@@ -405,8 +390,8 @@ static void test_check_at_ca_window(void **state)
 	(void)state;
 	/* a card certificate that outlives its CA: fine while the CA is, not after */
 	assert_int_equal(kp_cert_issue_rsa(ca_key, ca_cert, ee_key, "test card 2", 2, CA_NB,
-	                                   CA_NA + 365 * DAY, tpath("late.der")), 0);
-	assert_int_equal(kp_cert_load(&late, tpath("late.der")), 0);
+	                                   CA_NA + 365 * DAY, tu_tmp("late.der")), 0);
+	assert_int_equal(kp_cert_load(&late, tu_tmp("late.der")), 0);
 	assert_int_equal(kp_cert_check_at(late, ca_cert, CA_NA * 1000, 0, err, sizeof(err)), 0);
 	assert_int_equal(kp_cert_check_at(late, ca_cert, (CA_NA + DAY) * 1000, 0, err, sizeof(err)),
 	                 KP_CRYPTO_E_CHAIN);
@@ -424,15 +409,15 @@ static void test_check_at_wrong_ca(void **state)
 	(void)state;
 	/* another CA, and one with the very same name but another key */
 	assert_int_equal(kp_cert_create_ca_rsa(ee_key, "other CA", CA_NB, CA_NA,
-	                                       tpath("other.der")), 0);
-	assert_int_equal(kp_cert_load(&other, tpath("other.der")), 0);
+	                                       tu_tmp("other.der")), 0);
+	assert_int_equal(kp_cert_load(&other, tu_tmp("other.der")), 0);
 	assert_int_equal(kp_cert_check_at(ee_cert, other, EE_NB * 1000, 0, err, sizeof(err)),
 	                 KP_CRYPTO_E_CHAIN);
 	assert_non_null(strstr(err, "signature chain: "));
 	assert_non_null(strstr(err, "not correctly signed by the trusted CA"));
 	assert_int_equal(kp_cert_create_ca_rsa(ee_key, "JPKI test CA", CA_NB, CA_NA,
-	                                       tpath("same.der")), 0);
-	assert_int_equal(kp_cert_load(&same_name, tpath("same.der")), 0);
+	                                       tu_tmp("same.der")), 0);
+	assert_int_equal(kp_cert_load(&same_name, tu_tmp("same.der")), 0);
 	assert_int_equal(kp_cert_check_at(ee_cert, same_name, EE_NB * 1000, 0, err, sizeof(err)),
 	                 KP_CRYPTO_E_CHAIN);
 	assert_non_null(strstr(err, "signature chain: "));
@@ -473,10 +458,12 @@ static void test_check_at_p256(void **state)
 	(void)state;
 	assert_int_equal(kp_key_generate(&ca), 0);
 	assert_int_equal(kp_key_generate(&t), 0);
-	assert_int_equal(kp_cert_create_ca_validity(ca, "op CA", CA_NB, CA_NA, tpath("opca.pem")), 0);
-	assert_int_equal(kp_cert_load(&cac, tpath("opca.pem")), 0);
-	assert_int_equal(kp_cert_issue_validity(ca, cac, t, "BUS-1", EE_NB, EE_NA, tpath("t.pem")), 0);
-	assert_int_equal(kp_cert_load(&tc, tpath("t.pem")), 0);
+	assert_int_equal(kp_cert_create_ca_validity(ca, "op CA", CA_NB, CA_NA, tu_tmp("opca.pem")),
+	                 0);
+	assert_int_equal(kp_cert_load(&cac, tu_tmp("opca.pem")), 0);
+	assert_int_equal(kp_cert_issue_validity(ca, cac, t, "BUS-1", EE_NB, EE_NA, tu_tmp("t.pem")),
+	                 0);
+	assert_int_equal(kp_cert_load(&tc, tu_tmp("t.pem")), 0);
 	assert_int_equal(kp_cert_check_at(tc, cac, EE_NB * 1000, KU_DIGITAL_SIGNATURE, err,
 	                                  sizeof(err)), 0);
 	assert_int_equal(kp_cert_check_at(tc, cac, (EE_NA + 1) * 1000, 0, err, sizeof(err)),
@@ -520,8 +507,8 @@ static void test_raw_accessors(void **state)
 		kp_cert *c = NULL;
 
 		assert_int_equal(kp_cert_issue_rsa(ca_key, ca_cert, ee_key, "serial", serials[i].serial,
-		                                   EE_NB, EE_NA, tpath("serial.der")), 0);
-		assert_int_equal(kp_cert_load(&c, tpath("serial.der")), 0);
+		                                   EE_NB, EE_NA, tu_tmp("serial.der")), 0);
+		assert_int_equal(kp_cert_load(&c, tu_tmp("serial.der")), 0);
 		assert_int_equal(kp_cert_serial_raw(c, &p, &n), 0);
 		m = tu_hex(serials[i].hex, want, sizeof(want));
 		assert_int_equal(n, m);
@@ -530,7 +517,7 @@ static void test_raw_accessors(void **state)
 	}
 	/* DER of the whole certificate: the file as written */
 	assert_int_equal(kp_cert_der(ee_cert, &p, &n), 0);
-	assert_int_equal(tu_read_bytes(tpath("ee.der"), file, sizeof(file)), n);
+	assert_int_equal(tu_read_bytes(tu_tmp("ee.der"), file, sizeof(file)), n);
 	assert_memory_equal(p, file, n);
 	assert_int_equal(kp_cert_validity(ee_cert, &nb, &na), 0);
 	assert_int_equal(nb, EE_NB);
@@ -555,7 +542,7 @@ static void test_cert_parse_rsa(void **state)
 	size_t len;
 
 	(void)state;
-	n = tu_read_bytes(tpath("ca.pem"), buf, sizeof(buf));
+	n = tu_read_bytes(tu_tmp("ca.pem"), buf, sizeof(buf));
 	assert_int_equal(kp_cert_parse(&c, buf, n), 0);
 	kp_cert_free(c);
 	c = NULL;
@@ -565,8 +552,8 @@ static void test_cert_parse_rsa(void **state)
 	c = NULL;
 	assert_int_equal(kp_cert_parse(&c, p, len / 2), KP_CRYPTO_E_PARSE);
 	assert_null(c);
-	assert_int_equal(kp_cert_write_pem(ee_cert, tpath("ee2.pem")), 0);
-	assert_int_equal(kp_cert_load(&c, tpath("ee2.pem")), 0);
+	assert_int_equal(kp_cert_write_pem(ee_cert, tu_tmp("ee2.pem")), 0);
+	assert_int_equal(kp_cert_load(&c, tu_tmp("ee2.pem")), 0);
 	assert_int_equal(kp_cert_der(c, &p, &n), 0);
 	assert_int_equal(kp_cert_der(ee_cert, &p, &len), 0);
 	assert_int_equal(n, len);

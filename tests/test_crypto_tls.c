@@ -432,11 +432,8 @@ static void test_round_trip_1mib(void **state)
 	cli.arg = &e;
 	run_pair(&srv, &cli);
 	free(e.big);
-	assert_int_equal(srv.rc, 0);
-	assert_int_equal(cli.rc, 0);
-	assert_int_equal(srv.act_rc, 0);
-	assert_int_equal(cli.act_rc, 0);
-	assert_int_equal(e.ok, 1);
+	tu_expect_row("srv.rc cli.rc srv.act_rc cli.act_rc ok",
+	              TU_INTS(srv.rc, cli.rc, srv.act_rc, cli.act_rc, e.ok), TU_INTS(0, 0, 0, 0, 1));
 }
 
 /* ---- refused peers ---- */

@@ -12,11 +12,12 @@
 #include <time.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "kp_backend.h"
 #include "kp_terminal.h"
 #include "testutil.h"
+#include "testutil_bundle.h"
+#include "testutil_db.h"
 
 /* what the backend's migration 6 (the My Number policy, clone detection) made */
 #define SCHEMA_6_DROP " DROP TABLE direct_tap_allow; DROP TRIGGER fare_packages_places;" \
@@ -29,22 +30,6 @@
 /* 2026-11-26T12:00+09:00; its service day began at 04:00 JST, its month on Nov 1 04:00 */
 #define NOW       1795662000000LL
 #define DAY_START 1795633200000LL
-
-static char dir[256];
-
-static int group_setup(void **state)
-{
-	(void)state;
-	tu_tmpdir(dir, sizeof(dir));
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tu_rmdir(dir);
-	return 0;
-}
 
 static void encode(const struct kp_bundle *b, uint8_t **out, size_t *n);
 
@@ -115,7 +100,7 @@ static int fx_setup(void **state)
 	f->t[0].id = "T1";
 	f->t[1].id = "T2";
 	f->t[2].id = "T3";
-	snprintf(f->path, sizeof(f->path), "%s/backend.db", dir);
+	snprintf(f->path, sizeof(f->path), "%s/backend.db", tu_scratch);
 	remove(f->path);
 	assert_int_equal(kp_bstore_open(&f->s, f->path), KP_BE_OK);
 	config(&cfg);
@@ -532,7 +517,7 @@ static void test_nride_only_stays_format1(void **state)
 	memset(&f, 0, sizeof(f));
 	f.t[0].id = "T1";
 	f.t[1].id = "T2";
-	snprintf(f.path, sizeof(f.path), "%s/nride.db", dir);
+	snprintf(f.path, sizeof(f.path), "%s/nride.db", tu_scratch);
 	remove(f.path);
 	assert_int_equal(kp_bstore_open(&f.s, f.path), KP_BE_OK);
 	assert_int_equal(kp_bstore_put_operator(f.s, "OP-A", "Bus"), KP_BE_OK);
@@ -711,7 +696,6 @@ static void test_format3_malformed_refused(void **state)
 	struct kp_bundle b = sample(1), d;
 	uint8_t *out = NULL, *copy;
 	size_t n = 0;
-	uint32_t seed = 7;
 
 	(void)state;
 	encode(&b, &out, &n);
@@ -730,21 +714,7 @@ static void test_format3_malformed_refused(void **state)
 	/* every truncation is refused; any bit flip is refused or re-encodes to itself */
 	for (size_t len = 0; len < n; len++)
 		assert_int_not_equal(kp_bundle_decode(out, len, &d), KP_SYNC_OK);
-	for (int k = 0; k < 20000; k++) {
-		uint8_t *re = NULL;
-		size_t rn = 0;
-
-		memcpy(copy, out, n);
-		seed = seed * 1103515245u + 12345u;
-		copy[(seed >> 8) % n] ^= (uint8_t)(1u << (seed >> 28 & 7));
-		if (kp_bundle_decode(copy, n, &d) != KP_SYNC_OK)
-			continue;
-		assert_int_equal(kp_bundle_encode(&d, &re, &rn), KP_SYNC_OK);
-		assert_int_equal(rn, n);
-		assert_memory_equal(re, copy, n);
-		free(re);
-		kp_bundle_free(&d);
-	}
+	tu_bundle_fuzz(out, n, 7, 20000, 1);
 	free(copy);
 	free(out);
 	kp_bundle_free(&b);
@@ -762,19 +732,10 @@ static int apply(kp_store *s, const struct kp_bundle *b)
 
 static int64_t rows_of(const char *path, const char *table)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
 	char sql[128];
-	int64_t n = -1;
 
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return n;
+	return tu_db_value(path, sql);
 }
 
 static void test_terminal_apply(void **state)
@@ -788,7 +749,7 @@ static void test_terminal_apply(void **state)
 	int found = 0;
 
 	(void)state;
-	snprintf(path, sizeof(path), "%s/terminal.db", dir);
+	snprintf(path, sizeof(path), "%s/terminal.db", tu_scratch);
 	remove(path);
 	assert_int_equal(kp_store_open(&s, path), KP_OK);
 	assert_int_equal(apply(s, &b), KP_OK);
@@ -797,25 +758,17 @@ static void test_terminal_apply(void **state)
 	card(token, 0x02);
 	assert_int_equal(kp_store_fare_remote(s, token, &r, &found), KP_OK);
 	assert_true(found);
-	assert_int_equal(r.last_ms, NOW - 2 * HOUR);
-	assert_int_equal(r.open, 1);
-	assert_int_equal(r.open_ms, NOW - 2 * HOUR);
-	assert_string_equal(r.open_operator, "OP-B");
-	assert_string_equal(r.open_route, "R1");
-	assert_string_equal(r.open_stop, "B1");
-	assert_int_equal(r.open_paid, 1);
-	assert_string_equal(r.open_product, "R10");
-	assert_int_equal(r.open_ent, 8);
-	assert_int_equal(r.closed_ms, 23);
-	assert_int_equal(r.has_leg, 1);
-	assert_string_equal(r.leg_operator, "OP-A");
-	assert_int_equal(r.leg_on_ms, 5000);
-	assert_int_equal(r.leg_off_ms, 6000);
-	assert_int_equal(r.leg_paid, 330);
-	assert_int_equal(r.day_id, 20418);
-	assert_int_equal(r.day_spent, 20);
-	assert_int_equal(r.month_id, 202611);
-	assert_int_equal(r.month_spent, 480);
+	tu_expect_row("last_ms open open_ms open_paid open_ent closed_ms has_leg leg_on_ms "
+	              "leg_off_ms leg_paid day_id day_spent month_id month_spent",
+	              TU_INTS(r.last_ms, r.open, r.open_ms, r.open_paid, r.open_ent, r.closed_ms,
+	                      r.has_leg, r.leg_on_ms, r.leg_off_ms, r.leg_paid, r.day_id,
+	                      r.day_spent, r.month_id, r.month_spent),
+	              TU_INTS(NOW - 2 * HOUR, 1, NOW - 2 * HOUR, 1, 8, 23, 1, 5000, 6000, 330,
+	                      20418, 20, 202611, 480));
+	tu_expect_strs("open_operator open_route open_stop open_product leg_operator",
+	               TU_STRS(r.open_operator, r.open_route, r.open_stop, r.open_product,
+	                       r.leg_operator),
+	               TU_STRS("OP-B", "R1", "B1", "R10", "OP-A"));
 	card(token, 0x01);
 	assert_int_equal(kp_store_fare_remote(s, token, &r, &found), KP_OK);
 	assert_true(found);
@@ -997,5 +950,6 @@ int main(void)
 		FX_TEST(test_bundle_time_100k),
 	};
 
-	return cmocka_run_group_tests_name("fare_remote", tests, group_setup, group_teardown);
+	return cmocka_run_group_tests_name("fare_remote", tests, tu_scratch_setup,
+	                                   tu_scratch_teardown);
 }

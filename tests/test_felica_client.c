@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "kp_terminal.h"
+#include "testutil.h"
 
 static const uint8_t IDM[8] = { 0x01, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07 };
 static const uint8_t PMM[8] = { 0x01, 0x20, 0x22, 0x04, 0x27, 0x67, 0x4E, 0xFF };
@@ -272,12 +273,9 @@ static void test_history_parse_and_three_byte_blocks(void **state)
 	(void)state;
 	kp_transit_parse_history_block(blk, &h);
 	assert_false(h.empty);
-	assert_int_equal(h.year, 2026);
-	assert_int_equal(h.month, 11);
-	assert_int_equal(h.day, 20);
-	assert_int_equal(h.balance, 1500);
-	assert_int_equal(h.seq, 0x00012C);
-	assert_int_equal(h.entry, 0x1234);
+	tu_expect_row("year month day balance seq entry",
+	              TU_INTS(h.year, h.month, h.day, h.balance, h.seq, h.entry),
+	              TU_INTS(2026, 11, 20, 1500, 0x00012C, 0x1234));
 	/* Block numbers >= 256 go out in the three-byte form, little-endian. */
 	fake_reader.reply_rc = KP_HAL_E_TIMEOUT;
 	assert_int_equal(kp_felica_read(&f, KP_SVC_HISTORY, &big, 1, out), KP_HAL_E_TIMEOUT);

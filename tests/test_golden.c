@@ -30,7 +30,7 @@ static const char *const input_cols[] = {
 
 struct fx {
 	char dir[256];
-	char bin[1024];                  /* absolute: the programs run inside dir */
+	const char *bin;                 /* absolute: the programs run inside dir */
 	char data[1024];                 /* absolute tests/data/fares */
 	const char *gtfs;                /* tu_gtfs_dir() */
 };
@@ -225,16 +225,12 @@ static int same_time(const char *a, const char *b)
 static int group_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	const char *bin = tu_bin();
 	char cwd[768];
 
 	if (f == NULL || getcwd(cwd, sizeof(cwd)) == NULL)
 		return -1;
 	tu_tmpdir(f->dir, sizeof(f->dir));
-	if (bin[0] == '/')
-		snprintf(f->bin, sizeof(f->bin), "%s", bin);
-	else
-		snprintf(f->bin, sizeof(f->bin), "%s/%s", cwd, bin);
+	f->bin = tu_bin_abs();
 	snprintf(f->data, sizeof(f->data), "%s/" DATA_DIR, cwd);
 	f->gtfs = tu_gtfs_dir();
 	if (tu_sh("cd %s && %s/kippuctl token-key create token.key >setup.log 2>&1 && "
@@ -252,16 +248,6 @@ static int group_setup(void **state)
 		return -1;
 	}
 	*state = f;
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	struct fx *f = *state;
-
-	if (f != NULL)
-		tu_rmdir(f->dir);
-	free(f);
 	return 0;
 }
 
@@ -592,5 +578,5 @@ int main(void)
 		cmocka_unit_test(test_header_only),
 	};
 
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, tu_dir_fx_teardown);
 }

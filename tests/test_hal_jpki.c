@@ -628,12 +628,10 @@ static void test_scn_session(void **state)
 	xfer(r, "0020008004 30303030", KP_HAL_OK, "63C4");
 	xfer(r, "0020008004 30303030", KP_HAL_OK, "63C3");
 	assert_int_equal(kp_mock_jpki_stats(r, "hanako", &st), KP_HAL_OK);
-	assert_int_equal(st.select_jpki, 1);
-	assert_int_equal(st.read_binary, 1);
-	assert_int_equal(st.verify_ok, 1);
-	assert_int_equal(st.verify_wrong, 3);
-	assert_int_equal(st.signatures, 1);
-	assert_int_equal(st.tries_left, 3);
+	tu_expect_row("select_jpki read_binary verify_ok verify_wrong signatures tries_left",
+	              TU_INTS(st.select_jpki, st.read_binary, st.verify_ok, st.verify_wrong,
+	                      st.signatures, st.tries_left),
+	              TU_INTS(1, 1, 1, 3, 1, 3));
 	assert_int_equal(st.select_input_support + st.select_card_face + st.forbidden_apdus, 0);
 	/* the next tap is a new session; the retry counter stays */
 	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);

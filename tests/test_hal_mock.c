@@ -37,20 +37,6 @@ struct fx {
 
 /* ---- helpers ---- */
 
-static void expect_hex(const char *what, const uint8_t *got, size_t got_len, const char *want_hex)
-{
-	uint8_t want[300];
-	size_t n = tu_hex(want_hex, want, sizeof(want));
-
-	if (got_len != n || memcmp(got, want, n) != 0) {
-		fprintf(stderr, "want (%zu): %s\ngot  (%zu):", n, want_hex, got_len);
-		for (size_t i = 0; i < got_len; i++)
-			fprintf(stderr, " %02X", got[i]);
-		fprintf(stderr, "\n");
-		fail_msg("%s: bytes differ", what);
-	}
-}
-
 static int fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
@@ -173,7 +159,7 @@ static void xfer(struct kp_reader *r, const char *what, const char *tx_hex, int 
 	if (rc != rc_want)
 		fail_msg("%s: rc %d (%s), want %d", what, rc, kp_hal_strerror(rc), rc_want);
 	if (want != NULL)
-		expect_hex(what, rx, rx_len, want);
+		tu_expect_hex(what, rx, rx_len, want);
 	else
 		assert_int_equal(rx_len, 0);
 }
@@ -217,30 +203,30 @@ static void test_scn_good(void **state)
 	assert_string_equal(s->cards[0].name, "alice");
 	assert_int_equal(s->cards[0].tech, KP_TECH_FELICA);
 	a = &s->cards[0].u.felica;
-	expect_hex("idm", a->idm, 8, IDM);
-	expect_hex("pmm", a->pmm, 8, "100B4B428485D0FF");
+	tu_expect_hex("idm", a->idm, 8, IDM);
+	tu_expect_hex("pmm", a->pmm, 8, "100B4B428485D0FF");
 	assert_int_equal(a->n_sys, 2);
 	assert_int_equal(a->sys_codes[0], 0x0003);
 	assert_int_equal(a->sys_codes[1], 0xFE00);
-	expect_hex("balance block", a->balance[0], 16, "0000000000000000 230000 DC05 00 0200");
+	tu_expect_hex("balance block", a->balance[0], 16, "0000000000000000 230000 DC05 00 0200");
 	assert_int_equal(a->n_history, 2);
-	expect_hex("history 0", a->history[0], 16, HIST0);
-	expect_hex("history 1", a->history[1], 16, "16010002 2A60 0001 0002 DA07 000000 00");
+	tu_expect_hex("history 0", a->history[0], 16, HIST0);
+	tu_expect_hex("history 1", a->history[1], 16, "16010002 2A60 0001 0002 DA07 000000 00");
 	tu_hex("00000000000000000000000000000000", want, sizeof(want));
 	assert_memory_equal(a->history[2], want, 16);
 
 	assert_int_equal(s->cards[1].tech, KP_TECH_ISO14443B);
-	expect_hex("pupi", s->cards[1].u.b.pupi, 4, "A1B2C3D4");
-	expect_hex("proto", s->cards[1].u.b.proto_info, 3, "008171");
+	tu_expect_hex("pupi", s->cards[1].u.b.pupi, 4, "A1B2C3D4");
+	tu_expect_hex("proto", s->cards[1].u.b.proto_info, 3, "008171");
 	assert_int_equal(s->cards[2].tech, KP_TECH_ISO14443A);
 	assert_int_equal(s->cards[2].u.a.uid_len, 7);
-	expect_hex("uid", s->cards[2].u.a.uid, 7, "04112233445566");
-	expect_hex("atqa", s->cards[2].u.a.atqa, 2, "0044");
+	tu_expect_hex("uid", s->cards[2].u.a.uid, 7, "04112233445566");
+	tu_expect_hex("atqa", s->cards[2].u.a.atqa, 2, "0044");
 	/* defaults */
-	expect_hex("default pmm", s->cards[3].u.felica.pmm, 8, PMM);
+	tu_expect_hex("default pmm", s->cards[3].u.felica.pmm, 8, PMM);
 	assert_int_equal(s->cards[3].u.felica.n_sys, 1);
 	assert_int_equal(s->cards[3].u.felica.sys_codes[0], 0x0003);
-	expect_hex("default balance", s->cards[3].u.felica.balance[0], 16,
+	tu_expect_hex("default balance", s->cards[3].u.felica.balance[0], 16,
 	           "00000000000000000000000000000000");
 
 	assert_int_equal(s->taps[0].offset_ms, 0);
@@ -574,10 +560,10 @@ static void test_reader_flow(void **state)
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 1000), KP_HAL_OK);
 	assert_int_equal(info.tech, KP_TECH_FELICA);
 	assert_int_equal(info.baud_kbps, 212);
-	expect_hex("idm", info.u.felica.idm, 8, IDM);
-	expect_hex("pmm", info.u.felica.pmm, 8, PMM);
+	tu_expect_hex("idm", info.u.felica.idm, 8, IDM);
+	tu_expect_hex("pmm", info.u.felica.pmm, 8, PMM);
 	assert_int_equal(info.u.felica.has_sys_code, 1);
-	expect_hex("sys code", info.u.felica.sys_code, 2, "0003");
+	tu_expect_hex("sys code", info.u.felica.sys_code, 2, "0003");
 	assert_int_equal(kp_reader_now_ms(r), START_MS);
 	xfer(r, "request response", RR, KP_HAL_OK, "0B 05" IDM "00");
 	xfer(r, "read balance", RD_BAL, KP_HAL_OK, "1D 07" IDM "00 00 01" BAL1);
@@ -601,10 +587,10 @@ static void test_reader_flow(void **state)
 	assert_int_equal(kp_reader_now_ms(r), START_MS + 20000);
 	assert_int_equal(info.tech, KP_TECH_ISO14443B);
 	assert_int_equal(info.baud_kbps, 106);
-	expect_hex("atqb", info.u.b.atqb, 12, "50 A1B2C3D4 11223344 008171");
-	expect_hex("pupi", info.u.b.pupi, 4, "A1B2C3D4");
-	expect_hex("app", info.u.b.app_data, 4, "11223344");
-	expect_hex("proto", info.u.b.proto_info, 3, "008171");
+	tu_expect_hex("atqb", info.u.b.atqb, 12, "50 A1B2C3D4 11223344 008171");
+	tu_expect_hex("pupi", info.u.b.pupi, 4, "A1B2C3D4");
+	tu_expect_hex("app", info.u.b.app_data, 4, "11223344");
+	tu_expect_hex("proto", info.u.b.proto_info, 3, "008171");
 	xfer(r, "SELECT JPKI", "00 A4 04 0C 0A D392F000260100000001", KP_HAL_OK, "6A 82");
 	xfer(r, "READ BINARY", "00 B0 0000 07", KP_HAL_OK, "6D 00");
 	xfer(r, "short APDU", "00 A4", KP_HAL_OK, "67 00");
@@ -614,16 +600,16 @@ static void test_reader_flow(void **state)
 	assert_int_equal(info.tech, KP_TECH_ISO14443A);
 	assert_int_equal(info.baud_kbps, 106);
 	assert_int_equal(info.u.a.uid_len, 7);
-	expect_hex("uid", info.u.a.uid, 7, "04112233445566");
-	expect_hex("atqa", info.u.a.atqa, 2, "0044");
+	tu_expect_hex("uid", info.u.a.uid, 7, "04112233445566");
+	tu_expect_hex("atqa", info.u.a.atqa, 2, "0044");
 	assert_int_equal(info.u.a.sak, 0x08);
 	xfer(r, "type A", "30 00", KP_HAL_E_TIMEOUT, NULL);
 
 	/* Tap 5: polled for 0003, the card in FE00 and 0003 reports the code that matched. */
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 1000), KP_HAL_OK);
-	expect_hex("multi idm", info.u.felica.idm, 8, "0202020304050607");
-	expect_hex("multi pmm", info.u.felica.pmm, 8, "100B4B428485D0FF");
-	expect_hex("multi sys", info.u.felica.sys_code, 2, "0003");
+	tu_expect_hex("multi idm", info.u.felica.idm, 8, "0202020304050607");
+	tu_expect_hex("multi pmm", info.u.felica.pmm, 8, "100B4B428485D0FF");
+	tu_expect_hex("multi sys", info.u.felica.sys_code, 2, "0003");
 
 	/* No taps left: END, again and again; the clock stays at the last tap. */
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 1000), KP_HAL_E_END);
@@ -664,7 +650,7 @@ static void test_reader_poll_mismatch(void **state)
 	p.techs = KP_TECH_ISO14443B;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
 	assert_int_equal(info.tech, KP_TECH_ISO14443B);
-	expect_hex("pupi after a FeliCa poll", info.u.b.pupi, 4, "A1B2C3D4");
+	tu_expect_hex("pupi after a FeliCa poll", info.u.b.pupi, 4, "A1B2C3D4");
 	xfer(r, "bob's session", "00 A4", KP_HAL_OK, "67 00");
 	/* carol is Type A: two misses, then the third technology finds her. */
 	p.techs = KP_TECH_FELICA;
@@ -674,7 +660,7 @@ static void test_reader_poll_mismatch(void **state)
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
 	p.techs = KP_TECH_ISO14443A;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
-	expect_hex("uid after two misses", info.u.a.uid, 7, "04112233445566");
+	tu_expect_hex("uid after two misses", info.u.a.uid, 7, "04112233445566");
 	/* multi with the wildcard and RC 01: the first of its system codes. A wait for
 	 * removal takes away a card that no poll has matched. */
 	p.techs = KP_TECH_ISO14443B;
@@ -682,7 +668,7 @@ static void test_reader_poll_mismatch(void **state)
 	assert_int_equal(kp_reader_release(r, 0, 0), KP_HAL_OK);
 	p.techs = KP_TECH_FELICA | KP_TECH_ISO14443B;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
-	expect_hex("wildcard sys", info.u.felica.sys_code, 2, "FE00");
+	tu_expect_hex("wildcard sys", info.u.felica.sys_code, 2, "FE00");
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_END);
 	kp_reader_close(r);
 }
@@ -698,7 +684,7 @@ static void test_reader_release_removes_lingering(void **state)
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_E_NOCARD);
 	assert_int_equal(kp_reader_release(r, 1, 0), KP_HAL_OK); /* bob is taken away */
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
-	expect_hex("next tap", info.u.felica.idm, 8, IDM);
+	tu_expect_hex("next tap", info.u.felica.idm, 8, IDM);
 	assert_int_equal(kp_reader_now_ms(r), KP_SCN_START_DEFAULT_MS + 1000);
 	kp_reader_close(r);
 }
@@ -713,16 +699,16 @@ static void test_reader_request_codes(void **state)
 
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
 	assert_int_equal(info.u.felica.has_sys_code, 0);
-	expect_hex("RC 00 idm", info.u.felica.idm, 8, IDM);
+	tu_expect_hex("RC 00 idm", info.u.felica.idm, 8, IDM);
 	p.felica_request_code = 2;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
 	assert_int_equal(info.u.felica.has_sys_code, 0);
-	expect_hex("RC 02 pmm", info.u.felica.pmm, 8, PMM);
+	tu_expect_hex("RC 02 pmm", info.u.felica.pmm, 8, PMM);
 	p.felica_request_code = 1;
 	p.felica_sys_code = 0xFF03;
 	assert_int_equal(kp_reader_wait_card(r, &p, &info, 100), KP_HAL_OK);
 	assert_int_equal(info.u.felica.has_sys_code, 1);
-	expect_hex("FF03 sys", info.u.felica.sys_code, 2, "0003");
+	tu_expect_hex("FF03 sys", info.u.felica.sys_code, 2, "0003");
 	kp_reader_close(r);
 }
 
@@ -766,8 +752,8 @@ static void test_reader_faults(void **state)
 
 		/* Faults never touch activation. */
 		assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 100), KP_HAL_OK);
-		expect_hex("activation idm", info.u.felica.idm, 8, IDM);
-		expect_hex("activation sys", info.u.felica.sys_code, 2, "0003");
+		tu_expect_hex("activation idm", info.u.felica.idm, 8, IDM);
+		tu_expect_hex("activation sys", info.u.felica.sys_code, 2, "0003");
 		if (strcmp(fault_cases[i].fault, "garbage") == 0) {
 			tx_len = tu_hex(RR, tx, sizeof(tx));
 			assert_int_equal(kp_reader_transceive(r, tx, tx_len, rx, sizeof(rx), &rx_len, 100),
@@ -857,7 +843,7 @@ static void test_reader_real_pace(void **state)
 	/* Due within the timeout: the card, when it is due (at the timeout it would be NOCARD). */
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 60000), KP_HAL_OK);
 	assert_true(kp_reader_now_ms(r) >= 1000000 + 2000);
-	expect_hex("real idm", info.u.felica.idm, 8, IDM);
+	tu_expect_hex("real idm", info.u.felica.idm, 8, IDM);
 	/* Overdue: at once, even with a zero timeout. */
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, 0), KP_HAL_OK);
 	assert_int_equal(kp_reader_wait_card(r, &poll_transit, &info, -1), KP_HAL_E_END);
@@ -884,12 +870,12 @@ static void test_reader_real_pace_linger(void **state)
 	assert_true(kp_reader_now_ms(r) - v >= 50);
 	/* so the Type B poll finds him. */
 	assert_int_equal(kp_reader_wait_card(r, &b, &info, 0), KP_HAL_OK);
-	expect_hex("lingering pupi", info.u.b.pupi, 4, "A1B2C3D4");
+	tu_expect_hex("lingering pupi", info.u.b.pupi, 4, "A1B2C3D4");
 	/* carol (+2) is pushed out by alice (+2.5): a FeliCa poll with a long timeout waits
 	 * through carol and returns alice, not before she is due. */
 	assert_int_equal(kp_reader_wait_card(r, &fel, &info, 60000), KP_HAL_OK);
 	assert_true(kp_reader_now_ms(r) >= 1000000 + 2500);
-	expect_hex("after carol", info.u.felica.idm, 8, IDM);
+	tu_expect_hex("after carol", info.u.felica.idm, 8, IDM);
 	/* bob (+3) is the last card: unanswered, he leaves 1 s after he came, then END. */
 	assert_int_equal(kp_reader_wait_card(r, &fel, &info, -1), KP_HAL_E_END);
 	assert_true(kp_reader_now_ms(r) >= 1000000 + 3000 + 1000);
@@ -1159,12 +1145,10 @@ static void test_spy_reader(void **state)
 	assert_int_equal(info.tech, KP_TECH_FELICA);
 	xfer(r, "felica", "0A0401010203040506 07", KP_HAL_OK, "0B050101020304050607 00");
 	assert_int_equal(kp_spy_stats(r, &st), KP_HAL_OK);
-	assert_int_equal(st.sessions, 3);
-	assert_int_equal(st.frames, 7);
-	assert_int_equal(st.overridden, 2);
-	assert_int_equal(st.verify_with_pin, 1);
-	assert_int_equal(st.verify_sessions, 1);
-	assert_int_equal(st.max_verify_per_session, 1);
+	tu_expect_row("sessions frames overridden verify_with_pin verify_sessions max_verify",
+	              TU_INTS(st.sessions, st.frames, st.overridden, st.verify_with_pin,
+	                      st.verify_sessions, st.max_verify_per_session),
+	              TU_INTS(3, 7, 2, 1, 1, 1));
 	assert_ptr_equal(kp_spy_inner(r)->ops, &kp_mock_reader_ops);
 	assert_int_equal(kp_spy_stats(kp_spy_inner(r), &st), KP_HAL_E_NOTSUP);
 	{

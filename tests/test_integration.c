@@ -26,17 +26,11 @@ static int setup(void **state)
 	char cwd[768];
 
 	tu_tmpdir(f->dir, sizeof(f->dir));
-	f->bin = tu_bin();
 	if (getcwd(cwd, sizeof(cwd)) == NULL)
 		return -1;
 	snprintf(f->src, sizeof(f->src), "%s/tools", cwd);
 	/* The programs are run by absolute path from inside the temp directory. */
-	if (f->bin[0] != '/') {
-		static char abs_bin[1024];
-
-		snprintf(abs_bin, sizeof(abs_bin), "%s/%s", cwd, f->bin);
-		f->bin = abs_bin;
-	}
+	f->bin = tu_bin_abs();
 	assert_int_equal(tu_sh("cd %s && cp %s/demo/scenario.txt %s/demo/load.txt "
 	                       "%s/demo/terminal.conf . && "
 	                       "%s/kippuctl ca create --key ca.key --cert ca.crt >/dev/null && "
@@ -46,15 +40,6 @@ static int setup(void **state)
 	                       "%s/kippuctl load terminal.db load.txt --token-key token.key >/dev/null",
 	                       f->dir, f->src, f->src, f->src, f->bin, f->bin, f->bin, f->bin), 0);
 	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	tu_rmdir(f->dir);
-	free(f);
 	return 0;
 }
 
@@ -282,19 +267,12 @@ static void test_sigterm_loses_nothing(void **state)
 {
 	struct fx *f = *state;
 	char path[512], *hmi;
-	FILE *fp;
 	kp_store *s = NULL;
 	int64_t n = 0;
 	pid_t pid;
 
-	snprintf(path, sizeof(path), "%s/live.txt", f->dir);
-	fp = fopen(path, "w");
-	assert_non_null(fp);
-	fprintf(fp, "pace real\ncard alice felica idm=0101020304050607\n"
-	            "card erin felica idm=01010203040506D0\n");
-	for (int i = 0; i < 100; i++)
-		fprintf(fp, "tap +%d.%03d %s\n", i / 10, (i % 10) * 100, i % 2 ? "alice" : "erin");
-	fclose(fp);
+	tu_write_taps(tu_path(f->dir, "live.txt"), "pace real\ncard alice felica idm=0101020304050607\n"
+	              "card erin felica idm=01010203040506D0\n", 100, 10, "erin", "alice", "");
 	snprintf(path, sizeof(path), "%s/hmi.log", f->dir);
 	remove(path);
 	pid = tu_spawn("cd %s && exec %s/kippu-terminal --config terminal.conf --reader mock:live.txt "
@@ -316,8 +294,8 @@ static void test_sigterm_loses_nothing(void **state)
 	                       "grep -q stopping live.log", f->dir, f->bin), 0);
 }
 
-/* The tests below run between setup and teardown unless their row names others. */
-#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+/* The tests below run between setup and tu_dir_fx_teardown unless their row names others. */
+#define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, tu_dir_fx_teardown)
 
 int main(void)
 {

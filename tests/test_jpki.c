@@ -2585,12 +2585,10 @@ static void test_forbidden_aps_never_selected(void **state)
 	assert_true(tally.select_jpki > 20);
 	assert_true(tally.reads > 30);
 	assert_true(tally.read_le_max <= 255);
-	assert_int_equal(tally.read_le0, 0);
-	assert_int_equal(tally.forbidden, 0);
-	assert_int_equal(tally.other_select, 0);
-	assert_int_equal(tally.select_input, 0);
-	assert_int_equal(tally.select_face, 0);
-	assert_int_equal(tally.forbidden_apdus, 0);
+	tu_expect_row("read_le0 forbidden other_select select_input select_face forbidden_apdus",
+	              TU_INTS(tally.read_le0, tally.forbidden, tally.other_select, tally.select_input,
+	                      tally.select_face, tally.forbidden_apdus),
+	              TU_INTS(0, 0, 0, 0, 0, 0));
 	/* the positive control: both detectors see such a SELECT when one is sent */
 	r = open_scn("card hanako mynumber dir=hanako\ntap +0 hanako\n");
 	spy_of(r)->control = 1;

@@ -74,7 +74,7 @@ static const char conf_txt[] =
 
 struct fx {
 	char dir[256];
-	char bin[1024];
+	const char *bin;
 	char link[320];
 	pid_t emu;
 	int emu_out;                      /* the emulator's stdout */
@@ -100,16 +100,12 @@ static int have_emulator(const struct fx *f)
 static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	char cwd[768], path[512];
-	const char *bin = tu_bin();
+	char path[512];
 
-	if (f == NULL || getcwd(cwd, sizeof(cwd)) == NULL)
+	if (f == NULL)
 		return -1;
 	tu_tmpdir(f->dir, sizeof(f->dir));
-	if (bin[0] == '/')
-		snprintf(f->bin, sizeof(f->bin), "%s", bin);
-	else
-		snprintf(f->bin, sizeof(f->bin), "%s/%s", cwd, bin);
+	f->bin = tu_bin_abs();
 	snprintf(f->link, sizeof(f->link), "%s/rd", f->dir);
 	f->emu = f->term = f->mock = -1;
 	f->emu_out = -1;
@@ -193,34 +189,11 @@ static void scenario(struct fx *f, const char *name, const char *text)
 /* Starts the emulator on a scenario file with extra options; waits for its pty line. */
 static void emu_start(struct fx *f, const char *scn, const char *extra)
 {
-	char cmd[2048], line[256];
-	int p[2];
-	size_t n = 0;
-	int64_t deadline = tu_mono_ms() + TU_WAIT_S * 1000;
+	char line[256];
 
-	snprintf(cmd, sizeof(cmd), "cd %s && exec %s/kippu-pn532-emu --scenario %s --link %s "
-	         "--log emu.log %s", f->dir, f->bin, scn, f->link, extra);
-	assert_int_equal(pipe(p), 0);
-	f->emu = fork();
-	assert_true(f->emu >= 0);
-	if (f->emu == 0) {
-		dup2(p[1], 1);
-		close(p[0]);
-		close(p[1]);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	f->emu_out = p[0];
-	while (n < sizeof(line) - 1 && (n == 0 || line[n - 1] != '\n')) {
-		struct pollfd pfd = { .fd = f->emu_out, .events = POLLIN };
-
-		if (poll(&pfd, 1, (int)(deadline - tu_mono_ms())) <= 0 ||
-		    read(f->emu_out, line + n, 1) != 1)
-			fail_msg("the emulator did not start");
-		n++;
-	}
-	line[n] = '\0';
+	f->emu = tu_spawn_piped(&f->emu_out, "cd %s && exec %s/kippu-pn532-emu --scenario %s "
+	                        "--link %s --log emu.log %s", f->dir, f->bin, scn, f->link, extra);
+	tu_read_line(f->emu_out, line, sizeof(line), tu_mono_ms() + TU_WAIT_S * 1000, "the emulator");
 	assert_non_null(strstr(line, "kippu-pn532-emu: pty /dev/pts/"));
 }
 

@@ -80,41 +80,14 @@ static int fx_teardown(void **state)
 /* Starts the emulator on scenario text with extra options; waits for its pty line. */
 static void emu_start(struct fx *f, const char *scenario, const char *extra)
 {
-	char path[160], cmd[1024], line[256];
+	char path[160], line[256];
 	const char *prefix = "kippu-pn532-emu: pty ";
-	int p[2];
-	size_t n = 0;
-	int64_t deadline;
 
 	snprintf(path, sizeof(path), "%s/scenario.txt", f->dir);
 	tu_write(path, scenario);
-	snprintf(cmd, sizeof(cmd), "exec %s/kippu-pn532-emu --scenario %s --link %s "
-	         "--log %s/emu.log %s", tu_bin(), path, f->link, f->dir, extra);
-	assert_int_equal(pipe(p), 0);
-	f->pid = fork();
-	assert_true(f->pid >= 0);
-	if (f->pid == 0) {
-		dup2(p[1], 1);
-		close(p[0]);
-		close(p[1]);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	f->out_fd = p[0];
-	deadline = tu_mono_ms() + WAIT_MS;
-	while (n < sizeof(line) - 1 && (n == 0 || line[n - 1] != '\n')) {
-		struct pollfd pfd = { .fd = f->out_fd, .events = POLLIN };
-		ssize_t r;
-
-		if (poll(&pfd, 1, (int)(deadline - tu_mono_ms())) <= 0)
-			fail_msg("the emulator did not print its pty line");
-		r = read(f->out_fd, line + n, 1);
-		if (r <= 0)
-			fail_msg("the emulator exited before its pty line");
-		n++;
-	}
-	line[n - 1] = '\0';
+	f->pid = tu_spawn_piped(&f->out_fd, "exec %s/kippu-pn532-emu --scenario %s --link %s "
+	                        "--log %s/emu.log %s", tu_bin(), path, f->link, f->dir, extra);
+	tu_read_line(f->out_fd, line, sizeof(line), tu_mono_ms() + WAIT_MS, "the emulator");
 	f->t0 = tu_mono_ms();
 	assert_memory_equal(line, prefix, strlen(prefix));
 	snprintf(f->pty, sizeof(f->pty), "%s", line + strlen(prefix));
@@ -207,15 +180,8 @@ static void expect_bytes(struct fx *f, const char *what, const char *want_hex)
 {
 	uint8_t want[600], got[600];
 	size_t n = tu_hex(want_hex, want, sizeof(want));
-	size_t g = rd(f, got, n, WAIT_MS);
 
-	if (g != n || memcmp(got, want, n) != 0) {
-		fprintf(stderr, "%s: want %s\ngot (%zu):", what, want_hex, g);
-		for (size_t i = 0; i < g; i++)
-			fprintf(stderr, " %02X", got[i]);
-		fprintf(stderr, "\n");
-		fail_msg("%s: bytes differ", what);
-	}
+	tu_expect_hex(what, got, rd(f, got, n, WAIT_MS), want_hex);
 }
 
 /* A host frame around D4 + data: the normal form, or the extended one when asked. */

@@ -18,7 +18,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -681,50 +680,36 @@ static void test_decode_fuzz(void **state)
 
 /* ---- COSE ---- */
 
-static char tmpdir[64];
 static kp_key *rfc_key, *ca_key, *other_key;
 static kp_cert *rfc_cert, *ca_cert, *other_cert;
-
-static const char *tpath(const char *name)
-{
-	return tu_path(tmpdir, name);
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
 
 static int cose_setup(void **state)
 {
 	struct buf d = from_hex(RFC6979_X);
 
-	(void)state;
-	tu_tmpdir(tmpdir, sizeof(tmpdir));
+	tu_scratch_setup(state);
 	if (kp_key_from_raw(&rfc_key, d.b) || kp_key_generate(&ca_key) ||
 	    kp_key_generate(&other_key))
 		return -1;
-	if (kp_cert_create_ca(ca_key, "Record Test CA", 30, tpath("ca.pem")) ||
-	    kp_cert_load(&ca_cert, tpath("ca.pem")) ||
-	    kp_cert_issue(ca_key, ca_cert, rfc_key, "bus-042", 30, tpath("rfc.pem")) ||
-	    kp_cert_load(&rfc_cert, tpath("rfc.pem")) ||
-	    kp_cert_issue(ca_key, ca_cert, other_key, "bus-043", 30, tpath("other.pem")) ||
-	    kp_cert_load(&other_cert, tpath("other.pem")))
+	if (kp_cert_create_ca(ca_key, "Record Test CA", 30, tu_tmp("ca.pem")) ||
+	    kp_cert_load(&ca_cert, tu_tmp("ca.pem")) ||
+	    kp_cert_issue(ca_key, ca_cert, rfc_key, "bus-042", 30, tu_tmp("rfc.pem")) ||
+	    kp_cert_load(&rfc_cert, tu_tmp("rfc.pem")) ||
+	    kp_cert_issue(ca_key, ca_cert, other_key, "bus-043", 30, tu_tmp("other.pem")) ||
+	    kp_cert_load(&other_cert, tu_tmp("other.pem")))
 		return -1;
 	return 0;
 }
 
 static int cose_teardown(void **state)
 {
-	(void)state;
 	kp_key_free(rfc_key);
 	kp_key_free(ca_key);
 	kp_key_free(other_key);
 	kp_cert_free(rfc_cert);
 	kp_cert_free(ca_cert);
 	kp_cert_free(other_cert);
-	return nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	return tu_scratch_teardown(state);
 }
 
 static void test_sig_structure_vector(void **state)
@@ -1018,7 +1003,7 @@ static void test_python_verifier(void **state)
 	    system("command -v openssl >/dev/null 2>&1") != 0)
 		skip();         /* run from the repository root with python3 and openssl */
 
-	snprintf(dir, sizeof(dir), "%s", tpath("export"));
+	snprintf(dir, sizeof(dir), "%s", tu_tmp("export"));
 	assert_int_equal(mkdir(dir, 0755), 0);
 	write_chain(dir, 5, 0);
 	assert_int_equal(run("python3 tools/cose_verify.py %s 2>&1", dir, out, sizeof(out)), 0);

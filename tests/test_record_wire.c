@@ -1679,40 +1679,32 @@ static void test_bundle_eligibility_limits(void **state)
 
 /* ---- signing and opening ---- */
 
-static char tmpdir[256];
 static kp_key *ca_key, *backend_key, *other_key, *terminal_key;
 static kp_cert *backend_cert, *other_cert, *terminal_cert;
-
-static const char *tpath(const char *name)
-{
-	return tu_path(tmpdir, name);
-}
 
 static int keys_setup(void **state)
 {
 	kp_cert *ca_cert = NULL;
 	int rc;
 
-	(void)state;
-	tu_tmpdir(tmpdir, sizeof(tmpdir));
+	tu_scratch_setup(state);
 	rc = kp_key_generate(&ca_key) || kp_key_generate(&backend_key) ||
 	     kp_key_generate(&other_key) || kp_key_generate(&terminal_key) ||
-	     kp_cert_create_ca(ca_key, "Wire Test CA", 30, tpath("ca.pem")) ||
-	     kp_cert_load(&ca_cert, tpath("ca.pem")) ||
-	     kp_cert_issue(ca_key, ca_cert, backend_key, "backend", 30, tpath("backend.pem")) ||
-	     kp_cert_load(&backend_cert, tpath("backend.pem")) ||
-	     kp_cert_issue(ca_key, ca_cert, other_key, "backend", 30, tpath("other.pem")) ||
-	     kp_cert_load(&other_cert, tpath("other.pem")) ||
-	     kp_cert_issue(ca_key, ca_cert, terminal_key, TERMINAL, 30, tpath("terminal.pem")) ||
-	     kp_cert_load(&terminal_cert, tpath("terminal.pem")) ||
-	     kp_key_save(terminal_key, tpath("terminal.key"));
+	     kp_cert_create_ca(ca_key, "Wire Test CA", 30, tu_tmp("ca.pem")) ||
+	     kp_cert_load(&ca_cert, tu_tmp("ca.pem")) ||
+	     kp_cert_issue(ca_key, ca_cert, backend_key, "backend", 30, tu_tmp("backend.pem")) ||
+	     kp_cert_load(&backend_cert, tu_tmp("backend.pem")) ||
+	     kp_cert_issue(ca_key, ca_cert, other_key, "backend", 30, tu_tmp("other.pem")) ||
+	     kp_cert_load(&other_cert, tu_tmp("other.pem")) ||
+	     kp_cert_issue(ca_key, ca_cert, terminal_key, TERMINAL, 30, tu_tmp("terminal.pem")) ||
+	     kp_cert_load(&terminal_cert, tu_tmp("terminal.pem")) ||
+	     kp_key_save(terminal_key, tu_tmp("terminal.key"));
 	kp_cert_free(ca_cert);
 	return rc ? -1 : 0;
 }
 
 static int keys_teardown(void **state)
 {
-	(void)state;
 	kp_key_free(ca_key);
 	kp_key_free(backend_key);
 	kp_key_free(other_key);
@@ -1720,8 +1712,7 @@ static int keys_teardown(void **state)
 	kp_cert_free(backend_cert);
 	kp_cert_free(other_cert);
 	kp_cert_free(terminal_cert);
-	tu_rmdir(tmpdir);
-	return 0;
+	return tu_scratch_teardown(state);
 }
 
 static void test_bundle_sign_open(void **state)
@@ -2291,8 +2282,8 @@ static void test_client_connect_refused(void **state)
 	int fd = -1, bound = 0;
 
 	(void)state;
-	assert_int_equal(kp_tls_conf_new(&conf, KP_TLS_CLIENT, tpath("ca.pem"),
-	                                 tpath("terminal.pem"), tpath("terminal.key"), err,
+	assert_int_equal(kp_tls_conf_new(&conf, KP_TLS_CLIENT, tu_tmp("ca.pem"),
+	                                 tu_tmp("terminal.pem"), tu_tmp("terminal.key"), err,
 	                                 sizeof(err)), KP_TLS_OK);
 	assert_int_equal(kp_tcp_listen("127.0.0.1", "0", &fd, &bound), KP_TLS_OK);
 	close(fd);

@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <arpa/inet.h>
@@ -22,6 +21,7 @@
 #include "kp_backend.h"
 #include "kp_terminal.h"
 #include "testutil.h"
+#include "testutil_db.h"
 
 struct fx {
 	char dir[256];
@@ -406,19 +406,7 @@ static int64_t backend_uses(void)
 /* One number a query over a fixture database gives (what the reports do not show). */
 static int64_t db_value(const char *file, const char *sql)
 {
-	char path[512];
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	int64_t n = -1;
-
-	snprintf(path, sizeof(path), "%s/%s", F->dir, file);
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return n;
+	return tu_db_value(tu_path(F->dir, file), sql);
 }
 
 static int64_t backend_rows(const char *sql)
@@ -1592,8 +1580,7 @@ static void test_connection_limit_options(void **state)
  * timer retries sooner after a failure) once the backend is back. */
 static void test_terminal_regains_connectivity(void **state)
 {
-	char path[512], log[512], hmi[512];
-	FILE *fp;
+	char log[512], hmi[512];
 	int port;
 	pid_t pid;
 
@@ -1601,15 +1588,10 @@ static void test_terminal_regains_connectivity(void **state)
 	assert_int_equal(sync_term("T-A"), 0);
 	port = F->port;
 	stop_backend();
-	snprintf(path, sizeof(path), "%s/live.txt", F->dir);
-	fp = fopen(path, "w");
-	assert_non_null(fp);
-	fprintf(fp, "start 2026-11-26T08:00:00+09:00\npace real\n"
-	            "card alice felica idm=0101020304050607\ncard erin felica idm=01010203040506D0\n");
-	for (int i = 0; i < 16; i++)
-		fprintf(fp, "tap +%d.%d %s\n", i / 2, (i % 2) * 5, i % 2 ? "erin" : "alice");
-	fprintf(fp, "tap +3600 alice\n");     /* keeps it running until the test stops it */
-	fclose(fp);
+	/* the last tap keeps it running until the test stops it */
+	tu_write_taps(tu_path(F->dir, "live.txt"), "start 2026-11-26T08:00:00+09:00\npace real\n"
+	              "card alice felica idm=0101020304050607\ncard erin felica idm=01010203040506D0\n",
+	              16, 2, "alice", "erin", "tap +3600 alice\n");
 	assert_int_equal(sh("printf 'sync_interval = 5\n' >> T-A.conf && rm -f T-A-hmi.log"), 0);
 	pid = tu_spawn("cd '%s' && exec '%s/kippu-terminal' --config T-A.conf --reader mock:live.txt "
 	               "2> live.log", F->dir, F->bin);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -33,15 +34,19 @@ static TU_UNUSED void tu_tmpdir(char *out, size_t cap)
 	}
 }
 
-static TU_UNUSED void tu_rmdir(const char *dir)
+/* Removes dir and all in it (kept when KP_KEEP_TMP is set); -1 if it could not. */
+static TU_UNUSED int tu_rmdir(const char *dir)
 {
 	char cmd[4200];
 
 	if (dir[0] == '\0' || getenv("KP_KEEP_TMP") != NULL)
-		return;
+		return 0;
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
+	if (system(cmd) != 0) {
 		fprintf(stderr, "could not remove %s\n", dir);
+		return -1;
+	}
+	return 0;
 }
 
 static TU_UNUSED void tu_write(const char *path, const char *text)
@@ -66,6 +71,29 @@ static TU_UNUSED const char *tu_path(const char *dir, const char *name)
 	if (n < 0 || n >= PATH_MAX)
 		fail_msg("path %s/%s does not fit", dir, name);
 	return p;
+}
+
+/* The test program's scratch folder for its group fixtures: tu_scratch_setup makes it,
+ * tu_tmp names a file in it (as tu_path), tu_scratch_teardown removes it. */
+static TU_UNUSED char tu_scratch[256];
+
+static TU_UNUSED const char *tu_tmp(const char *name)
+{
+	return tu_path(tu_scratch, name);
+}
+
+static TU_UNUSED int tu_scratch_setup(void **state)
+{
+	(void)state;
+	tu_tmpdir(tu_scratch, sizeof(tu_scratch));
+	return 0;
+}
+
+/* Fails the group when the folder could not be removed. */
+static TU_UNUSED int tu_scratch_teardown(void **state)
+{
+	(void)state;
+	return tu_rmdir(tu_scratch);
 }
 
 static TU_UNUSED void tu_write_bytes(const char *path, const void *data, size_t len)
@@ -123,16 +151,22 @@ static TU_UNUSED void tu_vcmd(char *cmd, size_t cap, const char *fmt, va_list ap
 		fail_msg("shell command of %d bytes does not fit %zu: %.60s...", n, cap, cmd);
 }
 
+/* Formats the arguments of a variadic function after its last named one, fmt, into the
+ * array cmd (as tu_vcmd). */
+#define TU_FMT(cmd, fmt) do { \
+		va_list ap_; \
+		va_start(ap_, fmt); \
+		tu_vcmd(cmd, sizeof(cmd), fmt, ap_); \
+		va_end(ap_); \
+	} while (0)
+
 /* Runs a shell command; returns its exit status (or -1 if it did not exit). */
 static TU_UNUSED int tu_sh(const char *fmt, ...)
 {
 	char cmd[8192];
-	va_list ap;
 	int st;
 
-	va_start(ap, fmt);
-	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
+	TU_FMT(cmd, fmt);
 	st = system(cmd);
 	if (st == -1 || !WIFEXITED(st))
 		return -1;
@@ -144,11 +178,8 @@ static TU_UNUSED int tu_sh(const char *fmt, ...)
 static TU_UNUSED int tu_sh_in(const char *dir, const char *bin, const char *fmt, ...)
 {
 	char cmd[6000];
-	va_list ap;
 
-	va_start(ap, fmt);
-	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
+	TU_FMT(cmd, fmt);
 	return tu_sh("cd '%s' && CTL='%s/kippuctl' && TERM_BIN='%s/kippu-terminal' && DB=backend.db "
 	             "&& %s", dir, bin, bin, cmd);
 }
@@ -159,6 +190,33 @@ static TU_UNUSED const char *tu_bin(void)
 	const char *b = getenv("KP_BIN");
 
 	return b != NULL ? b : "build/bin";
+}
+
+/* tu_bin() as an absolute path, for programs run from inside a test's own folder. */
+static TU_UNUSED const char *tu_bin_abs(void)
+{
+	static char abs_bin[PATH_MAX + 64];
+	char cwd[PATH_MAX];
+	const char *bin = tu_bin();
+
+	if (bin[0] == '/')
+		return bin;
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		fail_msg("getcwd: %s", strerror(errno));
+	snprintf(abs_bin, sizeof(abs_bin), "%s/%s", cwd, bin);
+	return abs_bin;
+}
+
+/* The cmocka teardown of a malloc'd fixture whose first member is its folder's path
+ * (char dir[]): removes the folder, frees the fixture. */
+static TU_UNUSED int tu_dir_fx_teardown(void **state)
+{
+	char *dir = *state;
+
+	if (dir != NULL)
+		tu_rmdir(dir);
+	free(dir);
+	return 0;
 }
 
 /* Counts the lines of text that contain needle. */
@@ -269,26 +327,59 @@ static TU_UNUSED void tu_wait_text(const char *path, const char *needle, int n, 
 		         tu_file_count(path, needle), n);
 }
 
-/* Starts a shell command beside the test; its pid, for tu_wait_pid. Write `exec` before the
+/* Starts a shell command beside the test; its pid, for tu_wait_pid. With out_fd, the
+ * command's stdout goes to a pipe whose read end is left in *out_fd. Write `exec` before the
  * program ("cd DIR && exec PROGRAM ...") so that the pid, and the signals sent to it, are
  * the program's. */
-static TU_UNUSED pid_t tu_spawn(const char *fmt, ...)
+static TU_UNUSED pid_t tu_spawn_piped(int *out_fd, const char *fmt, ...)
 {
 	char cmd[8192];
-	va_list ap;
+	int p[2] = { -1, -1 };
 	pid_t pid;
 
-	va_start(ap, fmt);
-	tu_vcmd(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
+	TU_FMT(cmd, fmt);
+	if (out_fd != NULL && pipe(p) != 0)
+		fail_msg("pipe: %s", strerror(errno));
 	pid = fork();
 	if (pid < 0)
 		fail_msg("fork: %s", strerror(errno));
 	if (pid == 0) {
+		if (out_fd != NULL) {
+			dup2(p[1], 1);
+			close(p[0]);
+			close(p[1]);
+		}
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
+	if (out_fd != NULL) {
+		close(p[1]);
+		*out_fd = p[0];
+	}
 	return pid;
+}
+
+#define tu_spawn(...) tu_spawn_piped(NULL, __VA_ARGS__)
+
+/* Reads one line from fd into line (without its newline), waiting for it until deadline_ms
+ * (tu_mono_ms); the test fails, naming what, if the line does not come or fd closes first. */
+static TU_UNUSED void tu_read_line(int fd, char *line, size_t cap, int64_t deadline_ms,
+                                   const char *what)
+{
+	size_t n = 0;
+
+	while (n < cap - 1 && (n == 0 || line[n - 1] != '\n')) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+		if (poll(&pfd, 1, (int)(deadline_ms - tu_mono_ms())) <= 0)
+			fail_msg("%s did not print its first line", what);
+		if (read(fd, line + n, 1) != 1)
+			fail_msg("%s exited before its first line", what);
+		n++;
+	}
+	if (n > 0 && line[n - 1] == '\n')
+		n--;
+	line[n] = '\0';
 }
 
 /* Waits up to timeout_s seconds for a child to exit; its exit status (-1 if a signal ended
@@ -310,6 +401,67 @@ static TU_UNUSED int tu_wait_pid(pid_t pid, int timeout_s, const char *what)
 	if (r != pid)
 		fail_msg("waitpid for %s: %s", what, strerror(errno));
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A row of numbers (TU_INTS) or strings (TU_STRS) to compare with tu_expect_row / _strs. */
+#define TU_INTS(...) ((const int64_t[]){ __VA_ARGS__ })
+#define TU_STRS(...) ((const char *const[]){ __VA_ARGS__ })
+#define TU_LEN(row) (sizeof(row) / sizeof((row)[0]))
+
+/* Checks that a row has one value per name (names separated by spaces). */
+static TU_UNUSED void tu_row_len(const char *names, size_t n_got, size_t n_want)
+{
+	size_t n = 0;
+
+	for (const char *p = names; *p != '\0'; p++)
+		if (*p != ' ' && (p == names || p[-1] == ' '))
+			n++;
+	assert_int_equal(n_got, n);
+	assert_int_equal(n_want, n);
+}
+
+/* Prints which field of a row differs and how; 1, to count it. */
+static TU_UNUSED int tu_row_differs(size_t i, const char *names, const char *fmt, ...)
+{
+	va_list ap;
+
+	print_error("field %zu of \"%s\": ", i + 1, names);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 1;
+}
+
+/* Compares a whole row of values with the one wanted, field by field, naming every field
+ * that differs before the test fails. */
+#define tu_expect_row(names, got, want) tu_expect_ints_n(names, got, want, TU_LEN(got), TU_LEN(want))
+static TU_UNUSED void tu_expect_ints_n(const char *names, const int64_t *got,
+                                       const int64_t *want, size_t n_got, size_t n_want)
+{
+	size_t bad = 0;
+
+	tu_row_len(names, n_got, n_want);
+	for (size_t i = 0; i < n_got; i++)
+		if (got[i] != want[i])
+			bad += tu_row_differs(i, names, "%lld, want %lld", (long long)got[i],
+			                      (long long)want[i]);
+	if (bad != 0)
+		fail_msg("%zu of %zu fields differ", bad, n_got);
+}
+
+#define tu_expect_strs(names, got, want) tu_expect_strs_n(names, got, want, TU_LEN(got), TU_LEN(want))
+static TU_UNUSED void tu_expect_strs_n(const char *names, const char *const *got,
+                                       const char *const *want, size_t n_got, size_t n_want)
+{
+	size_t bad = 0;
+
+	tu_row_len(names, n_got, n_want);
+	for (size_t i = 0; i < n_got; i++)
+		if (strcmp(got[i], want[i]) != 0)
+			bad += tu_row_differs(i, names, "\"%s\", want \"%s\"", got[i], want[i]);
+	if (bad != 0)
+		fail_msg("%zu of %zu string fields differ", bad, n_got);
 }
 
 /* Test vectors written as hex: whitespace is skipped, anything else but hex digits fails. */
@@ -341,6 +493,37 @@ static TU_UNUSED size_t tu_hex(const char *s, uint8_t *out, size_t cap)
 	}
 	assert_int_equal(hi, -1);
 	return n;
+}
+
+/* Fails the test, naming what and printing both, unless got holds the bytes of want_hex. */
+static TU_UNUSED void tu_expect_hex(const char *what, const uint8_t *got, size_t got_len,
+                                    const char *want_hex)
+{
+	uint8_t want[600];
+	size_t n = tu_hex(want_hex, want, sizeof(want));
+
+	if (got_len != n || memcmp(got, want, n) != 0) {
+		fprintf(stderr, "%s: want (%zu): %s\ngot  (%zu):", what, n, want_hex, got_len);
+		for (size_t i = 0; i < got_len; i++)
+			fprintf(stderr, " %02X", got[i]);
+		fprintf(stderr, "\n");
+		fail_msg("%s: bytes differ", what);
+	}
+}
+
+/* Writes a mock reader scenario to path: head, then n taps, per_s a second from +0, taking
+ * turns between cards a (the even ones) and b, then tail. */
+static TU_UNUSED void tu_write_taps(const char *path, const char *head, int n, int per_s,
+                                    const char *a, const char *b, const char *tail)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	fputs(head, fp);
+	for (int i = 0; i < n; i++)
+		fprintf(fp, "tap +%d.%03d %s\n", i / per_s, i % per_s * (1000 / per_s), i % 2 ? b : a);
+	fputs(tail, fp);
+	assert_int_equal(fclose(fp), 0);
 }
 
 /* Starts kippu-backend (programs in bin) in dir on 127.0.0.1:port (0: any free port) with
