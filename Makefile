@@ -110,10 +110,13 @@ CMOCKA_LIBS    = $(call pc_libs,cmocka)
 
 PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend \
          $(BUILD)/bin/kippu-pn532-emu
-TEST_SRC := $(wildcard tests/test_*.c)
-TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# Tests mirror the layout: tests/<folder>/test_*.c, one program each, built as
+# $(BUILD)/tests/test_*; helpers shared by the tests (testutil.h, fixtures.c, bench_*.h) and
+# test data (tests/data/) sit beside the folders.
+TEST_SRC := $(wildcard tests/*/test_*.c)
+TESTS := $(foreach t,$(TEST_SRC),$(BUILD)/tests/$(basename $(notdir $(t))))
 # Tests that run the real programs from a shell script (tests/run.sh runs them with sh).
-SHELL_TESTS := $(wildcard tests/test_*.sh)
+SHELL_TESTS := $(wildcard tests/*/test_*.sh)
 # The benches: tests/bench*.c -> kippu-bench*, each a program of its own.
 BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
@@ -147,33 +150,26 @@ $(eval $(call mkprog,kippuctl,tools/kippuctl.c,tools))
 $(eval $(call mkprog,kippu-pn532-emu,tools/pn532_emu.c,tools))
 $(foreach b,$(BENCH_NAMES),$(eval $(call mkprog,kippu-$(subst _,-,$(b)),tests/$(b).c,tools)))
 
-# Unit tests of the lower folders link only what they test (tests/test_hal_*, test_crypto*,
-# test_record*), so each folder's tests build while the folders above it change.
-TESTS_HAL    := $(filter $(BUILD)/tests/test_hal_%,$(TESTS))
-TESTS_CRYPTO := $(filter $(BUILD)/tests/test_crypto $(BUILD)/tests/test_crypto_%,$(TESTS))
-TESTS_RECORD := $(filter $(BUILD)/tests/test_record $(BUILD)/tests/test_record_%,$(TESTS))
-TESTS_UPPER  := $(filter-out $(TESTS_HAL) $(TESTS_CRYPTO) $(TESTS_RECORD),$(TESTS))
+# Unit tests of the lower folders link only what they test (tests/hal/test_hal_*,
+# tests/crypto/, tests/proto/), so each folder's tests build while the folders above it
+# change; the others link everything (as the tools do).
+test_layer = $(if $(filter test_hal_%,$(1)),hal,$(if $(filter test_crypto test_crypto_%,$(1)),crypto,$(if $(filter test_record test_record_%,$(1)),proto,upper)))
 LINK_test_hal    := $(call lib,hal)
+LIBS_test_hal     = $(call pc_libs,libnfc) -lpthread
 LINK_test_crypto := $(call lib,crypto)
-LINK_test_record := $(foreach f,client proto crypto,$(call lib,$(f)))
-
-$(TESTS_HAL): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_test_hal)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_hal) $(call pc_libs,libnfc) -lpthread $(CMOCKA_LIBS)
-
-$(TESTS_CRYPTO): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_test_crypto)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_crypto) $(MBED_LIBS) -lpthread $(CMOCKA_LIBS)
-
-$(TESTS_RECORD): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_test_record)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_record) $(call pc_libs,libcbor) $(MBED_LIBS) -lpthread -lm $(CMOCKA_LIBS)
-
-$(TESTS_UPPER): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LINK_tools)
-	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools) $(CMOCKA_LIBS)
+LIBS_test_crypto  = $(MBED_LIBS) -lpthread
+LINK_test_proto  := $(foreach f,client proto crypto,$(call lib,$(f)))
+LIBS_test_proto   = $(call pc_libs,libcbor) $(MBED_LIBS) -lpthread -lm
+LINK_test_upper  := $(LINK_tools)
+LIBS_test_upper   = $(LIBS_tools)
+define mktest
+$(BUILD)/tests/$(basename $(notdir $(1))): $(call obj,$(1)) $(LINK_test_$(2))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(KP_LDFLAGS) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(LINK_test_$(2)) $$(LIBS_test_$(2)) $$(CMOCKA_LIBS)
+endef
+$(foreach t,$(TEST_SRC),$(eval $(call mktest,$(t),$(call test_layer,$(basename $(notdir $(t)))))))
 # Test helpers with a .c of their own, linked into the tests that use them.
-$(BUILD)/tests/test_powercut: $(call obj,tests/crashvfs.c)
+$(BUILD)/tests/test_powercut: $(call obj,tests/store/crashvfs.c)
 $(addprefix $(BUILD)/tests/,test_stored test_tap test_pass test_fare_engine test_console): \
   $(call obj,tests/fixtures.c)
 
@@ -195,7 +191,7 @@ check-deps: $(PROGS) $(foreach f,$(FOLDERS),$(call lib,$(f)))
 # another time zone (tests/dates.sh): nothing may depend on today's date.
 DATE_TESTS := $(addprefix $(BUILD)/tests/,test_ctl_jpki test_jpki test_hal_jpki test_linkage \
               test_sync test_integration test_libnfc test_bus_distance test_stored test_pass \
-              test_crypto_rsa test_crypto_tls test_bundle_fares test_tap) tests/test_console_tmux.sh
+              test_crypto_rsa test_crypto_tls test_bundle_fares test_tap) tests/console/test_console_tmux.sh
 test-dates: deps
 	@$(MAKE) --no-print-directory $(PROGS) $(filter $(BUILD)/%,$(DATE_TESTS))
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/dates.sh $(DATE_TESTS)

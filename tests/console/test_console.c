@@ -2,7 +2,7 @@
  * actions journaled and signed with the driver's id, the shift summary computed from the
  * journal (also after a restart), and the event stream against the journal (every record
  * once, in order, no card id), to a file and to a path that cannot be written. The screen
- * itself is tested in tmux by tests/test_console_tmux.sh. */
+ * itself is tested in tmux by tests/console/test_console_tmux.sh. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

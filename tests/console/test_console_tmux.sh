@@ -6,7 +6,7 @@
 # Prints cmocka-style lines so tests/run.sh counts it. Needs tmux, python3 (make deps).
 KP_BIN=${KP_BIN:-build/bin}
 case "$KP_BIN" in /*) ;; *) KP_BIN=$(pwd)/$KP_BIN ;; esac
-HERE=$(cd "$(dirname "$0")" && pwd)
+HERE=$(cd "$(dirname "$0")/.." && pwd)
 SRC="$HERE/data/console"
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-console.XXXXXX")
 # Every wait (for a screen text, an exit) gives up after this many seconds: generous, since

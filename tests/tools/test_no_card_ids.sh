@@ -6,7 +6,7 @@
 # bite: each form of an id planted in one output file is found.
 # Prints cmocka-style lines so tests/run.sh counts it. Needs python3 and openssl (make deps).
 KP_BIN=${KP_BIN:-build/bin}
-HERE=$(cd "$(dirname "$0")" && pwd)
+HERE=$(cd "$(dirname "$0")/.." && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-ids.XXXXXX")
 trap 'rm -rf "$T"' EXIT INT TERM
 passed=0; failed=0; failures=""

@@ -1,5 +1,5 @@
 /* Power cuts and I/O faults under the terminal's and the backend's stores, with the crash
- * VFS (tests/crashvfs.h) in the manner of SQLite's own crash tests.
+ * VFS (tests/store/crashvfs.h) in the manner of SQLite's own crash tests.
  *
  * Power cuts: a dry run counts the VFS ops (writes, syncs, truncates of the database and
  * its -wal) of a fixed workload: real taps through the tap engine, with checkpoints as at
