@@ -335,15 +335,7 @@ static int print_row(void *arg, int ncol, const char *const *cols, const char *c
 	struct table *t = arg;
 
 	/* Fixed columns a person can read; tokens and times are the wide ones. */
-	if (t->rows++ == 0) {
-		for (int i = 0; i < ncol; i++)
-			printf("%-*s ", col_width(names[i]), names[i]);
-		printf("\n");
-	}
-	for (int i = 0; i < ncol; i++)
-		printf("%-*s ", col_width(names[i]), cols[i] != NULL ? cols[i] : "-");
-	printf("\n");
-	return 0;
+	return kp_ctl_print_row(&t->rows, ncol, cols, names, col_width);
 }
 
 /* The export being written: one folder per epoch, each a whole chain with the certificates

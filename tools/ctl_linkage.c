@@ -183,15 +183,7 @@ static int print_row(void *arg, int ncol, const char *const *cols, const char *c
 {
 	int *rows = arg;
 
-	if ((*rows)++ == 0) {
-		for (int i = 0; i < ncol; i++)
-			printf("%-*s ", col_width(names[i]), names[i]);
-		printf("\n");
-	}
-	for (int i = 0; i < ncol; i++)
-		printf("%-*s ", col_width(names[i]), cols[i] != NULL ? cols[i] : "-");
-	printf("\n");
-	return 0;
+	return kp_ctl_print_row(rows, ncol, cols, names, col_width);
 }
 
 static int cmd_token(const struct largs *a)

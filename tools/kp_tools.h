@@ -78,6 +78,11 @@ int kp_ctl_need(const char *v, const char *name);
  * reason on stderr (no --token-key given, or a key file that does not load). */
 int kp_ctl_token_key(const char *path, const char *what, uint8_t key[KP_TOKEN_KEY_LEN]);
 
+/* A report row as a fixed-width table (the header before the first row, which *rows counts):
+ * columns as wide as width(name) says, "-" for NULL. */
+int kp_ctl_print_row(int *rows, int ncol, const char *const *cols, const char *const *names,
+                     int (*width)(const char *name));
+
 /* kippuctl backend ...: argv[0] is "backend". */
 int kp_ctl_backend(int argc, char **argv);
 void kp_ctl_backend_usage(FILE *fp);

@@ -1388,11 +1388,9 @@ int kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, in
                   struct kp_tap_outcome *out)
 {
 	struct kp_record rec;
-	uint8_t prev_before[KP_SHA256_LEN];
 	int rc;
 
 	memset(&rec, 0, sizeof(rec));
-	memcpy(prev_before, e->prev, KP_SHA256_LEN);
 	rec.time_ms = now_ms;
 	if (token != NULL) {
 		rec.has_token = 1;
@@ -1400,10 +1398,7 @@ int kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, in
 	}
 	snprintf(rec.result, sizeof(rec.result), "refused");
 	snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
-	rc = kp_store_begin(e->s);
-	if (rc == KP_OK)
-		rc = journal(e, &rec);
-	rc = finish(e, rc, prev_before);
+	rc = kp_tap_journal(e, &rec, "tap");
 	if (rc == KP_OK)
 		outcome_from(out, &rec, KP_TAP_REFUSED);
 	return rc;
@@ -1468,11 +1463,9 @@ int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
                 const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms, struct kp_tap_outcome *out)
 {
 	struct kp_record rec;
-	uint8_t prev_before[KP_SHA256_LEN];
 	int rc;
 
 	memset(&rec, 0, sizeof(rec));
-	memcpy(prev_before, e->prev, KP_SHA256_LEN);
 	rec.time_ms = now_ms;
 	rec.has_token = 1;
 	memcpy(rec.token, card, KP_TOKEN_LEN);
@@ -1480,10 +1473,7 @@ int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
 	memcpy(rec.via, linkage, KP_TOKEN_LEN);
 	snprintf(rec.result, sizeof(rec.result), "requested");
 	set_reason(&rec, KP_R_LINK_REQUEST);
-	rc = kp_store_begin(e->s);
-	if (rc == KP_OK)
-		rc = journal_kind(e, &rec, "link");
-	rc = finish(e, rc, prev_before);
+	rc = kp_tap_journal(e, &rec, "link");
 	if (rc == KP_OK) {
 		outcome_from(out, &rec, KP_TAP_ACCEPTED);
 		out->linked = 1;
