@@ -2,483 +2,7 @@
  * journal record; it commits before the caller may show anything to the rider. The
  * record is signed inside the transaction (deterministic ECDSA, ~0.3 ms), so no unsigned
  * record ever exists on disk and "committed" and "signed" are the same instant. */
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "kp_tap.h"
-#include "kp_fare.h"
-#include "kp_civil.h"
-#include "kp_store.h"
-
-#define KP_MAX_JPKI_CAS 4
-
-struct kp_tap_engine {
-	kp_cert *jpki_cas[KP_MAX_JPKI_CAS];  /* JPKI authentication CAs My Number cards chain to */
-	size_t n_jpki_cas;
-	kp_store *s;
-	struct kp_terminal_cfg cfg;
-	const kp_key *key;
-	uint8_t token_key[KP_TOKEN_KEY_LEN];
-	uint64_t seq;                        /* last committed sequence */
-	uint8_t prev[KP_SHA256_LEN];         /* its payload's hash */
-	void (*observer)(void *arg, const struct kp_record *rec);
-	void *observer_arg;
-	struct kp_record pending[2];         /* the records of the open transaction */
-	int n_pending;
-	char force_event[16];                /* "" or the event the next taps are (quote) */
-	void (*log)(void *arg, const char *msg);
-	void *log_arg;
-};
-
-static void tap_log(const kp_tap_engine *e, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void tap_log(const kp_tap_engine *e, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	if (e->log == NULL)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	e->log(e->log_arg, msg);
-}
-
-/* jpki_ca: comma-separated certificate files (PEM or DER). */
-static int load_jpki_cas(kp_tap_engine *e, const char *list, char *err, size_t err_cap)
-{
-	char buf[sizeof(((struct kp_terminal_cfg *)0)->jpki_ca)], *save = NULL;
-	int rc;
-
-	snprintf(buf, sizeof(buf), "%s", list);
-	for (char *p = strtok_r(buf, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
-		if (e->n_jpki_cas == KP_MAX_JPKI_CAS) {
-			snprintf(err, err_cap, "jpki_ca: at most %d certificates", KP_MAX_JPKI_CAS);
-			return KP_E_CONFIG;
-		}
-		rc = kp_cert_load(&e->jpki_cas[e->n_jpki_cas], p);
-		if (rc != 0) {
-			snprintf(err, err_cap, "jpki_ca %s: %s", p, kp_strerror(rc));
-			return KP_E_CONFIG;
-		}
-		e->n_jpki_cas++;
-	}
-	return KP_OK;
-}
-
-int kp_tap_engine_open(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
-                       const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN])
-{
-	char err[256];
-
-	return kp_tap_engine_open_err(out, s, cfg, key, token_key, err, sizeof(err));
-}
-
-int kp_tap_engine_open_err(kp_tap_engine **out, kp_store *s, const struct kp_terminal_cfg *cfg,
-                           const kp_key *key, const uint8_t token_key[KP_TOKEN_KEY_LEN],
-                           char *err, size_t err_cap)
-{
-	kp_tap_engine *e;
-	int rc;
-
-	*out = NULL;
-	if (err == NULL || err_cap == 0)
-		return KP_E_INVAL;
-	err[0] = '\0';
-	if (s == NULL || cfg == NULL || key == NULL || token_key == NULL ||
-	    cfg->terminal_id[0] == '\0' || cfg->operator_id[0] == '\0')
-		return KP_E_INVAL;
-	e = calloc(1, sizeof(*e));
-	if (e == NULL)
-		return KP_E_NOMEM;
-	e->s = s;
-	e->cfg = *cfg;
-	e->key = key;
-	memcpy(e->token_key, token_key, KP_TOKEN_KEY_LEN);
-	rc = kp_store_journal_head(s, &e->seq, e->prev);
-	if (rc == KP_OK)
-		rc = load_jpki_cas(e, cfg->jpki_ca, err, err_cap);
-	if (rc != KP_OK) {
-		kp_tap_engine_close(e);
-		return rc;
-	}
-	*out = e;
-	return KP_OK;
-}
-
-void kp_tap_engine_close(kp_tap_engine *e)
-{
-	if (e == NULL)
-		return;
-	kp_zeroize(e->token_key, sizeof(e->token_key));
-	for (size_t i = 0; i < e->n_jpki_cas; i++)
-		kp_cert_free(e->jpki_cas[i]);
-	free(e);
-}
-
-const char *kp_tap_reason_text(const char *reason)
-{
-	const char *text = kp_reason_text(reason, 0);
-
-	return text != NULL ? text : "Refused";
-}
-
-/* Builds, signs and appends the record inside the open transaction. */
-static int journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kind)
-{
-	uint8_t *payload = NULL, *cose = NULL;
-	size_t payload_len = 0, cose_len = 0;
-	uint8_t hash[KP_SHA256_LEN];
-	int rc;
-
-	if (e->n_pending >= 2)
-		return KP_E_INVAL;
-	rec->seq = e->seq + 1 + (uint64_t)e->n_pending;
-	snprintf(rec->terminal, sizeof(rec->terminal), "%s", e->cfg.terminal_id);
-	snprintf(rec->kind, sizeof(rec->kind), "%s", kind);
-	/* A record about an earlier journey (no tap-off) names where it began. */
-	if (rec->operator_id[0] == '\0') {
-		snprintf(rec->operator_id, sizeof(rec->operator_id), "%s", e->cfg.operator_id);
-		snprintf(rec->route, sizeof(rec->route), "%s", e->cfg.route);
-		snprintf(rec->stop, sizeof(rec->stop), "%s", e->cfg.stop);
-	}
-	memcpy(rec->prev, e->prev, KP_SHA256_LEN);
-	rc = kp_record_encode(rec, &payload, &payload_len);
-	if (rc != 0)
-		goto out;
-	rc = kp_sha256(payload, payload_len, hash);
-	if (rc != 0)
-		goto out;
-	rc = kp_cose_sign1(e->key, e->cfg.terminal_id, payload, payload_len, &cose, &cose_len);
-	if (rc != 0)
-		goto out;
-	rc = kp_store_journal_append(e->s, rec, payload, payload_len, cose, cose_len, hash);
-	if (rc == KP_OK) {
-		memcpy(e->prev, hash, KP_SHA256_LEN);  /* provisional until commit, see finish() */
-		e->pending[e->n_pending++] = *rec;
-	}
-out:
-	free(payload);
-	free(cose);
-	return rc;
-}
-
-static int journal(kp_tap_engine *e, struct kp_record *rec)
-{
-	return journal_kind(e, rec, "tap");
-}
-
-static void set_reason(struct kp_record *rec, enum kp_reason reason)
-{
-	snprintf(rec->reason, sizeof(rec->reason), "%s", kp_reason_code(reason));
-}
-
-static void outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec,
-                         enum kp_tap_kind kind)
-{
-	memset(out, 0, sizeof(*out));
-	out->kind = kind;
-	snprintf(out->reason, sizeof(out->reason), "%s", rec->reason);
-	snprintf(out->product, sizeof(out->product), "%s", rec->product);
-	out->entitlement = rec->entitlement;
-	out->rides_left = rec->has_left ? rec->left : -1;
-	out->amount = rec->amount;
-	out->seq = rec->seq;
-	snprintf(out->category, sizeof(out->category), "%s", rec->category);
-	out->linked = rec->has_via;
-	out->warn_days = -1;
-}
-
-/* Commits, or rolls back and forgets the provisional journal head. */
-static int finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_LEN])
-{
-	int n = e->n_pending;
-
-	e->n_pending = 0;
-	if (rc == KP_OK)
-		rc = kp_store_commit(e->s);
-	if (rc != KP_OK) {
-		kp_store_rollback(e->s);
-		memcpy(e->prev, prev_before, KP_SHA256_LEN);
-		/* Re-read the head, in case the failure came from a journal that moved. */
-		if (kp_store_journal_head(e->s, &e->seq, e->prev) != KP_OK)
-			memcpy(e->prev, prev_before, KP_SHA256_LEN);
-		tap_log(e, "tap not recorded: %s (%s)", kp_strerror(rc), kp_store_errmsg(e->s));
-		return rc;
-	}
-	e->seq += (uint64_t)n;
-	for (int i = 0; i < n && e->observer != NULL; i++)
-		e->observer(e->observer_arg, &e->pending[i]);
-	return KP_OK;
-}
-
-void kp_tap_engine_log(kp_tap_engine *e, void (*fn)(void *arg, const char *msg), void *arg)
-{
-	e->log = fn;
-	e->log_arg = arg;
-}
-
-void kp_tap_engine_observe(kp_tap_engine *e, void (*fn)(void *arg, const struct kp_record *rec),
-                           void *arg)
-{
-	e->observer = fn;
-	e->observer_arg = arg;
-}
-
-struct choice {
-	const struct kp_ent_view *pass;      /* a period pass: used before any ride */
-	const struct kp_elig_view *pass_elig;
-	const struct kp_ent_view *best;
-	const struct kp_elig_view *elig;     /* the category that allowed it, if any */
-	enum kp_reason reason;
-};
-
-
-void kp_service_days(const struct kp_terminal_cfg *cfg, int64_t now_ms, int days,
-                     int64_t *from_ms, int64_t *until_ms)
-{
-	/* Local time shifted back by the day's end hour: a tap at 01:30 belongs to yesterday. */
-	int64_t day;
-
-	kp_service_day(now_ms, cfg->utc_offset_s, cfg->service_day_end_s, &day, NULL);
-
-	*from_ms = (day * 86400 + cfg->service_day_end_s - cfg->utc_offset_s) * 1000;
-	*until_ms = *from_ms + (int64_t)days * 86400000LL;
-}
-
-/* until in local time: "HH:MM" when within a day of now, else "YYYY-MM-DD HH:MM". */
-static void until_text(const struct kp_terminal_cfg *cfg, int64_t now_ms, int64_t until_ms,
-                       char *out, size_t cap)
-{
-	struct kp_civil c;
-
-	kp_civil_local(until_ms, cfg->utc_offset_s, &c);
-	if (until_ms - now_ms <= 86400000LL)
-		snprintf(out, cap, "%02d:%02d", c.hh, c.mm);
-	else
-		snprintf(out, cap, "%04d-%02d-%02d %02d:%02d", c.y, c.m, c.d, c.hh, c.mm);
-}
-
-/* The rider's category `cat` valid at now, or NULL; *lapsed says one exists but is not
- * valid now (the terminal refuses a passed eligibility even before the next sync). */
-static const struct kp_elig_view *find_elig(const struct kp_elig_view *el, size_t n_el,
-                                            const char *cat, int64_t now, int *lapsed)
-{
-	for (size_t i = 0; i < n_el; i++) {
-		if (strcmp(el[i].category, cat) != 0)
-			continue;
-		if (now >= el[i].valid_from_ms && now < el[i].valid_until_ms)
-			return &el[i];
-		*lapsed = 1;
-	}
-	return NULL;
-}
-
-/* The entitlement best for the rider: among usable ones the one that expires first; if
- * none is usable, the most specific reason why. Stored value is never chosen here: a pass
- * or ride goes before it, so usable stored-value entitlements are only marked in stored[]. */
-static struct choice choose(const struct kp_ent_view *v, size_t n, const struct kp_elig_view *el,
-                            size_t n_el, int64_t now, int *stored, int *commuter)
-{
-	struct choice c = { NULL, NULL, NULL, NULL, KP_R_NO_ENTITLEMENT };
-	int exhausted = 0, expired = 0, early = 0, elsewhere = 0, lapsed = 0, not_eligible = 0;
-	int other_route = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		const struct kp_entitlement *en = &v[i].e;
-		const struct kp_elig_view *cat = NULL;
-
-		if (v[i].category[0] != '\0') {
-			int was = 0;
-
-			cat = find_elig(el, n_el, v[i].category, now, &was);
-			if (cat == NULL) {
-				lapsed |= was;
-				not_eligible |= !was;
-				continue;
-			}
-		}
-		if (!v[i].valid_here) {
-			elsewhere = 1;
-		} else if (!v[i].route_ok) {
-			other_route = 1;
-		} else if (now >= en->valid_until_ms) {
-			expired = 1;
-		} else if (now < en->valid_from_ms) {
-			early = 1;
-		} else if (v[i].period_days > 0) {
-			/* An active pass before one still to start (its days run from now on), then
-			 * the one that ends first. */
-			if (c.pass == NULL || (c.pass->first_use && !v[i].first_use) ||
-			    (c.pass->first_use == v[i].first_use &&
-			     en->valid_until_ms < c.pass->e.valid_until_ms)) {
-				c.pass = &v[i];
-				c.pass_elig = cat;
-			}
-		} else if (v[i].stored) {
-			stored[i] = 1;
-		} else if (v[i].commuter) {
-			commuter[i] = 1;
-		} else if (en->rides_left <= 0) {
-			exhausted = 1;
-		} else if (c.best == NULL || en->valid_until_ms < c.best->e.valid_until_ms) {
-			c.best = &v[i];
-			c.elig = cat;
-		}
-	}
-	if (c.pass != NULL) {
-		c.best = c.pass;
-		c.elig = c.pass_elig;
-	}
-	{
-		/* Without a usable entitlement, the first of these that holds is the reason. */
-		const struct { int holds; enum kp_reason reason; } why[] = {
-			{ c.best != NULL, KP_R_OK }, { exhausted, KP_R_EXHAUSTED },
-			{ lapsed, KP_R_ELIGIBILITY_EXPIRED }, { expired, KP_R_EXPIRED },
-			{ early, KP_R_NOT_YET_VALID }, { elsewhere, KP_R_WRONG_OPERATOR },
-			{ other_route, KP_R_WRONG_ROUTE }, { not_eligible, KP_R_NOT_ELIGIBLE },
-		};
-
-		for (size_t i = 0; i < sizeof(why) / sizeof(why[0]); i++) {
-			if (why[i].holds) {
-				c.reason = why[i].reason;
-				break;
-			}
-		}
-	}
-	return c;
-}
-
-/* The card's entitlements valid on operator_id, and those of the My Number linkages it is
- * linked through. */
-static int gather(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], const char *operator_id,
-                  const char *route, int64_t now, struct kp_ent_view *ents, size_t *n,
-                  struct kp_elig_view *el, size_t *n_el)
-{
-	int rc = kp_store_card_eligibility(e->s, token, el, KP_MAX_CARD_ELIGIBILITY, n_el);
-
-	if (rc == KP_OK)
-		rc = kp_store_card_entitlements_at(e->s, token, operator_id, route, ents,
-		                                   KP_MAX_CARD_ENTITLEMENTS, n);
-	for (size_t i = 0; rc == KP_OK && i < *n_el; i++) {
-		size_t more = 0;
-
-		if (!el[i].has_via || now < el[i].valid_from_ms || now >= el[i].valid_until_ms)
-			continue;
-		rc = kp_store_card_entitlements_at(e->s, el[i].via, operator_id, route, ents + *n,
-		                                   KP_MAX_CARD_ENTITLEMENTS - *n, &more);
-		*n += more;
-		/* The linkage's own categories count for the card too. */
-		if (rc == KP_OK && *n_el < KP_MAX_CARD_ELIGIBILITY) {
-			size_t extra = 0;
-
-			rc = kp_store_card_eligibility(e->s, el[i].via, el + *n_el,
-			                               KP_MAX_CARD_ELIGIBILITY - *n_el, &extra);
-			for (size_t k = *n_el; k < *n_el + extra; k++) {
-				el[k].has_via = 1;
-				memcpy(el[k].via, el[i].via, KP_TOKEN_LEN);
-			}
-			*n_el += extra;
-		}
-	}
-	return rc;
-}
-
-/* The scheme's My Number policy, as the last bundle said it (syncstore.c, put_policy). A
- * terminal that never applied a bundle (run from load files alone) has no scheme policy:
- * direct taps as before, no age limit. One that applied a bundle before this version
- * wrote the policy has the default one, and data of unknown age (stale until the next
- * bundle, which the backend sends at least every quarter of the maximum age). */
-struct policy {
-	int synced, known, direct;
-	int64_t rides, value, max_age_s, issued_ms;
-	uint64_t seq;
-	char products[KP_POLICY_LIST_MAX][KP_ID_MAX + 1];
-	size_t n_products;
-	char categories[KP_POLICY_LIST_MAX][KP_ID_MAX + 1];
-	size_t n_categories;
-};
-
-static void ids_split(char *list, char (*ids)[KP_ID_MAX + 1], size_t *n)
-{
-	char *save = NULL;
-
-	*n = 0;
-	if (strcmp(list, "-") == 0)
-		return;
-	for (char *t = strtok_r(list, ",", &save); t != NULL && *n < KP_POLICY_LIST_MAX;
-	     t = strtok_r(NULL, ",", &save))
-		snprintf(ids[(*n)++], KP_ID_MAX + 1, "%s", t);
-}
-
-static int policy_load(kp_tap_engine *e, struct policy *p)
-{
-	char text[2 * KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 200];
-	char prods[KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 2];
-	char cats[KP_POLICY_LIST_MAX * (KP_ID_MAX + 1) + 2];
-	long long rides, value, age, issued;
-	unsigned long long seq;
-	uint64_t acked = 0, version = 0;
-	int fmt, direct, rc;
-
-	memset(p, 0, sizeof(*p));
-	p->max_age_s = KP_POLICY_MAX_AGE_DEFAULT;
-	rc = kp_store_meta_get(e->s, "mynumber_policy", text, sizeof(text));
-	if (rc == KP_OK && sscanf(text, "%d %d %lld %lld %lld %lld %llu %529s %529s", &fmt, &direct,
-	                          &rides, &value, &age, &issued, &seq, prods, cats) == 9 &&
-	    fmt == 4 && age > 0) {
-		p->synced = p->known = 1;
-		p->direct = direct == 1;
-		p->rides = rides;
-		p->value = value;
-		p->max_age_s = age;
-		p->issued_ms = issued;
-		p->seq = seq;
-		ids_split(prods, p->products, &p->n_products);
-		ids_split(cats, p->categories, &p->n_categories);
-		return KP_OK;
-	}
-	if (rc != KP_OK && rc != KP_E_INVAL)
-		return rc;
-	rc = kp_store_sync_state(e->s, &acked, &version, NULL);
-	p->synced = version > 0;
-	return rc;
-}
-
-/* Eligibility data older than the scheme allows: judged from the bundle's issued time (the
- * backend's clock, signed) to the later of now and the newest record journaled since the
- * bundle was applied, so a clock set back after taps gains nothing. */
-static int policy_stale(kp_tap_engine *e, const struct policy *p, int64_t now, int *stale)
-{
-	int64_t newest = 0;
-	int rc = KP_OK;
-
-	*stale = 0;
-	if (!p->synced)
-		return KP_OK;
-	if (!p->known) {
-		*stale = 1;
-		return KP_OK;
-	}
-	rc = kp_store_journal_latest_after(e->s, p->seq, &newest);
-	if (newest > now)
-		now = newest;
-	*stale = now - p->issued_ms > p->max_age_s * 1000;
-	return rc;
-}
-
-static int policy_lists(const char (*ids)[KP_ID_MAX + 1], size_t n, const char *id)
-{
-	for (size_t i = 0; id[0] != '\0' && i < n; i++) {
-		if (strcmp(ids[i], id) == 0)
-			return 1;
-	}
-	return 0;
-}
+#include "tap_int.h"
 
 enum fare_event { EV_TAP, EV_TAP_ON, EV_TAP_OFF };
 static const char *const event_names[] = { "tap", "tap_on", "tap_off" };
@@ -513,7 +37,7 @@ static int load_card(struct tap *t, const char *operator_id, const char *route)
 	memset(t->stored, 0, sizeof(t->stored));
 	memset(t->commuter, 0, sizeof(t->commuter));
 	t->any_stored = 0;
-	rc = gather(t->e, t->token, operator_id, route, t->now, t->ents, &t->n, t->el, &t->n_el);
+	rc = tap_gather(t->e, t->token, operator_id, route, t->now, t->ents, &t->n, t->el, &t->n_el);
 	if (rc != KP_OK)
 		return rc;
 	if (t->stale) {
@@ -538,17 +62,17 @@ static int load_card(struct tap *t, const char *operator_id, const char *route)
 		size_t k = 0;
 
 		for (size_t i = 0; i < t->n; i++) {
-			if (policy_lists((const char (*)[KP_ID_MAX + 1])t->direct->products,
-			                 t->direct->n_products, t->ents[i].e.product) ||
-			    policy_lists((const char (*)[KP_ID_MAX + 1])t->direct->categories,
-			                 t->direct->n_categories, t->ents[i].category))
+			if (tap_policy_lists((const char (*)[KP_ID_MAX + 1])t->direct->products,
+			                     t->direct->n_products, t->ents[i].e.product) ||
+			    tap_policy_lists((const char (*)[KP_ID_MAX + 1])t->direct->categories,
+			                     t->direct->n_categories, t->ents[i].category))
 				t->ents[k++] = t->ents[i];
 			else
 				t->direct_filtered = 1;
 		}
 		t->n = k;
 	}
-	t->c = choose(t->ents, t->n, t->el, t->n_el, t->now, t->stored, t->commuter);
+	t->c = tap_choose(t->ents, t->n, t->el, t->n_el, t->now, t->stored, t->commuter);
 	for (size_t i = 0; i < t->n; i++)
 		t->any_stored |= t->stored[i];
 	return KP_OK;
@@ -676,7 +200,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 	const struct choice *c = &t->c;
 	int rc = KP_OK;
 
-	set_reason(rec, KP_R_OK);
+	tap_set_reason(rec, KP_R_OK);
 	snprintf(rec->product, sizeof(rec->product), "%s", c->best->e.product);
 	rec->entitlement = c->best->e.id;
 	if (c->pass != NULL) {
@@ -688,7 +212,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 			int64_t from = 0;
 
 			kp_service_days(&e->cfg, t->now, c->pass->period_days, &from, pass_until);
-			set_reason(rec, KP_R_ACTIVATED);
+			tap_set_reason(rec, KP_R_ACTIVATED);
 			rc = kp_store_activate(e->s, c->pass->e.token, c->pass->e.id, from, *pass_until);
 		}
 	} else {
@@ -710,7 +234,7 @@ static int use_pass_or_ride(struct tap *t, struct kp_record *rec, int64_t *pass_
 
 static int accept_commuter(struct tap *t, const struct kp_ent_view *pass, struct kp_record *rec)
 {
-	set_reason(rec, KP_R_OK);
+	tap_set_reason(rec, KP_R_OK);
 	snprintf(rec->product, sizeof(rec->product), "%s", pass->e.product);
 	rec->entitlement = pass->e.id;
 	kp_note_add(rec->fare, sizeof(rec->fare), "commuter pass");
@@ -743,7 +267,7 @@ static enum kp_reason refusal(const struct tap *t)
 
 static void refuse_why(struct kp_record *rec, enum kp_reason reason, const char *note)
 {
-	set_reason(rec, reason);
+	tap_set_reason(rec, reason);
 	if (note != NULL && note[0] != '\0')
 		kp_note_add(rec->fare, sizeof(rec->fare), "%s", note);
 }
@@ -775,7 +299,7 @@ static int charge_leg(struct tap *t, const struct kp_leg_price *p, struct kp_rec
 		refuse_why(rec, KP_R_INSUFFICIENT_BALANCE, p->note);
 		return KP_OK;
 	}
-	set_reason(rec, KP_R_OK);
+	tap_set_reason(rec, KP_R_OK);
 	kp_note_add(rec->fare, sizeof(rec->fare), "stored");
 	kp_note_add(rec->fare, sizeof(rec->fare), "%s", p->note);
 	note_origin(t, sv, p->cat, rec);
@@ -798,7 +322,7 @@ static int close_journey(struct tap *t, int64_t at_ms)
 	memcpy(rec.token, t->token, KP_TOKEN_LEN);
 	snprintf(rec.event, sizeof(rec.event), "no_tap_off");
 	snprintf(rec.result, sizeof(rec.result), "accepted");
-	set_reason(&rec, KP_R_NO_TAP_OFF);
+	tap_set_reason(&rec, KP_R_NO_TAP_OFF);
 	snprintf(rec.operator_id, sizeof(rec.operator_id), "%s", fs->open_operator);
 	snprintf(rec.route, sizeof(rec.route), "%s", fs->open_route);
 	snprintf(rec.stop, sizeof(rec.stop), "%s", fs->open_stop);
@@ -858,7 +382,7 @@ static int close_journey(struct tap *t, int64_t at_ms)
 	}
 	fs->open = 0;
 	if (rc == KP_OK)
-		rc = journal(e, &rec);
+		rc = tap_journal(e, &rec);
 	if (rc == KP_OK && rec.entitlement != 0)
 		rc = kp_store_pending_use(e->s, rec.seq, rec.entitlement,
 		                          rec.amount > 0 ? rec.amount : rec.rides);
@@ -1053,7 +577,7 @@ static int decide_on(struct tap *t, struct kp_record *rec, int64_t *pass_until, 
 			kp_note_add(rec->fare, sizeof(rec->fare), "%s", p.note);
 			return KP_OK;
 		}
-		set_reason(rec, KP_R_OK);
+		tap_set_reason(rec, KP_R_OK);
 		kp_note_add(rec->fare, sizeof(rec->fare), "stored; covers maximum %lld",
 		            (long long)p.amount);
 		note_origin(t, sv, p.cat, rec);
@@ -1081,7 +605,7 @@ static int decide_off(struct tap *t, struct kp_record *rec, int *accepted)
 	}
 	if (fs->open_paid) {
 		*accepted = 1;
-		set_reason(rec, KP_R_OK);
+		tap_set_reason(rec, KP_R_OK);
 		snprintf(rec->product, sizeof(rec->product), "%s", fs->open_product);
 		rec->entitlement = fs->open_ent;
 		kp_note_add(rec->fare, sizeof(rec->fare), "paid at tap-on");
@@ -1213,9 +737,9 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		rc = kp_operator_fare(e->s, &e->cfg, e->cfg.operator_id, t->feed, &t->distance,
 		                      &t->have_fare);
 	if (rc == KP_OK && !listed)
-		rc = policy_load(e, &pol);
+		rc = tap_policy_load(e, &pol);
 	if (rc == KP_OK && !listed)
-		rc = policy_stale(e, &pol, now_ms, &stale);
+		rc = tap_policy_stale(e, &pol, now_ms, &stale);
 	if (rc != KP_OK)
 		goto done;
 	t->stale = stale;
@@ -1229,7 +753,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 			goto done;
 	}
 	if (listed) {
-		set_reason(&rec, KP_R_DENYLISTED);
+		tap_set_reason(&rec, KP_R_DENYLISTED);
 	} else if (found && now_ms - last < e->cfg.double_tap_window_ms &&
 	           last - now_ms < e->cfg.double_tap_window_ms &&
 	           (ev == EV_TAP || (strcmp(t->fs.last_operator, e->cfg.operator_id) == 0 &&
@@ -1237,9 +761,9 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 		/* Within the window (either way, should the clock have stepped back); with
 		 * tap-on/tap-off only at the same place, so a tap-off is never taken for one. */
 		kind = KP_TAP_ALREADY;
-		set_reason(&rec, KP_R_ALREADY);
+		tap_set_reason(&rec, KP_R_ALREADY);
 	} else if (no_direct != KP_R_OK) {
-		set_reason(&rec, no_direct);
+		tap_set_reason(&rec, no_direct);
 	} else {
 		/* A journey left open elsewhere is closed first, in this same transaction. */
 		if (t->fs.open && !(ev == EV_TAP_OFF &&
@@ -1273,7 +797,7 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	snprintf(rec.result, sizeof(rec.result), "%s",
 	         kind == KP_TAP_ACCEPTED ? "accepted" : kind == KP_TAP_ALREADY ? "already" : "refused");
 	if (rc == KP_OK)
-		rc = journal(e, &rec);
+		rc = tap_journal(e, &rec);
 	if (rc == KP_OK && kind == KP_TAP_ACCEPTED) {
 		rc = kp_store_set_last_tap(e->s, token, now_ms, rec.seq);
 		snprintf(t->fs.last_operator, sizeof(t->fs.last_operator), "%s", e->cfg.operator_id);
@@ -1291,15 +815,15 @@ static int decide(kp_tap_engine *e, const uint8_t token[KP_TOKEN_LEN], int64_t n
 	if (rc == KP_OK && !listed && (fs_found || kind == KP_TAP_ACCEPTED || e->n_pending > 1))
 		rc = kp_store_put_fare_state(e->s, token, &t->fs);
 done:
-	rc = finish(e, rc, prev_before);
+	rc = tap_finish(e, rc, prev_before);
 	if (rc == KP_OK) {
-		outcome_from(out, &rec, kind);
+		tap_outcome_from(out, &rec, kind);
 		snprintf(out->event, sizeof(out->event), "%s", rec.event);
 		out->balance = kind == KP_TAP_ACCEPTED && t->used_stored && rec.has_left;
 		out->warn_days = warn_days;
 		if (kind == KP_TAP_ACCEPTED && pass_until != 0) {
 			out->valid_until_ms = pass_until;
-			until_text(&e->cfg, now_ms, pass_until, out->until_text, sizeof(out->until_text));
+			tap_until_text(&e->cfg, now_ms, pass_until, out->until_text, sizeof(out->until_text));
 		}
 	}
 	free(t);
@@ -1361,147 +885,8 @@ int kp_tap_sweep(kp_tap_engine *e, int64_t now_ms, size_t *closed)
 			if (rc == KP_OK)
 				(*closed)++;
 		}
-		rc = finish(e, rc, prev_before);
+		rc = tap_finish(e, rc, prev_before);
 		free(t);
 	}
 	return rc;
-}
-
-int kp_tap_engine_set_place(kp_tap_engine *e, const char *operator_id, const char *route,
-                            const char *stop, int utc_offset_s, const char *event)
-{
-	if (!kp_valid_id(operator_id) || (route != NULL && route[0] != '\0' && strlen(route) > KP_ID_MAX) ||
-	    (stop != NULL && stop[0] != '\0' && strlen(stop) > KP_ID_MAX) ||
-	    utc_offset_s < -14 * 3600 || utc_offset_s > 14 * 3600 ||
-	    (event != NULL && event[0] != '\0' && strcmp(event, "tap") != 0 &&
-	     strcmp(event, "tap_on") != 0 && strcmp(event, "tap_off") != 0))
-		return KP_E_INVAL;
-	snprintf(e->cfg.operator_id, sizeof(e->cfg.operator_id), "%s", operator_id);
-	snprintf(e->cfg.route, sizeof(e->cfg.route), "%s", route != NULL ? route : "");
-	snprintf(e->cfg.stop, sizeof(e->cfg.stop), "%s", stop != NULL ? stop : "");
-	e->cfg.utc_offset_s = utc_offset_s;
-	snprintf(e->force_event, sizeof(e->force_event), "%s", event != NULL ? event : "");
-	return KP_OK;
-}
-
-int kp_tap_refuse(kp_tap_engine *e, const uint8_t *token, const char *reason, int64_t now_ms,
-                  struct kp_tap_outcome *out)
-{
-	struct kp_record rec;
-	int rc;
-
-	memset(&rec, 0, sizeof(rec));
-	rec.time_ms = now_ms;
-	if (token != NULL) {
-		rec.has_token = 1;
-		memcpy(rec.token, token, KP_TOKEN_LEN);
-	}
-	snprintf(rec.result, sizeof(rec.result), "refused");
-	snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
-	rc = kp_tap_journal(e, &rec, "tap");
-	if (rc == KP_OK)
-		outcome_from(out, &rec, KP_TAP_REFUSED);
-	return rc;
-}
-
-int kp_tap_journal(kp_tap_engine *e, struct kp_record *rec, const char *kind)
-{
-	uint8_t prev_before[KP_SHA256_LEN];
-	int rc;
-
-	if (e == NULL || rec == NULL || kind == NULL)
-		return KP_E_INVAL;
-	memcpy(prev_before, e->prev, KP_SHA256_LEN);
-	rc = kp_store_begin(e->s);
-	if (rc == KP_OK)
-		rc = journal_kind(e, rec, kind);
-	return finish(e, rc, prev_before);
-}
-
-const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e)
-{
-	return &e->cfg;
-}
-
-int kp_tap_engine_identify(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
-                           int64_t now_ms, unsigned flags, struct kp_card_id *out)
-{
-	struct kp_card_id_cfg cfg = {
-		e->token_key, (const kp_cert *const *)e->jpki_cas, e->n_jpki_cas,
-		e->cfg.card_timeout_ms, now_ms, flags,
-	};
-	int rc = kp_card_identify(r, info, &cfg, out);
-
-	if (rc != KP_OK && out->detail[0] != '\0')
-		tap_log(e, "My Number card refused: %s", out->detail);
-	return rc;
-}
-
-int kp_tap_identify_mynumber(kp_tap_engine *e, struct kp_reader *r, int64_t now_ms,
-                             uint8_t linkage[KP_TOKEN_LEN], kp_cert **cert, const char **reason)
-{
-	struct kp_card_info info;
-	struct kp_card_id id;
-	int rc;
-
-	memset(&info, 0, sizeof(info));
-	info.tech = KP_TECH_ISO14443B;
-	*reason = NULL;
-	rc = kp_tap_engine_identify(e, r, &info, now_ms, cert != NULL ? KP_CARD_ID_CERT : 0, &id);
-	if (rc != KP_OK) {
-		*reason = kp_reason_code(id.reason);
-		return rc;
-	}
-	memcpy(linkage, id.token, KP_TOKEN_LEN);
-	if (cert != NULL)
-		*cert = id.cert;
-	kp_zeroize(id.token, sizeof(id.token));
-	return KP_OK;
-}
-
-int kp_tap_link(kp_tap_engine *e, const uint8_t card[KP_TOKEN_LEN],
-                const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms, struct kp_tap_outcome *out)
-{
-	struct kp_record rec;
-	int rc;
-
-	memset(&rec, 0, sizeof(rec));
-	rec.time_ms = now_ms;
-	rec.has_token = 1;
-	memcpy(rec.token, card, KP_TOKEN_LEN);
-	rec.has_via = 1;
-	memcpy(rec.via, linkage, KP_TOKEN_LEN);
-	snprintf(rec.result, sizeof(rec.result), "requested");
-	set_reason(&rec, KP_R_LINK_REQUEST);
-	rc = kp_tap_journal(e, &rec, "link");
-	if (rc == KP_OK) {
-		outcome_from(out, &rec, KP_TAP_ACCEPTED);
-		out->linked = 1;
-	}
-	return rc;
-}
-
-int kp_tap_card(kp_tap_engine *e, struct kp_reader *r, const struct kp_card_info *info,
-                int64_t now_ms, struct kp_tap_outcome *out)
-{
-	struct kp_card_id id;
-	int rc;
-
-	/* Reading the balance block proves a transit IC card is still in the field; a card
-	 * pulled away before the decision is refused, never charged. */
-	rc = kp_tap_engine_identify(e, r, info, now_ms, KP_CARD_ID_BALANCE, &id);
-	if (rc == KP_OK && id.kind == KP_CARD_MYNUMBER)
-		/* A My Number card tapped directly: its linkage token is the card's token. It
-		 * proves only that somebody presented these certificate bytes: the scheme's
-		 * policy says what, if anything, such a tap may use. */
-		return kp_tap_decide_mynumber(e, id.token, now_ms, out);
-	if (rc == KP_OK)
-		return kp_tap_decide(e, id.token, now_ms, out);
-	if (id.kind == KP_CARD_TRANSIT_IC && !id.has_token)
-		return rc;
-	if (id.kind == KP_CARD_TRANSIT_IC)
-		tap_log(e, "card read%s: %s", id.reason == KP_R_CARD_REMOVED ? "" : " refused",
-		        kp_strerror(rc));
-	return kp_tap_refuse(e, id.has_token ? id.token : NULL, kp_reason_code(id.reason), now_ms,
-	                     out);
 }
