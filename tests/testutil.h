@@ -464,6 +464,34 @@ static TU_UNUSED void tu_expect_strs_n(const char *names, const char *const *got
 		fail_msg("%zu of %zu string fields differ", bad, n_got);
 }
 
+/* A decoder's answer to any input (fuzzing): an error among bad (ending with 0, which is every
+ * module's OK), or an object that encodes back to exactly the input. Returns the decoder's code
+ * so that the caller can check what a refused decode leaves behind. */
+static TU_UNUSED int tu_expect_reencodes(const uint8_t *p, size_t n, void *obj,
+                                         int (*decode)(const uint8_t *, size_t, void *),
+                                         int (*encode)(const void *, uint8_t **, size_t *),
+                                         void (*clear)(void *), const int64_t *bad)
+{
+	uint8_t *out = NULL;
+	size_t k = 0;
+	int rc = decode(p, n, obj);
+
+	if (rc != 0) {
+		while (*bad != 0 && *bad != rc)
+			bad++;
+		if (*bad == 0)
+			fail_msg("the decoder answered %d, not one of its refusals", rc);
+		return rc;
+	}
+	assert_int_equal(encode(obj, &out, &k), 0);
+	assert_int_equal(k, n);
+	assert_memory_equal(out, p, n);
+	free(out);
+	if (clear != NULL)
+		clear(obj);
+	return rc;
+}
+
 /* Test vectors written as hex: whitespace is skipped, anything else but hex digits fails. */
 static TU_UNUSED size_t tu_hex(const char *s, uint8_t *out, size_t cap)
 {
