@@ -96,6 +96,24 @@ static TU_UNUSED int tu_scratch_teardown(void **state)
 	return tu_rmdir(tu_scratch);
 }
 
+/* Files to write: a GTFS feed, a configuration; TU_WRITE_FILES(dir, { "stops.txt", "..." }, ...)
+ * makes dir (its parent must exist) and writes each one into it. */
+struct tu_file {
+	const char *name;
+	const char *text;
+};
+
+static TU_UNUSED void tu_write_files_n(const char *dir, const struct tu_file *files, size_t n)
+{
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		fail_msg("mkdir %s: %s", dir, strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		tu_write(tu_path(dir, files[i].name), files[i].text);
+}
+#define TU_WRITE_FILES(dir, ...) \
+	tu_write_files_n(dir, (const struct tu_file[]){ __VA_ARGS__ }, \
+	                 sizeof((const struct tu_file[]){ __VA_ARGS__ }) / sizeof(struct tu_file))
+
 static TU_UNUSED void tu_write_bytes(const char *path, const void *data, size_t len)
 {
 	FILE *fp = fopen(path, "wb");
