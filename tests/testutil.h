@@ -96,6 +96,24 @@ static TU_UNUSED int tu_scratch_teardown(void **state)
 	return tu_rmdir(tu_scratch);
 }
 
+/* Files to write: a GTFS feed, a configuration; TU_WRITE_FILES(dir, { "stops.txt", "..." }, ...)
+ * makes dir (its parent must exist) and writes each one into it. */
+struct tu_file {
+	const char *name;
+	const char *text;
+};
+
+static TU_UNUSED void tu_write_files_n(const char *dir, const struct tu_file *files, size_t n)
+{
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		fail_msg("mkdir %s: %s", dir, strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		tu_write(tu_path(dir, files[i].name), files[i].text);
+}
+#define TU_WRITE_FILES(dir, ...) \
+	tu_write_files_n(dir, (const struct tu_file[]){ __VA_ARGS__ }, \
+	                 sizeof((const struct tu_file[]){ __VA_ARGS__ }) / sizeof(struct tu_file))
+
 static TU_UNUSED void tu_write_bytes(const char *path, const void *data, size_t len)
 {
 	FILE *fp = fopen(path, "wb");
@@ -462,6 +480,34 @@ static TU_UNUSED void tu_expect_strs_n(const char *names, const char *const *got
 			bad += tu_row_differs(i, names, "\"%s\", want \"%s\"", got[i], want[i]);
 	if (bad != 0)
 		fail_msg("%zu of %zu string fields differ", bad, n_got);
+}
+
+/* A decoder's answer to any input (fuzzing): an error among bad (ending with 0, which is every
+ * module's OK), or an object that encodes back to exactly the input. Returns the decoder's code
+ * so that the caller can check what a refused decode leaves behind. */
+static TU_UNUSED int tu_expect_reencodes(const uint8_t *p, size_t n, void *obj,
+                                         int (*decode)(const uint8_t *, size_t, void *),
+                                         int (*encode)(const void *, uint8_t **, size_t *),
+                                         void (*clear)(void *), const int64_t *bad)
+{
+	uint8_t *out = NULL;
+	size_t k = 0;
+	int rc = decode(p, n, obj);
+
+	if (rc != 0) {
+		while (*bad != 0 && *bad != rc)
+			bad++;
+		if (*bad == 0)
+			fail_msg("the decoder answered %d, not one of its refusals", rc);
+		return rc;
+	}
+	assert_int_equal(encode(obj, &out, &k), 0);
+	assert_int_equal(k, n);
+	assert_memory_equal(out, p, n);
+	free(out);
+	if (clear != NULL)
+		clear(obj);
+	return rc;
 }
 
 /* Test vectors written as hex: whitespace is skipped, anything else but hex digits fails. */

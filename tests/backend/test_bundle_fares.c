@@ -27,25 +27,18 @@ static char dir[256];
 
 static int group_setup(void **state)
 {
-	char path[512];
-
 	(void)state;
 	tu_tmpdir(dir, sizeof(dir));
 	/* a small fares v1 feed: a flat fare from zone Z1, another to Z3 */
-	snprintf(path, sizeof(path), "%s/feed", dir);
-	if (mkdir(path, 0755) != 0)
-		return -1;
-	snprintf(path, sizeof(path), "%s/feed/stops.txt", dir);
-	tu_write(path, "stop_id,stop_name,zone_id\nS1,One,Z1\nS2,Two,Z2\nS3,Three,Z3\n");
-	snprintf(path, sizeof(path), "%s/feed/routes.txt", dir);
-	tu_write(path, "route_id,agency_id,route_short_name,route_long_name,route_type\n"
-	               "R1,A1,1,Line,3\n");
-	snprintf(path, sizeof(path), "%s/feed/fare_attributes.txt", dir);
-	tu_write(path, "fare_id,price,currency_type,payment_method,transfers,transfer_duration\n"
-	               "F1,200,JPY,0,0,\nF2,300,JPY,0,,3600\n");
-	snprintf(path, sizeof(path), "%s/feed/fare_rules.txt", dir);
-	tu_write(path, "fare_id,route_id,origin_id,destination_id,contains_id\n"
-	               "F1,R1,Z1,,\nF2,R1,Z1,Z3,\n");
+	TU_WRITE_FILES(tu_path(dir, "feed"),
+		{ "stops.txt", "stop_id,stop_name,zone_id\nS1,One,Z1\nS2,Two,Z2\nS3,Three,Z3\n" },
+		{ "routes.txt", "route_id,agency_id,route_short_name,route_long_name,route_type\n"
+		  "R1,A1,1,Line,3\n" },
+		{ "fare_attributes.txt",
+		  "fare_id,price,currency_type,payment_method,transfers,transfer_duration\n"
+		  "F1,200,JPY,0,0,\nF2,300,JPY,0,,3600\n" },
+		{ "fare_rules.txt", "fare_id,route_id,origin_id,destination_id,contains_id\n"
+		  "F1,R1,Z1,,\nF2,R1,Z1,Z3,\n" });
 	return 0;
 }
 

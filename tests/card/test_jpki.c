@@ -1252,14 +1252,12 @@ static void test_direct_tap_value_limit(void **state)
 	char path[400], err[KP_FARE_MSG_MAX] = "";
 	int64_t records;
 
-	snprintf(path, sizeof(path), "%s/f210", dir);
-	tu_sh("mkdir -p '%s'", path);
-	snprintf(path, sizeof(path), "%s/f210/stops.txt", dir);
-	tu_write(path, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,36.1,139.3,S1\n");
-	snprintf(path, sizeof(path), "%s/f210/fare_attributes.txt", dir);
-	tu_write(path, "fare_id,price,currency_type,payment_method,transfers\nF210,210,JPY,0,0\n");
-	snprintf(path, sizeof(path), "%s/f210/fare_rules.txt", dir);
-	tu_write(path, "fare_id,route_id,origin_id,destination_id\nF210,,,\n");
+	TU_WRITE_FILES(tu_path(dir, "f210"),
+		{ "stops.txt", "stop_id,stop_name,stop_lat,stop_lon,zone_id\n"
+		  "S1,One,36.1,139.3,S1\n" },
+		{ "fare_attributes.txt", "fare_id,price,currency_type,payment_method,transfers\n"
+		  "F210,210,JPY,0,0\n" },
+		{ "fare_rules.txt", "fare_id,route_id,origin_id,destination_id\nF210,,,\n" });
 	snprintf(path, sizeof(path), "%s/f210", dir);
 	if (kp_fares_import(f->s, path, &io, NULL, err, sizeof(err)) != KP_OK)
 		fail_msg("import: %s", err);

@@ -31,28 +31,22 @@ struct fx {
 /* A zone bus: stops S1..S3 in zones Z1..Z3; 200 within a zone, 300 one zone on, 400 two. */
 static void write_feed(const char *dir)
 {
-	char p[400];
-
-	snprintf(p, sizeof(p), "%s/feed", dir);
-	tu_sh("mkdir -p %s", p);
-	snprintf(p, sizeof(p), "%s/feed/agency.txt", dir);
-	tu_write(p, "agency_id,agency_name,agency_url,agency_timezone\nB,Bus,http://b.example,Asia/Tokyo\n");
-	snprintf(p, sizeof(p), "%s/feed/routes.txt", dir);
-	tu_write(p, "route_id,agency_id,route_short_name,route_long_name,route_type\nR,B,R,Harbour,3\n");
-	snprintf(p, sizeof(p), "%s/feed/stops.txt", dir);
-	tu_write(p, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,43,141,Z1\n"
-	            "S2,Two,43,141,Z2\nS3,Three,43,141,Z3\n");
-	snprintf(p, sizeof(p), "%s/feed/networks.txt", dir);
-	tu_write(p, "network_id,network_name\nN1,Harbour network\nN2,Hill network\n");
-	snprintf(p, sizeof(p), "%s/feed/route_networks.txt", dir);
-	tu_write(p, "network_id,route_id\nN1,R\n");
-	snprintf(p, sizeof(p), "%s/feed/fare_attributes.txt", dir);
-	tu_write(p, "fare_id,price,currency_type,payment_method,transfers\nF200,200,JPY,0,0\n"
-	            "F300,300,JPY,0,0\nF400,400,JPY,0,0\n");
-	snprintf(p, sizeof(p), "%s/feed/fare_rules.txt", dir);
-	tu_write(p, "fare_id,route_id,origin_id,destination_id\n"
-	            "F200,R,Z1,Z1\nF200,R,Z2,Z2\nF200,R,Z3,Z3\nF300,R,Z1,Z2\nF300,R,Z2,Z1\n"
-	            "F300,R,Z2,Z3\nF300,R,Z3,Z2\nF400,R,Z1,Z3\nF400,R,Z3,Z1\n");
+	TU_WRITE_FILES(tu_path(dir, "feed"),
+		{ "agency.txt", "agency_id,agency_name,agency_url,agency_timezone\n"
+		  "B,Bus,http://b.example,Asia/Tokyo\n" },
+		{ "routes.txt", "route_id,agency_id,route_short_name,route_long_name,route_type\n"
+		  "R,B,R,Harbour,3\n" },
+		{ "stops.txt", "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,43,141,Z1\n"
+		  "S2,Two,43,141,Z2\nS3,Three,43,141,Z3\n" },
+		{ "networks.txt", "network_id,network_name\n"
+		  "N1,Harbour network\nN2,Hill network\n" },
+		{ "route_networks.txt", "network_id,route_id\nN1,R\n" },
+		{ "fare_attributes.txt", "fare_id,price,currency_type,payment_method,transfers\n"
+		  "F200,200,JPY,0,0\n"
+		  "F300,300,JPY,0,0\nF400,400,JPY,0,0\n" },
+		{ "fare_rules.txt", "fare_id,route_id,origin_id,destination_id\n"
+		  "F200,R,Z1,Z1\nF200,R,Z2,Z2\nF200,R,Z3,Z3\nF300,R,Z1,Z2\nF300,R,Z2,Z1\n"
+		  "F300,R,Z2,Z3\nF300,R,Z3,Z2\nF400,R,Z1,Z3\nF400,R,Z3,Z1\n" });
 }
 
 static void observe(void *arg, const struct kp_record *rec)
@@ -394,23 +388,19 @@ static void test_run_upgrade(void **state)
 	sqlite3 *raw = NULL;
 	int v = 0;
 
-	snprintf(p, sizeof(p), "%s/run", f->t->dir);
-	tu_sh("mkdir -p %s", p);
-	snprintf(p, sizeof(p), "%s/run/agency.txt", f->t->dir);
-	tu_write(p, "agency_id,agency_name,agency_url,agency_timezone\n"
-	            "A,Bus,http://a.example,Asia/Tokyo\n");
-	snprintf(p, sizeof(p), "%s/run/routes.txt", f->t->dir);
-	tu_write(p, "route_id,agency_id,route_short_name,route_long_name,route_type,network_id\n"
-	            "R,A,R,Ring,3,N1\n");
-	snprintf(p, sizeof(p), "%s/run/stops.txt", f->t->dir);
-	tu_write(p, "stop_id,stop_name,stop_lat,stop_lon\nS1,One,43,141\nS2,Two,43,141\n");
-	snprintf(p, sizeof(p), "%s/run/fare_products.txt", f->t->dir);
-	tu_write(p, "fare_product_id,amount,currency\nP,100,JPY\n");
-	snprintf(p, sizeof(p), "%s/run/fare_leg_rules.txt", f->t->dir);
-	tu_write(p, "leg_group_id,network_id,fare_product_id\nL1,N1,P\n");
-	snprintf(p, sizeof(p), "%s/run/fare_transfer_rules.txt", f->t->dir);
-	tu_write(p, "from_leg_group_id,to_leg_group_id,transfer_count,duration_limit,"
-	            "duration_limit_type,fare_transfer_type\nL1,L1,-1,9000,1,0\n");
+	TU_WRITE_FILES(tu_path(f->t->dir, "run"),
+		{ "agency.txt", "agency_id,agency_name,agency_url,agency_timezone\n"
+		  "A,Bus,http://a.example,Asia/Tokyo\n" },
+		{ "routes.txt", "route_id,agency_id,route_short_name,route_long_name,route_type,network_id\n"
+		  ""
+		  "R,A,R,Ring,3,N1\n" },
+		{ "stops.txt", "stop_id,stop_name,stop_lat,stop_lon\n"
+		  "S1,One,43,141\nS2,Two,43,141\n" },
+		{ "fare_products.txt", "fare_product_id,amount,currency\nP,100,JPY\n" },
+		{ "fare_leg_rules.txt", "leg_group_id,network_id,fare_product_id\nL1,N1,P\n" },
+		{ "fare_transfer_rules.txt",
+		  "from_leg_group_id,to_leg_group_id,transfer_count,duration_limit,"
+		  "duration_limit_type,fare_transfer_type\nL1,L1,-1,9000,1,0\n" });
 	snprintf(p, sizeof(p), "%s/run", f->t->dir);
 	if (kp_fares_import(f->t->s, p, &io, NULL, err, sizeof(err)) != KP_OK)
 		fail_msg("import: %s", err);

@@ -142,96 +142,64 @@ static const char COSE_A[] =
 
 static const char *RFC6979_X = "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721";
 
-static struct kp_record rec_a(void)
+/* The records behind REC_A..REC_D, one row each; token_from and via_from are the first byte
+ * of a counting sequence (-1: absent), prev the byte repeated over the hash (0: zeros). */
+static const struct rec_row {
+	const char *terminal;
+	uint64_t seq;
+	int64_t time_ms;
+	const char *kind, *operator_id, *route, *product, *result, *reason, *category;
+	int token_from, via_from, prev, has_left;
+	int64_t entitlement, rides, amount, left;
+} REC_ROWS[] = {
+	{ "bus-042", 300, 1700000000123LL, "tap", "kansai-bus", "R12", "pass-1d", "accepted", "ok",
+	  "", 0x00, -1, 0xAA, 1, 70000, 1, -25, 24 },
+	{ "T1", 1, 1700000000000LL, "tap", "op", "", "", "refused", "denylisted",
+	  "", -1, -1, 0x00, 0, 0, 0, 0, 0 },
+	{ "bus-042", 301, 1700000060000LL, "tap", "gunma-bus", "", "", "accepted", "ok",
+	  "resident", 0x00, 0xF0, 0xBB, 0, 0, 1, 100, 0 },
+	{ "kiosk-1", 2, 1700000000000LL, "link", "gunma-bus", "", "", "requested", "link-request",
+	  "", 0x10, 0xA0, 0xCC, 0, 0, 0, 0, 0 },
+};
+
+static struct kp_record rec_row(size_t which)
 {
+	const struct rec_row *w = &REC_ROWS[which];
 	struct kp_record r;
 	size_t i;
 
 	memset(&r, 0, sizeof(r));
-	strcpy(r.terminal, "bus-042");
-	r.seq = 300;
-	r.time_ms = 1700000000123LL;
-	strcpy(r.kind, "tap");
-	r.has_token = 1;
-	for (i = 0; i < KP_TOKEN_LEN; i++)
-		r.token[i] = (uint8_t)i;
-	strcpy(r.operator_id, "kansai-bus");
-	strcpy(r.route, "R12");
-	strcpy(r.product, "pass-1d");
-	r.entitlement = 70000;
-	r.rides = 1;
-	r.amount = -25;
-	r.has_left = 1;
-	r.left = 24;
-	strcpy(r.result, "accepted");
-	strcpy(r.reason, "ok");
-	memset(r.prev, 0xAA, sizeof(r.prev));
+	strcpy(r.terminal, w->terminal);
+	r.seq = w->seq;
+	r.time_ms = w->time_ms;
+	strcpy(r.kind, w->kind);
+	strcpy(r.operator_id, w->operator_id);
+	strcpy(r.route, w->route);
+	strcpy(r.product, w->product);
+	strcpy(r.result, w->result);
+	strcpy(r.reason, w->reason);
+	strcpy(r.category, w->category);
+	r.entitlement = w->entitlement;
+	r.rides = w->rides;
+	r.amount = w->amount;
+	r.has_left = w->has_left;
+	r.left = w->left;
+	memset(r.prev, w->prev, sizeof(r.prev));
+	r.has_token = w->token_from >= 0;
+	r.has_via = w->via_from >= 0;
+	for (i = 0; i < KP_TOKEN_LEN; i++) {
+		if (r.has_token)
+			r.token[i] = (uint8_t)(w->token_from + (int)i);
+		if (r.has_via)
+			r.via[i] = (uint8_t)(w->via_from + (int)i);
+	}
 	return r;
 }
 
-static struct kp_record rec_b(void)
-{
-	struct kp_record r;
-
-	memset(&r, 0, sizeof(r));
-	strcpy(r.terminal, "T1");
-	r.seq = 1;
-	r.time_ms = 1700000000000LL;
-	strcpy(r.kind, "tap");
-	strcpy(r.operator_id, "op");
-	strcpy(r.result, "refused");
-	strcpy(r.reason, "denylisted");
-	return r;
-}
-
-static struct kp_record rec_c(void)
-{
-	struct kp_record r;
-	size_t i;
-
-	memset(&r, 0, sizeof(r));
-	strcpy(r.terminal, "bus-042");
-	r.seq = 301;
-	r.time_ms = 1700000060000LL;
-	strcpy(r.kind, "tap");
-	r.has_token = 1;
-	for (i = 0; i < KP_TOKEN_LEN; i++)
-		r.token[i] = (uint8_t)i;
-	strcpy(r.operator_id, "gunma-bus");
-	r.rides = 1;
-	r.amount = 100;
-	strcpy(r.result, "accepted");
-	strcpy(r.reason, "ok");
-	memset(r.prev, 0xBB, sizeof(r.prev));
-	r.has_via = 1;
-	for (i = 0; i < KP_TOKEN_LEN; i++)
-		r.via[i] = (uint8_t)(0xF0 + i);
-	strcpy(r.category, "resident");
-	return r;
-}
-
-static struct kp_record rec_d(void)
-{
-	struct kp_record r;
-	size_t i;
-
-	memset(&r, 0, sizeof(r));
-	strcpy(r.terminal, "kiosk-1");
-	r.seq = 2;
-	r.time_ms = 1700000000000LL;
-	strcpy(r.kind, "link");
-	r.has_token = 1;
-	for (i = 0; i < KP_TOKEN_LEN; i++)
-		r.token[i] = (uint8_t)(0x10 + i);
-	strcpy(r.operator_id, "gunma-bus");
-	strcpy(r.result, "requested");
-	strcpy(r.reason, "link-request");
-	memset(r.prev, 0xCC, sizeof(r.prev));
-	r.has_via = 1;
-	for (i = 0; i < KP_TOKEN_LEN; i++)
-		r.via[i] = (uint8_t)(0xA0 + i);
-	return r;
-}
+static struct kp_record rec_a(void) { return rec_row(0); }
+static struct kp_record rec_b(void) { return rec_row(1); }
+static struct kp_record rec_c(void) { return rec_row(2); }
+static struct kp_record rec_d(void) { return rec_row(3); }
 
 static void assert_encodes_to(const struct kp_record *r, const struct buf *want)
 {
@@ -244,6 +212,29 @@ static void assert_encodes_to(const struct kp_record *r, const struct buf *want)
 	free(out);
 }
 
+/* Encodes r, decodes the bytes again and expects r back, to the byte. */
+static void assert_round_trips(const struct kp_record *r)
+{
+	struct kp_record d;
+	uint8_t *out = NULL;
+	size_t n = 0;
+
+	assert_int_equal(kp_record_encode(r, &out, &n), KP_RECORD_OK);
+	assert_int_equal(kp_record_decode(out, n, &d), KP_RECORD_OK);
+	assert_memory_equal(&d, r, sizeof(*r));
+	free(out);
+}
+
+/* Decodes w over a scribbled record and expects want, to the byte. */
+static void assert_decodes_to(const struct buf *w, const struct kp_record *want)
+{
+	struct kp_record d;
+
+	memset(&d, 0x5a, sizeof(d));
+	assert_int_equal(kp_record_decode(w->b, w->n, &d), KP_RECORD_OK);
+	assert_memory_equal(&d, want, sizeof(*want));
+}
+
 static int decode_hex(const char *hex)
 {
 	struct buf b = from_hex(hex);
@@ -254,14 +245,39 @@ static int decode_hex(const char *hex)
 
 /* ---- records ---- */
 
+static const char *const REC_HEX[] = { REC_A, REC_B, REC_C, REC_D };
+
+/* Encodes rec_row(i) and expects REC_HEX[i], or decodes REC_HEX[i] and expects rec_row(i);
+ * says which vector differs before the assertion fails. */
+static void check_vector(size_t i, int decode)
+{
+	struct kp_record r = rec_row(i), d;
+	struct buf w = from_hex(REC_HEX[i]);
+	uint8_t *out = NULL;
+	size_t n = 0;
+	int same;
+
+	if (decode)
+		same = kp_record_decode(w.b, w.n, &d) == KP_RECORD_OK && memcmp(&d, &r, sizeof(r)) == 0;
+	else
+		same = kp_record_encode(&r, &out, &n) == KP_RECORD_OK && n == w.n &&
+		       memcmp(out, w.b, n) == 0;
+	free(out);
+	if (!same)
+		print_error("REC_%c: the %s differs\n", 'A' + (int)i, decode ? "decoding" : "encoding");
+	if (decode)
+		assert_decodes_to(&w, &r);
+	else
+		assert_encodes_to(&r, &w);
+}
+
 static void test_encode_vectors(void **state)
 {
-	struct kp_record a = rec_a(), b = rec_b();
-	struct buf wa = from_hex(REC_A), wb = from_hex(REC_B);
+	size_t i;
 
 	(void)state;
-	assert_encodes_to(&a, &wa);
-	assert_encodes_to(&b, &wb);
+	for (i = 0; i < 2; i++)
+		check_vector(i, 0);
 }
 
 static void test_encode_integer_widths(void **state)
@@ -297,41 +313,22 @@ static void test_encode_integer_widths(void **state)
 	r.entitlement = INT64_MAX;
 	r.rides = INT64_MIN;
 	r.left = INT64_MIN;
-	{
-		uint8_t *out = NULL;
-		size_t n = 0;
-
-		assert_int_equal(kp_record_encode(&r, &out, &n), KP_RECORD_OK);
-		assert_int_equal(kp_record_decode(out, n, &d), KP_RECORD_OK);
-		assert_memory_equal(&d, &r, sizeof(r));
-		free(out);
-	}
+	assert_round_trips(&r);
 }
 
 static void test_decode_vectors(void **state)
 {
-	struct kp_record a = rec_a(), b = rec_b(), d;
-	struct buf wa = from_hex(REC_A), wb = from_hex(REC_B);
+	struct kp_record a;
+	size_t i;
 
 	(void)state;
-	memset(&d, 0x5a, sizeof(d));
-	assert_int_equal(kp_record_decode(wa.b, wa.n, &d), KP_RECORD_OK);
-	assert_memory_equal(&d, &a, sizeof(a));
-	assert_int_equal(kp_record_decode(wb.b, wb.n, &d), KP_RECORD_OK);
-	assert_memory_equal(&d, &b, sizeof(b));
+	for (i = 0; i < 2; i++)
+		check_vector(i, 1);
 	/* a max-length, non-ASCII id */
 	a = rec_a();
 	strcpy(a.stop, "関西空港関西空港関西-1");  /* 32 bytes of UTF-8 */
 	assert_int_equal(strlen(a.stop), KP_ID_MAX);
-	{
-		uint8_t *out = NULL;
-		size_t n = 0;
-
-		assert_int_equal(kp_record_encode(&a, &out, &n), KP_RECORD_OK);
-		assert_int_equal(kp_record_decode(out, n, &d), KP_RECORD_OK);
-		assert_memory_equal(&d, &a, sizeof(a));
-		free(out);
-	}
+	assert_round_trips(&a);
 }
 
 /* Keys 18 (via) and 19 (category), and the "link" kind. */
@@ -341,11 +338,10 @@ static void test_via_category_vectors(void **state)
 	struct buf wc = from_hex(REC_C), wd = from_hex(REC_D);
 
 	(void)state;
-	assert_encodes_to(&c, &wc);
-	assert_encodes_to(&dd, &wd);
+	check_vector(2, 0);
+	check_vector(3, 0);
+	check_vector(2, 1);
 	memset(&d, 0x5a, sizeof(d));
-	assert_int_equal(kp_record_decode(wc.b, wc.n, &d), KP_RECORD_OK);
-	assert_memory_equal(&d, &c, sizeof(c));
 	assert_int_equal(kp_record_decode(wd.b, wd.n, &d), KP_RECORD_OK);
 	assert_memory_equal(&d, &dd, sizeof(dd));
 	assert_int_equal(d.has_via, 1);
@@ -361,22 +357,13 @@ static void test_via_category_vectors(void **state)
 		bb_bytes(&w, wc.b + 1, wc.n - 1 - 18 - 10);
 		bb_hex(&w, "13687265736964656E74");
 		assert_encodes_to(&c, &w);
-		assert_int_equal(kp_record_decode(w.b, w.n, &d), KP_RECORD_OK);
-		assert_memory_equal(&d, &c, sizeof(c));
+		assert_decodes_to(&w, &c);
 	}
 	/* a max-length, non-ASCII category */
 	c = rec_c();
 	strcpy(c.category, "住民住民住民住民住民-1");     /* 32 bytes of UTF-8 */
 	assert_int_equal(strlen(c.category), KP_ID_MAX);
-	{
-		uint8_t *out = NULL;
-		size_t n = 0;
-
-		assert_int_equal(kp_record_encode(&c, &out, &n), KP_RECORD_OK);
-		assert_int_equal(kp_record_decode(out, n, &d), KP_RECORD_OK);
-		assert_memory_equal(&d, &c, sizeof(c));
-		free(out);
-	}
+	assert_round_trips(&c);
 	/* old records (no key 18 or 19) decode with both absent */
 	{
 		struct buf wa = from_hex(REC_A);
@@ -594,24 +581,17 @@ static void test_decode_rejects(void **state)
 	assert_int_equal(kp_record_decode((const uint8_t *)"\xA0", 1, NULL), KP_RECORD_E_INVAL);
 }
 
+static int rec_decode(const uint8_t *p, size_t n, void *r) { return kp_record_decode(p, n, r); }
+static int rec_encode(const void *r, uint8_t **out, size_t *n) { return kp_record_encode(r, out, n); }
+
 /* Any input gives an error or a record whose encoding is exactly the input. */
 static void check_decode_any(const uint8_t *p, size_t n)
 {
 	struct kp_record r;
-	int rc = kp_record_decode(p, n, &r);
 
-	if (rc == KP_RECORD_OK) {
-		uint8_t *out = NULL;
-		size_t m = 0;
-
-		assert_int_equal(kp_record_encode(&r, &out, &m), KP_RECORD_OK);
-		assert_int_equal(m, n);
-		assert_memory_equal(out, p, n);
-		free(out);
-	} else {
-		assert_true(rc == KP_RECORD_E_MALFORMED || rc == KP_RECORD_E_CANONICAL ||
-		            rc == KP_RECORD_E_INVAL || rc == KP_RECORD_E_VERSION);
-	}
+	tu_expect_reencodes(p, n, &r, rec_decode, rec_encode, NULL,
+	                    TU_INTS(KP_RECORD_E_MALFORMED, KP_RECORD_E_CANONICAL, KP_RECORD_E_INVAL,
+	                            KP_RECORD_E_VERSION, 0));
 }
 
 static uint32_t lcg(uint32_t *s)
@@ -805,77 +785,66 @@ static void test_cose_verify_rejects(void **state)
 
 #define PROT   "43A10126"
 #define UNPROT "A104476275732D303432"
+	/* COSE_A's payload and signature behind another head */
+	static const struct { const char *what; int want; const char *head; } framed[] = {
+		{ "untagged", KP_RECORD_E_MALFORMED, "84" PROT UNPROT "588A" },
+		{ "protected alg -35", KP_RECORD_E_VERSION, "D28444A1013822" UNPROT "588A" },
+		{ "protected empty", KP_RECORD_E_VERSION, "D28440" UNPROT "588A" },
+		{ "protected as a map", KP_RECORD_E_MALFORMED, "D284A10126" UNPROT "588A" },
+		{ "protected as text", KP_RECORD_E_MALFORMED, "D28463A10126" UNPROT "588A" },
+		{ "unprotected empty", KP_RECORD_E_MALFORMED, "D284" PROT "A0" "588A" },
+		{ "unprotected as bytes", KP_RECORD_E_MALFORMED, "D284" PROT "476275732D303432" "588A" },
+		{ "kid as text", KP_RECORD_E_MALFORMED, "D284" PROT "A104676275732D303432" "588A" },
+		{ "header label 5, not 4", KP_RECORD_E_MALFORMED,
+		  "D284" PROT "A105476275732D303432" "588A" },
+		{ "two unprotected headers", KP_RECORD_E_MALFORMED,
+		  "D284" PROT "A201260447" "6275732D303432" "588A" },
+		{ "payload as text", KP_RECORD_E_MALFORMED, "D284" PROT UNPROT "788A" },
+		{ "payload length in 3 bytes", KP_RECORD_E_CANONICAL, "D284" PROT UNPROT "59008A" },
+	};
 	(void)state;
-	for (i = 0; i < 26; i++) {
+	for (i = 0; i < (int)TU_LEN(framed) + 14; i++) {
 		struct buf m = { .n = 0 };
 		int want = KP_RECORD_E_MALFORMED;
 		const char *what = "";
 
-		switch (i) {
-		case 0: what = "untagged";
-			bb_hex(&m, "84" PROT UNPROT "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 1: what = "tag 17";
+		if (i < (int)TU_LEN(framed)) {
+			what = framed[i].what;
+			want = framed[i].want;
+			bb_hex(&m, framed[i].head);
+			bb_bytes(&m, p.b, p.n);
+			bb_hex(&m, "5840");
+			bb_bytes(&m, sig, 64);
+		}
+		switch (i - (int)TU_LEN(framed)) {
+		case 0: what = "tag 17";
 			bb_hex(&m, "D1"); bb_bytes(&m, c.b + 1, c.n - 1); break;
-		case 2: what = "tag 98 (COSE_Sign)";
+		case 1: what = "tag 98 (COSE_Sign)";
 			bb_hex(&m, "D862"); bb_bytes(&m, c.b + 1, c.n - 1); break;
-		case 3: what = "tag 18 in two bytes"; want = KP_RECORD_E_CANONICAL;
+		case 2: what = "tag 18 in two bytes"; want = KP_RECORD_E_CANONICAL;
 			bb_hex(&m, "D812"); bb_bytes(&m, c.b + 1, c.n - 1); break;
-		case 4: what = "array of 3";
+		case 3: what = "array of 3";
 			bb_hex(&m, "D283" PROT UNPROT "588A"); bb_bytes(&m, p.b, p.n); break;
-		case 5: what = "array of 5";
+		case 4: what = "array of 5";
 			bb_hex(&m, "D285"); bb_bytes(&m, c.b + 2, c.n - 2); bb_hex(&m, "F6"); break;
-		case 6: what = "indefinite array";
+		case 5: what = "indefinite array";
 			bb_hex(&m, "D29F"); bb_bytes(&m, c.b + 2, c.n - 2); bb_hex(&m, "FF"); break;
-		case 7: what = "protected alg -35"; want = KP_RECORD_E_VERSION;
-			bb_hex(&m, "D28444A1013822" UNPROT "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 8: what = "protected empty"; want = KP_RECORD_E_VERSION;
-			bb_hex(&m, "D28440" UNPROT "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 9: what = "protected as a map";
-			bb_hex(&m, "D284A10126" UNPROT "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 10: what = "protected as text";
-			bb_hex(&m, "D28463A10126" UNPROT "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 11: what = "unprotected empty";
-			bb_hex(&m, "D284" PROT "A0" "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 12: what = "unprotected as bytes";
-			bb_hex(&m, "D284" PROT "476275732D303432" "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 13: what = "kid as text";
-			bb_hex(&m, "D284" PROT "A104676275732D303432" "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 14: what = "header label 5, not 4";
-			bb_hex(&m, "D284" PROT "A105476275732D303432" "588A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 15: what = "two unprotected headers";
-			bb_hex(&m, "D284" PROT "A201260447" "6275732D303432" "588A");
-			bb_bytes(&m, p.b, p.n); bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 16: what = "detached payload (nil)";
+		case 6: what = "detached payload (nil)";
 			bb_hex(&m, "D284" PROT UNPROT "F6" "5840"); bb_bytes(&m, sig, 64); break;
-		case 17: what = "payload as text";
-			bb_hex(&m, "D284" PROT UNPROT "788A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 18: what = "signature of 63 bytes";
+		case 7: what = "signature of 63 bytes";
 			bb_bytes(&m, c.b, c.n - 66); bb_hex(&m, "583F"); bb_bytes(&m, sig, 63); break;
-		case 19: what = "signature of 65 bytes";
+		case 8: what = "signature of 65 bytes";
 			bb_bytes(&m, c.b, c.n - 66); bb_hex(&m, "5841"); bb_bytes(&m, sig, 64);
 			bb_hex(&m, "00"); break;
-		case 20: what = "signature as text";
+		case 9: what = "signature as text";
 			bb_bytes(&m, c.b, c.n - 66); bb_hex(&m, "7840"); bb_bytes(&m, sig, 64); break;
-		case 21: what = "trailing byte";
+		case 10: what = "trailing byte";
 			bb_bytes(&m, c.b, c.n); bb_hex(&m, "00"); break;
-		case 22: what = "payload length in 3 bytes"; want = KP_RECORD_E_CANONICAL;
-			bb_hex(&m, "D284" PROT UNPROT "59008A"); bb_bytes(&m, p.b, p.n);
-			bb_hex(&m, "5840"); bb_bytes(&m, sig, 64); break;
-		case 23: what = "flipped signature bit"; want = KP_RECORD_E_SIGNATURE;
+		case 11: what = "flipped signature bit"; want = KP_RECORD_E_SIGNATURE;
 			bb_bytes(&m, c.b, c.n); m.b[m.n - 10] ^= 0x04; break;
-		case 24: what = "flipped payload bit"; want = KP_RECORD_E_SIGNATURE;
+		case 12: what = "flipped payload bit"; want = KP_RECORD_E_SIGNATURE;
 			bb_bytes(&m, c.b, c.n); m.b[COSE_A_PAYLOAD_AT + 30] ^= 0x01; break;
-		case 25: what = "empty"; break;
+		case 13: what = "empty"; break;
 		}
 		{
 			int rc = kp_cose_verify1(rfc_cert, m.b, m.n, &pl, &pl_len, NULL, 0);

@@ -232,19 +232,17 @@ static void test_child_category(void **state)
 	struct tu_term *f = *state;
 	struct kp_tap_outcome o;
 	uint8_t token[KP_TOKEN_LEN];
-	char dir[300], path[400];
+	char dir[300];
 
 	snprintf(dir, sizeof(dir), "%s/flat", f->dir);
-	mkdir(dir, 0700);
-	snprintf(path, sizeof(path), "%s/stops.txt", dir);
-	tu_write(path, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,36.1,139.3,S1\n");
-	snprintf(path, sizeof(path), "%s/fare_attributes.txt", dir);
-	tu_write(path, "fare_id,price,currency_type,payment_method,transfers\n"
-	               "F200,200,JPY,0,0\n");
-	snprintf(path, sizeof(path), "%s/fare_rules.txt", dir);
-	tu_write(path, "fare_id,route_id,origin_id,destination_id\nF200,,,\n");
-	snprintf(path, sizeof(path), "%s/fare_rider_categories.txt", dir);
-	tu_write(path, "fare_id,rider_category_id,currency_type,price\nF200,child,JPY,100\n");
+	TU_WRITE_FILES(dir,
+		{ "stops.txt", "stop_id,stop_name,stop_lat,stop_lon,zone_id\n"
+		  "S1,One,36.1,139.3,S1\n" },
+		{ "fare_attributes.txt", "fare_id,price,currency_type,payment_method,transfers\n"
+		  "F200,200,JPY,0,0\n" },
+		{ "fare_rules.txt", "fare_id,route_id,origin_id,destination_id\nF200,,,\n" },
+		{ "fare_rider_categories.txt", "fare_id,rider_category_id,currency_type,price\n"
+		  "F200,child,JPY,100\n" });
 	import(f, dir, "flat");
 	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "flat");
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
@@ -382,19 +380,18 @@ static void charged(struct tu_term *f, uint8_t card, int64_t now, int64_t amount
 static void test_discount_tap(void **state)
 {
 	struct tu_term *f = *state;
-	char dir[300], path[400];
+	char dir[300];
 
 	/* 210 flat; the feed prices "senior" (150) itself, nothing else */
 	snprintf(dir, sizeof(dir), "%s/f210", f->dir);
-	mkdir(dir, 0700);
-	snprintf(path, sizeof(path), "%s/stops.txt", dir);
-	tu_write(path, "stop_id,stop_name,stop_lat,stop_lon,zone_id\nS1,One,36.1,139.3,S1\n");
-	snprintf(path, sizeof(path), "%s/fare_attributes.txt", dir);
-	tu_write(path, "fare_id,price,currency_type,payment_method,transfers\nF210,210,JPY,0,0\n");
-	snprintf(path, sizeof(path), "%s/fare_rules.txt", dir);
-	tu_write(path, "fare_id,route_id,origin_id,destination_id\nF210,,,\n");
-	snprintf(path, sizeof(path), "%s/fare_rider_categories.txt", dir);
-	tu_write(path, "fare_id,rider_category_id,currency_type,price\nF210,senior,JPY,150\n");
+	TU_WRITE_FILES(dir,
+		{ "stops.txt", "stop_id,stop_name,stop_lat,stop_lon,zone_id\n"
+		  "S1,One,36.1,139.3,S1\n" },
+		{ "fare_attributes.txt", "fare_id,price,currency_type,payment_method,transfers\n"
+		  "F210,210,JPY,0,0\n" },
+		{ "fare_rules.txt", "fare_id,route_id,origin_id,destination_id\nF210,,,\n" },
+		{ "fare_rider_categories.txt", "fare_id,rider_category_id,currency_type,price\n"
+		  "F210,senior,JPY,150\n" });
 	import(f, dir, "f210");
 	snprintf(f->cfg.fare_feed, sizeof(f->cfg.fare_feed), "f210");
 	snprintf(f->cfg.stop, sizeof(f->cfg.stop), "S1");
