@@ -265,9 +265,18 @@ int kp_hmi_register(const struct kp_hmi_ops *ops)
 
 int kp_hmi_open(struct kp_hmi **out, const char *conn)
 {
+	return kp_hmi_open_err(out, conn, NULL, 0);
+}
+
+int kp_hmi_open_err(struct kp_hmi **out, const char *conn, char *err, size_t err_cap)
+{
 	const struct kp_hmi_ops *ops;
 
-	HAL_OPEN(&hal_hmis, out, conn, ops->open(out, rest_));
+	if (err_cap > 0)
+		err[0] = '\0';
+	HAL_OPEN(&hal_hmis, out, conn,
+	         ops->open_err != NULL && err_cap > 0 ? ops->open_err(out, rest_, err, err_cap)
+	                                              : ops->open(out, rest_));
 }
 
 int kp_hmi_show(struct kp_hmi *h, const struct kp_hmi_msg *msg)

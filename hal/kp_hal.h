@@ -221,6 +221,8 @@ struct kp_hmi_ops {
 	const char *scheme;              /* "mock" */
 	/* conn is what follows "scheme:" ("" for a bare "scheme"), as for readers. */
 	int  (*open)(struct kp_hmi **out, const char *conn);
+	/* Optional: open telling what is wrong in err (kp_hmi_open_err), as for readers. */
+	int  (*open_err)(struct kp_hmi **out, const char *conn, char *err, size_t err_cap);
 	int  (*show)(struct kp_hmi *h, const struct kp_hmi_msg *msg);
 	int  (*beep)(struct kp_hmi *h, enum kp_beep pattern);
 	int  (*led)(struct kp_hmi *h, enum kp_led colour);
@@ -232,6 +234,8 @@ struct kp_hmi {
 
 int kp_hmi_register(const struct kp_hmi_ops *ops);
 int kp_hmi_open(struct kp_hmi **out, const char *conn);
+/* The same, with what is wrong in err ("" when the backend says nothing more). */
+int kp_hmi_open_err(struct kp_hmi **out, const char *conn, char *err, size_t err_cap);
 int kp_hmi_show(struct kp_hmi *h, const struct kp_hmi_msg *msg);
 int kp_hmi_beep(struct kp_hmi *h, enum kp_beep pattern);
 int kp_hmi_led(struct kp_hmi *h, enum kp_led colour);

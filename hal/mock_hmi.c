@@ -122,7 +122,7 @@ static void hmi_close(struct kp_hmi *hmi)
 	free(h);
 }
 
-static int hmi_open(struct kp_hmi **out, const char *conn)
+static int hmi_open_err(struct kp_hmi **out, const char *conn, char *err, size_t err_cap)
 {
 	struct kp_mock_hmi *h = NULL;
 	int rc = KP_HAL_OK;
@@ -141,7 +141,9 @@ static int hmi_open(struct kp_hmi **out, const char *conn)
 	} else if (conn[0] != '\0') {
 		h->out = fopen(conn, "a");
 		if (h->out == NULL) {
-			fprintf(stderr, "mock hmi: cannot open %s: %s\n", conn, strerror(errno));
+			if (err_cap > 0)
+				snprintf(err, err_cap, "mock hmi: cannot open %s: %s", conn,
+				         strerror(errno));
 			rc = KP_HAL_E_CONFIG;
 			goto out;
 		}
@@ -152,6 +154,13 @@ static int hmi_open(struct kp_hmi **out, const char *conn)
 out:
 	hmi_close(h ? &h->base : NULL);
 	return rc;
+}
+
+static int hmi_open(struct kp_hmi **out, const char *conn)
+{
+	char err[600];
+
+	return hmi_open_err(out, conn, err, sizeof(err));
 }
 
 static int hmi_show(struct kp_hmi *hmi, const struct kp_hmi_msg *msg)
@@ -199,6 +208,7 @@ static int hmi_led(struct kp_hmi *hmi, enum kp_led colour)
 const struct kp_hmi_ops kp_mock_hmi_ops = {
 	.scheme = "mock",
 	.open = hmi_open,
+	.open_err = hmi_open_err,
 	.show = hmi_show,
 	.beep = hmi_beep,
 	.led = hmi_led,

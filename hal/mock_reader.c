@@ -57,9 +57,8 @@ static void mock_close(struct kp_reader *r)
 	free(m);
 }
 
-static int mock_open(struct kp_reader **out, const char *conn)
+static int mock_open_err(struct kp_reader **out, const char *conn, char *err, size_t err_cap)
 {
-	char err[KP_SCN_LINE_MAX];
 	struct kp_mock_reader *m = NULL;
 	const char *base;
 	int rc;
@@ -68,7 +67,8 @@ static int mock_open(struct kp_reader **out, const char *conn)
 		return KP_HAL_E_INVAL;
 	*out = NULL;
 	if (conn[0] == '\0') {
-		fprintf(stderr, "mock reader: no scenario file (use mock:PATH)\n");
+		if (err_cap > 0)
+			snprintf(err, err_cap, "mock reader: no scenario file (use mock:PATH)");
 		return KP_HAL_E_CONFIG;
 	}
 	m = calloc(1, sizeof(*m));
@@ -77,13 +77,9 @@ static int mock_open(struct kp_reader **out, const char *conn)
 		goto out;
 	}
 	m->base.ops = &kp_mock_reader_ops;
-	err[0] = '\0';
-	rc = kp_scenario_load(&m->scn, conn, err, sizeof(err));
-	if (rc != KP_HAL_OK) {
-		if (err[0] != '\0')
-			fprintf(stderr, "%s\n", err);
+	rc = kp_scenario_load(&m->scn, conn, err, err_cap);
+	if (rc != KP_HAL_OK)
 		goto out;
-	}
 	base = strrchr(conn, '/');
 	base = base != NULL ? base + 1 : conn;
 	snprintf(m->file, sizeof(m->file), "%s", base);
@@ -95,6 +91,13 @@ static int mock_open(struct kp_reader **out, const char *conn)
 out:
 	mock_close(m ? &m->base : NULL);
 	return rc;
+}
+
+static int mock_open(struct kp_reader **out, const char *conn)
+{
+	char err[KP_SCN_LINE_MAX];
+
+	return mock_open_err(out, conn, err, sizeof(err));
 }
 
 /* What a reader chip does for FeliCa: send Polling, parse the reply. */
@@ -419,6 +422,7 @@ int kp_mock_jpki_stats(struct kp_reader *r, const char *card, struct kp_mock_jpk
 const struct kp_reader_ops kp_mock_reader_ops = {
 	.scheme = "mock",
 	.open = mock_open,
+	.open_err = mock_open_err,
 	.wait_card = mock_wait_card,
 	.transceive = mock_transceive,
 	.release = mock_release,

@@ -36,7 +36,24 @@ struct kp_spy_reader {
 	enum kp_card_tech tech;          /* of the card in this session */
 	unsigned long session_verifies;  /* VERIFYs with a PIN in this session */
 	struct kp_spy_stats st;
+	char *err;                       /* while opening: the caller's buffer for what is wrong */
+	size_t err_cap;
 };
+
+/* While opening: what is wrong, into the caller's buffer; KP_HAL_E_CONFIG. */
+static int spy_fail(struct kp_spy_reader *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int spy_fail(struct kp_spy_reader *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->err_cap > 0) {
+		va_start(ap, fmt);
+		vsnprintf(s->err, s->err_cap, fmt, ap);
+		va_end(ap);
+	}
+	return KP_HAL_E_CONFIG;
+}
 
 static void spy_close(struct kp_reader *r)
 {
@@ -76,8 +93,7 @@ static int spy_parse_rule(struct kp_spy_reader *s, char *rest, const char *cfg, 
 	int field = 0;
 
 	if (s->n_rules == SPY_RULES) {
-		fprintf(stderr, "%s:%d: at most %d reply rules\n", cfg, line, SPY_RULES);
-		return KP_HAL_E_CONFIG;
+		return spy_fail(s, "%s:%d: at most %d reply rules", cfg, line, SPY_RULES);
 	}
 	ru = &s->rules[s->n_rules];
 	memset(ru, 0, sizeof(*ru));
@@ -120,9 +136,8 @@ static int spy_parse_rule(struct kp_spy_reader *s, char *rest, const char *cfg, 
 	s->n_rules++;
 	return KP_HAL_OK;
 bad:
-	fprintf(stderr, "%s:%d: want \"reply HEX[*] HEX|silent [card=N] [times=K]\" (hex of whole "
-	        "bytes; a reply of 2 bytes or more)\n", cfg, line);
-	return KP_HAL_E_CONFIG;
+	return spy_fail(s, "%s:%d: want \"reply HEX[*] HEX|silent [card=N] [times=K]\" (hex of "
+	                "whole bytes; a reply of 2 bytes or more)", cfg, line);
 }
 
 static int spy_load(struct kp_spy_reader *s, const char *cfg)
@@ -133,8 +148,7 @@ static int spy_load(struct kp_spy_reader *s, const char *cfg)
 	int n = 0, rc = KP_HAL_OK;
 
 	if (fp == NULL) {
-		fprintf(stderr, "spy reader: %s: %s\n", cfg, strerror(errno));
-		return KP_HAL_E_CONFIG;
+		return spy_fail(s, "spy reader: %s: %s", cfg, strerror(errno));
 	}
 	if (slash != NULL)
 		snprintf(dir, sizeof(dir), "%.*s/", (int)(slash - cfg), cfg);
@@ -156,8 +170,7 @@ static int spy_load(struct kp_spy_reader *s, const char *cfg)
 		if (strncmp(p, "inner ", 6) == 0) {
 			p += 6;
 			if (strncmp(p, "mock:", 5) != 0) {
-				fprintf(stderr, "%s:%d: the spy wraps mock: readers only\n", cfg, n);
-				rc = KP_HAL_E_CONFIG;
+				rc = spy_fail(s, "%s:%d: the spy wraps mock: readers only", cfg, n);
 			} else if (p[5] == '/' || dir[0] == '\0') {
 				snprintf(inner, sizeof(inner), "%s", p);
 			} else if ((size_t)snprintf(inner, sizeof(inner), "mock:%s%s", dir, p + 5) >=
@@ -170,28 +183,25 @@ static int spy_load(struct kp_spy_reader *s, const char *cfg)
 			p += 4;
 			snprintf(path, sizeof(path), "%s%s", p[0] == '/' ? "" : dir, p);
 			if (s->log != NULL || (s->log = fopen(path, "a")) == NULL) {
-				fprintf(stderr, "%s:%d: log %s: %s\n", cfg, n, p,
-				        s->log != NULL ? "given twice" : strerror(errno));
-				rc = KP_HAL_E_CONFIG;
+				rc = spy_fail(s, "%s:%d: log %s: %s", cfg, n, p,
+				              s->log != NULL ? "given twice" : strerror(errno));
 			}
 		} else if (strncmp(p, "reply ", 6) == 0) {
 			rc = spy_parse_rule(s, p + 6, cfg, n);
 		} else {
-			fprintf(stderr, "%s:%d: unknown line (inner, log, reply)\n", cfg, n);
-			rc = KP_HAL_E_CONFIG;
+			rc = spy_fail(s, "%s:%d: unknown line (inner, log, reply)", cfg, n);
 		}
 	}
 	fclose(fp);
 	if (rc == KP_HAL_OK && inner[0] == '\0') {
-		fprintf(stderr, "spy reader: %s: no \"inner mock:SCENARIO\" line\n", cfg);
-		rc = KP_HAL_E_CONFIG;
+		rc = spy_fail(s, "spy reader: %s: no \"inner mock:SCENARIO\" line", cfg);
 	}
 	if (rc == KP_HAL_OK)
-		rc = kp_reader_open(&s->inner, inner);
+		rc = kp_reader_open_err(&s->inner, inner, s->err, s->err_cap);
 	return rc;
 }
 
-static int spy_open(struct kp_reader **out, const char *conn)
+static int spy_open_err(struct kp_reader **out, const char *conn, char *err, size_t err_cap)
 {
 	struct kp_spy_reader *s;
 	int rc;
@@ -200,20 +210,32 @@ static int spy_open(struct kp_reader **out, const char *conn)
 		return KP_HAL_E_INVAL;
 	*out = NULL;
 	if (conn[0] == '\0') {
-		fprintf(stderr, "spy reader: no configuration file (use spy:PATH)\n");
+		if (err_cap > 0)
+			snprintf(err, err_cap, "spy reader: no configuration file (use spy:PATH)");
 		return KP_HAL_E_CONFIG;
 	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return KP_HAL_E_NOMEM;
 	s->base.ops = &kp_spy_reader_ops;
+	s->err = err;
+	s->err_cap = err_cap;
 	rc = spy_load(s, conn);
+	s->err = NULL;
+	s->err_cap = 0;
 	if (rc != KP_HAL_OK) {
 		spy_close(&s->base);
 		return rc;
 	}
 	*out = &s->base;
 	return KP_HAL_OK;
+}
+
+static int spy_open(struct kp_reader **out, const char *conn)
+{
+	char err[2 * SPY_LINE_MAX];
+
+	return spy_open_err(out, conn, err, sizeof(err));
 }
 
 static void spy_logf(struct kp_spy_reader *s, const char *fmt, ...)
@@ -398,6 +420,7 @@ int kp_spy_stats(struct kp_reader *r, struct kp_spy_stats *out)
 const struct kp_reader_ops kp_spy_reader_ops = {
 	.scheme = "spy",
 	.open = spy_open,
+	.open_err = spy_open_err,
 	.wait_card = spy_wait,
 	.transceive = spy_transceive,
 	.release = spy_release,

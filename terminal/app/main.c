@@ -1075,6 +1075,7 @@ static int app_open_console(struct app *a)
 static int app_open(struct app *a)
 {
 	struct sigaction sa;
+	char err[600];
 	int rc;
 
 	rc = app_open_reader(a);
@@ -1082,8 +1083,10 @@ static int app_open(struct app *a)
 		rc = app_open_engine(a);
 	if (rc >= 0)
 		return rc;
-	rc = kp_hmi_open(&a->hmi, a->cfg.hmi);
+	rc = kp_hmi_open_err(&a->hmi, a->cfg.hmi, err, sizeof(err));
 	if (rc != KP_HAL_OK) {
+		if (err[0] != '\0')
+			logmsg(LOG_ERR, "%s", err);
 		logmsg(LOG_ERR, "hmi %s: %s", a->cfg.hmi, kp_strerror(rc));
 		return 1;
 	}
