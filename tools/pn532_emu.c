@@ -1141,7 +1141,7 @@ static void emu_setup_signals(sigset_t *unblocked)
 /* The log, the scenario's reader and the pty: 0, or -1 after saying why. */
 static int emu_open(struct emu *e, const struct emu_opts *o)
 {
-	char conn[PATH_MAX + 8];
+	char conn[PATH_MAX + 8], err[600];
 	int rc;
 
 	if (o->log_path != NULL) {
@@ -1152,8 +1152,10 @@ static int emu_open(struct emu *e, const struct emu_opts *o)
 		}
 	}
 	snprintf(conn, sizeof(conn), "mock:%s", o->scenario);
-	rc = kp_reader_open(&e->reader, conn);
+	rc = kp_reader_open_err(&e->reader, conn, err, sizeof(err));
 	if (rc != KP_HAL_OK) {
+		if (err[0] != '\0')
+			fprintf(stderr, "%s\n", err);
 		fprintf(stderr, "kippu-pn532-emu: %s: %s\n", o->scenario, kp_hal_strerror(rc));
 		return -1;
 	}
