@@ -288,7 +288,7 @@ int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql)
 	return KP_BE_OK;
 }
 
-int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct bs_val *v,
+int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
                  size_t n)
 {
 	int rc = bs_prep(s, st, sql);
@@ -307,7 +307,7 @@ int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct 
 	return rc;
 }
 
-int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct bs_val *v,
+int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
                 size_t n)
 {
 	sqlite3_stmt *st = NULL;
@@ -317,7 +317,7 @@ int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct bs
 }
 
 int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
-                const struct bs_val *v, size_t n)
+                const struct kp_sql_val *v, size_t n)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = bs_prep_bind(s, &st, sql, v, n);

@@ -137,13 +137,13 @@ out:
 int bs_change(kp_bstore *s, const char *sql, const char *what, const char *t1,
               const char *t2, const uint8_t *blob, int64_t i3, int64_t i4)
 {
-	struct bs_val v[4] = { BS_TEXT(t1), BS_TEXT(t2), BS_INT(i3), BS_INT(i4) };
+	struct kp_sql_val v[4] = { BS_TEXT(t1), BS_TEXT(t2), BS_INT(i3), BS_INT(i4) };
 	int rc = bs_exec(s, "BEGIN IMMEDIATE");
 
 	if (rc != KP_BE_OK)
 		return rc;
 	if (blob != NULL)
-		v[0] = (struct bs_val)BS_TOKEN(blob);
+		v[0] = (struct kp_sql_val)BS_TOKEN(blob);
 	rc = bs_run_vals(s, what, sql, v, 4);
 	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "%s: nothing matched", what);
@@ -387,10 +387,10 @@ static int put_one_product(kp_bstore *s, const struct kp_bundle_product *p)
 static int upsert(kp_bstore *s, const char *sql, const char *what, const char *const t[5],
                   const int64_t v[5])
 {
-	struct bs_val b[5];
+	struct kp_sql_val b[5];
 
 	for (int i = 0; i < 5; i++)
-		b[i] = t[i] != NULL ? (struct bs_val)BS_TEXT(t[i]) : (struct bs_val)BS_INT(v[i]);
+		b[i] = t[i] != NULL ? (struct kp_sql_val)BS_TEXT(t[i]) : (struct kp_sql_val)BS_INT(v[i]);
 	return bs_run_vals(s, what, sql, b, 5);
 }
 

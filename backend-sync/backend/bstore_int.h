@@ -11,6 +11,7 @@
 #include "kp_backend.h"
 #include "kp_cbor.h"
 #include "kp_civil.h"
+#include "kp_sqlval.h"
 
 struct kp_bstore {
 	sqlite3 *db;
@@ -24,23 +25,15 @@ extern const uint8_t bs_legacy_journal[KP_JOURNAL_ID_LEN];
 /* products.product_kind of each enum kp_product_kind */
 extern const char *const bs_kind_sql[4];
 
-/* One value bs_query binds, at ?1, ?2, ... in turn: text or a blob of i bytes (a NULL
- * pointer binds NULL either way), or an integer. */
-struct bs_val {
-	char kind;                       /* 't' text, 'o' text or NULL if "", 'b' blob,
-	                                    'i' integer, 'n' NULL */
-	const void *p;
-	int64_t i;
-};
-#define BS_TEXT(x)    { 't', (x), 0 }
-#define BS_OPT(x)     { 'o', (x), 0 }
-#define BS_INT_IF(c, x) { (c) ? 'i' : 'n', NULL, (int64_t)(x) }
-#define BS_BLOB(x, n) { 'b', (x), (n) }
-#define BS_TOKEN(x)   BS_BLOB((x), KP_TOKEN_LEN)
-#define BS_JOURNAL(x) BS_BLOB((x), KP_JOURNAL_ID_LEN)
-#define BS_INT(x)     { 'i', NULL, (int64_t)(x) }
-#define BS_VALS(...)  (const struct bs_val[]){ __VA_ARGS__ }, \
-	sizeof((const struct bs_val[]){ __VA_ARGS__ }) / sizeof(struct bs_val)
+/* The values bs_query binds (kp_sqlval.h), by shorter names. */
+#define BS_TEXT       KP_SQL_TEXT
+#define BS_OPT        KP_SQL_OPT
+#define BS_INT        KP_SQL_INT
+#define BS_INT_IF     KP_SQL_INT_IF
+#define BS_BLOB       KP_SQL_BLOB
+#define BS_TOKEN(x)   KP_SQL_BLOB((x), KP_TOKEN_LEN)
+#define BS_JOURNAL(x) KP_SQL_BLOB((x), KP_JOURNAL_ID_LEN)
+#define BS_VALS       KP_SQL_VALS
 /* Prepares sql and binds the values (copies: they need not outlive the call). */
 #define bs_query(s, st, sql, ...) bs_prep_bind((s), (st), (sql), BS_VALS(__VA_ARGS__))
 /* The same, then steps a statement that returns no rows and finalizes it. */
@@ -50,12 +43,12 @@ struct bs_val {
 	bs_int_vals((s), (def), (v), (sql), BS_VALS(__VA_ARGS__))
 
 /* bstore.c */
-int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct bs_val *v,
+int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
                  size_t n);
-int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct bs_val *v,
+int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
                 size_t n);
 int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
-                const struct bs_val *v, size_t n);
+                const struct kp_sql_val *v, size_t n);
 int bs_bump_version(kp_bstore *s);
 int bs_commit_change(kp_bstore *s, int rc);
 int bs_end(kp_bstore *s, int rc, int bump);

@@ -232,45 +232,29 @@ int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct k
 int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                             const struct kp_fare_state *f)
 {
+	/* the open journey, the last leg and its run are NULL where the card has none */
+	const int o = f->open != 0, l = f->has_leg != 0, r = f->has_leg && f->has_run;
+	const struct kp_sql_val v[] = {
+		KP_SQL_TOKEN(token), KP_SQL_INT_IF(o, f->open_ms), KP_SQL_INT_IF(o, f->open_seq),
+		KP_SQL_TEXT(o ? f->open_operator : NULL), KP_SQL_OPT(o ? f->open_route : NULL),
+		KP_SQL_OPT(o ? f->open_stop : NULL), KP_SQL_INT_IF(o, f->open_ent),
+		KP_SQL_OPT(o ? f->open_product : NULL), KP_SQL_INT_IF(o, f->open_paid),
+		KP_SQL_INT_IF(l, f->leg_on_ms), KP_SQL_INT_IF(l, f->leg_off_ms),
+		KP_SQL_TEXT(l ? f->leg_operator : NULL), KP_SQL_OPT(l ? f->leg_feed : NULL),
+		KP_SQL_OPT(l ? f->leg_group : NULL), KP_SQL_INT_IF(l, f->leg_paid),
+		KP_SQL_INT_IF(l, f->chain_start_ms), KP_SQL_OPT(l ? f->chain_fare : NULL),
+		KP_SQL_INT(f->chain_transfers), KP_SQL_INT(f->day_id), KP_SQL_INT(f->day_spent),
+		KP_SQL_INT(f->month_id), KP_SQL_INT(f->month_spent), KP_SQL_OPT(f->last_operator),
+		KP_SQL_OPT(f->last_stop), KP_SQL_OPT(r ? f->run.from_group : NULL),
+		KP_SQL_OPT(r ? f->run.to_group : NULL), KP_SQL_INT_IF(r, f->run.on_ms),
+		KP_SQL_INT_IF(r, f->run.off_ms),
+	};
 	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_STATE_PUT);
 	int rc;
 
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	if (f->open) {
-		sqlite3_bind_int64(st, 2, f->open_ms);
-		sqlite3_bind_int64(st, 3, (sqlite3_int64)f->open_seq);
-		sqlite3_bind_text(st, 4, f->open_operator, -1, SQLITE_STATIC);
-		kp_store_bind_opt(st, 5, f->open_route);
-		kp_store_bind_opt(st, 6, f->open_stop);
-		sqlite3_bind_int64(st, 7, f->open_ent);
-		kp_store_bind_opt(st, 8, f->open_product);
-		sqlite3_bind_int(st, 9, f->open_paid);
-	}
-	if (f->has_leg) {
-		sqlite3_bind_int64(st, 10, f->leg_on_ms);
-		sqlite3_bind_int64(st, 11, f->leg_off_ms);
-		sqlite3_bind_text(st, 12, f->leg_operator, -1, SQLITE_STATIC);
-		kp_store_bind_opt(st, 13, f->leg_feed);
-		kp_store_bind_opt(st, 14, f->leg_group);
-		sqlite3_bind_int64(st, 15, f->leg_paid);
-		sqlite3_bind_int64(st, 16, f->chain_start_ms);
-		kp_store_bind_opt(st, 17, f->chain_fare);
-	}
-	sqlite3_bind_int(st, 18, f->chain_transfers);
-	sqlite3_bind_int64(st, 19, f->day_id);
-	sqlite3_bind_int64(st, 20, f->day_spent);
-	sqlite3_bind_int64(st, 21, f->month_id);
-	sqlite3_bind_int64(st, 22, f->month_spent);
-	kp_store_bind_opt(st, 23, f->last_operator);
-	kp_store_bind_opt(st, 24, f->last_stop);
-	if (f->has_leg && f->has_run) {
-		kp_store_bind_opt(st, 25, f->run.from_group);
-		kp_store_bind_opt(st, 26, f->run.to_group);
-		sqlite3_bind_int64(st, 27, f->run.on_ms);
-		sqlite3_bind_int64(st, 28, f->run.off_ms);
-	}
+	kp_store_bind_vals(st, v, sizeof(v) / sizeof(v[0]));
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare state");

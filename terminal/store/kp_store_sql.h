@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include "kp_sqlval.h"
 #include "kp_store.h"
 
 enum kp_stmt {
@@ -66,18 +67,8 @@ int  kp_store_get_rows(kp_store *s, enum kp_bundle_array_id id, struct kp_bundle
 /* Records SQLite's message for `what` in s->err and returns KP_E_DB. */
 int kp_store_fail(kp_store *s, const char *what);
 
-/* One value kp_store_bind binds, at ?1, ?2, ... in turn: text or a blob of i bytes (a NULL
- * pointer binds NULL either way), or an integer. */
-struct kp_sql_val {
-	char kind;                       /* 't' text, 'b' blob, 'i' integer */
-	const void *p;
-	int64_t i;
-};
-#define KP_SQL_TEXT(x)  { 't', (x), 0 }
-#define KP_SQL_TOKEN(x) { 'b', (x), KP_TOKEN_LEN }
-#define KP_SQL_INT(x)   { 'i', NULL, (int64_t)(x) }
-#define KP_SQL_VALS(...) (const struct kp_sql_val[]){ __VA_ARGS__ }, \
-	sizeof((const struct kp_sql_val[]){ __VA_ARGS__ }) / sizeof(struct kp_sql_val)
+/* Binds a table of values (kp_sqlval.h) at ?1, ?2, ... */
+#define KP_SQL_TOKEN(x) KP_SQL_BLOB((x), KP_TOKEN_LEN)
 void kp_store_bind_vals(sqlite3_stmt *st, const struct kp_sql_val *v, size_t n);
 /* Steps a statement that returns no rows, then resets it. */
 int kp_store_step_done(kp_store *s, sqlite3_stmt *st, const char *what);

@@ -550,7 +550,9 @@ void kp_store_bind_vals(sqlite3_stmt *st, const struct kp_sql_val *v, size_t n)
 			sqlite3_bind_int64(st, at, v[i].i);
 		else if (v[i].kind == 'b')
 			sqlite3_bind_blob(st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
-		else
+		else if (v[i].kind == 'o')
+			kp_store_bind_opt(st, at, v[i].p);
+		else if (v[i].kind == 't')
 			sqlite3_bind_text(st, at, v[i].p, -1, SQLITE_TRANSIENT);
 	}
 }
