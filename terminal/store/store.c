@@ -868,32 +868,49 @@ int kp_store_put_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN], con
 	                    " via = excluded.via", "eligibility", bind_elig, &e);
 }
 
+/* Steps a cached query into out, cap elements of size bytes (each zeroed, then filled by
+ * read), and resets it; *n: how many. */
+static int cached_rows(kp_store *s, sqlite3_stmt *st, const char *what, void *out, size_t size,
+                       size_t cap, size_t *n,
+                       void (*read)(sqlite3_stmt *st, void *el, const void *arg), const void *arg)
+{
+	int rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
+		void *el = (char *)out + *n * size;
+
+		memset(el, 0, size);
+		read(st, el, arg);
+		(*n)++;
+	}
+	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, what);
+	sqlite3_reset(st);
+	return rc;
+}
+
+static void read_elig(sqlite3_stmt *st, void *el, const void *arg)
+{
+	struct kp_elig_view *v = el;
+
+	snprintf(v->category, sizeof(v->category), "%s", (const char *)sqlite3_column_text(st, 0));
+	v->valid_from_ms = sqlite3_column_int64(st, 1);
+	v->valid_until_ms = sqlite3_column_int64(st, 2);
+	if (sqlite3_column_bytes(st, 3) == KP_TOKEN_LEN) {
+		v->has_via = 1;
+		memcpy(v->via, sqlite3_column_blob(st, 3), KP_TOKEN_LEN);
+	}
+}
+
 int kp_store_card_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                               struct kp_elig_view *out, size_t cap, size_t *n)
 {
 	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CARD_ELIG);
-	int rc;
 
 	*n = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
-		struct kp_elig_view *v = &out[*n];
-
-		memset(v, 0, sizeof(*v));
-		snprintf(v->category, sizeof(v->category), "%s", (const char *)sqlite3_column_text(st, 0));
-		v->valid_from_ms = sqlite3_column_int64(st, 1);
-		v->valid_until_ms = sqlite3_column_int64(st, 2);
-		if (sqlite3_column_bytes(st, 3) == KP_TOKEN_LEN) {
-			v->has_via = 1;
-			memcpy(v->via, sqlite3_column_blob(st, 3), KP_TOKEN_LEN);
-		}
-		(*n)++;
-	}
-	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "eligibility lookup");
-	sqlite3_reset(st);
-	return rc;
+	kp_store_bind(st, KP_SQL_TOKEN(token));
+	return cached_rows(s, st, "eligibility lookup", out, sizeof(*out), cap, n, read_elig, NULL);
 }
 
 static int bind_ent(sqlite3_stmt *st, const void *arg)
@@ -1060,44 +1077,39 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 	return kp_store_card_entitlements_at(s, token, operator_id, NULL, out, cap, n);
 }
 
+static void read_ent(sqlite3_stmt *st, void *el, const void *token)
+{
+	struct kp_ent_view *v = el;
+
+	memcpy(v->e.token, token, KP_TOKEN_LEN);
+	v->e.id = sqlite3_column_int64(st, 0);
+	kp_store_col_text(st, 1, v->e.product, sizeof(v->e.product));
+	v->e.rides_left = sqlite3_column_int64(st, 2);
+	v->e.valid_from_ms = sqlite3_column_int64(st, 3);
+	v->e.valid_until_ms = sqlite3_column_int64(st, 4);
+	v->valid_here = sqlite3_column_int(st, 5);
+	snprintf(v->category, sizeof(v->category), "%s",
+	         (const char *)sqlite3_column_text(st, 6));
+	v->stored = sqlite3_column_int(st, 7);
+	v->period_days = sqlite3_column_int(st, 8);
+	v->first_use = sqlite3_column_int(st, 9);
+	v->commuter = sqlite3_column_int(st, 10);
+	v->route_ok = sqlite3_column_int(st, 11);
+}
+
 int kp_store_card_entitlements_at(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                                   const char *operator_id, const char *route,
                                   struct kp_ent_view *out, size_t cap, size_t *n)
 {
 	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CARD_ENTS);
-	int rc;
 
 	*n = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, operator_id, -1, SQLITE_STATIC);
-	if (route != NULL)
-		sqlite3_bind_text(st, 3, route, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
-		struct kp_ent_view *v = &out[*n];
-		const char *product = (const char *)sqlite3_column_text(st, 1);
-
-		memset(v, 0, sizeof(*v));
-		memcpy(v->e.token, token, KP_TOKEN_LEN);
-		v->e.id = sqlite3_column_int64(st, 0);
-		snprintf(v->e.product, sizeof(v->e.product), "%s", product != NULL ? product : "");
-		v->e.rides_left = sqlite3_column_int64(st, 2);
-		v->e.valid_from_ms = sqlite3_column_int64(st, 3);
-		v->e.valid_until_ms = sqlite3_column_int64(st, 4);
-		v->valid_here = sqlite3_column_int(st, 5);
-		snprintf(v->category, sizeof(v->category), "%s",
-		         (const char *)sqlite3_column_text(st, 6));
-		v->stored = sqlite3_column_int(st, 7);
-		v->period_days = sqlite3_column_int(st, 8);
-		v->first_use = sqlite3_column_int(st, 9);
-		v->commuter = sqlite3_column_int(st, 10);
-		v->route_ok = sqlite3_column_int(st, 11);
-		(*n)++;
-	}
-	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");
-	sqlite3_reset(st);
-	return rc;
+	/* a NULL route binds NULL */
+	kp_store_bind(st, KP_SQL_TOKEN(token), KP_SQL_TEXT(operator_id), KP_SQL_TEXT(route));
+	return cached_rows(s, st, "entitlements lookup", out, sizeof(*out), cap, n, read_ent,
+	                   token);
 }
 
 int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides)
