@@ -2,6 +2,7 @@
  * version that tells terminals when a new config bundle is due. The store is split by
  * subject over the bstore*.c files; bstore_int.h is what they share. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,16 @@ int bs_fail(kp_bstore *s, const char *what)
 	return KP_BE_E_DB;
 }
 
+int bs_refuse(kp_bstore *s, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->err, sizeof(s->err), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
 int bs_exec(kp_bstore *s, const char *sql)
 {
 	char *msg = NULL;
@@ -274,6 +285,47 @@ int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql)
 {
 	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
 		return bs_fail(s, "prepare");
+	return KP_BE_OK;
+}
+
+int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
+                 size_t n)
+{
+	int rc = bs_prep(s, st, sql);
+
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
+		int at = (int)i + 1;
+
+		if (v[i].kind == 'i')
+			sqlite3_bind_int64(*st, at, v[i].i);
+		else if (v[i].kind == 'b')
+			sqlite3_bind_blob(*st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
+		else if (v[i].kind == 't' || (v[i].kind == 'o' && v[i].p != NULL &&
+		                              *(const char *)v[i].p != '\0'))
+			sqlite3_bind_text(*st, at, v[i].p, -1, SQLITE_TRANSIENT);
+	}
+	return rc;
+}
+
+int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
+                size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep_bind(s, &st, sql, v, n);
+
+	return rc == KP_BE_OK ? bs_step_done(s, st, what) : rc;
+}
+
+int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
+                const struct kp_sql_val *v, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_prep_bind(s, &st, sql, v, n);
+
+	if (rc != KP_BE_OK)
+		return rc;
+	*out = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : def;
+	sqlite3_finalize(st);
 	return KP_BE_OK;
 }
 
@@ -402,21 +454,22 @@ uint64_t bs_version_clock_ms(void)
 
 int bs_bump_version(kp_bstore *s)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "UPDATE meta SET value = max(value + 1, ?1)"
-	                      " WHERE key = 'state_version'");
-
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)bs_version_clock_ms());
-	return bs_step_done(s, st, "state version");
+	return bs_run(s, "state version", "UPDATE meta SET value = max(value + 1, ?1)"
+	              " WHERE key = 'state_version'", BS_INT(bs_version_clock_ms()));
 }
 
 /* Ends an operator's change: bump the state version (terminals get a new bundle) and
  * commit, or roll everything back. */
 int bs_commit_change(kp_bstore *s, int rc)
 {
-	if (rc == KP_BE_OK)
+	return bs_end(s, rc, 1);
+}
+
+/* Ends a transaction: bumps the state version if bump, commits if rc is KP_BE_OK, else (or
+ * if that fails) rolls back. */
+int bs_end(kp_bstore *s, int rc, int bump)
+{
+	if (rc == KP_BE_OK && bump)
 		rc = bs_bump_version(s);
 	if (rc == KP_BE_OK)
 		rc = bs_exec(s, "COMMIT");

@@ -64,10 +64,10 @@ static int fill_stops(kp_bstore *s, struct kp_bundle_product *p)
 	p->stops = calloc(KP_BUNDLE_PRODUCT_STOPS_MAX, sizeof(*p->stops));
 	if (p->stops == NULL)
 		return KP_BE_E_NOMEM;
-	rc = bs_prep(s, &st, "SELECT stop_id FROM product_stops WHERE product_id = ?1 ORDER BY pos");
+	rc = bs_query(s, &st, "SELECT stop_id FROM product_stops WHERE product_id = ?1"
+	              " ORDER BY pos", BS_TEXT(p->id));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
 	while (sqlite3_step(st) == SQLITE_ROW && p->n_stops < KP_BUNDLE_PRODUCT_STOPS_MAX)
 		bs_copy_text(p->stops[p->n_stops++], KP_ID_MAX + 1, sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
@@ -608,7 +608,7 @@ static int fill_tables(kp_bstore *s, int64_t now_ms, struct kp_bundle *b)
 static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journal, int64_t now_ms,
                        struct kp_bundle *b)
 {
-	sqlite3_stmt *st = NULL;
+	int64_t acked = 0;
 	int rc = fill_catalogue(s, b);
 
 	if (rc == KP_BE_OK)
@@ -635,13 +635,11 @@ static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journa
 		return rc;
 	if (s->n_left_out > 0)
 		drop_orphans(s, b);
-	rc = bs_prep(s, &st, "SELECT acked FROM journals WHERE terminal = ?1 AND journal = ?2");
+	rc = bs_query_int(s, 0, &acked, "SELECT acked FROM journals WHERE terminal = ?1"
+	                  " AND journal = ?2", BS_TEXT(terminal), BS_JOURNAL(journal));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-	b->acked = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
-	sqlite3_finalize(st);
+	b->acked = (uint64_t)acked;
 	snprintf(b->terminal, sizeof(b->terminal), "%s", terminal);
 	return KP_BE_OK;
 }

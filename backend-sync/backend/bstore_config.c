@@ -32,14 +32,13 @@ static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
 	}
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "SELECT status, coalesce(strftime('%Y-%m-%dT%H:%M:%SZ',"
-		                  " retired / 1000, 'unixepoch'), '-') FROM terminal_registry"
-		                  " WHERE id = ?1");
+		rc = bs_query(s, &st, "SELECT status, coalesce(strftime('%Y-%m-%dT%H:%M:%SZ',"
+		              " retired / 1000, 'unixepoch'), '-') FROM terminal_registry"
+		              " WHERE id = ?1", BS_TEXT(id));
 	if (rc != KP_BE_OK) {
 		bs_rollback(s);
 		return rc;
 	}
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	switch (sqlite3_step(st)) {
 	case SQLITE_ROW:
 		bs_copy_text(r->status, sizeof(r->status), sqlite3_column_text(st, 0));
@@ -58,18 +57,14 @@ static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
 /* Ends registry_begin's transaction: committed if rc is KP_BE_OK, else rolled back. */
 static int registry_end(kp_bstore *s, int rc)
 {
-	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		bs_rollback(s);
-	return rc;
+	return bs_end(s, rc, 0);
 }
 
 int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id, int64_t now_ms,
                            int *was_registered)
 {
-	sqlite3_stmt *st = NULL;
 	struct registry_row r;
+	int64_t known = 0;
 	int rc;
 
 	if (was_registered != NULL)
@@ -83,16 +78,13 @@ int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id
 	if (rc != KP_BE_OK)
 		return rc;
 	if (operator_id != NULL) {
-		rc = bs_prep(s, &st, "SELECT 1 FROM operators WHERE id = ?1");
-		if (rc != KP_BE_OK)
-			goto out;
-		sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) != SQLITE_ROW) {
+		rc = bs_query_int(s, 0, &known, "SELECT 1 FROM operators WHERE id = ?1",
+		                  BS_TEXT(operator_id));
+		if (rc == KP_BE_OK && !known) {
 			snprintf(s->err, sizeof(s->err), "no operator %s at this backend (kippuctl backend "
 			         "operator DB %s NAME first)", operator_id, operator_id);
 			rc = KP_BE_E_NOTFOUND;
 		}
-		sqlite3_finalize(st);
 		if (rc != KP_BE_OK)
 			goto out;
 	}
@@ -106,23 +98,16 @@ int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id
 	}
 	if (was_registered != NULL)
 		*was_registered = r.status[0] != '\0';
-	rc = bs_prep(s, &st, "INSERT INTO terminal_registry(id, operator, registered) VALUES (?1, ?2, ?3)"
-	                  " ON CONFLICT(id) DO UPDATE SET operator = coalesce(excluded.operator,"
-	                  " operator)");
-	if (rc != KP_BE_OK)
-		goto out;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	if (operator_id != NULL)
-		sqlite3_bind_text(st, 2, operator_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now_ms);
-	rc = bs_step_done(s, st, "terminal registry");
+	rc = bs_run(s, "terminal registry", "INSERT INTO terminal_registry(id, operator, registered)"
+	            " VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET"
+	            " operator = coalesce(excluded.operator, operator)",
+	            BS_TEXT(id), BS_TEXT(operator_id), BS_INT(now_ms));
 out:
 	return registry_end(s, rc);
 }
 
 int kp_bstore_terminal_retire(kp_bstore *s, const char *id, int64_t now_ms, int *was_retired)
 {
-	sqlite3_stmt *st = NULL;
 	struct registry_row r;
 	int rc;
 
@@ -141,13 +126,8 @@ int kp_bstore_terminal_retire(kp_bstore *s, const char *id, int64_t now_ms, int 
 			*was_retired = 1;
 		goto out;
 	}
-	rc = bs_prep(s, &st, "UPDATE terminal_registry SET status = 'retired', retired = ?2"
-	                  " WHERE id = ?1");
-	if (rc != KP_BE_OK)
-		goto out;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, now_ms);
-	rc = bs_step_done(s, st, "terminal retire");
+	rc = bs_run(s, "terminal retire", "UPDATE terminal_registry SET status = 'retired',"
+	            " retired = ?2 WHERE id = ?1", BS_TEXT(id), BS_INT(now_ms));
 out:
 	return registry_end(s, rc);
 }
@@ -157,23 +137,14 @@ out:
 int bs_change(kp_bstore *s, const char *sql, const char *what, const char *t1,
               const char *t2, const uint8_t *blob, int64_t i3, int64_t i4)
 {
-	sqlite3_stmt *st = NULL;
+	struct kp_sql_val v[4] = { BS_TEXT(t1), BS_TEXT(t2), BS_INT(i3), BS_INT(i4) };
 	int rc = bs_exec(s, "BEGIN IMMEDIATE");
 
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = bs_prep(s, &st, sql);
-	if (rc == KP_BE_OK) {
-		if (blob != NULL)
-			sqlite3_bind_blob(st, 1, blob, KP_TOKEN_LEN, SQLITE_STATIC);
-		else
-			sqlite3_bind_text(st, 1, t1, -1, SQLITE_STATIC);
-		if (t2 != NULL)
-			sqlite3_bind_text(st, 2, t2, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, i3);
-		sqlite3_bind_int64(st, 4, i4);
-		rc = bs_step_done(s, st, what);
-	}
+	if (blob != NULL)
+		v[0] = (struct kp_sql_val)BS_TOKEN(blob);
+	rc = bs_run_vals(s, what, sql, v, 4);
 	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "%s: nothing matched", what);
 		rc = KP_BE_E_NOTFOUND;
@@ -194,63 +165,61 @@ int kp_bstore_put_product(kp_bstore *s, const char *id, const char *name, int64_
 	return kp_bstore_put_product_cat(s, id, name, rides, operators, n_operators, NULL);
 }
 
+/* A product's entitlements count in its kind's unit: the kind of a sold product stays. */
+static int kind_kept(kp_bstore *s, const char *id, const char *kind, int64_t *sold)
+{
+	int rc = bs_query_int(s, 0, sold, "SELECT 1 FROM products WHERE id = ?1"
+	                      " AND product_kind <> ?2"
+	                      " AND EXISTS (SELECT 1 FROM entitlements WHERE product_id = ?1)",
+	                      BS_TEXT(id), BS_TEXT(kind));
+
+	if (rc == KP_BE_OK && *sold) {
+		snprintf(s->err, sizeof(s->err), "product %s has entitlements: its kind cannot change",
+		         id);
+		rc = KP_BE_E_INVAL;
+	}
+	return rc;
+}
+
+/* The product's operators, all replaced; what: the message of a refused one. */
+static int product_operators(kp_bstore *s, const char *id, const char *const *operators,
+                             size_t n, const char *what)
+{
+	int rc = bs_run(s, "product operators", "DELETE FROM product_operators"
+	                " WHERE product_id = ?1", BS_TEXT(id));
+
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
+		rc = bs_run(s, what, "INSERT INTO product_operators(product_id, operator_id)"
+		            " VALUES (?1, ?2)", BS_TEXT(id), BS_TEXT(operators[i]));
+	return rc;
+}
+
 int kp_bstore_put_product_cat(kp_bstore *s, const char *id, const char *name, int64_t rides,
                               const char *const *operators, size_t n_operators,
                               const char *category)
 {
-	sqlite3_stmt *st = NULL;
+	int64_t sold = 0;
 	int rc;
 
 	if (category != NULL && category[0] == '\0')
 		category = NULL;
 	if (rides <= 0 || n_operators == 0 ||
-	    (category != NULL && !kp_cbor_id_valid(category, false))) {
-		snprintf(s->err, sizeof(s->err), "product: rides above 0, an operator, and a category "
-		         "of 1 to %d bytes of UTF-8 if any", KP_ID_MAX);
-		return KP_BE_E_INVAL;
-	}
+	    (category != NULL && !kp_cbor_id_valid(category, false)))
+		return bs_refuse(s, KP_BE_E_INVAL, "product: rides above 0, an operator, and a "
+		                 "category of 1 to %d bytes of UTF-8 if any", KP_ID_MAX);
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
 	/* An N-ride product; one sold as another kind keeps its kind (its units differ). */
-	rc = bs_prep(s, &st, "SELECT 1 FROM products WHERE id = ?1 AND product_kind <> 'nride'"
-	                  " AND EXISTS (SELECT 1 FROM entitlements WHERE product_id = ?1)");
-	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) == SQLITE_ROW) {
-			snprintf(s->err, sizeof(s->err), "product %s has entitlements: its kind cannot "
-			         "change", id);
-			rc = KP_BE_E_INVAL;
-		}
-		sqlite3_finalize(st);
-	}
+	rc = kind_kept(s, id, "nride", &sold);
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "INSERT INTO products(id, name, rides, category) VALUES (?1, ?2, ?3, ?4)"
-		                  " ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
-		                  " rides = excluded.rides, category = excluded.category,"
-		                  " product_kind = 'nride', days = NULL, route = NULL");
-	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, rides);
-		if (category != NULL)
-			sqlite3_bind_text(st, 4, category, -1, SQLITE_STATIC);
-		rc = bs_step_done(s, st, "product");
-	}
+		rc = bs_run(s, "product", "INSERT INTO products(id, name, rides, category)"
+		            " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET"
+		            " name = excluded.name, rides = excluded.rides, category = excluded.category,"
+		            " product_kind = 'nride', days = NULL, route = NULL",
+		            BS_TEXT(id), BS_TEXT(name), BS_INT(rides), BS_TEXT(category));
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "DELETE FROM product_operators WHERE product_id = ?1");
-	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		rc = bs_step_done(s, st, "product operators");
-	}
-	for (size_t i = 0; rc == KP_BE_OK && i < n_operators; i++) {
-		rc = bs_prep(s, &st, "INSERT INTO product_operators(product_id, operator_id) VALUES (?1, ?2)");
-		if (rc == KP_BE_OK) {
-			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-			sqlite3_bind_text(st, 2, operators[i], -1, SQLITE_STATIC);
-			rc = bs_step_done(s, st, "product operator");
-		}
-	}
+		rc = product_operators(s, id, operators, n_operators, "product operator");
 	return bs_commit_change(s, rc);
 }
 
@@ -287,9 +256,9 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = bs_prep(s, &st, "SELECT product_kind, rides FROM products WHERE id = ?1");
+	rc = bs_query(s, &st, "SELECT product_kind, rides FROM products WHERE id = ?1",
+	              BS_TEXT(product));
 	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, product, -1, SQLITE_STATIC);
 		if (sqlite3_step(st) == SQLITE_ROW) {
 			snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 0));
 			rides = sqlite3_column_int64(st, 1);
@@ -318,17 +287,12 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 		rc = KP_BE_E_INVAL;
 	}
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "INSERT INTO entitlements(token, product_id, bought, valid_from,"
-		                  " valid_until, sold, first_use) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-		                  " RETURNING id");
+		rc = bs_query(s, &st, "INSERT INTO entitlements(token, product_id, bought,"
+		              " valid_from, valid_until, sold, first_use)"
+		              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+		              BS_TOKEN(token), BS_TEXT(product), BS_INT(rides), BS_INT(valid_from_ms),
+		              BS_INT(valid_until_ms), BS_INT(now_ms), BS_INT(first_use));
 	if (rc == KP_BE_OK) {
-		sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, product, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, rides);
-		sqlite3_bind_int64(st, 4, valid_from_ms);
-		sqlite3_bind_int64(st, 5, valid_until_ms);
-		sqlite3_bind_int64(st, 6, now_ms);
-		sqlite3_bind_int(st, 7, first_use);
 		if (sqlite3_step(st) == SQLITE_ROW)
 			*ent_id = sqlite3_column_int64(st, 0);
 		else
@@ -340,19 +304,24 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 
 int bs_meta_put(kp_bstore *s, const char *key, int64_t v)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "INSERT INTO meta(key, value) VALUES (?1, ?2)"
-	                      " ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+	return bs_run(s, key, "INSERT INTO meta(key, value) VALUES (?1, ?2)"
+	              " ON CONFLICT(key) DO UPDATE SET value = excluded.value", BS_TEXT(key),
+	              BS_INT(v));
+}
 
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, v);
-	return bs_step_done(s, st, key);
+int bs_meta_puts(kp_bstore *s, const char *const *keys, const int64_t *v, size_t n)
+{
+	int rc = KP_BE_OK;
+
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
+		rc = bs_meta_put(s, keys[i], v[i]);
+	return rc;
 }
 
 int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s)
 {
+	static const char *const keys[] = { "service_day_end_s", "utc_offset_s" };
+	const int64_t v[] = { end_s, utc_offset_s };
 	int rc;
 
 	if (end_s < 0 || end_s >= 86400 || utc_offset_s < -14 * 3600 || utc_offset_s > 14 * 3600) {
@@ -361,14 +330,8 @@ int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s)
 	}
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "service_day_end_s", end_s);
-	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "utc_offset_s", utc_offset_s);
-	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		bs_rollback(s);
-	return rc;
+		rc = bs_meta_puts(s, keys, v, 2);
+	return bs_end(s, rc, 0);
 }
 
 /* ---- the fare engine's configuration (bundle format 2) ---- */
@@ -377,8 +340,8 @@ const char *const bs_kind_sql[4] = { "nride", "stored", "period", "commuter" };
 
 static int put_one_product(kp_bstore *s, const struct kp_bundle_product *p)
 {
-	sqlite3_stmt *st = NULL;
-	const char *category = p->category[0] != '\0' ? p->category : NULL;
+	const char *ops[KP_BUNDLE_PRODUCT_OPS_MAX];
+	int64_t sold = 0;
 	int rc;
 
 	if (!kp_cbor_id_valid(p->id, false) || !kp_cbor_text_valid(p->name, sizeof(p->name), true) ||
@@ -393,67 +356,30 @@ static int put_one_product(kp_bstore *s, const struct kp_bundle_product *p)
 		         "(N-ride), days 1-366 (period) or a route and 2-64 stops (commuter)", p->id);
 		return KP_BE_E_INVAL;
 	}
-	/* A product's entitlements count in its kind's unit: the kind of a sold product stays. */
-	rc = bs_prep(s, &st, "SELECT 1 FROM products WHERE id = ?1 AND product_kind <> ?2"
-	                  " AND EXISTS (SELECT 1 FROM entitlements WHERE product_id = ?1)");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, bs_kind_sql[p->kind], -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		snprintf(s->err, sizeof(s->err), "product %s has entitlements: its kind cannot change",
-		         p->id);
-		rc = KP_BE_E_INVAL;
-	}
-	sqlite3_finalize(st);
+	for (size_t i = 0; i < p->n_operators; i++)
+		ops[i] = p->operators[i];
+	rc = kind_kept(s, p->id, bs_kind_sql[p->kind], &sold);
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "INSERT INTO products(id, name, rides, category, product_kind, days,"
-		                  " route) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE"
-		                  " SET name = excluded.name, rides = excluded.rides,"
-		                  " category = excluded.category, product_kind = excluded.product_kind,"
-		                  " days = excluded.days, route = excluded.route");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, p->kind == KP_PRODUCT_NRIDE ? p->rides : 1);
-	if (category != NULL)
-		sqlite3_bind_text(st, 4, category, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, bs_kind_sql[p->kind], -1, SQLITE_STATIC);
-	if (p->kind == KP_PRODUCT_PERIOD)
-		sqlite3_bind_int(st, 6, p->days);
-	if (p->kind == KP_PRODUCT_COMMUTER)
-		sqlite3_bind_text(st, 7, p->route, -1, SQLITE_STATIC);
-	rc = bs_step_done(s, st, "product");
+		rc = bs_run(s, "product", "INSERT INTO products(id, name, rides, category,"
+		            " product_kind, days, route) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+		            " ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
+		            " rides = excluded.rides, category = excluded.category,"
+		            " product_kind = excluded.product_kind, days = excluded.days,"
+		            " route = excluded.route", BS_TEXT(p->id), BS_TEXT(p->name),
+		            BS_INT(p->kind == KP_PRODUCT_NRIDE ? p->rides : 1), BS_OPT(p->category),
+		            BS_TEXT(bs_kind_sql[p->kind]),
+		            BS_INT_IF(p->kind == KP_PRODUCT_PERIOD, p->days),
+		            BS_TEXT(p->kind == KP_PRODUCT_COMMUTER ? p->route : NULL));
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "DELETE FROM product_operators WHERE product_id = ?1");
-	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-		rc = bs_step_done(s, st, "product operators");
-	}
+		rc = bs_run(s, "product stops", "DELETE FROM product_stops WHERE product_id = ?1",
+		            BS_TEXT(p->id));
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "DELETE FROM product_stops WHERE product_id = ?1");
-	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-		rc = bs_step_done(s, st, "product stops");
-	}
-	for (size_t i = 0; rc == KP_BE_OK && i < p->n_operators; i++) {
-		rc = bs_prep(s, &st, "INSERT INTO product_operators(product_id, operator_id) VALUES (?1, ?2)");
-		if (rc == KP_BE_OK) {
-			sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-			sqlite3_bind_text(st, 2, p->operators[i], -1, SQLITE_STATIC);
-			rc = bs_step_done(s, st, "product operator (is the operator known?)");
-		}
-	}
-	for (size_t i = 0; rc == KP_BE_OK && p->kind == KP_PRODUCT_COMMUTER && i < p->n_stops; i++) {
-		rc = bs_prep(s, &st, "INSERT INTO product_stops(product_id, pos, stop_id) VALUES (?1, ?2, ?3)");
-		if (rc == KP_BE_OK) {
-			sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(st, 2, (int64_t)i);
-			sqlite3_bind_text(st, 3, p->stops[i], -1, SQLITE_STATIC);
-			rc = bs_step_done(s, st, "commuter stop (a stop twice?)");
-		}
-	}
+		rc = product_operators(s, p->id, ops, p->n_operators,
+		                       "product operator (is the operator known?)");
+	for (size_t i = 0; rc == KP_BE_OK && p->kind == KP_PRODUCT_COMMUTER && i < p->n_stops; i++)
+		rc = bs_run(s, "commuter stop (a stop twice?)", "INSERT INTO product_stops(product_id,"
+		            " pos, stop_id) VALUES (?1, ?2, ?3)", BS_TEXT(p->id), BS_INT(i),
+		            BS_TEXT(p->stops[i]));
 	return rc;
 }
 
@@ -461,18 +387,11 @@ static int put_one_product(kp_bstore *s, const struct kp_bundle_product *p)
 static int upsert(kp_bstore *s, const char *sql, const char *what, const char *const t[5],
                   const int64_t v[5])
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, sql);
+	struct kp_sql_val b[5];
 
-	if (rc != KP_BE_OK)
-		return rc;
-	for (int i = 0; i < 5; i++) {
-		if (t[i] != NULL)
-			sqlite3_bind_text(st, i + 1, t[i], -1, SQLITE_STATIC);
-		else
-			sqlite3_bind_int64(st, i + 1, v[i]);
-	}
-	return bs_step_done(s, st, what);
+	for (int i = 0; i < 5; i++)
+		b[i] = t[i] != NULL ? (struct kp_sql_val)BS_TEXT(t[i]) : (struct kp_sql_val)BS_INT(v[i]);
+	return bs_run_vals(s, what, sql, b, 5);
 }
 
 /* Once the fare engine is configured, every bundle is format 2, so that terminals also

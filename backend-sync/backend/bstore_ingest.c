@@ -21,13 +21,7 @@ int bs_bundle_refresh(kp_bstore *s, int64_t now_ms)
 	if (rc == KP_BE_OK)
 		rc = bs_meta_put(s, "elig_refreshed_ms", now_ms);
 	/* the first call only starts the clock */
-	if (rc == KP_BE_OK && last >= 0 && now_ms > last)
-		rc = bs_bump_version(s);
-	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		bs_rollback(s);
-	return rc;
+	return bs_end(s, rc, last >= 0 && now_ms > last);
 }
 
 /* The service days of a pass first used at at_ms, as a terminal computes them
@@ -56,12 +50,11 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 	int64_t use = 0, from = 0, until = 0;
 	int first_use = 0, days = 0, rc;
 
-	rc = bs_prep(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
-	                  " FROM entitlements e JOIN products p ON p.id = e.product_id"
-	                  " WHERE e.id = ?1");
+	rc = bs_query(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
+	              " FROM entitlements e JOIN products p ON p.id = e.product_id"
+	              " WHERE e.id = ?1", BS_INT(c->entitlement));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_int64(st, 1, c->entitlement);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		first_use = sqlite3_column_int(st, 0);
 		snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 1));
@@ -75,37 +68,24 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 	if (first_use && strcmp(kind, "period") == 0 && days > 0) {
 		rc = service_days(s, c->time_ms, days, &from, &until);
 		if (rc == KP_BE_OK)
-			rc = bs_prep(s, &st, "UPDATE entitlements SET first_use = 0, valid_from = ?2,"
-			                  " valid_until = ?3 WHERE id = ?1 AND first_use = 1");
-		if (rc != KP_BE_OK)
-			return rc;
-		sqlite3_bind_int64(st, 1, c->entitlement);
-		sqlite3_bind_int64(st, 2, from);
-		sqlite3_bind_int64(st, 3, until);
-		rc = bs_step_done(s, st, "activate");
+			rc = bs_run(s, "activate", "UPDATE entitlements SET first_use = 0,"
+			            " valid_from = ?2, valid_until = ?3 WHERE id = ?1 AND first_use = 1",
+			            BS_INT(c->entitlement), BS_INT(from), BS_INT(until));
 		if (rc != KP_BE_OK)
 			return rc;
 	}
 	if (use <= 0)
 		return KP_BE_OK;
 	/* Merge the use: the backend's truth is bought minus every terminal's uses. */
-	rc = bs_prep(s, &st, "UPDATE entitlements SET used = used + ?2 WHERE id = ?1");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, c->entitlement);
-	sqlite3_bind_int64(st, 2, use);
-	rc = bs_step_done(s, st, "use");
+	rc = bs_run(s, "use", "UPDATE entitlements SET used = used + ?2 WHERE id = ?1",
+	            BS_INT(c->entitlement), BS_INT(use));
 	if (rc != KP_BE_OK)
 		return rc;
 	/* Overdrawn across terminals: deny the card until an operator looks at it. */
-	rc = bs_prep(s, &st, "INSERT INTO denylist(token, reason, added)"
-	                  " SELECT token, 'overdraft of entitlement ' || id, ?2 FROM entitlements"
-	                  " WHERE id = ?1 AND used > bought ON CONFLICT(token) DO NOTHING");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, c->entitlement);
-	sqlite3_bind_int64(st, 2, now_ms);
-	return bs_step_done(s, st, "overdraft");
+	return bs_run(s, "overdraft", "INSERT INTO denylist(token, reason, added)"
+	              " SELECT token, 'overdraft of entitlement ' || id, ?2 FROM entitlements"
+	              " WHERE id = ?1 AND used > bought ON CONFLICT(token) DO NOTHING",
+	              BS_INT(c->entitlement), BS_INT(now_ms));
 }
 
 /* ---- clone detection (issue 13) ---- */
@@ -123,13 +103,12 @@ static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, i
 	*known = 0;
 	if (stop == NULL || stop[0] == '\0')
 		return KP_BE_OK;
-	rc = bs_prep(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
-	                  " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
-	                  " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1");
+	rc = bs_query(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
+	              " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
+	              " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1",
+	              BS_TEXT(operator_id), BS_TEXT(stop));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(st, 2, stop, -1, SQLITE_TRANSIENT);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		*lat = sqlite3_column_int64(st, 0);
 		*lon = sqlite3_column_int64(st, 1);
@@ -154,23 +133,12 @@ static int flag_clone(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], const c
                       const char *ta, int64_t sa, const char *tb, int64_t sb, const char *detail,
                       int suspend, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "INSERT OR IGNORE INTO clone_flags(linkage, kind, terminal_a, seq_a,"
-	                      " terminal_b, seq_b, detail, at, suspended) VALUES"
-	                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+	int rc = bs_run(s, "clone flag", "INSERT OR IGNORE INTO clone_flags(linkage, kind,"
+	                " terminal_a, seq_a, terminal_b, seq_b, detail, at, suspended) VALUES"
+	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", BS_TOKEN(linkage), BS_TEXT(kind),
+	                BS_TEXT(ta), BS_INT(sa), BS_TEXT(tb), BS_INT(sb), BS_TEXT(detail),
+	                BS_INT(now_ms), BS_INT(suspend));
 
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, ta, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 4, sa);
-	sqlite3_bind_text(st, 5, tb, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 6, sb);
-	sqlite3_bind_text(st, 7, detail, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 8, now_ms);
-	sqlite3_bind_int(st, 9, suspend);
-	rc = bs_step_done(s, st, "clone flag");
 	if (rc == KP_BE_OK && sqlite3_changes(s->db) > 0)
 		fprintf(stderr, "kippu-backend: possible copied My Number card: %s (%s %lld, %s "
 		        "%lld)%s\n", detail, ta, (long long)sa, tb, (long long)sb,
@@ -193,10 +161,9 @@ static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[K
 	}
 	if (!c->has_token)
 		return KP_BE_OK;
-	rc = bs_prep(s, &st, "SELECT 1 FROM linkages WHERE token = ?1");
+	rc = bs_query(s, &st, "SELECT 1 FROM linkages WHERE token = ?1", BS_TOKEN(c->token));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_blob(st, 1, c->token, KP_TOKEN_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		memcpy(out, c->token, KP_TOKEN_LEN);
 		*found = 1;
@@ -210,7 +177,6 @@ static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[K
 static int clone_limit(kp_bstore *s, const char *terminal, const struct kp_record *c,
                        const uint8_t linkage[KP_TOKEN_LEN], int suspend, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
 	int64_t limit = 0, direct = 0, from = 0, until = 0, n = 0;
 	char detail[128];
 	int rc = bs_meta_int(s, "direct_taps", 0, &direct);
@@ -223,18 +189,13 @@ static int clone_limit(kp_bstore *s, const char *terminal, const struct kp_recor
 		return rc;
 	rc = service_days(s, c->time_ms, 1, &from, &until);
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "SELECT count(*) FROM records WHERE token = ?1 AND kind = 'tap'"
-		                  " AND result = 'accepted' AND coalesce(event, 'tap') <> 'tap_off'"
-		                  " AND time_ms >= ?2 AND time_ms < ?3");
-	if (rc != KP_BE_OK)
+		rc = bs_query_int(s, 0, &n, "SELECT count(*) FROM records WHERE token = ?1"
+		                  " AND kind = 'tap' AND result = 'accepted'"
+		                  " AND coalesce(event, 'tap') <> 'tap_off'"
+		                  " AND time_ms >= ?2 AND time_ms < ?3",
+		                  BS_TOKEN(linkage), BS_INT(from), BS_INT(until));
+	if (rc != KP_BE_OK || n <= limit)
 		return rc;
-	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, from);
-	sqlite3_bind_int64(st, 3, until);
-	n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-	sqlite3_finalize(st);
-	if (n <= limit)
-		return KP_BE_OK;
 	snprintf(detail, sizeof(detail), "%lld direct taps in one service day, the policy allows "
 	         "%lld", (long long)n, (long long)limit);
 	return flag_clone(s, linkage, "limit", terminal, (int64_t)c->seq, terminal,
@@ -270,17 +231,14 @@ static int clone_check(kp_bstore *s, const char *terminal, const struct kp_recor
 	if (rc == KP_BE_OK)
 		rc = clone_limit(s, terminal, c, linkage, action == 2, now_ms);
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
-		                  " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
-		                  " AND result IN ('accepted', 'refused')"
-		                  " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16");
+		rc = bs_query(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
+		              " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
+		              " AND result IN ('accepted', 'refused')"
+		              " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16",
+		              BS_TOKEN(linkage), BS_TEXT(terminal), BS_INT(c->time_ms - CLONE_WINDOW_MS),
+		              BS_INT(c->time_ms + CLONE_WINDOW_MS), BS_INT(c->time_ms));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, c->time_ms - CLONE_WINDOW_MS);
-	sqlite3_bind_int64(st, 4, c->time_ms + CLONE_WINDOW_MS);
-	sqlite3_bind_int64(st, 5, c->time_ms);
 	while (rc == KP_BE_OK && sqlite3_step(st) == SQLITE_ROW) {
 		const char *other = (const char *)sqlite3_column_text(st, 0);
 		int64_t seq = sqlite3_column_int64(st, 1), t = sqlite3_column_int64(st, 2);
@@ -323,51 +281,23 @@ static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struc
                         int64_t now_ms)
 {
 	const struct kp_record *c = &r->rec;
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "INSERT INTO records(terminal, seq, time_ms, token, operator, route,"
-	                      " stop, product, ent_id, rides, amount, left_after, result, reason,"
-	                      " cose, payload, hash, received_ms, kind, via, category, event,"
-	                      " journal, cert_id) VALUES"
-	                      " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-	                      " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)");
+	int rc = bs_run(s, "record", "INSERT INTO records(terminal, seq, time_ms, token, operator,"
+	                " route, stop, product, ent_id, rides, amount, left_after, result, reason,"
+	                " cose, payload, hash, received_ms, kind, via, category, event,"
+	                " journal, cert_id) VALUES"
+	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+	                " ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+	                BS_TEXT(ses->terminal), BS_INT(c->seq), BS_INT(c->time_ms),
+	                BS_TOKEN(c->has_token ? c->token : NULL), BS_TEXT(c->operator_id),
+	                BS_OPT(c->route), BS_OPT(c->stop), BS_OPT(c->product),
+	                BS_INT_IF(c->entitlement != 0, c->entitlement), BS_INT(c->rides),
+	                BS_INT(c->amount), BS_INT_IF(c->has_left, c->left), BS_TEXT(c->result),
+	                BS_TEXT(c->reason), BS_BLOB(r->cose, r->cose_len),
+	                BS_BLOB(r->payload, r->payload_len), BS_BLOB(r->hash, KP_SHA256_LEN),
+	                BS_INT(now_ms), BS_TEXT(c->kind), BS_TOKEN(c->has_via ? c->via : NULL),
+	                BS_OPT(c->category), BS_OPT(c->event), BS_JOURNAL(ses->journal),
+	                BS_INT_IF(ses->cert_id > 0, ses->cert_id));
 
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)c->seq);
-	sqlite3_bind_int64(st, 3, c->time_ms);
-	if (c->has_token)
-		sqlite3_bind_blob(st, 4, c->token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, c->operator_id, -1, SQLITE_STATIC);
-	if (c->route[0] != '\0')
-		sqlite3_bind_text(st, 6, c->route, -1, SQLITE_STATIC);
-	if (c->stop[0] != '\0')
-		sqlite3_bind_text(st, 7, c->stop, -1, SQLITE_STATIC);
-	if (c->product[0] != '\0')
-		sqlite3_bind_text(st, 8, c->product, -1, SQLITE_STATIC);
-	if (c->entitlement != 0)
-		sqlite3_bind_int64(st, 9, c->entitlement);
-	sqlite3_bind_int64(st, 10, c->rides);
-	sqlite3_bind_int64(st, 11, c->amount);
-	if (c->has_left)
-		sqlite3_bind_int64(st, 12, c->left);
-	sqlite3_bind_text(st, 13, c->result, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 14, c->reason, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 15, r->cose, (int)r->cose_len, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 16, r->payload, (int)r->payload_len, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 17, r->hash, KP_SHA256_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 18, now_ms);
-	sqlite3_bind_text(st, 19, c->kind, -1, SQLITE_STATIC);
-	if (c->has_via)
-		sqlite3_bind_blob(st, 20, c->via, KP_TOKEN_LEN, SQLITE_STATIC);
-	if (c->category[0] != '\0')
-		sqlite3_bind_text(st, 21, c->category, -1, SQLITE_STATIC);
-	if (c->event[0] != '\0')
-		sqlite3_bind_text(st, 22, c->event, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 23, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-	if (ses->cert_id > 0)
-		sqlite3_bind_int64(st, 24, ses->cert_id);
-	rc = bs_step_done(s, st, "record");
 	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
 		return bs_link_request(s, ses, c, now_ms);
 	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0)
@@ -408,14 +338,13 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = bs_prep(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, (SELECT count(*) > 1 FROM"
-	                  " journals k WHERE k.terminal = j.terminal) FROM journals j"
-	                  " JOIN terminals t ON t.id = j.terminal"
-	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
+	rc = bs_query(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, (SELECT count(*) > 1"
+	              " FROM journals k WHERE k.terminal = j.terminal) FROM journals j"
+	              " JOIN terminals t ON t.id = j.terminal"
+	              " WHERE j.terminal = ?1 AND j.journal = ?2",
+	              BS_TEXT(terminal), BS_JOURNAL(ses->journal));
 	if (rc != KP_BE_OK)
 		goto out;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 1) != KP_SHA256_LEN) {
 		sqlite3_finalize(st);
 		rc = bs_fail(s, "unknown terminal");
@@ -490,15 +419,9 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		moved++;
 	}
 	if (moved > 0) {
-		rc = bs_prep(s, &st, "UPDATE journals SET acked = ?3, last_hash = ?4"
-		                  " WHERE terminal = ?1 AND journal = ?2");
-		if (rc != KP_BE_OK)
-			goto out;
-		sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-		sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, (sqlite3_int64)held);
-		sqlite3_bind_blob(st, 4, last_hash, KP_SHA256_LEN, SQLITE_STATIC);
-		rc = bs_step_done(s, st, "journal head");
+		rc = bs_run(s, "journal head", "UPDATE journals SET acked = ?3, last_hash = ?4"
+		            " WHERE terminal = ?1 AND journal = ?2", BS_TEXT(terminal),
+		            BS_JOURNAL(ses->journal), BS_INT(held), BS_BLOB(last_hash, KP_SHA256_LEN));
 		if (rc == KP_BE_OK)
 			rc = bs_bump_version(s);
 		if (rc != KP_BE_OK)
@@ -516,23 +439,16 @@ out:
 
 int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "UPDATE terminals SET quarantined = 0 WHERE id = ?1 AND quarantined = 1");
+	int rc = bs_run(s, "quarantine clear", "UPDATE terminals SET quarantined = 0"
+	                " WHERE id = ?1 AND quarantined = 1", BS_TEXT(terminal));
 
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	rc = bs_step_done(s, st, "quarantine clear");
 	if (rc != KP_BE_OK)
 		return rc;
 	if (sqlite3_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "terminal %s is not quarantined", terminal);
 		return KP_BE_E_NOTFOUND;
 	}
-	rc = bs_prep(s, &st, "UPDATE quarantine SET cleared = strftime('%s','now') * 1000"
-	                  " WHERE terminal = ?1 AND cleared IS NULL");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	return bs_step_done(s, st, "quarantine clear");
+	return bs_run(s, "quarantine clear", "UPDATE quarantine SET cleared ="
+	              " strftime('%s','now') * 1000 WHERE terminal = ?1 AND cleared IS NULL",
+	              BS_TEXT(terminal));
 }

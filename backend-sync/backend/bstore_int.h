@@ -11,6 +11,7 @@
 #include "kp_backend.h"
 #include "kp_cbor.h"
 #include "kp_civil.h"
+#include "kp_sqlval.h"
 
 struct kp_bstore {
 	sqlite3 *db;
@@ -24,11 +25,37 @@ extern const uint8_t bs_legacy_journal[KP_JOURNAL_ID_LEN];
 /* products.product_kind of each enum kp_product_kind */
 extern const char *const bs_kind_sql[4];
 
+/* The values bs_query binds (kp_sqlval.h), by shorter names. */
+#define BS_TEXT       KP_SQL_TEXT
+#define BS_OPT        KP_SQL_OPT
+#define BS_INT        KP_SQL_INT
+#define BS_INT_IF     KP_SQL_INT_IF
+#define BS_BLOB       KP_SQL_BLOB
+#define BS_TOKEN(x)   KP_SQL_BLOB((x), KP_TOKEN_LEN)
+#define BS_JOURNAL(x) KP_SQL_BLOB((x), KP_JOURNAL_ID_LEN)
+#define BS_VALS       KP_SQL_VALS
+/* Prepares sql and binds the values (copies: they need not outlive the call). */
+#define bs_query(s, st, sql, ...) bs_prep_bind((s), (st), (sql), BS_VALS(__VA_ARGS__))
+/* The same, then steps a statement that returns no rows and finalizes it. */
+#define bs_run(s, what, sql, ...) bs_run_vals((s), (what), (sql), BS_VALS(__VA_ARGS__))
+/* The same for a query: its first column of its first row in *v, else def. */
+#define bs_query_int(s, def, v, sql, ...) \
+	bs_int_vals((s), (def), (v), (sql), BS_VALS(__VA_ARGS__))
+
 /* bstore.c */
+int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
+                 size_t n);
+int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
+                size_t n);
+int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
+                const struct kp_sql_val *v, size_t n);
 int bs_bump_version(kp_bstore *s);
 int bs_commit_change(kp_bstore *s, int rc);
+int bs_end(kp_bstore *s, int rc, int bump);
 int bs_exec(kp_bstore *s, const char *sql);
 int bs_fail(kp_bstore *s, const char *what);
+/* Writes the message into s->err and returns rc. */
+int bs_refuse(kp_bstore *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql);
 void bs_rollback(kp_bstore *s);
 int bs_step_done(kp_bstore *s, sqlite3_stmt *st, const char *what);
@@ -40,6 +67,7 @@ bool bs_plain_id(const char *s);
 int bs_change(kp_bstore *s, const char *sql, const char *what, const char *t1,
               const char *t2, const uint8_t *blob, int64_t i3, int64_t i4);
 int bs_meta_put(kp_bstore *s, const char *key, int64_t v);
+int bs_meta_puts(kp_bstore *s, const char *const *keys, const int64_t *v, size_t n);
 /* bstore_ingest.c */
 int bs_bundle_refresh(kp_bstore *s, int64_t now_ms);
 /* bstore_journal.c */

@@ -36,16 +36,14 @@ static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, s
                     int64_t now_ms)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen)"
-	                      " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(terminal, cert) DO UPDATE SET"
-	                      " last_seen = max(last_seen, excluded.last_seen)"
-	                      " RETURNING id, first_seen = ?3 AND last_seen = ?3");
+	int rc = bs_query(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen)"
+	                  " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(terminal, cert) DO UPDATE SET"
+	                  " last_seen = max(last_seen, excluded.last_seen)"
+	                  " RETURNING id, first_seen = ?3 AND last_seen = ?3",
+	                  BS_TEXT(ses->terminal), BS_BLOB(der, len), BS_INT(now_ms));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, der, (int)len, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now_ms);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		ses->cert_id = sqlite3_column_int64(st, 0);
 		ses->new_cert = sqlite3_column_int(st, 1);
@@ -60,27 +58,20 @@ static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, s
 static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "INSERT INTO journals(terminal, journal, epoch, first_seen, last_seen)"
-	                      " VALUES (?1, ?2, (SELECT coalesce(max(epoch), 0) + 1 FROM journals"
-	                      " WHERE terminal = ?1), ?3, ?3) ON CONFLICT(terminal, journal) DO NOTHING");
+	int rc = bs_run(s, "journal", "INSERT INTO journals(terminal, journal, epoch, first_seen,"
+	                " last_seen) VALUES (?1, ?2, (SELECT coalesce(max(epoch), 0) + 1 FROM"
+	                " journals WHERE terminal = ?1), ?3, ?3) ON CONFLICT(terminal, journal)"
+	                " DO NOTHING", BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal),
+	                BS_INT(now_ms));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now_ms);
-	rc = bs_step_done(s, st, "journal");
-	if (rc != KP_BE_OK)
-		return rc;
 	ses->new_journal = sqlite3_changes(s->db) == 1;
-	rc = bs_prep(s, &st, "UPDATE journals SET last_seen = max(last_seen, ?3)"
-	                  " WHERE terminal = ?1 AND journal = ?2"
-	                  " RETURNING epoch, acked, last_hash");
+	rc = bs_query(s, &st, "UPDATE journals SET last_seen = max(last_seen, ?3)"
+	              " WHERE terminal = ?1 AND journal = ?2 RETURNING epoch, acked, last_hash",
+	              BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal), BS_INT(now_ms));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now_ms);
 	if (!journal_fields(st, ses))
 		rc = bs_fail(s, "journal head");
 	sqlite3_finalize(st);
@@ -92,11 +83,11 @@ static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
 static int registered_check(kp_bstore *s, const char *terminal)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "SELECT status FROM terminal_registry WHERE id = ?1");
+	int rc = bs_query(s, &st, "SELECT status FROM terminal_registry WHERE id = ?1",
+	                  BS_TEXT(terminal));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
 	switch (sqlite3_step(st)) {
 	case SQLITE_ROW:
 		if (strcmp((const char *)sqlite3_column_text(st, 0), "active") != 0) {
@@ -119,7 +110,6 @@ int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
                     const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
                     int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
 	int rc;
 
 	if (session_init(ses, terminal, journal) != KP_BE_OK || cert_der == NULL || cert_len == 0)
@@ -134,24 +124,15 @@ int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 		return rc;
 	}
 	/* terminals.cert: the certificate of the last connection; the history has them all */
-	rc = bs_prep(s, &st, "INSERT INTO terminals(id, cert, first_seen, last_seen)"
-	                  " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
-	                  " cert = excluded.cert, last_seen = excluded.last_seen");
-	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-		sqlite3_bind_blob(st, 2, cert_der, (int)cert_len, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, now_ms);
-		rc = bs_step_done(s, st, "terminal");
-	}
+	rc = bs_run(s, "terminal", "INSERT INTO terminals(id, cert, first_seen, last_seen)"
+	            " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
+	            " cert = excluded.cert, last_seen = excluded.last_seen",
+	            BS_TEXT(terminal), BS_BLOB(cert_der, cert_len), BS_INT(now_ms));
 	if (rc == KP_BE_OK)
 		rc = cert_row(s, ses, cert_der, cert_len, now_ms);
 	if (rc == KP_BE_OK)
 		rc = journal_row(s, ses, now_ms);
-	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		bs_rollback(s);
-	return rc;
+	return bs_end(s, rc, 0);
 }
 
 int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
@@ -175,13 +156,12 @@ int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 
 	if (session_init(ses, terminal, journal) != KP_BE_OK)
 		return KP_BE_E_INVAL;
-	rc = bs_prep(s, &st, "SELECT j.epoch, j.acked, j.last_hash, (SELECT max(c.id) FROM"
-	                  " terminal_certs c WHERE c.terminal = j.terminal) FROM journals j"
-	                  " WHERE j.terminal = ?1 AND j.journal = ?2");
+	rc = bs_query(s, &st, "SELECT j.epoch, j.acked, j.last_hash, (SELECT max(c.id) FROM"
+	              " terminal_certs c WHERE c.terminal = j.terminal) FROM journals j"
+	              " WHERE j.terminal = ?1 AND j.journal = ?2",
+	              BS_TEXT(terminal), BS_JOURNAL(ses->journal));
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
 	if (journal_fields(st, ses)) {
 		ses->cert_id = sqlite3_column_int64(st, 3);
 	} else {
@@ -213,14 +193,9 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 		return rc;
 	rc = kp_bstore_state_version(s, &v);
 	if (rc == KP_BE_OK && have > v) {
-		sqlite3_stmt *st = NULL;
-
-		rc = bs_prep(s, &st, "UPDATE meta SET value = max(?1, ?2) WHERE key = 'state_version'");
-		if (rc == KP_BE_OK) {
-			sqlite3_bind_int64(st, 1, (sqlite3_int64)(have + 1));
-			sqlite3_bind_int64(st, 2, (sqlite3_int64)bs_version_clock_ms());
-			rc = bs_step_done(s, st, "state version");
-		}
+		rc = bs_run(s, "state version", "UPDATE meta SET value = max(?1, ?2)"
+		            " WHERE key = 'state_version'", BS_INT(have + 1),
+		            BS_INT(bs_version_clock_ms()));
 		*raised = rc == KP_BE_OK;
 		*was = v;
 	}
@@ -236,26 +211,15 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 int bs_quarantine(kp_bstore *s, const char *terminal, uint64_t seq, const char *reason,
                   const struct kp_ingest *r, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "INSERT INTO quarantine(terminal, seq, reason, cose, at)"
-	                      " VALUES (?1, ?2, ?3, ?4, ?5)");
+	int rc = bs_run(s, "quarantine", "INSERT INTO quarantine(terminal, seq, reason, cose, at)"
+	                " VALUES (?1, ?2, ?3, ?4, ?5)", BS_TEXT(terminal), BS_INT(seq),
+	                BS_TEXT(reason), BS_BLOB(r != NULL ? r->cose : NULL,
+	                                         r != NULL ? r->cose_len : 0), BS_INT(now_ms));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
-	sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
-	if (r != NULL)
-		sqlite3_bind_blob(st, 4, r->cose, (int)r->cose_len, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 5, now_ms);
-	rc = bs_step_done(s, st, "quarantine");
-	if (rc != KP_BE_OK)
-		return rc;
-	rc = bs_prep(s, &st, "UPDATE terminals SET quarantined = 1 WHERE id = ?1");
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	return bs_step_done(s, st, "quarantine flag");
+	return bs_run(s, "quarantine flag", "UPDATE terminals SET quarantined = 1 WHERE id = ?1",
+	              BS_TEXT(terminal));
 }
 
 /* 1 if the journal holds this record under its seq (stored, or an alias of another
@@ -264,15 +228,13 @@ int bs_same_as_stored(kp_bstore *s, const struct kp_bsession *ses, const struct 
                       int *same)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "SELECT hash FROM records WHERE terminal = ?1 AND seq = ?3 AND"
-	                      " journal = coalesce((SELECT of_journal FROM record_aliases a WHERE"
-	                      " a.terminal = ?1 AND a.journal = ?2 AND a.seq = ?3), ?2)");
+	int rc = bs_query(s, &st, "SELECT hash FROM records WHERE terminal = ?1 AND seq = ?3 AND"
+	                  " journal = coalesce((SELECT of_journal FROM record_aliases a WHERE"
+	                  " a.terminal = ?1 AND a.journal = ?2 AND a.seq = ?3), ?2)",
+	                  BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal), BS_INT(r->rec.seq));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)r->rec.seq);
 	*same = 0;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		*same = sqlite3_column_bytes(st, 0) == KP_SHA256_LEN &&
@@ -286,22 +248,15 @@ int bs_same_as_stored(kp_bstore *s, const struct kp_bsession *ses, const struct 
 int bs_alias_of_held(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
                      int64_t now_ms, int *found)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "INSERT INTO record_aliases(terminal, journal, seq, of_journal,"
-	                      " received_ms) SELECT terminal, ?2, seq, journal, ?5 FROM records"
-	                      " INDEXED BY records_seq"   /* not the PK's (terminal): a scan */
-	                      " WHERE terminal = ?1 AND seq = ?3 AND hash = ?4 AND journal <> ?2"
-	                      " LIMIT 1");
+	int rc;
 
 	*found = 0;
-	if (rc != KP_BE_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, ses->terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, ses->journal, KP_JOURNAL_ID_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)r->rec.seq);
-	sqlite3_bind_blob(st, 4, r->hash, KP_SHA256_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 5, now_ms);
-	rc = bs_step_done(s, st, "record alias");
+	rc = bs_run(s, "record alias", "INSERT INTO record_aliases(terminal, journal, seq,"
+	            " of_journal, received_ms) SELECT terminal, ?2, seq, journal, ?5 FROM records"
+	            " INDEXED BY records_seq"   /* not the PK's (terminal): a scan */
+	            " WHERE terminal = ?1 AND seq = ?3 AND hash = ?4 AND journal <> ?2 LIMIT 1",
+	            BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal), BS_INT(r->rec.seq),
+	            BS_BLOB(r->hash, KP_SHA256_LEN), BS_INT(now_ms));
 	if (rc == KP_BE_OK)
 		*found = sqlite3_changes(s->db) == 1;
 	return rc;

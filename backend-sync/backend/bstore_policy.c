@@ -12,12 +12,12 @@
 static int allow_list(kp_bstore *s, const char *kind, char (*ids)[KP_ID_MAX + 1], size_t *n)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "SELECT id FROM direct_tap_allow WHERE kind = ?1 ORDER BY id");
+	int rc = bs_query(s, &st, "SELECT id FROM direct_tap_allow WHERE kind = ?1 ORDER BY id",
+	                  BS_TEXT(kind));
 
 	*n = 0;
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
 	while (sqlite3_step(st) == SQLITE_ROW && *n < KP_POLICY_LIST_MAX) {
 		const char *id = (const char *)sqlite3_column_text(st, 0);
 
@@ -65,21 +65,18 @@ static int allow_put(kp_bstore *s, const char *kind, const char (*ids)[KP_ID_MAX
 {
 	int rc = KP_BE_OK;
 
-	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
-		sqlite3_stmt *st = NULL;
-
-		rc = bs_prep(s, &st, "INSERT OR IGNORE INTO direct_tap_allow(kind, id) VALUES (?1, ?2)");
-		if (rc != KP_BE_OK)
-			break;
-		sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, ids[i], -1, SQLITE_TRANSIENT);
-		rc = bs_step_done(s, st, "direct tap allow");
-	}
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
+		rc = bs_run(s, "direct tap allow", "INSERT OR IGNORE INTO direct_tap_allow(kind, id)"
+		            " VALUES (?1, ?2)", BS_TEXT(kind), BS_TEXT(ids[i]));
 	return rc;
 }
 
 int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p)
 {
+	static const char *const keys[] = { "direct_taps", "direct_rides", "direct_value",
+	                                     "elig_max_age_s" };
+	const int64_t v[] = { p->direct ? 1 : 0, p->direct ? p->direct_rides : 0,
+	                      p->direct ? p->direct_value : 0, p->max_age_s };
 	int rc;
 
 	s->err[0] = '\0';
@@ -104,27 +101,22 @@ int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p)
 	for (size_t i = 0; i < p->n_products + p->n_categories; i++) {
 		const char *id = i < p->n_products ? p->products[i] : p->categories[i - p->n_products];
 
-		if (!kp_cbor_id_valid(id, false)) {
-			snprintf(s->err, sizeof(s->err), "'%.40s': ids are 1-32 characters of "
-			         "A-Z a-z 0-9 - _ .", id);
-			return KP_BE_E_INVAL;
-		}
+		if (!kp_cbor_id_valid(id, false))
+			return bs_refuse(s, KP_BE_E_INVAL, "'%.40s': ids are 1-32 characters of "
+			                 "A-Z a-z 0-9 - _ .", id);
 	}
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
 		return rc;
 	for (size_t i = 0; rc == KP_BE_OK && i < p->n_products; i++) {
-		sqlite3_stmt *st = NULL;
+		int64_t known = 0;
 
-		rc = bs_prep(s, &st, "SELECT 1 FROM products WHERE id = ?1");
-		if (rc != KP_BE_OK)
-			break;
-		sqlite3_bind_text(st, 1, p->products[i], -1, SQLITE_TRANSIENT);
-		if (sqlite3_step(st) != SQLITE_ROW) {
+		rc = bs_query_int(s, 0, &known, "SELECT 1 FROM products WHERE id = ?1",
+		                  BS_TEXT(p->products[i]));
+		if (rc == KP_BE_OK && !known) {
 			snprintf(s->err, sizeof(s->err), "no product %s", p->products[i]);
 			rc = KP_BE_E_NOTFOUND;
 		}
-		sqlite3_finalize(st);
 	}
 	if (rc == KP_BE_OK)
 		rc = bs_exec(s, "DELETE FROM direct_tap_allow");
@@ -134,13 +126,7 @@ int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p)
 		rc = allow_put(s, "category", (const char (*)[KP_ID_MAX + 1])p->categories,
 		               p->n_categories);
 	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "direct_taps", p->direct ? 1 : 0);
-	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "direct_rides", p->direct ? p->direct_rides : 0);
-	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "direct_value", p->direct ? p->direct_value : 0);
-	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "elig_max_age_s", p->max_age_s);
+		rc = bs_meta_puts(s, keys, v, 4);
 	return bs_commit_change(s, rc);
 }
 
@@ -159,6 +145,8 @@ int kp_bstore_get_clone_policy(kp_bstore *s, int *action, int64_t *speed_kmh, in
 
 int kp_bstore_set_clone_policy(kp_bstore *s, int action, int64_t speed_kmh, int64_t gap_s)
 {
+	static const char *const keys[] = { "clone_action", "clone_speed_kmh", "clone_gap_s" };
+	const int64_t v[] = { action, speed_kmh, gap_s };
 	int rc;
 
 	s->err[0] = '\0';
@@ -170,28 +158,18 @@ int kp_bstore_set_clone_policy(kp_bstore *s, int action, int64_t speed_kmh, int6
 	}
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "clone_action", action);
-	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "clone_speed_kmh", speed_kmh);
-	if (rc == KP_BE_OK)
-		rc = bs_meta_put(s, "clone_gap_s", gap_s);
+		rc = bs_meta_puts(s, keys, v, 3);
 	return bs_commit_change(s, rc);
 }
 
 int kp_bstore_clone_clear(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
 	int rc = bs_exec(s, "BEGIN IMMEDIATE");
 
 	s->err[0] = '\0';
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, "UPDATE clone_flags SET cleared = ?2 WHERE linkage = ?1"
-		                  " AND cleared IS NULL");
-	if (rc == KP_BE_OK) {
-		sqlite3_bind_blob(st, 1, linkage, KP_TOKEN_LEN, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, now_ms);
-		rc = bs_step_done(s, st, "clone clear");
-	}
+		rc = bs_run(s, "clone clear", "UPDATE clone_flags SET cleared = ?2 WHERE linkage = ?1"
+		            " AND cleared IS NULL", BS_TOKEN(linkage), BS_INT(now_ms));
 	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "no open flag for that linkage");
 		rc = KP_BE_E_NOTFOUND;
@@ -217,24 +195,12 @@ int kp_bstore_put_stop_places(kp_bstore *s, const char *feed_id,
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc == KP_BE_OK)
 		rc = bs_change_feed_places(s, feed_id);
-	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
-		sqlite3_stmt *st = NULL;
-
-		rc = bs_prep(s, &st, "INSERT OR REPLACE INTO stop_places(feed_id, stop_id, lat_e6, lon_e6)"
-		                  " VALUES (?1, ?2, ?3, ?4)");
-		if (rc != KP_BE_OK)
-			break;
-		sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, places[i].stop_id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, places[i].lat_e6);
-		sqlite3_bind_int64(st, 4, places[i].lon_e6);
-		rc = bs_step_done(s, st, "stop place");
-	}
-	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
-	if (rc != KP_BE_OK)
-		bs_rollback(s);
-	return rc;
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
+		rc = bs_run(s, "stop place", "INSERT OR REPLACE INTO stop_places(feed_id, stop_id,"
+		            " lat_e6, lon_e6) VALUES (?1, ?2, ?3, ?4)", BS_TEXT(feed_id),
+		            BS_TEXT(places[i].stop_id), BS_INT(places[i].lat_e6),
+		            BS_INT(places[i].lon_e6));
+	return bs_end(s, rc, 0);
 }
 
 /* A terminal judges the age of its eligibility data by the bundle's `issued` time, so a

@@ -212,13 +212,11 @@ int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint
                           size_t *len)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2"
-	                      " AND journal = zeroblob(16)");
+	int rc = bs_query(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2"
+	                  " AND journal = zeroblob(16)", BS_TEXT(terminal), BS_INT(seq));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		*len = (size_t)sqlite3_column_bytes(st, 0);
 		*out = malloc(*len + 1);

@@ -880,6 +880,18 @@ static int valid_feed_id(const char *id)
 	return 1;
 }
 
+/* The last name of a path, trailing slashes left off: the default feed id. */
+static void dir_name(const char *dir, char *out, size_t cap)
+{
+	size_t end = strlen(dir), start;
+
+	while (end > 1 && dir[end - 1] == '/')
+		end--;
+	for (start = end; start > 0 && dir[start - 1] != '/'; start--)
+		;
+	snprintf(out, cap, "%.*s", (int)(end - start), dir + start);
+}
+
 int kp_fares_import(kp_store *s, const char *dir, const struct kp_fare_import_opts *opts,
                     struct kp_fare_import_stats *stats, char *err, size_t err_cap)
 {
@@ -891,7 +903,6 @@ int kp_fares_import(kp_store *s, const char *dir, const struct kp_fare_import_op
 	struct kp_fare_import_stats local;
 	struct imp im;
 	char feed[KP_FARE_ID_MAX + 2];
-	const char *base;
 	int rc;
 
 	memset(&im, 0, sizeof(im));
@@ -903,18 +914,10 @@ int kp_fares_import(kp_store *s, const char *dir, const struct kp_fare_import_op
 		err[0] = '\0';
 	if (s == NULL || dir == NULL || err == NULL || err_cap == 0)
 		return KP_E_INVAL;
-	if (opts != NULL && opts->feed_id != NULL) {
+	if (opts != NULL && opts->feed_id != NULL)
 		snprintf(feed, sizeof(feed), "%s", opts->feed_id);
-	} else {
-		size_t n = strlen(dir);
-
-		while (n > 1 && dir[n - 1] == '/')
-			n--;
-		base = dir + n;
-		while (base > dir && base[-1] != '/')
-			base--;
-		snprintf(feed, sizeof(feed), "%.*s", (int)(dir + n - base), base);
-	}
+	else
+		dir_name(dir, feed, sizeof(feed));
 	if (!valid_feed_id(feed)) {
 		snprintf(err, err_cap, "feed id \"%s\": 1 to %d printable characters, no spaces",
 		         feed, KP_FARE_ID_MAX);

@@ -30,82 +30,57 @@ static sqlite3_stmt *prepare(kp_store *s, const char *sql, const char *what)
 int kp_store_put_operator_fare(kp_store *s, const char *operator_id, const char *feed_id,
                                int distance)
 {
-	sqlite3_stmt *st;
-
 	if (!kp_valid_id(operator_id) || feed_id == NULL || feed_id[0] == '\0' ||
 	    strlen(feed_id) > KP_ID_MAX || (distance != 0 && distance != 1))
 		return KP_E_INVAL;
-	st = prepare(s, "INSERT INTO operator_fares(operator_id, feed_id, distance)"
-	                " VALUES (?1, ?2, ?3) ON CONFLICT(operator_id) DO UPDATE SET"
-	                " feed_id = excluded.feed_id, distance = excluded.distance", "operator fare");
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, feed_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 3, distance);
-	return exec_done(s, st, "operator fare");
+	return kp_store_run(s, "operator fare", "INSERT INTO operator_fares(operator_id, feed_id,"
+	                    " distance) VALUES (?1, ?2, ?3) ON CONFLICT(operator_id) DO UPDATE SET"
+	                    " feed_id = excluded.feed_id, distance = excluded.distance",
+	                    KP_SQL_TEXT(operator_id), KP_SQL_TEXT(feed_id), KP_SQL_INT(distance));
 }
 
 int kp_store_operator_fare(kp_store *s, const char *operator_id, char *feed, size_t cap,
                            int *distance, int *found)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_OPERATOR_FARE);
-	int rc;
+	sqlite3_stmt *st = kp_store_row(s, KP_STMT_OPERATOR_FARE, "operator fare", found,
+	                                KP_SQL_TEXT(operator_id));
 
-	*found = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	if (*found) {
 		kp_store_col_text(st, 0, feed, cap);
 		*distance = sqlite3_column_int(st, 1);
-		*found = 1;
-		rc = SQLITE_DONE;
 	}
 	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "operator fare");
+	return KP_OK;
 }
 
 int kp_store_put_fare_cap(kp_store *s, const char *category, enum kp_cap_period period,
                           int64_t amount)
 {
-	sqlite3_stmt *st;
-
 	if (category == NULL || (category[0] != '\0' && !kp_valid_id(category)) ||
 	    (period != KP_CAP_DAY && period != KP_CAP_MONTH) || amount < 0 ||
 	    amount > 1000000000000LL)
 		return KP_E_INVAL;
-	st = prepare(s, "INSERT INTO fare_caps(category, period, amount) VALUES (?1, ?2, ?3)"
-	                " ON CONFLICT(category, period) DO UPDATE SET amount = excluded.amount",
-	             "fare cap");
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_text(st, 1, category, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, (int)period);
-	sqlite3_bind_int64(st, 3, amount);
-	return exec_done(s, st, "fare cap");
+	return kp_store_run(s, "fare cap", "INSERT INTO fare_caps(category, period, amount)"
+	                    " VALUES (?1, ?2, ?3) ON CONFLICT(category, period) DO UPDATE SET"
+	                    " amount = excluded.amount", KP_SQL_TEXT(category), KP_SQL_INT(period),
+	                    KP_SQL_INT(amount));
 }
 
 int kp_store_fare_cap(kp_store *s, const char *category, enum kp_cap_period period,
                       int64_t *amount, int *found)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_CAP);
-	int rc;
+	sqlite3_stmt *st = kp_store_row(s, KP_STMT_FARE_CAP, "fare cap", found,
+	                                KP_SQL_TEXT(category != NULL ? category : ""),
+	                                KP_SQL_INT(period));
 
-	*found = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_text(st, 1, category != NULL ? category : "", -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, (int)period);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	if (*found)
 		*amount = sqlite3_column_int64(st, 0);
-		*found = 1;
-		rc = SQLITE_DONE;
-	}
 	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare cap");
+	return KP_OK;
 }
 
 static int op_or_any(const char *s)
@@ -115,57 +90,42 @@ static int op_or_any(const char *s)
 
 int kp_store_put_transfer_rule(kp_store *s, const struct kp_transfer_rule *r)
 {
-	sqlite3_stmt *st;
-
 	if (!op_or_any(r->from_operator) || !op_or_any(r->to_operator) || r->within_s < 60 ||
 	    r->within_s > 86400 || r->max_transfers < 1 || r->max_transfers > 100 || r->off < -1 ||
 	    r->off > 1000000000000LL)
 		return KP_E_INVAL;
-	st = prepare(s, "INSERT INTO transfer_rules(from_operator, to_operator, within_s,"
-	                " max_transfers, off) VALUES (?1, ?2, ?3, ?4, ?5)"
-	                " ON CONFLICT(from_operator, to_operator) DO UPDATE SET"
-	                " within_s = excluded.within_s, max_transfers = excluded.max_transfers,"
-	                " off = excluded.off", "transfer rule");
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_text(st, 1, r->from_operator, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->to_operator, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 3, r->within_s);
-	sqlite3_bind_int(st, 4, r->max_transfers);
-	sqlite3_bind_int64(st, 5, r->off);
-	return exec_done(s, st, "transfer rule");
+	return kp_store_run(s, "transfer rule", "INSERT INTO transfer_rules(from_operator,"
+	                    " to_operator, within_s, max_transfers, off) VALUES (?1, ?2, ?3, ?4, ?5)"
+	                    " ON CONFLICT(from_operator, to_operator) DO UPDATE SET"
+	                    " within_s = excluded.within_s, max_transfers = excluded.max_transfers,"
+	                    " off = excluded.off", KP_SQL_TEXT(r->from_operator),
+	                    KP_SQL_TEXT(r->to_operator), KP_SQL_INT(r->within_s),
+	                    KP_SQL_INT(r->max_transfers), KP_SQL_INT(r->off));
 }
 
 int kp_store_transfer_rule(kp_store *s, const char *from_operator, const char *to_operator,
                            struct kp_transfer_rule *r, int *found)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_TRANSFER_RULE);
-	int rc;
+	sqlite3_stmt *st = kp_store_row(s, KP_STMT_TRANSFER_RULE, "transfer rule", found,
+	                                KP_SQL_TEXT(from_operator), KP_SQL_TEXT(to_operator));
 
-	*found = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_text(st, 1, from_operator, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, to_operator, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	if (*found) {
 		kp_store_col_text(st, 0, r->from_operator, sizeof(r->from_operator));
 		kp_store_col_text(st, 1, r->to_operator, sizeof(r->to_operator));
 		r->within_s = sqlite3_column_int(st, 2);
 		r->max_transfers = sqlite3_column_int(st, 3);
 		r->off = sqlite3_column_int64(st, 4);
-		*found = 1;
-		rc = SQLITE_DONE;
 	}
 	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "transfer rule");
+	return KP_OK;
 }
 
 int kp_store_put_product_commuter(kp_store *s, const char *id, const char *name,
                                   const char *route, const char *const *stops, size_t n_stops,
                                   const char *const *operators, size_t n_operators)
 {
-	sqlite3_stmt *st;
 	int rc;
 
 	if (route == NULL || (strcmp(route, "*") != 0 && (route[0] == '\0' ||
@@ -185,29 +145,15 @@ int kp_store_put_product_commuter(kp_store *s, const char *id, const char *name,
 	rc = kp_store_put_product_cat(s, id, name, 1, NULL, operators, n_operators);
 	if (rc != KP_OK)
 		return rc;
-	st = prepare(s, "UPDATE products SET commuter_route = ?2 WHERE id = ?1", "commuter pass");
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, route, -1, SQLITE_STATIC);
-	rc = exec_done(s, st, "commuter pass");
-	if (rc != KP_OK)
-		return rc;
-	st = prepare(s, "DELETE FROM product_stops WHERE product_id = ?1", "commuter stops");
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = exec_done(s, st, "commuter stops");
-	for (size_t i = 0; rc == KP_OK && i < n_stops; i++) {
-		st = prepare(s, "INSERT INTO product_stops(product_id, pos, stop_id) VALUES (?1, ?2, ?3)",
-		             "commuter stop");
-		if (st == NULL)
-			return KP_E_DB;
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		sqlite3_bind_int(st, 2, (int)i);
-		sqlite3_bind_text(st, 3, stops[i], -1, SQLITE_STATIC);
-		rc = exec_done(s, st, "commuter stop");
-	}
+	rc = kp_store_run(s, "commuter pass", "UPDATE products SET commuter_route = ?2"
+	                  " WHERE id = ?1", KP_SQL_TEXT(id), KP_SQL_TEXT(route));
+	if (rc == KP_OK)
+		rc = kp_store_run(s, "commuter stops", "DELETE FROM product_stops WHERE product_id = ?1",
+		                  KP_SQL_TEXT(id));
+	for (size_t i = 0; rc == KP_OK && i < n_stops; i++)
+		rc = kp_store_run(s, "commuter stop", "INSERT INTO product_stops(product_id, pos,"
+		                  " stop_id) VALUES (?1, ?2, ?3)", KP_SQL_TEXT(id), KP_SQL_INT(i),
+		                  KP_SQL_TEXT(stops[i]));
 	return rc;
 }
 
@@ -286,69 +232,59 @@ int kp_store_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN], struct k
 int kp_store_put_fare_state(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                             const struct kp_fare_state *f)
 {
+	/* the open journey, the last leg and its run are NULL where the card has none */
+	const int o = f->open != 0, l = f->has_leg != 0, r = f->has_leg && f->has_run;
+	const struct kp_sql_val v[] = {
+		KP_SQL_TOKEN(token), KP_SQL_INT_IF(o, f->open_ms), KP_SQL_INT_IF(o, f->open_seq),
+		KP_SQL_TEXT(o ? f->open_operator : NULL), KP_SQL_OPT(o ? f->open_route : NULL),
+		KP_SQL_OPT(o ? f->open_stop : NULL), KP_SQL_INT_IF(o, f->open_ent),
+		KP_SQL_OPT(o ? f->open_product : NULL), KP_SQL_INT_IF(o, f->open_paid),
+		KP_SQL_INT_IF(l, f->leg_on_ms), KP_SQL_INT_IF(l, f->leg_off_ms),
+		KP_SQL_TEXT(l ? f->leg_operator : NULL), KP_SQL_OPT(l ? f->leg_feed : NULL),
+		KP_SQL_OPT(l ? f->leg_group : NULL), KP_SQL_INT_IF(l, f->leg_paid),
+		KP_SQL_INT_IF(l, f->chain_start_ms), KP_SQL_OPT(l ? f->chain_fare : NULL),
+		KP_SQL_INT(f->chain_transfers), KP_SQL_INT(f->day_id), KP_SQL_INT(f->day_spent),
+		KP_SQL_INT(f->month_id), KP_SQL_INT(f->month_spent), KP_SQL_OPT(f->last_operator),
+		KP_SQL_OPT(f->last_stop), KP_SQL_OPT(r ? f->run.from_group : NULL),
+		KP_SQL_OPT(r ? f->run.to_group : NULL), KP_SQL_INT_IF(r, f->run.on_ms),
+		KP_SQL_INT_IF(r, f->run.off_ms),
+	};
 	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_FARE_STATE_PUT);
 	int rc;
 
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	if (f->open) {
-		sqlite3_bind_int64(st, 2, f->open_ms);
-		sqlite3_bind_int64(st, 3, (sqlite3_int64)f->open_seq);
-		sqlite3_bind_text(st, 4, f->open_operator, -1, SQLITE_STATIC);
-		kp_store_bind_opt(st, 5, f->open_route);
-		kp_store_bind_opt(st, 6, f->open_stop);
-		sqlite3_bind_int64(st, 7, f->open_ent);
-		kp_store_bind_opt(st, 8, f->open_product);
-		sqlite3_bind_int(st, 9, f->open_paid);
-	}
-	if (f->has_leg) {
-		sqlite3_bind_int64(st, 10, f->leg_on_ms);
-		sqlite3_bind_int64(st, 11, f->leg_off_ms);
-		sqlite3_bind_text(st, 12, f->leg_operator, -1, SQLITE_STATIC);
-		kp_store_bind_opt(st, 13, f->leg_feed);
-		kp_store_bind_opt(st, 14, f->leg_group);
-		sqlite3_bind_int64(st, 15, f->leg_paid);
-		sqlite3_bind_int64(st, 16, f->chain_start_ms);
-		kp_store_bind_opt(st, 17, f->chain_fare);
-	}
-	sqlite3_bind_int(st, 18, f->chain_transfers);
-	sqlite3_bind_int64(st, 19, f->day_id);
-	sqlite3_bind_int64(st, 20, f->day_spent);
-	sqlite3_bind_int64(st, 21, f->month_id);
-	sqlite3_bind_int64(st, 22, f->month_spent);
-	kp_store_bind_opt(st, 23, f->last_operator);
-	kp_store_bind_opt(st, 24, f->last_stop);
-	if (f->has_leg && f->has_run) {
-		kp_store_bind_opt(st, 25, f->run.from_group);
-		kp_store_bind_opt(st, 26, f->run.to_group);
-		sqlite3_bind_int64(st, 27, f->run.on_ms);
-		sqlite3_bind_int64(st, 28, f->run.off_ms);
-	}
+	kp_store_bind_vals(st, v, sizeof(v) / sizeof(v[0]));
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "fare state");
 }
 
-int kp_store_open_journeys(kp_store *s, int64_t before_ms, uint8_t (*tokens)[KP_TOKEN_LEN],
-                           size_t cap, size_t *n)
+/* Steps st, whose first column is a card token, into tokens, and finalizes it. */
+static int token_list(kp_store *s, sqlite3_stmt *st, const char *what,
+                      uint8_t (*tokens)[KP_TOKEN_LEN], size_t cap, size_t *n)
 {
-	sqlite3_stmt *st = prepare(s, "SELECT token FROM fare_state WHERE open_ms IS NOT NULL"
-	                              " AND open_ms < ?1 ORDER BY open_ms LIMIT ?2", "open journeys");
 	int rc;
 
-	*n = 0;
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_int64(st, 1, before_ms);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN && *n < cap)
 			memcpy(tokens[(*n)++], sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
 	}
-	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "open journeys");
+	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, what);
 	sqlite3_finalize(st);
 	return rc;
+}
+
+int kp_store_open_journeys(kp_store *s, int64_t before_ms, uint8_t (*tokens)[KP_TOKEN_LEN],
+                           size_t cap, size_t *n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = kp_store_prep(s, &st, "SELECT token FROM fare_state WHERE open_ms IS NOT NULL"
+	                       " AND open_ms < ?1 ORDER BY open_ms LIMIT ?2", "open journeys",
+	                       KP_SQL_INT(before_ms), KP_SQL_INT(cap));
+
+	*n = 0;
+	return rc == KP_OK ? token_list(s, st, "open journeys", tokens, cap, n) : rc;
 }
 
 int kp_store_snapshot(const char *src_path, const char *dst_path, char *err, size_t err_cap)
@@ -383,9 +319,7 @@ int kp_store_scratch(kp_store *s)
 
 int kp_store_clear_fare_remote(kp_store *s)
 {
-	sqlite3_stmt *st = prepare(s, "DELETE FROM fare_remote", "remote fare state");
-
-	return st == NULL ? KP_E_DB : exec_done(s, st, "remote fare state");
+	return kp_store_run_vals(s, "remote fare state", "DELETE FROM fare_remote", NULL, 0);
 }
 
 int kp_store_put_fare_remote(kp_store *s, const struct kp_fare_remote *r)
@@ -435,40 +369,24 @@ int kp_store_fare_remote(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 int kp_store_superseded_journeys(kp_store *s, uint8_t (*tokens)[KP_TOKEN_LEN], size_t cap,
                                  size_t *n)
 {
-	sqlite3_stmt *st = prepare(s, "SELECT f.token FROM fare_state f JOIN fare_remote r"
-	                              " ON r.token = f.token WHERE f.open_ms IS NOT NULL"
-	                              " AND r.last_ms > f.open_ms ORDER BY f.open_ms LIMIT ?1",
-	                           "superseded journeys");
-	int rc;
+	sqlite3_stmt *st = NULL;
+	int rc = kp_store_prep(s, &st, "SELECT f.token FROM fare_state f JOIN fare_remote r"
+	                       " ON r.token = f.token WHERE f.open_ms IS NOT NULL"
+	                       " AND r.last_ms > f.open_ms ORDER BY f.open_ms LIMIT ?1",
+	                       "superseded journeys", KP_SQL_INT(cap));
 
 	*n = 0;
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)cap);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN && *n < cap)
-			memcpy(tokens[(*n)++], sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
-	}
-	rc = rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "superseded journeys");
-	sqlite3_finalize(st);
-	return rc;
+	return rc == KP_OK ? token_list(s, st, "superseded journeys", tokens, cap, n) : rc;
 }
 
 int kp_store_put_product_scope(kp_store *s, const char *product, const char *kind,
                                const char *scope_id)
 {
-	sqlite3_stmt *st;
-
 	if (!kp_valid_id(product) || kind == NULL ||
 	    (strcmp(kind, "route") != 0 && strcmp(kind, "network") != 0) || scope_id == NULL ||
 	    scope_id[0] == '\0' || strlen(scope_id) > KP_ID_MAX)
 		return KP_E_INVAL;
-	st = prepare(s, "INSERT OR IGNORE INTO product_scope(product_id, kind, scope_id)"
-	                " VALUES (?1, ?2, ?3)", "product scope");
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_text(st, 1, product, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, scope_id, -1, SQLITE_STATIC);
-	return exec_done(s, st, "product scope");
+	return kp_store_run(s, "product scope", "INSERT OR IGNORE INTO product_scope(product_id,"
+	                    " kind, scope_id) VALUES (?1, ?2, ?3)", KP_SQL_TEXT(product),
+	                    KP_SQL_TEXT(kind), KP_SQL_TEXT(scope_id));
 }

@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include "kp_sqlval.h"
 #include "kp_store.h"
 
 enum kp_stmt {
@@ -65,5 +66,28 @@ int  kp_store_put_rows(kp_store *s, enum kp_bundle_array_id id, const void *arr,
 int  kp_store_get_rows(kp_store *s, enum kp_bundle_array_id id, struct kp_bundle *b);
 /* Records SQLite's message for `what` in s->err and returns KP_E_DB. */
 int kp_store_fail(kp_store *s, const char *what);
+
+/* Binds a table of values (kp_sqlval.h) at ?1, ?2, ... */
+#define KP_SQL_TOKEN(x) KP_SQL_BLOB((x), KP_TOKEN_LEN)
+void kp_store_bind_vals(sqlite3_stmt *st, const struct kp_sql_val *v, size_t n);
+/* Steps a statement that returns no rows, then resets it. */
+int kp_store_step_done(kp_store *s, sqlite3_stmt *st, const char *what);
+/* Prepares sql (its failure reported as `what`) and binds the values. */
+int kp_store_prep_vals(kp_store *s, sqlite3_stmt **st, const char *sql, const char *what,
+                       const struct kp_sql_val *v, size_t n);
+/* The same, stepped as a statement that returns no rows and finalized. */
+int kp_store_run_vals(kp_store *s, const char *what, const char *sql,
+                      const struct kp_sql_val *v, size_t n);
+/* A cached statement with the values bound, stepped once: *row says whether it stands on
+ * a row (read it, then sqlite3_reset); NULL on failure (s->err set, reported as `what`). */
+sqlite3_stmt *kp_store_row_vals(kp_store *s, enum kp_stmt id, const char *what, int *row,
+                                const struct kp_sql_val *v, size_t n);
+#define kp_store_row(s, id, what, row, ...) \
+	kp_store_row_vals((s), (id), (what), (row), KP_SQL_VALS(__VA_ARGS__))
+#define kp_store_bind(st, ...) kp_store_bind_vals((st), KP_SQL_VALS(__VA_ARGS__))
+#define kp_store_prep(s, st, sql, what, ...) \
+	kp_store_prep_vals((s), (st), (sql), (what), KP_SQL_VALS(__VA_ARGS__))
+#define kp_store_run(s, what, sql, ...) kp_store_run_vals((s), (what), (sql), \
+	KP_SQL_VALS(__VA_ARGS__))
 
 #endif

@@ -541,8 +541,65 @@ void kp_store_rollback(kp_store *s)
 		exec(s, "ROLLBACK");
 }
 
-/* Steps a statement that returns no rows. */
-static int step_done(kp_store *s, sqlite3_stmt *st, const char *what)
+void kp_store_bind_vals(sqlite3_stmt *st, const struct kp_sql_val *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int at = (int)i + 1;
+
+		if (v[i].kind == 'i')
+			sqlite3_bind_int64(st, at, v[i].i);
+		else if (v[i].kind == 'b')
+			sqlite3_bind_blob(st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
+		else if (v[i].kind == 'o')
+			kp_store_bind_opt(st, at, v[i].p);
+		else if (v[i].kind == 't')
+			sqlite3_bind_text(st, at, v[i].p, -1, SQLITE_TRANSIENT);
+	}
+}
+
+sqlite3_stmt *kp_store_row_vals(kp_store *s, enum kp_stmt id, const char *what, int *row,
+                                const struct kp_sql_val *v, size_t n)
+{
+	sqlite3_stmt *st = kp_store_stmt(s, id);
+	int rc;
+
+	*row = 0;
+	if (st == NULL)
+		return NULL;
+	kp_store_bind_vals(st, v, n);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		kp_store_fail(s, what);
+		sqlite3_reset(st);
+		return NULL;
+	}
+	*row = rc == SQLITE_ROW;
+	return st;
+}
+
+int kp_store_prep_vals(kp_store *s, sqlite3_stmt **st, const char *sql, const char *what,
+                       const struct kp_sql_val *v, size_t n)
+{
+	*st = NULL;
+	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, what);
+	kp_store_bind_vals(*st, v, n);
+	return KP_OK;
+}
+
+int kp_store_run_vals(kp_store *s, const char *what, const char *sql,
+                      const struct kp_sql_val *v, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = kp_store_prep_vals(s, &st, sql, what, v, n);
+
+	if (rc == KP_OK)
+		rc = kp_store_step_done(s, st, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_store_step_done(kp_store *s, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
 
@@ -554,15 +611,53 @@ static int step_done(kp_store *s, sqlite3_stmt *st, const char *what)
 	return rc;
 }
 
-int kp_store_meta_set(kp_store *s, const char *key, const char *value)
+/* Runs a cached statement that returns no rows with the values bound; changed: when set,
+ * the statement must change exactly one row, else "what: changed under the tap". */
+static int cached_run_vals(kp_store *s, enum kp_stmt id, const char *what, const char *changed,
+                           const struct kp_sql_val *v, size_t n)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_META_SET);
+	int row = 0;
+	sqlite3_stmt *st = kp_store_row_vals(s, id, what, &row, v, n);
 
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-	return step_done(s, st, "meta set");
+	sqlite3_reset(st);
+	if (changed != NULL && sqlite3_changes(s->db) != 1) {
+		snprintf(s->err, sizeof(s->err), "%s: %s changed under the tap", what, changed);
+		return KP_E_DB;
+	}
+	return KP_OK;
+}
+#define cached_run(s, id, what, changed, ...) \
+	cached_run_vals((s), (id), (what), (changed), KP_SQL_VALS(__VA_ARGS__))
+
+/* A product's integer column (SQL with ?1 the product id); "no product ID" if none. */
+static int product_int(kp_store *s, const char *sql, const char *what, const char *id, int *v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = kp_store_prep(s, &st, sql, what, KP_SQL_TEXT(id));
+
+	*v = 0;
+	if (rc != KP_OK)
+		return rc;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*v = sqlite3_column_int(st, 0);
+		rc = KP_OK;
+	} else if (rc == SQLITE_DONE) {
+		snprintf(s->err, sizeof(s->err), "no product %s", id);
+		rc = KP_E_INVAL;
+	} else {
+		rc = kp_store_fail(s, what);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int kp_store_meta_set(kp_store *s, const char *key, const char *value)
+{
+	return cached_run(s, KP_STMT_META_SET, "meta set", NULL, KP_SQL_TEXT(key),
+	                  KP_SQL_TEXT(value));
 }
 
 int kp_store_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t day_id,
@@ -604,7 +699,7 @@ int kp_store_add_direct_use(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int6
 	sqlite3_bind_int64(st, 3, rides);
 	sqlite3_bind_int64(st, 4, value);
 	/* step_done resets (for the statement cache); this statement is our own */
-	rc = step_done(s, st, "direct use");
+	rc = kp_store_step_done(s, st, "direct use");
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -663,7 +758,7 @@ static int run_bound(kp_store *s, const char *sql, const char *what,
 		return kp_store_fail(s, what);
 	rc = bind(st, arg);
 	if (rc == KP_OK)
-		rc = step_done(s, st, what);
+		rc = kp_store_step_done(s, st, what);
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -773,32 +868,49 @@ int kp_store_put_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN], con
 	                    " via = excluded.via", "eligibility", bind_elig, &e);
 }
 
+/* Steps a cached query into out, cap elements of size bytes (each zeroed, then filled by
+ * read), and resets it; *n: how many. */
+static int cached_rows(kp_store *s, sqlite3_stmt *st, const char *what, void *out, size_t size,
+                       size_t cap, size_t *n,
+                       void (*read)(sqlite3_stmt *st, void *el, const void *arg), const void *arg)
+{
+	int rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
+		void *el = (char *)out + *n * size;
+
+		memset(el, 0, size);
+		read(st, el, arg);
+		(*n)++;
+	}
+	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, what);
+	sqlite3_reset(st);
+	return rc;
+}
+
+static void read_elig(sqlite3_stmt *st, void *el, const void *arg)
+{
+	struct kp_elig_view *v = el;
+
+	snprintf(v->category, sizeof(v->category), "%s", (const char *)sqlite3_column_text(st, 0));
+	v->valid_from_ms = sqlite3_column_int64(st, 1);
+	v->valid_until_ms = sqlite3_column_int64(st, 2);
+	if (sqlite3_column_bytes(st, 3) == KP_TOKEN_LEN) {
+		v->has_via = 1;
+		memcpy(v->via, sqlite3_column_blob(st, 3), KP_TOKEN_LEN);
+	}
+}
+
 int kp_store_card_eligibility(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                               struct kp_elig_view *out, size_t cap, size_t *n)
 {
 	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CARD_ELIG);
-	int rc;
 
 	*n = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
-		struct kp_elig_view *v = &out[*n];
-
-		memset(v, 0, sizeof(*v));
-		snprintf(v->category, sizeof(v->category), "%s", (const char *)sqlite3_column_text(st, 0));
-		v->valid_from_ms = sqlite3_column_int64(st, 1);
-		v->valid_until_ms = sqlite3_column_int64(st, 2);
-		if (sqlite3_column_bytes(st, 3) == KP_TOKEN_LEN) {
-			v->has_via = 1;
-			memcpy(v->via, sqlite3_column_blob(st, 3), KP_TOKEN_LEN);
-		}
-		(*n)++;
-	}
-	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "eligibility lookup");
-	sqlite3_reset(st);
-	return rc;
+	kp_store_bind(st, KP_SQL_TOKEN(token));
+	return cached_rows(s, st, "eligibility lookup", out, sizeof(*out), cap, n, read_elig, NULL);
 }
 
 static int bind_ent(sqlite3_stmt *st, const void *arg)
@@ -928,56 +1040,34 @@ int kp_store_count(kp_store *s, const char *table, int64_t *n)
 
 int kp_store_is_denylisted(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int *listed)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_DENY_GET);
-	int rc;
+	sqlite3_stmt *st = kp_store_row(s, KP_STMT_DENY_GET, "denylist lookup", listed,
+	                                KP_SQL_TOKEN(token));
 
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		rc = kp_store_fail(s, "denylist lookup");
-	} else {
-		*listed = rc == SQLITE_ROW;
-		rc = KP_OK;
-	}
 	sqlite3_reset(st);
-	return rc;
+	return KP_OK;
 }
 
 int kp_store_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t *time_ms,
                       int *found)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_RECENT_GET);
-	int rc;
+	sqlite3_stmt *st = kp_store_row(s, KP_STMT_RECENT_GET, "recent tap lookup", found,
+	                                KP_SQL_TOKEN(token));
 
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		rc = kp_store_fail(s, "recent tap lookup");
-	} else {
-		*found = rc == SQLITE_ROW;
-		if (*found)
-			*time_ms = sqlite3_column_int64(st, 0);
-		rc = KP_OK;
-	}
+	if (*found)
+		*time_ms = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
-	return rc;
+	return KP_OK;
 }
 
 int kp_store_set_last_tap(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t time_ms,
                           uint64_t seq)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_RECENT_SET);
-
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, time_ms);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)seq);
-	return step_done(s, st, "recent tap");
+	return cached_run(s, KP_STMT_RECENT_SET, "recent tap", NULL, KP_SQL_TOKEN(token),
+	                  KP_SQL_INT(time_ms), KP_SQL_INT(seq));
 }
 
 int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
@@ -987,75 +1077,52 @@ int kp_store_card_entitlements(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
 	return kp_store_card_entitlements_at(s, token, operator_id, NULL, out, cap, n);
 }
 
+static void read_ent(sqlite3_stmt *st, void *el, const void *token)
+{
+	struct kp_ent_view *v = el;
+
+	memcpy(v->e.token, token, KP_TOKEN_LEN);
+	v->e.id = sqlite3_column_int64(st, 0);
+	kp_store_col_text(st, 1, v->e.product, sizeof(v->e.product));
+	v->e.rides_left = sqlite3_column_int64(st, 2);
+	v->e.valid_from_ms = sqlite3_column_int64(st, 3);
+	v->e.valid_until_ms = sqlite3_column_int64(st, 4);
+	v->valid_here = sqlite3_column_int(st, 5);
+	snprintf(v->category, sizeof(v->category), "%s",
+	         (const char *)sqlite3_column_text(st, 6));
+	v->stored = sqlite3_column_int(st, 7);
+	v->period_days = sqlite3_column_int(st, 8);
+	v->first_use = sqlite3_column_int(st, 9);
+	v->commuter = sqlite3_column_int(st, 10);
+	v->route_ok = sqlite3_column_int(st, 11);
+}
+
 int kp_store_card_entitlements_at(kp_store *s, const uint8_t token[KP_TOKEN_LEN],
                                   const char *operator_id, const char *route,
                                   struct kp_ent_view *out, size_t cap, size_t *n)
 {
 	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CARD_ENTS);
-	int rc;
 
 	*n = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, operator_id, -1, SQLITE_STATIC);
-	if (route != NULL)
-		sqlite3_bind_text(st, 3, route, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
-		struct kp_ent_view *v = &out[*n];
-		const char *product = (const char *)sqlite3_column_text(st, 1);
-
-		memset(v, 0, sizeof(*v));
-		memcpy(v->e.token, token, KP_TOKEN_LEN);
-		v->e.id = sqlite3_column_int64(st, 0);
-		snprintf(v->e.product, sizeof(v->e.product), "%s", product != NULL ? product : "");
-		v->e.rides_left = sqlite3_column_int64(st, 2);
-		v->e.valid_from_ms = sqlite3_column_int64(st, 3);
-		v->e.valid_until_ms = sqlite3_column_int64(st, 4);
-		v->valid_here = sqlite3_column_int(st, 5);
-		snprintf(v->category, sizeof(v->category), "%s",
-		         (const char *)sqlite3_column_text(st, 6));
-		v->stored = sqlite3_column_int(st, 7);
-		v->period_days = sqlite3_column_int(st, 8);
-		v->first_use = sqlite3_column_int(st, 9);
-		v->commuter = sqlite3_column_int(st, 10);
-		v->route_ok = sqlite3_column_int(st, 11);
-		(*n)++;
-	}
-	rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "entitlements lookup");
-	sqlite3_reset(st);
-	return rc;
+	/* a NULL route binds NULL */
+	kp_store_bind(st, KP_SQL_TOKEN(token), KP_SQL_TEXT(operator_id), KP_SQL_TEXT(route));
+	return cached_rows(s, st, "entitlements lookup", out, sizeof(*out), cap, n, read_ent,
+	                   token);
 }
 
 int kp_store_pending_use(kp_store *s, uint64_t seq, int64_t ent_id, int64_t rides)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_PENDING_USE);
-
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)seq);
-	sqlite3_bind_int64(st, 2, ent_id);
-	sqlite3_bind_int64(st, 3, rides);
-	return step_done(s, st, "pending use");
+	return cached_run(s, KP_STMT_PENDING_USE, "pending use", NULL, KP_SQL_INT(seq),
+	                  KP_SQL_INT(ent_id), KP_SQL_INT(rides));
 }
 
 int kp_store_take_ride(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
                        int64_t expect)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_TAKE_RIDE);
-	int rc;
-
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, id);
-	sqlite3_bind_int64(st, 3, expect);
-	rc = step_done(s, st, "take ride");
-	if (rc == KP_OK && sqlite3_changes(s->db) != 1) {
-		snprintf(s->err, sizeof(s->err), "take ride: entitlement changed under the tap");
-		return KP_E_DB;
-	}
-	return rc;
+	return cached_run(s, KP_STMT_TAKE_RIDE, "take ride", "entitlement", KP_SQL_TOKEN(token),
+	                  KP_SQL_INT(id), KP_SQL_INT(expect));
 }
 
 int kp_store_run_product_category(kp_store *s, const char *product, const char *category)
@@ -1104,24 +1171,18 @@ int kp_store_put_discount(kp_store *s, const char *operator_id, const char *cate
 int kp_store_discount(kp_store *s, const char *operator_id, const char *category,
                       struct kp_discount *d, int *found)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_DISCOUNT);
-	int rc;
+	sqlite3_stmt *st = kp_store_row(s, KP_STMT_DISCOUNT, "discount", found,
+	                                KP_SQL_TEXT(operator_id), KP_SQL_TEXT(category));
 
-	*found = 0;
 	if (st == NULL)
 		return KP_E_DB;
-	sqlite3_bind_text(st, 1, operator_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, category, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	if (*found) {
 		d->percent = sqlite3_column_int(st, 0);
 		d->rounding = (enum kp_rounding)sqlite3_column_int(st, 1);
 		d->unit = sqlite3_column_int64(st, 2);
-		*found = 1;
-		rc = SQLITE_DONE;
 	}
 	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? KP_OK : kp_store_fail(s, "discount");
+	return KP_OK;
 }
 
 int64_t kp_discount_apply(int64_t adult, const struct kp_discount *d)
@@ -1153,23 +1214,10 @@ int64_t kp_discount_apply(int64_t adult, const struct kp_discount *d)
 int kp_store_charge(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id, int64_t expect,
                     int64_t amount)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_CHARGE);
-	int rc;
-
 	if (amount < 0)
 		return KP_E_INVAL;
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, id);
-	sqlite3_bind_int64(st, 3, expect);
-	sqlite3_bind_int64(st, 4, amount);
-	rc = step_done(s, st, "charge");
-	if (rc == KP_OK && sqlite3_changes(s->db) != 1) {
-		snprintf(s->err, sizeof(s->err), "charge: balance changed under the tap");
-		return KP_E_DB;
-	}
-	return rc;
+	return cached_run(s, KP_STMT_CHARGE, "charge", "balance", KP_SQL_TOKEN(token),
+	                  KP_SQL_INT(id), KP_SQL_INT(expect), KP_SQL_INT(amount));
 }
 
 int kp_store_put_product_stored(kp_store *s, const char *id, const char *name,
@@ -1186,46 +1234,15 @@ int kp_store_put_product_stored(kp_store *s, const char *id, const char *name,
 
 int kp_store_product_stored(kp_store *s, const char *id, int *stored)
 {
-	sqlite3_stmt *st = NULL;
-	int rc;
-
-	*stored = 0;
-	if (sqlite3_prepare_v2(s->db, "SELECT stored FROM products WHERE id = ?1", -1, &st,
-	                       NULL) != SQLITE_OK)
-		return kp_store_fail(s, "product kind");
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*stored = sqlite3_column_int(st, 0);
-		rc = KP_OK;
-	} else if (rc == SQLITE_DONE) {
-		snprintf(s->err, sizeof(s->err), "no product %s", id);
-		rc = KP_E_INVAL;
-	} else {
-		rc = kp_store_fail(s, "product kind");
-	}
-	sqlite3_finalize(st);
-	return rc;
+	return product_int(s, "SELECT stored FROM products WHERE id = ?1", "product kind", id,
+	                   stored);
 }
 
 int kp_store_activate(kp_store *s, const uint8_t token[KP_TOKEN_LEN], int64_t id,
                       int64_t from_ms, int64_t until_ms)
 {
-	sqlite3_stmt *st = kp_store_stmt(s, KP_STMT_ACTIVATE);
-	int rc;
-
-	if (st == NULL)
-		return KP_E_DB;
-	sqlite3_bind_blob(st, 1, token, KP_TOKEN_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, id);
-	sqlite3_bind_int64(st, 3, from_ms);
-	sqlite3_bind_int64(st, 4, until_ms);
-	rc = step_done(s, st, "activate");
-	if (rc == KP_OK && sqlite3_changes(s->db) != 1) {
-		snprintf(s->err, sizeof(s->err), "activate: pass changed under the tap");
-		return KP_E_DB;
-	}
-	return rc;
+	return cached_run(s, KP_STMT_ACTIVATE, "activate", "pass", KP_SQL_TOKEN(token),
+	                  KP_SQL_INT(id), KP_SQL_INT(from_ms), KP_SQL_INT(until_ms));
 }
 
 struct period_arg { const char *id; int days; };
@@ -1256,24 +1273,6 @@ int kp_store_put_product_period(kp_store *s, const char *id, const char *name, i
 
 int kp_store_product_period(kp_store *s, const char *id, int *days)
 {
-	sqlite3_stmt *st = NULL;
-	int rc;
-
-	*days = 0;
-	if (sqlite3_prepare_v2(s->db, "SELECT coalesce(period_days, 0) FROM products WHERE id = ?1",
-	                       -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, "product period");
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*days = sqlite3_column_int(st, 0);
-		rc = KP_OK;
-	} else if (rc == SQLITE_DONE) {
-		snprintf(s->err, sizeof(s->err), "no product %s", id);
-		rc = KP_E_INVAL;
-	} else {
-		rc = kp_store_fail(s, "product period");
-	}
-	sqlite3_finalize(st);
-	return rc;
+	return product_int(s, "SELECT coalesce(period_days, 0) FROM products WHERE id = ?1",
+	                   "product period", id, days);
 }

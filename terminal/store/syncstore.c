@@ -339,6 +339,11 @@ static int put_policy(kp_store *s, const struct kp_bundle *b)
 
 static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 {
+	static const char *const cleared[] = {
+		"DELETE FROM entitlements", "DELETE FROM product_scope",
+		"DELETE FROM product_operators", "DELETE FROM products", "DELETE FROM operators",
+		"DELETE FROM denylist", "DELETE FROM eligibility",
+	};
 	kp_store *s = ctx;
 	struct started *started = NULL;
 	size_t n_started = 0, feeds_applied = 0;
@@ -359,20 +364,8 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	if (rc == KP_OK)
 		rc = started_passes(s, b->acked, &started, &n_started);
 	/* The snapshot replaces what the terminal had: the backend is the truth. */
-	if (rc == KP_OK)
-		rc = run(s, "DELETE FROM entitlements", 0, 0, "clear");
-	if (rc == KP_OK)
-		rc = run(s, "DELETE FROM product_scope", 0, 0, "clear");
-	if (rc == KP_OK)
-		rc = run(s, "DELETE FROM product_operators", 0, 0, "clear");
-	if (rc == KP_OK)
-		rc = run(s, "DELETE FROM products", 0, 0, "clear");
-	if (rc == KP_OK)
-		rc = run(s, "DELETE FROM operators", 0, 0, "clear");
-	if (rc == KP_OK)
-		rc = run(s, "DELETE FROM denylist", 0, 0, "clear");
-	if (rc == KP_OK)
-		rc = run(s, "DELETE FROM eligibility", 0, 0, "clear");
+	for (size_t i = 0; rc == KP_OK && i < sizeof(cleared) / sizeof(cleared[0]); i++)
+		rc = run(s, cleared[i], 0, 0, "clear");
 	for (size_t i = 0; rc == KP_OK && i < b->n_operators; i++)
 		rc = kp_store_put_operator(s, b->operators[i].id, b->operators[i].name);
 	for (size_t i = 0; rc == KP_OK && i < b->n_products; i++) {
