@@ -181,10 +181,12 @@ check: $(PROGS) $(TESTS) check-deps
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS) $(SHELL_TESTS)
 
 # The dependency rules of the folders (tools/check_deps.sh): includes, private headers,
-# library symbols and what each program links.
+# library symbols and what each program links; and no function longer than 150 lines outside
+# the tests (tools/check_funclen.py).
 check-deps: $(PROGS) $(foreach f,$(FOLDERS),$(call lib,$(f)))
 	@$(foreach f,$(FOLDERS),INC_$(f)='$(INC_$(f))') PROBE_CFLAGS='$(PC_tests)' CC='$(CC)' \
 	  sh tools/check_deps.sh $(BUILD)
+	@python3 tools/check_funclen.py --limit 150 hal crypto backend-sync terminal tools
 
 # The demo and the test programs that read the wall clock or make certificates, under
 # faketime at 2027-03-01 09:00 JST, 2030-12-31 23:59:30 UTC and 2036-02-29 12:00 UTC, each in
