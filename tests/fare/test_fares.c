@@ -311,6 +311,18 @@ static void expect(struct fx *f, const struct kp_fare_query *q, int rc, int64_t 
 		         (long long)amount, fare, rule != NULL ? rule : "-");
 }
 
+/* The v1 query most cases start from: route R1 from S1 to S2, any payment method. */
+static void v1_query(struct kp_fare_query *q, const char *feed)
+{
+	memset(q, 0, sizeof(*q));
+	q->feed_id = feed;
+	q->model = KP_FARE_V1;
+	q->payment_method = -1;
+	q->route_id = "R1";
+	q->from_stop = "S1";
+	q->to_stop = "S2";
+}
+
 static void test_mini_feed(void **state)
 {
 	struct fx *f = *state;
@@ -326,13 +338,7 @@ static void test_mini_feed(void **state)
 
 	/* v1: the cheapest of the matching fares; "F,3" (quoted id) is the wildcard fare,
 	 * paid before boarding only */
-	memset(&q, 0, sizeof(q));
-	q.feed_id = "mini";
-	q.model = KP_FARE_V1;
-	q.payment_method = -1;
-	q.route_id = "R1";
-	q.from_stop = "S1";
-	q.to_stop = "S2";
+	v1_query(&q, "mini");
 	expect(f, &q, KP_OK, 150, "F2", "fare_rules.txt:3");
 	q.payment_method = 1;
 	expect(f, &q, KP_OK, 300, "F,3", "fare_rules.txt:4");
@@ -486,13 +492,7 @@ static void test_malformed_feeds(void **state)
 		fail_msg("%s", err);
 	assert_int_equal(kp_store_count(f->s, "fare_rules", &rules), KP_OK);
 	assert_int_equal(kp_store_count(f->s, "fare_products", &products), KP_OK);
-	memset(&q, 0, sizeof(q));
-	q.feed_id = "mini";
-	q.model = KP_FARE_V1;
-	q.payment_method = -1;
-	q.route_id = "R1";
-	q.from_stop = "S1";
-	q.to_stop = "S2";
+	v1_query(&q, "mini");
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		snprintf(dir, sizeof(dir), "%s/bad%zu", f->dir, i);
 		write_feed(dir, bad[i].file, bad[i].text);
@@ -563,13 +563,7 @@ static void test_reimport_replaces(void **state)
 	assert_int_equal(import_as(f, dir, "a", err, sizeof(err)), KP_OK);
 	assert_int_equal(kp_store_count(f->s, "fare_rules", &n2), KP_OK);
 	assert_int_equal(n1, n2);
-	memset(&q, 0, sizeof(q));
-	q.model = KP_FARE_V1;
-	q.payment_method = -1;
-	q.route_id = "R1";
-	q.from_stop = "S1";
-	q.to_stop = "S2";
-	q.feed_id = "a";
+	v1_query(&q, "a");
 	expect(f, &q, KP_OK, 170, "F2", NULL);
 	q.feed_id = "b";
 	expect(f, &q, KP_OK, 150, "F2", NULL);

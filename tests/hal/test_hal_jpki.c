@@ -150,6 +150,16 @@ static void apdu(struct kp_card_jpki *c, const char *tx_hex, const char *want_he
 	}
 }
 
+/* SELECT the JPKI AP, then one of its EFs; both must answer 9000. */
+static void select_jpki_ef(struct kp_card_jpki *c, const char *ef)
+{
+	char tx[64];
+
+	apdu(c, SEL_JPKI, "9000");
+	snprintf(tx, sizeof(tx), SEL_EF("%s"), ef);
+	apdu(c, tx, "9000");
+}
+
 /* READ BINARY at off with Le (0 = 256) on the model: the data and SW, into rx. */
 static size_t read_bin(struct kp_card_jpki *c, size_t off, unsigned le, uint8_t *rx, size_t cap)
 {
@@ -293,8 +303,7 @@ static void test_read_chunked(void **state)
 	uint16_t sw = 0;
 	size_t n;
 
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("000A"), "9000");
+	select_jpki_ef(c, "000A");
 	n = read_bin(c, 0, 7, rx, sizeof(rx));
 	assert_int_equal(n, 9);
 	expect_bytes("header", rx, 7, f->auth, 7);
@@ -401,8 +410,7 @@ static void test_verify_blocks(void **state)
 {
 	struct kp_card_jpki *c = &((struct fx *)*state)->card;
 
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("0018"), "9000");
+	select_jpki_ef(c, "0018");
 	apdu(c, "0020008004 30303030", "63C2");
 	apdu(c, "0020008004 39393939", "63C1");
 	apdu(c, "0020008004 31323335", "63C0");
@@ -411,8 +419,7 @@ static void test_verify_blocks(void **state)
 	assert_int_equal(c->tries_left, 0);
 	/* a new session does not help */
 	kp_card_jpki_reset(c);
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("0018"), "9000");
+	select_jpki_ef(c, "0018");
 	apdu(c, "0020008004 31323334", "6984");
 	apdu(c, "00200080", "6984");
 	assert_int_equal(c->stats.verify_ok, 0);
@@ -425,8 +432,7 @@ static void test_verify_tries_max(void **state)
 
 	memcpy(c->pin, "9876", 4);
 	c->tries_max = c->tries_left = 15;
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("0018"), "9000");
+	select_jpki_ef(c, "0018");
 	apdu(c, "00200080", "63CF");
 	apdu(c, "0020008004 31323334", "63CE");
 	apdu(c, "0020008004 39383736", "9000");
@@ -441,8 +447,7 @@ static void test_sign(void **state)
 	size_t di_len = tu_hex(DI_SHA256, di, sizeof(di));
 
 	kp_mock_set_rsa_signer(fake_sign, &s);
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("0017"), "9000");
+	select_jpki_ef(c, "0017");
 	apdu(c, "802A008033" DI_SHA256 "00", "6982");             /* no PIN yet */
 	apdu(c, SEL_EF("0018"), "9000");
 	apdu(c, "802A008033" DI_SHA256 "00", "6986");             /* PIN EF, not the key */
@@ -487,14 +492,12 @@ static void test_sign(void **state)
 	apdu(c, "802A008033" DI_SHA256 "00", "6982");
 	apdu(c, SEL_EF("0018"), "9000");
 	apdu(c, "0020008004 31323334", "9000");
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("0017"), "9000");
+	select_jpki_ef(c, "0017");
 	apdu(c, "802A008033" DI_SHA256 "00", "6982");
 	apdu(c, SEL_EF("0018"), "9000");
 	apdu(c, "0020008004 31323334", "9000");
 	kp_card_jpki_reset(c);
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("0017"), "9000");
+	select_jpki_ef(c, "0017");
 	apdu(c, "802A008033" DI_SHA256 "00", "6982");
 	assert_int_equal(s.calls, 4);
 }
@@ -541,8 +544,7 @@ static void test_forbidden_aps(void **state)
 	apdu(c, "00B0000000", "6982");
 	assert_int_equal(c->stats.forbidden_apdus, 8);
 	/* the JPKI AP after them works, with the PIN untouched */
-	apdu(c, SEL_JPKI, "9000");
-	apdu(c, SEL_EF("0018"), "9000");
+	select_jpki_ef(c, "0018");
 	apdu(c, "00200080", "63C3");
 	assert_int_equal(c->stats.forbidden_apdus, 8);
 	assert_int_equal(c->stats.select_jpki, 1);
@@ -565,6 +567,15 @@ static struct kp_reader *open_scn(struct fx *f, const char *text)
 }
 
 static const struct kp_poll poll_b = { KP_TECH_ISO14443B, 0, 0 };
+
+/* The reader's next tap: a Type B card must be there. info may be NULL. */
+static void tap_b(struct kp_reader *r, struct kp_card_info *info)
+{
+	struct kp_card_info scratch;
+
+	assert_int_equal(kp_reader_wait_card(r, &poll_b, info != NULL ? info : &scratch, 100),
+	                 KP_HAL_OK);
+}
 
 static void xfer(struct kp_reader *r, const char *tx_hex, int rc_want, const char *want_hex)
 {
@@ -605,7 +616,7 @@ static void test_scn_session(void **state)
 	                "card taro mynumber dir=m1\n"
 	                "card bob typeb pupi=01020304\n"
 	                "tap +0 hanako\ntap +1 hanako\ntap +2 taro\ntap +3 bob\n");
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, &info);
 	assert_int_equal(info.tech, KP_TECH_ISO14443B);
 	assert_int_equal(info.baud_kbps, 106);
 	expect_bytes("ATQB", info.u.b.atqb, 12,
@@ -634,7 +645,7 @@ static void test_scn_session(void **state)
 	              TU_INTS(1, 1, 1, 3, 1, 3));
 	assert_int_equal(st.select_input_support + st.select_card_face + st.forbidden_apdus, 0);
 	/* the next tap is a new session; the retry counter stays */
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, &info);
 	xfer(r, "00B0000007", KP_HAL_OK, "6986");
 	xfer(r, SEL_EF("0018"), KP_HAL_OK, "6A82");
 	xfer(r, SEL_INPUT, KP_HAL_OK, "9000");
@@ -648,7 +659,7 @@ static void test_scn_session(void **state)
 	assert_int_equal(st.forbidden_apdus, 2);
 	assert_int_equal(st.select_jpki, 2);
 	/* the other card: defaults (PIN 1234, 3 tries, a PUPI of its own) */
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, &info);
 	assert_memory_not_equal(info.u.b.pupi, "\xA1\xB2\xC3\xD4", 4);
 	xfer(r, SEL_JPKI, KP_HAL_OK, "9000");
 	xfer(r, SEL_EF("0018"), KP_HAL_OK, "9000");
@@ -658,7 +669,7 @@ static void test_scn_session(void **state)
 	assert_int_equal(st.select_jpki, 1);
 	assert_int_equal(st.select_input_support, 0);
 	/* a plain Type B card is still the plain one */
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, &info);
 	xfer(r, SEL_JPKI, KP_HAL_OK, "6A82");
 	assert_int_equal(kp_mock_jpki_stats(r, "bob", &st), KP_HAL_E_INVAL);
 	assert_int_equal(kp_mock_jpki_stats(r, "nobody", &st), KP_HAL_E_INVAL);
@@ -685,14 +696,13 @@ static void test_stats_not_mock(void **state)
 static void test_scn_certfault_truncate(void **state)
 {
 	struct fx *f = *state;
-	struct kp_card_info info;
 	struct kp_reader *r;
 	uint8_t rx[300];
 	size_t off = 7, n;
 
 	make_card_dir(f, "t");
 	r = open_scn(f, "card c mynumber dir=t certfault=truncate\ntap +0 c\n");
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, NULL);
 	xfer(r, SEL_JPKI, KP_HAL_OK, "9000");
 	xfer(r, SEL_EF("000A"), KP_HAL_OK, "9000");
 	/* the header still says 1284 bytes */
@@ -721,14 +731,13 @@ static void test_scn_certfault_truncate(void **state)
 static void test_scn_certfault_garble(void **state)
 {
 	struct fx *f = *state;
-	struct kp_card_info info;
 	struct kp_reader *r;
 	uint8_t rx[300], got[AUTH_LEN];
 	size_t off, diff = 0;
 
 	make_card_dir(f, "g");
 	r = open_scn(f, "card c mynumber dir=g certfault=garble\ntap +0 c\n");
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, NULL);
 	xfer(r, SEL_JPKI, KP_HAL_OK, "9000");
 	xfer(r, SEL_EF("000A"), KP_HAL_OK, "9000");
 	for (off = 0; off < AUTH_LEN; off += 200) {
@@ -752,22 +761,21 @@ static void test_scn_certfault_garble(void **state)
 static void test_scn_tap_faults(void **state)
 {
 	struct fx *f = *state;
-	struct kp_card_info info;
 	struct kp_reader *r;
 
 	make_card_dir(f, "x");
 	r = open_scn(f, "card c mynumber dir=x\n"
 	                "tap +0 c remove-after=2\ntap +1 c fault=silent\ntap +2 c fault=code\n"
 	                "tap +3 c fault=garbage\n");
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, NULL);
 	xfer(r, SEL_JPKI, KP_HAL_OK, "9000");
 	xfer(r, SEL_EF("000A"), KP_HAL_OK, "9000");
 	xfer(r, "00B0000007", KP_HAL_E_TIMEOUT, NULL);           /* gone */
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, NULL);
 	xfer(r, SEL_JPKI, KP_HAL_E_TIMEOUT, NULL);
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, NULL);
 	xfer(r, SEL_JPKI, KP_HAL_OK, "9080");                    /* SW2 XOR 80 */
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, NULL);
 	{
 		uint8_t rx[300];
 		size_t n = 0;
@@ -783,7 +791,6 @@ static void test_scn_tap_faults(void **state)
 static void test_scn_paths(void **state)
 {
 	struct fx *f = *state;
-	struct kp_card_info info;
 	struct kp_reader *r;
 	char text[4400], sub[4200];
 
@@ -791,7 +798,7 @@ static void test_scn_paths(void **state)
 	make_card_dir(f, "abs");
 	snprintf(text, sizeof(text), "card c mynumber dir=%s/abs\ntap +0 c\n", f->dir);
 	r = open_scn(f, text);
-	assert_int_equal(kp_reader_wait_card(r, &poll_b, &info, 100), KP_HAL_OK);
+	tap_b(r, NULL);
 	xfer(r, SEL_JPKI, KP_HAL_OK, "9000");
 	kp_reader_close(r);
 	snprintf(sub, sizeof(sub), "%s/scn", f->dir);
