@@ -338,8 +338,12 @@ static int fetch_config(struct session *s, const kp_cert *backend_cert, uint64_t
 	}
 	rc = s->src->apply_bundle(s->src->ctx, &b);
 	if (rc != 0) {
-		fail(s, rc, "terminal store: applying bundle version %llu failed (%s)",
-		     (unsigned long long)b.version, rc_text(rc));
+		const char *why_not = s->src->errmsg != NULL ? s->src->errmsg(s->src->ctx) : NULL;
+
+		fail(s, rc, "terminal store: applying bundle version %llu failed (%s%s%s)",
+		     (unsigned long long)b.version, rc_text(rc),
+		     why_not != NULL && why_not[0] != '\0' ? ": " : "",
+		     why_not != NULL ? why_not : "");
 		rc = KP_SYNC_OK;
 		goto out;
 	}

@@ -140,6 +140,9 @@ struct kp_sync_source {
 	 * return it; the records stay as they are (PROTOCOL.md section 4.1). */
 	int (*journal_id)(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN]);
 	int (*new_journal)(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN]);
+	/* Optional: what went wrong in the last callback that failed ("" or NULL: nothing
+	 * more to say), for the client's error text. */
+	const char *(*errmsg)(void *ctx);
 };
 
 #endif

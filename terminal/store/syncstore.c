@@ -420,9 +420,13 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 		rc = kp_store_commit(s);
 	free(started);
 	if (rc != KP_OK) {
-		fprintf(stderr, "kippu: bundle %llu not applied: %s\n",
-		        (unsigned long long)b->version, kp_store_errmsg(s));
+		/* What went wrong stays in s->err through the rollback: the client asks for it
+		 * (src_errmsg) and puts it in its error text. */
+		char why[sizeof(s->err)];
+
+		snprintf(why, sizeof(why), "%s", kp_store_errmsg(s));
 		kp_store_rollback(s);
+		snprintf(s->err, sizeof(s->err), "%s", why);
 	}
 	return rc;
 }
@@ -470,6 +474,11 @@ static int src_journal_id(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN])
 	return kp_store_journal_id(ctx, id);
 }
 
+static const char *src_errmsg(void *ctx)
+{
+	return kp_store_errmsg(ctx);
+}
+
 void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
 {
 	memset(src, 0, sizeof(*src));
@@ -480,4 +489,5 @@ void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
 	src->apply_bundle = src_apply_bundle;
 	src->journal_id = src_journal_id;
 	src->new_journal = src_new_journal;
+	src->errmsg = src_errmsg;
 }

@@ -2029,6 +2029,12 @@ static int client_read(void *ctx, void *b, size_t n, int timeout_ms)
 	return 0;
 }
 
+static const char *st_errmsg(void *ctx)
+{
+	(void)ctx;
+	return "product P1: not valid here";
+}
+
 static struct kp_sync_source store_source(struct store *s)
 {
 	struct kp_sync_source src = { .ctx = s, .records_after = st_records_after,
@@ -2237,6 +2243,18 @@ static void test_client_store_failures(void **state)
 	assert_int_equal(run_client(&be, &s, &st, err, sizeof(err)), -0x7002);
 	assert_string_equal(err, "terminal store: applying bundle version 5 failed (error)");
 	assert_string_equal(seen(&be), "hello getconfig bye");
+	backend_free(&be);
+
+	/* A store that says why: its words end the client's error text (the terminal's store
+	 * prints nothing itself). */
+	memset(&be, 0, sizeof(be));
+	be.bundle = B_GOOD;
+	be.held = N_RECORDS;
+	src.errmsg = st_errmsg;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, &st, err,
+	                                  sizeof(err)), -0x7002);
+	assert_string_equal(err, "terminal store: applying bundle version 5 failed "
+	                         "(error: product P1: not valid here)");
 	backend_free(&be);
 
 	memset(&be, 0, sizeof(be));
