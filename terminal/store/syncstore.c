@@ -304,8 +304,9 @@ static int apply_scopes(kp_store *s, const struct kp_bundle *b)
 }
 
 /* The scheme's My Number policy as the tap engine reads it (terminal/tap/policy.c,
- * tap_policy_load), with when the bundle was issued and the journal's head then: "4 DIRECT RIDES VALUE MAX_AGE_S
- * ISSUED_MS SEQ PRODUCTS CATEGORIES" (lists comma-separated, "-" when empty). */
+ * tap_policy_load), with when the bundle was issued and the journal's head then:
+ * "4 DIRECT RIDES VALUE MAX_AGE_S ISSUED_MS SEQ PRODUCTS CATEGORIES" (lists comma-separated,
+ * "-" when empty). */
 static void ids_join(char *out, size_t cap, const char (*ids)[KP_ID_MAX + 1], size_t n)
 {
 	size_t used = 0;
