@@ -277,9 +277,10 @@ struct kp_bundle_array {
 };
 const struct kp_bundle_array *kp_bundle_array(enum kp_bundle_array_id id);
 /* SQL rows of an array: its columns, flattened in field order (a map's fields in turn, a
- * pair's two), at most KP_BUNDLE_ROW_MAX, and which of them are BLOBs. Values are kp_fare_values (below): ints, texts,
- * blobs in s/n, NULL. row_set copies a row into a zeroed element (texts cut on a character
- * boundary, blobs malloc'd: KP_SYNC_E_NOMEM); row_get points into the element. */
+ * pair's two), at most KP_BUNDLE_ROW_MAX, and which of them are BLOBs. Values are
+ * kp_fare_values (below): ints, texts, blobs in s/n, NULL. row_set copies a row into a zeroed
+ * element (texts cut on a character boundary, blobs malloc'd: KP_SYNC_E_NOMEM); row_get
+ * points into the element. */
 #define KP_BUNDLE_ROW_MAX 20
 struct kp_fare_value;
 size_t kp_bundle_row_columns(enum kp_bundle_array_id id, const char **cols, int *blob);
