@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # kippu — one non-recursive Makefile. User CFLAGS/LDFLAGS are left to the user;
 # project flags live in KP_CFLAGS. `make SANITIZE=1 ...` builds with ASan+UBSan in build-san/.
 PREFIX    ?= /usr/local

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: X.509 certificates on mbedTLS 2.28: loading, the chain, validity and
  * purpose checks, and the one certificate writer (ECDSA P-256 here, RSA in rsa.c). */
 #include "kp_cert.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* What the files of crypto/ lend each other: error recording (errors.c), key and
  * certificate files (files.c), the DRBG (rng.c), P-256 helpers (key.c) and the parsed
  * certificate, its profile check and the certificate writer (cert.c), so that TLS and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: error texts and the thread's last error, which every file of crypto/
  * records its failures in (for logs: library code never prints). */
 #include "kp_crypto_err.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: key and certificate files. Reads are bounded and wiped; private keys are
  * created 0600 and never replace anything, public files are replaced atomically. */
 #include "crypto_int.h"

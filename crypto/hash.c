@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: SHA-256, HMAC-SHA-256, wiping and constant-time comparison. */
 #include "kp_hash.h"
 #include "crypto_int.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: ECDSA P-256 keys and ES256 signatures (r || s, deterministic k). */
 #include "kp_key.h"
 #include "crypto_int.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: X.509 certificates: loading, checks (chain, validity, purpose), and
  * issuing ECDSA P-256 certificates under kippu's profiles. */
 #ifndef KP_CERT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: the only place that calls mbedTLS for primitives. One header per subject,
  * all included here, so callers include this one:
  *   kp_crypto_err.h  error codes and texts      kp_key.h   ECDSA P-256 keys, ES256

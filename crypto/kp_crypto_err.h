@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: the error codes that every crypto function returns, and their texts. */
 #ifndef KP_CRYPTO_ERR_H
 #define KP_CRYPTO_ERR_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: SHA-256, HMAC-SHA-256, wiping and constant-time comparison. */
 #ifndef KP_HASH_H
 #define KP_HASH_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: the process's random numbers. */
 #ifndef KP_RNG_H
 #define KP_RNG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: RSA-2048 keys and RSA certificates (My Number card, JPKI). */
 #ifndef KP_RSA_H
 #define KP_RSA_H

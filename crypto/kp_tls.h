@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu TLS: the one TLS set-up both ends share, behind a small wrapper so that only
  * crypto/ includes mbedTLS. TLS 1.2 only, ECDHE-ECDSA-AES128-GCM-SHA256 only, mutual
  * authentication required on both ends against the pinned operator CA, no renegotiation,

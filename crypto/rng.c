@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: the fork-safe CTR_DRBG, and the process's one instance behind kp_random.
  * Each TLS configuration (tls.c) has a DRBG of its own and draws from it the same way. */
 #include "kp_rng.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu crypto: RSA keys and RSA certificates for JPKI (the test CA's and the mock
  * card's), on mbedTLS 2.28. Certificates are written by cert.c's one writer. */
 #include "kp_rsa.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu TLS on mbedTLS 2.28: one fixed TLS 1.2 profile (ECDHE-ECDSA-AES128-GCM-SHA256,
  * P-256, SHA-256, mutual authentication against the pinned operator CA) and TCP helpers.
  * Sockets are non-blocking under mbedTLS; every call waits in poll() for what is left of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The FeliCa transit IC card model: answers Polling, Request Service, Request Response,
  * Read/Write Without Encryption and Request System Code exactly as PROTOCOLS.md sections
  * 1-2 describe. A frame the card cannot make sense of (LEN disagreeing with the length,

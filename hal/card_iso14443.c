@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Minimal ISO 14443 card models: a Type B card that answers APDUs but holds no
  * application the terminal knows, and a Type A card that can only be activated. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The My Number card model: the JPKI application's user authentication, APDU by APDU
  * (PROTOCOLS.md section 3; status words in hal/SCENARIO.md). The signature itself comes from
  * the signer registered with kp_mock_set_rsa_signer, because hal/ links no crypto. The

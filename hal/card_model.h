@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Card models: virtual cards that answer the frames a real card answers, byte for byte
  * (PROTOCOLS.md sections 1-3). Internal to hal/: the mock reader drives them today and a
  * PN532 emulator can drive the same models later, so they know nothing about scenarios,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The HAL's generic half: backend registries, the kp_reader_* and kp_hmi_* wrappers,
  * error strings and name helpers. A wrapper whose backend lacks an operation returns
  * KP_HAL_E_NOTSUP, never 0, so a missing op can never read as success. */

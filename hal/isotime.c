@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The one parser of times written by people for kippu (scenarios, load files, kippuctl):
  * strict ISO 8601 with an offset, or Unix seconds. It lives with the clock, in hal/, so that
  * every folder above may use it. */

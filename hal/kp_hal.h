@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu hardware abstraction: readers (frames in, frames out), the HMI and the clock.
  * Nothing above this header knows whether a card is real. Backends are found by the
  * scheme of a connection string ("mock:scenario.txt", "libnfc:pn532_uart:/dev/ttyUSB0"). */

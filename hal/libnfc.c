@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The libnfc reader ("libnfc", "libnfc:<libnfc connection string>"): real PN53x readers
  * through Debian's libnfc 1.8. The only file that includes <nfc/nfc.h>.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The mock HMI: keeps every event in memory for tests and, opened as "mock:PATH" or
  * "mock:-", appends one line per event to PATH or stdout. Each line is written whole and
  * flushed at once, so a process killed mid-run leaves only complete lines behind. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The mock reader ("mock:PATH"): plays the taps of a scenario file (hal/SCENARIO.md)
  * and passes every frame to the tapped card's model, so the code above the HAL runs
  * exactly as it would against a reader chip. Activation is done the chip's way: a real

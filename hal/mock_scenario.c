@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Scenario file parser for the mock reader (format: hal/SCENARIO.md). Everything is
  * validated while reading, so a scenario that loads can be played without further
  * checks; the first bad line stops the load with "NAME:LINE: message". Messages name

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Mock reader scenarios: the parsed form of a scenario file (format in hal/SCENARIO.md).
  * Internal to hal/ (and its tests). */
 #ifndef KP_MOCK_SCENARIO_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The spy reader ("spy:CONFIG"), a test facility: it wraps a mock reader, writes one line
  * per frame to a log and can answer chosen APDUs in the card's place (hal/SCENARIO.md,
  * "The spy reader"). It wraps mock: readers only, so it can never stand between a real

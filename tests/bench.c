@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* make bench: tap latency on a store with 1,000,000 entitlements and 10,000,000 denylist
  * entries (generated once into the build folder, never committed), through the mock HAL's
  * card model, the FeliCa client, the decision, the signature and the durable commit.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu-bench-fares: the fare engine on the largest real feed in ../shared/data/gtfs
  * (jp-donanbus-muroran-zone: 706 stops, 63,745 route + origin/destination fare rules).
  * Measures the import of the feed, and the tap decision of a distance-fare bus (tap-on:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* make bench, the My Number part: the time from a My Number card's arrival (the mock reader
  * has activated it) to the decision, committed: SELECT JPKI, the user-authentication
  * certificate read (the DER header, then chunks of at most 255 bytes), the chain check

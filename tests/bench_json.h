@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The benches' JSON output: an array of {"metric", "unit", "value"}; `make bench
  * BENCH_JSON=path` has kippu-bench write it and the others add to it (--json-append). */
 #ifndef KP_BENCH_JSON_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* make bench, the reader part: the time from a card coming into the field to the tap being
  * decided and committed, through Debian's libnfc, a pseudo-terminal and kippu-pn532-emu
  * (a PN532 whose cards are the mock HAL's models) - the polling loop, the PN532 UART

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* make bench, second program: how fast the backend takes in journal records, against how
  * fast this machine can check their signatures.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* What the benches measure with: a monotonic clock in microseconds and the percentiles of
  * sorted samples (their JSON output is bench_json.h). Header-only, as each bench is one
  * program of its own. */

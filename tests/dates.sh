@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # make test-dates: the demo and the date-sensitive test programs at dates years apart, each in
 # another time zone, under faketime (libfaketime). Nothing in them may depend on today's date:
 # every validity window comes from the clock a test or a scenario sets. The demo's results

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The results of `make demo` (its output on stdin) without what differs from run to run: card
 # tokens (a new token key each run), the backend's port, durations, config versions (the
 # backend's clock in ms, so that they never go back), and the time the backend

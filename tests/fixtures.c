@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fixtures of the terminal layer (tests/fixtures.h). */
 #include <setjmp.h>
 #include <stdarg.h>

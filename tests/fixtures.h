@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fixtures of the terminal layer shared by its test programs (tests/fixtures.c): a store in
  * a fresh directory, the terminal's key, its certificate and a tap engine. Linked only into
  * tests that link the terminal library. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The extensions of a real JPKI user-authentication certificate (an OpenSSL config
  * section), so that the test cards have its size; used by test_jpki and bench_jpki. */
 #ifndef KP_TEST_JPKI_EXT_H

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """No raw card id anywhere a run left behind.
 
 usage: no_card_ids.py DIR [--id HEX]... [--text TEXT]...

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Runs every test program given (a *.sh with sh), shows cmocka's output, and ends with one
 # line, alone and last: "N passed, N failed, N skipped", summed over all of them.
 # - Each program runs under a time limit, KP_TEST_TIMEOUT seconds (600): one that does not

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers shared by the test programs (header-only: each test is its own program). */
 #ifndef KP_TESTUTIL_H
 #define KP_TESTUTIL_H

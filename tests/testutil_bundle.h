@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers for the test programs that link the bundle codec (header-only, beside testutil.h). */
 #ifndef KP_TESTUTIL_BUNDLE_H
 #define KP_TESTUTIL_BUNDLE_H

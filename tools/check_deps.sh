@@ -9,7 +9,9 @@
 #   3. symbols: every kp_ symbol a folder's library uses is defined in its own library or
 #      in one it may use (nm);
 #   4. programs: kippu-terminal holds no backend code, kippu-backend no HAL, card, store or
-#      libnfc code and does not link libnfc.
+#      libnfc code and does not link libnfc;
+#   6. licence: every source file carries "SPDX-License-Identifier: Apache-2.0" at its top
+#      (5, function length, is tools/check_funclen.py).
 # Usage: check_deps.sh BUILD_DIR (run from the top of the tree).
 set -u
 BUILD=${1:?usage: check_deps.sh BUILD_DIR}
@@ -121,7 +123,15 @@ if readelf -d "$BUILD/bin/kippu-backend" | grep -q 'libnfc'; then
 	bad "kippu-backend links libnfc"
 fi
 
+# 6. every source file names its licence (SPDX) near its top
+for src in $(find hal crypto backend-sync terminal tools tests .ci -type f \( -name '*.c' -o \
+             -name '*.h' -o -name '*.sh' -o -name '*.py' -o -name '*.def' -o -name run \) \
+             -not -path 'tests/data/*' 2>/dev/null) Makefile; do
+	head -n 3 "$src" | grep -q 'SPDX-License-Identifier: Apache-2.0' ||
+		bad "$src has no \"SPDX-License-Identifier: Apache-2.0\" in its first lines"
+done
+
 if [ $fail = 0 ]; then
-	echo "check-deps: ok ($probes include probes over $(echo "$FOLDERS" | wc -l) folders, private headers, library symbols, kippu-terminal without backend code, kippu-backend without HAL/card/store code or libnfc)"
+	echo "check-deps: ok ($probes include probes over $(echo "$FOLDERS" | wc -l) folders, private headers, library symbols, kippu-terminal without backend code, kippu-backend without HAL/card/store code or libnfc, SPDX identifiers)"
 fi
 exit $fail

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Independent checker for a kippu journal export (`kippuctl journal export DB DIR`).
 
 DIR holds N.cose (one tagged COSE_Sign1 per record, named by sequence number) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl backend ...: operating the backend's database (operators, products, cards,
  * sales, denylist, the registry of terminals, records, ledger, quarantines, the fare engine's configuration and fare
  * feeds) and exporting stored records for audit. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl fares ...: import a GTFS feed's fares into a terminal's store, and price one leg
  * with the same lookup the terminal uses. */
 #include <stddef.h>

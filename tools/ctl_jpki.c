@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl jpki ...: a TEST JPKI authentication authority standing in for J-LIS, and the
  * folders of mock My Number cards it issues (auth.key, auth.der, ca.der: what a scenario's
  * "card NAME mynumber dir=DIR" reads, hal/SCENARIO.md). Nothing it makes is worth anything

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl linkage ...: My Number linkage at the backend (GunMaaS-style resident categories).
  * A linkage is known only by its linkage token, kp_linkage_token of the card's
  * user-authentication certificate and the JPKI CA that issued it: this tool reads such a

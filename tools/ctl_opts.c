@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl's option parser: each subcommand describes its options in a table (struct
  * kp_ctl_opt) and this one loop reads them, so no subcommand carries a getopt loop of its own. */
 #include <getopt.h>

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # make demo: a backend and two terminals end to end, on loopback.
 # Provisions an operator CA, the backend and two terminals (operator A's bus, operator B's
 # rail gate), sells tickets at the backend, starts kippu-backend, lets both terminals fetch

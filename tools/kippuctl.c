@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl: keys and certificates, loading a terminal's store, and the journal's audit
  * (verify, export for independent checking, list). */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu tools library: what kippuctl and the bench share. */
 #ifndef KP_TOOLS_H
 #define KP_TOOLS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Load files: operators, products, entitlements and denylist entries for a terminal's
  * store, as text an operator can write and review. The whole file is one transaction. */
 #include <ctype.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu-pn532-emu: a PN532 reader chip on a pseudo-terminal. It speaks the chip's host
  * protocol over UART (PROTOCOLS.md section 5) well enough that Debian's unmodified libnfc
  * 1.8 opens the slave side as pn532_uart:<path>, and the cards it finds are the mock HAL's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl fares quote DB JOURNEYS.csv: prices a list of taps without a card or reader by
  * running the terminal's own tap decision (kp_tap_decide) on a scratch copy of DB, with a
  * throw-away signing key. Every journaled record becomes one output line. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend's SQLite store: its schema and migrations, opening, errors and the state
  * version that tells terminals when a new config bundle is due. The store is split by
  * subject over the bstore*.c files; bstore_int.h is what they share. */

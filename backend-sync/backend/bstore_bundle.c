@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend store: the config bundle of a terminal, and the cards' fare state across
  * terminals. */
 #include <math.h>

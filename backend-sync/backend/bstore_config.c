@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend store: the terminal registry, operators, products, cards and sales, the fare
  * engine's configuration, fare feeds, the denylist. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend store: records in (every record once, terminal + seq the key, the full COSE
  * bytes kept for audit), merged uses, clone detection. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* backend/ internal: what the bstore*.c files (the backend's SQLite store, split by
  * subject) share. Not a public header: kp_backend.h is the store's interface. */
 #ifndef KP_BSTORE_INT_H

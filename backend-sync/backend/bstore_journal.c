@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend store: terminals' sessions, journals and certificates, quarantined records. */
 #include <math.h>
 #include <stdio.h>

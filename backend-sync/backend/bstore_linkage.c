@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend store: My Number linkages and the cards linked to them. */
 #include <math.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend store: the scheme's My Number policy, the clone policy, stop places. */
 #include <math.h>
 #include <stdio.h>

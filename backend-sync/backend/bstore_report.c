@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend store: reports, the export walk, a record's COSE bytes. */
 #include <math.h>
 #include <stdio.h>

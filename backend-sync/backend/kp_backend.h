@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu backend: the store (SQLite) and the server that terminals sync with. kippuctl
  * and the tests use this header; kippu-backend is a thin main around kp_server. */
 #ifndef KP_BACKEND_H

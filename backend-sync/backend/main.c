@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu-backend: serves terminal syncs over mutual TLS until SIGINT/SIGTERM. */
 #include <errno.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The backend server: one thread per terminal connection, each with its own database
  * connection and deadlines on every read, so a slow or silent terminal holds only its own
  * thread. Signatures are verified outside any database lock (they are the expensive part,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu sync client: the exchange a terminal runs against the backend (PROTOCOL.md,
  * "State machine"). Strict lockstep: every message we send but bye gets exactly one answer
  * before we send the next, and every wait is bounded by timeout_ms.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu sync, client/: the exchange a terminal runs with the backend (PROTOCOL.md
  * section 4). */
 #ifndef KP_CLIENT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu config bundle: a full snapshot of what a terminal needs, as one canonical CBOR map
  * with text keys, signed by the backend as COSE_Sign1 (kid "backend"). PROTOCOL.md
  * describes the format.

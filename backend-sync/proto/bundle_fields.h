@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* proto/ internal: what bundle.c and bundle_table.c share of the bundle's field tables. */
 #ifndef KP_BUNDLE_FIELDS_H
 #define KP_BUNDLE_FIELDS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The bundle's arrays as tables (kp_bundle.h): each field's CBOR key, member, limits and SQL
  * column, in wire order. bundle.c encodes and decodes every array from these; the backend
  * fills them from its database and the terminal writes them into its own through

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* backend-sync internal CBOR: builders, a canonical writer and a strict streaming reader.
  * See kp_cbor.h for why the reader never builds a libcbor tree. */
 #include "kp_cbor.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Calendar arithmetic in integers (kp_civil.h). */
 #include <stddef.h>
 

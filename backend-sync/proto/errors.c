@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One text for any error code of the protocol and the layers below it: crypto, TLS,
  * records and sync. Each module keeps its own range; the backend's codes are
  * kp_backend_strerror's, the terminal's kp_strerror's, and both fall back to this. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fare packages: one imported GTFS fare feed as canonical CBOR, table by table, for the
  * config bundle. The whitelist below is the protocol's view of the terminal's fare_* tables
  * (terminal/store/store.c, migration 5); a package naming any other table or column is refused,

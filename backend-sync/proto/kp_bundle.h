@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu sync protocol, proto/: the config bundle (a full snapshot signed by the backend's
  * key) and fare packages (one imported GTFS fare feed, table by table); PROTOCOL.md
  * section 5. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* backend-sync internal: the CBOR pieces that record.c, wire.c and bundle.c share.
  * Not a public header: only the .c files of backend-sync include it.
  *

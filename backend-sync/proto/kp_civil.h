@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Calendar arithmetic in integers, shared by the terminal, the backend and the tools: days
  * since 1970-01-01 <-> proleptic Gregorian dates (Howard Hinnant's algorithms), local time
  * at a fixed UTC offset, and service days that end at a local hour rather than midnight. */

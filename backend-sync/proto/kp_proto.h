@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu sync protocol, proto/: error codes, the messages and frames between terminals and
  * the backend, and what the client needs from a terminal's journal (kp_sync_source). The
  * bundle is in kp_bundle.h, the client in client/kp_client.h. The protocol is documented in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu journal records: canonical CBOR payloads signed as COSE_Sign1 (RFC 9052, ES256).
  * backend-sync owns this format: terminals write it, the backend verifies it.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A value for an SQL statement's parameter, as both ends' SQLite stores bind them: a
  * statement's values are a table of these, bound at ?1, ?2, ... in turn (kp_store_bind on a
  * terminal, bs_query in the backend). No SQLite here: only what the two binders share. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu journal records: canonical CBOR encoding, strict decoding, COSE_Sign1 (ES256).
  *
  * Encoding builds libcbor items and lets libcbor serialize them; canonical form is ours to

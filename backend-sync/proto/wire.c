@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu sync wire format: messages as canonical CBOR maps with text keys, and frames
  * (4-byte big-endian length + one message) over TLS or any byte stream. PROTOCOL.md is the
  * description; this file and it must agree.

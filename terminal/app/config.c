@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The terminal's configuration file: `key = value` lines, `#` comments. Unknown keys
  * and bad values are errors naming file and line: a terminal must not start on a
  * configuration it half understood. */

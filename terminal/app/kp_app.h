@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu terminal, app/: reading the terminal's settings (terminal/app/config.c). */
 #ifndef KP_APP_H
 #define KP_APP_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu terminal: the headers of every terminal folder (card, store, fare, tap), for the
  * programs and tools above them. Code inside terminal/ includes the header of the folder
  * it needs, never this one. */

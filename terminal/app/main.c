@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu-terminal: the reader loop. Waits for a card, decides, commits the signed record,
  * and only then tells the rider. SIGINT/SIGTERM end the loop between taps. A reader that
  * fails is closed and reopened with backoff while the terminal keeps running. */

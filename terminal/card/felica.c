@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* FeliCa client: builds command packets, sends them through the HAL and parses replies
  * strictly. A reply is only believed when its LEN byte, response code, IDm and counts all
  * agree with what was asked; anything else is refused with a specific error. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Card identification: one place that knows which frames tell a card apart and how its
  * token is derived. The tap, the console, link mode and --inspect all come here. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* My Number card, JPKI application only (ISO 7816 APDUs over the HAL's Type B path).
  * kippu reads the user-authentication certificate, which needs no PIN, and in strong mode
  * has the card sign a fresh challenge after the holder's PIN. It never selects the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu terminal, card/: the terminal's error codes, the FeliCa client and transit-IC
  * layout, the My Number card (JPKI) and its PIN, card tokens. Depends on hal/, crypto/ and
  * the protocol's constants (proto/kp_record.h) only. */

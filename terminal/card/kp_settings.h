@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu terminal: the terminal's settings, one plain struct that every terminal folder reads
  * (the tap, the fare engine's service days, the console). terminal/app/config.c fills it
  * from the configuration file and the command line (kp_app.h). */

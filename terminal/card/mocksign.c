@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The mock My Number card's authentication key signs through our crypto module: hal/
  * depends on no other folder, so whoever links both registers the signer. */
 #include "kp_card.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The table of reasons (reasons.def) and its look-ups. */
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Card tokens and the error text table. The terminal never keeps a raw card id: it keeps
  * HMAC-SHA256(token_key, kind || id) cut to 16 bytes, which the backend derives too. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The driver console: a full-screen ncurses (wide-character) face for kippu-terminal.
  * Everything curses does happens on the console's own thread; the tap thread only copies
  * what it decided into the model below (a short mutex) and takes the driver's actions

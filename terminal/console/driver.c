@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Driver actions, shifts and shift summaries. Everything a driver does is a journal record
  * signed like a tap, so the summary of a shift is computed from the journal alone and
  * survives a restart. */

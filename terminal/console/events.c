@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The event stream (--events json): one JSON object per line, built with jansson, for an
  * onboard display or a vehicle's data logger. The tap thread only formats and queues a
  * line; a writer thread of its own opens the target (file, FIFO or stdout), writes with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The driver console of kippu-terminal (--console) and its event stream (--events json).
  * The public header of terminal/console/: terminal/app/ and the tests include it.
  *   console.c  the ncurses face (its own thread; never touches the tap engine)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The texts the console and the event stream show in Japanese and English: reasons from
  * the one table (card/reasons.def), with a text for the result when a reason has none;
  * rider categories, the driver's override reasons. Calls nothing else of the console. */

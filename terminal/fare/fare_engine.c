@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Pricing one leg charged to stored value (terminal/fare/FARES.md). Integers only: amounts are
  * in the currency's minor unit. */
 #include <stdarg.h>

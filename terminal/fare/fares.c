@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fare lookup over imported GTFS fares, and money without floating point.
  * v1 (fare_attributes + fare_rules): empty rule fields are wildcards; of all matching fares
  * the cheapest is charged (the spec leaves the choice to the consumer; the cheapest is what a

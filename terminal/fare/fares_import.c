@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl fares import: a GTFS feed's fare files (fares v1 / GTFS-JP and fares v2) into the
  * store, checked against the spec, in one transaction. Each error names file:line: field;
  * tolerable deviations (a BOM, unknown columns, a legacy extension file) are warnings. */

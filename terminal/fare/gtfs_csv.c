@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* RFC 4180 records from a GTFS file held in memory (see kp_csv.h). */
 #include <stdio.h>
 #include <stdlib.h>

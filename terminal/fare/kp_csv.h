@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Internal to terminal/: an RFC 4180 reader for GTFS files. The whole file is read into
  * memory; records may span lines (newlines inside quotes), end in LF or CRLF, and the file
  * may start with a UTF-8 BOM and lack a final newline. */

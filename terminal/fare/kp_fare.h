@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu terminal, fare/: GTFS fare feeds (fares v1 / GTFS-JP and fares v2): import, lookup
  * and money parsing. Depends on store/. */
 #ifndef KP_FARE_H

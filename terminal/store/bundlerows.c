@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The bundle's arrays as rows of the terminal's tables, through their field tables
  * (kp_bundle.h): the SQL, the bindings and the columns come from the same rows the bundle's
  * encoder reads, so a new field is not written again here. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The fare engine's tables (terminal/fare/FARES.md): each operator's fare feed and mode, commuter
  * passes, caps, scheme transfer rules, and each card's fare state. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The journal's rows: append inside the tap's transaction, walk, verify, export. Every row
  * keeps the canonical CBOR payload, its COSE_Sign1 and the payload's SHA-256, which the
  * next record names as `prev`. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu terminal, store/: the SQLite store (open, migrate, statement cache), the catalog and
  * entitlements, the fare engine's tables, the journal, the sync state and the bundle's
  * apply path. Depends on card/ (error codes, token sizes) and proto/. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Internal to the store modules (store.c, journal.c, syncstore.c, fares.c, fares_import.c):
  * the only files that see SQLite. */
 #ifndef KP_TERMINAL_STORE_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The terminal's SQLite store: WAL with synchronous=FULL so a committed tap survives a
  * power cut, foreign keys on, numbered migrations tracked in PRAGMA user_version, and
  * prepared statements only. Tables keyed by 16-byte card tokens are WITHOUT ROWID: half

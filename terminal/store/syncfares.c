@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fare feeds and the fare engine's configuration between a terminal store and the config
  * bundle (format 2): a feed's rows as a fare package (kp_bundle.h) and back, and a store's
  * operators, products and fare rules as a bundle (kippuctl backend load reads a load file

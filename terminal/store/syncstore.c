@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The terminal's side of sync, as a store module: which records to send, what the backend
  * acknowledged, and applying a verified config bundle in one transaction. The sync runs
  * on its own database connection, so it never holds the tap path's statements. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Which of a card's entitlements a tap uses, and if none, why not. */
 #include "tap_int.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The tap decision. One SQLite transaction holds the entitlement change and the signed
  * journal record; it commits before the caller may show anything to the rider. The
  * record is signed inside the transaction (deterministic ECDSA, ~0.3 ms), so no unsigned

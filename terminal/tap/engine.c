@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The tap engine: its life, the journal (one SQLite transaction holds the entitlement change
  * and the signed record; it commits before the caller may show anything), the card's
  * identity, refusals and link requests. */

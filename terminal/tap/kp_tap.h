@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu terminal, tap/: the terminal's settings, the tap decision and its outcome, the
  * sweep of open journeys, service days, the rider's texts of an outcome. Depends on card/,
  * fare/ and store/. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The scheme's My Number policy as the last bundle said it. */
 #include "tap_int.h"
 

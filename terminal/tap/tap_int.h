@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Private to terminal/tap/: the engine, the entitlement a card would use (choose.c), the
  * scheme's My Number policy (policy.c), and what engine.c gives the decision (decide.c). */
 #ifndef KP_TAP_INT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The config bundle's format 2: product kinds, first-use passes, the fare engine's
  * configuration and GTFS fare feeds as packages. Encoding and strict decoding, the terminal
  * applying them (a feed prices exactly like a direct import; a feed already held is not

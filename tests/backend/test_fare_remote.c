@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fares across terminals (terminal/fare/FARES.md, "Across terminals"): the backend's remote row
  * per card, computed for the terminal a bundle is made for from the other terminals'
  * records; bundle format 3 ("remote", "scopes") round trip and strict decoding; the

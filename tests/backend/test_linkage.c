@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* My Number linkage at the backend: linkages and linked cards in the bundle's eligibility,
  * revocation, link requests from terminals (records of kind "link") accepted or refused on
  * ingest, product categories, the migration of a version-1 database, and kippuctl linkage

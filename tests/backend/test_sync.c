@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Sync, end to end over loopback: the real kippu-backend, kippu-terminal and kippuctl
  * against each other, plus a cutting proxy, a raw protocol client and a misbehaving
  * backend for the fault cases. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The terminal's FeliCa client against crafted replies: every malformed form is refused
  * with its own error. A fake reader (our HAL ops table, the one place we mock) hands the
  * client exactly the bytes a test wants, and records what the client sent. */

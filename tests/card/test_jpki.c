@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The terminal's My Number (JPKI) path end to end: cards made by the real `kippuctl jpki`
  * (a test CA, a valid card, an expired one, one from another CA, a second valid one, a
  * JPKI-sized 1.5 KB certificate made with OpenSSL), played by the mock reader through the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The console's parts without a screen: the JA/EN texts, the console settings, driver
  * actions journaled and signed with the driver's id, the shift summary computed from the
  * journal (also after a restart), and the event stream against the journal (every record

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The driver console as a driver uses it: kippu-terminal --console runs inside tmux on mock
 # scenarios (tests/data/console/), keys go in with send-keys, and what the driver sees comes back
 # with capture-pane. Also: the event stream against the journal, validation-only mode

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of crypto/: published vectors (FIPS 180-2, RFC 4231, RFC 6979), keys, certificates.
  * Vectors marked "computed" were produced at development time with Python's standard library
  * and the `cryptography` package, independently of mbedTLS (see the comment at each). */

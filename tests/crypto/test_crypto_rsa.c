@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of crypto/'s RSA half (My Number card, JPKI): RSA-2048 key files, PKCS#1 v1.5
  * signatures over a DigestInfo checked against OpenSSL (`openssl dgst`, `pkeyutl
  * -verifyrecover`, and OpenSSL's own signature of the same message, which must be the same

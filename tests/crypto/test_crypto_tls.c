@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of crypto/tls.c: a server and a client thread over a loopback listener, and
  * openssl s_client as an independent peer for what an mbedTLS client of ours cannot do
  * (no certificate, a certificate from another CA, other versions, suites and curves). */

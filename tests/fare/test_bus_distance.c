@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A distance-fare bus with the real programs: kippuctl imports a zone feed and loads the
  * scheme, kippu-terminal runs a real-paced mock scenario while the "onboard system" moves
  * the bus by rewriting place_file; the rider taps on at S1 and off at S3 and is charged the

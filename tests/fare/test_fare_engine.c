@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The fare engine at the terminal (terminal/fare/FARES.md), beside the golden table (which runs
  * through `kippuctl fares quote`): journeys left open are charged at the service day's end
  * by the idle sweep; a journey closed by the next tap is journaled in the same transaction

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fares from GTFS: every real feed in ../shared/data/gtfs imports and prices published fares;
  * a crafted mini-feed (BOM, CRLF, quoted fields) exercises v1 and v2 matching; each
  * malformed file is refused with file:line: field and leaves the previous import intact. */

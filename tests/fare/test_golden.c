@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The fare engine's golden table (terminal/fare/FARES.md, issue 6): tests/data/fares/golden.csv
  * holds priced journeys with the expected result worked out by hand in its `why` column.
  * The real kippuctl builds a database from the feeds in tests/data/fares and two real

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The FeliCa card model answers every command byte for byte as PROTOCOLS.md sections
  * 1-2 say; the ISO 14443 models answer their few APDUs. Vectors are hex strings
  * (spaces ignored); a NULL reply means the card must stay silent. */

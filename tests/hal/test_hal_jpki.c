@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The My Number card model (hal/card_jpki.c) and its scenario form ("card NAME mynumber"):
  * every APDU and status word of hal/SCENARIO.md byte for byte, the PIN counter and its
  * blocking, chunked certificate reads and 6C xx, the signature through a fake signer (hal/

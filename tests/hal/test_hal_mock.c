@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The HAL's generic half and the mock backends: scenario parsing (every error names its
  * line), the reader flow through kp_reader_* (activation, virtual clock, transceive,
  * remove-after, every fault kind, END, NOCARD, OVERFLOW, cards that stay in the field

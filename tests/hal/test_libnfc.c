@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The libnfc reader backend. Unit tests: connection strings, libnfc's error codes, what it
  * cannot do, opening what is not there. End to end through Debian's unmodified libnfc
  * and kippu-pn532-emu (a PN532 on a pseudo-terminal driving the mock HAL's card models):

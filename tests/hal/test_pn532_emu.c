@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kippu-pn532-emu, the PN532 emulator on a pseudo-terminal: Debian's unmodified libnfc
  * (its nfc-list tool) lists the scenario's FeliCa and Type B cards through it, and
  * hand-built host frames check the protocol byte by byte: wake-up, ACKs, bad checksums,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of backend-sync/proto/record.c: canonical CBOR records and COSE_Sign1.
  *
  * How the vectors were computed: at development time, independently of libcbor and mbedTLS,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of backend-sync's wire protocol (wire.c), config bundle (bundle.c) and the
  * client exchange (client.c), the latter over an in-memory peer instead of TLS.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The crash and fault VFS of the power-cut tests (see crashvfs.h for the model). */
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A test-only SQLite VFS in the manner of SQLite's crash VFS (src/test6.c) and test VFS
  * (src/test_vfs.c): it wraps the default unix VFS, counts every xWrite, xSync and xTruncate
  * of the named files (database, -wal, rollback journal) across files, and at a chosen op

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Crash between taps: a child process taps as fast as it can (checkpointing now and then)
  * and is killed with SIGKILL at a random moment, several times over the same database.
  * After each kill the journal must verify (gapless, chained, signed) and every

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Power cuts and I/O faults under the terminal's and the backend's stores, with the crash
  * VFS (tests/store/crashvfs.h) in the manner of SQLite's own crash tests.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Period passes (1-day, multi-day, monthly = 30 days): fixed validity or started by the
  * first tap, over service days that end at service_day_end local time (04:00 JST), used
  * before rides and stored value, charging nothing. */

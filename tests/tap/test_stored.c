@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Stored value at the tap: charged the published tap-on fare of an imported GTFS feed
  * (Kumagaya ゆうゆうバス, flat 200 yen), after any usable pass or ride, refused when the
  * balance is short or the fare is unknown, journalled with amount and balance left. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The store and the tap decision: migrations, every refusal reason, the double-tap
  * window, the best entitlement, atomicity, and a journal that verifies and shows tampering. */
 #include <setjmp.h>

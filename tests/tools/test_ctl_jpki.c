@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* `kippuctl jpki ca create` and `kippuctl jpki card create` (the real program), and the
  * card folder they make played by the mock reader with a crypto-backed signer: the
  * certificate read in chunks chains to the CA, the card's signature of a DigestInfo verifies

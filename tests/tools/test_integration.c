@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Integration: the real programs (kippuctl, kippu-terminal) on the demo's mock scenario
  * of 21 taps by 7 cards, malformed card frames included. Asserts what the rider saw (the
  * mock HMI's event file), the final database, and the journal: kippuctl verifies it and

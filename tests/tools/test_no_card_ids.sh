@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # No raw card id anywhere: the whole demo (three terminals, the backend, My Number cards, link
 # mode, exports) is run into a folder of its own, and tests/no_card_ids.py searches every
 # database, log, HMI log and export it wrote for every card's IDm, PUPI, certificate serial

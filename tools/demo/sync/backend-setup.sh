@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Sourced by tools/demo.sh: what the scheme sells, set up at the backend with kippuctl.
 # $CTL is kippuctl, $DB the backend database; cards are given by IDm and stored as tokens.
 $CTL backend operator $DB OP-A "Kansai Demo Bus"
