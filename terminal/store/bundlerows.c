@@ -53,28 +53,6 @@ int kp_store_read_row(sqlite3_stmt *st, enum kp_bundle_array_id id, void *el)
 	return kp_bundle_row_set(id, el, vals) == KP_SYNC_OK ? KP_OK : KP_E_NOMEM;
 }
 
-int kp_store_put_rows(kp_store *s, enum kp_bundle_array_id id, const void *arr, size_t n)
-{
-	const struct kp_bundle_array *a = kp_bundle_array(id);
-	sqlite3_stmt *st = NULL;
-	char sql[1024];
-	int rc = kp_bundle_row_sql(id, 1, sql, sizeof(sql)) == KP_SYNC_OK ? KP_OK : KP_E_INVAL;
-
-	if (rc != KP_OK || n == 0)
-		return rc;
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return kp_store_fail(s, a->table);
-	for (size_t i = 0; rc == KP_OK && i < n; i++) {
-		sqlite3_reset(st);
-		sqlite3_clear_bindings(st);
-		kp_store_bind_row(st, id, (const uint8_t *)arr + i * a->elem_size);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			rc = kp_store_fail(s, a->table);
-	}
-	sqlite3_finalize(st);
-	return rc;
-}
-
 int kp_store_get_rows(kp_store *s, enum kp_bundle_array_id id, struct kp_bundle *b)
 {
 	const struct kp_bundle_array *a = kp_bundle_array(id);

@@ -60,10 +60,9 @@ void kp_store_col_text(sqlite3_stmt *st, int i, char *out, size_t cap);
 void kp_store_bind_opt(sqlite3_stmt *st, int i, const char *s);
 /* The bundle's arrays as rows (bundlerows.c), through their field tables (SQL from
  * kp_bundle_row_sql): an element bound from ?1 on, an element from the columns from 0 on;
- * put_rows inserts n elements, get_rows reads the whole table into b's array. */
+ * get_rows reads the whole table into b's array. */
 void kp_store_bind_row(sqlite3_stmt *st, enum kp_bundle_array_id id, const void *el);
 int  kp_store_read_row(sqlite3_stmt *st, enum kp_bundle_array_id id, void *el);
-int  kp_store_put_rows(kp_store *s, enum kp_bundle_array_id id, const void *arr, size_t n);
 int  kp_store_get_rows(kp_store *s, enum kp_bundle_array_id id, struct kp_bundle *b);
 /* Records SQLite's message for `what` in s->err and returns KP_E_DB. */
 int kp_store_fail(kp_store *s, const char *what);

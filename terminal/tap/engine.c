@@ -97,7 +97,7 @@ const char *kp_tap_reason_text(const char *reason)
 }
 
 /* Builds, signs and appends the record inside the open transaction. */
-int tap_journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kind)
+static int tap_journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kind)
 {
 	uint8_t *payload = NULL, *cose = NULL;
 	size_t payload_len = 0, cose_len = 0;

@@ -61,7 +61,6 @@ struct policy {
 
 void tap_log(const kp_tap_engine *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-int tap_journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kind);
 int tap_journal(kp_tap_engine *e, struct kp_record *rec);
 void tap_set_reason(struct kp_record *rec, enum kp_reason reason);
 void tap_outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec,
