@@ -260,6 +260,27 @@ static void test_kippuctl_rejects_bad_input(void **state)
 	assert_int_equal(tu_sh("%s/kippuctl frobnicate 2>/dev/null; test $? -eq 2", f->bin), 0);
 	assert_int_equal(tu_sh("%s/kippuctl terminal create --id 'a b' --ca-key x --ca-cert y "
 	                       "--key k --cert c 2>/dev/null; test $? -eq 2", f->bin), 0);
+	/* the option table's checks: a number out of range or not a number, a repeated option
+	 * past its limit; usage errors (exit 2) named on stderr, nothing written */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(tu_sh("cd %s && %s/kippuctl terminal create --id T9 --ca-key ca.key "
+		                       "--ca-cert ca.crt --key t9.key --cert t9.crt --days %s "
+		                       "2>opt.err; test $? -eq 2 && grep -q -- '--days must be 1 to "
+		                       "36500' opt.err && test ! -e t9.key", f->dir, f->bin,
+		                       i == 0 ? "0" : "12x"), 0);
+	assert_int_equal(tu_sh("cd %s && c=; for i in $(seq 17); do "
+	                       "c=\"$c --card felica:01010203040506$(printf %%02x $i)\"; done; "
+	                       "%s/kippuctl linkage add many.db token:%032d RES "
+	                       "2026-01-01T00:00:00+09:00 2027-01-01T00:00:00+09:00 $c "
+	                       "--token-key token.key 2>opt.err; test $? -eq 2 && "
+	                       "grep -q 'at most 16 --card at once' opt.err && test ! -e many.db",
+	                       f->dir, f->bin, 0), 0);
+	/* the configuration keys as a table: every key the file takes, the console's too */
+	assert_int_equal(tu_sh("%s/kippu-terminal --config-keys > %s/keys.md && "
+	                       "grep -q '^| `terminal_id` |' %s/keys.md && "
+	                       "grep -q '^| `service_day_end` | `04:00` |' %s/keys.md && "
+	                       "grep -q '^| `console_mode` | `charge` |' %s/keys.md",
+	                       f->bin, f->dir, f->dir, f->dir, f->dir), 0);
 }
 
 /* SIGTERM while taps arrive in real time, once a few were shown: a clean exit, and every
