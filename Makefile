@@ -8,6 +8,11 @@ SANITIZE  ?= 0
 DEMO_DIR  ?=
 BENCH_JSON ?=
 
+# `make` builds in parallel on the machine's cores unless a -j is given (`make -j1` for one).
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
+endif
+
 ifeq ($(SANITIZE),1)
 BUILD     ?= build-san
 SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
