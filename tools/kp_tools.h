@@ -140,10 +140,13 @@ int kp_ctl_fares(int argc, char **argv);
 void kp_ctl_fares_usage(FILE *fp);
 
 /* Prices the taps of a journeys CSV (terminal/fare/FARES.md) with the terminal's decision code on
- * a scratch copy of the database at db_path (never changed); one CSV line per journal record
- * to out. err: "FILE:LINE: field: why". */
+ * a scratch copy of the database at db_path (never changed); one row per journal record to out
+ * (begun by kp_fares_quote_out: CSV, or JSON lines). err: "FILE:LINE: field: why". */
 int kp_fares_quote(const char *db_path, const char *journeys,
-                   const uint8_t token_key[KP_TOKEN_KEY_LEN], FILE *out, char *err, size_t cap);
+                   const uint8_t token_key[KP_TOKEN_KEY_LEN], struct kp_ctl_out *out, char *err,
+                   size_t cap);
+/* Begins out with the quote's columns: its human form is its CSV. */
+void kp_fares_quote_out(struct kp_ctl_out *o, enum kp_ctl_format format);
 
 /* kippuctl linkage ...: argv[0] is "linkage". */
 int kp_ctl_linkage(int argc, char **argv);
