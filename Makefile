@@ -51,7 +51,7 @@ KP_LDFLAGS := $(SANFLAGS)
 #   tap                fare                                 -
 #   console            tap                                  ncursesw, jansson
 #   app                console, client                      -
-#   tools              app, backend                         -
+#   tools              app, backend                         jansson (listings as JSON)
 uniq = $(if $(1),$(firstword $(1)) $(call uniq,$(filter-out $(firstword $(1)),$(1))))
 INC_hal     := -Ihal
 INC_crypto  := -Icrypto
@@ -88,6 +88,7 @@ PC_backend  = $(call pc_cflags,sqlite3 libcbor)
 PC_store    = $(call pc_cflags,sqlite3)
 PC_fare     = $(call pc_cflags,sqlite3)
 PC_console  = $(call pc_cflags,ncursesw jansson)
+PC_tools    = $(call pc_cflags,jansson)
 PC_tests    = $(call pc_cflags,libnfc sqlite3 cmocka libcbor ncursesw jansson)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))

@@ -262,6 +262,8 @@ static int backend_policy(kp_bstore *s, char **args, int n)
 struct bargs {
 	const char *token_key, *label, *terminal, *category, *feed_id, *balance, *operator_id;
 	int first_use;
+	struct kp_ctl_fmt fmt;
+	enum kp_ctl_format format;
 	int n;
 	const char *pos[64];
 };
@@ -277,6 +279,7 @@ static const struct kp_ctl_opt backend_opts[] = {
 	{ "first-use", KP_CTL_FLAG, offsetof(struct bargs, first_use), 0, 0, 0,
 	  "a period pass that starts at its first tap (sell)" },
 	OPT("operator", operator_id, "the terminal's operator (terminal add)"),
+	KP_CTL_OUT_OPTS(struct bargs, fmt),
 	{ NULL, 0, 0, 0, 0, 0, NULL },
 };
 #undef OPT
@@ -310,10 +313,6 @@ static int card_token(const struct bargs *a, const char *card, uint8_t token[KP_
 	return 0;
 }
 
-struct table {
-	int rows;
-};
-
 static int col_width(const char *name)
 {
 	if (strcmp(name, "token") == 0 || strcmp(name, "via") == 0)
@@ -331,12 +330,78 @@ static int col_width(const char *name)
 	return strlen(name) > 8 ? (int)strlen(name) : 8;
 }
 
-static int print_row(void *arg, int ncol, const char *const *cols, const char *const *names)
+/* The reports' columns (README, "Listings as JSON and CSV"), named as the store's reports name
+ * them; "-" or "never" where the store has no value. */
+#define COLS(a) a, (int)(sizeof(a) / sizeof(a[0]))
+#define T(name) { name, KP_COL_TEXT, NULL }
+#define T_(name) { name, KP_COL_TEXT, "-" }
+#define I(name) { name, KP_COL_INT, NULL }
+#define I_(name) { name, KP_COL_INT, "-" }
+#define W(name) { name, KP_COL_TIME, NULL }
+static const struct kp_ctl_col record_cols[] = {
+	T("terminal"), I("seq"), W("time"), T("result"), T("reason"), T("operator"), T_("product"),
+	I_("ent"), I("rides"), I_("left"), T("kind"), T_("via"), T_("category"),
+};
+static const struct kp_ctl_col ledger_cols[] = {
+	T("operator"), I("accepted"), I("refused"), I("already"), I("rides"),
+	{ "amount", KP_COL_AMOUNT, NULL },
+};
+static const struct kp_ctl_col terminal_cols[] = {
+	T("terminal"), I("acked"), { "last_seen", KP_COL_TIME, "never" }, I("quarantined"),
+	I_("epoch"), I("certs"), T("status"), T("operator"), W("registered"), W("retired"),
+};
+static const struct kp_ctl_col overdraft_cols[] = {
+	I("ent"), T("token"), T("product"), I("bought"), I("used"),
+};
+static const struct kp_ctl_col entitlement_cols[] = {
+	I("ent"), T("token"), T("product"), I("bought"), I("used"), I("remaining"), W("valid_from"),
+	W("valid_until"),
+};
+static const struct kp_ctl_col journal_cols[] = {
+	T("terminal"), I("epoch"), T("journal"), I("acked"), I("records"), I("held_before"),
+	W("first_seen"), W("last_seen"),
+};
+static const struct kp_ctl_col cert_cols[] = {
+	T("terminal"), I("cert"), W("first_seen"), W("last_seen"), I("records"),
+};
+static const struct kp_ctl_col clone_cols[] = {
+	T("linkage"), T("kind"), T("first"), T("second"), T("detail"), W("flagged"), T("state"),
+};
+static const struct kp_ctl_col product_cols[] = {
+	T("product"), T("kind"), T("name"), I_("rides"), I_("days"), T_("route"), T_("category"),
+	T("operators"),
+};
+static const struct kp_ctl_col fare_rule_cols[] = { T("what"), T("rule") };
+static const struct kp_ctl_col feed_cols[] = {
+	T("feed"), I("rows"), I("bytes"), T("digest"), T("source"), W("imported"),
+};
+static const struct kp_ctl_col quarantine_cols[] = {
+	T("terminal"), I("seq"), T("reason"), W("at"), T("state"),
+};
+#undef T
+#undef T_
+#undef I
+#undef I_
+#undef W
+
+/* print_report's answer when a row could not be printed (the layer told stderr why). */
+#define OUT_FAILED (-1000)
+
+/* A report's rows through the listing layer (table, JSON lines or CSV): 0, or the store's
+ * error code, or OUT_FAILED when a row could not be printed (told on stderr). */
+static int print_report(kp_bstore *s, const struct bargs *a, enum kp_report which,
+                        const char *terminal, const struct kp_ctl_col *cols, int ncol,
+                        const char *none)
 {
-	struct table *t = arg;
+	struct kp_ctl_out o;
+	int rc;
 
 	/* Fixed columns a person can read; tokens and times are the wide ones. */
-	return kp_ctl_print_row(&t->rows, ncol, cols, names, col_width);
+	kp_ctl_out_begin(&o, a->format, cols, ncol, col_width);
+	rc = kp_bstore_report(s, which, terminal, kp_ctl_out_report, &o);
+	if (rc == KP_BE_OK && kp_ctl_out_end(&o, none) != 0)
+		rc = OUT_FAILED;
+	return rc;
 }
 
 /* The export being written: one folder per epoch, each a whole chain with the certificates
@@ -852,7 +917,8 @@ static int be_result(kp_bstore *s, const char *cmd, int rc)
 {
 	if (rc == KP_BE_OK)
 		return 0;
-	fprintf(stderr, "kippuctl: backend %s: %s\n", cmd, kp_bstore_errmsg(s));
+	if (rc != OUT_FAILED)
+		fprintf(stderr, "kippuctl: backend %s: %s\n", cmd, kp_bstore_errmsg(s));
 	return 1;
 }
 
@@ -879,11 +945,7 @@ static int be_fares(kp_bstore *unused, const struct bargs *a, const char *cmd)
 	if (strcmp(a->pos[0], "remove") == 0) {
 		rc = kp_bstore_delete_feed(s, a->pos[2]);
 	} else {
-		struct table t = { 0 };
-
-		rc = kp_bstore_report(s, KP_REPORT_FEEDS, NULL, print_row, &t);
-		if (rc == KP_BE_OK && t.rows == 0)
-			printf("(no fare feeds)\n");
+		rc = print_report(s, a, KP_REPORT_FEEDS, NULL, COLS(feed_cols), "(no fare feeds)");
 	}
 	rc = be_result(s, cmd, rc);
 	kp_bstore_close(s);
@@ -901,11 +963,8 @@ static int be_quarantine(kp_bstore *unused, const struct bargs *a, const char *c
 	if (kp_bstore_open(&s, a->pos[1]) != KP_BE_OK)
 		return 1;
 	if (strcmp(a->pos[0], "list") == 0) {
-		struct table t = { 0 };
-
-		rc = kp_bstore_report(s, KP_REPORT_QUARANTINE, a->terminal, print_row, &t);
-		if (t.rows == 0)
-			printf("no quarantines\n");
+		rc = print_report(s, a, KP_REPORT_QUARANTINE, a->terminal, COLS(quarantine_cols),
+		                  "no quarantines");
 	} else {
 		rc = kp_bstore_quarantine_clear(s, a->pos[2]);
 		if (rc == KP_BE_OK)
@@ -1065,38 +1124,36 @@ static int be_export(kp_bstore *s, const struct bargs *a, const char *cmd)
 	return export_records(s, a->pos[1], a->pos[2]);
 }
 
-/* The reports: kippuctl backend NAME DB [--terminal ID] prints a table. */
+/* The reports: kippuctl backend NAME DB [--terminal ID] prints a table (or JSON, CSV). */
 static const struct report {
 	const char *name;
 	enum kp_report report;
 	int by_terminal;                     /* --terminal narrows it */
 	const char *none;                    /* what an empty one prints */
+	const struct kp_ctl_col *cols;       /* its columns, as the store names them */
+	int ncol;
 } reports[] = {
-	{ "records", KP_REPORT_RECORDS, 1, "(none)" },
-	{ "ledger", KP_REPORT_LEDGER, 1, "(none)" },
-	{ "terminals", KP_REPORT_TERMINALS, 1, "(none)" },
-	{ "overdrafts", KP_REPORT_OVERDRAFTS, 1, "(none)" },
-	{ "entitlements", KP_REPORT_ENTITLEMENTS, 1, "(none)" },
-	{ "journals", KP_REPORT_JOURNALS, 1, "(none)" },
-	{ "certificates", KP_REPORT_CERTS, 1, "(none)" },
-	{ "clones", KP_REPORT_CLONES, 1, "(no possible copies flagged)" },
-	{ "products", KP_REPORT_PRODUCTS, 0, "(none)" },
-	{ "fare-rules", KP_REPORT_FARES, 0, "(none)" },
+	{ "records", KP_REPORT_RECORDS, 1, "(none)", COLS(record_cols) },
+	{ "ledger", KP_REPORT_LEDGER, 1, "(none)", COLS(ledger_cols) },
+	{ "terminals", KP_REPORT_TERMINALS, 1, "(none)", COLS(terminal_cols) },
+	{ "overdrafts", KP_REPORT_OVERDRAFTS, 1, "(none)", COLS(overdraft_cols) },
+	{ "entitlements", KP_REPORT_ENTITLEMENTS, 1, "(none)", COLS(entitlement_cols) },
+	{ "journals", KP_REPORT_JOURNALS, 1, "(none)", COLS(journal_cols) },
+	{ "certificates", KP_REPORT_CERTS, 1, "(none)", COLS(cert_cols) },
+	{ "clones", KP_REPORT_CLONES, 1, "(no possible copies flagged)", COLS(clone_cols) },
+	{ "products", KP_REPORT_PRODUCTS, 0, "(none)", COLS(product_cols) },
+	{ "fare-rules", KP_REPORT_FARES, 0, "(none)", COLS(fare_rule_cols) },
 };
 
 static int be_report(kp_bstore *s, const struct bargs *a, const char *cmd)
 {
 	for (size_t i = 0; i < sizeof(reports) / sizeof(reports[0]); i++) {
-		struct table t = { 0 };
-		int rc;
+		const struct report *r = &reports[i];
 
-		if (strcmp(cmd, reports[i].name) != 0)
+		if (strcmp(cmd, r->name) != 0)
 			continue;
-		rc = kp_bstore_report(s, reports[i].report, reports[i].by_terminal ? a->terminal : NULL,
-		                      print_row, &t);
-		if (rc == KP_BE_OK && t.rows == 0)
-			printf("%s\n", reports[i].none);
-		return be_result(s, cmd, rc);
+		return be_result(s, cmd, print_report(s, a, r->report, r->by_terminal ? a->terminal :
+		                                      NULL, r->cols, r->ncol, r->none));
 	}
 	return be_usage();      /* not reached: backend_cmd_find found cmd in reports[] */
 }
@@ -1154,7 +1211,16 @@ int kp_ctl_backend(int argc, char **argv)
 
 	if (argc < 2 || parse(argc - 1, argv + 1, &a) != 0 || a.n < 1)
 		return be_usage();
+	if (kp_ctl_out_format(&a.fmt, &a.format) != 0)
+		return 2;
 	c = backend_cmd_find(argv[1], &a);
+	if (a.format != KP_OUT_HUMAN && c != &report_cmd &&
+	    (c == NULL || (c->run != be_fares && c->run != be_quarantine) ||
+	     strcmp(a.pos[0], "list") != 0)) {
+		fprintf(stderr, "kippuctl: backend %s: --json and --csv are for listings (reports, "
+		        "fares list, quarantine list)\n", argv[1]);
+		return 2;
+	}
 	if (c != NULL && c->own_db)
 		return c->run(NULL, &a, argv[1]);
 	if (text_arg_bad(argv[1], &a))

@@ -27,6 +27,8 @@ struct fargs {
 	struct kp_fare_query q;
 	const char *time, *date, *payment, *model;
 	const char *token_key;
+	struct kp_ctl_fmt fmt;
+	enum kp_ctl_format format;
 	int npos;
 	const char *pos[3];
 };
@@ -46,6 +48,7 @@ static const struct kp_ctl_opt fares_opts[] = {
 	OPT("payment", payment, "the payment method, 0 or 1"),
 	OPT("model", model, "the fares model, 1 or 2"),
 	OPT("token-key", token_key, "the card token key (quote)"),
+	KP_CTL_OUT_OPTS(struct fargs, fmt),
 	{ NULL, 0, 0, 0, 0, 0, NULL },
 };
 #undef OPT
@@ -103,6 +106,51 @@ static int cmd_import(struct fargs *a)
 	return rc == KP_OK ? 0 : 1;
 }
 
+/* fares lookup's one row (README, "Listings as JSON and CSV"): amount in minor units, as
+ * many minor digits as the currency has. */
+enum { L_AMOUNT, L_CURRENCY, L_DIGITS, L_KIND, L_FARE, L_LEG_GROUP, L_RULE, L_CATEGORY, L_NCOL };
+static const struct kp_ctl_col lookup_cols[L_NCOL] = {
+	{ "amount", KP_COL_AMOUNT, NULL }, { "currency", KP_COL_TEXT, NULL },
+	{ "minor_digits", KP_COL_INT, NULL }, { "kind", KP_COL_TEXT, NULL },
+	{ "fare", KP_COL_TEXT, NULL }, { "leg_group", KP_COL_TEXT, "" },
+	{ "rule", KP_COL_TEXT, NULL }, { "rider_category", KP_COL_TEXT, "" },
+};
+
+static void lookup_line(const struct kp_ctl_out *o, const char *const *v)
+{
+	long long amount = strtoll(v[L_AMOUNT], NULL, 10), unit = 1;
+	int digits = atoi(v[L_DIGITS]);
+
+	for (int i = 0; i < digits; i++)
+		unit *= 10;
+	if (digits > 0)
+		fprintf(o->fp, "%lld.%0*lld %s", amount / unit, digits, llabs(amount % unit),
+		        v[L_CURRENCY]);
+	else
+		fprintf(o->fp, "%lld %s", amount, v[L_CURRENCY]);
+	fprintf(o->fp, "  %s %s%s%s  rule %s%s%s\n", v[L_KIND], v[L_FARE],
+	        v[L_LEG_GROUP][0] ? "  leg group " : "", v[L_LEG_GROUP], v[L_RULE],
+	        v[L_CATEGORY][0] ? "  category " : "", v[L_CATEGORY]);
+}
+
+static int print_lookup(const struct fargs *a, const struct kp_fare_result *r)
+{
+	char amount[24], digits[8];
+	const char *v[L_NCOL] = {
+		amount, r->currency, digits, r->model == KP_FARE_V2 ? "product" : "fare", r->fare_id,
+		r->leg_group_id, r->rule, r->rider_category,
+	};
+	struct kp_ctl_out o;
+
+	snprintf(amount, sizeof(amount), "%lld", (long long)r->amount);
+	snprintf(digits, sizeof(digits), "%d", r->minor_digits);
+	kp_ctl_out_begin(&o, a->format, lookup_cols, L_NCOL, NULL);
+	o.human = lookup_line;
+	if (kp_ctl_out_row(&o, v) != 0 || kp_ctl_out_end(&o, NULL) != 0)
+		return KP_E_INVAL;
+	return KP_OK;
+}
+
 static int cmd_lookup(struct fargs *a)
 {
 	struct kp_fare_result r;
@@ -113,18 +161,7 @@ static int cmd_lookup(struct fargs *a)
 	if (rc == KP_OK) {
 		rc = kp_fare_lookup(s, &a->q, &r);
 		if (rc == KP_OK) {
-			int64_t unit = 1;
-
-			for (int i = 0; i < r.minor_digits; i++)
-				unit *= 10;
-			if (r.minor_digits > 0)
-				printf("%lld.%0*lld %s", (long long)(r.amount / unit), r.minor_digits,
-				       (long long)llabs(r.amount % unit), r.currency);
-			else
-				printf("%lld %s", (long long)r.amount, r.currency);
-			printf("  %s %s%s%s  rule %s%s%s\n", r.model == KP_FARE_V2 ? "product" : "fare",
-			       r.fare_id, r.leg_group_id[0] ? "  leg group " : "", r.leg_group_id,
-			       r.rule, r.rider_category[0] ? "  category " : "", r.rider_category);
+			rc = print_lookup(a, &r);
 		} else {
 			if (rc == KP_E_NOFARE)
 				fprintf(stderr, "kippuctl: fares lookup: %s\n", kp_strerror(rc));
@@ -141,6 +178,7 @@ static int cmd_quote(struct fargs *a)
 {
 	uint8_t key[KP_TOKEN_KEY_LEN] = { 0 };
 	char err[KP_FARE_MSG_MAX];
+	struct kp_ctl_out o;
 	int rc;
 
 	/* Without a key, labels and felica: cards get tokens under an all-zero key: fine for
@@ -149,7 +187,8 @@ static int cmd_quote(struct fargs *a)
 		fprintf(stderr, "kippuctl: fares quote: cannot read token key %s\n", a->token_key);
 		return 1;
 	}
-	rc = kp_fares_quote(a->pos[0], a->pos[1], key, stdout, err, sizeof(err));
+	kp_fares_quote_out(&o, a->format);
+	rc = kp_fares_quote(a->pos[0], a->pos[1], key, &o, err, sizeof(err));
 	kp_zeroize(key, sizeof(key));
 	fflush(stdout);
 	if (rc != KP_OK) {
@@ -167,6 +206,13 @@ int kp_ctl_fares(int argc, char **argv)
 	if (argc < 2 || fares_parse(argc - 1, argv + 1, &a) != 0) {
 		fputs("usage:\n", stderr);
 		kp_ctl_fares_usage(stderr);
+		return 2;
+	}
+	if (kp_ctl_out_format(&a.fmt, &a.format) != 0)
+		return 2;
+	if (a.format != KP_OUT_HUMAN && strcmp(argv[1], "import") == 0) {
+		fprintf(stderr, "kippuctl: fares import: --json and --csv are for listings (lookup, "
+		        "quote)\n");
 		return 2;
 	}
 	if (strcmp(argv[1], "import") == 0 && a.npos == 2)

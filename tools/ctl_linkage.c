@@ -35,6 +35,7 @@ struct largs {
 	const char *token_key, *cert, *terminal, *at, *jpki_ca;
 	const char *cards[MAX_CARDS];
 	int n_cards;
+	struct kp_ctl_fmt fmt;
 	int n;
 	const char *pos[MAX_POS];
 };
@@ -48,6 +49,7 @@ static const struct kp_ctl_opt linkage_opts[] = {
 	  offsetof(struct largs, n_cards), "a card to link (add), repeated" },
 	OPT("terminal", terminal, "one terminal's requests only"),
 	OPT("at", at, "status as of TIME (list)"),
+	KP_CTL_OUT_OPTS(struct largs, fmt),
 	{ NULL, 0, 0, 0, 0, 0, NULL },
 };
 #undef OPT
@@ -180,11 +182,58 @@ static int col_width(const char *name)
 	return strlen(name) > 8 ? (int)strlen(name) : 8;
 }
 
-static int print_row(void *arg, int ncol, const char *const *cols, const char *const *names)
-{
-	int *rows = arg;
+/* The listings' columns (README, "Listings as JSON and CSV"), as the store names them. */
+static const struct kp_ctl_col list_cols[] = {
+	{ "token", KP_COL_TEXT, NULL }, { "category", KP_COL_TEXT, NULL },
+	{ "valid_from", KP_COL_TIME, NULL }, { "valid_until", KP_COL_TIME, NULL },
+	{ "status", KP_COL_TEXT, NULL }, { "cards", KP_COL_INT, NULL },
+};
+static const struct kp_ctl_col cards_cols[] = {
+	{ "linkage", KP_COL_TEXT, NULL }, { "card", KP_COL_TEXT, NULL },
+	{ "linked", KP_COL_TIME, NULL }, { "source", KP_COL_TEXT, NULL },
+};
+static const struct kp_ctl_col requests_cols[] = {
+	{ "terminal", KP_COL_TEXT, NULL }, { "seq", KP_COL_INT, NULL },
+	{ "linkage", KP_COL_TEXT, "-" }, { "card", KP_COL_TEXT, "-" },
+	{ "result", KP_COL_TEXT, NULL }, { "reason", KP_COL_TEXT, NULL },
+	{ "at", KP_COL_TIME, NULL },
+};
+#define NCOL(a) ((int)(sizeof(a) / sizeof(a[0])))
 
-	return kp_ctl_print_row(rows, ncol, cols, names, col_width);
+/* linkage list|cards|requests DB: the report through the listing layer; 0, 1 or 2. */
+static int cmd_list(const struct largs *a, const char *cmd)
+{
+	enum kp_report r = strcmp(cmd, "list") == 0 ? KP_REPORT_LINKAGES :
+	                   strcmp(cmd, "cards") == 0 ? KP_REPORT_LINKAGE_CARDS :
+	                   KP_REPORT_LINK_REQUESTS;
+	enum kp_ctl_format format;
+	struct kp_ctl_out o;
+	kp_bstore *s = NULL;
+	int64_t at = now_ms();
+	int rc;
+
+	if (kp_ctl_out_format(&a->fmt, &format) != 0)
+		return 2;
+	if (a->at != NULL && (r != KP_REPORT_LINKAGES || kp_parse_time(a->at, &at) != KP_OK)) {
+		fprintf(stderr, "kippuctl: --at: linkage list only, a TIME such as "
+		        "2026-11-26T15:00:00+09:00\n");
+		return 2;
+	}
+	if (kp_bstore_open(&s, a->pos[0]) != KP_BE_OK)
+		return 1;
+	if (r == KP_REPORT_LINKAGES)
+		kp_ctl_out_begin(&o, format, list_cols, NCOL(list_cols), col_width);
+	else if (r == KP_REPORT_LINKAGE_CARDS)
+		kp_ctl_out_begin(&o, format, cards_cols, NCOL(cards_cols), col_width);
+	else
+		kp_ctl_out_begin(&o, format, requests_cols, NCOL(requests_cols), col_width);
+	rc = kp_bstore_report_at(s, r, a->terminal, at, kp_ctl_out_report, &o);
+	if (rc != KP_BE_OK)
+		fprintf(stderr, "kippuctl: linkage %s: %s\n", cmd, kp_bstore_errmsg(s));
+	else if (kp_ctl_out_end(&o, "(none)") != 0)
+		rc = KP_BE_E_INVAL;
+	kp_bstore_close(s);
+	return rc == KP_BE_OK ? 0 : 1;
 }
 
 static int cmd_token(const struct largs *a)
@@ -222,6 +271,12 @@ int kp_ctl_linkage(int argc, char **argv)
 		return 2;
 	}
 	cmd = argv[1];
+	if ((a.fmt.json || a.fmt.csv) && strcmp(cmd, "list") != 0 && strcmp(cmd, "cards") != 0 &&
+	    strcmp(cmd, "requests") != 0) {
+		fprintf(stderr, "kippuctl: linkage %s: --json and --csv are for listings (list, cards, "
+		        "requests)\n", cmd);
+		return 2;
+	}
 	if (strcmp(cmd, "token") == 0)
 		return cmd_token(&a);
 	/* Everything is checked and turned into tokens before the database is touched. */
@@ -280,23 +335,8 @@ int kp_ctl_linkage(int argc, char **argv)
 		}
 	} else if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "cards") == 0 ||
 	            strcmp(cmd, "requests") == 0) && a.n == 1 && a.n_cards == 0) {
-		enum kp_report r = strcmp(cmd, "list") == 0 ? KP_REPORT_LINKAGES :
-		                   strcmp(cmd, "cards") == 0 ? KP_REPORT_LINKAGE_CARDS :
-		                   KP_REPORT_LINK_REQUESTS;
-		int64_t at = now_ms();
-		int rows = 0;
-
-		if (a.at != NULL && (r != KP_REPORT_LINKAGES || kp_parse_time(a.at, &at) != KP_OK)) {
-			fprintf(stderr, "kippuctl: --at: linkage list only, a TIME such as "
-			        "2026-11-26T15:00:00+09:00\n");
-			exit_code = 2;
-			goto out;
-		}
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
-			goto out;
-		rc = kp_bstore_report_at(s, r, a.terminal, at, print_row, &rows);
-		if (rc == KP_BE_OK && rows == 0)
-			printf("(none)\n");
+		exit_code = cmd_list(&a, cmd);
+		goto out;
 	} else {
 		kp_ctl_linkage_usage(stderr);
 		exit_code = 2;

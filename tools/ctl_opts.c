@@ -102,17 +102,3 @@ int kp_ctl_token_key(const char *path, const char *what, uint8_t key[KP_TOKEN_KE
 	}
 	return 0;
 }
-
-int kp_ctl_print_row(int *rows, int ncol, const char *const *cols, const char *const *names,
-                     int (*width)(const char *name))
-{
-	if ((*rows)++ == 0) {
-		for (int i = 0; i < ncol; i++)
-			printf("%-*s ", width(names[i]), names[i]);
-		printf("\n");
-	}
-	for (int i = 0; i < ncol; i++)
-		printf("%-*s ", width(names[i]), cols[i] != NULL ? cols[i] : "-");
-	printf("\n");
-	return 0;
-}

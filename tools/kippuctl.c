@@ -35,6 +35,8 @@ static void usage(FILE *fp)
 struct args {
 	const char *key, *cert, *ca_key, *ca_cert, *ca, *id, *cn, *token_key, *not_before;
 	int days;
+	struct kp_ctl_fmt fmt;
+	enum kp_ctl_format format;
 	int npos;
 	const char *pos[4];
 };
@@ -51,6 +53,7 @@ static const struct kp_ctl_opt opts[] = {
 	{ "days", KP_CTL_INT, offsetof(struct args, days), 1, 36500, 0, "validity in days" },
 	OPT("not-before", not_before, "validity start (TIME)"),
 	OPT("token-key", token_key, "the card token key"),
+	KP_CTL_OUT_OPTS(struct args, fmt),
 	{ NULL, 0, 0, 0, 0, 0, NULL },
 };
 #undef OPT
@@ -305,37 +308,81 @@ static int cmd_journal_export(struct args *a)
 	return rc == KP_OK ? 0 : 1;
 }
 
+/* journal list's columns (README, "Listings as JSON and CSV"); card is the whole token, of
+ * which the human line shows a prefix (enough to tell cards apart). */
+enum { J_SEQ, J_TIME, J_RESULT, J_REASON, J_OPERATOR, J_CARD, J_PRODUCT, J_LEFT, J_STOP, J_EVENT,
+       J_AMOUNT, J_FARE, J_ERROR, J_NCOL };
+static const struct kp_ctl_col journal_cols[J_NCOL] = {
+	{ "seq", KP_COL_INT, NULL }, { "time", KP_COL_TIME, NULL },
+	{ "result", KP_COL_TEXT, NULL }, { "reason", KP_COL_TEXT, NULL },
+	{ "operator", KP_COL_TEXT, NULL }, { "card", KP_COL_TEXT, NULL },
+	{ "product", KP_COL_TEXT, NULL }, { "left", KP_COL_INT, NULL },
+	{ "stop", KP_COL_TEXT, NULL }, { "event", KP_COL_TEXT, NULL },
+	{ "amount", KP_COL_AMOUNT, NULL }, { "fare", KP_COL_TEXT, NULL },
+	{ "error", KP_COL_TEXT, NULL },
+};
+
+static const char *dash(const char *v)
+{
+	return v != NULL ? v : "-";
+}
+
+static void journal_line(const struct kp_ctl_out *o, const char *const *v)
+{
+	char tok[16] = "-";
+
+	if (v[J_ERROR] != NULL) {
+		fprintf(o->fp, "%6s  (%s)\n", v[J_SEQ], v[J_ERROR]);
+		return;
+	}
+	if (v[J_CARD] != NULL)
+		snprintf(tok, sizeof(tok), "%.8s..", v[J_CARD]);
+	fprintf(o->fp, "%6s  %s  %-8s %-16s %-10s card %-10s product %-8s left %s", v[J_SEQ],
+	        v[J_TIME], v[J_RESULT], v[J_REASON], v[J_OPERATOR], tok, dash(v[J_PRODUCT]),
+	        dash(v[J_LEFT]));
+	/* the fare engine's fields, after the older columns */
+	fprintf(o->fp, "  stop %s event %s amount %s%s%s\n", dash(v[J_STOP]), dash(v[J_EVENT]),
+	        v[J_AMOUNT], v[J_FARE] != NULL ? "  fare " : "", v[J_FARE] != NULL ? v[J_FARE] : "");
+}
+
+static const char *text_or_null(const char *v)
+{
+	return v[0] != '\0' ? v : NULL;
+}
+
 static int list_row(const struct kp_journal_row *row, void *arg)
 {
 	struct kp_record r;
-	char tok[2 * KP_TOKEN_LEN + 1] = "-";
-	char when[32];
+	char seq[24], tok[2 * KP_TOKEN_LEN + 1], when[32], left[24], amount[24];
+	const char *v[J_NCOL] = { seq };
 	time_t t;
 	struct tm tm;
 
-	(void)arg;
+	snprintf(seq, sizeof(seq), "%llu", (unsigned long long)row->seq);
 	if (kp_record_decode(row->payload, row->payload_len, &r) != 0) {
-		printf("%6llu  (payload does not decode)\n", (unsigned long long)row->seq);
-		return 0;
+		v[J_ERROR] = "payload does not decode";
+		return kp_ctl_out_row(arg, v);
 	}
-	if (r.has_token) {
-		kp_hex(r.token, 4, tok);     /* a prefix is enough to tell cards apart */
-		strcat(tok, "..");
-	}
+	snprintf(seq, sizeof(seq), "%llu", (unsigned long long)r.seq);
 	t = (time_t)(r.time_ms / 1000);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	char left[24] = "-";
-
-	if (r.has_left)
-		snprintf(left, sizeof(left), "%lld", (long long)r.left);
-	printf("%6llu  %s  %-8s %-16s %-10s card %-10s product %-8s left %s",
-	       (unsigned long long)r.seq, when, r.result, r.reason, r.operator_id, tok,
-	       r.product[0] ? r.product : "-", left);
-	/* the fare engine's fields, after the older columns */
-	printf("  stop %s event %s amount %lld%s%s\n", r.stop[0] ? r.stop : "-",
-	       r.event[0] ? r.event : "-", (long long)r.amount, r.fare[0] ? "  fare " : "", r.fare);
-	return 0;
+	snprintf(left, sizeof(left), "%lld", (long long)r.left);
+	snprintf(amount, sizeof(amount), "%lld", (long long)r.amount);
+	if (r.has_token)
+		kp_hex(r.token, KP_TOKEN_LEN, tok);
+	v[J_TIME] = when;
+	v[J_RESULT] = r.result;
+	v[J_REASON] = r.reason;
+	v[J_OPERATOR] = r.operator_id;
+	v[J_CARD] = r.has_token ? tok : NULL;
+	v[J_PRODUCT] = text_or_null(r.product);
+	v[J_LEFT] = r.has_left ? left : NULL;
+	v[J_STOP] = text_or_null(r.stop);
+	v[J_EVENT] = text_or_null(r.event);
+	v[J_AMOUNT] = amount;
+	v[J_FARE] = text_or_null(r.fare);
+	return kp_ctl_out_row(arg, v);
 }
 
 static int cmd_journal_list(struct args *a)
@@ -348,8 +395,15 @@ static int cmd_journal_list(struct args *a)
 		return 2;
 	}
 	rc = kp_ctl_store_open(&s, a->pos[0]);
-	if (rc == KP_OK)
-		rc = kp_journal_foreach(s, list_row, NULL);
+	if (rc == KP_OK) {
+		struct kp_ctl_out o;
+
+		kp_ctl_out_begin(&o, a->format, journal_cols, J_NCOL, NULL);
+		o.human = journal_line;
+		rc = kp_journal_foreach(s, list_row, &o);
+		if (rc == KP_OK && kp_ctl_out_end(&o, NULL) != 0)
+			rc = KP_E_INVAL;
+	}
 	kp_store_close(s);
 	return rc == KP_OK ? 0 : 1;
 }
@@ -445,7 +499,14 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (kp_ctl_out_format(&a.fmt, &a.format) != 0)
+		return 2;
 	c = find_command(cmd, sub);
+	if (a.format != KP_OUT_HUMAN && c != NULL && c->run != cmd_journal_list) {
+		fprintf(stderr, "kippuctl: %s%s%s: --json and --csv are for listings\n", cmd,
+		        sub[0] ? " " : "", sub);
+		return 2;
+	}
 	if (c != NULL)
 		return c->run(&a);
 	fprintf(stderr, "kippuctl: unknown command '%s %s'\n", cmd, sub);

@@ -79,10 +79,54 @@ int kp_ctl_need(const char *v, const char *name);
  * reason on stderr (no --token-key given, or a key file that does not load). */
 int kp_ctl_token_key(const char *path, const char *what, uint8_t key[KP_TOKEN_KEY_LEN]);
 
-/* A report row as a fixed-width table (the header before the first row, which *rows counts):
- * columns as wide as width(name) says, "-" for NULL. */
-int kp_ctl_print_row(int *rows, int ncol, const char *const *cols, const char *const *names,
-                     int (*width)(const char *name));
+/* kippuctl's listings (ctl_out.c): a listing declares its columns once and emits rows of
+ * text; the layer prints the human table (or the listing's own human line), JSON lines or CSV
+ * (README, "Listings as JSON and CSV"). */
+enum kp_ctl_col_type {
+	KP_COL_TEXT,       /* a JSON string */
+	KP_COL_INT,        /* a JSON number */
+	KP_COL_AMOUNT,     /* a JSON number: money in minor units */
+	KP_COL_TIME,       /* a JSON string, ISO 8601 as the table prints it */
+};
+struct kp_ctl_col {
+	const char *name;              /* the table's header, the JSON key, the CSV header */
+	enum kp_ctl_col_type type;
+	const char *none;              /* the text that stands for no value ("-", "never"): JSON
+	                                  null, an empty CSV field; NULL: only a NULL value */
+};
+enum kp_ctl_format { KP_OUT_HUMAN, KP_OUT_JSON, KP_OUT_CSV };
+/* --json and --csv, as every listing's option table carries them (KP_CTL_OUT_OPTS). */
+struct kp_ctl_fmt {
+	int json, csv;
+};
+#define KP_CTL_OUT_OPTS(type, field) \
+	{ "json", KP_CTL_FLAG, offsetof(type, field.json), 0, 0, 0, \
+	  "a listing as JSON lines, one object per row" }, \
+	{ "csv", KP_CTL_FLAG, offsetof(type, field.csv), 0, 0, 0, \
+	  "a listing as CSV (RFC 4180, a header row)" }
+struct kp_ctl_out {
+	enum kp_ctl_format format;
+	const struct kp_ctl_col *cols;
+	int ncol, rows, failed;
+	int (*width)(const char *name);        /* the table's column widths (NULL: the name's, 8+) */
+	/* the listing's own human line in place of the table (NULL: the table) */
+	void (*human)(const struct kp_ctl_out *o, const char *const *vals);
+	void *human_arg;
+	FILE *fp;
+};
+/* The format --json/--csv ask for: 0, or 2 after telling stderr both were given. */
+int kp_ctl_out_format(const struct kp_ctl_fmt *f, enum kp_ctl_format *format);
+void kp_ctl_out_begin(struct kp_ctl_out *o, enum kp_ctl_format format,
+                      const struct kp_ctl_col *cols, int ncol, int (*width)(const char *name));
+/* One row, a value per column (NULL: none): 0, or -1 after telling stderr why it cannot be
+ * printed (a number column that holds no number). */
+int kp_ctl_out_row(struct kp_ctl_out *o, const char *const *vals);
+/* kp_bstore_report's row callback (arg: the kp_ctl_out): the row's column names must be the
+ * declared ones, in order. */
+int kp_ctl_out_report(void *arg, int ncol, const char *const *cols, const char *const *names);
+/* After the last row: the human `none` line when there was no row (NULL: nothing), CSV's
+ * header alone; -1 if a row failed. */
+int kp_ctl_out_end(struct kp_ctl_out *o, const char *none);
 
 /* kippuctl backend ...: argv[0] is "backend". */
 int kp_ctl_backend(int argc, char **argv);
@@ -96,10 +140,13 @@ int kp_ctl_fares(int argc, char **argv);
 void kp_ctl_fares_usage(FILE *fp);
 
 /* Prices the taps of a journeys CSV (terminal/fare/FARES.md) with the terminal's decision code on
- * a scratch copy of the database at db_path (never changed); one CSV line per journal record
- * to out. err: "FILE:LINE: field: why". */
+ * a scratch copy of the database at db_path (never changed); one row per journal record to out
+ * (begun by kp_fares_quote_out: CSV, or JSON lines). err: "FILE:LINE: field: why". */
 int kp_fares_quote(const char *db_path, const char *journeys,
-                   const uint8_t token_key[KP_TOKEN_KEY_LEN], FILE *out, char *err, size_t cap);
+                   const uint8_t token_key[KP_TOKEN_KEY_LEN], struct kp_ctl_out *out, char *err,
+                   size_t cap);
+/* Begins out with the quote's columns: its human form is its CSV. */
+void kp_fares_quote_out(struct kp_ctl_out *o, enum kp_ctl_format format);
 
 /* kippuctl linkage ...: argv[0] is "linkage". */
 int kp_ctl_linkage(int argc, char **argv);

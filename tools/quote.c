@@ -21,7 +21,7 @@ struct card {
 };
 
 struct quote {
-	FILE *out;
+	struct kp_ctl_out *out;
 	kp_store *s;
 	struct card *cards;
 	size_t n_cards, cap_cards;
@@ -29,20 +29,21 @@ struct quote {
 	int64_t next_ent;
 };
 
-static void put_field(FILE *out, const char *v, int last)
+/* The quote's columns (README, "Listings as JSON and CSV"): its CSV is its human form. */
+enum { Q_TIME, Q_CARD, Q_OPERATOR, Q_ROUTE, Q_STOP, Q_EVENT, Q_RESULT, Q_REASON, Q_AMOUNT,
+       Q_PRODUCT, Q_LEFT, Q_RULES, Q_NCOL };
+static const struct kp_ctl_col quote_cols[Q_NCOL] = {
+	{ "time", KP_COL_TIME, "" }, { "card", KP_COL_TEXT, "" },
+	{ "operator", KP_COL_TEXT, "" }, { "route", KP_COL_TEXT, "" },
+	{ "stop", KP_COL_TEXT, "" }, { "event", KP_COL_TEXT, "" },
+	{ "result", KP_COL_TEXT, "" }, { "reason", KP_COL_TEXT, "" },
+	{ "amount", KP_COL_AMOUNT, "" }, { "product", KP_COL_TEXT, "" },
+	{ "left", KP_COL_INT, "" }, { "rules", KP_COL_TEXT, "" },
+};
+
+void kp_fares_quote_out(struct kp_ctl_out *o, enum kp_ctl_format format)
 {
-	if (strpbrk(v, ",\"\r\n") != NULL) {
-		fputc('"', out);
-		for (; *v != '\0'; v++) {
-			if (*v == '"')
-				fputc('"', out);
-			fputc(*v, out);
-		}
-		fputc('"', out);
-	} else {
-		fputs(v, out);
-	}
-	fputc(last ? '\n' : ',', out);
+	kp_ctl_out_begin(o, format == KP_OUT_HUMAN ? KP_OUT_CSV : format, quote_cols, Q_NCOL, NULL);
 }
 
 /* ISO 8601 local time with the given offset, e.g. 2026-12-01T08:00:00+09:00. */
@@ -76,18 +77,12 @@ static void on_record(void *arg, const struct kp_record *rec)
 		snprintf(left, sizeof(left), "%lld", (long long)rec->left);
 	else
 		left[0] = '\0';
-	put_field(q->out, t, 0);
-	put_field(q->out, rec->has_token ? card_label(q, rec->token) : "", 0);
-	put_field(q->out, rec->operator_id, 0);
-	put_field(q->out, rec->route, 0);
-	put_field(q->out, rec->stop, 0);
-	put_field(q->out, rec->event, 0);
-	put_field(q->out, rec->result, 0);
-	put_field(q->out, rec->reason, 0);
-	put_field(q->out, amount, 0);
-	put_field(q->out, rec->product, 0);
-	put_field(q->out, left, 0);
-	put_field(q->out, rec->fare, 1);
+	const char *v[Q_NCOL] = {
+		t, rec->has_token ? card_label(q, rec->token) : "", rec->operator_id, rec->route,
+		rec->stop, rec->event, rec->result, rec->reason, amount, rec->product, left, rec->fare,
+	};
+
+	kp_ctl_out_row(q->out, v);
 }
 
 /* The card's first row: its rider category and the entitlements it starts from. */
@@ -286,7 +281,8 @@ static int run_rows(struct quote *q, kp_tap_engine *e, struct kp_csv *c,
 }
 
 int kp_fares_quote(const char *db_path, const char *journeys,
-                   const uint8_t token_key[KP_TOKEN_KEY_LEN], FILE *out, char *err, size_t cap)
+                   const uint8_t token_key[KP_TOKEN_KEY_LEN], struct kp_ctl_out *out, char *err,
+                   size_t cap)
 {
 	struct quote q;
 	struct kp_terminal_cfg cfg;
@@ -334,9 +330,9 @@ int kp_fares_quote(const char *db_path, const char *journeys,
 	}
 	if (rc == KP_OK) {
 		kp_tap_engine_observe(e, on_record, &q);
-		fputs("time,card,operator,route,stop,event,result,reason,amount,product,left,rules\n",
-		      out);
 		rc = run_rows(&q, e, &c, token_key, c.name, err, cap);
+		if (rc == KP_OK && kp_ctl_out_end(out, NULL) != 0)
+			rc = KP_E_INVAL;
 	} else if (err[0] == '\0') {
 		snprintf(err, cap, "%s: %s (%s)", db_path, kp_strerror(rc),
 		         q.s != NULL ? kp_store_errmsg(q.s) : "");
