@@ -45,8 +45,8 @@ commands() {
 # same WHAT A B: A and B (files of lines) hold the same lines; else the difference, named.
 same() {
 	if cmp -s "$2" "$3"; then return 0; fi
-	diff_text="$(comm -23 "$2" "$3" | sed "s/^/only in $4: /")
-$(comm -13 "$2" "$3" | sed "s/^/only in $5: /")"
+	diff_text=$( { comm -23 "$2" "$3" | sed "s/^/[only in $4: /; s/$/]/"
+	               comm -13 "$2" "$3" | sed "s/^/[only in $5: /; s/$/]/"; } | tr '\n' ' ')
 	return 1
 }
 
@@ -59,8 +59,7 @@ for p in kippu-terminal kippu-backend kippuctl; do
 	"$KP_BIN/$p" --help | longopts > "$T/$p.help"
 	tags "$page" OPTIONS | longopts > "$T/$p.man"
 	same "$p" "$T/$p.help" "$T/$p.man" "$p --help" "$(basename "$page") OPTIONS" ||
-		miss="$miss
-$diff_text"
+		miss="$miss $diff_text"
 done
 [ -z "$miss" ] && ok options_match_man_pages || bad options_match_man_pages "$miss"
 
