@@ -42,12 +42,21 @@ commands() {
 		for (j = 1; j <= k; j++) print pre alt[j]
 	}' | sort -u
 }
-# same WHAT A B: A and B (files of lines) hold the same lines; else the difference, named.
+# same WHAT A B NAME_A NAME_B: A and B (files of lines) hold the same lines; else the
+# difference, each line named by where it is only, in $diff_text.
 same() {
 	if cmp -s "$2" "$3"; then return 0; fi
 	diff_text=$( { comm -23 "$2" "$3" | sed "s/^/[only in $4: /; s/$/]/"
 	               comm -13 "$2" "$3" | sed "s/^/[only in $5: /; s/$/]/"; } | tr '\n' ' ')
 	return 1
+}
+# lists_match TEST MIN WHAT A B NAME_A NAME_B: A has at least MIN lines, and B the same ones.
+lists_match() {
+	if [ "$(wc -l < "$4")" -ge "$2" ] && same "$3" "$4" "$5" "$6" "$7"; then
+		ok "$1"
+	else
+		bad "$1" "$(wc -l < "$4") $3;$diff_text"
+	fi
 }
 
 echo "[==========] Running 9 test(s)."
@@ -66,12 +75,8 @@ done
 # 2. kippuctl's commands: --help against kippuctl.1's COMMANDS; each one's own --help
 "$KP_BIN/kippuctl" --help | commands > "$T/cmds.help"
 tags "$MAN/kippuctl.1" COMMANDS | sed -n 's/^\.B /  kippuctl /p' | commands > "$T/cmds.man"
-if [ "$(wc -l < "$T/cmds.help")" -ge 40 ] &&
-   same cmds "$T/cmds.help" "$T/cmds.man" "kippuctl --help" "kippuctl.1 COMMANDS"; then
-	ok commands_match_man_page
-else
-	bad commands_match_man_page "$(wc -l < "$T/cmds.help") commands;$diff_text"
-fi
+lists_match commands_match_man_page 40 commands "$T/cmds.help" "$T/cmds.man" "kippuctl --help" \
+	"kippuctl.1 COMMANDS"
 
 # Each command's --help (and -h): exit 0, its own usage line(s) on stdout, nothing on
 # stderr, and no file made though a DB argument is given.
@@ -110,12 +115,8 @@ fi
 # 3. kippu.conf.5 against --config-keys
 "$KP_BIN/kippu-terminal" --config-keys | sed -n 's/^| `\([a-z_]*\)` |.*/\1/p' | sort > "$T/keys.prog"
 tags "$MAN/kippu.conf.5" KEYS | sed -n 's/^\.B //p' | sort > "$T/keys.man"
-if [ "$(wc -l < "$T/keys.prog")" -ge 30 ] &&
-   same keys "$T/keys.prog" "$T/keys.man" "kippu-terminal --config-keys" "kippu.conf.5 KEYS"; then
-	ok config_keys_match_man_page
-else
-	bad config_keys_match_man_page "$(wc -l < "$T/keys.prog") keys;$diff_text"
-fi
+lists_match config_keys_match_man_page 30 keys "$T/keys.prog" "$T/keys.man" \
+	"kippu-terminal --config-keys" "kippu.conf.5 KEYS"
 
 # 4. --version: one line, "PROG (kippu) VERSION", the same VERSION everywhere
 miss=""; versions=""
@@ -179,11 +180,8 @@ for m in "$MAN"/*.[0-9]; do
 done
 [ -z "$miss" ] && ok man_pages_format_cleanly || bad man_pages_format_cleanly "$miss"
 
-if [ $failed -eq 0 ]; then
-	echo "[  PASSED  ] $passed test(s)."
-else
-	echo "[  PASSED  ] $passed test(s)."
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
+echo "[  PASSED  ] $passed test(s)."
+[ $failed -eq 0 ] && exit 0
+echo "[  FAILED  ] $failed test(s), listed below:"
+for f in $failures; do echo "[  FAILED  ] $f"; done
+exit 1
