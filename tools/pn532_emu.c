@@ -1099,12 +1099,12 @@ static int emu_parse_args(int argc, char **argv, struct emu_opts *o)
 		{ NULL, 0, NULL, 0 },
 	};
 	static char prog[] = "kippu-pn532-emu";
-	int c;
+	int c, li = 0;
 
 	memset(o, 0, sizeof(*o));
 	o->fault_after = 1;
 	argv[0] = prog;                  /* getopt's messages say "kippu-pn532-emu: ..." */
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
 		if (c == 'h') {
 			emu_usage(stdout);
 			return 0;
@@ -1114,12 +1114,17 @@ static int emu_parse_args(int argc, char **argv, struct emu_opts *o)
 			return 0;
 		}
 		if (emu_take_opt(o, c, optarg) != 0) {
+			if (c != '?')
+				fprintf(stderr, "kippu-pn532-emu: --%s: bad value '%s'\n", opts[li].name,
+				        optarg);
 			emu_usage(stderr);
 			return 2;
 		}
 	}
 	if (o->scenario == NULL || optind != argc || strchr(o->scenario, '\n') != NULL ||
 	    strlen(o->scenario) > PATH_MAX) {
+		fprintf(stderr, "kippu-pn532-emu: %s\n", o->scenario == NULL ? "--scenario FILE is required" :
+		        optind != argc ? "unexpected argument" : "--scenario: bad file name");
 		emu_usage(stderr);
 		return 2;
 	}

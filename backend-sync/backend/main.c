@@ -145,6 +145,8 @@ static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 		}
 	}
 	if (bad || optind != argc) {
+		if (optind != argc)
+			fprintf(stderr, "kippu-backend: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
 	}

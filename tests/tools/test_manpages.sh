@@ -90,7 +90,8 @@ while read -r c; do
 	(cd "$T/cwd" && "$KP_BIN/kippuctl" $c x.db -h > "$T/sub.h" 2>&1)
 	first=${c%% *}
 	if [ $rc -ne 0 ] || [ -s "$T/sub.err" ] || [ "$(head -n 1 "$T/sub.out")" != "usage:" ] ||
-	   ! grep -q "^  kippuctl $first " "$T/sub.out" || grep -qv "^  kippuctl $first \|^   \|^usage:" "$T/sub.out" ||
+	   ! grep -q "^  kippuctl $first " "$T/sub.out" ||
+	   grep -qv "^  kippuctl $first \|^   \|^usage:" "$T/sub.out" ||
 	   ! cmp -s "$T/sub.out" "$T/sub.h" || [ -n "$(ls -A "$T/cwd")" ]; then
 		miss="$miss [$c: rc=$rc $(head -c 200 "$T/sub.err") files: $(ls -A "$T/cwd")]"
 		rm -rf "$T/cwd"; mkdir "$T/cwd"
@@ -105,11 +106,13 @@ rec=$("$KP_BIN/kippuctl" backend records --help 2>> "$T/err")
 "$KP_BIN/kippuctl" no-such-command --help > "$T/nosuch.out" 2> "$T/nosuch.err"; nrc=$?
 if [ $rc -eq 0 ] && [ "$out" = "usage:
   kippuctl journal list DB" ] && [ ! -s "$T/err" ] &&
-   echo "$rec" | grep -q "^  kippuctl backend records|ledger|" && [ "$(echo "$rec" | wc -l)" -eq 3 ] &&
-   [ $nrc -eq 2 ] && [ ! -s "$T/nosuch.out" ] && grep -q "^kippuctl: no command 'no-such-command'" "$T/nosuch.err"; then
+   echo "$rec" | grep -q "^  kippuctl backend records|ledger|" &&
+   [ "$(echo "$rec" | wc -l)" -eq 3 ] && [ $nrc -eq 2 ] && [ ! -s "$T/nosuch.out" ] &&
+   grep -q "^kippuctl: no command 'no-such-command'" "$T/nosuch.err"; then
 	ok subcommand_help_is_its_own
 else
-	bad subcommand_help_is_its_own "rc=$rc out=[$out] rec=[$rec] err=[$(cat "$T/err")] unknown: rc=$nrc"
+	bad subcommand_help_is_its_own \
+		"rc=$rc out=[$out] rec=[$rec] err=[$(cat "$T/err")] unknown: rc=$nrc"
 fi
 
 # 3. kippu.conf.5 against --config-keys
@@ -161,6 +164,9 @@ usage_error kippu-terminal "requires an argument" --db
 usage_error kippu-backend "requires an argument" --listen
 usage_error kippu-backend "whole number" --max-conns 0
 usage_error kippu-pn532-emu "requires an argument" --scenario
+usage_error kippu-pn532-emu "--fault: bad value 'melt'" --scenario s.txt --fault melt
+usage_error kippu-pn532-emu "--scenario FILE is required"
+usage_error kippu-backend "unexpected argument 'extra'" --db x.db extra
 usage_error kippuctl "unrecognized option '--no-such'" ca create --no-such --key k --cert c
 usage_error kippuctl "requires an argument" ca create --key
 usage_error kippuctl "unrecognized option" journal list x.db --bogus
@@ -176,7 +182,8 @@ for m in "$MAN"/*.[0-9]; do
 	[ -n "$miss" ] && break
 	w=$(LC_ALL=C.UTF-8 man --warnings -E UTF-8 -l -Tutf8 -Z "$m" 2>&1 > /dev/null)
 	[ -z "$w" ] || miss="$miss [$(basename "$m"): $w]"
-	head -n 1 "$m" | grep -q 'SPDX-License-Identifier: Apache-2.0' || miss="$miss [$(basename "$m"): no SPDX]"
+	head -n 1 "$m" | grep -q 'SPDX-License-Identifier: Apache-2.0' ||
+		miss="$miss [$(basename "$m"): no SPDX]"
 done
 [ -z "$miss" ] && ok man_pages_format_cleanly || bad man_pages_format_cleanly "$miss"
 
