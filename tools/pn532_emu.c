@@ -1123,7 +1123,8 @@ static int emu_parse_args(int argc, char **argv, struct emu_opts *o)
 	}
 	if (o->scenario == NULL || optind != argc || strchr(o->scenario, '\n') != NULL ||
 	    strlen(o->scenario) > PATH_MAX) {
-		fprintf(stderr, "kippu-pn532-emu: %s\n", o->scenario == NULL ? "--scenario FILE is required" :
+		fprintf(stderr, "kippu-pn532-emu: %s\n",
+		        o->scenario == NULL ? "--scenario FILE is required" :
 		        optind != argc ? "unexpected argument" : "--scenario: bad file name");
 		emu_usage(stderr);
 		return 2;
