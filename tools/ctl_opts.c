@@ -63,11 +63,20 @@ int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *arg
 	pos->n = 0;
 	pos->extra = NULL;
 	optind = 1;
+	/* getopt names argv[0] in its messages: "kippuctl: unrecognized option", not the
+	 * subcommand ("create: ...") that argv[0] is here */
+	static char prog[] = "kippuctl";
+	char *saved = argv[0];
+
+	argv[0] = prog;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (c < 256 || c >= 256 + (int)n ||
-		    store_opt(&opts[c - 256], args, optarg) != 0)
+		    store_opt(&opts[c - 256], args, optarg) != 0) {
+			argv[0] = saved;
 			return -1;
+		}
 	}
+	argv[0] = saved;
 	for (; optind < argc; optind++) {
 		if (pos->n == pos->max) {
 			pos->extra = argv[optind];

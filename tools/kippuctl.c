@@ -8,10 +8,17 @@
 #include <time.h>
 
 #include "kp_tools.h"
+#include "kp_version.h"
 
+/* The one usage text: the general usage prints it all, `kippuctl WORDS... --help` the lines
+ * of the commands WORDS names (command_help). A line "  kippuctl NAME ARGS..." starts a
+ * command's entry, NAME being its leading words of a-z 0-9 - and | ("a|b": either); lines
+ * indented deeper continue it. */
 static void usage(FILE *fp)
 {
 	fputs("usage:\n"
+	      "  kippuctl --help | -h | --version\n"
+	      "  kippuctl COMMAND... --help   (that command's usage, e.g. kippuctl journal list -h)\n"
 	      "  kippuctl ca create --key CA.key --cert CA.crt [--cn NAME] [--not-before TIME]\n"
 	      "                     [--days N]\n"
 	      "  kippuctl terminal create --ca-key CA.key --ca-cert CA.crt --id TERMINAL_ID\n"
@@ -437,6 +444,110 @@ static const struct command {
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+#define MAX_WORDS 4
+#define KIPPUCTL  "  kippuctl "
+
+/* Whether q is the name word [w, w + len) or one of its "a|b" alternatives. */
+static int word_is(const char *w, size_t len, const char *q)
+{
+	const char *end = w + len;
+	size_t qlen = strlen(q);
+
+	while (w <= end) {
+		const char *bar = memchr(w, '|', (size_t)(end - w));
+		const char *alt_end = bar != NULL ? bar : end;
+
+		if ((size_t)(alt_end - w) == qlen && strncmp(w, q, qlen) == 0)
+			return 1;
+		w = alt_end + 1;
+	}
+	return 0;
+}
+
+/* How a usage line fits the query words q[0..k-1]: the number of them its NAME takes when
+ * they all start NAME or NAME is all of their first ones; 0 when it does not fit. */
+static size_t line_fit(const char *line, char *const *q, size_t k)
+{
+	static const char word_chars[] = "abcdefghijklmnopqrstuvwxyz0123456789-|";
+	const char *p;
+	size_t i;
+
+	if (strncmp(line, KIPPUCTL, strlen(KIPPUCTL)) != 0)
+		return 0;
+	p = line + strlen(KIPPUCTL);
+	for (i = 0; i < k; i++) {
+		size_t len = strspn(p, word_chars);
+
+		if (len == 0 || *p < 'a' || *p > 'z' || (p[len] != ' ' && p[len] != '\n'))
+			return i;                  /* NAME ends: the rest of q are its arguments */
+		if (!word_is(p, len, q[i]))
+			return 0;
+		p += len;
+		p += strspn(p, " ");
+	}
+	return i;
+}
+
+/* The usage lines whose fit is best, each with its continuation lines; or all (best 0). */
+static void print_entries(const char *text, char *const *q, size_t k, size_t best)
+{
+	int on = 0;
+
+	for (const char *line = text; *line != '\0';) {
+		const char *nl = strchr(line, '\n');
+		size_t len = nl != NULL ? (size_t)(nl - line) + 1 : strlen(line);
+
+		if (strncmp(line, KIPPUCTL, strlen(KIPPUCTL)) == 0)
+			on = line_fit(line, q, k) == best;
+		else if (strncmp(line, "   ", 3) != 0)
+			on = 0;
+		if (on || best == 0 || line == text)
+			fwrite(line, 1, len, stdout);
+		line += len;
+	}
+}
+
+/* kippuctl [WORDS...] ... --help (or -h): the usage of the commands WORDS name, on stdout,
+ * touching no file: 0; 2 when no command has that name. */
+static int command_help(int argc, char **argv)
+{
+	char *text = NULL;
+	size_t size = 0, k = 0, best = 0;
+	FILE *fp = open_memstream(&text, &size);
+
+	if (fp == NULL) {
+		perror("kippuctl");
+		return 1;
+	}
+	usage(fp);
+	fclose(fp);
+	while (k < MAX_WORDS && (int)k + 1 < argc && argv[k + 1][0] != '-')
+		k++;
+	for (const char *line = text; k > 0 && line != NULL; line = strchr(line + 1, '\n')) {
+		size_t fit = line_fit(line[0] == '\n' ? line + 1 : line, argv + 1, k);
+
+		best = fit > best ? fit : best;
+	}
+	if (k > 0 && best == 0) {
+		fprintf(stderr, "kippuctl: no command '%s' (kippuctl --help lists them)\n", argv[1]);
+		free(text);
+		return 2;
+	}
+	print_entries(text, argv + 1, k, best);
+	free(text);
+	return 0;
+}
+
+/* The index of --help or -h among the arguments (before a "--"), or 0. */
+static int help_asked(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return i;
+	}
+	return 0;
+}
+
 /* The command groups with parsers of their own: argv[0] is the group's name. */
 static const struct group {
 	const char *name;
@@ -473,9 +584,21 @@ int main(int argc, char **argv)
 	struct args a;
 	const char *cmd, *sub = "";
 
-	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
-		usage(argc < 2 ? stderr : stdout);
-		return argc < 2 ? 2 : 0;
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "help") == 0 || help_asked(argc, argv))
+		return command_help(strcmp(argv[1], "help") == 0 ? argc - 1 : argc,
+		                    strcmp(argv[1], "help") == 0 ? argv + 1 : argv);
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("kippuctl (kippu) %s\n", KP_VERSION);
+		return 0;
+	}
+	if (argv[1][0] == '-') {
+		fprintf(stderr, "kippuctl: unrecognized option '%s' (kippuctl --help lists the "
+		        "commands)\n", argv[1]);
+		return 2;
 	}
 	cmd = argv[1];
 	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {

@@ -37,6 +37,7 @@
 
 #include "kp_hal.h"
 #include "kp_terminal.h"     /* the mock My Number card signs with our crypto */
+#include "kp_version.h"
 
 #define EMU_DATA_MAX      264  /* TFI + command + parameters: the PN53x frame limit */
 #define EMU_WIRE_MAX      (EMU_DATA_MAX + 10)
@@ -1023,11 +1024,12 @@ static int emu_parse_long(const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
-static void emu_usage(void)
+static void emu_usage(FILE *fp)
 {
-	fprintf(stderr,
+	fprintf(fp,
 	        "usage: kippu-pn532-emu --scenario FILE [--link PATH] [--fault MODE]\n"
 	        "                       [--fault-after N] [--slow-ms N] [--log FILE]\n"
+	        "       kippu-pn532-emu -h | --help | --version\n"
 	        "  MODE: truncate | checksum | garbage | noack\n"
 	        "  SIGUSR1 takes the card away, SIGUSR2 toggles 'vanished', SIGTERM ends\n");
 }
@@ -1093,25 +1095,38 @@ static int emu_parse_args(int argc, char **argv, struct emu_opts *o)
 		{ "slow-ms", required_argument, NULL, 'w' },
 		{ "log", required_argument, NULL, 'g' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	static char prog[] = "kippu-pn532-emu";
+	int c, li = 0;
 
 	memset(o, 0, sizeof(*o));
 	o->fault_after = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	argv[0] = prog;                  /* getopt's messages say "kippu-pn532-emu: ..." */
+	while ((c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
 		if (c == 'h') {
-			emu_usage();
+			emu_usage(stdout);
+			return 0;
+		}
+		if (c == 'V') {
+			printf("kippu-pn532-emu (kippu) %s\n", KP_VERSION);
 			return 0;
 		}
 		if (emu_take_opt(o, c, optarg) != 0) {
-			emu_usage();
+			if (c != '?')
+				fprintf(stderr, "kippu-pn532-emu: --%s: bad value '%s'\n", opts[li].name,
+				        optarg);
+			emu_usage(stderr);
 			return 2;
 		}
 	}
 	if (o->scenario == NULL || optind != argc || strchr(o->scenario, '\n') != NULL ||
 	    strlen(o->scenario) > PATH_MAX) {
-		emu_usage();
+		fprintf(stderr, "kippu-pn532-emu: %s\n",
+		        o->scenario == NULL ? "--scenario FILE is required" :
+		        optind != argc ? "unexpected argument" : "--scenario: bad file name");
+		emu_usage(stderr);
 		return 2;
 	}
 	return -1;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kp_backend.h"
+#include "kp_version.h"
 
 static volatile sig_atomic_t stop;
 
@@ -48,7 +49,10 @@ static void usage(FILE *fp)
 	      "                      half of --max-unauth are taken (default 16); handshakes\n"
 	      "                      begun then get a fifth of --timeout-ms, at least 1 s\n"
 	      "  --timeout-ms N      deadline per handshake and per message (default 10000)\n"
-	      "Refused connections are logged as one count per 10 s.\n", fp);
+	      "  -h, --help          print this help and exit\n"
+	      "  --version           print the version and exit\n"
+	      "Refused connections are logged as one count per 10 s.\n"
+	      "Exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error.\n", fp);
 }
 
 static int copy_opt(char *dst, size_t cap, const char *v, const char *name)
@@ -108,11 +112,14 @@ static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 		{ "max-per-addr", required_argument, NULL, NUM_OPT_BASE + 2 },
 		{ "timeout-ms", required_argument, NULL, NUM_OPT_BASE + 3 },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	static char prog[] = "kippu-backend";
 	int c, rc, bad = 0;
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	argv[0] = prog;                  /* getopt's messages say "kippu-backend: ..." */
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			rc = listen_opt(cfg, optarg);
@@ -125,6 +132,7 @@ static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 		case 'c': bad |= copy_opt(cfg->cert, sizeof(cfg->cert), optarg, "--cert"); break;
 		case 'k': bad |= copy_opt(cfg->key, sizeof(cfg->key), optarg, "--key"); break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("kippu-backend (kippu) %s\n", KP_VERSION); return 0;
 		default:
 			if (c < NUM_OPT_BASE ||
 			    c >= NUM_OPT_BASE + (int)(sizeof(num_opts) / sizeof(num_opts[0]))) {
@@ -137,6 +145,8 @@ static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 		}
 	}
 	if (bad || optind != argc) {
+		if (optind != argc)
+			fprintf(stderr, "kippu-backend: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
 	}

@@ -19,6 +19,7 @@
 
 #include "kp_terminal.h"
 #include "kp_console.h"
+#include "kp_version.h"
 
 static volatile sig_atomic_t stop_requested;
 static volatile int sync_stop;
@@ -90,7 +91,9 @@ static void usage(FILE *fp)
 	      "  --events json[:PATH]       one JSON object per line for every tap, driver\n"
 	      "                     action, reader and sync change: stdout, a file or a FIFO\n"
 	      "  --config-keys      print the configuration file's keys (a markdown table) and exit\n"
-	      "  --help\n", fp);
+	      "  -h, --help         print this help and exit\n"
+	      "  --version          print the version and exit\n"
+	      "Exit status: 0 ok, 1 failure, 2 usage or configuration error.\n", fp);
 }
 
 /* Journeys left open (no tap-off) whose service day is over, or whose card has tapped at
@@ -769,6 +772,7 @@ static const struct cli_opt {
 	{ "events", CLI_CONSOLE_KEY, 0, "events" },
 	{ "config-keys", CLI_FLAG, offsetof(struct cli, config_keys), NULL },
 	{ "help", CLI_HELP, 0, NULL },
+	{ "version", CLI_HELP, 0, NULL },
 };
 #define N_CLI_OPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
 
@@ -804,6 +808,7 @@ static void cli_take(struct cli *cli, const struct cli_opt *o, const char *v)
 /* The command line into cli: -1 to go on, or the exit status (--help, a bad option). */
 static int cli_parse(int argc, char **argv, struct cli *cli)
 {
+	static char prog[] = "kippu-terminal";
 	struct option lo[N_CLI_OPTS + 1];
 	int c;
 
@@ -815,14 +820,19 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 		                no_argument : required_argument;
 		lo[i].val = 256 + (int)i;
 	}
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+	argv[0] = prog;                  /* getopt's messages say "kippu-terminal: ..." */
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c == 'h' || (c >= 256 && c < 256 + (int)N_CLI_OPTS &&
+		                 cli_opts[c - 256].kind == CLI_HELP)) {
+			if (c != 'h' && strcmp(cli_opts[c - 256].name, "version") == 0)
+				printf("kippu-terminal (kippu) %s\n", KP_VERSION);
+			else
+				usage(stdout);
+			return 0;
+		}
 		if (c < 256 || c >= 256 + (int)N_CLI_OPTS) {
 			usage(stderr);
 			return 2;
-		}
-		if (cli_opts[c - 256].kind == CLI_HELP) {
-			usage(stdout);
-			return 0;
 		}
 		cli_take(cli, &cli_opts[c - 256], optarg);
 	}
