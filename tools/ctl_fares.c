@@ -14,7 +14,8 @@ static const char usage_text[] =
 	"  kippuctl fares lookup DB --feed-id ID [--route R] [--from STOP] [--to STOP]\n"
 	"                 [--from-zone Z] [--to-zone Z] [--date YYYYMMDD] [--time HH:MM:SS]\n"
 	"                 [--category C] [--media M] [--payment 0|1] [--model 1|2]\n"
-	"  kippuctl fares quote DB JOURNEYS.csv [--token-key FILE]\n"
+	"                 [--json|--csv]\n"
+	"  kippuctl fares quote DB JOURNEYS.csv [--token-key FILE] [--json|--csv]\n"
 	"      prices taps (time,card,operator,route,stop,event,rider_category[,entitlements])\n"
 	"      with the terminal's decision code on a copy of DB; CSV out (terminal/fare/FARES.md)\n";
 

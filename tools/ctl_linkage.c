@@ -17,9 +17,9 @@ static const char usage_text[] =
 	"                   [--jpki-ca CA[,CA...]]\n"
 	"  kippuctl linkage revoke DB LINKAGE [--token-key PATH] [--jpki-ca CA[,CA...]]\n"
 	"  kippuctl linkage link DB LINKAGE CARD --token-key PATH [--jpki-ca CA[,CA...]]\n"
-	"  kippuctl linkage list DB [--at TIME]   (status as of TIME, default now)\n"
-	"  kippuctl linkage cards DB\n"
-	"  kippuctl linkage requests DB [--terminal ID]\n"
+	"  kippuctl linkage list DB [--at TIME] [--json|--csv]   (status as of TIME, default now)\n"
+	"  kippuctl linkage cards DB [--json|--csv]\n"
+	"  kippuctl linkage requests DB [--terminal ID] [--json|--csv]\n"
 	"  kippuctl linkage token --token-key PATH --cert AUTH.der --jpki-ca CA[,CA...]\n"
 	"      (LINKAGE = token:<32 hex> or jpki:<user-authentication certificate, DER or PEM>;\n"
 	"       jpki: needs --jpki-ca, the JPKI CA certificate(s) the terminals' jpki_ca names)\n";

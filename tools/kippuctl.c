@@ -28,7 +28,7 @@ static void usage(FILE *fp)
 	      "  kippuctl load DB FILE --token-key PATH\n"
 	      "  kippuctl journal verify DB [--cert T.crt] [--ca CA.crt]\n"
 	      "  kippuctl journal export DB DIR\n"
-	      "  kippuctl journal list DB\n"
+	      "  kippuctl journal list DB [--json|--csv]\n"
 	      "  kippuctl backend create --ca-key CA.key --ca-cert CA.crt --key B.key --cert B.crt\n"
 	      "                          [--id NAME (default backend)] [--not-before TIME] [--days N]\n"
 	      "      certificates are valid from --not-before (default: a day before now) for\n"

@@ -105,7 +105,7 @@ out=$("$KP_BIN/kippuctl" journal list --help 2> "$T/err"); rc=$?
 rec=$("$KP_BIN/kippuctl" backend records --help 2>> "$T/err")
 "$KP_BIN/kippuctl" no-such-command --help > "$T/nosuch.out" 2> "$T/nosuch.err"; nrc=$?
 if [ $rc -eq 0 ] && [ "$out" = "usage:
-  kippuctl journal list DB" ] && [ ! -s "$T/err" ] &&
+  kippuctl journal list DB [--json|--csv]" ] && [ ! -s "$T/err" ] &&
    echo "$rec" | grep -q "^  kippuctl backend records|ledger|" &&
    [ "$(echo "$rec" | wc -l)" -eq 3 ] && [ $nrc -eq 2 ] && [ ! -s "$T/nosuch.out" ] &&
    grep -q "^kippuctl: no command 'no-such-command'" "$T/nosuch.err"; then
