@@ -122,7 +122,7 @@ SHELL_TESTS := $(wildcard tests/*/test_*.sh)
 BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
-.PHONY: all deps test check check-deps test-dates demo bench clean install
+.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools
 all: $(PROGS)
 
 deps:
@@ -219,9 +219,58 @@ bench: deps
 	@$(BUILD)/bin/kippu-bench-jpki --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-fares --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
-install: $(PROGS)
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+# ---- install (README, "Installing") ----
+# kippuctl goes to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian
+# does for daemons); kippu-pn532-emu, a test tool, only with `make install-dev-tools`.
+# Programs are stripped (STRIP= or INSTALL_STRIP= installs them unstripped: debian/rules
+# leaves stripping to dh_strip, which keeps the symbols in -dbgsym packages).
+# sysconfdir is /etc for PREFIX=/usr and $(PREFIX)/etc otherwise (GNU's default is always
+# $(prefix)/etc); units go to /lib/systemd/system for PREFIX=/usr (Debian 12), else to
+# $(PREFIX)/lib/systemd/system, which systemd also reads for /usr/local; their ExecStart
+# names the programs in $(sbindir) and the configuration in $(sysconfdir)/kippu.
+bindir      ?= $(PREFIX)/bin
+sbindir     ?= $(PREFIX)/sbin
+datarootdir ?= $(PREFIX)/share
+datadir     ?= $(datarootdir)
+mandir      ?= $(datarootdir)/man
+sysconfdir  ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+unitdir     ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+STRIP       ?= strip
+INSTALL_STRIP ?= $(if $(STRIP),-s --strip-program=$(STRIP))
+INSTALL     ?= install
+# Man pages (tools/man/, a section per suffix): a wildcard, so none is needed to install.
+MANPAGES    := $(wildcard tools/man/*.1 tools/man/*.5 tools/man/*.8)
+UNITS       := tools/systemd/kippu-terminal.service tools/systemd/kippu-backend.service
+# Sample data and examples (not active where they are): the demo's scenario and load file,
+# a libnfc.conf and a udev rule for USB readers.
+SAMPLES     := tools/demo/scenario.txt tools/demo/load.txt tools/etc/libnfc.conf \
+               tools/etc/60-kippu-nfc.rules
+
+# The terminal's example configuration: every key of `kippu-terminal --config-keys`,
+# commented out with its default, so it cannot drift from the parser's own table.
+$(BUILD)/etc/terminal.conf: $(BUILD)/bin/kippu-terminal tools/etc/terminal-conf.awk
+	@mkdir -p $(dir $@)
+	$(BUILD)/bin/kippu-terminal --config-keys | awk -f tools/etc/terminal-conf.awk > $@.tmp
+	mv $@.tmp $@
+
+install: $(PROGS) $(BUILD)/etc/terminal.conf
+	$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(sbindir) $(DESTDIR)$(unitdir) \
+	  $(DESTDIR)$(sysconfdir)/kippu $(DESTDIR)$(datadir)/kippu
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippuctl $(DESTDIR)$(bindir)/
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippu-backend \
+	  $(DESTDIR)$(sbindir)/
+	@for u in $(UNITS); do echo "$(INSTALL) -m 0644 $$u $(DESTDIR)$(unitdir)/ (paths: $(sbindir), $(sysconfdir))"; \
+	  sed -e 's|=/usr/sbin/|=$(sbindir)/|' -e 's| /etc/kippu/| $(sysconfdir)/kippu/|' "$$u" > "$(DESTDIR)$(unitdir)/$${u##*/}" && \
+	  chmod 0644 "$(DESTDIR)$(unitdir)/$${u##*/}" || exit 1; done
+	$(INSTALL) -m 0644 $(BUILD)/etc/terminal.conf tools/etc/backend.conf $(DESTDIR)$(sysconfdir)/kippu/
+	$(INSTALL) -m 0644 $(SAMPLES) $(DESTDIR)$(datadir)/kippu/
+	@for m in $(MANPAGES); do s=$${m##*.}; \
+	  echo "$(INSTALL) -D -m 0644 $$m $(DESTDIR)$(mandir)/man$$s/$${m##*/}"; \
+	  $(INSTALL) -D -m 0644 "$$m" "$(DESTDIR)$(mandir)/man$$s/$${m##*/}" || exit 1; done
+
+install-dev-tools: $(BUILD)/bin/kippu-pn532-emu
+	$(INSTALL) -d $(DESTDIR)$(bindir)
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippu-pn532-emu $(DESTDIR)$(bindir)/
 
 clean:
 	rm -rf $(BUILD) build build-san build-*/
