@@ -19,7 +19,7 @@ endif
 # Debian packages the build, tests and demo need (installed by `make deps`, only when missing).
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
-            faketime tzdata
+            faketime tzdata systemd build-essential debhelper dpkg-dev fakeroot lintian
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -122,7 +122,7 @@ SHELL_TESTS := $(wildcard tests/*/test_*.sh)
 BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
-.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools
+.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb
 all: $(PROGS)
 
 deps:
@@ -271,6 +271,24 @@ install: $(PROGS) $(BUILD)/etc/terminal.conf
 install-dev-tools: $(BUILD)/bin/kippu-pn532-emu
 	$(INSTALL) -d $(DESTDIR)$(bindir)
 	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippu-pn532-emu $(DESTDIR)$(bindir)/
+
+# `make deb`: the Debian packages (debian/, README "Installing"). dpkg-buildpackage -us -uc -b
+# runs in a copy of the tree under $(BUILD)/deb-src (it writes into the tree and into its
+# parent; debian/rules builds in build-deb/ of the copy); the .deb, .changes and .buildinfo
+# files are moved to $(BUILD)/deb/ and the copy removed. The make running this passes none
+# of its flags or variables on.
+DEB_OUT := $(BUILD)/deb
+DEB_SRC := $(BUILD)/deb-src
+deb: deps
+	rm -rf $(DEB_SRC) $(DEB_OUT)
+	mkdir -p $(DEB_SRC)/kippu $(DEB_OUT)
+	tar -cf - --exclude=./.git --exclude='./build*' \
+	  --exclude=./$(patsubst $(CURDIR)/%,%,$(abspath $(BUILD))) . | tar -C $(DEB_SRC)/kippu -xf -
+	cd $(DEB_SRC)/kippu && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES \
+	  dpkg-buildpackage -us -uc -b
+	mv $(DEB_SRC)/*.deb $(DEB_SRC)/*.changes $(DEB_SRC)/*.buildinfo $(DEB_OUT)/
+	rm -rf $(DEB_SRC)
+	@ls $(DEB_OUT)
 
 clean:
 	rm -rf $(BUILD) build build-san build-*/
