@@ -118,6 +118,11 @@ TEST_SRC := $(wildcard tests/*/test_*.c)
 TESTS := $(foreach t,$(TEST_SRC),$(BUILD)/tests/$(basename $(notdir $(t))))
 # Tests that run the real programs from a shell script (tests/run.sh runs them with sh).
 SHELL_TESTS := $(wildcard tests/*/test_*.sh)
+# test_deb.sh builds the Debian packages, which never carry sanitizers: `make test` runs it,
+# `make test SANITIZE=1` does not build them a second time.
+ifeq ($(SANITIZE),1)
+SHELL_TESTS := $(filter-out tests/tools/test_deb.sh,$(SHELL_TESTS))
+endif
 # The benches: tests/bench*.c -> kippu-bench*, each a program of its own.
 BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
@@ -178,8 +183,10 @@ $(addprefix $(BUILD)/tests/,test_stored test_tap test_pass test_fare_engine test
 test: deps
 	@$(MAKE) --no-print-directory check
 
-check: $(PROGS) $(TESTS) check-deps
-	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS) $(SHELL_TESTS)
+# `make deb check` builds the packages once: test_deb.sh takes them from $(BUILD)/deb.
+check: $(PROGS) $(TESTS) check-deps $(filter deb,$(MAKECMDGOALS))
+	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests $(if $(filter deb,$(MAKECMDGOALS)),KP_DEB_DIR=$(DEB_OUT)) \
+	  sh tests/run.sh $(TESTS) $(SHELL_TESTS)
 
 # The dependency rules of the folders (tools/check_deps.sh): includes, private headers,
 # library symbols and what each program links; and no function longer than 150 lines outside

@@ -3,12 +3,16 @@
 # | `key` | `default` or none | meaning |): every key commented out with its default, so the
 # file is made from the parser's own key table at build time and cannot drift from it.
 # Usage: kippu-terminal --config-keys | awk -f terminal-conf.awk > terminal.conf
+# (-v prog=NAME for another program printing the same table; kippu-terminal by default.)
 BEGIN {
 	FS = "|"
-	print "# kippu-terminal configuration (kippu-terminal --config FILE; README, \"Configuration\")."
+	if (prog == "")
+		prog = "kippu-terminal"
+	print "# " prog " configuration (" prog " --config FILE; README, \"Installing\")."
 	print "# `key = value` lines, `#` comments. Every key is listed below, commented out, with"
-	print "# its default; keys marked (required) must be set. An option on the command line wins"
-	print "# over the file. Generated from `kippu-terminal --config-keys`."
+	print "# its default; keys marked (required) must be set. A relative path is taken from"
+	print "# this file's folder. An option on the command line wins over the file."
+	print "# Generated from `" prog " --config-keys`."
 	keys = 0
 }
 function trim(s) {
@@ -31,7 +35,7 @@ NF >= 4 && $2 ~ /`/ {
 }
 END {
 	if (keys == 0) {
-		print "terminal-conf.awk: no keys in the input (not `kippu-terminal --config-keys`?)" > "/dev/stderr"
+		print "terminal-conf.awk: no keys in the input (not `" prog " --config-keys`?)" > "/dev/stderr"
 		exit 1
 	}
 }
