@@ -112,8 +112,18 @@ mkdir -p "$S"
   "$CTL" load terminal.db "$R/usr/share/kippu/load.txt" --token-key token.key ) \
 	> "$T/setup.out" 2>&1 || { echo "    setup failed:"; cat "$T/setup.out"; }
 
+# service NAME: /etc/kippu/NAME.conf becomes the packaged example with its defaults set and
+# the `key = value` lines on stdin instead of theirs; $cmd is kippu-NAME.service's ExecStart
+# moved into $R. Fails when that ExecStart is not the one expected.
+service() {
+	cat > "$T/$1.ov"
+	conf "$R/etc/kippu/$1.conf" "$T/$1.ov" > "$T/$1.conf" && mv "$T/$1.conf" "$R/etc/kippu/$1.conf"
+	cmd=$(execstart "kippu-$1.service")
+	[ "$cmd" = "$R/usr/sbin/kippu-$1 --config $R/etc/kippu/$1.conf" ]
+}
+
 # 4. The terminal's unit runs the packaged sample scenario to its end.
-cat > "$T/terminal.ov" <<OV
+if ! service terminal <<OV
 terminal_id = BUS-OPA-0042
 operator = OP-A
 reader = mock:$R/usr/share/kippu/scenario.txt
@@ -124,50 +134,45 @@ token_key = $S/token.key
 backend_ca = $S/ca.crt
 backend_cert = $S/backend.crt
 OV
-conf "$R/etc/kippu/terminal.conf" "$T/terminal.ov" > "$T/terminal.conf" &&
-	mv "$T/terminal.conf" "$R/etc/kippu/terminal.conf"
-cmd=$(execstart kippu-terminal.service)
-( cd "$S" && $cmd > "$T/terminal.out" 2> "$T/terminal.err" )
-rc=$?
-n=$("$CTL" journal list "$S/terminal.db" 2>/dev/null | grep -c .)
-if [ "$cmd" != "$R/usr/sbin/kippu-terminal --config $R/etc/kippu/terminal.conf" ]; then
+then
 	bad terminal_unit_runs "ExecStart: $cmd"
-elif [ $rc -ne 0 ]; then
-	bad terminal_unit_runs "exit $rc: $(tail -n 5 "$T/terminal.err")"
-elif ! "$CTL" journal verify "$S/terminal.db" --ca "$S/ca.crt" > "$T/verify.out" 2>&1 || [ "$n" -lt 10 ]; then
+elif ! ( cd "$S" && $cmd > "$T/terminal.out" 2> "$T/terminal.err" ); then
+	bad terminal_unit_runs "exit status not 0: $(tail -n 5 "$T/terminal.err")"
+elif n=$("$CTL" journal list "$S/terminal.db" 2>&1 | grep -c .);
+     ! "$CTL" journal verify "$S/terminal.db" --ca "$S/ca.crt" > "$T/verify.out" 2>&1 || [ "$n" -lt 10 ]; then
 	bad terminal_unit_runs "journal: $n lines, $(cat "$T/verify.out")"
 else
 	ok terminal_unit_runs
 fi
 
 # 5. The backend's unit listens, then stops on SIGTERM with exit 0.
-cat > "$T/backend.ov" <<OV
+if ! service backend <<OV
 listen = 127.0.0.1:0
 db = $S/backend.db
 ca = $S/ca.crt
 cert = $S/backend.crt
 key = $S/backend.key
 OV
-conf "$R/etc/kippu/backend.conf" "$T/backend.ov" > "$T/backend.conf" &&
-	mv "$T/backend.conf" "$R/etc/kippu/backend.conf"
-cmd=$(execstart kippu-backend.service)
-( cd "$S" && exec $cmd > "$T/backend.out" 2> "$T/backend.err" ) &
-bpid=$!
-end=$(($(date +%s) + WAIT))
-until grep -q 'listening on 127.0.0.1:[1-9]' "$T/backend.out" 2>/dev/null; do
-	kill -0 $bpid 2>/dev/null && [ "$(date +%s)" -lt $end ] || break
-	sleep 0.1
-done
-if [ "$cmd" != "$R/usr/sbin/kippu-backend --config $R/etc/kippu/backend.conf" ]; then
+then
 	bad backend_unit_runs "ExecStart: $cmd"
-elif ! grep -q 'listening on' "$T/backend.out"; then
-	bad backend_unit_runs "never listened: $(tail -n 5 "$T/backend.err")"
 else
-	kill -TERM $bpid
-	wait $bpid
-	rc=$?
-	bpid=""
-	[ $rc -eq 0 ] && ok backend_unit_runs || bad backend_unit_runs "exit $rc after SIGTERM: $(tail -n 3 "$T/backend.err")"
+	( cd "$S" && exec $cmd > "$T/backend.out" 2> "$T/backend.err" ) &
+	bpid=$!
+	end=$(($(date +%s) + WAIT))
+	until grep -q 'listening on 127.0.0.1:[1-9]' "$T/backend.out" 2>/dev/null; do
+		kill -0 $bpid 2>/dev/null && [ "$(date +%s)" -lt $end ] || break
+		sleep 0.1
+	done
+	if ! grep -q 'listening on' "$T/backend.out"; then
+		bad backend_unit_runs "never listened: $(tail -n 5 "$T/backend.err")"
+	else
+		kill -TERM $bpid
+		wait $bpid
+		rc=$?
+		bpid=""
+		[ $rc -eq 0 ] && ok backend_unit_runs ||
+			bad backend_unit_runs "exit $rc after SIGTERM: $(tail -n 3 "$T/backend.err")"
+	fi
 fi
 
 # 6. The Makefile's pkg-config modules come from packages debian/control builds with.
