@@ -24,7 +24,7 @@ endif
 # Debian packages the build, tests and demo need (installed by `make deps`, only when missing).
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
-            faketime tzdata man-db
+            faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -142,11 +142,16 @@ TEST_SRC := $(wildcard tests/*/test_*.c)
 TESTS := $(foreach t,$(TEST_SRC),$(BUILD)/tests/$(basename $(notdir $(t))))
 # Tests that run the real programs from a shell script (tests/run.sh runs them with sh).
 SHELL_TESTS := $(wildcard tests/*/test_*.sh)
+# test_deb.sh builds the Debian packages, which never carry sanitizers: `make test` runs it,
+# `make test SANITIZE=1` does not build them a second time.
+ifeq ($(SANITIZE),1)
+SHELL_TESTS := $(filter-out tests/tools/test_deb.sh,$(SHELL_TESTS))
+endif
 # The benches: tests/bench*.c -> kippu-bench*, each a program of its own.
 BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
-.PHONY: all deps test check check-deps test-dates demo bench clean install
+.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb
 all: $(PROGS)
 
 deps:
@@ -202,8 +207,10 @@ $(addprefix $(BUILD)/tests/,test_stored test_tap test_pass test_fare_engine test
 test: deps
 	@$(MAKE) --no-print-directory check
 
-check: $(PROGS) $(TESTS) check-deps
-	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/run.sh $(TESTS) $(SHELL_TESTS)
+# `make deb check` builds the packages once: test_deb.sh takes them from $(BUILD)/deb.
+check: $(PROGS) $(TESTS) check-deps $(filter deb,$(MAKECMDGOALS))
+	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests $(if $(filter deb,$(MAKECMDGOALS)),KP_DEB_DIR=$(DEB_OUT)) \
+	  sh tests/run.sh $(TESTS) $(SHELL_TESTS)
 
 # The dependency rules of the folders (tools/check_deps.sh): includes, private headers,
 # library symbols and what each program links; and no function longer than 150 lines outside
@@ -243,9 +250,76 @@ bench: deps
 	@$(BUILD)/bin/kippu-bench-jpki --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-fares --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
-install: $(PROGS)
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+# ---- install (README, "Installing") ----
+# kippuctl goes to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian
+# does for daemons); kippu-pn532-emu, a test tool, only with `make install-dev-tools`.
+# Programs are stripped (STRIP= or INSTALL_STRIP= installs them unstripped: debian/rules
+# leaves stripping to dh_strip, which keeps the symbols in -dbgsym packages).
+# sysconfdir is /etc for PREFIX=/usr and $(PREFIX)/etc otherwise (GNU's default is always
+# $(prefix)/etc); units go to /lib/systemd/system for PREFIX=/usr (Debian 12), else to
+# $(PREFIX)/lib/systemd/system, which systemd also reads for /usr/local; their ExecStart
+# names the programs in $(sbindir) and the configuration in $(sysconfdir)/kippu.
+bindir      ?= $(PREFIX)/bin
+sbindir     ?= $(PREFIX)/sbin
+datarootdir ?= $(PREFIX)/share
+datadir     ?= $(datarootdir)
+mandir      ?= $(datarootdir)/man
+sysconfdir  ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+unitdir     ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+STRIP       ?= strip
+INSTALL_STRIP ?= $(if $(STRIP),-s --strip-program=$(STRIP))
+INSTALL     ?= install
+# Man pages (tools/man/, a section per suffix): a wildcard, so none is needed to install.
+MANPAGES    := $(wildcard tools/man/*.1 tools/man/*.5 tools/man/*.8)
+UNITS       := tools/systemd/kippu-terminal.service tools/systemd/kippu-backend.service
+# Sample data and examples (not active where they are): the demo's scenario and load file,
+# a libnfc.conf and a udev rule for USB readers.
+SAMPLES     := tools/demo/scenario.txt tools/demo/load.txt tools/etc/libnfc.conf \
+               tools/etc/60-kippu-nfc.rules
+
+# The terminal's example configuration: every key of `kippu-terminal --config-keys`,
+# commented out with its default, so it cannot drift from the parser's own table.
+$(BUILD)/etc/terminal.conf: $(BUILD)/bin/kippu-terminal tools/etc/terminal-conf.awk
+	@mkdir -p $(dir $@)
+	$(BUILD)/bin/kippu-terminal --config-keys | awk -f tools/etc/terminal-conf.awk > $@.tmp
+	mv $@.tmp $@
+
+install: $(PROGS) $(BUILD)/etc/terminal.conf
+	$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(sbindir) $(DESTDIR)$(unitdir) \
+	  $(DESTDIR)$(sysconfdir)/kippu $(DESTDIR)$(datadir)/kippu
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippuctl $(DESTDIR)$(bindir)/
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippu-backend \
+	  $(DESTDIR)$(sbindir)/
+	@for u in $(UNITS); do echo "$(INSTALL) -m 0644 $$u $(DESTDIR)$(unitdir)/ (paths: $(sbindir), $(sysconfdir))"; \
+	  sed -e 's|=/usr/sbin/|=$(sbindir)/|' -e 's| /etc/kippu/| $(sysconfdir)/kippu/|' "$$u" > "$(DESTDIR)$(unitdir)/$${u##*/}" && \
+	  chmod 0644 "$(DESTDIR)$(unitdir)/$${u##*/}" || exit 1; done
+	$(INSTALL) -m 0644 $(BUILD)/etc/terminal.conf tools/etc/backend.conf $(DESTDIR)$(sysconfdir)/kippu/
+	$(INSTALL) -m 0644 $(SAMPLES) $(DESTDIR)$(datadir)/kippu/
+	@for m in $(MANPAGES); do s=$${m##*.}; \
+	  echo "$(INSTALL) -D -m 0644 $$m $(DESTDIR)$(mandir)/man$$s/$${m##*/}"; \
+	  $(INSTALL) -D -m 0644 "$$m" "$(DESTDIR)$(mandir)/man$$s/$${m##*/}" || exit 1; done
+
+install-dev-tools: $(BUILD)/bin/kippu-pn532-emu
+	$(INSTALL) -d $(DESTDIR)$(bindir)
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippu-pn532-emu $(DESTDIR)$(bindir)/
+
+# `make deb`: the Debian packages (debian/, README "Installing"). dpkg-buildpackage -us -uc -b
+# runs in a copy of the tree under $(BUILD)/deb-src (it writes into the tree and into its
+# parent; debian/rules builds in build-deb/ of the copy); the .deb, .changes and .buildinfo
+# files are moved to $(BUILD)/deb/ and the copy removed. The make running this passes none
+# of its flags or variables on.
+DEB_OUT := $(BUILD)/deb
+DEB_SRC := $(BUILD)/deb-src
+deb: deps
+	rm -rf $(DEB_SRC) $(DEB_OUT)
+	mkdir -p $(DEB_SRC)/kippu $(DEB_OUT)
+	tar -cf - --exclude=./.git --exclude='./build*' \
+	  --exclude=./$(patsubst $(CURDIR)/%,%,$(abspath $(BUILD))) . | tar -C $(DEB_SRC)/kippu -xf -
+	cd $(DEB_SRC)/kippu && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES \
+	  dpkg-buildpackage -us -uc -b
+	mv $(DEB_SRC)/*.deb $(DEB_SRC)/*.changes $(DEB_SRC)/*.buildinfo $(DEB_OUT)/
+	rm -rf $(DEB_SRC)
+	@ls $(DEB_OUT)
 
 clean:
 	rm -rf $(BUILD) build build-san build-*/

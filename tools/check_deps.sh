@@ -10,7 +10,8 @@
 #      in one it may use (nm);
 #   4. programs: kippu-terminal holds no backend code, kippu-backend no HAL, card, store or
 #      libnfc code and does not link libnfc;
-#   6. licence: every source file carries "SPDX-License-Identifier: Apache-2.0" at its top
+#   6. licence: every source file (and unit file, udev rule, example configuration and
+#      debian/ script) carries "SPDX-License-Identifier: Apache-2.0" at its top
 #      (5, function length, is tools/check_funclen.py).
 # Usage: check_deps.sh BUILD_DIR (run from the top of the tree).
 set -u
@@ -125,9 +126,12 @@ if readelf -d "$BUILD/bin/kippu-backend" | grep -q 'libnfc'; then
 fi
 
 # 6. every source file names its licence (SPDX) near its top
-for src in $(find hal crypto backend-sync terminal tools tests .ci -type f \( -name '*.c' -o \
-             -name '*.h' -o -name '*.sh' -o -name '*.py' -o -name '*.def' -o -name run \) \
-             -not -path 'tests/data/*' 2>/dev/null) Makefile; do
+for src in $(find hal crypto backend-sync terminal tools tests .ci debian -type f \( -name '*.c' -o \
+             -name '*.h' -o -name '*.sh' -o -name '*.py' -o -name '*.def' -o -name run -o \
+             -name '*.awk' -o -name '*.service' -o -name '*.rules' -o -name '*.conf' -o \
+             -name rules -o -name control -o -name '*.install' -o -name '*.postinst' \) \
+             -not -path 'tests/data/*' -not -path 'tools/demo/*' -not -path 'debian/*/*' \
+             2>/dev/null) Makefile; do
 	head -n 3 "$src" | grep -q 'SPDX-License-Identifier: Apache-2.0' ||
 		bad "$src has no \"SPDX-License-Identifier: Apache-2.0\" in its first lines"
 done
