@@ -109,7 +109,7 @@ static int cmd_lookup(struct fargs *a)
 	kp_store *s = NULL;
 	int rc;
 
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc == KP_OK) {
 		rc = kp_fare_lookup(s, &a->q, &r);
 		if (rc == KP_OK) {

@@ -246,7 +246,7 @@ int kp_ctl_linkage(int argc, char **argv)
 			if (card_arg(&a, a.cards[i], key, &have_key, cards[i]) != 0)
 				goto out;
 		}
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+		if (kp_ctl_bstore_open(&s, a.pos[0], KP_BSTORE_CREATE) != KP_BE_OK)
 			goto out;
 		rc = kp_bstore_linkage_add(s, linkage, a.pos[2], from, until, now_ms());
 		for (int i = 0; rc == KP_BE_OK && i < a.n_cards; i++)
@@ -259,7 +259,7 @@ int kp_ctl_linkage(int argc, char **argv)
 	} else if (strcmp(cmd, "revoke") == 0 && a.n == 2 && a.n_cards == 0) {
 		if (linkage_arg(&a, a.pos[1], key, &have_key, linkage) != 0)
 			goto out;
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+		if (kp_ctl_bstore_open(&s, a.pos[0], KP_BSTORE_EXISTING) != KP_BE_OK)
 			goto out;
 		rc = kp_bstore_linkage_revoke(s, linkage, now_ms());
 		if (rc == KP_BE_OK) {
@@ -271,7 +271,7 @@ int kp_ctl_linkage(int argc, char **argv)
 		if (linkage_arg(&a, a.pos[1], key, &have_key, linkage) != 0 ||
 		    card_arg(&a, a.pos[2], key, &have_key, cards[0]) != 0)
 			goto out;
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+		if (kp_ctl_bstore_open(&s, a.pos[0], KP_BSTORE_EXISTING) != KP_BE_OK)
 			goto out;
 		rc = kp_bstore_linkage_link(s, linkage, cards[0], now_ms(), "backend");
 		if (rc == KP_BE_OK) {
@@ -292,7 +292,7 @@ int kp_ctl_linkage(int argc, char **argv)
 			exit_code = 2;
 			goto out;
 		}
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+		if (kp_ctl_bstore_open(&s, a.pos[0], KP_BSTORE_READONLY) != KP_BE_OK)
 			goto out;
 		rc = kp_bstore_report_at(s, r, a.terminal, at, print_row, &rows);
 		if (rc == KP_BE_OK && rows == 0)

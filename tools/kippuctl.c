@@ -244,7 +244,7 @@ static int cmd_journal_verify(struct args *a)
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 		return 1;
 	}
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc != KP_OK)
 		goto out;
 	if (a->ca != NULL) {
@@ -292,7 +292,7 @@ static int cmd_journal_export(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc == KP_OK) {
 		rc = kp_journal_export(s, a->pos[1], &n, err, sizeof(err));
 		if (rc != KP_OK)
@@ -347,7 +347,7 @@ static int cmd_journal_list(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc == KP_OK)
 		rc = kp_journal_foreach(s, list_row, NULL);
 	kp_store_close(s);

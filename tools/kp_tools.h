@@ -31,6 +31,12 @@ int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
 
 /* kp_store_open that tells stderr why the store did not open ("kippuctl: store PATH: ..."). */
 int kp_ctl_store_open(kp_store **s, const char *path);
+/* The same with kp_store_open_mode's mode: the read-only commands never create a database
+ * ("kippuctl: no such database: PATH"). */
+int kp_ctl_store_open_mode(kp_store **s, const char *path, int mode);
+/* kp_bstore_open_mode that tells stderr why the backend's database did not open. */
+struct kp_bstore;
+int kp_ctl_bstore_open(struct kp_bstore **s, const char *path, int mode);
 
 /* Loads a load file (operators, products, entitlements, denylist) into the store in one
  * transaction: on any error nothing changes, and err names the line. */

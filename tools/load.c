@@ -533,8 +533,13 @@ int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN
 
 int kp_ctl_store_open(kp_store **s, const char *path)
 {
+	return kp_ctl_store_open_mode(s, path, KP_STORE_CREATE);
+}
+
+int kp_ctl_store_open_mode(kp_store **s, const char *path, int mode)
+{
 	char err[600];
-	int rc = kp_store_open_err(s, path, err, sizeof(err));
+	int rc = kp_store_open_mode(s, path, mode, err, sizeof(err));
 
 	if (rc != KP_OK)
 		fprintf(stderr, "kippuctl: %s\n", err);

@@ -1,0 +1,98 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# kippuctl's error manners (issue 15): commands that read a database never create one, a
+# terminal database given where the backend's is wanted (and the reverse) is named for what it
+# is, missing key files are named with their cause, load files name what is undefined, fares
+# import takes a GTFS .zip, and fares lookup/quote fail with stdout empty.
+# Prints cmocka-style lines so tests/run.sh counts it.
+KP_BIN=${KP_BIN:-build/bin}
+K=$(cd "$KP_BIN" && pwd)/kippuctl
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+GTFS=${KP_GTFS_DIR:-$HERE/../../shared/data/gtfs}
+T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-manners.XXXXXX")
+trap 'rm -rf "$T"' EXIT INT TERM
+cd "$T" || exit 1
+passed=0; failed=0; failures=""
+ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
+bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+# run CMD...: its exit code in $rc, stdout in out, stderr in err.
+run() { "$@" > out 2> err; rc=$?; }
+# expect NAME RC STDERR_LINE CMD...: the exit code, stderr exactly that line, stdout empty.
+expect() {
+	name=$1; want_rc=$2; want_err=$3; shift 3
+	run "$@"
+	if [ "$rc" = "$want_rc" ] && [ "$(cat err)" = "$want_err" ] && [ ! -s out ]; then
+		return 0
+	fi
+	bad "$name" "$* -> rc $rc, stderr '$(cat err)', stdout '$(head -c 200 out)'"
+	return 1
+}
+
+echo "[==========] Running tests."
+
+# ---- 1. commands that read a database never create one ----
+missing_ok=1
+for cmd in "journal list" "journal verify" "backend records" "backend ledger" \
+           "backend terminals" "backend clones" "backend fare-rules" "backend policy" \
+           "backend fares list" "backend quarantine list" "linkage list" "linkage cards"; do
+	# shellcheck disable=SC2086
+	expect "read_never_creates ($cmd)" 1 "kippuctl: no such database: typo.db" \
+		"$K" $cmd typo.db || missing_ok=0
+	if [ -e typo.db ]; then
+		bad "read_never_creates ($cmd)" "typo.db was created"; missing_ok=0; rm -f typo.db*
+	fi
+done
+for cmd in "journal export typo.db exp" "backend export typo.db rec.csv" \
+           "fares lookup typo.db --feed-id F" "backend undeny typo.db token:00000000000000000000000000000000" \
+           "backend quarantine clear typo.db BUS-A-01" "backend fares remove typo.db F"; do
+	# shellcheck disable=SC2086
+	expect "read_never_creates ($cmd)" 1 "kippuctl: no such database: typo.db" \
+		"$K" $cmd || missing_ok=0
+	if [ -e typo.db ] || [ -e exp ] || [ -e rec.csv ]; then
+		bad "read_never_creates ($cmd)" "a file was created"; missing_ok=0; rm -rf typo.db* exp
+	fi
+done
+[ $missing_ok = 1 ] && ok read_never_creates
+
+# ---- 2. a terminal database is not a backend's, and the reverse ----
+"$K" token-key create tk.key > /dev/null
+printf 'operator OP-A "Operator A"\n' > ops.txt
+"$K" load term.db ops.txt --token-key tk.key > /dev/null
+"$K" backend operator be.db OP-A "Operator A" > /dev/null
+kinds_ok=1
+for cmd in "backend records" "backend operator" "backend policy" "linkage list"; do
+	extra=""; [ "$cmd" = "backend operator" ] && extra="OP-B Other"
+	# shellcheck disable=SC2086
+	expect "db_kind_named ($cmd)" 1 \
+		"kippuctl: term.db is a terminal database, not a backend database" \
+		"$K" $cmd term.db $extra || kinds_ok=0
+done
+for cmd in "journal list" "journal verify" "fares lookup --feed-id F"; do
+	# shellcheck disable=SC2086
+	expect "db_kind_named ($cmd)" 1 \
+		"kippuctl: be.db is a backend database, not a terminal database" \
+		"$K" $cmd be.db || kinds_ok=0
+done
+expect "db_kind_named (load)" 1 \
+	"kippuctl: be.db is a backend database, not a terminal database" \
+	"$K" load be.db ops.txt --token-key tk.key || kinds_ok=0
+: > empty.db
+expect "db_kind_named (empty)" 1 "kippuctl: empty.db is an empty database, not a terminal database" \
+	"$K" journal list empty.db || kinds_ok=0
+[ $kinds_ok = 1 ] && ok db_kind_named
+# the commands that build a database still make one
+if "$K" journal list term.db > /dev/null 2>&1 && "$K" backend records be.db > out 2>&1 &&
+   grep -q '(none)' out; then
+	ok existing_databases_still_read
+else
+	bad existing_databases_still_read "$(cat out)"
+fi
+
+if [ $failed -eq 0 ]; then
+	echo "[  PASSED  ] $passed test(s)."
+else
+	echo "[  PASSED  ] $passed test(s)."
+	echo "[  FAILED  ] $failed test(s), listed below:"
+	for f in $failures; do echo "[  FAILED  ] $f"; done
+	exit 1
+fi
