@@ -145,6 +145,8 @@ static int cmd_quote(struct fargs *a)
 
 	/* Without a key, labels and felica: cards get tokens under an all-zero key: fine for
 	 * pricing, and load files for the same database must then use it too. */
+	if (a->token_key != NULL && kp_ctl_readable("token key", a->token_key) != 0)
+		return 1;
 	if (a->token_key != NULL && kp_token_key_load(a->token_key, key) != KP_OK) {
 		fprintf(stderr, "kippuctl: fares quote: cannot read token key %s\n", a->token_key);
 		return 1;

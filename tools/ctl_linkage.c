@@ -102,12 +102,16 @@ static int cert_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const char *p
 			fprintf(stderr, "kippuctl: --jpki-ca: at most %d certificates\n", MAX_JPKI_CAS);
 			goto out;
 		}
+		if (kp_ctl_readable("JPKI CA certificate", p) != 0)
+			goto out;
 		if (kp_cert_load(&cas[n_cas], p) != 0) {
 			fprintf(stderr, "kippuctl: --jpki-ca %s: cannot load the certificate\n", p);
 			goto out;
 		}
 		n_cas++;
 	}
+	if (kp_ctl_readable("card certificate", path) != 0)
+		goto out;
 	if (kp_cert_load(&cert, path) != 0) {
 		fprintf(stderr, "kippuctl: %s: not a certificate (DER or PEM)\n", path);
 		goto out;

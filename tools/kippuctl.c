@@ -118,6 +118,9 @@ static int cert_create(struct args *a, enum kp_cert_profile profile)
 		fprintf(stderr, "kippuctl: --id: 1-32 characters of A-Z a-z 0-9 - _ .\n");
 		return 2;
 	}
+	if (kp_ctl_readable("CA key", a->ca_key) != 0 ||
+	    kp_ctl_readable("CA certificate", a->ca_cert) != 0)
+		return 1;
 	rc = kp_key_load(&ca_key, a->ca_key);
 	if (rc != 0) {
 		fprintf(stderr, "kippuctl: %s: %s\n", a->ca_key, kp_strerror(rc));
@@ -175,6 +178,8 @@ static int token_key_arg(const struct args *a, int npos, uint8_t key[KP_TOKEN_KE
 		usage(stderr);
 		return 2;
 	}
+	if (kp_ctl_readable("token key", a->token_key) != 0)
+		return 1;
 	rc = kp_token_key_load(a->token_key, key);
 	if (rc != KP_OK) {
 		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
@@ -240,6 +245,9 @@ static int cmd_journal_verify(struct args *a)
 		usage(stderr);
 		return 2;
 	}
+	if ((a->cert != NULL && kp_ctl_readable("terminal certificate", a->cert) != 0) ||
+	    (a->ca != NULL && kp_ctl_readable("CA certificate", a->ca) != 0))
+		return 1;
 	if (a->cert != NULL && (rc = kp_cert_load(&cert, a->cert)) != 0) {
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 		return 1;

@@ -79,6 +79,9 @@ struct kp_ctl_pos {
  * caller reports as it sees fit). */
 int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *args,
                  struct kp_ctl_pos *pos);
+/* -1 after "kippuctl: cannot read WHAT PATH: WHY" (kp_file_unreadable) when the file at path
+ * does not open for reading; 0 when it does (its loader then says what else is wrong). */
+int kp_ctl_readable(const char *what, const char *path);
 /* -1 after "kippuctl: NAME is required" when v is NULL. */
 int kp_ctl_need(const char *v, const char *name);
 /* Loads the token key at path (--token-key) to turn `what` into a token: 0, or -1 with the

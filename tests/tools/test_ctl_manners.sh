@@ -6,7 +6,8 @@
 # import takes a GTFS .zip, and fares lookup/quote fail with stdout empty.
 # Prints cmocka-style lines so tests/run.sh counts it.
 KP_BIN=${KP_BIN:-build/bin}
-K=$(cd "$KP_BIN" && pwd)/kippuctl
+KP_BIN=$(cd "$KP_BIN" && pwd)
+K=$KP_BIN/kippuctl
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 GTFS=${KP_GTFS_DIR:-$HERE/../../shared/data/gtfs}
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-manners.XXXXXX")
@@ -14,7 +15,7 @@ trap 'rm -rf "$T"' EXIT INT TERM
 cd "$T" || exit 1
 passed=0; failed=0; failures=""
 ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+bad() { failed=$((failed + 1)); failures="$failures $(echo "$1" | tr ' ' _)"; echo "[  FAILED  ] $1: $2"; }
 # run CMD...: its exit code in $rc, stdout in out, stderr in err.
 run() { "$@" > out 2> err; rc=$?; }
 # expect NAME RC STDERR_LINE CMD...: the exit code, stderr exactly that line, stdout empty.
@@ -87,6 +88,43 @@ if "$K" journal list term.db > /dev/null 2>&1 && "$K" backend records be.db > ou
 else
 	bad existing_databases_still_read "$(cat out)"
 fi
+
+# ---- 3. a key or certificate file that cannot be read is named with its cause ----
+files_ok=1
+expect "missing_files_named (ca key)" 1 "kippuctl: cannot read CA key CA.key: No such file or directory" \
+	"$K" terminal create --ca-key CA.key --ca-cert CA.crt --id BUS-A-01 --key T.key --cert T.crt ||
+	files_ok=0
+"$K" ca create --key CA.key --cert CA.crt --not-before 2026-01-01T00:00:00Z > /dev/null
+expect "missing_files_named (ca cert)" 1 \
+	"kippuctl: cannot read CA certificate nope.crt: No such file or directory" \
+	"$K" terminal create --ca-key CA.key --ca-cert nope.crt --id BUS-A-01 --key T.key --cert T.crt ||
+	files_ok=0
+[ -e T.key ] && { bad missing_files_named "T.key was written"; files_ok=0; }
+expect "missing_files_named (token key)" 1 "kippuctl: cannot read token key nokey: No such file or directory" \
+	"$K" token --token-key nokey felica:0101020304050607 || files_ok=0
+expect "missing_files_named (token key folder)" 1 "kippuctl: cannot read token key $T: it is a folder" \
+	"$K" load term.db ops.txt --token-key "$T" || files_ok=0
+expect "missing_files_named (journal cert)" 1 \
+	"kippuctl: cannot read terminal certificate nope.crt: No such file or directory" \
+	"$K" journal verify term.db --cert nope.crt || files_ok=0
+expect "missing_files_named (quote token key)" 1 \
+	"kippuctl: cannot read token key nokey: No such file or directory" \
+	"$K" fares quote term.db j.csv --token-key nokey || files_ok=0
+: > scen.txt
+for f in key token-key; do
+	set -- --reader mock:scen.txt --db tt.db --terminal-id BUS-A-01 --operator OP-A --offline \
+		--key BUS-A-01.key --cert BUS-A-01.crt --token-key tk.key
+	what="terminal key BUS-A-01.key"
+	[ $f = token-key ] && { set -- "$@" --token-key no.key; what="token key no.key"; }
+	run "$KP_BIN/kippu-terminal" "$@"
+	grep -q "^kippu-terminal: cannot read $what: No such file or directory$" err && [ $rc = 1 ] ||
+		{ bad "missing_files_named (kippu-terminal $f)" "rc $rc: $(cat err)"; files_ok=0; }
+done
+run "$KP_BIN/kippu-backend" --ca CA.crt --cert b.crt --key b.key --db b.db --listen 127.0.0.1:0
+grep -q "cannot read certificate file b.crt: No such file or directory" err && [ $rc = 1 ] ||
+	{ bad "missing_files_named (kippu-backend)" "rc $rc: $(cat err)"; files_ok=0; }
+grep -q "Read/write of file failed\|input/output error" err && files_ok=0
+[ $files_ok = 1 ] && ok missing_files_named
 
 if [ $failed -eq 0 ]; then
 	echo "[  PASSED  ] $passed test(s)."
