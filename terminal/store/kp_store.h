@@ -47,6 +47,8 @@ int kp_store_commit(kp_store *s);
 void kp_store_rollback(kp_store *s);
 
 int kp_store_put_operator(kp_store *s, const char *id, const char *name);
+/* *found = 1 when the store has an operator (product: 0) or a product (1) with this id. */
+int kp_store_defined(kp_store *s, int product, const char *id, int *found);
 int kp_store_put_product(kp_store *s, const char *id, const char *name, int rides,
                          const char *const *operators, size_t n_operators);
 /* A product only riders of `category` may use ("" or NULL: anyone). */

@@ -740,6 +740,14 @@ static int product_int(kp_store *s, const char *sql, const char *what, const cha
 	return rc;
 }
 
+int kp_store_defined(kp_store *s, int product, const char *id, int *found)
+{
+	int rc = product_int(s, product ? "SELECT 1 FROM products WHERE id = ?1" :
+	                     "SELECT 1 FROM operators WHERE id = ?1", "defined", id, found);
+
+	return rc == KP_E_INVAL ? KP_OK : rc;
+}
+
 int kp_store_meta_set(kp_store *s, const char *key, const char *value)
 {
 	return cached_run(s, KP_STMT_META_SET, "meta set", NULL, KP_SQL_TEXT(key),

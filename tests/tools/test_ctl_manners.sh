@@ -126,6 +126,30 @@ grep -q "cannot read certificate file b.crt: No such file or directory" err && [
 grep -q "Read/write of file failed\|input/output error" err && files_ok=0
 [ $files_ok = 1 ] && ok missing_files_named
 
+# ---- 4. load files name what is not defined, never an SQLite constraint ----
+loads_ok=1
+printf 'operator OP-B "Operator B"\n# a comment\nproduct P10 nride 10 OP-B,OP-Q 10-ride\n' > undef_op.txt
+expect "load_names_undefined (operator)" 1 \
+	"kippuctl: undef_op.txt:3: operator OP-Q is not defined above (nothing was loaded)" \
+	"$K" load term.db undef_op.txt --token-key tk.key || loads_ok=0
+printf 'product P10 nride 10 OP-A 10-ride\nentitlement 1001 felica:0101020304050607 P99 3 %s %s\n' \
+	2026-11-01T00:00:00+09:00 2026-12-01T00:00:00+09:00 > undef_prod.txt
+expect "load_names_undefined (product)" 1 \
+	"kippuctl: undef_prod.txt:2: product P99 is not defined above (nothing was loaded)" \
+	"$K" load term.db undef_prod.txt --token-key tk.key || loads_ok=0
+printf 'product-scope P77 route 72\n' > undef_scope.txt
+expect "load_names_undefined (scope)" 1 \
+	"kippuctl: undef_scope.txt:1: product P77 is not defined above (nothing was loaded)" \
+	"$K" load term.db undef_scope.txt --token-key tk.key || loads_ok=0
+run "$K" backend load be.db undef_op.txt
+[ "$(cat err)" = "kippuctl: undef_op.txt:3: operator OP-Q is not defined above" ] ||
+	{ bad "load_names_undefined (backend)" "$(cat err)"; loads_ok=0; }
+# OP-A was loaded into term.db before: a later file may use it
+printf 'product P10 nride 10 OP-A 10-ride\nproduct-scope P10 route 72\n' > defined.txt
+"$K" load term.db defined.txt --token-key tk.key > out 2> err ||
+	{ bad "load_names_undefined (earlier load)" "$(cat err)"; loads_ok=0; }
+[ $loads_ok = 1 ] && ok load_names_undefined
+
 if [ $failed -eq 0 ]; then
 	echo "[  PASSED  ] $passed test(s)."
 else
