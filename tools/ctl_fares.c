@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl fares ...: import a GTFS feed's fares into a terminal's store, and price one leg
  * with the same lookup the terminal uses. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,29 @@ static int cmd_import(struct fargs *a)
 	return rc == KP_OK ? 0 : 1;
 }
 
+/* No fare matched: which of the journey's fields were not given (a rule may need them). */
+static void nofare_why(const struct kp_fare_query *q)
+{
+	char missing[200] = "";
+	size_t n = 0;
+
+#define MISSING(cond, name) \
+	if (cond) \
+		n += (size_t)snprintf(missing + n, sizeof(missing) - n, "%s%s", n ? ", " : "", name)
+	MISSING(q->route_id == NULL, "--route");
+	MISSING(q->from_stop == NULL && q->from_zone == NULL, "--from or --from-zone");
+	MISSING(q->to_stop == NULL && q->to_zone == NULL, "--to or --to-zone");
+	MISSING(q->date == 0, "--date");
+	MISSING(q->date != 0 && q->time_s == 0, "--time");
+#undef MISSING
+	if (n > 0)
+		fprintf(stderr, "kippuctl: fares lookup: no fare rule matches the journey; it has no "
+		        "%s (a rule may need it)\n", missing);
+	else
+		fprintf(stderr, "kippuctl: fares lookup: no fare rule matches the journey (route, "
+		        "from, to, date and time were all given)\n");
+}
+
 static int cmd_lookup(struct fargs *a)
 {
 	struct kp_fare_result r;
@@ -127,7 +151,7 @@ static int cmd_lookup(struct fargs *a)
 			       r.rule, r.rider_category[0] ? "  category " : "", r.rider_category);
 		} else {
 			if (rc == KP_E_NOFARE)
-				fprintf(stderr, "kippuctl: fares lookup: %s\n", kp_strerror(rc));
+				nofare_why(&a->q);
 			else
 				fprintf(stderr, "kippuctl: fares lookup: %s: %s\n", kp_strerror(rc),
 				        kp_store_errmsg(s));
@@ -140,7 +164,9 @@ static int cmd_lookup(struct fargs *a)
 static int cmd_quote(struct fargs *a)
 {
 	uint8_t key[KP_TOKEN_KEY_LEN] = { 0 };
-	char err[KP_FARE_MSG_MAX];
+	char err[KP_FARE_MSG_MAX], buf[8192];
+	FILE *out;
+	size_t n;
 	int rc;
 
 	/* Without a key, labels and felica: cards get tokens under an all-zero key: fine for
@@ -151,11 +177,26 @@ static int cmd_quote(struct fargs *a)
 		fprintf(stderr, "kippuctl: fares quote: cannot read token key %s\n", a->token_key);
 		return 1;
 	}
-	rc = kp_fares_quote(a->pos[0], a->pos[1], key, stdout, err, sizeof(err));
+	/* The CSV goes to stdout only once the whole quote succeeded: a failure prints nothing
+	 * there (a half CSV would read as a short, valid one). */
+	out = tmpfile();
+	if (out == NULL) {
+		fprintf(stderr, "kippuctl: fares quote: temporary file: %s\n", strerror(errno));
+		kp_zeroize(key, sizeof(key));
+		return 1;
+	}
+	rc = kp_fares_quote(a->pos[0], a->pos[1], key, out, err, sizeof(err));
 	kp_zeroize(key, sizeof(key));
-	fflush(stdout);
-	if (rc != KP_OK) {
-		fprintf(stderr, "kippuctl: fares quote: %s\n", err[0] ? err : kp_strerror(rc));
+	if (rc == KP_OK && (fflush(out) != 0 || fseek(out, 0, SEEK_SET) != 0)) {
+		snprintf(err, sizeof(err), "temporary file: %s", strerror(errno));
+		rc = KP_E_IO;
+	}
+	while (rc == KP_OK && (n = fread(buf, 1, sizeof(buf), out)) > 0)
+		fwrite(buf, 1, n, stdout);
+	fclose(out);
+	if (rc != KP_OK || fflush(stdout) != 0) {
+		fprintf(stderr, "kippuctl: fares quote: %s\n", rc == KP_OK ? strerror(errno) :
+		        err[0] ? err : kp_strerror(rc));
 		return 1;
 	}
 	return 0;

@@ -150,6 +150,31 @@ printf 'product P10 nride 10 OP-A 10-ride\nproduct-scope P10 route 72\n' > defin
 	{ bad "load_names_undefined (earlier load)" "$(cat err)"; loads_ok=0; }
 [ $loads_ok = 1 ] && ok load_names_undefined
 
+# ---- 6. fares lookup names what the journey lacks; a failed quote prints nothing ----
+fares_ok=1
+if [ -d "$GTFS/jp-aomori-nebutan-od" ]; then
+	"$K" fares import "$GTFS/jp-aomori-nebutan-od" f.db > /dev/null 2>&1
+	expect "fares_errors (lookup)" 1 "kippuctl: fares lookup: no fare rule matches the journey; it \
+has no --to or --to-zone, --date (a rule may need it)" \
+		"$K" fares lookup f.db --feed-id jp-aomori-nebutan-od --route N1 --from-zone 1_01 ||
+		fares_ok=0
+else
+	bad "fares_errors (lookup)" "no GTFS feeds at $GTFS (KP_GTFS_DIR)"; fares_ok=0
+fi
+printf 'time,card,operator,route,stop,event,rider_category\n%s\n%s\n' \
+	2026-11-26T08:00:00+09:00,felica:0101020304050607,OP-A,R1,S1,tap, \
+	BADTIME,felica:0101020304050607,OP-A,R1,S1,tap, > j.csv
+expect "fares_errors (quote)" 1 \
+	'kippuctl: fares quote: j.csv:3: time: "BADTIME" is not ISO 8601 with an offset' \
+	"$K" fares quote term.db j.csv || fares_ok=0
+head -n 2 j.csv > j2.csv
+run "$K" fares quote term.db j2.csv
+[ $rc = 0 ] && [ "$(wc -l < out)" = 2 ] || { bad "fares_errors (quote ok)" "rc $rc $(cat err)"; fares_ok=0; }
+expect "fares_errors (quote db)" 1 "kippuctl: fares quote: no such database: typo.db" \
+	"$K" fares quote typo.db j2.csv || fares_ok=0
+[ ! -e typo.db ] || { bad "fares_errors (quote db)" "typo.db created"; fares_ok=0; }
+[ $fares_ok = 1 ] && ok fares_errors
+
 if [ $failed -eq 0 ]; then
 	echo "[  PASSED  ] $passed test(s)."
 else
