@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "kp_tools.h"
 
 static const char usage_text[] =
-	"  kippuctl fares import GTFS_DIR DB [--feed-id ID (default: the folder's name)]\n"
+	"  kippuctl fares import GTFS_DIR|GTFS.zip DB [--feed-id ID (default: the folder's or\n"
+	"                 the zip's name)]\n"
 	"      fares v1 (fare_attributes, fare_rules) and v2 (fare_products, fare_leg_rules...)\n"
 	"  kippuctl fares lookup DB --feed-id ID [--route R] [--from STOP] [--to STOP]\n"
 	"                 [--from-zone Z] [--to-zone Z] [--date YYYYMMDD] [--time HH:MM:SS]\n"
@@ -79,17 +81,58 @@ static void print_warning(void *arg, const char *msg)
 	fprintf(stderr, "kippuctl: warning: %s\n", msg);
 }
 
+/* GTFS_DIR or GTFS.zip: 0 with the folder to import from in dir (a zip's private copy, which
+ * *tmp says), or 1 after telling stderr why not; feed: the zip's name without .zip. */
+static int import_source(const char *path, char *dir, size_t cap, int *tmp, char *feed,
+                         size_t feed_cap)
+{
+	struct stat sb;
+	char err[600];
+	size_t n = strlen(path);
+
+	*tmp = 0;
+	if (stat(path, &sb) != 0) {
+		if (errno == ENOENT)
+			fprintf(stderr, "kippuctl: no such file or directory: %s\n", path);
+		else
+			fprintf(stderr, "kippuctl: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	if (S_ISDIR(sb.st_mode)) {
+		snprintf(dir, cap, "%s", path);
+		return 0;
+	}
+	if (kp_gtfs_zip_open(path, dir, cap, err, sizeof(err)) != 0) {
+		fprintf(stderr, "kippuctl: fares import: %s\n", err);
+		return 1;
+	}
+	*tmp = 1;
+	{
+		const char *base = strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path;
+
+		n = strlen(base);
+		if (n > 4 && strcmp(base + n - 4, ".zip") == 0)
+			n -= 4;
+		snprintf(feed, feed_cap, "%.*s", (int)n, base);
+	}
+	return 0;
+}
+
 static int cmd_import(struct fargs *a)
 {
 	struct kp_fare_import_opts opts = { a->q.feed_id, print_warning, NULL };
 	struct kp_fare_import_stats st;
 	kp_store *s = NULL;
-	char err[KP_FARE_MSG_MAX];
-	int rc;
+	char err[KP_FARE_MSG_MAX], dir[4200], feed[256] = "";
+	int rc, tmp = 0;
 
+	if (import_source(a->pos[0], dir, sizeof(dir), &tmp, feed, sizeof(feed)) != 0)
+		return 1;
+	if (opts.feed_id == NULL && tmp)
+		opts.feed_id = feed;
 	rc = kp_ctl_store_open(&s, a->pos[1]);
 	if (rc == KP_OK) {
-		rc = kp_fares_import(s, a->pos[0], &opts, &st, err, sizeof(err));
+		rc = kp_fares_import(s, dir, &opts, &st, err, sizeof(err));
 		if (rc != KP_OK)
 			fprintf(stderr, "kippuctl: fares import: %s\n", err[0] ? err : kp_strerror(rc));
 		else
@@ -101,6 +144,8 @@ static int cmd_import(struct fargs *a)
 			       (long long)st.warnings);
 	}
 	kp_store_close(s);
+	if (tmp)
+		kp_gtfs_zip_close(dir);
 	return rc == KP_OK ? 0 : 1;
 }
 

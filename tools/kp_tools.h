@@ -100,6 +100,15 @@ void kp_ctl_backend_usage(FILE *fp);
 /* kippuctl jpki ...: argv[0] is "jpki" (a TEST JPKI CA and mock My Number card folders). */
 int kp_ctl_jpki(int argc, char **argv);
 void kp_ctl_jpki_usage(FILE *fp);
+/* A GTFS .zip (tools/gtfs_zip.c): its .txt members into a fresh private folder, dir (cap
+ * bytes), for kp_fares_import; 0, or -1 with err naming the member and why (a name with '/'
+ * or "..", a member over the caps uncompressed, not a zip) and nothing left behind.
+ * kp_gtfs_zip_close removes the folder and what is in it. */
+#define KP_GTFS_ZIP_MEMBER_MAX (256 << 20)
+#define KP_GTFS_ZIP_TOTAL_MAX  (1024 << 20)
+int kp_gtfs_zip_open(const char *zip_path, char *dir, size_t cap, char *err, size_t err_cap);
+void kp_gtfs_zip_close(const char *dir);
+
 /* kippuctl fares ...: argv[0] is "fares". */
 int kp_ctl_fares(int argc, char **argv);
 void kp_ctl_fares_usage(FILE *fp);

@@ -150,6 +150,49 @@ printf 'product P10 nride 10 OP-A 10-ride\nproduct-scope P10 route 72\n' > defin
 	{ bad "load_names_undefined (earlier load)" "$(cat err)"; loads_ok=0; }
 [ $loads_ok = 1 ] && ok load_names_undefined
 
+# ---- 5. fares import takes a GTFS .zip as published ----
+zip_ok=1
+python3 - "$GTFS/jp-aomori-nebutan-od" <<'PY' || { bad fares_import_zip "python3 zipfile"; zip_ok=0; }
+import os, sys, zipfile
+d = sys.argv[1]
+with zipfile.ZipFile("jp-aomori.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    for f in sorted(os.listdir(d)):
+        z.write(os.path.join(d, f), f)
+with zipfile.ZipFile("slash.zip", "w") as z:
+    z.writestr("feed/stops.txt", "stop_id\n")
+with zipfile.ZipFile("dots.zip", "w") as z:
+    z.writestr("..stops.txt", "stop_id\n")
+# a zip bomb: 257 MiB of zeros in 260 kB
+with zipfile.ZipFile("bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    with z.open("stops.txt", "w", force_zip64=True) as f:
+        for _ in range(257):
+            f.write(bytes(1 << 20))
+PY
+scratch=$T/tmp; mkdir -p "$scratch"
+run env TMPDIR="$scratch" "$K" fares import jp-aomori.zip z.db
+[ $rc = 0 ] && grep -q '^imported jp-aomori.zip: 1 fares, 132 fare rules' out ||
+	{ bad "fares_import_zip (import)" "rc $rc $(cat err)"; zip_ok=0; }
+run "$K" fares lookup z.db --feed-id jp-aomori --route N1 --from-zone 1_01 --to-zone 2_01
+[ "$(cat out)" = "300 JPY  fare 300_00  rule fare_rules.txt:2" ] ||
+	{ bad "fares_import_zip (lookup)" "$(cat out) $(cat err)"; zip_ok=0; }
+expect "fares_import_zip (slash)" 1 "kippuctl: fares import: member \"feed/stops.txt\": a name \
+with '/', '\\' or \"..\" (or starting with '.') is refused: a feed's files are at the top of its zip" \
+	env TMPDIR="$scratch" "$K" fares import slash.zip z2.db || zip_ok=0
+run env TMPDIR="$scratch" "$K" fares import dots.zip z2.db
+[ $rc = 1 ] && grep -q 'member "..stops.txt": a name with' err || { bad "fares_import_zip (dots)" "$(cat err)"; zip_ok=0; }
+expect "fares_import_zip (bomb)" 1 \
+	"kippuctl: fares import: member stops.txt: larger than 256 MiB uncompressed (one member); refused" \
+	env TMPDIR="$scratch" "$K" fares import bomb.zip z2.db || zip_ok=0
+echo "not a zip" > bad.zip
+expect "fares_import_zip (not a zip)" 1 \
+	"kippuctl: fares import: bad.zip: not a zip file we can read (Not a zip archive)" \
+	env TMPDIR="$scratch" "$K" fares import bad.zip z2.db || zip_ok=0
+expect "fares_import_zip (missing)" 1 "kippuctl: no such file or directory: nope.zip" \
+	"$K" fares import nope.zip z2.db || zip_ok=0
+[ -e z2.db ] && { bad "fares_import_zip" "z2.db was created by a refused import"; zip_ok=0; }
+[ -z "$(ls -A "$scratch")" ] || { bad "fares_import_zip" "left in TMPDIR: $(ls "$scratch")"; zip_ok=0; }
+[ $zip_ok = 1 ] && ok fares_import_zip
+
 # ---- 6. fares lookup names what the journey lacks; a failed quote prints nothing ----
 fares_ok=1
 if [ -d "$GTFS/jp-aomori-nebutan-od" ]; then
