@@ -26,7 +26,7 @@ static const char usage_text[] =
 	"                          period, commuter), product-category, product-scope, discount, fares,\n"
 	"                          cap, transfer)\n"
 	"  kippuctl backend set DB DIRECTIVE ARGS...   (one load-file line)\n"
-	"  kippuctl backend fares import GTFS_DIR DB [--feed-id ID] | fares list DB\n"
+	"  kippuctl backend fares import GTFS_DIR|.zip DB [--feed-id ID] | fares list DB\n"
 	"  kippuctl backend fares remove DB FEED | products DB | fare-rules DB\n"
 	"  kippuctl backend service-day DB HH:MM [+HH:MM]   (default 04:00 +09:00)\n"
 	"  kippuctl backend policy DB   (the scheme's My Number policy, as the bundle carries it)\n"
@@ -745,7 +745,8 @@ static int backend_stop_places(kp_bstore *s, const char *dir, const char *feed)
 
 /* The terminal's importer into a scratch store, then the feed as one package: the backend
  * changes only when the whole feed imported. */
-static int backend_fares_import(const char *dir, const char *db, const char *feed_arg)
+static int backend_fares_import(const char *dir, const char *source, const char *db,
+                                const char *feed_arg)
 {
 	struct kp_fare_import_opts opts = { feed_arg, import_warn, NULL };
 	struct kp_fare_import_stats st;
@@ -789,7 +790,7 @@ static int backend_fares_import(const char *dir, const char *db, const char *fee
 	}
 	if (kp_ctl_bstore_open(&s, db, KP_BSTORE_CREATE) != KP_BE_OK)
 		goto out;
-	if (kp_bstore_put_feed(s, feed, dir, pkg, len, now_ms()) != KP_BE_OK) {
+	if (kp_bstore_put_feed(s, feed, source, pkg, len, now_ms()) != KP_BE_OK) {
 		fprintf(stderr, "kippuctl: backend fares import: %s\n", kp_bstore_errmsg(s));
 		goto out;
 	}
@@ -874,13 +875,27 @@ static int be_usage(void)
 
 /* ---- the subcommands: those that open the database themselves ---- */
 
+/* backend fares import GTFS_DIR|GTFS.zip DB: a zip through a private folder, as fares import. */
+static int be_fares_import(const char *path, const char *db, const char *feed_arg)
+{
+	char dir[4200], feed[KP_ID_MAX + 2];
+	int tmp = 0, code;
+
+	if (kp_ctl_gtfs_source(path, dir, sizeof(dir), &tmp, feed, sizeof(feed)) != 0)
+		return 1;
+	code = backend_fares_import(dir, path, db, feed_arg != NULL ? feed_arg : tmp ? feed : NULL);
+	if (tmp)
+		kp_gtfs_zip_close(dir);
+	return code;
+}
+
 static int be_fares(kp_bstore *unused, const struct bargs *a, const char *cmd)
 {
 	kp_bstore *s = NULL;
 	int rc;
 
 	if (a->n == 3 && strcmp(a->pos[0], "import") == 0)
-		return backend_fares_import(a->pos[1], a->pos[2], a->feed_id);
+		return be_fares_import(a->pos[1], a->pos[2], a->feed_id);
 	if ((a->n != 2 || strcmp(a->pos[0], "list") != 0) &&
 	    (a->n != 3 || strcmp(a->pos[0], "remove") != 0))
 		return be_usage();

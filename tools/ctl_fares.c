@@ -81,9 +81,7 @@ static void print_warning(void *arg, const char *msg)
 	fprintf(stderr, "kippuctl: warning: %s\n", msg);
 }
 
-/* GTFS_DIR or GTFS.zip: 0 with the folder to import from in dir (a zip's private copy, which
- * *tmp says), or 1 after telling stderr why not; feed: the zip's name without .zip. */
-static int import_source(const char *path, char *dir, size_t cap, int *tmp, char *feed,
+int kp_ctl_gtfs_source(const char *path, char *dir, size_t cap, int *tmp, char *feed,
                          size_t feed_cap)
 {
 	struct stat sb;
@@ -126,7 +124,7 @@ static int cmd_import(struct fargs *a)
 	char err[KP_FARE_MSG_MAX], dir[4200], feed[256] = "";
 	int rc, tmp = 0;
 
-	if (import_source(a->pos[0], dir, sizeof(dir), &tmp, feed, sizeof(feed)) != 0)
+	if (kp_ctl_gtfs_source(a->pos[0], dir, sizeof(dir), &tmp, feed, sizeof(feed)) != 0)
 		return 1;
 	if (opts.feed_id == NULL && tmp)
 		opts.feed_id = feed;

@@ -109,6 +109,12 @@ void kp_ctl_jpki_usage(FILE *fp);
 int kp_gtfs_zip_open(const char *zip_path, char *dir, size_t cap, char *err, size_t err_cap);
 void kp_gtfs_zip_close(const char *dir);
 
+/* fares import's GTFS_DIR or GTFS.zip: 0 with the folder to import from in dir (a zip's
+ * private copy when *tmp, for kp_gtfs_zip_close), or 1 after telling stderr why not ("no such
+ * file or directory: PATH"); feed: a zip's name without .zip, the default feed id. */
+int kp_ctl_gtfs_source(const char *path, char *dir, size_t cap, int *tmp, char *feed,
+                       size_t feed_cap);
+
 /* kippuctl fares ...: argv[0] is "fares". */
 int kp_ctl_fares(int argc, char **argv);
 void kp_ctl_fares_usage(FILE *fp);

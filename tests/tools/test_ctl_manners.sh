@@ -189,6 +189,11 @@ expect "fares_import_zip (not a zip)" 1 \
 	env TMPDIR="$scratch" "$K" fares import bad.zip z2.db || zip_ok=0
 expect "fares_import_zip (missing)" 1 "kippuctl: no such file or directory: nope.zip" \
 	"$K" fares import nope.zip z2.db || zip_ok=0
+run env TMPDIR="$scratch" "$K" backend fares import jp-aomori.zip bz.db
+[ $rc = 0 ] && "$K" backend fares list bz.db | grep -q '^jp-aomori .* jp-aomori.zip ' ||
+	{ bad "fares_import_zip (backend)" "rc $rc $(cat err)"; zip_ok=0; }
+expect "fares_import_zip (backend missing)" 1 "kippuctl: no such file or directory: nope.zip" \
+	"$K" backend fares import nope.zip z2.db || zip_ok=0
 [ -e z2.db ] && { bad "fares_import_zip" "z2.db was created by a refused import"; zip_ok=0; }
 [ -z "$(ls -A "$scratch")" ] || { bad "fares_import_zip" "left in TMPDIR: $(ls "$scratch")"; zip_ok=0; }
 [ $zip_ok = 1 ] && ok fares_import_zip
