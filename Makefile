@@ -24,7 +24,8 @@ endif
 # Debian packages the build, tests and demo need (installed by `make deps`, only when missing).
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
-            faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian
+            faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian \
+            libzip-dev
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -51,7 +52,7 @@ KP_LDFLAGS := $(SANFLAGS)
 #   tap                fare                                 -
 #   console            tap                                  ncursesw, jansson
 #   app                console, client                      -
-#   tools              app, backend                         jansson (listings as JSON)
+#   tools              app, backend                         jansson (listings as JSON), libzip
 uniq = $(if $(1),$(firstword $(1)) $(call uniq,$(filter-out $(firstword $(1)),$(1))))
 INC_hal     := -Ihal
 INC_crypto  := -Icrypto
@@ -88,7 +89,7 @@ PC_backend  = $(call pc_cflags,sqlite3 libcbor)
 PC_store    = $(call pc_cflags,sqlite3)
 PC_fare     = $(call pc_cflags,sqlite3)
 PC_console  = $(call pc_cflags,ncursesw jansson)
-PC_tools    = $(call pc_cflags,jansson)
+PC_tools    = $(call pc_cflags,jansson libzip)
 PC_tests    = $(call pc_cflags,libnfc sqlite3 cmocka libcbor ncursesw jansson)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -112,7 +113,7 @@ LINK_terminal := $(foreach f,app console tap fare store card client proto hal cr
 LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend client proto hal crypto,$(call lib,$(f)))
 LIBS_backend   = $(call pc_libs,sqlite3 libcbor) $(MBED_LIBS) -lpthread -lm
 LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson) $(MBED_LIBS) -lpthread -lm
-LIBS_tools     = $(LIBS_terminal)
+LIBS_tools     = $(LIBS_terminal) $(call pc_libs,libzip)
 CMOCKA_LIBS    = $(call pc_libs,cmocka)
 
 # The version every program prints (--version): `git describe --tags --always --dirty` in a git

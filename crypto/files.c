@@ -19,6 +19,28 @@ static int fail_errno(int rc, const char *what, const char *path, int err)
 	return kp_crypto_fail_text(rc, "%s %s: %s", what, path, strerror(err));
 }
 
+int kp_file_unreadable(const char *what, const char *path, char *err, size_t cap)
+{
+	struct stat st;
+	const char *why = NULL;
+	int fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) : -1;
+
+	if (fd < 0)
+		why = path != NULL ? strerror(errno) : "no file given";
+	else if (fstat(fd, &st) != 0)
+		why = strerror(errno);
+	else if (S_ISDIR(st.st_mode))
+		why = "it is a folder";
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	if (fd >= 0)
+		close(fd);
+	if (why == NULL)
+		return 0;
+	snprintf(err, cap, "cannot read %s %s: %s", what, path != NULL ? path : "", why);
+	return -1;
+}
+
 /* Reads a whole regular file into a fresh buffer with a NUL after the data (mbedTLS wants
  * PEM NUL-terminated). The buffer is zeroized by the caller with kp_zeroize + free. */
 static int file_read(const char *path, unsigned char **out, size_t *out_len)

@@ -3,6 +3,8 @@
 #ifndef KP_CRYPTO_ERR_H
 #define KP_CRYPTO_ERR_H
 
+#include <stddef.h>
+
 enum kp_crypto_rc {
 	KP_CRYPTO_OK          = 0,
 	KP_CRYPTO_E_INVAL     = -0x201, /* bad argument */
@@ -21,5 +23,11 @@ const char *kp_crypto_strerror(int rc);
 
 /* The last mbedTLS error text of this thread (for logs), "" when none. */
 const char *kp_crypto_last_error(void);
+
+/* Whether the file a person named can be read, asked before a loader (or mbedTLS) sees it:
+ * 0 when path opens for reading as a regular file; else -1 with "cannot read WHAT PATH: WHY"
+ * in err, WHY in plain words ("No such file or directory", "Permission denied", "it is a
+ * folder"). what names the file's role ("terminal key", "CA certificate"). */
+int kp_file_unreadable(const char *what, const char *path, char *err, size_t cap);
 
 #endif

@@ -201,8 +201,12 @@ static int conf_rng(void *p, unsigned char *buf, size_t len)
 static int load_crt(mbedtls_x509_crt *crt, const char *what, const char *path, char *err,
                     size_t cap)
 {
-	int ret = mbedtls_x509_crt_parse_file(crt, path);
+	int ret;
 
+	/* mbedTLS says only "Read/write of file failed": name the cause first. */
+	if (kp_file_unreadable(what, path, err, cap) != 0)
+		return KP_TLS_E_CONFIG;
+	ret = mbedtls_x509_crt_parse_file(crt, path);
 	if (ret > 0) {
 		err_set(err, cap, "%s %s: %d certificate(s) do not parse", what, path, ret);
 		return KP_TLS_E_CONFIG;
@@ -246,6 +250,8 @@ static int load_own(struct kp_tls_conf *conf, const char *cert_path, const char 
 		err_set(err, cap, "certificate file %s: not a P-256 key", cert_path);
 		return KP_TLS_E_CONFIG;
 	}
+	if (kp_file_unreadable("key file", key_path, err, cap) != 0)
+		return KP_TLS_E_CONFIG;
 	ret = mbedtls_pk_parse_keyfile(&conf->key, key_path, NULL);
 	if (ret != 0)
 		return fail_config(err, cap, key_path, ret);

@@ -26,7 +26,7 @@ static const char usage_text[] =
 	"                          period, commuter), product-category, product-scope, discount, fares,\n"
 	"                          cap, transfer)\n"
 	"  kippuctl backend set DB DIRECTIVE ARGS...   (one load-file line)\n"
-	"  kippuctl backend fares import GTFS_DIR DB [--feed-id ID]\n"
+	"  kippuctl backend fares import GTFS_DIR|.zip DB [--feed-id ID]\n"
 	"  kippuctl backend fares list DB [--json|--csv]\n"
 	"  kippuctl backend fares remove DB FEED\n"
 	"  kippuctl backend products|fare-rules DB [--json|--csv]\n"
@@ -636,7 +636,7 @@ static int backend_terminal(const struct bargs *a)
 		        "changed\n", verb, db, S_ISDIR(sb.st_mode) ? "a folder" : strerror(errno));
 		return 1;
 	}
-	if (kp_bstore_open(&s, db) != KP_BE_OK)
+	if (kp_ctl_bstore_open(&s, db, KP_BSTORE_EXISTING) != KP_BE_OK)
 		return 1;
 	if (strcmp(verb, "add") == 0)
 		rc = kp_bstore_terminal_add(s, id, a->operator_id, now_ms(), &again);
@@ -815,7 +815,8 @@ static int backend_stop_places(kp_bstore *s, const char *dir, const char *feed)
 
 /* The terminal's importer into a scratch store, then the feed as one package: the backend
  * changes only when the whole feed imported. */
-static int backend_fares_import(const char *dir, const char *db, const char *feed_arg)
+static int backend_fares_import(const char *dir, const char *source, const char *db,
+                                const char *feed_arg)
 {
 	struct kp_fare_import_opts opts = { feed_arg, import_warn, NULL };
 	struct kp_fare_import_stats st;
@@ -857,9 +858,9 @@ static int backend_fares_import(const char *dir, const char *db, const char *fee
 		fprintf(stderr, "kippuctl: feed %s: %s\n", feed, err);
 		goto out;
 	}
-	if (kp_bstore_open(&s, db) != KP_BE_OK)
+	if (kp_ctl_bstore_open(&s, db, KP_BSTORE_CREATE) != KP_BE_OK)
 		goto out;
-	if (kp_bstore_put_feed(s, feed, dir, pkg, len, now_ms()) != KP_BE_OK) {
+	if (kp_bstore_put_feed(s, feed, source, pkg, len, now_ms()) != KP_BE_OK) {
 		fprintf(stderr, "kippuctl: backend fares import: %s\n", kp_bstore_errmsg(s));
 		goto out;
 	}
@@ -927,6 +928,16 @@ static int be_result(kp_bstore *s, const char *cmd, int rc)
 	return 1;
 }
 
+int kp_ctl_bstore_open(kp_bstore **s, const char *path, int mode)
+{
+	char err[600];
+	int rc = kp_bstore_open_mode(s, path, mode, err, sizeof(err));
+
+	if (rc != KP_BE_OK)
+		fprintf(stderr, "kippuctl: %s\n", err);
+	return rc;
+}
+
 static int be_usage(void)
 {
 	kp_ctl_backend_usage(stderr);
@@ -935,17 +946,32 @@ static int be_usage(void)
 
 /* ---- the subcommands: those that open the database themselves ---- */
 
+/* backend fares import GTFS_DIR|GTFS.zip DB: a zip through a private folder, as fares import. */
+static int be_fares_import(const char *path, const char *db, const char *feed_arg)
+{
+	char dir[4200], feed[KP_ID_MAX + 2];
+	int tmp = 0, code;
+
+	if (kp_ctl_gtfs_source(path, dir, sizeof(dir), &tmp, feed, sizeof(feed)) != 0)
+		return 1;
+	code = backend_fares_import(dir, path, db, feed_arg != NULL ? feed_arg : tmp ? feed : NULL);
+	if (tmp)
+		kp_gtfs_zip_close(dir);
+	return code;
+}
+
 static int be_fares(kp_bstore *unused, const struct bargs *a, const char *cmd)
 {
 	kp_bstore *s = NULL;
 	int rc;
 
 	if (a->n == 3 && strcmp(a->pos[0], "import") == 0)
-		return backend_fares_import(a->pos[1], a->pos[2], a->feed_id);
+		return be_fares_import(a->pos[1], a->pos[2], a->feed_id);
 	if ((a->n != 2 || strcmp(a->pos[0], "list") != 0) &&
 	    (a->n != 3 || strcmp(a->pos[0], "remove") != 0))
 		return be_usage();
-	if (kp_bstore_open(&s, a->pos[1]) != KP_BE_OK)
+	if (kp_ctl_bstore_open(&s, a->pos[1], strcmp(a->pos[0], "list") == 0 ?
+	                       KP_BSTORE_READONLY : KP_BSTORE_EXISTING) != KP_BE_OK)
 		return 1;
 	if (strcmp(a->pos[0], "remove") == 0) {
 		rc = kp_bstore_delete_feed(s, a->pos[2]);
@@ -965,7 +991,8 @@ static int be_quarantine(kp_bstore *unused, const struct bargs *a, const char *c
 	if (a->n < 2 || (strcmp(a->pos[0], "list") != 0 && strcmp(a->pos[0], "clear") != 0) ||
 	    (strcmp(a->pos[0], "clear") == 0 && a->n != 3))
 		return be_usage();
-	if (kp_bstore_open(&s, a->pos[1]) != KP_BE_OK)
+	if (kp_ctl_bstore_open(&s, a->pos[1], strcmp(a->pos[0], "list") == 0 ?
+	                       KP_BSTORE_READONLY : KP_BSTORE_EXISTING) != KP_BE_OK)
 		return 1;
 	if (strcmp(a->pos[0], "list") == 0) {
 		rc = print_report(s, a, KP_REPORT_QUARANTINE, a->terminal, COLS(quarantine_cols),
@@ -994,7 +1021,7 @@ static int be_clones_clear(kp_bstore *unused, const struct bargs *a, const char 
 		        "linkage as the clones report shows it)\n");
 		return 2;
 	}
-	if (kp_bstore_open(&s, a->pos[1]) != KP_BE_OK)
+	if (kp_ctl_bstore_open(&s, a->pos[1], KP_BSTORE_EXISTING) != KP_BE_OK)
 		return 1;
 	rc = kp_bstore_clone_clear(s, token, now_ms());
 	if (rc == KP_BE_OK)
@@ -1170,27 +1197,29 @@ static const struct backend_cmd {
 	const char *name, *sub;
 	int min, max;
 	int own_db;
+	int db_mode;                         /* kp_bstore_open_mode's, when not own_db */
 	int (*run)(kp_bstore *s, const struct bargs *a, const char *cmd);
 } backend_cmds[] = {
-	{ "fares", NULL, 1, 64, 1, be_fares },
-	{ "quarantine", NULL, 1, 64, 1, be_quarantine },
-	{ "clones", "clear", 1, 64, 1, be_clones_clear },
-	{ "terminal", NULL, 1, 64, 1, be_terminal },
-	{ "operator", NULL, 3, 3, 0, be_operator },
-	{ "product", NULL, 5, 5, 0, be_product },
-	{ "card", NULL, 2, 2, 0, be_card },
-	{ "sell", NULL, 5, 5, 0, be_sell },
-	{ "deny", NULL, 3, 3, 0, be_deny },
-	{ "undeny", NULL, 2, 2, 0, be_deny },
-	{ "load", NULL, 2, 2, 0, be_load },
-	{ "policy", NULL, 1, 64, 0, be_policy },
-	{ "set", NULL, 3, 64, 0, be_set },
-	{ "service-day", NULL, 2, 3, 0, be_service_day },
-	{ "export", NULL, 3, 3, 0, be_export },
+	{ "fares", NULL, 1, 64, 1, 0, be_fares },
+	{ "quarantine", NULL, 1, 64, 1, 0, be_quarantine },
+	{ "clones", "clear", 1, 64, 1, 0, be_clones_clear },
+	{ "terminal", NULL, 1, 64, 1, 0, be_terminal },
+	{ "operator", NULL, 3, 3, 0, KP_BSTORE_CREATE, be_operator },
+	{ "product", NULL, 5, 5, 0, KP_BSTORE_CREATE, be_product },
+	{ "card", NULL, 2, 2, 0, KP_BSTORE_CREATE, be_card },
+	{ "sell", NULL, 5, 5, 0, KP_BSTORE_CREATE, be_sell },
+	{ "deny", NULL, 3, 3, 0, KP_BSTORE_CREATE, be_deny },
+	{ "undeny", NULL, 2, 2, 0, KP_BSTORE_EXISTING, be_deny },
+	{ "load", NULL, 2, 2, 0, KP_BSTORE_CREATE, be_load },
+	{ "policy", NULL, 1, 64, 0, KP_BSTORE_CREATE, be_policy },
+	{ "set", NULL, 3, 64, 0, KP_BSTORE_CREATE, be_set },
+	{ "service-day", NULL, 2, 3, 0, KP_BSTORE_CREATE, be_service_day },
+	{ "export", NULL, 3, 3, 0, KP_BSTORE_READONLY, be_export },
 };
 
 /* The row of a report (reports[]): every report takes DB alone. */
-static const struct backend_cmd report_cmd = { "", NULL, 1, 1, 0, be_report };
+static const struct backend_cmd report_cmd = { "", NULL, 1, 1, 0, KP_BSTORE_READONLY,
+                                                 be_report };
 
 static const struct backend_cmd *backend_cmd_find(const char *name, const struct bargs *a)
 {
@@ -1231,8 +1260,11 @@ int kp_ctl_backend(int argc, char **argv)
 	if (text_arg_bad(argv[1], &a))
 		return 2;
 	/* An unknown subcommand, or one with the wrong number of arguments, is told so only
-	 * once DB opened (as it always was). */
-	if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+	 * once DB opened (as it always was); only the commands that add to a database make
+	 * one, the reports and export never do. */
+	if (kp_ctl_bstore_open(&s, a.pos[0], c == NULL ? KP_BSTORE_EXISTING :
+	                       c->run == be_policy && a.n == 1 ? KP_BSTORE_READONLY : c->db_mode) !=
+	    KP_BE_OK)
 		return 1;
 	if (c == NULL || a.n < c->min || a.n > c->max)
 		exit_code = be_usage();

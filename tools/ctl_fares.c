@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kippuctl fares ...: import a GTFS feed's fares into a terminal's store, and price one leg
  * with the same lookup the terminal uses. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "kp_tools.h"
 
 static const char usage_text[] =
-	"  kippuctl fares import GTFS_DIR DB [--feed-id ID (default: the folder's name)]\n"
+	"  kippuctl fares import GTFS_DIR|GTFS.zip DB [--feed-id ID (default: the folder's or\n"
+	"                 the zip's name)]\n"
 	"      fares v1 (fare_attributes, fare_rules) and v2 (fare_products, fare_leg_rules...)\n"
 	"  kippuctl fares lookup DB --feed-id ID [--route R] [--from STOP] [--to STOP]\n"
 	"                 [--from-zone Z] [--to-zone Z] [--date YYYYMMDD] [--time HH:MM:SS]\n"
@@ -82,17 +85,56 @@ static void print_warning(void *arg, const char *msg)
 	fprintf(stderr, "kippuctl: warning: %s\n", msg);
 }
 
+int kp_ctl_gtfs_source(const char *path, char *dir, size_t cap, int *tmp, char *feed,
+                         size_t feed_cap)
+{
+	struct stat sb;
+	char err[600];
+	size_t n = strlen(path);
+
+	*tmp = 0;
+	if (stat(path, &sb) != 0) {
+		if (errno == ENOENT)
+			fprintf(stderr, "kippuctl: no such file or directory: %s\n", path);
+		else
+			fprintf(stderr, "kippuctl: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	if (S_ISDIR(sb.st_mode)) {
+		snprintf(dir, cap, "%s", path);
+		return 0;
+	}
+	if (kp_gtfs_zip_open(path, dir, cap, err, sizeof(err)) != 0) {
+		fprintf(stderr, "kippuctl: fares import: %s\n", err);
+		return 1;
+	}
+	*tmp = 1;
+	{
+		const char *base = strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path;
+
+		n = strlen(base);
+		if (n > 4 && strcmp(base + n - 4, ".zip") == 0)
+			n -= 4;
+		snprintf(feed, feed_cap, "%.*s", (int)n, base);
+	}
+	return 0;
+}
+
 static int cmd_import(struct fargs *a)
 {
 	struct kp_fare_import_opts opts = { a->q.feed_id, print_warning, NULL };
 	struct kp_fare_import_stats st;
 	kp_store *s = NULL;
-	char err[KP_FARE_MSG_MAX];
-	int rc;
+	char err[KP_FARE_MSG_MAX], dir[4200], feed[256] = "";
+	int rc, tmp = 0;
 
+	if (kp_ctl_gtfs_source(a->pos[0], dir, sizeof(dir), &tmp, feed, sizeof(feed)) != 0)
+		return 1;
+	if (opts.feed_id == NULL && tmp)
+		opts.feed_id = feed;
 	rc = kp_ctl_store_open(&s, a->pos[1]);
 	if (rc == KP_OK) {
-		rc = kp_fares_import(s, a->pos[0], &opts, &st, err, sizeof(err));
+		rc = kp_fares_import(s, dir, &opts, &st, err, sizeof(err));
 		if (rc != KP_OK)
 			fprintf(stderr, "kippuctl: fares import: %s\n", err[0] ? err : kp_strerror(rc));
 		else
@@ -104,6 +146,8 @@ static int cmd_import(struct fargs *a)
 			       (long long)st.warnings);
 	}
 	kp_store_close(s);
+	if (tmp)
+		kp_gtfs_zip_close(dir);
 	return rc == KP_OK ? 0 : 1;
 }
 
@@ -152,20 +196,43 @@ static int print_lookup(const struct fargs *a, const struct kp_fare_result *r)
 	return KP_OK;
 }
 
+/* No fare matched: which of the journey's fields were not given (a rule may need them). */
+static void nofare_why(const struct kp_fare_query *q)
+{
+	char missing[200] = "";
+	size_t n = 0;
+
+#define MISSING(cond, name) \
+	if (cond) \
+		n += (size_t)snprintf(missing + n, sizeof(missing) - n, "%s%s", n ? ", " : "", name)
+	MISSING(q->route_id == NULL, "--route");
+	MISSING(q->from_stop == NULL && q->from_zone == NULL, "--from or --from-zone");
+	MISSING(q->to_stop == NULL && q->to_zone == NULL, "--to or --to-zone");
+	MISSING(q->date == 0, "--date");
+	MISSING(q->date != 0 && q->time_s == 0, "--time");
+#undef MISSING
+	if (n > 0)
+		fprintf(stderr, "kippuctl: fares lookup: no fare rule matches the journey; it has no "
+		        "%s (a rule may need it)\n", missing);
+	else
+		fprintf(stderr, "kippuctl: fares lookup: no fare rule matches the journey (route, "
+		        "from, to, date and time were all given)\n");
+}
+
 static int cmd_lookup(struct fargs *a)
 {
 	struct kp_fare_result r;
 	kp_store *s = NULL;
 	int rc;
 
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc == KP_OK) {
 		rc = kp_fare_lookup(s, &a->q, &r);
 		if (rc == KP_OK) {
 			rc = print_lookup(a, &r);
 		} else {
 			if (rc == KP_E_NOFARE)
-				fprintf(stderr, "kippuctl: fares lookup: %s\n", kp_strerror(rc));
+				nofare_why(&a->q);
 			else
 				fprintf(stderr, "kippuctl: fares lookup: %s: %s\n", kp_strerror(rc),
 				        kp_store_errmsg(s));
@@ -178,22 +245,42 @@ static int cmd_lookup(struct fargs *a)
 static int cmd_quote(struct fargs *a)
 {
 	uint8_t key[KP_TOKEN_KEY_LEN] = { 0 };
-	char err[KP_FARE_MSG_MAX];
+	char err[KP_FARE_MSG_MAX], buf[8192];
 	struct kp_ctl_out o;
+	FILE *out;
+	size_t n;
 	int rc;
 
 	/* Without a key, labels and felica: cards get tokens under an all-zero key: fine for
 	 * pricing, and load files for the same database must then use it too. */
+	if (a->token_key != NULL && kp_ctl_readable("token key", a->token_key) != 0)
+		return 1;
 	if (a->token_key != NULL && kp_token_key_load(a->token_key, key) != KP_OK) {
 		fprintf(stderr, "kippuctl: fares quote: cannot read token key %s\n", a->token_key);
 		return 1;
 	}
+	/* The CSV goes to stdout only once the whole quote succeeded: a failure prints nothing
+	 * there (a half CSV would read as a short, valid one). */
+	out = tmpfile();
+	if (out == NULL) {
+		fprintf(stderr, "kippuctl: fares quote: temporary file: %s\n", strerror(errno));
+		kp_zeroize(key, sizeof(key));
+		return 1;
+	}
 	kp_fares_quote_out(&o, a->format);
+	o.fp = out;
 	rc = kp_fares_quote(a->pos[0], a->pos[1], key, &o, err, sizeof(err));
 	kp_zeroize(key, sizeof(key));
-	fflush(stdout);
-	if (rc != KP_OK) {
-		fprintf(stderr, "kippuctl: fares quote: %s\n", err[0] ? err : kp_strerror(rc));
+	if (rc == KP_OK && (fflush(out) != 0 || fseek(out, 0, SEEK_SET) != 0)) {
+		snprintf(err, sizeof(err), "temporary file: %s", strerror(errno));
+		rc = KP_E_IO;
+	}
+	while (rc == KP_OK && (n = fread(buf, 1, sizeof(buf), out)) > 0)
+		fwrite(buf, 1, n, stdout);
+	fclose(out);
+	if (rc != KP_OK || fflush(stdout) != 0) {
+		fprintf(stderr, "kippuctl: fares quote: %s\n", rc == KP_OK ? strerror(errno) :
+		        err[0] ? err : kp_strerror(rc));
 		return 1;
 	}
 	return 0;

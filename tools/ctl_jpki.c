@@ -237,6 +237,9 @@ static int cmd_jpki_card_create(const struct jargs *a)
 		snprintf(cn_buf, sizeof(cn_buf), "JPKI test card %lld", serial);
 		cn = cn_buf;
 	}
+	if (kp_ctl_readable("JPKI CA key", a->ca_key) != 0 ||
+	    kp_ctl_readable("JPKI CA certificate", a->ca_cert) != 0)
+		return 1;
 	rc = kp_rsa_load(&ca_key, a->ca_key);
 	if (rc != KP_CRYPTO_OK) {
 		rc = crypto_fail(a->ca_key, rc);

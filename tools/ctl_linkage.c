@@ -105,12 +105,16 @@ static int cert_linkage_token(const uint8_t key[KP_TOKEN_KEY_LEN], const char *p
 			fprintf(stderr, "kippuctl: --jpki-ca: at most %d certificates\n", MAX_JPKI_CAS);
 			goto out;
 		}
+		if (kp_ctl_readable("JPKI CA certificate", p) != 0)
+			goto out;
 		if (kp_cert_load(&cas[n_cas], p) != 0) {
 			fprintf(stderr, "kippuctl: --jpki-ca %s: cannot load the certificate\n", p);
 			goto out;
 		}
 		n_cas++;
 	}
+	if (kp_ctl_readable("card certificate", path) != 0)
+		goto out;
 	if (kp_cert_load(&cert, path) != 0) {
 		fprintf(stderr, "kippuctl: %s: not a certificate (DER or PEM)\n", path);
 		goto out;
@@ -220,7 +224,7 @@ static int cmd_list(const struct largs *a, const char *cmd)
 		        "2026-11-26T15:00:00+09:00\n");
 		return 2;
 	}
-	if (kp_bstore_open(&s, a->pos[0]) != KP_BE_OK)
+	if (kp_ctl_bstore_open(&s, a->pos[0], KP_BSTORE_READONLY) != KP_BE_OK)
 		return 1;
 	if (r == KP_REPORT_LINKAGES)
 		kp_ctl_out_begin(&o, format, list_cols, NCOL(list_cols), col_width);
@@ -302,7 +306,7 @@ int kp_ctl_linkage(int argc, char **argv)
 			if (card_arg(&a, a.cards[i], key, &have_key, cards[i]) != 0)
 				goto out;
 		}
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+		if (kp_ctl_bstore_open(&s, a.pos[0], KP_BSTORE_CREATE) != KP_BE_OK)
 			goto out;
 		rc = kp_bstore_linkage_add(s, linkage, a.pos[2], from, until, now_ms());
 		for (int i = 0; rc == KP_BE_OK && i < a.n_cards; i++)
@@ -315,7 +319,7 @@ int kp_ctl_linkage(int argc, char **argv)
 	} else if (strcmp(cmd, "revoke") == 0 && a.n == 2 && a.n_cards == 0) {
 		if (linkage_arg(&a, a.pos[1], key, &have_key, linkage) != 0)
 			goto out;
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+		if (kp_ctl_bstore_open(&s, a.pos[0], KP_BSTORE_EXISTING) != KP_BE_OK)
 			goto out;
 		rc = kp_bstore_linkage_revoke(s, linkage, now_ms());
 		if (rc == KP_BE_OK) {
@@ -327,7 +331,7 @@ int kp_ctl_linkage(int argc, char **argv)
 		if (linkage_arg(&a, a.pos[1], key, &have_key, linkage) != 0 ||
 		    card_arg(&a, a.pos[2], key, &have_key, cards[0]) != 0)
 			goto out;
-		if (kp_bstore_open(&s, a.pos[0]) != KP_BE_OK)
+		if (kp_ctl_bstore_open(&s, a.pos[0], KP_BSTORE_EXISTING) != KP_BE_OK)
 			goto out;
 		rc = kp_bstore_linkage_link(s, linkage, cards[0], now_ms(), "backend");
 		if (rc == KP_BE_OK) {

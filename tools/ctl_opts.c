@@ -96,6 +96,16 @@ int kp_ctl_need(const char *v, const char *name)
 	return 0;
 }
 
+int kp_ctl_readable(const char *what, const char *path)
+{
+	char err[600];
+
+	if (kp_file_unreadable(what, path, err, sizeof(err)) == 0)
+		return 0;
+	fprintf(stderr, "kippuctl: %s\n", err);
+	return -1;
+}
+
 int kp_ctl_token_key(const char *path, const char *what, uint8_t key[KP_TOKEN_KEY_LEN])
 {
 	int rc;
@@ -104,6 +114,8 @@ int kp_ctl_token_key(const char *path, const char *what, uint8_t key[KP_TOKEN_KE
 		fprintf(stderr, "kippuctl: --token-key is needed to turn %s into a token\n", what);
 		return -1;
 	}
+	if (kp_ctl_readable("token key", path) != 0)
+		return -1;
 	rc = kp_token_key_load(path, key);
 	if (rc != KP_OK) {
 		fprintf(stderr, "kippuctl: %s: %s\n", path, kp_strerror(rc));

@@ -128,6 +128,9 @@ static int cert_create(struct args *a, enum kp_cert_profile profile)
 		fprintf(stderr, "kippuctl: --id: 1-32 characters of A-Z a-z 0-9 - _ .\n");
 		return 2;
 	}
+	if (kp_ctl_readable("CA key", a->ca_key) != 0 ||
+	    kp_ctl_readable("CA certificate", a->ca_cert) != 0)
+		return 1;
 	rc = kp_key_load(&ca_key, a->ca_key);
 	if (rc != 0) {
 		fprintf(stderr, "kippuctl: %s: %s\n", a->ca_key, kp_strerror(rc));
@@ -185,6 +188,8 @@ static int token_key_arg(const struct args *a, int npos, uint8_t key[KP_TOKEN_KE
 		usage(stderr);
 		return 2;
 	}
+	if (kp_ctl_readable("token key", a->token_key) != 0)
+		return 1;
 	rc = kp_token_key_load(a->token_key, key);
 	if (rc != KP_OK) {
 		fprintf(stderr, "kippuctl: %s: %s\n", a->token_key, kp_strerror(rc));
@@ -250,11 +255,14 @@ static int cmd_journal_verify(struct args *a)
 		usage(stderr);
 		return 2;
 	}
+	if ((a->cert != NULL && kp_ctl_readable("terminal certificate", a->cert) != 0) ||
+	    (a->ca != NULL && kp_ctl_readable("CA certificate", a->ca) != 0))
+		return 1;
 	if (a->cert != NULL && (rc = kp_cert_load(&cert, a->cert)) != 0) {
 		fprintf(stderr, "kippuctl: %s: %s\n", a->cert, kp_strerror(rc));
 		return 1;
 	}
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc != KP_OK)
 		goto out;
 	if (a->ca != NULL) {
@@ -302,7 +310,7 @@ static int cmd_journal_export(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc == KP_OK) {
 		rc = kp_journal_export(s, a->pos[1], &n, err, sizeof(err));
 		if (rc != KP_OK)
@@ -401,7 +409,7 @@ static int cmd_journal_list(struct args *a)
 		usage(stderr);
 		return 2;
 	}
-	rc = kp_ctl_store_open(&s, a->pos[0]);
+	rc = kp_ctl_store_open_mode(&s, a->pos[0], KP_STORE_READONLY);
 	if (rc == KP_OK) {
 		struct kp_ctl_out o;
 

@@ -31,6 +31,12 @@ int kp_parse_card(const char *s, const uint8_t token_key[KP_TOKEN_KEY_LEN],
 
 /* kp_store_open that tells stderr why the store did not open ("kippuctl: store PATH: ..."). */
 int kp_ctl_store_open(kp_store **s, const char *path);
+/* The same with kp_store_open_mode's mode: the read-only commands never create a database
+ * ("kippuctl: no such database: PATH"). */
+int kp_ctl_store_open_mode(kp_store **s, const char *path, int mode);
+/* kp_bstore_open_mode that tells stderr why the backend's database did not open. */
+struct kp_bstore;
+int kp_ctl_bstore_open(struct kp_bstore **s, const char *path, int mode);
 
 /* Loads a load file (operators, products, entitlements, denylist) into the store in one
  * transaction: on any error nothing changes, and err names the line. */
@@ -73,6 +79,9 @@ struct kp_ctl_pos {
  * caller reports as it sees fit). */
 int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *args,
                  struct kp_ctl_pos *pos);
+/* -1 after "kippuctl: cannot read WHAT PATH: WHY" (kp_file_unreadable) when the file at path
+ * does not open for reading; 0 when it does (its loader then says what else is wrong). */
+int kp_ctl_readable(const char *what, const char *path);
 /* -1 after "kippuctl: NAME is required" when v is NULL. */
 int kp_ctl_need(const char *v, const char *name);
 /* Loads the token key at path (--token-key) to turn `what` into a token: 0, or -1 with the
@@ -135,6 +144,21 @@ void kp_ctl_backend_usage(FILE *fp);
 /* kippuctl jpki ...: argv[0] is "jpki" (a TEST JPKI CA and mock My Number card folders). */
 int kp_ctl_jpki(int argc, char **argv);
 void kp_ctl_jpki_usage(FILE *fp);
+/* A GTFS .zip (tools/gtfs_zip.c): its .txt members into a fresh private folder, dir (cap
+ * bytes), for kp_fares_import; 0, or -1 with err naming the member and why (a name with '/'
+ * or "..", a member over the caps uncompressed, not a zip) and nothing left behind.
+ * kp_gtfs_zip_close removes the folder and what is in it. */
+#define KP_GTFS_ZIP_MEMBER_MAX (256 << 20)
+#define KP_GTFS_ZIP_TOTAL_MAX  (1024 << 20)
+int kp_gtfs_zip_open(const char *zip_path, char *dir, size_t cap, char *err, size_t err_cap);
+void kp_gtfs_zip_close(const char *dir);
+
+/* fares import's GTFS_DIR or GTFS.zip: 0 with the folder to import from in dir (a zip's
+ * private copy when *tmp, for kp_gtfs_zip_close), or 1 after telling stderr why not ("no such
+ * file or directory: PATH"); feed: a zip's name without .zip, the default feed id. */
+int kp_ctl_gtfs_source(const char *path, char *dir, size_t cap, int *tmp, char *feed,
+                       size_t feed_cap);
+
 /* kippuctl fares ...: argv[0] is "fares". */
 int kp_ctl_fares(int argc, char **argv);
 void kp_ctl_fares_usage(FILE *fp);

@@ -126,6 +126,32 @@ static int stored(const struct load_ctx *c, int rc)
 	return rc;
 }
 
+/* KP_E_PARSE with "operator OP-A is not defined above" when the store has no such operator
+ * (product: 0) or product (1): a line above, or an earlier load, defines it. */
+static int need_defined(const struct load_ctx *c, int product, const char *id)
+{
+	int found = 0, rc = kp_store_defined(c->s, product, id, &found);
+
+	if (rc != KP_OK)
+		return stored(c, rc);
+	if (found)
+		return KP_OK;
+	snprintf(c->msg, c->msg_cap, "%s %s is not defined above", product ? "product" : "operator",
+	         id);
+	*c->why = c->msg;
+	return KP_E_PARSE;
+}
+
+/* need_defined for each of a product's operators. */
+static int ops_defined(const struct load_ctx *c, const char *const *ops, size_t n_ops)
+{
+	for (size_t i = 0; i < n_ops; i++) {
+		if (need_defined(c, 0, ops[i]) != KP_OK)
+			return KP_E_PARSE;
+	}
+	return KP_OK;
+}
+
 /* OPERATOR[,OPERATOR...] into ops (1 to 16 ids); KP_E_PARSE with the reason. */
 static int operator_list(const struct load_ctx *c, char *list, const char *ops[16],
                          size_t *n_ops)
@@ -174,7 +200,7 @@ static int product_commuter(const struct load_ctx *c, char **f)
 	if (n_stops < 2)
 		return KP_E_PARSE;
 	if (operator_list(c, f[3], ops, &n_ops) != KP_OK ||
-	    text_bad("NAME", f[6], c->msg, c->msg_cap, c->why))
+	    text_bad("NAME", f[6], c->msg, c->msg_cap, c->why) || ops_defined(c, ops, n_ops) != KP_OK)
 		return KP_E_PARSE;
 	return stored(c, kp_store_put_product_commuter(c->s, f[1], f[6], f[4], stops, n_stops, ops,
 	                                               n_ops));
@@ -215,7 +241,7 @@ static int line_product(const struct load_ctx *c, char **f)
 			return KP_E_PARSE;
 	}
 	if (operator_list(c, f[4], ops, &n_ops) != KP_OK ||
-	    text_bad("NAME", f[5], c->msg, c->msg_cap, c->why))
+	    text_bad("NAME", f[5], c->msg, c->msg_cap, c->why) || ops_defined(c, ops, n_ops) != KP_OK)
 		return KP_E_PARSE;
 	if (is_stored)
 		return stored(c, kp_store_put_product_stored(c->s, f[1], f[5], ops, n_ops));
@@ -251,6 +277,8 @@ static int line_entitlement(const struct load_ctx *c, char **f)
 	if (!kp_valid_id(f[3]))
 		return KP_E_PARSE;
 	snprintf(e.product, sizeof(e.product), "%s", f[3]);
+	if (need_defined(c, 1, e.product) != KP_OK)
+		return KP_E_PARSE;
 	if (strcmp(f[4], "first-use") == 0) {
 		int days = 0;
 
@@ -374,6 +402,8 @@ static int line_product_scope(const struct load_ctx *c, char **f)
 	n = split(f[1], f + 1, 4) + 1;
 	if (n != 4 || !kp_valid_id(f[1]) ||
 	    (strcmp(f[2], "route") != 0 && strcmp(f[2], "network") != 0))
+		return KP_E_PARSE;
+	if (need_defined(c, 1, f[1]) != KP_OK)
 		return KP_E_PARSE;
 	for (tok = strtok_r(f[3], ",", &save); rc == KP_OK && tok != NULL;
 	     tok = strtok_r(NULL, ",", &save)) {
@@ -533,8 +563,13 @@ int kp_load_file(kp_store *s, const char *path, const uint8_t token_key[KP_TOKEN
 
 int kp_ctl_store_open(kp_store **s, const char *path)
 {
+	return kp_ctl_store_open_mode(s, path, KP_STORE_CREATE);
+}
+
+int kp_ctl_store_open_mode(kp_store **s, const char *path, int mode)
+{
 	char err[600];
-	int rc = kp_store_open_err(s, path, err, sizeof(err));
+	int rc = kp_store_open_mode(s, path, mode, err, sizeof(err));
 
 	if (rc != KP_OK)
 		fprintf(stderr, "kippuctl: %s\n", err);

@@ -297,10 +297,12 @@ int kp_fares_quote(const char *db_path, const char *journeys,
 	memset(&c, 0, sizeof(c));
 	q.out = out;
 	q.next_ent = QUOTE_ENT_BASE;
-	if (access(db_path, R_OK) != 0) {
-		snprintf(err, cap, "%s: %s", db_path, strerror(errno));
-		return KP_E_IO;
-	}
+	/* The database as it is (missing, or not a terminal's, is named) before its copy. */
+	rc = kp_store_open_mode(&q.s, db_path, KP_STORE_READONLY, err, cap);
+	kp_store_close(q.s);
+	q.s = NULL;
+	if (rc != KP_OK)
+		return rc;
 	snprintf(dir, sizeof(dir), "%s", journeys);
 	snprintf(base, sizeof(base), "%s", journeys);
 	rc = kp_csv_open(&c, dirname(dir), basename(base), &missing, err, cap);

@@ -2,12 +2,14 @@
 /* The backend's SQLite store: its schema and migrations, opening, errors and the state
  * version that tells terminals when a new config bundle is due. The store is split by
  * subject over the bstore*.c files; bstore_int.h is what they share. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 
 #include "bstore_int.h"
 
@@ -338,7 +340,66 @@ int bs_step_done(kp_bstore *s, sqlite3_stmt *st, const char *what)
 	return rc;
 }
 
+/* A database with tables must be the backend's (records, terminals); a terminal's has a
+ * journal table instead. With mode other than KP_BSTORE_CREATE the file must exist. */
+static int bs_check_file(kp_bstore *s, const char *path, int mode)
+{
+	sqlite3_stmt *st = NULL;
+	int journal = 0, backend = 0, tables = 0;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT name FROM sqlite_master WHERE type = 'table'", -1,
+	                       &st, NULL) != SQLITE_OK)
+		return bs_fail(s, "schema");
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+
+		tables++;
+		journal |= name != NULL && strcmp(name, "journal") == 0;
+		backend |= name != NULL && strcmp(name, "records") == 0;
+	}
+	if (sqlite3_finalize(st) != SQLITE_OK)
+		return bs_fail(s, "schema");
+	if ((tables == 0 && mode != KP_BSTORE_READONLY) || backend)
+		return KP_BE_OK;
+	snprintf(s->err, sizeof(s->err), "%.400s is %s, not a backend database", path,
+	         tables == 0 ? "an empty database" : journal ? "a terminal database" :
+	         "some other SQLite database");
+	return KP_BE_E_SCHEMA;
+}
+
+static int bs_open_file(kp_bstore *s, const char *path, int mode)
+{
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	struct stat sb;
+
+	if (mode != KP_BSTORE_CREATE) {
+		flags = mode == KP_BSTORE_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+		if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+			if (errno == ENOENT)
+				snprintf(s->err, sizeof(s->err), "no such database: %.400s", path);
+			else
+				snprintf(s->err, sizeof(s->err), "cannot open database %.400s: %s", path,
+				         S_ISDIR(sb.st_mode) ? "it is a folder" : strerror(errno));
+			return KP_BE_E_NOTFOUND;
+		}
+	}
+	if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
+		return bs_fail(s, path);
+	sqlite3_busy_timeout(s->db, 10000);
+	return bs_check_file(s, path, mode);
+}
+
 int kp_bstore_open(kp_bstore **out, const char *path)
+{
+	char err[600];
+	int rc = kp_bstore_open_mode(out, path, KP_BSTORE_CREATE, err, sizeof(err));
+
+	if (rc != KP_BE_OK)
+		fprintf(stderr, "kippu-backend: %s\n", err);
+	return rc;
+}
+
+int kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, size_t cap)
 {
 	kp_bstore *s = calloc(1, sizeof(*s));
 	sqlite3_stmt *st = NULL;
@@ -347,14 +408,14 @@ int kp_bstore_open(kp_bstore **out, const char *path)
 	*out = NULL;
 	if (s == NULL)
 		return KP_BE_E_NOMEM;
-	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		rc = bs_fail(s, path);
-		goto fail;
-	}
-	sqlite3_busy_timeout(s->db, 10000);
-	rc = bs_exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-	             "PRAGMA foreign_keys = ON;");
+	rc = bs_open_file(s, path, mode);
+	if (rc != KP_BE_OK)
+		goto fail_named;
+	if (mode == KP_BSTORE_READONLY)
+		rc = bs_exec(s, "PRAGMA foreign_keys = ON;");
+	else
+		rc = bs_exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+		             "PRAGMA foreign_keys = ON;");
 	if (rc != KP_BE_OK)
 		goto fail;
 	/* Every server connection opens the store: check the schema without the write lock
@@ -376,6 +437,13 @@ int kp_bstore_open(kp_bstore **out, const char *path)
 		}
 		if (version == KP_BSTORE_SCHEMA_VERSION)
 			break;
+		if (mode == KP_BSTORE_READONLY) {
+			snprintf(s->err, sizeof(s->err), "backend database schema %d is older than %d "
+			         "(kippu-backend, or a command that writes to it, migrates it)", version,
+			         KP_BSTORE_SCHEMA_VERSION);
+			rc = KP_BE_E_SCHEMA;
+			goto fail;
+		}
 		if (attempt == 0) {
 			/* Re-read under the lock: another connection may have migrated. */
 			rc = bs_exec(s, "BEGIN IMMEDIATE");
@@ -404,7 +472,11 @@ int kp_bstore_open(kp_bstore **out, const char *path)
 	return KP_BE_OK;
 fail:
 	sqlite3_finalize(st);
-	fprintf(stderr, "kippu-backend: store %s: %s\n", path, kp_bstore_errmsg(s));
+	snprintf(err, cap, "store %s: %s", path, kp_bstore_errmsg(s));
+	kp_bstore_close(s);
+	return rc;
+fail_named:
+	snprintf(err, cap, "%s", kp_bstore_errmsg(s));
 	kp_bstore_close(s);
 	return rc;
 }

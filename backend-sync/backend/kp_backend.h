@@ -26,7 +26,14 @@ typedef struct kp_bstore kp_bstore;
 
 #define KP_BSTORE_SCHEMA_VERSION 6
 
+/* Creates the database when missing; a failure is told on stderr ("kippu-backend: ..."). */
 int  kp_bstore_open(kp_bstore **out, const char *path);
+/* How kp_bstore_open_mode opens: CREATE as kp_bstore_open; EXISTING and READONLY never make
+ * a database ("no such database: PATH"), READONLY neither writes nor migrates. Every mode
+ * refuses a database that is not a backend's ("PATH is a terminal database, not a backend
+ * database"). Nothing on stderr: err (cap bytes) says why. */
+enum { KP_BSTORE_CREATE, KP_BSTORE_EXISTING, KP_BSTORE_READONLY };
+int  kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, size_t cap);
 void kp_bstore_close(kp_bstore *s);
 const char *kp_bstore_errmsg(const kp_bstore *s);
 /* The settings every acknowledged record's durability rests on, as the store's connection

@@ -385,6 +385,17 @@ static void inspect(struct kp_reader *r, const struct kp_card_info *info,
 	}
 }
 
+/* 1 after a log line "cannot read WHAT PATH: WHY" when the file does not open for reading. */
+static int unreadable_logged(const char *what, const char *path)
+{
+	char err[600];
+
+	if (kp_file_unreadable(what, path, err, sizeof(err)) == 0)
+		return 0;
+	logmsg(LOG_ERR, "%s", err);
+	return 1;
+}
+
 /* Binds the database to this terminal's identity: one database, one terminal. */
 static int bind_identity(kp_store *s, const struct kp_terminal_cfg *cfg, const kp_key *key)
 {
@@ -395,6 +406,10 @@ static int bind_identity(kp_store *s, const struct kp_terminal_cfg *cfg, const k
 	size_t n;
 	int rc;
 
+	if (unreadable_logged("terminal certificate", cfg->cert_path)) {
+		rc = KP_E_CONFIG;
+		goto out;
+	}
 	rc = kp_cert_load(&cert, cfg->cert_path);
 	if (rc != 0) {
 		logmsg(LOG_ERR, "certificate %s: %s", cfg->cert_path, kp_strerror(rc));
@@ -580,6 +595,8 @@ static int syncer_setup(struct syncer *y, const struct kp_terminal_cfg *cfg)
 		logmsg(LOG_ERR, "sync: TLS set-up: %s", err);
 		return rc;
 	}
+	if (unreadable_logged("backend certificate", cfg->backend_cert))
+		return KP_E_CONFIG;
 	rc = kp_cert_load(&y->backend_cert, cfg->backend_cert);
 	if (rc != 0) {
 		logmsg(LOG_ERR, "sync: backend certificate %s: %s", cfg->backend_cert,
@@ -986,6 +1003,8 @@ static int app_open_reader(struct app *a)
 			printf("%s\n", desc);
 		return 0;
 	}
+	if (unreadable_logged("token key", a->cfg.token_key_path))
+		return 1;
 	rc = kp_token_key_load(a->cfg.token_key_path, a->token_key);
 	if (rc != KP_OK) {
 		logmsg(LOG_ERR, "token key %s: %s", a->cfg.token_key_path, kp_strerror(rc));
@@ -1005,6 +1024,8 @@ static int app_open_engine(struct app *a)
 		logmsg(LOG_ERR, "terminal_id and operator must be configured");
 		return 2;
 	}
+	if (unreadable_logged("terminal key", cfg->key_path))
+		return 1;
 	rc = kp_key_load(&a->key, cfg->key_path);
 	if (rc != 0) {
 		logmsg(LOG_ERR, "key %s: %s", cfg->key_path, kp_strerror(rc));

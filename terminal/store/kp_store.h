@@ -18,6 +18,12 @@ typedef struct kp_store kp_store;
 int  kp_store_open(kp_store **out, const char *path);
 /* The same; err says why it failed ("store PATH: SQLite's message"). */
 int  kp_store_open_err(kp_store **out, const char *path, char *err, size_t err_cap);
+/* How kp_store_open_mode opens: CREATE makes a missing database (as kp_store_open does);
+ * EXISTING and READONLY never do ("no such database: PATH" in err), and READONLY neither
+ * writes nor migrates. Every mode refuses a database that is not a terminal's, by its
+ * tables ("PATH is a backend database, not a terminal database"). */
+enum { KP_STORE_CREATE, KP_STORE_EXISTING, KP_STORE_READONLY };
+int  kp_store_open_mode(kp_store **out, const char *path, int mode, char *err, size_t err_cap);
 /* Opens without migrating past `version` (tests build older databases with it). */
 int  kp_store_open_at(kp_store **out, const char *path, int version);
 void kp_store_close(kp_store *s);
@@ -41,6 +47,8 @@ int kp_store_commit(kp_store *s);
 void kp_store_rollback(kp_store *s);
 
 int kp_store_put_operator(kp_store *s, const char *id, const char *name);
+/* *found = 1 when the store has an operator (product: 0) or a product (1) with this id. */
+int kp_store_defined(kp_store *s, int product, const char *id, int *found);
 int kp_store_put_product(kp_store *s, const char *id, const char *name, int rides,
                          const char *const *operators, size_t n_operators);
 /* A product only riders of `category` may use ("" or NULL: anyone). */

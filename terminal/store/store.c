@@ -3,10 +3,12 @@
  * power cut, foreign keys on, numbered migrations tracked in PRAGMA user_version, and
  * prepared statements only. Tables keyed by 16-byte card tokens are WITHOUT ROWID: half
  * the size of a rowid table plus index, with a tighter latency tail. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
 #include <sqlite3.h>
 
 #include "kp_store.h"
@@ -384,6 +386,21 @@ int kp_store_schema_version(kp_store *s, int *version)
 	return rc;
 }
 
+/* A read-only open migrates nothing: the schema must be this program's already. */
+static int check_version(kp_store *s, int target)
+{
+	int version = 0, rc = kp_store_schema_version(s, &version);
+
+	if (rc == KP_OK && version != target) {
+		snprintf(s->err, sizeof(s->err), "database schema version %d is %s than this "
+		         "program's %d%s", version, version > target ? "newer" : "older", target,
+		         version > target ? "" : " (kippu-terminal, or a command that writes to it, "
+		         "migrates it)");
+		rc = KP_E_SCHEMA;
+	}
+	return rc;
+}
+
 static int migrate(kp_store *s, int target)
 {
 	int version = 0, rc;
@@ -422,10 +439,54 @@ static int migrate(kp_store *s, int target)
 	return KP_OK;
 }
 
-static int open_at(kp_store **out, const char *path, int version, char *err, size_t err_cap)
+/* A database with tables must be a terminal's: the journal table is in every schema since
+ * the first; the backend's has records and terminals instead. */
+static int check_kind(kp_store *s, const char *path, int *empty)
+{
+	sqlite3_stmt *st = NULL;
+	int journal = 0, backend = 0, tables = 0;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT name FROM sqlite_master WHERE type = 'table'", -1,
+	                       &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "schema");
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+
+		tables++;
+		journal |= name != NULL && strcmp(name, "journal") == 0;
+		backend |= name != NULL && (strcmp(name, "records") == 0 ||
+		                            strcmp(name, "terminals") == 0);
+	}
+	if (sqlite3_finalize(st) != SQLITE_OK)
+		return kp_store_fail(s, "schema");
+	*empty = tables == 0;
+	if (tables == 0 || journal)
+		return KP_OK;
+	snprintf(s->err, sizeof(s->err), "%.400s is %s, not a terminal database", path,
+	         backend ? "a backend database" : "some other SQLite database");
+	return KP_E_SCHEMA;
+}
+
+/* Before opening without KP_STORE_CREATE: a missing file is named so, and never made. */
+static int check_exists(kp_store *s, const char *path)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+		return KP_OK;
+	if (errno == ENOENT)
+		snprintf(s->err, sizeof(s->err), "no such database: %.400s", path);
+	else
+		snprintf(s->err, sizeof(s->err), "cannot open database %.400s: %s", path,
+		         S_ISDIR(sb.st_mode) ? "it is a folder" : strerror(errno));
+	return KP_E_IO;
+}
+
+static int open_at(kp_store **out, const char *path, int version, int mode, char *err,
+                   size_t err_cap)
 {
 	kp_store *s;
-	int rc;
+	int rc, empty = 1, flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 
 	*out = NULL;
 	if (err_cap > 0)
@@ -435,22 +496,36 @@ static int open_at(kp_store **out, const char *path, int version, char *err, siz
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return KP_E_NOMEM;
-	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+	if (mode != KP_STORE_CREATE) {
+		flags = mode == KP_STORE_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+		rc = check_exists(s, path);
+		if (rc != KP_OK)
+			goto fail_named;
+	}
+	if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		rc = kp_store_fail(s, path);
 		goto fail;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
 	sqlite3_busy_timeout(s->db, 5000);
+	rc = check_kind(s, path, &empty);
+	if (rc == KP_E_SCHEMA || (rc == KP_OK && empty && mode == KP_STORE_READONLY)) {
+		if (rc == KP_OK)
+			snprintf(s->err, sizeof(s->err), "%.400s is an empty database, not a "
+			         "terminal database", path);
+		rc = KP_E_SCHEMA;
+		goto fail_named;
+	}
 	/* Checkpoints run when the terminal is idle (kp_store_idle), never inside a tap. */
-	rc = exec(s, "PRAGMA journal_mode = WAL;"
-	             "PRAGMA synchronous = FULL;"
-	             "PRAGMA foreign_keys = ON;"
-	             "PRAGMA wal_autocheckpoint = 0;"
-	             "PRAGMA cache_size = -2048;");
+	if (rc == KP_OK && mode != KP_STORE_READONLY)
+		rc = exec(s, "PRAGMA journal_mode = WAL;"
+		             "PRAGMA synchronous = FULL;"
+		             "PRAGMA wal_autocheckpoint = 0;");
+	if (rc == KP_OK)
+		rc = exec(s, "PRAGMA foreign_keys = ON; PRAGMA cache_size = -2048;");
 	if (rc != KP_OK)
 		goto fail;
-	rc = migrate(s, version);
+	rc = mode == KP_STORE_READONLY ? check_version(s, version) : migrate(s, version);
 	if (rc != KP_OK)
 		goto fail;
 	*out = s;
@@ -460,21 +535,31 @@ fail:
 		snprintf(err, err_cap, "store %s: %s", path, kp_store_errmsg(s));
 	kp_store_close(s);
 	return rc;
+fail_named:
+	if (err_cap > 0)
+		snprintf(err, err_cap, "%s", kp_store_errmsg(s));
+	kp_store_close(s);
+	return rc;
 }
 
 int kp_store_open_at(kp_store **out, const char *path, int version)
 {
-	return open_at(out, path, version, NULL, 0);
+	return open_at(out, path, version, KP_STORE_CREATE, NULL, 0);
 }
 
 int kp_store_open(kp_store **out, const char *path)
 {
-	return open_at(out, path, KP_SCHEMA_VERSION, NULL, 0);
+	return open_at(out, path, KP_SCHEMA_VERSION, KP_STORE_CREATE, NULL, 0);
 }
 
 int kp_store_open_err(kp_store **out, const char *path, char *err, size_t err_cap)
 {
-	return open_at(out, path, KP_SCHEMA_VERSION, err, err_cap);
+	return open_at(out, path, KP_SCHEMA_VERSION, KP_STORE_CREATE, err, err_cap);
+}
+
+int kp_store_open_mode(kp_store **out, const char *path, int mode, char *err, size_t err_cap)
+{
+	return open_at(out, path, KP_SCHEMA_VERSION, mode, err, err_cap);
 }
 
 void kp_store_close(kp_store *s)
@@ -653,6 +738,14 @@ static int product_int(kp_store *s, const char *sql, const char *what, const cha
 	}
 	sqlite3_finalize(st);
 	return rc;
+}
+
+int kp_store_defined(kp_store *s, int product, const char *id, int *found)
+{
+	int rc = product_int(s, product ? "SELECT 1 FROM products WHERE id = ?1" :
+	                     "SELECT 1 FROM operators WHERE id = ?1", "defined", id, found);
+
+	return rc == KP_E_INVAL ? KP_OK : rc;
 }
 
 int kp_store_meta_set(kp_store *s, const char *key, const char *value)

@@ -205,7 +205,9 @@ static void test_kippuctl_rejects_bad_input(void **state)
 	assert_int_equal(tu_sh("cd %s && printf 'entitlement 9 felica:0101020304050607 NOPE 3 "
 	                       "2026-01-01T00:00:00Z 2027-01-01T00:00:00Z\\n' > l3.txt && "
 	                       "%s/kippuctl load terminal.db l3.txt --token-key token.key 2>err.txt;"
-	                       " test $? -eq 1 && grep -q 'l3.txt:1:.*FOREIGN KEY' err.txt",
+	                       " test $? -eq 1 && "
+	                       "grep -q 'l3.txt:1: product NOPE is not defined above' err.txt && "
+	                       "! grep -q 'FOREIGN KEY' err.txt",
 	                       f->dir, f->bin), 0);
 	/* an entitlement id names one entitlement: loading it again for the same card updates
 	 * it, for another card is refused (it made a second entitlement with the same id) */
