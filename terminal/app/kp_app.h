@@ -35,7 +35,8 @@ void kp_tmetrics_state(uint64_t unsent, int reader_online);
 /* A sync attempt at now_ms (Unix ms), ok or not, and what is unsent after it. */
 void kp_tmetrics_sync(int ok, uint64_t unsent, int64_t now_ms);
 /* Writes path (path.tmp, then rename) when force, or when something changed and 2 s have
- * passed since the last write; "" or NULL path: nothing. 0, or -1 with err said. */
+ * passed since the last write; "" or NULL path: nothing. 0 written, 1 nothing to do (yet),
+ * or -1 with err said. */
 int  kp_tmetrics_write(const char *path, const char *db_path, int force, char *err,
                        size_t err_cap);
 

@@ -627,7 +627,7 @@ static int sync_once(struct syncer *y)
 		if (y->metrics) {
 			kp_tmetrics_sync(rc == 0, head > acked ? head - acked : 0,
 			                 (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
-			if (kp_tmetrics_write(cfg->metrics_file, cfg->database, 1, err, sizeof(err)) != 0)
+			if (kp_tmetrics_write(cfg->metrics_file, cfg->database, 1, err, sizeof(err)) < 0)
 				logmsg(LOG_WARNING, "%s", err);
 		}
 		kp_session_sync(y->ss, rc == 0, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
@@ -1141,18 +1141,17 @@ static void metrics_update(struct app *a, int force)
 	static int failing;
 	uint64_t acked = 0, version = 0, head = 0;
 	char err[700];
+	int rc;
 
 	if (a->cfg.metrics_file[0] == '\0' || a->store == NULL)
 		return;
 	kp_store_sync_state(a->store, &acked, &version, &head);
 	kp_tmetrics_state(head > acked ? head - acked : 0, a->link.r != NULL);
-	if (kp_tmetrics_write(a->cfg.metrics_file, a->cfg.database, force, err, sizeof(err)) != 0) {
-		if (!failing)
-			logmsg(LOG_WARNING, "%s", err);
-		failing = 1;
-	} else {
-		failing = 0;
-	}
+	rc = kp_tmetrics_write(a->cfg.metrics_file, a->cfg.database, force, err, sizeof(err));
+	if (rc < 0 && !failing)
+		logmsg(LOG_WARNING, "%s", err);
+	if (rc <= 0)
+		failing = rc < 0;
 }
 
 /* No card this poll: fold the WAL into the database when idle (never during a tap), and

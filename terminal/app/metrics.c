@@ -157,12 +157,12 @@ int kp_tmetrics_write(const char *path, const char *db_path, int force, char *er
 	int rc = 0;
 
 	if (path == NULL || path[0] == '\0')
-		return 0;
+		return 1;
 	pthread_mutex_lock(&tm.mu);
 	if (!force && tm.last_write_mono >= 0 &&
 	    (!tm.pending || mono_ms() - tm.last_write_mono < KP_TM_EVERY_MS)) {
 		pthread_mutex_unlock(&tm.mu);
-		return 0;
+		return 1;
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fp = fopen(tmp, "w");
