@@ -127,6 +127,12 @@ static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 			                           sizeof(cfg->port), optarg)
 			              : listen_opt("--metrics-listen", metrics_host, sizeof(metrics_host),
 			                           metrics_port, sizeof(metrics_port), optarg);
+			if (rc == 0 && c == 'm' && (strspn(metrics_port, "0123456789") !=
+			    strlen(metrics_port) || strtol(metrics_port, NULL, 10) > 65535)) {
+				fprintf(stderr, "kippu-backend: --metrics-listen wants a port from 0 to "
+				        "65535, not '%s'\n", metrics_port);
+				return 2;
+			}
 			if (rc == 2)
 				return 2;
 			bad |= rc;

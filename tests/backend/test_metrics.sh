@@ -61,6 +61,12 @@ for v in nocolon ":9100" "127.0.0.1:"; do
 	if [ $rc = 2 ] && grep -q -- '--metrics-listen wants HOST:PORT' err.txt; then ok "bad_listen_$v"
 	else bad "bad_listen_$v" "exit $rc, $(cat err.txt)"; fi
 done
+for v in 127.0.0.1:http 127.0.0.1:65536; do
+	"$KP_BIN/kippu-backend" --metrics-listen "$v" --db $DB > out.txt 2> err.txt
+	rc=$?
+	if [ $rc = 2 ] && grep -q -- "--metrics-listen wants a port from 0 to 65535, not '${v#*:}'" err.txt
+	then ok "bad_port_${v#*:}"; else bad "bad_port_${v#*:}" "exit $rc, $(cat err.txt)"; fi
+done
 
 # --- the backend with metrics ---
 "$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --db $DB --ca ca.crt \
