@@ -6,8 +6,9 @@
 # as tests/tools/test_integration.c decides them). Both texts are checked by a small parser
 # (tests/prom_check.py: HELP/TYPE before samples, `name{labels} value`, cumulative
 # histograms ending with +Inf = _count). Also: 404 and 405, a client without a
-# certificate counted as a failed handshake, bad --metrics-listen values, a metrics port
-# taken, an unwritable metrics_file. Waits poll with a deadline; no fixed sleeps.
+# certificate counted as a failed handshake, an unregistered terminal and a quarantined
+# one's batch counted as refused, bad --metrics-listen values, a metrics port taken, an
+# unwritable metrics_file. Waits poll with a deadline; no fixed sleeps.
 # Prints cmocka-style lines so tests/run.sh counts it. Needs python3 (make deps).
 KP_BIN=${KP_BIN:-build/bin}
 case "$KP_BIN" in /*) ;; *) KP_BIN=$(pwd)/$KP_BIN ;; esac
@@ -161,6 +162,28 @@ while [ "$now" = "$before" ] && [ "$(date +%s)" -le "$end" ]; do
 	[ "$now" = "$before" ] && sleep 0.05
 done
 check tls_failure_counted "failures $before -> $now" test "$now" = $((before + 1))
+
+# --- a terminal the CA certified but the backend does not know: refused, counted ---
+UNREG='kippu_backend_connections_refused_total{reason="unregistered"}'
+"$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-X-09 --key x.key --cert x.crt \
+	> /dev/null 2>&1
+sed -e 's/^terminal_id = .*/terminal_id = BUS-X-09/' -e 's/^key = .*/key = x.key/' \
+    -e 's/^cert = .*/cert = x.crt/' -e 's/^database = .*/database = x.db/' terminal.conf > x.conf
+"$KP_BIN/kippu-terminal" --config x.conf --sync-once 2>> x.log
+check unregistered_refused "the sync of an unregistered terminal succeeded" test $? = 1
+$PC scrape "$URL" unreg.prom $WAIT
+check unregistered_counted "$(val unreg.prom "$UNREG")" test "$(val unreg.prom "$UNREG")" = 1
+
+# --- a quarantined terminal's batch: refused with its reason, nothing ingested ---
+python3 -c "import sqlite3; c = sqlite3.connect('$DB'); c.execute(\"UPDATE terminals SET quarantined = 1 WHERE id = 'BUS-OPA-0042'\"); c.commit()"
+"$KP_BIN/kippu-terminal" --config terminal.conf --offline > /dev/null 2>> term.log
+"$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log
+$PC scrape "$URL" quar.prom $WAIT
+check refused_quarantined "refused" \
+	test "$(val quar.prom 'kippu_backend_records_refused_total{reason="quarantined"}')" = 1
+check refused_not_ingested "ingested $(val quar.prom kippu_backend_records_ingested_total)" \
+	test "$(val quar.prom kippu_backend_records_ingested_total)" = "$unsent"
+check no_new_quarantine "quarantines" test "$(val quar.prom kippu_backend_quarantines_total)" = 0
 
 echo "[==========] metrics: $((passed + failed)) test(s) run."
 echo "[  PASSED  ] $passed test(s)."
