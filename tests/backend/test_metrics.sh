@@ -14,7 +14,7 @@ KP_BIN=${KP_BIN:-build/bin}
 case "$KP_BIN" in /*) ;; *) KP_BIN=$(pwd)/$KP_BIN ;; esac
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 TOOLS="$HERE/../tools"
-PC="python3 $HERE/prom_check.py"
+pc() { python3 "$HERE/prom_check.py" "$@"; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-metrics.XXXXXX")
 WAIT=60
 passed=0; failed=0; failures=""; BPID=""
@@ -29,7 +29,7 @@ bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: 
 # check NAME WHAT COMMAND...: one test case, named; WHAT says what failed.
 check() { n=$1; w=$2; shift 2; if "$@" > "$T/check.out" 2>&1; then ok "$n"; else bad "$n" "$w: $(tail -n 2 "$T/check.out")"; fi; }
 # val FILE SAMPLE: the sample's value ("absent" when it is not there)
-val() { $PC value "$1" "$2" 2>/dev/null || echo absent; }
+val() { pc value "$1" "$2" 2>/dev/null || echo absent; }
 # wait_line FILE TEXT: until TEXT is in FILE, at most $WAIT s
 wait_line() {
 	end=$(($(date +%s) + WAIT))
@@ -81,12 +81,12 @@ PORT=$(sed -n 's/^kippu-backend: listening on 127.0.0.1:\([0-9]*\)$/\1/p' backen
 MPORT=$(sed -n 's/^kippu-backend: metrics on 127.0.0.1:\([0-9]*\)$/\1/p' backend.out)
 URL="http://127.0.0.1:$MPORT/metrics"
 check backend_lines "no ports" test -n "$PORT" -a -n "$MPORT" -a "$PORT" != "$MPORT"
-check scrape_before "scrape" $PC scrape "$URL" before.prom $WAIT
-check syntax_before "syntax" $PC check before.prom
+check scrape_before "scrape" pc scrape "$URL" before.prom $WAIT
+check syntax_before "syntax" pc check before.prom
 check ingested_zero "ingested before" test "$(val before.prom kippu_backend_records_ingested_total)" = 0
-check not_found "status" test "$($PC status GET "http://127.0.0.1:$MPORT/nope")" = 404
-check method_post "status" test "$($PC status POST "$URL")" = 405
-check method_delete "status" test "$($PC status DELETE "$URL")" = 405
+check not_found "status" test "$(pc status GET "http://127.0.0.1:$MPORT/nope")" = 404
+check method_post "status" test "$(pc status POST "$URL")" = 405
+check method_delete "status" test "$(pc status DELETE "$URL")" = 405
 
 # a metrics port already taken: named, exit 1
 "$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$MPORT" --db $DB \
@@ -99,7 +99,7 @@ else bad metrics_port_taken "exit $rc, $(cat err2.txt)"; fi
 echo "metrics_file = metrics.prom" >> terminal.conf
 "$KP_BIN/kippu-terminal" --config terminal.conf --offline > term.out 2> term.log
 check terminal_run "kippu-terminal failed" test $? = 0
-check terminal_syntax "syntax" $PC check metrics.prom
+check terminal_syntax "syntax" pc check metrics.prom
 check no_tmp_left "metrics.prom.tmp left behind" test ! -e metrics.prom.tmp
 # test_integration.c's table of the scenario's 21 decisions
 for want in accepted,ok,4 already,already,1 refused,expired,1 refused,denylisted,1 \
@@ -111,7 +111,7 @@ for want in accepted,ok,4 already,already,1 refused,expired,1 refused,denylisted
 	got=$(val metrics.prom "kippu_terminal_taps_total{result=\"$res\",reason=\"$why\"}")
 	check "taps_${res}_$why" "got $got, want $n" test "$got" = "$n"
 done
-check taps_sum "taps in all" test "$($PC sum metrics.prom kippu_terminal_taps_total)" = 21
+check taps_sum "taps in all" test "$(pc sum metrics.prom kippu_terminal_taps_total)" = 21
 check tap_latency_count "histogram count" test "$(val metrics.prom kippu_terminal_tap_seconds_count)" = 21
 check unsent_21 "unsent" test "$(val metrics.prom kippu_terminal_unsent_records)" = 21
 check no_sync_yet "last sync" test "$(val metrics.prom kippu_terminal_last_sync_timestamp_seconds)" = 0
@@ -136,8 +136,8 @@ EOC
 unsent=$("$CTL" journal verify terminal.db | sed -n 's/.* \([0-9]*\) records.*/\1/p')
 "$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log
 check sync_once "sync failed: $(tail -n 1 term.log)" test $? = 0
-check scrape_after "scrape" $PC scrape "$URL" after.prom $WAIT
-check syntax_after "syntax" $PC check after.prom
+check scrape_after "scrape" pc scrape "$URL" after.prom $WAIT
+check syntax_after "syntax" pc check after.prom
 check ingested_exact "ingested $(val after.prom kippu_backend_records_ingested_total), want $unsent" \
 	test "$(val after.prom kippu_backend_records_ingested_total)" = "$unsent"
 check last_seen "no last-seen for the terminal" \
@@ -148,17 +148,17 @@ check commit_hist "commit histogram" test "$(val after.prom kippu_backend_batch_
 check db_size "database size" test "$(val after.prom kippu_backend_database_size_bytes | cut -d. -f1)" -gt 0
 # the same sync again sends nothing: the count stays
 "$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log
-$PC scrape "$URL" again.prom $WAIT
+pc scrape "$URL" again.prom $WAIT
 check ingested_stays "ingested $(val again.prom kippu_backend_records_ingested_total)" \
 	test "$(val again.prom kippu_backend_records_ingested_total)" = "$unsent"
 
 # --- a client without a certificate: a failed handshake, counted ---
 CERTLESS='kippu_backend_tls_handshake_failures_total{kind="certificate"}'
 before=$(val after.prom "$CERTLESS")
-check notls_refused "handshake" $PC notls 127.0.0.1 "$PORT"
+check notls_refused "handshake" pc notls 127.0.0.1 "$PORT"
 end=$(($(date +%s) + WAIT)); now=$before
 while [ "$now" = "$before" ] && [ "$(date +%s)" -le "$end" ]; do
-	$PC scrape "$URL" tls.prom $WAIT && now=$(val tls.prom "$CERTLESS")
+	pc scrape "$URL" tls.prom $WAIT && now=$(val tls.prom "$CERTLESS")
 	[ "$now" = "$before" ] && sleep 0.05
 done
 check tls_failure_counted "failures $before -> $now" test "$now" = $((before + 1))
@@ -171,14 +171,14 @@ sed -e 's/^terminal_id = .*/terminal_id = BUS-X-09/' -e 's/^key = .*/key = x.key
     -e 's/^cert = .*/cert = x.crt/' -e 's/^database = .*/database = x.db/' terminal.conf > x.conf
 "$KP_BIN/kippu-terminal" --config x.conf --sync-once 2>> x.log
 check unregistered_refused "the sync of an unregistered terminal succeeded" test $? = 1
-$PC scrape "$URL" unreg.prom $WAIT
+pc scrape "$URL" unreg.prom $WAIT
 check unregistered_counted "$(val unreg.prom "$UNREG")" test "$(val unreg.prom "$UNREG")" = 1
 
 # --- a quarantined terminal's batch: refused with its reason, nothing ingested ---
 python3 -c "import sqlite3; c = sqlite3.connect('$DB'); c.execute(\"UPDATE terminals SET quarantined = 1 WHERE id = 'BUS-OPA-0042'\"); c.commit()"
 "$KP_BIN/kippu-terminal" --config terminal.conf --offline > /dev/null 2>> term.log
 "$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log
-$PC scrape "$URL" quar.prom $WAIT
+pc scrape "$URL" quar.prom $WAIT
 check refused_quarantined "refused" \
 	test "$(val quar.prom 'kippu_backend_records_refused_total{reason="quarantined"}')" = 1
 check refused_not_ingested "ingested $(val quar.prom kippu_backend_records_ingested_total)" \
