@@ -25,7 +25,7 @@ endif
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
             faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian \
-            libzip-dev
+            libzip-dev libmicrohttpd-dev
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -45,7 +45,7 @@ KP_LDFLAGS := $(SANFLAGS)
 #   crypto             -                                    mbedTLS
 #   proto              crypto                               libcbor
 #   client             proto                                -
-#   backend            proto                                SQLite, libcbor
+#   backend            proto                                SQLite, libcbor, libmicrohttpd
 #   card               hal, proto (constants, error text)   -
 #   store              card                                 SQLite
 #   fare               store                                SQLite (its GTFS tables)
@@ -85,7 +85,7 @@ MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c 
 
 PC_hal      = $(call pc_cflags,libnfc)
 PC_proto    = $(call pc_cflags,libcbor)
-PC_backend  = $(call pc_cflags,sqlite3 libcbor)
+PC_backend  = $(call pc_cflags,sqlite3 libcbor libmicrohttpd)
 PC_store    = $(call pc_cflags,sqlite3)
 PC_fare     = $(call pc_cflags,sqlite3)
 PC_console  = $(call pc_cflags,ncursesw jansson)
@@ -111,7 +111,7 @@ $(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
 LINK_backend  := $(foreach f,backend proto crypto,$(call lib,$(f)))
 LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto,$(call lib,$(f)))
 LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend client proto hal crypto,$(call lib,$(f)))
-LIBS_backend   = $(call pc_libs,sqlite3 libcbor) $(MBED_LIBS) -lpthread -lm
+LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd) $(MBED_LIBS) -lpthread -lm
 LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson) $(MBED_LIBS) -lpthread -lm
 LIBS_tools     = $(LIBS_terminal) $(call pc_libs,libzip)
 CMOCKA_LIBS    = $(call pc_libs,cmocka)

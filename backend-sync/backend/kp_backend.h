@@ -300,4 +300,32 @@ int  kp_server_port(const kp_server *srv);
 /* Stops accepting, ends every connection at its next deadline, frees. */
 void kp_server_stop(kp_server *srv);
 
+/* ---- metrics (Prometheus; README "Monitoring") ---- */
+/* Process-wide figures, bumped by the server's threads with atomics. */
+enum kp_metric_refusal { KP_MR_QUARANTINED, KP_MR_SEQUENCE_GAP, KP_MR_BAD_SIGNATURE,
+                         KP_MR_BAD_PAYLOAD, KP_MR_TERMINAL_MISMATCH, KP_MR_CHAIN_BROKEN,
+                         KP_MR_CONFLICT, KP_MR_OTHER, KP_MR_N };
+enum kp_metric_conn { KP_MC_PER_ADDR, KP_MC_HANDSHAKES, KP_MC_TERMINALS, KP_MC_UNREGISTERED,
+                      KP_MC_N };
+enum kp_metric_tls { KP_MT_TIMEOUT, KP_MT_PEER, KP_MT_CLOSED, KP_MT_PROTOCOL, KP_MT_OTHER,
+                     KP_MT_N };
+void kp_metrics_ingested(uint64_t n);
+void kp_metrics_refused(const char *store_reason);   /* the store's reason text */
+void kp_metrics_accepted(void);
+void kp_metrics_conn_refused(enum kp_metric_conn why);
+void kp_metrics_tls_failed(enum kp_metric_tls kind);
+void kp_metrics_verify_seconds(double s);
+void kp_metrics_commit_seconds(double s);
+void kp_metrics_bundle(size_t bytes);
+/* Text format 0.0.4 of every figure, per-terminal ones read from db_path (read-only);
+ * malloc'd, NULL when out of memory. */
+char *kp_metrics_render(const char *db_path, size_t *len);
+/* GET /metrics over HTTP on host:port ("0": any free port), in a thread of its own
+ * (metrics_http.c, libmicrohttpd: link it only into programs that call these). */
+typedef struct kp_metrics_http kp_metrics_http;
+int  kp_metrics_http_start(kp_metrics_http **out, const char *host, const char *port,
+                           const char *db_path, char *err, size_t err_cap);
+int  kp_metrics_http_port(const kp_metrics_http *h);
+void kp_metrics_http_stop(kp_metrics_http *h);
+
 #endif

@@ -13,6 +13,8 @@
 #include "kp_version.h"
 
 static volatile sig_atomic_t stop;
+/* --metrics-listen HOST:PORT: off when host is empty. */
+static char metrics_host[128], metrics_port[16];
 
 static void on_signal(int sig)
 {
@@ -49,6 +51,8 @@ static void usage(FILE *fp)
 	      "                      half of --max-unauth are taken (default 16); handshakes\n"
 	      "                      begun then get a fifth of --timeout-ms, at least 1 s\n"
 	      "  --timeout-ms N      deadline per handshake and per message (default 10000)\n"
+	      "  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+	      "                      (default off; port 0 = any)\n"
 	      "  -h, --help          print this help and exit\n"
 	      "  --version           print the version and exit\n"
 	      "Refused connections are logged as one count per 10 s.\n"
@@ -65,19 +69,21 @@ static int copy_opt(char *dst, size_t cap, const char *v, const char *name)
 	return 0;
 }
 
-/* --listen HOST:PORT into cfg: 0, 1 (too long, said) or 2 (malformed, said). */
-static int listen_opt(struct kp_server_cfg *cfg, char *v)
+/* --listen or --metrics-listen HOST:PORT into host and port: 0, 1 (too long, said) or 2
+ * (malformed, said). */
+static int listen_opt(const char *name, char *host, size_t host_cap, char *port,
+                      size_t port_cap, char *v)
 {
 	char *colon = strrchr(v, ':');
 	int bad = 0;
 
 	if (colon == NULL || colon == v || colon[1] == '\0') {
-		fprintf(stderr, "kippu-backend: --listen wants HOST:PORT\n");
+		fprintf(stderr, "kippu-backend: %s wants HOST:PORT\n", name);
 		return 2;
 	}
 	*colon = '\0';
-	bad |= copy_opt(cfg->host, sizeof(cfg->host), v, "--listen");
-	bad |= copy_opt(cfg->port, sizeof(cfg->port), colon + 1, "--listen");
+	bad |= copy_opt(host, host_cap, v, name);
+	bad |= copy_opt(port, port_cap, colon + 1, name);
 	return bad ? 1 : 0;
 }
 
@@ -111,6 +117,7 @@ static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 		{ "max-unauth", required_argument, NULL, NUM_OPT_BASE + 1 },
 		{ "max-per-addr", required_argument, NULL, NUM_OPT_BASE + 2 },
 		{ "timeout-ms", required_argument, NULL, NUM_OPT_BASE + 3 },
+		{ "metrics-listen", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -122,7 +129,17 @@ static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
-			rc = listen_opt(cfg, optarg);
+		case 'm':
+			rc = c == 'l' ? listen_opt("--listen", cfg->host, sizeof(cfg->host), cfg->port,
+			                           sizeof(cfg->port), optarg)
+			              : listen_opt("--metrics-listen", metrics_host, sizeof(metrics_host),
+			                           metrics_port, sizeof(metrics_port), optarg);
+			if (rc == 0 && c == 'm' && (strspn(metrics_port, "0123456789") !=
+			    strlen(metrics_port) || strtol(metrics_port, NULL, 10) > 65535)) {
+				fprintf(stderr, "kippu-backend: --metrics-listen wants a port from 0 to "
+				        "65535, not '%s'\n", metrics_port);
+				return 2;
+			}
 			if (rc == 2)
 				return 2;
 			bad |= rc;
@@ -158,6 +175,7 @@ static int serve(const struct kp_server_cfg *cfg)
 {
 	struct sigaction sa;
 	kp_server *srv = NULL;
+	kp_metrics_http *mh = NULL;
 	char err[512];
 
 	signal(SIGPIPE, SIG_IGN);
@@ -170,12 +188,21 @@ static int serve(const struct kp_server_cfg *cfg)
 		fprintf(stderr, "kippu-backend: %s\n", err);
 		return 1;
 	}
-	/* Tests and scripts wait for this line to learn the port. */
+	if (metrics_host[0] != '\0' && kp_metrics_http_start(&mh, metrics_host, metrics_port,
+	                                                       cfg->db, err, sizeof(err)) != KP_BE_OK) {
+		fprintf(stderr, "kippu-backend: %s\n", err);
+		kp_server_stop(srv);
+		return 1;
+	}
+	/* Tests and scripts wait for these lines to learn the ports (both written at once). */
 	printf("kippu-backend: listening on %s:%d\n", cfg->host, kp_server_port(srv));
+	if (mh != NULL)
+		printf("kippu-backend: metrics on %s:%d\n", metrics_host, kp_metrics_http_port(mh));
 	fflush(stdout);
 	while (!stop)
 		pause();
 	fprintf(stderr, "kippu-backend: stopping\n");
+	kp_metrics_http_stop(mh);
 	kp_server_stop(srv);
 	return 0;
 }

@@ -140,6 +140,14 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -232,18 +240,21 @@ static int send_welcome(kp_tls *t, uint64_t acked, const uint8_t *head, int time
 	return kp_msg_send(t, &m, timeout_ms);
 }
 
-/* Verifies and decodes one batch, then hands it to the store. */
+/* Verifies and decodes one batch, then hands it to the store. *held: the terminal's
+ * records held before, then after (for the metrics' count of records stored). */
 static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cert *peer,
-                          const struct kp_bsession *ses, const struct kp_msg *m)
+                          const struct kp_bsession *ses, const struct kp_msg *m, uint64_t *held)
 {
 	const char *terminal = ses->terminal;
 	struct kp_ingest *in = calloc(m->n_items, sizeof(*in));
 	uint64_t acked = 0, refused = 0;
 	char reason[128];
+	double t0;
 	int rc;
 
 	if (in == NULL)
 		return KP_BE_E_NOMEM;
+	t0 = mono_s();
 	gate_enter(&srv->verify_gate);
 	for (size_t i = 0; i < m->n_items; i++) {
 		in[i].cose = m->items[i].p;
@@ -258,11 +269,20 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 		}
 	}
 	gate_leave(&srv->verify_gate);
+	kp_metrics_verify_seconds(mono_s() - t0);
+	t0 = mono_s();
 	gate_enter(&srv->store_gate);
 	rc = kp_bstore_ingest_session(db, ses, in, m->n_items, now_ms(), &acked, &refused, reason,
 	                              sizeof(reason));
 	gate_leave(&srv->store_gate);
+	kp_metrics_commit_seconds(mono_s() - t0);
 	free(in);
+	if (rc == KP_BE_OK && acked > *held) {
+		kp_metrics_ingested(acked - *held);
+		*held = acked;
+	}
+	if (rc == KP_BE_OK && refused != 0)
+		kp_metrics_refused(reason);
 	if (rc != KP_BE_OK) {
 		fprintf(stderr, "kippu-backend: %s: ingest: %s\n", terminal, kp_bstore_errmsg(db));
 		send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not store the batch; try later",
@@ -312,6 +332,7 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
 			return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not sign the bundle",
 			                   srv->cfg.timeout_ms);
 		}
+		kp_metrics_bundle(cose_len);
 		m.has_bundle = 1;
 		m.bundle.p = cose;
 		m.bundle.n = cose_len;
@@ -335,6 +356,7 @@ static int conn_promote(kp_server *srv, int slot)
 		srv->n_terminal++;
 	} else {
 		refusal_note(srv, REFUSE_TERMINALS);
+		kp_metrics_conn_refused(KP_MC_TERMINALS);
 	}
 	pthread_mutex_unlock(&srv->lock);
 	return ok;
@@ -370,7 +392,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	size_t der_len = 0;
 	char cn[KP_ID_MAX + 8], err[256], jid[9];
 	struct kp_bsession ses;
-	uint64_t was = 0;
+	uint64_t was = 0, held = 0;
 	int raised = 0;
 	uint8_t *buf = NULL;
 	struct kp_msg m;
@@ -379,6 +401,10 @@ static void serve(kp_server *srv, const struct conn *c)
 	memset(&m, 0, sizeof(m));
 	rc = kp_tls_handshake(&t, srv->tls, c->fd, NULL, c->handshake_ms, err, sizeof(err));
 	if (rc != 0) {
+		kp_metrics_tls_failed(rc == KP_TLS_E_TIMEOUT ? KP_MT_TIMEOUT :
+		                      rc == KP_TLS_E_PEER ? KP_MT_PEER :
+		                      rc == KP_TLS_E_CLOSED ? KP_MT_CLOSED :
+		                      rc == KP_TLS_E_HANDSHAKE ? KP_MT_PROTOCOL : KP_MT_OTHER);
 		if (refusal_logged(srv, REFUSE_HANDSHAKE_FAILED))
 			fprintf(stderr, "kippu-backend: %s: TLS handshake refused: %s\n", peer_addr, err);
 		return;                          /* the handshake closed fd */
@@ -428,6 +454,7 @@ static void serve(kp_server *srv, const struct conn *c)
 
 		/* The CN is whatever the CA signed: printable before it reaches a log line. */
 		kp_cbor_text_printable(shown, sizeof(shown), cn, strlen(cn));
+		kp_metrics_conn_refused(KP_MC_UNREGISTERED);
 		if (refusal_logged(srv, REFUSE_UNREGISTERED))
 			fprintf(stderr, "kippu-backend: %s: terminal %s refused: %s (kippuctl backend "
 			        "terminal add registers a terminal)\n", peer_addr, shown,
@@ -452,6 +479,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	/* a terminal that asks gets the hash of record acked, to check it is its own */
 	if (send_welcome(t, ses.acked, m.chain ? ses.head : NULL, srv->cfg.timeout_ms) != 0)
 		goto out;
+	held = ses.acked;
 	for (;;) {
 		kp_msg_clear(&m);
 		free(buf);
@@ -464,7 +492,7 @@ static void serve(kp_server *srv, const struct conn *c)
 			break;
 		}
 		if (m.type == KP_MSG_RECORDS)
-			rc = handle_records(srv, t, db, peer, &ses, &m);
+			rc = handle_records(srv, t, db, peer, &ses, &m, &held);
 		else if (m.type == KP_MSG_GETCONFIG)
 			rc = handle_getconfig(srv, t, db, &ses, m.config);
 		else if (m.type == KP_MSG_BYE)
@@ -597,10 +625,14 @@ static void *accept_main(void *arg)
 		pthread_mutex_lock(&srv->lock);
 		if (!srv->stopping) {
 			rc = conn_admit(srv, addr, &slot, &handshake_ms, &why);
-			if (rc != 0)
+			if (rc != 0) {
 				refusal_note(srv, why);
-			else
+				kp_metrics_conn_refused(why == REFUSE_PER_ADDR ? KP_MC_PER_ADDR :
+				                        KP_MC_HANDSHAKES);
+			} else {
 				srv->slots[slot].fd = fd;
+				kp_metrics_accepted();
+			}
 		}
 		pthread_mutex_unlock(&srv->lock);
 		if (rc != 0) {

@@ -175,6 +175,9 @@ static const struct cfg_key cfg_keys[] = {
 	  "with fare_feed: one tap per ride, or tap-on and tap-off priced by stop" },
 	{ "gate", CFG_CHOICE, 0, T(gate), 0, 0, 0, gates, "gate: both, entry or exit", "both",
 	  "both: a tap with a journey open is its tap-off; entry: tap-on; exit: tap-off" },
+	{ "metrics_file", CFG_STR, 0, T(metrics_file), 0, 0, 0, NULL, NULL, NULL,
+	  "node_exporter textfile (e.g. /var/lib/node_exporter/textfile/kippu.prom) the terminal "
+	  "writes its figures to; none by default" },
 	{ "log", CFG_CHOICE, 0, T(use_syslog), 0, 0, 0, logs, "log: stderr or syslog", "stderr",
 	  "where the terminal logs" },
 	{ "console_language", CFG_CHOICE, 1, C(lang_ja), 0, 0, 0, languages,

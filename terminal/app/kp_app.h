@@ -5,6 +5,7 @@
 
 #include "kp_settings.h"
 #include <stddef.h>
+#include <stdint.h>
 
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg);
 /* One setting by its file key (the command line uses this too). */
@@ -25,5 +26,18 @@ int  kp_terminal_cfg_key_info(size_t i, struct kp_cfg_key_info *out);
 int  kp_place_parse(const char *line, char route[KP_ID_MAX + 1], char stop[KP_ID_MAX + 1]);
 /* key = value lines; err gets "FILE:LINE: message". */
 int  kp_terminal_cfg_load(struct kp_terminal_cfg *cfg, const char *path, char *err, size_t err_cap);
+
+/* ---- metrics: a node_exporter textfile (terminal/app/metrics.c, README "Monitoring") ---- */
+/* A decided tap (result, reason code) and how long it took. */
+void kp_tmetrics_tap(const char *result, const char *reason, double seconds);
+/* The journal records not yet acknowledged, and whether the reader is up. */
+void kp_tmetrics_state(uint64_t unsent, int reader_online);
+/* A sync attempt at now_ms (Unix ms), ok or not, and what is unsent after it. */
+void kp_tmetrics_sync(int ok, uint64_t unsent, int64_t now_ms);
+/* Writes path (path.tmp, then rename) when force, or when something changed and 2 s have
+ * passed since the last write; "" or NULL path: nothing. 0 written, 1 nothing to do (yet),
+ * or -1 with err said. */
+int  kp_tmetrics_write(const char *path, const char *db_path, int force, char *err,
+                       size_t err_cap);
 
 #endif

@@ -580,6 +580,7 @@ struct syncer {
 	kp_cert *backend_cert;
 	pthread_t thread;
 	int started;
+	int metrics;                     /* reports to metrics_file (not --sync-once) */
 };
 
 static int syncer_setup(struct syncer *y, const struct kp_terminal_cfg *cfg)
@@ -643,6 +644,12 @@ static int sync_once(struct syncer *y)
 
 		clock_gettime(CLOCK_REALTIME, &now);
 		kp_store_sync_state(s, &acked, &version, &head);
+		if (y->metrics) {
+			kp_tmetrics_sync(rc == 0, head > acked ? head - acked : 0,
+			                 (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+			if (kp_tmetrics_write(cfg->metrics_file, cfg->database, 1, err, sizeof(err)) < 0)
+				logmsg(LOG_WARNING, "%s", err);
+		}
 		kp_session_sync(y->ss, rc == 0, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
 		kp_events_sync(y->ev, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, rc == 0,
 		               acked, head, version, rc == 0 ? NULL : err);
@@ -1143,6 +1150,7 @@ static int app_open(struct app *a)
 			return 1;
 		a->syncer.ss = keep_ss;
 		a->syncer.ev = keep_ev;
+		a->syncer.metrics = 1;
 		if (pthread_create(&a->syncer.thread, NULL, sync_main, &a->syncer) == 0)
 			a->syncer.started = 1;
 	}
@@ -1156,6 +1164,26 @@ struct loop {
 	int dirty, scenario_done, wait_ms;
 	struct place pl;
 };
+
+/* The figures for metrics_file, written now (force) or when due (kp_tmetrics_write); a
+ * failure is logged once until a write succeeds again. */
+static void metrics_update(struct app *a, int force)
+{
+	static int failing;
+	uint64_t acked = 0, version = 0, head = 0;
+	char err[700];
+	int rc;
+
+	if (a->cfg.metrics_file[0] == '\0' || a->store == NULL)
+		return;
+	kp_store_sync_state(a->store, &acked, &version, &head);
+	kp_tmetrics_state(head > acked ? head - acked : 0, a->link.r != NULL);
+	rc = kp_tmetrics_write(a->cfg.metrics_file, a->cfg.database, force, err, sizeof(err));
+	if (rc < 0 && !failing)
+		logmsg(LOG_WARNING, "%s", err);
+	if (rc <= 0)
+		failing = rc < 0;
+}
 
 /* No card this poll: fold the WAL into the database when idle (never during a tap), and
  * close journeys left open now and then. */
@@ -1172,6 +1200,7 @@ static void loop_idle(struct app *a, struct loop *lp, struct kp_reader *r)
 		sweep(a->engine, kp_reader_now_ms(r));
 		lp->last_sweep = mono_ms();
 	}
+	metrics_update(a, 0);
 }
 
 /* A card was found: inspect it, link it, or decide its tap and tell the rider. */
@@ -1179,7 +1208,7 @@ static void loop_card(struct app *a, struct loop *lp, struct kp_reader *r,
                       const struct kp_card_info *info)
 {
 	struct kp_tap_outcome o;
-	int64_t now;
+	int64_t now, t0;
 	int decided = 0, rc;
 
 	a->link.failures = 0;
@@ -1196,6 +1225,7 @@ static void loop_card(struct app *a, struct loop *lp, struct kp_reader *r,
 	}
 	/* The card is read whole before anything is decided: a reader or card lost
 	 * mid-read is a refusal (card-removed, card-error), never half a tap. */
+	t0 = mono_ms();
 	if (a->session != NULL) {
 		rc = kp_session_tap(a->session, r, info, now, &o, &decided);
 	} else {
@@ -1203,6 +1233,12 @@ static void loop_card(struct app *a, struct loop *lp, struct kp_reader *r,
 		decided = rc == KP_OK;
 	}
 	a->taps++;
+	if (rc == KP_OK && decided)
+		kp_tmetrics_tap(o.kind == KP_TAP_ACCEPTED ? "accepted" : o.kind == KP_TAP_ALREADY ?
+		                "already" : "refused", o.reason, (double)(mono_ms() - t0) / 1000.0);
+	else if (rc != KP_OK)
+		kp_tmetrics_tap("error", kp_reason_code(KP_R_SYSTEM_ERROR),
+		                (double)(mono_ms() - t0) / 1000.0);
 	if (rc == KP_OK && !decided) {
 		/* validation only / waiting for the driver: nothing decided */
 	} else if (rc == KP_OK) {
@@ -1229,6 +1265,7 @@ static void loop_card(struct app *a, struct loop *lp, struct kp_reader *r,
 		if (a->engine != NULL && !a->cli->inspect && !a->cli->link_mode)
 			sweep(a->engine, now);
 	}
+	metrics_update(a, 0);
 }
 
 /* One turn of the loop: 0 to go on, 1 to stop. */
@@ -1294,8 +1331,10 @@ static void app_run(struct app *a)
 	/* With the console, the driver's keys are answered between polls: poll briefly. */
 	lp.wait_ms = a->session != NULL && a->cfg.poll_timeout_ms > 100 ? 100 :
 	             a->cfg.poll_timeout_ms;
+	metrics_update(a, 1);
 	while (!stop_requested && loop_turn(a, &lp) == 0)
 		;
+	metrics_update(a, 1);
 }
 
 static void app_close(struct app *a)

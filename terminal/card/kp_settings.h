@@ -43,6 +43,7 @@ struct kp_terminal_cfg {
 	                                  * vehicle is now (written by its onboard system) */
 	                                 /* gate = both (a bus reader: a tap with an open
 	                                  * journey on this operator is its tap-off), entry, exit */
+	char metrics_file[512];          /* "" or the node_exporter textfile the terminal writes */
 };
 
 #endif
