@@ -63,7 +63,7 @@ echo "[==========] Running 9 test(s)."
 
 # 1. long options: --help against the man page's OPTIONS section
 miss=""
-for p in kippu-terminal kippu-backend kippuctl; do
+for p in $PROGS; do
 	page=$(ls "$MAN/$p".[0-9])
 	"$KP_BIN/$p" --help | longopts > "$T/$p.help"
 	tags "$page" OPTIONS | longopts > "$T/$p.man"
