@@ -271,7 +271,9 @@ STRIP       ?= strip
 INSTALL_STRIP ?= $(if $(STRIP),-s --strip-program=$(STRIP))
 INSTALL     ?= install
 # Man pages (tools/man/, a section per suffix): a wildcard, so none is needed to install.
-MANPAGES    := $(wildcard tools/man/*.1 tools/man/*.5 tools/man/*.8)
+# The developer tool's page goes with it (install-dev-tools).
+DEV_MANPAGES := $(wildcard tools/man/kippu-pn532-emu.*)
+MANPAGES    := $(filter-out $(DEV_MANPAGES),$(wildcard tools/man/*.1 tools/man/*.5 tools/man/*.8))
 UNITS       := tools/systemd/kippu-terminal.service tools/systemd/kippu-backend.service
 # Sample data and examples (not active where they are): the demo's scenario and load file,
 # a libnfc.conf and a udev rule for USB readers.
@@ -303,6 +305,9 @@ install: $(PROGS) $(BUILD)/etc/terminal.conf
 install-dev-tools: $(BUILD)/bin/kippu-pn532-emu
 	$(INSTALL) -d $(DESTDIR)$(bindir)
 	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippu-pn532-emu $(DESTDIR)$(bindir)/
+	@for m in $(DEV_MANPAGES); do s=$${m##*.}; \
+	  echo "$(INSTALL) -D -m 0644 $$m $(DESTDIR)$(mandir)/man$$s/$${m##*/}"; \
+	  $(INSTALL) -D -m 0644 "$$m" "$(DESTDIR)$(mandir)/man$$s/$${m##*/}" || exit 1; done
 
 # `make deb`: the Debian packages (debian/, README "Installing"). dpkg-buildpackage -us -uc -b
 # runs in a copy of the tree under $(BUILD)/deb-src (it writes into the tree and into its

@@ -69,6 +69,11 @@ for p in kippu-terminal kippu-backend; do
 done
 dpkg-deb -f "$(deb kippu-terminal)" Depends | grep -q 'libnfc6' || why="$why kippu-terminal: no libnfc6 in Depends;"
 dpkg-deb -f "$(deb kippu-backend)" Depends | grep -q 'libnfc' && why="$why kippu-backend depends on libnfc;"
+# The packaged programs say the package's version (built from a copy without .git, so the
+# Makefile's KP_RELEASE, which must equal debian/changelog's).
+ver=$(dpkg-deb -f "$(deb kippu-tools)" Version)
+got=$("$T/x/kippu-tools/usr/bin/kippuctl" --version 2>&1)
+[ "$got" = "kippuctl (kippu) $ver" ] || why="$why kippuctl --version says '$got', the package is $ver;"
 [ -z "$why" ] && ok package_contents || bad package_contents "$why"
 
 # 3. lintian: no error, no warning outside the README's list.
