@@ -26,11 +26,13 @@ echo "[==========] Running 7 test(s)."
 files() { (cd "$1" && find . \( -type f -o -type l \) -not -path './*/share/man/*' | sort); }
 # stripped FILE: 0 when FILE has no symbol table.
 stripped() { ! readelf -S --wide "$1" | grep -q '\.symtab'; }
-# mans_ok ROOT MANDIR: each tools/man page at MANDIR/manS/, and no other page.
+# mans_ok ROOT MANDIR [dev]: each tools/man page at MANDIR/manS/, and no other page; the
+# developer tool's page (kippu-pn532-emu.*) only with "dev" (make install-dev-tools).
 mans_ok() {
 	n=0
 	for m in "$TOP"/tools/man/*.1 "$TOP"/tools/man/*.5 "$TOP"/tools/man/*.8; do
 		[ -f "$m" ] || continue
+		case "${m##*/}" in kippu-pn532-emu.*) [ "$3" = dev ] || continue ;; esac
 		n=$((n + 1))
 		cmp -s "$m" "$1$2/man${m##*.}/${m##*/}" || { echo "    ${m##*/} not installed"; return 1; }
 	done
@@ -81,6 +83,8 @@ elif files "$L" > "$T/have.local"; ! { sed -e 's|^\./usr/|./usr/local/|' -e 's|^
 	bad install_local "installed files differ: $(cat "$T/diff")"
 elif stripped "$L/usr/local/sbin/kippu-terminal" || stripped "$L/usr/local/bin/kippu-pn532-emu"; then
 	bad install_local "INSTALL_STRIP= still stripped the programs"
+elif ! mans_ok "$L" /usr/local/share/man dev; then
+	bad install_local "man pages (with the developer tool's) not installed as tools/man/ holds them"
 elif ! grep -qx 'ExecStart=/usr/local/sbin/kippu-terminal --config /usr/local/etc/kippu/terminal.conf' \
 		"$L/usr/local/lib/systemd/system/kippu-terminal.service"; then
 	bad install_local "ExecStart: $(grep -h ExecStart "$L"/usr/local/lib/systemd/system/*)"
