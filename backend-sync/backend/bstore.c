@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "bstore_int.h"
+#include "kp_sys.h"
 
 static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
@@ -347,6 +348,11 @@ int kp_bstore_open(kp_bstore **out, const char *path)
 	*out = NULL;
 	if (s == NULL)
 		return KP_BE_E_NOMEM;
+	/* created 0600 whatever the umask; SQLite gives -wal and -shm the same mode */
+	if (kp_sys_private_file(path) != 0) {
+		free(s);
+		return KP_BE_E_DB;
+	}
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	                    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		rc = bs_fail(s, path);

@@ -9,7 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include "kp_backend.h"
+#include "kp_sys.h"
 
 static volatile sig_atomic_t stop;
 
@@ -157,15 +160,27 @@ static int serve(const struct kp_server_cfg *cfg)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	if (kp_server_start(&srv, cfg, err, sizeof(err)) != KP_BE_OK) {
-		fprintf(stderr, "kippu-backend: %s\n", err);
+		kp_log(LOG_ERR, "%s", err);
 		return 1;
 	}
 	/* Tests and scripts wait for this line to learn the port. */
 	printf("kippu-backend: listening on %s:%d\n", cfg->host, kp_server_port(srv));
 	fflush(stdout);
-	while (!stop)
-		pause();
-	fprintf(stderr, "kippu-backend: stopping\n");
+	kp_sys_ready("listening");
+	kp_sys_status("listening on %s:%d", cfg->host, kp_server_port(srv));
+	/* The watchdog is fed while the accept loop turns (kp_server_turns moves); a signal
+	 * ends the nap at once. */
+	for (unsigned long turns = kp_server_turns(srv); !stop;) {
+		struct timespec nap = { 0, 100 * 1000000L };
+
+		nanosleep(&nap, NULL);
+		if (kp_server_turns(srv) != turns) {
+			turns = kp_server_turns(srv);
+			kp_sys_watchdog();
+		}
+	}
+	kp_sys_stopping();
+	kp_log(LOG_INFO, "stopping");
 	kp_server_stop(srv);
 	return 0;
 }
@@ -175,6 +190,7 @@ int main(int argc, char **argv)
 	struct kp_server_cfg cfg;
 	int rc;
 
+	kp_sys_init("kippu-backend");
 	kp_server_cfg_defaults(&cfg);
 	rc = parse_args(argc, argv, &cfg);
 	if (rc >= 0)

@@ -3,6 +3,7 @@
  * power cut, foreign keys on, numbered migrations tracked in PRAGMA user_version, and
  * prepared statements only. Tables keyed by 16-byte card tokens are WITHOUT ROWID: half
  * the size of a rowid table plus index, with a tighter latency tail. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "kp_store.h"
 #include "kp_store_sql.h"
+#include "kp_sys.h"
 
 /* Each migration takes the schema from version i to i+1, inside one transaction.
  * Never edit a migration that has shipped: add the next one. */
@@ -435,6 +437,13 @@ static int open_at(kp_store **out, const char *path, int version, char *err, siz
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return KP_E_NOMEM;
+	/* created 0600 whatever the umask; SQLite gives -wal and -shm the same mode */
+	if (kp_sys_private_file(path) != 0) {
+		if (err_cap > 0)
+			snprintf(err, err_cap, "database %s: %s", path, strerror(errno));
+		free(s);
+		return KP_E_IO;
+	}
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	                    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		rc = kp_store_fail(s, path);
