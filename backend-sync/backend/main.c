@@ -22,24 +22,44 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
-/* The numeric options: name, range, where the value goes. */
-static const struct num_opt {
+/* The settings, as options and as configuration file keys (the same names): kind, where
+ * the value goes, the numbers' range, what it means. Table-driven: a new option is a row. */
+enum key_kind { KEY_LISTEN, KEY_PATH, KEY_NUM };
+#define F(f) offsetof(struct kp_server_cfg, f), sizeof(((struct kp_server_cfg *)0)->f)
+static const struct key {
 	const char *name;
+	enum key_kind kind;
+	size_t field, size;
 	long min, max;
-	size_t field;
-} num_opts[] = {
-	{ "max-conns", 1, 4096, offsetof(struct kp_server_cfg, max_conns) },
-	{ "max-unauth", 1, 4096, offsetof(struct kp_server_cfg, max_unauth) },
-	{ "max-per-addr", 1, 4096, offsetof(struct kp_server_cfg, max_per_addr) },
-	{ "timeout-ms", 1, 600000, offsetof(struct kp_server_cfg, timeout_ms) },
+	const char *doc;
+} keys[] = {
+	{ "listen", KEY_LISTEN, 0, 0, 0, 0, "address to listen on, HOST:PORT (port 0 = any)" },
+	{ "db", KEY_PATH, F(db), 0, 0, "backend database ($STATE_DIRECTORY/backend.db when set)" },
+	{ "ca", KEY_PATH, F(ca), 0, 0, "operator CA certificate that terminals' certificates "
+	  "chain to" },
+	{ "cert", KEY_PATH, F(cert), 0, 0, "the backend's certificate (CN backend)" },
+	{ "key", KEY_PATH, F(key), 0, 0, "the backend's key; also signs config bundles" },
+	{ "max-conns", KEY_NUM, F(max_conns), 1, 4096, "authenticated terminals served at once" },
+	{ "max-unauth", KEY_NUM, F(max_unauth), 1, 4096, "connections in the TLS handshake at "
+	  "once" },
+	{ "max-per-addr", KEY_NUM, F(max_per_addr), 1, 4096, "handshakes at once from one "
+	  "source address while more than half of max-unauth are taken" },
+	{ "timeout-ms", KEY_NUM, F(timeout_ms), 1, 600000, "deadline per handshake and per "
+	  "message" },
 };
-#define NUM_OPT_BASE 1000                /* getopt value of num_opts[0] */
+#undef F
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+#define KEY_BASE 1000                    /* getopt value of keys[0] */
 
 static void usage(FILE *fp)
 {
-	fputs("usage: kippu-backend [options]\n"
+	fputs("usage: kippu-backend [--config FILE] [options]\n"
+	      "  --config FILE       settings file: `key = value` lines, keys named as these\n"
+	      "                      options; the command line wins over it\n"
+	      "  --config-keys       print the file's keys with their defaults and exit\n"
 	      "  --listen HOST:PORT  address to listen on (default 127.0.0.1:7800; port 0 = any)\n"
-	      "  --db PATH           backend database (default backend.db)\n"
+	      "  --db PATH           backend database (default backend.db, or\n"
+	      "                      $STATE_DIRECTORY/backend.db when that is set)\n"
 	      "  --ca PATH           operator CA certificate that terminals' certificates chain to\n"
 	      "  --cert PATH         the backend's certificate (CN backend)\n"
 	      "  --key PATH          the backend's key; also signs config bundles\n"
@@ -54,96 +74,187 @@ static void usage(FILE *fp)
 	      "Refused connections are logged as one count per 10 s.\n", fp);
 }
 
-static int copy_opt(char *dst, size_t cap, const char *v, const char *name)
+/* Value v of key k into cfg; base: the configuration file it came from (relative paths
+ * are relative to its folder), NULL for the command line. NULL, or why v is bad. */
+static const char *key_set(struct kp_server_cfg *cfg, const struct key *k, const char *v,
+                           const char *base, char *why, size_t why_cap)
 {
-	if (strlen(v) >= cap) {
-		fprintf(stderr, "kippu-backend: %s: too long\n", name);
-		return -1;
-	}
-	memcpy(dst, v, strlen(v) + 1);
-	return 0;
-}
-
-/* --listen HOST:PORT into cfg: 0, 1 (too long, said) or 2 (malformed, said). */
-static int listen_opt(struct kp_server_cfg *cfg, char *v)
-{
-	char *colon = strrchr(v, ':');
-	int bad = 0;
-
-	if (colon == NULL || colon == v || colon[1] == '\0') {
-		fprintf(stderr, "kippu-backend: --listen wants HOST:PORT\n");
-		return 2;
-	}
-	*colon = '\0';
-	bad |= copy_opt(cfg->host, sizeof(cfg->host), v, "--listen");
-	bad |= copy_opt(cfg->port, sizeof(cfg->port), colon + 1, "--listen");
-	return bad ? 1 : 0;
-}
-
-/* A numeric option (num_opts) into cfg: 0, or 2 after saying what it wants. */
-static int num_opt_take(struct kp_server_cfg *cfg, const struct num_opt *no, const char *v)
-{
+	char *dst = (char *)cfg + k->field;
+	const char *colon;
 	char *end;
 	long n;
 
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno != 0 || end == v || *end != '\0' || n < no->min || n > no->max) {
-		fprintf(stderr, "kippu-backend: --%s wants a whole number from %ld to %ld, "
-		        "not '%s'\n", no->name, no->min, no->max, v);
+	switch (k->kind) {
+	case KEY_LISTEN:
+		colon = strrchr(v, ':');
+		if (colon == NULL || colon == v || colon[1] == '\0')
+			return "wants HOST:PORT";
+		if ((size_t)(colon - v) >= sizeof(cfg->host) || strlen(colon + 1) >= sizeof(cfg->port))
+			return "too long";
+		snprintf(cfg->host, sizeof(cfg->host), "%.*s", (int)(colon - v), v);
+		snprintf(cfg->port, sizeof(cfg->port), "%s", colon + 1);
+		return NULL;
+	case KEY_PATH:
+		if (*v == '\0')
+			return "wants a path";
+		return kp_sys_path_relative(dst, k->size, base, v) == 0 ? NULL : "too long";
+	case KEY_NUM:
+		errno = 0;
+		n = strtol(v, &end, 10);
+		if (errno != 0 || end == v || *end != '\0' || n < k->min || n > k->max) {
+			snprintf(why, why_cap, "wants a whole number from %ld to %ld, not '%s'",
+			         k->min, k->max, v);
+			return why;
+		}
+		*(int *)dst = (int)n;
+		return NULL;
+	}
+	return "unknown kind";
+}
+
+static const struct key *key_find(const char *name)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	}
+	return NULL;
+}
+
+static char *trim(char *p)
+{
+	char *e;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	e = p + strlen(p);
+	while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = '\0';
+	return p;
+}
+
+/* The configuration file into cfg: 0, or 2 after naming file:line and the problem. */
+static int load_config(struct kp_server_cfg *cfg, const char *path)
+{
+	char line[1024], why[160];
+	unsigned seen = 0;
+	int lineno = 0, rc = 0;
+	FILE *fp = fopen(path, "r");
+
+	if (fp == NULL) {
+		kp_log(LOG_ERR, "%s: %s", path, strerror(errno));
 		return 2;
 	}
-	*(int *)((char *)cfg + no->field) = (int)n;
+	while (rc == 0 && fgets(line, sizeof(line), fp) != NULL) {
+		char *p = trim(line), *eq, *key;
+		const struct key *k;
+		const char *bad;
+
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(fp) && strlen(line) == sizeof(line) - 1) {
+			kp_log(LOG_ERR, "%s:%d: line too long", path, lineno);
+			rc = 2;
+		} else if (*p == '\0' || *p == '#') {
+			continue;
+		} else if ((eq = strchr(p, '=')) == NULL) {
+			kp_log(LOG_ERR, "%s:%d: expected key = value", path, lineno);
+			rc = 2;
+		} else {
+			*eq = '\0';
+			key = trim(p);
+			if ((k = key_find(key)) == NULL) {
+				kp_log(LOG_ERR, "%s:%d: %s: unknown key (kippu-backend --config-keys "
+				       "lists them)", path, lineno, key);
+				rc = 2;
+			} else if (seen & (1u << (k - keys))) {
+				kp_log(LOG_ERR, "%s:%d: %s: set twice", path, lineno, key);
+				rc = 2;
+			} else if ((bad = key_set(cfg, k, trim(eq + 1), path, why, sizeof(why))) != NULL) {
+				kp_log(LOG_ERR, "%s:%d: %s %s", path, lineno, key, bad);
+				rc = 2;
+			}
+			if (k != NULL)
+				seen |= 1u << (k - keys);
+		}
+	}
+	fclose(fp);
+	return rc;
+}
+
+/* --config-keys: the file's keys with their defaults, a markdown table. */
+static int print_config_keys(void)
+{
+	struct kp_server_cfg d;
+
+	kp_server_cfg_defaults(&d);
+	printf("| key | default | meaning |\n| --- | --- | --- |\n");
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key *k = &keys[i];
+
+		printf("| `%s` | `", k->name);
+		if (k->kind == KEY_LISTEN)
+			printf("%s:%s", d.host, d.port);
+		else if (k->kind == KEY_PATH)
+			printf("%s", (char *)&d + k->field);
+		else
+			printf("%d", *(int *)((char *)&d + k->field));
+		printf("` | %s%s", k->doc, k->kind == KEY_PATH ? "; relative to the file's folder" : "");
+		if (k->kind == KEY_NUM)
+			printf(" (%ld to %ld)", k->min, k->max);
+		printf(" |\n");
+	}
 	return 0;
 }
 
-/* The command line into cfg: -1 to go on, or the exit status (--help, a bad option). */
+/* The command line (and the file it names) into cfg: -1 to go on, or the exit status
+ * (--help, --config-keys, a bad option or file). The file first, then the options, which
+ * win. */
 static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
 {
-	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "db", required_argument, NULL, 'd' },
-		{ "ca", required_argument, NULL, 'a' },
-		{ "cert", required_argument, NULL, 'c' },
-		{ "key", required_argument, NULL, 'k' },
-		{ "max-conns", required_argument, NULL, NUM_OPT_BASE + 0 },
-		{ "max-unauth", required_argument, NULL, NUM_OPT_BASE + 1 },
-		{ "max-per-addr", required_argument, NULL, NUM_OPT_BASE + 2 },
-		{ "timeout-ms", required_argument, NULL, NUM_OPT_BASE + 3 },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, rc, bad = 0;
+	struct option opts[N_KEYS + 4];
+	struct opt_set { int c; const char *v; } *set;
+	const char *config = NULL;
+	char why[160];
+	size_t n_set = 0;
+	int c, rc = -1;
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'l':
-			rc = listen_opt(cfg, optarg);
-			if (rc == 2)
-				return 2;
-			bad |= rc;
-			break;
-		case 'd': bad |= copy_opt(cfg->db, sizeof(cfg->db), optarg, "--db"); break;
-		case 'a': bad |= copy_opt(cfg->ca, sizeof(cfg->ca), optarg, "--ca"); break;
-		case 'c': bad |= copy_opt(cfg->cert, sizeof(cfg->cert), optarg, "--cert"); break;
-		case 'k': bad |= copy_opt(cfg->key, sizeof(cfg->key), optarg, "--key"); break;
-		case 'h': usage(stdout); return 0;
-		default:
-			if (c < NUM_OPT_BASE ||
-			    c >= NUM_OPT_BASE + (int)(sizeof(num_opts) / sizeof(num_opts[0]))) {
-				usage(stderr);
-				return 2;
-			}
-			if (num_opt_take(cfg, &num_opts[c - NUM_OPT_BASE], optarg) != 0)
-				return 2;
-			break;
+	for (size_t i = 0; i < N_KEYS; i++)
+		opts[i] = (struct option){ keys[i].name, required_argument, NULL, KEY_BASE + (int)i };
+	opts[N_KEYS] = (struct option){ "config", required_argument, NULL, 'f' };
+	opts[N_KEYS + 1] = (struct option){ "config-keys", no_argument, NULL, 'K' };
+	opts[N_KEYS + 2] = (struct option){ "help", no_argument, NULL, 'h' };
+	opts[N_KEYS + 3] = (struct option){ NULL, 0, NULL, 0 };
+	set = calloc((size_t)argc + 1, sizeof(*set));
+	if (set == NULL)
+		return 1;
+	while (rc < 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'h' || c == 'K')
+			rc = c == 'h' ? (usage(stdout), 0) : print_config_keys();
+		else if (c == 'f')
+			config = optarg;
+		else if (c >= KEY_BASE && c < KEY_BASE + (int)N_KEYS)
+			set[n_set++] = (struct opt_set){ c - KEY_BASE, optarg };
+		else
+			rc = 2;
+	}
+	if (rc < 0 && optind != argc) {
+		fprintf(stderr, "kippu-backend: unexpected argument '%s'\n", argv[optind]);
+		rc = 2;
+	}
+	if (rc == 2)
+		usage(stderr);
+	if (rc < 0 && config != NULL)
+		rc = load_config(cfg, config) == 0 ? -1 : 2;
+	for (size_t i = 0; rc < 0 && i < n_set; i++) {
+		const char *bad = key_set(cfg, &keys[set[i].c], set[i].v, NULL, why, sizeof(why));
+
+		if (bad != NULL) {
+			fprintf(stderr, "kippu-backend: --%s %s\n", keys[set[i].c].name, bad);
+			rc = 2;
 		}
 	}
-	if (bad || optind != argc) {
-		usage(stderr);
-		return 2;
-	}
-	return -1;
+	free(set);
+	return rc;
 }
 
 /* Serves until SIGINT or SIGTERM. */
@@ -192,6 +303,9 @@ int main(int argc, char **argv)
 
 	kp_sys_init("kippu-backend");
 	kp_server_cfg_defaults(&cfg);
+	/* As a service ($STATE_DIRECTORY set by systemd): the database lives there. */
+	if (kp_sys_state_path(cfg.db, sizeof(cfg.db), "backend.db") != 0)
+		snprintf(cfg.db, sizeof(cfg.db), "backend.db");
 	rc = parse_args(argc, argv, &cfg);
 	if (rc >= 0)
 		return rc;
