@@ -500,6 +500,7 @@ static void link_down(struct link *l, const char *why)
 		logmsg(LOG_ERR, "reader %s offline: %s; reopening in %d ms", l->conn, why,
 		       l->backoff_ms);
 		link_show(l, "reader-offline", "Reader offline");
+		kp_sys_status("reader %s offline: %s", l->conn, why);
 		l->offline = 1;
 	}
 }
@@ -533,6 +534,7 @@ static struct kp_reader *link_up(struct link *l)
 		kp_reader_describe(l->r, desc, sizeof(desc));
 		logmsg(LOG_INFO, "reader online: %s", desc);
 		link_show(l, "reader-online", "Reader online");
+		kp_sys_status("serving; reader online: %s", desc);
 		l->offline = 0;
 	}
 	return l->r;
@@ -1270,7 +1272,7 @@ static void app_run(struct app *a)
 	/* With the console, the driver's keys are answered between polls: poll briefly. */
 	lp.wait_ms = a->session != NULL && a->cfg.poll_timeout_ms > 100 ? 100 :
 	             a->cfg.poll_timeout_ms;
-	kp_sys_ready("serving");
+	kp_sys_ready(a->link.r != NULL ? "serving" : "serving; reader offline");
 	while (!stop_requested && loop_turn(a, &lp) == 0)
 		kp_sys_watchdog();            /* fed only while the loop turns */
 	kp_sys_stopping();

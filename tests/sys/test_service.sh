@@ -21,7 +21,7 @@ notify() { python3 "$HERE/notify_wait.py" "$T" 1000000 "$@" > "$T/notify.out" 2>
 sees() { for w in READY=1 "WATCHDOG=1 x3" STOPPING=1 "exit 0"; do
 	grep -q "^$w" "$T/notify.out" || return 1; done; }
 
-echo "[==========] Running 17 test(s)."
+echo "[==========] Running 18 test(s)."
 cd "$T" || exit 1
 "$CTL" ca create --key ca.key --cert ca.crt --cn "Service Test CA" >/dev/null &&
 "$CTL" backend create --ca-key ca.key --ca-cert ca.crt --key backend.key --cert backend.crt \
@@ -172,6 +172,23 @@ done
 [ -z "$missing" ] && [ "$(wc -l < keys.out)" = 11 ] && ok backend_config_keys ||
 	bad backend_config_keys "missing$missing: $(cat keys.out)"
 cd "$T" || exit 1
+
+# kippuctl's keys 0600 and certificates 0644, whatever the umask
+wrong=""
+for u in 000 022 0277; do
+	mkdir -p "keys$u" && cd "keys$u" || exit 1
+	(umask $u
+	 "$CTL" ca create --key ca.key --cert ca.crt --cn "Umask CA" &&
+	 "$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id T9 --key T9.key --cert T9.crt &&
+	 "$CTL" token-key create token.key) > /dev/null 2>&1 || wrong="$wrong [umask $u: failed]"
+	for f in ca.key:600 T9.key:600 token.key:600 ca.crt:644 T9.crt:644; do
+		m=$(stat -c %a "${f%:*}" 2>/dev/null)
+		[ "$m" = "${f#*:}" ] || wrong="$wrong [umask $u: ${f%:*} $m]"
+	done
+	cd "$T" || exit 1
+done
+[ -z "$wrong" ] && ok kippuctl_keys_0600_certificates_0644 ||
+	bad kippuctl_keys_0600_certificates_0644 "$wrong"
 
 if [ $failed -eq 0 ]; then
 	echo "[  PASSED  ] $passed test(s)."
