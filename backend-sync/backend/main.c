@@ -32,20 +32,24 @@ static const struct key {
 	size_t field, size;
 	long min, max;
 	const char *doc;
+	size_t field2, size2;            /* KEY_LISTEN: the port (field, size: the host) */
 } keys[] = {
-	{ "listen", KEY_LISTEN, 0, 0, 0, 0, "address to listen on, HOST:PORT (port 0 = any)" },
-	{ "db", KEY_PATH, F(db), 0, 0, "backend database ($STATE_DIRECTORY/backend.db when set)" },
+	{ "listen", KEY_LISTEN, F(host), 0, 0, "address to listen on, HOST:PORT (port 0 = any)",
+	  F(port) },
+	{ "db", KEY_PATH, F(db), 0, 0, "backend database ($STATE_DIRECTORY/backend.db when set)",
+	  0, 0 },
 	{ "ca", KEY_PATH, F(ca), 0, 0, "operator CA certificate that terminals' certificates "
-	  "chain to" },
-	{ "cert", KEY_PATH, F(cert), 0, 0, "the backend's certificate (CN backend)" },
-	{ "key", KEY_PATH, F(key), 0, 0, "the backend's key; also signs config bundles" },
-	{ "max-conns", KEY_NUM, F(max_conns), 1, 4096, "authenticated terminals served at once" },
+	  "chain to", 0, 0 },
+	{ "cert", KEY_PATH, F(cert), 0, 0, "the backend's certificate (CN backend)", 0, 0 },
+	{ "key", KEY_PATH, F(key), 0, 0, "the backend's key; also signs config bundles", 0, 0 },
+	{ "max-conns", KEY_NUM, F(max_conns), 1, 4096, "authenticated terminals served at once",
+	  0, 0 },
 	{ "max-unauth", KEY_NUM, F(max_unauth), 1, 4096, "connections in the TLS handshake at "
-	  "once" },
+	  "once", 0, 0 },
 	{ "max-per-addr", KEY_NUM, F(max_per_addr), 1, 4096, "handshakes at once from one "
-	  "source address while more than half of max-unauth are taken" },
+	  "source address while more than half of max-unauth are taken", 0, 0 },
 	{ "timeout-ms", KEY_NUM, F(timeout_ms), 1, 600000, "deadline per handshake and per "
-	  "message" },
+	  "message", 0, 0 },
 };
 #undef F
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -89,10 +93,10 @@ static const char *key_set(struct kp_server_cfg *cfg, const struct key *k, const
 		colon = strrchr(v, ':');
 		if (colon == NULL || colon == v || colon[1] == '\0')
 			return "wants HOST:PORT";
-		if ((size_t)(colon - v) >= sizeof(cfg->host) || strlen(colon + 1) >= sizeof(cfg->port))
+		if ((size_t)(colon - v) >= k->size || strlen(colon + 1) >= k->size2)
 			return "too long";
-		snprintf(cfg->host, sizeof(cfg->host), "%.*s", (int)(colon - v), v);
-		snprintf(cfg->port, sizeof(cfg->port), "%s", colon + 1);
+		snprintf(dst, k->size, "%.*s", (int)(colon - v), v);
+		snprintf((char *)cfg + k->field2, k->size2, "%s", colon + 1);
 		return NULL;
 	case KEY_PATH:
 		if (*v == '\0')
@@ -193,7 +197,7 @@ static int print_config_keys(void)
 
 		printf("| `%s` | `", k->name);
 		if (k->kind == KEY_LISTEN)
-			printf("%s:%s", d.host, d.port);
+			printf("%s:%s", (char *)&d + k->field, (char *)&d + k->field2);
 		else if (k->kind == KEY_PATH)
 			printf("%s", (char *)&d + k->field);
 		else
