@@ -179,7 +179,8 @@ static const struct cfg_key cfg_keys[] = {
 	{ "hmi", CFG_MOCKABLE, 0, T(hmi), 0, 0, 0, NULL, NULL, "mock:-",
 	  "HMI: mock:- (events on stdout), mock:PATH (appended to PATH), mock (memory only)" },
 	{ "database", CFG_PATH, 0, T(database), 0, 0, 0, NULL, NULL, "terminal.db",
-	  "the SQLite store; created and migrated on start" },
+	  "the SQLite store; created and migrated on start ($STATE_DIRECTORY/terminal.db when "
+	  "that is set)" },
 	{ "key", CFG_PATH, 0, T(key_path), 0, 0, 0, NULL, NULL, "terminal.key",
 	  "the terminal's ECDSA P-256 key (PEM)" },
 	{ "cert", CFG_PATH, 0, T(cert_path), 0, 0, 0, NULL, NULL, "terminal.crt",
