@@ -1179,7 +1179,8 @@ static void loop_card(struct app *a, struct loop *lp, struct kp_reader *r,
 		if (kp_sys_journal() && !use_syslog) {
 			/* A structured entry per tap, for the journal only (never a card id). */
 			struct kp_log_tap lt = { a->cfg.terminal_id, (long long)o.seq,
-			                         o.kind == KP_TAP_ACCEPTED ? "accepted" : "refused",
+			                         o.kind == KP_TAP_ACCEPTED ? "accepted" :
+			                         o.kind == KP_TAP_REFUSED ? "refused" : "already",
 			                         o.reason };
 
 			kp_log_tap(LOG_INFO, &lt, "tap %llu: %s (%s)", (unsigned long long)o.seq,
