@@ -25,7 +25,7 @@ endif
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
             faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian \
-            libzip-dev libmicrohttpd-dev
+            libzip-dev libmicrohttpd-dev libsystemd-dev
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -41,33 +41,36 @@ KP_LDFLAGS := $(SANFLAGS)
 # only its own headers and those of the folders it may depend on: an include across a rule
 # fails to compile. `make check-deps` proves the same of the linked programs.
 #   folder             may use                              outside libraries
+#   sys (hal/sys)      -                                    libsystemd
 #   hal                -                                    libnfc
 #   crypto             -                                    mbedTLS
 #   proto              crypto                               libcbor
 #   client             proto                                -
-#   backend            proto                                SQLite, libcbor, libmicrohttpd
+#   backend            proto, sys                           SQLite, libcbor, libmicrohttpd
 #   card               hal, proto (constants, error text)   -
-#   store              card                                 SQLite
+#   store              card, sys                            SQLite
 #   fare               store                                SQLite (its GTFS tables)
 #   tap                fare                                 -
 #   console            tap                                  ncursesw, jansson
-#   app                console, client                      -
-#   tools              app, backend                         jansson (listings as JSON), libzip
+#   app                console, client, sys                 -
+#   tools              app, backend (and sys)               jansson (listings as JSON), libzip
 uniq = $(if $(1),$(firstword $(1)) $(call uniq,$(filter-out $(firstword $(1)),$(1))))
+INC_sys     := -Ihal/sys
 INC_hal     := -Ihal
 INC_crypto  := -Icrypto
 INC_proto   := -Ibackend-sync/proto $(INC_crypto)
 INC_client  := -Ibackend-sync/client $(INC_proto)
-INC_backend := -Ibackend-sync/backend $(INC_proto)
+INC_backend := -Ibackend-sync/backend $(INC_proto) $(INC_sys)
 INC_card    := -Iterminal/card $(INC_hal) $(INC_proto)
-INC_store   := -Iterminal/store $(INC_card)
+INC_store   := -Iterminal/store $(INC_card) $(INC_sys)
 INC_fare    := -Iterminal/fare $(INC_store)
 INC_tap     := -Iterminal/tap $(INC_fare)
 INC_console := -Iterminal/console $(INC_tap)
-INC_app     := $(call uniq,-Iterminal/app $(INC_console) $(INC_client))
+INC_app     := $(call uniq,-Iterminal/app $(INC_console) $(INC_client) $(INC_sys))
 INC_tools   := $(call uniq,-Itools $(INC_app) $(INC_backend))
 INC_tests   := $(call uniq,-Itests $(INC_tools))
 
+DIR_sys     := hal/sys
 DIR_hal     := hal
 DIR_crypto  := crypto
 DIR_proto   := backend-sync/proto
@@ -80,17 +83,18 @@ DIR_tap     := terminal/tap
 DIR_console := terminal/console
 DIR_app     := terminal/app
 DIR_tools   := tools
-FOLDERS     := hal crypto proto client backend card store fare tap console app tools
+FOLDERS     := sys hal crypto proto client backend card store fare tap console app tools
 MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c tools/pn532_emu.c
 
+PC_sys      = $(call pc_cflags,libsystemd)
 PC_hal      = $(call pc_cflags,libnfc)
 PC_proto    = $(call pc_cflags,libcbor)
 PC_backend  = $(call pc_cflags,sqlite3 libcbor libmicrohttpd)
-PC_store    = $(call pc_cflags,sqlite3)
+PC_store    = $(call pc_cflags,sqlite3 libsystemd)
 PC_fare     = $(call pc_cflags,sqlite3)
 PC_console  = $(call pc_cflags,ncursesw jansson)
 PC_tools    = $(call pc_cflags,jansson libzip)
-PC_tests    = $(call pc_cflags,libnfc sqlite3 cmocka libcbor ncursesw jansson)
+PC_tests    = $(call pc_cflags,libnfc sqlite3 cmocka libcbor ncursesw jansson libsystemd)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 lib = $(BUILD)/lib/libkp$(1).a
@@ -108,11 +112,11 @@ endef
 $(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
 
 # What each program links, dependants first; outside libraries after.
-LINK_backend  := $(foreach f,backend proto crypto,$(call lib,$(f)))
-LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto,$(call lib,$(f)))
-LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend client proto hal crypto,$(call lib,$(f)))
-LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd) $(MBED_LIBS) -lpthread -lm
-LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson) $(MBED_LIBS) -lpthread -lm
+LINK_backend  := $(foreach f,backend proto crypto sys,$(call lib,$(f)))
+LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto sys,$(call lib,$(f)))
+LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend client proto hal crypto sys,$(call lib,$(f)))
+LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd libsystemd) $(MBED_LIBS) -lpthread -lm
+LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson libsystemd) $(MBED_LIBS) -lpthread -lm
 LIBS_tools     = $(LIBS_terminal) $(call pc_libs,libzip)
 CMOCKA_LIBS    = $(call pc_libs,cmocka)
 
@@ -184,7 +188,9 @@ $(foreach b,$(BENCH_NAMES),$(eval $(call mkprog,kippu-$(subst _,-,$(b)),tests/$(
 # Unit tests of the lower folders link only what they test (tests/hal/test_hal_*,
 # tests/crypto/, tests/proto/), so each folder's tests build while the folders above it
 # change; the others link everything (as the tools do).
-test_layer = $(if $(filter test_hal_%,$(1)),hal,$(if $(filter test_crypto test_crypto_%,$(1)),crypto,$(if $(filter test_record test_record_%,$(1)),proto,upper)))
+test_layer = $(if $(filter test_sys test_sys_%,$(1)),sys,$(if $(filter test_hal_%,$(1)),hal,$(if $(filter test_crypto test_crypto_%,$(1)),crypto,$(if $(filter test_record test_record_%,$(1)),proto,upper))))
+LINK_test_sys    := $(call lib,sys)
+LIBS_test_sys     = $(call pc_libs,libsystemd)
 LINK_test_hal    := $(call lib,hal)
 LIBS_test_hal     = $(call pc_libs,libnfc) -lpthread
 LINK_test_crypto := $(call lib,crypto)

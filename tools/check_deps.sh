@@ -21,18 +21,19 @@ fail=0
 bad() { echo "check-deps: $*" >&2; fail=1; }
 
 # folder | its directory | its public header | the folders it may use (transitively)
-RULES='hal|hal|kp_hal.h|
+RULES='sys|hal/sys|kp_sys.h|
+hal|hal|kp_hal.h|
 crypto|crypto|kp_crypto.h|
 proto|backend-sync/proto|kp_proto.h|crypto
 client|backend-sync/client|kp_client.h|proto crypto
-backend|backend-sync/backend|kp_backend.h|proto crypto
+backend|backend-sync/backend|kp_backend.h|proto crypto sys
 card|terminal/card|kp_card.h|hal proto crypto
-store|terminal/store|kp_store.h|card hal proto crypto
-fare|terminal/fare|kp_fare.h|store card hal proto crypto
-tap|terminal/tap|kp_tap.h|fare store card hal proto crypto
-console|terminal/console|kp_console.h|tap fare store card hal proto crypto
-app|terminal/app|kp_app.h|console tap fare store card client hal proto crypto
-tools|tools|kp_tools.h|app console tap fare store card backend client hal proto crypto'
+store|terminal/store|kp_store.h|card hal proto crypto sys
+fare|terminal/fare|kp_fare.h|store card hal proto crypto sys
+tap|terminal/tap|kp_tap.h|fare store card hal proto crypto sys
+console|terminal/console|kp_console.h|tap fare store card hal proto crypto sys
+app|terminal/app|kp_app.h|console tap fare store card client hal proto crypto sys
+tools|tools|kp_tools.h|app console tap fare store card backend client hal proto crypto sys'
 
 field() { echo "$RULES" | awk -F'|' -v f="$1" -v n="$2" '$1 == f { print $n }'; }
 FOLDERS=$(echo "$RULES" | cut -d'|' -f1)

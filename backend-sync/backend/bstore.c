@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "bstore_int.h"
+#include "kp_sys.h"
 
 static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
@@ -382,6 +383,10 @@ static int bs_open_file(kp_bstore *s, const char *path, int mode)
 				         S_ISDIR(sb.st_mode) ? "it is a folder" : strerror(errno));
 			return KP_BE_E_NOTFOUND;
 		}
+	} else if (kp_sys_private_file(path) != 0) {
+		/* created 0600 whatever the umask; SQLite gives -wal and -shm the same mode */
+		snprintf(s->err, sizeof(s->err), "database %.400s: %s", path, strerror(errno));
+		return KP_BE_E_DB;
 	}
 	if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
 		return bs_fail(s, path);

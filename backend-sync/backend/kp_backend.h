@@ -297,6 +297,9 @@ typedef struct kp_server kp_server;
 /* Binds, listens and starts serving in background threads. */
 int  kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err, size_t err_cap);
 int  kp_server_port(const kp_server *srv);
+/* How many times the accept loop has turned (at least every 200 ms while it runs): the
+ * main thread feeds the service watchdog only while this moves. */
+unsigned long kp_server_turns(const kp_server *srv);
 /* Stops accepting, ends every connection at its next deadline, frees. */
 void kp_server_stop(kp_server *srv);
 

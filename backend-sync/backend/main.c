@@ -9,12 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include "kp_backend.h"
+#include "kp_sys.h"
 #include "kp_version.h"
 
 static volatile sig_atomic_t stop;
-/* --metrics-listen HOST:PORT: off when host is empty. */
-static char metrics_host[128], metrics_port[16];
 
 static void on_signal(int sig)
 {
@@ -22,24 +23,55 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
-/* The numeric options: name, range, where the value goes. */
-static const struct num_opt {
-	const char *name;
-	long min, max;
-	size_t field;
-} num_opts[] = {
-	{ "max-conns", 1, 4096, offsetof(struct kp_server_cfg, max_conns) },
-	{ "max-unauth", 1, 4096, offsetof(struct kp_server_cfg, max_unauth) },
-	{ "max-per-addr", 1, 4096, offsetof(struct kp_server_cfg, max_per_addr) },
-	{ "timeout-ms", 1, 600000, offsetof(struct kp_server_cfg, timeout_ms) },
+/* The settings, as options and as configuration file keys (the same names): kind, where
+ * the value goes, the numbers' range, what it means. Table-driven: a new option is a row. */
+enum key_kind { KEY_LISTEN, KEY_PATH, KEY_NUM };
+/* The server's settings and those of main's own: the metrics listener (off: no host). */
+struct settings {
+	struct kp_server_cfg srv;
+	char metrics_host[128], metrics_port[16];
 };
-#define NUM_OPT_BASE 1000                /* getopt value of num_opts[0] */
+#define F(f) offsetof(struct settings, f), sizeof(((struct settings *)0)->f)
+static const struct key {
+	const char *name;
+	enum key_kind kind;
+	size_t field, size;
+	long min, max;
+	const char *doc;
+	size_t field2, size2;            /* KEY_LISTEN: the port (field, size: the host) */
+} keys[] = {
+	{ "listen", KEY_LISTEN, F(srv.host), 0, 0, "address to listen on, HOST:PORT (port 0 = any)",
+	  F(srv.port) },
+	{ "db", KEY_PATH, F(srv.db), 0, 0, "backend database ($STATE_DIRECTORY/backend.db when set)",
+	  0, 0 },
+	{ "ca", KEY_PATH, F(srv.ca), 0, 0, "operator CA certificate that terminals' certificates "
+	  "chain to", 0, 0 },
+	{ "cert", KEY_PATH, F(srv.cert), 0, 0, "the backend's certificate (CN backend)", 0, 0 },
+	{ "key", KEY_PATH, F(srv.key), 0, 0, "the backend's key; also signs config bundles", 0, 0 },
+	{ "max-conns", KEY_NUM, F(srv.max_conns), 1, 4096, "authenticated terminals served at once",
+	  0, 0 },
+	{ "max-unauth", KEY_NUM, F(srv.max_unauth), 1, 4096, "connections in the TLS handshake at "
+	  "once", 0, 0 },
+	{ "max-per-addr", KEY_NUM, F(srv.max_per_addr), 1, 4096, "handshakes at once from one "
+	  "source address while more than half of max-unauth are taken", 0, 0 },
+	{ "timeout-ms", KEY_NUM, F(srv.timeout_ms), 1, 600000, "deadline per handshake and per "
+	  "message", 0, 0 },
+	{ "metrics-listen", KEY_LISTEN, F(metrics_host), 0, 0, "serve Prometheus metrics at "
+	  "http://HOST:PORT/metrics (port 0 = any)", F(metrics_port) },
+};
+#undef F
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+#define KEY_BASE 1000                    /* getopt value of keys[0] */
 
 static void usage(FILE *fp)
 {
-	fputs("usage: kippu-backend [options]\n"
+	fputs("usage: kippu-backend [--config FILE] [options]\n"
+	      "  --config FILE       settings file: `key = value` lines, keys named as these\n"
+	      "                      options; the command line wins over it\n"
+	      "  --config-keys       print the file's keys with their defaults and exit\n"
 	      "  --listen HOST:PORT  address to listen on (default 127.0.0.1:7800; port 0 = any)\n"
-	      "  --db PATH           backend database (default backend.db)\n"
+	      "  --db PATH           backend database (default backend.db, or\n"
+	      "                      $STATE_DIRECTORY/backend.db when that is set)\n"
 	      "  --ca PATH           operator CA certificate that terminals' certificates chain to\n"
 	      "  --cert PATH         the backend's certificate (CN backend)\n"
 	      "  --key PATH          the backend's key; also signs config bundles\n"
@@ -59,120 +91,207 @@ static void usage(FILE *fp)
 	      "Exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error.\n", fp);
 }
 
-static int copy_opt(char *dst, size_t cap, const char *v, const char *name)
+/* Value v of key k into cfg; base: the configuration file it came from (relative paths
+ * are relative to its folder), NULL for the command line. NULL, or why v is bad. */
+static const char *key_set(struct settings *cfg, const struct key *k, const char *v,
+                           const char *base, char *why, size_t why_cap)
 {
-	if (strlen(v) >= cap) {
-		fprintf(stderr, "kippu-backend: %s: too long\n", name);
-		return -1;
-	}
-	memcpy(dst, v, strlen(v) + 1);
-	return 0;
-}
-
-/* --listen or --metrics-listen HOST:PORT into host and port: 0, 1 (too long, said) or 2
- * (malformed, said). */
-static int listen_opt(const char *name, char *host, size_t host_cap, char *port,
-                      size_t port_cap, char *v)
-{
-	char *colon = strrchr(v, ':');
-	int bad = 0;
-
-	if (colon == NULL || colon == v || colon[1] == '\0') {
-		fprintf(stderr, "kippu-backend: %s wants HOST:PORT\n", name);
-		return 2;
-	}
-	*colon = '\0';
-	bad |= copy_opt(host, host_cap, v, name);
-	bad |= copy_opt(port, port_cap, colon + 1, name);
-	return bad ? 1 : 0;
-}
-
-/* A numeric option (num_opts) into cfg: 0, or 2 after saying what it wants. */
-static int num_opt_take(struct kp_server_cfg *cfg, const struct num_opt *no, const char *v)
-{
+	char *dst = (char *)cfg + k->field;
+	const char *colon;
 	char *end;
 	long n;
 
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno != 0 || end == v || *end != '\0' || n < no->min || n > no->max) {
-		fprintf(stderr, "kippu-backend: --%s wants a whole number from %ld to %ld, "
-		        "not '%s'\n", no->name, no->min, no->max, v);
+	switch (k->kind) {
+	case KEY_LISTEN:
+		colon = strrchr(v, ':');
+		if (colon == NULL || colon == v || colon[1] == '\0')
+			return "wants HOST:PORT";
+		if ((size_t)(colon - v) >= k->size || strlen(colon + 1) >= k->size2)
+			return "too long";
+		errno = 0;
+		n = strtol(colon + 1, &end, 10);
+		if (strspn(colon + 1, "0123456789") != strlen(colon + 1) || n > 65535 || errno != 0) {
+			snprintf(why, why_cap, "wants a port from 0 to 65535, not '%s'", colon + 1);
+			return why;
+		}
+		snprintf(dst, k->size, "%.*s", (int)(colon - v), v);
+		snprintf((char *)cfg + k->field2, k->size2, "%s", colon + 1);
+		return NULL;
+	case KEY_PATH:
+		if (*v == '\0')
+			return "wants a path";
+		return kp_sys_path_relative(dst, k->size, base, v) == 0 ? NULL : "too long";
+	case KEY_NUM:
+		errno = 0;
+		n = strtol(v, &end, 10);
+		if (errno != 0 || end == v || *end != '\0' || n < k->min || n > k->max) {
+			snprintf(why, why_cap, "wants a whole number from %ld to %ld, not '%s'",
+			         k->min, k->max, v);
+			return why;
+		}
+		*(int *)dst = (int)n;
+		return NULL;
+	}
+	return "unknown kind";
+}
+
+static const struct key *key_find(const char *name)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	}
+	return NULL;
+}
+
+static char *trim(char *p)
+{
+	char *e;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	e = p + strlen(p);
+	while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = '\0';
+	return p;
+}
+
+/* The configuration file into cfg: 0, or 2 after naming file:line and the problem. */
+static int load_config(struct settings *cfg, const char *path)
+{
+	char line[1024], why[160];
+	unsigned seen = 0;
+	int lineno = 0, rc = 0;
+	FILE *fp = fopen(path, "r");
+
+	if (fp == NULL) {
+		kp_log(LOG_ERR, "%s: %s", path, strerror(errno));
 		return 2;
 	}
-	*(int *)((char *)cfg + no->field) = (int)n;
+	while (rc == 0 && fgets(line, sizeof(line), fp) != NULL) {
+		char *p = trim(line), *eq, *key;
+		const struct key *k;
+		const char *bad;
+
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(fp) && strlen(line) == sizeof(line) - 1) {
+			kp_log(LOG_ERR, "%s:%d: line too long", path, lineno);
+			rc = 2;
+		} else if (*p == '\0' || *p == '#') {
+			continue;
+		} else if ((eq = strchr(p, '=')) == NULL) {
+			kp_log(LOG_ERR, "%s:%d: expected key = value", path, lineno);
+			rc = 2;
+		} else {
+			*eq = '\0';
+			key = trim(p);
+			if ((k = key_find(key)) == NULL) {
+				kp_log(LOG_ERR, "%s:%d: %s: unknown key (kippu-backend --config-keys "
+				       "lists them)", path, lineno, key);
+				rc = 2;
+			} else if (seen & (1u << (k - keys))) {
+				kp_log(LOG_ERR, "%s:%d: %s: set twice", path, lineno, key);
+				rc = 2;
+			} else if ((bad = key_set(cfg, k, trim(eq + 1), path, why, sizeof(why))) != NULL) {
+				kp_log(LOG_ERR, "%s:%d: %s %s", path, lineno, key, bad);
+				rc = 2;
+			}
+			if (k != NULL)
+				seen |= 1u << (k - keys);
+		}
+	}
+	fclose(fp);
+	return rc;
+}
+
+/* --config-keys: the file's keys with their defaults, a markdown table. */
+static int print_config_keys(void)
+{
+	struct settings d;
+
+	memset(&d, 0, sizeof(d));
+	kp_server_cfg_defaults(&d.srv);
+	printf("| key | default | meaning |\n| --- | --- | --- |\n");
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key *k = &keys[i];
+
+		printf("| `%s` | `", k->name);
+		if (k->kind == KEY_LISTEN && *((char *)&d + k->field) == '\0')
+			printf("off");
+		else if (k->kind == KEY_LISTEN)
+			printf("%s:%s", (char *)&d + k->field, (char *)&d + k->field2);
+		else if (k->kind == KEY_PATH)
+			printf("%s", (char *)&d + k->field);
+		else
+			printf("%d", *(int *)((char *)&d + k->field));
+		printf("` | %s%s", k->doc, k->kind == KEY_PATH ? "; relative to the file's folder" : "");
+		if (k->kind == KEY_NUM)
+			printf(" (%ld to %ld)", k->min, k->max);
+		printf(" |\n");
+	}
 	return 0;
 }
 
-/* The command line into cfg: -1 to go on, or the exit status (--help, a bad option). */
-static int parse_args(int argc, char **argv, struct kp_server_cfg *cfg)
+/* The command line (and the file it names) into cfg: -1 to go on, or the exit status
+ * (--help, --config-keys, a bad option or file). The file first, then the options, which
+ * win. */
+static int parse_args(int argc, char **argv, struct settings *cfg)
 {
-	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "db", required_argument, NULL, 'd' },
-		{ "ca", required_argument, NULL, 'a' },
-		{ "cert", required_argument, NULL, 'c' },
-		{ "key", required_argument, NULL, 'k' },
-		{ "max-conns", required_argument, NULL, NUM_OPT_BASE + 0 },
-		{ "max-unauth", required_argument, NULL, NUM_OPT_BASE + 1 },
-		{ "max-per-addr", required_argument, NULL, NUM_OPT_BASE + 2 },
-		{ "timeout-ms", required_argument, NULL, NUM_OPT_BASE + 3 },
-		{ "metrics-listen", required_argument, NULL, 'm' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct option opts[N_KEYS + 5];
 	static char prog[] = "kippu-backend";
-	int c, rc, bad = 0;
+	struct opt_set { int c; const char *v; } *set;
+	const char *config = NULL;
+	char why[160];
+	size_t n_set = 0;
+	int c, rc = -1;
 
+	for (size_t i = 0; i < N_KEYS; i++)
+		opts[i] = (struct option){ keys[i].name, required_argument, NULL, KEY_BASE + (int)i };
+	opts[N_KEYS] = (struct option){ "config", required_argument, NULL, 'f' };
+	opts[N_KEYS + 1] = (struct option){ "config-keys", no_argument, NULL, 'K' };
+	opts[N_KEYS + 2] = (struct option){ "help", no_argument, NULL, 'h' };
+	opts[N_KEYS + 3] = (struct option){ "version", no_argument, NULL, 'V' };
+	opts[N_KEYS + 4] = (struct option){ NULL, 0, NULL, 0 };
+	set = calloc((size_t)argc + 1, sizeof(*set));
+	if (set == NULL)
+		return 1;
 	argv[0] = prog;                  /* getopt's messages say "kippu-backend: ..." */
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'l':
-		case 'm':
-			rc = c == 'l' ? listen_opt("--listen", cfg->host, sizeof(cfg->host), cfg->port,
-			                           sizeof(cfg->port), optarg)
-			              : listen_opt("--metrics-listen", metrics_host, sizeof(metrics_host),
-			                           metrics_port, sizeof(metrics_port), optarg);
-			if (rc == 0 && c == 'm' && (strspn(metrics_port, "0123456789") !=
-			    strlen(metrics_port) || strtol(metrics_port, NULL, 10) > 65535)) {
-				fprintf(stderr, "kippu-backend: --metrics-listen wants a port from 0 to "
-				        "65535, not '%s'\n", metrics_port);
-				return 2;
-			}
-			if (rc == 2)
-				return 2;
-			bad |= rc;
-			break;
-		case 'd': bad |= copy_opt(cfg->db, sizeof(cfg->db), optarg, "--db"); break;
-		case 'a': bad |= copy_opt(cfg->ca, sizeof(cfg->ca), optarg, "--ca"); break;
-		case 'c': bad |= copy_opt(cfg->cert, sizeof(cfg->cert), optarg, "--cert"); break;
-		case 'k': bad |= copy_opt(cfg->key, sizeof(cfg->key), optarg, "--key"); break;
-		case 'h': usage(stdout); return 0;
-		case 'V': printf("kippu-backend (kippu) %s\n", KP_VERSION); return 0;
-		default:
-			if (c < NUM_OPT_BASE ||
-			    c >= NUM_OPT_BASE + (int)(sizeof(num_opts) / sizeof(num_opts[0]))) {
-				usage(stderr);
-				return 2;
-			}
-			if (num_opt_take(cfg, &num_opts[c - NUM_OPT_BASE], optarg) != 0)
-				return 2;
-			break;
+	while (rc < 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h' || c == 'K')
+			rc = c == 'h' ? (usage(stdout), 0) : print_config_keys();
+		else if (c == 'V')
+			rc = (printf("kippu-backend (kippu) %s\n", KP_VERSION), 0);
+		else if (c == 'f')
+			config = optarg;
+		else if (c >= KEY_BASE && c < KEY_BASE + (int)N_KEYS)
+			set[n_set++] = (struct opt_set){ c - KEY_BASE, optarg };
+		else
+			rc = 2;
+	}
+	if (rc < 0 && optind != argc) {
+		fprintf(stderr, "kippu-backend: unexpected argument '%s'\n", argv[optind]);
+		rc = 2;
+	}
+	if (rc == 2)
+		usage(stderr);
+	if (rc < 0 && config != NULL)
+		rc = load_config(cfg, config) == 0 ? -1 : 2;
+	for (size_t i = 0; rc < 0 && i < n_set; i++) {
+		const char *bad = key_set(cfg, &keys[set[i].c], set[i].v, NULL, why, sizeof(why));
+
+		if (bad != NULL) {
+			fprintf(stderr, "kippu-backend: --%s %s\n", keys[set[i].c].name, bad);
+			rc = 2;
 		}
 	}
-	if (bad || optind != argc) {
-		if (optind != argc)
-			fprintf(stderr, "kippu-backend: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
-		return 2;
-	}
-	return -1;
+	free(set);
+	return rc;
 }
 
 /* Serves until SIGINT or SIGTERM. */
-static int serve(const struct kp_server_cfg *cfg)
+static int serve(const struct settings *set)
 {
+	const struct kp_server_cfg *cfg = &set->srv;
 	struct sigaction sa;
 	kp_server *srv = NULL;
 	kp_metrics_http *mh = NULL;
@@ -185,23 +304,37 @@ static int serve(const struct kp_server_cfg *cfg)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	if (kp_server_start(&srv, cfg, err, sizeof(err)) != KP_BE_OK) {
-		fprintf(stderr, "kippu-backend: %s\n", err);
+		kp_log(LOG_ERR, "%s", err);
 		return 1;
 	}
-	if (metrics_host[0] != '\0' && kp_metrics_http_start(&mh, metrics_host, metrics_port,
-	                                                       cfg->db, err, sizeof(err)) != KP_BE_OK) {
-		fprintf(stderr, "kippu-backend: %s\n", err);
+	if (set->metrics_host[0] != '\0' &&
+	    kp_metrics_http_start(&mh, set->metrics_host, set->metrics_port, cfg->db, err,
+	                          sizeof(err)) != KP_BE_OK) {
+		kp_log(LOG_ERR, "%s", err);
 		kp_server_stop(srv);
 		return 1;
 	}
 	/* Tests and scripts wait for these lines to learn the ports (both written at once). */
 	printf("kippu-backend: listening on %s:%d\n", cfg->host, kp_server_port(srv));
 	if (mh != NULL)
-		printf("kippu-backend: metrics on %s:%d\n", metrics_host, kp_metrics_http_port(mh));
+		printf("kippu-backend: metrics on %s:%d\n", set->metrics_host,
+		       kp_metrics_http_port(mh));
 	fflush(stdout);
-	while (!stop)
-		pause();
-	fprintf(stderr, "kippu-backend: stopping\n");
+	kp_sys_ready("listening");
+	kp_sys_status("listening on %s:%d", cfg->host, kp_server_port(srv));
+	/* The watchdog is fed while the accept loop turns (kp_server_turns moves); a signal
+	 * ends the nap at once. */
+	for (unsigned long turns = kp_server_turns(srv); !stop;) {
+		struct timespec nap = { 0, 100 * 1000000L };
+
+		nanosleep(&nap, NULL);
+		if (kp_server_turns(srv) != turns) {
+			turns = kp_server_turns(srv);
+			kp_sys_watchdog();
+		}
+	}
+	kp_sys_stopping();
+	kp_log(LOG_INFO, "stopping");
 	kp_metrics_http_stop(mh);
 	kp_server_stop(srv);
 	return 0;
@@ -209,10 +342,15 @@ static int serve(const struct kp_server_cfg *cfg)
 
 int main(int argc, char **argv)
 {
-	struct kp_server_cfg cfg;
+	struct settings cfg;
 	int rc;
 
-	kp_server_cfg_defaults(&cfg);
+	kp_sys_init("kippu-backend");
+	memset(&cfg, 0, sizeof(cfg));
+	kp_server_cfg_defaults(&cfg.srv);
+	/* As a service ($STATE_DIRECTORY set by systemd): the database lives there. */
+	if (kp_sys_state_path(cfg.srv.db, sizeof(cfg.srv.db), "backend.db") != 0)
+		snprintf(cfg.srv.db, sizeof(cfg.srv.db), "backend.db");
 	rc = parse_args(argc, argv, &cfg);
 	if (rc >= 0)
 		return rc;

@@ -36,6 +36,7 @@
 #include "kp_backend.h"
 
 #include "kp_cbor.h"
+#include "kp_sys.h"
 
 #define MAX_TRACKED 8192                /* max_unauth + max_conns, each at most 4096 */
 #define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
@@ -80,6 +81,7 @@ struct kp_server {
 	int port;
 	pthread_t acceptor;
 	volatile int stopping;
+	unsigned long turns;             /* accept loop turns (kp_server_turns) */
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
 	int active;                      /* n_handshake + n_terminal */
@@ -170,7 +172,7 @@ static void refusals_flush(kp_server *srv, int force)
 	for (int i = 0; i < N_REFUSALS; i++)
 		total += srv->refused[i];
 	if (total > 0) {
-		n = (size_t)snprintf(line, sizeof(line), "kippu-backend: refused %lu connections in "
+		n = (size_t)snprintf(line, sizeof(line), "refused %lu connections in "
 		                     "the last %d s:", total,
 		                     (int)((now - srv->window_ms + 999) / 1000));
 		for (int i = 0; i < N_REFUSALS && n < sizeof(line); i++) {
@@ -179,7 +181,7 @@ static void refusals_flush(kp_server *srv, int force)
 				                      n > 0 && line[n - 1] == ':' ? "" : ",",
 				                      srv->refused[i], refusal_text[i]);
 		}
-		fprintf(stderr, "%s (%d in handshake, %d terminals)\n", line, srv->n_handshake,
+		kp_log(LOG_WARNING, "%s (%d in handshake, %d terminals)", line, srv->n_handshake,
 		        srv->n_terminal);
 	}
 	memset(srv->refused, 0, sizeof(srv->refused));
@@ -284,13 +286,18 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	if (rc == KP_BE_OK && refused != 0)
 		kp_metrics_refused(reason);
 	if (rc != KP_BE_OK) {
-		fprintf(stderr, "kippu-backend: %s: ingest: %s\n", terminal, kp_bstore_errmsg(db));
+		kp_log(LOG_ERR, "%s: ingest: %s", terminal, kp_bstore_errmsg(db));
 		send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not store the batch; try later",
 		            srv->cfg.timeout_ms);
 		return rc;
 	}
-	if (refused != 0)
+	if (refused != 0) {
+		struct kp_log_tap lt = { terminal, (long long)acked + 1, "refused", reason };
+
+		kp_log_tap(LOG_WARNING, &lt, "%s: %llu record(s) refused: %s", terminal,
+		           (unsigned long long)refused, reason);
 		return send_simple(t, KP_MSG_REFUSED, acked, refused, reason, srv->cfg.timeout_ms);
+	}
 	return send_simple(t, KP_MSG_ACK, acked, 0, NULL, srv->cfg.timeout_ms);
 }
 
@@ -308,7 +315,7 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
 	m.type = KP_MSG_CONFIG;
 	rc = kp_bstore_bundle_session(db, ses, have, now_ms(), &b, &has);
 	if (rc != KP_BE_OK) {
-		fprintf(stderr, "kippu-backend: %s: bundle: %s\n", terminal, kp_bstore_errmsg(db));
+		kp_log(LOG_ERR, "%s: bundle: %s", terminal, kp_bstore_errmsg(db));
 		return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not build the bundle",
 		                   srv->cfg.timeout_ms);
 	}
@@ -318,8 +325,8 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
 
 		/* once per bundle, i.e. per terminal and state version */
 		if (n_out > 0)
-			fprintf(stderr, "kippu-backend: %s: bundle: left out %zu row(s) it cannot carry, "
-			        "first %s\n", terminal, n_out, first);
+			kp_log(LOG_WARNING, "%s: bundle: left out %zu row(s) it cannot carry, "
+			        "first %s", terminal, n_out, first);
 	}
 	if (has) {
 		pthread_mutex_lock(&srv->key_lock);
@@ -327,7 +334,7 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
 		pthread_mutex_unlock(&srv->key_lock);
 		kp_bundle_free(&b);
 		if (rc != 0) {
-			fprintf(stderr, "kippu-backend: %s: bundle sign: %s\n", terminal,
+			kp_log(LOG_ERR, "%s: bundle sign: %s", terminal,
 			        kp_sync_strerror(rc));
 			return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not sign the bundle",
 			                   srv->cfg.timeout_ms);
@@ -406,7 +413,7 @@ static void serve(kp_server *srv, const struct conn *c)
 		                      rc == KP_TLS_E_CLOSED ? KP_MT_CLOSED :
 		                      rc == KP_TLS_E_HANDSHAKE ? KP_MT_PROTOCOL : KP_MT_OTHER);
 		if (refusal_logged(srv, REFUSE_HANDSHAKE_FAILED))
-			fprintf(stderr, "kippu-backend: %s: TLS handshake refused: %s\n", peer_addr, err);
+			kp_log(LOG_WARNING, "%s: TLS handshake refused: %s", peer_addr, err);
 		return;                          /* the handshake closed fd */
 	}
 	if (!conn_promote(srv, c->slot)) {
@@ -415,19 +422,19 @@ static void serve(kp_server *srv, const struct conn *c)
 	}
 	if (kp_tls_peer_cn(t, cn, sizeof(cn)) != 0 || strlen(cn) > KP_ID_MAX ||
 	    kp_tls_peer_cert_der(t, &der, &der_len) != 0 || kp_cert_parse(&peer, der, der_len) != 0) {
-		fprintf(stderr, "kippu-backend: %s: unusable client certificate\n", peer_addr);
+		kp_log(LOG_WARNING, "%s: unusable client certificate", peer_addr);
 		goto out;
 	}
 	rc = kp_msg_recv(t, &m, &buf, srv->cfg.timeout_ms);
 	if (rc != 0 || m.type != KP_MSG_HELLO) {
-		fprintf(stderr, "kippu-backend: %s (%s): no hello: %s\n", peer_addr, cn,
+		kp_log(LOG_WARNING, "%s (%s): no hello: %s", peer_addr, cn,
 		        rc != 0 ? kp_backend_strerror(rc) : kp_msg_type_name(m.type));
 		send_simple(t, KP_MSG_ERROR, 0, 0, "expected hello", srv->cfg.timeout_ms);
 		goto out;
 	}
 	if (strcmp(m.terminal, cn) != 0) {
-		fprintf(stderr, "kippu-backend: %s: hello says terminal '%s' but the certificate "
-		        "is for '%s': refused\n", peer_addr, m.terminal, cn);
+		kp_log(LOG_WARNING, "%s: hello says terminal '%s' but the certificate "
+		        "is for '%s': refused", peer_addr, m.terminal, cn);
 		send_simple(t, KP_MSG_ERROR, 0, 0, "terminal id differs from the certificate's",
 		            srv->cfg.timeout_ms);
 		goto out;
@@ -442,10 +449,10 @@ static void serve(kp_server *srv, const struct conn *c)
 		 * restored from a backup. Its state goes on from above, so terminals take it. */
 		if (rc == KP_BE_OK && kp_bstore_state_at_least(db, m.config, &raised, &was) ==
 		    KP_BE_OK && raised)
-			fprintf(stderr, "kippu-backend: %s holds config version %llu, above this "
+			kp_log(LOG_WARNING, "%s holds config version %llu, above this "
 			        "backend's %llu: the backend's state was restored from an older copy; "
 			        "state version raised above it so that every terminal takes this "
-			        "backend's state\n", cn, (unsigned long long)m.config,
+			        "backend's state", cn, (unsigned long long)m.config,
 			        (unsigned long long)was);
 		gate_leave(&srv->store_gate);
 	}
@@ -456,8 +463,8 @@ static void serve(kp_server *srv, const struct conn *c)
 		kp_cbor_text_printable(shown, sizeof(shown), cn, strlen(cn));
 		kp_metrics_conn_refused(KP_MC_UNREGISTERED);
 		if (refusal_logged(srv, REFUSE_UNREGISTERED))
-			fprintf(stderr, "kippu-backend: %s: terminal %s refused: %s (kippuctl backend "
-			        "terminal add registers a terminal)\n", peer_addr, shown,
+			kp_log(LOG_WARNING, "%s: terminal %s refused: %s (kippuctl backend "
+			        "terminal add registers a terminal)", peer_addr, shown,
 			        kp_bstore_errmsg(db));
 		snprintf(reason, sizeof(reason), "terminal %s is not registered at this backend", shown);
 		send_simple(t, KP_MSG_ERROR, 0, 0, reason, srv->cfg.timeout_ms);
@@ -470,12 +477,12 @@ static void serve(kp_server *srv, const struct conn *c)
 	snprintf(jid, sizeof(jid), "%02x%02x%02x%02x", ses.journal[0], ses.journal[1],
 	         ses.journal[2], ses.journal[3]);
 	if (ses.new_journal && ses.epoch > 1)
-		fprintf(stderr, "kippu-backend: %s: new journal %s, epoch %lld: a rebuilt or "
+		kp_log(LOG_WARNING, "%s: new journal %s, epoch %lld: a rebuilt or "
 		        "restored database; earlier epochs are kept, records held already are "
-		        "kept once\n", cn, jid, (long long)ses.epoch);
+		        "kept once", cn, jid, (long long)ses.epoch);
 	if (ses.new_cert && ses.epoch > 0 && !(ses.new_journal && ses.epoch == 1))
-		fprintf(stderr, "kippu-backend: %s: a certificate not seen before for this "
-		        "terminal (kept with the earlier ones)\n", cn);
+		kp_log(LOG_WARNING, "%s: a certificate not seen before for this "
+		        "terminal (kept with the earlier ones)", cn);
 	/* a terminal that asks gets the hash of record acked, to check it is its own */
 	if (send_welcome(t, ses.acked, m.chain ? ses.head : NULL, srv->cfg.timeout_ms) != 0)
 		goto out;
@@ -486,7 +493,7 @@ static void serve(kp_server *srv, const struct conn *c)
 		buf = NULL;
 		rc = kp_msg_recv(t, &m, &buf, srv->cfg.timeout_ms);
 		if (rc != 0) {
-			fprintf(stderr, "kippu-backend: %s (%s): %s\n", peer_addr, cn, kp_backend_strerror(rc));
+			kp_log(LOG_WARNING, "%s (%s): %s", peer_addr, cn, kp_backend_strerror(rc));
 			if (rc == KP_SYNC_E_MALFORMED || rc == KP_SYNC_E_VERSION || rc == KP_SYNC_E_TOOBIG)
 				send_simple(t, KP_MSG_ERROR, 0, 0, kp_backend_strerror(rc), srv->cfg.timeout_ms);
 			break;
@@ -615,6 +622,7 @@ static void *accept_main(void *arg)
 		enum refusal why = REFUSE_HANDSHAKES;
 		int fd = -1, slot = -1, handshake_ms = 0, rc = -1;
 
+		__atomic_add_fetch(&srv->turns, 1, __ATOMIC_RELAXED);
 		if (kp_tcp_accept(srv->listen_fd, 200, &fd) != 0) {
 			pthread_mutex_lock(&srv->lock);
 			refusals_flush(srv, 0);      /* a quiet spell still closes the interval */
@@ -744,6 +752,11 @@ fail:
 int kp_server_port(const kp_server *srv)
 {
 	return srv->port;
+}
+
+unsigned long kp_server_turns(const kp_server *srv)
+{
+	return __atomic_load_n(&srv->turns, __ATOMIC_RELAXED);
 }
 
 void kp_server_stop(kp_server *srv)

@@ -12,6 +12,7 @@
 
 #include "kp_terminal.h"
 #include "kp_console.h"
+#include "kp_sys.h"
 
 /* "HH:MM" (h <= max_h) in seconds, -1 if malformed. */
 static int parse_hhmm(const char *v, int max_h)
@@ -48,6 +49,55 @@ static int set_str(char *dst, size_t cap, const char *v)
 	return 0;
 }
 
+/* The configuration file being read (NULL: the command line or a default): relative paths
+ * in it are relative to its folder. */
+static const char *cfg_file;
+
+static int set_path(char *dst, size_t cap, const char *v)
+{
+	if (cfg_file == NULL || *v == '\0')
+		return set_str(dst, cap, v);
+	return kp_sys_path_relative(dst, cap, cfg_file, v);
+}
+
+/* PREFIX:PATH (mock:PATH, json:PATH) with PATH through set_path; "-" and anything else
+ * as it is. */
+static int set_prefixed_path(char *dst, size_t cap, const char *prefix, const char *v)
+{
+	size_t pl = strlen(prefix);
+
+	if (strncmp(v, prefix, pl) != 0 || v[pl] == '\0' || strcmp(v + pl, "-") == 0 ||
+	    cap <= pl)
+		return set_str(dst, cap, v);
+	memcpy(dst, prefix, pl);
+	return set_path(dst + pl, cap - pl, v + pl);
+}
+
+/* A comma-separated list of paths, each through set_path. */
+static int set_paths(char *dst, size_t cap, const char *v)
+{
+	char one[1024];
+	size_t n = 0;
+
+	dst[0] = '\0';
+	for (const char *p = v; ; ) {
+		size_t len = strcspn(p, ",");
+
+		if (len >= sizeof(one))
+			return -1;
+		memcpy(one, p, len);
+		one[len] = '\0';
+		if (n > 0 && n + 1 < cap)
+			dst[n++] = ',';
+		if (n + 1 >= cap || set_path(dst + n, cap - n, one) != 0)
+			return -1;
+		n += strlen(dst + n);
+		if (p[len] == '\0')
+			return 0;
+		p += len + 1;
+	}
+}
+
 static int set_id(char *dst, size_t cap, const char *v)
 {
 	for (const char *p = v; *p != '\0'; p++) {
@@ -76,6 +126,9 @@ enum cfg_type {
 	CFG_ID_SET,      /* the same, not empty */
 	CFG_STR,         /* any text that fits */
 	CFG_PATH_SET,    /* any text that fits, not empty */
+	CFG_PATH,        /* a path: in a file, relative to the file's folder */
+	CFG_PATHS,       /* comma-separated paths, each as CFG_PATH */
+	CFG_MOCKABLE,    /* a connection string; the PATH of mock:PATH as CFG_PATH */
 	CFG_INT,         /* min to max, times scale */
 	CFG_CHOICE,      /* one of choices: its index */
 	CFG_HOSTPORT,    /* HOST:PORT into backend_host and backend_port */
@@ -121,17 +174,18 @@ static const struct cfg_key cfg_keys[] = {
 	  "where the terminal is; recorded in every journal record" },
 	{ "fare_feed", CFG_ID, 0, T(fare_feed), 0, 0, 0, NULL, ID_OPT_WHY("fare_feed"), NULL,
 	  "imported GTFS feed id that prices stored value" },
-	{ "reader", CFG_STR, 0, T(reader), 0, 0, 0, NULL, NULL, NULL,
+	{ "reader", CFG_MOCKABLE, 0, T(reader), 0, 0, 0, NULL, NULL, NULL,
 	  "reader connection string: mock:SCENARIO, libnfc or libnfc:CONNSTRING (required)" },
-	{ "hmi", CFG_STR, 0, T(hmi), 0, 0, 0, NULL, NULL, "mock:-",
+	{ "hmi", CFG_MOCKABLE, 0, T(hmi), 0, 0, 0, NULL, NULL, "mock:-",
 	  "HMI: mock:- (events on stdout), mock:PATH (appended to PATH), mock (memory only)" },
-	{ "database", CFG_STR, 0, T(database), 0, 0, 0, NULL, NULL, "terminal.db",
-	  "the SQLite store; created and migrated on start" },
-	{ "key", CFG_STR, 0, T(key_path), 0, 0, 0, NULL, NULL, "terminal.key",
+	{ "database", CFG_PATH, 0, T(database), 0, 0, 0, NULL, NULL, "terminal.db",
+	  "the SQLite store; created and migrated on start ($STATE_DIRECTORY/terminal.db when "
+	  "that is set)" },
+	{ "key", CFG_PATH, 0, T(key_path), 0, 0, 0, NULL, NULL, "terminal.key",
 	  "the terminal's ECDSA P-256 key (PEM)" },
-	{ "cert", CFG_STR, 0, T(cert_path), 0, 0, 0, NULL, NULL, "terminal.crt",
+	{ "cert", CFG_PATH, 0, T(cert_path), 0, 0, 0, NULL, NULL, "terminal.crt",
 	  "the terminal's certificate (PEM)" },
-	{ "token_key", CFG_STR, 0, T(token_key_path), 0, 0, 0, NULL, NULL, "token.key",
+	{ "token_key", CFG_PATH, 0, T(token_key_path), 0, 0, 0, NULL, NULL, "token.key",
 	  "the card-token HMAC key (64 hex digits), shared with the backend" },
 	{ "double_tap_window", CFG_INT, 0, T(double_tap_window_ms), 0, 86400, 1000, NULL,
 	  "double_tap_window: seconds, 0 to 86400", "60",
@@ -146,9 +200,9 @@ static const struct cfg_key cfg_keys[] = {
 	{ "backend", CFG_HOSTPORT, 0, T(backend_host), 0, 0, 0, NULL,
 	  "backend: HOST:PORT (port 1 to 65535)", NULL,
 	  "HOST:PORT of kippu-backend; without it the terminal never syncs" },
-	{ "backend_ca", CFG_STR, 0, T(backend_ca), 0, 0, 0, NULL, NULL, "ca.crt",
+	{ "backend_ca", CFG_PATH, 0, T(backend_ca), 0, 0, 0, NULL, NULL, "ca.crt",
 	  "the operator CA the backend's certificate must chain to" },
-	{ "backend_cert", CFG_STR, 0, T(backend_cert), 0, 0, 0, NULL, NULL, "backend.crt",
+	{ "backend_cert", CFG_PATH, 0, T(backend_cert), 0, 0, 0, NULL, NULL, "backend.crt",
 	  "the backend's certificate: config bundles must verify with it" },
 	{ "backend_name", CFG_ID_SET, 0, T(backend_name), 0, 0, 0, NULL, ID_WHY("backend_name"),
 	  "backend", "the CN the backend's TLS certificate must carry" },
@@ -157,7 +211,7 @@ static const struct cfg_key cfg_keys[] = {
 	{ "sync_timeout_ms", CFG_INT, 0, T(sync_timeout_ms), 100, 600000, 1, NULL,
 	  "sync_timeout_ms: 100 to 600000", "30000",
 	  "deadline for connect, handshake and each message" },
-	{ "jpki_ca", CFG_STR, 0, T(jpki_ca), 0, 0, 0, NULL, NULL, NULL,
+	{ "jpki_ca", CFG_PATHS, 0, T(jpki_ca), 0, 0, 0, NULL, NULL, NULL,
 	  "JPKI authentication CA certificate(s), comma-separated" },
 	{ "reenrol_warn_days", CFG_INT, 0, T(reenrol_warn_days), 0, 365, 1, NULL,
 	  "reenrol_warn_days: 0 to 365", "30",
@@ -168,7 +222,7 @@ static const struct cfg_key cfg_keys[] = {
 	{ "service_day_end", CFG_HHMM, 0, T(service_day_end_s), 0, 0, 0, NULL,
 	  "service_day_end: HH:MM local time, 00:00 to 23:59", "04:00",
 	  "local time a service day ends: a tap at 01:30 belongs to the day before" },
-	{ "place_file", CFG_STR, 0, T(place_file), 0, 0, 0, NULL, NULL, NULL,
+	{ "place_file", CFG_PATH, 0, T(place_file), 0, 0, 0, NULL, NULL, NULL,
 	  "a file holding ROUTE STOP, written by the vehicle's onboard system" },
 	{ "fare_mode", CFG_CHOICE, 0, T(fare_distance), 0, 0, 0, fare_modes,
 	  "fare_mode: flat or distance", "flat",
@@ -254,9 +308,15 @@ static int cfg_key_set(const struct cfg_key *k, void *base, const char *v)
 	case CFG_ID:
 		return set_id(dst, k->size, v);
 	case CFG_PATH_SET:
-		return *v == '\0' || set_str(dst, k->size, v);
+		return *v == '\0' || set_path(dst, k->size, v);
 	case CFG_STR:
 		return set_str(dst, k->size, v);
+	case CFG_PATH:
+		return set_path(dst, k->size, v);
+	case CFG_PATHS:
+		return set_paths(dst, k->size, v);
+	case CFG_MOCKABLE:
+		return set_prefixed_path(dst, k->size, "mock:", v);
 	case CFG_INT:
 		return set_int(&n, v, k->min, k->max) || set_number(dst, k->size, n * k->scale);
 	case CFG_CHOICE:
@@ -276,7 +336,7 @@ static int cfg_key_set(const struct cfg_key *k, void *base, const char *v)
 		return n <= 0 || set_number(dst, k->size, n);
 	case CFG_EVENTS:
 		return (strcmp(v, "json") != 0 && (strncmp(v, "json:", 5) != 0 || v[5] == '\0')) ||
-		       set_str(dst, k->size, v);
+		       set_prefixed_path(dst, k->size, "json:", v);
 	}
 	return -1;
 }
@@ -320,6 +380,9 @@ int kp_terminal_cfg_key_info(size_t i, struct kp_cfg_key_info *out)
 void kp_terminal_cfg_defaults(struct kp_terminal_cfg *cfg)
 {
 	cfg_defaults(cfg, sizeof(*cfg), 0);
+	/* As a service ($STATE_DIRECTORY set by systemd): the database lives there. */
+	if (kp_sys_state_path(cfg->database, sizeof(cfg->database), "terminal.db") != 0)
+		snprintf(cfg->database, sizeof(cfg->database), "terminal.db");
 }
 
 int kp_place_parse(const char *line, char route[KP_ID_MAX + 1], char stop[KP_ID_MAX + 1])
@@ -420,6 +483,7 @@ int kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console_
 		snprintf(err, err_cap, "%s: %s", path, strerror(errno));
 		return KP_E_CONFIG;
 	}
+	cfg_file = path;                 /* relative paths in it: relative to its folder */
 	while (fgets(line, sizeof(line), fp) != NULL) {
 		char *p, *eq, *key, *val, cerr[200];
 		const char *why = NULL;
@@ -471,6 +535,7 @@ int kp_terminal_cfg_load_console(struct kp_terminal_cfg *cfg, struct kp_console_
 			break;
 		}
 	}
+	cfg_file = NULL;
 	fclose(fp);
 	return rc;
 }

@@ -19,6 +19,7 @@
 
 #include "kp_terminal.h"
 #include "kp_console.h"
+#include "kp_sys.h"
 #include "kp_version.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -55,13 +56,10 @@ static void logmsg(int prio, const char *fmt, ...)
 			snprintf(console_error, sizeof(console_error), "%s", msg);
 	}
 	pthread_mutex_unlock(&console_mu);
-	if (use_syslog) {
+	if (use_syslog)
 		vsyslog(prio, fmt, ap);
-	} else {
-		fputs("kippu-terminal: ", stderr);
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-	}
+	else
+		kp_logv(prio, NULL, fmt, ap);    /* the journal, or "kippu-terminal: ..." lines */
 	va_end(ap);
 }
 
@@ -520,6 +518,7 @@ static void link_down(struct link *l, const char *why)
 		logmsg(LOG_ERR, "reader %s offline: %s; reopening in %d ms", l->conn, why,
 		       l->backoff_ms);
 		link_show(l, "reader-offline", "Reader offline");
+		kp_sys_status("reader %s offline: %s", l->conn, why);
 		l->offline = 1;
 	}
 }
@@ -553,6 +552,7 @@ static struct kp_reader *link_up(struct link *l)
 		kp_reader_describe(l->r, desc, sizeof(desc));
 		logmsg(LOG_INFO, "reader online: %s", desc);
 		link_show(l, "reader-online", "Reader online");
+		kp_sys_status("serving; reader online: %s", desc);
 		l->offline = 0;
 	}
 	return l->r;
@@ -731,7 +731,7 @@ static int console_stderr(const struct kp_console_cfg *cc, const struct kp_termi
 		snprintf(path, sizeof(path), "%s", cc->log_path);
 	else
 		snprintf(path, sizeof(path), "%s.log", cfg->database);
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	fd = use_syslog ? open(path, O_WRONLY | O_CLOEXEC) : kp_sys_open_private(path, O_APPEND);
 	if (fd < 0) {
 		logmsg(LOG_WARNING, "console_log %s: %s; log messages are dropped", path,
 		       strerror(errno));
@@ -1243,6 +1243,16 @@ static void loop_card(struct app *a, struct loop *lp, struct kp_reader *r,
 		/* validation only / waiting for the driver: nothing decided */
 	} else if (rc == KP_OK) {
 		show(a->hmi, &o, now);
+		if (kp_sys_journal() && !use_syslog) {
+			/* A structured entry per tap, for the journal only (never a card id). */
+			struct kp_log_tap lt = { a->cfg.terminal_id, (long long)o.seq,
+			                         o.kind == KP_TAP_ACCEPTED ? "accepted" :
+			                         o.kind == KP_TAP_REFUSED ? "refused" : "already",
+			                         o.reason };
+
+			kp_log_tap(LOG_INFO, &lt, "tap %llu: %s (%s)", (unsigned long long)o.seq,
+			           lt.result, o.reason);
+		}
 		if (o.kind == KP_TAP_ACCEPTED)
 			a->accepted++;
 		else if (o.kind == KP_TAP_REFUSED)
@@ -1332,8 +1342,10 @@ static void app_run(struct app *a)
 	lp.wait_ms = a->session != NULL && a->cfg.poll_timeout_ms > 100 ? 100 :
 	             a->cfg.poll_timeout_ms;
 	metrics_update(a, 1);
+	kp_sys_ready(a->link.r != NULL ? "serving" : "serving; reader offline");
 	while (!stop_requested && loop_turn(a, &lp) == 0)
-		;
+		kp_sys_watchdog();            /* fed only while the loop turns */
+	kp_sys_stopping();
 	metrics_update(a, 1);
 }
 
@@ -1378,6 +1390,7 @@ int main(int argc, char **argv)
 	struct cli cli;
 	int rc;
 
+	kp_sys_init("kippu-terminal");
 	kp_terminal_cfg_defaults(&a.cfg);
 	kp_console_cfg_defaults(&a.ccfg);
 	kp_terminal_register_mock_signer();

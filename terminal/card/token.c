@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kp_card.h"
@@ -160,7 +161,9 @@ int kp_token_key_create(const char *path)
 		rc = errno == EEXIST ? KP_CRYPTO_E_EXISTS : KP_E_IO;
 		goto out;
 	}
-	rc = write(fd, hex, strlen(hex)) == (ssize_t)strlen(hex) && fsync(fd) == 0 ? KP_OK : KP_E_IO;
+	/* exactly 0600 whatever the umask (a umask only takes bits away) */
+	rc = fchmod(fd, 0600) == 0 && write(fd, hex, strlen(hex)) == (ssize_t)strlen(hex) &&
+	     fsync(fd) == 0 ? KP_OK : KP_E_IO;
 out:
 	if (fd >= 0)
 		close(fd);

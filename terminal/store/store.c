@@ -13,6 +13,7 @@
 
 #include "kp_store.h"
 #include "kp_store_sql.h"
+#include "kp_sys.h"
 
 /* Each migration takes the schema from version i to i+1, inside one transaction.
  * Never edit a migration that has shipped: add the next one. */
@@ -501,6 +502,11 @@ static int open_at(kp_store **out, const char *path, int version, int mode, char
 		rc = check_exists(s, path);
 		if (rc != KP_OK)
 			goto fail_named;
+	} else if (kp_sys_private_file(path) != 0) {
+		/* created 0600 whatever the umask; SQLite gives -wal and -shm the same mode */
+		snprintf(s->err, sizeof(s->err), "database %.400s: %s", path, strerror(errno));
+		rc = KP_E_IO;
+		goto fail_named;
 	}
 	if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		rc = kp_store_fail(s, path);
