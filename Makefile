@@ -286,14 +286,19 @@ UNITS       := tools/systemd/kippu-terminal.service tools/systemd/kippu-backend.
 SAMPLES     := tools/demo/scenario.txt tools/demo/load.txt tools/etc/libnfc.conf \
                tools/etc/60-kippu-nfc.rules
 
-# The terminal's example configuration: every key of `kippu-terminal --config-keys`,
-# commented out with its default, so it cannot drift from the parser's own table.
-$(BUILD)/etc/terminal.conf: $(BUILD)/bin/kippu-terminal tools/etc/terminal-conf.awk
+# The example configurations: every key of `kippu-terminal --config-keys` and `kippu-backend
+# --config-keys`, commented out with its default, so they cannot drift from the parsers' tables.
+$(BUILD)/etc/terminal.conf: $(BUILD)/bin/kippu-terminal tools/etc/conf-example.awk
 	@mkdir -p $(dir $@)
-	$(BUILD)/bin/kippu-terminal --config-keys | awk -f tools/etc/terminal-conf.awk > $@.tmp
+	$(BUILD)/bin/kippu-terminal --config-keys | awk -f tools/etc/conf-example.awk > $@.tmp
+	mv $@.tmp $@
+$(BUILD)/etc/backend.conf: $(BUILD)/bin/kippu-backend tools/etc/conf-example.awk
+	@mkdir -p $(dir $@)
+	$(BUILD)/bin/kippu-backend --config-keys | awk -v prog=kippu-backend \
+	  -f tools/etc/conf-example.awk > $@.tmp
 	mv $@.tmp $@
 
-install: $(PROGS) $(BUILD)/etc/terminal.conf
+install: $(PROGS) $(BUILD)/etc/terminal.conf $(BUILD)/etc/backend.conf
 	$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(sbindir) $(DESTDIR)$(unitdir) \
 	  $(DESTDIR)$(sysconfdir)/kippu $(DESTDIR)$(datadir)/kippu
 	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippuctl $(DESTDIR)$(bindir)/
@@ -302,7 +307,7 @@ install: $(PROGS) $(BUILD)/etc/terminal.conf
 	@for u in $(UNITS); do echo "$(INSTALL) -m 0644 $$u $(DESTDIR)$(unitdir)/ (paths: $(sbindir), $(sysconfdir))"; \
 	  sed -e 's|=/usr/sbin/|=$(sbindir)/|' -e 's| /etc/kippu/| $(sysconfdir)/kippu/|' "$$u" > "$(DESTDIR)$(unitdir)/$${u##*/}" && \
 	  chmod 0644 "$(DESTDIR)$(unitdir)/$${u##*/}" || exit 1; done
-	$(INSTALL) -m 0644 $(BUILD)/etc/terminal.conf tools/etc/backend.conf $(DESTDIR)$(sysconfdir)/kippu/
+	$(INSTALL) -m 0644 $(BUILD)/etc/terminal.conf $(BUILD)/etc/backend.conf $(DESTDIR)$(sysconfdir)/kippu/
 	$(INSTALL) -m 0644 $(SAMPLES) $(DESTDIR)$(datadir)/kippu/
 	@for m in $(MANPAGES); do s=$${m##*.}; \
 	  echo "$(INSTALL) -D -m 0644 $$m $(DESTDIR)$(mandir)/man$$s/$${m##*/}"; \

@@ -57,7 +57,7 @@ static const struct key {
 	{ "timeout-ms", KEY_NUM, F(srv.timeout_ms), 1, 600000, "deadline per handshake and per "
 	  "message", 0, 0 },
 	{ "metrics-listen", KEY_LISTEN, F(metrics_host), 0, 0, "serve Prometheus metrics at "
-	  "http://HOST:PORT/metrics (port 0 = any)", F(metrics_port) },
+	  "http://HOST:PORT/metrics (port 0 = any); off by default", F(metrics_port) },
 };
 #undef F
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -215,16 +215,16 @@ static int print_config_keys(void)
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const struct key *k = &keys[i];
 
-		printf("| `%s` | `", k->name);
+		printf("| `%s` | ", k->name);
 		if (k->kind == KEY_LISTEN && *((char *)&d + k->field) == '\0')
-			printf("off");
+			printf("none");         /* off (as kippu-terminal --config-keys says it) */
 		else if (k->kind == KEY_LISTEN)
-			printf("%s:%s", (char *)&d + k->field, (char *)&d + k->field2);
+			printf("`%s:%s`", (char *)&d + k->field, (char *)&d + k->field2);
 		else if (k->kind == KEY_PATH)
-			printf("%s", (char *)&d + k->field);
+			printf("`%s`", (char *)&d + k->field);
 		else
-			printf("%d", *(int *)((char *)&d + k->field));
-		printf("` | %s%s", k->doc, k->kind == KEY_PATH ? "; relative to the file's folder" : "");
+			printf("`%d`", *(int *)((char *)&d + k->field));
+		printf(" | %s%s", k->doc, k->kind == KEY_PATH ? "; relative to the file's folder" : "");
 		if (k->kind == KEY_NUM)
 			printf(" (%ld to %ld)", k->min, k->max);
 		printf(" |\n");

@@ -92,22 +92,26 @@ else
 	ok install_local
 fi
 
-# 3. The example terminal.conf: one commented `#key =` line per key the parser takes.
-keys=$("$KP_BIN/kippu-terminal" --config-keys | sed -n 's/^| `\([a-z_]*\)` |.*/\1/p')
-missing=""; n=0
-for k in $keys; do
-	n=$((n + 1))
-	grep -q "^#$k =" "$R/etc/kippu/terminal.conf" || missing="$missing $k"
+# 3. The example terminal.conf and backend.conf: one commented `#key =` line per key each
+# parser takes (its --config-keys), and nothing set.
+why=""
+for pair in kippu-terminal:terminal.conf:30 kippu-backend:backend.conf:10; do
+	prog=${pair%%:*}; rest=${pair#*:}; conf=$R/etc/kippu/${rest%%:*}; min=${rest#*:}
+	keys=$("$KP_BIN/$prog" --config-keys | sed -n 's/^| `\([a-z_-]*\)` |.*/\1/p')
+	missing=""; n=0
+	for k in $keys; do
+		n=$((n + 1))
+		grep -q "^#$k =" "$conf" || missing="$missing $k"
+	done
+	if [ $n -lt "$min" ]; then
+		why="$why only $n keys from $prog --config-keys;"
+	elif [ -n "$missing" ] || [ "$(grep -c '^#[a-z_-]* =' "$conf")" -ne $n ]; then
+		why="$why ${conf##*/} lacks:$missing (or holds other keys);"
+	elif grep -v '^#' "$conf" | grep -q .; then
+		why="$why ${conf##*/} sets something: $(grep -v '^#' "$conf" | grep .);"
+	fi
 done
-if [ $n -lt 30 ]; then
-	bad conf_has_every_key "only $n keys from --config-keys"
-elif [ -n "$missing" ] || [ "$(grep -c '^#[a-z_]* =' "$R/etc/kippu/terminal.conf")" -ne $n ]; then
-	bad conf_has_every_key "terminal.conf lacks:$missing (or holds other keys)"
-elif grep -v '^#' "$R/etc/kippu/terminal.conf" | grep -q .; then
-	bad conf_has_every_key "terminal.conf sets something: $(grep -v '^#' "$R/etc/kippu/terminal.conf" | grep .)"
-else
-	ok conf_has_every_key
-fi
+[ -z "$why" ] && ok conf_has_every_key || bad conf_has_every_key "$why"
 
 # verify UNIT...: `systemd-analyze verify` accepts each UNIT without a word (a warning such
 # as an unknown key or a bad value exits 0 but is a broken unit all the same). Man pages are

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-# The example /etc/kippu/terminal.conf from `kippu-terminal --config-keys` (a markdown table
-# | `key` | `default` or none | meaning |): every key commented out with its default, so the
-# file is made from the parser's own key table at build time and cannot drift from it.
-# Usage: kippu-terminal --config-keys | awk -f terminal-conf.awk > terminal.conf
-# (-v prog=NAME for another program printing the same table; kippu-terminal by default.)
+# The example /etc/kippu/terminal.conf and backend.conf from `kippu-terminal --config-keys` and
+# `kippu-backend --config-keys` (a markdown table | `key` | `default` or none | meaning |):
+# every key commented out with its default, so each file is made from the parser's own key
+# table at build time and cannot drift from it.
+# Usage: kippu-terminal --config-keys | awk -f conf-example.awk > terminal.conf
+#        kippu-backend --config-keys | awk -v prog=kippu-backend -f conf-example.awk > backend.conf
 BEGIN {
 	FS = "|"
 	if (prog == "")
@@ -35,7 +36,7 @@ NF >= 4 && $2 ~ /`/ {
 }
 END {
 	if (keys == 0) {
-		print "terminal-conf.awk: no keys in the input (not `" prog " --config-keys`?)" > "/dev/stderr"
+		print "conf-example.awk: no keys in the input (not `" prog " --config-keys`?)" > "/dev/stderr"
 		exit 1
 	}
 }
