@@ -169,7 +169,8 @@ for k in 'listen` | `127.0.0.1:7800' 'db` | `backend.db' 'ca` | `ca.crt' 'cert` 
          'timeout-ms` | `10000'; do
 	grep -qF "| \`$k\` |" keys.out || missing="$missing [$k]"
 done
-[ -z "$missing" ] && [ "$(wc -l < keys.out)" = 11 ] && ok backend_config_keys ||
+grep -q '^| `metrics-listen` | none | ' keys.out || missing="$missing [metrics-listen]"
+[ -z "$missing" ] && [ "$(wc -l < keys.out)" = 12 ] && ok backend_config_keys ||
 	bad backend_config_keys "missing$missing: $(cat keys.out)"
 cd "$T" || exit 1
 
