@@ -21,7 +21,7 @@ notify() { python3 "$HERE/notify_wait.py" "$T" 1000000 "$@" > "$T/notify.out" 2>
 sees() { for w in READY=1 "WATCHDOG=1 x3" STOPPING=1 "exit 0"; do
 	grep -q "^$w" "$T/notify.out" || return 1; done; }
 
-echo "[==========] Running 18 test(s)."
+echo "[==========] Running 19 test(s)."
 cd "$T" || exit 1
 "$CTL" ca create --key ca.key --cert ca.crt --cn "Service Test CA" >/dev/null &&
 "$CTL" backend create --ca-key ca.key --ca-cert ca.crt --key backend.key --cert backend.crt \
@@ -162,6 +162,24 @@ for c in "unknown:conf/unknown.conf:2: bogus: unknown key" \
 	[ $rc = 2 ] && grep -qF "kippu-backend: ../$want" b.err || errs="$errs [$f: rc $rc: $(cat b.err)]"
 done
 [ -z "$errs" ] && ok backend_config_errors_name_file_and_line || bad backend_config_errors_name_file_and_line "$errs"
+# metrics-listen from the file: the metrics listener comes up and answers /metrics.
+{ cat ../conf/b.conf; echo 'metrics-listen = 127.0.0.1:0'; } > ../conf/m.conf
+"$KP_BIN/kippu-backend" --config ../conf/m.conf > m.out 2> m.err &
+mpid=$!
+mport=""
+for i in $(seq 1 200); do          # a deadline of about 20 s for its "metrics on" line
+	mport=$(sed -n 's/^kippu-backend: metrics on 127\.0\.0\.1:\([0-9]*\)$/\1/p' m.out)
+	[ -n "$mport" ] || ! kill -0 $mpid 2> /dev/null && break
+	sleep 0.1
+done
+if [ -n "$mport" ] && python3 -c 'import sys, urllib.request
+r = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10)
+sys.exit(0 if r.status == 200 and b"kippu_backend_" in r.read() else 1)' "$mport"; then
+	ok backend_config_metrics_listen
+else
+	bad backend_config_metrics_listen "port '$mport': $(cat m.out m.err)"
+fi
+kill $mpid 2> /dev/null; wait $mpid 2> /dev/null
 "$KP_BIN/kippu-backend" --config-keys > keys.out 2>&1
 missing=""
 for k in 'listen` | `127.0.0.1:7800' 'db` | `backend.db' 'ca` | `ca.crt' 'cert` | `backend.crt' \
