@@ -364,6 +364,7 @@ static void test_msg_decode_rejects(void **state)
 #define ACKED   "6561636B6564"
 #define ITEMS   "656974656D73"
 #define BUNDLE  "6662756E646C65"
+#define LAST    "646C617374"
 	static const struct { const char *hex; int rc; const char *what; } t[] = {
 		{ "", KP_SYNC_E_MALFORMED, "empty" },
 		{ "84" T_HELLO V1 CFG TERM, KP_SYNC_E_MALFORMED, "array, not map" },
@@ -414,6 +415,27 @@ static void test_msg_decode_rejects(void **state)
 		{ "A4" T_HELLO V1 "65636861696E" "01" CFG TERM, KP_SYNC_E_MALFORMED,
 		  "map count without chain" },
 		{ "A5" T_HELLO V1 CFG TERM, KP_SYNC_E_MALFORMED, "map count with a chain not there" },
+		/* hello's last (the newest seq, any uint up to 2^63-1; "last" sorts before "chain") */
+		{ "A5" T_HELLO V1 LAST "00" CFG TERM, KP_SYNC_OK, "hello with last 0" },
+		{ "A6" T_HELLO V1 LAST "1903E8" "65636861696E" "01" CFG TERM, KP_SYNC_OK,
+		  "hello with last 1000 and chain" },
+		{ "A5" T_HELLO V1 LAST "1B7FFFFFFFFFFFFFFF" CFG TERM, KP_SYNC_OK, "last 2^63-1" },
+		{ "A5" T_HELLO V1 LAST "1B8000000000000000" CFG TERM, KP_SYNC_E_MALFORMED,
+		  "last 2^63" },
+		{ "A5" T_HELLO V1 LAST "20" CFG TERM, KP_SYNC_E_MALFORMED, "last -1" },
+		{ "A5" T_HELLO V1 LAST "1805" CFG TERM, KP_SYNC_E_MALFORMED, "last long head" },
+		{ "A5" T_HELLO V1 LAST "F93C00" CFG TERM, KP_SYNC_E_MALFORMED, "last float" },
+		{ "A5" T_HELLO V1 LAST "F6" CFG TERM, KP_SYNC_E_MALFORMED, "last null" },
+		{ "A5" T_HELLO V1 LAST "6131" CFG TERM, KP_SYNC_E_MALFORMED, "last as text" },
+		{ "A5" T_HELLO V1 LAST "4101" CFG TERM, KP_SYNC_E_MALFORMED, "last as bytes" },
+		{ "A5" T_HELLO V1 LAST "C105" CFG TERM, KP_SYNC_E_MALFORMED, "last tagged" },
+		{ "A6" T_HELLO V1 "65636861696E" "01" LAST "05" CFG TERM, KP_SYNC_E_MALFORMED,
+		  "last after chain" },
+		{ "A5" T_HELLO V1 CFG TERM LAST "05", KP_SYNC_E_MALFORMED, "last at the end" },
+		{ "A6" T_HELLO V1 LAST "05" LAST "05" CFG TERM, KP_SYNC_E_MALFORMED,
+		  "last twice" },
+		{ "A4" T_HELLO V1 LAST "05" CFG TERM, KP_SYNC_E_MALFORMED, "map count without last" },
+		{ "A4" T_WELC V1 LAST "05" ACKED "01", KP_SYNC_E_MALFORMED, "last in a welcome" },
 		{ "A4" T_WELC V1 "6468656164" "5820" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" ACKED "01", KP_SYNC_OK, "welcome with head" },
 		{ "A4" T_WELC V1 "6468656164" "581F" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" ACKED "01", KP_SYNC_E_MALFORMED, "head of 31" },
 		{ "A4" T_WELC V1 "6468656164" "F6" ACKED "01", KP_SYNC_E_MALFORMED, "head null" },
@@ -540,6 +562,54 @@ static void test_msg_optional_keys(void **state)
 	free(out);
 	memset(m.journal, 0, sizeof(m.journal));
 	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+}
+
+/* hello's last: written only when reported (0 too: an empty journal), first after t and v
+ * ("last" is the shortest key), read back as written; a hello without it is unchanged. */
+static void test_msg_hello_last(void **state)
+{
+	static const uint64_t vals[] = { 0, 1, 23, 24, 65535, 65536, UINT64_C(1) << 32,
+	                                 (uint64_t)INT64_MAX };
+	struct kp_msg m, d;
+	uint8_t *out = NULL, *out2 = NULL;
+	size_t n = 0, n2 = 0, i;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	m.type = KP_MSG_HELLO;
+	m.config = 300;
+	snprintf(m.terminal, sizeof(m.terminal), "bus-042");
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(n * 2, strlen(HELLO_HEX));     /* without last: the version 1 vector */
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.has_last, 0);
+	assert_int_equal(d.last, 0);
+	free(out);
+	m.chain = 1;
+	m.has_journal = 1;
+	memset(m.journal, 0x5A, sizeof(m.journal));
+	m.has_last = 1;
+	for (i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+		m.last = vals[i];
+		assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+		assert_int_equal(out[0], 0xA7);
+		/* t, v, then "last" */
+		assert_memory_equal(out + 1 + 2 + 6 + 2 + 1, "\x64last", 5);
+		assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+		assert_int_equal(d.has_last, 1);
+		assert_true(d.last == vals[i]);
+		assert_int_equal(d.chain, 1);
+		assert_int_equal(d.has_journal, 1);
+		assert_int_equal(d.config, 300);
+		assert_int_equal(kp_msg_encode(&d, &out2, &n2), KP_SYNC_OK);
+		assert_int_equal(n2, n);
+		assert_memory_equal(out2, out, n);
+		free(out2);
+		free(out);
+	}
+	m.last = (uint64_t)INT64_MAX + 1;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+	assert_null(out);
 }
 
 /* The limits that need more bytes than a table row: 256 items and a 127-byte reason pass,
@@ -2318,6 +2388,7 @@ int main(void)
 		cmocka_unit_test(test_msg_encode_rejects),
 		cmocka_unit_test(test_msg_decode_rejects),
 		cmocka_unit_test(test_msg_optional_keys),
+		cmocka_unit_test(test_msg_hello_last),
 		cmocka_unit_test(test_msg_limits),
 		cmocka_unit_test(test_msg_fuzz),
 		cmocka_unit_test(test_frames),
