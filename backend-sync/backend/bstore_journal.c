@@ -134,8 +134,9 @@ int kp_bstore_hello_last(kp_bstore *s, struct kp_bsession *ses, const char *term
 	}
 	/* terminals.cert: the certificate of the last connection; the history has them all */
 	rc = bs_run(s, "terminal", "INSERT INTO terminals(id, cert, first_seen, last_seen,"
-	            " hello_journal, hello_last) VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT(id) DO UPDATE SET cert = excluded.cert, last_seen ="
-	            " excluded.last_seen, hello_journal = excluded.hello_journal,"
+	            " hello_journal, hello_last) VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT(id)"
+	            " DO UPDATE SET cert = excluded.cert, last_seen = excluded.last_seen,"
+	            " hello_journal = excluded.hello_journal,"
 	            " hello_last = excluded.hello_last",
 	            BS_TEXT(terminal), BS_BLOB(cert_der, cert_len), BS_INT(now_ms),
 	            BS_JOURNAL(ses->journal), BS_INT_IF(last != NULL, last != NULL ? *last : 0));
