@@ -237,9 +237,12 @@ enum kp_report {
 	KP_REPORT_QUARANTINE,        /* terminal seq reason at */
 	KP_REPORT_OVERDRAFTS,        /* ent token product bought used */
 	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined epoch certs status
-	                                operator registered retired: every terminal registered or
-	                                seen (acked and epoch: its newest journal; last_seen
-	                                "never"; status active, retired, or unregistered) */
+	                                operator registered retired unsent: every terminal
+	                                registered or seen (acked and epoch: its newest journal;
+	                                last_seen "never"; status active, retired, or
+	                                unregistered; unsent: the newest seq its last hello
+	                                reported minus what the backend holds of that hello's
+	                                journal, never below 0, NULL when not reported) */
 	KP_REPORT_ENTITLEMENTS,      /* ent token product bought used remaining from until */
 	KP_REPORT_LINKAGES,          /* token category valid_from valid_until status cards
 	                                (status: active, revoked, or expired once until has passed) */
