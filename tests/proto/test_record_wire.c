@@ -1978,6 +1978,8 @@ struct backend {
 	enum kp_msg_type seen[64];
 	size_t n_seen;
 	uint64_t config_asked;
+	int hello_has_last;             /* what the hello said of the terminal's newest seq */
+	uint64_t hello_last;
 };
 
 static void backend_send(struct backend *be, const struct kp_msg *m)
@@ -1998,6 +2000,8 @@ static void backend_answer(struct backend *be, const struct kp_msg *in)
 	switch (in->type) {
 	case KP_MSG_HELLO:
 		assert_string_equal(in->terminal, TERMINAL);
+		be->hello_has_last = in->has_last;
+		be->hello_last = in->last;
 		if (be->silent_after_hello)
 			return;
 		out.type = be->error_at_hello ? KP_MSG_ERROR : KP_MSG_WELCOME;
@@ -2352,6 +2356,55 @@ static void test_client_store_failures(void **state)
 	assert_int_equal(be.to_server.len, 0);
 }
 
+static int st_last_seq(void *ctx, uint64_t *seq)
+{
+	struct store *s = ctx;
+
+	if (s->fail_records)
+		return -0x7003;
+	*seq = N_RECORDS;
+	return 0;
+}
+
+/* A store with last_seq: its hello says the newest seq (PROTOCOL.md hello `last`); without
+ * it the hello says nothing; a failing one ends the exchange before anything is sent. */
+static void test_client_hello_last(void **state)
+{
+	struct backend be = { .ack = ACK_ALL };
+	struct store s = { 0 };
+	struct kp_sync_stats st;
+	const struct kp_sync_io io = { .ctx = &be, .read_exact = client_read,
+	                               .write_all = client_write };
+	struct kp_sync_source src = store_source(&s);
+	char err[256];
+
+	(void)state;
+	be.held = N_RECORDS;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, &st, err,
+	                                  sizeof(err)), KP_SYNC_OK);
+	assert_int_equal(be.hello_has_last, 0);
+	backend_free(&be);
+
+	memset(&be, 0, sizeof(be));
+	be.ack = ACK_ALL;
+	be.held = 100;
+	src.last_seq = st_last_seq;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, &st, err,
+	                                  sizeof(err)), KP_SYNC_OK);
+	assert_int_equal(be.hello_has_last, 1);
+	assert_true(be.hello_last == N_RECORDS);
+	assert_true(st.acked == N_RECORDS);
+	backend_free(&be);
+
+	memset(&be, 0, sizeof(be));
+	s.fail_records = 1;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, &st, err,
+	                                  sizeof(err)), -0x7003);
+	assert_string_equal(err, "terminal store: reading the newest seq failed (error)");
+	assert_int_equal(be.to_server.len, 0);
+	backend_free(&be);
+}
+
 /* kp_sync_run's own part: a port nobody listens on. */
 static void test_client_connect_refused(void **state)
 {
@@ -2414,6 +2467,7 @@ int main(void)
 		cmocka_unit_test(test_client_backend_error_and_silence),
 		cmocka_unit_test(test_client_bad_bundles),
 		cmocka_unit_test(test_client_store_failures),
+		cmocka_unit_test(test_client_hello_last),
 		cmocka_unit_test(test_client_connect_refused),
 	};
 	int failed = cmocka_run_group_tests_name("wire", wire_tests, NULL, NULL);
