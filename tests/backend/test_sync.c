@@ -362,12 +362,28 @@ static void test_duplicate_batch_changes_nothing(void **state)
 
 static int64_t backend_rows(const char *sql);
 
-/* The unsent column of `kippuctl backend terminals` for T-A ("-": nothing reported). */
+/* The unsent column of `kippuctl backend terminals` for T-A ("-": nothing reported), and
+ * the metric as a scrape renders it (absent when nothing is reported). */
 static void unsent_is(const char *want)
 {
+	static const char key[] = "\nkippu_backend_terminal_unsent_records{terminal=\"T-A\"} ";
+	char db[512], line[64];
+	size_t len = 0;
+	char *text, *at;
+
 	if (sh("test \"$(\"$CTL\" backend terminals backend.db --terminal T-A --csv | tail -n 1 |"
 	       " awk -F, '{print $NF}')\" = '%s'", want[0] == '-' ? "" : want) != 0)
 		fail_msg("backend terminals: T-A's unsent is not %s", want);
+	snprintf(db, sizeof(db), "%s/backend.db", F->dir);
+	text = kp_metrics_render(db, &len);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "# TYPE kippu_backend_terminal_unsent_records gauge\n"));
+	at = strstr(text, key);
+	snprintf(line, sizeof(line), "%s\n", want);
+	if (want[0] == '-' ? at != NULL :
+	    at == NULL || strncmp(at + strlen(key), line, strlen(line)) != 0)
+		fail_msg("metrics: T-A's unsent is not %s", want);
+	free(text);
 }
 
 /* A raw hello from T-A (its journal id as its own sync sends it), last if has_last. */
