@@ -354,6 +354,7 @@ static const struct kp_ctl_col ledger_cols[] = {
 static const struct kp_ctl_col terminal_cols[] = {
 	T("terminal"), I("acked"), { "last_seen", KP_COL_TIME, "never" }, I("quarantined"),
 	I_("epoch"), I("certs"), T("status"), T("operator"), W("registered"), W("retired"),
+	I_("unsent"),
 };
 static const struct kp_ctl_col overdraft_cols[] = {
 	I("ent"), T("token"), T("product"), I("bought"), I("used"),

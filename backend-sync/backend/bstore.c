@@ -226,6 +226,12 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  PRIMARY KEY (feed_id, stop_id)) WITHOUT ROWID;"
 	"CREATE TRIGGER fare_packages_places AFTER DELETE ON fare_packages"
 	"  BEGIN DELETE FROM stop_places WHERE feed_id = old.feed_id; END;",
+
+	/* 7: what a terminal's last hello reported (PROTOCOL.md section 3, hello's `last`): the
+	 * journal it named and the newest seq it holds there (NULL: not reported, a terminal
+	 * that predates `last`), for the unsent-records metric and `backend terminals`. */
+	"ALTER TABLE terminals ADD COLUMN hello_journal BLOB;"
+	"ALTER TABLE terminals ADD COLUMN hello_last INTEGER;",
 };
 
 const char *kp_backend_strerror(int rc)

@@ -111,9 +111,17 @@ int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
                     const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
                     int64_t now_ms)
 {
+	return kp_bstore_hello_last(s, ses, terminal, journal, NULL, cert_der, cert_len, now_ms);
+}
+
+int kp_bstore_hello_last(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                         const uint8_t *journal, const uint64_t *last, const uint8_t *cert_der,
+                         size_t cert_len, int64_t now_ms)
+{
 	int rc;
 
-	if (session_init(ses, terminal, journal) != KP_BE_OK || cert_der == NULL || cert_len == 0)
+	if (session_init(ses, terminal, journal) != KP_BE_OK || cert_der == NULL ||
+	    cert_len == 0 || (last != NULL && *last > INT64_MAX))
 		return KP_BE_E_INVAL;
 	rc = bs_exec(s, "BEGIN IMMEDIATE");
 	if (rc != KP_BE_OK)
@@ -125,10 +133,13 @@ int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 		return rc;
 	}
 	/* terminals.cert: the certificate of the last connection; the history has them all */
-	rc = bs_run(s, "terminal", "INSERT INTO terminals(id, cert, first_seen, last_seen)"
-	            " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
-	            " cert = excluded.cert, last_seen = excluded.last_seen",
-	            BS_TEXT(terminal), BS_BLOB(cert_der, cert_len), BS_INT(now_ms));
+	rc = bs_run(s, "terminal", "INSERT INTO terminals(id, cert, first_seen, last_seen,"
+	            " hello_journal, hello_last) VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT(id)"
+	            " DO UPDATE SET cert = excluded.cert, last_seen = excluded.last_seen,"
+	            " hello_journal = excluded.hello_journal,"
+	            " hello_last = excluded.hello_last",
+	            BS_TEXT(terminal), BS_BLOB(cert_der, cert_len), BS_INT(now_ms),
+	            BS_JOURNAL(ses->journal), BS_INT_IF(last != NULL, last != NULL ? *last : 0));
 	if (rc == KP_BE_OK)
 		rc = cert_row(s, ses, cert_der, cert_len, now_ms);
 	if (rc == KP_BE_OK)

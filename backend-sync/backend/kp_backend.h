@@ -24,7 +24,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 6
+#define KP_BSTORE_SCHEMA_VERSION 7
 
 /* Creates the database when missing; a failure is told on stderr ("kippu-backend: ..."). */
 int  kp_bstore_open(kp_bstore **out, const char *path);
@@ -63,6 +63,12 @@ struct kp_bsession {
 int kp_bstore_hello(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
                     const uint8_t *journal, const uint8_t *cert_der, size_t cert_len,
                     int64_t now_ms);
+/* kp_bstore_hello, and keeps what the hello reported: last (NULL: not reported) = the seq
+ * of the newest record the terminal holds in that journal (PROTOCOL.md hello `last`; at
+ * most INT64_MAX), read back as the unsent-records metric. */
+int kp_bstore_hello_last(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
+                         const uint8_t *journal, const uint64_t *last, const uint8_t *cert_der,
+                         size_t cert_len, int64_t now_ms);
 /* kp_bstore_hello for the legacy journal (a terminal that sends no journal id). */
 int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *cert_der,
                             size_t cert_len, int64_t now_ms, uint64_t *acked);
@@ -231,9 +237,12 @@ enum kp_report {
 	KP_REPORT_QUARANTINE,        /* terminal seq reason at */
 	KP_REPORT_OVERDRAFTS,        /* ent token product bought used */
 	KP_REPORT_TERMINALS,         /* terminal acked last_seen quarantined epoch certs status
-	                                operator registered retired: every terminal registered or
-	                                seen (acked and epoch: its newest journal; last_seen
-	                                "never"; status active, retired, or unregistered) */
+	                                operator registered retired unsent: every terminal
+	                                registered or seen (acked and epoch: its newest journal;
+	                                last_seen "never"; status active, retired, or
+	                                unregistered; unsent: the newest seq its last hello
+	                                reported minus what the backend holds of that hello's
+	                                journal, never below 0, NULL when not reported) */
 	KP_REPORT_ENTITLEMENTS,      /* ent token product bought used remaining from until */
 	KP_REPORT_LINKAGES,          /* token category valid_from valid_until status cards
 	                                (status: active, revoked, or expired once until has passed) */

@@ -228,6 +228,34 @@ static void label_value(char *dst, size_t cap, const char *v)
 	dst[n] = '\0';
 }
 
+/* Records a terminal holds and the backend does not: the newest seq its last hello
+ * reported minus the highest contiguous seq the backend holds of that hello's journal
+ * (never negative). Only terminals whose last hello reported one (PROTOCOL.md `last`). */
+static void unsent(struct out *o, sqlite3 *db, const char *db_path)
+{
+	sqlite3_stmt *st = NULL;
+	char id[4 * KP_ID_MAX + 8];
+
+	head(o, "terminal_unsent_records", "gauge",
+	     "Records the terminal reported at its last hello that the backend does not hold yet.");
+	if (sqlite3_prepare_v2(db, "SELECT t.id, max(t.hello_last - j.acked, 0) FROM terminals t"
+	                       " JOIN journals j ON j.terminal = t.id AND j.journal ="
+	                       " t.hello_journal WHERE t.hello_last IS NOT NULL ORDER BY t.id",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "kippu-backend: metrics: database %s: %s\n", db_path,
+		        sqlite3_errmsg(db));
+		return;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+
+		label_value(id, sizeof(id), t != NULL ? t : "");
+		put(o, "kippu_backend_terminal_unsent_records{terminal=\"%s\"} %lld\n", id,
+		    (long long)sqlite3_column_int64(st, 1));
+	}
+	sqlite3_finalize(st);
+}
+
 /* Per-terminal figures from the store, read-only; nothing (and one line on stderr) when
  * the store is busy or unreadable: a scrape must not stall ingest. */
 static void terminals(struct out *o, const char *db_path)
@@ -260,6 +288,7 @@ static void terminals(struct out *o, const char *db_path)
 		    age < 0 ? 0 : age);
 	}
 	sqlite3_finalize(st);
+	unsent(o, db, db_path);
 	sqlite3_close(db);
 }
 

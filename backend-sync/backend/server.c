@@ -443,8 +443,8 @@ static void serve(kp_server *srv, const struct conn *c)
 	rc = kp_bstore_open(&db, srv->cfg.db);
 	if (rc == KP_BE_OK) {
 		gate_enter(&srv->store_gate);
-		rc = kp_bstore_hello(db, &ses, cn, m.has_journal ? m.journal : NULL, der, der_len,
-		                     now_ms());
+		rc = kp_bstore_hello_last(db, &ses, cn, m.has_journal ? m.journal : NULL,
+		                          m.has_last ? &m.last : NULL, der, der_len, now_ms());
 		/* A terminal holds a newer config than this backend ever made: the backend was
 		 * restored from a backup. Its state goes on from above, so terminals take it. */
 		if (rc == KP_BE_OK && kp_bstore_state_at_least(db, m.config, &raised, &was) ==

@@ -399,6 +399,13 @@ int kp_sync_exchange(const struct kp_sync_io *io, const char *terminal_id,
 			            rc_text(rc));
 		out.has_journal = !kp_journal_id_is_legacy(out.journal);
 	}
+	if (src->last_seq != NULL) {
+		rc = src->last_seq(src->ctx, &out.last);
+		if (rc != 0)
+			return fail(&s, rc, "terminal store: reading the newest seq failed (%s)",
+			            rc_text(rc));
+		out.has_last = 1;
+	}
 	rc = roundtrip(&s, &out, &in, &buf);
 	if (rc == KP_SYNC_OK && in.type != KP_MSG_WELCOME)
 		rc = unexpected(&s, &in, "welcome");

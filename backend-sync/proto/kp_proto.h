@@ -79,6 +79,8 @@ struct kp_msg {
 	int chain;                       /* hello, optional: 1 = send me the hash at acked */
 	int has_journal;                 /* hello, optional: the journal's id (absent: the */
 	uint8_t journal[KP_JOURNAL_ID_LEN]; /* legacy journal, all zeros; present: never 0s) */
+	int has_last;                    /* hello, optional: the seq of the newest record in */
+	uint64_t last;                   /*   the terminal's journal (0: none) */
 	int has_head;                    /* welcome, optional (only to a hello with chain): */
 	uint8_t head[KP_SHA256_LEN];     /*   SHA-256 of the payload of record acked (0s: none) */
 	uint64_t seq;                    /* refused */
@@ -141,6 +143,9 @@ struct kp_sync_source {
 	 * return it; the records stay as they are (PROTOCOL.md section 4.1). */
 	int (*journal_id)(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN]);
 	int (*new_journal)(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN]);
+	/* Optional (NULL: the hello reports nothing): the seq of the newest record in the
+	 * journal (0: none), sent in every hello as `last` (the backend's unsent count). */
+	int (*last_seq)(void *ctx, uint64_t *seq);
 	/* Optional: what went wrong in the last callback that failed ("" or NULL: nothing
 	 * more to say), for the client's error text. */
 	const char *(*errmsg)(void *ctx);

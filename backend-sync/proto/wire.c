@@ -34,20 +34,20 @@ const char *kp_sync_strerror(int rc)
 /* ---- message layouts ---- */
 
 enum field { F_TERMINAL, F_CONFIG, F_ACKED, F_SEQ, F_REASON, F_ITEMS, F_BUNDLE, F_CHAIN,
-             F_HEAD, F_JOURNAL };
+             F_HEAD, F_JOURNAL, F_LAST };
 
 static const char *const field_key[] = {
 	[F_TERMINAL] = "terminal", [F_CONFIG] = "config", [F_ACKED] = "acked", [F_SEQ] = "seq",
 	[F_REASON] = "reason", [F_ITEMS] = "items", [F_BUNDLE] = "bundle", [F_CHAIN] = "chain",
-	[F_HEAD] = "head", [F_JOURNAL] = "journal",
+	[F_HEAD] = "head", [F_JOURNAL] = "journal", [F_LAST] = "last",
 };
 #define OPT(f) (1u << (f))
 
-#define FIELDS_MAX 4
+#define FIELDS_MAX 5
 
 /* The fields after "t" and "v" (which sort first: one-byte keys, "t" < "v"), in canonical
- * order: shorter keys first, then bytewise. Fields in `opt` may be left out (hello's chain
- * and journal, welcome's head: an older peer neither sends nor expects them); all others are
+ * order: shorter keys first, then bytewise. Fields in `opt` may be left out (hello's last,
+ * chain and journal, welcome's head: an older peer neither sends nor expects them); all others are
  * required. */
 static const struct layout {
 	const char *name;
@@ -55,8 +55,8 @@ static const struct layout {
 	enum field f[FIELDS_MAX];
 	unsigned opt;
 } layouts[] = {
-	[KP_MSG_HELLO]     = { "hello",     4, { F_CHAIN, F_CONFIG, F_JOURNAL, F_TERMINAL },
-	                       OPT(F_CHAIN) | OPT(F_JOURNAL) },
+	[KP_MSG_HELLO]     = { "hello",     5, { F_LAST, F_CHAIN, F_CONFIG, F_JOURNAL, F_TERMINAL },
+	                       OPT(F_LAST) | OPT(F_CHAIN) | OPT(F_JOURNAL) },
 	[KP_MSG_WELCOME]   = { "welcome",   2, { F_HEAD, F_ACKED }, OPT(F_HEAD) },
 	[KP_MSG_RECORDS]   = { "records",   1, { F_ITEMS } },
 	[KP_MSG_ACK]       = { "ack",       1, { F_ACKED } },
@@ -93,6 +93,8 @@ static bool field_present(const struct layout *l, const struct kp_msg *m, enum f
 		return m->has_head != 0;
 	if (f == F_JOURNAL)
 		return m->has_journal != 0;
+	if (f == F_LAST)
+		return m->has_last != 0;
 	return true;
 }
 
@@ -122,6 +124,8 @@ static int field_check(const struct kp_msg *m, enum field f)
 		/* all zeros is the journal of a terminal that sends none: one encoding, absent */
 		return m->has_journal && kp_journal_id_is_legacy(m->journal) ? KP_SYNC_E_INVAL :
 		       KP_SYNC_OK;
+	case F_LAST:
+		return m->has_last && m->last > INT64_MAX ? KP_SYNC_E_INVAL : KP_SYNC_OK;
 	default:
 		return KP_SYNC_OK;      /* integers: any uint64 */
 	}
@@ -152,6 +156,7 @@ static void field_write(struct kp_cbor_writer *w, const struct kp_msg *m, enum f
 	case F_CHAIN:    kp_cbor_put_uint(w, 1); break;
 	case F_HEAD:     kp_cbor_put_bstr(w, m->head, sizeof(m->head)); break;
 	case F_JOURNAL:  kp_cbor_put_bstr(w, m->journal, sizeof(m->journal)); break;
+	case F_LAST:     kp_cbor_put_uint(w, m->last); break;
 	}
 }
 
@@ -218,6 +223,12 @@ static int field_read(struct kp_cbor_reader *r, struct kp_msg *m, enum field f)
 	case F_CONFIG:   return kp_cbor_read_uint(r, &m->config);
 	case F_ACKED:    return kp_cbor_read_uint(r, &m->acked);
 	case F_SEQ:      return kp_cbor_read_uint(r, &m->seq);
+	case F_LAST:
+		rc = kp_cbor_read_uint(r, &m->last);
+		if (rc == KP_RECORD_OK && m->last > INT64_MAX)  /* a seq SQLite can hold */
+			rc = KP_RECORD_E_MALFORMED;
+		m->has_last = 1;
+		return rc;
 	case F_REASON:   return kp_cbor_read_text(r, m->reason, sizeof(m->reason), true);
 	case F_ITEMS:
 		rc = kp_cbor_read_array(r, &n);

@@ -476,6 +476,13 @@ static int src_journal_id(void *ctx, uint8_t id[KP_JOURNAL_ID_LEN])
 	return kp_store_journal_id(ctx, id);
 }
 
+static int src_last_seq(void *ctx, uint64_t *seq)
+{
+	uint8_t hash[KP_SHA256_LEN];
+
+	return kp_store_journal_head(ctx, seq, hash);
+}
+
 static const char *src_errmsg(void *ctx)
 {
 	return kp_store_errmsg(ctx);
@@ -491,5 +498,6 @@ void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
 	src->apply_bundle = src_apply_bundle;
 	src->journal_id = src_journal_id;
 	src->new_journal = src_new_journal;
+	src->last_seq = src_last_seq;
 	src->errmsg = src_errmsg;
 }

@@ -762,7 +762,7 @@ static void test_migration_from_version_1(void **state)
 	                    "assert c.execute('PRAGMA user_version').fetchone()[0] == %d\"",
 	                    KP_BSTORE_SCHEMA_VERSION), 0);
 	/* a terminal the old backend knew is registered: upgrading does not cut it off */
-	assert_non_null(strstr(report(KP_REPORT_TERMINALS, "T-A"), "|active|NULL|1970-01-01T00:00:00Z|NULL\n"));
+	assert_non_null(strstr(report(KP_REPORT_TERMINALS, "T-A"), "|active|NULL|1970-01-01T00:00:00Z|NULL|NULL\n"));
 	/* the old record reads as a tap without via or category */
 	assert_non_null(strstr(report(KP_REPORT_RECORDS, NULL), "|refused|no-entitlement|OP-G|-|-|0|-|tap|-|-\n"));
 	bundle(&b, 1);

@@ -6,7 +6,8 @@
 # as tests/tools/test_integration.c decides them). Both texts are checked by a small parser
 # (tests/prom_check.py: HELP/TYPE before samples, `name{labels} value`, cumulative
 # histograms ending with +Inf = _count). Also: 404 and 405, a client without a
-# certificate counted as a failed handshake, an unregistered terminal and a quarantined
+# certificate counted as a failed handshake, a terminal's unsent records (0 after a full
+# sync; what its hello reported beyond what the backend holds when its batch is refused), an unregistered terminal and a quarantined
 # one's batch counted as refused, bad --metrics-listen values, a metrics port taken, an
 # unwritable metrics_file. Waits poll with a deadline; no fixed sleeps.
 # Prints cmocka-style lines so tests/run.sh counts it. Needs python3 (make deps).
@@ -142,6 +143,9 @@ check ingested_exact "ingested $(val after.prom kippu_backend_records_ingested_t
 	test "$(val after.prom kippu_backend_records_ingested_total)" = "$unsent"
 check last_seen "no last-seen for the terminal" \
 	test "$(val after.prom 'kippu_backend_terminal_last_seen_age_seconds{terminal="BUS-OPA-0042"}')" != absent
+UNSENT='kippu_backend_terminal_unsent_records{terminal="BUS-OPA-0042"}'
+check unsent_zero "unsent after a full sync: $(val after.prom "$UNSENT")" \
+	test "$(val after.prom "$UNSENT")" = 0
 check accepted_moved "accepted" test "$(val after.prom kippu_backend_connections_accepted_total)" -ge 1
 check verify_hist "verify histogram" test "$(val after.prom kippu_backend_batch_verify_seconds_count)" -ge 1
 check commit_hist "commit histogram" test "$(val after.prom kippu_backend_batch_commit_seconds_count)" -ge 1
@@ -183,6 +187,10 @@ check refused_quarantined "refused" \
 	test "$(val quar.prom 'kippu_backend_records_refused_total{reason="quarantined"}')" = 1
 check refused_not_ingested "ingested $(val quar.prom kippu_backend_records_ingested_total)" \
 	test "$(val quar.prom kippu_backend_records_ingested_total)" = "$unsent"
+# its hello reported the newest seq; the backend holds the first $unsent
+total=$("$CTL" journal verify terminal.db | sed -n 's/.* \([0-9]*\) records.*/\1/p')
+check unsent_reported "unsent $(val quar.prom "$UNSENT"), want $total - $unsent" \
+	test "$total" -gt "$unsent" -a "$(val quar.prom "$UNSENT")" = $((total - unsent))
 check no_new_quarantine "quarantines" test "$(val quar.prom kippu_backend_quarantines_total)" = 0
 
 echo "[==========] metrics: $((passed + failed)) test(s) run."

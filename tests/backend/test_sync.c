@@ -360,6 +360,108 @@ static void test_duplicate_batch_changes_nothing(void **state)
 	}
 }
 
+static int64_t backend_rows(const char *sql);
+
+/* The unsent column of `kippuctl backend terminals` for T-A ("-": nothing reported), and
+ * the metric as a scrape renders it (absent when nothing is reported). */
+static void unsent_is(const char *want)
+{
+	static const char key[] = "\nkippu_backend_terminal_unsent_records{terminal=\"T-A\"} ";
+	char db[512], line[64];
+	size_t len = 0;
+	char *text, *at;
+
+	if (sh("test \"$(\"$CTL\" backend terminals backend.db --terminal T-A --csv | tail -n 1 |"
+	       " awk -F, '{print $NF}')\" = '%s'", want[0] == '-' ? "" : want) != 0)
+		fail_msg("backend terminals: T-A's unsent is not %s", want);
+	snprintf(db, sizeof(db), "%s/backend.db", F->dir);
+	text = kp_metrics_render(db, &len);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "# TYPE kippu_backend_terminal_unsent_records gauge\n"));
+	at = strstr(text, key);
+	snprintf(line, sizeof(line), "%s\n", want);
+	if (want[0] == '-' ? at != NULL :
+	    at == NULL || strncmp(at + strlen(key), line, strlen(line)) != 0)
+		fail_msg("metrics: T-A's unsent is not %s", want);
+	free(text);
+}
+
+/* A raw hello from T-A (its journal id as its own sync sends it), last if has_last. */
+static kp_tls *hello_last(int has_last, uint64_t last, uint64_t want_acked)
+{
+	struct kp_msg out, m;
+	uint8_t *buf = NULL;
+	kp_tls *t = raw_connect("T-A");
+
+	memset(&m, 0, sizeof(m));
+	memset(&out, 0, sizeof(out));
+	out.type = KP_MSG_HELLO;
+	snprintf(out.terminal, sizeof(out.terminal), "T-A");
+	term_journal_id("T-A", out.journal);
+	out.has_journal = 1;
+	out.has_last = has_last;
+	out.last = last;
+	assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+	expect(t, KP_MSG_WELCOME, &m, &buf);
+	assert_int_equal(m.acked, want_acked);
+	kp_msg_clear(&m);
+	free(buf);
+	return t;
+}
+
+static void bye(kp_tls *t)
+{
+	struct kp_msg out;
+
+	memset(&out, 0, sizeof(out));
+	out.type = KP_MSG_BYE;
+	kp_msg_send(t, &out, 3000);
+	raw_close(t);
+}
+
+/* The hello's `last` (PROTOCOL.md section 3): the backend keeps what the terminal's last
+ * hello reported, and the unsent count (listing and metric) is that minus what it holds of
+ * the hello's journal, at the time it is read, never below 0; a hello without `last` (an
+ * older terminal) leaves it unknown. */
+static void test_unsent_as_reported(void **state)
+{
+	struct kp_msg m, out;
+	struct batch b;
+	uint8_t *buf = NULL;
+	kp_tls *t;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(run_term("T-A", "bus-a.txt"), 0);
+	load_batch("T-A", &b);
+	assert_int_equal(b.n, 8);
+	unsent_is("-");                              /* never said hello */
+	t = hello_last(1, 8, 0);
+	unsent_is("8");                              /* said 8, holds none */
+	memset(&out, 0, sizeof(out));
+	out.type = KP_MSG_RECORDS;
+	out.items = b.items;
+	out.n_items = 5;
+	assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+	expect(t, KP_MSG_ACK, &m, &buf);
+	assert_int_equal(m.acked, 5);
+	out.items = NULL;
+	kp_msg_clear(&m);
+	free(buf);
+	unsent_is("3");                              /* read now: 8 - 5 */
+	bye(t);
+	unsent_is("3");
+	bye(hello_last(0, 0, 5));                    /* an older terminal: unknown */
+	unsent_is("-");
+	bye(hello_last(1, 2, 5));                    /* below what is held: 0, not -3 */
+	unsent_is("0");
+	/* the terminal's own sync reports its newest seq and sends the rest */
+	assert_int_equal(sync_term("T-A"), 0);
+	unsent_is("0");
+	assert_int_equal(backend_rows("SELECT hello_last FROM terminals WHERE id = 'T-A'"), 8);
+	free_batch(&b);
+}
+
 /* n taps of alice, half an hour apart (each a ride while her tickets last). */
 static void write_rides(const char *name, int n)
 {
@@ -2135,6 +2237,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		FX_TEST(test_happy_path_and_independent_verification),
 		FX_TEST(test_duplicate_batch_changes_nothing),
+		FX_TEST(test_unsent_as_reported),
 		FX_TEST(test_replaced_database_is_a_new_epoch),
 		FX_TEST(test_restored_backup_is_a_new_epoch),
 		FX_TEST(test_certificate_history_and_export),

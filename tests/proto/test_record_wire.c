@@ -364,6 +364,7 @@ static void test_msg_decode_rejects(void **state)
 #define ACKED   "6561636B6564"
 #define ITEMS   "656974656D73"
 #define BUNDLE  "6662756E646C65"
+#define LAST    "646C617374"
 	static const struct { const char *hex; int rc; const char *what; } t[] = {
 		{ "", KP_SYNC_E_MALFORMED, "empty" },
 		{ "84" T_HELLO V1 CFG TERM, KP_SYNC_E_MALFORMED, "array, not map" },
@@ -414,6 +415,27 @@ static void test_msg_decode_rejects(void **state)
 		{ "A4" T_HELLO V1 "65636861696E" "01" CFG TERM, KP_SYNC_E_MALFORMED,
 		  "map count without chain" },
 		{ "A5" T_HELLO V1 CFG TERM, KP_SYNC_E_MALFORMED, "map count with a chain not there" },
+		/* hello's last (the newest seq, any uint up to 2^63-1; "last" sorts before "chain") */
+		{ "A5" T_HELLO V1 LAST "00" CFG TERM, KP_SYNC_OK, "hello with last 0" },
+		{ "A6" T_HELLO V1 LAST "1903E8" "65636861696E" "01" CFG TERM, KP_SYNC_OK,
+		  "hello with last 1000 and chain" },
+		{ "A5" T_HELLO V1 LAST "1B7FFFFFFFFFFFFFFF" CFG TERM, KP_SYNC_OK, "last 2^63-1" },
+		{ "A5" T_HELLO V1 LAST "1B8000000000000000" CFG TERM, KP_SYNC_E_MALFORMED,
+		  "last 2^63" },
+		{ "A5" T_HELLO V1 LAST "20" CFG TERM, KP_SYNC_E_MALFORMED, "last -1" },
+		{ "A5" T_HELLO V1 LAST "1805" CFG TERM, KP_SYNC_E_MALFORMED, "last long head" },
+		{ "A5" T_HELLO V1 LAST "F93C00" CFG TERM, KP_SYNC_E_MALFORMED, "last float" },
+		{ "A5" T_HELLO V1 LAST "F6" CFG TERM, KP_SYNC_E_MALFORMED, "last null" },
+		{ "A5" T_HELLO V1 LAST "6131" CFG TERM, KP_SYNC_E_MALFORMED, "last as text" },
+		{ "A5" T_HELLO V1 LAST "4101" CFG TERM, KP_SYNC_E_MALFORMED, "last as bytes" },
+		{ "A5" T_HELLO V1 LAST "C105" CFG TERM, KP_SYNC_E_MALFORMED, "last tagged" },
+		{ "A6" T_HELLO V1 "65636861696E" "01" LAST "05" CFG TERM, KP_SYNC_E_MALFORMED,
+		  "last after chain" },
+		{ "A5" T_HELLO V1 CFG TERM LAST "05", KP_SYNC_E_MALFORMED, "last at the end" },
+		{ "A6" T_HELLO V1 LAST "05" LAST "05" CFG TERM, KP_SYNC_E_MALFORMED,
+		  "last twice" },
+		{ "A4" T_HELLO V1 LAST "05" CFG TERM, KP_SYNC_E_MALFORMED, "map count without last" },
+		{ "A4" T_WELC V1 LAST "05" ACKED "01", KP_SYNC_E_MALFORMED, "last in a welcome" },
 		{ "A4" T_WELC V1 "6468656164" "5820" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" ACKED "01", KP_SYNC_OK, "welcome with head" },
 		{ "A4" T_WELC V1 "6468656164" "581F" "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB" ACKED "01", KP_SYNC_E_MALFORMED, "head of 31" },
 		{ "A4" T_WELC V1 "6468656164" "F6" ACKED "01", KP_SYNC_E_MALFORMED, "head null" },
@@ -540,6 +562,54 @@ static void test_msg_optional_keys(void **state)
 	free(out);
 	memset(m.journal, 0, sizeof(m.journal));
 	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+}
+
+/* hello's last: written only when reported (0 too: an empty journal), first after t and v
+ * ("last" is the shortest key), read back as written; a hello without it is unchanged. */
+static void test_msg_hello_last(void **state)
+{
+	static const uint64_t vals[] = { 0, 1, 23, 24, 65535, 65536, UINT64_C(1) << 32,
+	                                 (uint64_t)INT64_MAX };
+	struct kp_msg m, d;
+	uint8_t *out = NULL, *out2 = NULL;
+	size_t n = 0, n2 = 0, i;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	m.type = KP_MSG_HELLO;
+	m.config = 300;
+	snprintf(m.terminal, sizeof(m.terminal), "bus-042");
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(n * 2, strlen(HELLO_HEX));     /* without last: the version 1 vector */
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.has_last, 0);
+	assert_int_equal(d.last, 0);
+	free(out);
+	m.chain = 1;
+	m.has_journal = 1;
+	memset(m.journal, 0x5A, sizeof(m.journal));
+	m.has_last = 1;
+	for (i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+		m.last = vals[i];
+		assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+		assert_int_equal(out[0], 0xA7);
+		/* t, v, then "last" */
+		assert_memory_equal(out + 1 + 2 + 6 + 2 + 1, "\x64last", 5);
+		assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+		assert_int_equal(d.has_last, 1);
+		assert_true(d.last == vals[i]);
+		assert_int_equal(d.chain, 1);
+		assert_int_equal(d.has_journal, 1);
+		assert_int_equal(d.config, 300);
+		assert_int_equal(kp_msg_encode(&d, &out2, &n2), KP_SYNC_OK);
+		assert_int_equal(n2, n);
+		assert_memory_equal(out2, out, n);
+		free(out2);
+		free(out);
+	}
+	m.last = (uint64_t)INT64_MAX + 1;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+	assert_null(out);
 }
 
 /* The limits that need more bytes than a table row: 256 items and a 127-byte reason pass,
@@ -1908,6 +1978,8 @@ struct backend {
 	enum kp_msg_type seen[64];
 	size_t n_seen;
 	uint64_t config_asked;
+	int hello_has_last;             /* what the hello said of the terminal's newest seq */
+	uint64_t hello_last;
 };
 
 static void backend_send(struct backend *be, const struct kp_msg *m)
@@ -1928,6 +2000,8 @@ static void backend_answer(struct backend *be, const struct kp_msg *in)
 	switch (in->type) {
 	case KP_MSG_HELLO:
 		assert_string_equal(in->terminal, TERMINAL);
+		be->hello_has_last = in->has_last;
+		be->hello_last = in->last;
 		if (be->silent_after_hello)
 			return;
 		out.type = be->error_at_hello ? KP_MSG_ERROR : KP_MSG_WELCOME;
@@ -2282,6 +2356,55 @@ static void test_client_store_failures(void **state)
 	assert_int_equal(be.to_server.len, 0);
 }
 
+static int st_last_seq(void *ctx, uint64_t *seq)
+{
+	struct store *s = ctx;
+
+	if (s->fail_records)
+		return -0x7003;
+	*seq = N_RECORDS;
+	return 0;
+}
+
+/* A store with last_seq: its hello says the newest seq (PROTOCOL.md hello `last`); without
+ * it the hello says nothing; a failing one ends the exchange before anything is sent. */
+static void test_client_hello_last(void **state)
+{
+	struct backend be = { .ack = ACK_ALL };
+	struct store s = { 0 };
+	struct kp_sync_stats st;
+	const struct kp_sync_io io = { .ctx = &be, .read_exact = client_read,
+	                               .write_all = client_write };
+	struct kp_sync_source src = store_source(&s);
+	char err[256];
+
+	(void)state;
+	be.held = N_RECORDS;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, &st, err,
+	                                  sizeof(err)), KP_SYNC_OK);
+	assert_int_equal(be.hello_has_last, 0);
+	backend_free(&be);
+
+	memset(&be, 0, sizeof(be));
+	be.ack = ACK_ALL;
+	be.held = 100;
+	src.last_seq = st_last_seq;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, &st, err,
+	                                  sizeof(err)), KP_SYNC_OK);
+	assert_int_equal(be.hello_has_last, 1);
+	assert_true(be.hello_last == N_RECORDS);
+	assert_true(st.acked == N_RECORDS);
+	backend_free(&be);
+
+	memset(&be, 0, sizeof(be));
+	s.fail_records = 1;
+	assert_int_equal(kp_sync_exchange(&io, TERMINAL, backend_cert, &src, 1000, &st, err,
+	                                  sizeof(err)), -0x7003);
+	assert_string_equal(err, "terminal store: reading the newest seq failed (error)");
+	assert_int_equal(be.to_server.len, 0);
+	backend_free(&be);
+}
+
 /* kp_sync_run's own part: a port nobody listens on. */
 static void test_client_connect_refused(void **state)
 {
@@ -2318,6 +2441,7 @@ int main(void)
 		cmocka_unit_test(test_msg_encode_rejects),
 		cmocka_unit_test(test_msg_decode_rejects),
 		cmocka_unit_test(test_msg_optional_keys),
+		cmocka_unit_test(test_msg_hello_last),
 		cmocka_unit_test(test_msg_limits),
 		cmocka_unit_test(test_msg_fuzz),
 		cmocka_unit_test(test_frames),
@@ -2343,6 +2467,7 @@ int main(void)
 		cmocka_unit_test(test_client_backend_error_and_silence),
 		cmocka_unit_test(test_client_bad_bundles),
 		cmocka_unit_test(test_client_store_failures),
+		cmocka_unit_test(test_client_hello_last),
 		cmocka_unit_test(test_client_connect_refused),
 	};
 	int failed = cmocka_run_group_tests_name("wire", wire_tests, NULL, NULL);

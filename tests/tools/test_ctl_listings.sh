@@ -126,10 +126,13 @@ assert [r['terminal'] for r in t] == ['T1', 'T2'], t
 for r, op in zip(t, ['OPA', None]):
     # never seen: last_seen (\"never\" in the table) and epoch (\"-\") are null
     assert r['last_seen'] is None and r['epoch'] is None and r['retired'] is None, r
+    # never said hello: nothing reported, so no unsent count (\"-\" in the table)
+    assert r['unsent'] is None and list(r)[-1] == 'unsent', r
     assert r['acked'] == 0 and r['certs'] == 0 and r['status'] == 'active' and r['operator'] == op, r
     assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', r['registered']), r
 human = open('terminals.txt').read().splitlines()
 assert human[1].split()[:3] == ['T1', '0', 'never'] and human[2].split()[7] == '-', human
+assert human[0].split()[-1] == 'unsent' and human[1].split()[-1] == '-', human
 "
 check linkage_list_cards_json_csv "
 import csv, json
