@@ -2,10 +2,13 @@
 /* The HAL's generic half: backend registries, the kp_reader_* and kp_hmi_* wrappers,
  * error strings and name helpers. A wrapper whose backend lacks an operation returns
  * KP_HAL_E_NOTSUP, never 0, so a missing op can never read as success. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kp_hal.h"
 
@@ -348,4 +351,21 @@ const char *kp_beep_name(enum kp_beep b)
 	};
 
 	return NAME_OF(names, b);
+}
+
+FILE *kp_hal_open_log(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	FILE *fp;
+	int e;
+
+	if (fd < 0)
+		return NULL;
+	fp = fdopen(fd, "a");
+	if (fp == NULL) {
+		e = errno;
+		close(fd);
+		errno = e;
+	}
+	return fp;
 }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum kp_hal_rc {
 	KP_HAL_OK         = 0,
@@ -270,5 +271,8 @@ const char *kp_beep_name(enum kp_beep b);
  * of ms milliseconds that resumes after signals (ms <= 0: none). */
 int64_t kp_hal_mono_ms(void);
 void kp_hal_sleep_ms(int64_t ms);
+/* A log file opened for appending, created mode 0600 whatever the umask (the mock HMI's log,
+ * the spy reader's, the PN532 emulator's); NULL with errno on failure. */
+FILE *kp_hal_open_log(const char *path);
 
 #endif

@@ -140,7 +140,7 @@ static int hmi_open_err(struct kp_hmi **out, const char *conn, char *err, size_t
 	if (strcmp(conn, "-") == 0) {
 		h->out = stdout;
 	} else if (conn[0] != '\0') {
-		h->out = fopen(conn, "a");
+		h->out = kp_hal_open_log(conn);
 		if (h->out == NULL) {
 			if (err_cap > 0)
 				snprintf(err, err_cap, "mock hmi: cannot open %s: %s", conn,

@@ -183,7 +183,7 @@ static int spy_load(struct kp_spy_reader *s, const char *cfg)
 
 			p += 4;
 			snprintf(path, sizeof(path), "%s%s", p[0] == '/' ? "" : dir, p);
-			if (s->log != NULL || (s->log = fopen(path, "a")) == NULL) {
+			if (s->log != NULL || (s->log = kp_hal_open_log(path)) == NULL) {
 				rc = spy_fail(s, "%s:%d: log %s: %s", cfg, n, p,
 				              s->log != NULL ? "given twice" : strerror(errno));
 			}

@@ -1161,7 +1161,7 @@ static int emu_open(struct emu *e, const struct emu_opts *o)
 	int rc;
 
 	if (o->log_path != NULL) {
-		e->log = strcmp(o->log_path, "-") == 0 ? stderr : fopen(o->log_path, "a");
+		e->log = strcmp(o->log_path, "-") == 0 ? stderr : kp_hal_open_log(o->log_path);
 		if (e->log == NULL) {
 			fprintf(stderr, "kippu-pn532-emu: %s: %s\n", o->log_path, strerror(errno));
 			return -1;
