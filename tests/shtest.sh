@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# Sourced by the shell tests of the packaging (tests/tools/test_units.sh, test_deb.sh): the
+# Sourced by every shell test (tests/*/test_*.sh): the
 # cmocka-style lines tests/run.sh counts, and make without the calling make's flags.
 passed=0; failed=0; failures=""
 ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }

@@ -18,15 +18,14 @@ TOOLS="$HERE/../tools"
 pc() { python3 "$HERE/prom_check.py" "$@"; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-metrics.XXXXXX")
 WAIT=60
-passed=0; failed=0; failures=""; BPID=""
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
+BPID=""
 cleanup() {
 	[ -n "$BPID" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
 	rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
 # check NAME WHAT COMMAND...: one test case, named; WHAT says what failed.
 check() { n=$1; w=$2; shift 2; if "$@" > "$T/check.out" 2>&1; then ok "$n"; else bad "$n" "$w: $(tail -n 2 "$T/check.out")"; fi; }
 # val FILE SAMPLE: the sample's value ("absent" when it is not there)
@@ -193,11 +192,4 @@ check unsent_reported "unsent $(val quar.prom "$UNSENT"), want $total - $unsent"
 	test "$total" -gt "$unsent" -a "$(val quar.prom "$UNSENT")" = $((total - unsent))
 check no_new_quarantine "quarantines" test "$(val quar.prom kippu_backend_quarantines_total)" = 0
 
-echo "[==========] metrics: $((passed + failed)) test(s) run."
-echo "[  PASSED  ] $passed test(s)."
-if [ $failed -gt 0 ]; then
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
-exit 0
+finish "metrics"

@@ -13,7 +13,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-console.XXXXXX")
 # Every wait (for a screen text, an exit) gives up after this many seconds: generous, since
 # a loaded machine is slow and only a broken console waits it out.
 WAIT=60
-passed=0; failed=0; failures=""
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 
 # Each session has a tmux server of its own (socket $T/NAME.sock, no config file,
 # exit-empty off), so a server that exits takes its own test with it and no other.
@@ -28,8 +28,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
 now() { date +%s; }
 
 # start NAME DIR ARGS...: kippu-terminal in a new 80x24 tmux session, in DIR, on a server of
@@ -386,11 +384,4 @@ quit c1 "$B" || bad ascii_quit "bad exit"
 # For the README: the screens of this run.
 [ -n "$KP_CONSOLE_CAPTURE" ] && cp "$T"/*.txt "$A/events.jsonl" "$KP_CONSOLE_CAPTURE"/ 2>/dev/null
 
-echo "[==========] driver console: $((passed + failed)) test(s) run."
-echo "[  PASSED  ] $passed test(s)."
-if [ $failed -gt 0 ]; then
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
-exit 0
+finish "driver console"

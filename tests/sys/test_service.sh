@@ -13,9 +13,7 @@ KP_BIN=$(cd "$KP_BIN" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-service.XXXXXX")
 trap 'rm -rf "$T"' EXIT INT TERM
-passed=0; failed=0; failures=""
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 CTL="$KP_BIN/kippuctl"
 # A 2 s watchdog: pings are due every 1 s, and a gap up to the whole interval passes, so a
 # loaded machine's scheduling delays (up to a second) do not fail the test.
@@ -218,11 +216,4 @@ done
 [ -z "$wrong" ] && ok kippuctl_keys_0600_certificates_0644 ||
 	bad kippuctl_keys_0600_certificates_0644 "$wrong"
 
-if [ $failed -eq 0 ]; then
-	echo "[  PASSED  ] $passed test(s)."
-else
-	echo "[  PASSED  ] $passed test(s)."
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
+finish "running as a service"

@@ -14,9 +14,7 @@ BIN=$(cd "$KP_BIN" && pwd)
 CTL="$BIN/kippuctl"
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-listings.XXXXXX")
 trap 'rm -rf "$T"' EXIT INT TERM
-passed=0; failed=0; failures=""
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 # check NAME PYTHON...: runs the python check (cwd $T); its stderr is the failure's reason.
 check() {
 	name=$1; shift
@@ -225,11 +223,4 @@ else
 	bad bad_combinations_exit_2 "$missed"
 fi
 
-if [ $failed -eq 0 ]; then
-	echo "[  PASSED  ] $passed test(s)."
-else
-	echo "[  PASSED  ] $passed test(s)."
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
+finish "listings as JSON and CSV"

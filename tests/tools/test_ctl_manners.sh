@@ -13,9 +13,7 @@ GTFS=${KP_GTFS_DIR:-$HERE/../../shared/data/gtfs}
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-manners.XXXXXX")
 trap 'rm -rf "$T"' EXIT INT TERM
 cd "$T" || exit 1
-passed=0; failed=0; failures=""
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $(echo "$1" | tr ' ' _)"; echo "[  FAILED  ] $1: $2"; }
+. "$HERE/shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 # run CMD...: its exit code in $rc, stdout in out, stderr in err.
 run() { "$@" > out 2> err; rc=$?; }
 # expect NAME RC STDERR_LINE CMD...: the exit code, stderr exactly that line, stdout empty.
@@ -223,11 +221,4 @@ expect "fares_errors (quote db)" 1 "kippuctl: fares quote: no such database: typ
 [ ! -e typo.db ] || { bad "fares_errors (quote db)" "typo.db created"; fares_ok=0; }
 [ $fares_ok = 1 ] && ok fares_errors
 
-if [ $failed -eq 0 ]; then
-	echo "[  PASSED  ] $passed test(s)."
-else
-	echo "[  PASSED  ] $passed test(s)."
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
+finish "kippuctl manners"

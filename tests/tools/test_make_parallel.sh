@@ -4,9 +4,7 @@
 # The project's Makefile is read with one extra rule (from stdin) that prints the MAKEFLAGS
 # make runs with. Prints cmocka-style lines so tests/run.sh counts it.
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
-passed=0; failed=0; failures=""
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 flags() {
 	printf 'kp-print-makeflags:\n\t@echo "$(MAKEFLAGS)"\n' |
 		env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make --no-print-directory -C "$HERE" -f Makefile -f - "$@" kp-print-makeflags
@@ -23,10 +21,4 @@ case " $got " in
 *" -j1 "*) ok user_j_wins ;;
 *) bad user_j_wins "make -j1 ran with '$got'" ;;
 esac
-echo "[==========] 2 test(s) run."
-echo "[  PASSED  ] $passed test(s)."
-if [ "$failed" -gt 0 ]; then
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
+finish "make in parallel"

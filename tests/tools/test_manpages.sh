@@ -15,9 +15,7 @@ HERE=$(cd "$(dirname "$0")/../.." && pwd)
 MAN="$HERE/tools/man"
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-man.XXXXXX")
 trap 'rm -rf "$T"' EXIT INT TERM
-passed=0; failed=0; failures=""
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 PROGS="kippu-terminal kippu-backend kippuctl kippu-pn532-emu"
 
 # The lines of section $2 of man page $1, with roff's \- read as -.
@@ -187,8 +185,4 @@ for m in "$MAN"/*.[0-9]; do
 done
 [ -z "$miss" ] && ok man_pages_format_cleanly || bad man_pages_format_cleanly "$miss"
 
-echo "[  PASSED  ] $passed test(s)."
-[ $failed -eq 0 ] && exit 0
-echo "[  FAILED  ] $failed test(s), listed below:"
-for f in $failures; do echo "[  FAILED  ] $f"; done
-exit 1
+finish "man pages and --help"

@@ -10,9 +10,7 @@ KP_BIN=${KP_BIN:-build/bin}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-ids.XXXXXX")
 trap 'rm -rf "$T"' EXIT INT TERM
-passed=0; failed=0; failures=""
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 scan() { python3 "$HERE/no_card_ids.py" "$@" > "$T/scan.out" 2>&1; }
 
 echo "[==========] Running 3 test(s)."
@@ -43,11 +41,4 @@ done
 cp "$T/log.orig" "$log"
 [ -z "$missed" ] && ok search_finds_planted_ids || bad search_finds_planted_ids "missed:$missed"
 
-if [ $failed -eq 0 ]; then
-	echo "[  PASSED  ] $passed test(s)."
-else
-	echo "[  PASSED  ] $passed test(s)."
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
+finish "no card ids"

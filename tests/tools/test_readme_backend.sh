@@ -11,9 +11,7 @@ HERE=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$(cd "$KP_BIN" && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-readme.XXXXXX")
 trap 'pkill -f "$T/project/" 2>/dev/null; rm -rf "$T"' EXIT INT TERM
-passed=0; failed=0; failures=""
-ok()  { passed=$((passed + 1)); echo "[       OK ] $1"; }
-bad() { failed=$((failed + 1)); failures="$failures $1"; echo "[  FAILED  ] $1: $2"; }
+. "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
 
 echo "[==========] Running 4 test(s)."
 awk '/^## Running the backend by hand$/ { sec = 1; next }
@@ -47,10 +45,4 @@ else
 	bad ledger_and_clean_stop "ledger or stop missing:"; cat "$T/out" "$T/err"
 fi
 
-echo "[==========] 4 test(s) run."
-echo "[  PASSED  ] $passed test(s)."
-if [ "$failed" -gt 0 ]; then
-	echo "[  FAILED  ] $failed test(s), listed below:"
-	for f in $failures; do echo "[  FAILED  ] $f"; done
-	exit 1
-fi
+finish "the README backend block"
