@@ -707,13 +707,6 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	gate_init(&srv->verify_gate, ncpu > 0 ? (unsigned long)ncpu : 1);
 	gate_init(&srv->store_gate, 1);
-	/* Open (and migrate) the store once before serving, so a bad database fails here. */
-	rc = kp_bstore_open(&db, cfg->db);
-	kp_bstore_close(db);
-	if (rc != KP_BE_OK) {
-		snprintf(err, err_cap, "database %s: %s", cfg->db, kp_backend_strerror(rc));
-		goto fail;
-	}
 	rc = kp_tls_conf_new(&srv->tls, KP_TLS_SERVER, cfg->ca, cfg->cert, cfg->key, err, err_cap);
 	if (rc != 0)
 		goto fail;
@@ -724,6 +717,14 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	rc = kp_key_load(&srv->key, cfg->key);
 	if (rc != 0) {
 		snprintf(err, err_cap, "key %s: %s", cfg->key, kp_crypto_strerror(rc));
+		goto fail;
+	}
+	/* Open (and migrate) the store once before serving, so a bad database fails here; after
+	 * the TLS files, so that a missing certificate leaves no new database behind. */
+	rc = kp_bstore_open(&db, cfg->db);
+	kp_bstore_close(db);
+	if (rc != KP_BE_OK) {
+		snprintf(err, err_cap, "database %s: %s", cfg->db, kp_backend_strerror(rc));
 		goto fail;
 	}
 	rc = kp_tcp_listen(cfg->host, cfg->port, &srv->listen_fd, &srv->port);

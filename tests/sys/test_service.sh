@@ -21,7 +21,7 @@ notify() { python3 "$HERE/notify_wait.py" "$T" 2000000 "$@" > "$T/notify.out" 2>
 sees() { for w in READY=1 "WATCHDOG=1 x3" STOPPING=1 "exit 0"; do
 	grep -q "^$w" "$T/notify.out" || return 1; done; }
 
-echo "[==========] Running 21 test(s)."
+echo "[==========] Running 22 test(s)."
 cd "$T" || exit 1
 "$CTL" ca create --key ca.key --cert ca.crt --cn "Service Test CA" >/dev/null &&
 "$CTL" backend create --ca-key ca.key --ca-cert ca.crt --key backend.key --cert backend.crt \
@@ -187,6 +187,16 @@ else
 	bad backend_config_metrics_listen "port '$mport': $(cat m.out m.err)"
 fi
 kill $mpid 2> /dev/null; wait $mpid 2> /dev/null
+# A TLS file that cannot be read is named, and no database is left behind.
+"$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --db fresh.db --ca ../ca.crt \
+	--cert ../backend.crt --key ../missing.key > /dev/null 2> fresh.err
+rc=$?
+if [ $rc = 1 ] && [ ! -e fresh.db ] &&
+   grep -q 'cannot read .*missing.key: No such file or directory' fresh.err; then
+	ok backend_missing_key_leaves_no_database
+else
+	bad backend_missing_key_leaves_no_database "exit $rc, $(ls fresh.db 2>&1), $(cat fresh.err)"
+fi
 "$KP_BIN/kippu-backend" --config-keys > keys.out 2>&1
 missing=""
 for k in 'listen` | `127.0.0.1:7800' 'db` | `backend.db' 'ca` | `ca.crt' 'cert` | `backend.crt' \
