@@ -232,6 +232,12 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	 * that predates `last`), for the unsent-records metric and `backend terminals`. */
 	"ALTER TABLE terminals ADD COLUMN hello_journal BLOB;"
 	"ALTER TABLE terminals ADD COLUMN hello_last INTEGER;",
+
+	/* 8 (issue 16, ingest by chain, PROTOCOL.md section 4.2): the records whose own
+	 * signature was not verified at ingest (a later verified record vouched for them through
+	 * the hash chain), until the auditor has verified it (records stay immutable). */
+	"CREATE TABLE audit_pending(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
+	"  seq INTEGER NOT NULL, PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;",
 };
 
 const char *kp_backend_strerror(int rc)

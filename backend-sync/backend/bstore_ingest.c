@@ -299,11 +299,34 @@ static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struc
 	                BS_OPT(c->category), BS_OPT(c->event), BS_JOURNAL(ses->journal),
 	                BS_INT_IF(ses->cert_id > 0, ses->cert_id));
 
+	if (rc == KP_BE_OK && r->sig_deferred)
+		rc = bs_run(s, "audit pending", "INSERT INTO audit_pending(terminal, journal, seq)"
+		            " VALUES (?1, ?2, ?3)", BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal),
+		            BS_INT(c->seq));
 	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
 		return bs_link_request(s, ses, c, now_ms);
 	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0)
 		return rc;
 	return merge_use(s, c, now_ms);
+}
+
+/* Takes back the records no verified record vouches for yet (since SAVEPOINT unvouched). */
+static int unwind_unvouched(kp_bstore *s, int *unvouched, uint64_t *held, uint8_t *last_hash,
+                            int *moved, uint64_t safe_held, const uint8_t *safe_hash,
+                            int safe_moved)
+{
+	int rc;
+
+	if (!*unvouched)
+		return KP_BE_OK;
+	rc = bs_exec(s, "ROLLBACK TO unvouched");
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "RELEASE unvouched");
+	*unvouched = 0;
+	*held = safe_held;
+	memcpy(last_hash, safe_hash, KP_SHA256_LEN);
+	*moved = safe_moved;
+	return rc;
 }
 
 int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
@@ -330,8 +353,9 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	const char *terminal = ses->terminal;
 	sqlite3_stmt *st = NULL;
 	uint8_t last_hash[KP_SHA256_LEN];
-	uint64_t held = 0, held_before = 0;
-	int quarantined = 0, epochs = 0, moved = 0, rc;
+	uint64_t held = 0, held_before = 0, safe_held = 0;
+	uint8_t safe_hash[KP_SHA256_LEN];
+	int quarantined = 0, epochs = 0, moved = 0, safe_moved = 0, unvouched = 0, rc;
 
 	*refused_seq = 0;
 	*acked = 0;
@@ -386,6 +410,10 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		} else if (r->rec.seq != held + 1) {
 			/* A gap is the sender's mistake, not evidence of tampering: refuse the
 			 * batch from here and let the client resend from what we hold. */
+			rc = unwind_unvouched(s, &unvouched, &held, last_hash, &moved, safe_held,
+			                      safe_hash, safe_moved);
+			if (rc != KP_BE_OK)
+				goto out;
 			*refused_seq = r->rec.seq;
 			snprintf(reason, reason_cap, "sequence gap: expected %llu, got %llu",
 			         (unsigned long long)(held + 1), (unsigned long long)r->rec.seq);
@@ -396,6 +424,10 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		if (why != NULL) {
 			uint64_t seq = r->decode_rc == 0 ? r->rec.seq : held + 1;
 
+			rc = unwind_unvouched(s, &unvouched, &held, last_hash, &moved, safe_held,
+			                      safe_hash, safe_moved);
+			if (rc != KP_BE_OK)
+				goto out;
 			*refused_seq = seq;
 			snprintf(reason, reason_cap, "record %llu: %s", (unsigned long long)seq, why);
 			fprintf(stderr, "kippu-backend: terminal %s quarantined: %s\n", terminal, reason);
@@ -407,6 +439,16 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		/* Another epoch holds this very record (a database restored from a backup sends
 		 * its records again under a new journal): held once, no second use, no second
 		 * clone check. */
+		if (r->sig_deferred && !unvouched) {
+			/* held only once a later verified record vouches for it (the chain) */
+			rc = bs_exec(s, "SAVEPOINT unvouched");
+			if (rc != KP_BE_OK)
+				goto out;
+			unvouched = 1;
+			safe_held = held;
+			memcpy(safe_hash, last_hash, KP_SHA256_LEN);
+			safe_moved = moved;
+		}
 		if (epochs)
 			rc = bs_alias_of_held(s, ses, r, now_ms, &alias);
 		if (rc == KP_BE_OK && !alias)
@@ -418,7 +460,19 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		held = r->rec.seq;
 		memcpy(last_hash, r->hash, KP_SHA256_LEN);
 		moved++;
+		if (!r->sig_deferred && unvouched) {
+			rc = bs_exec(s, "RELEASE unvouched");   /* its chain reaches this one */
+			if (rc != KP_BE_OK)
+				goto out;
+			unvouched = 0;
+		}
 	}
+	/* a batch that ends unverified (never from kippu-backend's server: it verifies the
+	 * last record) is held up to its last verified record */
+	rc = unwind_unvouched(s, &unvouched, &held, last_hash, &moved, safe_held, safe_hash,
+	                      safe_moved);
+	if (rc != KP_BE_OK)
+		goto out;
 	if (moved > 0) {
 		rc = bs_run(s, "journal head", "UPDATE journals SET acked = ?3, last_hash = ?4"
 		            " WHERE terminal = ?1 AND journal = ?2", BS_TEXT(terminal),

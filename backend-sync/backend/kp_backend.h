@@ -24,7 +24,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 7
+#define KP_BSTORE_SCHEMA_VERSION 8
 
 /* Creates the database when missing; a failure is told on stderr ("kippu-backend: ..."). */
 int  kp_bstore_open(kp_bstore **out, const char *path);
@@ -93,10 +93,15 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 
 /* One record as the server hands it to the store: signature already checked (sig_ok), the
  * payload decoded (decode_rc 0) into rec. */
+#define KP_AUDIT_SAMPLE 16              /* 1 record in 16 verified at ingest besides the last */
+
 struct kp_ingest {
 	const uint8_t *cose; size_t cose_len;
 	const uint8_t *payload; size_t payload_len;
-	int sig_ok;
+	int sig_ok;                      /* COSE form good; the signature too unless deferred */
+	int sig_deferred;                /* 1: signature not verified at ingest: the chain
+	                                  * to a verified record vouches for it, the auditor
+	                                  * verifies it later (PROTOCOL.md section 4.2) */
 	int decode_rc;
 	struct kp_record rec;
 	uint8_t hash[KP_SHA256_LEN];     /* SHA-256 of payload */
@@ -115,6 +120,13 @@ struct kp_ingest {
 int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
                      int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
                      size_t reason_cap);
+/* The auditor (PROTOCOL.md section 4.2): verifies the own signature of up to max records
+ * not verified at ingest, with the certificate each came in with; a record that fails
+ * quarantines its terminal (kp_log'd). *audited: records settled, *failed: of them bad. */
+int kp_bstore_audit(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
+                    uint64_t *failed);
+/* Records not audited yet. */
+int kp_bstore_audit_lag(kp_bstore *s, uint64_t *lag);
 /* kp_bstore_ingest into the session's journal, each record stored with the session's
  * certificate. A record another epoch of the terminal holds byte for byte (same seq, same
  * payload hash: the same history up to it) is held once: an alias, no second use. */
@@ -299,7 +311,15 @@ struct kp_server_cfg {
 	int max_per_addr;                /* handshakes from one address while max_unauth is
 	                                  * more than half taken */
 	int timeout_ms;                  /* per handshake and per message */
+	int verify_every_record;         /* 1: every record's signature at ingest (the old
+	                                  * path; the bench's baseline); 0: the chain, the
+	                                  * last record's and a sample (PROTOCOL.md 4.2) */
+	int audit_sample;                /* of the others 1 in N verified at ingest (0: none) */
+	int auditor;                     /* 1: run the background auditor thread */
 };
+/* Defaults; for the bench and the tests the environment may change how ingest verifies:
+ * KIPPU_BACKEND_VERIFY=every (verify_every_record), KIPPU_BACKEND_SAMPLE=N (audit_sample,
+ * default KP_AUDIT_SAMPLE), KIPPU_BACKEND_AUDITOR=0 (no auditor thread). */
 void kp_server_cfg_defaults(struct kp_server_cfg *cfg);
 
 typedef struct kp_server kp_server;

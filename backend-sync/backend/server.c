@@ -29,15 +29,21 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kp_backend.h"
 
 #include "kp_cbor.h"
+#include "kp_rng.h"
 #include "kp_sys.h"
 
+#define AUDIT_TURN 16                   /* records the auditor verifies per turn (~16 ms) */
+#define AUDIT_BACKOFF_MS 20             /* its nap while ingest is busy */
+#define AUDIT_IDLE_MS 500               /* its nap while there is nothing to audit */
 #define MAX_TRACKED 8192                /* max_unauth + max_conns, each at most 4096 */
 #define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
 #define OWN_LINES 10                    /* failed handshakes, and unregistered terminals,
@@ -80,6 +86,7 @@ struct kp_server {
 	int listen_fd;
 	int port;
 	pthread_t acceptor;
+	pthread_t auditor;               /* audit_main: the signatures ingest left for later */
 	volatile int stopping;
 	unsigned long turns;             /* accept loop turns (kp_server_turns) */
 	pthread_mutex_t lock;
@@ -132,6 +139,17 @@ static void gate_leave(struct gate *g)
 	g->done++;
 	pthread_cond_broadcast(&g->c);
 	pthread_mutex_unlock(&g->m);
+}
+
+/* 1 while a thread is in the gate or waits for it. */
+static int gate_busy(struct gate *g)
+{
+	int busy;
+
+	pthread_mutex_lock(&g->m);
+	busy = g->next != g->done;
+	pthread_mutex_unlock(&g->m);
+	return busy;
 }
 
 static int64_t now_ms(void)
@@ -200,6 +218,10 @@ static void refusal_note(kp_server *srv, enum refusal why)
 
 void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 {
+	const char *env;
+	char *end = NULL;
+	long sample;
+
 	memset(cfg, 0, sizeof(*cfg));
 	snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
 	snprintf(cfg->port, sizeof(cfg->port), "7800");
@@ -211,6 +233,15 @@ void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 	cfg->max_unauth = 256;
 	cfg->max_per_addr = 16;
 	cfg->timeout_ms = 10000;
+	/* For the bench and the tests (README "How sync works"), not for production */
+	env = getenv("KIPPU_BACKEND_VERIFY");
+	cfg->verify_every_record = env != NULL && strcmp(env, "every") == 0;
+	env = getenv("KIPPU_BACKEND_SAMPLE");
+	sample = env != NULL ? strtol(env, &end, 10) : -1;
+	cfg->audit_sample = env != NULL && *end == '\0' && sample >= 0 && sample <= 65535 ?
+	                    (int)sample : KP_AUDIT_SAMPLE;
+	env = getenv("KIPPU_BACKEND_AUDITOR");
+	cfg->auditor = env == NULL || strcmp(env, "0") != 0;
 }
 
 static int send_simple(kp_tls *t, enum kp_msg_type type, uint64_t acked, uint64_t seq,
@@ -242,6 +273,19 @@ static int send_welcome(kp_tls *t, uint64_t acked, const uint8_t *head, int time
 	return kp_msg_send(t, &m, timeout_ms);
 }
 
+/* 1 for about one record in `rate` (0: none) besides the batch's last one: its signature is
+ * verified at ingest (PROTOCOL.md section 4.2 says why this rate). */
+static int sample_record(int rate)
+{
+	uint16_t r = 0;
+
+	if (rate <= 0)
+		return 0;
+	if (kp_random(&r, sizeof(r)) != 0)
+		return 1;
+	return r % rate == 0;
+}
+
 /* Verifies and decodes one batch, then hands it to the store. *held: the terminal's
  * records held before, then after (for the metrics' count of records stored). */
 static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cert *peer,
@@ -261,8 +305,15 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	for (size_t i = 0; i < m->n_items; i++) {
 		in[i].cose = m->items[i].p;
 		in[i].cose_len = m->items[i].n;
-		rc = kp_cose_verify1(peer, in[i].cose, in[i].cose_len, &in[i].payload,
-		                     &in[i].payload_len, NULL, 0);
+		/* The chain (PROTOCOL.md section 4.2): the last record's signature, and a sample */
+		in[i].sig_deferred = !srv->cfg.verify_every_record && i + 1 < m->n_items &&
+		                     !sample_record(srv->cfg.audit_sample);
+		if (!in[i].sig_deferred)
+			rc = kp_cose_verify1(peer, in[i].cose, in[i].cose_len, &in[i].payload,
+			                     &in[i].payload_len, NULL, 0);
+		else
+			rc = kp_cose_open1(in[i].cose, in[i].cose_len, &in[i].payload,
+			                   &in[i].payload_len);
 		in[i].sig_ok = rc == 0;
 		in[i].decode_rc = -1;
 		if (in[i].sig_ok) {
@@ -673,6 +724,48 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* The auditor (PROTOCOL.md section 4.2): at the lowest CPU priority, a few records per turn
+ * and only while no batch is being verified or stored, so that ingest never waits long
+ * for it; it naps while there is nothing to audit. */
+static void *audit_main(void *arg)
+{
+	kp_server *srv = arg;
+	kp_bstore *db = NULL;
+	char err[256];
+
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
+		kp_log(LOG_DEBUG, "auditor: cannot lower its priority: %s", strerror(errno));
+	if (kp_bstore_open_mode(&db, srv->cfg.db, KP_BSTORE_EXISTING, err, sizeof(err)) != 0) {
+		kp_log(LOG_ERR, "auditor: %s", err);
+		return NULL;
+	}
+	while (!srv->stopping) {
+		uint64_t audited = 0, failed = 0;
+		int rc;
+
+		if (gate_busy(&srv->store_gate) || gate_busy(&srv->verify_gate)) {
+			nap_ms(AUDIT_BACKOFF_MS);
+			continue;
+		}
+		gate_enter(&srv->store_gate);
+		rc = kp_bstore_audit(db, AUDIT_TURN, now_ms(), &audited, &failed);
+		gate_leave(&srv->store_gate);
+		if (rc != KP_BE_OK)
+			kp_log(LOG_ERR, "auditor: %s", kp_bstore_errmsg(db));
+		for (int i = 0; (rc != KP_BE_OK || audited == 0) && i < 10 && !srv->stopping; i++)
+			nap_ms(AUDIT_IDLE_MS / 10);
+	}
+	kp_bstore_close(db);
+	return NULL;
+}
+
 int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err, size_t err_cap)
 {
 	kp_server *srv = calloc(1, sizeof(*srv));
@@ -732,8 +825,16 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 		snprintf(err, err_cap, "listen on %s:%s: %s", cfg->host, cfg->port, strerror(errno));
 		goto fail;
 	}
+	if (srv->cfg.auditor && pthread_create(&srv->auditor, NULL, audit_main, srv) != 0) {
+		snprintf(err, err_cap, "cannot start the auditor thread");
+		rc = KP_BE_E_NOMEM;
+		goto fail;
+	}
 	if (pthread_create(&srv->acceptor, NULL, accept_main, srv) != 0) {
 		snprintf(err, err_cap, "cannot start the accept thread");
+		srv->stopping = 1;
+		if (srv->cfg.auditor)
+			pthread_join(srv->auditor, NULL);
 		rc = KP_BE_E_NOMEM;
 		goto fail;
 	}
@@ -766,6 +867,8 @@ void kp_server_stop(kp_server *srv)
 		return;
 	srv->stopping = 1;
 	pthread_join(srv->acceptor, NULL);
+	if (srv->cfg.auditor)
+		pthread_join(srv->auditor, NULL);
 	close(srv->listen_fd);
 	pthread_mutex_lock(&srv->lock);
 	refusals_flush(srv, 1);
