@@ -14,7 +14,7 @@
  *     memory beforehand; each terminal is one client thread that speaks the protocol by
  *     hand (hello -> welcome, records of KP_SYNC_BATCH_MAX -> ack ..., bye), all released
  *     at once. The clock runs from the first connect to the last ack. The 50 terminals run
- *     twice: by chain (the default: the last record of each batch and 1 in 16 verified,
+ *     twice: by chain (the default: the last record of each batch and one other verified,
  *     PROTOCOL.md section 4.2) and with every signature verified (verify_every_record).
  *  3. A 10,000-record backlog synced with the terminal's own path: a terminal store filled
  *     by kp_tap_refuse (real signed, chained, committed records), then kp_sync_run with
@@ -833,7 +833,7 @@ int main(int argc, char **argv)
 	printf("\n[1] the better of %.0f (before the ingest runs) and %.0f (after).\n"
 	       "[2] 1.2 x %d / ingest(1 terminal).\n"
 	       "[3] the per-record path (verify_every_record): every record's ES256 signature at\n"
-	       "    ingest; the other rows verify by chain (the batch's last record and 1 in %d).\n",
+	       "    ingest; the other rows verify by chain (the batch's last record and %d other(s)).\n",
 	       vall, vall2, opt.backlog, KP_AUDIT_SAMPLE);
 	printf("phases, 1 terminal:  handshake %.1f ms, hello->welcome %.1f ms, records->ack %.1f ms"
 	       " per batch; CPU busy %.0f%% of %d cores, %.0f us CPU per record\n",

@@ -304,44 +304,80 @@ int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql)
 	return KP_BE_OK;
 }
 
+static void bind_vals(sqlite3_stmt *st, const struct kp_sql_val *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int at = (int)i + 1;
+
+		if (v[i].kind == 'i')
+			sqlite3_bind_int64(st, at, v[i].i);
+		else if (v[i].kind == 'b')
+			sqlite3_bind_blob(st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
+		else if (v[i].kind == 't' || (v[i].kind == 'o' && v[i].p != NULL &&
+		                              *(const char *)v[i].p != '\0'))
+			sqlite3_bind_text(st, at, v[i].p, -1, SQLITE_TRANSIENT);
+	}
+}
+
 int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
                  size_t n)
 {
 	int rc = bs_prep(s, st, sql);
 
-	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
-		int at = (int)i + 1;
-
-		if (v[i].kind == 'i')
-			sqlite3_bind_int64(*st, at, v[i].i);
-		else if (v[i].kind == 'b')
-			sqlite3_bind_blob(*st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
-		else if (v[i].kind == 't' || (v[i].kind == 'o' && v[i].p != NULL &&
-		                              *(const char *)v[i].p != '\0'))
-			sqlite3_bind_text(*st, at, v[i].p, -1, SQLITE_TRANSIENT);
-	}
+	if (rc == KP_BE_OK)
+		bind_vals(*st, v, n);
 	return rc;
+}
+
+/* The cached statement for sql, bound to v; give it back with sqlite3_reset (never
+ * finalize it). */
+int bs_cached_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql,
+                   const struct kp_sql_val *v, size_t n)
+{
+	unsigned slot;
+
+	for (unsigned i = 0; i < BS_CACHE; i++) {
+		if (s->cache[i].sql == sql && s->cache[i].st != NULL &&
+		    strcmp(sqlite3_sql(s->cache[i].st), sql) == 0) {
+			*st = s->cache[i].st;
+			sqlite3_clear_bindings(*st);
+			bind_vals(*st, v, n);
+			return KP_BE_OK;
+		}
+	}
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+		return bs_fail(s, "prepare");
+	slot = s->cache_next++ % BS_CACHE;
+	sqlite3_finalize(s->cache[slot].st);
+	s->cache[slot].sql = sql;
+	s->cache[slot].st = *st;
+	bind_vals(*st, v, n);
+	return KP_BE_OK;
 }
 
 int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
                 size_t n)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep_bind(s, &st, sql, v, n);
+	int rc = bs_cached_bind(s, &st, sql, v, n);
 
-	return rc == KP_BE_OK ? bs_step_done(s, st, what) : rc;
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = sqlite3_step(st) == SQLITE_DONE ? KP_BE_OK : bs_fail(s, what);
+	sqlite3_reset(st);
+	return rc;
 }
 
 int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
                 const struct kp_sql_val *v, size_t n)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep_bind(s, &st, sql, v, n);
+	int rc = bs_cached_bind(s, &st, sql, v, n);
 
 	if (rc != KP_BE_OK)
 		return rc;
 	*out = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : def;
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return KP_BE_OK;
 }
 
@@ -502,6 +538,8 @@ void kp_bstore_close(kp_bstore *s)
 {
 	if (s == NULL)
 		return;
+	for (unsigned i = 0; i < BS_CACHE; i++)
+		sqlite3_finalize(s->cache[i].st);
 	if (s->db != NULL) {
 		bs_rollback(s);
 		sqlite3_close(s->db);

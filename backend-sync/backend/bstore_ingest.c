@@ -51,9 +51,9 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 	int64_t use = 0, from = 0, until = 0;
 	int first_use = 0, days = 0, rc;
 
-	rc = bs_query(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
-	              " FROM entitlements e JOIN products p ON p.id = e.product_id"
-	              " WHERE e.id = ?1", BS_INT(c->entitlement));
+	rc = bs_query_cached(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
+	                     " FROM entitlements e JOIN products p ON p.id = e.product_id"
+	                     " WHERE e.id = ?1", BS_INT(c->entitlement));
 	if (rc != KP_BE_OK)
 		return rc;
 	if (sqlite3_step(st) == SQLITE_ROW) {
@@ -61,7 +61,7 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 		snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 1));
 		days = sqlite3_column_int(st, 2);
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	if (strcmp(kind, "stored") == 0)
 		use = c->amount;
 	else if (strcmp(kind, "nride") == 0)
@@ -104,10 +104,10 @@ static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, i
 	*known = 0;
 	if (stop == NULL || stop[0] == '\0')
 		return KP_BE_OK;
-	rc = bs_query(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
-	              " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
-	              " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1",
-	              BS_TEXT(operator_id), BS_TEXT(stop));
+	rc = bs_query_cached(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
+	                     " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
+	                     " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1",
+	                     BS_TEXT(operator_id), BS_TEXT(stop));
 	if (rc != KP_BE_OK)
 		return rc;
 	if (sqlite3_step(st) == SQLITE_ROW) {
@@ -115,7 +115,7 @@ static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, i
 		*lon = sqlite3_column_int64(st, 1);
 		*known = 1;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return KP_BE_OK;
 }
 
@@ -162,14 +162,14 @@ static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[K
 	}
 	if (!c->has_token)
 		return KP_BE_OK;
-	rc = bs_query(s, &st, "SELECT 1 FROM linkages WHERE token = ?1", BS_TOKEN(c->token));
+	rc = bs_query_cached(s, &st, "SELECT 1 FROM linkages WHERE token = ?1", BS_TOKEN(c->token));
 	if (rc != KP_BE_OK)
 		return rc;
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		memcpy(out, c->token, KP_TOKEN_LEN);
 		*found = 1;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return KP_BE_OK;
 }
 
@@ -232,12 +232,13 @@ static int clone_check(kp_bstore *s, const char *terminal, const struct kp_recor
 	if (rc == KP_BE_OK)
 		rc = clone_limit(s, terminal, c, linkage, action == 2, now_ms);
 	if (rc == KP_BE_OK)
-		rc = bs_query(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
-		              " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
-		              " AND result IN ('accepted', 'refused')"
-		              " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16",
-		              BS_TOKEN(linkage), BS_TEXT(terminal), BS_INT(c->time_ms - CLONE_WINDOW_MS),
-		              BS_INT(c->time_ms + CLONE_WINDOW_MS), BS_INT(c->time_ms));
+		rc = bs_query_cached(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
+		                     " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
+		                     " AND result IN ('accepted', 'refused')"
+		                     " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16",
+		                     BS_TOKEN(linkage), BS_TEXT(terminal),
+		                     BS_INT(c->time_ms - CLONE_WINDOW_MS),
+		                     BS_INT(c->time_ms + CLONE_WINDOW_MS), BS_INT(c->time_ms));
 	if (rc != KP_BE_OK)
 		return rc;
 	while (rc == KP_BE_OK && sqlite3_step(st) == SQLITE_ROW) {
@@ -274,7 +275,7 @@ static int clone_check(kp_bstore *s, const char *terminal, const struct kp_recor
 			rc = flag_clone(s, linkage, "travel", terminal, (int64_t)c->seq, other, seq,
 			                detail, action == 2, now_ms);
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -436,9 +437,6 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 				goto out;
 			break;
 		}
-		/* Another epoch holds this very record (a database restored from a backup sends
-		 * its records again under a new journal): held once, no second use, no second
-		 * clone check. */
 		if (r->sig_deferred && !unvouched) {
 			/* held only once a later verified record vouches for it (the chain) */
 			rc = bs_exec(s, "SAVEPOINT unvouched");
@@ -449,6 +447,9 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 			memcpy(safe_hash, last_hash, KP_SHA256_LEN);
 			safe_moved = moved;
 		}
+		/* Another epoch holds this very record (a database restored from a backup sends
+		 * its records again under a new journal): held once, no second use, no second
+		 * clone check. */
 		if (epochs)
 			rc = bs_alias_of_held(s, ses, r, now_ms, &alias);
 		if (rc == KP_BE_OK && !alias)

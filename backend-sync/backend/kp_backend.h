@@ -93,7 +93,8 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 
 /* One record as the server hands it to the store: signature already checked (sig_ok), the
  * payload decoded (decode_rc 0) into rec. */
-#define KP_AUDIT_SAMPLE 16              /* 1 record in 16 verified at ingest besides the last */
+#define KP_AUDIT_SAMPLE 1               /* other records of a batch verified at ingest, picked at
+                                         * random, besides its last one */
 
 struct kp_ingest {
 	const uint8_t *cose; size_t cose_len;
@@ -113,7 +114,10 @@ struct kp_ingest {
  * chain, a different record under a sequence already held) quarantines the terminal:
  * nothing more from it is accepted until `kippuctl quarantine clear`. On return *acked is
  * the highest contiguous sequence held; *refused_seq is 0 or the refused record, with
- * reason. Uses are merged per entitlement and an overdraft denylists the card. A record of
+ * reason. A record with sig_deferred (its signature not verified yet) is held only when a
+ * later record of the batch without it is (the hash chain vouches for it; section 4.2 of
+ * PROTOCOL.md), and listed for kp_bstore_audit. Uses are merged per entitlement and an
+ * overdraft denylists the card. A record of
  * kind "link" with result "requested" (token = card, via = linkage) links the card if the
  * linkage is active and valid at the record's time; each link record gets a row in the
  * link requests (KP_REPORT_LINK_REQUESTS), accepted or refused with the reason. */
@@ -314,7 +318,7 @@ struct kp_server_cfg {
 	int verify_every_record;         /* 1: every record's signature at ingest (the old
 	                                  * path; the bench's baseline); 0: the chain, the
 	                                  * last record's and a sample (PROTOCOL.md 4.2) */
-	int audit_sample;                /* of the others 1 in N verified at ingest (0: none) */
+	int audit_sample;                /* N others of a batch verified at ingest (0: none) */
 	int auditor;                     /* 1: run the background auditor thread */
 };
 /* Defaults; for the bench and the tests the environment may change how ingest verifies:

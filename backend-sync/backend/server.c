@@ -273,17 +273,23 @@ static int send_welcome(kp_tls *t, uint64_t acked, const uint8_t *head, int time
 	return kp_msg_send(t, &m, timeout_ms);
 }
 
-/* 1 for about one record in `rate` (0: none) besides the batch's last one: its signature is
- * verified at ingest (PROTOCOL.md section 4.2 says why this rate). */
-static int sample_record(int rate)
+/* Which of a batch's n records get their signature verified at ingest: the last one, and
+ * `extra` others picked at random (PROTOCOL.md section 4.2 says why); every one with
+ * verify_every_record. 0 in check[i]: deferred to the auditor. */
+static void pick_checked(const struct kp_server_cfg *cfg, size_t n, unsigned char *check)
 {
-	uint16_t r = 0;
+	memset(check, cfg->verify_every_record ? 1 : 0, n);
+	if (n == 0)
+		return;
+	check[n - 1] = 1;
+	for (int k = 0; k < cfg->audit_sample && n > 1; k++) {
+		uint32_t r = 0;
 
-	if (rate <= 0)
-		return 0;
-	if (kp_random(&r, sizeof(r)) != 0)
-		return 1;
-	return r % rate == 0;
+		if (kp_random(&r, sizeof(r)) != 0)
+			memset(check, 1, n);     /* no randomness: verify them all */
+		else
+			check[r % (n - 1)] = 1;
+	}
 }
 
 /* Verifies and decodes one batch, then hands it to the store. *held: the terminal's
@@ -293,21 +299,25 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 {
 	const char *terminal = ses->terminal;
 	struct kp_ingest *in = calloc(m->n_items, sizeof(*in));
+	unsigned char *check = malloc(m->n_items > 0 ? m->n_items : 1);
 	uint64_t acked = 0, refused = 0;
 	char reason[128];
 	double t0;
 	int rc;
 
-	if (in == NULL)
+	if (in == NULL || check == NULL) {
+		free(in);
+		free(check);
 		return KP_BE_E_NOMEM;
+	}
+	pick_checked(&srv->cfg, m->n_items, check);
 	t0 = mono_s();
 	gate_enter(&srv->verify_gate);
 	for (size_t i = 0; i < m->n_items; i++) {
 		in[i].cose = m->items[i].p;
 		in[i].cose_len = m->items[i].n;
 		/* The chain (PROTOCOL.md section 4.2): the last record's signature, and a sample */
-		in[i].sig_deferred = !srv->cfg.verify_every_record && i + 1 < m->n_items &&
-		                     !sample_record(srv->cfg.audit_sample);
+		in[i].sig_deferred = !check[i];
 		if (!in[i].sig_deferred)
 			rc = kp_cose_verify1(peer, in[i].cose, in[i].cose_len, &in[i].payload,
 			                     &in[i].payload_len, NULL, 0);
@@ -330,6 +340,7 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	gate_leave(&srv->store_gate);
 	kp_metrics_commit_seconds(mono_s() - t0);
 	free(in);
+	free(check);
 	if (rc == KP_BE_OK && acked > *held) {
 		kp_metrics_ingested(acked - *held);
 		*held = acked;
