@@ -137,6 +137,12 @@ static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_m
 int kp_bstore_audit(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
                     uint64_t *failed)
 {
+	return kp_bstore_audit_gated(s, max, now_ms, audited, failed, NULL, NULL);
+}
+
+int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
+                          uint64_t *failed, void (*gate)(void *arg, int enter), void *arg)
+{
 	struct pending *p = NULL;
 	size_t n = 0;
 	int rc = load_pending(s, max > 0 ? max : 1, &p, &n);
@@ -149,7 +155,11 @@ int kp_bstore_audit(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
 		p[i].ok = verify_one(&p[i]);
 		*failed += !p[i].ok;
 	}
+	if (gate != NULL)
+		gate(arg, 1);
 	rc = settle(s, p, n, now_ms);
+	if (gate != NULL)
+		gate(arg, 0);
 	if (rc == KP_BE_OK)
 		*audited = n;
 	else

@@ -129,6 +129,10 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
  * quarantines its terminal (kp_log'd). *audited: records settled, *failed: of them bad. */
 int kp_bstore_audit(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
                     uint64_t *failed);
+/* The same; gate (when not NULL) is called with enter 1 before and 0 after the short write
+ * (kippu-backend's store gate), the verifications run outside it. */
+int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
+                          uint64_t *failed, void (*gate)(void *arg, int enter), void *arg);
 /* Records not audited yet. */
 int kp_bstore_audit_lag(kp_bstore *s, uint64_t *lag);
 /* kp_bstore_ingest into the session's journal, each record stored with the session's

@@ -735,6 +735,16 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
+static void store_gate_cb(void *arg, int enter)
+{
+	kp_server *srv = arg;
+
+	if (enter)
+		gate_enter(&srv->store_gate);
+	else
+		gate_leave(&srv->store_gate);
+}
+
 static void nap_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -765,9 +775,8 @@ static void *audit_main(void *arg)
 			nap_ms(AUDIT_BACKOFF_MS);
 			continue;
 		}
-		gate_enter(&srv->store_gate);
-		rc = kp_bstore_audit(db, AUDIT_TURN, now_ms(), &audited, &failed);
-		gate_leave(&srv->store_gate);
+		rc = kp_bstore_audit_gated(db, AUDIT_TURN, now_ms(), &audited, &failed, store_gate_cb,
+		                           srv);
 		if (rc != KP_BE_OK)
 			kp_log(LOG_ERR, "auditor: %s", kp_bstore_errmsg(db));
 		for (int i = 0; (rc != KP_BE_OK || audited == 0) && i < 10 && !srv->stopping; i++)
