@@ -48,7 +48,8 @@ static const char usage_text[] =
 	"                  [--terminal ID] [--json|--csv]\n"
 	"  kippuctl backend quarantine list DB [--json|--csv]\n"
 	"  kippuctl backend quarantine clear DB TERMINAL\n"
-	"  kippuctl backend export DB TERMINAL DIR   (DIR/EPOCH/SEQ.cose + the certificates)\n";
+	"  kippuctl backend export DB TERMINAL DIR   (DIR/EPOCH/SEQ.cose + the certificates)\n"
+	"  kippuctl backend audit DB   (verify every record's own signature not verified yet)\n";
 
 void kp_ctl_backend_usage(FILE *fp)
 {
@@ -1157,6 +1158,28 @@ static int be_export(kp_bstore *s, const struct bargs *a, const char *cmd)
 	return export_records(s, a->pos[1], a->pos[2]);
 }
 
+/* The auditor run to completion (PROTOCOL.md section 4.2): exit 1 if a record failed. */
+static int be_audit(kp_bstore *s, const struct bargs *a, const char *cmd)
+{
+	uint64_t audited = 0, failed = 0, n = 0, bad = 0;
+	int rc;
+
+	do {
+		rc = kp_bstore_audit(s, 256, now_ms(), &n, &bad);
+		audited += n;
+		failed += bad;
+	} while (rc == KP_BE_OK && n > 0);
+	if (rc != KP_BE_OK)
+		return be_result(s, cmd, rc);
+	printf("audited %llu, failed %llu\n", (unsigned long long)audited,
+	       (unsigned long long)failed);
+	if (failed > 0)
+		fprintf(stderr, "kippuctl: %llu record(s) with a bad signature: their terminals are "
+		        "quarantined (kippuctl backend quarantine list)\n",
+		        (unsigned long long)failed);
+	return failed > 0 ? 1 : 0;
+}
+
 /* The reports: kippuctl backend NAME DB [--terminal ID] prints a table (or JSON, CSV). */
 static const struct report {
 	const char *name;
@@ -1216,6 +1239,7 @@ static const struct backend_cmd {
 	{ "set", NULL, 3, 64, 0, KP_BSTORE_CREATE, be_set },
 	{ "service-day", NULL, 2, 3, 0, KP_BSTORE_CREATE, be_service_day },
 	{ "export", NULL, 3, 3, 0, KP_BSTORE_READONLY, be_export },
+	{ "audit", NULL, 1, 1, 0, KP_BSTORE_EXISTING, be_audit },
 };
 
 /* The row of a report (reports[]): every report takes DB alone. */

@@ -232,6 +232,12 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	 * that predates `last`), for the unsent-records metric and `backend terminals`. */
 	"ALTER TABLE terminals ADD COLUMN hello_journal BLOB;"
 	"ALTER TABLE terminals ADD COLUMN hello_last INTEGER;",
+
+	/* 8 (issue 16, ingest by chain, PROTOCOL.md section 4.2): the records whose own
+	 * signature was not verified at ingest (a later verified record vouched for them through
+	 * the hash chain), until the auditor has verified it (records stay immutable). */
+	"CREATE TABLE audit_pending(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
+	"  seq INTEGER NOT NULL, PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -298,44 +304,80 @@ int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql)
 	return KP_BE_OK;
 }
 
+static void bind_vals(sqlite3_stmt *st, const struct kp_sql_val *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int at = (int)i + 1;
+
+		if (v[i].kind == 'i')
+			sqlite3_bind_int64(st, at, v[i].i);
+		else if (v[i].kind == 'b')
+			sqlite3_bind_blob(st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
+		else if (v[i].kind == 't' || (v[i].kind == 'o' && v[i].p != NULL &&
+		                              *(const char *)v[i].p != '\0'))
+			sqlite3_bind_text(st, at, v[i].p, -1, SQLITE_TRANSIENT);
+	}
+}
+
 int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
                  size_t n)
 {
 	int rc = bs_prep(s, st, sql);
 
-	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
-		int at = (int)i + 1;
-
-		if (v[i].kind == 'i')
-			sqlite3_bind_int64(*st, at, v[i].i);
-		else if (v[i].kind == 'b')
-			sqlite3_bind_blob(*st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
-		else if (v[i].kind == 't' || (v[i].kind == 'o' && v[i].p != NULL &&
-		                              *(const char *)v[i].p != '\0'))
-			sqlite3_bind_text(*st, at, v[i].p, -1, SQLITE_TRANSIENT);
-	}
+	if (rc == KP_BE_OK)
+		bind_vals(*st, v, n);
 	return rc;
+}
+
+/* The cached statement for sql, bound to v; give it back with sqlite3_reset (never
+ * finalize it). */
+int bs_cached_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql,
+                   const struct kp_sql_val *v, size_t n)
+{
+	unsigned slot;
+
+	for (unsigned i = 0; i < BS_CACHE; i++) {
+		if (s->cache[i].sql == sql && s->cache[i].st != NULL &&
+		    strcmp(sqlite3_sql(s->cache[i].st), sql) == 0) {
+			*st = s->cache[i].st;
+			sqlite3_clear_bindings(*st);
+			bind_vals(*st, v, n);
+			return KP_BE_OK;
+		}
+	}
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+		return bs_fail(s, "prepare");
+	slot = s->cache_next++ % BS_CACHE;
+	sqlite3_finalize(s->cache[slot].st);
+	s->cache[slot].sql = sql;
+	s->cache[slot].st = *st;
+	bind_vals(*st, v, n);
+	return KP_BE_OK;
 }
 
 int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
                 size_t n)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep_bind(s, &st, sql, v, n);
+	int rc = bs_cached_bind(s, &st, sql, v, n);
 
-	return rc == KP_BE_OK ? bs_step_done(s, st, what) : rc;
+	if (rc != KP_BE_OK)
+		return rc;
+	rc = sqlite3_step(st) == SQLITE_DONE ? KP_BE_OK : bs_fail(s, what);
+	sqlite3_reset(st);
+	return rc;
 }
 
 int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
                 const struct kp_sql_val *v, size_t n)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_prep_bind(s, &st, sql, v, n);
+	int rc = bs_cached_bind(s, &st, sql, v, n);
 
 	if (rc != KP_BE_OK)
 		return rc;
 	*out = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : def;
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return KP_BE_OK;
 }
 
@@ -426,7 +468,11 @@ int kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, 
 		rc = bs_exec(s, "PRAGMA foreign_keys = ON;");
 	else
 		rc = bs_exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-		             "PRAGMA foreign_keys = ON;");
+		             "PRAGMA foreign_keys = ON;"
+		             /* Reads through a memory map: a connection's own page cache starts
+		             * cold after another connection's commit (every batch, with many
+		             * terminals); the OS's does not. Writes still go through the WAL. */
+		             "PRAGMA mmap_size = 268435456;");
 	if (rc != KP_BE_OK)
 		goto fail;
 	/* Every server connection opens the store: check the schema without the write lock
@@ -496,6 +542,8 @@ void kp_bstore_close(kp_bstore *s)
 {
 	if (s == NULL)
 		return;
+	for (unsigned i = 0; i < BS_CACHE; i++)
+		sqlite3_finalize(s->cache[i].st);
 	if (s->db != NULL) {
 		bs_rollback(s);
 		sqlite3_close(s->db);

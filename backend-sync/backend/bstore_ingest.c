@@ -51,9 +51,9 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 	int64_t use = 0, from = 0, until = 0;
 	int first_use = 0, days = 0, rc;
 
-	rc = bs_query(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
-	              " FROM entitlements e JOIN products p ON p.id = e.product_id"
-	              " WHERE e.id = ?1", BS_INT(c->entitlement));
+	rc = bs_query_cached(s, &st, "SELECT e.first_use, p.product_kind, coalesce(p.days, 0)"
+	                     " FROM entitlements e JOIN products p ON p.id = e.product_id"
+	                     " WHERE e.id = ?1", BS_INT(c->entitlement));
 	if (rc != KP_BE_OK)
 		return rc;
 	if (sqlite3_step(st) == SQLITE_ROW) {
@@ -61,7 +61,7 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 		snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 1));
 		days = sqlite3_column_int(st, 2);
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	if (strcmp(kind, "stored") == 0)
 		use = c->amount;
 	else if (strcmp(kind, "nride") == 0)
@@ -104,10 +104,10 @@ static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, i
 	*known = 0;
 	if (stop == NULL || stop[0] == '\0')
 		return KP_BE_OK;
-	rc = bs_query(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
-	              " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
-	              " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1",
-	              BS_TEXT(operator_id), BS_TEXT(stop));
+	rc = bs_query_cached(s, &st, "SELECT p.lat_e6, p.lon_e6 FROM stop_places p WHERE p.stop_id = ?2"
+	                     " ORDER BY p.feed_id <> coalesce((SELECT feed_id FROM operator_fares"
+	                     " WHERE operator_id = ?1), ''), p.feed_id LIMIT 1",
+	                     BS_TEXT(operator_id), BS_TEXT(stop));
 	if (rc != KP_BE_OK)
 		return rc;
 	if (sqlite3_step(st) == SQLITE_ROW) {
@@ -115,7 +115,7 @@ static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, i
 		*lon = sqlite3_column_int64(st, 1);
 		*known = 1;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return KP_BE_OK;
 }
 
@@ -162,14 +162,14 @@ static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[K
 	}
 	if (!c->has_token)
 		return KP_BE_OK;
-	rc = bs_query(s, &st, "SELECT 1 FROM linkages WHERE token = ?1", BS_TOKEN(c->token));
+	rc = bs_query_cached(s, &st, "SELECT 1 FROM linkages WHERE token = ?1", BS_TOKEN(c->token));
 	if (rc != KP_BE_OK)
 		return rc;
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		memcpy(out, c->token, KP_TOKEN_LEN);
 		*found = 1;
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return KP_BE_OK;
 }
 
@@ -232,12 +232,13 @@ static int clone_check(kp_bstore *s, const char *terminal, const struct kp_recor
 	if (rc == KP_BE_OK)
 		rc = clone_limit(s, terminal, c, linkage, action == 2, now_ms);
 	if (rc == KP_BE_OK)
-		rc = bs_query(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
-		              " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
-		              " AND result IN ('accepted', 'refused')"
-		              " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16",
-		              BS_TOKEN(linkage), BS_TEXT(terminal), BS_INT(c->time_ms - CLONE_WINDOW_MS),
-		              BS_INT(c->time_ms + CLONE_WINDOW_MS), BS_INT(c->time_ms));
+		rc = bs_query_cached(s, &st, "SELECT terminal, seq, time_ms, operator, stop FROM records"
+		                     " WHERE (via = ?1 OR token = ?1) AND terminal <> ?2 AND kind = 'tap'"
+		                     " AND result IN ('accepted', 'refused')"
+		                     " AND time_ms BETWEEN ?3 AND ?4 ORDER BY abs(time_ms - ?5) LIMIT 16",
+		                     BS_TOKEN(linkage), BS_TEXT(terminal),
+		                     BS_INT(c->time_ms - CLONE_WINDOW_MS),
+		                     BS_INT(c->time_ms + CLONE_WINDOW_MS), BS_INT(c->time_ms));
 	if (rc != KP_BE_OK)
 		return rc;
 	while (rc == KP_BE_OK && sqlite3_step(st) == SQLITE_ROW) {
@@ -274,7 +275,7 @@ static int clone_check(kp_bstore *s, const char *terminal, const struct kp_recor
 			rc = flag_clone(s, linkage, "travel", terminal, (int64_t)c->seq, other, seq,
 			                detail, action == 2, now_ms);
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc;
 }
 
@@ -299,11 +300,34 @@ static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struc
 	                BS_OPT(c->category), BS_OPT(c->event), BS_JOURNAL(ses->journal),
 	                BS_INT_IF(ses->cert_id > 0, ses->cert_id));
 
+	if (rc == KP_BE_OK && r->sig_deferred)
+		rc = bs_run(s, "audit pending", "INSERT INTO audit_pending(terminal, journal, seq)"
+		            " VALUES (?1, ?2, ?3)", BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal),
+		            BS_INT(c->seq));
 	if (rc == KP_BE_OK && strcmp(c->kind, "link") == 0)
 		return bs_link_request(s, ses, c, now_ms);
 	if (rc != KP_BE_OK || strcmp(c->result, "accepted") != 0 || c->entitlement == 0)
 		return rc;
 	return merge_use(s, c, now_ms);
+}
+
+/* Takes back the records no verified record vouches for yet (since SAVEPOINT unvouched). */
+static int unwind_unvouched(kp_bstore *s, int *unvouched, uint64_t *held, uint8_t *last_hash,
+                            int *moved, uint64_t safe_held, const uint8_t *safe_hash,
+                            int safe_moved)
+{
+	int rc;
+
+	if (!*unvouched)
+		return KP_BE_OK;
+	rc = bs_exec(s, "ROLLBACK TO unvouched");
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "RELEASE unvouched");
+	*unvouched = 0;
+	*held = safe_held;
+	memcpy(last_hash, safe_hash, KP_SHA256_LEN);
+	*moved = safe_moved;
+	return rc;
 }
 
 int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
@@ -330,8 +354,9 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	const char *terminal = ses->terminal;
 	sqlite3_stmt *st = NULL;
 	uint8_t last_hash[KP_SHA256_LEN];
-	uint64_t held = 0, held_before = 0;
-	int quarantined = 0, epochs = 0, moved = 0, rc;
+	uint64_t held = 0, held_before = 0, safe_held = 0;
+	uint8_t safe_hash[KP_SHA256_LEN];
+	int quarantined = 0, epochs = 0, moved = 0, safe_moved = 0, unvouched = 0, rc;
 
 	*refused_seq = 0;
 	*acked = 0;
@@ -386,6 +411,10 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		} else if (r->rec.seq != held + 1) {
 			/* A gap is the sender's mistake, not evidence of tampering: refuse the
 			 * batch from here and let the client resend from what we hold. */
+			rc = unwind_unvouched(s, &unvouched, &held, last_hash, &moved, safe_held,
+			                      safe_hash, safe_moved);
+			if (rc != KP_BE_OK)
+				goto out;
 			*refused_seq = r->rec.seq;
 			snprintf(reason, reason_cap, "sequence gap: expected %llu, got %llu",
 			         (unsigned long long)(held + 1), (unsigned long long)r->rec.seq);
@@ -396,6 +425,10 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		if (why != NULL) {
 			uint64_t seq = r->decode_rc == 0 ? r->rec.seq : held + 1;
 
+			rc = unwind_unvouched(s, &unvouched, &held, last_hash, &moved, safe_held,
+			                      safe_hash, safe_moved);
+			if (rc != KP_BE_OK)
+				goto out;
 			*refused_seq = seq;
 			snprintf(reason, reason_cap, "record %llu: %s", (unsigned long long)seq, why);
 			fprintf(stderr, "kippu-backend: terminal %s quarantined: %s\n", terminal, reason);
@@ -403,6 +436,16 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 			if (rc != KP_BE_OK)
 				goto out;
 			break;
+		}
+		if (r->sig_deferred && !unvouched) {
+			/* held only once a later verified record vouches for it (the chain) */
+			rc = bs_exec(s, "SAVEPOINT unvouched");
+			if (rc != KP_BE_OK)
+				goto out;
+			unvouched = 1;
+			safe_held = held;
+			memcpy(safe_hash, last_hash, KP_SHA256_LEN);
+			safe_moved = moved;
 		}
 		/* Another epoch holds this very record (a database restored from a backup sends
 		 * its records again under a new journal): held once, no second use, no second
@@ -418,7 +461,19 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 		held = r->rec.seq;
 		memcpy(last_hash, r->hash, KP_SHA256_LEN);
 		moved++;
+		if (!r->sig_deferred && unvouched) {
+			rc = bs_exec(s, "RELEASE unvouched");   /* its chain reaches this one */
+			if (rc != KP_BE_OK)
+				goto out;
+			unvouched = 0;
+		}
 	}
+	/* a batch that ends unverified (never from kippu-backend's server: it verifies the
+	 * last record) is held up to its last verified record */
+	rc = unwind_unvouched(s, &unvouched, &held, last_hash, &moved, safe_held, safe_hash,
+	                      safe_moved);
+	if (rc != KP_BE_OK)
+		goto out;
 	if (moved > 0) {
 		rc = bs_run(s, "journal head", "UPDATE journals SET acked = ?3, last_hash = ?4"
 		            " WHERE terminal = ?1 AND journal = ?2", BS_TEXT(terminal),

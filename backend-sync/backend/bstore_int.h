@@ -14,11 +14,17 @@
 #include "kp_civil.h"
 #include "kp_sqlval.h"
 
+#define BS_CACHE 48
+
 struct kp_bstore {
 	sqlite3 *db;
 	char err[512];
 	size_t n_left_out;               /* rows the last bundle left out, the first one noted */
 	char left_out[384];
+	/* bs_run's and bs_query_int's statements, prepared once (ingest runs the same few
+	 * for every record); keyed by the SQL text */
+	struct { const char *sql; sqlite3_stmt *st; } cache[BS_CACHE];
+	unsigned cache_next;
 };
 
 /* The legacy journal (all zeros): records of terminals from before journal ids. */
@@ -43,7 +49,14 @@ extern const char *const bs_kind_sql[4];
 #define bs_query_int(s, def, v, sql, ...) \
 	bs_int_vals((s), (def), (v), (sql), BS_VALS(__VA_ARGS__))
 
+/* bs_query's statement prepared once per connection (the per-record queries of ingest):
+ * give it back with sqlite3_reset, never sqlite3_finalize. */
+#define bs_query_cached(s, st, sql, ...) \
+	bs_cached_bind((s), (st), (sql), BS_VALS(__VA_ARGS__))
+
 /* bstore.c */
+int bs_cached_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql,
+                   const struct kp_sql_val *v, size_t n);
 int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
                  size_t n);
 int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,

@@ -24,7 +24,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 7
+#define KP_BSTORE_SCHEMA_VERSION 8
 
 /* Creates the database when missing; a failure is told on stderr ("kippu-backend: ..."). */
 int  kp_bstore_open(kp_bstore **out, const char *path);
@@ -93,10 +93,16 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 
 /* One record as the server hands it to the store: signature already checked (sig_ok), the
  * payload decoded (decode_rc 0) into rec. */
+#define KP_AUDIT_SAMPLE 1               /* other records of a batch verified at ingest, picked at
+                                         * random, besides its last one */
+
 struct kp_ingest {
 	const uint8_t *cose; size_t cose_len;
 	const uint8_t *payload; size_t payload_len;
-	int sig_ok;
+	int sig_ok;                      /* COSE form good; the signature too unless deferred */
+	int sig_deferred;                /* 1: signature not verified at ingest: the chain
+	                                  * to a verified record vouches for it, the auditor
+	                                  * verifies it later (PROTOCOL.md section 4.2) */
 	int decode_rc;
 	struct kp_record rec;
 	uint8_t hash[KP_SHA256_LEN];     /* SHA-256 of payload */
@@ -108,13 +114,27 @@ struct kp_ingest {
  * chain, a different record under a sequence already held) quarantines the terminal:
  * nothing more from it is accepted until `kippuctl quarantine clear`. On return *acked is
  * the highest contiguous sequence held; *refused_seq is 0 or the refused record, with
- * reason. Uses are merged per entitlement and an overdraft denylists the card. A record of
+ * reason. A record with sig_deferred (its signature not verified yet) is held only when a
+ * later record of the batch without it is (the hash chain vouches for it; section 4.2 of
+ * PROTOCOL.md), and listed for kp_bstore_audit. Uses are merged per entitlement and an
+ * overdraft denylists the card. A record of
  * kind "link" with result "requested" (token = card, via = linkage) links the card if the
  * linkage is active and valid at the record's time; each link record gets a row in the
  * link requests (KP_REPORT_LINK_REQUESTS), accepted or refused with the reason. */
 int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest *recs, size_t n,
                      int64_t now_ms, uint64_t *acked, uint64_t *refused_seq, char *reason,
                      size_t reason_cap);
+/* The auditor (PROTOCOL.md section 4.2): verifies the own signature of up to max records
+ * not verified at ingest, with the certificate each came in with; a record that fails
+ * quarantines its terminal (kp_log'd). *audited: records settled, *failed: of them bad. */
+int kp_bstore_audit(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
+                    uint64_t *failed);
+/* The same; gate (when not NULL) is called with enter 1 before and 0 after the short write
+ * (kippu-backend's store gate), the verifications run outside it. */
+int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
+                          uint64_t *failed, void (*gate)(void *arg, int enter), void *arg);
+/* Records not audited yet. */
+int kp_bstore_audit_lag(kp_bstore *s, uint64_t *lag);
 /* kp_bstore_ingest into the session's journal, each record stored with the session's
  * certificate. A record another epoch of the terminal holds byte for byte (same seq, same
  * payload hash: the same history up to it) is held once: an alias, no second use. */
@@ -299,7 +319,15 @@ struct kp_server_cfg {
 	int max_per_addr;                /* handshakes from one address while max_unauth is
 	                                  * more than half taken */
 	int timeout_ms;                  /* per handshake and per message */
+	int verify_every_record;         /* 1: every record's signature at ingest (the old
+	                                  * path; the bench's baseline); 0: the chain, the
+	                                  * last record's and a sample (PROTOCOL.md 4.2) */
+	int audit_sample;                /* N others of a batch verified at ingest (0: none) */
+	int auditor;                     /* 1: run the background auditor thread */
 };
+/* Defaults; for the bench and the tests the environment may change how ingest verifies:
+ * KIPPU_BACKEND_VERIFY=every (verify_every_record), KIPPU_BACKEND_SAMPLE=N (audit_sample,
+ * default KP_AUDIT_SAMPLE), KIPPU_BACKEND_AUDITOR=0 (no auditor thread). */
 void kp_server_cfg_defaults(struct kp_server_cfg *cfg);
 
 typedef struct kp_server kp_server;

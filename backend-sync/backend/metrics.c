@@ -256,6 +256,20 @@ static void unsent(struct out *o, sqlite3 *db, const char *db_path)
 	sqlite3_finalize(st);
 }
 
+/* Records stored whose own signature the auditor has not verified yet (PROTOCOL.md 4.2). */
+static void audit_lag(struct out *o, sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+
+	head(o, "audit_lag_records", "gauge",
+	     "Records stored whose own signature the background auditor has not verified yet.");
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_pending", -1, &st, NULL) ==
+	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		put(o, "kippu_backend_audit_lag_records %lld\n",
+		    (long long)sqlite3_column_int64(st, 0));
+	sqlite3_finalize(st);
+}
+
 /* Per-terminal figures from the store, read-only; nothing (and one line on stderr) when
  * the store is busy or unreadable: a scrape must not stall ingest. */
 static void terminals(struct out *o, const char *db_path)
@@ -289,6 +303,7 @@ static void terminals(struct out *o, const char *db_path)
 	}
 	sqlite3_finalize(st);
 	unsent(o, db, db_path);
+	audit_lag(o, db);
 	sqlite3_close(db);
 }
 

@@ -13,7 +13,8 @@
  * "database is locked"), and a batch's ack took up to 14 s, past a terminal's default
  * sync timeout. With them the lock wait stays under 15 ms, and acks come in arrival order.
  * The gates are held only around CPU work and the store call, never across network I/O,
- * and never one inside the other.
+ * and never one inside the other. Batches are stored through one connection (ingest_db,
+ * used only under the store gate), whose page cache stays warm.
  *
  * Connections are admitted in two stages, so that clients without a certificate cannot crowd
  * out terminals that have one: at most max_unauth at once may be in the TLS handshake, and
@@ -29,15 +30,21 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kp_backend.h"
 
 #include "kp_cbor.h"
+#include "kp_rng.h"
 #include "kp_sys.h"
 
+#define AUDIT_TURN 16                   /* records the auditor verifies per turn (~16 ms) */
+#define AUDIT_BACKOFF_MS 20             /* its nap while ingest is busy */
+#define AUDIT_IDLE_MS 500               /* its nap while there is nothing to audit */
 #define MAX_TRACKED 8192                /* max_unauth + max_conns, each at most 4096 */
 #define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
 #define OWN_LINES 10                    /* failed handshakes, and unregistered terminals,
@@ -77,9 +84,13 @@ struct kp_server {
 	pthread_mutex_t key_lock;        /* kp_key_sign: one thread at a time per key */
 	struct gate verify_gate;         /* signature checks: one batch per online CPU */
 	struct gate store_gate;          /* store writes: one connection at a time */
+	kp_bstore *ingest_db;            /* the batches' one connection, under store_gate: its
+	                                  * page cache stays warm (a connection's own starts
+	                                  * cold after another's commit) */
 	int listen_fd;
 	int port;
 	pthread_t acceptor;
+	pthread_t auditor;               /* audit_main: the signatures ingest left for later */
 	volatile int stopping;
 	unsigned long turns;             /* accept loop turns (kp_server_turns) */
 	pthread_mutex_t lock;
@@ -132,6 +143,17 @@ static void gate_leave(struct gate *g)
 	g->done++;
 	pthread_cond_broadcast(&g->c);
 	pthread_mutex_unlock(&g->m);
+}
+
+/* 1 while a thread is in the gate or waits for it. */
+static int gate_busy(struct gate *g)
+{
+	int busy;
+
+	pthread_mutex_lock(&g->m);
+	busy = g->next != g->done;
+	pthread_mutex_unlock(&g->m);
+	return busy;
 }
 
 static int64_t now_ms(void)
@@ -200,6 +222,10 @@ static void refusal_note(kp_server *srv, enum refusal why)
 
 void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 {
+	const char *env;
+	char *end = NULL;
+	long sample;
+
 	memset(cfg, 0, sizeof(*cfg));
 	snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
 	snprintf(cfg->port, sizeof(cfg->port), "7800");
@@ -211,6 +237,15 @@ void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 	cfg->max_unauth = 256;
 	cfg->max_per_addr = 16;
 	cfg->timeout_ms = 10000;
+	/* For the bench and the tests (README "How sync works"), not for production */
+	env = getenv("KIPPU_BACKEND_VERIFY");
+	cfg->verify_every_record = env != NULL && strcmp(env, "every") == 0;
+	env = getenv("KIPPU_BACKEND_SAMPLE");
+	sample = env != NULL ? strtol(env, &end, 10) : -1;
+	cfg->audit_sample = env != NULL && *end == '\0' && sample >= 0 && sample <= 65535 ?
+	                    (int)sample : KP_AUDIT_SAMPLE;
+	env = getenv("KIPPU_BACKEND_AUDITOR");
+	cfg->auditor = env == NULL || strcmp(env, "0") != 0;
 }
 
 static int send_simple(kp_tls *t, enum kp_msg_type type, uint64_t acked, uint64_t seq,
@@ -242,6 +277,25 @@ static int send_welcome(kp_tls *t, uint64_t acked, const uint8_t *head, int time
 	return kp_msg_send(t, &m, timeout_ms);
 }
 
+/* Which of a batch's n records get their signature verified at ingest: the last one, and
+ * `extra` others picked at random (PROTOCOL.md section 4.2 says why); every one with
+ * verify_every_record. 0 in check[i]: deferred to the auditor. */
+static void pick_checked(const struct kp_server_cfg *cfg, size_t n, unsigned char *check)
+{
+	memset(check, cfg->verify_every_record ? 1 : 0, n);
+	if (n == 0)
+		return;
+	check[n - 1] = 1;
+	for (int k = 0; k < cfg->audit_sample && n > 1; k++) {
+		uint32_t r = 0;
+
+		if (kp_random(&r, sizeof(r)) != 0)
+			memset(check, 1, n);     /* no randomness: verify them all */
+		else
+			check[r % (n - 1)] = 1;
+	}
+}
+
 /* Verifies and decodes one batch, then hands it to the store. *held: the terminal's
  * records held before, then after (for the metrics' count of records stored). */
 static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cert *peer,
@@ -249,20 +303,31 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 {
 	const char *terminal = ses->terminal;
 	struct kp_ingest *in = calloc(m->n_items, sizeof(*in));
+	unsigned char *check = malloc(m->n_items > 0 ? m->n_items : 1);
 	uint64_t acked = 0, refused = 0;
-	char reason[128];
+	char reason[128], why[256];
 	double t0;
 	int rc;
 
-	if (in == NULL)
+	if (in == NULL || check == NULL) {
+		free(in);
+		free(check);
 		return KP_BE_E_NOMEM;
+	}
+	pick_checked(&srv->cfg, m->n_items, check);
 	t0 = mono_s();
 	gate_enter(&srv->verify_gate);
 	for (size_t i = 0; i < m->n_items; i++) {
 		in[i].cose = m->items[i].p;
 		in[i].cose_len = m->items[i].n;
-		rc = kp_cose_verify1(peer, in[i].cose, in[i].cose_len, &in[i].payload,
-		                     &in[i].payload_len, NULL, 0);
+		/* The chain (PROTOCOL.md section 4.2): the last record's signature, and a sample */
+		in[i].sig_deferred = !check[i];
+		if (!in[i].sig_deferred)
+			rc = kp_cose_verify1(peer, in[i].cose, in[i].cose_len, &in[i].payload,
+			                     &in[i].payload_len, NULL, 0);
+		else
+			rc = kp_cose_open1(in[i].cose, in[i].cose_len, &in[i].payload,
+			                   &in[i].payload_len);
 		in[i].sig_ok = rc == 0;
 		in[i].decode_rc = -1;
 		if (in[i].sig_ok) {
@@ -274,11 +339,14 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	kp_metrics_verify_seconds(mono_s() - t0);
 	t0 = mono_s();
 	gate_enter(&srv->store_gate);
-	rc = kp_bstore_ingest_session(db, ses, in, m->n_items, now_ms(), &acked, &refused, reason,
-	                              sizeof(reason));
+	rc = kp_bstore_ingest_session(srv->ingest_db, ses, in, m->n_items, now_ms(), &acked,
+	                              &refused, reason, sizeof(reason));
+	if (rc != KP_BE_OK)
+		snprintf(why, sizeof(why), "%s", kp_bstore_errmsg(srv->ingest_db));
 	gate_leave(&srv->store_gate);
 	kp_metrics_commit_seconds(mono_s() - t0);
 	free(in);
+	free(check);
 	if (rc == KP_BE_OK && acked > *held) {
 		kp_metrics_ingested(acked - *held);
 		*held = acked;
@@ -286,7 +354,7 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	if (rc == KP_BE_OK && refused != 0)
 		kp_metrics_refused(reason);
 	if (rc != KP_BE_OK) {
-		kp_log(LOG_ERR, "%s: ingest: %s", terminal, kp_bstore_errmsg(db));
+		kp_log(LOG_ERR, "%s: ingest: %s", terminal, why);
 		send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not store the batch; try later",
 		            srv->cfg.timeout_ms);
 		return rc;
@@ -673,10 +741,60 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
+static void store_gate_cb(void *arg, int enter)
+{
+	kp_server *srv = arg;
+
+	if (enter)
+		gate_enter(&srv->store_gate);
+	else
+		gate_leave(&srv->store_gate);
+}
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* The auditor (PROTOCOL.md section 4.2): at the lowest CPU priority, a few records per turn
+ * and only while no batch is being verified or stored, so that ingest never waits long
+ * for it; it naps while there is nothing to audit. */
+static void *audit_main(void *arg)
+{
+	kp_server *srv = arg;
+	kp_bstore *db = NULL;
+	char err[256];
+
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
+		kp_log(LOG_DEBUG, "auditor: cannot lower its priority: %s", strerror(errno));
+	if (kp_bstore_open_mode(&db, srv->cfg.db, KP_BSTORE_EXISTING, err, sizeof(err)) != 0) {
+		kp_log(LOG_ERR, "auditor: %s", err);
+		return NULL;
+	}
+	while (!srv->stopping) {
+		uint64_t audited = 0, failed = 0;
+		int rc;
+
+		if (gate_busy(&srv->store_gate) || gate_busy(&srv->verify_gate)) {
+			nap_ms(AUDIT_BACKOFF_MS);
+			continue;
+		}
+		rc = kp_bstore_audit_gated(db, AUDIT_TURN, now_ms(), &audited, &failed, store_gate_cb,
+		                           srv);
+		if (rc != KP_BE_OK)
+			kp_log(LOG_ERR, "auditor: %s", kp_bstore_errmsg(db));
+		for (int i = 0; (rc != KP_BE_OK || audited == 0) && i < 10 && !srv->stopping; i++)
+			nap_ms(AUDIT_IDLE_MS / 10);
+	}
+	kp_bstore_close(db);
+	return NULL;
+}
+
 int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err, size_t err_cap)
 {
 	kp_server *srv = calloc(1, sizeof(*srv));
-	kp_bstore *db = NULL;
 	long ncpu;
 	int rc;
 
@@ -721,8 +839,7 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	}
 	/* Open (and migrate) the store once before serving, so a bad database fails here; after
 	 * the TLS files, so that a missing certificate leaves no new database behind. */
-	rc = kp_bstore_open(&db, cfg->db);
-	kp_bstore_close(db);
+	rc = kp_bstore_open(&srv->ingest_db, cfg->db);
 	if (rc != KP_BE_OK) {
 		snprintf(err, err_cap, "database %s: %s", cfg->db, kp_backend_strerror(rc));
 		goto fail;
@@ -732,8 +849,16 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 		snprintf(err, err_cap, "listen on %s:%s: %s", cfg->host, cfg->port, strerror(errno));
 		goto fail;
 	}
+	if (srv->cfg.auditor && pthread_create(&srv->auditor, NULL, audit_main, srv) != 0) {
+		snprintf(err, err_cap, "cannot start the auditor thread");
+		rc = KP_BE_E_NOMEM;
+		goto fail;
+	}
 	if (pthread_create(&srv->acceptor, NULL, accept_main, srv) != 0) {
 		snprintf(err, err_cap, "cannot start the accept thread");
+		srv->stopping = 1;
+		if (srv->cfg.auditor)
+			pthread_join(srv->auditor, NULL);
 		rc = KP_BE_E_NOMEM;
 		goto fail;
 	}
@@ -742,6 +867,7 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 fail:
 	if (srv->listen_fd >= 0)
 		close(srv->listen_fd);
+	kp_bstore_close(srv->ingest_db);
 	kp_tls_conf_free(srv->tls);
 	kp_key_free(srv->key);
 	gate_destroy(&srv->verify_gate);
@@ -766,6 +892,8 @@ void kp_server_stop(kp_server *srv)
 		return;
 	srv->stopping = 1;
 	pthread_join(srv->acceptor, NULL);
+	if (srv->cfg.auditor)
+		pthread_join(srv->auditor, NULL);
 	close(srv->listen_fd);
 	pthread_mutex_lock(&srv->lock);
 	refusals_flush(srv, 1);
@@ -779,6 +907,7 @@ void kp_server_stop(kp_server *srv)
 	while (srv->active > 0)
 		pthread_cond_wait(&srv->idle, &srv->lock);
 	pthread_mutex_unlock(&srv->lock);
+	kp_bstore_close(srv->ingest_db);
 	kp_tls_conf_free(srv->tls);
 	kp_key_free(srv->key);
 	pthread_mutex_destroy(&srv->lock);

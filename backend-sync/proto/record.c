@@ -375,8 +375,9 @@ out:
 	return rc;
 }
 
-int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,
-                    const uint8_t **payload, size_t *payload_len, char *kid, size_t kid_cap)
+/* kp_cose_verify1, or with verify 0 every check but the signature's (kp_cose_open1). */
+static int cose_check(const kp_cert *cert, int verify, const uint8_t *cose, size_t cose_len,
+                      const uint8_t **payload, size_t *payload_len, char *kid, size_t kid_cap)
 {
 	struct kp_cbor_reader r = { .buf = cose, .len = cose_len };
 	struct kp_cbor_item it, prot, key, kid_it, body, sig;
@@ -389,7 +390,7 @@ int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,
 		*payload_len = 0;
 	if (kid != NULL && kid_cap > 0)
 		kid[0] = '\0';
-	if (cert == NULL || (cose == NULL && cose_len > 0) || payload == NULL ||
+	if ((verify && cert == NULL) || (cose == NULL && cose_len > 0) || payload == NULL ||
 	    payload_len == NULL || (kid != NULL && kid_cap == 0))
 		return KP_RECORD_E_INVAL;
 	/* libcbor 0.8's decoder rejects the one-byte tag heads 0xC6..0xD4 (tag 18 is 0xD2)
@@ -449,10 +450,10 @@ int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,
 	if (r.noncanonical || cose[0] != 0xC0 + COSE_TAG_SIGN1)
 		return KP_RECORD_E_CANONICAL;
 
-	rc = sig_hash(body.data, (size_t)body.arg, hash);
+	rc = verify ? sig_hash(body.data, (size_t)body.arg, hash) : KP_RECORD_OK;
 	if (rc != KP_RECORD_OK)
 		return rc;
-	rc = kp_cert_verify(cert, hash, sig.data);
+	rc = verify ? kp_cert_verify(cert, hash, sig.data) : KP_CRYPTO_OK;
 	if (rc == KP_CRYPTO_E_VERIFY)
 		return KP_RECORD_E_SIGNATURE;
 	if (rc == KP_CRYPTO_E_NOMEM)
@@ -468,4 +469,16 @@ int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,
 	*payload = body.data;
 	*payload_len = (size_t)body.arg;
 	return KP_RECORD_OK;
+}
+
+int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,
+                    const uint8_t **payload, size_t *payload_len, char *kid, size_t kid_cap)
+{
+	return cose_check(cert, 1, cose, cose_len, payload, payload_len, kid, kid_cap);
+}
+
+int kp_cose_open1(const uint8_t *cose, size_t cose_len, const uint8_t **payload,
+                  size_t *payload_len)
+{
+	return cose_check(NULL, 0, cose, cose_len, payload, payload_len, NULL, 0);
 }

@@ -21,7 +21,8 @@
 #include "testutil_db.h"
 
 /* what the backend's migration 6 (the My Number policy, clone detection) made */
-#define SCHEMA_6_DROP " ALTER TABLE terminals DROP COLUMN hello_journal;"              \
+#define SCHEMA_6_DROP " DROP TABLE audit_pending;" /* schema 8 */                          \
+	" ALTER TABLE terminals DROP COLUMN hello_journal;"                                  \
 	" ALTER TABLE terminals DROP COLUMN hello_last;" /* schema 7 */                      \
 	" DROP TABLE direct_tap_allow; DROP TRIGGER fare_packages_places;"                  \
 	" DROP TABLE stop_places; DROP TABLE clone_flags; DROP INDEX records_via;"          \

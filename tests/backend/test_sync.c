@@ -173,6 +173,7 @@ static int setup(void **state)
 	       "\"$CTL\" backend terminal add backend.db T-B --operator OP-B >/dev/null",
 	       F->src, F->src) != 0)
 		return -1;
+	setenv("KIPPU_BACKEND_SAMPLE", "0", 1);   /* the last record's signature only */
 	start_backend();
 	term_conf("T-A", "OP-A", F->port);
 	term_conf("T-B", "OP-B", F->port);
@@ -1244,6 +1245,22 @@ static void test_connection_cut_anywhere_loses_and_duplicates_nothing(void **sta
 	                    "python3 %s/cose_verify.py exp >/dev/null", F->src), 0);
 }
 
+/* python3 flipping one bit of record SEQ's COSE bytes in terminal ID's database, at OFFSET
+ * from the end (-5: inside the signature). */
+static int tamper(const char *id, int seq, int offset)
+{
+	return sh("python3 -c \"import sqlite3; c = sqlite3.connect('%s.db'); "
+	          "c.execute('DROP TRIGGER IF EXISTS journal_immutable'); "
+	          "b = bytearray(c.execute('SELECT cose FROM journal WHERE seq = %d')"
+	          ".fetchone()[0]); b[%d] ^= 1; "
+	          "c.execute('UPDATE journal SET cose = ? WHERE seq = %d', (bytes(b),)); "
+	          "c.commit()\"", id, seq, offset, seq);
+}
+
+/* Ingest by chain (PROTOCOL.md section 4.2; the fixture's backend verifies the last record of
+ * each batch and no sample, KIPPU_BACKEND_SAMPLE=0): a record in the middle whose signature
+ * is bad but whose chain is intact is taken, then the backend's auditor finds it,
+ * quarantines the terminal and says so. */
 static void test_tampered_record_quarantined(void **state)
 {
 	(void)state;
@@ -1251,27 +1268,100 @@ static void test_tampered_record_quarantined(void **state)
 	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);
 	assert_int_equal(journal_count("T-B"), 5);
 	/* One bit flipped in record 3's signature inside the terminal's database. */
+	assert_int_equal(tamper("T-B", 3, -5), 0);
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 5);
+	backend_logged("T-B quarantined: record 3: bad signature (found by the auditor)", 1);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db > q.txt && "
+	                    "grep 'T-B' q.txt | grep -q 'record 3: bad signature'"), 0);
+	assert_int_equal(backend_rows("SELECT count(*) FROM audit_pending"), 0);
+	/* Nothing after it is taken, whatever the terminal sends. */
+	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);
+	assert_int_not_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 5);
+	/* An operator clears it; the rest comes in. */
+	assert_int_equal(sh("\"$CTL\" backend quarantine clear backend.db T-B >/dev/null"), 0);
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 10);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, "T-B"), 1);
+	/* The other terminal is not affected. */
+	assert_int_equal(sync_term("T-A"), 0);
+}
+
+/* The batch's last record carries a bad signature: nothing of the batch is taken (no
+ * verified record vouches for the others), and the terminal is quarantined, as a bad
+ * signature always was. Without the last record's check this batch would be taken. */
+static void test_chain_last_signature_bad_refused(void **state)
+{
+	(void)state;
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);
+	assert_int_equal(tamper("T-B", 5, -5), 0);
+	assert_int_not_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 0);
+	assert_int_equal(backend_rows("SELECT count(*) FROM audit_pending"), 0);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db > q.txt && "
+	                    "grep 'T-B' q.txt | grep -q 'record 5: bad signature'"), 0);
+	backend_logged("T-B quarantined: record 5: bad signature", 1);
+}
+
+/* A middle record's payload altered (one bit of its payload, signature unchecked at
+ * ingest): its hash no longer matches the next record's prev; the batch is refused, nothing
+ * of it held. */
+static void test_chain_broken_refused(void **state)
+{
+	(void)state;
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);
+	/* the payload's last bytes come before the 64-byte signature and its 2-byte head: flip
+	 * a bit in the last byte of a text value that still decodes (the record's reason) */
 	assert_int_equal(sh("python3 -c \"import sqlite3; c = sqlite3.connect('T-B.db'); "
-	                    "c.execute('DROP TRIGGER journal_immutable'); "
+	                    "c.execute('DROP TRIGGER IF EXISTS journal_immutable'); "
 	                    "b = bytearray(c.execute('SELECT cose FROM journal WHERE seq = 3')"
-	                    ".fetchone()[0]); b[-5] ^= 1; "
+	                    ".fetchone()[0]); i = b.find(b'OP-B'); assert i > 0; b[i + 3] ^= 3; "
 	                    "c.execute('UPDATE journal SET cose = ? WHERE seq = 3', (bytes(b),)); "
 	                    "c.commit()\""), 0);
 	assert_int_not_equal(sync_term("T-B"), 0);
-	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 2);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 0);
 	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db > q.txt && "
-	                    "grep 'T-B' q.txt | grep -q 'record 3: bad signature'"), 0);
-	assert_int_equal(sh("grep -q 'T-B quarantined: record 3: bad signature' backend.log"), 0);
-	/* Nothing after it is taken, whatever the terminal sends. */
-	assert_int_not_equal(sync_term("T-B"), 0);
-	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 2);
-	/* An operator clears it; the same bad record is quarantined again. */
-	assert_int_equal(sh("\"$CTL\" backend quarantine clear backend.db T-B >/dev/null"), 0);
-	assert_int_not_equal(sync_term("T-B"), 0);
-	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 2);
-	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, "T-B"), 2);
-	/* The other terminal is not affected. */
-	assert_int_equal(sync_term("T-A"), 0);
+	                    "grep 'T-B' q.txt | grep -q 'record 4: hash chain broken'"), 0);
+}
+
+/* kippuctl backend audit runs the auditor to completion (here the backend's own auditor is
+ * off, KIPPU_BACKEND_AUDITOR=0), and the lag metric counts what is left. */
+static void test_kippuctl_backend_audit(void **state)
+{
+	char db[512], *prom;
+	size_t len = 0;
+
+	(void)state;
+	stop_backend();
+	setenv("KIPPU_BACKEND_AUDITOR", "0", 1);
+	start_backend();
+	unsetenv("KIPPU_BACKEND_AUDITOR");
+	term_conf("T-B", "OP-B", F->port);
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(run_term("T-B", "rail-b.txt"), 0);
+	assert_int_equal(tamper("T-B", 2, -5), 0);
+	assert_int_equal(sync_term("T-B"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-B"), 5);
+	snprintf(db, sizeof(db), "%s/backend.db", F->dir);
+	prom = kp_metrics_render(db, &len);
+	assert_non_null(prom);
+	assert_non_null(strstr(prom, "\nkippu_backend_audit_lag_records 4\n"));
+	free(prom);
+	assert_int_equal(sh("\"$CTL\" backend audit backend.db > a.txt 2> e.txt; test $? = 1 && "
+	                    "grep -qx 'audited 4, failed 1' a.txt && grep -q 'T-B' e.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db > q.txt && "
+	                    "grep 'T-B' q.txt | grep -q 'record 2: bad signature'"), 0);
+	prom = kp_metrics_render(db, &len);
+	assert_non_null(strstr(prom, "\nkippu_backend_audit_lag_records 0\n"));
+	free(prom);
+	/* run again: nothing left */
+	assert_int_equal(sh("\"$CTL\" backend audit backend.db > a.txt && "
+	                    "grep -qx 'audited 0, failed 0' a.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend audit nosuch.db 2> e.txt; test $? = 1 && "
+	                    "grep -q 'nosuch.db' e.txt && test ! -e nosuch.db"), 0);
 }
 
 static void test_overdraft_across_terminals(void **state)
@@ -2252,6 +2342,9 @@ int main(void)
 		FX_TEST(test_kippuctl_certificate_profiles),
 		FX_TEST(test_connection_cut_anywhere_loses_and_duplicates_nothing),
 		FX_TEST(test_tampered_record_quarantined),
+		FX_TEST(test_chain_last_signature_bad_refused),
+		FX_TEST(test_chain_broken_refused),
+		FX_TEST(test_kippuctl_backend_audit),
 		FX_TEST(test_overdraft_across_terminals),
 		FX_TEST(test_stale_or_badly_signed_bundle_refused),
 		FX_TEST(test_hundred_terminals_and_a_silent_one),

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The auditor (PROTOCOL.md section 4.2): every record whose own signature was not verified at
+ * ingest (audit_pending) is verified later, with the certificate of the connection it came
+ * in on; one that fails quarantines its terminal and is reported. Signatures are checked
+ * outside any transaction; only the short bookkeeping writes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bstore_int.h"
+#include "kp_sys.h"
+
+struct pending {
+	char terminal[KP_ID_MAX + 1];
+	uint8_t journal[KP_JOURNAL_ID_LEN];
+	int64_t seq;
+	uint8_t *cose, *cert;
+	size_t cose_len, cert_len;
+	int ok;
+};
+
+static void free_pending(struct pending *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(p[i].cose);
+		free(p[i].cert);
+	}
+	free(p);
+}
+
+static uint8_t *dup_col(sqlite3_stmt *st, int col, size_t *len)
+{
+	const void *b = sqlite3_column_blob(st, col);
+	uint8_t *out;
+
+	*len = (size_t)sqlite3_column_bytes(st, col);
+	out = malloc(*len > 0 ? *len : 1);
+	if (out != NULL && *len > 0)
+		memcpy(out, b, *len);
+	return out;
+}
+
+/* Up to max pending records with their COSE bytes and certificate (the record's own, else
+ * the terminal's newest). */
+static int load_pending(kp_bstore *s, int max, struct pending **out, size_t *n)
+{
+	sqlite3_stmt *st = NULL;
+	struct pending *p = calloc((size_t)max, sizeof(*p));
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if (p == NULL)
+		return KP_BE_E_NOMEM;
+	rc = bs_query(s, &st, "SELECT p.terminal, p.journal, p.seq, r.cose, coalesce(c.cert,"
+	              " (SELECT k.cert FROM terminal_certs k WHERE k.terminal = p.terminal"
+	              " ORDER BY k.last_seen DESC LIMIT 1)) FROM audit_pending p"
+	              " JOIN records r ON r.terminal = p.terminal AND r.journal = p.journal"
+	              " AND r.seq = p.seq LEFT JOIN terminal_certs c ON c.id = r.cert_id"
+	              " LIMIT ?1", BS_INT(max));
+	if (rc != KP_BE_OK) {
+		free(p);
+		return rc;
+	}
+	while (*n < (size_t)max && sqlite3_step(st) == SQLITE_ROW) {
+		struct pending *e = &p[*n];
+
+		snprintf(e->terminal, sizeof(e->terminal), "%s",
+		         (const char *)sqlite3_column_text(st, 0));
+		if (sqlite3_column_bytes(st, 1) == KP_JOURNAL_ID_LEN)
+			memcpy(e->journal, sqlite3_column_blob(st, 1), KP_JOURNAL_ID_LEN);
+		e->seq = sqlite3_column_int64(st, 2);
+		e->cose = dup_col(st, 3, &e->cose_len);
+		e->cert = dup_col(st, 4, &e->cert_len);
+		(*n)++;
+		if (e->cose == NULL || e->cert == NULL) {
+			rc = KP_BE_E_NOMEM;
+			break;
+		}
+	}
+	sqlite3_finalize(st);
+	if (rc != KP_BE_OK) {
+		free_pending(p, *n);
+		*n = 0;
+		return rc;
+	}
+	*out = p;
+	return KP_BE_OK;
+}
+
+static int verify_one(const struct pending *e)
+{
+	const uint8_t *payload = NULL;
+	size_t payload_len = 0;
+	kp_cert *cert = NULL;
+	int ok;
+
+	if (e->cert_len == 0 || kp_cert_parse(&cert, e->cert, e->cert_len) != 0)
+		return 0;
+	ok = kp_cose_verify1(cert, e->cose, e->cose_len, &payload, &payload_len, NULL, 0) == 0;
+	kp_cert_free(cert);
+	return ok;
+}
+
+/* The verdicts in one transaction: pending rows gone, failures quarantined. */
+static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_ms)
+{
+	int rc = bs_exec(s, "BEGIN IMMEDIATE");
+
+	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
+		struct kp_ingest r = { .cose = p[i].cose, .cose_len = p[i].cose_len };
+		char reason[128];
+
+		rc = bs_run(s, "audit", "DELETE FROM audit_pending WHERE terminal = ?1 AND"
+		            " journal = ?2 AND seq = ?3", BS_TEXT(p[i].terminal),
+		            BS_JOURNAL(p[i].journal), BS_INT(p[i].seq));
+		if (rc != KP_BE_OK || p[i].ok)
+			continue;
+		snprintf(reason, sizeof(reason), "record %lld: bad signature (found by the auditor)",
+		         (long long)p[i].seq);
+		rc = bs_quarantine(s, p[i].terminal, (uint64_t)p[i].seq, reason, &r, now_ms);
+	}
+	if (rc == KP_BE_OK)
+		rc = bs_exec(s, "COMMIT");
+	if (rc != KP_BE_OK) {
+		bs_rollback(s);
+		return rc;
+	}
+	for (size_t i = 0; i < n; i++) {       /* told once it is held */
+		if (!p[i].ok)
+			kp_log(LOG_ERR, "terminal %s quarantined: record %lld: bad signature (found "
+			       "by the auditor)", p[i].terminal, (long long)p[i].seq);
+	}
+	return KP_BE_OK;
+}
+
+int kp_bstore_audit(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
+                    uint64_t *failed)
+{
+	return kp_bstore_audit_gated(s, max, now_ms, audited, failed, NULL, NULL);
+}
+
+int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audited,
+                          uint64_t *failed, void (*gate)(void *arg, int enter), void *arg)
+{
+	struct pending *p = NULL;
+	size_t n = 0;
+	int rc = load_pending(s, max > 0 ? max : 1, &p, &n);
+
+	*audited = 0;
+	*failed = 0;
+	if (rc != KP_BE_OK || n == 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		p[i].ok = verify_one(&p[i]);
+		*failed += !p[i].ok;
+	}
+	if (gate != NULL)
+		gate(arg, 1);
+	rc = settle(s, p, n, now_ms);
+	if (gate != NULL)
+		gate(arg, 0);
+	if (rc == KP_BE_OK)
+		*audited = n;
+	else
+		*failed = 0;
+	free_pending(p, n);
+	return rc;
+}
+
+int kp_bstore_audit_lag(kp_bstore *s, uint64_t *lag)
+{
+	int64_t n = 0;
+	int rc = bs_query_int(s, 0, &n, "SELECT count(*) FROM audit_pending WHERE ?1",
+	                      BS_INT(1));
+
+	*lag = (uint64_t)n;
+	return rc;
+}
