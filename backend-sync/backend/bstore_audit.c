@@ -149,8 +149,10 @@ int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audit
 
 	*audited = 0;
 	*failed = 0;
-	if (rc != KP_BE_OK || n == 0)
+	if (rc != KP_BE_OK || n == 0) {
+		free_pending(p, n);            /* nothing pending: the empty array still goes */
 		return rc;
+	}
 	for (size_t i = 0; i < n; i++) {
 		p[i].ok = verify_one(&p[i]);
 		*failed += !p[i].ok;
