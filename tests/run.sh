@@ -7,6 +7,8 @@
 #   exits before cmocka could report, or that ran no test at all.
 # - The suite runs where `make deps` ran, so nothing may be skipped: a skipped test fails
 #   the run (its name is printed) unless KP_ALLOW_SKIP=1.
+# - After the summary of failures, the ten slowest programs with their wall time, so that the
+#   CI budget (.ci/run under 25 minutes) can be watched.
 # Exit status: 0 only if nothing failed (and nothing was skipped, without KP_ALLOW_SKIP=1).
 limit=${KP_TEST_TIMEOUT:-600}
 case "$limit" in
@@ -32,8 +34,10 @@ names() {
 }
 
 passed=0; failed=0; skipped=0; unfinished=""; failures=""; skips=""
+: > "$tmp/times"
 for t in "$@"; do
 	name=$(basename "$t")
+	t0=$(date +%s%N)
 	# In the background, so that an interrupt reaches the trap at once.
 	timeout -k 10 "$limit" sh -c 'case "$1" in *.sh) exec sh "$1" ;; *) exec "$1" ;; esac' \
 		sh "$t" > "$tmp/out" 2>&1 &
@@ -41,6 +45,7 @@ for t in "$@"; do
 	wait "$pid"
 	rc=$?
 	pid=""
+	echo "$(( ($(date +%s%N) - t0) / 1000000 )) $name" >> "$tmp/times"
 	cat "$tmp/out"
 	p=$(count "[  PASSED  ]"); f=$(count "[  FAILED  ]"); s=$(count "[  SKIPPED ]")
 	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
@@ -60,6 +65,7 @@ for t in "$@"; do
 done
 [ -n "$unfinished" ] && echo "tests that did not finish: ${unfinished#, }"
 [ -n "$failures" ] && echo "tests that failed:$failures"
+echo "slowest:$(sort -rn "$tmp/times" | head -n 10 | awk '{ printf " %s %.1fs", $2, $1 / 1000 }')"
 bad=$failed
 if [ "$skipped" -gt 0 ]; then
 	if [ "${KP_ALLOW_SKIP:-0}" = 1 ]; then
