@@ -9,8 +9,12 @@ DEMO_DIR  ?=
 BENCH_JSON ?=
 
 # `make` builds in parallel on the machine's cores unless a -j is given (`make -j1` for one).
+# Only the top-level make sets it: a sub-make ($(MAKE) in a recipe) shares its parent's job
+# slots, and setting -j there again would reset them ("-j2 forced in makefile").
+ifeq ($(MAKELEVEL),0)
 ifeq ($(filter -j%,$(MAKEFLAGS)),)
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
+endif
 endif
 
 ifeq ($(SANITIZE),1)
