@@ -219,9 +219,14 @@ test: deps
 	@$(MAKE) --no-print-directory check
 
 # `make deb check` builds the packages once: test_deb.sh takes them from $(BUILD)/deb.
+# The programs run KP_TEST_JOBS at a time (the machine's cores), the longest first so that
+# none of them starts last (tests/run.sh).
+KP_TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+TESTS_FIRST := $(filter %/test_sync %/test_libnfc %/test_deb.sh %/test_console_tmux.sh,$(TESTS) $(SHELL_TESTS))
 check: $(PROGS) $(TESTS) check-deps $(filter deb,$(MAKECMDGOALS))
-	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests $(if $(filter deb,$(MAKECMDGOALS)),KP_DEB_DIR=$(DEB_OUT)) \
-	  sh tests/run.sh $(TESTS) $(SHELL_TESTS)
+	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests KP_TEST_JOBS=$(KP_TEST_JOBS) \
+	  $(if $(filter deb,$(MAKECMDGOALS)),KP_DEB_DIR=$(DEB_OUT)) \
+	  sh tests/run.sh $(TESTS_FIRST) $(filter-out $(TESTS_FIRST),$(TESTS) $(SHELL_TESTS))
 
 # The dependency rules of the folders (tools/check_deps.sh): includes, private headers,
 # library symbols and what each program links; and no function longer than 150 lines outside
