@@ -236,6 +236,9 @@ int kp_db_begin(kp_db *db, enum kp_db_txn mode)
 
 int kp_db_commit(kp_db *db)
 {
+	/* PostgreSQL answers a COMMIT outside a transaction with a mere warning */
+	if (!kp_db_in_txn(db))
+		return kp_db_fail(db, KP_DB_E_INVAL, "commit: no transaction is open");
 	return DB_CALL(db, commit, db);
 }
 

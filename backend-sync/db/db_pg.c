@@ -51,7 +51,7 @@ struct pg_stmt {
 	char *sql;                       /* PostgreSQL's spelling */
 	int n_params;
 	struct pg_param *params;
-	unsigned *types;                 /* cached: the types it was prepared with */
+	char *kinds;                     /* cached: the kinds it was prepared with */
 	char name[24];                   /* cached: its server-side name once prepared */
 	PGresult *res;
 	int row, n_rows, done;
@@ -196,8 +196,8 @@ static int pg_prepare(kp_db *db, kp_db_stmt **out, const char *sql)
 	}
 	if (s->n_params > 0) {
 		s->params = calloc((size_t)s->n_params, sizeof(*s->params));
-		s->types = calloc((size_t)s->n_params, sizeof(*s->types));
-		if (s->params == NULL || s->types == NULL) {
+		s->kinds = calloc((size_t)s->n_params, sizeof(*s->kinds));
+		if (s->params == NULL || s->kinds == NULL) {
 			rc = KP_DB_E_NOMEM;
 			goto fail;
 		}
@@ -205,7 +205,7 @@ static int pg_prepare(kp_db *db, kp_db_stmt **out, const char *sql)
 	*out = &s->base;
 	return KP_DB_OK;
 fail:
-	free(s->types);
+	free(s->kinds);
 	free(s->params);
 	free(s->sql);
 	free(s);
@@ -311,16 +311,21 @@ static unsigned pg_type_of(char kind)
 	return kind == 'i' ? PG_INT8OID : kind == 'b' ? PG_BYTEAOID : 0;
 }
 
-/* A cached statement's server-side twin, made (again) if its types do not fit the
- * bindings: a type it was prepared with must be the one bound, or untyped. */
+/* A cached statement's server-side twin, made (again) if it does not fit the bindings:
+ * each parameter bound as it was at the prepare, or NULL now or then (the server then
+ * inferred its type, and a text-format value is read as that type). */
 static int pg_prepared(struct pg_stmt *s, const Oid *want)
 {
 	struct pg_db *d = (struct pg_db *)s->base.db;
 	PGresult *res;
 	int fits = s->name[0] != '\0';
 
-	for (int i = 0; i < s->n_params && fits; i++)
-		fits = s->types[i] == 0 || want[i] == 0 || s->types[i] == want[i];
+	for (int i = 0; i < s->n_params && fits; i++) {
+		char was = s->kinds[i] != 0 ? s->kinds[i] : 'n';
+		char now = s->params[i].kind != 0 ? s->params[i].kind : 'n';
+
+		fits = was == 'n' || now == 'n' || was == now;
+	}
 	if (fits)
 		return KP_DB_OK;
 	if (s->name[0] != '\0') {
@@ -339,7 +344,7 @@ static int pg_prepared(struct pg_stmt *s, const Oid *want)
 	}
 	PQclear(res);
 	for (int i = 0; i < s->n_params; i++)
-		s->types[i] = want[i];
+		s->kinds[i] = s->params[i].kind;
 	return KP_DB_OK;
 }
 
@@ -570,7 +575,7 @@ static void pg_finalize(kp_db_stmt *st)
 		free(s->cols[c].p);
 	free(s->cols);
 	free(s->params);
-	free(s->types);
+	free(s->kinds);
 	free(s->sql);
 	free(s);
 }

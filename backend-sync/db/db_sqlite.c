@@ -18,6 +18,8 @@ struct sq_db {
 struct sq_stmt {
 	struct kp_db_stmt base;
 	sqlite3_stmt *st;
+	int done;                        /* stepped to its end: DONE until reset (SQLite would
+	                                    run it again) */
 };
 
 static sqlite3 *sq(kp_db *db)
@@ -151,12 +153,18 @@ static int sq_clear_bindings(kp_db_stmt *st)
 
 static int sq_step(kp_db_stmt *st)
 {
-	int code = sqlite3_step(sqst(st));
+	struct sq_stmt *s = (struct sq_stmt *)st;
+	int code;
 
+	if (s->done)
+		return KP_DB_DONE;
+	code = sqlite3_step(s->st);
 	if (code == SQLITE_ROW)
 		return KP_DB_ROW;
-	if (code == SQLITE_DONE)
+	if (code == SQLITE_DONE) {
+		s->done = 1;
 		return KP_DB_DONE;
+	}
 	return sq_fail(st->db, sqlite3_extended_errcode(sq(st->db)), "step");
 }
 
@@ -195,6 +203,7 @@ static size_t sq_column_bytes(kp_db_stmt *st, int col)
 /* sqlite3_reset repeats the last step's error: that error was reported by the step. */
 static int sq_reset(kp_db_stmt *st)
 {
+	((struct sq_stmt *)st)->done = 0;
 	sqlite3_reset(sqst(st));
 	return KP_DB_OK;
 }

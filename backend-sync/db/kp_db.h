@@ -10,8 +10,12 @@
  *   one above the highest number so far, as in SQLite.
  * - Values are bound by copy (they need not outlive the call): int64, text, blob (bytea,
  *   sent in binary), NULL; an unbound parameter is NULL.
- * - kp_db_step answers KP_DB_ROW while there are rows, then KP_DB_DONE; columns are read
+ * - kp_db_step answers KP_DB_ROW while there are rows, then KP_DB_DONE (again until
+ *   kp_db_reset, which lets it run once more with the same bindings); columns are read
  *   between two steps and what they return lives until the next step, reset or finalize.
+ * - An error in the SQL itself comes from kp_db_prepare on SQLite, from the first
+ *   kp_db_step on PostgreSQL (the text goes to the server with its first values): check
+ *   both, as every caller of a step does anyway.
  * - After an error inside a transaction the only thing to do is roll it back (PostgreSQL
  *   aborts the transaction; SQLite would let it go on, the store must not rely on that).
  * - Errors are negative KP_DB_E_* codes, one per class a caller acts on differently
