@@ -182,9 +182,24 @@ int kp_db_step(kp_db_stmt *st)
 	return DB_CALL(st->db, step, st);
 }
 
+int kp_db_param_count(kp_db_stmt *st)
+{
+	return st->db->ops->param_count(st);
+}
+
 int kp_db_column_count(kp_db_stmt *st)
 {
 	return st->db->ops->column_count(st);
+}
+
+const char *kp_db_column_name(kp_db_stmt *st, int col)
+{
+	return st->db->ops->column_name(st, col);
+}
+
+int kp_db_column_type(kp_db_stmt *st, int col)
+{
+	return st->db->ops->column_type(st, col);
 }
 
 int kp_db_column_is_null(kp_db_stmt *st, int col)

@@ -23,6 +23,11 @@
 #define PG_INT8OID  20
 #define PG_BYTEAOID 17
 #define PG_BOOLOID  16
+#define PG_INT2OID  21
+#define PG_INT4OID  23
+#define PG_FLOAT4OID 700
+#define PG_FLOAT8OID 701
+#define PG_NUMERICOID 1700
 /* The class of kippu's advisory locks: "kp" in the high half, the namespace in the low. */
 #define PG_LOCK_CLASS 0x6B700000
 
@@ -460,6 +465,37 @@ static int pg_column_is_null(kp_db_stmt *st, int col)
 	return pg_value((struct pg_stmt *)st, col) == NULL;
 }
 
+static int pg_param_count(kp_db_stmt *st)
+{
+	return ((struct pg_stmt *)st)->n_params;
+}
+
+static const char *pg_column_name(kp_db_stmt *st, int col)
+{
+	struct pg_stmt *s = (struct pg_stmt *)st;
+
+	return s->res != NULL && s->row >= 0 && !s->done && col >= 0 && col < PQnfields(s->res) ?
+	       PQfname(s->res, col) : NULL;
+}
+
+static int pg_column_type(kp_db_stmt *st, int col)
+{
+	struct pg_stmt *s = (struct pg_stmt *)st;
+
+	if (pg_value(s, col) == NULL)
+		return KP_DB_NULL;
+	switch (PQftype(s->res, col)) {
+	case PG_BOOLOID: case PG_INT8OID: case PG_INT2OID: case PG_INT4OID:
+		return KP_DB_INTEGER;
+	case PG_FLOAT4OID: case PG_FLOAT8OID: case PG_NUMERICOID:
+		return KP_DB_FLOAT;
+	case PG_BYTEAOID:
+		return KP_DB_BLOB;
+	default:
+		return KP_DB_TEXT;
+	}
+}
+
 static int64_t pg_column_int64(kp_db_stmt *st, int col)
 {
 	struct pg_stmt *s = (struct pg_stmt *)st;
@@ -704,7 +740,10 @@ const struct kp_db_ops kp_db_pg_ops = {
 	.bind_null = pg_bind_null,
 	.clear_bindings = pg_clear_bindings,
 	.step = pg_step,
+	.param_count = pg_param_count,
 	.column_count = pg_column_count,
+	.column_name = pg_column_name,
+	.column_type = pg_column_type,
 	.column_is_null = pg_column_is_null,
 	.column_int64 = pg_column_int64,
 	.column_text = pg_column_text,

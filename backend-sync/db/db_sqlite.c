@@ -168,9 +168,31 @@ static int sq_step(kp_db_stmt *st)
 	return sq_fail(st->db, sqlite3_extended_errcode(sq(st->db)), "step");
 }
 
+static int sq_param_count(kp_db_stmt *st)
+{
+	return sqlite3_bind_parameter_count(sqst(st));
+}
+
 static int sq_column_count(kp_db_stmt *st)
 {
 	return sqlite3_data_count(sqst(st));
+}
+
+static const char *sq_column_name(kp_db_stmt *st, int col)
+{
+	return col >= 0 && col < sqlite3_data_count(sqst(st)) ?
+	       sqlite3_column_name(sqst(st), col) : NULL;
+}
+
+static int sq_column_type(kp_db_stmt *st, int col)
+{
+	switch (sqlite3_column_type(sqst(st), col)) {
+	case SQLITE_INTEGER: return KP_DB_INTEGER;
+	case SQLITE_FLOAT:   return KP_DB_FLOAT;
+	case SQLITE_TEXT:    return KP_DB_TEXT;
+	case SQLITE_BLOB:    return KP_DB_BLOB;
+	default:             return KP_DB_NULL;
+	}
 }
 
 static int sq_column_is_null(kp_db_stmt *st, int col)
@@ -290,7 +312,10 @@ const struct kp_db_ops kp_db_sqlite_ops = {
 	.bind_null = sq_bind_null,
 	.clear_bindings = sq_clear_bindings,
 	.step = sq_step,
+	.param_count = sq_param_count,
 	.column_count = sq_column_count,
+	.column_name = sq_column_name,
+	.column_type = sq_column_type,
 	.column_is_null = sq_column_is_null,
 	.column_int64 = sq_column_int64,
 	.column_text = sq_column_text,

@@ -46,6 +46,12 @@ enum kp_db_rc {
 /* The text of a KP_DB_* code (a class, not the engine's detail: see kp_db_errmsg). */
 const char *kp_db_strerror(int rc);
 
+/* kp_db_column_type: what a value is (SQLite's storage classes; PostgreSQL's by the
+ * column's type: int2/int4/int8/bool are integers, float4/float8/numeric floats, bytea
+ * blobs, anything else text). */
+enum kp_db_type { KP_DB_NULL = 0, KP_DB_INTEGER = 1, KP_DB_FLOAT = 2, KP_DB_TEXT = 3,
+                  KP_DB_BLOB = 4 };
+
 /* kp_db_open flags */
 #define KP_DB_CREATE   0x1   /* SQLite: create the file if missing (PostgreSQL: ignored) */
 #define KP_DB_READONLY 0x2   /* SQLite: open read-only; PostgreSQL: read-only session */
@@ -87,7 +93,10 @@ struct kp_db_ops {
 	int (*bind_null)(kp_db_stmt *st, int i);
 	int (*clear_bindings)(kp_db_stmt *st);
 	int (*step)(kp_db_stmt *st);
+	int (*param_count)(kp_db_stmt *st);
 	int (*column_count)(kp_db_stmt *st);
+	const char *(*column_name)(kp_db_stmt *st, int col);
+	int (*column_type)(kp_db_stmt *st, int col);
 	int (*column_is_null)(kp_db_stmt *st, int col);
 	int64_t (*column_int64)(kp_db_stmt *st, int col);
 	const char *(*column_text)(kp_db_stmt *st, int col);
@@ -149,7 +158,14 @@ int kp_db_bind_null(kp_db_stmt *st, int i);
 int kp_db_clear_bindings(kp_db_stmt *st);
 /* KP_DB_ROW, KP_DB_DONE or a KP_DB_E_* code. */
 int kp_db_step(kp_db_stmt *st);
+/* The highest parameter number the SQL holds. */
+int kp_db_param_count(kp_db_stmt *st);
+/* Columns of the current row (0 when there is none). */
 int kp_db_column_count(kp_db_stmt *st);
+/* Its name (AS ...), while there is a row; NULL for no such column. */
+const char *kp_db_column_name(kp_db_stmt *st, int col);
+/* enum kp_db_type of the current row's value. */
+int kp_db_column_type(kp_db_stmt *st, int col);
 int kp_db_column_is_null(kp_db_stmt *st, int col);
 /* A NULL reads as 0, NULL text, NULL blob of 0 bytes. */
 int64_t kp_db_column_int64(kp_db_stmt *st, int col);

@@ -135,8 +135,9 @@ static void test_values_round_trip(void **state)
 	assert_int_equal(kp_db_step(st), KP_DB_DONE);
 	kp_db_finalize(st);
 
-	assert_int_equal(kp_db_prepare(f->db, &st, "SELECT i, s, b, k, '?' FROM t WHERE"
+	assert_int_equal(kp_db_prepare(f->db, &st, "SELECT i, s, b, k, '?' AS q FROM t WHERE"
 	                              " i = ?1 OR i = ?2 ORDER BY i"), KP_DB_OK);
+	assert_int_equal(kp_db_param_count(st), 2);
 	assert_int_equal(kp_db_bind_int64(st, 1, INT64_MAX), KP_DB_OK);
 	assert_int_equal(kp_db_bind_int64(st, 2, INT64_MIN), KP_DB_OK);
 	assert_int_equal(kp_db_step(st), KP_DB_ROW);
@@ -148,9 +149,16 @@ static void test_values_round_trip(void **state)
 	assert_string_equal(kp_db_column_text(st, 3), "a");
 	assert_string_equal(kp_db_column_text(st, 4), "?");     /* a literal is not a parameter */
 	assert_false(kp_db_column_is_null(st, 1));
+	assert_int_equal(kp_db_column_type(st, 0), KP_DB_INTEGER);
+	assert_int_equal(kp_db_column_type(st, 1), KP_DB_TEXT);
+	assert_int_equal(kp_db_column_type(st, 2), KP_DB_BLOB);
+	assert_string_equal(kp_db_column_name(st, 0), "i");
+	assert_string_equal(kp_db_column_name(st, 4), "q");
+	assert_null(kp_db_column_name(st, 5));
 	assert_int_equal(kp_db_step(st), KP_DB_ROW);
 	assert_true(kp_db_column_int64(st, 0) == INT64_MAX);
 	assert_true(kp_db_column_is_null(st, 1));               /* never bound: NULL */
+	assert_int_equal(kp_db_column_type(st, 1), KP_DB_NULL);
 	assert_null(kp_db_column_text(st, 1));
 	assert_int_equal(kp_db_column_int64(st, 1), 0);
 	assert_false(kp_db_column_is_null(st, 2));              /* an empty blob is not NULL */
