@@ -119,9 +119,12 @@ $(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
 LINK_backend  := $(foreach f,backend db proto crypto sys,$(call lib,$(f)))
 LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto sys,$(call lib,$(f)))
 LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend db client proto hal crypto sys,$(call lib,$(f)))
-LIBS_backend   = $(call pc_libs,sqlite3 libpq libcbor libmicrohttpd libsystemd) $(MBED_LIBS) -lpthread -lm
+# libpq only where backend-sync/db's PostgreSQL code is linked in (the store does not use it
+# yet: README, "PostgreSQL (in progress)"), so no program depends on it for nothing.
+PQ_LIBS        = -Wl,--as-needed $(call pc_libs,libpq) -Wl,--no-as-needed
+LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd libsystemd) $(PQ_LIBS) $(MBED_LIBS) -lpthread -lm
 LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson libsystemd) $(MBED_LIBS) -lpthread -lm
-LIBS_tools     = $(LIBS_terminal) $(call pc_libs,libzip libpq)
+LIBS_tools     = $(LIBS_terminal) $(call pc_libs,libzip) $(PQ_LIBS)
 CMOCKA_LIBS    = $(call pc_libs,cmocka)
 
 # The version every program prints (--version): `git describe --tags --always --dirty` in a git

@@ -78,6 +78,8 @@ enum kp_db_lock_ns {
 typedef struct kp_db kp_db;
 typedef struct kp_db_stmt kp_db_stmt;
 
+/* An engine's operations. kp_db_* answers KP_DB_E_NOTSUP for a missing one, except the
+ * column and count readers, close, finalize, in_txn and changes, which every engine has. */
 struct kp_db_ops {
 	const char *scheme;          /* "sqlite", "postgresql" */
 	/* conn: a path (SQLite) or a libpq connection string; why it failed in err. */
