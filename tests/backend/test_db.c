@@ -524,6 +524,49 @@ static void test_terminal_lock(void **state)
 	}
 }
 
+/* ---- PostgreSQL: the classes only a server gives ---- */
+/* Two snapshots change one row: the second to commit is told to try again. */
+static void test_pg_serialization_busy(void **state)
+{
+	struct fx *f = *state;
+	kp_db *other = open_ok(f->conn);
+
+	make_table(f);
+	assert_int_equal(kp_db_exec(f->db, "INSERT INTO t(id, i) VALUES (1, 1)"), KP_DB_OK);
+	assert_int_equal(kp_db_begin(f->db, KP_DB_TXN_SNAPSHOT), KP_DB_OK);
+	assert_int_equal(count_of(f->db, "SELECT i FROM t WHERE id = 1"), 1);
+	assert_int_equal(kp_db_exec(other, "UPDATE t SET i = 2 WHERE id = 1"), KP_DB_OK);
+	assert_int_equal(kp_db_exec(f->db, "UPDATE t SET i = 3 WHERE id = 1"), KP_DB_E_BUSY);
+	assert_non_null(strstr(kp_db_errmsg(f->db), "40001"));
+	/* a failed transaction does not commit */
+	assert_int_equal(kp_db_commit(f->db), KP_DB_E_INVAL);
+	assert_false(kp_db_in_txn(f->db));
+	assert_int_equal(count_of(f->db, "SELECT i FROM t WHERE id = 1"), 2);
+	kp_db_close(other);
+}
+
+/* The server ends our session: the next statement says the connection is lost. */
+static void test_pg_connection_lost(void **state)
+{
+	struct fx *f = *state;
+	kp_db *other = open_ok(f->conn);
+	kp_db_stmt *st = NULL;
+	int64_t pid = count_of(f->db, "SELECT pg_backend_pid()");
+
+	assert_int_equal(kp_db_prepare(other, &st, "SELECT pg_terminate_backend(?1::int)"),
+	                 KP_DB_OK);
+	assert_int_equal(kp_db_bind_int64(st, 1, pid), KP_DB_OK);
+	assert_int_equal(kp_db_step(st), KP_DB_ROW);
+	assert_int_equal(kp_db_column_int64(st, 0), 1);
+	kp_db_finalize(st);
+	assert_int_equal(kp_db_prepare(f->db, &st, "SELECT 1"), KP_DB_OK);
+	assert_int_equal(kp_db_step(st), KP_DB_E_LOST);
+	kp_db_finalize(st);
+	assert_int_equal(kp_db_exec(f->db, "SELECT 1"), KP_DB_E_LOST);
+	assert_non_null(strstr(kp_db_errmsg(f->db), "exec"));
+	kp_db_close(other);
+}
+
 /* ---- PostgreSQL: the store's schema ---- */
 #define MS_2027_03_15 1805068800000LL   /* 2027-03-15T00:00:00Z */
 #define MS_2027_04_30 1809043200000LL   /* 2027-04-30T00:00:00Z */
@@ -635,6 +678,8 @@ int main(void)
 	const struct CMUnitTest sqlite[] = { CONTRACT(setup_sqlite) };
 	const struct CMUnitTest pg[] = {
 		CONTRACT(setup_pg),
+		cmocka_unit_test_setup_teardown(test_pg_serialization_busy, setup_pg, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_connection_lost, setup_pg, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_schema, setup_pg, teardown),
 	};
 	int rc = cmocka_run_group_tests_name("db", plain, NULL, NULL);

@@ -51,7 +51,7 @@ fi
 
 # --- kp_db's contract and the store's schema against it ---
 if KIPPU_TEST_PG=$URI "$KP_TESTS/test_db" > "$T/db.out" 2>&1 &&
-   [ "$(grep -c '^\[  PASSED  \] 8 test(s)' "$T/db.out")" = 1 ]; then
+   [ "$(grep -c '^\[  PASSED  \] 10 test(s)' "$T/db.out")" = 1 ]; then
 	ok "test_db on PostgreSQL (contract, schema, partitions, per-terminal lock)"
 else
 	bad test_db_postgresql "$(grep -E 'FAILED|ERROR|LINE|run' "$T/db.out" | tail -n 12)"
