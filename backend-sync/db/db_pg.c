@@ -251,6 +251,8 @@ static int pg_bind_bytes(kp_db_stmt *st, int i, char kind, const void *v, size_t
 		return KP_DB_E_INVAL;
 	if (len > 0x3fffffff)
 		return kp_db_fail(st->db, KP_DB_E_INVAL, "bind: parameter %d of %zu bytes", i, len);
+	if (kind == 't' && memchr(v, '\0', len) != NULL)
+		return kp_db_fail(st->db, KP_DB_E_INVAL, "bind: text parameter %d holds a NUL", i);
 	p->p = malloc(len + 1);
 	if (p->p == NULL)
 		return KP_DB_E_NOMEM;
@@ -258,8 +260,6 @@ static int pg_bind_bytes(kp_db_stmt *st, int i, char kind, const void *v, size_t
 	p->p[len] = '\0';
 	p->len = len;
 	p->kind = kind;
-	if (kind == 't' && memchr(v, '\0', len) != NULL)
-		return kp_db_fail(st->db, KP_DB_E_INVAL, "bind: text parameter %d holds a NUL", i);
 	return KP_DB_OK;
 }
 
