@@ -24,7 +24,7 @@ trap 'exit 1' INT TERM
 t0=$(date +%s.%N)
 if DIR=$(sh "$PGTMP" start 2> "$T/start.err"); then
 	t1=$(date +%s.%N)
-	ok "pgtmp.sh start ($(echo "scale=1; ($t1 - $t0) / 1" | bc 2>/dev/null || echo '?') s)"
+	ok "pgtmp.sh start ($(echo "$t1 $t0" | awk "{ printf \"%.1f\", \$1 - \$2 }") s)"
 else
 	bad pgtmp_start "$(tail -n 5 "$T/start.err")"
 	finish "test_pg"
