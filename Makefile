@@ -29,7 +29,7 @@ endif
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
             faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian \
-            libzip-dev libmicrohttpd-dev libsystemd-dev
+            libzip-dev libmicrohttpd-dev libsystemd-dev libpq-dev postgresql-15 postgresql-client-15
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -50,7 +50,8 @@ KP_LDFLAGS := $(SANFLAGS)
 #   crypto             -                                    mbedTLS
 #   proto              crypto                               libcbor
 #   client             proto                                -
-#   backend            proto, sys                           SQLite, libcbor, libmicrohttpd
+#   db                 -                                    SQLite, libpq (PostgreSQL)
+#   backend            proto, sys, db                       SQLite, libcbor, libmicrohttpd
 #   card               hal, proto (constants, error text)   -
 #   store              card, sys                            SQLite
 #   fare               store                                SQLite (its GTFS tables)
@@ -64,7 +65,8 @@ INC_hal     := -Ihal
 INC_crypto  := -Icrypto
 INC_proto   := -Ibackend-sync/proto $(INC_crypto)
 INC_client  := -Ibackend-sync/client $(INC_proto)
-INC_backend := -Ibackend-sync/backend $(INC_proto) $(INC_sys)
+INC_db      := -Ibackend-sync/db
+INC_backend := -Ibackend-sync/backend $(INC_proto) $(INC_sys) $(INC_db)
 INC_card    := -Iterminal/card $(INC_hal) $(INC_proto)
 INC_store   := -Iterminal/store $(INC_card) $(INC_sys)
 INC_fare    := -Iterminal/fare $(INC_store)
@@ -79,6 +81,7 @@ DIR_hal     := hal
 DIR_crypto  := crypto
 DIR_proto   := backend-sync/proto
 DIR_client  := backend-sync/client
+DIR_db      := backend-sync/db
 DIR_backend := backend-sync/backend
 DIR_card    := terminal/card
 DIR_store   := terminal/store
@@ -87,12 +90,13 @@ DIR_tap     := terminal/tap
 DIR_console := terminal/console
 DIR_app     := terminal/app
 DIR_tools   := tools
-FOLDERS     := sys hal crypto proto client backend card store fare tap console app tools
+FOLDERS     := sys hal crypto proto client db backend card store fare tap console app tools
 MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c tools/pn532_emu.c
 
 PC_sys      = $(call pc_cflags,libsystemd)
 PC_hal      = $(call pc_cflags,libnfc)
 PC_proto    = $(call pc_cflags,libcbor)
+PC_db       = $(call pc_cflags,sqlite3 libpq)
 PC_backend  = $(call pc_cflags,sqlite3 libcbor libmicrohttpd)
 PC_store    = $(call pc_cflags,sqlite3 libsystemd)
 PC_fare     = $(call pc_cflags,sqlite3)
@@ -116,12 +120,15 @@ endef
 $(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
 
 # What each program links, dependants first; outside libraries after.
-LINK_backend  := $(foreach f,backend proto crypto sys,$(call lib,$(f)))
+LINK_backend  := $(foreach f,backend db proto crypto sys,$(call lib,$(f)))
 LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto sys,$(call lib,$(f)))
-LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend client proto hal crypto sys,$(call lib,$(f)))
-LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd libsystemd) $(MBED_LIBS) -lpthread -lm
+LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend db client proto hal crypto sys,$(call lib,$(f)))
+# libpq only where backend-sync/db's PostgreSQL code is linked in (the store does not use it
+# yet: README, "PostgreSQL (in progress)"), so no program depends on it for nothing.
+PQ_LIBS        = -Wl,--as-needed $(call pc_libs,libpq) -Wl,--no-as-needed
+LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd libsystemd) $(PQ_LIBS) $(MBED_LIBS) -lpthread -lm
 LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson libsystemd) $(MBED_LIBS) -lpthread -lm
-LIBS_tools     = $(LIBS_terminal) $(call pc_libs,libzip)
+LIBS_tools     = $(LIBS_terminal) $(call pc_libs,libzip) $(PQ_LIBS)
 CMOCKA_LIBS    = $(call pc_libs,cmocka)
 
 # The version every program prints (--version): `git describe --tags --always --dirty` in a git

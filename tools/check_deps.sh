@@ -26,14 +26,15 @@ hal|hal|kp_hal.h|
 crypto|crypto|kp_crypto.h|
 proto|backend-sync/proto|kp_proto.h|crypto
 client|backend-sync/client|kp_client.h|proto crypto
-backend|backend-sync/backend|kp_backend.h|proto crypto sys
+db|backend-sync/db|kp_db.h|
+backend|backend-sync/backend|kp_backend.h|proto crypto sys db
 card|terminal/card|kp_card.h|hal proto crypto
 store|terminal/store|kp_store.h|card hal proto crypto sys
 fare|terminal/fare|kp_fare.h|store card hal proto crypto sys
 tap|terminal/tap|kp_tap.h|fare store card hal proto crypto sys
 console|terminal/console|kp_console.h|tap fare store card hal proto crypto sys
 app|terminal/app|kp_app.h|console tap fare store card client hal proto crypto sys
-tools|tools|kp_tools.h|app console tap fare store card backend client hal proto crypto sys'
+tools|tools|kp_tools.h|app console tap fare store card backend db client hal proto crypto sys'
 
 field() { echo "$RULES" | awk -F'|' -v f="$1" -v n="$2" '$1 == f { print $n }'; }
 FOLDERS=$(echo "$RULES" | cut -d'|' -f1)
@@ -113,9 +114,11 @@ for p in kippu-terminal kippu-backend; do
 	[ -x "$BUILD/bin/$p" ] || bad "$BUILD/bin/$p missing (build it first)"
 done
 syms_of kippu-terminal > "$tmp/term"
-lib_syms backend > "$tmp/be"
-n=$(comm -12 "$tmp/term" "$tmp/be" | wc -l)
-[ "$n" = 0 ] || bad "kippu-terminal holds $n symbols of the backend: $(comm -12 "$tmp/term" "$tmp/be" | head -n 3 | tr '\n' ' ')"
+for g in backend db; do
+	lib_syms "$g" > "$tmp/be"
+	n=$(comm -12 "$tmp/term" "$tmp/be" | wc -l)
+	[ "$n" = 0 ] || bad "kippu-terminal holds $n symbols of $g: $(comm -12 "$tmp/term" "$tmp/be" | head -n 3 | tr '\n' ' ')"
+done
 syms_of kippu-backend > "$tmp/back"
 for g in hal card store fare tap console app client; do
 	lib_syms "$g" > "$tmp/g"
