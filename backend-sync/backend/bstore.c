@@ -239,7 +239,7 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"CREATE TABLE audit_pending(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
 	"  seq INTEGER NOT NULL, PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;",
 
-	/* 9 (issue 16, certificates over time, PROTOCOL.md section 4.4): each certificate of a
+	/* 9 (issue 16, certificates over time, PROTOCOL.md section 4.3): each certificate of a
 	 * terminal's history with its SHA-256 fingerprint (of the DER), its validity (ms) and
 	 * an operator's revocation (revoked_at: from then on records its key signed are
 	 * refused; revoked_recorded: when the operator said so), read from the DER by the

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The auditor (PROTOCOL.md section 4.2): every record whose own signature was not verified at
  * ingest (audit_pending) is verified later, with the key that was valid for it (section
- * 4.4: the certificate of the connection it came in on first, then the terminal's others
+ * 4.3: the certificate of the connection it came in on first, then the terminal's others
  * valid at the record's time); one that fails quarantines its terminal and is reported.
  * Signatures are checked outside any transaction; only the short bookkeeping writes. */
 #include <stdio.h>

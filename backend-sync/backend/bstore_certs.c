@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The backend store: certificates over time (PROTOCOL.md section 4.4). Every certificate a
+/* The backend store: certificates over time (PROTOCOL.md section 4.3). Every certificate a
  * terminal has said hello with is kept with its fingerprint, validity and revocation; a
  * record is verified with the key that was valid for it, at ingest and by the auditor. */
 #include <stdio.h>

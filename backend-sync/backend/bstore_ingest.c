@@ -300,7 +300,7 @@ static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struc
 	                BS_OPT(c->category), BS_OPT(c->event), BS_JOURNAL(ses->journal),
 	                BS_INT_IF(ses->cert_id > 0, ses->cert_id));
 
-	/* verified with a certificate of the history, not the connection's (section 4.4) */
+	/* verified with a certificate of the history, not the connection's (section 4.3) */
 	if (rc == KP_BE_OK && r->signer > 0 && r->signer != ses->cert_id)
 		rc = bs_run(s, "record signer", "INSERT INTO record_signers(terminal, journal, seq,"
 		            " cert_id) VALUES (?1, ?2, ?3, ?4)", BS_TEXT(ses->terminal),

@@ -179,7 +179,7 @@ int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
 {
 	sqlite3_stmt *st = NULL;
 	/* the certificate that verified each record: the connection's, unless record_signers
-	 * names another of the history (PROTOCOL.md section 4.4) */
+	 * names another of the history (PROTOCOL.md section 4.3) */
 	int rc = bs_prep(s, &st, "SELECT j.epoch, lower(hex(j.journal)), x.seq, r.cose,"
 	                      " coalesce(g.cert_id, r.cert_id, 0), c.cert, x.alias FROM journals j"
 	                      " JOIN (SELECT terminal, journal, seq, journal AS src, 0 AS alias"

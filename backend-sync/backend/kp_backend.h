@@ -113,7 +113,7 @@ struct kp_ingest {
 	char why[160];                   /* !sig_ok: why ("" = "bad signature") */
 };
 
-/* ---- certificates over time (PROTOCOL.md section 4.4) ---- */
+/* ---- certificates over time (PROTOCOL.md section 4.3) ---- */
 
 /* A terminal's certificate history, parsed: every certificate it has said hello with. */
 struct kp_cert_entry {

@@ -330,7 +330,7 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 			kp_sha256(r->payload, r->payload_len, r->hash);
 		}
 		/* a batch holding a record that a revoked certificate's key could have signed
-		 * after its revocation is verified whole (section 4.4): that record is refused
+		 * after its revocation is verified whole (section 4.3): that record is refused
 		 * now, and the ones before it are held, verified, without a voucher */
 		if (r->decode_rc == 0 && r->rec.time_ms >= hist->first_revoked)
 			memset(check, 1, m->n_items);
@@ -339,7 +339,7 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 		struct kp_ingest *r = &in[i];
 
 		/* The chain (PROTOCOL.md section 4.2): the last record's signature, and a
-		 * sample; each with the key that was valid for it (section 4.4) */
+		 * sample; each with the key that was valid for it (section 4.3) */
 		r->sig_deferred = !check[i] && r->sig_ok;
 		if (!r->sig_ok || r->sig_deferred)
 			continue;
@@ -528,7 +528,7 @@ static void serve(kp_server *srv, const struct conn *c)
 		gate_enter(&srv->store_gate);
 		rc = kp_bstore_hello_last(db, &ses, cn, m.has_journal ? m.journal : NULL,
 		                          m.has_last ? &m.last : NULL, der, der_len, now_ms());
-		/* the keys its records may be verified with (section 4.4), as of this hello */
+		/* the keys its records may be verified with (section 4.3), as of this hello */
 		if (rc == KP_BE_OK)
 			rc = kp_bstore_cert_history(db, cn, &hist);
 		/* A terminal holds a newer config than this backend ever made: the backend was
