@@ -1262,8 +1262,9 @@ static int be_audit(kp_bstore *s, const struct bargs *a, const char *cmd)
 	printf("audited %llu, failed %llu\n", (unsigned long long)audited,
 	       (unsigned long long)failed);
 	if (failed > 0)
-		fprintf(stderr, "kippuctl: %llu record(s) with a bad signature: their terminals are "
-		        "quarantined (kippuctl backend quarantine list)\n",
+		fprintf(stderr, "kippuctl: %llu record(s) with a bad signature (or a revoked "
+		        "certificate's): their terminals are quarantined (kippuctl backend quarantine "
+		        "list)\n",
 		        (unsigned long long)failed);
 	return failed > 0 ? 1 : 0;
 }

@@ -2460,6 +2460,40 @@ static void test_revoked_certificate_records_refused(void **state)
 	                    "grep '%s' certs.txt | grep -q '2026-11-25T23:45:00Z'", fp), 0);
 }
 
+/* A revocation recorded after the records came in (their signatures deferred to the
+ * auditor, here run by kippuctl): the auditor refuses those its revoked key signed after the
+ * revocation, with the same reason, and passes the earlier ones. */
+static void test_auditor_applies_revocation(void **state)
+{
+	char fp[65];
+
+	(void)state;
+	stop_backend();
+	setenv("KIPPU_BACKEND_AUDITOR", "0", 1);
+	start_backend();
+	unsetenv("KIPPU_BACKEND_AUDITOR");
+	cert_terminal("T-W");
+	assert_int_equal(sync_conf("T-W", "T-W"), 0);
+	write_rides("rides.txt", 4);
+	assert_int_equal(sh("\"$TERM_BIN\" --config T-W.conf --offline --reader mock:rides.txt "
+	                    "2>> T-W.log"), 0);
+	cert_conf("T-W", "T-W2", "2026-11-27T00:00:00Z");
+	assert_int_equal(sync_conf("T-W2", "T-W"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-W"), 4);
+	assert_int_equal(backend_rows("SELECT count(*) FROM audit_pending"), 3);
+	fingerprint_of("T-W", fp);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-W %s "
+	                    "--at 2026-11-25T23:45:00Z > /dev/null", fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend audit backend.db > a.txt; test $? = 1 && "
+	                    "grep -qx 'audited 3, failed 1' a.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db --csv > q.txt && "
+	                    "grep '^T-W,3,' q.txt | grep -q 'record 3: signed with certificate "
+	                    "%.16s revoked at 2026-11-25T23:45:00Z, record of 2026-11-26T00:00:00Z "
+	                    "(found by the auditor)'", fp), 0);
+	assert_int_equal(backend_rows("SELECT count(*) FROM record_signers WHERE terminal = 'T-W'"),
+	                 3);
+}
+
 /* kippuctl backend cert revoke: bad input is told in plain words and changes nothing. */
 static void test_cert_revoke_bad_input(void **state)
 {
@@ -2516,6 +2550,7 @@ int main(void)
 		FX_TEST(test_renewed_terminal_syncs_old_key_records),
 		FX_TEST(test_key_never_in_history_quarantined),
 		FX_TEST(test_revoked_certificate_records_refused),
+		FX_TEST(test_auditor_applies_revocation),
 		FX_TEST(test_cert_revoke_bad_input),
 		FX_TEST(test_restored_backend_reaches_terminals),
 		FX_TEST(test_unregistered_terminal_refused),
