@@ -2333,19 +2333,29 @@ static void cert_conf(const char *id, const char *name, const char *not_before)
 	                 0);
 }
 
+static int sync_conf(const char *conf, const char *id)
+{
+	return sh("\"$TERM_BIN\" --config %s.conf --sync-once 2>> %s.log", conf, id);
+}
+
 /* A new terminal id registered at the backend, with its first certificate id.crt valid from
- * 2026-01-01 (before the scenarios' records). */
+ * 2026-01-01 (before the scenarios' records), which has said hello. */
 static void cert_terminal(const char *id)
 {
 	term_conf(id, "OP-A", F->port);
 	assert_int_equal(sh("\"$CTL\" backend terminal add backend.db %s --operator OP-A "
 	                    ">/dev/null && mv %s.conf %s.base", id, id, id), 0);
 	cert_conf(id, id, "2026-01-01T00:00:00Z");
+	assert_int_equal(sync_conf(id, id), 0);
 }
 
-static int sync_conf(const char *conf, const char *id)
+/* n rides of write_rides (2026-11-25T23:00Z, then every 30 minutes) at terminal id, offline,
+ * signed with the key of conf. */
+static void signed_rides(const char *id, const char *conf, int n)
 {
-	return sh("\"$TERM_BIN\" --config %s.conf --sync-once 2>> %s.log", conf, id);
+	write_rides("rides.txt", n);
+	assert_int_equal(sh("\"$TERM_BIN\" --config %s.conf --offline --reader mock:rides.txt "
+	                    "2>> %s.log", conf, id), 0);
 }
 
 /* The fingerprint (SHA-256 of the DER, hex) of NAME.crt, as kippuctl backend cert list shows. */
@@ -2371,11 +2381,8 @@ static void fingerprint_of(const char *name, char out[65])
 static void test_renewed_terminal_syncs_old_key_records(void **state)
 {
 	(void)state;
-	cert_terminal("T-R");
-	assert_int_equal(sync_conf("T-R", "T-R"), 0);        /* the old certificate said hello */
-	write_rides("rides.txt", 4);
-	assert_int_equal(sh("\"$TERM_BIN\" --config T-R.conf --offline --reader mock:rides.txt "
-	                    "2>> T-R.log"), 0);
+	cert_terminal("T-R");        /* the old certificate said hello */
+	signed_rides("T-R", "T-R", 4);
 	cert_conf("T-R", "T-R2", "2026-11-27T00:00:00Z");     /* renewed after those records */
 	/* only old-key records: the batch's last one verified at ingest through the history */
 	assert_int_equal(sync_conf("T-R2", "T-R"), 0);
@@ -2414,11 +2421,8 @@ static void test_key_never_in_history_quarantined(void **state)
 {
 	(void)state;
 	cert_terminal("T-Q");
-	assert_int_equal(sync_conf("T-Q", "T-Q"), 0);
 	cert_conf("T-Q", "T-Q2", "2026-01-01T00:00:00Z");     /* never says hello */
-	write_rides("rides.txt", 3);
-	assert_int_equal(sh("\"$TERM_BIN\" --config T-Q2.conf --offline --reader mock:rides.txt "
-	                    "2>> T-Q.log"), 0);
+	signed_rides("T-Q", "T-Q2", 3);
 	cert_conf("T-Q", "T-Q3", "2026-01-01T00:00:00Z");
 	assert_int_not_equal(sync_conf("T-Q3", "T-Q"), 0);
 	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-Q"), 0);
@@ -2435,10 +2439,7 @@ static void test_revoked_certificate_records_refused(void **state)
 
 	(void)state;
 	cert_terminal("T-V");
-	assert_int_equal(sync_conf("T-V", "T-V"), 0);
-	write_rides("rides.txt", 4);      /* 2026-11-25T23:00Z, 23:30, 00:00, 00:30 */
-	assert_int_equal(sh("\"$TERM_BIN\" --config T-V.conf --offline --reader mock:rides.txt "
-	                    "2>> T-V.log"), 0);
+	signed_rides("T-V", "T-V", 4);
 	fingerprint_of("T-V", fp);
 	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-V %s "
 	                    "--at 2026-11-25T23:45:00Z > r.txt && grep -q 'revoked as of "
@@ -2473,10 +2474,7 @@ static void test_auditor_applies_revocation(void **state)
 	start_backend();
 	unsetenv("KIPPU_BACKEND_AUDITOR");
 	cert_terminal("T-W");
-	assert_int_equal(sync_conf("T-W", "T-W"), 0);
-	write_rides("rides.txt", 4);
-	assert_int_equal(sh("\"$TERM_BIN\" --config T-W.conf --offline --reader mock:rides.txt "
-	                    "2>> T-W.log"), 0);
+	signed_rides("T-W", "T-W", 4);
 	cert_conf("T-W", "T-W2", "2026-11-27T00:00:00Z");
 	assert_int_equal(sync_conf("T-W2", "T-W"), 0);
 	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-W"), 4);
