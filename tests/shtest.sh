@@ -18,3 +18,17 @@ finish() {
 # kmake ARGS...: make in the tree, without the flags and variables of the make running the
 # suite (`make check SANITIZE=1` must not reach the make a test runs).
 kmake() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES make -C "$TOP" "$@"; }
+# demo_fleet CTL TOOLS DB: in the current folder, the demo's terminal (tools/demo: its
+# scenario, load file and configuration, terminal.db loaded) with the operator CA, the
+# backend's and BUS-OPA-0042's keys and certificates and the token key, registered at DB.
+demo_fleet() {
+	cp "$2/demo/scenario.txt" "$2/demo/load.txt" "$2/demo/terminal.conf" . &&
+	"$1" ca create --key ca.key --cert ca.crt &&
+	"$1" backend create --ca-key ca.key --ca-cert ca.crt --key backend.key --cert backend.crt &&
+	"$1" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-OPA-0042 \
+		--key terminal.key --cert terminal.crt &&
+	"$1" token-key create token.key &&
+	"$1" load terminal.db load.txt --token-key token.key &&
+	"$1" backend operator "$3" OP-A "Bus A" &&
+	"$1" backend terminal add "$3" BUS-OPA-0042 --operator OP-A
+}

@@ -48,6 +48,10 @@ static const char usage_text[] =
 	"                  [--terminal ID] [--json|--csv]\n"
 	"  kippuctl backend quarantine list DB [--json|--csv]\n"
 	"  kippuctl backend quarantine clear DB TERMINAL\n"
+	"  kippuctl backend cert list DB [TERMINAL] [--json|--csv]\n"
+	"                  (every certificate each terminal has used: fingerprint, validity, revoked)\n"
+	"  kippuctl backend cert revoke DB TERMINAL FINGERPRINT [--at TIME]   (default: now)\n"
+	"                  (its key's records of TIME or later are refused, its hello too)\n"
 	"  kippuctl backend export DB TERMINAL DIR   (DIR/EPOCH/SEQ.cose + the certificates)\n"
 	"  kippuctl backend audit DB   (verify every record's own signature not verified yet)\n";
 
@@ -266,7 +270,7 @@ static int backend_policy(kp_bstore *s, char **args, int n)
 }
 
 struct bargs {
-	const char *token_key, *label, *terminal, *category, *feed_id, *balance, *operator_id;
+	const char *token_key, *label, *terminal, *category, *feed_id, *balance, *operator_id, *at;
 	int first_use;
 	struct kp_ctl_fmt fmt;
 	enum kp_ctl_format format;
@@ -285,6 +289,7 @@ static const struct kp_ctl_opt backend_opts[] = {
 	{ "first-use", KP_CTL_FLAG, offsetof(struct bargs, first_use), 0, 0, 0,
 	  "a period pass that starts at its first tap (sell)" },
 	OPT("operator", operator_id, "the terminal's operator (terminal add)"),
+	OPT("at", at, "when a certificate's revocation takes effect (cert revoke; TIME)"),
 	KP_CTL_OUT_OPTS(struct bargs, fmt),
 	{ NULL, 0, 0, 0, 0, 0, NULL },
 };
@@ -323,9 +328,13 @@ static int col_width(const char *name)
 {
 	if (strcmp(name, "token") == 0 || strcmp(name, "via") == 0)
 		return 32;
+	if (strcmp(name, "fingerprint") == 0)
+		return 64;
 	if (strcmp(name, "time") == 0 || strcmp(name, "at") == 0 || strcmp(name, "last_seen") == 0 ||
 	    strcmp(name, "valid_from") == 0 || strcmp(name, "valid_until") == 0 ||
-	    strcmp(name, "registered") == 0 || strcmp(name, "retired") == 0)
+	    strcmp(name, "registered") == 0 || strcmp(name, "retired") == 0 ||
+	    strcmp(name, "not_before") == 0 || strcmp(name, "not_after") == 0 ||
+	    strcmp(name, "first_seen") == 0 || strcmp(name, "revoked") == 0)
 		return 20;
 	if (strcmp(name, "status") == 0)
 		return 12;
@@ -369,7 +378,8 @@ static const struct kp_ctl_col journal_cols[] = {
 	W("first_seen"), W("last_seen"),
 };
 static const struct kp_ctl_col cert_cols[] = {
-	T("terminal"), I("cert"), W("first_seen"), W("last_seen"), I("records"),
+	T("terminal"), I("cert"), T("fingerprint"), W("not_before"), W("not_after"),
+	W("first_seen"), W("last_seen"), { "revoked", KP_COL_TIME, "-" }, I("records"),
 };
 static const struct kp_ctl_col clone_cols[] = {
 	T("linkage"), T("kind"), T("first"), T("second"), T("detail"), W("flagged"), T("state"),
@@ -1038,6 +1048,84 @@ static int be_terminal(kp_bstore *unused, const struct bargs *a, const char *cmd
 	return backend_terminal(a);
 }
 
+/* A certificate's fingerprint as cert list shows it: 64 hex digits (SHA-256 of the DER), any
+ * case, colons between bytes allowed; out gets them in lowercase. -1 if it is not one. */
+static int fingerprint_arg(const char *in, char out[2 * KP_SHA256_LEN + 1])
+{
+	size_t n = 0;
+
+	for (const char *p = in; *p != '\0'; p++) {
+		if (*p == ':' && n > 0 && n % 2 == 0 && p[1] != '\0' && p[1] != ':')
+			continue;
+		if (n == 2 * KP_SHA256_LEN || strchr("0123456789abcdefABCDEF", *p) == NULL)
+			return -1;
+		out[n++] = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+	}
+	out[n] = '\0';
+	return n == 2 * KP_SHA256_LEN ? 0 : -1;
+}
+
+static void time_text(int64_t ms, char *out, size_t cap)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, cap, "%lld ms", (long long)ms);
+}
+
+/* cert list DB [TERMINAL] | cert revoke DB TERMINAL FINGERPRINT [--at TIME] */
+static int be_cert(kp_bstore *unused, const struct bargs *a, const char *cmd)
+{
+	const char *verb = a->n > 0 ? a->pos[0] : "";
+	char fp[2 * KP_SHA256_LEN + 1], when[32];
+	int64_t at = now_ms(), was = 0;
+	kp_bstore *s = NULL;
+	int rc;
+
+	if ((strcmp(verb, "list") == 0 && (a->n < 2 || a->n > 3 || a->at != NULL)) ||
+	    (strcmp(verb, "revoke") == 0 && a->n != 4) ||
+	    (strcmp(verb, "list") != 0 && strcmp(verb, "revoke") != 0))
+		return be_usage();
+	if (a->n > 2 && kp_ctl_terminal_id(a->pos[2], strcmp(verb, "list") == 0 ?
+	                                   "backend cert list: TERMINAL" :
+	                                   "backend cert revoke: TERMINAL") != 0)
+		return 2;
+	if (strcmp(verb, "revoke") == 0 && fingerprint_arg(a->pos[3], fp) != 0) {
+		fprintf(stderr, "kippuctl: backend cert revoke: '%.80s' is not a fingerprint: 64 hex "
+		        "digits, the SHA-256 of the certificate as kippuctl backend cert list shows "
+		        "it; nothing changed\n", a->pos[3]);
+		return 2;
+	}
+	if (a->at != NULL && kp_parse_time(a->at, &at) != KP_OK) {
+		fprintf(stderr, "kippuctl: backend cert revoke: --at: '%.40s' is not a time "
+		        "(YYYY-MM-DDThh:mm:ssZ, or with +hh:mm, or Unix seconds); nothing changed\n", a->at);
+		return 2;
+	}
+	if (kp_ctl_bstore_open(&s, a->pos[1], strcmp(verb, "list") == 0 ? KP_BSTORE_READONLY :
+	                       KP_BSTORE_EXISTING) != KP_BE_OK)
+		return 1;
+	if (strcmp(verb, "list") == 0) {
+		rc = be_result(s, cmd, print_report(s, a, KP_REPORT_CERTS, a->n == 3 ? a->pos[2] :
+		                                    NULL, COLS(cert_cols), "(none)"));
+		kp_bstore_close(s);
+		return rc;
+	}
+	rc = kp_bstore_cert_revoke(s, a->pos[2], fp, at, now_ms(), &was);
+	if (rc != KP_BE_OK) {
+		fprintf(stderr, "kippuctl: backend cert revoke: %s; nothing changed\n",
+		        kp_bstore_errmsg(s));
+	} else {
+		time_text(was != 0 ? was : at, when, sizeof(when));
+		printf(was != 0 ? "certificate %.16s of terminal %s was revoked already (at %s); "
+		       "nothing changed\n" : "certificate %.16s of terminal %s revoked as of %s: "
+		       "records its key signed from then on are refused, and so is its hello\n",
+		       fp, a->pos[2], when);
+	}
+	kp_bstore_close(s);
+	return rc == KP_BE_OK ? 0 : rc == KP_BE_E_NOTFOUND ? 2 : 1;
+}
+
 /* ---- the subcommands on an open database (a->pos[0] is DB) ---- */
 
 static int be_operator(kp_bstore *s, const struct bargs *a, const char *cmd)
@@ -1174,8 +1262,9 @@ static int be_audit(kp_bstore *s, const struct bargs *a, const char *cmd)
 	printf("audited %llu, failed %llu\n", (unsigned long long)audited,
 	       (unsigned long long)failed);
 	if (failed > 0)
-		fprintf(stderr, "kippuctl: %llu record(s) with a bad signature: their terminals are "
-		        "quarantined (kippuctl backend quarantine list)\n",
+		fprintf(stderr, "kippuctl: %llu record(s) with a bad signature (or a revoked "
+		        "certificate's): their terminals are quarantined (kippuctl backend quarantine "
+		        "list)\n",
 		        (unsigned long long)failed);
 	return failed > 0 ? 1 : 0;
 }
@@ -1228,6 +1317,7 @@ static const struct backend_cmd {
 	{ "quarantine", NULL, 1, 64, 1, 0, be_quarantine },
 	{ "clones", "clear", 1, 64, 1, 0, be_clones_clear },
 	{ "terminal", NULL, 1, 64, 1, 0, be_terminal },
+	{ "cert", NULL, 1, 64, 1, 0, be_cert },
 	{ "operator", NULL, 3, 3, 0, KP_BSTORE_CREATE, be_operator },
 	{ "product", NULL, 5, 5, 0, KP_BSTORE_CREATE, be_product },
 	{ "card", NULL, 2, 2, 0, KP_BSTORE_CREATE, be_card },
@@ -1274,10 +1364,10 @@ int kp_ctl_backend(int argc, char **argv)
 		return 2;
 	c = backend_cmd_find(argv[1], &a);
 	if (a.format != KP_OUT_HUMAN && c != &report_cmd &&
-	    (c == NULL || (c->run != be_fares && c->run != be_quarantine) ||
+	    (c == NULL || (c->run != be_fares && c->run != be_quarantine && c->run != be_cert) ||
 	     strcmp(a.pos[0], "list") != 0)) {
 		fprintf(stderr, "kippuctl: backend %s: --json and --csv are for listings (reports, "
-		        "fares list, quarantine list)\n", argv[1]);
+		        "fares list, quarantine list, cert list)\n", argv[1]);
 		return 2;
 	}
 	if (c != NULL && c->own_db)

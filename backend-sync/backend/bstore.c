@@ -238,6 +238,25 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	 * the hash chain), until the auditor has verified it (records stay immutable). */
 	"CREATE TABLE audit_pending(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
 	"  seq INTEGER NOT NULL, PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;",
+
+	/* 9 (issue 16, certificates over time, PROTOCOL.md section 4.3): each certificate of a
+	 * terminal's history with its SHA-256 fingerprint (of the DER), its validity (ms) and
+	 * an operator's revocation (revoked_at: from then on records its key signed are
+	 * refused; revoked_recorded: when the operator said so), read from the DER by the
+	 * connection's own functions (bs_cert_functions). A record verified with a certificate
+	 * other than the one of the connection it came in on (records.cert_id) names it in
+	 * record_signers (records stay immutable). */
+	"ALTER TABLE terminal_certs ADD COLUMN fingerprint TEXT;"
+	"ALTER TABLE terminal_certs ADD COLUMN not_before INTEGER;"
+	"ALTER TABLE terminal_certs ADD COLUMN not_after INTEGER;"
+	"ALTER TABLE terminal_certs ADD COLUMN revoked_at INTEGER;"
+	"ALTER TABLE terminal_certs ADD COLUMN revoked_recorded INTEGER;"
+	"UPDATE terminal_certs SET fingerprint = kp_cert_fingerprint(cert),"
+	"  not_before = kp_cert_not_before(cert), not_after = kp_cert_not_after(cert);"
+	"CREATE INDEX terminal_certs_fingerprint ON terminal_certs(terminal, fingerprint);"
+	"CREATE TABLE record_signers(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
+	"  seq INTEGER NOT NULL, cert_id INTEGER NOT NULL REFERENCES terminal_certs(id),"
+	"  PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -252,6 +271,7 @@ const char *kp_backend_strerror(int rc)
 	case KP_BE_E_SCHEMA:   return "backend database is newer than this program";
 	case KP_BE_E_NOTFOUND: return "not found";
 	case KP_BE_E_UNREGISTERED: return "terminal not registered at this backend";
+	case KP_BE_E_REVOKED:  return "certificate revoked at this backend";
 	default:               return "unknown backend error";
 	}
 }
@@ -439,6 +459,8 @@ static int bs_open_file(kp_bstore *s, const char *path, int mode)
 	if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
 		return bs_fail(s, path);
 	sqlite3_busy_timeout(s->db, 10000);
+	if (bs_cert_functions(s->db) != SQLITE_OK)
+		return bs_fail(s, "certificate functions");
 	return bs_check_file(s, path, mode);
 }
 

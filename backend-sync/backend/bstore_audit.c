@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The auditor (PROTOCOL.md section 4.2): every record whose own signature was not verified at
- * ingest (audit_pending) is verified later, with the certificate of the connection it came
- * in on; one that fails quarantines its terminal and is reported. Signatures are checked
- * outside any transaction; only the short bookkeeping writes. */
+ * ingest (audit_pending) is verified later, with the key that was valid for it (section
+ * 4.3: the certificate of the connection it came in on first, then the terminal's others
+ * valid at the record's time); one that fails quarantines its terminal and is reported.
+ * Signatures are checked outside any transaction; only the short bookkeeping writes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,18 +14,19 @@
 struct pending {
 	char terminal[KP_ID_MAX + 1];
 	uint8_t journal[KP_JOURNAL_ID_LEN];
-	int64_t seq;
-	uint8_t *cose, *cert;
-	size_t cose_len, cert_len;
+	int64_t seq, time_ms;
+	int64_t cert_id;                 /* the connection's (0: none known) */
+	uint8_t *cose;
+	size_t cose_len;
 	int ok;
+	int64_t signer;                  /* the certificate that verified it */
+	char why[160];
 };
 
 static void free_pending(struct pending *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		free(p[i].cose);
-		free(p[i].cert);
-	}
 	free(p);
 }
 
@@ -40,8 +42,8 @@ static uint8_t *dup_col(sqlite3_stmt *st, int col, size_t *len)
 	return out;
 }
 
-/* Up to max pending records with their COSE bytes and certificate (the record's own, else
- * the terminal's newest). */
+/* Up to max pending records, a terminal's together, with their COSE bytes, time and the
+ * certificate they came in with (else the terminal's newest). */
 static int load_pending(kp_bstore *s, int max, struct pending **out, size_t *n)
 {
 	sqlite3_stmt *st = NULL;
@@ -52,12 +54,11 @@ static int load_pending(kp_bstore *s, int max, struct pending **out, size_t *n)
 	*n = 0;
 	if (p == NULL)
 		return KP_BE_E_NOMEM;
-	rc = bs_query(s, &st, "SELECT p.terminal, p.journal, p.seq, r.cose, coalesce(c.cert,"
-	              " (SELECT k.cert FROM terminal_certs k WHERE k.terminal = p.terminal"
-	              " ORDER BY k.last_seen DESC LIMIT 1)) FROM audit_pending p"
+	rc = bs_query(s, &st, "SELECT p.terminal, p.journal, p.seq, r.cose, coalesce(r.cert_id,"
+	              " (SELECT k.id FROM terminal_certs k WHERE k.terminal = p.terminal"
+	              " ORDER BY k.last_seen DESC LIMIT 1), 0), r.time_ms FROM audit_pending p"
 	              " JOIN records r ON r.terminal = p.terminal AND r.journal = p.journal"
-	              " AND r.seq = p.seq LEFT JOIN terminal_certs c ON c.id = r.cert_id"
-	              " LIMIT ?1", BS_INT(max));
+	              " AND r.seq = p.seq ORDER BY p.terminal LIMIT ?1", BS_INT(max));
 	if (rc != KP_BE_OK) {
 		free(p);
 		return rc;
@@ -71,9 +72,10 @@ static int load_pending(kp_bstore *s, int max, struct pending **out, size_t *n)
 			memcpy(e->journal, sqlite3_column_blob(st, 1), KP_JOURNAL_ID_LEN);
 		e->seq = sqlite3_column_int64(st, 2);
 		e->cose = dup_col(st, 3, &e->cose_len);
-		e->cert = dup_col(st, 4, &e->cert_len);
+		e->cert_id = sqlite3_column_int64(st, 4);
+		e->time_ms = sqlite3_column_int64(st, 5);
 		(*n)++;
-		if (e->cose == NULL || e->cert == NULL) {
+		if (e->cose == NULL) {
 			rc = KP_BE_E_NOMEM;
 			break;
 		}
@@ -88,18 +90,28 @@ static int load_pending(kp_bstore *s, int max, struct pending **out, size_t *n)
 	return KP_BE_OK;
 }
 
-static int verify_one(const struct pending *e)
+/* Each record with its terminal's certificate history (read once per terminal: load_pending
+ * puts a terminal's records together). */
+static int verify_all(kp_bstore *s, struct pending *p, size_t n, uint64_t *failed)
 {
-	const uint8_t *payload = NULL;
-	size_t payload_len = 0;
-	kp_cert *cert = NULL;
-	int ok;
+	struct kp_cert_history h = { NULL, 0, INT64_MAX };
+	const char *of = NULL;
+	int rc = KP_BE_OK;
 
-	if (e->cert_len == 0 || kp_cert_parse(&cert, e->cert, e->cert_len) != 0)
-		return 0;
-	ok = kp_cose_verify1(cert, e->cose, e->cose_len, &payload, &payload_len, NULL, 0) == 0;
-	kp_cert_free(cert);
-	return ok;
+	for (size_t i = 0; i < n && rc == KP_BE_OK; i++) {
+		if (of == NULL || strcmp(of, p[i].terminal) != 0) {
+			kp_cert_history_free(&h);
+			rc = kp_bstore_cert_history(s, p[i].terminal, &h);
+			of = p[i].terminal;
+		}
+		if (rc == KP_BE_OK)
+			p[i].ok = kp_cert_history_verify(&h, p[i].cert_id, p[i].cose, p[i].cose_len,
+			                                 p[i].time_ms, &p[i].signer, p[i].why,
+			                                 sizeof(p[i].why)) == 0;
+		*failed += rc == KP_BE_OK && !p[i].ok;
+	}
+	kp_cert_history_free(&h);
+	return rc;
 }
 
 /* The verdicts in one transaction: pending rows gone, failures quarantined. */
@@ -109,15 +121,20 @@ static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_m
 
 	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
 		struct kp_ingest r = { .cose = p[i].cose, .cose_len = p[i].cose_len };
-		char reason[128];
+		char reason[256];
 
 		rc = bs_run(s, "audit", "DELETE FROM audit_pending WHERE terminal = ?1 AND"
 		            " journal = ?2 AND seq = ?3", BS_TEXT(p[i].terminal),
 		            BS_JOURNAL(p[i].journal), BS_INT(p[i].seq));
+		if (rc == KP_BE_OK && p[i].ok && p[i].signer != p[i].cert_id)
+			rc = bs_run(s, "record signer", "INSERT OR REPLACE INTO record_signers(terminal,"
+			            " journal, seq, cert_id) VALUES (?1, ?2, ?3, ?4)",
+			            BS_TEXT(p[i].terminal), BS_JOURNAL(p[i].journal), BS_INT(p[i].seq),
+			            BS_INT(p[i].signer));
 		if (rc != KP_BE_OK || p[i].ok)
 			continue;
-		snprintf(reason, sizeof(reason), "record %lld: bad signature (found by the auditor)",
-		         (long long)p[i].seq);
+		snprintf(reason, sizeof(reason), "record %lld: %s (found by the auditor)",
+		         (long long)p[i].seq, p[i].why);
 		rc = bs_quarantine(s, p[i].terminal, (uint64_t)p[i].seq, reason, &r, now_ms);
 	}
 	if (rc == KP_BE_OK)
@@ -128,8 +145,8 @@ static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_m
 	}
 	for (size_t i = 0; i < n; i++) {       /* told once it is held */
 		if (!p[i].ok)
-			kp_log(LOG_ERR, "terminal %s quarantined: record %lld: bad signature (found "
-			       "by the auditor)", p[i].terminal, (long long)p[i].seq);
+			kp_log(LOG_ERR, "terminal %s quarantined: record %lld: %s (found by the "
+			       "auditor)", p[i].terminal, (long long)p[i].seq, p[i].why);
 	}
 	return KP_BE_OK;
 }
@@ -153,9 +170,11 @@ int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audit
 		free_pending(p, n);            /* nothing pending: the empty array still goes */
 		return rc;
 	}
-	for (size_t i = 0; i < n; i++) {
-		p[i].ok = verify_one(&p[i]);
-		*failed += !p[i].ok;
+	rc = verify_all(s, p, n, failed);
+	if (rc != KP_BE_OK) {
+		*failed = 0;
+		free_pending(p, n);
+		return rc;
 	}
 	if (gate != NULL)
 		gate(arg, 1);

@@ -300,6 +300,11 @@ static int store_record(kp_bstore *s, const struct kp_bsession *ses, const struc
 	                BS_OPT(c->category), BS_OPT(c->event), BS_JOURNAL(ses->journal),
 	                BS_INT_IF(ses->cert_id > 0, ses->cert_id));
 
+	/* verified with a certificate of the history, not the connection's (section 4.3) */
+	if (rc == KP_BE_OK && r->signer > 0 && r->signer != ses->cert_id)
+		rc = bs_run(s, "record signer", "INSERT INTO record_signers(terminal, journal, seq,"
+		            " cert_id) VALUES (?1, ?2, ?3, ?4)", BS_TEXT(ses->terminal),
+		            BS_JOURNAL(ses->journal), BS_INT(c->seq), BS_INT(r->signer));
 	if (rc == KP_BE_OK && r->sig_deferred)
 		rc = bs_run(s, "audit pending", "INSERT INTO audit_pending(terminal, journal, seq)"
 		            " VALUES (?1, ?2, ?3)", BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal),
@@ -403,7 +408,7 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 				continue;            /* sent twice: changes nothing */
 			why = "a different record under a sequence number already held";
 		} else if (!r->sig_ok) {
-			why = "bad signature";
+			why = r->why[0] != '\0' ? r->why : "bad signature";
 		} else if (r->decode_rc != 0) {
 			why = "payload is not a valid record";
 		} else if (strcmp(r->rec.terminal, terminal) != 0) {

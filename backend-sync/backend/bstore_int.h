@@ -97,6 +97,8 @@ int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 int bs_change_feed_places(kp_bstore *s, const char *feed_id);
 int bs_link_request(kp_bstore *s, const struct kp_bsession *ses,
                     const struct kp_record *c, int64_t now_ms);
+/* kp_cert_fingerprint(der), kp_cert_not_before(der), kp_cert_not_after(der) (ms) on db. */
+int bs_cert_functions(sqlite3 *db);
 int bs_meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v);
 
 #endif

@@ -37,8 +37,10 @@ static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, s
                     int64_t now_ms)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = bs_query(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen)"
-	                  " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(terminal, cert) DO UPDATE SET"
+	int rc = bs_query(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen,"
+	                  " fingerprint, not_before, not_after) VALUES (?1, ?2, ?3, ?3,"
+	                  " kp_cert_fingerprint(?2), kp_cert_not_before(?2), kp_cert_not_after(?2))"
+	                  " ON CONFLICT(terminal, cert) DO UPDATE SET"
 	                  " last_seen = max(last_seen, excluded.last_seen)"
 	                  " RETURNING id, first_seen = ?3 AND last_seen = ?3",
 	                  BS_TEXT(ses->terminal), BS_BLOB(der, len), BS_INT(now_ms));
@@ -51,6 +53,27 @@ static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, s
 	} else {
 		rc = bs_fail(s, "terminal certificate");
 	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* With the hello's transaction open: KP_BE_E_REVOKED (why in s->err) if this certificate of
+ * the terminal was revoked at or before now. */
+static int revoked_check(kp_bstore *s, const char *terminal, const uint8_t *der, size_t len,
+                         int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = bs_query(s, &st, "SELECT fingerprint, strftime('%Y-%m-%dT%H:%M:%SZ',"
+	                  " revoked_at / 1000, 'unixepoch') FROM terminal_certs WHERE terminal = ?1"
+	                  " AND cert = ?2 AND revoked_at <= ?3", BS_TEXT(terminal),
+	                  BS_BLOB(der, len), BS_INT(now_ms));
+
+	if (rc != KP_BE_OK)
+		return rc;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		rc = bs_refuse(s, KP_BE_E_REVOKED, "certificate %.16s of terminal %s was revoked at %s",
+		               (const char *)sqlite3_column_text(st, 0), terminal,
+		               (const char *)sqlite3_column_text(st, 1));
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -128,6 +151,8 @@ int kp_bstore_hello_last(kp_bstore *s, struct kp_bsession *ses, const char *term
 		return rc;
 	/* in the same transaction as what it guards: a retire is never half seen */
 	rc = registered_check(s, terminal);
+	if (rc == KP_BE_OK)
+		rc = revoked_check(s, terminal, cert_der, cert_len, now_ms);
 	if (rc != KP_BE_OK) {
 		bs_rollback(s);
 		return rc;

@@ -75,10 +75,16 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 			" strftime('%Y-%m-%dT%H:%M:%SZ', last_seen / 1000, 'unixepoch') AS last_seen"
 			" FROM journals j WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal, epoch",
 		[KP_REPORT_CERTS] =
-			"SELECT terminal, id AS cert,"
+			"SELECT terminal, id AS cert, fingerprint,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', not_before / 1000, 'unixepoch') AS not_before,"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', not_after / 1000, 'unixepoch') AS not_after,"
 			" strftime('%Y-%m-%dT%H:%M:%SZ', first_seen / 1000, 'unixepoch') AS first_seen,"
 			" strftime('%Y-%m-%dT%H:%M:%SZ', last_seen / 1000, 'unixepoch') AS last_seen,"
-			" (SELECT count(*) FROM records r WHERE r.cert_id = c.id) AS records"
+			" strftime('%Y-%m-%dT%H:%M:%SZ', revoked_at / 1000, 'unixepoch') AS revoked,"
+			" (SELECT count(*) FROM records r LEFT JOIN record_signers g"
+			"  ON g.terminal = r.terminal AND g.journal = r.journal AND g.seq = r.seq"
+			"  WHERE r.terminal = c.terminal AND coalesce(g.cert_id, r.cert_id) = c.id)"
+			" AS records"
 			" FROM terminal_certs c WHERE ?1 IS NULL OR terminal = ?1 ORDER BY terminal, id",
 		[KP_REPORT_ENTITLEMENTS] =
 			"SELECT id AS ent, hex(token) AS token, product_id AS product, bought, used,"
@@ -172,15 +178,19 @@ int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
                           int (*fn)(void *arg, const struct kp_export_row *row), void *arg)
 {
 	sqlite3_stmt *st = NULL;
+	/* the certificate that verified each record: the connection's, unless record_signers
+	 * names another of the history (PROTOCOL.md section 4.3) */
 	int rc = bs_prep(s, &st, "SELECT j.epoch, lower(hex(j.journal)), x.seq, r.cose,"
-	                      " coalesce(r.cert_id, 0), c.cert, x.alias FROM journals j"
+	                      " coalesce(g.cert_id, r.cert_id, 0), c.cert, x.alias FROM journals j"
 	                      " JOIN (SELECT terminal, journal, seq, journal AS src, 0 AS alias"
 	                      "  FROM records UNION ALL SELECT terminal, journal, seq, of_journal,"
 	                      "  1 FROM record_aliases) x"
 	                      "  ON x.terminal = j.terminal AND x.journal = j.journal"
 	                      " JOIN records r ON r.terminal = x.terminal AND r.journal = x.src"
 	                      "  AND r.seq = x.seq"
-	                      " LEFT JOIN terminal_certs c ON c.id = r.cert_id"
+	                      " LEFT JOIN record_signers g ON g.terminal = r.terminal"
+	                      "  AND g.journal = r.journal AND g.seq = r.seq"
+	                      " LEFT JOIN terminal_certs c ON c.id = coalesce(g.cert_id, r.cert_id)"
 	                      " WHERE j.terminal = ?1 ORDER BY j.epoch, x.seq");
 	int step;
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kp_bundle.h"
+#include "kp_cert.h"
 
 enum kp_backend_rc {
 	KP_BE_OK       = 0,
@@ -16,6 +17,7 @@ enum kp_backend_rc {
 	KP_BE_E_SCHEMA = -0x364,     /* database newer than this program */
 	KP_BE_E_NOTFOUND = -0x365,
 	KP_BE_E_UNREGISTERED = -0x366, /* the terminal is not registered, or retired */
+	KP_BE_E_REVOKED = -0x367,      /* the hello's certificate was revoked (kp_bstore_errmsg) */
 };
 /* Text for a backend error code, or for any code kp_sync_error_text knows. */
 const char *kp_backend_strerror(int rc);
@@ -24,7 +26,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 8
+#define KP_BSTORE_SCHEMA_VERSION 9
 
 /* Creates the database when missing; a failure is told on stderr ("kippu-backend: ..."). */
 int  kp_bstore_open(kp_bstore **out, const char *path);
@@ -106,7 +108,42 @@ struct kp_ingest {
 	int decode_rc;
 	struct kp_record rec;
 	uint8_t hash[KP_SHA256_LEN];     /* SHA-256 of payload */
+	int64_t signer;                  /* the certificate (terminal_certs id) whose key verified
+	                                  * it; 0: not verified yet, or the session's */
+	char why[160];                   /* !sig_ok: why ("" = "bad signature") */
 };
+
+/* ---- certificates over time (PROTOCOL.md section 4.3) ---- */
+
+/* A terminal's certificate history, parsed: every certificate it has said hello with. */
+struct kp_cert_entry {
+	int64_t id;                      /* terminal_certs row */
+	kp_cert *cert;
+	int64_t not_before, not_after;   /* ms */
+	int64_t revoked_at;              /* ms; INT64_MAX: not revoked */
+	char fingerprint[2 * KP_SHA256_LEN + 1];   /* hex SHA-256 of the DER */
+};
+struct kp_cert_history {
+	struct kp_cert_entry *e;
+	size_t n;
+	int64_t first_revoked;           /* the earliest revoked_at (INT64_MAX: none) */
+};
+int  kp_bstore_cert_history(kp_bstore *s, const char *terminal, struct kp_cert_history *h);
+void kp_cert_history_free(struct kp_cert_history *h);
+/* Verifies a record's own signature with the key that was valid for it: the certificate
+ * first_id first (the connection's, or the one a record came in with), then each other of
+ * the history whose validity covers time_ms. 0 and *signer on success; -1 and why (cap
+ * bytes) when no certificate verifies it ("bad signature") or the one that does was
+ * revoked at or before time_ms ("signed with certificate ... revoked at ..."). */
+int  kp_cert_history_verify(const struct kp_cert_history *h, int64_t first_id,
+                            const uint8_t *cose, size_t cose_len, int64_t time_ms,
+                            int64_t *signer, char *why, size_t cap);
+/* Revokes the certificate of terminal whose fingerprint (64 lowercase hex digits) is fp as
+ * of at_ms: its key's records made at or after at_ms are refused, its hello from then on.
+ * KP_BE_E_NOTFOUND (kp_bstore_errmsg says which) for an unknown terminal or a certificate
+ * not in its history. Revoked already: nothing changes, *was_at = that time (else 0). */
+int  kp_bstore_cert_revoke(kp_bstore *s, const char *terminal, const char *fp, int64_t at_ms,
+                           int64_t now_ms, int64_t *was_at);
 
 /* Stores a batch from `terminal` in one transaction: each record exactly once (a record
  * the backend already holds is skipped if identical), in sequence, chained to the last
@@ -275,7 +312,9 @@ enum kp_report {
 	KP_REPORT_JOURNALS,          /* terminal epoch journal acked records held_before first_seen
 	                                last_seen (PROTOCOL.md 4.1: held_before = records this
 	                                epoch sent that an earlier one holds, kept once) */
-	KP_REPORT_CERTS,             /* terminal cert first_seen last_seen records */
+	KP_REPORT_CERTS,             /* terminal cert fingerprint not_before not_after first_seen
+	                                last_seen revoked records (records: those its key
+	                                verified) */
 	KP_REPORT_CLONES,            /* linkage kind first second detail flagged state */
 };
 int kp_bstore_report(kp_bstore *s, enum kp_report which, const char *terminal_filter,
@@ -346,7 +385,7 @@ enum kp_metric_refusal { KP_MR_QUARANTINED, KP_MR_SEQUENCE_GAP, KP_MR_BAD_SIGNAT
                          KP_MR_BAD_PAYLOAD, KP_MR_TERMINAL_MISMATCH, KP_MR_CHAIN_BROKEN,
                          KP_MR_CONFLICT, KP_MR_OTHER, KP_MR_N };
 enum kp_metric_conn { KP_MC_PER_ADDR, KP_MC_HANDSHAKES, KP_MC_TERMINALS, KP_MC_UNREGISTERED,
-                      KP_MC_N };
+                      KP_MC_REVOKED, KP_MC_N };
 enum kp_metric_tls { KP_MT_TIMEOUT, KP_MT_PEER, KP_MT_CLOSED, KP_MT_PROTOCOL, KP_MT_OTHER,
                      KP_MT_N };
 void kp_metrics_ingested(uint64_t n);

@@ -47,6 +47,7 @@ static const char *const conn_refused_reasons[KP_MC_N] = {
 	[KP_MC_HANDSHAKES] = "handshake_limit",
 	[KP_MC_TERMINALS] = "terminal_limit",
 	[KP_MC_UNREGISTERED] = "unregistered",
+	[KP_MC_REVOKED] = "revoked_certificate",
 };
 static const char *const tls_kinds[KP_MT_N] = {
 	[KP_MT_TIMEOUT] = "timeout",

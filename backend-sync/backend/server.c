@@ -67,7 +67,7 @@ struct slot {
 
 /* Why a connection was refused; its text goes into the periodic summary. */
 enum refusal { REFUSE_PER_ADDR, REFUSE_HANDSHAKES, REFUSE_TERMINALS, REFUSE_HANDSHAKE_FAILED,
-               REFUSE_UNREGISTERED, N_REFUSALS };
+               REFUSE_UNREGISTERED, REFUSE_REVOKED, N_REFUSALS };
 
 static const char *const refusal_text[N_REFUSALS] = {
 	[REFUSE_PER_ADDR] = "over the per-address limit",
@@ -75,6 +75,7 @@ static const char *const refusal_text[N_REFUSALS] = {
 	[REFUSE_TERMINALS] = "over the terminal limit",
 	[REFUSE_HANDSHAKE_FAILED] = "failed handshakes not logged one by one",
 	[REFUSE_UNREGISTERED] = "unregistered terminals not logged one by one",
+	[REFUSE_REVOKED] = "revoked certificates not logged one by one",
 };
 
 struct kp_server {
@@ -298,7 +299,7 @@ static void pick_checked(const struct kp_server_cfg *cfg, size_t n, unsigned cha
 
 /* Verifies and decodes one batch, then hands it to the store. *held: the terminal's
  * records held before, then after (for the metrics' count of records stored). */
-static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cert *peer,
+static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_history *hist,
                           const struct kp_bsession *ses, const struct kp_msg *m, uint64_t *held)
 {
 	const char *terminal = ses->terminal;
@@ -318,22 +319,35 @@ static int handle_records(kp_server *srv, kp_tls *t, kp_bstore *db, const kp_cer
 	t0 = mono_s();
 	gate_enter(&srv->verify_gate);
 	for (size_t i = 0; i < m->n_items; i++) {
-		in[i].cose = m->items[i].p;
-		in[i].cose_len = m->items[i].n;
-		/* The chain (PROTOCOL.md section 4.2): the last record's signature, and a sample */
-		in[i].sig_deferred = !check[i];
-		if (!in[i].sig_deferred)
-			rc = kp_cose_verify1(peer, in[i].cose, in[i].cose_len, &in[i].payload,
-			                     &in[i].payload_len, NULL, 0);
-		else
-			rc = kp_cose_open1(in[i].cose, in[i].cose_len, &in[i].payload,
-			                   &in[i].payload_len);
-		in[i].sig_ok = rc == 0;
-		in[i].decode_rc = -1;
-		if (in[i].sig_ok) {
-			in[i].decode_rc = kp_record_decode(in[i].payload, in[i].payload_len, &in[i].rec);
-			kp_sha256(in[i].payload, in[i].payload_len, in[i].hash);
+		struct kp_ingest *r = &in[i];
+
+		r->cose = m->items[i].p;
+		r->cose_len = m->items[i].n;
+		r->decode_rc = -1;
+		r->sig_ok = kp_cose_open1(r->cose, r->cose_len, &r->payload, &r->payload_len) == 0;
+		if (r->sig_ok) {
+			r->decode_rc = kp_record_decode(r->payload, r->payload_len, &r->rec);
+			kp_sha256(r->payload, r->payload_len, r->hash);
 		}
+		/* a batch holding a record that a revoked certificate's key could have signed
+		 * after its revocation is verified whole (section 4.3): that record is refused
+		 * now, and the ones before it are held, verified, without a voucher */
+		if (r->decode_rc == 0 && r->rec.time_ms >= hist->first_revoked)
+			memset(check, 1, m->n_items);
+	}
+	for (size_t i = 0; i < m->n_items; i++) {
+		struct kp_ingest *r = &in[i];
+
+		/* The chain (PROTOCOL.md section 4.2): the last record's signature, and a
+		 * sample; each with the key that was valid for it (section 4.3) */
+		r->sig_deferred = !check[i] && r->sig_ok;
+		if (!r->sig_ok || r->sig_deferred)
+			continue;
+		r->sig_ok = kp_cert_history_verify(hist, ses->cert_id, r->cose, r->cose_len,
+		                                   r->decode_rc == 0 ? r->rec.time_ms : INT64_MIN,
+		                                   &r->signer, r->why, sizeof(r->why)) == 0;
+		if (!r->sig_ok)
+			r->decode_rc = -1;
 	}
 	gate_leave(&srv->verify_gate);
 	kp_metrics_verify_seconds(mono_s() - t0);
@@ -467,6 +481,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	size_t der_len = 0;
 	char cn[KP_ID_MAX + 8], err[256], jid[9];
 	struct kp_bsession ses;
+	struct kp_cert_history hist = { NULL, 0, INT64_MAX };
 	uint64_t was = 0, held = 0;
 	int raised = 0;
 	uint8_t *buf = NULL;
@@ -513,6 +528,9 @@ static void serve(kp_server *srv, const struct conn *c)
 		gate_enter(&srv->store_gate);
 		rc = kp_bstore_hello_last(db, &ses, cn, m.has_journal ? m.journal : NULL,
 		                          m.has_last ? &m.last : NULL, der, der_len, now_ms());
+		/* the keys its records may be verified with (section 4.3), as of this hello */
+		if (rc == KP_BE_OK)
+			rc = kp_bstore_cert_history(db, cn, &hist);
 		/* A terminal holds a newer config than this backend ever made: the backend was
 		 * restored from a backup. Its state goes on from above, so terminals take it. */
 		if (rc == KP_BE_OK && kp_bstore_state_at_least(db, m.config, &raised, &was) ==
@@ -535,6 +553,17 @@ static void serve(kp_server *srv, const struct conn *c)
 			        "terminal add registers a terminal)", peer_addr, shown,
 			        kp_bstore_errmsg(db));
 		snprintf(reason, sizeof(reason), "terminal %s is not registered at this backend", shown);
+		send_simple(t, KP_MSG_ERROR, 0, 0, reason, srv->cfg.timeout_ms);
+		goto out;
+	}
+	if (rc == KP_BE_E_REVOKED) {
+		char reason[sizeof(m.reason)];
+
+		kp_metrics_conn_refused(KP_MC_REVOKED);
+		if (refusal_logged(srv, REFUSE_REVOKED))
+			kp_log(LOG_WARNING, "%s: terminal %s refused: %s (kippuctl backend cert list)",
+			       peer_addr, cn, kp_bstore_errmsg(db));
+		snprintf(reason, sizeof(reason), "%s", kp_bstore_errmsg(db));
 		send_simple(t, KP_MSG_ERROR, 0, 0, reason, srv->cfg.timeout_ms);
 		goto out;
 	}
@@ -567,7 +596,7 @@ static void serve(kp_server *srv, const struct conn *c)
 			break;
 		}
 		if (m.type == KP_MSG_RECORDS)
-			rc = handle_records(srv, t, db, peer, &ses, &m, &held);
+			rc = handle_records(srv, t, &hist, &ses, &m, &held);
 		else if (m.type == KP_MSG_GETCONFIG)
 			rc = handle_getconfig(srv, t, db, &ses, m.config);
 		else if (m.type == KP_MSG_BYE)
@@ -583,6 +612,7 @@ static void serve(kp_server *srv, const struct conn *c)
 out:
 	kp_msg_clear(&m);
 	free(buf);
+	kp_cert_history_free(&hist);
 	kp_cert_free(peer);
 	kp_bstore_close(db);
 	kp_tls_close(t);

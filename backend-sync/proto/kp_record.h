@@ -105,7 +105,7 @@ int kp_cose_sign1(const kp_key *key, const char *kid, const uint8_t *payload, si
 int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,
                     const uint8_t **payload, size_t *payload_len, char *kid, size_t kid_cap);
 /* kp_cose_verify1 without the signature check: the form, alg and canonical encoding only
- * (the backend's chain ingest, PROTOCOL.md section 4.3; never alone proof of anything). */
+ * (the backend's chain ingest, PROTOCOL.md section 4.2; never alone proof of anything). */
 int kp_cose_open1(const uint8_t *cose, size_t cose_len, const uint8_t **payload,
                   size_t *payload_len);
 /* The Sig_structure bytes that are hashed and signed (exposed for tests). */

@@ -131,7 +131,7 @@ enum cfg_type {
 	CFG_MOCKABLE,    /* a connection string; the PATH of mock:PATH as CFG_PATH */
 	CFG_INT,         /* min to max, times scale */
 	CFG_CHOICE,      /* one of choices: its index */
-	CFG_HOSTPORT,    /* HOST:PORT into backend_host and backend_port */
+	CFG_HOSTPORT,    /* HOST:PORT[, HOST:PORT ...] into backends and n_backends */
 	CFG_UTC_OFFSET,  /* +HH:MM or -HH:MM in seconds */
 	CFG_HHMM,        /* HH:MM in seconds */
 	CFG_AGE,         /* a number with s, m, h or d, in seconds */
@@ -197,9 +197,11 @@ static const struct cfg_key cfg_keys[] = {
 	{ "checkpoint_idle_ms", CFG_INT, 0, T(checkpoint_idle_ms), 0, 600000, 1, NULL,
 	  "checkpoint_idle_ms: 0 to 600000", "1000",
 	  "idle time after a tap before the WAL is checkpointed" },
-	{ "backend", CFG_HOSTPORT, 0, T(backend_host), 0, 0, 0, NULL,
+	{ "backend", CFG_HOSTPORT, 0, T(backends), 0, 0, 0, NULL,
 	  "backend: HOST:PORT (port 1 to 65535)", NULL,
-	  "HOST:PORT of kippu-backend; without it the terminal never syncs" },
+	  "HOST:PORT of kippu-backend, or up to 8 of them separated by commas: the terminal "
+	  "tries them in turn, from the last one that answered, when one cannot be reached; "
+	  "without it the terminal never syncs" },
 	{ "backend_ca", CFG_PATH, 0, T(backend_ca), 0, 0, 0, NULL, NULL, "ca.crt",
 	  "the operator CA the backend's certificate must chain to" },
 	{ "backend_cert", CFG_PATH, 0, T(backend_cert), 0, 0, 0, NULL, NULL, "backend.crt",
@@ -279,19 +281,73 @@ static int set_number(void *dst, size_t size, int64_t v)
 	return 0;
 }
 
-static int set_hostport(struct kp_terminal_cfg *cfg, const char *v)
-{
-	const char *colon = strrchr(v, ':');
+/* What was wrong with the last `backend` value set_hostports refused (the config is read by
+ * one thread at a time). */
+static _Thread_local char hostport_why[200];
 
-	if (colon == NULL || colon == v || colon[1] == '\0' ||
-	    (size_t)(colon - v) >= sizeof(cfg->backend_host) ||
-	    strlen(colon + 1) >= sizeof(cfg->backend_port) ||
-	    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
-	    strtol(colon + 1, NULL, 10) < 1 || strtol(colon + 1, NULL, 10) > 65535)
+/* One HOST:PORT (len bytes at v) into a. */
+static int set_hostport(struct kp_backend_addr *a, const char *v, size_t len)
+{
+	const char *colon = memrchr(v, ':', len);
+	size_t port_len = colon != NULL ? len - (size_t)(colon - v) - 1 : 0;
+	char port[8];
+
+	if (colon == NULL || colon == v || port_len == 0 || port_len >= sizeof(port) ||
+	    (size_t)(colon - v) >= sizeof(a->host) || memchr(v, ' ', len) != NULL ||
+	    memchr(v, '\t', len) != NULL)
 		return -1;
-	memcpy(cfg->backend_host, v, (size_t)(colon - v));
-	cfg->backend_host[colon - v] = '\0';
-	snprintf(cfg->backend_port, sizeof(cfg->backend_port), "%s", colon + 1);
+	memcpy(port, colon + 1, port_len);
+	port[port_len] = '\0';
+	if (strspn(port, "0123456789") != port_len || strtol(port, NULL, 10) < 1 ||
+	    strtol(port, NULL, 10) > 65535)
+		return -1;
+	memcpy(a->host, v, (size_t)(colon - v));
+	a->host[colon - v] = '\0';
+	snprintf(a->port, sizeof(a->port), "%s", port);
+	return 0;
+}
+
+/* HOST:PORT[, HOST:PORT ...]: every address checked, the bad one named in hostport_why;
+ * nothing changes unless all are good. */
+static int set_hostports(struct kp_terminal_cfg *cfg, const char *v)
+{
+	struct kp_backend_addr a[KP_BACKENDS_MAX];
+	int n = 0;
+
+	for (const char *p = v;;) {
+		const char *end;
+		size_t len;
+
+		p += strspn(p, " \t");
+		end = strchr(p, ',');
+		len = end != NULL ? (size_t)(end - p) : strlen(p);
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		if (n == KP_BACKENDS_MAX) {
+			snprintf(hostport_why, sizeof(hostport_why), "at most %d addresses",
+			         KP_BACKENDS_MAX);
+			return -1;
+		}
+		if (set_hostport(&a[n], p, len) != 0) {
+			snprintf(hostport_why, sizeof(hostport_why), "'%.*s' is not HOST:PORT "
+			         "(port 1 to 65535)%s", (int)(len > 80 ? 80 : len), p,
+			         len == 0 ? ": an empty address" : "");
+			return -1;
+		}
+		for (int i = 0; i < n; i++) {
+			if (strcmp(a[i].host, a[n].host) == 0 && strcmp(a[i].port, a[n].port) == 0) {
+				snprintf(hostport_why, sizeof(hostport_why), "%.100s:%.8s is listed "
+				         "twice", a[n].host, a[n].port);
+				return -1;
+			}
+		}
+		n++;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	memcpy(cfg->backends, a, sizeof(a));
+	cfg->n_backends = n;
 	return 0;
 }
 
@@ -324,7 +380,7 @@ static int cfg_key_set(const struct cfg_key *k, void *base, const char *v)
 			;
 		return k->choices[n] == NULL || set_number(dst, k->size, n);
 	case CFG_HOSTPORT:
-		return set_hostport(base, v);
+		return set_hostports(base, v);
 	case CFG_UTC_OFFSET:
 		secs = (*v == '+' || *v == '-') ? parse_hhmm(v + 1, 14) : -1;
 		return secs < 0 || secs > 14 * 3600 || set_number(dst, k->size, *v == '-' ? -secs : secs);
@@ -350,7 +406,11 @@ static int apply(struct kp_terminal_cfg *cfg, const char *key, const char *v, co
 		return -1;
 	}
 	*why = k->why != NULL ? k->why : "value too long";
-	return cfg_key_set(k, cfg, v);
+	if (cfg_key_set(k, cfg, v) == 0)
+		return 0;
+	if (k->type == CFG_HOSTPORT)
+		*why = hostport_why;
+	return -1;
 }
 
 /* Every key of one struct (console or not) to its default. */

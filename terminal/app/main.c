@@ -72,7 +72,8 @@ static void usage(FILE *fp)
 	      "  --db PATH          terminal database\n"
 	      "  --terminal-id ID   --operator ID  --route ID  --stop ID\n"
 	      "  --key PATH --cert PATH --token-key PATH\n"
-	      "  --backend HOST:PORT  sync with this backend (timer thread, or --sync-once)\n"
+	      "  --backend HOST:PORT[,HOST:PORT...]  sync with this backend, failing over to the\n"
+	      "                       next address listed (timer thread, or --sync-once)\n"
 	      "  --inspect          read and print each card's balance and history; no decision\n"
 	      "  --describe         print the reader's description and exit\n"
 	      "  --list-readers     print the readers libnfc finds (connection string, name)\n"
@@ -581,6 +582,8 @@ struct syncer {
 	pthread_t thread;
 	int started;
 	int metrics;                     /* reports to metrics_file (not --sync-once) */
+	int current;                     /* the backend address tried first: the last that
+	                                  * answered */
 };
 
 static int syncer_setup(struct syncer *y, const struct kp_terminal_cfg *cfg)
@@ -618,6 +621,53 @@ static void syncer_free(struct syncer *y)
 	kp_cert_free(y->backend_cert);
 }
 
+/* 1 if rc says the backend at an address could not be reached or the connection to it
+ * failed (connect, TLS, a deadline, a cut): another address may serve. An answer of the
+ * backend's protocol (an error message, a refused record, another journal, a bundle that
+ * does not open) is not: every instance serves the same database and would answer the
+ * same, and trying them all would only multiply the load a refused terminal makes. */
+static int unreachable(int rc)
+{
+	return rc == KP_TLS_E_NET || rc == KP_TLS_E_TIMEOUT || rc == KP_TLS_E_HANDSHAKE ||
+	       rc == KP_TLS_E_PEER || rc == KP_TLS_E_CLOSED || rc == KP_TLS_E_IO;
+}
+
+/* kp_sync_run with the configured backends in turn, from the last one that answered,
+ * moving on while one cannot be reached; logs each address given up and the one synced
+ * with. */
+static int sync_failover(struct syncer *y, const struct kp_sync_source *src,
+                         struct kp_sync_stats *st, char *err, size_t err_cap)
+{
+	const struct kp_terminal_cfg *cfg = y->cfg;
+	int n = cfg->n_backends, rc = KP_SYNC_E_INVAL;
+
+	for (int k = 0; k < n; k++) {
+		int i = (y->current + k) % n;
+		const struct kp_backend_addr *a = &cfg->backends[i];
+
+		rc = kp_sync_run(y->tls, a->host, a->port, cfg->backend_name, cfg->terminal_id,
+		                 y->backend_cert, src, cfg->sync_timeout_ms, st, err, err_cap);
+		if (!unreachable(rc)) {
+			y->current = i;
+			if (n > 1 || rc == 0)
+				logmsg(LOG_INFO, "sync: with backend %s:%s%s", a->host, a->port,
+				       rc == 0 ? "" : " (it answered; no other address is tried)");
+			return rc;
+		}
+		if (k + 1 < n)
+			logmsg(LOG_WARNING, "sync: %s; trying backend %s:%s", err,
+			       cfg->backends[(i + 1) % n].host, cfg->backends[(i + 1) % n].port);
+	}
+	if (n > 1) {
+		char last[512];
+
+		snprintf(last, sizeof(last), "%s", err);
+		snprintf(err, err_cap, "none of the %d backend addresses could be reached; the "
+		         "last: %.400s", n, last);
+	}
+	return rc;
+}
+
 /* One exchange on a database connection of its own; logs the outcome. */
 static int sync_once(struct syncer *y)
 {
@@ -635,9 +685,7 @@ static int sync_once(struct syncer *y)
 		return rc;
 	}
 	kp_store_sync_source(s, &src);
-	rc = kp_sync_run(y->tls, cfg->backend_host, cfg->backend_port, cfg->backend_name,
-	                 cfg->terminal_id, y->backend_cert, &src, cfg->sync_timeout_ms, &st, err,
-	                 sizeof(err));
+	rc = sync_failover(y, &src, &st, err, sizeof(err));
 	{
 		uint64_t acked = 0, version = 0, head = 0;
 		struct timespec now;
@@ -951,7 +999,7 @@ static int run_sync_once(const struct kp_terminal_cfg *cfg)
 	int rc;
 
 	memset(&syncer, 0, sizeof(syncer));
-	if (cfg->backend_host[0] == '\0' || cfg->terminal_id[0] == '\0') {
+	if (cfg->n_backends == 0 || cfg->terminal_id[0] == '\0') {
 		logmsg(LOG_ERR, "--sync-once needs terminal_id and backend = HOST:PORT");
 		return 2;
 	}
@@ -1096,7 +1144,7 @@ static int app_open_console(struct app *a)
 	io.console = a->console;
 	io.events = a->events;
 	io.cc = &a->ccfg;
-	io.have_backend = a->cfg.backend_host[0] != '\0' && !a->cli->offline;
+	io.have_backend = a->cfg.n_backends > 0 && !a->cli->offline;
 	io.log = session_log;
 	rc = kp_session_open(&a->session, &io);
 	if (rc != KP_OK) {
@@ -1142,7 +1190,7 @@ static int app_open(struct app *a)
 		return rc;
 	if (a->link.r == NULL)
 		link_down(&a->link, "it cannot be opened");
-	if (!a->cli->inspect && !a->cli->offline && a->cfg.backend_host[0] != '\0') {
+	if (!a->cli->inspect && !a->cli->offline && a->cfg.n_backends > 0) {
 		kp_session *keep_ss = a->syncer.ss;
 		kp_events *keep_ev = a->syncer.ev;
 

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include "kp_record.h"
 
+#define KP_BACKENDS_MAX 8                /* addresses in `backend` */
+
 struct kp_terminal_cfg {
 	char terminal_id[KP_ID_MAX + 1];
 	char operator_id[KP_ID_MAX + 1];
@@ -25,8 +27,11 @@ struct kp_terminal_cfg {
 	int card_timeout_ms;             /* per frame */
 	int checkpoint_idle_ms;          /* idle time before a WAL checkpoint */
 	int use_syslog;
-	char backend_host[128];          /* "" = no backend configured */
-	char backend_port[16];
+	struct kp_backend_addr {         /* backend = HOST:PORT[, HOST:PORT ...] */
+		char host[128];
+		char port[16];
+	} backends[KP_BACKENDS_MAX];     /* tried in turn (the terminal fails over) */
+	int n_backends;                  /* 0 = no backend configured */
 	char backend_ca[512];            /* the operator CA both ends pin */
 	char backend_cert[512];          /* the backend's certificate: verifies bundles */
 	char backend_name[KP_ID_MAX + 1];/* CN the backend's TLS certificate must carry */

@@ -21,7 +21,8 @@
 #include "testutil_db.h"
 
 /* what the backend's migration 6 (the My Number policy, clone detection) made */
-#define SCHEMA_6_DROP " DROP TABLE audit_pending;" /* schema 8 */                          \
+#define SCHEMA_6_DROP " DROP TABLE record_signers;" /* schema 9 */                        \
+	" DROP TABLE audit_pending;" /* schema 8 */                                          \
 	" ALTER TABLE terminals DROP COLUMN hello_journal;"                                  \
 	" ALTER TABLE terminals DROP COLUMN hello_last;" /* schema 7 */                      \
 	" DROP TABLE direct_tap_allow; DROP TRIGGER fare_packages_places;"                  \
@@ -480,6 +481,16 @@ static void test_event_migration(void **state)
 	assert_int_equal(sqlite3_column_int(st, 0), sqlite3_column_int(st, 1));
 	assert_true(sqlite3_column_int(st, 1) > 0);
 	assert_string_equal((const char *)sqlite3_column_text(st, 2), "1:1");
+	sqlite3_finalize(st);
+	/* schema 9: each certificate's fingerprint, the SHA-256 of its DER (here "x", which
+	 * is no certificate: no validity, so it verifies nothing) */
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), sum(fingerprint = '2d711642b7"
+	                                    "26b04401627ca9fbac32f5c8530fb1903cc4db02258717921a48"
+	                                    "81' AND not_before IS NULL) FROM terminal_certs", -1,
+	                                    &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_true(sqlite3_column_int(st, 0) > 0);
+	assert_int_equal(sqlite3_column_int(st, 1), sqlite3_column_int(st, 0));
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	free(sum_before);

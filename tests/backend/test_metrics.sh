@@ -43,17 +43,8 @@ wait_line() {
 cd "$T" || exit 1
 CTL="$KP_BIN/kippuctl"
 DB=backend.db
-{
-	cp "$TOOLS/demo/scenario.txt" "$TOOLS/demo/load.txt" "$TOOLS/demo/terminal.conf" . &&
-	"$CTL" ca create --key ca.key --cert ca.crt &&
-	"$CTL" backend create --ca-key ca.key --ca-cert ca.crt --key backend.key --cert backend.crt &&
-	"$CTL" terminal create --ca-key ca.key --ca-cert ca.crt --id BUS-OPA-0042 \
-		--key terminal.key --cert terminal.crt &&
-	"$CTL" token-key create token.key &&
-	"$CTL" load terminal.db load.txt --token-key token.key &&
-	"$CTL" backend operator $DB OP-A "Bus A" &&
-	"$CTL" backend terminal add $DB BUS-OPA-0042 --operator OP-A
-} > setup.log 2>&1 || { cat setup.log; echo "[  FAILED  ] 1 test(s), listed below:"; exit 1; }
+demo_fleet "$CTL" "$TOOLS" $DB > setup.log 2>&1 ||
+	{ cat setup.log; echo "[  FAILED  ] 1 test(s), listed below:"; exit 1; }
 
 # --- usage errors of --metrics-listen ---
 for v in nocolon ":9100" "127.0.0.1:"; do

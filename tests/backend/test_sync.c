@@ -2330,6 +2330,220 @@ static void test_sync_after_bad_row_end_to_end(void **state)
 	backend_logged("could not sign", 0);
 }
 
+/* ---- certificates over time (PROTOCOL.md section 4.4) ---- */
+
+/* Terminal id's key and certificate NAME.key/.crt, valid from not_before for a century (so
+ * that neither the scenario's record times nor the clock the tests run at fall outside),
+ * and NAME.conf: id's configuration (id.base) with them. */
+static void cert_conf(const char *id, const char *name, const char *not_before)
+{
+	assert_int_equal(sh("\"$CTL\" terminal create --ca-key ca.key --ca-cert ca.crt --id %s "
+	                    "--key %s.key --cert %s.crt --not-before %s --days 36500 >/dev/null && "
+	                    "sed -e 's/^key = .*/key = %s.key/' -e 's/^cert = .*/cert = %s.crt/' "
+	                    "%s.base > %s.conf", id, name, name, not_before, name, name, id, name),
+	                 0);
+}
+
+static int sync_conf(const char *conf, const char *id)
+{
+	return sh("\"$TERM_BIN\" --config %s.conf --sync-once 2>> %s.log", conf, id);
+}
+
+/* A new terminal id registered at the backend, with its first certificate id.crt valid from
+ * 2026-01-01 (before the scenarios' records), which has said hello. */
+static void cert_terminal(const char *id)
+{
+	term_conf(id, "OP-A", F->port);
+	assert_int_equal(sh("\"$CTL\" backend terminal add backend.db %s --operator OP-A "
+	                    ">/dev/null && mv %s.conf %s.base", id, id, id), 0);
+	cert_conf(id, id, "2026-01-01T00:00:00Z");
+	assert_int_equal(sync_conf(id, id), 0);
+}
+
+/* n rides of write_rides (2026-11-25T23:00Z, then every 30 minutes) at terminal id, offline,
+ * signed with the key of conf. */
+static void signed_rides(const char *id, const char *conf, int n)
+{
+	write_rides("rides.txt", n);
+	assert_int_equal(sh("\"$TERM_BIN\" --config %s.conf --offline --reader mock:rides.txt "
+	                    "2>> %s.log", conf, id), 0);
+}
+
+/* The fingerprint (SHA-256 of the DER, hex) of NAME.crt, as kippuctl backend cert list shows. */
+static void fingerprint_of(const char *name, char out[65])
+{
+	char path[512];
+	FILE *fp;
+
+	assert_int_equal(sh("openssl x509 -in %s.crt -outform DER | sha256sum | cut -c1-64 > %s.fp",
+	                    name, name), 0);
+	snprintf(path, sizeof(path), "%s/%s.fp", F->dir, name);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(out, 65, fp));
+	fclose(fp);
+	assert_int_equal(strlen(out), 64);
+}
+
+/* A terminal renewed with a new key while it still holds records its old key signed: they
+ * sync over the new certificate, verified with the old one (the history; its validity
+ * covers their time), none quarantined, the auditor passes them, and the export names the
+ * old certificate for them. Without the history lookup they are quarantined. */
+static void test_renewed_terminal_syncs_old_key_records(void **state)
+{
+	(void)state;
+	cert_terminal("T-R");        /* the old certificate said hello */
+	signed_rides("T-R", "T-R", 4);
+	cert_conf("T-R", "T-R2", "2026-11-27T00:00:00Z");     /* renewed after those records */
+	/* only old-key records: the batch's last one verified at ingest through the history */
+	assert_int_equal(sync_conf("T-R2", "T-R"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-R"), 4);
+	write_rides("more.txt", 3);
+	assert_int_equal(sh("sed -i 's/^start 2026-11-26/start 2026-11-28/' more.txt && "
+	                    "\"$TERM_BIN\" --config T-R2.conf --offline --reader mock:more.txt "
+	                    "2>> T-R.log"), 0);
+	assert_int_equal(sync_conf("T-R2", "T-R"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-R"), 7);
+	/* the auditor, to completion: the deferred old-key records pass too */
+	assert_int_equal(sh("\"$CTL\" backend audit backend.db > a.txt"), 0);
+	assert_int_equal(backend_rows("SELECT count(*) FROM audit_pending"), 0);
+	assert_int_equal(backend_count(KP_REPORT_QUARANTINE, "T-R"), 0);
+	assert_int_equal(backend_rows("SELECT count(*) FROM terminals WHERE id = 'T-R' AND "
+	                              "quarantined = 0"), 1);
+	/* which certificate verified each: 1..4 the old one, 5..7 the new one; a third party
+	 * verifies them with those */
+	assert_int_equal(backend_rows("SELECT count(*) FROM record_signers WHERE terminal = 'T-R'"),
+	                 4);
+	assert_int_equal(sh("\"$CTL\" backend export backend.db T-R exp > exp.out && "
+	                    "test \"$(awk '{print $1, $2}' exp/1/certificates.txt | tr '\\n' ' ')\" "
+	                    "= '1 4 5 7 ' && python3 %s/cose_verify.py exp > verify.txt && "
+	                    "grep -q 'verified 7 records' verify.txt", F->src), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert list backend.db T-R --csv > certs.csv && "
+	                    "test $(grep -c '^T-R,' certs.csv) = 2 && "
+	                    "head -n 1 certs.csv | grep -q '^terminal,cert,fingerprint,not_before,"
+	                    "not_after,first_seen,last_seen,revoked,records$' && "
+	                    "cut -d, -f9 certs.csv | tail -n 2 | tr '\\n' ' ' | grep -qx '4 3 '"), 0);
+	backend_logged("quarantined", 0);
+}
+
+/* A record signed by a key the terminal never said hello with is quarantined, whatever
+ * certificate the connection has. */
+static void test_key_never_in_history_quarantined(void **state)
+{
+	(void)state;
+	cert_terminal("T-Q");
+	cert_conf("T-Q", "T-Q2", "2026-01-01T00:00:00Z");     /* never says hello */
+	signed_rides("T-Q", "T-Q2", 3);
+	cert_conf("T-Q", "T-Q3", "2026-01-01T00:00:00Z");
+	assert_int_not_equal(sync_conf("T-Q3", "T-Q"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-Q"), 0);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db > q.txt && "
+	                    "grep 'T-Q' q.txt | grep -q 'record 3: bad signature'"), 0);
+}
+
+/* A revoked certificate: its key's records made before the revocation are taken, the first
+ * one after it is refused (the terminal quarantined, the reason naming the certificate and
+ * the revocation), and its own hello is refused. */
+static void test_revoked_certificate_records_refused(void **state)
+{
+	char fp[65];
+
+	(void)state;
+	cert_terminal("T-V");
+	signed_rides("T-V", "T-V", 4);
+	fingerprint_of("T-V", fp);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-V %s "
+	                    "--at 2026-11-25T23:45:00Z > r.txt && grep -q 'revoked as of "
+	                    "2026-11-25T23:45:00Z' r.txt", fp), 0);
+	/* the revoked certificate's own hello */
+	assert_int_not_equal(sync_conf("T-V", "T-V"), 0);
+	assert_int_equal(sh("grep -q 'certificate %.16s of terminal T-V was revoked at "
+	                    "2026-11-25T23:45:00Z' T-V.log", fp), 0);
+	backend_logged("terminal T-V refused: certificate", 1);
+	/* renewed: records 1 and 2 are older than the revocation, 3 is not */
+	cert_conf("T-V", "T-V2", "2026-11-27T00:00:00Z");
+	assert_int_not_equal(sync_conf("T-V2", "T-V"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-V"), 2);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db --csv > q.txt && "
+	                    "grep '^T-V,3,' q.txt | grep -q 'record 3: signed with certificate "
+	                    "%.16s revoked at 2026-11-25T23:45:00Z, record of 2026-11-26T00:00:00Z'",
+	                    fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert list backend.db T-V > certs.txt && "
+	                    "grep '%s' certs.txt | grep -q '2026-11-25T23:45:00Z'", fp), 0);
+}
+
+/* A revocation recorded after the records came in (their signatures deferred to the
+ * auditor, here run by kippuctl): the auditor refuses those its revoked key signed after the
+ * revocation, with the same reason, and passes the earlier ones. */
+static void test_auditor_applies_revocation(void **state)
+{
+	char fp[65];
+
+	(void)state;
+	stop_backend();
+	setenv("KIPPU_BACKEND_AUDITOR", "0", 1);
+	start_backend();
+	unsetenv("KIPPU_BACKEND_AUDITOR");
+	cert_terminal("T-W");
+	signed_rides("T-W", "T-W", 4);
+	cert_conf("T-W", "T-W2", "2026-11-27T00:00:00Z");
+	assert_int_equal(sync_conf("T-W2", "T-W"), 0);
+	assert_int_equal(backend_count(KP_REPORT_RECORDS, "T-W"), 4);
+	assert_int_equal(backend_rows("SELECT count(*) FROM audit_pending"), 3);
+	fingerprint_of("T-W", fp);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-W %s "
+	                    "--at 2026-11-25T23:45:00Z > /dev/null", fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend audit backend.db > a.txt; test $? = 1 && "
+	                    "grep -qx 'audited 3, failed 1' a.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend quarantine list backend.db --csv > q.txt && "
+	                    "grep '^T-W,3,' q.txt | grep -q 'record 3: signed with certificate "
+	                    "%.16s revoked at 2026-11-25T23:45:00Z, record of 2026-11-26T00:00:00Z "
+	                    "(found by the auditor)'", fp), 0);
+	assert_int_equal(backend_rows("SELECT count(*) FROM record_signers WHERE terminal = 'T-W'"),
+	                 3);
+}
+
+/* kippuctl backend cert revoke: bad input is told in plain words and changes nothing. */
+static void test_cert_revoke_bad_input(void **state)
+{
+	char fp[65];
+
+	(void)state;
+	assert_int_equal(sync_term("T-A"), 0);
+	fingerprint_of("T-A", fp);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db NOPE %s 2> e.txt; "
+	                    "test $? = 2 && grep -q 'terminal NOPE is not known to this backend' "
+	                    "e.txt", fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-A abc123 2> e.txt; "
+	                    "test $? = 2 && grep -q \"'abc123' is not a fingerprint: 64 hex digits\" "
+	                    "e.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-A %.63sg 2> e.txt; "
+	                    "test $? = 2 && grep -q 'is not a fingerprint' e.txt", fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-B %s 2> e.txt; "
+	                    "test $? = 2 && grep -q 'terminal T-B has no certificate with "
+	                    "fingerprint %s' e.txt", fp, fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db 'T A' %s 2> e.txt; "
+	                    "test $? = 2 && grep -q 'a terminal id is 1-32' e.txt", fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke backend.db T-A %s --at yesterday "
+	                    "2> e.txt; test $? = 2 && grep -q \"'yesterday' is not a time\" e.txt",
+	                    fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert revoke nosuch.db T-A %s 2> e.txt; "
+	                    "test $? = 1 && grep -q 'nosuch.db' e.txt && test ! -e nosuch.db", fp),
+	                 0);
+	assert_int_equal(backend_rows("SELECT count(*) FROM terminal_certs WHERE revoked_at IS NOT "
+	                              "NULL"), 0);
+	/* colons and capitals are the same fingerprint; a second revocation changes nothing */
+	assert_int_equal(sh("f=$(echo %s | tr a-f A-F | sed 's/../&:/g; s/:$//') && "
+	                    "\"$CTL\" backend cert revoke backend.db T-A $f --at 2030-01-01T00:00:00Z "
+	                    "> r.txt && \"$CTL\" backend cert revoke backend.db T-A %s > r2.txt && "
+	                    "grep -q 'revoked already (at 2030-01-01T00:00:00Z); nothing changed' "
+	                    "r2.txt", fp, fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert list backend.db T-A --json > c.json && "
+	                    "grep -q '\"fingerprint\":\"%s\"' c.json && "
+	                    "grep -q '\"revoked\":\"2030-01-01T00:00:00Z\"' c.json", fp), 0);
+	assert_int_equal(sh("\"$CTL\" backend cert forget backend.db 2> e.txt; test $? = 2"), 0);
+}
+
 /* The tests below run between setup and teardown unless their row names others. */
 #define FX_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
 
@@ -2342,6 +2556,11 @@ int main(void)
 		FX_TEST(test_replaced_database_is_a_new_epoch),
 		FX_TEST(test_restored_backup_is_a_new_epoch),
 		FX_TEST(test_certificate_history_and_export),
+		FX_TEST(test_renewed_terminal_syncs_old_key_records),
+		FX_TEST(test_key_never_in_history_quarantined),
+		FX_TEST(test_revoked_certificate_records_refused),
+		FX_TEST(test_auditor_applies_revocation),
+		FX_TEST(test_cert_revoke_bad_input),
 		FX_TEST(test_restored_backend_reaches_terminals),
 		FX_TEST(test_unregistered_terminal_refused),
 		FX_TEST(test_unregistered_refusals_rate_limited),

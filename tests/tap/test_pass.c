@@ -236,6 +236,14 @@ static const char *const bad_conf[][2] = {
 	{ "utc_offset = +15:00\n", "t.conf:1: utc_offset:" },
 	{ "\n\nservice_day_end = 24:00\n", "t.conf:3: service_day_end:" },
 	{ "service_day_end = 4:00\n", "t.conf:1: service_day_end:" },
+	/* backend addresses: the bad one named */
+	{ "backend = a:1, b:99999\n", "t.conf:1: backend: 'b:99999' is not HOST:PORT" },
+	{ "backend = a:1,,b:2\n", "t.conf:1: backend: '' is not HOST:PORT (port 1 to 65535): "
+	  "an empty address" },
+	{ "backend = a:1, b\n", "t.conf:1: backend: 'b' is not HOST:PORT" },
+	{ "backend = a:1, b c:2\n", "t.conf:1: backend: 'b c:2' is not HOST:PORT" },
+	{ "backend = a:1, a:1\n", "t.conf:1: backend: a:1 is listed twice" },
+	{ "backend = a:1,b:1,c:1,d:1,e:1,f:1,g:1,h:1,i:1\n", "t.conf:1: backend: at most 8" },
 };
 
 static void test_config(void **state)
@@ -252,6 +260,13 @@ static void test_config(void **state)
 	assert_int_equal(kp_terminal_cfg_load(&cfg, path, err, sizeof(err)), KP_OK);
 	assert_int_equal(cfg.utc_offset_s, -(5 * 3600 + 30 * 60));
 	assert_int_equal(cfg.service_day_end_s, 3 * 3600 + 15 * 60);
+	tu_write(path, "backend = 10.0.0.1:7443 ,backend-2.example:7443,  localhost:7443\n");
+	assert_int_equal(kp_terminal_cfg_load(&cfg, path, err, sizeof(err)), KP_OK);
+	assert_int_equal(cfg.n_backends, 3);
+	assert_string_equal(cfg.backends[0].host, "10.0.0.1");
+	assert_string_equal(cfg.backends[1].host, "backend-2.example");
+	assert_string_equal(cfg.backends[1].port, "7443");
+	assert_string_equal(cfg.backends[2].host, "localhost");
 	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
 		tu_write(path, bad_conf[i][0]);
 		err[0] = '\0';

@@ -202,6 +202,7 @@ missed=""
 n0=$(sqlite3 b.db "SELECT count(*) FROM operators")
 for cmd in "journal list terminal.db --json --csv" "backend records b.db --csv --json" \
            "backend quarantine list b.db --json --csv" "backend fares list b.db --json --csv" \
+           "backend cert list b.db --json --csv" \
            "linkage list b.db --json --csv" "fares lookup q.db --feed-id gf --json --csv" \
            "fares quote q.db j.csv --csv --json"; do
 	# shellcheck disable=SC2086
@@ -211,7 +212,8 @@ for cmd in "journal list terminal.db --json --csv" "backend records b.db --csv -
 done
 for cmd in "backend operator b.db OPX Other --json" "token-key create k2.key --csv" \
            "journal verify terminal.db --json" "linkage revoke b.db token:$L1 --csv" \
-           "backend policy b.db --json" "fares import $HERE/data/fares/golden-flat q2.db --csv"; do
+           "backend policy b.db --json" "fares import $HERE/data/fares/golden-flat q2.db --csv" \
+           "backend cert revoke b.db T-1 $(printf '%064d' 0) --json"; do
 	# shellcheck disable=SC2086
 	"$CTL" $cmd > out.txt 2> err.txt; st=$?
 	[ $st = 2 ] && grep -q -- "--json and --csv are for listings" err.txt ||
