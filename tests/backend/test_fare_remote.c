@@ -963,6 +963,103 @@ static void test_bundle_time_100k(void **state)
 /* The tests below run between fx_setup and fx_teardown unless their row names others. */
 #define FX_TEST(test) cmocka_unit_test_setup_teardown(test, fx_setup, fx_teardown)
 
+/* ---- the cards' fare state by delta (PROTOCOL.md section 5.4) ---- */
+
+/* Every row of the terminal's fare_remote, all columns, as one text. */
+static char *remote_text(const char *path)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char *out = NULL;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(x, ';') FROM (SELECT"
+	                                    " quote(token) || quote(last_ms) || quote(open_ms) ||"
+	                                    " quote(open_operator) || quote(open_stop) ||"
+	                                    " quote(closed_ms) || quote(leg_operator) ||"
+	                                    " quote(leg_on_ms) || quote(leg_off_ms) AS x"
+	                                    " FROM fare_remote ORDER BY token)", -1, &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	out = strdup(sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return out;
+}
+
+/* T1 by delta (encoded, decoded, applied) or, when the backend says so, by full bundle. */
+static int sync_t1(struct fx *f, kp_store *s, int by_delta)
+{
+	struct kp_sync_source src;
+	struct kp_bsession ses;
+	struct kp_delta d, got;
+	struct kp_bundle b;
+	uint8_t *enc = NULL;
+	size_t n = 0;
+	uint64_t have = 0;
+	int kind = KP_BSTORE_DELTA_FULL, has = 0;
+
+	kp_store_sync_source(s, &src);
+	assert_int_equal(src.config_version(src.ctx, &have), KP_OK);
+	memset(&ses, 0, sizeof(ses));
+	snprintf(ses.terminal, sizeof(ses.terminal), "T1");
+	if (by_delta)
+		assert_int_equal(kp_bstore_delta_session(f->s, &ses, have, NOW, &d, &kind), KP_BE_OK);
+	if (kind == KP_BSTORE_DELTA_DELTA) {
+		assert_int_equal(kp_delta_encode(&d, &enc, &n), KP_SYNC_OK);
+		assert_int_equal(kp_delta_decode(enc, n, &got, NULL, 0), KP_SYNC_OK);
+		assert_int_equal(src.apply_delta(src.ctx, &got), KP_OK);
+		kp_delta_free(&got);
+		kp_delta_free(&d);
+		free(enc);
+		return kind;
+	}
+	assert_int_equal(kp_bstore_bundle(f->s, "T1", have, NOW, &b, &has), KP_BE_OK);
+	if (has)
+		assert_int_equal(apply(s, &b), KP_OK);
+	kp_bundle_free(&b);
+	return kind;
+}
+
+static void test_remote_by_delta(void **state)
+{
+	struct fx *f = *state;
+	kp_store *td = NULL, *tf = NULL;
+	char pd[512], pf[512], *a, *b;
+
+	snprintf(pd, sizeof(pd), "%s/td.db", tu_scratch);
+	snprintf(pf, sizeof(pf), "%s/tf.db", tu_scratch);
+	remove(pd);
+	remove(pf);
+	assert_int_equal(kp_store_open(&td, pd), KP_OK);
+	assert_int_equal(kp_store_open(&tf, pf), KP_OK);
+	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_FULL);
+	/* cards seen at T2 and T3, and T1's own tap-on closed at T2 */
+	put(f, 1, &(struct rec){ 0x51, NOW - 1 * HOUR, "tap_on", NULL, "OP-B", "B1", "R10", 0, 0, 0 });
+	put(f, 2, &(struct rec){ 0x52, NOW - 2 * HOUR, "tap", NULL, "OP-A", "A1", "SV", 0, 0, 210 });
+	put(f, 0, &(struct rec){ 0x53, NOW - 50 * MIN_MS, "tap_on", NULL, "OP-A", "A1", "R10", 0, 0, 0 });
+	put(f, 1, &(struct rec){ 0x53, NOW - 20 * MIN_MS, "tap_off", NULL, "OP-A", "A2", "R10", 0, 0, 0 });
+	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_DELTA);
+	assert_int_equal(sync_t1(f, tf, 0), KP_BSTORE_DELTA_FULL);
+	a = remote_text(pd);
+	b = remote_text(pf);
+	assert_string_equal(a, b);
+	assert_int_equal(rows_of(pd, "fare_remote"), 3);
+	free(a);
+	free(b);
+	/* a later record moves one card's row; the delta carries that card alone */
+	put(f, 2, &(struct rec){ 0x51, NOW - 10 * MIN_MS, "tap_off", NULL, "OP-B", "B2", "R10", 0, 0, 0 });
+	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_DELTA);
+	assert_int_equal(sync_t1(f, tf, 0), KP_BSTORE_DELTA_FULL);
+	a = remote_text(pd);
+	b = remote_text(pf);
+	assert_string_equal(a, b);
+	free(a);
+	free(b);
+	kp_store_close(td);
+	kp_store_close(tf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -975,6 +1072,7 @@ int main(void)
 		cmocka_unit_test(test_format3_roundtrip),
 		cmocka_unit_test(test_format3_malformed_refused),
 		cmocka_unit_test(test_terminal_apply),
+		FX_TEST(test_remote_by_delta),
 		FX_TEST(test_bundle_time_100k),
 	};
 
