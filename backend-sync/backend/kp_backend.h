@@ -334,6 +334,7 @@ struct kp_server_cfg {
 	int max_per_addr;                /* handshakes from one address while max_unauth is
 	                                  * more than half taken */
 	int timeout_ms;                  /* per handshake and per message */
+	int change_log_days;             /* the change log kept for deltas (PROTOCOL.md 5.4) */
 	int verify_every_record;         /* 1: every record's signature at ingest (the old
 	                                  * path; the bench's baseline); 0: the chain, the
 	                                  * last record's and a sample (PROTOCOL.md 4.2) */

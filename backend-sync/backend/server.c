@@ -237,6 +237,7 @@ void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 	cfg->max_unauth = 256;
 	cfg->max_per_addr = 16;
 	cfg->timeout_ms = 10000;
+	cfg->change_log_days = KP_BSTORE_CHANGE_KEEP_S / 86400;
 	/* For the bench and the tests (README "How sync works"), not for production */
 	env = getenv("KIPPU_BACKEND_VERIFY");
 	cfg->verify_every_record = env != NULL && strcmp(env, "every") == 0;
@@ -886,6 +887,8 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	/* Open (and migrate) the store once before serving, so a bad database fails here; after
 	 * the TLS files, so that a missing certificate leaves no new database behind. */
 	rc = kp_bstore_open(&srv->ingest_db, cfg->db);
+	if (rc == KP_BE_OK && cfg->change_log_days > 0)
+		rc = kp_bstore_set_change_keep(srv->ingest_db, (int64_t)cfg->change_log_days * 86400);
 	if (rc != KP_BE_OK) {
 		snprintf(err, err_cap, "database %s: %s", cfg->db, kp_backend_strerror(rc));
 		goto fail;

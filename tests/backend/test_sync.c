@@ -1827,12 +1827,14 @@ static void test_connection_limit_options(void **state)
 	static const char *const bad[] = {
 		"--max-unauth 0", "--max-unauth 4097", "--max-per-addr x", "--max-per-addr ''",
 		"--max-conns -1", "--max-per-addr 99999999999999999999", "--timeout-ms 5s",
+		"--change-log-days 0", "--change-log-days 3651",
 	};
 
 	(void)state;
 	assert_int_equal(sh("'%s/kippu-backend' --help > help.txt && "
 	                    "grep -q -- '--max-unauth N' help.txt && "
-	                    "grep -q -- '--max-per-addr N' help.txt", F->bin), 0);
+	                    "grep -q -- '--max-per-addr N' help.txt && "
+	                    "grep -q -- '--change-log-days N' help.txt", F->bin), 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(sh("'%s/kippu-backend' %s --db none.db 2> bad.txt", F->bin, bad[i]), 2);
 		assert_int_equal(sh("grep -q 'wants a whole number from' bad.txt"), 0);

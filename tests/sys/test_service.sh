@@ -206,11 +206,11 @@ fi
 missing=""
 for k in 'listen` | `127.0.0.1:7800' 'db` | `backend.db' 'ca` | `ca.crt' 'cert` | `backend.crt' \
          'key` | `backend.key' 'max-conns` | `256' 'max-unauth` | `256' 'max-per-addr` | `16' \
-         'timeout-ms` | `10000'; do
+         'timeout-ms` | `10000' 'change-log-days` | `7'; do
 	grep -qF "| \`$k\` |" keys.out || missing="$missing [$k]"
 done
 grep -q '^| `metrics-listen` | none | ' keys.out || missing="$missing [metrics-listen]"
-[ -z "$missing" ] && [ "$(wc -l < keys.out)" = 12 ] && ok backend_config_keys ||
+[ -z "$missing" ] && [ "$(wc -l < keys.out)" = 13 ] && ok backend_config_keys ||
 	bad backend_config_keys "missing$missing: $(cat keys.out)"
 cd "$T" || exit 1
 
