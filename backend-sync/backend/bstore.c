@@ -640,23 +640,25 @@ uint64_t bs_version_clock_ms(void)
 /* The new version names the last change it includes (a delta from it starts after), and
  * what is older than the log's retention goes: versions (wall-clock ms) older than it, and
  * the changes every retained version already includes. Both deletes are range scans of a
- * primary key: nothing to delete costs nothing. */
+ * primary key: nothing to delete costs nothing. Every ingested batch runs these, so they are
+ * bs_run's cached statements (the parameters a statement needs only to be one). */
 int bs_version_mark(kp_bstore *s)
 {
 	int64_t keep_s = KP_BSTORE_CHANGE_KEEP_S;
 	int rc = bs_meta_int(s, "change_keep_s", KP_BSTORE_CHANGE_KEEP_S, &keep_s);
 
 	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "INSERT OR REPLACE INTO change_versions(version, last_change)"
-		             " SELECT value, coalesce((SELECT seq FROM sqlite_sequence"
-		             " WHERE name = 'changes'), 0) FROM meta WHERE key = 'state_version'");
+		rc = bs_run(s, "change log", "INSERT OR REPLACE INTO change_versions(version,"
+		            " last_change) SELECT value, coalesce((SELECT seq FROM sqlite_sequence"
+		            " WHERE name = ?1), 0) FROM meta WHERE key = 'state_version'",
+		            BS_TEXT("changes"));
 	if (rc == KP_BE_OK)
 		rc = bs_run(s, "change log", "DELETE FROM change_versions WHERE version < ?1"
 		            " AND version < (SELECT max(version) FROM change_versions)",
 		            BS_INT((int64_t)bs_version_clock_ms() - keep_s * 1000));
 	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "DELETE FROM changes WHERE n <= (SELECT min(last_change)"
-		             " FROM change_versions)");
+		rc = bs_run(s, "change log", "DELETE FROM changes WHERE n <= ?1 + (SELECT"
+		            " min(last_change) FROM change_versions)", BS_INT(0));
 	return rc;
 }
 
