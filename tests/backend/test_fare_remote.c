@@ -965,7 +965,7 @@ static void test_bundle_time_100k(void **state)
 
 /* ---- the cards' fare state by delta (PROTOCOL.md section 5.4) ---- */
 
-/* Every row of the terminal's fare_remote, all columns, as one text. */
+/* Every row of the terminal's fare_remote and entitlements, as one text. */
 static char *remote_text(const char *path)
 {
 	sqlite3 *db = NULL;
@@ -978,7 +978,9 @@ static char *remote_text(const char *path)
 	                                    " quote(open_operator) || quote(open_stop) ||"
 	                                    " quote(closed_ms) || quote(leg_operator) ||"
 	                                    " quote(leg_on_ms) || quote(leg_off_ms) AS x"
-	                                    " FROM fare_remote ORDER BY token)", -1, &st, NULL),
+	                                    " FROM fare_remote UNION ALL SELECT quote(token) ||"
+	                                    " id || product_id || rides_left FROM entitlements"
+	                                    " ORDER BY x)", -1, &st, NULL),
 	                 SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	out = strdup(sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
@@ -1026,6 +1028,8 @@ static void test_remote_by_delta(void **state)
 	struct fx *f = *state;
 	kp_store *td = NULL, *tf = NULL;
 	char pd[512], pf[512], *a, *b;
+	uint8_t tok[KP_TOKEN_LEN];
+	int64_t ent = 0;
 
 	snprintf(pd, sizeof(pd), "%s/td.db", tu_scratch);
 	snprintf(pf, sizeof(pf), "%s/tf.db", tu_scratch);
@@ -1033,7 +1037,13 @@ static void test_remote_by_delta(void **state)
 	remove(pf);
 	assert_int_equal(kp_store_open(&td, pd), KP_OK);
 	assert_int_equal(kp_store_open(&tf, pf), KP_OK);
+	card(tok, 0x54);
+	assert_int_equal(kp_bstore_register_card(f->s, tok, "c", NOW - DAY), KP_BE_OK);
+	assert_int_equal(kp_bstore_sell(f->s, tok, "R10", NOW - DAY, NOW + DAY, NOW - DAY, &ent),
+	                 KP_BE_OK);
 	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_FULL);
+	/* a ride taken at T3 on card 0x54's ten-ride ticket */
+	put(f, 2, &(struct rec){ 0x54, NOW - 3 * HOUR, "tap", NULL, "OP-A", "A1", "R10", ent, 1, 0 });
 	/* cards seen at T2 and T3, and T1's own tap-on closed at T2 */
 	put(f, 1, &(struct rec){ 0x51, NOW - 1 * HOUR, "tap_on", NULL, "OP-B", "B1", "R10", 0, 0, 0 });
 	put(f, 2, &(struct rec){ 0x52, NOW - 2 * HOUR, "tap", NULL, "OP-A", "A1", "SV", 0, 0, 210 });
@@ -1044,7 +1054,8 @@ static void test_remote_by_delta(void **state)
 	a = remote_text(pd);
 	b = remote_text(pf);
 	assert_string_equal(a, b);
-	assert_int_equal(rows_of(pd, "fare_remote"), 3);
+	assert_int_equal(rows_of(pd, "fare_remote"), 4);
+	assert_int_equal(tu_db_value(pd, "SELECT rides_left FROM entitlements"), 9);
 	free(a);
 	free(b);
 	/* a later record moves one card's row; the delta carries that card alone */
