@@ -1023,11 +1023,25 @@ static int sync_t1(struct fx *f, kp_store *s, int by_delta)
 	return kind;
 }
 
+/* td by delta, tf by full bundle: the same rows. */
+static void both_sync(struct fx *f, kp_store *td, kp_store *tf, const char *pd, const char *pf)
+{
+	char *a, *b;
+
+	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_DELTA);
+	assert_int_equal(sync_t1(f, tf, 0), KP_BSTORE_DELTA_FULL);
+	a = remote_text(pd);
+	b = remote_text(pf);
+	assert_string_equal(a, b);
+	free(a);
+	free(b);
+}
+
 static void test_remote_by_delta(void **state)
 {
 	struct fx *f = *state;
 	kp_store *td = NULL, *tf = NULL;
-	char pd[512], pf[512], *a, *b;
+	char pd[512], pf[512];
 	uint8_t tok[KP_TOKEN_LEN];
 	int64_t ent = 0;
 
@@ -1049,24 +1063,12 @@ static void test_remote_by_delta(void **state)
 	put(f, 2, &(struct rec){ 0x52, NOW - 2 * HOUR, "tap", NULL, "OP-A", "A1", "SV", 0, 0, 210 });
 	put(f, 0, &(struct rec){ 0x53, NOW - 50 * MIN_MS, "tap_on", NULL, "OP-A", "A1", "R10", 0, 0, 0 });
 	put(f, 1, &(struct rec){ 0x53, NOW - 20 * MIN_MS, "tap_off", NULL, "OP-A", "A2", "R10", 0, 0, 0 });
-	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_DELTA);
-	assert_int_equal(sync_t1(f, tf, 0), KP_BSTORE_DELTA_FULL);
-	a = remote_text(pd);
-	b = remote_text(pf);
-	assert_string_equal(a, b);
+	both_sync(f, td, tf, pd, pf);
 	assert_int_equal(rows_of(pd, "fare_remote"), 4);
 	assert_int_equal(tu_db_value(pd, "SELECT rides_left FROM entitlements"), 9);
-	free(a);
-	free(b);
 	/* a later record moves one card's row; the delta carries that card alone */
 	put(f, 2, &(struct rec){ 0x51, NOW - 10 * MIN_MS, "tap_off", NULL, "OP-B", "B2", "R10", 0, 0, 0 });
-	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_DELTA);
-	assert_int_equal(sync_t1(f, tf, 0), KP_BSTORE_DELTA_FULL);
-	a = remote_text(pd);
-	b = remote_text(pf);
-	assert_string_equal(a, b);
-	free(a);
-	free(b);
+	both_sync(f, td, tf, pd, pf);
 	kp_store_close(td);
 	kp_store_close(tf);
 }
