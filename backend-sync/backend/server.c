@@ -238,6 +238,7 @@ void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 	cfg->max_unauth = 256;
 	cfg->max_per_addr = 16;
 	cfg->timeout_ms = 10000;
+	cfg->change_log_days = KP_BSTORE_CHANGE_KEEP_S / 86400;
 	/* For the bench and the tests (README "How sync works"), not for production */
 	env = getenv("KIPPU_BACKEND_VERIFY");
 	cfg->verify_every_record = env != NULL && strcmp(env, "every") == 0;
@@ -383,18 +384,35 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 	return send_simple(t, KP_MSG_ACK, acked, 0, NULL, srv->cfg.timeout_ms);
 }
 
+/* config or delta {bundle: cose, or null when cose is NULL}; frees cose. */
+static int send_signed(kp_server *srv, kp_tls *t, enum kp_msg_type type, uint8_t *cose,
+                       size_t cose_len)
+{
+	struct kp_msg m;
+	int rc;
+
+	memset(&m, 0, sizeof(m));
+	m.type = type;
+	if (cose != NULL) {
+		kp_metrics_bundle(cose_len);
+		m.has_bundle = 1;
+		m.bundle.p = cose;
+		m.bundle.n = cose_len;
+	}
+	rc = kp_msg_send(t, &m, srv->cfg.timeout_ms);
+	free(cose);
+	return rc;
+}
+
 static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
                             const struct kp_bsession *ses, uint64_t have)
 {
 	const char *terminal = ses->terminal;
 	struct kp_bundle b;
-	struct kp_msg m;
 	uint8_t *cose = NULL;
 	size_t cose_len = 0;
 	int has = 0, rc;
 
-	memset(&m, 0, sizeof(m));
-	m.type = KP_MSG_CONFIG;
 	rc = kp_bstore_bundle_session(db, ses, have, now_ms(), &b, &has);
 	if (rc != KP_BE_OK) {
 		kp_log(LOG_ERR, "%s: bundle: %s", terminal, kp_bstore_errmsg(db));
@@ -421,14 +439,41 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
 			return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not sign the bundle",
 			                   srv->cfg.timeout_ms);
 		}
-		kp_metrics_bundle(cose_len);
-		m.has_bundle = 1;
-		m.bundle.p = cose;
-		m.bundle.n = cose_len;
 	}
-	rc = kp_msg_send(t, &m, srv->cfg.timeout_ms);
-	free(cose);
-	return rc;
+	return send_signed(srv, t, KP_MSG_CONFIG, cose, cose_len);
+}
+
+/* getdelta: the changes since the terminal's version, signed (PROTOCOL.md section 5.4);
+ * config {bundle: null} when it is up to date, and the full bundle (handle_getconfig) when
+ * a delta cannot say what changed. */
+static int handle_getdelta(kp_server *srv, kp_tls *t, kp_bstore *db,
+                           const struct kp_bsession *ses, uint64_t have)
+{
+	struct kp_delta d;
+	uint8_t *cose = NULL;
+	size_t cose_len = 0;
+	int kind = KP_BSTORE_DELTA_FULL, rc;
+
+	rc = kp_bstore_delta_session(db, ses, have, now_ms(), &d, &kind);
+	if (rc != KP_BE_OK) {
+		kp_log(LOG_ERR, "%s: delta: %s", ses->terminal, kp_bstore_errmsg(db));
+		return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not build the delta",
+		                   srv->cfg.timeout_ms);
+	}
+	if (kind == KP_BSTORE_DELTA_FULL)
+		return handle_getconfig(srv, t, db, ses, have);
+	if (kind == KP_BSTORE_DELTA_DELTA) {
+		pthread_mutex_lock(&srv->key_lock);
+		rc = kp_delta_sign(&d, srv->key, &cose, &cose_len);
+		pthread_mutex_unlock(&srv->key_lock);
+		kp_delta_free(&d);
+		if (rc != 0) {
+			kp_log(LOG_ERR, "%s: delta sign: %s", ses->terminal, kp_sync_strerror(rc));
+			return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not sign the delta",
+			                   srv->cfg.timeout_ms);
+		}
+	}
+	return send_signed(srv, t, cose != NULL ? KP_MSG_DELTA : KP_MSG_CONFIG, cose, cose_len);
 }
 
 /* A completed handshake moves its connection from the handshake slots to the terminals';
@@ -599,6 +644,8 @@ static void serve(kp_server *srv, const struct conn *c)
 			rc = handle_records(srv, t, &hist, &ses, &m, &held);
 		else if (m.type == KP_MSG_GETCONFIG)
 			rc = handle_getconfig(srv, t, db, &ses, m.config);
+		else if (m.type == KP_MSG_GETDELTA)
+			rc = handle_getdelta(srv, t, db, &ses, m.config);
 		else if (m.type == KP_MSG_BYE)
 			break;
 		else
@@ -870,6 +917,8 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	/* Open (and migrate) the store once before serving, so a bad database fails here; after
 	 * the TLS files, so that a missing certificate leaves no new database behind. */
 	rc = kp_bstore_open(&srv->ingest_db, cfg->db);
+	if (rc == KP_BE_OK && cfg->change_log_days > 0)
+		rc = kp_bstore_set_change_keep(srv->ingest_db, (int64_t)cfg->change_log_days * 86400);
 	if (rc != KP_BE_OK) {
 		snprintf(err, err_cap, "database %s: %s", cfg->db, kp_backend_strerror(rc));
 		goto fail;
