@@ -570,7 +570,20 @@ static int elements_check(const struct kp_bundle *b, bool fmt2)
 	return KP_SYNC_OK;
 }
 
-static int bundle_check(const struct kp_bundle *b, bool fmt2)
+/* An array's limit: the KP_BUNDLE_*_MAX of its table, times `scale` for the arrays that
+ * grow with the number of cards (denylist, entitlements, eligibility, remote) when the bundle
+ * travels as a chunked snapshot (KP_BUNDLE_SNAPSHOT_SCALE, PROTOCOL.md section 5.5). */
+static size_t array_max(int id, unsigned scale)
+{
+	size_t max = kp_bundle_array(id)->max;
+
+	if (id == KP_BA_DENYLIST || id == KP_BA_ENTITLEMENTS || id == KP_BA_ELIGIBILITY ||
+	    id == KP_BA_REMOTE)
+		return max * scale;
+	return max;
+}
+
+static int bundle_check(const struct kp_bundle *b, bool fmt2, unsigned scale)
 {
 	size_t n;
 	int id;
@@ -579,7 +592,7 @@ static int bundle_check(const struct kp_bundle *b, bool fmt2)
 		return KP_SYNC_E_INVAL;
 	for (id = 0; id < KP_BA_COUNT; id++) {
 		array_of(b, id, &n);
-		if (n > kp_bundle_array(id)->max)
+		if (n > array_max(id, scale))
 			return KP_SYNC_E_TOOBIG;
 	}
 	for (id = 0; id < KP_BA_COUNT; id++) {
@@ -875,7 +888,8 @@ static int array_write(struct kp_cbor_writer *w, const struct kp_bundle *b,
 	return rc;
 }
 
-int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
+static int bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len,
+                         unsigned scale)
 {
 	struct kp_cbor_writer w = { 0 };
 	struct sorted s;
@@ -893,7 +907,7 @@ int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
 	fmt = (b->products == NULL && b->n_products > 0) ||
 	      (b->entitlements == NULL && b->n_entitlements > 0) ? 1 : format_needed(b);
 	fmt2 = fmt >= 2;
-	rc = bundle_check(b, fmt2);
+	rc = bundle_check(b, fmt2, scale);
 	if (rc != KP_SYNC_OK)
 		return rc;
 	rc = sorted_make(b, &s);
@@ -937,6 +951,11 @@ out:
 	kp_cbor_writer_free(&w);
 	sorted_free(&s);
 	return rc;
+}
+
+int kp_bundle_encode(const struct kp_bundle *b, uint8_t **out, size_t *out_len)
+{
+	return bundle_encode(b, out, out_len, 1);
 }
 
 /* ---- decoding ---- */
@@ -1296,7 +1315,8 @@ static int element_read(struct kp_cbor_reader *r, int id, void *el, int fmt)
 /* "key": [elements] into a growing *arr; each element must sort strictly after the one
  * before. Returns a KP_SYNC_* code; *arr is the caller's to free also on failure (with
  * *count elements complete, and one more partly read ones' allocations: see free_partial). */
-static int array_read(struct kp_cbor_reader *r, int id, void **arr, size_t *count, int fmt)
+static int array_read(struct kp_cbor_reader *r, int id, void **arr, size_t *count, int fmt,
+                      unsigned scale)
 {
 	const struct kp_bundle_array *a = kp_bundle_array(id);
 	size_t claimed = 0, cap = 0;
@@ -1306,7 +1326,7 @@ static int array_read(struct kp_cbor_reader *r, int id, void **arr, size_t *coun
 
 	if (rc != KP_SYNC_OK)
 		return rc;
-	if (n > a->max)
+	if (n > array_max(id, scale))
 		return KP_SYNC_E_TOOBIG;
 	if (n > (r->len - r->pos) / OPS[id].min_size)
 		return KP_SYNC_E_MALFORMED;
@@ -1366,7 +1386,8 @@ static bool references_valid(const struct kp_bundle *b)
 	return true;
 }
 
-static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, struct derr *e)
+static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, struct derr *e,
+                         unsigned scale)
 {
 	struct kp_cbor_reader r = { .buf = buf, .len = len };
 	uint64_t n, v;
@@ -1439,7 +1460,7 @@ static int bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b, st
 		}
 		arr = (void **)((uint8_t *)b + kp_bundle_array(TK_ARRAY[idx])->arr_offset);
 		count = (size_t *)((uint8_t *)b + kp_bundle_array(TK_ARRAY[idx])->count_offset);
-		rc = array_read(&r, TK_ARRAY[idx], arr, count, b->format);
+		rc = array_read(&r, TK_ARRAY[idx], arr, count, b->format, scale);
 		if (rc != KP_SYNC_OK && feed_toobig)
 			rc = KP_SYNC_E_TOOBIG;
 		if (rc == KP_SYNC_OK && *count == 0 && !(TK_REQUIRED & (1u << idx)))
@@ -1467,7 +1488,7 @@ out:
 
 int kp_bundle_decode(const uint8_t *buf, size_t len, struct kp_bundle *b)
 {
-	return bundle_decode(buf, len, b, NULL);
+	return bundle_decode(buf, len, b, NULL, 1);
 }
 
 void kp_bundle_free(struct kp_bundle *b)
@@ -1485,7 +1506,8 @@ void kp_bundle_free(struct kp_bundle *b)
 
 /* ---- signing ---- */
 
-int kp_bundle_sign(const struct kp_bundle *b, const kp_key *key, uint8_t **out, size_t *out_len)
+static int bundle_sign(const struct kp_bundle *b, const kp_key *key, uint8_t **out,
+                       size_t *out_len, unsigned scale)
 {
 	uint8_t *payload = NULL;
 	size_t payload_len = 0;
@@ -1497,10 +1519,21 @@ int kp_bundle_sign(const struct kp_bundle *b, const kp_key *key, uint8_t **out, 
 		*out_len = 0;
 	if (b == NULL || key == NULL || out == NULL || out_len == NULL)
 		return KP_SYNC_E_INVAL;
-	rc = kp_bundle_encode(b, &payload, &payload_len);
+	rc = bundle_encode(b, &payload, &payload_len, scale);
 	if (rc != KP_SYNC_OK)
 		return rc;
 	return kp_bundle_cose_sign(key, payload, payload_len, out, out_len);
+}
+
+int kp_bundle_sign(const struct kp_bundle *b, const kp_key *key, uint8_t **out, size_t *out_len)
+{
+	return bundle_sign(b, key, out, out_len, 1);
+}
+
+int kp_bundle_sign_snapshot(const struct kp_bundle *b, const kp_key *key, uint8_t **out,
+                            size_t *out_len)
+{
+	return bundle_sign(b, key, out, out_len, KP_BUNDLE_SNAPSHOT_SCALE);
 }
 
 int kp_bundle_cose_sign(const kp_key *key, uint8_t *payload, size_t payload_len, uint8_t **out,
@@ -1571,9 +1604,9 @@ int kp_bundle_cose_payload(const kp_cert *backend_cert, const uint8_t *cose, siz
 	return KP_SYNC_OK;
 }
 
-int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+static int bundle_open(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
                        const char *terminal, uint64_t have_version, struct kp_bundle *b,
-                       char *err, size_t err_cap)
+                       char *err, size_t err_cap, unsigned scale)
 {
 	const uint8_t *payload = NULL;
 	size_t payload_len = 0;
@@ -1595,7 +1628,7 @@ int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t 
 		char why[384] = "";
 		struct derr e = { why, sizeof(why) };
 
-		rc = bundle_decode(payload, payload_len, b, &e);
+		rc = bundle_decode(payload, payload_len, b, &e, scale);
 		if (rc != KP_SYNC_OK) {
 			set_err(err, err_cap, "bundle payload: %s%s%s", kp_sync_strerror(rc),
 			        why[0] != '\0' ? ": " : "", why);
@@ -1615,6 +1648,21 @@ int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t 
 	if (rc != KP_SYNC_OK)
 		kp_bundle_free(b);
 	return rc;
+}
+
+int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+                       const char *terminal, uint64_t have_version, struct kp_bundle *b,
+                       char *err, size_t err_cap)
+{
+	return bundle_open(backend_cert, cose, len, terminal, have_version, b, err, err_cap, 1);
+}
+
+int kp_bundle_open_snapshot(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+                            const char *terminal, uint64_t have_version, struct kp_bundle *b,
+                            char *err, size_t err_cap)
+{
+	return bundle_open(backend_cert, cose, len, terminal, have_version, b, err, err_cap,
+	                   KP_BUNDLE_SNAPSHOT_SCALE);
 }
 
 int kp_bundle_open(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
@@ -1659,7 +1707,7 @@ int kp_bundle_rows_read(struct kp_cbor_reader *r, enum kp_bundle_array_id id, vo
 {
 	if (id == KP_BA_PRODUCTS || id == KP_BA_FEEDS)
 		return KP_SYNC_E_INVAL;
-	return array_read(r, id, arr, n, KP_BUNDLE_FORMAT);
+	return array_read(r, id, arr, n, KP_BUNDLE_FORMAT, 1);
 }
 
 int kp_bundle_rows_cmp(enum kp_bundle_array_id id, const void *a, const void *b)

@@ -200,6 +200,17 @@ int  kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t
                         const char *terminal, uint64_t have_version, struct kp_bundle *b,
                         char *err, size_t err_cap);
 
+/* Added: a full bundle that travels as a chunked snapshot (PROTOCOL.md section 5.5), not in
+ * one frame: the limits of the arrays that grow with the number of cards (denylist,
+ * entitlements, eligibility, remote) are KP_BUNDLE_SNAPSHOT_SCALE times the one-frame ones
+ * (32,000,000 each); the snapshot's own bound is KP_SNAP_CHUNKS_MAX chunks (4 GiB). */
+#define KP_BUNDLE_SNAPSHOT_SCALE 16u
+int  kp_bundle_sign_snapshot(const struct kp_bundle *b, const kp_key *key, uint8_t **out,
+                             size_t *out_len);
+int  kp_bundle_open_snapshot(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+                             const char *terminal, uint64_t have_version, struct kp_bundle *b,
+                             char *err, size_t err_cap);
+
 /* Added: hard limits of a bundle (kp_bundle_encode and _decode refuse more with
  * KP_SYNC_E_TOOBIG). A bundle travels in one frame, so KP_SYNC_FRAME_MAX is the tighter
  * bound in practice: an entitlement takes about 85 bytes, a denylist entry about 40. */
@@ -328,6 +339,38 @@ int  kp_delta_sign(const struct kp_delta *d, const kp_key *key, uint8_t **out, s
 int  kp_delta_open(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
                    const char *terminal, uint64_t have_version, struct kp_delta *d,
                    char *err, size_t err_cap);
+
+/* ---- the chunked snapshot (PROTOCOL.md section 5.5) ----
+ *
+ * A full bundle, signed (kp_bundle_sign_snapshot), cut into chunks of `chunk` bytes (the
+ * last one shorter); the manifest, signed with the same key, names the terminal and the
+ * version it brings, the whole's length and SHA-256 and every chunk's SHA-256. */
+struct kp_snap_manifest {
+	uint64_t version;                /* the bundle's version */
+	char terminal[KP_ID_MAX + 1];
+	uint64_t size;                   /* bytes of the whole (the bundle's COSE_Sign1) */
+	uint32_t chunk;                  /* 1 .. KP_SNAP_CHUNK_MAX */
+	uint32_t n_chunks;               /* ceil(size / chunk), 1 .. KP_SNAP_CHUNKS_MAX */
+	uint8_t sha256[KP_SHA256_LEN];   /* of the whole: the snapshot's name (`snap`) */
+	uint8_t (*hashes)[KP_SHA256_LEN]; /* of each chunk, malloc'd */
+};
+/* The manifest of `whole` cut into chunks of `chunk` bytes. */
+int  kp_snap_manifest_make(const uint8_t *whole, size_t len, uint32_t chunk, const char *terminal,
+                           uint64_t version, struct kp_snap_manifest *m);
+int  kp_snap_manifest_sign(const struct kp_snap_manifest *m, const kp_key *key, uint8_t **out,
+                           size_t *out_len);
+/* Signature (backend certificate, kid "backend"), strict decode, for `terminal`, version
+ * above have_version (else KP_SYNC_E_STALE). */
+int  kp_snap_manifest_open(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+                           const char *terminal, uint64_t have_version,
+                           struct kp_snap_manifest *m, char *err, size_t err_cap);
+void kp_snap_manifest_free(struct kp_snap_manifest *m);
+/* The length chunk `index` must have (0: no such chunk). */
+size_t kp_snap_chunk_len(const struct kp_snap_manifest *m, uint64_t index);
+/* Chunk `index` is the one the manifest names: index, length and SHA-256 (else
+ * KP_SYNC_E_MALFORMED, or KP_SYNC_E_SIGNATURE for other bytes), with the reason in err. */
+int  kp_snap_chunk_check(const struct kp_snap_manifest *m, uint64_t index, const uint8_t *data,
+                         size_t len, char *err, size_t err_cap);
 
 /* ---- fare packages: one imported GTFS fare feed, table by table ----
  *

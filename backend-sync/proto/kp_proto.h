@@ -66,8 +66,17 @@ enum kp_msg_type {
 	KP_MSG_GETDELTA,    /* C->S  config: the changes since this version, please */
 	KP_MSG_DELTA,       /* S->C  bundle: a signed delta (kp_delta); the answer may also be
 	                     *       config (a full bundle, or none: up to date) */
+	KP_MSG_MANIFEST,    /* S->C  bundle: a signed snapshot manifest (kp_snap_manifest), the
+	                     *       answer to a getdelta with chunks when a full bundle is due */
+	KP_MSG_GETCHUNK,    /* C->S  snap, index: chunk `index` of snapshot `snap`, please */
+	KP_MSG_CHUNK,       /* S->C  data, snap, index: that chunk */
 };
-#define KP_MSG_LAST KP_MSG_DELTA
+#define KP_MSG_LAST KP_MSG_CHUNK
+
+/* A chunked snapshot (PROTOCOL.md section 5.5): chunks of at most 1 MiB, at most 4,096 of
+ * them (a snapshot of at most 4 GiB). */
+#define KP_SNAP_CHUNK_MAX   (1u << 20)
+#define KP_SNAP_CHUNKS_MAX  4096u
 
 struct kp_bytes {
 	const uint8_t *p;
@@ -91,8 +100,12 @@ struct kp_msg {
 	char reason[128];                /* refused, error */
 	struct kp_bytes *items;          /* records: malloc'd array of n_items (free with kp_msg_clear) */
 	size_t n_items;
-	int has_bundle;                  /* config, delta */
+	int has_bundle;                  /* config, delta, manifest */
 	struct kp_bytes bundle;
+	int chunks;                      /* getdelta, optional: 1 = I take chunked snapshots */
+	uint8_t snap[KP_SHA256_LEN];     /* getchunk, chunk: the snapshot's SHA-256 */
+	uint64_t index;                  /* getchunk, chunk: 0 .. KP_SNAP_CHUNKS_MAX - 1 */
+	struct kp_bytes data;            /* chunk: 1 .. KP_SNAP_CHUNK_MAX bytes */
 };
 
 /* Canonical CBOR ({"t": type name, "v": 1, ...}); *out malloc'd. */

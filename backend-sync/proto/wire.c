@@ -34,12 +34,13 @@ const char *kp_sync_strerror(int rc)
 /* ---- message layouts ---- */
 
 enum field { F_TERMINAL, F_CONFIG, F_ACKED, F_SEQ, F_REASON, F_ITEMS, F_BUNDLE, F_CHAIN,
-             F_HEAD, F_JOURNAL, F_LAST };
+             F_HEAD, F_JOURNAL, F_LAST, F_CHUNKS, F_SNAP, F_INDEX, F_DATA };
 
 static const char *const field_key[] = {
 	[F_TERMINAL] = "terminal", [F_CONFIG] = "config", [F_ACKED] = "acked", [F_SEQ] = "seq",
 	[F_REASON] = "reason", [F_ITEMS] = "items", [F_BUNDLE] = "bundle", [F_CHAIN] = "chain",
-	[F_HEAD] = "head", [F_JOURNAL] = "journal", [F_LAST] = "last",
+	[F_HEAD] = "head", [F_JOURNAL] = "journal", [F_LAST] = "last", [F_CHUNKS] = "chunks",
+	[F_SNAP] = "snap", [F_INDEX] = "index", [F_DATA] = "data",
 };
 #define OPT(f) (1u << (f))
 
@@ -65,8 +66,11 @@ static const struct layout {
 	[KP_MSG_CONFIG]    = { "config",    1, { F_BUNDLE } },
 	[KP_MSG_BYE]       = { "bye",       0, { 0 } },
 	[KP_MSG_ERROR]     = { "error",     1, { F_REASON } },
-	[KP_MSG_GETDELTA]  = { "getdelta",  1, { F_CONFIG } },
+	[KP_MSG_GETDELTA]  = { "getdelta",  2, { F_CHUNKS, F_CONFIG }, OPT(F_CHUNKS) },
 	[KP_MSG_DELTA]     = { "delta",     1, { F_BUNDLE } },
+	[KP_MSG_MANIFEST]  = { "manifest",  1, { F_BUNDLE } },
+	[KP_MSG_GETCHUNK]  = { "getchunk",  2, { F_SNAP, F_INDEX } },
+	[KP_MSG_CHUNK]     = { "chunk",     3, { F_DATA, F_SNAP, F_INDEX } },
 };
 
 static const struct layout *layout_of(enum kp_msg_type t)
@@ -97,6 +101,8 @@ static bool field_present(const struct layout *l, const struct kp_msg *m, enum f
 		return m->has_journal != 0;
 	if (f == F_LAST)
 		return m->has_last != 0;
+	if (f == F_CHUNKS)
+		return m->chunks != 0;
 	return true;
 }
 
@@ -128,6 +134,11 @@ static int field_check(const struct kp_msg *m, enum field f)
 		       KP_SYNC_OK;
 	case F_LAST:
 		return m->has_last && m->last > INT64_MAX ? KP_SYNC_E_INVAL : KP_SYNC_OK;
+	case F_INDEX:
+		return m->index < KP_SNAP_CHUNKS_MAX ? KP_SYNC_OK : KP_SYNC_E_INVAL;
+	case F_DATA:
+		return m->data.p != NULL && m->data.n > 0 && m->data.n <= KP_SNAP_CHUNK_MAX ?
+		       KP_SYNC_OK : KP_SYNC_E_INVAL;
 	default:
 		return KP_SYNC_OK;      /* integers: any uint64 */
 	}
@@ -159,6 +170,10 @@ static void field_write(struct kp_cbor_writer *w, const struct kp_msg *m, enum f
 	case F_HEAD:     kp_cbor_put_bstr(w, m->head, sizeof(m->head)); break;
 	case F_JOURNAL:  kp_cbor_put_bstr(w, m->journal, sizeof(m->journal)); break;
 	case F_LAST:     kp_cbor_put_uint(w, m->last); break;
+	case F_CHUNKS:   kp_cbor_put_uint(w, 1); break;
+	case F_SNAP:     kp_cbor_put_bstr(w, m->snap, sizeof(m->snap)); break;
+	case F_INDEX:    kp_cbor_put_uint(w, m->index); break;
+	case F_DATA:     kp_cbor_put_bstr(w, m->data.p, m->data.n); break;
 	}
 }
 
@@ -263,11 +278,33 @@ static int field_read(struct kp_cbor_reader *r, struct kp_msg *m, enum field f)
 		m->bundle.n = (size_t)it.arg;
 		return KP_RECORD_OK;
 	case F_CHAIN:
+	case F_CHUNKS:
 		rc = kp_cbor_read_uint(r, &n);
 		if (rc == KP_RECORD_OK && n != 1)       /* one encoding: absent, or 1 */
 			rc = KP_RECORD_E_MALFORMED;
-		m->chain = 1;
+		*(f == F_CHAIN ? &m->chain : &m->chunks) = 1;
 		return rc;
+	case F_INDEX:
+		rc = kp_cbor_read_uint(r, &m->index);
+		if (rc == KP_RECORD_OK && m->index >= KP_SNAP_CHUNKS_MAX)
+			rc = KP_RECORD_E_MALFORMED;
+		return rc;
+	case F_DATA:
+		rc = kp_cbor_read_bstr(r, &m->data.p, &m->data.n);
+		if (rc == KP_RECORD_OK && (m->data.n == 0 || m->data.n > KP_SNAP_CHUNK_MAX))
+			rc = KP_RECORD_E_MALFORMED;
+		return rc;
+	case F_SNAP: {
+		const uint8_t *p;
+		size_t len;
+
+		rc = kp_cbor_read_bstr(r, &p, &len);
+		if (rc == KP_RECORD_OK && len != sizeof(m->snap))
+			rc = KP_RECORD_E_MALFORMED;
+		if (rc == KP_RECORD_OK)
+			memcpy(m->snap, p, len);
+		return rc;
+	}
 	case F_HEAD: {
 		const uint8_t *p;
 		size_t len;
