@@ -372,6 +372,132 @@ static int take_delta(struct session *s, const kp_cert *backend_cert, uint64_t h
 	return KP_SYNC_OK;
 }
 
+static int has_snap(const struct kp_sync_source *src)
+{
+	return src->snap_stage != NULL && src->snap_put != NULL && src->snap_read != NULL &&
+	       src->snap_clear != NULL;
+}
+
+/* Fetches chunks next .. n_chunks - 1 of the manifest's snapshot into the staging area, each
+ * checked (the snapshot and index asked for, its length and SHA-256 in the manifest) before
+ * it is stored. Nonzero: the exchange cannot go on (the staged chunks stay as they were). */
+static int fetch_chunks(struct session *s, const struct kp_snap_manifest *man, uint32_t next,
+                        struct kp_sync_stats *st)
+{
+	struct kp_msg out, in;
+	uint8_t *buf = NULL;
+	char why[256];
+	int rc = KP_SYNC_OK;
+
+	for (uint32_t i = next; i < man->n_chunks && rc == KP_SYNC_OK; i++) {
+		memset(&out, 0, sizeof(out));
+		out.type = KP_MSG_GETCHUNK;
+		memcpy(out.snap, man->sha256, sizeof(out.snap));
+		out.index = i;
+		rc = roundtrip(s, &out, &in, &buf);
+		if (rc != KP_SYNC_OK)
+			break;
+		if (in.type != KP_MSG_CHUNK) {
+			rc = unexpected(s, &in, "chunk");
+		} else if (memcmp(in.snap, man->sha256, sizeof(in.snap)) != 0 || in.index != i) {
+			rc = fail(s, KP_SYNC_E_PROTOCOL, "snapshot: asked for chunk %u, got chunk "
+			          "%llu%s", i, (unsigned long long)in.index,
+			          in.index == i ? " of another snapshot" : "");
+		} else if ((rc = kp_snap_chunk_check(man, i, in.data.p, in.data.n, why,
+		                                     sizeof(why))) != KP_SYNC_OK) {
+			fail(s, rc, "snapshot: %s", why);
+		} else if ((rc = s->src->snap_put(s->src->ctx, man->sha256, i, in.data.p,
+		                                  in.data.n)) != 0) {
+			store_failed(s, rc, "snapshot chunk of", man->version);
+		} else {
+			st->snapshot_chunks++;
+		}
+		done_with(&in, &buf);
+	}
+	return rc;
+}
+
+/* The whole staged snapshot: its SHA-256 against the manifest's, then opened as a bundle
+ * (signature, for us, newer than have) and applied in one transaction like any full
+ * bundle; the staging area is emptied after it is applied, or when the whole is bad. */
+static void apply_snapshot(struct session *s, const kp_cert *backend_cert, uint64_t have,
+                           const struct kp_snap_manifest *man, struct kp_sync_stats *st)
+{
+	struct kp_bundle b;
+	uint8_t *whole = NULL, h[KP_SHA256_LEN];
+	size_t len = 0;
+	char why[256];
+	int rc = s->src->snap_read(s->src->ctx, man->sha256, &whole, &len);
+
+	if (rc != 0) {
+		store_failed(s, rc, "snapshot (reading it) of", man->version);
+		return;
+	}
+	kp_sha256(whole, len, h);
+	if (len != man->size || memcmp(h, man->sha256, sizeof(h)) != 0) {
+		free(whole);
+		s->src->snap_clear(s->src->ctx);
+		fail(s, KP_SYNC_E_SIGNATURE, "snapshot: the staged whole is not the one the "
+		     "manifest names (SHA-256 differs); dropped, it is fetched again");
+		return;
+	}
+	memset(&b, 0, sizeof(b));
+	rc = kp_bundle_open_snapshot(backend_cert, whole, len, s->terminal, have, &b, why,
+	                             sizeof(why));
+	free(whole);
+	if (rc == KP_SYNC_OK && b.version != man->version) {
+		snprintf(why, sizeof(why), "bundle version %llu, the manifest says %llu",
+		         (unsigned long long)b.version, (unsigned long long)man->version);
+		rc = KP_SYNC_E_MALFORMED;
+	}
+	if (rc != KP_SYNC_OK) {
+		kp_bundle_free(&b);
+		s->src->snap_clear(s->src->ctx);
+		fail(s, rc, "snapshot: %s", why);
+		return;
+	}
+	rc = s->src->apply_bundle(s->src->ctx, &b);
+	if (rc != 0) {
+		store_failed(s, rc, "snapshot", b.version);
+	} else {
+		s->src->snap_clear(s->src->ctx);
+		st->bundle_version = b.version;
+		st->bundle_applied = 1;
+		st->snapshot_applied = 1;
+	}
+	kp_bundle_free(&b);
+}
+
+/* The answer manifest: the signed manifest opened, the staging area made to hold its
+ * snapshot (resuming at the first chunk it lacks), the missing chunks fetched, the whole
+ * checked and applied. Returns nonzero only when the exchange cannot go on. */
+static int take_snapshot(struct session *s, const kp_cert *backend_cert, uint64_t have,
+                         const struct kp_msg *in, struct kp_sync_stats *st)
+{
+	struct kp_snap_manifest man;
+	uint32_t next = 0;
+	char why[256];
+	int rc = kp_snap_manifest_open(backend_cert, in->bundle.p, in->bundle.n, s->terminal,
+	                               have, &man, why, sizeof(why));
+
+	if (rc != KP_SYNC_OK) {
+		fail(s, rc, "snapshot manifest: %s", why);
+		return KP_SYNC_OK;
+	}
+	rc = s->src->snap_stage(s->src->ctx, man.sha256, man.n_chunks, &next);
+	if (rc != 0) {
+		store_failed(s, rc, "snapshot (staging) of", man.version);
+		kp_snap_manifest_free(&man);
+		return KP_SYNC_OK;
+	}
+	st->snapshot_resumed = next;
+	rc = fetch_chunks(s, &man, next, st);
+	if (rc == KP_SYNC_OK)
+		apply_snapshot(s, backend_cert, have, &man, st);
+	kp_snap_manifest_free(&man);
+	return rc;
+}
+
 /* Fetches what is newer than the version we hold: a delta when the store can apply one and
  * holds a version (getdelta; the answer may be a delta, a full bundle or none), else a full
  * bundle (getconfig). A delta whose base is not our version is refused and asked for again,
@@ -382,13 +508,15 @@ static int fetch_config(struct session *s, const kp_cert *backend_cert, uint64_t
 {
 	struct kp_msg out, in;
 	uint8_t *buf = NULL;
-	int rc = KP_SYNC_OK, delta = s->src->apply_delta != NULL && have > 0;
+	int rc = KP_SYNC_OK, snap = has_snap(s->src) && s->src->apply_delta != NULL;
+	int delta = s->src->apply_delta != NULL && (have > 0 || snap);
 
 	for (int attempt = 0; attempt < 2; attempt++) {
 		memset(&out, 0, sizeof(out));
 		memset(&in, 0, sizeof(in));
 		out.type = delta ? KP_MSG_GETDELTA : KP_MSG_GETCONFIG;
 		out.config = have;
+		out.chunks = delta && snap;
 		rc = roundtrip(s, &out, &in, &buf);
 		if (rc != KP_SYNC_OK)
 			break;
@@ -396,6 +524,16 @@ static int fetch_config(struct session *s, const kp_cert *backend_cert, uint64_t
 			if (in.has_bundle)
 				take_bundle(s, backend_cert, have, &in, st);
 			break;
+		}
+		if (in.type == KP_MSG_MANIFEST && out.chunks && in.has_bundle) {
+			rc = take_snapshot(s, backend_cert, have, &in, st);
+			/* A snapshot the backend kept for a while may be older than its state:
+			 * the changes since come as a delta, asked for once. */
+			if (rc != KP_SYNC_OK || !st->snapshot_applied || attempt == 1)
+				break;
+			have = st->bundle_version;
+			done_with(&in, &buf);
+			continue;
 		}
 		if (in.type != KP_MSG_DELTA || !delta || !in.has_bundle) {
 			rc = unexpected(s, &in, "config");

@@ -15,6 +15,9 @@ struct kp_sync_stats {
 	int bundle_applied;
 	int delta_applied;               /* what was applied was a delta (PROTOCOL.md 5.4) */
 	int delta_refused;               /* deltas whose base was not our version (asked again) */
+	int snapshot_applied;            /* a chunked snapshot was applied (PROTOCOL.md 5.5) */
+	uint32_t snapshot_chunks;        /* chunks fetched in this exchange */
+	uint32_t snapshot_resumed;       /* chunks that were staged already (a resumed fetch) */
 	char refused_reason[128];
 	uint64_t refused_seq;
 	/* The backend held another journal under this id and the store started a new one

@@ -168,6 +168,20 @@ struct kp_sync_source {
 	/* Optional (NULL: the hello reports nothing): the seq of the newest record in the
 	 * journal (0: none), sent in every hello as `last` (the backend's unsent count). */
 	int (*last_seq)(void *ctx, uint64_t *seq);
+	/* Optional, all four or none (NULL: full bundles in one frame only): the staging area of
+	 * a chunked snapshot (PROTOCOL.md section 5.5), kept across connections and restarts.
+	 * snap_stage: make it hold snapshot `snap` of n_chunks chunks (another one staged is
+	 * dropped); *next: how many chunks it holds already (0 .. n_chunks). snap_put: store
+	 * chunk `index` of `snap`, refused (KP_SYNC_E_PROTOCOL, nothing written) unless `snap` is
+	 * the one staged and index is the next one. snap_read: the whole, concatenated (*whole
+	 * malloc'd), only when every chunk is there. snap_clear: empty it. */
+	int (*snap_stage)(void *ctx, const uint8_t snap[KP_SHA256_LEN], uint32_t n_chunks,
+	                  uint32_t *next);
+	int (*snap_put)(void *ctx, const uint8_t snap[KP_SHA256_LEN], uint32_t index,
+	                const uint8_t *data, size_t len);
+	int (*snap_read)(void *ctx, const uint8_t snap[KP_SHA256_LEN], uint8_t **whole,
+	                 size_t *len);
+	int (*snap_clear)(void *ctx);
 	/* Optional: what went wrong in the last callback that failed ("" or NULL: nothing
 	 * more to say), for the client's error text. */
 	const char *(*errmsg)(void *ctx);

@@ -13,7 +13,7 @@
 
 typedef struct kp_store kp_store;
 
-#define KP_SCHEMA_VERSION 13
+#define KP_SCHEMA_VERSION 14
 
 int  kp_store_open(kp_store **out, const char *path);
 /* The same; err says why it failed ("store PATH: SQLite's message"). */
@@ -188,6 +188,10 @@ int kp_store_count(kp_store *s, const char *table, int64_t *n);
 
 /* What the backend acknowledged, the bundle version applied, the last journal seq. */
 int kp_store_sync_state(kp_store *s, uint64_t *acked, uint64_t *config_version, uint64_t *head);
+/* The chunked snapshot being fetched (PROTOCOL.md section 5.5): its SHA-256, its chunk count
+ * and how many chunks are staged (all 0: none). */
+int kp_store_snapshot_staged(kp_store *s, uint8_t snap[KP_SHA256_LEN], uint32_t *n_chunks,
+                             uint32_t *staged);
 /* The journal's identity (PROTOCOL.md section 4.1; all zeros: the legacy journal). */
 int kp_store_journal_id(kp_store *s, uint8_t id[KP_JOURNAL_ID_LEN]);
 /* The store as the sync client's source (use a connection of its own). */

@@ -64,6 +64,8 @@ void kp_store_bind_opt(sqlite3_stmt *st, int i, const char *s);
 void kp_store_bind_row(sqlite3_stmt *st, enum kp_bundle_array_id id, const void *el);
 int  kp_store_read_row(sqlite3_stmt *st, enum kp_bundle_array_id id, void *el);
 int  kp_store_get_rows(kp_store *s, enum kp_bundle_array_id id, struct kp_bundle *b);
+/* The staging area of a chunked snapshot (snapstage.c): fills src's snap_* callbacks. */
+void kp_store_snap_source(struct kp_sync_source *src);
 /* Records SQLite's message for `what` in s->err and returns KP_E_DB. */
 int kp_store_fail(kp_store *s, const char *what);
 

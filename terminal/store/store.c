@@ -242,6 +242,13 @@ static const char *const migrations[KP_SCHEMA_VERSION] = {
 	 * scheme's limits, bundle format 4): one row per linkage, reset when the day moves. */
 	"CREATE TABLE direct_use(token BLOB PRIMARY KEY CHECK (length(token) = 16),"
 	"  day_id INTEGER NOT NULL, rides INTEGER NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;",
+
+	/* 13 -> 14: the staging area of a chunked snapshot (PROTOCOL.md section 5.5,
+	 * snapstage.c): the one snapshot being fetched (its SHA-256 and chunk count) and the
+	 * chunks received so far, kept across a cut connection or a restart. */
+	"CREATE TABLE snapshot_stage(id INTEGER PRIMARY KEY CHECK (id = 1),"
+	"  snap BLOB NOT NULL CHECK (length(snap) = 32), n_chunks INTEGER NOT NULL);"
+	"CREATE TABLE snapshot_chunks(idx INTEGER PRIMARY KEY, data BLOB NOT NULL);",
 };
 
 static const char *const stmt_sql[KP_STMT_COUNT] = {

@@ -611,4 +611,5 @@ void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
 	src->new_journal = src_new_journal;
 	src->last_seq = src_last_seq;
 	src->errmsg = src_errmsg;
+	kp_store_snap_source(src);
 }

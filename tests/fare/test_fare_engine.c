@@ -423,6 +423,8 @@ static void test_run_upgrade(void **state)
 	                              " ALTER TABLE fare_state DROP COLUMN run_on_ms;"
 	                              " ALTER TABLE fare_state DROP COLUMN run_off_ms;"
 	                              " DROP TABLE direct_use;"          /* schema 13 */
+	                              " DROP TABLE snapshot_stage;"      /* schema 14 */
+	                              " DROP TABLE snapshot_chunks;"
 	                              " PRAGMA user_version = 10;", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
 	assert_int_equal(kp_store_open(&f->t->s, f->t->db), KP_OK);
