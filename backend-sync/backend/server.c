@@ -41,6 +41,7 @@
 #include "kp_cbor.h"
 #include "kp_rng.h"
 #include "kp_sys.h"
+#include "snapcache.h"
 
 #define AUDIT_TURN 16                   /* records the auditor verifies per turn (~16 ms) */
 #define AUDIT_BACKOFF_MS 20             /* its nap while ingest is busy */
@@ -82,6 +83,7 @@ struct kp_server {
 	struct kp_server_cfg cfg;
 	kp_tls_conf *tls;
 	kp_key *key;                     /* signs bundles */
+	struct kp_snapcache *snaps;      /* chunked snapshots being fetched (PROTOCOL.md 5.5) */
 	pthread_mutex_t key_lock;        /* kp_key_sign: one thread at a time per key */
 	struct gate verify_gate;         /* signature checks: one batch per online CPU */
 	struct gate store_gate;          /* store writes: one connection at a time */
@@ -404,6 +406,104 @@ static int send_signed(kp_server *srv, kp_tls *t, enum kp_msg_type type, uint8_t
 	return rc;
 }
 
+/* The full bundle for the session's terminal if one is newer than have (*has); the rows
+ * it left out logged. Nonzero: the error was answered. */
+static int build_bundle(kp_server *srv, kp_tls *t, kp_bstore *db,
+                        const struct kp_bsession *ses, uint64_t have, struct kp_bundle *b,
+                        int *has)
+{
+	size_t n_out = 0;
+	const char *first;
+
+	*has = 0;
+	if (kp_bstore_bundle_session(db, ses, have, now_ms(), b, has) != KP_BE_OK) {
+		kp_log(LOG_ERR, "%s: bundle: %s", ses->terminal, kp_bstore_errmsg(db));
+		send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not build the bundle",
+		            srv->cfg.timeout_ms);
+		return KP_SYNC_E_PROTOCOL;
+	}
+	first = kp_bstore_bundle_left_out(db, &n_out);
+	/* once per bundle, i.e. per terminal and state version */
+	if (*has && n_out > 0)
+		kp_log(LOG_WARNING, "%s: bundle: left out %zu row(s) it cannot carry, first %s",
+		       ses->terminal, n_out, first);
+	return KP_BE_OK;
+}
+
+/* A full snapshot in chunks (PROTOCOL.md section 5.5): the terminal's snapshot held by the
+ * server if one is newer than have and young enough, else one built now (signed like a
+ * bundle, with the limits of the snapshot path), its manifest signed, both held; the answer
+ * is the manifest (or config null: nothing newer). */
+static int handle_snapshot(kp_server *srv, kp_tls *t, kp_bstore *db,
+                           const struct kp_bsession *ses, uint64_t have)
+{
+	struct kp_snap_manifest man;
+	struct kp_bundle b;
+	uint8_t *whole = NULL, *cose = NULL, *copy = NULL;
+	size_t whole_len = 0, cose_len = 0;
+	int has = 0, rc;
+
+	if (kp_snapcache_manifest(srv->snaps, ses->terminal, have, now_ms(), &cose, &cose_len))
+		return send_signed(srv, t, KP_MSG_MANIFEST, cose, cose_len);
+	rc = build_bundle(srv, t, db, ses, have, &b, &has);
+	if (rc != KP_BE_OK || !has)
+		return rc != KP_BE_OK ? rc : send_signed(srv, t, KP_MSG_CONFIG, NULL, 0);
+	memset(&man, 0, sizeof(man));
+	pthread_mutex_lock(&srv->key_lock);
+	rc = kp_bundle_sign_snapshot(&b, srv->key, &whole, &whole_len);
+	if (rc == KP_SYNC_OK)
+		rc = kp_snap_manifest_make(whole, whole_len, kp_snapcache_chunk_size(srv->snaps),
+		                           ses->terminal, b.version, &man);
+	if (rc == KP_SYNC_OK)
+		rc = kp_snap_manifest_sign(&man, srv->key, &cose, &cose_len);
+	pthread_mutex_unlock(&srv->key_lock);
+	kp_bundle_free(&b);
+	if (rc == KP_SYNC_OK && (copy = malloc(cose_len)) == NULL)
+		rc = KP_SYNC_E_NOMEM;
+	if (rc != KP_SYNC_OK) {
+		kp_log(LOG_ERR, "%s: snapshot: %s", ses->terminal, kp_sync_strerror(rc));
+		free(whole);
+		free(cose);
+		kp_snap_manifest_free(&man);
+		return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not make the snapshot",
+		                   srv->cfg.timeout_ms);
+	}
+	memcpy(copy, cose, cose_len);
+	kp_log(LOG_INFO, "%s: snapshot version %llu: %zu bytes in %u chunk(s)", ses->terminal,
+	       (unsigned long long)man.version, whole_len, man.n_chunks);
+	kp_snapcache_put(srv->snaps, ses->terminal, man.version, man.sha256, whole, whole_len,
+	                 copy, cose_len, now_ms());
+	kp_snap_manifest_free(&man);
+	return send_signed(srv, t, KP_MSG_MANIFEST, cose, cose_len);
+}
+
+/* getchunk: one chunk of a snapshot the server holds for this terminal. */
+static int handle_getchunk(kp_server *srv, kp_tls *t, const struct kp_bsession *ses,
+                           const struct kp_msg *in)
+{
+	struct kp_msg m;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int found = kp_snapcache_chunk(srv->snaps, ses->terminal, in->snap, in->index, &data,
+	                               &len), rc;
+
+	if (found <= 0) {
+		send_simple(t, KP_MSG_ERROR, 0, 0, found == 0 ?
+		            "snapshot no longer held at this backend: ask again" :
+		            "no such chunk in that snapshot", srv->cfg.timeout_ms);
+		return KP_SYNC_E_PROTOCOL;
+	}
+	memset(&m, 0, sizeof(m));
+	m.type = KP_MSG_CHUNK;
+	memcpy(m.snap, in->snap, sizeof(m.snap));
+	m.index = in->index;
+	m.data.p = data;
+	m.data.n = len;
+	rc = kp_msg_send(t, &m, srv->cfg.timeout_ms);
+	free(data);
+	return rc;
+}
+
 static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
                             const struct kp_bsession *ses, uint64_t have)
 {
@@ -413,21 +513,9 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
 	size_t cose_len = 0;
 	int has = 0, rc;
 
-	rc = kp_bstore_bundle_session(db, ses, have, now_ms(), &b, &has);
-	if (rc != KP_BE_OK) {
-		kp_log(LOG_ERR, "%s: bundle: %s", terminal, kp_bstore_errmsg(db));
-		return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not build the bundle",
-		                   srv->cfg.timeout_ms);
-	}
-	if (has) {
-		size_t n_out = 0;
-		const char *first = kp_bstore_bundle_left_out(db, &n_out);
-
-		/* once per bundle, i.e. per terminal and state version */
-		if (n_out > 0)
-			kp_log(LOG_WARNING, "%s: bundle: left out %zu row(s) it cannot carry, "
-			        "first %s", terminal, n_out, first);
-	}
+	rc = build_bundle(srv, t, db, ses, have, &b, &has);
+	if (rc != KP_BE_OK)
+		return rc;
 	if (has) {
 		pthread_mutex_lock(&srv->key_lock);
 		rc = kp_bundle_sign(&b, srv->key, &cose, &cose_len);
@@ -447,7 +535,7 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
  * config {bundle: null} when it is up to date, and the full bundle (handle_getconfig) when
  * a delta cannot say what changed. */
 static int handle_getdelta(kp_server *srv, kp_tls *t, kp_bstore *db,
-                           const struct kp_bsession *ses, uint64_t have)
+                           const struct kp_bsession *ses, uint64_t have, int chunks)
 {
 	struct kp_delta d;
 	uint8_t *cose = NULL;
@@ -461,7 +549,8 @@ static int handle_getdelta(kp_server *srv, kp_tls *t, kp_bstore *db,
 		                   srv->cfg.timeout_ms);
 	}
 	if (kind == KP_BSTORE_DELTA_FULL)
-		return handle_getconfig(srv, t, db, ses, have);
+		return chunks ? handle_snapshot(srv, t, db, ses, have) :
+		       handle_getconfig(srv, t, db, ses, have);
 	if (kind == KP_BSTORE_DELTA_DELTA) {
 		pthread_mutex_lock(&srv->key_lock);
 		rc = kp_delta_sign(&d, srv->key, &cose, &cose_len);
@@ -645,7 +734,9 @@ static void serve(kp_server *srv, const struct conn *c)
 		else if (m.type == KP_MSG_GETCONFIG)
 			rc = handle_getconfig(srv, t, db, &ses, m.config);
 		else if (m.type == KP_MSG_GETDELTA)
-			rc = handle_getdelta(srv, t, db, &ses, m.config);
+			rc = handle_getdelta(srv, t, db, &ses, m.config, m.chunks);
+		else if (m.type == KP_MSG_GETCHUNK)
+			rc = handle_getchunk(srv, t, &ses, &m);
 		else if (m.type == KP_MSG_BYE)
 			break;
 		else
@@ -869,6 +960,18 @@ static void *audit_main(void *arg)
 	return NULL;
 }
 
+/* The chunk size of chunked snapshots: 1 MiB, or KIPPU_BACKEND_SNAPSHOT_CHUNK bytes (1 ..
+ * 1 MiB; for the tests, which cut small snapshots into several chunks). */
+static uint32_t snapshot_chunk(void)
+{
+	const char *env = getenv("KIPPU_BACKEND_SNAPSHOT_CHUNK");
+	char *end = NULL;
+	long v = env != NULL ? strtol(env, &end, 10) : 0;
+
+	return env != NULL && *end == '\0' && v >= 1 && v <= (long)KP_SNAP_CHUNK_MAX ?
+	       (uint32_t)v : KP_SNAP_CHUNK_MAX;
+}
+
 int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err, size_t err_cap)
 {
 	kp_server *srv = calloc(1, sizeof(*srv));
@@ -914,6 +1017,11 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 		snprintf(err, err_cap, "key %s: %s", cfg->key, kp_crypto_strerror(rc));
 		goto fail;
 	}
+	rc = kp_snapcache_new(&srv->snaps, KP_SNAPCACHE_BYTES, snapshot_chunk());
+	if (rc != 0) {
+		snprintf(err, err_cap, "out of memory");
+		goto fail;
+	}
 	/* Open (and migrate) the store once before serving, so a bad database fails here; after
 	 * the TLS files, so that a missing certificate leaves no new database behind. */
 	rc = kp_bstore_open(&srv->ingest_db, cfg->db);
@@ -949,6 +1057,7 @@ fail:
 	kp_bstore_close(srv->ingest_db);
 	kp_tls_conf_free(srv->tls);
 	kp_key_free(srv->key);
+	kp_snapcache_free(srv->snaps);
 	gate_destroy(&srv->verify_gate);
 	gate_destroy(&srv->store_gate);
 	free(srv);
@@ -989,6 +1098,7 @@ void kp_server_stop(kp_server *srv)
 	kp_bstore_close(srv->ingest_db);
 	kp_tls_conf_free(srv->tls);
 	kp_key_free(srv->key);
+	kp_snapcache_free(srv->snaps);
 	pthread_mutex_destroy(&srv->lock);
 	pthread_mutex_destroy(&srv->key_lock);
 	pthread_cond_destroy(&srv->idle);
