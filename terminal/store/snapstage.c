@@ -54,16 +54,25 @@ static int finish(kp_store *s, int rc)
 	return rc;
 }
 
+/* Begins a transaction and reads what is staged. */
+static int begin_staged(kp_store *s, uint8_t held[KP_SHA256_LEN], uint32_t *n,
+                        uint32_t *staged)
+{
+	int rc = kp_store_begin(s);
+
+	if (rc == KP_OK)
+		rc = kp_store_snapshot_staged(s, held, n, staged);
+	return rc;
+}
+
 static int src_snap_stage(void *ctx, const uint8_t snap[KP_SHA256_LEN], uint32_t n_chunks,
                           uint32_t *next)
 {
 	kp_store *s = ctx;
 	uint8_t held[KP_SHA256_LEN];
 	uint32_t n = 0, staged = 0;
-	int rc = kp_store_begin(s);
+	int rc = begin_staged(s, held, &n, &staged);
 
-	if (rc == KP_OK)
-		rc = kp_store_snapshot_staged(s, held, &n, &staged);
 	if (rc == KP_OK && n == n_chunks && memcmp(held, snap, KP_SHA256_LEN) == 0) {
 		*next = staged;
 		return finish(s, rc);
@@ -87,10 +96,8 @@ static int src_snap_put(void *ctx, const uint8_t snap[KP_SHA256_LEN], uint32_t i
 	kp_store *s = ctx;
 	uint8_t held[KP_SHA256_LEN];
 	uint32_t n = 0, staged = 0;
-	int rc = kp_store_begin(s);
+	int rc = begin_staged(s, held, &n, &staged);
 
-	if (rc == KP_OK)
-		rc = kp_store_snapshot_staged(s, held, &n, &staged);
 	if (rc == KP_OK && (memcmp(held, snap, KP_SHA256_LEN) != 0 || index != staged ||
 	                    index >= n || len == 0)) {
 		snprintf(s->err, sizeof(s->err), "chunk %u does not belong: the staging area holds "

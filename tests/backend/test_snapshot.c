@@ -59,12 +59,9 @@ struct proxy {
 
 #define sh(...) tu_sh_in(F->dir, F->bin, __VA_ARGS__)
 
-static void frame_set(struct proxy *p, const struct kp_msg *m)
+/* The frame handed to the client: body with its length before it. */
+static void frame_of(struct proxy *p, const uint8_t *body, size_t n)
 {
-	uint8_t *body = NULL;
-	size_t n = 0;
-
-	assert_int_equal(kp_msg_encode(m, &body, &n), KP_SYNC_OK);
 	free(p->pend);
 	p->pend = malloc(n + 4);
 	assert_non_null(p->pend);
@@ -74,6 +71,16 @@ static void frame_set(struct proxy *p, const struct kp_msg *m)
 	p->pend[3] = (uint8_t)n;
 	memcpy(p->pend + 4, body, n);
 	p->pend_len = n + 4;
+	p->pend_pos = 0;
+}
+
+static void frame_set(struct proxy *p, const struct kp_msg *m)
+{
+	uint8_t *body = NULL;
+	size_t n = 0;
+
+	assert_int_equal(kp_msg_encode(m, &body, &n), KP_SYNC_OK);
+	frame_of(p, body, n);
 	free(body);
 }
 
@@ -154,15 +161,7 @@ static int proxy_fill(struct proxy *p, int timeout_ms)
 
 	if (rc != 0)
 		return rc;
-	free(p->pend);
-	p->pend = malloc(n + 4);
-	p->pend[0] = (uint8_t)(n >> 24);
-	p->pend[1] = (uint8_t)(n >> 16);
-	p->pend[2] = (uint8_t)(n >> 8);
-	p->pend[3] = (uint8_t)n;
-	memcpy(p->pend + 4, body, n);
-	p->pend_len = n + 4;
-	p->pend_pos = 0;
+	frame_of(p, body, n);
 	if (kp_msg_decode(body, n, &m) == KP_SYNC_OK) {
 		if (m.type == KP_MSG_CHUNK)
 			rc = chunk_tamper(p, &m);
