@@ -167,9 +167,20 @@ static struct kp_msg sample(enum kp_msg_type t, int variant)
 	case KP_MSG_GETCONFIG:
 	case KP_MSG_GETDELTA:
 		m.config = variant ? 0 : 4294967296ull;
+		m.chunks = t == KP_MSG_GETDELTA && variant;
+		break;
+	case KP_MSG_GETCHUNK:
+	case KP_MSG_CHUNK:
+		memset(m.snap, 0x5A, sizeof(m.snap));
+		m.index = variant ? KP_SNAP_CHUNKS_MAX - 1 : 0;
+		if (t == KP_MSG_CHUNK) {
+			m.data.p = BUNDLE_BYTES;
+			m.data.n = sizeof(BUNDLE_BYTES);
+		}
 		break;
 	case KP_MSG_CONFIG:
 	case KP_MSG_DELTA:
+	case KP_MSG_MANIFEST:
 		if (variant) {
 			m.has_bundle = 1;
 			m.bundle.p = BUNDLE_BYTES;
@@ -205,6 +216,60 @@ static void assert_msg_equal(const struct kp_msg *a, const struct kp_msg *b)
 		assert_int_equal(a->bundle.n, b->bundle.n);
 		assert_memory_equal(a->bundle.p, b->bundle.p, a->bundle.n);
 	}
+	assert_int_equal(a->chunks, b->chunks);
+	assert_memory_equal(a->snap, b->snap, sizeof(a->snap));
+	assert_true(a->index == b->index);
+	assert_int_equal(a->data.n, b->data.n);
+	if (a->data.n > 0)
+		assert_memory_equal(a->data.p, b->data.p, a->data.n);
+}
+
+/* The chunked snapshot's messages (PROTOCOL.md section 5.5): a chunk holds 1 .. 1 MiB, its
+ * index is below 4096, getdelta's chunks is absent or 1; a decoder takes nothing else. */
+static void test_chunk_messages_strict(void **state)
+{
+	static uint8_t big[KP_SNAP_CHUNK_MAX + 1];
+	struct kp_msg m = sample(KP_MSG_CHUNK, 0), d;
+	uint8_t *out = NULL;
+	size_t n = 0;
+
+	(void)state;
+	m.data.n = 0;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+	m.data.p = big;
+	m.data.n = sizeof(big);
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+	m.data.n = KP_SNAP_CHUNK_MAX;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.data.n, KP_SNAP_CHUNK_MAX);
+	kp_msg_clear(&d);
+	/* one more byte in the chunk's bstr head's count: the rest cannot hold it */
+	free(out);
+	m = sample(KP_MSG_GETCHUNK, 0);
+	m.index = KP_SNAP_CHUNKS_MAX;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
+	m.index = KP_SNAP_CHUNKS_MAX - 1;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	/* the index's last byte (0x0FFF) raised to 0x1000 in place: refused */
+	assert_true(n > 2 && out[n - 2] == 0x0F && out[n - 1] == 0xFF);
+	out[n - 2] = 0x10;
+	out[n - 1] = 0x00;
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_E_MALFORMED);
+	free(out);
+	/* getdelta's chunks: 1, written only when set */
+	m = sample(KP_MSG_GETDELTA, 1);
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.chunks, 1);
+	kp_msg_clear(&d);
+	free(out);
+	m.chunks = 0;
+	assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_OK);
+	assert_int_equal(kp_msg_decode(out, n, &d), KP_SYNC_OK);
+	assert_int_equal(d.chunks, 0);
+	kp_msg_clear(&d);
+	free(out);
 }
 
 static void test_msg_roundtrip(void **state)
@@ -2439,6 +2504,7 @@ int main(void)
 {
 	const struct CMUnitTest wire_tests[] = {
 		cmocka_unit_test(test_msg_roundtrip),
+		cmocka_unit_test(test_chunk_messages_strict),
 		cmocka_unit_test(test_msg_vectors),
 		cmocka_unit_test(test_msg_encode_rejects),
 		cmocka_unit_test(test_msg_decode_rejects),
