@@ -165,7 +165,7 @@ static void row(const char *label, const char *fmt, double value, const char *ta
 	char v[32];
 
 	snprintf(v, sizeof(v), fmt, value);
-	printf("| %-53s | %10s | %-17s |\n", label, v, target);
+	printf("| %-55s | %10s | %-17s |\n", label, v, target);
 }
 
 static void cleanup(void)
@@ -303,9 +303,9 @@ int main(int argc, char **argv)
 
 	printf("\nkippu-bench-delta: %d denylist entries, %d entitlements (filled in %.0f s)\n\n",
 	       opt.denylist, opt.entitlements, t_fill);
-	printf("| %-53s | %10s | %-17s |\n", "delta bundles (in-process, no TLS)", "value",
+	printf("| %-55s | %10s | %-17s |\n", "delta bundles (in-process, no TLS)", "value",
 	       "target");
-	printf("|%s|%s|%s|\n", "-------------------------------------------------------",
+	printf("|%s|%s|%s|\n", "---------------------------------------------------------",
 	       "------------", "-------------------");
 	snprintf(label, sizeof(label), "delta of %d changes: build + sign (ms)", opt.changes);
 	row(label, "%.1f", t_build * 1000, "");
@@ -320,7 +320,7 @@ int main(int argc, char **argv)
 	row("new terminal from nothing, chunked snapshot, TLS (s)", "%.1f", prov.secs,
 	    "<= 180 (10M/1M)");
 	row("  its chunks of 1 MiB", "%.0f", prov.chunks, "");
-	row("  peak memory, backend and terminal in one process (MB)", "%.0f",
+	row("  peak memory, backend + terminal in one process (MB)", "%.0f",
 	    (double)prov.rss_mb, "");
 	if (out.path != NULL) {
 		struct metric m[] = {
