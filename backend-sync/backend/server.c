@@ -451,12 +451,16 @@ static int handle_snapshot(kp_server *srv, kp_tls *t, kp_bstore *db,
 	memset(&man, 0, sizeof(man));
 	pthread_mutex_lock(&srv->key_lock);
 	rc = kp_bundle_sign_snapshot(&b, srv->key, &whole, &whole_len);
+	pthread_mutex_unlock(&srv->key_lock);
+	/* hashing the chunks (a second or two for 500 MB) holds no lock */
 	if (rc == KP_SYNC_OK)
 		rc = kp_snap_manifest_make(whole, whole_len, kp_snapcache_chunk_size(srv->snaps),
 		                           ses->terminal, b.version, &man);
-	if (rc == KP_SYNC_OK)
+	if (rc == KP_SYNC_OK) {
+		pthread_mutex_lock(&srv->key_lock);
 		rc = kp_snap_manifest_sign(&man, srv->key, &cose, &cose_len);
-	pthread_mutex_unlock(&srv->key_lock);
+		pthread_mutex_unlock(&srv->key_lock);
+	}
 	kp_bundle_free(&b);
 	if (rc == KP_SYNC_OK && (copy = malloc(cose_len)) == NULL)
 		rc = KP_SYNC_E_NOMEM;

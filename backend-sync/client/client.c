@@ -526,14 +526,11 @@ static int fetch_config(struct session *s, const kp_cert *backend_cert, uint64_t
 			break;
 		}
 		if (in.type == KP_MSG_MANIFEST && out.chunks && in.has_bundle) {
+			/* Then bye: applying millions of rows may outlast the backend's deadline
+			 * for our next message; the changes since the snapshot (it may be a few
+			 * minutes old) come as a delta at the next sync. */
 			rc = take_snapshot(s, backend_cert, have, &in, st);
-			/* A snapshot the backend kept for a while may be older than its state:
-			 * the changes since come as a delta, asked for once. */
-			if (rc != KP_SYNC_OK || !st->snapshot_applied || attempt == 1)
-				break;
-			have = st->bundle_version;
-			done_with(&in, &buf);
-			continue;
+			break;
 		}
 		if (in.type != KP_MSG_DELTA || !delta || !in.has_bundle) {
 			rc = unexpected(s, &in, "config");
