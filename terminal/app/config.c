@@ -197,6 +197,9 @@ static const struct cfg_key cfg_keys[] = {
 	{ "checkpoint_idle_ms", CFG_INT, 0, T(checkpoint_idle_ms), 0, 600000, 1, NULL,
 	  "checkpoint_idle_ms: 0 to 600000", "1000",
 	  "idle time after a tap before the WAL is checkpointed" },
+	{ "sign_pool", CFG_INT, 0, T(sign_pool), 0, 4096, 1, NULL, "sign_pool: 0 to 4096", "64",
+	  "records' ES256 nonces computed ahead while idle, in memory only, each used once (0: "
+	  "every record signed with RFC 6979 inside the tap)" },
 	{ "backend", CFG_HOSTPORT, 0, T(backend_host), 0, 0, 0, NULL,
 	  "backend: HOST:PORT (port 1 to 65535)", NULL,
 	  "HOST:PORT of kippu-backend; without it the terminal never syncs" },

@@ -24,6 +24,7 @@ struct kp_terminal_cfg {
 	int poll_timeout_ms;             /* wait_card timeout per loop turn */
 	int card_timeout_ms;             /* per frame */
 	int checkpoint_idle_ms;          /* idle time before a WAL checkpoint */
+	int sign_pool;                   /* entries of the signing pool (0: none) */
 	int use_syslog;
 	char backend_host[128];          /* "" = no backend configured */
 	char backend_port[16];

@@ -102,6 +102,7 @@ static int tap_journal_kind(kp_tap_engine *e, struct kp_record *rec, const char 
 	uint8_t *payload = NULL, *cose = NULL;
 	size_t payload_len = 0, cose_len = 0;
 	uint8_t hash[KP_SHA256_LEN];
+	struct timespec t0, t1;
 	int rc;
 
 	if (e->n_pending >= 2)
@@ -122,7 +123,11 @@ static int tap_journal_kind(kp_tap_engine *e, struct kp_record *rec, const char 
 	rc = kp_sha256(payload, payload_len, hash);
 	if (rc != 0)
 		goto out;
-	rc = kp_cose_sign1(e->key, e->cfg.terminal_id, payload, payload_len, &cose, &cose_len);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = kp_cose_sign1_pooled(e->pool, e->key, e->cfg.terminal_id, payload, payload_len, &cose,
+	                          &cose_len, &e->timing.pooled);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	e->timing.sign_ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
 	if (rc != 0)
 		goto out;
 	rc = kp_store_journal_append(e->s, rec, payload, payload_len, cose, cose_len, hash);
@@ -247,6 +252,16 @@ int kp_tap_journal(kp_tap_engine *e, struct kp_record *rec, const char *kind)
 	if (rc == KP_OK)
 		rc = tap_journal_kind(e, rec, kind);
 	return tap_finish(e, rc, prev_before);
+}
+
+void kp_tap_engine_set_pool(kp_tap_engine *e, kp_sign_pool *pool)
+{
+	e->pool = pool;
+}
+
+void kp_tap_engine_timing(const kp_tap_engine *e, struct kp_tap_timing *out)
+{
+	*out = e->timing;
 }
 
 const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e)
