@@ -29,6 +29,11 @@
 #define KP_SIGN_POOL_DEFAULT 64          /* entries: a burst of 64 taps signs from the pool */
 #define KP_SIGN_POOL_MAX     4096
 #define KP_SIGN_POOL_ENTRY   128         /* bytes per entry: r, k^-1·b, k^-1·r·d·b, b^-1 */
+/* How the terminal refills when idle (terminal/app/main.c; the bench does the same): at
+ * most this many entries per idle turn of its loop, so that a card presented meanwhile
+ * waits for that much work at most, and turns of this many ms while the pool is not full. */
+#define KP_SIGN_POOL_IDLE_BATCH   4
+#define KP_SIGN_POOL_IDLE_WAIT_MS 10
 
 typedef struct kp_sign_pool kp_sign_pool;
 

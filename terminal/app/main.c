@@ -1026,8 +1026,6 @@ static int app_open_reader(struct app *a)
  * of a scalar multiplication. Filled here up to POOL_START entries, then while idle
  * (loop_idle). Without it (0, or no memory) records are signed with RFC 6979 as before. */
 #define POOL_START   64
-#define POOL_BATCH   4               /* entries per idle turn: about 4 signatures' work */
-#define POOL_WAIT_MS 10              /* the wait for a card while the pool is not full */
 
 static void app_open_pool(struct app *a)
 {
@@ -1233,7 +1231,7 @@ static void loop_idle(struct app *a, struct loop *lp, struct kp_reader *r)
 	/* Bounded work, so that a card presented now waits for a few scalar multiplications
 	 * at most; a failure leaves the pool as it was and signing falls back. */
 	if (a->pool != NULL)
-		(void)kp_sign_pool_refill(a->pool, POOL_BATCH, NULL);
+		(void)kp_sign_pool_refill(a->pool, KP_SIGN_POOL_IDLE_BATCH, NULL);
 	metrics_update(a, 0);
 }
 
@@ -1317,7 +1315,7 @@ static int loop_turn(struct app *a, struct loop *lp)
 {
 	struct kp_card_info info;
 	struct kp_reader *r;
-	int rc;
+	int rc, wait_ms;
 
 	if (a->session != NULL) {
 		/* Driver actions run here, on the thread that owns the engine. */
@@ -1342,10 +1340,11 @@ static int loop_turn(struct app *a, struct loop *lp)
 	memset(&info, 0, sizeof(info));
 	/* While the pool is not full the turns are short, so that it refills within a
 	 * fraction of a second of idle after a burst of taps. */
-	rc = kp_reader_wait_card(r, &lp->poll, &info,
-	                         a->pool != NULL && kp_sign_pool_count(a->pool) <
-	                         (size_t)a->cfg.sign_pool && lp->wait_ms > POOL_WAIT_MS ?
-	                         POOL_WAIT_MS : lp->wait_ms);
+	wait_ms = lp->wait_ms;
+	if (a->pool != NULL && kp_sign_pool_count(a->pool) < (size_t)a->cfg.sign_pool &&
+	    wait_ms > KP_SIGN_POOL_IDLE_WAIT_MS)
+		wait_ms = KP_SIGN_POOL_IDLE_WAIT_MS;
+	rc = kp_reader_wait_card(r, &lp->poll, &info, wait_ms);
 	if (rc == KP_HAL_E_END && a->session != NULL) {
 		lp->scenario_done = 1;
 		kp_console_message(a->console, 0, "Scenario ended: no more taps (Q quits)");
