@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* make bench: tap latency on a store with 1,000,000 entitlements and 10,000,000 denylist
  * entries (generated once into the build folder, never committed), through the mock HAL's
- * card model, the FeliCa client, the decision, the signature and the durable commit.
+ * card model, the FeliCa client, the decision, the signature and the durable commit; the
+ * signing pool warm and empty (issue 21), and a mix of the kinds of taps riders make.
  * Prints a table; --json PATH also writes the figures for regression tracking. */
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +26,22 @@
 #define POOL_BURST 50              /* back-to-back taps before the pool is refilled */
 #define CROWD_TAPS 200             /* a crowd at a bus door: a tap every 100 ms */
 #define CROWD_GAP_MS 100
+
+#define MIX_TAPS   3000            /* the mix of kinds, a tap every 3 s (virtual time) */
+
+/* The kinds of taps of the mix and their share of it (per cent; README, Bench). Not yet
+ * in the mix: stored value priced by a GTFS feed (tap-on/tap-off, transfers, caps; see
+ * kippu-bench-fares) and My Number cards on resident passes (kippu-bench-jpki). */
+enum mix_kind { MX_NRIDE, MX_DOUBLE, MX_PASS_FIRST, MX_PASS_LATER, MX_DENY, MX_NOTHING,
+                MX_KINDS };
+static const struct { const char *name; int share; enum kp_tap_kind outcome; } mix[MX_KINDS] = {
+	{ "N-ride (10 rides), accepted", 40, KP_TAP_ACCEPTED },
+	{ "the same card again in the double-tap window", 10, KP_TAP_ALREADY },
+	{ "period pass, first use (activates it)", 10, KP_TAP_ACCEPTED },
+	{ "period pass, a later use", 20, KP_TAP_ACCEPTED },
+	{ "denylisted card, refused", 10, KP_TAP_REFUSED },
+	{ "card with nothing, refused", 10, KP_TAP_REFUSED },
+};
 
 /* --small: a store 50 times smaller (build/bench-small), for a quick run of the rows. */
 static uint32_t N_ENT = N_ENT_FULL, N_DENY = N_DENY_FULL;
@@ -183,8 +200,15 @@ struct pool_result {
 	int locked;
 };
 
+struct mix_result {
+	double tap[MX_KINDS + 1][3];          /* per kind, then the whole mix: p50 p99 p99.9 */
+	double sign[MX_KINDS + 1], commit[MX_KINDS + 1];  /* p50 of the parts */
+	unsigned n[MX_KINDS + 1], pooled;
+};
+
 struct result {
 	struct pool_result pool;
+	struct mix_result mix;
 	int pool_only;
 	double tap[4];        /* p50 p99 p99.9 max, microseconds */
 	double sign[2];       /* p50 p99 */
@@ -319,6 +343,202 @@ static void measure_pool(kp_store *s, kp_tap_engine *e, const kp_key *key,
 	free(lw);
 }
 
+/* The mix's cards (new ones each run, so that every pass starts unused): N-ride cards are
+ * the store's own, the others get an IDm of their own (02 salt kind index) and their
+ * entitlement or denylist entry here. */
+#define MIX_PASSES 400
+#define MIX_DENIED 100
+#define MIX_NOTHING 100
+#define MIX_NRIDE 1000
+
+static void mix_idm(uint32_t salt, int kind, uint32_t i, uint8_t idm[8])
+{
+	idm[0] = 0x02; idm[1] = (uint8_t)(salt >> 16); idm[2] = (uint8_t)(salt >> 8);
+	idm[3] = (uint8_t)salt; idm[4] = (uint8_t)kind;
+	idm[5] = (uint8_t)(i >> 16); idm[6] = (uint8_t)(i >> 8); idm[7] = (uint8_t)i;
+}
+
+static void mix_setup(kp_store *s, uint32_t salt)
+{
+	const char *ops[] = { "OP-A", "OP-B" };
+	uint8_t idm[8], tok[KP_TOKEN_LEN];
+	int days = 0, rc;
+
+	if ((rc = kp_store_begin(s)) != KP_OK)
+		die("mix: begin", rc);
+	if (kp_store_product_period(s, "PASS7", &days) != KP_OK &&
+	    (rc = kp_store_put_product_period(s, "PASS7", "7-day pass", 7, ops, 2)) != KP_OK)
+		die("mix: pass product", rc);
+	for (uint32_t i = 0; i < MIX_PASSES; i++) {
+		struct kp_entitlement e;
+
+		memset(&e, 0, sizeof(e));
+		mix_idm(salt, MX_PASS_FIRST, i, idm);
+		kp_token_derive(token_key, "felica", idm, 8, e.token);
+		e.id = 100000000LL + (int64_t)salt * MIX_PASSES + i;
+		snprintf(e.product, sizeof(e.product), "PASS7");
+		e.valid_until_ms = 4102444800000LL;
+		e.first_use = 1;
+		if ((rc = kp_store_put_entitlement(s, &e)) != KP_OK)
+			die("mix: pass", rc);
+	}
+	for (uint32_t i = 0; i < MIX_DENIED; i++) {
+		mix_idm(salt, MX_DENY, i, idm);
+		kp_token_derive(token_key, "felica", idm, 8, tok);
+		if ((rc = kp_store_put_denylist(s, tok, "lost", 0)) != KP_OK)
+			die("mix: denylist", rc);
+	}
+	if ((rc = kp_store_commit(s)) != KP_OK)
+		die("mix: commit", rc);
+}
+
+/* The mix's taps, 3 s apart: kinds drawn by their shares; a double tap is the last N-ride
+ * card again, less than 45 s after its tap; a pass's later use comes at least 75 s after
+ * its last use (until passes are that old, later uses become first uses). */
+static void mix_schedule(const char *path, uint32_t salt, enum mix_kind *kinds)
+{
+	FILE *fp = fopen(path, "w");
+	uint32_t next_nride = 0, next_pass = 0, next_deny = 0, next_none = 0, oldest = 0;
+	uint32_t pass_last[MIX_PASSES], prev_card = 0, last_nride = 0;
+	uint64_t x = 0x2545F4914F6CDD1DULL ^ salt;
+	char hex[17];
+	uint8_t idm[8];
+
+	if (fp == NULL)
+		die("mix: scenario", 0);
+	fprintf(fp, "start 2026-11-28T06:00:00+09:00\npace virtual\n");
+	for (uint32_t i = 0; i < MIX_NRIDE; i++) {
+		idm_of((i * 997u + 13u) % N_ENT, idm);
+		kp_hex(idm, 8, hex);
+		fprintf(fp, "card n%u felica idm=%s balance=1000\n", i, hex);
+	}
+	for (int k = MX_PASS_FIRST; k <= MX_NOTHING; k++) {
+		uint32_t n = k == MX_PASS_FIRST ? MIX_PASSES : k == MX_DENY ? MIX_DENIED :
+		             k == MX_NOTHING ? MIX_NOTHING : 0;
+
+		for (uint32_t i = 0; i < n; i++) {
+			mix_idm(salt, k, i, idm);
+			kp_hex(idm, 8, hex);
+			fprintf(fp, "card k%d_%u felica idm=%s balance=1000\n", k, i, hex);
+		}
+	}
+	for (uint32_t t = 0; t < MIX_TAPS; t++) {
+		int pick, k = 0;
+
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		pick = (int)(x % 100);
+		while (pick >= mix[k].share)
+			pick -= mix[k++].share;
+		if (k == MX_DOUBLE && (next_nride == 0 || last_nride + 15 < t))
+			k = MX_NRIDE;        /* a double tap needs an N-ride tap less than 45 s ago */
+		if (k == MX_PASS_LATER && (oldest == next_pass || pass_last[oldest] + 25 > t))
+			k = MX_PASS_FIRST;
+		if (k == MX_PASS_FIRST && next_pass == MIX_PASSES)
+			k = MX_NRIDE;
+		kinds[t] = (enum mix_kind)k;
+		switch (k) {
+		case MX_NRIDE:
+			prev_card = next_nride++ % MIX_NRIDE;
+			last_nride = t;
+			fprintf(fp, "tap +%u n%u\n", t * 3, prev_card);
+			break;
+		case MX_DOUBLE:
+			fprintf(fp, "tap +%u n%u\n", t * 3, prev_card);
+			break;
+		case MX_PASS_FIRST:
+			pass_last[next_pass] = t;
+			fprintf(fp, "tap +%u k%d_%u\n", t * 3, MX_PASS_FIRST, next_pass++);
+			break;
+		case MX_PASS_LATER:   /* the pass used longest ago goes to the back of the queue */
+			fprintf(fp, "tap +%u k%d_%u\n", t * 3, MX_PASS_FIRST, oldest);
+			pass_last[oldest] = t;
+			oldest = (oldest + 1) % next_pass;
+			break;
+		case MX_DENY:
+			fprintf(fp, "tap +%u k%d_%u\n", t * 3, MX_DENY, next_deny++ % MIX_DENIED);
+			break;
+		default:
+			fprintf(fp, "tap +%u k%d_%u\n", t * 3, MX_NOTHING, next_none++ % MIX_NOTHING);
+			break;
+		}
+	}
+	fclose(fp);
+}
+
+/* The mix, with the pool warm (riders seconds apart: the idle loop refills between them). */
+static void measure_mix(kp_store *s, kp_tap_engine *e, const kp_key *key, struct mix_result *mr)
+{
+	enum mix_kind *kinds = malloc(sizeof(*kinds) * MIX_TAPS);
+	double *v = malloc(sizeof(double) * MIX_TAPS * 3 * (MX_KINDS + 1));
+	uint32_t salt = (uint32_t)(getpid() ^ time(NULL)) & 0xFFFFFF;
+	struct kp_poll poll = { KP_TECH_FELICA, 0x0003, 1 };
+	char path[1200], conn[1300];
+	struct kp_reader *rd = NULL;
+	kp_sign_pool *pool = NULL;
+	int rc;
+
+	if (kinds == NULL || v == NULL)
+		die("mix: memory", 0);
+	snprintf(path, sizeof(path), "%s/bench-scenario-mix.txt", dir);
+	snprintf(conn, sizeof(conn), "mock:%s", path);
+	mix_setup(s, salt);
+	mix_schedule(path, salt, kinds);
+	if ((rc = kp_reader_open(&rd, conn)) != KP_OK ||
+	    (rc = kp_sign_pool_open(&pool, key, KP_SIGN_POOL_DEFAULT)) != 0)
+		die("mix: set-up", rc);
+	kp_tap_engine_set_pool(e, pool);
+	for (uint32_t t = 0; t < MIX_TAPS; t++) {
+		struct kp_card_info info;
+		struct kp_tap_outcome o;
+		struct kp_tap_timing tm;
+		double t0, lat;
+		int k = kinds[t];
+
+		kp_sign_pool_refill(pool, KP_SIGN_POOL_DEFAULT, NULL);
+		if ((rc = kp_reader_wait_card(rd, &poll, &info, 100)) != KP_HAL_OK)
+			die("mix: wait_card", rc);
+		t0 = now_us();
+		rc = kp_tap_card(e, rd, &info, kp_reader_now_ms(rd), &o);
+		lat = now_us() - t0;
+		if (rc != KP_OK)
+			die("mix: tap", rc);
+		if (o.kind != mix[k].outcome) {
+			fprintf(stderr, "bench: mix tap %u (%s) came out %s\n", t, mix[k].name, o.reason);
+			exit(1);
+		}
+		kp_tap_engine_timing(e, &tm);
+		mr->pooled += (unsigned)tm.pooled;
+		for (int g = 0; g < 2; g++) {        /* its kind's row, and the mix's */
+			int row = g == 0 ? k : MX_KINDS;
+			double *base = v + (size_t)row * MIX_TAPS * 3;
+			unsigned i = mr->n[row]++;
+
+			base[i] = lat;
+			base[MIX_TAPS + i] = tm.sign_ns / 1e3;
+			base[2 * MIX_TAPS + i] = tm.commit_ns / 1e3;
+		}
+		kp_reader_release(rd, 0, 0);
+		if (t % 16 == 15)
+			kp_store_idle(s);
+	}
+	for (int row = 0; row <= MX_KINDS; row++) {
+		double *base = v + (size_t)row * MIX_TAPS * 3, part[3];
+
+		if (mr->n[row] == 0)
+			continue;
+		pct3(base, mr->n[row], mr->tap[row]);
+		pct3(base + MIX_TAPS, mr->n[row], part);
+		mr->sign[row] = part[0];
+		pct3(base + 2 * MIX_TAPS, mr->n[row], part);
+		mr->commit[row] = part[0];
+	}
+	kp_tap_engine_set_pool(e, NULL);
+	kp_sign_pool_free(pool);
+	kp_reader_close(rd);
+	free(kinds);
+	free(v);
+}
+
 /* Runs in a child so that its peak RSS is the terminal's, not the generator's. */
 static void measure(int out_fd, int pool_only)
 {
@@ -411,6 +631,7 @@ static void measure(int out_fd, int pool_only)
 	r.commit[1] = pct(sg, 2000, 99);
 pool:
 	measure_pool(s, e, key, pool_reader, &r.pool);
+	measure_mix(s, e, key, &r.mix);
 	if (write(out_fd, &r, sizeof(r)) != sizeof(r))
 		exit(1);
 	kp_reader_close(reader);
@@ -442,6 +663,18 @@ static void print_pool(const struct pool_result *p)
 	printf("| crowd: %d taps %d ms apart (ms)              | %7.3f | %7.3f | %7.3f |         | pooled %u, low %zu |\n",
 	       CROWD_TAPS, CROWD_GAP_MS, p->crowd[0] / 1e3, p->crowd[1] / 1e3, p->crowd[2] / 1e3,
 	       p->crowd_pooled, p->crowd_low);
+}
+
+static void print_mix(const struct mix_result *m)
+{
+	printf("\nThe mix of kinds (%d taps, pool warm; %u signed from the pool): ms\n\n",
+	       MIX_TAPS, m->pooled);
+	printf("| kind (share)                                         |  taps |     p50 |     p99 |   p99.9 | sign p50 | commit p50 |\n");
+	printf("|------------------------------------------------------|-------|---------|---------|---------|----------|------------|\n");
+	for (int k = 0; k <= MX_KINDS; k++)
+		printf("| %-46s %4s | %5u | %7.3f | %7.3f | %7.3f | %8.3f | %10.3f |\n",
+		       k < MX_KINDS ? mix[k].name : "the whole mix", "", m->n[k], m->tap[k][0] / 1e3,
+		       m->tap[k][1] / 1e3, m->tap[k][2] / 1e3, m->sign[k] / 1e3, m->commit[k] / 1e3);
 }
 
 int main(int argc, char **argv)
@@ -521,6 +754,7 @@ int main(int argc, char **argv)
 	printf("| peak RSS of the tapping process (MB)            | %7.1f |         |         |         | <=16            |\n",
 	       rss_mb);
 footer:
+	print_mix(&r.mix);
 	printf("\n[1] the record is signed inside the tap's transaction, so signed = committed.\n"
 	       "[2] %d taps each, interleaved; empty = the pool had no entry: RFC 6979 in the tap.\n"
 	       "[3] the idle loop: %d entries a turn, turns of %d ms while the pool is not full.\n"
@@ -549,13 +783,17 @@ footer:
 		        "  {\"metric\": \"tap_pool_empty_p99\", \"unit\": \"ms\", \"value\": %.4f},\n"
 		        "  {\"metric\": \"sign_pool_warm_p50\", \"unit\": \"ms\", \"value\": %.4f},\n"
 		        "  {\"metric\": \"pool_refill_wall\", \"unit\": \"ms\", \"value\": %.1f},\n"
+		        "  {\"metric\": \"tap_mix_p50\", \"unit\": \"ms\", \"value\": %.4f},\n"
+		        "  {\"metric\": \"tap_mix_p99\", \"unit\": \"ms\", \"value\": %.4f},\n"
+		        "  {\"metric\": \"tap_mix_p999\", \"unit\": \"ms\", \"value\": %.4f},\n"
 		        "  {\"metric\": \"peak_rss\", \"unit\": \"MB\", \"value\": %.1f}\n"
 		        "]\n",
 		        r.tap[0] / 1e3, r.tap[1] / 1e3, r.tap[2] / 1e3, r.tap[3] / 1e3,
 		        r.tap[0] / 1e3, r.tap[1] / 1e3, r.tap[2] / 1e3, r.sign[0] / 1e3,
 		        r.commit[0] / 1e3, r.pool.warm[0] / 1e3, r.pool.warm[1] / 1e3,
 		        r.pool.warm[2] / 1e3, r.pool.empty[1] / 1e3, r.pool.sign_warm[0] / 1e3,
-		        r.pool.refill_wall_ms, rss_mb);
+		        r.pool.refill_wall_ms, r.mix.tap[MX_KINDS][0] / 1e3, r.mix.tap[MX_KINDS][1] / 1e3,
+		        r.mix.tap[MX_KINDS][2] / 1e3, rss_mb);
 		fclose(fp);
 	}
 	return 0;

@@ -97,10 +97,11 @@ void kp_tap_engine_observe(kp_tap_engine *e, void (*fn)(void *arg, const struct 
  * it when idle (kp_sign_pool_refill) and frees it after the engine. NULL: no pool. */
 void kp_tap_engine_set_pool(kp_tap_engine *e, kp_sign_pool *pool);
 /* How the last record journaled was signed: the time kp_cose_sign1 took (monotonic clock,
- * nanoseconds) and whether the pool signed it. */
+ * nanoseconds) and whether the pool signed it; and the time of its durable commit. */
 struct kp_tap_timing {
 	int64_t sign_ns;
 	int pooled;
+	int64_t commit_ns;
 };
 void kp_tap_engine_timing(const kp_tap_engine *e, struct kp_tap_timing *out);
 /* The configuration the engine was opened with. */
