@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_trips.h"
 #include "bench_util.h"
 #include "kp_tools.h"
 
@@ -29,18 +30,20 @@
 
 #define MIX_TAPS   3000            /* the mix of kinds, a tap every 3 s (virtual time) */
 
-/* The kinds of taps of the mix and their share of it (per cent; README, Bench). Not yet
- * in the mix: stored value priced by a GTFS feed (tap-on/tap-off, transfers, caps; see
- * kippu-bench-fares) and My Number cards on resident passes (kippu-bench-jpki). */
-enum mix_kind { MX_NRIDE, MX_DOUBLE, MX_PASS_FIRST, MX_PASS_LATER, MX_DENY, MX_NOTHING,
-                MX_KINDS };
+/* The kinds of taps of the mix and their share of it (per cent; README, Bench). Stored
+ * value is priced by the Muroran feed (operator DN, tap-on/tap-off, a day cap). Not yet in
+ * the mix: My Number cards on resident passes (kippu-bench-jpki measures them alone). */
+enum mix_kind { MX_NRIDE, MX_DOUBLE, MX_PASS_FIRST, MX_PASS_LATER, MX_SV_ON, MX_SV_OFF,
+                MX_DENY, MX_NOTHING, MX_KINDS };
 static const struct { const char *name; int share; enum kp_tap_kind outcome; } mix[MX_KINDS] = {
-	{ "N-ride (10 rides), accepted", 40, KP_TAP_ACCEPTED },
+	{ "N-ride (10 rides), accepted", 30, KP_TAP_ACCEPTED },
 	{ "the same card again in the double-tap window", 10, KP_TAP_ALREADY },
-	{ "period pass, first use (activates it)", 10, KP_TAP_ACCEPTED },
-	{ "period pass, a later use", 20, KP_TAP_ACCEPTED },
-	{ "denylisted card, refused", 10, KP_TAP_REFUSED },
-	{ "card with nothing, refused", 10, KP_TAP_REFUSED },
+	{ "period pass, first use (activates it)", 5, KP_TAP_ACCEPTED },
+	{ "period pass, a later use", 15, KP_TAP_ACCEPTED },
+	{ "stored value, tap-on (maximum fare vs balance)", 15, KP_TAP_ACCEPTED },
+	{ "stored value, tap-off (fare, transfer, day cap)", 15, KP_TAP_ACCEPTED },
+	{ "denylisted card, refused", 5, KP_TAP_REFUSED },
+	{ "card with nothing, refused", 5, KP_TAP_REFUSED },
 };
 
 /* --small: a store 50 times smaller (build/bench-small), for a quick run of the rows. */
@@ -350,6 +353,8 @@ static void measure_pool(kp_store *s, kp_tap_engine *e, const kp_key *key,
 #define MIX_DENIED 100
 #define MIX_NOTHING 100
 #define MIX_NRIDE 1000
+#define MIX_SV 300
+#define MIX_TRIPS 2000
 
 static void mix_idm(uint32_t salt, int kind, uint32_t i, uint8_t idm[8])
 {
@@ -358,30 +363,76 @@ static void mix_idm(uint32_t salt, int kind, uint32_t i, uint8_t idm[8])
 	idm[5] = (uint8_t)(i >> 16); idm[6] = (uint8_t)(i >> 8); idm[7] = (uint8_t)i;
 }
 
-static void mix_setup(kp_store *s, uint32_t salt)
+/* The Muroran feed, imported once into the bench's store; operator DN prices by it. */
+static void mix_feed(kp_store *s)
 {
-	const char *ops[] = { "OP-A", "OP-B" };
-	uint8_t idm[8], tok[KP_TOKEN_LEN];
-	int days = 0, rc;
+	struct kp_fare_import_opts io = { "muroran", NULL, NULL };
+	struct kp_fare_import_stats ist;
+	char mark[32], err[KP_FARE_MSG_MAX];
+	int rc;
 
-	if ((rc = kp_store_begin(s)) != KP_OK)
-		die("mix: begin", rc);
-	if (kp_store_product_period(s, "PASS7", &days) != KP_OK &&
-	    (rc = kp_store_put_product_period(s, "PASS7", "7-day pass", 7, ops, 2)) != KP_OK)
-		die("mix: pass product", rc);
-	for (uint32_t i = 0; i < MIX_PASSES; i++) {
+	if (kp_store_meta_get(s, "bench_feed", mark, sizeof(mark)) == KP_OK)
+		return;
+	if (kp_fares_import(s, FEED_DIR, &io, &ist, err, sizeof(err)) != KP_OK) {
+		fprintf(stderr, "bench: import of %s: %s\n", FEED_DIR, err);
+		exit(1);
+	}
+	rc = kp_store_begin(s);
+	if (rc == KP_OK)
+		rc = put_dn_scheme(s);
+	if (rc == KP_OK)
+		rc = kp_store_meta_set(s, "bench_feed", "muroran");
+	if (rc == KP_OK)
+		rc = kp_store_commit(s);
+	if (rc != KP_OK)
+		die("mix: feed", rc);
+}
+
+/* n entitlements of product for the mix's cards of a kind (a period pass: not yet used). */
+static void mix_put_ents(kp_store *s, uint32_t salt, int kind, uint32_t n, const char *product,
+                         int64_t left)
+{
+	uint8_t idm[8];
+	int rc;
+
+	for (uint32_t i = 0; i < n; i++) {
 		struct kp_entitlement e;
 
 		memset(&e, 0, sizeof(e));
-		mix_idm(salt, MX_PASS_FIRST, i, idm);
+		mix_idm(salt, kind, i, idm);
 		kp_token_derive(token_key, "felica", idm, 8, e.token);
-		e.id = 100000000LL + (int64_t)salt * MIX_PASSES + i;
-		snprintf(e.product, sizeof(e.product), "PASS7");
+		e.id = ((int64_t)kind << 40) | ((int64_t)salt << 16) | (int64_t)i;   /* unique per run */
+		snprintf(e.product, sizeof(e.product), "%s", product);
+		e.rides_left = left;
 		e.valid_until_ms = 4102444800000LL;
-		e.first_use = 1;
+		e.first_use = left == 0;
 		if ((rc = kp_store_put_entitlement(s, &e)) != KP_OK)
-			die("mix: pass", rc);
+			die("mix: entitlement", rc);
 	}
+}
+
+/* Sets up the run's cards; *run counts the mix runs on this store, so that each run's
+ * taps come after the last run's (the N-ride cards are the same ones). */
+static void mix_setup(kp_store *s, uint32_t salt, long *run)
+{
+	const char *ops[] = { "OP-A", "OP-B" };
+	uint8_t idm[8], tok[KP_TOKEN_LEN];
+	char runs[24] = "0";
+	int days = 0, rc;
+
+	mix_feed(s);
+	if ((rc = kp_store_begin(s)) != KP_OK)
+		die("mix: begin", rc);
+	(void)kp_store_meta_get(s, "bench_mix_runs", runs, sizeof(runs));
+	*run = atol(runs);
+	snprintf(runs, sizeof(runs), "%ld", *run + 1);
+	if ((rc = kp_store_meta_set(s, "bench_mix_runs", runs)) != KP_OK)
+		die("mix: runs", rc);
+	if (kp_store_product_period(s, "PASS7", &days) != KP_OK &&
+	    (rc = kp_store_put_product_period(s, "PASS7", "7-day pass", 7, ops, 2)) != KP_OK)
+		die("mix: pass product", rc);
+	mix_put_ents(s, salt, MX_PASS_FIRST, MIX_PASSES, "PASS7", 0);
+	mix_put_ents(s, salt, MX_SV_ON, MIX_SV, "SV", 10000000);     /* yen */
 	for (uint32_t i = 0; i < MIX_DENIED; i++) {
 		mix_idm(salt, MX_DENY, i, idm);
 		kp_token_derive(token_key, "felica", idm, 8, tok);
@@ -395,10 +446,13 @@ static void mix_setup(kp_store *s, uint32_t salt)
 /* The mix's taps, 3 s apart: kinds drawn by their shares; a double tap is the last N-ride
  * card again, less than 45 s after its tap; a pass's later use comes at least 75 s after
  * its last use (until passes are that old, later uses become first uses). */
-static void mix_schedule(const char *path, uint32_t salt, enum mix_kind *kinds)
+static void mix_schedule(const char *path, uint32_t salt, long run, enum mix_kind *kinds,
+                         int *trip_of, size_t n_trips)
 {
 	FILE *fp = fopen(path, "w");
 	uint32_t next_nride = 0, next_pass = 0, next_deny = 0, next_none = 0, oldest = 0;
+	uint32_t next_sv = 0, next_trip = 0, open_head = 0, n_open = 0;
+	uint32_t open_card[MIX_SV], open_trip[MIX_SV], open_slot[MIX_SV];
 	uint32_t pass_last[MIX_PASSES], prev_card = 0, last_nride = 0;
 	uint64_t x = 0x2545F4914F6CDD1DULL ^ salt;
 	char hex[17];
@@ -406,7 +460,15 @@ static void mix_schedule(const char *path, uint32_t salt, enum mix_kind *kinds)
 
 	if (fp == NULL)
 		die("mix: scenario", 0);
-	fprintf(fp, "start 2026-11-28T06:00:00+09:00\npace virtual\n");
+	/* from 2026-12-01 09:00 JST (the day kippu-bench-fares looks fares up on), 3 hours
+	 * later for each earlier run: a run's taps last 2.5 hours */
+	time_t start = (time_t)1796083200 + (time_t)run * 3 * 3600;
+	struct tm tm;
+	char when[40];
+
+	gmtime_r(&start, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fprintf(fp, "start %s\npace virtual\n", when);
 	for (uint32_t i = 0; i < MIX_NRIDE; i++) {
 		idm_of((i * 997u + 13u) % N_ENT, idm);
 		kp_hex(idm, 8, hex);
@@ -414,7 +476,7 @@ static void mix_schedule(const char *path, uint32_t salt, enum mix_kind *kinds)
 	}
 	for (int k = MX_PASS_FIRST; k <= MX_NOTHING; k++) {
 		uint32_t n = k == MX_PASS_FIRST ? MIX_PASSES : k == MX_DENY ? MIX_DENIED :
-		             k == MX_NOTHING ? MIX_NOTHING : 0;
+		             k == MX_NOTHING ? MIX_NOTHING : k == MX_SV_ON ? MIX_SV : 0;
 
 		for (uint32_t i = 0; i < n; i++) {
 			mix_idm(salt, k, i, idm);
@@ -435,7 +497,13 @@ static void mix_schedule(const char *path, uint32_t salt, enum mix_kind *kinds)
 			k = MX_PASS_FIRST;
 		if (k == MX_PASS_FIRST && next_pass == MIX_PASSES)
 			k = MX_NRIDE;
+		/* a tap-off closes the journey opened longest ago, at least 75 s after its tap-on */
+		if (k == MX_SV_OFF && (n_open == 0 || open_slot[open_head] + 25 > t))
+			k = MX_SV_ON;
+		if (k == MX_SV_ON && (n_open == MIX_SV || n_trips == 0))
+			k = MX_NRIDE;
 		kinds[t] = (enum mix_kind)k;
+		trip_of[t] = -1;
 		switch (k) {
 		case MX_NRIDE:
 			prev_card = next_nride++ % MIX_NRIDE;
@@ -454,6 +522,22 @@ static void mix_schedule(const char *path, uint32_t salt, enum mix_kind *kinds)
 			pass_last[oldest] = t;
 			oldest = (oldest + 1) % next_pass;
 			break;
+		case MX_SV_ON: {
+			uint32_t at = (open_head + n_open++) % MIX_SV;
+
+			open_card[at] = next_sv++ % MIX_SV;
+			open_trip[at] = next_trip++ % (uint32_t)n_trips;
+			open_slot[at] = t;
+			trip_of[t] = (int)open_trip[at];
+			fprintf(fp, "tap +%u k%d_%u\n", t * 3, MX_SV_ON, open_card[at]);
+			break;
+		}
+		case MX_SV_OFF:
+			trip_of[t] = (int)open_trip[open_head];
+			fprintf(fp, "tap +%u k%d_%u\n", t * 3, MX_SV_ON, open_card[open_head]);
+			open_head = (open_head + 1) % MIX_SV;
+			n_open--;
+			break;
 		case MX_DENY:
 			fprintf(fp, "tap +%u k%d_%u\n", t * 3, MX_DENY, next_deny++ % MIX_DENIED);
 			break;
@@ -469,6 +553,11 @@ static void mix_schedule(const char *path, uint32_t salt, enum mix_kind *kinds)
 static void measure_mix(kp_store *s, kp_tap_engine *e, const kp_key *key, struct mix_result *mr)
 {
 	enum mix_kind *kinds = malloc(sizeof(*kinds) * MIX_TAPS);
+	int *trip_of = malloc(sizeof(int) * MIX_TAPS);
+	struct trip *trips = calloc(MIX_TRIPS, sizeof(*trips));
+	int utc_offset = kp_tap_engine_cfg(e)->utc_offset_s;
+	size_t n_trips;
+	long run = 0;
 	double *v = malloc(sizeof(double) * MIX_TAPS * 3 * (MX_KINDS + 1));
 	uint32_t salt = (uint32_t)(getpid() ^ time(NULL)) & 0xFFFFFF;
 	struct kp_poll poll = { KP_TECH_FELICA, 0x0003, 1 };
@@ -477,12 +566,13 @@ static void measure_mix(kp_store *s, kp_tap_engine *e, const kp_key *key, struct
 	kp_sign_pool *pool = NULL;
 	int rc;
 
-	if (kinds == NULL || v == NULL)
+	if (kinds == NULL || v == NULL || trip_of == NULL || trips == NULL)
 		die("mix: memory", 0);
 	snprintf(path, sizeof(path), "%s/bench-scenario-mix.txt", dir);
 	snprintf(conn, sizeof(conn), "mock:%s", path);
-	mix_setup(s, salt);
-	mix_schedule(path, salt, kinds);
+	mix_setup(s, salt, &run);
+	n_trips = sample_trips(db, trips, MIX_TRIPS);
+	mix_schedule(path, salt, run, kinds, trip_of, n_trips);
 	if ((rc = kp_reader_open(&rd, conn)) != KP_OK ||
 	    (rc = kp_sign_pool_open(&pool, key, KP_SIGN_POOL_DEFAULT)) != 0)
 		die("mix: set-up", rc);
@@ -495,6 +585,17 @@ static void measure_mix(kp_store *s, kp_tap_engine *e, const kp_key *key, struct
 		int k = kinds[t];
 
 		kp_sign_pool_refill(pool, KP_SIGN_POOL_DEFAULT, NULL);
+		/* where the tap is: a DN bus on the journey's route for stored value */
+		if (trip_of[t] >= 0) {
+			const struct trip *tr = &trips[trip_of[t]];
+
+			rc = kp_tap_engine_set_place(e, "DN", tr->route, k == MX_SV_ON ? tr->from : tr->to,
+			                             utc_offset, k == MX_SV_ON ? "tap_on" : "tap_off");
+		} else {
+			rc = kp_tap_engine_set_place(e, "OP-A", "R1", "", utc_offset, NULL);
+		}
+		if (rc != KP_OK)
+			die("mix: place", rc);
 		if ((rc = kp_reader_wait_card(rd, &poll, &info, 100)) != KP_HAL_OK)
 			die("mix: wait_card", rc);
 		t0 = now_us();
@@ -536,6 +637,8 @@ static void measure_mix(kp_store *s, kp_tap_engine *e, const kp_key *key, struct
 	kp_sign_pool_free(pool);
 	kp_reader_close(rd);
 	free(kinds);
+	free(trip_of);
+	free(trips);
 	free(v);
 }
 
