@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_json.h"
 #include "bench_trips.h"
+#include "kp_loadgen.h"
 #include "bench_util.h"
 #include "kp_terminal.h"
 #include "kp_tools.h"
@@ -164,7 +164,7 @@ int main(int argc, char **argv)
 		               pct_ms(off, n_off, 50), pct_ms(off, n_off, 99), pct_ms(off, n_off, 99.9),
 		               pct_ms(look, n_trips, 50), pct_ms(look, n_trips, 99),
 		               pct_ms(maxl, n_trips, 50), pct_ms(maxl, n_trips, 99) };
-		const struct metric m[] = {
+		const struct kp_metric m[] = {
 			{ "fares_import_muroran", "s", v[0] },
 			{ "fare_tap_on_p50", "ms", v[1] }, { "fare_tap_on_p99", "ms", v[2] },
 			{ "fare_tap_on_p999", "ms", v[3] }, { "fare_tap_off_p50", "ms", v[4] },
@@ -185,7 +185,7 @@ int main(int argc, char **argv)
 		printf("| part: maximum fare from a stop (ms)             | %7.3f | %7.3f |         |          |\n", v[9], v[10]);
 		printf("| peak RSS (MB)                                   | %7.1f |         |         |          |\n", ru.ru_maxrss / 1024.0);
 		printf("\ntap-offs charged: %zu of %zu\n", accepted, n_off);
-		if (json != NULL && write_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
+		if (json != NULL && kp_metrics_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	kp_tap_engine_close(e);
