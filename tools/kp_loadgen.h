@@ -78,7 +78,8 @@ struct kp_lg_term {
 	int timeout_ms;                 /* per connect and per exchange */
 	int n;                          /* records to send (<= c->n) */
 	double rate;                    /* records/s (0: as fast as the backend takes them) */
-	int config_every;               /* a getconfig every M record batches (0: never) */
+	int config_every;               /* a getconfig every M record batches and at the end
+	                                   of the session (0: never) */
 	double deadline;                /* kp_lg_now() after which no new batch starts (0: none) */
 	uint64_t config_version;        /* the bundle version held; updated by each bundle */
 	/* out */

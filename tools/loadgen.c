@@ -469,6 +469,9 @@ static int send_records(struct kp_lg_term *t, kp_tls *tls, struct kp_msg *in, ui
 		    fetch_config(t, tls, in, buf) != 0)
 			return t->error;
 	}
+	/* and at the end of the session, as a terminal's sync does */
+	if (t->config_every > 0 && (t->batches == 0 || t->batches % t->config_every != 0))
+		return fetch_config(t, tls, in, buf);
 	return 0;
 }
 
