@@ -265,17 +265,20 @@ demo: deps
 # kippu-bench-libnfc: card presence -> decision through libnfc and kippu-pn532-emu (a small
 # store of its own in $(BUILD)/bench-libnfc, removed after); kippu-bench-jpki: a My Number
 # card's arrival -> decision on the mock HAL (its own CA, cards and store in
-# $(BUILD)/bench-jpki, removed after). With BENCH_JSON=path,
+# $(BUILD)/bench-jpki, removed after); tests/bench_loadgen.sh: a real kippu-backend process
+# (SQLite, in $(BUILD)/bench-loadgen, removed after) loaded by kippu-loadgen with 50 terminals.
+# With BENCH_JSON=path,
 # kippu-bench writes its JSON array there and the others add their figures to the same
 # array (--json-append), so one file holds them all.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCHES) $(BUILD)/bin/kippu-pn532-emu
+	@$(MAKE) --no-print-directory $(BENCHES) $(PROGS)
 	@$(BUILD)/bin/kippu-bench --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-sync --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-libnfc --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-jpki --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-fares --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-delta --dir $(BUILD)/bench-delta $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@KP_BIN=$(BUILD)/bin sh tests/bench_loadgen.sh $(BUILD)/bench-loadgen $(BENCH_JSON)
 
 # ---- install (README, "Installing") ----
 # kippuctl and kippu-loadgen go to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian
