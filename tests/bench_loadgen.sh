@@ -14,8 +14,21 @@ RECORDS=${RECORDS:-2048}
 BPID=""
 case "$JSON" in ''|/*) ;; *) JSON="$(pwd)/$JSON" ;; esac
 case "$DIR" in /*) ;; *) DIR="$(pwd)/$DIR" ;; esac
+# stop_backend: SIGTERM, then at most 20 s for it to end; SIGKILL (and say so) after that
+stop_backend() {
+	[ -n "$BPID" ] || return 0
+	kill "$BPID" 2>/dev/null
+	n=0
+	while kill -0 "$BPID" 2>/dev/null && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done
+	if kill -0 "$BPID" 2>/dev/null; then
+		say "kippu-backend did not stop within 20 s of SIGTERM: killed"
+		kill -9 "$BPID" 2>/dev/null
+	fi
+	wait "$BPID" 2>/dev/null
+	BPID=""
+}
 cleanup() {
-	[ -n "$BPID" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
+	stop_backend
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
