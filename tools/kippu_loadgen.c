@@ -503,6 +503,8 @@ static void figures(struct run *r, double seconds, struct figures *f)
 			total += r->terms[i].lat[x].n;
 		all = malloc((total + 1) * sizeof(*all));
 		for (int i = 0; all != NULL && i < r->a.terminals; i++) {
+			if (r->terms[i].lat[x].n == 0)
+				continue;
 			memcpy(all + o, r->terms[i].lat[x].v, r->terms[i].lat[x].n * sizeof(*all));
 			o += r->terms[i].lat[x].n;
 		}
