@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # make bench, the load generator's step: a real kippu-backend process (SQLite, a fresh
 # folder, removed after) and kippu-loadgen with 50 terminals x 2,048 records each (8 full
-# batches, a getconfig every 4 and at the end), both on this machine; prints kippu-loadgen's
-# table, then checks that the backend holds every record (kippuctl backend terminals).
+# batches, a bundle fetch every 4 and at the end: getconfig, then getdelta), both on this
+# machine; prints kippu-loadgen's table, then checks that the backend holds every record
+# (kippuctl backend terminals).
 # usage: bench_loadgen.sh DIR [JSON]   (KP_BIN: the programs; JSON: add the figures to
 # that array, as make bench BENCH_JSON=... does; TERMINALS, RECORDS change the sizes)
 KP_BIN=$(cd "${KP_BIN:-build/bin}" && pwd) || exit 1

@@ -5,9 +5,10 @@
  * Each terminal gets a key and a certificate (minted from the CA's key, or read from a
  * folder), its chain of records is built and signed before the clock starts (on every
  * core), then one thread per terminal syncs it: hello, batches of up to KP_SYNC_BATCH_MAX
- * records at a tap rate (0: as fast as the backend takes them), a getconfig every M batches
- * with the bundle version held, bye. The run is bounded by --records and --duration, and
- * every connect and exchange by --timeout-ms. It prints a table (throughput, latency
+ * records at a tap rate (0: as fast as the backend takes them), a bundle fetch every M
+ * batches (getconfig while it holds no version, then getdelta with the version held), bye.
+ * The run is bounded by --records and --duration, and every connect and exchange by
+ * --timeout-ms. It prints a table (throughput, latency
  * percentiles per exchange, errors by kind) and exits 1 when any error occurred (unless
  * --allow-errors), 2 on a usage error. */
 #include <errno.h>
@@ -85,8 +86,8 @@ static void usage(FILE *fp)
 	      "                       batches of 256)\n"
 	      "  --mix SPEC           record kinds by weight: ride=W,pass=W,stored=W,refused=W,link=W\n"
 	      "                       (default ride=70,pass=15,stored=5,refused=10,link=0)\n"
-	      "  --config-every M     a getconfig with the bundle version held every M batches\n"
-	      "                       (default 4; 0: none)\n"
+	      "  --config-every M     a bundle fetch every M batches and at the end: getconfig while\n"
+	      "                       no version is held, then getdelta (default 4; 0: none)\n"
 	      "  --timeout-ms MS      per connect and per exchange, 100-600000 (default 10000)\n"
 	      "  --threads N          threads that sign the chains (default: the online CPUs)\n"
 	      "  --register DB        register the terminals in this SQLite backend database first\n"
@@ -445,7 +446,7 @@ static double run_terms(struct run *r)
 
 struct figures {
 	double seconds, records_s, exchanges_s;
-	long acked, exchanges, bundles, done;
+	long acked, exchanges, bundles, deltas, done;
 	struct { size_t n; double p50, p99, p999, max; } x[KP_LG_NX];
 	long errors[KP_LG_NE], total_errors;
 	struct { char kind[16], text[160]; long n; } reason[MAX_REASONS];
@@ -522,6 +523,7 @@ static void figures(struct run *r, double seconds, struct figures *f)
 
 		f->acked += t->acked;
 		f->bundles += t->bundles;
+		f->deltas += t->deltas;
 		f->done += t->error == KP_LG_E_NONE && t->acked == t->n;
 		if (t->error != KP_LG_E_NONE) {
 			f->errors[t->error]++;
@@ -536,7 +538,7 @@ static void figures(struct run *r, double seconds, struct figures *f)
 static void print_table(const struct run *r, const struct figures *f)
 {
 	printf("\nkippu-loadgen: %d terminals x %d records against %s:%s%s, mutual TLS; batches of up "
-	       "to %d, a getconfig every %d batches; tap rate %s%s\n\n",
+	       "to %d, a bundle fetch every %d batches; tap rate %s%s\n\n",
 	       r->a.terminals, r->a.records, r->hosts[0], r->ports[0],
 	       r->a.n_backend > 1 ? " (and others)" : "", KP_SYNC_BATCH_MAX, r->a.config_every,
 	       r->rate > 0 ? r->a.rate : "as fast as possible", r->rate > 0 ? "/s per terminal" : "");
@@ -548,6 +550,7 @@ static void print_table(const struct run *r, const struct figures *f)
 	printf("| %-34s | %12.0f |\n", "records/s ingested", f->records_s);
 	printf("| %-34s | %12.0f |\n", "exchanges/s", f->exchanges_s);
 	printf("| %-34s | %12ld |\n", "bundles received", f->bundles);
+	printf("| %-34s | %12ld |\n", "deltas received", f->deltas);
 	printf("\n| %-10s | %8s | %9s | %9s | %9s | %9s |\n", "exchange", "count", "p50 ms",
 	       "p99 ms", "p99.9 ms", "max ms");
 	printf("|------------|----------|-----------|-----------|-----------|-----------|\n");

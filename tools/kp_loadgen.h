@@ -4,7 +4,7 @@
  * the clock starts (kp_record + kp_record_encode + kp_cose_sign1, seq 1..n, prev = SHA-256
  * of the previous payload, kid = terminal id = certificate CN); one thread per terminal
  * then speaks the protocol by hand over mutual TLS (hello -> welcome, records of up to
- * KP_SYNC_BATCH_MAX -> ack ..., getconfig -> config every M batches, bye), timing each
+ * KP_SYNC_BATCH_MAX -> ack ..., getconfig or getdelta every M batches, bye), timing each
  * exchange and classifying what goes wrong. */
 #ifndef KP_LOADGEN_H
 #define KP_LOADGEN_H
@@ -50,7 +50,8 @@ int kp_lg_mint(const kp_key *ca_key, const kp_cert *ca_cert, const char *dir, co
                int days, char *err, size_t err_cap);
 
 /* The exchanges timed, and the kinds of errors counted. */
-enum kp_lg_exchange { KP_LG_HANDSHAKE, KP_LG_HELLO, KP_LG_RECORDS, KP_LG_GETCONFIG, KP_LG_NX };
+enum kp_lg_exchange { KP_LG_HANDSHAKE, KP_LG_HELLO, KP_LG_RECORDS, KP_LG_GETCONFIG,
+                      KP_LG_GETDELTA, KP_LG_NX };
 enum kp_lg_error {
 	KP_LG_E_NONE,
 	KP_LG_E_CONNECT,     /* no address took the connection */
@@ -78,13 +79,14 @@ struct kp_lg_term {
 	int timeout_ms;                 /* per connect and per exchange */
 	int n;                          /* records to send (<= c->n) */
 	double rate;                    /* records/s (0: as fast as the backend takes them) */
-	int config_every;               /* a getconfig every M record batches and at the end
-	                                   of the session (0: never) */
+	int config_every;               /* a bundle fetch every M record batches and at the end
+	                                   of the session (0: never): getconfig while no version
+	                                   is held, then getdelta */
 	double deadline;                /* kp_lg_now() after which no new batch starts (0: none) */
 	uint64_t config_version;        /* the bundle version held; updated by each bundle */
 	/* out */
 	double t_connect, t_handshake, t_welcome, t_last_ack;
-	int acked, batches, bundles;
+	int acked, batches, bundles, deltas;
 	struct kp_lg_samples lat[KP_LG_NX];
 	enum kp_lg_error error;
 	char reason[160];               /* what went wrong, in plain words */

@@ -287,7 +287,8 @@ int kp_lg_mint(const kp_key *ca_key, const kp_cert *ca_cert, const char *dir, co
 
 const char *kp_lg_exchange_name(enum kp_lg_exchange x)
 {
-	static const char *const names[KP_LG_NX] = { "handshake", "hello", "records", "getconfig" };
+	static const char *const names[KP_LG_NX] = { "handshake", "hello", "records", "getconfig",
+	                                             "getdelta" };
 
 	return x < KP_LG_NX ? names[x] : "?";
 }
@@ -335,10 +336,11 @@ static int io_fail(struct kp_lg_term *t, const char *what, int rc)
 }
 
 /* One request and its answer, timed under exchange x; the answer in *in (points into *buf).
- * A `refused` or `error` answer is the error it says; any other type than want is protocol's. */
+ * A `refused` or `error` answer is the error it says; any other type than want (or or_want)
+ * is protocol's. */
 static int exchange(struct kp_lg_term *t, kp_tls *tls, const struct kp_msg *out,
                     struct kp_msg *in, uint8_t **buf, enum kp_lg_exchange x,
-                    enum kp_msg_type want)
+                    enum kp_msg_type want, enum kp_msg_type or_want)
 {
 	double t0 = kp_lg_now();
 	int rc;
@@ -350,7 +352,7 @@ static int exchange(struct kp_lg_term *t, kp_tls *tls, const struct kp_msg *out,
 	    (rc = kp_msg_recv(tls, in, buf, t->timeout_ms)) != 0)
 		return io_fail(t, kp_lg_exchange_name(x), rc);
 	sample(&t->lat[x], kp_lg_now() - t0);
-	if (in->type == want)
+	if (in->type == want || in->type == or_want)
 		return 0;
 	if (in->type == KP_MSG_REFUSED)
 		return fail(t, KP_LG_E_REFUSED, "%s", in->reason);
@@ -360,39 +362,65 @@ static int exchange(struct kp_lg_term *t, kp_tls *tls, const struct kp_msg *out,
 	            kp_msg_type_name(want), kp_msg_type_name(in->type));
 }
 
-/* getconfig with the version held; a bundle is opened as a terminal would (signature with
- * the backend's certificate, for this terminal, newer than what is held). */
-static int fetch_config(struct kp_lg_term *t, kp_tls *tls, struct kp_msg *in, uint8_t **buf)
+/* The answer's bundle or delta opened as a terminal would (signature with the backend's
+ * certificate, for this terminal, newer than, or for a delta based on, the version held);
+ * the version it makes in *version. */
+static int open_answer(struct kp_lg_term *t, kp_tls *tls, const struct kp_msg *in,
+                       uint64_t *version)
 {
-	struct kp_msg out;
 	struct kp_bundle b;
+	struct kp_delta d;
 	const uint8_t *der = NULL;
 	size_t der_len = 0;
 	kp_cert *cert = NULL;
 	char why[160];
 	int rc;
 
+	memset(&b, 0, sizeof(b));
+	memset(&d, 0, sizeof(d));
+	why[0] = '\0';
+	if ((rc = kp_tls_peer_cert_der(tls, &der, &der_len)) == 0 &&
+	    (rc = kp_cert_parse(&cert, der, der_len)) == 0) {
+		if (in->type == KP_MSG_DELTA)
+			rc = kp_delta_open(cert, in->bundle.p, in->bundle.n, t->c->id, t->config_version,
+			                   &d, why, sizeof(why));
+		else
+			rc = kp_bundle_open_err(cert, in->bundle.p, in->bundle.n, t->c->id,
+			                        t->config_version, &b, why, sizeof(why));
+	}
+	kp_cert_free(cert);
+	if (rc != 0)
+		return fail(t, KP_LG_E_PROTOCOL, "%s: %s", in->type == KP_MSG_DELTA ? "delta" : "bundle",
+		            why[0] != '\0' ? why : kp_sync_error_text(rc));
+	*version = in->type == KP_MSG_DELTA ? d.version : b.version;
+	kp_delta_free(&d);
+	kp_bundle_free(&b);
+	return 0;
+}
+
+/* What a terminal asks for: getconfig while it holds no version, then getdelta with the
+ * version held (answered by a delta, a full bundle, or nothing newer). */
+static int fetch_config(struct kp_lg_term *t, kp_tls *tls, struct kp_msg *in, uint8_t **buf)
+{
+	struct kp_msg out;
+	int delta = t->config_version > 0;
+	uint64_t version = 0;
+
 	memset(&out, 0, sizeof(out));
-	out.type = KP_MSG_GETCONFIG;
+	out.type = delta ? KP_MSG_GETDELTA : KP_MSG_GETCONFIG;
 	out.config = t->config_version;
-	if (exchange(t, tls, &out, in, buf, KP_LG_GETCONFIG, KP_MSG_CONFIG) != 0)
+	if (exchange(t, tls, &out, in, buf, delta ? KP_LG_GETDELTA : KP_LG_GETCONFIG,
+	             KP_MSG_CONFIG, delta ? KP_MSG_DELTA : KP_MSG_CONFIG) != 0)
 		return t->error;
 	if (!in->has_bundle)
 		return 0;
-	memset(&b, 0, sizeof(b));
-	why[0] = '\0';
-	if ((rc = kp_tls_peer_cert_der(tls, &der, &der_len)) != 0 ||
-	    (rc = kp_cert_parse(&cert, der, der_len)) != 0 ||
-	    (rc = kp_bundle_open_err(cert, in->bundle.p, in->bundle.n, t->c->id,
-	                             t->config_version, &b, why, sizeof(why))) != 0) {
-		kp_cert_free(cert);
-		return fail(t, KP_LG_E_PROTOCOL, "bundle: %s",
-		            why[0] != '\0' ? why : kp_sync_error_text(rc));
-	}
-	t->config_version = b.version;
-	t->bundles++;
-	kp_bundle_free(&b);
-	kp_cert_free(cert);
+	if (open_answer(t, tls, in, &version) != 0)
+		return t->error;
+	t->config_version = version;
+	if (in->type == KP_MSG_DELTA)
+		t->deltas++;
+	else
+		t->bundles++;
 	return 0;
 }
 
@@ -456,7 +484,7 @@ static int send_records(struct kp_lg_term *t, kp_tls *tls, struct kp_msg *in, ui
 		out.type = KP_MSG_RECORDS;
 		out.items = (struct kp_bytes *)&t->c->cose[sent];
 		out.n_items = (size_t)k;
-		if (exchange(t, tls, &out, in, buf, KP_LG_RECORDS, KP_MSG_ACK) != 0)
+		if (exchange(t, tls, &out, in, buf, KP_LG_RECORDS, KP_MSG_ACK, KP_MSG_ACK) != 0)
 			return t->error;
 		if (in->acked != (uint64_t)(sent + k))
 			return fail(t, KP_LG_E_PROTOCOL, "records %d..%d: ack %llu", sent + 1, sent + k,
@@ -500,7 +528,7 @@ int kp_lg_term_run(struct kp_lg_term *t)
 	out.type = KP_MSG_HELLO;
 	snprintf(out.terminal, sizeof(out.terminal), "%s", t->c->id);
 	out.config = t->config_version;
-	if (exchange(t, tls, &out, &in, &buf, KP_LG_HELLO, KP_MSG_WELCOME) == 0) {
+	if (exchange(t, tls, &out, &in, &buf, KP_LG_HELLO, KP_MSG_WELCOME, KP_MSG_WELCOME) == 0) {
 		t->t_welcome = kp_lg_now();
 		if (in.acked != 0)
 			fail(t, KP_LG_E_PROTOCOL, "the backend already holds %llu records of %s (each "

@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
 # kippu-loadgen (README, "Load generator") against a real kippu-backend on loopback: 4
-# terminals x 300 records with bundle fetches, then the backend's own listings hold exactly
+# terminals x 300 records with bundle and delta fetches (each opened and checked as a
+# terminal does), then the backend's own listings hold exactly
 # those records (300 per terminal, seq 1..300 once each); the printed table has its rows and
 # the JSON its figures; errors counted by kind: a closed port (connect), terminals not
 # registered (backend), a backend that stops answering (SIGSTOP: timeout); a closed first
@@ -61,7 +62,8 @@ PORT=$(sed -n 's/^kippu-backend: listening on 127.0.0.1:\([0-9]*\)$/\1/p' backen
 # a port nothing listens on: bound by the kernel, then closed
 FREE=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 
-# 1. 4 terminals x 300 records, a getconfig after every batch, registered by --register
+# 1. 4 terminals x 300 records, a bundle fetch after every batch (getconfig, then getdelta
+# with the version the bundle gave), registered by --register
 "$LG" --backend "127.0.0.1:$PORT" --ca-cert ca.crt --ca-key ca.key --register $DB \
 	--terminals 4 --records 300 --config-every 1 --mix ride=5,pass=2,stored=1,refused=1,link=1 \
 	--json run.json > run.out 2> run.err
@@ -71,7 +73,8 @@ if [ $rc -eq 0 ] && grep -q '^| records/s ingested  *| *[0-9][0-9]* |$' run.out 
    grep -q '^| terminals that sent all  *| *4 of *4 |$' run.out &&
    grep -q '^| records ingested (acked)  *| *1200 |$' run.out &&
    grep -q '^| hello  *| *4 |' run.out && grep -q '^| records  *| *8 |' run.out &&
-   grep -q '^| getconfig  *| *8 |' run.out && grep -q '^| handshake  *| *4 |' run.out &&
+   grep -q '^| getconfig  *| *4 |' run.out && grep -q '^| getdelta  *| *4 |' run.out &&
+   grep -q '^| handshake  *| *4 |' run.out &&
    [ "$(grep -c '^| \(connect\|tls\|timeout\|refused\|backend\|protocol\)  *| *0 |$' run.out)" = 6 ]
 then ok run_table; else bad run_table "exit $rc: $(cat run.out run.err)"; fi
 
@@ -80,14 +83,14 @@ import json
 m = {r["metric"]: r["value"] for r in json.load(open("run.json"))}
 assert m["loadgen_records_acked"] == 1200 and m["loadgen_terminals"] == 4, m
 assert m["loadgen_records_per_s"] > 0 and m["loadgen_exchanges_per_s"] > 0, m
-for x in ("handshake", "hello", "records", "getconfig"):
+for x in ("handshake", "hello", "records", "getconfig", "getdelta"):
     assert 0 < m["loadgen_%s_p50" % x] <= m["loadgen_%s_p99" % x] <= m["loadgen_%s_max" % x], (x, m)
 for e in ("connect", "tls", "timeout", "refused", "backend", "protocol"):
     assert m["loadgen_errors_" + e] == 0, (e, m)
 '
 
 # 2. the backend holds exactly those records: 300 per terminal, seq 1..300 once each, with
-# the mix's kinds; a bundle was received
+# the mix's kinds; each terminal got a bundle, then a delta
 "$CTL" backend records $DB --json > records.json 2> ctl.err &&
 "$CTL" backend terminals $DB --json > terminals.json 2>> ctl.err ||
 	bad backend_listings "$(cat ctl.err)"
@@ -106,8 +109,8 @@ assert kinds[("tap", "accepted")] > 600, kinds
 terms = {r["terminal"]: r["acked"] for r in (json.loads(l) for l in open("terminals.json"))}
 assert terms == {"LG-%d" % i: 300 for i in range(1, 5)}, terms
 '
-grep -q '^| bundles received  *| *[1-9][0-9]* |$' run.out && ok bundle_received ||
-	bad bundle_received "$(grep bundles run.out)"
+grep -q '^| bundles received  *| *4 |$' run.out && grep -q '^| deltas received  *| *4 |$' run.out &&
+	ok bundle_and_delta_received || bad bundle_and_delta_received "$(grep received run.out)"
 
 # 3. a closed port: connect errors, exit 1; --allow-errors: exit 0
 "$LG" --backend "127.0.0.1:$FREE" --ca-cert ca.crt --ca-key ca.key --terminals 3 --records 10 \
@@ -156,7 +159,7 @@ rc=$?
 if [ $rc -eq 0 ] && [ "$(wc -l < reg.sh)" = 2 ] &&
    grep -q '^kippuctl backend terminal add backend.db FO-1 --operator OP-A$' reg.sh &&
    grep -q '^| terminals that sent all  *| *2 of *2 |$' fo.out &&
-   grep -q '^| getconfig  *| *0 |' fo.out
+   grep -q '^| getconfig  *| *0 |' fo.out && grep -q '^| getdelta  *| *0 |' fo.out
 then ok certs_folder_and_failover; else bad certs_folder_and_failover "exit $rc: $(cat reg.sh reg.err fo.out fo.err)"; fi
 
 # 7. bounded by --duration at a tap rate: the run ends with records left unsent
