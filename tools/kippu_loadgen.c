@@ -38,7 +38,8 @@ struct args {
 	int n_backend;
 	const char *server_name, *ca_cert, *ca_key, *certs, *prefix, *rate, *mix, *reg, *op;
 	const char *print_reg, *json, *json_append;
-	int terminals, records, duration, config_every, timeout_ms, threads, allow_errors;
+	int terminals, records, duration, config_every, fetches, timeout_ms, threads, allow_errors;
+	int records_set;
 };
 
 #define S(name, field, help) { name, KP_CTL_STR, offsetof(struct args, field), 0, 0, 0, help }
@@ -49,9 +50,9 @@ static const struct kp_ctl_opt opts[] = {
 	  offsetof(struct args, n_backend), "HOST:PORT" },
 	S("server-name", server_name, "CN"), S("ca-cert", ca_cert, "PATH"),
 	S("ca-key", ca_key, "PATH"), S("certs", certs, "DIR"), S("prefix", prefix, "P"),
-	I("terminals", terminals, 1, MAX_TERMS, "N"), I("records", records, 1, 10000000, "N"),
+	I("terminals", terminals, 1, MAX_TERMS, "N"), I("records", records, 0, 10000000, "N"),
 	I("duration", duration, 1, 86400, "S"), S("rate", rate, "R"), S("mix", mix, "SPEC"),
-	I("config-every", config_every, 0, 1000000, "M"),
+	I("config-every", config_every, 0, 1000000, "M"), I("fetches", fetches, 1, 100, "K"),
 	I("timeout-ms", timeout_ms, 100, 600000, "MS"), I("threads", threads, 1, 64, "N"),
 	S("register", reg, "DB"), S("operator", op, "OP"), S("print-register", print_reg, "DB"),
 	S("json", json, "PATH"), S("json-append", json_append, "PATH"),
@@ -78,8 +79,8 @@ static void usage(FILE *fp)
 	      "  --terminals N        simulated terminals, 1-2000 (default 4)\n"
 	      "  --prefix P           terminal ids are P1 .. PN (default LG-); a backend holds each\n"
 	      "                       terminal's records once, so each run needs ids of its own\n"
-	      "  --records N          records per terminal, 1-10000000 (default 1000, or rate x\n"
-	      "                       duration when both are given)\n"
+	      "  --records N          records per terminal, 0-10000000 (default 1000, or rate x\n"
+	      "                       duration when both are given; 0: hello and fetches only)\n"
 	      "  --duration S         stop starting batches after S seconds, 1-86400 (default none)\n"
 	      "  --rate R             taps per second per terminal, a decimal number; each batch\n"
 	      "                       holds the records due (default 0: as fast as possible, full\n"
@@ -88,6 +89,8 @@ static void usage(FILE *fp)
 	      "                       (default ride=70,pass=15,stored=5,refused=10,link=0)\n"
 	      "  --config-every M     a bundle fetch every M batches and at the end: getconfig while\n"
 	      "                       no version is held, then getdelta (default 4; 0: none)\n"
+	      "  --fetches K          fetches at the end of the session, 1-100 (default 1; with\n"
+	      "                       --records 0 --fetches 2: a bundle, then a delta)\n"
 	      "  --timeout-ms MS      per connect and per exchange, 100-600000 (default 10000)\n"
 	      "  --threads N          threads that sign the chains (default: the online CPUs)\n"
 	      "  --register DB        register the terminals in this SQLite backend database first\n"
@@ -224,7 +227,7 @@ static int check_args(struct run *r)
 		return usage_error("--certs: a folder path of at most %zu bytes", sizeof(r->dir) - 1);
 	if (a->json != NULL && a->json_append != NULL)
 		return usage_error("--json and --json-append: one or the other");
-	if (a->records == 0) {
+	if (!a->records_set) {
 		double n = r->rate > 0 && a->duration > 0 ? ceil(r->rate * a->duration) : 1000;
 
 		a->records = n > 10000000 ? 10000000 : (int)n;
@@ -391,12 +394,14 @@ static int setup_terms(struct run *r)
 		t->n = r->a.records;
 		t->rate = r->rate;
 		t->config_every = r->a.config_every;
+		t->end_fetches = r->a.fetches;
 	}
 	return 0;
 }
 
-/* Releases every terminal at once; the seconds from the release to the last one's end. */
-static double run_terms(struct run *r)
+/* Releases every terminal at once; the seconds from the release to the last ack (and in
+ * *sessions to the last session's end). */
+static double run_terms(struct run *r, double *sessions)
 {
 	int n = r->a.terminals, started = 0;
 	struct worker *w = calloc((size_t)n, sizeof(*w));
@@ -430,10 +435,13 @@ static double run_terms(struct run *r)
 	pthread_barrier_wait(&start);
 	for (int i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
+	*sessions = 0;
 	for (int i = 0; i < n; i++) {
 		double e = r->terms[i].t_last_ack > 0 ? r->terms[i].t_last_ack : t0;
 
 		end = e > end ? e : end;
+		if (r->terms[i].t_done - t0 > *sessions)
+			*sessions = r->terms[i].t_done - t0;
 	}
 	pthread_barrier_destroy(&start);
 	pthread_attr_destroy(&attr);
@@ -445,7 +453,7 @@ static double run_terms(struct run *r)
 /* ---- the figures ---- */
 
 struct figures {
-	double seconds, records_s, exchanges_s;
+	double seconds, sessions, records_s, exchanges_s;
 	long acked, exchanges, bundles, deltas, done;
 	struct { size_t n; double p50, p99, p999, max; } x[KP_LG_NX];
 	long errors[KP_LG_NE], total_errors;
@@ -492,10 +500,11 @@ static void count_reason(struct figures *f, const struct kp_lg_term *t)
 	f->reason[f->n_reasons++].n = 1;
 }
 
-static void figures(struct run *r, double seconds, struct figures *f)
+static void figures(struct run *r, double seconds, double sessions, struct figures *f)
 {
 	memset(f, 0, sizeof(*f));
 	f->seconds = seconds;
+	f->sessions = sessions;
 	for (int x = 0; x < KP_LG_NX; x++) {
 		size_t total = 0, o = 0;
 		double *all;
@@ -532,7 +541,7 @@ static void figures(struct run *r, double seconds, struct figures *f)
 		}
 	}
 	f->records_s = seconds > 0 ? f->acked / seconds : 0;
-	f->exchanges_s = seconds > 0 ? f->exchanges / seconds : 0;
+	f->exchanges_s = sessions > 0 ? f->exchanges / sessions : 0;
 }
 
 static void print_table(const struct run *r, const struct figures *f)
@@ -544,7 +553,8 @@ static void print_table(const struct run *r, const struct figures *f)
 	       r->rate > 0 ? r->a.rate : "as fast as possible", r->rate > 0 ? "/s per terminal" : "");
 	printf("| %-34s | %12s |\n|------------------------------------|--------------|\n",
 	       "figure", "value");
-	printf("| %-34s | %12.2f |\n", "run (s)", f->seconds);
+	printf("| %-34s | %12.2f |\n", "run: release to last ack (s)", f->seconds);
+	printf("| %-34s | %12.2f |\n", "sessions: release to last bye (s)", f->sessions);
 	printf("| %-34s | %5ld of %4d |\n", "terminals that sent all", f->done, r->a.terminals);
 	printf("| %-34s | %12ld |\n", "records ingested (acked)", f->acked);
 	printf("| %-34s | %12.0f |\n", "records/s ingested", f->records_s);
@@ -579,6 +589,7 @@ static int write_figures(const struct run *r, const struct figures *f)
 	m[n++] = (struct kp_metric){ "loadgen_terminals", "count", r->a.terminals };
 	m[n++] = (struct kp_metric){ "loadgen_records_acked", "records", (double)f->acked };
 	m[n++] = (struct kp_metric){ "loadgen_run", "s", f->seconds };
+	m[n++] = (struct kp_metric){ "loadgen_sessions", "s", f->sessions };
 	m[n++] = (struct kp_metric){ "loadgen_records_per_s", "records/s", f->records_s };
 	m[n++] = (struct kp_metric){ "loadgen_exchanges_per_s", "1/s", f->exchanges_s };
 	for (int x = 0; x < KP_LG_NX; x++) {
@@ -639,6 +650,8 @@ static int parse(int argc, char **argv, struct run *r)
 	r->a.prefix = "LG-";
 	r->a.terminals = 4;
 	r->a.config_every = 4;
+	r->a.fetches = 1;
+	r->a.records = -1;
 	r->a.timeout_ms = 10000;
 	r->a.threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
 	kp_ctl_prog = PROG;
@@ -647,6 +660,7 @@ static int parse(int argc, char **argv, struct run *r)
 			usage_error("unexpected argument '%s'", pos.extra);
 		return 2;
 	}
+	r->a.records_set = r->a.records >= 0;
 	return check_args(r);
 }
 
@@ -654,7 +668,7 @@ int main(int argc, char **argv)
 {
 	struct run r;
 	struct figures f;
-	double seconds;
+	double seconds, sessions = 0;
 	int rc;
 
 	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
@@ -672,11 +686,12 @@ int main(int argc, char **argv)
 	if (r.a.print_reg != NULL)
 		return print_register(&r);
 	if ((r.a.reg != NULL && register_terminals(&r) != 0) || certificates(&r) != 0 ||
-	    make_chains(&r) != 0 || setup_terms(&r) != 0 || (seconds = run_terms(&r)) < 0) {
+	    make_chains(&r) != 0 || setup_terms(&r) != 0 ||
+	    (seconds = run_terms(&r, &sessions)) < 0) {
 		cleanup(&r);
 		return 1;
 	}
-	figures(&r, seconds, &f);
+	figures(&r, seconds, sessions, &f);
 	print_table(&r, &f);
 	rc = (r.a.json != NULL || r.a.json_append != NULL) && write_figures(&r, &f) != 0;
 	if (f.errors[KP_LG_E_BACKEND] > 0 && r.a.reg == NULL)

@@ -34,8 +34,8 @@ struct kp_lg_chain {
 	struct kp_bytes *cose;          /* what goes on the wire */
 };
 
-/* The payloads of records 1..n of terminal id (salt varies the cards), hash-chained, the
- * first at time t0_ms and one every 2 s; signing comes later. 0, or a KP_SYNC_E_ code. */
+/* The payloads of records 1..n (n >= 0) of terminal id (salt varies the cards), hash-chained,
+ * the first at time t0_ms and one every 2 s; signing comes later. 0, or a KP_SYNC_E_ code. */
 int kp_lg_chain_encode(struct kp_lg_chain *c, const char *id, int salt, int n, int64_t t0_ms,
                        const struct kp_lg_mix *mix);
 /* Signs every chain's records on `threads` threads at once (chunks of 250 records, each with
@@ -82,10 +82,11 @@ struct kp_lg_term {
 	int config_every;               /* a bundle fetch every M record batches and at the end
 	                                   of the session (0: never): getconfig while no version
 	                                   is held, then getdelta */
+	int end_fetches;                /* fetches at the end of the session (0 counts as 1) */
 	double deadline;                /* kp_lg_now() after which no new batch starts (0: none) */
 	uint64_t config_version;        /* the bundle version held; updated by each bundle */
 	/* out */
-	double t_connect, t_handshake, t_welcome, t_last_ack;
+	double t_connect, t_handshake, t_welcome, t_last_ack, t_done;
 	int acked, batches, bundles, deltas;
 	struct kp_lg_samples lat[KP_LG_NX];
 	enum kp_lg_error error;

@@ -123,9 +123,10 @@ int kp_lg_chain_encode(struct kp_lg_chain *c, const char *id, int salt, int n, i
 
 	snprintf(c->id, sizeof(c->id), "%s", id);
 	c->n = n;
-	c->payload = calloc((size_t)n, sizeof(*c->payload));
-	c->payload_len = calloc((size_t)n, sizeof(*c->payload_len));
-	c->cose = calloc((size_t)n, sizeof(*c->cose));
+	/* n may be 0: a terminal that only says hello and fetches its configuration */
+	c->payload = calloc((size_t)n + 1, sizeof(*c->payload));
+	c->payload_len = calloc((size_t)n + 1, sizeof(*c->payload_len));
+	c->cose = calloc((size_t)n + 1, sizeof(*c->cose));
 	if (c->payload == NULL || c->payload_len == NULL || c->cose == NULL)
 		return KP_SYNC_E_NOMEM;
 	for (int i = 0; i < n; i++) {
@@ -497,9 +498,18 @@ static int send_records(struct kp_lg_term *t, kp_tls *tls, struct kp_msg *in, ui
 		    fetch_config(t, tls, in, buf) != 0)
 			return t->error;
 	}
-	/* and at the end of the session, as a terminal's sync does */
-	if (t->config_every > 0 && (t->batches == 0 || t->batches % t->config_every != 0))
-		return fetch_config(t, tls, in, buf);
+	/* and at the end of the session, as a terminal's sync does (one fewer when the last
+	 * batch was just followed by one) */
+	if (t->config_every > 0) {
+		int n_end = t->end_fetches > 0 ? t->end_fetches : 1;
+
+		if (t->batches > 0 && t->batches % t->config_every == 0)
+			n_end--;
+		for (int i = 0; i < n_end; i++) {
+			if (fetch_config(t, tls, in, buf) != 0)
+				return t->error;
+		}
+	}
 	return 0;
 }
 
@@ -544,6 +554,7 @@ int kp_lg_term_run(struct kp_lg_term *t)
 	kp_msg_clear(&in);
 	free(buf);
 	kp_tls_close(tls);
+	t->t_done = kp_lg_now();
 	return t->error;
 }
 
