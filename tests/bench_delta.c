@@ -20,10 +20,10 @@
 
 #include <sqlite3.h>
 
-#include "bench_json.h"
 #include "bench_util.h"
 #include "kp_backend.h"
 #include "kp_client.h"
+#include "kp_loadgen.h"
 #include "kp_terminal.h"
 
 static struct { int denylist, entitlements, changes, keep; } opt = { 1000000, 100000, 1000, 0 };
@@ -323,14 +323,14 @@ int main(int argc, char **argv)
 	row("  peak memory, backend + terminal in one process (MB)", "%.0f",
 	    (double)prov.rss_mb, "");
 	if (out.path != NULL) {
-		struct metric m[] = {
+		struct kp_metric m[] = {
 			{ "delta_1000_ms", "ms", (t_build + t_apply) * 1000 },
 			{ "delta_1000_kb", "KB", (double)wire / 1000 },
 			{ "empty_deltas_1000_s", "s", t_empty },
 			{ "provision_s", "s", prov.secs },
 		};
 
-		if (write_json(out.path, out.append, m, sizeof(m) / sizeof(m[0])) != 0)
+		if (kp_metrics_json(out.path, out.append, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	return 0;

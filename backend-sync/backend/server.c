@@ -41,6 +41,7 @@
 #include "kp_cbor.h"
 #include "kp_rng.h"
 #include "kp_sys.h"
+#include "gate.h"
 #include "snapcache.h"
 
 #define AUDIT_TURN 16                   /* records the auditor verifies per turn (~16 ms) */
@@ -50,13 +51,6 @@
 #define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
 #define OWN_LINES 10                    /* failed handshakes, and unregistered terminals,
                                          * logged one by one per interval */
-
-/* Lets `slots` threads through at once, in the order they arrived (ticket order). */
-struct gate {
-	pthread_mutex_t m;
-	pthread_cond_t c;
-	unsigned long next, done, slots;
-};
 
 enum conn_state { CONN_FREE, CONN_HANDSHAKE, CONN_TERMINAL };
 
@@ -85,8 +79,8 @@ struct kp_server {
 	kp_key *key;                     /* signs bundles */
 	struct kp_snapcache *snaps;      /* chunked snapshots being fetched (PROTOCOL.md 5.5) */
 	pthread_mutex_t key_lock;        /* kp_key_sign: one thread at a time per key */
-	struct gate verify_gate;         /* signature checks: one batch per online CPU */
-	struct gate store_gate;          /* store writes: one connection at a time */
+	struct kp_gate verify_gate;      /* signature checks: one batch per online CPU */
+	struct kp_gate store_gate;       /* store writes: one connection at a time */
 	kp_bstore *ingest_db;            /* the batches' one connection, under store_gate: its
 	                                  * page cache stays warm (a connection's own starts
 	                                  * cold after another's commit) */
@@ -114,50 +108,6 @@ struct conn {
 	int handshake_ms;                /* shorter under pressure */
 	char addr[64];
 };
-
-static void gate_init(struct gate *g, unsigned long slots)
-{
-	pthread_mutex_init(&g->m, NULL);
-	pthread_cond_init(&g->c, NULL);
-	g->next = g->done = 0;
-	g->slots = slots > 0 ? slots : 1;
-}
-
-static void gate_destroy(struct gate *g)
-{
-	pthread_mutex_destroy(&g->m);
-	pthread_cond_destroy(&g->c);
-}
-
-static void gate_enter(struct gate *g)
-{
-	unsigned long ticket;
-
-	pthread_mutex_lock(&g->m);
-	ticket = g->next++;
-	while (ticket - g->done >= g->slots)
-		pthread_cond_wait(&g->c, &g->m);
-	pthread_mutex_unlock(&g->m);
-}
-
-static void gate_leave(struct gate *g)
-{
-	pthread_mutex_lock(&g->m);
-	g->done++;
-	pthread_cond_broadcast(&g->c);
-	pthread_mutex_unlock(&g->m);
-}
-
-/* 1 while a thread is in the gate or waits for it. */
-static int gate_busy(struct gate *g)
-{
-	int busy;
-
-	pthread_mutex_lock(&g->m);
-	busy = g->next != g->done;
-	pthread_mutex_unlock(&g->m);
-	return busy;
-}
 
 static int64_t now_ms(void)
 {
@@ -320,7 +270,7 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 	}
 	pick_checked(&srv->cfg, m->n_items, check);
 	t0 = mono_s();
-	gate_enter(&srv->verify_gate);
+	kp_gate_enter(&srv->verify_gate);
 	for (size_t i = 0; i < m->n_items; i++) {
 		struct kp_ingest *r = &in[i];
 
@@ -352,15 +302,15 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 		if (!r->sig_ok)
 			r->decode_rc = -1;
 	}
-	gate_leave(&srv->verify_gate);
+	kp_gate_leave(&srv->verify_gate);
 	kp_metrics_verify_seconds(mono_s() - t0);
 	t0 = mono_s();
-	gate_enter(&srv->store_gate);
+	kp_gate_enter(&srv->store_gate);
 	rc = kp_bstore_ingest_session(srv->ingest_db, ses, in, m->n_items, now_ms(), &acked,
 	                              &refused, reason, sizeof(reason));
 	if (rc != KP_BE_OK)
 		snprintf(why, sizeof(why), "%s", kp_bstore_errmsg(srv->ingest_db));
-	gate_leave(&srv->store_gate);
+	kp_gate_leave(&srv->store_gate);
 	kp_metrics_commit_seconds(mono_s() - t0);
 	free(in);
 	free(check);
@@ -663,7 +613,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	db = NULL;
 	rc = kp_bstore_open(&db, srv->cfg.db);
 	if (rc == KP_BE_OK) {
-		gate_enter(&srv->store_gate);
+		kp_gate_enter(&srv->store_gate);
 		rc = kp_bstore_hello_last(db, &ses, cn, m.has_journal ? m.journal : NULL,
 		                          m.has_last ? &m.last : NULL, der, der_len, now_ms());
 		/* the keys its records may be verified with (section 4.3), as of this hello */
@@ -678,7 +628,7 @@ static void serve(kp_server *srv, const struct conn *c)
 			        "state version raised above it so that every terminal takes this "
 			        "backend's state", cn, (unsigned long long)m.config,
 			        (unsigned long long)was);
-		gate_leave(&srv->store_gate);
+		kp_gate_leave(&srv->store_gate);
 	}
 	if (rc == KP_BE_E_UNREGISTERED) {
 		char shown[KP_ID_MAX + 1], reason[sizeof(m.reason)];
@@ -918,9 +868,9 @@ static void store_gate_cb(void *arg, int enter)
 	kp_server *srv = arg;
 
 	if (enter)
-		gate_enter(&srv->store_gate);
+		kp_gate_enter(&srv->store_gate);
 	else
-		gate_leave(&srv->store_gate);
+		kp_gate_leave(&srv->store_gate);
 }
 
 static void nap_ms(long ms)
@@ -949,7 +899,7 @@ static void *audit_main(void *arg)
 		uint64_t audited = 0, failed = 0;
 		int rc;
 
-		if (gate_busy(&srv->store_gate) || gate_busy(&srv->verify_gate)) {
+		if (kp_gate_busy(&srv->store_gate) || kp_gate_busy(&srv->verify_gate)) {
 			nap_ms(AUDIT_BACKOFF_MS);
 			continue;
 		}
@@ -1007,8 +957,8 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	pthread_mutex_init(&srv->key_lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	gate_init(&srv->verify_gate, ncpu > 0 ? (unsigned long)ncpu : 1);
-	gate_init(&srv->store_gate, 1);
+	kp_gate_init(&srv->verify_gate, ncpu > 0 ? (unsigned long)ncpu : 1);
+	kp_gate_init(&srv->store_gate, 1);
 	rc = kp_tls_conf_new(&srv->tls, KP_TLS_SERVER, cfg->ca, cfg->cert, cfg->key, err, err_cap);
 	if (rc != 0)
 		goto fail;
@@ -1062,8 +1012,8 @@ fail:
 	kp_tls_conf_free(srv->tls);
 	kp_key_free(srv->key);
 	kp_snapcache_free(srv->snaps);
-	gate_destroy(&srv->verify_gate);
-	gate_destroy(&srv->store_gate);
+	kp_gate_destroy(&srv->verify_gate);
+	kp_gate_destroy(&srv->store_gate);
 	free(srv);
 	return rc;
 }
@@ -1106,7 +1056,7 @@ void kp_server_stop(kp_server *srv)
 	pthread_mutex_destroy(&srv->lock);
 	pthread_mutex_destroy(&srv->key_lock);
 	pthread_cond_destroy(&srv->idle);
-	gate_destroy(&srv->verify_gate);
-	gate_destroy(&srv->store_gate);
+	kp_gate_destroy(&srv->verify_gate);
+	kp_gate_destroy(&srv->store_gate);
 	free(srv);
 }
