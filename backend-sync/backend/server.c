@@ -385,15 +385,18 @@ static int build_bundle(kp_server *srv, kp_tls *t, kp_bstore *db,
  * bundle, with the limits of the snapshot path), its manifest signed, both held; the answer
  * is the manifest (or config null: nothing newer). */
 static int handle_snapshot(kp_server *srv, kp_tls *t, kp_bstore *db,
-                           const struct kp_bsession *ses, uint64_t have)
+                           const struct kp_bsession *ses, uint64_t have, const uint8_t *snap)
 {
 	struct kp_snap_manifest man;
 	struct kp_bundle b;
 	uint8_t *whole = NULL, *cose = NULL, *copy = NULL;
 	size_t whole_len = 0, cose_len = 0;
+	uint64_t current = 0;
 	int has = 0, rc;
 
-	if (kp_snapcache_manifest(srv->snaps, ses->terminal, have, now_ms(), &cose, &cose_len))
+	if (kp_bstore_state_version(db, &current) == KP_BE_OK &&
+	    kp_snapcache_manifest(srv->snaps, ses->terminal, have, snap, current, now_ms(), &cose,
+	                          &cose_len))
 		return send_signed(srv, t, KP_MSG_MANIFEST, cose, cose_len);
 	rc = build_bundle(srv, t, db, ses, have, &b, &has);
 	if (rc != KP_BE_OK || !has)
@@ -489,7 +492,8 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
  * config {bundle: null} when it is up to date, and the full bundle (handle_getconfig) when
  * a delta cannot say what changed. */
 static int handle_getdelta(kp_server *srv, kp_tls *t, kp_bstore *db,
-                           const struct kp_bsession *ses, uint64_t have, int chunks)
+                           const struct kp_bsession *ses, uint64_t have, int chunks,
+                           const uint8_t *snap)
 {
 	struct kp_delta d;
 	uint8_t *cose = NULL;
@@ -503,7 +507,7 @@ static int handle_getdelta(kp_server *srv, kp_tls *t, kp_bstore *db,
 		                   srv->cfg.timeout_ms);
 	}
 	if (kind == KP_BSTORE_DELTA_FULL)
-		return chunks ? handle_snapshot(srv, t, db, ses, have) :
+		return chunks ? handle_snapshot(srv, t, db, ses, have, snap) :
 		       handle_getconfig(srv, t, db, ses, have);
 	if (kind == KP_BSTORE_DELTA_DELTA) {
 		pthread_mutex_lock(&srv->key_lock);
@@ -688,7 +692,8 @@ static void serve(kp_server *srv, const struct conn *c)
 		else if (m.type == KP_MSG_GETCONFIG)
 			rc = handle_getconfig(srv, t, db, &ses, m.config);
 		else if (m.type == KP_MSG_GETDELTA)
-			rc = handle_getdelta(srv, t, db, &ses, m.config, m.chunks);
+			rc = handle_getdelta(srv, t, db, &ses, m.config, m.chunks,
+			                     m.has_snap ? m.snap : NULL);
 		else if (m.type == KP_MSG_GETCHUNK)
 			rc = handle_getchunk(srv, t, &ses, &m);
 		else if (m.type == KP_MSG_BYE)

@@ -76,7 +76,8 @@ static struct entry *find(struct kp_snapcache *c, const char *terminal)
 }
 
 int kp_snapcache_manifest(struct kp_snapcache *c, const char *terminal, uint64_t have,
-                          int64_t now_ms, uint8_t **cose, size_t *len)
+                          const uint8_t *snap, uint64_t current, int64_t now_ms,
+                          uint8_t **cose, size_t *len)
 {
 	struct entry *e;
 	int found = 0;
@@ -86,7 +87,9 @@ int kp_snapcache_manifest(struct kp_snapcache *c, const char *terminal, uint64_t
 	pthread_mutex_lock(&c->m);
 	e = find(c, terminal);
 	if (e != NULL && e->version > have && now_ms - e->built_ms < KP_SNAPCACHE_REUSE_MS &&
-	    now_ms >= e->built_ms && (*cose = malloc(e->manifest_len)) != NULL) {
+	    now_ms >= e->built_ms &&
+	    (e->version == current || (snap != NULL && memcmp(snap, e->sha, KP_SHA256_LEN) == 0)) &&
+	    (*cose = malloc(e->manifest_len)) != NULL) {
 		memcpy(*cose, e->manifest, e->manifest_len);
 		*len = e->manifest_len;
 		e->used = ++c->clock;

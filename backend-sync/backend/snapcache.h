@@ -24,9 +24,12 @@ int  kp_snapcache_new(struct kp_snapcache **out, size_t cap_bytes, uint32_t chun
 void kp_snapcache_free(struct kp_snapcache *c);
 uint32_t kp_snapcache_chunk_size(const struct kp_snapcache *c);
 /* The signed manifest (a malloc'd copy) of the snapshot held for terminal, if its version
- * is above have and it is younger than KP_SNAPCACHE_REUSE_MS: 1; else 0. */
+ * is above have, it is younger than KP_SNAPCACHE_REUSE_MS, and it is either the one the
+ * terminal has chunks of (resumed: snap, may be NULL) or of the backend's current state
+ * version: 1; else 0 (a new one is due). */
 int  kp_snapcache_manifest(struct kp_snapcache *c, const char *terminal, uint64_t have,
-                           int64_t now_ms, uint8_t **cose, size_t *len);
+                           const uint8_t *snap, uint64_t current, int64_t now_ms,
+                           uint8_t **cose, size_t *len);
 /* Holds a snapshot (takes whole and manifest, malloc'd), replacing the terminal's older one;
  * evicts the least recently used beyond the bound. */
 void kp_snapcache_put(struct kp_snapcache *c, const char *terminal, uint64_t version,

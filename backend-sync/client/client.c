@@ -517,6 +517,9 @@ static int fetch_config(struct session *s, const kp_cert *backend_cert, uint64_t
 		out.type = delta ? KP_MSG_GETDELTA : KP_MSG_GETCONFIG;
 		out.config = have;
 		out.chunks = delta && snap;
+		if (out.chunks && s->src->snap_held != NULL &&
+		    s->src->snap_held(s->src->ctx, out.snap, &out.has_snap) != 0)
+			out.has_snap = 0;       /* cannot say: a fresh snapshot, then */
 		rc = roundtrip(s, &out, &in, &buf);
 		if (rc != KP_SYNC_OK)
 			break;

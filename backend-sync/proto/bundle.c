@@ -319,8 +319,7 @@ static bool stops_valid(const char (*stops)[KP_ID_MAX + 1], size_t n)
 
 /* ---- text ---- */
 
-static void set_err(char *err, size_t err_cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+#define set_err kp_bundle_set_err
 
 int kp_bundle_text_check(const char *field, const char *s, char *err, size_t err_cap)
 {
@@ -1550,7 +1549,7 @@ int kp_bundle_cose_sign(const kp_key *key, uint8_t *payload, size_t payload_len,
 	}
 }
 
-static void set_err(char *err, size_t err_cap, const char *fmt, ...)
+void kp_bundle_set_err(char *err, size_t err_cap, const char *fmt, ...)
 {
 	va_list ap;
 

@@ -27,6 +27,9 @@ bool kp_bundle_policy_is_default(const struct kp_bundle_policy *p);
 int  kp_bundle_policy_check(const struct kp_bundle_policy *p);
 void kp_bundle_policy_write(struct kp_cbor_writer *w, const struct kp_bundle_policy *p);
 int  kp_bundle_policy_read(struct kp_cbor_reader *r, struct kp_bundle_policy *p);
+/* Writes the reason into err (if any): bundles, deltas and snapshot manifests. */
+void kp_bundle_set_err(char *err, size_t err_cap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Signs payload (and frees it) as COSE_Sign1 with kid "backend". */
 int  kp_bundle_cose_sign(const kp_key *key, uint8_t *payload, size_t payload_len, uint8_t **out,
                          size_t *out_len);

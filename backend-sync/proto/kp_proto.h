@@ -103,7 +103,8 @@ struct kp_msg {
 	int has_bundle;                  /* config, delta, manifest */
 	struct kp_bytes bundle;
 	int chunks;                      /* getdelta, optional: 1 = I take chunked snapshots */
-	uint8_t snap[KP_SHA256_LEN];     /* getchunk, chunk: the snapshot's SHA-256 */
+	int has_snap;                    /* getdelta, optional: I hold chunks of snapshot snap */
+	uint8_t snap[KP_SHA256_LEN];     /* getchunk, chunk (getdelta): the snapshot's SHA-256 */
 	uint64_t index;                  /* getchunk, chunk: 0 .. KP_SNAP_CHUNKS_MAX - 1 */
 	struct kp_bytes data;            /* chunk: 1 .. KP_SNAP_CHUNK_MAX bytes */
 };
@@ -182,6 +183,9 @@ struct kp_sync_source {
 	int (*snap_read)(void *ctx, const uint8_t snap[KP_SHA256_LEN], uint8_t **whole,
 	                 size_t *len);
 	int (*snap_clear)(void *ctx);
+	/* Optional: the snapshot staged, if any (*held = 1, and its name in snap), so that the
+	 * backend offers that one again and the fetch resumes. */
+	int (*snap_held)(void *ctx, uint8_t snap[KP_SHA256_LEN], int *held);
 	/* Optional: what went wrong in the last callback that failed ("" or NULL: nothing
 	 * more to say), for the client's error text. */
 	const char *(*errmsg)(void *ctx);

@@ -6,7 +6,6 @@
  * before it decodes it. */
 #include "kp_bundle.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,19 +16,7 @@
 
 #define MANIFEST_FORMAT 1
 
-static void serr(char *err, size_t cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void serr(char *err, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || cap == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, cap, fmt, ap);
-	va_end(ap);
-}
+#define serr kp_bundle_set_err
 
 void kp_snap_manifest_free(struct kp_snap_manifest *m)
 {

@@ -66,7 +66,8 @@ static const struct layout {
 	[KP_MSG_CONFIG]    = { "config",    1, { F_BUNDLE } },
 	[KP_MSG_BYE]       = { "bye",       0, { 0 } },
 	[KP_MSG_ERROR]     = { "error",     1, { F_REASON } },
-	[KP_MSG_GETDELTA]  = { "getdelta",  2, { F_CHUNKS, F_CONFIG }, OPT(F_CHUNKS) },
+	[KP_MSG_GETDELTA]  = { "getdelta",  3, { F_SNAP, F_CHUNKS, F_CONFIG },
+	                       OPT(F_SNAP) | OPT(F_CHUNKS) },
 	[KP_MSG_DELTA]     = { "delta",     1, { F_BUNDLE } },
 	[KP_MSG_MANIFEST]  = { "manifest",  1, { F_BUNDLE } },
 	[KP_MSG_GETCHUNK]  = { "getchunk",  2, { F_SNAP, F_INDEX } },
@@ -103,6 +104,8 @@ static bool field_present(const struct layout *l, const struct kp_msg *m, enum f
 		return m->has_last != 0;
 	if (f == F_CHUNKS)
 		return m->chunks != 0;
+	if (f == F_SNAP)
+		return m->has_snap != 0;
 	return true;
 }
 
@@ -303,6 +306,7 @@ static int field_read(struct kp_cbor_reader *r, struct kp_msg *m, enum field f)
 			rc = KP_RECORD_E_MALFORMED;
 		if (rc == KP_RECORD_OK)
 			memcpy(m->snap, p, len);
+		m->has_snap = 1;
 		return rc;
 	}
 	case F_HEAD: {

@@ -174,8 +174,18 @@ static int src_snap_clear(void *ctx)
 	return finish(s, rc);
 }
 
+static int src_snap_held(void *ctx, uint8_t snap[KP_SHA256_LEN], int *held)
+{
+	uint32_t n = 0, staged = 0;
+	int rc = kp_store_snapshot_staged(ctx, snap, &n, &staged);
+
+	*held = rc == KP_OK && n > 0;
+	return rc;
+}
+
 void kp_store_snap_source(struct kp_sync_source *src)
 {
+	src->snap_held = src_snap_held;
 	src->snap_stage = src_snap_stage;
 	src->snap_put = src_snap_put;
 	src->snap_read = src_snap_read;

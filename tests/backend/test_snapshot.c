@@ -423,6 +423,11 @@ static void test_snapshot_in_chunks_equals_bundle(void **state)
 	/* up to date: nothing more */
 	assert_int_equal(sync_via("T-A", "chunked.db", 1, T_NONE, 0, &st), KP_SYNC_OK);
 	assert_false(st.bundle_applied);
+	/* a change since: a fetch from nothing gets the state now, not the snapshot held */
+	backend_change("Operator C fresh");
+	assert_int_equal(sync_via("T-A", "fresh.db", 1, T_NONE, 0, &st), KP_SYNC_OK);
+	assert_true(st.snapshot_applied);
+	assert_true(version_in("fresh.db") > version_in("chunked.db"));
 }
 
 /* Cut after k chunks: nothing applied, k chunks staged; the next sync fetches the rest only
