@@ -168,6 +168,10 @@ static struct kp_msg sample(enum kp_msg_type t, int variant)
 	case KP_MSG_GETDELTA:
 		m.config = variant ? 0 : 4294967296ull;
 		m.chunks = t == KP_MSG_GETDELTA && variant;
+		if (m.chunks) {          /* with the snapshot whose chunks it holds */
+			m.has_snap = 1;
+			memset(m.snap, 0x5A, sizeof(m.snap));
+		}
 		break;
 	case KP_MSG_GETCHUNK:
 	case KP_MSG_CHUNK:
@@ -217,6 +221,8 @@ static void assert_msg_equal(const struct kp_msg *a, const struct kp_msg *b)
 		assert_memory_equal(a->bundle.p, b->bundle.p, a->bundle.n);
 	}
 	assert_int_equal(a->chunks, b->chunks);
+	if (a->type == KP_MSG_GETDELTA)
+		assert_int_equal(a->has_snap, b->has_snap);
 	assert_memory_equal(a->snap, b->snap, sizeof(a->snap));
 	assert_true(a->index == b->index);
 	assert_int_equal(a->data.n, b->data.n);
