@@ -1609,7 +1609,6 @@ static int bundle_open(const kp_cert *backend_cert, const uint8_t *cose, size_t 
 {
 	const uint8_t *payload = NULL;
 	size_t payload_len = 0;
-	char shown[2][KP_ID_MAX + 1];
 	int rc;
 
 	if (err != NULL && err_cap > 0)
@@ -1634,19 +1633,30 @@ static int bundle_open(const kp_cert *backend_cert, const uint8_t *cose, size_t 
 			return rc;
 		}
 	}
-	if (strcmp(b->terminal, terminal) != 0) {
-		kp_cbor_text_printable(shown[0], sizeof(shown[0]), b->terminal, strlen(b->terminal));
-		kp_cbor_text_printable(shown[1], sizeof(shown[1]), terminal, strlen(terminal));
-		set_err(err, err_cap, "bundle is for terminal %s, not %s", shown[0], shown[1]);
-		rc = KP_SYNC_E_MALFORMED;
-	} else if (b->version <= have_version) {
-		set_err(err, err_cap, "bundle version %llu is not newer than version %llu applied",
-		        (unsigned long long)b->version, (unsigned long long)have_version);
-		rc = KP_SYNC_E_STALE;
-	}
+	rc = kp_bundle_for_us("bundle", b->terminal, b->version, terminal, have_version, err,
+	                      err_cap);
 	if (rc != KP_SYNC_OK)
 		kp_bundle_free(b);
 	return rc;
+}
+
+int kp_bundle_for_us(const char *what, const char *its_terminal, uint64_t version,
+                     const char *terminal, uint64_t have_version, char *err, size_t err_cap)
+{
+	char shown[2][KP_ID_MAX + 1];
+
+	if (strcmp(its_terminal, terminal) != 0) {
+		kp_cbor_text_printable(shown[0], sizeof(shown[0]), its_terminal, strlen(its_terminal));
+		kp_cbor_text_printable(shown[1], sizeof(shown[1]), terminal, strlen(terminal));
+		set_err(err, err_cap, "%s is for terminal %s, not %s", what, shown[0], shown[1]);
+		return KP_SYNC_E_MALFORMED;
+	}
+	if (version <= have_version) {
+		set_err(err, err_cap, "%s version %llu is not newer than version %llu applied", what,
+		        (unsigned long long)version, (unsigned long long)have_version);
+		return KP_SYNC_E_STALE;
+	}
+	return KP_SYNC_OK;
 }
 
 int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t len,

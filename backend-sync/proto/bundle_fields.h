@@ -30,6 +30,10 @@ int  kp_bundle_policy_read(struct kp_cbor_reader *r, struct kp_bundle_policy *p)
 /* Writes the reason into err (if any): bundles, deltas and snapshot manifests. */
 void kp_bundle_set_err(char *err, size_t err_cap, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* A bundle or snapshot (`what`) made for its_terminal at `version` is for `terminal` and
+ * newer than have_version: KP_SYNC_OK, else _MALFORMED or _STALE with the reason in err. */
+int  kp_bundle_for_us(const char *what, const char *its_terminal, uint64_t version,
+                      const char *terminal, uint64_t have_version, char *err, size_t err_cap);
 /* Signs payload (and frees it) as COSE_Sign1 with kid "backend". */
 int  kp_bundle_cose_sign(const kp_key *key, uint8_t *payload, size_t payload_len, uint8_t **out,
                          size_t *out_len);

@@ -155,7 +155,6 @@ int kp_snap_manifest_open(const kp_cert *backend_cert, const uint8_t *cose, size
 {
 	const uint8_t *payload = NULL;
 	size_t payload_len = 0;
-	char shown[2][KP_ID_MAX + 1];
 	int rc;
 
 	if (err != NULL && err_cap > 0)
@@ -167,16 +166,9 @@ int kp_snap_manifest_open(const kp_cert *backend_cert, const uint8_t *cose, size
 	rc = kp_bundle_cose_payload(backend_cert, cose, len, &payload, &payload_len, err, err_cap);
 	if (rc == KP_SYNC_OK)
 		rc = manifest_decode(payload, payload_len, m, err, err_cap);
-	if (rc == KP_SYNC_OK && strcmp(m->terminal, terminal) != 0) {
-		kp_cbor_text_printable(shown[0], sizeof(shown[0]), m->terminal, strlen(m->terminal));
-		kp_cbor_text_printable(shown[1], sizeof(shown[1]), terminal, strlen(terminal));
-		serr(err, err_cap, "snapshot is for terminal %s, not %s", shown[0], shown[1]);
-		rc = KP_SYNC_E_MALFORMED;
-	} else if (rc == KP_SYNC_OK && m->version <= have_version) {
-		serr(err, err_cap, "snapshot version %llu is not newer than version %llu applied",
-		     (unsigned long long)m->version, (unsigned long long)have_version);
-		rc = KP_SYNC_E_STALE;
-	}
+	if (rc == KP_SYNC_OK)
+		rc = kp_bundle_for_us("snapshot", m->terminal, m->version, terminal, have_version,
+		                      err, err_cap);
 	if (rc != KP_SYNC_OK)
 		kp_snap_manifest_free(m);
 	return rc;
