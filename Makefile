@@ -52,13 +52,15 @@ KP_LDFLAGS := $(SANFLAGS)
 #   client             proto                                -
 #   db                 -                                    SQLite, libpq (PostgreSQL)
 #   backend            proto, sys, db                       SQLite, libcbor, libmicrohttpd
+#   analytics          db, proto                            - (reads the backend's database
+#                                                           through db, read-only)
 #   card               hal, proto (constants, error text)   -
 #   store              card, sys                            SQLite
 #   fare               store                                SQLite (its GTFS tables)
 #   tap                fare                                 -
 #   console            tap                                  ncursesw, jansson
 #   app                console, client, sys                 -
-#   tools              app, backend (and sys)               jansson (listings as JSON), libzip
+#   tools              app, backend, analytics (and sys)    jansson (listings as JSON), libzip
 uniq = $(if $(1),$(firstword $(1)) $(call uniq,$(filter-out $(firstword $(1)),$(1))))
 INC_sys     := -Ihal/sys
 INC_hal     := -Ihal
@@ -67,13 +69,14 @@ INC_proto   := -Ibackend-sync/proto $(INC_crypto)
 INC_client  := -Ibackend-sync/client $(INC_proto)
 INC_db      := -Ibackend-sync/db
 INC_backend := -Ibackend-sync/backend $(INC_proto) $(INC_sys) $(INC_db)
+INC_analytics := -Ibackend-sync/analytics $(INC_db) $(INC_proto)
 INC_card    := -Iterminal/card $(INC_hal) $(INC_proto)
 INC_store   := -Iterminal/store $(INC_card) $(INC_sys)
 INC_fare    := -Iterminal/fare $(INC_store)
 INC_tap     := -Iterminal/tap $(INC_fare)
 INC_console := -Iterminal/console $(INC_tap)
 INC_app     := $(call uniq,-Iterminal/app $(INC_console) $(INC_client) $(INC_sys))
-INC_tools   := $(call uniq,-Itools $(INC_app) $(INC_backend))
+INC_tools   := $(call uniq,-Itools $(INC_app) $(INC_backend) $(INC_analytics))
 INC_tests   := $(call uniq,-Itests $(INC_tools))
 
 DIR_sys     := hal/sys
@@ -83,6 +86,7 @@ DIR_proto   := backend-sync/proto
 DIR_client  := backend-sync/client
 DIR_db      := backend-sync/db
 DIR_backend := backend-sync/backend
+DIR_analytics := backend-sync/analytics
 DIR_card    := terminal/card
 DIR_store   := terminal/store
 DIR_fare    := terminal/fare
@@ -90,7 +94,7 @@ DIR_tap     := terminal/tap
 DIR_console := terminal/console
 DIR_app     := terminal/app
 DIR_tools   := tools
-FOLDERS     := sys hal crypto proto client db backend card store fare tap console app tools
+FOLDERS     := sys hal crypto proto client db backend analytics card store fare tap console app tools
 MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c tools/pn532_emu.c
 
 PC_sys      = $(call pc_cflags,libsystemd)
@@ -122,7 +126,7 @@ $(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
 # What each program links, dependants first; outside libraries after.
 LINK_backend  := $(foreach f,backend db proto crypto sys,$(call lib,$(f)))
 LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto sys,$(call lib,$(f)))
-LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend db client proto hal crypto sys,$(call lib,$(f)))
+LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend analytics db client proto hal crypto sys,$(call lib,$(f)))
 # libpq only where backend-sync/db's PostgreSQL code is linked in (the store does not use it
 # yet: README, "PostgreSQL (in progress)"), so no program depends on it for nothing.
 PQ_LIBS        = -Wl,--as-needed $(call pc_libs,libpq) -Wl,--no-as-needed

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the analytics' files share: a table of cells keyed by text (a hash table whose size
+ * grows with the cells, never with the records), the GTFS names and coordinates, the output. */
+#ifndef KP_AN_INT_H
+#define KP_AN_INT_H
+
+#include <stdio.h>
+#include "kp_analytics.h"
+
+#define AN_NV 3                       /* counters per cell */
+
+struct an_cell {
+	char *key;                        /* fields joined by '\x1f' */
+	int64_t v[AN_NV];
+	int64_t riders;                   /* distinct cards that added to it */
+	uint64_t last_card;               /* the card that last added (riders counts each once) */
+	int suppressed;
+};
+struct an_table {
+	const char *name;                 /* file name without .csv */
+	const char *cols[8];              /* the key's columns, then the counters' */
+	int nkey, nv;
+	struct an_cell *cells;
+	size_t n, cap;                    /* cells in use, slots (a power of two) */
+};
+
+/* The cell of key (made with zero counters if new), its rider counted once per card; NULL
+ * when out of memory. */
+struct an_cell *an_add(struct an_table *t, const char *key, uint64_t card);
+void an_table_free(struct an_table *t);
+/* k and complementary suppression (README): cells with fewer than k riders, then the smallest
+ * others until the suppressed ones hold k riders or more together and number two or more (or
+ * every cell is suppressed). Returns the number suppressed. */
+size_t an_suppress(struct an_table *t, int k);
+/* OUT/NAME.csv and the table as a JSON member ("name": [...]) on js. */
+int an_write(const struct an_table *t, const char *dir, FILE *js, int first, char *err,
+             size_t cap);
+/* Text as a CSV field / JSON string onto fp. */
+void an_csv_field(FILE *fp, const char *s);
+void an_json_str(FILE *fp, const char *s);
+
+/* GTFS: stops (name, lat/lon) and routes (name) by id. */
+struct an_stop { char *id, *name; double lat, lon; int has_pos; };
+struct an_route { char *id, *name; };
+struct an_gtfs {
+	struct an_stop *stops; size_t n_stops;     /* sorted by id */
+	struct an_route *routes; size_t n_routes;  /* sorted by id */
+};
+int an_gtfs_load(struct an_gtfs *g, const char *dir, char *err, size_t cap);
+void an_gtfs_free(struct an_gtfs *g);
+const struct an_stop *an_gtfs_stop(const struct an_gtfs *g, const char *id);
+const char *an_gtfs_route_name(const struct an_gtfs *g, const char *id);
+/* metres between two stops (haversine); -1 when either has no coordinates */
+double an_distance_m(const struct an_stop *a, const struct an_stop *b);
+
+/* The opt-out list: sorted tokens. */
+struct an_optout { uint8_t (*t)[16]; size_t n; };
+int an_optout_load(struct an_optout *o, const char *path, char *err, size_t cap);
+int an_optout_has(const struct an_optout *o, const uint8_t token[16]);
+void an_optout_free(struct an_optout *o);
+/* The secret file (>= KP_AN_SECRET_MIN bytes, at most 4096). */
+int an_secret_load(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
+                   size_t errcap);
+
+#endif
