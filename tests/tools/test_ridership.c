@@ -34,6 +34,8 @@
 struct term { const char *id; uint8_t prev[KP_SHA256_LEN]; uint64_t seq; };
 static struct term terms[2] = { { "T1", { 0 }, 0 }, { "T2", { 0 }, 0 } };
 static char db_path[PATH_MAX], gtfs_dir[PATH_MAX], secret[PATH_MAX];
+/* A GTFS-JP feed as published (Kumagaya's Yuyu bus), read in place. */
+#define JP_FEED "../shared/data/gtfs/kumagaya-yuyubus"
 
 static void put(kp_bstore *s, int t, int c, int64_t at, const char *event, const char *stop,
                 const char *product, const char *category, int resident)
@@ -52,7 +54,8 @@ static void put(kp_bstore *s, int t, int c, int64_t at, const char *event, const
 	r.time_ms = at;
 	strcpy(r.kind, "tap");
 	strcpy(r.operator_id, t == 0 ? "OP-A" : "OP-B");
-	strcpy(r.route, t == 0 ? "R1" : "R2");
+	/* the GTFS-JP feed's stop ids are on its route 000001 */
+	strcpy(r.route, strncmp(stop, "0000", 4) == 0 ? "000001" : t == 0 ? "R1" : "R2");
 	snprintf(r.stop, sizeof(r.stop), "%s", stop);
 	r.has_token = 1;
 	memset(r.token, c, KP_TOKEN_LEN);
@@ -140,6 +143,7 @@ static int setup(void **state)
 	put(s, 0, 14, D0 + 9 * 3600000LL, "tap_on", "A2", "", "", 0);
 	put(s, 0, 14, D0 + 9 * 3600000LL + 30 * MIN_MS, "tap_off", "A4", "", "", 0);
 	put(s, 1, 14, D0 + 5 * DAY_MS + 10 * 3600000LL, "tap", "B1", "", "", 0);
+	put(s, 0, 15, D0 + DAY_MS + 9 * 3600000LL, "tap", "000001_001", "", "", 0);
 	kp_bstore_close(s);
 	products();
 	return 0;
@@ -371,6 +375,36 @@ static void test_pseudonym_rotation(void **state)
 	assert_string_equal(dec, c);
 }
 
+/* Names from a GTFS-JP feed given by a path relative to the project (2026-11-27). */
+static void test_gtfs_jp_names(void **state)
+{
+	struct kp_an_opts o = { 0 };
+	struct kp_an_summary s;
+	char err[512], out[PATH_MAX];
+	const char *feed = getenv("KP_GTFS_DIR") != NULL ? NULL : JP_FEED;
+	char path[PATH_MAX];
+	(void)state;
+
+	if (feed == NULL) {
+		snprintf(path, sizeof(path), "%s/kumagaya-yuyubus", getenv("KP_GTFS_DIR"));
+		feed = path;
+	}
+	snprintf(out, sizeof(out), "%s/jp", tu_scratch);
+	o.db = db_path;
+	assert_int_equal(kp_an_parse_date("2026-11-27", &o.from_day), KP_AN_OK);
+	o.to_day = o.from_day;
+	o.gtfs_dir = feed;
+	o.k = 1;
+	o.secret_path = secret;
+	o.out_dir = out;
+	if (kp_an_run(&o, &s, err, sizeof(err)) != KP_AN_OK)
+		fail_msg("run: %s", err);
+	assert_int_equal(s.boardings, 1);
+	expect("jp", "stops.csv", "OP-A,000001,\xe3\x81\x95\xe3\x81\x8f\xe3\x82\x89\xe5\x8f\xb7,"
+	       "000001_001,\xe7\xb1\xa0\xe5\x8e\x9f\xe9\xa7\x85\xe5\x8d\x97\xe5\x8f\xa3",
+	       "1,0,0,1,0");
+}
+
 static void test_bad_arguments(void **state)
 {
 	struct kp_an_opts o = { 0 };
@@ -412,13 +446,177 @@ static void test_bad_arguments(void **state)
 	assert_int_equal(access(tu_tmp("missing.db"), F_OK), -1);
 }
 
+/* ---- TIDES against the field table ---- */
+
+struct field { char table[32], name[40], type[16], enums[64]; int required; };
+
+/* Splits a CSV line (quotes allowed, as the field table's last column has them). */
+static int split_csv(char *line, char **f, int max)
+{
+	int n = 0;
+	char *p = line, *w;
+
+	line[strcspn(line, "\r\n")] = '\0';
+	while (n < max) {
+		int q = *p == '"';
+
+		f[n++] = w = p;
+		if (q)
+			p++;
+		while (*p != '\0' && (q || *p != ',')) {
+			if (q && *p == '"' && p[1] == '"')
+				p++;
+			else if (q && *p == '"') {
+				q = 0;
+				p++;
+				continue;
+			}
+			*w++ = *p++;
+		}
+		if (*p == '\0') {
+			*w = '\0';
+			break;
+		}
+		*w = '\0';
+		p++;
+	}
+	return n;
+}
+
+static size_t load_fields(struct field *f, size_t max)
+{
+	FILE *fp = fopen("backend-sync/analytics/tides_fields.csv", "r");
+	char line[512], *v[8];
+	size_t n = 0;
+
+	if (fp == NULL)
+		fp = fopen("../backend-sync/analytics/tides_fields.csv", "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(line, sizeof(line), fp));
+	assert_int_equal(split_csv(line, v, 8), 6);
+	assert_string_equal(v[0], "table");
+	while (n < max && fgets(line, sizeof(line), fp) != NULL) {
+		assert_int_equal(split_csv(line, v, 8), 6);
+		snprintf(f[n].table, sizeof(f[n].table), "%s", v[0]);
+		snprintf(f[n].name, sizeof(f[n].name), "%s", v[1]);
+		snprintf(f[n].type, sizeof(f[n].type), "%s", v[2]);
+		f[n].required = strcmp(v[3], "yes") == 0;
+		snprintf(f[n].enums, sizeof(f[n].enums), "%s", v[4]);
+		n++;
+	}
+	fclose(fp);
+	return n;
+}
+
+static int digits(const char *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+	}
+	return 1;
+}
+
+/* value of the field's type (an empty value: only when not required). */
+static void check_value(const struct field *f, const char *v)
+{
+	size_t n = strlen(v);
+	char *end;
+
+	if (n == 0) {
+		if (f->required)
+			fail_msg("%s.%s is required, found empty", f->table, f->name);
+		return;
+	}
+	if (strcmp(f->type, "date") == 0)
+		assert_true(n == 10 && digits(v, 4) && v[4] == '-' && digits(v + 5, 2) &&
+		            v[7] == '-' && digits(v + 8, 2));
+	else if (strcmp(f->type, "time") == 0)
+		assert_true(n == 8 && digits(v, 2) && v[2] == ':' && digits(v + 3, 2) && v[5] == ':');
+	else if (strcmp(f->type, "datetime") == 0)
+		assert_true(n >= 20 && v[10] == 'T' && digits(v, 4) && (v[n - 1] == 'Z' ||
+		            v[n - 6] == '+' || v[n - 6] == '-'));
+	else if (strcmp(f->type, "integer") == 0) {
+		(void)strtoll(v, &end, 10);
+		assert_true(*end == '\0');
+	} else if (strcmp(f->type, "number") == 0) {
+		(void)strtod(v, &end);
+		assert_true(*end == '\0');
+	} else if (strcmp(f->type, "boolean") == 0)
+		assert_true(strcmp(v, "true") == 0 || strcmp(v, "false") == 0);
+	if (f->enums[0] != '\0') {
+		char e[64], *tok, *save = NULL;
+		int found = 0;
+
+		snprintf(e, sizeof(e), "%s", f->enums);
+		for (tok = strtok_r(e, "|", &save); tok != NULL; tok = strtok_r(NULL, "|", &save))
+			found |= strcmp(tok, v) == 0;
+		if (!found)
+			fail_msg("%s.%s: %s is not one of %s", f->table, f->name, v, f->enums);
+	}
+}
+
+static void check_tides(const char *table, const struct field *f, size_t nf)
+{
+	char path[PATH_MAX], line[1024], head[1024], *h[32], *v[32];
+	const struct field *col[32];
+	int nh, rows = 0;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/tides/tides/%s.csv", tu_scratch, table);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(head, sizeof(head), fp));
+	nh = split_csv(head, h, 32);
+	for (int i = 0; i < nh; i++) {             /* every column is a field of the table */
+		col[i] = NULL;
+		for (size_t j = 0; j < nf; j++) {
+			if (strcmp(f[j].table, table) == 0 && strcmp(f[j].name, h[i]) == 0)
+				col[i] = &f[j];
+		}
+		if (col[i] == NULL)
+			fail_msg("%s: column %s is not in the field table", table, h[i]);
+	}
+	for (size_t j = 0; j < nf; j++) {           /* every required field is a column */
+		int found = 0;
+
+		for (int i = 0; i < nh; i++)
+			found |= strcmp(f[j].table, table) == 0 && strcmp(f[j].name, h[i]) == 0;
+		if (strcmp(f[j].table, table) == 0 && f[j].required && !found)
+			fail_msg("%s: required field %s missing", table, f[j].name);
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		assert_int_equal(split_csv(line, v, 32), nh);
+		for (int i = 0; i < nh; i++)
+			check_value(col[i], v[i]);
+		rows++;
+	}
+	fclose(fp);
+	assert_true(rows > 0);
+}
+
+/* The TIDES files (k = 10: suppressed cells too) against the field table. */
+static void test_tides_fields(void **state)
+{
+	struct field f[64];
+	size_t nf = load_fields(f, 64);
+	(void)state;
+
+	run("tides", 10, NULL, NULL);
+	assert_true(nf >= 20);
+	check_tides("fare_transactions", f, nf);
+	check_tides("station_activities", f, nf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_measures),
 		cmocka_unit_test(test_k_suppression),
+		cmocka_unit_test(test_tides_fields),
 		cmocka_unit_test(test_opt_out),
 		cmocka_unit_test(test_pseudonym_rotation),
+		cmocka_unit_test(test_gtfs_jp_names),
 		cmocka_unit_test(test_bad_arguments),
 	};
 
