@@ -27,6 +27,8 @@ struct an_table {
 /* The cell of key (made with zero counters if new), its rider counted once per card; NULL
  * when out of memory. */
 struct an_cell *an_add(struct an_table *t, const char *key, uint64_t card);
+/* The cell of key, or NULL. */
+struct an_cell *an_find(const struct an_table *t, const char *key);
 void an_table_free(struct an_table *t);
 /* k and complementary suppression (README): cells with fewer than k riders, then the smallest
  * others until the suppressed ones hold k riders or more together and number two or more (or
@@ -42,9 +44,12 @@ void an_json_str(FILE *fp, const char *s);
 /* GTFS: stops (name, lat/lon) and routes (name) by id. */
 struct an_stop { char *id, *name; double lat, lon; int has_pos; };
 struct an_route { char *id, *name; };
+/* A route's stops in order, one direction: its trip with the most stops (stop_times.txt). */
+struct an_pattern { char *route; int dir; char **stops; size_t n; };
 struct an_gtfs {
 	struct an_stop *stops; size_t n_stops;     /* sorted by id */
 	struct an_route *routes; size_t n_routes;  /* sorted by id */
+	struct an_pattern *pat; size_t n_pat;      /* sorted by route (none without trips.txt) */
 };
 int an_gtfs_load(struct an_gtfs *g, const char *dir, char *err, size_t cap);
 void an_gtfs_free(struct an_gtfs *g);
@@ -52,6 +57,11 @@ const struct an_stop *an_gtfs_stop(const struct an_gtfs *g, const char *id);
 const char *an_gtfs_route_name(const struct an_gtfs *g, const char *id);
 /* metres between two stops (haversine); -1 when either has no coordinates */
 double an_distance_m(const struct an_stop *a, const struct an_stop *b);
+/* The patterns of a route: the first (sorted) and their number in *n. */
+const struct an_pattern *an_gtfs_patterns(const struct an_gtfs *g, const char *route, size_t *n);
+/* stop_times.txt and trips.txt: the patterns (none, and 0, when the feed has no trips). */
+int an_patterns_load(struct an_gtfs *g, const char *dir, char *err, size_t cap);
+void an_patterns_free(struct an_gtfs *g);
 
 /* The opt-out list: sorted tokens. */
 struct an_optout { uint8_t (*t)[16]; size_t n; };

@@ -64,6 +64,17 @@ struct an_cell *an_add(struct an_table *t, const char *key, uint64_t card)
 	return c;
 }
 
+struct an_cell *an_find(const struct an_table *t, const char *key)
+{
+	if (t->cap == 0)
+		return NULL;
+	for (size_t j = hash(key) & (t->cap - 1); t->cells[j].key != NULL; j = (j + 1) & (t->cap - 1)) {
+		if (strcmp(t->cells[j].key, key) == 0)
+			return &t->cells[j];
+	}
+	return NULL;
+}
+
 void an_table_free(struct an_table *t)
 {
 	for (size_t i = 0; i < t->cap; i++)

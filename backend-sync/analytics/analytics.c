@@ -19,7 +19,8 @@
 #define LEG_MAX 64                    /* legs of one card in one service day (more: flushed) */
 #define ID 33
 
-enum { T_STOP, T_HOUR, T_DAY, T_CAT, T_KIND, T_XFER, T_OD, T_JOURNEY, T_STATION, T_N };
+enum { T_STOP, T_HOUR, T_DAY, T_CAT, T_KIND, T_XFER, T_OD, T_JOURNEY, T_STATION, T_LOAD,
+       T_N };
 
 static const struct an_table tables[T_N] = {
 	{ "stops", { "operator", "route", "route_name", "stop", "stop_name", "boardings",
@@ -36,6 +37,8 @@ static const struct an_table tables[T_N] = {
 	{ "station_activities", { "service_date", "stop_id", "time_period_start",
 	                          "time_period_end", "total_entries", "total_exits" },
 	  4, 2, NULL, 0, 0 },
+	{ "load_profiles", { "operator", "route", "direction_id", "segment", "from_stop", "to_stop",
+	                     "on_board" }, 6, 1, NULL, 0, 0 },
 };
 
 struct leg {
@@ -363,6 +366,38 @@ static int count_boarding(struct run *r, const struct leg *l)
 	return rc;
 }
 
+/* Load profile: an observed trip rides every segment of its route's pattern from its
+ * boarding to its alighting (the first pattern, by direction, that has both in that order). */
+static int count_load(struct run *r, const struct leg *l)
+{
+	size_t n = 0;
+	const struct an_pattern *p = an_gtfs_patterns(&r->g, l->route, &n);
+
+	for (size_t k = 0; k < n; k++, p++) {
+		size_t a = p->n, b = p->n;
+
+		for (size_t i = 0; i < p->n; i++) {
+			if (a == p->n && strcmp(p->stops[i], l->on) == 0)
+				a = i;
+			else if (a < p->n && strcmp(p->stops[i], l->off) == 0) {
+				b = i;
+				break;
+			}
+		}
+		if (b == p->n)
+			continue;
+		for (size_t i = a; i < b; i++) {
+			int rc = add(r, T_LOAD, 0, "%s" SEP "%s" SEP "%d" SEP "%03zu" SEP "%s" SEP "%s",
+			             l->op, l->route, p->dir, i + 1, p->stops[i], p->stops[i + 1]);
+
+			if (rc != KP_AN_OK)
+				return rc;
+		}
+		break;
+	}
+	return KP_AN_OK;
+}
+
 static int count_alighting(struct run *r, const struct leg *l)
 {
 	const struct an_stop *s = an_gtfs_stop(&r->g, l->off);
@@ -382,6 +417,8 @@ static int count_alighting(struct run *r, const struct leg *l)
 	if (rc == KP_AN_OK)
 		rc = add(r, T_OD, 0, "%s" SEP "%s" SEP "%s" SEP "%s" SEP "observed", l->op, l->route,
 		         l->on, l->off);
+	if (rc == KP_AN_OK)
+		rc = count_load(r, l);
 	r->sum->alightings++;
 	return rc;
 }

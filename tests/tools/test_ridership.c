@@ -126,7 +126,14 @@ static int setup(void **state)
 		  "A3,\xe5\xb8\x82\xe5\xbd\xb9\xe6\x89\x80,36.0,139.02\nA4,Byoin,36.0,139.03\n"
 		  "B1,B One,36.0,139.0201\nB2,B Two,36.0,139.0001\n" },
 		{ "routes.txt", "route_id,agency_id,route_short_name,route_long_name,route_type\n"
-		  "R1,A,1,Line One,3\nR2,B,,Line Two,3\n" });
+		  "R1,A,1,Line One,3\nR2,B,,Line Two,3\n" },
+		{ "trips.txt", "route_id,service_id,trip_id,direction_id\n"
+		  "R1,D,short,0\nR1,D,long,0\nR1,D,back,1\n" },
+		{ "stop_times.txt", "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+		  "long,08:00:00,08:00:00,A1,1\nlong,08:05:00,08:05:00,A2,2\n"
+		  "long,08:15:00,08:15:00,A4,10\nlong,08:10:00,08:10:00,A3,3\n"
+		  "short,08:00:00,08:00:00,A1,1\nshort,08:05:00,08:05:00,A2,2\n"
+		  "back,09:00:00,09:00:00,A4,1\nback,09:10:00,09:10:00,A1,2\n" });
 	tu_write(secret, "0123456789abcdef0123456789abcdef");
 	if (kp_bstore_open(&s, db_path) != KP_BE_OK)
 		return -1;
@@ -245,6 +252,11 @@ static void test_measures(void **state)
 		{ "od_journeys.csv", "OP-B:B2,,unlinked", "1,1,0" },
 		{ "station_activities.csv", "2026-11-26,A1,08:00:00,08:59:59", "12,0,12,0" },
 		{ "tides/station_activities.csv", "2026-11-26,A3,08:00:00,08:59:59", "hour,0,12" },
+		/* the pattern of R1 direction 0 is its longest trip, A1 A2 A3 A4 (stop_sequence
+		 * 1, 2, 3, 10 out of file order): 12 ride A1-A3, card 14 A2-A4 */
+		{ "load_profiles.csv", "OP-A,R1,0,001,A1,A2", "12,12,0" },
+		{ "load_profiles.csv", "OP-A,R1,0,002,A2,A3", "13,13,0" },
+		{ "load_profiles.csv", "OP-A,R1,0,003,A3,A4", "1,1,0" },
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
