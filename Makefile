@@ -29,7 +29,8 @@ endif
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
             faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian \
-            libzip-dev libmicrohttpd-dev libsystemd-dev libpq-dev postgresql-15 postgresql-client-15
+            libzip-dev libmicrohttpd-dev libsystemd-dev libpq-dev postgresql-15 postgresql-client-15 \
+            libjs-chart.js fonts-noto-cjk chromium
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)

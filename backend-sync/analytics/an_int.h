@@ -9,6 +9,10 @@
 
 #define AN_NV 3                       /* counters per cell */
 
+/* The run's tables, in this order (analytics.c). */
+enum { T_STOP, T_HOUR, T_DAY, T_CAT, T_KIND, T_XFER, T_OD, T_JOURNEY, T_STATION, T_LOAD,
+       T_N };
+
 struct an_cell {
 	char *key;                        /* fields joined by '\x1f' */
 	int64_t v[AN_NV];
@@ -30,6 +34,8 @@ struct an_cell *an_add(struct an_table *t, const char *key, uint64_t card);
 /* The cell of key, or NULL. */
 struct an_cell *an_find(const struct an_table *t, const char *key);
 void an_table_free(struct an_table *t);
+/* The cells in use sorted by key (free() the array; NULL: out of memory). */
+struct an_cell **an_sorted(const struct an_table *t);
 /* k and complementary suppression (README): cells with fewer than k riders, then the smallest
  * others until the suppressed ones hold k riders or more together and number two or more (or
  * every cell is suppressed). Returns the number suppressed. */
@@ -71,5 +77,11 @@ void an_optout_free(struct an_optout *o);
 /* The secret file (>= KP_AN_SECRET_MIN bytes, at most 4096). */
 int an_secret_load(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
                    size_t errcap);
+
+/* OUT/report.html: the figures as charts drawn by Chart.js (the file at chartjs, put inside
+ * the page so that it opens without a network), from the published cells only. */
+int an_report_html(const char *path, const char *chartjs, const struct an_table *t,
+                   const struct an_gtfs *g, const struct kp_an_summary *s, const char *period,
+                   int k, char *err, size_t cap);
 
 #endif

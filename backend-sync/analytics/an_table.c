@@ -93,7 +93,7 @@ static int by_key(const void *a, const void *b)
 }
 
 /* The cells in use, sorted by key (NULL when there are none or no memory). */
-static struct an_cell **sorted(const struct an_table *t)
+struct an_cell **an_sorted(const struct an_table *t)
 {
 	struct an_cell **v = malloc((t->n ? t->n : 1) * sizeof(*v));
 	size_t n = 0;
@@ -170,7 +170,7 @@ void an_json_str(FILE *fp, const char *s)
 
 		if (ch == '"' || ch == '\\')
 			fprintf(fp, "\\%c", ch);
-		else if (ch < 0x20)
+		else if (ch < 0x20 || ch == '<' || ch == '>' || ch == '&')   /* safe in HTML too */
 			fprintf(fp, "\\u%04x", ch);
 		else
 			fputc(ch, fp);
@@ -233,7 +233,7 @@ int an_write(const struct an_table *t, const char *dir, FILE *js, int first, cha
              size_t cap)
 {
 	char path[4096];
-	struct an_cell **v = sorted(t);
+	struct an_cell **v = an_sorted(t);
 	int64_t total[AN_NV] = { 0 };
 	FILE *csv;
 

@@ -19,8 +19,6 @@
 #define LEG_MAX 64                    /* legs of one card in one service day (more: flushed) */
 #define ID 33
 
-enum { T_STOP, T_HOUR, T_DAY, T_CAT, T_KIND, T_XFER, T_OD, T_JOURNEY, T_STATION, T_LOAD,
-       T_N };
 
 static const struct an_table tables[T_N] = {
 	{ "stops", { "operator", "route", "route_name", "stop", "stop_name", "boardings",
@@ -733,7 +731,19 @@ static int write_all(struct run *r)
 		rc = KP_AN_E_IO;
 	}
 	snprintf(path, sizeof(path), "%s/tides/station_activities.csv", r->o->out_dir);
-	return rc == KP_AN_OK ? write_station_tides(r, path) : rc;
+	if (rc == KP_AN_OK)
+		rc = write_station_tides(r, path);
+	if (rc == KP_AN_OK) {
+		char from[11], to[11], period[32];
+
+		date_text(r->o->from_day, from);
+		date_text(r->o->to_day, to);
+		snprintf(period, sizeof(period), "%s to %s", from, to);
+		snprintf(path, sizeof(path), "%s/report.html", r->o->out_dir);
+		rc = an_report_html(path, r->o->chartjs != NULL ? r->o->chartjs : KP_AN_CHARTJS, r->t,
+		                    &r->g, r->sum, period, r->o->k, r->err, r->cap);
+	}
+	return rc;
 }
 
 static int check_opts(const struct kp_an_opts *o, char *err, size_t cap)

@@ -42,7 +42,11 @@ struct kp_an_opts {
 	const char *out_dir;          /* made if missing; tides/ under it */
 	int walk_m;                   /* 0: KP_AN_WALK_M_DEFAULT */
 	int transfer_min;             /* 0: KP_AN_TRANSFER_MIN */
+	const char *chartjs;          /* Chart.js for report.html (NULL: KP_AN_CHARTJS) */
 };
+
+/* Debian's libjs-chart.js */
+#define KP_AN_CHARTJS "/usr/share/javascript/chart.js/chart.min.js"
 
 /* What a run found (also in OUT/summary.json). */
 struct kp_an_summary {
@@ -63,7 +67,8 @@ int kp_an_parse_date(const char *s, int *day);
 int kp_an_pseudonym(const uint8_t *secret, size_t secret_len, const char *period,
                     const uint8_t token[16], char out[33]);
 
-/* The whole run: CSV and JSON of every measure, TIDES CSVs, summary.json into opts->out_dir.
+/* The whole run: CSV and JSON of every measure (ridership.json), TIDES CSVs and report.html
+ * into opts->out_dir.
  * err (cap bytes) names what went wrong in plain words. */
 int kp_an_run(const struct kp_an_opts *opts, struct kp_an_summary *sum, char *err, size_t cap);
 

@@ -417,6 +417,42 @@ static void test_gtfs_jp_names(void **state)
 	       "1,0,0,1,0");
 }
 
+/* The HTML report as a person sees it: rendered by headless Chromium, every chart's title in
+ * the DOM, every chart drawn and not blank on the screenshot (tests/report_check.py); and
+ * nothing in the page that needs a network. */
+static void test_report_in_chromium(void **state)
+{
+	char path[PATH_MAX], cmd[2 * PATH_MAX];
+	FILE *fp;
+	char *page;
+	long n;
+	(void)state;
+
+	run("html", 1, NULL, NULL);
+	snprintf(path, sizeof(path), "%s/html/report.html", tu_scratch);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	n = ftell(fp);
+	rewind(fp);
+	page = malloc((size_t)n + 1);
+	assert_non_null(page);
+	assert_int_equal(fread(page, 1, (size_t)n, fp), (size_t)n);
+	page[n] = '\0';
+	fclose(fp);
+	assert_null(strstr(page, "<script src"));
+	assert_null(strstr(page, "<link "));
+	/* the Japanese stop name is in the page's data, escaped for HTML where needed */
+	assert_non_null(strstr(page, "\xe5\xb8\x82\xe5\xbd\xb9\xe6\x89\x80"));
+	free(page);
+	snprintf(cmd, sizeof(cmd), "python3 tests/report_check.py '%s' 'Boardings by hour'"
+	         " 'Daily totals' 'Boardings and alightings along OP-A 1'"
+	         " 'Boardings and alightings along OP-B Line Two' 'Load profile: OP-A 1, direction 0'"
+	         " 'Origin-destination (journeys across operators)' 'Rider categories'"
+	         " 'Resident share (My Number linked cards)' 'Inferred-alighting accuracy'", path);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_bad_arguments(void **state)
 {
 	struct kp_an_opts o = { 0 };
@@ -629,6 +665,7 @@ int main(void)
 		cmocka_unit_test(test_opt_out),
 		cmocka_unit_test(test_pseudonym_rotation),
 		cmocka_unit_test(test_gtfs_jp_names),
+		cmocka_unit_test(test_report_in_chromium),
 		cmocka_unit_test(test_bad_arguments),
 	};
 
