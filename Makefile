@@ -169,7 +169,7 @@ ifeq ($(SANITIZE),1)
 SHELL_TESTS := $(filter-out tests/tools/test_deb.sh,$(SHELL_TESTS))
 endif
 # The benches: tests/bench*.c -> kippu-bench*, each a program of its own.
-BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares
+BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares bench_ridership
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
 .PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb
@@ -277,6 +277,7 @@ bench: deps
 	@$(BUILD)/bin/kippu-bench-libnfc --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-jpki --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-fares --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BUILD)/bin/kippu-bench-ridership --dir $(BUILD)/bench-ridership $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
 # ---- install (README, "Installing") ----
 # kippuctl goes to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian

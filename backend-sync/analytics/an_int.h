@@ -74,6 +74,10 @@ struct an_optout { uint8_t (*t)[16]; size_t n; };
 int an_optout_load(struct an_optout *o, const char *path, char *err, size_t cap);
 int an_optout_has(const struct an_optout *o, const uint8_t token[16]);
 void an_optout_free(struct an_optout *o);
+/* kp_an_pseudonym in two steps: the period's key (once a period), then a token's pseudonym. */
+int an_period_key(const uint8_t *secret, size_t secret_len, const char *period,
+                  uint8_t key[32]);
+int an_pseudonym_with(const uint8_t key[32], const uint8_t token[16], char out[33]);
 /* The secret file (>= KP_AN_SECRET_MIN bytes, at most 4096). */
 int an_secret_load(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
                    size_t errcap);

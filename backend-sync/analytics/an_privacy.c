@@ -7,21 +7,39 @@
 #include "an_int.h"
 #include "kp_hash.h"
 
-int kp_an_pseudonym(const uint8_t *secret, size_t secret_len, const char *period,
-                    const uint8_t token[16], char out[33])
+int an_period_key(const uint8_t *secret, size_t secret_len, const char *period,
+                  uint8_t key[KP_SHA256_LEN])
 {
 	char label[96];
-	uint8_t key[KP_SHA256_LEN], mac[KP_SHA256_LEN];
 	int n = snprintf(label, sizeof(label), "kippu ridership pseudonym %s", period);
 
 	if (n < 0 || (size_t)n >= sizeof(label) ||
-	    kp_hmac_sha256(secret, secret_len, label, (size_t)n, key) != 0 ||
-	    kp_hmac_sha256(key, sizeof(key), token, 16, mac) != 0)
+	    kp_hmac_sha256(secret, secret_len, label, (size_t)n, key) != 0)
+		return KP_AN_E_INVAL;
+	return KP_AN_OK;
+}
+
+int an_pseudonym_with(const uint8_t key[KP_SHA256_LEN], const uint8_t token[16], char out[33])
+{
+	uint8_t mac[KP_SHA256_LEN];
+
+	if (kp_hmac_sha256(key, KP_SHA256_LEN, token, 16, mac) != 0)
 		return KP_AN_E_INVAL;
 	for (int i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", mac[i]);
-	kp_zeroize(key, sizeof(key));
 	return KP_AN_OK;
+}
+
+int kp_an_pseudonym(const uint8_t *secret, size_t secret_len, const char *period,
+                    const uint8_t token[16], char out[33])
+{
+	uint8_t key[KP_SHA256_LEN];
+	int rc = an_period_key(secret, secret_len, period, key);
+
+	if (rc == KP_AN_OK)
+		rc = an_pseudonym_with(key, token, out);
+	kp_zeroize(key, sizeof(key));
+	return rc;
 }
 
 static int hexval(int c)

@@ -65,6 +65,9 @@ struct run {
 	struct xrule *xr; size_t n_xr;
 	struct rstop *rs; size_t n_rs;
 	FILE *ft;                           /* tides/fare_transactions.csv */
+	char period[8], pseud[33];          /* the current card's pseudonym for period */
+	uint8_t period_key[KP_SHA256_LEN];  /* the period's key, derived once a period */
+	char key_period[8];
 	uint64_t card;
 	uint8_t token[16];
 	int64_t day;
@@ -224,7 +227,9 @@ static int cmp_rstop(const void *a, const void *b)
 	return c != 0 ? c : strcmp(x->stop, y->stop);
 }
 
-#define RANGE " time_ms >= ?1 AND time_ms < ?2"
+/* "+time_ms": not the time index (SQLite would sort the whole period by card then); the
+ * card-token index gives the rows by card, each card's few sorted by time */
+#define RANGE " +time_ms >= ?1 AND +time_ms < ?2"
 static int load_context(struct run *r)
 {
 	int rc = meta_int(r, "service_day_end_s", &r->end_s);
@@ -544,15 +549,25 @@ static int tides_row(struct run *r, kp_db_stmt *st, const char *event, const cha
 	const char *action = strcmp(event, "tap_off") == 0 ? "Exit" :
 	                     strcmp(event, "no_tap_off") == 0 ? "Fare adjustment" : "Enter";
 
-	/* the fare note is only in the signed payload: decoded by the project's own decoder */
-	if (kp_record_decode(kp_db_column_blob(st, 13), kp_db_column_bytes(st, 13), &rec) ==
+	/* the fare note is only in the signed payload: decoded by the project's own decoder,
+	 * when the payload holds the word at all (most do not: no decoding for them) */
+	if (memmem(kp_db_column_blob(st, 13), kp_db_column_bytes(st, 13), "cap", 3) != NULL &&
+	    kp_record_decode(kp_db_column_blob(st, 13), kp_db_column_bytes(st, 13), &rec) ==
 	    KP_RECORD_OK)
 		capped = strstr(rec.fare, "cap") != NULL;
 	date_text(day, date);
 	memcpy(period, date, 7);
 	period[7] = '\0';
-	if (kp_an_pseudonym(r->secret, r->slen, period, r->token, pseud) != KP_AN_OK)
-		return KP_AN_E_INVAL;
+	if (strcmp(period, r->period) != 0 || r->pseud[0] == '\0') {   /* a new card or month */
+		if (strcmp(period, r->key_period) != 0 &&
+		    an_period_key(r->secret, r->slen, period, r->period_key) != KP_AN_OK)
+			return KP_AN_E_INVAL;
+		snprintf(r->key_period, sizeof(r->key_period), "%s", period);
+		if (an_pseudonym_with(r->period_key, r->token, r->pseud) != KP_AN_OK)
+			return KP_AN_E_INVAL;
+		snprintf(r->period, sizeof(r->period), "%s", period);
+	}
+	memcpy(pseud, r->pseud, sizeof(pseud));
 	kp_civil_local(ms, off, &c);
 	an_csv_field(r->ft, text_col(st, 11));
 	fprintf(r->ft, "-%" PRId64 ",%s,%04d-%02d-%02dT%02d:%02d:%02d.%03d%+03d:%02d,%" PRId64
@@ -610,6 +625,7 @@ static int record_row(struct run *r, kp_db_stmt *st)
 		if (r->card != 0 && (rc = flush_day(r)) != KP_AN_OK)
 			return rc;
 		if (r->card == 0 || memcmp(tok, r->token, 16) != 0) {
+			r->pseud[0] = '\0';
 			r->card++;
 			r->sum->cards++;
 			memcpy(r->token, tok, 16);
@@ -789,6 +805,13 @@ static int open_inputs(struct run *r)
 		snprintf(r->err, r->cap, "cannot open the database %s: %s", o->db, dberr);
 		return KP_AN_E_DB;
 	}
+	/* SQLite: a large page cache and memory-mapped reads for the month's one pass (settings
+	 * of this connection only; nothing is written) */
+	if (strcmp(kp_db_engine(r->db), "sqlite") == 0 &&
+	    kp_db_exec(r->db, "PRAGMA cache_size = -262144; PRAGMA mmap_size = 8589934592;") != KP_DB_OK) {
+		snprintf(r->err, r->cap, "database %s: %s", o->db, kp_db_errmsg(r->db));
+		return KP_AN_E_DB;
+	}
 	rc = make_dir(o->out_dir, r->err, r->cap);
 	snprintf(path, sizeof(path), "%s/tides", o->out_dir);
 	if (rc == KP_AN_OK)
@@ -842,6 +865,7 @@ int kp_an_run(const struct kp_an_opts *opts, struct kp_an_summary *sum, char *er
 	an_gtfs_free(&r->g);
 	an_optout_free(&r->opt);
 	kp_zeroize(r->secret, sizeof(r->secret));
+	kp_zeroize(r->period_key, sizeof(r->period_key));
 	free(r->prods);
 	free(r->xr);
 	free(r->rs);

@@ -651,6 +651,19 @@ static void test_tides_fields(void **state)
 	(void)state;
 
 	run("tides", 10, NULL, NULL);
+	{       /* fare_capped: from the signed fare note, card 5's one flat-fare tap on R2 */
+		char path[PATH_MAX], line[1024];
+		FILE *fp;
+		int capped = 0;
+
+		snprintf(path, sizeof(path), "%s/tides/tides/fare_transactions.csv", tu_scratch);
+		fp = fopen(path, "r");
+		assert_non_null(fp);
+		while (fgets(line, sizeof(line), fp) != NULL)
+			capped += strstr(line, ",adult,SV,true,") != NULL;
+		fclose(fp);
+		assert_int_equal(capped, 1);
+	}
 	assert_true(nf >= 20);
 	check_tides("fare_transactions", f, nf);
 	check_tides("station_activities", f, nf);
