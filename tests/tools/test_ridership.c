@@ -23,6 +23,8 @@
 
 #include "kp_analytics.h"
 #include "kp_backend.h"
+#include "kp_db.h"
+#include "schema_pg.h"
 #include "kp_terminal.h"
 #include "testutil.h"
 
@@ -669,6 +671,103 @@ static void test_tides_fields(void **state)
 	check_tides("station_activities", f, nf);
 }
 
+/* ---- the same on PostgreSQL ---- */
+
+#define REC_COLS "terminal, journal, seq, time_ms, token, operator, route, stop, product," \
+	" ent_id, rides, amount, left_after, result, reason, cose, payload, hash, received_ms," \
+	" via, category, kind, event"
+
+/* Copies the rows of sql (SQLite) into the PostgreSQL table by insert (n columns). */
+static void copy_rows(kp_db *from, kp_db *to, const char *sql, const char *insert, int n)
+{
+	kp_db_stmt *a = NULL, *b = NULL;
+
+	assert_int_equal(kp_db_prepare(from, &a, sql), KP_DB_OK);
+	assert_int_equal(kp_db_prepare(to, &b, insert), KP_DB_OK);
+	while (kp_db_step(a) == KP_DB_ROW) {
+		for (int i = 0; i < n; i++) {
+			switch (kp_db_column_type(a, i)) {
+			case KP_DB_NULL: kp_db_bind_null(b, i + 1); break;
+			case KP_DB_INTEGER: kp_db_bind_int64(b, i + 1, kp_db_column_int64(a, i)); break;
+			case KP_DB_BLOB:
+				kp_db_bind_blob(b, i + 1, kp_db_column_blob(a, i), kp_db_column_bytes(a, i));
+				break;
+			default: kp_db_bind_text(b, i + 1, kp_db_column_text(a, i), SIZE_MAX); break;
+			}
+		}
+		if (kp_db_step(b) != KP_DB_DONE)
+			fail_msg("copy: %s", kp_db_errmsg(to));
+		kp_db_reset(b);
+	}
+	kp_db_finalize(a);
+	kp_db_finalize(b);
+}
+
+static void same_file(const char *name)
+{
+	char a[PATH_MAX], b[PATH_MAX], cmd[2 * PATH_MAX + 20];
+
+	snprintf(a, sizeof(a), "%s/k1/%s", tu_scratch, name);
+	snprintf(b, sizeof(b), "%s/pg/%s", tu_scratch, name);
+	snprintf(cmd, sizeof(cmd), "cmp -s '%s' '%s'", a, b);
+	if (system(cmd) != 0)
+		fail_msg("%s differs between SQLite and PostgreSQL", name);
+}
+
+/* The backend's records copied into the store's PostgreSQL schema (schema_pg.c) give the
+ * same figures byte for byte: the analytics speak only kp_db.h. Run by test_pg.sh. */
+static void test_same_on_postgresql(void **state)
+{
+	const char *uri = getenv("KIPPU_TEST_PG");
+	static const char *const files[] = { "stops.csv", "hours.csv", "days.csv",
+		"categories.csv", "product_kinds.csv", "transfers.csv", "od_routes.csv",
+		"od_journeys.csv", "station_activities.csv", "load_profiles.csv",
+		"tides/fare_transactions.csv", "tides/station_activities.csv" };
+	const struct kp_db_migration *m;
+	struct kp_an_opts o;
+	struct kp_an_summary s, ref;
+	kp_db *lite = NULL, *pg = NULL;
+	char err[512], out[PATH_MAX];
+	size_t n;
+	(void)state;
+
+	if (uri == NULL || uri[0] == '\0') {
+		printf("ridership on PostgreSQL: not run here (no KIPPU_TEST_PG; tests/backend/"
+		       "test_pg.sh runs it against a throw-away server)\n");
+		return;
+	}
+	ref = run("k1", 1, NULL, NULL);
+	assert_int_equal(kp_db_open(&lite, db_path, KP_DB_READONLY, err, sizeof(err)), KP_DB_OK);
+	assert_int_equal(kp_db_open(&pg, uri, 0, err, sizeof(err)), KP_DB_OK);
+	assert_int_equal(kp_db_exec(pg, "DROP SCHEMA public CASCADE; CREATE SCHEMA public"),
+	                 KP_DB_OK);
+	m = kp_bstore_pg_migrations(&n);
+	assert_int_equal(kp_db_migrate(pg, m, n, NULL, NULL), KP_DB_OK);
+	copy_rows(lite, pg, "SELECT id, first_seen, last_seen FROM terminals",
+	          "INSERT INTO terminals(id, first_seen, last_seen) VALUES (?1, ?2, ?3)", 3);
+	copy_rows(lite, pg, "SELECT id, name, rides, product_kind FROM products",
+	          "INSERT INTO products(id, name, rides, product_kind) VALUES (?1, ?2, ?3, ?4)", 4);
+	copy_rows(lite, pg, "SELECT " REC_COLS " FROM records", "INSERT INTO records(" REC_COLS
+	          ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+	          " ?17, ?18, ?19, ?20, ?21, ?22, ?23)", 23);
+	kp_db_close(lite);
+	kp_db_close(pg);
+	snprintf(out, sizeof(out), "%s/pg", tu_scratch);
+	memset(&o, 0, sizeof(o));
+	o.db = uri;
+	assert_int_equal(kp_an_parse_date("2026-11-26", &o.from_day), KP_AN_OK);
+	o.to_day = o.from_day;
+	o.gtfs_dir = gtfs_dir;
+	o.k = 1;
+	o.secret_path = secret;
+	o.out_dir = out;
+	if (kp_an_run(&o, &s, err, sizeof(err)) != KP_AN_OK)
+		fail_msg("run on PostgreSQL: %s", err);
+	assert_memory_equal(&s, &ref, sizeof(s));
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		same_file(files[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -680,6 +779,7 @@ int main(void)
 		cmocka_unit_test(test_gtfs_jp_names),
 		cmocka_unit_test(test_report_in_chromium),
 		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_same_on_postgresql),
 	};
 
 	return cmocka_run_group_tests_name("ridership", tests, setup, teardown);
