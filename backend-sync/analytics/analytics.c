@@ -805,10 +805,10 @@ static int open_inputs(struct run *r)
 		snprintf(r->err, r->cap, "cannot open the database %s: %s", o->db, dberr);
 		return KP_AN_E_DB;
 	}
-	/* SQLite: a large page cache and memory-mapped reads for the month's one pass (settings
-	 * of this connection only; nothing is written) */
+	/* SQLite: a 64 MB page cache for the month's one pass (this connection only; nothing is
+	 * written) */
 	if (strcmp(kp_db_engine(r->db), "sqlite") == 0 &&
-	    kp_db_exec(r->db, "PRAGMA cache_size = -262144; PRAGMA mmap_size = 8589934592;") != KP_DB_OK) {
+	    kp_db_exec(r->db, "PRAGMA cache_size = -65536") != KP_DB_OK) {
 		snprintf(r->err, r->cap, "database %s: %s", o->db, kp_db_errmsg(r->db));
 		return KP_AN_E_DB;
 	}
