@@ -15,6 +15,7 @@ enum { T_STOP, T_HOUR, T_DAY, T_CAT, T_KIND, T_XFER, T_OD, T_JOURNEY, T_STATION,
 
 struct an_cell {
 	char *key;                        /* fields joined by '\x1f' */
+	uint64_t hash;                    /* of key */
 	int64_t v[AN_NV];
 	int64_t riders;                   /* distinct cards that added to it */
 	uint64_t last_card;               /* the card that last added (riders counts each once) */

@@ -29,7 +29,7 @@ static int grow(struct an_table *t)
 
 		if (t->cells[i].key == NULL)
 			continue;
-		for (j = hash(t->cells[i].key) & (cap - 1); c[j].key != NULL; j = (j + 1) & (cap - 1))
+		for (j = t->cells[i].hash & (cap - 1); c[j].key != NULL; j = (j + 1) & (cap - 1))
 			;
 		c[j] = t->cells[i];
 	}
@@ -42,12 +42,13 @@ static int grow(struct an_table *t)
 struct an_cell *an_add(struct an_table *t, const char *key, uint64_t card)
 {
 	struct an_cell *c;
+	uint64_t h = hash(key);
 	size_t j;
 
 	if ((t->n + 1) * 2 > t->cap && grow(t) != 0)
 		return NULL;
-	for (j = hash(key) & (t->cap - 1); t->cells[j].key != NULL; j = (j + 1) & (t->cap - 1)) {
-		if (strcmp(t->cells[j].key, key) == 0)
+	for (j = h & (t->cap - 1); t->cells[j].key != NULL; j = (j + 1) & (t->cap - 1)) {
+		if (t->cells[j].hash == h && strcmp(t->cells[j].key, key) == 0)
 			break;
 	}
 	c = &t->cells[j];
@@ -55,6 +56,7 @@ struct an_cell *an_add(struct an_table *t, const char *key, uint64_t card)
 		c->key = strdup(key);
 		if (c->key == NULL)
 			return NULL;
+		c->hash = h;
 		t->n++;
 	}
 	if (c->last_card != card) {
@@ -66,10 +68,12 @@ struct an_cell *an_add(struct an_table *t, const char *key, uint64_t card)
 
 struct an_cell *an_find(const struct an_table *t, const char *key)
 {
+	uint64_t h = hash(key);
+
 	if (t->cap == 0)
 		return NULL;
-	for (size_t j = hash(key) & (t->cap - 1); t->cells[j].key != NULL; j = (j + 1) & (t->cap - 1)) {
-		if (strcmp(t->cells[j].key, key) == 0)
+	for (size_t j = h & (t->cap - 1); t->cells[j].key != NULL; j = (j + 1) & (t->cap - 1)) {
+		if (t->cells[j].hash == h && strcmp(t->cells[j].key, key) == 0)
 			return &t->cells[j];
 	}
 	return NULL;
