@@ -96,7 +96,8 @@ DIR_console := terminal/console
 DIR_app     := terminal/app
 DIR_tools   := tools
 FOLDERS     := sys hal crypto proto client db backend analytics card store fare tap console app tools
-MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c tools/pn532_emu.c
+MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c tools/pn532_emu.c \
+               tools/kippu_loadgen.c
 
 PC_sys      = $(call pc_cflags,libsystemd)
 PC_hal      = $(call pc_cflags,libnfc)
@@ -155,7 +156,7 @@ $(call obj,$(MAINS)): $(GEN)/kp_version.h
 $(call obj,$(MAINS)): FOLDER_CFLAGS += -I$(GEN)
 
 PROGS := $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-backend \
-         $(BUILD)/bin/kippu-pn532-emu
+         $(BUILD)/bin/kippu-pn532-emu $(BUILD)/bin/kippu-loadgen
 # Tests mirror the layout: tests/<folder>/test_*.c, one program each, built as
 # $(BUILD)/tests/test_*; helpers shared by the tests (testutil.h, fixtures.c, bench_*.h) and
 # test data (tests/data/) sit beside the folders.
@@ -169,7 +170,7 @@ ifeq ($(SANITIZE),1)
 SHELL_TESTS := $(filter-out tests/tools/test_deb.sh,$(SHELL_TESTS))
 endif
 # The benches: tests/bench*.c -> kippu-bench*, each a program of its own.
-BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares bench_ridership
+BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares bench_delta bench_ridership
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
 .PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb
@@ -199,6 +200,8 @@ $(eval $(call mkprog,kippu-backend,backend-sync/backend/main.c,backend))
 $(eval $(call mkprog,kippuctl,tools/kippuctl.c,tools))
 # The PN532 emulator drives the mock HAL's card models through the public HAL API only.
 $(eval $(call mkprog,kippu-pn532-emu,tools/pn532_emu.c,tools))
+# N simulated terminals against a running backend (README, "Load generator").
+$(eval $(call mkprog,kippu-loadgen,tools/kippu_loadgen.c,tools))
 $(foreach b,$(BENCH_NAMES),$(eval $(call mkprog,kippu-$(subst _,-,$(b)),tests/$(b).c,tools)))
 
 # Unit tests of the lower folders link only what they test (tests/hal/test_hal_*,
@@ -267,20 +270,24 @@ demo: deps
 # kippu-bench-libnfc: card presence -> decision through libnfc and kippu-pn532-emu (a small
 # store of its own in $(BUILD)/bench-libnfc, removed after); kippu-bench-jpki: a My Number
 # card's arrival -> decision on the mock HAL (its own CA, cards and store in
-# $(BUILD)/bench-jpki, removed after). With BENCH_JSON=path,
+# $(BUILD)/bench-jpki, removed after); tests/bench_loadgen.sh: a real kippu-backend process
+# (SQLite, in $(BUILD)/bench-loadgen, removed after) loaded by kippu-loadgen with 50 terminals.
+# With BENCH_JSON=path,
 # kippu-bench writes its JSON array there and the others add their figures to the same
 # array (--json-append), so one file holds them all.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCHES) $(BUILD)/bin/kippu-pn532-emu
+	@$(MAKE) --no-print-directory $(BENCHES) $(PROGS)
 	@$(BUILD)/bin/kippu-bench --dir $(BUILD)/bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-sync --dir $(BUILD)/bench $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-libnfc --dir $(BUILD)/bench-libnfc $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-jpki --dir $(BUILD)/bench-jpki $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-fares --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@$(BUILD)/bin/kippu-bench-delta --dir $(BUILD)/bench-delta $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+	@KP_BIN=$(BUILD)/bin sh tests/bench_loadgen.sh $(BUILD)/bench-loadgen $(BENCH_JSON)
 	@$(BUILD)/bin/kippu-bench-ridership --dir $(BUILD)/bench-ridership $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 
 # ---- install (README, "Installing") ----
-# kippuctl goes to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian
+# kippuctl and kippu-loadgen go to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian
 # does for daemons); kippu-pn532-emu, a test tool, only with `make install-dev-tools`.
 # Programs are stripped (STRIP= or INSTALL_STRIP= installs them unstripped: debian/rules
 # leaves stripping to dh_strip, which keeps the symbols in -dbgsym packages).
@@ -323,7 +330,8 @@ $(BUILD)/etc/backend.conf: $(BUILD)/bin/kippu-backend tools/etc/conf-example.awk
 install: $(PROGS) $(BUILD)/etc/terminal.conf $(BUILD)/etc/backend.conf
 	$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(sbindir) $(DESTDIR)$(unitdir) \
 	  $(DESTDIR)$(sysconfdir)/kippu $(DESTDIR)$(datadir)/kippu
-	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippuctl $(DESTDIR)$(bindir)/
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippuctl $(BUILD)/bin/kippu-loadgen \
+	  $(DESTDIR)$(bindir)/
 	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(BUILD)/bin/kippu-terminal $(BUILD)/bin/kippu-backend \
 	  $(DESTDIR)$(sbindir)/
 	@for u in $(UNITS); do echo "$(INSTALL) -m 0644 $$u $(DESTDIR)$(unitdir)/ (paths: $(sbindir), $(sysconfdir))"; \

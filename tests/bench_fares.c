@@ -6,7 +6,6 @@
  * stop-to-stop fare, transfer and caps, charged) with the signed journal record and the
  * durable commit, over riders on random routes and stops of the feed. Prints a table;
  * --json-append adds its figures to kippu-bench's JSON array. */
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_json.h"
+#include "bench_trips.h"
+#include "kp_loadgen.h"
 #include "bench_util.h"
 #include "kp_terminal.h"
 #include "kp_tools.h"
 
-#define FEED_DIR "../shared/data/gtfs/jp-donanbus-muroran-zone"
 #define N_CARDS 2000
 #define N_JOURNEYS 5000
-
-struct trip { char route[40], from[40], to[40]; };
 
 /* The p-th percentile of n samples, in ms: sorts them, and truncates the rank. */
 static double pct_ms(double *v, size_t n, double p)
@@ -42,36 +39,6 @@ static void die(const char *what, int rc, kp_store *s)
 	exit(1);
 }
 
-/* Journeys the feed prices: a rule's route, and a stop in its origin and in its
- * destination zone (the feed's zones are stops). */
-static size_t sample_trips(const char *db, struct trip *t, size_t n)
-{
-	sqlite3 *h = NULL;
-	sqlite3_stmt *st = NULL;
-	size_t k = 0;
-
-	if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(h, "SELECT r.route_id, a.stop_id, b.stop_id FROM fare_rules r"
-	                       " JOIN fare_stops a ON a.feed_id = r.feed_id AND a.zone_id = r.origin_id"
-	                       " JOIN fare_stops b ON b.feed_id = r.feed_id"
-	                       "  AND b.zone_id = r.destination_id"
-	                       " WHERE r.feed_id = 'muroran' AND r.route_id <> '' AND a.stop_id <> b.stop_id"
-	                       " AND length(r.route_id) <= 32 AND length(a.stop_id) <= 32"
-	                       " AND length(b.stop_id) <= 32"
-	                       " ORDER BY random() LIMIT ?1", -1, &st, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)n);
-	while (k < n && sqlite3_step(st) == SQLITE_ROW) {
-		snprintf(t[k].route, sizeof(t[k].route), "%s", (const char *)sqlite3_column_text(st, 0));
-		snprintf(t[k].from, sizeof(t[k].from), "%s", (const char *)sqlite3_column_text(st, 1));
-		snprintf(t[k].to, sizeof(t[k].to), "%s", (const char *)sqlite3_column_text(st, 2));
-		k++;
-	}
-	sqlite3_finalize(st);
-	sqlite3_close(h);
-	return k;
-}
-
 int main(int argc, char **argv)
 {
 	static const uint8_t token_key[KP_TOKEN_KEY_LEN] = { 7 };
@@ -85,7 +52,6 @@ int main(int argc, char **argv)
 	kp_key *key = NULL;
 	kp_tap_engine *e = NULL;
 	double *on, *off, *look, *maxl, imp_s, t0;
-	const char *ops[] = { "DN" };
 	int64_t now = 1796083200000LL;            /* 2026-12-01T00:00:00Z = 09:00 JST */
 	size_t n_trips, n_on = 0, n_off = 0, accepted = 0;
 	int rc;
@@ -117,13 +83,7 @@ int main(int argc, char **argv)
 	/* the scheme: operator DN prices by the feed, tap-on/tap-off; riders hold stored value */
 	rc = kp_store_begin(s);
 	if (rc == KP_OK)
-		rc = kp_store_put_operator(s, "DN", "Donan Bus");
-	if (rc == KP_OK)
-		rc = kp_store_put_operator_fare(s, "DN", "muroran", 1);
-	if (rc == KP_OK)
-		rc = kp_store_put_product_stored(s, "SV", "Scheme account", ops, 1);
-	if (rc == KP_OK)
-		rc = kp_store_put_fare_cap(s, "", KP_CAP_DAY, 1500);
+		rc = put_dn_scheme(s);
 	for (int i = 0; rc == KP_OK && i < N_CARDS; i++) {
 		struct kp_entitlement en;
 		char label[16];
@@ -204,7 +164,7 @@ int main(int argc, char **argv)
 		               pct_ms(off, n_off, 50), pct_ms(off, n_off, 99), pct_ms(off, n_off, 99.9),
 		               pct_ms(look, n_trips, 50), pct_ms(look, n_trips, 99),
 		               pct_ms(maxl, n_trips, 50), pct_ms(maxl, n_trips, 99) };
-		const struct metric m[] = {
+		const struct kp_metric m[] = {
 			{ "fares_import_muroran", "s", v[0] },
 			{ "fare_tap_on_p50", "ms", v[1] }, { "fare_tap_on_p99", "ms", v[2] },
 			{ "fare_tap_on_p999", "ms", v[3] }, { "fare_tap_off_p50", "ms", v[4] },
@@ -225,7 +185,7 @@ int main(int argc, char **argv)
 		printf("| part: maximum fare from a stop (ms)             | %7.3f | %7.3f |         |          |\n", v[9], v[10]);
 		printf("| peak RSS (MB)                                   | %7.1f |         |         |          |\n", ru.ru_maxrss / 1024.0);
 		printf("\ntap-offs charged: %zu of %zu\n", accepted, n_off);
-		if (json != NULL && write_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
+		if (json != NULL && kp_metrics_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	kp_tap_engine_close(e);

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_json.h"
+#include "kp_loadgen.h"
 #include "bench_util.h"
 #include "jpki_ext.h"
 #include "kp_terminal.h"
@@ -419,7 +419,7 @@ int main(int argc, char **argv)
 	       rp[3][0], rp[3][1], rp[3][2]);
 	printf("\nall %d + %d + %d taps accepted\n", taps, taps, taps);
 	if (json != NULL) {
-		const struct metric m[] = {
+		const struct kp_metric m[] = {
 			{ "mynumber_tap_decision_p50", "ms", rb[0] },
 			{ "mynumber_tap_decision_p99", "ms", rb[1] },
 			{ "mynumber_tap_decision_max", "ms", rb[2] },
@@ -427,7 +427,7 @@ int main(int argc, char **argv)
 			{ "mynumber_cert_bytes", "bytes", (double)big_len },
 		};
 
-		if (write_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
+		if (kp_metrics_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", run);

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_json.h"
+#include "kp_loadgen.h"
 #include "bench_util.h"
 #include "kp_terminal.h"
 
@@ -252,14 +252,14 @@ int main(int argc, char **argv)
 	       (t_ready - t_spawn) / 1e3, accepted, n);
 	if (json != NULL) {
 		/* Added to the JSON array kippu-bench wrote (or a new one). */
-		const struct metric m[] = {
+		const struct kp_metric m[] = {
 			{ "nfc_presence_to_decision_p50", "ms", pct(total, n, 50) / 1e3 },
 			{ "nfc_presence_to_decision_p99", "ms", pct(total, n, 99) / 1e3 },
 			{ "nfc_detected_to_decision_p50", "ms", pct(decided, n, 50) / 1e3 },
 			{ "nfc_detected_to_decision_p99", "ms", pct(decided, n, 99) / 1e3 },
 		};
 
-		if (write_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
+		if (kp_metrics_json(json, 1, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	unlink(db);

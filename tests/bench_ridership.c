@@ -18,10 +18,10 @@
 
 #include <sqlite3.h>
 
-#include "bench_json.h"
 #include "bench_util.h"
 #include "kp_analytics.h"
 #include "kp_backend.h"
+#include "kp_loadgen.h"
 #include "kp_terminal.h"
 
 #define STOPS_PER_ROUTE 10
@@ -295,12 +295,12 @@ int main(int argc, char **argv)
 	getrusage(RUSAGE_CHILDREN, &ru);
 	print_table(made, routes, (long)cards_k * 1000, gen_s, run_s, &sum, &ru);
 	if (json != NULL) {
-		struct metric m[] = {
+		const struct kp_metric m[] = {
 			{ "ridership_report_month_s", "s", run_s },
 			{ "ridership_report_peak_rss_mb", "MB", ru.ru_maxrss / 1024.0 },
 		};
 
-		if (write_json(json, 1, m, 2) != 0)
+		if (kp_metrics_json(json, 1, m, 2) != 0)
 			return 1;
 	}
 	if (!keep) {

@@ -13,7 +13,8 @@
  *     = SHA-256 of the previous payload, kid = terminal id = certificate CN) is built in
  *     memory beforehand; each terminal is one client thread that speaks the protocol by
  *     hand (hello -> welcome, records of KP_SYNC_BATCH_MAX -> ack ..., bye), all released
- *     at once. The clock runs from the first connect to the last ack. The 50 terminals run
+ *     at once (the chains and the client are tools/kp_loadgen.h, shared with kippu-loadgen).
+ *     The clock runs from the first connect to the last ack. The 50 terminals run
  *     twice: by chain (the default: the last record of each batch and one other verified,
  *     PROTOCOL.md section 4.2) and with every signature verified (verify_every_record).
  *  3. A 10,000-record backlog synced with the terminal's own path: a terminal store filled
@@ -28,7 +29,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_json.h"
+#include "kp_loadgen.h"
 #include "bench_util.h"
 #include "kp_backend.h"
 #include "kp_terminal.h"
@@ -148,7 +148,7 @@ static void make_pki(int n_terminals)
 {
 	kp_key *ca_key = NULL, *k = NULL;
 	kp_cert *ca = NULL;
-	char key_path[512], crt_path[512], cn[KP_ID_MAX + 1];
+	char cn[KP_ID_MAX + 1], err[300];
 	int rc;
 
 	path_of(ca_crt, sizeof(ca_crt), "ca.crt");
@@ -166,142 +166,46 @@ static void make_pki(int n_terminals)
 	kp_key_free(k);
 	for (int i = 0; i < n_terminals; i++) {
 		snprintf(cn, sizeof(cn), "T-%d", i);
-		path_of(key_path, sizeof(key_path), "%s.key", cn);
-		path_of(crt_path, sizeof(crt_path), "%s.crt", cn);
-		k = NULL;
-		if ((rc = kp_key_generate(&k)) != 0 || (rc = kp_key_save(k, key_path)) != 0 ||
-		    (rc = kp_cert_issue(ca_key, ca, k, cn, 30, crt_path)) != 0)
-			die("terminal certificate", rc);
-		kp_key_free(k);
+		if (kp_lg_mint(ca_key, ca, dir, cn, 30, err, sizeof(err)) != 0) {
+			fprintf(stderr, "bench-sync: %s\n", err);
+			exit(1);
+		}
 	}
 	kp_cert_free(ca);
 	kp_key_free(ca_key);
 }
 
-/* ---- pre-signed record chains ---- */
+/* ---- pre-signed record chains (tools/kp_loadgen.h) ---- */
 
-struct chain {
-	char id[KP_ID_MAX + 1];
-	int n;
-	uint8_t **payload; size_t *payload_len;
-	struct kp_bytes *cose;          /* what goes on the wire */
-};
-
-static struct chain *chains;       /* one per terminal; T-0's is the longest */
-
-/* Payloads in sequence (each names the hash of the one before); signing comes later. */
-static void encode_chain(struct chain *c, int terminal, int n)
-{
-	uint8_t prev[KP_SHA256_LEN] = { 0 };
-	int rc;
-
-	snprintf(c->id, sizeof(c->id), "T-%d", terminal);
-	c->n = n;
-	c->payload = calloc((size_t)n, sizeof(*c->payload));
-	c->payload_len = calloc((size_t)n, sizeof(*c->payload_len));
-	c->cose = calloc((size_t)n, sizeof(*c->cose));
-	if (c->payload == NULL || c->payload_len == NULL || c->cose == NULL)
-		die("chain", KP_SYNC_E_NOMEM);
-	for (int i = 0; i < n; i++) {
-		struct kp_record r;
-
-		/* A bus tap as the terminal journals it; one in ten is refused. */
-		memset(&r, 0, sizeof(r));
-		r.seq = (uint64_t)i + 1;
-		r.time_ms = 1795651200000LL + (int64_t)i * 2000;
-		snprintf(r.terminal, sizeof(r.terminal), "%s", c->id);
-		snprintf(r.kind, sizeof(r.kind), "tap");
-		r.has_token = 1;
-		for (int b = 0; b < KP_TOKEN_LEN; b++)
-			r.token[b] = (uint8_t)(i * 31 + b * 7 + terminal);
-		snprintf(r.operator_id, sizeof(r.operator_id), "OP-A");
-		snprintf(r.route, sizeof(r.route), "R%d", terminal % 7);
-		snprintf(r.stop, sizeof(r.stop), "S%d", i % 40);
-		if (i % 10 != 9) {
-			snprintf(r.product, sizeof(r.product), "P10");
-			r.entitlement = 1000 + (i * 7919) % 100000;
-			r.rides = 1;
-			r.has_left = 1;
-			r.left = i % 10;
-			snprintf(r.result, sizeof(r.result), "accepted");
-			snprintf(r.reason, sizeof(r.reason), "ok");
-		} else {
-			snprintf(r.result, sizeof(r.result), "refused");
-			snprintf(r.reason, sizeof(r.reason), "exhausted");
-		}
-		memcpy(r.prev, prev, KP_SHA256_LEN);
-		if ((rc = kp_record_encode(&r, &c->payload[i], &c->payload_len[i])) != 0 ||
-		    (rc = kp_sha256(c->payload[i], c->payload_len[i], prev)) != 0)
-			die("record", rc);
-	}
-}
-
-struct sign_job { int chain, from, to; };
-static struct sign_job *jobs;
-static int n_jobs;
-static atomic_int next_job;
-
-/* Each job loads its own copy of the terminal's key: a kp_key signs in one thread at a
- * time, so one terminal's long chain can be signed on every core at once. */
-static void *sign_main(void *arg)
-{
-	(void)arg;
-	for (;;) {
-		int j = atomic_fetch_add(&next_job, 1), rc;
-		struct chain *c;
-		char key_path[512];
-		kp_key *key = NULL;
-
-		if (j >= n_jobs)
-			return NULL;
-		c = &chains[jobs[j].chain];
-		path_of(key_path, sizeof(key_path), "%s.key", c->id);
-		if ((rc = kp_key_load(&key, key_path)) != 0)
-			die("key", rc);
-		for (int i = jobs[j].from; i < jobs[j].to; i++) {
-			uint8_t *cose = NULL;
-			size_t len = 0;
-
-			if ((rc = kp_cose_sign1(key, c->id, c->payload[i], c->payload_len[i], &cose,
-			                        &len)) != 0)
-				die("sign", rc);
-			c->cose[i].p = cose;
-			c->cose[i].n = len;
-		}
-		kp_key_free(key);
-	}
-}
+static struct kp_lg_chain *chains; /* one per terminal; T-0's is the longest */
 
 static void make_chains(int n_terminals)
 {
-	int longest = opt.solo > opt.per_terminal ? opt.solo : opt.per_terminal;
-	pthread_t th[64];
-	int nth = opt.ncpu < 64 ? opt.ncpu : 64, total = 0;
+	int longest = opt.solo > opt.per_terminal ? opt.solo : opt.per_terminal, total = 0;
+	/* bus taps as the terminal journals them; one in ten is refused */
+	const struct kp_lg_mix mix = { 9, 0, 0, 1, 0 };
 	double t0 = now_s();
+	char id[KP_ID_MAX + 1], err[300];
+	int rc;
 
 	chains = calloc((size_t)n_terminals, sizeof(*chains));
-	/* at most ceil(n / 250) jobs per chain */
-	jobs = calloc((size_t)n_terminals * ((size_t)opt.per_terminal / 250 + 1) +
-	              (size_t)longest / 250 + 1, sizeof(*jobs));
-	if (chains == NULL || jobs == NULL)
+	if (chains == NULL)
 		die("chains", KP_SYNC_E_NOMEM);
 	for (int t = 0; t < n_terminals; t++) {
 		int n = t == 0 ? longest : opt.per_terminal;
 
-		encode_chain(&chains[t], t, n);
-		for (int from = 0; from < n; from += 250) {
-			jobs[n_jobs].chain = t;
-			jobs[n_jobs].from = from;
-			jobs[n_jobs].to = from + 250 < n ? from + 250 : n;
-			n_jobs++;
-		}
+		snprintf(id, sizeof(id), "T-%d", t);
+		if ((rc = kp_lg_chain_encode(&chains[t], id, t, n, 1795651200000LL, &mix)) != 0)
+			die("record", rc);
+		path_of(chains[t].key_path, sizeof(chains[t].key_path), "%s.key", id);
 		total += n;
 	}
-	progress("signing %d records for %d terminals on %d threads", total, n_terminals, nth);
-	for (int i = 0; i < nth; i++)
-		pthread_create(&th[i], NULL, sign_main, NULL);
-	for (int i = 0; i < nth; i++)
-		pthread_join(th[i], NULL);
+	progress("signing %d records for %d terminals on %d threads", total, n_terminals,
+	         opt.ncpu);
+	if (kp_lg_chains_sign(chains, n_terminals, opt.ncpu, err, sizeof(err)) != 0) {
+		fprintf(stderr, "bench-sync: %s\n", err);
+		exit(1);
+	}
 	progress("signed in %.1f s", now_s() - t0);
 }
 
@@ -317,7 +221,7 @@ struct vthread {
 static void *verify_main(void *arg)
 {
 	struct vthread *v = arg;
-	const struct chain *c = &chains[0];
+	const struct kp_lg_chain *c = &chains[0];
 	int n = c->n < 1000 ? c->n : 1000, rc;
 	char crt[512];
 	kp_cert *cert = NULL;
@@ -453,82 +357,22 @@ static void check_stored(const char *tag, uint64_t want)
 /* ---- 2. ingest: raw protocol clients ---- */
 
 struct client {
-	const struct chain *c;
-	int n;                          /* records to send */
-	int port;
-	kp_tls_conf *conf;
+	struct kp_lg_term t;
 	pthread_barrier_t *start;
-	double t_connect, t_handshake, t_welcome, t_last_ack;   /* absolute, now_s() */
-	double rtt_sum;                 /* records -> ack, summed over batches */
-	double rtt_max;
-	int batches;
 };
 
+/* One terminal (tools/loadgen.c), released with the others; any error ends the bench. */
 static void *client_main(void *arg)
 {
 	struct client *cl = arg;
-	struct kp_msg out, in;
-	uint8_t *buf = NULL;
-	kp_tls *t = NULL;
-	char err[256], port[16];
-	int fd = -1, rc, sent = 0;
 
-	memset(&out, 0, sizeof(out));
-	memset(&in, 0, sizeof(in));
-	snprintf(port, sizeof(port), "%d", cl->port);
 	pthread_barrier_wait(cl->start);
-	cl->t_connect = now_s();
-	if ((rc = kp_tcp_connect("127.0.0.1", port, TIMEOUT_MS, &fd)) != 0)
-		die("connect", rc);
-	if ((rc = kp_tls_handshake(&t, cl->conf, fd, "backend", TIMEOUT_MS, err, sizeof(err))) != 0) {
-		fprintf(stderr, "bench-sync: %s: handshake: %s\n", cl->c->id, err);
+	if (kp_lg_term_run(&cl->t) != KP_LG_E_NONE || cl->t.acked != cl->t.n) {
+		fprintf(stderr, "bench-sync: %s: %s error: %s (%d of %d records acked)\n",
+		        cl->t.c->id, kp_lg_error_name(cl->t.error), cl->t.reason, cl->t.acked,
+		        cl->t.n);
 		exit(1);
 	}
-	cl->t_handshake = now_s();
-	out.type = KP_MSG_HELLO;
-	snprintf(out.terminal, sizeof(out.terminal), "%s", cl->c->id);
-	if ((rc = kp_msg_send(t, &out, TIMEOUT_MS)) != 0 ||
-	    (rc = kp_msg_recv(t, &in, &buf, TIMEOUT_MS)) != 0)
-		die("hello", rc);
-	if (in.type != KP_MSG_WELCOME || in.acked != 0) {
-		fprintf(stderr, "bench-sync: %s: expected welcome with acked 0, got %s (%s)\n",
-		        cl->c->id, kp_msg_type_name(in.type), in.reason);
-		exit(1);
-	}
-	cl->t_welcome = now_s();
-	while (sent < cl->n) {
-		int k = cl->n - sent < KP_SYNC_BATCH_MAX ? cl->n - sent : KP_SYNC_BATCH_MAX;
-		double t0 = now_s();
-
-		kp_msg_clear(&in);
-		free(buf);
-		buf = NULL;
-		memset(&out, 0, sizeof(out));
-		out.type = KP_MSG_RECORDS;
-		out.items = (struct kp_bytes *)&cl->c->cose[sent];
-		out.n_items = (size_t)k;
-		if ((rc = kp_msg_send(t, &out, TIMEOUT_MS)) != 0 ||
-		    (rc = kp_msg_recv(t, &in, &buf, TIMEOUT_MS)) != 0)
-			die("records", rc);
-		sent += k;
-		if (in.type != KP_MSG_ACK || in.acked != (uint64_t)sent) {
-			fprintf(stderr, "bench-sync: %s: expected ack %d, got %s %llu (%s)\n",
-			        cl->c->id, sent, kp_msg_type_name(in.type),
-			        (unsigned long long)in.acked, in.reason);
-			exit(1);
-		}
-		cl->t_last_ack = now_s();
-		cl->rtt_sum += cl->t_last_ack - t0;
-		if (cl->t_last_ack - t0 > cl->rtt_max)
-			cl->rtt_max = cl->t_last_ack - t0;
-		cl->batches++;
-	}
-	memset(&out, 0, sizeof(out));
-	out.type = KP_MSG_BYE;
-	kp_msg_send(t, &out, TIMEOUT_MS);
-	kp_msg_clear(&in);
-	free(buf);
-	kp_tls_close(t);
 	return NULL;
 }
 
@@ -553,28 +397,38 @@ static struct ingest_result ingest(const char *tag, int n_terminals, int per_ter
 	struct ingest_result r;
 	kp_server *srv = server_start(tag, n_terminals, every_record);
 	double t0, t_end = 0, c0, hs = 0, wl = 0, rtt = 0;
+	char port[16];
+	const char *hosts[1] = { "127.0.0.1" }, *ports[1] = { port };
 	struct load l;
-	int batches = 0;
+	size_t batches = 0;
 
 	memset(&r, 0, sizeof(r));
 	progress("ingest: %d terminal%s x %d records, %s", n_terminals, n_terminals == 1 ? "" : "s",
 	         per_terminal, every_record ? "every signature verified" : "by chain");
 	pthread_barrier_init(&start, NULL, (unsigned)n_terminals + 1);
+	snprintf(port, sizeof(port), "%d", kp_server_port(srv));
 	for (int i = 0; i < n_terminals; i++) {
-		char crt[512], key[512], err[256];
+		struct kp_lg_term *t = &cl[i].t;
+		char crt[512], err[256];
+		kp_tls_conf *conf = NULL;
 		int rc;
 
-		cl[i].c = &chains[i];
-		cl[i].n = per_terminal;
-		cl[i].port = kp_server_port(srv);
-		cl[i].start = &start;
 		path_of(crt, sizeof(crt), "%s.crt", chains[i].id);
-		path_of(key, sizeof(key), "%s.key", chains[i].id);
-		rc = kp_tls_conf_new(&cl[i].conf, KP_TLS_CLIENT, ca_crt, crt, key, err, sizeof(err));
+		rc = kp_tls_conf_new(&conf, KP_TLS_CLIENT, ca_crt, crt, chains[i].key_path, err,
+		                     sizeof(err));
 		if (rc != 0) {
 			fprintf(stderr, "bench-sync: TLS conf: %s\n", err);
 			exit(1);
 		}
+		t->c = &chains[i];
+		t->conf = conf;
+		t->hosts = hosts;
+		t->ports = ports;
+		t->n_addrs = 1;
+		t->server_cn = "backend";
+		t->timeout_ms = TIMEOUT_MS;
+		t->n = per_terminal;
+		cl[i].start = &start;
 		pthread_create(&th[i], NULL, client_main, &cl[i]);
 	}
 	load_start(&l);
@@ -582,17 +436,22 @@ static struct ingest_result ingest(const char *tag, int n_terminals, int per_ter
 	t0 = now_s();
 	pthread_barrier_wait(&start);
 	for (int i = 0; i < n_terminals; i++) {
+		const struct kp_lg_term *t = &cl[i].t;
+		const struct kp_lg_samples *b = &t->lat[KP_LG_RECORDS];
+
 		pthread_join(th[i], NULL);
-		if (cl[i].t_last_ack > t_end)
-			t_end = cl[i].t_last_ack;
-		hs += cl[i].t_handshake - cl[i].t_connect;
-		wl += cl[i].t_welcome - cl[i].t_handshake;
-		rtt += cl[i].rtt_sum;
-		if (cl[i].rtt_max * 1e3 > r.rtt_max_ms)
-			r.rtt_max_ms = cl[i].rtt_max * 1e3;
-		if ((cl[i].t_welcome - cl[i].t_handshake) * 1e3 > r.welcome_max_ms)
-			r.welcome_max_ms = (cl[i].t_welcome - cl[i].t_handshake) * 1e3;
-		batches += cl[i].batches;
+		if (t->t_last_ack > t_end)
+			t_end = t->t_last_ack;
+		hs += t->t_handshake - t->t_connect;
+		wl += t->t_welcome - t->t_handshake;
+		for (size_t k = 0; k < b->n; k++) {
+			rtt += b->v[k];
+			if (b->v[k] * 1e3 > r.rtt_max_ms)
+				r.rtt_max_ms = b->v[k] * 1e3;
+		}
+		if ((t->t_welcome - t->t_handshake) * 1e3 > r.welcome_max_ms)
+			r.welcome_max_ms = (t->t_welcome - t->t_handshake) * 1e3;
+		batches += b->n;
 	}
 	r.cpu_util = (cpu_s() - c0) / ((now_s() - t0) * opt.ncpu);
 	r.cpu_us = (cpu_s() - c0) / ((double)n_terminals * per_terminal) * 1e6;
@@ -603,8 +462,10 @@ static struct ingest_result ingest(const char *tag, int n_terminals, int per_ter
 	r.welcome_ms = wl / n_terminals * 1e3;
 	r.rtt_ms = batches > 0 ? rtt / batches * 1e3 : 0;
 	kp_server_stop(srv);
-	for (int i = 0; i < n_terminals; i++)
-		kp_tls_conf_free(cl[i].conf);
+	for (int i = 0; i < n_terminals; i++) {
+		kp_tls_conf_free((kp_tls_conf *)cl[i].t.conf);
+		kp_lg_term_free(&cl[i].t);
+	}
 	pthread_barrier_destroy(&start);
 	free(cl);
 	free(th);
@@ -857,7 +718,7 @@ int main(int argc, char **argv)
 	printf("total run %.0f s\n", now_s() - t_start);
 
 	if (out.path != NULL) {
-		const struct metric m[] = {
+		const struct kp_metric m[] = {
 			{ "es256_verify_1thread", "1/s", v1 },
 			{ "es256_verify_all_cores", "1/s", vall > vall2 ? vall : vall2 },
 			{ "ingest_1_terminal", "records/s", one.rate },
@@ -869,7 +730,7 @@ int main(int argc, char **argv)
 			{ "backlog_sync_target", "s", target_sync },
 		};
 
-		if (write_json(out.path, out.append, m, sizeof(m) / sizeof(m[0])) != 0)
+		if (kp_metrics_json(out.path, out.append, m, sizeof(m) / sizeof(m[0])) != 0)
 			return 1;
 	}
 	if (opt.keep)

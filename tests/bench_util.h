@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the benches measure with: a monotonic clock in microseconds and the percentiles of
- * sorted samples (their JSON output is bench_json.h). Header-only, as each bench is one
+ * sorted samples (their JSON output is kp_metrics_json, tools/kp_loadgen.h). Header-only, as each bench is one
  * program of its own. */
 #ifndef KP_BENCH_UTIL_H
 #define KP_BENCH_UTIL_H
@@ -36,7 +36,7 @@ static __attribute__((unused)) double pct(const double *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-/* Where a bench writes its figures: a JSON array of its own, or added to one (bench_json.h). */
+/* Where a bench writes its figures: a JSON array of its own, or added to one (kp_metrics_json). */
 struct bench_json { const char *path; int append; };
 
 enum bench_opt_kind {

@@ -10,6 +10,8 @@
 
 #define MAX_OPTS 32
 
+const char *kp_ctl_prog = "kippuctl";
+
 /* Where a row's value goes in the caller's struct. */
 #define FIELD(args, off, type) ((type *)(void *)((char *)(args) + (off)))
 
@@ -28,7 +30,8 @@ static int store_opt(const struct kp_ctl_opt *o, void *args, const char *v)
 	case KP_CTL_INT:
 		n = strtol(v, &end, 10);
 		if (*end != '\0' || n < o->min || n > o->max) {
-			fprintf(stderr, "kippuctl: --%s must be %ld to %ld\n", o->name, o->min, o->max);
+			fprintf(stderr, "%s: --%s must be %ld to %ld\n", kp_ctl_prog, o->name, o->min,
+			        o->max);
 			return -1;
 		}
 		*FIELD(args, o->field, int) = (int)n;
@@ -37,7 +40,7 @@ static int store_opt(const struct kp_ctl_opt *o, void *args, const char *v)
 		int *count = FIELD(args, o->count_field, int);
 
 		if (*count == o->max) {
-			fprintf(stderr, "kippuctl: at most %ld --%s at once\n", o->max, o->name);
+			fprintf(stderr, "%s: at most %ld --%s at once\n", kp_ctl_prog, o->max, o->name);
 			return -1;
 		}
 		FIELD(args, o->field, const char *)[(*count)++] = v;
@@ -65,9 +68,9 @@ int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *arg
 	optind = 1;
 	/* getopt names argv[0] in its messages: "kippuctl: unrecognized option", not the
 	 * subcommand ("create: ...") that argv[0] is here */
-	static char prog[] = "kippuctl";
-	char *saved = argv[0];
+	char prog[64], *saved = argv[0];
 
+	snprintf(prog, sizeof(prog), "%s", kp_ctl_prog);
 	argv[0] = prog;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (c < 256 || c >= 256 + (int)n ||

@@ -77,6 +77,8 @@ struct kp_ctl_pos {
 /* getopt_long over argv (argv[0] stands for the program's name) by the table: 0, or -1 after
  * getopt or the option's row told stderr what is wrong (or with pos->extra set, which the
  * caller reports as it sees fit). */
+/* The program kp_ctl_parse's messages name ("kippuctl" unless a program sets its own). */
+extern const char *kp_ctl_prog;
 int kp_ctl_parse(int argc, char **argv, const struct kp_ctl_opt *opts, void *args,
                  struct kp_ctl_pos *pos);
 /* -1 after "kippuctl: cannot read WHAT PATH: WHY" (kp_file_unreadable) when the file at path

@@ -14,6 +14,25 @@
 #include "bstore_int.h"
 #include "kp_sys.h"
 
+/* The change log's triggers (migration 9): a row's key, old and new (an update may move
+ * it), or for the tables a delta does not carry, one 'config' change. */
+#define LOG_ROW(t, kind, col)                                                              \
+	"CREATE TRIGGER " #t "_log_" #kind "_i AFTER INSERT ON " #t                         \
+	"  BEGIN INSERT INTO changes(kind, key) VALUES ('" #kind "', new." #col "); END;"  \
+	"CREATE TRIGGER " #t "_log_" #kind "_d AFTER DELETE ON " #t                         \
+	"  BEGIN INSERT INTO changes(kind, key) VALUES ('" #kind "', old." #col "); END;"  \
+	"CREATE TRIGGER " #t "_log_" #kind "_u AFTER UPDATE ON " #t                         \
+	"  BEGIN INSERT INTO changes(kind, key) VALUES ('" #kind "', new." #col ");"       \
+	"  INSERT INTO changes(kind, key) SELECT '" #kind "', old." #col                   \
+	"  WHERE old." #col " IS NOT new." #col "; END;"
+#define LOG_CONFIG(t)                                                                      \
+	"CREATE TRIGGER " #t "_log_i AFTER INSERT ON " #t                                   \
+	"  BEGIN INSERT INTO changes(kind) VALUES ('config'); END;"                          \
+	"CREATE TRIGGER " #t "_log_d AFTER DELETE ON " #t                                   \
+	"  BEGIN INSERT INTO changes(kind) VALUES ('config'); END;"                          \
+	"CREATE TRIGGER " #t "_log_u AFTER UPDATE ON " #t                                   \
+	"  BEGIN INSERT INTO changes(kind) VALUES ('config'); END;"
+
 static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
 	"INSERT INTO meta(key, value) VALUES ('state_version', 1);"
@@ -257,6 +276,39 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"CREATE TABLE record_signers(terminal TEXT NOT NULL, journal BLOB NOT NULL,"
 	"  seq INTEGER NOT NULL, cert_id INTEGER NOT NULL REFERENCES terminal_certs(id),"
 	"  PRIMARY KEY (terminal, journal, seq)) WITHOUT ROWID;",
+
+	/* 10 (issue 16, delta bundles, PROTOCOL.md section 5.4): the change log. Triggers write it, so no code path can change what a
+	 * bundle carries and forget to log it: a change names what a delta must send again
+	 * (kind + key: a card token, a linkage), 'config' that a delta cannot
+	 * say it (the next answer is a full bundle). change_versions maps each state version to
+	 * the last change it includes; a terminal's version not in it (older than the retained
+	 * log, or from before this schema) gets a full bundle. */
+	"CREATE TABLE changes(n INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  kind TEXT NOT NULL CHECK (kind IN ('deny', 'ent', 'elig', 'linkage', 'remote',"
+	"  'config')), key BLOB);"
+	"CREATE TABLE change_versions(version INTEGER PRIMARY KEY,"
+	"  last_change INTEGER NOT NULL) WITHOUT ROWID;"
+	LOG_ROW(denylist, deny, token)
+	LOG_ROW(entitlements, ent, token)
+	LOG_ROW(linkages, linkage, token)
+	LOG_ROW(linkage_cards, elig, card)
+	LOG_ROW(clone_flags, linkage, linkage)
+	LOG_ROW(clone_flags, deny, linkage)
+	LOG_CONFIG(operators) LOG_CONFIG(products) LOG_CONFIG(product_operators)
+	LOG_CONFIG(product_stops) LOG_CONFIG(product_scope) LOG_CONFIG(discounts)
+	LOG_CONFIG(fare_caps) LOG_CONFIG(transfer_rules) LOG_CONFIG(operator_fares)
+	LOG_CONFIG(fare_packages)
+	/* what the per-card fare state (format 3) is computed from, once fares are on; and
+	 * the settings it and the format depend on */
+	"CREATE TRIGGER records_log AFTER INSERT ON records WHEN new.token IS NOT NULL"
+	"  AND new.kind = 'tap' AND EXISTS (SELECT 1 FROM meta WHERE key = 'format2'"
+	"  AND value <> 0) BEGIN INSERT INTO changes(kind, key) VALUES ('remote', new.token); END;"
+	"CREATE TRIGGER meta_log_u AFTER UPDATE ON meta WHEN new.key IN ('format2',"
+	"  'service_day_end_s', 'utc_offset_s') AND new.value IS NOT old.value"
+	"  BEGIN INSERT INTO changes(kind) VALUES ('config'); END;"
+	"CREATE TRIGGER meta_log_i AFTER INSERT ON meta WHEN new.key IN ('format2',"
+	"  'service_day_end_s', 'utc_offset_s')"
+	"  BEGIN INSERT INTO changes(kind) VALUES ('config'); END;",
 };
 
 const char *kp_backend_strerror(int rc)
@@ -606,10 +658,37 @@ uint64_t bs_version_clock_ms(void)
 	return ts.tv_sec < 0 ? 0 : (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* The new version names the last change it includes (a delta from it starts after), and
+ * what is older than the log's retention goes: versions (wall-clock ms) older than it, and
+ * the changes every retained version already includes. Both deletes are range scans of a
+ * primary key: nothing to delete costs nothing. Every ingested batch runs these, so they are
+ * bs_run's cached statements (the parameters a statement needs only to be one). */
+int bs_version_mark(kp_bstore *s)
+{
+	int64_t keep_s = KP_BSTORE_CHANGE_KEEP_S;
+	int rc = bs_meta_int(s, "change_keep_s", KP_BSTORE_CHANGE_KEEP_S, &keep_s);
+
+	if (rc == KP_BE_OK)
+		rc = bs_run(s, "change log", "INSERT OR REPLACE INTO change_versions(version,"
+		            " last_change) SELECT value, coalesce((SELECT seq FROM sqlite_sequence"
+		            " WHERE name = ?1), 0) FROM meta WHERE key = 'state_version'",
+		            BS_TEXT("changes"));
+	if (rc == KP_BE_OK)
+		rc = bs_run(s, "change log", "DELETE FROM change_versions WHERE version < ?1"
+		            " AND version < (SELECT max(version) FROM change_versions)",
+		            BS_INT((int64_t)bs_version_clock_ms() - keep_s * 1000));
+	if (rc == KP_BE_OK)
+		rc = bs_run(s, "change log", "DELETE FROM changes WHERE n <= ?1 + (SELECT"
+		            " min(last_change) FROM change_versions)", BS_INT(0));
+	return rc;
+}
+
 int bs_bump_version(kp_bstore *s)
 {
-	return bs_run(s, "state version", "UPDATE meta SET value = max(value + 1, ?1)"
-	              " WHERE key = 'state_version'", BS_INT(bs_version_clock_ms()));
+	int rc = bs_run(s, "state version", "UPDATE meta SET value = max(value + 1, ?1)"
+	                " WHERE key = 'state_version'", BS_INT(bs_version_clock_ms()));
+
+	return rc == KP_BE_OK ? bs_version_mark(s) : rc;
 }
 
 /* Ends an operator's change: bump the state version (terminals get a new bundle) and

@@ -25,28 +25,6 @@ void bs_copy_text(char *dst, size_t cap, const unsigned char *src)
 	}
 }
 
-/* Eligibility: every active, unexpired linkage (token = the linkage, no via) and every card
- * linked to one (token = the card, via = the linkage), with the linkage's category and
- * validity. A card linked through several linkages of one category gets one row: the
- * linkage valid the longest. Grouping all rows by (token, category) also keeps the bundle
- * valid should a card token ever equal a linkage token. */
-#define SUSPENDED(col) " AND NOT EXISTS (SELECT 1 FROM clone_flags f WHERE f.linkage = " \
-	col " AND f.suspended = 1 AND f.cleared IS NULL)"
-#define ELIGIBILITY_SQL                                                                    \
-	" FROM (SELECT token, category, valid_from, valid_until, NULL AS via FROM linkages"  \
-	"   WHERE status = 'active' AND valid_until > ?1" SUSPENDED("linkages.token")         \
-	" UNION ALL SELECT lc.card, l.category, l.valid_from, l.valid_until, lc.linkage"       \
-	"   FROM linkage_cards lc JOIN linkages l ON l.token = lc.linkage"                      \
-	"   WHERE l.status = 'active' AND l.valid_until > ?1" SUSPENDED("lc.linkage") ")"      \
-	" GROUP BY token, category"
-/* The denylist, and every linkage suspended as a possible copy (its eligibility is
- * withheld above, and a direct tap of it is refused as denylisted). */
-#define DENYLIST_SQL                                                                       \
-	" FROM (SELECT token, reason, added FROM denylist UNION ALL"                           \
-	"  SELECT linkage, 'suspended: possible copied My Number card', min(at) FROM clone_flags" \
-	"  WHERE suspended = 1 AND cleared IS NULL"                                            \
-	"  AND linkage NOT IN (SELECT token FROM denylist) GROUP BY linkage)"
-
 static enum kp_product_kind kind_of(const char *k)
 {
 	for (int i = 0; k != NULL && i < 4; i++) {
@@ -176,7 +154,8 @@ enum { RC_TOKEN, RC_OWN, RC_TERMINAL, RC_TIME, RC_EVENT, RC_ACCEPTED, RC_OPERATO
 	" r.rides, r.amount, p.product_kind"                                                  \
 	" FROM records r LEFT JOIN products p ON p.id = r.product"                            \
 	" WHERE r.token IS NOT NULL AND r.time_ms >= ?2 AND r.kind = 'tap'"                  \
-	" AND r.result <> 'already' ORDER BY r.token, r.time_ms, r.terminal, r.seq"
+	" AND r.result <> 'already'"
+#define REMOTE_ORDER " ORDER BY r.token, r.time_ms, r.terminal, r.seq"
 
 static void remote_fold(struct remote_acc *a, sqlite3_stmt *st, int64_t day_now,
                         int64_t month_now, int64_t day_shift_s, int *nomem)
@@ -273,14 +252,16 @@ static int remote_emit(struct remote_acc *a, struct kp_bundle *b, size_t *cap)
 
 /* For a bundle made for `terminal` at now_ms: one row per card with records at other
  * terminals in the last 32 days, from those records only (closed_ms aside, which names the
- * receiving terminal's own tap-on), spending by the backend's service-day setting. */
-static int fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b)
+ * receiving terminal's own tap-on), spending by the backend's service-day setting. only:
+ * that card's row alone (a delta), appended to b->remote (whose room is b->n_remote). */
+int bs_fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b,
+                   const uint8_t *only)
 {
 	struct remote_acc a;
 	sqlite3_stmt *st = NULL;
 	uint8_t token[KP_TOKEN_LEN];
 	int64_t end_s = 14400, offset_s = 32400, day_now, month_now;
-	size_t cap = 0;
+	size_t cap = b->n_remote;
 	int have = 0, nomem = 0, step = SQLITE_DONE, rc;
 
 	memset(&a, 0, sizeof(a));
@@ -288,13 +269,16 @@ static int fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 	if (rc == KP_BE_OK)
 		rc = bs_meta_int(s, "utc_offset_s", 32400, &offset_s);
 	if (rc == KP_BE_OK)
-		rc = bs_prep(s, &st, REMOTE_SQL);
+		rc = bs_prep(s, &st, only != NULL ? REMOTE_SQL " AND r.token = ?3" REMOTE_ORDER :
+		             REMOTE_SQL REMOTE_ORDER);
 	if (rc != KP_BE_OK)
 		return rc;
 	day_now = kp_floor_div(kp_floor_div(now_ms, 1000) + offset_s - end_s, 86400);
 	month_now = month_of_day(day_now);
 	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, now_ms - REMOTE_WINDOW_MS);
+	if (only != NULL)
+		sqlite3_bind_blob(st, 3, only, KP_TOKEN_LEN, SQLITE_STATIC);
 	while (rc == KP_BE_OK && !nomem && (step = sqlite3_step(st)) == SQLITE_ROW) {
 		if (sqlite3_column_bytes(st, RC_TOKEN) != KP_TOKEN_LEN)
 			continue;
@@ -326,6 +310,23 @@ static int fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struc
 	sqlite3_finalize(st);
 	free(a.ons);
 	return rc;
+}
+
+/* The current row of st as the field tables' values (pointing into st's row). */
+void bs_row_values(sqlite3_stmt *st, size_t n_cols, struct kp_fare_value *vals)
+{
+	for (size_t c = 0; c < n_cols; c++) {
+		int type = sqlite3_column_type(st, (int)c);
+
+		memset(&vals[c], 0, sizeof(vals[c]));
+		vals[c].is_null = type == SQLITE_NULL;
+		if (type == SQLITE_INTEGER) {
+			vals[c].i = sqlite3_column_int64(st, (int)c);
+		} else if (type != SQLITE_NULL) {
+			vals[c].s = sqlite3_column_blob(st, (int)c);
+			vals[c].n = (size_t)sqlite3_column_bytes(st, (int)c);
+		}
+	}
 }
 
 /* Rows of an array through its field table: count_sql counts them, sql (its columns in
@@ -365,18 +366,7 @@ static int fill_rows(kp_bstore *s, struct kp_bundle *b, enum kp_bundle_array_id 
 		return rc;
 	sqlite3_bind_int64(st, 1, bind);
 	while (rc == KP_BE_OK && *n < (size_t)count && sqlite3_step(st) == SQLITE_ROW) {
-		for (size_t c = 0; c < n_cols; c++) {
-			int type = sqlite3_column_type(st, (int)c);
-
-			memset(&vals[c], 0, sizeof(vals[c]));
-			vals[c].is_null = type == SQLITE_NULL;
-			if (type == SQLITE_INTEGER) {
-				vals[c].i = sqlite3_column_int64(st, (int)c);
-			} else if (type != SQLITE_NULL) {
-				vals[c].s = sqlite3_column_blob(st, (int)c);
-				vals[c].n = (size_t)sqlite3_column_bytes(st, (int)c);
-			}
-		}
+		bs_row_values(st, n_cols, vals);
 		if (kp_bundle_row_set(id, (uint8_t *)*arr + (*n)++ * a->elem_size, vals) != KP_SYNC_OK)
 			rc = KP_BE_E_NOMEM;
 	}
@@ -592,15 +582,13 @@ static int fill_tables(kp_bstore *s, int64_t now_ms, struct kp_bundle *b)
 		KP_BA_DISCOUNTS, KP_BA_CAPS, KP_BA_TRANSFERS, KP_BA_OPERATOR_FARES, KP_BA_FEEDS,
 	};
 	int rc = fill_rows(s, b, KP_BA_ENTITLEMENTS, "SELECT count(*) FROM entitlements",
-	                   "SELECT id, valid_from, token, valid_until, product_id, first_use,"
-	                   " max(bought - used, 0) FROM entitlements ORDER BY token, id", 0);
+	                   ENTITLEMENT_COLS " ORDER BY token, id", 0);
 
 	/* max() picks the row whose other columns SQLite returns (its bare-column rule). */
 	if (rc == KP_BE_OK)
 		rc = fill_rows(s, b, KP_BA_ELIGIBILITY,
 		               "SELECT count(*) FROM (SELECT 1" ELIGIBILITY_SQL ")",
-		               "SELECT via, valid_from, token, max(valid_until), category"
-		               ELIGIBILITY_SQL " ORDER BY token, category", now_ms);
+		               ELIGIBILITY_COLS ELIGIBILITY_SQL " ORDER BY token, category", now_ms);
 	for (size_t i = 0; rc == KP_BE_OK && i < sizeof(plain) / sizeof(plain[0]); i++)
 		rc = fill_rows(s, b, plain[i], NULL, NULL, 0);
 	return rc;
@@ -631,7 +619,7 @@ static int fill_bundle(kp_bstore *s, const char *terminal, const uint8_t *journa
 	if (rc == KP_BE_OK)
 		rc = kp_bstore_get_policy(s, &b->policy);
 	if (rc == KP_BE_OK && b->format == 2)
-		rc = fill_remote(s, terminal, now_ms, b);
+		rc = bs_fill_remote(s, terminal, now_ms, b, NULL);
 	if (rc != KP_BE_OK)
 		return rc;
 	if (s->n_left_out > 0)

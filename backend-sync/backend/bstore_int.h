@@ -54,6 +54,42 @@ extern const char *const bs_kind_sql[4];
 #define bs_query_cached(s, st, sql, ...) \
 	bs_cached_bind((s), (st), (sql), BS_VALS(__VA_ARGS__))
 
+/* Eligibility: every active, unexpired linkage (token = the linkage, no via) and every card
+ * linked to one (token = the card, via = the linkage), with the linkage's category and
+ * validity. A card linked through several linkages of one category gets one row: the
+ * linkage valid the longest. Grouping all rows by (token, category) also keeps the bundle
+ * valid should a card token ever equal a linkage token. ELIGIBILITY_OF is the same for one
+ * token (?2), for a delta. */
+#define SUSPENDED(col) " AND NOT EXISTS (SELECT 1 FROM clone_flags f WHERE f.linkage = " \
+	col " AND f.suspended = 1 AND f.cleared IS NULL)"
+#define ELIGIBILITY_FROM(w1, w2)                                                           \
+	" FROM (SELECT token, category, valid_from, valid_until, NULL AS via FROM linkages"  \
+	"   WHERE status = 'active' AND valid_until > ?1" w1 SUSPENDED("linkages.token")      \
+	" UNION ALL SELECT lc.card, l.category, l.valid_from, l.valid_until, lc.linkage"       \
+	"   FROM linkage_cards lc JOIN linkages l ON l.token = lc.linkage"                      \
+	"   WHERE l.status = 'active' AND l.valid_until > ?1" w2 SUSPENDED("lc.linkage") ")"   \
+	" GROUP BY token, category"
+#define ELIGIBILITY_SQL ELIGIBILITY_FROM("", "")
+#define ELIGIBILITY_OF ELIGIBILITY_FROM(" AND token = ?2", " AND lc.card = ?2")
+#define ELIGIBILITY_COLS "SELECT via, valid_from, token, max(valid_until), category"
+/* The denylist, and every linkage suspended as a possible copy (its eligibility is
+ * withheld above, and a direct tap of it is refused as denylisted). */
+#define SUSPENDED_REASON "suspended: possible copied My Number card"
+#define DENYLIST_SQL                                                                       \
+	" FROM (SELECT token, reason, added FROM denylist UNION ALL"                           \
+	"  SELECT linkage, '" SUSPENDED_REASON "', min(at) FROM clone_flags"                   \
+	"  WHERE suspended = 1 AND cleared IS NULL"                                            \
+	"  AND linkage NOT IN (SELECT token FROM denylist) GROUP BY linkage)"
+/* Entitlements as the bundle's field table reads them. */
+#define ENTITLEMENT_COLS "SELECT id, valid_from, token, valid_until, product_id, first_use," \
+	" max(bought - used, 0) FROM entitlements"
+
+/* bstore_bundle.c, for bstore_delta.c */
+struct kp_fare_value;
+void bs_row_values(sqlite3_stmt *st, size_t n_cols, struct kp_fare_value *vals);
+int  bs_fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b,
+                    const uint8_t *only);
+
 /* bstore.c */
 int bs_cached_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql,
                    const struct kp_sql_val *v, size_t n);
@@ -64,6 +100,8 @@ int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp
 int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
                 const struct kp_sql_val *v, size_t n);
 int bs_bump_version(kp_bstore *s);
+/* The change log's entry for the current state version, and its retention (bstore.c). */
+int bs_version_mark(kp_bstore *s);
 int bs_commit_change(kp_bstore *s, int rc);
 int bs_end(kp_bstore *s, int rc, int bump);
 int bs_exec(kp_bstore *s, const char *sql);

@@ -233,6 +233,8 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 		rc = bs_run(s, "state version", "UPDATE meta SET value = max(?1, ?2)"
 		            " WHERE key = 'state_version'", BS_INT(have + 1),
 		            BS_INT(bs_version_clock_ms()));
+		if (rc == KP_BE_OK)
+			rc = bs_version_mark(s);
 		*raised = rc == KP_BE_OK;
 		*was = v;
 	}

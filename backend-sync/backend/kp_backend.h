@@ -26,7 +26,7 @@ const char *kp_backend_strerror(int rc);
 
 typedef struct kp_bstore kp_bstore;
 
-#define KP_BSTORE_SCHEMA_VERSION 9
+#define KP_BSTORE_SCHEMA_VERSION 10
 
 /* Creates the database when missing; a failure is told on stderr ("kippu-backend: ..."). */
 int  kp_bstore_open(kp_bstore **out, const char *path);
@@ -191,6 +191,21 @@ int kp_bstore_bundle(kp_bstore *s, const char *terminal, uint64_t have_version, 
 int kp_bstore_bundle_session(kp_bstore *s, const struct kp_bsession *ses,
                              uint64_t have_version, int64_t now_ms, struct kp_bundle *b,
                              int *has);
+/* The changes since have_version as a delta (PROTOCOL.md section 5.4): *kind says what to
+ * send. NONE: have_version is the backend's (nothing newer). DELTA: d holds the rows of every
+ * card, entitlement and linkage changed since (built from the change log: the cost follows
+ * the changes, not the state). FULL: a delta cannot say it (have_version 0, not in the
+ * retained log, a change to the catalogue or the fare engine, more than
+ * KP_BSTORE_DELTA_CHANGES_MAX changes): send kp_bstore_bundle_session's bundle. */
+enum { KP_BSTORE_DELTA_NONE = 0, KP_BSTORE_DELTA_DELTA, KP_BSTORE_DELTA_FULL };
+#define KP_BSTORE_DELTA_CHANGES_MAX 200000
+int kp_bstore_delta_session(kp_bstore *s, const struct kp_bsession *ses, uint64_t have_version,
+                            int64_t now_ms, struct kp_delta *d, int *kind);
+/* How long the change log is kept (seconds; default KP_BSTORE_CHANGE_KEEP_S, 7 days): a
+ * terminal whose version is older gets a full bundle. 0 keeps only the newest version. */
+#define KP_BSTORE_CHANGE_KEEP_S 604800
+int kp_bstore_set_change_keep(kp_bstore *s, int64_t keep_s);
+
 /* Rows the last kp_bstore_bundle left out because the bundle cannot carry them (a name or
  * reason that breaks kp_bundle_text_check, put into the database by hand) and what names
  * them (entitlements of a product left out ...): *n, and the first one's table, row and
@@ -358,6 +373,7 @@ struct kp_server_cfg {
 	int max_per_addr;                /* handshakes from one address while max_unauth is
 	                                  * more than half taken */
 	int timeout_ms;                  /* per handshake and per message */
+	int change_log_days;             /* the change log kept for deltas (PROTOCOL.md 5.4) */
 	int verify_every_record;         /* 1: every record's signature at ingest (the old
 	                                  * path; the bench's baseline); 0: the chain, the
 	                                  * last record's and a sample (PROTOCOL.md 4.2) */

@@ -56,6 +56,8 @@ static const struct key {
 	  "source address while more than half of max-unauth are taken", 0, 0 },
 	{ "timeout-ms", KEY_NUM, F(srv.timeout_ms), 1, 600000, "deadline per handshake and per "
 	  "message", 0, 0 },
+	{ "change-log-days", KEY_NUM, F(srv.change_log_days), 1, 3650, "days the change log is "
+	  "kept for deltas; a terminal further behind gets a full bundle", 0, 0 },
 	{ "metrics-listen", KEY_LISTEN, F(metrics_host), 0, 0, "serve Prometheus metrics at "
 	  "http://HOST:PORT/metrics (port 0 = any); off by default", F(metrics_port) },
 };
@@ -83,6 +85,8 @@ static void usage(FILE *fp)
 	      "                      half of --max-unauth are taken (default 16); handshakes\n"
 	      "                      begun then get a fifth of --timeout-ms, at least 1 s\n"
 	      "  --timeout-ms N      deadline per handshake and per message (default 10000)\n"
+	      "  --change-log-days N days the change log is kept for deltas (default 7); a\n"
+	      "                      terminal further behind gets a full bundle\n"
 	      "  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
 	      "                      (default off; port 0 = any)\n"
 	      "  -h, --help          print this help and exit\n"

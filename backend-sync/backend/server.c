@@ -41,6 +41,7 @@
 #include "kp_cbor.h"
 #include "kp_rng.h"
 #include "kp_sys.h"
+#include "gate.h"
 
 #define AUDIT_TURN 16                   /* records the auditor verifies per turn (~16 ms) */
 #define AUDIT_BACKOFF_MS 20             /* its nap while ingest is busy */
@@ -49,13 +50,6 @@
 #define REFUSAL_LOG_MS 10000            /* one summary of refusals per interval */
 #define OWN_LINES 10                    /* failed handshakes, and unregistered terminals,
                                          * logged one by one per interval */
-
-/* Lets `slots` threads through at once, in the order they arrived (ticket order). */
-struct gate {
-	pthread_mutex_t m;
-	pthread_cond_t c;
-	unsigned long next, done, slots;
-};
 
 enum conn_state { CONN_FREE, CONN_HANDSHAKE, CONN_TERMINAL };
 
@@ -83,8 +77,8 @@ struct kp_server {
 	kp_tls_conf *tls;
 	kp_key *key;                     /* signs bundles */
 	pthread_mutex_t key_lock;        /* kp_key_sign: one thread at a time per key */
-	struct gate verify_gate;         /* signature checks: one batch per online CPU */
-	struct gate store_gate;          /* store writes: one connection at a time */
+	struct kp_gate verify_gate;      /* signature checks: one batch per online CPU */
+	struct kp_gate store_gate;       /* store writes: one connection at a time */
 	kp_bstore *ingest_db;            /* the batches' one connection, under store_gate: its
 	                                  * page cache stays warm (a connection's own starts
 	                                  * cold after another's commit) */
@@ -112,50 +106,6 @@ struct conn {
 	int handshake_ms;                /* shorter under pressure */
 	char addr[64];
 };
-
-static void gate_init(struct gate *g, unsigned long slots)
-{
-	pthread_mutex_init(&g->m, NULL);
-	pthread_cond_init(&g->c, NULL);
-	g->next = g->done = 0;
-	g->slots = slots > 0 ? slots : 1;
-}
-
-static void gate_destroy(struct gate *g)
-{
-	pthread_mutex_destroy(&g->m);
-	pthread_cond_destroy(&g->c);
-}
-
-static void gate_enter(struct gate *g)
-{
-	unsigned long ticket;
-
-	pthread_mutex_lock(&g->m);
-	ticket = g->next++;
-	while (ticket - g->done >= g->slots)
-		pthread_cond_wait(&g->c, &g->m);
-	pthread_mutex_unlock(&g->m);
-}
-
-static void gate_leave(struct gate *g)
-{
-	pthread_mutex_lock(&g->m);
-	g->done++;
-	pthread_cond_broadcast(&g->c);
-	pthread_mutex_unlock(&g->m);
-}
-
-/* 1 while a thread is in the gate or waits for it. */
-static int gate_busy(struct gate *g)
-{
-	int busy;
-
-	pthread_mutex_lock(&g->m);
-	busy = g->next != g->done;
-	pthread_mutex_unlock(&g->m);
-	return busy;
-}
 
 static int64_t now_ms(void)
 {
@@ -238,6 +188,7 @@ void kp_server_cfg_defaults(struct kp_server_cfg *cfg)
 	cfg->max_unauth = 256;
 	cfg->max_per_addr = 16;
 	cfg->timeout_ms = 10000;
+	cfg->change_log_days = KP_BSTORE_CHANGE_KEEP_S / 86400;
 	/* For the bench and the tests (README "How sync works"), not for production */
 	env = getenv("KIPPU_BACKEND_VERIFY");
 	cfg->verify_every_record = env != NULL && strcmp(env, "every") == 0;
@@ -317,7 +268,7 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 	}
 	pick_checked(&srv->cfg, m->n_items, check);
 	t0 = mono_s();
-	gate_enter(&srv->verify_gate);
+	kp_gate_enter(&srv->verify_gate);
 	for (size_t i = 0; i < m->n_items; i++) {
 		struct kp_ingest *r = &in[i];
 
@@ -349,15 +300,15 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 		if (!r->sig_ok)
 			r->decode_rc = -1;
 	}
-	gate_leave(&srv->verify_gate);
+	kp_gate_leave(&srv->verify_gate);
 	kp_metrics_verify_seconds(mono_s() - t0);
 	t0 = mono_s();
-	gate_enter(&srv->store_gate);
+	kp_gate_enter(&srv->store_gate);
 	rc = kp_bstore_ingest_session(srv->ingest_db, ses, in, m->n_items, now_ms(), &acked,
 	                              &refused, reason, sizeof(reason));
 	if (rc != KP_BE_OK)
 		snprintf(why, sizeof(why), "%s", kp_bstore_errmsg(srv->ingest_db));
-	gate_leave(&srv->store_gate);
+	kp_gate_leave(&srv->store_gate);
 	kp_metrics_commit_seconds(mono_s() - t0);
 	free(in);
 	free(check);
@@ -383,18 +334,35 @@ static int handle_records(kp_server *srv, kp_tls *t, const struct kp_cert_histor
 	return send_simple(t, KP_MSG_ACK, acked, 0, NULL, srv->cfg.timeout_ms);
 }
 
+/* config or delta {bundle: cose, or null when cose is NULL}; frees cose. */
+static int send_signed(kp_server *srv, kp_tls *t, enum kp_msg_type type, uint8_t *cose,
+                       size_t cose_len)
+{
+	struct kp_msg m;
+	int rc;
+
+	memset(&m, 0, sizeof(m));
+	m.type = type;
+	if (cose != NULL) {
+		kp_metrics_bundle(cose_len);
+		m.has_bundle = 1;
+		m.bundle.p = cose;
+		m.bundle.n = cose_len;
+	}
+	rc = kp_msg_send(t, &m, srv->cfg.timeout_ms);
+	free(cose);
+	return rc;
+}
+
 static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
                             const struct kp_bsession *ses, uint64_t have)
 {
 	const char *terminal = ses->terminal;
 	struct kp_bundle b;
-	struct kp_msg m;
 	uint8_t *cose = NULL;
 	size_t cose_len = 0;
 	int has = 0, rc;
 
-	memset(&m, 0, sizeof(m));
-	m.type = KP_MSG_CONFIG;
 	rc = kp_bstore_bundle_session(db, ses, have, now_ms(), &b, &has);
 	if (rc != KP_BE_OK) {
 		kp_log(LOG_ERR, "%s: bundle: %s", terminal, kp_bstore_errmsg(db));
@@ -421,14 +389,41 @@ static int handle_getconfig(kp_server *srv, kp_tls *t, kp_bstore *db,
 			return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not sign the bundle",
 			                   srv->cfg.timeout_ms);
 		}
-		kp_metrics_bundle(cose_len);
-		m.has_bundle = 1;
-		m.bundle.p = cose;
-		m.bundle.n = cose_len;
 	}
-	rc = kp_msg_send(t, &m, srv->cfg.timeout_ms);
-	free(cose);
-	return rc;
+	return send_signed(srv, t, KP_MSG_CONFIG, cose, cose_len);
+}
+
+/* getdelta: the changes since the terminal's version, signed (PROTOCOL.md section 5.4);
+ * config {bundle: null} when it is up to date, and the full bundle (handle_getconfig) when
+ * a delta cannot say what changed. */
+static int handle_getdelta(kp_server *srv, kp_tls *t, kp_bstore *db,
+                           const struct kp_bsession *ses, uint64_t have)
+{
+	struct kp_delta d;
+	uint8_t *cose = NULL;
+	size_t cose_len = 0;
+	int kind = KP_BSTORE_DELTA_FULL, rc;
+
+	rc = kp_bstore_delta_session(db, ses, have, now_ms(), &d, &kind);
+	if (rc != KP_BE_OK) {
+		kp_log(LOG_ERR, "%s: delta: %s", ses->terminal, kp_bstore_errmsg(db));
+		return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not build the delta",
+		                   srv->cfg.timeout_ms);
+	}
+	if (kind == KP_BSTORE_DELTA_FULL)
+		return handle_getconfig(srv, t, db, ses, have);
+	if (kind == KP_BSTORE_DELTA_DELTA) {
+		pthread_mutex_lock(&srv->key_lock);
+		rc = kp_delta_sign(&d, srv->key, &cose, &cose_len);
+		pthread_mutex_unlock(&srv->key_lock);
+		kp_delta_free(&d);
+		if (rc != 0) {
+			kp_log(LOG_ERR, "%s: delta sign: %s", ses->terminal, kp_sync_strerror(rc));
+			return send_simple(t, KP_MSG_ERROR, 0, 0, "backend could not sign the delta",
+			                   srv->cfg.timeout_ms);
+		}
+	}
+	return send_signed(srv, t, cose != NULL ? KP_MSG_DELTA : KP_MSG_CONFIG, cose, cose_len);
 }
 
 /* A completed handshake moves its connection from the handshake slots to the terminals';
@@ -525,7 +520,7 @@ static void serve(kp_server *srv, const struct conn *c)
 	db = NULL;
 	rc = kp_bstore_open(&db, srv->cfg.db);
 	if (rc == KP_BE_OK) {
-		gate_enter(&srv->store_gate);
+		kp_gate_enter(&srv->store_gate);
 		rc = kp_bstore_hello_last(db, &ses, cn, m.has_journal ? m.journal : NULL,
 		                          m.has_last ? &m.last : NULL, der, der_len, now_ms());
 		/* the keys its records may be verified with (section 4.3), as of this hello */
@@ -540,7 +535,7 @@ static void serve(kp_server *srv, const struct conn *c)
 			        "state version raised above it so that every terminal takes this "
 			        "backend's state", cn, (unsigned long long)m.config,
 			        (unsigned long long)was);
-		gate_leave(&srv->store_gate);
+		kp_gate_leave(&srv->store_gate);
 	}
 	if (rc == KP_BE_E_UNREGISTERED) {
 		char shown[KP_ID_MAX + 1], reason[sizeof(m.reason)];
@@ -599,6 +594,8 @@ static void serve(kp_server *srv, const struct conn *c)
 			rc = handle_records(srv, t, &hist, &ses, &m, &held);
 		else if (m.type == KP_MSG_GETCONFIG)
 			rc = handle_getconfig(srv, t, db, &ses, m.config);
+		else if (m.type == KP_MSG_GETDELTA)
+			rc = handle_getdelta(srv, t, db, &ses, m.config);
 		else if (m.type == KP_MSG_BYE)
 			break;
 		else
@@ -776,9 +773,9 @@ static void store_gate_cb(void *arg, int enter)
 	kp_server *srv = arg;
 
 	if (enter)
-		gate_enter(&srv->store_gate);
+		kp_gate_enter(&srv->store_gate);
 	else
-		gate_leave(&srv->store_gate);
+		kp_gate_leave(&srv->store_gate);
 }
 
 static void nap_ms(long ms)
@@ -807,7 +804,7 @@ static void *audit_main(void *arg)
 		uint64_t audited = 0, failed = 0;
 		int rc;
 
-		if (gate_busy(&srv->store_gate) || gate_busy(&srv->verify_gate)) {
+		if (kp_gate_busy(&srv->store_gate) || kp_gate_busy(&srv->verify_gate)) {
 			nap_ms(AUDIT_BACKOFF_MS);
 			continue;
 		}
@@ -853,8 +850,8 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	pthread_mutex_init(&srv->key_lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	gate_init(&srv->verify_gate, ncpu > 0 ? (unsigned long)ncpu : 1);
-	gate_init(&srv->store_gate, 1);
+	kp_gate_init(&srv->verify_gate, ncpu > 0 ? (unsigned long)ncpu : 1);
+	kp_gate_init(&srv->store_gate, 1);
 	rc = kp_tls_conf_new(&srv->tls, KP_TLS_SERVER, cfg->ca, cfg->cert, cfg->key, err, err_cap);
 	if (rc != 0)
 		goto fail;
@@ -870,6 +867,8 @@ int kp_server_start(kp_server **out, const struct kp_server_cfg *cfg, char *err,
 	/* Open (and migrate) the store once before serving, so a bad database fails here; after
 	 * the TLS files, so that a missing certificate leaves no new database behind. */
 	rc = kp_bstore_open(&srv->ingest_db, cfg->db);
+	if (rc == KP_BE_OK && cfg->change_log_days > 0)
+		rc = kp_bstore_set_change_keep(srv->ingest_db, (int64_t)cfg->change_log_days * 86400);
 	if (rc != KP_BE_OK) {
 		snprintf(err, err_cap, "database %s: %s", cfg->db, kp_backend_strerror(rc));
 		goto fail;
@@ -900,8 +899,8 @@ fail:
 	kp_bstore_close(srv->ingest_db);
 	kp_tls_conf_free(srv->tls);
 	kp_key_free(srv->key);
-	gate_destroy(&srv->verify_gate);
-	gate_destroy(&srv->store_gate);
+	kp_gate_destroy(&srv->verify_gate);
+	kp_gate_destroy(&srv->store_gate);
 	free(srv);
 	return rc;
 }
@@ -943,7 +942,7 @@ void kp_server_stop(kp_server *srv)
 	pthread_mutex_destroy(&srv->lock);
 	pthread_mutex_destroy(&srv->key_lock);
 	pthread_cond_destroy(&srv->idle);
-	gate_destroy(&srv->verify_gate);
-	gate_destroy(&srv->store_gate);
+	kp_gate_destroy(&srv->verify_gate);
+	kp_gate_destroy(&srv->store_gate);
 	free(srv);
 }

@@ -305,53 +305,117 @@ static int upload(struct session *s, uint64_t acked, struct kp_sync_stats *st)
 	return rc;
 }
 
-/* Fetches the bundle if the backend has a newer one, checks it and hands it to the store.
- * Returns nonzero only when the exchange cannot go on. */
+/* A store callback failed: its code, and why in err. */
+static void store_failed(struct session *s, int rc, const char *what, uint64_t version)
+{
+	const char *why_not = s->src->errmsg != NULL ? s->src->errmsg(s->src->ctx) : NULL;
+
+	fail(s, rc, "terminal store: applying %s version %llu failed (%s%s%s)", what,
+	     (unsigned long long)version, rc_text(rc),
+	     why_not != NULL && why_not[0] != '\0' ? ": " : "", why_not != NULL ? why_not : "");
+}
+
+/* A full bundle (the answer config): checked and handed to the store. */
+static void take_bundle(struct session *s, const kp_cert *backend_cert, uint64_t have,
+                        const struct kp_msg *in, struct kp_sync_stats *st)
+{
+	struct kp_bundle b;
+	char why[256];
+	int rc;
+
+	memset(&b, 0, sizeof(b));
+	rc = kp_bundle_open_err(backend_cert, in->bundle.p, in->bundle.n, s->terminal, have, &b,
+	                        why, sizeof(why));
+	if (rc != KP_SYNC_OK) {
+		fail(s, rc, "config: %s", why);
+		return;
+	}
+	rc = s->src->apply_bundle(s->src->ctx, &b);
+	if (rc != 0) {
+		store_failed(s, rc, "bundle", b.version);
+	} else {
+		st->bundle_version = b.version;
+		st->bundle_applied = 1;
+	}
+	kp_bundle_free(&b);
+}
+
+/* A delta: checked (signature, for us, base = the version we hold) and handed to the store.
+ * KP_SYNC_E_STALE when its base is not our version (nothing applied: ask again). */
+static int take_delta(struct session *s, const kp_cert *backend_cert, uint64_t have,
+                      const struct kp_msg *in, struct kp_sync_stats *st)
+{
+	struct kp_delta d;
+	char why[256];
+	int rc = kp_delta_open(backend_cert, in->bundle.p, in->bundle.n, s->terminal, have, &d,
+	                       why, sizeof(why));
+
+	if (rc == KP_SYNC_E_STALE)
+		return rc;
+	if (rc != KP_SYNC_OK) {
+		fail(s, rc, "delta: %s", why);
+		return KP_SYNC_OK;
+	}
+	rc = s->src->apply_delta(s->src->ctx, &d);
+	if (rc == KP_SYNC_E_STALE) {
+		kp_delta_free(&d);
+		return rc;
+	}
+	if (rc != 0) {
+		store_failed(s, rc, "delta to", d.version);
+	} else {
+		st->bundle_version = d.version;
+		st->bundle_applied = 1;
+		st->delta_applied = 1;
+	}
+	kp_delta_free(&d);
+	return KP_SYNC_OK;
+}
+
+/* Fetches what is newer than the version we hold: a delta when the store can apply one and
+ * holds a version (getdelta; the answer may be a delta, a full bundle or none), else a full
+ * bundle (getconfig). A delta whose base is not our version is refused and asked for again,
+ * once, with the version the store holds then. Returns nonzero only when the exchange cannot
+ * go on. */
 static int fetch_config(struct session *s, const kp_cert *backend_cert, uint64_t have,
                         struct kp_sync_stats *st)
 {
 	struct kp_msg out, in;
-	struct kp_bundle b;
 	uint8_t *buf = NULL;
-	char why[256];
-	int rc;
+	int rc = KP_SYNC_OK, delta = s->src->apply_delta != NULL && have > 0;
 
-	memset(&out, 0, sizeof(out));
-	memset(&in, 0, sizeof(in));
-	memset(&b, 0, sizeof(b));
-	out.type = KP_MSG_GETCONFIG;
-	out.config = have;
-	rc = roundtrip(s, &out, &in, &buf);
-	if (rc != KP_SYNC_OK)
-		goto out;
-	if (in.type != KP_MSG_CONFIG) {
-		rc = unexpected(s, &in, "config");
-		goto out;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		memset(&out, 0, sizeof(out));
+		memset(&in, 0, sizeof(in));
+		out.type = delta ? KP_MSG_GETDELTA : KP_MSG_GETCONFIG;
+		out.config = have;
+		rc = roundtrip(s, &out, &in, &buf);
+		if (rc != KP_SYNC_OK)
+			break;
+		if (in.type == KP_MSG_CONFIG) {
+			if (in.has_bundle)
+				take_bundle(s, backend_cert, have, &in, st);
+			break;
+		}
+		if (in.type != KP_MSG_DELTA || !delta || !in.has_bundle) {
+			rc = unexpected(s, &in, "config");
+			break;
+		}
+		if (take_delta(s, backend_cert, have, &in, st) != KP_SYNC_E_STALE)
+			break;
+		st->delta_refused++;
+		done_with(&in, &buf);
+		rc = s->src->config_version(s->src->ctx, &have);
+		if (rc != 0) {
+			fail(s, rc, "terminal store: reading the config version failed (%s)",
+			     rc_text(rc));
+			rc = KP_SYNC_OK;
+			break;
+		}
+		if (attempt == 1)
+			fail(s, KP_SYNC_E_STALE, "delta: its base is still not version %llu",
+			     (unsigned long long)have);
 	}
-	if (!in.has_bundle)
-		goto out;
-	rc = kp_bundle_open_err(backend_cert, in.bundle.p, in.bundle.n, s->terminal, have, &b,
-	                        why, sizeof(why));
-	if (rc != KP_SYNC_OK) {
-		fail(s, rc, "config: %s", why);
-		rc = KP_SYNC_OK;                /* the connection is fine: say bye */
-		goto out;
-	}
-	rc = s->src->apply_bundle(s->src->ctx, &b);
-	if (rc != 0) {
-		const char *why_not = s->src->errmsg != NULL ? s->src->errmsg(s->src->ctx) : NULL;
-
-		fail(s, rc, "terminal store: applying bundle version %llu failed (%s%s%s)",
-		     (unsigned long long)b.version, rc_text(rc),
-		     why_not != NULL && why_not[0] != '\0' ? ": " : "",
-		     why_not != NULL ? why_not : "");
-		rc = KP_SYNC_OK;
-		goto out;
-	}
-	st->bundle_version = b.version;
-	st->bundle_applied = 1;
-out:
-	kp_bundle_free(&b);
 	done_with(&in, &buf);
 	return rc;
 }

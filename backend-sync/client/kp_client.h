@@ -13,6 +13,8 @@
 struct kp_sync_stats {
 	uint64_t sent, acked, bundle_version;
 	int bundle_applied;
+	int delta_applied;               /* what was applied was a delta (PROTOCOL.md 5.4) */
+	int delta_refused;               /* deltas whose base was not our version (asked again) */
 	char refused_reason[128];
 	uint64_t refused_seq;
 	/* The backend held another journal under this id and the store started a new one

@@ -1500,7 +1500,14 @@ int kp_bundle_sign(const struct kp_bundle *b, const kp_key *key, uint8_t **out, 
 	rc = kp_bundle_encode(b, &payload, &payload_len);
 	if (rc != KP_SYNC_OK)
 		return rc;
-	rc = kp_cose_sign1(key, KP_BUNDLE_KID, payload, payload_len, out, out_len);
+	return kp_bundle_cose_sign(key, payload, payload_len, out, out_len);
+}
+
+int kp_bundle_cose_sign(const kp_key *key, uint8_t *payload, size_t payload_len, uint8_t **out,
+                        size_t *out_len)
+{
+	int rc = kp_cose_sign1(key, KP_BUNDLE_KID, payload, payload_len, out, out_len);
+
 	free(payload);
 	switch (rc) {
 	case KP_RECORD_OK:      return KP_SYNC_OK;
@@ -1521,23 +1528,17 @@ static void set_err(char *err, size_t err_cap, const char *fmt, ...)
 	va_end(ap);
 }
 
-int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
-                       const char *terminal, uint64_t have_version, struct kp_bundle *b,
-                       char *err, size_t err_cap)
+/* The signature with the backend certificate, ES256, kid "backend": the payload, pointing
+ * into cose; KP_SYNC_E_* with why in err otherwise (bundles and deltas alike). */
+int kp_bundle_cose_payload(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+                           const uint8_t **payload_out, size_t *payload_len_out, char *err,
+                           size_t err_cap)
 {
 	const uint8_t *payload = NULL;
 	size_t payload_len = 0;
-	char kid[KP_ID_MAX + 1], shown[2][KP_ID_MAX + 1];
+	char kid[KP_ID_MAX + 1], shown[KP_ID_MAX + 1];
 	int rc;
 
-	if (err != NULL && err_cap > 0)
-		err[0] = '\0';
-	if (b != NULL)
-		memset(b, 0, sizeof(*b));
-	if (backend_cert == NULL || (cose == NULL && len > 0) || terminal == NULL || b == NULL) {
-		set_err(err, err_cap, "invalid argument");
-		return KP_SYNC_E_INVAL;
-	}
 	rc = kp_cose_verify1(backend_cert, cose, len, &payload, &payload_len, kid, sizeof(kid));
 	switch (rc) {
 	case KP_RECORD_OK:
@@ -1560,11 +1561,36 @@ int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t 
 		return KP_SYNC_E_MALFORMED;
 	}
 	if (strcmp(kid, KP_BUNDLE_KID) != 0) {
-		kp_cbor_text_printable(shown[0], sizeof(shown[0]), kid, strlen(kid));
-		set_err(err, err_cap, "bundle is signed with kid '%s', not '%s'", shown[0],
+		kp_cbor_text_printable(shown, sizeof(shown), kid, strlen(kid));
+		set_err(err, err_cap, "bundle is signed with kid '%s', not '%s'", shown,
 		        KP_BUNDLE_KID);
 		return KP_SYNC_E_MALFORMED;
 	}
+	*payload_out = payload;
+	*payload_len_out = payload_len;
+	return KP_SYNC_OK;
+}
+
+int kp_bundle_open_err(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+                       const char *terminal, uint64_t have_version, struct kp_bundle *b,
+                       char *err, size_t err_cap)
+{
+	const uint8_t *payload = NULL;
+	size_t payload_len = 0;
+	char shown[2][KP_ID_MAX + 1];
+	int rc;
+
+	if (err != NULL && err_cap > 0)
+		err[0] = '\0';
+	if (b != NULL)
+		memset(b, 0, sizeof(*b));
+	if (backend_cert == NULL || (cose == NULL && len > 0) || terminal == NULL || b == NULL) {
+		set_err(err, err_cap, "invalid argument");
+		return KP_SYNC_E_INVAL;
+	}
+	rc = kp_bundle_cose_payload(backend_cert, cose, len, &payload, &payload_len, err, err_cap);
+	if (rc != KP_SYNC_OK)
+		return rc;
 	{
 		char why[384] = "";
 		struct derr e = { why, sizeof(why) };
@@ -1595,4 +1621,68 @@ int kp_bundle_open(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
                    const char *terminal, uint64_t have_version, struct kp_bundle *b)
 {
 	return kp_bundle_open_err(backend_cert, cose, len, terminal, have_version, b, NULL, 0);
+}
+
+/* ---- what delta.c shares of the bundle's encoding ---- */
+
+int kp_bundle_rows_write(struct kp_cbor_writer *w, enum kp_bundle_array_id id, const void *arr,
+                         size_t n)
+{
+	const struct kp_bundle_array *a = kp_bundle_array(id);
+	const void **p;
+
+	if (id == KP_BA_PRODUCTS || n > a->max || (arr == NULL && n > 0))
+		return KP_SYNC_E_INVAL;
+	for (size_t i = 0; i < n; i++) {
+		const void *el = (const uint8_t *)arr + i * a->elem_size;
+
+		if (!fields_valid(a->fields, a->n_fields, el) ||
+		    (OPS[id].valid != NULL && !OPS[id].valid(el)))
+			return KP_SYNC_E_INVAL;
+	}
+	p = sorted_ptrs(arr, n, a->elem_size, OPS[id].cmp);
+	if (p == NULL)
+		return KP_SYNC_E_NOMEM;
+	if (!strictly_increasing(p, n, OPS[id].cmp)) {
+		free(p);
+		return KP_SYNC_E_INVAL;
+	}
+	kp_cbor_put_array(w, n);
+	for (size_t i = 0; i < n; i++)
+		fields_write(w, a->fields, a->n_fields, p[i]);
+	free(p);
+	return KP_SYNC_OK;
+}
+
+int kp_bundle_rows_read(struct kp_cbor_reader *r, enum kp_bundle_array_id id, void **arr,
+                        size_t *n)
+{
+	if (id == KP_BA_PRODUCTS || id == KP_BA_FEEDS)
+		return KP_SYNC_E_INVAL;
+	return array_read(r, id, arr, n, KP_BUNDLE_FORMAT);
+}
+
+int kp_bundle_rows_cmp(enum kp_bundle_array_id id, const void *a, const void *b)
+{
+	return OPS[id].cmp(a, b);
+}
+
+bool kp_bundle_policy_is_default(const struct kp_bundle_policy *p)
+{
+	return policy_default(p);
+}
+
+int kp_bundle_policy_check(const struct kp_bundle_policy *p)
+{
+	return policy_valid(p) ? KP_SYNC_OK : KP_SYNC_E_INVAL;
+}
+
+void kp_bundle_policy_write(struct kp_cbor_writer *w, const struct kp_bundle_policy *p)
+{
+	write_policy(w, p);
+}
+
+int kp_bundle_policy_read(struct kp_cbor_reader *r, struct kp_bundle_policy *p)
+{
+	return kp_cbor_sync_rc(policy_read(r, p));
 }

@@ -291,6 +291,44 @@ void kp_bundle_row_get(enum kp_bundle_array_id id, const void *el, struct kp_far
  * "SELECT columns FROM t ORDER BY its order"; KP_SYNC_E_INVAL when it does not fit. */
 int  kp_bundle_row_sql(enum kp_bundle_array_id id, int insert, char *sql, size_t cap);
 
+/* ---- the delta: the changes since a version the terminal holds (PROTOCOL.md 5.4) ----
+ *
+ * Signed like a bundle (kid "backend"); its payload names the version it applies to (base)
+ * and the one it makes (version). For each array it carries, the cards whose rows changed
+ * (their tokens: every row of those four arrays starts with one) and the rows they have now:
+ * the terminal deletes every row of a listed key and puts the rows (a key without a row is
+ * gone). Everything else a bundle says (operators, products, the fare engine, feeds, scopes)
+ * is not in a delta: a change to it makes the backend send a full bundle instead. */
+#define KP_DELTA_FORMAT 1
+#define KP_DELTA_KEYS_MAX 1000000        /* keys per array */
+struct kp_delta_keys {
+	uint8_t (*tokens)[KP_TOKEN_LEN];     /* card tokens, sorted by memcmp, each once */
+	size_t n;
+};
+struct kp_delta {
+	uint64_t base;                       /* the version it applies to (>= 1) */
+	uint64_t version;                    /* the version it makes (> base) */
+	int64_t issued_ms;
+	char terminal[KP_ID_MAX + 1];
+	uint64_t acked;                      /* that terminal's records the rows include */
+	struct kp_bundle_policy policy;      /* the scheme's policy now (as in a bundle) */
+	/* keys[KP_BA_DENYLIST], [_ENTITLEMENTS], [_ELIGIBILITY], [_REMOTE]; the others empty */
+	struct kp_delta_keys keys[KP_BA_COUNT];
+	struct kp_bundle rows;               /* their rows now; only those four arrays */
+};
+/* The four arrays a delta carries. */
+int  kp_delta_array(enum kp_bundle_array_id id);
+int  kp_delta_encode(const struct kp_delta *d, uint8_t **out, size_t *out_len);
+int  kp_delta_decode(const uint8_t *buf, size_t len, struct kp_delta *d, char *err,
+                     size_t err_cap);
+void kp_delta_free(struct kp_delta *d);
+int  kp_delta_sign(const struct kp_delta *d, const kp_key *key, uint8_t **out, size_t *out_len);
+/* Signature (backend certificate, kid "backend"), strict decode, for `terminal`, base equal
+ * to have_version (else KP_SYNC_E_STALE: the terminal asks again with its version). */
+int  kp_delta_open(const kp_cert *backend_cert, const uint8_t *cose, size_t len,
+                   const char *terminal, uint64_t have_version, struct kp_delta *d,
+                   char *err, size_t err_cap);
+
 /* ---- fare packages: one imported GTFS fare feed, table by table ----
  *
  * A package is one canonical CBOR map: each non-empty table of a fixed whitelist (the

@@ -63,7 +63,11 @@ enum kp_msg_type {
 	KP_MSG_CONFIG,      /* S->C  bundle (COSE_Sign1) or none (has_bundle = 0) */
 	KP_MSG_BYE,         /* C->S */
 	KP_MSG_ERROR,       /* S->C  reason; the server closes after it */
+	KP_MSG_GETDELTA,    /* C->S  config: the changes since this version, please */
+	KP_MSG_DELTA,       /* S->C  bundle: a signed delta (kp_delta); the answer may also be
+	                     *       config (a full bundle, or none: up to date) */
 };
+#define KP_MSG_LAST KP_MSG_DELTA
 
 struct kp_bytes {
 	const uint8_t *p;
@@ -74,7 +78,7 @@ struct kp_bytes {
 struct kp_msg {
 	enum kp_msg_type type;
 	char terminal[KP_ID_MAX + 1];    /* hello */
-	uint64_t config;                 /* hello, getconfig */
+	uint64_t config;                 /* hello, getconfig, getdelta */
 	uint64_t acked;                  /* welcome, ack, refused */
 	int chain;                       /* hello, optional: 1 = send me the hash at acked */
 	int has_journal;                 /* hello, optional: the journal's id (absent: the */
@@ -87,7 +91,7 @@ struct kp_msg {
 	char reason[128];                /* refused, error */
 	struct kp_bytes *items;          /* records: malloc'd array of n_items (free with kp_msg_clear) */
 	size_t n_items;
-	int has_bundle;                  /* config */
+	int has_bundle;                  /* config, delta */
 	struct kp_bytes bundle;
 };
 
@@ -123,6 +127,7 @@ int  kp_msg_recv_io(const struct kp_sync_io *io, struct kp_msg *m, uint8_t **buf
 /* ---- a journal as the sync client reads it ---- */
 
 struct kp_bundle;
+struct kp_delta;
 
 /* What the client needs from the terminal's store; the terminal implements these. */
 struct kp_sync_source {
@@ -137,6 +142,10 @@ struct kp_sync_source {
 	int (*config_version)(void *ctx, uint64_t *version);
 	/* Applies a verified bundle in one transaction. */
 	int (*apply_bundle)(void *ctx, const struct kp_bundle *b);
+	/* Optional (NULL: the client asks for full bundles only, getconfig): applies a verified
+	 * delta in one transaction, refusing it with KP_SYNC_E_STALE when its base is not the
+	 * version applied (the client then asks again with the version it holds). */
+	int (*apply_delta)(void *ctx, const struct kp_delta *d);
 	/* Optional (NULL: the legacy journal, all zeros, and no way out of another journal).
 	 * journal_id: this database's journal id. new_journal: the backend holds another
 	 * journal under our id (a database restored from a backup): store a fresh random id,

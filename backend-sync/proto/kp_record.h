@@ -38,7 +38,11 @@
  *
  * COSE_Sign1 = tag 18 [ protected: bstr(h'A10126' = {1: -7}), unprotected: {4: kid},
  *                      payload: bstr, signature: bstr(64) ]
- * signed over Sig_structure = ["Signature1", protected, h'', payload]; kid = terminal id. */
+ * signed over Sig_structure = ["Signature1", protected, h'', payload]; kid = terminal id.
+ * The signature (r || s) is ES256 with a random nonce k from the terminal's signing pool
+ * (crypto/kp_sign_pool.h: k·G computed while idle, each k used once), or, when the pool is
+ * empty, deterministic RFC 6979: a verifier must not expect either; s is not normalised
+ * to low s. */
 #ifndef KP_RECORD_H
 #define KP_RECORD_H
 
@@ -100,6 +104,11 @@ int kp_record_decode(const uint8_t *buf, size_t len, struct kp_record *rec);
 /* COSE_Sign1 (tagged) around payload, signed with key; *out is malloc'd. */
 int kp_cose_sign1(const kp_key *key, const char *kid, const uint8_t *payload, size_t payload_len,
                   uint8_t **out, size_t *out_len);
+/* The same, signed from pool (kp_sign_pool_sign: a random k computed ahead; kp_key_sign
+ * when pool is NULL or empty); *pooled (may be NULL) says whether the pool signed. */
+int kp_cose_sign1_pooled(kp_sign_pool *pool, const kp_key *key, const char *kid,
+                         const uint8_t *payload, size_t payload_len, uint8_t **out,
+                         size_t *out_len, int *pooled);
 /* Parses a tagged COSE_Sign1, checks alg ES256 and the signature with cert. On success
  * *payload points into cose (no copy) and kid (if not NULL) gets the kid as a string. */
 int kp_cose_verify1(const kp_cert *cert, const uint8_t *cose, size_t cose_len,

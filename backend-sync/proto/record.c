@@ -317,6 +317,13 @@ out:
 int kp_cose_sign1(const kp_key *key, const char *kid, const uint8_t *payload, size_t payload_len,
                   uint8_t **out, size_t *out_len)
 {
+	return kp_cose_sign1_pooled(NULL, key, kid, payload, payload_len, out, out_len, NULL);
+}
+
+int kp_cose_sign1_pooled(kp_sign_pool *pool, const kp_key *key, const char *kid,
+                         const uint8_t *payload, size_t payload_len, uint8_t **out,
+                         size_t *out_len, int *pooled)
+{
 	uint8_t hash[KP_SHA256_LEN], sig[KP_ES256_SIG_LEN];
 	cbor_item_t *arr = NULL, *hdr = NULL, *tagged = NULL;
 	size_t kid_len;
@@ -326,6 +333,8 @@ int kp_cose_sign1(const kp_key *key, const char *kid, const uint8_t *payload, si
 		*out = NULL;
 	if (out_len != NULL)
 		*out_len = 0;
+	if (pooled != NULL)
+		*pooled = 0;
 	if (key == NULL || kid == NULL || (payload == NULL && payload_len > 0) || out == NULL ||
 	    out_len == NULL)
 		return KP_RECORD_E_INVAL;
@@ -335,7 +344,7 @@ int kp_cose_sign1(const kp_key *key, const char *kid, const uint8_t *payload, si
 	rc = sig_hash(payload, payload_len, hash);
 	if (rc != KP_RECORD_OK)
 		goto out;
-	rc = kp_key_sign(key, hash, sig);
+	rc = kp_sign_pool_sign(pool, key, hash, sig, pooled);
 	if (rc != KP_CRYPTO_OK) {
 		rc = rc == KP_CRYPTO_E_NOMEM ? KP_RECORD_E_NOMEM : KP_RECORD_E_CRYPTO;
 		goto out;

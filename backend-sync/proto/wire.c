@@ -65,11 +65,13 @@ static const struct layout {
 	[KP_MSG_CONFIG]    = { "config",    1, { F_BUNDLE } },
 	[KP_MSG_BYE]       = { "bye",       0, { 0 } },
 	[KP_MSG_ERROR]     = { "error",     1, { F_REASON } },
+	[KP_MSG_GETDELTA]  = { "getdelta",  1, { F_CONFIG } },
+	[KP_MSG_DELTA]     = { "delta",     1, { F_BUNDLE } },
 };
 
 static const struct layout *layout_of(enum kp_msg_type t)
 {
-	if ((int)t < KP_MSG_HELLO || (int)t > KP_MSG_ERROR)
+	if ((int)t < KP_MSG_HELLO || (int)t > KP_MSG_LAST)
 		return NULL;
 	return &layouts[t];
 }
@@ -328,7 +330,7 @@ int kp_msg_decode(const uint8_t *buf, size_t len, struct kp_msg *m)
 		rc = KP_RECORD_E_VERSION;
 		goto out;
 	}
-	for (i = KP_MSG_HELLO; i <= KP_MSG_ERROR; i++) {
+	for (i = KP_MSG_HELLO; i <= KP_MSG_LAST; i++) {
 		if (strlen(layouts[i].name) == name.arg &&
 		    memcmp(layouts[i].name, name.data, (size_t)name.arg) == 0) {
 			l = &layouts[i];

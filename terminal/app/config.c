@@ -194,6 +194,9 @@ static const struct cfg_key cfg_keys[] = {
 	  "poll_timeout_ms: 10 to 60000", "500", "how long one wait for a card lasts" },
 	{ "card_timeout_ms", CFG_INT, 0, T(card_timeout_ms), 2, 5000, 1, NULL,
 	  "card_timeout_ms: 2 to 5000", "100", "per-frame card timeout" },
+	{ "sign_pool", CFG_INT, 0, T(sign_pool), 0, 4096, 1, NULL, "sign_pool: 0 to 4096", "64",
+	  "records' ES256 nonces computed ahead while idle, in memory only, each used once (0: "
+	  "every record signed with RFC 6979 inside the tap)" },
 	{ "checkpoint_idle_ms", CFG_INT, 0, T(checkpoint_idle_ms), 0, 600000, 1, NULL,
 	  "checkpoint_idle_ms: 0 to 600000", "1000",
 	  "idle time after a tap before the WAL is checkpointed" },

@@ -1022,6 +1022,7 @@ struct app {
 	kp_store *store;
 	kp_key *key;
 	kp_tap_engine *engine;
+	kp_sign_pool *pool;              /* the records' nonces, computed ahead (NULL: none) */
 	struct kp_reader *reader;        /* until the link owns it */
 	struct kp_hmi *hmi;
 	kp_console *console;
@@ -1068,6 +1069,32 @@ static int app_open_reader(struct app *a)
 	return -1;
 }
 
+/* The signing pool (sign_pool entries; kp_sign_pool.h): the records' ES256 nonces are
+ * computed ahead, so that a tap's signature costs a few modular multiplications instead
+ * of a scalar multiplication. Filled here up to POOL_START entries, then while idle
+ * (loop_idle). Without it (0, or no memory) records are signed with RFC 6979 as before. */
+#define POOL_START   64
+
+static void app_open_pool(struct app *a)
+{
+	size_t cap = (size_t)a->cfg.sign_pool;
+	int rc;
+
+	if (cap == 0)
+		return;
+	rc = kp_sign_pool_open(&a->pool, a->key, cap);
+	if (rc == KP_CRYPTO_OK)
+		rc = kp_sign_pool_refill(a->pool, cap < POOL_START ? cap : POOL_START, NULL);
+	if (rc != KP_CRYPTO_OK) {
+		logmsg(LOG_WARNING, "signing pool: %s; records are signed without it",
+		       kp_crypto_strerror(rc));
+		kp_sign_pool_free(a->pool);
+		a->pool = NULL;
+		return;
+	}
+	kp_tap_engine_set_pool(a->engine, a->pool);
+}
+
 /* The key, the store bound to this terminal, and the tap engine (not for --inspect). */
 static int app_open_engine(struct app *a)
 {
@@ -1102,6 +1129,7 @@ static int app_open_engine(struct app *a)
 		return 1;
 	}
 	kp_tap_engine_log(a->engine, engine_log, NULL);
+	app_open_pool(a);
 	return -1;
 }
 
@@ -1248,6 +1276,10 @@ static void loop_idle(struct app *a, struct loop *lp, struct kp_reader *r)
 		sweep(a->engine, kp_reader_now_ms(r));
 		lp->last_sweep = mono_ms();
 	}
+	/* Bounded work, so that a card presented now waits for a few scalar multiplications
+	 * at most; a failure leaves the pool as it was and signing falls back. */
+	if (a->pool != NULL)
+		(void)kp_sign_pool_refill(a->pool, KP_SIGN_POOL_IDLE_BATCH, NULL);
 	metrics_update(a, 0);
 }
 
@@ -1331,7 +1363,7 @@ static int loop_turn(struct app *a, struct loop *lp)
 {
 	struct kp_card_info info;
 	struct kp_reader *r;
-	int rc;
+	int rc, wait_ms;
 
 	if (a->session != NULL) {
 		/* Driver actions run here, on the thread that owns the engine. */
@@ -1354,7 +1386,13 @@ static int loop_turn(struct app *a, struct loop *lp)
 	}
 	place_update(a->engine, &a->cfg, &lp->pl);
 	memset(&info, 0, sizeof(info));
-	rc = kp_reader_wait_card(r, &lp->poll, &info, lp->wait_ms);
+	/* While the pool is not full the turns are short, so that it refills within a
+	 * fraction of a second of idle after a burst of taps. */
+	wait_ms = lp->wait_ms;
+	if (a->pool != NULL && kp_sign_pool_count(a->pool) < (size_t)a->cfg.sign_pool &&
+	    wait_ms > KP_SIGN_POOL_IDLE_WAIT_MS)
+		wait_ms = KP_SIGN_POOL_IDLE_WAIT_MS;
+	rc = kp_reader_wait_card(r, &lp->poll, &info, wait_ms);
 	if (rc == KP_HAL_E_END && a->session != NULL) {
 		lp->scenario_done = 1;
 		kp_console_message(a->console, 0, "Scenario ended: no more taps (Q quits)");
@@ -1423,6 +1461,7 @@ static void app_close(struct app *a)
 	kp_events_close(a->events);
 	kp_zeroize(a->token_key, sizeof(a->token_key));
 	kp_tap_engine_close(a->engine);
+	kp_sign_pool_free(a->pool);      /* wipes the nonces left */
 	kp_hmi_close(a->hmi);
 	kp_reader_close(a->link.r);
 	kp_reader_close(a->reader);

@@ -26,6 +26,7 @@ struct kp_terminal_cfg {
 	int poll_timeout_ms;             /* wait_card timeout per loop turn */
 	int card_timeout_ms;             /* per frame */
 	int checkpoint_idle_ms;          /* idle time before a WAL checkpoint */
+	int sign_pool;                   /* entries of the signing pool (0: none) */
 	int use_syslog;
 	struct kp_backend_addr {         /* backend = HOST:PORT[, HOST:PORT ...] */
 		char host[128];

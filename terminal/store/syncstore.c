@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kp_bundle.h"
 #include "kp_proto.h"
 #include "kp_store.h"
 #include "kp_store_sql.h"
@@ -339,6 +340,77 @@ static int put_policy(kp_store *s, const struct kp_bundle *b)
 	return kp_store_meta_set(s, "mynumber_policy", text);
 }
 
+/* The rows of a bundle or a delta that are keyed by card or entitlement; remote: the cards'
+ * fare state too (a bundle puts those in apply_remote, after emptying the table). */
+static int put_card_rows(kp_store *s, const struct kp_bundle *b, int remote)
+{
+	int rc = KP_OK;
+
+	for (size_t i = 0; rc == KP_OK && i < b->n_entitlements; i++) {
+		const struct kp_bundle_entitlement *be = &b->entitlements[i];
+		struct kp_entitlement e;
+
+		memset(&e, 0, sizeof(e));
+		e.id = be->id;
+		memcpy(e.token, be->token, KP_TOKEN_LEN);
+		snprintf(e.product, sizeof(e.product), "%s", be->product);
+		e.rides_left = be->remaining;
+		e.valid_from_ms = be->valid_from_ms;
+		e.valid_until_ms = be->valid_until_ms;
+		e.first_use = be->first_use;
+		rc = kp_store_put_entitlement(s, &e);
+	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_eligibility; i++) {
+		const struct kp_bundle_eligibility *g = &b->eligibility[i];
+
+		rc = kp_store_put_eligibility(s, g->token, g->category, g->valid_from_ms,
+		                              g->valid_until_ms, g->has_via ? g->via : NULL);
+	}
+	for (size_t i = 0; rc == KP_OK && i < b->n_denylist; i++)
+		rc = kp_store_put_denylist(s, b->denylist[i].token, b->denylist[i].reason, b->issued_ms);
+	for (size_t i = 0; rc == KP_OK && remote && i < b->n_remote; i++)
+		rc = kp_store_put_fare_remote(s, &b->remote[i]);
+	return rc;
+}
+
+/* Merge, not overwrite: take off the rides (stored value: the amounts) this terminal took
+ * that the backend's rows do not include yet (records after acked), from every entitlement
+ * (a bundle), or those of one card (token: a delta's). */
+static int merge_uses(kp_store *s, uint64_t acked, const uint8_t *token)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = KP_OK;
+
+	if (sqlite3_prepare_v2(s->db, "UPDATE entitlements SET rides_left = max(0, rides_left -"
+	                       " (SELECT coalesce(sum(rides), 0) FROM pending_uses p"
+	                       "  WHERE p.ent_id = entitlements.id AND p.seq > ?1))"
+	                       " WHERE ?2 IS NULL OR token = ?2", -1, &st, NULL) != SQLITE_OK)
+		return kp_store_fail(s, "merge uses");
+	sqlite3_bind_int64(st, 1, (int64_t)acked);
+	if (token != NULL)
+		sqlite3_bind_blob(st, 2, token, KP_TOKEN_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		rc = kp_store_fail(s, "merge uses");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Commits, or rolls back keeping what went wrong in s->err: the client asks for it
+ * (src_errmsg) and puts it in its error text. */
+static int apply_end(kp_store *s, int rc)
+{
+	char why[sizeof(s->err)];
+
+	if (rc == KP_OK)
+		rc = kp_store_commit(s);
+	if (rc != KP_OK) {
+		snprintf(why, sizeof(why), "%s", kp_store_errmsg(s));
+		kp_store_rollback(s);
+		snprintf(s->err, sizeof(s->err), "%s", why);
+	}
+	return rc;
+}
+
 static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 {
 	static const char *const cleared[] = {
@@ -377,40 +449,15 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	}
 	if (rc == KP_OK)
 		rc = apply_scopes(s, b);
-	for (size_t i = 0; rc == KP_OK && i < b->n_entitlements; i++) {
-		const struct kp_bundle_entitlement *be = &b->entitlements[i];
-		struct kp_entitlement e;
-
-		memset(&e, 0, sizeof(e));
-		e.id = be->id;
-		memcpy(e.token, be->token, KP_TOKEN_LEN);
-		snprintf(e.product, sizeof(e.product), "%s", be->product);
-		e.rides_left = be->remaining;
-		e.valid_from_ms = be->valid_from_ms;
-		e.valid_until_ms = be->valid_until_ms;
-		e.first_use = be->first_use;
-		rc = kp_store_put_entitlement(s, &e);
-	}
-	for (size_t i = 0; rc == KP_OK && i < b->n_eligibility; i++) {
-		const struct kp_bundle_eligibility *g = &b->eligibility[i];
-
-		rc = kp_store_put_eligibility(s, g->token, g->category, g->valid_from_ms,
-		                              g->valid_until_ms, g->has_via ? g->via : NULL);
-	}
-	for (size_t i = 0; rc == KP_OK && i < b->n_denylist; i++)
-		rc = kp_store_put_denylist(s, b->denylist[i].token, b->denylist[i].reason, b->issued_ms);
+	if (rc == KP_OK)
+		rc = put_card_rows(s, b, 0);
 	if (rc == KP_OK && (b->format >= 2 || b->n_discounts > 0 || b->n_caps > 0 ||
 	                    b->n_transfers > 0 || b->n_operator_fares > 0 || b->n_feeds > 0))
 		rc = apply_fares(s, b, &feeds_applied);
 	if (rc == KP_OK)
 		rc = apply_remote(s, b);
-	/* Merge, not overwrite: take off the rides (stored value: the amounts) this terminal
-	 * took that the snapshot does not include yet (records after b->acked). */
 	if (rc == KP_OK)
-		rc = run(s, "UPDATE entitlements SET rides_left = max(0, rides_left -"
-		            " (SELECT coalesce(sum(rides), 0) FROM pending_uses p"
-		            "  WHERE p.ent_id = entitlements.id AND p.seq > ?1)) ",
-		         (int64_t)b->acked, 0, "merge uses");
+		rc = merge_uses(s, b->acked, NULL);
 	if (rc == KP_OK)
 		rc = keep_started(s, started, n_started);
 	if (rc == KP_OK)
@@ -418,19 +465,82 @@ static int src_apply_bundle(void *ctx, const struct kp_bundle *b)
 	if (rc == KP_OK)
 		rc = run(s, "UPDATE sync_state SET value = ?1 WHERE key = 'config_version'",
 		         (int64_t)b->version, 0, "config version");
-	if (rc == KP_OK)
-		rc = kp_store_commit(s);
 	free(started);
-	if (rc != KP_OK) {
-		/* What went wrong stays in s->err through the rollback: the client asks for it
-		 * (src_errmsg) and puts it in its error text. */
-		char why[sizeof(s->err)];
+	return apply_end(s, rc);
+}
 
-		snprintf(why, sizeof(why), "%s", kp_store_errmsg(s));
-		kp_store_rollback(s);
-		snprintf(s->err, sizeof(s->err), "%s", why);
+/* The rows of a delta's keys go, then its rows are put (a key without a row is gone). */
+static int delta_delete(kp_store *s, const struct kp_delta *d)
+{
+	static const struct { enum kp_bundle_array_id id; const char *sql; } del[] = {
+		{ KP_BA_DENYLIST, "DELETE FROM denylist WHERE token = ?1" },
+		{ KP_BA_ENTITLEMENTS, "DELETE FROM entitlements WHERE token = ?1" },
+		{ KP_BA_ELIGIBILITY, "DELETE FROM eligibility WHERE token = ?1" },
+		{ KP_BA_REMOTE, "DELETE FROM fare_remote WHERE token = ?1" },
+	};
+	int rc = KP_OK;
+
+	for (size_t i = 0; rc == KP_OK && i < sizeof(del) / sizeof(del[0]); i++) {
+		const struct kp_delta_keys *k = &d->keys[del[i].id];
+		sqlite3_stmt *st = NULL;
+
+		if (k->n == 0)
+			continue;
+		if (sqlite3_prepare_v2(s->db, del[i].sql, -1, &st, NULL) != SQLITE_OK)
+			return kp_store_fail(s, "delta");
+		for (size_t j = 0; rc == KP_OK && j < k->n; j++) {
+			sqlite3_reset(st);
+			sqlite3_bind_blob(st, 1, k->tokens[j], KP_TOKEN_LEN, SQLITE_STATIC);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				rc = kp_store_fail(s, "delta");
+		}
+		sqlite3_finalize(st);
 	}
 	return rc;
+}
+
+/* A delta (PROTOCOL.md section 5.4) in one transaction: refused with KP_SYNC_E_STALE and
+ * nothing changed when its base is not the version applied. */
+static int src_apply_delta(void *ctx, const struct kp_delta *d)
+{
+	kp_store *s = ctx;
+	struct started *started = NULL;
+	struct kp_bundle pol;
+	size_t n_started = 0;
+	uint64_t have = 0;
+	int rc = kp_store_begin(s);
+
+	if (rc != KP_OK)
+		return rc;
+	s->err[0] = '\0';
+	rc = sync_value(s, "config_version", &have);
+	if (rc == KP_OK && d->base != have) {
+		snprintf(s->err, sizeof(s->err), "delta applies to version %llu, not %llu",
+		         (unsigned long long)d->base, (unsigned long long)have);
+		rc = KP_SYNC_E_STALE;
+	}
+	if (rc == KP_OK)
+		rc = started_passes(s, d->acked, &started, &n_started);
+	if (rc == KP_OK)
+		rc = delta_delete(s, d);
+	if (rc == KP_OK)
+		rc = put_card_rows(s, &d->rows, 1);
+	if (rc != KP_OK && s->err[0] == '\0')
+		snprintf(s->err, sizeof(s->err), "a row of the delta this terminal cannot take");
+	for (size_t i = 0; rc == KP_OK && i < d->keys[KP_BA_ENTITLEMENTS].n; i++)
+		rc = merge_uses(s, d->acked, d->keys[KP_BA_ENTITLEMENTS].tokens[i]);
+	if (rc == KP_OK)
+		rc = keep_started(s, started, n_started);
+	memset(&pol, 0, sizeof(pol));
+	pol.policy = d->policy;
+	pol.issued_ms = d->issued_ms;
+	if (rc == KP_OK)
+		rc = put_policy(s, &pol);
+	if (rc == KP_OK)
+		rc = run(s, "UPDATE sync_state SET value = ?1 WHERE key = 'config_version'",
+		         (int64_t)d->version, 0, "config version");
+	free(started);
+	return apply_end(s, rc);
 }
 
 int kp_store_journal_id(kp_store *s, uint8_t id[KP_JOURNAL_ID_LEN])
@@ -496,6 +606,7 @@ void kp_store_sync_source(kp_store *s, struct kp_sync_source *src)
 	src->set_acked = src_set_acked;
 	src->config_version = src_config_version;
 	src->apply_bundle = src_apply_bundle;
+	src->apply_delta = src_apply_delta;
 	src->journal_id = src_journal_id;
 	src->new_journal = src_new_journal;
 	src->last_seq = src_last_seq;

@@ -96,12 +96,22 @@ const char *kp_tap_reason_text(const char *reason)
 	return text != NULL ? text : "Refused";
 }
 
+/* Nanoseconds since t0 on the monotonic clock (kp_tap_engine_timing). */
+static int64_t elapsed_ns(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000000 + (t1.tv_nsec - t0->tv_nsec);
+}
+
 /* Builds, signs and appends the record inside the open transaction. */
 static int tap_journal_kind(kp_tap_engine *e, struct kp_record *rec, const char *kind)
 {
 	uint8_t *payload = NULL, *cose = NULL;
 	size_t payload_len = 0, cose_len = 0;
 	uint8_t hash[KP_SHA256_LEN];
+	struct timespec t0;
 	int rc;
 
 	if (e->n_pending >= 2)
@@ -122,7 +132,10 @@ static int tap_journal_kind(kp_tap_engine *e, struct kp_record *rec, const char 
 	rc = kp_sha256(payload, payload_len, hash);
 	if (rc != 0)
 		goto out;
-	rc = kp_cose_sign1(e->key, e->cfg.terminal_id, payload, payload_len, &cose, &cose_len);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = kp_cose_sign1_pooled(e->pool, e->key, e->cfg.terminal_id, payload, payload_len, &cose,
+	                          &cose_len, &e->timing.pooled);
+	e->timing.sign_ns = elapsed_ns(&t0);
 	if (rc != 0)
 		goto out;
 	rc = kp_store_journal_append(e->s, rec, payload, payload_len, cose, cose_len, hash);
@@ -166,10 +179,15 @@ void tap_outcome_from(struct kp_tap_outcome *out, const struct kp_record *rec,
 int tap_finish(kp_tap_engine *e, int rc, const uint8_t prev_before[KP_SHA256_LEN])
 {
 	int n = e->n_pending;
+	struct timespec t0;
 
 	e->n_pending = 0;
-	if (rc == KP_OK)
+	e->timing.commit_ns = 0;
+	if (rc == KP_OK) {
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		rc = kp_store_commit(e->s);
+		e->timing.commit_ns = elapsed_ns(&t0);
+	}
 	if (rc != KP_OK) {
 		kp_store_rollback(e->s);
 		memcpy(e->prev, prev_before, KP_SHA256_LEN);
@@ -247,6 +265,16 @@ int kp_tap_journal(kp_tap_engine *e, struct kp_record *rec, const char *kind)
 	if (rc == KP_OK)
 		rc = tap_journal_kind(e, rec, kind);
 	return tap_finish(e, rc, prev_before);
+}
+
+void kp_tap_engine_set_pool(kp_tap_engine *e, kp_sign_pool *pool)
+{
+	e->pool = pool;
+}
+
+void kp_tap_engine_timing(const kp_tap_engine *e, struct kp_tap_timing *out)
+{
+	*out = e->timing;
 }
 
 const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e)

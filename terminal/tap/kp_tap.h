@@ -92,6 +92,18 @@ int  kp_tap_journal(kp_tap_engine *e, struct kp_record *rec, const char *kind);
  * journals, in sequence order; fn must not call back into the engine. NULL: none. */
 void kp_tap_engine_observe(kp_tap_engine *e, void (*fn)(void *arg, const struct kp_record *rec),
                            void *arg);
+/* Signs the engine's records from pool (kp_sign_pool.h: a random k computed ahead, each
+ * used once; kp_key_sign when the pool is empty). The pool stays the caller's: it refills
+ * it when idle (kp_sign_pool_refill) and frees it after the engine. NULL: no pool. */
+void kp_tap_engine_set_pool(kp_tap_engine *e, kp_sign_pool *pool);
+/* How the last record journaled was signed: the time kp_cose_sign1 took (monotonic clock,
+ * nanoseconds) and whether the pool signed it; and the time of its durable commit. */
+struct kp_tap_timing {
+	int64_t sign_ns;
+	int pooled;
+	int64_t commit_ns;
+};
+void kp_tap_engine_timing(const kp_tap_engine *e, struct kp_tap_timing *out);
 /* The configuration the engine was opened with. */
 const struct kp_terminal_cfg *kp_tap_engine_cfg(const kp_tap_engine *e);
 /* The validity of a period pass of `days` service days activated at now_ms: from the start

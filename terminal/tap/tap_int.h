@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kp_tap.h"
 #include "kp_fare.h"
@@ -23,6 +24,8 @@ struct kp_tap_engine {
 	kp_store *s;
 	struct kp_terminal_cfg cfg;
 	const kp_key *key;
+	kp_sign_pool *pool;                  /* the caller's, or NULL: records signed by kp_key_sign */
+	struct kp_tap_timing timing;         /* of the last record journaled */
 	uint8_t token_key[KP_TOKEN_KEY_LEN];
 	uint64_t seq;                        /* last committed sequence */
 	uint8_t prev[KP_SHA256_LEN];         /* its payload's hash */

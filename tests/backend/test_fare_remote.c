@@ -21,7 +21,8 @@
 #include "testutil_db.h"
 
 /* what the backend's migration 6 (the My Number policy, clone detection) made */
-#define SCHEMA_6_DROP " DROP TABLE record_signers;" /* schema 9 */                        \
+#define SCHEMA_6_DROP " DROP TABLE changes; DROP TABLE change_versions;" /* schema 10 */  \
+	" DROP TABLE record_signers;" /* schema 9 */                                         \
 	" DROP TABLE audit_pending;" /* schema 8 */                                          \
 	" ALTER TABLE terminals DROP COLUMN hello_journal;"                                  \
 	" ALTER TABLE terminals DROP COLUMN hello_last;" /* schema 7 */                      \
@@ -35,6 +36,27 @@
 /* 2026-11-26T12:00+09:00; its service day began at 04:00 JST, its month on Nov 1 04:00 */
 #define NOW       1795662000000LL
 #define DAY_START 1795633200000LL
+
+/* Migration 9's triggers (the change log), dropped before its tables go back. */
+static void drop_change_log(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	char sql[200];
+
+	for (;;) {
+		assert_int_equal(sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE"
+		                                    " type = 'trigger' AND sql LIKE"
+		                                    " '%INSERT INTO changes%' LIMIT 1", -1, &st, NULL),
+		                 SQLITE_OK);
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			sqlite3_finalize(st);
+			return;
+		}
+		snprintf(sql, sizeof(sql), "DROP TRIGGER %s", (const char *)sqlite3_column_text(st, 0));
+		sqlite3_finalize(st);
+		assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	}
+}
 
 static void encode(const struct kp_bundle *b, uint8_t **out, size_t *n);
 
@@ -438,6 +460,7 @@ static void test_event_migration(void **state)
 	f->s = NULL;
 	/* back to what a schema 3 store held */
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	drop_change_log(db);
 	assert_int_equal(sqlite3_exec(db, SCHEMA_6_DROP, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, UNDO_SCHEMA_5, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP INDEX records_recent; DROP TABLE product_scope;"
@@ -932,6 +955,7 @@ static void test_bundle_time_100k(void **state)
 	kp_bstore_close(f->s);
 	f->s = NULL;
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	drop_change_log(db);
 	assert_int_equal(sqlite3_exec(db, SCHEMA_6_DROP, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, UNDO_SCHEMA_5, NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP INDEX records_recent; DROP TABLE product_scope;"
@@ -950,6 +974,116 @@ static void test_bundle_time_100k(void **state)
 /* The tests below run between fx_setup and fx_teardown unless their row names others. */
 #define FX_TEST(test) cmocka_unit_test_setup_teardown(test, fx_setup, fx_teardown)
 
+/* ---- the cards' fare state by delta (PROTOCOL.md section 5.4) ---- */
+
+/* Every row of the terminal's fare_remote and entitlements, as one text. */
+static char *remote_text(const char *path)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char *out = NULL;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(x, ';') FROM (SELECT"
+	                                    " quote(token) || quote(last_ms) || quote(open_ms) ||"
+	                                    " quote(open_operator) || quote(open_stop) ||"
+	                                    " quote(closed_ms) || quote(leg_operator) ||"
+	                                    " quote(leg_on_ms) || quote(leg_off_ms) AS x"
+	                                    " FROM fare_remote UNION ALL SELECT quote(token) ||"
+	                                    " id || product_id || rides_left FROM entitlements"
+	                                    " ORDER BY x)", -1, &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	out = strdup(sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return out;
+}
+
+/* T1 by delta (encoded, decoded, applied) or, when the backend says so, by full bundle. */
+static int sync_t1(struct fx *f, kp_store *s, int by_delta)
+{
+	struct kp_sync_source src;
+	struct kp_bsession ses;
+	struct kp_delta d, got;
+	struct kp_bundle b;
+	uint8_t *enc = NULL;
+	size_t n = 0;
+	uint64_t have = 0;
+	int kind = KP_BSTORE_DELTA_FULL, has = 0;
+
+	kp_store_sync_source(s, &src);
+	assert_int_equal(src.config_version(src.ctx, &have), KP_OK);
+	memset(&ses, 0, sizeof(ses));
+	snprintf(ses.terminal, sizeof(ses.terminal), "T1");
+	if (by_delta)
+		assert_int_equal(kp_bstore_delta_session(f->s, &ses, have, NOW, &d, &kind), KP_BE_OK);
+	if (kind == KP_BSTORE_DELTA_DELTA) {
+		assert_int_equal(kp_delta_encode(&d, &enc, &n), KP_SYNC_OK);
+		assert_int_equal(kp_delta_decode(enc, n, &got, NULL, 0), KP_SYNC_OK);
+		assert_int_equal(src.apply_delta(src.ctx, &got), KP_OK);
+		kp_delta_free(&got);
+		kp_delta_free(&d);
+		free(enc);
+		return kind;
+	}
+	assert_int_equal(kp_bstore_bundle(f->s, "T1", have, NOW, &b, &has), KP_BE_OK);
+	if (has)
+		assert_int_equal(apply(s, &b), KP_OK);
+	kp_bundle_free(&b);
+	return kind;
+}
+
+/* td by delta, tf by full bundle: the same rows. */
+static void both_sync(struct fx *f, kp_store *td, kp_store *tf, const char *pd, const char *pf)
+{
+	char *a, *b;
+
+	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_DELTA);
+	assert_int_equal(sync_t1(f, tf, 0), KP_BSTORE_DELTA_FULL);
+	a = remote_text(pd);
+	b = remote_text(pf);
+	assert_string_equal(a, b);
+	free(a);
+	free(b);
+}
+
+static void test_remote_by_delta(void **state)
+{
+	struct fx *f = *state;
+	kp_store *td = NULL, *tf = NULL;
+	char pd[512], pf[512];
+	uint8_t tok[KP_TOKEN_LEN];
+	int64_t ent = 0;
+
+	snprintf(pd, sizeof(pd), "%s/td.db", tu_scratch);
+	snprintf(pf, sizeof(pf), "%s/tf.db", tu_scratch);
+	remove(pd);
+	remove(pf);
+	assert_int_equal(kp_store_open(&td, pd), KP_OK);
+	assert_int_equal(kp_store_open(&tf, pf), KP_OK);
+	card(tok, 0x54);
+	assert_int_equal(kp_bstore_register_card(f->s, tok, "c", NOW - DAY), KP_BE_OK);
+	assert_int_equal(kp_bstore_sell(f->s, tok, "R10", NOW - DAY, NOW + DAY, NOW - DAY, &ent),
+	                 KP_BE_OK);
+	assert_int_equal(sync_t1(f, td, 1), KP_BSTORE_DELTA_FULL);
+	/* a ride taken at T3 on card 0x54's ten-ride ticket */
+	put(f, 2, &(struct rec){ 0x54, NOW - 3 * HOUR, "tap", NULL, "OP-A", "A1", "R10", ent, 1, 0 });
+	/* cards seen at T2 and T3, and T1's own tap-on closed at T2 */
+	put(f, 1, &(struct rec){ 0x51, NOW - 1 * HOUR, "tap_on", NULL, "OP-B", "B1", "R10", 0, 0, 0 });
+	put(f, 2, &(struct rec){ 0x52, NOW - 2 * HOUR, "tap", NULL, "OP-A", "A1", "SV", 0, 0, 210 });
+	put(f, 0, &(struct rec){ 0x53, NOW - 50 * MIN_MS, "tap_on", NULL, "OP-A", "A1", "R10", 0, 0, 0 });
+	put(f, 1, &(struct rec){ 0x53, NOW - 20 * MIN_MS, "tap_off", NULL, "OP-A", "A2", "R10", 0, 0, 0 });
+	both_sync(f, td, tf, pd, pf);
+	assert_int_equal(rows_of(pd, "fare_remote"), 4);
+	assert_int_equal(tu_db_value(pd, "SELECT rides_left FROM entitlements"), 9);
+	/* a later record moves one card's row; the delta carries that card alone */
+	put(f, 2, &(struct rec){ 0x51, NOW - 10 * MIN_MS, "tap_off", NULL, "OP-B", "B2", "R10", 0, 0, 0 });
+	both_sync(f, td, tf, pd, pf);
+	kp_store_close(td);
+	kp_store_close(tf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -962,6 +1096,7 @@ int main(void)
 		cmocka_unit_test(test_format3_roundtrip),
 		cmocka_unit_test(test_format3_malformed_refused),
 		cmocka_unit_test(test_terminal_apply),
+		FX_TEST(test_remote_by_delta),
 		FX_TEST(test_bundle_time_100k),
 	};
 

@@ -1416,7 +1416,8 @@ static void *evil_main(void *arg)
 			out.type = KP_MSG_WELCOME;
 			out.acked = 0;               /* T-A has no records (an acked above
 			                              * them would be another journal's) */
-		} else if (m.type == KP_MSG_GETCONFIG) {
+		} else if (m.type == KP_MSG_GETCONFIG || m.type == KP_MSG_GETDELTA) {
+			/* a full bundle answers getdelta too (PROTOCOL.md section 5.4) */
 			out.type = KP_MSG_CONFIG;
 			out.has_bundle = 1;
 			out.bundle.p = e->bundle;
@@ -1543,6 +1544,75 @@ struct many {
 	int port;
 	int ok;
 };
+
+/* Deltas over the wire (PROTOCOL.md section 5.4): kippu-terminal asks with getdelta and
+ * applies a delta; a terminal that predates deltas asks with getconfig and still gets the
+ * full bundle; getdelta from the version the backend holds gets nothing. */
+static void request_config(kp_tls *t, enum kp_msg_type ask, uint64_t have,
+                           enum kp_msg_type want, struct kp_msg *m, uint8_t **buf)
+{
+	struct kp_msg out;
+
+	memset(&out, 0, sizeof(out));
+	out.type = ask;
+	out.config = have;
+	assert_int_equal(kp_msg_send(t, &out, 3000), 0);
+	expect(t, want, m, buf);
+}
+
+static void test_delta_over_the_wire(void **state)
+{
+	struct kp_msg m;
+	struct kp_delta d;
+	struct kp_bundle b;
+	kp_bstore *bs = NULL;
+	kp_cert *cert = NULL;
+	uint8_t *buf = NULL, card[KP_TOKEN_LEN];
+	uint64_t acked = 0, v1 = 0, v2 = 0, now_v = 0;
+	char path[512], err[256];
+	kp_tls *t;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	memset(card, 0x5D, sizeof(card));
+	assert_int_equal(sync_term("T-A"), 0);
+	term_sync_state("T-A", &acked, &v1);
+	snprintf(path, sizeof(path), "%s/backend.db", F->dir);
+	assert_int_equal(kp_bstore_open(&bs, path), KP_BE_OK);
+	assert_int_equal(kp_bstore_denylist(bs, card, "delta-test", 1), KP_BE_OK);
+	assert_int_equal(kp_bstore_state_version(bs, &now_v), KP_BE_OK);
+	kp_bstore_close(bs);
+	snprintf(path, sizeof(path), "%s/backend.crt", F->dir);
+	assert_int_equal(kp_cert_load(&cert, path), 0);
+
+	t = hello_last(0, 0, acked);
+	request_config(t, KP_MSG_GETDELTA, v1, KP_MSG_DELTA, &m, &buf);
+	assert_int_equal(kp_delta_open(cert, m.bundle.p, m.bundle.n, "T-A", v1, &d, err,
+	                               sizeof(err)), KP_SYNC_OK);
+	assert_int_equal(d.base, v1);
+	assert_int_equal(d.version, now_v);
+	assert_int_equal(d.rows.n_denylist, 1);
+	kp_delta_free(&d);
+	/* an older terminal: the full bundle, as before */
+	request_config(t, KP_MSG_GETCONFIG, v1, KP_MSG_CONFIG, &m, &buf);
+	assert_true(m.has_bundle);
+	assert_int_equal(kp_bundle_open_err(cert, m.bundle.p, m.bundle.n, "T-A", v1, &b, err,
+	                                    sizeof(err)), KP_SYNC_OK);
+	kp_bundle_free(&b);
+	/* up to date: nothing */
+	request_config(t, KP_MSG_GETDELTA, now_v, KP_MSG_CONFIG, &m, &buf);
+	assert_false(m.has_bundle);
+	kp_msg_clear(&m);
+	free(buf);
+	bye(t);
+	kp_cert_free(cert);
+
+	/* kippu-terminal takes the delta */
+	assert_int_equal(sync_term("T-A"), 0);
+	term_sync_state("T-A", &acked, &v2);
+	assert_int_equal(v2, now_v);
+	assert_int_equal(denied_for("delta-test"), 1);
+}
 
 static void *many_main(void *arg)
 {
@@ -1768,12 +1838,14 @@ static void test_connection_limit_options(void **state)
 	static const char *const bad[] = {
 		"--max-unauth 0", "--max-unauth 4097", "--max-per-addr x", "--max-per-addr ''",
 		"--max-conns -1", "--max-per-addr 99999999999999999999", "--timeout-ms 5s",
+		"--change-log-days 0", "--change-log-days 3651",
 	};
 
 	(void)state;
 	assert_int_equal(sh("'%s/kippu-backend' --help > help.txt && "
 	                    "grep -q -- '--max-unauth N' help.txt && "
-	                    "grep -q -- '--max-per-addr N' help.txt", F->bin), 0);
+	                    "grep -q -- '--max-per-addr N' help.txt && "
+	                    "grep -q -- '--change-log-days N' help.txt", F->bin), 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(sh("'%s/kippu-backend' %s --db none.db 2> bad.txt", F->bin, bad[i]), 2);
 		assert_int_equal(sh("grep -q 'wants a whole number from' bad.txt"), 0);
@@ -2562,6 +2634,7 @@ int main(void)
 		FX_TEST(test_auditor_applies_revocation),
 		FX_TEST(test_cert_revoke_bad_input),
 		FX_TEST(test_restored_backend_reaches_terminals),
+		FX_TEST(test_delta_over_the_wire),
 		FX_TEST(test_unregistered_terminal_refused),
 		FX_TEST(test_unregistered_refusals_rate_limited),
 		FX_TEST(test_terminal_registry_bad_input),

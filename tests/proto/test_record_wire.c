@@ -165,9 +165,11 @@ static struct kp_msg sample(enum kp_msg_type t, int variant)
 		strcpy(m.reason, "bad signature");
 		break;
 	case KP_MSG_GETCONFIG:
+	case KP_MSG_GETDELTA:
 		m.config = variant ? 0 : 4294967296ull;
 		break;
 	case KP_MSG_CONFIG:
+	case KP_MSG_DELTA:
 		if (variant) {
 			m.has_bundle = 1;
 			m.bundle.p = BUNDLE_BYTES;
@@ -210,7 +212,7 @@ static void test_msg_roundtrip(void **state)
 	int t, variant;
 
 	(void)state;
-	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+	for (t = KP_MSG_HELLO; t <= KP_MSG_LAST; t++) {
 		for (variant = 0; variant < 2; variant++) {
 			struct kp_msg m = sample((enum kp_msg_type)t, variant), d;
 			uint8_t *out = NULL, *again = NULL;
@@ -313,7 +315,7 @@ static void test_msg_encode_rejects(void **state)
 		case 10: m = sample(KP_MSG_CONFIG, 1); m.bundle.p = NULL; break;
 		case 11: m = sample(KP_MSG_CONFIG, 1); m.bundle.n = 0; break;
 		case 12: m = sample(KP_MSG_BYE, 0); m.type = (enum kp_msg_type)0; break;
-		case 13: m = sample(KP_MSG_BYE, 0); m.type = (enum kp_msg_type)(KP_MSG_ERROR + 1); break;
+		case 13: m = sample(KP_MSG_BYE, 0); m.type = (enum kp_msg_type)(KP_MSG_LAST + 1); break;
 		}
 		assert_int_equal(kp_msg_encode(&m, &out, &n), KP_SYNC_E_INVAL);
 		assert_null(out);
@@ -726,7 +728,7 @@ static void test_msg_fuzz(void **state)
 	size_t i, j;
 
 	(void)state;
-	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+	for (t = KP_MSG_HELLO; t <= KP_MSG_LAST; t++) {
 		for (variant = 0; variant < 2; variant++) {
 			struct kp_msg m = sample((enum kp_msg_type)t, variant);
 			uint8_t *out = NULL;
@@ -856,15 +858,15 @@ static void test_frames(void **state)
 	assert_int_equal(kp_frame_read_io(NULL, &got, &n, 100), KP_SYNC_E_INVAL);
 
 	/* messages: one write per message, each read back equal */
-	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+	for (t = KP_MSG_HELLO; t <= KP_MSG_LAST; t++) {
 		for (variant = 0; variant < 2; variant++) {
 			struct kp_msg m = sample((enum kp_msg_type)t, variant);
 
 			assert_int_equal(kp_msg_send_io(&io, &m, 100), KP_SYNC_OK);
 		}
 	}
-	assert_int_equal(p.writes, 2 * (KP_MSG_ERROR - KP_MSG_HELLO + 1));
-	for (t = KP_MSG_HELLO; t <= KP_MSG_ERROR; t++) {
+	assert_int_equal(p.writes, 2 * (KP_MSG_LAST - KP_MSG_HELLO + 1));
+	for (t = KP_MSG_HELLO; t <= KP_MSG_LAST; t++) {
 		for (variant = 0; variant < 2; variant++) {
 			struct kp_msg m = sample((enum kp_msg_type)t, variant), d;
 

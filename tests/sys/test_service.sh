@@ -82,7 +82,9 @@ for u in 000 022; do
 	# its HMI log (mock:hmi.log), and the PN532 emulator's log
 	rm -f emu.log
 	(umask $u; "$KP_BIN/kippu-pn532-emu" --scenario idle.txt --log emu.log > emu.out 2>&1 &
-	 p=$!; i=0; while [ $i -lt 200 ] && ! grep -q pty emu.out; do i=$((i + 1)); sleep 0.1; done
+	 # until it is up and its log exists: 60 s by the clock (a loaded machine's sleeps run long)
+	 p=$!; end=$(($(date +%s) + 60))
+	 while [ "$(date +%s)" -lt $end ] && ! { grep -q pty emu.out && [ -e emu.log ]; }; do sleep 0.1; done
 	 kill $p; wait $p)
 	m="$(stat -c %a hmi.log 2>/dev/null) $(stat -c %a emu.log 2>/dev/null)"
 	[ "$m" = "600 600" ] && ok "logs_0600_umask_$u" || bad "logs_0600_umask_$u" "hmi.log, emu.log modes: $m"
@@ -206,11 +208,11 @@ fi
 missing=""
 for k in 'listen` | `127.0.0.1:7800' 'db` | `backend.db' 'ca` | `ca.crt' 'cert` | `backend.crt' \
          'key` | `backend.key' 'max-conns` | `256' 'max-unauth` | `256' 'max-per-addr` | `16' \
-         'timeout-ms` | `10000'; do
+         'timeout-ms` | `10000' 'change-log-days` | `7'; do
 	grep -qF "| \`$k\` |" keys.out || missing="$missing [$k]"
 done
 grep -q '^| `metrics-listen` | none | ' keys.out || missing="$missing [metrics-listen]"
-[ -z "$missing" ] && [ "$(wc -l < keys.out)" = 12 ] && ok backend_config_keys ||
+[ -z "$missing" ] && [ "$(wc -l < keys.out)" = 13 ] && ok backend_config_keys ||
 	bad backend_config_keys "missing$missing: $(cat keys.out)"
 cd "$T" || exit 1
 

@@ -196,6 +196,39 @@ static void test_journal_chain_verifies_and_detects_tampering(void **state)
 	kp_cert_free(cert);
 }
 
+/* With a signing pool the engine signs from it (a random k, test_crypto_pool),
+ * then, the pool empty, with RFC 6979; every record verifies with the certificate and the
+ * kp_cose_verify1 the backend uses. */
+static void test_records_signed_from_pool(void **state)
+{
+	struct tu_term *f = *state;
+	struct kp_tap_timing tm;
+	kp_sign_pool *pool = NULL;
+	kp_cert *cert = NULL;
+	uint64_t n = 0, bad = 0;
+	char err[256];
+
+	tu_term_put_ent(f, 1, 100, "P10", 10, T0 - DAY, T0 + DAY);
+	assert_int_equal(kp_sign_pool_open(&pool, f->key, 2), KP_CRYPTO_OK);
+	assert_int_equal(kp_sign_pool_refill(pool, 2, NULL), KP_CRYPTO_OK);
+	kp_tap_engine_set_pool(f->e, pool);
+	for (int i = 0; i < 4; i++) {
+		/* accepted (card 1) and refused (card 2, nothing) records alike */
+		tap(f, (uint8_t)(1 + i % 2), T0 + i * 61000LL, i % 2 ? KP_TAP_REFUSED : KP_TAP_ACCEPTED,
+		    i % 2 ? "no-entitlement" : "ok", i % 2 ? -1 : 9 - i / 2);
+		kp_tap_engine_timing(f->e, &tm);
+		assert_int_equal(tm.pooled, i < 2);
+		assert_true(tm.sign_ns > 0);
+	}
+	assert_int_equal(kp_sign_pool_count(pool), 0);
+	cert = make_cert(f);
+	assert_int_equal(kp_journal_verify(f->s, cert, &n, &bad, err, sizeof(err)), 0);
+	assert_int_equal(n, 4);
+	kp_tap_engine_set_pool(f->e, NULL);
+	kp_sign_pool_free(pool);
+	kp_cert_free(cert);
+}
+
 static void test_swapped_payload_is_caught(void **state)
 {
 	struct tu_term *f = *state;
@@ -427,6 +460,7 @@ int main(void)
 		FX_TEST(test_refused_tap_does_not_open_window),
 		FX_TEST(test_best_entitlement_expires_first),
 		FX_TEST(test_journal_chain_verifies_and_detects_tampering),
+		FX_TEST(test_records_signed_from_pool),
 		FX_TEST(test_swapped_payload_is_caught),
 		FX_TEST(test_failed_commit_changes_nothing),
 		FX_TEST(test_load_while_running),

@@ -51,7 +51,7 @@ for p in $PKGS; do mkdir -p "$T/x/$p" && dpkg -x "$(deb $p)" "$T/x/$p" || why="$
 has kippu-terminal usr/sbin/kippu-terminal lib/systemd/system/kippu-terminal.service \
 	etc/kippu/terminal.conf usr/share/kippu/libnfc.conf usr/share/kippu/60-kippu-nfc.rules
 has kippu-backend usr/sbin/kippu-backend lib/systemd/system/kippu-backend.service etc/kippu/backend.conf
-has kippu-tools usr/bin/kippuctl usr/share/kippu/scenario.txt usr/share/kippu/load.txt
+has kippu-tools usr/bin/kippuctl usr/bin/kippu-loadgen usr/share/kippu/scenario.txt usr/share/kippu/load.txt
 has kippu-dev-tools usr/bin/kippu-pn532-emu
 for p in kippu-terminal kippu-backend kippu-tools; do
 	[ -z "$(find "$T/x/$p" -name 'kippu-pn532-emu*')" ] || why="$why $p holds kippu-pn532-emu;"

@@ -16,7 +16,7 @@ MAN="$HERE/tools/man"
 T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-man.XXXXXX")
 trap 'rm -rf "$T"' EXIT INT TERM
 . "$(dirname "$0")/../shtest.sh"    # ok, bad, finish (the lines run.sh counts)
-PROGS="kippu-terminal kippu-backend kippuctl kippu-pn532-emu"
+PROGS="kippu-terminal kippu-backend kippuctl kippu-pn532-emu kippu-loadgen"
 
 # The lines of section $2 of man page $1, with roff's \- read as -.
 section() {
@@ -169,6 +169,8 @@ usage_error kippuctl "unrecognized option '--no-such'" ca create --no-such --key
 usage_error kippuctl "requires an argument" ca create --key
 usage_error kippuctl "unrecognized option" journal list x.db --bogus
 usage_error kippuctl "--days must be" ca create --key k --cert c --days 0
+usage_error kippu-loadgen "--terminals must be 1 to 2000" --terminals 0
+usage_error kippu-loadgen "--backend HOST:PORT is required" --ca-cert c --ca-key k
 [ -z "$miss" ] && ok usage_errors_exit_2 || bad usage_errors_exit_2 "$miss"
 
 # 7. the man pages format without a warning

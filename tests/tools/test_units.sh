@@ -46,6 +46,7 @@ cat > "$T/want.usr" <<'LIST'
 ./etc/kippu/terminal.conf
 ./lib/systemd/system/kippu-backend.service
 ./lib/systemd/system/kippu-terminal.service
+./usr/bin/kippu-loadgen
 ./usr/bin/kippuctl
 ./usr/sbin/kippu-backend
 ./usr/sbin/kippu-terminal
