@@ -289,6 +289,9 @@ FUZZ_SECONDS ?= 15
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(foreach t,$(FUZZ_SRC),$(BUILD)/fuzz/$(basename $(notdir $(t))))
 $(foreach t,$(FUZZ_SRC),$(eval $(BUILD)/fuzz/$(basename $(notdir $(t))): $(call obj,$(t) tests/fuzz/fuzzutil.c) $(LINK_tools)))
+# fuzz_pn532 includes tools/pn532_emu.c, which includes the generated version header.
+$(call obj,tests/fuzz/fuzz_pn532.c): $(GEN)/kp_version.h
+$(call obj,tests/fuzz/fuzz_pn532.c): FOLDER_CFLAGS += -I$(GEN)
 $(BUILD)/fuzz/%:
 	@mkdir -p $(dir $@)
 	$(CC) $(KP_LDFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools)
