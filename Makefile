@@ -289,12 +289,14 @@ FUZZ_SECONDS ?= 15
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(foreach t,$(FUZZ_SRC),$(BUILD)/fuzz/$(basename $(notdir $(t))))
 $(foreach t,$(FUZZ_SRC),$(eval $(BUILD)/fuzz/$(basename $(notdir $(t))): $(call obj,$(t) tests/fuzz/fuzzutil.c) $(LINK_tools)))
-# fuzz_pn532 includes tools/pn532_emu.c, which includes the generated version header.
-$(call obj,tests/fuzz/fuzz_pn532.c): $(GEN)/kp_version.h
-$(call obj,tests/fuzz/fuzz_pn532.c): FOLDER_CFLAGS += -I$(GEN)
+# fuzz_pn532 and fuzz_backend_config include a program's main file (tools/pn532_emu.c,
+# backend-sync/backend/main.c), which includes the generated version header.
+$(call obj,tests/fuzz/fuzz_pn532.c tests/fuzz/fuzz_backend_config.c): $(GEN)/kp_version.h
+$(call obj,tests/fuzz/fuzz_pn532.c tests/fuzz/fuzz_backend_config.c): FOLDER_CFLAGS += -I$(GEN)
 $(BUILD)/fuzz/%:
 	@mkdir -p $(dir $@)
-	$(CC) $(KP_LDFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools)
+	$(CC) $(KP_LDFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools) \
+	  $(LIBS_backend)
 # The differential checks' driver over the project's decoder and verifier (tests/fuzz/diffdrv.c).
 $(BUILD)/fuzz/kippu-diffdrv: $(call obj,tests/fuzz/diffdrv.c) $(LINK_test_proto)
 	@mkdir -p $(dir $@)
