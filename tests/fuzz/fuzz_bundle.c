@@ -31,14 +31,10 @@ static int count_row(void *arg, size_t table, const struct kp_fare_value *vals)
 
 static void apply(const struct kp_bundle *b)
 {
-	kp_store *s = NULL;
 	struct kp_sync_source src;
 
-	if (kp_store_open(&s, ":memory:") != 0)
-		__builtin_trap();
-	kp_store_sync_source(s, &src);
+	kp_store_sync_source(fuzz_fresh_store(), &src);
 	(void)src.apply_bundle(src.ctx, b);
-	kp_store_close(s);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

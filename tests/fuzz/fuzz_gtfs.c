@@ -68,7 +68,6 @@ static void write_files(const char *dir, const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char dir[512], err[512];
-	kp_store *s = NULL;
 	struct kp_fare_import_stats st;
 	struct kp_fare_import_opts opts = { .feed_id = "fuzz" };
 
@@ -76,11 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mkdir(dir, 0700);
 	fuzz_clear("feed");
 	write_files(dir, data, size);
-	if (kp_store_open(&s, ":memory:") != 0)
-		__builtin_trap();
 	memset(&st, 0, sizeof(st));
-	(void)kp_fares_import(s, dir, &opts, &st, err, sizeof(err));
-	kp_store_close(s);
+	(void)kp_fares_import(fuzz_fresh_store(), dir, &opts, &st, err, sizeof(err));
 	(void)kp_gtfs_stop_places(dir, stop_place, NULL, err, sizeof(err));
 	return 0;
 }

@@ -9,14 +9,10 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint8_t key[KP_TOKEN_KEY_LEN] = { 1, 2, 3 };
-	kp_store *s = NULL;
 	char path[512], err[512];
 	size_t n = 0;
 
 	fuzz_write("load.txt", data, size, path, sizeof(path));
-	if (kp_store_open(&s, ":memory:") != 0)
-		__builtin_trap();
-	(void)kp_load_file(s, path, key, err, sizeof(err), &n);
-	kp_store_close(s);
+	(void)kp_load_file(fuzz_fresh_store(), path, key, err, sizeof(err), &n);
 	return 0;
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "fuzzutil.h"
+#include "kp_store_sql.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -98,4 +99,30 @@ int fuzz_next(struct fuzz_split *s, const uint8_t **out, size_t *len)
 	s->p += n;
 	s->n -= n;
 	return 1;
+}
+
+struct kp_store *fuzz_fresh_store(void)
+{
+	static kp_store *s;
+	static unsigned char *image;
+	static sqlite3_int64 image_len;
+	unsigned char *copy;
+
+	if (s == NULL) {
+		if (kp_store_open(&s, ":memory:") != 0)
+			abort();
+		image = sqlite3_serialize(s->db, "main", &image_len, 0);
+		if (image == NULL)
+			abort();
+		return s;
+	}
+	copy = sqlite3_malloc64((sqlite3_uint64)image_len);
+	if (copy == NULL)
+		abort();
+	memcpy(copy, image, (size_t)image_len);
+	if (sqlite3_deserialize(s->db, "main", copy, image_len, image_len,
+	                        SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE) !=
+	    SQLITE_OK)
+		abort();
+	return s;
 }

@@ -16,6 +16,12 @@ void fuzz_write(const char *name, const void *p, size_t n, char *path, size_t ca
 /* Removes the regular files in fuzz_dir()/sub ("" for the folder itself). */
 void fuzz_clear(const char *sub);
 
+/* A fresh in-memory terminal store: the first call opens one and keeps an image of it; each
+ * call after puts that image back (sqlite3_deserialize), which is much faster than opening
+ * a store (its schema) again. Never close it. */
+struct kp_store;
+struct kp_store *fuzz_fresh_store(void);
+
 /* Splits the input into pieces: each is a 1-byte length (0-254; 255 means the rest of the
  * input) then the bytes. */
 struct fuzz_split {
