@@ -17,7 +17,16 @@ MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 endif
 endif
 
-ifeq ($(SANITIZE),1)
+# `make fuzz` builds the fuzz targets (tests/fuzz/) with clang in build-fuzz/: this Makefile
+# again, with FUZZ=1 (the libraries instrumented for libFuzzer, ASan and UBSan).
+FUZZ      ?= 0
+ifeq ($(FUZZ),1)
+BUILD     ?= build-fuzz
+SANFLAGS  := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
+# clang (not gcc) warns of `{ { NULL } }` ending a table: zero-filling is what C says.
+FUZZ_WFLAGS := -Wno-missing-field-initializers
+else ifeq ($(SANITIZE),1)
 BUILD     ?= build-san
 SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 else
@@ -30,7 +39,8 @@ DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbed
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
             faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian \
             libzip-dev libmicrohttpd-dev libsystemd-dev libpq-dev postgresql-15 postgresql-client-15 \
-            libjs-chart.js fonts-noto-cjk chromium
+            libjs-chart.js fonts-noto-cjk chromium clang libclang-rt-14-dev python3-cbor2 \
+            python3-cryptography
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -38,7 +48,7 @@ pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 MBED_LIBS := -lmbedtls -lmbedx509 -lmbedcrypto
 
 KP_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-             -MMD -MP $(SANFLAGS)
+             -MMD -MP $(SANFLAGS) $(FUZZ_WFLAGS)
 KP_LDFLAGS := $(SANFLAGS)
 
 # ---- the folders and the dependency rules of ../shared/DESIGN.md ----
@@ -173,7 +183,8 @@ endif
 BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares bench_delta bench_ridership
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
-.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb
+.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb \
+        fuzz fuzz-run
 all: $(PROGS)
 
 deps:
@@ -285,6 +296,43 @@ bench: deps
 	@$(BUILD)/bin/kippu-bench-delta --dir $(BUILD)/bench-delta $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@KP_BIN=$(BUILD)/bin sh tests/bench_loadgen.sh $(BUILD)/bench-loadgen $(BENCH_JSON)
 	@$(BUILD)/bin/kippu-bench-ridership --dir $(BUILD)/bench-ridership $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+
+# ---- fuzzing (README, Tests, "Fuzzing") ----
+# tests/fuzz/fuzz_*.c: one libFuzzer target each, built by clang in build-fuzz/ with the
+# project's libraries instrumented (FUZZ=1 above). `make fuzz` runs each for FUZZ_SECONDS
+# from its seed corpus (tests/fuzz/corpus/<target>/; new entries go to
+# build-fuzz/fuzz/corpus/<target>/, never into the tree) and fails on any crash, leak,
+# timeout or sanitizer report, naming the target and the reproducer. Then the differential
+# checks: the CBOR reader against python3-cbor2 and COSE_Sign1 verification against
+# python3-cryptography (tests/fuzz/diff_check.py, on the corpora and generated inputs).
+FUZZ_SECONDS ?= 15
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(foreach t,$(FUZZ_SRC),$(BUILD)/fuzz/$(basename $(notdir $(t))))
+$(foreach t,$(FUZZ_SRC),$(eval $(BUILD)/fuzz/$(basename $(notdir $(t))): $(call obj,$(t) tests/fuzz/fuzzutil.c) $(LINK_tools)))
+# fuzz_pn532 and fuzz_backend_config include a program's main file (tools/pn532_emu.c,
+# backend-sync/backend/main.c), which includes the generated version header.
+$(call obj,tests/fuzz/fuzz_pn532.c tests/fuzz/fuzz_backend_config.c): $(GEN)/kp_version.h
+$(call obj,tests/fuzz/fuzz_pn532.c tests/fuzz/fuzz_backend_config.c): FOLDER_CFLAGS += -I$(GEN)
+$(BUILD)/fuzz/%:
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools) \
+	  $(LIBS_backend)
+# The differential checks' driver over the project's decoder and verifier (tests/fuzz/diffdrv.c).
+$(BUILD)/fuzz/kippu-diffdrv: $(call obj,tests/fuzz/diffdrv.c) $(LINK_test_proto)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_proto) $(LIBS_test_proto)
+
+# The binary seeds of tests/fuzz/corpus/ (tests/fuzz/mkseeds.c says when to run it).
+$(BUILD)/fuzz/kippu-fuzz-seeds: $(call obj,tests/fuzz/mkseeds.c) $(LINK_tools)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory FUZZ=1 CC=clang BUILD=build-fuzz fuzz-run
+
+fuzz-run: $(FUZZ_BINS) $(BUILD)/fuzz/kippu-diffdrv
+	@sh tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_BINS)
+	@/usr/bin/python3 tests/fuzz/diff_check.py $(BUILD)/fuzz/kippu-diffdrv tests/fuzz/corpus
 
 # ---- install (README, "Installing") ----
 # kippuctl and kippu-loadgen go to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian

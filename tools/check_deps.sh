@@ -135,7 +135,8 @@ for src in $(find hal crypto backend-sync terminal tools tests .ci debian -type 
              -name '*.h' -o -name '*.sh' -o -name '*.py' -o -name '*.def' -o -name run -o \
              -name '*.awk' -o -name '*.service' -o -name '*.rules' -o -name '*.conf' -o \
              -name rules -o -name control -o -name '*.install' -o -name '*.postinst' \) \
-             -not -path 'tests/data/*' -not -path 'tools/demo/*' -not -path 'debian/*/*' \
+             -not -path 'tests/data/*' -not -path 'tests/fuzz/corpus/*' -not -path 'tools/demo/*' \
+             -not -path 'debian/*/*' \
              2>/dev/null) Makefile; do
 	head -n 3 "$src" | grep -q 'SPDX-License-Identifier: Apache-2.0' ||
 		bad "$src has no \"SPDX-License-Identifier: Apache-2.0\" in its first lines"
