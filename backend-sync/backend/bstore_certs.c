@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sqlite3.h>
+
 #include "bstore_int.h"
 
 /* ---- SQL functions on the DER of a certificate (migration 9, the hello) ---- */
@@ -48,12 +50,18 @@ static void fn_validity(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	sqlite3_result_int64(ctx, (sqlite3_user_data(ctx) != NULL ? na : nb) * 1000);
 }
 
-int bs_cert_functions(sqlite3 *db)
+/* SQLite only (a handle to register them on); PostgreSQL has none (KP_BE_OK). */
+int bs_cert_functions(kp_db *kdb)
 {
 	static int after = 1;
+	sqlite3 *db = kp_db_sqlite_handle(kdb);
 	int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC;
-	int rc = sqlite3_create_function(db, "kp_cert_fingerprint", 1, flags, NULL, fn_fingerprint,
-	                                 NULL, NULL);
+	int rc;
+
+	if (db == NULL)
+		return KP_BE_OK;
+	rc = sqlite3_create_function(db, "kp_cert_fingerprint", 1, flags, NULL, fn_fingerprint,
+	                             NULL, NULL);
 
 	if (rc == SQLITE_OK)
 		rc = sqlite3_create_function(db, "kp_cert_not_before", 1, flags, NULL, fn_validity,
@@ -61,7 +69,7 @@ int bs_cert_functions(sqlite3 *db)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_create_function(db, "kp_cert_not_after", 1, flags, &after, fn_validity,
 		                             NULL, NULL);
-	return rc;
+	return rc == SQLITE_OK ? KP_BE_OK : KP_BE_E_DB;
 }
 
 /* ---- the history ---- */
@@ -77,7 +85,7 @@ void kp_cert_history_free(struct kp_cert_history *h)
 
 int kp_bstore_cert_history(kp_bstore *s, const char *terminal, struct kp_cert_history *h)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	size_t cap = 0;
 	int rc, step;
 
@@ -90,7 +98,7 @@ int kp_bstore_cert_history(kp_bstore *s, const char *terminal, struct kp_cert_hi
 	              " WHERE terminal = ?1 ORDER BY id DESC", BS_TEXT(terminal));
 	if (rc != KP_BE_OK)
 		return rc;
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = kp_db_step(st)) == KP_DB_ROW) {
 		struct kp_cert_entry *e;
 
 		if (h->n == cap) {
@@ -107,22 +115,22 @@ int kp_bstore_cert_history(kp_bstore *s, const char *terminal, struct kp_cert_hi
 		e = &h->e[h->n];
 		memset(e, 0, sizeof(*e));
 		/* a row that does not parse is no key: it verifies nothing */
-		if (kp_cert_parse(&e->cert, sqlite3_column_blob(st, 1),
-		                  (size_t)sqlite3_column_bytes(st, 1)) != 0)
+		if (kp_cert_parse(&e->cert, kp_db_column_blob(st, 1),
+		                  (size_t)kp_db_column_bytes(st, 1)) != 0)
 			continue;
-		e->id = sqlite3_column_int64(st, 0);
-		e->not_before = sqlite3_column_int64(st, 2);
-		e->not_after = sqlite3_column_int64(st, 3);
-		e->revoked_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? INT64_MAX :
-		                sqlite3_column_int64(st, 4);
-		bs_copy_text(e->fingerprint, sizeof(e->fingerprint), sqlite3_column_text(st, 5));
+		e->id = kp_db_column_int64(st, 0);
+		e->not_before = kp_db_column_int64(st, 2);
+		e->not_after = kp_db_column_int64(st, 3);
+		e->revoked_at = kp_db_column_type(st, 4) == KP_DB_NULL ? INT64_MAX :
+		                kp_db_column_int64(st, 4);
+		bs_copy_text(e->fingerprint, sizeof(e->fingerprint), kp_db_column_text(st, 5));
 		if (e->revoked_at < h->first_revoked)
 			h->first_revoked = e->revoked_at;
 		h->n++;
 	}
-	if (rc == KP_BE_OK && step != SQLITE_DONE)
+	if (rc == KP_BE_OK && step != KP_DB_DONE)
 		rc = bs_fail(s, "certificate history");
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	if (rc != KP_BE_OK)
 		kp_cert_history_free(h);
 	return rc;
@@ -193,12 +201,12 @@ int kp_cert_history_verify(const struct kp_cert_history *h, int64_t first_id,
 int kp_bstore_cert_revoke(kp_bstore *s, const char *terminal, const char *fp, int64_t at_ms,
                           int64_t now_ms, int64_t *was_at)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int64_t known = 0;
 	int rc;
 
 	*was_at = 0;
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
 		rc = bs_query_int(s, 0, &known, "SELECT (SELECT count(*) FROM terminal_registry"
 		                  " WHERE id = ?1) + (SELECT count(*) FROM terminals WHERE id = ?1)",
@@ -210,13 +218,13 @@ int kp_bstore_cert_revoke(kp_bstore *s, const char *terminal, const char *fp, in
 		rc = bs_query(s, &st, "SELECT id, revoked_at FROM terminal_certs WHERE terminal = ?1"
 		              " AND fingerprint = ?2", BS_TEXT(terminal), BS_TEXT(fp));
 	if (rc == KP_BE_OK) {
-		if (sqlite3_step(st) != SQLITE_ROW)
+		if (kp_db_step(st) != KP_DB_ROW)
 			rc = bs_refuse(s, KP_BE_E_NOTFOUND, "terminal %s has no certificate with "
 			               "fingerprint %s (kippuctl backend cert list shows its "
 			               "certificates)", terminal, fp);
-		else if (sqlite3_column_type(st, 1) != SQLITE_NULL)
-			*was_at = sqlite3_column_int64(st, 1);
-		sqlite3_finalize(st);
+		else if (kp_db_column_type(st, 1) != KP_DB_NULL)
+			*was_at = kp_db_column_int64(st, 1);
+		kp_db_finalize(st);
 	}
 	if (rc == KP_BE_OK && *was_at == 0)
 		rc = bs_run(s, "revoke", "UPDATE terminal_certs SET revoked_at = ?3,"

@@ -7,24 +7,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
-
 #include "kp_backend.h"
 #include "kp_cbor.h"
+#include "kp_db.h"
 #include "kp_civil.h"
 #include "kp_sqlval.h"
 
-#define BS_CACHE 48
-
 struct kp_bstore {
-	sqlite3 *db;
+	kp_db *db;                       /* SQLite or PostgreSQL (kp_db.h); bs_run's and
+	                                    bs_query_int's statements are its cached ones */
 	char err[512];
 	size_t n_left_out;               /* rows the last bundle left out, the first one noted */
 	char left_out[384];
-	/* bs_run's and bs_query_int's statements, prepared once (ingest runs the same few
-	 * for every record); keyed by the SQL text */
-	struct { const char *sql; sqlite3_stmt *st; } cache[BS_CACHE];
-	unsigned cache_next;
 };
 
 /* The legacy journal (all zeros): records of terminals from before journal ids. */
@@ -50,7 +44,7 @@ extern const char *const bs_kind_sql[4];
 	bs_int_vals((s), (def), (v), (sql), BS_VALS(__VA_ARGS__))
 
 /* bs_query's statement prepared once per connection (the per-record queries of ingest):
- * give it back with sqlite3_reset, never sqlite3_finalize. */
+ * give it back with kp_db_reset (kp_db_finalize only resets it). */
 #define bs_query_cached(s, st, sql, ...) \
 	bs_cached_bind((s), (st), (sql), BS_VALS(__VA_ARGS__))
 
@@ -86,14 +80,14 @@ extern const char *const bs_kind_sql[4];
 
 /* bstore_bundle.c, for bstore_delta.c */
 struct kp_fare_value;
-void bs_row_values(sqlite3_stmt *st, size_t n_cols, struct kp_fare_value *vals);
+void bs_row_values(kp_db_stmt *st, size_t n_cols, struct kp_fare_value *vals);
 int  bs_fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp_bundle *b,
                     const uint8_t *only);
 
 /* bstore.c */
-int bs_cached_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql,
+int bs_cached_bind(kp_bstore *s, kp_db_stmt **st, const char *sql,
                    const struct kp_sql_val *v, size_t n);
-int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
+int bs_prep_bind(kp_bstore *s, kp_db_stmt **st, const char *sql, const struct kp_sql_val *v,
                  size_t n);
 int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
                 size_t n);
@@ -105,15 +99,18 @@ int bs_version_mark(kp_bstore *s);
 int bs_commit_change(kp_bstore *s, int rc);
 int bs_end(kp_bstore *s, int rc, int bump);
 int bs_exec(kp_bstore *s, const char *sql);
+/* kp_db_begin / kp_db_commit with the store's errors. */
+int bs_begin(kp_bstore *s, enum kp_db_txn mode);
+int bs_commit(kp_bstore *s);
 int bs_fail(kp_bstore *s, const char *what);
 /* Writes the message into s->err and returns rc. */
 int bs_refuse(kp_bstore *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql);
+int bs_prep(kp_bstore *s, kp_db_stmt **st, const char *sql);
 void bs_rollback(kp_bstore *s);
-int bs_step_done(kp_bstore *s, sqlite3_stmt *st, const char *what);
+int bs_step_done(kp_bstore *s, kp_db_stmt *st, const char *what);
 uint64_t bs_version_clock_ms(void);
 /* bstore_bundle.c */
-void bs_copy_text(char *dst, size_t cap, const unsigned char *src);
+void bs_copy_text(char *dst, size_t cap, const char *src);
 bool bs_plain_id(const char *s);
 /* bstore_config.c */
 int bs_change(kp_bstore *s, const char *sql, const char *what, const char *t1,
@@ -136,7 +133,7 @@ int bs_change_feed_places(kp_bstore *s, const char *feed_id);
 int bs_link_request(kp_bstore *s, const struct kp_bsession *ses,
                     const struct kp_record *c, int64_t now_ms);
 /* kp_cert_fingerprint(der), kp_cert_not_before(der), kp_cert_not_after(der) (ms) on db. */
-int bs_cert_functions(sqlite3 *db);
+int bs_cert_functions(kp_db *db);
 int bs_meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v);
 
 #endif

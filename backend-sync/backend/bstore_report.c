@@ -145,7 +145,7 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 			" ELSE 'reported' END AS state FROM clone_flags"
 			" WHERE ?1 IS NULL OR terminal_a = ?1 OR terminal_b = ?1 ORDER BY id",
 	};
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc;
 
 	if ((int)which < KP_REPORT_RECORDS || (int)which > KP_REPORT_CLONES)
@@ -154,30 +154,30 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 	if (rc != KP_BE_OK)
 		return rc;
 	if (terminal_filter != NULL)
-		sqlite3_bind_text(st, 1, terminal_filter, -1, SQLITE_STATIC);
-	if (sqlite3_bind_parameter_count(st) >= 2)
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)at_ms);
-	while (sqlite3_step(st) == SQLITE_ROW) {
+		kp_db_bind_text(st, 1, terminal_filter, SIZE_MAX);
+	if (kp_db_param_count(st) >= 2)
+		kp_db_bind_int64(st, 2, (int64_t)at_ms);
+	while (kp_db_step(st) == KP_DB_ROW) {
 		const char *cols[16], *names[16];
-		int n = sqlite3_column_count(st);
+		int n = kp_db_column_count(st);
 
 		if (n > 16)
 			n = 16;
 		for (int i = 0; i < n; i++) {
-			cols[i] = (const char *)sqlite3_column_text(st, i);
-			names[i] = sqlite3_column_name(st, i);
+			cols[i] = kp_db_column_text(st, i);
+			names[i] = kp_db_column_name(st, i);
 		}
 		if (fn(arg, n, cols, names) != 0)
 			break;
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return KP_BE_OK;
 }
 
 int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
                           int (*fn)(void *arg, const struct kp_export_row *row), void *arg)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	/* the certificate that verified each record: the connection's, unless record_signers
 	 * names another of the history (PROTOCOL.md section 4.3) */
 	int rc = bs_prep(s, &st, "SELECT j.epoch, lower(hex(j.journal)), x.seq, r.cose,"
@@ -196,51 +196,51 @@ int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
 
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	kp_db_bind_text(st, 1, terminal, SIZE_MAX);
+	while ((step = kp_db_step(st)) == KP_DB_ROW) {
 		struct kp_export_row row;
 
 		memset(&row, 0, sizeof(row));
-		row.epoch = sqlite3_column_int64(st, 0);
-		bs_copy_text(row.journal, sizeof(row.journal), sqlite3_column_text(st, 1));
-		row.seq = (uint64_t)sqlite3_column_int64(st, 2);
-		row.cose = sqlite3_column_blob(st, 3);
-		row.cose_len = (size_t)sqlite3_column_bytes(st, 3);
-		row.cert_id = sqlite3_column_int64(st, 4);
-		row.cert = sqlite3_column_blob(st, 5);
-		row.cert_len = (size_t)sqlite3_column_bytes(st, 5);
-		row.alias = sqlite3_column_int(st, 6);
+		row.epoch = kp_db_column_int64(st, 0);
+		bs_copy_text(row.journal, sizeof(row.journal), kp_db_column_text(st, 1));
+		row.seq = (uint64_t)kp_db_column_int64(st, 2);
+		row.cose = kp_db_column_blob(st, 3);
+		row.cose_len = (size_t)kp_db_column_bytes(st, 3);
+		row.cert_id = kp_db_column_int64(st, 4);
+		row.cert = kp_db_column_blob(st, 5);
+		row.cert_len = (size_t)kp_db_column_bytes(st, 5);
+		row.alias = (int)kp_db_column_int64(st, 6);
 		if (fn(arg, &row) != 0) {
-			step = SQLITE_DONE;
+			step = KP_DB_DONE;
 			rc = KP_BE_E_INVAL;
 			break;
 		}
 	}
-	if (step != SQLITE_DONE)
+	if (step != KP_DB_DONE)
 		rc = bs_fail(s, "export");
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
 int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint8_t **out,
                           size_t *len)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_query(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2"
 	                  " AND journal = zeroblob(16)", BS_TEXT(terminal), BS_INT(seq));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		*len = (size_t)sqlite3_column_bytes(st, 0);
+	if (kp_db_step(st) == KP_DB_ROW) {
+		*len = (size_t)kp_db_column_bytes(st, 0);
 		*out = malloc(*len + 1);
 		if (*out == NULL)
 			rc = KP_BE_E_NOMEM;
 		else
-			memcpy(*out, sqlite3_column_blob(st, 0), *len);
+			memcpy(*out, kp_db_column_blob(st, 0), *len);
 	} else {
 		rc = KP_BE_E_NOTFOUND;
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }

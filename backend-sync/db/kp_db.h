@@ -144,6 +144,8 @@ int kp_db_open(kp_db **out, const char *conn, int flags, char *err, size_t err_c
 void kp_db_close(kp_db *db);
 /* "sqlite" or "postgresql" */
 const char *kp_db_engine(const kp_db *db);
+/* The sqlite3 handle of a SQLite connection (to register SQL functions on it), else NULL. */
+void *kp_db_sqlite_handle(kp_db *db);
 const char *kp_db_errmsg(const kp_db *db);
 
 int kp_db_exec(kp_db *db, const char *sql);
