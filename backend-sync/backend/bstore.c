@@ -13,6 +13,7 @@
 
 #include "bstore_int.h"
 #include "kp_sys.h"
+#include "schema_pg.h"
 
 /* The change log's triggers (migration 9): a row's key, old and new (an update may move
  * it), or for the tables a delta does not carry, one 'config' change. */
@@ -288,16 +289,7 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  'config')), key BLOB);"
 	"CREATE TABLE change_versions(version INTEGER PRIMARY KEY,"
 	"  last_change INTEGER NOT NULL) WITHOUT ROWID;"
-	LOG_ROW(denylist, deny, token)
-	LOG_ROW(entitlements, ent, token)
-	LOG_ROW(linkages, linkage, token)
-	LOG_ROW(linkage_cards, elig, card)
-	LOG_ROW(clone_flags, linkage, linkage)
-	LOG_ROW(clone_flags, deny, linkage)
-	LOG_CONFIG(operators) LOG_CONFIG(products) LOG_CONFIG(product_operators)
-	LOG_CONFIG(product_stops) LOG_CONFIG(product_scope) LOG_CONFIG(discounts)
-	LOG_CONFIG(fare_caps) LOG_CONFIG(transfer_rules) LOG_CONFIG(operator_fares)
-	LOG_CONFIG(fare_packages)
+	BS_LOGGED_TABLES(LOG_ROW, LOG_CONFIG)
 	/* what the per-card fare state (format 3) is computed from, once fares are on; and
 	 * the settings it and the format depend on */
 	"CREATE TRIGGER records_log AFTER INSERT ON records WHEN new.token IS NOT NULL"
@@ -360,6 +352,11 @@ int bs_exec(kp_bstore *s, const char *sql)
 		return KP_BE_E_DB;
 	}
 	return KP_BE_OK;
+}
+
+bool bs_is_pg(const kp_bstore *s)
+{
+	return s->db != NULL && strcmp(kp_db_engine(s->db), "postgresql") == 0;
 }
 
 int bs_begin(kp_bstore *s, enum kp_db_txn mode)
@@ -499,8 +496,31 @@ static int bs_check_file(kp_bstore *s, const char *path, int mode)
 	return KP_BE_E_SCHEMA;
 }
 
+/* A PostgreSQL database (a URI or libpq keywords): empty, or the backend's (a records
+ * table). Nothing of SQLite's file checks applies. */
+static int bs_open_pg(kp_bstore *s, const char *conn, int mode)
+{
+	int64_t backend = 0, tables = 0;
+	int rc;
+
+	if (kp_db_open(&s->db, conn, mode == KP_BSTORE_READONLY ? KP_DB_READONLY : 0, s->err,
+	               sizeof(s->err)) != KP_DB_OK)
+		return KP_BE_E_DB;
+	rc = bs_query_int(s, 0, &backend, "SELECT count(*) FROM pg_tables"
+	                  " WHERE schemaname = current_schema() AND tablename = 'records'");
+	if (rc == KP_BE_OK)
+		rc = bs_query_int(s, 0, &tables, "SELECT count(*) FROM pg_tables"
+		                  " WHERE schemaname = current_schema()");
+	if (rc != KP_BE_OK || backend > 0 || (tables == 0 && mode != KP_BSTORE_READONLY))
+		return rc;
+	return bs_refuse(s, KP_BE_E_SCHEMA, "the PostgreSQL database is %s, not a backend "
+	                 "database", tables == 0 ? "empty" : "some other database");
+}
+
 static int bs_open_file(kp_bstore *s, const char *path, int mode)
 {
+	if (kp_db_engine_of(path) == &kp_db_pg_ops)
+		return bs_open_pg(s, path, mode);
 	int flags = mode == KP_BSTORE_READONLY ? KP_DB_READONLY :
 	            mode == KP_BSTORE_CREATE ? KP_DB_CREATE : 0;
 	struct stat sb;
@@ -556,7 +576,14 @@ static int bs_migrate(kp_bstore *s, int mode)
 		                 version, KP_BSTORE_SCHEMA_VERSION);
 	for (int i = 0; i < KP_BSTORE_SCHEMA_VERSION; i++)
 		m[i] = (struct kp_db_migration){ i + 1, migrations[i] };
-	rc = kp_db_migrate(s->db, m, KP_BSTORE_SCHEMA_VERSION, NULL, NULL);
+	if (bs_is_pg(s)) {
+		size_t n;
+		const struct kp_db_migration *pg = kp_bstore_pg_migrations(&n);
+
+		rc = kp_db_migrate(s->db, pg, n, NULL, NULL);
+	} else {
+		rc = kp_db_migrate(s->db, m, KP_BSTORE_SCHEMA_VERSION, NULL, NULL);
+	}
 	if (rc == KP_DB_E_SCHEMA)
 		return bs_refuse(s, KP_BE_E_SCHEMA, "backend %s", kp_db_errmsg(s->db));
 	return rc == KP_DB_OK ? KP_BE_OK : bs_fail(s, "migration");
@@ -573,7 +600,7 @@ int kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, 
 	rc = bs_open_file(s, path, mode);
 	if (rc != KP_BE_OK)
 		goto fail_named;
-	if (mode != KP_BSTORE_READONLY)
+	if (mode != KP_BSTORE_READONLY && !bs_is_pg(s))
 		rc = bs_exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
 		             /* Reads through a memory map: a connection's own page cache starts
 		             * cold after another connection's commit (every batch, with many
@@ -643,10 +670,21 @@ uint64_t bs_version_clock_ms(void)
  * bs_run's cached statements (the parameters a statement needs only to be one). */
 int bs_version_mark(kp_bstore *s)
 {
-	int64_t keep_s = KP_BSTORE_CHANGE_KEEP_S;
+	int64_t keep_s = KP_BSTORE_CHANGE_KEEP_S, locked = 0;
 	int rc = bs_meta_int(s, "change_keep_s", KP_BSTORE_CHANGE_KEEP_S, &keep_s);
 
-	if (rc == KP_BE_OK)
+	/* the last change number: SQLite's AUTOINCREMENT counter; PostgreSQL's identity, read
+	 * under the change log's lock (schema_pg.c: numbers in commit order) */
+	if (rc == KP_BE_OK && bs_is_pg(s))
+		rc = bs_query_int(s, 0, &locked, "SELECT 1 FROM pg_advisory_xact_lock(1802502154,"
+		                  " CAST(?1 AS integer))", BS_INT(0));
+	if (rc == KP_BE_OK && bs_is_pg(s))
+		rc = bs_run(s, "change log", "INSERT INTO change_versions(version, last_change)"
+		            " SELECT value, (SELECT CASE WHEN is_called THEN last_value ELSE ?1 END"
+		            " FROM changes_n_seq) FROM meta WHERE key = 'state_version'"
+		            " ON CONFLICT(version) DO UPDATE SET last_change = excluded.last_change",
+		            BS_INT(0));
+	else if (rc == KP_BE_OK)
 		rc = bs_run(s, "change log", "INSERT OR REPLACE INTO change_versions(version,"
 		            " last_change) SELECT value, coalesce((SELECT seq FROM sqlite_sequence"
 		            " WHERE name = ?1), 0) FROM meta WHERE key = 'state_version'",
@@ -663,7 +701,7 @@ int bs_version_mark(kp_bstore *s)
 
 int bs_bump_version(kp_bstore *s)
 {
-	int rc = bs_run(s, "state version", "UPDATE meta SET value = max(value + 1, ?1)"
+	int rc = bs_run(s, "state version", "UPDATE meta SET value = " BS_GREATER("value + 1", "?1")
 	                " WHERE key = 'state_version'", BS_INT(bs_version_clock_ms()));
 
 	return rc == KP_BE_OK ? bs_version_mark(s) : rc;

@@ -127,8 +127,9 @@ static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_m
 		            " journal = ?2 AND seq = ?3", BS_TEXT(p[i].terminal),
 		            BS_JOURNAL(p[i].journal), BS_INT(p[i].seq));
 		if (rc == KP_BE_OK && p[i].ok && p[i].signer != p[i].cert_id)
-			rc = bs_run(s, "record signer", "INSERT OR REPLACE INTO record_signers(terminal,"
-			            " journal, seq, cert_id) VALUES (?1, ?2, ?3, ?4)",
+			rc = bs_run(s, "record signer", "INSERT INTO record_signers(terminal, journal,"
+			            " seq, cert_id) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(terminal,"
+			            " journal, seq) DO UPDATE SET cert_id = excluded.cert_id",
 			            BS_TEXT(p[i].terminal), BS_JOURNAL(p[i].journal), BS_INT(p[i].seq),
 			            BS_INT(p[i].signer));
 		if (rc != KP_BE_OK || p[i].ok)

@@ -584,10 +584,9 @@ static int fill_tables(kp_bstore *s, int64_t now_ms, struct kp_bundle *b)
 	int rc = fill_rows(s, b, KP_BA_ENTITLEMENTS, "SELECT count(*) FROM entitlements",
 	                   ENTITLEMENT_COLS " ORDER BY token, id", 0);
 
-	/* max() picks the row whose other columns SQLite returns (its bare-column rule). */
 	if (rc == KP_BE_OK)
 		rc = fill_rows(s, b, KP_BA_ELIGIBILITY,
-		               "SELECT count(*) FROM (SELECT 1" ELIGIBILITY_SQL ")",
+		               "SELECT count(*) FROM (SELECT 1" ELIGIBILITY_SQL ") AS n",
 		               ELIGIBILITY_COLS ELIGIBILITY_SQL " ORDER BY token, category", now_ms);
 	for (size_t i = 0; rc == KP_BE_OK && i < sizeof(plain) / sizeof(plain[0]); i++)
 		rc = fill_rows(s, b, plain[i], NULL, NULL, 0);

@@ -13,21 +13,42 @@
 
 /* ---- SQL functions on the DER of a certificate (migration 9, the hello) ---- */
 
+/* The facts the store keeps of a certificate's DER (both engines: computed here, bound
+ * into the INSERT): its SHA-256 fingerprint in hex, and its validity in ms (*valid 0: DER
+ * that is no certificate). */
+void bs_cert_facts(const uint8_t *der, size_t len, char fp[2 * KP_SHA256_LEN + 1],
+                   int64_t *not_before, int64_t *not_after, int *valid)
+{
+	uint8_t h[KP_SHA256_LEN];
+	kp_cert *cert = NULL;
+	int64_t nb = 0, na = 0;
+
+	kp_sha256(der, len, h);
+	for (size_t i = 0; i < sizeof(h); i++)
+		snprintf(fp + 2 * i, 3, "%02x", h[i]);
+	*valid = len > 0 && kp_cert_parse(&cert, der, len) == 0 &&
+	         kp_cert_validity(cert, &nb, &na) == 0;
+	kp_cert_free(cert);
+	*not_before = nb * 1000;
+	*not_after = na * 1000;
+}
+
+/* ---- SQL functions on the DER of a certificate (SQLite's migration 9) ---- */
+
 static void fn_fingerprint(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
 	const uint8_t *der = sqlite3_value_blob(argv[0]);
 	int len = sqlite3_value_bytes(argv[0]);
-	uint8_t h[KP_SHA256_LEN];
 	char hex[2 * KP_SHA256_LEN + 1];
+	int64_t nb, na;
+	int valid;
 
 	(void)argc;
 	if (der == NULL || len <= 0) {
 		sqlite3_result_null(ctx);
 		return;
 	}
-	kp_sha256(der, (size_t)len, h);
-	for (size_t i = 0; i < sizeof(h); i++)
-		snprintf(hex + 2 * i, 3, "%02x", h[i]);
+	bs_cert_facts(der, (size_t)len, hex, &nb, &na, &valid);
 	sqlite3_result_text(ctx, hex, -1, SQLITE_TRANSIENT);
 }
 
@@ -36,18 +57,17 @@ static void fn_validity(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
 	const uint8_t *der = sqlite3_value_blob(argv[0]);
 	int len = sqlite3_value_bytes(argv[0]);
-	kp_cert *cert = NULL;
+	char hex[2 * KP_SHA256_LEN + 1];
 	int64_t nb = 0, na = 0;
+	int valid = 0;
 
 	(void)argc;
-	if (der == NULL || len <= 0 || kp_cert_parse(&cert, der, (size_t)len) != 0 ||
-	    kp_cert_validity(cert, &nb, &na) != 0) {
-		kp_cert_free(cert);
+	if (der != NULL && len > 0)
+		bs_cert_facts(der, (size_t)len, hex, &nb, &na, &valid);
+	if (!valid)
 		sqlite3_result_null(ctx);
-		return;
-	}
-	kp_cert_free(cert);
-	sqlite3_result_int64(ctx, (sqlite3_user_data(ctx) != NULL ? na : nb) * 1000);
+	else
+		sqlite3_result_int64(ctx, sqlite3_user_data(ctx) != NULL ? na : nb);
 }
 
 /* SQLite only (a handle to register them on); PostgreSQL has none (KP_BE_OK). */
@@ -92,10 +112,9 @@ int kp_bstore_cert_history(kp_bstore *s, const char *terminal, struct kp_cert_hi
 	memset(h, 0, sizeof(*h));
 	h->first_revoked = INT64_MAX;
 	/* newest first: after the connection's own, the likeliest signer of an old record */
-	rc = bs_query(s, &st, "SELECT id, cert, coalesce(not_before, kp_cert_not_before(cert)),"
-	              " coalesce(not_after, kp_cert_not_after(cert)), revoked_at,"
-	              " coalesce(fingerprint, kp_cert_fingerprint(cert)) FROM terminal_certs"
-	              " WHERE terminal = ?1 ORDER BY id DESC", BS_TEXT(terminal));
+	rc = bs_query(s, &st, "SELECT id, cert, not_before, not_after, revoked_at, fingerprint"
+	              " FROM terminal_certs WHERE terminal = ?1 ORDER BY id DESC",
+	              BS_TEXT(terminal));
 	if (rc != KP_BE_OK)
 		return rc;
 	while ((step = kp_db_step(st)) == KP_DB_ROW) {
@@ -124,6 +143,15 @@ int kp_bstore_cert_history(kp_bstore *s, const char *terminal, struct kp_cert_hi
 		e->revoked_at = kp_db_column_type(st, 4) == KP_DB_NULL ? INT64_MAX :
 		                kp_db_column_int64(st, 4);
 		bs_copy_text(e->fingerprint, sizeof(e->fingerprint), kp_db_column_text(st, 5));
+		if (kp_db_column_is_null(st, 2) || kp_db_column_is_null(st, 5)) {
+			/* a row from before these columns were filled */
+			char fp[2 * KP_SHA256_LEN + 1];
+			int valid;
+
+			bs_cert_facts(kp_db_column_blob(st, 1), kp_db_column_bytes(st, 1), fp,
+			              &e->not_before, &e->not_after, &valid);
+			bs_copy_text(e->fingerprint, sizeof(e->fingerprint), fp);
+		}
 		if (e->revoked_at < h->first_revoked)
 			h->first_revoked = e->revoked_at;
 		h->n++;

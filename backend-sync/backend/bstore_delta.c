@@ -75,7 +75,7 @@ static int delta_keys(kp_bstore *s, int64_t from, struct kp_delta *d, int *full)
 	kp_db_stmt *st = NULL;
 	int64_t count = 0;
 	int rc = bs_query_int(s, 0, &count, "SELECT count(*) FROM (SELECT 1 FROM changes"
-	                      " WHERE n > ?1 LIMIT ?2)", BS_INT(from),
+	                      " WHERE n > ?1 LIMIT ?2) AS c", BS_INT(from),
 	                      BS_INT(KP_BSTORE_DELTA_CHANGES_MAX + 1));
 
 	if (rc == KP_BE_OK && count > KP_BSTORE_DELTA_CHANGES_MAX)
@@ -153,7 +153,7 @@ static int delta_rows(kp_bstore *s, const char *terminal, int64_t now_ms, struct
 {
 	static const struct { enum kp_bundle_array_id id; const char *sql; } q[] = {
 		{ KP_BA_DENYLIST, "SELECT token, reason FROM (SELECT token, reason" DENYLIST_SQL
-		  ") WHERE token = ?2" },
+		  ") AS d WHERE token = ?2" },
 		{ KP_BA_ENTITLEMENTS, ENTITLEMENT_COLS " WHERE token = ?2" },
 		{ KP_BA_ELIGIBILITY, ELIGIBILITY_COLS ELIGIBILITY_OF " ORDER BY token, category" },
 	};

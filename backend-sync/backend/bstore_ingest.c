@@ -134,9 +134,9 @@ static int flag_clone(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], const c
                       const char *ta, int64_t sa, const char *tb, int64_t sb, const char *detail,
                       int suspend, int64_t now_ms)
 {
-	int rc = bs_run(s, "clone flag", "INSERT OR IGNORE INTO clone_flags(linkage, kind,"
-	                " terminal_a, seq_a, terminal_b, seq_b, detail, at, suspended) VALUES"
-	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", BS_TOKEN(linkage), BS_TEXT(kind),
+	int rc = bs_run(s, "clone flag", "INSERT INTO clone_flags(linkage, kind, terminal_a,"
+	                " seq_a, terminal_b, seq_b, detail, at, suspended) VALUES"
+	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING", BS_TOKEN(linkage), BS_TEXT(kind),
 	                BS_TEXT(ta), BS_INT(sa), BS_TEXT(tb), BS_INT(sb), BS_TEXT(detail),
 	                BS_INT(now_ms), BS_INT(suspend));
 
@@ -509,7 +509,7 @@ int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal)
 		snprintf(s->err, sizeof(s->err), "terminal %s is not quarantined", terminal);
 		return KP_BE_E_NOTFOUND;
 	}
-	return bs_run(s, "quarantine clear", "UPDATE quarantine SET cleared ="
-	              " strftime('%s','now') * 1000 WHERE terminal = ?1 AND cleared IS NULL",
-	              BS_TEXT(terminal));
+	return bs_run(s, "quarantine clear", "UPDATE quarantine SET cleared = ?2"
+	              " WHERE terminal = ?1 AND cleared IS NULL", BS_TEXT(terminal),
+	              BS_INT(bs_version_clock_ms() / 1000 * 1000));
 }

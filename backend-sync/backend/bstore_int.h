@@ -26,6 +26,19 @@ extern const uint8_t bs_legacy_journal[KP_JOURNAL_ID_LEN];
 /* products.product_kind of each enum kp_product_kind */
 extern const char *const bs_kind_sql[4];
 
+/* The larger of two SQL values (SQLite's scalar max, which PostgreSQL lacks). */
+#define BS_GREATER(a, b) "(CASE WHEN " a " >= " b " THEN " a " ELSE " b " END)"
+
+/* The tables the change log (schema 10) follows, on both engines: ROW(table, kind, key
+ * column) for what a delta carries, CONFIG(table) for what it cannot say. */
+#define BS_LOGGED_TABLES(ROW, CONFIG)                                                      \
+	ROW(denylist, deny, token) ROW(entitlements, ent, token)                              \
+	ROW(linkages, linkage, token) ROW(linkage_cards, elig, card)                          \
+	ROW(clone_flags, linkage, linkage) ROW(clone_flags, deny, linkage)                    \
+	CONFIG(operators) CONFIG(products) CONFIG(product_operators) CONFIG(product_stops)    \
+	CONFIG(product_scope) CONFIG(discounts) CONFIG(fare_caps) CONFIG(transfer_rules)      \
+	CONFIG(operator_fares) CONFIG(fare_packages)
+
 /* The values bs_query binds (kp_sqlval.h), by shorter names. */
 #define BS_TEXT       KP_SQL_TEXT
 #define BS_OPT        KP_SQL_OPT
@@ -51,21 +64,24 @@ extern const char *const bs_kind_sql[4];
 /* Eligibility: every active, unexpired linkage (token = the linkage, no via) and every card
  * linked to one (token = the card, via = the linkage), with the linkage's category and
  * validity. A card linked through several linkages of one category gets one row: the
- * linkage valid the longest. Grouping all rows by (token, category) also keeps the bundle
- * valid should a card token ever equal a linkage token. ELIGIBILITY_OF is the same for one
+ * linkage valid the longest (row_number, which both engines run). One row per (token,
+ * category) also keeps the bundle valid should a card token ever equal a linkage token. ELIGIBILITY_OF is the same for one
  * token (?2), for a delta. */
 #define SUSPENDED(col) " AND NOT EXISTS (SELECT 1 FROM clone_flags f WHERE f.linkage = " \
 	col " AND f.suspended = 1 AND f.cleared IS NULL)"
 #define ELIGIBILITY_FROM(w1, w2)                                                           \
+	" FROM (SELECT via, valid_from, token, valid_until, category, row_number() OVER"     \
+	" (PARTITION BY token, category ORDER BY valid_until DESC, valid_from,"              \
+	" via NULLS FIRST) AS rn"                                                             \
 	" FROM (SELECT token, category, valid_from, valid_until, NULL AS via FROM linkages"  \
 	"   WHERE status = 'active' AND valid_until > ?1" w1 SUSPENDED("linkages.token")      \
 	" UNION ALL SELECT lc.card, l.category, l.valid_from, l.valid_until, lc.linkage"       \
 	"   FROM linkage_cards lc JOIN linkages l ON l.token = lc.linkage"                      \
-	"   WHERE l.status = 'active' AND l.valid_until > ?1" w2 SUSPENDED("lc.linkage") ")"   \
-	" GROUP BY token, category"
+	"   WHERE l.status = 'active' AND l.valid_until > ?1" w2 SUSPENDED("lc.linkage")     \
+	") AS u) AS e WHERE rn = 1"
 #define ELIGIBILITY_SQL ELIGIBILITY_FROM("", "")
 #define ELIGIBILITY_OF ELIGIBILITY_FROM(" AND token = ?2", " AND lc.card = ?2")
-#define ELIGIBILITY_COLS "SELECT via, valid_from, token, max(valid_until), category"
+#define ELIGIBILITY_COLS "SELECT via, valid_from, token, valid_until, category"
 /* The denylist, and every linkage suspended as a possible copy (its eligibility is
  * withheld above, and a direct tap of it is refused as denylisted). */
 #define SUSPENDED_REASON "suspended: possible copied My Number card"
@@ -73,10 +89,10 @@ extern const char *const bs_kind_sql[4];
 	" FROM (SELECT token, reason, added FROM denylist UNION ALL"                           \
 	"  SELECT linkage, '" SUSPENDED_REASON "', min(at) FROM clone_flags"                   \
 	"  WHERE suspended = 1 AND cleared IS NULL"                                            \
-	"  AND linkage NOT IN (SELECT token FROM denylist) GROUP BY linkage)"
+	"  AND linkage NOT IN (SELECT token FROM denylist) GROUP BY linkage) AS dl"
 /* Entitlements as the bundle's field table reads them. */
 #define ENTITLEMENT_COLS "SELECT id, valid_from, token, valid_until, product_id, first_use," \
-	" max(bought - used, 0) FROM entitlements"
+	" " BS_GREATER("bought - used", "0") " FROM entitlements"
 
 /* bstore_bundle.c, for bstore_delta.c */
 struct kp_fare_value;
@@ -99,6 +115,8 @@ int bs_version_mark(kp_bstore *s);
 int bs_commit_change(kp_bstore *s, int rc);
 int bs_end(kp_bstore *s, int rc, int bump);
 int bs_exec(kp_bstore *s, const char *sql);
+/* The store is on PostgreSQL (else SQLite). */
+bool bs_is_pg(const kp_bstore *s);
 /* kp_db_begin / kp_db_commit with the store's errors. */
 int bs_begin(kp_bstore *s, enum kp_db_txn mode);
 int bs_commit(kp_bstore *s);
@@ -132,6 +150,9 @@ int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 int bs_change_feed_places(kp_bstore *s, const char *feed_id);
 int bs_link_request(kp_bstore *s, const struct kp_bsession *ses,
                     const struct kp_record *c, int64_t now_ms);
+/* bstore_certs.c: a certificate's fingerprint (hex) and validity (ms; *valid 0: none). */
+void bs_cert_facts(const uint8_t *der, size_t len, char fp[2 * KP_SHA256_LEN + 1],
+                   int64_t *not_before, int64_t *not_after, int *valid);
 /* kp_cert_fingerprint(der), kp_cert_not_before(der), kp_cert_not_after(der) (ms) on db. */
 int bs_cert_functions(kp_db *db);
 int bs_meta_int(kp_bstore *s, const char *key, int64_t def, int64_t *v);

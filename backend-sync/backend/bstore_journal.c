@@ -37,13 +37,18 @@ static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, s
                     int64_t now_ms)
 {
 	kp_db_stmt *st = NULL;
-	int rc = bs_query(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen,"
-	                  " fingerprint, not_before, not_after) VALUES (?1, ?2, ?3, ?3,"
-	                  " kp_cert_fingerprint(?2), kp_cert_not_before(?2), kp_cert_not_after(?2))"
-	                  " ON CONFLICT(terminal, cert) DO UPDATE SET"
-	                  " last_seen = max(last_seen, excluded.last_seen)"
-	                  " RETURNING id, first_seen = ?3 AND last_seen = ?3",
-	                  BS_TEXT(ses->terminal), BS_BLOB(der, len), BS_INT(now_ms));
+	char fp[2 * KP_SHA256_LEN + 1];
+	int64_t nb, na;
+	int valid, rc;
+
+	bs_cert_facts(der, len, fp, &nb, &na, &valid);
+	rc = bs_query(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen,"
+	              " fingerprint, not_before, not_after) VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)"
+	              " ON CONFLICT(terminal, cert) DO UPDATE SET"
+	              " last_seen = " BS_GREATER("terminal_certs.last_seen", "excluded.last_seen")
+	              " RETURNING id, CASE WHEN first_seen = ?3 AND last_seen = ?3 THEN 1 ELSE 0"
+	              " END", BS_TEXT(ses->terminal), BS_BLOB(der, len), BS_INT(now_ms),
+	              BS_TEXT(fp), BS_INT_IF(valid, nb), BS_INT_IF(valid, na));
 
 	if (rc != KP_BE_OK)
 		return rc;
@@ -91,7 +96,7 @@ static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
 	if (rc != KP_BE_OK)
 		return rc;
 	ses->new_journal = kp_db_changes(s->db) == 1;
-	rc = bs_query(s, &st, "UPDATE journals SET last_seen = max(last_seen, ?3)"
+	rc = bs_query(s, &st, "UPDATE journals SET last_seen = " BS_GREATER("last_seen", "?3")
 	              " WHERE terminal = ?1 AND journal = ?2 RETURNING epoch, acked, last_hash",
 	              BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal), BS_INT(now_ms));
 	if (rc != KP_BE_OK)
@@ -230,9 +235,9 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 		return rc;
 	rc = kp_bstore_state_version(s, &v);
 	if (rc == KP_BE_OK && have > v) {
-		rc = bs_run(s, "state version", "UPDATE meta SET value = max(?1, ?2)"
-		            " WHERE key = 'state_version'", BS_INT(have + 1),
-		            BS_INT(bs_version_clock_ms()));
+		rc = bs_run(s, "state version", "UPDATE meta SET value = ?1"
+		            " WHERE key = 'state_version'", BS_INT(have + 1 > bs_version_clock_ms() ?
+		            have + 1 : bs_version_clock_ms()));
 		if (rc == KP_BE_OK)
 			rc = bs_version_mark(s);
 		*raised = rc == KP_BE_OK;

@@ -67,8 +67,8 @@ static int allow_put(kp_bstore *s, const char *kind, const char (*ids)[KP_ID_MAX
 	int rc = KP_BE_OK;
 
 	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
-		rc = bs_run(s, "direct tap allow", "INSERT OR IGNORE INTO direct_tap_allow(kind, id)"
-		            " VALUES (?1, ?2)", BS_TEXT(kind), BS_TEXT(ids[i]));
+		rc = bs_run(s, "direct tap allow", "INSERT INTO direct_tap_allow(kind, id)"
+		            " VALUES (?1, ?2) ON CONFLICT DO NOTHING", BS_TEXT(kind), BS_TEXT(ids[i]));
 	return rc;
 }
 
@@ -197,8 +197,9 @@ int kp_bstore_put_stop_places(kp_bstore *s, const char *feed_id,
 	if (rc == KP_BE_OK)
 		rc = bs_change_feed_places(s, feed_id);
 	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
-		rc = bs_run(s, "stop place", "INSERT OR REPLACE INTO stop_places(feed_id, stop_id,"
-		            " lat_e6, lon_e6) VALUES (?1, ?2, ?3, ?4)", BS_TEXT(feed_id),
+		rc = bs_run(s, "stop place", "INSERT INTO stop_places(feed_id, stop_id, lat_e6,"
+		            " lon_e6) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(feed_id, stop_id) DO UPDATE"
+		            " SET lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6", BS_TEXT(feed_id),
 		            BS_TEXT(places[i].stop_id), BS_INT(places[i].lat_e6),
 		            BS_INT(places[i].lon_e6));
 	return bs_end(s, rc, 0);

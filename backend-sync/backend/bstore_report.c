@@ -122,7 +122,7 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 			" coalesce(days, '-') AS days, coalesce(route, '-') AS route,"
 			" coalesce(category, '-') AS category,"
 			" (SELECT group_concat(operator_id, ',') FROM (SELECT operator_id FROM"
-			"  product_operators po WHERE po.product_id = p.id ORDER BY operator_id)) AS operators"
+			"  product_operators po WHERE po.product_id = p.id ORDER BY operator_id) AS o) AS operators"
 			" FROM products p ORDER BY id",
 		[KP_REPORT_FARES] =
 			"SELECT 'discount' AS what, operator_id || ' ' || category || ' ' || percent || '% '"
@@ -227,7 +227,8 @@ int kp_bstore_record_cose(kp_bstore *s, const char *terminal, uint64_t seq, uint
 {
 	kp_db_stmt *st = NULL;
 	int rc = bs_query(s, &st, "SELECT cose FROM records WHERE terminal = ?1 AND seq = ?2"
-	                  " AND journal = zeroblob(16)", BS_TEXT(terminal), BS_INT(seq));
+	                  " AND journal = ?3", BS_TEXT(terminal), BS_INT(seq),
+	                  BS_JOURNAL(bs_legacy_journal));
 
 	if (rc != KP_BE_OK)
 		return rc;
