@@ -354,6 +354,41 @@ int bs_exec(kp_bstore *s, const char *sql)
 	return KP_BE_OK;
 }
 
+bool bs_retry(kp_bstore *s, int rc, int attempt)
+{
+	if (rc != KP_BE_E_DB || attempt >= BS_ATTEMPTS || !bs_is_pg(s) ||
+	    kp_db_errclass(s->db) != KP_DB_E_BUSY)
+		return false;
+	s->err[0] = '\0';
+	return true;
+}
+
+void bs_partitions(kp_bstore *s, int64_t now_ms)
+{
+	int64_t day = now_ms / 86400000, made = 0;
+	int rc;
+
+	if (!bs_is_pg(s) || day == s->partitions_day || kp_db_in_txn(s->db))
+		return;
+	/* one at a time across instances (two would race to create one month) */
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
+	if (rc == KP_BE_OK && kp_db_lock(s->db, KP_DB_LOCK_SCHEMA, "partitions") != KP_DB_OK)
+		rc = bs_fail(s, "partitions");
+	if (rc == KP_BE_OK)
+		rc = bs_query_int(s, 0, &made, "SELECT kippu_record_partitions(?1, 3)",
+		                  BS_INT(now_ms));
+	rc = bs_end(s, rc, 0);
+	/* a failure only means records land in records_default: tried again next time */
+	if (rc == KP_BE_OK)
+		s->partitions_day = day;
+	s->err[0] = '\0';
+}
+
+int kp_bstore_is_pg(const char *path)
+{
+	return path != NULL && kp_db_engine_of(path) == &kp_db_pg_ops;
+}
+
 bool bs_is_pg(const kp_bstore *s)
 {
 	return s->db != NULL && strcmp(kp_db_engine(s->db), "postgresql") == 0;
@@ -519,7 +554,7 @@ static int bs_open_pg(kp_bstore *s, const char *conn, int mode)
 
 static int bs_open_file(kp_bstore *s, const char *path, int mode)
 {
-	if (kp_db_engine_of(path) == &kp_db_pg_ops)
+	if (kp_bstore_is_pg(path))
 		return bs_open_pg(s, path, mode);
 	int flags = mode == KP_BSTORE_READONLY ? KP_DB_READONLY :
 	            mode == KP_BSTORE_CREATE ? KP_DB_CREATE : 0;
@@ -610,6 +645,8 @@ int kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, 
 		rc = bs_migrate(s, mode);
 	if (rc != KP_BE_OK)
 		goto fail;
+	if (mode != KP_BSTORE_READONLY)
+		bs_partitions(s, (int64_t)bs_version_clock_ms());
 	*out = s;
 	return KP_BE_OK;
 fail:

@@ -179,7 +179,8 @@ int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audit
 	}
 	if (gate != NULL)
 		gate(arg, 1);
-	rc = settle(s, p, n, now_ms);
+	for (int attempt = 0; attempt == 0 || bs_retry(s, rc, attempt); attempt++)
+		rc = settle(s, p, n, now_ms);
 	if (gate != NULL)
 		gate(arg, 0);
 	if (rc == KP_BE_OK)
@@ -193,7 +194,7 @@ int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audit
 int kp_bstore_audit_lag(kp_bstore *s, uint64_t *lag)
 {
 	int64_t n = 0;
-	int rc = bs_query_int(s, 0, &n, "SELECT count(*) FROM audit_pending WHERE ?1",
+	int rc = bs_query_int(s, 0, &n, "SELECT count(*) FROM audit_pending WHERE ?1 = 1",
 	                      BS_INT(1));
 
 	*lag = (uint64_t)n;

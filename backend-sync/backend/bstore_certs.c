@@ -164,7 +164,7 @@ int kp_bstore_cert_history(kp_bstore *s, const char *terminal, struct kp_cert_hi
 	return rc;
 }
 
-static void iso_time(char *out, size_t cap, int64_t ms)
+void bs_iso_time(char *out, size_t cap, int64_t ms)
 {
 	time_t t = (time_t)kp_floor_div(ms, 1000);
 	struct tm tm;
@@ -184,8 +184,8 @@ static int try_cert(const struct kp_cert_entry *e, const uint8_t *cose, size_t c
 	if (kp_cose_verify1(e->cert, cose, cose_len, &payload, &payload_len, NULL, 0) != 0)
 		return 0;
 	if (e->revoked_at <= time_ms) {
-		iso_time(at, sizeof(at), e->revoked_at);
-		iso_time(when, sizeof(when), time_ms);
+		bs_iso_time(at, sizeof(at), e->revoked_at);
+		bs_iso_time(when, sizeof(when), time_ms);
 		snprintf(why, cap, "signed with certificate %.16s revoked at %s, record of %s",
 		         e->fingerprint, at, when);
 		*revoked = 1;

@@ -33,8 +33,7 @@ static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
 	}
 	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
-		rc = bs_query(s, &st, "SELECT status, coalesce(strftime('%Y-%m-%dT%H:%M:%SZ',"
-		              " retired / 1000, 'unixepoch'), '-') FROM terminal_registry"
+		rc = bs_query(s, &st, "SELECT status, retired FROM terminal_registry"
 		              " WHERE id = ?1", BS_TEXT(id));
 	if (rc != KP_BE_OK) {
 		bs_rollback(s);
@@ -43,7 +42,10 @@ static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
 	switch (kp_db_step(st)) {
 	case KP_DB_ROW:
 		bs_copy_text(r->status, sizeof(r->status), kp_db_column_text(st, 0));
-		bs_copy_text(r->retired_at, sizeof(r->retired_at), kp_db_column_text(st, 1));
+		if (kp_db_column_is_null(st, 1))
+			bs_copy_text(r->retired_at, sizeof(r->retired_at), "-");
+		else
+			bs_iso_time(r->retired_at, sizeof(r->retired_at), kp_db_column_int64(st, 1));
 		break;
 	case KP_DB_DONE:
 		break;
@@ -101,7 +103,7 @@ int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id
 		*was_registered = r.status[0] != '\0';
 	rc = bs_run(s, "terminal registry", "INSERT INTO terminal_registry(id, operator, registered)"
 	            " VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET"
-	            " operator = coalesce(excluded.operator, operator)",
+	            " operator = coalesce(excluded.operator, terminal_registry.operator)",
 	            BS_TEXT(id), BS_TEXT(operator_id), BS_INT(now_ms));
 out:
 	return registry_end(s, rc);

@@ -213,7 +213,8 @@ int kp_bstore_delta_session(kp_bstore *s, const struct kp_bsession *ses, uint64_
 	rc = bs_bundle_refresh(s, now_ms);
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = bs_begin(s, KP_DB_TXN_SNAPSHOT);       /* one read transaction: the rows and the version agree */
+	/* one read transaction: the rows and the version agree */
+	rc = bs_begin(s, KP_DB_TXN_SNAPSHOT);
 	if (rc != KP_BE_OK)
 		return rc;
 	rc = kp_bstore_state_version(s, &d->version);

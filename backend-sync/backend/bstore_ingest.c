@@ -136,7 +136,8 @@ static int flag_clone(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], const c
 {
 	int rc = bs_run(s, "clone flag", "INSERT INTO clone_flags(linkage, kind, terminal_a,"
 	                " seq_a, terminal_b, seq_b, detail, at, suspended) VALUES"
-	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING", BS_TOKEN(linkage), BS_TEXT(kind),
+	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+	                BS_TOKEN(linkage), BS_TEXT(kind),
 	                BS_TEXT(ta), BS_INT(sa), BS_TEXT(tb), BS_INT(sb), BS_TEXT(detail),
 	                BS_INT(now_ms), BS_INT(suspend));
 
@@ -351,10 +352,9 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
 	                                reason_cap);
 }
 
-int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
-                             const struct kp_ingest *recs, size_t n, int64_t now_ms,
-                             uint64_t *acked, uint64_t *refused_seq, char *reason,
-                             size_t reason_cap)
+static int ingest_once(kp_bstore *s, const struct kp_bsession *ses,
+                       const struct kp_ingest *recs, size_t n, int64_t now_ms,
+                       uint64_t *acked, uint64_t *refused_seq, char *reason, size_t reason_cap)
 {
 	const char *terminal = ses->terminal;
 	kp_db_stmt *st = NULL;
@@ -369,8 +369,15 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = bs_query(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, (SELECT count(*) > 1"
-	              " FROM journals k WHERE k.terminal = j.terminal) FROM journals j"
+	/* one terminal's batches one after another, whichever connection or backend instance
+	 * runs them (PostgreSQL; SQLite's write transaction already excludes every writer) */
+	if (kp_db_lock(s->db, KP_DB_LOCK_TERMINAL, terminal) != KP_DB_OK) {
+		rc = bs_fail(s, "terminal lock");
+		goto out;
+	}
+	rc = bs_query(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, CASE WHEN (SELECT count(*)"
+	              " FROM journals k WHERE k.terminal = j.terminal) > 1 THEN 1 ELSE 0 END"
+	              " FROM journals j"
 	              " JOIN terminals t ON t.id = j.terminal"
 	              " WHERE j.terminal = ?1 AND j.journal = ?2",
 	              BS_TEXT(terminal), BS_JOURNAL(ses->journal));
@@ -495,6 +502,21 @@ out:
 		bs_rollback(s);
 	/* A batch whose COMMIT failed is not held: it must never be acknowledged. */
 	*acked = rc == KP_BE_OK ? held : held_before;
+	return rc;
+}
+
+/* ingest_once, run again after a PostgreSQL serialization failure or deadlock (it rolled
+ * back whole: nothing of the failed attempt stays). */
+int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
+                             const struct kp_ingest *recs, size_t n, int64_t now_ms,
+                             uint64_t *acked, uint64_t *refused_seq, char *reason,
+                             size_t reason_cap)
+{
+	int rc = KP_BE_OK;
+
+	bs_partitions(s, now_ms);
+	for (int attempt = 0; attempt == 0 || bs_retry(s, rc, attempt); attempt++)
+		rc = ingest_once(s, ses, recs, n, now_ms, acked, refused_seq, reason, reason_cap);
 	return rc;
 }
 

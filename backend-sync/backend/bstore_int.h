@@ -19,6 +19,8 @@ struct kp_bstore {
 	char err[512];
 	size_t n_left_out;               /* rows the last bundle left out, the first one noted */
 	char left_out[384];
+	int64_t partitions_day;          /* PostgreSQL: the day (the store's clock) the monthly
+	                                    record partitions were last made ahead */
 };
 
 /* The legacy journal (all zeros): records of terminals from before journal ids. */
@@ -65,8 +67,8 @@ extern const char *const bs_kind_sql[4];
  * linked to one (token = the card, via = the linkage), with the linkage's category and
  * validity. A card linked through several linkages of one category gets one row: the
  * linkage valid the longest (row_number, which both engines run). One row per (token,
- * category) also keeps the bundle valid should a card token ever equal a linkage token. ELIGIBILITY_OF is the same for one
- * token (?2), for a delta. */
+ * category) also keeps the bundle valid should a card token ever equal a linkage token.
+ * ELIGIBILITY_OF is the same for one token (?2), for a delta. */
 #define SUSPENDED(col) " AND NOT EXISTS (SELECT 1 FROM clone_flags f WHERE f.linkage = " \
 	col " AND f.suspended = 1 AND f.cleared IS NULL)"
 #define ELIGIBILITY_FROM(w1, w2)                                                           \
@@ -117,6 +119,14 @@ int bs_end(kp_bstore *s, int rc, int bump);
 int bs_exec(kp_bstore *s, const char *sql);
 /* The store is on PostgreSQL (else SQLite). */
 bool bs_is_pg(const kp_bstore *s);
+/* After a rolled back transaction that failed with rc: run it again? Yes for a
+ * PostgreSQL serialization failure or deadlock (KP_DB_E_BUSY; SQLite's busy timeout already
+ * waited), at most BS_ATTEMPTS times in all. */
+#define BS_ATTEMPTS 5
+bool bs_retry(kp_bstore *s, int rc, int attempt);
+/* PostgreSQL: the records' monthly partitions of now_ms's month and the next two made
+ * (kippu_record_partitions), once a day of the store's clock; SQLite: nothing. */
+void bs_partitions(kp_bstore *s, int64_t now_ms);
 /* kp_db_begin / kp_db_commit with the store's errors. */
 int bs_begin(kp_bstore *s, enum kp_db_txn mode);
 int bs_commit(kp_bstore *s);
@@ -150,6 +160,8 @@ int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 int bs_change_feed_places(kp_bstore *s, const char *feed_id);
 int bs_link_request(kp_bstore *s, const struct kp_bsession *ses,
                     const struct kp_record *c, int64_t now_ms);
+/* bstore_certs.c: ms as 2027-03-15T08:00:00Z (UTC), both engines (no SQL date functions). */
+void bs_iso_time(char *out, size_t cap, int64_t ms);
 /* bstore_certs.c: a certificate's fingerprint (hex) and validity (ms; *valid 0: none). */
 void bs_cert_facts(const uint8_t *der, size_t len, char fp[2 * KP_SHA256_LEN + 1],
                    int64_t *not_before, int64_t *not_after, int *valid);

@@ -68,17 +68,18 @@ static int revoked_check(kp_bstore *s, const char *terminal, const uint8_t *der,
                          int64_t now_ms)
 {
 	kp_db_stmt *st = NULL;
-	int rc = bs_query(s, &st, "SELECT fingerprint, strftime('%Y-%m-%dT%H:%M:%SZ',"
-	                  " revoked_at / 1000, 'unixepoch') FROM terminal_certs WHERE terminal = ?1"
-	                  " AND cert = ?2 AND revoked_at <= ?3", BS_TEXT(terminal),
-	                  BS_BLOB(der, len), BS_INT(now_ms));
+	char at[40];
+	int rc = bs_query(s, &st, "SELECT fingerprint, revoked_at FROM terminal_certs"
+	                  " WHERE terminal = ?1 AND cert = ?2 AND revoked_at <= ?3",
+	                  BS_TEXT(terminal), BS_BLOB(der, len), BS_INT(now_ms));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	if (kp_db_step(st) == KP_DB_ROW)
+	if (kp_db_step(st) == KP_DB_ROW) {
+		bs_iso_time(at, sizeof(at), kp_db_column_int64(st, 1));
 		rc = bs_refuse(s, KP_BE_E_REVOKED, "certificate %.16s of terminal %s was revoked at %s",
-		               kp_db_column_text(st, 0), terminal,
-		               kp_db_column_text(st, 1));
+		               kp_db_column_text(st, 0), terminal, at);
+	}
 	kp_db_finalize(st);
 	return rc;
 }

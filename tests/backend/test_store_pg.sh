@@ -1,0 +1,112 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# The backend's store on PostgreSQL (README, "PostgreSQL (in progress)"): one throw-away
+# server from tests/pgtmp.sh, then
+# - the store-level tests that run on both engines (test_delta whole, test_fare_remote's
+#   store cases; each test case gets a schema of its own: tests/testutil_db.h), against it;
+# - the real programs: kippuctl sets up the demo fleet in a postgresql:// database,
+#   kippu-backend --db postgresql://... serves it, the demo terminal's 21 records sync in and
+#   are stored once with their chain (a second sync adds nothing), monthly partitions exist;
+# - the bad case: a database that cannot be reached is named, the program exits 1.
+# Prints cmocka-style lines so tests/run.sh counts it.
+KP_BIN=${KP_BIN:-build/bin}
+KP_TESTS=${KP_TESTS:-build/tests}
+case "$KP_BIN" in /*) ;; *) KP_BIN=$(pwd)/$KP_BIN ;; esac
+case "$KP_TESTS" in /*) ;; *) KP_TESTS=$(pwd)/$KP_TESTS ;; esac
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+TOOLS="$HERE/../tools"
+PGTMP="$HERE/pgtmp.sh"
+WAIT=60
+. "$HERE/shtest.sh"                     # ok, bad, finish
+T=$(mktemp -d "${TMPDIR:-/tmp}/kippu-storepg.XXXXXX")
+DIR=""
+BPID=""
+cleanup() {
+	[ -n "$BPID" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
+	[ -n "$DIR" ] && [ -d "$DIR" ] && sh "$PGTMP" stop "$DIR"
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+if ! DIR=$(sh "$PGTMP" start 2> "$T/start.err"); then
+	bad pgtmp_start "$(tail -n 5 "$T/start.err")"
+	finish "test_store_pg"
+fi
+URI=$(sh "$PGTMP" uri "$DIR")
+q() { psql "$1" -Atc "$2" 2>&1; }
+
+# --- the store's own tests on PostgreSQL ---
+for t in test_delta:5 test_fare_remote:6; do
+	name=${t%:*}; n=${t#*:}
+	if KIPPU_TEST_PG=$URI "$KP_TESTS/$name" > "$T/$name.out" 2>&1 &&
+	   grep -q "^\[  PASSED  \] $n test(s)" "$T/$name.out"; then
+		ok "$name on PostgreSQL ($n cases)"
+	else
+		bad "${name}_postgresql" "$(grep -E 'FAILED|ERROR|LINE' "$T/$name.out" | tail -n 8)"
+	fi
+done
+
+# --- the programs on a postgresql:// database ---
+psql "$URI" -qc "CREATE DATABASE fleet" > /dev/null 2>&1
+DB=$(echo "$URI" | sed 's|:///kippu?|:///fleet?|')
+cd "$T" || exit 1
+CTL="$KP_BIN/kippuctl"
+if demo_fleet "$CTL" "$TOOLS" "$DB" > setup.log 2>&1; then
+	ok "kippuctl backend operator / terminal add on $DB"
+else
+	bad kippuctl_on_uri "$(tail -n 3 setup.log)"
+	finish "test_store_pg"
+fi
+[ "$(q "$DB" "SELECT count(*) FROM terminal_registry WHERE id = 'BUS-OPA-0042'")" = 1 ] &&
+	ok "the terminal is registered in PostgreSQL" ||
+	bad registry_row "$(q "$DB" 'SELECT * FROM terminal_registry')"
+"$KP_BIN/kippu-terminal" --config terminal.conf --offline > term.out 2> term.log ||
+	bad terminal_run "$(tail -n 2 term.log)"
+"$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --db "$DB" --ca ca.crt --cert backend.crt \
+	--key backend.key --timeout-ms 5000 > backend.out 2> backend.log &
+BPID=$!
+if ! wait_line backend.out 'listening on'; then
+	bad backend_start "$(tail -n 3 backend.log)"
+	finish "test_store_pg"
+fi
+ok "kippu-backend --db postgresql://... serves"
+PORT=$(sed -n 's/^kippu-backend: listening on 127.0.0.1:\([0-9]*\)$/\1/p' backend.out)
+terminal_to_backend "$PORT"
+held=$("$CTL" journal verify terminal.db | sed -n 's/.* \([0-9]*\) records.*/\1/p')
+if "$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log; then
+	ok "the terminal synced through it"
+else
+	bad sync_once "$(tail -n 2 term.log)"
+fi
+"$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log ||
+	bad sync_again "$(tail -n 2 term.log)"
+stored=$(q "$DB" "SELECT count(*) || ' ' || count(DISTINCT seq) || ' ' || max(seq)
+	FROM records WHERE terminal = 'BUS-OPA-0042'")
+acked=$(q "$DB" "SELECT acked FROM journals WHERE terminal = 'BUS-OPA-0042'")
+if [ -n "$held" ] && [ "$stored" = "$held $held $held" ] && [ "$acked" = "$held" ]; then
+	ok "all $held records stored once (synced twice), acked $acked"
+else
+	bad records_once "terminal holds '$held', stored (n distinct max) '$stored', acked '$acked'"
+fi
+# the chain: each stored record's payload names its predecessor's hash (the terminal's check
+# over what the backend holds: the ingest verified it record by record)
+links=$(q "$DB" "SELECT count(*) FROM records r JOIN records p ON p.terminal = r.terminal
+	AND p.journal = r.journal AND p.seq = r.seq - 1
+	WHERE position(p.hash IN r.payload) > 0")
+[ "$links" = "$((held - 1))" ] && ok "chain: $links links, each record names its predecessor's hash" ||
+	bad chain "$links links of $((held - 1))"
+parts=$(q "$DB" "SELECT count(*) FROM pg_tables WHERE tablename ~ '^records_[0-9]{4}_[0-9]{2}$'")
+[ "$parts" -ge 3 ] 2>/dev/null && ok "monthly record partitions made ahead ($parts)" ||
+	bad partitions "$parts"
+kill "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; BPID=""
+
+# --- a database that cannot be reached: named, exit 1 ---
+"$CTL" backend operator "postgresql:///kippu?host=$T/none&user=kippu" OP-X X > none.out 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "cannot connect to PostgreSQL" none.out; then
+	ok "unreachable database: $(head -n 1 none.out | cut -c1-90)"
+else
+	bad unreachable "exit $rc: $(cat none.out)"
+fi
+finish "test_store_pg"
