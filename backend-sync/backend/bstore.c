@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The backend's SQLite store: its schema and migrations, opening, errors and the state
- * version that tells terminals when a new config bundle is due. The store is split by
- * subject over the bstore*.c files; bstore_int.h is what they share. */
+/* The backend's store (SQLite or PostgreSQL, through kp_db.h): its schema and migrations
+ * (SQLite's here, PostgreSQL's in schema_pg.c), opening, errors and the state version that
+ * tells terminals when a new config bundle is due. The store is split by subject over the
+ * bstore*.c files; bstore_int.h is what they share. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* backend/ internal: what the bstore*.c files (the backend's SQLite store, split by
- * subject) share. Not a public header: kp_backend.h is the store's interface. */
+/* backend/ internal: what the bstore*.c files (the backend's store on SQLite or
+ * PostgreSQL, split by subject) share. Not a public header: kp_backend.h is the store's interface. */
 #ifndef KP_BSTORE_INT_H
 #define KP_BSTORE_INT_H
 
