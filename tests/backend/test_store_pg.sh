@@ -7,7 +7,8 @@
 # - the real programs: kippuctl sets up the demo fleet in a postgresql:// database, two
 #   kippu-backend --db postgresql://... serve it; the demo terminal's journal (and a copy of
 #   it) sync through both instances at once, then once more: its 21 records are stored once
-#   with their chain, monthly partitions exist;
+#   with their chain, monthly partitions exist; kippuctl's listings of it are those of the
+#   same journal synced into an SQLite backend;
 # - the bad case: a database that cannot be reached is named, the program exits 1.
 # Prints cmocka-style lines so tests/run.sh counts it.
 KP_BIN=${KP_BIN:-build/bin}
@@ -84,7 +85,8 @@ PORT2=$(sed -n 's/^kippu-backend: listening on 127.0.0.1:\([0-9]*\)$/\1/p' backe
 # the same journal twice (a copy of the terminal's database), each synced through another
 # instance at once: the per-terminal lock has the second batch find the first one's records
 # (without it one sync fails on the records' unique key: this case fails)
-mkdir twin && cp terminal.db terminal.conf terminal.crt terminal.key ca.crt backend.crt twin/
+mkdir twin solo && cp terminal.db terminal.conf terminal.crt terminal.key ca.crt backend.crt twin/ &&
+	cp twin/* solo/
 terminal_to_backend "$PORT"
 (cd twin && terminal_to_backend "$PORT2")
 held=$("$CTL" journal verify terminal.db | sed -n 's/.* \([0-9]*\) records.*/\1/p')
@@ -121,6 +123,40 @@ parts=$(q "$DB" "SELECT count(*) FROM pg_tables WHERE tablename ~ '^records_[0-9
 [ "$parts" -ge 3 ] 2>/dev/null && ok "monthly record partitions made ahead ($parts)" ||
 	bad partitions "$parts"
 kill "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; BPID=""
+
+# --- the listings: the same journal in an SQLite backend lists the same ---
+"$CTL" backend operator solo/backend.db OP-A "Bus A" > /dev/null &&
+	"$CTL" backend terminal add solo/backend.db BUS-OPA-0042 --operator OP-A > /dev/null ||
+	bad sqlite_fleet "kippuctl on solo/backend.db"
+"$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --db solo/backend.db --ca ca.crt \
+	--cert backend.crt --key backend.key --timeout-ms 5000 > backend3.out 2> backend3.log &
+BPID=$!
+wait_line backend3.out 'listening on' || bad backend3_start "$(tail -n 3 backend3.log)"
+PORT3=$(sed -n 's/^kippu-backend: listening on 127.0.0.1:\([0-9]*\)$/\1/p' backend3.out)
+(cd solo && terminal_to_backend "$PORT3" &&
+	"$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log) ||
+	bad sync_sqlite "$(tail -n 2 solo/term.log)"
+kill "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; BPID=""
+for l in records ledger entitlements overdrafts products fare-rules "cert list" clones \
+         "quarantine list"; do
+	"$CTL" backend $l "$DB" --csv > pg.csv 2> pg.err; r1=$?
+	"$CTL" backend $l solo/backend.db --csv > sq.csv 2> sq.err; r2=$?
+	if [ $r1 = 0 ] && [ $r2 = 0 ] && [ -s sq.csv ] && cmp -s pg.csv sq.csv; then
+		ok "backend $l: the same on both engines ($(wc -l < pg.csv) lines)"
+	elif [ "$l" = "cert list" ] && [ $r1 = 0 ] && [ $r2 = 0 ] &&
+	     [ "$(cut -d, -f1-5 pg.csv)" = "$(cut -d, -f1-5 sq.csv)" ]; then
+		ok "backend $l: the same on both engines (but the times of use)"
+	else
+		bad "listing_$(echo "$l" | tr ' ' _)" "exit $r1/$r2: $(head -c 300 pg.err) $(diff pg.csv sq.csv | head -n 4)"
+	fi
+done
+for l in terminals journals; do
+	if "$CTL" backend $l "$DB" --csv > pg.csv 2> pg.err && grep -q BUS-OPA-0042 pg.csv; then
+		ok "backend $l on PostgreSQL"
+	else
+		bad "listing_$l" "$(head -c 300 pg.err)"
+	fi
+done
 
 # --- a database that cannot be reached: named, exit 1 ---
 "$CTL" backend operator "postgresql:///kippu?host=$T/none&user=kippu" OP-X X > none.out 2>&1
