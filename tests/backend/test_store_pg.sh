@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # The backend's store on PostgreSQL (README, "PostgreSQL (in progress)"): one throw-away
 # server from tests/pgtmp.sh, then
-# - the store-level tests that run on both engines (test_delta whole, test_fare_remote's
-#   store cases; each test case gets a schema of its own: tests/testutil_db.h), against it;
+# - the store-level tests that run on both engines (test_delta whole, the store cases of
+#   test_fare_remote, test_bundle_fares and test_linkage; each case gets a schema of its
+#   own: tests/testutil_db.h), against it;
 # - the real programs: kippuctl sets up the demo fleet in a postgresql:// database, two
 #   kippu-backend --db postgresql://... serve it; the demo terminal's journal (and a copy of
 #   it) sync through both instances at once, then once more: its 21 records are stored once
@@ -41,7 +42,7 @@ URI=$(sh "$PGTMP" uri "$DIR")
 q() { psql "$1" -Atc "$2" 2>&1; }
 
 # --- the store's own tests on PostgreSQL ---
-for t in test_delta:5 test_fare_remote:6; do
+for t in test_delta:5 test_fare_remote:6 test_bundle_fares:1 test_linkage:3; do
 	name=${t%:*}; n=${t#*:}
 	if KIPPU_TEST_PG=$URI "$KP_TESTS/$name" > "$T/$name.out" 2>&1 &&
 	   grep -q "^\[  PASSED  \] $n test(s)" "$T/$name.out"; then
