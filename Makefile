@@ -255,7 +255,7 @@ test-dates: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
-	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" sh tools/demo.sh
+	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" BACKEND="$(BACKEND)" sh tools/demo.sh
 
 # kippu-bench: tap latency; kippu-bench-sync: backend ingest against the machine's ES256
 # verify rate (works in a fresh folder under $(BUILD)/bench, removed after);

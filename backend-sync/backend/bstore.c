@@ -361,6 +361,7 @@ bool bs_retry(kp_bstore *s, int rc, int attempt)
 	    kp_db_errclass(s->db) != KP_DB_E_BUSY)
 		return false;
 	s->err[0] = '\0';
+	s->db->err_rc = KP_DB_OK;            /* the next attempt's failure is its own */
 	return true;
 }
 

@@ -179,6 +179,7 @@ int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audit
 	}
 	if (gate != NULL)
 		gate(arg, 1);
+	s->db->err_rc = KP_DB_OK;                /* no earlier failure counts as this one's */
 	for (int attempt = 0; attempt == 0 || bs_retry(s, rc, attempt); attempt++)
 		rc = settle(s, p, n, now_ms);
 	if (gate != NULL)

@@ -515,6 +515,7 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	int rc = KP_BE_OK;
 
 	bs_partitions(s, now_ms);
+	s->db->err_rc = KP_DB_OK;                /* no earlier failure counts as this one's */
 	for (int attempt = 0; attempt == 0 || bs_retry(s, rc, attempt); attempt++)
 		rc = ingest_once(s, ses, recs, n, now_ms, acked, refused_seq, reason, reason_cap);
 	return rc;

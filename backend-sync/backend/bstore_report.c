@@ -203,24 +203,27 @@ int kp_bstore_report_at(kp_bstore *s, enum kp_report which, const char *terminal
 	return rc;
 }
 
+/* A terminal's records for export, each with the certificate that verified it: the
+ * connection's, unless record_signers names another of the history (PROTOCOL.md 4.3). */
+#define EXPORT_SQL(LHEX)                                                                   \
+	"SELECT j.epoch, " LHEX("j.journal") ", x.seq, r.cose,"                              \
+	" coalesce(g.cert_id, r.cert_id, 0), c.cert, x.alias FROM journals j"                 \
+	" JOIN (SELECT terminal, journal, seq, journal AS src, 0 AS alias"                     \
+	"  FROM records UNION ALL SELECT terminal, journal, seq, of_journal,"                  \
+	"  1 FROM record_aliases) x"                                                           \
+	"  ON x.terminal = j.terminal AND x.journal = j.journal"                               \
+	" JOIN records r ON r.terminal = x.terminal AND r.journal = x.src"                     \
+	"  AND r.seq = x.seq"                                                                  \
+	" LEFT JOIN record_signers g ON g.terminal = r.terminal"                               \
+	"  AND g.journal = r.journal AND g.seq = r.seq"                                        \
+	" LEFT JOIN terminal_certs c ON c.id = coalesce(g.cert_id, r.cert_id)"                 \
+	" WHERE j.terminal = ?1 ORDER BY j.epoch, x.seq"
+
 int kp_bstore_export_walk(kp_bstore *s, const char *terminal,
                           int (*fn)(void *arg, const struct kp_export_row *row), void *arg)
 {
 	kp_db_stmt *st = NULL;
-	/* the certificate that verified each record: the connection's, unless record_signers
-	 * names another of the history (PROTOCOL.md section 4.3) */
-	int rc = bs_prep(s, &st, "SELECT j.epoch, lower(hex(j.journal)), x.seq, r.cose,"
-	                      " coalesce(g.cert_id, r.cert_id, 0), c.cert, x.alias FROM journals j"
-	                      " JOIN (SELECT terminal, journal, seq, journal AS src, 0 AS alias"
-	                      "  FROM records UNION ALL SELECT terminal, journal, seq, of_journal,"
-	                      "  1 FROM record_aliases) x"
-	                      "  ON x.terminal = j.terminal AND x.journal = j.journal"
-	                      " JOIN records r ON r.terminal = x.terminal AND r.journal = x.src"
-	                      "  AND r.seq = x.seq"
-	                      " LEFT JOIN record_signers g ON g.terminal = r.terminal"
-	                      "  AND g.journal = r.journal AND g.seq = r.seq"
-	                      " LEFT JOIN terminal_certs c ON c.id = coalesce(g.cert_id, r.cert_id)"
-	                      " WHERE j.terminal = ?1 ORDER BY j.epoch, x.seq");
+	int rc = bs_prep(s, &st, bs_is_pg(s) ? EXPORT_SQL(PG_LHEX) : EXPORT_SQL(SQ_LHEX));
 	int step;
 
 	if (rc != KP_BE_OK)

@@ -151,6 +151,12 @@ for l in records ledger entitlements overdrafts products fare-rules "cert list" 
 		bad "listing_$(echo "$l" | tr ' ' _)" "exit $r1/$r2: $(head -c 300 pg.err) $(diff pg.csv sq.csv | head -n 4)"
 	fi
 done
+if "$CTL" backend export "$DB" BUS-OPA-0042 export > export.out 2>&1 &&
+   grep -q "exported $held records of terminal BUS-OPA-0042" export.out; then
+	ok "backend export from PostgreSQL: $held records"
+else
+	bad export "$(cat export.out)"
+fi
 for l in terminals journals; do
 	if "$CTL" backend $l "$DB" --csv > pg.csv 2> pg.err && grep -q BUS-OPA-0042 pg.csv; then
 		ok "backend $l on PostgreSQL"
