@@ -8,8 +8,8 @@
 # - the real programs: kippuctl sets up the demo fleet in a postgresql:// database, two
 #   kippu-backend --db postgresql://... serve it; the demo terminal's journal (and a copy of
 #   it) sync through both instances at once, then once more: its 21 records are stored once
-#   with their chain, monthly partitions exist; kippuctl's listings of it are those of the
-#   same journal synced into an SQLite backend;
+#   with their chain, monthly partitions exist, the metrics read it, it exports; kippuctl's
+#   listings of it are those of the same journal synced into an SQLite backend;
 # - the bad case: a database that cannot be reached is named, the program exits 1.
 # Prints cmocka-style lines so tests/run.sh counts it.
 KP_BIN=${KP_BIN:-build/bin}
@@ -68,10 +68,10 @@ fi
 	bad registry_row "$(q "$DB" 'SELECT * FROM terminal_registry')"
 "$KP_BIN/kippu-terminal" --config terminal.conf --offline > term.out 2> term.log ||
 	bad terminal_run "$(tail -n 2 term.log)"
-"$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --db "$DB" --ca ca.crt --cert backend.crt \
-	--key backend.key --timeout-ms 5000 > backend.out 2> backend.log &
+"$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --db "$DB" --ca ca.crt \
+	--cert backend.crt --key backend.key --timeout-ms 5000 > backend.out 2> backend.log &
 BPID=$!
-if ! wait_line backend.out 'listening on'; then
+if ! wait_line backend.out 'metrics on'; then
 	bad backend_start "$(tail -n 3 backend.log)"
 	finish "test_store_pg"
 fi
@@ -123,6 +123,18 @@ links=$(q "$DB" "SELECT count(*) FROM records r JOIN records p ON p.terminal = r
 parts=$(q "$DB" "SELECT count(*) FROM pg_tables WHERE tablename ~ '^records_[0-9]{4}_[0-9]{2}$'")
 [ "$parts" -ge 3 ] 2>/dev/null && ok "monthly record partitions made ahead ($parts)" ||
 	bad partitions "$parts"
+# the metrics read the store through their own read-only connection
+MPORT=$(sed -n 's/^kippu-backend: metrics on 127.0.0.1:\([0-9]*\)$/\1/p' backend.out)
+if python3 "$HERE/prom_check.py" scrape "http://127.0.0.1:$MPORT/metrics" m.prom $WAIT &&
+   [ "$(python3 "$HERE/prom_check.py" value m.prom \
+        'kippu_backend_terminal_unsent_records{terminal="BUS-OPA-0042"}')" = 0 ] &&
+   python3 "$HERE/prom_check.py" value m.prom \
+        'kippu_backend_terminal_last_seen_age_seconds{terminal="BUS-OPA-0042"}' > /dev/null &&
+   python3 "$HERE/prom_check.py" value m.prom kippu_backend_audit_lag_records > /dev/null; then
+	ok "metrics from PostgreSQL: the terminal's unsent records 0, last seen, audit lag"
+else
+	bad metrics "$(grep -E 'unsent|last_seen_age|audit_lag' m.prom | head -n 3) $(tail -n 2 backend.log)"
+fi
 kill "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; BPID=""
 
 # --- the listings: the same journal in an SQLite backend lists the same ---
