@@ -139,8 +139,8 @@ $(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
 LINK_backend  := $(foreach f,backend db proto crypto sys,$(call lib,$(f)))
 LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto sys,$(call lib,$(f)))
 LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend analytics db client proto hal crypto sys,$(call lib,$(f)))
-# libpq only where backend-sync/db's PostgreSQL code is linked in (the store does not use it
-# yet: README, "PostgreSQL (in progress)"), so no program depends on it for nothing.
+# libpq only where backend-sync/db's PostgreSQL code is linked in (the backend's store, with
+# a postgresql:// database: README, "PostgreSQL (in progress)").
 PQ_LIBS        = -Wl,--as-needed $(call pc_libs,libpq) -Wl,--no-as-needed
 LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd libsystemd) $(PQ_LIBS) $(MBED_LIBS) -lpthread -lm
 LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson libsystemd) $(MBED_LIBS) -lpthread -lm
@@ -274,7 +274,7 @@ test-dates: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
-	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" sh tools/demo.sh
+	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" BACKEND="$(BACKEND)" sh tools/demo.sh
 
 # kippu-bench: tap latency; kippu-bench-sync: backend ingest against the machine's ES256
 # verify rate (works in a fresh folder under $(BUILD)/bench, removed after);
