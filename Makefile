@@ -17,7 +17,16 @@ MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 endif
 endif
 
-ifeq ($(SANITIZE),1)
+# `make fuzz` builds the fuzz targets (tests/fuzz/) with clang in build-fuzz/: this Makefile
+# again, with FUZZ=1 (the libraries instrumented for libFuzzer, ASan and UBSan).
+FUZZ      ?= 0
+ifeq ($(FUZZ),1)
+BUILD     ?= build-fuzz
+SANFLAGS  := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
+# clang (not gcc) warns of `{ { NULL } }` ending a table: zero-filling is what C says.
+FUZZ_WFLAGS := -Wno-missing-field-initializers
+else ifeq ($(SANITIZE),1)
 BUILD     ?= build-san
 SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 else
@@ -29,7 +38,9 @@ endif
 DEB_PKGS := gcc make binutils libc6-dev pkg-config libnfc-dev libnfc-bin libmbedtls-dev libsqlite3-dev \
             libcmocka-dev libcbor-dev python3 openssl sqlite3 libncurses-dev libjansson-dev tmux \
             faketime tzdata man-db systemd build-essential debhelper dpkg-dev fakeroot lintian \
-            libzip-dev libmicrohttpd-dev libsystemd-dev libpq-dev postgresql-15 postgresql-client-15
+            libzip-dev libmicrohttpd-dev libsystemd-dev libpq-dev postgresql-15 postgresql-client-15 \
+            libjs-chart.js fonts-noto-cjk chromium clang libclang-rt-14-dev python3-cbor2 \
+            python3-cryptography
 
 # Recursive (=) so pkg-config runs only when a recipe needs it, after `deps` has run.
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -37,7 +48,7 @@ pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 MBED_LIBS := -lmbedtls -lmbedx509 -lmbedcrypto
 
 KP_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-             -MMD -MP $(SANFLAGS)
+             -MMD -MP $(SANFLAGS) $(FUZZ_WFLAGS)
 KP_LDFLAGS := $(SANFLAGS)
 
 # ---- the folders and the dependency rules of ../shared/DESIGN.md ----
@@ -52,13 +63,15 @@ KP_LDFLAGS := $(SANFLAGS)
 #   client             proto                                -
 #   db                 -                                    SQLite, libpq (PostgreSQL)
 #   backend            proto, sys, db                       SQLite, libcbor, libmicrohttpd
+#   analytics          db, proto                            - (reads the backend's database
+#                                                           through db, read-only)
 #   card               hal, proto (constants, error text)   -
 #   store              card, sys                            SQLite
 #   fare               store                                SQLite (its GTFS tables)
 #   tap                fare                                 -
 #   console            tap                                  ncursesw, jansson
 #   app                console, client, sys                 -
-#   tools              app, backend (and sys)               jansson (listings as JSON), libzip
+#   tools              app, backend, analytics (and sys)    jansson (listings as JSON), libzip
 uniq = $(if $(1),$(firstword $(1)) $(call uniq,$(filter-out $(firstword $(1)),$(1))))
 INC_sys     := -Ihal/sys
 INC_hal     := -Ihal
@@ -67,13 +80,14 @@ INC_proto   := -Ibackend-sync/proto $(INC_crypto)
 INC_client  := -Ibackend-sync/client $(INC_proto)
 INC_db      := -Ibackend-sync/db
 INC_backend := -Ibackend-sync/backend $(INC_proto) $(INC_sys) $(INC_db)
+INC_analytics := -Ibackend-sync/analytics $(INC_db) $(INC_proto)
 INC_card    := -Iterminal/card $(INC_hal) $(INC_proto)
 INC_store   := -Iterminal/store $(INC_card) $(INC_sys)
 INC_fare    := -Iterminal/fare $(INC_store)
 INC_tap     := -Iterminal/tap $(INC_fare)
 INC_console := -Iterminal/console $(INC_tap)
 INC_app     := $(call uniq,-Iterminal/app $(INC_console) $(INC_client) $(INC_sys))
-INC_tools   := $(call uniq,-Itools $(INC_app) $(INC_backend))
+INC_tools   := $(call uniq,-Itools $(INC_app) $(INC_backend) $(INC_analytics))
 INC_tests   := $(call uniq,-Itests $(INC_tools))
 
 DIR_sys     := hal/sys
@@ -83,6 +97,7 @@ DIR_proto   := backend-sync/proto
 DIR_client  := backend-sync/client
 DIR_db      := backend-sync/db
 DIR_backend := backend-sync/backend
+DIR_analytics := backend-sync/analytics
 DIR_card    := terminal/card
 DIR_store   := terminal/store
 DIR_fare    := terminal/fare
@@ -90,7 +105,7 @@ DIR_tap     := terminal/tap
 DIR_console := terminal/console
 DIR_app     := terminal/app
 DIR_tools   := tools
-FOLDERS     := sys hal crypto proto client db backend card store fare tap console app tools
+FOLDERS     := sys hal crypto proto client db backend analytics card store fare tap console app tools
 MAINS       := backend-sync/backend/main.c terminal/app/main.c tools/kippuctl.c tools/pn532_emu.c \
                tools/kippu_loadgen.c
 
@@ -123,9 +138,9 @@ $(foreach f,$(FOLDERS),$(eval $(call mklib,$(f))))
 # What each program links, dependants first; outside libraries after.
 LINK_backend  := $(foreach f,backend db proto crypto sys,$(call lib,$(f)))
 LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto sys,$(call lib,$(f)))
-LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend db client proto hal crypto sys,$(call lib,$(f)))
-# libpq only where backend-sync/db's PostgreSQL code is linked in (the store does not use it
-# yet: README, "PostgreSQL (in progress)"), so no program depends on it for nothing.
+LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend analytics db client proto hal crypto sys,$(call lib,$(f)))
+# libpq only where backend-sync/db's PostgreSQL code is linked in (the backend's store, with
+# a postgresql:// database: README, "PostgreSQL (in progress)").
 PQ_LIBS        = -Wl,--as-needed $(call pc_libs,libpq) -Wl,--no-as-needed
 LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd libsystemd) $(PQ_LIBS) $(MBED_LIBS) -lpthread -lm
 LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson libsystemd) $(MBED_LIBS) -lpthread -lm
@@ -165,10 +180,11 @@ ifeq ($(SANITIZE),1)
 SHELL_TESTS := $(filter-out tests/tools/test_deb.sh,$(SHELL_TESTS))
 endif
 # The benches: tests/bench*.c -> kippu-bench*, each a program of its own.
-BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares bench_delta
+BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares bench_delta bench_ridership
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
-.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb
+.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb \
+        fuzz fuzz-run
 all: $(PROGS)
 
 deps:
@@ -258,7 +274,7 @@ test-dates: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
-	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" sh tools/demo.sh
+	@KP_BIN=$(BUILD)/bin DEMO_DIR="$(DEMO_DIR)" BACKEND="$(BACKEND)" sh tools/demo.sh
 
 # kippu-bench: tap latency; kippu-bench-sync: backend ingest against the machine's ES256
 # verify rate (works in a fresh folder under $(BUILD)/bench, removed after);
@@ -279,6 +295,44 @@ bench: deps
 	@$(BUILD)/bin/kippu-bench-fares --dir $(BUILD)/bench-fares $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@$(BUILD)/bin/kippu-bench-delta --dir $(BUILD)/bench-delta $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
 	@KP_BIN=$(BUILD)/bin sh tests/bench_loadgen.sh $(BUILD)/bench-loadgen $(BENCH_JSON)
+	@$(BUILD)/bin/kippu-bench-ridership --dir $(BUILD)/bench-ridership $(if $(BENCH_JSON),--json-append $(BENCH_JSON))
+
+# ---- fuzzing (README, Tests, "Fuzzing") ----
+# tests/fuzz/fuzz_*.c: one libFuzzer target each, built by clang in build-fuzz/ with the
+# project's libraries instrumented (FUZZ=1 above). `make fuzz` runs each for FUZZ_SECONDS
+# from its seed corpus (tests/fuzz/corpus/<target>/; new entries go to
+# build-fuzz/fuzz/corpus/<target>/, never into the tree) and fails on any crash, leak,
+# timeout or sanitizer report, naming the target and the reproducer. Then the differential
+# checks: the CBOR reader against python3-cbor2 and COSE_Sign1 verification against
+# python3-cryptography (tests/fuzz/diff_check.py, on the corpora and generated inputs).
+FUZZ_SECONDS ?= 15
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(foreach t,$(FUZZ_SRC),$(BUILD)/fuzz/$(basename $(notdir $(t))))
+$(foreach t,$(FUZZ_SRC),$(eval $(BUILD)/fuzz/$(basename $(notdir $(t))): $(call obj,$(t) tests/fuzz/fuzzutil.c) $(LINK_tools)))
+# fuzz_pn532 and fuzz_backend_config include a program's main file (tools/pn532_emu.c,
+# backend-sync/backend/main.c), which includes the generated version header.
+$(call obj,tests/fuzz/fuzz_pn532.c tests/fuzz/fuzz_backend_config.c): $(GEN)/kp_version.h
+$(call obj,tests/fuzz/fuzz_pn532.c tests/fuzz/fuzz_backend_config.c): FOLDER_CFLAGS += -I$(GEN)
+$(BUILD)/fuzz/%:
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools) \
+	  $(LIBS_backend)
+# The differential checks' driver over the project's decoder and verifier (tests/fuzz/diffdrv.c).
+$(BUILD)/fuzz/kippu-diffdrv: $(call obj,tests/fuzz/diffdrv.c) $(LINK_test_proto)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_test_proto) $(LIBS_test_proto)
+
+# The binary seeds of tests/fuzz/corpus/ (tests/fuzz/mkseeds.c says when to run it).
+$(BUILD)/fuzz/kippu-fuzz-seeds: $(call obj,tests/fuzz/mkseeds.c) $(LINK_tools)
+	@mkdir -p $(dir $@)
+	$(CC) $(KP_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_tools) $(LIBS_tools)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory FUZZ=1 CC=clang BUILD=build-fuzz fuzz-run
+
+fuzz-run: $(FUZZ_BINS) $(BUILD)/fuzz/kippu-diffdrv
+	@sh tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_BINS)
+	@/usr/bin/python3 tests/fuzz/diff_check.py $(BUILD)/fuzz/kippu-diffdrv tests/fuzz/corpus
 
 # ---- install (README, "Installing") ----
 # kippuctl and kippu-loadgen go to bindir; the daemons kippu-terminal and kippu-backend to sbindir (as Debian

@@ -15,6 +15,22 @@ finish() {
 	fi
 	exit 0
 }
+# wait_line FILE TEXT: until TEXT is in FILE, at most $WAIT s (60 unset); sooner 1 if the
+# process $BPID (when set) has ended.
+wait_line() {
+	end=$(($(date +%s) + ${WAIT:-60}))
+	until grep -q "$2" "$1" 2>/dev/null; do
+		[ "$(date +%s)" -gt "$end" ] && return 1
+		[ -n "$BPID" ] && ! kill -0 "$BPID" 2>/dev/null && return 1
+		sleep 0.05
+	done
+}
+# terminal_to_backend PORT: demo_fleet's terminal.conf syncs with the backend on
+# 127.0.0.1:PORT (its certificates: demo_fleet's)
+terminal_to_backend() {
+	printf 'backend = 127.0.0.1:%s\nbackend_ca = ca.crt\nbackend_cert = backend.crt\n' "$1" \
+		>> terminal.conf
+}
 # kmake ARGS...: make in the tree, without the flags and variables of the make running the
 # suite (`make check SANITIZE=1` must not reach the make a test runs).
 kmake() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES make -C "$TOP" "$@"; }

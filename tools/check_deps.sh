@@ -28,13 +28,14 @@ proto|backend-sync/proto|kp_proto.h|crypto
 client|backend-sync/client|kp_client.h|proto crypto
 db|backend-sync/db|kp_db.h|
 backend|backend-sync/backend|kp_backend.h|proto crypto sys db
+analytics|backend-sync/analytics|kp_analytics.h|db proto crypto
 card|terminal/card|kp_card.h|hal proto crypto
 store|terminal/store|kp_store.h|card hal proto crypto sys
 fare|terminal/fare|kp_fare.h|store card hal proto crypto sys
 tap|terminal/tap|kp_tap.h|fare store card hal proto crypto sys
 console|terminal/console|kp_console.h|tap fare store card hal proto crypto sys
 app|terminal/app|kp_app.h|console tap fare store card client hal proto crypto sys
-tools|tools|kp_tools.h|app console tap fare store card backend db client hal proto crypto sys'
+tools|tools|kp_tools.h|app console tap fare store card backend analytics db client hal proto crypto sys'
 
 field() { echo "$RULES" | awk -F'|' -v f="$1" -v n="$2" '$1 == f { print $n }'; }
 FOLDERS=$(echo "$RULES" | cut -d'|' -f1)
@@ -134,7 +135,8 @@ for src in $(find hal crypto backend-sync terminal tools tests .ci debian -type 
              -name '*.h' -o -name '*.sh' -o -name '*.py' -o -name '*.def' -o -name run -o \
              -name '*.awk' -o -name '*.service' -o -name '*.rules' -o -name '*.conf' -o \
              -name rules -o -name control -o -name '*.install' -o -name '*.postinst' \) \
-             -not -path 'tests/data/*' -not -path 'tools/demo/*' -not -path 'debian/*/*' \
+             -not -path 'tests/data/*' -not -path 'tests/fuzz/corpus/*' -not -path 'tools/demo/*' \
+             -not -path 'debian/*/*' \
              2>/dev/null) Makefile; do
 	head -n 3 "$src" | grep -q 'SPDX-License-Identifier: Apache-2.0' ||
 		bad "$src has no \"SPDX-License-Identifier: Apache-2.0\" in its first lines"

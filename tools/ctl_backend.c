@@ -643,7 +643,7 @@ static int backend_terminal(const struct bargs *a)
 		        "0-9 - _ .; nothing changed\n");
 		return 2;
 	}
-	if (stat(db, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+	if (!kp_bstore_is_pg(db) && (stat(db, &sb) != 0 || !S_ISREG(sb.st_mode))) {
 		fprintf(stderr, "kippuctl: backend terminal %s: no backend database at %s (%s); nothing "
 		        "changed\n", verb, db, S_ISDIR(sb.st_mode) ? "a folder" : strerror(errno));
 		return 1;

@@ -6,7 +6,11 @@
 # their signed config, tap offline on mock readers, sync, and shows: what riders saw, the
 # records the backend stored, the ledger per operator, an overdraft of a 2-ride ticket used
 # on both terminals, and a card denylisted at the backend refused after the next sync.
-# Finally the records the backend stored are checked by an independent COSE verifier.
+# Finally the records the backend stored are checked by an independent COSE verifier, and
+# the ridership analytics write their figures and report.html (in DEMO_DIR when given).
+# BACKEND=postgresql (make demo BACKEND=postgresql): the backend's database is a throw-away
+# PostgreSQL (tests/pgtmp.sh) and two kippu-backend instances serve it, bus A syncing
+# through the first, rail B through the second.
 set -eu
 BIN=$(cd "${KP_BIN:-build/bin}" && pwd)
 SRC=$(cd "$(dirname "$0")" && pwd)
@@ -23,8 +27,13 @@ else
 	KEEP=0
 fi
 BACKEND_PID=""
+BACKEND2_PID=""
+PGDIR=""
 cleanup() {
 	[ -n "$BACKEND_PID" ] && kill "$BACKEND_PID" 2>/dev/null && wait "$BACKEND_PID" 2>/dev/null
+	[ -n "$BACKEND2_PID" ] && kill "$BACKEND2_PID" 2>/dev/null &&
+		wait "$BACKEND2_PID" 2>/dev/null
+	[ -n "$PGDIR" ] && sh "$SRC/../tests/pgtmp.sh" stop "$PGDIR"
 	[ "$KEEP" = 1 ] || rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -33,6 +42,14 @@ cd "$DIR"
 cp "$SRC"/demo/sync/*.txt .
 CTL="$BIN/kippuctl"
 DB=backend.db
+case "${BACKEND:-sqlite}" in
+sqlite) ;;
+postgresql)
+	PGDIR=$(sh "$SRC/../tests/pgtmp.sh" start)
+	DB=$(sh "$SRC/../tests/pgtmp.sh" uri "$PGDIR")
+	echo "demo: the backend's database is PostgreSQL at $DB" ;;
+*)	echo "demo: BACKEND is sqlite or postgresql, not '$BACKEND'" >&2; exit 2 ;;
+esac
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -45,9 +62,22 @@ rider_view() {
 	: > "$1"
 }
 
-terminal_conf() {   # ID OPERATOR ROUTE SCENARIO
+terminal_conf() {   # ID OPERATOR ROUTE SCENARIO [PORT]
 	sed -e "s/@ID@/$1/g" -e "s/@OP@/$2/g" -e "s/@ROUTE@/$3/g" -e "s/@SCENARIO@/$4/g" \
-	    -e "s/@PORT@/$PORT/g" "$SRC/demo/sync/terminal.conf.in" > "$1.conf"
+	    -e "s/@PORT@/${5:-$PORT}/g" "$SRC/demo/sync/terminal.conf.in" > "$1.conf"
+}
+
+start_backend() {   # NAME: a kippu-backend on a free port; its port in $PORT
+	"$BIN/kippu-backend" --listen 127.0.0.1:0 --db "$DB" --ca ca.crt --cert backend.crt \
+		--key backend.key > "$1.out" 2> "$1.log" &
+	LAST_PID=$!
+	for _ in $(seq 1 100); do
+		grep -q 'listening on' "$1.out" 2>/dev/null && break
+		sleep 0.05
+	done
+	PORT=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$1.out")
+	[ -n "$PORT" ] || { echo "backend did not start:"; cat "$1.log"; exit 1; }
+	echo "  listening on 127.0.0.1:$PORT"
 }
 
 run_terminal() {    # ID SCENARIO
@@ -81,18 +111,17 @@ step "2. The backend sells: a 10-ride and a 2-ride ticket valid on bus A and rai
 "$CTL" backend entitlements $DB
 
 step "3. kippu-backend on loopback (mutual TLS 1.2, ECDHE-ECDSA-AES128-GCM-SHA256)"
-"$BIN/kippu-backend" --listen 127.0.0.1:0 --db $DB --ca ca.crt --cert backend.crt \
-	--key backend.key > backend.out 2> backend.log &
-BACKEND_PID=$!
-for _ in $(seq 1 100); do
-	grep -q 'listening on' backend.out 2>/dev/null && break
-	sleep 0.05
-done
-PORT=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' backend.out)
-[ -n "$PORT" ] || { echo "backend did not start:"; cat backend.log; exit 1; }
-echo "  listening on 127.0.0.1:$PORT"
+PORT2=""
+if [ -n "$PGDIR" ]; then
+	start_backend backend2               # a second instance on the same database
+	BACKEND2_PID=$LAST_PID
+	PORT2=$PORT
+fi
+start_backend backend
+BACKEND_PID=$LAST_PID
 terminal_conf BUS-A-01 OP-A R12 bus-a.txt
-terminal_conf RAIL-B-01 OP-B L1 rail-b.txt
+terminal_conf RAIL-B-01 OP-B L1 rail-b.txt "${PORT2:-$PORT}"
+[ -z "$PORT2" ] || echo "  bus A syncs through 127.0.0.1:$PORT, rail B through 127.0.0.1:$PORT2"
 
 step "4. Both terminals fetch their signed config bundle"
 sync_terminal BUS-A-01
@@ -201,9 +230,21 @@ for t in BUS-A-01 RAIL-B-01 BUS-Z-01; do
 done
 "$CTL" journal verify BUS-A-01.db --ca ca.crt
 
+step "13. Ridership analytics from the backend's records, read while it runs (README,"
+echo "   \"Ridership analytics\"): k = 1 here, the demo's riders being few; cards only as pseudonyms"
+head -c 32 /dev/urandom > ridership.secret
+"$CTL" report ridership $DB --from 2026-11-01 --to 2026-11-30 --secret ridership.secret \
+	--gtfs fares/zone-bus --k 1 --out ridership | sed 's/; /;\n  /g; s/^/  /'
+echo "  the charts: ridership/report.html; TIDES: ridership/tides/"
+
 kill "$BACKEND_PID"
 wait "$BACKEND_PID" 2>/dev/null || true
 BACKEND_PID=""
+if [ -n "$BACKEND2_PID" ]; then
+	kill "$BACKEND2_PID"
+	wait "$BACKEND2_PID" 2>/dev/null || true
+	BACKEND2_PID=""
+fi
 step "done: the backend stopped cleanly ($(tail -n 1 backend.log))"
 if [ "$KEEP" = 1 ]; then
 	echo "Everything the demo made is in $DIR (keys, certificates, databases, logs, exports)."

@@ -37,6 +37,7 @@ static void usage(FILE *fp)
 	kp_ctl_linkage_usage(fp);
 	kp_ctl_jpki_usage(fp);
 	kp_ctl_fares_usage(fp);
+	kp_ctl_report_usage(fp);
 }
 
 struct args {
@@ -564,6 +565,7 @@ static const struct group {
 	{ "linkage", kp_ctl_linkage },
 	{ "jpki", kp_ctl_jpki },
 	{ "fares", kp_ctl_fares },
+	{ "report", kp_ctl_report },
 	{ "backend", kp_ctl_backend },      /* after backend create, which is a command above */
 };
 

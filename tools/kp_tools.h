@@ -178,4 +178,8 @@ void kp_fares_quote_out(struct kp_ctl_out *o, enum kp_ctl_format format);
 int kp_ctl_linkage(int argc, char **argv);
 void kp_ctl_linkage_usage(FILE *fp);
 
+/* kippuctl report ridership ...: argv[0] is "report" (tools/ctl_report.c). */
+int kp_ctl_report(int argc, char **argv);
+void kp_ctl_report_usage(FILE *fp);
+
 #endif

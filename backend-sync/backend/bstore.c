@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The backend's SQLite store: its schema and migrations, opening, errors and the state
- * version that tells terminals when a new config bundle is due. The store is split by
- * subject over the bstore*.c files; bstore_int.h is what they share. */
+/* The backend's store (SQLite or PostgreSQL, through kp_db.h): its schema and migrations
+ * (SQLite's here, PostgreSQL's in schema_pg.c), opening, errors and the state version that
+ * tells terminals when a new config bundle is due. The store is split by subject over the
+ * bstore*.c files; bstore_int.h is what they share. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 
 #include "bstore_int.h"
 #include "kp_sys.h"
+#include "schema_pg.h"
 
 /* The change log's triggers (migration 9): a row's key, old and new (an update may move
  * it), or for the tables a delta does not carry, one 'config' change. */
@@ -288,16 +290,7 @@ static const char *const migrations[KP_BSTORE_SCHEMA_VERSION] = {
 	"  'config')), key BLOB);"
 	"CREATE TABLE change_versions(version INTEGER PRIMARY KEY,"
 	"  last_change INTEGER NOT NULL) WITHOUT ROWID;"
-	LOG_ROW(denylist, deny, token)
-	LOG_ROW(entitlements, ent, token)
-	LOG_ROW(linkages, linkage, token)
-	LOG_ROW(linkage_cards, elig, card)
-	LOG_ROW(clone_flags, linkage, linkage)
-	LOG_ROW(clone_flags, deny, linkage)
-	LOG_CONFIG(operators) LOG_CONFIG(products) LOG_CONFIG(product_operators)
-	LOG_CONFIG(product_stops) LOG_CONFIG(product_scope) LOG_CONFIG(discounts)
-	LOG_CONFIG(fare_caps) LOG_CONFIG(transfer_rules) LOG_CONFIG(operator_fares)
-	LOG_CONFIG(fare_packages)
+	BS_LOGGED_TABLES(LOG_ROW, LOG_CONFIG)
 	/* what the per-card fare state (format 3) is computed from, once fares are on; and
 	 * the settings it and the format depend on */
 	"CREATE TRIGGER records_log AFTER INSERT ON records WHEN new.token IS NOT NULL"
@@ -332,12 +325,14 @@ const char *kp_bstore_errmsg(const kp_bstore *s)
 {
 	if (s == NULL)
 		return "no store";
-	return s->err[0] != '\0' ? s->err : sqlite3_errmsg(s->db);
+	if (s->err[0] != '\0' || s->db == NULL)
+		return s->err;
+	return kp_db_errmsg(s->db);
 }
 
 int bs_fail(kp_bstore *s, const char *what)
 {
-	snprintf(s->err, sizeof(s->err), "%s: %s", what, sqlite3_errmsg(s->db));
+	snprintf(s->err, sizeof(s->err), "%s: %s", what, kp_db_errmsg(s->db));
 	return KP_BE_E_DB;
 }
 
@@ -353,111 +348,160 @@ int bs_refuse(kp_bstore *s, int rc, const char *fmt, ...)
 
 int bs_exec(kp_bstore *s, const char *sql)
 {
-	char *msg = NULL;
-
-	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		snprintf(s->err, sizeof(s->err), "%s", msg != NULL ? msg : "exec failed");
-		sqlite3_free(msg);
+	if (kp_db_exec(s->db, sql) != KP_DB_OK) {
+		snprintf(s->err, sizeof(s->err), "%s", kp_db_errmsg(s->db));
 		return KP_BE_E_DB;
 	}
 	return KP_BE_OK;
 }
 
-void bs_rollback(kp_bstore *s)
+bool bs_retry(kp_bstore *s, int rc, int attempt)
 {
-	if (!sqlite3_get_autocommit(s->db))
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	if (rc != KP_BE_E_DB || attempt >= BS_ATTEMPTS || !bs_is_pg(s) ||
+	    kp_db_errclass(s->db) != KP_DB_E_BUSY)
+		return false;
+	s->err[0] = '\0';
+	s->db->err_rc = KP_DB_OK;            /* the next attempt's failure is its own */
+	return true;
 }
 
-int bs_prep(kp_bstore *s, sqlite3_stmt **st, const char *sql)
+void bs_partitions(kp_bstore *s, int64_t now_ms)
 {
-	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+	int64_t day = now_ms / 86400000, made = 0;
+	int rc;
+
+	if (!bs_is_pg(s) || day == s->partitions_day || kp_db_in_txn(s->db))
+		return;
+	/* one at a time across instances (two would race to create one month) */
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
+	if (rc == KP_BE_OK && kp_db_lock(s->db, KP_DB_LOCK_SCHEMA, "partitions") != KP_DB_OK)
+		rc = bs_fail(s, "partitions");
+	if (rc == KP_BE_OK)
+		rc = bs_query_int(s, 0, &made, "SELECT kippu_record_partitions(?1, 3)",
+		                  BS_INT(now_ms));
+	rc = bs_end(s, rc, 0);
+	/* a failure only means records land in records_default: tried again next time */
+	if (rc == KP_BE_OK)
+		s->partitions_day = day;
+	s->err[0] = '\0';
+}
+
+int kp_bstore_is_pg(const char *path)
+{
+	return path != NULL && kp_db_engine_of(path) == &kp_db_pg_ops;
+}
+
+bool bs_is_pg(const kp_bstore *s)
+{
+	return s->db != NULL && strcmp(kp_db_engine(s->db), "postgresql") == 0;
+}
+
+int bs_begin(kp_bstore *s, enum kp_db_txn mode)
+{
+	return kp_db_begin(s->db, mode) == KP_DB_OK ? KP_BE_OK : bs_fail(s, "begin");
+}
+
+int bs_commit(kp_bstore *s)
+{
+	return kp_db_commit(s->db) == KP_DB_OK ? KP_BE_OK : bs_fail(s, "commit");
+}
+
+void bs_rollback(kp_bstore *s)
+{
+	kp_db_rollback(s->db);
+}
+
+int bs_prep(kp_bstore *s, kp_db_stmt **st, const char *sql)
+{
+	if (kp_db_prepare(s->db, st, sql) != KP_DB_OK)
 		return bs_fail(s, "prepare");
 	return KP_BE_OK;
 }
 
-static void bind_vals(sqlite3_stmt *st, const struct kp_sql_val *v, size_t n)
+/* Values beyond the statement's parameters are not bound (bs_change passes the same four
+ * to statements that use fewer). */
+static int bind_vals(kp_bstore *s, kp_db_stmt *st, const struct kp_sql_val *v, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
+	int rc = KP_DB_OK, params = kp_db_param_count(st);
+
+	if (params >= 0 && n > (size_t)params)
+		n = (size_t)params;
+	for (size_t i = 0; i < n && rc == KP_DB_OK; i++) {
 		int at = (int)i + 1;
 
 		if (v[i].kind == 'i')
-			sqlite3_bind_int64(st, at, v[i].i);
+			rc = kp_db_bind_int64(st, at, v[i].i);
+		else if (v[i].kind == 'b' && v[i].p == NULL)
+			rc = kp_db_bind_null(st, at);       /* an absent token */
 		else if (v[i].kind == 'b')
-			sqlite3_bind_blob(st, at, v[i].p, (int)v[i].i, SQLITE_TRANSIENT);
+			rc = kp_db_bind_blob(st, at, v[i].p, (size_t)v[i].i);
 		else if (v[i].kind == 't' || (v[i].kind == 'o' && v[i].p != NULL &&
 		                              *(const char *)v[i].p != '\0'))
-			sqlite3_bind_text(st, at, v[i].p, -1, SQLITE_TRANSIENT);
+			rc = kp_db_bind_text(st, at, v[i].p, SIZE_MAX);
 	}
+	return rc == KP_DB_OK ? KP_BE_OK : bs_fail(s, "bind");
 }
 
-int bs_prep_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql, const struct kp_sql_val *v,
+int bs_prep_bind(kp_bstore *s, kp_db_stmt **st, const char *sql, const struct kp_sql_val *v,
                  size_t n)
 {
 	int rc = bs_prep(s, st, sql);
 
 	if (rc == KP_BE_OK)
-		bind_vals(*st, v, n);
+		rc = bind_vals(s, *st, v, n);
+	if (rc != KP_BE_OK && *st != NULL) {
+		kp_db_finalize(*st);
+		*st = NULL;
+	}
 	return rc;
 }
 
-/* The cached statement for sql, bound to v; give it back with sqlite3_reset (never
- * finalize it). */
-int bs_cached_bind(kp_bstore *s, sqlite3_stmt **st, const char *sql,
+/* The connection's cached statement for sql (a literal), bound to v; give it back with
+ * kp_db_reset. */
+int bs_cached_bind(kp_bstore *s, kp_db_stmt **st, const char *sql,
                    const struct kp_sql_val *v, size_t n)
 {
-	unsigned slot;
-
-	for (unsigned i = 0; i < BS_CACHE; i++) {
-		if (s->cache[i].sql == sql && s->cache[i].st != NULL &&
-		    strcmp(sqlite3_sql(s->cache[i].st), sql) == 0) {
-			*st = s->cache[i].st;
-			sqlite3_clear_bindings(*st);
-			bind_vals(*st, v, n);
-			return KP_BE_OK;
-		}
-	}
-	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+	if (kp_db_prepare_cached(s->db, st, sql) != KP_DB_OK)
 		return bs_fail(s, "prepare");
-	slot = s->cache_next++ % BS_CACHE;
-	sqlite3_finalize(s->cache[slot].st);
-	s->cache[slot].sql = sql;
-	s->cache[slot].st = *st;
-	bind_vals(*st, v, n);
-	return KP_BE_OK;
+	return bind_vals(s, *st, v, n);
 }
 
 int bs_run_vals(kp_bstore *s, const char *what, const char *sql, const struct kp_sql_val *v,
                 size_t n)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_cached_bind(s, &st, sql, v, n);
 
-	if (rc != KP_BE_OK)
-		return rc;
-	rc = sqlite3_step(st) == SQLITE_DONE ? KP_BE_OK : bs_fail(s, what);
-	sqlite3_reset(st);
+	if (rc == KP_BE_OK)
+		rc = kp_db_step(st) == KP_DB_DONE ? KP_BE_OK : bs_fail(s, what);
+	if (st != NULL)
+		kp_db_reset(st);
 	return rc;
 }
 
 int bs_int_vals(kp_bstore *s, int64_t def, int64_t *out, const char *sql,
                 const struct kp_sql_val *v, size_t n)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_cached_bind(s, &st, sql, v, n);
 
-	if (rc != KP_BE_OK)
-		return rc;
-	*out = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : def;
-	sqlite3_reset(st);
-	return KP_BE_OK;
+	if (rc == KP_BE_OK) {
+		int step = kp_db_step(st);
+
+		*out = step == KP_DB_ROW ? kp_db_column_int64(st, 0) : def;
+		if (step < 0)
+			rc = bs_fail(s, "query");
+	}
+	if (st != NULL)
+		kp_db_reset(st);
+	return rc;
 }
 
-int bs_step_done(kp_bstore *s, sqlite3_stmt *st, const char *what)
+int bs_step_done(kp_bstore *s, kp_db_stmt *st, const char *what)
 {
-	int rc = sqlite3_step(st) == SQLITE_DONE ? KP_BE_OK : bs_fail(s, what);
+	int rc = kp_db_step(st) == KP_DB_DONE ? KP_BE_OK : bs_fail(s, what);
 
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -465,20 +509,21 @@ int bs_step_done(kp_bstore *s, sqlite3_stmt *st, const char *what)
  * journal table instead. With mode other than KP_BSTORE_CREATE the file must exist. */
 static int bs_check_file(kp_bstore *s, const char *path, int mode)
 {
-	sqlite3_stmt *st = NULL;
-	int journal = 0, backend = 0, tables = 0;
+	kp_db_stmt *st = NULL;
+	int journal = 0, backend = 0, tables = 0, step;
 
-	if (sqlite3_prepare_v2(s->db, "SELECT name FROM sqlite_master WHERE type = 'table'", -1,
-	                       &st, NULL) != SQLITE_OK)
+	if (kp_db_prepare(s->db, &st, "SELECT name FROM sqlite_master WHERE type = 'table'") !=
+	    KP_DB_OK)
 		return bs_fail(s, "schema");
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(st, 0);
+	while ((step = kp_db_step(st)) == KP_DB_ROW) {
+		const char *name = kp_db_column_text(st, 0);
 
 		tables++;
 		journal |= name != NULL && strcmp(name, "journal") == 0;
 		backend |= name != NULL && strcmp(name, "records") == 0;
 	}
-	if (sqlite3_finalize(st) != SQLITE_OK)
+	kp_db_finalize(st);
+	if (step != KP_DB_DONE)
 		return bs_fail(s, "schema");
 	if ((tables == 0 && mode != KP_BSTORE_READONLY) || backend)
 		return KP_BE_OK;
@@ -488,13 +533,36 @@ static int bs_check_file(kp_bstore *s, const char *path, int mode)
 	return KP_BE_E_SCHEMA;
 }
 
+/* A PostgreSQL database (a URI or libpq keywords): empty, or the backend's (a records
+ * table). Nothing of SQLite's file checks applies. */
+static int bs_open_pg(kp_bstore *s, const char *conn, int mode)
+{
+	int64_t backend = 0, tables = 0;
+	int rc;
+
+	if (kp_db_open(&s->db, conn, mode == KP_BSTORE_READONLY ? KP_DB_READONLY : 0, s->err,
+	               sizeof(s->err)) != KP_DB_OK)
+		return KP_BE_E_DB;
+	rc = bs_query_int(s, 0, &backend, "SELECT count(*) FROM pg_tables"
+	                  " WHERE schemaname = current_schema() AND tablename = 'records'");
+	if (rc == KP_BE_OK)
+		rc = bs_query_int(s, 0, &tables, "SELECT count(*) FROM pg_tables"
+		                  " WHERE schemaname = current_schema()");
+	if (rc != KP_BE_OK || backend > 0 || (tables == 0 && mode != KP_BSTORE_READONLY))
+		return rc;
+	return bs_refuse(s, KP_BE_E_SCHEMA, "the PostgreSQL database is %s, not a backend "
+	                 "database", tables == 0 ? "empty" : "some other database");
+}
+
 static int bs_open_file(kp_bstore *s, const char *path, int mode)
 {
-	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	if (kp_bstore_is_pg(path))
+		return bs_open_pg(s, path, mode);
+	int flags = mode == KP_BSTORE_READONLY ? KP_DB_READONLY :
+	            mode == KP_BSTORE_CREATE ? KP_DB_CREATE : 0;
 	struct stat sb;
 
 	if (mode != KP_BSTORE_CREATE) {
-		flags = mode == KP_BSTORE_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
 		if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
 			if (errno == ENOENT)
 				snprintf(s->err, sizeof(s->err), "no such database: %.400s", path);
@@ -508,10 +576,9 @@ static int bs_open_file(kp_bstore *s, const char *path, int mode)
 		snprintf(s->err, sizeof(s->err), "database %.400s: %s", path, strerror(errno));
 		return KP_BE_E_DB;
 	}
-	if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
-		return bs_fail(s, path);
-	sqlite3_busy_timeout(s->db, 10000);
-	if (bs_cert_functions(s->db) != SQLITE_OK)
+	if (kp_db_open(&s->db, path, flags, s->err, sizeof(s->err)) != KP_DB_OK)
+		return KP_BE_E_DB;
+	if (bs_cert_functions(s->db) != KP_BE_OK)
 		return bs_fail(s, "certificate functions");
 	return bs_check_file(s, path, mode);
 }
@@ -526,11 +593,43 @@ int kp_bstore_open(kp_bstore **out, const char *path)
 	return rc;
 }
 
+/* The schema: checked without a lock (every server connection opens the store), migrated
+ * (kp_db_migrate takes the lock) only when older. */
+static int bs_migrate(kp_bstore *s, int mode)
+{
+	struct kp_db_migration m[KP_BSTORE_SCHEMA_VERSION];
+	int version = 0, rc;
+
+	if (kp_db_schema_version(s->db, &version) != KP_DB_OK)
+		return bs_fail(s, "schema version");
+	if (version > KP_BSTORE_SCHEMA_VERSION)
+		return bs_refuse(s, KP_BE_E_SCHEMA, "backend database schema %d is newer than %d",
+		                 version, KP_BSTORE_SCHEMA_VERSION);
+	if (version == KP_BSTORE_SCHEMA_VERSION)
+		return KP_BE_OK;
+	if (mode == KP_BSTORE_READONLY)
+		return bs_refuse(s, KP_BE_E_SCHEMA, "backend database schema %d is older than %d "
+		                 "(kippu-backend, or a command that writes to it, migrates it)",
+		                 version, KP_BSTORE_SCHEMA_VERSION);
+	for (int i = 0; i < KP_BSTORE_SCHEMA_VERSION; i++)
+		m[i] = (struct kp_db_migration){ i + 1, migrations[i] };
+	if (bs_is_pg(s)) {
+		size_t n;
+		const struct kp_db_migration *pg = kp_bstore_pg_migrations(&n);
+
+		rc = kp_db_migrate(s->db, pg, n, NULL, NULL);
+	} else {
+		rc = kp_db_migrate(s->db, m, KP_BSTORE_SCHEMA_VERSION, NULL, NULL);
+	}
+	if (rc == KP_DB_E_SCHEMA)
+		return bs_refuse(s, KP_BE_E_SCHEMA, "backend %s", kp_db_errmsg(s->db));
+	return rc == KP_DB_OK ? KP_BE_OK : bs_fail(s, "migration");
+}
+
 int kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, size_t cap)
 {
 	kp_bstore *s = calloc(1, sizeof(*s));
-	sqlite3_stmt *st = NULL;
-	int version = 0, rc;
+	int rc;
 
 	*out = NULL;
 	if (s == NULL)
@@ -538,71 +637,21 @@ int kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, 
 	rc = bs_open_file(s, path, mode);
 	if (rc != KP_BE_OK)
 		goto fail_named;
-	if (mode == KP_BSTORE_READONLY)
-		rc = bs_exec(s, "PRAGMA foreign_keys = ON;");
-	else
+	if (mode != KP_BSTORE_READONLY && !bs_is_pg(s))
 		rc = bs_exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-		             "PRAGMA foreign_keys = ON;"
 		             /* Reads through a memory map: a connection's own page cache starts
 		             * cold after another connection's commit (every batch, with many
 		             * terminals); the OS's does not. Writes still go through the WAL. */
 		             "PRAGMA mmap_size = 268435456;");
+	if (rc == KP_BE_OK)
+		rc = bs_migrate(s, mode);
 	if (rc != KP_BE_OK)
 		goto fail;
-	/* Every server connection opens the store: check the schema without the write lock
-	 * and take it only when there is something to migrate. */
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
-		    sqlite3_step(st) != SQLITE_ROW) {
-			rc = bs_fail(s, "user_version");
-			goto fail;
-		}
-		version = sqlite3_column_int(st, 0);
-		sqlite3_finalize(st);
-		st = NULL;
-		if (version > KP_BSTORE_SCHEMA_VERSION) {
-			snprintf(s->err, sizeof(s->err), "backend database schema %d is newer than %d",
-			         version, KP_BSTORE_SCHEMA_VERSION);
-			rc = KP_BE_E_SCHEMA;
-			goto fail;
-		}
-		if (version == KP_BSTORE_SCHEMA_VERSION)
-			break;
-		if (mode == KP_BSTORE_READONLY) {
-			snprintf(s->err, sizeof(s->err), "backend database schema %d is older than %d "
-			         "(kippu-backend, or a command that writes to it, migrates it)", version,
-			         KP_BSTORE_SCHEMA_VERSION);
-			rc = KP_BE_E_SCHEMA;
-			goto fail;
-		}
-		if (attempt == 0) {
-			/* Re-read under the lock: another connection may have migrated. */
-			rc = bs_exec(s, "BEGIN IMMEDIATE");
-			if (rc != KP_BE_OK)
-				goto fail;
-			continue;
-		}
-		while (version < KP_BSTORE_SCHEMA_VERSION) {
-			char sql[64];
-
-			rc = bs_exec(s, migrations[version]);
-			snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
-			if (rc == KP_BE_OK)
-				rc = bs_exec(s, sql);
-			if (rc != KP_BE_OK)
-				goto fail;
-			version++;
-		}
-	}
-	if (!sqlite3_get_autocommit(s->db)) {
-		rc = bs_exec(s, "COMMIT");
-		if (rc != KP_BE_OK)
-			goto fail;
-	}
+	if (mode != KP_BSTORE_READONLY)
+		bs_partitions(s, (int64_t)bs_version_clock_ms());
 	*out = s;
 	return KP_BE_OK;
 fail:
-	sqlite3_finalize(st);
 	snprintf(err, cap, "store %s: %s", path, kp_bstore_errmsg(s));
 	kp_bstore_close(s);
 	return rc;
@@ -616,32 +665,27 @@ void kp_bstore_close(kp_bstore *s)
 {
 	if (s == NULL)
 		return;
-	for (unsigned i = 0; i < BS_CACHE; i++)
-		sqlite3_finalize(s->cache[i].st);
-	if (s->db != NULL) {
-		bs_rollback(s);
-		sqlite3_close(s->db);
-	}
+	kp_db_close(s->db);
 	free(s);
 }
 
 int kp_bstore_pragmas(kp_bstore *s, char *journal_mode, size_t cap, int *synchronous,
                       int *foreign_keys)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_prep(s, &st, "SELECT * FROM pragma_journal_mode, pragma_synchronous,"
 	                      " pragma_foreign_keys");
 
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		snprintf(journal_mode, cap, "%s", (const char *)sqlite3_column_text(st, 0));
-		*synchronous = sqlite3_column_int(st, 1);
-		*foreign_keys = sqlite3_column_int(st, 2);
+	if (kp_db_step(st) == KP_DB_ROW) {
+		snprintf(journal_mode, cap, "%s", kp_db_column_text(st, 0));
+		*synchronous = (int)kp_db_column_int64(st, 1);
+		*foreign_keys = (int)kp_db_column_int64(st, 2);
 	} else {
 		rc = bs_fail(s, "pragmas");
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -665,10 +709,21 @@ uint64_t bs_version_clock_ms(void)
  * bs_run's cached statements (the parameters a statement needs only to be one). */
 int bs_version_mark(kp_bstore *s)
 {
-	int64_t keep_s = KP_BSTORE_CHANGE_KEEP_S;
+	int64_t keep_s = KP_BSTORE_CHANGE_KEEP_S, locked = 0;
 	int rc = bs_meta_int(s, "change_keep_s", KP_BSTORE_CHANGE_KEEP_S, &keep_s);
 
-	if (rc == KP_BE_OK)
+	/* the last change number: SQLite's AUTOINCREMENT counter; PostgreSQL's identity, read
+	 * under the change log's lock (schema_pg.c: numbers in commit order) */
+	if (rc == KP_BE_OK && bs_is_pg(s))
+		rc = bs_query_int(s, 0, &locked, "SELECT 1 FROM pg_advisory_xact_lock(1802502154,"
+		                  " CAST(?1 AS integer))", BS_INT(0));
+	if (rc == KP_BE_OK && bs_is_pg(s))
+		rc = bs_run(s, "change log", "INSERT INTO change_versions(version, last_change)"
+		            " SELECT value, (SELECT CASE WHEN is_called THEN last_value ELSE ?1 END"
+		            " FROM changes_n_seq) FROM meta WHERE key = 'state_version'"
+		            " ON CONFLICT(version) DO UPDATE SET last_change = excluded.last_change",
+		            BS_INT(0));
+	else if (rc == KP_BE_OK)
 		rc = bs_run(s, "change log", "INSERT OR REPLACE INTO change_versions(version,"
 		            " last_change) SELECT value, coalesce((SELECT seq FROM sqlite_sequence"
 		            " WHERE name = ?1), 0) FROM meta WHERE key = 'state_version'",
@@ -685,7 +740,7 @@ int bs_version_mark(kp_bstore *s)
 
 int bs_bump_version(kp_bstore *s)
 {
-	int rc = bs_run(s, "state version", "UPDATE meta SET value = max(value + 1, ?1)"
+	int rc = bs_run(s, "state version", "UPDATE meta SET value = " BS_GREATER("value + 1", "?1")
 	                " WHERE key = 'state_version'", BS_INT(bs_version_clock_ms()));
 
 	return rc == KP_BE_OK ? bs_version_mark(s) : rc;
@@ -705,7 +760,7 @@ int bs_end(kp_bstore *s, int rc, int bump)
 	if (rc == KP_BE_OK && bump)
 		rc = bs_bump_version(s);
 	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
+		rc = bs_commit(s);
 	if (rc != KP_BE_OK)
 		bs_rollback(s);
 	return rc;
@@ -713,15 +768,15 @@ int bs_end(kp_bstore *s, int rc, int bump)
 
 int kp_bstore_state_version(kp_bstore *s, uint64_t *version)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_prep(s, &st, "SELECT value FROM meta WHERE key = 'state_version'");
 
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		*version = (uint64_t)sqlite3_column_int64(st, 0);
+	if (kp_db_step(st) == KP_DB_ROW)
+		*version = (uint64_t)kp_db_column_int64(st, 0);
 	else
 		rc = bs_fail(s, "state version");
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }

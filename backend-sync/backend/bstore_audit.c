@@ -30,12 +30,12 @@ static void free_pending(struct pending *p, size_t n)
 	free(p);
 }
 
-static uint8_t *dup_col(sqlite3_stmt *st, int col, size_t *len)
+static uint8_t *dup_col(kp_db_stmt *st, int col, size_t *len)
 {
-	const void *b = sqlite3_column_blob(st, col);
+	const void *b = kp_db_column_blob(st, col);
 	uint8_t *out;
 
-	*len = (size_t)sqlite3_column_bytes(st, col);
+	*len = (size_t)kp_db_column_bytes(st, col);
 	out = malloc(*len > 0 ? *len : 1);
 	if (out != NULL && *len > 0)
 		memcpy(out, b, *len);
@@ -46,7 +46,7 @@ static uint8_t *dup_col(sqlite3_stmt *st, int col, size_t *len)
  * certificate they came in with (else the terminal's newest). */
 static int load_pending(kp_bstore *s, int max, struct pending **out, size_t *n)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	struct pending *p = calloc((size_t)max, sizeof(*p));
 	int rc;
 
@@ -63,24 +63,24 @@ static int load_pending(kp_bstore *s, int max, struct pending **out, size_t *n)
 		free(p);
 		return rc;
 	}
-	while (*n < (size_t)max && sqlite3_step(st) == SQLITE_ROW) {
+	while (*n < (size_t)max && kp_db_step(st) == KP_DB_ROW) {
 		struct pending *e = &p[*n];
 
 		snprintf(e->terminal, sizeof(e->terminal), "%s",
-		         (const char *)sqlite3_column_text(st, 0));
-		if (sqlite3_column_bytes(st, 1) == KP_JOURNAL_ID_LEN)
-			memcpy(e->journal, sqlite3_column_blob(st, 1), KP_JOURNAL_ID_LEN);
-		e->seq = sqlite3_column_int64(st, 2);
+		         kp_db_column_text(st, 0));
+		if (kp_db_column_bytes(st, 1) == KP_JOURNAL_ID_LEN)
+			memcpy(e->journal, kp_db_column_blob(st, 1), KP_JOURNAL_ID_LEN);
+		e->seq = kp_db_column_int64(st, 2);
 		e->cose = dup_col(st, 3, &e->cose_len);
-		e->cert_id = sqlite3_column_int64(st, 4);
-		e->time_ms = sqlite3_column_int64(st, 5);
+		e->cert_id = kp_db_column_int64(st, 4);
+		e->time_ms = kp_db_column_int64(st, 5);
 		(*n)++;
 		if (e->cose == NULL) {
 			rc = KP_BE_E_NOMEM;
 			break;
 		}
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	if (rc != KP_BE_OK) {
 		free_pending(p, *n);
 		*n = 0;
@@ -117,7 +117,7 @@ static int verify_all(kp_bstore *s, struct pending *p, size_t n, uint64_t *faile
 /* The verdicts in one transaction: pending rows gone, failures quarantined. */
 static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_ms)
 {
-	int rc = bs_exec(s, "BEGIN IMMEDIATE");
+	int rc = bs_begin(s, KP_DB_TXN_WRITE);
 
 	for (size_t i = 0; rc == KP_BE_OK && i < n; i++) {
 		struct kp_ingest r = { .cose = p[i].cose, .cose_len = p[i].cose_len };
@@ -127,8 +127,9 @@ static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_m
 		            " journal = ?2 AND seq = ?3", BS_TEXT(p[i].terminal),
 		            BS_JOURNAL(p[i].journal), BS_INT(p[i].seq));
 		if (rc == KP_BE_OK && p[i].ok && p[i].signer != p[i].cert_id)
-			rc = bs_run(s, "record signer", "INSERT OR REPLACE INTO record_signers(terminal,"
-			            " journal, seq, cert_id) VALUES (?1, ?2, ?3, ?4)",
+			rc = bs_run(s, "record signer", "INSERT INTO record_signers(terminal, journal,"
+			            " seq, cert_id) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(terminal,"
+			            " journal, seq) DO UPDATE SET cert_id = excluded.cert_id",
 			            BS_TEXT(p[i].terminal), BS_JOURNAL(p[i].journal), BS_INT(p[i].seq),
 			            BS_INT(p[i].signer));
 		if (rc != KP_BE_OK || p[i].ok)
@@ -138,7 +139,7 @@ static int settle(kp_bstore *s, const struct pending *p, size_t n, int64_t now_m
 		rc = bs_quarantine(s, p[i].terminal, (uint64_t)p[i].seq, reason, &r, now_ms);
 	}
 	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
+		rc = bs_commit(s);
 	if (rc != KP_BE_OK) {
 		bs_rollback(s);
 		return rc;
@@ -178,7 +179,9 @@ int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audit
 	}
 	if (gate != NULL)
 		gate(arg, 1);
-	rc = settle(s, p, n, now_ms);
+	s->db->err_rc = KP_DB_OK;                /* no earlier failure counts as this one's */
+	for (int attempt = 0; attempt == 0 || bs_retry(s, rc, attempt); attempt++)
+		rc = settle(s, p, n, now_ms);
 	if (gate != NULL)
 		gate(arg, 0);
 	if (rc == KP_BE_OK)
@@ -192,7 +195,7 @@ int kp_bstore_audit_gated(kp_bstore *s, int max, int64_t now_ms, uint64_t *audit
 int kp_bstore_audit_lag(kp_bstore *s, uint64_t *lag)
 {
 	int64_t n = 0;
-	int rc = bs_query_int(s, 0, &n, "SELECT count(*) FROM audit_pending WHERE ?1",
+	int rc = bs_query_int(s, 0, &n, "SELECT count(*) FROM audit_pending WHERE ?1 = 1",
 	                      BS_INT(1));
 
 	*lag = (uint64_t)n;

@@ -12,13 +12,13 @@
 /* ---- the bundle ---- */
 
 /* Copies text, cutting an over-long value at a UTF-8 character boundary. */
-void bs_copy_text(char *dst, size_t cap, const unsigned char *src)
+void bs_copy_text(char *dst, size_t cap, const char *src)
 {
 	size_t n;
 
-	snprintf(dst, cap, "%s", src != NULL ? (const char *)src : "");
+	snprintf(dst, cap, "%s", src != NULL ? src : "");
 	n = strlen(dst);
-	if (src != NULL && n < strlen((const char *)src)) {
+	if (src != NULL && n < strlen(src)) {
 		while (n > 0 && ((unsigned char)dst[n] & 0xC0) == 0x80)
 			n--;
 		dst[n] = '\0';
@@ -37,7 +37,7 @@ static enum kp_product_kind kind_of(const char *k)
 /* A commuter pass's stops, in route order (malloc'd, freed by kp_bundle_free). */
 static int fill_stops(kp_bstore *s, struct kp_bundle_product *p)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc;
 
 	p->stops = calloc(KP_BUNDLE_PRODUCT_STOPS_MAX, sizeof(*p->stops));
@@ -47,9 +47,9 @@ static int fill_stops(kp_bstore *s, struct kp_bundle_product *p)
 	              " ORDER BY pos", BS_TEXT(p->id));
 	if (rc != KP_BE_OK)
 		return rc;
-	while (sqlite3_step(st) == SQLITE_ROW && p->n_stops < KP_BUNDLE_PRODUCT_STOPS_MAX)
-		bs_copy_text(p->stops[p->n_stops++], KP_ID_MAX + 1, sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	while (kp_db_step(st) == KP_DB_ROW && p->n_stops < KP_BUNDLE_PRODUCT_STOPS_MAX)
+		bs_copy_text(p->stops[p->n_stops++], KP_ID_MAX + 1, kp_db_column_text(st, 0));
+	kp_db_finalize(st);
 	return KP_BE_OK;
 }
 
@@ -86,9 +86,9 @@ struct remote_acc {
 	size_t n_ons, cap_ons;
 };
 
-static void text_col(sqlite3_stmt *st, int i, char *dst, size_t cap)
+static void text_col(kp_db_stmt *st, int i, char *dst, size_t cap)
 {
-	bs_copy_text(dst, cap, sqlite3_column_text(st, i));
+	bs_copy_text(dst, cap, kp_db_column_text(st, i));
 	if (!kp_cbor_id_valid(dst, true))
 		dst[0] = '\0';
 }
@@ -157,21 +157,21 @@ enum { RC_TOKEN, RC_OWN, RC_TERMINAL, RC_TIME, RC_EVENT, RC_ACCEPTED, RC_OPERATO
 	" AND r.result <> 'already'"
 #define REMOTE_ORDER " ORDER BY r.token, r.time_ms, r.terminal, r.seq"
 
-static void remote_fold(struct remote_acc *a, sqlite3_stmt *st, int64_t day_now,
+static void remote_fold(struct remote_acc *a, kp_db_stmt *st, int64_t day_now,
                         int64_t month_now, int64_t day_shift_s, int *nomem)
 {
-	const char *event = (const char *)sqlite3_column_text(st, RC_EVENT);
-	const char *kind = (const char *)sqlite3_column_text(st, RC_KIND);
-	const char *terminal = (const char *)sqlite3_column_text(st, RC_TERMINAL);
-	int64_t t = sqlite3_column_int64(st, RC_TIME), amount = sqlite3_column_int64(st, RC_AMOUNT);
-	int accepted = sqlite3_column_int(st, RC_ACCEPTED);
+	const char *event = kp_db_column_text(st, RC_EVENT);
+	const char *kind = kp_db_column_text(st, RC_KIND);
+	const char *terminal = kp_db_column_text(st, RC_TERMINAL);
+	int64_t t = kp_db_column_int64(st, RC_TIME), amount = kp_db_column_int64(st, RC_AMOUNT);
+	int accepted = (int)kp_db_column_int64(st, RC_ACCEPTED);
 	int tap_on = strcmp(event, "tap_on") == 0, tap_off = strcmp(event, "tap_off") == 0;
 	char op[KP_ID_MAX + 1], stop[KP_ID_MAX + 1];
 	struct kp_bundle_remote *r = &a->r;
 
 	text_col(st, RC_OPERATOR, op, sizeof(op));
 	text_col(st, RC_STOP, stop, sizeof(stop));
-	if (sqlite3_column_int(st, RC_OWN)) {
+	if ((int)kp_db_column_int64(st, RC_OWN)) {
 		if (accepted && tap_on) {
 			a->own_on = 1;
 			a->own_closed = 0;
@@ -186,14 +186,14 @@ static void remote_fold(struct remote_acc *a, sqlite3_stmt *st, int64_t day_now,
 	/* the latest record there decides whether a journey is open there */
 	r->open = accepted && tap_on && t > 0 && bs_plain_id(op);
 	if (r->open) {
-		int64_t rides = sqlite3_column_int64(st, RC_RIDES);
+		int64_t rides = kp_db_column_int64(st, RC_RIDES);
 
 		r->open_ms = t;
 		snprintf(r->open_operator, sizeof(r->open_operator), "%s", op);
 		text_col(st, RC_ROUTE, r->open_route, sizeof(r->open_route));
 		snprintf(r->open_stop, sizeof(r->open_stop), "%s", stop);
 		text_col(st, RC_PRODUCT, r->open_product, sizeof(r->open_product));
-		r->open_ent = sqlite3_column_int64(st, RC_ENT);
+		r->open_ent = kp_db_column_int64(st, RC_ENT);
 		if (r->open_ent < 0)
 			r->open_ent = 0;
 		r->open_paid = rides > 0 || (kind != NULL && strcmp(kind, "period") == 0);
@@ -258,11 +258,11 @@ int bs_fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp
                    const uint8_t *only)
 {
 	struct remote_acc a;
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	uint8_t token[KP_TOKEN_LEN];
 	int64_t end_s = 14400, offset_s = 32400, day_now, month_now;
 	size_t cap = b->n_remote;
-	int have = 0, nomem = 0, step = SQLITE_DONE, rc;
+	int have = 0, nomem = 0, step = KP_DB_DONE, rc;
 
 	memset(&a, 0, sizeof(a));
 	rc = bs_meta_int(s, "service_day_end_s", 14400, &end_s);
@@ -275,17 +275,17 @@ int bs_fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp
 		return rc;
 	day_now = kp_floor_div(kp_floor_div(now_ms, 1000) + offset_s - end_s, 86400);
 	month_now = month_of_day(day_now);
-	sqlite3_bind_text(st, 1, terminal, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, now_ms - REMOTE_WINDOW_MS);
+	kp_db_bind_text(st, 1, terminal, SIZE_MAX);
+	kp_db_bind_int64(st, 2, now_ms - REMOTE_WINDOW_MS);
 	if (only != NULL)
-		sqlite3_bind_blob(st, 3, only, KP_TOKEN_LEN, SQLITE_STATIC);
-	while (rc == KP_BE_OK && !nomem && (step = sqlite3_step(st)) == SQLITE_ROW) {
-		if (sqlite3_column_bytes(st, RC_TOKEN) != KP_TOKEN_LEN)
+		kp_db_bind_blob(st, 3, only, KP_TOKEN_LEN);
+	while (rc == KP_BE_OK && !nomem && (step = kp_db_step(st)) == KP_DB_ROW) {
+		if (kp_db_column_bytes(st, RC_TOKEN) != KP_TOKEN_LEN)
 			continue;
-		if (!have || memcmp(token, sqlite3_column_blob(st, RC_TOKEN), KP_TOKEN_LEN) != 0) {
+		if (!have || memcmp(token, kp_db_column_blob(st, RC_TOKEN), KP_TOKEN_LEN) != 0) {
 			if (have)
 				rc = remote_emit(&a, b, &cap);
-			memcpy(token, sqlite3_column_blob(st, RC_TOKEN), KP_TOKEN_LEN);
+			memcpy(token, kp_db_column_blob(st, RC_TOKEN), KP_TOKEN_LEN);
 			have = 1;
 			{
 				struct remote_on *ons = a.ons;
@@ -303,28 +303,28 @@ int bs_fill_remote(kp_bstore *s, const char *terminal, int64_t now_ms, struct kp
 	}
 	if (rc == KP_BE_OK && nomem)
 		rc = KP_BE_E_NOMEM;
-	if (rc == KP_BE_OK && step != SQLITE_DONE)
+	if (rc == KP_BE_OK && step != KP_DB_DONE)
 		rc = bs_fail(s, "fare state across terminals");
 	if (rc == KP_BE_OK && have)
 		rc = remote_emit(&a, b, &cap);
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	free(a.ons);
 	return rc;
 }
 
 /* The current row of st as the field tables' values (pointing into st's row). */
-void bs_row_values(sqlite3_stmt *st, size_t n_cols, struct kp_fare_value *vals)
+void bs_row_values(kp_db_stmt *st, size_t n_cols, struct kp_fare_value *vals)
 {
 	for (size_t c = 0; c < n_cols; c++) {
-		int type = sqlite3_column_type(st, (int)c);
+		int type = kp_db_column_type(st, (int)c);
 
 		memset(&vals[c], 0, sizeof(vals[c]));
-		vals[c].is_null = type == SQLITE_NULL;
-		if (type == SQLITE_INTEGER) {
-			vals[c].i = sqlite3_column_int64(st, (int)c);
-		} else if (type != SQLITE_NULL) {
-			vals[c].s = sqlite3_column_blob(st, (int)c);
-			vals[c].n = (size_t)sqlite3_column_bytes(st, (int)c);
+		vals[c].is_null = type == KP_DB_NULL;
+		if (type == KP_DB_INTEGER) {
+			vals[c].i = kp_db_column_int64(st, (int)c);
+		} else if (type != KP_DB_NULL) {
+			vals[c].s = kp_db_column_blob(st, (int)c);
+			vals[c].n = (size_t)kp_db_column_bytes(st, (int)c);
 		}
 	}
 }
@@ -341,7 +341,7 @@ static int fill_rows(kp_bstore *s, struct kp_bundle *b, enum kp_bundle_array_id 
 	const char *cols[KP_BUNDLE_ROW_MAX];
 	size_t n_cols = kp_bundle_row_columns(id, cols, NULL);
 	char built[1024], counted[256];
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int64_t count;
 	int rc;
 
@@ -355,22 +355,22 @@ static int fill_rows(kp_bstore *s, struct kp_bundle *b, enum kp_bundle_array_id 
 	rc = bs_prep(s, &st, count_sql);
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_int64(st, 1, bind);
-	count = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-	sqlite3_finalize(st);
+	kp_db_bind_int64(st, 1, bind);
+	count = kp_db_step(st) == KP_DB_ROW ? kp_db_column_int64(st, 0) : 0;
+	kp_db_finalize(st);
 	*arr = calloc((size_t)count + 1, a->elem_size);
 	if (*arr == NULL)
 		return KP_BE_E_NOMEM;
 	rc = bs_prep(s, &st, sql);
 	if (rc != KP_BE_OK)
 		return rc;
-	sqlite3_bind_int64(st, 1, bind);
-	while (rc == KP_BE_OK && *n < (size_t)count && sqlite3_step(st) == SQLITE_ROW) {
+	kp_db_bind_int64(st, 1, bind);
+	while (rc == KP_BE_OK && *n < (size_t)count && kp_db_step(st) == KP_DB_ROW) {
 		bs_row_values(st, n_cols, vals);
 		if (kp_bundle_row_set(id, (uint8_t *)*arr + (*n)++ * a->elem_size, vals) != KP_SYNC_OK)
 			rc = KP_BE_E_NOMEM;
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -378,7 +378,7 @@ static int fill_rows(kp_bstore *s, struct kp_bundle *b, enum kp_bundle_array_id 
  * the same rule) is left out, and only that row: one bad name must not keep the denylist
  * from every terminal. The first is noted for the log. */
 static bool left_out(kp_bstore *s, const char *table, const char *row, const char *field,
-                     const unsigned char *text)
+                     const char *text)
 {
 	char why[200];
 
@@ -392,7 +392,7 @@ static bool left_out(kp_bstore *s, const char *table, const char *row, const cha
 /* An id the bundle cannot carry (longer than KP_ID_MAX bytes, not UTF-8, a control
  * character: put into the database by hand) leaves its row out, as left_out does, instead of
  * being cut short into another id or failing the whole bundle. */
-static bool left_out_id(kp_bstore *s, const char *table, const unsigned char *id,
+static bool left_out_id(kp_bstore *s, const char *table, const char *id,
                         const char *field, bool may_be_empty)
 {
 	const char *t = id != NULL ? (const char *)id : "";
@@ -468,7 +468,7 @@ static void drop_orphans(kp_bstore *s, struct kp_bundle *b)
  * out (left_out), and what names it with it. */
 static int fill_catalogue(kp_bstore *s, struct kp_bundle *b)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	char skipped[KP_ID_MAX + 1] = "";
 	int64_t count;
 	int rc;
@@ -478,8 +478,8 @@ static int fill_catalogue(kp_bstore *s, struct kp_bundle *b)
 		rc = bs_prep(s, &st, sql);                                           \
 		if (rc != KP_BE_OK)                                               \
 			return rc;                                                \
-		count = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0; \
-		sqlite3_finalize(st);                                             \
+		count = kp_db_step(st) == KP_DB_ROW ? kp_db_column_int64(st, 0) : 0; \
+		kp_db_finalize(st);                                             \
 		var = calloc((size_t)count + 1, sizeof(*var));                    \
 		if (var == NULL)                                                  \
 			return KP_BE_E_NOMEM;                                     \
@@ -489,18 +489,18 @@ static int fill_catalogue(kp_bstore *s, struct kp_bundle *b)
 	rc = bs_prep(s, &st, "SELECT id, name FROM operators ORDER BY id");
 	if (rc != KP_BE_OK)
 		return rc;
-	while (sqlite3_step(st) == SQLITE_ROW && b->n_operators < (size_t)count) {
+	while (kp_db_step(st) == KP_DB_ROW && b->n_operators < (size_t)count) {
 		struct kp_bundle_operator *o = &b->operators[b->n_operators];
 
-		if (left_out_id(s, "operators", sqlite3_column_text(st, 0), "id", false))
+		if (left_out_id(s, "operators", kp_db_column_text(st, 0), "id", false))
 			continue;
-		bs_copy_text(o->id, sizeof(o->id), sqlite3_column_text(st, 0));
-		if (left_out(s, "operators", o->id, "name", sqlite3_column_text(st, 1)))
+		bs_copy_text(o->id, sizeof(o->id), kp_db_column_text(st, 0));
+		if (left_out(s, "operators", o->id, "name", kp_db_column_text(st, 1)))
 			continue;
-		bs_copy_text(o->name, sizeof(o->name), sqlite3_column_text(st, 1));
+		bs_copy_text(o->name, sizeof(o->name), kp_db_column_text(st, 1));
 		b->n_operators++;
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 
 	COUNT_INTO("SELECT count(*) FROM products", b->products);
 	rc = bs_prep(s, &st, "SELECT p.id, p.name, p.rides, po.operator_id, p.category,"
@@ -509,8 +509,8 @@ static int fill_catalogue(kp_bstore *s, struct kp_bundle *b)
 	                  " ORDER BY p.id, po.operator_id");
 	if (rc != KP_BE_OK)
 		return rc;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
+	while (kp_db_step(st) == KP_DB_ROW) {
+		const char *id = kp_db_column_text(st, 0);
 		struct kp_bundle_product *p = b->n_products > 0 ? &b->products[b->n_products - 1] : NULL;
 
 		if (skipped[0] != '\0' && strcmp(skipped, id) == 0)
@@ -518,27 +518,27 @@ static int fill_catalogue(kp_bstore *s, struct kp_bundle *b)
 		if (p == NULL || strcmp(p->id, id) != 0) {
 			if (b->n_products == (size_t)count)
 				break;
-			if (left_out_id(s, "products", (const unsigned char *)id, "id", false) ||
-			    left_out_id(s, "products", sqlite3_column_text(st, 4), "category", true) ||
-			    left_out(s, "products", id, "name", sqlite3_column_text(st, 1))) {
-				bs_copy_text(skipped, sizeof(skipped), (const unsigned char *)id);
+			if (left_out_id(s, "products", (const char *)id, "id", false) ||
+			    left_out_id(s, "products", kp_db_column_text(st, 4), "category", true) ||
+			    left_out(s, "products", id, "name", kp_db_column_text(st, 1))) {
+				bs_copy_text(skipped, sizeof(skipped), (const char *)id);
 				continue;
 			}
 			p = &b->products[b->n_products++];
-			bs_copy_text(p->id, sizeof(p->id), sqlite3_column_text(st, 0));
-			bs_copy_text(p->name, sizeof(p->name), sqlite3_column_text(st, 1));
-			p->rides = sqlite3_column_int64(st, 2);
-			bs_copy_text(p->category, sizeof(p->category), sqlite3_column_text(st, 4));
-			p->kind = kind_of((const char *)sqlite3_column_text(st, 5));
-			p->days = sqlite3_column_int(st, 6);
-			bs_copy_text(p->route, sizeof(p->route), sqlite3_column_text(st, 7));
+			bs_copy_text(p->id, sizeof(p->id), kp_db_column_text(st, 0));
+			bs_copy_text(p->name, sizeof(p->name), kp_db_column_text(st, 1));
+			p->rides = kp_db_column_int64(st, 2);
+			bs_copy_text(p->category, sizeof(p->category), kp_db_column_text(st, 4));
+			p->kind = kind_of(kp_db_column_text(st, 5));
+			p->days = (int)kp_db_column_int64(st, 6);
+			bs_copy_text(p->route, sizeof(p->route), kp_db_column_text(st, 7));
 		}
 		/* an operator left out takes its products' rows on it along */
-		if (p->n_operators < 16 && sqlite3_column_type(st, 3) != SQLITE_NULL &&
-		    has_operator(b, (const char *)sqlite3_column_text(st, 3)))
-			bs_copy_text(p->operators[p->n_operators++], KP_ID_MAX + 1, sqlite3_column_text(st, 3));
+		if (p->n_operators < 16 && kp_db_column_type(st, 3) != KP_DB_NULL &&
+		    has_operator(b, kp_db_column_text(st, 3)))
+			bs_copy_text(p->operators[p->n_operators++], KP_ID_MAX + 1, kp_db_column_text(st, 3));
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	st = NULL;
 	for (size_t i = 0; i < b->n_products; i++) {
 		if (b->products[i].kind == KP_PRODUCT_COMMUTER) {
@@ -552,24 +552,24 @@ static int fill_catalogue(kp_bstore *s, struct kp_bundle *b)
 	rc = bs_prep(s, &st, "SELECT token, reason, added" DENYLIST_SQL " ORDER BY token");
 	if (rc != KP_BE_OK)
 		return rc;
-	while (sqlite3_step(st) == SQLITE_ROW && b->n_denylist < (size_t)count) {
+	while (kp_db_step(st) == KP_DB_ROW && b->n_denylist < (size_t)count) {
 		struct kp_bundle_deny *d = &b->denylist[b->n_denylist];
 		char row[40];
 
-		const unsigned char *reason = sqlite3_column_text(st, 1);
+		const char *reason = kp_db_column_text(st, 1);
 
 		/* named by when it was added: a card's token stays out of the log. A reason the
 		 * bundle cannot carry never frees a denied card: the card goes with a stand-in. */
 		snprintf(row, sizeof(row), "added %lld (card kept denied)",
-		         (long long)sqlite3_column_int64(st, 2));
+		         (long long)kp_db_column_int64(st, 2));
 		if (left_out(s, "denylist", row, "reason", reason))
-			reason = (const unsigned char *)"(reason unreadable: see the backend)";
+			reason = (const char *)"(reason unreadable: see the backend)";
 		b->n_denylist++;
-		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN)
-			memcpy(d->token, sqlite3_column_blob(st, 0), KP_TOKEN_LEN);
+		if (kp_db_column_bytes(st, 0) == KP_TOKEN_LEN)
+			memcpy(d->token, kp_db_column_blob(st, 0), KP_TOKEN_LEN);
 		bs_copy_text(d->reason, sizeof(d->reason), reason);
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 #undef COUNT_INTO
 	return KP_BE_OK;
 }
@@ -584,10 +584,9 @@ static int fill_tables(kp_bstore *s, int64_t now_ms, struct kp_bundle *b)
 	int rc = fill_rows(s, b, KP_BA_ENTITLEMENTS, "SELECT count(*) FROM entitlements",
 	                   ENTITLEMENT_COLS " ORDER BY token, id", 0);
 
-	/* max() picks the row whose other columns SQLite returns (its bare-column rule). */
 	if (rc == KP_BE_OK)
 		rc = fill_rows(s, b, KP_BA_ELIGIBILITY,
-		               "SELECT count(*) FROM (SELECT 1" ELIGIBILITY_SQL ")",
+		               "SELECT count(*) FROM (SELECT 1" ELIGIBILITY_SQL ") AS n",
 		               ELIGIBILITY_COLS ELIGIBILITY_SQL " ORDER BY token, category", now_ms);
 	for (size_t i = 0; rc == KP_BE_OK && i < sizeof(plain) / sizeof(plain[0]); i++)
 		rc = fill_rows(s, b, plain[i], NULL, NULL, 0);
@@ -646,7 +645,7 @@ static int bundle_for(kp_bstore *s, const char *terminal, const uint8_t *journal
 	if (rc != KP_BE_OK)
 		return rc;
 	/* One read transaction: the snapshot and its version agree. */
-	rc = bs_exec(s, "BEGIN");
+	rc = bs_begin(s, KP_DB_TXN_SNAPSHOT);
 	if (rc != KP_BE_OK)
 		return rc;
 	rc = kp_bstore_state_version(s, &b->version);

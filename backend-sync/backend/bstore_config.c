@@ -22,7 +22,7 @@ struct registry_row {
  * failure). */
 static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc;
 
 	memset(r, 0, sizeof(*r));
@@ -31,27 +31,29 @@ static int registry_begin(kp_bstore *s, const char *id, struct registry_row *r)
 		         "(its certificate's CN)", KP_ID_MAX);
 		return KP_BE_E_INVAL;
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
-		rc = bs_query(s, &st, "SELECT status, coalesce(strftime('%Y-%m-%dT%H:%M:%SZ',"
-		              " retired / 1000, 'unixepoch'), '-') FROM terminal_registry"
+		rc = bs_query(s, &st, "SELECT status, retired FROM terminal_registry"
 		              " WHERE id = ?1", BS_TEXT(id));
 	if (rc != KP_BE_OK) {
 		bs_rollback(s);
 		return rc;
 	}
-	switch (sqlite3_step(st)) {
-	case SQLITE_ROW:
-		bs_copy_text(r->status, sizeof(r->status), sqlite3_column_text(st, 0));
-		bs_copy_text(r->retired_at, sizeof(r->retired_at), sqlite3_column_text(st, 1));
+	switch (kp_db_step(st)) {
+	case KP_DB_ROW:
+		bs_copy_text(r->status, sizeof(r->status), kp_db_column_text(st, 0));
+		if (kp_db_column_is_null(st, 1))
+			bs_copy_text(r->retired_at, sizeof(r->retired_at), "-");
+		else
+			bs_iso_time(r->retired_at, sizeof(r->retired_at), kp_db_column_int64(st, 1));
 		break;
-	case SQLITE_DONE:
+	case KP_DB_DONE:
 		break;
 	default:
 		rc = bs_fail(s, "terminal registry");
 		bs_rollback(s);
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -101,7 +103,7 @@ int kp_bstore_terminal_add(kp_bstore *s, const char *id, const char *operator_id
 		*was_registered = r.status[0] != '\0';
 	rc = bs_run(s, "terminal registry", "INSERT INTO terminal_registry(id, operator, registered)"
 	            " VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET"
-	            " operator = coalesce(excluded.operator, operator)",
+	            " operator = coalesce(excluded.operator, terminal_registry.operator)",
 	            BS_TEXT(id), BS_TEXT(operator_id), BS_INT(now_ms));
 out:
 	return registry_end(s, rc);
@@ -139,14 +141,14 @@ int bs_change(kp_bstore *s, const char *sql, const char *what, const char *t1,
               const char *t2, const uint8_t *blob, int64_t i3, int64_t i4)
 {
 	struct kp_sql_val v[4] = { BS_TEXT(t1), BS_TEXT(t2), BS_INT(i3), BS_INT(i4) };
-	int rc = bs_exec(s, "BEGIN IMMEDIATE");
+	int rc = bs_begin(s, KP_DB_TXN_WRITE);
 
 	if (rc != KP_BE_OK)
 		return rc;
 	if (blob != NULL)
 		v[0] = (struct kp_sql_val)BS_TOKEN(blob);
 	rc = bs_run_vals(s, what, sql, v, 4);
-	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
+	if (rc == KP_BE_OK && kp_db_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "%s: nothing matched", what);
 		rc = KP_BE_E_NOTFOUND;
 	}
@@ -208,7 +210,7 @@ int kp_bstore_put_product_cat(kp_bstore *s, const char *id, const char *name, in
 	    (category != NULL && !kp_cbor_id_valid(category, false)))
 		return bs_refuse(s, KP_BE_E_INVAL, "product: rides above 0, an operator, and a "
 		                 "category of 1 to %d bytes of UTF-8 if any", KP_ID_MAX);
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	/* An N-ride product; one sold as another kind keeps its kind (its units differ). */
@@ -243,7 +245,7 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
                       int64_t valid_from_ms, int64_t valid_until_ms, int64_t balance,
                       int first_use, int64_t now_ms, int64_t *ent_id)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	char kind[16] = "";
 	int64_t rides = 0;
 	int rc;
@@ -254,17 +256,17 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 		snprintf(s->err, sizeof(s->err), "sell: UNTIL after FROM, a balance of 0 to 10^12");
 		return KP_BE_E_INVAL;
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	rc = bs_query(s, &st, "SELECT product_kind, rides FROM products WHERE id = ?1",
 	              BS_TEXT(product));
 	if (rc == KP_BE_OK) {
-		if (sqlite3_step(st) == SQLITE_ROW) {
-			snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 0));
-			rides = sqlite3_column_int64(st, 1);
+		if (kp_db_step(st) == KP_DB_ROW) {
+			snprintf(kind, sizeof(kind), "%s", kp_db_column_text(st, 0));
+			rides = kp_db_column_int64(st, 1);
 		}
-		sqlite3_finalize(st);
+		kp_db_finalize(st);
 	}
 	/* What was bought: rides, minor units of stored value, or one pass. */
 	if (rc == KP_BE_OK && kind[0] == '\0') {
@@ -294,11 +296,11 @@ int kp_bstore_sell_ex(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const cha
 		              BS_TOKEN(token), BS_TEXT(product), BS_INT(rides), BS_INT(valid_from_ms),
 		              BS_INT(valid_until_ms), BS_INT(now_ms), BS_INT(first_use));
 	if (rc == KP_BE_OK) {
-		if (sqlite3_step(st) == SQLITE_ROW)
-			*ent_id = sqlite3_column_int64(st, 0);
+		if (kp_db_step(st) == KP_DB_ROW)
+			*ent_id = kp_db_column_int64(st, 0);
 		else
 			rc = bs_fail(s, "sell (is the card registered?)");
-		sqlite3_finalize(st);
+		kp_db_finalize(st);
 	}
 	return bs_commit_change(s, rc);
 }
@@ -329,7 +331,7 @@ int kp_bstore_set_service_day(kp_bstore *s, int end_s, int utc_offset_s)
 		snprintf(s->err, sizeof(s->err), "service day end 00:00-23:59, offset -14:00..+14:00");
 		return KP_BE_E_INVAL;
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
 		rc = bs_meta_puts(s, keys, v, 2);
 	return bs_end(s, rc, 0);
@@ -428,7 +430,7 @@ int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b)
 			return KP_BE_E_INVAL;
 		}
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	for (i = 0; rc == KP_BE_OK && i < b->n_operators; i++) {
@@ -504,7 +506,7 @@ int kp_bstore_put_config(kp_bstore *s, const struct kp_bundle *b)
 int kp_bstore_put_feed(kp_bstore *s, const char *feed_id, const char *source,
                        const uint8_t *package, size_t len, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	uint8_t digest[KP_SHA256_LEN];
 	char why[256];
 	size_t rows = 0;
@@ -521,7 +523,7 @@ int kp_bstore_put_feed(kp_bstore *s, const char *feed_id, const char *source,
 	}
 	if (kp_sha256(package, len, digest) != 0)
 		return KP_BE_E_INVAL;
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
 		rc = bs_prep(s, &st, "INSERT INTO fare_packages(feed_id, digest, package, rows, source,"
 		                  " imported) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(feed_id) DO"
@@ -529,12 +531,12 @@ int kp_bstore_put_feed(kp_bstore *s, const char *feed_id, const char *source,
 		                  " rows = excluded.rows, source = excluded.source,"
 		                  " imported = excluded.imported");
 	if (rc == KP_BE_OK) {
-		sqlite3_bind_text(st, 1, feed_id, -1, SQLITE_STATIC);
-		sqlite3_bind_blob(st, 2, digest, KP_SHA256_LEN, SQLITE_STATIC);
-		sqlite3_bind_blob64(st, 3, package, len, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, (int64_t)rows);
-		sqlite3_bind_text(st, 5, source, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 6, now_ms);
+		kp_db_bind_text(st, 1, feed_id, SIZE_MAX);
+		kp_db_bind_blob(st, 2, digest, KP_SHA256_LEN);
+		kp_db_bind_blob(st, 3, package, len);
+		kp_db_bind_int64(st, 4, (int64_t)rows);
+		kp_db_bind_text(st, 5, source, SIZE_MAX);
+		kp_db_bind_int64(st, 6, now_ms);
 		rc = bs_step_done(s, st, "fare feed");
 	}
 	if (rc == KP_BE_OK)

@@ -49,17 +49,17 @@ static void tokens_unique(struct kp_delta_keys *k)
 static int linkage_cards(kp_bstore *s, const uint8_t *linkage, struct kp_delta_keys *k,
                          size_t *cap)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = key_add(k, cap, linkage);
 
 	if (rc == KP_BE_OK)
 		rc = bs_query(s, &st, "SELECT card FROM linkage_cards WHERE linkage = ?1",
 		              BS_TOKEN(linkage));
-	while (rc == KP_BE_OK && sqlite3_step(st) == SQLITE_ROW) {
-		if (sqlite3_column_bytes(st, 0) == KP_TOKEN_LEN)
-			rc = key_add(k, cap, sqlite3_column_blob(st, 0));
+	while (rc == KP_BE_OK && kp_db_step(st) == KP_DB_ROW) {
+		if (kp_db_column_bytes(st, 0) == KP_TOKEN_LEN)
+			rc = key_add(k, cap, kp_db_column_blob(st, 0));
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -72,10 +72,10 @@ static int delta_keys(kp_bstore *s, int64_t from, struct kp_delta *d, int *full)
 		{ "remote", KP_BA_REMOTE },
 	};
 	size_t cap[KP_BA_COUNT] = { 0 };
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int64_t count = 0;
 	int rc = bs_query_int(s, 0, &count, "SELECT count(*) FROM (SELECT 1 FROM changes"
-	                      " WHERE n > ?1 LIMIT ?2)", BS_INT(from),
+	                      " WHERE n > ?1 LIMIT ?2) AS c", BS_INT(from),
 	                      BS_INT(KP_BSTORE_DELTA_CHANGES_MAX + 1));
 
 	if (rc == KP_BE_OK && count > KP_BSTORE_DELTA_CHANGES_MAX)
@@ -83,23 +83,23 @@ static int delta_keys(kp_bstore *s, int64_t from, struct kp_delta *d, int *full)
 	if (rc != KP_BE_OK || *full)
 		return rc;
 	rc = bs_query(s, &st, "SELECT kind, key FROM changes WHERE n > ?1", BS_INT(from));
-	while (rc == KP_BE_OK && !*full && sqlite3_step(st) == SQLITE_ROW) {
-		const char *kind = (const char *)sqlite3_column_text(st, 0);
+	while (rc == KP_BE_OK && !*full && kp_db_step(st) == KP_DB_ROW) {
+		const char *kind = kp_db_column_text(st, 0);
 		size_t i;
 
 		for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]) && strcmp(kinds[i].kind, kind); i++)
 			;
 		if (i == sizeof(kinds) / sizeof(kinds[0])) {
 			*full = 1;                              /* 'config' */
-		} else if (sqlite3_column_bytes(st, 1) == KP_TOKEN_LEN) {
-			const void *key = sqlite3_column_blob(st, 1);
+		} else if (kp_db_column_bytes(st, 1) == KP_TOKEN_LEN) {
+			const void *key = kp_db_column_blob(st, 1);
 			enum kp_bundle_array_id id = kinds[i].id;
 
 			rc = strcmp(kind, "linkage") == 0 ? linkage_cards(s, key, &d->keys[id], &cap[id]) :
 			     key_add(&d->keys[id], &cap[id], key);
 		}
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	for (int id = 0; id < KP_BA_COUNT; id++)
 		tokens_unique(&d->keys[id]);
 	return rc;
@@ -107,7 +107,7 @@ static int delta_keys(kp_bstore *s, int64_t from, struct kp_delta *d, int *full)
 
 /* Appends the rows st yields to the array id of d->rows. */
 static int rows_append(kp_bstore *s, struct kp_delta *d, enum kp_bundle_array_id id,
-                       sqlite3_stmt *st, size_t *cap)
+                       kp_db_stmt *st, size_t *cap)
 {
 	const struct kp_bundle_array *a = kp_bundle_array(id);
 	void **arr = (void **)((uint8_t *)&d->rows + a->arr_offset);
@@ -117,7 +117,7 @@ static int rows_append(kp_bstore *s, struct kp_delta *d, enum kp_bundle_array_id
 	size_t n_cols = kp_bundle_row_columns(id, cols, NULL);
 	int step;
 
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = kp_db_step(st)) == KP_DB_ROW) {
 		if (*n == *cap) {
 			size_t c = *cap ? *cap * 2 : 64;
 			void *p = realloc(*arr, c * a->elem_size);
@@ -133,7 +133,7 @@ static int rows_append(kp_bstore *s, struct kp_delta *d, enum kp_bundle_array_id
 			return KP_BE_E_NOMEM;
 		(*n)++;
 	}
-	return step == SQLITE_DONE ? KP_BE_OK : bs_fail(s, "delta rows");
+	return step == KP_DB_DONE ? KP_BE_OK : bs_fail(s, "delta rows");
 }
 
 /* A denied card's reason the bundle cannot carry goes with the bundle's stand-in. */
@@ -153,7 +153,7 @@ static int delta_rows(kp_bstore *s, const char *terminal, int64_t now_ms, struct
 {
 	static const struct { enum kp_bundle_array_id id; const char *sql; } q[] = {
 		{ KP_BA_DENYLIST, "SELECT token, reason FROM (SELECT token, reason" DENYLIST_SQL
-		  ") WHERE token = ?2" },
+		  ") AS d WHERE token = ?2" },
 		{ KP_BA_ENTITLEMENTS, ENTITLEMENT_COLS " WHERE token = ?2" },
 		{ KP_BA_ELIGIBILITY, ELIGIBILITY_COLS ELIGIBILITY_OF " ORDER BY token, category" },
 	};
@@ -161,19 +161,19 @@ static int delta_rows(kp_bstore *s, const char *terminal, int64_t now_ms, struct
 
 	for (size_t i = 0; rc == KP_BE_OK && i < sizeof(q) / sizeof(q[0]); i++) {
 		const struct kp_delta_keys *k = &d->keys[q[i].id];
-		sqlite3_stmt *st = NULL;
+		kp_db_stmt *st = NULL;
 		size_t cap = 0;
 
 		if (k->n == 0)
 			continue;
 		rc = bs_prep(s, &st, q[i].sql);
 		for (size_t j = 0; rc == KP_BE_OK && j < k->n; j++) {
-			sqlite3_reset(st);
-			sqlite3_bind_int64(st, 1, now_ms);
-			sqlite3_bind_blob(st, 2, k->tokens[j], KP_TOKEN_LEN, SQLITE_STATIC);
+			kp_db_reset(st);
+			kp_db_bind_int64(st, 1, now_ms);
+			kp_db_bind_blob(st, 2, k->tokens[j], KP_TOKEN_LEN);
 			rc = rows_append(s, d, q[i].id, st, &cap);
 		}
-		sqlite3_finalize(st);
+		kp_db_finalize(st);
 	}
 	deny_reasons(&d->rows);
 	for (size_t j = 0; rc == KP_BE_OK && j < d->keys[KP_BA_REMOTE].n; j++)
@@ -213,7 +213,8 @@ int kp_bstore_delta_session(kp_bstore *s, const struct kp_bsession *ses, uint64_
 	rc = bs_bundle_refresh(s, now_ms);
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = bs_exec(s, "BEGIN");       /* one read transaction: the rows and the version agree */
+	/* one read transaction: the rows and the version agree */
+	rc = bs_begin(s, KP_DB_TXN_SNAPSHOT);
 	if (rc != KP_BE_OK)
 		return rc;
 	rc = kp_bstore_state_version(s, &d->version);
@@ -247,7 +248,7 @@ int kp_bstore_set_change_keep(kp_bstore *s, int64_t keep_s)
 
 	if (keep_s < 0)
 		return bs_refuse(s, KP_BE_E_INVAL, "change log retention: 0 or more seconds");
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
 		rc = bs_meta_put(s, "change_keep_s", keep_s);
 	if (rc == KP_BE_OK)

@@ -18,7 +18,7 @@ int bs_bundle_refresh(kp_bstore *s, int64_t now_ms)
 		rc = bs_meta_int(s, "elig_refreshed_ms", -1, &last);
 	if (rc != KP_BE_OK || (last >= 0 && now_ms - last < max_age * 1000 / 4 && now_ms >= last))
 		return rc;
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
 		rc = bs_meta_put(s, "elig_refreshed_ms", now_ms);
 	/* the first call only starts the clock */
@@ -46,7 +46,7 @@ static int service_days(kp_bstore *s, int64_t at_ms, int days, int64_t *from_ms,
  * at the record's time. A use beyond what was bought denylists the card. */
 static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	char kind[16] = "";
 	int64_t use = 0, from = 0, until = 0;
 	int first_use = 0, days = 0, rc;
@@ -56,12 +56,12 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 	                     " WHERE e.id = ?1", BS_INT(c->entitlement));
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		first_use = sqlite3_column_int(st, 0);
-		snprintf(kind, sizeof(kind), "%s", (const char *)sqlite3_column_text(st, 1));
-		days = sqlite3_column_int(st, 2);
+	if (kp_db_step(st) == KP_DB_ROW) {
+		first_use = (int)kp_db_column_int64(st, 0);
+		snprintf(kind, sizeof(kind), "%s", kp_db_column_text(st, 1));
+		days = (int)kp_db_column_int64(st, 2);
 	}
-	sqlite3_reset(st);
+	kp_db_reset(st);
 	if (strcmp(kind, "stored") == 0)
 		use = c->amount;
 	else if (strcmp(kind, "nride") == 0)
@@ -98,7 +98,7 @@ static int merge_use(kp_bstore *s, const struct kp_record *c, int64_t now_ms)
 static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, int64_t *lat,
                       int64_t *lon, int *known)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc;
 
 	*known = 0;
@@ -110,12 +110,12 @@ static int stop_place(kp_bstore *s, const char *operator_id, const char *stop, i
 	                     BS_TEXT(operator_id), BS_TEXT(stop));
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		*lat = sqlite3_column_int64(st, 0);
-		*lon = sqlite3_column_int64(st, 1);
+	if (kp_db_step(st) == KP_DB_ROW) {
+		*lat = kp_db_column_int64(st, 0);
+		*lon = kp_db_column_int64(st, 1);
 		*known = 1;
 	}
-	sqlite3_reset(st);
+	kp_db_reset(st);
 	return KP_BE_OK;
 }
 
@@ -134,13 +134,14 @@ static int flag_clone(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], const c
                       const char *ta, int64_t sa, const char *tb, int64_t sb, const char *detail,
                       int suspend, int64_t now_ms)
 {
-	int rc = bs_run(s, "clone flag", "INSERT OR IGNORE INTO clone_flags(linkage, kind,"
-	                " terminal_a, seq_a, terminal_b, seq_b, detail, at, suspended) VALUES"
-	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", BS_TOKEN(linkage), BS_TEXT(kind),
+	int rc = bs_run(s, "clone flag", "INSERT INTO clone_flags(linkage, kind, terminal_a,"
+	                " seq_a, terminal_b, seq_b, detail, at, suspended) VALUES"
+	                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+	                BS_TOKEN(linkage), BS_TEXT(kind),
 	                BS_TEXT(ta), BS_INT(sa), BS_TEXT(tb), BS_INT(sb), BS_TEXT(detail),
 	                BS_INT(now_ms), BS_INT(suspend));
 
-	if (rc == KP_BE_OK && sqlite3_changes(s->db) > 0)
+	if (rc == KP_BE_OK && kp_db_changes(s->db) > 0)
 		fprintf(stderr, "kippu-backend: possible copied My Number card: %s (%s %lld, %s "
 		        "%lld)%s\n", detail, ta, (long long)sa, tb, (long long)sb,
 		        suspend ? "; linkage suspended" : "");
@@ -151,7 +152,7 @@ static int flag_clone(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], const c
 static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[KP_TOKEN_LEN],
                           int *found)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc;
 
 	*found = 0;
@@ -165,11 +166,11 @@ static int record_linkage(kp_bstore *s, const struct kp_record *c, uint8_t out[K
 	rc = bs_query_cached(s, &st, "SELECT 1 FROM linkages WHERE token = ?1", BS_TOKEN(c->token));
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW) {
+	if (kp_db_step(st) == KP_DB_ROW) {
 		memcpy(out, c->token, KP_TOKEN_LEN);
 		*found = 1;
 	}
-	sqlite3_reset(st);
+	kp_db_reset(st);
 	return KP_BE_OK;
 }
 
@@ -211,7 +212,7 @@ static int clone_limit(kp_bstore *s, const char *terminal, const struct kp_recor
 static int clone_check(kp_bstore *s, const char *terminal, const struct kp_record *c,
                        int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	uint8_t linkage[KP_TOKEN_LEN];
 	int64_t action = 1, speed_kmh = 120, gap_s = 60, lat = 0, lon = 0;
 	int found = 0, here = 0, rc;
@@ -241,15 +242,15 @@ static int clone_check(kp_bstore *s, const char *terminal, const struct kp_recor
 		                     BS_INT(c->time_ms + CLONE_WINDOW_MS), BS_INT(c->time_ms));
 	if (rc != KP_BE_OK)
 		return rc;
-	while (rc == KP_BE_OK && sqlite3_step(st) == SQLITE_ROW) {
-		const char *other = (const char *)sqlite3_column_text(st, 0);
-		int64_t seq = sqlite3_column_int64(st, 1), t = sqlite3_column_int64(st, 2);
+	while (rc == KP_BE_OK && kp_db_step(st) == KP_DB_ROW) {
+		const char *other = kp_db_column_text(st, 0);
+		int64_t seq = kp_db_column_int64(st, 1), t = kp_db_column_int64(st, 2);
 		int64_t dt_ms = t > c->time_ms ? t - c->time_ms : c->time_ms - t, lat2 = 0, lon2 = 0;
 		int there = 0, impossible = 0;
 		char detail[160];
 
-		rc = stop_place(s, (const char *)sqlite3_column_text(st, 3),
-		                (const char *)sqlite3_column_text(st, 4), &lat2, &lon2, &there);
+		rc = stop_place(s, kp_db_column_text(st, 3),
+		                kp_db_column_text(st, 4), &lat2, &lon2, &there);
 		if (rc != KP_BE_OK || other == NULL)
 			break;
 		if (here && there) {
@@ -275,7 +276,7 @@ static int clone_check(kp_bstore *s, const char *terminal, const struct kp_recor
 			rc = flag_clone(s, linkage, "travel", terminal, (int64_t)c->seq, other, seq,
 			                detail, action == 2, now_ms);
 	}
-	sqlite3_reset(st);
+	kp_db_reset(st);
 	return rc;
 }
 
@@ -351,13 +352,12 @@ int kp_bstore_ingest(kp_bstore *s, const char *terminal, const struct kp_ingest 
 	                                reason_cap);
 }
 
-int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
-                             const struct kp_ingest *recs, size_t n, int64_t now_ms,
-                             uint64_t *acked, uint64_t *refused_seq, char *reason,
-                             size_t reason_cap)
+static int ingest_once(kp_bstore *s, const struct kp_bsession *ses,
+                       const struct kp_ingest *recs, size_t n, int64_t now_ms,
+                       uint64_t *acked, uint64_t *refused_seq, char *reason, size_t reason_cap)
 {
 	const char *terminal = ses->terminal;
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	uint8_t last_hash[KP_SHA256_LEN];
 	uint64_t held = 0, held_before = 0, safe_held = 0;
 	uint8_t safe_hash[KP_SHA256_LEN];
@@ -366,27 +366,34 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 	*refused_seq = 0;
 	*acked = 0;
 	reason[0] = '\0';
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
-	rc = bs_query(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, (SELECT count(*) > 1"
-	              " FROM journals k WHERE k.terminal = j.terminal) FROM journals j"
+	/* one terminal's batches one after another, whichever connection or backend instance
+	 * runs them (PostgreSQL; SQLite's write transaction already excludes every writer) */
+	if (kp_db_lock(s->db, KP_DB_LOCK_TERMINAL, terminal) != KP_DB_OK) {
+		rc = bs_fail(s, "terminal lock");
+		goto out;
+	}
+	rc = bs_query(s, &st, "SELECT j.acked, j.last_hash, t.quarantined, CASE WHEN (SELECT count(*)"
+	              " FROM journals k WHERE k.terminal = j.terminal) > 1 THEN 1 ELSE 0 END"
+	              " FROM journals j"
 	              " JOIN terminals t ON t.id = j.terminal"
 	              " WHERE j.terminal = ?1 AND j.journal = ?2",
 	              BS_TEXT(terminal), BS_JOURNAL(ses->journal));
 	if (rc != KP_BE_OK)
 		goto out;
-	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 1) != KP_SHA256_LEN) {
-		sqlite3_finalize(st);
+	if (kp_db_step(st) != KP_DB_ROW || kp_db_column_bytes(st, 1) != KP_SHA256_LEN) {
+		kp_db_finalize(st);
 		rc = bs_fail(s, "unknown terminal");
 		goto out;
 	}
-	held = (uint64_t)sqlite3_column_int64(st, 0);
+	held = (uint64_t)kp_db_column_int64(st, 0);
 	held_before = held;
-	memcpy(last_hash, sqlite3_column_blob(st, 1), KP_SHA256_LEN);
-	quarantined = sqlite3_column_int(st, 2);
-	epochs = sqlite3_column_int(st, 3);   /* another epoch could hold these records */
-	sqlite3_finalize(st);
+	memcpy(last_hash, kp_db_column_blob(st, 1), KP_SHA256_LEN);
+	quarantined = (int)kp_db_column_int64(st, 2);
+	epochs = (int)kp_db_column_int64(st, 3);   /* another epoch could hold these records */
+	kp_db_finalize(st);
 
 	if (quarantined) {
 		*refused_seq = held + 1;
@@ -489,12 +496,28 @@ int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
 			goto out;
 	}
 done:
-	rc = bs_exec(s, "COMMIT");
+	rc = bs_commit(s);
 out:
 	if (rc != KP_BE_OK)
 		bs_rollback(s);
 	/* A batch whose COMMIT failed is not held: it must never be acknowledged. */
 	*acked = rc == KP_BE_OK ? held : held_before;
+	return rc;
+}
+
+/* ingest_once, run again after a PostgreSQL serialization failure or deadlock (it rolled
+ * back whole: nothing of the failed attempt stays). */
+int kp_bstore_ingest_session(kp_bstore *s, const struct kp_bsession *ses,
+                             const struct kp_ingest *recs, size_t n, int64_t now_ms,
+                             uint64_t *acked, uint64_t *refused_seq, char *reason,
+                             size_t reason_cap)
+{
+	int rc = KP_BE_OK;
+
+	bs_partitions(s, now_ms);
+	s->db->err_rc = KP_DB_OK;                /* no earlier failure counts as this one's */
+	for (int attempt = 0; attempt == 0 || bs_retry(s, rc, attempt); attempt++)
+		rc = ingest_once(s, ses, recs, n, now_ms, acked, refused_seq, reason, reason_cap);
 	return rc;
 }
 
@@ -505,11 +528,11 @@ int kp_bstore_quarantine_clear(kp_bstore *s, const char *terminal)
 
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_changes(s->db) == 0) {
+	if (kp_db_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "terminal %s is not quarantined", terminal);
 		return KP_BE_E_NOTFOUND;
 	}
-	return bs_run(s, "quarantine clear", "UPDATE quarantine SET cleared ="
-	              " strftime('%s','now') * 1000 WHERE terminal = ?1 AND cleared IS NULL",
-	              BS_TEXT(terminal));
+	return bs_run(s, "quarantine clear", "UPDATE quarantine SET cleared = ?2"
+	              " WHERE terminal = ?1 AND cleared IS NULL", BS_TEXT(terminal),
+	              BS_INT(bs_version_clock_ms() / 1000 * 1000));
 }

@@ -22,13 +22,13 @@ static int session_init(struct kp_bsession *ses, const char *terminal, const uin
 }
 
 /* Steps st, whose first columns are a journal's epoch, acked and last_hash, into ses. */
-static bool journal_fields(sqlite3_stmt *st, struct kp_bsession *ses)
+static bool journal_fields(kp_db_stmt *st, struct kp_bsession *ses)
 {
-	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 2) != KP_SHA256_LEN)
+	if (kp_db_step(st) != KP_DB_ROW || kp_db_column_bytes(st, 2) != KP_SHA256_LEN)
 		return false;
-	ses->epoch = sqlite3_column_int64(st, 0);
-	ses->acked = (uint64_t)sqlite3_column_int64(st, 1);
-	memcpy(ses->head, sqlite3_column_blob(st, 2), KP_SHA256_LEN);
+	ses->epoch = kp_db_column_int64(st, 0);
+	ses->acked = (uint64_t)kp_db_column_int64(st, 1);
+	memcpy(ses->head, kp_db_column_blob(st, 2), KP_SHA256_LEN);
 	return true;
 }
 
@@ -36,24 +36,29 @@ static bool journal_fields(sqlite3_stmt *st, struct kp_bsession *ses)
 static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, size_t len,
                     int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_query(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen,"
-	                  " fingerprint, not_before, not_after) VALUES (?1, ?2, ?3, ?3,"
-	                  " kp_cert_fingerprint(?2), kp_cert_not_before(?2), kp_cert_not_after(?2))"
-	                  " ON CONFLICT(terminal, cert) DO UPDATE SET"
-	                  " last_seen = max(last_seen, excluded.last_seen)"
-	                  " RETURNING id, first_seen = ?3 AND last_seen = ?3",
-	                  BS_TEXT(ses->terminal), BS_BLOB(der, len), BS_INT(now_ms));
+	kp_db_stmt *st = NULL;
+	char fp[2 * KP_SHA256_LEN + 1];
+	int64_t nb, na;
+	int valid, rc;
+
+	bs_cert_facts(der, len, fp, &nb, &na, &valid);
+	rc = bs_query(s, &st, "INSERT INTO terminal_certs(terminal, cert, first_seen, last_seen,"
+	              " fingerprint, not_before, not_after) VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)"
+	              " ON CONFLICT(terminal, cert) DO UPDATE SET"
+	              " last_seen = " BS_GREATER("terminal_certs.last_seen", "excluded.last_seen")
+	              " RETURNING id, CASE WHEN first_seen = ?3 AND last_seen = ?3 THEN 1 ELSE 0"
+	              " END", BS_TEXT(ses->terminal), BS_BLOB(der, len), BS_INT(now_ms),
+	              BS_TEXT(fp), BS_INT_IF(valid, nb), BS_INT_IF(valid, na));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		ses->cert_id = sqlite3_column_int64(st, 0);
-		ses->new_cert = sqlite3_column_int(st, 1);
+	if (kp_db_step(st) == KP_DB_ROW) {
+		ses->cert_id = kp_db_column_int64(st, 0);
+		ses->new_cert = (int)kp_db_column_int64(st, 1);
 	} else {
 		rc = bs_fail(s, "terminal certificate");
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -62,26 +67,27 @@ static int cert_row(kp_bstore *s, struct kp_bsession *ses, const uint8_t *der, s
 static int revoked_check(kp_bstore *s, const char *terminal, const uint8_t *der, size_t len,
                          int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bs_query(s, &st, "SELECT fingerprint, strftime('%Y-%m-%dT%H:%M:%SZ',"
-	                  " revoked_at / 1000, 'unixepoch') FROM terminal_certs WHERE terminal = ?1"
-	                  " AND cert = ?2 AND revoked_at <= ?3", BS_TEXT(terminal),
-	                  BS_BLOB(der, len), BS_INT(now_ms));
+	kp_db_stmt *st = NULL;
+	char at[40];
+	int rc = bs_query(s, &st, "SELECT fingerprint, revoked_at FROM terminal_certs"
+	                  " WHERE terminal = ?1 AND cert = ?2 AND revoked_at <= ?3",
+	                  BS_TEXT(terminal), BS_BLOB(der, len), BS_INT(now_ms));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	if (sqlite3_step(st) == SQLITE_ROW)
+	if (kp_db_step(st) == KP_DB_ROW) {
+		bs_iso_time(at, sizeof(at), kp_db_column_int64(st, 1));
 		rc = bs_refuse(s, KP_BE_E_REVOKED, "certificate %.16s of terminal %s was revoked at %s",
-		               (const char *)sqlite3_column_text(st, 0), terminal,
-		               (const char *)sqlite3_column_text(st, 1));
-	sqlite3_finalize(st);
+		               kp_db_column_text(st, 0), terminal, at);
+	}
+	kp_db_finalize(st);
 	return rc;
 }
 
 /* The session's journal row: found, or made as the terminal's next epoch. */
 static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_run(s, "journal", "INSERT INTO journals(terminal, journal, epoch, first_seen,"
 	                " last_seen) VALUES (?1, ?2, (SELECT coalesce(max(epoch), 0) + 1 FROM"
 	                " journals WHERE terminal = ?1), ?3, ?3) ON CONFLICT(terminal, journal)"
@@ -90,15 +96,15 @@ static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
 
 	if (rc != KP_BE_OK)
 		return rc;
-	ses->new_journal = sqlite3_changes(s->db) == 1;
-	rc = bs_query(s, &st, "UPDATE journals SET last_seen = max(last_seen, ?3)"
+	ses->new_journal = kp_db_changes(s->db) == 1;
+	rc = bs_query(s, &st, "UPDATE journals SET last_seen = " BS_GREATER("last_seen", "?3")
 	              " WHERE terminal = ?1 AND journal = ?2 RETURNING epoch, acked, last_hash",
 	              BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal), BS_INT(now_ms));
 	if (rc != KP_BE_OK)
 		return rc;
 	if (!journal_fields(st, ses))
 		rc = bs_fail(s, "journal head");
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -106,27 +112,27 @@ static int journal_row(kp_bstore *s, struct kp_bsession *ses, int64_t now_ms)
  * else KP_BE_E_UNREGISTERED and why in s->err. */
 static int registered_check(kp_bstore *s, const char *terminal)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_query(s, &st, "SELECT status FROM terminal_registry WHERE id = ?1",
 	                  BS_TEXT(terminal));
 
 	if (rc != KP_BE_OK)
 		return rc;
-	switch (sqlite3_step(st)) {
-	case SQLITE_ROW:
-		if (strcmp((const char *)sqlite3_column_text(st, 0), "active") != 0) {
+	switch (kp_db_step(st)) {
+	case KP_DB_ROW:
+		if (strcmp(kp_db_column_text(st, 0), "active") != 0) {
 			snprintf(s->err, sizeof(s->err), "retired at this backend");
 			rc = KP_BE_E_UNREGISTERED;
 		}
 		break;
-	case SQLITE_DONE:
+	case KP_DB_DONE:
 		snprintf(s->err, sizeof(s->err), "not registered at this backend");
 		rc = KP_BE_E_UNREGISTERED;
 		break;
 	default:
 		rc = bs_fail(s, "terminal registry");
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -146,7 +152,7 @@ int kp_bstore_hello_last(kp_bstore *s, struct kp_bsession *ses, const char *term
 	if (session_init(ses, terminal, journal) != KP_BE_OK || cert_der == NULL ||
 	    cert_len == 0 || (last != NULL && *last > INT64_MAX))
 		return KP_BE_E_INVAL;
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	/* in the same transaction as what it guards: a retire is never half seen */
@@ -188,7 +194,7 @@ int kp_bstore_terminal_seen(kp_bstore *s, const char *terminal, const uint8_t *c
 int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
                   const uint8_t *journal)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc;
 
 	if (session_init(ses, terminal, journal) != KP_BE_OK)
@@ -200,12 +206,12 @@ int bs_session_of(kp_bstore *s, struct kp_bsession *ses, const char *terminal,
 	if (rc != KP_BE_OK)
 		return rc;
 	if (journal_fields(st, ses)) {
-		ses->cert_id = sqlite3_column_int64(st, 3);
+		ses->cert_id = kp_db_column_int64(st, 3);
 	} else {
 		snprintf(s->err, sizeof(s->err), "unknown terminal or journal: %s", terminal);
 		rc = KP_BE_E_NOTFOUND;
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -225,21 +231,21 @@ int kp_bstore_state_at_least(kp_bstore *s, uint64_t have, int *raised, uint64_t 
 	rc = kp_bstore_state_version(s, &v);
 	if (rc != KP_BE_OK || have <= v)
 		return rc;
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	rc = kp_bstore_state_version(s, &v);
 	if (rc == KP_BE_OK && have > v) {
-		rc = bs_run(s, "state version", "UPDATE meta SET value = max(?1, ?2)"
-		            " WHERE key = 'state_version'", BS_INT(have + 1),
-		            BS_INT(bs_version_clock_ms()));
+		rc = bs_run(s, "state version", "UPDATE meta SET value = ?1"
+		            " WHERE key = 'state_version'", BS_INT(have + 1 > bs_version_clock_ms() ?
+		            have + 1 : bs_version_clock_ms()));
 		if (rc == KP_BE_OK)
 			rc = bs_version_mark(s);
 		*raised = rc == KP_BE_OK;
 		*was = v;
 	}
 	if (rc == KP_BE_OK)
-		rc = bs_exec(s, "COMMIT");
+		rc = bs_commit(s);
 	if (rc != KP_BE_OK) {
 		bs_rollback(s);
 		*raised = 0;
@@ -266,7 +272,7 @@ int bs_quarantine(kp_bstore *s, const char *terminal, uint64_t seq, const char *
 int bs_same_as_stored(kp_bstore *s, const struct kp_bsession *ses, const struct kp_ingest *r,
                       int *same)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_query(s, &st, "SELECT hash FROM records WHERE terminal = ?1 AND seq = ?3 AND"
 	                  " journal = coalesce((SELECT of_journal FROM record_aliases a WHERE"
 	                  " a.terminal = ?1 AND a.journal = ?2 AND a.seq = ?3), ?2)",
@@ -275,10 +281,10 @@ int bs_same_as_stored(kp_bstore *s, const struct kp_bsession *ses, const struct 
 	if (rc != KP_BE_OK)
 		return rc;
 	*same = 0;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		*same = sqlite3_column_bytes(st, 0) == KP_SHA256_LEN &&
-		        memcmp(sqlite3_column_blob(st, 0), r->hash, KP_SHA256_LEN) == 0;
-	sqlite3_finalize(st);
+	if (kp_db_step(st) == KP_DB_ROW)
+		*same = kp_db_column_bytes(st, 0) == KP_SHA256_LEN &&
+		        memcmp(kp_db_column_blob(st, 0), r->hash, KP_SHA256_LEN) == 0;
+	kp_db_finalize(st);
 	return KP_BE_OK;
 }
 
@@ -297,6 +303,6 @@ int bs_alias_of_held(kp_bstore *s, const struct kp_bsession *ses, const struct k
 	            BS_TEXT(ses->terminal), BS_JOURNAL(ses->journal), BS_INT(r->rec.seq),
 	            BS_BLOB(r->hash, KP_SHA256_LEN), BS_INT(now_ms));
 	if (rc == KP_BE_OK)
-		*found = sqlite3_changes(s->db) == 1;
+		*found = kp_db_changes(s->db) == 1;
 	return rc;
 }

@@ -16,7 +16,7 @@
 static int linkage_usable(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], int64_t at_ms,
                           int early, const char **why)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_query(s, &st, "SELECT status, valid_from, valid_until FROM linkages"
 	                  " WHERE token = ?1", BS_TOKEN(linkage));
 	int step;
@@ -24,27 +24,27 @@ static int linkage_usable(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], int
 	*why = "ok";
 	if (rc != KP_BE_OK)
 		return rc;
-	step = sqlite3_step(st);
-	if (step == SQLITE_ROW) {
-		const char *status = (const char *)sqlite3_column_text(st, 0);
+	step = kp_db_step(st);
+	if (step == KP_DB_ROW) {
+		const char *status = kp_db_column_text(st, 0);
 
 		if (status == NULL || strcmp(status, "active") != 0) {
 			*why = "revoked";
 			rc = KP_BE_E_INVAL;
-		} else if (!early && at_ms < sqlite3_column_int64(st, 1)) {
+		} else if (!early && at_ms < kp_db_column_int64(st, 1)) {
 			*why = "not yet valid";
 			rc = KP_BE_E_INVAL;
-		} else if (at_ms >= sqlite3_column_int64(st, 2)) {
+		} else if (at_ms >= kp_db_column_int64(st, 2)) {
 			*why = "expired";
 			rc = KP_BE_E_INVAL;
 		}
-	} else if (step == SQLITE_DONE) {
+	} else if (step == KP_DB_DONE) {
 		*why = "unknown linkage";
 		rc = KP_BE_E_NOTFOUND;
 	} else {
 		rc = bs_fail(s, "linkage");
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return rc;
 }
 
@@ -57,7 +57,7 @@ static int link_insert(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN],
 	                " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(linkage, card) DO NOTHING",
 	                BS_TOKEN(linkage), BS_TOKEN(card), BS_INT(linked_ms), BS_TEXT(source));
 
-	*added = rc == KP_BE_OK && sqlite3_changes(s->db) > 0;
+	*added = rc == KP_BE_OK && kp_db_changes(s->db) > 0;
 	return rc;
 }
 
@@ -121,7 +121,7 @@ int kp_bstore_linkage_add(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const
 	    valid_from_ms < 0 || valid_until_ms <= valid_from_ms)
 		return bs_refuse(s, KP_BE_E_INVAL, "linkage: a category of 1 to %d bytes of UTF-8, "
 		                 "and UNTIL after FROM", KP_ID_MAX);
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	/* An active linkage takes the new category and validity; a revoked one is left alone. */
@@ -131,7 +131,7 @@ int kp_bstore_linkage_add(kp_bstore *s, const uint8_t token[KP_TOKEN_LEN], const
 	            " valid_until = excluded.valid_until WHERE linkages.status = 'active'",
 	            BS_TOKEN(token), BS_TEXT(category), BS_INT(valid_from_ms),
 	            BS_INT(valid_until_ms), BS_INT(now_ms));
-	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
+	if (rc == KP_BE_OK && kp_db_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "this linkage was revoked and stays revoked "
 		         "(a renewed My Number card has a new certificate, so a new linkage token)");
 		rc = KP_BE_E_INVAL;
@@ -168,7 +168,7 @@ int kp_bstore_linkage_link(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN],
 		snprintf(s->err, sizeof(s->err), "link: source is backend or terminal:<id>:<seq>");
 		return KP_BE_E_INVAL;
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	rc = linkage_usable(s, linkage, now_ms, 1, &why);

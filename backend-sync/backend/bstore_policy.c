@@ -12,21 +12,21 @@
 
 static int allow_list(kp_bstore *s, const char *kind, char (*ids)[KP_ID_MAX + 1], size_t *n)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	int rc = bs_query(s, &st, "SELECT id FROM direct_tap_allow WHERE kind = ?1 ORDER BY id",
 	                  BS_TEXT(kind));
 
 	*n = 0;
 	if (rc != KP_BE_OK)
 		return rc;
-	while (sqlite3_step(st) == SQLITE_ROW && *n < KP_POLICY_LIST_MAX) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
+	while (kp_db_step(st) == KP_DB_ROW && *n < KP_POLICY_LIST_MAX) {
+		const char *id = kp_db_column_text(st, 0);
 
 		/* a row put in by hand that no terminal could hold is left out */
 		if (id != NULL && kp_cbor_id_valid(id, false))
 			snprintf(ids[(*n)++], KP_ID_MAX + 1, "%s", id);
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	return KP_BE_OK;
 }
 
@@ -67,8 +67,8 @@ static int allow_put(kp_bstore *s, const char *kind, const char (*ids)[KP_ID_MAX
 	int rc = KP_BE_OK;
 
 	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
-		rc = bs_run(s, "direct tap allow", "INSERT OR IGNORE INTO direct_tap_allow(kind, id)"
-		            " VALUES (?1, ?2)", BS_TEXT(kind), BS_TEXT(ids[i]));
+		rc = bs_run(s, "direct tap allow", "INSERT INTO direct_tap_allow(kind, id)"
+		            " VALUES (?1, ?2) ON CONFLICT DO NOTHING", BS_TEXT(kind), BS_TEXT(ids[i]));
 	return rc;
 }
 
@@ -106,7 +106,7 @@ int kp_bstore_set_policy(kp_bstore *s, const struct kp_bundle_policy *p)
 			return bs_refuse(s, KP_BE_E_INVAL, "'%.40s': ids are 1-32 characters of "
 			                 "A-Z a-z 0-9 - _ .", id);
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc != KP_BE_OK)
 		return rc;
 	for (size_t i = 0; rc == KP_BE_OK && i < p->n_products; i++) {
@@ -157,7 +157,7 @@ int kp_bstore_set_clone_policy(kp_bstore *s, int action, int64_t speed_kmh, int6
 		         "km/h; gap 0 to 86400 s");
 		return KP_BE_E_INVAL;
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
 		rc = bs_meta_puts(s, keys, v, 3);
 	return bs_commit_change(s, rc);
@@ -165,13 +165,13 @@ int kp_bstore_set_clone_policy(kp_bstore *s, int action, int64_t speed_kmh, int6
 
 int kp_bstore_clone_clear(kp_bstore *s, const uint8_t linkage[KP_TOKEN_LEN], int64_t now_ms)
 {
-	int rc = bs_exec(s, "BEGIN IMMEDIATE");
+	int rc = bs_begin(s, KP_DB_TXN_WRITE);
 
 	s->err[0] = '\0';
 	if (rc == KP_BE_OK)
 		rc = bs_run(s, "clone clear", "UPDATE clone_flags SET cleared = ?2 WHERE linkage = ?1"
 		            " AND cleared IS NULL", BS_TOKEN(linkage), BS_INT(now_ms));
-	if (rc == KP_BE_OK && sqlite3_changes(s->db) == 0) {
+	if (rc == KP_BE_OK && kp_db_changes(s->db) == 0) {
 		snprintf(s->err, sizeof(s->err), "no open flag for that linkage");
 		rc = KP_BE_E_NOTFOUND;
 	}
@@ -193,12 +193,13 @@ int kp_bstore_put_stop_places(kp_bstore *s, const char *feed_id,
 			return KP_BE_E_INVAL;
 		}
 	}
-	rc = bs_exec(s, "BEGIN IMMEDIATE");
+	rc = bs_begin(s, KP_DB_TXN_WRITE);
 	if (rc == KP_BE_OK)
 		rc = bs_change_feed_places(s, feed_id);
 	for (size_t i = 0; rc == KP_BE_OK && i < n; i++)
-		rc = bs_run(s, "stop place", "INSERT OR REPLACE INTO stop_places(feed_id, stop_id,"
-		            " lat_e6, lon_e6) VALUES (?1, ?2, ?3, ?4)", BS_TEXT(feed_id),
+		rc = bs_run(s, "stop place", "INSERT INTO stop_places(feed_id, stop_id, lat_e6,"
+		            " lon_e6) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(feed_id, stop_id) DO UPDATE"
+		            " SET lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6", BS_TEXT(feed_id),
 		            BS_TEXT(places[i].stop_id), BS_INT(places[i].lat_e6),
 		            BS_INT(places[i].lon_e6));
 	return bs_end(s, rc, 0);

@@ -36,6 +36,9 @@ int  kp_bstore_open(kp_bstore **out, const char *path);
  * database"). Nothing on stderr: err (cap bytes) says why. */
 enum { KP_BSTORE_CREATE, KP_BSTORE_EXISTING, KP_BSTORE_READONLY };
 int  kp_bstore_open_mode(kp_bstore **out, const char *path, int mode, char *err, size_t cap);
+/* path names a PostgreSQL database (postgresql://..., postgres://... or libpq's
+ * "keyword=value ..."), not a file: the store's path arguments take either. */
+int  kp_bstore_is_pg(const char *path);
 void kp_bstore_close(kp_bstore *s);
 const char *kp_bstore_errmsg(const kp_bstore *s);
 /* The settings every acknowledged record's durability rests on, as the store's connection

@@ -25,7 +25,8 @@ static void on_signal(int sig)
 
 /* The settings, as options and as configuration file keys (the same names): kind, where
  * the value goes, the numbers' range, what it means. Table-driven: a new option is a row. */
-enum key_kind { KEY_LISTEN, KEY_PATH, KEY_NUM };
+/* KEY_DB: a path (SQLite), or a PostgreSQL connection string (kp_db.h), kept as it is */
+enum key_kind { KEY_LISTEN, KEY_PATH, KEY_NUM, KEY_DB };
 /* The server's settings and those of main's own: the metrics listener (off: no host). */
 struct settings {
 	struct kp_server_cfg srv;
@@ -42,7 +43,8 @@ static const struct key {
 } keys[] = {
 	{ "listen", KEY_LISTEN, F(srv.host), 0, 0, "address to listen on, HOST:PORT (port 0 = any)",
 	  F(srv.port) },
-	{ "db", KEY_PATH, F(srv.db), 0, 0, "backend database ($STATE_DIRECTORY/backend.db when set)",
+	{ "db", KEY_DB, F(srv.db), 0, 0, "backend database: a SQLite file "
+	  "($STATE_DIRECTORY/backend.db when set), or postgresql://... (libpq's URI)",
 	  0, 0 },
 	{ "ca", KEY_PATH, F(srv.ca), 0, 0, "operator CA certificate that terminals' certificates "
 	  "chain to", 0, 0 },
@@ -72,8 +74,9 @@ static void usage(FILE *fp)
 	      "                      options; the command line wins over it\n"
 	      "  --config-keys       print the file's keys with their defaults and exit\n"
 	      "  --listen HOST:PORT  address to listen on (default 127.0.0.1:7800; port 0 = any)\n"
-	      "  --db PATH           backend database (default backend.db, or\n"
-	      "                      $STATE_DIRECTORY/backend.db when that is set)\n"
+	      "  --db PATH|URI       backend database (default backend.db, or\n"
+	      "                      $STATE_DIRECTORY/backend.db when that is set), or a\n"
+	      "                      PostgreSQL database: postgresql://USER@HOST/DBNAME\n"
 	      "  --ca PATH           operator CA certificate that terminals' certificates chain to\n"
 	      "  --cert PATH         the backend's certificate (CN backend)\n"
 	      "  --key PATH          the backend's key; also signs config bundles\n"
@@ -121,6 +124,12 @@ static const char *key_set(struct settings *cfg, const struct key *k, const char
 		snprintf(dst, k->size, "%.*s", (int)(colon - v), v);
 		snprintf((char *)cfg + k->field2, k->size2, "%s", colon + 1);
 		return NULL;
+	case KEY_DB:
+		if (kp_bstore_is_pg(v))
+			return strlen(v) < k->size && snprintf(dst, k->size, "%s", v) >= 0 ? NULL :
+			       "too long";
+		/* a file: */
+		/* fall through */
 	case KEY_PATH:
 		if (*v == '\0')
 			return "wants a path";
@@ -224,11 +233,13 @@ static int print_config_keys(void)
 			printf("none");         /* off (as kippu-terminal --config-keys says it) */
 		else if (k->kind == KEY_LISTEN)
 			printf("`%s:%s`", (char *)&d + k->field, (char *)&d + k->field2);
-		else if (k->kind == KEY_PATH)
+		else if (k->kind == KEY_PATH || k->kind == KEY_DB)
 			printf("`%s`", (char *)&d + k->field);
 		else
 			printf("`%d`", *(int *)((char *)&d + k->field));
-		printf(" | %s%s", k->doc, k->kind == KEY_PATH ? "; relative to the file's folder" : "");
+		printf(" | %s%s", k->doc, k->kind == KEY_PATH ?
+		       "; relative to the file's folder" : k->kind == KEY_DB ?
+		       "; a file is relative to the file's folder" : "");
 		if (k->kind == KEY_NUM)
 			printf(" (%ld to %ld)", k->min, k->max);
 		printf(" |\n");

@@ -12,9 +12,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include <sqlite3.h>
 
 #include "kp_backend.h"
+#include "kp_db.h"
 
 #define N_LAT_BUCKETS 12
 #define N_SIZE_BUCKETS 9
@@ -232,51 +232,53 @@ static void label_value(char *dst, size_t cap, const char *v)
 /* Records a terminal holds and the backend does not: the newest seq its last hello
  * reported minus the highest contiguous seq the backend holds of that hello's journal
  * (never negative). Only terminals whose last hello reported one (PROTOCOL.md `last`). */
-static void unsent(struct out *o, sqlite3 *db, const char *db_path)
+static void unsent(struct out *o, kp_db *db, const char *db_path)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 	char id[4 * KP_ID_MAX + 8];
 
 	head(o, "terminal_unsent_records", "gauge",
 	     "Records the terminal reported at its last hello that the backend does not hold yet.");
-	if (sqlite3_prepare_v2(db, "SELECT t.id, max(t.hello_last - j.acked, 0) FROM terminals t"
-	                       " JOIN journals j ON j.terminal = t.id AND j.journal ="
-	                       " t.hello_journal WHERE t.hello_last IS NOT NULL ORDER BY t.id",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	if (kp_db_prepare(db, &st, "SELECT t.id, CASE WHEN t.hello_last > j.acked THEN"
+	                  " t.hello_last - j.acked ELSE 0 END FROM terminals t"
+	                  " JOIN journals j ON j.terminal = t.id AND j.journal ="
+	                  " t.hello_journal WHERE t.hello_last IS NOT NULL ORDER BY t.id") !=
+	    KP_DB_OK) {
 		fprintf(stderr, "kippu-backend: metrics: database %s: %s\n", db_path,
-		        sqlite3_errmsg(db));
+		        kp_db_errmsg(db));
 		return;
 	}
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *t = (const char *)sqlite3_column_text(st, 0);
+	while (kp_db_step(st) == KP_DB_ROW) {
+		const char *t = kp_db_column_text(st, 0);
 
 		label_value(id, sizeof(id), t != NULL ? t : "");
 		put(o, "kippu_backend_terminal_unsent_records{terminal=\"%s\"} %lld\n", id,
-		    (long long)sqlite3_column_int64(st, 1));
+		    (long long)kp_db_column_int64(st, 1));
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 }
 
 /* Records stored whose own signature the auditor has not verified yet (PROTOCOL.md 4.2). */
-static void audit_lag(struct out *o, sqlite3 *db)
+static void audit_lag(struct out *o, kp_db *db)
 {
-	sqlite3_stmt *st = NULL;
+	kp_db_stmt *st = NULL;
 
 	head(o, "audit_lag_records", "gauge",
 	     "Records stored whose own signature the background auditor has not verified yet.");
-	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_pending", -1, &st, NULL) ==
-	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+	if (kp_db_prepare(db, &st, "SELECT count(*) FROM audit_pending") == KP_DB_OK &&
+	    kp_db_step(st) == KP_DB_ROW)
 		put(o, "kippu_backend_audit_lag_records %lld\n",
-		    (long long)sqlite3_column_int64(st, 0));
-	sqlite3_finalize(st);
+		    (long long)kp_db_column_int64(st, 0));
+	kp_db_finalize(st);
 }
 
 /* Per-terminal figures from the store, read-only; nothing (and one line on stderr) when
  * the store is busy or unreadable: a scrape must not stall ingest. */
 static void terminals(struct out *o, const char *db_path)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
+	kp_db *db = NULL;
+	kp_db_stmt *st = NULL;
+	char err[600];
 	struct timespec ts;
 	double now;
 	char id[4 * KP_ID_MAX + 8];
@@ -285,27 +287,29 @@ static void terminals(struct out *o, const char *db_path)
 	     "Seconds since the terminal last said hello (label terminal: the operator's device id).");
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-	if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-	    sqlite3_busy_timeout(db, 200) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, "SELECT id, last_seen FROM terminals ORDER BY id", -1, &st,
-	                       NULL) != SQLITE_OK) {
-		fprintf(stderr, "kippu-backend: metrics: database %s: %s\n", db_path,
-		        db != NULL ? sqlite3_errmsg(db) : "cannot open");
-		sqlite3_close(db);
+	if (kp_db_open(&db, db_path, KP_DB_READONLY, err, sizeof(err)) != KP_DB_OK) {
+		fprintf(stderr, "kippu-backend: metrics: %s\n", err);
 		return;
 	}
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *t = (const char *)sqlite3_column_text(st, 0);
-		double age = now - (double)sqlite3_column_int64(st, 1) / 1000.0;
+	if (kp_db_prepare(db, &st, "SELECT id, last_seen FROM terminals ORDER BY id") !=
+	    KP_DB_OK) {
+		fprintf(stderr, "kippu-backend: metrics: database %s: %s\n", db_path,
+		        kp_db_errmsg(db));
+		kp_db_close(db);
+		return;
+	}
+	while (kp_db_step(st) == KP_DB_ROW) {
+		const char *t = kp_db_column_text(st, 0);
+		double age = now - (double)kp_db_column_int64(st, 1) / 1000.0;
 
 		label_value(id, sizeof(id), t != NULL ? t : "");
 		put(o, "kippu_backend_terminal_last_seen_age_seconds{terminal=\"%s\"} %.3f\n", id,
 		    age < 0 ? 0 : age);
 	}
-	sqlite3_finalize(st);
+	kp_db_finalize(st);
 	unsent(o, db, db_path);
 	audit_lag(o, db);
-	sqlite3_close(db);
+	kp_db_close(db);
 }
 
 static unsigned long long file_size(const char *path, const char *suffix)

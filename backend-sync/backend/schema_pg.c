@@ -2,7 +2,8 @@
 /* The backend store's schema in PostgreSQL's own terms (kp_db_migrate applies it): the same
  * tables, columns, keys and checks as the SQLite schema of bstore.c at version 8, so that
  * the store's SQL reads and writes both. A PostgreSQL database starts at version 8: there
- * were never older ones. Not yet used by the store (README, "PostgreSQL (in progress)").
+ * were never older ones. kp_bstore_open migrates a postgresql:// database with it (README,
+ * "PostgreSQL (in progress)").
  * - INTEGER is bigint (the store binds and reads int64; flags stay 0/1 integers, so the
  *   store's SQL compares them as it does on SQLite), BLOB is bytea, TEXT is text in the
  *   "C" collation: ORDER BY compares bytes as SQLite's BINARY does, whatever the database's
@@ -20,10 +21,20 @@
  *   gets no partition of its own (PostgreSQL would refuse it); the function skips it.
  * - Records are immutable and append-only: triggers raise restrict_violation (SQLSTATE 23001,
  *   a constraint error, as SQLite's RAISE(ABORT) is) on UPDATE, DELETE and TRUNCATE.
- * Next: the certificate-revocation column and the change log that are being added to the
- * SQLite schema now become version 9 (and on) here as well. */
+ * - Versions 9 and 10 are the SQLite schema's 9 and 10. A certificate's fingerprint and
+ *   validity are computed in C and bound on insert (SQLite's migration computes them for
+ *   the rows it had with functions of the connection; here a version 8 database gets its
+ *   fingerprints from sha256(), and the store reads a missing validity from the DER).
+ * - The change log (10) is written by PL/pgSQL triggers, as SQLite's by its own. Its
+ *   numbers come from an identity column; a reader must never see number N committed
+ *   while a smaller one is still in flight (a delta would skip it for good), so every
+ *   transaction that writes a change, and the version mark that reads the last number,
+ *   holds one advisory lock (class 0x6B70000A, key 0) until it ends: the numbers are taken
+ *   in commit order. The price: transactions that change what a bundle carries (operators'
+ *   changes, fare-state taps while fares are on) are serialised with one another. */
 #include <stddef.h>
 
+#include "bstore_int.h"
 #include "kp_db.h"
 #include "schema_pg.h"
 
@@ -213,8 +224,72 @@ static const char v8[] =
 	"    RETURN made;"
 	"  END $$;";
 
+/* Version 9: certificates over time (bstore.c's migration 9). */
+static const char v9[] =
+	"ALTER TABLE terminal_certs ADD COLUMN fingerprint " TEXT ","
+	"  ADD COLUMN not_before bigint, ADD COLUMN not_after bigint,"
+	"  ADD COLUMN revoked_at bigint, ADD COLUMN revoked_recorded bigint;"
+	"UPDATE terminal_certs SET fingerprint = encode(sha256(cert), 'hex');"
+	"CREATE INDEX terminal_certs_fingerprint ON terminal_certs(terminal, fingerprint);"
+	"CREATE TABLE record_signers(terminal " TEXT " NOT NULL, journal bytea NOT NULL,"
+	"  seq bigint NOT NULL, cert_id bigint NOT NULL REFERENCES terminal_certs(id),"
+	"  PRIMARY KEY (terminal, journal, seq));";
+
+/* The change log's lock (see above). */
+#define CHANGE_LOCK "PERFORM pg_advisory_xact_lock(1802502154, 0);"
+/* A row's key (TG_ARGV: kind, column), old and new (an update may move it). */
+#define LOG_ROW(t, kind, col)                                                              \
+	"CREATE TRIGGER " #t "_log_" #kind " AFTER INSERT OR UPDATE OR DELETE ON " #t        \
+	"  FOR EACH ROW EXECUTE FUNCTION kippu_log_row('" #kind "', '" #col "');"
+#define LOG_CONFIG(t)                                                                      \
+	"CREATE TRIGGER " #t "_log AFTER INSERT OR UPDATE OR DELETE ON " #t                  \
+	"  FOR EACH ROW EXECUTE FUNCTION kippu_log_config();"
+
+/* Version 10: the change log of delta bundles (bstore.c's migration 10). */
+static const char v10[] =
+	"CREATE TABLE changes(n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+	"  kind " TEXT " NOT NULL CHECK (kind IN ('deny', 'ent', 'elig', 'linkage', 'remote',"
+	"  'config')), key bytea);"
+	"CREATE TABLE change_versions(version bigint PRIMARY KEY, last_change bigint NOT NULL);"
+	"CREATE FUNCTION kippu_log_row() RETURNS trigger LANGUAGE plpgsql AS $$"
+	"  DECLARE nk bytea; ok bytea;"
+	"  BEGIN " CHANGE_LOCK
+	"    IF TG_OP <> 'DELETE' THEN"
+	"      EXECUTE format('SELECT ($1).%I', TG_ARGV[1]) INTO nk USING NEW;"
+	"      INSERT INTO changes(kind, key) VALUES (TG_ARGV[0], nk);"
+	"    END IF;"
+	"    IF TG_OP <> 'INSERT' THEN"
+	"      EXECUTE format('SELECT ($1).%I', TG_ARGV[1]) INTO ok USING OLD;"
+	"      IF TG_OP = 'DELETE' OR ok IS DISTINCT FROM nk THEN"
+	"        INSERT INTO changes(kind, key) VALUES (TG_ARGV[0], ok);"
+	"      END IF;"
+	"    END IF;"
+	"    RETURN NULL;"
+	"  END $$;"
+	"CREATE FUNCTION kippu_log_config() RETURNS trigger LANGUAGE plpgsql AS $$"
+	"  BEGIN " CHANGE_LOCK " INSERT INTO changes(kind) VALUES ('config'); RETURN NULL; END $$;"
+	"CREATE FUNCTION kippu_log_remote() RETURNS trigger LANGUAGE plpgsql AS $$"
+	"  BEGIN"
+	"    IF EXISTS (SELECT 1 FROM meta WHERE key = 'format2' AND value <> 0) THEN"
+	"      " CHANGE_LOCK " INSERT INTO changes(kind, key) VALUES ('remote', NEW.token);"
+	"    END IF;"
+	"    RETURN NULL;"
+	"  END $$;"
+	BS_LOGGED_TABLES(LOG_ROW, LOG_CONFIG)
+	"CREATE TRIGGER records_log AFTER INSERT ON records FOR EACH ROW"
+	"  WHEN (NEW.token IS NOT NULL AND NEW.kind = 'tap')"
+	"  EXECUTE FUNCTION kippu_log_remote();"
+	"CREATE TRIGGER meta_log_u AFTER UPDATE ON meta FOR EACH ROW WHEN (NEW.key IN"
+	"  ('format2', 'service_day_end_s', 'utc_offset_s') AND NEW.value IS DISTINCT FROM"
+	"  OLD.value) EXECUTE FUNCTION kippu_log_config();"
+	"CREATE TRIGGER meta_log_i AFTER INSERT ON meta FOR EACH ROW WHEN (NEW.key IN"
+	"  ('format2', 'service_day_end_s', 'utc_offset_s'))"
+	"  EXECUTE FUNCTION kippu_log_config();";
+
 static const struct kp_db_migration migrations[] = {
 	{ 8, v8 },
+	{ 9, v9 },
+	{ 10, v10 },
 };
 
 const struct kp_db_migration *kp_bstore_pg_migrations(size_t *n)

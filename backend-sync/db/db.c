@@ -38,7 +38,13 @@ int kp_db_fail(kp_db *db, int rc, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(db->err, sizeof(db->err), fmt, ap);
 	va_end(ap);
+	db->err_rc = rc;
 	return rc;
+}
+
+int kp_db_errclass(const kp_db *db)
+{
+	return db != NULL ? db->err_rc : KP_DB_E_INVAL;
 }
 
 /* libpq's keyword form starts with `keyword=` (letters and '_'), possibly after spaces. */

@@ -25,6 +25,7 @@
 #define PG_BOOLOID  16
 #define PG_INT2OID  21
 #define PG_INT4OID  23
+#define PG_TEXTOID  25
 #define PG_FLOAT4OID 700
 #define PG_FLOAT8OID 701
 #define PG_NUMERICOID 1700
@@ -57,6 +58,9 @@ struct pg_stmt {
 	int n_params;
 	struct pg_param *params;
 	char *kinds;                     /* cached: the kinds it was prepared with */
+	char *absent;                    /* numbers below the highest the SQL never names:
+	                                    sent as a NULL text (the server cannot infer a
+	                                    type for them) */
 	char name[24];                   /* cached: its server-side name once prepared */
 	PGresult *res;
 	int row, n_rows, done;
@@ -181,6 +185,18 @@ static void pg_close(kp_db *db)
 	free(d);
 }
 
+/* Whether sql (PostgreSQL's spelling) holds $n. */
+static int pg_names(const char *sql, int n)
+{
+	char tag[16];
+	size_t len = (size_t)snprintf(tag, sizeof(tag), "$%d", n);
+
+	for (const char *p = strstr(sql, tag); p != NULL; p = strstr(p + 1, tag))
+		if (p[len] < '0' || p[len] > '9')
+			return 1;
+	return 0;
+}
+
 static int pg_prepare(kp_db *db, kp_db_stmt **out, const char *sql)
 {
 	struct pg_stmt *s = calloc(1, sizeof(*s));
@@ -202,14 +218,18 @@ static int pg_prepare(kp_db *db, kp_db_stmt **out, const char *sql)
 	if (s->n_params > 0) {
 		s->params = calloc((size_t)s->n_params, sizeof(*s->params));
 		s->kinds = calloc((size_t)s->n_params, sizeof(*s->kinds));
-		if (s->params == NULL || s->kinds == NULL) {
+		s->absent = calloc((size_t)s->n_params, sizeof(*s->absent));
+		if (s->params == NULL || s->kinds == NULL || s->absent == NULL) {
 			rc = KP_DB_E_NOMEM;
 			goto fail;
 		}
 	}
+	for (int i = 0; i < s->n_params; i++)
+		s->absent[i] = !pg_names(s->sql, i + 1);
 	*out = &s->base;
 	return KP_DB_OK;
 fail:
+	free(s->absent);
 	free(s->kinds);
 	free(s->params);
 	free(s->sql);
@@ -394,8 +414,9 @@ static int pg_run(struct pg_stmt *s)
 	for (int i = 0; i < n; i++) {
 		const struct pg_param *p = &s->params[i];
 
-		types[i] = pg_type_of(p->kind);
-		vals[i] = p->kind == 'i' ? p->num : (p->kind == 't' || p->kind == 'b') ? p->p : NULL;
+		types[i] = s->absent[i] ? PG_TEXTOID : pg_type_of(p->kind);
+		vals[i] = s->absent[i] ? NULL : p->kind == 'i' ? p->num :
+		          (p->kind == 't' || p->kind == 'b') ? p->p : NULL;
 		lens[i] = (int)p->len;
 		fmts[i] = p->kind == 'b';
 	}
@@ -611,6 +632,7 @@ static void pg_finalize(kp_db_stmt *st)
 		free(s->cols[c].p);
 	free(s->cols);
 	free(s->params);
+	free(s->absent);
 	free(s->kinds);
 	free(s->sql);
 	free(s);

@@ -300,6 +300,11 @@ static int sq_version_set(kp_db *db, int version)
 	return sq_exec(db, sql);
 }
 
+void *kp_db_sqlite_handle(kp_db *db)
+{
+	return db != NULL && db->ops == &kp_db_sqlite_ops ? (void *)sq(db) : NULL;
+}
+
 const struct kp_db_ops kp_db_sqlite_ops = {
 	.scheme = "sqlite",
 	.open = sq_open,

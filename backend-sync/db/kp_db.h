@@ -124,6 +124,7 @@ struct kp_db_ops {
 struct kp_db {
 	const struct kp_db_ops *ops;
 	char err[512];               /* the last failure, in the engine's words */
+	int err_rc;                  /* and its KP_DB_E_* class */
 	/* kp_db_prepare_cached's statements, keyed by the SQL text's address (then text) */
 	struct { const char *sql; kp_db_stmt *st; } cache[KP_DB_CACHE];
 	unsigned cache_next;
@@ -144,7 +145,11 @@ int kp_db_open(kp_db **out, const char *conn, int flags, char *err, size_t err_c
 void kp_db_close(kp_db *db);
 /* "sqlite" or "postgresql" */
 const char *kp_db_engine(const kp_db *db);
+/* The sqlite3 handle of a SQLite connection (to register SQL functions on it), else NULL. */
+void *kp_db_sqlite_handle(kp_db *db);
 const char *kp_db_errmsg(const kp_db *db);
+/* The KP_DB_E_* class of the last failure (meaningful right after one). */
+int kp_db_errclass(const kp_db *db);
 
 int kp_db_exec(kp_db *db, const char *sql);
 int kp_db_prepare(kp_db *db, kp_db_stmt **out, const char *sql);

@@ -378,6 +378,15 @@ int kp_cbor_next(struct kp_cbor_reader *r, struct kp_cbor_item *it)
 	memset(it, 0, sizeof(*it));
 	if (r->pos >= r->len)
 		return KP_RECORD_E_MALFORMED;
+	/* libcbor 0.8's decoder refuses the one-byte tag heads 0xC6..0xD4 (tags 6 to 20, tag
+	 * 18 COSE_Sign1 among them) as "unassigned"; CBOR says they are well-formed. */
+	if (r->buf[r->pos] >= 0xC6 && r->buf[r->pos] <= 0xD4) {
+		it->type = KP_CBOR_TAG;
+		it->arg = r->buf[r->pos] & 0x1F;
+		it->shortest = true;
+		r->pos++;
+		return KP_RECORD_OK;
+	}
 	res = cbor_stream_decode(r->buf + r->pos, r->len - r->pos, &item_callbacks, it);
 	if (res.status != CBOR_DECODER_FINISHED || res.read == 0 || res.read > r->len - r->pos ||
 	    it->type == KP_CBOR_NONE)

@@ -402,20 +402,12 @@ static int cose_check(const kp_cert *cert, int verify, const uint8_t *cose, size
 	if ((verify && cert == NULL) || (cose == NULL && cose_len > 0) || payload == NULL ||
 	    payload_len == NULL || (kid != NULL && kid_cap == 0))
 		return KP_RECORD_E_INVAL;
-	/* libcbor 0.8's decoder rejects the one-byte tag heads 0xC6..0xD4 (tag 18 is 0xD2)
-	 * as "unassigned", so the tag is read here. */
-	if (cose_len == 0)
+	/* tag 18 in a longer head is still COSE_Sign1, just not canonical */
+	rc = kp_cbor_next(&r, &it);
+	if (rc != KP_RECORD_OK)
+		return rc;
+	if (it.type != KP_CBOR_TAG || it.arg != COSE_TAG_SIGN1)
 		return KP_RECORD_E_MALFORMED;
-	if (cose[0] == 0xC0 + COSE_TAG_SIGN1) {
-		r.pos = 1;
-	} else {
-		rc = kp_cbor_next(&r, &it);
-		if (rc != KP_RECORD_OK)
-			return rc;
-		/* tag 18 in a longer head is still COSE_Sign1, just not canonical */
-		if (it.type != KP_CBOR_TAG || it.arg != COSE_TAG_SIGN1)
-			return KP_RECORD_E_MALFORMED;
-	}
 	rc = kp_cbor_next(&r, &it);
 	if (rc != KP_RECORD_OK)
 		return rc;

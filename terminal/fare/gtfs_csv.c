@@ -130,8 +130,8 @@ static int parse_record(struct kp_csv *c, char *err, size_t err_cap)
 	}
 }
 
-int kp_csv_open(struct kp_csv *c, const char *dir, const char *name, int *missing,
-                char *err, size_t err_cap)
+static int csv_open(struct kp_csv *c, const char *dir, const char *name, int *missing,
+                    char *err, size_t err_cap)
 {
 	char path[4096];
 	size_t hdr_len = 0;
@@ -199,6 +199,25 @@ int kp_csv_open(struct kp_csv *c, const char *dir, const char *name, int *missin
 	c->n_cols = c->n_fields;
 	c->n_fields = 0;
 	return KP_OK;
+}
+
+/* On failure nothing stays allocated (found by tests/fuzz/fuzz_gtfs: a header refused
+ * after the file was read leaked the file's copies, as kp_gtfs_stop_places does not close
+ * what it could not open). */
+int kp_csv_open(struct kp_csv *c, const char *dir, const char *name, int *missing,
+                char *err, size_t err_cap)
+{
+	int rc = csv_open(c, dir, name, missing, err, err_cap);
+
+	if (rc != KP_OK) {
+		free(c->buf);
+		free(c->rec);
+		free(c->hdr);
+		c->buf = NULL;
+		c->rec = NULL;
+		c->hdr = NULL;
+	}
+	return rc;
 }
 
 int kp_csv_next(struct kp_csv *c, char *err, size_t err_cap)

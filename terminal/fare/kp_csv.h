@@ -26,7 +26,7 @@ struct kp_csv {
 };
 
 /* Opens dir/name: KP_OK, KP_E_IO if it does not exist (*missing = 1) or cannot be read,
- * KP_E_FEED (err set) if the header is malformed. */
+ * KP_E_FEED (err set) if the header is malformed. On failure there is nothing to close. */
 int kp_csv_open(struct kp_csv *c, const char *dir, const char *name, int *missing,
                 char *err, size_t err_cap);
 /* The next record: 1 if one was read, 0 at the end, KP_E_FEED (err set) if malformed.

@@ -19,6 +19,7 @@
 #include "kp_terminal.h"
 #include "testutil.h"
 #include "testutil_bundle.h"
+#include "testutil_db.h"
 
 #define MURORAN_FEED "jp-donanbus-muroran-zone"
 #define T0 1767225600000LL               /* 2026-01-01T00:00:00Z */
@@ -888,7 +889,7 @@ static void test_backend_stored_value_and_first_use(void **state)
 	struct kp_bundle cfg = full_bundle(1), b;
 	struct chain c;
 	kp_bstore *s = NULL;
-	char path[512];
+	char path[700];
 	uint8_t card[KP_TOKEN_LEN];
 	int64_t sv = 0, nr = 0, pass = 0, day;
 	uint64_t acked = 0;
@@ -897,7 +898,7 @@ static void test_backend_stored_value_and_first_use(void **state)
 	(void)state;
 	memset(&c, 0, sizeof(c));
 	memset(card, 0x33, sizeof(card));
-	snprintf(path, sizeof(path), "%s/backend.db", dir);
+	tu_store_conn(path, sizeof(path), dir);
 	remove(path);
 	assert_int_equal(kp_bstore_open(&s, path), KP_BE_OK);
 	/* the whole configuration in one go (no cards: those are sold) */
@@ -967,5 +968,14 @@ int main(void)
 		cmocka_unit_test(test_backend_stored_value_and_first_use),
 	};
 
+	/* the store's case on PostgreSQL (KIPPU_TEST_PG, tests/backend/test_store_pg.sh) */
+	const struct CMUnitTest on_pg[] = {
+		cmocka_unit_test(test_backend_stored_value_and_first_use),
+	};
+	const char *pg = getenv("KIPPU_TEST_PG");
+
+	if (pg != NULL && pg[0] != '\0')
+		return cmocka_run_group_tests_name("bundle_fares_pg", on_pg, group_setup,
+		                                   group_teardown);
 	return cmocka_run_group_tests_name("bundle_fares", tests, group_setup, group_teardown);
 }

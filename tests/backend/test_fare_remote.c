@@ -71,7 +71,7 @@ struct term {
 struct fx {
 	kp_bstore *s;
 	struct term t[3];                    /* T1, T2, T3 */
-	char path[512];
+	char path[700];                      /* the store: a file, or a PostgreSQL schema */
 };
 
 static void card(uint8_t token[KP_TOKEN_LEN], int c)
@@ -127,7 +127,7 @@ static int fx_setup(void **state)
 	f->t[0].id = "T1";
 	f->t[1].id = "T2";
 	f->t[2].id = "T3";
-	snprintf(f->path, sizeof(f->path), "%s/backend.db", tu_scratch);
+	tu_store_conn(f->path, sizeof(f->path), tu_scratch);
 	remove(f->path);
 	assert_int_equal(kp_bstore_open(&f->s, f->path), KP_BE_OK);
 	config(&cfg);
@@ -555,7 +555,7 @@ static void test_nride_only_stays_format1(void **state)
 	memset(&f, 0, sizeof(f));
 	f.t[0].id = "T1";
 	f.t[1].id = "T2";
-	snprintf(f.path, sizeof(f.path), "%s/nride.db", tu_scratch);
+	tu_store_conn(f.path, sizeof(f.path), tu_scratch);
 	remove(f.path);
 	assert_int_equal(kp_bstore_open(&f.s, f.path), KP_BE_OK);
 	assert_int_equal(kp_bstore_put_operator(f.s, "OP-A", "Bus"), KP_BE_OK);
@@ -1100,6 +1100,21 @@ int main(void)
 		FX_TEST(test_bundle_time_100k),
 	};
 
+	/* the store's own behaviour on PostgreSQL (KIPPU_TEST_PG, tests/backend/test_store_pg.sh);
+	 * the SQLite-only ones (older schemas' migrations, the 100k bundle's time) stay there */
+	const struct CMUnitTest on_pg[] = {
+		FX_TEST(test_remote_fields),
+		FX_TEST(test_remote_closed),
+		FX_TEST(test_remote_spending),
+		FX_TEST(test_backend_scopes),
+		cmocka_unit_test(test_nride_only_stays_format1),
+		FX_TEST(test_remote_by_delta),
+	};
+	const char *pg = getenv("KIPPU_TEST_PG");
+
+	if (pg != NULL && pg[0] != '\0')
+		return cmocka_run_group_tests_name("fare_remote_pg", on_pg, tu_scratch_setup,
+		                                   tu_scratch_teardown);
 	return cmocka_run_group_tests_name("fare_remote", tests, tu_scratch_setup,
 	                                   tu_scratch_teardown);
 }

@@ -15,6 +15,7 @@
 #include "kp_backend.h"
 #include "kp_terminal.h"
 #include "testutil.h"
+#include "testutil_db.h"
 
 #define T_FROM   1700000000000LL          /* 2023-11-14 */
 #define T_UNTIL  4102444800000LL          /* 2100-01-01 */
@@ -50,7 +51,7 @@ static int setup(void **state)
 	if (F == NULL || getcwd(cwd, sizeof(cwd)) == NULL)
 		return -1;
 	tu_tmpdir(F->dir, sizeof(F->dir));
-	snprintf(F->db, sizeof(F->db), "%s/backend.db", F->dir);
+	tu_store_conn(F->db, sizeof(F->db), F->dir);
 	snprintf(F->src, sizeof(F->src), "%s/tools", cwd);
 	if (tu_bin()[0] == '/')
 		snprintf(F->bin, sizeof(F->bin), "%s", tu_bin());
@@ -650,8 +651,9 @@ static void test_clone_detection(void **state)
 	assert_false(deny_has(&b, 0xC2, "suspended: possible copied My Number card"));
 	kp_bundle_free(&b);
 	/* kippuctl shows the report */
-	assert_int_equal(sh("\"$CTL\" backend clones backend.db > clones.txt && "
-	                    "grep -q 'suspended' clones.txt && grep -q 'reported' clones.txt"), 0);
+	assert_int_equal(sh("\"$CTL\" backend clones '%s' > clones.txt && "
+	                    "grep -q 'suspended' clones.txt && grep -q 'reported' clones.txt",
+	                    F->db), 0);
 
 	/* an operator who has looked into it clears the linkage: the next bundle has it again */
 	assert_int_equal(kp_bstore_clone_clear(store(), l, T_REC), KP_BE_OK);
@@ -1184,6 +1186,16 @@ int main(void)
 		FX_TEST(test_linkage_token_from_certificate),
 	};
 
+	/* the store's cases on PostgreSQL (KIPPU_TEST_PG, tests/backend/test_store_pg.sh) */
+	const struct CMUnitTest on_pg[] = {
+		FX_TEST(test_linkage_bundle_and_revocation),
+		FX_TEST(test_link_requests_ingested),
+		FX_TEST(test_clone_detection),
+	};
+	const char *pg = getenv("KIPPU_TEST_PG");
+
 	signal(SIGPIPE, SIG_IGN);
+	if (pg != NULL && pg[0] != '\0')
+		return cmocka_run_group_tests_name("linkage_pg", on_pg, NULL, NULL);
 	return cmocka_run_group_tests_name("linkage", tests, NULL, NULL);
 }

@@ -30,15 +30,6 @@ trap 'exit 1' INT TERM
 check() { n=$1; w=$2; shift 2; if "$@" > "$T/check.out" 2>&1; then ok "$n"; else bad "$n" "$w: $(tail -n 2 "$T/check.out")"; fi; }
 # val FILE SAMPLE: the sample's value ("absent" when it is not there)
 val() { pc value "$1" "$2" 2>/dev/null || echo absent; }
-# wait_line FILE TEXT: until TEXT is in FILE, at most $WAIT s
-wait_line() {
-	end=$(($(date +%s) + WAIT))
-	until grep -q "$2" "$1" 2>/dev/null; do
-		[ "$(date +%s)" -gt "$end" ] && return 1
-		[ -n "$BPID" ] && ! kill -0 "$BPID" 2>/dev/null && return 1
-		sleep 0.05
-	done
-}
 
 cd "$T" || exit 1
 CTL="$KP_BIN/kippuctl"
@@ -119,11 +110,7 @@ check unwritable_said "log" grep -q 'metrics_file nodir/metrics.prom.tmp: No suc
 check unwritable_once "said more than once" test "$(grep -c 'metrics_file nodir' bad.log)" = 1
 
 # --- a known sync: the first 21 records, then the 21 of the run above ---
-cat >> terminal.conf <<-EOC
-backend = 127.0.0.1:$PORT
-backend_ca = ca.crt
-backend_cert = backend.crt
-EOC
+terminal_to_backend "$PORT"
 unsent=$("$CTL" journal verify terminal.db | sed -n 's/.* \([0-9]*\) records.*/\1/p')
 "$KP_BIN/kippu-terminal" --config terminal.conf --sync-once 2>> term.log
 check sync_once "sync failed: $(tail -n 1 term.log)" test $? = 0

@@ -4,7 +4,8 @@
 # tests/pgtmp.sh (initdb and pg_ctl as an unprivileged user, a Unix socket in a temporary
 # folder, no TCP), then test_db's contract of kp_db.h against it (the store's schema
 # migrated, records in monthly partitions, two connections serialised by the per-terminal
-# lock), then the bad cases: a server that is not running, a command that fails under
+# lock), the ridership analytics on that schema (test_ridership), then the bad cases: a
+# server that is not running, a command that fails under
 # `pgtmp.sh run` (the server is stopped and its folder removed all the same).
 # Prints cmocka-style lines so tests/run.sh counts it.
 KP_TESTS=${KP_TESTS:-build/tests}
@@ -63,6 +64,14 @@ if [ "$parts" = "records_2027_03:1 records_2027_04:2 records_default:3" ]; then
 	ok "records by month: $parts"
 else
 	bad records_by_month "$parts"
+fi
+
+# --- the ridership analytics on the store's PostgreSQL schema: the same figures as SQLite ---
+if KIPPU_TEST_PG=$URI "$KP_TESTS/test_ridership" > "$T/ridership.out" 2>&1 &&
+   ! grep -q 'not run here' "$T/ridership.out"; then
+	ok "test_ridership on PostgreSQL (the figures byte for byte as on SQLite)"
+else
+	bad test_ridership_postgresql "$(grep -E 'FAILED|ERROR|LINE|differs' "$T/ridership.out" | tail -n 12)"
 fi
 
 # --- the server stops; a client then gets a clear error ---

@@ -480,6 +480,11 @@ static const struct bad_case bad[] = {
 	  "route_networks.txt:3: route_id: duplicate key \"R1\"" },
 };
 
+static int no_place(void *arg, const char *stop_id, int64_t lat_e6, int64_t lon_e6)
+{
+	return KP_OK;
+}
+
 static void test_malformed_feeds(void **state)
 {
 	struct fx *f = *state;
@@ -544,6 +549,13 @@ static void test_malformed_feeds(void **state)
 	assert_non_null(strstr(err, "no fare files"));
 	expect(f, &q, KP_OK, 150, "F2", NULL);
 	assert_int_equal(import_as(f, good, "bad id", err, sizeof(err)), KP_E_INVAL);
+	/* stops.txt with a header refused, read for its stops' places: the reason, and nothing
+	 * left allocated (it leaked under ASan before; found by tests/fuzz/fuzz_gtfs, whose
+	 * corpus keeps the input) */
+	snprintf(dir, sizeof(dir), "%s/dup-stops", f->dir);
+	write_feed(dir, "stops.txt", "stop_id,stop_lat,stop_id\nS1,35,S1\n");
+	assert_int_equal(kp_gtfs_stop_places(dir, no_place, NULL, err, sizeof(err)), KP_E_FEED);
+	assert_non_null(strstr(err, "stop_id: column appears twice"));
 }
 
 /* Re-importing a feed replaces its rows; other feeds are untouched. */

@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kp_cbor.h"
 #include "kp_record.h"
 #include "testutil.h"
 
@@ -1011,9 +1012,38 @@ static void test_python_verifier(void **state)
 	assert_non_null(strstr(out, "6.cose"));
 }
 
+/* Found by the differential check against python3-cbor2 (tests/fuzz/diff_check.py): the
+ * reader refused the one-byte tag heads 0xC6..0xD4 (tags 6 to 20), which libcbor 0.8 calls
+ * unassigned; CBOR says they are well-formed. Regression inputs: tests/fuzz/corpus/fuzz_cbor/
+ * tag-*. */
+static void test_cbor_small_tags(void **state)
+{
+	static const uint8_t in[] = { 0xC6, 0xD2, 0xD4, 0xF6, 0xC5, 0x01, 0xD8, 0x12, 0x00 };
+	static const uint64_t want[] = { 6, 18, 20 };
+	struct kp_cbor_reader r = { .buf = in, .len = sizeof(in) };
+	struct kp_cbor_item it;
+
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(kp_cbor_next(&r, &it), KP_RECORD_OK);
+		assert_int_equal(it.type, KP_CBOR_TAG);
+		assert_true(it.arg == want[i]);
+		assert_true(it.shortest);
+	}
+	assert_int_equal(kp_cbor_next(&r, &it), KP_RECORD_OK);
+	assert_int_equal(it.type, KP_CBOR_NULL);
+	assert_int_equal(kp_cbor_next(&r, &it), KP_RECORD_OK);          /* tag 5 (libcbor's) */
+	assert_int_equal(it.type, KP_CBOR_TAG);
+	assert_true(it.arg == 5);
+	assert_int_equal(kp_cbor_next(&r, &it), KP_RECORD_OK);
+	assert_int_equal(kp_cbor_next(&r, &it), KP_RECORD_OK);          /* 18 in a longer head */
+	assert_true(it.type == KP_CBOR_TAG && it.arg == 18 && !it.shortest);
+	assert_true(r.noncanonical);
+}
+
 int main(void)
 {
 	const struct CMUnitTest record_tests[] = {
+		cmocka_unit_test(test_cbor_small_tags),
 		cmocka_unit_test(test_encode_vectors),
 		cmocka_unit_test(test_encode_integer_widths),
 		cmocka_unit_test(test_decode_vectors),

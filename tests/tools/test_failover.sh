@@ -23,14 +23,6 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 # check NAME WHAT COMMAND...: one test case, named; WHAT says what failed.
 check() { n=$1; w=$2; shift 2; if "$@" > "$T/check.out" 2>&1; then ok "$n"; else bad "$n" "$w: $(tail -n 2 "$T/check.out")"; fi; }
-# wait_line FILE TEXT: until TEXT is in FILE, at most $WAIT s
-wait_line() {
-	end=$(($(date +%s) + WAIT))
-	until grep -q "$2" "$1" 2>/dev/null; do
-		[ "$(date +%s)" -gt "$end" ] && return 1
-		sleep 0.05
-	done
-}
 # backend NAME DB: a kippu-backend on a free port of 127.0.0.1; its port in $PORT
 backend() {
 	"$KP_BIN/kippu-backend" --listen 127.0.0.1:0 --db "$2" --ca ca.crt --cert backend.crt \

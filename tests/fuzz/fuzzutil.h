@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Helpers shared by the libFuzzer targets (tests/fuzz/fuzz_*.c). A target writes only into
+ * its own temporary folder (fuzz_dir), removed when the process exits, and reads no clock. */
+#ifndef KP_FUZZUTIL_H
+#define KP_FUZZUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The process's temporary folder (made on first use under $TMPDIR or /tmp). */
+const char *fuzz_dir(void);
+/* Writes n bytes to fuzz_dir()/name; the full path into path[cap]. Aborts on failure. */
+void fuzz_write(const char *name, const void *p, size_t n, char *path, size_t cap);
+/* Removes the regular files in fuzz_dir()/sub ("" for the folder itself). */
+void fuzz_clear(const char *sub);
+
+/* A fresh in-memory terminal store: the first call opens one and keeps an image of it; each
+ * call after puts that image back (sqlite3_deserialize), which is much faster than opening
+ * a store (its schema) again. Never close it. */
+struct kp_store;
+struct kp_store *fuzz_fresh_store(void);
+
+/* Splits the input into pieces: each is a 1-byte length (0-254; 255 means the rest of the
+ * input) then the bytes. */
+struct fuzz_split {
+	const uint8_t *p;
+	size_t n;
+};
+/* The next piece into *out and *len: 1, or 0 when the input is used up. */
+int fuzz_next(struct fuzz_split *s, const uint8_t **out, size_t *len);
+
+#endif
