@@ -140,7 +140,7 @@ LINK_backend  := $(foreach f,backend db proto crypto sys,$(call lib,$(f)))
 LINK_terminal := $(foreach f,app console tap fare store card client proto hal crypto sys,$(call lib,$(f)))
 LINK_tools    := $(call lib,tools) $(foreach f,app console tap fare store card backend analytics db client proto hal crypto sys,$(call lib,$(f)))
 # libpq only where backend-sync/db's PostgreSQL code is linked in (the backend's store, with
-# a postgresql:// database: README, "PostgreSQL (in progress)").
+# a postgresql:// database: README, "PostgreSQL").
 PQ_LIBS        = -Wl,--as-needed $(call pc_libs,libpq) -Wl,--no-as-needed
 LIBS_backend   = $(call pc_libs,sqlite3 libcbor libmicrohttpd libsystemd) $(PQ_LIBS) $(MBED_LIBS) -lpthread -lm
 LIBS_terminal  = $(call pc_libs,libnfc sqlite3 libcbor ncursesw jansson libsystemd) $(MBED_LIBS) -lpthread -lm

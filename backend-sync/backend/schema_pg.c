@@ -3,7 +3,7 @@
  * tables, columns, keys and checks as the SQLite schema of bstore.c at version 8, so that
  * the store's SQL reads and writes both. A PostgreSQL database starts at version 8: there
  * were never older ones. kp_bstore_open migrates a postgresql:// database with it (README,
- * "PostgreSQL (in progress)").
+ * "PostgreSQL").
  * - INTEGER is bigint (the store binds and reads int64; flags stay 0/1 integers, so the
  *   store's SQL compares them as it does on SQLite), BLOB is bytea, TEXT is text in the
  *   "C" collation: ORDER BY compares bytes as SQLite's BINARY does, whatever the database's

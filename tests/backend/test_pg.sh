@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# PostgreSQL for the backend (README, "PostgreSQL (in progress)"): a throw-away server from
+# PostgreSQL for the backend (README, "PostgreSQL"): a throw-away server from
 # tests/pgtmp.sh (initdb and pg_ctl as an unprivileged user, a Unix socket in a temporary
 # folder, no TCP), then test_db's contract of kp_db.h against it (the store's schema
 # migrated, records in monthly partitions, two connections serialised by the per-terminal

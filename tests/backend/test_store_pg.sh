@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# The backend's store on PostgreSQL (README, "PostgreSQL (in progress)"): one throw-away
+# The backend's store on PostgreSQL (README, "PostgreSQL"): one throw-away
 # server from tests/pgtmp.sh, then
 # - the store-level tests that run on both engines (test_delta whole, the store cases of
 #   test_fare_remote, test_bundle_fares and test_linkage; each case gets a schema of its
