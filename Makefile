@@ -218,6 +218,7 @@ endef
 $(foreach t,$(TEST_SRC),$(eval $(call mktest,$(t),$(call test_layer,$(basename $(notdir $(t)))))))
 # Test helpers with a .c of their own, linked into the tests that use them.
 $(BUILD)/tests/test_powercut: $(call obj,tests/store/crashvfs.c)
+$(BUILD)/tests/test_hostile_net: $(call obj,tests/faultproxy.c)
 $(addprefix $(BUILD)/tests/,test_stored test_tap test_pass test_fare_engine test_console): \
   $(call obj,tests/fixtures.c)
 
