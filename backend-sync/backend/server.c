@@ -133,7 +133,11 @@ static void gate_enter(struct gate *g)
 
 	pthread_mutex_lock(&g->m);
 	ticket = g->next++;
-	while (ticket - g->done >= g->slots)
+	/* Not `ticket - done >= slots`: with two slots or more, later tickets may enter and
+	 * leave before an earlier one wakes up, so done can pass a waiting ticket (the
+	 * subtraction then wraps and that thread waited forever, holding its connection, the
+	 * auditor and shutdown: found by tests/backend/test_hostile_net.c). */
+	while (ticket >= g->done + g->slots)
 		pthread_cond_wait(&g->c, &g->m);
 	pthread_mutex_unlock(&g->m);
 }
