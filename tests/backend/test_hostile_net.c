@@ -90,12 +90,16 @@ static void backend_start(const char *extra)
 	fclose(fp);
 }
 
+/* SIGTERM, and the backend must be gone within 10 s: a connection thread stuck for good
+ * (the gate that lost a ticket) kept it from stopping. */
 static void backend_stop(void)
 {
-	if (G.backend > 0) {
-		kill(G.backend, SIGTERM);
-		waitpid(G.backend, NULL, 0);
+	pid_t pid = G.backend;
+
+	if (pid > 0) {
 		G.backend = 0;
+		kill(pid, SIGTERM);
+		assert_int_equal(tu_wait_pid(pid, 10, "kippu-backend after SIGTERM"), 0);
 	}
 }
 
@@ -368,7 +372,7 @@ static void test_campaign_under_random_faults(void **state)
 	struct fp_opts o = { 0 };
 	struct faultproxy *p;
 	struct fp_stats st;
-	int64_t t0 = tu_mono_ms(), slowest = 0;
+	int64_t t0 = tu_mono_ms();
 	char err[256];
 
 	(void)state;
@@ -414,16 +418,234 @@ static void test_campaign_under_random_faults(void **state)
 	assert_true(st.conns >= (unsigned long)sessions);
 	for (int k = 1; k < FP_KINDS; k++)
 		assert_true(st.bit[k] > 0);       /* every kind of fault did happen */
-	/* then each terminal once on a clean line: everything converges */
-	for (int i = 0; i < terms; i++) {
+	/* then each terminal twice on a clean line: the first round uploads what is left (each
+	 * batch stored raises the backend's state version: a new bundle), the second, with
+	 * nothing to upload, brings every terminal the same latest bundle */
+	for (int i = 0; i < 2 * terms; i++) {
 		int64_t ms;
 
-		G.t[i].port = G.port;
-		if (term_sync(&G.t[i], 10000, &ms, err, sizeof(err)) != 0)
-			fail_msg("%s: the clean sync failed: %s", G.t[i].id, err);
-		slowest = ms > slowest ? ms : slowest;
+		G.t[i % terms].port = G.port;
+		if (term_sync(&G.t[i % terms], REAL_MS, &ms, err, sizeof(err)) != 0)
+			fail_msg("%s: the clean sync failed after %lld ms: %s", G.t[i % terms].id,
+			         (long long)ms, err);
 	}
 	check_invariants();
+	backend_stop();
+	terms_free();
+}
+
+/* ---- resource exhaustion ---- */
+
+#define IDLE_CONNS 500               /* TCP connections that never speak */
+#define HALF_TLS 200                 /* TLS handshakes that stop after the first bytes */
+#define ATTACK_ADDRS 8               /* they come from 127.0.0.2 .. 127.0.0.9 */
+#define ATTACK_ROUND_MS 20           /* the attacker reopens what the backend dropped */
+#define REAL_TERMS 8
+#define REAL_RUN_MS 4000             /* real terminals sync this long, past the deadlines */
+
+/* The start of a ClientHello: a record header that announces 512 bytes, then 6 of them. */
+static const char hello_start[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+
+struct attack {
+	int port;
+	volatile int stop;
+	unsigned long opened, dropped;
+	int64_t loris_ms, frame_ms;      /* how long the backend held each one (-1: still) */
+	kp_tls_conf *frame_conf;         /* a terminal's: the big frame comes after the handshake */
+	pthread_t th[3];
+};
+
+/* A connection from 127.0.0.(2 + i % ATTACK_ADDRS), or from 127.0.0.10 for i < 0; blocking
+ * connect (loopback), then non-blocking. */
+static int attack_open(int port, int i)
+{
+	struct sockaddr_in src, dst;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	memset(&src, 0, sizeof(src));
+	src.sin_family = AF_INET;
+	src.sin_addr.s_addr = htonl(i < 0 ? 0x7f00000au : 0x7f000002u + (uint32_t)(i % ATTACK_ADDRS));
+	dst = src;
+	dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	dst.sin_port = htons((uint16_t)port);
+	if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+	    connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* IDLE_CONNS silent connections and HALF_TLS stalled handshakes, reopened as the backend
+ * drops them, until stop. */
+static void *crowd_main(void *arg)
+{
+	struct attack *a = arg;
+	static struct pollfd pf[IDLE_CONNS + HALF_TLS];
+	char sink[512];
+
+	for (int i = 0; i < IDLE_CONNS + HALF_TLS; i++) {
+		pf[i].fd = -1;
+		pf[i].events = POLLIN;
+	}
+	while (!a->stop) {
+		int64_t round = tu_mono_ms();
+
+		for (int i = 0; i < IDLE_CONNS + HALF_TLS && !a->stop; i++) {
+			if (pf[i].fd >= 0 || (pf[i].fd = attack_open(a->port, i)) < 0)
+				continue;
+			a->opened++;
+			if (i >= IDLE_CONNS &&
+			    send(pf[i].fd, hello_start, sizeof(hello_start) - 1, MSG_NOSIGNAL) < 0)
+				continue;            /* dropped already: seen below */
+		}
+		if (poll(pf, IDLE_CONNS + HALF_TLS, ATTACK_ROUND_MS) > 0) {
+			for (int i = 0; i < IDLE_CONNS + HALF_TLS; i++) {
+				if (pf[i].fd >= 0 && pf[i].revents != 0 &&
+				    recv(pf[i].fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0) {
+					close(pf[i].fd);
+					pf[i].fd = -1;
+					a->dropped++;
+				}
+			}
+		}
+		tu_sleep_ms(round + ATTACK_ROUND_MS - tu_mono_ms());
+	}
+	for (int i = 0; i < IDLE_CONNS + HALF_TLS; i++) {
+		if (pf[i].fd >= 0)
+			close(pf[i].fd);
+	}
+	return NULL;
+}
+
+/* A ClientHello, one byte a second, from 127.0.0.10: how long until the backend ends it. */
+static void *loris_main(void *arg)
+{
+	struct attack *a = arg;
+	int fd = attack_open(a->port, -1);
+	int64_t t0 = tu_mono_ms();
+	size_t k = 0;
+
+	a->loris_ms = -1;
+	while (fd >= 0 && !a->stop) {
+		struct pollfd pf = { fd, POLLIN, 0 };
+		char c;
+
+		if (send(fd, hello_start + k % (sizeof(hello_start) - 1), 1, MSG_NOSIGNAL) != 1 ||
+		    (poll(&pf, 1, 1000) > 0 && recv(fd, &c, 1, 0) <= 0)) {
+			a->loris_ms = tu_mono_ms() - t0;
+			break;
+		}
+		k++;
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+/* A terminal's handshake, then a frame header that announces 16 MiB, and nothing more. */
+static void *frame_main(void *arg)
+{
+	struct attack *a = arg;
+	static const uint8_t hdr[4] = { 0x01, 0x00, 0x00, 0x00 };   /* 16 MiB, big-endian */
+	char port[16], err[256];
+	kp_tls *t = NULL;
+	uint8_t b;
+	int fd = -1;
+	int64_t t0;
+
+	a->frame_ms = -1;
+	snprintf(port, sizeof(port), "%d", a->port);
+	if (kp_tcp_connect("127.0.0.1", port, REAL_MS, &fd) != 0 ||
+	    kp_tls_handshake(&t, a->frame_conf, fd, "backend", REAL_MS, err, sizeof(err)) != 0 ||
+	    kp_tls_write_all(t, hdr, sizeof(hdr), REAL_MS) != 0) {
+		kp_tls_close(t);
+		return NULL;
+	}
+	t0 = tu_mono_ms();
+	while (!a->stop) {
+		int rc = kp_tls_read_exact(t, &b, 1, 100);
+
+		if (rc != KP_TLS_E_TIMEOUT) {
+			a->frame_ms = tu_mono_ms() - t0;
+			break;
+		}
+	}
+	kp_tls_close(t);
+	return NULL;
+}
+
+/* A real terminal during the attack: taps and syncs straight to the backend, again and
+ * again; every sync must succeed within REAL_MS. */
+static void *real_main(void *arg)
+{
+	struct term *t = arg;
+	int64_t start = tu_mono_ms();
+	char err[256];
+
+	while (t->sessions < 3 || tu_mono_ms() - start < REAL_RUN_MS) {
+		int64_t ms;
+
+		term_taps(t, 3);
+		t->sessions++;
+		if (term_sync(t, REAL_MS, &ms, err, sizeof(err)) != 0) {
+			print_message("%s: sync %d failed after %lld ms: %s\n", t->id, t->sessions,
+			              (long long)ms, err);
+			break;
+		}
+		t->ok++;
+	}
+	return NULL;
+}
+
+static void test_exhaustion_bounded(void **state)
+{
+	struct attack a;
+	int64_t slowest = 0;
+	int syncs = 0, ok = 0;
+	void *(*const attackers[3])(void *) = { crowd_main, loris_main, frame_main };
+
+	(void)state;
+	terms_make(REAL_TERMS + 1);
+	/* the limits, given as options (these are the defaults) */
+	backend_start("--max-unauth 256 --max-per-addr 16 --max-conns 256");
+	memset(&a, 0, sizeof(a));
+	a.port = G.port;
+	a.frame_conf = G.t[REAL_TERMS].conf;
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(pthread_create(&a.th[k], NULL, attackers[k], &a), 0);
+	/* the crowd is in place and the backend is turning it away */
+	while (a.dropped < IDLE_CONNS + HALF_TLS && a.opened < 4 * (IDLE_CONNS + HALF_TLS))
+		tu_sleep_ms(20);
+	for (int i = 0; i < REAL_TERMS; i++) {
+		G.t[i].port = G.port;
+		assert_int_equal(pthread_create(&G.t[i].th, NULL, real_main, &G.t[i]), 0);
+	}
+	for (int i = 0; i < REAL_TERMS; i++) {
+		pthread_join(G.t[i].th, NULL);
+		syncs += G.t[i].sessions;
+		ok += G.t[i].ok;
+		slowest = G.t[i].slowest_ms > slowest ? G.t[i].slowest_ms : slowest;
+	}
+	/* the slow peer and the big frame were ended by the backend's deadline meanwhile */
+	for (int64_t t0 = tu_mono_ms(); (a.loris_ms < 0 || a.frame_ms < 0) &&
+	     tu_mono_ms() - t0 < TU_WAIT_S * 1000;)
+		tu_sleep_ms(50);
+	a.stop = 1;
+	for (int k = 0; k < 3; k++)
+		pthread_join(a.th[k], NULL);
+	print_message("under %d idle connections, %d stalled handshakes, a 1 byte/s peer and a "
+	              "16 MiB frame: %d of %d real syncs by %d terminals succeeded, the slowest in "
+	              "%lld ms (deadline %d ms); the attacker opened %lu connections, the backend "
+	              "dropped %lu; the 1 byte/s peer was ended after %lld ms, the 16 MiB frame "
+	              "after %lld ms (backend deadline %d ms)\n", IDLE_CONNS, HALF_TLS, ok, syncs,
+	              REAL_TERMS, (long long)slowest, REAL_MS, a.opened, a.dropped,
+	              (long long)a.loris_ms, (long long)a.frame_ms, BACKEND_MS);
+	assert_int_equal(ok, syncs);
+	assert_true(a.loris_ms >= 0);
+	assert_true(a.frame_ms >= 0);
 	backend_stop();
 	terms_free();
 }
@@ -449,7 +671,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	backend_stop();
+	if (G.backend > 0) {                 /* a test that failed */
+		kill(G.backend, SIGKILL);
+		waitpid(G.backend, NULL, 0);
+	}
 	tu_rmdir(G.dir);
 	return 0;
 }
@@ -458,6 +683,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_campaign_under_random_faults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exhaustion_bounded, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
