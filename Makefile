@@ -230,7 +230,7 @@ test: deps
 # The programs run KP_TEST_JOBS at a time (the machine's cores), the longest first so that
 # none of them starts last (tests/run.sh).
 KP_TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
-TESTS_FIRST := $(filter %/test_sync %/test_libnfc %/test_deb.sh %/test_console_tmux.sh,$(TESTS) $(SHELL_TESTS))
+TESTS_FIRST := $(filter %/test_sync %/test_hostile_net %/test_libnfc %/test_deb.sh %/test_console_tmux.sh,$(TESTS) $(SHELL_TESTS))
 check: $(PROGS) $(TESTS) check-deps $(filter deb,$(MAKECMDGOALS))
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests KP_TEST_JOBS=$(KP_TEST_JOBS) \
 	  $(if $(filter deb,$(MAKECMDGOALS)),KP_DEB_DIR=$(DEB_OUT)) \

@@ -6,8 +6,8 @@
  * connections, half-done TLS handshakes, a one-byte-a-second peer, a frame that announces
  * 16 MiB and stops) while real terminals sync within their deadline.
  *
- * KP_FAULT_SEED replays a campaign's faults (the seed is printed); KP_HOSTILE_SESSIONS and
- * KP_HOSTILE_TERMINALS make it bigger (`make reliability` runs 10,000 by 50). */
+ * KP_FAULT_SEED replays a campaign's faults (the seed is printed); KP_HOSTILE_SESSIONS,
+ * KP_HOSTILE_TERMINALS and KP_HOSTILE_SESSION_MS make it bigger (README, "Reliability"). */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -33,8 +33,9 @@
 
 #define MAX_TERMS 256
 #define OPERATORS 2                  /* OP-A and OP-B, in turn (tools/demo/sync/backend-setup.sh) */
-#define SESSION_MS 600               /* a campaign session's deadline (half-open ones wait it) */
-#define REAL_MS 3000                 /* a real terminal's deadline under exhaustion */
+#define SESSION_MS 600               /* a campaign session's deadline (half-open ones wait it);
+                                      * KP_HOSTILE_SESSION_MS changes it */
+#define REAL_MS 5000                 /* a real terminal's deadline here (its default: 30 s) */
 #define BACKEND_MS 3000              /* the backend's deadline per read and handshake */
 
 /* One terminal of the campaign: its store (two connections, as kippu-terminal has), key,
@@ -56,6 +57,7 @@ struct term {
 
 static struct {
 	char dir[256], bin[1024], src[1024];
+	int session_ms;
 	pid_t backend;
 	int port, n_terms;
 	struct term t[MAX_TERMS];
@@ -218,7 +220,7 @@ static void *campaign_main(void *arg)
 		int64_t ms;
 
 		term_taps(t, 3);
-		if (term_sync(t, SESSION_MS, &ms, err, sizeof(err)) == 0)
+		if (term_sync(t, G.session_ms, &ms, err, sizeof(err)) == 0)
 			t->ok++;
 		__atomic_add_fetch(&G.done_sessions, 1, __ATOMIC_RELAXED);
 	}
@@ -381,9 +383,11 @@ static void test_campaign_under_random_faults(void **state)
 	o.fault_pct = 60;
 	o.max_byte = 2500;
 	o.delay_max_ms = 20;
-	o.hold_ms = 2 * SESSION_MS;
+	G.session_ms = (int)env_num("KP_HOSTILE_SESSION_MS", SESSION_MS);
+	o.hold_ms = 2 * G.session_ms;
 	print_message("hostile network: seed %llu (KP_FAULT_SEED replays), %d sessions by %d "
-	              "terminals\n", (unsigned long long)o.seed, sessions, terms);
+	              "terminals, deadline %d ms\n", (unsigned long long)o.seed, sessions, terms,
+	              G.session_ms);
 	terms_make(terms);
 	backend_start("");
 	o.upstream_port = G.port;
