@@ -184,8 +184,11 @@ static struct fp_conn *conn_new(struct faultproxy *p, int fd)
 	c->p = p;
 	c->fd[0] = fd;
 	pthread_mutex_lock(&p->m);
-	c->rng = p->o.seed + p->next++;
+	c->rng = p->next++;
 	pthread_mutex_unlock(&p->m);
+	/* the seed mixed first: seeds n and n + 1 must not give the same faults shifted by one */
+	r = p->o.seed;
+	c->rng += splitmix64(&r);
 	r = splitmix64(&c->rng);
 	c->f = (int)(r % 100) < p->o.fault_pct ? (enum fp_fault)(1 + (r >> 8) % (FP_KINDS - 1))
 	                                         : FP_PASS;

@@ -14,7 +14,7 @@
  *
  * A chunk is what one read() returned, so with TLS above, drop, duplicate and reorder
  * corrupt the record stream the way a broken middlebox would. Connection k's fault comes
- * from splitmix64(seed + k): the same seed gives the same faults to the same connection
+ * from splitmix64(splitmix64(seed) + k): the same seed gives the same faults to the same connection
  * numbers (which terminal gets connection k depends on the threads' timing). One thread per
  * connection; fp_stop waits for all of them. */
 #ifndef KP_FAULTPROXY_H
