@@ -237,6 +237,7 @@ endef
 $(foreach t,$(TEST_SRC),$(eval $(call mktest,$(t),$(call test_layer,$(basename $(notdir $(t)))))))
 # Test helpers with a .c of their own, linked into the tests that use them.
 $(BUILD)/tests/test_powercut: $(call obj,tests/store/crashvfs.c)
+$(BUILD)/tests/test_hostile_net: $(call obj,tests/faultproxy.c)
 $(addprefix $(BUILD)/tests/,test_stored test_tap test_pass test_fare_engine test_console): \
   $(call obj,tests/fixtures.c)
 
@@ -248,7 +249,7 @@ test: deps
 # The programs run KP_TEST_JOBS at a time (the machine's cores), the longest first so that
 # none of them starts last (tests/run.sh).
 KP_TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
-TESTS_FIRST := $(filter %/test_sync %/test_libnfc %/test_deb.sh %/test_console_tmux.sh,$(TESTS) $(SHELL_TESTS))
+TESTS_FIRST := $(filter %/test_sync %/test_hostile_net %/test_libnfc %/test_deb.sh %/test_console_tmux.sh,$(TESTS) $(SHELL_TESTS))
 check: $(PROGS) $(TESTS) check-deps $(filter deb,$(MAKECMDGOALS))
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests KP_TEST_JOBS=$(KP_TEST_JOBS) \
 	  $(if $(filter deb,$(MAKECMDGOALS)),KP_DEB_DIR=$(DEB_OUT)) \
