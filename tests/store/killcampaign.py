@@ -43,8 +43,8 @@ SEED = int(sys.argv[4]) if len(sys.argv) > 4 else int(os.environ.get("KP_KILL_SE
                                                       int.from_bytes(os.urandom(4), "big"))
 CTL = os.path.join(BIN, "kippuctl")
 RIDES = 10000
-CARDS = 24                 # per terminal
-TAPS = 40                  # per tap step
+CARDS = 8                  # per terminal
+TAPS = int(os.environ.get("KP_KILL_TAPS", "40"))   # per tap step
 VERIFY_EVERY = int(os.environ.get("KP_KILL_VERIFY_EVERY", "10"))
 DAY_MS = 86400000
 T0_S = 1798761600          # 2027-01-01T00:00:00Z
