@@ -42,6 +42,9 @@ BIN, WORK, POINTS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 SEED = int(sys.argv[4]) if len(sys.argv) > 4 else int(os.environ.get("KP_KILL_SEED") or
                                                       int.from_bytes(os.urandom(4), "big"))
 CTL = os.path.join(BIN, "kippuctl")
+# certificates valid both today (the TLS handshakes) and at the scenarios' virtual times,
+# whatever today is until 2036: nothing depends on today's date
+VALID = ("--not-before", "2026-01-01T00:00:00Z", "--days", "3650")
 RIDES = 10000
 CARDS = 8                  # per terminal
 TAPS = int(os.environ.get("KP_KILL_TAPS", "40"))   # per tap step
@@ -190,16 +193,16 @@ class Backend:
 
 def setup():
     os.makedirs(WORK, exist_ok=True)
-    run(CTL, "ca", "create", "--key", "ca.key", "--cert", "ca.crt")
+    run(CTL, "ca", "create", "--key", "ca.key", "--cert", "ca.crt", *VALID)
     run(CTL, "backend", "create", "--ca-key", "ca.key", "--ca-cert", "ca.crt",
-        "--key", "backend.key", "--cert", "backend.crt")
+        "--key", "backend.key", "--cert", "backend.crt", *VALID)
     run(CTL, "token-key", "create", "token.key")
     run(CTL, "backend", "operator", "backend.db", "OP-A", "Bus A")
     run(CTL, "backend", "product", "backend.db", "P", str(RIDES), "OP-A", "many rides")
     terms = [Terminal(1), Terminal(2)]
     for t in terms:
         run(CTL, "terminal", "create", "--ca-key", "ca.key", "--ca-cert", "ca.crt",
-            "--id", t.id, "--key", "t%d.key" % t.n, "--cert", "t%d.crt" % t.n)
+            "--id", t.id, "--key", "t%d.key" % t.n, "--cert", "t%d.crt" % t.n, *VALID)
         run(CTL, "backend", "terminal", "add", "backend.db", t.id, "--operator", "OP-A")
         for i in range(CARDS):
             card = "felica:" + idm(t.n, i)
@@ -389,7 +392,7 @@ def main():
     durations["build"] = durations["apply"] = timed(t.argv("--sync-once"))
     kinds = ["tap", "tap", "sync", "apply", "ingest", "build"]
     n = 1
-    tries = 0
+    tries = reported = 0
     while stats["points"] < POINTS and tries < POINTS * 4:
         tries += 1
         kind = rng.choice(kinds)
@@ -416,6 +419,10 @@ def main():
         check_backend(terms, False)
         if violations and len(violations) > 20:
             break
+        if stats["points"] % 100 == 0 and stats["points"] != reported:
+            reported = stats["points"]
+            print("... %d points, %d inside a transaction, %d violations" %
+                  (reported, stats["in_txn"], len(violations)), flush=True)
     # the closing sync: everything the terminals journaled reaches the backend once
     for t in terms:
         timed(t.argv("--sync-once"))
