@@ -264,7 +264,7 @@ reliability: deps
 	@KP_BIN=$(BUILD)/bin KP_KILL_POINTS=1000 KP_KILL_TAPS=12 KP_KILL_VERIFY_EVERY=200 \
 	  sh tests/store/test_kill.sh
 	@KP_BIN=$(BUILD)/bin KP_OFFLINE_DAYS=7 KP_OFFLINE_TAPS=100000 KP_OFFLINE_CARDS=5000 \
-	  KP_OFFLINE_SYNC_WAL_MAX_KB=2048 	  sh tests/store/test_offline.sh
+	  KP_OFFLINE_SYNC_WAL_MAX_KB=2048 sh tests/store/test_offline.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)
