@@ -7,18 +7,21 @@ in it (a random offset within the step's measured length):
   tap     a terminal runs a scenario of taps (--offline); the terminal is killed
   sync    a terminal syncs (--sync-once); the terminal is killed
   apply   the backend's configuration changed first (a card denied or allowed), so the
-          sync brings a new bundle; the terminal is killed (mostly while applying it)
+          sync brings a new bundle; the terminal is killed at any moment of that
+          sync, its bundle apply included
   ingest  a terminal with a backlog syncs; the backend is killed
   build   the configuration changed first; the backend is killed while building and
           sending the bundle
-After each kill, before anything opens the database again, the killed program's database
-WAL is read: frames after its last commit frame (valid salts and checksums) mean the kill
-landed inside a write transaction ("inside a transaction" below, a lower bound: a
-transaction whose pages were all still in the page cache left no frame). A hot rollback
-journal would count too (the databases run in WAL mode, so none is expected).
+Just before the kill the victim is stopped (SIGSTOP) and /proc/locks read: the point is
+"inside a write transaction" when the victim holds SQLite's WAL write lock (byte 120 of
+the database's -shm; byte 121, a checkpoint, is counted apart). After the kill, before
+anything opens the database again, its WAL is read: frames after the last commit frame
+(valid salts and checksums) are a transaction torn mid-commit (a hot rollback journal
+would count too; the databases run in WAL mode).
 Then the program is restarted (the backend) or runs again (the terminal) and these hold:
   - PRAGMA integrity_check is ok on every database;
-  - kippuctl journal verify passes for each terminal;
+  - each journal is gapless, and kippuctl journal verify passes for each terminal (every
+    KP_KILL_VERIFY_EVERY points, default 10, and at the end);
   - every tap shown accepted on the HMI is in the journal (accepted records >= shown, and
     no more than shown + the kills during taps);
   - nothing charged twice: for each card, rides bought - rides left on its terminal =
@@ -356,7 +359,7 @@ terms_g = None
 
 
 def change_config(n):
-    """A new bundle: deny or allow back card n % CARDS of terminal 2 (never tapped then)."""
+    """A new bundle: deny or allow back a card no terminal taps (the idm(9, i) cards)."""
     card = "felica:" + idm(9, n % CARDS)
     if n // CARDS % 2 == 0:
         run(CTL, "backend", "deny", "backend.db", card, "kill campaign", "--token-key",
