@@ -183,7 +183,7 @@ endif
 BENCH_NAMES := bench bench_sync bench_libnfc bench_jpki bench_fares bench_delta bench_ridership
 BENCHES := $(foreach b,$(BENCH_NAMES),$(BUILD)/bin/kippu-$(subst _,-,$(b)))
 
-.PHONY: all deps test check check-deps test-dates demo bench clean install install-dev-tools deb \
+.PHONY: all deps test check check-deps test-dates reliability demo bench clean install install-dev-tools deb \
         fuzz fuzz-run
 all: $(PROGS)
 
@@ -249,7 +249,7 @@ test: deps
 # The programs run KP_TEST_JOBS at a time (the machine's cores), the longest first so that
 # none of them starts last (tests/run.sh).
 KP_TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
-TESTS_FIRST := $(filter %/test_sync %/test_hostile_net %/test_libnfc %/test_deb.sh %/test_console_tmux.sh,$(TESTS) $(SHELL_TESTS))
+TESTS_FIRST := $(filter %/test_sync %/test_hostile_net %/test_libnfc %/test_deb.sh %/test_console_tmux.sh %/test_kill.sh,$(TESTS) $(SHELL_TESTS))
 check: $(PROGS) $(TESTS) check-deps $(filter deb,$(MAKECMDGOALS))
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests KP_TEST_JOBS=$(KP_TEST_JOBS) \
 	  $(if $(filter deb,$(MAKECMDGOALS)),KP_DEB_DIR=$(DEB_OUT)) \
@@ -272,6 +272,16 @@ DATE_TESTS := $(addprefix $(BUILD)/tests/,test_ctl_jpki test_jpki test_hal_jpki 
 test-dates: deps
 	@$(MAKE) --no-print-directory $(PROGS) $(filter $(BUILD)/%,$(DATE_TESTS))
 	@KP_BIN=$(BUILD)/bin KP_TESTS=$(BUILD)/tests sh tests/dates.sh $(DATE_TESTS)
+
+# The long versions of the reliability campaigns (README, "Reliability"); `make test` runs
+# short ones. kill -9 at 1,000 points (tests/store/test_kill.sh; KP_KILL_SEED=N replays a
+# campaign) and a week offline of 100,000 taps by 5,000 cards (tests/store/test_offline.sh).
+reliability: deps
+	@$(MAKE) --no-print-directory $(PROGS)
+	@KP_BIN=$(BUILD)/bin KP_KILL_POINTS=1000 KP_KILL_TAPS=12 KP_KILL_VERIFY_EVERY=200 \
+	  sh tests/store/test_kill.sh
+	@KP_BIN=$(BUILD)/bin KP_OFFLINE_DAYS=7 KP_OFFLINE_TAPS=100000 KP_OFFLINE_CARDS=5000 \
+	  KP_OFFLINE_SYNC_WAL_MAX_KB=2048 sh tests/store/test_offline.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(PROGS)

@@ -246,7 +246,9 @@ void kp_hmi_close(struct kp_hmi *h);
 extern const struct kp_hmi_ops kp_mock_hmi_ops;
 
 /* The mock HMI keeps every event in memory (tests read them) and, when opened as
- * "mock:PATH" or "mock:-", also writes one line per event to PATH or stdout:
+ * "mock:PATH" or "mock:-", also writes one line per event to PATH or stdout (then only the
+ * last 1024 events stay in memory: kp_mock_hmi_count counts them all, kp_mock_hmi_event
+ * gives NULL for an older one):
  *   show <time_ms> <accepted|refused|already|info> <reason> <product|-> <rides_left> <text>
  *   beep <ok|error|notice>
  *   led <off|green|red|amber|blue>                                                   */

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The mock HMI: keeps every event in memory for tests and, opened as "mock:PATH" or
  * "mock:-", appends one line per event to PATH or stdout. Each line is written whole and
- * flushed at once, so a process killed mid-run leaves only complete lines behind. */
+ * flushed at once, so a process killed mid-run leaves only complete lines behind. With an
+ * output the lines are the record: only the last HMI_KEEP events stay in memory, so that a
+ * terminal running on the mock HMI for days (a week offline: 300,000 events) keeps a flat
+ * memory. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,6 +14,7 @@
 #include "kp_hal.h"
 
 #define HMI_LINE_MAX 512
+#define HMI_KEEP 1024                 /* events kept in memory when lines go to an output */
 
 struct kp_mock_hmi {
 	struct kp_hmi base;               /* first: kp_hmi_* find the ops here */
@@ -53,6 +57,10 @@ static void hmi_sanitize(char *s, int token)
 
 static int hmi_record(struct kp_mock_hmi *h, const struct kp_hmi_event *ev)
 {
+	if (h->out != NULL && h->n >= HMI_KEEP) {  /* a ring of the last HMI_KEEP */
+		h->ev[h->n++ % HMI_KEEP] = *ev;
+		return KP_HAL_OK;
+	}
 	if (h->n == h->cap) {
 		size_t ncap = h->cap != 0 ? h->cap * 2 : 16;
 		struct kp_hmi_event *p;
@@ -229,5 +237,7 @@ const struct kp_hmi_event *kp_mock_hmi_event(const struct kp_hmi *hmi, size_t i)
 
 	if (hmi == NULL || hmi->ops != &kp_mock_hmi_ops || i >= h->n)
 		return NULL;
+	if (h->out != NULL && h->n > HMI_KEEP)    /* a ring: the last HMI_KEEP only */
+		return i < h->n - HMI_KEEP ? NULL : &h->ev[i % HMI_KEEP];
 	return &h->ev[i];
 }

@@ -1319,6 +1319,53 @@ static void test_hmi_memory(void **state)
 	kp_hmi_close(h);
 }
 
+/* With an output file the lines are the record: the memory keeps only the last 1024
+ * events (a terminal on the mock HMI for a week offline must not grow), the count is of
+ * every event, and every line is in the file. Memory only, every event stays. */
+static void test_hmi_file_ring(void **state)
+{
+	struct fx *f = *state;
+	const char *path = fx_path(f, "ring.log");
+	char conn[200], line[256];
+	struct kp_hmi *h = NULL;
+	struct kp_hmi_msg m;
+	size_t lines = 0;
+	FILE *fp;
+
+	memset(&m, 0, sizeof(m));
+	m.result = KP_HMI_ACCEPTED;
+	m.reason = "ok";
+	m.text = "OK";
+	snprintf(conn, sizeof(conn), "mock:%s", path);
+	assert_int_equal(kp_hmi_open(&h, conn), KP_HAL_OK);
+	for (int i = 0; i < 5000; i++) {
+		m.time_ms = i;
+		assert_int_equal(kp_hmi_show(h, &m), KP_HAL_OK);
+	}
+	assert_int_equal(kp_mock_hmi_count(h), 5000);
+	assert_null(kp_mock_hmi_event(h, 0));
+	assert_null(kp_mock_hmi_event(h, 5000 - 1025));
+	assert_int_equal(kp_mock_hmi_event(h, 5000 - 1024)->time_ms, 5000 - 1024);
+	assert_int_equal(kp_mock_hmi_event(h, 4999)->time_ms, 4999);
+	assert_null(kp_mock_hmi_event(h, 5000));
+	kp_hmi_close(h);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp) != NULL)
+		lines++;
+	fclose(fp);
+	assert_int_equal(lines, 5000);
+
+	assert_int_equal(kp_hmi_open(&h, "mock"), KP_HAL_OK);
+	for (int i = 0; i < 3000; i++) {
+		m.time_ms = i;
+		assert_int_equal(kp_hmi_show(h, &m), KP_HAL_OK);
+	}
+	assert_int_equal(kp_mock_hmi_event(h, 0)->time_ms, 0);
+	assert_int_equal(kp_mock_hmi_event(h, 2999)->time_ms, 2999);
+	kp_hmi_close(h);
+}
+
 static void test_hmi_file(void **state)
 {
 	struct fx *f = *state;
@@ -1439,6 +1486,7 @@ int main(void)
 		cmocka_unit_test(test_hmi_registry_notsup),
 		cmocka_unit_test(test_hmi_memory),
 		FX(test_hmi_file),
+		FX(test_hmi_file_ring),
 		FX(test_hmi_stdout),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_time_parse_strict),
