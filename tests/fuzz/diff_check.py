@@ -12,7 +12,7 @@
    indefinite lengths: "unsupported"), maps with duplicate keys (cbor2 keeps the last),
    and values under a tag cbor2 gives a meaning to (dates, bignums, ...).
 2. COSE_Sign1: kp_cose_verify1 (DIFFDRV cose) against an ES256 verification written here
-   with python3-cryptography, with the certificate tests/fuzz/data/fuzz-cert.pem: records
+   with python3-cryptography, with the certificate $KP_FUZZ_DATA/fuzz-cert.pem (made by make fuzz): records
    signed by python with its key, by the project (the corpus), and damaged copies. The
    project may refuse more (it takes only the canonical form it writes) but never accepts
    what cryptography refuses, and accepts every canonical one cryptography accepts.
@@ -243,10 +243,10 @@ def py_sign(key, payload, kid=b"bus-042", high_s=False):
 
 
 def cose_check(drv, corpus, rnd):
-    cert_path = os.path.join(HERE, "data", "fuzz-cert.pem")
+    cert_path = os.path.join(os.environ["KP_FUZZ_DATA"], "fuzz-cert.pem")
     with open(cert_path, "rb") as f:
         pub = x509.load_pem_x509_certificate(f.read()).public_key()
-    with open(os.path.join(HERE, "data", "fuzz-key.pem"), "rb") as f:
+    with open(os.path.join(os.environ["KP_FUZZ_DATA"], "fuzz-key.pem"), "rb") as f:
         key = serialization.load_pem_private_key(f.read(), None)
     seeds = [b for b in corpus_files(corpus, ["fuzz_record"], 65536) if b[:1] == b"\xd2"]
     for i in range(60):

@@ -18,7 +18,7 @@ static kp_cert *cert;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	if (kp_cert_load(&cert, "tests/fuzz/data/fuzz-cert.pem") != 0)
+	if (kp_cert_load(&cert, fuzz_data_file("fuzz-cert.pem")) != 0)
 		cert = NULL;
 	return 0;
 }

@@ -51,7 +51,7 @@ static kp_cert *ca;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	if (kp_cert_load(&ca, "tests/fuzz/data/fuzz-cert.pem") != 0)
+	if (kp_cert_load(&ca, fuzz_data_file("fuzz-cert.pem")) != 0)
 		ca = NULL;
 	return 0;
 }

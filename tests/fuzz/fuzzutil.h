@@ -7,6 +7,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The key and certificate the seeds are signed with and the targets verify with:
+ * made by `make fuzz` in $KP_FUZZ_DATA (BUILD/fuzz/data), never kept in the tree. */
+static inline const char *fuzz_data_file(const char *name)
+{
+	static char path[2][512];
+	static int k;
+	const char *dir = getenv("KP_FUZZ_DATA");
+
+	if (dir == NULL || *dir == '\0') {
+		fputs("fuzz: KP_FUZZ_DATA is not set (make fuzz sets it)\n", stderr);
+		exit(2);
+	}
+	k ^= 1;
+	snprintf(path[k], sizeof(path[k]), "%s/%s", dir, name);
+	return path[k];
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The process's temporary folder (made on first use under $TMPDIR or /tmp). */

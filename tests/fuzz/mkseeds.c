@@ -3,10 +3,11 @@
  * the top of the tree:
  *   make FUZZ=1 CC=clang BUILD=build-fuzz build-fuzz/fuzz/kippu-fuzz-seeds
  *   ASAN_OPTIONS=detect_leaks=0 build-fuzz/fuzz/kippu-fuzz-seeds tests/fuzz/corpus
- * Records as the tests make them, signed with tests/fuzz/data/fuzz-key.pem; sync messages
+ * Records as the tests make them, signed with the key make fuzz makes in $KP_FUZZ_DATA; sync messages
  * and frames; a bundle with every array, exported from a store that loaded the golden fare
  * table's load file (tests/data/fares/load.txt) and imported its golden feeds; and those
  * feeds' fare packages. */
+#include "fuzzutil.h"
 #include "kp_bundle.h"
 #include "kp_cert.h"
 #include "kp_fare.h"
@@ -207,7 +208,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	root = argv[1];
-	if (kp_key_load(&key, "tests/fuzz/data/fuzz-key.pem") != 0) {
+	if (kp_key_load(&key, fuzz_data_file("fuzz-key.pem")) != 0) {
 		fputs("mkseeds: run from the top of the tree\n", stderr);
 		return 1;
 	}
