@@ -351,6 +351,7 @@ fuzz-run: $(FUZZ_BINS) $(BUILD)/fuzz/kippu-diffdrv $(BUILD)/fuzz/kippu-fuzz-seed
 	@rm -rf $(FUZZ_DATA) && mkdir -p $(FUZZ_DATA) && \
 	  $(KIPPUCTL) ca create --key $(FUZZ_DATA)/fuzz-key.pem --cert $(FUZZ_DATA)/fuzz-cert.pem \
 	  --cn "kippu fuzz" --not-before 2026-01-01T00:00:00Z --days 36500 > /dev/null
+	@mkdir -p $(foreach t,$(FUZZ_BINS),$(BUILD)/fuzz/corpus/$(notdir $(t)))
 	@ASAN_OPTIONS=detect_leaks=0 KP_FUZZ_DATA=$(FUZZ_DATA) $(BUILD)/fuzz/kippu-fuzz-seeds \
 	  $(BUILD)/fuzz/corpus > /dev/null
 	@KP_FUZZ_DATA=$(FUZZ_DATA) sh tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_BINS)
